@@ -1,0 +1,42 @@
+# `make run` and `make test` bootstrap .venv from pyproject.toml on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck pytest bench soak clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python examples/acme_outfitters/run_day.py
+
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check engine connectors mappings tests benchmarks examples
+	$(BIN)/ruff format --check engine connectors mappings tests benchmarks examples
+
+# mypy has no notion of setuptools' package-dir, so it checks the packages through links named as installed.
+typecheck: $(STAMP)
+	mkdir -p .typecheck/shipmap
+	ln -sfn ../../engine .typecheck/shipmap/engine
+	ln -sfn ../../connectors .typecheck/shipmap/connectors
+	$(BIN)/mypy -p shipmap.engine -p shipmap.connectors
+
+pytest: $(STAMP)
+	$(BIN)/pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python benchmarks/run_all.py
+
+soak: $(STAMP)
+	$(BIN)/pytest -q -m soak tests/connectors/test_soak.py
+
+clean:
+	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""shipmap.connectors: auth schemes, HTTP delivery, the journal, the CLI and the sandbox server."""

@@ -1,0 +1,60 @@
+"""The ``shipmap`` command. The only place where errors become exit codes and where output is printed."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from shipmap.engine import ShipmapError
+
+# Each subcommand lives in its own module with ``register(subparsers)``; imported lazily so --help stays fast.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "preview": ("preview", "map source documents and print the payloads (a dry run; sends nothing)"),
+    "validate": ("validate", "lint mapping files without source data"),
+    "schema": ("schema", "print the JSON Schema of the mapping format, or of a target kind"),
+    "sandbox": ("sandbox", "run the local Fenix and Digital Genius API server"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipmap", description="Map retailer JSON to Fenix and Digital Genius.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in _COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # Parse the command name first, then let its module declare and parse its own arguments.
+    known, _ = parser.parse_known_args(args_list[:1] if args_list and not args_list[0].startswith("-") else args_list)
+    module = importlib.import_module(f"{__name__}.{known._module}")
+    command_parser = argparse.ArgumentParser(prog=f"shipmap {known.command}", description=_COMMANDS[known.command][1])
+    command_parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    module.register(command_parser)
+    args = command_parser.parse_args(args_list[1:])
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(args.verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = module.run(args)
+    except ShipmapError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def entry() -> None:
+    sys.exit(main())

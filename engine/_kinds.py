@@ -1,0 +1,207 @@
+"""Built-in target kinds: each one is a JSON Schema file in ``kinds/`` that also carries its default HTTP route.
+
+The schema file is the single statement of a kind; the validator, the route and ``shipmap validate``'s
+required-field check are all read from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import jsonschema
+import referencing
+import referencing.jsonschema
+
+_SCHEMA_BASE = "https://shipmap.dev/kinds/"
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def format_path(parts: Iterator[Any] | tuple[Any, ...] | list[Any]) -> str:
+    """``('line_items', 2, 'sku')`` -> ``line_items[2].sku``: the way every error names a field."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif text:
+            text += f".{part}"
+        else:
+            text = str(part)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a payload of a kind is sent by default: a method and a path template over payload fields."""
+
+    method: str
+    path: str
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(_PLACEHOLDER.findall(self.path))
+
+    def render(self, payload: Mapping[str, Any], path: str | None = None) -> str:
+        """Fill the template (or an override) from the payload's top-level fields, each URL-quoted."""
+        template = path or self.path
+
+        def fill(match: re.Match[str]) -> str:
+            name = match.group(1)
+            value = payload.get(name)
+            if value is None or value == "":
+                raise KeyError(name)
+            return quote(str(value), safe="")
+
+        return _PLACEHOLDER.sub(fill, template)
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """A built-in target kind: its name, the API it belongs to, its schema and its default route."""
+
+    name: str
+    api: str
+    route: Route
+    schema: Mapping[str, Any] = field(repr=False)
+    _validator: Any = field(repr=False, compare=False)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(self.schema.get("required", ()))
+
+    def problems(self, payload: Any) -> list[tuple[tuple[Any, ...], str]]:
+        """Every violation as ``(field path parts, message)``, in document order."""
+        found: list[tuple[tuple[Any, ...], str]] = []
+        for error in self._validator.iter_errors(payload):
+            found.extend(_explain(error))
+        found.sort(key=lambda item: [str(p) for p in item[0]])
+        return found
+
+    def is_known_field(self, parts: tuple[str | int, ...]) -> bool:
+        """Whether a target field path exists in this kind's schema (for ``shipmap validate``)."""
+        node: Any = self.schema
+        for part in parts:
+            node = _resolve(node)
+            if isinstance(part, int):
+                node = node.get("items")
+                if node is None:
+                    return False
+                continue
+            props = node.get("properties")
+            if props is None or part not in props:
+                # Objects without declared properties (DG's flow-specific inputs) take any field.
+                return props is None and node.get("additionalProperties", True) is not False
+            node = props[part]
+        return True
+
+    def required_children(self, parts: tuple[str | int, ...]) -> tuple[str, ...]:
+        """The required field names of the object at ``parts`` (an int part steps into array items)."""
+        node: Any = _resolve(self.schema)
+        for part in parts:
+            node = _resolve(node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part))
+            if node is None:
+                return ()
+        return tuple(node.get("required", ()))
+
+
+def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[Any, ...], str]]:
+    path = tuple(error.absolute_path)
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        yield (*path, missing), "is required but missing"
+    elif error.validator == "additionalProperties":
+        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        for extra in extras:
+            yield (*path, extra), "is not a field of this kind"
+    elif error.validator in ("anyOf", "oneOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        if best is not None and best.validator not in ("type", "pattern"):
+            yield from _explain(best)
+        else:
+            yield path, _value_message(error)
+    else:
+        yield path, _value_message(error)
+
+
+def _value_message(error: jsonschema.ValidationError) -> str:
+    found = json.dumps(error.instance, ensure_ascii=False, default=str)
+    if len(found) > 60:
+        found = found[:59] + "…"
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if error.validator in ("anyOf", "oneOf"):
+        types = [
+            s.get("type") or s.get("$ref", "").rsplit("/", 1)[-1] for s in schema.get(error.validator, [])
+        ]
+        return f"got {found}, expected one of {types}"
+    if error.validator == "enum":
+        return f"got {found}, expected one of {list(schema.get('enum', []))}"
+    if error.validator == "pattern" and "offset_datetime" in str(error.schema_path) + str(schema):
+        return f"got {found}, expected a datetime with a zone offset such as 2020-01-23T10:14:15-05:00"
+    if error.validator == "pattern" and schema.get("pattern", "").startswith("^\\d{4}"):
+        return f"got {found}, expected a datetime with a zone offset such as 2020-01-23T10:14:15-05:00"
+    return f"got {found}: {error.message}"
+
+
+def _resolve(node: Any) -> Any:
+    """Follow a ``$ref`` into the shared definitions, for schema walks that are not validation."""
+    while isinstance(node, Mapping) and "$ref" in node:
+        ref = node["$ref"]
+        document, _, pointer = ref.partition("#")
+        schema = _load_schema_file(document.removesuffix(".json")) if document else None
+        if schema is None:
+            return node
+        target: Any = schema
+        for step in pointer.strip("/").split("/") if pointer else ():
+            target = target[step]
+        merged = {k: v for k, v in node.items() if k != "$ref"}
+        node = {**target, **merged}
+    return node
+
+
+@cache
+def _load_schema_file(stem: str) -> Mapping[str, Any]:
+    text = resources.files(__package__).joinpath("kinds", f"{stem}.json").read_text(encoding="utf-8")
+    loaded: Mapping[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _registry() -> referencing.Registry[Any]:
+    resources_ = []
+    for entry in resources.files(__package__).joinpath("kinds").iterdir():
+        if entry.name.endswith(".json"):
+            contents = json.loads(entry.read_text(encoding="utf-8"))
+            resources_.append((contents["$id"], referencing.jsonschema.DRAFT202012.create_resource(contents)))
+    return referencing.Registry().with_resources(resources_)
+
+
+@cache
+def builtin_kinds() -> Mapping[str, TargetKind]:
+    """Every built-in kind by name. Read once: the files are package data and never change at run time."""
+    kinds: dict[str, TargetKind] = {}
+    registry = _registry()
+    for entry in sorted(resources.files(__package__).joinpath("kinds").iterdir(), key=lambda e: e.name):
+        stem = entry.name.removesuffix(".json")
+        schema = _load_schema_file(stem)
+        meta = schema.get("x-shipmap")
+        if not entry.name.endswith(".json") or meta is None:
+            continue
+        validator = jsonschema.Draft202012Validator(schema, registry=registry)
+        route = Route(method=meta["route"]["method"], path=meta["route"]["path"])
+        kinds[stem] = TargetKind(name=stem, api=meta["api"], route=route, schema=schema, _validator=validator)
+    return kinds
+
+
+def get_kind(name: str) -> TargetKind:
+    """The built-in kind called ``name``; ``KeyError`` names the known ones."""
+    kinds = builtin_kinds()
+    try:
+        return kinds[name]
+    except KeyError:
+        raise KeyError(f"unknown target kind {name!r}; known kinds: {', '.join(sorted(kinds))}") from None

@@ -1,0 +1,1 @@
+"""Ready-made YAML mappings for real platforms, shipped as package data."""
