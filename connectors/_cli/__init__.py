@@ -16,6 +16,11 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "lint mapping files without source data"),
     "schema": ("schema", "print the JSON Schema of the mapping format, or of a target kind"),
     "sandbox": ("sandbox", "run the local Fenix and Digital Genius API server"),
+    "run": ("run", "map events and deliver them to the configured endpoints"),
+    "dead-letters": ("dead_letters", "list the events that could not be delivered"),
+    "replay": ("replay", "send dead-lettered events again"),
+    "test": ("test", "run the fixture cases declared beside mappings"),
+    "init": ("init", "scaffold a new retailer from a sample source document"),
 }
 
 
