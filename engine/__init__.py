@@ -1,6 +1,17 @@
-"""shipmap.engine: the mapping language. Load a YAML mapping, compile it once, transform source JSON into
-validated Fenix and Digital Genius payloads. No network, no printing, no global state."""
+"""shipmap.engine: the mapping language.
 
+Load a YAML mapping once, then transform source JSON into validated Fenix Commerce and Digital Genius
+payloads, as often as you like, from any thread::
+
+    from shipmap.engine import load_mapping
+
+    mapping = load_mapping("mappings/shopify/order.yaml")   # or a packaged one: load_mapping("shopify/order")
+    payloads = mapping.transform(source)                     # {"order": {...}}
+
+No network, no printing, no global state. Every error is a :class:`ShipmapError` carrying its location.
+"""
+
+from ._compiler import CompiledTarget, mapping_format_schema
 from ._errors import (
     CompileError,
     Location,
@@ -14,9 +25,13 @@ from ._errors import (
     TransformError,
 )
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
+from ._mapping import CompiledMapping, Target, load_mapping, parse_mapping, resolve_mapping_path
+from ._sources import SourceDocument, read_documents
 
 __all__ = [
     "CompileError",
+    "CompiledMapping",
+    "CompiledTarget",
     "Location",
     "MappingError",
     "MappingStructureError",
@@ -25,9 +40,16 @@ __all__ = [
     "Problem",
     "Route",
     "ShipmapError",
+    "SourceDocument",
     "SourceError",
+    "Target",
     "TargetKind",
     "TransformError",
     "builtin_kinds",
     "get_kind",
+    "load_mapping",
+    "mapping_format_schema",
+    "parse_mapping",
+    "read_documents",
+    "resolve_mapping_path",
 ]

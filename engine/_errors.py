@@ -144,6 +144,7 @@ class Problem:
     field: str
     message: str
     location: Location | None = None
+    severity: str = "error"
 
     def render(self) -> str:
         where = f"{self.location}: " if self.location else ""

@@ -104,7 +104,9 @@ class TargetKind:
         """The required field names of the object at ``parts`` (an int part steps into array items)."""
         node: Any = _resolve(self.schema)
         for part in parts:
-            node = _resolve(node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part))
+            node = _resolve(
+                node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
+            )
             if node is None:
                 return ()
         return tuple(node.get("required", ()))
@@ -116,7 +118,9 @@ def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[Any, ...
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         yield (*path, missing), "is required but missing"
     elif error.validator == "additionalProperties":
-        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        schema: Any = error.schema
+        instance: Any = error.instance
+        extras = sorted(set(instance) - set(schema.get("properties", {})))
         for extra in extras:
             yield (*path, extra), "is not a field of this kind"
     elif error.validator in ("anyOf", "oneOf") and error.context:

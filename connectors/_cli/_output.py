@@ -1,0 +1,45 @@
+"""Terminal output shared by the commands: colour only on a terminal, and never when NO_COLOR is set."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import IO, Any
+
+_TOKEN = re.compile(r'("(?:\\.|[^"\\])*")(\s*:)?|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|\b(true|false|null)\b')
+_RESET = "\033[0m"
+_KEY, _STRING, _NUMBER, _LITERAL = "\033[34m", "\033[32m", "\033[36m", "\033[35m"
+BOLD, DIM, RED, YELLOW, GREEN = "\033[1m", "\033[2m", "\033[31m", "\033[33m", "\033[32m"
+
+
+def use_color(stream: IO[str]) -> bool:
+    return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
+def paint(text: str, style: str, enabled: bool) -> str:
+    return f"{style}{text}{_RESET}" if enabled else text
+
+
+def dump_json(value: Any, *, pretty: bool, color: bool = False) -> str:
+    if not pretty:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    return highlight_json(text) if color else text
+
+
+def highlight_json(text: str) -> str:
+    def colour(match: re.Match[str]) -> str:
+        string, colon, number, literal = match.groups()
+        if string is not None:
+            return f"{_KEY if colon else _STRING}{string}{_RESET}{colon or ''}"
+        if number is not None:
+            return f"{_NUMBER}{number}{_RESET}"
+        return f"{_LITERAL}{literal}{_RESET}"
+
+    return _TOKEN.sub(colour, text)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr)

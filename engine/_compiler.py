@@ -1,0 +1,485 @@
+"""Turning a loaded mapping document into compiled targets: one closure tree per target, built once.
+
+Every compiled field knows its YAML location and its target field path, so the errors it raises at transform
+time point at the line that produced them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+
+import jsonschema
+
+from ._errors import (
+    CompileError,
+    Location,
+    MappingStructureError,
+    PayloadValidationError,
+    Problem,
+    TransformError,
+)
+from ._expressions import Evaluator, ExpressionCompiler, Scope
+from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable
+from ._kinds import TargetKind, format_path, get_kind
+from ._yaml import LocatedDocument, PathKey
+
+OMIT: Any = object()  # a field that produced nothing and has no default: left out of the payload
+ARRAY = "[]"  # a static field path's step into "every element of an array"
+
+StaticPath = tuple[str, ...]
+_SOURCE_KEYS = ("path", "template", "literal", "use", "each", "fields")
+
+
+@cache
+def mapping_format_schema() -> Mapping[str, Any]:
+    """The JSON Schema of the mapping file format (what ``shipmap schema`` prints)."""
+    import json
+
+    text = resources.files(__package__).joinpath("mapping.schema.json").read_text(encoding="utf-8")
+    loaded: Mapping[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _format_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(mapping_format_schema())
+
+
+@dataclass
+class CompiledTarget:
+    """One named target of a mapping: its kind, its guard and its compiled field tree."""
+
+    name: str
+    kind: TargetKind
+    location: Location
+    _produce: Callable[[Any], Any] = field(repr=False)
+    _locations: dict[StaticPath, Location] = field(repr=False)
+
+    def produce(self, source: Any) -> dict[str, Any] | None:
+        """The payload for ``source``, or None when the target's ``when`` guard does not hold."""
+        result: dict[str, Any] | None = self._produce(source)
+        return result
+
+    def problems(self, payload: Any) -> list[Problem]:
+        """Every way ``payload`` breaks this target's kind, each located at the mapping line that made it."""
+        return [
+            Problem(field=self._field_name(parts), message=message, location=self.where(parts))
+            for parts, message in self.kind.problems(payload)
+        ]
+
+    def validate(self, payload: Any) -> None:
+        problems = self.problems(payload)
+        if problems:
+            raise PayloadValidationError(self.name, self.kind.name, problems)
+
+    def where(self, parts: tuple[Any, ...]) -> Location:
+        static = tuple(ARRAY if isinstance(part, int) else str(part) for part in parts)
+        while static:
+            found = self._locations.get(static)
+            if found is not None:
+                return found
+            static = static[:-1]
+        return self._locations.get((), self.location)
+
+    def _field_name(self, parts: tuple[Any, ...]) -> str:
+        return f"{self.name}.{format_path(parts)}" if parts else self.name
+
+
+@dataclass
+class _Site:
+    """What compiling one field needs to know about where it stands."""
+
+    yaml_path: PathKey  # where the spec is in the YAML document
+    static: StaticPath  # where the value goes in the payload, arrays as "[]"
+    target: str
+
+    @property
+    def field_name(self) -> str:
+        text = self.target
+        for part in self.static:
+            text += part if part == ARRAY else f".{part}"
+        return text
+
+    def child(self, yaml_key: str | int, static_key: str | None) -> _Site:
+        static = self.static if static_key is None else (*self.static, static_key)
+        return _Site((*self.yaml_path, yaml_key), static, self.target)
+
+
+@dataclass
+class CompileReport:
+    """What ``shipmap validate`` needs beyond compiling: what each target maps, and what went unused."""
+
+    mapped: dict[str, dict[StaticPath, set[str]]] = field(default_factory=dict)
+    opaque: dict[str, set[StaticPath]] = field(default_factory=dict)
+    used_fragments: set[str] = field(default_factory=set)
+
+
+class MappingCompiler:
+    def __init__(self, document: LocatedDocument) -> None:
+        self.document = document
+        self.spec: dict[str, Any] = document.value
+        self.report = CompileReport()
+        self._fragment_stack: list[str] = []
+        self._locations: dict[StaticPath, Location] = {}
+        self._mapped: dict[StaticPath, set[str]] = {}
+        self._opaque: set[StaticPath] = set()
+
+    def where(self, path: PathKey) -> Location:
+        return self.document.where(path)
+
+    # -- document level -----------------------------------------------------------------------------------
+
+    def check_structure(self) -> None:
+        if not isinstance(self.spec, dict):
+            raise MappingStructureError(
+                "a mapping file must be a YAML object with 'shipmap: 1' and 'targets'",
+                location=self.where(()),
+            )
+        # An unknown key explains a missing one (a typo), so it is reported first.
+        errors = sorted(
+            _format_validator().iter_errors(self.spec),
+            key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
+        )
+        if errors:
+            raise _structure_error(errors[0], self.document)
+
+    def build(self) -> tuple[str, zoneinfo.ZoneInfo, FunctionSet, ExpressionCompiler, list[CompiledTarget]]:
+        self.check_structure()
+        name = self.spec.get("name") or _stem(self.document.file)
+        zone = self._zone()
+        lookups = {
+            table_name: LookupTable(table_name, table["map"], table.get("default", MISSING))
+            for table_name, table in (self.spec.get("lookups") or {}).items()
+        }
+        functions = FunctionSet(FunctionContext(default_zone=zone, lookups=lookups))
+        self.functions = functions
+        self.expressions = ExpressionCompiler(functions, frozenset(lookups))
+        targets = [self._target(target_name) for target_name in self.spec["targets"]]
+        return name, zone, functions, self.expressions, targets
+
+    def _zone(self) -> zoneinfo.ZoneInfo:
+        text = self.spec.get("timezone", "UTC")
+        try:
+            return zoneinfo.ZoneInfo(text)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise CompileError(
+                f"unknown time zone '{text}'",
+                location=self.where(("timezone",)),
+                hint="use an IANA name such as America/New_York or Europe/London",
+            ) from None
+
+    def _target(self, name: str) -> CompiledTarget:
+        spec = self.spec["targets"][name]
+        base: PathKey = ("targets", name)
+        kind = get_kind(spec["kind"])
+        self._locations = {}
+        self._mapped = {}
+        self._opaque = set()
+        site = _Site((*base, "fields"), (), name)
+        body = self._object(spec["fields"], site)
+        when = self._expression(spec["when"], _Site((*base, "when"), (), name)) if "when" in spec else None
+        rebase = self._expression(spec["from"], _Site((*base, "from"), (), name)) if "from" in spec else None
+        label = spec.get("from", "")
+        self.report.mapped[name] = self._mapped
+        self.report.opaque[name] = self._opaque
+        location = self.document.key_location(base)
+
+        def produce(source: Any) -> Any:
+            scope = Scope(source, None, source)
+            if when is not None and not _truthy(when(scope)):
+                return None
+            if rebase is not None:
+                scope = Scope(rebase(scope), scope, source, label)
+            payload = body(scope)
+            return {} if payload is OMIT else payload
+
+        return CompiledTarget(name, kind, location, produce, self._locations)
+
+    # -- fields ---------------------------------------------------------------------------------------------
+
+    def _expression(self, text: str, site: _Site) -> Evaluator:
+        return self.expressions.compile(text, self.where(site.yaml_path), site.field_name)
+
+    def _field(self, spec: Any, site: _Site) -> Callable[[Scope], Any]:
+        self._locations.setdefault(site.static, self.where(site.yaml_path))
+        if isinstance(spec, str):
+            return _omit_null(self._expression(spec, site))
+        if not isinstance(spec, dict):
+            value = spec
+            self._opaque.add(site.static)
+            return lambda scope: value
+        if not any(key in spec for key in _SOURCE_KEYS):
+            return self._object(spec, site)
+        return self._spec(spec, site)
+
+    def _object(self, fields: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
+        self._locations.setdefault(site.static, self.where(site.yaml_path))
+        self._mapped.setdefault(site.static, set()).update(fields)
+        items = tuple((key, self._field(value, site.child(key, key))) for key, value in fields.items())
+
+        def build_object(scope: Scope) -> Any:
+            out = {}
+            for key, produce in items:
+                value = produce(scope)
+                if value is not OMIT:
+                    out[key] = value
+            return out if out else OMIT
+
+        return build_object
+
+    def _spec(self, spec: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
+        location = self.where(site.yaml_path)
+        sources = [key for key in _SOURCE_KEYS if key in spec]
+        if "each" in spec:
+            element_sources = [key for key in sources if key != "each" and key != "literal"]
+            if len(element_sources) != 1 or "literal" in spec:
+                raise CompileError(
+                    "'each' needs exactly one of fields, path, template or use to build each element",
+                    location=location,
+                    field=site.field_name,
+                )
+        elif len(sources) != 1:
+            raise CompileError(
+                f"a field takes one source, but this one has {' and '.join(sources)}",
+                location=location,
+                field=site.field_name,
+            )
+        if ("from" in spec and not ({"use", "fields"} & set(spec))) or ("from" in spec and "each" in spec):
+            raise CompileError(
+                "'from' goes with 'use' or 'fields'",
+                location=self.where((*site.yaml_path, "from")),
+                field=site.field_name,
+            )
+        for option in ("lookup", "type"):
+            if option in spec and ({"use", "fields"} & set(spec)):
+                raise CompileError(
+                    f"'{option}' applies to a single value, not to an object",
+                    location=self.where((*site.yaml_path, option)),
+                    field=site.field_name,
+                )
+        source, label = self._source(spec, site)
+        finish = self._finisher(spec, site, label)
+        guard = self._expression(spec["when"], site.child("when", None)) if "when" in spec else None
+        if guard is None:
+            return lambda scope: finish(source(scope), scope)
+
+        def guarded(scope: Scope) -> Any:
+            if not _truthy(guard(scope)):
+                return OMIT
+            return finish(source(scope), scope)
+
+        return guarded
+
+    def _source(self, spec: dict[str, Any], site: _Site) -> tuple[Callable[[Scope], Any], str]:
+        """The raw value of a field spec (None when absent) and the label its source path is shown with."""
+        if "each" in spec:
+            return self._each(spec, site), spec["each"]
+        if "literal" in spec:
+            value = spec["literal"]
+            if isinstance(value, (dict, list)):
+                self._opaque.add(site.static)
+            return (lambda scope: value), "literal"
+        if "path" in spec:
+            text = spec["path"]
+            return self.expressions.compile(
+                text, self.where((*site.yaml_path, "path")), site.field_name, template=False
+            ), text
+        if "template" in spec:
+            text = spec["template"]
+            return self.expressions.compile(
+                text, self.where((*site.yaml_path, "template")), site.field_name, template=True
+            ), text
+        body = (
+            self._use(spec, site)
+            if "use" in spec
+            else self._object(spec["fields"], site.child("fields", None))
+        )
+        if "from" not in spec:
+            return (lambda scope: _none_if_omit(body(scope))), "@"
+        label = spec["from"]
+        rebase = self._expression(label, site.child("from", None))
+
+        def from_source(scope: Scope) -> Any:
+            data = rebase(scope)
+            if data is None:
+                return None
+            return _none_if_omit(body(Scope(data, scope, scope.root, label)))
+
+        return from_source, label
+
+    def _use(self, spec: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
+        name = spec["use"]
+        fragments = self.spec.get("fragments") or {}
+        if name not in fragments:
+            close = difflib.get_close_matches(name, sorted(fragments), n=1)
+            raise CompileError(
+                f"unknown fragment '{name}'",
+                location=self.where((*site.yaml_path, "use")),
+                field=site.field_name,
+                hint=f"did you mean '{close[0]}'?" if close else "declare it under fragments:",
+            )
+        if name in self._fragment_stack:
+            raise CompileError(
+                f"fragment '{name}' uses itself ({' -> '.join([*self._fragment_stack, name])})",
+                location=self.where((*site.yaml_path, "use")),
+                field=site.field_name,
+            )
+        self.report.used_fragments.add(name)
+        self._fragment_stack.append(name)
+        try:
+            # Compiled per use so that errors name the field path of this use, with the fragment's lines.
+            return self._object(fragments[name], _Site(("fragments", name), site.static, site.target))
+        finally:
+            self._fragment_stack.pop()
+
+    def _each(self, spec: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
+        label = spec["each"]
+        items_of = self._expression(label, site.child("each", None))
+        element_site = _Site(site.yaml_path, (*site.static, ARRAY), site.target)
+        element_spec = {key: spec[key] for key in ("fields", "path", "template", "use") if key in spec}
+        if "fields" in element_spec:
+            element = self._object(element_spec["fields"], element_site.child("fields", None))
+        else:
+            element = self._field(element_spec, element_site)
+        location = self.where((*site.yaml_path, "each"))
+        field_name = site.field_name
+        array_prefix = field_name + ARRAY
+
+        def build_array(scope: Scope) -> Any:
+            items = items_of(scope)
+            if items is None:
+                return None
+            if type(items) is not list:
+                raise TransformError(
+                    f"'each' needs an array, found {type(items).__name__}",
+                    location=location,
+                    field=field_name,
+                    source_path=scope.child_path(label),
+                    value=items,
+                    has_value=True,
+                )
+            out = []
+            index = 0
+            try:
+                for index, item in enumerate(items):
+                    value = element(Scope(item, scope, scope.root, label, index))
+                    if value is not OMIT:
+                        out.append(value)
+            except TransformError as error:
+                if error.field and error.field.startswith(array_prefix):
+                    error.field = f"{field_name}[{index}]{error.field[len(array_prefix) :]}"
+                raise
+            return out
+
+        return build_array
+
+    def _finisher(self, spec: dict[str, Any], site: _Site, label: str) -> Callable[[Any, Scope], Any]:
+        """lookup, then type, then default / required / omit: only the steps this field asks for."""
+        steps: list[tuple[str, Callable[[Any], Any]]] = []
+        if "lookup" in spec:
+            table_name = spec["lookup"]
+            self.expressions._use_lookup(table_name, self.where((*site.yaml_path, "lookup")), site.field_name)
+            call = self.functions.call
+            steps.append(("lookup", lambda value: call("lookup", table_name, value)))
+        if "type" in spec:
+            type_name = spec["type"]
+            call = self.functions.call
+            steps.append((type_name, lambda value: call(type_name, value)))
+        default = spec.get("default", MISSING)
+        required = bool(spec.get("required", False))
+        location = self.where(site.yaml_path)
+        field_name = site.field_name
+
+        def finish(value: Any, scope: Scope) -> Any:
+            if value is not None:
+                for step_name, step in steps:
+                    try:
+                        value = step(value)
+                    except FunctionError as error:
+                        raise TransformError(
+                            f"{step_name}: {error}",
+                            location=location,
+                            field=field_name,
+                            source_path=scope.child_path(label),
+                            value=value,
+                            has_value=True,
+                        ) from None
+                    if value is None:
+                        break
+            if value is None:
+                if default is not MISSING:
+                    return default
+                if required:
+                    raise TransformError(
+                        "required field has no value",
+                        location=location,
+                        field=field_name,
+                        source_path=scope.child_path(label),
+                        value=None,
+                        has_value=True,
+                        hint="map it from another source path, or give it a default",
+                    )
+                return OMIT
+            return value
+
+        return finish
+
+
+def _omit_null(evaluate: Evaluator) -> Callable[[Scope], Any]:
+    def produce(scope: Scope) -> Any:
+        value = evaluate(scope)
+        return OMIT if value is None else value
+
+    return produce
+
+
+def _none_if_omit(value: Any) -> Any:
+    return None if value is OMIT else value
+
+
+def _truthy(value: Any) -> bool:
+    # JMESPath truthiness: empty strings, arrays and objects are false, as are null and false; 0 is true.
+    return not (value is None or value is False or value == "" or value == [] or value == {})
+
+
+def _stem(file: str) -> str:
+    name = file.replace("\\", "/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def _structure_error(error: jsonschema.ValidationError, document: LocatedDocument) -> MappingStructureError:
+    path = tuple(error.absolute_path)
+    where = ".".join(str(part) for part in path) or "the top level"
+    if error.validator == "additionalProperties":
+        schema: Any = error.schema
+        allowed = sorted(schema.get("properties", {}))
+        instance: Any = error.instance
+        extras = sorted(set(instance) - set(allowed))
+        key = extras[0] if extras else "?"
+        close = difflib.get_close_matches(key, allowed, n=1)
+        return MappingStructureError(
+            f"unknown key '{key}' in {where}",
+            location=document.key_location((*path, key)),
+            hint=(f"did you mean '{close[0]}'? " if close else "") + f"known keys: {', '.join(allowed)}",
+        )
+    if error.validator == "required":
+        return MappingStructureError(f"{where}: {error.message}", location=document.where(path))
+    if error.validator == "enum":
+        return MappingStructureError(
+            f"{where}: {error.instance!r} is not one of {', '.join(map(str, cast(list[Any], error.validator_value)))}",
+            location=document.where(path),
+        )
+    if error.validator == "const" and path == ("shipmap",):
+        return MappingStructureError(
+            "unsupported format version; this shipmap reads 'shipmap: 1'", location=document.where(path)
+        )
+    return MappingStructureError(f"{where}: {error.message}", location=document.where(path))
+
+
+__all__ = ["ARRAY", "OMIT", "CompileReport", "CompiledTarget", "MappingCompiler", "mapping_format_schema"]

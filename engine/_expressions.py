@@ -1,0 +1,392 @@
+"""Compiling the two expression languages of a mapping, once, into plain Python callables.
+
+A compiled expression is ``Callable[[Scope], Any]``. Plain JMESPath field paths (``a.b[0].c``) become direct
+dict and list lookups; everything else is a pre-parsed JMESPath AST or a pre-compiled sandboxed Jinja template.
+Nothing here parses at transform time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+import jmespath
+import jmespath.exceptions
+import jmespath.functions
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ._errors import CompileError, Location, TransformError
+from ._functions import FunctionError, FunctionSet
+
+Evaluator = Callable[["Scope"], Any]
+
+# Names a template may use besides the functions: the current node, its parent, the whole document, the index.
+SCOPE_NAMES = ("this", "parent", "root", "index")
+_SCOPE_PREFIX = re.compile(r"^\$(this|parent|root|index)(?=$|[.\[])")
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<body>(?:(?!\{\{|\}\}|\{%).)*)\}\}\s*$", re.S)
+_BUILTIN_JMESPATH = {
+    name[len("_func_") :] for name in dir(jmespath.functions.Functions) if name.startswith("_func_")
+}
+
+
+class Scope:
+    """Where a transform is in the source: the current node, its parent scope and the whole document.
+
+    The source path is only built when an error needs it, so array items cost one small object each.
+    """
+
+    __slots__ = ("data", "index", "label", "parent", "root")
+
+    def __init__(self, data: Any, parent: Scope | None, root: Any, label: str = "", index: int | None = None):
+        self.data = data
+        self.parent = parent
+        self.root = root
+        self.label = label
+        self.index = index
+
+    def path(self) -> str:
+        """The source path of this node, such as ``order.line_items[2]``."""
+        parts: list[str] = []
+        scope: Scope | None = self
+        while scope is not None:
+            if scope.index is not None:
+                parts.append(f"{scope.label}[{scope.index}]")
+            elif scope.label:
+                parts.append(scope.label)
+            scope = scope.parent
+        return ".".join(reversed(parts))
+
+    def child_path(self, expression: str) -> str:
+        base = self.path()
+        if not base:
+            return expression
+        return f"{base}{expression}" if expression.startswith("[") else f"{base}.{expression}"
+
+
+def _select_scope(scope: Scope, name: str) -> Any:
+    if name == "this":
+        return scope.data
+    if name == "root":
+        return scope.root
+    if name == "index":
+        return scope.index
+    return scope.parent.data if scope.parent is not None else None
+
+
+class ExpressionCompiler:
+    """Compiles the expressions of one mapping. Holds that mapping's functions and Jinja environment."""
+
+    def __init__(self, functions: FunctionSet, lookup_names: frozenset[str]) -> None:
+        self.functions = functions
+        self._options = functions.jmespath_options
+        self._function_names = _BUILTIN_JMESPATH | set(functions.names)
+        self.env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.env.globals.clear()
+        self.env.globals.update(functions.jinja_globals)
+        self.env.filters.update(functions.jinja_filters)
+        self.used_lookups: set[str] = set()
+        self.lookup_names = lookup_names
+
+    # -- entry point --------------------------------------------------------------------------------------
+
+    def compile(
+        self, text: str, location: Location, field: str, *, template: bool | None = None
+    ) -> Evaluator:
+        """``text`` as a template if it holds ``{{``/``{%`` (or ``template`` says so), else as JMESPath."""
+        is_template = ("{{" in text or "{%" in text) if template is None else template
+        if is_template:
+            return self.compile_template(text, location, field)
+        return self.compile_jmespath(text, location, field)
+
+    # -- JMESPath -------------------------------------------------------------------------------------------
+
+    def compile_jmespath(self, text: str, location: Location, field: str) -> Evaluator:
+        scope_name = "this"
+        expression = text.strip()
+        prefix = _SCOPE_PREFIX.match(expression)
+        if prefix:
+            scope_name = prefix.group(1)
+            expression = expression[prefix.end() :].lstrip(".")
+            if not expression:
+                return self._whole_scope(scope_name)
+        elif "$" in expression and not _in_literal(expression, expression.index("$")):
+            raise CompileError(
+                "'$' may only start an expression, as $root, $parent, $this or $index",
+                location=location,
+                field=field,
+                hint="to mix scopes in one expression, use a template: '{{ root.id ~ \"-\" ~ this.sku }}'",
+            )
+        try:
+            parsed = jmespath.compile(expression)
+        except jmespath.exceptions.ParseError as error:
+            offset = getattr(error, "lex_position", 0) or 0
+            raise CompileError(
+                f"JMESPath syntax error: {_parse_message(error)}",
+                location=_shift(location, offset + (len(text) - len(text.lstrip()))),
+                field=field,
+            ) from None
+        self._check_functions(parsed.parsed, location, field)
+        steps = _plain_path(parsed.parsed)
+        label = text.strip()
+        if steps is not None:
+            getter = _path_getter(steps)
+            if scope_name == "this":
+                return lambda scope: getter(scope.data)
+            return lambda scope: getter(_select_scope(scope, scope_name))
+        search = parsed.search
+        options = self._options
+
+        def evaluate(scope: Scope) -> Any:
+            data = scope.data if scope_name == "this" else _select_scope(scope, scope_name)
+            try:
+                return search(data, options=options)
+            except FunctionError as error:
+                raise TransformError(
+                    str(error), location=location, field=field, source_path=scope.child_path(label)
+                ) from None
+            except jmespath.exceptions.JMESPathError as error:
+                raise TransformError(
+                    f"JMESPath: {error}", location=location, field=field, source_path=scope.child_path(label)
+                ) from None
+
+        return evaluate
+
+    @staticmethod
+    def _whole_scope(name: str) -> Evaluator:
+        return lambda scope: _select_scope(scope, name)
+
+    def _check_functions(self, node: dict[str, Any], location: Location, field: str) -> None:
+        for call in _walk_jmespath(node):
+            if call.get("type") != "function_expression":
+                continue
+            name = call["value"]
+            if name not in self._function_names:
+                close = difflib.get_close_matches(name, sorted(self._function_names), n=1)
+                raise CompileError(
+                    f"unknown function {name}()",
+                    location=location,
+                    field=field,
+                    hint=f"did you mean {close[0]}()?"
+                    if close
+                    else "see docs/functions.md for the functions",
+                )
+            if name == "lookup":
+                args = call.get("children", [])
+                if args and args[0].get("type") == "literal" and isinstance(args[0].get("value"), str):
+                    self._use_lookup(args[0]["value"], location, field)
+
+    def _use_lookup(self, name: str, location: Location, field: str) -> None:
+        if name not in self.lookup_names:
+            close = difflib.get_close_matches(name, sorted(self.lookup_names), n=1)
+            raise CompileError(
+                f"unknown lookup table '{name}'",
+                location=location,
+                field=field,
+                hint=f"did you mean '{close[0]}'?" if close else "declare it under lookups:",
+            )
+        self.used_lookups.add(name)
+
+    # -- Jinja ----------------------------------------------------------------------------------------------
+
+    def compile_template(self, text: str, location: Location, field: str) -> Evaluator:
+        single = _SINGLE_EXPRESSION.match(text)
+        source = single.group("body") if single else text
+        try:
+            # Parse as a template either way: it gives line numbers and an AST to vet before compiling.
+            ast = self.env.parse("{{" + source + "}}" if single else source)
+        except jinja2.TemplateSyntaxError as error:
+            raise CompileError(
+                f"Jinja syntax error: {error.message}",
+                location=_down(location, (error.lineno or 1) - 1),
+                field=field,
+            ) from None
+        self._vet_template(ast, location, field)
+        if single:
+            expression = self.env.compile_expression(source, undefined_to_none=True)
+
+            def evaluate_expression(scope: Scope) -> Any:
+                try:
+                    return expression(
+                        this=scope.data, parent=_parent(scope), root=scope.root, index=scope.index
+                    )
+                except FunctionError as error:
+                    raise TransformError(
+                        str(error), location=location, field=field, source_path=scope.path() or None
+                    ) from None
+                except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:
+                    raise _template_failure(error, location, field, scope) from None
+
+            return evaluate_expression
+        template = self.env.from_string(ast)
+        render = template.render
+
+        def evaluate_template(scope: Scope) -> Any:
+            try:
+                return render(this=scope.data, parent=_parent(scope), root=scope.root, index=scope.index)
+            except FunctionError as error:
+                raise TransformError(
+                    str(error), location=location, field=field, source_path=scope.path() or None
+                ) from None
+            except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:
+                raise _template_failure(error, location, field, scope) from None
+
+        return evaluate_template
+
+    def _vet_template(self, ast: jinja2.nodes.Template, location: Location, field: str) -> None:
+        for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
+            name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _const(getattr(node, "arg", None))
+            if isinstance(name, str) and name.startswith("_"):
+                raise CompileError(
+                    f"refused: the template reaches for '{name}'; templates run sandboxed and cannot touch "
+                    "Python internals",
+                    location=_down(location, node.lineno - 1),
+                    field=field,
+                )
+        for flt in ast.find_all(jinja2.nodes.Filter):
+            if flt.name not in self.env.filters:
+                close = difflib.get_close_matches(flt.name, sorted(self.env.filters), n=1)
+                raise CompileError(
+                    f"unknown filter '{flt.name}'",
+                    location=location,
+                    field=field,
+                    hint=f"did you mean '{close[0]}'?" if close else None,
+                )
+        known = set(SCOPE_NAMES) | set(self.env.globals)
+        for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                raise CompileError(
+                    f"undefined name '{name}' in template",
+                    location=location,
+                    field=field,
+                    hint=(f"did you mean '{close[0]}'? " if close else "")
+                    + "a template sees this, parent, root, index and the functions",
+                )
+        for call in ast.find_all(jinja2.nodes.Call):
+            if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "lookup" and call.args:
+                table = _const(call.args[0])
+                if isinstance(table, str):
+                    self._use_lookup(table, location, field)
+
+
+def _parent(scope: Scope) -> Any:
+    return scope.parent.data if scope.parent is not None else None
+
+
+def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
+    message = error.message if isinstance(error, jinja2.TemplateError) and error.message else str(error)
+    if isinstance(error, jinja2.UndefinedError):
+        message = f"template reads something the source does not have: {message}"
+    elif isinstance(error, jinja2.exceptions.SecurityError):
+        message = f"refused by the sandbox: {message}"
+    return TransformError(message, location=location, field=field, source_path=scope.path() or None)
+
+
+def _const(node: jinja2.nodes.Node | None) -> Any:
+    return node.value if isinstance(node, jinja2.nodes.Const) else None
+
+
+def _shift(location: Location, columns: int) -> Location:
+    # Quoted YAML scalars start one column before their text.
+    quote = 1 if location.line_text[location.column - 1 : location.column] in ("'", '"') else 0
+    return Location(location.file, location.line, location.column + columns + quote, location.line_text)
+
+
+def _down(location: Location, lines: int) -> Location:
+    if lines <= 0:
+        return location
+    return Location(location.file, location.line + lines + 1, 1, "")
+
+
+def _parse_message(error: jmespath.exceptions.ParseError) -> str:
+    token = getattr(error, "token_value", None)
+    reason = getattr(error, "msg", None) or str(error).splitlines()[0]
+    if token is not None and f"{token!r}" not in reason:
+        return f"{reason} (at {token!r})"
+    return str(reason)
+
+
+def _in_literal(expression: str, position: int) -> bool:
+    """Whether ``position`` is inside a quoted or backtick literal, where '$' is just text."""
+    quote: str | None = None
+    for index, char in enumerate(expression[:position]):
+        if quote is None and char in "'`\"":
+            quote = char
+        elif char == quote and expression[index - 1] != "\\":
+            quote = None
+    return quote is not None
+
+
+def _walk_jmespath(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for child in node.get("children", ()):
+            yield from _walk_jmespath(child)
+
+
+def _plain_path(node: dict[str, Any]) -> list[str | int] | None:
+    """The steps of a plain field path (``a.b[0].c``), or None when the expression is anything more."""
+    kind = node.get("type")
+    if kind == "field":
+        return [node["value"]]
+    if kind == "subexpression":
+        steps: list[str | int] = []
+        for child in node["children"]:
+            part = _plain_path(child)
+            if part is None:
+                return None
+            steps += part
+        return steps
+    if kind == "index_expression":
+        left, right = node["children"]
+        head = [] if left.get("type") == "identity" else _plain_path(left)
+        if head is None or right.get("type") != "index":
+            return None
+        return [*head, int(right["value"])]
+    if kind == "current":
+        return []
+    return None
+
+
+def _path_getter(steps: list[str | int]) -> Callable[[Any], Any]:
+    """A direct lookup with JMESPath's semantics: a missing key, a wrong type or an index out of range is null."""
+    if not steps:
+        return lambda data: data
+    if all(isinstance(step, str) for step in steps):
+        keys = [str(step) for step in steps]
+        if len(keys) == 1:
+            (k1,) = keys
+            return lambda data: data.get(k1) if type(data) is dict else None
+        if len(keys) == 2:
+            k1, k2 = keys
+
+            def get2(data: Any) -> Any:
+                if type(data) is dict:
+                    data = data.get(k1)
+                    if type(data) is dict:
+                        return data.get(k2)
+                return None
+
+            return get2
+
+    def get(data: Any) -> Any:
+        for step in steps:
+            if type(step) is str:
+                if type(data) is not dict:
+                    return None
+                data = data.get(step)
+            else:
+                if type(data) is not list:
+                    return None
+                try:
+                    data = data[step]  # type: ignore[index]
+                except IndexError:
+                    return None
+        return data
+
+    return get

@@ -1,0 +1,178 @@
+"""The public face of the engine: load a mapping once, then transform many source documents with it."""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ._compiler import ARRAY, CompiledTarget, CompileReport, MappingCompiler
+from ._errors import Location, MappingError, Problem
+from ._functions import FunctionSet, lookup_key
+from ._kinds import TargetKind
+from ._yaml import LocatedDocument, load_located
+
+__all__ = ["CompiledMapping", "load_mapping", "parse_mapping", "resolve_mapping_path"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target as the public API shows it: its name and its kind."""
+
+    name: str
+    kind: TargetKind
+
+
+class CompiledMapping:
+    """A loaded, compiled mapping. Immutable after loading, so one instance serves any number of threads."""
+
+    def __init__(self, document: LocatedDocument) -> None:
+        compiler = MappingCompiler(document)
+        name, zone, functions, expressions, targets = compiler.build()
+        self.name: str = name
+        self.file: str = document.file
+        self.timezone: zoneinfo.ZoneInfo = zone
+        self._functions: FunctionSet = functions
+        self._document = document
+        self._compiled: dict[str, CompiledTarget] = {target.name: target for target in targets}
+        self._report: CompileReport = compiler.report
+        self._used_lookups = frozenset(expressions.used_lookups)
+        self.targets: tuple[Target, ...] = tuple(Target(t.name, t.kind) for t in targets)
+
+    def __repr__(self) -> str:
+        return f"<CompiledMapping {self.name!r} from {self.file} targets={list(self._compiled)}>"
+
+    def target(self, name: str) -> CompiledTarget:
+        try:
+            return self._compiled[name]
+        except KeyError:
+            raise MappingError(
+                f"mapping '{self.name}' has no target '{name}'; it has {', '.join(self._compiled)}",
+                location=Location(self.file, 1, 1),
+            ) from None
+
+    def transform(
+        self, source: Any, *, validate: bool = True, targets: Iterable[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Map one source document: ``{target name: payload}`` for every target whose ``when`` holds.
+
+        Raises :class:`TransformError` for a field that fails and, with ``validate``,
+        :class:`PayloadValidationError` for a payload that breaks its kind's contract.
+        """
+        chosen = self._compiled.values() if targets is None else [self.target(name) for name in targets]
+        result: dict[str, dict[str, Any]] = {}
+        for target in chosen:
+            payload = target.produce(source)
+            if payload is None:
+                continue
+            if validate:
+                target.validate(payload)
+            result[target.name] = payload
+        return result
+
+    def lint(self) -> list[Problem]:
+        """What ``shipmap validate`` reports beyond compile errors: required target fields left unmapped,
+        fields the kind does not have, and lookups or fragments never used. Severity is in ``Problem.severity``."""
+        problems: list[Problem] = []
+        for name, target in self._compiled.items():
+            mapped = self._report.mapped[name]
+            opaque = self._report.opaque[name]
+            for static, keys in sorted(mapped.items()):
+                if any(static[: i + 1] in opaque for i in range(len(static))):
+                    continue
+                parts = tuple(0 if part == ARRAY else part for part in static)
+                for key in sorted(keys):
+                    child = (*static, key)
+                    if not target.kind.is_known_field((*parts, key)):
+                        problems.append(
+                            Problem(
+                                field=_field_name(name, child),
+                                message=f"is not a field of {target.kind.name}",
+                                location=target.where(child),
+                            )
+                        )
+                for required in target.kind.required_children(parts):
+                    if required not in keys:
+                        problems.append(
+                            Problem(
+                                field=_field_name(name, (*static, required)),
+                                message=f"is required by {target.kind.name} but not mapped",
+                                location=target.where(static),
+                            )
+                        )
+        lookups = self._document.value.get("lookups") or {}
+        for table in lookups:
+            if table not in self._used_lookups:
+                problems.append(
+                    Problem(
+                        field=f"lookups.{table}",
+                        message="lookup table is never used",
+                        location=self._document.key_location(("lookups", table)),
+                        severity="warning",
+                    )
+                )
+        for fragment in self._document.value.get("fragments") or {}:
+            if fragment not in self._report.used_fragments:
+                problems.append(
+                    Problem(
+                        field=f"fragments.{fragment}",
+                        message="fragment is never used",
+                        location=self._document.key_location(("fragments", fragment)),
+                        severity="warning",
+                    )
+                )
+        return problems
+
+    @property
+    def functions(self) -> FunctionSet:
+        return self._functions
+
+    def lookups(self) -> Mapping[str, Any]:
+        return dict(self._document.value.get("lookups") or {})
+
+
+def _field_name(target: str, static: tuple[str, ...]) -> str:
+    text = target
+    for part in static:
+        text += part if part == ARRAY else f".{part}"
+    return text
+
+
+def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
+    """A file path as given, or a short name such as ``shopify/order`` for a mapping shipped with shipmap."""
+    path = Path(name)
+    if path.exists():
+        return path
+    text = str(name)
+    if not text.endswith((".yaml", ".yml")) and "/" in text and not text.startswith((".", "/")):
+        packaged = resources.files("shipmap.mappings").joinpath(*text.split("/"))
+        candidate = Path(str(packaged) + ".yaml")
+        if candidate.is_file():
+            return candidate
+    raise MappingError(f"no mapping file or packaged mapping named '{text}'", location=Location(text, 1, 1))
+
+
+def parse_mapping(text: str, *, file: str = "<string>") -> CompiledMapping:
+    """Compile a mapping from YAML text. ``file`` is only used to name the source in errors."""
+    return CompiledMapping(load_located(text, file, lookup_key))
+
+
+def load_mapping(name: str | os.PathLike[str]) -> CompiledMapping:
+    """Load and compile a mapping file (or a packaged mapping by short name, such as ``shopify/order``)."""
+    path = resolve_mapping_path(name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise MappingError(f"cannot read mapping: {error}", location=Location(str(name), 1, 1)) from None
+    return parse_mapping(text, file=_display_name(path))
+
+
+def _display_name(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

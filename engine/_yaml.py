@@ -1,0 +1,156 @@
+"""A safe YAML loader that remembers where every node came from.
+
+PyYAML composes a node tree (which has marks); we build plain Python values from it ourselves so that only
+JSON-like tags are accepted, duplicate keys are caught, alias expansion is bounded, and every value's location
+is kept in a side table keyed by its path from the document root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ._errors import Location, MappingSyntaxError
+
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_NODES = 200_000  # after alias expansion: an alias bomb hits this long before memory does
+MAX_DEPTH = 64
+MAX_SCALAR_CHARS = 100_000
+
+PathKey = tuple[str | int, ...]
+
+_ALLOWED_SCALAR_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+}
+
+
+@dataclass(slots=True)
+class LocatedDocument:
+    """A loaded YAML document and the location of each of its nodes, by path from the root."""
+
+    file: str
+    value: Any
+    locations: dict[PathKey, Location] = field(default_factory=dict)
+
+    def where(self, path: PathKey) -> Location:
+        """The location of ``path``, or of its nearest ancestor that has one."""
+        while path:
+            found = self.locations.get(path)
+            if found is not None:
+                return found
+            path = path[:-1]
+        return self.locations.get((), Location(self.file, 1, 1))
+
+    def key_location(self, path: PathKey) -> Location:
+        """Where the key of the mapping entry at ``path`` is written (better for 'unknown key' errors)."""
+        return self.locations.get(("#key", *path)) or self.where(path)
+
+
+def load_located(text: str, file: str, key_text: Callable[[Any], str]) -> LocatedDocument:
+    """Parse ``text`` into a :class:`LocatedDocument`. Mapping keys become strings through ``key_text``."""
+    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
+        raise MappingSyntaxError(
+            f"mapping file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
+            location=Location(file, 1, 1),
+        )
+    lines = text.splitlines()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        raise MappingSyntaxError(
+            f"not valid YAML: {error.problem or error.context}", location=_location(file, lines, mark)
+        ) from None
+    except yaml.YAMLError as error:
+        raise MappingSyntaxError(f"not valid YAML: {error}", location=Location(file, 1, 1)) from None
+    except RecursionError:
+        raise MappingSyntaxError("YAML is nested too deeply", location=Location(file, 1, 1)) from None
+    document = LocatedDocument(file=file, value=None)
+    if node is None:
+        return document
+    builder = _Builder(document, lines, key_text)
+    document.value = builder.build(node, (), 0)
+    return document
+
+
+def _location(file: str, lines: list[str], mark: Any) -> Location:
+    if mark is None:
+        return Location(file, 1, 1)
+    line_text = lines[mark.line] if 0 <= mark.line < len(lines) else ""
+    return Location(file, mark.line + 1, mark.column + 1, line_text)
+
+
+class _Builder:
+    def __init__(self, document: LocatedDocument, lines: list[str], key_text: Callable[[Any], str]) -> None:
+        self.document = document
+        self.lines = lines
+        self.key_text = key_text
+        self.count = 0
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def where(self, node: yaml.Node) -> Location:
+        return _location(self.document.file, self.lines, node.start_mark)
+
+    def refuse_tag(self, node: yaml.Node) -> MappingSyntaxError:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        return self.fail(
+            node, f"YAML tag {tag} is not allowed in a mapping file (only plain JSON-like data is)"
+        )
+
+    def fail(self, node: yaml.Node, message: str) -> MappingSyntaxError:
+        return MappingSyntaxError(message, location=self.where(node))
+
+    def build(self, node: yaml.Node, path: PathKey, depth: int) -> Any:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise self.fail(node, f"YAML expands to more than {MAX_NODES} nodes (an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise self.fail(node, f"YAML is nested deeper than {MAX_DEPTH} levels")
+        self.document.locations.setdefault(path, self.where(node))
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            if node.tag != "tag:yaml.org,2002:seq":
+                raise self.refuse_tag(node)
+            return [self.build(item, (*path, index), depth + 1) for index, item in enumerate(node.value)]
+        if isinstance(node, yaml.MappingNode):
+            if node.tag != "tag:yaml.org,2002:map":
+                raise self.refuse_tag(node)
+            return self.mapping(node, path, depth)
+        raise self.fail(node, "unsupported YAML node")
+
+    def scalar(self, node: yaml.ScalarNode) -> Any:
+        if node.tag not in _ALLOWED_SCALAR_TAGS:
+            raise self.refuse_tag(node)
+        if len(node.value) > MAX_SCALAR_CHARS:
+            raise self.fail(node, f"a value longer than {MAX_SCALAR_CHARS} characters")
+        if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in ("true", "false"):
+            # YAML 1.2 booleans only: yes/no/on/off stay text, so a country code NO is not False.
+            return node.value
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            # Dates stay text: the mapping language parses dates itself, with an explicit zone.
+            return node.value
+        return self.constructor.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.MappingNode, path: PathKey, depth: int) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise self.fail(key_node, "YAML merge keys (<<) are not supported; use a fragment instead")
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, "a mapping key must be a plain value, not a list or an object")
+            key = self.key_text(self.scalar(key_node))
+            if key in result:
+                first = self.document.locations[("#key", *path, key)]
+                raise self.fail(key_node, f"duplicate key '{key}' (first written at line {first.line})")
+            self.document.locations[("#key", *path, key)] = self.where(key_node)
+            result[key] = self.build(value_node, (*path, key), depth + 1)
+        return result

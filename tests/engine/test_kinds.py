@@ -1,0 +1,113 @@
+"""The built-in target kinds: the seeds' own examples pass, and violations are named per field."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipmap.engine import builtin_kinds, get_kind
+
+SEEDS = Path(__file__).parent.parent / "fixtures" / "seeds"
+
+
+def _seed(name: str) -> Any:
+    return json.loads((SEEDS / name).read_text(encoding="utf-8"))
+
+
+def test_the_kinds_and_their_routes() -> None:
+    routes = {name: (kind.api, kind.route.method, kind.route.path) for name, kind in builtin_kinds().items()}
+    assert routes == {
+        "dg.execution": ("dg", "POST", "/execution"),
+        "fenix.fulfillment": ("fenix", "POST", "/api/v1/order/{order_id}/fulfillment/{id}/created"),
+        "fenix.order": ("fenix", "POST", "/api/v1/orders/{id}/created"),
+        "fenix.order_cancel": ("fenix", "POST", "/api/v1/orders/{id}/created"),
+        "fenix.order_partial_cancel": ("fenix", "POST", "/api/v1/orders/{id}/created"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "example"),
+    [
+        ("fenix.order", "fenix_order_example.json"),
+        ("fenix.order_cancel", "fenix_cancel_example.json"),
+        ("dg.execution", "dg_execution_example.json"),
+    ],
+)
+def test_seed_examples_validate(kind: str, example: str) -> None:
+    assert get_kind(kind).problems(_seed(example)) == []
+
+
+def test_order_problems_are_named_per_field() -> None:
+    order = _seed("fenix_order_example.json")
+    del order["line_items"]
+    order["status"] = "SHIPPED"
+    order["created_at"] = "2020-01-23 10:14:15"
+    order["shipping_info"]["price"]["value"] = "14.99"
+    order["colour"] = "red"
+    problems = dict(((".".join(map(str, path)), message) for path, message in get_kind("fenix.order").problems(order)))
+    assert problems["line_items"] == "is required but missing"
+    assert "expected one of ['OPEN', 'CANCELLED', 'PARTIALLY_CANCELLED', 'NA']" in problems["status"]
+    assert "zone offset" in problems["created_at"]
+    assert problems["shipping_info.price.value"].startswith('got "14.99"')
+    assert problems["colour"] == "is not a field of this kind"
+
+
+def test_seed_choices_accept_what_the_examples_send() -> None:
+    order = _seed("fenix_order_example.json")
+    kind = get_kind("fenix.order")
+    for status in ("OPEN", "NA"):
+        assert kind.problems({**order, "status": status}) == []
+    assert kind.problems({**order, "item_quantity": "2"}) == []
+    assert kind.problems({**order, "item_quantity": 2}) == []
+    customer = {**order["customer"], "phone": "+1 999 900 0000"}
+    assert kind.problems({**order, "customer": customer}) == []
+    assert order["financial_details"]["total_tax"]["value"] is None
+
+
+def test_fulfillment_statuses_are_spelled_as_the_seed_spells_them() -> None:
+    fulfillment = {
+        "id": "F1",
+        "order_id": "O1",
+        "shipment_status": "OUT_FOR_DELIVERED",
+        "shipment_info": {
+            "tracking_number": "1Z999",
+            "tracking_company": "UPS",
+            "shipping_service": "Ground",
+            "shipcost": {"value": 5, "currency": "USD"},
+        },
+        "line_items": [{"sku": "A", "quantity": 1, "title": "A", "price": {"value": 1, "currency": "USD"}, "image_url": ""}],
+    }
+    kind = get_kind("fenix.fulfillment")
+    assert kind.problems(fulfillment) == []
+    wrong = copy.deepcopy(fulfillment)
+    wrong["shipment_status"] = "OUT_FOR_DELIVERY"
+    assert [p for p, _ in kind.problems(wrong)] == [("shipment_status",)]
+
+
+def test_partial_cancel_needs_something_cancelled() -> None:
+    kind = get_kind("fenix.order_partial_cancel")
+    payload = {
+        "id": "1",
+        "status": "PARTIALLY_CANCELLED",
+        "cancelled_at": "2020-01-23T10:14:15-05:00",
+        "line_items": [
+            {"sku": "SKU1", "quantity": 3, "cancelled_quantity": 1},
+            {"sku": "SKU2", "quantity": 2, "cancelled_quantity": 2},
+            {"sku": "SKU3", "quantity": 1, "cancelled_quantity": 0},
+        ],
+    }
+    assert kind.problems(payload) == []
+    for line in payload["line_items"]:
+        line["cancelled_quantity"] = 0
+    assert [p for p, _ in kind.problems(payload)] == [("line_items",)]
+
+
+def test_route_fills_and_quotes_payload_fields() -> None:
+    route = get_kind("fenix.fulfillment").route
+    assert route.render({"order_id": "#1001", "id": "F/1"}) == "/api/v1/order/%231001/fulfillment/F%2F1/created"
+    with pytest.raises(KeyError):
+        route.render({"id": "F1"})
