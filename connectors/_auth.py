@@ -1,0 +1,251 @@
+"""Auth schemes as ``httpx.Auth`` subclasses, usable with any httpx client, sync or async.
+
+``basic`` (Digital Genius), ``api_key`` (one header), ``bearer`` and ``fenix_session`` (a login that returns a
+token and an identity, refreshed ahead of expiry and after a 401). Each scheme registers every credential it
+holds, and every token it obtains, with the runtime's Redactor, and can show its headers masked for dry runs
+without any network traffic (``preview_headers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
+
+import httpx
+
+from ._errors import AuthError
+from ._redact import MASK, Redactor, get_logger
+
+Clock = Callable[[], float]
+
+FENIX_TOKEN_TTL = 4 * 3600.0  # the Fenix contract: authToken expires every 4 hours
+FENIX_REFRESH_MARGIN = 300.0
+
+
+class ShipmapAuth(httpx.Auth):
+    """An auth scheme that can also describe its headers, masked, without logging in."""
+
+    scheme = "none"
+
+    def preview_headers(self) -> dict[str, str]:
+        return {}
+
+
+class NoAuth(ShipmapAuth):
+    """No credentials (a connection to a local or already-authenticated endpoint)."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        yield request
+
+
+class BasicAuth(ShipmapAuth):
+    """HTTP Basic: ``Authorization: Basic base64(username:password)``; for DG, the API key and secret."""
+
+    scheme = "basic"
+
+    def __init__(self, username: str, password: str, *, redactor: Redactor | None = None) -> None:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._header = f"Basic {token}"
+        if redactor is not None:
+            for secret in (username, password, token):
+                redactor.add(secret)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+    def preview_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Basic {MASK}"}
+
+
+class ApiKeyAuth(ShipmapAuth):
+    """A key in one header, e.g. ``x-api-key: ...``, optionally with a prefix such as ``Token``."""
+
+    scheme = "api_key"
+
+    def __init__(
+        self, value: str, *, header: str = "x-api-key", prefix: str = "", redactor: Redactor | None = None
+    ) -> None:
+        self.header = header
+        self._value = f"{prefix} {value}" if prefix else value
+        if redactor is not None:
+            redactor.add(value)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self.header] = self._value
+        yield request
+
+    def preview_headers(self) -> dict[str, str]:
+        return {self.header: MASK}
+
+
+class BearerAuth(ShipmapAuth):
+    """``Authorization: Bearer <token>`` with a fixed token."""
+
+    scheme = "bearer"
+
+    def __init__(self, token: str, *, redactor: Redactor | None = None) -> None:
+        self._header = f"Bearer {token}"
+        if redactor is not None:
+            redactor.add(token)
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+    def preview_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {MASK}"}
+
+
+class FenixSessionAuth(ShipmapAuth):
+    """The Fenix session: ``POST {base}/login`` with username, password and x-api-key headers returns
+    ``authToken`` and ``x-identity``; every call then sends store_name, authToken, x-api-key and x-identity.
+
+    The token is refreshed ``refresh_margin`` seconds before ``token_ttl`` runs out, and on a 401 the request
+    is retried once after a fresh login. Logins are serialised (an asyncio.Lock per event loop for async
+    clients, a threading.Lock for sync ones) and numbered: a request remembers the generation of the token it
+    was sent with, and after a 401 logs in again only if no one else has since. So any number of requests
+    failing with the same expired token cause exactly one login.
+    """
+
+    scheme = "fenix_session"
+
+    def __init__(
+        self,
+        *,
+        login_url: str,
+        username: str,
+        password: str,
+        api_key: str,
+        store_name: str,
+        token_ttl: float = FENIX_TOKEN_TTL,
+        refresh_margin: float = FENIX_REFRESH_MARGIN,
+        redactor: Redactor | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.login_url = login_url
+        self._username = username
+        self._password = password
+        self._api_key = api_key
+        self.store_name = store_name
+        self.token_ttl = token_ttl
+        self.refresh_margin = min(refresh_margin, token_ttl / 2)
+        self.redactor = redactor if redactor is not None else Redactor()
+        for secret in (password, api_key):
+            self.redactor.add(secret)
+        self._clock = clock
+        self._log = get_logger("auth", self.redactor)
+        self._token: str | None = None
+        self._identity: str | None = None
+        self._expires_at = 0.0
+        self.generation = 0  # bumped by every successful login
+        self.logins = 0
+        self._thread_lock = threading.Lock()
+        self._async_lock: asyncio.Lock | None = None
+        self._async_lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    # --- shared, I/O-free steps -------------------------------------------------------------------------
+
+    def _needs_login(self) -> bool:
+        return self._token is None or self._clock() >= self._expires_at - self.refresh_margin
+
+    def _login_request(self) -> httpx.Request:
+        headers = {"username": self._username, "password": self._password, "x-api-key": self._api_key}
+        return httpx.Request("POST", self.login_url, headers=headers)
+
+    def _accept_login(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status >= 400:
+            retryable = status == 429 or status >= 500
+            raise AuthError(f"Fenix login failed with HTTP {status}", status=status, retryable=retryable)
+        try:
+            body: Any = json.loads(response.content)
+        except ValueError:
+            raise AuthError("Fenix login response is not JSON", status=status) from None
+        token = body.get("authToken") if isinstance(body, dict) else None
+        identity = body.get("x-identity") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token or not isinstance(identity, str) or not identity:
+            raise AuthError("Fenix login response lacks authToken or x-identity", status=status)
+        self.redactor.add(token)
+        self.redactor.add(identity)
+        self._token, self._identity = token, identity
+        self._expires_at = self._clock() + self.token_ttl
+        self.generation += 1
+        self.logins += 1
+        self._log.info("logged in to %s (token generation %d)", self.login_url, self.generation)
+
+    def _apply(self, request: httpx.Request) -> int:
+        """Put the session headers on ``request``; returns the token generation they belong to."""
+        if self._token is None or self._identity is None:
+            raise AuthError("Fenix session was invalidated while a request was starting", retryable=True)
+        request.headers["store_name"] = self.store_name
+        request.headers["authToken"] = self._token
+        request.headers["x-api-key"] = self._api_key
+        request.headers["x-identity"] = self._identity
+        return self.generation
+
+    def invalidate(self) -> None:
+        """Forget the token, so the next request logs in (e.g. after rotating credentials)."""
+        self._token = None
+
+    def preview_headers(self) -> dict[str, str]:
+        return {"store_name": self.store_name, "authToken": MASK, "x-api-key": MASK, "x-identity": MASK}
+
+    # --- sync flow ----------------------------------------------------------------------------------------
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._needs_login():
+            with self._thread_lock:
+                if self._needs_login():  # someone may have logged in while we waited
+                    login = yield self._login_request()
+                    login.read()
+                    self._accept_login(login)
+        sent_with = self._apply(request)
+        response = yield request
+        if response.status_code != 401:
+            return
+        with self._thread_lock:
+            if self.generation == sent_with:
+                self._log.info("HTTP 401 from %s: logging in again", request.url.path)
+                login = yield self._login_request()
+                login.read()
+                self._accept_login(login)
+        self._apply(request)
+        yield request
+
+    # --- async flow ---------------------------------------------------------------------------------------
+
+    def _loop_lock(self) -> asyncio.Lock:
+        # asyncio.Lock binds to the loop that first waits on it; a runtime may run several loops in turn.
+        loop = asyncio.get_running_loop()
+        if self._async_lock is None or self._async_lock_loop is None or self._async_lock_loop() is not loop:
+            self._async_lock = asyncio.Lock()
+            self._async_lock_loop = weakref.ref(loop)
+        return self._async_lock
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        lock = self._loop_lock()
+        if self._needs_login():
+            async with lock:
+                if self._needs_login():
+                    login = yield self._login_request()
+                    await login.aread()
+                    self._accept_login(login)
+        sent_with = self._apply(request)
+        response = yield request
+        if response.status_code != 401:
+            return
+        async with lock:
+            if self.generation == sent_with:
+                self._log.info("HTTP 401 from %s: logging in again", request.url.path)
+                login = yield self._login_request()
+                await login.aread()
+                self._accept_login(login)
+        self._apply(request)
+        yield request

@@ -1,0 +1,59 @@
+"""The errors the connector runtime raises, grafted onto the engine's tree.
+
+    ShipmapError                    root (shipmap.engine); exit code 1
+    ├── SourceError                 (engine) a source document cannot be read; exit code 3
+    │   └── InputError              an input file, directory or stream cannot be opened; exit code 3
+    └── ConnectorError              the connector runtime failed; exit code 1
+        ├── ConfigError             the runtime config file is wrong; file:line:col; exit code 2
+        ├── DeliveryError           a request could not be delivered; exit code 6
+        │   └── AuthError           a login or credential was refused; exit code 6
+        └── JournalError            the journal database cannot be opened or is not ours; exit code 7
+
+A finished run that dead-lettered anything is not an exception: ``shipmap run`` exits with
+``EXIT_DEAD_LETTERS`` (8). No message built here ever contains a config value or a secret; values shown come
+from source documents or from responses, and those pass through the redactor first.
+"""
+
+from __future__ import annotations
+
+from shipmap.engine import ShipmapError, SourceError
+
+EXIT_OK = 0
+EXIT_DELIVERY = 6
+EXIT_JOURNAL = 7
+EXIT_DEAD_LETTERS = 8
+
+
+class ConnectorError(ShipmapError):
+    """Root of the runtime's own errors."""
+
+
+class ConfigError(ConnectorError):
+    """The runtime config is wrong; ``location`` names the config file, line and column (never a value)."""
+
+    exit_code = 2
+
+
+class InputError(SourceError):
+    """An input cannot be opened at all (a bad line inside an input is reported per event, not raised)."""
+
+
+class DeliveryError(ConnectorError):
+    """A request failed. ``retryable`` says whether trying again may help; ``status`` is the HTTP status."""
+
+    exit_code = EXIT_DELIVERY
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class AuthError(DeliveryError):
+    """A login failed: refused credentials are final; a login that hit a 5xx or the network is retryable."""
+
+
+class JournalError(ConnectorError):
+    """The journal database cannot be opened, or is not a shipmap journal."""
+
+    exit_code = EXIT_JOURNAL

@@ -1,0 +1,214 @@
+"""Auth schemes against the sandbox over real HTTP on 127.0.0.1: logins, expiry, 401 recovery, concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from shipmap.connectors import (
+    ApiKeyAuth,
+    AuthError,
+    BasicAuth,
+    BearerAuth,
+    FenixSessionAuth,
+    Redactor,
+    Sandbox,
+)
+
+SEEDS = Path(__file__).parents[1] / "fixtures" / "seeds"
+
+
+def order_payload(order_id: str = "18879048253891") -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((SEEDS / "fenix_order_example.json").read_text())
+    payload["id"] = order_id
+    return payload
+
+
+def dg_payload(external_id: str = "ext-1") -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((SEEDS / "dg_execution_example.json").read_text())
+    payload["external_id"] = payload["inputs"]["external_id"] = external_id
+    return payload
+
+
+def fenix_auth(sandbox: Sandbox, **kwargs: Any) -> FenixSessionAuth:
+    return FenixSessionAuth(
+        login_url=f"{sandbox.url}/login",
+        username="demo-user",
+        password="demo-pass",
+        api_key="demo-api-key",
+        store_name="demo-store",
+        **kwargs,
+    )
+
+
+def logins(sandbox: Sandbox) -> int:
+    return int(sandbox.stats()["by_endpoint"].get("fenix.login", 0))
+
+
+def rejected(sandbox: Sandbox, endpoint: str, status: int) -> int:
+    return int(sandbox.stats()["rejected"].get(endpoint, {}).get(str(status), 0))
+
+
+def test_basic_auth_reaches_dg_and_registers_its_secrets(sandbox: Sandbox) -> None:
+    redactor = Redactor()
+    auth = BasicAuth("demo-key", "demo-secret", redactor=redactor)
+    with httpx.Client(auth=auth) as client:
+        response = client.post(f"{sandbox.url}/execution", json=dg_payload())
+    assert response.status_code == 200
+    token = base64.b64encode(b"demo-key:demo-secret").decode()
+    assert redactor.redact(f"Basic {token} demo-secret") == "Basic *** ***"
+    assert auth.preview_headers() == {"Authorization": "Basic ***"}
+    assert sandbox.requests(endpoint="dg.execution")[0].external_id == "ext-1"
+
+
+def test_basic_auth_with_a_wrong_secret_gets_401(sandbox: Sandbox) -> None:
+    with httpx.Client(auth=BasicAuth("demo-key", "wrong-secret")) as client:
+        response = client.post(f"{sandbox.url}/execution", json=dg_payload())
+    assert response.status_code == 401
+    assert rejected(sandbox, "dg.execution", 401) == 1
+
+
+def test_fenix_session_logs_in_once_and_sends_the_four_headers(sandbox: Sandbox) -> None:
+    redactor = Redactor()
+    auth = fenix_auth(sandbox, redactor=redactor)
+    with httpx.Client(auth=auth, base_url=sandbox.url) as client:
+        for number in range(3):
+            response = client.post(f"/api/v1/orders/{number}/created", json=order_payload(str(number)))
+            assert response.status_code == 201
+    assert logins(sandbox) == 1
+    assert auth.logins == 1 and auth.generation == 1
+    recorded = sandbox.requests(endpoint="fenix.orders")
+    assert [r.order_id for r in recorded] == ["0", "1", "2"]
+    assert recorded[0].headers["store_name"] == "demo-store"
+    assert {"authtoken", "x-api-key", "x-identity"} <= set(recorded[0].headers)
+    # The token and identity the login returned are now secrets of this redactor.
+    token = auth._token
+    assert token is not None and redactor.redact(f"t={token}") == "t=***"
+    assert redactor.redact("demo-pass demo-api-key") == "*** ***"
+
+
+def test_token_expiring_mid_run_is_refreshed_ahead_of_time(sandbox_factory: Callable[..., Sandbox]) -> None:
+    server = sandbox_factory(token_ttl=1.0)
+    auth = fenix_auth(server, token_ttl=1.0, refresh_margin=0.4)
+    with httpx.Client(auth=auth, base_url=server.url) as client:
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 2.2:
+            response = client.post(f"/api/v1/orders/{sent}/created", json=order_payload(str(sent)))
+            assert response.status_code == 201
+            sent += 1
+            time.sleep(0.05)
+    # Refreshed before the server expired the token: three logins over 2.2 s of 1 s tokens, and no 401.
+    assert logins(server) == auth.logins >= 3
+    assert rejected(server, "fenix.orders", 401) == 0
+    assert len(server.requests(endpoint="fenix.orders")) == sent
+
+
+def test_a_401_causes_one_fresh_login_and_one_retry(sandbox: Sandbox) -> None:
+    auth = fenix_auth(sandbox)  # believes its token lasts 4 hours
+    with httpx.Client(auth=auth, base_url=sandbox.url) as client:
+        assert client.post("/api/v1/orders/1/created", json=order_payload("1")).status_code == 201
+        assert sandbox.expire_tokens() == 1
+        response = client.post("/api/v1/orders/2/created", json=order_payload("2"))
+    assert response.status_code == 201
+    assert rejected(sandbox, "fenix.orders", 401) == 1
+    assert logins(sandbox) == 2 and auth.generation == 2
+    assert [r.order_id for r in sandbox.requests(endpoint="fenix.orders")] == ["1", "2"]
+
+
+def test_fifty_concurrent_requests_on_an_expired_token_cause_exactly_one_login(sandbox: Sandbox) -> None:
+    auth = fenix_auth(sandbox)
+
+    async def scenario() -> list[int]:
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(auth=auth, base_url=sandbox.url, limits=limits) as client:
+            first = await client.post("/api/v1/orders/warmup/created", json=order_payload("warmup"))
+            assert first.status_code == 201
+            sandbox.expire_tokens()
+            responses = await asyncio.gather(
+                *(client.post(f"/api/v1/orders/{n}/created", json=order_payload(str(n))) for n in range(50))
+            )
+            return [r.status_code for r in responses]
+
+    statuses = asyncio.run(scenario())
+    assert statuses == [201] * 50
+    assert logins(sandbox) == 2  # the first login, and exactly one after the expiry
+    assert auth.generation == 2
+    assert 1 <= rejected(sandbox, "fenix.orders", 401) <= 50
+    assert len(sandbox.requests(endpoint="fenix.orders")) == 51
+
+
+def test_concurrent_threads_on_an_expired_token_cause_exactly_one_login(sandbox: Sandbox) -> None:
+    auth = fenix_auth(sandbox)
+    statuses: list[int] = []
+    with httpx.Client(auth=auth, base_url=sandbox.url, limits=httpx.Limits(max_connections=20)) as client:
+        assert client.post("/api/v1/orders/w/created", json=order_payload("w")).status_code == 201
+        sandbox.expire_tokens()
+        barrier = threading.Barrier(20)
+
+        def send(number: int) -> None:
+            barrier.wait()
+            statuses.append(
+                client.post(f"/api/v1/orders/{number}/created", json=order_payload(str(number))).status_code
+            )
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert statuses == [201] * 20
+    assert logins(sandbox) == 2
+
+
+def test_refused_login_raises_a_final_auth_error_without_the_password(sandbox: Sandbox) -> None:
+    auth = FenixSessionAuth(
+        login_url=f"{sandbox.url}/login",
+        username="demo-user",
+        password="not-the-password",
+        api_key="demo-api-key",
+        store_name="demo-store",
+    )
+    with httpx.Client(auth=auth, base_url=sandbox.url) as client, pytest.raises(AuthError) as caught:
+        client.post("/api/v1/orders/1/created", json=order_payload("1"))
+    assert caught.value.status == 401 and caught.value.retryable is False
+    assert "not-the-password" not in caught.value.render()
+    assert sandbox.requests(endpoint="fenix.orders") == []
+
+
+def test_login_that_hits_a_5xx_is_retryable(sandbox: Sandbox) -> None:
+    sandbox.set_faults("login=true,schedule=503")
+    with (
+        httpx.Client(auth=fenix_auth(sandbox), base_url=sandbox.url) as client,
+        pytest.raises(AuthError) as caught,
+    ):
+        client.post("/api/v1/orders/1/created", json=order_payload("1"))
+    assert caught.value.status == 503 and caught.value.retryable is True
+
+
+def test_api_key_and_bearer_put_their_header_and_register_the_secret() -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(204)
+
+    redactor = Redactor()
+    transport = httpx.MockTransport(handler)
+    with httpx.Client(
+        transport=transport, auth=ApiKeyAuth("k-123456", header="X-Key", redactor=redactor)
+    ) as client:
+        client.get("http://127.0.0.1/a")
+    with httpx.Client(transport=transport, auth=BearerAuth("tok-abcdef", redactor=redactor)) as client:
+        client.get("http://127.0.0.1/b")
+    assert seen[0]["x-key"] == "k-123456"
+    assert seen[1]["authorization"] == "Bearer tok-abcdef"
+    assert redactor.redact("k-123456 tok-abcdef") == "*** ***"
