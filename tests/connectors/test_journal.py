@@ -1,0 +1,133 @@
+"""The SQLite journal: states, keys, durability settings, the run lock, read-only access."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from shipmap.connectors import Journal, JournalError
+from shipmap.connectors._journal import canonical_json, delivery_key, source_hash
+
+
+def pending(journal: Journal, key: str, digest: str = "d" * 64, **extra: object) -> None:
+    journal.put_source(digest, '{"id":1}')
+    options: dict[str, object] = dict(
+        source_digest=digest,
+        mapping="m",
+        target="t",
+        connection="fenix",
+        method="POST",
+        url="http://127.0.0.1/x",
+        payload={"id": "1"},
+        idempotency_key="sm-1",
+        origin="in.ndjson:1",
+    )
+    options.update(extra)
+    journal.mark_pending(key, **options)  # type: ignore[arg-type]
+
+
+def test_keys_are_stable_and_distinguish_mapping_target_and_document() -> None:
+    a = source_hash({"b": 1, "a": [1, 2]})
+    assert a == source_hash({"a": [1, 2], "b": 1})  # key order does not matter
+    assert a != source_hash({"a": [2, 1], "b": 1})
+    assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'
+    key = delivery_key("m", "t", a)
+    assert len(key) == 32 and key == delivery_key("m", "t", a)
+    assert len({key, delivery_key("m", "u", a), delivery_key("n", "t", a), delivery_key("m", "t", "x")}) == 4
+
+
+def test_wal_mode_and_the_lifecycle_of_a_delivery(tmp_path: Path) -> None:
+    path = tmp_path / "j" / "journal.db"
+    with Journal(path) as journal:
+        pending(journal, "k1")
+        assert journal.state("k1") == "pending"
+        assert [e.key for e in journal.entries("pending")] == ["k1"]
+        journal.mark_delivered("k1", status=201, attempts=2)
+        entry = journal.get("k1")
+        assert (
+            entry is not None and entry.state == "delivered" and entry.status == 201 and entry.attempts == 2
+        )
+        assert entry.payload == {"id": "1"} and entry.idempotency_key == "sm-1"
+        assert journal.delivered_keys(["k1", "k2"]) == {"k1"}
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+def test_dead_letters_keep_status_reason_and_excerpt_and_match_key_prefixes(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        pending(journal, "abc123")
+        journal.mark_dead("abc123", source_digest="d" * 64, mapping="m", target="t", reason="HTTP 400",
+                          status=400, response_excerpt='{"message": "bad"}', attempts=1)  # fmt: skip
+        journal.put_source("e" * 64, "{}")
+        journal.mark_dead("fff000", source_digest="e" * 64, mapping="m", target="", reason="mapping failed")
+        dead = journal.dead_letters()
+        assert [d.key for d in dead] == ["abc123", "fff000"]
+        assert dead[0].status == 400 and dead[0].response_excerpt == '{"message": "bad"}'
+        assert dead[1].target == "" and dead[1].method is None
+        assert [d.key for d in journal.dead_letters(["abc"])] == ["abc123"]
+        journal.mark_resolved("fff000", "replayed")
+        assert journal.counts() == {"dead": 1, "resolved": 1}
+        assert journal.source("d" * 64) == {"id": 1}
+
+
+def test_a_second_pending_keeps_the_first_idempotency_key(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        pending(journal, "k", idempotency_key="first")
+        journal.mark_dead("k", source_digest="d" * 64, mapping="m", target="t", reason="x", status=400)
+        pending(journal, "k", idempotency_key="second")
+        entry = journal.get("k")
+        assert entry is not None and entry.state == "pending" and entry.idempotency_key == "first"
+        assert entry.reason is None and entry.status is None
+
+
+def test_unrouted_and_rejected_records(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db") as journal:
+        journal.put_source("a" * 64, "{}")
+        journal.record_unrouted("a" * 64, "in:1")
+        journal.record_unrouted("a" * 64, "in:2")
+        journal.record_rejected("in:3", "not JSON: Expecting value, column 1", "{oops")
+        assert journal.unrouted_count() == 1
+        [bad] = journal.rejected()
+        assert (bad.origin, bad.excerpt) == ("in:3", "{oops")
+
+
+def test_only_one_run_may_write_a_journal_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    with Journal(path, exclusive=True):
+        with pytest.raises(JournalError, match="in use by another shipmap run"):
+            Journal(path, exclusive=True)
+        with Journal(path, readonly=True) as reader:  # readers are never blocked
+            assert reader.counts() == {}
+    with Journal(path, exclusive=True):  # the lock went with the first journal
+        pass
+
+
+def test_read_only_journal_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "j.db"
+    Journal(path).close()
+    with Journal(path, readonly=True) as journal, pytest.raises(sqlite3.OperationalError):
+        journal.put_source("a", "{}")
+
+
+def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+    db.execute("INSERT INTO meta VALUES ('schema_version', '99')")
+    db.commit()
+    db.close()
+    with pytest.raises(JournalError, match="not a shipmap journal"):
+        Journal(path)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(JournalError, match="cannot open journal"):
+        Journal(garbage)
+
+
+def test_full_synchronous_mode_is_applied(tmp_path: Path) -> None:
+    with Journal(tmp_path / "j.db", synchronous="full") as journal:
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with Journal(tmp_path / "k.db") as journal:
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
