@@ -27,6 +27,7 @@ from ._errors import (
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
 from ._mapping import CompiledMapping, Target, load_mapping, parse_mapping, resolve_mapping_path
 from ._sources import SourceDocument, read_documents
+from ._trace import Trace
 
 __all__ = [
     "CompileError",
@@ -44,6 +45,7 @@ __all__ = [
     "SourceError",
     "Target",
     "TargetKind",
+    "Trace",
     "TransformError",
     "builtin_kinds",
     "get_kind",

@@ -25,8 +25,9 @@ from ._errors import (
     TransformError,
 )
 from ._expressions import Evaluator, ExpressionCompiler, Scope
-from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable
+from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
 from ._kinds import TargetKind, format_path, get_kind
+from ._trace import ACTIVE, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey
 
 OMIT: Any = object()  # a field that produced nothing and has no default: left out of the payload
@@ -121,8 +122,10 @@ class CompileReport:
 
 
 class MappingCompiler:
-    def __init__(self, document: LocatedDocument) -> None:
+    def __init__(self, document: LocatedDocument, *, tracing: bool = False) -> None:
         self.document = document
+        self.tracing = tracing
+        self._label_chains: dict[str, tuple[str, ...]] = {}
         self.spec: dict[str, Any] = document.value
         self.report = CompileReport()
         self._fragment_stack: list[str] = []
@@ -157,6 +160,7 @@ class MappingCompiler:
             table_name: LookupTable(table_name, table["map"], table.get("default", MISSING))
             for table_name, table in (self.spec.get("lookups") or {}).items()
         }
+        self._lookups = lookups
         functions = FunctionSet(FunctionContext(default_zone=zone, lookups=lookups))
         self.functions = functions
         self.expressions = ExpressionCompiler(functions, frozenset(lookups))
@@ -184,8 +188,12 @@ class MappingCompiler:
         site = _Site((*base, "fields"), (), name)
         body = self._object(spec["fields"], site)
         when = self._expression(spec["when"], _Site((*base, "when"), (), name)) if "when" in spec else None
-        rebase = self._expression(spec["from"], _Site((*base, "from"), (), name)) if "from" in spec else None
-        label = spec.get("from", "")
+        rebase = (
+            self._expression(spec["from"], _Site((*base, "from"), (), name), navigate=True)
+            if "from" in spec
+            else None
+        )
+        label = self.expressions.source_label(spec["from"]) if "from" in spec else ""
         self.report.mapped[name] = self._mapped
         self.report.opaque[name] = self._opaque
         location = self.document.key_location(base)
@@ -203,8 +211,27 @@ class MappingCompiler:
 
     # -- fields ---------------------------------------------------------------------------------------------
 
-    def _expression(self, text: str, site: _Site) -> Evaluator:
-        return self.expressions.compile(text, self.where(site.yaml_path), site.field_name)
+    def _expression(self, text: str, site: _Site, *, navigate: bool = False) -> Evaluator:
+        return self._compile(text, site.yaml_path, site.field_name, navigate=navigate)
+
+    def _compile(
+        self,
+        text: str,
+        yaml_path: PathKey,
+        field_name: str,
+        *,
+        template: bool | None = None,
+        navigate: bool = False,
+    ) -> Evaluator:
+        evaluate = self.expressions.compile(text, self.where(yaml_path), field_name, template=template)
+        if not self.tracing:
+            return evaluate
+        reads = self.expressions.reads_of(text, template=template)
+        if navigate:
+            # from/each only move through the source; what is read below them is recorded there.
+            self._label_chains[self.expressions.source_label(text)] = reads[0][1] if reads else ()
+            return evaluate
+        return _traced_reads(evaluate, reads, self._label_chains)
 
     def _field(self, spec: Any, site: _Site) -> Callable[[Scope], Any]:
         self._locations.setdefault(site.static, self.where(site.yaml_path))
@@ -287,14 +314,10 @@ class MappingCompiler:
             return (lambda scope: value), "literal"
         if "path" in spec:
             text = spec["path"]
-            return self.expressions.compile(
-                text, self.where((*site.yaml_path, "path")), site.field_name, template=False
-            ), text
+            return self._compile(text, (*site.yaml_path, "path"), site.field_name, template=False), text
         if "template" in spec:
             text = spec["template"]
-            return self.expressions.compile(
-                text, self.where((*site.yaml_path, "template")), site.field_name, template=True
-            ), text
+            return self._compile(text, (*site.yaml_path, "template"), site.field_name, template=True), text
         body = (
             self._use(spec, site)
             if "use" in spec
@@ -302,8 +325,8 @@ class MappingCompiler:
         )
         if "from" not in spec:
             return (lambda scope: _none_if_omit(body(scope))), "@"
-        label = spec["from"]
-        rebase = self._expression(label, site.child("from", None))
+        rebase = self._expression(spec["from"], site.child("from", None), navigate=True)
+        label = self.expressions.source_label(spec["from"])
 
         def from_source(scope: Scope) -> Any:
             data = rebase(scope)
@@ -340,7 +363,7 @@ class MappingCompiler:
 
     def _each(self, spec: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
         label = spec["each"]
-        items_of = self._expression(label, site.child("each", None))
+        items_of = self._expression(label, site.child("each", None), navigate=True)
         element_site = _Site(site.yaml_path, (*site.static, ARRAY), site.target)
         element_spec = {key: spec[key] for key in ("fields", "path", "template", "use") if key in spec}
         if "fields" in element_spec:
@@ -381,29 +404,35 @@ class MappingCompiler:
 
     def _finisher(self, spec: dict[str, Any], site: _Site, label: str) -> Callable[[Any, Scope], Any]:
         """lookup, then type, then default / required / omit: only the steps this field asks for."""
-        steps: list[tuple[str, Callable[[Any], Any]]] = []
+        steps: list[Callable[[Any], Any]] = []
+        # A table that maps null explicitly (Shopify's fulfillment_status: null) is consulted for null too.
+        null_entry: Any = MISSING
         if "lookup" in spec:
             table_name = spec["lookup"]
             self.expressions._use_lookup(table_name, self.where((*site.yaml_path, "lookup")), site.field_name)
+            null_entry = self._lookups[table_name].entries.get(lookup_key(None), MISSING)
             call = self.functions.call
-            steps.append(("lookup", lambda value: call("lookup", table_name, value)))
+            steps.append(lambda value: call("lookup", table_name, value))
         if "type" in spec:
             type_name = spec["type"]
             call = self.functions.call
-            steps.append((type_name, lambda value: call(type_name, value)))
+            steps.append(lambda value: call(type_name, value))
         default = spec.get("default", MISSING)
         required = bool(spec.get("required", False))
         location = self.where(site.yaml_path)
         field_name = site.field_name
+        tracing = self.tracing
 
         def finish(value: Any, scope: Scope) -> Any:
-            if value is not None:
-                for step_name, step in steps:
+            if value is None and null_entry is not MISSING:
+                value = null_entry
+            elif value is not None:
+                for step in steps:
                     try:
                         value = step(value)
                     except FunctionError as error:
                         raise TransformError(
-                            f"{step_name}: {error}",
+                            str(error),
                             location=location,
                             field=field_name,
                             source_path=scope.child_path(label),
@@ -414,6 +443,8 @@ class MappingCompiler:
                         break
             if value is None:
                 if default is not MISSING:
+                    if tracing:
+                        _record_default(field_name, scope)
                     return default
                 if required:
                     raise TransformError(
@@ -429,6 +460,31 @@ class MappingCompiler:
             return value
 
         return finish
+
+
+def _traced_reads(
+    evaluate: Evaluator, reads: list[tuple[str, tuple[str, ...]]], label_chains: dict[str, tuple[str, ...]]
+) -> Evaluator:
+    def traced(scope: Scope) -> Any:
+        trace = ACTIVE.get()
+        if trace is not None:
+            for scope_name, chain in reads:
+                if scope_name == "root":
+                    base: tuple[str, ...] = ()
+                elif scope_name == "parent":
+                    base = scope_chain(scope.parent, label_chains) if scope.parent is not None else ()
+                else:
+                    base = scope_chain(scope, label_chains)
+                trace.reads.add(base + chain)
+        return evaluate(scope)
+
+    return traced
+
+
+def _record_default(field_name: str, scope: Scope) -> None:
+    trace = ACTIVE.get()
+    if trace is not None:
+        trace.defaulted.add(runtime_field(field_name, scope))
 
 
 def _omit_null(evaluate: Evaluator) -> Callable[[Scope], Any]:

@@ -103,6 +103,39 @@ class ExpressionCompiler:
             return self.compile_template(text, location, field)
         return self.compile_jmespath(text, location, field)
 
+    @staticmethod
+    def source_label(text: str) -> str:
+        """How a from/each expression shows in source paths: ``order || @`` reads as ``order``."""
+        try:
+            parsed = jmespath.compile(text.strip()).parsed
+        except jmespath.exceptions.JMESPathError:
+            return text
+        if parsed.get("type") == "or_expression":
+            left = parsed["children"][0]
+            if _plain_path(left):
+                return text.split("||", 1)[0].strip()
+        return text
+
+    def reads_of(self, text: str, *, template: bool | None = None) -> list[tuple[str, tuple[str, ...]]]:
+        """``(scope name, chain)`` for each source chain ``text`` reads; only tracing asks, at compile time."""
+        from ._trace import jinja_reads, jmespath_reads
+
+        is_template = ("{{" in text or "{%" in text) if template is None else template
+        if is_template:
+            single = _SINGLE_EXPRESSION.match(text)
+            return jinja_reads(self.env.parse("{{" + single.group("body") + "}}" if single else text))
+        expression = text.strip()
+        scope_name = "this"
+        prefix = _SCOPE_PREFIX.match(expression)
+        if prefix:
+            scope_name = prefix.group(1)
+            expression = expression[prefix.end() :].lstrip(".")
+            if scope_name == "index":
+                return []
+            if not expression:
+                return [(scope_name, ())]
+        return [(scope_name, chain) for chain in jmespath_reads(jmespath.compile(expression).parsed)]
+
     # -- JMESPath -------------------------------------------------------------------------------------------
 
     def compile_jmespath(self, text: str, location: Location, field: str) -> Evaluator:

@@ -602,6 +602,10 @@ def _aware(value: Any, zone: _dt.tzinfo) -> _dt.datetime:
 
 def _render(moment: _dt.datetime) -> str:
     """``YYYY-MM-DDTHH:MM:SS±HH:MM``, with the fraction only when non-zero and without trailing zeros."""
+    offset = moment.utcoffset()
+    if offset is not None and offset.seconds % 60:
+        # Historical local mean time (Kolkata 1905: +05:21:10) has no ±HH:MM form; the same instant in UTC has.
+        moment = moment.astimezone(_dt.UTC)
     text = moment.isoformat()
     if not moment.microsecond:
         return text

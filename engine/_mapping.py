@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from ._compiler import ARRAY, CompiledTarget, CompileReport, MappingCompiler
 from ._errors import Location, MappingError, Problem
 from ._functions import FunctionSet, lookup_key
 from ._kinds import TargetKind
+from ._trace import ACTIVE, Trace, unread_paths
 from ._yaml import LocatedDocument, load_located
 
 __all__ = ["CompiledMapping", "load_mapping", "parse_mapping", "resolve_mapping_path"]
@@ -32,6 +34,8 @@ class CompiledMapping:
 
     def __init__(self, document: LocatedDocument) -> None:
         compiler = MappingCompiler(document)
+        self._traced: dict[str, CompiledTarget] | None = None
+        self._traced_lock = threading.Lock()
         name, zone, functions, expressions, targets = compiler.build()
         self.name: str = name
         self.file: str = document.file
@@ -73,6 +77,26 @@ class CompiledMapping:
                 target.validate(payload)
             result[target.name] = payload
         return result
+
+    def trace(self, source: Any) -> Trace:
+        """Map ``source`` (without validating) and report coverage: fields that fell back to their
+        defaults, and source fields never read. Slower than :meth:`transform`; meant for tests and tools."""
+        with self._traced_lock:
+            if self._traced is None:
+                # A second, instrumented compilation, so that transform() itself never records anything.
+                traced = MappingCompiler(self._document, tracing=True).build()[4]
+                self._traced = {target.name: target for target in traced}
+        trace = Trace()
+        token = ACTIVE.set(trace)
+        try:
+            for target in self._traced.values():
+                payload = target.produce(source)
+                if payload is not None:
+                    trace.payloads[target.name] = payload
+        finally:
+            ACTIVE.reset(token)
+        trace.unread = unread_paths(source, trace.reads)
+        return trace
 
     def lint(self) -> list[Problem]:
         """What ``shipmap validate`` reports beyond compile errors: required target fields left unmapped,

@@ -25,7 +25,9 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shipmap", description="Map retailer JSON to Fenix and Digital Genius.")
+    parser = argparse.ArgumentParser(
+        prog="shipmap", description="Map retailer JSON to Fenix and Digital Genius."
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -39,9 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     # Parse the command name first, then let its module declare and parse its own arguments.
-    known, _ = parser.parse_known_args(args_list[:1] if args_list and not args_list[0].startswith("-") else args_list)
+    known, _ = parser.parse_known_args(
+        args_list[:1] if args_list and not args_list[0].startswith("-") else args_list
+    )
     module = importlib.import_module(f"{__name__}.{known._module}")
-    command_parser = argparse.ArgumentParser(prog=f"shipmap {known.command}", description=_COMMANDS[known.command][1])
+    command_parser = argparse.ArgumentParser(
+        prog=f"shipmap {known.command}", description=_COMMANDS[known.command][1]
+    )
     command_parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     module.register(command_parser)
     args = command_parser.parse_args(args_list[1:])

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from shipmap.engine import builtin_kinds, get_kind
 
 SEEDS = Path(__file__).parent.parent / "fixtures" / "seeds"
@@ -48,7 +47,9 @@ def test_order_problems_are_named_per_field() -> None:
     order["created_at"] = "2020-01-23 10:14:15"
     order["shipping_info"]["price"]["value"] = "14.99"
     order["colour"] = "red"
-    problems = dict(((".".join(map(str, path)), message) for path, message in get_kind("fenix.order").problems(order)))
+    problems = dict(
+        ((".".join(map(str, path)), message) for path, message in get_kind("fenix.order").problems(order))
+    )
     assert problems["line_items"] == "is required but missing"
     assert "expected one of ['OPEN', 'CANCELLED', 'PARTIALLY_CANCELLED', 'NA']" in problems["status"]
     assert "zone offset" in problems["created_at"]
@@ -79,7 +80,15 @@ def test_fulfillment_statuses_are_spelled_as_the_seed_spells_them() -> None:
             "shipping_service": "Ground",
             "shipcost": {"value": 5, "currency": "USD"},
         },
-        "line_items": [{"sku": "A", "quantity": 1, "title": "A", "price": {"value": 1, "currency": "USD"}, "image_url": ""}],
+        "line_items": [
+            {
+                "sku": "A",
+                "quantity": 1,
+                "title": "A",
+                "price": {"value": 1, "currency": "USD"},
+                "image_url": "",
+            }
+        ],
     }
     kind = get_kind("fenix.fulfillment")
     assert kind.problems(fulfillment) == []
@@ -108,6 +117,8 @@ def test_partial_cancel_needs_something_cancelled() -> None:
 
 def test_route_fills_and_quotes_payload_fields() -> None:
     route = get_kind("fenix.fulfillment").route
-    assert route.render({"order_id": "#1001", "id": "F/1"}) == "/api/v1/order/%231001/fulfillment/F%2F1/created"
+    assert (
+        route.render({"order_id": "#1001", "id": "F/1"}) == "/api/v1/order/%231001/fulfillment/F%2F1/created"
+    )
     with pytest.raises(KeyError):
         route.render({"id": "F1"})

@@ -1,0 +1,123 @@
+"""The engine's commands as a user runs them: preview, validate and schema, with their output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+MAPPING = FIXTURES / "engine/shopify_order_min.yaml"
+ORDER = FIXTURES / "real/shopify/order_rest_get_with_fulfillment.json"
+
+
+def shipmap(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=60,
+    )
+
+
+def test_preview_prints_plain_json_when_piped() -> None:
+    result = shipmap("preview", str(MAPPING), str(ORDER))
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)["order"]
+    assert payload["id"] == "450789469"
+    assert payload["fulfillment_status"] == "NOT_FILLED"
+    assert payload["created_at"] == "2008-01-10T11:00:00-05:00"
+    assert [line["sku"] for line in payload["line_items"]] == [
+        "IPOD2008GREEN",
+        "IPOD2008RED",
+        "IPOD2008BLACK",
+    ]
+    assert "\033[" not in result.stdout
+
+
+def test_preview_ndjson_from_stdin_prints_one_line_per_document() -> None:
+    order = json.loads(ORDER.read_text(encoding="utf-8"))
+    second = json.loads(json.dumps(order))
+    second["order"]["id"] = 5678901234567890123
+    stdin = json.dumps(order) + "\n" + json.dumps(second) + "\n"
+    result = shipmap("preview", str(MAPPING), "-", stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [json.loads(line)["order"]["id"] for line in lines] == ["450789469", "5678901234567890123"]
+
+
+def test_preview_reports_validation_problems_with_the_mapping_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(MAPPING.read_text(encoding="utf-8").replace("      status: {literal: OPEN}\n", ""))
+    result = shipmap("preview", str(broken), str(ORDER))
+    assert result.returncode == 5
+    assert "invalid: target 'order' is not a valid fenix.order" in result.stderr
+    assert "order.status: is required but missing" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_preview_transform_error_names_file_line_field_and_source(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    text = MAPPING.read_text(encoding="utf-8").replace(
+        "quantity: quantity", "quantity: {path: title, type: integer}"
+    )
+    broken.write_text(text)
+    result = shipmap("preview", str(broken), str(ORDER))
+    assert result.returncode == 4
+    line = next(i for i, row in enumerate(text.splitlines(), start=1) if "type: integer" in row)
+    assert f"broken.yaml:{line}:" in result.stderr
+    assert "target field: order.line_items[0].quantity" in result.stderr
+    assert 'source: order.line_items[0].title = "IPod Nano - 8gb"' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_jmespath_typo_is_reported_at_its_line(tmp_path: Path) -> None:
+    broken = tmp_path / "typo.yaml"
+    text = MAPPING.read_text(encoding="utf-8").replace("number: name", "number: name[")
+    broken.write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), start=1) if "number: name[" in row)
+    for command in (("validate", str(broken)), ("preview", str(broken), str(ORDER))):
+        result = shipmap(*command)
+        assert result.returncode == 2
+        assert f"typo.yaml:{line}:" in result.stderr
+        assert "JMESPath syntax error" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_template_injection_is_refused(tmp_path: Path) -> None:
+    hostile = tmp_path / "hostile.yaml"
+    hostile.write_text(
+        MAPPING.read_text(encoding="utf-8").replace("number: name", "number: \"{{ ''.__class__ }}\"")
+    )
+    result = shipmap("validate", str(hostile))
+    assert result.returncode == 2
+    assert "refused: the template reaches for '__class__'" in result.stderr
+
+
+def test_validate_reports_unmapped_required_fields_unknown_fields_and_unused_lookups(tmp_path: Path) -> None:
+    result = shipmap("validate", str(MAPPING))
+    assert result.returncode == 0
+    assert "warning: lookups.unused_table lookup table is never used" in result.stderr
+    assert "ok" in result.stdout
+    lacking = tmp_path / "lacking.yaml"
+    text = MAPPING.read_text(encoding="utf-8").replace(
+        "      item_quantity: sum(line_items[].quantity)\n", ""
+    )
+    lacking.write_text(text.replace("vendor: vendor", "vendr: vendor"))
+    result = shipmap("validate", str(lacking))
+    assert result.returncode == 2
+    assert "error: order.item_quantity is required by fenix.order but not mapped" in result.stderr
+    assert "error: order.line_items[].vendr is not a field of fenix.order" in result.stderr
+    assert shipmap("validate", "--strict", str(MAPPING)).returncode == 2
+
+
+def test_schema_prints_the_mapping_format_and_the_kinds() -> None:
+    result = shipmap("schema")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["title"] == "shipmap mapping file"
+    kind = json.loads(shipmap("schema", "--kind", "fenix.fulfillment").stdout)
+    assert kind["x-shipmap"]["route"]["path"] == "/api/v1/order/{order_id}/fulfillment/{id}/created"
+    listing = shipmap("schema", "--list-kinds").stdout
+    assert "dg.execution" in listing and "POST /execution" in listing
