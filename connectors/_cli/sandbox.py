@@ -1,0 +1,133 @@
+"""``shipmap sandbox``: run the local Fenix + Digital Genius API server in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+from shipmap.connectors._sandbox import (
+    DEFAULT_TOKEN_TTL,
+    FaultPlan,
+    Sandbox,
+    SandboxConfig,
+    SandboxCredentials,
+)
+
+DEFAULT_PORT = 8765
+
+# (flag, credential field, help)
+_CREDENTIAL_FLAGS = (
+    ("--fenix-username", "fenix_username", "Fenix login username (default demo-user)"),
+    ("--fenix-password", "fenix_password", "Fenix login password (default demo-pass)"),
+    ("--fenix-api-key", "fenix_api_key", "Fenix x-api-key (default demo-api-key)"),
+    ("--fenix-store-name", "fenix_store_name", "Fenix store_name (default demo-store)"),
+    ("--dg-api-key", "dg_api_key", "Digital Genius API key (default demo-key)"),
+    ("--dg-api-secret", "dg_api_secret", "Digital Genius API secret (default demo-secret)"),
+)
+
+
+def _fault_plan(text: str) -> FaultPlan:
+    try:
+        return FaultPlan.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be more than 0 seconds")
+    return value
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Credentials: the demo ones unless a --credentials file, SHIPMAP_SANDBOX_<FIELD> variables "
+        "(e.g. SHIPMAP_SANDBOX_FENIX_PASSWORD) or the flags below say otherwise, later ones winning. "
+        "Fault spec, e.g. '5xx=0.05,429=0.02,drop=0.01,slow=0.01:2.5,expire-every=500,seed=7' or "
+        "'schedule=ok,500,429,ok'. See docs/sandbox.md."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--token-ttl",
+        type=_positive_seconds,
+        default=DEFAULT_TOKEN_TTL,
+        metavar="SECONDS",
+        help="Fenix authToken lifetime (default 14400, the seed's 4 hours)",
+    )
+    parser.add_argument("--faults", type=_fault_plan, default=None, metavar="SPEC", help="faults to inject")
+    parser.add_argument(
+        "--record", type=Path, metavar="FILE.jsonl", help="also append accepted requests here"
+    )
+    parser.add_argument("--credentials", type=Path, metavar="FILE", help="JSON or YAML file of credentials")
+    group = parser.add_argument_group("credentials")
+    for flag, field, help_text in _CREDENTIAL_FLAGS:
+        group.add_argument(flag, dest=field, metavar="VALUE", help=help_text)
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides = {field: getattr(args, field) for _, field, _ in _CREDENTIAL_FLAGS}
+    credentials = SandboxCredentials.load(args.credentials, os.environ, overrides)
+    config = SandboxConfig(
+        host=args.host,
+        port=args.port,
+        token_ttl=args.token_ttl,
+        credentials=credentials,
+        faults=args.faults or FaultPlan(),
+        record=args.record,
+    )
+    try:
+        sandbox = Sandbox(config)
+    except OSError as error:
+        print(f"error: cannot record to {args.record}: {error.strerror or error}", file=sys.stderr)
+        return 1
+
+    def ready(url: str) -> None:
+        # The URL alone on the first line, so a script can read it.
+        print(url, flush=True)
+        print(f"  Fenix   POST {url}/login", file=sys.stderr)
+        print(f"          POST {url}/api/v1/orders/{{order_id}}/created", file=sys.stderr)
+        print(
+            f"          POST {url}/api/v1/order/{{order_id}}/fulfillment/{{fulfillment_id}}/created",
+            file=sys.stderr,
+        )
+        print(f"  DG      POST {url}/execution (eu), {url}/eu/execution, {url}/us/execution", file=sys.stderr)
+        print(f"  sandbox GET  {url}/_sandbox/requests  {url}/_sandbox/stats", file=sys.stderr)
+        which = "demo (see docs/sandbox.md)" if credentials.is_demo() else "custom"
+        print(
+            f"  credentials: {which}; token ttl {config.token_ttl:g}s; faults: {config.faults.spec()}",
+            file=sys.stderr,
+        )
+        if config.record is not None:
+            print(f"  recording to {config.record}", file=sys.stderr)
+        print("  Ctrl-C stops.", file=sys.stderr, flush=True)
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: let that end here as Ctrl-C does, with 0.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sandbox.serve_forever(on_ready=ready)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a foreground server is meant to stop
+    except OSError as error:
+        print(f"error: cannot serve on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,121 @@
+"""Sandbox settings: the credentials it accepts, token lifetime, faults, recording, where it listens."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from shipmap.engine import ShipmapError
+
+from ._faults import FaultPlan
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_TOKEN_TTL = 4 * 60 * 60.0  # the Fenix seed: authToken expires every 4 hours
+ENV_PREFIX = "SHIPMAP_SANDBOX_"
+
+# Credentials file layout: {"fenix": {...}, "dg": {...}} -> field names.
+_FILE_KEYS: dict[str, dict[str, str]] = {
+    "fenix": {
+        "username": "fenix_username",
+        "password": "fenix_password",
+        "api_key": "fenix_api_key",
+        "store_name": "fenix_store_name",
+    },
+    "dg": {"api_key": "dg_api_key", "api_secret": "dg_api_secret"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCredentials:
+    """What the sandbox accepts. The defaults are the documented demo credentials."""
+
+    fenix_username: str = "demo-user"
+    fenix_password: str = "demo-pass"
+    fenix_api_key: str = "demo-api-key"
+    fenix_store_name: str = "demo-store"
+    dg_api_key: str = "demo-key"
+    dg_api_secret: str = "demo-secret"
+
+    @classmethod
+    def load(
+        cls,
+        file: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str | None] | None = None,
+    ) -> SandboxCredentials:
+        """Demo credentials, then a file's, then ``SHIPMAP_SANDBOX_<FIELD>`` variables, then ``overrides``.
+
+        Each later source wins per field; ``None`` in ``overrides`` leaves a field alone.
+        """
+        creds = cls()
+        if file is not None:
+            creds = replace(creds, **_read_file(Path(file)))
+        names = [f.name for f in fields(cls)]
+        if environ is not None:
+            from_env = {
+                name: environ[ENV_PREFIX + name.upper()]
+                for name in names
+                if ENV_PREFIX + name.upper() in environ
+            }
+            creds = replace(creds, **from_env)
+        if overrides:
+            unknown = sorted(set(overrides) - set(names))
+            if unknown:
+                raise ValueError(f"unknown credential field(s): {', '.join(unknown)}")
+            creds = replace(creds, **{k: v for k, v in overrides.items() if v is not None})
+        return creds
+
+    def is_demo(self) -> bool:
+        return self == SandboxCredentials()
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ShipmapError(
+            f"cannot read sandbox credentials file {path}: {error.strerror or error}"
+        ) from None
+    try:
+        data: Any = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ShipmapError(f"sandbox credentials file {path} is not valid JSON or YAML: {error}") from None
+    hint = "expected sections fenix (username, password, api_key, store_name) and dg (api_key, api_secret)"
+    if not isinstance(data, dict):
+        raise ShipmapError(f"sandbox credentials file {path} must hold an object", hint=hint)
+    found: dict[str, str] = {}
+    for section, content in data.items():
+        keys = _FILE_KEYS.get(section)
+        if keys is None or not isinstance(content, dict):
+            raise ShipmapError(f"sandbox credentials file {path}: unexpected section {section!r}", hint=hint)
+        for key, value in content.items():
+            if key not in keys:
+                raise ShipmapError(f"sandbox credentials file {path}: unknown key {section}.{key}", hint=hint)
+            if not isinstance(value, str) or not value:
+                raise ShipmapError(
+                    f"sandbox credentials file {path}: {section}.{key} must be a non-empty string"
+                )
+            found[keys[key]] = value
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxConfig:
+    """Everything a sandbox server is started with. ``port=0`` picks a free port."""
+
+    host: str = DEFAULT_HOST
+    port: int = 0
+    token_ttl: float = DEFAULT_TOKEN_TTL
+    credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    record: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if not self.token_ttl > 0:
+            raise ValueError(f"token_ttl must be more than 0 seconds, got {self.token_ttl}")

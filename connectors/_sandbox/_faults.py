@@ -1,0 +1,376 @@
+"""Fault injection: which injected failure, if any, the next API request gets.
+
+A :class:`FaultPlan` is an immutable description (parsed from a compact spec or built in Python); a
+:class:`FaultInjector` plays it with its own seeded ``random.Random``, so two servers never share state and a
+seed replays the same faults for the same request order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+DEFAULT_ERROR_STATUSES: tuple[int, ...] = (500, 502, 503)
+DEFAULT_SLOW_DELAY = 2.0
+_BOOL_WORDS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _valid_step(step: str) -> bool:
+    if step in ("ok", "drop", "slow", "expire", "429"):
+        return True
+    if step.startswith("slow:"):
+        return _is_delay(step[5:])
+    return step.isdigit() and 500 <= int(step) <= 599
+
+
+def _is_delay(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """What to inject into API requests. The default plan injects nothing.
+
+    Rates are probabilities per request (their sum at most 1). ``schedule`` lists one outcome per request
+    (``ok``, a 5xx code, ``429``, ``drop``, ``slow`` or ``slow:SECONDS``, ``expire``); it is played first,
+    then the rates apply, unless ``repeat`` loops it forever.
+    """
+
+    error_rate: float = 0.0
+    error_statuses: tuple[int, ...] = DEFAULT_ERROR_STATUSES
+    rate_limit_rate: float = 0.0
+    retry_after: int = 1
+    drop_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_delay: float = DEFAULT_SLOW_DELAY
+    expire_every: int = 0
+    schedule: tuple[str, ...] = ()
+    repeat: bool = False
+    include_login: bool = False
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # Accept lists and ints from Python callers (schedule=[500, "ok"]); store the canonical form.
+        object.__setattr__(self, "schedule", tuple(str(step).strip().lower() for step in self.schedule))
+        if any(isinstance(code, bool) or not isinstance(code, int) for code in self.error_statuses):
+            raise ValueError(f"error_statuses must be 5xx codes, got {list(self.error_statuses)}")
+        object.__setattr__(self, "error_statuses", tuple(self.error_statuses))
+        rates = {
+            "error_rate": self.error_rate,
+            "rate_limit_rate": self.rate_limit_rate,
+            "drop_rate": self.drop_rate,
+            "slow_rate": self.slow_rate,
+        }
+        for name, rate in rates.items():
+            if not (isinstance(rate, int | float) and 0.0 <= rate <= 1.0):
+                raise ValueError(f"{name} must be a probability between 0 and 1, got {rate!r}")
+        if sum(rates.values()) > 1.0 + 1e-9:
+            raise ValueError(f"fault rates add up to more than 1 ({sum(rates.values()):g})")
+        if not self.error_statuses or any(not 500 <= code <= 599 for code in self.error_statuses):
+            raise ValueError(f"error_statuses must be 5xx codes, got {list(self.error_statuses)}")
+        for name in ("retry_after", "expire_every"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ValueError(f"seed must be a whole number, got {self.seed!r}")
+        if not isinstance(self.repeat, bool) or not isinstance(self.include_login, bool):
+            raise ValueError("repeat and include_login must be true or false")
+        if self.retry_after < 0:
+            raise ValueError(f"retry_after must be 0 or more seconds, got {self.retry_after}")
+        if not (isinstance(self.slow_delay, int | float) and _is_delay(str(self.slow_delay))):
+            raise ValueError(f"slow_delay must be 0 or more seconds, got {self.slow_delay}")
+        if self.expire_every < 0:
+            raise ValueError(f"expire_every must be 0 (off) or a positive count, got {self.expire_every}")
+        for step in self.schedule:
+            if not _valid_step(step):
+                raise ValueError(
+                    f"unknown schedule step {step!r}; use ok, 5xx codes, 429, drop, slow[:SECONDS], expire"
+                )
+        if self.repeat and not self.schedule:
+            raise ValueError("repeat needs a schedule")
+
+    @classmethod
+    def parse(cls, spec: str) -> FaultPlan:
+        """Read the compact spec, e.g. ``5xx=0.05,429=0.02,drop=0.01,slow=0.01:2.5,expire-every=500,seed=7``.
+
+        ``schedule=ok,500,429,ok`` takes every following bare word as a further step. An empty spec or
+        ``none`` is the plan that injects nothing. Raises ``ValueError`` naming the bad part.
+        """
+        values: dict[str, Any] = {}
+        schedule: list[str] = []
+        in_schedule = False
+        text = spec.strip()
+        if text.lower() in ("", "none", "off"):
+            return cls()
+        for raw in text.split(","):
+            token = raw.strip()
+            if not token:
+                continue
+            if "=" not in token:
+                if not in_schedule:
+                    raise ValueError(f"fault spec part {token!r} is not KEY=VALUE")
+                schedule.append(token.lower())
+                continue
+            key, _, value = (part.strip() for part in token.partition("="))
+            key = key.lower()
+            in_schedule = key == "schedule"
+            try:
+                _parse_pair(key, value, values, schedule)
+            except ValueError as error:
+                raise ValueError(f"fault spec part {token!r}: {error}") from None
+        if schedule:
+            values["schedule"] = tuple(schedule)
+        return cls(**values)
+
+    def spec(self) -> str:
+        """The compact spec of this plan; ``FaultPlan.parse(plan.spec()) == plan``."""
+        parts: list[str] = []
+        if self.error_rate:
+            codes = (
+                ""
+                if self.error_statuses == DEFAULT_ERROR_STATUSES
+                else ":" + "/".join(map(str, self.error_statuses))
+            )
+            parts.append(f"5xx={self.error_rate:g}{codes}")
+        elif self.error_statuses != DEFAULT_ERROR_STATUSES:
+            parts.append("5xx=0:" + "/".join(map(str, self.error_statuses)))
+        if self.rate_limit_rate:
+            parts.append(f"429={self.rate_limit_rate:g}")
+        if self.drop_rate:
+            parts.append(f"drop={self.drop_rate:g}")
+        if self.slow_rate or self.slow_delay != DEFAULT_SLOW_DELAY:
+            parts.append(f"slow={self.slow_rate:g}:{self.slow_delay:g}")
+        if self.expire_every:
+            parts.append(f"expire-every={self.expire_every}")
+        if self.retry_after != 1:
+            parts.append(f"retry-after={self.retry_after}")
+        if self.include_login:
+            parts.append("login=true")
+        if self.seed is not None:
+            parts.append(f"seed={self.seed}")
+        if self.repeat:
+            parts.append("repeat=true")
+        if self.schedule:
+            parts.append("schedule=" + ",".join(self.schedule))
+        return ",".join(parts) or "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["error_statuses"] = list(self.error_statuses)
+        data["schedule"] = list(self.schedule)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FaultPlan:
+        """Build a plan from its ``to_dict`` form (unknown keys are refused, missing ones take defaults)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown fault plan field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        for name in ("error_statuses", "schedule"):
+            if name in values:
+                if not isinstance(values[name], list | tuple):
+                    raise ValueError(f"{name} must be a list")
+                values[name] = tuple(values[name])
+        try:
+            return cls(**values)
+        except TypeError as error:
+            raise ValueError(str(error)) from None
+
+
+def _parse_pair(key: str, value: str, values: dict[str, Any], schedule: list[str]) -> None:
+    if key == "5xx":
+        rate, _, codes = value.partition(":")
+        values["error_rate"] = _rate(rate)
+        if codes:
+            values["error_statuses"] = tuple(int(code) for code in codes.split("/"))
+    elif key in ("429", "drop"):
+        values["rate_limit_rate" if key == "429" else "drop_rate"] = _rate(value)
+    elif key == "slow":
+        rate, _, delay = value.partition(":")
+        values["slow_rate"] = _rate(rate)
+        if delay:
+            values["slow_delay"] = float(delay)
+    elif key == "expire-every":
+        values["expire_every"] = int(value)
+    elif key == "retry-after":
+        values["retry_after"] = int(value)
+    elif key == "seed":
+        values["seed"] = int(value)
+    elif key in ("login", "repeat"):
+        if value.lower() not in _BOOL_WORDS:
+            raise ValueError("expected true or false")
+        values["include_login" if key == "login" else "repeat"] = _BOOL_WORDS[value.lower()]
+    elif key == "schedule":
+        if value:
+            schedule.append(value.lower())
+    else:
+        raise ValueError(
+            "unknown key; use 5xx, 429, drop, slow, expire-every, retry-after, seed, login, repeat, schedule"
+        )
+
+
+def _rate(text: str) -> float:
+    rate = float(text)
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"{text} is not a probability between 0 and 1")
+    return rate
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One injected outcome. ``status`` is set for 5xx and 429, ``retry_after`` for 429, ``delay`` for slow."""
+
+    name: str
+    status: int | None = None
+    delay: float = 0.0
+    retry_after: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the injector decided for one request: a fault or none, and whether to expire tokens first."""
+
+    fault: Fault | None = None
+    expire_tokens: bool = False
+
+
+_NO_FAULT = Decision()
+
+
+@dataclass
+class _Play:
+    plan: FaultPlan
+    seed: int
+    rng: random.Random
+    step: int = 0
+    token_requests: int = 0
+    injected: Counter[str] = field(default_factory=Counter)
+
+
+class FaultInjector:
+    """Plays a plan. Thread-safe: decisions run on the server's loop, reconfiguration comes from tests."""
+
+    def __init__(self, plan: FaultPlan | None = None) -> None:
+        self._lock = threading.Lock()
+        self._play = self._start(plan or FaultPlan())
+
+    @staticmethod
+    def _start(plan: FaultPlan) -> _Play:
+        # Without a seed a fresh one is drawn and reported by snapshot(), so a failing run can be replayed.
+        seed = plan.seed if plan.seed is not None else secrets.randbits(32)
+        return _Play(plan=plan, seed=seed, rng=random.Random(seed))
+
+    @property
+    def plan(self) -> FaultPlan:
+        with self._lock:
+            return self._play.plan
+
+    def configure(self, plan: FaultPlan) -> None:
+        """Replace the plan and start it over: schedule from its first step, random stream from its seed."""
+        with self._lock:
+            self._play = self._start(plan)
+
+    def restart(self) -> None:
+        with self._lock:
+            self._play = self._start(self._play.plan)
+
+    def decide(self, *, login: bool = False, uses_token: bool = False) -> Decision:
+        """The outcome for the next eligible request (``login`` ones only when the plan includes login)."""
+        with self._lock:
+            play = self._play
+            plan = play.plan
+            if login and not plan.include_login:
+                return _NO_FAULT
+            expire = False
+            if uses_token and plan.expire_every:
+                play.token_requests += 1
+                expire = play.token_requests % plan.expire_every == 0
+            fault: Fault | None
+            if plan.schedule and (plan.repeat or play.step < len(plan.schedule)):
+                step = plan.schedule[play.step % len(plan.schedule)]
+                play.step += 1
+                if step == "expire":
+                    expire, fault = True, None
+                else:
+                    fault = self._from_step(step, plan)
+            else:
+                fault = self._draw(play)
+            if expire:
+                play.injected["expire"] += 1
+            if fault is not None:
+                play.injected[fault.name] += 1
+            return Decision(fault=fault, expire_tokens=expire) if fault or expire else _NO_FAULT
+
+    @staticmethod
+    def _from_step(step: str, plan: FaultPlan) -> Fault | None:
+        if step == "ok":
+            return None
+        if step == "drop":
+            return Fault("drop")
+        if step == "slow":
+            return Fault("slow", delay=plan.slow_delay)
+        if step.startswith("slow:"):
+            return Fault("slow", delay=float(step[5:]))
+        if step == "429":
+            return Fault("429", status=429, retry_after=plan.retry_after)
+        return Fault(step, status=int(step))
+
+    @staticmethod
+    def _draw(play: _Play) -> Fault | None:
+        plan = play.plan
+        if not (plan.error_rate or plan.rate_limit_rate or plan.drop_rate or plan.slow_rate):
+            return None
+        roll = play.rng.random()
+        edge = plan.error_rate
+        if roll < edge:
+            status = play.rng.choice(plan.error_statuses)
+            return Fault(str(status), status=status)
+        edge += plan.rate_limit_rate
+        if roll < edge:
+            return Fault("429", status=429, retry_after=plan.retry_after)
+        edge += plan.drop_rate
+        if roll < edge:
+            return Fault("drop")
+        edge += plan.slow_rate
+        if roll < edge:
+            return Fault("slow", delay=plan.slow_delay)
+        return None
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(sorted(self._play.injected.items()))
+
+    def snapshot(self) -> dict[str, Any]:
+        """The plan, its spec, the seed in use, the schedule position and what was injected so far."""
+        with self._lock:
+            play = self._play
+            return {
+                "spec": play.plan.spec(),
+                "plan": play.plan.to_dict(),
+                "seed": play.seed,
+                "schedule_position": play.step,
+                "injected": dict(sorted(play.injected.items())),
+            }

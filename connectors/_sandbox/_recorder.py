@@ -1,0 +1,246 @@
+"""The recorder: every accepted request in memory (and optionally a JSONL file), counts, and duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+log = logging.getLogger("shipmap.sandbox")
+
+REDACTED = "***"
+# Lower-case, as the server sees header names.
+SECRET_HEADERS = frozenset({"authtoken", "x-api-key", "x-identity", "authorization", "password"})
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Headers as recorded: names lower-cased, every credential replaced by ``***``."""
+    return {name.lower(): REDACTED if name.lower() in SECRET_HEADERS else value for name, value in headers}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One accepted request, as it arrived (secrets redacted)."""
+
+    seq: int
+    received_at: str
+    api: str
+    endpoint: str
+    kind: str | None
+    method: str
+    path: str
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+    region: str | None = None
+    order_id: str | None = None
+    fulfillment_id: str | None = None
+    external_id: str | None = None
+    fault: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "received_at": self.received_at,
+            "api": self.api,
+            "endpoint": self.endpoint,
+            "kind": self.kind,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "region": self.region,
+            "order_id": self.order_id,
+            "fulfillment_id": self.fulfillment_id,
+            "external_id": self.external_id,
+            "fault": self.fault,
+            "headers": dict(self.headers),
+            "body": self.body,
+        }
+
+
+@dataclass
+class _Seen:
+    seqs: list[int] = field(default_factory=list)
+    bodies: set[str] = field(default_factory=set)
+    kinds: set[str] = field(default_factory=set)
+
+
+def _body_hash(body: Any) -> str:
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class Recorder:
+    """Thread-safe: the server's loop records, tests read from their own thread."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self._path = path
+        if path is not None:
+            # Fail at start, not on the first accepted request, when the file cannot be written.
+            path.open("a", encoding="utf-8").close()
+        self._lock = threading.Lock()
+        self._records: list[RecordedRequest] = []
+        self._seq = 0
+        self._accepted: Counter[str] = Counter()
+        self._kinds: Counter[str] = Counter()
+        self._rejected: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self._by_key: dict[str, defaultdict[str, _Seen]] = {}
+        self._clear_keys()
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def _clear_keys(self) -> None:
+        self._by_key = {
+            name: defaultdict(_Seen) for name in ("dg_external_id", "fenix_order_id", "fenix_fulfillment")
+        }
+
+    def record(
+        self,
+        *,
+        api: str,
+        endpoint: str,
+        kind: str | None,
+        method: str,
+        path: str,
+        status: int,
+        headers: Iterable[tuple[str, str]],
+        body: Any,
+        region: str | None = None,
+        order_id: str | None = None,
+        fulfillment_id: str | None = None,
+        external_id: str | None = None,
+        fault: str | None = None,
+    ) -> RecordedRequest:
+        with self._lock:
+            self._seq += 1
+            entry = RecordedRequest(
+                seq=self._seq,
+                received_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                api=api,
+                endpoint=endpoint,
+                kind=kind,
+                method=method,
+                path=path,
+                status=status,
+                headers=MappingProxyType(redact_headers(headers)),
+                body=body,
+                region=region,
+                order_id=order_id,
+                fulfillment_id=fulfillment_id,
+                external_id=external_id,
+                fault=fault,
+            )
+            self._records.append(entry)
+            self._accepted[endpoint] += 1
+            if kind:
+                self._kinds[kind] += 1
+            key = self._duplicate_key(entry)
+            if key is not None:
+                seen = self._by_key[key[0]][key[1]]
+                seen.seqs.append(entry.seq)
+                seen.bodies.add(_body_hash(body))
+                if kind:
+                    seen.kinds.add(kind)
+            if self._path is not None:
+                self._append(entry)
+        return entry
+
+    @staticmethod
+    def _duplicate_key(entry: RecordedRequest) -> tuple[str, str] | None:
+        if entry.endpoint == "dg.execution" and entry.external_id is not None:
+            return "dg_external_id", entry.external_id
+        if entry.endpoint == "fenix.orders" and entry.order_id is not None:
+            return "fenix_order_id", entry.order_id
+        if entry.endpoint == "fenix.fulfillment" and entry.order_id is not None:
+            return "fenix_fulfillment", json.dumps([entry.order_id, entry.fulfillment_id])
+        return None
+
+    def _append(self, entry: RecordedRequest) -> None:
+        assert self._path is not None
+        line = json.dumps(entry.to_dict(), ensure_ascii=False, default=str)
+        try:
+            with self._path.open("a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        except OSError as error:
+            # The in-memory record stands; a full disk must not turn an accepted request into a 500.
+            log.error("cannot append to %s: %s", self._path, error)
+
+    def reject(self, endpoint: str, status: int) -> None:
+        with self._lock:
+            self._rejected[endpoint][str(status)] += 1
+
+    def requests(
+        self,
+        *,
+        api: str | None = None,
+        endpoint: str | None = None,
+        kind: str | None = None,
+        since: int = 0,
+    ) -> list[RecordedRequest]:
+        """Accepted requests in arrival order, filtered by api, endpoint or kind, after sequence ``since``."""
+        with self._lock:
+            return [
+                r
+                for r in self._records
+                if r.seq > since
+                and (api is None or r.api == api)
+                and (endpoint is None or r.endpoint == endpoint)
+                and (kind is None or r.kind == kind)
+            ]
+
+    def duplicates(self) -> dict[str, list[dict[str, Any]]]:
+        """Keys that arrived more than once; ``distinct_bodies`` 1 means the very same payload was resent."""
+        with self._lock:
+            result: dict[str, list[dict[str, Any]]] = {}
+            for name, seen_by_key in self._by_key.items():
+                entries = []
+                for key, seen in seen_by_key.items():
+                    if len(seen.seqs) < 2:
+                        continue
+                    item: dict[str, Any] = {"key": key}
+                    if name == "fenix_fulfillment":
+                        order_id, fulfillment_id = json.loads(key)
+                        item = {"key": f"{order_id}/{fulfillment_id}", "order_id": order_id}
+                        item["fulfillment_id"] = fulfillment_id
+                    item.update(
+                        count=len(seen.seqs),
+                        distinct_bodies=len(seen.bodies),
+                        kinds=sorted(seen.kinds),
+                        seqs=list(seen.seqs),
+                    )
+                    entries.append(item)
+                result[name] = entries
+            return result
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            accepted = dict(sorted(self._accepted.items()))
+            kinds = dict(sorted(self._kinds.items()))
+            rejected = {name: dict(sorted(c.items())) for name, c in sorted(self._rejected.items())}
+        return {
+            "accepted": sum(accepted.values()),
+            "by_endpoint": accepted,
+            "by_kind": kinds,
+            "rejected": rejected,
+            "duplicates": self.duplicates(),
+        }
+
+    def reset(self) -> None:
+        """Forget everything in memory. The JSONL file is an append-only log and keeps its lines."""
+        with self._lock:
+            # seq keeps counting, so JSONL lines and ``since`` cursors stay unambiguous across resets.
+            self._records.clear()
+            self._accepted.clear()
+            self._kinds.clear()
+            self._rejected.clear()
+            self._clear_keys()

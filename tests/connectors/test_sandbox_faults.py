@@ -1,0 +1,288 @@
+"""Fault injection over real HTTP on 127.0.0.1: every fault kind, schedules, seeded rates, token expiry every N,
+run-time reconfiguration, and the spec syntax."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from shipmap.connectors import FaultPlan, Sandbox
+
+SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
+ORDER = json.loads((SEEDS / "fenix_order_example.json").read_text(encoding="utf-8"))
+DG_EXAMPLE = json.loads((SEEDS / "dg_execution_example.json").read_text(encoding="utf-8"))
+ORDER_PATH = f"/api/v1/orders/{ORDER['id']}/created"
+FENIX_LOGIN = {"username": "demo-user", "password": "demo-pass", "x-api-key": "demo-api-key"}
+DG_AUTH = ("demo-key", "demo-secret")
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        yield client
+
+
+def dg(client: httpx.Client, sb: Sandbox, external_id: str = "E") -> httpx.Response:
+    return client.post(f"{sb.url}/execution", auth=DG_AUTH, json={**DG_EXAMPLE, "external_id": external_id})
+
+
+def fenix_headers(client: httpx.Client, sb: Sandbox) -> dict[str, str]:
+    body = client.post(f"{sb.url}/login", headers=FENIX_LOGIN).json()
+    return {
+        "store_name": "demo-store",
+        "authToken": body["authToken"],
+        "x-api-key": "demo-api-key",
+        "x-identity": body["x-identity"],
+        "content-type": "application/json",
+    }
+
+
+def raw_exchange(sb: Sandbox, path: str = "/execution") -> bytes:
+    """Send one DG request over a bare socket and return every byte that came back before the close."""
+    body = json.dumps(DG_EXAMPLE).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", sb.port), timeout=5) as conn:
+        conn.sendall(head + body)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+# ------------------------------------------------------------------------------------------ each kind
+
+
+def test_schedule_plays_each_status_in_order(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=500,502,503,429,ok,retry-after=3")
+    responses = [dg(http, sandbox, f"E{i}") for i in range(6)]
+    assert [r.status_code for r in responses] == [500, 502, 503, 429, 200, 200]
+    assert responses[3].headers["retry-after"] == "3"
+    assert "retry-after" not in responses[2].headers
+    assert [r.headers.get("x-sandbox-fault") for r in responses[:4]] == ["500", "502", "503", "429"]
+    # Faulted requests are not accepted: only the last two are recorded.
+    assert [r.external_id for r in sandbox.requests()] == ["E4", "E5"]
+    assert sandbox.stats()["faults"] == {"429": 1, "500": 1, "502": 1, "503": 1}
+
+
+def test_drop_closes_the_connection_without_a_response(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=drop,drop")
+    assert raw_exchange(sandbox) == b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        dg(http, sandbox)
+    assert raw_exchange(sandbox).startswith(b"HTTP/1.1 200 ")
+    assert len(sandbox.requests()) == 1
+    assert sandbox.stats()["faults"] == {"drop": 2}
+
+
+def test_slow_delays_the_answer_of_a_handled_request(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=slow:0.3,ok")
+    started = time.monotonic()
+    response = dg(http, sandbox, "S1")
+    assert response.status_code == 200 and time.monotonic() - started >= 0.3
+    assert response.headers["x-sandbox-fault"] == "slow"
+    fast_start = time.monotonic()
+    assert dg(http, sandbox, "S2").status_code == 200 and time.monotonic() - fast_start < 0.3
+    assert [(r.external_id, r.fault) for r in sandbox.requests()] == [("S1", "slow"), ("S2", None)]
+
+
+def test_a_client_that_times_out_on_slow_and_retries_makes_a_visible_duplicate(sandbox: Sandbox) -> None:
+    sandbox.set_faults("slow=1:0.4")  # every request slow
+    with httpx.Client(trust_env=False, timeout=0.1) as impatient, pytest.raises(httpx.ReadTimeout):
+        dg(impatient, sandbox, "once")
+    sandbox.set_faults(None)
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        assert dg(client, sandbox, "once").status_code == 200
+    [duplicate] = sandbox.duplicates()["dg_external_id"]
+    assert (duplicate["key"], duplicate["count"], duplicate["distinct_bodies"]) == ("once", 2, 1)
+
+
+def test_expire_every_n_fenix_requests(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("expire-every=2")
+    headers = fenix_headers(http, sandbox)
+    url = sandbox.url + ORDER_PATH
+    assert http.post(url, headers=headers, json=ORDER).status_code == 201
+    assert dg(http, sandbox).status_code == 200  # DG has no token: it does not count
+    expired = http.post(url, headers=headers, json=ORDER)
+    assert expired.status_code == 401 and "expired" in expired.json()["errors"][0]["message"]
+    headers = fenix_headers(http, sandbox)  # login does not count either
+    assert http.post(url, headers=headers, json=ORDER).status_code == 201
+    assert http.post(url, headers=headers, json=ORDER).status_code == 401
+    assert sandbox.stats()["faults"] == {"expire": 2}
+
+
+def test_expire_as_a_schedule_step(sandbox: Sandbox, http: httpx.Client) -> None:
+    headers = fenix_headers(http, sandbox)
+    sandbox.set_faults(FaultPlan(schedule=("ok", "expire")))
+    url = sandbox.url + ORDER_PATH
+    assert [http.post(url, headers=headers, json=ORDER).status_code for _ in range(3)] == [201, 401, 401]
+
+
+@pytest.mark.parametrize(
+    ("spec", "allowed"),
+    [
+        ("5xx=1", {500, 502, 503}),
+        ("5xx=1:502", {502}),
+        ("5xx=1:500/504", {500, 504}),
+        ("429=1,retry-after=0", {429}),
+    ],
+)
+def test_certain_status_faults(sandbox: Sandbox, http: httpx.Client, spec: str, allowed: set[int]) -> None:
+    sandbox.set_faults(spec)
+    statuses = {dg(http, sandbox).status_code for _ in range(12)}
+    assert statuses <= allowed
+    assert sandbox.requests() == []
+    if allowed == {500, 502, 503}:
+        assert len(statuses) > 1  # the code is drawn, not fixed
+
+
+def test_certain_drop_and_slow_by_rate(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("drop=1")
+    assert raw_exchange(sandbox) == b""
+    sandbox.set_faults("slow=1:0.2")
+    started = time.monotonic()
+    assert dg(http, sandbox).status_code == 200 and time.monotonic() - started >= 0.2
+
+
+def test_rates_are_seeded_per_server(sandbox_factory: Callable[..., Sandbox], http: httpx.Client) -> None:
+    spec = "5xx=0.3,429=0.2,seed=7,retry-after=0"
+    first, second, other = sandbox_factory(faults=spec), sandbox_factory(faults=spec), sandbox_factory()
+    other.set_faults(spec.replace("seed=7", "seed=8"))
+    runs = [[dg(http, sb).status_code for _ in range(60)] for sb in (first, second, other)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+    errors = sum(1 for status in runs[0] if status >= 500)
+    limited = runs[0].count(429)
+    assert 8 <= errors <= 28 and 4 <= limited <= 20 and runs[0].count(200) == 60 - errors - limited
+    assert first.stats()["accepted"] == runs[0].count(200)
+
+
+def test_login_and_sandbox_api_are_spared_unless_asked(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("5xx=1:503")
+    assert http.post(f"{sandbox.url}/login", headers=FENIX_LOGIN).status_code == 200
+    assert http.get(f"{sandbox.url}/_sandbox/stats").status_code == 200
+    assert dg(http, sandbox).status_code == 503
+    sandbox.set_faults("5xx=1:503,login=true")
+    assert http.post(f"{sandbox.url}/login", headers=FENIX_LOGIN).status_code == 503
+    assert http.get(f"{sandbox.url}/_sandbox/requests").status_code == 200
+
+
+def test_faults_come_before_auth(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=503")
+    response = http.post(f"{sandbox.url}/execution", auth=("demo-key", "wrong"), json=DG_EXAMPLE)
+    assert response.status_code == 503
+    assert sandbox.stats()["rejected"] == {}
+
+
+def test_reset_replays_the_plan_from_its_start(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=503,ok")
+    assert [dg(http, sandbox).status_code for _ in range(3)] == [503, 200, 200]
+    sandbox.reset()
+    assert [dg(http, sandbox).status_code for _ in range(2)] == [503, 200]
+    assert sandbox.faults == FaultPlan.parse("schedule=503,ok")
+
+
+def test_repeat_loops_the_schedule(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=ok,ok,500,repeat=true")
+    assert [dg(http, sandbox).status_code for _ in range(7)] == [200, 200, 500, 200, 200, 500, 200]
+
+
+# ------------------------------------------------------------------------------------ run-time control
+
+
+def test_faults_are_reconfigured_over_http(sandbox: Sandbox, http: httpx.Client) -> None:
+    endpoint = f"{sandbox.url}/_sandbox/faults"
+    snapshot = http.post(endpoint, json={"spec": "schedule=503,seed=3"}).json()
+    assert snapshot["spec"] == "seed=3,schedule=503" and snapshot["seed"] == 3
+    assert dg(http, sandbox).status_code == 503
+    assert http.get(endpoint).json()["injected"] == {"503": 1}
+    # A plan's fields as JSON, and the spec as plain text, work too.
+    http.post(endpoint, json={"schedule": [429], "retry_after": 9})
+    assert dg(http, sandbox).headers["retry-after"] == "9"
+    cleared = http.post(endpoint, content="none", headers={"content-type": "text/plain"})
+    assert cleared.json()["spec"] == "none"
+    assert dg(http, sandbox).status_code == 200
+    for bad in ({"spec": "bogus=1"}, {"error_rate": 2}, {"nope": 1}, {"schedule": ["418"]}, [1]):
+        response = http.post(endpoint, json=bad)
+        assert response.status_code == 400, bad
+        assert response.json()["errors"][0]["field"] == "faults"
+    assert sandbox.faults == FaultPlan()
+
+
+def test_an_unseeded_plan_reports_the_seed_it_drew(sandbox: Sandbox) -> None:
+    sandbox.set_faults("5xx=0.5")
+    snapshot = httpx.get(f"{sandbox.url}/_sandbox/faults", trust_env=False).json()
+    assert isinstance(snapshot["seed"], int)
+    assert snapshot["plan"]["seed"] is None
+
+
+# ------------------------------------------------------------------------------------------- the spec
+
+
+def test_the_spec_from_the_docs_parses() -> None:
+    plan = FaultPlan.parse("5xx=0.05,429=0.02,drop=0.01,slow=0.01:2.5,expire-every=500,seed=7,retry-after=1")
+    assert plan == FaultPlan(
+        error_rate=0.05,
+        rate_limit_rate=0.02,
+        drop_rate=0.01,
+        slow_rate=0.01,
+        slow_delay=2.5,
+        expire_every=500,
+        seed=7,
+        retry_after=1,
+    )
+    assert FaultPlan.parse(plan.spec()) == plan
+    assert FaultPlan.parse("schedule=ok,500,429,ok").schedule == ("ok", "500", "429", "ok")
+
+
+def test_python_plans_take_lists_and_ints() -> None:
+    plan = FaultPlan(schedule=["OK", 503, "Slow:0.5"], error_statuses=[502])  # type: ignore[arg-type]
+    assert plan.schedule == ("ok", "503", "slow:0.5") and plan.error_statuses == (502,)
+    assert plan == FaultPlan.parse("schedule=ok,503,slow:0.5,5xx=0:502")
+    for bad in ({"seed": "7"}, {"retry_after": 1.5}, {"error_statuses": ["500"]}, {"repeat": "yes"}):
+        with pytest.raises(ValueError):
+            FaultPlan.from_dict(bad)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "none",
+        "",
+        "5xx=0.1:502/503,login=true",
+        "schedule=ok, 503 ,slow:0.5,drop,expire,429,repeat=true",
+        "slow=0:3",
+        "429=0.5,retry-after=0,seed=0",
+    ],
+)
+def test_spec_round_trips(spec: str) -> None:
+    plan = FaultPlan.parse(spec)
+    assert FaultPlan.parse(plan.spec()) == plan
+    assert FaultPlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("5xx=1.5", "probability"),
+        ("5xx=0.6,429=0.6", "more than 1"),
+        ("5xx=0.1:404", "5xx codes"),
+        ("schedule=ok,teapot", "teapot"),
+        ("bogus=1", "unknown key"),
+        ("drop", "KEY=VALUE"),
+        ("expire-every=-1", "expire_every"),
+        ("repeat=true", "repeat needs a schedule"),
+        ("login=maybe", "true or false"),
+        ("seed=x", "seed=x"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FaultPlan.parse(spec)
