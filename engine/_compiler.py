@@ -411,12 +411,10 @@ class MappingCompiler:
             table_name = spec["lookup"]
             self.expressions._use_lookup(table_name, self.where((*site.yaml_path, "lookup")), site.field_name)
             null_entry = self._lookups[table_name].entries.get(lookup_key(None), MISSING)
-            call = self.functions.call
-            steps.append(lambda value: call("lookup", table_name, value))
+            lookup = self.functions.jinja_globals["lookup"]
+            steps.append(lambda value: lookup(table_name, value))
         if "type" in spec:
-            type_name = spec["type"]
-            call = self.functions.call
-            steps.append(lambda value: call(type_name, value))
+            steps.append(self.functions.jinja_globals[spec["type"]])
         default = spec.get("default", MISSING)
         required = bool(spec.get("required", False))
         location = self.where(site.yaml_path)

@@ -164,13 +164,26 @@ class ExpressionCompiler:
                 field=field,
             ) from None
         self._check_functions(parsed.parsed, location, field)
-        steps = _plain_path(parsed.parsed)
         label = text.strip()
-        if steps is not None:
-            getter = _path_getter(steps)
-            if scope_name == "this":
-                return lambda scope: getter(scope.data)
-            return lambda scope: getter(_select_scope(scope, scope_name))
+        direct = self._direct(parsed.parsed)
+        if direct is not None:
+            # Compiled to plain Python; a builtin's FunctionError still needs the field's location.
+            if _plain_path(parsed.parsed) is not None:
+                getter = direct
+                if scope_name == "this":
+                    return lambda scope: getter(scope.data)
+                return lambda scope: getter(_select_scope(scope, scope_name))
+
+            def evaluate_direct(scope: Scope) -> Any:
+                data = scope.data if scope_name == "this" else _select_scope(scope, scope_name)
+                try:
+                    return direct(data)
+                except FunctionError as error:
+                    raise TransformError(
+                        str(error), location=location, field=field, source_path=scope.child_path(label)
+                    ) from None
+
+            return evaluate_direct
         search = parsed.search
         options = self._options
 
@@ -188,6 +201,40 @@ class ExpressionCompiler:
                 ) from None
 
         return evaluate
+
+    def _direct(self, node: dict[str, Any]) -> Callable[[Any], Any] | None:
+        """Plain Python for the JMESPath shapes mappings use most, or None to keep JMESPath's interpreter.
+
+        Covered: field paths, literals, shipmap's own functions, ``a[].b``/``a[*].b`` projections and ``||``;
+        each follows JMESPath's semantics (null for a missing key or a wrong type, projections skip nulls).
+        """
+        steps = _plain_path(node)
+        if steps is not None:
+            return _path_getter(steps)
+        kind = node.get("type")
+        children = node.get("children", [])
+        if kind == "literal":
+            constant = node["value"]
+            return lambda data: constant
+        if kind == "function_expression" and node["value"] in self.functions.names:
+            args = [self._direct(child) for child in children]
+            if any(arg is None for arg in args):
+                return None
+            return _call(self.functions.jinja_globals[node["value"]], args)  # type: ignore[arg-type]
+        if kind == "or_expression":
+            left, right = (self._direct(child) for child in children)
+            if left is None or right is None:
+                return None
+            return lambda data: _or(left(data), right, data)
+        if kind == "projection" and len(children) == 2:
+            source, element = children
+            flatten = source.get("type") == "flatten"
+            items = self._direct(source["children"][0] if flatten else source)
+            each = self._direct(element)
+            if items is None or each is None:
+                return None
+            return _projection(items, each, flatten)
+        return None
 
     @staticmethod
     def _whole_scope(name: str) -> Evaluator:
@@ -208,6 +255,12 @@ class ExpressionCompiler:
                     if close
                     else "see docs/functions.md for the functions",
                 )
+            spec = self.functions.specs.get(name)
+            if spec is not None:
+                try:
+                    spec.check_arity(len(call.get("children", [])))
+                except FunctionError as error:
+                    raise CompileError(str(error), location=location, field=field) from None
             if name == "lookup":
                 args = call.get("children", [])
                 if args and args[0].get("type") == "literal" and isinstance(args[0].get("value"), str):
@@ -305,6 +358,47 @@ class ExpressionCompiler:
                 table = _const(call.args[0])
                 if isinstance(table, str):
                     self._use_lookup(table, location, field)
+
+
+def _call(function: Callable[..., Any], args: list[Callable[[Any], Any]]) -> Callable[[Any], Any]:
+    if len(args) == 1:
+        (first,) = args
+        return lambda data: function(first(data))
+    if len(args) == 2:
+        first, second = args
+        return lambda data: function(first(data), second(data))
+    return lambda data: function(*[arg(data) for arg in args])
+
+
+def _or(value: Any, otherwise: Callable[[Any], Any], data: Any) -> Any:
+    if value is None or value is False or value == "" or value == [] or value == {}:
+        return otherwise(data)
+    return value
+
+
+def _projection(
+    items: Callable[[Any], Any], each: Callable[[Any], Any], flatten: bool
+) -> Callable[[Any], Any]:
+    def project(data: Any) -> Any:
+        found = items(data)
+        if type(found) is not list:
+            return None
+        if flatten:
+            flat: list[Any] = []
+            for element in found:
+                if type(element) is list:
+                    flat.extend(element)
+                else:
+                    flat.append(element)
+            found = flat
+        out = []
+        for element in found:
+            value = each(element)
+            if value is not None:
+                out.append(value)
+        return out
+
+    return project
 
 
 def _parent(scope: Scope) -> Any:

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
+import fastjsonschema
 import jsonschema
-import referencing
-import referencing.jsonschema
 
 _SCHEMA_BASE = "https://shipmap.dev/kinds/"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -61,33 +61,61 @@ class Route:
         return _PLACEHOLDER.sub(fill, template)
 
 
-@dataclass(frozen=True)
 class TargetKind:
-    """A built-in target kind: its name, the API it belongs to, its schema and its default route."""
+    """A built-in target kind: its name, the API it belongs to, its schema and its default route.
 
-    name: str
-    api: str
-    route: Route
-    schema: Mapping[str, Any] = field(repr=False)
-    _validator: Any = field(repr=False, compare=False)
+    Validation runs twice as fast as it needs to explain: a compiled fastjsonschema check decides, and only a
+    payload that fails it is walked by jsonschema to name every problem.
+    """
+
+    def __init__(self, name: str, api: str, route: Route, schema: Mapping[str, Any]) -> None:
+        self.name = name
+        self.api = api
+        self.route = route
+        self.schema = schema
+        # Every $ref resolved in place once, so neither validator looks anything up per payload.
+        self.inlined: Mapping[str, Any] = _inline(schema, schema)
+        self._fast: Callable[[Any], Any] | None = None
+        self._explainer = jsonschema.Draft202012Validator(self.inlined)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<TargetKind {self.name} {self.route.method} {self.route.path}>"
 
     @property
     def required(self) -> tuple[str, ...]:
         return tuple(self.schema.get("required", ()))
 
+    def is_valid(self, payload: Any) -> bool:
+        fast = self._fast or self._compile()
+        try:
+            fast(payload)
+        except fastjsonschema.JsonSchemaException:
+            return False
+        return True
+
     def problems(self, payload: Any) -> list[tuple[tuple[Any, ...], str]]:
-        """Every violation as ``(field path parts, message)``, in document order."""
+        """Every violation as ``(field path parts, message)``, sorted by path; empty when valid."""
+        if self.is_valid(payload):
+            return []
         found: list[tuple[tuple[Any, ...], str]] = []
-        for error in self._validator.iter_errors(payload):
+        for error in self._explainer.iter_errors(payload):
             found.extend(_explain(error))
         found.sort(key=lambda item: [str(p) for p in item[0]])
         return found
 
+    def _compile(self) -> Callable[[Any], Any]:
+        # Compiled on first use: it costs tens of milliseconds, which `shipmap --help` should not pay.
+        with self._lock:
+            if self._fast is None:
+                draft7 = {**self.inlined, "$schema": "http://json-schema.org/draft-07/schema#"}
+                self._fast = fastjsonschema.compile(draft7)
+            return self._fast
+
     def is_known_field(self, parts: tuple[str | int, ...]) -> bool:
         """Whether a target field path exists in this kind's schema (for ``shipmap validate``)."""
-        node: Any = self.schema
+        node: Any = self.inlined
         for part in parts:
-            node = _resolve(node)
             if isinstance(part, int):
                 node = node.get("items")
                 if node is None:
@@ -102,11 +130,9 @@ class TargetKind:
 
     def required_children(self, parts: tuple[str | int, ...]) -> tuple[str, ...]:
         """The required field names of the object at ``parts`` (an int part steps into array items)."""
-        node: Any = _resolve(self.schema)
+        node: Any = self.inlined
         for part in parts:
-            node = _resolve(
-                node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
-            )
+            node = node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
             if node is None:
                 return ()
         return tuple(node.get("required", ()))
@@ -152,19 +178,22 @@ def _value_message(error: jsonschema.ValidationError) -> str:
     return f"got {found}: {error.message}"
 
 
-def _resolve(node: Any) -> Any:
-    """Follow a ``$ref`` into the shared definitions, for schema walks that are not validation."""
-    while isinstance(node, Mapping) and "$ref" in node:
-        ref = node["$ref"]
-        document, _, pointer = ref.partition("#")
-        schema = _load_schema_file(document.removesuffix(".json")) if document else None
-        if schema is None:
-            return node
-        target: Any = schema
-        for step in pointer.strip("/").split("/") if pointer else ():
-            target = target[step]
-        merged = {k: v for k, v in node.items() if k != "$ref"}
-        node = {**target, **merged}
+def _inline(node: Any, document: Mapping[str, Any]) -> Any:
+    """``node`` with every ``$ref`` replaced by what it points to (into this file or a sibling kind file)."""
+    if isinstance(node, Mapping):
+        if "$ref" in node:
+            file, _, pointer = str(node["$ref"]).partition("#")
+            target_document = _load_schema_file(file.removesuffix(".json")) if file else document
+            target: Any = target_document
+            for step in pointer.strip("/").split("/") if pointer else ():
+                target = target[step]
+            resolved = _inline(target, target_document)
+            siblings = {key: _inline(value, document) for key, value in node.items() if key != "$ref"}
+            # Keywords beside a $ref add to it (money_with_currency adds to money's required list).
+            return {**resolved, **siblings}
+        return {key: _inline(value, document) for key, value in node.items() if key != "$defs"}
+    if isinstance(node, list):
+        return [_inline(value, document) for value in node]
     return node
 
 
@@ -176,29 +205,17 @@ def _load_schema_file(stem: str) -> Mapping[str, Any]:
 
 
 @cache
-def _registry() -> referencing.Registry[Any]:
-    resources_ = []
-    for entry in resources.files(__package__).joinpath("kinds").iterdir():
-        if entry.name.endswith(".json"):
-            contents = json.loads(entry.read_text(encoding="utf-8"))
-            resources_.append((contents["$id"], referencing.jsonschema.DRAFT202012.create_resource(contents)))
-    return referencing.Registry().with_resources(resources_)
-
-
-@cache
 def builtin_kinds() -> Mapping[str, TargetKind]:
     """Every built-in kind by name. Read once: the files are package data and never change at run time."""
     kinds: dict[str, TargetKind] = {}
-    registry = _registry()
     for entry in sorted(resources.files(__package__).joinpath("kinds").iterdir(), key=lambda e: e.name):
         stem = entry.name.removesuffix(".json")
         schema = _load_schema_file(stem)
         meta = schema.get("x-shipmap")
         if not entry.name.endswith(".json") or meta is None:
             continue
-        validator = jsonschema.Draft202012Validator(schema, registry=registry)
         route = Route(method=meta["route"]["method"], path=meta["route"]["path"])
-        kinds[stem] = TargetKind(name=stem, api=meta["api"], route=route, schema=schema, _validator=validator)
+        kinds[stem] = TargetKind(name=stem, api=meta["api"], route=route, schema=schema)
     return kinds
 
 

@@ -122,3 +122,33 @@ def test_route_fills_and_quotes_payload_fields() -> None:
     )
     with pytest.raises(KeyError):
         route.render({"id": "F1"})
+
+
+def test_fast_check_and_explanation_agree_on_every_mutation() -> None:
+    """The compiled validator decides and jsonschema explains: they must agree on what is valid."""
+    order = _seed("fenix_order_example.json")
+    kind = get_kind("fenix.order")
+    mutations: list[tuple[str, Any]] = [
+        ("status", "SHIPPED"),
+        ("item_quantity", "two"),
+        ("item_quantity", -1),
+        ("created_at", "2020-01-23T10:14:15"),
+        ("created_at", "2020-01-23T10:14:15.123-05:00"),
+        ("line_items", []),
+        ("customer", {"email": "a@b.c"}),
+        ("customer", {"email": "a@b.c", "phone": 1}),
+        ("fulfillment_status", None),
+        ("fulfillment_status", "DONE"),
+        ("shipping_info", {"title": "t", "price": {"value": 1}, "source": "Shopify"}),
+        ("shipping_info", {"title": "t", "price": {"currency": "USD"}, "source": "Shopify"}),
+        ("id", ""),
+        ("id", 18879048253891),
+    ]
+    for field, value in mutations:
+        payload = {**copy.deepcopy(order), field: value}
+        explained = kind.problems(payload)
+        assert kind.is_valid(payload) == (explained == []), (field, value, explained)
+    line = copy.deepcopy(order)
+    del line["line_items"][0]["price"]["currency"]
+    assert not kind.is_valid(line)
+    assert [path for path, _ in kind.problems(line)] == [("line_items", 0, "price", "currency")]
