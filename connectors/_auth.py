@@ -32,6 +32,9 @@ class ShipmapAuth(httpx.Auth):
     """An auth scheme that can also describe its headers, masked, without logging in."""
 
     scheme = "none"
+    # A 401 that survives this scheme's own re-login and retry is worth retrying later (the fresh token was
+    # expired again); for fixed credentials a 401 is final.
+    retry_unauthorized = False
 
     def preview_headers(self) -> dict[str, str]:
         return {}
@@ -115,6 +118,7 @@ class FenixSessionAuth(ShipmapAuth):
     """
 
     scheme = "fenix_session"
+    retry_unauthorized = True
 
     def __init__(
         self,

@@ -135,6 +135,7 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         if not self.isEnabledFor(level):
             return
         text = str(msg) % args if args else str(msg)
+        kwargs.setdefault("stacklevel", 3)  # the record names our caller, not this adapter
         self.logger.log(level, self.redactor.redact(text), **kwargs)
 
 

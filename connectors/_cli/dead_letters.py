@@ -1,0 +1,80 @@
+"""``shipmap dead-letters [CONFIG]``: list what could not be delivered, and input records that were not JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shipmap.connectors._config import journal_path_of
+from shipmap.connectors._errors import ConfigError
+from shipmap.connectors._journal import Journal
+
+_EXCERPT = 160
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", nargs="?", help="the runtime config (for its journal)")
+    parser.add_argument("--journal", metavar="PATH", help="the journal file (instead of the config's)")
+    parser.add_argument("--key", action="append", metavar="KEY", help="only these keys (a prefix will do)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line, full excerpts")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = resolve_journal(args.config, args.journal)
+    if not path.exists():
+        print(f"no journal at {path}: nothing was run yet")
+        return 0
+    with Journal(path, readonly=True) as journal:
+        dead = journal.dead_letters(args.key)
+        rejected = [] if args.key else journal.rejected()
+    out = sys.stdout
+    if args.json:
+        for entry in dead:
+            record = {
+                "key": entry.key,
+                "mapping": entry.mapping,
+                "target": entry.target or None,
+                "status": entry.status,
+                "attempts": entry.attempts,
+                "reason": entry.reason,
+                "response_excerpt": entry.response_excerpt,
+                "origin": entry.origin,
+                "url": entry.url,
+            }
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for bad in rejected:
+            out.write(
+                json.dumps({"rejected": bad.origin, "reason": bad.reason, "excerpt": bad.excerpt}) + "\n"
+            )
+        return 0
+    if not dead and not rejected:
+        print("no dead letters")
+        return 0
+    for entry in dead:
+        target = f"{entry.mapping}.{entry.target}" if entry.target else f"{entry.mapping} (mapping)"
+        status = f"HTTP {entry.status}" if entry.status else "no response"
+        out.write(f"{entry.key}  {target}  {status}  attempts {entry.attempts}  from {entry.origin or '-'}\n")
+        out.write(f"    reason: {_one_line(entry.reason or '')}\n")
+        if entry.response_excerpt:
+            out.write(f"    response: {_one_line(entry.response_excerpt)[:_EXCERPT]}\n")
+    for bad in rejected:
+        out.write(f"rejected input {bad.origin}: {bad.reason}\n")
+        if bad.excerpt:
+            out.write(f"    text: {_one_line(bad.excerpt)[:_EXCERPT]}\n")
+    out.write(f"{len(dead)} dead letter{'s' if len(dead) != 1 else ''}, {len(rejected)} rejected input record"
+              f"{'s' if len(rejected) != 1 else ''}\n")  # fmt: skip
+    return 0
+
+
+def resolve_journal(config: str | None, journal: str | None) -> Path:
+    if journal:
+        return Path(journal)
+    if config is None:
+        raise ConfigError("give a CONFIG file or --journal PATH")
+    return journal_path_of(config)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

@@ -1,0 +1,220 @@
+"""``shipmap run CONFIG``: map events and deliver them; ``--dry-run`` prints the requests instead."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import IO
+
+from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
+from shipmap.connectors._inputs import estimate_total, read_inputs
+from shipmap.connectors._redact import RedactingFilter
+from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
+
+_LOGGER = "shipmap.connectors"
+Execute = Callable[[Callable[[Progress], None] | None], RunSummary]
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="the runtime config file (docs/runtime.md)")
+    parser.add_argument(
+        "-i",
+        "--input",
+        action="append",
+        metavar="PATH",
+        help="a JSON or NDJSON file, a directory of them, or - for stdin (repeatable; default: stdin)",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the HTTP requests that would be sent; send nothing"
+    )
+    parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
+    parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+
+
+def run(args: argparse.Namespace) -> int:
+    runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
+    install_redaction(runtime)
+    inputs = args.input or ["-"]
+    records = read_inputs(inputs, stdin=sys.stdin)
+    if args.dry_run:
+        return print_plan(runtime.plan(records), sys.stdout)
+    summary = run_with_progress(
+        lambda progress: runtime.run(records, progress=progress, total=estimate_total(inputs)),
+        no_progress=args.no_progress,
+        verbose=args.verbose,
+    )
+    print_summary(summary, sys.stdout)
+    return EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
+
+
+def install_redaction(runtime: Runtime) -> None:
+    """Mask the runtime's secrets in every log record, whichever library wrote it (httpx logs URLs)."""
+    redacting = RedactingFilter(runtime.redactor)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redacting)
+
+
+def run_with_progress(
+    execute: Execute, *, no_progress: bool, verbose: int, stream: IO[str] | None = None
+) -> RunSummary:
+    """Run with a progress bar on a terminal, or with one plain log line per delivery when not on one."""
+    stream = stream or sys.stderr
+    logger = logging.getLogger(_LOGGER)
+    if stream.isatty() and not no_progress:
+        bar = ProgressBar(stream)
+        handler = _BarAwareHandler(bar)
+        for root_handler in logging.getLogger().handlers:
+            for item in root_handler.filters:
+                handler.addFilter(item)
+        previous = logger.propagate
+        logger.addHandler(handler)
+        logger.propagate = False
+        if verbose == 0:
+            logger.setLevel(logging.WARNING)
+        try:
+            summary = execute(bar.update)
+        finally:
+            logger.removeHandler(handler)
+            logger.propagate = previous
+            bar.close()
+        return summary
+    if verbose == 0:
+        logger.setLevel(logging.INFO)
+    return execute(None)
+
+
+class ProgressBar:
+    """A one-line bar on stderr, redrawn at most ten times a second. No dependency: it is 40 lines."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.last: Progress | None = None
+        self._drawn_at = 0.0
+        self._visible = False
+
+    def update(self, progress: Progress) -> None:
+        self.last = progress
+        now = time.monotonic()
+        if now - self._drawn_at >= 0.1:
+            self._drawn_at = now
+            self.draw()
+
+    def line(self) -> str:
+        p = self.last
+        if p is None:
+            return ""
+        settled = p.delivered + p.dead + p.skipped
+        rate = settled / p.elapsed if p.elapsed > 0 else 0.0
+        counts = (
+            f"delivered {p.delivered}  dead {p.dead}  skipped {p.skipped}  unrouted {p.unrouted}"
+            f"  in flight {p.in_flight}  {rate:.0f}/s"
+        )
+        if p.total:
+            done = min(p.events / p.total, 1.0)
+            filled = int(done * self.WIDTH)
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            return f"[{bar}] {p.events}/{p.total} events  {counts}"
+        return f"{p.events} events  {counts}"
+
+    def draw(self) -> None:
+        self.stream.write("\r\x1b[K" + self.line())
+        self.stream.flush()
+        self._visible = True
+
+    def clear(self) -> None:
+        if self._visible:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._visible = False
+
+    def close(self) -> None:
+        if self.last is not None:
+            self.draw()
+            self.stream.write("\n")
+            self.stream.flush()
+            self._visible = False
+
+
+class _BarAwareHandler(logging.Handler):
+    """Writes a log line above the bar instead of through it."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        super().__init__()
+        self.bar = bar
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+            self.bar.clear()
+            self.bar.stream.write(text + "\n")
+            self.bar.draw()
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def print_plan(entries: Iterable[PlanEntry], out: IO[str]) -> int:
+    """The dry run's output: each request as it would go on the wire (secrets masked), and each non-request."""
+    code = EXIT_OK
+    count = 0
+    for entry in entries:
+        count += 1
+        where = entry.origin or "-"
+        if entry.action == "send":
+            out.write(f"### {where}  {entry.mapping}.{entry.target}  key {entry.key}\n")
+            out.write(f"{entry.method} {entry.url}\n")
+            for name, value in entry.headers.items():
+                out.write(f"{name}: {value}\n")
+            out.write("\n" + json.dumps(entry.body, ensure_ascii=False, indent=2) + "\n\n")
+            continue
+        label = f"{entry.mapping}.{entry.target or '(mapping)'}  " if entry.mapping else ""
+        out.write(f"### {where}  {label}{entry.action.upper()}: {entry.reason}\n\n")
+        if entry.action in ("dead", "rejected"):
+            code = EXIT_DEAD_LETTERS
+    out.write(f"# dry run: {count} entr{'y' if count == 1 else 'ies'}; nothing was sent\n")
+    return code
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def print_summary(summary: RunSummary, out: IO[str]) -> None:
+    headers = ("target", "delivered", "retried", "dead", "skipped", "p50", "p95", "p99")
+    rows = []
+    for stats in summary.targets.values():
+        p = stats.percentiles()
+        rows.append(
+            (
+                stats.label,
+                str(stats.delivered),
+                str(stats.retried),
+                str(stats.dead),
+                f"{stats.skipped}" + (f" ({stats.skipped_dead} dead)" if stats.skipped_dead else ""),
+                _ms(p["p50"]),
+                _ms(p["p95"]),
+                _ms(p["p99"]),
+            )
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    out.write("  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(headers)))
+    out.write("\n")
+    for row in rows:
+        out.write("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        out.write("\n")
+    out.write(
+        f"events {summary.events}  unrouted {summary.unrouted}  rejected input records {summary.rejected}"
+        f"  recovered {summary.recovered}  in {summary.elapsed:.2f} s\n"
+    )
+    if not summary.ok:
+        out.write(
+            f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
+            " fix and `shipmap replay`\n"
+        )

@@ -1,0 +1,915 @@
+"""The connector runtime: route events to mappings, map them, journal them, deliver them, summarise.
+
+One Runtime is built from a RuntimeConfig (``Runtime.from_config(path)`` or ``Runtime(config)``) and holds no
+process-wide state: its redactor, auth sessions and random source are its own. ``run``/``run_async`` deliver a
+stream of events; ``plan`` is the dry run; ``replay``/``replay_async`` re-send dead letters.
+
+Per event, for every matching mapping entry and every target the mapping produces, a delivery key is
+derived from (mapping name, target, canonical source JSON). A delivery already ``delivered`` or ``dead`` in
+the journal is skipped; otherwise it is recorded ``pending`` (with its request and idempotency key) before
+it is sent. A run starts by re-sending what an interrupted run left ``pending``, exactly as recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import httpx
+from shipmap.engine import PayloadValidationError, Problem, ShipmapError
+
+from ._auth import ShipmapAuth
+from ._config import (
+    Connection,
+    PlannedRoute,
+    PlannedTarget,
+    RuntimeConfig,
+    join_url,
+    load_config,
+    plan_routes,
+)
+from ._delivery import Deliverer, OutboundRequest, Outcome
+from ._errors import ConfigError
+from ._inputs import InputRecord
+from ._journal import Journal, JournalEntry, RejectedInput, canonical_json, delivery_key, source_hash
+from ._redact import MASK, Redactor, get_logger
+
+T = TypeVar("T")
+MAPPING_STAGE = ""  # the target name of a dead letter raised before any target existed (the mapping failed)
+_REASON_CHARS = 2000
+_CHUNK = 256
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets (2% wide): percentiles within 2%, memory flat however many samples."""
+
+    _RATIO = math.log(1.02)
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        index = math.floor(math.log(max(seconds, 1e-6)) / self._RATIO)
+        self._buckets[index] = self._buckets.get(index, 0) + 1
+        self.count += 1
+
+    def percentile(self, p: float) -> float | None:
+        """The p-th percentile in seconds (upper bound of its bucket), or None without samples."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.count))
+        seen = 0
+        for index in sorted(self._buckets):
+            seen += self._buckets[index]
+            if seen >= rank:
+                return math.exp((index + 1) * self._RATIO)
+        return None  # pragma: no cover - rank <= count
+
+
+@dataclass
+class TargetSummary:
+    """What happened to one target of one mapping during a run."""
+
+    mapping: str
+    target: str
+    delivered: int = 0
+    retried: int = 0  # deliveries that needed more than one attempt
+    dead: int = 0
+    skipped: int = 0  # already delivered (or already dead-lettered) in an earlier run
+    skipped_dead: int = 0  # of ``skipped``: dead letters waiting for ``shipmap replay``
+    attempts: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.mapping}.{self.target}" if self.target else f"{self.mapping} (mapping)"
+
+    def percentiles(self) -> dict[str, float | None]:
+        return {f"p{p}": self.latency.percentile(p) for p in (50, 95, 99)}
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected."""
+
+    targets: dict[str, TargetSummary] = field(default_factory=dict)
+    unrouted: int = 0  # events no mapping entry matched
+    rejected: int = 0  # input records that were not JSON
+    recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
+    events: int = 0
+    elapsed: float = 0.0
+    dead_keys: list[str] = field(default_factory=list, repr=False)
+
+    def target(self, mapping: str, target: str) -> TargetSummary:
+        label = f"{mapping}\x1f{target}"
+        found = self.targets.get(label)
+        if found is None:
+            found = self.targets[label] = TargetSummary(mapping, target)
+        return found
+
+    def get(self, label: str) -> TargetSummary:
+        """The summary of ``mapping.target`` (KeyError when nothing happened to it)."""
+        mapping, _, target = label.rpartition(".")
+        return self.targets[f"{mapping}\x1f{target}"]
+
+    @property
+    def delivered(self) -> int:
+        return sum(t.delivered for t in self.targets.values())
+
+    @property
+    def dead(self) -> int:
+        return sum(t.dead for t in self.targets.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(t.skipped for t in self.targets.values())
+
+    @property
+    def retried(self) -> int:
+        return sum(t.retried for t in self.targets.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.dead == 0 and self.rejected == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot passed to the progress callback after each event or delivery settles."""
+
+    events: int
+    delivered: int
+    dead: int
+    skipped: int
+    unrouted: int
+    rejected: int
+    in_flight: int
+    elapsed: float
+    total: int | None = None
+
+
+Action = Literal["send", "skip", "dead", "unrouted", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """What a run would do with one delivery (or one event that yields none). Headers are redacted."""
+
+    action: Action
+    origin: str | None
+    mapping: str | None = None
+    target: str | None = None
+    key: str | None = None
+    method: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    reason: str | None = None
+
+
+# --- the work units -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    key: str
+    mapping: str
+    target: str
+    source_digest: str
+    origin: str | None
+    idempotency_key: str | None
+    request: OutboundRequest
+
+
+@dataclass(frozen=True, slots=True)
+class _Dead:
+    key: str
+    mapping: str
+    target: str
+    source_digest: str
+    origin: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Skip:
+    key: str
+    mapping: str
+    target: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolve:
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Unrouted:
+    source_digest: str
+    origin: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _SourceMarker:
+    """A second source document within one event (a route with its own ``body``): store it too."""
+
+    digest: str
+    canonical: str
+
+
+_Step = _Job | _Dead | _Skip | _Resolve | _Unrouted | _SourceMarker
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """One routed source document: the journal needs its canonical text before any of its rows."""
+
+    record: InputRecord
+    digest: str
+    canonical: str
+    steps: tuple[_Step, ...]
+
+
+# --- the runtime --------------------------------------------------------------------------------------------
+
+
+class Runtime:
+    """Route, map, journal and deliver events. Build once; run as often as you like (not concurrently)."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        seed: int | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.config = config
+        self.redactor = redactor if redactor is not None else Redactor()
+        for secret in config.secrets:
+            self.redactor.add(secret)
+        for connection in config.connections:
+            for secret in connection.auth.secrets():
+                self.redactor.add(secret)
+        self.routes: tuple[PlannedRoute, ...] = plan_routes(config)
+        self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
+        # Auth objects live as long as the runtime, so a Fenix token serves every run until it expires.
+        self.auths: dict[str, ShipmapAuth] = {
+            c.name: c.auth.build(c.base_url, self.redactor) for c in config.connections
+        }
+        self._transport = transport
+        self._rng = random.Random(seed)
+        self._log = get_logger("runtime", self.redactor)
+        self._running = threading.Lock()
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        environ: Mapping[str, str] | None = None,
+        concurrency: int | None = None,
+        journal: str | os.PathLike[str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        seed: int | None = None,
+    ) -> Runtime:
+        """A runtime from a config file; ``concurrency`` and ``journal`` override the file's settings."""
+        config = load_config(path, environ=environ)
+        if concurrency is not None:
+            if concurrency < 1:
+                raise ConfigError("concurrency must be at least 1")
+            config = dataclasses.replace(
+                config, delivery=dataclasses.replace(config.delivery, concurrency=concurrency)
+            )
+        if journal is not None:
+            config = dataclasses.replace(
+                config, journal=dataclasses.replace(config.journal, path=Path(journal).resolve())
+            )
+        return cls(config, transport=transport, seed=seed)
+
+    # --- public entry points ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        events: Iterable[Any],
+        *,
+        progress: Callable[[Progress], None] | None = None,
+        total: int | None = None,
+    ) -> RunSummary:
+        """Deliver ``events`` (documents, or InputRecords from ``read_inputs``) and wait for the summary."""
+        return _run_sync(self.run_async(events, progress=progress, total=total))
+
+    async def run_async(
+        self,
+        events: Iterable[Any] | AsyncIterable[Any],
+        *,
+        progress: Callable[[Progress], None] | None = None,
+        total: int | None = None,
+    ) -> RunSummary:
+        """Deliver ``events``: first what an interrupted run left pending, then each event in order."""
+        with self._exclusive(), self._open_journal() as journal:
+            execution = _Execution(self, journal, progress, total)
+            return await execution.execute(self._produce(events, journal, execution), recover=True)
+
+    def replay(
+        self, keys: Sequence[str] | None = None, *, progress: Callable[[Progress], None] | None = None
+    ) -> RunSummary:
+        return _run_sync(self.replay_async(keys, progress=progress))
+
+    async def replay_async(
+        self, keys: Sequence[str] | None = None, *, progress: Callable[[Progress], None] | None = None
+    ) -> RunSummary:
+        """Send dead letters again (all, or those whose key starts with one of ``keys``), re-mapping each
+        from its stored source document with the mapping as it is now; same delivery and idempotency keys."""
+        with self._exclusive(), self._open_journal() as journal:
+            execution = _Execution(self, journal, progress, None)
+            return await execution.execute(self._produce_replay(journal, keys, execution), recover=True)
+
+    def plan(self, events: Iterable[Any]) -> Iterator[PlanEntry]:
+        """The dry run: what each event would cause, with the exact requests (headers redacted). Sends
+        nothing, logs in nowhere, writes nothing; reads the journal, if there is one, to show skips."""
+        path = self.config.journal.path
+        journal = Journal(path, readonly=True) if path is not None and path.exists() else None
+        try:
+            for index, item in enumerate(events):
+                record = _as_record(item, index)
+                if not record.ok:
+                    yield PlanEntry("rejected", record.origin, reason=record.error)
+                    continue
+                for step in self._expand(record, journal).steps:
+                    entry = self._plan_entry(step, record.origin)
+                    if entry is not None:
+                        yield entry
+        finally:
+            if journal is not None:
+                journal.close()
+
+    def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
+        """The dead letters in the journal (read-only; empty if there is no journal yet)."""
+        path = self.config.journal.path
+        if path is None or not path.exists():
+            return []
+        with Journal(path, readonly=True) as journal:
+            return journal.dead_letters(keys)
+
+    def rejected_inputs(self) -> list[RejectedInput]:
+        path = self.config.journal.path
+        if path is None or not path.exists():
+            return []
+        with Journal(path, readonly=True) as journal:
+            return journal.rejected()
+
+    def headers_for(self, connection: str) -> dict[str, str]:
+        """The headers every request on ``connection`` carries, redacted (auth shown masked, unread)."""
+        found = self.connections[connection]
+        headers = dict(found.headers)
+        headers.update(self.auths[connection].preview_headers())
+        return self.redactor.redact_headers(headers)
+
+    # --- internals ------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        if not self._running.acquire(blocking=False):
+            raise ConfigError("this Runtime is already running; use one Runtime per concurrent run")
+        try:
+            yield
+        finally:
+            self._running.release()
+
+    def _open_journal(self) -> Journal:
+        settings = self.config.journal
+        if settings.path is None:
+            return Journal(":memory:", synchronous=settings.synchronous)
+        return Journal(settings.path, synchronous=settings.synchronous, exclusive=True)
+
+    async def _produce(
+        self, events: Iterable[Any] | AsyncIterable[Any], journal: Journal, execution: _Execution
+    ) -> AsyncIterator[_Event | InputRecord]:
+        index = 0
+        async for item in _aiter_chunked(events):
+            record = _as_record(item, index)
+            index += 1
+            execution.summary.events += 1
+            yield record if not record.ok else self._expand(record, journal)
+
+    async def _produce_replay(
+        self, journal: Journal, keys: Sequence[str] | None, execution: _Execution
+    ) -> AsyncIterator[_Event | InputRecord]:
+        for entry in journal.dead_letters(keys):
+            execution.summary.events += 1
+            yield self._expand_replay(entry, journal)
+
+    def _routes_for(self, event: Any) -> list[PlannedRoute]:
+        chosen: list[PlannedRoute] = []
+        topic_expr = self.config.events.topic
+        topic: Any = None
+        if topic_expr is not None and any(r.topics for r in self.routes):
+            topic = _search(topic_expr, event)
+        for route in self.routes:
+            if route.topics and (topic is None or str(topic) not in route.topics):
+                continue
+            if route.match is not None and not _truthy(route.match.search(event)):
+                continue
+            chosen.append(route)
+            if self.config.events.routing == "first":
+                break
+        return chosen
+
+    def _source_of(self, route: PlannedRoute, event: Any) -> Any:
+        if route.body is not None:
+            return route.body.search(event)
+        if self.config.events.body:
+            return _search(self.config.events.body, event)
+        return event
+
+    def _expand(self, record: InputRecord, journal: Journal | None) -> _Event:
+        """Every step one event causes. Pure but for journal reads, so the dry run shares it."""
+        event = record.document
+        routes = self._routes_for(event)
+        if not routes:
+            canonical = canonical_json(event)
+            digest = source_hash(event)
+            return _Event(record, digest, canonical, (_Unrouted(digest, record.origin),))
+        steps: list[_Step] = []
+        first_digest, first_canonical = "", ""
+        for route in routes:
+            source = self._source_of(route, event)
+            canonical = canonical_json(source)
+            digest = source_hash(source)
+            if not first_digest:
+                first_digest, first_canonical = digest, canonical
+            elif digest != first_digest:
+                # Routes with different bodies: each source is stored through its own event.
+                steps.append(_SourceMarker(digest, canonical))
+            steps.extend(self._map(route, source, digest, record.origin, journal))
+        return _Event(record, first_digest, first_canonical, tuple(steps))
+
+    def _map(
+        self,
+        route: PlannedRoute,
+        source: Any,
+        digest: str,
+        origin: str | None,
+        journal: Journal | None,
+        *,
+        replay: str | None = None,
+    ) -> Iterator[_Step]:
+        """The steps of one source document through one mapping.
+
+        ``replay=None``: a normal run; deliveries already delivered or dead are skipped. ``replay=""``: a
+        mapping-stage dead letter is replayed; every target is (re)sent unless delivered. ``replay=T``: the
+        dead letter of target T is replayed; only T is considered.
+        """
+        name = route.mapping.name
+        stage_key = delivery_key(name, MAPPING_STAGE, digest)
+        failure_key = delivery_key(name, replay, digest) if replay else stage_key
+        failure_target = replay or MAPPING_STAGE
+        if replay is None and journal is not None and journal.state(stage_key) == "dead":
+            yield _Skip(stage_key, name, MAPPING_STAGE, "dead")
+            return
+        if source is None:
+            reason = "the event has no source document at the configured body path"
+            yield _Dead(failure_key, name, failure_target, digest, origin, reason)
+            return
+        try:
+            payloads = route.mapping.transform(source, validate=False)
+        except ShipmapError as error:
+            yield _Dead(failure_key, name, failure_target, digest, origin, self._reason(error.render()))
+            return
+        if replay == MAPPING_STAGE:
+            yield _Resolve(stage_key, "replayed: the mapping now succeeds")
+        if replay and replay not in payloads:
+            yield _Resolve(failure_key, "replayed: the mapping no longer produces this target")
+            return
+        for target_name, payload in payloads.items():
+            if replay and target_name != replay:
+                continue
+            planned = route.targets[target_name]
+            if not planned.enabled:
+                continue
+            key = delivery_key(name, target_name, digest)
+            entry = journal.get(key) if journal is not None else None
+            state = entry.state if entry is not None else None
+            if state == "delivered" or (state == "dead" and replay is None):
+                yield _Skip(key, name, target_name, state)
+                continue
+            yield self._job(planned, route, payload, key, digest, origin, entry)
+
+    def _job(
+        self,
+        planned: PlannedTarget,
+        route: PlannedRoute,
+        payload: dict[str, Any],
+        key: str,
+        digest: str,
+        origin: str | None,
+        existing: JournalEntry | None,
+    ) -> _Job | _Dead:
+        name = route.mapping.name
+        idempotency_key = existing.idempotency_key if existing and existing.idempotency_key else None
+        idempotency_key = self._apply_idempotency(planned, payload, key, name, digest, idempotency_key)
+        problems = planned.kind.problems(payload)
+        if problems:
+            error = PayloadValidationError(
+                planned.name,
+                planned.kind.name,
+                [Problem(field=_field(parts), message=message) for parts, message in problems],
+            )
+            return _Dead(key, name, planned.name, digest, origin, self._reason(error.render()))
+        try:
+            path = planned.kind.route.render(payload, path=planned.path)
+        except KeyError as error:
+            reason = (
+                f"the payload has no value for the path placeholder {{{error.args[0]}}} of {planned.path}"
+            )
+            return _Dead(key, name, planned.name, digest, origin, reason)
+        connection = planned.connection
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if connection.idempotency_header and idempotency_key:
+            headers[connection.idempotency_header] = idempotency_key
+        request = OutboundRequest(
+            connection=connection.name,
+            method=planned.method,
+            url=join_url(connection.base_url, path),
+            payload=payload,
+            headers=headers,
+            label=f"{name}.{planned.name} {key[:12]}",
+        )
+        return _Job(key, name, planned.name, digest, origin, idempotency_key, request)
+
+    def _apply_idempotency(
+        self,
+        planned: PlannedTarget,
+        payload: dict[str, Any],
+        key: str,
+        mapping: str,
+        digest: str,
+        recorded: str | None,
+    ) -> str:
+        """The delivery's idempotency key; for DG payloads also written into external_id (both places)."""
+        settings = self.config.delivery.idempotency
+        is_dg = planned.kind.api == "dg"
+        inputs = payload.get("inputs") if is_dg else None
+        given = payload.get("external_id") if is_dg else None
+        if not given and isinstance(inputs, dict):
+            given = inputs.get("external_id")
+        if recorded:
+            value = recorded  # what an earlier attempt sent: a retry must not change it
+        elif settings.prefer_mapping and isinstance(given, str) and given:
+            value = given
+        else:
+            value = settings.external_id.format(
+                key=key, mapping=mapping, target=planned.name, source_hash=digest
+            )
+        if is_dg:
+            payload["external_id"] = value
+            if isinstance(inputs, dict):
+                inputs["external_id"] = value
+        return value
+
+    def _expand_replay(self, entry: JournalEntry, journal: Journal) -> _Event:
+        source = journal.source(entry.source_hash)
+        record = InputRecord(entry.origin or f"journal:{entry.key[:12]}", document=source)
+        canonical = canonical_json(source)
+        routes = [r for r in self.routes if r.mapping.name == entry.mapping]
+        if not routes:
+            reason = f"replay: mapping '{entry.mapping}' is not in the config any more"
+            step: _Step = _Dead(
+                entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin, reason
+            )
+            return _Event(record, entry.source_hash, canonical, (step,))
+        steps = self._map(routes[0], source, entry.source_hash, entry.origin, journal, replay=entry.target)
+        return _Event(record, entry.source_hash, canonical, tuple(steps))
+
+    def _plan_entry(self, step: _Step, origin: str | None) -> PlanEntry | None:
+        if isinstance(step, _Job):
+            request = step.request
+            headers = self.headers_for(request.connection)
+            headers.update(self.redactor.redact_headers(request.headers))
+            body = self.redactor.redact_json(request.payload)
+            return PlanEntry(
+                "send",
+                origin,
+                step.mapping,
+                step.target,
+                step.key,
+                request.method,
+                request.url,
+                headers,
+                body,
+            )
+        if isinstance(step, _Dead):
+            return PlanEntry("dead", origin, step.mapping, step.target, step.key, reason=step.reason)
+        if isinstance(step, _Skip):
+            why = (
+                "already delivered" if step.state == "delivered" else "dead-lettered earlier (shipmap replay)"
+            )
+            return PlanEntry("skip", origin, step.mapping, step.target, step.key, reason=why)
+        if isinstance(step, _Unrouted):
+            return PlanEntry("unrouted", origin, reason="no mappings entry matches this event")
+        return None  # journal bookkeeping only
+
+    def _reason(self, text: str) -> str:
+        return self.redactor.excerpt(text, _REASON_CHARS)
+
+
+class _Execution:
+    """One run: the journal writes, the worker pool and the counters."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        journal: Journal,
+        progress: Callable[[Progress], None] | None,
+        total: int | None,
+    ) -> None:
+        self.runtime = runtime
+        self.journal = journal
+        self.progress = progress
+        self.total = total
+        self.summary = RunSummary()
+        self.started = time.perf_counter()
+        self.in_flight: set[str] = set()
+        self.retried: set[str] = set()
+        self.log = runtime._log
+
+    async def execute(self, producer: AsyncIterator[_Event | InputRecord], *, recover: bool) -> RunSummary:
+        runtime = self.runtime
+        concurrency = runtime.config.delivery.concurrency
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=concurrency * 4)
+        deliverer = Deliverer(
+            runtime.connections,
+            runtime.auths,
+            runtime.config.delivery,
+            runtime.redactor,
+            transport=runtime._transport,
+            rng=runtime._rng,
+            on_retry=self._on_retry,
+        )
+        async with deliverer, asyncio.TaskGroup() as group:
+            for _ in range(concurrency):
+                group.create_task(self._worker(deliverer, queue))
+            if recover:
+                for job in self._recover():
+                    await queue.put(job)
+            async for item in producer:
+                for job in self._settle(item):
+                    await queue.put(job)
+                self._report()
+            for _ in range(concurrency):
+                await queue.put(None)
+        self.summary.elapsed = time.perf_counter() - self.started
+        self._report()
+        return self.summary
+
+    def _recover(self) -> Iterator[_Job]:
+        for entry in list(self.journal.entries("pending")):
+            connection = self.runtime.connections.get(entry.connection or "")
+            if connection is None or entry.method is None or entry.url is None:
+                self._dead(
+                    _Dead(
+                        entry.key,
+                        entry.mapping,
+                        entry.target,
+                        entry.source_hash,
+                        entry.origin,
+                        "recovery: its connection is not in the config any more",
+                    )
+                )
+                continue
+            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            if connection.idempotency_header and entry.idempotency_key:
+                headers[connection.idempotency_header] = entry.idempotency_key
+            request = OutboundRequest(
+                connection.name,
+                entry.method,
+                entry.url,
+                entry.payload,
+                headers,
+                label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
+            )
+            self.summary.recovered += 1
+            self.in_flight.add(entry.key)
+            self.log.info("re-sending %s left pending by an interrupted run", request.label)
+            yield _Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
+                       entry.idempotency_key, request)  # fmt: skip
+
+    def _settle(self, item: _Event | InputRecord) -> Iterator[_Job]:
+        """Write an event's journal rows; yield the jobs to send (each already recorded pending)."""
+        journal = self.journal
+        if isinstance(item, InputRecord):
+            self.summary.rejected += 1
+            journal.record_rejected(item.origin, item.error or "unreadable", item.excerpt)
+            self.log.warning("%s: rejected input record: %s", item.origin, item.error)
+            return
+        journal.put_source(item.digest, item.canonical)
+        for step in item.steps:
+            if isinstance(step, _SourceMarker):
+                journal.put_source(step.digest, step.canonical)
+            elif isinstance(step, _Unrouted):
+                self.summary.unrouted += 1
+                journal.record_unrouted(step.source_digest, step.origin)
+                self.log.warning("%s: unrouted: no mappings entry matches this event", step.origin)
+            elif isinstance(step, _Skip) or (isinstance(step, _Job) and step.key in self.in_flight):
+                stats = self.summary.target(step.mapping, step.target)
+                stats.skipped += 1
+                if isinstance(step, _Skip) and step.state == "dead":
+                    stats.skipped_dead += 1
+            elif isinstance(step, _Dead):
+                self._dead(step)
+            elif isinstance(step, _Resolve):
+                journal.mark_resolved(step.key, step.reason)
+            else:
+                self.in_flight.add(step.key)
+                request = step.request
+                journal.mark_pending(
+                    step.key,
+                    source_digest=step.source_digest,
+                    mapping=step.mapping,
+                    target=step.target,
+                    connection=request.connection,
+                    method=request.method,
+                    url=request.url,
+                    payload=request.payload,
+                    idempotency_key=step.idempotency_key,
+                    origin=step.origin,
+                )
+                yield step
+
+    def _dead(self, step: _Dead, outcome: Outcome | None = None) -> None:
+        stats = self.summary.target(step.mapping, step.target)
+        stats.dead += 1
+        self.summary.dead_keys.append(step.key)
+        self.journal.mark_dead(
+            step.key,
+            source_digest=step.source_digest,
+            mapping=step.mapping,
+            target=step.target,
+            reason=step.reason,
+            status=outcome.status if outcome else None,
+            response_excerpt=outcome.response_excerpt if outcome else None,
+            attempts=outcome.attempts if outcome else 0,
+            origin=step.origin,
+        )
+        where = f"{step.origin}: " if step.origin else ""
+        self.log.warning("%sdead letter %s.%s %s: %s", where, step.mapping, step.target or "(mapping)",
+                         step.key[:12], step.reason)  # fmt: skip
+
+    async def _worker(self, deliverer: Deliverer, queue: asyncio.Queue[_Job | None]) -> None:
+        while True:
+            job = await queue.get()
+            if job is None:
+                return
+            try:
+                outcome = await deliverer.send(job.request)
+            except Exception as error:  # one broken request must not stop the run; it is dead-lettered
+                reason = self.runtime._reason(
+                    f"internal error while sending: {type(error).__name__}: {error}"
+                )
+                outcome = Outcome(False, None, 1, 0.0, reason)
+            stats = self.summary.target(job.mapping, job.target)
+            stats.attempts += outcome.attempts
+            if outcome.attempts > 1:
+                stats.retried += 1
+            if outcome.delivered:
+                assert outcome.status is not None
+                self.journal.mark_delivered(job.key, status=outcome.status, attempts=outcome.attempts)
+                stats.delivered += 1
+                stats.latency.add(outcome.latency)
+                self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
+                              outcome.status, outcome.latency * 1000, outcome.attempts,
+                              "" if outcome.attempts == 1 else "s")  # fmt: skip
+            else:
+                reason = outcome.reason or "not delivered"
+                self._dead(
+                    _Dead(job.key, job.mapping, job.target, job.source_digest, job.origin, reason), outcome
+                )
+            self.in_flight.discard(job.key)
+            self._report()
+
+    def _on_retry(self, request: OutboundRequest, attempt: int, reason: str, delay: float) -> None:
+        self._report()
+
+    def _report(self) -> None:
+        if self.progress is None:
+            return
+        summary = self.summary
+        self.progress(
+            Progress(
+                events=summary.events,
+                delivered=summary.delivered,
+                dead=summary.dead,
+                skipped=summary.skipped,
+                unrouted=summary.unrouted,
+                rejected=summary.rejected,
+                in_flight=len(self.in_flight),
+                elapsed=time.perf_counter() - self.started,
+                total=self.total,
+            )
+        )
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _as_record(item: Any, index: int) -> InputRecord:
+    return item if isinstance(item, InputRecord) else InputRecord(f"event[{index}]", document=item)
+
+
+def _truthy(value: Any) -> bool:
+    """JMESPath truthiness: false, null, empty string, list and object are false; 0 is true."""
+    return not (value is None or value is False or value == "" or value == [] or value == {})
+
+
+def _search(expression: str, value: Any) -> Any:
+    import jmespath
+
+    return jmespath.search(expression, value)
+
+
+def _field(parts: tuple[Any, ...]) -> str:
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(payload)"
+
+
+async def _aiter_chunked(events: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Items of a sync or async iterable. Sync ones are pulled in chunks on a worker thread, so a slow
+    stdin or a large file never blocks the event loop while deliveries are in flight."""
+    if isinstance(events, AsyncIterable):
+        async for item in events:
+            yield item
+        return
+    if isinstance(events, list | tuple):
+        for item in events:
+            yield item
+        return
+    iterator = iter(events)
+
+    def take() -> list[T]:
+        chunk: list[T] = []
+        for item in iterator:
+            chunk.append(item)
+            if len(chunk) >= _CHUNK:
+                break
+        return chunk
+
+    while True:
+        chunk = await asyncio.to_thread(take)
+        if not chunk:
+            return
+        for item in chunk:
+            yield item
+
+
+def _run_sync(coroutine: Any) -> RunSummary:
+    """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        result: RunSummary = asyncio.run(coroutine)
+        return result
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = asyncio.run(coroutine)
+        except BaseException as error:  # re-raised in the caller's thread
+            box["error"] = error
+
+    thread = threading.Thread(target=target, name="shipmap-runtime")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    summary: RunSummary = box["result"]
+    return summary
+
+
+__all__ = [
+    "MASK",
+    "LatencyHistogram",
+    "PlanEntry",
+    "Progress",
+    "RunSummary",
+    "Runtime",
+    "TargetSummary",
+]

@@ -1,0 +1,276 @@
+"""The runtime config: loading, ${VAR} secrets, schema errors with file:line:col, routing defaults."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from textwrap import dedent
+
+import jsonschema
+import pytest
+import yaml
+from shipmap.connectors import ConfigError, Runtime, config_schema, load_config
+from shipmap.connectors._config import parse_duration, plan_routes
+from test_runtime_support import BASE_CONFIG, FIXTURES, environ
+
+ENV = environ("http://127.0.0.1:9")
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "shipmap.yaml"
+    path.write_text(dedent(text).lstrip())
+    return path
+
+
+MINIMAL = f"""
+connections:
+  fenix:
+    api: fenix
+    base_url: http://127.0.0.1:9
+    auth:
+      scheme: fenix_session
+      username: ${{FENIX_USERNAME}}
+      password: ${{FENIX_PASSWORD}}
+      api_key: ${{FENIX_API_KEY}}
+      store_name: demo-store
+mappings:
+  - mapping: {FIXTURES / "orders.yaml"}
+"""
+
+
+def test_the_published_schema_is_valid_and_accepts_the_example_config() -> None:
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    # The schema describes the config once ${VAR} references are filled in.
+    text = (FIXTURES / "runtime.yaml").read_text().replace("${SANDBOX_URL}", "http://127.0.0.1:9")
+    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(text))
+    base = yaml.safe_dump(BASE_CONFIG).replace("${SANDBOX_URL}", "http://127.0.0.1:9")
+    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(base))
+
+
+def test_the_example_config_loads_with_every_setting(tmp_path: Path) -> None:
+    config = load_config(FIXTURES / "runtime.yaml", environ=ENV)
+    fenix, dg = config.connections
+    assert (fenix.name, fenix.api, fenix.base_url) == ("fenix", "fenix", "http://127.0.0.1:9")
+    assert fenix.auth.scheme == "fenix_session" and fenix.auth.password == "demo-pass"
+    assert fenix.auth.token_ttl == 4 * 3600 and fenix.auth.refresh_margin == 300
+    assert dg.auth.scheme == "basic" and (dg.auth.username, dg.auth.password) == ("demo-key", "demo-secret")
+    assert config.events.topic == "topic" and config.events.body == "payload"
+    assert config.mappings[0].topics == ("orders/create", "orders/updated")
+    assert config.delivery.concurrency == 4
+    assert config.delivery.timeout.read == 10.0
+    retry = config.delivery.retry
+    assert (retry.max_attempts, retry.backoff_base, retry.backoff_cap, retry.retry_after_cap) == (
+        4,
+        0.05,
+        1.0,
+        2.0,
+    )
+    assert config.journal.path == (FIXTURES / ".shipmap" / "journal.db").resolve()
+    assert {"demo-pass", "demo-api-key", "demo-secret", "demo-key"} <= config.secrets
+    assert "demo-pass" not in repr(config)
+    routes = plan_routes(config)
+    assert [r.name for r in routes] == ["acme-orders", "acme-shipments"]
+    shipments = routes[1].targets
+    assert shipments["fulfillment"].connection.name == "fenix"
+    assert shipments["notify"].connection.name == "dg"
+    assert shipments["fulfillment"].path == "/api/v1/order/{order_id}/fulfillment/{id}/created"
+
+
+def test_a_dg_region_becomes_its_url(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        connections:
+          dg:
+            api: dg
+            region: us
+            auth: {{scheme: basic, key: "${{DG_API_KEY}}", secret: "${{DG_API_SECRET}}"}}
+        mappings:
+          - mapping: {FIXTURES / "shipments.yaml"}
+            targets:
+              fulfillment: {{enabled: false, connection: dg}}
+        """,
+    )
+    config = load_config(path, environ=ENV)
+    assert config.connections[0].base_url == "https://flow-server.us.dgdeepai.com"
+
+
+def test_secrets_come_from_a_dotenv_file_but_the_environment_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    (tmp_path / ".env").write_text(
+        "# demo\nexport FENIX_USERNAME=from-dotenv\nFENIX_PASSWORD='dotenv pass'\nFENIX_API_KEY=dotenv-key # c\n"
+    )
+    config = load_config(path, environ={"FENIX_USERNAME": "from-environ"})
+    auth = config.connections[0].auth
+    assert (auth.username, auth.password, auth.api_key) == ("from-environ", "dotenv pass", "dotenv-key")
+
+
+def test_a_missing_variable_names_the_variable_and_where_it_is_used(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"FENIX_USERNAME": "u", "FENIX_API_KEY": "key-1234"})
+    error = caught.value
+    assert "FENIX_PASSWORD is not set" in error.message
+    assert (error.file, error.line, error.column) == (str(path), 8, 17)
+    assert error.exit_code == 2
+
+
+def test_an_unknown_key_points_at_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("    base_url:", "    base_ulr: x\n    base_url:"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    assert "unknown key 'base_ulr'" in caught.value.message
+    assert (caught.value.line, caught.value.column) == (4, 5)
+    assert str(caught.value).startswith(f"{path}:4:5: error:")
+
+
+def test_errors_never_quote_config_values(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "store_name: demo-store", "store_name: demo-store\n      token_ttl: super-secret-value"
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    rendered = caught.value.render()
+    assert "super-secret-value" not in rendered
+    assert "token_ttl" in rendered and "duration" in rendered
+    assert caught.value.line == 11
+
+
+def test_a_secret_of_the_wrong_type_is_reported_without_its_value(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("${FENIX_PASSWORD}", "98765432109"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    assert "98765432109" not in caught.value.render()
+    assert "password: must be a string" in caught.value.message
+    assert caught.value.line == 8
+
+
+def test_a_literal_secret_is_warned_about_by_key_and_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, MINIMAL.replace("${FENIX_PASSWORD}", "plain-text-pw"))
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        load_config(path, environ=ENV)
+    [record] = caplog.records
+    assert f"{path}:8:17" in record.getMessage()
+    assert "connections.fenix.auth.password is written literally" in record.getMessage()
+    assert "plain-text-pw" not in caplog.text
+
+
+def test_basic_auth_needs_its_credentials(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""
+        connections:
+          dg: {{api: dg, region: eu, auth: {{scheme: basic, key: k}}}}
+        mappings:
+          - mapping: {FIXTURES / "orders.yaml"}
+        """,
+    )
+    with pytest.raises(ConfigError, match="basic auth needs username and password"):
+        load_config(path, environ=ENV)
+
+
+@pytest.mark.parametrize(
+    ("connection", "message"),
+    [
+        ("{api: fenix, region: eu}", "needs base_url (or, for a dg connection, region), not both"),
+        ("{api: dg, region: eu, base_url: 'http://x'}", "not both"),
+        ("{api: dg, region: asia}", "must be one of"),
+        ("{api: dg, base_url: 'ftp://x'}", "must be an http:// or https:// URL"),
+    ],
+)
+def test_connection_url_rules(tmp_path: Path, connection: str, message: str) -> None:
+    path = write(tmp_path, f"connections:\n  c: {connection}\nmappings:\n  - mapping: x.yaml\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    assert message in caught.value.message
+    assert caught.value.line == 2
+
+
+def test_two_connections_of_one_api_need_an_explicit_route(tmp_path: Path) -> None:
+    text = MINIMAL.replace("mappings:", "  fenix2: {api: fenix, base_url: 'http://127.0.0.1:8'}\nmappings:")
+    config = load_config(write(tmp_path, text), environ=ENV)
+    with pytest.raises(ConfigError) as caught:
+        plan_routes(config)
+    assert "several connections have api: fenix" in caught.value.message
+    assert "mappings[0].targets.order.connection" in caught.value.message
+    assert caught.value.line == 13
+
+
+def test_an_override_for_a_target_the_mapping_lacks_points_at_it(tmp_path: Path) -> None:
+    text = MINIMAL + "    targets:\n      orders: {connection: fenix}\n"
+    with pytest.raises(ConfigError) as caught:
+        Runtime.from_config(write(tmp_path, text), environ=ENV)
+    assert "mapping 'acme-orders' has no target 'orders' (its targets: order)" in caught.value.message
+    assert (caught.value.line, caught.value.column) == (14, 7)
+
+
+def test_an_unknown_connection_name_is_an_error(tmp_path: Path) -> None:
+    text = MINIMAL + "    targets:\n      order: {connection: nowhere}\n"
+    with pytest.raises(ConfigError, match="names a connection that is not defined"):
+        Runtime.from_config(write(tmp_path, text), environ=ENV)
+
+
+def test_a_bad_jmespath_match_points_at_it(tmp_path: Path) -> None:
+    text = MINIMAL + '    match: "payload.id =="\n'
+    with pytest.raises(ConfigError) as caught:
+        Runtime.from_config(write(tmp_path, text), environ=ENV)
+    assert "not a valid JMESPath expression" in caught.value.message
+    assert caught.value.line == 13
+
+
+def test_topic_routing_needs_events_topic(tmp_path: Path) -> None:
+    text = MINIMAL + "    topic: orders/create\n"
+    with pytest.raises(ConfigError, match=r"events\.topic is not set"):
+        Runtime.from_config(write(tmp_path, text), environ=ENV)
+
+
+def test_a_missing_mapping_file_points_at_the_entry(tmp_path: Path) -> None:
+    text = MINIMAL.replace(str(FIXTURES / "orders.yaml"), "./nope.yaml")
+    with pytest.raises(ConfigError) as caught:
+        Runtime.from_config(write(tmp_path, text), environ=ENV)
+    assert caught.value.message == "mapping file does not exist"
+    assert caught.value.line == 12
+
+
+def test_external_id_templates_only_take_known_placeholders(tmp_path: Path) -> None:
+    text = MINIMAL + "delivery:\n  idempotency: {external_id: 'x-{order_id}'}\n"
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        load_config(write(tmp_path, text), environ=ENV)
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "line"),
+    [
+        ("connections: {a: 1\n", "not valid YAML", 2),
+        ("connections: {}\nconnections: {}\n", "duplicate key 'connections'", 2),
+        ("- 1\n", "a config file is a mapping", 1),
+        ("connections: !!python/object:os.system {}\n", "YAML tags are not allowed", 1),
+    ],
+)
+def test_yaml_problems(tmp_path: Path, text: str, message: str, line: int) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), environ=ENV)
+    assert message in caught.value.message
+    assert caught.value.line == line
+
+
+def test_durations() -> None:
+    assert [parse_duration(v) for v in (3, 0.5, "50ms", "30s", "5m", "4h")] == [3, 0.5, 0.05, 30, 300, 14400]
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def test_dollar_dollar_is_a_literal_dollar(tmp_path: Path) -> None:
+    text = MINIMAL.replace("store_name: demo-store", "store_name: price$$store")
+    config = load_config(write(tmp_path, text), environ=ENV)
+    assert config.connections[0].auth.store_name == "price$store"
+
+
+def test_schema_is_package_data() -> None:
+    text = json.dumps(config_schema())
+    assert '"fenix_session"' in text and '"retry_after_cap"' in text
