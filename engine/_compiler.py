@@ -34,6 +34,8 @@ OMIT: Any = object()  # a field that produced nothing and has no default: left o
 ARRAY = "[]"  # a static field path's step into "every element of an array"
 
 StaticPath = tuple[str, ...]
+_CLOSURE, _ONE_KEY, _TWO_KEYS, _CONSTANT, _KEY_THEN_FINISH = range(5)
+_FINISH_OPTIONS = frozenset({"path", "default", "required", "type", "lookup", "description"})
 _SOURCE_KEYS = ("path", "template", "literal", "use", "each", "fields")
 
 
@@ -248,17 +250,70 @@ class MappingCompiler:
     def _object(self, fields: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
         self._locations.setdefault(site.static, self.where(site.yaml_path))
         self._mapped.setdefault(site.static, set()).update(fields)
-        items = tuple((key, self._field(value, site.child(key, key))) for key, value in fields.items())
+        # The commonest fields (a literal, a path of one or two keys) are done inline in the loop below:
+        # no call per field. Everything else is a compiled closure.
+        slots: list[tuple[str, int, Any, Any]] = []
+        for key, spec in fields.items():
+            child = site.child(key, key)
+            produce = self._field(spec, child)
+            keys = None if self.tracing or not isinstance(spec, str) else self.expressions.plain_keys(spec)
+            finished = self._finished_key(spec, child)
+            if finished is not None:
+                slots.append((key, _KEY_THEN_FINISH, *finished))
+            elif keys is not None and len(keys) == 1:
+                slots.append((key, _ONE_KEY, keys[0], None))
+            elif keys is not None and len(keys) == 2:
+                slots.append((key, _TWO_KEYS, keys[0], keys[1]))
+            elif not isinstance(spec, (dict, list)) and not isinstance(spec, str) and spec is not None:
+                slots.append((key, _CONSTANT, spec, None))
+            else:
+                slots.append((key, _CLOSURE, produce, None))
+        frozen = tuple(slots)
 
         def build_object(scope: Scope) -> Any:
             out = {}
-            for key, produce in items:
-                value = produce(scope)
-                if value is not OMIT:
-                    out[key] = value
+            data = scope.data
+            is_dict = type(data) is dict
+            for key, mode, first, second in frozen:
+                if mode == _ONE_KEY:
+                    if is_dict:
+                        value = data.get(first)
+                        if value is not None:
+                            out[key] = value
+                elif mode == _TWO_KEYS:
+                    if is_dict:
+                        value = data.get(first)
+                        if type(value) is dict:
+                            value = value.get(second)
+                            if value is not None:
+                                out[key] = value
+                elif mode == _KEY_THEN_FINISH:
+                    value = second(data.get(first) if is_dict else None, scope)
+                    if value is not OMIT:
+                        out[key] = value
+                elif mode == _CONSTANT:
+                    out[key] = first
+                else:
+                    value = first(scope)
+                    if value is not OMIT:
+                        out[key] = value
             return out if out else OMIT
 
         return build_object
+
+    def _finished_key(self, spec: Any, site: _Site) -> tuple[str, Callable[[Any, Scope], Any]] | None:
+        """For ``{path: key, default/type/lookup/required}``: the key and its finishing steps, to run inline."""
+        if (
+            self.tracing
+            or not isinstance(spec, dict)
+            or "path" not in spec
+            or not set(spec) <= _FINISH_OPTIONS
+        ):
+            return None
+        keys = self.expressions.plain_keys(spec["path"])
+        if keys is None or len(keys) != 1:
+            return None
+        return keys[0], self._finisher(spec, site, spec["path"])
 
     def _spec(self, spec: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
         location = self.where(site.yaml_path)

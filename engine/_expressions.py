@@ -104,6 +104,19 @@ class ExpressionCompiler:
         return self.compile_jmespath(text, location, field)
 
     @staticmethod
+    def plain_keys(text: str) -> tuple[str, ...] | None:
+        """The keys of ``text`` when it is a JMESPath path of object keys only (``a.b``) on the current node."""
+        if "{{" in text or "{%" in text or text.lstrip().startswith("$"):
+            return None
+        try:
+            steps = _plain_path(jmespath.compile(text.strip()).parsed)
+        except jmespath.exceptions.JMESPathError:
+            return None
+        if not steps or not all(isinstance(step, str) for step in steps):
+            return None
+        return tuple(str(step) for step in steps)
+
+    @staticmethod
     def source_label(text: str) -> str:
         """How a from/each expression shows in source paths: ``order || @`` reads as ``order``."""
         try:
