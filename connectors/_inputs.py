@@ -37,7 +37,7 @@ class InputRecord:
 
 
 def read_inputs(
-    sources: Sequence[str | os.PathLike[str]], *, stdin: IO[str] | None = None
+    sources: Sequence[str | os.PathLike[str]], *, stdin: IO[str] | IO[bytes] | None = None
 ) -> Iterator[InputRecord]:
     """Every event of every source, in order. Opening errors raise InputError before anything is read."""
     paths: list[str | Path] = []
@@ -58,7 +58,7 @@ def read_inputs(
     return _read_all(paths, stdin)
 
 
-def _read_all(paths: Sequence[str | Path], stdin: IO[str] | None) -> Iterator[InputRecord]:
+def _read_all(paths: Sequence[str | Path], stdin: IO[str] | IO[bytes] | None) -> Iterator[InputRecord]:
     for path in paths:
         if path == STDIN:
             assert stdin is not None
@@ -66,37 +66,57 @@ def _read_all(paths: Sequence[str | Path], stdin: IO[str] | None) -> Iterator[In
             continue
         assert isinstance(path, Path)
         try:
-            handle = path.open(encoding="utf-8-sig", errors="strict", newline="")
+            # Bytes, decoded line by line: one line that is not UTF-8 must not stop the rest of the file.
+            handle = path.open("rb")
         except OSError as error:
             raise InputError(f"cannot open input {path}: {error.strerror}") from None
         with handle:
             yield from read_stream(handle, str(path), ndjson=path.suffix.lower() in NDJSON_SUFFIXES)
 
 
-def read_stream(handle: Iterable[str], name: str, *, ndjson: bool = False) -> Iterator[InputRecord]:
+def read_stream(
+    handle: Iterable[str] | Iterable[bytes], name: str, *, ndjson: bool = False
+) -> Iterator[InputRecord]:
     """Events from a text stream. NDJSON unless the first record is not a complete JSON line, in which case
     the whole stream is one JSON document (a pretty-printed object or array). ``ndjson=True`` forces lines."""
-    lines = iter(handle)
+    lines = _decoded(handle)
     number = 0
     lines_mode = ndjson
-    try:
-        for raw in lines:
-            number += 1
-            text = raw.strip()
-            if not text:
+    for raw in lines:
+        number += 1
+        if isinstance(raw, UnicodeDecodeError):
+            yield InputRecord(f"{name}:{number}", error=f"not UTF-8 text ({raw.reason})")
+            lines_mode = True
+            continue
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            if lines_mode:
+                yield _bad(name, number, error, text)
                 continue
+            rest = (line for line in lines if isinstance(line, str))
+            yield from _whole_document(name, raw, rest, number)
+            return
+        lines_mode = True  # the first record was a whole line: the rest are lines too
+        yield from _events(value, f"{name}:{number}")
+
+
+def _decoded(lines: Iterable[str] | Iterable[bytes]) -> Iterator[str | UnicodeDecodeError]:
+    first = True
+    for line in lines:
+        if isinstance(line, str):
+            yield line.removeprefix("\ufeff") if first else line
+        else:
             try:
-                value = json.loads(text)
-            except ValueError as error:
-                if lines_mode:
-                    yield _bad(name, number, error, text)
-                    continue
-                yield from _whole_document(name, raw, lines, number)
-                return
-            lines_mode = True  # the first record was a whole line: the rest are lines too
-            yield from _events(value, f"{name}:{number}")
-    except UnicodeDecodeError as error:
-        yield InputRecord(f"{name}:{number + 1}", error=f"not UTF-8 text ({error.reason})")
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield error
+            else:
+                yield text.removeprefix("\ufeff") if first else text
+        first = False
 
 
 def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int) -> Iterator[InputRecord]:

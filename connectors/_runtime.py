@@ -6,8 +6,8 @@ stream of events; ``plan`` is the dry run; ``replay``/``replay_async`` re-send d
 
 Per event, for every matching mapping entry and every target the mapping produces, a delivery key is
 derived from (mapping name, target, canonical source JSON). A delivery already ``delivered`` or ``dead`` in
-the journal is skipped; otherwise it is recorded ``pending`` (with its request and idempotency key) before
-it is sent. A run starts by re-sending what an interrupted run left ``pending``, exactly as recorded.
+the journal is skipped; otherwise it is recorded ``pending`` (with its request and idempotency key) just
+before it is sent. A run starts by re-sending what an interrupted run left ``pending``, exactly as recorded.
 """
 
 from __future__ import annotations
@@ -712,7 +712,7 @@ class _Execution:
                        entry.idempotency_key, request)  # fmt: skip
 
     def _settle(self, item: _Event | InputRecord) -> Iterator[_Job]:
-        """Write an event's journal rows; yield the jobs to send (each already recorded pending)."""
+        """Write an event's journal rows; yield the jobs to send (a worker journals each as it sends it)."""
         journal = self.journal
         if isinstance(item, InputRecord):
             self.summary.rejected += 1
@@ -738,20 +738,23 @@ class _Execution:
                 journal.mark_resolved(step.key, step.reason)
             else:
                 self.in_flight.add(step.key)
-                request = step.request
-                journal.mark_pending(
-                    step.key,
-                    source_digest=step.source_digest,
-                    mapping=step.mapping,
-                    target=step.target,
-                    connection=request.connection,
-                    method=request.method,
-                    url=request.url,
-                    payload=request.payload,
-                    idempotency_key=step.idempotency_key,
-                    origin=step.origin,
-                )
                 yield step
+
+    def _mark_pending(self, job: _Job) -> None:
+        """Journal the exact request just before it goes out: from here on a crash means a re-send."""
+        request = job.request
+        self.journal.mark_pending(
+            job.key,
+            source_digest=job.source_digest,
+            mapping=job.mapping,
+            target=job.target,
+            connection=request.connection,
+            method=request.method,
+            url=request.url,
+            payload=request.payload,
+            idempotency_key=job.idempotency_key,
+            origin=job.origin,
+        )
 
     def _dead(self, step: _Dead, outcome: Outcome | None = None) -> None:
         stats = self.summary.target(step.mapping, step.target)
@@ -777,6 +780,7 @@ class _Execution:
             job = await queue.get()
             if job is None:
                 return
+            self._mark_pending(job)
             try:
                 outcome = await deliverer.send(job.request)
             except Exception as error:  # one broken request must not stop the run; it is dead-lettered

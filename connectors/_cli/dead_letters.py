@@ -11,7 +11,7 @@ from shipmap.connectors._config import journal_path_of
 from shipmap.connectors._errors import ConfigError
 from shipmap.connectors._journal import Journal
 
-_EXCERPT = 160
+_EXCERPT = 400
 
 
 def register(parser: argparse.ArgumentParser) -> None:

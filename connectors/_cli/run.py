@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
     inputs = args.input or ["-"]
-    records = read_inputs(inputs, stdin=sys.stdin)
+    records = read_inputs(inputs, stdin=sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
     if args.dry_run:
         return print_plan(runtime.plan(records), sys.stdout)
     summary = run_with_progress(
@@ -65,27 +65,30 @@ def run_with_progress(
     """Run with a progress bar on a terminal, or with one plain log line per delivery when not on one."""
     stream = stream or sys.stderr
     logger = logging.getLogger(_LOGGER)
-    if stream.isatty() and not no_progress:
-        bar = ProgressBar(stream)
-        handler = _BarAwareHandler(bar)
-        for root_handler in logging.getLogger().handlers:
-            for item in root_handler.filters:
-                handler.addFilter(item)
-        previous = logger.propagate
-        logger.addHandler(handler)
-        logger.propagate = False
+    level, propagate = logger.level, logger.propagate
+    if not stream.isatty() or no_progress:
         if verbose == 0:
-            logger.setLevel(logging.WARNING)
+            logger.setLevel(logging.INFO)
         try:
-            summary = execute(bar.update)
+            return execute(None)
         finally:
-            logger.removeHandler(handler)
-            logger.propagate = previous
-            bar.close()
-        return summary
+            logger.setLevel(level)
+    bar = ProgressBar(stream)
+    handler = _BarAwareHandler(bar)
+    for root_handler in logging.getLogger().handlers:
+        for item in root_handler.filters:
+            handler.addFilter(item)
+    logger.addHandler(handler)
+    logger.propagate = False
     if verbose == 0:
-        logger.setLevel(logging.INFO)
-    return execute(None)
+        logger.setLevel(logging.WARNING)
+    try:
+        return execute(bar.update)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        logger.setLevel(level)
+        bar.close()
 
 
 class ProgressBar:
@@ -189,7 +192,7 @@ def _ms(seconds: float | None) -> str:
 def print_summary(summary: RunSummary, out: IO[str]) -> None:
     headers = ("target", "delivered", "retried", "dead", "skipped", "p50", "p95", "p99")
     rows = []
-    for stats in summary.targets.values():
+    for stats in sorted(summary.targets.values(), key=lambda s: s.label):
         p = stats.percentiles()
         rows.append(
             (

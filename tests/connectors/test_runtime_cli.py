@@ -1,0 +1,168 @@
+"""``shipmap run``, ``shipmap dead-letters`` and ``shipmap replay`` in-process, against the sandbox."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
+from shipmap.connectors._cli import main
+from shipmap.connectors._cli.run import ProgressBar, run_with_progress
+from shipmap.connectors._runtime import Progress, RunSummary
+from test_runtime_support import FIXTURES, SECRETS, order_event, shipment_event, write_config
+
+
+def ndjson(path: Path, events: list[object]) -> Path:
+    path.write_text("".join(json.dumps(event) + "\n" for event in events))
+    return path
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_delivers_and_prints_a_summary_per_target(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox.url)
+    events = ndjson(
+        tmp_path / "e.ndjson", [order_event(1), shipment_event(1), {"topic": "other", "payload": {}}]
+    )
+    assert main(["run", str(config), "--input", str(events)]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0].split()
+    assert header == ["target", "delivered", "retried", "dead", "skipped", "p50", "p95", "p99"]
+    assert re.search(r"acme-orders\.order\s+1\s+0\s+0\s+0\s+\d+ ms\s+\d+ ms\s+\d+ ms", out)
+    assert re.search(r"acme-shipments\.notify\s+1\s+0\s+0\s+0", out)
+    assert "events 3  unrouted 1  rejected input records 0  recovered 0" in out
+    assert main(["run", str(config), "--input", str(events)]) == 0
+    assert re.search(r"acme-orders\.order\s+0\s+0\s+0\s+1\s", capsys.readouterr().out)
+
+
+def test_run_reads_stdin_by_default(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path, sandbox.url)
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps([order_event(1), order_event(2)])))
+    assert main(["run", str(config)]) == 0
+    assert re.search(r"acme-orders\.order\s+2\s", capsys.readouterr().out)
+
+
+def test_dead_letters_make_a_dedicated_exit_code_then_list_and_replay(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = [
+        {
+            "mapping": str(FIXTURES / "orders.yaml"),
+            "topic": "orders/create",
+            "targets": {"order": {"path": "/api/v1/orders/{number}/created"}},
+        }
+    ]
+    config = write_config(tmp_path, sandbox.url, mappings=broken)
+    events = ndjson(tmp_path / "e.ndjson", [order_event(1), order_event(2)])
+    assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS == 8
+    out = capsys.readouterr().out
+    assert "2 dead-lettered, 0 rejected" in out
+
+    assert main(["dead-letters", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "acme-orders.order  HTTP 400  attempts 1" in listing
+    assert "reason: HTTP 400 Bad Request" in listing
+    assert "the URL names order '#1001'" in listing
+    assert "2 dead letters, 0 rejected input records" in listing
+    keys = re.findall(r"^([0-9a-f]{32})  ", listing, re.MULTILINE)
+    assert len(keys) == 2
+
+    assert main(["dead-letters", "--journal", str(tmp_path / "journal.db"), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(r["key"] for r in records) == sorted(keys)
+    assert records[0]["status"] == 400 and records[0]["target"] == "order"
+
+    # Replay with the config still broken: still dead, still exit 8.
+    assert main(["replay", str(config), "--key", keys[0][:8]]) == EXIT_DEAD_LETTERS
+    capsys.readouterr()
+    write_config(tmp_path, sandbox.url)  # the fix: the kind's own path
+    assert main(["replay", str(config), "--key", keys[0][:8]]) == 0
+    assert re.search(r"acme-orders\.order\s+1\s", capsys.readouterr().out)
+    assert main(["replay", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["dead-letters", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "no dead letters"
+    assert main(["replay", str(config)]) == 0
+    assert capsys.readouterr().out.strip() == "no dead letters to replay"
+    assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1002"]
+
+
+def test_the_dry_run_prints_requests_with_no_secret_and_sends_nothing(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox.url)
+    events = ndjson(tmp_path / "e.ndjson", [order_event(1), shipment_event(1), {"topic": "x", "payload": {}}])
+    assert main(["run", "-v", str(config), "-i", str(events), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert f"POST {sandbox.url}/api/v1/orders/1001/created\n" in out
+    assert f"POST {sandbox.url}/api/v1/order/1001/fulfillment/S-1/created\n" in out
+    assert f"POST {sandbox.url}/execution\n" in out
+    assert "authToken: ***\nx-api-key: ***\nx-identity: ***\n" in out
+    assert "Authorization: Basic ***\n" in out
+    assert '"carrier_code": "ups"' in out
+    assert "UNROUTED: no mappings entry matches this event" in out
+    assert "# dry run: 4 entries; nothing was sent" in out
+    for secret in SECRETS:
+        assert secret not in out and secret not in captured.err
+    assert sandbox.stats()["accepted"] == 0 and sandbox.stats()["rejected"] == {}  # no login either
+    assert not (tmp_path / "journal.db").exists()
+
+
+def test_config_and_input_errors_exit_with_their_codes(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox.url)
+    assert main(["run", str(config), "-i", str(tmp_path / "missing.ndjson")]) == 3
+    assert "missing.ndjson does not exist" in capsys.readouterr().err
+    (tmp_path / ".env").write_text("")  # the secrets are gone
+    assert main(["run", str(config), "-i", "-"]) == 2
+    err = capsys.readouterr().err
+    assert re.match(rf"{re.escape(str(config))}:\d+:\d+: error: environment variable \w+ is not set", err)
+
+
+def test_a_bad_input_line_is_reported_and_makes_the_run_fail(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox.url)
+    events = tmp_path / "e.ndjson"
+    events.write_text(json.dumps(order_event(1)) + "\nnot json at all\n" + json.dumps(order_event(2)) + "\n")
+    assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS
+    assert "rejected input records 1" in capsys.readouterr().out
+    assert main(["dead-letters", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert f"rejected input {events}:2: not JSON" in listing and "text: not json at all" in listing
+
+
+def test_the_progress_bar_draws_on_a_terminal_and_ends_its_line() -> None:
+    terminal = FakeTerminal()
+
+    def execute(progress: object) -> RunSummary:
+        assert callable(progress)
+        for n in range(1, 4):
+            progress(Progress(events=n, delivered=n, dead=0, skipped=0, unrouted=0, rejected=0,
+                              in_flight=1, elapsed=n / 10, total=4))  # fmt: skip
+        return RunSummary()
+
+    run_with_progress(execute, no_progress=False, verbose=0, stream=terminal)
+    text = terminal.getvalue()
+    assert text.startswith("\r\x1b[K[######------------------] 1/4 events")
+    assert text.endswith("3/4 events  delivered 3  dead 0  skipped 0  unrouted 0  in flight 1  10/s\n")
+
+
+def test_the_progress_line_without_a_total() -> None:
+    bar = ProgressBar(io.StringIO())
+    bar.last = Progress(
+        events=7, delivered=5, dead=1, skipped=1, unrouted=0, rejected=0, in_flight=2, elapsed=1.0
+    )
+    assert bar.line() == "7 events  delivered 5  dead 1  skipped 1  unrouted 0  in flight 2  7/s"
