@@ -78,6 +78,27 @@ def _select_scope(scope: Scope, name: str) -> Any:
     return scope.parent.data if scope.parent is not None else None
 
 
+class _MappingSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, plus bounds on the two operators that can exhaust memory or time."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    MAX_PRODUCT = 1_000_000
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**":
+            if isinstance(right, (int, float)) and abs(right) > 64:
+                raise jinja2.exceptions.SecurityError(f"exponent {right} is too large")
+            return left**right
+        for sequence, count in ((left, right), (right, left)):
+            if (
+                isinstance(sequence, (str, list, tuple))
+                and isinstance(count, int)
+                and len(sequence) * count > self.MAX_PRODUCT
+            ):
+                raise jinja2.exceptions.SecurityError("repetition would exceed a million items")
+        return super().call_binop(context, operator, left, right)
+
+
 class ExpressionCompiler:
     """Compiles the expressions of one mapping. Holds that mapping's functions and Jinja environment."""
 
@@ -85,7 +106,7 @@ class ExpressionCompiler:
         self.functions = functions
         self._options = functions.jmespath_options
         self._function_names = _BUILTIN_JMESPATH | set(functions.names)
-        self.env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.env = _MappingSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
         self.env.globals.clear()
         self.env.globals.update(functions.jinja_globals)
         self.env.filters.update(functions.jinja_filters)
@@ -305,36 +326,23 @@ class ExpressionCompiler:
                 field=field,
             ) from None
         self._vet_template(ast, location, field)
+        run: Callable[..., Any]
         if single:
-            expression = self.env.compile_expression(source, undefined_to_none=True)
+            run = self.env.compile_expression(source, undefined_to_none=True)
+        else:
+            run = self.env.from_string(ast).render
 
-            def evaluate_expression(scope: Scope) -> Any:
-                try:
-                    return expression(
-                        this=scope.data, parent=_parent(scope), root=scope.root, index=scope.index
-                    )
-                except FunctionError as error:
-                    raise TransformError(
-                        str(error), location=location, field=field, source_path=scope.path() or None
-                    ) from None
-                except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:
-                    raise _template_failure(error, location, field, scope) from None
-
-            return evaluate_expression
-        template = self.env.from_string(ast)
-        render = template.render
-
-        def evaluate_template(scope: Scope) -> Any:
+        def evaluate(scope: Scope) -> Any:
             try:
-                return render(this=scope.data, parent=_parent(scope), root=scope.root, index=scope.index)
+                return run(this=scope.data, parent=_parent(scope), root=scope.root, index=scope.index)
             except FunctionError as error:
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None
                 ) from None
-            except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError) as error:
+            except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, MemoryError) as error:
                 raise _template_failure(error, location, field, scope) from None
 
-        return evaluate_template
+        return evaluate
 
     def _vet_template(self, ast: jinja2.nodes.Template, location: Location, field: str) -> None:
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
