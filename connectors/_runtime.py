@@ -663,18 +663,25 @@ class _Execution:
             rng=runtime._rng,
             on_retry=self._on_retry,
         )
-        async with deliverer, asyncio.TaskGroup() as group:
-            for _ in range(concurrency):
-                group.create_task(self._worker(deliverer, queue))
-            if recover:
-                for job in self._recover():
-                    await queue.put(job)
-            async for item in producer:
-                for job in self._settle(item):
-                    await queue.put(job)
-                self._report()
-            for _ in range(concurrency):
-                await queue.put(None)
+        try:
+            async with deliverer, asyncio.TaskGroup() as group:
+                for _ in range(concurrency):
+                    group.create_task(self._worker(deliverer, queue))
+                if recover:
+                    for job in self._recover():
+                        await queue.put(job)
+                async for item in producer:
+                    for job in self._settle(item):
+                        await queue.put(job)
+                    self._report()
+                for _ in range(concurrency):
+                    await queue.put(None)
+        except BaseExceptionGroup as group_error:
+            # The TaskGroup wraps whatever stopped the run (an unreadable input, a journal error): callers
+            # and the CLI's exit codes want the error itself. What was pending stays pending for the next run.
+            if len(group_error.exceptions) == 1:
+                raise group_error.exceptions[0] from None
+            raise
         self.summary.elapsed = time.perf_counter() - self.started
         self._report()
         return self.summary
