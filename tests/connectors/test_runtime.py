@@ -408,3 +408,16 @@ def test_a_runtime_refuses_to_run_twice_at_once(tmp_path: Path, sandbox: Sandbox
         await first
 
     asyncio.run(both())
+
+
+def test_fifty_deliveries_in_flight_on_an_expired_token_cause_one_login(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    runtime = runtime_for(tmp_path, sandbox, delivery={"concurrency": 50})
+    assert runtime.run([order_event(0)]).delivered == 1
+    sandbox.expire_tokens()  # the runtime still believes its token is good for hours
+    summary = runtime.run([order_event(n) for n in range(1, 51)])
+    assert summary.ok and summary.get("acme-orders.order").delivered == 50
+    stats = sandbox.stats()
+    assert stats["by_endpoint"]["fenix.login"] == 2
+    assert stats["rejected"]["fenix.orders"]["401"] >= 1
