@@ -1,0 +1,625 @@
+"""``shipmap test MAPPING|CASES|DIR...``: run the fixture cases declared beside mappings.
+
+A mapping ``x.yaml`` has its cases in ``x.cases.yaml`` (the format is in docs/testing-mappings.md). Every case
+maps one source document, compares the payloads with what it expects (partially unless ``match: exact``),
+checks the targets it says are skipped, the errors it expects, and validates every payload against its kind.
+Output ends with ``N passed, M failed``. Exit code: 0 when every case passes, ``TEST_FAILURE_EXIT`` (1) when
+one fails; a mapping, cases file or source that cannot be read keeps its own error's exit code (2, 3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+import yaml
+from shipmap.engine import (
+    CompiledMapping,
+    Location,
+    MappingError,
+    MappingStructureError,
+    MappingSyntaxError,
+    PayloadValidationError,
+    ShipmapError,
+    SourceError,
+    load_mapping,
+    resolve_mapping_path,
+)
+
+from ._output import BOLD, DIM, GREEN, RED, YELLOW, err, paint, use_color
+
+TEST_FAILURE_EXIT = 1  # at least one case failed (library errors keep their own, higher codes)
+CASES_SUFFIX = ".cases.yaml"
+COVERAGE_PREVIEW = 5  # paths shown per coverage line without --coverage
+VALUE_PREVIEW = 80
+MAX_CASES_BYTES = 2 * 1024 * 1024
+
+_CASE_KEYS = ("name", "description", "source", "select", "expect", "match", "skipped", "absent", "error")
+_FILE_KEYS = ("mapping", "description", "cases")
+_ERROR_KEYS = ("type", "target", "field", "message", "source_path")
+_MISSING: Any = object()
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="a mapping (its <stem>.cases.yaml is run), a cases file, a directory (searched for *.cases.yaml), "
+        "or a packaged mapping such as shopify/order",
+    )
+    parser.add_argument(
+        "--coverage", action="store_true", help="list every defaulted target field and unread source field"
+    )
+    parser.add_argument("-k", dest="keyword", help="only cases whose name contains this text")
+
+
+def run(args: argparse.Namespace) -> int:
+    color = use_color(sys.stdout)
+    worst = 0
+    passed = failed = 0
+    try:
+        files = _discover(args.paths)
+    except ShipmapError as error:
+        err(paint(error.render(), RED, use_color(sys.stderr)))
+        return error.exit_code
+    for cases_file in files:
+        try:
+            suite = _load_suite(cases_file)
+        except ShipmapError as error:
+            err(paint(error.render(), RED, use_color(sys.stderr)))
+            worst = max(worst, error.exit_code)
+            failed += 1
+            continue
+        cases = [case for case in suite.cases if not args.keyword or args.keyword in case.name]
+        if not cases:
+            continue
+        print(paint(f"{suite.file}", BOLD, color) + paint(f"  (mapping {suite.mapping_path})", DIM, color))
+        try:
+            mapping = load_mapping(suite.mapping_path)
+        except ShipmapError as error:
+            err(paint(error.render(), RED, use_color(sys.stderr)))
+            worst = max(worst, error.exit_code)
+            failed += len(cases)
+            for case in cases:
+                print(f"  {paint('FAIL', RED, color)}  {case.name} (the mapping did not load)")
+            continue
+        for case in cases:
+            result = _run_case(mapping, case)
+            if result.source_error is not None:
+                worst = max(worst, result.source_error.exit_code)
+            if result.ok:
+                passed += 1
+                print(f"  {paint('PASS', GREEN, color)}  {case.name}")
+            else:
+                failed += 1
+                print(
+                    f"  {paint('FAIL', RED, color)}  {case.name}  {paint(f'({case.location})', DIM, color)}"
+                )
+                for line in result.messages:
+                    print(f"        {line}")
+            for line in _coverage_lines(result, full=args.coverage):
+                print(paint(f"        {line}", DIM, color))
+    if not files or passed + failed == 0:
+        err(
+            f"no cases found in {', '.join(args.paths)}"
+            + (f" matching -k {args.keyword}" if args.keyword else "")
+        )
+        worst = max(worst, TEST_FAILURE_EXIT)
+    summary = f"{passed} passed, {failed} failed"
+    print(paint(summary, GREEN if failed == 0 else RED, color))
+    if failed:
+        worst = max(worst, TEST_FAILURE_EXIT)
+    return worst
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Finding cases files
+
+
+def _discover(paths: Sequence[str]) -> list[Path]:
+    found: list[Path] = []
+    for text in paths:
+        path = Path(text)
+        if path.is_dir():
+            found.extend(sorted(path.rglob(f"*{CASES_SUFFIX}")))
+            for mapping in sorted(path.rglob("*.yaml")):
+                lone = not mapping.name.endswith(CASES_SUFFIX) and not _cases_beside(mapping).is_file()
+                if lone and _looks_like_mapping(mapping):
+                    note = f"note: {mapping} has no {_cases_beside(mapping).name}"
+                    err(paint(note, YELLOW, use_color(sys.stderr)))
+            continue
+        if path.name.endswith(CASES_SUFFIX) and path.is_file():
+            found.append(path)
+            continue
+        mapping = resolve_mapping_path(text)  # a file, or a packaged name such as shopify/order
+        cases = _cases_beside(mapping)
+        if not cases.is_file():
+            raise MappingError(
+                f"no cases for this mapping: {cases} does not exist", location=Location(str(mapping), 1, 1)
+            )
+        found.append(cases)
+    unique: dict[Path, None] = {}
+    for path in found:
+        unique.setdefault(path, None)
+    return list(unique)
+
+
+def _cases_beside(mapping: Path) -> Path:
+    stem = mapping.name.rsplit(".", 1)[0]
+    return mapping.with_name(stem + CASES_SUFFIX)
+
+
+_MAPPING_HEAD = re.compile(r"^shipmap:\s*1\s*(#.*)?$", re.M)
+
+
+def _looks_like_mapping(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return _MAPPING_HEAD.search(handle.read(8192)) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Reading a cases file
+
+
+class _CasesLoader(yaml.SafeLoader):
+    """YAML as JSON sees it: dates stay text and only true/false are booleans (so `yes`, `NO` stay text)."""
+
+
+_CasesLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CasesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass
+class Case:
+    name: str
+    location: Location
+    source: Any  # the document itself, or a Path to read it from
+    select: str | None = None
+    expect: dict[str, Any] = field(default_factory=dict)
+    exact: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    file: Path
+    mapping_path: Path
+    cases: list[Case]
+
+
+def _load_suite(path: Path) -> Suite:
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise MappingError(
+            f"cannot read cases file: {error.strerror}", location=Location(file, 1, 1)
+        ) from None
+    if len(raw) > MAX_CASES_BYTES:
+        raise MappingSyntaxError("cases file is larger than 2 MiB", location=Location(file, 1, 1))
+    text = raw.decode("utf-8", "replace")
+    lines = text.splitlines()
+    try:
+        node = yaml.compose(text, Loader=_CasesLoader)
+        data = yaml.load(text, Loader=_CasesLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = _location(file, lines, mark.line, mark.column) if mark else Location(file, 1, 1)
+        raise MappingSyntaxError(f"not valid YAML: {getattr(error, 'problem', error)}", location=at) from None
+    if node is not None:
+        _check_duplicates(node, file, lines)
+
+    def where(item: Any) -> Location:
+        mark = item.start_mark
+        return _location(file, lines, mark.line, mark.column)
+
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise MappingStructureError(
+            "a cases file is an object with a 'cases' list", location=Location(file, 1, 1)
+        )
+    _check_keys(data, _FILE_KEYS, node, "the cases file", file, lines)
+    items = data.get("cases")
+    items_node = _child(node, "cases")
+    if not isinstance(items, list) or not items or not isinstance(items_node, yaml.SequenceNode):
+        raise MappingStructureError(
+            "'cases' must be a non-empty list of cases",
+            location=where(items_node) if items_node is not None else Location(file, 1, 1),
+        )
+    base = path.parent
+    mapping_name = data.get("mapping")
+    if mapping_name is None:
+        mapping_path = path.with_name(path.name[: -len(CASES_SUFFIX)] + ".yaml")
+    elif isinstance(mapping_name, str):
+        mapping_path = base / mapping_name
+    else:
+        raise MappingStructureError("'mapping' must be a file name", location=where(_child(node, "mapping")))
+    cases = [
+        _case(item, item_node, base, file, lines)
+        for item, item_node in zip(items, items_node.value, strict=True)
+    ]
+    names = [case.name for case in cases]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise MappingStructureError(f"two cases are named {name!r}", location=cases[index].location)
+    return Suite(path, mapping_path, cases)
+
+
+def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -> Case:
+    location = _location(file, lines, node.start_mark.line, node.start_mark.column)
+
+    def fail(message: str, key: str | None = None) -> MappingStructureError:
+        child = _child(node, key) if key else None
+        at = _location(file, lines, child.start_mark.line, child.start_mark.column) if child else location
+        return MappingStructureError(message, location=at)
+
+    if not isinstance(item, dict):
+        raise fail("a case is an object with 'name' and 'source'")
+    _check_keys(item, _CASE_KEYS, node, "a case", file, lines)
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise fail("a case needs a 'name'")
+    if "source" not in item:
+        raise fail(f"case {name!r} needs a 'source': a file path (relative to the cases file) or a document")
+    source = item["source"]
+    if isinstance(source, str):
+        source = base / source
+    select = item.get("select")
+    if select is not None and not isinstance(select, str):
+        raise fail("'select' is a JMESPath expression", "select")
+    expect = item.get("expect") or {}
+    if not isinstance(expect, dict):
+        raise fail("'expect' maps target names to the payload parts expected", "expect")
+    match = item.get("match", "partial")
+    if isinstance(match, str):
+        if match not in ("partial", "exact"):
+            raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")
+        exact = set(expect) if match == "exact" else set()
+    elif isinstance(match, dict) and all(mode in ("partial", "exact") for mode in match.values()):
+        exact = {target for target, mode in match.items() if mode == "exact"}
+    else:
+        raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")
+    skipped = _strings(
+        item.get("skipped", []), lambda: fail("'skipped' is a list of target names", "skipped")
+    )
+    absent = _strings(item.get("absent", []), lambda: fail("'absent' is a list of field paths", "absent"))
+    raw_errors = item.get("error", [])
+    raw_errors = [raw_errors] if isinstance(raw_errors, dict) else raw_errors
+    errors: list[dict[str, str]] = []
+    if not isinstance(raw_errors, list):
+        raise fail(
+            "'error' is an object (type, target, field, message, source_path) or a list of them", "error"
+        )
+    for expected in raw_errors:
+        if not isinstance(expected, dict) or not expected or set(expected) - set(_ERROR_KEYS):
+            raise fail(f"an expected error takes the keys {', '.join(_ERROR_KEYS)}", "error")
+        errors.append({key: str(value) for key, value in expected.items()})
+    if not (expect or skipped or absent or errors):
+        raise fail(f"case {name!r} checks nothing: give it expect, skipped, absent or error")
+    return Case(name, location, source, select, expect, exact, skipped, absent, errors)
+
+
+def _strings(value: Any, fail: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise fail()
+    return list(value)
+
+
+def _check_keys(
+    data: dict[str, Any], allowed: Sequence[str], node: yaml.Node, what: str, file: str, lines: list[str]
+) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            child = _key_node(node, str(key))
+            mark = (child or node).start_mark
+            raise MappingStructureError(
+                f"unknown key '{key}' in {what}",
+                location=_location(file, lines, mark.line, mark.column),
+                hint=(f"did you mean '{close[0]}'? " if close else "") + f"known keys: {', '.join(allowed)}",
+            )
+
+
+def _check_duplicates(node: yaml.Node, file: str, lines: list[str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            text = str(key.value)
+            if text in seen:
+                raise MappingSyntaxError(
+                    f"duplicate key '{text}' (first written at line {seen[text]})",
+                    location=_location(file, lines, key.start_mark.line, key.start_mark.column),
+                )
+            seen[text] = key.start_mark.line + 1
+            _check_duplicates(value, file, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _check_duplicates(child, file, lines)
+
+
+def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if key_node.value == key:
+                return key_node  # type: ignore[no-any-return]
+    return None
+
+
+def _child(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            if key_node.value == key:
+                return value  # type: ignore[no-any-return]
+    return None
+
+
+def _location(file: str, lines: list[str], line: int, column: int) -> Location:
+    text = lines[line] if 0 <= line < len(lines) else ""
+    return Location(file, line + 1, column + 1, text)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Running one case
+
+
+@dataclass
+class CaseResult:
+    messages: list[str] = field(default_factory=list)
+    defaulted: list[str] | None = None
+    unread: list[str] | None = None
+    source_error: ShipmapError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.messages
+
+
+def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
+    result = CaseResult()
+    try:
+        source = _source(case)
+    except ShipmapError as error:
+        result.source_error = error
+        result.messages.extend(error.render().splitlines())
+        return result
+    names = [target.name for target in mapping.targets]
+    for name in [*case.expect, *case.skipped, *(path.split(".")[0].split("[")[0] for path in case.absent)]:
+        if name not in names:
+            result.messages.append(f"{name}: the mapping has no such target (it has {', '.join(names)})")
+    if result.messages:
+        return result
+    payloads: dict[str, Any] = {}
+    skipped: set[str] = set()
+    failures: dict[str, ShipmapError] = {}
+    for name in names:
+        target = mapping.target(name)
+        try:
+            payload = target.produce(source)
+        except ShipmapError as error:
+            failures[name] = error
+            continue
+        if payload is None:
+            skipped.add(name)
+            continue
+        payloads[name] = payload
+        problems = target.problems(payload)
+        if problems:
+            failures[name] = PayloadValidationError(name, target.kind.name, problems)
+    _check_errors(case, failures, result)
+    for name in case.skipped:
+        if name in payloads:
+            result.messages.append(
+                f"{name}: expected to be skipped, but its 'when' guard held and it produced a payload"
+            )
+        elif name in failures:
+            result.messages.append(f"{name}: expected to be skipped, but it failed (see above)")
+    for name, expected in case.expect.items():
+        if name in skipped:
+            result.messages.append(f"{name}: expected a payload, but its 'when' guard did not hold (skipped)")
+        elif name in payloads:
+            result.messages.extend(_compare_target(name, expected, payloads[name], exact=name in case.exact))
+    for path in case.absent:
+        found = _lookup(payloads, path)
+        if found is not _MISSING:
+            result.messages.append(f"{path}: expected no such field, got {_show(found)}")
+    _coverage(mapping, source, result)
+    return result
+
+
+def _source(case: Case) -> Any:
+    document = case.source
+    if isinstance(document, Path):
+        try:
+            text = document.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SourceError(f"cannot read source: {error}", location=case.location) from None
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SourceError(
+                f"not JSON: {error.msg}", location=Location(str(document), error.lineno, error.colno)
+            ) from None
+    if case.select is not None:
+        try:
+            document = jmespath.search(case.select, document)
+        except jmespath.exceptions.JMESPathError as error:
+            raise MappingStructureError(f"select: {error}", location=case.location) from None
+        if document is None:
+            raise SourceError(f"select '{case.select}' found nothing in the source", location=case.location)
+    return document
+
+
+def _check_errors(case: Case, failures: dict[str, ShipmapError], result: CaseResult) -> None:
+    matched: set[str] = set()
+    for expected in case.errors:
+        hit = next((name for name, error in failures.items() if _error_matches(expected, name, error)), None)
+        if hit is None:
+            wanted = ", ".join(f"{key}={value!r}" for key, value in expected.items())
+            got = "; ".join(
+                f"{name}: {type(error).__name__}: {error.message}" for name, error in failures.items()
+            )
+            result.messages.append(f"expected an error ({wanted}), got {got or 'no error'}")
+        else:
+            matched.add(hit)
+    for name, error in failures.items():
+        if name not in matched:
+            result.messages.append(f"{name}: unexpected {type(error).__name__}:")
+            result.messages.extend(f"  {line}" for line in error.render().splitlines())
+
+
+def _error_matches(expected: dict[str, str], target: str, error: ShipmapError) -> bool:
+    if "type" in expected and expected["type"] not in {cls.__name__ for cls in type(error).__mro__}:
+        return False
+    if "target" in expected and expected["target"] != target:
+        return False
+    problems = error.problems if isinstance(error, PayloadValidationError) else ()
+    if "field" in expected:
+        fields = {error.field, *(problem.field for problem in problems)}
+        if expected["field"] not in fields:
+            return False
+    if "message" in expected:
+        messages = [error.message, *(problem.message for problem in problems)]
+        if not any(expected["message"] in message for message in messages):
+            return False
+    return not ("source_path" in expected and expected["source_path"] != error.source_path)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Comparing payloads
+
+
+def _compare_target(name: str, expected: Any, actual: Any, *, exact: bool) -> list[str]:
+    mismatches = list(_compare(expected, actual, name, exact=exact))
+    lines = [f"{path}: expected {want}, got {got}" for path, want, got in mismatches]
+    if exact and mismatches:
+        diff = difflib.unified_diff(
+            _pretty(expected).splitlines(),
+            _pretty(actual).splitlines(),
+            f"{name} (expected)",
+            f"{name} (got)",
+            lineterm="",
+        )
+        lines.extend(diff)
+    return lines
+
+
+def _compare(expected: Any, actual: Any, path: str, *, exact: bool) -> Iterator[tuple[str, str, str]]:
+    """(field path, expected, got) for each difference. Partial: only the keys expected are compared."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key, value in expected.items():
+            child = f"{path}.{key}"
+            if key in actual:
+                yield from _compare(value, actual[key], child, exact=exact)
+            else:
+                yield child, _show(value), "(missing)"
+        if exact:
+            for key in actual:
+                if key not in expected:
+                    yield f"{path}.{key}", "(nothing)", _show(actual[key])
+        return
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            yield path, f"{len(expected)} elements", f"{len(actual)}"
+        for index, (want, got) in enumerate(zip(expected, actual, strict=False)):
+            yield from _compare(want, got, f"{path}[{index}]", exact=exact)
+        return
+    if not _same(expected, actual):
+        yield path, _show(expected), _show(actual)
+
+
+def _same(expected: Any, actual: Any) -> bool:
+    # JSON equality: 1 and 1.0 are the same number, but true is not 1 and "1" is not 1.
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return type(expected) is type(actual) and expected == actual
+    if isinstance(expected, int | float) and isinstance(actual, int | float):
+        return expected == actual
+    return type(expected) is type(actual) and expected == actual
+
+
+def _lookup(payloads: dict[str, Any], path: str) -> Any:
+    current: Any = payloads
+    for step in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if step.startswith("["):
+            index = int(step[1:-1])
+            if not isinstance(current, list) or index >= len(current):
+                return _MISSING
+            current = current[index]
+        else:
+            if not isinstance(current, dict) or step not in current:
+                return _MISSING
+            current = current[step]
+    return current
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= VALUE_PREVIEW else text[: VALUE_PREVIEW - 1] + "…"
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Coverage
+
+
+def _coverage(mapping: CompiledMapping, source: Any, result: CaseResult) -> None:
+    try:
+        trace = mapping.trace(source)
+    except ShipmapError:
+        return  # the case's own run already reported why this document does not map
+    result.defaulted = sorted(trace.defaulted)
+    result.unread = list(trace.unread)
+
+
+def _coverage_lines(result: CaseResult, *, full: bool) -> list[str]:
+    if result.defaulted is None or result.unread is None:
+        return []
+    if full:
+        lines = [
+            f"coverage: {len(result.defaulted)} target fields defaulted, {len(result.unread)} source fields unread"
+        ]
+        lines.extend(f"  defaulted: {path}" for path in result.defaulted)
+        lines.extend(f"  unread: {path}" for path in result.unread)
+        return lines
+    return [
+        f"coverage: {len(result.defaulted)} defaulted{_some(result.defaulted)}; "
+        f"{len(result.unread)} unread{_some(result.unread)}"
+    ]
+
+
+def _some(paths: list[str]) -> str:
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:COVERAGE_PREVIEW])
+    more = f", … +{len(paths) - COVERAGE_PREVIEW} (--coverage)" if len(paths) > COVERAGE_PREVIEW else ""
+    return f" ({shown}{more})"
+
+
+__all__ = ["TEST_FAILURE_EXIT", "register", "run"]
