@@ -87,12 +87,17 @@ CREATE TABLE IF NOT EXISTS rejected (
 
 
 def canonical_json(value: Any) -> str:
-    """The canonical text of a JSON value: sorted keys, no spaces, UTF-8 kept. Equal documents, equal text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """The canonical text of a JSON value: sorted keys, no spaces, UTF-8 kept. Equal documents, equal text.
+    (Values that are not JSON, from library callers, are written as their ``str``.)"""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def digest_of(canonical: str) -> str:
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def source_hash(document: Any) -> str:
-    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    return digest_of(canonical_json(document))
 
 
 def delivery_key(mapping: str, target: str, source_digest: str) -> str:

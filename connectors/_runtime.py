@@ -34,6 +34,7 @@ from ._config import (
     PlannedRoute,
     PlannedTarget,
     RuntimeConfig,
+    compile_expression,
     join_url,
     load_config,
     plan_routes,
@@ -41,8 +42,8 @@ from ._config import (
 from ._delivery import Deliverer, OutboundRequest, Outcome
 from ._errors import ConfigError
 from ._inputs import InputRecord
-from ._journal import Journal, JournalEntry, RejectedInput, canonical_json, delivery_key, source_hash
-from ._redact import MASK, Redactor, get_logger
+from ._journal import Journal, JournalEntry, RejectedInput, canonical_json, delivery_key, digest_of
+from ._redact import MASK, Redactor, get_logger, is_sensitive_name
 
 T = TypeVar("T")
 MAPPING_STAGE = ""  # the target name of a dead letter raised before any target existed (the mapping failed)
@@ -267,7 +268,13 @@ class Runtime:
         for connection in config.connections:
             for secret in connection.auth.secrets():
                 self.redactor.add(secret)
+            for name, value in connection.headers.items():
+                if is_sensitive_name(name):
+                    self.redactor.add(value)
         self.routes: tuple[PlannedRoute, ...] = plan_routes(config)
+        events = config.events
+        self._topic = compile_expression(events.topic, config, ("events", "topic")) if events.topic else None
+        self._body = compile_expression(events.body, config, ("events", "body")) if events.body else None
         self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
         # Auth objects live as long as the runtime, so a Fenix token serves every run until it expires.
         self.auths: dict[str, ShipmapAuth] = {
@@ -418,10 +425,9 @@ class Runtime:
 
     def _routes_for(self, event: Any) -> list[PlannedRoute]:
         chosen: list[PlannedRoute] = []
-        topic_expr = self.config.events.topic
         topic: Any = None
-        if topic_expr is not None and any(r.topics for r in self.routes):
-            topic = _search(topic_expr, event)
+        if self._topic is not None and any(r.topics for r in self.routes):
+            topic = self._topic.search(event)
         for route in self.routes:
             if route.topics and (topic is None or str(topic) not in route.topics):
                 continue
@@ -435,8 +441,8 @@ class Runtime:
     def _source_of(self, route: PlannedRoute, event: Any) -> Any:
         if route.body is not None:
             return route.body.search(event)
-        if self.config.events.body:
-            return _search(self.config.events.body, event)
+        if self._body is not None:
+            return self._body.search(event)
         return event
 
     def _expand(self, record: InputRecord, journal: Journal | None) -> _Event:
@@ -445,14 +451,14 @@ class Runtime:
         routes = self._routes_for(event)
         if not routes:
             canonical = canonical_json(event)
-            digest = source_hash(event)
+            digest = digest_of(canonical)
             return _Event(record, digest, canonical, (_Unrouted(digest, record.origin),))
         steps: list[_Step] = []
         first_digest, first_canonical = "", ""
         for route in routes:
             source = self._source_of(route, event)
             canonical = canonical_json(source)
-            digest = source_hash(source)
+            digest = digest_of(canonical)
             if not first_digest:
                 first_digest, first_canonical = digest, canonical
             elif digest != first_digest:
@@ -847,12 +853,6 @@ def _as_record(item: Any, index: int) -> InputRecord:
 def _truthy(value: Any) -> bool:
     """JMESPath truthiness: false, null, empty string, list and object are false; 0 is true."""
     return not (value is None or value is False or value == "" or value == [] or value == {})
-
-
-def _search(expression: str, value: Any) -> Any:
-    import jmespath
-
-    return jmespath.search(expression, value)
 
 
 def _field(parts: tuple[Any, ...]) -> str:

@@ -274,3 +274,11 @@ def test_dollar_dollar_is_a_literal_dollar(tmp_path: Path) -> None:
 def test_schema_is_package_data() -> None:
     text = json.dumps(config_schema())
     assert '"fenix_session"' in text and '"retry_after_cap"' in text
+
+
+def test_a_bad_events_body_expression_points_at_it(tmp_path: Path) -> None:
+    text = MINIMAL + 'events:\n  body: "payload["\n'
+    with pytest.raises(ConfigError) as caught:
+        Runtime.from_config(write(tmp_path, text), environ=ENV)
+    assert "not a valid JMESPath expression" in caught.value.message
+    assert caught.value.line == 14
