@@ -40,6 +40,12 @@ def run(args: argparse.Namespace) -> int:
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
     inputs = args.input or ["-"]
+    if "-" in inputs and sys.stdin.isatty():
+        print(
+            "shipmap run: no --input given and stdin is a terminal; pipe events in or use --input PATH",
+            file=sys.stderr,
+        )
+        return 2
     records = read_inputs(inputs, stdin=sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
     if args.dry_run:
         return print_plan(runtime.plan(records), sys.stdout)
