@@ -652,7 +652,8 @@ class _Execution:
         self.total = total
         self.summary = RunSummary()
         self.started = time.perf_counter()
-        self.in_flight: set[str] = set()
+        self.scheduled: set[str] = set()  # keys queued or being sent in this run: a repeat is a duplicate
+        self.sending = 0
         self.retried: set[str] = set()
         self.log = runtime._log
 
@@ -719,7 +720,7 @@ class _Execution:
                 label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
             )
             self.summary.recovered += 1
-            self.in_flight.add(entry.key)
+            self.scheduled.add(entry.key)
             self.log.info("re-sending %s left pending by an interrupted run", request.label)
             yield _Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
                        entry.idempotency_key, request)  # fmt: skip
@@ -740,7 +741,7 @@ class _Execution:
                 self.summary.unrouted += 1
                 journal.record_unrouted(step.source_digest, step.origin)
                 self.log.warning("%s: unrouted: no mappings entry matches this event", step.origin)
-            elif isinstance(step, _Skip) or (isinstance(step, _Job) and step.key in self.in_flight):
+            elif isinstance(step, _Skip) or (isinstance(step, _Job) and step.key in self.scheduled):
                 stats = self.summary.target(step.mapping, step.target)
                 stats.skipped += 1
                 if isinstance(step, _Skip) and step.state == "dead":
@@ -750,7 +751,7 @@ class _Execution:
             elif isinstance(step, _Resolve):
                 journal.mark_resolved(step.key, step.reason)
             else:
-                self.in_flight.add(step.key)
+                self.scheduled.add(step.key)
                 yield step
 
     def _mark_pending(self, job: _Job) -> None:
@@ -794,6 +795,7 @@ class _Execution:
             if job is None:
                 return
             self._mark_pending(job)
+            self.sending += 1
             try:
                 outcome = await deliverer.send(job.request)
             except Exception as error:  # one broken request must not stop the run; it is dead-lettered
@@ -801,6 +803,8 @@ class _Execution:
                     f"internal error while sending: {type(error).__name__}: {error}"
                 )
                 outcome = Outcome(False, None, 1, 0.0, reason)
+            finally:
+                self.sending -= 1
             stats = self.summary.target(job.mapping, job.target)
             stats.attempts += outcome.attempts
             if outcome.attempts > 1:
@@ -818,7 +822,7 @@ class _Execution:
                 self._dead(
                     _Dead(job.key, job.mapping, job.target, job.source_digest, job.origin, reason), outcome
                 )
-            self.in_flight.discard(job.key)
+            self.scheduled.discard(job.key)
             self._report()
 
     def _on_retry(self, request: OutboundRequest, attempt: int, reason: str, delay: float) -> None:
@@ -836,7 +840,7 @@ class _Execution:
                 skipped=summary.skipped,
                 unrouted=summary.unrouted,
                 rejected=summary.rejected,
-                in_flight=len(self.in_flight),
+                in_flight=self.sending,
                 elapsed=time.perf_counter() - self.started,
                 total=self.total,
             )
