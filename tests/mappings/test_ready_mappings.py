@@ -1,0 +1,264 @@
+"""The ready mappings in mappings/: they lint clean, their cases pass, and on the real payloads they produce
+valid payloads with the values the sources hold (ids digit for digit, dates with offsets, exact money)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from shipmap.connectors._cli import main
+from shipmap.engine import PayloadValidationError, TransformError, load_mapping
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+MAPPINGS = ROOT / "mappings"
+REAL = ROOT / "tests/fixtures/real"
+DERIVED = ROOT / "tests/fixtures/derived"
+
+READY = sorted(path for path in MAPPINGS.rglob("*.yaml") if not path.name.endswith(".cases.yaml"))
+NAMES = [str(path.relative_to(MAPPINGS).with_suffix("")) for path in READY]
+
+
+def real(name: str) -> Any:
+    return json.loads((REAL / name).read_text(encoding="utf-8"))
+
+
+def derived(name: str) -> Any:
+    return json.loads((DERIVED / name).read_text(encoding="utf-8"))
+
+
+def test_the_ready_mappings() -> None:
+    assert NAMES == [
+        "aftership/tracking",
+        "shipstation/shipment",
+        "shopify/fulfillment",
+        "shopify/order",
+        "shopify/order_cancelled",
+    ]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_validate_reports_nothing(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--strict", name]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok ") and f"{name}.yaml" in out
+    assert err == ""
+    assert load_mapping(name).lint() == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_mapping_starts_with_its_header(name: str) -> None:
+    text = (MAPPINGS / f"{name}.yaml").read_text(encoding="utf-8")
+    header = text.split("shipmap: 1", 1)[0]
+    assert header.startswith("# ")
+    for word in ("Takes:", "Produces:", "Change before use:"):
+        assert word in header, f"{name}: header lacks {word!r}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_case_passes(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = yaml.safe_load((MAPPINGS / f"{name}.cases.yaml").read_text(encoding="utf-8"))["cases"]
+    assert main(["test", name]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[-1] == f"{len(cases)} passed, 0 failed"
+    # Every mapping is tested on real payloads, not only on made-up ones.
+    assert any("tests/fixtures/real/" in str(case["source"]) for case in cases)
+
+
+def case_documents() -> list[tuple[str, str, Any]]:
+    """(mapping, case name, source) for every case that expects no error."""
+    found = []
+    for name in NAMES:
+        cases_file = MAPPINGS / f"{name}.cases.yaml"
+        for case in yaml.safe_load(cases_file.read_text(encoding="utf-8"))["cases"]:
+            if "error" in case:
+                continue
+            source = case["source"]
+            if isinstance(source, str):
+                source = json.loads((cases_file.parent / source).read_text(encoding="utf-8"))
+            if "select" in case:
+                import jmespath
+
+                source = jmespath.search(case["select"], source)
+            found.append((name, case["name"], source))
+    return found
+
+
+@pytest.mark.parametrize(("name", "case", "source"), case_documents(), ids=lambda value: str(value)[:40])
+def test_every_payload_validates_against_its_kind(name: str, case: str, source: Any) -> None:
+    # transform() validates each payload against its kind's schema and raises on the first problem.
+    load_mapping(name).transform(source)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Concrete values from the real payloads
+
+
+def test_shopify_rest_order() -> None:
+    order = load_mapping("shopify/order").transform(real("shopify/order_rest_get_with_fulfillment.json"))[
+        "order"
+    ]
+    assert order["id"] == "450789469"
+    assert order["number"] == "#1001"
+    assert order["status"] == "OPEN"
+    assert order["created_at"] == "2008-01-10T11:00:00-05:00"
+    assert order["item_quantity"] == 3
+    assert [line["sku"] for line in order["line_items"]] == ["IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"]
+    assert order["line_items"][0]["price"] == {"value": 199, "currency": "USD"}
+    assert order["financial_details"]["total_tax"] == {"value": 11.94, "currency": "USD"}
+    assert order["financial_details"]["total_price"] == {"value": 409.94, "currency": "USD"}
+    assert order["customer"]["email"] == "bob.norman@hostmail.com"
+    assert order["shipping_address"]["latitude"] == "45.41634"
+
+
+def test_shopify_order_wrapped_and_bare_map_the_same() -> None:
+    mapping = load_mapping("shopify/order")
+    wrapped = real("shopify/order_rest_get_with_fulfillment.json")
+    assert mapping.transform(wrapped) == mapping.transform(wrapped["order"])
+
+
+def test_shopify_64_bit_ids_are_kept_as_sent() -> None:
+    source = real("shopify/orders_cancelled_webhook.json")
+    order = load_mapping("shopify/order").transform(source)["order"]
+    # The published sample printed its ids as JavaScript numbers and lost the last digits on the way
+    # (admin_graphql_api_id says ...508); shipmap keeps exactly what the JSON holds and guesses nothing.
+    assert source["admin_graphql_api_id"].endswith("/820982911946154508")
+    assert order["id"] == "820982911946154500"
+    assert order["line_items"][0]["product_id"] == "788032119674292900"
+    assert order["cancelled_at"] == "2021-12-31T19:00:00-05:00"
+    assert order["status"] == "CANCELLED"
+
+
+def test_shopify_cancel_and_partial_cancel() -> None:
+    mapping = load_mapping("shopify/order_cancelled")
+    assert mapping.transform(real("shopify/orders_cancelled_webhook.json")) == {
+        "cancel": {
+            "id": "820982911946154500",
+            "status": "CANCELLED",
+            "cancelled_at": "2021-12-31T19:00:00-05:00",
+            "cancel_reason": "customer",
+        }
+    }
+    partial = mapping.transform(derived("shopify/orders_updated_partial_cancel.json"))
+    assert list(partial) == ["partial_cancel"]
+    lines = {
+        line["sku"]: (line["quantity"], line["cancelled_quantity"])
+        for line in partial["partial_cancel"]["line_items"]
+    }
+    assert lines == {
+        "SKU2006-001": (3, 1),
+        "LENS-PROTECT-2YR": (1, 0),
+        "CASE-LEATHER-PREM": (1, 1),
+        "SKU2006-020": (1, 0),
+        "SKU2006-035": (1, 0),
+    }
+    assert mapping.transform(real("shopify/order_rest_get_with_fulfillment.json")) == {}
+    order = load_mapping("shopify/order").transform(derived("shopify/orders_updated_partial_cancel.json"))
+    assert order["order"]["status"] == "PARTIALLY_CANCELLED"
+
+
+def test_shopify_fulfillment_to_fenix_and_dg() -> None:
+    payloads = load_mapping("shopify/fulfillment").transform(real("shopify/fulfillments_create_webhook.json"))
+    fulfillment, shipment = payloads["fulfillment"], payloads["shipment"]
+    assert fulfillment["id"] == "123456"
+    assert fulfillment["order_id"] == "820982911946154500"
+    assert fulfillment["shipment_info"]["tracking_number"] == "1z827wk74630"
+    assert fulfillment["shipment_info"]["tracking_company"] == "UPS"
+    assert fulfillment["updated_at"] == "2021-12-31T19:00:00-05:00"
+    assert shipment["inputs"]["shipment_data"]["carrier_code"] == "ups"
+    assert shipment["external_id"] == shipment["inputs"]["external_id"] == "820982911946154500-123456-pending"
+    assert [item["sku"] for item in shipment["inputs"]["shipment_data"]["items"]] == [
+        "SKU2006-001",
+        "LENS-PROTECT-2YR",
+        "CASE-LEATHER-PREM",
+        "SKU2006-020",
+        "SKU2006-035",
+    ]
+
+
+def test_shipstation_each_shipment_of_the_list() -> None:
+    mapping = load_mapping("shipstation/shipment")
+    listing = real("shipstation/shipments_list_ship_notify_resource.json")
+    results = [mapping.transform(shipment) for shipment in listing["shipments"]]
+    assert [r["fulfillment"]["id"] for r in results] == ["33974374", "33974373"]
+    assert [r["fulfillment"]["order_id"] for r in results] == ["43945660", "43337328"]
+    # "2014-10-03T06:51:33.6270000": no zone (read as US Pacific, summer time), seven digits cut to three.
+    assert results[0]["fulfillment"]["created_at"] == "2014-10-03T06:51:33.627-07:00"
+    assert results[0]["fulfillment"]["shipment_info"]["shipcost"] == {"value": 1.93, "currency": "USD"}
+    assert results[0]["shipment"]["inputs"]["shipment_data"] == {
+        "order_id": "43945660",
+        "shipment_id": "33974374",
+        "tracking_number": "9400111899561704681189",
+        "carrier_code": "usps",
+        "items": [{"sku": "SQ3785739", "quantity": 1}],
+    }
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(listing)  # the list itself is not a shipment
+    assert caught.value.field == "fulfillment.id"
+
+
+def test_aftership_real_tracking_without_an_order_fails_loudly() -> None:
+    mapping = load_mapping("aftership/tracking")
+    source = real("aftership/tracking_get_response.json")
+    with pytest.raises(PayloadValidationError) as caught:
+        mapping.transform(source)
+    assert caught.value.target == "delivered"
+    assert [problem.field for problem in caught.value.problems] == ["delivered.inputs.shipment_data.order_id"]
+    unvalidated = mapping.transform(source, validate=False)
+    assert list(unvalidated) == ["delivered"]
+    assert unvalidated["delivered"]["inputs"]["shipment_data"]["carrier_code"] == "fedex"
+
+
+def test_aftership_delivered_and_delayed() -> None:
+    mapping = load_mapping("aftership/tracking")
+    delivered = mapping.transform(derived("aftership/tracking_with_order.json"))
+    assert sorted(delivered) == ["delivered", "fulfillment"]
+    assert delivered["fulfillment"]["shipment_status"] == "DELIVERED"
+    assert delivered["fulfillment"]["created_at"] == "2018-08-17T05:10:38+00:00"
+    exception = mapping.transform(derived("aftership/webhook_exception.json"))
+    assert sorted(exception) == ["delayed", "fulfillment"]
+    assert exception["delayed"]["external_id"] == "5b7658cec7c33c0e007de3c5-Exception_004-delayed"
+    assert exception["fulfillment"]["shipment_status"] == "SHIPMENT_EXCEPTION"
+    assert "delayed" in mapping.transform(derived("aftership/webhook_in_transit_late.json"))
+    assert "delayed" not in mapping.transform(derived("aftership/webhook_in_transit_on_time.json"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The fixtures themselves
+
+REAL_SHA256 = {
+    "aftership/tracking_get_response.json": "1a9a3526a2cf9126d3fe1bb7222f97cfb01f63c16fd8624f382825ba8f6f072a",
+    "shipstation/fulfillments_list.json": "290d9b91659ee6640ad3759e8e4974fffe000599424250794b205039d60f265a",
+    "shipstation/shipments_list_ship_notify_resource.json": "1f6950f350e6193e55f48f0825bd6b6a2e985f94402e72150e750f9609210acc",
+    "shopify/fulfillments_create_webhook.json": "54794af063ae09a50083e3ad35511a774b72164183f71f4e1c502fef986857be",
+    "shopify/order_rest_get_with_fulfillment.json": "a5177a37ed98a4f9a63531c1601ab6d42b1f7b0e77e8f3ca86f256700cd30513",
+    "shopify/orders_cancelled_webhook.json": "075193385bb3fa277db54a6072859698ced5037d23b7a845c192e1eb878aa1b6",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SHA256))
+def test_real_fixtures_are_unchanged_copies(name: str) -> None:
+    assert hashlib.sha256((REAL / name).read_bytes()).hexdigest() == REAL_SHA256[name]
+    assert f"`{name}`" in (REAL / "SOURCES.md").read_text(encoding="utf-8")
+
+
+def test_derived_fixtures_are_what_derive_py_makes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("derive", DERIVED / "derive.py")
+    assert spec is not None and spec.loader is not None
+    derive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive)
+    monkeypatch.setattr(derive, "HERE", tmp_path)
+    derive.shopify()
+    derive.shipstation()
+    derive.aftership()
+    made = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.json"))
+    assert made == sorted(str(path.relative_to(DERIVED)) for path in DERIVED.rglob("*.json"))
+    readme = (DERIVED / "README.md").read_text(encoding="utf-8")
+    for name in made:
+        assert (tmp_path / name).read_bytes() == (DERIVED / name).read_bytes(), name
+        assert f"`{Path(name).name}`" in readme, f"{name} is not described in README.md"
