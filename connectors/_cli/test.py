@@ -35,7 +35,7 @@ from shipmap.engine import (
     resolve_mapping_path,
 )
 
-from ._output import BOLD, DIM, GREEN, RED, YELLOW, err, paint, use_color
+from ._output import BOLD, DIM, GREEN, RED, YELLOW, paint, use_color
 
 TEST_FAILURE_EXIT = 1  # at least one case failed (library errors keep their own, higher codes)
 CASES_SUFFIX = ".cases.yaml"
@@ -120,6 +120,11 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         worst = max(worst, TEST_FAILURE_EXIT)
     return worst
+
+
+def err(text: str) -> None:
+    sys.stdout.flush()  # keep a library error beside the case lines it belongs to when both go to one pipe
+    print(text, file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------------------------
