@@ -25,10 +25,7 @@ from ._errors import AuthError as AuthError
 from ._errors import ConfigError as ConfigError
 from ._errors import ConnectorError as ConnectorError
 from ._errors import DeliveryError as DeliveryError
-from ._errors import InputError as InputError
 from ._errors import JournalError as JournalError
-from ._inputs import InputRecord as InputRecord
-from ._inputs import read_inputs as read_inputs
 from ._journal import Journal as Journal
 from ._journal import JournalEntry as JournalEntry
 from ._redact import RedactingFilter as RedactingFilter

@@ -8,7 +8,6 @@ Error messages name keys, never values: a config holds secrets.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -343,15 +342,7 @@ def _load(route: MappingRoute, config: RuntimeConfig, here: PathKey) -> Compiled
     target: str = str((config.base_dir / Path(text).expanduser()).resolve()) if looks_like_path else text
     if looks_like_path and not Path(target).is_file():
         raise config.error("mapping file does not exist", (*here, "mapping"))
-    options: dict[str, Any] = {}
-    if route.default_zone:
-        # The engine's contract has load_mapping(..., default_zone=); refuse clearly where it lacks it.
-        if "default_zone" not in inspect.signature(load_mapping).parameters:
-            raise config.error(
-                "default_zone is not supported by this engine version", (*here, "default_zone")
-            )
-        options["default_zone"] = route.default_zone
-    return load_mapping(target, **options)
+    return load_mapping(target, default_zone=route.default_zone)
 
 
 # --- loading a config file ----------------------------------------------------------------------------------

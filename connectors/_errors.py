@@ -1,8 +1,7 @@
 """The errors the connector runtime raises, grafted onto the engine's tree.
 
     ShipmapError                    root (shipmap.engine); exit code 1
-    ├── SourceError                 (engine) a source document cannot be read; exit code 3
-    │   └── InputError              an input file, directory or stream cannot be opened; exit code 3
+    ├── SourceError                 (engine) an input cannot be opened or read; exit code 3
     └── ConnectorError              the connector runtime failed; exit code 1
         ├── ConfigError             the runtime config file is wrong; file:line:col; exit code 2
         ├── DeliveryError           a request could not be delivered; exit code 6
@@ -16,7 +15,7 @@ from source documents or from responses, and those pass through the redactor fir
 
 from __future__ import annotations
 
-from shipmap.engine import ShipmapError, SourceError
+from shipmap.engine import ShipmapError
 
 EXIT_OK = 0
 EXIT_DELIVERY = 6
@@ -32,10 +31,6 @@ class ConfigError(ConnectorError):
     """The runtime config is wrong; ``location`` names the config file, line and column (never a value)."""
 
     exit_code = 2
-
-
-class InputError(SourceError):
-    """An input cannot be opened at all (a bad line inside an input is reported per event, not raised)."""
 
 
 class DeliveryError(ConnectorError):

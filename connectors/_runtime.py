@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import httpx
-from shipmap.engine import PayloadValidationError, Problem, ShipmapError
+from shipmap.engine import PayloadValidationError, Problem, ShipmapError, SourceDocument
 
 from ._auth import ShipmapAuth
 from ._config import (
@@ -41,7 +41,6 @@ from ._config import (
 )
 from ._delivery import Deliverer, OutboundRequest, Outcome
 from ._errors import ConfigError
-from ._inputs import InputRecord
 from ._journal import Journal, JournalEntry, RejectedInput, canonical_json, delivery_key, digest_of
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
 
@@ -241,7 +240,7 @@ _Step = _Job | _Dead | _Skip | _Resolve | _Unrouted | _SourceMarker
 class _Event:
     """One routed source document: the journal needs its canonical text before any of its rows."""
 
-    record: InputRecord
+    record: SourceDocument
     digest: str
     canonical: str
     steps: tuple[_Step, ...]
@@ -319,7 +318,7 @@ class Runtime:
         progress: Callable[[Progress], None] | None = None,
         total: int | None = None,
     ) -> RunSummary:
-        """Deliver ``events`` (documents, or InputRecords from ``read_inputs``) and wait for the summary."""
+        """Deliver ``events`` (documents, or SourceDocuments from ``read_inputs``) and wait for the summary."""
         return _run_sync(self.run_async(events, progress=progress, total=total))
 
     async def run_async(
@@ -408,7 +407,7 @@ class Runtime:
 
     async def _produce(
         self, events: Iterable[Any] | AsyncIterable[Any], journal: Journal, execution: _Execution
-    ) -> AsyncIterator[_Event | InputRecord]:
+    ) -> AsyncIterator[_Event | SourceDocument]:
         index = 0
         async for item in _aiter_chunked(events):
             record = _as_record(item, index)
@@ -418,7 +417,7 @@ class Runtime:
 
     async def _produce_replay(
         self, journal: Journal, keys: Sequence[str] | None, execution: _Execution
-    ) -> AsyncIterator[_Event | InputRecord]:
+    ) -> AsyncIterator[_Event | SourceDocument]:
         for entry in journal.dead_letters(keys):
             execution.summary.events += 1
             yield self._expand_replay(entry, journal)
@@ -445,7 +444,7 @@ class Runtime:
             return self._body.search(event)
         return event
 
-    def _expand(self, record: InputRecord, journal: Journal | None) -> _Event:
+    def _expand(self, record: SourceDocument, journal: Journal | None) -> _Event:
         """Every step one event causes. Pure but for journal reads, so the dry run shares it."""
         event = record.document
         routes = self._routes_for(event)
@@ -592,7 +591,7 @@ class Runtime:
 
     def _expand_replay(self, entry: JournalEntry, journal: Journal) -> _Event:
         source = journal.source(entry.source_hash)
-        record = InputRecord(entry.origin or f"journal:{entry.key[:12]}", document=source)
+        record = SourceDocument(entry.origin or f"journal:{entry.key[:12]}", document=source)
         canonical = canonical_json(source)
         routes = [r for r in self.routes if r.mapping.name == entry.mapping]
         if not routes:
@@ -657,7 +656,7 @@ class _Execution:
         self.retried: set[str] = set()
         self.log = runtime._log
 
-    async def execute(self, producer: AsyncIterator[_Event | InputRecord], *, recover: bool) -> RunSummary:
+    async def execute(self, producer: AsyncIterator[_Event | SourceDocument], *, recover: bool) -> RunSummary:
         runtime = self.runtime
         concurrency = runtime.config.delivery.concurrency
         queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=concurrency * 4)
@@ -725,10 +724,10 @@ class _Execution:
             yield _Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
                        entry.idempotency_key, request)  # fmt: skip
 
-    def _settle(self, item: _Event | InputRecord) -> Iterator[_Job]:
+    def _settle(self, item: _Event | SourceDocument) -> Iterator[_Job]:
         """Write an event's journal rows; yield the jobs to send (a worker journals each as it sends it)."""
         journal = self.journal
-        if isinstance(item, InputRecord):
+        if isinstance(item, SourceDocument):
             self.summary.rejected += 1
             journal.record_rejected(item.origin, item.error or "unreadable", item.excerpt)
             self.log.warning("%s: rejected input record: %s", item.origin, item.error)
@@ -850,8 +849,8 @@ class _Execution:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _as_record(item: Any, index: int) -> InputRecord:
-    return item if isinstance(item, InputRecord) else InputRecord(f"event[{index}]", document=item)
+def _as_record(item: Any, index: int) -> SourceDocument:
+    return item if isinstance(item, SourceDocument) else SourceDocument(f"event[{index}]", document=item)
 
 
 def _truthy(value: Any) -> bool:

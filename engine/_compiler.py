@@ -124,9 +124,12 @@ class CompileReport:
 
 
 class MappingCompiler:
-    def __init__(self, document: LocatedDocument, *, tracing: bool = False) -> None:
+    def __init__(
+        self, document: LocatedDocument, *, tracing: bool = False, default_zone: str | None = None
+    ) -> None:
         self.document = document
         self.tracing = tracing
+        self.default_zone = default_zone
         self._label_chains: dict[str, tuple[str, ...]] = {}
         self.spec: dict[str, Any] = document.value
         self.report = CompileReport()
@@ -170,12 +173,14 @@ class MappingCompiler:
         return name, zone, functions, self.expressions, targets
 
     def _zone(self) -> zoneinfo.ZoneInfo:
-        text = self.spec.get("timezone", "UTC")
+        # A zone given by the caller (a run config reusing a packaged mapping) overrides the file's own.
+        text = self.default_zone or self.spec.get("timezone", "UTC")
         try:
             return zoneinfo.ZoneInfo(text)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            given = " (given as default_zone)" if self.default_zone else ""
             raise CompileError(
-                f"unknown time zone '{text}'",
+                f"unknown time zone '{text}'{given}",
                 location=self.where(("timezone",)),
                 hint="use an IANA name such as America/New_York or Europe/London",
             ) from None

@@ -32,8 +32,9 @@ class Target:
 class CompiledMapping:
     """A loaded, compiled mapping. Immutable after loading, so one instance serves any number of threads."""
 
-    def __init__(self, document: LocatedDocument) -> None:
-        compiler = MappingCompiler(document)
+    def __init__(self, document: LocatedDocument, *, default_zone: str | None = None) -> None:
+        compiler = MappingCompiler(document, default_zone=default_zone)
+        self._default_zone = default_zone
         self._traced: dict[str, CompiledTarget] | None = None
         self._traced_lock = threading.Lock()
         name, zone, functions, expressions, targets = compiler.build()
@@ -84,7 +85,9 @@ class CompiledMapping:
         with self._traced_lock:
             if self._traced is None:
                 # A second, instrumented compilation, so that transform() itself never records anything.
-                traced = MappingCompiler(self._document, tracing=True).build()[4]
+                traced = MappingCompiler(
+                    self._document, tracing=True, default_zone=self._default_zone
+                ).build()[4]
                 self._traced = {target.name: target for target in traced}
         trace = Trace()
         token = ACTIVE.set(trace)
@@ -180,19 +183,21 @@ def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
     raise MappingError(f"no mapping file or packaged mapping named '{text}'", location=Location(text, 1, 1))
 
 
-def parse_mapping(text: str, *, file: str = "<string>") -> CompiledMapping:
-    """Compile a mapping from YAML text. ``file`` is only used to name the source in errors."""
-    return CompiledMapping(load_located(text, file, lookup_key))
+def parse_mapping(text: str, *, file: str = "<string>", default_zone: str | None = None) -> CompiledMapping:
+    """Compile a mapping from YAML text. ``file`` is only used to name the source in errors;
+    ``default_zone`` (an IANA name) overrides the mapping's ``timezone``."""
+    return CompiledMapping(load_located(text, file, lookup_key), default_zone=default_zone)
 
 
-def load_mapping(name: str | os.PathLike[str]) -> CompiledMapping:
-    """Load and compile a mapping file (or a packaged mapping by short name, such as ``shopify/order``)."""
+def load_mapping(name: str | os.PathLike[str], *, default_zone: str | None = None) -> CompiledMapping:
+    """Load and compile a mapping file (or a packaged mapping by short name, such as ``shopify/order``).
+    ``default_zone`` (an IANA name) overrides the mapping's ``timezone``, for reusing a mapping elsewhere."""
     path = resolve_mapping_path(name)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise MappingError(f"cannot read mapping: {error}", location=Location(str(name), 1, 1)) from None
-    return parse_mapping(text, file=_display_name(path))
+    return parse_mapping(text, file=_display_name(path), default_zone=default_zone)
 
 
 def _display_name(path: Path) -> str:

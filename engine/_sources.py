@@ -1,117 +1,194 @@
-"""Reading source documents: a JSON file (one document, or an array of them), an NDJSON file read line by
-line so memory stays flat, a directory of JSON files, or standard input. Every document comes with the
-location it was read from, and a bad one becomes a :class:`SourceError` naming its file and line."""
+"""Reading source documents: a JSON file (one document, or an array of them), an NDJSON file streamed line by
+line so memory stays flat however long it is, a directory of such files, or a stream such as stdin (``-``).
+
+A record that is not JSON never stops the reading: it comes out as a ``SourceDocument`` with ``error`` set,
+naming its file and line, and the caller decides (preview reports it, run dead-letters it). Only an input that
+cannot be opened at all raises :class:`SourceError`. Preview, test and run all read through here.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from ._errors import Location, SourceError
 
+STDIN = "-"
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
+JSON_SUFFIXES = (".json", *NDJSON_SUFFIXES)
+_EXCERPT_CHARS = 200
 
 
 @dataclass(frozen=True, slots=True)
 class SourceDocument:
-    """One source document, or the error that stands where it should have been."""
+    """One document read from an input, or the reason it could not be read. ``origin`` is ``file:line``
+    (or ``file[index]`` for an element of an array)."""
 
-    location: Location
-    data: Any = None
-    error: SourceError | None = None
+    origin: str
+    document: Any = None
+    error: str | None = None
+    excerpt: str | None = None
+    location: Location | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
     def unwrap(self) -> Any:
+        """The document, or the :class:`SourceError` that stands in its place."""
         if self.error is not None:
-            raise self.error
-        return self.data
+            raise SourceError(self.error, location=self.location or Location(self.origin, 1, 1))
+        return self.document
 
 
 def read_documents(
-    source: str | os.PathLike[str], *, stdin: IO[str] | None = None
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    stdin: IO[str] | IO[bytes] | None = None,
 ) -> Iterator[SourceDocument]:
-    """Every document in ``source`` (a path, or ``-`` for standard input), in order.
-
-    A malformed NDJSON line yields a document holding its error and reading goes on, so one bad line never
-    hides the rest. A file that cannot be read at all raises :class:`SourceError`.
-    """
-    if str(source) == "-":
-        yield from _read_stream(stdin or sys.stdin, "<stdin>")
-        return
-    path = Path(source)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".json", *NDJSON_SUFFIXES) and p.is_file())
-        for file in files:
-            yield from read_documents(file)
-        return
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as error:
-        raise SourceError(
-            f"cannot read source: {error.strerror}", location=Location(str(source), 1, 1)
-        ) from None
-    with handle:
-        if path.suffix in NDJSON_SUFFIXES:
-            yield from _read_lines(handle, str(source), first_line=1)
-        else:
-            yield from _read_whole(handle.read(), str(source))
-
-
-def _read_stream(handle: IO[str], name: str) -> Iterator[SourceDocument]:
-    # NDJSON when the first line is a JSON document by itself: then stream; else read one whole document.
-    first = handle.readline()
-    while first and not first.strip():
-        first = handle.readline()
-    if not first:
-        return
-    try:
-        data = json.loads(first)
-    except json.JSONDecodeError:
-        yield from _read_whole(first + handle.read(), name)
-        return
-    yield SourceDocument(Location(name, 1, 1), data)
-    yield from _read_lines(handle, name, first_line=2)
-
-
-def _read_lines(handle: IO[str], name: str, first_line: int) -> Iterator[SourceDocument]:
-    for number, line in enumerate(handle, start=first_line):
-        if not line.strip():
+    """Every document of every source, in order. Opening errors raise SourceError before anything is read."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    paths: list[str | Path] = []
+    for source in sources:
+        if str(source) == STDIN:
+            if stdin is None:
+                raise SourceError(
+                    "input '-' (stdin) was given but no stdin stream is available",
+                    location=Location("-", 1, 1),
+                )
+            paths.append(STDIN)
             continue
-        location = Location(name, number, 1)
+        path = Path(source)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in JSON_SUFFIXES)
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise SourceError(f"input {path} does not exist", location=Location(str(path), 1, 1))
+    return _read_all(paths, stdin)
+
+
+def _read_all(paths: Sequence[str | Path], stdin: IO[str] | IO[bytes] | None) -> Iterator[SourceDocument]:
+    for path in paths:
+        if path == STDIN:
+            assert stdin is not None
+            yield from read_stream(stdin, "<stdin>")
+            continue
+        assert isinstance(path, Path)
         try:
-            yield SourceDocument(location, json.loads(line))
-        except json.JSONDecodeError as error:
-            yield SourceDocument(
-                location,
-                error=SourceError(
-                    f"line {number} is not JSON: {error.msg}", location=Location(name, number, error.colno)
-                ),
-            )
-        except RecursionError:
-            yield SourceDocument(
-                location, error=SourceError(f"line {number} is nested too deeply", location=location)
-            )
+            # Bytes, decoded line by line: one line that is not UTF-8 must not stop the rest of the file.
+            handle = path.open("rb")
+        except OSError as error:
+            raise SourceError(
+                f"cannot open input {path}: {error.strerror}", location=Location(str(path), 1, 1)
+            ) from None
+        with handle:
+            yield from read_stream(handle, str(path), ndjson=path.suffix.lower() in NDJSON_SUFFIXES)
 
 
-def _read_whole(text: str, name: str) -> Iterator[SourceDocument]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        if error.msg == "Extra data":
-            # Several documents, one per line, in a file not named .ndjson.
-            yield from _read_lines(iter(text.splitlines(keepends=True)), name, first_line=1)  # type: ignore[arg-type]
+def read_stream(
+    handle: Iterable[str] | Iterable[bytes], name: str, *, ndjson: bool = False
+) -> Iterator[SourceDocument]:
+    """Events from a text stream. NDJSON unless the first record is not a complete JSON line, in which case
+    the whole stream is one JSON document (a pretty-printed object or array). ``ndjson=True`` forces lines."""
+    lines = _decoded(handle)
+    number = 0
+    lines_mode = ndjson
+    for raw in lines:
+        number += 1
+        if isinstance(raw, UnicodeDecodeError):
+            yield SourceDocument(
+                f"{name}:{number}", error=f"not UTF-8 text ({raw.reason})", location=Location(name, number, 1)
+            )
+            lines_mode = True
+            continue
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            if lines_mode:
+                yield _bad(name, number, error, text)
+                continue
+            rest = (line for line in lines if isinstance(line, str))
+            yield from _whole_document(name, raw, rest, number)
             return
-        raise SourceError(
-            f"not JSON: {error.msg}", location=Location(name, error.lineno, error.colno)
-        ) from None
-    except RecursionError:
-        raise SourceError("JSON is nested too deeply", location=Location(name, 1, 1)) from None
-    if isinstance(data, list):
-        for index, item in enumerate(data):
-            yield SourceDocument(Location(f"{name}[{index}]", 1, 1), item)
+        lines_mode = True  # the first record was a whole line: the rest are lines too
+        yield from _events(value, f"{name}:{number}")
+
+
+def _decoded(lines: Iterable[str] | Iterable[bytes]) -> Iterator[str | UnicodeDecodeError]:
+    first = True
+    for line in lines:
+        if isinstance(line, str):
+            yield line.removeprefix("\ufeff") if first else line
+        else:
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                yield error
+            else:
+                yield text.removeprefix("\ufeff") if first else text
+        first = False
+
+
+def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int) -> Iterator[SourceDocument]:
+    text = first + "".join(rest)
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        relative = getattr(error, "lineno", 1)
+        lines = text.splitlines()
+        bad_text = lines[relative - 1].strip() if 0 < relative <= len(lines) else ""
+        yield _bad(name, first_line + relative - 1, error, bad_text)
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            yield SourceDocument(f"{name}[{index}]", document=item)
     else:
-        yield SourceDocument(Location(name, 1, 1), data)
+        yield SourceDocument(name, document=value)
+
+
+def _events(value: Any, origin: str) -> Iterator[SourceDocument]:
+    if isinstance(value, list):  # an array on one line is a batch of events
+        for index, item in enumerate(value):
+            yield SourceDocument(f"{origin}[{index}]", document=item)
+    else:
+        yield SourceDocument(origin, document=value)
+
+
+def _bad(name: str, line: int, error: ValueError, text: str) -> SourceDocument:
+    detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+    column = f", column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+    excerpt = text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+    where = Location(name, line, error.colno if isinstance(error, json.JSONDecodeError) else 1)
+    return SourceDocument(
+        f"{name}:{line}", error=f"not JSON: {detail}{column}", excerpt=excerpt, location=where
+    )
+
+
+def estimate_total(sources: Sequence[str | os.PathLike[str]]) -> int | None:
+    """How many events the inputs hold, when cheap to know (NDJSON line counts), for a progress bar."""
+    total = 0
+    for source in sources:
+        if str(source) == STDIN:
+            return None
+        path = Path(source)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            if file.suffix.lower() not in NDJSON_SUFFIXES:
+                return None
+            try:
+                with file.open("rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        total += chunk.count(b"\n")
+            except OSError:
+                return None
+    return total

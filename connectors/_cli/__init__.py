@@ -31,26 +31,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, (module, help_text) in _COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text)
-        command.set_defaults(_module=module)
+    for name, (_, help_text) in _COMMANDS.items():
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    # Global options stand before the command; the command's module declares and parses the rest.
+    position = next((i for i, arg in enumerate(args_list) if not arg.startswith("-")), None)
     parser = build_parser()
-    # Parse the command name first, then let its module declare and parse its own arguments.
-    known, _ = parser.parse_known_args(
-        args_list[:1] if args_list and not args_list[0].startswith("-") else args_list
-    )
-    module = importlib.import_module(f"{__name__}.{known._module}")
-    command_parser = argparse.ArgumentParser(
-        prog=f"shipmap {known.command}", description=_COMMANDS[known.command][1]
-    )
+    if position is None or args_list[position] not in _COMMANDS:
+        parser.parse_args(args_list)  # prints help, or the error for an unknown command, and exits
+        return 2
+    global_args = parser.parse_args([*args_list[:position], args_list[position]]) if position else None
+    command = args_list[position]
+    module = importlib.import_module(f"{__name__}.{_COMMANDS[command][0]}")
+    command_parser = argparse.ArgumentParser(prog=f"shipmap {command}", description=_COMMANDS[command][1])
     command_parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     module.register(command_parser)
-    args = command_parser.parse_args(args_list[1:])
+    args = command_parser.parse_args(args_list[position + 1 :])
+    if global_args is not None:
+        args.verbose += global_args.verbose
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",

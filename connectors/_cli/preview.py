@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     pretty = not args.json and sys.stdout.isatty()
     color = pretty and use_color(sys.stdout)
     err_color = use_color(sys.stderr)
-    documents = read_documents(args.source)
+    documents = read_documents(args.source, stdin=sys.stdin)
     first = next(documents, None)
     if first is None:
         err(f"{args.source}: no source documents")
@@ -71,7 +71,7 @@ def _preview(
         try:
             payload = target.produce(source)
         except ShipmapError as error:
-            err(paint(f"{document.location}: ", DIM, err_color) + error.render())
+            err(paint(f"{document.origin}: ", DIM, err_color) + error.render())
             code = max(code, error.exit_code)
             continue
         if payload is None:
@@ -92,7 +92,7 @@ def _preview(
                 route = f"{target.kind.route.method} {target.kind.route.path} (no value for {missing})"
             header = f"{name} ({target.kind.name}) -> {route}"
             if many:
-                header = f"{document.location}: {header}"
+                header = f"{document.origin}: {header}"
             print(paint(header, BOLD, color))
             print(dump_json(payload, pretty=True, color=color))
     else:

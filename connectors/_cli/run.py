@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable
 from typing import IO
 
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
-from shipmap.connectors._inputs import estimate_total, read_inputs
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
+from shipmap.engine import read_documents
+from shipmap.engine._sources import estimate_total
 
 _LOGGER = "shipmap.connectors"
 Execute = Callable[[Callable[[Progress], None] | None], RunSummary]
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    records = read_inputs(inputs, stdin=sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
+    records = read_documents(inputs, stdin=sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
     if args.dry_run:
         return print_plan(runtime.plan(records), sys.stdout)
     summary = run_with_progress(

@@ -121,3 +121,16 @@ def test_schema_prints_the_mapping_format_and_the_kinds() -> None:
     assert kind["x-shipmap"]["route"]["path"] == "/api/v1/order/{order_id}/fulfillment/{id}/created"
     listing = shipmap("schema", "--list-kinds").stdout
     assert "dg.execution" in listing and "POST /execution" in listing
+
+
+def test_global_verbose_flag_stands_before_the_command() -> None:
+    result = shipmap("-vv", "validate", str(MAPPING))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_unknown_command_and_no_command_are_usage_errors() -> None:
+    for args in (("bogus",), ()):
+        result = shipmap(*args)
+        assert result.returncode == 2
+        assert "usage: shipmap" in result.stderr

@@ -22,10 +22,9 @@ from shipmap.connectors import (
     RuntimeConfig,
     Sandbox,
     TargetRoute,
-    read_inputs,
 )
 from shipmap.connectors._journal import Journal
-from shipmap.engine import load_mapping
+from shipmap.engine import load_mapping, read_documents
 from test_runtime_support import FIXTURES, SECRETS, environ, order_event, shipment_event, write_config
 
 
@@ -255,7 +254,7 @@ def test_bad_input_lines_are_rejected_and_the_rest_is_delivered(tmp_path: Path, 
         json.dumps(order_event(2)),
     ]
     events.write_text("\n".join(lines) + "\n")
-    summary = runtime_for(tmp_path, sandbox).run(read_inputs([events]))
+    summary = runtime_for(tmp_path, sandbox).run(read_documents([events]))
     assert summary.rejected == 1 and not summary.ok
     assert summary.get("acme-orders.order").delivered == 2
     with Journal(tmp_path / "journal.db", readonly=True) as journal:

@@ -16,7 +16,6 @@ from shipmap.connectors import (
     AuthSettings,
     Connection,
     DeliverySettings,
-    InputError,
     JournalSettings,
     MappingRoute,
     RetryPolicy,
@@ -26,7 +25,7 @@ from shipmap.connectors import (
 )
 from shipmap.connectors._delivery import backoff_delay, parse_retry_after
 from shipmap.connectors._journal import Journal
-from shipmap.engine import load_mapping
+from shipmap.engine import SourceError, load_mapping
 from test_runtime_support import FIXTURES, order_event, write_config
 
 
@@ -90,7 +89,7 @@ def test_an_input_that_fails_midway_stops_the_run_with_its_own_error(
     def events() -> Iterator[Any]:
         yield order_event(1)
         yield order_event(2)
-        raise InputError("the disk went away")
+        raise SourceError("the disk went away")
 
     runtime = Runtime.from_config(
         write_config(tmp_path, sandbox.url),
@@ -103,7 +102,7 @@ def test_an_input_that_fails_midway_stops_the_run_with_its_own_error(
             "DG_API_SECRET": "demo-secret",
         },
     )
-    with pytest.raises(InputError, match="the disk went away"):
+    with pytest.raises(SourceError, match="the disk went away"):
         runtime.run(events())
     with Journal(tmp_path / "journal.db", readonly=True) as journal:
         assert journal.counts().get("dead", 0) == 0  # nothing was wrongly dead-lettered

@@ -1,56 +1,115 @@
-"""Reading source documents: JSON, arrays, NDJSON (streamed, bad lines reported in place), directories, stdin."""
+"""Reading source documents (engine/_sources.py, used by preview, test and run): JSON files, NDJSON streamed
+lazily, directories, stdin; bad records named by file and line."""
 
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from shipmap.engine import SourceError, read_documents
+from shipmap.engine import SourceError
+from shipmap.engine import read_documents as read_inputs
+from shipmap.engine._sources import estimate_total, read_stream
 
 
-def test_json_object_array_and_ndjson(tmp_path: Path) -> None:
-    (tmp_path / "one.json").write_text('{"id": 1}')
-    (tmp_path / "many.json").write_text('[{"id": 2}, {"id": 3}]')
-    (tmp_path / "lines.ndjson").write_text('{"id": 4}\n\n{"id": 5, \n{"id": 6}\n')
-    assert [d.data for d in read_documents(tmp_path / "one.json")] == [{"id": 1}]
-    assert [(str(d.location), d.data) for d in read_documents(tmp_path / "many.json")] == [
-        (f"{tmp_path / 'many.json'}[0]:1:1", {"id": 2}),
-        (f"{tmp_path / 'many.json'}[1]:1:1", {"id": 3}),
+def test_a_json_object_file_is_one_event(tmp_path: Path) -> None:
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"id": 1}, indent=2))
+    [record] = read_inputs([path])
+    assert (record.origin, record.document, record.ok) == (str(path), {"id": 1}, True)
+
+
+def test_a_json_array_file_is_many_events(tmp_path: Path) -> None:
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps([{"id": 1}, {"id": 2}], indent=2))
+    assert [(r.origin, r.document) for r in read_inputs([path])] == [
+        (f"{path}[0]", {"id": 1}),
+        (f"{path}[1]", {"id": 2}),
     ]
-    lines = list(read_documents(tmp_path / "lines.ndjson"))
-    assert [d.data for d in lines] == [{"id": 4}, None, {"id": 6}]
-    bad = lines[1].error
-    assert bad is not None and bad.line == 3 and "line 3 is not JSON" in bad.message
-    with pytest.raises(SourceError):
-        lines[1].unwrap()
 
 
-def test_directory_reads_every_json_file_in_name_order(tmp_path: Path) -> None:
-    (tmp_path / "b.json").write_text('{"n": "b"}')
-    (tmp_path / "a.json").write_text('{"n": "a"}')
-    (tmp_path / "notes.txt").write_text("ignored")
-    assert [d.data["n"] for d in read_documents(tmp_path)] == ["a", "b"]
+def test_ndjson_lines_blank_lines_and_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"id": 1}\n\n{"id": 2,}\n[{"id": 3}, {"id": 4}]\n')
+    records = list(read_inputs([path]))
+    assert [r.origin for r in records] == [f"{path}:1", f"{path}:3", f"{path}:4[0]", f"{path}:4[1]"]
+    bad = records[1]
+    assert (
+        not bad.ok and bad.error == "not JSON: Expecting property name enclosed in double quotes, column 10"
+    )
+    assert bad.excerpt == '{"id": 2,}'
+    assert [r.document for r in records if r.ok] == [{"id": 1}, {"id": 3}, {"id": 4}]
 
 
-def test_stdin_streams_ndjson_and_reads_a_whole_document() -> None:
-    assert [d.data for d in read_documents("-", stdin=io.StringIO('{"a":1}\n{"a":2}\n'))] == [
-        {"a": 1},
-        {"a": 2},
-    ]
-    pretty = '{\n  "a": {\n    "b": 1\n  }\n}\n'
-    assert [d.data for d in read_documents("-", stdin=io.StringIO(pretty))] == [{"a": {"b": 1}}]
-
-
-def test_a_broken_json_file_names_line_and_column(tmp_path: Path) -> None:
+def test_a_bad_pretty_printed_document_is_named_by_its_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
-    path.write_text('{\n  "id": 1,\n  "x": tru\n}')
-    with pytest.raises(SourceError) as caught:
-        list(read_documents(path))
-    assert (caught.value.line, caught.value.column) == (3, 8)
+    path.write_text('{\n  "id": 1,\n  "name": oops\n}\n')
+    [record] = read_inputs([path])
+    assert record.origin == f"{path}:3" and record.error is not None and record.error.startswith("not JSON")
+
+
+def test_a_directory_is_read_in_name_order(tmp_path: Path) -> None:
+    (tmp_path / "b.json").write_text('{"n": 2}')
+    (tmp_path / "a.ndjson").write_text('{"n": 1}\n')
+    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "c.json").write_text('[{"n": 3}]')
+    assert [r.document["n"] for r in read_inputs([tmp_path])] == [1, 2, 3]
+
+
+def test_stdin_is_sniffed_as_ndjson_or_one_document() -> None:
+    lines = read_inputs(["-"], stdin=io.StringIO('{"a": 1}\n{"a": 2}\n'))
+    assert [r.origin for r in lines] == ["<stdin>:1", "<stdin>:2"]
+    whole = read_inputs(["-"], stdin=io.StringIO('[\n  {"a": 1},\n  {"a": 2}\n]\n'))
+    assert [r.document for r in whole] == [{"a": 1}, {"a": 2}]
+
+
+def test_ndjson_is_streamed_not_loaded() -> None:
+    consumed = 0
+
+    def endless() -> Iterator[str]:
+        nonlocal consumed
+        while True:
+            consumed += 1
+            yield json.dumps({"n": consumed}) + "\n"
+
+    records = read_stream(endless(), "<pipe>")
+    assert [next(records).document["n"] for _ in range(3)] == [1, 2, 3]
+    assert consumed == 3  # one line read per event: memory stays flat however long the stream
+
+
+def test_invalid_utf8_is_a_record_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.ndjson"
+    path.write_bytes(b'{"a": 1}\n{"a": "\xe9"}\n')
+    records = list(read_inputs([path]))
+    assert records[0].ok and not records[1].ok and records[1].error is not None
+    assert records[1].error.startswith("not UTF-8")
+
+
+def test_missing_inputs_raise_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="does not exist") as caught:
+        read_inputs([tmp_path / "nope.ndjson"])
     assert caught.value.exit_code == 3
+    with pytest.raises(SourceError, match="stdin"):
+        read_inputs(["-"])
 
 
-def test_a_missing_file_is_a_source_error(tmp_path: Path) -> None:
-    with pytest.raises(SourceError, match="cannot read source"):
-        list(read_documents(tmp_path / "nope.json"))
+def test_estimated_totals(tmp_path: Path) -> None:
+    (tmp_path / "a.ndjson").write_text('{"n": 1}\n{"n": 2}\n')
+    assert estimate_total([tmp_path / "a.ndjson"]) == 2
+    (tmp_path / "b.json").write_text("[]")
+    assert estimate_total([tmp_path]) is None
+    assert estimate_total(["-"]) is None
+
+
+def test_a_bad_record_unwraps_to_a_located_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "lines.ndjson"
+    path.write_text('{"id": 4}\n{"id": 5, \n')
+    good, bad = read_inputs(path)
+    assert good.unwrap() == {"id": 4}
+    with pytest.raises(SourceError) as caught:
+        bad.unwrap()
+    assert (caught.value.file, caught.value.line, caught.value.exit_code) == (str(path), 2, 3)
+    assert "not JSON" in caught.value.render()

@@ -38,3 +38,12 @@ def test_tracing_does_not_change_transform() -> None:
     before = mapping.transform(ORDER)
     mapping.trace(ORDER)
     assert mapping.transform(ORDER) == before
+
+
+def test_default_zone_overrides_the_mapping_timezone() -> None:
+    # The fixture mapping says America/New_York; Shopify's created_at carries its own offset, so compare a
+    # naive date through the function set the override builds.
+    mapping = load_mapping(FIXTURES / "engine/shopify_order_min.yaml", default_zone="Europe/Paris")
+    assert str(mapping.timezone) == "Europe/Paris"
+    assert mapping.functions.call("datetime", "2020-01-23 10:14:15") == "2020-01-23T10:14:15+01:00"
+    assert str(load_mapping(FIXTURES / "engine/shopify_order_min.yaml").timezone) == "America/New_York"
