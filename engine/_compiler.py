@@ -207,10 +207,11 @@ class MappingCompiler:
 
         def produce(source: Any) -> Any:
             scope = Scope(source, None, source)
-            if when is not None and not _truthy(when(scope)):
-                return None
             if rebase is not None:
                 scope = Scope(rebase(scope), scope, source, label)
+            # The guard sees what the fields see: the from part, with $root for the whole document.
+            if when is not None and not _truthy(when(scope)):
+                return None
             payload = body(scope)
             return {} if payload is OMIT else payload
 
@@ -236,7 +237,9 @@ class MappingCompiler:
         reads = self.expressions.reads_of(text, template=template)
         if navigate:
             # from/each only move through the source; what is read below them is recorded there.
-            self._label_chains[self.expressions.source_label(text)] = reads[0][1] if reads else ()
+            label = self.expressions.source_label(text)
+            if isinstance(label, str):
+                self._label_chains[label] = reads[0][1] if reads else ()
             return evaluate
         return _traced_reads(evaluate, reads, self._label_chains)
 
@@ -386,15 +389,15 @@ class MappingCompiler:
         if "from" not in spec:
             return (lambda scope: _none_if_omit(body(scope))), "@"
         rebase = self._expression(spec["from"], site.child("from", None), navigate=True)
-        label = self.expressions.source_label(spec["from"])
+        scope_label = self.expressions.source_label(spec["from"])
 
         def from_source(scope: Scope) -> Any:
             data = rebase(scope)
             if data is None:
                 return None
-            return _none_if_omit(body(Scope(data, scope, scope.root, label)))
+            return _none_if_omit(body(Scope(data, scope, scope.root, scope_label)))
 
-        return from_source, label
+        return from_source, spec["from"]
 
     def _use(self, spec: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
         name = spec["use"]

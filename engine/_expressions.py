@@ -24,6 +24,7 @@ from ._errors import CompileError, Location, TransformError
 from ._functions import FunctionError, FunctionSet
 
 Evaluator = Callable[["Scope"], Any]
+Label = str | Callable[["Scope"], str]  # a scope's place in the source, or how to work it out
 
 # Names a template may use besides the functions: the current node, its parent, the whole document, the index.
 SCOPE_NAMES = ("this", "parent", "root", "index")
@@ -42,22 +43,29 @@ class Scope:
 
     __slots__ = ("data", "index", "label", "parent", "root")
 
-    def __init__(self, data: Any, parent: Scope | None, root: Any, label: str = "", index: int | None = None):
+    def __init__(
+        self, data: Any, parent: Scope | None, root: Any, label: Label = "", index: int | None = None
+    ) -> None:
         self.data = data
         self.parent = parent
         self.root = root
         self.label = label
         self.index = index
 
+    def label_text(self) -> str:
+        label = self.label
+        return label if type(label) is str else label(self)  # type: ignore[operator]
+
     def path(self) -> str:
         """The source path of this node, such as ``order.line_items[2]``."""
         parts: list[str] = []
         scope: Scope | None = self
         while scope is not None:
+            label = scope.label_text()
             if scope.index is not None:
-                parts.append(f"{scope.label}[{scope.index}]")
-            elif scope.label:
-                parts.append(scope.label)
+                parts.append(f"{label}[{scope.index}]")
+            elif label:
+                parts.append(label)
             scope = scope.parent
         return ".".join(reversed(parts))
 
@@ -138,17 +146,25 @@ class ExpressionCompiler:
         return tuple(str(step) for step in steps)
 
     @staticmethod
-    def source_label(text: str) -> str:
-        """How a from/each expression shows in source paths: ``order || @`` reads as ``order``."""
+    def source_label(text: str) -> Label:
+        """How a from/each expression shows in source paths. ``order || @`` is whichever branch the data came
+        from, worked out only when an error or a coverage trace asks."""
         try:
             parsed = jmespath.compile(text.strip()).parsed
         except jmespath.exceptions.JMESPathError:
             return text
-        if parsed.get("type") == "or_expression":
-            left = parsed["children"][0]
-            if _plain_path(left):
-                return text.split("||", 1)[0].strip()
-        return text
+        branches: list[tuple[str, Callable[[Any], Any]]] = []
+        pending = [parsed]
+        while pending:
+            node = pending.pop(0)
+            if node.get("type") == "or_expression":
+                pending[:0] = node["children"]
+                continue
+            steps = _plain_path(node)
+            if steps is None:
+                return text
+            branches.append((_steps_text(steps), _path_getter(steps)))
+        return _BranchLabel(branches) if len(branches) > 1 else text
 
     def reads_of(self, text: str, *, template: bool | None = None) -> list[tuple[str, tuple[str, ...]]]:
         """``(scope name, chain)`` for each source chain ``text`` reads; only tracing asks, at compile time."""
@@ -420,6 +436,27 @@ def _projection(
         return out
 
     return project
+
+
+class _BranchLabel:
+    __slots__ = ("branches",)
+
+    def __init__(self, branches: list[tuple[str, Callable[[Any], Any]]]) -> None:
+        self.branches = branches
+
+    def __call__(self, scope: Scope) -> str:
+        origin = scope.parent.data if scope.parent is not None else None
+        for text, get in self.branches:
+            if get(origin) is scope.data:
+                return text
+        return self.branches[0][0]
+
+
+def _steps_text(steps: list[str | int]) -> str:
+    text = ""
+    for step in steps:
+        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
+    return text
 
 
 def _parent(scope: Scope) -> Any:

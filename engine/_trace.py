@@ -51,15 +51,26 @@ def scope_chain(scope: Scope, chains: dict[str, Chain]) -> Chain:
     parts: list[Chain] = []
     current: Scope | None = scope
     while current is not None:
-        if current.label:
-            parts.append(
-                chains.get(current.label, (current.label,)) + ((ARRAY,) if current.index is not None else ())
-            )
+        label = current.label_text()
+        if label:
+            base = chains.get(label) or _text_chain(label)
+            parts.append(base + ((ARRAY,) if current.index is not None else ()))
         current = current.parent
     chain: Chain = ()
     for part in reversed(parts):
         chain += part
     return chain
+
+
+def _text_chain(label: str) -> Chain:
+    """``a.b[0].c`` -> ``('a', 'b', '[]', 'c')``: the chain of a plain path written as text."""
+    chain: list[str] = []
+    for part in label.split("."):
+        name, _, rest = part.partition("[")
+        if name:
+            chain.append(name)
+        chain.extend(ARRAY for _ in range(rest.count("]")))
+    return tuple(chain)
 
 
 def runtime_field(static_field: str, scope: Scope) -> str:

@@ -47,3 +47,13 @@ def test_default_zone_overrides_the_mapping_timezone() -> None:
     assert str(mapping.timezone) == "Europe/Paris"
     assert mapping.functions.call("datetime", "2020-01-23 10:14:15") == "2020-01-23T10:14:15+01:00"
     assert str(load_mapping(FIXTURES / "engine/shopify_order_min.yaml").timezone) == "America/New_York"
+
+
+def test_a_bare_order_through_order_or_current_is_read_at_the_top() -> None:
+    mapping = load_mapping(FIXTURES / "engine/shopify_order_min.yaml")
+    bare = ORDER["order"]
+    trace = mapping.trace(bare)
+    assert "id" in trace.read and "line_items[].sku" in trace.read
+    assert "id" not in trace.unread and "line_items[].sku" not in trace.unread
+    wrapped = mapping.trace(ORDER)
+    assert "order.id" in wrapped.read
