@@ -108,7 +108,13 @@ SYNONYMS: Mapping[str, tuple[str, ...]] = {
         "tracking_company",
         "carrier_name",
     ),
-    "tracking_url": ("tracking_url", "tracking_urls", "tracking_link", "courier_tracking_link", "tracking_page"),
+    "tracking_url": (
+        "tracking_url",
+        "tracking_urls",
+        "tracking_link",
+        "courier_tracking_link",
+        "tracking_page",
+    ),
     "shipping_service": ("shipping_service", "service_code", "service", "service_level", "shipping_method"),
     "shipcost": ("shipcost", "shipment_cost", "shipping_cost", "label_cost", "postage"),
     "total_weight": ("total_weight", "weight.value", "weight", "total_grams", "shipment_weight"),
@@ -215,6 +221,7 @@ class Scaffold:
     kinds: tuple[str, ...]
     files: tuple[ScaffoldFile, ...]
     suggestions: tuple[FieldSuggestion, ...]
+    targets: tuple[tuple[str, str], ...] = ()  # (target name, kind) in mapping order
     select: str | None = None  # the JMESPath a test case uses to take one document out of the sample
 
     def file(self, role: str) -> Path:
@@ -314,7 +321,8 @@ def plan_scaffold(
         ScaffoldFile(folder / ".gitignore", ".env\n.shipmap/\n", "gitignore"),
     ]
     _log.debug("scaffold %s: %d suggestions", name, len(suggestions))
-    return Scaffold(folder, name, tuple(kinds), tuple(files), tuple(suggestions), select)
+    targets = tuple((b.name, b.kind.name) for b in builders)
+    return Scaffold(folder, name, tuple(kinds), tuple(files), tuple(suggestions), targets, select)
 
 
 def write_scaffold(scaffold: Scaffold, *, force: bool = False) -> list[Path]:
@@ -675,7 +683,9 @@ class _TargetBuilder:
                 out.append(_Out("", note=True, comment="optional fields the sample seems to have"))
             out.extend(optional_out)
         if missing:
-            out.append(_Out("", note=True, comment="not found in the sample (optional): " + ", ".join(missing)))
+            out.append(
+                _Out("", note=True, comment="not found in the sample (optional): " + ", ".join(missing))
+            )
         return out
 
     def _field(
@@ -725,11 +735,11 @@ class _TargetBuilder:
         match = self._match(prop, context, scope, top=top)
         if match is None:
             return self._todo(prop, dotted) if required else None
-        spec = self._leaf_spec(prop, schema, match)
+        spec = self._leaf_spec(prop, schema, match, required)
         self.matched_paths[dotted] = match.leaf.parts
         return self._suggest(prop, dotted, spec, required, match.sample, _path(match.leaf.parts))
 
-    def _leaf_spec(self, prop: str, schema: Mapping[str, Any], match: _Match) -> str:
+    def _leaf_spec(self, prop: str, schema: Mapping[str, Any], match: _Match, required: bool) -> str:
         types = _types(schema)
         value = match.sample
         expression = match.expression
@@ -749,6 +759,9 @@ class _TargetBuilder:
             options.append("type: number")
         elif isinstance(value, str) and types == {"boolean"}:
             options.append("type: boolean")
+        if value is None and required:
+            # Null in the sample: say so where it fails ("required field has no value"), not in the payload.
+            options.append("required: true")
         if not options:
             return _yaml(expression)
         return "{path: " + _yaml(expression) + ", " + ", ".join(options) + "}"
@@ -844,13 +857,14 @@ class _TargetBuilder:
     ) -> _Out | None:
         dotted = ".".join(path)
         match = self._match(prop, context, scope)
-        if match is not None and not _is_amount(match.sample):
-            match = None
+        if match is not None and (not _is_amount(match.sample) or (match.sample is None and not required)):
+            match = None  # a null says nothing about the shape: it may be an object elsewhere
         if match is None:
             if not required:
                 return None
             return _Out(
-                prop, children=[self._todo("value", f"{dotted}.value"), self._todo("units", f"{dotted}.units")]
+                prop,
+                children=[self._todo("value", f"{dotted}.value"), self._todo("units", f"{dotted}.units")],
             )
         spec = _yaml(match.expression)
         if isinstance(match.sample, str):
@@ -904,7 +918,7 @@ class _TargetBuilder:
         children = self._object(item, (*path[:-1], f"{prop}[]"), None, inner)
         out = _Out(prop, each=_yaml(each), children=children)
         out.comment = f"{len(elements)} element{'s' if len(elements) != 1 else ''} in the sample"
-        out.suggestion = FieldSuggestion(self.name, dotted, each, required, len(elements))
+        out.suggestion = FieldSuggestion(self.name, dotted, each, self._needed(dotted), len(elements))
         return out
 
     def _best_array(
@@ -961,11 +975,25 @@ class _TargetBuilder:
 
     # --- output --------------------------------------------------------------------------------------------
 
+    def _needed(self, dotted: str) -> bool:
+        """Whether the payload must have this field: it and every object around it are required."""
+        node: Mapping[str, Any] = self.kind.inlined
+        for part in dotted.split(".")[1:]:
+            name = part.removesuffix("[]")
+            if name not in node.get("required", ()):
+                return False
+            node = node.get("properties", {}).get(name, {})
+            if part.endswith("[]"):
+                node = node.get("items", {})
+        return True
+
     def _suggest(self, prop: str, dotted: str, spec: str, required: bool, sample: Any, source: str) -> _Out:
-        suggestion = FieldSuggestion(self.name, dotted, source, required, sample)
+        suggestion = FieldSuggestion(self.name, dotted, source, required and self._needed(dotted), sample)
         comment = ""
         if source not in ("a literal", "always"):
             comment = f"<- {_show(sample)}"
+            if sample is None and "required: true" in spec:
+                comment += " in the sample: add a default if null is normal"
         return _Out(prop, spec=spec, comment=comment, suggestion=suggestion)
 
     def _todo(self, prop: str, dotted: str) -> _Out:
@@ -1059,6 +1087,7 @@ def _render_mapping(
     naive: bool,
     batch: int,
 ) -> tuple[str, list[FieldSuggestion]]:
+    suggestions: list[FieldSuggestion] = []
     lines = [
         f"# {name}: scaffolded by `shipmap init` from {sample_rel}.",
         "#",
@@ -1093,17 +1122,21 @@ def _render_mapping(
             lines.append(f"  {table}:")
             entries = ", ".join(f"{key}: {TODO}" for key in keys)
             lines.append(f"    map: {{{entries}}}   # TODO: the target's word for each source value")
+            suggestions.append(FieldSuggestion("", f"lookups.{table}", None, True, None, len(lines)))
     lines.append("")
     lines.append("targets:")
-    suggestions: list[FieldSuggestion] = []
     for builder in builders:
         lines.append(f"  {builder.name}:")
         lines.append(f"    kind: {builder.kind.name}")
         if builder.from_expression:
-            wrapper = "".join('{"' + str(p) + '": ' for p in builder.from_parts) + "…" + "}" * len(
-                builder.from_parts
+            wrapper = (
+                "".join('{"' + str(p) + '": ' for p in builder.from_parts)
+                + "…"
+                + "}" * len(builder.from_parts)
             )
-            lines.append(f"    from: {_yaml(builder.from_expression)}   # the sample wraps the document: {wrapper}")
+            lines.append(
+                f"    from: {_yaml(builder.from_expression)}   # the sample wraps the document: {wrapper}"
+            )
         lines.append("    fields:")
         _render_fields(builder.fields, 6, lines, suggestions)
     return "\n".join(lines) + "\n", suggestions
@@ -1151,7 +1184,9 @@ def _without_todos(outs: list[_Out]) -> list[_Out]:
                 continue
             kept.append(_Out(out.name, out.spec, children, out.each, "", out.suggestion))
         else:
-            kept.append(out)
+            # A null the sample has for a required field must not hide the other fields' values.
+            spec = out.spec.replace(", required: true}", "}") if out.spec else out.spec
+            kept.append(_Out(out.name, spec, [], out.each, "", out.suggestion))
     return kept
 
 
@@ -1164,7 +1199,13 @@ def _probe(
         outs = [o for o in _without_todos(builder.fields) if "lookup:" not in (o.spec or "")]
         if not outs:
             continue
-        lines = ["shipmap: 1", f"name: {_yaml(name)}", "targets:", "  probe:", f"    kind: {builder.kind.name}"]
+        lines = [
+            "shipmap: 1",
+            f"name: {_yaml(name)}",
+            "targets:",
+            "  probe:",
+            f"    kind: {builder.kind.name}",
+        ]
         if builder.from_expression:
             lines.append(f"    from: {_yaml(builder.from_expression)}")
         lines.append("    fields:")
@@ -1179,7 +1220,7 @@ def _probe(
     return expected
 
 
-_KEY_FIELDS = ("id", "number", "order_id", "shipment_id", "tracking_number", "created_at")
+_KEY_FIELDS = ("id", "number", "order_id", "shipment_id", "tracking_number")
 
 
 def _expectation(payload: dict[str, Any]) -> dict[str, Any]:
@@ -1188,7 +1229,9 @@ def _expectation(payload: dict[str, Any]) -> dict[str, Any]:
     inputs = payload.get("inputs")
     if isinstance(inputs, dict) and isinstance(inputs.get("shipment_data"), dict):
         data = inputs["shipment_data"]
-        picked["inputs"] = {"shipment_data": {k: data[k] for k in _KEY_FIELDS if isinstance(data.get(k), str)}}
+        picked["inputs"] = {
+            "shipment_data": {k: data[k] for k in _KEY_FIELDS if isinstance(data.get(k), str)}
+        }
     info = payload.get("shipment_info")
     if isinstance(info, dict) and isinstance(info.get("tracking_number"), str):
         picked["shipment_info"] = {"tracking_number": info["tracking_number"]}
@@ -1196,7 +1239,9 @@ def _expectation(payload: dict[str, Any]) -> dict[str, Any]:
         lines = payload.get(array)
         if isinstance(lines, list) and lines:
             picked[array] = [
-                {k: line[k] for k in ("sku", "quantity") if k in line} for line in lines if isinstance(line, dict)
+                {k: line[k] for k in ("sku", "quantity") if k in line}
+                for line in lines
+                if isinstance(line, dict)
             ]
     return picked
 
@@ -1251,7 +1296,7 @@ def _render_config(name: str, kinds: Sequence[TargetKind]) -> str:
     lines = [
         f"# shipmap runtime config for {name}, scaffolded by `shipmap init` (docs/runtime.md).",
         "# It delivers to the local sandbox: `shipmap sandbox` in another terminal, then",
-        f"#   shipmap run config.yaml --input samples/          (from this directory)",
+        "#   shipmap run config.yaml --input samples/          (from this directory)",
         "# Secrets are ${VAR} references, filled from the environment, then from .env beside this file:",
         "#   cp .env.example .env      (.env.example holds the sandbox's demo credentials; never commit .env)",
         "# For production, put the real base URLs and credentials in .env (DG: or `region: eu|us`).",
@@ -1275,7 +1320,10 @@ def _render_config(name: str, kinds: Sequence[TargetKind]) -> str:
             "  dg:",
             "    api: dg",
             "    base_url: ${DG_BASE_URL}",
-            "    auth: {scheme: basic, key: ${DG_API_KEY}, secret: ${DG_API_SECRET}}",
+            "    auth:",
+            "      scheme: basic",
+            "      key: ${DG_API_KEY}",
+            "      secret: ${DG_API_SECRET}",
         ]
     lines += [
         "mappings:",
