@@ -1,0 +1,400 @@
+"""Delivery: events per second that ``shipmap run`` delivers to the sandbox, journal on, against a raw loop.
+
+The sandbox (``shipmap sandbox --port 0``, 127.0.0.1 only) runs in its own process. The same N Shopify orders
+(the real REST sample with varying ids) are delivered, alternately, by:
+
+- ``shipmap run CONFIG --input events.ndjson --no-progress``: routing, the ready Shopify order mapping,
+  validation, the SQLite journal (pending, then delivered, per delivery), the Fenix session, retries (none
+  needed), one log line per delivery (stderr is not a terminal);
+- ``benchmarks/delivery/raw_loop.py``: one httpx.AsyncClient posting the very payloads shipmap produces
+  (computed beforehand) at the same concurrency: the floor for shipmap's client.
+
+Each run gets a fresh journal and a reset sandbox, and must deliver all N (checked in the sandbox's stats).
+Throughput is N over the run's own duration (shipmap's summary line; the raw loop times itself the same
+way, from login to last answer). Then one more ``shipmap run``, under cProfile, says where its time goes.
+
+    .venv/bin/python benchmarks/bench_delivery.py [--events 5000] [--concurrency 8] [--rounds 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pstats
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import _bench
+from _bench import BENCH, ORDER_MAPPING, REPO, table
+from bench_memory import generate
+
+TARGET_RATIO = 0.8
+SHIPMAP = Path(sys.executable).with_name("shipmap")
+CREDENTIALS = {
+    "BENCH_FENIX_USERNAME": "demo-user",
+    "BENCH_FENIX_PASSWORD": "demo-pass",
+    "BENCH_FENIX_API_KEY": "demo-api-key",
+}
+CONFIG = """\
+version: 1
+env_file: false
+connections:
+  fenix:
+    api: fenix
+    base_url: {url}
+    auth:
+      scheme: fenix_session
+      username: ${{BENCH_FENIX_USERNAME}}
+      password: ${{BENCH_FENIX_PASSWORD}}
+      api_key: ${{BENCH_FENIX_API_KEY}}
+      store_name: demo-store
+mappings:
+  - mapping: {mapping}
+delivery:
+  concurrency: {concurrency}
+journal:
+  path: {journal}
+"""
+
+
+class SandboxProcess:
+    """``shipmap sandbox --port 0`` in a subprocess, on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [str(SHIPMAP), "sandbox", "--host", "127.0.0.1", "--port", "0"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise SystemExit(f"FAIL: the sandbox did not start on 127.0.0.1 (first line: {self.url!r})")
+
+    def call(self, method: str, path: str) -> Any:
+        request = urllib.request.Request(
+            self.url + path, method=method, data=b"" if method == "POST" else None
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def prepare(directory: Path, count: int) -> tuple[Path, Path]:
+    """The events, and the payloads shipmap makes of them (for the raw loop), with their URL paths."""
+    from shipmap.engine import load_mapping
+
+    events = directory / "events.ndjson"
+    generate(events, count)
+    mapping = load_mapping(ORDER_MAPPING)
+    items = []
+    with events.open(encoding="utf-8") as handle:
+        for line in handle:
+            payload = mapping.transform(json.loads(line))["order"]
+            items.append((f"/api/v1/orders/{payload['id']}/created", payload))
+    payloads = directory / "payloads.json"
+    payloads.write_text(json.dumps(items, separators=(",", ":")), encoding="utf-8")
+    return events, payloads
+
+
+_SUMMARY = re.compile(r"^events (\d+) .* in ([0-9.]+) s$", re.M)
+
+
+def run_child(argv: list[str], env: dict[str, str]) -> tuple[str, str, float, float]:
+    """stdout, stderr tail, wall seconds and CPU seconds (user + system, from os.wait4) of one child."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", "replace")
+        stderr = err.read()[-3000:].decode("utf-8", "replace")
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"FAIL: {' '.join(argv)} exited {code}:\n{stdout[-2000:]}\n{stderr}")
+    return stdout, stderr, wall, usage.ru_utime + usage.ru_stime
+
+
+def one_run(
+    kind: str, sandbox: SandboxProcess, argv: list[str], env: dict[str, str], count: int
+) -> dict[str, float]:
+    sandbox.call("POST", "/_sandbox/reset")
+    server_cpu = sandbox.cpu_s()
+    stdout, _, wall, cpu = run_child(argv, env)
+    server_cpu = sandbox.cpu_s() - server_cpu
+    delivered = sandbox.call("GET", "/_sandbox/stats")["by_endpoint"].get("fenix.orders", 0)
+    if delivered != count:
+        raise SystemExit(f"FAIL: {kind} delivered {delivered} of {count} events")
+    if kind == "shipmap":
+        found = _SUMMARY.search(stdout)
+        if found is None or int(found.group(1)) != count:
+            raise SystemExit(
+                f"FAIL: no summary line for {count} events in shipmap's output:\n{stdout[-2000:]}"
+            )
+        elapsed = float(found.group(2))
+    else:
+        elapsed = json.loads(stdout.strip().splitlines()[-1])["elapsed_s"]
+    return {
+        "events_per_s": count / elapsed,
+        "elapsed_s": elapsed,
+        "wall_s": wall,
+        "client_cpu_ms_per_event": 1000 * cpu / count,
+        "server_cpu_ms_per_event": 1000 * server_cpu / count,
+    }
+
+
+# -- where the time goes ----------------------------------------------------------------------------------
+
+IDLE = "waiting, not CPU (epoll for the network, a queue or lock for the other thread)"
+BUCKETS = (
+    ("payload validation (fastjsonschema code, kinds)", ("validate_https", "engine/_kinds.py")),
+    ("mapping (shipmap.engine, jinja2, jmespath)", ("/engine/", "/jinja2/", "/jmespath/", "<template>")),
+    ("journal (sqlite3, connectors/_journal.py)", ("_journal.py", "sqlite3")),
+    ("HTTP client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/h11/")),
+    (
+        "event loop and sockets (asyncio, selectors, anyio)",
+        ("/asyncio/", "selectors.py", "/anyio/", "_socket"),
+    ),
+    ("logging and redaction", ("/logging/", "_redact.py")),
+    ("JSON encode/decode", ("/json/",)),
+    ("runtime, delivery, auth, inputs (connectors)", ("/connectors/",)),
+    ("start-up: imports, config, schema compilation", ("importlib", "<frozen", "/yaml/", "/fastjsonschema/")),
+    ("threads and queues", ("threading.py", "queue.py", "concurrent/")),
+)
+_WAITS = ("SimpleQueue' objects>", "epoll' objects>", "lock' objects>", "select.select", "time.sleep")
+
+
+def direct_bucket(filename: str, function: str) -> str | None:
+    """The part a function belongs to by its own file, or None for generic code (builtins, the standard
+    library's helpers) whose time belongs to whoever called it."""
+    text = f"{filename}:{function}"
+    if filename == "~" and any(wait in function for wait in _WAITS):
+        return IDLE
+    for name, needles in BUCKETS:
+        if any(needle in text for needle in needles):
+            return name
+    return None
+
+
+def where_the_time_goes(stats_file: Path) -> list[tuple[str, float]]:
+    """Own time (tottime) of every profiled function, summed by the part it belongs to. The time of
+    generic functions (``isinstance``, ``dict.get``, ``contextlib``...) goes to their callers' parts, in
+    proportion to the time each caller spent in them."""
+    stats: dict[Any, Any] = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]
+    memo: dict[Any, dict[str, float]] = {}
+
+    def shares(function: Any, depth: int) -> dict[str, float]:
+        if function in memo:
+            return memo[function]
+        direct = direct_bucket(function[0], function[2])
+        if direct is not None:
+            return {direct: 1.0}
+        entry = stats.get(function)
+        callers = entry[4] if entry else {}
+        column = 2 if any(edge[2] for edge in callers.values()) else 3  # own time, else cumulative
+        weight = sum(edge[column] for edge in callers.values())
+        if depth > 6 or not callers or not weight:
+            return {"other": 1.0}
+        memo[function] = {"other": 1.0}  # a recursion back here counts as other
+        out: dict[str, float] = {}
+        for caller, edge in callers.items():
+            share = edge[column] / weight
+            for name, part in shares(caller, depth + 1).items():
+                out[name] = out.get(name, 0.0) + share * part
+        memo[function] = out
+        return out
+
+    totals: dict[str, float] = {}
+    for function, (_, _, tottime, _, _) in stats.items():
+        for name, part in shares(function, 0).items():
+            totals[name] = totals.get(name, 0.0) + tottime * part
+    return sorted(totals.items(), key=lambda item: -item[1])
+
+
+def top_functions(stats_file: Path, limit: int = 12) -> list[tuple[str, int, float, float]]:
+    stats = pstats.Stats(str(stats_file))
+    rows = []
+    for (filename, line, function), (_, calls, tottime, cumtime, _) in stats.stats.items():  # type: ignore[attr-defined]
+        short = filename.replace(str(REPO) + "/", "")
+        short = re.sub(r".*/site-packages/", "", short)
+        short = re.sub(r".*/lib/python3\.\d+/", "", short)
+        rows.append((f"{short}:{line}({function})", calls, tottime, cumtime))
+    rows.sort(key=lambda row: -row[2])
+    return rows[:limit]
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    arguments = _bench.parser(__doc__.splitlines()[0])
+    arguments.add_argument("--events", type=int, default=5000, help="events per run (default 5000)")
+    arguments.add_argument("--concurrency", type=int, default=8, help="requests in flight, both sides (8)")
+    arguments.add_argument("--rounds", type=int, default=3, help="runs of each, alternating (default 3)")
+    arguments.add_argument("--profile-events", type=int, default=2000, help="events of the profiled run")
+    args = arguments.parse_args(argv)
+    count = 500 if args.quick else args.events
+    rounds = 1 if args.quick else args.rounds
+    profile_count = min(count, 500 if args.quick else args.profile_events)
+    concurrency = args.concurrency
+
+    _bench.heading(
+        f"Delivery: shipmap run against a raw httpx loop, {count:,} events, concurrency {concurrency}"
+    )
+    env = {**os.environ, **CREDENTIALS}
+    results: dict[str, Any] = {"events": count, "concurrency": concurrency, "rounds": rounds, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="shipmap-bench-delivery-") as temporary:
+        directory = Path(temporary)
+        events, payloads = prepare(directory, count)
+        sandbox = SandboxProcess()
+        try:
+            print(
+                f"sandbox: {sandbox.url} (its own process); {rounds} round(s), alternating which goes first"
+            )
+
+            def config(journal: str, events_url: str = sandbox.url) -> Path:
+                path = directory / f"{journal}.yaml"
+                path.write_text(
+                    CONFIG.format(
+                        url=events_url,
+                        mapping=ORDER_MAPPING,
+                        concurrency=concurrency,
+                        journal=directory / f"{journal}.db",
+                    ),
+                    encoding="utf-8",
+                )
+                return path
+
+            raw_argv = [sys.executable, str(BENCH / "delivery" / "raw_loop.py"), sandbox.url, str(payloads)]
+            raw_argv.append(str(concurrency))
+            samples: dict[str, list[dict[str, float]]] = {"shipmap": [], "raw": []}
+            for index in range(rounds):
+                order = ("raw", "shipmap") if index % 2 == 0 else ("shipmap", "raw")
+                for kind in order:
+                    if kind == "raw":
+                        measured = one_run("raw", sandbox, raw_argv, env, count)
+                    else:
+                        cfg = config(f"journal-{index}")
+                        shipmap_argv = [
+                            str(SHIPMAP),
+                            "run",
+                            str(cfg),
+                            "--input",
+                            str(events),
+                            "--no-progress",
+                        ]
+                        measured = one_run("shipmap", sandbox, shipmap_argv, env, count)
+                    samples[kind].append(measured)
+                    results["runs"].append({"kind": kind, **measured})
+
+            # One more run, profiled (not timed against the raw loop: cProfile slows it down).
+            sandbox.call("POST", "/_sandbox/reset")
+            profile_events = directory / "profile-events.ndjson"
+            generate(profile_events, profile_count)
+            stats_file = directory / "run.pstats"
+            profile_argv = [
+                sys.executable,
+                str(BENCH / "delivery" / "profile_run.py"),
+                str(stats_file),
+                "--",
+                "run",
+                str(config("journal-profile")),
+                "--input",
+                str(profile_events),
+                "--no-progress",
+            ]
+            stdout, _, _, _ = run_child(profile_argv, env)
+            profiled = json.loads(stdout.strip().splitlines()[-1])
+            buckets = where_the_time_goes(stats_file)
+            top = top_functions(stats_file)
+        finally:
+            sandbox.stop()
+
+    medians = {
+        kind: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        for kind, runs in samples.items()
+    }
+    ratio = medians["shipmap"]["events_per_s"] / medians["raw"]["events_per_s"]
+    rows = []
+    for kind, label in (("raw", "raw httpx loop (floor)"), ("shipmap", "shipmap run (journal on)")):
+        median = medians[kind]
+        rows.append(
+            [
+                label,
+                f"{median['events_per_s']:,.0f}",
+                f"{median['elapsed_s']:.2f}",
+                f"{median['client_cpu_ms_per_event']:.2f}",
+                f"{median['server_cpu_ms_per_event']:.2f}",
+                f"{median['events_per_s'] / medians['raw']['events_per_s']:.2f}",
+            ]
+        )
+    print()
+    print(
+        table(
+            [
+                "client",
+                "events/s (median)",
+                "run s",
+                "client CPU ms/event",
+                "sandbox CPU ms/event",
+                "× raw loop",
+            ],
+            rows,
+        )
+    )
+    met = ratio >= TARGET_RATIO
+    print(
+        f"\ntarget: shipmap run at least {TARGET_RATIO}x the raw loop: {ratio:.2f}x, {'MET' if met else 'NOT MET'}"
+    )
+    busy = sum(seconds for name, seconds in buckets if name != IDLE)
+    print(
+        f"\n### Where shipmap run's time goes (cProfile, all threads, {profile_count:,} events: "
+        f"{profiled['elapsed_s']:.1f} s wall, {profiled['cpu_s']:.1f} s CPU under the profiler)\n"
+    )
+    print(
+        table(
+            ["part", "own time s", "share of CPU"],
+            [[name, f"{s:.2f}", "" if name == IDLE else f"{s / busy:.0%}"] for name, s in buckets],
+        )
+    )
+    print("\nTop functions by own time:\n")
+    print(
+        table(
+            ["function", "calls", "own s", "cumulative s"],
+            [[name, f"{calls:,}", f"{own:.3f}", f"{cum:.3f}"] for name, calls, own, cum in top],
+        )
+    )
+    results.update(
+        {
+            "medians": medians,
+            "ratio": ratio,
+            "met": met,
+            "profile": {"events": profile_count, **profiled, "buckets": buckets, "top": top},
+        }
+    )
+    _bench.write_json(args.json, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
