@@ -1,7 +1,7 @@
 """Write events.ndjson: one day (Thursday 2024-11-14, US Eastern) of webhooks from Acme Outfitters' Shopify store
 and from AfterShip, built from the real sample payloads in tests/fixtures/real.
 
-    .venv/bin/python examples/acme_outfitters/make_events.py          # rewrites events.ndjson beside this file
+    .venv/bin/python examples/acme_outfitters/make_events.py [OUT]    # default: events.ndjson beside this file
 
 Every Shopify payload is a deep copy of a real one (tests/fixtures/real/shopify/…) with ids, times, customers,
 addresses, line items and totals replaced; every AfterShip payload is the real tracking object
@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -742,14 +743,15 @@ class Day:
 
 
 def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
     events = Day().build()
-    with OUT.open("w", encoding="utf-8", newline="\n") as handle:
+    with out.open("w", encoding="utf-8", newline="\n") as handle:
         for event in events:
             handle.write(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
     topics: dict[str, int] = {}
     for event in events:
         topics[event["topic"]] = topics.get(event["topic"], 0) + 1
-    print(f"wrote {len(events)} events to {OUT.relative_to(HERE.parents[1])}")
+    print(f"wrote {len(events)} events to {out}")
     for topic, count in sorted(topics.items()):
         print(f"  {topic:28} {count}")
 

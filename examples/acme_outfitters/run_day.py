@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", metavar="SPEC", help="sandbox fault plan, e.g. '5xx=0.2,429=0.1,seed=7'")
     parser.add_argument("--hold", type=float, default=0, metavar="SECONDS", help="keep the sandbox up after")
+    parser.add_argument("--events", type=Path, default=EVENTS, help="the events (default: events.ndjson)")
     parser.add_argument("--out", type=Path, default=HERE / "out", help="where arrived.jsonl goes")
     parser.add_argument("--state", type=Path, default=HERE / ".shipmap", help="journal directory (emptied)")
     args = parser.parse_args(argv)
@@ -56,9 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     shutil.rmtree(args.state, ignore_errors=True)  # a fresh journal: a rerun delivers the whole day again
-    events = list(read_documents(EVENTS))
-    topics = Counter(json.loads(line)["topic"] for line in EVENTS.read_text(encoding="utf-8").splitlines())
-    print(f"Acme Outfitters, Thursday 2024-11-14: {len(events)} webhook events from {show(EVENTS)}")
+    events = list(read_documents(args.events))
+    topics = Counter(
+        json.loads(line)["topic"] for line in args.events.read_text(encoding="utf-8").splitlines()
+    )
+    print(f"Acme Outfitters, Thursday 2024-11-14: {len(events)} webhook events from {show(args.events)}")
     print("  " + ", ".join(f"{topic} {count}" for topic, count in sorted(topics.items())))
 
     with Sandbox(faults=args.faults) as sandbox:
@@ -96,18 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     missing, extra = planned - arrived, arrived - planned
     ok = summary.ok and summary.unrouted == 0 and not not_sent and not missing and not extra
+    if missing or extra:
+        verdict = f"{sum(missing.values())} missing, {sum(extra.values())} unexpected (a retry the server saw twice?)"
+    elif not ok:
+        verdict = f"but {len(not_sent) or summary.dead + summary.unrouted} not sent"
+    else:
+        verdict = "each exactly once. OK"
     print(
         f"\ncheck: {sum(planned.values())} requests planned from {len(events)} events, "
-        f"{sum(arrived.values())} arrived: "
-        + (
-            "each exactly once. OK"
-            if not missing and not extra
-            else f"{sum(missing.values())} missing, "
-            f"{sum(extra.values())} unexpected (a duplicate is a retry the server saw twice)"
-        )
+        f"{sum(arrived.values())} arrived: {verdict}"
     )
     for entry in not_sent:
-        print(f"  not sent: {entry.origin} {entry.mapping}.{entry.target}: {entry.action} {entry.reason}")
+        label = f"{entry.mapping}.{entry.target}" if entry.target else f"{entry.mapping or ''} (mapping)"
+        reason = (entry.reason or "").splitlines()[0] if entry.reason else ""
+        print(f"  not sent: {show(Path(entry.origin or '-'))} {label}: {entry.action}: {reason}")
     for method, path, _ in list(missing)[:10]:
         print(f"  missing: {method} {path}")
     for method, path, _ in list(extra)[:10]:
