@@ -148,8 +148,12 @@ KIND_SYNONYMS: Mapping[tuple[str, str], tuple[str, ...]] = {
     ("fenix.order_partial_cancel", "id"): ("id", "order_id"),
     ("fenix.fulfillment", "id"): ("id", "shipment_id", "fulfillment_id"),
 }
-# Inside the shipping_info object, a shipping line's amount is its price.
-_SHIPPING_PRICE = ("price", "total", "cost", "amount", "shipping_total", "shipping_cost", "shipping_price")
+# Inside one target object, some fields go by other names: a shipping line's amount is its price.
+CONTEXT_SYNONYMS: Mapping[tuple[str, str], tuple[str, ...]] = {
+    ("shipping_info", "title"): ("title", "method_title", "name", "service_name", "shipping_method"),
+    ("shipping_info", "code"): ("code", "method_id", "service_code", "carrier_identifier"),
+    ("shipping_info", "price"): ("price", "total", "cost", "amount", "shipping_total", "shipping_cost"),
+}
 
 
 def _norm(name: str) -> str:
@@ -160,22 +164,34 @@ def _norm(name: str) -> str:
 class _Context:
     """Source object names that hold a target object's fields; ``strict``: only keys under one of them."""
 
+    name: str
     names: frozenset[str]
     strict: bool
 
 
-def _context(*names: str, strict: bool) -> _Context:
-    return _Context(frozenset(_norm(n) for n in names), strict)
+def _context(name: str, *names: str, strict: bool) -> _Context:
+    return _Context(name, frozenset(_norm(n) for n in (name, *names)), strict)
 
 
 _CONTEXTS: Mapping[str, _Context] = {
-    "shipping_address": _context(
-        "shipping_address", "shipping", "ship_to", "destination", "delivery_address", "recipient", strict=True
-    ),
-    "billing_address": _context("billing_address", "billing", "bill_to", strict=True),
-    "address": _context("default_address", "address", "customer_address", strict=True),
-    "customer": _context("customer", "buyer", "billing", "bill_to", "contact", strict=False),
-    "shipping_info": _context("shipping_lines", "shipping_line", "shipping", "shipping_method", strict=False),
+    c.name: c
+    for c in (
+        _context(
+            "shipping_address",
+            "shipping",
+            "ship_to",
+            "destination",
+            "delivery_address",
+            "recipient",
+            strict=True,
+        ),
+        _context("billing_address", "billing", "bill_to", strict=True),
+        _context("address", "default_address", "customer_address", strict=True),
+        _context("customer", "buyer", "billing", "bill_to", "contact", strict=False),
+        _context(
+            "shipping_info", "shipping_lines", "shipping_line", "shipping", "shipping_method", strict=False
+        ),
+    )
 }
 
 
@@ -811,8 +827,7 @@ class _TargetBuilder:
         scope: _Scope,
     ) -> _Out | None:
         dotted = ".".join(path)
-        names = _SHIPPING_PRICE if prop == "price" and context is _CONTEXTS["shipping_info"] else None
-        match = self._match(prop, context, scope, synonyms=names)
+        match = self._match(prop, context, scope)
         if match is not None and not _is_amount(match.sample):
             match = None
         currency_required = "currency" in schema.get("required", ())
@@ -955,6 +970,8 @@ class _TargetBuilder:
         top: bool = False,
         synonyms: Sequence[str] | None = None,
     ) -> _Match | None:
+        if synonyms is None and context is not None:
+            synonyms = CONTEXT_SYNONYMS.get((context.name, name))
         return self._best(scope.leaves, synonyms or _synonyms(name, self.kind.name, top=top), context)
 
     def _best(self, leaves: Sequence[_Leaf], names: Sequence[str], context: _Context | None) -> _Match | None:
@@ -1026,12 +1043,13 @@ def _score(leaf: _Leaf, names: Sequence[str], context: _Context | None) -> int |
         score += 40
     outside = [p for p in parents if context is None or _norm(p) not in context.names]
     score -= 15 * len(outside)
-    # A value inside an array of objects is one element's; fine for shipping_lines[0], doubtful elsewhere.
+    # A value inside an array of objects is one element's: right for shipping_info from shipping_lines[0],
+    # wrong for most else (a subtotal from line_items[0]), so only an array the context names is entered.
     for position, part in enumerate(leaf.parts):
         if isinstance(part, int) and position < len(leaf.parts) - 1:
             owner = leaf.parts[position - 1]
             if not (context is not None and isinstance(owner, str) and _norm(owner) in context.names):
-                score -= 30
+                return None
     if leaf.value is None:
         score -= 5
     return score

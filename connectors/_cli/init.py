@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import IO
@@ -73,8 +72,8 @@ def report(scaffold: Scaffold, written: list[Path], out: IO[str]) -> None:
     matched = scaffold.matched
     required = [s for s in matched if s.required]
     out.write(
-        f"\n{len(matched)} fields suggested from the sample's key names. The required ones, with the value"
-        " each reads in the sample (check them):\n"
+        f"\n{len(matched)} fields suggested from the sample's key names; the required ones, with the value"
+        " each\nreads in the sample (check them):\n"
     )
     _table(required, out)
     if len(matched) > len(required):
@@ -86,8 +85,8 @@ def report(scaffold: Scaffold, written: list[Path], out: IO[str]) -> None:
         out.write(
             "\n"
             + paint(f"{len(todos)} TODO{'s' if len(todos) != 1 else ''}", YELLOW, color)
-            + ": required values nothing in the sample matched. Until mapped, each one fails"
-            " `shipmap preview` and `shipmap test` loudly (`shipmap validate` checks structure only):\n"
+            + ": required values nothing in the sample matched. Until you map them, `shipmap preview` and\n"
+            "`shipmap test` fail loudly on each one (`shipmap validate` checks the structure only):\n"
         )
         for todo in todos:
             what = todo.field if todo.target else f"{todo.field}: the target's word for each source value"
@@ -125,8 +124,8 @@ def _value(item: FieldSuggestion) -> str:
 
 
 def _show(path: Path) -> str:
-    """A path as the user would type it: relative to the current directory."""
+    """A path as the user would type it: relative to the current directory when below it."""
     try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive (Windows)
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
         return str(path)

@@ -95,7 +95,7 @@ def test_init_writes_files_that_load_and_fail_loudly_until_filled(
     ]
     assert (folder / "samples" / SHOPIFY_ORDER.name).read_bytes() == SHOPIFY_ORDER.read_bytes()
     assert "created acme/acme.yaml" in out
-    assert "4 TODOs" in out
+    assert "6 TODOs" in out
     assert "acme/acme.yaml:157  shipment.action_id" in out
     assert "next: fill the TODOs, then" in out
     assert "shipmap test acme/acme.yaml" in out
@@ -122,15 +122,18 @@ def test_init_writes_files_that_load_and_fail_loudly_until_filled(
     text = (folder / "acme.yaml").read_text()
     assert 'external_id: "{{ this.order_number }}-{{ this.id }}"' in text
 
-    # The sample has no carrier (`<- null` in its comment): DG's contract refuses that payload, loudly.
-    carrier = 'carrier_code: {path: "fulfillments[0].tracking_company", required: true}'
-    assert f"{carrier}   # <- null in the sample: add a default if null is normal" in text
-    text = text.replace(carrier, "carrier_code: {literal: ups}")
     # Filled in, the generated test case passes with the values it seeded from the sample.
     (folder / "acme.yaml").write_text(text.replace("map: {null: TODO}", "map: {null: NOT_FILLED}"))
+    # An order's tracking sits in one of its fulfillments: which one is the mapping author's call.
     fill(
         folder / "acme.yaml",
-        {"units": "{literal: grms}", "image_url": '{literal: ""}', "action_id": "{literal: flow-123}"},
+        {
+            "units": "{literal: grms}",
+            "image_url": '{literal: ""}',
+            "action_id": "{literal: flow-123}",
+            "tracking_number": '"fulfillments[0].tracking_number"',
+            "carrier_code": "{literal: ups}",
+        },
     )
     assert main(["test", str(folder / "acme.yaml")]) == 0
     out = capsys.readouterr().out
