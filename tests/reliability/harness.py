@@ -42,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -312,7 +312,7 @@ def _aftership(n: int, ids: _Ids) -> tuple[str, Any]:
     return "aftership/tracking", doc
 
 
-_MIX = (  # (kind, weight)
+MIX = (  # (kind, weight)
     ("order", 22),
     ("order-webhook", 8),
     ("cancel", 8),
@@ -327,13 +327,20 @@ _MIX = (  # (kind, weight)
 )
 
 
-def build_workload(count: int, *, seed: int) -> Workload:
+def build_workload(count: int, *, seed: int, kinds: Sequence[str] | None = None) -> Workload:
     """``count`` input lines: mostly valid events of every mapping, with a few of each hard case: invalid
-    payloads, mappings that fail, a route the server refuses, unrouted topics, repeats, lines not JSON."""
+    payloads, mappings that fail, a route the server refuses, unrouted topics, repeats, lines not JSON.
+
+    ``kinds`` (names from ``MIX``, and ``not-json``) fixes the kind of each line instead of drawing it."""
     rng = random.Random(seed)
+    if kinds is not None:
+        count = len(kinds)
+        unknown = set(kinds) - {k for k, _ in MIX} - {"not-json"}
+        if unknown:
+            raise ValueError(f"unknown event kinds: {sorted(unknown)}")
     ids = _Ids(rng)
-    kinds = [k for k, _ in _MIX]
-    weights = [w for _, w in _MIX]
+    names = [k for k, _ in MIX]
+    weights = [w for _, w in MIX]
     lines: list[str] = []
     expectations: list[Expectation] = []
     made: Counter[str] = Counter()
@@ -341,15 +348,15 @@ def build_workload(count: int, *, seed: int) -> Workload:
     valid_lines: list[str] = []
     seen: set[Identity] = set()
     workload = Workload(lines, expectations, made)
-    bad_json_at = {count // 3, (2 * count) // 3} if count >= 10 else set()
+    bad_json_at = {count // 3, (2 * count) // 3} if count >= 10 and kinds is None else set()
     for n in range(count):
         line_no = n + 1
-        if n in bad_json_at:
+        if n in bad_json_at or (kinds is not None and kinds[n] == "not-json"):
             lines.append('{"topic": "orders/create", "payload": {"id": 1, "name": "#broken"')
             workload.rejected_lines.append(line_no)
             made["not-json"] += 1
             continue
-        kind = rng.choices(kinds, weights)[0]
+        kind = rng.choices(names, weights)[0] if kinds is None else kinds[n]
         if kind == "repeat" and not valid_lines:
             kind = "order"
         if kind == "repeat":
