@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shipmap.engine import ShipmapError, TargetKind, builtin_kinds, parse_mapping, read_documents
 
@@ -297,6 +298,12 @@ def plan_scaffold(
             raise ScaffoldError(f"unknown kind {kind!r}; known kinds: {', '.join(sorted(known))}")
     if len(set(kinds)) != len(kinds):
         raise ScaffoldError("a kind is given twice; each kind becomes one target")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ScaffoldError(
+            f"--timezone {timezone!r}: not an IANA time zone such as America/New_York"
+        ) from None
     sample_file = Path(sample)
     document, sample_text = _read_sample(sample_file)
     folder = Path(directory) if directory is not None else Path(name)
@@ -305,6 +312,10 @@ def plan_scaffold(
         inside = sample_file.resolve().is_relative_to(folder.resolve())
     except OSError:
         inside = False
+    if sample_file.suffix.lower() in (".ndjson", ".jsonl"):
+        # A test case reads one JSON document: keep the first line's, pretty-printed.
+        sample_text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        copied, inside = folder / "samples" / f"{sample_file.stem}.json", False
     sample_target = sample_file if inside else copied
     sample_rel = _relative(sample_target, folder)
     mapping_file = folder / f"{name}.yaml"
@@ -737,15 +748,14 @@ class _TargetBuilder:
         const = schema.get("const")
         enum = schema.get("enum")
         if const is not None:
-            return self._suggest(prop, dotted, f"{{literal: {_yaml(const)}}}", required, const, "always")
+            return self._suggest(prop, dotted, f"{{literal: {_yaml(const)}}}", required, const, "a literal")
         if prop == "item_quantity" and self.line_array is not None:
             each, elements = self.line_array
             quantity = self._match("quantity", None, _Scope(list(_leaves(_merged(elements))), {}))
             if quantity is not None:
                 expression = f"sum({each}[].{quantity.path})"
                 total = _sum(elements, quantity.leaf.parts)
-                out = self._suggest(prop, dotted, _yaml(expression), required, total, expression)
-                return out
+                return self._suggest(prop, dotted, _yaml(expression), required, total, expression)
         if isinstance(enum, list) and enum:
             return self._enum(prop, enum, required, dotted, scope, context, top)
         match = self._match(prop, context, scope, top=top)
@@ -1007,7 +1017,7 @@ class _TargetBuilder:
     def _suggest(self, prop: str, dotted: str, spec: str, required: bool, sample: Any, source: str) -> _Out:
         suggestion = FieldSuggestion(self.name, dotted, source, required and self._needed(dotted), sample)
         comment = ""
-        if source not in ("a literal", "always"):
+        if source != "a literal":
             comment = f"<- {_show(sample)}"
             if sample is None and "required: true" in spec:
                 comment += " in the sample: add a default if null is normal"

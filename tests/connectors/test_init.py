@@ -241,6 +241,8 @@ def test_aftership_unwraps_the_tracking_and_marks_missing_items(cwd: Path) -> No
 def test_bad_arguments(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ScaffoldError, match=r"unknown kind 'fenix\.orders'"):
         plan_scaffold(SHOPIFY_ORDER, name="x", kinds=["fenix.orders"])
+    with pytest.raises(ScaffoldError, match="not an IANA time zone"):
+        plan_scaffold(SHOPIFY_ORDER, name="x", kinds=["fenix.order"], timezone="EST5")
     with pytest.raises(ScaffoldError, match="--name"):
         plan_scaffold(SHOPIFY_ORDER, name="../x", kinds=["fenix.order"])
     not_json = cwd / "notes.json"
@@ -251,3 +253,16 @@ def test_bad_arguments(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
         main(["init", str(SHOPIFY_ORDER), "--name", "x", "--kind", "fenix.nope"])
     assert exited.value.code == 2
     assert not (cwd / "x").exists()
+
+
+def test_an_ndjson_sample_gives_its_first_document(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events = cwd / "events.ndjson"
+    events.write_text(FULFILLMENT.read_text().replace("\n", "") + "\n" + '{"id": 2}\n')
+    assert main(["init", str(events), "--name", "shop", "--kind", "dg.execution"]) == 0
+    sample = cwd / "shop" / "samples" / "events.json"
+    assert yaml.safe_load(sample.read_text())["tracking_number"] == "1z827wk74630"
+    cases = yaml.safe_load((cwd / "shop" / "shop.cases.yaml").read_text())
+    assert cases["cases"][0]["source"] == "samples/events.json"
+    fill(cwd / "shop" / "shop.yaml", {"action_id": "{literal: flow-1}"})
+    capsys.readouterr()
+    assert main(["test", "shop/shop.yaml"]) == 0, capsys.readouterr().out
