@@ -176,7 +176,12 @@ def machine() -> dict[str, Any]:
         "ram": _memory_total(),
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "commit": _git("rev-parse", "--short", "HEAD"),
+        "commit": _git("rev-parse", "--short", "HEAD")
+        + (
+            " + uncommitted changes"
+            if _git("status", "--porcelain", "--", "engine", "connectors", "mappings")
+            else ""
+        ),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "packages": {package: _version(package) for package in PACKAGES},
     }

@@ -169,7 +169,14 @@ def one_run(
 # -- where the time goes ----------------------------------------------------------------------------------
 
 IDLE = "waiting, not CPU (epoll for the network, a queue or lock for the other thread)"
+SNIFFIO = "HTTP client: httpcore retrying `import sniffio` (not installed) on every call"
 BUCKETS = (
+    # Module bodies run once: start-up. Import machinery itself is generic: its time goes to the importer.
+    (
+        "start-up: imports, config, schema compilation",
+        ("<module>", "import_module", "/yaml/", "/fastjsonschema/"),
+    ),
+    (SNIFFIO, ("current_async_library",)),
     ("payload validation (fastjsonschema code, kinds)", ("validate_https", "engine/_kinds.py")),
     ("mapping (shipmap.engine, jinja2, jmespath)", ("/engine/", "/jinja2/", "/jmespath/", "<template>")),
     ("journal (sqlite3, connectors/_journal.py)", ("_journal.py", "sqlite3")),
@@ -181,7 +188,6 @@ BUCKETS = (
     ("logging and redaction", ("/logging/", "_redact.py")),
     ("JSON encode/decode", ("/json/",)),
     ("runtime, delivery, auth, inputs (connectors)", ("/connectors/",)),
-    ("start-up: imports, config, schema compilation", ("importlib", "<frozen", "/yaml/", "/fastjsonschema/")),
     ("threads and queues", ("threading.py", "queue.py", "concurrent/")),
 )
 _WAITS = ("SimpleQueue' objects>", "epoll' objects>", "lock' objects>", "select.select", "time.sleep")
@@ -199,33 +205,59 @@ def direct_bucket(filename: str, function: str) -> str | None:
     return None
 
 
+def _is_import_machinery(function: Any) -> bool:
+    return (
+        function[0].startswith(("<frozen importlib", "<frozen zipimport")) or "_distutils_hack" in function[0]
+    )
+
+
 def where_the_time_goes(stats_file: Path) -> list[tuple[str, float]]:
     """Own time (tottime) of every profiled function, summed by the part it belongs to. The time of
     generic functions (``isinstance``, ``dict.get``, ``contextlib``...) goes to their callers' parts, in
-    proportion to the time each caller spent in them."""
+    proportion to the time each caller spent in them; the import machinery's, to whoever imported."""
     stats: dict[Any, Any] = pstats.Stats(str(stats_file)).stats  # type: ignore[attr-defined]
     memo: dict[Any, dict[str, float]] = {}
+    importing: dict[str, dict[str, float]] = {}
+
+    def mix(weighted: list[tuple[Any, float]], depth: int) -> dict[str, float]:
+        total = sum(weight for _, weight in weighted)
+        if not total:
+            return {"other": 1.0}
+        out: dict[str, float] = {}
+        for function, weight in weighted:
+            for name, part in shares(function, depth + 1).items():
+                out[name] = out.get(name, 0.0) + weight / total * part
+        return out
+
+    def import_shares(depth: int) -> dict[str, float]:
+        # The machinery is one recursive block: split it by the cumulative time of its callers outside it.
+        if "done" not in importing:
+            importing["done"] = {"other": 1.0}  # guards against an import reached again from inside
+            entries = [
+                (caller, edge[3])
+                for function, entry in stats.items()
+                if _is_import_machinery(function)
+                for caller, edge in entry[4].items()
+                if not _is_import_machinery(caller)
+            ]
+            importing["done"] = mix(entries, depth)
+        return importing["done"]
 
     def shares(function: Any, depth: int) -> dict[str, float]:
         if function in memo:
             return memo[function]
+        if _is_import_machinery(function):
+            return import_shares(depth)
         direct = direct_bucket(function[0], function[2])
         if direct is not None:
             return {direct: 1.0}
-        entry = stats.get(function)
-        callers = entry[4] if entry else {}
+        callers = stats[function][4] if function in stats else {}
         column = 2 if any(edge[2] for edge in callers.values()) else 3  # own time, else cumulative
-        weight = sum(edge[column] for edge in callers.values())
-        if depth > 6 or not callers or not weight:
+        if depth > 60 or not callers:
             return {"other": 1.0}
         memo[function] = {"other": 1.0}  # a recursion back here counts as other
-        out: dict[str, float] = {}
-        for caller, edge in callers.items():
-            share = edge[column] / weight
-            for name, part in shares(caller, depth + 1).items():
-                out[name] = out.get(name, 0.0) + share * part
-        memo[function] = out
-        return out
+        memo[function] = mix([(caller, edge[column]) for caller, edge in callers.items()], depth)
+        return memo[function]
 
     totals: dict[str, float] = {}
     for function, (_, _, tottime, _, _) in stats.items():
@@ -252,6 +284,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     arguments.add_argument("--concurrency", type=int, default=8, help="requests in flight, both sides (8)")
     arguments.add_argument("--rounds", type=int, default=3, help="runs of each, alternating (default 3)")
     arguments.add_argument("--profile-events", type=int, default=2000, help="events of the profiled run")
+    arguments.add_argument(
+        "--extra-path",
+        metavar="PATH",
+        help="prepend PATH to PYTHONPATH of both clients (an experiment: e.g. a sniffio wheel, see RESULTS.md)",
+    )
     args = arguments.parse_args(argv)
     count = 500 if args.quick else args.events
     rounds = 1 if args.quick else args.rounds
@@ -262,6 +299,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"Delivery: shipmap run against a raw httpx loop, {count:,} events, concurrency {concurrency}"
     )
     env = {**os.environ, **CREDENTIALS}
+    if args.extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.extra_path, env.get("PYTHONPATH")]))
+        print(f"both clients run with PYTHONPATH={env['PYTHONPATH']}")
     results: dict[str, Any] = {"events": count, "concurrency": concurrency, "rounds": rounds, "runs": []}
     with tempfile.TemporaryDirectory(prefix="shipmap-bench-delivery-") as temporary:
         directory = Path(temporary)
