@@ -164,6 +164,21 @@ def _parse_json_body(request: Request, raw: bytes) -> tuple[Any, Response | None
         return None, _error(400, "the body is not valid JSON", [_field("(body)", f"not valid JSON: {error}")])
 
 
+def _order_kind(payload: Any) -> str:
+    """Which kind an order-endpoint body is. The endpoint takes all three: a whole order may carry status
+    CANCELLED (an update), while the short cancel and partial-cancel bodies carry no customer or totals."""
+    status = payload.get("status") if isinstance(payload, dict) else None
+    short = {"CANCELLED": "fenix.order_cancel", "PARTIALLY_CANCELLED": "fenix.order_partial_cancel"}.get(
+        status if isinstance(status, str) else ""
+    )
+    if short is None or get_kind(short).is_valid(payload):
+        return short or "fenix.order"
+    if get_kind("fenix.order").is_valid(payload):
+        return "fenix.order"
+    # Neither fits: explain against the kind the body looks most like (a whole order has a customer).
+    return "fenix.order" if isinstance(payload, dict) and "customer" in payload else short
+
+
 def _problems(kind_name: str, payload: Any) -> list[dict[str, str]]:
     return [_field(format_path(path) or "(body)", msg) for path, msg in get_kind(kind_name).problems(payload)]
 
@@ -324,10 +339,7 @@ class _Endpoints:
         if bad is not None:
             return bad
         order_id = _path_ids(request, ("order_id",), (4,))["order_id"]
-        status = payload.get("status") if isinstance(payload, dict) else None
-        kind = {"CANCELLED": "fenix.order_cancel", "PARTIALLY_CANCELLED": "fenix.order_partial_cancel"}.get(
-            status if isinstance(status, str) else "", "fenix.order"
-        )
+        kind = _order_kind(payload)
         errors = _problems(kind, payload)
         if isinstance(payload, dict) and isinstance(payload.get("id"), str) and payload["id"] != order_id:
             errors.append(_field("id", f"is {payload['id']!r} but the URL names order {order_id!r}"))

@@ -712,3 +712,18 @@ def test_cli_rejects_a_bad_fault_spec(capsys: pytest.CaptureFixture[str]) -> Non
         main(["sandbox", "--faults", "5xx=0.5,bogus=1"])
     assert exit_info.value.code == 2
     assert "bogus=1" in capsys.readouterr().err
+
+
+def test_a_whole_order_with_status_cancelled_is_an_order_update(sandbox: Sandbox, http: httpx.Client) -> None:
+    headers = fenix_headers(http, sandbox)
+    cancelled_order = {**ORDER, "status": "CANCELLED", "cancelled_at": "2020-01-24T09:00:00-05:00"}
+    response = http.post(sandbox.url + ORDER_PATH, headers=headers, json=cancelled_order)
+    assert response.status_code == 201, response.text
+    [recorded] = sandbox.requests(endpoint="fenix.orders")
+    assert recorded.kind == "fenix.order"
+    # A whole order that breaks the order contract is explained as an order, not as a short cancel.
+    broken = {k: v for k, v in cancelled_order.items() if k != "line_items"}
+    response = http.post(sandbox.url + ORDER_PATH, headers=headers, json=broken)
+    assert response.status_code == 400
+    assert response.json()["kind"] == "fenix.order"
+    assert error_fields(response) == {"line_items": "is required but missing"}
