@@ -588,6 +588,8 @@ class Report:
     landed_then_dead: int = 0  # delivered per the recorder, yet dead-lettered (the answer never came back)
     dead_reasons: Counter[str] = field(default_factory=Counter)
     duplicate_causes: Counter[str] = field(default_factory=Counter)
+    overtaken: int = 0  # updated keys whose last accepted request came from an older event than the newest
+    overtaken_examples: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     rejected: int = 0
     unrouted: int = 0
@@ -611,8 +613,10 @@ class Report:
             f"({self.rejected} not JSON, {self.unrouted} unrouted, {self.repeats} repeats of an earlier event); "
             f"kills {self.kills}; {self.elapsed:.1f} s\n"
             f"  dead letters by reason: {reasons}; delivered but dead-lettered: {self.landed_then_dead}\n"
-            f"  duplicates by cause: {causes}\n"
+            f"  duplicates by cause: {causes}; updates whose final state is an older event's: "
+            f"{self.overtaken}\n"
             f"  faults injected: {faults}"
+            + "".join(f"\n  overtaken: {example}" for example in self.overtaken_examples)
         )
 
     def check(self) -> None:
@@ -774,12 +778,23 @@ def _explain_duplicates(
     # Other duplicates: different events under one downstream key (an order, then its cancel).
     updates = 0
     for group in groups:
-        owed = {
-            id(by_body.get((records[seq].endpoint, canonical(records[seq].body))))
-            for seq in group["seqs"]
-            if seq in records
-        }
-        updates += len(owed) - 1
+        arrived = [records[seq] for seq in sorted(group["seqs"]) if seq in records]
+        owners = [by_body.get((r.endpoint, canonical(r.body))) for r in arrived]
+        distinct = {id(owner) for owner in owners}
+        updates += len(distinct) - 1
+        known = [owner for owner in owners if owner is not None]
+        if len(distinct) > 1 and known:
+            # Not a guarantee (there is no ordering across events), but worth knowing: the receiver's final
+            # state is the last request it accepted; is that the latest event of the input?
+            newest = max(known, key=lambda owner: owner.line)
+            if known[-1] is not newest:
+                report.overtaken += 1
+                if len(report.overtaken_examples) < 3:
+                    story = ", ".join(
+                        f"#{r.seq} line {o.line if o else '?'} {o.kind if o else '?'}{' (slow)' if r.fault else ''}"
+                        for r, o in zip(arrived, owners, strict=True)
+                    )
+                    report.overtaken_examples.append(f"{group['key']}: {story}")
     if updates:
         report.duplicate_causes["another event for the same order (an update)"] += updates
     if resent_total + updates != report.duplicates:
