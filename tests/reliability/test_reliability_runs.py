@@ -91,7 +91,10 @@ def test_kill_minus_9_run_loses_nothing(
     finally:
         run.close()
     report = reconcile(workload, sandbox, run, name=f"kill -9 run, faults {sandbox.faults.spec()}")
-    kills = ", ".join(f"#{k.number} at {k.accepted} accepted ({len(k.pending)} in flight)" for k in run.kills)
+    kills = ", ".join(
+        f"#{k.number} {k.how} at {k.after:.2f} s, {k.accepted} accepted, {len(k.pending)} in flight"
+        for k in run.kills
+    )
     counts(f"kill -9 run: {report.line()}\n{report.details()}\n  kills: {kills}")
     report.check()
     assert len(run.kills) == KILLS, kills

@@ -52,7 +52,10 @@ def test_soak_kill_run(
     finally:
         run.close()
     report = reconcile(workload, sandbox, run, name=f"soak kill -9 run, faults {sandbox.faults.spec()}")
-    kills = ", ".join(f"#{k.number} at {k.accepted} accepted ({len(k.pending)} in flight)" for k in run.kills)
+    kills = ", ".join(
+        f"#{k.number} {k.how} at {k.after:.2f} s, {k.accepted} accepted, {len(k.pending)} in flight"
+        for k in run.kills
+    )
     counts(f"soak kill -9 run: {report.line()}\n{report.details()}\n  kills: {kills}")
     report.check()
     assert len(run.kills) == SOAK_KILLS, kills
