@@ -367,6 +367,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             profiled = json.loads(stdout.strip().splitlines()[-1])
             buckets = where_the_time_goes(stats_file)
             top = top_functions(stats_file)
+
+            # The raw loop under the same profiler, on the same number of events, for the same table.
+            sandbox.call("POST", "/_sandbox/reset")
+            raw_items = json.loads(payloads.read_text(encoding="utf-8"))[:profile_count]
+            raw_payloads = directory / "profile-payloads.json"
+            raw_payloads.write_text(json.dumps(raw_items, separators=(",", ":")), encoding="utf-8")
+            raw_stats = directory / "raw.pstats"
+            raw_script, url = raw_argv[1:3]
+            profile_raw = [sys.executable, "-m", "cProfile", "-o", str(raw_stats), raw_script, url]
+            run_child([*profile_raw, str(raw_payloads), str(concurrency)], env)
+            raw_buckets = dict(where_the_time_goes(raw_stats))
         finally:
             sandbox.stop()
 
@@ -411,12 +422,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"\n### Where shipmap run's time goes (cProfile, all threads, {profile_count:,} events: "
         f"{profiled['elapsed_s']:.1f} s wall, {profiled['cpu_s']:.1f} s CPU under the profiler)\n"
     )
-    print(
-        table(
-            ["part", "own time s", "share of CPU"],
-            [[name, f"{s:.2f}", "" if name == IDLE else f"{s / busy:.0%}"] for name, s in buckets],
-        )
+    raw_busy = sum(seconds for name, seconds in raw_buckets.items() if name != IDLE)
+    rows = [
+        [
+            name,
+            f"{1000 * seconds / profile_count:.2f}",
+            "" if name == IDLE else f"{seconds / busy:.0%}",
+            f"{1000 * raw_buckets.get(name, 0.0) / profile_count:.2f}",
+        ]
+        for name, seconds in buckets
+    ]
+    rows.append(
+        ["CPU in all", f"{1000 * busy / profile_count:.2f}", "100%", f"{1000 * raw_busy / profile_count:.2f}"]
     )
+    print("Own time per event by part, for shipmap run and for the raw loop under the same profiler:\n")
+    print(table(["part", "shipmap run ms/event", "share of CPU", "raw loop ms/event"], rows))
     print("\nTop functions by own time:\n")
     print(
         table(
@@ -429,7 +449,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "medians": medians,
             "ratio": ratio,
             "met": met,
-            "profile": {"events": profile_count, **profiled, "buckets": buckets, "top": top},
+            "profile": {
+                "events": profile_count,
+                **profiled,
+                "buckets": buckets,
+                "raw_buckets": raw_buckets,
+                "top": top,
+            },
         }
     )
     _bench.write_json(args.json, results)

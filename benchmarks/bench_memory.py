@@ -157,6 +157,15 @@ class Measured:
         )
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
+        self._exit: tuple[int, Any, float] | None = None
+        self._waiter = threading.Thread(target=self._wait, daemon=True)
+        self._waiter.start()
+
+    def _wait(self) -> None:
+        # Reaped as soon as it exits, so that its wall time is its own even when another run is longer.
+        _, status, usage = os.wait4(self.process.pid, 0)
+        self._exit = (status, usage, time.perf_counter() - self.start)
+        self._stop.set()
 
     def _sample(self) -> None:
         last_position = 0
@@ -171,10 +180,10 @@ class Measured:
             self.samples.append(Sample(time.perf_counter() - self.start, read, status[0], status[1]))
 
     def finish(self) -> Run:
-        _, status, usage = os.wait4(self.process.pid, 0)
-        wall = time.perf_counter() - self.start
-        self._stop.set()
+        self._waiter.join()
         self._sampler.join()
+        assert self._exit is not None
+        status, usage, wall = self._exit
         self.process.returncode = os.waitstatus_to_exitcode(status)
         self._stderr.seek(0)
         tail = self._stderr.read()[-3000:].decode("utf-8", "replace")
