@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import zoneinfo
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -158,8 +158,6 @@ class CompiledMapping:
     def functions(self) -> FunctionSet:
         return self._functions
 
-    def lookups(self) -> Mapping[str, Any]:
-        return dict(self._document.value.get("lookups") or {})
 
 
 def _field_name(target: str, static: tuple[str, ...]) -> str:
