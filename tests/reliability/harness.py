@@ -804,7 +804,7 @@ def _explain_duplicates(
                     )
                     report.overtaken_examples.append(f"{group['key']}: {story}")
     if updates:
-        report.duplicate_causes["another event for the same order (an update)"] += updates
+        report.duplicate_causes["a later event for the same id (an update)"] += updates
     if resent_total + updates != report.duplicates:
         report.problems.append(
             f"the sandbox counts {report.duplicates} duplicates; re-sent copies {resent_total} and "
