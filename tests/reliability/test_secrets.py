@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 import yaml
 from harness import DELIVERY, ShipmapRun, build_workload, environment, shipmap_command, write_config
@@ -192,3 +195,69 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
         if (value.encode() if isinstance(content, bytes) else value) in content
     ]
     assert not leaks, "\n".join(leaks)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT")
+def test_the_sandbox_command_shows_no_secret(tmp_path: Path) -> None:
+    """`shipmap sandbox` with credentials from the environment, at -vv, serving a login and a DG call."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPMAP_")}
+    env.update(
+        SHIPMAP_SANDBOX_FENIX_PASSWORD=SECRETS["FENIX_PASSWORD"],
+        SHIPMAP_SANDBOX_FENIX_API_KEY=SECRETS["FENIX_API_KEY"],
+        SHIPMAP_SANDBOX_DG_API_KEY=SECRETS["DG_API_KEY"],
+        SHIPMAP_SANDBOX_DG_API_SECRET=SECRETS["DG_API_SECRET"],
+    )
+    record = tmp_path / "record.jsonl"
+    server = subprocess.Popen(
+        [*shipmap_command(), "-vv", "sandbox", "--port", "0", "--record", str(record)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()  # the base URL is alone on the first line
+        assert url.startswith("http://127.0.0.1:"), url
+        login = httpx.post(
+            f"{url}/login",
+            headers={
+                "username": "demo-user",
+                "password": SECRETS["FENIX_PASSWORD"],
+                "x-api-key": SECRETS["FENIX_API_KEY"],
+            },
+            timeout=10,
+        )
+        assert login.status_code == 200
+        token, identity = login.json()["authToken"], login.json()["x-identity"]
+        refused = httpx.post(f"{url}/login", headers={"username": "demo-user", "password": WRONG["FENIX_PASSWORD"],
+                                                      "x-api-key": SECRETS["FENIX_API_KEY"]}, timeout=10)  # fmt: skip
+        assert refused.status_code == 401
+        assert WRONG["FENIX_PASSWORD"] not in refused.text and SECRETS["FENIX_API_KEY"] not in refused.text
+        execution = httpx.post(
+            f"{url}/execution",
+            auth=(SECRETS["DG_API_KEY"], SECRETS["DG_API_SECRET"]),
+            json={"action_id": "a", "external_id": "e", "inputs": {"external_id": "e", "shipment_data": {
+                "order_id": "1", "shipment_id": "2", "tracking_number": "3", "carrier_code": "ups", "items": []}}},
+            timeout=10,
+        )  # fmt: skip
+        assert execution.status_code == 200, execution.text
+        server.send_signal(signal.SIGINT)
+        out, err = server.communicate(timeout=20)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(10)
+    assert server.returncode == 0, err[-2000:]
+    assert "credentials: custom" in err
+    recorded = record.read_text(encoding="utf-8")
+    assert recorded.count("\n") == 2  # the login and the execution
+    secrets = {k: v for k, v in SECRETS.items() if k not in ("FENIX_USERNAME", "FENIX_STORE_NAME")}
+    secrets["wrong FENIX_PASSWORD"] = WRONG["FENIX_PASSWORD"]
+    secrets["DG Basic credentials"] = basic(SECRETS["DG_API_KEY"], SECRETS["DG_API_SECRET"])
+    secrets.update({"authToken": token, "x-identity": identity})
+    forms = secret_forms(secrets)
+    places = {"stdout": out, "stderr (-vv)": err, "record": recorded}
+    leaks = [f"{s} in {p}" for p, text in places.items() for s, v in forms.items() if v in text]
+    assert not leaks, leaks
