@@ -21,7 +21,7 @@ exact payload at the sandbox (matched by endpoint and canonical JSON body) or a 
   explained: the same body and the same idempotency key sent again because the client gave up waiting (the
   copy was a ``slow`` fault, or the runner logged a timeout for that delivery), or because the delivery was
   in flight (``pending`` in the journal) when the runner was killed; or a *different* event for the same
-  order (an order then its cancel), which downstream is an update.
+  id (an order, then its cancel), which downstream is an update.
 
 Environment knobs, so a run can be repeated with a schedule the tests do not contain:
 
@@ -723,7 +723,10 @@ def reconcile(workload: Workload, sandbox: Sandbox, run: ShipmapRun, *, name: st
                 problems.append(f"idempotency keys {headers} differ from the journal's: {where}")
         elif dead:
             report.dead_lettered += 1
-            report.dead_reasons[_reason_class(row.reason or "")] += 1
+            cause = _reason_class(row.reason or "")
+            report.dead_reasons[cause] += 1
+            if cause != "retries exhausted":  # the engine's payload was fine: only the faults may stop it
+                problems.append(f"a valid payload was dead-lettered: {where}: {(row.reason or '')[:200]!r}")
         else:
             report.lost += 1
             problems.append(f"lost: {where}; journal: {row and row.state}")
