@@ -38,6 +38,7 @@ PACKAGES = (
     "PyYAML",
     "httpx",
     "httpcore",
+    "sniffio",  # not a dependency: httpcore tries to import it on every request (see RESULTS.md)
     "anyio",
     "starlette",
     "uvicorn",
