@@ -66,7 +66,13 @@ class CompiledTarget:
 
     def produce(self, source: Any) -> dict[str, Any] | None:
         """The payload for ``source``, or None when the target's ``when`` guard does not hold."""
-        result: dict[str, Any] | None = self._produce(source)
+        try:
+            result: dict[str, Any] | None = self._produce(source)
+        except RecursionError:
+            # A source nested thousands of levels deep (JMESPath and Jinja walk it recursively).
+            raise TransformError(
+                "the source document is nested too deeply to map", location=self.location, field=self.name
+            ) from None
         return result
 
     def problems(self, payload: Any) -> list[Problem]:

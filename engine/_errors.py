@@ -16,6 +16,7 @@ The CLI alone turns these into exit codes, through each class's ``exit_code``.
 from __future__ import annotations
 
 import json
+import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,12 +37,27 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+def _short_repr() -> reprlib.Repr:
+    shown = reprlib.Repr()  # Python 3.11's Repr takes no constructor arguments
+    shown.maxlevel = 3
+    shown.maxstring = shown.maxother = _VALUE_PREVIEW_CHARS
+    return shown
+
+
+_SHORT_REPR = _short_repr()  # read-only after this: only its limits are set
+
+
 def preview_value(value: Any) -> str:
-    """A short JSON rendering of a value found in source data: errors show it, but never a whole document."""
+    """A short JSON rendering of a value found in source data: errors show it, but never a whole document.
+    It never fails: a value too deep or too large for JSON is shown by a bounded repr or by its size."""
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError, RecursionError):
-        text = repr(value)
+        try:
+            text = _SHORT_REPR.repr(value)
+        except (ValueError, RecursionError):  # an int past Python's 4,300-digit str() limit
+            size = f"{value.bit_length()} bits" if isinstance(value, int) else type(value).__name__
+            text = f"<too large to show: {size}>"
     if len(text) > _VALUE_PREVIEW_CHARS:
         text = text[: _VALUE_PREVIEW_CHARS - 1] + "…"
     return text

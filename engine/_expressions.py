@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jinja2
+import jinja2.compiler
+import jinja2.filters
 import jinja2.meta
 import jinja2.nodes
 import jmespath
@@ -86,25 +88,129 @@ def _select_scope(scope: Scope, name: str) -> Any:
     return scope.parent.data if scope.parent is not None else None
 
 
-class _MappingSandbox(ImmutableSandboxedEnvironment):
-    """Jinja's immutable sandbox, plus bounds on the two operators that can exhaust memory or time."""
+_MAX_TEXT = 1_000_000  # characters (or items) one template operation may build
+_MAX_INT_BITS = 4096  # past this an integer is no amount or id, and str() of it fails beyond 4,300 digits
+_WIDENING_STR_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 
-    intercepted_binops = frozenset({"*", "**"})
-    MAX_PRODUCT = 1_000_000
+
+def _refuse(message: str) -> jinja2.exceptions.SecurityError:
+    return jinja2.exceptions.SecurityError(message)
+
+
+def _check_size(size: int, what: str = "the result would exceed a million characters") -> None:
+    if size > _MAX_TEXT:
+        raise _refuse(what)
+
+
+def _bounded_concat(parts: Iterable[Any]) -> str:
+    pieces = [str(part) for part in parts]
+    _check_size(sum(len(piece) for piece in pieces))
+    return "".join(pieces)
+
+
+def _bounded_center(value: Any, width: int = 80) -> str:
+    _check_size(int(width))
+    return str(value).center(int(width))
+
+
+def _bounded_indent(value: Any, width: int | str = 4, first: bool = False, blank: bool = False) -> str:
+    text = str(value)
+    pad = len(width) if isinstance(width, str) else int(width)
+    _check_size(len(text) + pad * (text.count("\n") + 1))
+    return str(jinja2.filters.do_indent(text, width, first, blank))
+
+
+def _check_replace(text: str, old: str, new: str, count: int | None = None) -> None:
+    times = text.count(old) if old else len(text) + 1
+    if count is not None and count >= 0:
+        times = min(times, count)
+    _check_size(len(text) + times * max(len(new) - len(old), 0))
+
+
+def _bounded_replace(value: Any, old: str, new: str, count: int | None = None) -> str:
+    text = str(value)
+    _check_replace(text, str(old), str(new), count)
+    return text.replace(str(old), str(new), -1 if count is None else count)
+
+
+class _BoundedCodeGenerator(jinja2.compiler.CodeGenerator):
+    """Jinja's code generator, except that ``a ~ b`` goes through a size check."""
+
+    def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
+        self.write("environment.bounded_concat((")
+        for argument in node.nodes:
+            self.visit(argument, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _MappingSandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, plus bounds on everything that can build a huge value from a small template:
+    repetition, powers, concatenation, padding and replacing. Python internals are refused by the sandbox
+    itself and, before that, when the mapping loads."""
+
+    code_generator_class = _BoundedCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "%"})
+    bounded_concat = staticmethod(_bounded_concat)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters.update(center=_bounded_center, indent=_bounded_indent, replace=_bounded_replace)
+        del self.filters["format"]  # printf widths build strings of any size; ~ and the functions suffice
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**":
-            if isinstance(right, (int, float)) and abs(right) > 64:
-                raise jinja2.exceptions.SecurityError(f"exponent {right} is too large")
-            return left**right
-        for sequence, count in ((left, right), (right, left)):
+        if operator == "%" and isinstance(left, str):
+            raise _refuse("printf-style % formatting is not available in mappings; use ~")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            if right > 64 or left.bit_length() * max(right, 0) > _MAX_INT_BITS:
+                raise _refuse(f"exponent {right} is too large")
+        elif operator == "**" and isinstance(right, (int, float)) and abs(right) > 64:
+            raise _refuse(f"exponent {right} is too large")
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
+                    _check_size(len(sequence) * count, "repetition would exceed a million items")
             if (
-                isinstance(sequence, (str, list, tuple))
-                and isinstance(count, int)
-                and len(sequence) * count > self.MAX_PRODUCT
+                isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() + right.bit_length() > _MAX_INT_BITS
             ):
-                raise jinja2.exceptions.SecurityError("repetition would exceed a million items")
+                raise _refuse("the product is too large a number")
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # The sandbox hands out str.format and format_map through here; their widths build strings of any
+        # size, and ~ with the functions covers what a mapping needs.
+        if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in (
+            "format",
+            "format_map",
+        ):
+
+            def refused(*args: Any, **kwargs: Any) -> str:
+                raise _refuse("str.format is not available in mappings; use ~")
+
+            return refused
+        return None
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _WIDENING_STR_METHODS and args and isinstance(args[0], int):
+                _check_size(args[0] * (len(owner) if name == "expandtabs" else 1))
+            if name == "replace" and len(args) >= 2:
+                count = args[2] if len(args) > 2 and isinstance(args[2], int) else None
+                _check_replace(owner, str(args[0]), str(args[1]), count)
+            if name == "join" and args:
+                return _bounded_concat(_joined(owner, args[0]))
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+def _joined(separator: str, items: Iterable[Any]) -> Iterator[str]:
+    for index, item in enumerate(items):
+        if index:
+            yield separator
+        yield str(item)
 
 
 class ExpressionCompiler:
@@ -128,9 +234,15 @@ class ExpressionCompiler:
     ) -> Evaluator:
         """``text`` as a template if it holds ``{{``/``{%`` (or ``template`` says so), else as JMESPath."""
         is_template = ("{{" in text or "{%" in text) if template is None else template
-        if is_template:
-            return self.compile_template(text, location, field)
-        return self.compile_jmespath(text, location, field)
+        try:
+            if is_template:
+                return self.compile_template(text, location, field)
+            return self.compile_jmespath(text, location, field)
+        except RecursionError:
+            # Parsers, the vetting walk and Jinja's code generator all recurse over the expression.
+            raise CompileError(
+                "the expression is nested too deeply", location=location, field=field
+            ) from None
 
     @staticmethod
     def plain_keys(text: str) -> tuple[str, ...] | None:
@@ -204,6 +316,13 @@ class ExpressionCompiler:
                 field=field,
                 hint="to mix scopes in one expression, use a template: '{{ root.id ~ \"-\" ~ this.sku }}'",
             )
+        if not expression:
+            raise CompileError(
+                "an empty expression",
+                location=location,
+                field=field,
+                hint='for an empty string write {literal: ""}; to leave the field out, delete it',
+            )
         try:
             parsed = jmespath.compile(expression)
         except jmespath.exceptions.ParseError as error:
@@ -248,6 +367,13 @@ class ExpressionCompiler:
             except jmespath.exceptions.JMESPathError as error:
                 raise TransformError(
                     f"JMESPath: {error}", location=location, field=field, source_path=scope.child_path(label)
+                ) from None
+            except RecursionError:
+                raise TransformError(
+                    "the source is nested too deeply for this expression",
+                    location=location,
+                    field=field,
+                    source_path=scope.child_path(label),
                 ) from None
 
         return evaluate
@@ -357,6 +483,13 @@ class ExpressionCompiler:
                 ) from None
             except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, MemoryError) as error:
                 raise _template_failure(error, location, field, scope) from None
+            except RecursionError:
+                raise TransformError(
+                    "the template recurses without end, or the data is nested too deeply",
+                    location=location,
+                    field=field,
+                    source_path=scope.path() or None,
+                ) from None
 
         return evaluate
 
@@ -378,6 +511,14 @@ class ExpressionCompiler:
                     location=location,
                     field=field,
                     hint=f"did you mean '{close[0]}'?" if close else None,
+                )
+        for name_node in ast.find_all(jinja2.nodes.Name):
+            if name_node.name in ("self", "caller", "varargs", "kwargs"):
+                raise CompileError(
+                    f"refused: '{name_node.name}' is Jinja's own machinery, not data",
+                    location=_down(location, name_node.lineno - 1),
+                    field=field,
+                    hint="a template sees this, parent, root, index and the functions",
                 )
         known = set(SCOPE_NAMES) | set(self.env.globals)
         for name in sorted(jinja2.meta.find_undeclared_variables(ast)):

@@ -291,7 +291,7 @@ def coerce_string(value: Any) -> str | None:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
-        return str(int(value))
+        return _int_text(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise _fail("a finite number", value)
@@ -330,6 +330,15 @@ def coerce_boolean(value: Any) -> bool | None:
 _EXACT_FLOAT_LIMIT: Final = 2**53
 
 
+def _int_text(value: int) -> str:
+    try:
+        return str(int(value))
+    except ValueError:  # Python refuses str() of ints past 4,300 digits; no real id or amount has that many
+        raise FunctionError(
+            f"an integer of {value.bit_length()} bits is too large to write as text"
+        ) from None
+
+
 def _fn_id(value: Any) -> str | None:
     """``id()``: an identifier as text, keeping every digit."""
     if value is None:
@@ -337,7 +346,7 @@ def _fn_id(value: Any) -> str | None:
     if isinstance(value, bool):
         raise _fail("an id (text or integer)", value)
     if isinstance(value, int):
-        return str(int(value))
+        return _int_text(value)
     if isinstance(value, str):
         text = value.strip()
         if text:

@@ -159,7 +159,6 @@ class CompiledMapping:
         return self._functions
 
 
-
 def _field_name(target: str, static: tuple[str, ...]) -> str:
     text = target
     for part in static:

@@ -113,6 +113,9 @@ def read_stream(
             continue
         try:
             value = json.loads(text)
+        except RecursionError:
+            yield _too_deep(name, number, text)
+            continue
         except ValueError as error:
             if lines_mode:
                 yield _bad(name, number, error, text)
@@ -143,6 +146,9 @@ def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int)
     text = first + "".join(rest)
     try:
         value = json.loads(text)
+    except RecursionError:
+        yield _too_deep(name, first_line, first)
+        return
     except ValueError as error:
         relative = getattr(error, "lineno", 1)
         lines = text.splitlines()
@@ -192,3 +198,13 @@ def estimate_total(sources: Sequence[str | os.PathLike[str]]) -> int | None:
             except OSError:
                 return None
     return total
+
+
+def _too_deep(name: str, line: int, text: str) -> SourceDocument:
+    excerpt = text.strip()[:_EXCERPT_CHARS]
+    return SourceDocument(
+        f"{name}:{line}",
+        error="JSON nested too deeply to read",
+        excerpt=excerpt,
+        location=Location(name, line, 1),
+    )

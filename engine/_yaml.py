@@ -62,8 +62,9 @@ def load_located(text: str, file: str, key_text: Callable[[Any], str]) -> Locate
             location=Location(file, 1, 1),
         )
     lines = text.splitlines()
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         raise MappingSyntaxError(
@@ -72,7 +73,12 @@ def load_located(text: str, file: str, key_text: Callable[[Any], str]) -> Locate
     except yaml.YAMLError as error:
         raise MappingSyntaxError(f"not valid YAML: {error}", location=Location(file, 1, 1)) from None
     except RecursionError:
-        raise MappingSyntaxError("YAML is nested too deeply", location=Location(file, 1, 1)) from None
+        # Where the reader stopped: inside the nesting, so the error names its line.
+        raise MappingSyntaxError(
+            "YAML is nested too deeply", location=_location(file, lines, loader.get_mark())
+        ) from None
+    finally:
+        loader.dispose()
     document = LocatedDocument(file=file, value=None)
     if node is None:
         return document

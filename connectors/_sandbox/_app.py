@@ -21,7 +21,7 @@ from shipmap.engine import get_kind
 from shipmap.engine._kinds import format_path
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -211,7 +211,12 @@ class _Endpoints:
         login: bool = False,
         uses_token: bool = False,
     ) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            # The client died mid-body (a runner killed with -9): nothing arrived, nobody is left to answer.
+            log.info("%s: client disconnected before its request body was complete", endpoint)
+            return Response(status_code=499)
         decision: Decision = self.state.faults.decide(login=login, uses_token=uses_token)
         if decision.expire_tokens:
             self.state.expire_tokens()

@@ -537,12 +537,6 @@ ORDER_MIN = FIXTURES / "engine" / "shopify_order_min.yaml"
 ORDER_SAMPLE = "real/shopify/order_rest_get_with_fulfillment.json"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a source nested 1,000+ levels (possible through the library, e.g. from orjson or built in "
-    "code) makes transform() raise a bare RecursionError: preview_value() in engine/_errors.py falls back "
-    "to repr(), which recurses too, when json.dumps hits the recursion limit",
-)
 @pytest.mark.parametrize("depth", [1200, 10_000])
 def test_a_source_nested_past_1000_levels_is_a_located_error(depth: int) -> None:
     mapping = compiled(ORDER_MIN)
@@ -551,13 +545,21 @@ def test_a_source_nested_past_1000_levels_is_a_located_error(depth: int) -> None
     transform_or_locate(mapping, document)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an integer of more than 4,300 digits in the source (fine in Python, and what a JSON parser "
-    "without Python's limit returns) makes transform() raise a bare ValueError (int-to-str digit limit) "
-    "from id() and from the error preview",
+@pytest.mark.parametrize(
+    "field",
+    [
+        "id",
+        pytest.param(
+            "total_weight",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="KNOWN GAP: a plain path passes a source number through unchanged, so a Python int past "
+                "4,300 digits (which json.loads itself refuses to produce) reaches the payload, which then "
+                "cannot be written as JSON. Only a library caller building such ints by hand can hit it.",
+            ),
+        ),
+    ],
 )
-@pytest.mark.parametrize("field", ["id", "total_weight"])
 def test_a_5000_digit_integer_is_a_located_error(field: str) -> None:
     mapping = compiled(ORDER_MIN)
     document = sample(ORDER_SAMPLE)
@@ -565,12 +567,6 @@ def test_a_5000_digit_integer_is_a_located_error(field: str) -> None:
     transform_or_locate(mapping, document)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: a field written as an empty or blank string (`sku: ""`, a common way to mean an empty '
-    "literal) makes parse_mapping raise jmespath's EmptyExpressionError: compile_jmespath in "
-    "engine/_expressions.py catches ParseError only, and EmptyExpressionError is not one",
-)
 @pytest.mark.parametrize("value", ['""', "' '"])
 def test_a_blank_field_value_is_a_compile_error(value: str) -> None:
     text = _mapping_text(ORDER_MIN).replace("      number: name\n", f"      number: {value}\n")
@@ -584,12 +580,6 @@ def _deep_json(depth: int) -> str:
     return '{"order": {"id": 1, "line_items": ' + "[" * depth + "]" * depth + "}}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a source file nested past Python's JSON recursion limit (~1,000 levels) makes `shipmap "
-    "preview` print a RecursionError traceback (engine/_sources.py catches ValueError only) instead of a "
-    "SourceError naming the file and line (exit 3)",
-)
 def test_preview_of_json_nested_5000_deep_is_a_source_error(tmp_path: Path) -> None:
     source = tmp_path / "deep.json"
     source.write_text(_deep_json(5000), encoding="utf-8")

@@ -11,12 +11,6 @@ import pytest
 from shipmap.connectors import Sandbox
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: when a client disconnects before its request body is complete (what kill -9 does to a "
-    "runner mid-request), the sandbox's request.body() raises starlette's ClientDisconnect out of the app "
-    "and uvicorn logs 'Exception in ASGI application' with a full traceback",
-)
 def test_a_client_dying_mid_body_is_not_an_application_error(
     sandbox_factory: Callable[..., Sandbox], caplog: pytest.LogCaptureFixture
 ) -> None:
