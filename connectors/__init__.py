@@ -1,44 +1,104 @@
-"""shipmap.connectors: auth schemes, HTTP delivery, the journal, the CLI and the sandbox server."""
+"""shipmap.connectors: auth schemes, HTTP delivery, the journal, the CLI and the sandbox server.
 
-# The connector runtime: config, auth schemes, delivery, journal (docs/runtime.md).
-from ._auth import ApiKeyAuth as ApiKeyAuth
-from ._auth import BasicAuth as BasicAuth
-from ._auth import BearerAuth as BearerAuth
-from ._auth import FenixSessionAuth as FenixSessionAuth
-from ._auth import NoAuth as NoAuth
-from ._auth import ShipmapAuth as ShipmapAuth
-from ._config import AuthSettings as AuthSettings
-from ._config import Connection as Connection
-from ._config import DeliverySettings as DeliverySettings
-from ._config import EventSettings as EventSettings
-from ._config import IdempotencySettings as IdempotencySettings
-from ._config import JournalSettings as JournalSettings
-from ._config import MappingRoute as MappingRoute
-from ._config import RetryPolicy as RetryPolicy
-from ._config import RuntimeConfig as RuntimeConfig
-from ._config import TargetRoute as TargetRoute
-from ._config import Timeouts as Timeouts
-from ._config import config_schema as config_schema
-from ._config import load_config as load_config
-from ._errors import EXIT_DEAD_LETTERS as EXIT_DEAD_LETTERS
-from ._errors import AuthError as AuthError
-from ._errors import ConfigError as ConfigError
-from ._errors import ConnectorError as ConnectorError
-from ._errors import DeliveryError as DeliveryError
-from ._errors import JournalError as JournalError
-from ._journal import Journal as Journal
-from ._journal import JournalEntry as JournalEntry
-from ._redact import RedactingFilter as RedactingFilter
-from ._redact import Redactor as Redactor
-from ._runtime import PlanEntry as PlanEntry
-from ._runtime import Progress as Progress
-from ._runtime import RunSummary as RunSummary
-from ._runtime import Runtime as Runtime
-from ._runtime import TargetSummary as TargetSummary
+Names are imported on first use, so that ``shipmap --help`` and ``shipmap preview`` do not pay for httpx,
+asyncio, SQLite, starlette and uvicorn.
+"""
 
-# The sandbox: a local Fenix + Digital Genius API server (docs/sandbox.md).
-from ._sandbox import FaultPlan as FaultPlan
-from ._sandbox import RecordedRequest as RecordedRequest
-from ._sandbox import Sandbox as Sandbox
-from ._sandbox import SandboxConfig as SandboxConfig
-from ._sandbox import SandboxCredentials as SandboxCredentials
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._auth import ApiKeyAuth as ApiKeyAuth
+    from ._auth import BasicAuth as BasicAuth
+    from ._auth import BearerAuth as BearerAuth
+    from ._auth import FenixSessionAuth as FenixSessionAuth
+    from ._auth import NoAuth as NoAuth
+    from ._auth import ShipmapAuth as ShipmapAuth
+    from ._config import AuthSettings as AuthSettings
+    from ._config import Connection as Connection
+    from ._config import DeliverySettings as DeliverySettings
+    from ._config import EventSettings as EventSettings
+    from ._config import IdempotencySettings as IdempotencySettings
+    from ._config import JournalSettings as JournalSettings
+    from ._config import MappingRoute as MappingRoute
+    from ._config import RetryPolicy as RetryPolicy
+    from ._config import RuntimeConfig as RuntimeConfig
+    from ._config import TargetRoute as TargetRoute
+    from ._config import Timeouts as Timeouts
+    from ._config import config_schema as config_schema
+    from ._config import load_config as load_config
+    from ._errors import EXIT_DEAD_LETTERS as EXIT_DEAD_LETTERS
+    from ._errors import AuthError as AuthError
+    from ._errors import ConfigError as ConfigError
+    from ._errors import ConnectorError as ConnectorError
+    from ._errors import DeliveryError as DeliveryError
+    from ._errors import JournalError as JournalError
+    from ._journal import Journal as Journal
+    from ._journal import JournalEntry as JournalEntry
+    from ._redact import RedactingFilter as RedactingFilter
+    from ._redact import Redactor as Redactor
+    from ._runtime import PlanEntry as PlanEntry
+    from ._runtime import Progress as Progress
+    from ._runtime import RunSummary as RunSummary
+    from ._runtime import Runtime as Runtime
+    from ._runtime import TargetSummary as TargetSummary
+    from ._sandbox import FaultPlan as FaultPlan
+    from ._sandbox import RecordedRequest as RecordedRequest
+    from ._sandbox import Sandbox as Sandbox
+    from ._sandbox import SandboxConfig as SandboxConfig
+    from ._sandbox import SandboxCredentials as SandboxCredentials
+
+_EXPORTS: dict[str, str] = {
+    "ApiKeyAuth": "._auth",
+    "BasicAuth": "._auth",
+    "BearerAuth": "._auth",
+    "FenixSessionAuth": "._auth",
+    "NoAuth": "._auth",
+    "ShipmapAuth": "._auth",
+    "AuthSettings": "._config",
+    "Connection": "._config",
+    "DeliverySettings": "._config",
+    "EventSettings": "._config",
+    "IdempotencySettings": "._config",
+    "JournalSettings": "._config",
+    "MappingRoute": "._config",
+    "RetryPolicy": "._config",
+    "RuntimeConfig": "._config",
+    "TargetRoute": "._config",
+    "Timeouts": "._config",
+    "config_schema": "._config",
+    "load_config": "._config",
+    "EXIT_DEAD_LETTERS": "._errors",
+    "AuthError": "._errors",
+    "ConfigError": "._errors",
+    "ConnectorError": "._errors",
+    "DeliveryError": "._errors",
+    "JournalError": "._errors",
+    "Journal": "._journal",
+    "JournalEntry": "._journal",
+    "RedactingFilter": "._redact",
+    "Redactor": "._redact",
+    "PlanEntry": "._runtime",
+    "Progress": "._runtime",
+    "RunSummary": "._runtime",
+    "Runtime": "._runtime",
+    "TargetSummary": "._runtime",
+    "FaultPlan": "._sandbox",
+    "RecordedRequest": "._sandbox",
+    "Sandbox": "._sandbox",
+    "SandboxConfig": "._sandbox",
+    "SandboxCredentials": "._sandbox",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value

@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 from ._errors import (
     CompileError,
@@ -26,7 +27,7 @@ from ._errors import (
 )
 from ._expressions import Evaluator, ExpressionCompiler, Scope
 from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
-from ._kinds import TargetKind, format_path, get_kind
+from ._kinds import SchemaCheck, TargetKind, format_path, get_kind
 from ._trace import ACTIVE, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey
 
@@ -50,8 +51,8 @@ def mapping_format_schema() -> Mapping[str, Any]:
 
 
 @cache
-def _format_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(mapping_format_schema())
+def _format_check() -> SchemaCheck:
+    return SchemaCheck(mapping_format_schema())
 
 
 @dataclass
@@ -155,9 +156,12 @@ class MappingCompiler:
                 "a mapping file must be a YAML object with 'shipmap: 1' and 'targets'",
                 location=self.where(()),
             )
+        check = _format_check()
+        if check.is_valid(self.spec):
+            return
         # An unknown key explains a missing one (a typo), so it is reported first.
         errors = sorted(
-            _format_validator().iter_errors(self.spec),
+            check.errors(self.spec),
             key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
         )
         if errors:

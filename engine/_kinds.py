@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import fastjsonschema
-import jsonschema
+
+if TYPE_CHECKING:
+    import jsonschema
 
 _SCHEMA_BASE = "https://shipmap.dev/kinds/"
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -61,6 +63,41 @@ class Route:
         return _PLACEHOLDER.sub(fill, template)
 
 
+class SchemaCheck:
+    """A JSON Schema checked two ways. Code compiled by fastjsonschema on first use decides, fast; jsonschema,
+    imported only then, walks a value that failed to name every problem. Neither costs anything at import."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        self.schema = schema
+        self._fast: Callable[[Any], Any] | None = None
+        self._explainer: jsonschema.Draft202012Validator | None = None
+        self._lock = threading.Lock()
+
+    def is_valid(self, value: Any) -> bool:
+        fast = self._fast or self._compile()
+        try:
+            fast(value)
+        except fastjsonschema.JsonSchemaException:
+            return False
+        return True
+
+    def errors(self, value: Any) -> Iterator[jsonschema.ValidationError]:
+        if self._explainer is None:
+            import jsonschema
+
+            self._explainer = jsonschema.Draft202012Validator(self.schema)
+        return self._explainer.iter_errors(value)
+
+    def _compile(self) -> Callable[[Any], Any]:
+        with self._lock:
+            if self._fast is None:
+                # fastjsonschema speaks draft 7; these schemas use nothing of 2020-12 beyond it.
+                self._fast = fastjsonschema.compile(
+                    {**self.schema, "$schema": "http://json-schema.org/draft-07/schema#"}
+                )
+            return self._fast
+
+
 class TargetKind:
     """A built-in target kind: its name, the API it belongs to, its schema and its default route.
 
@@ -75,9 +112,7 @@ class TargetKind:
         self.schema = schema
         # Every $ref resolved in place once, so neither validator looks anything up per payload.
         self.inlined: Mapping[str, Any] = _inline(schema, schema)
-        self._fast: Callable[[Any], Any] | None = None
-        self._explainer = jsonschema.Draft202012Validator(self.inlined)
-        self._lock = threading.Lock()
+        self._check = SchemaCheck(self.inlined)
 
     def __repr__(self) -> str:
         return f"<TargetKind {self.name} {self.route.method} {self.route.path}>"
@@ -87,30 +122,17 @@ class TargetKind:
         return tuple(self.schema.get("required", ()))
 
     def is_valid(self, payload: Any) -> bool:
-        fast = self._fast or self._compile()
-        try:
-            fast(payload)
-        except fastjsonschema.JsonSchemaException:
-            return False
-        return True
+        return self._check.is_valid(payload)
 
     def problems(self, payload: Any) -> list[tuple[tuple[Any, ...], str]]:
         """Every violation as ``(field path parts, message)``, sorted by path; empty when valid."""
         if self.is_valid(payload):
             return []
         found: list[tuple[tuple[Any, ...], str]] = []
-        for error in self._explainer.iter_errors(payload):
+        for error in self._check.errors(payload):
             found.extend(_explain(error))
         found.sort(key=lambda item: [str(p) for p in item[0]])
         return found
-
-    def _compile(self) -> Callable[[Any], Any]:
-        # Compiled on first use: it costs tens of milliseconds, which `shipmap --help` should not pay.
-        with self._lock:
-            if self._fast is None:
-                draft7 = {**self.inlined, "$schema": "http://json-schema.org/draft-07/schema#"}
-                self._fast = fastjsonschema.compile(draft7)
-            return self._fast
 
     def is_known_field(self, parts: tuple[str | int, ...]) -> bool:
         """Whether a target field path exists in this kind's schema (for ``shipmap validate``)."""
@@ -150,7 +172,9 @@ def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[Any, ...
         for extra in extras:
             yield (*path, extra), "is not a field of this kind"
     elif error.validator in ("anyOf", "oneOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        from jsonschema.exceptions import best_match
+
+        best = best_match(error.context)
         if best is not None and best.validator not in ("type", "pattern"):
             yield from _explain(best)
         else:

@@ -8,8 +8,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from shipmap.engine import ShipmapError
-
 # Each subcommand lives in its own module with ``register(subparsers)``; imported lazily so --help stays fast.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("preview", "map source documents and print the payloads (a dry run; sends nothing)"),
@@ -58,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from shipmap.engine import ShipmapError  # here, not at the top: --help must not load the engine
+
     try:
         code: int = module.run(args)
     except ShipmapError as error:
