@@ -468,15 +468,11 @@ class ExpressionCompiler:
                 field=field,
             ) from None
         self._vet_template(ast, location, field)
-        run: Callable[..., Any]
-        if single:
-            run = self.env.compile_expression(source, undefined_to_none=True)
-        else:
-            run = self.env.from_string(ast).render
+        run = self._renderer(source, ast, single)
 
         def evaluate(scope: Scope) -> Any:
             try:
-                return run(this=scope.data, parent=_parent(scope), root=scope.root, index=scope.index)
+                return run(scope)
             except FunctionError as error:
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None
@@ -492,6 +488,54 @@ class ExpressionCompiler:
                 ) from None
 
         return evaluate
+
+    def _renderer(self, source: str, ast: jinja2.nodes.Template, single: bool) -> Callable[[Scope], Any]:
+        """Run a compiled template on a scope. Jinja's render() builds a context by merging the globals into a
+        fresh mapping on every call; here one prepared dict of globals is copied and shared instead, which is
+        several times faster and gives the template exactly the same names."""
+        if single:
+            # What compile_expression builds: a template that assigns the expression to `result`.
+            body = jinja2.nodes.Template(
+                [jinja2.nodes.Assign(jinja2.nodes.Name("result", "store"), ast.body[0].nodes[0])]  # type: ignore[attr-defined]
+            )
+            template = self.env.from_string(body)
+        else:
+            template = self.env.from_string(ast)
+        names = dict(self.env.globals)
+        new_context = template.new_context
+        render = template.root_render_func
+        concat = self.env.concat
+
+        def run_single(scope: Scope) -> Any:
+            context = new_context(
+                {
+                    **names,
+                    "this": scope.data,
+                    "parent": _parent(scope),
+                    "root": scope.root,
+                    "index": scope.index,
+                },
+                shared=True,
+            )
+            for _ in render(context):
+                pass
+            value = context.vars.get("result")
+            return None if isinstance(value, jinja2.Undefined) else value
+
+        def run_text(scope: Scope) -> Any:
+            context = new_context(
+                {
+                    **names,
+                    "this": scope.data,
+                    "parent": _parent(scope),
+                    "root": scope.root,
+                    "index": scope.index,
+                },
+                shared=True,
+            )
+            return concat(render(context))
+
+        return run_single if single else run_text
 
     def _vet_template(self, ast: jinja2.nodes.Template, location: Location, field: str) -> None:
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
