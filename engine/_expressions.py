@@ -468,7 +468,7 @@ class ExpressionCompiler:
                 field=field,
             ) from None
         self._vet_template(ast, location, field)
-        run = self._renderer(source, ast, single)
+        run = self._renderer(source, ast, single is not None)
 
         def evaluate(scope: Scope) -> Any:
             try:
