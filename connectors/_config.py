@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -255,9 +256,14 @@ class PlannedRoute:
     body: Any
     targets: Mapping[str, PlannedTarget]
 
+    shared: bool = False  # another mappings entry uses the same mapping
+
     @property
     def name(self) -> str:
-        return self.mapping.name
+        """The name deliveries of this entry are journaled and keyed under: the mapping's name, or, when the
+        same mapping serves several entries (one store fanned out to two connections), the name with the
+        entry's position, so each entry owes its own deliveries and replays through itself."""
+        return f"{self.mapping.name}#{self.index + 1}" if self.shared else self.mapping.name
 
 
 def compile_expression(expression: str, config: RuntimeConfig, path: PathKey) -> Any:
@@ -330,6 +336,8 @@ def plan_routes(config: RuntimeConfig) -> tuple[PlannedRoute, ...]:
                 targets=MappingProxyType(targets),
             )
         )
+    counts = Counter(route.mapping.name for route in planned)
+    planned = [replace(route, shared=True) if counts[route.mapping.name] > 1 else route for route in planned]
     if any(r.topics for r in config.mappings) and not config.events.topic:
         raise config.error("a mappings entry routes by topic, but events.topic is not set", ("mappings",))
     return tuple(planned)

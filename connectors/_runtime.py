@@ -482,7 +482,7 @@ class Runtime:
         mapping-stage dead letter is replayed; every target is (re)sent unless delivered. ``replay=T``: the
         dead letter of target T is replayed; only T is considered.
         """
-        name = route.mapping.name
+        name = route.name
         stage_key = delivery_key(name, MAPPING_STAGE, digest)
         failure_key = delivery_key(name, replay, digest) if replay else stage_key
         failure_target = replay or MAPPING_STAGE
@@ -527,7 +527,7 @@ class Runtime:
         origin: str | None,
         existing: JournalEntry | None,
     ) -> _Job | _Dead:
-        name = route.mapping.name
+        name = route.name
         idempotency_key = existing.idempotency_key if existing and existing.idempotency_key else None
         idempotency_key = self._apply_idempotency(planned, payload, key, name, digest, idempotency_key)
         problems = planned.kind.problems(payload)
@@ -593,7 +593,7 @@ class Runtime:
         source = journal.source(entry.source_hash)
         record = SourceDocument(entry.origin or f"journal:{entry.key[:12]}", document=source)
         canonical = canonical_json(source)
-        routes = [r for r in self.routes if r.mapping.name == entry.mapping]
+        routes = [r for r in self.routes if r.name == entry.mapping]
         if not routes:
             reason = f"replay: mapping '{entry.mapping}' is not in the config any more"
             step: _Step = _Dead(

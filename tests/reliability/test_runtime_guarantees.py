@@ -81,12 +81,6 @@ def test_one_mapping_on_two_topics_delivers_each_topic_to_its_own_store(
     assert len(b.requests(endpoint="fenix.orders")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the delivery key is (mapping, target, source), not the mappings entry or connection, so one "
-    "mapping fanned out to two connections owes two deliveries under one key: the second is counted "
-    "'skipped' and never sent (lost), and the run exits 0",
-)
 def test_one_mapping_fanned_out_to_two_stores_reaches_both(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
@@ -103,12 +97,6 @@ def test_one_mapping_fanned_out_to_two_stores_reaches_both(
     assert len(b.requests(endpoint="fenix.orders")) == 1, "store B never got the order"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replay re-maps a dead letter through the FIRST mappings entry whose mapping has the same "
-    "name (runtime._expand_replay: routes[0]), not the entry that produced it, so its target overrides "
-    "(connection, path, enabled) are lost: a dead letter of store B is replayed into store A",
-)
 def test_replay_sends_a_dead_letter_where_its_own_entry_routes_it(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
@@ -129,12 +117,6 @@ def test_replay_sends_a_dead_letter_where_its_own_entry_routes_it(
     assert len(b.requests(endpoint="fenix.orders")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an input line nested past Python's JSON recursion limit (~1,000 levels) stops `shipmap run` "
-    "with a RecursionError traceback (connectors/_inputs.py catches ValueError only) instead of rejecting "
-    "that record; every later event of the input is held back, on every re-run, until the line is removed",
-)
 def test_a_line_nested_5000_deep_is_rejected_and_the_run_goes_on(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
