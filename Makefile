@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 soak: $(STAMP)
-	$(BIN)/pytest -q -m soak tests/connectors/test_soak.py
+	$(BIN)/pytest -q -s -m soak tests/reliability
 
 clean:
 	rm -rf $(VENV) .typecheck build *.egg-info .pytest_cache .mypy_cache .ruff_cache
