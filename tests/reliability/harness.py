@@ -163,17 +163,22 @@ class Route:
     mapping: str
     topics: frozenset[str]
     paths: Mapping[str, str]  # target -> path override
+    name: str  # what the journal calls this entry's deliveries (docs/runtime.md, delivery keys)
 
 
 @cache
 def routes() -> tuple[Route, ...]:
     config = yaml.safe_load(CONFIG_TEMPLATE.read_text(encoding="utf-8"))
+    entries = config["mappings"]
+    # One mapping serving several entries keys each entry's deliveries as "name#position" (1-based).
+    names = [mapping(entry["mapping"]).name for entry in entries]
     found = []
-    for entry in config["mappings"]:
+    for position, (entry, name) in enumerate(zip(entries, names, strict=True), start=1):
         topic = entry["topic"]
         topics = frozenset([topic] if isinstance(topic, str) else topic)
-        paths = {name: t["path"] for name, t in (entry.get("targets") or {}).items() if "path" in t}
-        found.append(Route(entry["mapping"], topics, paths))
+        paths = {target: t["path"] for target, t in (entry.get("targets") or {}).items() if "path" in t}
+        shared = names.count(name) > 1
+        found.append(Route(entry["mapping"], topics, paths, f"{name}#{position}" if shared else name))
     return tuple(found)
 
 
@@ -207,7 +212,7 @@ def expect(line: int, kind: str, event: Any) -> list[Expectation]:
         compiled = mapping(route.mapping)
         source = event.get("payload")
         text = canonical(source)
-        name = compiled.name
+        name = route.name
         if source is None:
             found.append(Expectation(line, kind, name, "", text, "dead", reason="no source document"))
             continue

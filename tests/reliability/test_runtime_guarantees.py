@@ -12,7 +12,6 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from harness import FIXTURES, environment, shipmap_command
 from shipmap.connectors import Sandbox
 
