@@ -81,6 +81,16 @@ class SchemaCheck:
             return False
         return True
 
+    def first_problem(self, value: Any) -> tuple[tuple[Any, ...], str] | None:
+        """fastjsonschema's own verdict: one problem, described without ever printing the value."""
+        fast = self._fast or self._compile()
+        try:
+            fast(value)
+        except fastjsonschema.JsonSchemaValueException as error:
+            parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in (error.path or [])[1:])
+            return parts, str(error.message).split(" ", 1)[-1]
+        return None
+
     def errors(self, value: Any) -> Iterator[jsonschema.ValidationError]:
         if self._explainer is None:
             import jsonschema
@@ -129,8 +139,13 @@ class TargetKind:
         if self.is_valid(payload):
             return []
         found: list[tuple[tuple[Any, ...], str]] = []
-        for error in self._check.errors(payload):
-            found.extend(_explain(error))
+        try:
+            for error in self._check.errors(payload):
+                found.extend(_explain(error))
+        except RecursionError:
+            # jsonschema words its messages with repr() of the value, which a deeply nested value defeats.
+            first = self._check.first_problem(payload)
+            found = [first] if first is not None else [((), "the payload is nested too deeply to check")]
         found.sort(key=lambda item: [str(p) for p in item[0]])
         return found
 

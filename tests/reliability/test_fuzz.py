@@ -580,13 +580,6 @@ def test_a_blank_field_value_is_a_compile_error(value: str) -> None:
     assert caught.value.line == text.splitlines().index(f"      number: {value}") + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a deeply nested value copied into a payload field of the wrong type makes transform() raise "
-    "a bare RecursionError from payload validation: jsonschema builds its type error with repr(instance) "
-    "(engine/_kinds.py problems()). From JSON text it takes ~990 levels (what json.loads still reads); a "
-    "library caller's own objects hit it at any depth past ~1,000",
-)
 @pytest.mark.parametrize("depth", [990, 4000])
 def test_a_deep_value_in_a_payload_field_of_the_wrong_type_is_a_located_error(depth: int) -> None:
     mapping = compiled(next(f for f in MAPPING_FILES if f.name == "tracking.yaml"))
