@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -218,6 +219,8 @@ def test_the_sandbox_command_shows_no_secret(tmp_path: Path) -> None:
     )
     try:
         assert server.stdout is not None
+        ready, _, _ = select.select([server.stdout], [], [], 30)
+        assert ready, "the sandbox printed no URL within 30 s"
         url = server.stdout.readline().strip()  # the base URL is alone on the first line
         assert url.startswith("http://127.0.0.1:"), url
         login = httpx.post(
