@@ -506,34 +506,25 @@ class ExpressionCompiler:
         render = template.root_render_func
         concat = self.env.concat
 
+        def context_of(scope: Scope) -> Any:
+            here = {
+                **names,
+                "this": scope.data,
+                "parent": _parent(scope),
+                "root": scope.root,
+                "index": scope.index,
+            }
+            return new_context(here, shared=True)
+
         def run_single(scope: Scope) -> Any:
-            context = new_context(
-                {
-                    **names,
-                    "this": scope.data,
-                    "parent": _parent(scope),
-                    "root": scope.root,
-                    "index": scope.index,
-                },
-                shared=True,
-            )
+            context = context_of(scope)
             for _ in render(context):
                 pass
             value = context.vars.get("result")
             return None if isinstance(value, jinja2.Undefined) else value
 
         def run_text(scope: Scope) -> Any:
-            context = new_context(
-                {
-                    **names,
-                    "this": scope.data,
-                    "parent": _parent(scope),
-                    "root": scope.root,
-                    "index": scope.index,
-                },
-                shared=True,
-            )
-            return concat(render(context))
+            return concat(render(context_of(scope)))
 
         return run_single if single else run_text
 
