@@ -8,12 +8,11 @@ collected here, so it also appears in the terminal summary of a plain ``pytest -
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from shipmap.connectors import Sandbox
 
 sys.path.insert(0, str(Path(__file__).parent))  # the harness module, imported by its plain name
 
@@ -51,18 +50,3 @@ def counts() -> Callable[[str], None]:
         _COUNTS.append(text)
 
     return record
-
-
-@pytest.fixture
-def sandbox_factory() -> Iterator[Callable[..., Sandbox]]:
-    """``sandbox_factory(faults=..., credentials=...)``: a sandbox of the test's own, stopped afterwards."""
-    started: list[Sandbox] = []
-
-    def make(**kwargs: Any) -> Sandbox:
-        server = Sandbox(**kwargs).start()
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.stop()

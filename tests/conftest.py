@@ -1,4 +1,4 @@
-"""Shared fixtures: a real sandbox server on 127.0.0.1 (see docs/sandbox.md)."""
+"""Fixtures shared by every test folder: a real sandbox server on 127.0.0.1 (see docs/sandbox.md)."""
 
 from __future__ import annotations
 
