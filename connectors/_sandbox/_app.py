@@ -331,18 +331,22 @@ class _Endpoints:
             wrong.append(_field("x-identity", "does not match the identity given at login"))
         return _error(401, "unauthenticated", wrong) if wrong else None
 
+    def _fenix_body(self, request: Request, raw: bytes) -> tuple[Any, Response | None]:
+        """The JSON body of an authenticated Fenix request, or the 401/400 that refuses it."""
+        denied = self._fenix_auth(request)
+        if denied is not None:
+            return None, denied
+        return _parse_json_body(request, raw)
+
     async def order(self, request: Request) -> Response:
         return await self._serve(
             request, api="fenix", endpoint="fenix.orders", handler=self._order, uses_token=True
         )
 
     def _order(self, request: Request, raw: bytes) -> _Accepted | Response:
-        denied = self._fenix_auth(request)
-        if denied is not None:
-            return denied
-        payload, bad = _parse_json_body(request, raw)
-        if bad is not None:
-            return bad
+        payload, refused = self._fenix_body(request, raw)
+        if refused is not None:
+            return refused
         order_id = _path_ids(request, ("order_id",), (4,))["order_id"]
         kind = _order_kind(payload)
         errors = _problems(kind, payload)
@@ -358,12 +362,9 @@ class _Endpoints:
         )
 
     def _fulfillment(self, request: Request, raw: bytes) -> _Accepted | Response:
-        denied = self._fenix_auth(request)
-        if denied is not None:
-            return denied
-        payload, bad = _parse_json_body(request, raw)
-        if bad is not None:
-            return bad
+        payload, refused = self._fenix_body(request, raw)
+        if refused is not None:
+            return refused
         ids = _path_ids(request, ("order_id", "fulfillment_id"), (4, 6))
         kind = "fenix.fulfillment"
         errors = _problems(kind, payload)
