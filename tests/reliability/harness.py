@@ -492,16 +492,17 @@ class ShipmapRun:
     def _start(self) -> subprocess.Popen[bytes]:
         command = [*shipmap_command(), "run", str(self.config), "--input", str(self.input), "--no-progress"]
         self.processes += 1
-        with self.stderr.open("ab") as log:
+        with self.stderr.open("ab") as log:  # the child writes through its own copy of the descriptor
             log.write(f"--- process {self.processes}\n".encode())
-        process = subprocess.Popen(
-            [*command, *self.extra_args],
-            stdout=subprocess.PIPE,
-            stderr=self.stderr.open("ab"),
-            stdin=subprocess.DEVNULL,
-            cwd=self.directory,
-            env=self.env,
-        )
+            log.flush()
+            process = subprocess.Popen(
+                [*command, *self.extra_args],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                cwd=self.directory,
+                env=self.env,
+            )
         self._process = process
         return process
 
@@ -556,7 +557,7 @@ class ShipmapRun:
                 self._finish(process, 5)
                 break
             process.send_signal(signal.SIGKILL)
-            process.wait(10)
+            process.communicate(timeout=10)  # reaps it and closes its stdout pipe
             self._process = None
             self.exit_codes.append(process.returncode)
             self.kills.append(Kill(number, how, time.monotonic() - born, accepted, self.pending()))
@@ -574,9 +575,10 @@ class ShipmapRun:
 
     def close(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(10)
+        if process is not None:
+            if process.poll() is None:
+                process.kill()
+            process.communicate(timeout=10)
 
     def log(self) -> str:
         return self.stderr.read_text(encoding="utf-8", errors="replace") if self.stderr.exists() else ""
