@@ -28,11 +28,10 @@ from ._errors import (
 from ._expressions import Evaluator, ExpressionCompiler, Scope
 from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
 from ._kinds import SchemaCheck, TargetKind, format_path, get_kind
-from ._trace import ACTIVE, runtime_field, scope_chain
+from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey
 
 OMIT: Any = object()  # a field that produced nothing and has no default: left out of the payload
-ARRAY = "[]"  # a static field path's step into "every element of an array"
 
 StaticPath = tuple[str, ...]
 _CLOSURE, _ONE_KEY, _TWO_KEYS, _CONSTANT, _KEY_THEN_FINISH = range(5)
@@ -101,6 +100,14 @@ class CompiledTarget:
         return f"{self.name}.{format_path(parts)}" if parts else self.name
 
 
+def static_field_name(target: str, static: StaticPath) -> str:
+    """``('line_items', '[]', 'sku')`` of target ``order`` -> ``order.line_items[].sku``."""
+    text = target
+    for part in static:
+        text += part if part == ARRAY else f".{part}"
+    return text
+
+
 @dataclass
 class _Site:
     """What compiling one field needs to know about where it stands."""
@@ -111,10 +118,7 @@ class _Site:
 
     @property
     def field_name(self) -> str:
-        text = self.target
-        for part in self.static:
-            text += part if part == ARRAY else f".{part}"
-        return text
+        return static_field_name(self.target, self.static)
 
     def child(self, yaml_key: str | int, static_key: str | None) -> _Site:
         static = self.static if static_key is None else (*self.static, static_key)
@@ -270,23 +274,7 @@ class MappingCompiler:
         self._mapped.setdefault(site.static, set()).update(fields)
         # The commonest fields (a literal, a path of one or two keys) are done inline in the loop below:
         # no call per field. Everything else is a compiled closure.
-        slots: list[tuple[str, int, Any, Any]] = []
-        for key, spec in fields.items():
-            child = site.child(key, key)
-            produce = self._field(spec, child)
-            keys = None if self.tracing or not isinstance(spec, str) else self.expressions.plain_keys(spec)
-            finished = self._finished_key(spec, child)
-            if finished is not None:
-                slots.append((key, _KEY_THEN_FINISH, *finished))
-            elif keys is not None and len(keys) == 1:
-                slots.append((key, _ONE_KEY, keys[0], None))
-            elif keys is not None and len(keys) == 2:
-                slots.append((key, _TWO_KEYS, keys[0], keys[1]))
-            elif not isinstance(spec, (dict, list)) and not isinstance(spec, str) and spec is not None:
-                slots.append((key, _CONSTANT, spec, None))
-            else:
-                slots.append((key, _CLOSURE, produce, None))
-        frozen = tuple(slots)
+        frozen = tuple(self._slot(key, spec, site.child(key, key)) for key, spec in fields.items())
 
         def build_object(scope: Scope) -> Any:
             out = {}
@@ -319,14 +307,30 @@ class MappingCompiler:
 
         return build_object
 
+    def _slot(self, key: str, spec: Any, site: _Site) -> tuple[str, int, Any, Any]:
+        """How the object builder makes one field: inline for a literal or a path of one or two keys (with
+        or without finishing steps), else through the field's compiled closure. Tracing needs the closures."""
+        if not self.tracing:
+            if isinstance(spec, str):
+                keys = self.expressions.plain_keys(spec)
+                if keys is not None and len(keys) == 1:
+                    return self._inline(site, (key, _ONE_KEY, keys[0], None))
+                if keys is not None and len(keys) == 2:
+                    return self._inline(site, (key, _TWO_KEYS, keys[0], keys[1]))
+            elif not isinstance(spec, dict):
+                return self._inline(site, (key, _CONSTANT, spec, None))
+            finished = self._finished_key(spec, site)
+            if finished is not None:
+                return self._inline(site, (key, _KEY_THEN_FINISH, *finished))
+        return key, _CLOSURE, self._field(spec, site), None
+
+    def _inline(self, site: _Site, slot: tuple[str, int, Any, Any]) -> tuple[str, int, Any, Any]:
+        self._locations.setdefault(site.static, self.where(site.yaml_path))
+        return slot
+
     def _finished_key(self, spec: Any, site: _Site) -> tuple[str, Callable[[Any, Scope], Any]] | None:
         """For ``{path: key, default/type/lookup/required}``: the key and its finishing steps, to run inline."""
-        if (
-            self.tracing
-            or not isinstance(spec, dict)
-            or "path" not in spec
-            or not set(spec) <= _FINISH_OPTIONS
-        ):
+        if not isinstance(spec, dict) or "path" not in spec or not set(spec) <= _FINISH_OPTIONS:
             return None
         keys = self.expressions.plain_keys(spec["path"])
         if keys is None or len(keys) != 1:
@@ -609,4 +613,12 @@ def _structure_error(error: jsonschema.ValidationError, document: LocatedDocumen
     return MappingStructureError(f"{where}: {error.message}", location=document.where(path))
 
 
-__all__ = ["ARRAY", "OMIT", "CompileReport", "CompiledTarget", "MappingCompiler", "mapping_format_schema"]
+__all__ = [
+    "ARRAY",
+    "OMIT",
+    "CompileReport",
+    "CompiledTarget",
+    "MappingCompiler",
+    "mapping_format_schema",
+    "static_field_name",
+]

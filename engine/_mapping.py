@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._compiler import ARRAY, CompiledTarget, CompileReport, MappingCompiler
+from ._compiler import ARRAY, CompiledTarget, CompileReport, MappingCompiler, static_field_name
 from ._errors import Location, MappingError, Problem
 from ._functions import FunctionSet, lookup_key
 from ._kinds import TargetKind
@@ -117,7 +117,7 @@ class CompiledMapping:
                     if not target.kind.is_known_field((*parts, key)):
                         problems.append(
                             Problem(
-                                field=_field_name(name, child),
+                                field=static_field_name(name, child),
                                 message=f"is not a field of {target.kind.name}",
                                 location=target.where(child),
                             )
@@ -126,7 +126,7 @@ class CompiledMapping:
                     if required not in keys:
                         problems.append(
                             Problem(
-                                field=_field_name(name, (*static, required)),
+                                field=static_field_name(name, (*static, required)),
                                 message=f"is required by {target.kind.name} but not mapped",
                                 location=target.where(static),
                             )
@@ -157,13 +157,6 @@ class CompiledMapping:
     @property
     def functions(self) -> FunctionSet:
         return self._functions
-
-
-def _field_name(target: str, static: tuple[str, ...]) -> str:
-    text = target
-    for part in static:
-        text += part if part == ARRAY else f".{part}"
-    return text
 
 
 def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
