@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 import httpx
 from shipmap.engine import PayloadValidationError, Problem, ShipmapError, SourceDocument
+from shipmap.engine._expressions import is_truthy
 
 from ._auth import ShipmapAuth
 from ._config import (
@@ -430,7 +431,7 @@ class Runtime:
         for route in self.routes:
             if route.topics and (topic is None or str(topic) not in route.topics):
                 continue
-            if route.match is not None and not _truthy(route.match.search(event)):
+            if route.match is not None and not is_truthy(route.match.search(event)):
                 continue
             chosen.append(route)
             if self.config.events.routing == "first":
@@ -851,11 +852,6 @@ class _Execution:
 
 def _as_record(item: Any, index: int) -> SourceDocument:
     return item if isinstance(item, SourceDocument) else SourceDocument(f"event[{index}]", document=item)
-
-
-def _truthy(value: Any) -> bool:
-    """JMESPath truthiness: false, null, empty string, list and object are false; 0 is true."""
-    return not (value is None or value is False or value == "" or value == [] or value == {})
 
 
 def _field(parts: tuple[Any, ...]) -> str:

@@ -25,7 +25,7 @@ from ._errors import (
     Problem,
     TransformError,
 )
-from ._expressions import Evaluator, ExpressionCompiler, Scope
+from ._expressions import Evaluator, ExpressionCompiler, Scope, is_truthy
 from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
 from ._kinds import SchemaCheck, TargetKind, format_path, get_kind
 from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
@@ -224,7 +224,7 @@ class MappingCompiler:
             if rebase is not None:
                 scope = Scope(rebase(scope), scope, source, label)
             # The guard sees what the fields see: the from part, with $root for the whole document.
-            if when is not None and not _truthy(when(scope)):
+            if when is not None and not is_truthy(when(scope)):
                 return None
             payload = body(scope)
             return {} if payload is OMIT else payload
@@ -374,7 +374,7 @@ class MappingCompiler:
             return lambda scope: finish(source(scope), scope)
 
         def guarded(scope: Scope) -> Any:
-            if not _truthy(guard(scope)):
+            if not is_truthy(guard(scope)):
                 return OMIT
             return finish(source(scope), scope)
 
@@ -572,11 +572,6 @@ def _omit_null(evaluate: Evaluator) -> Callable[[Scope], Any]:
 
 def _none_if_omit(value: Any) -> Any:
     return None if value is OMIT else value
-
-
-def _truthy(value: Any) -> bool:
-    # JMESPath truthiness: empty strings, arrays and objects are false, as are null and false; 0 is true.
-    return not (value is None or value is False or value == "" or value == [] or value == {})
 
 
 def _stem(file: str) -> str:

@@ -85,7 +85,7 @@ def _select_scope(scope: Scope, name: str) -> Any:
         return scope.root
     if name == "index":
         return scope.index
-    return scope.parent.data if scope.parent is not None else None
+    return _parent(scope)
 
 
 _MAX_TEXT = 1_000_000  # characters (or items) one template operation may build
@@ -583,10 +583,14 @@ def _call(function: Callable[..., Any], args: list[Callable[[Any], Any]]) -> Cal
     return lambda data: function(*[arg(data) for arg in args])
 
 
+def is_truthy(value: Any) -> bool:
+    """JMESPath truthiness, used by when guards, || and route matches: false, null and empty strings, arrays
+    and objects are false; 0 is true."""
+    return not (value is None or value is False or value == "" or value == [] or value == {})
+
+
 def _or(value: Any, otherwise: Callable[[Any], Any], data: Any) -> Any:
-    if value is None or value is False or value == "" or value == [] or value == {}:
-        return otherwise(data)
-    return value
+    return value if is_truthy(value) else otherwise(data)
 
 
 def _projection(
