@@ -25,7 +25,7 @@ from ._errors import (
     TransformError,
 )
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
-from ._mapping import CompiledMapping, Target, load_mapping, parse_mapping, resolve_mapping_path
+from ._mapping import CompiledMapping, load_mapping, parse_mapping, resolve_mapping_path
 from ._sources import SourceDocument, read_documents
 from ._trace import Trace
 
@@ -43,7 +43,6 @@ __all__ = [
     "ShipmapError",
     "SourceDocument",
     "SourceError",
-    "Target",
     "TargetKind",
     "Trace",
     "TransformError",

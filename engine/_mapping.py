@@ -6,7 +6,6 @@ import os
 import threading
 import zoneinfo
 from collections.abc import Iterable
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -14,19 +13,10 @@ from typing import Any
 from ._compiler import ARRAY, CompiledTarget, CompileReport, MappingCompiler, static_field_name
 from ._errors import Location, MappingError, Problem
 from ._functions import FunctionSet, lookup_key
-from ._kinds import TargetKind
 from ._trace import ACTIVE, Trace, unread_paths
 from ._yaml import LocatedDocument, load_located
 
 __all__ = ["CompiledMapping", "load_mapping", "parse_mapping", "resolve_mapping_path"]
-
-
-@dataclass(frozen=True)
-class Target:
-    """A target as the public API shows it: its name and its kind."""
-
-    name: str
-    kind: TargetKind
 
 
 class CompiledMapping:
@@ -46,7 +36,7 @@ class CompiledMapping:
         self._compiled: dict[str, CompiledTarget] = {target.name: target for target in targets}
         self._report: CompileReport = compiler.report
         self._used_lookups = frozenset(expressions.used_lookups)
-        self.targets: tuple[Target, ...] = tuple(Target(t.name, t.kind) for t in targets)
+        self.targets: tuple[CompiledTarget, ...] = tuple(targets)
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name!r} from {self.file} targets={list(self._compiled)}>"
