@@ -155,11 +155,7 @@ def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int)
         bad_text = lines[relative - 1].strip() if 0 < relative <= len(lines) else ""
         yield _bad(name, first_line + relative - 1, error, bad_text)
         return
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            yield SourceDocument(f"{name}[{index}]", document=item)
-    else:
-        yield SourceDocument(name, document=value)
+    yield from _events(value, name)
 
 
 def _events(value: Any, origin: str) -> Iterator[SourceDocument]:
@@ -173,11 +169,15 @@ def _events(value: Any, origin: str) -> Iterator[SourceDocument]:
 def _bad(name: str, line: int, error: ValueError, text: str) -> SourceDocument:
     detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
     column = f", column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
-    excerpt = text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
     where = Location(name, line, error.colno if isinstance(error, json.JSONDecodeError) else 1)
     return SourceDocument(
-        f"{name}:{line}", error=f"not JSON: {detail}{column}", excerpt=excerpt, location=where
+        f"{name}:{line}", error=f"not JSON: {detail}{column}", excerpt=_excerpt(text), location=where
     )
+
+
+def _excerpt(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
 
 
 def estimate_total(sources: Sequence[str | os.PathLike[str]]) -> int | None:
@@ -201,10 +201,9 @@ def estimate_total(sources: Sequence[str | os.PathLike[str]]) -> int | None:
 
 
 def _too_deep(name: str, line: int, text: str) -> SourceDocument:
-    excerpt = text.strip()[:_EXCERPT_CHARS]
     return SourceDocument(
         f"{name}:{line}",
         error="JSON nested too deeply to read",
-        excerpt=excerpt,
+        excerpt=_excerpt(text),
         location=Location(name, line, 1),
     )
