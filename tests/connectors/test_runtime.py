@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import sqlite3
 import time
@@ -25,7 +26,15 @@ from shipmap.connectors import (
 )
 from shipmap.connectors._journal import Journal
 from shipmap.engine import load_mapping, read_documents
-from test_runtime_support import FIXTURES, SECRETS, environ, order_event, shipment_event, write_config
+from test_runtime_support import (
+    BASE_CONFIG,
+    FIXTURES,
+    SECRETS,
+    environ,
+    order_event,
+    shipment_event,
+    write_config,
+)
 
 
 def runtime_for(tmp_path: Path, sandbox: Sandbox, **changes: Any) -> Runtime:
@@ -287,22 +296,9 @@ def test_a_token_that_expires_by_age_is_refreshed_before_it_is_refused(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
     server = sandbox_factory(token_ttl=0.6, faults="slow=1:0.05")
-    connections = {
-        "fenix": {
-            "api": "fenix",
-            "base_url": "${SANDBOX_URL}",
-            "auth": {
-                "scheme": "fenix_session",
-                "username": "${FENIX_USERNAME}",
-                "password": "${FENIX_PASSWORD}",
-                "api_key": "${FENIX_API_KEY}",
-                "store_name": "demo-store",
-                "token_ttl": "600ms",
-                "refresh_margin": "200ms",
-            },
-        },
-        "dg": {"api": "dg", "base_url": "${SANDBOX_URL}", "auth": {"scheme": "none"}},
-    }
+    connections = copy.deepcopy(BASE_CONFIG["connections"])
+    connections["fenix"]["auth"].update(token_ttl="600ms", refresh_margin="200ms")
+    connections["dg"]["auth"] = {"scheme": "none"}
     runtime = runtime_for(tmp_path, server, connections=connections, delivery={"concurrency": 2})
     summary = runtime.run([order_event(n) for n in range(30)])  # 15 rounds of 50 ms: about 0.8 s
     assert summary.get("acme-orders.order").delivered == 30
