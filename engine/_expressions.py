@@ -251,8 +251,8 @@ class ExpressionCompiler:
             return None
         try:
             steps = _plain_path(jmespath.compile(text.strip()).parsed)
-        except jmespath.exceptions.JMESPathError:
-            return None
+        except (jmespath.exceptions.JMESPathError, RecursionError):
+            return None  # not a plain path; compiling it as a closure reports the error with its location
         if not steps or not all(isinstance(step, str) for step in steps):
             return None
         return tuple(str(step) for step in steps)
