@@ -7,6 +7,7 @@ time point at the line that produced them.
 from __future__ import annotations
 
 import difflib
+import logging
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import jsonschema
 
+from ._codegen import generate
 from ._errors import (
     CompileError,
     Location,
@@ -30,6 +32,8 @@ from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, Lo
 from ._kinds import SchemaCheck, TargetKind, format_path, get_kind
 from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey
+
+_log = logging.getLogger("shipmap.engine.codegen")
 
 OMIT: Any = object()  # a field that produced nothing and has no default: left out of the payload
 
@@ -63,6 +67,8 @@ class CompiledTarget:
     location: Location
     _produce: Callable[[Any], Any] = field(repr=False)
     _locations: dict[StaticPath, Location] = field(repr=False)
+    _reference: Callable[[Any], Any] = field(repr=False)  # the closure tree
+    _generated: Callable[[Any], Any] | None = field(default=None, repr=False)  # the same, as generated code
 
     def produce(self, source: Any) -> dict[str, Any] | None:
         """The payload for ``source``, or None when the target's ``when`` guard does not hold."""
@@ -148,6 +154,8 @@ class MappingCompiler:
         self._locations: dict[StaticPath, Location] = {}
         self._mapped: dict[StaticPath, set[str]] = {}
         self._opaque: set[StaticPath] = set()
+        # The plain evaluator of each expression text, for the generated code to call.
+        self._evaluators: dict[tuple[str, bool | None], Evaluator] = {}
 
     def where(self, path: PathKey) -> Location:
         return self.document.where(path)
@@ -179,7 +187,7 @@ class MappingCompiler:
             table_name: LookupTable(table_name, table["map"], table.get("default", MISSING))
             for table_name, table in (self.spec.get("lookups") or {}).items()
         }
-        self._lookups = lookups
+        self.lookups = lookups
         functions = FunctionSet(FunctionContext(default_zone=zone, lookups=lookups))
         self.functions = functions
         self.expressions = ExpressionCompiler(functions, frozenset(lookups))
@@ -229,7 +237,18 @@ class MappingCompiler:
             payload = body(scope)
             return {} if payload is OMIT else payload
 
-        return CompiledTarget(name, kind, location, produce, self._locations)
+        generated = None if self.tracing else generate(self, name)
+        if generated is None:
+            return CompiledTarget(name, kind, location, produce, self._locations, produce)
+
+        def run(source: Any) -> Any:
+            try:
+                return generated(source)
+            except Exception as error:  # the reference runs it again, and words any error
+                _log.debug("target %s: the reference takes over (%s)", name, type(error).__name__)
+                return produce(source)
+
+        return CompiledTarget(name, kind, location, run, self._locations, produce, generated)
 
     # -- fields ---------------------------------------------------------------------------------------------
 
@@ -247,6 +266,7 @@ class MappingCompiler:
     ) -> Evaluator:
         evaluate = self.expressions.compile(text, self.where(yaml_path), field_name, template=template)
         if not self.tracing:
+            self._evaluators.setdefault((text, template), evaluate)
             return evaluate
         reads = self.expressions.reads_of(text, template=template)
         if navigate:
@@ -256,6 +276,10 @@ class MappingCompiler:
                 self._label_chains[label] = reads[0][1] if reads else ()
             return evaluate
         return _traced_reads(evaluate, reads, self._label_chains)
+
+    def evaluator(self, text: str, template: bool | None) -> Evaluator:
+        """The evaluator compiled for ``text`` (as a template or not, as the field said)."""
+        return self._evaluators[(text, template)]
 
     def _field(self, spec: Any, site: _Site) -> Callable[[Scope], Any]:
         self._locations.setdefault(site.static, self.where(site.yaml_path))
@@ -487,7 +511,7 @@ class MappingCompiler:
         if "lookup" in spec:
             table_name = spec["lookup"]
             self.expressions._use_lookup(table_name, self.where((*site.yaml_path, "lookup")), site.field_name)
-            null_entry = self._lookups[table_name].entries.get(lookup_key(None), MISSING)
+            null_entry = self.lookups[table_name].entries.get(lookup_key(None), MISSING)
             lookup = self.functions.jinja_globals["lookup"]
             steps.append(lambda value: lookup(table_name, value))
         if "type" in spec:

@@ -708,11 +708,11 @@ def _plain_path(node: dict[str, Any]) -> list[str | int] | None:
             steps += part
         return steps
     if kind == "index_expression":
-        left, right = node["children"]
+        left, *indexes = node["children"]  # a[0][1] is one node with two indexes
         head = [] if left.get("type") == "identity" else _plain_path(left)
-        if head is None or right.get("type") != "index":
+        if head is None or any(index.get("type") != "index" for index in indexes):
             return None
-        return [*head, int(right["value"])]
+        return [*head, *(int(index["value"]) for index in indexes)]
     if kind == "current":
         return []
     return None

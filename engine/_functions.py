@@ -902,6 +902,9 @@ class FunctionSet:
         self._callables: dict[str, Callable[..., Any]] = {
             name: _checked(spec, impls[name]) for name, spec in _SPECS.items()
         }
+        # Generated code calls these directly: arity is checked at load, and any error it meets sends the
+        # document back through the interpreter, which words it.
+        self.unchecked: Mapping[str, Callable[..., Any]] = types.MappingProxyType(impls)
         self.specs: Mapping[str, FunctionSpec] = _SPECS
         self.names: frozenset[str] = frozenset(self._callables)
         self.jinja_globals: Mapping[str, Callable[..., Any]] = types.MappingProxyType(dict(self._callables))

@@ -1,0 +1,219 @@
+"""Generated code (engine/_codegen.py) against the reference closure tree it stands in for.
+
+Every target of every mapping in the repository is run both ways on every fixture document, on every language
+case and on hypothesis-mutated fixtures. The two must agree exactly: the same payload (same keys, values and
+types) whenever the reference returns one, and an exception from the generated code whenever the reference
+raises (the target then runs the reference, which words the error).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import shipmap.engine as engine
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def _is_mapping(path: Path) -> bool:
+    return any(line.startswith("shipmap:") for line in path.read_text(encoding="utf-8").splitlines())
+
+
+MAPPING_FILES = sorted(
+    path
+    for folder in ("mappings", "examples", "tests/fixtures")
+    for path in (REPO / folder).rglob("*.yaml")
+    if _is_mapping(path)
+)
+
+
+def _documents(path: Path) -> Iterator[Any]:
+    if path.suffix == ".ndjson":
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                yield json.loads(line)
+        return
+    value = json.loads(path.read_text(encoding="utf-8"))
+    yield value
+    for array in [value] if isinstance(value, list) else [v for v in value.values() if isinstance(v, list)]:
+        yield from (item for item in array if isinstance(item, dict))
+
+
+DOCUMENT_FILES = sorted(
+    [
+        *(FIXTURES / "real").rglob("*.json"),
+        *(FIXTURES / "derived").rglob("*.json"),
+        *(REPO / "examples").rglob("*.json"),
+        REPO / "examples" / "acme_outfitters" / "events.ndjson",
+    ]
+)
+DOCUMENTS = [document for path in DOCUMENT_FILES for document in _documents(path)]
+
+
+@cache
+def compiled(path: Path) -> engine.CompiledMapping:
+    return engine.load_mapping(path)
+
+
+def canonical(value: Any) -> str:
+    """JSON with sorted keys: tells 1 from 1.0 from true, and a missing key from a null one."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+def outcome(run: Callable[[Any], Any], source: Any) -> tuple[str, str]:
+    try:
+        return "payload", canonical(run(source))
+    except Exception as error:  # which exception is the reference's business
+        return "raised", type(error).__name__
+
+
+def assert_agree(target: engine.CompiledTarget, source: Any) -> None:
+    generated = target._generated
+    assert generated is not None, f"target {target.name} has no generated code"
+    reference = outcome(target._reference, copy.deepcopy(source))
+    fast = outcome(generated, copy.deepcopy(source))
+    if reference[0] == "raised":
+        assert fast[0] == "raised", (
+            f"generated code returned {fast[1]} where the reference raised {reference[1]}"
+        )
+    else:
+        assert fast == reference
+
+
+@pytest.mark.parametrize("path", MAPPING_FILES, ids=lambda path: str(path.relative_to(REPO)))
+def test_every_target_of_every_mapping_is_generated(path: Path) -> None:
+    for target in compiled(path).targets:
+        assert target._generated is not None, target.name
+        assert target._generated.__doc__ and target._generated.__doc__.startswith("def produce(source):")
+
+
+@pytest.mark.parametrize("path", MAPPING_FILES, ids=lambda path: str(path.relative_to(REPO)))
+def test_generated_code_agrees_on_every_fixture(path: Path) -> None:
+    payloads = 0
+    for document in DOCUMENTS:
+        for target in compiled(path).targets:
+            assert_agree(target, document)
+            payloads += outcome(target._reference, document)[0] == "payload"
+    assert payloads > 0  # each mapping maps at least one of the fixtures
+
+
+LANGUAGE_CASES = yaml.safe_load(
+    (Path(__file__).parent / "cases" / "language.yaml").read_text(encoding="utf-8")
+)
+
+
+def _case_text(case: dict[str, Any]) -> str:
+    if "mapping" in case:
+        return str(case["mapping"])
+    fields = yaml.safe_dump({"fields": case["fields"]}, sort_keys=False, default_flow_style=False)
+    indented = "".join(f"    {line}\n" for line in fields.splitlines())
+    return f"shipmap: 1\ntargets:\n  t:\n    kind: fenix.order\n{indented}"
+
+
+@pytest.mark.parametrize("case", LANGUAGE_CASES, ids=[case["name"] for case in LANGUAGE_CASES])
+def test_generated_code_agrees_on_every_language_case(case: dict[str, Any]) -> None:
+    try:
+        mapping = engine.parse_mapping(_case_text(case), file="case.yaml")
+    except engine.MappingError:
+        assert "error" in case  # a compile error case: there is nothing to run
+        return
+    for target in mapping.targets:
+        assert_agree(target, case["given"])
+
+
+def test_the_fixtures_run_on_generated_code_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """On the documents a mapping was written for, the generated code never hands over to the reference."""
+    caplog.set_level(logging.DEBUG, logger="shipmap.engine.codegen")
+    mapping = compiled(REPO / "mappings" / "shopify" / "order.yaml")
+    for name in ("order_rest_get_with_fulfillment.json", "orders_cancelled_webhook.json"):
+        document = json.loads((FIXTURES / "real" / "shopify" / name).read_text(encoding="utf-8"))
+        assert mapping.transform(document)["order"]["id"]
+    assert not [record for record in caplog.records if "reference takes over" in record.message]
+
+
+def test_an_error_is_worded_by_the_reference(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="shipmap.engine.codegen")
+    mapping = compiled(REPO / "mappings" / "shopify" / "order.yaml")
+    document = json.loads(
+        (FIXTURES / "real" / "shopify" / "orders_cancelled_webhook.json").read_text("utf-8")
+    )
+    document["line_items"][1]["product_id"] = 1.5
+    with pytest.raises(engine.TransformError) as caught:
+        mapping.transform(document)
+    assert caught.value.field == "order.line_items[1].product_id"
+    assert caught.value.source_path == "line_items[1].product_id"
+    assert caught.value.value == 1.5
+    assert caught.value.file.endswith("order.yaml") and caught.value.line
+    assert [record for record in caplog.records if "reference takes over (FunctionError)" in record.message]
+
+
+# --- hypothesis: fixtures with values changed, removed or retyped -----------------------------------------------
+
+SAMPLES = {
+    "mappings/shopify/order.yaml": ["real/shopify/order_rest_get_with_fulfillment.json"],
+    "mappings/shopify/order_cancelled.yaml": ["derived/shopify/orders_updated_partial_cancel.json"],
+    "mappings/shopify/fulfillment.yaml": ["real/shopify/fulfillments_create_webhook.json"],
+    "mappings/shipstation/shipment.yaml": ["real/shipstation/shipments_list_ship_notify_resource.json"],
+    "mappings/aftership/tracking.yaml": ["derived/aftership/tracking_with_order.json"],
+}
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["", " ", "0", "1.50", "2024-01-01T10:00:00Z", "x", "cancel", "USD", "fulfilled"]),
+    st.text(max_size=8),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, (*prefix, index))
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_generated_code_agrees_on_mutated_fixtures(data: st.DataObject) -> None:
+    file = data.draw(st.sampled_from(sorted(SAMPLES)), label="mapping")
+    sample = data.draw(st.sampled_from(SAMPLES[file]), label="sample")
+    document = json.loads((FIXTURES / sample).read_text(encoding="utf-8"))
+    if "shipments" in document:
+        document = document["shipments"][0]
+    for _ in range(data.draw(st.integers(1, 5), label="edits")):
+        paths = list(_paths(document))[1:]
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths), label="path")
+        *head, last = path
+        parent = document
+        for step in head:
+            parent = parent[step]
+        if data.draw(st.booleans(), label="delete") and isinstance(parent, dict):
+            del parent[last]
+        else:
+            parent[last] = data.draw(values, label="value")
+    for target in compiled(REPO / file).targets:
+        assert_agree(target, document)
