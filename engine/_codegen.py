@@ -182,25 +182,33 @@ class TargetWriter:
             inner = self.object(spec, level)
             self.emit(f"if {inner}:")
             self.emit(f"    {target} = {inner}")
+        elif set(spec) <= {"literal", "description"}:
+            if spec["literal"] is not None:
+                self.emit(f"{target} = {self.constant(spec['literal'])}")
         else:
-            value = self.spec(spec, level)
-            self.emit(f"if {value} is not OMIT:")
-            self.emit(f"    {target} = {value}")
+            value, omitted = self.spec(spec, level)
+            if omitted:
+                self.emit(f"if {value} is not {omitted}:")
+                self.emit(f"    {target} = {value}")
+            else:
+                self.emit(f"{target} = {value}")
 
-    def spec(self, spec: dict[str, Any], level: _Level) -> str:
-        """Code that leaves the field's value, or OMIT, in the returned variable."""
+    def spec(self, spec: dict[str, Any], level: _Level) -> tuple[str, str]:
+        """Code that leaves the field's value in a variable: its name, and what it holds when the field is
+        left out ("None", or "OMIT" where null is a value: a default of null; "" when it is never left out)."""
         value = self.fresh("v")
         guarded = "when" in spec
+        omitted = ("OMIT" if guarded else "") if "default" in spec else "None"
         if guarded:
             self.emit(f"if not truthy({self.expression(spec['when'], level, None)}):")
-            self.emit(f"    {value} = OMIT")
+            self.emit(f"    {value} = {omitted}")
             self.emit("else:")
             self.indent += 1
         self.source(spec, level, value)
         self.finish(spec, value)
         if guarded:
             self.indent -= 1
-        return value
+        return value, omitted
 
     def source(self, spec: dict[str, Any], level: _Level, value: str) -> None:
         if "each" in spec:
@@ -251,8 +259,8 @@ class TargetWriter:
             element_spec: dict[str, Any] = {
                 key: spec[key] for key in ("path", "template", "use") if key in spec
             }
-            element = self.spec(element_spec, inner)
-            self.emit(f"if {element} is not OMIT:")
+            element, omitted = self.spec(element_spec, inner)  # no default: omitted is "None"
+            self.emit(f"if {element} is not {omitted}:")
         self.emit(f"    {value}.append({element})")
         self.indent -= 2
 
@@ -277,13 +285,13 @@ class TargetWriter:
                     self.emit(f"    if {value} is not None:")
                 self.emit(f"{prefix}{value} = {step}")
         default = spec.get("default", MISSING)
-        self.emit(f"if {value} is None:")
         if default is not MISSING:
-            self.emit(f"    {value} = {self.constant(default)}")
+            if default is not None:
+                self.emit(f"if {value} is None:")
+                self.emit(f"    {value} = {self.constant(default)}")
         elif spec.get("required", False):
+            self.emit(f"if {value} is None:")
             self.emit("    raise Deoptimize")
-        else:
-            self.emit(f"    {value} = OMIT")
 
     # -- expressions ----------------------------------------------------------------------------------------
 
