@@ -184,6 +184,14 @@ class DeliverySettings:
     retry: RetryPolicy = RetryPolicy()
     idempotency: IdempotencySettings = IdempotencySettings()
     response_excerpt_chars: int = 2048
+    # Worker processes that read, map, validate and encode for `shipmap run` (0 or 1); "auto": 1 when the
+    # machine has two CPUs or more. Library runs take ``Runtime.run(..., workers=)`` instead.
+    workers: int | Literal["auto"] = "auto"
+
+    def resolved_workers(self) -> int:
+        if self.workers != "auto":
+            return self.workers
+        return 1 if (os.cpu_count() or 1) >= 2 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -766,4 +774,5 @@ def _delivery(raw: dict[str, Any]) -> DeliverySettings:
         retry=retry,
         idempotency=idempotency,
         response_excerpt_chars=raw.get("response_excerpt_chars", 2048),
+        workers=raw.get("workers", "auto"),
     )

@@ -38,9 +38,17 @@ class OutboundRequest:
     payload: Any
     headers: Mapping[str, str]
     label: str = ""  # for logs: mapping.target and key
+    content: bytes | None = None  # the payload already encoded (the runtime encodes each payload once)
 
     def body(self) -> bytes:
-        return json.dumps(self.payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if self.content is not None:
+            return self.content
+        return encode_payload(self.payload).encode("utf-8")
+
+
+def encode_payload(payload: Any) -> str:
+    """A payload's JSON text as it goes on the wire (and into the journal): compact, UTF-8 kept."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +154,7 @@ class Deliverer:
             excerpt: str | None = None
             try:
                 response = await client.request(
-                    request.method, request.url, content=body, headers=dict(request.headers)
+                    request.method, request.url, content=body, headers=request.headers
                 )
             except AuthError as error:
                 status, retryable = error.status, error.retryable

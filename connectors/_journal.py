@@ -196,6 +196,10 @@ class Journal:
             self._lock_file.close()  # closing drops the flock
             self._lock_file = None
 
+    def lock_fds(self) -> list[int]:
+        """The descriptor of the run lock, if this journal holds it (a forked child must close its copy)."""
+        return [self._lock_file.fileno()] if self._lock_file is not None else []
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
@@ -228,39 +232,45 @@ class Journal:
         idempotency_key: str | None,
         origin: str | None,
     ) -> None:
-        """Record a request about to be sent. Call it before sending: after a crash, it is re-sent."""
+        """Record a request about to be sent. Call it before sending: after a crash, it is re-sent.
+        ``payload`` is the JSON value, or its encoded text as it goes on the wire (a ``str``)."""
+        text = payload if isinstance(payload, str) else canonical_json(payload)
         now = time.time()
-        self._db.execute(
-            """INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, idempotency_key,
-                                       method, url, payload, attempts, origin, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, 0, ?, ?, ?)
-               ON CONFLICT(key) DO UPDATE SET
-                   connection = excluded.connection, state = 'pending', method = excluded.method,
-                   url = excluded.url, payload = excluded.payload, origin = excluded.origin,
-                   idempotency_key = COALESCE(deliveries.idempotency_key, excluded.idempotency_key),
-                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at""",
-            (
-                key,
-                source_digest,
-                mapping,
-                target,
-                connection,
-                idempotency_key,
-                method,
-                url,
-                canonical_json(payload),
-                origin,
-                now,
-                now,
-            ),
-        )
+        row = (key, source_digest, mapping, target, connection, idempotency_key, method, url, text, origin)
+        self._db.execute(_PENDING, (*row, now, now))
+
+    def mark_pending_many(self, rows: Sequence[PendingRow]) -> None:
+        """Record many requests about to be sent, in one statement (call it inside ``transaction()``)."""
+        now = time.time()
+        self._db.executemany(_PENDING, [(*row, now, now) for row in rows])
+
+    def put_sources(self, rows: Iterable[tuple[str, str]]) -> None:
+        """Many ``(digest, canonical JSON)`` source documents at once (call it inside ``transaction()``)."""
+        self._db.executemany("INSERT OR IGNORE INTO sources (hash, doc) VALUES (?, ?)", rows)
+
+    def mark_delivered_many(self, rows: Sequence[tuple[str, int, int]]) -> None:
+        """Mark ``(key, status, attempts)`` rows delivered, in one transaction."""
+        now = time.time()
+        with self.transaction():
+            self._db.executemany(_DELIVERED, [(status, attempts, now, key) for key, status, attempts in rows])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction (one commit) around many writes; nested calls join the outer one."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def mark_delivered(self, key: str, *, status: int, attempts: int) -> None:
-        self._db.execute(
-            """UPDATE deliveries SET state = 'delivered', status = ?, attempts = attempts + ?, reason = NULL,
-                                     response_excerpt = NULL, updated_at = ? WHERE key = ?""",
-            (status, attempts, time.time(), key),
-        )
+        self._db.execute(_DELIVERED, (status, attempts, time.time(), key))
 
     def mark_dead(
         self,
@@ -369,6 +379,19 @@ class Journal:
         rows = self._db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
         return {state: int(count) for state, count in rows}
 
+    def lookup(self, keys: Iterable[str]) -> dict[str, tuple[State, str | None]]:
+        """``key -> (state, idempotency key)`` for those of ``keys`` that have a row (one query per 500)."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, tuple[State, str | None]] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, state, idempotency_key FROM deliveries WHERE key IN ({marks})", chunk
+            ).fetchall()
+            found.update((key, (state, idempotency)) for key, state, idempotency in rows)
+        return found
+
     def delivered_keys(self, keys: Iterable[str]) -> set[str]:
         """Which of ``keys`` are already delivered (one query per batch)."""
         wanted = list(keys)
@@ -382,6 +405,20 @@ class Journal:
             found.update(row[0] for row in rows)
         return found
 
+
+# key, source digest, mapping, target, connection, idempotency key, method, url, payload text, origin
+PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]
+
+_PENDING = """INSERT INTO deliveries (key, source_hash, mapping, target, connection, idempotency_key, method, url,
+                                    payload, origin, state, attempts, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+               ON CONFLICT(key) DO UPDATE SET
+                   connection = excluded.connection, state = 'pending', method = excluded.method,
+                   url = excluded.url, payload = excluded.payload, origin = excluded.origin,
+                   idempotency_key = COALESCE(deliveries.idempotency_key, excluded.idempotency_key),
+                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at"""
+_DELIVERED = """UPDATE deliveries SET state = 'delivered', status = ?, attempts = attempts + ?, reason = NULL,
+                                      response_excerpt = NULL, updated_at = ? WHERE key = ?"""
 
 _COLUMNS = (
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "

@@ -6,8 +6,10 @@ stream of events; ``plan`` is the dry run; ``replay``/``replay_async`` re-send d
 
 Per event, for every matching mapping entry and every target the mapping produces, a delivery key is
 derived from (mapping name, target, canonical source JSON). A delivery already ``delivered`` or ``dead`` in
-the journal is skipped; otherwise it is recorded ``pending`` (with its request and idempotency key) just
-before it is sent. A run starts by re-sending what an interrupted run left ``pending``, exactly as recorded.
+the journal is skipped; otherwise it is recorded ``pending`` (with its request and idempotency key) before
+it is sent, a batch of events in one transaction. A run starts by re-sending what an interrupted run left
+``pending``, exactly as recorded. With ``workers=1`` a forked worker process (``_pipeline``) reads, routes,
+maps, validates and encodes the events, and this process journals and sends them.
 """
 
 from __future__ import annotations
@@ -15,12 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import logging
 import math
 import os
 import random
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -40,15 +53,29 @@ from ._config import (
     load_config,
     plan_routes,
 )
-from ._delivery import Deliverer, OutboundRequest, Outcome
+from ._delivery import Deliverer, OutboundRequest, Outcome, encode_payload
 from ._errors import ConfigError
-from ._journal import Journal, JournalEntry, RejectedInput, canonical_json, delivery_key, digest_of
+from ._journal import (
+    Journal,
+    JournalEntry,
+    PendingRow,
+    RejectedInput,
+    State,
+    canonical_json,
+    delivery_key,
+    digest_of,
+)
+from ._pipeline import ForkedProducer, fork_available
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
 
 T = TypeVar("T")
 MAPPING_STAGE = ""  # the target name of a dead letter raised before any target existed (the mapping failed)
 _REASON_CHARS = 2000
 _CHUNK = 256
+_BATCH = 16  # events settled (journaled in one transaction) at a time
+_FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
+_FLUSH_SECONDS = 0.05  # ... this long after the oldest of them
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -194,6 +221,7 @@ class _Job:
     origin: str | None
     idempotency_key: str | None
     request: OutboundRequest
+    text: str  # the payload's JSON, encoded once: the request body and the journal's copy
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +255,14 @@ class _Unrouted:
 
 
 @dataclass(frozen=True, slots=True)
+class _Route:
+    """The steps that follow are one mapping entry's: all of them are skipped if its mapping stage is dead."""
+
+    stage_key: str
+    mapping: str
+
+
+@dataclass(frozen=True, slots=True)
 class _SourceMarker:
     """A second source document within one event (a route with its own ``body``): store it too."""
 
@@ -234,7 +270,7 @@ class _SourceMarker:
     canonical: str
 
 
-_Step = _Job | _Dead | _Skip | _Resolve | _Unrouted | _SourceMarker
+_Step = _Job | _Dead | _Skip | _Resolve | _Unrouted | _SourceMarker | _Route
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +281,9 @@ class _Event:
     digest: str
     canonical: str
     steps: tuple[_Step, ...]
+
+
+_Item = _Event | SourceDocument  # what a producer hands the run: an expanded event, or a rejected record
 
 
 # --- the runtime --------------------------------------------------------------------------------------------
@@ -318,9 +357,11 @@ class Runtime:
         *,
         progress: Callable[[Progress], None] | None = None,
         total: int | None = None,
+        workers: int = 0,
     ) -> RunSummary:
-        """Deliver ``events`` (documents, or SourceDocuments from ``read_inputs``) and wait for the summary."""
-        return _run_sync(self.run_async(events, progress=progress, total=total))
+        """Deliver ``events`` (documents, or SourceDocuments from ``read_inputs``) and wait for the summary.
+        ``workers=1``: read, map, validate and encode in a forked worker process (see ``run_async``)."""
+        return _run_sync(self.run_async(events, progress=progress, total=total, workers=workers))
 
     async def run_async(
         self,
@@ -328,11 +369,29 @@ class Runtime:
         *,
         progress: Callable[[Progress], None] | None = None,
         total: int | None = None,
+        workers: int = 0,
     ) -> RunSummary:
-        """Deliver ``events``: first what an interrupted run left pending, then each event in order."""
+        """Deliver ``events``: first what an interrupted run left pending, then each event in order.
+
+        ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
+        iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
+        routes, maps, validates and encodes each event, while this thread journals and sends: the work of
+        two cores. Same requests, same order, same journal; async iterables and platforms without
+        ``os.fork`` always run in this thread."""
+        if workers < 0:
+            raise ConfigError("workers must be 0 or more")
         with self._exclusive(), self._open_journal() as journal:
             execution = _Execution(self, journal, progress, total)
-            return await execution.execute(self._produce(events, journal, execution), recover=True)
+            if workers and not isinstance(events, AsyncIterable) and fork_available():
+                forked = ForkedProducer(
+                    lambda: self._produce_packed(events), close_in_child=journal.lock_fds()
+                )
+                forked.start()  # before recovery and the first login: the worker's start overlaps them
+                try:
+                    return await execution.execute(_unpack_batches(forked.batches()), decide=True)
+                finally:
+                    forked.close()
+            return await execution.execute(self._produce(events), decide=True)
 
     def replay(
         self, keys: Sequence[str] | None = None, *, progress: Callable[[Progress], None] | None = None
@@ -346,7 +405,7 @@ class Runtime:
         from its stored source document with the mapping as it is now; same delivery and idempotency keys."""
         with self._exclusive(), self._open_journal() as journal:
             execution = _Execution(self, journal, progress, None)
-            return await execution.execute(self._produce_replay(journal, keys, execution), recover=True)
+            return await execution.execute(self._produce_replay(journal, keys), decide=False)
 
     def plan(self, events: Iterable[Any]) -> Iterator[PlanEntry]:
         """The dry run: what each event would cause, with the exact requests (headers redacted). Sends
@@ -406,22 +465,38 @@ class Runtime:
             return Journal(":memory:", synchronous=settings.synchronous)
         return Journal(settings.path, synchronous=settings.synchronous, exclusive=True)
 
-    async def _produce(
-        self, events: Iterable[Any] | AsyncIterable[Any], journal: Journal, execution: _Execution
-    ) -> AsyncIterator[_Event | SourceDocument]:
+    async def _produce(self, events: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[list[_Item], None]:
+        """Batches of expanded events. The journal is not read here: the run decides what to skip when it
+        settles each batch, against the journal as it is then (``_Execution._settle``)."""
         index = 0
-        async for item in _aiter_chunked(events):
+        async for chunk in _aiter_batches(events, _BATCH):
+            batch: list[_Item] = []
+            for item in chunk:
+                record = _as_record(item, index)
+                index += 1
+                batch.append(record if not record.ok else self._expand(record, None))
+            yield batch
+
+    def _produce_packed(self, events: Iterable[Any]) -> Iterator[list[tuple[Any, ...]]]:
+        """``_produce`` in the worker process: batches (small at first, so sending starts at once) of events
+        packed as tuples, which cross the pipe and unpickle faster than the step objects."""
+        batch: list[tuple[Any, ...]] = []
+        size = 2
+        for index, item in enumerate(events):
             record = _as_record(item, index)
-            index += 1
-            execution.summary.events += 1
-            yield record if not record.ok else self._expand(record, journal)
+            batch.append(_pack(record if not record.ok else self._expand(record, None)))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+                size = min(size * 2, _BATCH)
+        if batch:
+            yield batch
 
     async def _produce_replay(
-        self, journal: Journal, keys: Sequence[str] | None, execution: _Execution
-    ) -> AsyncIterator[_Event | SourceDocument]:
+        self, journal: Journal, keys: Sequence[str] | None
+    ) -> AsyncGenerator[list[_Item], None]:
         for entry in journal.dead_letters(keys):
-            execution.summary.events += 1
-            yield self._expand_replay(entry, journal)
+            yield [self._expand_replay(entry, journal)]
 
     def _routes_for(self, event: Any) -> list[PlannedRoute]:
         chosen: list[PlannedRoute] = []
@@ -487,6 +562,7 @@ class Runtime:
         stage_key = delivery_key(name, MAPPING_STAGE, digest)
         failure_key = delivery_key(name, replay, digest) if replay else stage_key
         failure_target = replay or MAPPING_STAGE
+        yield _Route(stage_key, name)
         if replay is None and journal is not None and journal.state(stage_key) == "dead":
             yield _Skip(stage_key, name, MAPPING_STAGE, "dead")
             return
@@ -516,7 +592,8 @@ class Runtime:
             if state == "delivered" or (state == "dead" and replay is None):
                 yield _Skip(key, name, target_name, state)
                 continue
-            yield self._job(planned, route, payload, key, digest, origin, entry)
+            recorded = entry.idempotency_key if entry is not None else None
+            yield self._job(planned, route, payload, key, digest, origin, recorded)
 
     def _job(
         self,
@@ -526,11 +603,11 @@ class Runtime:
         key: str,
         digest: str,
         origin: str | None,
-        existing: JournalEntry | None,
+        recorded: str | None,
     ) -> _Job | _Dead:
+        """The request of one delivery (``recorded``: the idempotency key its journal row already holds)."""
         name = route.name
-        idempotency_key = existing.idempotency_key if existing and existing.idempotency_key else None
-        idempotency_key = self._apply_idempotency(planned, payload, key, name, digest, idempotency_key)
+        idempotency_key = self._apply_idempotency(planned, payload, key, name, digest, recorded or None)
         problems = planned.kind.problems(payload)
         if problems:
             error = PayloadValidationError(
@@ -547,9 +624,10 @@ class Runtime:
             )
             return _Dead(key, name, planned.name, digest, origin, reason)
         connection = planned.connection
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = dict(_JSON_HEADERS)
         if connection.idempotency_header and idempotency_key:
             headers[connection.idempotency_header] = idempotency_key
+        text = encode_payload(payload)  # once: the body, and the journal's copy of it
         request = OutboundRequest(
             connection=connection.name,
             method=planned.method,
@@ -557,8 +635,9 @@ class Runtime:
             payload=payload,
             headers=headers,
             label=f"{name}.{planned.name} {key[:12]}",
+            content=text.encode("utf-8"),
         )
-        return _Job(key, name, planned.name, digest, origin, idempotency_key, request)
+        return _Job(key, name, planned.name, digest, origin, idempotency_key, request, text)
 
     def _apply_idempotency(
         self,
@@ -637,7 +716,14 @@ class Runtime:
 
 
 class _Execution:
-    """One run: the journal writes, the worker pool and the counters."""
+    """One run: the journal writes, the worker pool and the counters.
+
+    Events are settled in batches: one transaction journals a batch's sources, dead letters and ``pending``
+    rows (write-ahead: before any of its requests goes out), then its jobs are queued for the senders.
+    Delivered marks are committed in batches too (every ``_FLUSH_MARKS`` or ``_FLUSH_SECONDS``); until its
+    mark is committed a key stays in ``scheduled``, so a repeat of its event in the input is still skipped.
+    A crash before the commit leaves the row ``pending``: the next run re-sends it (at-least-once).
+    """
 
     def __init__(
         self,
@@ -652,12 +738,17 @@ class _Execution:
         self.total = total
         self.summary = RunSummary()
         self.started = time.perf_counter()
-        self.scheduled: set[str] = set()  # keys queued or being sent in this run: a repeat is a duplicate
+        # Keys queued, being sent, or delivered but not yet committed so: a repeat is a duplicate.
+        self.scheduled: set[str] = set()
         self.sending = 0
-        self.retried: set[str] = set()
         self.log = runtime._log
+        self._marks: list[tuple[str, int, int]] = []  # (key, status, attempts) delivered, not committed
+        self._marks_since = 0.0
+        self._routes = {route.name: route for route in runtime.routes}
 
-    async def execute(self, producer: AsyncIterator[_Event | SourceDocument], *, recover: bool) -> RunSummary:
+    async def execute(self, producer: AsyncGenerator[list[_Item], None], *, decide: bool) -> RunSummary:
+        """Re-send what an interrupted run left pending, then settle and send each batch ``producer`` gives.
+        ``decide``: check each delivery against the journal (a run); a replay's producer already did."""
         runtime = self.runtime
         concurrency = runtime.config.delivery.concurrency
         queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=concurrency * 4)
@@ -671,24 +762,30 @@ class _Execution:
             on_retry=self._on_retry,
         )
         try:
-            async with deliverer, asyncio.TaskGroup() as group:
-                for _ in range(concurrency):
-                    group.create_task(self._worker(deliverer, queue))
-                if recover:
-                    for job in self._recover():
-                        await queue.put(job)
-                async for item in producer:
-                    for job in self._settle(item):
+            async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
+                workers = [group.create_task(self._worker(deliverer, queue)) for _ in range(concurrency)]
+                flusher = group.create_task(self._flush_periodically())
+                for job in self._recover():
+                    await queue.put(job)
+                async for batch in producer:
+                    self.summary.events += len(batch)
+                    for job in self._settle(batch, decide=decide):
                         await queue.put(job)
                     self._report()
                 for _ in range(concurrency):
                     await queue.put(None)
+                await asyncio.gather(*workers)
+                flusher.cancel()
         except BaseExceptionGroup as group_error:
             # The TaskGroup wraps whatever stopped the run (an unreadable input, a journal error): callers
             # and the CLI's exit codes want the error itself. What was pending stays pending for the next run.
             if len(group_error.exceptions) == 1:
                 raise group_error.exceptions[0] from None
             raise
+        finally:
+            # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
+            with contextlib.suppress(Exception):
+                self._flush_marks()
         self.summary.elapsed = time.perf_counter() - self.started
         self._report()
         return self.summary
@@ -708,9 +805,10 @@ class _Execution:
                     )
                 )
                 continue
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers = dict(_JSON_HEADERS)
             if connection.idempotency_header and entry.idempotency_key:
                 headers[connection.idempotency_header] = entry.idempotency_key
+            text = encode_payload(entry.payload)  # the very text that was journaled and sent
             request = OutboundRequest(
                 connection.name,
                 entry.method,
@@ -718,57 +816,103 @@ class _Execution:
                 entry.payload,
                 headers,
                 label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
+                content=text.encode("utf-8"),
             )
             self.summary.recovered += 1
             self.scheduled.add(entry.key)
             self.log.info("re-sending %s left pending by an interrupted run", request.label)
             yield _Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
-                       entry.idempotency_key, request)  # fmt: skip
+                       entry.idempotency_key, request, text)  # fmt: skip
 
-    def _settle(self, item: _Event | SourceDocument) -> Iterator[_Job]:
-        """Write an event's journal rows; yield the jobs to send (a worker journals each as it sends it)."""
+    def _settle(self, batch: list[_Item], *, decide: bool) -> list[_Job]:
+        """Journal a batch in one transaction; return the jobs to send, each already ``pending``.
+
+        With ``decide``, each delivery is checked against the journal as it is now (and against what this
+        run has scheduled): already delivered or dead is a skip, a mapping stage dead earlier skips that
+        entry's whole event, and a row that recorded an idempotency key keeps it."""
         journal = self.journal
-        if isinstance(item, SourceDocument):
-            self.summary.rejected += 1
-            journal.record_rejected(item.origin, item.error or "unreadable", item.excerpt)
-            self.log.warning("%s: rejected input record: %s", item.origin, item.error)
-            return
-        journal.put_source(item.digest, item.canonical)
-        for step in item.steps:
-            if isinstance(step, _SourceMarker):
-                journal.put_source(step.digest, step.canonical)
-            elif isinstance(step, _Unrouted):
-                self.summary.unrouted += 1
-                journal.record_unrouted(step.source_digest, step.origin)
-                self.log.warning("%s: unrouted: no mappings entry matches this event", step.origin)
-            elif isinstance(step, _Skip) or (isinstance(step, _Job) and step.key in self.scheduled):
-                stats = self.summary.target(step.mapping, step.target)
-                stats.skipped += 1
-                if isinstance(step, _Skip) and step.state == "dead":
-                    stats.skipped_dead += 1
-            elif isinstance(step, _Dead):
-                self._dead(step)
-            elif isinstance(step, _Resolve):
-                journal.mark_resolved(step.key, step.reason)
-            else:
-                self.scheduled.add(step.key)
-                yield step
+        jobs: list[_Job] = []
+        pending: list[PendingRow] = []
+        with journal.transaction():
+            self._flush_marks()  # the same commit; and the lookup below sees them delivered
+            states: dict[str, tuple[State, str | None]] = {}
+            if decide:
+                keys = [
+                    step.stage_key if isinstance(step, _Route) else step.key
+                    for item in batch
+                    if isinstance(item, _Event)
+                    for step in item.steps
+                    if isinstance(step, _Route | _Job | _Dead)
+                ]
+                states = journal.lookup(keys)
+            journal.put_sources(
+                [(item.digest, item.canonical) for item in batch if isinstance(item, _Event)]
+                + [
+                    (step.digest, step.canonical)
+                    for item in batch
+                    if isinstance(item, _Event)
+                    for step in item.steps
+                    if isinstance(step, _SourceMarker)
+                ]
+            )
+            for item in batch:
+                if isinstance(item, SourceDocument):
+                    self.summary.rejected += 1
+                    journal.record_rejected(item.origin, item.error or "unreadable", item.excerpt)
+                    self.log.warning("%s: rejected input record: %s", item.origin, item.error)
+                    continue
+                skipping = False  # the current entry's mapping stage is a dead letter from an earlier run
+                for step in item.steps:
+                    if isinstance(step, _Route):
+                        skipping = decide and states.get(step.stage_key, ("", None))[0] == "dead"
+                        if skipping:
+                            self._skip(_Skip(step.stage_key, step.mapping, MAPPING_STAGE, "dead"))
+                        continue
+                    if isinstance(step, _SourceMarker):
+                        continue
+                    if isinstance(step, _Unrouted):
+                        self.summary.unrouted += 1
+                        journal.record_unrouted(step.source_digest, step.origin)
+                        self.log.warning("%s: unrouted: no mappings entry matches this event", step.origin)
+                        continue
+                    if skipping:
+                        continue
+                    if decide and isinstance(step, _Job | _Dead):
+                        state, recorded = states.get(step.key, (None, None))
+                        if state == "delivered" or state == "dead":
+                            step = _Skip(step.key, step.mapping, step.target, state)
+                        elif isinstance(step, _Job) and recorded and recorded != step.idempotency_key:
+                            step = self._rebuild(step, recorded)
+                    if isinstance(step, _Skip) or (isinstance(step, _Job) and step.key in self.scheduled):
+                        self._skip(step)
+                    elif isinstance(step, _Dead):
+                        self._dead(step)
+                        states[step.key] = ("dead", None)
+                    elif isinstance(step, _Resolve):
+                        journal.mark_resolved(step.key, step.reason)
+                    else:
+                        self.scheduled.add(step.key)
+                        request = step.request
+                        pending.append((step.key, step.source_digest, step.mapping, step.target,
+                                        request.connection, step.idempotency_key, request.method,
+                                        request.url, step.text, step.origin))  # fmt: skip
+                        jobs.append(step)
+            journal.mark_pending_many(pending)
+        return jobs
 
-    def _mark_pending(self, job: _Job) -> None:
-        """Journal the exact request just before it goes out: from here on a crash means a re-send."""
-        request = job.request
-        self.journal.mark_pending(
-            job.key,
-            source_digest=job.source_digest,
-            mapping=job.mapping,
-            target=job.target,
-            connection=request.connection,
-            method=request.method,
-            url=request.url,
-            payload=request.payload,
-            idempotency_key=job.idempotency_key,
-            origin=job.origin,
+    def _rebuild(self, job: _Job, recorded: str) -> _Job | _Dead:
+        """The job again, under the idempotency key its journal row recorded (a retry must not change it)."""
+        route = self._routes[job.mapping]
+        payload = json.loads(job.text)
+        return self.runtime._job(
+            route.targets[job.target], route, payload, job.key, job.source_digest, job.origin, recorded
         )
+
+    def _skip(self, step: _Skip | _Job) -> None:
+        stats = self.summary.target(step.mapping, step.target)
+        stats.skipped += 1
+        if isinstance(step, _Skip) and step.state == "dead":
+            stats.skipped_dead += 1
 
     def _dead(self, step: _Dead, outcome: Outcome | None = None) -> None:
         stats = self.summary.target(step.mapping, step.target)
@@ -789,12 +933,27 @@ class _Execution:
         self.log.warning("%sdead letter %s.%s %s: %s", where, step.mapping, step.target or "(mapping)",
                          step.key[:12], step.reason)  # fmt: skip
 
+    def _flush_marks(self) -> None:
+        """Commit the delivered marks waiting, in one transaction; then their keys leave ``scheduled``."""
+        marks, self._marks = self._marks, []
+        if not marks:
+            return
+        self.journal.mark_delivered_many(marks)
+        for key, _, _ in marks:
+            self.scheduled.discard(key)
+
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_SECONDS)
+            if self._marks and time.monotonic() - self._marks_since >= _FLUSH_SECONDS:
+                self._flush_marks()
+
     async def _worker(self, deliverer: Deliverer, queue: asyncio.Queue[_Job | None]) -> None:
+        log_info = self.log.isEnabledFor(logging.INFO)
         while True:
             job = await queue.get()
             if job is None:
                 return
-            self._mark_pending(job)
             self.sending += 1
             try:
                 outcome = await deliverer.send(job.request)
@@ -811,18 +970,23 @@ class _Execution:
                 stats.retried += 1
             if outcome.delivered:
                 assert outcome.status is not None
-                self.journal.mark_delivered(job.key, status=outcome.status, attempts=outcome.attempts)
+                if not self._marks:
+                    self._marks_since = time.monotonic()
+                self._marks.append((job.key, outcome.status, outcome.attempts))
+                if len(self._marks) >= _FLUSH_MARKS:
+                    self._flush_marks()
                 stats.delivered += 1
                 stats.latency.add(outcome.latency)
-                self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
-                              outcome.status, outcome.latency * 1000, outcome.attempts,
-                              "" if outcome.attempts == 1 else "s")  # fmt: skip
+                if log_info:
+                    self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
+                                  outcome.status, outcome.latency * 1000, outcome.attempts,
+                                  "" if outcome.attempts == 1 else "s")  # fmt: skip
             else:
                 reason = outcome.reason or "not delivered"
                 self._dead(
                     _Dead(job.key, job.mapping, job.target, job.source_digest, job.origin, reason), outcome
                 )
-            self.scheduled.discard(job.key)
+                self.scheduled.discard(job.key)
             self._report()
 
     def _on_retry(self, request: OutboundRequest, attempt: int, reason: str, delay: float) -> None:
@@ -861,16 +1025,17 @@ def _field(parts: tuple[Any, ...]) -> str:
     return text or "(payload)"
 
 
-async def _aiter_chunked(events: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    """Items of a sync or async iterable. Sync ones are pulled in chunks on a worker thread, so a slow
-    stdin or a large file never blocks the event loop while deliveries are in flight."""
+async def _aiter_batches(events: Iterable[T] | AsyncIterable[T], size: int) -> AsyncIterator[list[T]]:
+    """Lists of at most ``size`` items of a sync or async iterable. Sync ones are pulled in chunks on a worker
+    thread, so a slow stdin or a large file never blocks the event loop while deliveries are in flight; an
+    async one's items come one at a time, as they arrive."""
     if isinstance(events, AsyncIterable):
         async for item in events:
-            yield item
+            yield [item]
         return
     if isinstance(events, list | tuple):
-        for item in events:
-            yield item
+        for start in range(0, len(events), size):
+            yield list(events[start : start + size])
         return
     iterator = iter(events)
 
@@ -886,8 +1051,52 @@ async def _aiter_chunked(events: Iterable[T] | AsyncIterable[T]) -> AsyncIterato
         chunk = await asyncio.to_thread(take)
         if not chunk:
             return
-        for item in chunk:
-            yield item
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]
+
+
+def _pack(item: _Item) -> tuple[Any, ...]:
+    """An expanded event (or a rejected record) as plain tuples, for the pipe from the worker process. The
+    payload travels once, as its encoded text; the parent never needs the dict."""
+    if isinstance(item, SourceDocument):
+        return ("r", item.origin, item.error, item.excerpt)
+    steps: list[Any] = []
+    for step in item.steps:
+        if isinstance(step, _Job):
+            request = step.request
+            steps.append(("j", step.key, step.mapping, step.target, step.source_digest, step.origin,
+                          step.idempotency_key, request.connection, request.method, request.url,
+                          request.headers, request.label, step.text))  # fmt: skip
+        elif isinstance(step, _Route):
+            steps.append(("o", step.stage_key, step.mapping))
+        else:
+            steps.append(step)
+    return ("e", item.record.origin, item.digest, item.canonical, steps)
+
+
+def _unpack(packed: tuple[Any, ...]) -> _Item:
+    if packed[0] == "r":
+        return SourceDocument(packed[1], error=packed[2], excerpt=packed[3])
+    _, origin, digest, canonical, packed_steps = packed
+    steps: list[_Step] = []
+    for step in packed_steps:
+        if type(step) is not tuple:
+            steps.append(step)
+        elif step[0] == "j":
+            _, key, mapping, target, source, where, idem, connection, method, url, headers, label, text = step
+            request = OutboundRequest(connection, method, url, None, headers, label, text.encode("utf-8"))
+            steps.append(_Job(key, mapping, target, source, where, idem, request, text))
+        else:
+            steps.append(_Route(step[1], step[2]))
+    return _Event(SourceDocument(origin), digest, canonical, tuple(steps))
+
+
+async def _unpack_batches(
+    batches: AsyncGenerator[list[tuple[Any, ...]], None],
+) -> AsyncGenerator[list[_Item], None]:
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            yield [_unpack(packed) for packed in batch]
 
 
 def _run_sync(coroutine: Any) -> RunSummary:

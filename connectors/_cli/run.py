@@ -34,6 +34,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
     parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        choices=(0, 1),
+        metavar="N",
+        help="1: read, map and validate in a worker process while this one sends; 0: one process"
+        " (default: delivery.workers, auto: 1 on two CPUs or more)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
@@ -50,8 +58,10 @@ def run(args: argparse.Namespace) -> int:
     records = read_documents(inputs, stdin=sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
     if args.dry_run:
         return print_plan(runtime.plan(records), sys.stdout)
+    workers = args.workers if args.workers is not None else runtime.config.delivery.resolved_workers()
+    total = estimate_total(inputs)
     summary = run_with_progress(
-        lambda progress: runtime.run(records, progress=progress, total=estimate_total(inputs)),
+        lambda progress: runtime.run(records, progress=progress, total=total, workers=workers),
         no_progress=args.no_progress,
         verbose=args.verbose,
     )
