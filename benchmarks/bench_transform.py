@@ -6,7 +6,9 @@ real Shopify samples and on the derived partial-cancel samples. Then all tools a
 interleaved round by round, on each real sample.
 
 The comparison with the other tools is on shipmap's transform *without* validation (``target.produce``),
-because none of them validates; ``mapping.transform`` (with the fenix.order schema check) is reported too.
+because none of them validates; ``mapping.transform`` (with the fenix.order schema check) is reported too, and
+so is the reference closure tree that the generated code stands in for (the same payload, see
+docs/mapping-language.md, "How a mapping runs").
 
     .venv/bin/python benchmarks/bench_transform.py [--rounds 40] [--quick] [--json FILE]
 """
@@ -23,11 +25,12 @@ from _bench import BENCH, DERIVED_SHOPIFY, ORDER_FIXTURES, ORDER_MAPPING, REAL_S
 
 HAND = "hand-written Python"
 PRODUCE = "shipmap (no validation)"
+REFERENCE = "shipmap reference closure tree (no validation)"
 VALIDATED = "shipmap transform (validated)"
 JQ = "jq"
 JSONATA = "jsonata-python"
 GLOM = "glom"
-TOOLS = (HAND, PRODUCE, VALIDATED, JQ, JSONATA, GLOM)
+TOOLS = (HAND, PRODUCE, REFERENCE, VALIDATED, JQ, JSONATA, GLOM)
 COMPARED = (JQ, JSONATA, GLOM)  # the other tools; compared with PRODUCE (none of them validates)
 TARGET_VS_HAND = 2.0
 
@@ -48,6 +51,7 @@ def build_tools(mapping_path: Path = ORDER_MAPPING) -> dict[str, Callable[[Any],
     return {
         HAND: hand.shopify_order,
         PRODUCE: target.produce,
+        REFERENCE: target._reference,  # what runs without the generated code (engine/_codegen.py)
         VALIDATED: lambda document: transform(document)["order"],
         JQ: lambda document: program.input_value(document).first(),
         JSONATA: expression.evaluate,
