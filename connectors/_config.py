@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -184,14 +185,15 @@ class DeliverySettings:
     retry: RetryPolicy = RetryPolicy()
     idempotency: IdempotencySettings = IdempotencySettings()
     response_excerpt_chars: int = 2048
-    # Worker processes that read, map, validate and encode for `shipmap run` (0 or 1); "auto": 1 when the
-    # machine has two CPUs or more. Library runs take ``Runtime.run(..., workers=)`` instead.
+    # Worker processes that read, map, validate and encode for `shipmap run` (0 or 1); "auto": 1 on Linux
+    # with two CPUs or more (a forked worker; elsewhere fork is possible but untested, so ask for it with 1).
+    # Library runs take ``Runtime.run(..., workers=)`` instead.
     workers: int | Literal["auto"] = "auto"
 
     def resolved_workers(self) -> int:
         if self.workers != "auto":
             return self.workers
-        return 1 if (os.cpu_count() or 1) >= 2 else 0
+        return 1 if sys.platform.startswith("linux") and (os.cpu_count() or 1) >= 2 else 0
 
 
 @dataclass(frozen=True, slots=True)

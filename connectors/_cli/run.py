@@ -40,7 +40,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         choices=(0, 1),
         metavar="N",
         help="1: read, map and validate in a worker process while this one sends; 0: one process"
-        " (default: delivery.workers, auto: 1 on two CPUs or more)",
+        " (default: delivery.workers, auto: 1 on Linux with two CPUs or more)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
