@@ -732,11 +732,15 @@ class FunctionSpec:
             text += ", ..."
         return f"{self.name}({text})"
 
+    def accepts(self, count: int) -> bool:
+        maximum = self.max_args
+        return count >= self.min_args and (maximum is None or count <= maximum)
+
     def check_arity(self, count: int) -> None:
         """Raise :class:`FunctionError` unless ``count`` arguments fit (the compiler can call this early)."""
-        maximum = self.max_args
-        if count >= self.min_args and (maximum is None or count <= maximum):
+        if self.accepts(count):
             return
+        maximum = self.max_args
         if maximum is None:
             wanted = f"at least {self.min_args}"
         elif maximum == self.min_args:
