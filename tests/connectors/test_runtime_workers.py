@@ -16,7 +16,7 @@ import httpx
 import pytest
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._journal import Journal
-from shipmap.connectors._pipeline import ForkedProducer, fork_available
+from shipmap.connectors._pipeline import WORKER_NICENESS, ForkedProducer, fork_available
 from shipmap.engine import SourceError, read_documents
 from test_runtime_support import environ, order_event, shipment_event, write_config
 
@@ -149,6 +149,21 @@ def test_a_worker_process_that_dies_is_an_error_not_a_silent_short_run() -> None
 
     with pytest.raises(Exception, match=r"worker process .* stopped \(killed by signal 9\)"):
         asyncio.run(collect())
+
+
+def test_the_worker_process_yields_the_core_to_the_process_that_sends() -> None:
+    def produce() -> Iterator[list[Any]]:
+        yield [os.getpriority(os.PRIO_PROCESS, 0)]
+
+    async def collect() -> list[Any]:
+        producer = ForkedProducer(produce)
+        seen: list[Any] = []
+        async for batch in producer.batches():
+            seen.extend(batch)
+        return seen
+
+    parent = os.getpriority(os.PRIO_PROCESS, 0)
+    assert asyncio.run(collect()) == [min(parent + WORKER_NICENESS, 19)]
 
 
 class _Interrupt(BaseException):
