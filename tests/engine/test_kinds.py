@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from shipmap.engine import builtin_kinds, get_kind
+from shipmap.engine._kinds import SchemaCheck
 
 SEEDS = Path(__file__).parent.parent / "fixtures" / "seeds"
 
@@ -152,3 +153,43 @@ def test_fast_check_and_explanation_agree_on_every_mutation() -> None:
     del line["line_items"][0]["price"]["currency"]
     assert not kind.is_valid(line)
     assert [path for path, _ in kind.problems(line)] == [("line_items", 0, "price", "currency")]
+
+
+def _mutations(example: dict[str, Any]) -> list[Any]:
+    """The example, and for each top-level field: without it, null, text, a number, an empty object."""
+    found: list[Any] = [example]
+    for field in example:
+        found.append({key: value for key, value in example.items() if key != field})
+        found += [{**example, field: value} for value in (None, "x", 1, {}, [])]
+    return found
+
+
+@pytest.mark.parametrize(
+    ("kind", "example"),
+    [
+        ("fenix.order", "fenix_order_example.json"),
+        ("fenix.order_cancel", "fenix_cancel_example.json"),
+        ("dg.execution", "dg_execution_example.json"),
+    ],
+)
+def test_the_terse_and_the_detailed_compiled_checks_decide_alike(kind: str, example: str) -> None:
+    """The deciding code may be terse (no details in its exceptions, for speed); the detailed code (behind
+    first_problem) and jsonschema (behind problems) must reach the same verdict on every mutation."""
+    checked = get_kind(kind)
+    detailed = SchemaCheck(checked.inlined)
+    verdicts = []
+    for payload in _mutations(_seed(example)):
+        valid = checked.is_valid(payload)
+        assert (detailed.first_problem(payload) is None) == valid, payload
+        assert (checked.problems(payload) == []) == valid, payload
+        verdicts.append(valid)
+    assert True in verdicts and False in verdicts
+
+
+def test_the_first_problem_names_its_field() -> None:
+    order = _seed("fenix_order_example.json")
+    order["line_items"][0]["price"]["value"] = "14.99"
+    found = SchemaCheck(get_kind("fenix.order").inlined).first_problem(order)
+    assert found is not None
+    path, message = found
+    assert path[:3] == ("line_items", 0, "price") and "14.99" not in message
