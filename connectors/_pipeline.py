@@ -9,9 +9,10 @@ the input iterator are already there, nothing is pickled but the results.
 
 The child never touches the journal, the network or the parent's threads. It ignores SIGINT (the parent
 decides how a run stops) and dies with its parent: on Linux by ``PR_SET_PDEATHSIG``, elsewhere when its next
-write finds the pipe closed. It runs at a lower priority than its parent (``WORKER_NICENESS``). It closes its copy of the journal's lock file at once, so a parent killed with
-``kill -9`` releases the lock for the next run even while the child is still winding down. Bounded memory:
-the pipe's buffer and the reader's limit hold back a child that runs ahead of the sender.
+write finds the pipe closed. It runs at a lower priority than its parent (``WORKER_NICENESS``). It closes
+its copy of the journal's lock file at once, so a parent killed with ``kill -9`` releases the lock for the
+next run even while the child is still winding down. Bounded memory: the pipe's buffer and the reader's limit
+hold back a child that runs ahead of the sender.
 """
 
 from __future__ import annotations

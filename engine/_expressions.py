@@ -497,9 +497,8 @@ class ExpressionCompiler:
 
         A template in the subset _template_fast compiles to plain Python runs that way; on data it cannot
         reproduce Jinja for, it raises Fallback and the same scope runs through Jinja."""
-        fast = fast_template(
-            ast, single, self.env.globals, self.env, self.functions
-        )  # before Jinja's optimizer sees the AST
+        # Before Jinja's optimizer sees the AST: the fast path reads the template as written.
+        fast = fast_template(ast, single, self.env.globals, self.env, self.functions)
         if single:
             # What compile_expression builds: a template that assigns the expression to `result`.
             body = jinja2.nodes.Template(

@@ -86,11 +86,15 @@ class SchemaCheck:
 
     def first_problem(self, value: Any) -> tuple[tuple[Any, ...], str] | None:
         """fastjsonschema's own verdict: one problem, described without ever printing the value."""
-        with self._lock:
-            if self._detailed is None:
-                self._detailed = self._generate(detailed=True)
+        if not self._terse:
+            detailed = self._fast or self._compile()
+        else:
+            with self._lock:
+                if self._detailed is None:
+                    self._detailed = self._generate(detailed=True)
+                detailed = self._detailed
         try:
-            self._detailed(value)
+            detailed(value)
         except fastjsonschema.JsonSchemaValueException as error:
             parts = tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in (error.path or [])[1:])
             return parts, str(error.message).split(" ", 1)[-1]
