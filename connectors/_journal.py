@@ -392,19 +392,6 @@ class Journal:
             found.update((key, (state, idempotency)) for key, state, idempotency in rows)
         return found
 
-    def delivered_keys(self, keys: Iterable[str]) -> set[str]:
-        """Which of ``keys`` are already delivered (one query per batch)."""
-        wanted = list(keys)
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT key FROM deliveries WHERE state = 'delivered' AND key IN ({marks})", chunk
-            ).fetchall()
-            found.update(row[0] for row in rows)
-        return found
-
 
 # key, source digest, mapping, target, connection, idempotency key, method, url, payload text, origin
 PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]

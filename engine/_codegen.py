@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import jmespath
 import jmespath.exceptions
 
-from ._expressions import _SCOPE_PREFIX, Scope, is_truthy
+from ._expressions import _SCOPE_PREFIX, Scope, flatten_once, is_truthy
 from ._functions import MISSING, lookup_key
 
 if TYPE_CHECKING:
@@ -39,16 +39,6 @@ class Deoptimize(Exception):
 
 class _Unsupported(Exception):
     """The generator does not handle this spec; the target keeps the reference alone."""
-
-
-def _flatten(items: list[Any]) -> list[Any]:
-    flat: list[Any] = []
-    for element in items:
-        if type(element) is list:
-            flat.extend(element)
-        else:
-            flat.append(element)
-    return flat
 
 
 class _Level:
@@ -90,7 +80,7 @@ class TargetWriter:
             "Scope": Scope,
             "Deoptimize": Deoptimize,
             "truthy": is_truthy,
-            "flatten": _flatten,
+            "flatten": flatten_once,
         }
         self._shared: dict[int, str] = {}
 

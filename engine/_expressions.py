@@ -609,6 +609,17 @@ def _or(value: Any, otherwise: Callable[[Any], Any], data: Any) -> Any:
     return value if is_truthy(value) else otherwise(data)
 
 
+def flatten_once(items: list[Any]) -> list[Any]:
+    """JMESPath's ``[]``: the elements of ``items``, each array among them spliced in (one level)."""
+    flat: list[Any] = []
+    for element in items:
+        if type(element) is list:
+            flat.extend(element)
+        else:
+            flat.append(element)
+    return flat
+
+
 def _projection(
     items: Callable[[Any], Any], each: Callable[[Any], Any], flatten: bool
 ) -> Callable[[Any], Any]:
@@ -617,13 +628,7 @@ def _projection(
         if type(found) is not list:
             return None
         if flatten:
-            flat: list[Any] = []
-            for element in found:
-                if type(element) is list:
-                    flat.extend(element)
-                else:
-                    flat.append(element)
-            found = flat
+            found = flatten_once(found)
         out = []
         for element in found:
             value = each(element)

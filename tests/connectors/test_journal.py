@@ -49,7 +49,7 @@ def test_wal_mode_and_the_lifecycle_of_a_delivery(tmp_path: Path) -> None:
             entry is not None and entry.state == "delivered" and entry.status == 201 and entry.attempts == 2
         )
         assert entry.payload == {"id": "1"} and entry.idempotency_key == "sm-1"
-        assert journal.delivered_keys(["k1", "k2"]) == {"k1"}
+        assert journal.lookup(["k1", "k2", "k1"]) == {"k1": ("delivered", "sm-1")}
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     db.close()
