@@ -1,21 +1,27 @@
-"""Delivery: events per second that ``shipmap run`` delivers to the sandbox, journal on, against a raw loop.
+"""Delivery: events per second that ``shipmap run`` delivers to the sandbox, journal on, against the machine.
 
 The sandbox (``shipmap sandbox --port 0``, 127.0.0.1 only) runs in its own process. The same N Shopify orders
-(the real REST sample with varying ids) are delivered, alternately, by:
+(the real REST sample with varying ids) are delivered, in rounds whose order rotates, by four clients:
 
+- ``benchmarks/delivery/raw_socket.py``: HTTP/1.1 written and read by hand on asyncio streams, no HTTP library:
+  what the machine and the sandbox allow (the limit, not a target);
+- ``benchmarks/delivery/raw_aiohttp.py``: one ``aiohttp.ClientSession``;
+- ``benchmarks/delivery/raw_loop.py``: one ``httpx.AsyncClient`` on httpx's default transport (httpcore, h11);
 - ``shipmap run CONFIG --input events.ndjson --no-progress``: routing, the ready Shopify order mapping,
   validation, the SQLite journal (pending, then delivered, per delivery), the Fenix session, retries (none
-  needed), one log line per delivery (stderr is not a terminal);
-- ``benchmarks/delivery/raw_loop.py``: one httpx.AsyncClient posting the very payloads shipmap produces
-  (computed beforehand) at the same concurrency: the floor for shipmap's client.
+  needed), one log line per delivery (stderr is not a terminal).
 
-Each run gets a fresh journal and a reset sandbox, and must deliver all N (checked in the sandbox's stats).
-Throughput is N over the run's own duration (shipmap's summary line; the raw loop times itself the same
-way, from login to last answer). Then one more ``shipmap run``, under cProfile, says where its time goes: in
-its main process and in its worker process (``delivery.workers``, on by default with two CPUs), each profiled.
-Client CPU is the whole client's: ``shipmap run``'s includes its worker process.
+The raw loops post the very payloads shipmap produces (computed beforehand) at the same concurrency, after one
+login, with nothing else to do. Each run gets a fresh journal and a reset sandbox, and must deliver all N
+(checked in the sandbox's stats). Throughput is N over the run's own duration (shipmap's summary line; each raw
+loop times itself the same way, from login to last answer). Ratios are taken within each round, then reported
+as their median and range. The sandbox's ceiling is the fastest run of any client, with the sandbox's CPU per
+request beside it, so the reader sees what limits each row. Then one more ``shipmap run`` and one raw httpx
+loop, under cProfile, say where the time goes: in shipmap's main process and in its worker process
+(``delivery.workers``, on by default with two CPUs), each profiled. Client CPU is the whole client's: ``shipmap
+run``'s includes its worker process.
 
-    .venv/bin/python benchmarks/bench_delivery.py [--events 5000] [--concurrency 8] [--rounds 3] [--quick]
+    .venv/bin/python benchmarks/bench_delivery.py [--events 10000] [--concurrency 8] [--rounds 3] [--quick]
 """
 
 from __future__ import annotations
@@ -282,38 +288,59 @@ def top_functions(stats_file: Path, limit: int = 12) -> list[tuple[str, int, flo
     return rows[:limit]
 
 
+# The clients, fastest first: the raw loops post the payloads shipmap produced, with nothing else to do.
+RAW_LOOPS = {
+    "socket": ("raw asyncio socket loop (no HTTP library: the machine's limit)", "raw_socket.py"),
+    "aiohttp": ("raw aiohttp loop", "raw_aiohttp.py"),
+    "httpx": ("raw httpx loop (httpcore, h11)", "raw_loop.py"),
+}
+# The target is against the fastest raw loop that uses an HTTP library, not against the socket loop.
+TARGET_AGAINST = ("aiohttp", "httpx")
+
+
+def spread(values: list[float]) -> str:
+    """min-max of a few runs, as a percentage of their median."""
+    middle = statistics.median(values)
+    return f"{min(values):.2f}-{max(values):.2f} (±{50 * (max(values) - min(values)) / middle:.0f}%)"
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     arguments = _bench.parser(__doc__.splitlines()[0])
-    arguments.add_argument("--events", type=int, default=5000, help="events per run (default 5000)")
-    arguments.add_argument("--concurrency", type=int, default=8, help="requests in flight, both sides (8)")
-    arguments.add_argument("--rounds", type=int, default=3, help="runs of each, alternating (default 3)")
+    arguments.add_argument("--events", type=int, default=10000, help="events per run (default 10000)")
+    arguments.add_argument("--concurrency", type=int, default=8, help="requests in flight, every client (8)")
+    arguments.add_argument("--rounds", type=int, default=3, help="rounds of every client, alternating (3)")
     arguments.add_argument("--profile-events", type=int, default=2000, help="events of the profiled run")
+    arguments.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
     arguments.add_argument(
         "--extra-path",
         metavar="PATH",
-        help="prepend PATH to PYTHONPATH of both clients (an experiment: e.g. a sniffio wheel, see RESULTS.md)",
+        help="prepend PATH to PYTHONPATH of every client (an experiment: e.g. another transport's wheel)",
     )
     args = arguments.parse_args(argv)
-    count = 500 if args.quick else args.events
+    count = 1000 if args.quick else args.events
     rounds = 1 if args.quick else args.rounds
     profile_count = min(count, 500 if args.quick else args.profile_events)
     concurrency = args.concurrency
 
     _bench.heading(
-        f"Delivery: shipmap run against a raw httpx loop, {count:,} events, concurrency {concurrency}"
+        f"Delivery: shipmap run against raw socket, aiohttp and httpx loops, {count:,} events,"
+        f" concurrency {concurrency}"
     )
     env = {**os.environ, **CREDENTIALS}
     if args.extra_path:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.extra_path, env.get("PYTHONPATH")]))
-        print(f"both clients run with PYTHONPATH={env['PYTHONPATH']}")
+        print(f"every client runs with PYTHONPATH={env['PYTHONPATH']}")
     results: dict[str, Any] = {"events": count, "concurrency": concurrency, "rounds": rounds, "runs": []}
+    kinds = [*RAW_LOOPS, "shipmap"]
+    samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="shipmap-bench-delivery-") as temporary:
         directory = Path(temporary)
         events, payloads = prepare(directory, count)
         sandbox = SandboxProcess()
         try:
             print(
-                f"sandbox: {sandbox.url} (its own process); {rounds} round(s), alternating which goes first"
+                f"sandbox: {sandbox.url} (its own process); {rounds} round(s) of {len(kinds)} clients, the order"
+                f" rotating from round to round; load average {os.getloadavg()[0]:.2f} at the start"
             )
 
             def config(journal: str, events_url: str = sandbox.url) -> Path:
@@ -329,64 +356,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
                 return path
 
-            raw_argv = [sys.executable, str(BENCH / "delivery" / "raw_loop.py"), sandbox.url, str(payloads)]
-            raw_argv.append(str(concurrency))
-            samples: dict[str, list[dict[str, float]]] = {"shipmap": [], "raw": []}
+            def raw_argv(kind: str) -> list[str]:
+                script = BENCH / "delivery" / RAW_LOOPS[kind][1]
+                return [sys.executable, str(script), sandbox.url, str(payloads), str(concurrency)]
+
             for index in range(rounds):
-                order = ("raw", "shipmap") if index % 2 == 0 else ("shipmap", "raw")
+                order = kinds[index % len(kinds) :] + kinds[: index % len(kinds)]
                 for kind in order:
-                    if kind == "raw":
-                        measured = one_run("raw", sandbox, raw_argv, env, count)
+                    if kind in RAW_LOOPS:
+                        measured = one_run(kind, sandbox, raw_argv(kind), env, count)
                     else:
                         cfg = config(f"journal-{index}")
-                        shipmap_argv = [
-                            str(SHIPMAP),
-                            "run",
-                            str(cfg),
-                            "--input",
-                            str(events),
-                            "--no-progress",
-                        ]
-                        measured = one_run("shipmap", sandbox, shipmap_argv, env, count)
+                        argv = [str(SHIPMAP), "run", str(cfg), "--input", str(events), "--no-progress"]
+                        measured = one_run("shipmap", sandbox, argv, env, count)
+                    measured["round"] = index
+                    measured["load_average"] = os.getloadavg()[0]
                     samples[kind].append(measured)
                     results["runs"].append({"kind": kind, **measured})
-
-            # One more run, profiled (not timed against the raw loop: cProfile slows it down).
-            sandbox.call("POST", "/_sandbox/reset")
-            profile_events = directory / "profile-events.ndjson"
-            generate(profile_events, profile_count)
-            stats_file = directory / "run.pstats"
-            profile_argv = [
-                sys.executable,
-                str(BENCH / "delivery" / "profile_run.py"),
-                str(stats_file),
-                "--",
-                "run",
-                str(config("journal-profile")),
-                "--input",
-                str(profile_events),
-                "--no-progress",
-            ]
-            stdout, _, _, _ = run_child(profile_argv, env)
-            profiled = json.loads(stdout.strip().splitlines()[-1])
-            buckets = where_the_time_goes(stats_file)
-            top = top_functions(stats_file)
-            worker_stats = profiled.get("worker_stats")
-            worker_buckets = (
-                dict(where_the_time_goes(Path(worker_stats), _WAITS + WORKER_WAITS)) if worker_stats else {}
-            )
-            worker_top = top_functions(Path(worker_stats), limit=8) if worker_stats else []
-
-            # The raw loop under the same profiler, on the same number of events, for the same table.
-            sandbox.call("POST", "/_sandbox/reset")
-            raw_items = json.loads(payloads.read_text(encoding="utf-8"))[:profile_count]
-            raw_payloads = directory / "profile-payloads.json"
-            raw_payloads.write_text(json.dumps(raw_items, separators=(",", ":")), encoding="utf-8")
-            raw_stats = directory / "raw.pstats"
-            raw_script, url = raw_argv[1:3]
-            profile_raw = [sys.executable, "-m", "cProfile", "-o", str(raw_stats), raw_script, url]
-            run_child([*profile_raw, str(raw_payloads), str(concurrency)], env)
-            raw_buckets = dict(where_the_time_goes(raw_stats))
+                    print(
+                        f"  round {index + 1}: {kind:8} {measured['events_per_s']:7,.0f} events/s,"
+                        f" client CPU {measured['client_cpu_ms_per_event']:.2f} ms/event, sandbox CPU"
+                        f" {measured['server_cpu_ms_per_event']:.2f} ms/event, load {measured['load_average']:.2f}",
+                        flush=True,
+                    )
+            if not args.no_profile:
+                profile = profile_runs(
+                    directory, sandbox, config, raw_argv("httpx"), payloads, profile_count, env
+                )
         finally:
             sandbox.stop()
 
@@ -394,18 +390,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         kind: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
         for kind, runs in samples.items()
     }
-    ratio = medians["shipmap"]["events_per_s"] / medians["raw"]["events_per_s"]
+    # Ratios within each round (the runs of a round are minutes apart at most), then their median and range.
+    per_round: dict[str, list[float]] = {}
+    for kind in kinds:
+        for other in kinds:
+            if kind != other:
+                per_round[f"{kind}/{other}"] = [
+                    mine["events_per_s"] / theirs["events_per_s"]
+                    for mine, theirs in zip(samples[kind], samples[other], strict=True)
+                ]
+    fastest = max(TARGET_AGAINST, key=lambda kind: medians[kind]["events_per_s"])
+    ratios = per_round[f"shipmap/{fastest}"]
+    ratio = statistics.median(ratios)
+    # The sandbox's ceiling: the most requests/s any client got out of it, and what one of its cores would
+    # serve at its measured CPU per request (uvicorn serves on one thread).
+    ceiling = max(run["events_per_s"] for runs in samples.values() for run in runs)
+    sandbox_cpu = statistics.median(
+        run["server_cpu_ms_per_event"] for runs in samples.values() for run in runs
+    )
     rows = []
-    for kind, label in (("raw", "raw httpx loop (floor)"), ("shipmap", "shipmap run (journal on)")):
+    for kind in kinds:
         median = medians[kind]
+        label = RAW_LOOPS[kind][0] if kind in RAW_LOOPS else "shipmap run (journal on)"
+        rates = [run["events_per_s"] for run in samples[kind]]
         rows.append(
             [
                 label,
                 f"{median['events_per_s']:,.0f}",
-                f"{median['elapsed_s']:.2f}",
+                f"{min(rates):,.0f}-{max(rates):,.0f}",
                 f"{median['client_cpu_ms_per_event']:.2f}",
                 f"{median['server_cpu_ms_per_event']:.2f}",
-                f"{median['events_per_s'] / medians['raw']['events_per_s']:.2f}",
+                f"{median['events_per_s'] * median['server_cpu_ms_per_event'] / 1000:.2f}",
+                f"{median['events_per_s'] / ceiling:.2f}",
             ]
         )
     print()
@@ -414,18 +430,107 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [
                 "client",
                 "events/s (median)",
-                "run s",
+                "range",
                 "client CPU ms/event",
-                "sandbox CPU ms/event",
-                "× raw loop",
+                "sandbox CPU ms/request",
+                "sandbox cores busy",
+                "× sandbox ceiling",
             ],
             rows,
         )
     )
+    print(
+        f"\nsandbox ceiling: {ceiling:,.0f} requests/s (the fastest run of any client); its CPU"
+        f" {sandbox_cpu:.2f} ms/request (median of all runs), so one core of it serves at most"
+        f" {1000 / sandbox_cpu:,.0f} requests/s"
+    )
+    print(f"\nratios, per round (median, min-max over {rounds} round(s)):\n")
+    ratio_rows = []
+    for name in ("shipmap/aiohttp", "shipmap/httpx", "shipmap/socket", "aiohttp/socket", "httpx/aiohttp"):
+        values = per_round[name]
+        ratio_rows.append([name.replace("/", " ÷ "), f"{statistics.median(values):.2f}", spread(values)])
+    print(table(["ratio", "median", "min-max (spread)"], ratio_rows))
     met = ratio >= TARGET_RATIO
     print(
-        f"\ntarget: shipmap run at least {TARGET_RATIO}x the raw loop: {ratio:.2f}x, {'MET' if met else 'NOT MET'}"
+        f"\ntarget: shipmap run at least {TARGET_RATIO}x the fastest raw HTTP-library loop ({fastest}):"
+        f" {ratio:.2f}x ({spread(ratios)}), {'MET' if met else 'NOT MET'}"
     )
+    results.update(
+        {
+            "medians": medians,
+            "per_round": per_round,
+            "fastest_library": fastest,
+            "ratio": ratio,
+            "ratio_spread": [min(ratios), max(ratios)],
+            "ratio_socket": statistics.median(per_round["shipmap/socket"]),
+            "sandbox_ceiling": ceiling,
+            "sandbox_cpu_ms": sandbox_cpu,
+            "met": met,
+        }
+    )
+    if not args.no_profile:
+        print_profile(profile, profile_count)
+        results["profile"] = profile
+    _bench.write_json(args.json, results)
+    return results
+
+
+def profile_runs(
+    directory: Path,
+    sandbox: SandboxProcess,
+    config: Any,
+    raw_argv: list[str],
+    payloads: Path,
+    profile_count: int,
+    env: dict[str, str],
+) -> dict[str, Any]:
+    """One more ``shipmap run`` and one raw httpx loop, under cProfile (not timed: the profiler slows both)."""
+    sandbox.call("POST", "/_sandbox/reset")
+    profile_events = directory / "profile-events.ndjson"
+    generate(profile_events, profile_count)
+    stats_file = directory / "run.pstats"
+    profile_argv = [
+        sys.executable,
+        str(BENCH / "delivery" / "profile_run.py"),
+        str(stats_file),
+        "--",
+        "run",
+        str(config("journal-profile")),
+        "--input",
+        str(profile_events),
+        "--no-progress",
+    ]
+    stdout, _, _, _ = run_child(profile_argv, env)
+    profiled = json.loads(stdout.strip().splitlines()[-1])
+    worker_stats = profiled.get("worker_stats")
+    sandbox.call("POST", "/_sandbox/reset")
+    raw_items = json.loads(payloads.read_text(encoding="utf-8"))[:profile_count]
+    raw_payloads = directory / "profile-payloads.json"
+    raw_payloads.write_text(json.dumps(raw_items, separators=(",", ":")), encoding="utf-8")
+    raw_stats = directory / "raw.pstats"
+    raw_script, url = raw_argv[1:3]
+    profile_raw = [sys.executable, "-m", "cProfile", "-o", str(raw_stats), raw_script, url]
+    run_child([*profile_raw, str(raw_payloads), raw_argv[-1]], env)
+    return {
+        "events": profile_count,
+        **profiled,
+        "buckets": where_the_time_goes(stats_file),
+        "top": top_functions(stats_file),
+        "worker_buckets": (
+            dict(where_the_time_goes(Path(worker_stats), _WAITS + WORKER_WAITS)) if worker_stats else {}
+        ),
+        "worker_top": top_functions(Path(worker_stats), limit=8) if worker_stats else [],
+        "raw_buckets": dict(where_the_time_goes(raw_stats)),
+    }
+
+
+def print_profile(profile: dict[str, Any], profile_count: int) -> None:
+    buckets, worker_buckets, raw_buckets = (
+        profile["buckets"],
+        profile["worker_buckets"],
+        profile["raw_buckets"],
+    )
+    top, worker_top, profiled = profile["top"], profile["worker_top"], profile
     busy = sum(seconds for name, seconds in buckets if name != IDLE)
     worker_busy = sum(seconds for name, seconds in worker_buckets.items() if name != IDLE)
     print(
@@ -480,24 +585,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [[name, f"{calls:,}", f"{own:.3f}", f"{cum:.3f}"] for name, calls, own, cum in functions],
             )
         )
-    results.update(
-        {
-            "medians": medians,
-            "ratio": ratio,
-            "met": met,
-            "profile": {
-                "events": profile_count,
-                **profiled,
-                "buckets": buckets,
-                "worker_buckets": worker_buckets,
-                "raw_buckets": raw_buckets,
-                "top": top,
-                "worker_top": worker_top,
-            },
-        }
-    )
-    _bench.write_json(args.json, results)
-    return results
 
 
 if __name__ == "__main__":
