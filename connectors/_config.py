@@ -218,6 +218,9 @@ class RuntimeConfig:
     # Where each key was written, when loaded from a file: lets later checks point at the right line.
     locations: Mapping[PathKey, Location] = field(default_factory=dict, repr=False, compare=False)
     secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    # ``shipmap serve``'s sections, as validated by the schema; connectors/_serve/_settings.py reads them.
+    sources: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    serve: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def where(self, path: PathKey) -> Location | None:
         while True:
@@ -670,6 +673,9 @@ def _build(value: dict[str, Any], file: Path, locations: dict[PathKey, Location]
     for connection in connections:
         secrets.update(item for header, item in connection.headers.items() if is_sensitive_name(header))
         secrets.update(connection.auth.secrets())
+    for source in (value.get("sources") or {}).values():
+        given = source.get("secret")
+        secrets.update([given] if isinstance(given, str) else given or [])
     config = RuntimeConfig(
         connections=connections,
         mappings=routes,
@@ -680,6 +686,8 @@ def _build(value: dict[str, Any], file: Path, locations: dict[PathKey, Location]
         base_dir=base_dir,
         locations=MappingProxyType(locations),
         secrets=frozenset(secrets),
+        sources=value.get("sources") or {},
+        serve=value.get("serve") or {},
     )
     template = delivery.idempotency.external_id
     for placeholder in re.findall(r"\{([^{}]*)\}", template):

@@ -107,6 +107,11 @@ class LatencyHistogram:
                 return math.exp((index + 1) * self._RATIO)
         return None  # pragma: no cover - rank <= count
 
+    def buckets(self) -> Iterator[tuple[float, int]]:
+        """(upper bound in seconds, count) of every non-empty bucket, in no particular order."""
+        for index, count in self._buckets.items():
+            yield math.exp((index + 1) * self._RATIO), count
+
 
 @dataclass
 class TargetSummary:
@@ -323,6 +328,8 @@ class Runtime:
         self._rng = random.Random(seed)
         self._log = get_logger("runtime", self.redactor)
         self._running = threading.Lock()
+        # The summary of the run in progress (or the last one): ``shipmap serve`` reads it for /metrics.
+        self.live: RunSummary | None = None
 
     @classmethod
     def from_config(
@@ -736,7 +743,7 @@ class _Execution:
         self.journal = journal
         self.progress = progress
         self.total = total
-        self.summary = RunSummary()
+        self.summary = runtime.live = RunSummary()
         self.started = time.perf_counter()
         # Keys queued, being sent, or delivered but not yet committed so: a repeat is a duplicate.
         self.scheduled: set[str] = set()

@@ -72,6 +72,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record", type=Path, metavar="FILE.jsonl", help="also append accepted requests here"
     )
+    parser.add_argument(
+        "--source-documents",
+        type=Path,
+        metavar="DIR",
+        help="serve these JSON files as a retailer platform's API at /_source/{platform}/{path} (docs/serve.md)",
+    )
+    parser.add_argument(
+        "--source-token",
+        metavar="TOKEN",
+        help="the X-Auth-Token the fake source API asks for (default: none)",
+    )
     parser.add_argument("--credentials", type=Path, metavar="FILE", help="JSON or YAML file of credentials")
     group = parser.add_argument_group("credentials")
     for flag, field, help_text in _CREDENTIAL_FLAGS:
@@ -88,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials,
         faults=args.faults or FaultPlan(),
         record=args.record,
+        source_documents=args.source_documents,
+        source_token=args.source_token,
     )
     try:
         sandbox = Sandbox(config)

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ._config import SandboxConfig
 from ._faults import Decision, FaultInjector, FaultPlan
 from ._recorder import Recorder
+from ._source_api import SourceApi
 
 log = logging.getLogger("shipmap.sandbox")
 
@@ -52,6 +53,7 @@ class SandboxState:
         self.config = config
         self.recorder = Recorder(config.record)
         self.faults = FaultInjector(config.faults)
+        self.source_api = SourceApi(config.source_documents, config.source_token)
         # The seed says x-identity rotates every 3 months: one per server, unlike the per-login authToken.
         self.identity = secrets.token_hex(18)
         self._tokens: dict[str, float] = {}
@@ -529,6 +531,7 @@ def build_app(state: SandboxState) -> ASGIApp:
     """The sandbox as an ASGI app over ``state``."""
     ep = _Endpoints(state)
     routes = [
+        Route("/_source/{platform}/{path:path}", state.source_api.get, methods=["GET"]),
         Route("/login", ep.login, methods=["POST"]),
         Route("/api/v1/orders/{order_id:path}/created", ep.order, methods=["POST"]),
         Route(

@@ -113,6 +113,9 @@ class SandboxConfig:
     credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
     faults: FaultPlan = field(default_factory=FaultPlan)
     record: Path | None = None
+    # The fake source API (``_source_api``): a directory of fixture documents, and the X-Auth-Token it wants.
+    source_documents: Path | None = None
+    source_token: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

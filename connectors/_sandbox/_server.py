@@ -70,6 +70,8 @@ class Sandbox:
         credentials: SandboxCredentials | None = None,
         faults: FaultPlan | str | None = None,
         record: str | os.PathLike[str] | None = None,
+        source_documents: str | os.PathLike[str] | None = None,
+        source_token: str | None = None,
     ) -> None:
         config = config or SandboxConfig()
         changes: dict[str, Any] = {}
@@ -85,6 +87,10 @@ class Sandbox:
             changes["faults"] = FaultPlan.parse(faults) if isinstance(faults, str) else faults
         if record is not None:
             changes["record"] = Path(record)
+        if source_documents is not None:
+            changes["source_documents"] = Path(source_documents)
+        if source_token is not None:
+            changes["source_token"] = source_token
         self._config = replace(config, **changes)
         self._state = SandboxState(self._config)
         self._server: Any = None

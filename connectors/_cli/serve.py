@@ -1,0 +1,55 @@
+"""``shipmap serve CONFIG``: accept signed webhooks, commit them, enrich them and deliver them, until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+
+from shipmap.connectors._cli.run import install_redaction, print_summary
+from shipmap.connectors._errors import EXIT_OK
+from shipmap.connectors._runtime import Runtime
+from shipmap.connectors._serve import Service, serve_settings
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config", metavar="CONFIG", help="the config file, with a sources section (docs/serve.md)"
+    )
+    parser.add_argument(
+        "--host", metavar="HOST", help="listen on this address (default: serve.host, 127.0.0.1)"
+    )
+    parser.add_argument("--port", type=int, metavar="PORT", help="listen on this port; 0 picks a free one")
+    parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
+    parser.add_argument("--inbox", metavar="PATH", help="use this inbox file instead of the config's")
+    parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
+
+
+def run(args: argparse.Namespace) -> int:
+    runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
+    install_redaction(runtime)
+    settings = serve_settings(runtime.config)
+    changes: dict[str, object] = {}
+    if args.host is not None:
+        changes["host"] = args.host
+    if args.port is not None:
+        changes["port"] = args.port
+    if args.inbox is not None:
+        from pathlib import Path
+
+        changes["inbox"] = Path(args.inbox).resolve()
+    settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    if args.verbose == 0:
+        logging.getLogger("shipmap.connectors").setLevel(logging.INFO)
+    service = Service(runtime, settings)
+
+    def ready(url: str) -> None:
+        hooks = ", ".join(f"{url}/hooks/{name}" for name in settings.sources)
+        print(f"shipmap serve: listening on {url} ({hooks}); SIGTERM drains and stops", flush=True)
+
+    summary = asyncio.run(service.serve(on_ready=ready))
+    if summary is not None:
+        print_summary(summary, sys.stdout)
+    return EXIT_OK

@@ -1,0 +1,78 @@
+"""``shipmap status CONFIG``: the inbox queue, the journal's deliveries and dead letters, and, when the
+service is running, its readiness and breakers (from its ``/readyz``). Reads the inbox and the journal, and asks the running service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from shipmap.connectors._cli.dead_letters import resolve_journal
+from shipmap.connectors._config import load_config
+from shipmap.connectors._journal import Journal
+from shipmap.connectors._serve import Inbox, serve_settings
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="the config file of the service")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    settings = serve_settings(config)
+    report: dict[str, Any] = {"inbox": str(settings.inbox)}
+    if settings.inbox.exists():
+        with Inbox(settings.inbox, readonly=True) as inbox:
+            oldest = inbox.oldest_pending()
+            report["queue_depth"] = inbox.depth()
+            report["oldest_pending_seconds"] = round(time.time() - oldest, 1) if oldest else None
+            report["webhooks"] = inbox.counts()
+    else:
+        report.update(queue_depth=0, oldest_pending_seconds=None, webhooks={})
+    journal_path: Path = resolve_journal(args.config, None)
+    report["journal"] = str(journal_path)
+    if journal_path.exists():
+        with Journal(journal_path, readonly=True) as journal:
+            report["deliveries"] = journal.counts()
+            report["dead_letters"] = len(journal.dead_letters())
+            report["rejected_inputs"] = len(journal.rejected())
+    else:
+        report.update(deliveries={}, dead_letters=0, rejected_inputs=0)
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = f"http://{host}:{settings.port}/readyz"
+    try:
+        answer = httpx.get(url, timeout=2.0)
+        report["service"] = {"url": url, "status": answer.status_code, **answer.json()}
+    except (httpx.HTTPError, ValueError):
+        report["service"] = {"url": url, "running": False}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    out = sys.stdout
+    service = report["service"]
+    if service.get("running") is False:
+        out.write(f"service     not answering at {url}\n")
+    else:
+        out.write(f"service     {'ready' if service.get('ready') else 'NOT READY'} at {url}\n")
+        breakers = service.get("breakers") or {}
+        shown = ", ".join(f"{name} {state}" for name, state in sorted(breakers.items())) or "none reported"
+        out.write(f"breakers    {shown}\n")
+    age = report["oldest_pending_seconds"]
+    out.write(f"queue       {report['queue_depth']} waiting" + (f", oldest {age} s" if age else "") + "\n")
+    webhooks = report["webhooks"]
+    if webhooks:
+        out.write("webhooks    " + ", ".join(f"{k} {v}" for k, v in sorted(webhooks.items())) + "\n")
+    deliveries = report["deliveries"]
+    out.write(
+        "deliveries  " + (", ".join(f"{k} {v}" for k, v in sorted(deliveries.items())) or "none") + "\n"
+    )
+    out.write(
+        f"dead        {report['dead_letters']} dead letters, {report['rejected_inputs']} rejected inputs"
+    )
+    out.write("  (shipmap dead-letters)\n" if report["dead_letters"] or report["rejected_inputs"] else "\n")
+    return 0

@@ -1,0 +1,30 @@
+"""``shipmap serve``: a webhook intake service that verifies, persists, enriches and delivers.
+
+The package follows the stages: ``_verify`` (is it authentic, what are its id and topic), ``_inbox`` (the
+durable store of accepted webhooks), ``_enrich`` (declared GETs that complete a skinny webhook), ``_feed``
+(inbox rows become runtime events), ``_app`` (the HTTP endpoints), ``_metrics`` and ``_service`` (both sides
+in one event loop, SIGTERM drain). Delivery itself is the runtime's. See docs/serve.md.
+"""
+
+from ._enrich import Enricher, EnrichmentError
+from ._inbox import Accepted, InboundRow, Inbox, InboxError
+from ._service import Service
+from ._settings import ServeSettings, SourceSettings, enrichments, serve_settings
+from ._verify import Rejection, Verified, verify
+
+__all__ = [
+    "Accepted",
+    "Enricher",
+    "EnrichmentError",
+    "InboundRow",
+    "Inbox",
+    "InboxError",
+    "Rejection",
+    "ServeSettings",
+    "Service",
+    "SourceSettings",
+    "Verified",
+    "enrichments",
+    "serve_settings",
+    "verify",
+]

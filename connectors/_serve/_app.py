@@ -1,0 +1,171 @@
+"""The HTTP side of ``shipmap serve``: ``POST /hooks/{source}``, ``/healthz``, ``/readyz``, ``/metrics``.
+
+A webhook is answered 2xx only after ``Inbox.accept`` has committed it. The checks run cheapest first, and
+each refusal has its status and a reason the sender can read:
+
+    404 unknown source · 429 rate limit · 413 body too large · 401 unsigned or forged
+    415 not JSON content · 400 body is not JSON · 503 the inbox cannot commit · 200 accepted or duplicate
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .._redact import get_logger
+from ._inbox import Inbox, InboxError
+from ._metrics import ServiceMetrics
+from ._settings import RateLimit, SourceSettings
+from ._verify import Rejection, verify
+
+_JSON_TYPES = ("application/json", "text/json")
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class TokenBucket:
+    """``per_second`` requests on average, ``burst`` at once; ``take`` says how long to wait when empty."""
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = limit.per_second
+        self.capacity = float(limit.burst)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.updated = clock()
+
+    def take(self) -> float:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+@dataclass
+class ServiceState:
+    """What the endpoints share: the settings, the inbox, the metrics and the probes of the delivery side."""
+
+    sources: Mapping[str, SourceSettings]
+    inbox: Inbox
+    metrics: ServiceMetrics
+    on_accept: Callable[[], None]  # wakes the delivery loop
+    readiness: Callable[[], dict[str, Any]]  # breakers and delivery state for /readyz
+    accepting: bool = True
+
+
+def build_app(state: ServiceState, redactor: Any) -> Starlette:
+    log = get_logger("serve", redactor)
+    buckets = {
+        name: TokenBucket(source.rate_limit) for name, source in state.sources.items() if source.rate_limit
+    }
+
+    def refuse(source: str, rejection: Rejection) -> Response:
+        state.metrics.reject(source, rejection.reason)
+        headers = {}
+        if rejection.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(rejection.retry_after + 0.499)))
+        if rejection.status != 401:  # forged requests are counted, not logged one by one at warning level
+            log.info("POST /hooks/%s: %d %s", source, rejection.status, rejection.message)
+        return JSONResponse(
+            {"error": rejection.reason, "message": rejection.message}, rejection.status, headers=headers
+        )
+
+    async def hook(request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["source"]
+        source = state.sources.get(name)
+        if source is None:
+            return JSONResponse(
+                {"error": "unknown_source", "message": f"no source named '{name}' is configured"}, 404
+            )
+        state.metrics.received.labels(name).inc()
+        try:
+            response = await _handle(request, source, buckets.get(name), state)
+        except Rejection as rejection:
+            response = refuse(name, rejection)
+        state.metrics.ack_seconds.labels(name).observe(time.perf_counter() - started)
+        return response
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        writable = state.inbox.writable()
+        details = state.readiness()
+        ready = writable and state.accepting and details.get("delivering", False)
+        body = {"ready": ready, "inbox_writable": writable, "accepting": state.accepting, **details}
+        return JSONResponse(body, 200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(state.metrics.render(), media_type=_METRICS_TYPE)
+
+    routes = [
+        Route("/hooks/{source}", hook, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _handle(
+    request: Request, source: SourceSettings, bucket: TokenBucket | None, state: ServiceState
+) -> Response:
+    if not state.accepting:
+        raise Rejection(503, "draining", "the service is shutting down; retry later", retry_after=5)
+    if bucket is not None:
+        wait = bucket.take()
+        if wait > 0:
+            raise Rejection(
+                429, "rate_limited", f"more than {bucket.rate:g} requests per second from this source", wait
+            )
+    body = await _read_capped(request, source.max_body)
+    verified = verify(source, request.headers, body, time.time())
+    if verified.ping:
+        return JSONResponse({"status": "ping"})
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _JSON_TYPES:
+        raise Rejection(415, "unsupported_media_type", "the body must be application/json")
+    try:
+        json.loads(body)
+    except ValueError as error:
+        raise Rejection(400, "not_json", f"the body is not JSON: {error}") from None
+    try:
+        accepted = state.inbox.accept(
+            source.name, verified.webhook_id, verified.topic, verified.headers, body
+        )
+    except InboxError:
+        raise Rejection(503, "inbox_unavailable", "the webhook could not be stored; retry later", 5) from None
+    if accepted.duplicate:
+        state.metrics.duplicates.labels(source.name).inc()
+        return JSONResponse({"status": "duplicate", "id": accepted.id})
+    state.metrics.accepted.labels(source.name).inc()
+    state.on_accept()
+    return JSONResponse({"status": "accepted", "id": accepted.id})
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
+    too_large = Rejection(413, "too_large", f"the body is larger than {limit} bytes")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Rejection(400, "disconnected", "the client went away before the body was read") from None
+    return b"".join(chunks)

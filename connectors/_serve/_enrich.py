@@ -1,0 +1,147 @@
+"""Enrichment: the GETs a source declares, which turn a skinny webhook into the documents a mapping needs.
+
+BigCommerce's ``store/order/created`` carries only ``{"data": {"id": 100}}``; its source declares
+``order: /v2/orders/{payload.data.id}``, ``products: ...`` and the event the mapping sees gains an ``order``,
+a ``products`` and a ``shipments`` key beside its ``payload`` (named documents). The GETs go through a
+configured connection (base_url, auth, headers, timeout) with the delivery retry policy: network errors,
+timeouts, 429 and 5xx are retried with backoff and ``Retry-After``; any other status is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .._config import Connection, join_url
+from .._delivery import backoff_delay, parse_retry_after
+from .._errors import ConnectorError
+from .._redact import get_logger
+from .._runtime import Runtime
+from ._settings import Enrichment, PathTemplate
+
+_MAX_RESPONSE = 8 * 1024 * 1024
+
+
+class EnrichmentError(ConnectorError):
+    """A declared GET failed for good (after its retries): the event cannot be mapped yet."""
+
+
+def wants_enrichment(enrichment: Enrichment | None, event: Mapping[str, Any]) -> bool:
+    if enrichment is None:
+        return False
+    return not enrichment.topics or str(event.get("topic")) in enrichment.topics
+
+
+def render_path(template: PathTemplate, event: Any) -> str:
+    """The template filled from the event; each value is URL-quoted, and a missing one is an error."""
+    out: list[str] = []
+    for index, part in enumerate(template.parts):
+        if index % 2 == 0:
+            out.append(part)
+            continue
+        value = part.search(event)
+        if value is None or isinstance(value, dict | list):
+            raise EnrichmentError(
+                f"the event has no usable value for {{{part.expression}}} in {template.text}"
+            )
+        out.append(quote(str(value), safe=""))
+    return "".join(out)
+
+
+class Enricher:
+    """Fetches the declared documents of events. Use as ``async with Enricher(runtime, enrichments)``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        enrichments: Mapping[str, Enrichment],
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.enrichments = enrichments
+        self._transport = transport
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._rng = random.Random()
+        self._log = get_logger("serve.enrich", runtime.redactor)
+        self.fetched = 0  # successful GETs, for metrics
+        self.failed = 0
+
+    async def __aenter__(self) -> Enricher:
+        delivery = self.runtime.config.delivery
+        for name in {e.connection for e in self.enrichments.values()}:
+            connection: Connection = self.runtime.connections[name]
+            self._clients[name] = httpx.AsyncClient(
+                auth=self.runtime.auths[name],
+                headers={"Accept": "application/json", **connection.headers},
+                timeout=(connection.timeout or delivery.timeout).httpx(),
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        clients, self._clients = self._clients, {}
+        for client in clients.values():
+            await client.aclose()
+
+    def applies(self, event: Mapping[str, Any]) -> bool:
+        return wants_enrichment(self.enrichments.get(str(event.get("source"))), event)
+
+    async def documents(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """Every declared document of this event's source, fetched concurrently."""
+        enrichment = self.enrichments[str(event["source"])]
+        names = list(enrichment.fetch)
+        paths = [render_path(enrichment.fetch[name], event) for name in names]
+        results = await asyncio.gather(*(self._get(enrichment.connection, path) for path in paths))
+        return dict(zip(names, results, strict=True))
+
+    async def _get(self, connection: str, path: str) -> Any:
+        client = self._clients[connection]
+        url = join_url(self.runtime.connections[connection].base_url, path)
+        policy = self.runtime.config.delivery.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = await client.get(url)
+            except httpx.HTTPError as error:
+                retryable = isinstance(error, httpx.TransportError)
+                reason = f"{type(error).__name__}: {self.runtime.redactor.redact(str(error)) or 'no detail'}"
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return self._decode(response, path)
+                retryable = status == 429 or status >= 500
+                reason = f"HTTP {status} {response.reason_phrase}".rstrip()
+                retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
+            if not retryable or attempt >= policy.max_attempts:
+                self.failed += 1
+                tried = f" after {attempt} attempts" if attempt > 1 else ""
+                raise EnrichmentError(f"GET {path} failed{tried}: {reason}")
+            delay = backoff_delay(policy, attempt, self._rng, retry_after)
+            self._log.info("GET %s: attempt %d failed (%s); retrying in %.2fs", path, attempt, reason, delay)
+            await asyncio.sleep(delay)
+
+    def _decode(self, response: httpx.Response, path: str) -> Any:
+        if len(response.content) > _MAX_RESPONSE:
+            raise EnrichmentError(f"GET {path}: the response is larger than {_MAX_RESPONSE} bytes")
+        if response.status_code == 204 or not response.content:
+            self.fetched += 1
+            return None  # BigCommerce answers 204 for an order without shipments
+        try:
+            document = json.loads(response.content)
+        except ValueError as error:
+            raise EnrichmentError(f"GET {path}: the response is not JSON ({error})") from None
+        self.fetched += 1
+        return document

@@ -1,0 +1,242 @@
+"""The inbox: accepted webhooks, committed before they are acknowledged. One SQLite file.
+
+The narrow interface the service needs, and the one a PostgreSQL twin implements:
+
+- ``accept(...)``: commit the raw body and the headers that matter, unless this source already has that
+  webhook id (then it is a duplicate, acknowledged and not stored again);
+- ``pending(after, limit)``: accepted rows not yet handed to the runtime, oldest first;
+- ``mark_processed(ids)``: their deliveries are now owed in the journal, so the inbox is done with them;
+- ``save_documents(id, documents)``: enrichment responses, kept with the webhook so a restart maps the same data.
+
+Rows stay after processing, so a repeat of an old webhook id is still recognised; ``purge`` drops processed
+rows older than the dedup window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from .._errors import JournalError
+
+try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    topic TEXT,
+    received_at REAL NOT NULL,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    documents TEXT,
+    state TEXT NOT NULL DEFAULT 'pending',
+    processed_at REAL,
+    UNIQUE (source, webhook_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
+"""
+
+
+class InboxError(JournalError):
+    """The inbox cannot take or give a webhook (disk full, locked, not an inbox): answered 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRow:
+    id: int
+    source: str
+    webhook_id: str
+    topic: str | None
+    received_at: float
+    headers: dict[str, str]
+    body: bytes
+    documents: dict[str, Any] | None
+
+
+class Inbox:
+    """One inbox file. Not thread-safe: the service uses it from its event loop only."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: Literal["normal", "full"] = "normal",
+        readonly: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self._lock_file: Any = None
+        try:
+            if readonly:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._take_lock()
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (k, v) VALUES ('inbox_schema', ?)", (SCHEMA_VERSION,)
+                )
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_schema'").fetchone()
+        except (sqlite3.Error, OSError) as error:
+            self._release_lock()
+            raise InboxError(f"cannot open inbox {self.path}: {error}") from None
+        if row is None or row[0] != SCHEMA_VERSION:
+            self.close()
+            raise InboxError(f"{self.path} is not a shipmap inbox (schema version {SCHEMA_VERSION})")
+
+    def _take_lock(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        handle = open(f"{self.path}.lock", "a+")  # noqa: SIM115 - held open for the inbox's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise InboxError(f"inbox {self.path} is in use by another shipmap serve") from None
+        self._lock_file = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._release_lock()
+
+    def __enter__(self) -> Inbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- the interface ------------------------------------------------------------------------------------
+
+    def accept(
+        self,
+        source: str,
+        webhook_id: str,
+        topic: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        received_at: float | None = None,
+    ) -> Accepted:
+        """Commit one webhook (durably, before the caller acknowledges it), or recognise a duplicate."""
+        try:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO inbox (source, webhook_id, topic, received_at, headers, body)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (source, webhook_id, topic, received_at or time.time(), json.dumps(dict(headers)), body),
+            )
+            if cursor.rowcount == 1:
+                return Accepted(int(cursor.lastrowid or 0), duplicate=False)
+            row = self._db.execute(
+                "SELECT id FROM inbox WHERE source = ? AND webhook_id = ?", (source, webhook_id)
+            ).fetchone()
+        except sqlite3.Error as error:
+            raise InboxError(f"the inbox cannot take the webhook: {error}") from None
+        return Accepted(int(row[0]) if row else 0, duplicate=True)
+
+    def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:
+        try:
+            rows = self._db.execute(
+                "SELECT id, source, webhook_id, topic, received_at, headers, body, documents FROM inbox"
+                " WHERE state = 'pending' AND id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        except sqlite3.Error as error:
+            raise InboxError(f"the inbox cannot be read: {error}") from None
+        return [
+            InboundRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                json.loads(r[5]),
+                bytes(r[6]),
+                json.loads(r[7]) if r[7] else None,
+            )
+            for r in rows
+        ]
+
+    def mark_processed(self, ids: Iterable[int]) -> None:
+        now = time.time()
+        self._db.executemany(
+            "UPDATE inbox SET state = 'processed', processed_at = ? WHERE id = ?", [(now, i) for i in ids]
+        )
+
+    def save_documents(self, row_id: int, documents: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "UPDATE inbox SET documents = ? WHERE id = ?", (json.dumps(documents, ensure_ascii=False), row_id)
+        )
+
+    def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int:
+        """Hand processed rows to the runtime again (all, or ``ids``); ``refetch`` forgets their responses."""
+        documents = ", documents = NULL" if refetch else ""
+        if ids is None:
+            cursor = self._db.execute(f"UPDATE inbox SET state = 'pending'{documents}")
+        else:
+            cursor = self._db.executemany(
+                f"UPDATE inbox SET state = 'pending'{documents} WHERE id = ?", [(i,) for i in ids]
+            )
+        return int(cursor.rowcount)
+
+    # --- operations -------------------------------------------------------------------------------------
+
+    def writable(self) -> bool:
+        """Whether a write transaction can start now (readiness)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def depth(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
+
+    def oldest_pending(self) -> float | None:
+        """When the oldest webhook still waiting was received (epoch seconds), or None."""
+        row = self._db.execute(
+            "SELECT received_at FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1"
+        ).fetchone()
+        return float(row[0]) if row else None
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT source, state, count(*) FROM inbox GROUP BY source, state").fetchall()
+        return {f"{source}/{state}": int(n) for source, state, n in rows}
+
+    def purge(self, older_than: float) -> int:
+        """Forget processed rows received before ``older_than`` (epoch seconds): the dedup window ends."""
+        cursor = self._db.execute(
+            "DELETE FROM inbox WHERE state = 'processed' AND received_at < ?", (older_than,)
+        )
+        return int(cursor.rowcount)

@@ -1,0 +1,146 @@
+"""The service's Prometheus metrics, in a registry of its own (no process-wide state).
+
+Request counters and the acknowledgement histogram are updated as requests are answered; the delivery,
+queue and breaker figures are read from the runtime and the inbox when ``/metrics`` is scraped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from .._runtime import LatencyHistogram, RunSummary
+
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BREAKER_STATES = ("closed", "half_open", "open")
+
+
+class ServiceMetrics:
+    def __init__(
+        self,
+        *,
+        summary: Callable[[], RunSummary | None],
+        queue: Callable[[], tuple[int, float | None]],
+        breakers: Callable[[], Mapping[str, str]],
+        in_flight: Callable[[], int],
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "shipmap_webhooks_received", "Webhook requests received", ["source"], registry=self.registry
+        )
+        self.accepted = Counter(
+            "shipmap_webhooks_accepted",
+            "Webhooks committed to the inbox and acknowledged",
+            ["source"],
+            registry=self.registry,
+        )
+        self.duplicates = Counter(
+            "shipmap_webhooks_duplicate",
+            "Webhooks acknowledged as repeats of an accepted webhook id (not stored again)",
+            ["source"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "shipmap_webhooks_rejected",
+            "Webhook requests refused, by reason",
+            ["source", "reason"],
+            registry=self.registry,
+        )
+        self.ack_seconds = Histogram(
+            "shipmap_webhook_ack_seconds",
+            "Time from a request's arrival to its answer",
+            ["source"],
+            buckets=ACK_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_Live(summary, queue, breakers, in_flight))
+
+    def reject(self, source: str, reason: str) -> None:
+        self.rejected.labels(source, reason).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Live(Collector):
+    """Figures read at scrape time: deliveries per target, queue depth and age, breakers, in flight."""
+
+    def __init__(
+        self,
+        summary: Callable[[], RunSummary | None],
+        queue: Callable[[], tuple[int, float | None]],
+        breakers: Callable[[], Mapping[str, str]],
+        in_flight: Callable[[], int],
+    ) -> None:
+        self._summary = summary
+        self._queue = queue
+        self._breakers = breakers
+        self._in_flight = in_flight
+
+    def describe(self) -> list[Any]:
+        return []  # dynamic: nothing to check at registration
+
+    def collect(self) -> Iterator[Any]:
+        deliveries = CounterMetricFamily(
+            "shipmap_deliveries", "Deliveries by target and outcome since start", labels=["target", "outcome"]
+        )
+        latency = HistogramMetricFamily(
+            "shipmap_delivery_seconds",
+            "Delivered requests: first attempt to final answer, backoff included",
+            labels=["target"],
+        )
+        summary = self._summary()
+        for stats in summary.targets.values() if summary is not None else ():
+            for outcome, value in (
+                ("delivered", stats.delivered),
+                ("dead", stats.dead),
+                ("skipped", stats.skipped),
+                ("retried", stats.retried),
+            ):
+                deliveries.add_metric([stats.label, outcome], value)
+            latency.add_metric([stats.label], _buckets(stats.latency), sum_value=math.nan)
+        yield deliveries
+        yield latency
+        depth, oldest = self._queue()
+        yield GaugeMetricFamily(
+            "shipmap_queue_depth", "Accepted webhooks not yet handed to delivery", value=depth
+        )
+        yield GaugeMetricFamily(
+            "shipmap_queue_oldest_age_seconds",
+            "Age of the oldest webhook waiting in the inbox (0 when none)",
+            value=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "shipmap_deliveries_in_flight", "Requests being sent now", value=self._in_flight()
+        )
+        breakers = GaugeMetricFamily(
+            "shipmap_breaker_state",
+            "Circuit breaker state per connection (1 for the current state)",
+            labels=["connection", "state"],
+        )
+        for connection, state in sorted(self._breakers().items()):
+            for candidate in BREAKER_STATES:
+                breakers.add_metric([connection, candidate], 1.0 if state == candidate else 0.0)
+        yield breakers
+
+
+def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:
+    """The runtime's 2%-wide log buckets folded into cumulative Prometheus buckets."""
+    counts = [0] * (len(DELIVERY_BUCKETS) + 1)
+    for upper, count in histogram.buckets():
+        slot = next((i for i, bound in enumerate(DELIVERY_BUCKETS) if upper <= bound), len(DELIVERY_BUCKETS))
+        counts[slot] += count
+    out: list[tuple[str, float]] = []
+    running = 0
+    for bound, count in zip(DELIVERY_BUCKETS, counts, strict=False):
+        running += count
+        out.append((repr(bound), float(running)))
+    out.append(("+Inf", float(running + counts[-1])))
+    return out

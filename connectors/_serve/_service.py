@@ -1,0 +1,204 @@
+"""``shipmap serve``: the webhook intake and the delivery loop, in one process and one event loop.
+
+    POST /hooks/{source} ─► verify ─► Inbox.accept (committed) ─► 200
+                                         │
+    InboxFeed.events() ◄─────────────────┘ (woken at once; enrichment GETs here)
+          │
+    Runtime.run_async(...)  route ─► map ─► journal (pending) ─► deliver ─► delivered | dead
+
+SIGTERM (or SIGINT, or ``stop()``): intake answers 503 and stops listening, the feed hands over nothing more,
+and the runtime finishes what it holds, all within ``serve.drain_timeout``. What is still in flight then is
+cancelled and stays ``pending`` in the journal; accepted webhooks not yet handed over stay in the inbox. The
+next start re-sends the first and hands over the second: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+import httpx
+import uvicorn
+
+from .._redact import get_logger
+from .._runtime import Progress, RunSummary, Runtime
+from ._app import ServiceState, build_app
+from ._enrich import Enricher
+from ._feed import InboxFeed
+from ._inbox import Inbox
+from ._metrics import ServiceMetrics
+from ._settings import ServeSettings, serve_settings
+
+DEDUP_WINDOW = 7 * 24 * 3600.0  # processed webhook ids are remembered this long
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the service drains first, then stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Service:
+    """One ``shipmap serve``. ``await service.serve()`` runs until ``stop()`` or SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: ServeSettings | None = None,
+        *,
+        source_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings or serve_settings(runtime.config)
+        self._source_transport = source_transport
+        self._log = get_logger("serve", runtime.redactor)
+        self._stop = asyncio.Event()
+        self._progress: Progress | None = None
+        self.summary: RunSummary | None = None
+        self.url: str | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_progress(self, progress: Progress) -> None:
+        self._progress = progress
+
+    async def serve(
+        self, sock: socket.socket | None = None, *, on_ready: Callable[[str], None] | None = None
+    ) -> RunSummary | None:
+        settings = self.settings
+        sock = sock or bind(settings.host, settings.port)
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        synchronous = self.runtime.config.journal.synchronous
+        with Inbox(settings.inbox, synchronous=synchronous) as inbox:
+            inbox.purge(time.time() - DEDUP_WINDOW)
+            enrichments = {n: s.enrich for n, s in settings.sources.items() if s.enrich is not None}
+            async with Enricher(self.runtime, enrichments, transport=self._source_transport) as enricher:
+                feed = InboxFeed(inbox, enricher, self.runtime.redactor)
+                delivering = asyncio.Event()
+                metrics = ServiceMetrics(
+                    summary=lambda: self.runtime.live,
+                    queue=lambda: (inbox.depth(), inbox.oldest_pending()),
+                    breakers=self.breakers,
+                    in_flight=lambda: self._progress.in_flight if self._progress else 0,
+                )
+                state = ServiceState(
+                    sources=settings.sources,
+                    inbox=inbox,
+                    metrics=metrics,
+                    on_accept=feed.wakeup.set,
+                    readiness=lambda: {
+                        "delivering": delivering.is_set(),
+                        "queue_depth": inbox.depth(),
+                        "breakers": self.breakers(),
+                    },
+                )
+                server = _Server(
+                    uvicorn.Config(
+                        build_app(state, self.runtime.redactor),
+                        log_config=None,
+                        access_log=False,
+                        lifespan="off",
+                        proxy_headers=False,
+                        server_header=False,
+                        timeout_graceful_shutdown=max(1, int(settings.drain_timeout / 2)),
+                        timeout_keep_alive=30,
+                    )
+                )
+                return await self._run(server, sock, feed, state, delivering, on_ready)
+
+    async def _run(
+        self,
+        server: _Server,
+        sock: socket.socket,
+        feed: InboxFeed,
+        state: ServiceState,
+        delivering: asyncio.Event,
+        on_ready: Callable[[str], None] | None,
+    ) -> RunSummary | None:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signum, self.stop)
+                installed.append(signum)
+        delivery = asyncio.create_task(
+            self.runtime.run_async(feed.events(), progress=self._on_progress), name="shipmap-serve-delivery"
+        )
+        http = asyncio.create_task(server.serve(sockets=[sock]), name="shipmap-serve-http")
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while not server.started and not http.done() and not delivery.done():
+                await asyncio.sleep(0.005)
+            delivering.set()
+            if server.started:
+                self._log.info("serving on %s", self.url)
+                if on_ready is not None:
+                    on_ready(self.url or "")
+            await asyncio.wait({stop, delivery, http}, return_when=asyncio.FIRST_COMPLETED)
+            return await self._drain(server, http, feed, state, delivery)
+        finally:
+            stop.cancel()
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            sock.close()
+
+    async def _drain(
+        self,
+        server: _Server,
+        http: asyncio.Task[None],
+        feed: InboxFeed,
+        state: ServiceState,
+        delivery: asyncio.Task[RunSummary],
+    ) -> RunSummary | None:
+        deadline = time.monotonic() + self.settings.drain_timeout
+        self._log.info("draining: intake closed, finishing deliveries in flight")
+        state.accepting = False
+        server.should_exit = True
+        feed.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(http), max(0.1, deadline - time.monotonic()))
+        if not http.done():
+            server.force_exit = True
+        try:
+            self.summary = await asyncio.wait_for(delivery, max(0.1, deadline - time.monotonic()))
+        except TimeoutError:
+            self._log.warning(
+                "drain deadline reached: deliveries still in flight stay pending and are re-sent on restart"
+            )
+            self.summary = self.runtime.live
+        if not http.done():
+            http.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await http
+        elif http.exception() is not None:
+            raise http.exception()  # type: ignore[misc]
+        self._log.info("stopped: %d events handed to delivery", feed.handed)
+        return self.summary
+
+    def breakers(self) -> dict[str, str]:
+        """Each connection's circuit breaker state (closed, half_open, open), where the runtime has one."""
+        found: Any = getattr(self.runtime, "breaker_states", None)
+        return dict(found()) if callable(found) else {}

@@ -1,0 +1,59 @@
+"""BigCommerce skinny webhooks, enriched from the sandbox's fake store API, mapped and delivered."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+
+from .harness import SERVE_FIXTURES, ServeProcess, environment
+
+WEBHOOKS = SERVE_FIXTURES / "webhooks"
+SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
+
+
+def test_bigcommerce_skinny_webhooks_are_enriched_and_delivered(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    serve = ServeProcess(tmp_path, source_sandbox.url).start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            for order in (100, 101):
+                body = (WEBHOOKS / f"bigcommerce_order_created_{order}.json").read_bytes()
+                answer = serve.post(client, "bc", body, SECRET_HEADER)
+                assert answer.json()["status"] == "accepted", answer.text
+            # An order the store API does not have: 404 is final; the event is recorded with the reason.
+            missing = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+            missing.update(hash="missing-order", data={"type": "order", "id": 999})
+            assert serve.post(client, "bc", json.dumps(missing).encode(), SECRET_HEADER).status_code == 200
+            serve.wait_until(
+                lambda: len(source_sandbox.requests(endpoint="fenix.orders")) >= 2, what="2 orders"
+            )
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    orders = {r.body["id"]: r.body for r in source_sandbox.requests(endpoint="fenix.orders")}
+    assert set(orders) == {"100", "101"}
+    assert orders["100"]["fulfillment_status"] == "FULFILLED"  # from /shipments
+    assert orders["101"]["fulfillment_status"] == "NOT_FILLED"  # /shipments answered 204
+    assert [item["sku"] for item in orders["100"]["line_items"]] == ["SOCK-TR-M", "SHELL-PK-L"]  # /products
+    assert orders["100"]["customer"]["email"] == "jane@example.com"  # /orders/100
+    # The responses are kept with the webhook in the inbox (a restart maps the same data) and, as part of
+    # the source document, in the journal (a replay maps the same data).
+    with sqlite3.connect(tmp_path / ".shipmap" / "inbox.db") as inbox:
+        documents = json.loads(
+            inbox.execute("SELECT documents FROM inbox WHERE webhook_id LIKE '6f1b%'").fetchone()[0]
+        )
+    assert documents["order"]["id"] == 100 and len(documents["products"]) == 2
+    dead = subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "dead-letters", str(serve.config)],
+        capture_output=True, text=True, env=environment(source_sandbox.url), check=False,
+    )  # fmt: skip
+    assert (
+        "bc#3" in dead.stdout and "enrichment failed: GET /v2/orders/999 failed: HTTP 404" in dead.stdout
+    ), dead.stdout

@@ -1,0 +1,126 @@
+"""A real HTTP client against a live ``shipmap serve``: verification, durable acceptance, refusals, delivery."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+
+from .harness import (
+    REAL_SHOPIFY,
+    SECRETS,
+    SERVE_FIXTURES,
+    ServeProcess,
+    shopify_headers,
+    standard_webhooks_headers,
+)
+
+ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()  # byte-identical to orders/create
+
+
+def test_shopify_signed_accepted_forged_refused_repeat_delivered_once(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    serve = ServeProcess(tmp_path, source_sandbox.url).start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            signed = serve.post(client, "shop", ORDER, shopify_headers(ORDER, "orders/create", "wh-1"))
+            assert signed.status_code == 200, signed.text
+            assert signed.json()["status"] == "accepted"
+            # The same webhook id again (Shopify retrying): acknowledged, not stored or delivered twice.
+            again = serve.post(client, "shop", ORDER, shopify_headers(ORDER, "orders/create", "wh-1"))
+            assert (again.status_code, again.json()["status"]) == (200, "duplicate")
+            # Signed with the previous secret, during a rotation: accepted too (same body, so the same delivery).
+            rotated = serve.post(
+                client, "shop", ORDER,
+                shopify_headers(ORDER, "orders/create", "wh-2", SECRETS["SHOPIFY_PREVIOUS_SECRET"]),
+            )  # fmt: skip
+            assert rotated.status_code == 200
+            forged = serve.post(
+                client, "shop", ORDER, shopify_headers(ORDER, "orders/create", "wh-3", "not-the-secret")
+            )
+            assert forged.status_code == 401
+            assert forged.json()["error"] == "bad_signature"
+            tampered_headers = shopify_headers(ORDER, "orders/create", "wh-4")
+            tampered = serve.post(
+                client, "shop", ORDER.replace(b"customer", b"Customer", 1), tampered_headers
+            )
+            assert tampered.status_code == 401
+            headers = shopify_headers(ORDER, "orders/create", "wh-5")
+            del headers["X-Shopify-Hmac-Sha256"]
+            unsigned = serve.post(client, "shop", ORDER, headers)
+            assert (unsigned.status_code, unsigned.json()["error"]) == (401, "unsigned")
+            serve.wait_until(
+                lambda: len(source_sandbox.requests(endpoint="fenix.orders")) >= 1, what="delivery"
+            )
+            metrics = client.get(f"{serve.url}/metrics").text
+        assert 'shipmap_webhooks_rejected_total{reason="bad_signature",source="shop"} 2.0' in metrics
+        assert 'shipmap_webhooks_rejected_total{reason="unsigned",source="shop"} 1.0' in metrics
+        assert 'shipmap_webhooks_accepted_total{source="shop"} 2.0' in metrics
+        assert 'shipmap_webhooks_duplicate_total{source="shop"} 1.0' in metrics
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    orders = source_sandbox.requests(endpoint="fenix.orders")
+    # wh-1 and wh-2 carry the same order document: one delivery (content keys), and nothing forged arrived.
+    assert len(orders) == 1
+    assert orders[0].body["id"] == str(json.loads(ORDER)["id"])
+
+
+def test_refusals_have_their_status_and_reason(source_sandbox: Sandbox, tmp_path: Path) -> None:
+    serve = ServeProcess(tmp_path, source_sandbox.url).start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            url = serve.url
+            assert client.post(f"{url}/hooks/nope", content=b"{}").status_code == 404
+            big = b'{"x": "' + b"a" * 70000 + b'"}'
+            now = int(time.time())
+            too_large = serve.post(client, "app", big, standard_webhooks_headers(big, "msg_big", now, "t"))
+            assert (too_large.status_code, too_large.json()["error"]) == (413, "too_large")
+            form = b"a=1"
+            wrong_type = {
+                **standard_webhooks_headers(form, "msg_form", now, "t"),
+                "Content-Type": "text/plain",
+            }
+            typed = serve.post(client, "app", form, wrong_type)
+            assert (typed.status_code, typed.json()["error"]) == (415, "unsupported_media_type")
+            stale = serve.post(
+                client, "app", b"{}", standard_webhooks_headers(b"{}", "msg_old", now - 3600, "t")
+            )
+            assert (stale.status_code, stale.json()["error"]) == (401, "stale_timestamp")
+            # rate_limit: a burst of 3, then one per 100 s: the three requests above used the burst.
+            limited = serve.post(client, "app", b"{}", standard_webhooks_headers(b"{}", "msg_rl", now, "t"))
+            assert limited.status_code == 429
+            assert limited.json()["error"] == "rate_limited"
+            assert int(limited.headers["Retry-After"]) >= 1
+            # WooCommerce: the unsigned ping when a webhook is created gets a 200 and is not stored.
+            ping = client.post(
+                f"{url}/hooks/woo", content=b"webhook_id=17",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )  # fmt: skip
+            assert (ping.status_code, ping.json()["status"]) == (200, "ping")
+            body = b'{"id": 5, "status": "processing"}'
+            signature = base64.b64encode(
+                hmac.new(SECRETS["WOO_SECRET"].encode(), body, hashlib.sha256).digest()
+            )
+            woo = {"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
+                   "X-WC-Webhook-Delivery-ID": "d-1", "X-WC-Webhook-Signature": signature.decode()}  # fmt: skip
+            assert serve.post(client, "woo", body, woo).json()["status"] == "accepted"
+            woo["X-WC-Webhook-Signature"] = base64.b64encode(b"x" * 32).decode()
+            assert serve.post(client, "woo", body, woo).status_code == 401
+            # BigCommerce: the configured secret header, compared whole.
+            bc = (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_101.json").read_bytes()
+            wrong = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-valuX"}
+            assert serve.post(client, "bc", bc, wrong).json()["error"] == "bad_secret"
+            ready = client.get(f"{url}/readyz")
+            assert ready.status_code == 200 and ready.json()["inbox_writable"] is True
+            assert client.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
