@@ -47,8 +47,9 @@ class OutboundRequest:
 
 
 def encode_payload(payload: Any) -> str:
-    """A payload's JSON text as it goes on the wire (and into the journal): compact, UTF-8 kept."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    """A payload's JSON text as it goes on the wire (and into the journal): compact, UTF-8 kept, strict
+    (ValueError for NaN or an infinity, which no JSON parser takes)."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,8 +88,11 @@ CREATE TABLE IF NOT EXISTS rejected (
 
 def canonical_json(value: Any) -> str:
     """The canonical text of a JSON value: sorted keys, no spaces, UTF-8 kept. Equal documents, equal text.
-    (Values that are not JSON, from library callers, are written as their ``str``.)"""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    (Values of no JSON type, from library callers, are written as their ``str``; NaN and infinities raise
+    ValueError: the journal holds strict JSON only.)"""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+    )
 
 
 def digest_of(canonical: str) -> str:
@@ -156,12 +159,12 @@ class Journal:
         try:
             if readonly:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._db = _Guarded(sqlite3.connect(uri, uri=True, isolation_level=None), self.path)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if exclusive:
                     self._take_run_lock()
-                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+                self._db = _Guarded(sqlite3.connect(self.path, isolation_level=None, timeout=30.0), self.path)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._db.execute("PRAGMA foreign_keys=ON")
@@ -170,9 +173,16 @@ class Journal:
                     "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
                 )
             row = self._db.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
-        except sqlite3.DatabaseError as error:
+        except (sqlite3.Error, JournalError) as error:
             self._release_run_lock()
-            raise JournalError(f"cannot open journal {self.path}: {error}") from None
+            raise journal_fault(self.path, error, opening=True) from None
+        except OSError as error:  # the directory or the lock file cannot be created
+            self._release_run_lock()
+            raise JournalError(
+                f"cannot open journal {self.path}: {error.strerror or error}; check that its directory "
+                "exists and is writable, then run again (nothing was sent)"
+            ) from None
+        self._db.opening = False
         if row is None or row[0] != SCHEMA_VERSION:
             self._db.close()
             self._release_run_lock()
@@ -201,7 +211,7 @@ class Journal:
         return [self._lock_file.fileno()] if self._lock_file is not None else []
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(sqlite3.Error, AttributeError):
             self._db.close()
         self._release_run_lock()
 
@@ -264,7 +274,7 @@ class Journal:
         try:
             yield
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error, JournalError):
                 self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
@@ -391,6 +401,81 @@ class Journal:
             ).fetchall()
             found.update((key, (state, idempotency)) for key, state, idempotency in rows)
         return found
+
+
+_FAULTS = (
+    ("full", "the disk holding the journal is full; free some space"),
+    ("readonly", "the journal is read-only; make the file and its directory writable"),
+    ("read-only", "the journal is read-only; make the file and its directory writable"),
+    ("locked", "the journal is locked by another process; stop it or wait for it"),
+    ("busy", "the journal is locked by another process; stop it or wait for it"),
+    ("malformed", "the journal file is corrupt; move it aside (a fresh journal re-sends everything once)"),
+    ("not a database", "the file is not a journal, or it is corrupt; move it aside"),
+    ("unable to open", "the journal file cannot be opened; check its directory and permissions"),
+    ("i/o error", "an I/O error on the journal's disk; check the disk"),
+)
+
+
+def journal_fault(path: Path, error: BaseException, *, opening: bool = False) -> JournalError:
+    """A JournalError that says what went wrong with the journal's file or disk and what to do; it never
+    carries data. The run stops there: nothing is lost (pending rows are re-sent), and the next run, once
+    the cause is fixed, resumes."""
+    if isinstance(error, JournalError):
+        return error
+    text = str(error).lower()
+    diagnosis = next((advice for needle, advice in _FAULTS if needle in text), f"SQLite says: {error}")
+    action = "cannot open journal" if opening else "journal write failed"
+    return JournalError(
+        f"{action} {path}: {diagnosis}. Nothing is lost: deliveries not recorded as delivered are sent "
+        "again, under the same keys, by the next run"
+    )
+
+
+class _Guarded:
+    """The journal's SQLite connection, whose failures become JournalErrors with a diagnosis. A text value
+    that SQLite cannot take (a lone surrogate, from a bad file name) is stored with it escaped."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self.opening = True  # until the journal's schema is checked: errors say "cannot open"
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        self._db.close()
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, parameters)
+        except UnicodeEncodeError:
+            return self.execute(sql, _escaped(parameters))
+        except sqlite3.Error as error:
+            raise journal_fault(self._path, error, opening=self.opening) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        rows = list(rows)
+        try:
+            return self._db.executemany(sql, rows)
+        except UnicodeEncodeError:
+            return self.executemany(sql, [_escaped(row) for row in rows])
+        except sqlite3.Error as error:
+            raise journal_fault(self._path, error, opening=self.opening) from None
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        try:
+            return self._db.executescript(script)
+        except sqlite3.Error as error:
+            raise journal_fault(self._path, error, opening=self.opening) from None
+
+
+def _escaped(row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(
+        item.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(item, str) else item
+        for item in row
+    )
 
 
 # key, source digest, mapping, target, connection, idempotency key, method, url, payload text, origin

@@ -41,6 +41,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from shipmap.engine import PayloadValidationError, Problem, ShipmapError, SourceDocument
 from shipmap.engine._expressions import is_truthy
+from shipmap.engine._kinds import json_problems
 
 from ._auth import ShipmapAuth
 from ._config import (
@@ -422,10 +423,11 @@ class Runtime:
         try:
             for index, item in enumerate(events):
                 record = _as_record(item, index)
-                if not record.ok:
-                    yield PlanEntry("rejected", record.origin, reason=record.error)
+                expanded = self._expand_event(record, journal)
+                if isinstance(expanded, SourceDocument):
+                    yield PlanEntry("rejected", record.origin, reason=expanded.error)
                     continue
-                for step in self._expand(record, journal).steps:
+                for step in expanded.steps:
                     entry = self._plan_entry(step, record.origin)
                     if entry is not None:
                         yield entry
@@ -481,7 +483,7 @@ class Runtime:
             for item in chunk:
                 record = _as_record(item, index)
                 index += 1
-                batch.append(record if not record.ok else self._expand(record, None))
+                batch.append(self._expand_event(record, None))
             yield batch
 
     def _produce_packed(self, events: Iterable[Any]) -> Iterator[list[tuple[Any, ...]]]:
@@ -491,7 +493,7 @@ class Runtime:
         size = 2
         for index, item in enumerate(events):
             record = _as_record(item, index)
-            batch.append(_pack(record if not record.ok else self._expand(record, None)))
+            batch.append(_pack(self._expand_event(record, None)))
             if len(batch) >= size:
                 yield batch
                 batch = []
@@ -527,27 +529,57 @@ class Runtime:
             return self._body.search(event)
         return event
 
+    def _expand_event(self, record: SourceDocument, journal: Journal | None) -> _Item:
+        """The per-event boundary: the event expanded into its steps, or, when it cannot even be read as
+        strict JSON or routed, the event rejected with its reason. Whatever one event does (a value no
+        encoder takes, an expression or a template that raises anything at all) stays that event's."""
+        if not record.ok:
+            return record
+        try:
+            return self._expand(record, journal)
+        except _Unreadable as error:
+            return dataclasses.replace(record, document=None, error=str(error), excerpt=_excerpt_of(record))
+        except RecursionError:
+            reason = "the event is nested too deeply to route or store"
+            return dataclasses.replace(record, document=None, error=reason, excerpt=None)
+        except Exception as error:  # routing itself failed on this event: it is rejected alone
+            reason = self._reason(f"the event cannot be routed: {type(error).__name__}: {error}")
+            return dataclasses.replace(record, document=None, error=reason, excerpt=_excerpt_of(record))
+
     def _expand(self, record: SourceDocument, journal: Journal | None) -> _Event:
         """Every step one event causes. Pure but for journal reads, so the dry run shares it."""
         event = record.document
         routes = self._routes_for(event)
         if not routes:
-            canonical = canonical_json(event)
-            digest = digest_of(canonical)
+            canonical, digest = _canonical(event)
             return _Event(record, digest, canonical, (_Unrouted(digest, record.origin),))
         steps: list[_Step] = []
         first_digest, first_canonical = "", ""
         for route in routes:
             source = self._source_of(route, event)
-            canonical = canonical_json(source)
-            digest = digest_of(canonical)
+            canonical, digest = _canonical(source)
             if not first_digest:
                 first_digest, first_canonical = digest, canonical
             elif digest != first_digest:
                 # Routes with different bodies: each source is stored through its own event.
                 steps.append(_SourceMarker(digest, canonical))
-            steps.extend(self._map(route, source, digest, record.origin, journal))
+            steps.extend(self._map_isolated(route, source, digest, record.origin, journal))
         return _Event(record, first_digest, first_canonical, tuple(steps))
+
+    def _map_isolated(
+        self, route: PlannedRoute, source: Any, digest: str, origin: str | None, journal: Journal | None
+    ) -> list[_Step]:
+        """``_map``'s steps; if anything unforeseen raises on the way, this entry's mapping stage is the
+        event's dead letter, with the error's type and message (redacted) as the reason."""
+        try:
+            return list(self._map(route, source, digest, origin, journal))
+        except Exception as error:
+            stage_key = delivery_key(route.name, MAPPING_STAGE, digest)
+            reason = self._reason(f"internal error while mapping: {type(error).__name__}: {error}")
+            return [
+                _Route(stage_key, route.name),
+                _Dead(stage_key, route.name, MAPPING_STAGE, digest, origin, reason),
+            ]
 
     def _map(
         self,
@@ -615,7 +647,11 @@ class Runtime:
         """The request of one delivery (``recorded``: the idempotency key its journal row already holds)."""
         name = route.name
         idempotency_key = self._apply_idempotency(planned, payload, key, name, digest, recorded or None)
-        problems = planned.kind.problems(payload)
+        try:
+            text = encode_payload(payload)  # once: the body, and the journal's copy of it
+        except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+            text = ""  # not strict JSON: json_problems below says where
+        problems = json_problems(payload) if not text else planned.kind.problems(payload)
         if problems:
             error = PayloadValidationError(
                 planned.name,
@@ -634,7 +670,6 @@ class Runtime:
         headers = dict(_JSON_HEADERS)
         if connection.idempotency_header and idempotency_key:
             headers[connection.idempotency_header] = idempotency_key
-        text = encode_payload(payload)  # once: the body, and the journal's copy of it
         request = OutboundRequest(
             connection=connection.name,
             method=planned.method,
@@ -687,7 +722,13 @@ class Runtime:
                 entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin, reason
             )
             return _Event(record, entry.source_hash, canonical, (step,))
-        steps = self._map(routes[0], source, entry.source_hash, entry.origin, journal, replay=entry.target)
+        try:
+            steps = list(
+                self._map(routes[0], source, entry.source_hash, entry.origin, journal, replay=entry.target)
+            )
+        except Exception as error:  # the replayed event fails again, unforeseen: it stays a dead letter
+            reason = self._reason(f"internal error while mapping: {type(error).__name__}: {error}")
+            steps = [_Dead(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin, reason)]
         return _Event(record, entry.source_hash, canonical, tuple(steps))
 
     def _plan_entry(self, step: _Step, origin: str | None) -> PlanEntry | None:
@@ -719,7 +760,7 @@ class Runtime:
         return None  # journal bookkeeping only
 
     def _reason(self, text: str) -> str:
-        return self.redactor.excerpt(text, _REASON_CHARS)
+        return _printable(self.redactor.excerpt(text, _REASON_CHARS))
 
 
 class _Execution:
@@ -1023,6 +1064,39 @@ class _Execution:
 
 def _as_record(item: Any, index: int) -> SourceDocument:
     return item if isinstance(item, SourceDocument) else SourceDocument(f"event[{index}]", document=item)
+
+
+class _Unreadable(ValueError):
+    """An event (or the part a route sends) that is not strict JSON: it cannot be stored nor sent."""
+
+
+def _canonical(document: Any) -> tuple[str, str]:
+    """The canonical text and digest of a source document; _Unreadable if it is not strict JSON."""
+    try:
+        canonical = canonical_json(document)
+        return canonical, digest_of(canonical)
+    except (ValueError, TypeError, UnicodeEncodeError) as error:
+        problems = json_problems(document)
+        where, message = problems[0] if problems else ((), str(error))
+        at = f" at {_field(where)}" if where else ""
+        raise _Unreadable(f"not strict JSON{at}: {message}") from None
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to store and print: a lone surrogate (from a bad input) becomes its escape."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _excerpt_of(record: SourceDocument) -> str | None:
+    try:
+        text = json.dumps(record.document, ensure_ascii=True, default=repr)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _field(parts: tuple[Any, ...]) -> str:

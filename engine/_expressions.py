@@ -22,7 +22,7 @@ import jmespath.exceptions
 import jmespath.functions
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ._errors import CompileError, Location, TransformError
+from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
 from ._template_fast import Fallback, fast_template
 
@@ -478,8 +478,6 @@ class ExpressionCompiler:
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None
                 ) from None
-            except (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, MemoryError) as error:
-                raise _template_failure(error, location, field, scope) from None
             except RecursionError:
                 raise TransformError(
                     "the template recurses without end, or the data is nested too deeply",
@@ -487,6 +485,10 @@ class ExpressionCompiler:
                     field=field,
                     source_path=scope.path() or None,
                 ) from None
+            except ShipmapError:
+                raise
+            except Exception as error:  # any other failure (dictsort on a list...) is this field's, located
+                raise _template_failure(error, location, field, scope) from None
 
         return evaluate
 
@@ -666,6 +668,8 @@ def _parent(scope: Scope) -> Any:
 
 def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
     message = error.message if isinstance(error, jinja2.TemplateError) and error.message else str(error)
+    if not isinstance(error, jinja2.TemplateError | TypeError | ValueError | ArithmeticError):
+        message = f"{type(error).__name__}: {message}"
     if isinstance(error, jinja2.UndefinedError):
         message = f"template reads something the source does not have: {message}"
     elif isinstance(error, jinja2.exceptions.SecurityError):

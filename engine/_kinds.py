@@ -7,6 +7,7 @@ required-field check are all read from it.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -37,6 +38,45 @@ def format_path(parts: Iterator[Any] | tuple[Any, ...] | list[Any]) -> str:
         else:
             text = str(part)
     return text
+
+
+def json_problems(value: Any) -> list[tuple[tuple[Any, ...], str]]:
+    """Where ``value`` is not strict JSON, as ``(field path parts, message)``: a number that is NaN or
+    infinite, a string with a lone surrogate, a value of no JSON type. Empty when a strict encoder takes it,
+    which is checked first, in C."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        pass
+    else:
+        return []
+    found: list[tuple[tuple[Any, ...], str]] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), value)]
+    while stack and len(found) < 20:
+        parts, item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    found.append((parts, f"has a key of type {type(key).__name__}, not a string"))
+                else:
+                    stack.append(((*parts, key), child))
+        elif isinstance(item, list | tuple):
+            stack.extend(((*parts, index), child) for index, child in enumerate(item))
+        elif isinstance(item, int) and not isinstance(item, bool) and item.bit_length() > 14_000:
+            found.append((parts, "got an integer of more than 4,300 digits, which cannot be written as JSON"))
+        elif isinstance(item, float) and not math.isfinite(item):
+            found.append((parts, f"got {item}, which is not a JSON number (only finite numbers are)"))
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                found.append((parts, "the text holds a lone UTF-16 surrogate, which is not Unicode"))
+        elif item is not None and not isinstance(item, bool | int | float):
+            found.append((parts, f"got a value of type {type(item).__name__}, which JSON cannot hold"))
+    if not found:
+        found.append(((), "the payload is not JSON (nested too deeply to encode)"))
+    found.sort(key=lambda entry: [str(p) for p in entry[0]])
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,9 @@ cannot be opened at all raises :class:`SourceError`. Preview, test and run all r
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,42 @@ STDIN = "-"
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 JSON_SUFFIXES = (".json", *NDJSON_SUFFIXES)
 _EXCERPT_CHARS = 200
+# A JSON escape of a UTF-16 surrogate: legal in a pair, but a lone one is not Unicode text (RFC 8259 sec. 8.2).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class NotStrictJSON(ValueError):
+    """A JSON text that Python's parser accepts but a strict one refuses (NaN, Infinity, 1e400, lone
+    surrogates). ``token`` is the offending text, to locate it on its line."""
+
+    def __init__(self, message: str, token: str) -> None:
+        super().__init__(message)
+        self.token = token
+
+
+def _no_constant(name: str) -> Any:
+    raise NotStrictJSON(f"{name} is not a JSON number (strict JSON has only finite numbers)", name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise NotStrictJSON(f"the number {text[:40]} is too large for a 64-bit float", text)
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """``json.loads``, refusing what strict parsers refuse: NaN, Infinity, numbers that overflow a float,
+    and strings holding a lone surrogate. Raises ValueError (``NotStrictJSON`` for those)."""
+    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    escape = _SURROGATE_ESCAPE.search(text)
+    if escape is not None:
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            message = "a string holds a lone UTF-16 surrogate (not Unicode text)"
+            raise NotStrictJSON(message, escape.group(0)) from None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,12 +150,12 @@ def read_stream(
         if not text:
             continue
         try:
-            value = json.loads(text)
+            value = loads_strict(text)
         except RecursionError:
             yield _too_deep(name, number, text)
             continue
         except ValueError as error:
-            if lines_mode:
+            if lines_mode or isinstance(error, NotStrictJSON):
                 yield _bad(name, number, error, text)
                 continue
             rest = (line for line in lines if isinstance(line, str))
@@ -145,7 +183,7 @@ def _decoded(lines: Iterable[str] | Iterable[bytes]) -> Iterator[str | UnicodeDe
 def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int) -> Iterator[SourceDocument]:
     text = first + "".join(rest)
     try:
-        value = json.loads(text)
+        value = loads_strict(text)
     except RecursionError:
         yield _too_deep(name, first_line, first)
         return
@@ -167,6 +205,14 @@ def _events(value: Any, origin: str) -> Iterator[SourceDocument]:
 
 
 def _bad(name: str, line: int, error: ValueError, text: str) -> SourceDocument:
+    if isinstance(error, NotStrictJSON):
+        at = max(text.find(error.token), 0) + 1
+        return SourceDocument(
+            f"{name}:{line}",
+            error=f"not strict JSON: {error}, column {at}",
+            excerpt=_excerpt(text),
+            location=Location(name, line, at),
+        )
     detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
     column = f", column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
     where = Location(name, line, error.colno if isinstance(error, json.JSONDecodeError) else 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import re
@@ -19,6 +18,7 @@ from urllib.parse import unquote
 
 from shipmap.engine import get_kind
 from shipmap.engine._kinds import format_path
+from shipmap.engine._sources import loads_strict
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -161,8 +161,11 @@ def _parse_json_body(request: Request, raw: bytes) -> tuple[Any, Response | None
             [_field("content-type", f"{found}; expected application/json")],
         )
     try:
-        return json.loads(raw), None
-    except ValueError as error:
+        # Strict, as a real server's parser: NaN, Infinity, 1e400 and lone surrogates are refused.
+        return loads_strict(raw.decode("utf-8")), None
+    except RecursionError:
+        return None, _error(400, "the body is not valid JSON", [_field("(body)", "nested too deeply")])
+    except ValueError as error:  # UnicodeDecodeError included
         return None, _error(400, "the body is not valid JSON", [_field("(body)", f"not valid JSON: {error}")])
 
 
@@ -491,7 +494,7 @@ def _basic_auth_problem(header: str | None, key: str, secret: str) -> str | None
         return "expected Basic authentication"
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text in the header
         return "is not base64 of API_KEY:API_SECRET"
     given_key, colon, given_secret = decoded.partition(":")
     if not colon:

@@ -107,8 +107,10 @@ def test_only_one_run_may_write_a_journal_at_a_time(tmp_path: Path) -> None:
 def test_read_only_journal_refuses_writes(tmp_path: Path) -> None:
     path = tmp_path / "j.db"
     Journal(path).close()
-    with Journal(path, readonly=True) as journal, pytest.raises(sqlite3.OperationalError):
+    # A journal fault is a JournalError (exit 7) that says what is wrong, never an sqlite3 traceback.
+    with Journal(path, readonly=True) as journal, pytest.raises(JournalError, match="read-only") as caught:
         journal.put_source("a", "{}")
+    assert caught.value.exit_code == 7
 
 
 def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:

@@ -550,21 +550,9 @@ def test_a_source_nested_past_1000_levels_is_a_located_error(depth: int) -> None
     transform_or_locate(mapping, document)
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        "id",
-        pytest.param(
-            "total_weight",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="KNOWN GAP: a plain path passes a source number through unchanged, so a Python int past "
-                "4,300 digits (which json.loads itself refuses to produce) reaches the payload, which then "
-                "cannot be written as JSON. Only a library caller building such ints by hand can hit it.",
-            ),
-        ),
-    ],
-)
+# total_weight was a known gap (a plain path passed the int through, unencodable): a strict payload check
+# now locates it.
+@pytest.mark.parametrize("field", ["id", "total_weight"])
 def test_a_5000_digit_integer_is_a_located_error(field: str) -> None:
     mapping = compiled(ORDER_MIN)
     document = sample(ORDER_SAMPLE)
