@@ -19,7 +19,7 @@ from shipmap.connectors._journal import Journal
 from shipmap.engine import read_documents
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
-from test_runtime_support import FIXTURES, environ, order_event, write_config  # noqa: E402
+from test_runtime_support import FIXTURES, environ, order_event, write_config
 
 # A template that raises a non-shipmap exception on one event only (dictsort on a list: AttributeError), and
 # one that yields a function ({{ lookup }}: a value JSON cannot hold).
@@ -94,7 +94,9 @@ def test_each_poison_is_rejected_or_dead_lettered_alone_and_the_run_exits_8(
         json.dumps(payload, allow_nan=False)
     for record in sandbox.requests(endpoint="fenix.orders"):
         json.dumps(record.body, allow_nan=False)
-    print(f"poison kinds {len(poison)}: rejected {len(rejected)}, dead-lettered {len(dead)}; delivered 11 of 11")
+    print(
+        f"poison kinds {len(poison)}: rejected {len(rejected)}, dead-lettered {len(dead)}; delivered 11 of 11"
+    )
 
 
 def _run(directory: Path, url: str, stream: bytes) -> tuple[Runtime, Any]:
