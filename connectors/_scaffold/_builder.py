@@ -1,0 +1,509 @@
+"""Building one target's field tree: each field of the kind's schema, the source path guessed for it or a TODO."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipmap.engine import TargetKind
+
+from ._guess import (
+    _CONTEXTS,
+    CONTEXT_SYNONYMS,
+    SYNONYMS,
+    _Context,
+    _field_names,
+    _is_amount,
+    _is_datetime,
+    _norm,
+    _ordered,
+    _score,
+    _shape,
+    _sum,
+    _synonyms,
+    _types,
+)
+from ._model import TODO, FieldSuggestion
+from ._sample import _arrays, _dict_nodes, _jinja_path, _Leaf, _leaves, _merged, _path
+
+_PLAIN_YAML = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$]*$")
+_YAML_WORDS = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"})
+_NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+_SHOWN_CHARS = 40
+
+
+# --- building one target ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Out:
+    """One line (or block) of the mapping's field tree."""
+
+    name: str
+    spec: str | None = None  # flow YAML after "name: "; None for a block with children
+    children: list[_Out] = field(default_factory=list)
+    each: str | None = None
+    comment: str = ""
+    suggestion: FieldSuggestion | None = None
+    note: bool = False  # a comment line only
+
+
+@dataclass
+class _Match:
+    leaf: _Leaf
+    path: str
+    score: int
+    fallback: _Leaf | None = None  # a non-null alternative when the best leaf is null in the sample
+
+    @property
+    def expression(self) -> str:
+        if self.fallback is None:
+            return self.path
+        return f"coalesce({self.path}, {_path(self.fallback.parts)})"
+
+    @property
+    def sample(self) -> Any:
+        return self.leaf.value if self.fallback is None else self.fallback.value
+
+
+@dataclass
+class _Scope:
+    """Where fields read from: the target's root node, or one array element inside ``each``."""
+
+    leaves: list[_Leaf]
+    node: dict[str, Any]
+    each: str | None = None  # the each path, inside an array
+    parent_leaves: list[_Leaf] | None = None  # the root's leaves, for $parent.currency
+
+
+class _TargetBuilder:
+    def __init__(self, name: str, kind: TargetKind, document: Any) -> None:
+        self.name = name
+        self.kind = kind
+        self.from_parts, self.node = self._pick_from(document)
+        self.scope = _Scope(list(_leaves(self.node)), self.node)
+        self.fields: list[_Out] = []
+        self.not_found: list[str] = []
+        self.naive_datetimes = False
+        self.lookups: dict[str, list[str]] = {}
+        self.line_array: tuple[str, list[Any]] | None = None
+        self.matched_paths: dict[str, tuple[str | int, ...]] = {}
+
+    def _pick_from(self, document: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+        wanted = {
+            _norm(s.rsplit(".", 1)[-1])
+            for n in _field_names(self.kind.inlined)
+            for s in _synonyms(n, self.kind.name, top=False)
+        }
+        nodes = list(_dict_nodes(document))
+
+        def score(node: dict[str, Any]) -> int:
+            return sum(1 for key in node if _norm(str(key)) in wanted)
+
+        parts, node = max(nodes, key=lambda item: (score(item[1]), -len(item[0])))
+        if score(node) <= score(document):
+            return (), document
+        return parts, node
+
+    @property
+    def from_expression(self) -> str | None:
+        return _path(self.from_parts) if self.from_parts else None
+
+    def build(self, lookups: dict[str, list[str]]) -> None:
+        self.lookups = lookups
+        schema = self.kind.inlined
+        line_schema = schema.get("properties", {}).get("line_items")
+        if isinstance(line_schema, Mapping) and _shape(line_schema) == "array":
+            self.line_array = self._best_array("line_items", line_schema["items"], self.node)
+        self.fields = self._object(schema, (self.name,), None, self.scope, top=True)
+        if self.kind.api == "dg":
+            self._external_ids()
+
+    def _external_ids(self) -> None:
+        """DG wants a unique external_id per request: build one from the order and shipment ids if found."""
+        data = f"{self.name}.inputs.shipment_data"
+        order = self.matched_paths.get(f"{data}.order_id")
+        shipment = self.matched_paths.get(f"{data}.shipment_id")
+        if order is None or shipment is None:
+            return
+        first, second = _jinja_path(order), _jinja_path(shipment)
+        if first is None or second is None:
+            return
+        template = f"{{{{ {first} }}}}-{{{{ {second} }}}}"
+        for out in _walk(self.fields):
+            suggestion = out.suggestion
+            if out.name == "external_id" and suggestion is not None and suggestion.todo:
+                out.spec = json.dumps(template)
+                out.comment = "unique per request: add a status if one shipment sends several"
+                out.suggestion = FieldSuggestion(self.name, suggestion.field, template, True)
+
+    # --- objects -------------------------------------------------------------------------------------------
+
+    def _object(
+        self,
+        schema: Mapping[str, Any],
+        path: tuple[str, ...],
+        context: _Context | None,
+        scope: _Scope,
+        *,
+        top: bool = False,
+    ) -> list[_Out]:
+        required_out: list[_Out] = []
+        optional_out: list[_Out] = []
+        missing: list[str] = []
+        for prop, sub, required in _ordered(schema):
+            built = self._field(prop, sub, required, (*path, prop), context, scope, top=top)
+            if built is None:
+                missing.append(prop)
+            elif required:
+                required_out.append(built)
+            else:
+                optional_out.append(built)
+        out = list(required_out)
+        if optional_out:
+            if required_out:
+                out.append(_Out("", note=True, comment="optional fields the sample seems to have"))
+            out.extend(optional_out)
+        if missing:
+            out.append(
+                _Out("", note=True, comment="not found in the sample (optional): " + ", ".join(missing))
+            )
+        return out
+
+    def _field(
+        self,
+        prop: str,
+        schema: Mapping[str, Any],
+        required: bool,
+        path: tuple[str, ...],
+        context: _Context | None,
+        scope: _Scope,
+        *,
+        top: bool,
+    ) -> _Out | None:
+        shape = _shape(schema)
+        dotted = ".".join(path)
+        if shape == "array":
+            return self._array(prop, schema, required, path, scope)
+        if shape in ("object", "money", "measure"):
+            inner = _CONTEXTS.get(prop, context)
+            if shape == "money":
+                return self._money(prop, schema, required, path, inner, scope)
+            if shape == "measure":
+                return self._measure(prop, schema, required, path, inner, scope)
+            children = self._object(schema, path, inner, scope)
+            if all(c.suggestion is None or c.suggestion.todo for c in _walk(children)):
+                if not required:
+                    return None  # listed as not found
+                if not any(c.suggestion is not None for c in _walk(children)):
+                    # Nothing matched and nothing inside is required: the object as a whole is the TODO.
+                    return self._todo(prop, dotted)
+            return _Out(prop, children=children)
+        # a leaf
+        const = schema.get("const")
+        enum = schema.get("enum")
+        if const is not None:
+            return self._suggest(prop, dotted, f"{{literal: {_yaml(const)}}}", required, const, "a literal")
+        if prop == "item_quantity" and self.line_array is not None:
+            each, elements = self.line_array
+            quantity = self._match("quantity", None, _Scope(list(_leaves(_merged(elements))), {}))
+            if quantity is not None:
+                expression = f"sum({each}[].{quantity.path})"
+                total = _sum(elements, quantity.leaf.parts)
+                return self._suggest(prop, dotted, _yaml(expression), required, total, expression)
+        if isinstance(enum, list) and enum:
+            return self._enum(prop, enum, required, dotted, scope, context, top)
+        match = self._match(prop, context, scope, top=top)
+        if match is None:
+            return self._todo(prop, dotted) if required else None
+        spec = self._leaf_spec(prop, schema, match, required)
+        self.matched_paths[dotted] = match.leaf.parts
+        return self._suggest(prop, dotted, spec, required, match.sample, _path(match.leaf.parts))
+
+    def _leaf_spec(self, prop: str, schema: Mapping[str, Any], match: _Match, required: bool) -> str:
+        types = _types(schema)
+        value = match.sample
+        expression = match.expression
+        options: list[str] = []
+        if _is_datetime(schema):
+            options.append("type: datetime")
+            if isinstance(value, str) and _NAIVE_DATETIME.match(value.strip()):
+                self.naive_datetimes = True
+        elif (prop == "id" or prop.endswith("_id")) and "string" in types:
+            options.append("type: id")
+        elif isinstance(value, int | float) and not isinstance(value, bool) and "string" in types:
+            if not types & {"number", "integer"}:
+                options.append("type: string")
+        elif isinstance(value, str) and "integer" in types and "string" not in types:
+            options.append("type: integer")
+        elif isinstance(value, str) and "number" in types and "string" not in types:
+            options.append("type: number")
+        elif isinstance(value, str) and types == {"boolean"}:
+            options.append("type: boolean")
+        if value is None and required:
+            # Null in the sample: say so where it fails ("required field has no value"), not in the payload.
+            options.append("required: true")
+        if not options:
+            return _yaml(expression)
+        return "{path: " + _yaml(expression) + ", " + ", ".join(options) + "}"
+
+    def _enum(
+        self,
+        prop: str,
+        enum: list[Any],
+        required: bool,
+        dotted: str,
+        scope: _Scope,
+        context: _Context | None,
+        top: bool,
+    ) -> _Out | None:
+        allowed = ", ".join(json.dumps(v) if v in ("", None) else str(v) for v in enum)
+        match = self._match(prop, context, scope, top=top)
+        if match is not None and match.score < 80:
+            match = None  # a status inside some array (fulfillments[0].status) is not the document's
+        if match is None:
+            if not required:
+                return None
+            first = next(v for v in enum if v not in ("", None))
+            out = self._suggest(prop, dotted, f"{{literal: {_yaml(first)}}}", True, first, "a literal")
+            out.comment = f"one of {allowed}"
+            return out
+        if match.sample in enum and match.sample not in ("", None):
+            return self._suggest(prop, dotted, _yaml(match.expression), required, match.sample, match.path)
+        # A source status rarely uses the target's words: a lookup table, its values to fill in.
+        table = prop
+        seen = self.lookups.setdefault(table, [])
+        key = match.sample
+        text_key = "null" if key is None else _yaml(str(key))
+        if text_key not in seen:
+            seen.append(text_key)
+        spec = "{path: " + _yaml(match.expression) + f", lookup: {table}}}"
+        out = self._suggest(prop, dotted, spec, required, key, _path(match.leaf.parts))
+        out.comment = f"fill lookups.{table}: {allowed}"
+        return out
+
+    def _money(
+        self,
+        prop: str,
+        schema: Mapping[str, Any],
+        required: bool,
+        path: tuple[str, ...],
+        context: _Context | None,
+        scope: _Scope,
+    ) -> _Out | None:
+        dotted = ".".join(path)
+        match = self._match(prop, context, scope)
+        if match is not None and not _is_amount(match.sample):
+            match = None
+        currency_required = "currency" in schema.get("required", ())
+        if match is None:
+            if not required:
+                return None
+            value = self._todo("value", f"{dotted}.value")
+            children = [value]
+            if currency_required:
+                children.append(self._currency(f"{dotted}.currency", scope))
+            return _Out(prop, children=children)
+        value = self._suggest(
+            "value", f"{dotted}.value", _yaml(f"money({match.expression})"), True, match.sample, match.path
+        )
+        return _Out(prop, children=[value, self._currency(f"{dotted}.currency", scope)])
+
+    def _currency(self, dotted: str, scope: _Scope) -> _Out:
+        # Prefer the document's own currency: inside an array that is $parent.<path>.
+        outer = scope.parent_leaves if scope.parent_leaves is not None else scope.leaves
+        found = self._best(outer, ("currency", "currency_code"), None)
+        if found is not None and isinstance(found.sample, str):
+            expression = found.path
+            if scope.parent_leaves is not None:
+                expression = "$parent." + expression
+            return self._suggest("currency", dotted, _yaml(expression), True, found.sample, expression)
+        if scope.parent_leaves is not None:
+            inner = self._best(scope.leaves, ("currency", "currency_code"), None)
+            if inner is not None and isinstance(inner.sample, str):
+                return self._suggest("currency", dotted, _yaml(inner.path), True, inner.sample, inner.path)
+        out = self._suggest("currency", dotted, "{literal: USD}", True, "USD", "a literal")
+        out.comment = "no currency in the sample; USD is Fenix's default"
+        return out
+
+    def _measure(
+        self,
+        prop: str,
+        schema: Mapping[str, Any],
+        required: bool,
+        path: tuple[str, ...],
+        context: _Context | None,
+        scope: _Scope,
+    ) -> _Out | None:
+        dotted = ".".join(path)
+        match = self._match(prop, context, scope)
+        if match is not None and (not _is_amount(match.sample) or (match.sample is None and not required)):
+            match = None  # a null says nothing about the shape: it may be an object elsewhere
+        if match is None:
+            if not required:
+                return None
+            return _Out(
+                prop,
+                children=[self._todo("value", f"{dotted}.value"), self._todo("units", f"{dotted}.units")],
+            )
+        spec = _yaml(match.expression)
+        if isinstance(match.sample, str):
+            spec = "{path: " + spec + ", type: number}"
+        value = self._suggest("value", f"{dotted}.value", spec, True, match.sample, match.path)
+        # Units sit beside the value ("weight": {"value", "units"}) or beside the field ("weight_unit").
+        owner = match.leaf.parts[:-1]
+        beside = [leaf for leaf in scope.leaves if leaf.parts[:-1] == owner]
+        units = self._best(beside, SYNONYMS["units"], None)
+        if units is not None and isinstance(units.sample, str):
+            unit_out = self._suggest(
+                "units", f"{dotted}.units", _yaml(units.path), True, units.sample, units.path
+            )
+        elif "gram" in match.leaf.names[-1].lower():
+            # The Fenix seed spells grams "grms" (oz or grms).
+            unit_out = self._suggest("units", f"{dotted}.units", "{literal: grms}", True, "grms", "a literal")
+            unit_out.comment = f"{match.leaf.names[-1]} counts grams; Fenix takes oz or grms"
+        elif "units" in schema.get("required", ()):
+            unit_out = self._todo("units", f"{dotted}.units")
+        else:
+            return _Out(prop, children=[value])
+        return _Out(prop, children=[value, unit_out])
+
+    # --- arrays --------------------------------------------------------------------------------------------
+
+    def _array(
+        self, prop: str, schema: Mapping[str, Any], required: bool, path: tuple[str, ...], scope: _Scope
+    ) -> _Out | None:
+        dotted = ".".join(path)
+        item = schema["items"]
+        if prop == "line_items" and scope.each is None and self.line_array is not None:
+            found: tuple[str, list[Any]] | None = self.line_array
+        else:
+            found = self._best_array(prop, item, scope.node, exact_only=not required)
+        if found is None:
+            if not required:
+                return None
+            children = [
+                self._todo(name, f"{dotted}[].{name}") for name, _, needed in _ordered(item) if needed
+            ]
+            out = _Out(prop, each=TODO, children=children, comment="TODO: the source array of these items")
+            out.suggestion = FieldSuggestion(self.name, dotted, None, True)
+            return out
+        each, elements = found
+        inner = _Scope(
+            list(_leaves(_merged(elements))),
+            _merged(elements),
+            each=each,
+            parent_leaves=scope.leaves if scope.parent_leaves is None else scope.parent_leaves,
+        )
+        children = self._object(item, (*path[:-1], f"{prop}[]"), None, inner)
+        out = _Out(prop, each=_yaml(each), children=children)
+        out.comment = f"{len(elements)} element{'s' if len(elements) != 1 else ''} in the sample"
+        out.suggestion = FieldSuggestion(self.name, dotted, each, self._needed(dotted), len(elements))
+        return out
+
+    def _best_array(
+        self, prop: str, item: Mapping[str, Any], node: dict[str, Any], *, exact_only: bool = False
+    ) -> tuple[str, list[Any]] | None:
+        names = {_norm(s) for s in SYNONYMS.get(prop, (prop,))}
+        best: tuple[int, int, str, list[Any]] | None = None
+        for parts, elements in _arrays(node):
+            named = _norm(parts[-1]) in names
+            if exact_only and not named:
+                continue
+            leaves = list(_leaves(_merged(elements)))
+            score = 5 if named else 0
+            required_hits = 0
+            for field_name, _, needed in _ordered(item):
+                if self._best(leaves, SYNONYMS.get(field_name, (field_name,)), None) is not None:
+                    score += 3 if needed else 1
+                    required_hits += 1 if needed else 0
+            if required_hits == 0 or score < 3:
+                continue
+            candidate = (score, -len(parts), _path(parts), elements)
+            if best is None or candidate[:2] > best[:2]:
+                best = candidate
+        return None if best is None else (best[2], best[3])
+
+    # --- matching ------------------------------------------------------------------------------------------
+
+    def _match(
+        self,
+        name: str,
+        context: _Context | None,
+        scope: _Scope,
+        *,
+        top: bool = False,
+        synonyms: Sequence[str] | None = None,
+    ) -> _Match | None:
+        if synonyms is None and context is not None:
+            synonyms = CONTEXT_SYNONYMS.get((context.name, name))
+        return self._best(scope.leaves, synonyms or _synonyms(name, self.kind.name, top=top), context)
+
+    def _best(self, leaves: Sequence[_Leaf], names: Sequence[str], context: _Context | None) -> _Match | None:
+        scored: list[tuple[int, int, int, _Leaf]] = []
+        for order, leaf in enumerate(leaves):
+            score = _score(leaf, names, context)
+            if score is not None:
+                scored.append((score, -len(leaf.parts), -order, leaf))
+        if not scored:
+            return None
+        scored.sort(key=lambda item: item[:3], reverse=True)
+        best = scored[0][3]
+        match = _Match(best, _path(best.parts), scored[0][0])
+        if best.value is None:
+            alternative = next((item[3] for item in scored[1:] if item[3].value is not None), None)
+            match.fallback = alternative
+        return match
+
+    # --- output --------------------------------------------------------------------------------------------
+
+    def _needed(self, dotted: str) -> bool:
+        """Whether the payload must have this field: it and every object around it are required."""
+        node: Mapping[str, Any] = self.kind.inlined
+        for part in dotted.split(".")[1:]:
+            name = part.removesuffix("[]")
+            if name not in node.get("required", ()):
+                return False
+            node = node.get("properties", {}).get(name, {})
+            if part.endswith("[]"):
+                node = node.get("items", {})
+        return True
+
+    def _suggest(self, prop: str, dotted: str, spec: str, required: bool, sample: Any, source: str) -> _Out:
+        suggestion = FieldSuggestion(self.name, dotted, source, required and self._needed(dotted), sample)
+        comment = ""
+        if source != "a literal":
+            comment = f"<- {_show(sample)}"
+            if sample is None and "required: true" in spec:
+                comment += " in the sample: add a default if null is normal"
+        return _Out(prop, spec=spec, comment=comment, suggestion=suggestion)
+
+    def _todo(self, prop: str, dotted: str) -> _Out:
+        suggestion = FieldSuggestion(self.name, dotted, None, True)
+        comment = f"TODO: required by {self.kind.name}; nothing in the sample matched"
+        if dotted.endswith(".action_id"):
+            comment = "TODO: the flow id Digital Genius gives you"
+        return _Out(prop, spec="{path: TODO, required: true}", comment=comment, suggestion=suggestion)
+
+
+def _walk(outs: list[_Out]) -> Iterator[_Out]:
+    for out in outs:
+        yield out
+        yield from _walk(out.children)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+def _yaml(value: Any) -> str:
+    """A YAML scalar that reads back as ``value``, plain when that is safe."""
+    if isinstance(value, str):
+        if _PLAIN_YAML.match(value) and value.lower() not in _YAML_WORDS:
+            return value
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False)

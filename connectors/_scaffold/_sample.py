@@ -1,0 +1,133 @@
+"""Reading the sample: its documents, its leaves and arrays, and which part of it one event is."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shipmap.engine import ShipmapError, read_documents
+
+from ._model import ScaffoldError
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_DEPTH = 6
+
+
+# --- reading the sample -------------------------------------------------------------------------------------
+
+
+def _read_sample(path: Path) -> tuple[Any, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScaffoldError(f"cannot read sample {path}: {error}") from None
+    try:
+        first = next(read_documents(path), None)
+        document = first.unwrap() if first is not None else None
+    except ShipmapError as error:
+        raise ScaffoldError(f"sample {path} is not JSON: {error.message}") from None
+    if not isinstance(document, dict | list) or not document:
+        raise ScaffoldError(f"sample {path} holds no JSON object to learn from")
+    return document, text
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return path.resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+# --- leaves and arrays of the sample ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    parts: tuple[str | int, ...]
+    value: Any
+
+    @property
+    def names(self) -> list[str]:
+        return [p for p in self.parts if isinstance(p, str)]
+
+
+def _leaves(node: Any, prefix: tuple[str | int, ...] = ()) -> Iterator[_Leaf]:
+    """Scalar values under ``node``; arrays are entered at their first element (``[0]``)."""
+    if len(prefix) > _MAX_DEPTH or not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        here = (*prefix, str(key))
+        if isinstance(value, dict):
+            yield from _leaves(value, here)
+        elif isinstance(value, list):
+            if value and isinstance(value[0], dict):
+                yield from _leaves(_merged(value), (*here, 0))
+            elif value and not isinstance(value[0], list):
+                yield _Leaf((*here, 0), value[0])
+        else:
+            yield _Leaf(here, value)
+
+
+def _merged(elements: list[Any]) -> dict[str, Any]:
+    """One element standing for them all: every key any element has, with its first non-null value."""
+    merged: dict[str, Any] = {}
+    for element in elements[:50]:
+        if not isinstance(element, dict):
+            continue
+        for key, value in element.items():
+            if merged.get(key) is None:
+                merged[key] = value
+    return merged
+
+
+def _arrays(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], list[Any]]]:
+    """Arrays of objects reachable from ``node`` through objects only (``each:`` takes a path, not [0])."""
+    if len(prefix) > 4 or not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        here = (*prefix, str(key))
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            yield here, value
+        elif isinstance(value, dict):
+            yield from _arrays(value, here)
+
+
+def _path(parts: Sequence[str | int]) -> str:
+    """A JMESPath expression for ``parts``; keys that are not identifiers are quoted."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            key = part if _IDENTIFIER.match(part) else json.dumps(part)
+            text += f".{key}" if text else key
+    return text
+
+
+def _jinja_path(parts: Sequence[str | int]) -> str | None:
+    if not all(isinstance(p, int) or _IDENTIFIER.match(p) for p in parts):
+        return None
+    return "this" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def _list_elements(document: Any, select: str | None) -> list[Any]:
+    if select is None:
+        return []
+    owner = document
+    if select != "[0]":
+        for part in select.removesuffix("[0]").split("."):
+            owner = owner.get(part) if isinstance(owner, dict) else None
+    return owner if isinstance(owner, list) else []
+
+
+def _dict_nodes(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    if not isinstance(node, dict) or len(prefix) > 3:
+        return
+    yield prefix, node
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _dict_nodes(value, (*prefix, str(key)))
