@@ -73,7 +73,7 @@ def report(scaffold: Scaffold, written: list[Path], out: IO[str]) -> None:
     required = [s for s in matched if s.required]
     out.write(
         f"\n{len(matched)} fields suggested from the sample's key names; the required ones, with the value"
-        " each\nreads in the sample (check them):\n"
+        " each\nreads in the sample and how sure the guess is (check them):\n"
     )
     _table(required, out)
     if len(matched) > len(required):
@@ -113,7 +113,10 @@ def _table(suggestions: list[FieldSuggestion], out: IO[str]) -> None:
     left = max(len(s.field) for s in suggestions)
     middle = max(len(s.source or "") for s in suggestions)
     for item in suggestions:
-        out.write(f"  {item.field.ljust(left)}  <- {(item.source or '').ljust(middle)}  {_value(item)}\n")
+        sure = f"  ({item.confidence})" if item.confidence else ""
+        out.write(
+            f"  {item.field.ljust(left)}  <- {(item.source or '').ljust(middle)}  {_value(item)}{sure}\n"
+        )
 
 
 def _value(item: FieldSuggestion) -> str:

@@ -36,7 +36,7 @@ from ._model import (
     _same_file,
 )
 from ._render import _probe, _render_cases, _render_config, _render_env, _render_mapping
-from ._sample import _list_elements, _read_sample, _relative
+from ._sample import NDJSON_SUFFIXES, _list_elements, _read_sample, _relative
 
 __all__ = [
     "DEFAULT_TIMEZONE",
@@ -87,8 +87,8 @@ def plan_scaffold(
         inside = sample_file.resolve().is_relative_to(folder.resolve())
     except OSError:
         inside = False
-    if sample_file.suffix.lower() in (".ndjson", ".jsonl"):
-        # A test case reads one JSON document: keep the first line's, pretty-printed.
+    if sample_file.suffix.lower() in NDJSON_SUFFIXES:
+        # A test case reads one JSON file: the lines become a JSON array, and the case selects one element.
         sample_text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
         copied, inside = folder / "samples" / f"{sample_file.stem}.json", False
     sample_target = sample_file if inside else copied

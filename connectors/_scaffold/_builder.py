@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipmap.engine import TargetKind
+from shipmap.engine import ShipmapError, TargetKind, parse_mapping
 
 from ._guess import (
     _CONTEXTS,
     CONTEXT_SYNONYMS,
+    MINOR_UNITS,
+    PARENT_KEYS,
     SYNONYMS,
+    UTC_SUFFIXES,
     _Context,
     _field_names,
     _is_amount,
@@ -25,6 +29,10 @@ from ._guess import (
     _sum,
     _synonyms,
     _types,
+    event_array,
+    not_a_root,
+    snake,
+    thin,
 )
 from ._model import TODO, FieldSuggestion
 from ._sample import _arrays, _dict_nodes, _jinja_path, _Leaf, _leaves, _merged, _path
@@ -57,9 +65,14 @@ class _Match:
     path: str
     score: int
     fallback: _Leaf | None = None  # a non-null alternative when the best leaf is null in the sample
+    utc_of: str = ""  # the local-time key this UTC twin stands in for
 
     @property
     def expression(self) -> str:
+        value = self.leaf.value
+        if self.utc_of and not (isinstance(value, str) and not _NAIVE_DATETIME.match(value.strip())):
+            # A *_gmt twin is UTC written without an offset: say so, whatever the mapping's timezone.
+            return f"{self.path} && join('', [{self.path}, 'Z'])"
         if self.fallback is None:
             return self.path
         return f"coalesce({self.path}, {_path(self.fallback.parts)})"
@@ -91,6 +104,7 @@ class _TargetBuilder:
         self.lookups: dict[str, list[str]] = {}
         self.line_array: tuple[str, list[Any]] | None = None
         self.matched_paths: dict[str, tuple[str | int, ...]] = {}
+        self.child_filter: str | None = None
 
     def _pick_from(self, document: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
         wanted = {
@@ -98,7 +112,13 @@ class _TargetBuilder:
             for n in _field_names(self.kind.inlined)
             for s in _synonyms(n, self.kind.name, top=False)
         }
-        nodes = list(_dict_nodes(document))
+        # Only an envelope's content can be the root ({"order": {...}}), never an address, ship-from or
+        # to_address inside the document, however many target fields it holds.
+        nodes = [
+            (parts, node)
+            for parts, node in _dict_nodes(document)
+            if not any(not_a_root(p) for p in parts) and _thin_path(document, parts)
+        ]
 
         def score(node: dict[str, Any]) -> int:
             return sum(1 for key in node if _norm(str(key)) in wanted)
@@ -107,6 +127,10 @@ class _TargetBuilder:
         if score(node) <= score(document):
             return (), document
         return parts, node
+
+    def _parent_key(self, elements: list[Any]) -> str | None:
+        merged = _merged(elements)
+        return next((key for key in merged if snake(key) in PARENT_KEYS), None)
 
     @property
     def from_expression(self) -> str | None:
@@ -118,6 +142,15 @@ class _TargetBuilder:
         line_schema = schema.get("properties", {}).get("line_items")
         if isinstance(line_schema, Mapping) and _shape(line_schema) == "array":
             self.line_array = self._best_array("line_items", line_schema["items"], self.node)
+            if self.line_array is not None:
+                each, elements = self.line_array
+                parent = self._parent_key(elements)
+                if parent is not None:
+                    # Children (a bundle's parts, a configurable's simple product) repeat their parent's
+                    # quantity: only top-level lines are items, and only they are summed.
+                    top = [e for e in elements if isinstance(e, dict) and not e.get(parent)]
+                    self.line_array = (f"{each}[?!{parent}]", top or elements)
+                    self.child_filter = parent
         self.fields = self._object(schema, (self.name,), None, self.scope, top=True)
         if self.kind.api == "dg":
             self._external_ids()
@@ -213,15 +246,61 @@ class _TargetBuilder:
             if quantity is not None:
                 expression = f"sum({each}[].{quantity.path})"
                 total = _sum(elements, quantity.leaf.parts)
-                return self._suggest(prop, dotted, _yaml(expression), required, total, expression)
+                return self._suggest(
+                    prop, dotted, _yaml(expression), required, total, expression, quantity.score
+                )
         if isinstance(enum, list) and enum:
             return self._enum(prop, enum, required, dotted, scope, context, top)
         match = self._match(prop, context, scope, top=top)
+        if match is not None and _is_datetime(schema):
+            match = self._utc_twin(match, scope)
+        if match is not None and prop in ("country", "country_name", "country_code"):
+            match, note = self._country(prop, match, scope)
+            if match is None:
+                return _Out("", note=True, comment=note) if note else None
         if match is None:
             return self._todo(prop, dotted) if required else None
         spec = self._leaf_spec(prop, schema, match, required)
         self.matched_paths[dotted] = match.leaf.parts
-        return self._suggest(prop, dotted, spec, required, match.sample, _path(match.leaf.parts))
+        source = match.expression if match.utc_of else _path(match.leaf.parts)
+        out = self._suggest(prop, dotted, spec, required, match.sample, source, match.score)
+        if match.utc_of:
+            out.comment += f"; the UTC twin of {match.utc_of} (a local time)"
+        return out
+
+    def _utc_twin(self, match: _Match, scope: _Scope) -> _Match:
+        """``date_created_gmt`` rather than ``date_created``: a local time without an offset is ambiguous."""
+        key = match.leaf.parts[-1]
+        if not isinstance(key, str):
+            return match
+        owner = match.leaf.parts[:-1]
+        for leaf in scope.leaves:
+            if leaf.parts[:-1] == owner and any(leaf.parts[-1] == key + suffix for suffix in UTC_SUFFIXES):
+                return _Match(leaf, _path(leaf.parts), match.score, utc_of=key)
+        return match
+
+    def _country(self, prop: str, match: _Match, scope: _Scope) -> tuple[_Match | None, str]:
+        """Fenix keeps a country's name and its ISO code apart: a code never fills ``country``, nor a name
+        ``country_code``. A sibling key that holds the right one wins (country_iso2 beside country)."""
+        want_code = prop == "country_code"
+        if _is_code(match.sample) == want_code:
+            return match, ""
+        owner = match.leaf.parts[:-1]
+        for leaf in scope.leaves:
+            if (
+                leaf.parts[:-1] == owner
+                and "country" in snake(str(leaf.parts[-1]))
+                and isinstance(leaf.value, str)
+                and leaf.value
+                and _is_code(leaf.value) == want_code
+            ):
+                return _Match(leaf, _path(leaf.parts), match.score - 10), ""
+        if want_code:
+            return None, ""
+        return None, (
+            f"{prop}: the sample has only the code {_show(match.sample)} ({match.path}); Fenix wants the"
+            " name here, the code goes in country_code"
+        )
 
     def _leaf_spec(self, prop: str, schema: Mapping[str, Any], match: _Match, required: bool) -> str:
         types = _types(schema)
@@ -230,7 +309,7 @@ class _TargetBuilder:
         options: list[str] = []
         if _is_datetime(schema):
             options.append("type: datetime")
-            if isinstance(value, str) and _NAIVE_DATETIME.match(value.strip()):
+            if isinstance(value, str) and _NAIVE_DATETIME.match(value.strip()) and not match.utc_of:
                 self.naive_datetimes = True
         elif (prop == "id" or prop.endswith("_id")) and "string" in types:
             options.append("type: id")
@@ -272,7 +351,9 @@ class _TargetBuilder:
             out.comment = f"one of {allowed}"
             return out
         if match.sample in enum and match.sample not in ("", None):
-            return self._suggest(prop, dotted, _yaml(match.expression), required, match.sample, match.path)
+            return self._suggest(
+                prop, dotted, _yaml(match.expression), required, match.sample, match.path, match.score
+            )
         # A source status rarely uses the target's words: a lookup table, its values to fill in.
         table = prop
         seen = self.lookups.setdefault(table, [])
@@ -281,7 +362,7 @@ class _TargetBuilder:
         if text_key not in seen:
             seen.append(text_key)
         spec = "{path: " + _yaml(match.expression) + f", lookup: {table}}}"
-        out = self._suggest(prop, dotted, spec, required, key, _path(match.leaf.parts))
+        out = self._suggest(prop, dotted, spec, required, key, _path(match.leaf.parts), match.score)
         out.comment = f"fill lookups.{table}: {allowed}"
         return out
 
@@ -298,6 +379,8 @@ class _TargetBuilder:
         match = self._match(prop, context, scope)
         if match is not None and not _is_amount(match.sample):
             match = None
+        if match is None:
+            match = self._minor_units(prop, scope)
         currency_required = "currency" in schema.get("required", ())
         if match is None:
             if not required:
@@ -307,22 +390,62 @@ class _TargetBuilder:
             if currency_required:
                 children.append(self._currency(f"{dotted}.currency", scope))
             return _Out(prop, children=children)
+        currency = self._currency(f"{dotted}.currency", scope)
+        key = match.leaf.parts[-1]
+        if isinstance(key, str) and MINOR_UNITS.search(snake(key)):
+            # Cents are not units: 1999 is 19.99 USD but 1999 JPY. The currency's ISO 4217 exponent decides.
+            code = currency.suggestion.source if currency.suggestion else None
+            if _engine_has("from_minor") and code and code != "a literal":
+                expression = f"from_minor({match.expression}, {code})"
+                value = self._suggest(
+                    "value", f"{dotted}.value", _yaml(expression), True, match.sample, match.path, match.score
+                )
+                value.comment += "; in minor units (cents)"
+            else:
+                value = self._todo("value", f"{dotted}.value")
+                value.comment = (
+                    f"TODO: {match.path} ({_show(match.sample)}) counts minor units (cents): divide by the"
+                    " currency's 10^exponent (100 for USD, 1 for JPY)"
+                )
+            return _Out(prop, children=[value, currency])
         value = self._suggest(
-            "value", f"{dotted}.value", _yaml(f"money({match.expression})"), True, match.sample, match.path
+            "value",
+            f"{dotted}.value",
+            _yaml(f"money({match.expression})"),
+            True,
+            match.sample,
+            match.path,
+            match.score,
         )
-        return _Out(prop, children=[value, self._currency(f"{dotted}.currency", scope)])
+        return _Out(prop, children=[value, currency])
+
+    def _minor_units(self, prop: str, scope: _Scope) -> _Match | None:
+        """``price_cents``, ``amount_in_cents``: an amount of this field counted in minor units."""
+        starts = [snake(s) for s in SYNONYMS.get(prop, (prop,)) if "." not in s]
+        for leaf in scope.leaves:
+            key = snake(leaf.names[-1]) if leaf.names else ""
+            if (
+                len(leaf.names) == 1
+                and MINOR_UNITS.search(key)
+                and any(key.startswith(s + "_") for s in starts)
+                and isinstance(leaf.value, int)
+            ):
+                return _Match(leaf, _path(leaf.parts), 70)
+        return None
 
     def _currency(self, dotted: str, scope: _Scope) -> _Out:
         # Prefer the document's own currency: inside an array that is $parent.<path>.
         outer = scope.parent_leaves if scope.parent_leaves is not None else scope.leaves
-        found = self._best(outer, ("currency", "currency_code"), None)
+        found = self._best(outer, SYNONYMS["currency"], None)
         if found is not None and isinstance(found.sample, str):
             expression = found.path
             if scope.parent_leaves is not None:
                 expression = "$parent." + expression
-            return self._suggest("currency", dotted, _yaml(expression), True, found.sample, expression)
+            return self._suggest(
+                "currency", dotted, _yaml(expression), True, found.sample, expression, found.score
+            )
         if scope.parent_leaves is not None:
-            inner = self._best(scope.leaves, ("currency", "currency_code"), None)
+            inner = self._best(scope.leaves, SYNONYMS["currency"], None)
             if inner is not None and isinstance(inner.sample, str):
                 return self._suggest("currency", dotted, _yaml(inner.path), True, inner.sample, inner.path)
         out = self._suggest("currency", dotted, "{literal: USD}", True, "USD", "a literal")
@@ -401,7 +524,13 @@ class _TargetBuilder:
         children = self._object(item, (*path[:-1], f"{prop}[]"), None, inner)
         out = _Out(prop, each=_yaml(each), children=children)
         out.comment = f"{len(elements)} element{'s' if len(elements) != 1 else ''} in the sample"
-        out.suggestion = FieldSuggestion(self.name, dotted, each, self._needed(dotted), len(elements))
+        named = _norm(each.split("[")[0].rsplit(".", 1)[-1]) in {
+            _norm(s) for s in SYNONYMS.get(prop, (prop,))
+        }
+        confidence = "sure" if named else "a guess"
+        out.suggestion = FieldSuggestion(
+            self.name, dotted, each, self._needed(dotted), len(elements), confidence=confidence
+        )
         return out
 
     def _best_array(
@@ -413,14 +542,19 @@ class _TargetBuilder:
             named = _norm(parts[-1]) in names
             if exact_only and not named:
                 continue
+            goods = prop in ("line_items", "items")
+            if goods and event_array(parts[-1]):
+                continue  # tracking events and status history are what happened, not what was bought
             leaves = list(_leaves(_merged(elements)))
             score = 5 if named else 0
             required_hits = 0
+            evidence = False
             for field_name, _, needed in _ordered(item):
                 if self._best(leaves, SYNONYMS.get(field_name, (field_name,)), None) is not None:
                     score += 3 if needed else 1
                     required_hits += 1 if needed else 0
-            if required_hits == 0 or score < 3:
+                    evidence = evidence or field_name in ("sku", "quantity", "price")
+            if required_hits == 0 or score < 3 or (goods and not evidence):
                 continue
             candidate = (score, -len(parts), _path(parts), elements)
             if best is None or candidate[:2] > best[:2]:
@@ -472,13 +606,26 @@ class _TargetBuilder:
                 node = node.get("items", {})
         return True
 
-    def _suggest(self, prop: str, dotted: str, spec: str, required: bool, sample: Any, source: str) -> _Out:
-        suggestion = FieldSuggestion(self.name, dotted, source, required and self._needed(dotted), sample)
+    def _suggest(
+        self,
+        prop: str,
+        dotted: str,
+        spec: str,
+        required: bool,
+        sample: Any,
+        source: str,
+        score: int | None = None,
+    ) -> _Out:
+        confidence = "" if score is None else _confidence(score)
+        needed = required and self._needed(dotted)
+        suggestion = FieldSuggestion(self.name, dotted, source, needed, sample, confidence=confidence)
         comment = ""
         if source != "a literal":
             comment = f"<- {_show(sample)}"
             if sample is None and "required: true" in spec:
                 comment += " in the sample: add a default if null is normal"
+            if confidence:
+                comment += f" ({confidence})"
         return _Out(prop, spec=spec, comment=comment, suggestion=suggestion)
 
     def _todo(self, prop: str, dotted: str) -> _Out:
@@ -487,6 +634,40 @@ class _TargetBuilder:
         if dotted.endswith(".action_id"):
             comment = "TODO: the flow id Digital Genius gives you"
         return _Out(prop, spec="{path: TODO, required: true}", comment=comment, suggestion=suggestion)
+
+
+def _thin_path(document: Any, parts: tuple[str, ...]) -> bool:
+    """Whether every object above ``parts`` is an envelope around it (see ``thin``)."""
+    node = document
+    for part in parts:
+        if not isinstance(node, dict) or not thin(node):
+            return False
+        node = node.get(part)
+    return True
+
+
+def _confidence(score: int) -> str:
+    """How sure a guess is: its own name in the right place, a synonym or a nearby key, or a long shot."""
+    if score >= 100:
+        return "sure"
+    if score >= 75:
+        return "likely"
+    return "a guess"
+
+
+@functools.cache
+def _engine_has(function: str) -> bool:
+    """Whether the engine knows a JMESPath function (newer engines add from_minor)."""
+    probe = f"shipmap: 1\nname: probe\ntargets:\n  p:\n    kind: dg.execution\n    fields: {{action_id: '{function}(a, b)'}}\n"
+    try:
+        parse_mapping(probe)
+    except ShipmapError:
+        return False
+    return True
+
+
+def _is_code(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[A-Z]{2,3}", value.strip()) is not None
 
 
 def _walk(outs: list[_Out]) -> Iterator[_Out]:

@@ -16,7 +16,7 @@ from ._sample import _IDENTIFIER, _dict_nodes, _Leaf
 # ("image.src"). Fields not listed match their own name only.
 SYNONYMS: Mapping[str, tuple[str, ...]] = {
     "id": ("id",),
-    "number": ("name", "order_name", "order_number", "number", "order_no"),
+    "number": ("name", "order_name", "order_number", "number", "order_no", "increment_id"),
     "order_id": ("order_id", "order_key", "order_number", "order.id"),
     "shipment_id": ("shipment_id", "fulfillment_id", "id"),
     "email": ("email", "contact_email", "customer_email", "email_address", "buyer_email"),
@@ -40,7 +40,7 @@ SYNONYMS: Mapping[str, tuple[str, ...]] = {
     "image_url": ("image_url", "image_src", "image.src", "image", "thumbnail_url", "image_link"),
     "product_id": ("product_id", "productid"),
     "variant_id": ("variant_id", "variation_id"),
-    "currency": ("currency", "currency_code"),
+    "currency": ("currency", "currency_code", "order_currency_code", "presentment_currency"),
     "created_at": ("created_at", "create_date", "date_created", "created", "creation_date", "order_date"),
     "updated_at": ("updated_at", "modify_date", "date_modified", "modified_at", "last_updated_at", "updated"),
     "cancelled_at": ("cancelled_at", "canceled_at", "cancel_date", "date_cancelled", "cancelled_date"),
@@ -108,10 +108,10 @@ SYNONYMS: Mapping[str, tuple[str, ...]] = {
 }
 # Per kind and top-level field, where the general table would mislead.
 KIND_SYNONYMS: Mapping[tuple[str, str], tuple[str, ...]] = {
-    ("fenix.order", "id"): ("id", "order_id"),
-    ("fenix.order_cancel", "id"): ("id", "order_id"),
-    ("fenix.order_partial_cancel", "id"): ("id", "order_id"),
-    ("fenix.fulfillment", "id"): ("id", "shipment_id", "fulfillment_id"),
+    ("fenix.order", "id"): ("id", "order_id", "entity_id", "object_id"),
+    ("fenix.order_cancel", "id"): ("id", "order_id", "entity_id", "object_id"),
+    ("fenix.order_partial_cancel", "id"): ("id", "order_id", "entity_id", "object_id"),
+    ("fenix.fulfillment", "id"): ("id", "shipment_id", "fulfillment_id", "entity_id", "object_id"),
 }
 # Inside one target object, some fields go by other names: a shipping line's amount is its price.
 CONTEXT_SYNONYMS: Mapping[tuple[str, str], tuple[str, ...]] = {
@@ -121,8 +121,75 @@ CONTEXT_SYNONYMS: Mapping[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+# Single-word synonyms that may also end a longer key (SellerSKU, order_currency): most single words may not
+# (customer_id is not the order's id).
+_SUFFIX_WORDS = frozenset({"sku", "currency"})
+# Key names of objects that are never the document itself, however many target fields they hold.
+_NOT_A_ROOT = re.compile(
+    r"(address|addr|ship_?from|ship_?to|origin|destination|sender|recipient|billing|return_to)$"
+)
+# Arrays of what happened to a parcel or an order, not what is in it.
+_EVENT_ARRAY = re.compile(
+    r"(checkpoints?|events?|history|histories|activities|activity|scans?|logs?|notes?|timeline|status_?updates?|"
+    r"tracking_?details|movements?|comments?)$"
+)
+# Keys that make a line item the child of another line (a bundle's part, a configurable's simple product).
+PARENT_KEYS = (
+    "parent_item_id",
+    "parent_order_product_id",
+    "parent_line_item_id",
+    "parent_item",
+    "bundle_parent_id",
+    "parent_id",
+)
+# A key counting money in minor units (cents): amount_cents, total_in_cents, orderAmountAsInteger.
+MINOR_UNITS = re.compile(r"(cents|in_cents|minor|minor_units|as_integer)$")
+# UTC twins of a local time: date_created_gmt beside date_created.
+UTC_SUFFIXES = ("_gmt", "_utc", "Gmt", "Utc", "GMT", "UTC")
+_PAGE_KEYS = frozenset(
+    {
+        "total",
+        "count",
+        "page",
+        "pages",
+        "per_page",
+        "limit",
+        "offset",
+        "next",
+        "previous",
+        "has_more",
+        "cursor",
+    }
+)
+
+
 def _norm(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def words(name: str) -> list[str]:
+    """A key's words, whatever its case: order_id, orderId, OrderId and ORDER_ID are all [order, id]."""
+    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", name)]
+
+
+def snake(name: str) -> str:
+    return "_".join(words(name))
+
+
+def not_a_root(key: str) -> bool:
+    return _NOT_A_ROOT.search(snake(key)) is not None
+
+
+def event_array(key: str) -> bool:
+    return _EVENT_ARRAY.search(snake(key)) is not None
+
+
+def thin(node: dict[str, Any]) -> bool:
+    """An envelope ({"order": {...}}, {"shipments": [...], "total": 2}): a few scalars besides its content."""
+    scalars = [
+        k for k, v in node.items() if not isinstance(v, dict | list) and snake(str(k)) not in _PAGE_KEYS
+    ]
+    return len(scalars) <= 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,15 +293,28 @@ def _score(leaf: _Leaf, names: Sequence[str], context: _Context | None) -> int |
         return None
     index: int | None = None
     width = 1
+    suffix = False
     for position, name in enumerate(names):
         segments = [_norm(s) for s in name.split(".")]
         if [_norm(k) for k in keys[-len(segments) :]] == segments:
             index, width = position, len(segments)
             break
     if index is None:
+        # A longer key that ends with the synonym's words: AmazonOrderId, order_currency_code, SellerSKU.
+        last = words(keys[-1])
+        for position, name in enumerate(names):
+            wanted = words(name.rsplit(".", 1)[-1])
+            if (
+                (len(wanted) > 1 or name in _SUFFIX_WORDS)
+                and len(last) > len(wanted)
+                and last[-len(wanted) :] == wanted
+            ):
+                index, width, suffix = position, 1, True
+                break
+    if index is None:
         return None
     parents = keys[:-width]
-    score = 100 - 5 * index
+    score = 100 - 5 * index - (25 if suffix else 0)
     inside = context is not None and any(_norm(p) in context.names for p in parents)
     if context is not None and context.strict and not inside:
         return None
@@ -290,6 +370,8 @@ def _pick_document(document: Any, kinds: Sequence[TargetKind]) -> tuple[str | No
         if first is None:
             raise ScaffoldError("the sample is a list without objects: nothing to map")
         return "[0]", first
+    if not thin(document):
+        return None, document  # a single object stays one, whatever arrays it holds
     best_dict = max(_dict_nodes(document), key=lambda item: (score(item[1]), -len(item[0])))
     lists = [
         (key, value)

@@ -41,6 +41,7 @@ class FieldSuggestion:
     required: bool
     sample: Any = None
     line: int = 0
+    confidence: str = ""  # "sure", "likely" or "a guess" for a path read from the sample; "" otherwise
 
     @property
     def todo(self) -> bool:

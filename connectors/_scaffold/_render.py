@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -82,7 +83,23 @@ def _render_mapping(
             )
         lines.append("    fields:")
         _render_fields(builder.fields, 6, lines, suggestions)
-    return "\n".join(lines) + "\n", suggestions
+    return _with_todo_list(lines, suggestions)
+
+
+def _with_todo_list(
+    lines: list[str], suggestions: list[FieldSuggestion]
+) -> tuple[str, list[FieldSuggestion]]:
+    """Every TODO at once, at the top of the file, with the line where it is (after this list)."""
+    todos = [s for s in suggestions if s.todo]
+    if not todos:
+        return "\n".join(lines) + "\n", suggestions
+    at = lines.index("shipmap: 1") - 1  # before the "# next:" line
+    shift = len(todos) + 2
+    block = [f"# {len(todos)} TODO{'s' if len(todos) != 1 else ''} (line: field):"]
+    block += [f"#   {s.line + shift}: {s.field}" for s in todos]
+    block.append("#")
+    moved = [dataclasses.replace(s, line=s.line + shift) for s in suggestions]
+    return "\n".join([*lines[:at], *block, *lines[at:]]) + "\n", moved
 
 
 def _render_fields(outs: list[_Out], indent: int, lines: list[str], found: list[FieldSuggestion]) -> None:
@@ -109,9 +126,7 @@ def _render_fields(outs: list[_Out], indent: int, lines: list[str], found: list[
 
 
 def _at_line(suggestion: FieldSuggestion, line: int) -> FieldSuggestion:
-    return FieldSuggestion(
-        suggestion.target, suggestion.field, suggestion.source, suggestion.required, suggestion.sample, line
-    )
+    return dataclasses.replace(suggestion, line=line)
 
 
 def _without_todos(outs: list[_Out]) -> list[_Out]:

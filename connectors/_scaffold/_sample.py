@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -15,21 +16,25 @@ from ._model import ScaffoldError
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_DEPTH = 6
+_MAX_DOCUMENTS = 1000  # of a batch sample: init learns from the first one, the case selects it
+NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 
 
 # --- reading the sample -------------------------------------------------------------------------------------
 
 
 def _read_sample(path: Path) -> tuple[Any, str]:
+    """The sample as one value: an object, or a list of the documents of a JSON array or NDJSON file."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ScaffoldError(f"cannot read sample {path}: {error}") from None
     try:
-        first = next(read_documents(path), None)
-        document = first.unwrap() if first is not None else None
+        documents = [d.unwrap() for d in itertools.islice(read_documents(path), _MAX_DOCUMENTS)]
     except ShipmapError as error:
         raise ScaffoldError(f"sample {path} is not JSON: {error.message}") from None
+    batch = len(documents) > 1 or text.lstrip().startswith("[") or path.suffix.lower() in NDJSON_SUFFIXES
+    document: Any = documents if batch else (documents[0] if documents else None)
     if not isinstance(document, dict | list) or not document:
         raise ScaffoldError(f"sample {path} holds no JSON object to learn from")
     return document, text

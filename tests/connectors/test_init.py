@@ -96,7 +96,7 @@ def test_init_writes_files_that_load_and_fail_loudly_until_filled(
     assert (folder / "samples" / SHOPIFY_ORDER.name).read_bytes() == SHOPIFY_ORDER.read_bytes()
     assert "created acme/acme.yaml" in out
     assert "6 TODOs" in out
-    assert "acme/acme.yaml:157  shipment.action_id" in out
+    assert "acme/acme.yaml:165  shipment.action_id" in out
     assert "next: fill the TODOs, then" in out
     assert "shipmap test acme/acme.yaml" in out
 
@@ -113,7 +113,8 @@ def test_init_writes_files_that_load_and_fail_loudly_until_filled(
     with pytest.raises(TransformError) as failure:
         mapping.transform(source)
     assert failure.value.field == "order.total_weight.units"
-    assert failure.value.line == 27
+    assert failure.value.line == 35
+    assert "#   35: order.total_weight.units" in (folder / "acme.yaml").read_text()
     capsys.readouterr()
     assert main(["test", str(folder / "acme.yaml")]) == 1
     assert "0 passed, 1 failed" in capsys.readouterr().out
@@ -255,14 +256,19 @@ def test_bad_arguments(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert not (cwd / "x").exists()
 
 
-def test_an_ndjson_sample_gives_its_first_document(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_ndjson_sample_is_kept_whole_and_its_case_selects_the_first(
+    cwd: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     events = cwd / "events.ndjson"
     events.write_text(FULFILLMENT.read_text().replace("\n", "") + "\n" + '{"id": 2}\n')
     assert main(["init", str(events), "--name", "shop", "--kind", "dg.execution"]) == 0
     sample = cwd / "shop" / "samples" / "events.json"
-    assert yaml.safe_load(sample.read_text())["tracking_number"] == "1z827wk74630"
+    kept = yaml.safe_load(sample.read_text())
+    assert [e["id"] for e in kept] == [123456, 2]
+    assert kept[0]["tracking_number"] == "1z827wk74630"
     cases = yaml.safe_load((cwd / "shop" / "shop.cases.yaml").read_text())
     assert cases["cases"][0]["source"] == "samples/events.json"
+    assert cases["cases"][0]["select"] == "[0]"
     fill(cwd / "shop" / "shop.yaml", {"action_id": "{literal: flow-1}"})
     capsys.readouterr()
     assert main(["test", "shop/shop.yaml"]) == 0, capsys.readouterr().out
