@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import zoneinfo
@@ -20,11 +21,18 @@ __all__ = ["CompiledMapping", "load_mapping", "parse_mapping", "resolve_mapping_
 
 
 class CompiledMapping:
-    """A loaded, compiled mapping. Immutable after loading, so one instance serves any number of threads."""
+    """A loaded, compiled mapping. Immutable after loading, so one instance serves any number of threads.
 
-    def __init__(self, document: LocatedDocument, *, default_zone: str | None = None) -> None:
+    It is also a picklable pure function of the source document: a pickle holds the mapping's YAML text, its
+    file name and zone, and unpickling compiles that text again (once per process: compiled mappings are
+    cached by their text), so a process pool, Dask or Spark can ship it to their workers."""
+
+    def __init__(
+        self, document: LocatedDocument, *, default_zone: str | None = None, text: str | None = None
+    ) -> None:
         compiler = MappingCompiler(document, default_zone=default_zone)
         self._default_zone = default_zone
+        self._text = text
         self._traced: dict[str, CompiledTarget] | None = None
         self._traced_lock = threading.Lock()
         name, zone, functions, expressions, targets = compiler.build()
@@ -40,6 +48,15 @@ class CompiledMapping:
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name!r} from {self.file} targets={list(self._compiled)}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str | None]]:
+        if self._text is None:  # pragma: no cover - every public constructor keeps the text
+            raise TypeError(f"mapping {self.name!r} was built without its text and cannot be pickled")
+        return _compiled_from_text, (self._text, self.file, self._default_zone)
+
+    def __call__(self, source: Any) -> dict[str, dict[str, Any]]:
+        """``transform(source)``: the mapping as a function, for ``map`` and for batch engines."""
+        return self.transform(source)
 
     def target(self, name: str) -> CompiledTarget:
         try:
@@ -166,7 +183,13 @@ def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
 def parse_mapping(text: str, *, file: str = "<string>", default_zone: str | None = None) -> CompiledMapping:
     """Compile a mapping from YAML text. ``file`` is only used to name the source in errors;
     ``default_zone`` (an IANA name) overrides the mapping's ``timezone``."""
-    return CompiledMapping(load_located(text, file, lookup_key), default_zone=default_zone)
+    return CompiledMapping(load_located(text, file, lookup_key), default_zone=default_zone, text=text)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_from_text(text: str, file: str, default_zone: str | None) -> CompiledMapping:
+    """Unpickling: compile once per process; every later copy of the same mapping is the same instance."""
+    return parse_mapping(text, file=file, default_zone=default_zone)
 
 
 def load_mapping(name: str | os.PathLike[str], *, default_zone: str | None = None) -> CompiledMapping:

@@ -89,6 +89,13 @@ def read_documents(
     stdin: IO[str] | IO[bytes] | None = None,
 ) -> Iterator[SourceDocument]:
     """Every document of every source, in order. Opening errors raise SourceError before anything is read."""
+    return _read_all(expand_sources(sources, stdin), stdin)
+
+
+def expand_sources(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], stdin: IO[str] | IO[bytes] | None
+) -> list[str | Path]:
+    """The files to read, in order: directories expanded, ``-`` kept for stdin. Raises SourceError."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     paths: list[str | Path] = []
@@ -109,7 +116,7 @@ def read_documents(
             paths.append(path)
         else:
             raise SourceError(f"input {path} does not exist", location=Location(str(path), 1, 1))
-    return _read_all(paths, stdin)
+    return paths
 
 
 def _read_all(paths: Sequence[str | Path], stdin: IO[str] | IO[bytes] | None) -> Iterator[SourceDocument]:
@@ -131,12 +138,13 @@ def _read_all(paths: Sequence[str | Path], stdin: IO[str] | IO[bytes] | None) ->
 
 
 def read_stream(
-    handle: Iterable[str] | Iterable[bytes], name: str, *, ndjson: bool = False
+    handle: Iterable[str | bytes], name: str, *, ndjson: bool = False, first_line: int = 1
 ) -> Iterator[SourceDocument]:
     """Events from a text stream. NDJSON unless the first record is not a complete JSON line, in which case
-    the whole stream is one JSON document (a pretty-printed object or array). ``ndjson=True`` forces lines."""
-    lines = _decoded(handle)
-    number = 0
+    the whole stream is one JSON document (a pretty-printed object or array). ``ndjson=True`` forces lines.
+    ``first_line``: the number of the stream's first line in its file (a chunk of a longer file)."""
+    lines = _decoded(handle, first=first_line == 1)
+    number = first_line - 1
     lines_mode = ndjson
     for raw in lines:
         number += 1
@@ -165,8 +173,7 @@ def read_stream(
         yield from _events(value, f"{name}:{number}")
 
 
-def _decoded(lines: Iterable[str] | Iterable[bytes]) -> Iterator[str | UnicodeDecodeError]:
-    first = True
+def _decoded(lines: Iterable[str | bytes], *, first: bool) -> Iterator[str | UnicodeDecodeError]:
     for line in lines:
         if isinstance(line, str):
             yield line.removeprefix("\ufeff") if first else line

@@ -11,10 +11,15 @@ from collections.abc import Callable, Iterable
 from typing import IO
 
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
+from shipmap.connectors._parallel import ordered_map
+from shipmap.connectors._pipeline import fork_available
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
 from shipmap.engine import read_documents
+from shipmap.engine._chunks import SourceChunk, read_chunks
 from shipmap.engine._sources import estimate_total
+
+from ._output import CHUNK_LINES, add_jobs_argument
 
 _LOGGER = "shipmap.connectors"
 Execute = Callable[[Callable[[Progress], None] | None], RunSummary]
@@ -43,6 +48,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         " (default: delivery.workers, auto: 1 on Linux with two CPUs or more)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    add_jobs_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,9 +61,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    records = read_documents(inputs, stdin=sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin)
+    stdin = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
     if args.dry_run:
-        return print_plan(runtime.plan(records), sys.stdout)
+        # The runtime is not picklable, so a dry run's workers must be forked from this process.
+        jobs = args.jobs if fork_available() else 1
+        chunks = read_chunks(inputs, stdin=stdin, lines=CHUNK_LINES)
+        return print_plan_texts(ordered_map(_plan_chunk, runtime, chunks, jobs=jobs), sys.stdout)
+    records = read_documents(inputs, stdin=stdin)
     workers = args.workers if args.workers is not None else runtime.config.delivery.resolved_workers()
     total = estimate_total(inputs)
     summary = run_with_progress(
@@ -180,26 +190,43 @@ class _BarAwareHandler(logging.Handler):
             self.handleError(record)
 
 
-def print_plan(entries: Iterable[PlanEntry], out: IO[str]) -> int:
-    """The dry run's output: each request as it would go on the wire (secrets masked), and each non-request."""
+def print_plan_texts(rendered: Iterable[tuple[str, int, int]], out: IO[str]) -> int:
+    """The dry run's output, from ``render_plan`` results in order: each request as it would go on the wire
+    (secrets masked), each non-request, then the count line. Returns the worst exit code."""
+    code = EXIT_OK
+    count = 0
+    for text, entries, chunk_code in rendered:
+        out.write(text)
+        count += entries
+        code = max(code, chunk_code)
+    out.write(f"# dry run: {count} entr{'y' if count == 1 else 'ies'}; nothing was sent\n")
+    return code
+
+
+def render_plan(entries: Iterable[PlanEntry]) -> tuple[str, int, int]:
+    """The text of some plan entries, how many there were, and the exit code they call for."""
+    parts: list[str] = []
     code = EXIT_OK
     count = 0
     for entry in entries:
         count += 1
         where = entry.origin or "-"
         if entry.action == "send":
-            out.write(f"### {where}  {entry.mapping}.{entry.target}  key {entry.key}\n")
-            out.write(f"{entry.method} {entry.url}\n")
-            for name, value in entry.headers.items():
-                out.write(f"{name}: {value}\n")
-            out.write("\n" + json.dumps(entry.body, ensure_ascii=False, indent=2) + "\n\n")
+            parts.append(f"### {where}  {entry.mapping}.{entry.target}  key {entry.key}\n")
+            parts.append(f"{entry.method} {entry.url}\n")
+            parts.extend(f"{name}: {value}\n" for name, value in entry.headers.items())
+            parts.append("\n" + json.dumps(entry.body, ensure_ascii=False, indent=2) + "\n\n")
             continue
         label = f"{entry.mapping}.{entry.target or '(mapping)'}  " if entry.mapping else ""
-        out.write(f"### {where}  {label}{entry.action.upper()}: {entry.reason}\n\n")
+        parts.append(f"### {where}  {label}{entry.action.upper()}: {entry.reason}\n\n")
         if entry.action in ("dead", "rejected"):
             code = EXIT_DEAD_LETTERS
-    out.write(f"# dry run: {count} entr{'y' if count == 1 else 'ies'}; nothing was sent\n")
-    return code
+    return "".join(parts), count, code
+
+
+def _plan_chunk(runtime: Runtime, chunk: SourceChunk) -> tuple[str, int, int]:
+    """One chunk of the dry run, in a ``--jobs`` worker (forked: it inherits the runtime)."""
+    return render_plan(runtime.plan(chunk.documents()))
 
 
 def _ms(seconds: float | None) -> str:

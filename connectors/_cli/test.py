@@ -22,6 +22,7 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 import yaml
+from shipmap.connectors._parallel import ordered_map
 from shipmap.engine import (
     CompiledMapping,
     Location,
@@ -35,13 +36,14 @@ from shipmap.engine import (
     resolve_mapping_path,
 )
 
-from ._output import BOLD, DIM, GREEN, RED, YELLOW, paint, use_color
+from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
 
 TEST_FAILURE_EXIT = 1  # at least one case failed (library errors keep their own, higher codes)
 CASES_SUFFIX = ".cases.yaml"
 COVERAGE_PREVIEW = 5  # paths shown per coverage line without --coverage
 VALUE_PREVIEW = 80
 MAX_CASES_BYTES = 2 * 1024 * 1024
+CASES_PER_TASK = 32  # a suite of more cases than this runs in a --jobs pool
 
 _CASE_KEYS = ("name", "description", "source", "select", "expect", "match", "skipped", "absent", "error")
 _FILE_KEYS = ("mapping", "description", "cases")
@@ -61,6 +63,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--coverage", action="store_true", help="list every defaulted target field and unread source field"
     )
     parser.add_argument("-k", dest="keyword", help="only cases whose name contains this text")
+    add_jobs_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
             for case in cases:
                 print(f"  {paint('FAIL', RED, color)}  {case.name} (the mapping did not load)")
             continue
-        for case in cases:
-            result = _run_case(mapping, case)
+        chunks = [cases[i : i + CASES_PER_TASK] for i in range(0, len(cases), CASES_PER_TASK)]
+        results = (r for chunk in ordered_map(_run_cases, mapping, chunks, jobs=args.jobs) for r in chunk)
+        for case, result in zip(cases, results, strict=True):
             if result.source_error is not None:
                 worst = max(worst, result.source_error.exit_code)
             if result.ok:
@@ -402,6 +406,10 @@ class CaseResult:
     @property
     def ok(self) -> bool:
         return not self.messages
+
+
+def _run_cases(mapping: CompiledMapping, cases: list[Case]) -> list[CaseResult]:
+    return [_run_case(mapping, case) for case in cases]
 
 
 def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
