@@ -37,6 +37,10 @@ def test_the_ready_mappings() -> None:
         "shopify/fulfillment",
         "shopify/order",
         "shopify/order_cancelled",
+        "shopify/out_of_stock",
+        "shopify/return",
+        "woocommerce/fulfillment",
+        "woocommerce/order",
     ]
 
 
@@ -95,6 +99,41 @@ def test_every_payload_validates_against_its_kind(name: str, case: str, source: 
 
 # ------------------------------------------------------------------------------------------------------------
 # Concrete values from the real payloads
+
+
+def test_woocommerce_order_reads_utc_twins_and_codes() -> None:
+    order = load_mapping("woocommerce/order").transform(real("woocommerce/order_rest_get.json"))["order"]
+    # date_created is 16:28:02 shop time; its _gmt twin is the same instant in UTC.
+    assert order["created_at"] == "2017-03-22T19:28:02+00:00"
+    assert order["shipping_address"]["country_code"] == "US"
+    assert "country" not in order["shipping_address"]
+    assert order["financial_details"]["total_price"] == {"value": 29.35, "currency": "USD"}
+    assert [(line["sku"], line["quantity"]) for line in order["line_items"]] == [("", 2), ("Bar3", 1)]
+
+
+def test_woocommerce_fulfillment_from_the_tracking_meta() -> None:
+    mapping = load_mapping("woocommerce/fulfillment")
+    assert mapping.transform(real("woocommerce/order_rest_get.json")) == {}
+    payloads = mapping.transform(derived("woocommerce/order_completed_with_tracking.json"))
+    assert payloads["fulfillment"]["shipment_info"]["tracking_company"] == "USPS"
+    assert payloads["shipment"]["inputs"]["shipment_data"]["carrier_code"] == "usps"
+
+
+def test_dg_out_of_stock_and_return_without_a_shipment() -> None:
+    out_of_stock = load_mapping("shopify/out_of_stock")
+    assert (
+        out_of_stock.transform(real("shopify/orders_cancelled_webhook.json")) == {}
+    )  # the customer's cancel
+    assert out_of_stock.transform(real("shopify/refunds_create_webhook.json")) == {}  # damaged, no restock
+    alert = out_of_stock.transform(derived("shopify/refunds_create_out_of_stock.json"))["line_out_of_stock"]
+    data = alert["inputs"]["shipment_data"]
+    assert (data["tracking_number"], data["carrier_code"]) == ("NOT_SHIPPED", "none")
+    assert data["items"] == [{"sku": "SKU2006-001", "quantity": 1}]
+    returns = load_mapping("shopify/return")
+    update = returns.transform(real("shopify/returns_approve_webhook.json"))["return_status"]
+    assert update["external_id"] == "4783296544821-123134564567890-open"
+    assert update["inputs"]["shipment_data"]["tracking_number"] == "NO_RETURN_TRACKING"
+    assert returns.transform(real("shopify/refunds_create_webhook.json")) == {}
 
 
 def test_shopify_rest_order() -> None:
@@ -236,6 +275,13 @@ REAL_SHA256 = {
     "shopify/fulfillments_create_webhook.json": "54794af063ae09a50083e3ad35511a774b72164183f71f4e1c502fef986857be",
     "shopify/order_rest_get_with_fulfillment.json": "a5177a37ed98a4f9a63531c1601ab6d42b1f7b0e77e8f3ca86f256700cd30513",
     "shopify/orders_cancelled_webhook.json": "075193385bb3fa277db54a6072859698ced5037d23b7a845c192e1eb878aa1b6",
+    "woocommerce/order_rest_get.json": "d06a1b6ae26dbbf3f4e95aabd10d65fc0fdddf3d3be0b88c6515903825593a8a",
+    "bigcommerce/order_get.json": "320b6d4a89fcadb7f4f5f617d61a6eb21acb330cb59118393b1f4321f2453f23",
+    "bigcommerce/order_products_get_element.json": "683cece0041a896baf451aa63053680ca4242b087bebf5647e94d0fb46a6cf9e",
+    "bigcommerce/order_shipments_get_element.json": "c7c4b08f94eb3da2088f4d3338c6af2be6cc8fd8e144aae53330793cef040310",
+    "shopify/refunds_create_webhook.json": "aa7ca320b1f4aef498840f7456ebeaa02bf0448b3e23d190ac6a48e654346c56",
+    "shopify/orders_edited_webhook.json": "7b9d1b153a354341d0a78b616d0477e4c0ce221df280953760062aec5ce999ae",
+    "shopify/returns_approve_webhook.json": "a6827817c5e50069c84018cc23efd34cb818311ee35b1b314095a382f63b38df",
 }
 
 
@@ -256,6 +302,8 @@ def test_derived_fixtures_are_what_derive_py_makes(tmp_path: Path, monkeypatch: 
     derive.shopify()
     derive.shipstation()
     derive.aftership()
+    derive.woocommerce()
+    derive.shopify_dg()
     made = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.json"))
     assert made == sorted(str(path.relative_to(DERIVED)) for path in DERIVED.rglob("*.json"))
     readme = (DERIVED / "README.md").read_text(encoding="utf-8")
