@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest bench soak clean
+.PHONY: run test lint typecheck pytest bench soak clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ typecheck: $(STAMP)
 	ln -sfn ../../connectors .typecheck/shipmap/connectors
 	$(BIN)/mypy -p shipmap.engine -p shipmap.connectors
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/pytest -q
+
+# The studio's tests drive a real headless Chromium from Debian's packages; installed only when absent
+# (CI runs as root on a fresh machine).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt

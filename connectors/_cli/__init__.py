@@ -21,6 +21,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("init", "scaffold a new retailer from a sample source document"),
     "serve": ("serve", "accept signed webhooks, commit them, enrich them and deliver them until stopped"),
     "status": ("status", "print a service's queue depth, breakers and dead letters"),
+    "studio": ("studio", "serve a local web page to edit a mapping against samples and see payloads live"),
 }
 
 

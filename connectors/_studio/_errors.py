@@ -1,0 +1,23 @@
+"""The studio's request errors: each knows its HTTP status, and the API turns it into ``{"error": ...}``."""
+
+from __future__ import annotations
+
+
+class StudioError(Exception):
+    """A request the studio cannot serve as asked (bad input); the message is shown to the user."""
+
+    status = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Forbidden(StudioError):
+    """A path outside the studio's directory, or a request without the token."""
+
+    status = 403
+
+
+class NotFound(StudioError):
+    status = 404

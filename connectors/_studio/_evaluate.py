@@ -1,0 +1,240 @@
+"""Evaluating the mapping in the editor against the sample in the sample pane, as ``shipmap preview`` would:
+the same engine, the same source reader, the same wording. Everything it finds is data in the result (never
+an exception), so a mapping broken mid-edit, or a sample that is not JSON, only shows up as marked lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import yaml
+from shipmap.engine import (
+    CompiledMapping,
+    PayloadValidationError,
+    Problem,
+    ShipmapError,
+    SourceDocument,
+    parse_mapping,
+)
+from shipmap.engine._sources import read_stream
+
+from .._delivery import encode_payload
+from ._files import Workspace
+from ._requests import load_setting, plan_requests
+
+log = logging.getLogger("shipmap.studio")
+
+MAX_DOCUMENTS = 1000  # a sample pane holds a few documents; more are counted, not kept
+Json = dict[str, Any]
+
+
+def compile_mapping(text: str, file: str) -> tuple[CompiledMapping | None, list[Json]]:
+    """The compiled mapping, or None and the error that stops it; plus validate's lint, as diagnostics."""
+    try:
+        mapping = parse_mapping(text, file=file)
+    except ShipmapError as error:
+        return None, [diagnostic(error)]
+    except Exception as error:  # the engine has a bug: report it on the page, keep serving
+        log.exception("compiling %s", file)
+        return None, [{"severity": "error", "line": 1, "column": 1, "message": f"internal error: {error!r}"}]
+    return mapping, [problem_diagnostic(problem) for problem in mapping.lint()]
+
+
+def diagnostic(error: ShipmapError, *, target: str | None = None) -> Json:
+    """One located message for the editor: the line to mark and the CLI's rendering of the error."""
+    return {
+        "severity": "error",
+        "line": error.line,
+        "column": error.column,
+        "file": error.file,
+        "message": error.message,
+        "field": error.field,
+        "target": target,
+        "text": error.render(),
+    }
+
+
+def problem_diagnostic(problem: Problem, *, target: str | None = None) -> Json:
+    where = problem.location
+    return {
+        "severity": problem.severity,
+        "line": where.line if where else None,
+        "column": where.column if where else None,
+        "file": where.file if where else None,
+        "message": f"{problem.field}: {problem.message}",
+        "field": problem.field,
+        "target": target,
+        "text": problem.render(),
+    }
+
+
+def read_sample(text: str, name: str) -> list[SourceDocument]:
+    """JSON, an array of documents, or NDJSON: read exactly as ``shipmap preview`` reads a file."""
+    documents: list[SourceDocument] = []
+    for document in read_stream(text.splitlines(keepends=True), name):
+        documents.append(document)
+        if len(documents) >= MAX_DOCUMENTS:
+            break
+    return documents
+
+
+def evaluate(
+    workspace: Workspace,
+    mapping_text: str,
+    mapping_file: str | None,
+    sample_text: str,
+    sample_name: str,
+    index: int = 0,
+) -> Json:
+    """Everything the page shows for one mapping text and one sample (document ``index`` of it)."""
+    shown = mapping_file or "mapping.yaml"
+    mapping, diagnostics = compile_mapping(mapping_text, shown)
+    result: Json = {
+        "mapping": {"ok": mapping is not None, "name": mapping.name if mapping else None, "file": shown},
+        "diagnostics": diagnostics,
+        "sample": None,
+        "targets": [],
+        "unread": [],
+        "defaulted": [],
+        "requests_note": None,
+    }
+    documents = read_sample(sample_text, sample_name) if sample_text.strip() else []
+    index = min(max(index, 0), max(len(documents) - 1, 0))
+    chosen = documents[index] if documents else None
+    result["sample"] = {
+        "documents": [{"origin": d.origin, "ok": d.ok} for d in documents],
+        "index": index,
+        "error": _sample_error(chosen) if chosen is not None else None,
+        "empty": not documents,
+    }
+    if mapping is None or chosen is None or not chosen.ok:
+        return result
+    source = chosen.document
+    targets, produced = _run_targets(mapping, source, mapping_text, diagnostics)
+    result["targets"] = targets
+    _coverage(mapping, source, result)
+    if produced:
+        _requests(workspace, mapping, mapping_file, source, targets, result)
+    return result
+
+
+def _sample_error(document: SourceDocument) -> Json | None:
+    if document.ok:
+        return None
+    try:
+        document.unwrap()
+    except ShipmapError as error:
+        located = diagnostic(error)
+        if document.excerpt:
+            located["text"] += f"\n  {document.excerpt}"
+        return located
+    return None
+
+
+def _run_targets(
+    mapping: CompiledMapping, source: Any, mapping_text: str, diagnostics: list[Json]
+) -> tuple[list[Json], bool]:
+    guards = _guards(mapping_text)
+    targets: list[Json] = []
+    produced = False
+    for target in mapping.targets:
+        entry: Json = {"name": target.name, "kind": target.kind.name, "line": target.location.line}
+        targets.append(entry)
+        try:
+            payload = target.produce(source)
+        except ShipmapError as error:
+            entry.update(status="failed", error=diagnostic(error, target=target.name))
+            diagnostics.append(entry["error"])
+            continue
+        except Exception as error:  # an engine bug must not take the page down
+            log.exception("mapping %s, target %s", mapping.name, target.name)
+            entry.update(status="failed", error={"text": f"internal error: {error!r}", "line": None})
+            continue
+        if payload is None:
+            guard = guards.get(target.name)
+            reason = "its 'when' guard does not hold" + (f": {guard}" if guard else "")
+            entry.update(status="skipped", reason=reason)
+            continue
+        produced = True
+        problems = target.problems(payload)
+        entry.update(status="invalid" if problems else "ok", payload=plain(payload))
+        if problems:
+            invalid = PayloadValidationError(target.name, target.kind.name, problems)
+            entry["problems"] = [problem_diagnostic(p, target=target.name) for p in problems]
+            entry["error"] = {"text": invalid.render()}
+            diagnostics.extend(entry["problems"])
+        try:
+            route = target.kind.route
+            entry["route"] = f"{route.method} {route.render(payload)}"
+        except KeyError as missing:
+            entry["route"] = f"{target.kind.route.method} {target.kind.route.path} (no value for {missing})"
+    return targets, produced
+
+
+def _guards(mapping_text: str) -> dict[str, str]:
+    """Each target's ``when`` text, to say why a target was skipped."""
+    try:
+        document = yaml.safe_load(mapping_text)
+    except yaml.YAMLError:
+        return {}
+    targets = document.get("targets") if isinstance(document, dict) else None
+    if not isinstance(targets, dict):
+        return {}
+    return {
+        str(name): str(spec["when"])
+        for name, spec in targets.items()
+        if isinstance(spec, dict) and spec.get("when") is not None
+    }
+
+
+def _coverage(mapping: CompiledMapping, source: Any, result: Json) -> None:
+    try:
+        trace = mapping.trace(source)
+    except ShipmapError:
+        return  # the target's own error is already shown
+    except Exception:
+        log.exception("tracing %s", mapping.name)
+        return
+    result["unread"] = list(trace.unread)
+    result["defaulted"] = sorted(trace.defaulted)
+
+
+def _requests(
+    workspace: Workspace,
+    mapping: CompiledMapping,
+    mapping_file: str | None,
+    source: Any,
+    targets: list[Json],
+    result: Json,
+) -> None:
+    by_name = {entry["name"]: entry for entry in targets}
+    try:
+        setting = load_setting(workspace, mapping, mapping_file)
+        result["requests_note"] = setting.note
+        plan = plan_requests(setting, source)
+    except ShipmapError as error:
+        result["requests_note"] = f"no requests: {error.render()}"
+        return
+    except Exception as error:
+        log.exception("planning requests for %s", mapping.name)
+        result["requests_note"] = f"no requests: internal error: {error!r}"
+        return
+    for step in plan:
+        entry = by_name.get(step.target or "")
+        if entry is None:
+            continue
+        if step.action == "send":
+            entry["request"] = {
+                "method": step.method,
+                "url": step.url,
+                "headers": dict(step.headers),
+                "body": plain(step.body),
+            }
+        else:
+            entry["request"] = {"action": step.action, "reason": step.reason}
+
+
+def plain(value: Any) -> Any:
+    """The payload as JSON sees it (what is sent), so the page and the cases file get plain values."""
+    return json.loads(encode_payload(value))

@@ -1,0 +1,135 @@
+"""File access for the studio, confined to one directory: every path a request names is resolved (symlinks
+and ``..`` included) and refused unless it stays inside that directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import Forbidden, NotFound, StudioError
+
+MAX_FILE_BYTES = 4 * 1024 * 1024  # a mapping, a sample or a cases file; anything larger is not for a browser
+SAMPLE_SUFFIXES = (".json", ".ndjson", ".jsonl")
+_SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".shipmap"}
+_MAX_LISTED = 500
+_MAPPING_HEAD = re.compile(r"^shipmap:\s*1\s*(#.*)?$", re.M)
+_CONFIG_HEAD = re.compile(r"^connections:", re.M)
+
+
+@dataclass(frozen=True)
+class Listing:
+    mappings: list[str]
+    cases: list[str]
+    samples: list[str]
+    configs: list[str]
+
+
+class Workspace:
+    """The directory the studio serves. Paths in and out are relative to it, with ``/`` separators."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve(strict=True)
+        if not self.root.is_dir():
+            raise StudioError(f"{root} is not a directory")
+
+    def resolve(self, relative: str) -> Path:
+        """The real path of ``relative``; Forbidden when it (or a symlink on the way) leaves the root."""
+        if not relative or "\x00" in relative:
+            raise Forbidden("a path is required")
+        candidate = Path(relative)
+        if candidate.is_absolute():
+            raise Forbidden(f"{relative}: only paths inside the studio's directory are served")
+        resolved = (self.root / candidate).resolve()
+        if not resolved.is_relative_to(self.root):
+            raise Forbidden(f"{relative}: outside the studio's directory")
+        return resolved
+
+    def relative(self, path: Path) -> str:
+        return path.resolve().relative_to(self.root).as_posix()
+
+    def contains(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self.root)
+
+    def read_text(self, relative: str) -> str:
+        return self.read_path(self.resolve(relative), relative)
+
+    def read_path(self, path: Path, shown: str) -> str:
+        if not self.contains(path):
+            raise Forbidden(f"{shown}: outside the studio's directory")
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"{shown}: no such file") from None
+        except OSError as error:
+            raise StudioError(f"{shown}: {error.strerror}") from None
+        if not path.is_file():
+            raise NotFound(f"{shown}: not a file")
+        if size > MAX_FILE_BYTES:
+            raise StudioError(f"{shown}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise StudioError(f"{shown}: not UTF-8 text") from None
+        except OSError as error:
+            raise StudioError(f"{shown}: {error.strerror}") from None
+
+    def write_text(self, relative: str, text: str) -> Path:
+        """Replace a file atomically (a temporary file in the same folder, then a rename)."""
+        path = self.resolve(relative)
+        if len(text.encode("utf-8")) > MAX_FILE_BYTES:
+            raise StudioError(f"{relative}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+        if not path.parent.is_dir():
+            raise NotFound(f"{relative}: its folder does not exist")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+                out.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return path
+
+    def listing(self) -> Listing:
+        """The mappings, cases files, samples and run configs below the root (symlinks out are left out)."""
+        mappings: list[str] = []
+        cases: list[str] = []
+        samples: list[str] = []
+        configs: list[str] = []
+        for path in self._walk():
+            name = path.name
+            relative = self.relative(path)
+            if name.endswith(".cases.yaml"):
+                cases.append(relative)
+            elif name.endswith((".yaml", ".yml")):
+                head = _head(path)
+                if _MAPPING_HEAD.search(head):
+                    mappings.append(relative)
+                elif _CONFIG_HEAD.search(head):
+                    configs.append(relative)
+            elif name.lower().endswith(SAMPLE_SUFFIXES):
+                samples.append(relative)
+        return Listing(sorted(mappings), sorted(cases), sorted(samples), sorted(configs))
+
+    def _walk(self) -> list[Path]:
+        found: list[Path] = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.startswith("."))
+            for name in sorted(files):
+                path = Path(folder) / name
+                if self.contains(path) and path.is_file():
+                    found.append(path)
+                    if len(found) >= _MAX_LISTED:
+                        return found
+        return found
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.read(8192)
+    except OSError:
+        return ""

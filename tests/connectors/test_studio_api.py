@@ -1,0 +1,389 @@
+"""shipmap studio's JSON API over real HTTP: the token, confinement to its directory, bad input, evaluation,
+the dry-run requests, and the cases file (run and "Save as case")."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from shipmap.connectors._cli.test import load_suite, run_case
+from shipmap.connectors._studio import Studio
+from shipmap.engine import load_mapping, parse_mapping
+from test_studio_support import make_workspace
+
+MAPPING = "driftwood.yaml"
+SAMPLE = "samples/order.json"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path)
+
+
+@pytest.fixture
+def studio(workspace: Path) -> Iterator[Studio]:
+    with Studio(workspace) as running:
+        yield running
+
+
+@pytest.fixture
+def client(studio: Studio) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=studio.base_url, headers={"X-Shipmap-Token": studio.token}, timeout=30) as c:
+        yield c
+
+
+def _evaluate(client: httpx.Client, workspace: Path, **changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "mapping": (workspace / MAPPING).read_text(encoding="utf-8"),
+        "mapping_file": MAPPING,
+        "sample": (workspace / SAMPLE).read_text(encoding="utf-8"),
+        "sample_name": SAMPLE,
+    }
+    body.update(changes)
+    response = client.post("/api/evaluate", json=body)
+    assert response.status_code == 200, response.text
+    result: dict[str, object] = response.json()
+    return result
+
+
+def test_the_url_binds_loopback_and_every_api_call_checks_the_token(studio: Studio) -> None:
+    assert studio.url.startswith("http://127.0.0.1:") and f"?token={studio.token}" in studio.url
+    assert len(studio.token) >= 32
+    paths = ["/api/workspace", "/api/schema", f"/api/file?path={MAPPING}"]
+    for path in paths:
+        assert httpx.get(studio.base_url + path).status_code == 403
+        wrong = httpx.get(studio.base_url + path, headers={"X-Shipmap-Token": studio.token[:-1] + "x"})
+        assert wrong.status_code == 403
+        assert "token" in wrong.json()["error"]
+        separator = "&" if "?" in path else "?"
+        assert httpx.get(f"{studio.base_url}{path}{separator}token={studio.token}").status_code == 200
+    posted = httpx.post(studio.base_url + "/api/evaluate", json={"mapping": "x"})
+    assert posted.status_code == 403
+    # The page itself carries no data; it loads only its own files (the policy forbids anything else).
+    page = httpx.get(studio.base_url + "/")
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"].startswith("default-src 'self'")
+    assert "http" not in page.text.replace('href="/static', "").replace('src="/static', "")
+
+
+def test_a_foreign_host_header_is_refused(studio: Studio) -> None:
+    # A page elsewhere that rebinds its DNS name to 127.0.0.1 still sends its own Host.
+    response = httpx.get(
+        studio.base_url + "/api/workspace",
+        headers={"Host": "attacker.example", "X-Shipmap-Token": studio.token},
+    )
+    assert response.status_code == 400
+
+
+def test_no_file_outside_the_directory_is_read_or_written(
+    client: httpx.Client, workspace: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("shipmap: 1\nname: secret\n", encoding="utf-8")
+    (workspace / "link.yaml").symlink_to(secret)
+    (workspace / "linked_dir").symlink_to(tmp_path)
+    outside = [
+        "../secret.yaml",
+        str(secret),
+        "samples/../../secret.yaml",
+        "link.yaml",
+        "linked_dir/secret.yaml",
+    ]
+    for path in outside:
+        read = client.get("/api/file", params={"path": path})
+        assert read.status_code == 403, path
+        assert "outside" in read.json()["error"] or "only paths inside" in read.json()["error"]
+        write = client.put("/api/file", params={"path": path}, json={"text": "overwritten"})
+        assert write.status_code == 403, path
+    assert secret.read_text(encoding="utf-8") == "shipmap: 1\nname: secret\n"
+    assert client.put("/api/file", params={"path": "../new.yaml"}, json={"text": "x"}).status_code == 403
+    assert not (tmp_path / "new.yaml").exists()
+    # Neither the symlinked mapping nor anything behind the symlinked folder is listed.
+    listing = client.get("/api/workspace").json()
+    assert "link.yaml" not in listing["mappings"]
+    assert not any(name.startswith("linked_dir") for name in listing["samples"] + listing["mappings"])
+    for endpoint in ("/api/evaluate", "/api/cases/run", "/api/cases/save"):
+        body = {"mapping": "shipmap: 1", "mapping_file": "../secret.yaml", "sample": "{}"}
+        assert client.post(endpoint, json=body).status_code == 403, endpoint
+    saved = client.post(
+        "/api/cases/save",
+        json={
+            "mapping": "shipmap: 1",
+            "mapping_file": MAPPING,
+            "sample": "{}",
+            "sample_file": "../secret.yaml",
+        },
+    )
+    assert saved.status_code == 403
+
+
+def test_a_case_whose_source_is_outside_the_directory_is_not_read(
+    client: httpx.Client, workspace: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "elsewhere.json").write_text('{"id": 1}', encoding="utf-8")
+    cases = workspace / "driftwood.cases.yaml"
+    cases.write_text(
+        "cases:\n  - name: outside\n    source: ../elsewhere.json\n    expect: {order: {id: '1'}}\n",
+        encoding="utf-8",
+    )
+    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
+    result = client.post("/api/cases/run", json={"mapping": mapping, "mapping_file": MAPPING}).json()
+    assert result["cases"][0]["ok"] is False
+    assert "outside the studio's directory" in result["cases"][0]["messages"][0]
+
+
+def test_a_request_body_that_is_not_json_gets_a_located_message(client: httpx.Client) -> None:
+    response = client.post("/api/evaluate", content=b'{"mapping": "x",,}')
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "request body is not JSON: Expecting property name enclosed in double quotes (line 1, column 17)"
+    }
+    assert client.post("/api/evaluate", content=b"[1]").json() == {
+        "error": "request body must be a JSON object"
+    }
+    assert client.post("/api/evaluate", json={"mapping": 3}).json() == {"error": "'mapping' must be a string"}
+    assert client.put(f"/api/file?path={MAPPING}", content=b"\xff").json() == {
+        "error": "request body is not UTF-8 text"
+    }
+
+
+def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, workspace: Path) -> None:
+    result = _evaluate(client, workspace)
+    expected = load_mapping(workspace / MAPPING).transform(
+        json.loads((workspace / SAMPLE).read_text(encoding="utf-8"))
+    )
+    (order,) = result["targets"]  # type: ignore[misc]
+    assert order["status"] == "ok" and order["kind"] == "fenix.order"
+    assert order["payload"] == expected["order"]
+    assert order["route"] == "POST /api/v1/orders/5237/created"
+    request = order["request"]
+    # The tutorial's config names ${FENIX_BASE_URL} and friends; without .env they come from .env.example.
+    assert request["method"] == "POST"
+    assert request["url"] == "http://127.0.0.1:8765/api/v1/orders/5237/created"
+    assert request["headers"]["authToken"] == "***" and request["headers"]["x-api-key"] == "***"
+    assert request["body"] == expected["order"]
+    assert "config.yaml" in result["requests_note"] and ".env.example" in result["requests_note"]  # type: ignore[operator]
+    text = json.dumps(result)
+    for secret in ("demo-pass", "demo-api-key"):
+        assert secret not in text
+    assert "customer_ip_address" in result["unread"]  # type: ignore[operator]
+    assert result["diagnostics"] == []
+
+
+def test_without_a_config_the_requests_go_to_the_sandbox_defaults(
+    client: httpx.Client, workspace: Path
+) -> None:
+    (workspace / "config.yaml").unlink()
+    result = _evaluate(client, workspace)
+    (order,) = result["targets"]  # type: ignore[misc]
+    assert order["request"]["url"] == "http://127.0.0.1:8765/api/v1/orders/5237/created"
+    assert "sandbox" in result["requests_note"]  # type: ignore[operator]
+
+
+def test_a_broken_mapping_is_a_located_diagnostic_in_the_cli_wording(
+    client: httpx.Client, workspace: Path
+) -> None:
+    text = (workspace / MAPPING).read_text(encoding="utf-8")
+    broken = text.replace('"sum(line_items[].quantity)"', '"sum(line_items[].quantity"')
+    result = _evaluate(client, workspace, mapping=broken)
+    assert result["mapping"]["ok"] is False  # type: ignore[index]
+    (diagnostic,) = result["diagnostics"]  # type: ignore[misc]
+    with pytest.raises(Exception) as raised:
+        parse_mapping(broken, file=MAPPING)
+    assert diagnostic["text"] == raised.value.render()  # type: ignore[attr-defined]
+    assert (
+        diagnostic["line"]
+        == text.splitlines().index(next(line for line in text.splitlines() if "sum(line_items" in line)) + 1
+    )
+    assert result["targets"] == []
+    garbage = _evaluate(client, workspace, mapping="targets: [\n  {")
+    assert garbage["mapping"]["ok"] is False  # type: ignore[index]
+    assert garbage["diagnostics"][0]["text"].startswith(f"{MAPPING}:")  # type: ignore[index]
+
+
+def test_contract_problems_and_skipped_targets_are_reported(client: httpx.Client, workspace: Path) -> None:
+    text = (workspace / MAPPING).read_text(encoding="utf-8")
+    invalid = text.replace("value: {literal: 0}   # WooCommerce", "value: {literal: heavy}   # WooCommerce")
+    result = _evaluate(client, workspace, mapping=invalid)
+    (order,) = result["targets"]  # type: ignore[misc]
+    assert order["status"] == "invalid"
+    assert [p["field"] for p in order["problems"]] == ["order.total_weight.value"]
+    assert (
+        order["problems"][0]["line"]
+        == invalid.splitlines().index(next(line for line in invalid.splitlines() if "literal: heavy" in line))
+        + 1
+    )
+    # shipmap run would dead-letter it rather than send it, and says why.
+    assert order["request"]["action"] == "dead"
+    assert "is not a valid fenix.order" in order["request"]["reason"]
+    guarded = (
+        text
+        + "  dg:\n    kind: dg.execution\n    when: \"status == 'shipped'\"\n    fields: {action_id: {literal: a}}\n"
+    )
+    result = _evaluate(client, workspace, mapping=guarded)
+    order, dg = result["targets"]  # type: ignore[misc]
+    assert dg == {
+        "name": "dg",
+        "kind": "dg.execution",
+        "line": dg["line"],
+        "status": "skipped",
+        "reason": "its 'when' guard does not hold: status == 'shipped'",
+    }
+    # The tutorial's config has no Digital Genius connection: run would refuse it, and so does the plan.
+    assert "no connection has api: dg" in result["requests_note"]  # type: ignore[operator]
+    assert "request" not in order
+
+
+def test_samples_not_json_ndjson_and_arrays(client: httpx.Client, workspace: Path) -> None:
+    bad = _evaluate(client, workspace, sample='{\n  "id": 1,,\n}', sample_name="pasted")
+    error = bad["sample"]["error"]  # type: ignore[index]
+    assert (error["file"], error["line"], error["column"]) == ("pasted", 2, 11)
+    assert error["text"].startswith("pasted:2:11: error: not JSON: Expecting property name")
+    assert bad["targets"] == []
+    ndjson = '{"id": 1, "status": "pending", "line_items": []}\n{"id": 2, "status": "nope"}\n'
+    second = _evaluate(client, workspace, sample=ndjson, sample_name="events.ndjson", index=1)
+    assert [d["origin"] for d in second["sample"]["documents"]] == ["events.ndjson:1", "events.ndjson:2"]  # type: ignore[index]
+    (order,) = second["targets"]  # type: ignore[misc]
+    assert order["status"] == "failed" and "order.status" in order["error"]["text"]
+    array = _evaluate(client, workspace, sample='[{"id": 1}, {"id": 2}, {"id": 3}]', sample_name="a.json")
+    assert len(array["sample"]["documents"]) == 3  # type: ignore[index]
+    empty = _evaluate(client, workspace, sample="  ")
+    assert empty["sample"]["empty"] is True  # type: ignore[index]
+
+
+def test_run_the_cases_file_against_the_edited_mapping(client: httpx.Client, workspace: Path) -> None:
+    text = (workspace / MAPPING).read_text(encoding="utf-8")
+    passing = client.post("/api/cases/run", json={"mapping": text, "mapping_file": MAPPING}).json()
+    assert (passing["passed"], passing["failed"]) == (3, 0)
+    edited = text.replace("first_name: shipping.first_name", "first_name: shipping.last_name")
+    edited = edited.replace("email: billing.email", "email: billing.phone")
+    failing = client.post("/api/cases/run", json={"mapping": edited, "mapping_file": MAPPING}).json()
+    first = failing["cases"][0]
+    assert first["ok"] is False
+    assert (
+        'order.customer.email: expected "rosa.delgado@example.com", got "(214) 555-0179"' in first["messages"]
+    )
+
+
+def test_save_as_case_appends_to_the_cases_file_and_it_passes(client: httpx.Client, workspace: Path) -> None:
+    cases = workspace / "driftwood.cases.yaml"
+    before = cases.read_text(encoding="utf-8")
+    text = (workspace / MAPPING).read_text(encoding="utf-8")
+    sample = (workspace / "samples" / "order_completed.json").read_text(encoding="utf-8")
+    saved = client.post(
+        "/api/cases/save",
+        json={
+            "mapping": text,
+            "mapping_file": MAPPING,
+            "sample": sample,
+            "sample_file": "samples/order_completed.json",
+            "name": "the completed order",
+        },
+    ).json()
+    assert saved["file"] == "driftwood.cases.yaml" and saved["name"] == "the completed order"
+    after = cases.read_text(encoding="utf-8")
+    assert after.startswith(before)  # appended: every comment and line of the file kept
+    assert "source: samples/order_completed.json" in after
+    suite = load_suite(cases)
+    case = suite.cases[-1]
+    assert case.name == "the completed order" and case.exact == {"order"}
+    assert run_case(load_mapping(workspace / MAPPING), case).ok
+    # A pasted sample is saved inline; the same name again gets a number.
+    again = client.post(
+        "/api/cases/save",
+        json={"mapping": text, "mapping_file": MAPPING, "sample": sample, "name": "the completed order"},
+    ).json()
+    assert again["name"] == "the completed order (2)"
+    inline = load_suite(cases).cases[-1]
+    assert inline.source == json.loads(sample)
+    assert run_case(load_mapping(workspace / MAPPING), inline).ok
+
+
+def test_save_as_case_creates_the_cases_file_and_records_errors(
+    client: httpx.Client, workspace: Path
+) -> None:
+    (workspace / "driftwood.cases.yaml").unlink()
+    text = (workspace / MAPPING).read_text(encoding="utf-8")
+    saved = client.post(
+        "/api/cases/save",
+        json={
+            "mapping": text,
+            "mapping_file": MAPPING,
+            "sample": '{"id": 9, "status": "cancelled"}',
+            "name": "x",
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    (case,) = load_suite(workspace / "driftwood.cases.yaml").cases
+    assert case.errors == [{"type": "TransformError", "target": "order", "field": "order.status"}]
+    assert run_case(load_mapping(workspace / MAPPING), case).ok
+    refused = client.post(
+        "/api/cases/save",
+        json={"mapping": "shipmap: [", "mapping_file": MAPPING, "sample": "{}", "name": "y"},
+    )
+    assert refused.status_code == 400 and "does not compile" in refused.json()["error"]
+
+
+def test_save_the_mapping(client: httpx.Client, workspace: Path) -> None:
+    response = client.put(f"/api/file?path={MAPPING}", json={"text": "shipmap: 1\n"})
+    assert response.status_code == 200
+    assert (workspace / MAPPING).read_text(encoding="utf-8") == "shipmap: 1\n"
+    assert not [name for name in os.listdir(workspace) if name.endswith(".tmp")]
+    missing = client.get("/api/file", params={"path": "nope.yaml"})
+    assert missing.status_code == 404
+
+
+def test_the_schema_lists_keys_kinds_fields_and_functions(client: httpx.Client) -> None:
+    schema = client.get("/api/schema").json()
+    assert {key["name"] for key in schema["keys"]["target"]} >= {"kind", "when", "from", "fields"}
+    assert {key["name"] for key in schema["keys"]["field"]} >= {"path", "template", "literal", "each"}
+    order = schema["kinds"]["fenix.order"]
+    assert order["route"] == "POST /api/v1/orders/{id}/created"
+    assert order["fields"]["id"]["required"] is True
+    assert order["fields"]["line_items"]["array"] is True
+    assert "sku" in order["fields"]["line_items"]["fields"]
+    assert {"money", "datetime", "sum"} <= {function["name"] for function in schema["functions"]}
+
+
+def test_the_command_prints_the_url_serves_it_and_stops_on_ctrl_c(workspace: Path) -> None:
+    shipmap = Path(sys.executable).with_name("shipmap")
+    process = subprocess.Popen(
+        [str(shipmap), "studio", str(workspace)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert lines[0] == f"shipmap studio serving {workspace.resolve()}\n"
+        match = re.fullmatch(r"open (http://127\.0\.0\.1:\d+)/\?token=([\w-]+)\n", lines[1])
+        assert match, lines
+        base, token = match.groups()
+        listing = httpx.get(f"{base}/api/workspace", headers={"X-Shipmap-Token": token}, timeout=10)
+        assert listing.json()["mappings"] == ["driftwood.yaml", "shopify/order.yaml"]
+        assert httpx.get(f"{base}/api/workspace", timeout=10).status_code == 403
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=15)
+    assert process.returncode == 130  # Ctrl-C, as everywhere in the CLI
+    assert process.stderr is not None
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_the_command_refuses_a_directory_that_does_not_exist(tmp_path: Path) -> None:
+    shipmap = Path(sys.executable).with_name("shipmap")
+    done = subprocess.run(
+        [str(shipmap), "studio", str(tmp_path / "nope")], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"shipmap studio: {tmp_path / 'nope'}: ")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,204 @@
+"""shipmap studio in a real headless Chromium (Debian's chromium and chromium-driver, installed by
+`make browser`, which `make test` runs first), driven by selenium. Each test saves a screenshot under the
+test's temporary directory; set SHIPMAP_STUDIO_SCREENSHOTS to a folder to keep them (docs/studio.png is one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+from shipmap.connectors._cli.test import load_suite, run_case
+from shipmap.connectors._studio import Studio
+from shipmap.engine import MappingError, load_mapping, parse_mapping
+from test_studio_support import make_workspace
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+WAIT_SECONDS = 30  # a deadline for the page to show a result, not a measure of speed
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1500,950",
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
+        pytest.fail(
+            "Chromium is not installed: `make browser` installs Debian's chromium and chromium-driver"
+        )
+    profile = tempfile.mkdtemp(prefix="shipmap-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={profile}")
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    driver.set_page_load_timeout(WAIT_SECONDS)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    return make_workspace(tmp_path)
+
+
+@pytest.fixture
+def studio(workspace: Path) -> Iterator[Studio]:
+    with Studio(workspace) as running:
+        yield running
+
+
+@pytest.fixture
+def screenshot(browser: WebDriver, tmp_path: Path) -> Callable[[str], Path]:
+    def save(name: str) -> Path:
+        path = tmp_path / "screenshots" / f"{name}.png"
+        path.parent.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(path)), path
+        keep = os.environ.get("SHIPMAP_STUDIO_SCREENSHOTS")
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, Path(keep) / path.name)
+        return path
+
+    return save
+
+
+def wait(browser: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
+    try:
+        return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.05).until(condition)
+    except TimeoutException:
+        status = browser.find_element(By.ID, "status").text
+        raise AssertionError(f"the page never showed {what} (status: {status!r})") from None
+
+
+def open_page(browser: WebDriver, studio: Studio, mapping: str, sample: str) -> None:
+    browser.get(f"{studio.url}&mapping={mapping}&sample={sample}")
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#targets .target"), "a target")
+
+
+def payload_text(browser: WebDriver, target: str) -> str:
+    found = browser.find_elements(By.CSS_SELECTOR, f'.target[data-target="{target}"] .payload')
+    return found[0].get_attribute("textContent") or "" if found else ""
+
+
+def replace_in_editor(browser: WebDriver, old: str, new: str) -> None:
+    """Select ``old`` in the editor's textarea and type ``new`` over it, key by key."""
+    found = browser.execute_script(
+        "const input = document.querySelector('#editor textarea');"
+        "const at = input.value.indexOf(arguments[0]);"
+        "if (at < 0) return false;"
+        "input.focus(); input.setSelectionRange(at, at + arguments[0].length); return true;",
+        old,
+    )
+    assert found, f"{old!r} is not in the editor"
+    actions = ActionChains(browser)
+    actions.send_keys(new if new else Keys.BACKSPACE)
+    actions.send_keys(Keys.ESCAPE)  # close a completion popup, if typing opened one
+    actions.perform()
+
+
+def test_a_ready_mapping_and_a_sample_show_the_payload(
+    browser: WebDriver, studio: Studio, workspace: Path, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "shopify/order.yaml", "shopify/samples/order.json")
+    expected = load_mapping(workspace / "shopify" / "order.yaml").transform(
+        __import__("json").loads(
+            (workspace / "shopify" / "samples" / "order.json").read_text(encoding="utf-8")
+        )
+    )
+    wait(
+        browser, lambda b: f'"id": "{expected["order"]["id"]}"' in payload_text(b, "order"), "the order's id"
+    )
+    card = browser.find_element(By.CSS_SELECTOR, '.target[data-target="order"]')
+    assert card.get_attribute("data-status") == "ok"
+    assert f'"number": "{expected["order"]["number"]}"' in payload_text(browser, "order")
+    card.find_element(By.CSS_SELECTOR, "details[data-key='order:request'] summary").click()
+    request = card.find_element(By.CSS_SELECTOR, ".request").text
+    assert request.startswith(f"POST http://127.0.0.1:8765/api/v1/orders/{expected['order']['id']}/created")
+    assert "authToken: ***" in request
+    assert int(browser.find_element(By.ID, "unread-count").text) > 0
+    screenshot("ready_mapping")
+
+
+def test_editing_a_fields_path_changes_the_payload(
+    browser: WebDriver, studio: Studio, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "driftwood.yaml", "samples/order.json")
+    wait(browser, lambda b: '"city": "Dallas"' in payload_text(b, "order"), "the city")
+    replace_in_editor(browser, "city: shipping.city", "city: billing.email")
+    wait(
+        browser,
+        lambda b: '"city": "rosa.delgado@example.com"' in payload_text(b, "order"),
+        "the payload with the edited path",
+    )
+    assert browser.find_element(By.ID, "mapping-state").text == "● unsaved"
+    screenshot("edited_path")
+
+
+def test_an_error_is_marked_on_its_line_as_you_type(
+    browser: WebDriver, studio: Studio, workspace: Path, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "driftwood.yaml", "samples/order.json")
+    text = (workspace / "driftwood.yaml").read_text(encoding="utf-8")
+    line = next(
+        i for i, content in enumerate(text.splitlines(), 1) if "sum(line_items[].quantity)" in content
+    )
+    replace_in_editor(browser, "quantity)", "quantity")
+    marked = f'#editor .gutter .number.marked.error[data-line="{line}"]'
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, marked), f"line {line} marked")
+    assert browser.find_elements(By.CSS_SELECTOR, f'#editor .line.marked.error[data-line="{line}"]')
+    with pytest.raises(MappingError) as raised:
+        parse_mapping(text.replace("quantity)", "quantity", 1), file="driftwood.yaml")
+    shown = browser.find_element(By.CSS_SELECTOR, "#diagnostics li.error pre").text
+    assert shown.splitlines()[0] == raised.value.render().splitlines()[0]  # the CLI's words
+    assert browser.find_elements(By.CSS_SELECTOR, "#targets .muted")  # the page still stands
+    screenshot("error_marked")
+    # Fixed again, the mark goes and the payload comes back.
+    replace_in_editor(browser, 'quantity"', 'quantity)"')
+    wait(browser, lambda b: not b.find_elements(By.CSS_SELECTOR, marked), "the mark cleared")
+    wait(browser, lambda b: '"item_quantity": 3' in payload_text(b, "order"), "the payload again")
+
+
+def test_save_as_case_writes_the_cases_file(
+    browser: WebDriver, studio: Studio, workspace: Path, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "driftwood.yaml", "samples/order_completed.json")
+    wait(browser, lambda b: '"fulfillment_status": "FULFILLED"' in payload_text(b, "order"), "the payload")
+    browser.find_element(By.ID, "case-name").send_keys("completed, from the browser")
+    browser.find_element(By.ID, "save-case").click()
+    wait(
+        browser,
+        lambda b: "4 passed, 0 failed" in b.find_element(By.ID, "cases").text,
+        "the cases run after saving",
+    )
+    cases = workspace / "driftwood.cases.yaml"
+    assert "- name: completed, from the browser" in cases.read_text(encoding="utf-8")
+    saved = load_suite(cases).cases[-1]
+    assert saved.name == "completed, from the browser"
+    assert run_case(load_mapping(workspace / "driftwood.yaml"), saved).ok
+    screenshot("studio")
