@@ -88,9 +88,16 @@ def screenshot(browser: WebDriver, tmp_path: Path) -> Callable[[str], Path]:
     return save
 
 
+def settled(browser: WebDriver) -> bool:
+    """No edit waits for its evaluation, and the last one is shown: the page will not re-render by itself."""
+    return bool(browser.execute_script("return document.body.dataset.pending === 'false'"))
+
+
 def wait(browser: WebDriver, condition: Callable[[WebDriver], Any], what: str) -> Any:
     try:
-        return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.05).until(condition)
+        return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.05).until(
+            lambda b: settled(b) and condition(b)
+        )
     except TimeoutException:
         status = browser.find_element(By.ID, "status").text
         raise AssertionError(f"the page never showed {what} (status: {status!r})") from None
@@ -102,8 +109,13 @@ def open_page(browser: WebDriver, studio: Studio, mapping: str, sample: str) -> 
 
 
 def payload_text(browser: WebDriver, target: str) -> str:
-    found = browser.find_elements(By.CSS_SELECTOR, f'.target[data-target="{target}"] .payload')
-    return found[0].get_attribute("textContent") or "" if found else ""
+    # One script, so a re-render between finding the element and reading it cannot leave a stale reference.
+    text = browser.execute_script(
+        "const found = document.querySelector(`.target[data-target='${arguments[0]}'] .payload`);"
+        "return found ? found.textContent : '';",
+        target,
+    )
+    return str(text)
 
 
 def replace_in_editor(browser: WebDriver, old: str, new: str) -> None:

@@ -118,12 +118,15 @@
     schedule();
   }
 
+  // body[data-pending] is "true" from an edit until the page shows its result (tests wait on it).
   function schedule() {
     clearTimeout(state.timer);
+    document.body.dataset.pending = "true";
     state.timer = setTimeout(evaluateNow, DEBOUNCE_MS);
   }
 
   async function evaluateNow() {
+    state.timer = null;
     const sequence = ++state.sequence;
     document.body.dataset.evaluating = "true";
     try {
@@ -147,6 +150,7 @@
       if (sequence === state.sequence) {
         document.body.dataset.evaluating = "false";
         document.body.dataset.evaluated = String(sequence);
+        if (state.timer === null) document.body.dataset.pending = "false";
       }
     }
   }
