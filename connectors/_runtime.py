@@ -610,22 +610,26 @@ class Runtime:
             yield _Dead(failure_key, name, failure_target, digest, origin, reason)
             return
         try:
-            payloads = route.mapping.transform(source, validate=False)
+            outputs = route.mapping.outputs(source, validate=False)
         except ShipmapError as error:
             yield _Dead(failure_key, name, failure_target, digest, origin, self._reason(error.render()))
             return
         if replay == MAPPING_STAGE:
             yield _Resolve(stage_key, "replayed: the mapping now succeeds")
-        if replay and replay not in payloads:
+        if replay and not any(output.target == replay for output in outputs):
             yield _Resolve(failure_key, "replayed: the mapping no longer produces this target")
             return
-        for target_name, payload in payloads.items():
+        for output in outputs:
+            target_name, payload = output.target, output.payload
             if replay and target_name != replay:
                 continue
             planned = route.targets[target_name]
             if not planned.enabled:
                 continue
-            key = delivery_key(name, target_name, digest)
+            # A fan-out element (shipment[42]) is keyed by its label and its own data, not the whole event's:
+            # an event that repeats an element unchanged does not send it again, wherever it sits.
+            own = digest if output.element is None else digest_of(canonical_json(output.source))
+            key = delivery_key(name, output.label, own)
             entry = journal.get(key) if journal is not None else None
             state = entry.state if entry is not None else None
             if state == "delivered" or (state == "dead" and replay is None):

@@ -7,6 +7,7 @@ payloads, as often as you like, from any thread::
 
     mapping = load_mapping("mappings/shopify/order.yaml")   # or a packaged one: load_mapping("shopify/order")
     payloads = mapping.transform(source)                     # {"order": {...}}
+    for output in mapping.outputs(source): ...               # Output(target, payload, element)
 
 No network, no printing, no global state. Every error is a :class:`ShipmapError` carrying its location.
 """
@@ -25,8 +26,8 @@ from ._errors import (
     TransformError,
 )
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
-from ._mapping import CompiledMapping, load_mapping, parse_mapping, resolve_mapping_path
-from ._sources import SourceDocument, read_documents
+from ._mapping import CompiledMapping, Output, load_mapping, parse_mapping, resolve_mapping_path
+from ._sources import SourceDocument, read_documents, read_input, read_named
 from ._trace import Trace
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "MappingError",
     "MappingStructureError",
     "MappingSyntaxError",
+    "Output",
     "PayloadValidationError",
     "Problem",
     "Route",
@@ -52,5 +54,7 @@ __all__ = [
     "mapping_format_schema",
     "parse_mapping",
     "read_documents",
+    "read_input",
+    "read_named",
     "resolve_mapping_path",
 ]

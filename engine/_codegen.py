@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import jmespath
 import jmespath.exceptions
 
-from ._expressions import _SCOPE_PREFIX, Scope, flatten_once, is_truthy
+from ._expressions import _SCOPE_PREFIX, Scope, _variables, flatten_once, is_truthy
 from ._functions import MISSING, lookup_key
 
 if TYPE_CHECKING:
@@ -131,8 +131,12 @@ class TargetWriter:
         self.lines.append("def produce(source):")
         self.emit("root = source")
         level = self.enter("source", None, "None")
+        if "each" in spec or "let" in spec:
+            raise _Unsupported("a fan-out or a let block")
         if "from" in spec:
             level = self.enter(self.expression(spec["from"], level, None), level, "None")
+            self.emit(f"if {level.data} is None:")  # from: found nothing: no payload
+            self.emit("    return None")
         if "when" in spec:
             self.emit(f"if not truthy({self.expression(spec['when'], level, None)}):")
             self.emit("    return None")
@@ -166,6 +170,15 @@ class TargetWriter:
             self.emit(f"{value} = {self.expression(spec, level, None)}")
             self.emit(f"if {value} is not None:")
             self.emit(f"    {target} = {value}")
+        elif isinstance(spec, list):
+            holder, items = self.fresh("o"), self.fresh("l")
+            self.emit(f"{holder} = {{}}")
+            self.emit(f"{items} = []")
+            for element in spec:
+                self.field("k", element, level, holder)
+                self.emit(f"if {holder}.get('k') is not None:")
+                self.emit(f"    {items}.append({holder}.pop('k'))")
+            self.emit(f"{target} = {items}")
         elif not isinstance(spec, dict):
             self.emit(f"{target} = {self.constant(spec)}")
         elif not any(source in spec for source in _SOURCE_KEYS):
@@ -292,8 +305,12 @@ class TargetWriter:
             evaluate = self.compiler.evaluator(text, template)
             return f"{self.share(evaluate, 'E')}({self.scope_of(level)})"
         expression = text.strip()
-        data, as_dict = level.data, level.as_dict
         prefix = _SCOPE_PREFIX.match(expression)
+        if _variables(expression[prefix.end() :] if prefix else expression):
+            # $root or $parent inside the expression: the reference's evaluator, on this level's scope.
+            evaluate = self.compiler.evaluator(text, template)
+            return f"{self.share(evaluate, 'E')}({self.scope_of(level)})"
+        data, as_dict = level.data, level.as_dict
         if prefix:
             scope_name = prefix.group(1)
             expression = expression[prefix.end() :].lstrip(".")

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, cast
 if TYPE_CHECKING:
     import jsonschema
 
+from contextvars import ContextVar
+
 from ._codegen import generate
 from ._errors import (
     CompileError,
@@ -27,7 +29,7 @@ from ._errors import (
     Problem,
     TransformError,
 )
-from ._expressions import Evaluator, ExpressionCompiler, Scope, is_truthy
+from ._expressions import SCOPE_NAMES, Evaluator, ExpressionCompiler, Scope, is_truthy
 from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
 from ._kinds import SchemaCheck, TargetKind, format_path, get_kind, json_problems
 from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
@@ -36,6 +38,8 @@ from ._yaml import LocatedDocument, PathKey
 _log = logging.getLogger("shipmap.engine.codegen")
 
 OMIT: Any = object()  # a field that produced nothing and has no default: left out of the payload
+# Set by CompiledTarget.collect(): field errors are gathered here (the field left out) instead of raised.
+_COLLECT: ContextVar[list[TransformError] | None] = ContextVar("shipmap_collect", default=None)
 
 StaticPath = tuple[str, ...]
 _CLOSURE, _ONE_KEY, _TWO_KEYS, _CONSTANT, _KEY_THEN_FINISH = range(5)
@@ -69,9 +73,25 @@ class CompiledTarget:
     _locations: dict[StaticPath, Location] = field(repr=False)
     _reference: Callable[[Any], Any] = field(repr=False)  # the closure tree
     _generated: Callable[[Any], Any] | None = field(default=None, repr=False)  # the same, as generated code
+    # A fan-out target (each:): every (element key, payload, element) of a source; None for a one-payload target.
+    _fan_out: Callable[[Any], list[tuple[str, dict[str, Any], Any]]] | None = field(default=None, repr=False)
+    _skip_reason: Callable[[Any], str] | None = field(default=None, repr=False)
+    # Why the generated fast path leaves this target to the reference ("" when it does not).
+    reference_only: str = field(default="", repr=False)
+
+    @property
+    def fans_out(self) -> bool:
+        """Whether the target gives one payload per element of an array (``each:`` on the target)."""
+        return self._fan_out is not None
 
     def produce(self, source: Any) -> dict[str, Any] | None:
-        """The payload for ``source``, or None when the target's ``when`` guard does not hold."""
+        """The payload for ``source``, or None when the target's ``when`` guard does not hold (or its
+        ``from:`` finds nothing). A fan-out target has several: use :meth:`produce_all`."""
+        if self._fan_out is not None:
+            raise MappingStructureError(
+                f"target '{self.name}' gives one payload per element (each:); use produce_all()",
+                location=self.location,
+            )
         try:
             result: dict[str, Any] | None = self._produce(source)
         except RecursionError:
@@ -81,6 +101,60 @@ class CompiledTarget:
             ) from None
         return result
 
+    def produce_all(self, source: Any) -> list[tuple[str | None, dict[str, Any]]]:
+        """Every payload of ``source``: ``(element key, payload)`` for each element of a fan-out target (the
+        element's ``key:`` value as text, else its position), ``(None, payload)`` for a one-payload target."""
+        if self._fan_out is None:
+            payload = self.produce(source)
+            return [] if payload is None else [(None, payload)]
+        return [(key, payload) for key, payload, _ in self.elements(source)]
+
+    def elements(self, source: Any) -> list[tuple[str, dict[str, Any], Any]]:
+        """A fan-out target's ``(element key, payload, element)`` for each element of ``source``: the element
+        is the source data the payload was made from (the runtime keys its delivery by it)."""
+        if self._fan_out is None:
+            raise MappingStructureError(f"target '{self.name}' does not fan out", location=self.location)
+        try:
+            return self._fan_out(source)
+        except RecursionError:
+            raise TransformError(
+                "the source document is nested too deeply to map", location=self.location, field=self.name
+            ) from None
+
+    def collect(self, source: Any) -> tuple[list[tuple[str | None, dict[str, Any]]], list[TransformError]]:
+        """Map ``source`` on the reference, gathering every field error instead of stopping at the first:
+        the payloads that had none, and the errors. For tools that report every problem at once."""
+        sink: list[TransformError] = []
+        token = _COLLECT.set(sink)
+        try:
+            if self._fan_out is not None:
+                produced: list[tuple[str | None, dict[str, Any]]] = [
+                    (key, payload) for key, payload, _ in self._fan_out(source)
+                ]
+            else:
+                try:
+                    payload = self._reference(source)
+                except TransformError as error:  # from, let or when: nothing else can run
+                    sink.append(error)
+                    payload = None
+                produced = [] if payload is None or sink else [(None, payload)]
+        except RecursionError:
+            sink.append(
+                TransformError(
+                    "the source document is nested too deeply to map", location=self.location, field=self.name
+                )
+            )
+            produced = []
+        finally:
+            _COLLECT.reset(token)
+        return produced, sink
+
+    def skip_reason(self, source: Any) -> str:
+        """Why ``source`` gives this target no payload ("when is false (line 12)", "from: found nothing")."""
+        if self._skip_reason is None:
+            return "it produced nothing"
+        return self._skip_reason(source)
+
     def problems(self, payload: Any) -> list[Problem]:
         """Every way ``payload`` breaks this target's kind, each located at the mapping line that made it."""
         found = json_problems(payload) or self.kind.problems(payload)
@@ -89,10 +163,10 @@ class CompiledTarget:
             for parts, message in found
         ]
 
-    def validate(self, payload: Any) -> None:
+    def validate(self, payload: Any, *, label: str | None = None) -> None:
         problems = self.problems(payload)
         if problems:
-            raise PayloadValidationError(self.name, self.kind.name, problems)
+            raise PayloadValidationError(label or self.name, self.kind.name, problems)
 
     def where(self, parts: tuple[Any, ...]) -> Location:
         static = tuple(ARRAY if isinstance(part, int) else str(part) for part in parts)
@@ -155,6 +229,8 @@ class MappingCompiler:
         self._locations: dict[StaticPath, Location] = {}
         self._mapped: dict[StaticPath, set[str]] = {}
         self._opaque: set[StaticPath] = set()
+        self._visible: frozenset[str] = frozenset()  # the let names the expression being compiled sees
+        self._has_lets = False
         # The plain evaluator of each expression text, for the generated code to call.
         self._evaluators: dict[tuple[str, bool | None], Evaluator] = {}
 
@@ -215,32 +291,83 @@ class MappingCompiler:
         self._locations = {}
         self._mapped = {}
         self._opaque = set()
-        site = _Site((*base, "fields"), (), name)
-        body = self._object(spec["fields"], site)
-        when = self._expression(spec["when"], _Site((*base, "when"), (), name)) if "when" in spec else None
+        self._visible = frozenset()
+        self._has_lets = False
+        # In a fan-out, field names start name[] (name[3].id once the element is known).
+        label_name = f"{name}{ARRAY}" if "each" in spec else name
+        top = _Site(base, (), name)
+        # from, then each, then let, when and the fields: each step reads what the step before it chose.
         rebase = (
-            self._expression(spec["from"], _Site((*base, "from"), (), name), navigate=True)
-            if "from" in spec
-            else None
+            self._expression(spec["from"], top.child("from", None), navigate=True) if "from" in spec else None
         )
         label = self.expressions.source_label(spec["from"]) if "from" in spec else ""
+        items_of = (
+            self._expression(spec["each"], top.child("each", None), navigate=True) if "each" in spec else None
+        )
+        each_label = self.expressions.source_label(spec["each"]) if "each" in spec else ""
+        key_of = self._expression(spec["key"], top.child("key", None)) if "key" in spec else None
+        if "key" in spec and "each" not in spec:
+            raise CompileError(
+                "'key' names the element of a fan-out; it goes with 'each'",
+                location=self.where((*base, "key")),
+                field=name,
+            )
+        bind = self._lets(spec["let"], (*base, "let"), label_name) if "let" in spec else None
+        when = (
+            self._expression(spec["when"], _Site((*base, "when"), (), label_name)) if "when" in spec else None
+        )
+        body = self._object(spec["fields"], _Site((*base, "fields"), (), label_name))
+        self._visible = frozenset()
         self.report.mapped[name] = self._mapped
         self.report.opaque[name] = self._opaque
         location = self.document.key_location(base)
+        when_line = self.where((*base, "when")).line if "when" in spec else 0
+
+        def start(source: Any) -> Scope | None:
+            scope = Scope(source, None, source)
+            if rebase is None:
+                return scope
+            data = rebase(scope)
+            return None if data is None else Scope(data, scope, source, label)
 
         def produce(source: Any) -> Any:
-            scope = Scope(source, None, source)
-            if rebase is not None:
-                scope = Scope(rebase(scope), scope, source, label)
+            scope = start(source)
+            if scope is None:
+                return None
+            if bind is not None:
+                scope = bind(scope)
             # The guard sees what the fields see: the from part, with $root for the whole document.
             if when is not None and not is_truthy(when(scope)):
                 return None
             payload = body(scope)
             return {} if payload is OMIT else payload
 
-        generated = None if self.tracing else generate(self, name)
+        def skip_reason(source: Any) -> str:
+            scope = start(source)
+            if scope is None:
+                return f"from: {spec['from']} found nothing"
+            if items_of is not None:
+                items = items_of(scope)
+                if not items:
+                    return f"each: {spec['each']} found no elements"
+                return f"when is false for every element (line {when_line})"
+            if bind is not None:
+                scope = bind(scope)
+            if when is not None and not is_truthy(when(scope)):
+                return f"when is false (line {when_line})"
+            return "it produced nothing"
+
+        if items_of is not None:
+            fan_out = self._fan_out(name, spec, items_of, each_label, key_of, bind, when, body, start)
+            return CompiledTarget(
+                name, kind, location, produce, self._locations, produce, None, fan_out, skip_reason, "each"
+            )
+        generated = None if self.tracing or self._has_lets else generate(self, name)
         if generated is None:
-            return CompiledTarget(name, kind, location, produce, self._locations, produce)
+            why = "let" if self._has_lets else ""
+            return CompiledTarget(
+                name, kind, location, produce, self._locations, produce, None, None, skip_reason, why
+            )
 
         def run(source: Any) -> Any:
             try:
@@ -249,7 +376,123 @@ class MappingCompiler:
                 _log.debug("target %s: the reference takes over (%s)", name, type(error).__name__)
                 return produce(source)
 
-        return CompiledTarget(name, kind, location, run, self._locations, produce, generated)
+        return CompiledTarget(
+            name, kind, location, run, self._locations, produce, generated, None, skip_reason
+        )
+
+    def _fan_out(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        items_of: Evaluator,
+        each_label: Any,
+        key_of: Evaluator | None,
+        bind: Callable[[Scope], Scope] | None,
+        when: Evaluator | None,
+        body: Callable[[Scope], Any],
+        start: Callable[[Any], Scope | None],
+    ) -> Callable[[Any], list[tuple[str, dict[str, Any], Any]]]:
+        """One payload per element of the target's ``each:`` array, each under a stable key."""
+        each_location = self.where(("targets", name, "each"))
+        key_location = self.where(("targets", name, "key")) if key_of is not None else each_location
+
+        def fan_out(source: Any) -> list[tuple[str, dict[str, Any], Any]]:
+            scope = start(source)
+            if scope is None:
+                return []
+            items = items_of(scope)
+            if items is None:
+                return []
+            if type(items) is not list:
+                raise TransformError(
+                    f"'each' needs an array, found {type(items).__name__}",
+                    location=each_location,
+                    field=name,
+                    source_path=scope.child_path(spec["each"]),
+                    value=items,
+                    has_value=True,
+                )
+            out: list[tuple[str, dict[str, Any], Any]] = []
+            seen: set[str] = set()
+            sink = _COLLECT.get()
+            for index, item in enumerate(items):
+                element = Scope(item, scope, source, each_label, index)
+                failed = len(sink) if sink is not None else 0
+                try:
+                    if bind is not None:
+                        element = bind(element)
+                    if when is not None and not is_truthy(when(element)):
+                        continue
+                    key = (
+                        str(index)
+                        if key_of is None
+                        else _element_key(key_of(element), element, key_location, name)
+                    )
+                    if key in seen:
+                        raise TransformError(
+                            f"two elements have the key {key!r}; a fan-out key must tell elements apart",
+                            location=key_location,
+                            field=f"{name}[{index}]",
+                            source_path=element.child_path(spec["key"]),
+                            value=key,
+                            has_value=True,
+                            hint="key on a field that is unique per element (an id), or leave key: out",
+                        )
+                    seen.add(key)
+                    payload = body(element)
+                except TransformError as error:
+                    if error.field and error.field.startswith(f"{name}{ARRAY}"):
+                        error.field = f"{name}[{index}]{error.field[len(name) + len(ARRAY) :]}"
+                    if sink is None:
+                        raise
+                    sink.append(error)
+                    continue
+                if sink is not None and len(sink) > failed:
+                    continue  # a field of this element failed: no payload for it
+                out.append((key, {} if payload is OMIT else payload, item))
+            return out
+
+        return fan_out
+
+    def _lets(self, lets: dict[str, Any], yaml_path: PathKey, field_name: str) -> Callable[[Scope], Scope]:
+        """Compile a ``let:`` block: each name computed once per scope, in order (a name sees the ones before
+        it), visible to every expression below as ``$name`` and to templates as ``name``. The names stay
+        visible (``self._visible``) until the caller restores the set it had."""
+        self._has_lets = True
+        compiled: list[tuple[str, Callable[[Scope], Any]]] = []
+        reserved = set(SCOPE_NAMES) | set(self.functions.names) | {"namespace", "loop"}
+        for let_name, text in lets.items():
+            where = self.document.key_location((*yaml_path, let_name))
+            if not isinstance(let_name, str) or not let_name.isidentifier() or let_name in reserved:
+                raise CompileError(
+                    f"'{let_name}' cannot be a let name",
+                    location=where,
+                    field=field_name,
+                    hint="use a plain name (letters, digits, _) that is not this, parent, root, index or a function",
+                )
+            if isinstance(text, str):
+                evaluate: Callable[[Scope], Any] = self._compile(
+                    text, (*yaml_path, let_name), f"{field_name} (let {let_name})"
+                )
+            else:
+                evaluate = _constant(text)
+            compiled.append((let_name, evaluate))
+            self._visible = self._visible | {let_name}
+
+        def bind(scope: Scope) -> Scope:
+            values = dict(scope.lets)
+            inner = scope.with_lets(values)
+            for let_name, evaluate in compiled:
+                try:
+                    values[let_name] = evaluate(inner)
+                except TransformError as error:
+                    if not error.message.startswith("in let "):
+                        error.message = f"in let {let_name}: {error.message}"
+                        error.args = (error.message,)
+                    raise
+            return inner
+
+        return bind
 
     # -- fields ---------------------------------------------------------------------------------------------
 
@@ -265,7 +508,9 @@ class MappingCompiler:
         template: bool | None = None,
         navigate: bool = False,
     ) -> Evaluator:
-        evaluate = self.expressions.compile(text, self.where(yaml_path), field_name, template=template)
+        evaluate = self.expressions.compile(
+            text, self.where(yaml_path), field_name, template=template, names=self._visible
+        )
         if not self.tracing:
             self._evaluators.setdefault((text, template), evaluate)
             return evaluate
@@ -286,6 +531,8 @@ class MappingCompiler:
         self._locations.setdefault(site.static, self.where(site.yaml_path))
         if isinstance(spec, str):
             return _omit_null(self._expression(spec, site))
+        if isinstance(spec, list):
+            return self._list(spec, site)
         if not isinstance(spec, dict):
             value = spec
             self._opaque.add(site.static)
@@ -293,6 +540,21 @@ class MappingCompiler:
         if not any(key in spec for key in _SOURCE_KEYS):
             return self._object(spec, site)
         return self._spec(spec, site)
+
+    def _list(self, specs: list[Any], site: _Site) -> Callable[[Scope], Any]:
+        """A field written as a YAML list: each element is a field of its own (``[{name: …, value: …}]``);
+        elements that give nothing are left out."""
+        elements = [self._field(spec, site.child(position, ARRAY)) for position, spec in enumerate(specs)]
+
+        def build_list(scope: Scope) -> Any:
+            out = []
+            for element in elements:
+                value = element(scope)
+                if value is not OMIT and value is not None:
+                    out.append(value)
+            return out
+
+        return build_list
 
     def _object(self, fields: dict[str, Any], site: _Site) -> Callable[[Scope], Any]:
         self._locations.setdefault(site.static, self.where(site.yaml_path))
@@ -306,28 +568,31 @@ class MappingCompiler:
             data = scope.data
             is_dict = type(data) is dict
             for key, mode, first, second in frozen:
-                if mode == _ONE_KEY:
-                    if is_dict:
-                        value = data.get(first)
-                        if value is not None:
-                            out[key] = value
-                elif mode == _TWO_KEYS:
-                    if is_dict:
-                        value = data.get(first)
-                        if type(value) is dict:
-                            value = value.get(second)
+                try:
+                    if mode == _ONE_KEY:
+                        if is_dict:
+                            value = data.get(first)
                             if value is not None:
                                 out[key] = value
-                elif mode == _KEY_THEN_FINISH:
-                    value = second(data.get(first) if is_dict else None, scope)
-                    if value is not OMIT:
-                        out[key] = value
-                elif mode == _CONSTANT:
-                    out[key] = first
-                else:
-                    value = first(scope)
-                    if value is not OMIT:
-                        out[key] = value
+                    elif mode == _TWO_KEYS:
+                        if is_dict:
+                            value = data.get(first)
+                            if type(value) is dict:
+                                value = value.get(second)
+                                if value is not None:
+                                    out[key] = value
+                    elif mode == _KEY_THEN_FINISH:
+                        value = second(data.get(first) if is_dict else None, scope)
+                        if value is not OMIT:
+                            out[key] = value
+                    elif mode == _CONSTANT:
+                        out[key] = first
+                    else:
+                        value = first(scope)
+                        if value is not OMIT:
+                            out[key] = value
+                except TransformError as error:
+                    _collect_or_raise(error, scope)
             return out if out else OMIT
 
         return build_object
@@ -342,7 +607,7 @@ class MappingCompiler:
                     return self._inline(site, (key, _ONE_KEY, keys[0], None))
                 if keys is not None and len(keys) == 2:
                     return self._inline(site, (key, _TWO_KEYS, keys[0], keys[1]))
-            elif not isinstance(spec, dict):
+            elif not isinstance(spec, (dict, list)):
                 return self._inline(site, (key, _CONSTANT, spec, None))
             finished = self._finished_key(spec, site)
             if finished is not None:
@@ -377,6 +642,12 @@ class MappingCompiler:
             raise CompileError(
                 f"a field takes one source, but this one has {' and '.join(sources)}",
                 location=location,
+                field=site.field_name,
+            )
+        if "let" in spec and not ({"use", "fields", "each"} & set(spec)):
+            raise CompileError(
+                "'let' goes with fields, use or each: it names values for the fields below it",
+                location=self.where((*site.yaml_path, "let")),
                 field=site.field_name,
             )
         if ("from" in spec and not ({"use", "fields"} & set(spec))) or ("from" in spec and "each" in spec):
@@ -420,14 +691,24 @@ class MappingCompiler:
         if "template" in spec:
             text = spec["template"]
             return self._compile(text, (*site.yaml_path, "template"), site.field_name, template=True), text
+        rebase = (
+            self._expression(spec["from"], site.child("from", None), navigate=True)
+            if "from" in spec
+            else None
+        )
+        saved = self._visible
+        bind = self._lets(spec["let"], (*site.yaml_path, "let"), site.field_name) if "let" in spec else None
         body = (
             self._use(spec, site)
             if "use" in spec
             else self._object(spec["fields"], site.child("fields", None))
         )
-        if "from" not in spec:
+        self._visible = saved
+        if bind is not None:
+            unbound = body
+            body = lambda scope: unbound(bind(scope))  # noqa: E731
+        if rebase is None:
             return (lambda scope: _none_if_omit(body(scope))), "@"
-        rebase = self._expression(spec["from"], site.child("from", None), navigate=True)
         scope_label = self.expressions.source_label(spec["from"])
 
         def from_source(scope: Scope) -> Any:
@@ -468,10 +749,16 @@ class MappingCompiler:
         items_of = self._expression(label, site.child("each", None), navigate=True)
         element_site = _Site(site.yaml_path, (*site.static, ARRAY), site.target)
         element_spec = {key: spec[key] for key in ("fields", "path", "template", "use") if key in spec}
+        saved = self._visible
+        bind = self._lets(spec["let"], (*site.yaml_path, "let"), site.field_name) if "let" in spec else None
         if "fields" in element_spec:
             element = self._object(element_spec["fields"], element_site.child("fields", None))
         else:
             element = self._field(element_spec, element_site)
+        self._visible = saved
+        if bind is not None:
+            unbound = element
+            element = lambda scope: unbound(bind(scope))  # noqa: E731
         location = self.where((*site.yaml_path, "each"))
         field_name = site.field_name
         array_prefix = field_name + ARRAY
@@ -570,12 +857,21 @@ def _traced_reads(
         if trace is not None:
             for scope_name, chain in reads:
                 if scope_name == "root":
-                    base: tuple[str, ...] = ()
+                    base: tuple[str, ...] | None = ()
                 elif scope_name == "parent":
-                    base = scope_chain(scope.parent, label_chains) if scope.parent is not None else ()
-                else:
-                    base = scope_chain(scope, label_chains)
-                trace.reads.add(base + chain)
+                    base = (
+                        scope_chain(scope.parent, label_chains, trace.locate)
+                        if scope.parent is not None
+                        else ()
+                    )
+                elif scope_name == "this":
+                    base = scope_chain(scope, label_chains, trace.locate)
+                elif scope_name == "index":
+                    continue
+                else:  # a let name: where its value sits in the source, when it is a part of it
+                    base = trace.locate(scope.lets.get(scope_name))
+                if base is not None:
+                    trace.reads.add(base + chain)
         return evaluate(scope)
 
     return traced
@@ -585,6 +881,38 @@ def _record_default(field_name: str, scope: Scope) -> None:
     trace = ACTIVE.get()
     if trace is not None:
         trace.defaulted.add(runtime_field(field_name, scope))
+
+
+def _collect_or_raise(error: TransformError, scope: Scope) -> None:
+    """Raise ``error``, unless a collect() is running: then record it (with the array indices of where it
+    happened) and carry on without the field."""
+    sink = _COLLECT.get()
+    if sink is None:
+        raise error
+    if error.field and ARRAY in error.field:
+        error.field = runtime_field(error.field, scope)
+    sink.append(error)
+
+
+def _constant(value: Any) -> Callable[[Scope], Any]:
+    return lambda scope: value
+
+
+def _element_key(value: Any, scope: Scope, location: Location, target: str) -> str:
+    """A fan-out element's journal key: its ``key:`` value as text (an id keeps every digit)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or value == "":
+        raise TransformError(
+            "a fan-out key must be a string or a number",
+            location=location,
+            field=f"{target}[{scope.index}]",
+            source_path=scope.path() or None,
+            value=value,
+            has_value=True,
+            hint="key on an id of the element, such as key: id",
+        )
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _omit_null(evaluate: Evaluator) -> Callable[[Scope], Any]:

@@ -20,6 +20,7 @@ import jinja2.nodes
 import jmespath
 import jmespath.exceptions
 import jmespath.functions
+import jmespath.visitor
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ._errors import CompileError, Location, ShipmapError, TransformError
@@ -33,6 +34,11 @@ Label = str | Callable[["Scope"], str]  # a scope's place in the source, or how 
 SCOPE_NAMES = ("this", "parent", "root", "index")
 _SCOPE_PREFIX = re.compile(r"^\$(this|parent|root|index)(?=$|[.\[])")
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<body>(?:(?!\{\{|\}\}|\{%).)*)\}\}\s*$", re.S)
+# `$name` anywhere in a JMESPath expression: a scope name or a `let` name. JMESPath has no variables, so the
+# text is rewritten to a call of this placeholder, which the parsed tree then holds as a "variable" node.
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_VARIABLE_CALL = "_shipmap_variable_"
+_NO_LETS: dict[str, Any] = {}
 _BUILTIN_JMESPATH = {
     name[len("_func_") :] for name in dir(jmespath.functions.Functions) if name.startswith("_func_")
 }
@@ -44,16 +50,32 @@ class Scope:
     The source path is only built when an error needs it, so array items cost one small object each.
     """
 
-    __slots__ = ("data", "index", "label", "parent", "root")
+    __slots__ = ("data", "index", "label", "lets", "parent", "root")
+
+    lets: dict[str, Any]
 
     def __init__(
-        self, data: Any, parent: Scope | None, root: Any, label: Label = "", index: int | None = None
+        self,
+        data: Any,
+        parent: Scope | None,
+        root: Any,
+        label: Label = "",
+        index: int | None = None,
+        lets: dict[str, Any] | None = None,
     ) -> None:
         self.data = data
         self.parent = parent
         self.root = root
         self.label = label
         self.index = index
+        # The `let` values visible here: a scope sees its own and every enclosing scope's.
+        self.lets: dict[str, Any] = (
+            lets if lets is not None else (parent.lets if parent is not None else _NO_LETS)
+        )
+
+    def with_lets(self, lets: dict[str, Any]) -> Scope:
+        """The same place in the source, seeing ``lets`` too (its fields see them, its siblings do not)."""
+        return Scope(self.data, self.parent, self.root, self.label, self.index, lets)
 
     def label_text(self) -> str:
         label = self.label
@@ -65,14 +87,32 @@ class Scope:
         scope: Scope | None = self
         while scope is not None:
             label = scope.label_text()
+            absolute = label.startswith("$root")
+            if absolute:  # read from the document's top: the scopes around it are not on its path
+                label = label[len("$root") :].lstrip(".")
             if scope.index is not None:
                 parts.append(f"{label}[{scope.index}]")
             elif label:
                 parts.append(label)
+            if absolute:
+                break
             scope = scope.parent
         return ".".join(reversed(parts))
 
     def child_path(self, expression: str) -> str:
+        if expression.startswith("$"):
+            prefix = _SCOPE_PREFIX.match(expression)
+            if prefix is None:
+                return expression  # a let value: its own name is where it was read
+            rest = expression[prefix.end() :].lstrip(".")
+            name = prefix.group(1)
+            if name == "root":
+                return rest or "@"
+            if name == "parent" and self.parent is not None:
+                return self.parent.child_path(rest) if rest else self.parent.path() or "@"
+            if name == "this":
+                return self.child_path(rest) if rest else self.path() or "@"
+            return expression
         base = self.path()
         if not base:
             return expression
@@ -86,7 +126,9 @@ def _select_scope(scope: Scope, name: str) -> Any:
         return scope.root
     if name == "index":
         return scope.index
-    return _parent(scope)
+    if name == "parent":
+        return _parent(scope)
+    return scope.lets.get(name)
 
 
 _MAX_TEXT = 1_000_000  # characters (or items) one template operation may build
@@ -156,8 +198,24 @@ class _MappingSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.filters.update(center=_bounded_center, indent=_bounded_indent, replace=_bounded_replace)
+        self.filters.update(
+            center=_bounded_center,
+            indent=_bounded_indent,
+            replace=_bounded_replace,
+            selectattr=_selectattr,
+            rejectattr=_rejectattr,
+        )
         del self.filters["format"]  # printf widths build strings of any size; ~ and the functions suffice
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Source data are JSON: on an object, `x.items` is the key "items" (or undefined), never the dict's
+        # method of that name.
+        if type(obj) is dict:
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "%" and isinstance(left, str):
@@ -207,6 +265,56 @@ class _MappingSandbox(ImmutableSandboxedEnvironment):
         return super().call(__context, __obj, *args, **kwargs)
 
 
+def _attribute_or_undefined(environment: jinja2.Environment, item: Any, attribute: Any) -> Any:
+    """``item.a.b`` as Jinja's attribute getter reads it, except that a missing key is a plain (falsy,
+    non-raising) Undefined: selectattr('x', ...) on an element without x tests false, as in JMESPath."""
+    parts = attribute.split(".") if isinstance(attribute, str) else [attribute]
+    for part in parts:
+        key: Any = int(part) if isinstance(part, str) and part.isdigit() else part
+        if type(item) is dict:
+            if key not in item:
+                return jinja2.Undefined()
+            item = item[key]
+        else:
+            item = environment.getitem(item, key)
+            if isinstance(item, jinja2.Undefined):
+                return jinja2.Undefined()
+    return item
+
+
+def _select_by_attribute(context: Any, items: Any, args: tuple[Any, ...], keep: bool) -> Iterator[Any]:
+    if not args:
+        raise jinja2.exceptions.FilterArgumentError("selectattr/rejectattr need an attribute name")
+    environment = context.environment
+    attribute, *rest = args
+    test_name = rest[0] if rest else None
+    test_args = tuple(rest[1:])
+    for item in items:
+        value = _attribute_or_undefined(environment, item, attribute)
+        if test_name is None:
+            passed = bool(value)
+        else:
+            passed = bool(environment.call_test(test_name, value, test_args, None, context))
+        if passed == keep:
+            yield item
+
+
+@jinja2.pass_context
+def _selectattr(context: Any, items: Any, *args: Any) -> Iterator[Any]:
+    return _select_by_attribute(context, items, args, True)
+
+
+@jinja2.pass_context
+def _rejectattr(context: Any, items: Any, *args: Any) -> Iterator[Any]:
+    return _select_by_attribute(context, items, args, False)
+
+
+# Where every element has the key, these are Jinja's own filters; the fast template path (which steps aside
+# on a missing key) may stand in for them.
+_selectattr.same_when_keys_present = True  # type: ignore[attr-defined]
+_rejectattr.same_when_keys_present = True  # type: ignore[attr-defined]
+
+
 def _joined(separator: str, items: Iterable[Any]) -> Iterator[str]:
     for index, item in enumerate(items):
         if index:
@@ -224,6 +332,8 @@ class ExpressionCompiler:
         self.env = _MappingSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
         self.env.globals.clear()
         self.env.globals.update(functions.jinja_globals)
+        # Accumulating in a loop: {% set ns = namespace(total=0) %}{% set ns.total = ns.total + x %}.
+        self.env.globals["namespace"] = jinja2.utils.Namespace
         self.env.filters.update(functions.jinja_filters)
         self.used_lookups: set[str] = set()
         self.lookup_names = lookup_names
@@ -231,14 +341,21 @@ class ExpressionCompiler:
     # -- entry point --------------------------------------------------------------------------------------
 
     def compile(
-        self, text: str, location: Location, field: str, *, template: bool | None = None
+        self,
+        text: str,
+        location: Location,
+        field: str,
+        *,
+        template: bool | None = None,
+        names: frozenset[str] = frozenset(),
     ) -> Evaluator:
-        """``text`` as a template if it holds ``{{``/``{%`` (or ``template`` says so), else as JMESPath."""
+        """``text`` as a template if it holds ``{{``/``{%`` (or ``template`` says so), else as JMESPath.
+        ``names``: the `let` names visible where the expression stands."""
         is_template = ("{{" in text or "{%" in text) if template is None else template
         try:
             if is_template:
-                return self.compile_template(text, location, field)
-            return self.compile_jmespath(text, location, field)
+                return self.compile_template(text, location, field, names)
+            return self.compile_jmespath(text, location, field, names)
         except RecursionError:
             # Parsers, the vetting walk and Jinja's code generator all recurse over the expression.
             raise CompileError(
@@ -290,33 +407,39 @@ class ExpressionCompiler:
         expression = text.strip()
         scope_name = "this"
         prefix = _SCOPE_PREFIX.match(expression)
-        if prefix:
+        if prefix and not _variables(expression[prefix.end() :]):
             scope_name = prefix.group(1)
             expression = expression[prefix.end() :].lstrip(".")
             if scope_name == "index":
                 return []
             if not expression:
                 return [(scope_name, ())]
+        elif _variables(expression):
+            rewritten, _ = _rewrite_variables(expression)
+            reads: list[tuple[str, tuple[str, ...]]] = []
+            for chain in jmespath_reads(_bind_variables(jmespath.compile(rewritten).parsed)):
+                if chain and chain[0].startswith("$"):
+                    reads.append((chain[0][1:], chain[1:]))
+                else:
+                    reads.append(("this", chain))
+            return reads
         return [(scope_name, chain) for chain in jmespath_reads(jmespath.compile(expression).parsed)]
 
     # -- JMESPath -------------------------------------------------------------------------------------------
 
-    def compile_jmespath(self, text: str, location: Location, field: str) -> Evaluator:
+    def compile_jmespath(
+        self, text: str, location: Location, field: str, names: frozenset[str] = frozenset()
+    ) -> Evaluator:
         scope_name = "this"
         expression = text.strip()
         prefix = _SCOPE_PREFIX.match(expression)
+        if _variables(expression[prefix.end() :] if prefix else expression):
+            return self._compile_with_variables(text, location, field, names)
         if prefix:
             scope_name = prefix.group(1)
             expression = expression[prefix.end() :].lstrip(".")
             if not expression:
                 return self._whole_scope(scope_name)
-        elif "$" in expression and not _in_literal(expression, expression.index("$")):
-            raise CompileError(
-                "'$' may only start an expression, as $root, $parent, $this or $index",
-                location=location,
-                field=field,
-                hint="to mix scopes in one expression, use a template: '{{ root.id ~ \"-\" ~ this.sku }}'",
-            )
         if not expression:
             raise CompileError(
                 "an empty expression",
@@ -361,6 +484,62 @@ class ExpressionCompiler:
             data = scope.data if scope_name == "this" else _select_scope(scope, scope_name)
             try:
                 return search(data, options=options)
+            except FunctionError as error:
+                raise TransformError(
+                    str(error), location=location, field=field, source_path=scope.child_path(label)
+                ) from None
+            except jmespath.exceptions.JMESPathError as error:
+                raise TransformError(
+                    f"JMESPath: {error}", location=location, field=field, source_path=scope.child_path(label)
+                ) from None
+            except RecursionError:
+                raise TransformError(
+                    "the source is nested too deeply for this expression",
+                    location=location,
+                    field=field,
+                    source_path=scope.child_path(label),
+                ) from None
+
+        return evaluate
+
+    def _compile_with_variables(
+        self, text: str, location: Location, field: str, names: frozenset[str]
+    ) -> Evaluator:
+        """An expression that names ``$root``, ``$parent``, ``$this``, ``$index`` or a `let` name anywhere,
+        as in ``find($root.products, 'id', product_id)``. Run by JMESPath's interpreter, which reads each
+        variable node from the scope."""
+        expression = text.strip()
+        lead = len(text) - len(text.lstrip())
+        known = set(SCOPE_NAMES) | names
+        for match in _variables(expression):
+            if match.group(1) not in known:
+                close = difflib.get_close_matches(match.group(1), sorted(known), n=1)
+                raise CompileError(
+                    f"unknown variable '${match.group(1)}'",
+                    location=_shift(location, lead + match.start()),
+                    field=field,
+                    hint=(f"did you mean '${close[0]}'? " if close else "")
+                    + "an expression sees $this, $parent, $root, $index and the names of the let: blocks "
+                    "around it",
+                )
+        rewritten, moved = _rewrite_variables(expression)
+        try:
+            parsed = jmespath.compile(rewritten)
+        except jmespath.exceptions.ParseError as error:
+            offset = _original_offset(getattr(error, "lex_position", 0) or 0, moved)
+            raise CompileError(
+                f"JMESPath syntax error: {_parse_message(error)}",
+                location=_shift(location, offset + lead),
+                field=field,
+            ) from None
+        tree = _bind_variables(parsed.parsed)
+        self._check_functions(tree, location, field)
+        options = self._options
+        label = expression
+
+        def evaluate(scope: Scope) -> Any:
+            try:
+                return _ScopedInterpreter(options, scope).visit(tree, scope.data)
             except FunctionError as error:
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.child_path(label)
@@ -456,7 +635,9 @@ class ExpressionCompiler:
 
     # -- Jinja ----------------------------------------------------------------------------------------------
 
-    def compile_template(self, text: str, location: Location, field: str) -> Evaluator:
+    def compile_template(
+        self, text: str, location: Location, field: str, names: frozenset[str] = frozenset()
+    ) -> Evaluator:
         single = _SINGLE_EXPRESSION.match(text)
         source = single.group("body") if single else text
         try:
@@ -468,7 +649,7 @@ class ExpressionCompiler:
                 location=_down(location, (error.lineno or 1) - 1),
                 field=field,
             ) from None
-        self._vet_template(ast, location, field)
+        self._vet_template(ast, location, field, names)
         run = self._renderer(source, ast, single is not None)
 
         def evaluate(scope: Scope) -> Any:
@@ -522,6 +703,8 @@ class ExpressionCompiler:
                 "root": scope.root,
                 "index": scope.index,
             }
+            if scope.lets:
+                here.update(scope.lets)
             return new_context(here, shared=True)
 
         def run_single(scope: Scope) -> Any:
@@ -546,7 +729,9 @@ class ExpressionCompiler:
 
         return run_fast
 
-    def _vet_template(self, ast: jinja2.nodes.Template, location: Location, field: str) -> None:
+    def _vet_template(
+        self, ast: jinja2.nodes.Template, location: Location, field: str, names: frozenset[str] = frozenset()
+    ) -> None:
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
             name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _const(getattr(node, "arg", None))
             if isinstance(name, str) and name.startswith("_"):
@@ -573,7 +758,7 @@ class ExpressionCompiler:
                     field=field,
                     hint="a template sees this, parent, root, index and the functions",
                 )
-        known = set(SCOPE_NAMES) | set(self.env.globals)
+        known = set(SCOPE_NAMES) | set(self.env.globals) | names
         for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
             if name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -582,7 +767,7 @@ class ExpressionCompiler:
                     location=location,
                     field=field,
                     hint=(f"did you mean '{close[0]}'? " if close else "")
-                    + "a template sees this, parent, root, index and the functions",
+                    + "a template sees this, parent, root, index, the let: names around it and the functions",
                 )
         for call in ast.find_all(jinja2.nodes.Call):
             if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "lookup" and call.args:
@@ -780,3 +965,57 @@ def _path_getter(steps: list[str | int]) -> Callable[[Any], Any]:
         return data
 
     return get
+
+
+class _ScopedInterpreter(jmespath.visitor.TreeInterpreter):  # type: ignore[misc]  # jmespath ships no types
+    """JMESPath's interpreter, reading the "variable" nodes of a rewritten expression from one scope."""
+
+    def __init__(self, options: jmespath.Options, scope: Scope) -> None:
+        super().__init__(options)
+        self._scope = scope
+
+    def visit_variable(self, node: dict[str, Any], value: Any) -> Any:
+        return _select_scope(self._scope, node["value"])
+
+
+def _variables(expression: str) -> list[re.Match[str]]:
+    """The ``$name`` of ``expression`` that are not inside a quoted or backtick literal."""
+    if "$" not in expression:
+        return []
+    return [m for m in _VARIABLE.finditer(expression) if not _in_literal(expression, m.start())]
+
+
+def _rewrite_variables(expression: str) -> tuple[str, list[tuple[int, int]]]:
+    """``expression`` with each ``$name`` as a placeholder call, and (position in the new text, shift) of
+    each rewrite so that a parse error's position can be mapped back."""
+    pieces: list[str] = []
+    moved: list[tuple[int, int]] = []
+    last = 0
+    length = 0
+    for match in _variables(expression):
+        pieces.append(expression[last : match.start()])
+        length += match.start() - last
+        call = f"{_VARIABLE_CALL}('{match.group(1)}')"
+        pieces.append(call)
+        length += len(call)
+        moved.append((length, len(call) - (match.end() - match.start())))
+        last = match.end()
+    pieces.append(expression[last:])
+    return "".join(pieces), moved
+
+
+def _original_offset(position: int, moved: list[tuple[int, int]]) -> int:
+    return position - sum(shift for end, shift in moved if end <= position)
+
+
+def _bind_variables(node: Any) -> Any:
+    """A copy of a parsed tree with each placeholder call replaced by a ``variable`` node."""
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "function_expression" and node.get("value") == _VARIABLE_CALL:
+        (argument,) = node["children"]
+        return {"type": "variable", "value": argument["value"], "children": []}
+    copied = dict(node)
+    if "children" in node:
+        copied["children"] = [_bind_variables(child) for child in node["children"]]
+    return copied

@@ -213,7 +213,7 @@ _MAX_ADJUSTED_EXPONENT: Final = 308  # float's range; also keeps int() of "1e999
 _NUMBER_EXPECTED: Final = 'a number or numeric text such as "14.99"'
 
 
-def _decimal_from_text(text: str, expected: str) -> Decimal:
+def decimal_from_text(text: str, expected: str) -> Decimal:
     stripped = text.strip()
     if _NUMBER_TEXT.fullmatch(stripped) is None:
         raise _fail(expected, text)
@@ -226,7 +226,7 @@ def _decimal_from_text(text: str, expected: str) -> Decimal:
     return number
 
 
-def _decimal_result(number: Decimal) -> int | float:
+def decimal_result(number: Decimal) -> int | float:
     """int when integral (so "15.00" becomes 15), else the float nearest the exact decimal."""
     if number == number.to_integral_value():
         return int(number)
@@ -250,7 +250,7 @@ def coerce_number(value: Any) -> int | float | None:
         # repr(float) round-trips, so float(Decimal(repr(value))) == value: nothing to convert.
         return int(value) if value.is_integer() else value
     if isinstance(value, str):
-        return _decimal_result(_decimal_from_text(value, _NUMBER_EXPECTED))
+        return decimal_result(decimal_from_text(value, _NUMBER_EXPECTED))
     raise _fail(_NUMBER_EXPECTED, value)
 
 
@@ -270,7 +270,7 @@ def coerce_integer(value: Any) -> int | None:
             return int(value)
         raise _fail("a whole number", value)
     if isinstance(value, str):
-        number = _decimal_from_text(value, _INTEGER_EXPECTED)
+        number = decimal_from_text(value, _INTEGER_EXPECTED)
         if number == number.to_integral_value():
             return int(number)
         raise _fail("a whole number", value)
@@ -395,7 +395,7 @@ def _fn_sum(array: Any) -> int | float:
             number = Decimal(repr(element))
         elif isinstance(element, str):
             try:
-                number = _decimal_from_text(element, "an array of numbers or numeric text")
+                number = decimal_from_text(element, "an array of numbers or numeric text")
             except FunctionError as error:
                 raise FunctionError(f"{error.message} at index {index}") from None
         else:
@@ -403,7 +403,7 @@ def _fn_sum(array: Any) -> int | float:
         fraction = number if fraction is None else fraction + number
     if fraction is None:
         return whole
-    return _decimal_result(fraction + whole)
+    return decimal_result(fraction + whole)
 
 
 def _fail_element(expected: str, element: Any, index: int) -> FunctionError:
@@ -692,8 +692,13 @@ class _Bound:
         return _aware(value, tz).date().isoformat()
 
     def lookup(self, table: Any, value: Any) -> Any:
+        if isinstance(table, dict):  # an object built by index_by/group_by: its entry for value, or null
+            from ._joins import join_key
+
+            key = join_key(value)
+            return None if key is None else table.get(key)
         if not isinstance(table, str):
-            raise _fail("a lookup table name", table)
+            raise _fail("a lookup table name, or an object from index_by()", table)
         found = self._lookups.get(table)
         if found is None:
             known = ", ".join(sorted(self._lookups)[:20]) or "none"
@@ -781,6 +786,17 @@ _SPECS: Final[Mapping[str, FunctionSpec]] = types.MappingProxyType(
             FunctionSpec("count", ("array",)),
             FunctionSpec("coalesce", ("value",), variadic=True),
             FunctionSpec("lookup", ("table", "value"), value_first=False),
+            FunctionSpec("find", ("array", "key", "value")),
+            FunctionSpec("index_by", ("array", "key")),
+            FunctionSpec("group_by", ("array", "key")),
+            FunctionSpec("add", ("a", "b")),
+            FunctionSpec("subtract", ("a", "b")),
+            FunctionSpec("multiply", ("a", "b")),
+            FunctionSpec("divide", ("a", "b")),
+            FunctionSpec("round", ("value",), ("places",)),
+            FunctionSpec("split_name", ("full",)),
+            FunctionSpec("unescape_html", ("s",)),
+            FunctionSpec("strip_html", ("s",)),
         )
     }
 )
@@ -900,9 +916,12 @@ class FunctionSet:
         self.context = context
         bound = _Bound(context)
         impls: dict[str, Callable[..., Any]] = dict(_PURE)
+        impls.update(_MORE)
         impls.update(
             datetime=bound.datetime, datetime_in=bound.datetime_in, date=bound.date, lookup=bound.lookup
         )
+        joins = Joins()  # its index cache belongs to this mapping
+        impls.update(find=joins.find, index_by=joins.index_by, group_by=joins.group_by)
         self._callables: dict[str, Callable[..., Any]] = {
             name: _checked(spec, impls[name]) for name, spec in _SPECS.items()
         }
@@ -929,3 +948,22 @@ class FunctionSet:
         if function is None:
             raise FunctionError(f"unknown function {name}()")
         return function(*args)
+
+
+# Builtins that live in their own modules (they import FunctionError and the number helpers from here).
+from ._arithmetic import add, divide, multiply, round_number, subtract  # noqa: E402
+from ._joins import Joins  # noqa: E402
+from ._text import split_name, strip_html, unescape_html  # noqa: E402
+
+_MORE: Final[Mapping[str, Callable[..., Any]]] = types.MappingProxyType(
+    {
+        "add": add,
+        "subtract": subtract,
+        "multiply": multiply,
+        "divide": divide,
+        "round": round_number,
+        "split_name": split_name,
+        "unescape_html": unescape_html,
+        "strip_html": strip_html,
+    }
+)

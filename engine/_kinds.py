@@ -216,6 +216,16 @@ class TargetKind:
             node = props[part]
         return True
 
+    def refuses_unknown(self, parts: tuple[str | int, ...]) -> bool:
+        """Whether the object holding the field at ``parts`` refuses keys it does not declare: then an unknown
+        field there is an error (the payload fails its contract); elsewhere it is a warning."""
+        node: Any = self.inlined
+        for part in parts[:-1]:
+            node = node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
+            if not isinstance(node, dict):
+                return False
+        return node.get("additionalProperties", True) is False
+
     def required_children(self, parts: tuple[str | int, ...]) -> tuple[str, ...]:
         """The required field names of the object at ``parts`` (an int part steps into array items)."""
         node: Any = self.inlined

@@ -7,6 +7,7 @@ import os
 import threading
 import zoneinfo
 from collections.abc import Iterable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,22 @@ from ._functions import FunctionSet, lookup_key
 from ._trace import ACTIVE, Trace, unread_paths
 from ._yaml import LocatedDocument, load_located
 
-__all__ = ["CompiledMapping", "load_mapping", "parse_mapping", "resolve_mapping_path"]
+__all__ = ["CompiledMapping", "Output", "load_mapping", "parse_mapping", "resolve_mapping_path"]
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One payload of one source document: its target, and for a fan-out target (``each:``) the element's
+    key (its ``key:`` value as text, else its position). ``label`` names it: ``shipment`` or ``shipment[42]``."""
+
+    target: str
+    payload: dict[str, Any]
+    element: str | None = None
+    source: Any = None  # a fan-out element's own source data (what its delivery is keyed by)
+
+    @property
+    def label(self) -> str:
+        return self.target if self.element is None else f"{self.target}[{self.element}]"
 
 
 class CompiledMapping:
@@ -70,20 +86,36 @@ class CompiledMapping:
     def transform(
         self, source: Any, *, validate: bool = True, targets: Iterable[str] | None = None
     ) -> dict[str, dict[str, Any]]:
-        """Map one source document: ``{target name: payload}`` for every target whose ``when`` holds.
+        """Map one source document: ``{label: payload}`` for every payload it gives. The label is the target
+        name, and for a fan-out target (``each:``) ``name[key]`` per element (see :class:`Output`).
 
         Raises :class:`TransformError` for a field that fails and, with ``validate``,
         :class:`PayloadValidationError` for a payload that breaks its kind's contract.
         """
+        return {
+            output.label: output.payload
+            for output in self.outputs(source, validate=validate, targets=targets)
+        }
+
+    def outputs(
+        self, source: Any, *, validate: bool = True, targets: Iterable[str] | None = None
+    ) -> list[Output]:
+        """Every payload of one source document, in target order, fan-out elements in array order."""
         chosen = self._compiled.values() if targets is None else [self.target(name) for name in targets]
-        result: dict[str, dict[str, Any]] = {}
+        result: list[Output] = []
         for target in chosen:
-            payload = target.produce(source)
-            if payload is None:
+            if not target.fans_out:  # the common case, without the list
+                payload = target.produce(source)
+                if payload is not None:
+                    if validate:
+                        target.validate(payload)
+                    result.append(Output(target.name, payload))
                 continue
-            if validate:
-                target.validate(payload)
-            result[target.name] = payload
+            for element, payload, data in target.elements(source):
+                output = Output(target.name, payload, element, data)
+                if validate:
+                    target.validate(payload, label=output.label)
+                result.append(output)
         return result
 
     def trace(self, source: Any) -> Trace:
@@ -97,12 +129,12 @@ class CompiledMapping:
                 ).build()[4]
                 self._traced = {target.name: target for target in traced}
         trace = Trace()
+        trace.index(source)
         token = ACTIVE.set(trace)
         try:
             for target in self._traced.values():
-                payload = target.produce(source)
-                if payload is not None:
-                    trace.payloads[target.name] = payload
+                for element, payload in target.produce_all(source):
+                    trace.payloads[Output(target.name, payload, element).label] = payload
         finally:
             ACTIVE.reset(token)
         trace.unread = unread_paths(source, trace.reads)
@@ -122,11 +154,15 @@ class CompiledMapping:
                 for key in sorted(keys):
                     child = (*static, key)
                     if not target.kind.is_known_field((*parts, key)):
+                        # One rule in validate and preview (the README's): an error where the kind's
+                        # contract refuses keys it does not declare, a warning where it accepts them.
+                        refused = target.kind.refuses_unknown((*parts, key))
                         problems.append(
                             Problem(
                                 field=static_field_name(name, child),
                                 message=f"is not a field of {target.kind.name}",
                                 location=target.where(child),
+                                severity="error" if refused else "warning",
                             )
                         )
                 for required in target.kind.required_children(parts):

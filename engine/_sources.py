@@ -233,6 +233,38 @@ def _excerpt(text: str) -> str:
     return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
 
 
+def read_input(path: str | os.PathLike[str]) -> Any:
+    """One input file as preview, test and init read it: a JSON document is that document; a JSON array or
+    an NDJSON file (several documents) is the list of them, so ``select: "[0]"`` picks one. A record that is
+    not JSON raises :class:`SourceError` with its file and line."""
+    documents = list(read_documents(path))
+    if not documents:
+        raise SourceError(f"{path} holds no JSON document", location=Location(str(path), 1, 1))
+    for document in documents:
+        document.unwrap()
+    one_document = Path(path).suffix.lower() not in NDJSON_SUFFIXES and not documents[0].origin.endswith("]")
+    if len(documents) == 1 and one_document:
+        return documents[0].document
+    return [document.document for document in documents]
+
+
+def read_named(files: Iterable[tuple[str, str | os.PathLike[str]]]) -> dict[str, Any]:
+    """An event of several named documents, ``{name: document}``, each read by :func:`read_input` (an array
+    response such as a product list stays an array). The mapping reads them as ``$root.name``. This is also
+    the shape ``shipmap serve`` hands the runtime after fetching enrichment documents."""
+    event: dict[str, Any] = {}
+    for name, path in files:
+        if not name.isidentifier():
+            raise SourceError(
+                f"document name {name!r} must be a plain name (letters, digits, _)",
+                location=Location(str(path), 1, 1),
+            )
+        if name in event:
+            raise SourceError(f"document {name!r} is given twice", location=Location(str(path), 1, 1))
+        event[name] = read_input(path)
+    return event
+
+
 def estimate_total(sources: Sequence[str | os.PathLike[str]]) -> int | None:
     """How many events the inputs hold, when cheap to know (NDJSON line counts), for a progress bar."""
     total = 0

@@ -690,7 +690,9 @@ class _Generator:
         function = self.env.filters.get(name)
         if function is None:
             raise _Refused
-        if name in _OWN_FILTERS and function is jinja2.filters.FILTERS.get(name):
+        if name in _OWN_FILTERS and (
+            function is jinja2.filters.FILTERS.get(name) or getattr(function, "same_when_keys_present", False)
+        ):
             return self.own_filter(node)
         if name in self.functions and function is self.functions[name] and not node.kwargs:
             called = self.plain_function(function, name, 1 + len(node.args))

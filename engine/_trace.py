@@ -4,7 +4,7 @@ so ordinary transforms pay nothing for it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 ARRAY = "[]"
 Chain = tuple[str, ...]
+_JOINS = frozenset({"find", "index_by", "group_by"})
 
 
 @dataclass
@@ -26,6 +27,25 @@ class Trace:
     defaulted: set[str] = field(default_factory=set)
     reads: set[Chain] = field(default_factory=set)
     unread: list[str] = field(default_factory=list)
+    # id() of every object and array of the source -> its chain: where a let value or a re-rooted scope is.
+    places: dict[int, Chain] = field(default_factory=dict)
+
+    def index(self, source: Any) -> None:
+        pending: list[tuple[Any, Chain]] = [(source, ())]
+        while pending:
+            value, chain = pending.pop()
+            if isinstance(value, dict):
+                self.places.setdefault(id(value), chain)
+                pending.extend((child, (*chain, str(key))) for key, child in value.items())
+            elif isinstance(value, list):
+                self.places.setdefault(id(value), chain)
+                pending.extend((child, (*chain, ARRAY)) for child in value)
+
+    def locate(self, value: Any) -> Chain | None:
+        """The chain of a part of the source (an object or array), or None for anything else."""
+        if isinstance(value, (dict, list)):
+            return self.places.get(id(value))
+        return None
 
     @property
     def read(self) -> set[str]:
@@ -46,12 +66,20 @@ def join(chain: Chain) -> str:
     return text
 
 
-def scope_chain(scope: Scope, chains: dict[str, Chain]) -> Chain:
+def scope_chain(
+    scope: Scope, chains: dict[str, Chain], locate: Callable[[Any], Chain | None] | None = None
+) -> Chain:
     """The normalized source path of a scope: each from/each expression by its chain, each index as []."""
     parts: list[Chain] = []
     current: Scope | None = scope
     while current is not None:
         label = current.label_text()
+        if label.startswith("$") and locate is not None:
+            # Re-rooted on a variable ($product, $root.shipments): found by where the data sits.
+            found = locate(current.data)
+            if found is not None:
+                parts.append(found)
+                break
         if label:
             base = chains.get(label) or _text_chain(label)
             parts.append(base + ((ARRAY,) if current.index is not None else ()))
@@ -124,6 +152,15 @@ def jmespath_reads(node: Any) -> list[Chain]:
         return [()]
     if kind in ("literal", "index", "slice"):
         return []
+    if kind == "variable":  # $root, $parent, a let name: the reader sorts these out by their first step
+        return [(f"${node['value']}",)]
+    if kind == "function_expression" and node["value"] in _JOINS and len(children) >= 2:
+        # A join reads the key of each element, not the whole array it searches.
+        key = children[1]
+        if key.get("type") == "literal" and isinstance(key.get("value"), str):
+            heads = [_element(chain) for chain in (jmespath_reads(children[0]) or [()])]
+            keyed = [head + tuple(key["value"].split(".")) for head in heads]
+            return keyed + [chain for child in children[2:] for chain in jmespath_reads(child)]
     if kind in ("subexpression", "pipe"):
         chains: list[Chain] = [()]
         for child in children:

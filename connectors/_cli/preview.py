@@ -13,21 +13,45 @@ from shipmap.connectors._parallel import ordered_map
 from shipmap.engine import (
     CompiledMapping,
     CompiledTarget,
+    Location,
+    MappingError,
     PayloadValidationError,
     ShipmapError,
     SourceDocument,
     SourceError,
     load_mapping,
+    read_named,
 )
 from shipmap.engine._chunks import SourceChunk, read_chunks
 
-from ._output import BOLD, CHUNK_LINES, DIM, RED, add_jobs_argument, dump_json, err, paint, use_color
+from ._output import (
+    BOLD,
+    CHUNK_LINES,
+    DIM,
+    RED,
+    YELLOW,
+    add_jobs_argument,
+    dump_json,
+    err,
+    paint,
+    use_color,
+)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mapping", help="mapping file, or a packaged mapping such as shopify/order")
     parser.add_argument(
-        "source", help="a JSON file, an NDJSON file (one preview per line), a directory, or - for stdin"
+        "source",
+        nargs="?",
+        help="a JSON file (a document, or an array of documents), an NDJSON file (one preview per line), "
+        "a directory, or - for stdin",
+    )
+    parser.add_argument(
+        "--doc",
+        action="append",
+        metavar="NAME=FILE",
+        help="one named document of an event (repeatable): the mapping reads it as $root.NAME "
+        "(instead of SOURCE; see docs/mapping-language.md, several documents per event)",
     )
     parser.add_argument("--target", action="append", help="only this target (repeatable)")
     parser.add_argument("--json", action="store_true", help="plain JSON on stdout, even on a terminal")
@@ -39,9 +63,26 @@ def run(args: argparse.Namespace) -> int:
     targets = args.target or [target.name for target in mapping.targets]
     for name in targets:
         mapping.target(name)  # an unknown --target fails here, before anything is read
+    _warn_unknown_fields(mapping, targets)
     pretty = not args.json and sys.stdout.isatty()
     color = pretty and use_color(sys.stdout)
     err_color = use_color(sys.stderr)
+    if args.doc:
+        if args.source is not None:
+            err("give either SOURCE or --doc NAME=FILE, not both")
+            return MappingError.exit_code
+        try:
+            named = _named_files(args.doc)
+            event = SourceDocument("+".join(name for name, _ in named), document=read_named(named))
+        except ShipmapError as error:
+            err(paint(error.render(), RED, err_color))
+            return error.exit_code
+        return _write(
+            _preview_chunk(_Settings(mapping, tuple(targets), pretty, color, err_color, False), [event])
+        )
+    if args.source is None:
+        err("give a SOURCE file, or the event's named documents with --doc NAME=FILE")
+        return MappingError.exit_code
     chunks = read_chunks(args.source, stdin=_stdin(), lines=CHUNK_LINES)
     first = _first_documents(chunks)
     if first is None:
@@ -56,6 +97,26 @@ def run(args: argparse.Namespace) -> int:
         for rendered in ordered_map(_preview_lines, settings, rest, jobs=args.jobs):
             worst = max(worst, _write(rendered))
     return worst
+
+
+def _warn_unknown_fields(mapping: CompiledMapping, targets: list[str]) -> None:
+    """Unknown target fields the kind's contract accepts are warnings, as in validate (the ones it refuses
+    fail the payload's validation, as they fail validate)."""
+    color = use_color(sys.stderr)
+    for problem in mapping.lint():
+        known_target = problem.field.split(".")[0] in targets
+        if problem.severity == "warning" and known_target and "is not a field" in problem.message:
+            err(paint(f"{problem.location}: warning: {problem.field} {problem.message}", YELLOW, color))
+
+
+def _named_files(specs: list[str]) -> list[tuple[str, str]]:
+    named = []
+    for spec in specs:
+        name, equals, path = spec.partition("=")
+        if not equals or not name or not path:
+            raise SourceError(f"--doc takes NAME=FILE, got {spec!r}", location=Location(spec, 1, 1))
+        named.append((name.strip(), path.strip()))
+    return named
 
 
 def _stdin() -> Any:
@@ -121,38 +182,41 @@ def _preview(
     except ShipmapError as error:
         lines.append(("err", paint(error.render(), RED, err_color)))
         return error.exit_code
-    result: dict[str, dict[str, Any]] = {}
+    result: dict[str, tuple[CompiledTarget, dict[str, Any]]] = {}
     code = 0
+    where = paint(f"{document.origin}: ", DIM, err_color)
     for target in targets:
-        try:
-            payload = target.produce(source)
-        except ShipmapError as error:
-            lines.append(("err", paint(f"{document.origin}: ", DIM, err_color) + error.render()))
-            code = max(code, error.exit_code)
+        # Every problem of the document at once: the reference gathers each failing field, and a target (or
+        # fan-out element) that failed prints nothing on stdout.
+        produced, errors = target.collect(source)
+        for failure in errors:
+            lines.append(("err", where + failure.render()))
+            code = max(code, failure.exit_code)
+        if not produced and not errors:
+            skipped = f"{target.name}: skipped ({target.skip_reason(source)})"
+            lines.append(("err", paint(skipped, DIM, err_color)))
             continue
-        if payload is None:
-            if pretty:
-                lines.append(
-                    ("err", paint(f"{target.name}: skipped (its 'when' guard does not hold)", DIM, err_color))
-                )
-            continue
-        result[target.name] = payload
-        problems = target.problems(payload)
-        if problems:
-            lines.append(("err", PayloadValidationError(target.name, target.kind.name, problems).render()))
-            code = max(code, PayloadValidationError.exit_code)
+        for element, payload in produced:
+            label = target.name if element is None else f"{target.name}[{element}]"
+            problems = target.problems(payload)
+            if problems:
+                invalid = PayloadValidationError(label, target.kind.name, problems).render()
+                lines.append(("err", where + invalid))
+                code = max(code, PayloadValidationError.exit_code)
+                continue
+            result[label] = (target, payload)
     if pretty:
-        for name, payload in result.items():
-            target = next(t for t in targets if t.name == name)
+        for label, (target, payload) in result.items():
             try:
                 route = f"{target.kind.route.method} {target.kind.route.render(payload)}"
             except KeyError as missing:
                 route = f"{target.kind.route.method} {target.kind.route.path} (no value for {missing})"
-            header = f"{name} ({target.kind.name}) -> {route}"
+            header = f"{label} ({target.kind.name}) -> {route}"
             if many:
                 header = f"{document.origin}: {header}"
             lines.append(("out", paint(header, BOLD, color)))
             lines.append(("out", dump_json(payload, pretty=True, color=color)))
-    else:
-        lines.append(("out", dump_json(result, pretty=not many)))
+    elif result:
+        payloads = {label: payload for label, (_, payload) in result.items()}
+        lines.append(("out", dump_json(payloads, pretty=not many)))
     return code

@@ -33,6 +33,7 @@ from shipmap.engine import (
     ShipmapError,
     SourceError,
     load_mapping,
+    read_input,
     resolve_mapping_path,
 )
 
@@ -45,7 +46,9 @@ VALUE_PREVIEW = 80
 MAX_CASES_BYTES = 2 * 1024 * 1024
 CASES_PER_TASK = 32  # a suite of more cases than this runs in a --jobs pool
 
-_CASE_KEYS = ("name", "description", "source", "select", "expect", "match", "skipped", "absent", "error")
+_CASE_KEYS = (
+    "name", "description", "source", "documents", "select", "expect", "match", "skipped", "absent", "error"
+)  # fmt: skip
 _FILE_KEYS = ("mapping", "description", "cases")
 _ERROR_KEYS = ("type", "target", "field", "message", "source_path")
 _MISSING: Any = object()
@@ -206,6 +209,7 @@ class Case:
     location: Location
     source: Any  # the document itself, or a Path to read it from
     select: str | None = None
+    documents: dict[str, Any] | None = None  # named documents (each a document or a Path): the event
     expect: dict[str, Any] = field(default_factory=dict)
     exact: set[str] = field(default_factory=set)
     skipped: list[str] = field(default_factory=list)
@@ -291,9 +295,21 @@ def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise fail("a case needs a 'name'")
-    if "source" not in item:
-        raise fail(f"case {name!r} needs a 'source': a file path (relative to the cases file) or a document")
-    source = item["source"]
+    documents = item.get("documents")
+    if documents is not None:
+        if "source" in item:
+            raise fail("a case takes 'source' or 'documents', not both", "documents")
+        if not isinstance(documents, dict) or not documents:
+            raise fail("'documents' maps document names to files (or inline documents)", "documents")
+        documents = {
+            str(key): base / value if isinstance(value, str) else value for key, value in documents.items()
+        }
+    elif "source" not in item:
+        raise fail(
+            f"case {name!r} needs a 'source': a file path (relative to the cases file) or a document, "
+            "or 'documents': named documents"
+        )
+    source = item.get("source")
     if isinstance(source, str):
         source = base / source
     select = item.get("select")
@@ -328,7 +344,7 @@ def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -
         errors.append({key: str(value) for key, value in expected.items()})
     if not (expect or skipped or absent or errors):
         raise fail(f"case {name!r} checks nothing: give it expect, skipped, absent or error")
-    return Case(name, location, source, select, expect, exact, skipped, absent, errors)
+    return Case(name, location, source, select, documents, expect, exact, skipped, absent, errors)
 
 
 def _strings(value: Any, fail: Any) -> list[str]:
@@ -421,7 +437,9 @@ def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
         result.messages.extend(error.render().splitlines())
         return result
     names = [target.name for target in mapping.targets]
-    for name in [*case.expect, *case.skipped, *(path.split(".")[0].split("[")[0] for path in case.absent)]:
+    # A fan-out target's payloads are labelled name[key] (expect: {"shipment[7]": …}).
+    for label in [*case.expect, *case.skipped, *(path.split(".")[0] for path in case.absent)]:
+        name = label.split("[")[0]
         if name not in names:
             result.messages.append(f"{name}: the mapping has no such target (it has {', '.join(names)})")
     if result.messages:
@@ -432,17 +450,19 @@ def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
     for name in names:
         target = mapping.target(name)
         try:
-            payload = target.produce(source)
+            produced = target.produce_all(source)
         except ShipmapError as error:
             failures[name] = error
             continue
-        if payload is None:
+        if not produced:
             skipped.add(name)
             continue
-        payloads[name] = payload
-        problems = target.problems(payload)
-        if problems:
-            failures[name] = PayloadValidationError(name, target.kind.name, problems)
+        for element, payload in produced:
+            label = name if element is None else f"{name}[{element}]"
+            payloads[label] = payload
+            problems = target.problems(payload)
+            if problems:
+                failures[label] = PayloadValidationError(label, target.kind.name, problems)
     _check_errors(case, failures, result)
     for name in case.skipped:
         if name in payloads:
@@ -453,9 +473,13 @@ def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
             result.messages.append(f"{name}: expected to be skipped, but it failed (see above)")
     for name, expected in case.expect.items():
         if name in skipped:
-            result.messages.append(f"{name}: expected a payload, but its 'when' guard did not hold (skipped)")
+            reason = mapping.target(name).skip_reason(source)
+            result.messages.append(f"{name}: expected a payload, but it was skipped ({reason})")
         elif name in payloads:
             result.messages.extend(_compare_target(name, expected, payloads[name], exact=name in case.exact))
+        elif name not in failures and name.split("[")[0] not in failures:
+            labels = [label for label in payloads if label.split("[")[0] == name.split("[")[0]]
+            result.messages.append(f"{name}: no such payload (the target gave {', '.join(labels) or 'none'})")
     for path in case.absent:
         found = _lookup(payloads, path)
         if found is not _MISSING:
@@ -465,18 +489,11 @@ def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
 
 
 def _source(case: Case) -> Any:
-    document = case.source
-    if isinstance(document, Path):
-        try:
-            text = document.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise SourceError(f"cannot read source: {error}", location=case.location) from None
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise SourceError(
-                f"not JSON: {error.msg}", location=Location(str(document), error.lineno, error.colno)
-            ) from None
+    """The case's event: its source (a file read as preview reads it: one JSON document, a JSON array or
+    NDJSON of several, then ``select:``), or its named documents as ``{name: document}``."""
+    if case.documents is not None:
+        return {name: _read(value) for name, value in case.documents.items()}
+    document = _read(case.source)
     if case.select is not None:
         try:
             document = jmespath.search(case.select, document)
@@ -485,6 +502,14 @@ def _source(case: Case) -> Any:
         if document is None:
             raise SourceError(f"select '{case.select}' found nothing in the source", location=case.location)
     return document
+
+
+def _read(value: Any) -> Any:
+    if not isinstance(value, Path):
+        return value
+    if not value.is_file():
+        raise SourceError(f"cannot read source: {value} does not exist", location=Location(str(value), 1, 1))
+    return read_input(value)
 
 
 def _check_errors(case: Case, failures: dict[str, ShipmapError], result: CaseResult) -> None:

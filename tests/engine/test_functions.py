@@ -410,7 +410,12 @@ CASES: list[dict[str, Any]] = [
         'lookup(): no lookup table named "carrier" (defined: carriers, statuses)',
         v="UPS",
     ),
-    err("lookup(t, v)", "lookup(): expected a lookup table name, found null", t=None, v="UPS"),
+    err(
+        "lookup(t, v)",
+        "lookup(): expected a lookup table name, or an object from index_by(), found null",
+        t=None,
+        v="UPS",
+    ),
     # -- nesting: the innermost builtin names itself ------------------------------------------------------------
     ok("upper(string(money(v)))", "14.99", v="14.990"),
     ok("datetime(coalesce(a, b))", "2020-01-23T00:00:00-05:00", a="", b="2020-01-23"),
@@ -452,6 +457,67 @@ CASES: list[dict[str, Any]] = [
     {"given": {"v": ["1.5", "2"]}, "expr": "sum(v | map('trim'))", "result": 3.5, "engines": ("jinja",)},
     {"given": {"v": [1, 2, 3]}, "expr": "count(v | select('odd'))", "result": 2, "engines": ("jinja",)},
     {"given": {"v": "14.99"}, "expr": "money(v) * 2", "result": 29.98, "engines": ("jinja",)},
+    # -- joins --------------------------------------------------------------------------------------------------
+    ok("find(v, 'id', k)", {"id": 2, "sku": "B"}, v=[{"id": 1, "sku": "A"}, {"id": 2, "sku": "B"}], k=2),
+    ok("find(v, 'id', k)", {"id": "2"}, v=[{"id": "2"}, {"id": 2}], k=2),  # ids match as text; first wins
+    ok("find(v, 'a.b', k)", {"a": {"b": "x"}}, v=[{"a": {"b": "x"}}], k="x"),
+    ok("find(v, 'id', k)", None, v=[{"id": 1}], k=3),
+    ok("find(v, 'id', k)", None, v=None, k=3),
+    ok("find(v, 'id', k)", None, v=[{"id": 1}], k=None),
+    err("find(v, 'id', k)", 'find(): find() expects an array to search, found {"id": 1}', v={"id": 1}, k=1),
+    err(
+        "find(v, k, k)",
+        "find(): expected a key name such as 'id' (or a dotted path 'a.b'), found 3",
+        v=[],
+        k=3,
+    ),
+    ok("index_by(v, 'id')", {"1": {"id": 1}, "b": {"id": "b"}}, v=[{"id": 1}, {"id": "b"}, {"x": 0}]),
+    ok("index_by(v, 'id')", None, v=None),
+    ok(
+        "group_by(v, 'k')",
+        {"a": [{"k": "a", "n": 1}, {"k": "a", "n": 3}], "b": [{"k": "b", "n": 2}]},
+        v=[{"k": "a", "n": 1}, {"k": "b", "n": 2}, {"k": "a", "n": 3}, {"n": 4}],
+    ),
+    ok("group_by(v, 'k')", None, v=None),
+    # -- arithmetic: Decimal, exact for money ---------------------------------------------------------------
+    ok("add(a, b)", 0.3, a=0.1, b=0.2),  # floats would give 0.30000000000000004
+    ok("add(a, b)", 16, a="14.99", b=1.01),
+    ok("add(a, b)", None, a=None, b=1),
+    ok("subtract(a, b)", 14.98, a=15, b="0.02"),
+    ok("multiply(a, b)", 59.97, a=3, b=19.99),
+    ok("multiply(a, b)", 0.3, a=3, b=0.1),
+    ok("divide(a, b)", 6.665, a=19.995, b=3),
+    ok("divide(a, b)", 0.5, a=1, b=2),
+    err("divide(a, b)", "divide(): division by zero (1 / 0)", a=1, b=0),
+    err(
+        "multiply(a, b)",
+        'multiply(): expected a number or numeric text such as "14.99", found string "x"',
+        a="x",
+        b=1,
+    ),
+    ok("round(a, b)", 2.35, a=2.345, b=2),  # half away from zero, as money is rounded
+    ok("round(a, b)", -3, a=-2.5, b=0),
+    ok("round(a)", 3, a="2.5"),
+    ok("round(a)", None, a=None),
+    err("round(a, b)", "round(): expected a number of places from 0 to 12, found 13", a=1, b=13),
+    # -- text -------------------------------------------------------------------------------------------------
+    ok("split_name(v)", {"first": "Ada", "last": "Lovelace"}, v="Ada Lovelace"),
+    ok("split_name(v)", {"first": "Mary Ann", "last": "de la Cruz"}, v=" Mary  Ann de la Cruz "),
+    ok("split_name(v)", {"first": "Grace", "last": "Hopper"}, v="Hopper, Grace"),
+    ok("split_name(v)", {"first": "Sammy", "last": "Davis Jr."}, v="Mr. Sammy Davis Jr."),
+    ok("split_name(v)", {"first": "Prince", "last": None}, v="Prince"),
+    ok("split_name(v)", None, v="   "),
+    ok("split_name(v)", None, v=None),
+    err("split_name(v)", "split_name(): split_name() expects a string, found 5", v=5),
+    ok("unescape_html(v)", "Tom & Jerry's <b>", v="Tom &amp; Jerry&#39;s &lt;b&gt;"),
+    ok("unescape_html(v)", None, v=None),
+    ok(
+        "strip_html(v)",
+        "Soft cotton tee. 100% organic & fair",
+        v="<p>Soft <b>cotton</b> tee.</p><br/>100% organic &amp; fair<style>p{}</style>",
+    ),
+    ok("strip_html(v)", "", v="<p></p>"),
+    ok("strip_html(v)", None, v=None),
 ]
 
 
@@ -541,11 +607,15 @@ def test_names_globals_and_filters() -> None:
     assert FUNCTIONS.names == {
         "datetime", "datetime_in", "date", "money", "id", "integer", "number", "string", "boolean",
         "upper", "lower", "title", "trim", "split", "replace", "join", "sum", "count", "coalesce", "lookup",
+        "find", "index_by", "group_by", "add", "subtract", "multiply", "divide", "round", "split_name",
+        "unescape_html", "strip_html",
     }  # fmt: skip
     assert set(FUNCTIONS.jinja_globals) == FUNCTIONS.names
     # Jinja's own filters keep their names; join and lookup take something else first.
     assert set(FUNCTIONS.jinja_filters) == {
         "datetime", "datetime_in", "date", "money", "id", "integer", "number", "boolean", "split", "coalesce",
+        "find", "index_by", "group_by", "add", "subtract", "multiply", "divide", "split_name", "unescape_html",
+        "strip_html",
     }  # fmt: skip
     assert not set(FUNCTIONS.jinja_filters) & set(jinja2.filters.FILTERS)
     assert FUNCTIONS.jinja_filters["money"] is FUNCTIONS.jinja_globals["money"]

@@ -1,0 +1,125 @@
+"""A fan-out mapping (each: on a target) through the runtime, over real HTTP to the sandbox: one delivery per
+element, each with its own route ids, journal key, idempotency key and external_id, keyed by the element."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from shipmap.connectors import Runtime, Sandbox
+from test_runtime_support import environ, write_config
+
+MAPPING = """\
+shipmap: 1
+name: acme-shipments-fanout
+targets:
+  fulfillment:
+    kind: fenix.fulfillment
+    each: shipments
+    key: id
+    let:
+      first_line: "find($root.order.line_items, 'id', items[0].line_item_id)"
+    fields:
+      id: {path: id, type: string}
+      order_id: {path: $root.order.id, type: string}
+      shipment_info:
+        tracking_number: tracking
+        tracking_company: carrier
+        shipping_service: {literal: Ground}
+        shipcost: {value: {literal: 0}, currency: $root.order.currency}
+      line_items:
+        each: items
+        let: {line: "find($root.order.line_items, 'id', line_item_id)"}
+        fields:
+          sku: $line.sku
+          quantity: quantity
+          title: $line.title
+          price: {value: "money($line.price)", currency: $root.order.currency}
+          image_url: {literal: ""}
+  notify:
+    kind: dg.execution
+    each: shipments
+    key: id
+    fields:
+      action_id: {literal: flow-shipment-update}
+      inputs:
+        shipment_data:
+          order_id: {path: $root.order.id, type: string}
+          shipment_id: {path: id, type: string}
+          tracking_number: tracking
+          carrier_code: carrier
+          items:
+            each: items
+            fields: {sku: "find($root.order.line_items, 'id', line_item_id).sku", quantity: quantity}
+"""
+
+
+def event(*shipment_ids: int) -> dict[str, Any]:
+    return {
+        "topic": "orders/shipped",
+        "payload": {
+            "order": {
+                "id": 1001,
+                "currency": "USD",
+                "line_items": [
+                    {"id": 1, "sku": "TEE-S", "title": "Tee", "price": "15.00"},
+                    {"id": 2, "sku": "MUG", "title": "Mug", "price": "8.50"},
+                ],
+            },
+            "shipments": [
+                {
+                    "id": n,
+                    "tracking": f"1Z{n:04d}",
+                    "carrier": "UPS",
+                    "items": [{"line_item_id": 1 + n % 2, "quantity": 1}],
+                }
+                for n in shipment_ids
+            ],
+        },
+    }
+
+
+def runtime(tmp_path: Path, sandbox: Sandbox) -> Runtime:
+    (tmp_path / "fanout.yaml").write_text(MAPPING, encoding="utf-8")
+    mappings = [{"mapping": "./fanout.yaml", "topic": "orders/shipped"}]
+    config = write_config(tmp_path, sandbox.url, mappings=mappings)
+    return Runtime.from_config(config, environ=environ(sandbox.url))
+
+
+def test_each_element_is_its_own_delivery(tmp_path: Path, sandbox: Sandbox) -> None:
+    summary = runtime(tmp_path, sandbox).run([event(7, 8)])
+    assert summary.delivered == 4 and summary.dead == 0
+    fulfillments = sorted(sandbox.requests(endpoint="fenix.fulfillment"), key=lambda r: str(r.fulfillment_id))
+    assert [(r.order_id, r.fulfillment_id) for r in fulfillments] == [("1001", "7"), ("1001", "8")]
+    assert [line["sku"] for r in fulfillments for line in r.body["line_items"]] == ["MUG", "TEE-S"]
+    executions = sandbox.requests(endpoint="dg.execution")
+    external_ids = {r.external_id for r in executions}
+    assert len(external_ids) == 2  # one per element, never shared
+    assert sorted(r.body["inputs"]["shipment_data"]["shipment_id"] for r in executions) == ["7", "8"]
+
+
+def test_an_element_seen_before_is_not_sent_again_wherever_it_sits(tmp_path: Path, sandbox: Sandbox) -> None:
+    first = runtime(tmp_path, sandbox)
+    first.run([event(7, 8)])
+    sent = len(sandbox.requests())
+    # The platform sends the order again with a new shipment first: 7 and 8 are unchanged, only 9 is new.
+    again = runtime(tmp_path, sandbox).run([event(9, 7, 8)])
+    new = [r for r in sandbox.requests()[sent:] if r.endpoint != "fenix.login"]
+    shipped = sorted(
+        (r.endpoint, r.fulfillment_id or r.body["inputs"]["shipment_data"]["shipment_id"]) for r in new
+    )
+    assert shipped == [("dg.execution", "9"), ("fenix.fulfillment", "9")]
+    assert again.delivered == 2 and again.skipped == 4
+
+
+def test_a_changed_element_is_sent_again(tmp_path: Path, sandbox: Sandbox) -> None:
+    runtime(tmp_path, sandbox).run([event(7)])
+    changed = copy.deepcopy(event(7))
+    changed["payload"]["shipments"][0]["tracking"] = "1Z-NEW"
+    summary = runtime(tmp_path, sandbox).run([changed])
+    assert summary.delivered == 2
+    trackings = [
+        r.body["shipment_info"]["tracking_number"] for r in sandbox.requests(endpoint="fenix.fulfillment")
+    ]
+    assert trackings == ["1Z0007", "1Z-NEW"]
