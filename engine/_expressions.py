@@ -732,8 +732,12 @@ class ExpressionCompiler:
     def _vet_template(
         self, ast: jinja2.nodes.Template, location: Location, field: str, names: frozenset[str] = frozenset()
     ) -> None:
-        for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
-            name = node.attr if isinstance(node, jinja2.nodes.Getattr) else _const(getattr(node, "arg", None))
+        for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.NSRef)):
+            name = (
+                node.attr
+                if isinstance(node, (jinja2.nodes.Getattr, jinja2.nodes.NSRef))
+                else _const(getattr(node, "arg", None))
+            )
             if isinstance(name, str) and name.startswith("_"):
                 raise CompileError(
                     f"refused: the template reaches for '{name}'; templates run sandboxed and cannot touch "

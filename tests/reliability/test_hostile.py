@@ -82,7 +82,9 @@ REFUSED_AT_LOAD = [
     ("{{ lipsum.__globals__['os'] }}", r"refused: .*'__globals__'|undefined name 'lipsum'"),
     ("{{ cycler }}", r"undefined name 'cycler'"),
     ("{{ joiner }}", r"undefined name 'joiner'"),
-    ("{{ namespace }}", r"undefined name 'namespace'"),
+    # namespace() is available (accumulating in a loop), its internals are not
+    ("{{ namespace(a=1).__class__ }}", r"refused: .*'__class__'"),
+    ("{% set ns = namespace() %}{% set ns.__dict__ = 1 %}{{ ns }}", r"refused|cannot assign|__dict__"),
     ("{{ config }}", r"undefined name 'config'"),
     ("{{ request }}", r"undefined name 'request'"),
     ("{{ os.system('id') }}", r"undefined name 'os'"),
