@@ -127,6 +127,7 @@ def build_app(state: StudioState) -> Starlette:
             _string(body, "sample", default=""),
             _string(body, "sample_name", default="sample") or "sample",
             _int(body, "index"),
+            _string(body, "documents", default=""),
         )
 
     async def cases_run(request: Request) -> Any:
@@ -149,6 +150,7 @@ def build_app(state: StudioState) -> Starlette:
                     sample_file,
                     _int(body, "index"),
                     _string(body, "name", default=""),
+                    _string(body, "documents", default=""),
                 )
 
         return await run_in_threadpool(save)

@@ -12,7 +12,7 @@ from shipmap.engine import CompiledMapping, ShipmapError
 
 from .._cli.test import CASES_SUFFIX, Case, load_suite, run_case
 from ._errors import StudioError
-from ._evaluate import Json, compile_mapping, plain, read_sample
+from ._evaluate import Json, compile_mapping, plain, read_sample, with_documents
 from ._files import Workspace
 
 _NEW_FILE_HEAD = (
@@ -74,6 +74,7 @@ def save_case(
     sample_file: str | None,
     index: int,
     name: str,
+    documents_text: str = "",
 ) -> Json:
     """Append a case: the chosen sample document, each target's payload (exact match), the targets skipped
     and the errors raised, as they are now. The file is checked by loading it back before it is kept."""
@@ -89,10 +90,16 @@ def save_case(
     document = documents[index]
     if not document.ok:
         raise StudioError(f"the sample is not JSON: {document.error}")
+    try:
+        mapped = with_documents(document.document, documents_text)
+    except ShipmapError as error:
+        raise StudioError(f"the enrichment documents cannot be used: {error.render()}") from None
     relative = cases_file_of(workspace, mapping_file)
     path = workspace.resolve(relative)
-    source = _source_reference(workspace, path, sample_text, sample_file, len(documents))
-    case = _case(mapping, name.strip() or "a saved sample", document.document, source)
+    source = None  # with enrichment documents, the case holds the document the mapping saw, inline
+    if not documents_text.strip():
+        source = _source_reference(workspace, path, sample_text, sample_file, len(documents))
+    case = _case(mapping, name.strip() or "a saved sample", mapped, source)
     old = workspace.read_text(relative) if path.is_file() else None
     names = set()
     if old is not None:
@@ -143,11 +150,10 @@ def _case(mapping: CompiledMapping, name: str, document: Any, source: str | None
             skipped.append(target.name)
             continue
         problems = target.problems(payload)
-        if problems:
+        if problems:  # expected as it is, contract problem included: the case pins both
             errors.append(
                 {"type": "PayloadValidationError", "target": target.name, "field": problems[0].field}
             )
-            continue
         expect[target.name] = plain(payload)
     case: dict[str, Any] = {"name": name, "source": source if source is not None else plain(document)}
     if expect:

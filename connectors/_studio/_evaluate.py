@@ -11,10 +11,12 @@ from typing import Any
 import yaml
 from shipmap.engine import (
     CompiledMapping,
+    Location,
     PayloadValidationError,
     Problem,
     ShipmapError,
     SourceDocument,
+    SourceError,
     parse_mapping,
 )
 from shipmap.engine._sources import read_stream
@@ -25,6 +27,7 @@ from ._requests import load_setting, plan_requests
 
 log = logging.getLogger("shipmap.studio")
 
+DOCUMENTS_NAME = "documents"  # how errors name the enrichment documents box
 MAX_DOCUMENTS = 1000  # a sample pane holds a few documents; more are counted, not kept
 Json = dict[str, Any]
 
@@ -86,8 +89,10 @@ def evaluate(
     sample_text: str,
     sample_name: str,
     index: int = 0,
+    documents_text: str = "",
 ) -> Json:
-    """Everything the page shows for one mapping text and one sample (document ``index`` of it)."""
+    """Everything the page shows for one mapping text and one sample (document ``index`` of it), with the
+    enrichment documents of ``documents_text`` (a JSON object, name -> document) beside it."""
     shown = mapping_file or "mapping.yaml"
     mapping, diagnostics = compile_mapping(mapping_text, shown)
     result: Json = {
@@ -98,6 +103,7 @@ def evaluate(
         "unread": [],
         "defaulted": [],
         "requests_note": None,
+        "documents_error": None,
     }
     documents = read_sample(sample_text, sample_name) if sample_text.strip() else []
     index = min(max(index, 0), max(len(documents) - 1, 0))
@@ -110,13 +116,43 @@ def evaluate(
     }
     if mapping is None or chosen is None or not chosen.ok:
         return result
-    source = chosen.document
+    try:
+        source = with_documents(chosen.document, documents_text)
+    except ShipmapError as error:
+        result["documents_error"] = diagnostic(error)
+        return result
     targets, produced = _run_targets(mapping, source, mapping_text, diagnostics)
     result["targets"] = targets
     _coverage(mapping, source, result)
     if produced:
         _requests(workspace, mapping, mapping_file, source, targets, result)
     return result
+
+
+def with_documents(source: Any, documents_text: str) -> Any:
+    """The source as ``shipmap serve`` hands it to the mapping after enrichment: the fetched documents as
+    keys beside the webhook's own (``event.update(documents)``). SourceError, located, for bad input."""
+    if not documents_text.strip():
+        return source
+    try:
+        documents = json.loads(documents_text)
+    except json.JSONDecodeError as error:
+        raise SourceError(
+            f"not JSON: {error.msg}", location=Location(DOCUMENTS_NAME, error.lineno, error.colno)
+        ) from None
+    except RecursionError:
+        raise SourceError("JSON nested too deeply to read", location=Location(DOCUMENTS_NAME, 1, 1)) from None
+    if not isinstance(documents, dict):
+        raise SourceError(
+            "enrichment documents are a JSON object: {name: document, ...}",
+            location=Location(DOCUMENTS_NAME, 1, 1),
+        )
+    if not isinstance(source, dict):
+        raise SourceError(
+            "enrichment documents go beside the keys of a sample that is a JSON object; this sample is not one",
+            location=Location(DOCUMENTS_NAME, 1, 1),
+        )
+    return {**source, **documents}
 
 
 def _sample_error(document: SourceDocument) -> Json | None:

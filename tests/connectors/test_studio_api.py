@@ -387,3 +387,41 @@ def test_the_command_refuses_a_directory_that_does_not_exist(tmp_path: Path) -> 
     assert done.returncode == 2
     assert done.stderr.startswith(f"shipmap studio: {tmp_path / 'nope'}: ")
     assert "Traceback" not in done.stderr
+
+
+def test_enrichment_documents_go_beside_the_sample(client: httpx.Client, workspace: Path) -> None:
+    # As shipmap serve does after its declared GETs: the fetched documents become keys beside the event's.
+    mapping = "shipmap: 1\nname: skinny\ntargets:\n  order:\n    kind: fenix.order\n    fields:\n      id: {path: order.id, type: id}\n"
+    documents = '{"order": {"id": 100}}'
+    result = _evaluate(
+        client,
+        workspace,
+        mapping=mapping,
+        sample='{"data": {"id": 100}}',
+        sample_name="hook.json",
+        documents=documents,
+    )
+    (order,) = result["targets"]  # type: ignore[misc]
+    assert order["payload"]["id"] == "100"
+    assert "data.id" in result["unread"]  # type: ignore[operator]
+    bad = _evaluate(client, workspace, mapping=mapping, sample="{}", documents='{\n "order": }')
+    assert bad["documents_error"]["text"].startswith("documents:2:11: error: not JSON: Expecting value")  # type: ignore[index]
+    assert bad["targets"] == []
+    listed = _evaluate(client, workspace, mapping=mapping, sample="{}", documents="[1]")
+    assert "a JSON object" in listed["documents_error"]["message"]  # type: ignore[index]
+    saved = client.post(
+        "/api/cases/save",
+        json={
+            "mapping": mapping,
+            "mapping_file": "skinny.yaml",
+            "sample": '{"data": {"id": 100}}',
+            "name": "enriched",
+            "documents": documents,
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    (case,) = load_suite(workspace / "skinny.cases.yaml").cases
+    assert case.source == {"data": {"id": 100}, "order": {"id": 100}}
+    assert case.expect == {"order": {"id": "100"}}  # a payload that breaks its contract is pinned as it is,
+    assert case.errors[0]["type"] == "PayloadValidationError"  # with its contract problem expected
+    assert run_case(parse_mapping(mapping, file="skinny.yaml"), case).ok

@@ -214,3 +214,30 @@ def test_save_as_case_writes_the_cases_file(
     assert saved.name == "completed, from the browser"
     assert run_case(load_mapping(workspace / "driftwood.yaml"), saved).ok
     screenshot("studio")
+
+
+def test_completion_offers_the_kinds_target_fields_and_inserts_one(
+    browser: WebDriver, studio: Studio, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "driftwood.yaml", "samples/order.json")
+    assert browser.execute_script(
+        "const input = document.querySelector('#editor textarea');"
+        "const line = input.value.split('\\n').find(l => l.trim().startsWith('country_code: shipping.country'));"
+        "const end = input.value.indexOf(line) + line.length;"
+        "input.focus(); input.setSelectionRange(end, end); return true;"
+    )
+    ActionChains(browser).send_keys(Keys.ENTER, "province_c").perform()
+    popup = "#editor .completions:not([hidden]) li"
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, popup), "the completion popup")
+    items = browser.execute_script(
+        f"return [...document.querySelectorAll('{popup}')].map(li => li.textContent)"
+    )
+    # shipping_address's own field in fenix.order, nothing else starts so; fields already mapped are left out.
+    assert len(items) == 1 and items[0].startswith("province_code") and "fenix.order" in items[0]
+    screenshot("completion")
+    ActionChains(browser).send_keys(Keys.ENTER, "shipping.state", Keys.ESCAPE).perform()
+    wait(
+        browser, lambda b: '"province_code": "TX"' in payload_text(b, "order"), "the completed field's value"
+    )
+    text = browser.execute_script("return document.querySelector('#editor textarea').value")
+    assert "\n        province_code: shipping.state\n" in text

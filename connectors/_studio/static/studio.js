@@ -138,6 +138,7 @@
           sample: $("#sample").value,
           sample_name: state.sampleFile || state.sampleName,
           index: state.index,
+          documents: $("#documents").value,
         },
       });
       if (sequence !== state.sequence) return; // a newer edit is on its way
@@ -173,6 +174,9 @@
     });
     $("#mapping-name").textContent = result.mapping.name ? `(${result.mapping.name})` : "";
     renderSample(result.sample);
+    const documentsError = $("#documents-error");
+    documentsError.hidden = !result.documents_error;
+    documentsError.textContent = result.documents_error ? result.documents_error.text : "";
     renderTargets(result);
     const unread = result.unread || [];
     $("#unread-count").textContent = String(unread.length);
@@ -227,7 +231,8 @@
       return;
     }
     if (!result.targets.length) {
-      container.innerHTML = '<p class="muted">No sample document to map yet.</p>';
+      const why = result.documents_error ? "The enrichment documents cannot be used (see the sample pane)." : "No sample document to map yet.";
+      container.innerHTML = `<p class="muted">${why}</p>`;
       return;
     }
     const open = new Set([...container.querySelectorAll("details[open]")].map((d) => d.dataset.key));
@@ -344,6 +349,7 @@
         sample_file: state.sampleFile,
         index: state.index,
         name,
+        documents: $("#documents").value,
       },
     });
     status(`saved case "${result.name}" to ${result.file}`, "ok");
@@ -359,6 +365,7 @@
   function wire() {
     $("#mapping-file").addEventListener("change", guard(() => loadMapping($("#mapping-file").value)));
     $("#sample-file").addEventListener("change", guard(() => loadSample($("#sample-file").value)));
+    $("#documents").addEventListener("input", schedule);
     $("#document").addEventListener("change", () => {
       state.index = Number($("#document").value);
       schedule();
