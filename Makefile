@@ -4,12 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck pytest bench soak clean browser
+.PHONY: run test lint typecheck pytest bench soak clean browser postgres postgres-stop
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,dask]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,dask,postgresql]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -28,13 +28,21 @@ typecheck: $(STAMP)
 	ln -sfn ../../connectors .typecheck/shipmap/connectors
 	$(BIN)/mypy -p shipmap.engine -p shipmap.connectors
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser postgres
 	$(BIN)/pytest -q
 
 # The studio's tests drive a real headless Chromium from Debian's packages; installed only when absent
 # (CI runs as root on a fresh machine).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium chromium-driver)
+
+# A throwaway PostgreSQL server for the tests (Debian's postgresql package, installed when absent) on a free
+# loopback port under /tmp; its URL goes to .postgres-url, which the tests read. Reused while it runs.
+postgres:
+	.ci/postgres start
+
+postgres-stop:
+	.ci/postgres stop
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt

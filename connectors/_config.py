@@ -31,6 +31,7 @@ from yaml.constructor import SafeConstructor
 
 from ._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
 from ._errors import ConfigError
+from ._journal_pg import url_password
 from ._redact import Redactor, is_sensitive_name
 
 PathKey = tuple[str | int, ...]
@@ -198,10 +199,17 @@ class DeliverySettings:
 
 @dataclass(frozen=True, slots=True)
 class JournalSettings:
-    """Where the journal lives. ``path=None`` keeps it in memory: no resume across runs."""
+    """Where the journal lives: ``url`` (a ``postgresql://`` database), else ``path`` (an SQLite file);
+    neither keeps it in memory: no resume across runs."""
 
     path: Path | None = None
     synchronous: Literal["normal", "full"] = "normal"
+    url: str | None = None
+    lease: float = 30.0  # a shared (PostgreSQL) journal: seconds a worker holds a delivery between renewals
+
+    @property
+    def location(self) -> str | Path | None:
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -404,8 +412,9 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     return _build(value, file, locations)
 
 
-def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Path:
-    """The journal file a config names, without needing its secrets (for ``shipmap dead-letters``)."""
+def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Path | str:
+    """The journal file (or PostgreSQL URL) a config names, without needing the connections' secrets (for
+    ``shipmap dead-letters``)."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8-sig")
@@ -413,10 +422,14 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
         raise ConfigError(f"cannot read config file {path}") from None
     value, locations = _compose(text, str(path))
     journal = value.get("journal") if isinstance(value, dict) else None
+    env = os.environ if environ is None else environ
+    url = journal if isinstance(journal, str) else journal.get("url") if isinstance(journal, dict) else None
+    if isinstance(url, str):
+        where: PathKey = ("journal",) if isinstance(journal, str) else ("journal", "url")
+        return str(_interpolate(url, where, env, locations, str(path), set()))
     raw = journal.get("path", DEFAULT_JOURNAL) if isinstance(journal, dict) else DEFAULT_JOURNAL
     if not isinstance(raw, str):
         raise ConfigError("journal.path: must be a string", location=locations.get(("journal", "path")))
-    env = os.environ if environ is None else environ
     filled = _interpolate(raw, ("journal", "path"), env, locations, str(path), set())
     return (file.resolve().parent / str(filled)).resolve()
 
@@ -665,11 +678,22 @@ def _build(value: dict[str, Any], file: Path, locations: dict[PathKey, Location]
     routes = tuple(_route(item) for item in value["mappings"])
     delivery = _delivery(value.get("delivery") or {})
     journal_raw = value.get("journal") or {}
+    if isinstance(journal_raw, str):
+        journal_raw = {"url": journal_raw}
+    if "url" in journal_raw and "path" in journal_raw:
+        raise ConfigError(
+            "journal: takes path (an SQLite file) or url (PostgreSQL), not both",
+            location=locations.get(("journal", "url")),
+        )
     journal = JournalSettings(
         path=(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)).resolve(),
         synchronous=journal_raw.get("synchronous", "normal"),
+        url=journal_raw.get("url"),
+        lease=parse_duration(journal_raw.get("lease", 30)),
     )
     secrets: set[str] = set()
+    if journal.url and url_password(journal.url):
+        secrets.add(str(url_password(journal.url)))
     for connection in connections:
         secrets.update(item for header, item in connection.headers.items() if is_sensitive_name(header))
         secrets.update(connection.auth.secrets())

@@ -17,6 +17,13 @@ idempotency key. ``synchronous: full`` (an fsync per commit) narrows that window
 
 The journal stores source documents and payloads, never request headers; dead-letter text is redacted by the
 caller before it gets here.
+
+Backends: an SQLite file (the default) or a PostgreSQL database (``postgresql://...``, see ``_journal_pg``).
+Both run the same statements; only the schema is written per backend. Schemas are versioned
+(``SCHEMA_VERSION``, in the ``meta`` table): a new store is created at the current version; an SQLite file of
+an older version is upgraded when it is opened for writing (it has one user), while a PostgreSQL store, which
+many workers share, is upgraded only by ``shipmap journal migrate`` (``Journal.migrate``). A store written by
+a newer shipmap is refused. ``copy_journal`` moves every row of one store into another (SQLite to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,16 +43,19 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ._errors import JournalError
+from ._journal_pg import PostgresConnection, display_url, is_database_url
 
 try:  # POSIX: an advisory lock that the kernel drops when the process dies, even by SIGKILL
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = 2
 State = Literal["pending", "delivered", "dead", "resolved"]
+Backend = Literal["sqlite", "postgresql"]
 
-_SCHEMA = """
+# Version 1: the tables. The SQLite text is also what journals written before versioning hold.
+_V1_SQLITE = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     hash TEXT PRIMARY KEY,
@@ -84,6 +96,47 @@ CREATE TABLE IF NOT EXISTS rejected (
     at REAL NOT NULL
 );
 """
+# PostgreSQL: the same tables; epoch seconds as double precision, like SQLite's REAL.
+_V1_POSTGRESQL = (
+    _V1_SQLITE.replace(" REAL", " DOUBLE PRECISION")
+    .replace("id INTEGER PRIMARY KEY AUTOINCREMENT", "id BIGSERIAL PRIMARY KEY")
+    .replace("attempts INTEGER", "attempts BIGINT")
+)
+# Version 2: who holds a pending delivery, and until when (leases, for many workers on one store).
+_V2 = """
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until {real};
+"""
+# MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
+MIGRATIONS: dict[Backend, tuple[str, ...]] = {
+    "sqlite": (_V1_SQLITE, _V2.format(real="REAL")),
+    "postgresql": (_V1_POSTGRESQL, _V2.format(real="DOUBLE PRECISION")),
+}
+_HAS_META = {
+    "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+    "postgresql": "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'meta'",
+}
+_MIGRATION_LOCK = 7_316_016_001  # pg_advisory_xact_lock key: one migration at a time per database
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+class NoJournalError(JournalError):
+    """The database holds no journal (read-only opening of a store that nothing has written yet)."""
+
+
+def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
+    """The journal at ``location`` (a file or a ``postgresql://`` URL) for reading, or None when there is no
+    journal there yet: nothing was run."""
+    if location is None:
+        return None
+    if not is_database_url(location) and not Path(location).exists():
+        return None
+    try:
+        return Journal(location, readonly=True)
+    except NoJournalError:
+        if is_database_url(location):
+            return None
+        raise
 
 
 def canonical_json(value: Any) -> str:
@@ -143,7 +196,8 @@ class RejectedInput:
 
 
 class Journal:
-    """One SQLite journal file. Open it with ``with Journal(path) as journal:``; one thread at a time."""
+    """One journal: an SQLite file, or a PostgreSQL database named by a ``postgresql://`` URL. Open it with
+    ``with Journal(location) as journal:``; one thread at a time."""
 
     def __init__(
         self,
@@ -152,41 +206,120 @@ class Journal:
         synchronous: Literal["normal", "full"] = "normal",
         readonly: bool = False,
         exclusive: bool = False,
+        upgrade: bool = False,
+        lease: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
-        self.path = Path(path)
+        """``upgrade``: bring an older PostgreSQL store to this version (``shipmap journal migrate``); an
+        SQLite file opened for writing is always upgraded, and a new store always created."""
         self.readonly = readonly
+        self.upgraded_from: int | None = None  # the version before this opening upgraded the store
+        # Who this opening is, in lease columns: many workers may share a PostgreSQL journal.
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_seconds = lease
         self._lock_file: Any = None
+        self._db: Any
+        self.backend: Backend
+        if is_database_url(path):
+            assert isinstance(path, str)
+            self.backend, self.path, self.name = "postgresql", None, display_url(path)
+            self._db = PostgresConnection(path, readonly=readonly, lease=lease)
+            errors: tuple[type[Exception], ...] = (self._db.errors,)
+        else:
+            self.backend, self.path = "sqlite", Path(path)
+            self.name = str(self.path)
+            errors = (sqlite3.Error,)
+        self._errors: tuple[type[Exception], ...] = errors
+        caught: tuple[type[Exception], ...] = (*errors, JournalError)
         try:
-            if readonly:
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                self._db = _Guarded(sqlite3.connect(uri, uri=True, isolation_level=None), self.path)
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                if exclusive:
-                    self._take_run_lock()
-                self._db = _Guarded(sqlite3.connect(self.path, isolation_level=None, timeout=30.0), self.path)
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-                self._db.execute("PRAGMA foreign_keys=ON")
-                self._db.executescript(_SCHEMA)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta (k, v) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-                )
-            row = self._db.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
-        except (sqlite3.Error, JournalError) as error:
-            self._release_run_lock()
+            if self.backend == "sqlite":
+                self._open_sqlite(synchronous, exclusive)
+            version = self.schema_version()
+            if (
+                not readonly
+                and version < SCHEMA_VERSION
+                and (upgrade or version == 0 or self.backend == "sqlite")
+            ):
+                self.upgraded_from, version = self.migrate()
+        except caught as error:
+            self.close()
+            if self.path is None:  # PostgreSQL: the driver's message, never the URL's password
+                raise (
+                    error
+                    if isinstance(error, JournalError)
+                    else JournalError(f"cannot open journal {self.name}: {error}")
+                ) from None
             raise journal_fault(self.path, error, opening=True) from None
         except OSError as error:  # the directory or the lock file cannot be created
-            self._release_run_lock()
+            self.close()
             raise JournalError(
                 f"cannot open journal {self.path}: {error.strerror or error}; check that its directory "
                 "exists and is writable, then run again (nothing was sent)"
             ) from None
-        self._db.opening = False
-        if row is None or row[0] != SCHEMA_VERSION:
-            self._db.close()
-            self._release_run_lock()
-            raise JournalError(f"{self.path} is not a shipmap journal (schema version {SCHEMA_VERSION})")
+        if isinstance(self._db, _Guarded):
+            self._db.opening = False
+        problem = self._version_problem(version)
+        if problem:
+            self.close()
+            raise (NoJournalError if version == 0 else JournalError)(problem)
+
+    def _open_sqlite(self, synchronous: str, exclusive: bool) -> None:
+        assert self.path is not None
+        if self.readonly:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self._db = _Guarded(sqlite3.connect(uri, uri=True, isolation_level=None), self.path)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if exclusive:
+            self._take_run_lock()
+        self._db = _Guarded(sqlite3.connect(self.path, isolation_level=None, timeout=30.0), self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+
+    def _version_problem(self, version: int) -> str | None:
+        if version == 0:
+            return f"{self.name} is not a shipmap journal (no schema)"
+        if version > SCHEMA_VERSION:
+            return (
+                f"{self.name} is not a shipmap journal this shipmap can read: schema version {version} was "
+                f"written by a newer shipmap (this one reads versions up to {SCHEMA_VERSION})"
+            )
+        if version < SCHEMA_VERSION and not self.readonly:
+            return (
+                f"journal {self.name} has schema version {version}; this shipmap needs {SCHEMA_VERSION}: "
+                f"run `shipmap journal migrate {self.name}` (with its password) once, then start the workers"
+            )
+        return None
+
+    def schema_version(self) -> int:
+        """The store's schema version; 0 for a database that holds no journal yet."""
+        if not self._db.execute(_HAS_META[self.backend]).fetchone()[0]:
+            return 0
+        row = self._db.execute("SELECT v FROM meta WHERE k = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row is not None else 0
+        except ValueError:
+            raise JournalError(f"{self.name}: schema version {row[0]!r} is not a number") from None
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring the store to ``SCHEMA_VERSION`` in one transaction; ``(version before, version after)``."""
+        if self.readonly:
+            raise JournalError(f"journal {self.name} is open read-only; it cannot be migrated")
+        with self.transaction():
+            if self.backend == "postgresql":
+                self._db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+            before = self.schema_version()
+            if before > SCHEMA_VERSION:
+                raise JournalError(self._version_problem(before) or "")
+            for step in MIGRATIONS[self.backend][before:]:
+                for statement in step.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.execute(
+                "INSERT INTO meta (k, v) VALUES ('schema_version', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                (str(SCHEMA_VERSION),),
+            )
+        return before, SCHEMA_VERSION
 
     def _take_run_lock(self) -> None:
         if fcntl is None:  # pragma: no cover
@@ -206,13 +339,22 @@ class Journal:
             self._lock_file.close()  # closing drops the flock
             self._lock_file = None
 
+    @property
+    def shared(self) -> bool:
+        """Many workers may write this journal at once (PostgreSQL): deliveries are held under leases."""
+        return self.backend == "postgresql"
+
     def lock_fds(self) -> list[int]:
-        """The descriptor of the run lock, if this journal holds it (a forked child must close its copy)."""
-        return [self._lock_file.fileno()] if self._lock_file is not None else []
+        """Descriptors a forked child must close: the run lock file, or the database connection (so that
+        a parent killed with SIGKILL drops its session at once)."""
+        if self._lock_file is not None:
+            return [self._lock_file.fileno()]
+        return [self._db.fileno()] if self.backend == "postgresql" and hasattr(self, "_db") else []
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error, AttributeError):
-            self._db.close()
+        if hasattr(self, "_db"):
+            with contextlib.suppress(Exception):
+                self._db.close()
         self._release_run_lock()
 
     def __enter__(self) -> Journal:
@@ -226,7 +368,9 @@ class Journal:
     # --- writes ---------------------------------------------------------------------------------------------
 
     def put_source(self, digest: str, document_json: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO sources (hash, doc) VALUES (?, ?)", (digest, document_json))
+        self._db.execute(
+            "INSERT INTO sources (hash, doc) VALUES (?, ?) ON CONFLICT DO NOTHING", (digest, document_json)
+        )
 
     def mark_pending(
         self,
@@ -247,22 +391,89 @@ class Journal:
         text = payload if isinstance(payload, str) else canonical_json(payload)
         now = time.time()
         row = (key, source_digest, mapping, target, connection, idempotency_key, method, url, text, origin)
-        self._db.execute(_PENDING, (*row, now, now))
+        self._db.execute(_PENDING, (*row, self.worker, now + self.lease_seconds, now, now))
 
-    def mark_pending_many(self, rows: Sequence[PendingRow]) -> None:
-        """Record many requests about to be sent, in one statement (call it inside ``transaction()``)."""
+    def mark_pending_many(self, rows: Sequence[PendingRow]) -> set[str]:
+        """Record many requests about to be sent, each under this worker's lease (call it inside
+        ``transaction()``). Returns the keys this worker now holds: on a shared journal, a row that another
+        worker holds under a live lease, or that is delivered, stays as it is, and is not this worker's to
+        send."""
         now = time.time()
-        self._db.executemany(_PENDING, [(*row, now, now) for row in rows])
+        until = now + self.lease_seconds
+        self._db.executemany(_PENDING, [(*row, self.worker, until, now, now) for row in rows])
+        keys = [row[0] for row in rows]
+        if not self.shared:
+            return set(keys)
+        held: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            held.update(
+                row[0]
+                for row in self._db.execute(
+                    f"SELECT key FROM deliveries WHERE key IN ({marks}) AND state = 'pending' AND lease_owner = ?",
+                    (*chunk, self.worker),
+                )
+            )
+        return held
+
+    def claim_pending(self, *, limit: int = 1000) -> list[JournalEntry]:
+        """Take over pending deliveries nobody holds: on a shared journal, those whose lease expired (their
+        worker died or stalled); on an exclusive one, every pending row (what an interrupted run left).
+        ``FOR UPDATE SKIP LOCKED``: two workers claiming at once never take the same row."""
+        now = time.time()
+        if self.shared:
+            chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?)
+                        ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
+            parameters: tuple[Any, ...] = (self.worker, now + self.lease_seconds, now, limit)
+        else:  # every pending row at once: claiming again would find the same rows
+            chosen = "SELECT key FROM deliveries WHERE state = 'pending'"
+            parameters = (self.worker, now + self.lease_seconds)
+        rows = self._db.execute(
+            f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {_COLUMNS}",
+            parameters,
+        ).fetchall()
+        return sorted((_entry(row) for row in rows), key=lambda entry: (entry.created_at, entry.key))
+
+    def renew_leases(self) -> set[str]:
+        """Extend every lease this worker holds; the keys it still holds."""
+        rows = self._db.execute(
+            "UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND state = 'pending' RETURNING key",
+            (time.time() + self.lease_seconds, self.worker),
+        ).fetchall()
+        return {row[0] for row in rows}
+
+    def holds(self, key: str) -> bool:
+        """Whether this worker still holds ``key``'s lease, renewing it if so (a worker that was stopped
+        asks before it sends: another may have taken the delivery over meanwhile)."""
+        cursor = self._db.execute(
+            "UPDATE deliveries SET lease_until = ? WHERE key = ? AND lease_owner = ? AND state = 'pending'",
+            (time.time() + self.lease_seconds, key, self.worker),
+        )
+        return int(cursor.rowcount) == 1
+
+    def pending_elsewhere(self) -> int:
+        """Pending deliveries that other workers hold (the end of a shared run waits for them)."""
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND lease_owner IS DISTINCT FROM ?",
+                (self.worker,),
+            ).fetchone()[0]
+        )
 
     def put_sources(self, rows: Iterable[tuple[str, str]]) -> None:
         """Many ``(digest, canonical JSON)`` source documents at once (call it inside ``transaction()``)."""
-        self._db.executemany("INSERT OR IGNORE INTO sources (hash, doc) VALUES (?, ?)", rows)
+        self._db.executemany("INSERT INTO sources (hash, doc) VALUES (?, ?) ON CONFLICT DO NOTHING", rows)
 
-    def mark_delivered_many(self, rows: Sequence[tuple[str, int, int]]) -> None:
-        """Mark ``(key, status, attempts)`` rows delivered, in one transaction."""
+    def mark_delivered_many(self, rows: Sequence[tuple[str, int, int]]) -> int:
+        """Mark ``(key, status, attempts)`` rows delivered, in one transaction; how many were marked. A row
+        this worker no longer holds (its lease was taken over) is left alone: a late answer changes nothing."""
         now = time.time()
+        marked = 0
         with self.transaction():
-            self._db.executemany(_DELIVERED, [(status, attempts, now, key) for key, status, attempts in rows])
+            for key, status, attempts in rows:
+                marked += self._db.execute(_DELIVERED, (status, attempts, now, key, self.worker)).rowcount
+        return marked
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -274,13 +485,13 @@ class Journal:
         try:
             yield
         except BaseException:
-            with contextlib.suppress(sqlite3.Error, JournalError):
+            with contextlib.suppress(JournalError, *self._errors):
                 self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
     def mark_delivered(self, key: str, *, status: int, attempts: int) -> None:
-        self._db.execute(_DELIVERED, (status, attempts, time.time(), key))
+        self._db.execute(_DELIVERED, (status, attempts, time.time(), key, self.worker))
 
     def mark_dead(
         self,
@@ -294,18 +505,21 @@ class Journal:
         response_excerpt: str | None = None,
         attempts: int = 0,
         origin: str | None = None,
-    ) -> None:
-        """Dead-letter a delivery, creating its row if it failed before a request existed (e.g. mapping)."""
+    ) -> bool:
+        """Dead-letter a delivery, creating its row if it failed before a request existed (e.g. mapping).
+        Returns False when another worker holds the row (this worker's lease was taken over): it stays."""
         now = time.time()
-        self._db.execute(
+        cursor = self._db.execute(
             """INSERT INTO deliveries (key, source_hash, mapping, target, state, attempts, status, reason,
-                                       response_excerpt, origin, created_at, updated_at)
-               VALUES (?, ?, ?, ?, 'dead', ?, ?, ?, ?, ?, ?, ?)
+                                       response_excerpt, origin, lease_owner, created_at, updated_at)
+               VALUES (?, ?, ?, ?, 'dead', ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(key) DO UPDATE SET
                    state = 'dead', attempts = deliveries.attempts + excluded.attempts,
                    status = excluded.status, reason = excluded.reason,
-                   response_excerpt = excluded.response_excerpt,
-                   origin = COALESCE(excluded.origin, deliveries.origin), updated_at = excluded.updated_at""",
+                   response_excerpt = excluded.response_excerpt, lease_until = NULL,
+                   origin = COALESCE(excluded.origin, deliveries.origin), updated_at = excluded.updated_at
+               WHERE deliveries.state <> 'pending' OR deliveries.lease_owner IS NULL
+                     OR deliveries.lease_owner = excluded.lease_owner""",
             (
                 key,
                 source_digest,
@@ -316,10 +530,12 @@ class Journal:
                 reason,
                 response_excerpt,
                 origin,
+                self.worker,
                 now,
                 now,
             ),
         )
+        return int(cursor.rowcount) == 1
 
     def mark_resolved(self, key: str, reason: str) -> None:
         """Close a dead letter that a replay superseded (its event was re-mapped into other deliveries)."""
@@ -332,7 +548,7 @@ class Journal:
         now = time.time()
         self._db.execute(
             """INSERT INTO unrouted (source_hash, origin, first_seen, last_seen) VALUES (?, ?, ?, ?)
-               ON CONFLICT(source_hash) DO UPDATE SET seen = seen + 1, last_seen = excluded.last_seen,
+               ON CONFLICT(source_hash) DO UPDATE SET seen = unrouted.seen + 1, last_seen = excluded.last_seen,
                                                       origin = excluded.origin""",
             (digest, origin, now, now),
         )
@@ -375,7 +591,7 @@ class Journal:
     def source(self, digest: str) -> Any:
         row = self._db.execute("SELECT doc FROM sources WHERE hash = ?", (digest,)).fetchone()
         if row is None:
-            raise JournalError(f"journal {self.path} has no source document {digest[:12]}")
+            raise JournalError(f"journal {self.name} has no source document {digest[:12]}")
         return json.loads(row[0])
 
     def unrouted_count(self) -> int:
@@ -384,6 +600,9 @@ class Journal:
     def rejected(self) -> list[RejectedInput]:
         rows = self._db.execute("SELECT origin, reason, excerpt, at FROM rejected ORDER BY id").fetchall()
         return [RejectedInput(*row) for row in rows]
+
+    def _count(self, table: str) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
@@ -482,15 +701,23 @@ def _escaped(row: Sequence[Any]) -> tuple[Any, ...]:
 PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]
 
 _PENDING = """INSERT INTO deliveries (key, source_hash, mapping, target, connection, idempotency_key, method, url,
-                                    payload, origin, state, attempts, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+                                    payload, origin, lease_owner, lease_until, state, attempts, created_at,
+                                    updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
                ON CONFLICT(key) DO UPDATE SET
                    connection = excluded.connection, state = 'pending', method = excluded.method,
                    url = excluded.url, payload = excluded.payload, origin = excluded.origin,
                    idempotency_key = COALESCE(deliveries.idempotency_key, excluded.idempotency_key),
-                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at"""
+                   lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
+                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at
+               WHERE deliveries.state IN ('dead', 'resolved')
+                     OR (deliveries.state = 'pending' AND (deliveries.lease_owner IS NULL
+                         OR deliveries.lease_owner = excluded.lease_owner
+                         OR deliveries.lease_until < excluded.updated_at))"""
+# Fenced: only the worker that holds the lease records the outcome.
 _DELIVERED = """UPDATE deliveries SET state = 'delivered', status = ?, attempts = attempts + ?, reason = NULL,
-                                      response_excerpt = NULL, updated_at = ? WHERE key = ?"""
+                                      response_excerpt = NULL, lease_until = NULL, updated_at = ?
+               WHERE key = ? AND state = 'pending' AND (lease_owner = ? OR lease_owner IS NULL)"""
 
 _COLUMNS = (
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "
@@ -502,3 +729,37 @@ def _entry(row: tuple[Any, ...]) -> JournalEntry:
     values = list(row)
     values[9] = json.loads(values[9]) if values[9] is not None else None
     return JournalEntry(*values)
+
+
+# Every table's columns that a copy moves, in dependency order (sources before what references them).
+_COPIED: tuple[tuple[str, str, str], ...] = (
+    ("sources", "hash, doc", ""),
+    ("deliveries", _COLUMNS, "ORDER BY created_at, key"),
+    ("unrouted", "source_hash, origin, seen, first_seen, last_seen", ""),
+    ("rejected", "origin, reason, excerpt, at", "ORDER BY id"),
+)
+_COPY_BATCH = 1000
+
+
+def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
+    """Copy every row of ``source`` into ``destination``, which must hold none yet: ``{table: rows}``.
+
+    One transaction on the destination: a copy that fails leaves it as it was. Rows keep their keys,
+    states, idempotency keys and times, so runs against the destination resume where the source stopped."""
+    if destination.readonly:
+        raise JournalError(f"journal {destination.name} is open read-only; nothing can be copied into it")
+    held = {table: destination._count(table) for table, _, _ in _COPIED}
+    if any(held.values()):
+        found = ", ".join(f"{count} {table}" for table, count in held.items() if count)
+        raise JournalError(f"journal {destination.name} is not empty ({found}); copy into an empty store")
+    copied: dict[str, int] = {}
+    with destination.transaction():
+        for table, columns, order in _COPIED:
+            marks = ", ".join("?" * len(columns.split(",")))
+            insert = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+            cursor = source._db.execute(f"SELECT {columns} FROM {table} {order}")
+            copied[table] = 0
+            while rows := cursor.fetchmany(_COPY_BATCH):
+                destination._db.executemany(insert, [tuple(row) for row in rows])
+                copied[table] += len(rows)
+    return copied

@@ -65,7 +65,9 @@ from ._journal import (
     canonical_json,
     delivery_key,
     digest_of,
+    open_readonly,
 )
+from ._journal_pg import is_database_url
 from ._pipeline import ForkedProducer, fork_available
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
 
@@ -352,9 +354,12 @@ class Runtime:
                 config, delivery=dataclasses.replace(config.delivery, concurrency=concurrency)
             )
         if journal is not None:
-            config = dataclasses.replace(
-                config, journal=dataclasses.replace(config.journal, path=Path(journal).resolve())
+            where = (
+                {"url": journal, "path": None}
+                if is_database_url(journal)
+                else {"url": None, "path": Path(journal).resolve()}
             )
+            config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, **where))
         return cls(config, transport=transport, seed=seed)
 
     # --- public entry points ------------------------------------------------------------------------------
@@ -418,8 +423,7 @@ class Runtime:
     def plan(self, events: Iterable[Any]) -> Iterator[PlanEntry]:
         """The dry run: what each event would cause, with the exact requests (headers redacted). Sends
         nothing, logs in nowhere, writes nothing; reads the journal, if there is one, to show skips."""
-        path = self.config.journal.path
-        journal = Journal(path, readonly=True) if path is not None and path.exists() else None
+        journal = open_readonly(self.config.journal.location)
         try:
             for index, item in enumerate(events):
                 record = _as_record(item, index)
@@ -437,17 +441,17 @@ class Runtime:
 
     def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
         """The dead letters in the journal (read-only; empty if there is no journal yet)."""
-        path = self.config.journal.path
-        if path is None or not path.exists():
+        journal = open_readonly(self.config.journal.location)
+        if journal is None:
             return []
-        with Journal(path, readonly=True) as journal:
+        with journal:
             return journal.dead_letters(keys)
 
     def rejected_inputs(self) -> list[RejectedInput]:
-        path = self.config.journal.path
-        if path is None or not path.exists():
+        journal = open_readonly(self.config.journal.location)
+        if journal is None:
             return []
-        with Journal(path, readonly=True) as journal:
+        with journal:
             return journal.rejected()
 
     def headers_for(self, connection: str) -> dict[str, str]:
@@ -470,9 +474,11 @@ class Runtime:
 
     def _open_journal(self) -> Journal:
         settings = self.config.journal
-        if settings.path is None:
+        if settings.location is None:
             return Journal(":memory:", synchronous=settings.synchronous)
-        return Journal(settings.path, synchronous=settings.synchronous, exclusive=True)
+        return Journal(
+            settings.location, synchronous=settings.synchronous, exclusive=True, lease=settings.lease
+        )
 
     async def _produce(self, events: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[list[_Item], None]:
         """Batches of expanded events. The journal is not read here: the run decides what to skip when it
@@ -796,6 +802,8 @@ class _Execution:
         self.log = runtime._log
         self._marks: list[tuple[str, int, int]] = []  # (key, status, attempts) delivered, not committed
         self._marks_since = 0.0
+        self._renewed = time.monotonic()  # when this worker's leases were last renewed (shared journals)
+        self._lost: set[str] = set()  # keys whose lease another worker took over (shared journals)
         self._routes = {route.name: route for route in runtime.routes}
 
     async def execute(self, producer: AsyncGenerator[list[_Item], None], *, decide: bool) -> RunSummary:
@@ -817,6 +825,7 @@ class _Execution:
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
                 workers = [group.create_task(self._worker(deliverer, queue)) for _ in range(concurrency)]
                 flusher = group.create_task(self._flush_periodically())
+                keeper = group.create_task(self._keep_leases(queue)) if self.journal.shared else None
                 for job in self._recover():
                     await queue.put(job)
                 async for batch in producer:
@@ -824,10 +833,14 @@ class _Execution:
                     for job in self._settle(batch, decide=decide):
                         await queue.put(job)
                     self._report()
+                if self.journal.shared:
+                    await self._wait_for_others(queue)
                 for _ in range(concurrency):
                     await queue.put(None)
                 await asyncio.gather(*workers)
                 flusher.cancel()
+                if keeper is not None:
+                    keeper.cancel()
         except BaseExceptionGroup as group_error:
             # The TaskGroup wraps whatever stopped the run (an unreadable input, a journal error): callers
             # and the CLI's exit codes want the error itself. What was pending stays pending for the next run.
@@ -842,8 +855,46 @@ class _Execution:
         self._report()
         return self.summary
 
+    def _lease_lapsed(self) -> bool:
+        """On a shared journal: this worker has not renewed its leases for half a lease (it was stopped, or
+        starved), so another worker may have taken its deliveries over; ask before sending."""
+        journal = self.journal
+        return journal.shared and time.monotonic() - self._renewed > journal.lease_seconds / 2
+
+    async def _keep_leases(self, queue: asyncio.Queue[_Job | None]) -> None:
+        """A shared journal: renew this worker's leases, and take over deliveries whose lease expired."""
+        while True:
+            await asyncio.sleep(self.journal.lease_seconds / 3)
+            held = self.journal.renew_leases()
+            # Queued here but held by another worker now (this one was stalled past its lease): not ours.
+            self._lost.update(key for key in self.scheduled if key not in held)
+            self._renewed = time.monotonic()
+            for job in self._recover():
+                await queue.put(job)
+
+    async def _wait_for_others(self, queue: asyncio.Queue[_Job | None]) -> None:
+        """A shared journal: the input is done, but other workers may hold deliveries; one that dies leaves
+        them to expire, and this worker takes them over. Returns when none are held elsewhere, or when that
+        number has not moved for three leases (the workers holding them are alive and will finish them)."""
+        lease = self.journal.lease_seconds
+        last, since = -1, time.monotonic()
+        while True:
+            for job in self._recover():
+                await queue.put(job)
+            waiting = self.journal.pending_elsewhere()
+            if waiting == 0:
+                return
+            if waiting != last:
+                last, since = waiting, time.monotonic()
+            elif time.monotonic() - since > 3 * lease:
+                self.log.warning(
+                    "%d deliveries are still held by other live workers; they finish them", waiting
+                )
+                return
+            await asyncio.sleep(min(1.0, lease / 4))
+
     def _recover(self) -> Iterator[_Job]:
-        for entry in list(self.journal.entries("pending")):
+        for entry in self.journal.claim_pending():
             connection = self.runtime.connections.get(entry.connection or "")
             if connection is None or entry.method is None or entry.url is None:
                 self._dead(
@@ -949,7 +1000,13 @@ class _Execution:
                                         request.connection, step.idempotency_key, request.method,
                                         request.url, step.text, step.origin))  # fmt: skip
                         jobs.append(step)
-            journal.mark_pending_many(pending)
+            held = journal.mark_pending_many(pending)
+        if len(held) < len(jobs):  # a shared journal: another worker holds these, or delivered them
+            for job in jobs:
+                if job.key not in held:
+                    self.scheduled.discard(job.key)
+                    self._skip(job)
+            jobs = [job for job in jobs if job.key in held]
         return jobs
 
     def _rebuild(self, job: _Job, recorded: str) -> _Job | _Dead:
@@ -967,10 +1024,7 @@ class _Execution:
             stats.skipped_dead += 1
 
     def _dead(self, step: _Dead, outcome: Outcome | None = None) -> None:
-        stats = self.summary.target(step.mapping, step.target)
-        stats.dead += 1
-        self.summary.dead_keys.append(step.key)
-        self.journal.mark_dead(
+        recorded = self.journal.mark_dead(
             step.key,
             source_digest=step.source_digest,
             mapping=step.mapping,
@@ -981,6 +1035,13 @@ class _Execution:
             attempts=outcome.attempts if outcome else 0,
             origin=step.origin,
         )
+        if not recorded:  # a shared journal: this worker's lease was taken over; the other worker decides
+            self.log.warning("%s.%s %s: lease lost while sending; its outcome is left to the worker that "
+                             "took it over", step.mapping, step.target, step.key[:12])  # fmt: skip
+            return
+        stats = self.summary.target(step.mapping, step.target)
+        stats.dead += 1
+        self.summary.dead_keys.append(step.key)
         where = f"{step.origin}: " if step.origin else ""
         self.log.warning("%sdead letter %s.%s %s: %s", where, step.mapping, step.target or "(mapping)",
                          step.key[:12], step.reason)  # fmt: skip
@@ -990,7 +1051,10 @@ class _Execution:
         marks, self._marks = self._marks, []
         if not marks:
             return
-        self.journal.mark_delivered_many(marks)
+        marked = self.journal.mark_delivered_many(marks)
+        if marked < len(marks):
+            self.log.warning("%d answer(s) came after this worker's lease was taken over; the journal keeps "
+                             "what the worker that took them over records", len(marks) - marked)  # fmt: skip
         for key, _, _ in marks:
             self.scheduled.discard(key)
 
@@ -1006,6 +1070,11 @@ class _Execution:
             job = await queue.get()
             if job is None:
                 return
+            if job.key in self._lost or (self._lease_lapsed() and not self.journal.holds(job.key)):
+                self.log.warning("%s: lease lost (this worker was stalled); another worker sends it",
+                                 job.request.label)  # fmt: skip
+                self.scheduled.discard(job.key)
+                continue
             self.sending += 1
             try:
                 outcome = await deliverer.send(job.request)

@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("replay", "send dead-lettered events again"),
     "test": ("test", "run the fixture cases declared beside mappings"),
     "init": ("init", "scaffold a new retailer from a sample source document"),
+    "journal": ("journal", "a journal's schema: migrate it, copy it (SQLite to PostgreSQL), show it"),
     "serve": ("serve", "accept signed webhooks, commit them, enrich them and deliver them until stopped"),
     "status": ("status", "print a service's queue depth, breakers and dead letters"),
     "studio": ("studio", "serve a local web page to edit a mapping against samples and see payloads live"),

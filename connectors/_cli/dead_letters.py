@@ -9,24 +9,30 @@ from pathlib import Path
 
 from shipmap.connectors._config import journal_path_of
 from shipmap.connectors._errors import ConfigError
-from shipmap.connectors._journal import Journal
+from shipmap.connectors._journal import open_readonly
+from shipmap.connectors._journal_pg import display_url, is_database_url
 
 _EXCERPT = 400
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", nargs="?", help="the runtime config (for its journal)")
-    parser.add_argument("--journal", metavar="PATH", help="the journal file (instead of the config's)")
+    parser.add_argument(
+        "--journal",
+        metavar="PATH|URL",
+        help="the journal file or postgresql:// URL (instead of the config's)",
+    )
     parser.add_argument("--key", action="append", metavar="KEY", help="only these keys (a prefix will do)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line, full excerpts")
 
 
 def run(args: argparse.Namespace) -> int:
     path = resolve_journal(args.config, args.journal)
-    if not path.exists():
-        print(f"no journal at {path}: nothing was run yet")
+    found = open_readonly(path)
+    if found is None:
+        print(f"no journal at {display_location(path)}: nothing was run yet")
         return 0
-    with Journal(path, readonly=True) as journal:
+    with found as journal:
         dead = journal.dead_letters(args.key)
         rejected = [] if args.key else journal.rejected()
     out = sys.stdout
@@ -68,9 +74,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def resolve_journal(config: str | None, journal: str | None) -> Path:
+def display_location(location: Path | str) -> str:
+    return display_url(location) if isinstance(location, str) and is_database_url(location) else str(location)
+
+
+def resolve_journal(config: str | None, journal: str | None) -> Path | str:
     if journal:
-        return Path(journal)
+        return journal if is_database_url(journal) else Path(journal)
     if config is None:
         raise ConfigError("give a CONFIG file or --journal PATH")
     return journal_path_of(config)

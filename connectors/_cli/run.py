@@ -38,7 +38,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--dry-run", action="store_true", help="print the HTTP requests that would be sent; send nothing"
     )
     parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
-    parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
+    parser.add_argument(
+        "--journal", metavar="PATH|URL", help="this journal file or postgresql:// URL instead of the config's"
+    )
     parser.add_argument(
         "--workers",
         type=int,

@@ -7,13 +7,12 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
-from shipmap.connectors._cli.dead_letters import resolve_journal
+from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import load_config
-from shipmap.connectors._journal import Journal
+from shipmap.connectors._journal import open_readonly
 from shipmap.connectors._serve import Inbox, serve_settings
 
 
@@ -34,10 +33,11 @@ def run(args: argparse.Namespace) -> int:
             report["webhooks"] = inbox.counts()
     else:
         report.update(queue_depth=0, oldest_pending_seconds=None, webhooks={})
-    journal_path: Path = resolve_journal(args.config, None)
-    report["journal"] = str(journal_path)
-    if journal_path.exists():
-        with Journal(journal_path, readonly=True) as journal:
+    journal_location = resolve_journal(args.config, None)
+    report["journal"] = display_location(journal_location)
+    found = open_readonly(journal_location)
+    if found is not None:
+        with found as journal:
             report["deliveries"] = journal.counts()
             report["dead_letters"] = len(journal.dead_letters())
             report["rejected_inputs"] = len(journal.rejected())

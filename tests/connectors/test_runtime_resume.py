@@ -36,14 +36,24 @@ def shipmap_run(config: Path, events: Path, log: Path) -> subprocess.Popen[bytes
     )
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def journal_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same guarantees on both journal backends: an SQLite file, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "journal.db")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_kill_minus_9_mid_run_loses_nothing_and_resends_only_what_was_in_flight_or_unmarked(
-    tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox], journal_location: str
 ) -> None:
     # Every response is held back 30 ms after the request was handled: a kill leaves requests in flight that
     # the server has already accepted, the case that produces duplicates.
     server = sandbox_factory(faults="slow=1:0.03")
-    config = write_config(tmp_path, server.url, delivery={"concurrency": CONCURRENCY})
+    journal = {"url": journal_location} if "://" in journal_location else {"path": journal_location}
+    config = write_config(tmp_path, server.url, delivery={"concurrency": CONCURRENCY}, journal=journal)
     events = tmp_path / "events.ndjson"
     lines = [order_event(n) for n in range(ORDERS)] + [shipment_event(n) for n in range(SHIPMENTS)]
     events.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -59,7 +69,7 @@ def test_kill_minus_9_mid_run_loses_nothing_and_resends_only_what_was_in_flight_
     first.wait()
     assert first.returncode == -signal.SIGKILL
 
-    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+    with Journal(journal_location, readonly=True) as journal:
         at_kill = journal.counts()
     assert at_kill.get("delivered", 0) < DELIVERIES  # it really was killed mid-run
     pending = at_kill.get("pending", 0)
@@ -71,7 +81,7 @@ def test_kill_minus_9_mid_run_loses_nothing_and_resends_only_what_was_in_flight_
     assert second.returncode == 0, log.read_text()[-3000:]
     assert f"recovered {pending}" in summary
 
-    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+    with Journal(journal_location, readonly=True) as journal:
         assert journal.counts() == {"delivered": DELIVERIES}
         keys = {e.idempotency_key for e in journal.entries("delivered")}
     assert len(keys) == DELIVERIES

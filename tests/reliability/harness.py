@@ -478,7 +478,7 @@ class ShipmapRun:
         self.workload = workload
         self.config = write_config(directory, delivery=delivery)
         self.input = workload.write(directory / "events.ndjson")
-        self.journal = directory / "journal.db"
+        self.journal: Path | str = directory / "journal.db"  # or a postgresql:// URL (many workers)
         self.stderr = directory / "run.log"
         self.env = environment(sandbox.url, credentials)
         self.extra_args = extra_args
@@ -568,7 +568,7 @@ class ShipmapRun:
         return code
 
     def pending(self) -> set[Identity]:
-        if not self.journal.exists():
+        if not journal_exists(self.journal):
             return set()
         with Journal(self.journal, readonly=True) as journal:
             return {_identity(journal, entry) for entry in journal.entries("pending")}
@@ -582,6 +582,10 @@ class ShipmapRun:
 
     def log(self) -> str:
         return self.stderr.read_text(encoding="utf-8", errors="replace") if self.stderr.exists() else ""
+
+
+def journal_exists(location: Path | str) -> bool:
+    return isinstance(location, str) or location.exists()
 
 
 def _identity(journal: Journal, entry: Any) -> Identity:
@@ -677,7 +681,7 @@ def reconcile(workload: Workload, sandbox: Sandbox, run: ShipmapRun, *, name: st
     # What the journal says.
     rows: dict[Identity, Any] = {}
     keys: dict[Identity, str] = {}
-    if not run.journal.exists():
+    if not journal_exists(run.journal):
         problems.append("there is no journal")
     else:
         with Journal(run.journal, readonly=True) as journal:

@@ -1,0 +1,67 @@
+"""``shipmap journal migrate|copy|info``: a journal's schema version, its upgrade, and moving it elsewhere.
+
+A journal is an SQLite file or a ``postgresql://`` URL. ``migrate`` brings a store to this shipmap's schema
+version (an SQLite file is also upgraded when a run opens it; a PostgreSQL store, which many workers share,
+only here). ``copy SRC DST`` moves every row of one journal into an empty other one, for a user who outgrows
+one machine: ``shipmap journal copy .shipmap/journal.db postgresql://shipmap@db/shipmap``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from shipmap.connectors._journal import SCHEMA_VERSION, Journal, copy_journal
+
+from .dead_letters import display_location
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    migrate = sub.add_parser("migrate", help=f"upgrade a journal to schema version {SCHEMA_VERSION}")
+    migrate.add_argument("journal", metavar="PATH|URL")
+    copy = sub.add_parser("copy", help="copy every row of SRC into the empty journal DST (created if absent)")
+    copy.add_argument("source", metavar="SRC", help="the journal to read (a file or postgresql:// URL)")
+    copy.add_argument("destination", metavar="DST", help="the journal to write (a file or postgresql:// URL)")
+    info = sub.add_parser("info", help="a journal's schema version and its deliveries by state")
+    info.add_argument("journal", metavar="PATH|URL")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Output names a PostgreSQL store by its URL without the password (display_location), and the journal's
+    # errors do the same, so a password given on the command line is never printed.
+    return _ACTIONS[args.action](args)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    with Journal(args.journal, upgrade=True) as journal:
+        before = journal.upgraded_from
+        after = journal.schema_version()
+    where = display_location(args.journal)
+    if before is None:
+        print(f"{where}: schema version {after}, up to date")
+    else:
+        print(f"{where}: schema version {before or 'none'} -> {after}")
+    return 0
+
+
+def _copy(args: argparse.Namespace) -> int:
+    with Journal(args.source, readonly=True) as source, Journal(args.destination) as destination:
+        copied = copy_journal(source, destination)
+    counts = ", ".join(f"{count} {table}" for table, count in copied.items())
+    print(f"copied {display_location(args.source)} -> {display_location(args.destination)}: {counts}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    with Journal(args.journal, readonly=True) as journal:
+        version = journal.schema_version()
+        counts = journal.counts()
+    states = ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "no deliveries"
+    print(f"{display_location(args.journal)}: {journal.backend}, schema version {version}; {states}")
+    if version < SCHEMA_VERSION:
+        print(f"run `shipmap journal migrate` to upgrade it to version {SCHEMA_VERSION}", file=sys.stderr)
+    return 0
+
+
+_ACTIONS = {"migrate": _migrate, "copy": _copy, "info": _info}

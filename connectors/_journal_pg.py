@@ -1,0 +1,122 @@
+"""The PostgreSQL backend of the journal: a psycopg 3 connection that speaks the SQLite connection's dialect.
+
+The journal's statements are written once, in the SQL both databases share (``INSERT ... ON CONFLICT``,
+``excluded``, ``?`` placeholders). :class:`PostgresConnection` offers the few methods of ``sqlite3.Connection``
+that the journal calls (``execute``, ``executemany``, ``in_transaction``, ``close``) and turns ``?`` into
+psycopg's ``%s``; only the schema (``CREATE TABLE``) is written per backend.
+
+The connection is in autocommit mode, so a statement outside ``Journal.transaction()`` commits at once, as in
+SQLite; a transaction is ``BEGIN`` ... ``COMMIT``. A commit is durable when PostgreSQL says so (its WAL, with
+``synchronous_commit`` as the server is configured), so a worker killed at any point leaves committed rows.
+
+psycopg is the ``postgresql`` extra (``pip install 'shipmap[postgresql]'``); it is imported only when a
+journal URL is opened.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ._errors import JournalError
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_MS = 60_000  # no statement of the journal's takes long; one that does is stuck
+
+
+def is_database_url(location: object) -> bool:
+    return isinstance(location, str) and location.startswith(URL_SCHEMES)
+
+
+def display_url(url: str) -> str:
+    """The URL without its password (and without query parameters, which may hold one)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = (
+        (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def url_password(url: str) -> str | None:
+    return urlsplit(url).password
+
+
+class PostgresConnection:
+    """A psycopg connection with the ``sqlite3.Connection`` methods the journal uses."""
+
+    def __init__(self, url: str, *, readonly: bool, lease: float = 30.0) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise JournalError(
+                "a postgresql:// journal needs psycopg 3: pip install 'shipmap[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        self._name = display_url(url)
+        # A worker stopped inside a transaction holds row locks: the server ends its session after one lease,
+        # so the others are never blocked longer than that (the stopped worker's transaction rolls back).
+        idle = max(1000, int(lease * 1000))
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
+        if readonly:
+            options += " -c default_transaction_read_only=on"
+        try:
+            self._conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options
+            )
+        except psycopg.Error as error:
+            raise JournalError(f"cannot open journal {display_url(url)}: {_first_line(error)}") from None
+
+    @property
+    def errors(self) -> type[Exception]:
+        return self._psycopg.Error
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        try:
+            return self._conn.execute(_dialect(sql), parameters or None)
+        except self._psycopg.Error as error:
+            raise self._fault(error) from None
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        rows = list(rows)
+        if rows:
+            try:
+                with self._conn.cursor() as cursor:
+                    cursor.executemany(_dialect(sql), rows)
+            except self._psycopg.Error as error:
+                raise self._fault(error) from None
+
+    def _fault(self, error: Exception) -> JournalError:
+        """Like the SQLite journal's faults: what the server said, never the URL's password or the data."""
+        if isinstance(error, self._psycopg.errors.ReadOnlySqlTransaction):
+            return JournalError(f"journal {self._name} is open read-only: {_first_line(error)}")
+        return JournalError(
+            f"journal write failed {self._name}: PostgreSQL says: {_first_line(error)}. Nothing is lost: "
+            "deliveries not recorded as delivered are sent again, under the same keys, by the next run"
+        )
+
+    @property
+    def in_transaction(self) -> bool:
+        return bool(self._conn.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE)
+
+    def fileno(self) -> int:
+        return int(self._conn.fileno())
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+@functools.lru_cache(maxsize=128)
+def _dialect(sql: str) -> str:
+    """SQLite's ``?`` placeholders as psycopg's ``%s`` (the journal's SQL has no ``%`` and no ``?`` in text)."""
+    return re.sub(r"\?", "%s", sql)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -1,0 +1,207 @@
+"""The journal on a real PostgreSQL server (started by `make test`), and moving between backends: the same
+states and keys as SQLite, schema versions and `shipmap journal migrate`, `shipmap journal copy`."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from shipmap.connectors import ConfigError, Journal, JournalError, Runtime, Sandbox
+from shipmap.connectors._cli import main
+from shipmap.connectors._journal import MIGRATIONS, SCHEMA_VERSION
+from test_journal import pending
+from test_runtime_support import order_event, write_config
+
+PASSWORD = "pg-secret-never-printed"  # the test server trusts loopback, so any password connects
+
+
+def with_password(url: str) -> str:
+    return url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield str(tmp_path / "journal.db")
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+def test_both_backends_keep_the_same_states_keys_and_records(location: str) -> None:
+    with Journal(location) as journal:
+        pending(journal, "k1")
+        pending(journal, "abc123", idempotency_key="first")
+        assert journal.state("k1") == "pending"
+        journal.mark_delivered_many([("k1", 201, 2)])
+        entry = journal.get("k1")
+        assert entry is not None and (entry.state, entry.status, entry.attempts) == ("delivered", 201, 2)
+        assert entry.payload == {"id": "1"} and entry.idempotency_key == "sm-1"
+        journal.mark_dead("abc123", source_digest="d" * 64, mapping="m", target="t", reason="HTTP 400",
+                          status=400, response_excerpt="{}", attempts=1)  # fmt: skip
+        pending(journal, "abc123", idempotency_key="second")  # a replay keeps the recorded key
+        assert journal.lookup(["k1", "abc123", "nope"]) == {
+            "k1": ("delivered", "sm-1"),
+            "abc123": ("pending", "first"),
+        }
+        journal.mark_dead("abc123", source_digest="d" * 64, mapping="m", target="t", reason="again")
+        assert [d.key for d in journal.dead_letters(["abc"])] == ["abc123"]
+        journal.mark_resolved("abc123", "replayed")
+        assert journal.counts() == {"delivered": 1, "resolved": 1}
+        journal.put_source("a" * 64, "{}")
+        journal.record_unrouted("a" * 64, "in:1")
+        journal.record_unrouted("a" * 64, "in:2")
+        journal.record_rejected("in:3", "not JSON", "{oops")
+        assert journal.unrouted_count() == 1
+        assert [(r.origin, r.excerpt) for r in journal.rejected()] == [("in:3", "{oops")]
+        assert journal.source("d" * 64) == {"id": 1}
+        with pytest.raises(RuntimeError), journal.transaction():  # one commit, or nothing
+            pending(journal, "rolled-back")
+            raise RuntimeError("stop")
+        assert journal.state("rolled-back") is None
+        assert journal.schema_version() == SCHEMA_VERSION
+
+
+def _row(key: str, digest: str = "d" * 64) -> tuple[str, ...]:
+    return (key, digest, "m", "t", "fenix", f"sm-{key}", "POST", "http://127.0.0.1/x", '{"id":"1"}', "in:1")
+
+
+def test_workers_share_a_journal_under_leases_and_a_late_answer_changes_nothing(postgres_url: str) -> None:
+    with Journal(postgres_url, lease=0.5) as a, Journal(postgres_url, lease=0.5) as b:
+        with a.transaction():
+            a.put_source("d" * 64, '{"id":1}')
+            assert a.mark_pending_many([_row("k1"), _row("k2")]) == {"k1", "k2"}
+        with b.transaction():  # the same events read by a second worker: A holds them, B sends nothing
+            assert b.mark_pending_many([_row("k1"), _row("k2")]) == set()
+        assert b.claim_pending() == [] and b.pending_elsewhere() == 2
+        assert a.renew_leases() == {"k1", "k2"}
+        time.sleep(0.7)  # A stalls past its lease (SIGSTOP, a long GC pause, a lost network)
+        taken = b.claim_pending()
+        assert [entry.key for entry in taken] == ["k1", "k2"]
+        assert [entry.idempotency_key for entry in taken] == ["sm-k1", "sm-k2"]  # the same request again
+        assert b.claim_pending() == []  # claimed once: SKIP LOCKED and the new lease keep the others off
+        assert b.mark_delivered_many([("k1", 201, 1)]) == 1
+        # A wakes up: its answers are late. Its marks, its dead letters and its renewals change nothing.
+        assert not a.holds("k2")
+        assert a.mark_delivered_many([("k1", 500, 3), ("k2", 201, 1)]) == 0
+        assert a.mark_dead("k2", source_digest="d" * 64, mapping="m", target="t", reason="late") is False
+        assert a.renew_leases() == set() and a.pending_elsewhere() == 1
+        entry = b.get("k1")
+        assert entry is not None and (entry.state, entry.status, entry.attempts) == ("delivered", 201, 1)
+        assert b.state("k2") == "pending" and b.holds("k2")
+        with Journal(postgres_url, readonly=True) as reader:
+            assert reader.counts() == {"delivered": 1, "pending": 1}
+            with pytest.raises(JournalError, match="read-only"):
+                reader.put_source("a", "{}")
+
+
+def test_an_unreachable_server_is_a_journal_error_without_the_password() -> None:
+    url = f"postgresql://shipmap:{PASSWORD}@127.0.0.1:1/shipmap"
+    with pytest.raises(
+        JournalError, match=r"cannot open journal postgresql://shipmap@127.0.0.1:1/shipmap"
+    ) as error:
+        Journal(url)
+    assert PASSWORD not in str(error.value)
+
+
+def _v1_store(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as db:
+        for statement in MIGRATIONS["postgresql"][0].split(";"):
+            if statement.strip():
+                db.execute(statement)
+        db.execute("INSERT INTO meta (k, v) VALUES ('schema_version', '1')")
+
+
+def test_a_postgresql_store_is_upgraded_by_journal_migrate_only(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _v1_store(postgres_url)
+    with pytest.raises(
+        JournalError, match="schema version 1; this shipmap needs 2: run `shipmap journal migrate"
+    ):
+        Journal(postgres_url)
+    with Journal(postgres_url, readonly=True) as reader:  # an older store can still be read
+        assert reader.schema_version() == 1 and reader.counts() == {}
+    assert main(["journal", "migrate", with_password(postgres_url)]) == 0
+    assert main(["journal", "migrate", with_password(postgres_url)]) == 0
+    assert main(["journal", "info", with_password(postgres_url)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"{postgres_url}: schema version 1 -> 2",
+        f"{postgres_url}: schema version 2, up to date",
+        f"{postgres_url}: postgresql, schema version 2; no deliveries",
+    ]
+    assert PASSWORD not in out
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("UPDATE meta SET v = '3' WHERE k = 'schema_version'")
+    with pytest.raises(JournalError, match="schema version 3 was written by a newer shipmap"):
+        Journal(postgres_url)
+
+
+def test_an_sqlite_journal_of_version_1_is_upgraded_when_a_run_opens_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(MIGRATIONS["sqlite"][0])
+    db.execute("INSERT INTO meta (k, v) VALUES ('schema_version', '1')")
+    db.commit()
+    db.close()
+    with Journal(path, readonly=True) as reader:
+        assert reader.schema_version() == 1
+    with Journal(path) as journal:
+        assert journal.schema_version() == 2
+        pending(journal, "k")
+    columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(deliveries)")}
+    assert {"lease_owner", "lease_until"} <= columns
+
+
+def test_journal_copy_moves_an_sqlite_run_into_postgresql_and_runs_resume_there(
+    tmp_path: Path, sandbox: Sandbox, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, sandbox.url)
+    events = [order_event(n) for n in range(6)] + [order_event(99, email=None)]  # one breaks fenix.order
+    summary = Runtime.from_config(config).run(events)
+    assert (summary.delivered, summary.dead) == (6, 1)
+    sqlite_path = tmp_path / "journal.db"
+    with Journal(sqlite_path) as journal:
+        journal.record_rejected("in.ndjson:9", "not JSON", "{oops")
+    url = with_password(postgres_url)
+    assert main(["journal", "copy", str(sqlite_path), url]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.strip()
+        == f"copied {sqlite_path} -> {postgres_url}: 7 sources, 7 deliveries, 0 unrouted, 1 rejected"
+    )
+    with Journal(sqlite_path, readonly=True) as old, Journal(postgres_url, readonly=True) as new:
+        assert list(new.entries()) == list(old.entries())
+        assert new.rejected() == old.rejected()
+    assert main(["journal", "copy", str(sqlite_path), url]) == JournalError.exit_code
+    assert (
+        "is not empty (7 sources, 7 deliveries, 1 rejected); copy into an empty store"
+        in capsys.readouterr().err
+    )
+
+    # The same config, pointed at PostgreSQL: everything delivered is skipped, the dead letter stays dead.
+    sandbox.reset()
+    moved = write_config(tmp_path, sandbox.url, journal=url)
+    again = Runtime.from_config(moved).run(events)
+    assert (again.delivered, again.skipped, again.dead) == (0, 7, 0)
+    assert sandbox.requests() == []
+    assert main(["dead-letters", str(moved)]) == 0
+    listed = capsys.readouterr().out
+    assert "fenix.order" in listed and PASSWORD not in listed
+
+
+def test_a_config_names_a_postgresql_journal_by_url(tmp_path: Path, postgres_url: str) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", journal={"url": with_password(postgres_url)})
+    runtime = Runtime.from_config(config)
+    assert runtime.config.journal.location == with_password(postgres_url)
+    assert runtime.redactor.redact(with_password(postgres_url)).count(PASSWORD) == 0
+    both = write_config(tmp_path, "http://127.0.0.1:9", journal={"url": postgres_url, "path": "j.db"})
+    with pytest.raises(ConfigError, match=r"takes path \(an SQLite file\) or url \(PostgreSQL\), not both"):
+        Runtime.from_config(both)
+    wrong = write_config(tmp_path, "http://127.0.0.1:9", journal="mysql://db/x")
+    with pytest.raises(ConfigError, match="journal"):
+        Runtime.from_config(wrong)
