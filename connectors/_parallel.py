@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from ._pipeline import fork_available
+from ._pipeline import die_with, fork_available
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -98,6 +98,8 @@ def _install(context: Any) -> None:  # runs once in each worker process
     global _context
     _context = context
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
+    # A parent killed outright (SIGTERM, SIGKILL) cannot shut the pool down: its workers die with it.
+    die_with(os.getppid())
 
 
 def _call(function: Callable[[Any, T], R], chunk: T) -> R:

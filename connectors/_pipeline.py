@@ -140,7 +140,7 @@ def _child(
         for fd in close:
             with contextlib.suppress(OSError):
                 os.close(fd)
-        _die_with(parent)
+        die_with(parent)
         with contextlib.suppress(OSError):
             os.nice(WORKER_NICENESS)
         with os.fdopen(write_fd, "wb") as out:
@@ -174,7 +174,7 @@ def _portable(error: BaseException) -> BaseException:
     return error
 
 
-def _die_with(parent: int) -> None:  # pragma: no cover - runs in the forked child
+def die_with(parent: int) -> None:  # pragma: no cover - runs in the forked child
     """Have the kernel kill this process when its parent dies (Linux); stop now if it already has."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):

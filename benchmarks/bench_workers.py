@@ -1,0 +1,245 @@
+"""1, 2 and 4 ``shipmap run`` workers sharing one PostgreSQL journal, against a sink that answers after 50 ms
+(issue 16).
+
+The sink is the sandbox (its own process) with every answer held 50 ms (``--faults slow=1:0.05``): a vendor
+API's latency, so one worker's throughput is bounded by ``concurrency / 50 ms`` and more workers should add
+throughput until something else saturates. The input is split in as many parts as there are workers (as
+webhooks spread over hosts would be); every worker journals to the same PostgreSQL database (a fresh one per
+run, on the server ``make postgres`` starts) under leases. Reported per worker count: deliveries per second
+from the first worker's start to the last one's end, the CPU seconds of the workers and of the sink, and
+the ratio to one worker (target: >= 1.8x from 1 to 2). What limits 4 workers on this machine is read from
+those figures: the CPU the workers and the sink need against the cores there are.
+
+    .venv/bin/python benchmarks/bench_workers.py [--events 2000] [--concurrency 8] [--rounds 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from _bench import ORDER_MAPPING, REPO, heading, machine, parser, table, write_json
+from bench_memory import generate
+
+SHIPMAP = Path(sys.executable).with_name("shipmap")
+LATENCY_S = 0.05
+TARGET = 1.8
+ENV = {
+    "BENCH_FENIX_USERNAME": "demo-user",
+    "BENCH_FENIX_PASSWORD": "demo-pass",
+    "BENCH_FENIX_API_KEY": "demo-api-key",
+}
+CONFIG = """\
+version: 1
+env_file: false
+connections:
+  fenix:
+    api: fenix
+    base_url: {url}
+    auth:
+      scheme: fenix_session
+      username: ${{BENCH_FENIX_USERNAME}}
+      password: ${{BENCH_FENIX_PASSWORD}}
+      api_key: ${{BENCH_FENIX_API_KEY}}
+      store_name: demo-store
+mappings:
+  - mapping: {mapping}
+delivery:
+  concurrency: {concurrency}
+  workers: 0
+journal:
+  url: {journal}
+  lease: 30s
+"""
+
+
+def postgres_server() -> str:
+    subprocess.run([str(REPO / ".ci" / "postgres"), "start"], check=True, cwd=REPO)
+    return (REPO / ".postgres-url").read_text(encoding="utf-8").splitlines()[0]
+
+
+def fresh_database(server: str) -> str:
+    import psycopg
+
+    name = f"shipmap_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(server: str, url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+class Sink:
+    """The sandbox in its own process, every answer held ``LATENCY_S`` after the request was handled."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                str(SHIPMAP),
+                "sandbox",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--faults",
+                f"slow=1:{LATENCY_S}",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().strip()
+        if not self.url.startswith("http://127.0.0.1:"):
+            self.stop()
+            raise SystemExit(f"the sandbox did not start (first line {self.url!r})")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def split(events: Path, parts: int, folder: Path) -> list[Path]:
+    lines = events.read_text(encoding="utf-8").splitlines(keepends=True)
+    paths = []
+    for part in range(parts):
+        path = folder / f"part-{parts}-{part}.ndjson"
+        path.write_text("".join(lines[part::parts]), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def one_run(
+    workers: int, sink: Sink, server: str, events: Path, folder: Path, concurrency: int
+) -> dict[str, Any]:
+    url = fresh_database(server)
+    try:
+        config = folder / f"workers-{workers}.yaml"
+        config.write_text(
+            CONFIG.format(url=sink.url, mapping=ORDER_MAPPING, concurrency=concurrency, journal=url),
+            encoding="utf-8",
+        )
+        subprocess.run([str(SHIPMAP), "journal", "migrate", url], check=True, capture_output=True)
+        parts = split(events, workers, folder)
+        env = {**os.environ, **ENV}
+        sink_cpu = sink.cpu_s()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        processes = [
+            subprocess.Popen(
+                [str(SHIPMAP), "run", str(config), "-i", str(part), "--no-progress"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+                cwd=folder,
+            )
+            for part in parts
+        ]
+        outputs = [process.communicate(timeout=600)[0].decode() for process in processes]
+        wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if any(process.returncode != 0 for process in processes):
+            raise SystemExit(f"a worker failed: {[p.returncode for p in processes]}\n{outputs}")
+        import psycopg
+
+        with psycopg.connect(url) as db:
+            delivered = db.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0]
+        return {
+            "workers": workers,
+            "delivered": delivered,
+            "wall_s": wall,
+            "per_s": delivered / wall,
+            "workers_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "sink_cpu_s": sink.cpu_s() - sink_cpu,
+        }
+    finally:
+        drop_database(server, url)
+
+
+def main() -> None:
+    arguments = parser(__doc__ or "")
+    arguments.add_argument("--events", type=int, default=2000)
+    arguments.add_argument("--concurrency", type=int, default=8)
+    arguments.add_argument("--rounds", type=int, default=2)
+    args = arguments.parse_args()
+    events_count = 600 if args.quick else args.events
+    rounds = 1 if args.quick else args.rounds
+    info = machine()
+    print(f"machine: {info['cpu']}, {info['nproc']} cores, load average {info['load_average']}")
+    server = postgres_server()
+    results: dict[str, Any] = {"machine": info, "runs": []}
+    ceiling = args.concurrency / LATENCY_S
+    with tempfile.TemporaryDirectory(prefix="shipmap-bench-workers-") as tmp:
+        folder = Path(tmp)
+        events = folder / "events.ndjson"
+        generate(events, events_count)
+        sink = Sink()
+        try:
+            for _ in range(rounds):
+                for workers in (1, 2, 4):
+                    run = one_run(workers, sink, server, events, folder, args.concurrency)
+                    if run["delivered"] != events_count:
+                        raise SystemExit(f"{workers} workers delivered {run['delivered']} of {events_count}")
+                    results["runs"].append(run)
+        finally:
+            sink.stop()
+    by_workers = {
+        n: statistics.median(r["per_s"] for r in results["runs"] if r["workers"] == n) for n in (1, 2, 4)
+    }
+    heading(f"{events_count:,} deliveries, concurrency {args.concurrency} per worker, sink latency 50 ms")
+    rows = []
+    for n in (1, 2, 4):
+        runs = [r for r in results["runs"] if r["workers"] == n]
+        rows.append([
+            n, f"{by_workers[n]:,.0f}", f"{by_workers[n] / by_workers[1]:.2f}x", f"{n * ceiling:,.0f}",
+            f"{statistics.median(r['workers_cpu_s'] for r in runs) / events_count * 1000:.2f}",
+            f"{statistics.median(r['sink_cpu_s'] for r in runs) / events_count * 1000:.2f}",
+            f"{statistics.median((r['workers_cpu_s'] + r['sink_cpu_s']) / r['wall_s'] for r in runs):.2f}",
+        ])  # fmt: skip
+    print(
+        table(
+            [
+                "workers",
+                "deliveries/s",
+                "vs 1",
+                "latency bound",
+                "worker CPU ms/delivery",
+                "sink CPU ms/delivery",
+                "cores busy",
+            ],
+            rows,
+        )
+    )
+    ratio = by_workers[2] / by_workers[1]
+    results.update(
+        by_workers=by_workers, ratio_2=ratio, ratio_4=by_workers[4] / by_workers[1], met=ratio >= TARGET
+    )
+    print(f"\n1 -> 2 workers: {ratio:.2f}x (target >= {TARGET}x): {'MET' if ratio >= TARGET else 'NOT MET'}")
+    print(f"load average at the end: {os.getloadavg()}")
+    write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
