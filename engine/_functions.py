@@ -797,6 +797,10 @@ _SPECS: Final[Mapping[str, FunctionSpec]] = types.MappingProxyType(
             FunctionSpec("split_name", ("full",)),
             FunctionSpec("unescape_html", ("s",)),
             FunctionSpec("strip_html", ("s",)),
+            FunctionSpec("country_name", ("code",)),
+            FunctionSpec("country_code", ("name",)),
+            FunctionSpec("from_minor", ("amount", "currency")),
+            FunctionSpec("carrier_code", ("name",)),
         )
     }
 )
@@ -953,6 +957,7 @@ class FunctionSet:
 # Builtins that live in their own modules (they import FunctionError and the number helpers from here).
 from ._arithmetic import add, divide, multiply, round_number, subtract  # noqa: E402
 from ._joins import Joins  # noqa: E402
+from ._tables import carrier_code, country_code, country_name, from_minor  # noqa: E402
 from ._text import split_name, strip_html, unescape_html  # noqa: E402
 
 _MORE: Final[Mapping[str, Callable[..., Any]]] = types.MappingProxyType(
@@ -965,5 +970,9 @@ _MORE: Final[Mapping[str, Callable[..., Any]]] = types.MappingProxyType(
         "split_name": split_name,
         "unescape_html": unescape_html,
         "strip_html": strip_html,
+        "country_name": country_name,
+        "country_code": country_code,
+        "from_minor": from_minor,
+        "carrier_code": carrier_code,
     }
 )

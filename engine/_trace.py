@@ -181,7 +181,7 @@ def _element(chain: Chain) -> Chain:
 
 
 def jinja_reads(ast: jinja2.nodes.Template) -> list[tuple[str, Chain]]:
-    """``(scope name, chain)`` for every attribute chain that starts at this, parent or root."""
+    """``(name, chain)`` for every attribute chain that starts at a name: this, parent, root or a let."""
     reads: list[tuple[str, Chain]] = []
     inner: set[int] = set()
     for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem)):
@@ -202,6 +202,8 @@ def jinja_reads(ast: jinja2.nodes.Template) -> list[tuple[str, Chain]]:
                     else ARRAY
                 )
             current = current.node
-        if isinstance(current, jinja2.nodes.Name) and current.name in ("this", "parent", "root"):
+        if isinstance(current, jinja2.nodes.Name) and current.name != "index":
+            # this, parent, root, or a let name (the tracer finds where its value sits; other names, such
+            # as loop variables, find nothing and are skipped)
             reads.append((current.name, tuple(reversed(chain))))
     return reads

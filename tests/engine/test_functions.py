@@ -518,6 +518,38 @@ CASES: list[dict[str, Any]] = [
     ),
     ok("strip_html(v)", "", v="<p></p>"),
     ok("strip_html(v)", None, v=None),
+    # -- shipped tables -----------------------------------------------------------------------------------------
+    ok("country_name(v)", "United States", v="US"),
+    ok("country_name(v)", "Germany", v=" de "),
+    ok("country_name(v)", None, v="ZZ"),
+    ok("country_name(v)", None, v=None),
+    err(
+        "country_name(v)",
+        'country_name(): country_name() expects a two-letter country code such as "US", found 1',
+        v=1,
+    ),
+    ok("country_code(v)", "US", v="United States of America"),
+    ok("country_code(v)", "GB", v="united kingdom"),
+    ok("country_code(v)", "CI", v="Côte d’Ivoire"),
+    ok("country_code(v)", "NL", v="The Netherlands"),
+    ok("country_code(v)", "FR", v="fr"),
+    ok("country_code(v)", None, v="Atlantis"),
+    ok("from_minor(a, c)", 19.99, a=1999, c="USD"),
+    ok("from_minor(a, c)", 1999, a=1999, c="JPY"),  # no decimals in yen
+    ok("from_minor(a, c)", 1.999, a="1999", c="kwd"),  # three in Kuwaiti dinar
+    ok("from_minor(a, c)", None, a=None, c="USD"),
+    err(
+        "from_minor(a, c)",
+        'from_minor(): unknown currency "ABC"; expected an ISO 4217 code such as "USD"',
+        a=1,
+        c="ABC",
+    ),
+    ok("carrier_code(v)", "royalmail", v="Royal Mail"),
+    ok("carrier_code(v)", "royalmail", v="royal-mail"),
+    ok("carrier_code(v)", "ups", v="UPS Ground"),
+    ok("carrier_code(v)", "usps", v="stamps_com"),
+    ok("carrier_code(v)", "dhlecommerce", v="DHL eCommerce Solutions"),
+    ok("carrier_code(v)", None, v="Bob's Van"),
 ]
 
 
@@ -608,14 +640,14 @@ def test_names_globals_and_filters() -> None:
         "datetime", "datetime_in", "date", "money", "id", "integer", "number", "string", "boolean",
         "upper", "lower", "title", "trim", "split", "replace", "join", "sum", "count", "coalesce", "lookup",
         "find", "index_by", "group_by", "add", "subtract", "multiply", "divide", "round", "split_name",
-        "unescape_html", "strip_html",
+        "unescape_html", "strip_html", "country_name", "country_code", "from_minor", "carrier_code",
     }  # fmt: skip
     assert set(FUNCTIONS.jinja_globals) == FUNCTIONS.names
     # Jinja's own filters keep their names; join and lookup take something else first.
     assert set(FUNCTIONS.jinja_filters) == {
         "datetime", "datetime_in", "date", "money", "id", "integer", "number", "boolean", "split", "coalesce",
         "find", "index_by", "group_by", "add", "subtract", "multiply", "divide", "split_name", "unescape_html",
-        "strip_html",
+        "strip_html", "country_name", "country_code", "from_minor", "carrier_code",
     }  # fmt: skip
     assert not set(FUNCTIONS.jinja_filters) & set(jinja2.filters.FILTERS)
     assert FUNCTIONS.jinja_filters["money"] is FUNCTIONS.jinja_globals["money"]
