@@ -750,7 +750,11 @@ class MappingCompiler:
         element_site = _Site(site.yaml_path, (*site.static, ARRAY), site.target)
         element_spec = {key: spec[key] for key in ("fields", "path", "template", "use") if key in spec}
         saved = self._visible
-        bind = self._lets(spec["let"], (*site.yaml_path, "let"), site.field_name) if "let" in spec else None
+        bind = (
+            self._lets(spec["let"], (*site.yaml_path, "let"), element_site.field_name)
+            if "let" in spec
+            else None
+        )
         if "fields" in element_spec:
             element = self._object(element_spec["fields"], element_site.child("fields", None))
         else:

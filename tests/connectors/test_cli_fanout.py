@@ -142,3 +142,33 @@ cases:
     result = shipmap("test", "fanout.cases.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "3 passed, 0 failed"
+
+
+REPO = Path(__file__).parents[2]
+
+
+def test_the_real_shipstation_list_response_maps_directly_without_splitting(tmp_path: Path) -> None:
+    """The ready ShipStation mapping says "split that list and feed each element": with each: on its targets
+    the real SHIP_NOTIFY list response maps as it is, one payload per shipment, keyed by shipmentId."""
+    text = (REPO / "mappings" / "shipstation" / "shipment.yaml").read_text(encoding="utf-8")
+    for target, kind in (("fulfillment", "fenix.fulfillment"), ("shipment", "dg.execution")):
+        head = f"  {target}:\n    kind: {kind}\n"
+        assert head in text
+        text = text.replace(head, f'{head}    each: "shipments || [@]"\n    key: shipmentId\n')
+    (tmp_path / "shipment.yaml").write_text(text, encoding="utf-8")
+    listing = (
+        REPO / "tests" / "fixtures" / "real" / "shipstation" / "shipments_list_ship_notify_resource.json"
+    )
+    result = shipmap("preview", "shipment.yaml", str(listing), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    payloads = json.loads(result.stdout)
+    assert sorted(payloads) == [
+        "fulfillment[33974373]", "fulfillment[33974374]", "shipment[33974373]", "shipment[33974374]"
+    ]  # fmt: skip
+    assert payloads["fulfillment[33974374]"]["order_id"] == "43945660"
+    assert payloads["fulfillment[33974373]"]["shipment_info"]["tracking_number"] == "9400111899561704681196"
+    # A single shipment (what the mapping took before) still maps: "|| [@]" makes it a list of one.
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(json.loads(listing.read_text(encoding="utf-8"))["shipments"][0]))
+    one = json.loads(shipmap("preview", "shipment.yaml", str(single), cwd=tmp_path).stdout)
+    assert sorted(one) == ["fulfillment[33974374]", "shipment[33974374]"]
