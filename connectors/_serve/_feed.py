@@ -50,7 +50,8 @@ class InboxFeed:
         self._log = get_logger("serve.feed", redactor)
 
     def stop(self) -> None:
-        """Hand over nothing more: the runtime then finishes what it holds and returns."""
+        """Hand over what the inbox holds now, then end: the runtime finishes its work and returns. (The
+        service's drain deadline cancels whatever is left; it stays owed for the next start.)"""
         self.stopping = True
         self.wakeup.set()
 
@@ -58,19 +59,19 @@ class InboxFeed:
         done: list[int] = []
         cursor = 0
         try:
-            while not self.stopping:
+            while True:
                 if done:
                     self.inbox.mark_processed(done)
                     done.clear()
                 rows = self.inbox.pending(after=cursor, limit=_PAGE)
                 if not rows:
+                    if self.stopping:
+                        return
                     self.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.wait(), _IDLE_POLL)
                     continue
                 for row in rows:
-                    if self.stopping:
-                        return
                     cursor = row.id
                     yield await self._event(row)
                     # Resumed: the runtime has journaled that event's deliveries.

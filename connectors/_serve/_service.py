@@ -6,10 +6,11 @@
           │
     Runtime.run_async(...)  route ─► map ─► journal (pending) ─► deliver ─► delivered | dead
 
-SIGTERM (or SIGINT, or ``stop()``): intake answers 503 and stops listening, the feed hands over nothing more,
-and the runtime finishes what it holds, all within ``serve.drain_timeout``. What is still in flight then is
-cancelled and stays ``pending`` in the journal; accepted webhooks not yet handed over stay in the inbox. The
-next start re-sends the first and hands over the second: nothing acknowledged is lost.
+SIGTERM (or SIGINT, or ``stop()``): intake answers 503 and stops listening, the feed hands over what the
+inbox still holds and ends, and the runtime finishes its deliveries, all within ``serve.drain_timeout``. What
+is still in flight at the deadline is cancelled and stays ``pending`` in the journal; accepted webhooks not
+yet handed over stay in the inbox. The next start re-sends the first and hands over the second: nothing
+acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -174,7 +175,10 @@ class Service:
         delivery: asyncio.Task[RunSummary],
     ) -> RunSummary | None:
         deadline = time.monotonic() + self.settings.drain_timeout
-        self._log.info("draining: intake closed, finishing deliveries in flight")
+        self._log.info(
+            "draining: intake closed; delivering what was accepted (deadline %.0f s)",
+            self.settings.drain_timeout,
+        )
         state.accepting = False
         server.should_exit = True
         feed.stop()
