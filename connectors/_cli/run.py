@@ -8,13 +8,14 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import IO
+from typing import IO, Any
 
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
 from shipmap.connectors._parallel import ordered_map
 from shipmap.connectors._pipeline import fork_available
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
+from shipmap.connectors._serve import enrich_records, enrichments
 from shipmap.engine import read_documents
 from shipmap.engine._chunks import SourceChunk, read_chunks
 from shipmap.engine._sources import estimate_total
@@ -51,6 +52,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     add_jobs_argument(parser)
+    parser.add_argument(
+        "--refetch",
+        action="store_true",
+        help="fetch the enrichment documents of events that already hold them (docs/serve.md#enrichment)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,8 +78,12 @@ def run(args: argparse.Namespace) -> int:
     records = read_documents(inputs, stdin=stdin)
     workers = args.workers if args.workers is not None else runtime.config.delivery.resolved_workers()
     total = estimate_total(inputs)
+    events: Any = records
+    declared = enrichments(runtime.config) if runtime.config.sources else {}
+    if declared:  # skinny events: fetched in the event loop as they are read, so in this process
+        events, workers = enrich_records(runtime, records, declared, refetch=args.refetch), 0
     summary = run_with_progress(
-        lambda progress: runtime.run(records, progress=progress, total=total, workers=workers),
+        lambda progress: runtime.run(events, progress=progress, total=total, workers=workers),
         no_progress=args.no_progress,
         verbose=args.verbose,
     )

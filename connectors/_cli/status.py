@@ -19,6 +19,11 @@ from shipmap.connectors._serve import Inbox, serve_settings
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="the config file of the service")
     parser.add_argument("--json", action="store_true", help="one JSON object")
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="the running service's base URL (default: from serve.host and serve.port)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         report.update(deliveries={}, dead_letters=0, rejected_inputs=0)
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = f"http://{host}:{settings.port}/readyz"
+    base = args.url.rstrip("/") if args.url else f"http://{host}:{settings.port}"
+    url = f"{base}/readyz"
     try:
         answer = httpx.get(url, timeout=2.0)
         report["service"] = {"url": url, "status": answer.status_code, **answer.json()}

@@ -6,7 +6,7 @@ durable store of accepted webhooks), ``_enrich`` (declared GETs that complete a 
 in one event loop, SIGTERM drain). Delivery itself is the runtime's. See docs/serve.md.
 """
 
-from ._enrich import Enricher, EnrichmentError
+from ._enrich import Enricher, EnrichmentError, enrich_records
 from ._inbox import Accepted, InboundRow, Inbox, InboxError
 from ._service import Service
 from ._settings import ServeSettings, SourceSettings, enrichments, serve_settings
@@ -24,6 +24,7 @@ __all__ = [
     "Service",
     "SourceSettings",
     "Verified",
+    "enrich_records",
     "enrichments",
     "serve_settings",
     "verify",

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._delivery import backoff_delay, parse_retry_after
@@ -145,3 +146,39 @@ class Enricher:
             raise EnrichmentError(f"GET {path}: the response is not JSON ({error})") from None
         self.fetched += 1
         return document
+
+
+async def enrich_records(
+    runtime: Runtime,
+    records: Iterable[Any],
+    enrichments: Mapping[str, Enrichment],
+    *,
+    refetch: bool = False,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Any]:
+    """``shipmap run`` on skinny events from files: each event whose ``source`` names a source with ``enrich``
+    (and whose topic it takes) gains its fetched documents before it is routed. An event that already holds
+    them (captured from ``shipmap serve``, say) keeps them unless ``refetch``. A fetch that fails makes the
+    event a rejected input record with the reason; the others go on."""
+    async with Enricher(runtime, enrichments, transport=transport) as enricher:
+        for index, item in enumerate(records):
+            record = (
+                item if isinstance(item, SourceDocument) else SourceDocument(f"event[{index}]", document=item)
+            )
+            event = record.document
+            if not record.ok or not isinstance(event, dict) or not enricher.applies(event):
+                yield record
+                continue
+            wanted = enrichments[str(event["source"])].fetch
+            if not refetch and all(name in event for name in wanted):
+                yield record
+                continue
+            try:
+                documents = await enricher.documents(event)
+            except EnrichmentError as error:
+                excerpt = runtime.redactor.excerpt(json.dumps(event, ensure_ascii=False), 500)
+                yield SourceDocument(
+                    record.origin, error=f"enrichment failed: {error.message}", excerpt=excerpt
+                )
+                continue
+            yield SourceDocument(record.origin, document={**event, **documents})

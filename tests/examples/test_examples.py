@@ -129,3 +129,19 @@ def test_library_embed() -> None:
     assert out.rstrip().endswith("OK")
     for secret in DEMO_SECRETS:
         assert secret not in out + result.stderr
+
+
+def test_serve_day_delivers_the_signed_webhooks_exactly_once(tmp_path: Path) -> None:
+    result = run(str(ACME / "serve_day.py"), "--state", str(tmp_path / "state"), timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "69 Shopify webhooks" in out
+    assert (
+        "the client's answers: 200 accepted x69, 200 duplicate (a repeat) x3, 401 bad_signature (forged) x1"
+        in out
+    )
+    assert "check: 91 requests planned from 69 webhooks, 91 arrived: each exactly once. OK" in out
+    assert 'shipmap_webhooks_rejected_total{reason="bad_signature",source="shopify"} 1.0' in out
+    assert "events 69  unrouted 0  rejected input records 0" in out
+    for secret in (*DEMO_SECRETS, "demo-shopify-webhook-secret"):
+        assert secret not in result.stdout + result.stderr

@@ -57,3 +57,27 @@ def test_bigcommerce_skinny_webhooks_are_enriched_and_delivered(
     assert (
         "bc#3" in dead.stdout and "enrichment failed: GET /v2/orders/999 failed: HTTP 404" in dead.stdout
     ), dead.stdout
+
+
+def test_shipmap_run_enriches_skinny_events_from_a_file(source_sandbox: Sandbox, tmp_path: Path) -> None:
+    serve = ServeProcess(tmp_path, source_sandbox.url)  # only for its copy of the config files
+    events = tmp_path / "skinny.ndjson"
+    lines = []
+    for order in (100, 101):
+        payload = json.loads((WEBHOOKS / f"bigcommerce_order_created_{order}.json").read_text())
+        lines.append({"source": "bc", "topic": "store/order/created", "payload": payload})
+    lines.append({"source": "bc", "topic": "store/order/created", "payload": {"data": {"id": 999}}})
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
+         "run", str(serve.config), "--input", str(events), "--no-progress"],
+        capture_output=True, text=True, env=environment(source_sandbox.url), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 8, result.stderr  # the event whose order the store does not have is rejected
+    assert (
+        "skinny.ndjson:3: rejected input record: enrichment failed: GET /v2/orders/999 failed: HTTP 404"
+        in result.stderr
+    )
+    orders = {r.body["id"]: r.body for r in source_sandbox.requests(endpoint="fenix.orders")}
+    assert set(orders) == {"100", "101"}
+    assert orders["100"]["item_quantity"] == 3  # from the fetched products

@@ -6,6 +6,8 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -59,7 +61,17 @@ def test_shopify_signed_accepted_forged_refused_repeat_delivered_once(
             serve.wait_until(
                 lambda: len(source_sandbox.requests(endpoint="fenix.orders")) >= 1, what="delivery"
             )
+            delivered = 'shipmap_deliveries_total{outcome="delivered",target="shopify-order.order"} 1.0'
+            serve.wait_until(lambda: delivered in client.get(f"{serve.url}/metrics").text, what="metrics")
             metrics = client.get(f"{serve.url}/metrics").text
+            serve.wait_until(
+                lambda: client.get(f"{serve.url}/readyz").json()["queue_depth"] == 0, what="empty queue"
+            )
+            status = subprocess.run(
+                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
+                 "status", str(serve.config), "--url", serve.url],
+                capture_output=True, text=True, env=serve.env, check=True,
+            )  # fmt: skip
         assert 'shipmap_webhooks_rejected_total{reason="bad_signature",source="shop"} 2.0' in metrics
         assert 'shipmap_webhooks_rejected_total{reason="unsigned",source="shop"} 1.0' in metrics
         assert 'shipmap_webhooks_accepted_total{source="shop"} 2.0' in metrics
@@ -67,6 +79,11 @@ def test_shopify_signed_accepted_forged_refused_repeat_delivered_once(
         assert serve.terminate() == 0
     finally:
         serve.kill()
+    assert f"service     ready at {serve.url}/readyz" in status.stdout, status.stdout
+    assert "queue       0 waiting" in status.stdout
+    assert "webhooks    shop/processed 2" in status.stdout  # wh-1 and wh-2; the duplicate was not stored
+    assert "deliveries  delivered 1" in status.stdout
+    assert "shipmap_webhook_ack_seconds_bucket" in metrics and "shipmap_queue_depth 0.0" in metrics
     orders = source_sandbox.requests(endpoint="fenix.orders")
     # wh-1 and wh-2 carry the same order document: one delivery (content keys), and nothing forged arrived.
     assert len(orders) == 1
