@@ -148,6 +148,21 @@ async def steady(host: str, port: int, requests: list[bytes], rate: float) -> di
     }
 
 
+def thread_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the service's main thread (intake: uvicorn, verification, inbox commits) and of its
+    other threads (delivery: mapping, journal, sending), from /proc (Linux)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = other = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(task.name) == pid:
+            main += seconds
+        else:
+            other += seconds
+    return main, other
+
+
 def start(command: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
         command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
@@ -200,9 +215,15 @@ def main(argv: list[str] | None = None) -> int:
               f"sandbox {sandbox_url}, shipmap serve {url}")  # fmt: skip
         burst_requests = requests_for(burst_count, 0, f"{host}:{port}")
         steady_requests = requests_for(int(200 * steady_seconds), burst_count, f"{host}:{port}")
+        cpu_before = thread_cpu(serve.pid)
         first = asyncio.run(burst(host, int(port), burst_requests))
+        cpu_after = thread_cpu(serve.pid)
+        intake_ms = 1000 * (cpu_after[0] - cpu_before[0]) / max(1, first["accepted"])
+        first["intake_cpu_ms_per_webhook"] = intake_ms
         print(f"burst:  {first['accepted']}/{first['sent']} accepted in {first['seconds']:.2f} s = "
               f"{first['accepted_per_second']:.0f} accepted/s (target >= 1000), statuses {first['statuses']}")  # fmt: skip
+        print(f"        the service's intake thread used {intake_ms:.2f} ms of CPU per accepted webhook: "
+              f"{1000 / intake_ms:.0f} accepted/s per core it has to itself")  # fmt: skip
         behind = burst_count - delivered(sandbox_url)
         began = time.perf_counter()
         while delivered(sandbox_url) < burst_count and time.perf_counter() - began < 300:

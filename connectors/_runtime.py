@@ -112,7 +112,7 @@ class LatencyHistogram:
 
     def buckets(self) -> Iterator[tuple[float, int]]:
         """(upper bound in seconds, count) of every non-empty bucket, in no particular order."""
-        for index, count in self._buckets.items():
+        for index, count in list(self._buckets.items()):  # a copy: another thread may be adding samples
             yield math.exp((index + 1) * self._RATIO), count
 
 

@@ -45,6 +45,7 @@ class InboxFeed:
         self.enricher = enricher
         self.wakeup = asyncio.Event()
         self.stopping = False
+        self.idle = False  # waiting for a wake-up: intake's commit sets ``wakeup`` only then
         self.handed = 0  # events handed to the runtime
         self.enrichment_failures = 0
         self._log = get_logger("serve.feed", redactor)
@@ -63,14 +64,17 @@ class InboxFeed:
                 if done:
                     self.inbox.mark_processed(done)
                     done.clear()
+                # Idle before looking: a commit after the look wakes the wait below, one before it is found.
+                self.idle = True
+                self.wakeup.clear()
                 rows = self.inbox.pending(after=cursor, limit=_PAGE)
                 if not rows:
                     if self.stopping:
                         return
-                    self.wakeup.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.wait(), _IDLE_POLL)
                     continue
+                self.idle = False
                 for row in rows:
                     cursor = row.id
                     yield await self._event(row)

@@ -82,7 +82,10 @@ class Inbox:
         *,
         synchronous: Literal["normal", "full"] = "normal",
         readonly: bool = False,
+        lock: bool = True,
     ) -> None:
+        """``lock``: hold the inbox's run lock (the service's intake does; its delivery thread, a second
+        connection of the same process, does not)."""
         self.path = Path(path)
         self._lock_file: Any = None
         try:
@@ -91,7 +94,8 @@ class Inbox:
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._take_lock()
+                if lock:
+                    self._take_lock()
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")

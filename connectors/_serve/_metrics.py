@@ -97,7 +97,8 @@ class _Live(Collector):
             labels=["target"],
         )
         summary = self._summary()
-        for stats in summary.targets.values() if summary is not None else ():
+        # list(): the delivery thread may add a target meanwhile; copying the view is one step under the GIL.
+        for stats in list(summary.targets.values()) if summary is not None else ():
             for outcome, value in (
                 ("delivered", stats.delivered),
                 ("dead", stats.dead),

@@ -1,9 +1,9 @@
 """``shipmap serve``: the webhook intake and the delivery loop, in one process and one event loop.
 
-    POST /hooks/{source} ─► verify ─► Inbox.accept (committed) ─► 200
+    POST /hooks/{source} ─► verify ─► Inbox.accept (committed) ─► 200        (this thread's event loop)
                                          │
-    InboxFeed.events() ◄─────────────────┘ (woken at once; enrichment GETs here)
-          │
+    InboxFeed.events() ◄─────────────────┘ (woken at once; enrichment GETs here)   (the delivery thread:
+          │                                                                       _delivery_loop)
     Runtime.run_async(...)  route ─► map ─► journal (pending) ─► deliver ─► delivered | dead
 
 SIGTERM (or SIGINT, or ``stop()``): intake answers 503 and stops listening, the feed hands over what the
@@ -27,10 +27,9 @@ import httpx
 import uvicorn
 
 from .._redact import get_logger
-from .._runtime import Progress, RunSummary, Runtime
+from .._runtime import RunSummary, Runtime
 from ._app import ServiceState, build_app
-from ._enrich import Enricher
-from ._feed import InboxFeed
+from ._delivery_loop import DeliveryLoop
 from ._inbox import Inbox
 from ._metrics import ServiceMetrics
 from ._settings import ServeSettings, serve_settings
@@ -75,15 +74,11 @@ class Service:
         self._source_transport = source_transport
         self._log = get_logger("serve", runtime.redactor)
         self._stop = asyncio.Event()
-        self._progress: Progress | None = None
         self.summary: RunSummary | None = None
         self.url: str | None = None
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _on_progress(self, progress: Progress) -> None:
-        self._progress = progress
 
     async def serve(
         self, sock: socket.socket | None = None, *, on_ready: Callable[[str], None] | None = None
@@ -93,50 +88,54 @@ class Service:
         host, port = sock.getsockname()[:2]
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         synchronous = self.runtime.config.journal.synchronous
-        with Inbox(settings.inbox, synchronous=synchronous) as inbox:
+        with Inbox(settings.inbox, synchronous=synchronous) as inbox:  # intake's connection; holds the lock
             inbox.purge(time.time() - DEDUP_WINDOW)
             enrichments = {n: s.enrich for n, s in settings.sources.items() if s.enrich is not None}
-            async with Enricher(self.runtime, enrichments, transport=self._source_transport) as enricher:
-                feed = InboxFeed(inbox, enricher, self.runtime.redactor)
-                delivering = asyncio.Event()
-                metrics = ServiceMetrics(
-                    summary=lambda: self.runtime.live,
-                    queue=lambda: (inbox.depth(), inbox.oldest_pending()),
-                    breakers=self.breakers,
-                    in_flight=lambda: self._progress.in_flight if self._progress else 0,
+            delivery = DeliveryLoop(
+                self.runtime, settings.inbox, synchronous, enrichments, transport=self._source_transport
+            )
+            metrics = ServiceMetrics(
+                summary=lambda: self.runtime.live,
+                queue=lambda: (inbox.depth(), inbox.oldest_pending()),
+                breakers=self.breakers,
+                in_flight=delivery.in_flight,
+            )
+            state = ServiceState(
+                sources=settings.sources,
+                inbox=inbox,
+                metrics=metrics,
+                on_accept=delivery.wake,
+                readiness=lambda: {
+                    "delivering": delivery.running,
+                    "queue_depth": inbox.depth(),
+                    "breakers": self.breakers(),
+                },
+            )
+            server = _Server(
+                uvicorn.Config(
+                    build_app(state, self.runtime.redactor),
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                    proxy_headers=False,
+                    server_header=False,
+                    timeout_graceful_shutdown=max(1, int(settings.drain_timeout / 2)),
+                    timeout_keep_alive=30,
                 )
-                state = ServiceState(
-                    sources=settings.sources,
-                    inbox=inbox,
-                    metrics=metrics,
-                    on_accept=feed.wakeup.set,
-                    readiness=lambda: {
-                        "delivering": delivering.is_set(),
-                        "queue_depth": inbox.depth(),
-                        "breakers": self.breakers(),
-                    },
-                )
-                server = _Server(
-                    uvicorn.Config(
-                        build_app(state, self.runtime.redactor),
-                        log_config=None,
-                        access_log=False,
-                        lifespan="off",
-                        proxy_headers=False,
-                        server_header=False,
-                        timeout_graceful_shutdown=max(1, int(settings.drain_timeout / 2)),
-                        timeout_keep_alive=30,
-                    )
-                )
-                return await self._run(server, sock, feed, state, delivering, on_ready)
+            )
+            delivery.start()
+            try:
+                return await self._run(server, sock, delivery, state, on_ready)
+            finally:
+                delivery.cancel()  # a no-op once it has ended
+                delivery.join(10)
 
     async def _run(
         self,
         server: _Server,
         sock: socket.socket,
-        feed: InboxFeed,
+        delivery: DeliveryLoop,
         state: ServiceState,
-        delivering: asyncio.Event,
         on_ready: Callable[[str], None] | None,
     ) -> RunSummary | None:
         loop = asyncio.get_running_loop()
@@ -145,21 +144,19 @@ class Service:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(signum, self.stop)
                 installed.append(signum)
-        delivery = asyncio.create_task(
-            self.runtime.run_async(feed.events(), progress=self._on_progress), name="shipmap-serve-delivery"
-        )
+        delivered = asyncio.wrap_future(delivery.result)
         http = asyncio.create_task(server.serve(sockets=[sock]), name="shipmap-serve-http")
         stop = asyncio.create_task(self._stop.wait())
         try:
-            while not server.started and not http.done() and not delivery.done():
+            while not server.started and not http.done() and not delivered.done():
                 await asyncio.sleep(0.005)
-            delivering.set()
             if server.started:
                 self._log.info("serving on %s", self.url)
                 if on_ready is not None:
                     on_ready(self.url or "")
-            await asyncio.wait({stop, delivery, http}, return_when=asyncio.FIRST_COMPLETED)
-            return await self._drain(server, http, feed, state, delivery)
+            ended: set[asyncio.Future[Any]] = {stop, delivered, http}
+            await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
+            return await self._drain(server, http, delivery, delivered, state)
         finally:
             stop.cancel()
             for signum in installed:
@@ -170,9 +167,9 @@ class Service:
         self,
         server: _Server,
         http: asyncio.Task[None],
-        feed: InboxFeed,
+        delivery: DeliveryLoop,
+        delivered: asyncio.Future[RunSummary | None],
         state: ServiceState,
-        delivery: asyncio.Task[RunSummary],
     ) -> RunSummary | None:
         deadline = time.monotonic() + self.settings.drain_timeout
         self._log.info(
@@ -181,28 +178,34 @@ class Service:
         )
         state.accepting = False
         server.should_exit = True
-        feed.stop()
+        delivery.stop()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(http), max(0.1, deadline - time.monotonic()))
         if not http.done():
             server.force_exit = True
         try:
-            self.summary = await asyncio.wait_for(delivery, max(0.1, deadline - time.monotonic()))
+            self.summary = await asyncio.wait_for(
+                asyncio.shield(delivered), max(0.1, deadline - time.monotonic())
+            )
         except TimeoutError:
             self._log.warning(
                 "drain deadline reached: deliveries still in flight stay pending and are re-sent on restart"
             )
-            self.summary = self.runtime.live
+            delivery.cancel()
+            with contextlib.suppress(TimeoutError):
+                self.summary = await asyncio.wait_for(delivered, 5.0)
         if not http.done():
             http.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await http
         elif http.exception() is not None:
             raise http.exception()  # type: ignore[misc]
-        self._log.info("stopped: %d events handed to delivery", feed.handed)
+        self._log.info("stopped: %d events handed to delivery", delivery.handed)
         return self.summary
 
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open), where the runtime has one."""
-        found: Any = getattr(self.runtime, "breaker_states", None)
-        return dict(found()) if callable(found) else {}
+        store: Any = getattr(self.runtime, "breaker_store", None)  # the runtime's, once it has breakers
+        if store is None:
+            return {}
+        return {name: str(store.breaker(name).phase) for name in self.runtime.connections}

@@ -95,7 +95,7 @@ class ServeProcess:
         self.output: list[str] = []
         self.errors: list[str] = []
 
-    def start(self, timeout: float = 30.0) -> ServeProcess:
+    def start(self, timeout: float = 90.0) -> ServeProcess:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -141,7 +141,7 @@ class ServeProcess:
     ) -> httpx.Response:
         return client.post(f"{self.url}/hooks/{source}", content=body, headers=dict(headers))
 
-    def terminate(self, timeout: float = 30.0) -> int:
+    def terminate(self, timeout: float = 60.0) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
@@ -151,7 +151,7 @@ class ServeProcess:
             self.process.kill()
             self.process.wait(10)
 
-    def wait_until(self, predicate: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    def wait_until(self, predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:

@@ -48,7 +48,7 @@ class ShopifyLikeClient:
         self.acked: set[int] = set()
         self.non_2xx = Counter[str]()
         self.lock = threading.Lock()
-        self.deadline = time.monotonic() + 120
+        self.deadline = time.monotonic() + 300
 
     def run(self, part: int) -> None:
         with httpx.Client(timeout=5) as client:
@@ -81,7 +81,9 @@ def test_kill_9_while_posting_loses_nothing_acknowledged(source_sandbox: Sandbox
     for thread in threads:
         thread.start()
     try:
-        serve.wait_until(lambda: len(client.acked) >= KILL_AFTER, what="acknowledgements before the kill")
+        serve.wait_until(
+            lambda: len(client.acked) >= KILL_AFTER, timeout=180, what="acknowledgements before the kill"
+        )
         serve.kill()  # SIGKILL
         killed_at = time.monotonic() - began
         acked_before_kill = len(client.acked)
@@ -93,12 +95,12 @@ def test_kill_9_while_posting_loses_nothing_acknowledged(source_sandbox: Sandbox
             }
         restarted = ServeProcess(tmp_path, source_sandbox.url, port=port).start()
         for thread in threads:
-            thread.join(150)
+            thread.join(320)
         assert len(client.acked) == WEBHOOKS, f"client gave up: {client.non_2xx}"
         all_acked_at = time.monotonic() - began
         restarted.wait_until(
             lambda: len({r.body["id"] for r in source_sandbox.requests(endpoint="fenix.orders")}) >= WEBHOOKS,
-            timeout=120,
+            timeout=300,
             what="every acknowledged webhook delivered",
         )
         delivered_at = time.monotonic() - began
@@ -136,12 +138,11 @@ def test_sigterm_drains_what_is_accepted_and_stops(source_sandbox: Sandbox, tmp_
                     client, "shop", body, shopify_headers(body, "orders/create", f"term-{index}")
                 )
                 assert answer.status_code == 200
-        started = time.monotonic()
-        assert serve.terminate(timeout=30) == 0  # drain_timeout is 10 s in serve.yaml
-        took = time.monotonic() - started
+        assert serve.terminate(timeout=90) == 0  # drain_timeout is 30 s in serve.yaml
     finally:
         serve.kill()
-    assert took < 15
+    log = "".join(serve.errors)
+    assert "draining: intake closed" in log and "drain deadline reached" not in log
     # The drain delivers what was accepted before SIGTERM (the sandbox is healthy, so well within the
     # deadline); what a deadline cuts off would stay owed for the next start.
     assert len({r.body["id"] for r in source_sandbox.requests(endpoint="fenix.orders")}) == len(bodies)
