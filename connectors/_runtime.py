@@ -28,6 +28,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -412,13 +413,18 @@ class Runtime:
         return _run_sync(self.replay_async(keys, progress=progress))
 
     async def replay_async(
-        self, keys: Sequence[str] | None = None, *, progress: Callable[[Progress], None] | None = None
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        progress: Callable[[Progress], None] | None = None,
+        refresh: Callable[[Any], Awaitable[Any]] | None = None,
     ) -> RunSummary:
         """Send dead letters again (all, or those whose key starts with one of ``keys``), re-mapping each
-        from its stored source document with the mapping as it is now; same delivery and idempotency keys."""
+        from its stored source document with the mapping as it is now; same delivery and idempotency keys.
+        ``refresh`` may replace each stored document first (``shipmap replay --refetch``: enrichment again)."""
         with self._exclusive(), self._open_journal() as journal:
             execution = _Execution(self, journal, progress, None)
-            return await execution.execute(self._produce_replay(journal, keys), decide=False)
+            return await execution.execute(self._produce_replay(journal, keys, refresh), decide=False)
 
     def plan(self, events: Iterable[Any]) -> Iterator[PlanEntry]:
         """The dry run: what each event would cause, with the exact requests (headers redacted). Sends
@@ -508,10 +514,13 @@ class Runtime:
             yield batch
 
     async def _produce_replay(
-        self, journal: Journal, keys: Sequence[str] | None
+        self, journal: Journal, keys: Sequence[str] | None, refresh: Callable[[Any], Awaitable[Any]] | None
     ) -> AsyncGenerator[list[_Item], None]:
         for entry in journal.dead_letters(keys):
-            yield [self._expand_replay(entry, journal)]
+            source = journal.source(entry.source_hash)
+            if refresh is not None:
+                source = await refresh(source)
+            yield [self._expand_replay(entry, journal, source)]
 
     def _routes_for(self, event: Any) -> list[PlannedRoute]:
         chosen: list[PlannedRoute] = []
@@ -721,8 +730,7 @@ class Runtime:
                 inputs["external_id"] = value
         return value
 
-    def _expand_replay(self, entry: JournalEntry, journal: Journal) -> _Event:
-        source = journal.source(entry.source_hash)
+    def _expand_replay(self, entry: JournalEntry, journal: Journal, source: Any) -> _Event:
         record = SourceDocument(entry.origin or f"journal:{entry.key[:12]}", document=source)
         canonical = canonical_json(source)
         routes = [r for r in self.routes if r.name == entry.mapping]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Callable
 
 from shipmap.connectors._cli.run import install_redaction, print_summary, run_with_progress
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
-from shipmap.connectors._runtime import Runtime
+from shipmap.connectors._runtime import Progress, RunSummary, Runtime
+from shipmap.connectors._serve import Enricher, enrichments
+from shipmap.connectors._serve._enrich import refetch_documents
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +22,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
     parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    parser.add_argument(
+        "--refetch",
+        action="store_true",
+        help="fetch an enriched event's documents again before re-mapping it (docs/serve.md#enrichment)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,8 +36,20 @@ def run(args: argparse.Namespace) -> int:
     if not waiting:
         print("no dead letters to replay" + (" with those keys" if args.key else ""))
         return EXIT_OK
+    declared = enrichments(runtime.config) if args.refetch and runtime.config.sources else {}
+
+    async def refetching(progress: Callable[[Progress], None] | None) -> RunSummary:
+        async with Enricher(runtime, declared) as enricher:
+            return await runtime.replay_async(
+                args.key,
+                progress=progress,
+                refresh=lambda document: refetch_documents(runtime, enricher, document),
+            )
+
     summary = run_with_progress(
-        lambda progress: runtime.replay(args.key, progress=progress),
+        lambda progress: (
+            asyncio.run(refetching(progress)) if declared else runtime.replay(args.key, progress=progress)
+        ),
         no_progress=args.no_progress,
         verbose=args.verbose,
     )

@@ -182,3 +182,18 @@ async def enrich_records(
                 )
                 continue
             yield SourceDocument(record.origin, document={**event, **documents})
+
+
+async def refetch_documents(runtime: Runtime, enricher: Enricher, document: Any) -> Any:
+    """``shipmap replay --refetch``: a stored enriched event with its documents fetched again. A document that
+    is not such an event (its route's ``body`` kept only part of it) is returned as it is, and so is one whose
+    fetch fails now (with a warning): the replay then maps what was stored."""
+    if not isinstance(document, dict) or not enricher.applies(document):
+        return document
+    try:
+        return {**document, **await enricher.documents(document)}
+    except EnrichmentError as error:
+        get_logger("serve.enrich", runtime.redactor).warning(
+            "refetch failed (%s); replaying the stored documents", error.message
+        )
+        return document

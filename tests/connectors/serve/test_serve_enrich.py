@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import Sandbox
 
-from .harness import SERVE_FIXTURES, ServeProcess, environment
+from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, environment
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
 SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
@@ -81,3 +82,39 @@ def test_shipmap_run_enriches_skinny_events_from_a_file(source_sandbox: Sandbox,
     orders = {r.body["id"]: r.body for r in source_sandbox.requests(endpoint="fenix.orders")}
     assert set(orders) == {"100", "101"}
     assert orders["100"]["item_quantity"] == 3  # from the fetched products
+
+
+def test_replay_maps_the_stored_documents_and_refetch_fetches_them_again(tmp_path: Path) -> None:
+    documents = tmp_path / "store_api"
+    shutil.copytree(SERVE_FIXTURES / "source_api", documents)
+    order_file = documents / "bigcommerce" / "stores" / "abc123" / "v2" / "orders" / "100.json"
+    good = order_file.read_text()
+    order_file.write_text(
+        good.replace('"email": "jane@example.com"', '"email": null')
+    )  # the store's data is wrong
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url)  # only for its copy of the config files
+        payload = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+        events = work / "skinny.ndjson"
+        events.write_text(
+            json.dumps({"source": "bc", "topic": "store/order/created", "payload": payload}) + "\n"
+        )
+
+        def shipmap(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *args, "--no-progress"],
+                capture_output=True, text=True, env=environment(sandbox.url), cwd=work, check=False,
+            )  # fmt: skip
+
+        first = shipmap("run", str(serve.config), "--input", str(events))
+        assert first.returncode == 8 and "customer.email" in first.stderr, first.stderr  # dead-lettered
+        order_file.write_text(good)  # fixed in the store
+        stored = shipmap("replay", str(serve.config))
+        assert stored.returncode == 8  # a replay maps the documents stored with the event: still wrong
+        assert sandbox.requests(endpoint="fenix.orders") == []
+        fresh = shipmap("replay", str(serve.config), "--refetch")
+        assert fresh.returncode == 0, fresh.stderr
+        (order,) = sandbox.requests(endpoint="fenix.orders")
+    assert order.body["customer"]["email"] == "jane@example.com"
