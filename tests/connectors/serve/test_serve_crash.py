@@ -150,3 +150,44 @@ def test_sigterm_drains_what_is_accepted_and_stops(source_sandbox: Sandbox, tmp_
         assert inbox.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0] == 0
     assert "stopped:" in "".join(serve.errors)
     assert os.path.exists(tmp_path / ".shipmap" / "journal.db")
+
+
+def test_the_drain_deadline_parks_what_is_in_flight_and_a_restart_resends_it(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    source_sandbox.set_faults("slow=1.0:3")  # every answer held 3 s, past the 1 s drain deadline below
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    serve.config.write_text(serve.config.read_text().replace("drain_timeout: 30s", "drain_timeout: 1s"))
+    bodies = _bodies()[:3]
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            for index, body in enumerate(bodies):
+                headers = shopify_headers(body, "orders/create", f"park-{index}")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+        serve.wait_until(
+            lambda: len(source_sandbox.requests(endpoint="fenix.orders")) == 3, what="3 posts in flight"
+        )
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert "drain deadline reached" in "".join(serve.errors)
+    with sqlite3.connect(tmp_path / ".shipmap" / "journal.db") as journal:
+        parked = {
+            row[0]
+            for row in journal.execute("SELECT idempotency_key FROM deliveries WHERE state = 'pending'")
+        }
+    assert len(parked) == 3  # in flight at the deadline: parked, not lost, not dead
+    source_sandbox.set_faults(None)
+    restarted = ServeProcess(tmp_path, source_sandbox.url).start()
+    try:
+        restarted.wait_until(
+            lambda: len(source_sandbox.requests(endpoint="fenix.orders")) == 6, what="the re-sends"
+        )
+        assert restarted.terminate() == 0
+    finally:
+        restarted.kill()
+    resent = source_sandbox.requests(endpoint="fenix.orders")[3:]
+    assert {r.headers.get("idempotency-key") for r in resent} == parked  # the same requests, sent again
+    with sqlite3.connect(tmp_path / ".shipmap" / "journal.db") as journal:
+        assert journal.execute("SELECT count(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0] == 3
