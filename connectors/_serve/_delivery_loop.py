@@ -56,7 +56,7 @@ class DeliveryLoop:
 
     @property
     def running(self) -> bool:
-        return self._feed is not None and not self.result.done()
+        return self._thread.is_alive() and not self.result.done()
 
     @property
     def handed(self) -> int:

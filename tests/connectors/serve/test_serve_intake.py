@@ -135,8 +135,10 @@ def test_refusals_have_their_status_and_reason(source_sandbox: Sandbox, tmp_path
             bc = (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_101.json").read_bytes()
             wrong = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-valuX"}
             assert serve.post(client, "bc", bc, wrong).json()["error"] == "bad_secret"
-            ready = client.get(f"{url}/readyz")
-            assert ready.status_code == 200 and ready.json()["inbox_writable"] is True
+            serve.wait_until(lambda: client.get(f"{url}/readyz").status_code == 200, what="ready")
+            ready = client.get(f"{url}/readyz").json()
+            assert ready["inbox_writable"] is True and ready["delivering"] is True
+            assert all(state == "closed" for state in ready["breakers"].values())
             assert client.get(f"{url}/healthz").json() == {"status": "ok"}
         assert serve.terminate() == 0
     finally:
