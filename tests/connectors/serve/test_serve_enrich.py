@@ -118,3 +118,14 @@ def test_replay_maps_the_stored_documents_and_refetch_fetches_them_again(tmp_pat
         assert fresh.returncode == 0, fresh.stderr
         (order,) = sandbox.requests(endpoint="fenix.orders")
     assert order.body["customer"]["email"] == "jane@example.com"
+
+
+def test_the_enriched_event_from_files_in_shipmap_test() -> None:
+    """The responses the fake store API serves, given to `shipmap test` as the event's named documents."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
+         "test", str(SERVE_FIXTURES / "bigcommerce_order.cases.yaml")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed, 0 failed" in result.stdout
