@@ -7,7 +7,7 @@ in one event loop, SIGTERM drain). Delivery itself is the runtime's. See docs/se
 """
 
 from ._enrich import Enricher, EnrichmentError, enrich_records
-from ._inbox import Accepted, InboundRow, Inbox, InboxError
+from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
 from ._service import Service
 from ._settings import ServeSettings, SourceSettings, enrichments, serve_settings
 from ._verify import Rejection, Verified, verify
@@ -19,6 +19,7 @@ __all__ = [
     "InboundRow",
     "Inbox",
     "InboxError",
+    "InboxStore",
     "Rejection",
     "ServeSettings",
     "Service",

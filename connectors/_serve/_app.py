@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._redact import get_logger
-from ._inbox import Inbox, InboxError
+from ._inbox import InboxError, InboxStore
 from ._metrics import ServiceMetrics
 from ._settings import RateLimit, SourceSettings
 from ._verify import Rejection, verify
@@ -55,7 +55,7 @@ class ServiceState:
     """What the endpoints share: the settings, the inbox, the metrics and the probes of the delivery side."""
 
     sources: Mapping[str, SourceSettings]
-    inbox: Inbox
+    inbox: InboxStore
     metrics: ServiceMetrics
     on_accept: Callable[[], None]  # wakes the delivery loop
     readiness: Callable[[], dict[str, Any]]  # breakers and delivery state for /readyz

@@ -20,7 +20,7 @@ from shipmap.engine import SourceDocument
 
 from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError
-from ._inbox import InboundRow, Inbox
+from ._inbox import InboundRow, InboxStore
 
 _PAGE = 64
 _MARK_EVERY = 32
@@ -40,7 +40,7 @@ def envelope(row: InboundRow) -> dict[str, Any]:
 
 
 class InboxFeed:
-    def __init__(self, inbox: Inbox, enricher: Enricher, redactor: Any) -> None:
+    def __init__(self, inbox: InboxStore, enricher: Enricher, redactor: Any) -> None:
         self.inbox = inbox
         self.enricher = enricher
         self.wakeup = asyncio.Event()

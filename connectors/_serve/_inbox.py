@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from .._errors import JournalError
 
@@ -73,8 +73,40 @@ class InboundRow:
     documents: dict[str, Any] | None
 
 
+class InboxStore(Protocol):
+    """What the service needs of an inbox, whatever holds it: SQLite here (:class:`Inbox`), PostgreSQL next.
+    One object per thread; ``accept`` must be durable when it returns."""
+
+    def accept(
+        self,
+        source: str,
+        webhook_id: str,
+        topic: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        received_at: float | None = None,
+    ) -> Accepted: ...
+
+    def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]: ...
+
+    def mark_processed(self, ids: Iterable[int]) -> None: ...
+
+    def save_documents(self, row_id: int, documents: Mapping[str, Any]) -> None: ...
+
+    def purge(self, older_than: float) -> int: ...
+
+    def writable(self) -> bool: ...
+
+    def depth(self) -> int: ...
+
+    def oldest_pending(self) -> float | None: ...
+
+    def close(self) -> None: ...
+
+
 class Inbox:
-    """One inbox file. Not thread-safe: the service uses it from its event loop only."""
+    """One inbox file (SQLite, WAL). One connection per object: each thread of the service opens its own."""
 
     def __init__(
         self,
