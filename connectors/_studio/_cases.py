@@ -141,20 +141,22 @@ def _case(mapping: CompiledMapping, name: str, document: Any, source: str | None
     skipped: list[str] = []
     errors: list[dict[str, str]] = []
     for target in mapping.targets:
+        failures: list[ShipmapError]
         try:
-            payload = target.produce(document)
+            produced, failed_fields = target.collect(document)
+            failures = list(failed_fields)
         except ShipmapError as error:
-            errors.append({"type": type(error).__name__, "target": target.name, **_field(error)})
-            continue
-        if payload is None:
+            produced, failures = [], [error]
+        for failure in failures[:1]:  # the case runner stops at a target's first failing field
+            errors.append({"type": type(failure).__name__, "target": target.name, **_field(failure)})
+        if not produced and not failures:
             skipped.append(target.name)
-            continue
-        problems = target.problems(payload)
-        if problems:  # expected as it is, contract problem included: the case pins both
-            errors.append(
-                {"type": "PayloadValidationError", "target": target.name, "field": problems[0].field}
-            )
-        expect[target.name] = plain(payload)
+        for element, payload in produced:
+            label = target.name if element is None else f"{target.name}[{element}]"
+            problems = target.problems(payload)
+            if problems:  # expected as it is, contract problem included: the case pins both
+                errors.append({"type": "PayloadValidationError", "target": label, "field": problems[0].field})
+            expect[label] = plain(payload)
     case: dict[str, Any] = {"name": name, "source": source if source is not None else plain(document)}
     if expect:
         case["expect"] = expect

@@ -8,7 +8,6 @@ import json
 import logging
 from typing import Any
 
-import yaml
 from shipmap.engine import (
     CompiledMapping,
     Location,
@@ -121,7 +120,7 @@ def evaluate(
     except ShipmapError as error:
         result["documents_error"] = diagnostic(error)
         return result
-    targets, produced = _run_targets(mapping, source, mapping_text, diagnostics)
+    targets, produced = _run_targets(mapping, source, diagnostics)
     result["targets"] = targets
     _coverage(mapping, source, result)
     if produced:
@@ -168,60 +167,49 @@ def _sample_error(document: SourceDocument) -> Json | None:
     return None
 
 
-def _run_targets(
-    mapping: CompiledMapping, source: Any, mapping_text: str, diagnostics: list[Json]
-) -> tuple[list[Json], bool]:
-    guards = _guards(mapping_text)
-    targets: list[Json] = []
-    produced = False
+def _run_targets(mapping: CompiledMapping, source: Any, diagnostics: list[Json]) -> tuple[list[Json], bool]:
+    """One entry per payload (a fan-out target's are labelled ``name[key]``), per failed or skipped target:
+    every problem of the document at once, as ``shipmap preview`` reports them."""
+    entries: list[Json] = []
+    produced_any = False
     for target in mapping.targets:
-        entry: Json = {"name": target.name, "kind": target.kind.name, "line": target.location.line}
-        targets.append(entry)
+        base: Json = {"target": target.name, "kind": target.kind.name, "line": target.location.line}
+        errors: list[ShipmapError]
         try:
-            payload = target.produce(source)
+            produced, failed_fields = target.collect(source)
+            errors = list(failed_fields)
         except ShipmapError as error:
-            entry.update(status="failed", error=diagnostic(error, target=target.name))
-            diagnostics.append(entry["error"])
-            continue
+            produced, errors = [], [error]
         except Exception as error:  # an engine bug must not take the page down
             log.exception("mapping %s, target %s", mapping.name, target.name)
-            entry.update(status="failed", error={"text": f"internal error: {error!r}", "line": None})
+            failed = {"text": f"internal error: {error!r}"}
+            entries.append({**base, "name": target.name, "status": "failed", "error": failed})
             continue
-        if payload is None:
-            guard = guards.get(target.name)
-            reason = "its 'when' guard does not hold" + (f": {guard}" if guard else "")
-            entry.update(status="skipped", reason=reason)
-            continue
-        produced = True
-        problems = target.problems(payload)
-        entry.update(status="invalid" if problems else "ok", payload=plain(payload))
-        if problems:
-            invalid = PayloadValidationError(target.name, target.kind.name, problems)
-            entry["problems"] = [problem_diagnostic(p, target=target.name) for p in problems]
-            entry["error"] = {"text": invalid.render()}
-            diagnostics.extend(entry["problems"])
-        try:
+        if errors:
+            located = [diagnostic(error, target=target.name) for error in errors]
+            diagnostics.extend(located)
+            text = "\n".join(item["text"] for item in located)
+            entries.append({**base, "name": target.name, "status": "failed", "error": {"text": text}})
+        if not produced and not errors:
+            reason = target.skip_reason(source)
+            entries.append({**base, "name": target.name, "status": "skipped", "reason": reason})
+        for element, payload in produced:
+            produced_any = True
+            label = target.name if element is None else f"{target.name}[{element}]"
+            entry: Json = {**base, "name": label, "payload": plain(payload)}
+            problems = target.problems(payload)
+            entry["status"] = "invalid" if problems else "ok"
+            if problems:
+                entry["problems"] = [problem_diagnostic(p, target=label) for p in problems]
+                entry["error"] = {"text": PayloadValidationError(label, target.kind.name, problems).render()}
+                diagnostics.extend(entry["problems"])
             route = target.kind.route
-            entry["route"] = f"{route.method} {route.render(payload)}"
-        except KeyError as missing:
-            entry["route"] = f"{target.kind.route.method} {target.kind.route.path} (no value for {missing})"
-    return targets, produced
-
-
-def _guards(mapping_text: str) -> dict[str, str]:
-    """Each target's ``when`` text, to say why a target was skipped."""
-    try:
-        document = yaml.safe_load(mapping_text)
-    except yaml.YAMLError:
-        return {}
-    targets = document.get("targets") if isinstance(document, dict) else None
-    if not isinstance(targets, dict):
-        return {}
-    return {
-        str(name): str(spec["when"])
-        for name, spec in targets.items()
-        if isinstance(spec, dict) and spec.get("when") is not None
-    }
+            try:
+                entry["route"] = f"{route.method} {route.render(payload)}"
+            except KeyError as missing:
+                entry["route"] = f"{route.method} {route.path} (no value for {missing})"
+            entries.append(entry)
+    return entries, produced_any
 
 
 def _coverage(mapping: CompiledMapping, source: Any, result: Json) -> None:
@@ -244,7 +232,11 @@ def _requests(
     targets: list[Json],
     result: Json,
 ) -> None:
-    by_name = {entry["name"]: entry for entry in targets}
+    # The plan lists each target's deliveries in the order the payloads were made (fan-out elements too).
+    waiting: dict[str, list[Json]] = {}
+    for entry in targets:
+        if "payload" in entry:
+            waiting.setdefault(entry["target"], []).append(entry)
     try:
         setting = load_setting(workspace, mapping, mapping_file)
         result["requests_note"] = setting.note
@@ -257,9 +249,10 @@ def _requests(
         result["requests_note"] = f"no requests: internal error: {error!r}"
         return
     for step in plan:
-        entry = by_name.get(step.target or "")
-        if entry is None:
+        queue = waiting.get(step.target or "")
+        if not queue:
             continue
+        entry = queue.pop(0)
         if step.action == "send":
             entry["request"] = {
                 "method": step.method,

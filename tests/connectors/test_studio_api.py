@@ -230,16 +230,36 @@ def test_contract_problems_and_skipped_targets_are_reported(client: httpx.Client
     )
     result = _evaluate(client, workspace, mapping=guarded)
     order, dg = result["targets"]  # type: ignore[misc]
+    when_line = guarded.splitlines().index("    when: \"status == 'shipped'\"") + 1
     assert dg == {
         "name": "dg",
+        "target": "dg",
         "kind": "dg.execution",
         "line": dg["line"],
         "status": "skipped",
-        "reason": "its 'when' guard does not hold: status == 'shipped'",
+        "reason": f"when is false (line {when_line})",  # the engine's own words, as preview prints them
     }
     # The tutorial's config has no Digital Genius connection: run would refuse it, and so does the plan.
     assert "no connection has api: dg" in result["requests_note"]  # type: ignore[operator]
     assert "request" not in order
+
+
+def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Client, workspace: Path) -> None:
+    mapping = (
+        "shipmap: 1\nname: fan\ntargets:\n  cancel:\n    kind: fenix.order_cancel\n    each: orders\n"
+        "    key: id\n    fields:\n      id: {path: id, type: id}\n      status: {literal: CANCELLED}\n"
+        "      cancelled_at: {literal: '2024-11-14T10:00:00Z'}\n      cancel_reason: {literal: customer}\n"
+    )
+    result = _evaluate(client, workspace, mapping=mapping, sample='{"orders": [{"id": 7}, {"id": 8}]}')
+    labels = [entry["name"] for entry in result["targets"]]  # type: ignore[union-attr]
+    assert labels == ["cancel[7]", "cancel[8]"]
+    urls = [entry["request"]["url"] for entry in result["targets"]]  # type: ignore[union-attr]
+    assert urls == [
+        "http://127.0.0.1:8765/api/v1/orders/7/created",
+        "http://127.0.0.1:8765/api/v1/orders/8/created",
+    ]
+    empty = _evaluate(client, workspace, mapping=mapping, sample='{"orders": []}')
+    assert empty["targets"][0]["reason"] == "each: orders found no elements"  # type: ignore[index]
 
 
 def test_samples_not_json_ndjson_and_arrays(client: httpx.Client, workspace: Path) -> None:
