@@ -18,8 +18,8 @@ run: $(STAMP)
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine connectors mappings tests benchmarks examples
-	$(BIN)/ruff format --check engine connectors mappings tests benchmarks examples
+	$(BIN)/ruff check setup.py engine connectors mappings tests benchmarks examples
+	$(BIN)/ruff format --check setup.py engine connectors mappings tests benchmarks examples
 
 # mypy has no notion of setuptools' package-dir, so it checks the packages through links named as installed.
 typecheck: $(STAMP)

@@ -1,12 +1,20 @@
-"""The ``shipmap`` command. The only place where errors become exit codes and where output is printed."""
+"""The ``shipmap`` command. The only place where errors become exit codes and where output is printed.
+
+Whatever a command does, the user sees no traceback: a closed pipe ends the output quietly (as ``cat`` does),
+Ctrl-C is one line and exit 130, and a bug is one line naming the exception (``-vv`` logs its traceback).
+Every subcommand, registered below, gets this for free.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 # Each subcommand lives in its own module with ``register(subparsers)``; imported lazily so --help stays fast.
 _COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,11 +33,37 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "studio": ("studio", "serve a local web page to edit a mapping against samples and see payloads live"),
 }
 
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in shipmap, not in the user's input
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `cat file | head -1`
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` reads the installed package's metadata, the one source of the version, only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print shipmap's version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        print(f"shipmap {package_version()}")
+        parser.exit()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("shipmap")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shipmap", description="Map retailer JSON to Fenix and Digital Genius."
     )
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -38,21 +72,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(command: str) -> argparse.ArgumentParser:
+    """The full parser of one subcommand, as its module declares it."""
+    module = importlib.import_module(f"{__name__}.{_COMMANDS[command][0]}")
+    parser = argparse.ArgumentParser(prog=f"shipmap {command}", description=_COMMANDS[command][1])
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    module.register(parser)
+    parser.set_defaults(_run=module.run)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        print("shipmap: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(args_list: list[str]) -> int:
     # Global options stand before the command; the command's module declares and parses the rest.
     position = next((i for i, arg in enumerate(args_list) if not arg.startswith("-")), None)
     parser = build_parser()
     if position is None or args_list[position] not in _COMMANDS:
-        parser.parse_args(args_list)  # prints help, or the error for an unknown command, and exits
-        return 2
+        parser.parse_args(args_list)  # prints help, the version, or the error for an unknown command; exits
+        return EXIT_USAGE
     global_args = parser.parse_args([*args_list[:position], args_list[position]]) if position else None
     command = args_list[position]
-    module = importlib.import_module(f"{__name__}.{_COMMANDS[command][0]}")
-    command_parser = argparse.ArgumentParser(prog=f"shipmap {command}", description=_COMMANDS[command][1])
-    command_parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    module.register(command_parser)
-    args = command_parser.parse_args(args_list[position + 1 :])
+    args = command_parser(command).parse_args(args_list[position + 1 :])
     if global_args is not None:
         args.verbose += global_args.verbose
     logging.basicConfig(
@@ -63,14 +113,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shipmap.engine import ShipmapError  # here, not at the top: --help must not load the engine
 
     try:
-        code: int = module.run(args)
+        code: int = args._run(args)
+        sys.stdout.flush()  # a closed pipe is found here, inside the handler, not at interpreter exit
     except ShipmapError as error:
         print(error.render(), file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # a bug: one line for the user, the traceback only for who asks for it
+        logging.getLogger("shipmap.cli").debug("internal error", exc_info=True)
+        # The type and where it was raised, not the message: a message may quote a config value.
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        print(
+            f"shipmap {command}: internal error: {type(error).__name__} at"
+            f" {Path(frame.filename).name}:{frame.lineno} (a bug in shipmap; -vv logs the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     return code
+
+
+def _silence_stdout() -> None:
+    # The reader went away: point stdout at /dev/null so the interpreter's final flush cannot raise again.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
 
 
 def entry() -> None:

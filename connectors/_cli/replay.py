@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 
+from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import install_redaction, print_summary, run_with_progress
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
@@ -20,7 +21,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--key", action="append", metavar="KEY", help="only these dead letters (a key prefix will do)"
     )
     parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N", help="requests in flight at once")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
     parser.add_argument(
         "--refetch",

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
+from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
 from shipmap.connectors._parallel import ordered_map
 from shipmap.connectors._pipeline import fork_available
@@ -38,7 +39,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="print the HTTP requests that would be sent; send nothing"
     )
-    parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N", help="requests in flight at once")
     parser.add_argument(
         "--journal", metavar="PATH|URL", help="this journal file or postgresql:// URL instead of the config's"
     )

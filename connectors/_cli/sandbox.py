@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from shipmap.connectors._cli._types import port
 from shipmap.connectors._sandbox import (
     DEFAULT_TOKEN_TTL,
     FaultPlan,
@@ -57,7 +58,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--port",
-        type=int,
+        type=port,
         default=DEFAULT_PORT,
         help=f"port to listen on; 0 picks a free one (default {DEFAULT_PORT})",
     )

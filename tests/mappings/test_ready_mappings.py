@@ -69,7 +69,7 @@ def test_every_case_passes(name: str, capsys: pytest.CaptureFixture[str]) -> Non
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"{len(cases)} passed, 0 failed"
     # Every mapping is tested on real payloads, not only on made-up ones.
-    assert any("tests/fixtures/real/" in str(case["source"]) for case in cases)
+    assert any("_fixtures/real/" in str(case["source"]) for case in cases)
 
 
 def case_documents() -> list[tuple[str, str, Any]]:
