@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
 import fastjsonschema
@@ -226,14 +226,24 @@ class TargetKind:
                 return False
         return node.get("additionalProperties", True) is False
 
-    def required_children(self, parts: tuple[str | int, ...]) -> tuple[str, ...]:
-        """The required field names of the object at ``parts`` (an int part steps into array items)."""
+    def field_schema(self, parts: tuple[str | int, ...]) -> Mapping[str, Any] | None:
+        """The schema of the target field at ``parts`` (an int part steps into array items), if declared."""
         node: Any = self.inlined
         for part in parts:
-            node = node.get("items") if isinstance(part, int) else node.get("properties", {}).get(part)
+            node = node.get("items") if isinstance(part, int) else (node.get("properties") or {}).get(part)
             if node is None:
-                return ()
-        return tuple(node.get("required", ()))
+                return None
+        return cast(Mapping[str, Any], node)
+
+    def field_names(self, parts: tuple[str | int, ...]) -> tuple[str, ...]:
+        """The declared field names of the object at ``parts``."""
+        node = self.field_schema(parts)
+        return tuple((node or {}).get("properties") or ())
+
+    def required_children(self, parts: tuple[str | int, ...]) -> tuple[str, ...]:
+        """The required field names of the object at ``parts`` (an int part steps into array items)."""
+        node = self.field_schema(parts)
+        return tuple((node or {}).get("required", ()))
 
 
 def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[tuple[Any, ...], str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import threading
@@ -12,9 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._compiler import ARRAY, CompiledTarget, CompileReport, MappingCompiler, static_field_name
+from ._compiler import CompiledTarget, CompileReport, MappingCompiler
 from ._errors import Location, MappingError, Problem
 from ._functions import FunctionSet, lookup_key
+from ._lint import target_problems
 from ._trace import ACTIVE, Trace, unread_paths
 from ._yaml import LocatedDocument, load_located
 
@@ -145,35 +147,7 @@ class CompiledMapping:
         fields the kind does not have, and lookups or fragments never used. Severity is in ``Problem.severity``."""
         problems: list[Problem] = []
         for name, target in self._compiled.items():
-            mapped = self._report.mapped[name]
-            opaque = self._report.opaque[name]
-            for static, keys in sorted(mapped.items()):
-                if any(static[: i + 1] in opaque for i in range(len(static))):
-                    continue
-                parts = tuple(0 if part == ARRAY else part for part in static)
-                for key in sorted(keys):
-                    child = (*static, key)
-                    if not target.kind.is_known_field((*parts, key)):
-                        # One rule in validate and preview (the README's): an error where the kind's
-                        # contract refuses keys it does not declare, a warning where it accepts them.
-                        refused = target.kind.refuses_unknown((*parts, key))
-                        problems.append(
-                            Problem(
-                                field=static_field_name(name, child),
-                                message=f"is not a field of {target.kind.name}",
-                                location=target.where(child),
-                                severity="error" if refused else "warning",
-                            )
-                        )
-                for required in target.kind.required_children(parts):
-                    if required not in keys:
-                        problems.append(
-                            Problem(
-                                field=static_field_name(name, (*static, required)),
-                                message=f"is required by {target.kind.name} but not mapped",
-                                location=target.where(static),
-                            )
-                        )
+            problems.extend(target_problems(target, self._report.mapped[name], self._report.opaque[name]))
         lookups = self._document.value.get("lookups") or {}
         for table in lookups:
             if table not in self._used_lookups:
@@ -213,7 +187,23 @@ def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
         candidate = Path(str(packaged) + ".yaml")
         if candidate.is_file():
             return candidate
-    raise MappingError(f"no mapping file or packaged mapping named '{text}'", location=Location(text, 1, 1))
+    close = difflib.get_close_matches(text.removesuffix(".yaml"), packaged_mapping_names(), n=3, cutoff=0.6)
+    raise MappingError(
+        f"no mapping file or packaged mapping named '{text}'",
+        location=Location(text, 1, 1),
+        hint=f"did you mean {' or '.join(close)}?" if close else None,
+    )
+
+
+def packaged_mapping_names() -> list[str]:
+    """The short names of the mappings shipped with shipmap (``shopify/order``, ...): what ``load_mapping``
+    accepts besides a path."""
+    root = Path(str(resources.files("shipmap.mappings")))
+    return sorted(
+        path.relative_to(root).with_suffix("").as_posix()
+        for path in root.glob("*/*.yaml")
+        if not path.name.endswith(".cases.yaml")
+    )
 
 
 def parse_mapping(text: str, *, file: str = "<string>", default_zone: str | None = None) -> CompiledMapping:

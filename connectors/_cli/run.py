@@ -8,8 +8,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import IO, Any
 
+from shipmap.connectors._cli._reports import write_summary_json
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
 from shipmap.connectors._parallel import ordered_map
@@ -24,6 +26,7 @@ from shipmap.engine._sources import estimate_total
 from ._output import CHUNK_LINES, add_jobs_argument
 
 _LOGGER = "shipmap.connectors"
+EXIT_USAGE = 2
 Execute = Callable[[Callable[[Progress], None] | None], RunSummary]
 
 
@@ -58,9 +61,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fetch the enrichment documents of events that already hold them (docs/serve.md#enrichment)",
     )
+    parser.add_argument(
+        "--summary-json",
+        type=Path,
+        metavar="PATH",
+        help="also write the run summary to PATH as JSON, for CI (docs/cli-formats.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.summary_json is not None and not args.summary_json.parent.is_dir():
+        print(f"shipmap run: --summary-json: no directory {args.summary_json.parent}", file=sys.stderr)
+        return EXIT_USAGE  # said before anything is sent, not after
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
     inputs = args.input or ["-"]
@@ -89,7 +101,16 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print_summary(summary, sys.stdout)
-    return EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
+    code = EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
+    if args.summary_json is not None:
+        try:
+            write_summary_json(summary, args.summary_json, exit_code=code)
+        except OSError as error:
+            print(
+                f"shipmap run: cannot write {args.summary_json}: {error.strerror or error}", file=sys.stderr
+            )
+            return EXIT_USAGE
+    return code
 
 
 def install_redaction(runtime: Runtime) -> None:

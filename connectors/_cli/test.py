@@ -10,10 +10,13 @@ one fails; a mapping, cases file or source that cannot be read keeps its own err
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import io
 import json
 import re
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,7 @@ from shipmap.engine import (
 )
 
 from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
+from ._reports import CaseOutcome, TestReport, error_json
 
 TEST_FAILURE_EXIT = 1  # at least one case failed (library errors keep their own, higher codes)
 CASES_SUFFIX = ".cases.yaml"
@@ -67,9 +71,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-k", dest="keyword", help="only cases whose name contains this text")
     add_jobs_argument(parser)
+    parser.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="text (default), or a report on stdout for CI: json, or junit (JUnit XML); see docs/cli-formats.md",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    report = TestReport()
+    if args.format == "text":
+        return _run(args, report)
+    with contextlib.redirect_stdout(io.StringIO()):  # the report replaces the text on stdout
+        code = _run(args, report)
+    report.write(args.format, sys.stdout, exit_code=code)
+    return code
+
+
+def _run(args: argparse.Namespace, report: TestReport) -> int:
     color = use_color(sys.stdout)
     worst = 0
     passed = failed = 0
@@ -83,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             suite = _load_suite(cases_file)
         except ShipmapError as error:
             err(paint(error.render(), RED, use_color(sys.stderr)))
+            report.suite(cases_file).errors.append(error_json(error))
             worst = max(worst, error.exit_code)
             failed += 1
             continue
@@ -90,18 +111,32 @@ def run(args: argparse.Namespace) -> int:
         if not cases:
             continue
         print(paint(f"{suite.file}", BOLD, color) + paint(f"  (mapping {suite.mapping_path})", DIM, color))
+        reported = report.suite(suite.file, suite.mapping_path)
         try:
             mapping = load_mapping(suite.mapping_path)
         except ShipmapError as error:
             err(paint(error.render(), RED, use_color(sys.stderr)))
+            reported.errors.append(error_json(error))
             worst = max(worst, error.exit_code)
             failed += len(cases)
             for case in cases:
                 print(f"  {paint('FAIL', RED, color)}  {case.name} (the mapping did not load)")
+                reported.cases.append(
+                    CaseOutcome(case.name, "error", case.location, ["the mapping did not load"])
+                )
             continue
         chunks = [cases[i : i + CASES_PER_TASK] for i in range(0, len(cases), CASES_PER_TASK)]
         results = (r for chunk in ordered_map(_run_cases, mapping, chunks, jobs=args.jobs) for r in chunk)
+        suite_started = time.perf_counter()
         for case, result in zip(cases, results, strict=True):
+            reported.cases.append(
+                CaseOutcome(
+                    case.name,
+                    "passed" if result.ok else "error" if result.source_error is not None else "failed",
+                    case.location,
+                    list(result.messages),
+                )
+            )
             if result.source_error is not None:
                 worst = max(worst, result.source_error.exit_code)
             if result.ok:
@@ -116,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"        {line}")
             for line in _coverage_lines(result, full=args.coverage):
                 print(paint(f"        {line}", DIM, color))
+        reported.seconds = time.perf_counter() - suite_started
     if not files or passed + failed == 0:
         err(
             f"no cases found in {', '.join(args.paths)}"

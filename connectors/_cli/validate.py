@@ -1,36 +1,66 @@
-"""``shipmap validate MAPPING...``: lint mapping files without source data."""
+"""``shipmap validate MAPPING|CASES|DIR...``: lint mapping files, and cases files, without source data."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from shipmap.engine import MappingError, ShipmapError, load_mapping
 
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
+from ._reports import error_json, problem_json, write_json
+from .test import CASES_SUFFIX, _load_suite, _looks_like_mapping
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "mappings", nargs="+", metavar="MAPPING", help="mapping files or packaged mapping names"
+        "mappings",
+        nargs="+",
+        metavar="PATH",
+        help="mapping files, packaged mapping names (shopify/order), *.cases.yaml files, or directories "
+        "(every mapping and cases file under them)",
     )
     parser.add_argument(
         "--strict", action="store_true", help="treat warnings (unused lookups, fragments) as errors"
     )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: one report on stdout for CI (docs/cli-formats.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    color = use_color(sys.stderr)
-    failed = False
-    for name in args.mappings:
+    as_json = args.format == "json"
+    color = use_color(sys.stderr) and not as_json
+    files: list[dict[str, Any]] = []
+    for name, is_cases in _expand(args.mappings):
+        report: dict[str, Any] = {"file": name, "ok": False, "targets": [], "problems": []}
+        files.append(report)
+        if is_cases:
+            report["kind"] = "cases"
+            _check_cases(Path(name), report, as_json=as_json, color=color)
+            continue
+        report["kind"] = "mapping"
         try:
             mapping = load_mapping(name)
         except ShipmapError as error:
-            err(paint(error.render(), RED, color))
-            failed = True
+            report["problems"].append(error_json(error))
+            if not as_json:
+                err(paint(error.render(), RED, color))
             continue
+        report["file"] = mapping.file
         problems = mapping.lint()
         errors = [p for p in problems if p.severity == "error" or args.strict]
+        report["problems"] = [problem_json(p, strict=args.strict) for p in problems]
+        report["ok"] = not errors
+        report["targets"] = [{"name": t.name, "kind": t.kind.name} for t in mapping.targets]
+        if as_json:
+            continue
         for problem in problems:
             style = RED if problem in errors else YELLOW
             err(
@@ -38,9 +68,56 @@ def run(args: argparse.Namespace) -> int:
                     f"{problem.location}: {problem.severity}: {problem.field} {problem.message}", style, color
                 )
             )
-        if errors:
-            failed = True
+        if not errors:
+            summary = ", ".join(f"{t.name} -> {t.kind.name}" for t in mapping.targets)
+            print(paint(f"ok {mapping.file}", GREEN, use_color(sys.stdout)) + f" ({summary})")
+    if not files:
+        err(f"no mappings or cases files found in {', '.join(args.mappings)}")
+    ok = bool(files) and all(report["ok"] for report in files)
+    code = 0 if ok else MappingError.exit_code
+    if as_json:
+        write_json({"ok": ok, "exit_code": code, "files": files}, sys.stdout)
+    return code
+
+
+def _expand(names: list[str]) -> Iterator[tuple[str, bool]]:
+    """(path or packaged name, whether it is a cases file) for each argument; a directory gives every
+    mapping (a YAML file with ``shipmap: 1``) and every cases file under it, and skips other YAML."""
+    for name in names:
+        path = Path(name)
+        if not path.is_dir():
+            yield name, name.endswith(CASES_SUFFIX)
             continue
-        summary = ", ".join(f"{t.name} -> {t.kind.name}" for t in mapping.targets)
-        print(paint(f"ok {mapping.file}", GREEN, use_color(sys.stdout)) + f" ({summary})")
-    return MappingError.exit_code if failed else 0
+        for file in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
+            if file.name.endswith(CASES_SUFFIX):
+                yield str(file), True
+            elif _looks_like_mapping(file):
+                yield str(file), False
+
+
+def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """A cases file is valid when it reads as cases, its mapping loads, and its cases name real targets."""
+    try:
+        suite = _load_suite(path)
+        mapping = load_mapping(suite.mapping_path)
+    except ShipmapError as error:
+        report["problems"].append(error_json(error))
+        if not as_json:
+            err(paint(error.render(), RED, color))
+        return
+    targets = {target.name for target in mapping.targets}
+    for case in suite.cases:
+        for name in sorted({*case.expect, *case.skipped} - targets):
+            problem = MappingError(
+                f"case {case.name!r} names target '{name}', which {mapping.file} does not have "
+                f"(it has {', '.join(sorted(targets))})",
+                location=case.location,
+            )
+            report["problems"].append(error_json(problem))
+            if not as_json:
+                err(paint(problem.render(), RED, color))
+    report["ok"] = not report["problems"]
+    report["targets"] = [{"name": t.name, "kind": t.kind.name} for t in mapping.targets]
+    report["cases"] = len(suite.cases)
+    if report["ok"] and not as_json:
+        print(paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" ({len(suite.cases)} cases)")

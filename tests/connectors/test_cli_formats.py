@@ -1,0 +1,145 @@
+"""Machine-readable results, each parsed as CI would: validate --format json, test --format json|junit,
+run --summary-json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shipmap.connectors import Sandbox
+from shipmap.connectors._cli import main
+from test_runtime_support import order_event, write_config
+
+ROOT = Path(__file__).resolve().parents[2]
+WEBHOOK = ROOT / "tests/fixtures/real/shopify/fulfillments_create_webhook.json"
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err
+
+
+@pytest.fixture
+def broken_mapping(tmp_path: Path) -> Path:
+    text = (ROOT / "mappings/shopify/fulfillment.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        text.replace("targets:", "targets:\n  nothing: {kind: fenix.nope, fields: {id: id}}", 1),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_validate_json_reports_each_file_with_its_problems(
+    broken_mapping: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, report, err = run_json(capsys, "validate", "shopify/order", str(broken_mapping), "--format", "json")
+    assert code == 2 and report["exit_code"] == 2 and report["ok"] is False
+    assert report["format_version"] == 1
+    good, bad = report["files"]
+    assert good == {
+        "file": "mappings/shopify/order.yaml",
+        "kind": "mapping",
+        "ok": True,
+        "targets": [{"name": "order", "kind": "fenix.order"}],
+        "problems": [],
+    }
+    assert bad["ok"] is False and bad["targets"] == []
+    (problem,) = bad["problems"]
+    assert problem["severity"] == "error" and "fenix.nope" in problem["message"]
+    assert problem["location"]["file"].endswith("broken.yaml") and problem["location"]["line"] > 1
+    assert err == ""  # the JSON says it all; stderr stays for what is not a result
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Path:
+    mapping = tmp_path / "fulfillment.yaml"
+    shutil.copy(ROOT / "mappings/shopify/fulfillment.yaml", mapping)
+    (tmp_path / "fulfillment.cases.yaml").write_text(
+        f"""cases:
+  - name: the real webhook
+    source: {WEBHOOK}
+    expect: {{fulfillment: {{order_id: "820982911946154500"}}}}
+  - name: a wrong expectation
+    source: {WEBHOOK}
+    expect: {{fulfillment: {{order_id: "1"}}}}
+""",
+        encoding="utf-8",
+    )
+    return mapping
+
+
+def test_test_json_lists_every_case_with_its_status(suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report, _ = run_json(capsys, "test", str(suite), "--format", "json")
+    assert code == 1 and report["exit_code"] == 1
+    assert (report["passed"], report["failed"]) == (1, 1)
+    (only,) = report["suites"]
+    assert only["file"].endswith("fulfillment.cases.yaml") and only["mapping"].endswith("fulfillment.yaml")
+    passed, failed = only["cases"]
+    assert (passed["name"], passed["status"], passed["messages"]) == ("the real webhook", "passed", [])
+    assert failed["status"] == "failed" and failed["location"]["line"] == 5
+    assert any("order_id" in line and "820982911946154500" in line for line in failed["messages"])
+
+
+def test_test_junit_is_xml_ci_reads(suite: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["test", str(suite), "--format", "junit"])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    root = ET.fromstring(out)
+    assert root.tag == "testsuites"
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("2", "1", "0")
+    (testsuite,) = root.findall("testsuite")
+    cases = testsuite.findall("testcase")
+    assert [case.get("name") for case in cases] == ["the real webhook", "a wrong expectation"]
+    assert cases[0].find("failure") is None
+    failure = cases[1].find("failure")
+    assert failure is not None and "order_id" in (failure.get("message") or "")
+    assert float(root.get("time") or "x") >= 0
+
+
+def test_a_cases_file_that_does_not_load_is_an_error_in_both_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = tmp_path / "x.cases.yaml"
+    cases.write_text("cases: [{name: a, source: {}, expect: {}, colour: red}]\n", encoding="utf-8")
+    code, report, _ = run_json(capsys, "test", str(cases), "--format", "json")
+    assert code == 2 and report["failed"] == 1
+    (error,) = report["suites"][0]["errors"]
+    assert error["type"] == "MappingStructureError" and error["location"]["line"] == 1
+    assert main(["test", str(cases), "--format", "junit"]) == 2
+    root = ET.fromstring(capsys.readouterr().out)
+    assert root.get("errors") == "1"
+    assert root.find("testsuite/testcase/error") is not None
+
+
+def test_run_summary_json(tmp_path: Path, sandbox_factory: Callable[..., Sandbox]) -> None:
+    server = sandbox_factory()
+    config = write_config(tmp_path, server.url)
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(3)) + "not json\n")
+    summary_path = tmp_path / "out" / "summary.json"
+    summary_path.parent.mkdir()
+    code = main(
+        ["run", str(config), "--input", str(events), "--no-progress", "--summary-json", str(summary_path)]
+    )
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    assert code == 8 and summary["exit_code"] == 8 and summary["ok"] is False  # the line that is not JSON
+    assert (summary["events"], summary["delivered"], summary["rejected"], summary["dead"]) == (4, 3, 1, 0)
+    (target,) = [t for t in summary["targets"] if t["delivered"]]
+    assert target["mapping"] == "acme-orders" and target["target"] == "order"
+    assert target["latency_seconds"]["p50"] > 0
+    assert not list(summary_path.parent.glob("*.partial"))
+
+
+def test_run_summary_json_into_a_missing_directory_is_refused_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "shipmap.yaml", "--summary-json", str(tmp_path / "no" / "summary.json")])
+    assert code == 2
+    assert "--summary-json: no directory" in capsys.readouterr().err

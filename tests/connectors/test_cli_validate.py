@@ -1,0 +1,73 @@
+"""``shipmap validate DIR``: every mapping and cases file under it, each checked as what it is."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from shipmap.connectors._cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def retailer(tmp_path: Path) -> Path:
+    """A retailer's repository: two mappings with their cases, plus YAML that is neither (a CI file)."""
+    for name in ("order", "fulfillment"):
+        shutil.copy(ROOT / f"mappings/shopify/{name}.yaml", tmp_path / f"{name}.yaml")
+        (tmp_path / f"{name}.cases.yaml").write_text(
+            f"cases:\n  - name: inline\n    source: {{id: 1}}\n    skipped: [{'order' if name == 'order' else 'fulfillment'}]\n"
+        )
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\njobs: {}\n")
+    return tmp_path
+
+
+def test_a_directory_validates_every_mapping_and_cases_file(
+    retailer: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["validate", str(retailer), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    kinds = {Path(entry["file"]).name: entry["kind"] for entry in report["files"]}
+    assert kinds == {
+        "order.yaml": "mapping",
+        "order.cases.yaml": "cases",
+        "fulfillment.yaml": "mapping",
+        "fulfillment.cases.yaml": "cases",
+    }
+
+
+def test_a_broken_cases_file_and_a_typo_in_a_mapping_are_one_error_each(
+    retailer: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (retailer / "order.cases.yaml").write_text(
+        "cases:\n  - name: a\n    source: {id: 1}\n    skiped: [order]\n"
+    )
+    order = retailer / "fulfillment.yaml"
+    order.write_text(order.read_text().replace("tracking_number: ", "trackng_number: ", 1))
+    assert main(["validate", str(retailer)]) == 2
+    out, err = capsys.readouterr()
+    errors = [line for line in err.splitlines() if ": error: " in line]
+    assert len(errors) == 2, err
+    assert "order.cases.yaml:4:5: error:" in err and "skiped" in err
+    assert "trackng_number is not a field of fenix.fulfillment; did you mean 'tracking_number'?" in err
+    assert f"ok {retailer / 'order.yaml'} " in out
+    assert (
+        f"ok {retailer / 'fulfillment.yaml'} " not in out
+        and f"ok {retailer / 'order.cases.yaml'} " not in out
+    )
+
+
+def test_a_case_naming_a_target_the_mapping_lacks(retailer: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (retailer / "order.cases.yaml").write_text(
+        "cases:\n  - name: a\n    source: {id: 1}\n    skipped: [ordr]\n"
+    )
+    assert main(["validate", str(retailer / "order.cases.yaml")]) == 2
+    assert "names target 'ordr', which" in capsys.readouterr().err
+
+
+def test_a_directory_without_mappings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path)]) == 2
+    assert "no mappings or cases files found in" in capsys.readouterr().err
