@@ -8,6 +8,7 @@ Error messages name keys, never values: a config holds secrets.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ import httpx
 import jmespath
 import jsonschema
 import yaml
+from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
 from jmespath.exceptions import JMESPathError
 from shipmap.engine import CompiledMapping, Location, TargetKind, load_mapping
 from yaml.constructor import SafeConstructor
@@ -401,7 +404,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     if isinstance(env_file, str):
         env_path = (file.parent / env_file).resolve()
         if env_path.is_file():
-            for key, item in _read_dotenv(env_path).items():
+            for key, item in _read_dotenv(env_path, env).items():
                 env.setdefault(key, item)
         elif "env_file" in value:
             raise ConfigError("env_file does not exist", location=locations.get(("env_file",)))
@@ -483,21 +486,32 @@ _SCALAR_TAGS = frozenset(
 )
 
 
-def _read_dotenv(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines; ``export`` prefixes, comments and surrounding quotes allowed."""
+def _read_dotenv(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The ``.env`` file as python-dotenv reads it: quotes, ``#`` comments, escapes in double quotes,
+    multi-line quoted values, ``export``, and ``${VAR}`` / ``${VAR:-default}`` expansion, where the process
+    environment wins over the file's earlier lines (as ``load_dotenv`` without override does)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read env file {path.name}: {error.strerror}") from None
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError("env file is larger than 1 MiB", location=Location(str(path), 1, 1))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("env file is not UTF-8 text", location=Location(str(path), 1, 1)) from None
     found: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8-sig").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, item = line.removeprefix("export ").partition("=")
-        key, item = key.strip(), item.strip()
-        if len(item) >= 2 and item[0] == item[-1] and item[0] in "'\"":
-            item = item[1:-1]
-        elif " #" in item:
-            item = item.split(" #", 1)[0].rstrip()
-        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            found[key] = item
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # The line's text is not shown: it may hold a secret.
+            raise ConfigError(
+                "env file: a line that is not KEY=value",
+                location=Location(str(path), binding.original.line, 1),
+            )
+        if binding.key is None or binding.value is None:
+            continue  # a blank line, a comment, or a bare KEY without a value
+        scope = {**found, **environ}
+        found[binding.key] = "".join(atom.resolve(scope) for atom in parse_variables(binding.value))
     return found
 
 

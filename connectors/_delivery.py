@@ -39,6 +39,7 @@ class OutboundRequest:
     headers: Mapping[str, str]
     label: str = ""  # for logs: mapping.target and key
     content: bytes | None = None  # the payload already encoded (the runtime encodes each payload once)
+    key: str = ""  # the delivery's idempotency key, for the log's event fields
 
     def body(self) -> bytes:
         if self.content is not None:
@@ -180,7 +181,12 @@ class Deliverer:
                 return Outcome(False, status, attempt, time.perf_counter() - started, reason, excerpt)
             delay = backoff_delay(policy, attempt, self._rng, retry_after)
             self._log.info(
-                "%s: attempt %d failed (%s); retrying in %.2fs", request.label, attempt, reason, delay
+                "%s: attempt %d failed (%s); retrying in %.2fs",
+                request.label,
+                attempt,
+                reason,
+                delay,
+                extra={"key": request.key, "target": request.label.split(" ")[0], "attempt": attempt},
             )
             if self._on_retry is not None:
                 self._on_retry(request, attempt, reason, delay)

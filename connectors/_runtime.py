@@ -696,6 +696,7 @@ class Runtime:
             payload=payload,
             headers=headers,
             label=f"{name}.{planned.name} {key[:12]}",
+            key=key,
             content=text.encode("utf-8"),
         )
         return _Job(key, name, planned.name, digest, origin, idempotency_key, request, text)
@@ -927,6 +928,7 @@ class _Execution:
                 entry.payload,
                 headers,
                 label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
+                key=entry.key,
                 content=text.encode("utf-8"),
             )
             self.summary.recovered += 1
@@ -1052,7 +1054,8 @@ class _Execution:
         self.summary.dead_keys.append(step.key)
         where = f"{step.origin}: " if step.origin else ""
         self.log.warning("%sdead letter %s.%s %s: %s", where, step.mapping, step.target or "(mapping)",
-                         step.key[:12], step.reason)  # fmt: skip
+                         step.key[:12], step.reason, extra=_event_fields(step.key, step.mapping, step.target,
+                         outcome.attempts if outcome else 0))  # fmt: skip
 
     def _flush_marks(self) -> None:
         """Commit the delivered marks waiting, in one transaction; then their keys leave ``scheduled``."""
@@ -1109,7 +1112,9 @@ class _Execution:
                 if log_info:
                     self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
                                   outcome.status, outcome.latency * 1000, outcome.attempts,
-                                  "" if outcome.attempts == 1 else "s")  # fmt: skip
+                                  "" if outcome.attempts == 1 else "s",
+                                  extra=_event_fields(job.key, job.mapping, job.target,
+                                                      outcome.attempts))  # fmt: skip
             else:
                 reason = outcome.reason or "not delivered"
                 self._dead(
@@ -1283,6 +1288,11 @@ def _run_sync(coroutine: Any) -> RunSummary:
         raise box["error"]
     summary: RunSummary = box["result"]
     return summary
+
+
+def _event_fields(key: str, mapping: str, target: str | None, attempt: int) -> dict[str, object]:
+    """The fields ``--log-format json`` adds to a record about one delivery (``extra=`` of the log call)."""
+    return {"key": key, "target": f"{mapping}.{target}" if target else mapping, "attempt": attempt}
 
 
 __all__ = [

@@ -16,6 +16,9 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._logging import LOG_FORMATS
+from ._logging import configure as configure_logging
+
 # Each subcommand lives in its own module with ``register(subparsers)``; imported lazily so --help stays fast.
 _COMMANDS: dict[str, tuple[str, str]] = {
     "preview": ("preview", "map source documents and print the payloads (a dry run; sends nothing)"),
@@ -31,6 +34,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serve", "accept signed webhooks, commit them, enrich them and deliver them until stopped"),
     "status": ("status", "print a service's queue depth, breakers and dead letters"),
     "studio": ("studio", "serve a local web page to edit a mapping against samples and see payloads live"),
+    "completion": ("completion", "print the shell completion script (bash, zsh or fish)"),
 }
 
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -64,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shipmap", description="Map retailer JSON to Fenix and Digital Genius."
     )
     parser.add_argument("--version", action=_VersionAction)
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    _add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (_, help_text) in _COMMANDS.items():
@@ -72,13 +76,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def command_parser(command: str) -> argparse.ArgumentParser:
-    """The full parser of one subcommand, as its module declares it."""
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    # Accepted before the command and after it; default None, so one given before is not undone after.
+    parser.add_argument("-v", "--verbose", action="count", help="more log output (-vv for debug)")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default; each line timestamped) or json (one object a line: time, level, logger, "
+        "message, and key, target, attempt for an event)",
+    )
+
+
+def command_parser(command: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The full parser of one subcommand, as its module declares it (into ``parser`` when given)."""
     module = importlib.import_module(f"{__name__}.{_COMMANDS[command][0]}")
-    parser = argparse.ArgumentParser(prog=f"shipmap {command}", description=_COMMANDS[command][1])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    if parser is None:
+        parser = argparse.ArgumentParser(prog=f"shipmap {command}", description=_COMMANDS[command][1])
+    _add_global_options(parser)
     module.register(parser)
     parser.set_defaults(_run=module.run)
+    return parser
+
+
+def full_parser() -> argparse.ArgumentParser:
+    """Every command's parser under one root, imported in full: for completion, never for a normal run."""
+    parser = argparse.ArgumentParser(
+        prog="shipmap", description="Map retailer JSON to Fenix and Digital Genius."
+    )
+    parser.add_argument("--version", action=_VersionAction)
+    _add_global_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in _COMMANDS.items():
+        command_parser(name, sub.add_parser(name, help=help_text, description=help_text))
     return parser
 
 
@@ -95,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args_list: list[str]) -> int:
     # Global options stand before the command; the command's module declares and parses the rest.
-    position = next((i for i, arg in enumerate(args_list) if not arg.startswith("-")), None)
+    position = _command_position(args_list)
     parser = build_parser()
     if position is None or args_list[position] not in _COMMANDS:
         parser.parse_args(args_list)  # prints help, the version, or the error for an unknown command; exits
@@ -103,13 +132,10 @@ def _main(args_list: list[str]) -> int:
     global_args = parser.parse_args([*args_list[:position], args_list[position]]) if position else None
     command = args_list[position]
     args = command_parser(command).parse_args(args_list[position + 1 :])
-    if global_args is not None:
-        args.verbose += global_args.verbose
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    args.verbose = (args.verbose or 0) + ((global_args.verbose or 0) if global_args else 0)
+    if args.log_format is None:
+        args.log_format = (global_args.log_format if global_args else None) or "text"
+    configure_logging(args.verbose, args.log_format)
     from shipmap.engine import ShipmapError  # here, not at the top: --help must not load the engine
 
     try:
@@ -131,6 +157,22 @@ def _main(args_list: list[str]) -> int:
         )
         return EXIT_INTERNAL
     return code
+
+
+def _command_position(args: list[str]) -> int | None:
+    """Where the command name is: the first word that is neither an option nor a global option's value."""
+    value_next = False
+    for index, arg in enumerate(args):
+        if value_next:
+            value_next = False
+        elif arg in _VALUED_GLOBAL_OPTIONS:
+            value_next = True
+        elif not arg.startswith("-"):
+            return index
+    return None
+
+
+_VALUED_GLOBAL_OPTIONS = frozenset({"--log-format"})
 
 
 def _silence_stdout() -> None:

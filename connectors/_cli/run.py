@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from shipmap.connectors._cli._logging import root_formatter
 from shipmap.connectors._cli._reports import write_summary_json
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
@@ -212,7 +213,7 @@ class _BarAwareHandler(logging.Handler):
     def __init__(self, bar: ProgressBar) -> None:
         super().__init__()
         self.bar = bar
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(root_formatter())  # the --log-format chosen, timestamps included
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

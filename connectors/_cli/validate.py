@@ -27,6 +27,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="treat warnings (unused lookups, fragments) as errors"
     )
     parser.add_argument(
+        "--skip-other-yaml",
+        action="store_true",
+        help="skip a file given that is neither a mapping (no 'shipmap: 1') nor a cases file, as a directory "
+        "does (for pre-commit, which passes every changed YAML file)",
+    )
+    parser.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     as_json = args.format == "json"
     color = use_color(sys.stderr) and not as_json
     files: list[dict[str, Any]] = []
-    for name, is_cases in _expand(args.mappings):
+    for name, is_cases in _expand(args.mappings, skip_other_yaml=args.skip_other_yaml):
         report: dict[str, Any] = {"file": name, "ok": False, "targets": [], "problems": []}
         files.append(report)
         if is_cases:
@@ -71,22 +77,25 @@ def run(args: argparse.Namespace) -> int:
         if not errors:
             summary = ", ".join(f"{t.name} -> {t.kind.name}" for t in mapping.targets)
             print(paint(f"ok {mapping.file}", GREEN, use_color(sys.stdout)) + f" ({summary})")
-    if not files:
+    if not files and not args.skip_other_yaml:
         err(f"no mappings or cases files found in {', '.join(args.mappings)}")
-    ok = bool(files) and all(report["ok"] for report in files)
+    ok = (bool(files) or args.skip_other_yaml) and all(report["ok"] for report in files)
     code = 0 if ok else MappingError.exit_code
     if as_json:
         write_json({"ok": ok, "exit_code": code, "files": files}, sys.stdout)
     return code
 
 
-def _expand(names: list[str]) -> Iterator[tuple[str, bool]]:
+def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, bool]]:
     """(path or packaged name, whether it is a cases file) for each argument; a directory gives every
     mapping (a YAML file with ``shipmap: 1``) and every cases file under it, and skips other YAML."""
     for name in names:
         path = Path(name)
         if not path.is_dir():
-            yield name, name.endswith(CASES_SUFFIX)
+            is_cases = name.endswith(CASES_SUFFIX)
+            if skip_other_yaml and not is_cases and path.is_file() and not _looks_like_mapping(path):
+                continue
+            yield name, is_cases
             continue
         for file in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
             if file.name.endswith(CASES_SUFFIX):

@@ -140,6 +140,10 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     shipmap(
         "refused dead-letters", "dead-letters", "shipmap.yaml", "--json", cwd=refused, environ=refused_env
     )
+    # The same refusals again, logged as JSON: secrets are masked in that form too.
+    shipmap("refused replay (json logs)", "-vv", "--log-format", "json", "replay", "shipmap.yaml",
+            "--no-progress", cwd=refused, environ=refused_env)  # fmt: skip
+    json_logs = [json.loads(line) for line in outputs["refused replay (json logs) (stderr)"].splitlines()]
 
     # A config error on a key that holds a secret names the key and the line, never the value.
     broken = tmp_path / "broken"
@@ -174,6 +178,7 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     assert "HTTP 400" in outputs["dead-letters (stdout)"]
     assert "logging in again" in outputs["live run (stderr, -vv)"]
     assert "HTTP 401" in outputs["refused dead-letters (stdout)"]
+    assert any(r["level"] == "WARNING" and "HTTP 401" in r["message"] and r["key"] for r in json_logs)
     assert "token_ttl" in config_error and config_error.count("\n") >= 1
     assert "written literally" in literal_out
     journal = journal_text(live)
