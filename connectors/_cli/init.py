@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import IO
 
 from shipmap.engine import builtin_kinds
+from shipmap.engine._editor_schema import write_editor_schema
 
 from .._scaffold import DEFAULT_TIMEZONE, FieldSuggestion, Scaffold, plan_scaffold, write_scaffold
+from .._scaffold._render import EDITOR_SCHEMA_PATH
 from ._output import BOLD, DIM, GREEN, YELLOW, paint, use_color
 
 _ROLES = {
@@ -23,6 +25,7 @@ _ROLES = {
     "config": "a shipmap run config for the local sandbox",
     "env": "the sandbox's demo credentials: copy it to .env",
     "gitignore": "keeps .env and the journal out of git",
+    "schema": "the mapping format's JSON Schema, for your editor (shipmap schema --write schema)",
 }
 _VALUE_CHARS = 40
 
@@ -56,11 +59,13 @@ def run(args: argparse.Namespace) -> int:
         args.sample, name=args.name, kinds=args.kind, directory=args.dir, timezone=args.timezone
     )
     written = write_scaffold(scaffold, force=args.force)
-    report(scaffold, written, sys.stdout)
+    # The schema the mapping's modeline points to: generated, so always brought up to date.
+    schema = write_editor_schema(scaffold.file("mapping").parent / Path(EDITOR_SCHEMA_PATH).parent)
+    report(scaffold, written, sys.stdout, schema=schema)
     return 0
 
 
-def report(scaffold: Scaffold, written: list[Path], out: IO[str]) -> None:
+def report(scaffold: Scaffold, written: list[Path], out: IO[str], *, schema: Path | None = None) -> None:
     color = use_color(out)
     targets = ", ".join(f"{name} ({kind})" for name, kind in scaffold.targets)
     width = max(len(_show(f.path)) for f in scaffold.files)
@@ -68,6 +73,9 @@ def report(scaffold: Scaffold, written: list[Path], out: IO[str]) -> None:
         verb = "created" if item.path in written else "kept   "
         note = _ROLES[item.role].format(targets=targets)
         out.write(f"{paint(verb, GREEN, color)} {_show(item.path).ljust(width)}  {paint(note, DIM, color)}\n")
+    if schema is not None:
+        note = paint(_ROLES["schema"], DIM, color)
+        out.write(f"{paint('wrote  ', GREEN, color)} {_show(schema).ljust(width)}  {note}\n")
 
     matched = scaffold.matched
     required = [s for s in matched if s.required]

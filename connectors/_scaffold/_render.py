@@ -14,6 +14,9 @@ from shipmap.engine import ShipmapError, TargetKind, parse_mapping
 from ._builder import _Out, _TargetBuilder, _yaml
 from ._model import TODO, FieldSuggestion
 
+# Where a scaffolded mapping's modeline points, relative to it; `shipmap init` writes the file there.
+EDITOR_SCHEMA_PATH = "schema/mapping.schema.json"
+
 _log = logging.getLogger("shipmap.connectors.scaffold")
 SANDBOX_URL = "http://127.0.0.1:8765"
 
@@ -33,6 +36,7 @@ def _render_mapping(
 ) -> tuple[str, list[FieldSuggestion]]:
     suggestions: list[FieldSuggestion] = []
     lines = [
+        f"# yaml-language-server: $schema={EDITOR_SCHEMA_PATH}",
         f"# {name}: scaffolded by `shipmap init` from {sample_rel}.",
         "#",
         "# Every field of each target kind is laid out, required fields first. Paths after a field are guesses",
