@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sys
 
+from shipmap.connectors._cli._types import port, positive_int
 from shipmap.connectors._cli.run import install_redaction, print_summary
 from shipmap.connectors._errors import EXIT_OK
 from shipmap.connectors._runtime import Runtime
@@ -21,10 +22,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", metavar="HOST", help="listen on this address (default: serve.host, 127.0.0.1)"
     )
-    parser.add_argument("--port", type=int, metavar="PORT", help="listen on this port; 0 picks a free one")
+    parser.add_argument("--port", type=port, metavar="PORT", help="listen on this port; 0 picks a free one")
     parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
     parser.add_argument("--inbox", metavar="PATH", help="use this inbox file instead of the config's")
-    parser.add_argument("--concurrency", type=int, metavar="N", help="requests in flight at once")
+    parser.add_argument("--concurrency", type=positive_int, metavar="N", help="requests in flight at once")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
         (["sandbox", "--port", "99999"], "argument --port: 99999 is not a TCP port"),
         (["sandbox", "--port", "http"], "argument --port: 'http' is not a whole number"),
         (["run", "cfg.yaml", "--concurrency", "0"], "argument --concurrency: 0 is not 1 or more"),
+        (["serve", "cfg.yaml", "--port", "70000"], "argument --port: 70000 is not a TCP port"),
         (["replay", "cfg.yaml", "--concurrency", "x"], "argument --concurrency: 'x' is not a whole number"),
     ],
 )
