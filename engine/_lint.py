@@ -16,7 +16,9 @@ from ._errors import Problem
 
 
 def spec_keys() -> list[str]:
-    return sorted(mapping_format_schema()["$defs"]["field_spec"]["properties"])
+    """The keys a field spec takes, as the mapping format's schema declares them."""
+    definitions = mapping_format_schema().get("$defs", {})
+    return sorted(definitions.get("field_spec", {}).get("properties", {}))
 
 
 def nearest(word: str, candidates: list[str]) -> str | None:
