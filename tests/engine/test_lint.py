@@ -75,7 +75,8 @@ def test_field_spec_keys_come_from_the_mapping_schema() -> None:
 def test_an_unknown_packaged_mapping_suggests_the_nearest_names() -> None:
     with pytest.raises(MappingError) as raised:
         resolve_mapping_path("shopify/ordr")
-    assert raised.value.hint == "did you mean shopify/order or shopify/order_cancelled?"
+    hint = raised.value.hint or ""
+    assert hint.startswith("did you mean shopify/order or ") and "shopify/order_cancelled" in hint
     with pytest.raises(MappingError) as raised:
         resolve_mapping_path("nothing/like/it")
     assert raised.value.hint is None
