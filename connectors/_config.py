@@ -486,7 +486,7 @@ _SCALAR_TAGS = frozenset(
 )
 
 
-def _read_dotenv(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
+def _read_dotenv(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The ``.env`` file as python-dotenv reads it: quotes, ``#`` comments, escapes in double quotes,
     multi-line quoted values, ``export``, and ``${VAR}`` / ``${VAR:-default}`` expansion, where the process
     environment wins over the file's earlier lines (as ``load_dotenv`` without override does)."""
@@ -500,6 +500,7 @@ def _read_dotenv(path: Path, environ: Mapping[str, str]) -> dict[str, str]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ConfigError("env file is not UTF-8 text", location=Location(str(path), 1, 1)) from None
+    environ = os.environ if environ is None else environ
     found: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
