@@ -92,11 +92,12 @@ def test_init_writes_files_that_load_and_fail_loudly_until_filled(
         "acme.yaml",
         "config.yaml",
         "samples/order_rest_get_with_fulfillment.json",
+        "schema/mapping.schema.json",  # what the mapping's yaml-language-server modeline points to
     ]
     assert (folder / "samples" / SHOPIFY_ORDER.name).read_bytes() == SHOPIFY_ORDER.read_bytes()
     assert "created acme/acme.yaml" in out
     assert "6 TODOs" in out
-    assert "acme/acme.yaml:165  shipment.action_id" in out
+    assert "acme/acme.yaml:166  shipment.action_id" in out  # line 1 is the editor modeline
     assert "next: fill the TODOs, then" in out
     assert "shipmap test acme/acme.yaml" in out
 
@@ -113,8 +114,8 @@ def test_init_writes_files_that_load_and_fail_loudly_until_filled(
     with pytest.raises(TransformError) as failure:
         mapping.transform(source)
     assert failure.value.field == "order.total_weight.units"
-    assert failure.value.line == 35
-    assert "#   35: order.total_weight.units" in (folder / "acme.yaml").read_text()
+    assert failure.value.line == 36  # line 1 is the editor modeline
+    assert "#   36: order.total_weight.units" in (folder / "acme.yaml").read_text()
     capsys.readouterr()
     assert main(["test", str(folder / "acme.yaml")]) == 1
     assert "0 passed, 1 failed" in capsys.readouterr().out
