@@ -6,7 +6,7 @@ two outputs are checked byte for byte. Reported: wall time, events per second, t
 >= 1.7x on two cores), and the CPU seconds each spent (what the pool costs: pickling and the parent's
 writing), plus the ceiling this machine allows (``--jobs 1`` time divided by the cores).
 
-    .venv/bin/python benchmarks/bench_jobs.py [--quick] [--events 100000] [--json FILE]
+    .venv/bin/python benchmarks/bench_jobs.py [--quick] [--events 100000] [--rounds 3] [--json FILE]
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def bench(name: str, argv: list[str], events: int, rounds: int, folder: Path) ->
 def main() -> None:
     arguments = parser(__doc__ or "")
     arguments.add_argument("--events", type=int, default=100_000)
+    arguments.add_argument("--rounds", type=int, default=3)
     args = arguments.parse_args()
     events = 10_000 if args.quick else args.events
-    rounds = 1 if args.quick else 3
+    rounds = 1 if args.quick else args.rounds
     info = machine()
     print(f"machine: {info['cpu']}, {info['nproc']} cores, load average {info['load_average']}")
     results: dict[str, Any] = {"machine": info}
