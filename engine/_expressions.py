@@ -39,6 +39,7 @@ _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<body>(?:(?!\{\{|\}\}|\{%).)*)\}\}\
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _VARIABLE_CALL = "_shipmap_variable_"
 _NO_LETS: dict[str, Any] = {}
+_PLAIN_PATH = re.compile(r"^(?:[A-Za-z_]\w*|\[-?\d+\])(?:\.[A-Za-z_]\w*|\[-?\d+\])*$")
 _BUILTIN_JMESPATH = {
     name[len("_func_") :] for name in dir(jmespath.functions.Functions) if name.startswith("_func_")
 }
@@ -114,6 +115,9 @@ class Scope:
                 return self.child_path(rest) if rest else self.path() or "@"
             return expression
         base = self.path()
+        if _PLAIN_PATH.match(expression) is None:
+            # A template, a function or a join is not a place in the source: say what was read, and where.
+            return f"{expression} (at {base})" if base else expression
         if not base:
             return expression
         return f"{base}{expression}" if expression.startswith("[") else f"{base}.{expression}"
