@@ -171,6 +171,15 @@ def start(command: list[str], env: dict[str, str], cwd: Path) -> tuple[subproces
     return process, process.stdout.readline().strip()
 
 
+def wait_delivered(sandbox_url: str, count: int, limit: float = 600) -> float:
+    """Seconds until the sandbox has taken ``count`` order posts. Polled every 2 s: the sandbox's stats
+    walk every record it holds, and polling them often would slow the very deliveries being waited for."""
+    began = time.perf_counter()
+    while delivered(sandbox_url) < count and time.perf_counter() - began < limit:
+        time.sleep(2)
+    return time.perf_counter() - began
+
+
 def delivered(sandbox_url: str) -> int:
     import httpx
 
@@ -188,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     burst_count = 500 if args.quick else args.burst
     steady_seconds = 3 if args.quick else args.seconds
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    # The acme config without its rate limit (200/s, burst 400), which would answer the burst with 429s.
+    config = work / "config.yaml"
+    config.write_text(
+        (ACME / "config.yaml").read_text().replace("    rate_limit: {per_second: 200, burst: 400}\n", "")
+    )
+    shutil.copy(ACME / "demo.env", work / "demo.env")
     env = {**os.environ, "ACME_SHOPIFY_WEBHOOK_SECRET": SECRET}
     sandbox, sandbox_url = start([sys.executable, "-c", ENTRY, "sandbox", "--port", "0"], env, work)
     env["ACME_SANDBOX_URL"] = sandbox_url
@@ -197,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             "-c",
             ENTRY,
             "serve",
-            str(ACME / "config.yaml"),
+            str(config),
             "--port",
             "0",
             "--journal",
@@ -224,24 +239,16 @@ def main(argv: list[str] | None = None) -> int:
               f"{first['accepted_per_second']:.0f} accepted/s (target >= 1000), statuses {first['statuses']}")  # fmt: skip
         print(f"        the service's intake thread used {intake_ms:.2f} ms of CPU per accepted webhook: "
               f"{1000 / intake_ms:.0f} accepted/s per core it has to itself")  # fmt: skip
-        behind = burst_count - delivered(sandbox_url)
-        began = time.perf_counter()
-        while delivered(sandbox_url) < burst_count and time.perf_counter() - began < 300:
-            time.sleep(0.2)
-        caught_up = time.perf_counter() - began
-        print(
-            f"        {behind} not yet delivered when the burst ended; all delivered {caught_up:.1f} s later"
-        )
+        behind = first["accepted"] - delivered(sandbox_url)
+        caught_up = wait_delivered(sandbox_url, first["accepted"])
+        print(f"        {behind} not yet delivered when the burst ended; all delivered {caught_up:.1f} s later"
+              f" ({behind / caught_up:.0f} deliveries/s while nothing else arrived)")  # fmt: skip
         second = asyncio.run(steady(host, int(port), steady_requests, 200.0))
         print(f"steady: {second['sent']} at {second['rate_achieved']:.0f}/s: ack latency p50 {second['p50_ms']:.1f} ms, "
               f"p99 {second['p99_ms']:.1f} ms (target < 50), max {second['max_ms']:.1f} ms; statuses {second['statuses']}")  # fmt: skip
-        total = burst_count + len(steady_requests)
-        began = time.perf_counter()
-        while delivered(sandbox_url) < total and time.perf_counter() - began < 300:
-            time.sleep(0.2)
-        print(
-            f"        all {delivered(sandbox_url)} delivered {time.perf_counter() - began:.1f} s after the steady phase"
-        )
+        total = first["accepted"] + second["statuses"].get(200, 0)
+        after = wait_delivered(sandbox_url, total)
+        print(f"        all {delivered(sandbox_url)} delivered {after:.1f} s after the steady phase")
         verdict = first["accepted_per_second"] >= 1000 and second["p99_ms"] < 50
         print("targets met" if verdict else "targets NOT met")
         if args.json:

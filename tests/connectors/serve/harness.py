@@ -156,4 +156,6 @@ class ServeProcess:
         while not predicate():
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}; stderr:\n" + "".join(self.errors[-30:]))
-            time.sleep(0.05)
+            time.sleep(
+                0.2
+            )  # not faster: predicates walk the sandbox's records, which slows what they wait for
