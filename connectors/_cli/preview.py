@@ -19,6 +19,7 @@ from shipmap.engine import (
     ShipmapError,
     SourceDocument,
     SourceError,
+    TransformError,
     load_mapping,
     read_named,
 )
@@ -186,9 +187,16 @@ def _preview(
     code = 0
     where = paint(f"{document.origin}: ", DIM, err_color)
     for target in targets:
-        # Every problem of the document at once: the reference gathers each failing field, and a target (or
-        # fan-out element) that failed prints nothing on stdout.
-        produced, errors = target.collect(source)
+        # Every problem of the document at once: on a failure the reference runs again and gathers each
+        # failing field; a target (or fan-out element) that failed prints nothing on stdout.
+        try:
+            produced: list[tuple[str | None, dict[str, Any]]] = target.produce_all(source)
+            errors: list[ShipmapError] = []
+        except TransformError:
+            produced, gathered = target.collect(source)
+            errors = list(gathered)
+        except ShipmapError as error:
+            produced, errors = [], [error]
         for failure in errors:
             lines.append(("err", where + failure.render()))
             code = max(code, failure.exit_code)
