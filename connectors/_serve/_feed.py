@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,11 +21,12 @@ from shipmap.engine import SourceDocument
 
 from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError
-from ._inbox import InboundRow, InboxStore
+from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
 
 _PAGE = 64
 _MARK_EVERY = 32
 _IDLE_POLL = 1.0  # seconds between looks at the inbox when nothing wakes the feed
+_PURGE_EVERY = 3600.0
 
 
 def envelope(row: InboundRow) -> dict[str, Any]:
@@ -49,6 +51,7 @@ class InboxFeed:
         self.handed = 0  # events handed to the runtime
         self.enrichment_failures = 0
         self._log = get_logger("serve.feed", redactor)
+        self._purged_at = time.monotonic()  # the service purged at start
 
     def stop(self) -> None:
         """Hand over what the inbox holds now, then end: the runtime finishes its work and returns. (The
@@ -71,6 +74,9 @@ class InboxFeed:
                 if not rows:
                     if self.stopping:
                         return
+                    if time.monotonic() - self._purged_at > _PURGE_EVERY:  # the dedup window moves on
+                        self._purged_at = time.monotonic()
+                        self.inbox.purge(time.time() - DEDUP_WINDOW)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wakeup.wait(), _IDLE_POLL)
                     continue

@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 SCHEMA_VERSION = "1"
+DEDUP_WINDOW = 7 * 24 * 3600.0  # processed webhook ids are remembered this long (a repeat is a duplicate)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox (

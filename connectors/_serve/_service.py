@@ -28,13 +28,12 @@ import uvicorn
 
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
+from .._sandbox._server import _bind as bind  # one way to bind a listening socket (port 0 known at once)
 from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import Inbox
+from ._inbox import DEDUP_WINDOW, Inbox
 from ._metrics import ServiceMetrics
 from ._settings import ServeSettings, serve_settings
-
-DEDUP_WINDOW = 7 * 24 * 3600.0  # processed webhook ids are remembered this long
 
 
 class _Server(uvicorn.Server):
@@ -43,20 +42,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-def bind(host: str, port: int) -> socket.socket:
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class Service:
