@@ -634,6 +634,8 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
 
 _PATTERN_HINTS = {
     "base_url": "must be an http:// or https:// URL",
+    "journal": "must be a postgresql:// URL, or a mapping with path (an SQLite file) or url",
+    "url": "must be a postgresql:// URL",
     "path": "must be a path starting with /",
     "login_path": "must be a path starting with /",
 }

@@ -203,5 +203,10 @@ def test_a_config_names_a_postgresql_journal_by_url(tmp_path: Path, postgres_url
     with pytest.raises(ConfigError, match=r"takes path \(an SQLite file\) or url \(PostgreSQL\), not both"):
         Runtime.from_config(both)
     wrong = write_config(tmp_path, "http://127.0.0.1:9", journal="mysql://db/x")
-    with pytest.raises(ConfigError, match="journal"):
+    with pytest.raises(ConfigError, match="journal: must be a postgresql:// URL, or a mapping with path"):
         Runtime.from_config(wrong)
+    wrong = write_config(tmp_path, "http://127.0.0.1:9", journal={"url": "mysql://db/x"})
+    with pytest.raises(ConfigError, match=r"journal\.url: must be a postgresql:// URL"):
+        Runtime.from_config(wrong)
+    short = write_config(tmp_path, "http://127.0.0.1:9", journal=postgres_url)  # the whole section as a URL
+    assert Runtime.from_config(short).config.journal.url == postgres_url
