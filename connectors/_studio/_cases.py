@@ -12,7 +12,7 @@ from shipmap.engine import CompiledMapping, ShipmapError
 
 from .._cli.test import CASES_SUFFIX, Case, load_suite, run_case
 from ._errors import StudioError
-from ._evaluate import Json, compile_mapping, plain, read_sample, with_documents
+from ._evaluate import Json, collect, compile_mapping, plain, read_sample, with_documents
 from ._files import Workspace
 
 _NEW_FILE_HEAD = (
@@ -141,12 +141,7 @@ def _case(mapping: CompiledMapping, name: str, document: Any, source: str | None
     skipped: list[str] = []
     errors: list[dict[str, str]] = []
     for target in mapping.targets:
-        failures: list[ShipmapError]
-        try:
-            produced, failed_fields = target.collect(document)
-            failures = list(failed_fields)
-        except ShipmapError as error:
-            produced, failures = [], [error]
+        produced, failures = collect(target, document)
         for failure in failures[:1]:  # the case runner stops at a target's first failing field
             errors.append({"type": type(failure).__name__, "target": target.name, **_field(failure)})
         if not produced and not failures:

@@ -10,6 +10,7 @@ from typing import Any
 
 from shipmap.engine import (
     CompiledMapping,
+    CompiledTarget,
     Location,
     PayloadValidationError,
     Problem,
@@ -167,6 +168,15 @@ def _sample_error(document: SourceDocument) -> Json | None:
     return None
 
 
+def collect(target: CompiledTarget, source: Any) -> tuple[list[tuple[str | None, Any]], list[ShipmapError]]:
+    """A target's payloads (``(fan-out key or None, payload)``) and every error met making them."""
+    try:
+        produced, failed_fields = target.collect(source)
+    except ShipmapError as error:
+        return [], [error]
+    return produced, list(failed_fields)
+
+
 def _run_targets(mapping: CompiledMapping, source: Any, diagnostics: list[Json]) -> tuple[list[Json], bool]:
     """One entry per payload (a fan-out target's are labelled ``name[key]``), per failed or skipped target:
     every problem of the document at once, as ``shipmap preview`` reports them."""
@@ -174,12 +184,8 @@ def _run_targets(mapping: CompiledMapping, source: Any, diagnostics: list[Json])
     produced_any = False
     for target in mapping.targets:
         base: Json = {"target": target.name, "kind": target.kind.name, "line": target.location.line}
-        errors: list[ShipmapError]
         try:
-            produced, failed_fields = target.collect(source)
-            errors = list(failed_fields)
-        except ShipmapError as error:
-            produced, errors = [], [error]
+            produced, errors = collect(target, source)
         except Exception as error:  # an engine bug must not take the page down
             log.exception("mapping %s, target %s", mapping.name, target.name)
             failed = {"text": f"internal error: {error!r}"}
