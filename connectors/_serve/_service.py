@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import uvicorn
 
+from .._local_server import bind  # one way to bind a listening socket (port 0 known at once)
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
-from .._sandbox._server import _bind as bind  # one way to bind a listening socket (port 0 known at once)
 from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import DEDUP_WINDOW, Inbox
