@@ -39,35 +39,56 @@ class ShipmapAuth(httpx.Auth):
     def preview_headers(self) -> dict[str, str]:
         return {}
 
+    def ready_headers(self) -> tuple[dict[str, str], int] | None:
+        """The headers ``auth_flow`` would add to a request now, and the token generation they belong to,
+        when adding them needs no I/O; None when the request must go through ``auth_flow`` (a login is due,
+        or the scheme is not one of these). The delivery sends most requests with these, without building
+        an httpx.Request (``_transport.Sender``)."""
+        return None
 
-class NoAuth(ShipmapAuth):
-    """No credentials (a connection to a local or already-authenticated endpoint)."""
+    def unauthorized(self, generation: int, path: str) -> None:
+        """A 401 answered a request sent outside ``auth_flow`` with the ``ready_headers`` of ``generation``.
+        A scheme that logs in forgets that token (not a newer one), so that the next request logs in: once,
+        for every request that saw it. Fixed credentials have nothing to forget."""
+
+
+class _FixedHeaders(ShipmapAuth):
+    """A scheme whose headers never change: the flow and the delivery's direct path add the same dict."""
+
+    _headers: dict[str, str]
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers.update(self._headers)
         yield request
 
+    def ready_headers(self) -> tuple[dict[str, str], int] | None:
+        return self._headers, 0
 
-class BasicAuth(ShipmapAuth):
+
+class NoAuth(_FixedHeaders):
+    """No credentials (a connection to a local or already-authenticated endpoint)."""
+
+    def __init__(self) -> None:
+        self._headers = {}
+
+
+class BasicAuth(_FixedHeaders):
     """HTTP Basic: ``Authorization: Basic base64(username:password)``; for DG, the API key and secret."""
 
     scheme = "basic"
 
     def __init__(self, username: str, password: str, *, redactor: Redactor | None = None) -> None:
         token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        self._header = f"Basic {token}"
+        self._headers = {"Authorization": f"Basic {token}"}
         if redactor is not None:
             for secret in (username, password, token):
                 redactor.add(secret)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
 
     def preview_headers(self) -> dict[str, str]:
         return {"Authorization": f"Basic {MASK}"}
 
 
-class ApiKeyAuth(ShipmapAuth):
+class ApiKeyAuth(_FixedHeaders):
     """A key in one header, e.g. ``x-api-key: ...``, optionally with a prefix such as ``Token``."""
 
     scheme = "api_key"
@@ -76,31 +97,23 @@ class ApiKeyAuth(ShipmapAuth):
         self, value: str, *, header: str = "x-api-key", prefix: str = "", redactor: Redactor | None = None
     ) -> None:
         self.header = header
-        self._value = f"{prefix} {value}" if prefix else value
+        self._headers = {header: f"{prefix} {value}" if prefix else value}
         if redactor is not None:
             redactor.add(value)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers[self.header] = self._value
-        yield request
 
     def preview_headers(self) -> dict[str, str]:
         return {self.header: MASK}
 
 
-class BearerAuth(ShipmapAuth):
+class BearerAuth(_FixedHeaders):
     """``Authorization: Bearer <token>`` with a fixed token."""
 
     scheme = "bearer"
 
     def __init__(self, token: str, *, redactor: Redactor | None = None) -> None:
-        self._header = f"Bearer {token}"
+        self._headers = {"Authorization": f"Bearer {token}"}
         if redactor is not None:
             redactor.add(token)
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        request.headers["Authorization"] = self._header
-        yield request
 
     def preview_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {MASK}"}
@@ -147,6 +160,7 @@ class FenixSessionAuth(ShipmapAuth):
         self._log = get_logger("auth", self.redactor)
         self._token: str | None = None
         self._identity: str | None = None
+        self._headers: dict[str, str] = {}  # the session headers of the current token
         self._expires_at = 0.0
         self.generation = 0  # bumped by every successful login
         self.logins = 0
@@ -179,6 +193,12 @@ class FenixSessionAuth(ShipmapAuth):
         self.redactor.add(token)
         self.redactor.add(identity)
         self._token, self._identity = token, identity
+        self._headers = {
+            "store_name": self.store_name,
+            "authToken": token,
+            "x-api-key": self._api_key,
+            "x-identity": identity,
+        }
         self._expires_at = self._clock() + self.token_ttl
         self.generation += 1
         self.logins += 1
@@ -188,15 +208,22 @@ class FenixSessionAuth(ShipmapAuth):
         """Put the session headers on ``request``; returns the token generation they belong to."""
         if self._token is None or self._identity is None:
             raise AuthError("Fenix session was invalidated while a request was starting", retryable=True)
-        request.headers["store_name"] = self.store_name
-        request.headers["authToken"] = self._token
-        request.headers["x-api-key"] = self._api_key
-        request.headers["x-identity"] = self._identity
+        request.headers.update(self._headers)
         return self.generation
+
+    def ready_headers(self) -> tuple[dict[str, str], int] | None:
+        if self._needs_login():
+            return None
+        return self._headers, self.generation
 
     def invalidate(self) -> None:
         """Forget the token, so the next request logs in (e.g. after rotating credentials)."""
         self._token = None
+
+    def unauthorized(self, generation: int, path: str) -> None:
+        if generation == self.generation and self._token is not None:
+            self._log.info("HTTP 401 from %s: logging in again", path)
+            self._token = None
 
     def preview_headers(self) -> dict[str, str]:
         return {"store_name": self.store_name, "authToken": MASK, "x-api-key": MASK, "x-identity": MASK}

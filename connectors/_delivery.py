@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http.cookiejar
 import json
 import random
 import time
@@ -24,6 +25,7 @@ from ._auth import ShipmapAuth
 from ._config import Connection, DeliverySettings, RetryPolicy
 from ._errors import AuthError
 from ._redact import Redactor, get_logger
+from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -119,31 +121,40 @@ class Deliverer:
         self._sleep = sleep
         self._on_retry = on_retry
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._senders: dict[str, Sender] = {}
         self._log = get_logger("delivery", redactor)
 
     async def __aenter__(self) -> Deliverer:
         limit = self.settings.concurrency
         for name, connection in self.connections.items():
             timeout = (connection.timeout or self.settings.timeout).httpx()
-            self._clients[name] = httpx.AsyncClient(
+            limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+            # httpx's client over aiohttp's pool and parser, which cost half the CPU (see _transport.py).
+            transport = self._transport or AiohttpTransport(limits=limits)
+            client = httpx.AsyncClient(
                 auth=self.auths[name],
                 headers=dict(connection.headers),
+                # The APIs authenticate with headers: a cookie a server sets is never sent back, on any path.
+                cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
                 timeout=timeout,
-                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-                transport=self._transport,
+                limits=limits,
+                transport=transport,
                 follow_redirects=False,
             )
+            self._clients[name] = client
+            self._senders[name] = Sender(client, self.auths[name], transport)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         clients, self._clients = self._clients, {}
+        self._senders = {}
         for client in clients.values():
             await client.aclose()
 
     async def send(self, request: OutboundRequest) -> Outcome:
-        client = self._clients[request.connection]
+        sender = self._senders[request.connection]
         policy = self.settings.retry
         limit = self.settings.response_excerpt_chars
         body = request.body()
@@ -155,9 +166,11 @@ class Deliverer:
             status: int | None = None
             excerpt: str | None = None
             try:
-                response = await client.request(
-                    request.method, request.url, content=body, headers=request.headers
-                )
+                response = await sender.send(request.method, request.url, body, request.headers)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             except AuthError as error:
                 status, retryable = error.status, error.retryable
                 reason = self.redactor.redact(error.message)
