@@ -32,7 +32,7 @@ JSONATA = "jsonata-python"
 GLOM = "glom"
 TOOLS = (HAND, PRODUCE, REFERENCE, VALIDATED, JQ, JSONATA, GLOM)
 COMPARED = (JQ, JSONATA, GLOM)  # the other tools; compared with PRODUCE (none of them validates)
-TARGET_VS_HAND = 2.0
+TARGET_VS_HAND = 2.0  # shipmap without validation, and (issue 18) with it
 
 
 def build_tools(mapping_path: Path = ORDER_MAPPING) -> dict[str, Callable[[Any], Any]]:
@@ -158,7 +158,7 @@ def summarise(samples: dict[str, Any]) -> dict[str, Any]:
         "vs_hand": {name: value / hand for name, value in medians.items()},
         "shipmap_speedup": {name: medians[name] / produce for name in COMPARED},
         "target_vs_hand_met": produce / hand <= TARGET_VS_HAND,
-        "faster_than_every_other_tool": all(medians[name] > produce for name in COMPARED),
+        "validated_vs_hand_met": medians[VALIDATED] / hand <= TARGET_VS_HAND,
     }
 
 
@@ -224,11 +224,14 @@ def _print_text(text: dict[str, Any]) -> None:
 
 
 def _print_verdict(summary: dict[str, Any]) -> None:
-    ratio = summary["vs_hand"][PRODUCE]
-    print(
-        f"\ntarget: shipmap within {TARGET_VS_HAND:.0f}x of hand-written Python: "
-        f"{ratio:.2f}x, {'MET' if summary['target_vs_hand_met'] else 'NOT MET'}"
-    )
+    for name, met, label in (
+        (PRODUCE, summary["target_vs_hand_met"], "shipmap (no validation)"),
+        (VALIDATED, summary["validated_vs_hand_met"], "shipmap transform, validated"),
+    ):
+        print(
+            f"\ntarget: {label} within {TARGET_VS_HAND:.0f}x of hand-written Python: "
+            f"{summary['vs_hand'][name]:.2f}x, {'MET' if met else 'NOT MET'}"
+        )
     slowest = min(summary["shipmap_speedup"].values())
     print(
         "target: faster than every other tool: "

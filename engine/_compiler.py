@@ -31,7 +31,7 @@ from ._errors import (
 )
 from ._expressions import SCOPE_NAMES, Evaluator, ExpressionCompiler, Scope, is_truthy
 from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
-from ._kinds import SchemaCheck, TargetKind, format_path, get_kind, json_problems
+from ._kinds import SchemaCheck, TargetKind, format_path, get_kind
 from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey
 
@@ -157,7 +157,7 @@ class CompiledTarget:
 
     def problems(self, payload: Any) -> list[Problem]:
         """Every way ``payload`` breaks this target's kind, each located at the mapping line that made it."""
-        found = json_problems(payload) or self.kind.problems(payload)
+        found = self.kind.payload_problems(payload)
         return [
             Problem(field=self._field_name(parts), message=message, location=self.where(parts))
             for parts, message in found

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import fastjsonschema
 
 from ._errors import preview_value
+from ._validator import Unsupported, compile_check
 
 if TYPE_CHECKING:
     import jsonschema
@@ -112,17 +113,44 @@ class SchemaCheck:
         # `const` keyword (a KeyError while generating).
         self._terse = not _mentions(schema, "const")
         self._fast: Callable[[Any], Any] | None = None
+        self._decides: Callable[[Any], bool] | None = None  # _validator's code: valid, or not
+        self._strict: Callable[[Any], bool] | None = None  # the same, and strict JSON
         self._detailed: Callable[[Any], Any] | None = None
         self._explainer: jsonschema.Draft202012Validator | None = None
         self._lock = threading.Lock()
 
     def is_valid(self, value: Any) -> bool:
+        decides = self._decides or self._compile_decider()
+        if decides is not _fastjsonschema:
+            return decides(value)
         fast = self._fast or self._compile()
         try:
             fast(value)
         except fastjsonschema.JsonSchemaException:
             return False
         return True
+
+    def is_valid_json(self, value: Any) -> bool:
+        """Valid, and strict JSON (``json_problems`` finds nothing), in one pass over the value. A False can
+        be a false alarm: then ask ``json_problems`` and ``is_valid``, which decide exactly."""
+        strict = self._strict or self._compile_decider(strict=True)
+        if strict is _fastjsonschema:
+            return not json_problems(value) and self.is_valid(value)
+        return strict(value)
+
+    def _compile_decider(self, *, strict: bool = False) -> Callable[[Any], bool]:
+        with self._lock:
+            decider = self._strict if strict else self._decides
+            if decider is None:
+                try:
+                    decider = compile_check(self.schema, strict_json=strict)
+                except Unsupported:
+                    decider = _fastjsonschema
+                if strict:
+                    self._strict = decider
+                else:
+                    self._decides = decider
+            return decider
 
     def first_problem(self, value: Any) -> tuple[tuple[Any, ...], str] | None:
         """fastjsonschema's own verdict: one problem, described without ever printing the value."""
@@ -159,6 +187,10 @@ class SchemaCheck:
         return fastjsonschema.compile(draft7, detailed_exceptions=detailed)
 
 
+def _fastjsonschema(value: Any) -> bool:  # pragma: no cover - a marker: the schema is beyond _validator
+    raise NotImplementedError
+
+
 def _mentions(schema: Any, keyword: str) -> bool:
     if isinstance(schema, dict):
         return keyword in schema or any(_mentions(value, keyword) for value in schema.values())
@@ -184,6 +216,13 @@ class TargetKind:
 
     def is_valid(self, payload: Any) -> bool:
         return self._check.is_valid(payload)
+
+    def payload_problems(self, payload: Any) -> list[tuple[tuple[Any, ...], str]]:
+        """What keeps ``payload`` from being sent: not strict JSON (``json_problems``), else every violation
+        of the kind (``problems``). A valid payload costs one call of the kind's compiled check."""
+        if self._check.is_valid_json(payload):
+            return []
+        return json_problems(payload) or self.problems(payload)
 
     def problems(self, payload: Any) -> list[tuple[tuple[Any, ...], str]]:
         """Every violation as ``(field path parts, message)``, sorted by path; empty when valid."""

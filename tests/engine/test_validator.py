@@ -1,0 +1,140 @@
+"""The kinds' compiled checks (engine/_validator.py) against fastjsonschema and json_problems: the same verdict
+on every ready mapping's payloads, on the seeds' examples, and on thousands of mutations of them."""
+
+from __future__ import annotations
+
+import copy
+import decimal
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import pytest
+from shipmap.engine import load_mapping
+from shipmap.engine._kinds import builtin_kinds, json_problems
+from shipmap.engine._validator import Unsupported, compile_check
+
+ROOT = Path(__file__).parents[2]
+KINDS = builtin_kinds()
+# Values that break one rule or another: wrong types, booleans posing as numbers, integral floats, values JSON
+# cannot hold, a date-time with a trailing newline (Python's `$` would accept it, fastjsonschema's does not).
+ODD: list[Any] = [
+    None, "", "x", 0, -1, 1.5, 2.0, True, False, [], {}, [{}], {"value": 1}, "OPEN",
+    float("nan"), float("inf"), "\ud800", 10**5000, decimal.Decimal("1.5"),
+    "2020-01-23T10:14:15-05:00", "2020-01-23T10:14:15-05:00\n",
+]  # fmt: skip
+
+
+def reference(kind: str) -> Any:
+    schema = {**KINDS[kind].inlined, "$schema": "http://json-schema.org/draft-07/schema#"}
+    return fastjsonschema.compile(schema)
+
+
+def payloads() -> list[dict[str, Any]]:
+    found = [json.loads(path.read_text()) for path in sorted((ROOT / "tests/fixtures/seeds").glob("*.json"))]
+    documents = sorted((ROOT / "tests/fixtures/real").rglob("*.json"))
+    documents += sorted((ROOT / "tests/fixtures/derived").rglob("*.json"))
+    for mapping_file in sorted((ROOT / "mappings").rglob("*.yaml")):
+        if mapping_file.name.endswith(".cases.yaml"):
+            continue
+        mapping = load_mapping(mapping_file)
+        for document in documents:
+            source = json.loads(document.read_text())
+            for target in mapping.targets:
+                try:
+                    payload = target.produce(source)
+                except Exception:  # a document of another platform: not this mapping's input
+                    continue
+                if isinstance(payload, dict):
+                    found.append(payload)
+    return found
+
+
+def paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from paths(child, (*prefix, key))
+
+
+def mutated(payload: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    payload = copy.deepcopy(payload)
+    where = rng.choice([path for path in paths(payload) if path])
+    parent: Any = payload
+    for step in where[:-1]:
+        parent = parent[step]
+    roll = rng.random()
+    if roll < 0.2 and isinstance(parent, dict):
+        del parent[where[-1]]
+    elif roll < 0.3 and isinstance(parent, dict):
+        parent["not_a_field"] = 1
+    else:
+        parent[where[-1]] = rng.choice(ODD)
+    return payload
+
+
+def test_every_kind_compiles() -> None:
+    for kind in KINDS.values():
+        compile_check(kind.inlined)
+        compile_check(kind.inlined, strict_json=True)
+
+
+def test_the_compiled_checks_agree_with_fastjsonschema_and_json_problems() -> None:
+    rng = random.Random(18)
+    references = {name: reference(name) for name in KINDS}
+    checks = {name: compile_check(kind.inlined) for name, kind in KINDS.items()}
+    strict = {name: compile_check(kind.inlined, strict_json=True) for name, kind in KINDS.items()}
+    base = payloads()
+    assert len(base) >= 30
+    valid = strict_valid = 0
+    for payload in base:
+        for attempt in range(40):
+            value = mutated(payload, rng) if attempt else payload
+            for name in KINDS:
+                try:
+                    references[name](value)
+                    expected = True
+                except fastjsonschema.JsonSchemaException:
+                    expected = False
+                assert checks[name](value) is expected, (name, value)
+                exact = expected and not json_problems(value)
+                # strict may raise a false alarm, never a false all-clear; on these payloads it raises none
+                assert strict[name](value) is exact, (name, value)
+                valid += exact
+                strict_valid += strict[name](value)
+    assert valid > 200 and strict_valid == valid
+
+
+@pytest.mark.parametrize(
+    ("schema", "value", "expected"),
+    [
+        ({"type": "integer"}, 2.0, True),  # draft 6 on: an integral float is an integer
+        ({"type": "integer"}, True, False),
+        ({"type": "number"}, decimal.Decimal("1.5"), True),
+        ({"type": "string", "pattern": "^a$"}, "a\n", False),
+        ({"enum": [1]}, True, False),
+        ({"type": "array", "contains": {"minimum": 1}}, [0, 2], True),
+        ({"type": "array", "contains": {"minimum": 1}}, [], False),
+    ],
+)
+def test_edge_cases_decide_as_fastjsonschema_does(schema: dict[str, Any], value: Any, expected: bool) -> None:
+    assert compile_check(schema)(value) is expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), "\ud800", 10**5000, decimal.Decimal("1.5"), {"a": {1, 2}}],
+    ids=["nan", "lone surrogate", "5000 digits", "Decimal", "a set"],
+)
+def test_strict_json_refuses_what_json_cannot_write(value: Any) -> None:
+    schema = {"type": "object", "properties": {"v": {}}}
+    assert compile_check(schema)({"v": value}) is True
+    assert compile_check(schema, strict_json=True)({"v": value}) is False
+
+
+def test_a_keyword_it_does_not_know_is_left_to_fastjsonschema() -> None:
+    with pytest.raises(Unsupported):
+        compile_check({"type": "string", "format": "date-time"})
