@@ -150,15 +150,24 @@ def _medians(samples: dict[str, Any]) -> dict[str, float]:
 
 
 def summarise(samples: dict[str, Any]) -> dict[str, Any]:
+    import statistics
+
     medians = _medians(samples)
     hand = medians[HAND]
     produce = medians[PRODUCE]
+    bests = {
+        name: statistics.fmean(min(samples[fixture][name]["per_op_ns"]) for fixture in samples)
+        for name in medians
+    }
     return {
         "us_per_order": {name: value / 1000 for name, value in medians.items()},
         "vs_hand": {name: value / hand for name, value in medians.items()},
         "shipmap_speedup": {name: medians[name] / produce for name in COMPARED},
         "target_vs_hand_met": produce / hand <= TARGET_VS_HAND,
         "validated_vs_hand_met": medians[VALIDATED] / hand <= TARGET_VS_HAND,
+        "faster_than_every_other_tool": all(medians[name] > produce for name in COMPARED),
+        # Each tool's fastest round (load from elsewhere only ever adds time): steadier on a busy machine.
+        "best_vs_hand": {name: value / bests[HAND] for name, value in bests.items()},
     }
 
 
@@ -230,7 +239,8 @@ def _print_verdict(summary: dict[str, Any]) -> None:
     ):
         print(
             f"\ntarget: {label} within {TARGET_VS_HAND:.0f}x of hand-written Python: "
-            f"{summary['vs_hand'][name]:.2f}x, {'MET' if met else 'NOT MET'}"
+            f"{summary['vs_hand'][name]:.2f}x (fastest rounds: {summary['best_vs_hand'][name]:.2f}x),"
+            f" {'MET' if met else 'NOT MET'}"
         )
     slowest = min(summary["shipmap_speedup"].values())
     print(

@@ -16,15 +16,11 @@ as the text the parent writes out.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
-
-from ._pipeline import die_with, fork_available
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -66,6 +62,12 @@ def ordered_map(
             for chunk in iterator:
                 yield function(context, chunk)
         return
+    # Imported only for a pool: a one-document preview or test starts without asyncio or multiprocessing.
+    import concurrent.futures
+    import multiprocessing
+
+    from ._pipeline import fork_available
+
     method = "fork" if fork_available() else "spawn"
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs,
@@ -95,6 +97,8 @@ def _prepend(first: T, second: T, rest: Iterator[T]) -> Iterator[T]:
 
 
 def _install(context: Any) -> None:  # runs once in each worker process
+    from ._pipeline import die_with
+
     global _context
     _context = context
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the pool
