@@ -99,11 +99,18 @@ class Enricher:
         return wants_enrichment(self.enrichments.get(str(event.get("source"))), event)
 
     async def documents(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Every declared document of this event's source, fetched concurrently."""
+        """Every declared document of this event's source, fetched concurrently. When several fail, the
+        reason given is the first failure in declaration order, not whichever GET finished first, so the same
+        event always fails with the same reason."""
         enrichment = self.enrichments[str(event["source"])]
         names = list(enrichment.fetch)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
-        results = await asyncio.gather(*(self._get(enrichment.connection, path) for path in paths))
+        results = await asyncio.gather(
+            *(self._get(enrichment.connection, path) for path in paths), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return dict(zip(names, results, strict=True))
 
     async def _get(self, connection: str, path: str) -> Any:
