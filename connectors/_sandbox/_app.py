@@ -27,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ._config import SandboxConfig
-from ._faults import Decision, FaultInjector, FaultPlan
+from ._faults import Decision, FaultInjector, FaultPlan, request_identity
 from ._recorder import Recorder
 from ._source_api import SourceApi
 
@@ -38,6 +38,8 @@ DEFAULT_REGION = "eu"
 _DG_HOST = re.compile(r"^flow-server\.(?P<region>[a-z]+)\.dgdeepai\.com(?::\d+)?$", re.IGNORECASE)
 _ABORT_KEY = "shipmap.sandbox.abort"
 _FAULT_HEADER = "x-sandbox-fault"
+# A retry of one delivery carries the same key (shipmap sends it by default): it names the request for faults.
+_IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Tokens expired longer ago than this are forgotten, so a long soak does not grow the table.
 _TOKEN_MEMORY_SECONDS = 3600.0
 
@@ -222,7 +224,13 @@ class _Endpoints:
             # The client died mid-body (a runner killed with -9): nothing arrived, nobody is left to answer.
             log.info("%s: client disconnected before its request body was complete", endpoint)
             return Response(status_code=499)
-        decision: Decision = self.state.faults.decide(login=login, uses_token=uses_token)
+        identity = request_identity(
+            request.method,
+            request.url.path,
+            raw,
+            request.headers.get(_IDEMPOTENCY_HEADER),
+        )
+        decision: Decision = self.state.faults.decide(login=login, uses_token=uses_token, identity=identity)
         if decision.expire_tokens:
             self.state.expire_tokens()
         fault = decision.fault

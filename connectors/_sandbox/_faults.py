@@ -1,14 +1,16 @@
 """Fault injection: which injected failure, if any, the next API request gets.
 
 A :class:`FaultPlan` is an immutable description (parsed from a compact spec or built in Python); a
-:class:`FaultInjector` plays it with its own seeded ``random.Random``, so two servers never share state and a
-seed replays the same faults for the same request order.
+:class:`FaultInjector` plays it. A rate-drawn fault is a function of the seed, the request's identity (its
+``Idempotency-Key``, else its method, path and body) and how many times that identity came before, so a seed
+gives the same faults to the same requests whatever order concurrent clients send them in. Two servers never
+share state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-import random
 import secrets
 import threading
 from collections import Counter
@@ -260,14 +262,46 @@ class Decision:
 _NO_FAULT = Decision()
 
 
+# Attempts remembered per request identity; past this many identities the oldest is forgotten (bounded memory
+# on a long soak; a forgotten identity that comes back starts over at attempt 1).
+_MAX_IDENTITIES = 1_000_000
+
+
+def request_identity(method: str, path: str, body: bytes, idempotency_key: str | None = None) -> bytes:
+    """What makes two requests "the same request" for fault decisions: a client's retry of one delivery
+    carries the same ``Idempotency-Key`` (or, without one, the same method, path and body)."""
+    if idempotency_key:
+        material = b"key\0" + idempotency_key.encode("utf-8", "replace")
+    else:
+        material = b"\0".join((b"request", method.upper().encode(), path.encode("utf-8", "replace"), body))
+    return hashlib.blake2b(material, digest_size=16).digest()
+
+
+def fault_rolls(seed: int, identity: bytes, attempt: int) -> tuple[float, int]:
+    """The uniform draw in [0, 1) that picks the fault of this identity's ``attempt``-th request, and a
+    number that picks its 5xx code. Pure: the same three inputs give the same draw on any machine."""
+    digest = hashlib.blake2b(
+        f"{seed}:{attempt}:".encode() + identity, digest_size=16, person=b"shipmap-faults"
+    ).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64, int.from_bytes(digest[8:], "big")
+
+
 @dataclass
 class _Play:
     plan: FaultPlan
     seed: int
-    rng: random.Random
     step: int = 0
     token_requests: int = 0
+    attempts: dict[bytes, int] = field(default_factory=dict)
     injected: Counter[str] = field(default_factory=Counter)
+
+    def attempt(self, identity: bytes) -> int:
+        """Count one more request of this identity and return its number (1 for the first)."""
+        number = self.attempts.pop(identity, 0) + 1
+        if len(self.attempts) >= _MAX_IDENTITIES:
+            del self.attempts[next(iter(self.attempts))]
+        self.attempts[identity] = number  # re-inserted: the dict's order is least recently seen first
+        return number
 
 
 class FaultInjector:
@@ -281,7 +315,7 @@ class FaultInjector:
     def _start(plan: FaultPlan) -> _Play:
         # Without a seed a fresh one is drawn and reported by snapshot(), so a failing run can be replayed.
         seed = plan.seed if plan.seed is not None else secrets.randbits(32)
-        return _Play(plan=plan, seed=seed, rng=random.Random(seed))
+        return _Play(plan=plan, seed=seed)
 
     @property
     def plan(self) -> FaultPlan:
@@ -289,7 +323,7 @@ class FaultInjector:
             return self._play.plan
 
     def configure(self, plan: FaultPlan) -> None:
-        """Replace the plan and start it over: schedule from its first step, random stream from its seed."""
+        """Replace the plan and start it over: schedule from its first step, attempt counts from zero."""
         with self._lock:
             self._play = self._start(plan)
 
@@ -297,8 +331,12 @@ class FaultInjector:
         with self._lock:
             self._play = self._start(self._play.plan)
 
-    def decide(self, *, login: bool = False, uses_token: bool = False) -> Decision:
-        """The outcome for the next eligible request (``login`` ones only when the plan includes login)."""
+    def decide(self, *, login: bool = False, uses_token: bool = False, identity: bytes = b"") -> Decision:
+        """The outcome for the next eligible request (``login`` ones only when the plan includes login).
+
+        ``identity`` (see :func:`request_identity`) keys the rate draws: the n-th request of one identity
+        gets the same draw whenever it arrives. Requests without one share a single identity, so their
+        faults follow arrival order. Schedules and ``expire_every`` always follow arrival order."""
         with self._lock:
             play = self._play
             plan = play.plan
@@ -317,7 +355,7 @@ class FaultInjector:
                 else:
                     fault = self._from_step(step, plan)
             else:
-                fault = self._draw(play)
+                fault = self._draw(play, identity)
             if expire:
                 play.injected["expire"] += 1
             if fault is not None:
@@ -339,14 +377,14 @@ class FaultInjector:
         return Fault(step, status=int(step))
 
     @staticmethod
-    def _draw(play: _Play) -> Fault | None:
+    def _draw(play: _Play, identity: bytes) -> Fault | None:
         plan = play.plan
         if not (plan.error_rate or plan.rate_limit_rate or plan.drop_rate or plan.slow_rate):
             return None
-        roll = play.rng.random()
+        roll, pick = fault_rolls(play.seed, identity, play.attempt(identity))
         edge = plan.error_rate
         if roll < edge:
-            status = play.rng.choice(plan.error_statuses)
+            status = plan.error_statuses[pick % len(plan.error_statuses)]
             return Fault(str(status), status=status)
         edge += plan.rate_limit_rate
         if roll < edge:

@@ -164,6 +164,36 @@ def test_rates_are_seeded_per_server(sandbox_factory: Callable[..., Sandbox], ht
     assert first.stats()["accepted"] == runs[0].count(200)
 
 
+def test_a_seed_gives_each_request_the_same_faults_whatever_the_arrival_order(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    # Concurrent clients on a loaded machine reorder requests: the n-th attempt of one request (its
+    # Idempotency-Key, or method, path and body without one) must get the same fault regardless.
+    spec = "5xx=0.3,429=0.2,seed=7,retry-after=0"
+    in_order, interleaved = sandbox_factory(faults=spec), sandbox_factory(faults=spec)
+    names = [f"E{i}" for i in range(30)]
+
+    def attempt(sb: Sandbox, name: str) -> int:
+        headers = {"Idempotency-Key": f"key-{name}"} if int(name[1:]) % 2 else {}
+        body = {**DG_EXAMPLE, "external_id": name}
+        return http.post(f"{sb.url}/execution", auth=DG_AUTH, json=body, headers=headers).status_code
+
+    one_by_one: dict[str, list[int]] = {}
+    for name in names:  # each request retried until accepted before the next one starts
+        statuses = one_by_one.setdefault(name, [attempt(in_order, name)])
+        while statuses[-1] != 200 and len(statuses) < 12:
+            statuses.append(attempt(in_order, name))
+    round_robin: dict[str, list[int]] = {name: [] for name in names}
+    pending = names[::-1]
+    while pending:  # last first, one attempt of each still failing request per round
+        for name in pending:
+            round_robin[name].append(attempt(interleaved, name))
+        pending = [n for n in pending if round_robin[n][-1] != 200 and len(round_robin[n]) < 12]
+    assert round_robin == one_by_one
+    assert sum(len(statuses) > 1 for statuses in one_by_one.values()) >= 5  # faults were injected
+    assert in_order.stats()["faults"] == interleaved.stats()["faults"]
+
+
 def test_login_and_sandbox_api_are_spared_unless_asked(sandbox: Sandbox, http: httpx.Client) -> None:
     sandbox.set_faults("5xx=1:503")
     assert http.post(f"{sandbox.url}/login", headers=FENIX_LOGIN).status_code == 200
