@@ -16,7 +16,10 @@ journal URL is opened.
 from __future__ import annotations
 
 import functools
+import logging
+import random
 import re
+import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +28,12 @@ from ._errors import JournalError
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 60_000  # no statement of the journal's takes long; one that does is stuck
+# Workers sharing a journal lock the same rows: PostgreSQL then ends one statement with a deadlock (40P01) or a
+# serialization failure (40001). Outside a transaction that statement was rolled back whole, so running it again
+# is the same as running it a moment later; these tries, with a short random pause, settle it.
+RETRIED_SQLSTATES = frozenset({"40001", "40P01"})
+STATEMENT_TRIES = 5
+_log = logging.getLogger("shipmap.journal")
 
 
 def is_database_url(location: object) -> bool:
@@ -77,10 +86,25 @@ class PostgresConnection:
         return self._psycopg.Error
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
-        try:
-            return self._conn.execute(_dialect(sql), parameters or None)
-        except self._psycopg.Error as error:
-            raise self._fault(error) from None
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return self._conn.execute(_dialect(sql), parameters or None)
+            except self._psycopg.Error as error:
+                if not self._try_again(error, tries):
+                    raise self._fault(error) from None
+
+    def _try_again(self, error: Exception, tries: int) -> bool:
+        """Whether a statement that lost a lock conflict is run again (only outside a transaction: inside
+        one, the whole transaction was aborted, and only its caller can run it again)."""
+        state = getattr(error, "sqlstate", None)
+        if state not in RETRIED_SQLSTATES or tries >= STATEMENT_TRIES or self.in_transaction:
+            return False
+        pause = random.uniform(0.01, 0.05 * 2**tries)
+        _log.info("journal statement lost a lock conflict (%s); running it again in %.2fs", state, pause)
+        time.sleep(pause)
+        return True
 
     def executemany(self, sql: str, rows: Any) -> None:
         rows = list(rows)

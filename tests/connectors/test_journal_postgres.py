@@ -210,3 +210,51 @@ def test_a_config_names_a_postgresql_journal_by_url(tmp_path: Path, postgres_url
         Runtime.from_config(wrong)
     short = write_config(tmp_path, "http://127.0.0.1:9", journal=postgres_url)  # the whole section as a URL
     assert Runtime.from_config(short).config.journal.url == postgres_url
+
+
+def test_a_statement_that_loses_a_deadlock_outside_a_transaction_is_run_again(postgres_url: str) -> None:
+    # Two workers locking the same rows in opposite orders: PostgreSQL ends one statement (40P01). The
+    # journal's autocommit statement is the one that loses here, and it must be run again, not fail the run.
+    import threading
+
+    from shipmap.connectors._journal_pg import PostgresConnection
+
+    with psycopg.connect(postgres_url, autocommit=True) as setup:
+        setup.execute("CREATE TABLE rows (k INT PRIMARY KEY, v INT NOT NULL)")
+        setup.execute("INSERT INTO rows VALUES (1, 0), (2, 0)")
+    store = PostgresConnection(postgres_url, readonly=False)
+    other = psycopg.connect(postgres_url, autocommit=True)
+    try:
+        other.execute("SET deadlock_timeout = '30s'")  # so the deadlock is found by the store's statement
+        other.execute("BEGIN")
+        other.execute("UPDATE rows SET v = v + 10 WHERE k = 1")
+        outcome: list[object] = []
+
+        def lock_both() -> None:
+            try:  # locks row 2, then waits for row 1
+                outcome.append(
+                    store.execute(
+                        "SELECT k FROM rows WHERE k IN (1, 2) ORDER BY k DESC FOR UPDATE"
+                    ).fetchall()
+                )
+            except JournalError as error:
+                outcome.append(error)
+
+        thread = threading.Thread(target=lock_both)
+        thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the store's statement is waiting for row 1
+            waiting = other.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE'"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.02)
+        other.execute("UPDATE rows SET v = v + 10 WHERE k = 2")  # waits for row 2: a deadlock
+        other.execute("COMMIT")
+        thread.join(60)
+        assert outcome == [[(2,), (1,)]]
+        assert other.execute("SELECT v FROM rows ORDER BY k").fetchall() == [(10,), (10,)]
+    finally:
+        other.close()
+        store.close()
