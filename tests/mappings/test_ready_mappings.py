@@ -33,6 +33,8 @@ def derived(name: str) -> Any:
 def test_the_ready_mappings() -> None:
     assert NAMES == [
         "aftership/tracking",
+        "bigcommerce/order",
+        "bigcommerce/shipment",
         "shipstation/shipment",
         "shopify/fulfillment",
         "shopify/order",
@@ -69,7 +71,7 @@ def test_every_case_passes(name: str, capsys: pytest.CaptureFixture[str]) -> Non
     out, _ = capsys.readouterr()
     assert out.splitlines()[-1] == f"{len(cases)} passed, 0 failed"
     # Every mapping is tested on real payloads, not only on made-up ones.
-    assert any("_fixtures/real/" in str(case["source"]) for case in cases)
+    assert any("_fixtures/real/" in str(case.get("source", case.get("documents"))) for case in cases)
 
 
 def case_documents() -> list[tuple[str, str, Any]]:
@@ -80,7 +82,15 @@ def case_documents() -> list[tuple[str, str, Any]]:
         for case in yaml.safe_load(cases_file.read_text(encoding="utf-8"))["cases"]:
             if "error" in case:
                 continue
-            source = case["source"]
+            if "documents" in case:  # named documents: the event is {name: document}
+                source = {
+                    key: json.loads((cases_file.parent / value).read_text(encoding="utf-8"))
+                    if isinstance(value, str)
+                    else value
+                    for key, value in case["documents"].items()
+                }
+            else:
+                source = case["source"]
             if isinstance(source, str):
                 source = json.loads((cases_file.parent / source).read_text(encoding="utf-8"))
             if "select" in case:
@@ -114,9 +124,34 @@ def test_woocommerce_order_reads_utc_twins_and_codes() -> None:
 def test_woocommerce_fulfillment_from_the_tracking_meta() -> None:
     mapping = load_mapping("woocommerce/fulfillment")
     assert mapping.transform(real("woocommerce/order_rest_get.json")) == {}
-    payloads = mapping.transform(derived("woocommerce/order_completed_with_tracking.json"))
-    assert payloads["fulfillment"]["shipment_info"]["tracking_company"] == "USPS"
-    assert payloads["shipment"]["inputs"]["shipment_data"]["carrier_code"] == "usps"
+    payloads = mapping.transform(derived("woocommerce/order_completed_two_trackings.json"))
+    assert sorted(payloads) == [
+        "fulfillment[9400111899560000000000]",
+        "fulfillment[EC123456789]",
+        "shipment[9400111899560000000000]",
+        "shipment[EC123456789]",
+    ]
+    assert payloads["fulfillment[9400111899560000000000]"]["shipment_info"]["tracking_company"] == "USPS"
+    assert payloads["shipment[EC123456789]"]["inputs"]["shipment_data"]["carrier_code"] == "examplecourier"
+
+
+def test_bigcommerce_shipments_fan_out_with_items_joined_from_products() -> None:
+    event = derived("bigcommerce/order_218_event.json")
+    payloads = load_mapping("bigcommerce/shipment").transform(event)
+    assert sorted(payloads) == ["fulfillment[11]", "fulfillment[12]", "shipment[11]", "shipment[12]"]
+    lines = payloads["fulfillment[11]"]["line_items"]
+    assert [(line["sku"], line["title"], line["quantity"]) for line in lines] == [
+        ("DUST1", "Dustpan & Brush", 1),
+        ("BRUSH1", "Replacement Brush", 1),
+    ]
+    assert payloads["shipment[12]"]["inputs"]["shipment_data"]["carrier_code"] == "ups"
+    order = load_mapping("bigcommerce/order").transform(event)["order"]
+    assert order["item_quantity"] == 3  # the bundle's child is not a line
+    assert order["total_weight"] == {"value": 3, "units": "oz"}
+    assert (order["shipping_address"]["country"], order["shipping_address"]["country_code"]) == (
+        "United States",
+        "US",
+    )
 
 
 def test_dg_out_of_stock_and_return_without_a_shipment() -> None:
@@ -279,6 +314,7 @@ REAL_SHA256 = {
     "bigcommerce/order_get.json": "320b6d4a89fcadb7f4f5f617d61a6eb21acb330cb59118393b1f4321f2453f23",
     "bigcommerce/order_products_get_element.json": "683cece0041a896baf451aa63053680ca4242b087bebf5647e94d0fb46a6cf9e",
     "bigcommerce/order_shipments_get_element.json": "c7c4b08f94eb3da2088f4d3338c6af2be6cc8fd8e144aae53330793cef040310",
+    "bigcommerce/order_shipping_addresses_get_element.json": "2f9b3093768be7cda8c7ff3d4de6eac81ac720ec6991e04958674fe4754822fc",
     "shopify/refunds_create_webhook.json": "aa7ca320b1f4aef498840f7456ebeaa02bf0448b3e23d190ac6a48e654346c56",
     "shopify/orders_edited_webhook.json": "7b9d1b153a354341d0a78b616d0477e4c0ce221df280953760062aec5ce999ae",
     "shopify/returns_approve_webhook.json": "a6827817c5e50069c84018cc23efd34cb818311ee35b1b314095a382f63b38df",
@@ -304,6 +340,7 @@ def test_derived_fixtures_are_what_derive_py_makes(tmp_path: Path, monkeypatch: 
     derive.aftership()
     derive.woocommerce()
     derive.shopify_dg()
+    derive.bigcommerce()
     made = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.json"))
     assert made == sorted(str(path.relative_to(DERIVED)) for path in DERIVED.rglob("*.json"))
     readme = (DERIVED / "README.md").read_text(encoding="utf-8")
