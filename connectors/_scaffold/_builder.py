@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shipmap.engine import ShipmapError, TargetKind, parse_mapping
+from shipmap.engine import TargetKind
 
 from ._guess import (
     _CONTEXTS,
@@ -66,9 +65,12 @@ class _Match:
     score: int
     fallback: _Leaf | None = None  # a non-null alternative when the best leaf is null in the sample
     utc_of: str = ""  # the local-time key this UTC twin stands in for
+    call: str = ""  # a function the value goes through (country_name for a code where a name is wanted)
 
     @property
     def expression(self) -> str:
+        if self.call:
+            return f"{self.call}({self.path})"
         value = self.leaf.value
         if self.utc_of and not (isinstance(value, str) and not _NAIVE_DATETIME.match(value.strip())):
             # A *_gmt twin is UTC written without an offset: say so, whatever the mapping's timezone.
@@ -262,10 +264,12 @@ class _TargetBuilder:
             return self._todo(prop, dotted) if required else None
         spec = self._leaf_spec(prop, schema, match, required)
         self.matched_paths[dotted] = match.leaf.parts
-        source = match.expression if match.utc_of else _path(match.leaf.parts)
+        source = match.expression if match.utc_of or match.call else _path(match.leaf.parts)
         out = self._suggest(prop, dotted, spec, required, match.sample, source, match.score)
         if match.utc_of:
             out.comment += f"; the UTC twin of {match.utc_of} (a local time)"
+        if match.call == "country_name":
+            out.comment += "; a code: country_name() gives the name Fenix wants"
         return out
 
     def _utc_twin(self, match: _Match, scope: _Scope) -> _Match:
@@ -297,10 +301,8 @@ class _TargetBuilder:
                 return _Match(leaf, _path(leaf.parts), match.score - 10), ""
         if want_code:
             return None, ""
-        return None, (
-            f"{prop}: the sample has only the code {_show(match.sample)} ({match.path}); Fenix wants the"
-            " name here, the code goes in country_code"
-        )
+        # Only a code: the shipped ISO 3166 table names it.
+        return _Match(match.leaf, match.path, match.score - 10, call="country_name"), ""
 
     def _leaf_spec(self, prop: str, schema: Mapping[str, Any], match: _Match, required: bool) -> str:
         types = _types(schema)
@@ -395,7 +397,7 @@ class _TargetBuilder:
         if isinstance(key, str) and MINOR_UNITS.search(snake(key)):
             # Cents are not units: 1999 is 19.99 USD but 1999 JPY. The currency's ISO 4217 exponent decides.
             code = currency.suggestion.source if currency.suggestion else None
-            if _engine_has("from_minor") and code and code != "a literal":
+            if code and code != "a literal":
                 expression = f"from_minor({match.expression}, {code})"
                 value = self._suggest(
                     "value", f"{dotted}.value", _yaml(expression), True, match.sample, match.path, match.score
@@ -653,17 +655,6 @@ def _confidence(score: int) -> str:
     if score >= 75:
         return "likely"
     return "a guess"
-
-
-@functools.cache
-def _engine_has(function: str) -> bool:
-    """Whether the engine knows a JMESPath function (newer engines add from_minor)."""
-    probe = f"shipmap: 1\nname: probe\ntargets:\n  p:\n    kind: dg.execution\n    fields: {{action_id: '{function}(a, b)'}}\n"
-    try:
-        parse_mapping(probe)
-    except ShipmapError:
-        return False
-    return True
 
 
 def _is_code(value: Any) -> bool:

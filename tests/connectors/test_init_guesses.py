@@ -53,15 +53,18 @@ def test_woocommerce_prefers_the_utc_twin_and_keeps_a_code_out_of_country(tmp_pa
     assert guesses["order.created_at"][:2] == (expression, "2017-03-22T19:28:02")
     text = scaffold.files[0].text
     assert "the UTC twin of date_created (a local time)" in text
-    assert "order.shipping_address.country" not in guesses
-    assert '# country: the sample has only the code "US" (shipping.country)' in text
+    # a code where Fenix wants a name goes through the ISO 3166 table; the code keeps its own field
+    assert guesses["order.shipping_address.country"][:2] == ("country_name(shipping.country)", "US")
+    assert "a code: country_name() gives the name Fenix wants" in text
     assert guesses["order.shipping_address.country_code"][:2] == ("shipping.country", "US")
     # The twin reads as UTC whatever the mapping's timezone: 19:28 UTC, not 19:28 New York time.
     from shipmap.engine import parse_mapping
 
     mapping = parse_mapping(text.replace("{path: TODO, required: true}", "{literal: x}"))
     document = json.loads((REAL / "woocommerce/order_rest_get.json").read_text())
-    assert mapping.target("order").produce(document)["created_at"] == "2017-03-22T19:28:02+00:00"
+    order = mapping.target("order").produce(document)
+    assert order["created_at"] == "2017-03-22T19:28:02+00:00"
+    assert order["shipping_address"]["country"] == "United States"
 
 
 def test_tracking_checkpoints_are_not_line_items(tmp_path: Path) -> None:
@@ -209,7 +212,15 @@ def test_money_in_minor_units_is_not_taken_for_units(tmp_path: Path) -> None:
     text = scaffold.files[0].text
     assert "money(amount_cents)" not in text
     price = next(line for line in text.splitlines() if "amount_cents" in line)
+    assert "from_minor(amount_cents, $parent.currency)" in price
     assert "minor units (cents)" in price
+    from shipmap.engine import parse_mapping
+
+    mapping = parse_mapping(text.replace("{path: TODO, required: true}", "{literal: x}"))
+    line = mapping.target("order").produce(json.loads(sample(tmp_path, document).read_text()))["line_items"][
+        0
+    ]
+    assert line["price"] == {"value": 1999, "currency": "JPY"}  # yen have no minor unit
 
 
 @pytest.mark.parametrize("suffix", [".json", ".ndjson"])

@@ -116,7 +116,8 @@ def test_woocommerce_order_reads_utc_twins_and_codes() -> None:
     # date_created is 16:28:02 shop time; its _gmt twin is the same instant in UTC.
     assert order["created_at"] == "2017-03-22T19:28:02+00:00"
     assert order["shipping_address"]["country_code"] == "US"
-    assert "country" not in order["shipping_address"]
+    assert order["shipping_address"]["country"] == "United States"  # the code's name (ISO 3166)
+    assert "province" not in order["shipping_address"]  # WooCommerce has the state's code only
     assert order["financial_details"]["total_price"] == {"value": 29.35, "currency": "USD"}
     assert [(line["sku"], line["quantity"]) for line in order["line_items"]] == [("", 2), ("Bar3", 1)]
 
