@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._config import config_schema as config_schema
     from ._config import load_config as load_config
     from ._errors import EXIT_DEAD_LETTERS as EXIT_DEAD_LETTERS
+    from ._errors import EXIT_OUTAGE as EXIT_OUTAGE
     from ._errors import AuthError as AuthError
     from ._errors import ConfigError as ConfigError
     from ._errors import ConnectorError as ConnectorError
@@ -71,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "config_schema": "._config",
     "load_config": "._config",
     "EXIT_DEAD_LETTERS": "._errors",
+    "EXIT_OUTAGE": "._errors",
     "AuthError": "._errors",
     "ConfigError": "._errors",
     "ConnectorError": "._errors",

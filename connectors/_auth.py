@@ -28,6 +28,37 @@ FENIX_TOKEN_TTL = 4 * 3600.0  # the Fenix contract: authToken expires every 4 ho
 FENIX_REFRESH_MARGIN = 300.0
 
 
+LOGIN_BODY_CAP = 64 * 1024  # a login answer is a few hundred bytes; never read more than this
+
+
+async def read_capped(response: httpx.Response, cap: int) -> bytes:
+    """At most ``cap`` bytes of a streamed response body; the rest is never read (the caller closes it).
+    They become the response's content: httpx reads an auth flow's responses again after the flow."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            break
+    content = b"".join(chunks)[:cap]
+    response._content = content  # what response.aread() returns from now on, instead of reading on
+    return content
+
+
+def _read_capped_sync(response: httpx.Response, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            break
+    content = b"".join(chunks)[:cap]
+    response._content = content
+    return content
+
+
 class ShipmapAuth(httpx.Auth):
     """An auth scheme that can also describe its headers, masked, without logging in."""
 
@@ -177,13 +208,13 @@ class FenixSessionAuth(ShipmapAuth):
         headers = {"username": self._username, "password": self._password, "x-api-key": self._api_key}
         return httpx.Request("POST", self.login_url, headers=headers)
 
-    def _accept_login(self, response: httpx.Response) -> None:
+    def _accept_login(self, response: httpx.Response, content: bytes) -> None:
         status = response.status_code
         if status >= 400:
             retryable = status == 429 or status >= 500
             raise AuthError(f"Fenix login failed with HTTP {status}", status=status, retryable=retryable)
         try:
-            body: Any = json.loads(response.content)
+            body: Any = json.loads(content)
         except ValueError:
             raise AuthError("Fenix login response is not JSON", status=status) from None
         token = body.get("authToken") if isinstance(body, dict) else None
@@ -235,8 +266,7 @@ class FenixSessionAuth(ShipmapAuth):
             with self._thread_lock:
                 if self._needs_login():  # someone may have logged in while we waited
                     login = yield self._login_request()
-                    login.read()
-                    self._accept_login(login)
+                    self._accept_login(login, _read_capped_sync(login, LOGIN_BODY_CAP))
         sent_with = self._apply(request)
         response = yield request
         if response.status_code != 401:
@@ -245,8 +275,7 @@ class FenixSessionAuth(ShipmapAuth):
             if self.generation == sent_with:
                 self._log.info("HTTP 401 from %s: logging in again", request.url.path)
                 login = yield self._login_request()
-                login.read()
-                self._accept_login(login)
+                self._accept_login(login, _read_capped_sync(login, LOGIN_BODY_CAP))
         self._apply(request)
         yield request
 
@@ -266,8 +295,7 @@ class FenixSessionAuth(ShipmapAuth):
             async with lock:
                 if self._needs_login():
                     login = yield self._login_request()
-                    await login.aread()
-                    self._accept_login(login)
+                    self._accept_login(login, await read_capped(login, LOGIN_BODY_CAP))
         sent_with = self._apply(request)
         response = yield request
         if response.status_code != 401:
@@ -276,7 +304,6 @@ class FenixSessionAuth(ShipmapAuth):
             if self.generation == sent_with:
                 self._log.info("HTTP 401 from %s: logging in again", request.url.path)
                 login = yield self._login_request()
-                await login.aread()
-                self._accept_login(login)
+                self._accept_login(login, await read_capped(login, LOGIN_BODY_CAP))
         self._apply(request)
         yield request

@@ -33,6 +33,7 @@ from shipmap.engine import CompiledMapping, Location, TargetKind, load_mapping
 from yaml.constructor import SafeConstructor
 
 from ._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
+from ._breaker import BreakerSettings
 from ._errors import ConfigError
 from ._journal_pg import url_password
 from ._redact import Redactor, is_sensitive_name
@@ -115,6 +116,7 @@ class Timeouts:
     read: float = 30.0
     write: float = 30.0
     pool: float = 30.0
+    total: float = 60.0  # the deadline of one attempt, login and body read included, whatever the server does
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
@@ -131,6 +133,8 @@ class Connection:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: Timeouts | None = None
     idempotency_header: str | None = DEFAULT_IDEMPOTENCY_HEADER
+    breaker: BreakerSettings | None = None  # None: delivery.breaker
+    max_rate: float | None = None  # requests per second at most; None: no limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +193,7 @@ class DeliverySettings:
     retry: RetryPolicy = RetryPolicy()
     idempotency: IdempotencySettings = IdempotencySettings()
     response_excerpt_chars: int = 2048
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     # Worker processes that read, map, validate and encode for `shipmap run` (0 or 1); "auto": 1 on Linux
     # with two CPUs or more (a forked worker; elsewhere fork is possible but untested, so ask for it with 1).
     # Library runs take ``Runtime.run(..., workers=)`` instead.
@@ -759,6 +764,8 @@ def _connection(name: str, item: dict[str, Any]) -> Connection:
     )
     timeout = _timeouts(item["timeout"]) if "timeout" in item else None
     return Connection(
+        breaker=_breaker(item["breaker"]) if "breaker" in item else None,
+        max_rate=item.get("max_rate"),
         name=name,
         api=item["api"],
         base_url=base_url,
@@ -770,16 +777,27 @@ def _connection(name: str, item: dict[str, Any]) -> Connection:
 
 
 def _timeouts(value: Any) -> Timeouts:
+    defaults = Timeouts()
     if isinstance(value, dict):
-        defaults = Timeouts()
         return Timeouts(
             **{
                 k: parse_duration(value[k]) if k in value else getattr(defaults, k)
-                for k in ("connect", "read", "write", "pool")
+                for k in ("connect", "read", "write", "pool", "total")
             }
         )
     seconds = parse_duration(value)
-    return Timeouts(seconds, seconds, seconds, seconds)
+    # One duration for every phase: the overall deadline stays the default, or twice it if that is longer.
+    return Timeouts(seconds, seconds, seconds, seconds, max(defaults.total, 2 * seconds))
+
+
+def _breaker(raw: dict[str, Any]) -> BreakerSettings:
+    defaults = BreakerSettings()
+    return BreakerSettings(
+        failures=raw.get("failures", defaults.failures),
+        cooldown=parse_duration(raw.get("cooldown", defaults.cooldown)),
+        cooldown_cap=parse_duration(raw.get("cooldown_cap", defaults.cooldown_cap)),
+        outage_wait=parse_duration(raw.get("outage_wait", defaults.outage_wait)),
+    )
 
 
 def _route(item: dict[str, Any]) -> MappingRoute:
@@ -825,5 +843,6 @@ def _delivery(raw: dict[str, Any]) -> DeliverySettings:
         retry=retry,
         idempotency=idempotency,
         response_excerpt_chars=raw.get("response_excerpt_chars", 2048),
+        breaker=_breaker(raw.get("breaker") or {}),
         workers=raw.get("workers", "auto"),
     )

@@ -1,9 +1,17 @@
-"""Delivery: one pooled ``httpx.AsyncClient`` per connection, and the retry policy.
+"""Delivery: one pooled ``httpx.AsyncClient`` per connection, its circuit breaker and rate limit, and the
+retry policy.
 
-Retried: network errors, timeouts, 429 and 5xx (and a login that failed that way), with exponential backoff
-and jitter; a ``Retry-After`` header is honoured up to a cap. A 401 on a session connection is retried too:
-the auth flow already logged in again and retried once, so a second 401 means the new token was revoked in
-the meantime. Not retried: every other non-2xx status, a refused login. What is not delivered comes back as an Outcome with a redacted, truncated response excerpt.
+Each attempt waits for the connection's breaker (``_breaker``) and its ``max_rate``, then runs under an
+overall deadline (``timeout.total``) besides httpx's connect and read timeouts; a response body is streamed,
+and at most ``BODY_CAP`` bytes of it are read.
+
+Outage failures (network errors, timeouts, 429, 5xx, a login that failed that way) count towards opening the
+breaker; one refusal of the credentials opens it at once (a 401 that survives a fresh login, a refused
+login). While it is open the delivery waits and its attempts do not count; past ``outage_wait`` the outcome
+is *parked*: the delivery stays ``pending``, never dead. While the breaker is closed, outage failures are
+retried with exponential backoff and jitter, and a strictly parsed ``Retry-After`` is honoured up to a cap;
+every other non-2xx status is final. What is not delivered comes back as an Outcome with a redacted,
+truncated response excerpt.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import email.utils
 import http.cookiejar
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,13 +30,17 @@ from typing import Any
 
 import httpx
 
-from ._auth import ShipmapAuth
+from ._auth import ShipmapAuth, read_capped
+from ._breaker import CircuitBreaker, MemoryStore, Outage, RateLimiter, StateStore
 from ._config import Connection, DeliverySettings, RetryPolicy
 from ._errors import AuthError
 from ._redact import Redactor, get_logger
 from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]
+BODY_CAP = 64 * 1024  # bytes of a response body read at most: enough for any excerpt, never 300 MB
+REFUSED_TOKEN = "login succeeds but the API refuses the token: check store_name and x-api-key"
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +76,7 @@ class Outcome:
     latency: float  # seconds from the first attempt to the final answer, backoff included
     reason: str | None = None
     response_excerpt: str | None = None
+    parked: bool = False  # the breaker stayed open past outage_wait: left pending, not dead
 
 
 def backoff_delay(
@@ -84,15 +98,18 @@ def backoff_delay(
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date. None when absent or unreadable."""
+    """Retry-After as seconds (RFC 9110 10.2.3): ASCII delta-seconds or an HTTP date. None when absent or
+    anything else (``²`` is a digit to ``str.isdigit``, not to HTTP); the backoff then decides."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None or when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
@@ -111,6 +128,8 @@ class Deliverer:
         rng: random.Random | None = None,
         sleep: Sleep = asyncio.sleep,
         on_retry: Callable[[OutboundRequest, int, str, float], None] | None = None,
+        store: StateStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.connections = connections
         self.auths = auths
@@ -123,11 +142,23 @@ class Deliverer:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._senders: dict[str, Sender] = {}
         self._log = get_logger("delivery", redactor)
+        self._clock = clock
+        store = store if store is not None else MemoryStore()
+        self.breakers = {
+            name: CircuitBreaker(name, c.breaker or settings.breaker, store=store, clock=clock)
+            for name, c in connections.items()
+        }
+        self.limiters = {
+            name: RateLimiter(name, c.max_rate, store=store, clock=clock, sleep=sleep)
+            for name, c in connections.items()
+            if c.max_rate
+        }
+        self._blocked_since: dict[str, float] = {}  # when this run first found a connection's breaker open
 
     async def __aenter__(self) -> Deliverer:
         limit = self.settings.concurrency
         for name, connection in self.connections.items():
-            timeout = (connection.timeout or self.settings.timeout).httpx()
+            timeout = (connection.timeout or self.settings.timeout).httpx()  # the deadline is in send()
             limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
             # httpx's client over aiohttp's pool and parser, which cost half the CPU (see _transport.py).
             transport = self._transport or AiohttpTransport(limits=limits)
@@ -154,45 +185,84 @@ class Deliverer:
             await client.aclose()
 
     async def send(self, request: OutboundRequest) -> Outcome:
-        sender = self._senders[request.connection]
+        name = request.connection
+        sender = self._senders[name]
+        breaker = self.breakers[name]
+        limiter = self.limiters.get(name)
+        connection = self.connections[name]
+        deadline = (connection.timeout or self.settings.timeout).total
         policy = self.settings.retry
         limit = self.settings.response_excerpt_chars
+        retry_unauthorized = self.auths[name].retry_unauthorized
         body = request.body()
         started = time.perf_counter()
         attempt = 0
+        counted = 0  # attempts that count towards max_attempts: not those that failed into an open breaker
         while True:
+            try:
+                probe = await breaker.admit(self._give_up_at(name))
+            except Outage as stop:
+                reason = self.redactor.redact(str(stop))
+                return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
+            if not breaker.is_open:
+                self._blocked_since.pop(name, None)
+            if limiter is not None:
+                await limiter.acquire()
             attempt += 1
             retry_after: float | None = None
             status: int | None = None
             excerpt: str | None = None
+            outage = refused = False
             try:
-                response = await sender.send(request.method, request.url, body, request.headers)
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
+                async with asyncio.timeout(deadline):
+                    response = await sender.send(request.method, request.url, body, request.headers)
+                    try:
+                        status = response.status_code
+                        if not 200 <= status < 300 and limit:
+                            raw = await read_capped(response, BODY_CAP)
+                            excerpt = self.redactor.excerpt(raw.decode("utf-8", "replace"), limit)
+                    finally:
+                        await response.aclose()
             except AuthError as error:
                 status, retryable = error.status, error.retryable
                 reason = self.redactor.redact(error.message)
+                outage = retryable
+                refused = not retryable and error.status in (401, 403)
+            except TimeoutError:
+                retryable = outage = True
+                reason = f"no answer within the {deadline:g} s deadline (timeout.total)"
             except httpx.HTTPError as error:
                 # Connect/read/write errors, timeouts, protocol errors: the request may have landed or not.
-                retryable = isinstance(error, httpx.TransportError)
+                retryable = outage = isinstance(error, httpx.TransportError)
                 reason = f"{type(error).__name__}: {self.redactor.redact(str(error)) or 'no detail'}"
+            except BaseException:
+                if probe:  # a probe must always end, or the callers waiting on the breaker wait in vain
+                    breaker.failure("the probe was interrupted", probe=True)
+                raise
             else:
-                status = response.status_code
                 if 200 <= status < 300:
+                    breaker.success()
                     return Outcome(True, status, attempt, time.perf_counter() - started)
-                retryable = status == 429 or status >= 500
-                retryable = retryable or (status == 401 and self.auths[request.connection].retry_unauthorized)
-                reason = f"HTTP {status} {response.reason_phrase}".rstrip()
-                excerpt = self.redactor.excerpt(response.text, limit) if limit else None
-                if retryable:
+                outage = status == 429 or status >= 500
+                refused = status == 401 and retry_unauthorized  # it survived the auth flow's fresh login
+                retryable = outage or refused
+                reason = REFUSED_TOKEN if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
+                if outage:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if not retryable or attempt >= policy.max_attempts:
+            if outage or refused:
+                breaker.failure(reason, probe=probe, refused=refused)
+            else:
+                breaker.success()  # the destination answered: it is up, whatever it thought of this request
+            if refused or (outage and breaker.is_open):
+                # The destination is down, or refuses every request: wait for the breaker, do not count.
+                self._blocked_since.setdefault(name, self._clock())
+                continue
+            counted += 1
+            if not retryable or counted >= policy.max_attempts:
                 if retryable:
                     reason = f"gave up after {attempt} attempts; last: {reason}"
                 return Outcome(False, status, attempt, time.perf_counter() - started, reason, excerpt)
-            delay = backoff_delay(policy, attempt, self._rng, retry_after)
+            delay = backoff_delay(policy, counted, self._rng, retry_after)
             self._log.info(
                 "%s: attempt %d failed (%s); retrying in %.2fs",
                 request.label,
@@ -204,3 +274,12 @@ class Deliverer:
             if self._on_retry is not None:
                 self._on_retry(request, attempt, reason, delay)
             await self._sleep(delay)
+
+    def _give_up_at(self, name: str) -> float:
+        """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run
+        first found it open (so a later run probes again at once)."""
+        breaker = self.breakers[name]
+        if not breaker.is_open:
+            return float("inf")
+        since = self._blocked_since.setdefault(name, self._clock())
+        return since + breaker.settings.outage_wait

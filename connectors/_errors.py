@@ -9,7 +9,8 @@
         └── JournalError            the journal database cannot be opened or is not ours; exit code 7
 
 A finished run that dead-lettered anything is not an exception: ``shipmap run`` exits with
-``EXIT_DEAD_LETTERS`` (8). No message built here ever contains a config value or a secret; values shown come
+``EXIT_DEAD_LETTERS`` (8), or, when a connection's circuit breaker stayed open past its outage wait and
+deliveries were left pending, ``EXIT_OUTAGE`` (9). No message built here ever contains a config value or a secret; values shown come
 from source documents or from responses, and those pass through the redactor first.
 """
 
@@ -21,6 +22,7 @@ EXIT_OK = 0
 EXIT_DELIVERY = 6
 EXIT_JOURNAL = 7
 EXIT_DEAD_LETTERS = 8
+EXIT_OUTAGE = 9
 
 
 class ConnectorError(ShipmapError):

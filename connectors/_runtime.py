@@ -45,6 +45,7 @@ from shipmap.engine._expressions import is_truthy
 from shipmap.engine._kinds import json_problems
 
 from ._auth import ShipmapAuth
+from ._breaker import MemoryStore
 from ._config import (
     Connection,
     PlannedRoute,
@@ -147,6 +148,8 @@ class RunSummary:
     unrouted: int = 0  # events no mapping entry matched
     rejected: int = 0  # input records that were not JSON
     recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
+    parked: int = 0  # left pending: their connection's breaker stayed open past outage_wait
+    outages: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
     events: int = 0
     elapsed: float = 0.0
     dead_keys: list[str] = field(default_factory=list, repr=False)
@@ -181,7 +184,7 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return self.dead == 0 and self.rejected == 0
+        return self.dead == 0 and self.rejected == 0 and self.parked == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,8 @@ class Runtime:
             c.name: c.auth.build(c.base_url, self.redactor) for c in config.connections
         }
         self._transport = transport
+        # Breaker and rate-limit state outlives a run, like the auth sessions (a store could share it).
+        self.breaker_store = MemoryStore()
         self._rng = random.Random(seed)
         self._log = get_logger("runtime", self.redactor)
         self._running = threading.Lock()
@@ -829,6 +834,7 @@ class _Execution:
             transport=runtime._transport,
             rng=runtime._rng,
             on_retry=self._on_retry,
+            store=runtime.breaker_store,
         )
         try:
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
@@ -1100,7 +1106,14 @@ class _Execution:
             stats.attempts += outcome.attempts
             if outcome.attempts > 1:
                 stats.retried += 1
-            if outcome.delivered:
+            if outcome.parked:
+                # The connection is down past outage_wait: the row stays pending for the next run.
+                self.summary.parked += 1
+                if job.request.connection not in self.summary.outages:
+                    self.summary.outages[job.request.connection] = outcome.reason or "circuit breaker open"
+                    self.log.warning("%s", outcome.reason)
+                self.scheduled.discard(job.key)
+            elif outcome.delivered:
                 assert outcome.status is not None
                 if not self._marks:
                     self._marks_since = time.monotonic()

@@ -14,7 +14,7 @@ from typing import IO, Any
 from shipmap.connectors._cli._logging import root_formatter
 from shipmap.connectors._cli._reports import write_summary_json
 from shipmap.connectors._cli._types import positive_int
-from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
+from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE
 from shipmap.connectors._parallel import ordered_map
 from shipmap.connectors._pipeline import fork_available
 from shipmap.connectors._redact import RedactingFilter
@@ -103,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print_summary(summary, sys.stdout)
     code = EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
+    if summary.parked:
+        code = EXIT_OUTAGE
     if args.summary_json is not None:
         try:
             write_summary_json(summary, args.summary_json, exit_code=code)
@@ -295,7 +297,14 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
         f"events {summary.events}  unrouted {summary.unrouted}  rejected input records {summary.rejected}"
         f"  recovered {summary.recovered}  in {summary.elapsed:.2f} s\n"
     )
-    if not summary.ok:
+    for connection, reason in summary.outages.items():
+        out.write(f"connection {connection} is down: {reason}\n")
+    if summary.parked:
+        out.write(
+            f"{summary.parked} deliveries left pending (circuit breaker open past outage_wait):"
+            " they are sent first by the next run\n"
+        )
+    if summary.dead or summary.rejected:
         out.write(
             f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
             " fix and `shipmap replay`\n"

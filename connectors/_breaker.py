@@ -1,0 +1,235 @@
+"""A circuit breaker and a rate limiter per connection: how delivery stops sending to a destination that is
+down, probes it, and resumes; and how it keeps to a vendor's request rate.
+
+The breaker has Convoy's three states. **Closed**: requests go; ``failures`` outage failures in a row (a
+connection error, a timeout, a 5xx, a 429) open it, and so does one failure that says the credentials are
+refused. **Open**: nothing goes; callers wait. After ``cooldown`` one caller becomes the probe (**half-open**)
+and the others keep waiting. The probe's success closes the breaker and releases them; its failure opens
+it again for twice the cooldown (up to ``cooldown_cap``). A caller whose wait passes its ``give_up_at``
+(the delivery's ``outage_wait``, counted from when its run first found the breaker open) gets
+:class:`Outage`: the delivery is left ``pending``, never dead-lettered.
+
+State lives in a :class:`BreakerState`/:class:`RateState` record held by a store
+(:class:`MemoryStore` here). A store that persists and shares the records lets several processes share
+one breaker; the objects here only read and write the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypeVar
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+BreakerPhase = Literal["closed", "open", "half_open"]
+_T = TypeVar("_T")
+
+_log = logging.getLogger("shipmap.connectors.breaker")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """Thresholds of one connection's breaker (``delivery.breaker``, or ``connections.N.breaker``)."""
+
+    failures: int = 5  # outage failures in a row that open it
+    cooldown: float = 1.0  # seconds open before the first probe; doubled after each failed probe
+    cooldown_cap: float = 60.0
+    outage_wait: float = 300.0  # how long a run waits for an open breaker before leaving the rest pending
+
+
+@dataclass(slots=True)
+class BreakerState:
+    """What a breaker remembers. Times are on the breaker's clock (monotonic by default)."""
+
+    phase: BreakerPhase = "closed"
+    failures: int = 0  # outage failures in a row while closed
+    opened_at: float = 0.0  # when this outage began (the first open since the last close)
+    retry_at: float = 0.0  # when the next probe may go
+    cooldown: float = 0.0
+    reason: str = ""  # the failure that opened it (already redacted)
+    opened: int = 0  # times it went from closed to open
+    probes: int = 0
+
+
+@dataclass(slots=True)
+class RateState:
+    next_free: float = 0.0  # the earliest time the next request may start
+
+
+class StateStore(Protocol):
+    """Where breaker and limiter records live, by connection name."""
+
+    def breaker(self, name: str) -> BreakerState: ...
+
+    def rate(self, name: str) -> RateState: ...
+
+
+class MemoryStore:
+    """Records in this process's memory: one breaker per connection for the life of the store."""
+
+    def __init__(self) -> None:
+        self._breakers: dict[str, BreakerState] = {}
+        self._rates: dict[str, RateState] = {}
+
+    def breaker(self, name: str) -> BreakerState:
+        return self._breakers.setdefault(name, BreakerState())
+
+    def rate(self, name: str) -> RateState:
+        return self._rates.setdefault(name, RateState())
+
+
+class Outage(Exception):
+    """The breaker stayed open past ``outage_wait``: leave the delivery pending for a later run."""
+
+    def __init__(self, connection: str, reason: str, waited: float) -> None:
+        super().__init__(
+            f"connection {connection} unavailable for {waited:.0f} s (circuit breaker open: {reason}); "
+            "left pending for the next run"
+        )
+        self.connection = connection
+        self.reason = reason
+
+
+class CircuitBreaker:
+    """One connection's breaker. ``admit()`` before each attempt, then ``success()`` or ``failure()``."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: BreakerSettings,
+        *,
+        store: StateStore | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._store = store if store is not None else MemoryStore()
+        self._clock = clock
+        self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    @property
+    def state(self) -> BreakerState:
+        return self._store.breaker(self.name)
+
+    @property
+    def is_open(self) -> bool:
+        return self.state.phase != "closed"
+
+    async def admit(self, give_up_at: float) -> bool:
+        """Wait until a request may go: True when this caller is the half-open probe. Raises Outage once
+        the clock passes ``give_up_at`` with the breaker still open."""
+        while True:
+            state = self.state
+            if state.phase == "closed":
+                return False
+            now = self._clock()
+            if now >= give_up_at:
+                raise Outage(self.name, state.reason, now - state.opened_at)
+            if state.phase == "open" and now >= state.retry_at:
+                state.phase = "half_open"
+                state.probes += 1
+                _log.info("connection %s: probing (probe %d)", self.name, state.probes)
+                return True
+            until = min(state.retry_at, give_up_at) if state.phase == "open" else give_up_at
+            await self._wait_for_change(until - now)
+
+    def success(self) -> None:
+        """An answer that says the destination is up (any status but an outage one)."""
+        state = self.state
+        if state.phase != "closed":
+            _log.warning(
+                "connection %s: circuit breaker closed; sending again after %.1f s",
+                self.name,
+                self._clock() - state.opened_at,
+            )
+            state.phase = "closed"
+            self._notify()
+        state.failures = 0
+
+    def failure(self, reason: str, *, probe: bool = False, refused: bool = False) -> None:
+        """An outage failure. ``refused``: the credentials are refused, which no retry fixes: open at once."""
+        state = self.state
+        now = self._clock()
+        if state.phase == "closed":
+            state.failures += 1
+            if state.failures < self.settings.failures and not refused:
+                return
+            state.phase = "open"
+            state.opened_at = now
+            state.cooldown = self.settings.cooldown
+            state.retry_at = now + state.cooldown
+            state.reason = reason
+            state.opened += 1
+            _log.warning(
+                "connection %s: circuit breaker open after %s; deliveries wait (pending), probing in %.1f s",
+                self.name,
+                reason,
+                state.cooldown,
+            )
+            self._notify()
+        elif probe or state.phase == "half_open":
+            state.phase = "open"
+            state.cooldown = min(max(state.cooldown, self.settings.cooldown) * 2, self.settings.cooldown_cap)
+            state.retry_at = now + state.cooldown
+            state.reason = reason
+            _log.info(
+                "connection %s: probe failed (%s); next probe in %.1f s", self.name, reason, state.cooldown
+            )
+            self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed[1].set()
+            self._changed = None
+
+    async def _wait_for_change(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._changed is None or self._changed[0] is not loop:  # a runtime may run several loops in turn
+            self._changed = (loop, asyncio.Event())
+        changed = self._changed[1]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout=max(seconds, 0.001))
+
+
+class RateLimiter:
+    """At most ``rate`` request starts per second on one connection, evenly spaced (no burst)."""
+
+    def __init__(
+        self,
+        name: str,
+        rate: float,
+        *,
+        store: StateStore | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.interval = 1.0 / rate
+        self._store = store if store is not None else MemoryStore()
+        self._clock = clock
+        self._sleep = sleep
+
+    async def acquire(self) -> None:
+        state = self._store.rate(self.name)
+        now = self._clock()
+        start = max(now, state.next_free)
+        state.next_free = start + self.interval
+        if start > now:
+            await self._sleep(start - now)
+
+
+__all__ = [
+    "BreakerSettings",
+    "BreakerState",
+    "CircuitBreaker",
+    "MemoryStore",
+    "Outage",
+    "RateLimiter",
+    "RateState",
+    "StateStore",
+]

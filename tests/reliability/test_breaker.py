@@ -1,0 +1,331 @@
+"""Outages and refused credentials (issue 13, classes 3, 6 and 9): the circuit breaker per connection, the
+overall request deadline, capped body reads, strict Retry-After, and max_rate.
+
+The two scenarios of the reliability suite are here: an endpoint that goes down mid-run and comes back
+(0 dead letters, everything delivered), and a permanent 401 (logins bounded by the breaker's probes)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shipmap.connectors import EXIT_OUTAGE, Runtime, Sandbox
+from shipmap.connectors._breaker import BreakerSettings, CircuitBreaker, MemoryStore, Outage, RateLimiter
+from shipmap.connectors._cli import main
+from shipmap.connectors._delivery import REFUSED_TOKEN, parse_retry_after
+from shipmap.connectors._journal import Journal
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
+from test_runtime_support import environ, order_event, write_config
+
+FAST_BREAKER = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "200ms", "outage_wait": "20s"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def orders_only(directory: Path, url: str, **delivery: Any) -> Path:
+    from test_runtime_support import FIXTURES
+
+    mappings = [{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create"}]
+    return write_config(directory, url, mappings=mappings, delivery=delivery)
+
+
+def test_an_outage_mid_run_dead_letters_nothing_and_everything_is_delivered_after_recovery(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    first = Sandbox(port=port).start()
+    config = orders_only(tmp_path, first.url, breaker=FAST_BREAKER, concurrency=4)
+    runtime = Runtime.from_config(config, environ=environ(first.url))
+    events = [order_event(n) for n in range(1, 61)]
+    state: dict[str, Any] = {}
+
+    def outage_then_recovery() -> None:
+        # Down after the 20th accepted order, for as long as it takes the breaker to open and probe twice.
+        while len(first.requests(endpoint="fenix.orders")) < 20:
+            threading.Event().wait(0.01)
+        state["before"] = len(first.requests(endpoint="fenix.orders"))
+        first.stop()
+        breaker = runtime.breaker_store.breaker("fenix")
+        while breaker.probes < 2:
+            threading.Event().wait(0.01)
+        state["second"] = Sandbox(port=port).start()
+
+    thread = threading.Thread(target=outage_then_recovery)
+    thread.start()
+    summary = runtime.run(events)
+    thread.join()
+    second: Sandbox = state["second"]
+    try:
+        breaker = runtime.breaker_store.breaker("fenix")
+        received = {r.order_id for r in first.requests(endpoint="fenix.orders")} | {
+            r.order_id for r in second.requests(endpoint="fenix.orders")
+        }
+        assert summary.dead == 0 and summary.parked == 0 and summary.ok
+        assert received == {str(1000 + n) for n in range(1, 61)}
+        assert breaker.opened >= 1 and breaker.phase == "closed"
+        print(
+            f"outage mid-run: 60 events, down after {state['before']} delivered, breaker opened "
+            f"{breaker.opened}x, {breaker.probes} probes; dead letters 0, delivered {len(received)} of 60"
+        )
+    finally:
+        second.stop()
+
+
+def test_a_permanent_401_opens_the_breaker_with_one_login_per_probe_and_leaves_all_pending(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    breaker = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "100ms", "outage_wait": "700ms"}
+    config = orders_only(tmp_path, sandbox.url, breaker=breaker)
+    config.write_text(config.read_text().replace("demo-store", "wrong-store"))  # login works, calls do not
+    runtime = Runtime.from_config(config, environ=environ(sandbox.url))
+    summary = runtime.run([order_event(n) for n in range(1, 51)])
+    state = runtime.breaker_store.breaker("fenix")
+    logins = len(sandbox.requests(endpoint="fenix.login"))
+    posts = sandbox.stats()
+    assert summary.dead == 0 and summary.parked == 50 and summary.delivered == 0
+    assert summary.outages["fenix"].count(REFUSED_TOKEN) == 1
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"pending": 50}
+    # The first login, the re-login whose token was refused too (which opened the breaker), then at most
+    # one per probe: the probe's own re-login after its 401.
+    assert state.probes >= 1 and logins <= 2 + state.probes
+    print(
+        f"permanent 401: 50 events, {state.probes} probes, {logins} logins, "
+        f"{posts.get('counts', {}).get('fenix.orders', posts.get('requests', '?'))} order posts; dead 0, pending 50"
+    )
+
+
+def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_delivers_all(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    breaker = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "100ms", "outage_wait": "500ms"}
+    config = orders_only(tmp_path, url, breaker=breaker)
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 105)))
+    argv = ["run", str(config), "--input", str(events), "--no-progress", "--workers", "0"]
+    assert main(argv) == EXIT_OUTAGE  # connection refused throughout
+    out = capsys.readouterr().out
+    assert "104 deliveries left pending" in out and "connection fenix is down" in out
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"pending": 104}
+    with Sandbox(port=port) as sandbox:
+        assert main(argv) == 0
+        assert len({r.order_id for r in sandbox.requests(endpoint="fenix.orders")}) == 104
+    print("endpoint down: 104 events, exit 9, 0 dead letters, 104 pending; next run delivered 104")
+
+
+# --- units: the breaker's states, the rate limiter, Retry-After ------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes_success() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("c", BreakerSettings(failures=3, cooldown=1.0, cooldown_cap=4.0), clock=clock)
+
+    async def scenario() -> list[str]:
+        seen = []
+        for _ in range(2):
+            breaker.failure("HTTP 503")
+        seen.append(breaker.state.phase)  # closed: 2 < 3
+        breaker.failure("HTTP 503")
+        seen.append(breaker.state.phase)  # open
+        clock.now = 1.0
+        probe = await breaker.admit(give_up_at=100.0)
+        seen.append(f"{breaker.state.phase} probe={probe}")
+        breaker.failure("ConnectError", probe=True)  # reopen, cooldown doubled
+        seen.append(f"{breaker.state.phase} retry_at={breaker.state.retry_at}")
+        clock.now = 3.0
+        assert await breaker.admit(give_up_at=100.0)
+        breaker.success()
+        seen.append(breaker.state.phase)
+        assert await breaker.admit(give_up_at=100.0) is False
+        breaker.failure("HTTP 401", refused=True)  # refused credentials: open at once
+        seen.append(breaker.state.phase)
+        with pytest.raises(Outage, match="left pending"):
+            await breaker.admit(give_up_at=clock.now)
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        "closed",
+        "open",
+        "half_open probe=True",
+        "open retry_at=3.0",
+        "closed",
+        "open",
+    ]
+
+
+def test_max_rate_spaces_request_starts_evenly() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)
+
+    async def five() -> list[float]:
+        starts = []
+        for _ in range(5):
+            await limiter.acquire()
+            starts.append(clock.now)
+        return starts
+
+    assert asyncio.run(five()) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), (" 12 ", 12.0), ("\u00b2", None), ("1.5", None), ("-1", None), ("\u0663", None), ("", None)],
+)
+def test_retry_after_is_parsed_strictly(header: str, seconds: float | None) -> None:
+    assert parse_retry_after(header) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
+    assert parse_retry_after("Wed, 99 Oct 2015 07:28:00 GMT") is None
+
+
+# --- a server that trickles or floods: the deadline and the body cap ------------------------------------
+
+
+class RawServer:
+    """A TCP server that answers every connection with ``respond(socket)``; counts the bytes it sent."""
+
+    def __init__(self, respond: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.sent = 0
+        self.respond = respond
+        self.stopped = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            with contextlib.suppress(OSError):  # the client hung up: what we measure
+                self.respond(self, conn)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Any]:
+    servers: list[RawServer] = []
+
+    def make(respond: Any) -> RawServer:
+        servers.append(RawServer(respond))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def plain_config(directory: Path, url: str, timeout: Any) -> Path:
+    """Orders to a Fenix-shaped endpoint without auth, one attempt per delivery."""
+    import yaml
+    from test_runtime_support import FIXTURES
+
+    config = {
+        "version": 1,
+        "connections": {"plain": {"api": "fenix", "base_url": url, "timeout": timeout}},
+        "events": {"body": "payload"},
+        "mappings": [{"mapping": str(FIXTURES / "orders.yaml")}],
+        "delivery": {"retry": {"max_attempts": 1}},
+        "journal": {"path": "journal.db"},
+    }
+    path = directory / "shipmap.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 1000000\r\n\r\n",  # then the body, a byte at a time
+        b"",  # the status line and headers themselves, a byte at a time
+    ],
+)
+def test_a_server_that_trickles_one_byte_at_a_time_hits_the_overall_deadline(
+    tmp_path: Path, raw_server: Any, head: bytes
+) -> None:
+    def trickle(server: RawServer, conn: socket.socket) -> None:
+        conn.sendall(head)
+        while not server.stopped.wait(0.1):
+            conn.sendall(
+                b"x" if head else b"HTTP/1.1 200 OK\r\nX-Slow: 1"[server.sent % 27 : server.sent % 27 + 1]
+            )
+            server.sent += 1
+
+    server = raw_server(trickle)
+    config = plain_config(tmp_path, server.url, {"read": "5s", "total": "600ms"})
+    summary = Runtime.from_config(config).run([order_event(1)])
+    [dead] = Runtime.from_config(config).dead_letters()
+    assert summary.dead == 1 and "no answer within the 0.6 s deadline" in (dead.reason or "")
+    print(f"trickling server: {server.sent} bytes trickled (read timeout 5 s), then: {dead.reason}")
+
+
+def test_the_body_of_a_2xx_is_not_read_at_all(tmp_path: Path, raw_server: Any) -> None:
+    def endless(server: RawServer, conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Length: 1000000\r\n\r\n")
+        while not server.stopped.wait(0.1):
+            conn.sendall(b"x")
+
+    config = plain_config(tmp_path, raw_server(endless).url, {"read": "5s", "total": "30s"})
+    assert Runtime.from_config(config).run([order_event(1)]).delivered == 1
+
+
+def test_a_huge_error_body_is_read_up_to_the_cap_only(tmp_path: Path, raw_server: Any) -> None:
+    size = 300 * 1024 * 1024
+
+    def flood(server: RawServer, conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n" % size)
+        chunk = b"e" * 65536
+        while server.sent < size:
+            conn.sendall(chunk)
+            server.sent += len(chunk)
+
+    server = raw_server(flood)
+    config = plain_config(tmp_path, server.url, "5s")
+    summary = Runtime.from_config(config).run([order_event(1)])
+    [dead] = Runtime.from_config(config).dead_letters()
+    assert summary.dead == 1 and dead.status == 400
+    assert dead.response_excerpt is not None and len(dead.response_excerpt) <= 2048
+    # The client stopped reading at the cap and hung up: the server could not push anywhere near 300 MB.
+    threading.Event().wait(0.2)
+    assert server.sent < 32 * 1024 * 1024
+    print(f"300 MB error body: the server got {server.sent / 1048576:.1f} MB out before the client hung up")
