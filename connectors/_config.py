@@ -25,12 +25,11 @@ from typing import Any, Literal
 import httpx
 import jmespath
 import jsonschema
-import yaml
 from dotenv.parser import parse_stream
 from dotenv.variables import parse_variables
 from jmespath.exceptions import JMESPathError
-from shipmap.engine import CompiledMapping, Location, TargetKind, load_mapping
-from yaml.constructor import SafeConstructor
+from shipmap.engine import CompiledMapping, Location, MappingError, TargetKind, load_mapping
+from shipmap.engine._yaml import load_located
 
 from ._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
 from ._breaker import BreakerSettings
@@ -409,15 +408,77 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     if isinstance(env_file, str):
         env_path = (file.parent / env_file).resolve()
         if env_path.is_file():
-            for key, item in _read_dotenv(env_path, env).items():
+            for key, item in _read_env_file(env_path, locations, env).items():
                 env.setdefault(key, item)
         elif "env_file" in value:
             raise ConfigError("env_file does not exist", location=locations.get(("env_file",)))
-    referenced: set[PathKey] = set()
+    referenced: dict[PathKey, list[str]] = {}
     value = _interpolate(value, (), env, locations, name, referenced)
     _validate(value, locations, name)
     _warn_literal_secrets(value, locations, referenced)
+    _refuse_unsendable_secrets(value, locations, referenced)
     return _build(value, file, locations)
+
+
+def _read_env_file(
+    path: Path, locations: Mapping[PathKey, Location], env: Mapping[str, str]
+) -> dict[str, str]:
+    """The env file's variables; a file that is too large or not UTF-8 text (a binary, say) is a config
+    error at the config's ``env_file`` line, never a traceback."""
+    where = locations.get(("env_file",))
+    try:
+        found = _read_dotenv(path, env)
+    except ConfigError as error:
+        raise ConfigError(f"env_file: {error.message}", location=where or error.location) from None
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        raise ConfigError("env_file is not a readable UTF-8 text file", location=where) from None
+    if any("\x00" in item for item in found.values()):
+        raise ConfigError("env_file is not a text file (it holds NUL bytes)", location=where)
+    return found
+
+
+# Which auth keys each scheme sends as HTTP header values (basic auth sends base64, always safe).
+_HEADER_SECRETS = {
+    "fenix_session": ("username", "password", "api_key", "store_name"),
+    "api_key": ("api_key", "prefix"),
+    "bearer": ("token",),
+}
+
+
+def _refuse_unsendable_secrets(
+    value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
+) -> None:
+    """Refuse, at load, what would leak or fail at the first request: credentials in a base_url's userinfo
+    (they would be journaled and printed with the URL), and a credential that cannot go in an HTTP header
+    (a non-ASCII or control character). The message names the key and the variable, never the value."""
+    for name, connection in value.get("connections", {}).items():
+        base_url = connection.get("base_url")
+        if isinstance(base_url, str) and "@" in base_url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ConfigError(
+                f"connections.{name}.base_url: credentials in the URL (user:password@host) are refused: they "
+                f"would be stored and printed with every URL. Put them under connections.{name}.auth "
+                "as ${VAR} references",
+                location=locations.get(("connections", name, "base_url")),
+            )
+        auth = connection.get("auth") or {}
+        keys = [("auth", k) for k in _HEADER_SECRETS.get(auth.get("scheme", ""), ())]
+        keys += [("headers", h) for h in connection.get("headers") or {}]
+        for section, key in keys:
+            item = (auth if section == "auth" else connection["headers"]).get(key)
+            if isinstance(item, str) and not header_safe(item):
+                path: PathKey = ("connections", name, section, key)
+                variables = referenced.get(path)
+                source = f" (from ${{{', '.join(variables)}}})" if variables else ""
+                raise ConfigError(
+                    f"connections.{name}.{section}.{key}{source}: the value cannot be sent in an HTTP header: "
+                    "it holds a non-ASCII or control character",
+                    location=locations.get(path),
+                )
+
+
+def header_safe(value: str) -> bool:
+    """Whether ``value`` can be an HTTP header value as sent: visible ASCII, spaces and tabs only."""
+    return value.isascii() and all(char == "\t" or " " <= char <= "~" for char in value)
 
 
 def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Path | str:
@@ -434,61 +495,28 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
     url = journal if isinstance(journal, str) else journal.get("url") if isinstance(journal, dict) else None
     if isinstance(url, str):
         where: PathKey = ("journal",) if isinstance(journal, str) else ("journal", "url")
-        return str(_interpolate(url, where, env, locations, str(path), set()))
+        return str(_interpolate(url, where, env, locations, str(path), {}))
     raw = journal.get("path", DEFAULT_JOURNAL) if isinstance(journal, dict) else DEFAULT_JOURNAL
     if not isinstance(raw, str):
         raise ConfigError("journal.path: must be a string", location=locations.get(("journal", "path")))
-    filled = _interpolate(raw, ("journal", "path"), env, locations, str(path), set())
+    filled = _interpolate(raw, ("journal", "path"), env, locations, str(path), {})
     return (file.resolve().parent / str(filled)).resolve()
 
 
 def _compose(text: str, name: str) -> tuple[Any, dict[PathKey, Location]]:
+    """The config's YAML through the mappings' loader: bounded (size, nodes after alias expansion, depth,
+    scalar length, number length), JSON-like tags only, no duplicate or merge keys; every error located."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        at = Location(name, mark.line + 1, mark.column + 1) if mark else Location(name, 1, 1)
-        raise ConfigError(f"not valid YAML: {error.problem or error.context}", location=at) from None
-    except yaml.YAMLError:
-        raise ConfigError("not valid YAML", location=Location(name, 1, 1)) from None
-    locations: dict[PathKey, Location] = {}
-    constructor = SafeConstructor()
-
-    def where(n: yaml.Node) -> Location:
-        return Location(name, n.start_mark.line + 1, n.start_mark.column + 1)
-
-    def build(n: yaml.Node, path: PathKey, depth: int) -> Any:
-        if depth > 32:
-            raise ConfigError("config is nested too deeply", location=where(n))
-        locations[path] = where(n)
-        if n.tag not in _SCALAR_TAGS and n.tag not in _COLLECTION_TAGS:
-            raise ConfigError("YAML tags are not allowed in a config file", location=where(n))
-        if isinstance(n, yaml.MappingNode):
-            result: dict[str, Any] = {}
-            for key_node, value_node in n.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                    raise ConfigError("a key must be a plain word", location=where(key_node))
-                key = str(key_node.value)
-                if key in result:
-                    raise ConfigError(f"duplicate key '{key}'", location=where(key_node))
-                locations[("#key", *path, key)] = where(key_node)
-                result[key] = build(value_node, (*path, key), depth + 1)
-            return result
-        if isinstance(n, yaml.SequenceNode):
-            return [build(item, (*path, i), depth + 1) for i, item in enumerate(n.value)]
-        if n.tag == "tag:yaml.org,2002:timestamp":
-            return n.value
-        return constructor.construct_object(n, deep=True)
-
-    if node is None:
-        return None, locations
-    return build(node, (), 0), locations
+        document = load_located(text, name, str, what="config file")
+    except MappingError as error:
+        raise ConfigError(error.message, location=_bare(error.location)) from None
+    bare = {path: Location(at.file, at.line, at.column) for path, at in document.locations.items()}
+    return document.value, bare
 
 
-_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
-_SCALAR_TAGS = frozenset(
-    "tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "timestamp")
-)
+def _bare(location: Location | None) -> Location | None:
+    """The location without its line's text: a config line may hold a secret, and errors never show it."""
+    return Location(location.file, location.line, location.column) if location is not None else None
 
 
 def _read_dotenv(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -527,7 +555,7 @@ def _interpolate(
     env: Mapping[str, str],
     locations: Mapping[PathKey, Location],
     name: str,
-    referenced: set[PathKey],
+    referenced: dict[PathKey, list[str]],
 ) -> Any:
     """Fill ``${VAR}`` references (``$$`` is a literal ``$``); ``referenced`` collects where there were."""
     if isinstance(value, dict):
@@ -546,7 +574,7 @@ def _interpolate(
                 f"environment variable {variable} is not set (nor in the env file)",
                 location=locations.get(path) or Location(name, 1, 1),
             )
-        referenced.add(path)
+        referenced.setdefault(path, []).append(variable)
         return env[variable]
 
     return _VAR.sub(fill, value)
@@ -663,7 +691,7 @@ def _a(types: Any) -> str:
 
 
 def _warn_literal_secrets(
-    value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: set[PathKey]
+    value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
 ) -> None:
     """Warn (naming the key and line, not the value) about credentials written into the file itself."""
     for name, connection in value.get("connections", {}).items():

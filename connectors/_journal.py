@@ -554,10 +554,27 @@ class Journal:
         )
 
     def record_rejected(self, origin: str, reason: str, excerpt: str | None) -> None:
-        self._db.execute(
-            "INSERT INTO rejected (origin, reason, excerpt, at) VALUES (?, ?, ?, ?)",
-            (origin, reason, excerpt, time.time()),
+        """Record an input record that could not be read; the same one again (a re-run) is one row."""
+        now = time.time()
+        updated = self._db.execute(
+            """UPDATE rejected SET at = ? WHERE origin = ? AND reason = ?
+               AND COALESCE(excerpt, '') = COALESCE(?, '')""",
+            (now, origin, reason, excerpt),
         )
+        if not updated.rowcount:
+            self._db.execute(
+                "INSERT INTO rejected (origin, reason, excerpt, at) VALUES (?, ?, ?, ?)",
+                (origin, reason, excerpt, now),
+            )
+
+    def rejected_origins(self) -> set[str]:
+        """The origins (``file:line``) of the rejected records on record."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT origin FROM rejected").fetchall()}
+
+    def resolve_rejections(self, origins: Iterable[str]) -> None:
+        """Forget rejections whose record now reads (a line that was still being written when rejected): the
+        event it holds is owed, and delivered, like any other."""
+        self._db.executemany("DELETE FROM rejected WHERE origin = ?", [(origin,) for origin in origins])
 
     # --- reads ----------------------------------------------------------------------------------------------
 

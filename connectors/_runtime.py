@@ -819,6 +819,8 @@ class _Execution:
         self._renewed = time.monotonic()  # when this worker's leases were last renewed (shared journals)
         self._lost: set[str] = set()  # keys whose lease another worker took over (shared journals)
         self._routes = {route.name: route for route in runtime.routes}
+        # Records rejected by earlier runs (a line cut off while it was being written): resolved once they read.
+        self._rejected_origins = journal.rejected_origins()
 
     async def execute(self, producer: AsyncGenerator[list[_Item], None], *, decide: bool) -> RunSummary:
         """Re-send what an interrupted run left pending, then settle and send each batch ``producer`` gives.
@@ -974,6 +976,8 @@ class _Execution:
                     if isinstance(step, _SourceMarker)
                 ]
             )
+            if self._rejected_origins:
+                self._resolve_rejections(batch)
             for item in batch:
                 if isinstance(item, SourceDocument):
                     self.summary.rejected += 1
@@ -1024,6 +1028,23 @@ class _Execution:
                     self._skip(job)
             jobs = [job for job in jobs if job.key in held]
         return jobs
+
+    def _resolve_rejections(self, batch: list[_Item]) -> None:
+        resolved = set()
+        for item in batch:
+            if isinstance(item, _Event) and item.record.origin is not None:
+                origin = (
+                    item.record.origin.rsplit("[", 1)[0]
+                    if item.record.origin.endswith("]")
+                    else item.record.origin
+                )
+                if origin in self._rejected_origins:
+                    resolved.add(origin)
+        if resolved:
+            self.journal.resolve_rejections(resolved)
+            self._rejected_origins -= resolved
+            for origin in sorted(resolved):
+                self.log.info("%s: rejected by an earlier run, now reads: rejection resolved", origin)
 
     def _rebuild(self, job: _Job, recorded: str) -> _Job | _Dead:
         """The job again, under the idempotency key its journal row recorded (a retry must not change it)."""

@@ -164,7 +164,7 @@ def read_stream(
             continue
         except ValueError as error:
             if lines_mode or isinstance(error, NotStrictJSON):
-                yield _bad(name, number, error, text)
+                yield _bad(name, number, error, text, cut_off=not raw.endswith("\n"))
                 continue
             rest = (line for line in lines if isinstance(line, str))
             yield from _whole_document(name, raw, rest, number)
@@ -211,7 +211,7 @@ def _events(value: Any, origin: str) -> Iterator[SourceDocument]:
         yield SourceDocument(origin, document=value)
 
 
-def _bad(name: str, line: int, error: ValueError, text: str) -> SourceDocument:
+def _bad(name: str, line: int, error: ValueError, text: str, *, cut_off: bool = False) -> SourceDocument:
     if isinstance(error, NotStrictJSON):
         at = max(text.find(error.token), 0) + 1
         return SourceDocument(
@@ -223,8 +223,10 @@ def _bad(name: str, line: int, error: ValueError, text: str) -> SourceDocument:
     detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
     column = f", column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
     where = Location(name, line, error.colno if isinstance(error, json.JSONDecodeError) else 1)
+    # A last line without its newline may still be being written: a later run reads it again.
+    cut = "the last line is cut off (no newline yet), " if cut_off else ""
     return SourceDocument(
-        f"{name}:{line}", error=f"not JSON: {detail}{column}", excerpt=_excerpt(text), location=where
+        f"{name}:{line}", error=f"{cut}not JSON: {detail}{column}", excerpt=_excerpt(text), location=where
     )
 
 

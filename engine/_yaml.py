@@ -54,11 +54,14 @@ class LocatedDocument:
         return self.locations.get(("#key", *path)) or self.where(path)
 
 
-def load_located(text: str, file: str, key_text: Callable[[Any], str]) -> LocatedDocument:
-    """Parse ``text`` into a :class:`LocatedDocument`. Mapping keys become strings through ``key_text``."""
+def load_located(
+    text: str, file: str, key_text: Callable[[Any], str], *, what: str = "mapping file"
+) -> LocatedDocument:
+    """Parse ``text`` into a :class:`LocatedDocument`. Mapping keys become strings through ``key_text``.
+    ``what`` names the kind of file in messages (the runtime config and sandbox files load through here too)."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise MappingSyntaxError(
-            f"mapping file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
+            f"{what} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
             location=Location(file, 1, 1),
         )
     lines = text.splitlines()
@@ -82,7 +85,7 @@ def load_located(text: str, file: str, key_text: Callable[[Any], str]) -> Locate
     document = LocatedDocument(file=file, value=None)
     if node is None:
         return document
-    builder = _Builder(document, lines, key_text)
+    builder = _Builder(document, lines, key_text, what)
     document.value = builder.build(node, (), 0)
     return document
 
@@ -95,7 +98,10 @@ def _location(file: str, lines: list[str], mark: Any) -> Location:
 
 
 class _Builder:
-    def __init__(self, document: LocatedDocument, lines: list[str], key_text: Callable[[Any], str]) -> None:
+    def __init__(
+        self, document: LocatedDocument, lines: list[str], key_text: Callable[[Any], str], what: str
+    ) -> None:
+        self.what = what
         self.document = document
         self.lines = lines
         self.key_text = key_text
@@ -108,7 +114,7 @@ class _Builder:
     def refuse_tag(self, node: yaml.Node) -> MappingSyntaxError:
         tag = node.tag.replace("tag:yaml.org,2002:", "!!")
         return self.fail(
-            node, f"YAML tag {tag} is not allowed in a mapping file (only plain JSON-like data is)"
+            node, f"YAML tag {tag} is not allowed in a {self.what} (only plain JSON-like data is)"
         )
 
     def fail(self, node: yaml.Node, message: str) -> MappingSyntaxError:
@@ -144,7 +150,10 @@ class _Builder:
         if node.tag == "tag:yaml.org,2002:timestamp":
             # Dates stay text: the mapping language parses dates itself, with an explicit zone.
             return node.value
-        return self.constructor.construct_object(node, deep=True)
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except ValueError:  # an int past Python's 4,300-digit limit, say
+            raise self.fail(node, "a number too long to read (more than 4,300 digits)") from None
 
     def mapping(self, node: yaml.MappingNode, path: PathKey, depth: int) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -133,7 +133,8 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     # Refused credentials: the login and the DG calls fail; the reasons and response excerpts are kept.
     refused = tmp_path / "refused"
     refused.mkdir()
-    write_config(refused, delivery=delivery)
+    # A refused login opens the Fenix breaker (issue 13): a short outage wait, then the run leaves it pending.
+    write_config(refused, delivery={**delivery, "breaker": {"cooldown": "100ms", "outage_wait": "1s"}})
     refused_env = environment(sandbox.url, {**SECRETS, **WRONG})
     shipmap("refused run", "-vv", "run", "shipmap.yaml", "--input", events, "--no-progress",
             cwd=refused, environ=refused_env)  # fmt: skip
