@@ -23,6 +23,9 @@ import jmespath.functions
 import jmespath.visitor
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ._budget import budgeted, check_output
+from ._budget import finish as budget_finish
+from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
 from ._template_fast import Fallback, fast_template
@@ -339,6 +342,7 @@ class ExpressionCompiler:
         # Accumulating in a loop: {% set ns = namespace(total=0) %}{% set ns.total = ns.total + x %}.
         self.env.globals["namespace"] = jinja2.utils.Namespace
         self.env.filters.update(functions.jinja_filters)
+        self.env.filters["_budget"] = budgeted  # given to every for loop, after the template is vetted
         self.used_lookups: set[str] = set()
         self.lookup_names = lookup_names
 
@@ -657,8 +661,9 @@ class ExpressionCompiler:
         run = self._renderer(source, ast, single is not None)
 
         def evaluate(scope: Scope) -> Any:
+            token = budget_start()
             try:
-                return run(scope)
+                return check_output(run(scope))
             except FunctionError as error:
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None
@@ -674,6 +679,8 @@ class ExpressionCompiler:
                 raise
             except Exception as error:  # any other failure (dictsort on a list...) is this field's, located
                 raise _template_failure(error, location, field, scope) from None
+            finally:
+                budget_finish(token)
 
         return evaluate
 
@@ -686,6 +693,10 @@ class ExpressionCompiler:
         reproduce Jinja for, it raises Fallback and the same scope runs through Jinja."""
         # Before Jinja's optimizer sees the AST: the fast path reads the template as written.
         fast = fast_template(ast, single, self.env.globals, self.env, self.functions)
+        for loop in ast.find_all(jinja2.nodes.For):  # Jinja charges each loop to the budget; the fast path
+            loop.iter = jinja2.nodes.Filter(  # charges its own loops itself
+                loop.iter, "_budget", [], [], None, None, lineno=loop.iter.lineno
+            )
         if single:
             # What compile_expression builds: a template that assigns the expression to `result`.
             body = jinja2.nodes.Template(

@@ -46,6 +46,7 @@ import jinja2.tests
 from jinja2 import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from ._budget import spend
 from ._functions import FunctionSet
 
 __all__ = ["Fallback", "FastTemplate", "fast_template"]
@@ -260,6 +261,7 @@ _HELPERS: Mapping[str, Any] = types.MappingProxyType(
         "_Fallback": Fallback,
         "_M": _MISSING,
         "_fail": _fail,
+        "_spend": spend,
         "_map": _map,
         "_select": _select,
         "_sum": _sum,
@@ -474,6 +476,7 @@ class _Generator:
         self.emit(f"{sequence} = {items}")
         self.emit(f"if _type({sequence}) is not _list_type:")
         self.emit("    _fail()")
+        self.emit(f"_spend(_len({sequence}))")  # the evaluation's loop budget (engine/_budget.py)
         stores = self.stores_of(node.body)
         if target.name in stores:
             raise _Refused

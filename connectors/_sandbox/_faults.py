@@ -45,7 +45,7 @@ def _is_delay(text: str) -> bool:
         value = float(text)
     except ValueError:
         return False
-    return math.isfinite(value) and value >= 0
+    return math.isfinite(value) and 0 <= value <= _MAX_DELAY  # 1e308 is finite, and not a delay
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +99,7 @@ class FaultPlan:
         if self.retry_after < 0:
             raise ValueError(f"retry_after must be 0 or more seconds, got {self.retry_after}")
         if not (isinstance(self.slow_delay, int | float) and _is_delay(str(self.slow_delay))):
-            raise ValueError(f"slow_delay must be 0 or more seconds, got {self.slow_delay}")
+            raise ValueError(f"slow_delay must be 0 to {_MAX_DELAY:g} seconds, got {self.slow_delay}")
         if self.expire_every < 0:
             raise ValueError(f"expire_every must be 0 (off) or a positive count, got {self.expire_every}")
         for step in self.schedule:
@@ -120,6 +120,8 @@ class FaultPlan:
         values: dict[str, Any] = {}
         schedule: list[str] = []
         in_schedule = False
+        if len(spec) > _MAX_SPEC_CHARS:
+            raise ValueError(f"fault spec is longer than {_MAX_SPEC_CHARS} characters")
         text = spec.strip()
         if text.lower() in ("", "none", "off"):
             return cls()
@@ -207,20 +209,22 @@ def _parse_pair(key: str, value: str, values: dict[str, Any], schedule: list[str
         rate, _, codes = value.partition(":")
         values["error_rate"] = _rate(rate)
         if codes:
-            values["error_statuses"] = tuple(int(code) for code in codes.split("/"))
+            values["error_statuses"] = tuple(
+                _bounded_int(code, -(10**9), 10**9, "a status") for code in codes.split("/")
+            )
     elif key in ("429", "drop"):
         values["rate_limit_rate" if key == "429" else "drop_rate"] = _rate(value)
     elif key == "slow":
         rate, _, delay = value.partition(":")
         values["slow_rate"] = _rate(rate)
         if delay:
-            values["slow_delay"] = float(delay)
+            values["slow_delay"] = _seconds(delay)
     elif key == "expire-every":
-        values["expire_every"] = int(value)
+        values["expire_every"] = _bounded_int(value, -(10**9), 10**9, "a count of requests")
     elif key == "retry-after":
-        values["retry_after"] = int(value)
+        values["retry_after"] = _bounded_int(value, -(10**9), 3600, "seconds")
     elif key == "seed":
-        values["seed"] = int(value)
+        values["seed"] = _bounded_int(value, 0, 2**64, "a seed")
     elif key in ("login", "repeat"):
         if value.lower() not in _BOOL_WORDS:
             raise ValueError("expected true or false")
@@ -232,6 +236,26 @@ def _parse_pair(key: str, value: str, values: dict[str, Any], schedule: list[str
         raise ValueError(
             "unknown key; use 5xx, 429, drop, slow, expire-every, retry-after, seed, login, repeat, schedule"
         )
+
+
+_MAX_SPEC_CHARS = 4096
+_MAX_DELAY = 600.0  # a slow answer is held at most this long: the sandbox's own waits are bounded too
+
+
+def _bounded_int(text: str, low: int, high: int, what: str) -> int:
+    if not text.strip().isascii() or not text.strip().lstrip("-").isdigit() or len(text.strip()) > 20:
+        raise ValueError(f"{text!r} is not an integer")
+    number = int(text)
+    if not low <= number <= high:
+        raise ValueError(f"{number} is out of range for {what} ({low} to {high})")
+    return number
+
+
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0.0 <= seconds <= _MAX_DELAY:  # NaN and infinities fail this too
+        raise ValueError(f"{text} is not a delay between 0 and {_MAX_DELAY:g} seconds")
+    return seconds
 
 
 def _rate(text: str) -> float:
