@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Generator
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
 from typing import Any
 
 import httpx
@@ -176,8 +176,10 @@ class FenixSessionAuth(ShipmapAuth):
         refresh_margin: float = FENIX_REFRESH_MARGIN,
         redactor: Redactor | None = None,
         clock: Clock = time.monotonic,
+        refresh: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.login_url = login_url
+        self._refresh = refresh  # reads the credentials again at each login (rotation); None: fixed
         self._username = username
         self._password = password
         self._api_key = api_key
@@ -205,8 +207,34 @@ class FenixSessionAuth(ShipmapAuth):
         return self._token is None or self._clock() >= self._expires_at - self.refresh_margin
 
     def _login_request(self) -> httpx.Request:
+        self._reread()
         headers = {"username": self._username, "password": self._password, "x-api-key": self._api_key}
         return httpx.Request("POST", self.login_url, headers=headers)
+
+    def _reread(self) -> bool:
+        """Read the credentials again (a rotated key or password takes effect at this login). True when
+        they changed. A reference that cannot be read is an AuthError that names it, never a value."""
+        if self._refresh is None:
+            return False
+        try:
+            found = self._refresh()
+        except ValueError as error:
+            raise AuthError(f"cannot read the Fenix credentials again: {error}") from None
+        before = (self._username, self._password, self._api_key, self.store_name)
+        self._username = found.get("username", self._username)
+        self._password = found.get("password", self._password)
+        self._api_key = found.get("api_key", self._api_key)
+        self.store_name = found.get("store_name", self.store_name)
+        for secret in (self._password, self._api_key):
+            self.redactor.add(secret)
+        changed = before != (self._username, self._password, self._api_key, self.store_name)
+        if changed and self.logins:
+            self._log.warning("Fenix credentials changed since the last login (rotated): using the new ones")
+        return changed
+
+    def _refused_but_rotated(self, response: httpx.Response) -> bool:
+        """A refused login re-reads the credentials once: worth a second login only if they changed."""
+        return response.status_code in (401, 403) and self._refresh is not None and self._reread()
 
     def _accept_login(self, response: httpx.Response, content: bytes) -> None:
         status = response.status_code
@@ -266,7 +294,11 @@ class FenixSessionAuth(ShipmapAuth):
             with self._thread_lock:
                 if self._needs_login():  # someone may have logged in while we waited
                     login = yield self._login_request()
-                    self._accept_login(login, _read_capped_sync(login, LOGIN_BODY_CAP))
+                    content = _read_capped_sync(login, LOGIN_BODY_CAP)
+                    if self._refused_but_rotated(login):
+                        login = yield self._login_request()
+                        content = _read_capped_sync(login, LOGIN_BODY_CAP)
+                    self._accept_login(login, content)
         sent_with = self._apply(request)
         response = yield request
         if response.status_code != 401:
@@ -295,7 +327,11 @@ class FenixSessionAuth(ShipmapAuth):
             async with lock:
                 if self._needs_login():
                     login = yield self._login_request()
-                    self._accept_login(login, await read_capped(login, LOGIN_BODY_CAP))
+                    content = await read_capped(login, LOGIN_BODY_CAP)
+                    if self._refused_but_rotated(login):
+                        login = yield self._login_request()
+                        content = await read_capped(login, LOGIN_BODY_CAP)
+                    self._accept_login(login, content)
         sent_with = self._apply(request)
         response = yield request
         if response.status_code != 401:

@@ -50,7 +50,8 @@ EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 SECRET_FIELDS = frozenset({"password", "secret", "key", "api_key", "token"})
 
 _log = logging.getLogger("shipmap.connectors.config")
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_VAR = re.compile(r"\$\$|\$\{(?:file:([^}]+)|([A-Za-z_][A-Za-z0-9_]*))\}")
+_MAX_SECRET_FILE_BYTES = 64 * 1024
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _MAX_CONFIG_BYTES = 1024 * 1024
@@ -81,6 +82,8 @@ class AuthSettings:
     login_path: str = "/login"
     token_ttl: float = 4 * 3600.0
     refresh_margin: float = 300.0
+    # Reads the credentials again at each login (rotation without restart); set when loaded from a file.
+    reader: CredentialReader | None = field(default=None, repr=False, compare=False)
 
     def secrets(self) -> tuple[str, ...]:
         # Basic credentials carry the DG API key as the username: that is a secret too.
@@ -105,8 +108,52 @@ class AuthSettings:
                 token_ttl=self.token_ttl,
                 refresh_margin=self.refresh_margin,
                 redactor=redactor,
+                refresh=self.reader.read if self.reader is not None else None,
             )
         return NoAuth()
+
+
+class CredentialReader:
+    """A connection's credentials read again, as written in the config: ``${VAR}`` from the environment, then
+    the env file (read again too), ``${file:/path}`` from its file. Fenix logins call ``read`` each time, so
+    a rotated key or password is picked up without a restart."""
+
+    def __init__(
+        self,
+        connection: str,
+        written: Mapping[str, str],
+        env_file: Path | None,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        self.connection = connection
+        self._written = dict(written)
+        self._env_file = env_file
+        self._environ = environ  # None: os.environ as it is at each read
+
+    def read(self) -> dict[str, str]:
+        """The credentials now; ValueError names the key and the reference that fails, never a value."""
+        env = dict(os.environ if self._environ is None else self._environ)
+        if self._env_file is not None and self._env_file.is_file():
+            try:
+                for key, item in _read_dotenv(self._env_file).items():
+                    env.setdefault(key, item)
+            except (OSError, ValueError):
+                raise ValueError(f"env file {self._env_file} cannot be read") from None
+        found: dict[str, str] = {}
+        for key, text in self._written.items():
+            where = f"connections.{self.connection}.auth.{key}"
+            try:
+                value, used = fill_references(text, env)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            if not header_safe(value):
+                source = f" (from ${{{', '.join(used)}}})" if used else ""
+                raise ValueError(
+                    f"{where}{source}: the value cannot be sent in an HTTP header: it holds a non-ASCII or "
+                    "control character"
+                )
+            found[key] = value
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,11 +460,34 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         elif "env_file" in value:
             raise ConfigError("env_file does not exist", location=locations.get(("env_file",)))
     referenced: dict[PathKey, list[str]] = {}
+    written = value
     value = _interpolate(value, (), env, locations, name, referenced)
     _validate(value, locations, name)
     _warn_literal_secrets(value, locations, referenced)
     _refuse_unsendable_secrets(value, locations, referenced)
-    return _build(value, file, locations)
+    config = _build(value, file, locations)
+    reread = (file.parent / env_file).resolve() if isinstance(env_file, str) else None
+    return _with_readers(config, written, reread, environ)
+
+
+def _with_readers(
+    config: RuntimeConfig, written: dict[str, Any], env_path: Path | None, environ: Mapping[str, str] | None
+) -> RuntimeConfig:
+    """Give each fenix_session connection whose credentials are references a reader for its logins."""
+    connections = []
+    for connection in config.connections:
+        auth = (
+            (written["connections"][connection.name].get("auth") or {})
+            if connection.name in written.get("connections", {})
+            else {}
+        )
+        keys = _HEADER_SECRETS["fenix_session"]
+        references = {k: auth[k] for k in keys if isinstance(auth.get(k), str) and "$" in auth[k]}
+        if connection.auth.scheme == "fenix_session" and references:
+            reader = CredentialReader(connection.name, references, env_path, environ)
+            connection = replace(connection, auth=replace(connection.auth, reader=reader))
+        connections.append(connection)
+    return replace(config, connections=tuple(connections))
 
 
 def _read_env_file(
@@ -565,19 +635,44 @@ def _interpolate(
     if not isinstance(value, str) or "$" not in value:
         return value
 
+    try:
+        filled, variables = fill_references(value, env)
+    except ValueError as error:
+        raise ConfigError(str(error), location=locations.get(path) or Location(name, 1, 1)) from None
+    if variables:
+        referenced.setdefault(path, []).extend(variables)
+    return filled
+
+
+def fill_references(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """``text`` with ``${VAR}`` filled from ``env`` and ``${file:/path}`` from that file (its text, without
+    the final newline: Docker and Kubernetes secrets are files); ``$$`` is ``$``. Returns the references
+    used. ValueError names a reference that cannot be filled, never a value."""
+    used: list[str] = []
+
     def fill(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
-        variable = match.group(1)
+        file, variable = match.group(1), match.group(2)
+        if file is not None:
+            used.append(f"file:{file}")
+            return _read_secret_file(Path(file).expanduser())
         if variable not in env:
-            raise ConfigError(
-                f"environment variable {variable} is not set (nor in the env file)",
-                location=locations.get(path) or Location(name, 1, 1),
-            )
-        referenced.setdefault(path, []).append(variable)
+            raise ValueError(f"environment variable {variable} is not set (nor in the env file)")
+        used.append(variable)
         return env[variable]
 
-    return _VAR.sub(fill, value)
+    return _VAR.sub(fill, text), used
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        if path.stat().st_size > _MAX_SECRET_FILE_BYTES:
+            raise ValueError(f"file reference {path}: larger than 64 KiB")
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise ValueError(f"file reference {path}: cannot be read as UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _validate(value: Any, locations: Mapping[PathKey, Location], name: str) -> None:
