@@ -39,6 +39,7 @@ from shipmap.engine import (
     read_input,
     resolve_mapping_path,
 )
+from shipmap.engine._yaml import load_located
 
 from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
 from ._reports import CaseOutcome, TestReport, error_json
@@ -272,9 +273,11 @@ def _load_suite(path: Path) -> Suite:
         raise MappingSyntaxError("cases file is larger than 2 MiB", location=Location(file, 1, 1))
     text = raw.decode("utf-8", "replace")
     lines = text.splitlines()
+    # The mappings' bounded loader first (alias bombs, depth, size, tags: each a located error); the node
+    # tree is then safe to compose for the locations below.
+    data = load_located(text, file, str, what="cases file").value
     try:
         node = yaml.compose(text, Loader=_CasesLoader)
-        data = yaml.load(text, Loader=_CasesLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = _location(file, lines, mark.line, mark.column) if mark else Location(file, 1, 1)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-from shipmap.engine import ShipmapError
+from shipmap.engine import MappingError, ShipmapError
+from shipmap.engine._yaml import load_located
 
 from ._faults import FaultPlan
 
@@ -81,9 +81,14 @@ def _read_file(path: Path) -> dict[str, str]:
             f"cannot read sandbox credentials file {path}: {error.strerror or error}"
         ) from None
     try:
-        data: Any = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise ShipmapError(f"sandbox credentials file {path} is not valid JSON or YAML: {error}") from None
+        if path.suffix.lower() == ".json":
+            data: Any = json.loads(text)
+        else:  # the mappings' bounded, located loader: no alias bomb, no tag, no runaway nesting
+            data = load_located(text, str(path), str, what="sandbox credentials file").value
+    except MappingError as error:
+        raise ShipmapError(error.message, location=error.location) from None
+    except (ValueError, RecursionError) as error:
+        raise ShipmapError(f"sandbox credentials file {path} is not valid JSON: {error}") from None
     hint = "expected sections fenix (username, password, api_key, store_name) and dg (api_key, api_secret)"
     if not isinstance(data, dict):
         raise ShipmapError(f"sandbox credentials file {path} must hold an object", hint=hint)
