@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -50,10 +51,28 @@ def paint(text: str, style: str, enabled: bool) -> str:
 
 
 def dump_json(value: Any, *, pretty: bool, color: bool = False) -> str:
+    """Strict JSON, always: a value JSON cannot hold (NaN, an infinity, a function) is shown as the string
+    ``"(not JSON: inf)"``; the located error beside it says which field."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError):
+        value = _strict(value)
     if not pretty:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    text = json.dumps(value, ensure_ascii=False, indent=2)
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False)
     return highlight_json(text) if color else text
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"(not JSON: {value})"
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return f"(not JSON: a {type(value).__name__})"
 
 
 def highlight_json(text: str) -> str:

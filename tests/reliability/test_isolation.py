@@ -212,3 +212,21 @@ def test_a_non_finite_number_in_a_payload_is_a_located_field_error(value: float)
     [problem] = caught.value.problems
     assert problem.field == "order.customer.phone" and "not a JSON number" in problem.message
     assert problem.location is not None and problem.location.line > 1
+
+
+def test_preview_json_is_strict_json_even_for_a_payload_with_an_infinity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (FIXTURES / "orders.yaml").read_text()
+    text = text.replace(
+        "      number: number\n", "      number: number\n      total_price: '{{ 1e308 * 10 }}'\n"
+    )
+    (tmp_path / "inf.yaml").write_text(text)
+    (tmp_path / "source.json").write_text(json.dumps(order_event(1)["payload"]))
+    code = main(["preview", str(tmp_path / "inf.yaml"), str(tmp_path / "source.json"), "--json"])
+    captured = capsys.readouterr()
+    assert (
+        code != 0 and "order.total_price: got inf, which is not a JSON number" in captured.err + captured.out
+    )
+    assert "Infinity" not in captured.out and "NaN" not in captured.out
+    json.loads(captured.out, parse_constant=lambda name: pytest.fail(f"{name} in preview output"))
