@@ -104,7 +104,7 @@ def test_a_permanent_401_opens_the_breaker_with_one_login_per_probe_and_leaves_a
     assert state.probes >= 1 and logins <= 2 + state.probes
     print(
         f"permanent 401: 50 events, {state.probes} probes, {logins} logins, "
-        f"{posts.get('counts', {}).get('fenix.orders', posts.get('requests', '?'))} order posts; dead 0, pending 50"
+        f"refused requests {posts['rejected']}; dead 0, pending 50"
     )
 
 
