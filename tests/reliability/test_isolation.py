@@ -229,4 +229,5 @@ def test_preview_json_is_strict_json_even_for_a_payload_with_an_infinity(
         code != 0 and "order.total_price: got inf, which is not a JSON number" in captured.err + captured.out
     )
     assert "Infinity" not in captured.out and "NaN" not in captured.out
-    json.loads(captured.out, parse_constant=lambda name: pytest.fail(f"{name} in preview output"))
+    if captured.out.strip():  # whatever preview prints beside the error is strict JSON
+        json.loads(captured.out, parse_constant=lambda name: pytest.fail(f"{name} in preview output"))
