@@ -230,7 +230,7 @@ class Deliverer:
                 refused = not retryable and error.status in (401, 403)
             except TimeoutError:
                 retryable = outage = True
-                reason = f"no answer within the {deadline:g} s deadline (timeout.total)"
+                reason = f"Timeout: no answer within the {deadline:g} s deadline (timeout.total)"
             except httpx.HTTPError as error:
                 # Connect/read/write errors, timeouts, protocol errors: the request may have landed or not.
                 retryable = outage = isinstance(error, httpx.TransportError)
@@ -255,6 +255,14 @@ class Deliverer:
                 breaker.success()  # the destination answered: it is up, whatever it thought of this request
             if refused or (outage and breaker.is_open):
                 # The destination is down, or refuses every request: wait for the breaker, do not count.
+                # (Logged like a retry: the request may have landed, so what follows may be a duplicate.)
+                self._log.info(
+                    "%s: attempt %d failed (%s); waiting for the circuit breaker of %s",
+                    request.label,
+                    attempt,
+                    reason,
+                    name,
+                )
                 self._blocked_since.setdefault(name, self._clock())
                 continue
             counted += 1
