@@ -135,9 +135,9 @@ class CredentialReader:
         env = dict(os.environ if self._environ is None else self._environ)
         if self._env_file is not None and self._env_file.is_file():
             try:
-                for key, item in _read_dotenv(self._env_file).items():
+                for key, item in _read_dotenv(self._env_file, env).items():
                     env.setdefault(key, item)
-            except (OSError, ValueError):
+            except (OSError, ValueError, ConfigError):
                 raise ValueError(f"env file {self._env_file} cannot be read") from None
         found: dict[str, str] = {}
         for key, text in self._written.items():
