@@ -52,7 +52,7 @@ def test_an_env_file_that_is_binary_is_a_located_config_error(tmp_path: Path) ->
     config = write_config(tmp_path, "http://127.0.0.1:9", env_file=False)
     (tmp_path / "secrets.bin").write_bytes(bytes(range(256)) * 64)
     config.write_text("env_file: secrets.bin\n" + config.read_text())
-    with pytest.raises(ConfigError, match="env_file is not") as caught:
+    with pytest.raises(ConfigError, match="env_file: env file is not UTF-8 text") as caught:
         load_config(config, environ=environ("http://127.0.0.1:9"))
     assert caught.value.line == 1
 
