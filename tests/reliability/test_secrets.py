@@ -179,7 +179,7 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     assert "HTTP 400" in outputs["dead-letters (stdout)"]
     assert "logging in again" in outputs["live run (stderr, -vv)"]
     assert "HTTP 401" in outputs["refused dead-letters (stdout)"]
-    assert any(r["level"] == "WARNING" and "HTTP 401" in r["message"] and r["key"] for r in json_logs)
+    assert any(r["level"] == "WARNING" and "HTTP 401" in r["message"] and r.get("key") for r in json_logs)
     assert "token_ttl" in config_error and config_error.count("\n") >= 1
     assert "written literally" in literal_out
     journal = journal_text(live)
