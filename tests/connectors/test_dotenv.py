@@ -30,8 +30,17 @@ def test_escapes_in_double_quotes_only(tmp_path: Path) -> None:
 
 
 def test_multi_line_values(tmp_path: Path) -> None:
+    from shipmap.connectors._config import _read_dotenv
+
     dotenv = 'FENIX_USERNAME=u\nFENIX_PASSWORD="-----BEGIN KEY-----\nline two\n-----END KEY-----"\nFENIX_API_KEY=key1\n'
-    assert credentials(tmp_path, dotenv) == ("u", "-----BEGIN KEY-----\nline two\n-----END KEY-----", "key1")
+    (tmp_path / ".env").write_text(dotenv, encoding="utf-8")
+    assert (
+        _read_dotenv(tmp_path / ".env", {})["FENIX_PASSWORD"]
+        == "-----BEGIN KEY-----\nline two\n-----END KEY-----"
+    )
+    # Read whole, but a line break cannot go in the Fenix password header: refused at load, by name (issue 13).
+    with pytest.raises(ConfigError, match=r"from \$\{FENIX_PASSWORD\}.*cannot be sent in an HTTP header"):
+        credentials(tmp_path, dotenv)
 
 
 def test_variable_expansion_with_defaults_and_the_environment_winning(tmp_path: Path) -> None:
