@@ -290,6 +290,7 @@ class FenixSessionAuth(ShipmapAuth):
     # --- sync flow ----------------------------------------------------------------------------------------
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        fresh = False
         if self._needs_login():
             with self._thread_lock:
                 if self._needs_login():  # someone may have logged in while we waited
@@ -299,10 +300,11 @@ class FenixSessionAuth(ShipmapAuth):
                         login = yield self._login_request()
                         content = _read_capped_sync(login, LOGIN_BODY_CAP)
                     self._accept_login(login, content)
+                    fresh = True
         sent_with = self._apply(request)
         response = yield request
-        if response.status_code != 401:
-            return
+        if response.status_code != 401 or fresh:
+            return  # a 401 to the token this very flow just got: another login would be refused alike
         with self._thread_lock:
             if self.generation == sent_with:
                 self._log.info("HTTP 401 from %s: logging in again", request.url.path)
@@ -323,6 +325,7 @@ class FenixSessionAuth(ShipmapAuth):
 
     async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
         lock = self._loop_lock()
+        fresh = False
         if self._needs_login():
             async with lock:
                 if self._needs_login():
@@ -332,10 +335,11 @@ class FenixSessionAuth(ShipmapAuth):
                         login = yield self._login_request()
                         content = await read_capped(login, LOGIN_BODY_CAP)
                     self._accept_login(login, content)
+                    fresh = True
         sent_with = self._apply(request)
         response = yield request
-        if response.status_code != 401:
-            return
+        if response.status_code != 401 or fresh:
+            return  # a 401 to the token this very flow just got: another login would be refused alike
         async with lock:
             if self.generation == sent_with:
                 self._log.info("HTTP 401 from %s: logging in again", request.url.path)
