@@ -295,13 +295,15 @@ def test_tokens_expiring_mid_run_cost_one_login_each(tmp_path: Path, sandbox: Sa
 def test_a_token_that_expires_by_age_is_refreshed_before_it_is_refused(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
-    server = sandbox_factory(token_ttl=0.6, faults="slow=1:0.05")
+    # A token is refreshed at 1 s of age and the server refuses it at 2 s: a whole second for a request to
+    # travel from the client's check to the server's, even on a loaded machine (200 ms was not always enough).
+    server = sandbox_factory(token_ttl=2.0, faults="slow=1:0.05")
     connections = copy.deepcopy(BASE_CONFIG["connections"])
-    connections["fenix"]["auth"].update(token_ttl="600ms", refresh_margin="200ms")
+    connections["fenix"]["auth"].update(token_ttl="2s", refresh_margin="1s")
     connections["dg"]["auth"] = {"scheme": "none"}
     runtime = runtime_for(tmp_path, server, connections=connections, delivery={"concurrency": 2})
-    summary = runtime.run([order_event(n) for n in range(30)])  # 15 rounds of 50 ms: about 0.8 s
-    assert summary.get("acme-orders.order").delivered == 30
+    summary = runtime.run([order_event(n) for n in range(60)])  # 30 rounds of 50 ms: about 1.5 s
+    assert summary.get("acme-orders.order").delivered == 60
     assert server.stats()["by_endpoint"]["fenix.login"] >= 2
     assert server.stats()["rejected"].get("fenix.orders", {}).get("401", 0) == 0
 
