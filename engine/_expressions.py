@@ -48,6 +48,20 @@ _BUILTIN_JMESPATH = {
 }
 
 
+_SEARCH_ERRORS = (FunctionError, jmespath.exceptions.JMESPathError, RecursionError)
+
+
+def _search_failed(error: BaseException, location: Location, field: str, source_path: str) -> TransformError:
+    """The located error for an expression that failed while searching a document."""
+    if isinstance(error, FunctionError):
+        message = str(error)
+    elif isinstance(error, RecursionError):
+        message = "the source is nested too deeply for this expression"
+    else:
+        message = f"JMESPath: {error}"
+    return TransformError(message, location=location, field=field, source_path=source_path)
+
+
 class Scope:
     """Where a transform is in the source: the current node, its parent scope and the whole document.
 
@@ -492,21 +506,8 @@ class ExpressionCompiler:
             data = scope.data if scope_name == "this" else _select_scope(scope, scope_name)
             try:
                 return search(data, options=options)
-            except FunctionError as error:
-                raise TransformError(
-                    str(error), location=location, field=field, source_path=scope.child_path(label)
-                ) from None
-            except jmespath.exceptions.JMESPathError as error:
-                raise TransformError(
-                    f"JMESPath: {error}", location=location, field=field, source_path=scope.child_path(label)
-                ) from None
-            except RecursionError:
-                raise TransformError(
-                    "the source is nested too deeply for this expression",
-                    location=location,
-                    field=field,
-                    source_path=scope.child_path(label),
-                ) from None
+            except _SEARCH_ERRORS as error:
+                raise _search_failed(error, location, field, scope.child_path(label)) from None
 
         return evaluate
 
@@ -548,21 +549,8 @@ class ExpressionCompiler:
         def evaluate(scope: Scope) -> Any:
             try:
                 return _ScopedInterpreter(options, scope).visit(tree, scope.data)
-            except FunctionError as error:
-                raise TransformError(
-                    str(error), location=location, field=field, source_path=scope.child_path(label)
-                ) from None
-            except jmespath.exceptions.JMESPathError as error:
-                raise TransformError(
-                    f"JMESPath: {error}", location=location, field=field, source_path=scope.child_path(label)
-                ) from None
-            except RecursionError:
-                raise TransformError(
-                    "the source is nested too deeply for this expression",
-                    location=location,
-                    field=field,
-                    source_path=scope.child_path(label),
-                ) from None
+            except _SEARCH_ERRORS as error:
+                raise _search_failed(error, location, field, scope.child_path(label)) from None
 
         return evaluate
 
