@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
-from ._errors import Location, SourceError
-from ._sources import NDJSON_SUFFIXES, STDIN, SourceDocument, expand_sources, read_stream
+from ._sources import NDJSON_SUFFIXES, STDIN, SourceDocument, expand_sources, open_input, read_stream
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -59,13 +58,7 @@ def _chunks(
             yield from _stream_chunks(iter(cast(IO[Any], stdin)), "<stdin>", size, ndjson=False)
             continue
         assert isinstance(path, Path)
-        try:
-            handle = path.open("rb")
-        except OSError as error:
-            raise SourceError(
-                f"cannot open input {path}: {error.strerror}", location=Location(str(path), 1, 1)
-            ) from None
-        with handle:
+        with open_input(path) as handle:
             ndjson = path.suffix.lower() in NDJSON_SUFFIXES
             yield from _stream_chunks(iter(handle), str(path), size, ndjson=ndjson)
 

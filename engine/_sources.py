@@ -126,15 +126,19 @@ def _read_all(paths: Sequence[str | Path], stdin: IO[str] | IO[bytes] | None) ->
             yield from read_stream(stdin, "<stdin>")
             continue
         assert isinstance(path, Path)
-        try:
-            # Bytes, decoded line by line: one line that is not UTF-8 must not stop the rest of the file.
-            handle = path.open("rb")
-        except OSError as error:
-            raise SourceError(
-                f"cannot open input {path}: {error.strerror}", location=Location(str(path), 1, 1)
-            ) from None
-        with handle:
+        with open_input(path) as handle:
             yield from read_stream(handle, str(path), ndjson=path.suffix.lower() in NDJSON_SUFFIXES)
+
+
+def open_input(path: Path) -> IO[bytes]:
+    """An input file opened as bytes, or a located SourceError. Bytes, decoded line by line: one line that
+    is not UTF-8 must not stop the rest of the file."""
+    try:
+        return path.open("rb")
+    except OSError as error:
+        raise SourceError(
+            f"cannot open input {path}: {error.strerror}", location=Location(str(path), 1, 1)
+        ) from None
 
 
 def read_stream(
