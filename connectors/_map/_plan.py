@@ -1,0 +1,63 @@
+"""The dry run's view of the map stage: what a run would do with each delivery, with the exact request.
+
+``Runtime.plan`` expands each event as a run would (reading the journal only to show skips) and turns every
+step into a :class:`PlanEntry`; headers and body are redacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .._redact import Redactor
+from ._steps import Dead, Job, Skip, Step, Unrouted
+
+Action = Literal["send", "skip", "dead", "unrouted", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanEntry:
+    """What a run would do with one delivery (or one event that yields none). Headers are redacted."""
+
+    action: Action
+    origin: str | None
+    mapping: str | None = None
+    target: str | None = None
+    key: str | None = None
+    method: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    reason: str | None = None
+
+
+def plan_entry(
+    step: Step, origin: str | None, headers_for: Callable[[str], dict[str, str]], redactor: Redactor
+) -> PlanEntry | None:
+    """The entry of one step (None for the journal's bookkeeping steps). ``headers_for``: a connection's
+    own headers, redacted (``Runtime.headers_for``)."""
+    if isinstance(step, Job):
+        request = step.request
+        headers = headers_for(request.connection)
+        headers.update(redactor.redact_headers(request.headers))
+        body = redactor.redact_json(request.payload)
+        return PlanEntry(
+            "send",
+            origin,
+            step.mapping,
+            step.target,
+            step.key,
+            request.method,
+            request.url,
+            headers,
+            body,
+        )
+    if isinstance(step, Dead):
+        return PlanEntry("dead", origin, step.mapping, step.target, step.key, reason=step.reason)
+    if isinstance(step, Skip):
+        why = "already delivered" if step.state == "delivered" else "dead-lettered earlier (shipmap replay)"
+        return PlanEntry("skip", origin, step.mapping, step.target, step.key, reason=why)
+    if isinstance(step, Unrouted):
+        return PlanEntry("unrouted", origin, reason="no mappings entry matches this event")
+    return None  # journal bookkeeping only

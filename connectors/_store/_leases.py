@@ -1,0 +1,67 @@
+"""Leases on a shared journal (PostgreSQL): how several workers share one outbox without sending twice.
+
+A worker holds the ``pending`` rows it claimed under a lease, renews them every third of a lease, and takes
+over rows whose lease expired (their worker died or stalled). A worker that was itself stalled past half a
+lease asks the journal before it sends, so its late copy of a delivery another worker took over is dropped.
+On a local SQLite journal nothing is shared and every check here passes at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .._map._steps import Job
+from ._outbox import Outbox
+
+
+class LeaseKeeper:
+    """This worker's leases on the outbox's rows, for one run."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+        self.journal = outbox.journal
+        self._renewed = time.monotonic()  # when this worker's leases were last renewed (shared journals)
+        self._lost: set[str] = set()  # keys whose lease another worker took over (shared journals)
+
+    def may_send(self, key: str) -> bool:
+        """False when another worker has taken this delivery over (this one was stalled past its lease)."""
+        return not (key in self._lost or (self._lease_lapsed() and not self.journal.holds(key)))
+
+    def _lease_lapsed(self) -> bool:
+        """On a shared journal: this worker has not renewed its leases for half a lease (it was stopped, or
+        starved), so another worker may have taken its deliveries over; ask before sending."""
+        journal = self.journal
+        return journal.shared and time.monotonic() - self._renewed > journal.lease_seconds / 2
+
+    async def keep(self, queue: asyncio.Queue[Job | None]) -> None:
+        """A shared journal: renew this worker's leases, and take over deliveries whose lease expired."""
+        while True:
+            await asyncio.sleep(self.journal.lease_seconds / 3)
+            held = self.journal.renew_leases()
+            # Queued here but held by another worker now (this one was stalled past its lease): not ours.
+            self._lost.update(key for key in self.outbox.scheduled if key not in held)
+            self._renewed = time.monotonic()
+            for job in self.outbox.recover():
+                await queue.put(job)
+
+    async def wait_for_others(self, queue: asyncio.Queue[Job | None]) -> None:
+        """A shared journal: the input is done, but other workers may hold deliveries; one that dies leaves
+        them to expire, and this worker takes them over. Returns when none are held elsewhere, or when that
+        number has not moved for three leases (the workers holding them are alive and will finish them)."""
+        lease = self.journal.lease_seconds
+        last, since = -1, time.monotonic()
+        while True:
+            for job in self.outbox.recover():
+                await queue.put(job)
+            waiting = self.journal.pending_elsewhere()
+            if waiting == 0:
+                return
+            if waiting != last:
+                last, since = waiting, time.monotonic()
+            elif time.monotonic() - since > 3 * lease:
+                self.outbox.log.warning(
+                    "%d deliveries are still held by other live workers; they finish them", waiting
+                )
+                return
+            await asyncio.sleep(min(1.0, lease / 4))

@@ -1,0 +1,259 @@
+"""The store stage as a run sees it: the outbox of owed deliveries, written ahead of every send.
+
+:class:`Outbox` is the only part of a run that writes to the journal. Events are settled in batches: one
+transaction journals a batch's sources, dead letters and ``pending`` rows (write-ahead: before any of its
+requests goes out), then its jobs go to the delivery workers. Delivered marks are committed in batches too
+(every ``_FLUSH_MARKS`` or ``_FLUSH_SECONDS``); until its mark is committed a key stays in ``scheduled``, so a
+repeat of its event in the input is still skipped. A crash before the commit leaves the row ``pending``: the
+next run re-sends it (at-least-once), exactly as recorded (:meth:`Outbox.recover`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
+
+from shipmap.engine import SourceDocument
+
+from .._config import Connection
+from .._delivery import OutboundRequest, Outcome, encode_payload
+from .._journal import Journal, PendingRow, State
+from .._map._mapper import EventMapper
+from .._map._steps import (
+    MAPPING_STAGE,
+    Dead,
+    Event,
+    Item,
+    Job,
+    Resolve,
+    RouteStart,
+    Skip,
+    SourceMarker,
+    Unrouted,
+    event_fields,
+    request_headers,
+)
+from .._redact import RedactingLogger
+from .._summary import RunSummary
+
+_FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
+_FLUSH_SECONDS = 0.05  # ... this long after the oldest of them
+
+
+class Outbox:
+    """One run's writes to the journal, and the counters of what they settled."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        mapper: EventMapper,
+        connections: Mapping[str, Connection],
+        summary: RunSummary,
+        log: RedactingLogger,
+    ) -> None:
+        self.journal = journal
+        self.mapper = mapper
+        self.connections = connections
+        self.summary = summary
+        self.log = log
+        # Keys queued, being sent, or delivered but not yet committed so: a repeat is a duplicate.
+        self.scheduled: set[str] = set()
+        self._marks: list[tuple[str, int, int]] = []  # (key, status, attempts) delivered, not committed
+        self._marks_since = 0.0
+        # Records rejected by earlier runs (a line cut off while it was being written): resolved once they read.
+        self._rejected_origins = journal.rejected_origins()
+
+    def recover(self) -> Iterator[Job]:
+        for entry in self.journal.claim_pending():
+            connection = self.connections.get(entry.connection or "")
+            if connection is None or entry.method is None or entry.url is None:
+                self.dead(
+                    Dead(
+                        entry.key,
+                        entry.mapping,
+                        entry.target,
+                        entry.source_hash,
+                        entry.origin,
+                        "recovery: its connection is not in the config any more",
+                    )
+                )
+                continue
+            headers = request_headers(connection, entry.idempotency_key)
+            text = encode_payload(entry.payload)  # the very text that was journaled and sent
+            request = OutboundRequest(
+                connection.name,
+                entry.method,
+                entry.url,
+                entry.payload,
+                headers,
+                label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
+                key=entry.key,
+                content=text.encode("utf-8"),
+            )
+            self.summary.recovered += 1
+            self.scheduled.add(entry.key)
+            self.log.info("re-sending %s left pending by an interrupted run", request.label)
+            yield Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
+                       entry.idempotency_key, request, text)  # fmt: skip
+
+    def settle(self, batch: list[Item], *, decide: bool) -> list[Job]:
+        """Journal a batch in one transaction; return the jobs to send, each already ``pending``.
+
+        With ``decide``, each delivery is checked against the journal as it is now (and against what this
+        run has scheduled): already delivered or dead is a skip, a mapping stage dead earlier skips that
+        entry's whole event, and a row that recorded an idempotency key keeps it."""
+        journal = self.journal
+        jobs: list[Job] = []
+        pending: list[PendingRow] = []
+        with journal.transaction():
+            self.flush_marks()  # the same commit; and the lookup below sees them delivered
+            states: dict[str, tuple[State, str | None]] = {}
+            if decide:
+                keys = [
+                    step.stage_key if isinstance(step, RouteStart) else step.key
+                    for item in batch
+                    if isinstance(item, Event)
+                    for step in item.steps
+                    if isinstance(step, RouteStart | Job | Dead)
+                ]
+                states = journal.lookup(keys)
+            journal.put_sources(
+                [(item.digest, item.canonical) for item in batch if isinstance(item, Event)]
+                + [
+                    (step.digest, step.canonical)
+                    for item in batch
+                    if isinstance(item, Event)
+                    for step in item.steps
+                    if isinstance(step, SourceMarker)
+                ]
+            )
+            if self._rejected_origins:
+                self._resolve_rejections(batch)
+            for item in batch:
+                if isinstance(item, SourceDocument):
+                    self.summary.rejected += 1
+                    journal.record_rejected(item.origin, item.error or "unreadable", item.excerpt)
+                    self.log.warning("%s: rejected input record: %s", item.origin, item.error)
+                    continue
+                skipping = False  # the current entry's mapping stage is a dead letter from an earlier run
+                for step in item.steps:
+                    if isinstance(step, RouteStart):
+                        skipping = decide and states.get(step.stage_key, ("", None))[0] == "dead"
+                        if skipping:
+                            self._skip(Skip(step.stage_key, step.mapping, MAPPING_STAGE, "dead"))
+                        continue
+                    if isinstance(step, SourceMarker):
+                        continue
+                    if isinstance(step, Unrouted):
+                        self.summary.unrouted += 1
+                        journal.record_unrouted(step.source_digest, step.origin)
+                        self.log.warning("%s: unrouted: no mappings entry matches this event", step.origin)
+                        continue
+                    if skipping:
+                        continue
+                    if decide and isinstance(step, Job | Dead):
+                        state, recorded = states.get(step.key, (None, None))
+                        if state == "delivered" or state == "dead":
+                            step = Skip(step.key, step.mapping, step.target, state)
+                        elif isinstance(step, Job) and recorded and recorded != step.idempotency_key:
+                            step = self.mapper.rebuild(step, recorded)
+                    if isinstance(step, Skip) or (isinstance(step, Job) and step.key in self.scheduled):
+                        self._skip(step)
+                    elif isinstance(step, Dead):
+                        self.dead(step)
+                        states[step.key] = ("dead", None)
+                    elif isinstance(step, Resolve):
+                        journal.mark_resolved(step.key, step.reason)
+                    else:
+                        self.scheduled.add(step.key)
+                        request = step.request
+                        pending.append((step.key, step.source_digest, step.mapping, step.target,
+                                        request.connection, step.idempotency_key, request.method,
+                                        request.url, step.text, step.origin))  # fmt: skip
+                        jobs.append(step)
+            held = journal.mark_pending_many(pending)
+        if len(held) < len(jobs):  # a shared journal: another worker holds these, or delivered them
+            for job in jobs:
+                if job.key not in held:
+                    self.scheduled.discard(job.key)
+                    self._skip(job)
+            jobs = [job for job in jobs if job.key in held]
+        return jobs
+
+    def _resolve_rejections(self, batch: list[Item]) -> None:
+        resolved = set()
+        for item in batch:
+            if isinstance(item, Event) and item.record.origin is not None:
+                origin = (
+                    item.record.origin.rsplit("[", 1)[0]
+                    if item.record.origin.endswith("]")
+                    else item.record.origin
+                )
+                if origin in self._rejected_origins:
+                    resolved.add(origin)
+        if resolved:
+            self.journal.resolve_rejections(resolved)
+            self._rejected_origins -= resolved
+            for origin in sorted(resolved):
+                self.log.info("%s: rejected by an earlier run, now reads: rejection resolved", origin)
+
+    def _skip(self, step: Skip | Job) -> None:
+        stats = self.summary.target(step.mapping, step.target)
+        stats.skipped += 1
+        if isinstance(step, Skip) and step.state == "dead":
+            stats.skipped_dead += 1
+
+    def dead(self, step: Dead, outcome: Outcome | None = None) -> None:
+        recorded = self.journal.mark_dead(
+            step.key,
+            source_digest=step.source_digest,
+            mapping=step.mapping,
+            target=step.target,
+            reason=step.reason,
+            status=outcome.status if outcome else None,
+            response_excerpt=outcome.response_excerpt if outcome else None,
+            attempts=outcome.attempts if outcome else 0,
+            origin=step.origin,
+        )
+        if not recorded:  # a shared journal: this worker's lease was taken over; the other worker decides
+            self.log.warning("%s.%s %s: lease lost while sending; its outcome is left to the worker that "
+                             "took it over", step.mapping, step.target, step.key[:12])  # fmt: skip
+            return
+        stats = self.summary.target(step.mapping, step.target)
+        stats.dead += 1
+        self.summary.dead_keys.append(step.key)
+        where = f"{step.origin}: " if step.origin else ""
+        self.log.warning("%sdead letter %s.%s %s: %s", where, step.mapping, step.target or "(mapping)",
+                         step.key[:12], step.reason, extra=event_fields(step.key, step.mapping, step.target,
+                         outcome.attempts if outcome else 0))  # fmt: skip
+
+    def flush_marks(self) -> None:
+        """Commit the delivered marks waiting, in one transaction; then their keys leave ``scheduled``."""
+        marks, self._marks = self._marks, []
+        if not marks:
+            return
+        marked = self.journal.mark_delivered_many(marks)
+        if marked < len(marks):
+            self.log.warning("%d answer(s) came after this worker's lease was taken over; the journal keeps "
+                             "what the worker that took them over records", len(marks) - marked)  # fmt: skip
+        for key, _, _ in marks:
+            self.scheduled.discard(key)
+
+    async def flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_SECONDS)
+            if self._marks and time.monotonic() - self._marks_since >= _FLUSH_SECONDS:
+                self.flush_marks()
+
+    def delivered(self, key: str, status: int, attempts: int) -> None:
+        """Mark a delivery delivered; the mark is committed with the next batch of them."""
+        if not self._marks:
+            self._marks_since = time.monotonic()
+        self._marks.append((key, status, attempts))
+        if len(self._marks) >= _FLUSH_MARKS:
+            self.flush_marks()
+
+    def release(self, key: str) -> None:
+        """A delivery this run no longer holds (parked, or its lease lost): a repeat of its event may send it."""
+        self.scheduled.discard(key)

@@ -1,0 +1,127 @@
+"""What a run reports: counters per target, latency percentiles, and the progress snapshots of a live run.
+
+A :class:`RunSummary` is filled by the store (what was settled, skipped or dead-lettered) and by the delivery
+workers (attempts, latencies); ``shipmap run`` prints it, ``shipmap serve`` exports it on /metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+class LatencyHistogram:
+    """Latencies in log-spaced buckets (2% wide): percentiles within 2%, memory flat however many samples."""
+
+    _RATIO = math.log(1.02)
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, int] = {}
+        self.count = 0
+
+    def add(self, seconds: float) -> None:
+        index = math.floor(math.log(max(seconds, 1e-6)) / self._RATIO)
+        self._buckets[index] = self._buckets.get(index, 0) + 1
+        self.count += 1
+
+    def percentile(self, p: float) -> float | None:
+        """The p-th percentile in seconds (upper bound of its bucket), or None without samples."""
+        if not self.count:
+            return None
+        rank = max(1, math.ceil(p / 100 * self.count))
+        seen = 0
+        for index in sorted(self._buckets):
+            seen += self._buckets[index]
+            if seen >= rank:
+                return math.exp((index + 1) * self._RATIO)
+        return None  # pragma: no cover - rank <= count
+
+    def buckets(self) -> Iterator[tuple[float, int]]:
+        """(upper bound in seconds, count) of every non-empty bucket, in no particular order."""
+        for index, count in list(self._buckets.items()):  # a copy: another thread may be adding samples
+            yield math.exp((index + 1) * self._RATIO), count
+
+
+@dataclass
+class TargetSummary:
+    """What happened to one target of one mapping during a run."""
+
+    mapping: str
+    target: str
+    delivered: int = 0
+    retried: int = 0  # deliveries that needed more than one attempt
+    dead: int = 0
+    skipped: int = 0  # already delivered (or already dead-lettered) in an earlier run
+    skipped_dead: int = 0  # of ``skipped``: dead letters waiting for ``shipmap replay``
+    attempts: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.mapping}.{self.target}" if self.target else f"{self.mapping} (mapping)"
+
+    def percentiles(self) -> dict[str, float | None]:
+        return {f"p{p}": self.latency.percentile(p) for p in (50, 95, 99)}
+
+
+@dataclass
+class RunSummary:
+    """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected."""
+
+    targets: dict[str, TargetSummary] = field(default_factory=dict)
+    unrouted: int = 0  # events no mapping entry matched
+    rejected: int = 0  # input records that were not JSON
+    recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
+    parked: int = 0  # left pending: their connection's breaker stayed open past outage_wait
+    outages: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
+    events: int = 0
+    elapsed: float = 0.0
+    dead_keys: list[str] = field(default_factory=list, repr=False)
+
+    def target(self, mapping: str, target: str) -> TargetSummary:
+        label = f"{mapping}\x1f{target}"
+        found = self.targets.get(label)
+        if found is None:
+            found = self.targets[label] = TargetSummary(mapping, target)
+        return found
+
+    def get(self, label: str) -> TargetSummary:
+        """The summary of ``mapping.target`` (KeyError when nothing happened to it)."""
+        mapping, _, target = label.rpartition(".")
+        return self.targets[f"{mapping}\x1f{target}"]
+
+    @property
+    def delivered(self) -> int:
+        return sum(t.delivered for t in self.targets.values())
+
+    @property
+    def dead(self) -> int:
+        return sum(t.dead for t in self.targets.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(t.skipped for t in self.targets.values())
+
+    @property
+    def retried(self) -> int:
+        return sum(t.retried for t in self.targets.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.dead == 0 and self.rejected == 0 and self.parked == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A snapshot passed to the progress callback after each event or delivery settles."""
+
+    events: int
+    delivered: int
+    dead: int
+    skipped: int
+    unrouted: int
+    rejected: int
+    in_flight: int
+    elapsed: float
+    total: int | None = None
