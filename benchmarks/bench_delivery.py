@@ -187,7 +187,7 @@ BUCKETS = (
     (SNIFFIO, ("current_async_library",)),
     ("payload validation (fastjsonschema code, kinds)", ("validate_https", "engine/_kinds.py")),
     ("mapping (shipmap.engine, jinja2, jmespath)", ("/engine/", "/jinja2/", "/jmespath/", "<template>")),
-    ("journal (sqlite3, connectors/_journal.py, delivery keys)", ("_journal.py", "sqlite3")),
+    ("journal (sqlite3, connectors/_store/_journal.py, delivery keys)", ("_journal.py", "sqlite3")),
     ("HTTP client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/h11/")),
     (
         "event loop and sockets (asyncio, selectors, anyio)",

@@ -10,12 +10,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._auth import ApiKeyAuth as ApiKeyAuth
-    from ._auth import BasicAuth as BasicAuth
-    from ._auth import BearerAuth as BearerAuth
-    from ._auth import FenixSessionAuth as FenixSessionAuth
-    from ._auth import NoAuth as NoAuth
-    from ._auth import ShipmapAuth as ShipmapAuth
     from ._config import AuthSettings as AuthSettings
     from ._config import Connection as Connection
     from ._config import DeliverySettings as DeliverySettings
@@ -29,6 +23,12 @@ if TYPE_CHECKING:
     from ._config import Timeouts as Timeouts
     from ._config import config_schema as config_schema
     from ._config import load_config as load_config
+    from ._deliver._auth import ApiKeyAuth as ApiKeyAuth
+    from ._deliver._auth import BasicAuth as BasicAuth
+    from ._deliver._auth import BearerAuth as BearerAuth
+    from ._deliver._auth import FenixSessionAuth as FenixSessionAuth
+    from ._deliver._auth import NoAuth as NoAuth
+    from ._deliver._auth import ShipmapAuth as ShipmapAuth
     from ._errors import EXIT_DEAD_LETTERS as EXIT_DEAD_LETTERS
     from ._errors import EXIT_OUTAGE as EXIT_OUTAGE
     from ._errors import AuthError as AuthError
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from ._errors import ConnectorError as ConnectorError
     from ._errors import DeliveryError as DeliveryError
     from ._errors import JournalError as JournalError
-    from ._journal import Journal as Journal
-    from ._journal import JournalEntry as JournalEntry
     from ._redact import RedactingFilter as RedactingFilter
     from ._redact import Redactor as Redactor
     from ._runtime import PlanEntry as PlanEntry
@@ -50,14 +48,16 @@ if TYPE_CHECKING:
     from ._sandbox import Sandbox as Sandbox
     from ._sandbox import SandboxConfig as SandboxConfig
     from ._sandbox import SandboxCredentials as SandboxCredentials
+    from ._store._journal import Journal as Journal
+    from ._store._journal import JournalEntry as JournalEntry
 
 _EXPORTS: dict[str, str] = {
-    "ApiKeyAuth": "._auth",
-    "BasicAuth": "._auth",
-    "BearerAuth": "._auth",
-    "FenixSessionAuth": "._auth",
-    "NoAuth": "._auth",
-    "ShipmapAuth": "._auth",
+    "ApiKeyAuth": "._deliver._auth",
+    "BasicAuth": "._deliver._auth",
+    "BearerAuth": "._deliver._auth",
+    "FenixSessionAuth": "._deliver._auth",
+    "NoAuth": "._deliver._auth",
+    "ShipmapAuth": "._deliver._auth",
     "AuthSettings": "._config",
     "Connection": "._config",
     "DeliverySettings": "._config",
@@ -78,8 +78,8 @@ _EXPORTS: dict[str, str] = {
     "ConnectorError": "._errors",
     "DeliveryError": "._errors",
     "JournalError": "._errors",
-    "Journal": "._journal",
-    "JournalEntry": "._journal",
+    "Journal": "._store._journal",
+    "JournalEntry": "._store._journal",
     "RedactingFilter": "._redact",
     "Redactor": "._redact",
     "PlanEntry": "._runtime",

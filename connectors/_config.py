@@ -31,11 +31,11 @@ from jmespath.exceptions import JMESPathError
 from shipmap.engine import CompiledMapping, Location, MappingError, TargetKind, load_mapping
 from shipmap.engine._yaml import load_located
 
-from ._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
-from ._breaker import BreakerSettings
+from ._deliver._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
+from ._deliver._breaker import BreakerSettings
 from ._errors import ConfigError
-from ._journal_pg import url_password
 from ._redact import Redactor, is_sensitive_name
+from ._store._journal_pg import url_password
 
 PathKey = tuple[str | int, ...]
 Locator = Callable[[PathKey], Location | None]

@@ -44,20 +44,20 @@ from typing import Any
 import httpx
 from shipmap.engine import SourceDocument
 
-from ._auth import ShipmapAuth
-from ._breaker import MemoryStore
 from ._config import Connection, PlannedRoute, RuntimeConfig, load_config
+from ._deliver._auth import ShipmapAuth
+from ._deliver._breaker import MemoryStore
+from ._deliver._delivery import Deliverer, OutboundRequest
 from ._deliver._workers import DeliveryWorkers
-from ._delivery import Deliverer, OutboundRequest
 from ._errors import ConfigError
+from ._intake._pipeline import ForkedProducer, fork_available
 from ._intake._producers import as_record, produce, produce_packed, produce_replay, unpack_batches
-from ._journal import Journal, JournalEntry, RejectedInput, open_readonly
-from ._journal_pg import is_database_url
 from ._map._mapper import EventMapper
 from ._map._plan import PlanEntry, plan_entry
 from ._map._steps import Item, Job
-from ._pipeline import ForkedProducer, fork_available
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
+from ._store._journal import Journal, JournalEntry, RejectedInput, open_readonly
+from ._store._journal_pg import is_database_url
 from ._store._leases import LeaseKeeper
 from ._store._outbox import Outbox
 from ._summary import LatencyHistogram, Progress, RunSummary, TargetSummary

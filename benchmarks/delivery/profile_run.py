@@ -34,7 +34,7 @@ def _start_in_thread(frame: Any, event: str, arg: Any) -> None:
 
 def _profile_the_worker(out: str) -> None:
     """Wrap what the forked worker process runs so that it profiles itself into ``out``."""
-    from shipmap.connectors import _pipeline
+    from shipmap.connectors._intake import _pipeline
 
     original = _pipeline.ForkedProducer.__init__
 

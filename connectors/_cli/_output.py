@@ -20,7 +20,7 @@ CHUNK_LINES = 256  # input lines per task of a --jobs pool: ~50 ms of mapping, a
 
 
 def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
-    from shipmap.connectors._parallel import default_jobs
+    from shipmap.connectors._map._parallel import default_jobs
 
     parser.add_argument(
         "-j",

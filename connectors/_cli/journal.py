@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shipmap.connectors._journal import SCHEMA_VERSION, Journal, copy_journal
+from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, copy_journal
 
 from .dead_letters import display_location
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shipmap.connectors._parallel import ordered_map
+from shipmap.connectors._map._parallel import ordered_map
 from shipmap.engine import (
     CompiledMapping,
     CompiledTarget,

@@ -15,8 +15,8 @@ from shipmap.connectors._cli._logging import root_formatter
 from shipmap.connectors._cli._reports import write_summary_json
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE
-from shipmap.connectors._parallel import ordered_map
-from shipmap.connectors._pipeline import fork_available
+from shipmap.connectors._intake._pipeline import fork_available
+from shipmap.connectors._map._parallel import ordered_map
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
 from shipmap.connectors._serve import enrich_records, enrichments

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import load_config
-from shipmap.connectors._journal import open_readonly
 from shipmap.connectors._serve import Inbox, serve_settings
+from shipmap.connectors._store._journal import open_readonly
 
 
 def register(parser: argparse.ArgumentParser) -> None:

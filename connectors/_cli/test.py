@@ -25,7 +25,7 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 import yaml
-from shipmap.connectors._parallel import ordered_map
+from shipmap.connectors._map._parallel import ordered_map
 from shipmap.engine import (
     CompiledMapping,
     Location,

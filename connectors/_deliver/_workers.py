@@ -10,10 +10,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from .._delivery import Deliverer, Outcome
 from .._map._steps import Dead, Job, event_fields
 from .._store._leases import LeaseKeeper
 from .._store._outbox import Outbox
+from ._delivery import Deliverer, Outcome
 
 
 class DeliveryWorkers:

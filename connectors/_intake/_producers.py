@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 from shipmap.engine import SourceDocument
 
-from .._journal import Journal
 from .._map._mapper import EventMapper
 from .._map._steps import Item, pack, unpack
+from .._store._journal import Journal
 
 T = TypeVar("T")
 BATCH = 16  # events settled (journaled in one transaction) at a time

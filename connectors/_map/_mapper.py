@@ -23,9 +23,9 @@ from shipmap.engine._expressions import is_truthy
 from shipmap.engine._kinds import json_problems
 
 from .._config import PlannedRoute, PlannedTarget, RuntimeConfig, compile_expression, join_url, plan_routes
-from .._delivery import OutboundRequest, encode_payload
-from .._journal import JournalEntry, State, canonical_json, delivery_key, digest_of
+from .._deliver._delivery import OutboundRequest, encode_payload
 from .._redact import Redactor
+from .._store._journal import JournalEntry, State, canonical_json, delivery_key, digest_of
 from ._idempotency import derive_idempotency_key
 from ._steps import (
     MAPPING_STAGE,

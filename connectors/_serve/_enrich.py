@@ -21,7 +21,7 @@ import httpx
 from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
-from .._delivery import backoff_delay, parse_retry_after
+from .._deliver._delivery import backoff_delay, parse_retry_after
 from .._errors import ConnectorError
 from .._redact import get_logger
 from .._runtime import Runtime

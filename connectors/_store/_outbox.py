@@ -17,8 +17,7 @@ from collections.abc import Iterator, Mapping
 from shipmap.engine import SourceDocument
 
 from .._config import Connection
-from .._delivery import OutboundRequest, Outcome, encode_payload
-from .._journal import Journal, PendingRow, State
+from .._deliver._delivery import OutboundRequest, Outcome, encode_payload
 from .._map._mapper import EventMapper
 from .._map._steps import (
     MAPPING_STAGE,
@@ -36,6 +35,7 @@ from .._map._steps import (
 )
 from .._redact import RedactingLogger
 from .._summary import RunSummary
+from ._journal import Journal, PendingRow, State
 
 _FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
 _FLUSH_SECONDS = 0.05  # ... this long after the oldest of them

@@ -21,7 +21,7 @@ from shipmap.engine import (
 )
 from shipmap.engine._sources import read_stream
 
-from .._delivery import encode_payload
+from .._deliver._delivery import encode_payload
 from ._files import Workspace
 from ._requests import load_setting, plan_requests
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from shipmap.connectors import Journal, JournalError
-from shipmap.connectors._journal import canonical_json, delivery_key, source_hash
+from shipmap.connectors._store._journal import canonical_json, delivery_key, source_hash
 
 
 def pending(journal: Journal, key: str, digest: str = "d" * 64, **extra: object) -> None:

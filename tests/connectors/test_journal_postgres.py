@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from shipmap.connectors import ConfigError, Journal, JournalError, Runtime, Sandbox
 from shipmap.connectors._cli import main
-from shipmap.connectors._journal import MIGRATIONS, SCHEMA_VERSION
+from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from test_journal import pending
 from test_runtime_support import order_event, write_config
 
@@ -217,7 +217,7 @@ def test_a_statement_that_loses_a_deadlock_outside_a_transaction_is_run_again(po
     # journal's autocommit statement is the one that loses here, and it must be run again, not fail the run.
     import threading
 
-    from shipmap.connectors._journal_pg import PostgresConnection
+    from shipmap.connectors._store._journal_pg import PostgresConnection
 
     with psycopg.connect(postgres_url, autocommit=True) as setup:
         setup.execute("CREATE TABLE rows (k INT PRIMARY KEY, v INT NOT NULL)")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from shipmap.connectors._cli import main
 from shipmap.connectors._cli.test import _CasesLoader as CasesLoader
-from shipmap.connectors._parallel import ordered_map
+from shipmap.connectors._map._parallel import ordered_map
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 ORDER = json.loads(

@@ -24,7 +24,7 @@ from shipmap.connectors import (
     Sandbox,
     TargetRoute,
 )
-from shipmap.connectors._journal import Journal
+from shipmap.connectors._store._journal import Journal
 from shipmap.engine import load_mapping, read_documents
 from test_runtime_support import (
     BASE_CONFIG,

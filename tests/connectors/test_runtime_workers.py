@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from shipmap.connectors import Runtime, Sandbox
-from shipmap.connectors._journal import Journal
-from shipmap.connectors._pipeline import WORKER_NICENESS, ForkedProducer, fork_available
+from shipmap.connectors._intake._pipeline import WORKER_NICENESS, ForkedProducer, fork_available
+from shipmap.connectors._store._journal import Journal
 from shipmap.engine import SourceError, read_documents
 from test_runtime_support import environ, order_event, shipment_event, write_config
 

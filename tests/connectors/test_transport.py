@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from shipmap.connectors import BasicAuth, FenixSessionAuth, Sandbox
-from shipmap.connectors._transport import AiohttpTransport, Sender
+from shipmap.connectors._deliver._transport import AiohttpTransport, Sender
 from test_auth import order_payload, rejected
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

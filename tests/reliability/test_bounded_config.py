@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from shipmap.connectors import EXIT_DEAD_LETTERS, ConfigError, Sandbox, load_config
 from shipmap.connectors._cli import main
-from shipmap.connectors._journal import Journal
+from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
 from test_runtime_support import environ, order_event, write_config

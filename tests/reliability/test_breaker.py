@@ -18,10 +18,16 @@ from typing import Any
 
 import pytest
 from shipmap.connectors import EXIT_OUTAGE, Runtime, Sandbox
-from shipmap.connectors._breaker import BreakerSettings, CircuitBreaker, MemoryStore, Outage, RateLimiter
 from shipmap.connectors._cli import main
-from shipmap.connectors._delivery import REFUSED_TOKEN, parse_retry_after
-from shipmap.connectors._journal import Journal
+from shipmap.connectors._deliver._breaker import (
+    BreakerSettings,
+    CircuitBreaker,
+    MemoryStore,
+    Outage,
+    RateLimiter,
+)
+from shipmap.connectors._deliver._delivery import REFUSED_TOKEN, parse_retry_after
+from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
 from test_runtime_support import environ, order_event, write_config

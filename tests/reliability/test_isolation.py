@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shipmap.connectors import EXIT_DEAD_LETTERS, Runtime, Sandbox
 from shipmap.connectors._cli import main
-from shipmap.connectors._journal import Journal
+from shipmap.connectors._store._journal import Journal
 from shipmap.engine import read_documents
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))

@@ -66,7 +66,7 @@ def ordered_map(
     import concurrent.futures
     import multiprocessing
 
-    from ._pipeline import fork_available
+    from .._intake._pipeline import fork_available
 
     method = "fork" if fork_available() else "spawn"
     pool = concurrent.futures.ProcessPoolExecutor(
@@ -97,7 +97,7 @@ def _prepend(first: T, second: T, rest: Iterator[T]) -> Iterator[T]:
 
 
 def _install(context: Any) -> None:  # runs once in each worker process
-    from ._pipeline import die_with
+    from .._intake._pipeline import die_with
 
     global _context
     _context = context

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from ._errors import JournalError
+from .._errors import JournalError
 from ._journal_pg import PostgresConnection, display_url, is_database_url
 
 try:  # POSIX: an advisory lock that the kernel drops when the process dies, even by SIGKILL

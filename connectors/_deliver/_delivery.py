@@ -30,11 +30,11 @@ from typing import Any
 
 import httpx
 
+from .._config import Connection, DeliverySettings, RetryPolicy
+from .._errors import AuthError
+from .._redact import Redactor, get_logger
 from ._auth import ShipmapAuth, read_capped
 from ._breaker import CircuitBreaker, MemoryStore, Outage, RateLimiter, StateStore
-from ._config import Connection, DeliverySettings, RetryPolicy
-from ._errors import AuthError
-from ._redact import Redactor, get_logger
 from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]

@@ -19,8 +19,8 @@ from typing import Any
 
 import httpx
 
-from ._errors import AuthError
-from ._redact import MASK, Redactor, get_logger
+from .._errors import AuthError
+from .._redact import MASK, Redactor, get_logger
 
 Clock = Callable[[], float]
 

@@ -23,7 +23,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._errors import JournalError
+from .._errors import JournalError
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
