@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import install_redaction, print_summary, run_with_progress
-from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
+from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, JournalError
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
 from shipmap.connectors._serve._enrich import refetch_documents
+from shipmap.connectors._serve._replays import ReplayRequests, replays_path
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +31,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="fetch an enriched event's documents again before re-mapping it (docs/serve.md#enrichment)",
     )
+    parser.add_argument(
+        "--wait",
+        type=positive_int,
+        default=300,
+        metavar="SECONDS",
+        help="when a shipmap serve holds the journal, how long to wait for it to carry out the replay",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if not waiting:
         print("no dead letters to replay" + (" with those keys" if args.key else ""))
         return EXIT_OK
+    journal = runtime.config.journal.path
+    if journal is not None and ReplayRequests.service_running(replays_path(journal)):
+        return _through_service(args, replays_path(journal), len(waiting))
     declared = enrichments(runtime.config) if args.refetch and runtime.config.sources else {}
 
     async def refetching(progress: Callable[[Progress], None] | None) -> RunSummary:
@@ -56,3 +69,33 @@ def run(args: argparse.Namespace) -> int:
     )
     print_summary(summary, sys.stdout)
     return EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
+
+
+def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:
+    """A ``shipmap serve`` holds the journal: hand it the replay and wait for its result (docs/serve.md)."""
+    with ReplayRequests(path) as requests:
+        request = requests.submit(args.key, refetch=args.refetch)
+        print(f"shipmap serve is running: it replays {count} dead letter(s) (request {request})", flush=True)
+        deadline = time.monotonic() + args.wait
+        while True:
+            state, result = requests.result(request)
+            if state != "waiting" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    if state == "waiting":
+        raise JournalError(
+            f"shipmap serve has not carried out replay request {request} within {args.wait} s; it stays queued"
+            " and the service replays it when it can (see `shipmap dead-letters`)"
+        )
+    result = result or {}
+    if state == "failed":
+        raise JournalError(f"shipmap serve could not replay: {result.get('error', 'no reason given')}")
+    print(
+        f"replayed by shipmap serve: delivered {result.get('delivered', 0)}, dead {result.get('dead', 0)},"
+        f" left pending {result.get('parked', 0)}, skipped {result.get('skipped', 0)}"
+    )
+    for key in result.get("dead_keys", []):
+        print(f"  still dead: {key}")
+    if result.get("dead") or result.get("rejected"):
+        return EXIT_DEAD_LETTERS
+    return EXIT_OK

@@ -84,6 +84,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="TOKEN",
         help="the X-Auth-Token the fake source API asks for (default: none)",
     )
+    parser.add_argument(
+        "--source-faults",
+        type=_fault_plan,
+        default=None,
+        metavar="SPEC",
+        help="faults the fake source API injects (its own plan; same spec as --faults)",
+    )
     parser.add_argument("--credentials", type=Path, metavar="FILE", help="JSON or YAML file of credentials")
     group = parser.add_argument_group("credentials")
     for flag, field, help_text in _CREDENTIAL_FLAGS:
@@ -102,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         record=args.record,
         source_documents=args.source_documents,
         source_token=args.source_token,
+        source_faults=args.source_faults or FaultPlan(),
     )
     try:
         sandbox = Sandbox(config)

@@ -55,7 +55,7 @@ class SandboxState:
         self.config = config
         self.recorder = Recorder(config.record)
         self.faults = FaultInjector(config.faults)
-        self.source_api = SourceApi(config.source_documents, config.source_token)
+        self.source_api = SourceApi(config.source_documents, config.source_token, config.source_faults)
         # The seed says x-identity rotates every 3 months: one per server, unlike the per-login authToken.
         self.identity = secrets.token_hex(18)
         self._tokens: dict[str, float] = {}
@@ -96,12 +96,14 @@ class SandboxState:
         """Back to a fresh start: no records, no counts, no tokens, the fault plan replayed from its start."""
         self.recorder.reset()
         self.faults.restart()
+        self.source_api.reset()
         with self._lock:
             self._tokens.clear()
 
     def stats(self) -> dict[str, Any]:
         stats = self.recorder.stats()
         stats["faults"] = self.faults.counts()
+        stats["source_api"] = self.source_api.stats()
         stats["live_tokens"] = self.live_tokens()
         return stats
 
@@ -479,6 +481,19 @@ class _Endpoints:
             log.info("faults set to %s", plan.spec())
         return JSONResponse(self.state.faults.snapshot())
 
+    async def source_faults(self, request: Request) -> Response:
+        """The fake source API's own fault plan, read and set like ``/_sandbox/faults``."""
+        injector = self.state.source_api.faults
+        if request.method == "POST":
+            raw = (await request.body()).decode("utf-8", errors="replace")
+            try:
+                plan = _plan_from_body(raw, request.headers.get("content-type"))
+            except ValueError as error:
+                return _error(400, "not a fault plan", [_field("faults", str(error))])
+            injector.configure(plan)
+            log.info("source API faults set to %s", plan.spec())
+        return JSONResponse(injector.snapshot())
+
 
 def _plan_from_body(raw: str, content_type: str | None) -> FaultPlan:
     """``{"spec": "..."}``, a ``FaultPlan.to_dict`` object, or the spec as plain text."""
@@ -557,6 +572,7 @@ def build_app(state: SandboxState) -> ASGIApp:
         Route("/_sandbox/stats", ep.stats, methods=["GET"]),
         Route("/_sandbox/reset", ep.reset, methods=["POST"]),
         Route("/_sandbox/faults", ep.faults, methods=["GET", "POST"]),
+        Route("/_sandbox/source-faults", ep.source_faults, methods=["GET", "POST"]),
         Route("/_sandbox/tokens/expire", ep.expire, methods=["POST"]),
     ]
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {HTTPException: _http_error}

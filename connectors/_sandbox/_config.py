@@ -121,6 +121,8 @@ class SandboxConfig:
     # The fake source API (``_source_api``): a directory of fixture documents, and the X-Auth-Token it wants.
     source_documents: Path | None = None
     source_token: str | None = None
+    # Faults of the fake source API alone (an outage of the store's API, not of the delivery targets).
+    source_faults: FaultPlan = field(default_factory=FaultPlan)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

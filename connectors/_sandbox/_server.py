@@ -38,6 +38,7 @@ class Sandbox:
         record: str | os.PathLike[str] | None = None,
         source_documents: str | os.PathLike[str] | None = None,
         source_token: str | None = None,
+        source_faults: FaultPlan | str | None = None,
     ) -> None:
         config = config or SandboxConfig()
         changes: dict[str, Any] = {}
@@ -57,6 +58,10 @@ class Sandbox:
             changes["source_documents"] = Path(source_documents)
         if source_token is not None:
             changes["source_token"] = source_token
+        if source_faults is not None:
+            changes["source_faults"] = (
+                FaultPlan.parse(source_faults) if isinstance(source_faults, str) else source_faults
+            )
         self._config = replace(config, **changes)
         self._state = SandboxState(self._config)
         self._server = LocalServer("sandbox")
@@ -149,6 +154,14 @@ class Sandbox:
         elif isinstance(plan, str):
             plan = FaultPlan.parse(plan)
         self._state.faults.configure(plan)
+
+    def set_source_faults(self, plan: FaultPlan | str | None) -> None:
+        """Replace the fake source API's fault plan (an outage of the store's API, not of Fenix or DG)."""
+        if plan is None:
+            plan = FaultPlan()
+        elif isinstance(plan, str):
+            plan = FaultPlan.parse(plan)
+        self._state.source_api.faults.configure(plan)
 
     def expire_tokens(self) -> int:
         """Expire every issued Fenix authToken now; returns how many were live."""

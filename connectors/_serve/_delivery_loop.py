@@ -5,6 +5,11 @@ loop (a batch of mapping holds the loop for milliseconds, and every acknowledgem
 delivery runs ``Runtime.run_async`` over the inbox on its own thread, with its own connection to the inbox.
 The two share nothing else: intake wakes the feed when it commits a webhook, and the service asks it to stop
 (hand over what the inbox holds, then end) or, at the drain deadline, to cancel.
+
+Delivery is a sequence of runs over one feed. A run ends when the feed says so (a sweep of parked
+deliveries is due, or ``shipmap replay`` left a request, see ``_feed`` and ``_replays``); the loop then
+carries out the waiting replays and starts the next run, which first re-sends what the journal holds
+pending. Each run's summary is folded into the service's totals (``_totals``).
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ from typing import Literal
 
 import httpx
 
+from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
-from ._enrich import Enricher
+from ._enrich import Enricher, refetch_documents
 from ._feed import InboxFeed
 from ._inbox import Inbox
+from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
+from ._totals import combined, fold
 
 
 class DeliveryLoop:
@@ -35,12 +43,26 @@ class DeliveryLoop:
         enrichments: Mapping[str, Enrichment],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        replays: Path | None = None,
+        resweep: tuple[float, float] = (5.0, 300.0),
     ) -> None:
+        """``replays``: the file where ``shipmap replay`` leaves requests while this service runs (the
+        delivery thread opens its own connection to it); ``resweep``: the first and the longest wait before parked work
+        is looked at again."""
         self.runtime = runtime
         self._inbox_path = inbox
         self._synchronous = synchronous
         self._enrichments = enrichments
         self._transport = transport
+        self._replays_path = replays
+        self._replays: ReplayRequests | None = None
+        self._resweep = resweep
+        self._log = get_logger("serve", runtime.redactor)
+        self.total = RunSummary()  # the finished runs, folded
+        self._folded: RunSummary | None = (
+            None  # the last run folded in (the runtime's ``live`` until the next)
+        )
+        self.runs = 0
         self.result: concurrent.futures.Future[RunSummary | None] = concurrent.futures.Future()
         self.cancelled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -61,6 +83,14 @@ class DeliveryLoop:
     @property
     def handed(self) -> int:
         return self._feed.handed if self._feed is not None else 0
+
+    def summary(self) -> RunSummary:
+        """Everything delivered since the service started: the finished runs and the one in progress."""
+        live = self.runtime.live
+        return combined(self.total, None if live is self._folded else live)
+
+    def parked_webhooks(self) -> int:
+        return len(self._feed.parked) if self._feed is not None else 0
 
     def in_flight(self) -> int:
         progress = self._progress
@@ -94,7 +124,7 @@ class DeliveryLoop:
         try:
             summary = asyncio.run(self._deliver())
         except asyncio.CancelledError:
-            self.result.set_result(self.runtime.live)
+            self.result.set_result(combined(self.total, self.runtime.live))
         except BaseException as error:  # handed to the service, which stops and reports it
             self.result.set_exception(error)
         else:
@@ -102,12 +132,63 @@ class DeliveryLoop:
 
     async def _deliver(self) -> RunSummary | None:
         self._task = asyncio.current_task()
-        with Inbox(self._inbox_path, synchronous=self._synchronous, lock=False) as inbox:
-            async with Enricher(self.runtime, self._enrichments, transport=self._transport) as enricher:
-                feed = InboxFeed(inbox, enricher, self.runtime.redactor)
+        with contextlib.ExitStack() as held:
+            inbox = held.enter_context(Inbox(self._inbox_path, synchronous=self._synchronous, lock=False))
+            if self._replays_path is not None:
+                self._replays = held.enter_context(ReplayRequests(self._replays_path))
+            async with Enricher(
+                self.runtime, self._enrichments, transport=self._transport, wait=False
+            ) as enricher:
+                feed = InboxFeed(
+                    inbox,
+                    enricher,
+                    self.runtime.redactor,
+                    resweep=self._resweep[0],
+                    resweep_cap=self._resweep[1],
+                    parked_deliveries=self._parked_now,
+                    replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
+                )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()
-                return await self.runtime.run_async(feed.events(), progress=self._on_progress)
+                while True:
+                    self.runs += 1
+                    run = await self.runtime.run_async(feed.events(), progress=self._on_progress)
+                    fold(self.total, run)
+                    self._folded = run
+                    if feed.stopping:
+                        return self.total
+                    await self._carry_out_replays(enricher)
+
+    def _parked_now(self) -> int:
+        live = self.runtime.live
+        return live.parked if live is not None else 0
+
+    async def _carry_out_replays(self, enricher: Enricher) -> None:
+        for request in self._replays.waiting() if self._replays is not None else ():
+            self._log.info("replaying dead letters as `shipmap replay` asked (request %d)", request.id)
+            try:
+                summary = await self._replay(request, enricher)
+            except Exception as error:  # the request fails, the service goes on
+                message = self.runtime.redactor.redact(str(error))
+                self._log.warning("replay request %d failed: %s", request.id, message)
+                assert self._replays is not None
+                self._replays.finish(request.id, {"error": message}, failed=True)
+                continue
+            fold(self.total, summary)
+            self._folded = summary
+            assert self._replays is not None
+            self._replays.finish(request.id, _report(summary))
+
+    async def _replay(self, request: ReplayRequest, enricher: Enricher) -> RunSummary:
+        keys = list(request.keys) if request.keys else None
+        if not request.refetch or not self._enrichments:
+            return await self.runtime.replay_async(keys, progress=self._on_progress)
+        runtime = self.runtime
+        return await runtime.replay_async(
+            keys,
+            progress=self._on_progress,
+            refresh=lambda document: refetch_documents(runtime, enricher, document),
+        )
 
     def _on_progress(self, progress: Progress) -> None:
         self._progress = progress
@@ -116,3 +197,17 @@ class DeliveryLoop:
 def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
     with contextlib.suppress(RuntimeError):  # the delivery loop has closed: it has ended, nothing to do
         loop.call_soon_threadsafe(callback)
+
+
+def _report(summary: RunSummary) -> dict[str, object]:
+    """What ``shipmap replay`` prints of a replay the service carried out."""
+    return {
+        "delivered": summary.delivered,
+        "dead": summary.dead,
+        "skipped": summary.skipped,
+        "parked": summary.parked,
+        "rejected": summary.rejected,
+        "events": summary.events,
+        "dead_keys": summary.dead_keys[:100],
+        "outages": summary.outages,
+    }

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +21,7 @@ from urllib.parse import quote
 import httpx
 from shipmap.engine import SourceDocument
 
+from .._breaker import CircuitBreaker, Outage
 from .._config import Connection, join_url
 from .._deliver._delivery import backoff_delay, parse_retry_after
 from .._errors import ConnectorError
@@ -32,6 +34,16 @@ _MAX_RESPONSE = 8 * 1024 * 1024
 
 class EnrichmentError(ConnectorError):
     """A declared GET failed for good (after its retries): the event cannot be mapped yet."""
+
+
+class SourceUnavailable(EnrichmentError):
+    """The source API's circuit breaker is open: try the event again once ``retry_in`` seconds have passed.
+    Not a verdict on the event: ``shipmap serve`` keeps it in the inbox, it is never dead-lettered there."""
+
+    def __init__(self, connection: str, reason: str, retry_in: float) -> None:
+        super().__init__(f"source API {connection} unavailable (circuit breaker open: {reason})")
+        self.connection = connection
+        self.retry_in = retry_in
 
 
 def wants_enrichment(enrichment: Enrichment | None, event: Mapping[str, Any]) -> bool:
@@ -65,11 +77,19 @@ class Enricher:
         enrichments: Mapping[str, Enrichment],
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        wait: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``wait``: an event that finds its source API's breaker open waits for it up to ``outage_wait``
+        (``shipmap run``); without, it gets :class:`SourceUnavailable` at once (``shipmap serve``)."""
         self.runtime = runtime
         self.enrichments = enrichments
         self._transport = transport
+        self._wait = wait
+        self._clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._blocked_since: dict[str, float] = {}
         self._rng = random.Random()
         self._log = get_logger("serve.enrich", runtime.redactor)
         self.fetched = 0  # successful GETs, for metrics
@@ -85,6 +105,10 @@ class Enricher:
                 timeout=(connection.timeout or delivery.timeout).httpx(),
                 transport=self._transport,
                 follow_redirects=False,
+            )
+            settings = connection.breaker or delivery.breaker
+            self.breakers[name] = CircuitBreaker(
+                name, settings, store=self.runtime.breaker_store, clock=self._clock
             )
         return self
 
@@ -108,17 +132,22 @@ class Enricher:
         results = await asyncio.gather(
             *(self._get(enrichment.connection, path) for path in paths), return_exceptions=True
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        failures = [result for result in results if isinstance(result, BaseException)]
+        for failure in failures:  # "later" outranks "never": the API that is down may hold the answer
+            if isinstance(failure, SourceUnavailable):
+                raise failure
+        if failures:
+            raise failures[0]
         return dict(zip(names, results, strict=True))
 
     async def _get(self, connection: str, path: str) -> Any:
         client = self._clients[connection]
+        breaker = self.breakers[connection]
         url = join_url(self.runtime.connections[connection].base_url, path)
         policy = self.runtime.config.delivery.retry
-        attempt = 0
+        attempt = counted = 0
         while True:
+            probe = await self._admit(breaker)
             attempt += 1
             retry_after: float | None = None
             try:
@@ -126,20 +155,49 @@ class Enricher:
             except httpx.HTTPError as error:
                 retryable = isinstance(error, httpx.TransportError)
                 reason = f"{type(error).__name__}: {self.runtime.redactor.redact(str(error)) or 'no detail'}"
+            except BaseException:
+                if probe:  # a probe must always end, or the breaker stays half-open
+                    breaker.failure("the probe was interrupted", probe=True)
+                raise
             else:
                 status = response.status_code
                 if 200 <= status < 300:
+                    breaker.success()
                     return self._decode(response, path)
                 retryable = status == 429 or status >= 500
                 reason = f"HTTP {status} {response.reason_phrase}".rstrip()
                 retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
-            if not retryable or attempt >= policy.max_attempts:
+            if retryable:
+                breaker.failure(f"GET {path}: {reason}", probe=probe)
+            else:
+                breaker.success()  # the API answered: it is up, whatever it thought of this request
+            if retryable and breaker.is_open:
+                continue  # the next admission waits or says "later"; attempts into an outage do not count
+            counted += 1
+            if not retryable or counted >= policy.max_attempts:
                 self.failed += 1
                 tried = f" after {attempt} attempts" if attempt > 1 else ""
                 raise EnrichmentError(f"GET {path} failed{tried}: {reason}")
-            delay = backoff_delay(policy, attempt, self._rng, retry_after)
+            delay = backoff_delay(policy, counted, self._rng, retry_after)
             self._log.info("GET %s: attempt %d failed (%s); retrying in %.2fs", path, attempt, reason, delay)
             await asyncio.sleep(delay)
+
+    async def _admit(self, breaker: CircuitBreaker) -> bool:
+        """Whether this GET may go now (True: it is the breaker's probe); SourceUnavailable when not."""
+        state = breaker.state
+        if state.phase == "closed":
+            self._blocked_since.pop(breaker.name, None)
+            return False
+        now = self._clock()
+        if not self._wait:
+            if state.phase == "open" and now >= state.retry_at:
+                return await breaker.admit(float("inf"))  # due: this GET is the probe, at once
+            raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now))
+        give_up_at = self._blocked_since.setdefault(breaker.name, now) + breaker.settings.outage_wait
+        try:
+            return await breaker.admit(give_up_at)
+        except Outage:
+            raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now)) from None
 
     def _decode(self, response: httpx.Response, path: str) -> Any:
         if len(response.content) > _MAX_RESPONSE:

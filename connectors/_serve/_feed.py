@@ -5,6 +5,16 @@ event before it asks for the next one, so when the generator resumes after a ``y
 are owed in the journal and its inbox row can be marked processed. Those marks are committed in small
 batches: a crash can leave a few settled rows unmarked, and handing them over again is harmless, because the
 runtime keys deliveries by content and skips what is already pending or delivered.
+
+The feed hands events to one run of the runtime (an *epoch*) and ends that run when the service must look at
+its pending work again: a run re-sends what the journal holds ``pending`` only when it starts, so a delivery
+parked by an outage (its breaker open past ``outage_wait``) waits for the next run. When deliveries are
+parked, or a ``shipmap replay`` request is waiting, the feed ends its epoch once it is idle (for a replay, at
+once) and the delivery loop starts the next. A webhook whose enrichment finds the source API's breaker open
+is *parked* too: it stays ``pending`` in the inbox, is skipped, and is looked at again at the next sweep.
+Sweeps come ``resweep`` seconds after something was parked (at the earliest when the breaker's next probe is
+due), doubling while the outage lasts, up to ``resweep_cap``. The breakers decide what is sent: a sweep into an
+open breaker sends nothing, so sweeping never hammers a destination that is down.
 """
 
 from __future__ import annotations
@@ -14,19 +24,20 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from shipmap.engine import SourceDocument
 
 from .._redact import get_logger
-from ._enrich import Enricher, EnrichmentError
+from ._enrich import Enricher, EnrichmentError, SourceUnavailable
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
 
 _PAGE = 64
 _MARK_EVERY = 32
 _IDLE_POLL = 1.0  # seconds between looks at the inbox when nothing wakes the feed
 _PURGE_EVERY = 3600.0
+_CHECK_REPLAYS_EVERY = 1.0  # seconds between looks for replay requests while the feed is busy
 
 
 def envelope(row: InboundRow) -> dict[str, Any]:
@@ -42,7 +53,17 @@ def envelope(row: InboundRow) -> dict[str, Any]:
 
 
 class InboxFeed:
-    def __init__(self, inbox: InboxStore, enricher: Enricher, redactor: Any) -> None:
+    def __init__(
+        self,
+        inbox: InboxStore,
+        enricher: Enricher,
+        redactor: Any,
+        *,
+        resweep: float = 5.0,
+        resweep_cap: float = 300.0,
+        parked_deliveries: Callable[[], int] = lambda: 0,
+        replays_waiting: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.inbox = inbox
         self.enricher = enricher
         self.wakeup = asyncio.Event()
@@ -50,6 +71,16 @@ class InboxFeed:
         self.idle = False  # waiting for a wake-up: intake's commit sets ``wakeup`` only then
         self.handed = 0  # events handed to the runtime
         self.enrichment_failures = 0
+        self.parked: set[int] = set()  # inbox rows waiting for their source API (still pending there)
+        self.sweeps = 0
+        self._resweep = resweep
+        self._resweep_cap = resweep_cap
+        self._backoff = resweep
+        self._next_sweep: float | None = None  # monotonic: when parked work is looked at again
+        self._retry_in = 0.0  # the soonest a parked webhook's source API probes again
+        self._parked_deliveries = parked_deliveries
+        self._replays_waiting = replays_waiting
+        self._replays_checked = 0.0
         self._log = get_logger("serve.feed", redactor)
         self._purged_at = time.monotonic()  # the service purged at start
 
@@ -60,6 +91,7 @@ class InboxFeed:
         self.wakeup.set()
 
     async def events(self) -> AsyncIterator[SourceDocument]:
+        """One epoch's events: until stopped and empty, or until a sweep or a replay needs a new run."""
         done: list[int] = []
         cursor = 0
         try:
@@ -67,6 +99,14 @@ class InboxFeed:
                 if done:
                     self.inbox.mark_processed(done)
                     done.clear()
+                if not self.stopping:
+                    if self._replay_requested():
+                        return  # the delivery loop replays between two runs
+                    sweep = self._sweep_due()
+                    if sweep == "run":
+                        return  # the next run re-sends the parked deliveries
+                    if sweep == "inbox":
+                        cursor = 0  # parked webhooks are pending rows behind the cursor: read them again
                 # Idle before looking: a commit after the look wakes the wait below, one before it is found.
                 self.idle = True
                 self.wakeup.clear()
@@ -78,12 +118,18 @@ class InboxFeed:
                         self._purged_at = time.monotonic()
                         self.inbox.purge(time.time() - DEDUP_WINDOW)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.wait(), _IDLE_POLL)
+                        await asyncio.wait_for(self.wakeup.wait(), self._idle_wait())
                     continue
                 self.idle = False
                 for row in rows:
                     cursor = row.id
-                    yield await self._event(row)
+                    try:
+                        event = await self._event(row)
+                    except SourceUnavailable as down:
+                        self._park(row, down)
+                        continue
+                    self.parked.discard(row.id)
+                    yield event
                     # Resumed: the runtime has journaled that event's deliveries.
                     self.handed += 1
                     done.append(row.id)
@@ -94,6 +140,57 @@ class InboxFeed:
             if done:
                 with contextlib.suppress(Exception):
                     self.inbox.mark_processed(done)
+
+    # --- parked work ------------------------------------------------------------------------------------------
+
+    def _park(self, row: InboundRow, down: SourceUnavailable) -> None:
+        if not self.parked:
+            self._log.warning(
+                "%s#%d: %s; the webhook waits in the inbox and is tried again when the API is probed",
+                row.source,
+                row.id,
+                down.message,
+            )
+            self._retry_in = down.retry_in
+        self.parked.add(row.id)
+        self._retry_in = min(self._retry_in, down.retry_in)
+
+    def _sweep_due(self) -> str | None:
+        """Whether to look at parked work now: ``"run"`` (deliveries are parked in the journal: a new
+        run re-sends them), ``"inbox"`` (only webhooks are parked: read the inbox from its start), or None."""
+        deliveries = self._parked_deliveries()
+        if not deliveries and not self.parked:
+            self._backoff, self._next_sweep = self._resweep, None  # the outage is over
+            return None
+        now = time.monotonic()
+        if self._next_sweep is None:
+            self._next_sweep = now + max(self._backoff, self._retry_in if self.parked else 0.0)
+            return None
+        if now < self._next_sweep:
+            return None
+        self._next_sweep = None
+        self._backoff = min(self._backoff * 2, self._resweep_cap)
+        self.sweeps += 1
+        self._log.info(
+            "looking again at parked work: %d deliveries, %d webhooks (next look in %.0f s at the latest)",
+            deliveries,
+            len(self.parked),
+            self._backoff,
+        )
+        self.parked.clear()  # those still waiting park again, at once and without a request
+        return "run" if deliveries else "inbox"
+
+    def _idle_wait(self) -> float:
+        if self._next_sweep is None:
+            return _IDLE_POLL
+        return max(0.01, min(_IDLE_POLL, self._next_sweep - time.monotonic()))
+
+    def _replay_requested(self) -> bool:
+        now = time.monotonic()
+        if now - self._replays_checked < _CHECK_REPLAYS_EVERY:
+            return False
+        self._replays_checked = now
+        return self._replays_waiting()
 
     async def _event(self, row: InboundRow) -> SourceDocument:
         origin = f"{row.source}#{row.id}"
@@ -106,6 +203,8 @@ class InboxFeed:
         elif self.enricher.applies(event):
             try:
                 documents = await self.enricher.documents(event)
+            except SourceUnavailable:
+                raise  # not the event's fault: it is parked, not dead-lettered
             except EnrichmentError as error:
                 # Recorded by the runtime as a rejected input with this reason (shipmap dead-letters).
                 self.enrichment_failures += 1

@@ -11,6 +11,12 @@ inbox still holds and ends, and the runtime finishes its deliveries, all within 
 is still in flight at the deadline is cancelled and stays ``pending`` in the journal; accepted webhooks not
 yet handed over stay in the inbox. The next start re-sends the first and hands over the second: nothing
 acknowledged is lost.
+
+Readiness (``/readyz``) means "send me webhooks": the inbox is writable, intake is open and the delivery
+thread runs. An open circuit breaker does not make the service unready: intake still commits every webhook
+and delivery catches up when the destination is back, while a load balancer that pulled the instance would
+turn a vendor's outage into refused webhooks. ``/readyz`` reports each breaker (and ``degraded``), so a
+probe that wants to alert on it can.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import DEDUP_WINDOW, Inbox
 from ._metrics import ServiceMetrics
+from ._replays import ReplayRequests, replays_path
 from ._settings import ServeSettings, serve_settings
 
 
@@ -73,14 +80,27 @@ class Service:
         host, port = sock.getsockname()[:2]
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         synchronous = self.runtime.config.journal.synchronous
-        with Inbox(settings.inbox, synchronous=synchronous) as inbox:  # intake's connection; holds the lock
+        journal = self.runtime.config.journal.path  # an SQLite journal is this process's: replays come here
+        with contextlib.ExitStack() as held:
+            inbox = held.enter_context(Inbox(settings.inbox, synchronous=synchronous))  # intake's; locks
             inbox.purge(time.time() - DEDUP_WINDOW)
+            replays = (
+                held.enter_context(ReplayRequests(replays_path(journal), serving=True))
+                if journal is not None
+                else None
+            )
             enrichments = {n: s.enrich for n, s in settings.sources.items() if s.enrich is not None}
             delivery = DeliveryLoop(
-                self.runtime, settings.inbox, synchronous, enrichments, transport=self._source_transport
+                self.runtime,
+                settings.inbox,
+                synchronous,
+                enrichments,
+                transport=self._source_transport,
+                replays=replays.path if replays is not None else None,
+                resweep=(settings.resweep, settings.resweep_cap),
             )
             metrics = ServiceMetrics(
-                summary=lambda: self.runtime.live,
+                summary=delivery.summary,
                 queue=lambda: (inbox.depth(), inbox.oldest_pending()),
                 breakers=self.breakers,
                 in_flight=delivery.in_flight,
@@ -90,11 +110,7 @@ class Service:
                 inbox=inbox,
                 metrics=metrics,
                 on_accept=delivery.wake,
-                readiness=lambda: {
-                    "delivering": delivery.running,
-                    "queue_depth": inbox.depth(),
-                    "breakers": self.breakers(),
-                },
+                readiness=lambda: self._readiness(delivery, inbox),
             )
             server = _Server(
                 uvicorn.Config(
@@ -189,8 +205,31 @@ class Service:
         return self.summary
 
     def breakers(self) -> dict[str, str]:
-        """Each connection's circuit breaker state (closed, half_open, open), where the runtime has one."""
-        store: Any = getattr(self.runtime, "breaker_store", None)  # the runtime's, once it has breakers
-        if store is None:
-            return {}
+        """Each connection's circuit breaker state (closed, half_open, open). Delivery and enrichment keep
+        their breakers in the runtime's breaker store, by connection name: one record per connection."""
+        store = self.runtime.breaker_store
         return {name: str(store.breaker(name).phase) for name in self.runtime.connections}
+
+    def _readiness(self, delivery: DeliveryLoop, inbox: Inbox) -> dict[str, Any]:
+        store = self.runtime.breaker_store
+        now = time.monotonic()  # the breakers' clock
+        outages = {}
+        for name in self.runtime.connections:
+            record = store.breaker(name)
+            if record.phase != "closed":
+                outages[name] = {
+                    "state": record.phase,
+                    "reason": record.reason,
+                    "open_for_seconds": round(max(0.0, now - record.opened_at), 1),
+                    "next_probe_in_seconds": round(max(0.0, record.retry_at - now), 1),
+                    "probes": record.probes,
+                }
+        return {
+            "delivering": delivery.running,
+            "queue_depth": inbox.depth(),
+            "breakers": self.breakers(),
+            "degraded": bool(outages),  # a destination or source API is down: intake still accepts
+            "outages": outages,
+            "parked_deliveries": delivery.summary().parked,
+            "parked_webhooks": delivery.parked_webhooks(),
+        }

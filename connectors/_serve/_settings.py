@@ -21,6 +21,8 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY = 1024 * 1024
 DEFAULT_DRAIN = 20.0
 DEFAULT_TOLERANCE = 300.0
+DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays parked
+DEFAULT_RESWEEP_CAP = 300.0
 # The keys of the event serve hands the runtime; a fetched document may not take one of these names.
 ENVELOPE_KEYS = frozenset({"id", "source", "topic", "received_at", "headers", "payload"})
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
@@ -72,6 +74,8 @@ class ServeSettings:
     max_body: int
     drain_timeout: float
     sources: Mapping[str, SourceSettings]
+    resweep: float = DEFAULT_RESWEEP
+    resweep_cap: float = DEFAULT_RESWEEP_CAP
 
 
 def serve_settings(config: RuntimeConfig) -> ServeSettings:
@@ -95,6 +99,8 @@ def serve_settings(config: RuntimeConfig) -> ServeSettings:
         max_body=max_body,
         drain_timeout=parse_duration(raw.get("drain_timeout", DEFAULT_DRAIN)),
         sources=sources,
+        resweep=max(0.05, parse_duration(raw.get("resweep", DEFAULT_RESWEEP))),
+        resweep_cap=max(0.05, parse_duration(raw.get("resweep_cap", DEFAULT_RESWEEP_CAP))),
     )
 
 

@@ -1,0 +1,141 @@
+"""Replay requests for a running ``shipmap serve``: how ``shipmap replay`` works without stopping the service.
+
+The service holds its SQLite journal's run lock for as long as it runs, so a second process cannot replay
+into it. Instead, ``shipmap replay`` finds the service running (it holds this file's lock) and writes a
+request here; the service's delivery loop carries it out between two of its runs, in its own process and
+with its own journal connection (the same keys, the same idempotency keys, exactly as a replay run), and
+writes the result back; the command waits for it and prints it. One small SQLite file beside the journal:
+``<journal>.replays``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .._errors import JournalError
+
+try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS replays (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    keys TEXT,
+    refetch INTEGER NOT NULL DEFAULT 0,
+    requested_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'done', 'failed')),
+    result TEXT,
+    finished_at REAL
+);
+"""
+_FORGET_AFTER = 7 * 24 * 3600.0  # finished requests are kept a week, for the record
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRequest:
+    id: int
+    keys: tuple[str, ...] | None  # None: every dead letter
+    refetch: bool
+
+
+def replays_path(journal: Path) -> Path:
+    return journal.with_name(journal.name + ".replays")
+
+
+class ReplayRequests:
+    """The request file. ``serving=True``: the service's side, which holds the file's lock while it runs."""
+
+    def __init__(self, path: Path, *, serving: bool = False) -> None:
+        self.path = path
+        self._lock: Any = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if serving and fcntl is not None:
+                self._lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - held for the service's lifetime
+                fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            if serving:
+                self._db.execute(
+                    "DELETE FROM replays WHERE state != 'waiting' AND finished_at < ?",
+                    (time.time() - _FORGET_AFTER,),
+                )
+        except (sqlite3.Error, OSError) as error:
+            self.close()
+            raise JournalError(f"cannot open the replay requests {path}: {error}") from None
+
+    @staticmethod
+    def service_running(path: Path) -> bool:
+        """Whether a ``shipmap serve`` holds this file's lock now."""
+        lock = Path(f"{path}.lock")
+        if fcntl is None or not lock.exists():
+            return False
+        with open(lock, "a+") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+
+    def close(self) -> None:
+        if getattr(self, "_db", None) is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> ReplayRequests:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- shipmap replay's side ------------------------------------------------------------------------------
+
+    def submit(self, keys: Sequence[str] | None, *, refetch: bool = False) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO replays (keys, refetch, requested_at) VALUES (?, ?, ?)",
+            (json.dumps(list(keys)) if keys else None, int(refetch), time.time()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def result(self, request: int) -> tuple[str, dict[str, Any] | None]:
+        """The request's state (waiting, done, failed) and, once finished, its result."""
+        row = self._db.execute("SELECT state, result FROM replays WHERE id = ?", (request,)).fetchone()
+        if row is None:
+            return "failed", {"error": "the request is gone"}
+        return str(row[0]), json.loads(row[1]) if row[1] else None
+
+    # --- the service's side ---------------------------------------------------------------------------------
+
+    def waiting(self) -> list[ReplayRequest]:
+        rows = self._db.execute(
+            "SELECT id, keys, refetch FROM replays WHERE state = 'waiting' ORDER BY id"
+        ).fetchall()
+        return [ReplayRequest(int(r[0]), tuple(json.loads(r[1])) if r[1] else None, bool(r[2])) for r in rows]
+
+    def any_waiting(self) -> bool:
+        return (
+            self._db.execute("SELECT 1 FROM replays WHERE state = 'waiting' LIMIT 1").fetchone() is not None
+        )
+
+    def finish(self, request: int, result: dict[str, Any], *, failed: bool = False) -> None:
+        self._db.execute(
+            "UPDATE replays SET state = ?, result = ?, finished_at = ? WHERE id = ?",
+            ("failed" if failed else "done", json.dumps(result), time.time(), request),
+        )

@@ -1,0 +1,167 @@
+"""Outages while ``shipmap serve`` runs: the store's API down (enrichment parks, the breaker keeps requests
+down), a destination down (deliveries parked, then re-sent by the running service on its own), and
+``shipmap replay`` of a dead letter while the service holds the journal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from shipmap.connectors import Sandbox
+
+from .harness import (
+    BC_API_TOKEN,
+    REAL_SHOPIFY,
+    SERVE_FIXTURES,
+    SOURCE_DOCUMENTS,
+    ServeProcess,
+    environment,
+    shopify_headers,
+)
+
+WEBHOOKS = SERVE_FIXTURES / "webhooks"
+BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+FAST_SWEEP = "  drain_timeout: 30s\n  resweep: 200ms\n  resweep_cap: 1s\n"
+
+
+def _configure(serve: ServeProcess, connection: str, breaker: str) -> None:
+    """The test config with a quick breaker on ``connection`` and quick sweeps."""
+    text = serve.config.read_text()
+    anchor = f"  {connection}:\n"
+    assert anchor in text
+    text = text.replace(anchor, f"{anchor}    breaker: {{{breaker}}}\n", 1)
+    serve.config.write_text(text.replace("  drain_timeout: 30s\n", FAST_SWEEP, 1))
+
+
+def _breaker_states(metrics: str, connection: str) -> dict[str, float]:
+    (family,) = [f for f in text_string_to_metric_families(metrics) if f.name == "shipmap_breaker_state"]
+    return {s.labels["state"]: s.value for s in family.samples if s.labels["connection"] == connection}
+
+
+def _dead(metrics: str) -> float:
+    families = [f for f in text_string_to_metric_families(metrics) if f.name == "shipmap_deliveries"]
+    return sum(s.value for f in families for s in f.samples if s.labels.get("outcome") == "dead")
+
+
+def _shopify_order(index: int) -> bytes:
+    return json.dumps(dict(ORDER, id=7_000_000 + index, name=f"#OUT{index}")).encode()
+
+
+def test_store_api_outage_parks_webhooks_and_the_breaker_holds_requests_back(tmp_path: Path) -> None:
+    with Sandbox(
+        source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="5xx=1"
+    ) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _configure(serve, "bc_store", "failures: 2, cooldown: 200ms, cooldown_cap: 1s")
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+                for i in range(10):
+                    body = dict(template, hash=f"outage-{i}", data={"type": "order", "id": 100 + i % 2})
+                    answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+
+                def ready() -> Any:
+                    return client.get(f"{serve.url}/readyz")
+
+                serve.wait_until(lambda: ready().json()["parked_webhooks"] == 10, what="10 parked webhooks")
+                received = sandbox.stats()["source_api"]["received"]
+                answer = ready()
+                body = answer.json()
+                # Degraded, not unready: intake still commits webhooks while the store's API is down.
+                assert answer.status_code == 200 and body["ready"] is True and body["degraded"] is True
+                assert body["breakers"]["bc_store"] in ("open", "half_open")
+                outage = body["outages"]["bc_store"]
+                assert "HTTP 5" in outage["reason"]
+                # Every GET after the breaker opened is a probe, one per cooldown: without the breaker,
+                # each of the 10 events would have made 3 GETs x 4 attempts.
+                assert received <= 3 * 2 + outage["probes"], (received, outage)
+                states = _breaker_states(client.get(f"{serve.url}/metrics").text, "bc_store")
+                assert states["closed"] == 0.0 and states["open"] + states["half_open"] == 1.0
+                assert sandbox.requests(endpoint="fenix.orders") == []
+                sandbox.set_source_faults(None)  # the store's API is back
+                serve.wait_until(
+                    lambda: len(sandbox.requests(endpoint="fenix.orders")) == 10, what="10 orders delivered"
+                )
+                body = ready().json()
+                assert body["breakers"]["bc_store"] == "closed" and body["degraded"] is False
+                assert body["parked_webhooks"] == 0 and body["queue_depth"] == 0
+                assert _dead(client.get(f"{serve.url}/metrics").text) == 0
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        orders = sandbox.requests(endpoint="fenix.orders")
+    assert sorted(o.body["id"] for o in orders) == ["100"] * 5 + ["101"] * 5
+    assert all(o.body["line_items"] for o in orders)  # mapped from the fetched /products
+
+
+def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) -> None:
+    with Sandbox(faults="5xx=1") as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _configure(serve, "fenix", "failures: 2, cooldown: 200ms, cooldown_cap: 1s, outage_wait: 500ms")
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for i in range(3):
+                    body = _shopify_order(i)
+                    headers = shopify_headers(body, "orders/create", f"parked-{i}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(
+                    lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] > 0,
+                    what="deliveries parked by the open breaker",
+                )
+                answer = client.get(f"{serve.url}/readyz")
+                assert answer.status_code == 200 and answer.json()["degraded"] is True
+                assert answer.json()["breakers"]["fenix"] in ("open", "half_open")
+                sandbox.set_faults(None)  # Fenix is back; no new webhook arrives
+                serve.wait_until(
+                    lambda: len(sandbox.requests(endpoint="fenix.orders")) >= 3, what="3 orders re-sent"
+                )
+                assert _dead(client.get(f"{serve.url}/metrics").text) == 0
+                assert client.get(f"{serve.url}/readyz").json()["breakers"]["fenix"] == "closed"
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        orders = sandbox.requests(endpoint="fenix.orders")
+    assert sorted(o.body["id"] for o in orders) == ["7000000", "7000001", "7000002"]
+    assert any("looking again at parked work" in line for line in serve.errors), serve.errors[-20:]
+
+
+def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
+    # Four 5xx in a row: the delivery gives up after its 4 attempts (the breaker needs 5 to open): dead.
+    with Sandbox(faults="schedule=500,500,500,500") as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                body = _shopify_order(9)
+                headers = shopify_headers(body, "orders/create", "dead-then-replayed")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(
+                    lambda: _dead(client.get(f"{serve.url}/metrics").text) == 1, what="a dead letter"
+                )
+
+                def shipmap(*args: str) -> subprocess.CompletedProcess[str]:
+                    return subprocess.run(
+                        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *args],
+                        capture_output=True, text=True, env=environment(sandbox.url), cwd=tmp_path,
+                        check=False, timeout=120,
+                    )  # fmt: skip
+
+                replay = shipmap("replay", str(serve.config), "--no-progress")
+                assert replay.returncode == 0, replay.stdout + replay.stderr
+                assert "shipmap serve is running: it replays 1 dead letter(s)" in replay.stdout
+                assert "replayed by shipmap serve: delivered 1, dead 0" in replay.stdout
+                (order,) = sandbox.requests(endpoint="fenix.orders")
+                assert order.body["id"] == "7000009"
+                again = shipmap("replay", str(serve.config), "--no-progress")
+                assert (again.returncode, again.stdout.strip()) == (0, "no dead letters to replay")
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
