@@ -21,8 +21,8 @@ from urllib.parse import quote
 import httpx
 from shipmap.engine import SourceDocument
 
-from .._breaker import CircuitBreaker, Outage
 from .._config import Connection, join_url
+from .._deliver._breaker import CircuitBreaker, Outage
 from .._deliver._delivery import backoff_delay, parse_retry_after
 from .._errors import ConnectorError
 from .._redact import get_logger
