@@ -24,6 +24,7 @@ import jmespath.exceptions
 
 from ._expressions import _SCOPE_PREFIX, Scope, _variables, flatten_once, is_truthy
 from ._functions import MISSING, lookup_key
+from ._validator import CheckWriter, Unsupported, array_shape, object_shape
 
 if TYPE_CHECKING:
     from ._compiler import MappingCompiler
@@ -63,12 +64,21 @@ class _Level:
 
 class TargetWriter:
     """Writes one target's produce function. ``compiler`` has already compiled the same target (and checked
-    everything a compile error could come from), so the spec here is known to be valid."""
+    everything a compile error could come from), so the spec here is known to be valid.
 
-    def __init__(self, compiler: MappingCompiler) -> None:
+    Given the kind's schema, it writes the checked variant instead: the same function, which also raises
+    Deoptimize unless the payload it returns is valid under the schema and strict JSON (what
+    ``TargetKind.payload_problems`` finds nothing in). It checks each value where it is written, so what the
+    code guarantees by construction costs nothing: a dict or list it built itself has its exact type and only
+    the keys it writes (an unknown key is refused where it is written), a field it never leaves out needs no
+    required-key test, and a value is tested once, in a local variable, not looked up again in the payload."""
+
+    def __init__(self, compiler: MappingCompiler, schema: Any = None) -> None:
         from ._compiler import OMIT  # a cycle: the compiler calls generate()
 
         self.compiler = compiler
+        self.schema = schema
+        self.checks = CheckWriter(strict=True)
         self.functions = compiler.functions.unchecked
         self.lines: list[str] = []
         self.indent = 1
@@ -140,13 +150,16 @@ class TargetWriter:
         if "when" in spec:
             self.emit(f"if not truthy({self.expression(spec['when'], level, None)}):")
             self.emit("    return None")
-        out = self.object(spec["fields"], level)
+        out = self.object(spec["fields"], level, self.schema, top=True)
         self.emit(f"return {out}")
         for scoped in sorted(self.levels, key=lambda each: each.insert_at, reverse=True):
             if scoped.needs_scope:
                 parent = scoped.parent.scope if scoped.parent is not None else "None"
                 line = f"{scoped.scope} = Scope({scoped.data}, {parent}, root, '', {scoped.index})"
                 self.lines.insert(scoped.insert_at, "    " * scoped.width + line)
+        if self.schema is not None:
+            self.lines[:0] = self.checks.helpers
+            self.namespace.update(self.checks.namespace())
         source = "\n".join(self.lines) + "\n"
         code = compile(source, f"<shipmap target {name}>", "exec")
         exec(code, self.namespace)
@@ -154,22 +167,46 @@ class TargetWriter:
         produce.__doc__ = source  # what ran, for anyone debugging a difference
         return produce
 
-    def object(self, fields: dict[str, Any], level: _Level) -> str:
+    def object(self, fields: dict[str, Any], level: _Level, schema: Any = None, top: bool = False) -> str:
+        """Code that builds the object of ``fields``, checked against ``schema`` unless it is None (only a
+        non-empty object is checked unless ``top``: an empty one is left out of its parent)."""
         out = self.fresh("o")
         self.emit(f"{out} = {{}}")
+        shape = object_shape(schema)
         for key, spec in fields.items():
             if type(key) is not str:
                 raise _Unsupported("a non-text key")
-            self.field(key, spec, level, out)
+            child = None
+            if shape is not None:
+                properties, _, closed = shape
+                child = properties.get(key, not closed)
+            self.field(key, spec, level, out, child)
+        if schema is not None:
+            guard = "" if top else f"{out} and "
+            if shape is None:
+                self.emit(f"if {guard}not {self.checks.test(schema, out)}:")
+                self.emit("    raise Deoptimize")
+            elif shape[1]:
+                self.emit(f"if {guard}not {out}.keys() >= {self.share(shape[1], '_r')}:")
+                self.emit("    raise Deoptimize")
         return out
 
-    def field(self, key: str, spec: Any, level: _Level, out: str) -> None:
+    def check(self, schema: Any, value: str) -> None:
+        """Raise Deoptimize unless ``value`` (a variable) is valid under ``schema`` (None: no check)."""
+        if schema is not None:
+            self.emit(f"if not {self.checks.test(schema, value)}:")
+            self.emit("    raise Deoptimize")
+
+    def field(self, key: str, spec: Any, level: _Level, out: str, schema: Any = None) -> None:
         target = f"{out}[{key!r}]"
         if isinstance(spec, str):
             value = self.fresh("v")
             self.emit(f"{value} = {self.expression(spec, level, None)}")
             self.emit(f"if {value} is not None:")
-            self.emit(f"    {target} = {value}")
+            self.indent += 1
+            self.check(schema, value)
+            self.emit(f"{target} = {value}")
+            self.indent -= 1
         elif isinstance(spec, list):
             holder, items = self.fresh("o"), self.fresh("l")
             self.emit(f"{holder} = {{}}")
@@ -178,27 +215,41 @@ class TargetWriter:
                 self.field("k", element, level, holder)
                 self.emit(f"if {holder}.get('k') is not None:")
                 self.emit(f"    {items}.append({holder}.pop('k'))")
+            self.check(schema, items)
             self.emit(f"{target} = {items}")
         elif not isinstance(spec, dict):
-            self.emit(f"{target} = {self.constant(spec)}")
+            self.constant_field(target, spec, schema)
         elif not any(source in spec for source in _SOURCE_KEYS):
-            inner = self.object(spec, level)
+            inner = self.object(spec, level, schema)
             self.emit(f"if {inner}:")
             self.emit(f"    {target} = {inner}")
         elif set(spec) <= {"literal", "description"}:
             if spec["literal"] is not None:
-                self.emit(f"{target} = {self.constant(spec['literal'])}")
+                self.constant_field(target, spec["literal"], schema)
         else:
-            value, omitted = self.spec(spec, level)
+            value, omitted, checked = self.spec(spec, level, schema)
             if omitted:
                 self.emit(f"if {value} is not {omitted}:")
-                self.emit(f"    {target} = {value}")
-            else:
-                self.emit(f"{target} = {value}")
+                self.indent += 1
+            if not checked:
+                self.check(schema, value)
+            self.emit(f"{target} = {value}")
+            if omitted:
+                self.indent -= 1
 
-    def spec(self, spec: dict[str, Any], level: _Level) -> tuple[str, str]:
-        """Code that leaves the field's value in a variable: its name, and what it holds when the field is
-        left out ("None", or "OMIT" where null is a value: a default of null; "" when it is never left out)."""
+    def constant_field(self, target: str, value: Any, schema: Any) -> None:
+        if schema is None:
+            self.emit(f"{target} = {self.constant(value)}")
+            return
+        held = self.fresh("t")  # a name: the test may call a method on it (5.is_integer() is no Python)
+        self.emit(f"{held} = {self.constant(value)}")
+        self.check(schema, held)
+        self.emit(f"{target} = {held}")
+
+    def spec(self, spec: dict[str, Any], level: _Level, schema: Any = None) -> tuple[str, str, bool]:
+        """Code that leaves the field's value in a variable: its name, what it holds when the field is left
+        out ("None", or "OMIT" where null is a value: a default of null; "" when it is never left out), and
+        whether the value, when it is not left out, has been checked against ``schema`` already."""
         value = self.fresh("v")
         guarded = "when" in spec
         omitted = ("OMIT" if guarded else "") if "default" in spec else "None"
@@ -207,24 +258,28 @@ class TargetWriter:
             self.emit(f"    {value} = {omitted}")
             self.emit("else:")
             self.indent += 1
-        self.source(spec, level, value)
+        # A lookup, a type or a default may replace what the source built: then the final value is checked.
+        as_built = not any(step in spec for step in ("lookup", "type", "default"))
+        checked = self.source(spec, level, value, schema if as_built else None)
         self.finish(spec, value)
         if guarded:
             self.indent -= 1
-        return value, omitted
+        return value, omitted, checked
 
-    def source(self, spec: dict[str, Any], level: _Level, value: str) -> None:
+    def source(self, spec: dict[str, Any], level: _Level, value: str, schema: Any = None) -> bool:
+        """Code that leaves the source's value in ``value``; True when it checked it against ``schema``."""
         if "each" in spec:
-            self.each(spec, level, value)
-        elif "literal" in spec:
+            return self.each(spec, level, value, schema)
+        if "literal" in spec:
             self.emit(f"{value} = {self.constant(spec['literal'])}")
         elif "path" in spec:
             self.emit(f"{value} = {self.expression(spec['path'], level, False)}")
         elif "template" in spec:
             self.emit(f"{value} = {self.expression(spec['template'], level, True)}")
         elif "from" not in spec:
-            body = self.body(spec, level)
+            body = self.body(spec, level, schema)
             self.emit(f"{value} = {body} if {body} else None")
+            return schema is not None
         else:
             found = self.fresh("f")
             self.emit(f"{found} = {self.expression(spec['from'], level, None)}")
@@ -233,16 +288,20 @@ class TargetWriter:
             self.emit("else:")
             self.indent += 1
             inner = self.enter(found, level, "None")
-            body = self.body(spec, inner)
+            body = self.body(spec, inner, schema)
             self.emit(f"{value} = {body} if {body} else None")
             self.indent -= 1
+            return schema is not None
+        return False
 
-    def body(self, spec: dict[str, Any], level: _Level) -> str:
+    def body(self, spec: dict[str, Any], level: _Level, schema: Any = None) -> str:
         if "use" in spec:
-            return self.object(self.compiler.spec["fragments"][spec["use"]], level)
-        return self.object(spec["fields"], level)
+            return self.object(self.compiler.spec["fragments"][spec["use"]], level, schema)
+        return self.object(spec["fields"], level, schema)
 
-    def each(self, spec: dict[str, Any], level: _Level, value: str) -> None:
+    def each(self, spec: dict[str, Any], level: _Level, value: str, schema: Any = None) -> bool:
+        shape = array_shape(schema)
+        items_schema = None if shape is None else shape[0]
         items, index, item = self.fresh("i"), self.fresh("x"), self.fresh("e")
         self.emit(f"{items} = {self.expression(spec['each'], level, None)}")
         self.emit(f"if {items} is None:")
@@ -256,16 +315,25 @@ class TargetWriter:
         self.indent += 1
         inner = self.enter(item, level, index)
         if "fields" in spec:
-            element = self.object(spec["fields"], inner)
+            element = self.object(spec["fields"], inner, items_schema)
             self.emit(f"if {element}:")
         else:
             element_spec: dict[str, Any] = {
                 key: spec[key] for key in ("path", "template", "use") if key in spec
             }
-            element, omitted = self.spec(element_spec, inner)  # no default: omitted is "None"
+            element, omitted, checked = self.spec(element_spec, inner, items_schema)  # omitted: "None"
             self.emit(f"if {element} is not {omitted}:")
+            if not checked:
+                self.indent += 1
+                self.check(items_schema, element)
+                self.indent -= 1
         self.emit(f"    {value}.append({element})")
-        self.indent -= 2
+        self.indent -= 1
+        if shape is not None and shape[1]:
+            self.emit(f"if len({value}) < {shape[1]}:")
+            self.emit("    raise Deoptimize")
+        self.indent -= 1
+        return shape is not None
 
     def finish(self, spec: dict[str, Any], value: str) -> None:
         """lookup, then type, then default / required / omit, as ``MappingCompiler._finisher`` does."""
@@ -410,13 +478,15 @@ class TargetWriter:
         return None
 
 
-def generate(compiler: MappingCompiler, name: str) -> Callable[[Any], Any] | None:
+def generate(compiler: MappingCompiler, name: str, schema: Any = None) -> Callable[[Any], Any] | None:
     """The generated produce function of target ``name``, or None when the generator leaves it to the
-    reference (it says why in the debug log)."""
+    reference (it says why in the debug log). With the kind's ``schema``, the checked variant (see
+    ``TargetWriter``), or None when its payloads are left to the kind's own check."""
     try:
-        return TargetWriter(compiler).write(name, compiler.spec["targets"][name])
-    except (_Unsupported, RecursionError, SyntaxError, MemoryError) as reason:
-        _log.debug("target %s runs on the reference only: %s", name, type(reason).__name__)
+        return TargetWriter(compiler, schema).write(name, compiler.spec["targets"][name])
+    except (_Unsupported, Unsupported, RecursionError, SyntaxError, MemoryError) as reason:
+        what = "runs on the reference only" if schema is None else "is checked by its kind alone"
+        _log.debug("target %s %s: %s", name, what, type(reason).__name__)
         return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -78,6 +79,13 @@ class CompiledTarget:
     _skip_reason: Callable[[Any], str] | None = field(default=None, repr=False)
     # Why the generated fast path leaves this target to the reference ("" when it does not).
     reference_only: str = field(default="", repr=False)
+    # Writes the generated code that also checks its payload against the kind (engine/_codegen.py,
+    # TargetWriter). It is written when a second payload is validated, not at load: writing it costs about
+    # as much as compiling the target, which a mapping loaded for one document (a preview) would not win back.
+    _write_checked: Callable[[], Callable[[Any], Any] | None] | None = field(default=None, repr=False)
+    _checked: Callable[[Any], Any] | None = field(default=None, repr=False)
+    _validated: int = field(default=0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def fans_out(self) -> bool:
@@ -154,6 +162,34 @@ class CompiledTarget:
         if self._skip_reason is None:
             return "it produced nothing"
         return self._skip_reason(source)
+
+    def produce_valid(self, source: Any, *, label: str | None = None) -> dict[str, Any] | None:
+        """:meth:`produce`, then :meth:`validate`: the payload, known valid, or None when there is none.
+
+        The checked generated code does both at once on the happy path; on anything else (an error, a payload
+        that breaks its kind, or only might) the two steps run as they always do, and word the error."""
+        checked = self._checked
+        if checked is None and self._write_checked is not None:
+            checked = self._checked_code()
+        if checked is not None:
+            try:
+                payload: dict[str, Any] | None = checked(source)
+            except Exception as error:
+                _log.debug("target %s: the full check takes over (%s)", self.name, type(error).__name__)
+            else:
+                return payload
+        payload = self.produce(source)
+        if payload is not None:
+            self.validate(payload, label=label)
+        return payload
+
+    def _checked_code(self) -> Callable[[Any], Any] | None:
+        with self._lock:
+            self._validated += 1
+            if self._write_checked is not None and self._validated > 1:
+                self._checked = self._write_checked()
+                self._write_checked = None
+            return self._checked
 
     def problems(self, payload: Any) -> list[Problem]:
         """Every way ``payload`` breaks this target's kind, each located at the mapping line that made it."""
@@ -377,7 +413,16 @@ class MappingCompiler:
                 return produce(source)
 
         return CompiledTarget(
-            name, kind, location, run, self._locations, produce, generated, None, skip_reason
+            name,
+            kind,
+            location,
+            run,
+            self._locations,
+            produce,
+            generated,
+            None,
+            skip_reason,
+            _write_checked=lambda: generate(self, name, kind.inlined),
         )
 
     def _fan_out(

@@ -211,6 +211,8 @@ class FunctionContext:
 _NUMBER_TEXT: Final = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
 _MAX_ADJUSTED_EXPONENT: Final = 308  # float's range; also keeps int() of "1e999999" from eating memory
 _NUMBER_EXPECTED: Final = 'a number or numeric text such as "14.99"'
+# Digits, an optional fraction and sign, short enough to stay far inside float's range.
+_PLAIN_AMOUNT: Final = re.compile(r"(-?\d{1,15})(?:\.(\d{1,15}))?", re.ASCII)
 
 
 def decimal_from_text(text: str, expected: str) -> Decimal:
@@ -238,6 +240,12 @@ def coerce_number(value: Any) -> int | float | None:
 
     Integral results are ints (15.0 -> 15, "15.00" -> 15); others the float of the exact decimal.
     """
+    if type(value) is str:  # most amounts are plain text such as "199.00": no Decimal needed
+        plain = _PLAIN_AMOUNT.fullmatch(value)
+        if plain is not None:
+            whole, fraction = plain.groups()
+            # float() of decimal text is correctly rounded, so it is the float of the exact decimal.
+            return int(whole) if fraction is None or not fraction.strip("0") else float(value)
     if value is None:
         return None
     if isinstance(value, bool):

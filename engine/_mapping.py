@@ -94,10 +94,17 @@ class CompiledMapping:
         Raises :class:`TransformError` for a field that fails and, with ``validate``,
         :class:`PayloadValidationError` for a payload that breaks its kind's contract.
         """
-        return {
-            output.label: output.payload
-            for output in self.outputs(source, validate=validate, targets=targets)
-        }
+        chosen = self._compiled.values() if targets is None else [self.target(name) for name in targets]
+        result: dict[str, dict[str, Any]] = {}
+        for target in chosen:
+            if target.fans_out:
+                for output in _elements(target, source, validate):
+                    result[output.label] = output.payload
+                continue
+            payload = target.produce_valid(source) if validate else target.produce(source)
+            if payload is not None:
+                result[target.name] = payload
+        return result
 
     def outputs(
         self, source: Any, *, validate: bool = True, targets: Iterable[str] | None = None
@@ -107,17 +114,11 @@ class CompiledMapping:
         result: list[Output] = []
         for target in chosen:
             if not target.fans_out:  # the common case, without the list
-                payload = target.produce(source)
+                payload = target.produce_valid(source) if validate else target.produce(source)
                 if payload is not None:
-                    if validate:
-                        target.validate(payload)
                     result.append(Output(target.name, payload))
                 continue
-            for element, payload, data in target.elements(source):
-                output = Output(target.name, payload, element, data)
-                if validate:
-                    target.validate(payload, label=output.label)
-                result.append(output)
+            result.extend(_elements(target, source, validate))
         return result
 
     def trace(self, source: Any) -> Trace:
@@ -174,6 +175,17 @@ class CompiledMapping:
     @property
     def functions(self) -> FunctionSet:
         return self._functions
+
+
+def _elements(target: CompiledTarget, source: Any, validate: bool) -> list[Output]:
+    """The outputs of a fan-out target, each validated under its own label."""
+    outputs = []
+    for element, payload, data in target.elements(source):
+        output = Output(target.name, payload, element, data)
+        if validate:
+            target.validate(payload, label=output.label)
+        outputs.append(output)
+    return outputs
 
 
 def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:

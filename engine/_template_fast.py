@@ -88,7 +88,7 @@ _ONE_ARG_TESTS = frozenset(
 )
 _NUMBERS = (int, float, bool)
 _INLINE_TESTS = {  # jinja2.tests 3.1: test_number, test_string, test_none, test_defined, test_undefined
-    "number": "_isinstance({}, _Number)",
+    "number": "_is_number({})",
     "string": "_isinstance({}, _str)",
     "none": "({} is None)",
     "defined": "(not _isinstance({}, _Undefined))",
@@ -156,6 +156,8 @@ def _select(
     seq: Any, parts: tuple[str | int, ...], test: Any, args: tuple[Any, ...], keep: bool
 ) -> list[Any]:
     """Jinja's select_or_reject: the items whose value (after the test, if any) is truthy, or falsy."""
+    if type(seq) is list and not seq:
+        return []
     values = _values(seq, parts)
     out = []
     if test is operator.eq and len(args) == 1:
@@ -178,7 +180,14 @@ def _select(
 
 
 def _sum(seq: Any, parts: tuple[str | int, ...], start: Any) -> Any:
+    if type(seq) is list and not seq:  # often: an order without refunds
+        return start  # what sum([], start) gives: start itself
     return sum(_values(seq, parts), start)
+
+
+def _is_number(value: Any) -> bool:
+    """Jinja's ``number`` test, ``isinstance(value, Number)``, without the ABC's slow path for plain numbers."""
+    return type(value) in _NUMBERS or isinstance(value, Number)
 
 
 def _list(seq: Any) -> list[Any]:
@@ -276,6 +285,7 @@ _HELPERS: Mapping[str, Any] = types.MappingProxyType(
         "_isinstance": isinstance,
         "_Undefined": Undefined,
         "_Number": Number,
+        "_is_number": _is_number,
         "_result": _result,
         "_str": str,
         "_type": type,

@@ -50,22 +50,47 @@ def compile_check(schema: Mapping[str, Any], *, strict_json: bool = False) -> Ca
     surrogate, a finite float, an int that prints, no Decimal), and a value the schema leaves open (an object
     without ``additionalProperties: false``, an array without ``items``) is checked whole. False may then
     be a false alarm (a str subclass, say): the caller asks the slow, exact questions after a False."""
-    writer = _Writer(strict_json)
+    writer = CheckWriter(strict_json)
     body = writer.statements(schema, "v", 1)
     source = "\n".join([*writer.helpers, "def check(v):", *body, "    return True"])
-    limit = sys.get_int_max_str_digits()
-    namespace: dict[str, Any] = {
-        "Decimal": decimal.Decimal,
-        "NoneType": type(None),
-        "_BIG": 10**limit if limit else math.inf,
-        "_isfinite": math.isfinite,
-        "_utf8": _utf8,
-        "_clean": _clean,
-        **writer.constants,
-    }
+    namespace = writer.namespace()
     exec(compile(source, "<shipmap kind check>", "exec"), namespace)
     check: Callable[[Any], bool] = namespace["check"]
     return check
+
+
+def object_shape(schema: Any) -> tuple[Mapping[str, Any], frozenset[str], bool] | None:
+    """``(properties, required, closed)`` of a schema that only describes an object's fields, so that a dict
+    built field by field can be checked as it is built; None for anything else (it is checked whole)."""
+    if not isinstance(schema, Mapping) or _keywords(schema) - {"type", "properties", "required"} - {
+        "additionalProperties"
+    }:
+        return None
+    types = schema.get("type", "object")
+    if types != "object" and not (isinstance(types, list) and "object" in types):
+        return None
+    extra = schema.get("additionalProperties", True)
+    properties = schema.get("properties", {})
+    if extra not in (True, False) or not isinstance(properties, Mapping):
+        return None
+    return properties, frozenset(schema.get("required", ())), extra is False
+
+
+def array_shape(schema: Any) -> tuple[Any, int] | None:
+    """``(items, minItems)`` of a schema that only describes a list's elements and length; else None."""
+    if not isinstance(schema, Mapping) or _keywords(schema) - {"type", "items", "minItems"}:
+        return None
+    types = schema.get("type", "array")
+    if types != "array" and not (isinstance(types, list) and "array" in types):
+        return None
+    items = schema.get("items", True)
+    if not isinstance(items, Mapping | bool):
+        return None
+    return items, int(schema.get("minItems", 0))
+
+
+def _keywords(schema: Mapping[str, Any]) -> set[str]:
+    return {key for key in schema if key not in _ANNOTATIONS and not key.startswith("x-")}
 
 
 def _utf8(text: str) -> bool:
@@ -97,12 +122,58 @@ _STRICT_TYPES = {
 }
 
 
-class _Writer:
+class CheckWriter:
+    """Writes the checks of schemas as Python source: the statements of a whole check function
+    (``statements``), or one expression for one value (``test``), with the helper functions and constants they
+    use. Its names start with an underscore, so they can share a namespace with other generated code."""
+
     def __init__(self, strict: bool = False) -> None:
         self.strict = strict
         self.helpers: list[str] = []
         self.constants: dict[str, Any] = {}
         self._names = 0
+
+    def namespace(self) -> dict[str, Any]:
+        """The globals that the written code runs in."""
+        limit = sys.get_int_max_str_digits()
+        return {
+            "Decimal": decimal.Decimal,
+            "NoneType": type(None),
+            "_BIG": 10**limit if limit else math.inf,
+            "_isfinite": math.isfinite,
+            "_utf8": _utf8,
+            "_clean": _clean,
+            **self.constants,
+        }
+
+    def test(self, schema: Any, var: str) -> str:
+        """An expression that is true when ``var`` (a plain name) is valid under ``schema`` (and, for a strict
+        writer, strict JSON, as ``compile_check`` promises). ``True`` and ``{}`` accept anything, ``False``
+        nothing."""
+        if schema is False:
+            return "False"
+        if schema is True or (isinstance(schema, Mapping) and not _keywords(schema)):
+            return f"_clean({var})" if self.strict else "True"
+        if isinstance(schema, Mapping) and self._inline(schema):
+            return f"({self.condition(schema, var) or 'True'})"
+        branches = schema.get("anyOf") if isinstance(schema, Mapping) else None
+        if (
+            isinstance(branches, list)
+            and _keywords(schema) == {"anyOf"}
+            and all(self._inline(branch) for branch in branches)
+        ):
+            return (
+                "(" + " or ".join(f"({self.condition(branch, var) or 'True'})" for branch in branches) + ")"
+            )
+        return f"{self.helper(schema)}({var})"
+
+    def _inline(self, schema: Any) -> bool:
+        """Whether ``condition`` alone decides ``schema`` (no object, array or anyOf, nothing left open)."""
+        return (
+            isinstance(schema, Mapping)
+            and _keywords(schema) <= _EXPRESSIONS
+            and not (self.strict and _open(schema))
+        )
 
     def _name(self, prefix: str) -> str:
         self._names += 1
@@ -177,7 +248,7 @@ class _Writer:
         return " and ".join(parts)
 
     def _branch(self, schema: Any, var: str) -> str:
-        if isinstance(schema, Mapping) and set(schema) <= _EXPRESSIONS | _ANNOTATIONS:
+        if isinstance(schema, Mapping) and _keywords(schema) <= _EXPRESSIONS:
             return f"({self.condition(schema, var) or 'True'})"
         return f"{self.helper(schema)}({var})"
 

@@ -4,11 +4,16 @@ Every target of every mapping in the repository is run both ways on every fixtur
 case and on hypothesis-mutated fixtures. The two must agree exactly: the same payload (same keys, values and
 types) whenever the reference returns one, and an exception from the generated code whenever the reference
 raises (the target then runs the reference, which words the error).
+
+The checked variant (the same code checking its payload against the kind as it writes it) is held to the same
+cases: a payload it returns is the reference's and one the kind's full check finds nothing in; on anything
+else it raises, and ``produce_valid`` gives exactly what producing and then validating gives, error included.
 """
 
 from __future__ import annotations
 
 import copy
+import decimal
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -79,6 +84,7 @@ def outcome(run: Callable[[Any], Any], source: Any) -> tuple[str, str]:
 
 
 def assert_agree(target: engine.CompiledTarget, source: Any) -> None:
+    assert_checked_agrees(target, source)
     generated = target._generated
     if generated is None and not target.reference_only:
         pytest.fail(f"target {target.name} has no generated code")
@@ -97,6 +103,46 @@ def assert_agree(target: engine.CompiledTarget, source: Any) -> None:
         )
     else:
         assert fast == reference
+
+
+def assert_checked_agrees(target: engine.CompiledTarget, source: Any) -> bool:
+    """The checked variant never passes a payload the kind's full check refuses, nor a different payload; the
+    validated result (payload or error text) is the one of produce, then validate. True when it passed one."""
+    if target._write_checked is not None:
+        target._checked = target._write_checked()  # as the second validated payload would
+        target._write_checked = None
+    checked = target._checked
+    if checked is None:
+        assert target.reference_only, f"target {target.name} has no checked code"
+        return False
+    try:
+        payload = checked(copy.deepcopy(source))
+    except Exception:
+        passed = False
+    else:
+        passed = True
+        assert outcome(target._reference, copy.deepcopy(source)) == ("payload", canonical(payload))
+        if payload is not None:
+            assert target.kind.payload_problems(payload) == [], payload
+    assert validated(target.produce_valid, source) == validated(_produce_then_validate(target), source)
+    return passed
+
+
+def validated(run: Callable[[Any], Any], source: Any) -> tuple[str, str]:
+    try:
+        return "payload", canonical(run(copy.deepcopy(source)))
+    except engine.ShipmapError as error:
+        return "error", error.render()
+
+
+def _produce_then_validate(target: engine.CompiledTarget) -> Callable[[Any], Any]:
+    def run(source: Any) -> Any:
+        payload = target.produce(source)
+        if payload is not None:
+            target.validate(payload)
+        return payload
+
+    return run
 
 
 def _all(given: tuple[engine.CompiledTarget, Any]) -> Any:
@@ -149,6 +195,35 @@ def test_generated_code_agrees_on_every_language_case(case: dict[str, Any]) -> N
         return
     for target in mapping.targets:
         assert_agree(target, case["given"])
+
+
+def test_the_checked_code_passes_every_valid_payload_of_the_fixtures() -> None:
+    """No false alarm where it matters for speed: a fixture payload that is valid passes the checked code."""
+    valid = 0
+    for path in MAPPING_FILES:
+        for document in DOCUMENTS:
+            for target in compiled(path).targets:
+                if target.reference_only or outcome(target._reference, document)[0] != "payload":
+                    continue
+                payload = target.produce(copy.deepcopy(document))
+                if payload is not None and not target.kind.payload_problems(payload):
+                    valid += 1
+                    assert assert_checked_agrees(target, document), (path.name, target.name, payload)
+    assert valid >= 40  # 43 valid payloads of 11 mappings when this was written
+
+
+def test_the_checked_code_is_written_when_a_second_payload_is_validated() -> None:
+    path = REPO / "mappings" / "shopify" / "order.yaml"
+    mapping = engine.parse_mapping(path.read_text(encoding="utf-8"), file="order.yaml")  # not the cached one
+    target = mapping.target("order")
+    document = json.loads(
+        (FIXTURES / "real" / "shopify" / "orders_cancelled_webhook.json").read_text("utf-8")
+    )
+    first = mapping.transform(document)
+    assert target._checked is None  # one document: nothing written beyond what loading wrote
+    assert mapping.transform(document) == first
+    assert target._checked is not None and target._write_checked is None
+    assert target._checked.__doc__ and "raise Deoptimize" in target._checked.__doc__
 
 
 def test_the_fixtures_run_on_generated_code_alone(caplog: pytest.LogCaptureFixture) -> None:
@@ -236,3 +311,39 @@ def test_generated_code_agrees_on_mutated_fixtures(data: st.DataObject) -> None:
             parent[last] = data.draw(values, label="value")
     for target in compiled(REPO / file).targets:
         assert_agree(target, document)
+
+
+# Values the kinds refuse, or strict JSON cannot hold, put where the fixtures had something else.
+ODD: list[Any] = [
+    None, "", "x", 0, -1, 1.5, 2.0, True, False, [], {}, [{}], {"value": 1}, "OPEN",
+    float("nan"), float("inf"), "\ud800", decimal.Decimal("1.5"),
+    "2020-01-23T10:14:15-05:00", "2020-01-23T10:14:15-05:00\n", "2021-02-29T10:00:00Z",
+]  # fmt: skip
+
+
+def test_the_checked_code_refuses_what_the_full_check_refuses() -> None:
+    """Every place of every sample gets an odd value in turn (or loses its key), twice: once from ODD, once a
+    value strict JSON cannot hold, so each field the mapping copies is tried against its check."""
+    strict = [float("nan"), "\ud800", decimal.Decimal("1.5"), float("-inf")]
+    refused = 0
+    for file, samples in SAMPLES.items():
+        for sample in samples:
+            document = json.loads((FIXTURES / sample).read_text(encoding="utf-8"))
+            if "shipments" in document:
+                document = document["shipments"][0]
+            for number, path in enumerate(list(_paths(document))[1:]):
+                for odd in (ODD[number % len(ODD)], strict[number % len(strict)]):
+                    changed = copy.deepcopy(document)
+                    *head, last = path
+                    parent = changed
+                    for step in head:
+                        parent = parent[step]
+                    if odd is None and isinstance(parent, dict):
+                        del parent[last]
+                    else:
+                        parent[last] = odd
+                    for target in compiled(REPO / file).targets:
+                        passed = assert_checked_agrees(target, changed)
+                        made = outcome(target._reference, copy.deepcopy(changed))[0] == "payload"
+                        refused += made and not passed
+    assert refused >= 200  # payloads the checked code handed to the full check (which words the error)

@@ -906,6 +906,16 @@ def test_integer_ids_keep_every_digit(number: int) -> None:
     assert FUNCTIONS.call("integer", str(number)) == number
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"-?[0-9]{1,17}(\.[0-9]{0,17})?", fullmatch=True))
+def test_plain_amount_text_gives_the_number_its_exact_decimal_gives(text: str) -> None:
+    # money() reads plain text such as "199.00" without Decimal; the result must be what Decimal gives.
+    number = Decimal(text)
+    expected = int(number) if number == number.to_integral_value() else float(number)
+    got = coerce_number(text)
+    assert type(got) is type(expected) and got == expected
+
+
 # -- docs ----------------------------------------------------------------------------------------------------
 
 
