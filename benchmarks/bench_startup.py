@@ -64,17 +64,20 @@ def uncached_environment() -> dict[str, str]:
     return env
 
 
-def wall_time(argv: list[str], env: dict[str, str]) -> float:
+def wall_time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """The wall time of one run, and its CPU time (user + system, from the kernel's accounting of the child):
+    on a shared machine the CPU time is the steadier figure."""
     start = time.perf_counter()
-    completed = subprocess.run(
-        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False, env=env
-    )
+    process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
-    if completed.returncode != 0:
-        raise SystemExit(
-            f"FAIL: {' '.join(argv)} exited {completed.returncode}: {completed.stderr[-2000:]!r}"
-        )
-    return elapsed
+    process.returncode = os.waitstatus_to_exitcode(status)
+    stderr = process.stderr.read() if process.stderr is not None else b""
+    if process.stderr is not None:
+        process.stderr.close()
+    if process.returncode != 0:
+        raise SystemExit(f"FAIL: {' '.join(argv)} exited {process.returncode}: {stderr[-2000:]!r}")
+    return elapsed, usage.ru_utime + usage.ru_stime
 
 
 # -- -X importtime ------------------------------------------------------------------------------------------
@@ -195,13 +198,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for argv, env in timed.values():
             wall_time(argv, env)  # warm-up: fills the bytecode cache and the page cache
         samples: dict[str, list[float]] = {name: [] for name in timed}
+        cpu: dict[str, list[float]] = {name: [] for name in timed}
         for _ in range(runs):  # interleaved, so that load from elsewhere hits every command alike
             for name, (argv, env) in timed.items():
-                samples[name].append(wall_time(argv, env))
+                wall, used = wall_time(argv, env)
+                samples[name].append(wall)
+                cpu[name].append(used)
         rows = []
         floor = statistics.median(samples["python -c pass (floor)"])
         for name, values in samples.items():
             median = statistics.median(values)
+            cpu_median = statistics.median(cpu[name])
             target = TARGETS_S.get(name)
             verdict = "" if target is None else "MET" if median < target else "NOT MET"
             results["commands"][name] = {
@@ -210,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "max_s": max(values),
                 "runs_s": values,
                 "over_floor_s": median - floor,
+                "cpu_median_s": cpu_median,
+                "cpu_runs_s": cpu[name],
                 "target_s": target,
                 "verdict": verdict,
             }
@@ -220,11 +229,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{min(values):.3f}",
                     f"{max(values):.3f}",
                     f"{median - floor:+.3f}",
+                    f"{cpu_median:.3f} ({min(cpu[name]):.3f}-{max(cpu[name]):.3f})",
                     f"< {target} s: {verdict}" if target else "",
                 ]
             )
         print()
-        print(table(["command", "median s", "min s", "max s", "over python -c pass", "target"], rows))
+        headers = ["command", "median s", "min s", "max s", "over python -c pass", "CPU s: median (range)"]
+        print(table([*headers, "target (wall median)"], rows))
         trees = {name: import_tree(probe, cached) for name, probe in IMPORT_PROBES.items()}
 
     for name, roots in trees.items():

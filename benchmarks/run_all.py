@@ -114,7 +114,8 @@ def verdicts(results: dict[str, dict[str, Any]]) -> list[list[str]]:
                     [
                         f"start-up: {name} < {entry['target_s']} s",
                         f"{entry['median_s']:.3f} s (median; range {entry['min_s']:.3f}-{entry['max_s']:.3f},"
-                        f" {entry['over_floor_s']:+.3f} s over the interpreter's start)",
+                        f" {entry['over_floor_s']:+.3f} s over the interpreter's start;"
+                        f" CPU {entry['cpu_median_s']:.3f} s)",
                         entry["verdict"],
                     ]
                 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -678,13 +679,32 @@ class ExpressionCompiler:
         several times faster and gives the template exactly the same names.
 
         A template in the subset _template_fast compiles to plain Python runs that way; on data it cannot
-        reproduce Jinja for, it raises Fallback and the same scope runs through Jinja."""
+        reproduce Jinja for, it raises Fallback and the same scope runs through Jinja (compiled then)."""
         # Before Jinja's optimizer sees the AST: the fast path reads the template as written.
         fast = fast_template(ast, single, self.env.globals, self.env, self.functions)
         for loop in ast.find_all(jinja2.nodes.For):  # Jinja charges each loop to the budget; the fast path
             loop.iter = jinja2.nodes.Filter(  # charges its own loops itself
                 loop.iter, "_budget", [], [], None, None, lineno=loop.iter.lineno
             )
+        if fast is None:
+            return self._jinja(ast, single)  # compiled now: what Jinja refuses is a compile error at load
+        jinja: list[Callable[[Scope], Any]] = []  # Jinja's code, compiled on the first fallback: it
+        lock = threading.Lock()  # is most of the template's load time, and most data never needs it
+
+        def run_fast(scope: Scope) -> Any:
+            try:
+                return fast(scope.data, _parent(scope), scope.root, scope.index)
+            except Fallback:
+                if not jinja:
+                    with lock:
+                        if not jinja:
+                            jinja.append(self._jinja(ast, single))
+                return jinja[0](scope)
+
+        return run_fast
+
+    def _jinja(self, ast: jinja2.nodes.Template, single: bool) -> Callable[[Scope], Any]:
+        """The template compiled by Jinja, run on a scope."""
         if single:
             # What compile_expression builds: a template that assigns the expression to `result`.
             body = jinja2.nodes.Template(
@@ -720,17 +740,7 @@ class ExpressionCompiler:
         def run_text(scope: Scope) -> Any:
             return concat(render(context_of(scope)))
 
-        slow = run_single if single else run_text
-        if fast is None:
-            return slow
-
-        def run_fast(scope: Scope) -> Any:
-            try:
-                return fast(scope.data, _parent(scope), scope.root, scope.index)
-            except Fallback:
-                return slow(scope)
-
-        return run_fast
+        return run_single if single else run_text
 
     def _vet_template(
         self, ast: jinja2.nodes.Template, location: Location, field: str, names: frozenset[str] = frozenset()

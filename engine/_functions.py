@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import email.utils
 import math
 import re
 import types
@@ -551,6 +550,8 @@ def _parse_text(text: str) -> _dt.datetime:
         if match is not None:
             return _from_loose_iso(match, text)
         if stripped:
+            import email.utils  # here: most dates are ISO, and email pulls in socket and more at start-up
+
             try:
                 parsed = email.utils.parsedate_to_datetime(stripped)
             except (ValueError, TypeError, IndexError, OverflowError):

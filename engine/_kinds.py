@@ -17,8 +17,6 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote
 
-import fastjsonschema
-
 from ._errors import preview_value
 from ._validator import Unsupported, compile_check
 
@@ -102,8 +100,9 @@ class Route:
 
 
 class SchemaCheck:
-    """A JSON Schema checked two ways. Code compiled by fastjsonschema on first use decides, fast; jsonschema,
-    imported only then, walks a value that failed to name every problem. Neither costs anything at import."""
+    """A JSON Schema checked two ways. Code compiled by _validator (or fastjsonschema, for a schema beyond it)
+    on first use decides, fast; jsonschema, imported only then, walks a value that failed to name every
+    problem. Neither costs anything at import."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.schema = schema
@@ -123,6 +122,8 @@ class SchemaCheck:
         decides = self._decides or self._compile_decider()
         if decides is not _fastjsonschema:
             return decides(value)
+        import fastjsonschema  # only for a schema beyond _validator (none of shipmap's own)
+
         fast = self._fast or self._compile()
         try:
             fast(value)
@@ -154,6 +155,8 @@ class SchemaCheck:
 
     def first_problem(self, value: Any) -> tuple[tuple[Any, ...], str] | None:
         """fastjsonschema's own verdict: one problem, described without ever printing the value."""
+        import fastjsonschema
+
         if not self._terse:
             detailed = self._fast or self._compile()
         else:
@@ -182,6 +185,8 @@ class SchemaCheck:
             return self._fast
 
     def _generate(self, *, detailed: bool) -> Callable[[Any], Any]:
+        import fastjsonschema
+
         # fastjsonschema speaks draft 7; these schemas use nothing of 2020-12 beyond it.
         draft7 = {**self.schema, "$schema": "http://json-schema.org/draft-07/schema#"}
         return fastjsonschema.compile(draft7, detailed_exceptions=detailed)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import html
-import html.parser
+import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import preview_value
+
+if TYPE_CHECKING:
+    from html.parser import HTMLParser
 from ._functions import FunctionError
 
 __all__ = ["split_name", "strip_html", "unescape_html"]
@@ -75,33 +77,44 @@ def split_name(full: Any) -> dict[str, str | None] | None:
 def unescape_html(value: Any) -> str | None:
     """``&amp;`` -> ``&``, ``&#39;`` -> ``'``: every HTML character reference, as a browser reads it."""
     text = _text(value, "unescape_html")
-    return None if text is None else html.unescape(text)
+    if text is None:
+        return None
+    import html  # here: the html package costs start-up to every mapping, and few use it
+
+    return html.unescape(text)
 
 
-class _TextOnly(html.parser.HTMLParser):
-    _SKIPPED = frozenset({"script", "style", "head", "title"})
-    _BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
+@functools.cache
+def _text_only() -> type[HTMLParser]:
+    """The parser class behind strip_html, made on first use (html.parser is not imported at start-up)."""
+    from html.parser import HTMLParser
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skipping = 0
+    class TextOnly(HTMLParser):
+        _SKIPPED = frozenset({"script", "style", "head", "title"})
+        _BREAKS = frozenset({"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._SKIPPED:
-            self._skipping += 1
-        elif tag in self._BREAKS:
-            self.parts.append(" ")
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=True)
+            self.parts: list[str] = []
+            self._skipping = 0
 
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._SKIPPED:
-            self._skipping = max(self._skipping - 1, 0)
-        elif tag in self._BREAKS:
-            self.parts.append(" ")
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            if tag in self._SKIPPED:
+                self._skipping += 1
+            elif tag in self._BREAKS:
+                self.parts.append(" ")
 
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self.parts.append(data)
+        def handle_endtag(self, tag: str) -> None:
+            if tag in self._SKIPPED:
+                self._skipping = max(self._skipping - 1, 0)
+            elif tag in self._BREAKS:
+                self.parts.append(" ")
+
+        def handle_data(self, data: str) -> None:
+            if not self._skipping:
+                self.parts.append(data)
+
+    return TextOnly
 
 
 def strip_html(value: Any) -> str | None:
@@ -110,7 +123,8 @@ def strip_html(value: Any) -> str | None:
     text = _text(value, "strip_html")
     if text is None:
         return None
-    parser = _TextOnly()
+    parser = _text_only()()
     parser.feed(text)
     parser.close()
-    return _SPACE.sub(" ", "".join(parser.parts)).strip()
+    parts: list[str] = parser.parts  # type: ignore[attr-defined]
+    return _SPACE.sub(" ", "".join(parts)).strip()

@@ -23,7 +23,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-_ANNOTATIONS = frozenset(("$schema", "$id", "$comment", "title", "description", "default", "examples"))
+# Ignored when deciding ($defs only holds what a $ref points to).
+_ANNOTATIONS = frozenset(
+    ("$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples")
+)
 _PYTHON_TYPES = {
     "null": "NoneType",
     "boolean": "bool",
@@ -50,7 +53,7 @@ def compile_check(schema: Mapping[str, Any], *, strict_json: bool = False) -> Ca
     surrogate, a finite float, an int that prints, no Decimal), and a value the schema leaves open (an object
     without ``additionalProperties: false``, an array without ``items``) is checked whole. False may then
     be a false alarm (a str subclass, say): the caller asks the slow, exact questions after a False."""
-    writer = CheckWriter(strict_json)
+    writer = CheckWriter(strict_json, root=schema)
     body = writer.statements(schema, "v", 1)
     source = "\n".join([*writer.helpers, "def check(v):", *body, "    return True"])
     namespace = writer.namespace()
@@ -127,11 +130,13 @@ class CheckWriter:
     (``statements``), or one expression for one value (``test``), with the helper functions and constants they
     use. Its names start with an underscore, so they can share a namespace with other generated code."""
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, root: Mapping[str, Any] | None = None) -> None:
         self.strict = strict
+        self.root = root  # what a local $ref (#/$defs/name) points into
         self.helpers: list[str] = []
         self.constants: dict[str, Any] = {}
         self._names = 0
+        self._refs: dict[str, str] = {}  # a $ref's pointer -> the helper that decides it (recursion-safe)
 
     def namespace(self) -> dict[str, Any]:
         """The globals that the written code runs in."""
@@ -200,8 +205,14 @@ class CheckWriter:
         unknown = set(schema) - _ANNOTATIONS - _KEYWORDS - {key for key in schema if key.startswith("x-")}
         if unknown:
             raise Unsupported(", ".join(sorted(unknown)))
+        if self.strict and set(schema) & _NOT_STRICT:  # _open() does not know them
+            raise Unsupported(", ".join(sorted(set(schema) & _NOT_STRICT)))
         pad = "    " * depth
         lines: list[str] = []
+        if "$ref" in schema:
+            lines.append(f"{pad}if not {self._ref(schema['$ref'])}({var}): return False")
+        if "if" in schema:
+            lines += self._conditional(schema, var, depth)
         if self.strict and _open(schema):
             lines.append(f"{pad}if not _clean({var}): return False")
         condition = self.condition(schema, var)
@@ -209,7 +220,7 @@ class CheckWriter:
             lines.append(f"{pad}if not ({condition}): return False")
         if "items" in schema or "contains" in schema or "minItems" in schema:
             lines += self._array(schema, var, depth)
-        if "properties" in schema or "required" in schema or "additionalProperties" in schema:
+        if _OBJECT_KEYWORDS & set(schema):
             lines += self._object(schema, var, depth)
         if "anyOf" in schema:
             branches = [self._branch(branch, var) for branch in schema["anyOf"]]
@@ -270,6 +281,39 @@ class CheckWriter:
             lines += [f"{pad}    for {item} in {var}:", *checks]
         return [line for line in lines if line] if len(lines) > 1 else []
 
+    def _ref(self, pointer: Any) -> str:
+        """The helper deciding a local ``$ref``, written once (a schema may refer to itself)."""
+        name = self._refs.get(pointer)
+        if name is not None:
+            return name
+        if self.root is None or not isinstance(pointer, str) or not pointer.startswith("#/"):
+            raise Unsupported(f"$ref {pointer!r}")
+        target: Any = self.root
+        for step in pointer[2:].split("/"):
+            step = step.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, Mapping) or step not in target:
+                raise Unsupported(f"$ref {pointer!r}")
+            target = target[step]
+        name = self._name("_d")
+        self._refs[pointer] = name  # before its body: a recursive reference finds it
+        body = self.statements(target, "v", 1)
+        self.helpers += [f"def {name}(v):", *body, "    return True"]
+        return name
+
+    def _conditional(self, schema: Mapping[str, Any], var: str, depth: int) -> list[str]:
+        """if/then/else: ``then`` applies when ``if`` holds, ``else`` when it does not."""
+        pad = "    " * depth
+        then = self.statements(schema.get("then", True), var, depth + 1)
+        otherwise = self.statements(schema.get("else", True), var, depth + 1)
+        if not then and not otherwise:
+            return []
+        return [
+            f"{pad}if {self._branch(schema['if'], var)}:",
+            *(then or [f"{pad}    pass"]),
+            f"{pad}else:",
+            *(otherwise or [f"{pad}    pass"]),
+        ]
+
     def _object(self, schema: Mapping[str, Any], var: str, depth: int) -> list[str]:
         guarded = schema.get("type") != "object"
         pad = "    " * (depth - (0 if guarded else 1))
@@ -280,13 +324,24 @@ class CheckWriter:
             lines.append(
                 f"{pad}    if not {var}.keys() >= {self.constant(frozenset(required))}: return False"
             )
+        if "minProperties" in schema:
+            lines.append(f"{pad}    if len({var}) < {int(schema['minProperties'])!r}: return False")
         extra = schema.get("additionalProperties", True)
         if extra is False:
             lines.append(
                 f"{pad}    if not {var}.keys() <= {self.constant(frozenset(properties))}: return False"
             )
-        elif extra is not True:
-            raise Unsupported("additionalProperties as a schema")
+        # Each key against propertyNames, and each value of an undeclared key against additionalProperties.
+        key, item = self._name("k"), self._name("x")
+        inner = depth + (1 if guarded else 0)
+        name_checks = self.statements(schema.get("propertyNames", True), key, inner + 1)
+        extra_checks = [] if extra in (True, False) else self.statements(extra, item, inner + 2)
+        if name_checks or extra_checks:
+            lines.append(f"{pad}    for {key}, {item} in {var}.items():")
+            lines += name_checks
+            if extra_checks:
+                lines.append(f"{pad}        if {key} not in {self.constant(frozenset(properties))}:")
+                lines += extra_checks
         for name, sub in properties.items():
             child = self._name("p")
             inner = depth + (1 if guarded else 0)
@@ -307,7 +362,12 @@ class CheckWriter:
 
 # The keywords ``condition`` writes as one expression; a branch of anyOf made of these needs no helper.
 _EXPRESSIONS = frozenset(("type", "enum", "const", "minLength", "pattern", "minimum"))
-_KEYWORDS = frozenset(
+_OBJECT_KEYWORDS = frozenset(
+    ("properties", "required", "additionalProperties", "minProperties", "propertyNames")
+)
+# Decided here for the mapping format's schema; not for strict JSON, whose _open() does not know them.
+_NOT_STRICT = frozenset(("$ref", "if", "then", "else", "minProperties", "propertyNames"))
+_KEYWORDS = _NOT_STRICT | frozenset(
     (
         "type",
         "enum",

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shipmap.connectors._map._parallel import ordered_map
 from shipmap.engine import (
     CompiledMapping,
     CompiledTarget,
@@ -95,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     settings = _Settings(mapping, tuple(targets), pretty, color, err_color, many)
     worst = _write(_preview_chunk(settings, documents))
     if rest is not None:
+        from shipmap.connectors._map._parallel import ordered_map  # not for one document: start-up
+
         for rendered in ordered_map(_preview_lines, settings, rest, jobs=args.jobs):
             worst = max(worst, _write(rendered))
     return worst
