@@ -46,7 +46,7 @@ from shipmap.engine import SourceDocument
 
 from ._config import Connection, PlannedRoute, RuntimeConfig, load_config
 from ._deliver._auth import ShipmapAuth
-from ._deliver._breaker import MemoryStore
+from ._deliver._breaker import MemoryStore, StateStore
 from ._deliver._delivery import Deliverer, OutboundRequest
 from ._deliver._workers import DeliveryWorkers
 from ._errors import ConfigError
@@ -56,6 +56,7 @@ from ._map._mapper import EventMapper
 from ._map._plan import PlanEntry, plan_entry
 from ._map._steps import Item, Job
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
+from ._store._breaker_pg import PostgresStateStore
 from ._store._journal import Journal, JournalEntry, RejectedInput, open_readonly
 from ._store._journal_pg import is_database_url
 from ._store._leases import LeaseKeeper
@@ -93,7 +94,7 @@ class Runtime:
         }
         self._transport = transport
         # Breaker and rate-limit state outlives a run, like the auth sessions (a store could share it).
-        self.breaker_store = MemoryStore()
+        self.breaker_store: StateStore = MemoryStore()
         self._rng = random.Random(seed)
         self._log = get_logger("runtime", self.redactor)
         self._running = threading.Lock()
@@ -283,6 +284,7 @@ class _Execution:
         runtime, outbox = self.runtime, self.outbox
         concurrency = runtime.config.delivery.concurrency
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=concurrency * 4)
+        shared = await self._shared_state()
         deliverer = Deliverer(
             runtime.connections,
             runtime.auths,
@@ -323,9 +325,23 @@ class _Execution:
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):
                 outbox.flush_marks()
+            if shared is not None:
+                await shared.aclose()
         self.summary.elapsed = time.perf_counter() - self.started
         self._report()
         return self.summary
+
+    async def _shared_state(self) -> PostgresStateStore | None:
+        """On a PostgreSQL journal, the breakers and max_rate slots every worker on it shares (for this run;
+        ``shipmap serve`` reads them through ``runtime.breaker_store``)."""
+        url = self.runtime.config.journal.url
+        if not self.journal.shared or url is None:
+            return None
+        store = await PostgresStateStore.connect(
+            url, self.runtime.connections, lease=self.journal.lease_seconds
+        )
+        self.runtime.breaker_store = store
+        return store
 
     def _on_retry(self, request: OutboundRequest, attempt: int, reason: str, delay: float) -> None:
         self._report()

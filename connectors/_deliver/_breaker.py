@@ -9,9 +9,12 @@ it again for twice the cooldown (up to ``cooldown_cap``). A caller whose wait pa
 (the delivery's ``outage_wait``, counted from when its run first found the breaker open) gets
 :class:`Outage`: the delivery is left ``pending``, never dead-lettered.
 
-State lives in a :class:`BreakerState`/:class:`RateState` record held by a store
-(:class:`MemoryStore` here). A store that persists and shares the records lets several processes share
-one breaker; the objects here only read and write the record.
+State lives in a :class:`BreakerState`/:class:`RateState` record held by a store. :class:`MemoryStore`
+keeps them in this process. A :class:`SharedStore` (``_breaker_pg``: the PostgreSQL journal's database)
+shares them between worker processes: each transition is made on the record under the database's row lock
+and on its clock, so one worker's open breaker stops the others and one probe goes at a time across them;
+reads come from a local copy at most ``refresh`` seconds old; ``max_rate`` slots are claimed in the
+database, one round trip per request. The transition rules below are the same for both stores.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -54,6 +59,7 @@ class BreakerState:
     reason: str = ""  # the failure that opened it (already redacted)
     opened: int = 0  # times it went from closed to open
     probes: int = 0
+    probe_until: float = 0.0  # a half-open probe not ended by then was lost (its worker died): another may go
 
 
 @dataclass(slots=True)
@@ -67,6 +73,30 @@ class StateStore(Protocol):
     def breaker(self, name: str) -> BreakerState: ...
 
     def rate(self, name: str) -> RateState: ...
+
+
+@runtime_checkable
+class SharedStore(StateStore, Protocol):
+    """A store that many processes share. ``breaker()`` is this process's copy of the record; it is
+    ``stale()`` after ``refresh`` seconds, and ``refresh()`` reads it again. ``locked()`` yields the record
+    under the store's lock with the store's clock (seconds), and writes back what the caller changed."""
+
+    probe_lease: float  # how long a probe may take before another worker takes over
+    poll: float  # how often a waiting caller looks again: other processes' transitions are not signalled
+
+    def stale(self, name: str) -> bool: ...
+
+    async def refresh(self, name: str) -> None: ...
+
+    def locked(self, name: str) -> AbstractAsyncContextManager[tuple[BreakerState, float]]: ...
+
+    def now(self) -> float:
+        """The store's clock, estimated from this process's clock and the last round trip."""
+        ...
+
+    async def claim_rate(self, name: str, interval: float) -> float:
+        """Claim the next request slot ``interval`` after the last one claimed: seconds until it starts."""
+        ...
 
 
 class MemoryStore:
@@ -109,11 +139,16 @@ class CircuitBreaker:
         self.name = name
         self.settings = settings
         self._store = store if store is not None else MemoryStore()
+        self._shared = store if isinstance(store, SharedStore) else None
+        # In one process the probe always ends (``failure(probe=True)`` when interrupted); across processes
+        # its worker may die mid-probe, so a probe holds the breaker for one lease at most.
+        self._probe_lease = self._shared.probe_lease if self._shared is not None else math.inf
         self._clock = clock
         self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     @property
     def state(self) -> BreakerState:
+        """The record (with a shared store: this process's copy, at most its ``refresh`` old)."""
         return self._store.breaker(self.name)
 
     @property
@@ -123,38 +158,74 @@ class CircuitBreaker:
     async def admit(self, give_up_at: float) -> bool:
         """Wait until a request may go: True when this caller is the half-open probe. Raises Outage once
         the clock passes ``give_up_at`` with the breaker still open."""
+        shared = self._shared
         while True:
-            state = self.state
+            if shared is not None and shared.stale(self.name):
+                await shared.refresh(self.name)
+            state = self._store.breaker(self.name)
             if state.phase == "closed":
                 return False
             now = self._clock()
             if now >= give_up_at:
-                raise Outage(self.name, state.reason, now - state.opened_at)
-            if state.phase == "open" and now >= state.retry_at:
-                state.phase = "half_open"
-                state.probes += 1
+                raise Outage(self.name, state.reason, self._now() - state.opened_at)
+            if shared is None:
+                probe, wait = self._claim_probe(state, now)
+            else:  # the copy says when a probe is due; only then is the record locked to claim it
+                wait = (state.retry_at if state.phase == "open" else state.probe_until) - shared.now()
+                probe = False
+                if wait <= 0:
+                    async with shared.locked(self.name) as (state, store_now):
+                        probe, wait = self._claim_probe(state, store_now)
+                wait = min(wait, shared.poll)
+            if probe:
                 _log.info("connection %s: probing (probe %d)", self.name, state.probes)
                 return True
-            until = min(state.retry_at, give_up_at) if state.phase == "open" else give_up_at
-            await self._wait_for_change(until - now)
+            await self._wait_for_change(min(now + wait, give_up_at) - now)
 
-    def success(self) -> None:
+    def _claim_probe(self, state: BreakerState, now: float) -> tuple[bool, float]:
+        """Whether this caller becomes the probe; if not, how long until one may go (or the probe ends)."""
+        if state.phase == "closed":  # closed by another process meanwhile
+            return False, 0.0
+        if (state.phase == "open" and now >= state.retry_at) or (
+            state.phase == "half_open" and now >= state.probe_until
+        ):
+            state.phase = "half_open"
+            state.probes += 1
+            state.probe_until = now + self._probe_lease
+            return True, 0.0
+        return False, (state.retry_at if state.phase == "open" else state.probe_until) - now
+
+    async def success(self) -> None:
         """An answer that says the destination is up (any status but an outage one)."""
-        state = self.state
+        state = self._store.breaker(self.name)
+        if state.phase == "closed" and state.failures == 0:
+            return  # nothing to record: no round trip to a shared store
+        if self._shared is None:
+            self._close(state, self._clock())
+            return
+        async with self._shared.locked(self.name) as (state, now):
+            self._close(state, now)
+
+    def _close(self, state: BreakerState, now: float) -> None:
         if state.phase != "closed":
             _log.warning(
                 "connection %s: circuit breaker closed; sending again after %.1f s",
                 self.name,
-                self._clock() - state.opened_at,
+                now - state.opened_at,
             )
             state.phase = "closed"
             self._notify()
         state.failures = 0
 
-    def failure(self, reason: str, *, probe: bool = False, refused: bool = False) -> None:
+    async def failure(self, reason: str, *, probe: bool = False, refused: bool = False) -> None:
         """An outage failure. ``refused``: the credentials are refused, which no retry fixes: open at once."""
-        state = self.state
-        now = self._clock()
+        if self._shared is None:
+            self._fail(self._store.breaker(self.name), self._clock(), reason, probe, refused)
+            return
+        async with self._shared.locked(self.name) as (state, now):
+            self._fail(state, now, reason, probe, refused)
+
+    def _fail(self, state: BreakerState, now: float, reason: str, probe: bool, refused: bool) -> None:
         if state.phase == "closed":
             state.failures += 1
             if state.failures < self.settings.failures and not refused:
@@ -181,6 +252,10 @@ class CircuitBreaker:
                 "connection %s: probe failed (%s); next probe in %.1f s", self.name, reason, state.cooldown
             )
             self._notify()
+
+    def _now(self) -> float:
+        """Now on the clock the record's times are on."""
+        return self._shared.now() if self._shared is not None else self._clock()
 
     def _notify(self) -> None:
         if self._changed is not None:
@@ -211,10 +286,16 @@ class RateLimiter:
         self.name = name
         self.interval = 1.0 / rate
         self._store = store if store is not None else MemoryStore()
+        self._shared = store if isinstance(store, SharedStore) else None
         self._clock = clock
         self._sleep = sleep
 
     async def acquire(self) -> None:
+        if self._shared is not None:  # the slot is claimed in the shared store, on its clock
+            delay = await self._shared.claim_rate(self.name, self.interval)
+            if delay > 0:
+                await self._sleep(delay)
+            return
         state = self._store.rate(self.name)
         now = self._clock()
         start = max(now, state.next_free)
@@ -231,5 +312,6 @@ __all__ = [
     "Outage",
     "RateLimiter",
     "RateState",
+    "SharedStore",
     "StateStore",
 ]

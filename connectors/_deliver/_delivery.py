@@ -237,11 +237,11 @@ class Deliverer:
                 reason = f"{type(error).__name__}: {self.redactor.redact(str(error)) or 'no detail'}"
             except BaseException:
                 if probe:  # a probe must always end, or the callers waiting on the breaker wait in vain
-                    breaker.failure("the probe was interrupted", probe=True)
+                    await breaker.failure("the probe was interrupted", probe=True)
                 raise
             else:
                 if 200 <= status < 300:
-                    breaker.success()
+                    await breaker.success()
                     return Outcome(True, status, attempt, time.perf_counter() - started)
                 outage = status == 429 or status >= 500
                 refused = status == 401 and retry_unauthorized  # it survived the auth flow's fresh login
@@ -250,9 +250,11 @@ class Deliverer:
                 if outage:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if outage or refused:
-                breaker.failure(reason, probe=probe, refused=refused)
+                await breaker.failure(reason, probe=probe, refused=refused)
             else:
-                breaker.success()  # the destination answered: it is up, whatever it thought of this request
+                await (
+                    breaker.success()
+                )  # the destination answered: it is up, whatever it thought of this request
             if refused or (outage and breaker.is_open):
                 # The destination is down, or refuses every request: wait for the breaker, do not count.
                 # (Logged like a retry: the request may have landed, so what follows may be a duplicate.)

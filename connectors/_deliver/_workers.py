@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from .._errors import JournalError
 from .._map._steps import Dead, Job, event_fields
 from .._store._leases import LeaseKeeper
 from .._store._outbox import Outbox
@@ -49,6 +50,8 @@ class DeliveryWorkers:
             self.sending += 1
             try:
                 outcome = await deliverer.send(job.request)
+            except JournalError:  # the shared breaker's database failed: the run stops, the row stays pending
+                raise
             except Exception as error:  # one broken request must not stop the run; it is dead-lettered
                 reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
                 outcome = Outcome(False, None, 1, 0.0, reason)

@@ -249,6 +249,7 @@ class _Endpoints:
                 )
             if fault.status is not None:
                 log.info("fault: %d for %s", fault.status, endpoint)
+                self.state.recorder.faulted(endpoint, fault.status)
                 return _error(
                     fault.status, "injected server error", headers={_FAULT_HEADER: str(fault.status)}
                 )

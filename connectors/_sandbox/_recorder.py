@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +73,13 @@ class _Seen:
     kinds: set[str] = field(default_factory=set)
 
 
+_MAX_FAULTED = 100_000
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _body_hash(body: Any) -> str:
     text = json.dumps(body, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -92,6 +99,8 @@ class Recorder:
         self._accepted: Counter[str] = Counter()
         self._kinds: Counter[str] = Counter()
         self._rejected: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        # When each injected error answer went out (bounded): the times a client hit an endpoint that is down.
+        self._faulted: deque[tuple[str, str, int]] = deque(maxlen=_MAX_FAULTED)
         self._by_key: dict[str, defaultdict[str, _Seen]] = {}
         self._clear_keys()
 
@@ -125,7 +134,7 @@ class Recorder:
             self._seq += 1
             entry = RecordedRequest(
                 seq=self._seq,
-                received_at=datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                received_at=_now(),
                 api=api,
                 endpoint=endpoint,
                 kind=kind,
@@ -174,6 +183,16 @@ class Recorder:
         except OSError as error:
             # The in-memory record stands; a full disk must not turn an accepted request into a 500.
             log.error("cannot append to %s: %s", self._path, error)
+
+    def faulted(self, endpoint: str, status: int) -> None:
+        """An API request answered with an injected error status (it is not recorded as accepted)."""
+        with self._lock:
+            self._faulted.append((_now(), endpoint, status))
+
+    def faulted_requests(self) -> list[tuple[str, str, int]]:
+        """``(received_at, endpoint, status)`` of the latest injected error answers, oldest first."""
+        with self._lock:
+            return list(self._faulted)
 
     def reject(self, endpoint: str, status: int) -> None:
         with self._lock:
@@ -243,4 +262,5 @@ class Recorder:
             self._accepted.clear()
             self._kinds.clear()
             self._rejected.clear()
+            self._faulted.clear()
             self._clear_keys()

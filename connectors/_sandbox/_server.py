@@ -131,6 +131,11 @@ class Sandbox:
         ``endpoint`` one of ``fenix.login``, ``fenix.orders``, ``fenix.fulfillment``, ``dg.execution``."""
         return self._state.recorder.requests(api=api, endpoint=endpoint, kind=kind, since=since)
 
+    def faulted(self) -> list[tuple[str, str, int]]:
+        """``(received_at, endpoint, status)`` of each request answered with an injected 5xx, oldest first
+        (the latest 100,000): when clients hit an endpoint that was down."""
+        return self._state.recorder.faulted_requests()
+
     def stats(self) -> dict[str, Any]:
         """Counts per endpoint and kind, rejections, injected faults, duplicates: ``GET /_sandbox/stats``."""
         return self._state.stats()

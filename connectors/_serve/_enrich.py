@@ -157,20 +157,20 @@ class Enricher:
                 reason = f"{type(error).__name__}: {self.runtime.redactor.redact(str(error)) or 'no detail'}"
             except BaseException:
                 if probe:  # a probe must always end, or the breaker stays half-open
-                    breaker.failure("the probe was interrupted", probe=True)
+                    await breaker.failure("the probe was interrupted", probe=True)
                 raise
             else:
                 status = response.status_code
                 if 200 <= status < 300:
-                    breaker.success()
+                    await breaker.success()
                     return self._decode(response, path)
                 retryable = status == 429 or status >= 500
                 reason = f"HTTP {status} {response.reason_phrase}".rstrip()
                 retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
             if retryable:
-                breaker.failure(f"GET {path}: {reason}", probe=probe)
+                await breaker.failure(f"GET {path}: {reason}", probe=probe)
             else:
-                breaker.success()  # the API answered: it is up, whatever it thought of this request
+                await breaker.success()  # the API answered: it is up, whatever it thought of this request
             if retryable and breaker.is_open:
                 continue  # the next admission waits or says "later"; attempts into an outage do not count
             counted += 1

@@ -31,26 +31,28 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import random
 import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from .._errors import JournalError
-from ._journal_pg import PostgresConnection, display_url, is_database_url
+from ._journal_pg import PostgresConnection, TransactionConflict, display_url, is_database_url
 
 try:  # POSIX: an advisory lock that the kernel drops when the process dies, even by SIGKILL
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 State = Literal["pending", "delivered", "dead", "resolved"]
 Backend = Literal["sqlite", "postgresql"]
 
@@ -107,10 +109,27 @@ _V2 = """
 ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
 ALTER TABLE deliveries ADD COLUMN lease_until {real};
 """
+# Version 3: each connection's circuit breaker and max_rate slot, shared by the workers (``_breaker_pg``;
+# times on the database's clock). An SQLite journal has one worker, which keeps them in memory.
+_V3 = """
+CREATE TABLE connection_state (
+    name TEXT PRIMARY KEY,
+    phase TEXT NOT NULL DEFAULT 'closed' CHECK (phase IN ('closed', 'open', 'half_open')),
+    failures BIGINT NOT NULL DEFAULT 0,
+    opened_at {real} NOT NULL DEFAULT 0,
+    retry_at {real} NOT NULL DEFAULT 0,
+    cooldown {real} NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    opened BIGINT NOT NULL DEFAULT 0,
+    probes BIGINT NOT NULL DEFAULT 0,
+    probe_until {real} NOT NULL DEFAULT 0,
+    next_free {real} NOT NULL DEFAULT 0
+);
+"""
 # MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
 MIGRATIONS: dict[Backend, tuple[str, ...]] = {
-    "sqlite": (_V1_SQLITE, _V2.format(real="REAL")),
-    "postgresql": (_V1_POSTGRESQL, _V2.format(real="DOUBLE PRECISION")),
+    "sqlite": (_V1_SQLITE, _V2.format(real="REAL"), ""),
+    "postgresql": (_V1_POSTGRESQL, _V2.format(real="DOUBLE PRECISION"), _V3.format(real="DOUBLE PRECISION")),
 }
 _HAS_META = {
     "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
@@ -118,6 +137,9 @@ _HAS_META = {
 }
 _MIGRATION_LOCK = 7_316_016_001  # pg_advisory_xact_lock key: one migration at a time per database
 DEFAULT_LEASE_SECONDS = 30.0
+TRANSACTION_TRIES = 5  # runs of a transaction that loses lock conflicts, before the error ends the run
+_T = TypeVar("_T")
+_log = logging.getLogger("shipmap.journal")
 
 
 class NoJournalError(JournalError):
@@ -305,7 +327,8 @@ class Journal:
         """Bring the store to ``SCHEMA_VERSION`` in one transaction; ``(version before, version after)``."""
         if self.readonly:
             raise JournalError(f"journal {self.name} is open read-only; it cannot be migrated")
-        with self.transaction():
+
+        def upgrade() -> int:
             if self.backend == "postgresql":
                 self._db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             before = self.schema_version()
@@ -319,6 +342,9 @@ class Journal:
                 "INSERT INTO meta (k, v) VALUES ('schema_version', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
                 (str(SCHEMA_VERSION),),
             )
+            return before
+
+        before = self.run_transaction(upgrade)
         return before, SCHEMA_VERSION
 
     def _take_run_lock(self) -> None:
@@ -469,11 +495,38 @@ class Journal:
         """Mark ``(key, status, attempts)`` rows delivered, in one transaction; how many were marked. A row
         this worker no longer holds (its lease was taken over) is left alone: a late answer changes nothing."""
         now = time.time()
-        marked = 0
-        with self.transaction():
-            for key, status, attempts in rows:
-                marked += self._db.execute(_DELIVERED, (status, attempts, now, key, self.worker)).rowcount
-        return marked
+
+        def mark() -> int:
+            return sum(self._db.execute(_DELIVERED, (status, attempts, now, key, self.worker)).rowcount
+                       for key, status, attempts in rows)  # fmt: skip
+
+        return self.run_transaction(mark)
+
+    def run_transaction(self, body: Callable[[], _T], *, undo: Callable[[], None] | None = None) -> _T:
+        """``body()`` in one transaction, run again whole when PostgreSQL rolls it back for a lock conflict
+        (a deadlock, a serialization failure) or ends its idle session: ``undo()`` first puts back what
+        ``body`` changed outside the database, then, after a random pause that grows, ``body()`` runs again
+        (``TRANSACTION_TRIES`` runs at most; the last conflict is raised). Inside another transaction it joins
+        that one, whose own runner runs it again. On SQLite, one run (it has one writer)."""
+        if self._db.in_transaction:
+            return body()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                with self.transaction():
+                    return body()
+            except TransactionConflict as conflict:
+                if tries >= TRANSACTION_TRIES:
+                    raise
+                pause = random.uniform(0.01, 0.05 * 2**tries)
+                _log.info("%s; running the whole transaction again in %.2fs (run %d of %d)", conflict, pause,
+                          tries + 1, TRANSACTION_TRIES)  # fmt: skip
+                if undo is not None:
+                    undo()
+                time.sleep(pause)
+                if conflict.reconnect:
+                    self._db.reconnect()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -770,7 +823,8 @@ def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
         found = ", ".join(f"{count} {table}" for table, count in held.items() if count)
         raise JournalError(f"journal {destination.name} is not empty ({found}); copy into an empty store")
     copied: dict[str, int] = {}
-    with destination.transaction():
+
+    def copy_all() -> None:
         for table, columns, order in _COPIED:
             marks = ", ".join("?" * len(columns.split(",")))
             insert = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
@@ -779,4 +833,6 @@ def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
             while rows := cursor.fetchmany(_COPY_BATCH):
                 destination._db.executemany(insert, [tuple(row) for row in rows])
                 copied[table] += len(rows)
+
+    destination.run_transaction(copy_all)
     return copied

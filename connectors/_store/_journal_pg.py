@@ -15,6 +15,7 @@ journal URL is opened.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -25,14 +26,29 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import JournalError
 
+
+class TransactionConflict(JournalError):
+    """A transaction lost a lock conflict (deadlock, serialization failure), or the server ended its idle
+    session: PostgreSQL rolled it back whole, so running it again from its start is safe."""
+
+    def __init__(self, message: str, *, reconnect: bool) -> None:
+        super().__init__(message)
+        self.reconnect = reconnect  # the session is gone: a new one first
+
+
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 60_000  # no statement of the journal's takes long; one that does is stuck
 # Workers sharing a journal lock the same rows: PostgreSQL then ends one statement with a deadlock (40P01) or a
 # serialization failure (40001). Outside a transaction that statement was rolled back whole, so running it again
-# is the same as running it a moment later; these tries, with a short random pause, settle it.
+# is the same as running it a moment later; these tries, with a short random pause, settle it. Inside a
+# transaction the whole transaction was rolled back: it is a TransactionConflict, which Journal.run_transaction
+# answers by running the whole transaction again.
 RETRIED_SQLSTATES = frozenset({"40001", "40P01"})
 STATEMENT_TRIES = 5
+# The server ended the session of a transaction left idle for a lease (idle_in_transaction_session_timeout):
+# the transaction was rolled back, and it can run again on a new session.
+IDLE_TIMEOUT_SQLSTATE = "25P03"
 _log = logging.getLogger("shipmap.journal")
 
 
@@ -70,16 +86,30 @@ class PostgresConnection:
         self._name = display_url(url)
         # A worker stopped inside a transaction holds row locks: the server ends its session after one lease,
         # so the others are never blocked longer than that (the stopped worker's transaction rolls back).
+        # A healthy worker never waits inside a transaction (its transactions run no await and no I/O but
+        # their statements), so only a stopped or starved one reaches this; if it was alive after all, its
+        # transaction runs again on a new session (TransactionConflict).
         idle = max(1000, int(lease * 1000))
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
         if readonly:
             options += " -c default_transaction_read_only=on"
+        self._url, self._options = url, options
+        self._conn = self._connect()
+
+    def _connect(self) -> Any:
+        psycopg = self._psycopg
         try:
-            self._conn = psycopg.connect(
-                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options
+            return psycopg.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=self._options
             )
         except psycopg.Error as error:
-            raise JournalError(f"cannot open journal {display_url(url)}: {_first_line(error)}") from None
+            raise JournalError(f"cannot open journal {self._name}: {first_line(error)}") from None
+
+    def reconnect(self) -> None:
+        """A new session, after the server ended this one."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = self._connect()
 
     @property
     def errors(self) -> type[Exception]:
@@ -89,11 +119,12 @@ class PostgresConnection:
         tries = 0
         while True:
             tries += 1
+            inside = self.in_transaction
             try:
                 return self._conn.execute(_dialect(sql), parameters or None)
             except self._psycopg.Error as error:
                 if not self._try_again(error, tries):
-                    raise self._fault(error) from None
+                    raise self._fault(error, inside) from None
 
     def _try_again(self, error: Exception, tries: int) -> bool:
         """Whether a statement that lost a lock conflict is run again (only outside a transaction: inside
@@ -109,18 +140,26 @@ class PostgresConnection:
     def executemany(self, sql: str, rows: Any) -> None:
         rows = list(rows)
         if rows:
+            inside = self.in_transaction
             try:
                 with self._conn.cursor() as cursor:
                     cursor.executemany(_dialect(sql), rows)
             except self._psycopg.Error as error:
-                raise self._fault(error) from None
+                raise self._fault(error, inside) from None
 
-    def _fault(self, error: Exception) -> JournalError:
-        """Like the SQLite journal's faults: what the server said, never the URL's password or the data."""
+    def _fault(self, error: Exception, inside: bool) -> JournalError:
+        """Like the SQLite journal's faults: what the server said, never the URL's password or the data.
+        ``inside``: the statement ran inside a transaction (which a conflict rolled back whole)."""
+        state = getattr(error, "sqlstate", None)
+        if inside and (state in RETRIED_SQLSTATES or state == IDLE_TIMEOUT_SQLSTATE or self._conn.broken):
+            return TransactionConflict(
+                f"journal {self._name}: transaction rolled back: PostgreSQL says: {first_line(error)}",
+                reconnect=bool(self._conn.broken or self._conn.closed),
+            )
         if isinstance(error, self._psycopg.errors.ReadOnlySqlTransaction):
-            return JournalError(f"journal {self._name} is open read-only: {_first_line(error)}")
+            return JournalError(f"journal {self._name} is open read-only: {first_line(error)}")
         return JournalError(
-            f"journal write failed {self._name}: PostgreSQL says: {_first_line(error)}. Nothing is lost: "
+            f"journal write failed {self._name}: PostgreSQL says: {first_line(error)}. Nothing is lost: "
             "deliveries not recorded as delivered are sent again, under the same keys, by the next run"
         )
 
@@ -141,6 +180,6 @@ def _dialect(sql: str) -> str:
     return re.sub(r"\?", "%s", sql)
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from shipmap.engine import SourceDocument
 
@@ -106,7 +106,10 @@ class Outbox:
         journal = self.journal
         jobs: list[Job] = []
         pending: list[PendingRow] = []
-        with journal.transaction():
+
+        def settle() -> set[str]:  # one transaction; run again whole if it loses a lock conflict
+            jobs.clear()
+            pending.clear()
             self.flush_marks()  # the same commit; and the lookup below sees them delivered
             states: dict[str, tuple[State, str | None]] = {}
             if decide:
@@ -172,7 +175,9 @@ class Outbox:
                                         request.connection, step.idempotency_key, request.method,
                                         request.url, step.text, step.origin))  # fmt: skip
                         jobs.append(step)
-            held = journal.mark_pending_many(pending)
+            return journal.mark_pending_many(pending)
+
+        held = journal.run_transaction(settle, undo=self._undoer() if journal.shared else None)
         if len(held) < len(jobs):  # a shared journal: another worker holds these, or delivered them
             for job in jobs:
                 if job.key not in held:
@@ -180,6 +185,30 @@ class Outbox:
                     self._skip(job)
             jobs = [job for job in jobs if job.key in held]
         return jobs
+
+    def _undoer(self) -> Callable[[], None]:
+        """What settling a batch changes outside the journal, put back as it is now: its transaction may run
+        again (a shared journal)."""
+        summary, scheduled, marks = self.summary, set(self.scheduled), self._marks
+        rejected = set(self._rejected_origins)
+        counts = (summary.rejected, summary.unrouted, len(summary.dead_keys))
+        targets = {label: (t.skipped, t.skipped_dead, t.dead) for label, t in summary.targets.items()}
+
+        def undo() -> None:
+            summary.rejected, summary.unrouted = counts[0], counts[1]
+            del summary.dead_keys[counts[2] :]
+            for label in list(summary.targets):
+                if label in targets:
+                    stats = summary.targets[label]
+                    stats.skipped, stats.skipped_dead, stats.dead = targets[label]
+                else:
+                    del summary.targets[label]
+            self.scheduled.clear()
+            self.scheduled.update(scheduled)
+            self._marks = marks  # the delivered marks the rolled-back transaction had taken
+            self._rejected_origins = set(rejected)
+
+        return undo
 
     def _resolve_rejections(self, batch: list[Item]) -> None:
         resolved = set()

@@ -120,7 +120,8 @@ def test_a_postgresql_store_is_upgraded_by_journal_migrate_only(
 ) -> None:
     _v1_store(postgres_url)
     with pytest.raises(
-        JournalError, match="schema version 1; this shipmap needs 2: run `shipmap journal migrate"
+        JournalError,
+        match=f"schema version 1; this shipmap needs {SCHEMA_VERSION}: run `shipmap journal migrate",
     ):
         Journal(postgres_url)
     with Journal(postgres_url, readonly=True) as reader:  # an older store can still be read
@@ -130,14 +131,16 @@ def test_a_postgresql_store_is_upgraded_by_journal_migrate_only(
     assert main(["journal", "info", with_password(postgres_url)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines() == [
-        f"{postgres_url}: schema version 1 -> 2",
-        f"{postgres_url}: schema version 2, up to date",
-        f"{postgres_url}: postgresql, schema version 2; no deliveries",
+        f"{postgres_url}: schema version 1 -> {SCHEMA_VERSION}",
+        f"{postgres_url}: schema version {SCHEMA_VERSION}, up to date",
+        f"{postgres_url}: postgresql, schema version {SCHEMA_VERSION}; no deliveries",
     ]
     assert PASSWORD not in out
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute("UPDATE meta SET v = '3' WHERE k = 'schema_version'")
-    with pytest.raises(JournalError, match="schema version 3 was written by a newer shipmap"):
+        db.execute("UPDATE meta SET v = %s WHERE k = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(
+        JournalError, match=f"schema version {SCHEMA_VERSION + 1} was written by a newer shipmap"
+    ):
         Journal(postgres_url)
 
 
@@ -151,7 +154,7 @@ def test_an_sqlite_journal_of_version_1_is_upgraded_when_a_run_opens_it(tmp_path
     with Journal(path, readonly=True) as reader:
         assert reader.schema_version() == 1
     with Journal(path) as journal:
-        assert journal.schema_version() == 2
+        assert journal.schema_version() == SCHEMA_VERSION
         pending(journal, "k")
     columns = {row[1] for row in sqlite3.connect(path).execute("PRAGMA table_info(deliveries)")}
     assert {"lease_owner", "lease_until"} <= columns
@@ -258,3 +261,106 @@ def test_a_statement_that_loses_a_deadlock_outside_a_transaction_is_run_again(po
     finally:
         other.close()
         store.close()
+
+
+def test_a_transaction_that_loses_a_deadlock_is_run_again_whole(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Two workers' transactions lock the same two rows in opposite orders: a real deadlock. PostgreSQL rolls
+    # one back whole; its runner runs the whole transaction again (after the winner commits), and both land.
+    import threading
+
+    with Journal(postgres_url) as setup:
+        pending(setup, "k1")
+        pending(setup, "k2")
+    both_hold_one = threading.Barrier(2, timeout=30)
+    runs = {"a": 0, "b": 0}
+    errors: list[BaseException] = []
+
+    def worker(name: str, first: str, second: str) -> None:
+        with Journal(postgres_url) as journal:
+
+            def body() -> None:
+                runs[name] += 1
+                journal.mark_resolved(first, f"by {name}")
+                if runs[name] == 1:
+                    both_hold_one.wait()  # each holds one row: the second statements deadlock
+                journal.mark_resolved(second, f"by {name}")
+
+            try:
+                journal.run_transaction(body)
+            except BaseException as error:
+                errors.append(error)
+
+    threads = [
+        threading.Thread(target=worker, args=("a", "k1", "k2")),
+        threading.Thread(target=worker, args=("b", "k2", "k1")),
+    ]
+    with caplog.at_level("INFO", logger="shipmap.journal"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    assert errors == []
+    assert sorted(runs.values()) == [1, 2]  # the loser ran once more, whole; the winner once
+    loser = "a" if runs["a"] == 2 else "b"
+    with Journal(postgres_url, readonly=True) as journal:
+        # The loser's second run came after the winner's commit: it wrote both rows last, atomically.
+        assert [journal.get(key).reason for key in ("k1", "k2")] == [f"by {loser}"] * 2  # type: ignore[union-attr]
+    assert any("deadlock detected" in r.getMessage() and "running the whole transaction again" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+
+
+def test_a_transaction_whose_idle_session_the_server_ended_runs_again_on_a_new_one(postgres_url: str) -> None:
+    # The server ends a session idle inside a transaction for a lease (idle_in_transaction_session_timeout),
+    # so a stopped worker cannot hold row locks longer. A worker that was merely starved past it (alive, its
+    # transaction rolled back) reconnects and runs the transaction again: the run goes on.
+    with Journal(postgres_url, lease=1.0) as journal:
+        pending(journal, "k1")
+        backend = journal._db.execute("SELECT pg_backend_pid()").fetchone()[0]
+        runs = 0
+
+        def body() -> int:
+            nonlocal runs
+            runs += 1
+            journal.mark_resolved("k1", f"run {runs}")
+            if runs == 1:  # stalled inside the transaction until the server has ended the session
+                with psycopg.connect(postgres_url, autocommit=True) as watcher:
+                    deadline = time.monotonic() + 60
+                    while watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                                          (backend,)).fetchone()[0]:  # fmt: skip
+                        assert time.monotonic() < deadline, "the server never ended the idle session"
+                        time.sleep(0.05)
+            return runs  # the commit finds the session gone
+
+        assert journal.run_transaction(body) == 2
+        entry = journal.get("k1")
+        assert runs == 2 and entry is not None and (entry.state, entry.reason) == ("resolved", "run 2")
+
+
+def test_a_transaction_that_keeps_losing_ends_as_a_journal_error(postgres_url: str) -> None:
+    from shipmap.connectors._store._journal import TRANSACTION_TRIES
+    from shipmap.connectors._store._journal_pg import TransactionConflict
+
+    with Journal(postgres_url) as journal:
+        runs = 0
+
+        def body() -> None:
+            nonlocal runs
+            runs += 1
+            journal._db.execute("SELECT 1/0")  # not a conflict: never run again
+
+        with pytest.raises(JournalError, match="division by zero") as raised:
+            journal.run_transaction(body)
+        assert runs == 1 and not isinstance(raised.value, TransactionConflict)
+
+        def conflicting() -> None:
+            nonlocal runs
+            runs += 1
+            journal._db.execute("DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '40001'; END $$")
+
+        runs = 0
+        with pytest.raises(TransactionConflict):
+            journal.run_transaction(conflicting)
+        assert runs == TRANSACTION_TRIES  # bounded
+        assert journal.counts() == {}

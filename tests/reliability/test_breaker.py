@@ -156,21 +156,21 @@ def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes
     async def scenario() -> list[str]:
         seen = []
         for _ in range(2):
-            breaker.failure("HTTP 503")
+            await breaker.failure("HTTP 503")
         seen.append(breaker.state.phase)  # closed: 2 < 3
-        breaker.failure("HTTP 503")
+        await breaker.failure("HTTP 503")
         seen.append(breaker.state.phase)  # open
         clock.now = 1.0
         probe = await breaker.admit(give_up_at=100.0)
         seen.append(f"{breaker.state.phase} probe={probe}")
-        breaker.failure("ConnectError", probe=True)  # reopen, cooldown doubled
+        await breaker.failure("ConnectError", probe=True)  # reopen, cooldown doubled
         seen.append(f"{breaker.state.phase} retry_at={breaker.state.retry_at}")
         clock.now = 3.0
         assert await breaker.admit(give_up_at=100.0)
-        breaker.success()
+        await breaker.success()
         seen.append(breaker.state.phase)
         assert await breaker.admit(give_up_at=100.0) is False
-        breaker.failure("HTTP 401", refused=True)  # refused credentials: open at once
+        await breaker.failure("HTTP 401", refused=True)  # refused credentials: open at once
         seen.append(breaker.state.phase)
         with pytest.raises(Outage, match="left pending"):
             await breaker.admit(give_up_at=clock.now)
