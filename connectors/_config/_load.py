@@ -1,0 +1,102 @@
+"""Loading a config file: YAML composed with node marks so every error names ``file:line:col``, references
+filled (``_secrets``), the document validated (``_schema``) and built into objects (``_build``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from shipmap.engine import Location, MappingError
+from shipmap.engine._yaml import load_located
+
+from .._errors import ConfigError
+from ._build import build_config
+from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig
+from ._schema import validate_document
+from ._secrets import (
+    MAX_CONFIG_BYTES,
+    interpolate,
+    read_env_file,
+    refuse_unsendable_secrets,
+    warn_literal_secrets,
+    with_readers,
+)
+
+
+def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Read, interpolate and validate a config file. ``environ`` defaults to ``os.environ``."""
+    file = Path(path)
+    name = str(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {name}: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("config file is larger than 1 MiB", location=Location(name, 1, 1))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("config file is not UTF-8 text", location=Location(name, 1, 1)) from None
+    value, locations = _compose(text, name)
+    if not isinstance(value, dict):
+        raise ConfigError(
+            "a config file is a mapping of keys (connections, mappings, ...)", location=Location(name, 1, 1)
+        )
+    env = dict(os.environ if environ is None else environ)
+    env_file = value.get("env_file", ".env")
+    if isinstance(env_file, str):
+        env_path = (file.parent / env_file).resolve()
+        if env_path.is_file():
+            for key, item in read_env_file(env_path, locations, env).items():
+                env.setdefault(key, item)
+        elif "env_file" in value:
+            raise ConfigError("env_file does not exist", location=locations.get(("env_file",)))
+    referenced: dict[PathKey, list[str]] = {}
+    written = value
+    value = interpolate(value, (), env, locations, name, referenced)
+    validate_document(value, locations, name)
+    warn_literal_secrets(value, locations, referenced)
+    refuse_unsendable_secrets(value, locations, referenced)
+    config = build_config(value, file, locations)
+    reread = (file.parent / env_file).resolve() if isinstance(env_file, str) else None
+    return with_readers(config, written, reread, environ)
+
+
+def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Path | str:
+    """The journal file (or PostgreSQL URL) a config names, without needing the connections' secrets (for
+    ``shipmap dead-letters``)."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        raise ConfigError(f"cannot read config file {path}") from None
+    value, locations = _compose(text, str(path))
+    journal = value.get("journal") if isinstance(value, dict) else None
+    env = os.environ if environ is None else environ
+    url = journal if isinstance(journal, str) else journal.get("url") if isinstance(journal, dict) else None
+    if isinstance(url, str):
+        where: PathKey = ("journal",) if isinstance(journal, str) else ("journal", "url")
+        return str(interpolate(url, where, env, locations, str(path), {}))
+    raw = journal.get("path", DEFAULT_JOURNAL) if isinstance(journal, dict) else DEFAULT_JOURNAL
+    if not isinstance(raw, str):
+        raise ConfigError("journal.path: must be a string", location=locations.get(("journal", "path")))
+    filled = interpolate(raw, ("journal", "path"), env, locations, str(path), {})
+    return (file.resolve().parent / str(filled)).resolve()
+
+
+def _compose(text: str, name: str) -> tuple[Any, dict[PathKey, Location]]:
+    """The config's YAML through the mappings' loader: bounded (size, nodes after alias expansion, depth,
+    scalar length, number length), JSON-like tags only, no duplicate or merge keys; every error located."""
+    try:
+        document = load_located(text, name, str, what="config file")
+    except MappingError as error:
+        raise ConfigError(error.message, location=_bare(error.location)) from None
+    bare = {path: Location(at.file, at.line, at.column) for path, at in document.locations.items()}
+    return document.value, bare
+
+
+def _bare(location: Location | None) -> Location | None:
+    """The location without its line's text: a config line may hold a secret, and errors never show it."""
+    return Location(location.file, location.line, location.column) if location is not None else None

@@ -1,0 +1,270 @@
+"""Secrets in a config: ``${VAR}`` and ``${file:/path}`` references, the ``.env`` file beside the config, and
+the checks that keep a credential out of logs and headers it cannot travel in. Messages name keys and
+references, never values. :class:`CredentialReader` reads a connection's credentials again at each login,
+so a rotated key is picked up without a restart."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dotenv.parser import parse_stream
+from dotenv.variables import parse_variables
+from shipmap.engine import Location
+
+from .._errors import ConfigError
+from .._redact import is_sensitive_name
+from ._model import PathKey, RuntimeConfig
+
+# Config keys whose values are credentials: they should be ${VAR} references, and are always redacted.
+SECRET_FIELDS = frozenset({"password", "secret", "key", "api_key", "token"})
+
+
+_log = logging.getLogger("shipmap.connectors.config")
+_VAR = re.compile(r"\$\$|\$\{(?:file:([^}]+)|([A-Za-z_][A-Za-z0-9_]*))\}")
+_MAX_SECRET_FILE_BYTES = 64 * 1024
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class CredentialReader:
+    """A connection's credentials read again, as written in the config: ``${VAR}`` from the environment, then
+    the env file (read again too), ``${file:/path}`` from its file. Fenix logins call ``read`` each time, so
+    a rotated key or password is picked up without a restart."""
+
+    def __init__(
+        self,
+        connection: str,
+        written: Mapping[str, str],
+        env_file: Path | None,
+        environ: Mapping[str, str] | None,
+    ) -> None:
+        self.connection = connection
+        self._written = dict(written)
+        self._env_file = env_file
+        self._environ = environ  # None: os.environ as it is at each read
+
+    def read(self) -> dict[str, str]:
+        """The credentials now; ValueError names the key and the reference that fails, never a value."""
+        env = dict(os.environ if self._environ is None else self._environ)
+        if self._env_file is not None and self._env_file.is_file():
+            try:
+                for key, item in _read_dotenv(self._env_file, env).items():
+                    env.setdefault(key, item)
+            except (OSError, ValueError, ConfigError):
+                raise ValueError(f"env file {self._env_file} cannot be read") from None
+        found: dict[str, str] = {}
+        for key, text in self._written.items():
+            where = f"connections.{self.connection}.auth.{key}"
+            try:
+                value, used = fill_references(text, env)
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}") from None
+            if not header_safe(value):
+                source = f" (from ${{{', '.join(used)}}})" if used else ""
+                raise ValueError(
+                    f"{where}{source}: the value cannot be sent in an HTTP header: it holds a non-ASCII or "
+                    "control character"
+                )
+            found[key] = value
+        return found
+
+
+def with_readers(
+    config: RuntimeConfig, written: dict[str, Any], env_path: Path | None, environ: Mapping[str, str] | None
+) -> RuntimeConfig:
+    """Give each fenix_session connection whose credentials are references a reader for its logins."""
+    connections = []
+    for connection in config.connections:
+        auth = (
+            (written["connections"][connection.name].get("auth") or {})
+            if connection.name in written.get("connections", {})
+            else {}
+        )
+        keys = _HEADER_SECRETS["fenix_session"]
+        references = {k: auth[k] for k in keys if isinstance(auth.get(k), str) and "$" in auth[k]}
+        if connection.auth.scheme == "fenix_session" and references:
+            reader = CredentialReader(connection.name, references, env_path, environ)
+            connection = replace(connection, auth=replace(connection.auth, reader=reader))
+        connections.append(connection)
+    return replace(config, connections=tuple(connections))
+
+
+def read_env_file(
+    path: Path, locations: Mapping[PathKey, Location], env: Mapping[str, str]
+) -> dict[str, str]:
+    """The env file's variables; a file that is too large or not UTF-8 text (a binary, say) is a config
+    error at the config's ``env_file`` line, never a traceback."""
+    where = locations.get(("env_file",))
+    try:
+        found = _read_dotenv(path, env)
+    except ConfigError as error:
+        raise ConfigError(f"env_file: {error.message}", location=where or error.location) from None
+    except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
+        raise ConfigError("env_file is not a readable UTF-8 text file", location=where) from None
+    if any("\x00" in item for item in found.values()):
+        raise ConfigError("env_file is not a text file (it holds NUL bytes)", location=where)
+    return found
+
+
+# Which auth keys each scheme sends as HTTP header values (basic auth sends base64, always safe).
+_HEADER_SECRETS = {
+    "fenix_session": ("username", "password", "api_key", "store_name"),
+    "api_key": ("api_key", "prefix"),
+    "bearer": ("token",),
+}
+
+
+def refuse_unsendable_secrets(
+    value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
+) -> None:
+    """Refuse, at load, what would leak or fail at the first request: credentials in a base_url's userinfo
+    (they would be journaled and printed with the URL), and a credential that cannot go in an HTTP header
+    (a non-ASCII or control character). The message names the key and the variable, never the value."""
+    for name, connection in value.get("connections", {}).items():
+        base_url = connection.get("base_url")
+        if isinstance(base_url, str) and "@" in base_url.split("://", 1)[-1].split("/", 1)[0]:
+            raise ConfigError(
+                f"connections.{name}.base_url: credentials in the URL (user:password@host) are refused: they "
+                f"would be stored and printed with every URL. Put them under connections.{name}.auth "
+                "as ${VAR} references",
+                location=locations.get(("connections", name, "base_url")),
+            )
+        auth = connection.get("auth") or {}
+        keys = [("auth", k) for k in _HEADER_SECRETS.get(auth.get("scheme", ""), ())]
+        keys += [("headers", h) for h in connection.get("headers") or {}]
+        for section, key in keys:
+            item = (auth if section == "auth" else connection["headers"]).get(key)
+            if isinstance(item, str) and not header_safe(item):
+                path: PathKey = ("connections", name, section, key)
+                variables = referenced.get(path)
+                source = f" (from ${{{', '.join(variables)}}})" if variables else ""
+                raise ConfigError(
+                    f"connections.{name}.{section}.{key}{source}: the value cannot be sent in an HTTP header: "
+                    "it holds a non-ASCII or control character",
+                    location=locations.get(path),
+                )
+
+
+def header_safe(value: str) -> bool:
+    """Whether ``value`` can be an HTTP header value as sent: visible ASCII, spaces and tabs only."""
+    return value.isascii() and all(char == "\t" or " " <= char <= "~" for char in value)
+
+
+def _read_dotenv(path: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``.env`` file as python-dotenv reads it: quotes, ``#`` comments, escapes in double quotes,
+    multi-line quoted values, ``export``, and ``${VAR}`` / ``${VAR:-default}`` expansion, where the process
+    environment wins over the file's earlier lines (as ``load_dotenv`` without override does)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read env file {path.name}: {error.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError("env file is larger than 1 MiB", location=Location(str(path), 1, 1))
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("env file is not UTF-8 text", location=Location(str(path), 1, 1)) from None
+    environ = os.environ if environ is None else environ
+    found: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # The line's text is not shown: it may hold a secret.
+            raise ConfigError(
+                "env file: a line that is not KEY=value",
+                location=Location(str(path), binding.original.line, 1),
+            )
+        if binding.key is None or binding.value is None:
+            continue  # a blank line, a comment, or a bare KEY without a value
+        scope = {**found, **environ}
+        found[binding.key] = "".join(atom.resolve(scope) for atom in parse_variables(binding.value))
+    return found
+
+
+def interpolate(
+    value: Any,
+    path: PathKey,
+    env: Mapping[str, str],
+    locations: Mapping[PathKey, Location],
+    name: str,
+    referenced: dict[PathKey, list[str]],
+) -> Any:
+    """Fill ``${VAR}`` references (``$$`` is a literal ``$``); ``referenced`` collects where there were."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, (*path, k), env, locations, name, referenced) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, (*path, i), env, locations, name, referenced) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "$" not in value:
+        return value
+
+    try:
+        filled, variables = fill_references(value, env)
+    except ValueError as error:
+        raise ConfigError(str(error), location=locations.get(path) or Location(name, 1, 1)) from None
+    if variables:
+        referenced.setdefault(path, []).extend(variables)
+    return filled
+
+
+def fill_references(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """``text`` with ``${VAR}`` filled from ``env`` and ``${file:/path}`` from that file (its text, without
+    the final newline: Docker and Kubernetes secrets are files); ``$$`` is ``$``. Returns the references
+    used. ValueError names a reference that cannot be filled, never a value."""
+    used: list[str] = []
+
+    def fill(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        file, variable = match.group(1), match.group(2)
+        if file is not None:
+            used.append(f"file:{file}")
+            return _read_secret_file(Path(file).expanduser())
+        if variable not in env:
+            raise ValueError(f"environment variable {variable} is not set (nor in the env file)")
+        used.append(variable)
+        return env[variable]
+
+    return _VAR.sub(fill, text), used
+
+
+def _read_secret_file(path: Path) -> str:
+    try:
+        if path.stat().st_size > _MAX_SECRET_FILE_BYTES:
+            raise ValueError(f"file reference {path}: larger than 64 KiB")
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise ValueError(f"file reference {path}: cannot be read as UTF-8 text") from None
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def warn_literal_secrets(
+    value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
+) -> None:
+    """Warn (naming the key and line, not the value) about credentials written into the file itself."""
+    for name, connection in value.get("connections", {}).items():
+        auth = connection.get("auth") or {}
+        for key in sorted(SECRET_FIELDS & set(auth)):
+            path: PathKey = ("connections", name, "auth", key)
+            if path not in referenced:
+                where = locations.get(path)
+                _log.warning(
+                    "%s: connections.%s.auth.%s is written literally in the config; "
+                    "use a ${ENV_VAR} reference",
+                    where or "config",
+                    name,
+                    key,
+                )
+        for header in connection.get("headers") or {}:
+            path = ("connections", name, "headers", header)
+            if is_sensitive_name(header) and path not in referenced:
+                _log.warning(
+                    "%s: header %s of connection %s is written literally; use a ${ENV_VAR} reference",
+                    locations.get(path) or "config",
+                    header,
+                    name,
+                )
