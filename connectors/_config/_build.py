@@ -1,11 +1,21 @@
-"""From a validated, interpolated config document to the config objects (``_model``)."""
+"""From a validated, interpolated config document to the config objects (``_model``).
+
+The schema (``config.schema.json``) says which keys a section may hold; the dataclasses in ``_model`` say what
+each becomes and hold every default. A section is built generically (:func:`_section`): a key the file gives
+becomes the field of that name, converted where it needs it (durations, nested sections), and a key it leaves
+out keeps the dataclass's default. So no default and no key is written a second time here; the few keys that
+are not fields (an auth ``key``/``secret`` alias, a connection's ``region``, a route's ``topic``) are handled
+by name. ``tests/connectors/test_config_model.py`` checks that the schema's keys and the fields agree.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from shipmap.engine import Location
 
@@ -14,7 +24,6 @@ from .._errors import ConfigError
 from .._redact import is_sensitive_name
 from .._store._journal_pg import url_password
 from ._model import (
-    DEFAULT_IDEMPOTENCY_HEADER,
     DEFAULT_JOURNAL,
     AuthSettings,
     Connection,
@@ -31,6 +40,10 @@ from ._model import (
     parse_duration,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+Section = TypeVar("Section", bound="DataclassInstance")
 DG_REGION_URL = "https://flow-server.{region}.dgdeepai.com"
 EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 
@@ -39,9 +52,7 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     base_dir = file.resolve().parent
     connections = tuple(_connection(name, item) for name, item in value["connections"].items())
     events_raw = value.get("events") or {}
-    events = EventSettings(
-        body=events_raw.get("body"), topic=events_raw.get("topic"), routing=events_raw.get("routing", "all")
-    )
+    events = _section(EventSettings, events_raw)
     routes = tuple(_route(item) for item in value["mappings"])
     delivery = _delivery(value.get("delivery") or {})
     journal_raw = value.get("journal") or {}
@@ -52,11 +63,11 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
             "journal: takes path (an SQLite file) or url (PostgreSQL), not both",
             location=locations.get(("journal", "url")),
         )
-    journal = JournalSettings(
+    journal = _section(
+        JournalSettings,
+        journal_raw,
+        {"lease": parse_duration},
         path=(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)).resolve(),
-        synchronous=journal_raw.get("synchronous", "normal"),
-        url=journal_raw.get("url"),
-        lease=parse_duration(journal_raw.get("lease", 30)),
     )
     secrets: set[str] = set()
     if journal.url and url_password(journal.url):
@@ -91,103 +102,82 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     return config
 
 
+def _section(
+    cls: type[Section],
+    raw: Mapping[str, Any],
+    convert: Mapping[str, Callable[[Any], Any]] | None = None,
+    **fixed: Any,
+) -> Section:
+    """A ``cls`` from one validated section of the file: each key the file gives that names a field of
+    ``cls`` (through ``convert`` where it names one), then ``fixed``; every other field keeps its default."""
+    convert = convert or {}
+    fields = {field.name for field in dataclasses.fields(cls)}
+    given = {
+        key: convert[key](value) if key in convert else value for key, value in raw.items() if key in fields
+    }
+    return cls(**{**given, **fixed})
+
+
+def _durations(*names: str) -> dict[str, Callable[[Any], Any]]:
+    return dict.fromkeys(names, parse_duration)
+
+
 def _connection(name: str, item: dict[str, Any]) -> Connection:
-    base_url = item.get("base_url") or DG_REGION_URL.format(region=item["region"])
-    auth_raw = item.get("auth") or {"scheme": "none"}
-    auth = AuthSettings(
-        scheme=auth_raw["scheme"],
-        username=auth_raw.get("username", auth_raw.get("key")),
-        password=auth_raw.get("password", auth_raw.get("secret")),
-        api_key=auth_raw.get("api_key"),
-        store_name=auth_raw.get("store_name"),
-        token=auth_raw.get("token"),
-        header=auth_raw.get("header", "x-api-key"),
-        prefix=auth_raw.get("prefix", ""),
-        login_path=auth_raw.get("login_path", "/login"),
-        token_ttl=parse_duration(auth_raw.get("token_ttl", 4 * 3600)),
-        refresh_margin=parse_duration(auth_raw.get("refresh_margin", 300)),
-    )
-    timeout = _timeouts(item["timeout"]) if "timeout" in item else None
-    return Connection(
-        breaker=_breaker(item["breaker"]) if "breaker" in item else None,
-        max_rate=item.get("max_rate"),
+    return _section(
+        Connection,
+        item,
+        {"timeout": _timeouts, "breaker": _breaker},
         name=name,
-        api=item["api"],
-        base_url=base_url,
-        auth=auth,
+        base_url=item.get("base_url") or DG_REGION_URL.format(region=item["region"]),
+        auth=_auth(item.get("auth") or {"scheme": "none"}),
         headers=MappingProxyType(dict(item.get("headers") or {})),
-        timeout=timeout,
-        idempotency_header=item.get("idempotency_header", DEFAULT_IDEMPOTENCY_HEADER),
+    )
+
+
+def _auth(raw: dict[str, Any]) -> AuthSettings:
+    # Basic auth may name its credentials after DG's documents: key and secret.
+    return _section(
+        AuthSettings,
+        raw,
+        _durations("token_ttl", "refresh_margin"),
+        username=raw["username"] if "username" in raw else raw.get("key"),
+        password=raw["password"] if "password" in raw else raw.get("secret"),
     )
 
 
 def _timeouts(value: Any) -> Timeouts:
-    defaults = Timeouts()
     if isinstance(value, dict):
-        return Timeouts(
-            **{
-                k: parse_duration(value[k]) if k in value else getattr(defaults, k)
-                for k in ("connect", "read", "write", "pool", "total")
-            }
-        )
+        return _section(Timeouts, value, _durations(*(field.name for field in dataclasses.fields(Timeouts))))
     seconds = parse_duration(value)
     # One duration for every phase: the overall deadline stays the default, or twice it if that is longer.
-    return Timeouts(seconds, seconds, seconds, seconds, max(defaults.total, 2 * seconds))
+    return Timeouts(seconds, seconds, seconds, seconds, max(Timeouts().total, 2 * seconds))
 
 
 def _breaker(raw: dict[str, Any]) -> BreakerSettings:
-    defaults = BreakerSettings()
-    return BreakerSettings(
-        failures=raw.get("failures", defaults.failures),
-        cooldown=parse_duration(raw.get("cooldown", defaults.cooldown)),
-        cooldown_cap=parse_duration(raw.get("cooldown_cap", defaults.cooldown_cap)),
-        outage_wait=parse_duration(raw.get("outage_wait", defaults.outage_wait)),
-    )
+    return _section(BreakerSettings, raw, _durations("cooldown", "cooldown_cap", "outage_wait"))
 
 
 def _route(item: dict[str, Any]) -> MappingRoute:
     topic = item.get("topic")
-    topics = (topic,) if isinstance(topic, str) else tuple(topic or ())
-    targets = {
-        name: TargetRoute(
-            connection=t.get("connection"),
-            path=t.get("path"),
-            method=t.get("method"),
-            enabled=t.get("enabled", True),
-        )
-        for name, t in (item.get("targets") or {}).items()
-    }
-    return MappingRoute(
-        mapping=item["mapping"],
-        match=item.get("match"),
-        topics=topics,
-        body=item.get("body"),
-        default_zone=item.get("default_zone"),
+    targets = {name: _section(TargetRoute, t) for name, t in (item.get("targets") or {}).items()}
+    return _section(
+        MappingRoute,
+        item,
+        topics=(topic,) if isinstance(topic, str) else tuple(topic or ()),
         targets=MappingProxyType(targets),
     )
 
 
 def _delivery(raw: dict[str, Any]) -> DeliverySettings:
-    retry_raw = raw.get("retry") or {}
-    defaults = RetryPolicy()
-    retry = RetryPolicy(
-        max_attempts=retry_raw.get("max_attempts", defaults.max_attempts),
-        backoff_base=parse_duration(retry_raw.get("backoff_base", defaults.backoff_base)),
-        backoff_cap=parse_duration(retry_raw.get("backoff_cap", defaults.backoff_cap)),
-        jitter=retry_raw.get("jitter", defaults.jitter),
-        retry_after_cap=parse_duration(retry_raw.get("retry_after_cap", defaults.retry_after_cap)),
-    )
-    idem_raw = raw.get("idempotency") or {}
-    idempotency = IdempotencySettings(
-        external_id=idem_raw.get("external_id", IdempotencySettings().external_id),
-        prefer_mapping=idem_raw.get("prefer_mapping", True),
-    )
-    return DeliverySettings(
-        concurrency=raw.get("concurrency", 8),
-        timeout=_timeouts(raw["timeout"]) if "timeout" in raw else Timeouts(),
-        retry=retry,
-        idempotency=idempotency,
-        response_excerpt_chars=raw.get("response_excerpt_chars", 2048),
-        breaker=_breaker(raw.get("breaker") or {}),
-        workers=raw.get("workers", "auto"),
+    return _section(
+        DeliverySettings,
+        raw,
+        {
+            "timeout": _timeouts,
+            "retry": lambda value: _section(
+                RetryPolicy, value or {}, _durations("backoff_base", "backoff_cap", "retry_after_cap")
+            ),
+            "idempotency": lambda value: _section(IdempotencySettings, value or {}),
+            "breaker": lambda value: _breaker(value or {}),
+        },
     )

@@ -1,0 +1,191 @@
+"""The config is defined twice on purpose and no more: the schema says which keys a section may hold and
+their constraints; the dataclasses say what each key becomes and hold every default. ``_config/_build.py``
+copies neither. These tests keep the two in step, so a key added to one side only fails here, and check
+that building a file gives each field the file's value, or else the dataclass's default."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from textwrap import dedent
+from typing import Any
+
+import pytest
+from shipmap.connectors import (
+    AuthSettings,
+    Connection,
+    DeliverySettings,
+    EventSettings,
+    IdempotencySettings,
+    JournalSettings,
+    MappingRoute,
+    RetryPolicy,
+    TargetRoute,
+    Timeouts,
+    config_schema,
+    load_config,
+)
+from shipmap.connectors._deliver._breaker import BreakerSettings
+from test_runtime_support import FIXTURES, environ
+
+ENV = environ("http://127.0.0.1:9")
+
+
+def section(pointer: str) -> dict[str, Any]:
+    found: Any = config_schema()
+    for part in pointer.split("/"):
+        found = found[int(part)] if isinstance(found, list) else found[part]
+    assert isinstance(found, dict)
+    return found
+
+
+# (schema section, its dataclass, keys only the file has, fields only the objects have)
+SECTIONS = [
+    ("$defs/connection", Connection, {"region"}, {"name"}),  # region -> base_url; name is the mapping key
+    ("$defs/auth", AuthSettings, {"key", "secret"}, {"reader"}),  # DG's names for username and password
+    ("$defs/timeout/anyOf/1", Timeouts, set(), set()),
+    ("$defs/breaker", BreakerSettings, set(), set()),
+    ("$defs/events", EventSettings, set(), set()),
+    ("$defs/route", MappingRoute, {"topic"}, {"topics"}),  # one topic or a list -> a tuple
+    ("$defs/target_route", TargetRoute, set(), set()),
+    ("$defs/delivery", DeliverySettings, set(), set()),
+    ("$defs/delivery/properties/retry", RetryPolicy, set(), set()),
+    ("$defs/delivery/properties/idempotency", IdempotencySettings, set(), set()),
+    ("$defs/journal", JournalSettings, set(), set()),
+]
+
+
+@pytest.mark.parametrize(
+    ("pointer", "cls", "file_only", "object_only"), SECTIONS, ids=[s[0] for s in SECTIONS]
+)
+def test_each_schema_section_and_its_dataclass_name_the_same_keys(
+    pointer: str, cls: type[Any], file_only: set[str], object_only: set[str]
+) -> None:
+    keys = set(section(pointer)["properties"])
+    fields = {field.name for field in dataclasses.fields(cls)}
+    assert (keys - fields, fields - keys) == (file_only, object_only)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "shipmap.yaml"
+    path.write_text(dedent(text).lstrip())
+    return path
+
+
+def test_a_file_that_leaves_every_key_out_gets_the_dataclass_defaults(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            f"""
+            connections:
+              dg: {{api: dg, base_url: "http://127.0.0.1:9"}}
+            mappings:
+              - mapping: {FIXTURES / "shipments.yaml"}
+            """,
+        ),
+        environ=ENV,
+    )
+    (connection,) = config.connections
+    assert connection == Connection("dg", "dg", "http://127.0.0.1:9")
+    assert config.mappings == (MappingRoute(str(FIXTURES / "shipments.yaml")),)
+    assert (config.events, config.delivery) == (EventSettings(), DeliverySettings())
+    assert config.journal == JournalSettings(path=(tmp_path / ".shipmap" / "journal.db").resolve())
+
+
+def test_a_file_that_gives_every_key_sets_every_field(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            f"""
+            events: {{body: payload, topic: topic, routing: first}}
+            connections:
+              dg:
+                api: dg
+                region: us
+                auth: {{scheme: basic, key: k-1234, secret: s-1234}}
+                timeout: 7s
+              shop:
+                api: generic
+                base_url: "http://127.0.0.1:9"
+                auth: {{scheme: api_key, api_key: a-1234, header: x-key, prefix: "Key "}}
+                headers: {{x-tenant: acme}}
+                timeout: {{connect: 1s, read: 2s, write: 3s, pool: 4s, total: 5s}}
+                breaker: {{failures: 3, cooldown: 2s, cooldown_cap: 1m, outage_wait: 10m}}
+                idempotency_header: X-Once
+                max_rate: 12.5
+              fenix:
+                api: fenix
+                base_url: "http://127.0.0.1:9"
+                auth: {{scheme: fenix_session, username: u, password: p-1234, api_key: f-1234,
+                        store_name: acme, login_path: /auth, token_ttl: 2h, refresh_margin: 90s}}
+            mappings:
+              - mapping: {FIXTURES / "shipments.yaml"}
+                topic: [shipments/create]
+                match: "payload != null"
+                body: payload
+                default_zone: Europe/Paris
+                targets:
+                  notify: {{connection: dg, path: /x, method: PUT, enabled: false}}
+            delivery:
+              concurrency: 3
+              timeout: {{total: 9s}}
+              retry: {{max_attempts: 2, backoff_base: 100ms, backoff_cap: 2s, jitter: none, retry_after_cap: 5s}}
+              idempotency: {{external_id: "x-{{key}}", prefer_mapping: false}}
+              response_excerpt_chars: 100
+              breaker: {{failures: 9}}
+              workers: 0
+            journal: {{path: j.db, synchronous: full, lease: 1m}}
+            """,
+        ),
+        environ=ENV,
+    )
+    dg, shop, fenix = config.connections
+    assert dg == Connection(
+        "dg",
+        "dg",
+        "https://flow-server.us.dgdeepai.com",
+        AuthSettings("basic", username="k-1234", password="s-1234"),
+        timeout=Timeouts(7.0, 7.0, 7.0, 7.0, 60.0),
+    )
+    assert shop == Connection(
+        "shop",
+        "generic",
+        "http://127.0.0.1:9",
+        AuthSettings("api_key", api_key="a-1234", header="x-key", prefix="Key "),
+        headers={"x-tenant": "acme"},
+        timeout=Timeouts(1.0, 2.0, 3.0, 4.0, 5.0),
+        idempotency_header="X-Once",
+        breaker=BreakerSettings(failures=3, cooldown=2.0, cooldown_cap=60.0, outage_wait=600.0),
+        max_rate=12.5,
+    )
+    assert fenix.auth == AuthSettings(
+        "fenix_session",
+        username="u",
+        password="p-1234",
+        api_key="f-1234",
+        store_name="acme",
+        login_path="/auth",
+        token_ttl=7200.0,
+        refresh_margin=90.0,
+    )
+    assert config.events == EventSettings(body="payload", topic="topic", routing="first")
+    assert config.mappings == (
+        MappingRoute(
+            str(FIXTURES / "shipments.yaml"),
+            match="payload != null",
+            topics=("shipments/create",),
+            body="payload",
+            default_zone="Europe/Paris",
+            targets={"notify": TargetRoute(connection="dg", path="/x", method="PUT", enabled=False)},
+        ),
+    )
+    assert config.delivery == DeliverySettings(
+        concurrency=3,
+        timeout=Timeouts(total=9.0),
+        retry=RetryPolicy(2, 0.1, 2.0, "none", 5.0),
+        idempotency=IdempotencySettings("x-{key}", prefer_mapping=False),
+        response_excerpt_chars=100,
+        breaker=BreakerSettings(failures=9),
+        workers=0,
+    )
+    assert config.journal == JournalSettings((tmp_path / "j.db").resolve(), "full", lease=60.0)
