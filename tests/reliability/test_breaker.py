@@ -12,7 +12,8 @@ import json
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,24 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+WAIT_DEADLINE = 120.0  # a bound on the test's own waits for an outcome, so a broken run fails, never hangs
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        threading.Event().wait(0.01)
+
+
+def record_failure(state: dict[str, Any], body: Callable[[], None]) -> None:
+    try:
+        body()
+    except Exception as error:  # reported by the test's own assertion, not lost in the thread
+        state["failure"] = repr(error)
+
+
 def orders_only(directory: Path, url: str, **delivery: Any) -> Path:
     from test_runtime_support import FIXTURES
 
@@ -55,24 +74,32 @@ def test_an_outage_mid_run_dead_letters_nothing_and_everything_is_delivered_afte
     first = Sandbox(port=port).start()
     config = orders_only(tmp_path, first.url, breaker=FAST_BREAKER, concurrency=4)
     runtime = Runtime.from_config(config, environ=environ(first.url))
-    events = [order_event(n) for n in range(1, 61)]
     state: dict[str, Any] = {}
+    down = threading.Event()
 
     def outage_then_recovery() -> None:
         # Down after the 20th accepted order, for as long as it takes the breaker to open and probe twice.
-        while len(first.requests(endpoint="fenix.orders")) < 20:
-            threading.Event().wait(0.01)
+        wait_until(lambda: len(first.requests(endpoint="fenix.orders")) >= 20, "the first 20 orders")
         state["before"] = len(first.requests(endpoint="fenix.orders"))
         first.stop()
+        down.set()
         breaker = runtime.breaker_store.breaker("fenix")
-        while breaker.probes < 2:
-            threading.Event().wait(0.01)
+        wait_until(lambda: breaker.probes >= 2, "two probes of the open breaker")
         state["second"] = Sandbox(port=port).start()
 
-    thread = threading.Thread(target=outage_then_recovery)
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        # The 21st event is read only once the endpoint is down, so a loaded machine cannot deliver all 60
+        # before the outage begins (the breaker would then never probe, and the outage thread wait forever).
+        for n in range(1, 61):
+            if n == 21:
+                await asyncio.to_thread(down.wait, WAIT_DEADLINE)
+            yield order_event(n)
+
+    thread = threading.Thread(target=lambda: record_failure(state, outage_then_recovery))
     thread.start()
-    summary = runtime.run(events)
+    summary = runtime.run(events())
     thread.join()
+    assert "second" in state, state.get("failure")
     second: Sandbox = state["second"]
     try:
         breaker = runtime.breaker_store.breaker("fenix")
