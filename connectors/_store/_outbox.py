@@ -1,8 +1,8 @@
 """The store stage as a run sees it: the outbox of owed deliveries, written ahead of every send.
 
-:class:`Outbox` is the only part of a run that writes to the journal. Events are settled in batches: one
-transaction journals a batch's sources, dead letters and ``pending`` rows (write-ahead: before any of its
-requests goes out), then its jobs go to the delivery workers. Delivered marks are committed in batches too
+:class:`Outbox` writes a run's deliveries to the journal (leases are ``_leases``'s). Events are settled in
+batches: one transaction journals a batch's sources, dead letters and ``pending`` rows (write-ahead: before
+any of its requests goes out), then its jobs go to the delivery workers. Delivered marks are committed in batches too
 (every ``_FLUSH_MARKS`` or ``_FLUSH_SECONDS``); until its mark is committed a key stays in ``scheduled``, so a
 repeat of its event in the input is still skipped. A crash before the commit leaves the row ``pending``: the
 next run re-sends it (at-least-once), exactly as recorded (:meth:`Outbox.recover`).
