@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -103,6 +104,11 @@ class Redactor:
         return text
 
 
+# The attribute a RedactingLogger sets on its records: the Redactor that already masked them.
+_REDACTED_BY = "_shipmap_redacted_by"
+_LOGGING_SOURCE = logging.Logger.makeRecord.__code__.co_filename
+
+
 class RedactingFilter(logging.Filter):
     """A logging filter that masks a Redactor's secrets in the formatted message and any traceback.
 
@@ -115,6 +121,8 @@ class RedactingFilter(logging.Filter):
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _REDACTED_BY, None) is self.redactor:
+            return True  # a RedactingLogger's record, masked with these very secrets as it was made
         record.msg = self.redactor.redact(record.getMessage())
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -134,9 +142,24 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if not self.isEnabledFor(level):
             return
-        text = str(msg) % args if args else str(msg)
-        kwargs.setdefault("stacklevel", 3)  # the record names our caller, not this adapter
-        self.logger.log(level, self.redactor.redact(text), **kwargs)
+        text = self.redactor.redact(str(msg) % args if args else str(msg))
+        if kwargs.keys() - {"extra"}:  # exc_info, stack_info, stacklevel: logging's own path
+            kwargs.setdefault("stacklevel", 3)
+            self.logger.log(level, text, **kwargs)
+            return
+        # The common case, once per delivery: the record is made here, naming the caller without logging's
+        # frame walk, and marked as redacted so that the handler's RedactingFilter does not redact it again.
+        caller = sys._getframe(1)
+        if caller.f_code.co_filename == _LOGGING_SOURCE and caller.f_back is not None:
+            caller = caller.f_back  # called through LoggerAdapter.info(), .warning()...
+        code = caller.f_code
+        logger = self.logger
+        record = logger.makeRecord(
+            logger.name, level, code.co_filename, caller.f_lineno, text, (), None, code.co_name,
+            kwargs.get("extra"),
+        )  # fmt: skip
+        setattr(record, _REDACTED_BY, self.redactor)
+        logger.handle(record)
 
 
 def get_logger(name: str, redactor: Redactor) -> RedactingLogger:

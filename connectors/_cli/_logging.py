@@ -7,6 +7,7 @@ before formatting, by the redacting filter ``shipmap run`` puts on the handler, 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -19,7 +20,13 @@ EVENT_FIELDS = ("key", "target", "attempt")  # set by the runtime through ``extr
 
 def timestamp(record: logging.LogRecord) -> str:
     """ISO 8601 in UTC with milliseconds: sortable, and the same on every machine of a fleet."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+    return f"{_utc_second(int(record.created))}.{int(record.msecs):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _utc_second(second: int) -> str:
+    # A run logs a line per delivery, hundreds a second: each second is formatted once.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class TextFormatter(logging.Formatter):
