@@ -195,7 +195,19 @@ BUCKETS = (
     ("payload validation (fastjsonschema code, kinds)", ("validate_https", "engine/_kinds.py")),
     ("mapping (shipmap.engine, jinja2, jmespath)", ("/engine/", "/jinja2/", "/jmespath/", "<template>")),
     ("journal (sqlite3, connectors/_store/_journal.py, delivery keys)", ("_journal.py", "sqlite3")),
-    ("HTTP client (httpx, httpcore, h11)", ("/httpx/", "/httpcore/", "/h11/")),
+    (
+        "HTTP client (httpx, httpcore, h11, aiohttp, the direct path's connections)",
+        (
+            "/httpx/",
+            "/httpcore/",
+            "/h11/",
+            "/aiohttp/",
+            "/yarl/",
+            "/multidict/",
+            "_http11.py",
+            "_transport.py",
+        ),
+    ),
     (
         "event loop and sockets (asyncio, selectors, anyio)",
         ("/asyncio/", "selectors.py", "/anyio/", "_socket"),

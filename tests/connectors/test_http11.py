@@ -5,8 +5,13 @@ answer on it may still come (a timeout, an error, a body left half-read)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -211,3 +216,60 @@ def test_the_pool_opens_at_most_its_limit_of_connections() -> None:
     statuses, seen = asyncio.run(main())
     assert statuses == [201] * 8
     assert seen.most_at_once <= 2 and len(seen.requests) == 8
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+def test_https_on_the_direct_path_checks_the_certificate(tmp_path: Path) -> None:
+    """A certificate made for 127.0.0.1: trusted through the transport's ``verify`` it carries the requests;
+    with the default trust store it is refused as httpcore refuses it, with httpx.ConnectError."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    make = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]
+    make += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(make, check=True, capture_output=True)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                writer.write(answer_with(201, b"over TLS"))
+                await writer.drain()
+        writer.close()
+
+    async def post(url: str, verify: ssl.SSLContext | bool) -> bytes:
+        transport = AiohttpTransport(verify=verify)
+        auth = BasicAuth("demo-key", "demo-secret")
+        async with httpx.AsyncClient(auth=auth, transport=transport) as client:
+            response = await Sender(client, auth, transport).send("POST", url, b"{}", {})
+            return await response.aread()
+
+    async def main() -> None:
+        listener = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=served)
+        url = f"https://127.0.0.1:{listener.sockets[0].getsockname()[1]}/orders"
+        try:
+            trusted = ssl.create_default_context(cafile=str(cert))
+            assert await post(url, trusted) == b"over TLS"
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await post(url, True)
+        finally:
+            listener.close()
+
+    asyncio.run(main())
