@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self.error: Exception | None = None  # for good: a connection that failed is never used again
         self._start_answer()
 
     def _start_answer(self) -> None:
@@ -63,7 +64,6 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
-        self.error: Exception | None = None
         self._informational = False
         self._until_close = False  # a body without length or chunks ends when the server closes
         self._waiter: asyncio.Future[None] | None = None
