@@ -156,8 +156,8 @@ _Rendered = list[tuple[str, str]]  # ("out" | "err", text) in the order they are
 
 
 def _write(rendered: tuple[_Rendered, int]) -> int:
-    lines, code = rendered
-    for stream, text in lines:
+    runs, code = rendered
+    for stream, text in runs:
         print(text, file=sys.stdout if stream == "out" else sys.stderr)
     return code
 
@@ -167,12 +167,17 @@ def _preview_lines(settings: _Settings, chunk: SourceChunk) -> tuple[_Rendered, 
 
 
 def _preview_chunk(settings: _Settings, documents: list[SourceDocument]) -> tuple[_Rendered, int]:
+    """The chunk's lines joined into runs of one stream each: a --jobs worker hands the parent a few texts
+    to write (for a clean chunk, one), not a line each."""
     targets = [settings.mapping.target(name) for name in settings.targets]
     lines: _Rendered = []
     worst = 0
     for document in documents:
         worst = max(worst, _preview(document, targets, settings, lines))
-    return lines, worst
+    runs: _Rendered = []
+    for stream, group in itertools.groupby(lines, key=lambda line: line[0]):
+        runs.append((stream, "\n".join(text for _, text in group)))
+    return runs, worst
 
 
 def _preview(

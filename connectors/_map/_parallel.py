@@ -7,15 +7,17 @@ most a few chunks per process in flight, so memory stays flat however long the i
 Each worker process gets a *context* once, when it starts (the compiled mapping, or the runtime of a dry
 run), and every task receives it with its chunk. Where ``os.fork`` exists the workers are forked, so the
 context is inherited as it is, nothing compiled again; elsewhere they are spawned and the context is pickled
-(a :class:`~shipmap.engine.CompiledMapping` pickles as its YAML text). Chunks carry raw input lines
-(:func:`shipmap.engine._chunks.read_chunks`), so parsing happens in the workers too, and results come back
-as the text the parent writes out.
+(a :class:`~shipmap.engine.CompiledMapping` pickles as its YAML text). A chunk of a file is a byte range
+that the worker reads itself (:func:`shipmap.engine._chunks.read_chunks`), so reading and parsing happen in
+the workers too, and results come back as the finished text the parent only writes out: nothing per event
+crosses the process boundary.
 
 ``jobs=1`` (or an input that fits in one chunk) runs in this process: no pool, no start-up cost.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections import deque
@@ -69,6 +71,12 @@ def ordered_map(
     from .._intake._pipeline import fork_available
 
     method = "fork" if fork_available() else "spawn"
+    # What forked workers inherit (modules, the compiled mapping) moves out of the collector's reach: their
+    # collections then neither walk it nor write to its pages, which would copy them one by one. (A program
+    # that froze its own objects already keeps them so.)
+    frozen = method == "fork" and gc.get_freeze_count() == 0
+    if frozen:
+        gc.freeze()
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context(method),
@@ -88,6 +96,8 @@ def ordered_map(
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
+        if frozen:
+            gc.unfreeze()
 
 
 def _prepend(first: T, second: T, rest: Iterator[T]) -> Iterator[T]:

@@ -4,12 +4,13 @@ mapping pickles as its text and maps the same after the trip."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import pickle
 from pathlib import Path
 
 import pytest
-from shipmap.engine import load_mapping, read_documents
+from shipmap.engine import SourceError, load_mapping, read_documents
 from shipmap.engine._chunks import read_chunks
 
 ORDER = Path(__file__).parent.parent / "fixtures/real/shopify/order_rest_get_with_fulfillment.json"
@@ -27,6 +28,10 @@ CASES = {
     "JSON lines in a .json file": ("lines.json", b'\n{"a": 1}\n{"a": 2}\nnope\n'),
     "a broken whole document": ("broken.json", b'{\n  "a": 1,\n  "b": \n}\n'),
     "a file with no documents": ("empty.ndjson", b"\n\n"),
+    "CRLF line ends and a last line without one": ("crlf.ndjson", b'{"a": 1}\r\n{"a": 2}\r\n{"a": 3}'),
+    # A lone carriage return ends no line: the JSON after it is extra data on the same line.
+    "a carriage return inside a line": ("cr.ndjson", b'{"a": 1}\r{"a": 2}\n{"a": 3}\n'),
+    "a line cut off at the end": ("cut.ndjson", b'{"a": 1}\n{"a": '),
 }
 
 
@@ -59,8 +64,32 @@ def test_origins_count_lines_across_chunks(tmp_path: Path) -> None:
     path = tmp_path / "events.ndjson"
     path.write_text("".join(json.dumps({"n": n}) + "\n" for n in range(7)), encoding="utf-8")
     chunks = list(read_chunks(path, lines=3))
-    assert [(c.first_line, len(c.lines)) for c in chunks] == [(1, 3), (4, 3), (7, 1)]
+    assert [(c.first_line, c.count) for c in chunks] == [(1, 3), (4, 3), (7, 1)]
     assert [d.origin for d in chunks[2].documents()] == [f"{path}:7"]
+
+
+def test_a_file_is_chunked_as_byte_ranges_that_carry_no_lines(tmp_path: Path) -> None:
+    """What a --jobs pool pickles to its workers is where the lines are, never the lines themselves."""
+    path = tmp_path / "events.ndjson"
+    lines = [json.dumps({"n": n, "pad": "x" * n}) + "\n" for n in range(7)]
+    path.write_text("".join(lines), encoding="utf-8")
+    chunks = list(read_chunks(path, lines=3))
+    assert all(chunk.lines == () for chunk in chunks)
+    ends = [len("".join(lines[:n])) for n in (0, 3, 6, 7)]
+    assert [chunk.span for chunk in chunks] == list(itertools.pairwise(ends))
+    stream = [c.count for c in read_chunks("-", stdin=io.BytesIO(path.read_bytes()), lines=3)]
+    assert stream == [3, 3, 1]
+
+
+def test_a_file_that_shrinks_after_chunking_is_a_located_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.ndjson"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3}\n', encoding="utf-8")
+    last = list(read_chunks(path, lines=2))[-1]
+    path.write_text('{"a": 1}\n', encoding="utf-8")
+    with pytest.raises(SourceError) as raised:
+        last.documents()
+    assert "changed while it was read" in str(raised.value)
+    assert (raised.value.location.line, raised.value.location.file) == (3, str(path))
 
 
 def test_a_compiled_mapping_pickles_as_its_text_and_maps_the_same() -> None:
