@@ -495,12 +495,27 @@ class Journal:
         """Mark ``(key, status, attempts)`` rows delivered, in one transaction; how many were marked. A row
         this worker no longer holds (its lease was taken over) is left alone: a late answer changes nothing."""
         now = time.time()
+        if not rows:
+            return 0
+        if self.shared and len(rows) <= _MARKS_PER_STATEMENT:
+            # One statement, autocommitted: one round trip (a lock conflict runs it again by itself).
+            return self._mark_delivered_at_once(rows, now)
 
         def mark() -> int:
+            if self.shared:
+                return sum(self._mark_delivered_at_once(rows[start : start + _MARKS_PER_STATEMENT], now)
+                           for start in range(0, len(rows), _MARKS_PER_STATEMENT))  # fmt: skip
             return sum(self._db.execute(_DELIVERED, (status, attempts, now, key, self.worker)).rowcount
                        for key, status, attempts in rows)  # fmt: skip
 
         return self.run_transaction(mark)
+
+    def _mark_delivered_at_once(self, rows: Sequence[tuple[str, int, int]], now: float) -> int:
+        """Many marks in one statement (on PostgreSQL a statement is a network round trip)."""
+        values = ",".join(["(?, ?, ?)"] * len(rows))
+        parameters = [value for row in rows for value in row]
+        sql = _DELIVERED_MANY.format(values=values)
+        return int(self._db.execute(sql, (now, *parameters, self.worker)).rowcount)
 
     def run_transaction(self, body: Callable[[], _T], *, undo: Callable[[], None] | None = None) -> _T:
         """``body()`` in one transaction, run again whole when PostgreSQL rolls it back for a lock conflict
@@ -788,6 +803,15 @@ _PENDING = """INSERT INTO deliveries (key, source_hash, mapping, target, connect
 _DELIVERED = """UPDATE deliveries SET state = 'delivered', status = ?, attempts = attempts + ?, reason = NULL,
                                       response_excerpt = NULL, lease_until = NULL, updated_at = ?
                WHERE key = ? AND state = 'pending' AND (lease_owner = ? OR lease_owner IS NULL)"""
+
+# The same, for many (key, status, attempts) rows in one statement (PostgreSQL: one round trip, one commit).
+_MARKS_PER_STATEMENT = 500
+_DELIVERED_MANY = """UPDATE deliveries SET state = 'delivered', status = marks.column2,
+                                           attempts = deliveries.attempts + marks.column3, reason = NULL,
+                                           response_excerpt = NULL, lease_until = NULL, updated_at = ?
+                    FROM (VALUES {values}) AS marks
+                    WHERE deliveries.key = marks.column1 AND deliveries.state = 'pending'
+                          AND (deliveries.lease_owner = ? OR deliveries.lease_owner IS NULL)"""
 
 _COLUMNS = (
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "

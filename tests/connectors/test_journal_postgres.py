@@ -98,6 +98,33 @@ def test_workers_share_a_journal_under_leases_and_a_late_answer_changes_nothing(
                 reader.put_source("a", "{}")
 
 
+def test_many_delivered_marks_are_one_statement_per_500_and_fenced_row_by_row(postgres_url: str) -> None:
+    """A worker's marks cost one round trip per 500, not one each (bench_workers counts them per delivery);
+    each row still gets its own status and attempts, and a row another worker holds is left alone."""
+    keys = [f"k{n}" for n in range(600)]
+    with Journal(postgres_url, lease=30) as a, Journal(postgres_url, lease=30) as b:
+        with a.transaction():
+            a.put_source("d" * 64, '{"id":1}')
+            assert a.mark_pending_many([_row(key) for key in keys[:-1]]) == set(keys[:-1])
+        with b.transaction():
+            assert b.mark_pending_many([_row(keys[-1])]) == {keys[-1]}
+        statements: list[str] = []
+        execute = a._db.execute
+
+        def counted(sql: str, parameters: object = ()) -> object:
+            statements.append(sql)
+            return execute(sql, parameters)
+
+        a._db.execute = counted  # type: ignore[method-assign]
+        marks = [(key, 200 + n % 3, 1 + n % 4) for n, key in enumerate(keys)]
+        assert a.mark_delivered_many(marks) == 599  # the last row is B's
+        assert len(statements) == 2
+        assert [(e.status, e.attempts) for e in map(a.get, ("k0", "k1", "k2", "k598")) if e] == [
+            (200, 1), (201, 2), (202, 3), (201, 3)
+        ]  # fmt: skip
+        assert a.counts() == {"delivered": 599, "pending": 1} and b.holds(keys[-1])
+
+
 def test_an_unreachable_server_is_a_journal_error_without_the_password() -> None:
     url = f"postgresql://shipmap:{PASSWORD}@127.0.0.1:1/shipmap"
     with pytest.raises(
