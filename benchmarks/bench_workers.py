@@ -15,9 +15,9 @@ Two throughputs per worker count, because a short run is mostly start-up:
   (interpreter, imports, login, journal) and the end of a shared run (waiting for the other workers'
   leases) included.
 
-Also reported: the CPU seconds of the workers and of the sink per delivery, the cores they keep busy, and the
-journal round trips per delivery (each worker counts its PostgreSQL calls: one per statement, one per
-pipelined batch of statements). What limits 4 workers on this machine is read from those figures.
+Also reported: the CPU seconds of the workers, of the sink and of PostgreSQL (read from /proc) per delivery,
+the cores the three keep busy, and the journal round trips per delivery (each worker counts its PostgreSQL
+calls: one per statement, one per pipelined batch of statements). What limits 4 workers on this machine is read from those figures.
 
     .venv/bin/python benchmarks/bench_workers.py [--events 4000] [--concurrency 8] [--rounds 2] [--quick]
 """
@@ -45,7 +45,7 @@ SHIPMAP = Path(sys.executable).with_name("shipmap")
 # A worker is `shipmap run`, counting its journal's round trips to PostgreSQL into the file $BENCH_COUNTS.
 COUNTED_RUN = """
 import atexit, json, os, sys
-from shipmap.connectors._journal_pg import PostgresConnection
+from shipmap.connectors._store._journal_pg import PostgresConnection
 counts = {"round_trips": 0, "statements": 0}
 execute, executemany = PostgresConnection.execute, PostgresConnection.executemany
 def counted_execute(self, sql, parameters=()):
@@ -98,6 +98,28 @@ journal:
 def postgres_server() -> str:
     subprocess.run([str(REPO / ".ci" / "postgres"), "start"], check=True, cwd=REPO)
     return (REPO / ".postgres-url").read_text(encoding="utf-8").splitlines()[0]
+
+
+def _cpu_s(stat: str, *, children: bool) -> float:
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_s() -> float:
+    """The CPU seconds the server has used: the postmaster, its live processes, and (through the
+    postmaster's children times) every session that has ended (Linux: read from /proc)."""
+    data = Path((REPO / ".postgres-url").read_text(encoding="utf-8").splitlines()[1])
+    postmaster = (data / "postmaster.pid").read_text(encoding="utf-8").split()[0]
+    total = _cpu_s(Path(f"/proc/{postmaster}/stat").read_text(), children=True)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile: its time is in the postmaster's children times
+            continue
+        if text.rsplit(")", 1)[1].split()[1] == postmaster:
+            total += _cpu_s(text, children=False)
+    return total
 
 
 def fresh_database(server: str) -> str:
@@ -195,6 +217,7 @@ def one_run(
         env = {**os.environ, **ENV}
         sink.reset()
         sink_cpu = sink.cpu_s()
+        server_cpu = postgres_cpu_s()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         processes = [
@@ -232,9 +255,15 @@ def one_run(
             "round_trips_per_delivery": round_trips / delivered,
             "workers_cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             "sink_cpu_s": sink.cpu_s() - sink_cpu,
+            "postgres_cpu_s": postgres_cpu_s() - server_cpu,
         }
     finally:
         drop_database(server, url)
+
+
+def _busy(run: dict[str, Any]) -> float:
+    """The cores the workers, the sink and PostgreSQL kept busy, on average over the run."""
+    return (run["workers_cpu_s"] + run["sink_cpu_s"] + run["postgres_cpu_s"]) / run["wall_s"]
 
 
 def main() -> None:
@@ -280,7 +309,8 @@ def main() -> None:
             f"{median(n, 'round_trips_per_delivery'):.2f}",
             f"{median(n, 'workers_cpu_s') / events_count * 1000:.2f}",
             f"{median(n, 'sink_cpu_s') / events_count * 1000:.2f}",
-            f"{statistics.median((r['workers_cpu_s'] + r['sink_cpu_s']) / r['wall_s'] for r in runs):.2f}",
+            f"{median(n, 'postgres_cpu_s') / events_count * 1000:.2f}",
+            f"{statistics.median(_busy(r) for r in runs):.2f}",
         ])  # fmt: skip
     print(
         table(
@@ -294,6 +324,7 @@ def main() -> None:
                 "journal round trips/delivery",
                 "worker CPU ms/delivery",
                 "sink CPU ms/delivery",
+                "PostgreSQL CPU ms/delivery",
                 "cores busy",
             ],
             rows,
