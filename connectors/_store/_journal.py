@@ -426,10 +426,10 @@ class Journal:
         send."""
         now = time.time()
         until = now + self.lease_seconds
-        self._db.executemany(_PENDING, [(*row, self.worker, until, now, now) for row in rows])
+        changed = self._db.executemany(_PENDING, [(*row, self.worker, until, now, now) for row in rows])
         keys = [row[0] for row in rows]
-        if not self.shared:
-            return set(keys)
+        if not self.shared or changed.rowcount == len(rows):
+            return set(keys)  # every row was written under this worker's lease: no need to ask which
         held: set[str] = set()
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]

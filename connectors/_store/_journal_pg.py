@@ -137,15 +137,18 @@ class PostgresConnection:
         time.sleep(pause)
         return True
 
-    def executemany(self, sql: str, rows: Any) -> None:
+    def executemany(self, sql: str, rows: Any) -> Any:
+        """The statement for every row, pipelined (one round trip); the cursor, whose ``rowcount`` is the
+        rows changed all told, as sqlite3's."""
         rows = list(rows)
-        if rows:
-            inside = self.in_transaction
-            try:
-                with self._conn.cursor() as cursor:
+        with self._conn.cursor() as cursor:
+            if rows:
+                inside = self.in_transaction
+                try:
                     cursor.executemany(_dialect(sql), rows)
-            except self._psycopg.Error as error:
-                raise self._fault(error, inside) from None
+                except self._psycopg.Error as error:
+                    raise self._fault(error, inside) from None
+        return cursor
 
     def _fault(self, error: Exception, inside: bool) -> JournalError:
         """Like the SQLite journal's faults: what the server said, never the URL's password or the data.

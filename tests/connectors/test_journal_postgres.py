@@ -123,6 +123,8 @@ def test_many_delivered_marks_are_one_statement_per_500_and_fenced_row_by_row(po
             (200, 1), (201, 2), (202, 3), (201, 3)
         ]  # fmt: skip
         assert a.counts() == {"delivered": 599, "pending": 1} and b.holds(keys[-1])
+        with a.transaction():  # some rows not taken (B's live lease, a delivered row): asked which were
+            assert a.mark_pending_many([_row("new"), _row(keys[-1]), _row("k0")]) == {"new"}
 
 
 def test_an_unreachable_server_is_a_journal_error_without_the_password() -> None:
