@@ -45,7 +45,8 @@ SHIPMAP = Path(sys.executable).with_name("shipmap")
 # A worker is `shipmap run`, counting its journal's round trips to PostgreSQL into the file $BENCH_COUNTS.
 COUNTED_RUN = """
 import atexit, json, os, sys
-from shipmap.connectors._store._journal_pg import PostgresConnection
+from shipmap.connectors import Journal
+PostgresConnection = sys.modules[Journal.__module__].PostgresConnection  # wherever the store keeps it
 counts = {"round_trips": 0, "statements": 0}
 execute, executemany = PostgresConnection.execute, PostgresConnection.executemany
 def counted_execute(self, sql, parameters=()):
