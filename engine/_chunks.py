@@ -114,7 +114,8 @@ def _stream_chunks(
 
 def _span_chunks(handle: IO[bytes], name: str, size: int) -> Iterator[SourceChunk]:
     """A regular file's chunks of ``size`` lines as byte ranges: only its newlines are looked for here."""
-    window = b""  # the file's bytes from offset ``base`` that no chunk has taken yet
+    # A bytearray, searched from where the last search stopped: a line of many blocks costs linear time.
+    window = bytearray()  # the file's bytes from offset ``base`` that no chunk has taken yet
     base = 0
     scan = 0  # where the next newline is looked for, in window
     lines = 0  # the complete lines in window
@@ -125,6 +126,7 @@ def _span_chunks(handle: IO[bytes], name: str, size: int) -> Iterator[SourceChun
             block = handle.read(_BLOCK)
             if not block:
                 break
+            scan = len(window)
             window += block
             continue
         scan = found + 1
@@ -133,7 +135,8 @@ def _span_chunks(handle: IO[bytes], name: str, size: int) -> Iterator[SourceChun
             yield SourceChunk(name, number, span=(base, base + scan), count=lines)
             number += lines
             base += scan
-            window, scan, lines = window[scan:], 0, 0
+            del window[:scan]
+            scan, lines = 0, 0
     if scan < len(window):  # a last line without its newline
         lines += 1
     if lines:
