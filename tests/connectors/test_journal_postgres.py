@@ -100,7 +100,8 @@ def test_workers_share_a_journal_under_leases_and_a_late_answer_changes_nothing(
 
 def test_many_delivered_marks_are_one_statement_per_500_and_fenced_row_by_row(postgres_url: str) -> None:
     """A worker's marks cost one round trip per 500, not one each (bench_workers counts them per delivery);
-    each row still gets its own status and attempts, and a row another worker holds is left alone."""
+    more than 500 are one transaction; each row still gets its own status and attempts, and a row another
+    worker holds is left alone."""
     keys = [f"k{n}" for n in range(600)]
     with Journal(postgres_url, lease=30) as a, Journal(postgres_url, lease=30) as b:
         with a.transaction():
@@ -117,8 +118,11 @@ def test_many_delivered_marks_are_one_statement_per_500_and_fenced_row_by_row(po
 
         a._db.execute = counted  # type: ignore[method-assign]
         marks = [(key, 200 + n % 3, 1 + n % 4) for n, key in enumerate(keys)]
-        assert a.mark_delivered_many(marks) == 599  # the last row is B's
-        assert len(statements) == 2
+        assert a.mark_delivered_many(marks[:50]) == 50
+        assert [sql.split()[0] for sql in statements] == ["UPDATE"]  # one statement, autocommitted
+        statements.clear()
+        assert a.mark_delivered_many(marks[50:]) == 549  # the last row is B's
+        assert [sql.split()[0] for sql in statements] == ["BEGIN", "UPDATE", "UPDATE", "COMMIT"]
         assert [(e.status, e.attempts) for e in map(a.get, ("k0", "k1", "k2", "k598")) if e] == [
             (200, 1), (201, 2), (202, 3), (201, 3)
         ]  # fmt: skip
