@@ -249,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         total = first["accepted"] + second["statuses"].get(200, 0)
         after = wait_delivered(sandbox_url, total)
         print(f"        all {delivered(sandbox_url)} delivered {after:.1f} s after the steady phase")
-        verdict = first["accepted_per_second"] >= 1000 and second["p99_ms"] < 50
+        first["met"] = first["accepted_per_second"] >= 1000
+        second["met"] = second["p99_ms"] < 50
+        verdict = first["met"] and second["met"]
         print("targets met" if verdict else "targets NOT met")
         if args.json:
             args.json.write_text(

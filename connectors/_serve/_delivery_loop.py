@@ -59,6 +59,7 @@ class DeliveryLoop:
         self._resweep = resweep
         self._log = get_logger("serve", runtime.redactor)
         self.total = RunSummary()  # the finished runs, folded
+        self.accepted = 0  # webhooks intake committed (counted by ``wake``): the feed steps aside in bursts
         self._folded: RunSummary | None = (
             None  # the last run folded in (the runtime's ``live`` until the next)
         )
@@ -98,6 +99,7 @@ class DeliveryLoop:
 
     def wake(self) -> None:
         """A webhook was committed: the feed looks at the inbox now (if it was waiting)."""
+        self.accepted += 1
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None and feed.idle:
             _call_in(loop, feed.wakeup.set)
@@ -147,6 +149,7 @@ class DeliveryLoop:
                     resweep_cap=self._resweep[1],
                     parked_deliveries=self._parked_now,
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
+                    intake_accepted=lambda: self.accepted,
                 )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()

@@ -15,6 +15,12 @@ is *parked* too: it stays ``pending`` in the inbox, is skipped, and is looked at
 Sweeps come ``resweep`` seconds after something was parked (at the earliest when the breaker's next probe is
 due), doubling while the outage lasts, up to ``resweep_cap``. The breakers decide what is sent: a sweep into an
 open breaker sends nothing, so sweeping never hammers a destination that is down.
+
+During a burst of webhooks, delivery steps aside: intake and delivery share one process (one GIL), and every
+millisecond delivery spends mapping is a millisecond a webhook waits for its 200. While intake accepts more
+than ``_BURST_RATE`` webhooks a second, the feed waits before handing over its next page, for at most
+``_MAX_STEP_ASIDE`` at a time, so delivery still moves at least a page a second. Nothing waits unsafely: the
+webhooks are committed in the inbox, and the feed hands them over as soon as the burst ends.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ _MARK_EVERY = 32
 _IDLE_POLL = 1.0  # seconds between looks at the inbox when nothing wakes the feed
 _PURGE_EVERY = 3600.0
 _CHECK_REPLAYS_EVERY = 1.0  # seconds between looks for replay requests while the feed is busy
+_BURST_RATE = 400.0  # webhooks accepted a second above which intake is in a burst (the steady target is 200)
+_RATE_WINDOW = 0.05  # seconds over which that rate is measured
+_MAX_STEP_ASIDE = 1.0  # the longest delivery waits for a burst, at a time
 
 
 def envelope(row: InboundRow) -> dict[str, Any]:
@@ -63,6 +72,7 @@ class InboxFeed:
         resweep_cap: float = 300.0,
         parked_deliveries: Callable[[], int] = lambda: 0,
         replays_waiting: Callable[[], bool] = lambda: False,
+        intake_accepted: Callable[[], int] = lambda: 0,
     ) -> None:
         self.inbox = inbox
         self.enricher = enricher
@@ -81,6 +91,10 @@ class InboxFeed:
         self._parked_deliveries = parked_deliveries
         self._replays_waiting = replays_waiting
         self._replays_checked = 0.0
+        self._intake_accepted = intake_accepted
+        self._intake_mark = (time.monotonic(), 0)
+        self._intake_rate = 0.0
+        self.stepped_aside = 0.0  # seconds delivery waited for bursts
         self._log = get_logger("serve.feed", redactor)
         self._purged_at = time.monotonic()  # the service purged at start
 
@@ -121,6 +135,7 @@ class InboxFeed:
                         await asyncio.wait_for(self.wakeup.wait(), self._idle_wait())
                     continue
                 self.idle = False
+                await self._step_aside()
                 for row in rows:
                     cursor = row.id
                     try:
@@ -140,6 +155,24 @@ class InboxFeed:
             if done:
                 with contextlib.suppress(Exception):
                     self.inbox.mark_processed(done)
+
+    # --- bursts -----------------------------------------------------------------------------------------------
+
+    def _intake_busy(self) -> bool:
+        now = time.monotonic()
+        then, before = self._intake_mark
+        if now - then >= _RATE_WINDOW:
+            count = self._intake_accepted()
+            self._intake_rate = (count - before) / (now - then)
+            self._intake_mark = (now, count)
+        return self._intake_rate > _BURST_RATE
+
+    async def _step_aside(self) -> None:
+        waited = 0.0
+        while not self.stopping and waited < _MAX_STEP_ASIDE and self._intake_busy():
+            await asyncio.sleep(_RATE_WINDOW)
+            waited += _RATE_WINDOW
+        self.stepped_aside += waited
 
     # --- parked work ------------------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 The narrow interface the service needs, and the one a PostgreSQL twin implements:
 
 - ``accept(...)``: commit the raw body and the headers that matter, unless this source already has that
-  webhook id (then it is a duplicate, acknowledged and not stored again);
+  webhook id (then it is a duplicate, acknowledged and not stored again); an inbox may also offer
+  ``accept_many`` (:class:`GroupCommitting`), which commits several webhooks in one transaction;
 - ``pending(after, limit)``: accepted rows not yet handed to the runtime, oldest first;
 - ``mark_processed(ids)``: their deliveries are now owed in the journal, so the inbox is done with them;
 - ``save_documents(id, documents)``: enrichment responses, kept with the webhook so a restart maps the same data.
@@ -18,11 +19,11 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from .._errors import JournalError
 
@@ -106,6 +107,17 @@ class InboxStore(Protocol):
     def close(self) -> None: ...
 
 
+Incoming = tuple[str, str, str | None, Mapping[str, str], bytes]  # source, webhook id, topic, headers, body
+
+
+@runtime_checkable
+class GroupCommitting(Protocol):
+    """An inbox that commits several webhooks in one transaction (``_app`` batches the requests that arrive
+    together); each result says what became of one of them. Durable when it returns, like ``accept``."""
+
+    def accept_many(self, incoming: Sequence[Incoming]) -> list[Accepted]: ...
+
+
 class Inbox:
     """One inbox file (SQLite, WAL). One connection per object: each thread of the service opens its own."""
 
@@ -187,18 +199,46 @@ class Inbox:
     ) -> Accepted:
         """Commit one webhook (durably, before the caller acknowledges it), or recognise a duplicate."""
         try:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO inbox (source, webhook_id, topic, received_at, headers, body)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (source, webhook_id, topic, received_at or time.time(), json.dumps(dict(headers)), body),
-            )
-            if cursor.rowcount == 1:
-                return Accepted(int(cursor.lastrowid or 0), duplicate=False)
-            row = self._db.execute(
-                "SELECT id FROM inbox WHERE source = ? AND webhook_id = ?", (source, webhook_id)
-            ).fetchone()
+            return self._insert(source, webhook_id, topic, headers, body, received_at or time.time())
         except sqlite3.Error as error:
             raise InboxError(f"the inbox cannot take the webhook: {error}") from None
+
+    def accept_many(self, incoming: Sequence[Incoming]) -> list[Accepted]:
+        """Commit several webhooks in one transaction: one commit (one WAL append, one fsync with
+        ``synchronous: full``) for all of them. All or none: when the commit fails, none is stored."""
+        now = time.time()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                accepted = [self._insert(*item, now) for item in incoming]
+                self._db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise InboxError(f"the inbox cannot take the webhooks: {error}") from None
+        return accepted
+
+    def _insert(
+        self,
+        source: str,
+        webhook_id: str,
+        topic: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        received_at: float,
+    ) -> Accepted:
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO inbox (source, webhook_id, topic, received_at, headers, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (source, webhook_id, topic, received_at, json.dumps(dict(headers)), body),
+        )
+        if cursor.rowcount == 1:
+            return Accepted(int(cursor.lastrowid or 0), duplicate=False)
+        row = self._db.execute(
+            "SELECT id FROM inbox WHERE source = ? AND webhook_id = ?", (source, webhook_id)
+        ).fetchone()
         return Accepted(int(row[0]) if row else 0, duplicate=True)
 
     def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:

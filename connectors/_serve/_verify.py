@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -73,13 +74,19 @@ def verify(source: SourceSettings, headers: Headers, body: bytes, now: float) ->
 
 
 def kept_headers(source: SourceSettings, headers: Headers) -> dict[str, str]:
-    names = [*_KEPT[source.type], *source.keep_headers]
-    names += [name for name in (source.id_header, source.topic_header) if name]
-    return {
-        name: headers[name]
-        for name in names
-        if name in headers and not is_sensitive_name(name) and name != source.header
-    }
+    names = _kept_names(
+        source.type, source.keep_headers, source.id_header, source.topic_header, source.header
+    )
+    return {name: headers[name] for name in names if name in headers}
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_names(
+    kind: str, keep: tuple[str, ...], id_header: str | None, topic_header: str | None, secret: str | None
+) -> tuple[str, ...]:
+    """The headers a source keeps, decided once per source, not per request."""
+    names = [*_KEPT[kind], *keep, *(name for name in (id_header, topic_header) if name)]
+    return tuple(name for name in names if not is_sensitive_name(name) and name != secret)
 
 
 def body_digest(body: bytes) -> str:

@@ -1,0 +1,62 @@
+"""Group commit: the webhooks that arrive together share one inbox transaction, and each is answered only
+after the commit that holds its own row."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from shipmap.connectors._serve import Inbox, InboxError
+from shipmap.connectors._serve._app import GroupCommit
+
+
+def _incoming(webhook_id: str) -> tuple[str, str, str, dict[str, str], bytes]:
+    return ("shop", webhook_id, "orders/create", {"X-Shopify-Topic": "orders/create"}, b'{"id": 1}')
+
+
+def test_webhooks_that_arrive_together_share_one_commit_and_each_gets_its_row(tmp_path: Path) -> None:
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        committer = GroupCommit(inbox)
+
+        async def arrive() -> list[object]:
+            ids = ["a", "b", "c", "a", "d"]  # "a" twice in one batch: one row, one duplicate
+            return list(await asyncio.gather(*(committer.accept(_incoming(i)) for i in ids)))
+
+        results = asyncio.run(arrive())
+        assert committer.commits == 1
+        assert [r.duplicate for r in results] == [False, False, False, True, False]  # type: ignore[attr-defined]
+        assert results[3].id == results[0].id  # type: ignore[attr-defined]
+    # Committed when answered: another connection sees every row at once.
+    with sqlite3.connect(tmp_path / "inbox.db") as db:
+        rows = db.execute("SELECT webhook_id FROM inbox ORDER BY id").fetchall()
+    assert [r[0] for r in rows] == ["a", "b", "c", "d"]
+
+
+def test_a_failed_commit_fails_every_webhook_of_its_batch_and_stores_none(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox.db")
+    committer = GroupCommit(inbox)
+    inbox.close()  # the disk is gone, as far as the service can tell
+
+    async def arrive() -> list[object]:
+        return list(
+            await asyncio.gather(
+                *(committer.accept(_incoming(i)) for i in ("x", "y")), return_exceptions=True
+            )
+        )
+
+    results = asyncio.run(arrive())
+    assert all(isinstance(r, InboxError) for r in results), results
+    with sqlite3.connect(tmp_path / "inbox.db") as db:
+        assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 0
+
+
+def test_accept_many_is_all_or_nothing(tmp_path: Path) -> None:
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        with pytest.raises(InboxError):
+            # The third webhook's body is not bytes a row can hold: the whole transaction rolls back.
+            inbox.accept_many([_incoming("p"), _incoming("q"), ("shop", "r", None, {}, object())])  # type: ignore[list-item]
+        assert inbox.depth() == 0
+        assert [a.duplicate for a in inbox.accept_many([_incoming("p"), _incoming("p")])] == [False, True]
+        assert inbox.depth() == 1
