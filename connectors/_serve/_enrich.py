@@ -129,9 +129,20 @@ class Enricher:
         enrichment = self.enrichments[str(event["source"])]
         names = list(enrichment.fetch)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
-        results = await asyncio.gather(
-            *(self._get(enrichment.connection, path) for path in paths), return_exceptions=True
-        )
+        if self.breakers[enrichment.connection].is_open:
+            # One at a time while the API is in doubt: the first GET is the probe, and the others follow
+            # it only if it succeeds (concurrently, they would find the breaker half-open and give up).
+            results: list[Any] = []
+            for path in paths:
+                try:
+                    results.append(await self._get(enrichment.connection, path))
+                except EnrichmentError as error:
+                    results.append(error)
+                    break
+        else:
+            results = await asyncio.gather(
+                *(self._get(enrichment.connection, path) for path in paths), return_exceptions=True
+            )
         failures = [result for result in results if isinstance(result, BaseException)]
         for failure in failures:  # "later" outranks "never": the API that is down may hold the answer
             if isinstance(failure, SourceUnavailable):
