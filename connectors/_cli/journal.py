@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from shipmap.connectors._errors import JournalError
+from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox, copy_inbox
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, copy_journal
+from shipmap.connectors._store._journal_pg import is_database_url
 
 from .dead_letters import display_location
 
@@ -23,6 +27,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     copy = sub.add_parser("copy", help="copy every row of SRC into the empty journal DST (created if absent)")
     copy.add_argument("source", metavar="SRC", help="the journal to read (a file or postgresql:// URL)")
     copy.add_argument("destination", metavar="DST", help="the journal to write (a file or postgresql:// URL)")
+    copy.add_argument(
+        "--inbox",
+        metavar="PATH",
+        help="also copy this serve inbox (SQLite) into DST, a postgresql:// URL (default: inbox.db beside an "
+        "SQLite SRC, when DST is PostgreSQL and that file exists)",
+    )
     info = sub.add_parser("info", help="a journal's schema version and its deliveries by state")
     info.add_argument("journal", metavar="PATH|URL")
 
@@ -42,15 +52,49 @@ def _migrate(args: argparse.Namespace) -> int:
         print(f"{where}: schema version {after}, up to date")
     else:
         print(f"{where}: schema version {before or 'none'} -> {after}")
+    if is_database_url(args.journal):  # the serve inbox in the same database, if a service made one
+        try:
+            with PostgresInbox(args.journal, upgrade=True, create=False) as inbox:
+                before, after = inbox.upgraded_from, inbox.schema_version()
+        except NoInboxError:
+            return 0
+        if before is None:
+            print(f"{where}: inbox schema version {after}, up to date")
+        else:
+            print(f"{where}: inbox schema version {before} -> {after}")
     return 0
 
 
 def _copy(args: argparse.Namespace) -> int:
-    with Journal(args.source, readonly=True) as source, Journal(args.destination) as destination:
+    inbox = _inbox_to_copy(args)
+    if inbox is not None:  # its schema, created before the one transaction that moves the rows
+        PostgresInbox(args.destination).close()
+    with (
+        Journal(args.source, readonly=True) as source,
+        Journal(args.destination) as destination,
+        destination.transaction(),  # the journal and the inbox move together, or not at all
+    ):
         copied = copy_journal(source, destination)
+        if inbox is not None:
+            copied["inbox webhooks"] = copy_inbox(inbox, destination)
     counts = ", ".join(f"{count} {table}" for table, count in copied.items())
     print(f"copied {display_location(args.source)} -> {display_location(args.destination)}: {counts}")
     return 0
+
+
+def _inbox_to_copy(args: argparse.Namespace) -> Path | None:
+    """The serve inbox that goes with the journal: ``--inbox``, or ``inbox.db`` beside an SQLite SRC (where
+    ``shipmap serve`` keeps it) when the copy goes into PostgreSQL."""
+    if args.inbox is not None:
+        if not is_database_url(args.destination):
+            raise JournalError("--inbox: an inbox is copied into a postgresql:// journal only")
+        if not Path(args.inbox).is_file():
+            raise JournalError(f"--inbox: no inbox file at {args.inbox}")
+        return Path(args.inbox)
+    if is_database_url(args.source) or not is_database_url(args.destination):
+        return None
+    beside = Path(args.source).parent / "inbox.db"
+    return beside if beside.is_file() else None
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -23,8 +23,16 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--host", metavar="HOST", help="listen on this address (default: serve.host, 127.0.0.1)"
     )
     parser.add_argument("--port", type=port, metavar="PORT", help="listen on this port; 0 picks a free one")
-    parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
-    parser.add_argument("--inbox", metavar="PATH", help="use this inbox file instead of the config's")
+    parser.add_argument(
+        "--journal",
+        metavar="PATH|URL",
+        help="use this journal (a file or postgresql:// URL) instead of the config's",
+    )
+    parser.add_argument(
+        "--inbox",
+        metavar="PATH|URL",
+        help="use this inbox (an SQLite file, or a postgresql:// URL shared by many serves) instead of the config's",
+    )
     parser.add_argument("--concurrency", type=positive_int, metavar="N", help="requests in flight at once")
 
 
@@ -40,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
     if args.inbox is not None:
         from pathlib import Path
 
-        changes["inbox"] = Path(args.inbox).resolve()
+        from shipmap.connectors._store._journal_pg import is_database_url
+
+        changes["inbox"] = args.inbox if is_database_url(args.inbox) else Path(args.inbox).resolve()
     settings = dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
     if args.verbose == 0:
         logging.getLogger("shipmap.connectors").setLevel(logging.INFO)

@@ -4,16 +4,20 @@ service is running, its readiness and breakers (from its ``/readyz``). Reads the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import load_config
 from shipmap.connectors._serve import Inbox, serve_settings
+from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox
 from shipmap.connectors._store._journal import open_readonly
+from shipmap.connectors._store._journal_pg import is_database_url
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -29,9 +33,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     settings = serve_settings(config)
-    report: dict[str, Any] = {"inbox": str(settings.inbox)}
-    if settings.inbox.exists():
-        with Inbox(settings.inbox, readonly=True) as inbox:
+    report: dict[str, Any] = {"inbox": display_location(settings.inbox)}
+    inbox = _open_inbox(settings.inbox)
+    if inbox is not None:
+        with contextlib.closing(inbox):
             oldest = inbox.oldest_pending()
             report["queue_depth"] = inbox.depth()
             report["oldest_pending_seconds"] = round(time.time() - oldest, 1) if oldest else None
@@ -82,3 +87,14 @@ def run(args: argparse.Namespace) -> int:
     )
     out.write("  (shipmap dead-letters)\n" if report["dead_letters"] or report["rejected_inputs"] else "\n")
     return 0
+
+
+def _open_inbox(location: Path | str) -> Inbox | PostgresInbox | None:
+    """The inbox, read-only, or None when nothing was accepted yet (no file, or no inbox in the database)."""
+    if isinstance(location, str) and is_database_url(location):
+        try:
+            return PostgresInbox(location, readonly=True)
+        except NoInboxError:
+            return None
+    path = Path(location)
+    return Inbox(path, readonly=True) if path.exists() else None

@@ -28,7 +28,7 @@ from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from ._enrich import Enricher, refetch_documents
 from ._feed import InboxFeed
-from ._inbox import Inbox
+from ._inbox_pg import open_inbox
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
 from ._totals import combined, fold
@@ -38,7 +38,7 @@ class DeliveryLoop:
     def __init__(
         self,
         runtime: Runtime,
-        inbox: Path,
+        inbox: Path | str,
         synchronous: Literal["normal", "full"],
         enrichments: Mapping[str, Enrichment],
         *,
@@ -134,8 +134,10 @@ class DeliveryLoop:
 
     async def _deliver(self) -> RunSummary | None:
         self._task = asyncio.current_task()
+        lease = self.runtime.config.journal.lease
         with contextlib.ExitStack() as held:
-            inbox = held.enter_context(Inbox(self._inbox_path, synchronous=self._synchronous, lock=False))
+            inbox = open_inbox(self._inbox_path, synchronous=self._synchronous, lease=lease, intake=False)
+            held.callback(inbox.close)
             if self._replays_path is not None:
                 self._replays = held.enter_context(ReplayRequests(self._replays_path))
             async with Enricher(

@@ -37,7 +37,8 @@ from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
 from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import DEDUP_WINDOW, Inbox
+from ._inbox import DEDUP_WINDOW
+from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
 from ._replays import ReplayRequests, replays_path
 from ._settings import ServeSettings, serve_settings
@@ -81,8 +82,11 @@ class Service:
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
         synchronous = self.runtime.config.journal.synchronous
         journal = self.runtime.config.journal.path  # an SQLite journal is this process's: replays come here
+        lease = self.runtime.config.journal.lease
         with contextlib.ExitStack() as held:
-            inbox = held.enter_context(Inbox(settings.inbox, synchronous=synchronous))  # intake's; locks
+            # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
+            inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
+            held.callback(inbox.close)
             inbox.purge(time.time() - DEDUP_WINDOW)
             replays = (
                 held.enter_context(ReplayRequests(replays_path(journal), serving=True))

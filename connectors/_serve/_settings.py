@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._config import RuntimeConfig, compile_expression, parse_duration
+from .._store._journal_pg import is_database_url
 
 SourceType = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
 Signature = Literal["hmac-sha256-hex", "hmac-sha256-base64", "standard-webhooks"]
@@ -70,7 +71,7 @@ class SourceSettings:
 class ServeSettings:
     host: str
     port: int
-    inbox: Path
+    inbox: Path | str  # an SQLite file, or a postgresql:// URL that many serve processes share
     max_body: int
     drain_timeout: float
     sources: Mapping[str, SourceSettings]
@@ -86,8 +87,12 @@ def serve_settings(config: RuntimeConfig) -> ServeSettings:
     max_body = int(raw.get("max_body", DEFAULT_MAX_BODY))
     sources = {name: _source(config, name, item, max_body) for name, item in config.sources.items()}
     journal = config.journal.path
+    inbox: Path | str
     if "inbox" in raw:
-        inbox = (config.base_dir / str(raw["inbox"])).resolve()
+        given = str(raw["inbox"])
+        inbox = given if is_database_url(given) else (config.base_dir / given).resolve()
+    elif config.journal.url is not None:  # a shared journal: the services share their intake too
+        inbox = config.journal.url
     elif journal is not None:
         inbox = journal.parent / "inbox.db"
     else:

@@ -1,0 +1,419 @@
+"""The inbox in PostgreSQL: one queue of accepted webhooks that many ``shipmap serve`` processes share.
+
+It implements :class:`InboxStore`, as the SQLite :class:`Inbox` does, with what sharing needs:
+
+- ``accept`` is one autocommit ``INSERT ... ON CONFLICT (source, webhook_id) DO NOTHING``: the row is durable
+  when it returns (the caller acknowledges only then), and the unique constraint makes a repeated webhook id a
+  duplicate whichever process received the first copy, for as long as the row is kept (``DEDUP_WINDOW``).
+- ``pending`` *claims* rows: it leases up to ``limit`` pending rows that no live process holds
+  (``FOR UPDATE SKIP LOCKED``, so two processes never claim the same row at once) to this process for
+  ``lease`` seconds. A background thread renews this process's leases; a process that dies (or is stopped)
+  stops renewing, its leases lapse, and another process claims its rows. Claims replace the SQLite inbox's
+  cursor, so ``after`` is not used: rows this process holds are not claimed again, and rows another process
+  left behind are found whatever their id.
+- A row handed over twice (its lease lapsed while its first process was slow) costs work, not a second
+  delivery: the runtime keys deliveries by content in the shared journal, which sends each key once.
+
+Lease times are the server's clock (``clock_timestamp()``), so hosts with skewed clocks agree. The schema is
+versioned in the journal's ``meta`` table under its own key (``inbox_schema_version``): a database with no
+inbox gets one on first use; an older one is upgraded by ``shipmap journal migrate``, with the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from .._errors import JournalError
+from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
+from .._store._journal_pg import _first_line, display_url, is_database_url
+from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
+
+INBOX_SCHEMA_VERSION = 1
+_VERSION_KEY = "inbox_schema_version"
+_V1 = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS inbox (
+    id BIGSERIAL PRIMARY KEY,
+    source TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    topic TEXT,
+    received_at DOUBLE PRECISION NOT NULL,
+    headers TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    documents TEXT,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'processed')),
+    processed_at DOUBLE PRECISION,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    UNIQUE (source, webhook_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
+"""
+# MIGRATIONS[n] takes an inbox from version n to n + 1 (version 0: no inbox in the database).
+MIGRATIONS: tuple[str, ...] = (_V1,)
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_MS = 30_000
+_NOW = "extract(epoch from clock_timestamp())"
+_ROW = "id, source, webhook_id, topic, received_at, headers, body, documents"
+_log = logging.getLogger("shipmap.connectors.serve.inbox")
+
+
+class NoInboxError(InboxError):
+    """The database holds no inbox (a read-only opening before any service accepted a webhook there)."""
+
+
+class PostgresInbox:
+    """The shared inbox in the PostgreSQL database at ``url``. One connection per object (one per thread).
+
+    ``keep_leases``: renew this process's claims on a thread of its own (the delivery side's inbox, which
+    claims rows); ``upgrade``: bring an older inbox schema to this version (``shipmap journal migrate``);
+    ``create``: make the inbox in a database that has none (a service does; ``migrate`` does not)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease: float = 30.0,
+        readonly: bool = False,
+        upgrade: bool = False,
+        create: bool = True,
+        keep_leases: bool = False,
+    ) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise InboxError(
+                "a postgresql:// inbox needs psycopg 3: pip install 'shipmap[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        self._url = url
+        self.name = display_url(url)
+        self.readonly = readonly
+        self.lease_seconds = lease
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.upgraded_from: int | None = None
+        self._conn: Any = None
+        self._keeper: _LeaseKeeper | None = None
+        self._connect()
+        try:
+            version = self.schema_version()
+            if not readonly and (
+                (version == 0 and create) or (upgrade and 0 < version < INBOX_SCHEMA_VERSION)
+            ):
+                self.upgraded_from, version = self.migrate()
+        except InboxError:
+            self.close()
+            raise
+        problem = _version_problem(self.name, version, readonly)
+        if problem:
+            self.close()
+            raise (NoInboxError if version == 0 else InboxError)(problem)
+        if keep_leases and not readonly:
+            self._keeper = _LeaseKeeper(self)
+
+    # --- the connection ------------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        # A process stopped inside a transaction would hold row locks: the server ends such a session after
+        # one lease, so the other processes are never blocked longer than that.
+        idle = max(1000, int(self.lease_seconds * 1000))
+        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
+        if self.readonly:
+            options += " -c default_transaction_read_only=on"
+        try:
+            self._conn = self._psycopg.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options
+            )
+        except self._psycopg.Error as error:
+            raise InboxError(f"cannot open inbox {self.name}: {_first_line(error)}") from None
+
+    def _execute(self, sql: str, parameters: Any = None) -> Any:
+        """One statement, in autocommit. A connection the server dropped (a restart, a failover) is opened
+        again once, for the next statement: this one failed, and its caller says so (intake answers 503)."""
+        if self._conn is None or self._conn.closed:
+            self._connect()
+        try:
+            return self._conn.execute(sql, parameters)
+        except self._psycopg.Error as error:
+            if self._conn.broken:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+            raise InboxError(f"inbox {self.name}: PostgreSQL says: {_first_line(error)}") from None
+
+    def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
+            # Rows claimed but not handed over (a drain, a cancelled delivery loop): the others may take
+            # them at once instead of after a lease.
+            with contextlib.suppress(InboxError):
+                self._execute(
+                    "UPDATE inbox SET lease_owner = NULL, lease_until = NULL"
+                    " WHERE lease_owner = %s AND state = 'pending'",
+                    (self.worker,),
+                )
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+
+    def __enter__(self) -> PostgresInbox:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- schema --------------------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The inbox's schema version in this database; 0 when it holds no inbox yet."""
+        has_meta = self._execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return 0
+        row = self._execute("SELECT v FROM meta WHERE k = %s", (_VERSION_KEY,)).fetchone()
+        if row is None:
+            return 0
+        try:
+            return int(row[0])
+        except ValueError:
+            raise InboxError(f"{self.name}: inbox schema version {row[0]!r} is not a number") from None
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring the inbox to ``INBOX_SCHEMA_VERSION`` in one transaction: ``(version before, after)``. Many
+        processes may start at once: an advisory lock lets one create or upgrade, the others then find it."""
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                before = self.schema_version()
+                if before > INBOX_SCHEMA_VERSION:
+                    raise InboxError(_version_problem(self.name, before, False) or "")
+                for step in MIGRATIONS[before:]:
+                    self._conn.execute(step)
+                self._conn.execute(
+                    "INSERT INTO meta (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                    (_VERSION_KEY, str(INBOX_SCHEMA_VERSION)),
+                )
+        except self._psycopg.Error as error:
+            raise InboxError(f"cannot create the inbox in {self.name}: {_first_line(error)}") from None
+        return before, INBOX_SCHEMA_VERSION
+
+    # --- the interface -------------------------------------------------------------------------------------
+
+    def accept(
+        self,
+        source: str,
+        webhook_id: str,
+        topic: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        received_at: float | None = None,
+    ) -> Accepted:
+        """Commit one webhook (durably, before the caller acknowledges it), or recognise a duplicate that any
+        process accepted."""
+        row = self._execute(
+            "INSERT INTO inbox (source, webhook_id, topic, received_at, headers, body)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, webhook_id) DO NOTHING RETURNING id",
+            (source, webhook_id, topic, received_at or time.time(), json.dumps(dict(headers)), body),
+        ).fetchone()
+        if row is not None:
+            return Accepted(int(row[0]), duplicate=False)
+        found = self._execute(
+            "SELECT id FROM inbox WHERE source = %s AND webhook_id = %s", (source, webhook_id)
+        ).fetchone()
+        return Accepted(int(found[0]) if found else 0, duplicate=True)
+
+    def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:
+        """Claim up to ``limit`` pending rows that no live process holds, oldest first (``after`` is not
+        used: see the module's docstring)."""
+        rows = self._execute(
+            f"""UPDATE inbox SET lease_owner = %s, lease_until = {_NOW} + %s
+                WHERE id IN (SELECT id FROM inbox WHERE state = 'pending'
+                                AND (lease_until IS NULL OR lease_until < {_NOW})
+                             ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+                RETURNING {_ROW}""",
+            (self.worker, self.lease_seconds, limit),
+        ).fetchall()
+        return sorted((_inbound(row) for row in rows), key=lambda row: row.id)
+
+    def mark_processed(self, ids: Iterable[int]) -> None:
+        """Their deliveries are owed in the journal. Whichever process gets here first marks the row."""
+        wanted = list(ids)
+        if wanted:
+            self._execute(
+                "UPDATE inbox SET state = 'processed', processed_at = %s, lease_owner = NULL,"
+                " lease_until = NULL WHERE id = ANY(%s) AND state = 'pending'",
+                (time.time(), wanted),
+            )
+
+    def save_documents(self, row_id: int, documents: Mapping[str, Any]) -> None:
+        """Keep the enrichment responses with the webhook; the first saved wins, so a process that takes the
+        row over maps the same data."""
+        self._execute(
+            "UPDATE inbox SET documents = COALESCE(documents, %s) WHERE id = %s",
+            (json.dumps(documents, ensure_ascii=False), row_id),
+        )
+
+    def renew_leases(self) -> int:
+        """Extend every claim this process holds; how many it holds."""
+        cursor = self._execute(
+            f"UPDATE inbox SET lease_until = {_NOW} + %s WHERE lease_owner = %s AND state = 'pending'",
+            (self.lease_seconds, self.worker),
+        )
+        return int(cursor.rowcount)
+
+    def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int:
+        """Hand processed rows to delivery again (all, or ``ids``); ``refetch`` forgets their responses."""
+        documents = ", documents = NULL" if refetch else ""
+        where = "" if ids is None else " WHERE id = ANY(%s)"
+        cursor = self._execute(
+            f"UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL{documents}{where}",
+            None if ids is None else (list(ids),),
+        )
+        return int(cursor.rowcount)
+
+    # --- operations ----------------------------------------------------------------------------------------
+
+    def writable(self) -> bool:
+        """Whether the server takes writes now (readiness): reachable, and not a read-only standby."""
+        try:
+            row = self._execute(
+                "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+            ).fetchone()
+        except InboxError:
+            return False
+        return bool(row[0])
+
+    def depth(self) -> int:
+        """Webhooks accepted by any process and not yet handed to delivery."""
+        return int(self._execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
+
+    def oldest_pending(self) -> float | None:
+        row = self._execute("SELECT min(received_at) FROM inbox WHERE state = 'pending'").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    def counts(self) -> dict[str, int]:
+        rows = self._execute("SELECT source, state, count(*) FROM inbox GROUP BY source, state").fetchall()
+        return {f"{source}/{state}": int(n) for source, state, n in rows}
+
+    def purge(self, older_than: float) -> int:
+        """Forget processed rows received before ``older_than`` (epoch seconds): the dedup window ends."""
+        cursor = self._execute(
+            "DELETE FROM inbox WHERE state = 'processed' AND received_at < %s", (older_than,)
+        )
+        return int(cursor.rowcount)
+
+
+class _LeaseKeeper:
+    """Renews one inbox's claims every third of a lease, on a connection and a thread of its own, so a
+    delivery loop busy with a slow batch keeps its rows; a process stopped or killed renews nothing."""
+
+    def __init__(self, inbox: PostgresInbox) -> None:
+        self._stopped = threading.Event()
+        self._inbox = inbox
+        self._thread = threading.Thread(target=self._main, name="shipmap-inbox-leases", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        inbox = self._inbox
+        renewer: PostgresInbox | None = None
+        while not self._stopped.wait(inbox.lease_seconds / 3):
+            try:
+                if renewer is None:
+                    renewer = PostgresInbox(inbox._url, lease=inbox.lease_seconds)
+                    renewer.worker = inbox.worker
+                renewer.renew_leases()
+            except InboxError as error:  # the next round tries again; a lapsed claim is taken over, not lost
+                _log.warning("cannot renew the inbox's claims: %s", error)
+        if renewer is not None:
+            renewer.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(CONNECT_TIMEOUT_S + STATEMENT_TIMEOUT_MS / 1000)
+
+
+def open_inbox(
+    location: str | Path,
+    *,
+    synchronous: Literal["normal", "full"] = "normal",
+    lease: float = 30.0,
+    intake: bool,
+) -> InboxStore:
+    """The inbox at ``location``: a ``postgresql://`` URL (shared by every serve process on that database) or
+    an SQLite file (one serve process: ``intake`` takes its lock). The delivery side (``intake=False``)
+    claims rows, so on PostgreSQL it keeps its claims alive."""
+    if is_database_url(location):
+        return PostgresInbox(str(location), lease=lease, keep_leases=not intake)
+    return Inbox(location, synchronous=synchronous, lock=intake)
+
+
+_COPIED = "id, source, webhook_id, topic, received_at, headers, body, documents, state, processed_at"
+
+
+def copy_inbox(source: Path, destination: Journal) -> int:
+    """Copy every row of the SQLite inbox file ``source`` into the inbox of ``destination``, a PostgreSQL
+    journal's database whose inbox is empty: how many rows. Call it inside ``destination.transaction()``,
+    with ``copy_journal``, so the journal and the inbox move together or not at all. Rows keep their ids
+    (the journal's origins name them), states and responses: pending webhooks are handed to delivery by the
+    first service on PostgreSQL, and processed ones keep answering a repeated webhook id as a duplicate."""
+    if destination.backend != "postgresql" or destination.path is not None:
+        raise JournalError(f"an inbox is copied into a postgresql:// journal only, not {destination.name}")
+    with Inbox(source, readonly=True) as inbox:
+        rows = inbox._db.execute(f"SELECT {_COPIED} FROM inbox ORDER BY id").fetchall()
+    held = int(destination._db.execute("SELECT count(*) FROM inbox").fetchone()[0])
+    if held:
+        raise JournalError(
+            f"the inbox in {destination.name} is not empty ({held} webhooks); copy into an empty one"
+        )
+    marks = ", ".join("?" * len(_COPIED.split(",")))
+    destination._db.executemany(
+        f"INSERT INTO inbox ({_COPIED}) VALUES ({marks})",
+        [(*row[:6], bytes(row[6]), *row[7:]) for row in rows],
+    )
+    if rows:  # the next webhook accepted on PostgreSQL gets an id after the copied ones
+        destination._db.execute("SELECT setval(pg_get_serial_sequence('inbox', 'id'), ?)", (rows[-1][0],))
+    return len(rows)
+
+
+def _inbound(row: tuple[Any, ...]) -> InboundRow:
+    return InboundRow(
+        int(row[0]),
+        row[1],
+        row[2],
+        row[3],
+        float(row[4]),
+        json.loads(row[5]),
+        bytes(row[6]),
+        json.loads(row[7]) if row[7] else None,
+    )
+
+
+def _version_problem(name: str, version: int, readonly: bool) -> str | None:
+    if version == 0:
+        return f"{name} holds no shipmap inbox"
+    if version > INBOX_SCHEMA_VERSION:
+        return (
+            f"the inbox in {name} has schema version {version}, written by a newer shipmap (this one reads "
+            f"versions up to {INBOX_SCHEMA_VERSION})"
+        )
+    if 0 < version < INBOX_SCHEMA_VERSION and not readonly:
+        return (
+            f"the inbox in {name} has schema version {version}; this shipmap needs {INBOX_SCHEMA_VERSION}: "
+            f"run `shipmap journal migrate {name}` (with its password) once, then start the services"
+        )
+    return None

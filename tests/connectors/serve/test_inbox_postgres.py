@@ -1,0 +1,200 @@
+"""The PostgreSQL inbox on the real server `make test` starts: shared deduplication, claims under leases,
+its schema version and `shipmap journal migrate`, `shipmap journal copy` of an SQLite inbox, and
+`shipmap status` and the serve settings that point at it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from shipmap.connectors import Journal
+from shipmap.connectors._cli import main
+from shipmap.connectors._config import load_config
+from shipmap.connectors._serve import Inbox, InboxError, PostgresInbox, serve_settings
+from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, NoInboxError
+
+from .harness import SERVE_FIXTURES, environment
+
+PASSWORD = "pg-inbox-secret-never-printed"  # the test server trusts loopback, so any password connects
+BODY = b'{"id": 1}'
+
+
+def _with_password(url: str) -> str:
+    return url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+
+
+def _wait_for(predicate: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_repeated_webhook_id_is_a_duplicate_whichever_process_took_the_first(postgres_url: str) -> None:
+    with PostgresInbox(postgres_url) as a, PostgresInbox(postgres_url) as b:
+        first = a.accept("shop", "wh-1", "orders/create", {"x-shopify-topic": "orders/create"}, BODY)
+        again = b.accept("shop", "wh-1", "orders/create", {}, b'{"id": 2}')
+        other_source = b.accept("woo", "wh-1", None, {}, BODY)  # ids are unique per source
+        assert (first.duplicate, again.duplicate, other_source.duplicate) == (False, True, False)
+        assert again.id == first.id != other_source.id
+        (row,) = [r for r in b.pending() if r.source == "shop"]
+        assert (row.webhook_id, row.topic, row.body, row.headers) == (
+            "wh-1", "orders/create", BODY, {"x-shopify-topic": "orders/create"},
+        )  # fmt: skip
+        assert a.depth() == 2 and a.counts() == {"shop/pending": 1, "woo/pending": 1}
+
+
+def test_claims_never_overlap_and_every_row_is_claimed_once(postgres_url: str) -> None:
+    with PostgresInbox(postgres_url) as intake:
+        for n in range(200):
+            intake.accept("shop", f"wh-{n}", None, {}, BODY)
+    claimed: list[list[int]] = [[] for _ in range(4)]
+
+    def claim(slot: int) -> None:
+        with PostgresInbox(postgres_url) as inbox:
+            while rows := inbox.pending(limit=7):
+                claimed[slot].extend(row.id for row in rows)
+
+    threads = [threading.Thread(target=claim, args=(slot,)) for slot in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    every = [row_id for ids in claimed for row_id in ids]
+    assert len(every) == len(set(every)) == 200  # SKIP LOCKED: no row handed to two claimers
+
+
+def test_a_lapsed_claim_is_taken_over_a_kept_one_renewed_and_a_closed_one_released(postgres_url: str) -> None:
+    with PostgresInbox(postgres_url, lease=0.5) as stalled, PostgresInbox(postgres_url) as survivor:
+        row_id = stalled.accept("shop", "lapses", None, {}, BODY).id
+        assert [r.webhook_id for r in stalled.pending()] == ["lapses"]
+        assert survivor.pending() == []  # held under a live lease
+        taken: list[str] = []
+        _wait_for(lambda: taken.extend(r.webhook_id for r in survivor.pending()) or taken, "the takeover")
+        assert taken == ["lapses"]
+        survivor.mark_processed([row_id])
+        stalled.mark_processed([row_id])  # the late mark of a row already processed changes nothing
+        assert survivor.counts() == {"shop/processed": 1}
+
+    with (
+        PostgresInbox(postgres_url, lease=1.0, keep_leases=True) as keeper,
+        PostgresInbox(postgres_url) as other,
+    ):
+        keeper.accept("shop", "kept", None, {}, BODY)
+        (row,) = keeper.pending()
+
+        def lease_until() -> float:
+            with psycopg.connect(postgres_url) as db:
+                found = db.execute("SELECT lease_until FROM inbox WHERE id = %s", (row.id,)).fetchone()
+            assert found is not None
+            return float(found[0])
+
+        claimed_until = lease_until()
+        _wait_for(lambda: lease_until() > claimed_until, "the keeper's renewal")
+        keeper.close()  # a drain: the claims it still holds go back at once, not after a lease
+        assert [r.webhook_id for r in other.pending()] == ["kept"]
+
+
+def test_the_inbox_schema_is_versioned_and_upgraded_by_journal_migrate(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(NoInboxError, match="holds no shipmap inbox"):
+        PostgresInbox(postgres_url, readonly=True)
+    with Journal(postgres_url):
+        pass
+    assert main(["journal", "migrate", _with_password(postgres_url)]) == 0
+    out = capsys.readouterr().out
+    assert "inbox" not in out  # a database of `run` workers only gets no inbox
+    PostgresInbox(postgres_url).close()  # the first service creates it
+    assert main(["journal", "migrate", _with_password(postgres_url)]) == 0
+    out = capsys.readouterr().out
+    assert f"{postgres_url}: inbox schema version {INBOX_SCHEMA_VERSION}, up to date" in out
+    assert PASSWORD not in out
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("UPDATE meta SET v = '99' WHERE k = 'inbox_schema_version'")
+    with pytest.raises(InboxError, match="has schema version 99, written by a newer shipmap"):
+        PostgresInbox(postgres_url)
+
+
+def test_journal_copy_carries_the_sqlite_inbox_into_postgresql(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    journal_path = tmp_path / ".shipmap" / "journal.db"
+    with Journal(journal_path) as journal:
+        journal.put_source("d" * 64, '{"id":1}')
+    with Inbox(journal_path.parent / "inbox.db") as inbox:  # where serve keeps it: beside the journal
+        done = inbox.accept("shop", "wh-done", "orders/create", {"a": "1"}, BODY)
+        inbox.save_documents(done.id, {"order": {"id": 1}})
+        inbox.mark_processed([done.id])
+        waiting = inbox.accept("shop", "wh-waiting", "orders/create", {}, b'{"id": 2}')
+    url = _with_password(postgres_url)
+    assert main(["journal", "copy", str(journal_path), url]) == 0
+    assert capsys.readouterr().out.strip() == (
+        f"copied {journal_path} -> {postgres_url}: 1 sources, 0 deliveries, 0 unrouted, 0 rejected,"
+        " 2 inbox webhooks"
+    )
+    with PostgresInbox(postgres_url) as shared:
+        (row,) = shared.pending()  # the pending webhook is handed to the first service on PostgreSQL
+        assert (row.id, row.webhook_id, row.body) == (waiting.id, "wh-waiting", b'{"id": 2}')
+        assert shared.accept("shop", "wh-done", None, {}, BODY) == type(done)(done.id, duplicate=True)
+        assert shared.accept("shop", "wh-new", None, {}, BODY).id > waiting.id  # ids go on after the copy
+        assert shared.counts() == {"shop/pending": 2, "shop/processed": 1}
+    assert main(["journal", "copy", str(journal_path), url]) != 0  # into a store that is not empty
+    assert "not empty" in capsys.readouterr().err
+    assert main(["journal", "copy", str(journal_path), str(tmp_path / "j2.db"), "--inbox", "x.db"]) != 0
+    assert "an inbox is copied into a postgresql:// journal only" in capsys.readouterr().err
+
+
+def test_serve_shares_intake_through_the_journals_database_and_status_reads_it(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environment("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        (tmp_path / item.name).write_text(item.read_text())
+    config = tmp_path / "serve.yaml"
+    text = config.read_text()
+    config.write_text(
+        text.replace("  path: .shipmap/journal.db\n", f"  url: {_with_password(postgres_url)}\n")
+    )
+    settings = serve_settings(load_config(config))
+    assert settings.inbox == _with_password(postgres_url)  # no serve.inbox: the journal's database
+    with PostgresInbox(postgres_url) as inbox:
+        inbox.accept("shop", "wh-1", "orders/create", {}, BODY)
+    assert main(["status", str(config), "--json", "--url", "http://127.0.0.1:9"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed)
+    assert (report["inbox"], report["queue_depth"], report["webhooks"]) == (
+        postgres_url,
+        1,
+        {"shop/pending": 1},
+    )
+    assert PASSWORD not in printed
+    local = text.replace("serve:\n", "serve:\n  inbox: .shipmap/here.db\n")
+    config.write_text(local.replace("  path: .shipmap/journal.db\n", f"  url: {postgres_url}\n"))
+    assert serve_settings(load_config(config)).inbox == tmp_path / ".shipmap" / "here.db"  # named: kept
+    assert main(["status", str(config), "--json", "--url", "http://127.0.0.1:9"]) == 0
+    assert json.loads(capsys.readouterr().out)["queue_depth"] == 0
+    assert not (tmp_path / ".shipmap" / "here.db").exists()  # status never creates an inbox
+
+
+def test_a_connection_the_server_dropped_fails_one_accept_and_the_next_one_reconnects(
+    postgres_url: str,
+) -> None:
+    with PostgresInbox(postgres_url) as inbox:
+        inbox.accept("shop", "before", None, {}, BODY)
+        with psycopg.connect(
+            postgres_url, autocommit=True
+        ) as admin:  # a server restart, as the inbox sees it
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(InboxError, match="PostgreSQL says"):  # intake answers 503: nothing acknowledged
+            inbox.accept("shop", "during", None, {}, BODY)
+        assert inbox.accept("shop", "during", None, {}, BODY).duplicate is False
+        assert inbox.writable() and inbox.depth() == 2

@@ -1,0 +1,188 @@
+"""Two live ``shipmap serve`` processes on one PostgreSQL database (the real server `make test` starts),
+behind no balancer but a client that alternates between them, as one would.
+
+- Webhooks posted alternately to both, some ids posted to both: each acknowledged webhook is delivered
+  exactly once, and a repeated id is a duplicate whichever process took the first copy.
+- ``kill -9`` of one process while the client posts, retrying every non-2xx (or refused connection) on the
+  other, as Shopify retries: nothing acknowledged is lost (the survivor takes the dead one's claimed inbox
+  rows and its journal leases over), and every duplicate is a re-send of a delivery the dead process held
+  ``pending`` in the journal at the kill, under the same idempotency key, with the same body.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import psycopg
+from shipmap.connectors import Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+LEASE = "10s"  # a lapse among live processes would be a takeover too; the kill test waits one lease
+
+
+def _bodies(count: int, first_id: int) -> list[bytes]:
+    """The real order webhook, each copy with its own order id and name."""
+    return [json.dumps(dict(ORDER, id=first_id + i, name=f"#P{i}")).encode() for i in range(count)]
+
+
+def _two_services(tmp_path: Path, sandbox_url: str, database: str) -> tuple[ServeProcess, ServeProcess]:
+    first = ServeProcess(tmp_path, sandbox_url)
+    config = first.config.read_text()
+    assert "journal:\n  path: .shipmap/journal.db\n" in config
+    shared = f"journal:\n  url: {database}\n  lease: {LEASE}\n"
+    first.config.write_text(config.replace("journal:\n  path: .shipmap/journal.db\n", shared))
+    return first.start(), ServeProcess(tmp_path, sandbox_url).start()
+
+
+def _delivered_ids(sandbox: Sandbox) -> Counter[str]:
+    return Counter(str(r.body["id"]) for r in sandbox.requests(endpoint="fenix.orders"))
+
+
+def test_two_services_share_intake_each_webhook_delivered_once(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    bodies = _bodies(240, 7_000_000)
+    a, b = _two_services(tmp_path, source_sandbox.url, postgres_url)
+    answers: Counter[str] = Counter()
+    try:
+        with httpx.Client(timeout=10) as client:
+            for index, body in enumerate(bodies):
+                first, other = (a, b) if index % 2 == 0 else (b, a)
+                headers = shopify_headers(body, "orders/create", f"pg-{index}")
+                answer = first.post(client, "shop", body, headers)
+                assert answer.status_code == 200, answer.text
+                answers[answer.json()["status"]] += 1
+                if index % 4 == 0:  # the same webhook id again, to the other process
+                    again = other.post(client, "shop", body, headers)
+                    assert (again.status_code, again.json()["status"]) == (200, "duplicate"), again.text
+                    assert again.json()["id"] == answer.json()["id"]  # the one shared inbox row
+                    answers["repeated"] += 1
+        a.wait_until(
+            lambda: len(_delivered_ids(source_sandbox)) >= len(bodies), what="every webhook delivered"
+        )
+        assert a.terminate() == 0 and b.terminate() == 0
+    finally:
+        a.kill()
+        b.kill()
+    assert answers == {"accepted": 240, "repeated": 60}
+    delivered = _delivered_ids(source_sandbox)
+    assert set(delivered) == {str(7_000_000 + i) for i in range(len(bodies))}
+    assert set(delivered.values()) == {1}, [k for k, n in delivered.items() if n > 1]
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT state, count(*) FROM inbox GROUP BY state").fetchall() == [
+            ("processed", 240)
+        ]
+        assert db.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall() == [
+            ("delivered", 240)
+        ]
+    for service in (a, b):  # both drained cleanly
+        assert "draining: intake closed" in "".join(service.errors)
+        assert "drain deadline reached" not in "".join(service.errors)
+
+
+WEBHOOKS = 600
+CLIENTS = 8
+KILL_AFTER = 200
+
+
+class AlternatingClient:
+    """Posts webhook i to service i % 2 until a 2xx, moving to the other service after every failure (a
+    refused connection, a 5xx): a sender's retry reaches the other instance behind a balancer."""
+
+    def __init__(self, urls: list[str], bodies: list[bytes]) -> None:
+        self.urls = urls
+        self.bodies = bodies
+        self.acked: set[int] = set()
+        self.failures = Counter[str]()
+        self.lock = threading.Lock()
+        self.deadline = time.monotonic() + 300
+
+    def run(self, part: int) -> None:
+        with httpx.Client(timeout=5) as client:
+            for index in range(part, len(self.bodies), CLIENTS):
+                body = self.bodies[index]
+                headers = shopify_headers(body, "orders/create", f"kill-pg-{index}")
+                targets = itertools.cycle(self.urls[index % 2 :] + self.urls[: index % 2])
+                for url in targets:
+                    if time.monotonic() > self.deadline:
+                        return
+                    try:
+                        answer = client.post(f"{url}/hooks/shop", content=body, headers=headers)
+                    except httpx.HTTPError as error:
+                        with self.lock:
+                            self.failures[type(error).__name__] += 1
+                        continue
+                    if 200 <= answer.status_code < 300:
+                        with self.lock:
+                            self.acked.add(index)
+                        break
+                    with self.lock:
+                        self.failures[str(answer.status_code)] += 1
+
+
+def test_kill_9_of_one_service_loses_nothing_the_other_takes_over(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    a, b = _two_services(tmp_path, source_sandbox.url, postgres_url)
+    client = AlternatingClient([a.url, b.url], _bodies(WEBHOOKS, 8_000_000))
+    threads = [threading.Thread(target=client.run, args=(part,)) for part in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        a.wait_until(lambda: len(client.acked) >= KILL_AFTER, timeout=180, what="acknowledgements")
+        assert a.process is not None
+        killed_pid = a.process.pid
+        a.kill()  # SIGKILL
+        acked_before_kill = len(client.acked)
+        # What the dead process held in the journal: a re-send of one of these is the only duplicate
+        # allowed. Read at once: its leases run for another lease at least, so nobody has taken them yet.
+        with psycopg.connect(postgres_url) as db:
+            held_at_kill = {
+                row[0]
+                for row in db.execute(
+                    "SELECT idempotency_key FROM deliveries WHERE state = 'pending' AND lease_owner LIKE %s",
+                    (f"%:{killed_pid}:%",),
+                )
+            }
+            claimed_at_kill = db.execute(
+                "SELECT count(*) FROM inbox WHERE state = 'pending' AND lease_owner LIKE %s",
+                (f"%:{killed_pid}:%",),
+            ).fetchone()[0]
+        for thread in threads:
+            thread.join(320)
+        assert len(client.acked) == WEBHOOKS, f"the client gave up: {client.failures}"
+        b.wait_until(
+            lambda: len(_delivered_ids(source_sandbox)) >= WEBHOOKS,
+            timeout=300,
+            what="every acknowledged webhook delivered by the survivor",
+        )
+        assert b.terminate() == 0
+    finally:
+        a.kill()
+        b.kill()
+    arrived = source_sandbox.requests(endpoint="fenix.orders")
+    delivered = Counter(str(r.body["id"]) for r in arrived)
+    assert not {str(8_000_000 + i) for i in client.acked} - set(delivered)  # 0 lost
+    duplicates = [r for r in arrived if delivered[str(r.body["id"])] > 1]
+    assert not [r for r in duplicates if r.headers.get("idempotency-key") not in held_at_kill]
+    for order_id in {r.body["id"] for r in duplicates}:  # each copy is the very same request
+        copies = [r for r in duplicates if r.body["id"] == order_id]
+        assert len({json.dumps(c.body, sort_keys=True) for c in copies}) == 1
+        assert len({c.headers.get("idempotency-key") for c in copies}) == 1
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0] == 0
+        assert db.execute("SELECT count(*) FROM deliveries WHERE state <> 'delivered'").fetchone()[0] == 0
+    print(
+        f"\ntwo services, kill -9 of one: webhooks={WEBHOOKS} acknowledged before the kill={acked_before_kill}"
+        f" inbox rows the dead one had claimed={claimed_at_kill} journal deliveries it held={len(held_at_kill)}"
+        f" delivered={len(delivered)} lost=0 duplicates={len(duplicates) - len({r.body['id'] for r in duplicates})}"
+        f" (all re-sends of deliveries it held) failures seen by the client={dict(client.failures)}"
+    )
