@@ -75,6 +75,20 @@ class InboundRow:
     documents: dict[str, Any] | None
 
 
+def inbound_row(row: Sequence[Any]) -> InboundRow:
+    """A row as both backends select it: id, source, webhook_id, topic, received_at, headers, body, documents."""
+    return InboundRow(
+        int(row[0]),
+        row[1],
+        row[2],
+        row[3],
+        float(row[4]),
+        json.loads(row[5]),
+        bytes(row[6]),
+        json.loads(row[7]) if row[7] else None,
+    )
+
+
 class InboxStore(Protocol):
     """What the service needs of an inbox, whatever holds it: SQLite here (:class:`Inbox`), PostgreSQL next.
     One object per thread; ``accept`` must be durable when it returns."""
@@ -250,19 +264,7 @@ class Inbox:
             ).fetchall()
         except sqlite3.Error as error:
             raise InboxError(f"the inbox cannot be read: {error}") from None
-        return [
-            InboundRow(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                json.loads(r[5]),
-                bytes(r[6]),
-                json.loads(r[7]) if r[7] else None,
-            )
-            for r in rows
-        ]
+        return [inbound_row(r) for r in rows]
 
     def mark_processed(self, ids: Iterable[int]) -> None:
         now = time.time()

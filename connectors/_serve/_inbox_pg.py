@@ -37,7 +37,7 @@ from typing import Any, Literal
 from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
 from .._store._journal_pg import _first_line, display_url, is_database_url
-from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
+from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, inbound_row
 
 INBOX_SCHEMA_VERSION = 1
 _VERSION_KEY = "inbox_schema_version"
@@ -248,7 +248,7 @@ class PostgresInbox:
                 RETURNING {_ROW}""",
             (self.worker, self.lease_seconds, limit),
         ).fetchall()
-        return sorted((_inbound(row) for row in rows), key=lambda row: row.id)
+        return sorted((inbound_row(row) for row in rows), key=lambda row: row.id)
 
     def mark_processed(self, ids: Iterable[int]) -> None:
         """Their deliveries are owed in the journal. Whichever process gets here first marks the row."""
@@ -388,19 +388,6 @@ def copy_inbox(source: Path, destination: Journal) -> int:
     if rows:  # the next webhook accepted on PostgreSQL gets an id after the copied ones
         destination._db.execute("SELECT setval(pg_get_serial_sequence('inbox', 'id'), ?)", (rows[-1][0],))
     return len(rows)
-
-
-def _inbound(row: tuple[Any, ...]) -> InboundRow:
-    return InboundRow(
-        int(row[0]),
-        row[1],
-        row[2],
-        row[3],
-        float(row[4]),
-        json.loads(row[5]),
-        bytes(row[6]),
-        json.loads(row[7]) if row[7] else None,
-    )
 
 
 def _version_problem(name: str, version: int, readonly: bool) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -159,3 +161,52 @@ class ServeProcess:
             time.sleep(
                 0.2
             )  # not faster: predicates walk the sandbox's records, which slows what they wait for
+
+
+class RetryingSender:
+    """Posts each webhook (signed as Shopify signs ``orders/create``, webhook id ``{prefix}-{index}``) until it
+    gets a 2xx, retrying every non-2xx and every connection error as Shopify does, from ``threads`` threads;
+    records which were acknowledged. With several service URLs, webhook i goes first to URL i % n and each
+    retry to the next one: a sender's retry reaching another instance behind a load balancer."""
+
+    def __init__(self, urls: list[str], bodies: list[bytes], *, prefix: str, threads: int) -> None:
+        self.urls = urls
+        self.bodies = bodies
+        self.prefix = prefix
+        self.acked: set[int] = set()
+        self.non_2xx = Counter[str]()
+        self.lock = threading.Lock()
+        self.deadline = time.monotonic() + 300
+        self.threads = [threading.Thread(target=self._run, args=(part, threads)) for part in range(threads)]
+
+    def start(self) -> RetryingSender:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def join(self, timeout: float) -> None:
+        for thread in self.threads:
+            thread.join(timeout)
+
+    def _run(self, part: int, step: int) -> None:
+        with httpx.Client(timeout=5) as client:
+            for index in range(part, len(self.bodies), step):
+                body = self.bodies[index]
+                headers = shopify_headers(body, "orders/create", f"{self.prefix}-{index}")
+                first = index % len(self.urls)
+                for url in itertools.cycle(self.urls[first:] + self.urls[:first]):
+                    if time.monotonic() > self.deadline:
+                        return
+                    try:
+                        answer = client.post(f"{url}/hooks/shop", content=body, headers=headers)
+                    except httpx.HTTPError as error:
+                        failure = type(error).__name__
+                    else:
+                        if 200 <= answer.status_code < 300:
+                            with self.lock:
+                                self.acked.add(index)
+                            break
+                        failure = str(answer.status_code)
+                    with self.lock:
+                        self.non_2xx[failure] += 1
+                    time.sleep(0.05)

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, RetryingSender, ServeProcess, shopify_headers
 
 WEBHOOKS = 2000
 CLIENTS = 16
@@ -39,47 +38,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class ShopifyLikeClient:
-    """Posts each webhook until it gets a 2xx, as Shopify retries; records which were acknowledged."""
-
-    def __init__(self, url: str, bodies: list[bytes]) -> None:
-        self.url = url
-        self.bodies = bodies
-        self.acked: set[int] = set()
-        self.non_2xx = Counter[str]()
-        self.lock = threading.Lock()
-        self.deadline = time.monotonic() + 300
-
-    def run(self, part: int) -> None:
-        with httpx.Client(timeout=5) as client:
-            for index in range(part, len(self.bodies), CLIENTS):
-                body = self.bodies[index]
-                headers = shopify_headers(body, "orders/create", f"kill-{index}")
-                while time.monotonic() < self.deadline:
-                    try:
-                        answer = client.post(f"{self.url}/hooks/shop", content=body, headers=headers)
-                    except httpx.HTTPError as error:
-                        with self.lock:
-                            self.non_2xx[type(error).__name__] += 1
-                        time.sleep(0.05)
-                        continue
-                    if 200 <= answer.status_code < 300:
-                        with self.lock:
-                            self.acked.add(index)
-                        break
-                    with self.lock:
-                        self.non_2xx[str(answer.status_code)] += 1
-                    time.sleep(0.05)
-
-
 def test_kill_9_while_posting_loses_nothing_acknowledged(source_sandbox: Sandbox, tmp_path: Path) -> None:
     port = _free_port()
     began = time.monotonic()
     serve = ServeProcess(tmp_path, source_sandbox.url, port=port).start()
-    client = ShopifyLikeClient(serve.url, _bodies())
-    threads = [threading.Thread(target=client.run, args=(part,)) for part in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
+    client = RetryingSender([serve.url], _bodies(), prefix="kill", threads=CLIENTS).start()
     try:
         serve.wait_until(
             lambda: len(client.acked) >= KILL_AFTER, timeout=180, what="acknowledgements before the kill"
@@ -94,8 +57,7 @@ def test_kill_9_while_posting_loses_nothing_acknowledged(source_sandbox: Sandbox
                 for row in journal.execute("SELECT idempotency_key FROM deliveries WHERE state = 'pending'")
             }
         restarted = ServeProcess(tmp_path, source_sandbox.url, port=port).start()
-        for thread in threads:
-            thread.join(320)
+        client.join(320)
         assert len(client.acked) == WEBHOOKS, f"client gave up: {client.non_2xx}"
         all_acked_at = time.monotonic() - began
         restarted.wait_until(

@@ -11,10 +11,7 @@ behind no balancer but a client that alternates between them, as one would.
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -22,7 +19,7 @@ import httpx
 import psycopg
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, RetryingSender, ServeProcess, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 LEASE = "10s"  # a lapse among live processes would be a takeover too; the kill test waits one lease
@@ -93,49 +90,12 @@ CLIENTS = 8
 KILL_AFTER = 200
 
 
-class AlternatingClient:
-    """Posts webhook i to service i % 2 until a 2xx, moving to the other service after every failure (a
-    refused connection, a 5xx): a sender's retry reaches the other instance behind a balancer."""
-
-    def __init__(self, urls: list[str], bodies: list[bytes]) -> None:
-        self.urls = urls
-        self.bodies = bodies
-        self.acked: set[int] = set()
-        self.failures = Counter[str]()
-        self.lock = threading.Lock()
-        self.deadline = time.monotonic() + 300
-
-    def run(self, part: int) -> None:
-        with httpx.Client(timeout=5) as client:
-            for index in range(part, len(self.bodies), CLIENTS):
-                body = self.bodies[index]
-                headers = shopify_headers(body, "orders/create", f"kill-pg-{index}")
-                targets = itertools.cycle(self.urls[index % 2 :] + self.urls[: index % 2])
-                for url in targets:
-                    if time.monotonic() > self.deadline:
-                        return
-                    try:
-                        answer = client.post(f"{url}/hooks/shop", content=body, headers=headers)
-                    except httpx.HTTPError as error:
-                        with self.lock:
-                            self.failures[type(error).__name__] += 1
-                        continue
-                    if 200 <= answer.status_code < 300:
-                        with self.lock:
-                            self.acked.add(index)
-                        break
-                    with self.lock:
-                        self.failures[str(answer.status_code)] += 1
-
-
 def test_kill_9_of_one_service_loses_nothing_the_other_takes_over(
     source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
 ) -> None:
     a, b = _two_services(tmp_path, source_sandbox.url, postgres_url)
-    client = AlternatingClient([a.url, b.url], _bodies(WEBHOOKS, 8_000_000))
-    threads = [threading.Thread(target=client.run, args=(part,)) for part in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
+    bodies = _bodies(WEBHOOKS, 8_000_000)
+    client = RetryingSender([a.url, b.url], bodies, prefix="kill-pg", threads=CLIENTS).start()
     try:
         a.wait_until(lambda: len(client.acked) >= KILL_AFTER, timeout=180, what="acknowledgements")
         assert a.process is not None
@@ -156,9 +116,8 @@ def test_kill_9_of_one_service_loses_nothing_the_other_takes_over(
                 "SELECT count(*) FROM inbox WHERE state = 'pending' AND lease_owner LIKE %s",
                 (f"%:{killed_pid}:%",),
             ).fetchone()[0]
-        for thread in threads:
-            thread.join(320)
-        assert len(client.acked) == WEBHOOKS, f"the client gave up: {client.failures}"
+        client.join(320)
+        assert len(client.acked) == WEBHOOKS, f"the client gave up: {client.non_2xx}"
         b.wait_until(
             lambda: len(_delivered_ids(source_sandbox)) >= WEBHOOKS,
             timeout=300,
@@ -184,5 +143,5 @@ def test_kill_9_of_one_service_loses_nothing_the_other_takes_over(
         f"\ntwo services, kill -9 of one: webhooks={WEBHOOKS} acknowledged before the kill={acked_before_kill}"
         f" inbox rows the dead one had claimed={claimed_at_kill} journal deliveries it held={len(held_at_kill)}"
         f" delivered={len(delivered)} lost=0 duplicates={len(duplicates) - len({r.body['id'] for r in duplicates})}"
-        f" (all re-sends of deliveries it held) failures seen by the client={dict(client.failures)}"
+        f" (all re-sends of deliveries it held) non-2xx and errors seen by the client={dict(client.non_2xx)}"
     )
