@@ -150,8 +150,13 @@ class Runtime:
         progress: Callable[[Progress], None] | None = None,
         total: int | None = None,
         workers: int = 0,
+        wait_for_others: bool = True,
     ) -> RunSummary:
         """Deliver ``events``: first what an interrupted run left pending, then each event in order.
+
+        ``wait_for_others``: on a shared journal, when ``events`` end, wait for the deliveries other workers
+        hold (taking over those whose worker died), so a batch of workers ends with its input delivered. A
+        service whose peers keep running (``shipmap serve``) passes False: they take over what it leaves.
 
         ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
         iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
@@ -168,10 +173,14 @@ class Runtime:
                 )
                 forked.start()  # before recovery and the first login: the worker's start overlaps them
                 try:
-                    return await execution.execute(unpack_batches(forked.batches()), decide=True)
+                    return await execution.execute(
+                        unpack_batches(forked.batches()), decide=True, wait_for_others=wait_for_others
+                    )
                 finally:
                     forked.close()
-            return await execution.execute(produce(self.mapper, events), decide=True)
+            return await execution.execute(
+                produce(self.mapper, events), decide=True, wait_for_others=wait_for_others
+            )
 
     def replay(
         self, keys: Sequence[str] | None = None, *, progress: Callable[[Progress], None] | None = None
@@ -278,7 +287,9 @@ class _Execution:
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
 
-    async def execute(self, producer: AsyncGenerator[list[Item], None], *, decide: bool) -> RunSummary:
+    async def execute(
+        self, producer: AsyncGenerator[list[Item], None], *, decide: bool, wait_for_others: bool = True
+    ) -> RunSummary:
         """Re-send what an interrupted run left pending, then settle and send each batch ``producer`` gives.
         ``decide``: check each delivery against the journal (a run); a replay's producer already did."""
         runtime, outbox = self.runtime, self.outbox
@@ -307,7 +318,7 @@ class _Execution:
                     for job in outbox.settle(batch, decide=decide):
                         await queue.put(job)
                     self._report()
-                if self.journal.shared:
+                if self.journal.shared and wait_for_others:
                     await self.leases.wait_for_others(queue)
                 for _ in range(concurrency):
                     await queue.put(None)

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if not waiting:
         print("no dead letters to replay" + (" with those keys" if args.key else ""))
         return EXIT_OK
-    journal = runtime.config.journal.path
+    journal = runtime.config.journal.path if runtime.config.journal.url is None else None  # SQLite's only
     if journal is not None and ReplayRequests.service_running(replays_path(journal)):
         return _through_service(args, replays_path(journal), len(waiting))
     declared = enrichments(runtime.config) if args.refetch and runtime.config.sources else {}

@@ -157,7 +157,10 @@ class DeliveryLoop:
                 self._loop = asyncio.get_running_loop()
                 while True:
                     self.runs += 1
-                    run = await self.runtime.run_async(feed.events(), progress=self._on_progress)
+                    # Other services on a shared journal keep running and take over what this one leaves.
+                    run = await self.runtime.run_async(
+                        feed.events(), progress=self._on_progress, wait_for_others=False
+                    )
                     fold(self.total, run)
                     self._folded = run
                     if feed.stopping:

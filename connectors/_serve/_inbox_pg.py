@@ -8,9 +8,10 @@ It implements :class:`InboxStore`, as the SQLite :class:`Inbox` does, with what 
 - ``pending`` *claims* rows: it leases up to ``limit`` pending rows that no live process holds
   (``FOR UPDATE SKIP LOCKED``, so two processes never claim the same row at once) to this process for
   ``lease`` seconds. A background thread renews this process's leases; a process that dies (or is stopped)
-  stops renewing, its leases lapse, and another process claims its rows. Claims replace the SQLite inbox's
-  cursor, so ``after`` is not used: rows this process holds are not claimed again, and rows another process
-  left behind are found whatever their id.
+  stops renewing, its leases lapse, and another process claims its rows. Rows nobody holds are claimed
+  whatever their id (ids are not committed in order across processes); ``after`` (the feed's cursor) applies
+  to the rows this process already holds: a webhook parked while its source API is down stays claimed, and
+  is read again when the feed starts from the beginning, as with the SQLite inbox.
 - A row handed over twice (its lease lapsed while its first process was slow) costs work, not a second
   delivery: the runtime keys deliveries by content in the shared journal, which sends each key once.
 
@@ -238,15 +239,16 @@ class PostgresInbox:
         return Accepted(int(found[0]) if found else 0, duplicate=True)
 
     def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:
-        """Claim up to ``limit`` pending rows that no live process holds, oldest first (``after`` is not
-        used: see the module's docstring)."""
+        """Claim up to ``limit`` pending rows, oldest first: those no live process holds, and those this one
+        holds past ``after`` (see the module's docstring)."""
         rows = self._execute(
             f"""UPDATE inbox SET lease_owner = %s, lease_until = {_NOW} + %s
                 WHERE id IN (SELECT id FROM inbox WHERE state = 'pending'
-                                AND (lease_until IS NULL OR lease_until < {_NOW})
+                                AND (lease_until IS NULL OR lease_until < {_NOW}
+                                     OR (lease_owner = %s AND id > %s))
                              ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
                 RETURNING {_ROW}""",
-            (self.worker, self.lease_seconds, limit),
+            (self.worker, self.lease_seconds, self.worker, after, limit),
         ).fetchall()
         return sorted((inbound_row(row) for row in rows), key=lambda row: row.id)
 

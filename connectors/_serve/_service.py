@@ -37,7 +37,7 @@ from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
 from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import DEDUP_WINDOW
+from ._inbox import DEDUP_WINDOW, InboxStore
 from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
 from ._replays import ReplayRequests, replays_path
@@ -80,9 +80,11 @@ class Service:
         sock = sock or bind(settings.host, settings.port)
         host, port = sock.getsockname()[:2]
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-        synchronous = self.runtime.config.journal.synchronous
-        journal = self.runtime.config.journal.path  # an SQLite journal is this process's: replays come here
-        lease = self.runtime.config.journal.lease
+        shared = self.runtime.config.journal
+        synchronous, lease = shared.synchronous, shared.lease
+        # An SQLite journal is this process's: replays come here. A PostgreSQL one is shared by every serve
+        # and run: `shipmap replay` runs beside them as one more worker, and no local request file is held.
+        journal = shared.path if shared.url is None else None
         with contextlib.ExitStack() as held:
             # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
             inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
@@ -214,7 +216,7 @@ class Service:
         store = self.runtime.breaker_store
         return {name: str(store.breaker(name).phase) for name in self.runtime.connections}
 
-    def _readiness(self, delivery: DeliveryLoop, inbox: Inbox) -> dict[str, Any]:
+    def _readiness(self, delivery: DeliveryLoop, inbox: InboxStore) -> dict[str, Any]:
         store = self.runtime.breaker_store
         now = time.monotonic()  # the breakers' clock
         outages = {}

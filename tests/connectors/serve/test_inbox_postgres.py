@@ -56,8 +56,10 @@ def test_claims_never_overlap_and_every_row_is_claimed_once(postgres_url: str) -
 
     def claim(slot: int) -> None:
         with PostgresInbox(postgres_url) as inbox:
-            while rows := inbox.pending(limit=7):
+            cursor = 0  # as the feed reads: rows this claimer holds are claimed again only past its cursor
+            while rows := inbox.pending(after=cursor, limit=7):
                 claimed[slot].extend(row.id for row in rows)
+                cursor = rows[-1].id
 
     threads = [threading.Thread(target=claim, args=(slot,)) for slot in range(4)]
     for thread in threads:
@@ -86,6 +88,8 @@ def test_a_lapsed_claim_is_taken_over_a_kept_one_renewed_and_a_closed_one_releas
     ):
         keeper.accept("shop", "kept", None, {}, BODY)
         (row,) = keeper.pending()
+        assert keeper.pending(after=row.id) == []  # handed over: past the feed's cursor
+        assert keeper.pending() == [row]  # a parked webhook: read again when the feed starts from 0
 
         def lease_until() -> float:
             with psycopg.connect(postgres_url) as db:
