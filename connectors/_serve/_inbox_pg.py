@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
-from .._store._journal_pg import _first_line, display_url, is_database_url
+from .._store._journal_pg import display_url, first_line, is_database_url
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, inbound_row
 
 INBOX_SCHEMA_VERSION = 1
@@ -137,7 +137,7 @@ class PostgresInbox:
                 self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options
             )
         except self._psycopg.Error as error:
-            raise InboxError(f"cannot open inbox {self.name}: {_first_line(error)}") from None
+            raise InboxError(f"cannot open inbox {self.name}: {first_line(error)}") from None
 
     def _execute(self, sql: str, parameters: Any = None) -> Any:
         """One statement, in autocommit. A connection the server dropped (a restart, a failover) is opened
@@ -150,7 +150,7 @@ class PostgresInbox:
             if self._conn.broken:
                 with contextlib.suppress(Exception):
                     self._conn.close()
-            raise InboxError(f"inbox {self.name}: PostgreSQL says: {_first_line(error)}") from None
+            raise InboxError(f"inbox {self.name}: PostgreSQL says: {first_line(error)}") from None
 
     def close(self) -> None:
         if self._keeper is not None:
@@ -209,7 +209,7 @@ class PostgresInbox:
                     (_VERSION_KEY, str(INBOX_SCHEMA_VERSION)),
                 )
         except self._psycopg.Error as error:
-            raise InboxError(f"cannot create the inbox in {self.name}: {_first_line(error)}") from None
+            raise InboxError(f"cannot create the inbox in {self.name}: {first_line(error)}") from None
         return before, INBOX_SCHEMA_VERSION
 
     # --- the interface -------------------------------------------------------------------------------------
