@@ -3,6 +3,7 @@ on every ready mapping's payloads, on the seeds' examples, and on thousands of m
 
 from __future__ import annotations
 
+import calendar
 import copy
 import decimal
 import json
@@ -195,3 +196,26 @@ def test_a_recursive_ref_is_one_helper() -> None:
     }
     assert compile_check(schema)({"a": {"b": {}}}) is True
     assert compile_check(schema)({"a": {"b": 1}}) is False
+
+
+def test_february_29_is_a_date_in_leap_years_only() -> None:
+    schema = KINDS["fenix.order"].field_schema(("created_at",))
+    assert schema is not None
+    checks = [compile_check(schema), compile_check(schema, strict_json=True)]
+    fast = fastjsonschema.compile({**schema, "$schema": "http://json-schema.org/draft-07/schema#"})
+    for year in range(1, 10_000):
+        text = f"{year:04d}-02-29T10:14:15-05:00"
+        try:
+            fast(text)
+            accepted = True
+        except fastjsonschema.JsonSchemaException:
+            accepted = False
+        assert accepted is calendar.isleap(year), text
+        assert [check(text) for check in checks] == [accepted, accepted], text
+    assert all(check("2021-02-28T23:59:59Z") for check in checks)
+    payload = {"created_at": "2021-02-29T10:14:15-05:00"}
+    assert (
+        ("created_at",),
+        'got "2021-02-29T10:14:15-05:00", expected a datetime with a zone offset such as '
+        "2020-01-23T10:14:15-05:00",
+    ) in KINDS["fenix.order"].problems(payload)
