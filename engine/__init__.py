@@ -12,7 +12,7 @@ payloads, as often as you like, from any thread::
 No network, no printing, no global state. Every error is a :class:`ShipmapError` carrying its location.
 """
 
-from ._compiler import CompiledTarget, mapping_format_schema
+from ._compiler import mapping_format_schema
 from ._errors import (
     CompileError,
     Location,
@@ -28,6 +28,7 @@ from ._errors import (
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
 from ._mapping import CompiledMapping, Output, load_mapping, parse_mapping, resolve_mapping_path
 from ._sources import SourceDocument, read_documents, read_input, read_named
+from ._target import CompiledTarget
 from ._trace import Trace
 
 __all__ = [

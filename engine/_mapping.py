@@ -13,10 +13,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._compiler import CompiledTarget, CompileReport, MappingCompiler
+from ._compiler import CompileReport, MappingCompiler
 from ._errors import Location, MappingError, Problem
 from ._functions import FunctionSet, lookup_key
 from ._lint import target_problems
+from ._target import CompiledTarget
 from ._trace import ACTIVE, Trace, unread_paths
 from ._yaml import LocatedDocument, load_located
 
