@@ -120,7 +120,7 @@ def lookup_key(value: Any) -> str:
     if value is False:
         return "false"
     if isinstance(value, int):
-        return str(int(value))
+        return _int_text(value)
     if isinstance(value, float):
         return str(int(value)) if value.is_integer() else repr(value)
     raise _fail("a string, number, boolean or null as lookup key", value)

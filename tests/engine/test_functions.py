@@ -809,6 +809,12 @@ def test_lookup_key_refuses_containers() -> None:
     assert caught.value.function is None
 
 
+def test_lookup_key_refuses_an_integer_too_long_to_write() -> None:
+    # A located error, not Python's ValueError: str() refuses ints past 4,300 digits.
+    with pytest.raises(FunctionError, match="too large to write as text"):
+        lookup_key(10**5000)
+
+
 def test_lookup_table_is_immutable_and_copies_containers() -> None:
     table = LookupTable("t", {1: {"code": "A"}, "b": "B"})
     assert dict(table.entries) == {"1": {"code": "A"}, "b": "B"}
