@@ -147,8 +147,11 @@ class CompiledTarget:
         with self._lock:
             self._validated += 1
             if self._write_checked is not None and self._validated > 1:
-                self._checked = self._write_checked()
-                self._write_checked = None
+                write, self._write_checked = self._write_checked, None
+                try:
+                    self._checked = write()
+                except Exception as error:  # a spec the writer mishandles costs speed, never a payload
+                    _log.debug("target %s: no checked code (%s)", self.name, type(error).__name__)
             return self._checked
 
     def problems(self, payload: Any) -> list[Problem]:

@@ -226,6 +226,25 @@ def test_the_checked_code_is_written_when_a_second_payload_is_validated() -> Non
     assert target._checked.__doc__ and "raise Deoptimize" in target._checked.__doc__
 
 
+def test_a_writer_that_fails_costs_speed_not_the_payload(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="shipmap.engine.codegen")
+    path = REPO / "mappings" / "shopify" / "order.yaml"
+    mapping = engine.parse_mapping(path.read_text(encoding="utf-8"), file="order.yaml")
+    target = mapping.target("order")
+    document = json.loads(
+        (FIXTURES / "real" / "shopify" / "orders_cancelled_webhook.json").read_text("utf-8")
+    )
+
+    def broken() -> Any:
+        raise KeyError("a spec the writer does not expect")
+
+    target._write_checked = broken
+    first = mapping.transform(document)
+    assert mapping.transform(document) == first == mapping.transform(document)
+    assert target._checked is None and target._write_checked is None
+    assert [record for record in caplog.records if "no checked code (KeyError)" in record.message]
+
+
 def test_the_fixtures_run_on_generated_code_alone(caplog: pytest.LogCaptureFixture) -> None:
     """On the documents a mapping was written for, the generated code never hands over to the reference."""
     caplog.set_level(logging.DEBUG, logger="shipmap.engine.codegen")
