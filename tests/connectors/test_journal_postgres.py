@@ -10,11 +10,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from shipmap.connectors import ConfigError, Journal, JournalError, Runtime, Sandbox
+from shipmap.connectors import ConfigError, Journal, JournalError, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from test_journal import pending
-from test_runtime_support import order_event, write_config
+from test_runtime_support import environ, order_event, write_config
 
 PASSWORD = "pg-secret-never-printed"  # the test server trusts loopback, so any password connects
 
@@ -397,3 +397,73 @@ def test_a_transaction_that_keeps_losing_ends_as_a_journal_error(postgres_url: s
             journal.run_transaction(conflicting)
         assert runs == TRANSACTION_TRIES  # bounded
         assert journal.counts() == {}
+
+
+def test_a_run_whose_batch_loses_a_real_deadlock_journals_it_again_and_delivers_everything(
+    tmp_path: Path, sandbox: Sandbox, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another session holds the second event's delivery row; the run's batch transaction writes the first
+    # one's and waits for the second, then the other session asks for the first: a deadlock, which the run's
+    # session detects (its deadlock_timeout is the shorter), so the run's whole batch is rolled back after it
+    # had scheduled both deliveries. The run journals the batch again with its own state put back: both
+    # events are delivered, none taken for a repeat and skipped.
+    import threading
+
+    from shipmap.connectors._store._journal import delivery_key, source_hash
+
+    database = postgres_url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {database} SET deadlock_timeout = '3s'")
+    with Journal(postgres_url):  # the schema
+        pass
+    events = [order_event(1), order_event(2)]
+    digests = [source_hash(event["payload"]) for event in events]
+    first, second = (delivery_key("acme-orders", "order", digest) for digest in digests)
+    with psycopg.connect(postgres_url, autocommit=True) as setup:
+        for digest in digests:
+            setup.execute("INSERT INTO sources (hash, doc) VALUES (%s, '{}')", (digest,))
+    row = "INSERT INTO deliveries (key, source_hash, mapping, target, state, created_at, updated_at) "
+    row += "VALUES (%s, %s, 'acme-orders', 'order', 'pending', 0, 0)"
+    config = write_config(tmp_path, sandbox.url, journal={"url": postgres_url, "lease": "30s"})
+    runtime = Runtime.from_config(config, environ=environ(sandbox.url))
+    other = psycopg.connect(postgres_url, autocommit=True)
+    result: dict[str, object] = {}
+    try:
+        other.execute("SET deadlock_timeout = '60s'")
+        other.execute("BEGIN")
+        other.execute(row, (second, digests[1]))
+
+        def run() -> None:
+            try:
+                result["summary"] = runtime.run(events)
+            except BaseException as error:
+                result["error"] = error
+
+        thread = threading.Thread(target=run)
+        with caplog.at_level("INFO", logger="shipmap.journal"):
+            thread.start()
+            deadline = time.monotonic() + 60
+            with psycopg.connect(
+                postgres_url, autocommit=True
+            ) as watcher:  # (a transaction sees one snapshot)
+                while not watcher.execute(  # until the run's batch waits for the second row
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone()[0]:  # type: ignore[index]
+                    assert time.monotonic() < deadline, ("the run never waited for the other session", result)
+                    time.sleep(0.02)
+            other.execute(row, (first, digests[0]))  # the deadlock
+            other.execute("ROLLBACK")
+            thread.join(120)
+        assert "error" not in result, result
+        summary = result["summary"]
+        assert isinstance(summary, RunSummary)
+        assert (summary.delivered, summary.skipped, summary.dead) == (2, 0, 0)
+        assert sorted(r.order_id for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1002"]
+        assert any("deadlock detected" in r.getMessage() and "whole transaction again" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+        with Journal(postgres_url, readonly=True) as journal:
+            assert journal.counts() == {"delivered": 2}
+            assert [journal.state(key) for key in (first, second)] == ["delivered", "delivered"]
+    finally:
+        other.close()
