@@ -259,7 +259,10 @@ def test_a_statement_that_loses_a_deadlock_outside_a_transaction_is_run_again(po
         setup.execute("CREATE TABLE rows (k INT PRIMARY KEY, v INT NOT NULL)")
         setup.execute("INSERT INTO rows VALUES (1, 0), (2, 0)")
     store = PostgresConnection(postgres_url, readonly=False)
+    store_pid = store.execute("SELECT pg_backend_pid()").fetchone()[0]
     other = psycopg.connect(postgres_url, autocommit=True)
+    # Its own autocommit connection: inside other's open transaction pg_stat_activity is one frozen snapshot.
+    watcher = psycopg.connect(postgres_url, autocommit=True)
     try:
         other.execute("SET deadlock_timeout = '30s'")  # so the deadlock is found by the store's statement
         other.execute("BEGIN")
@@ -280,18 +283,22 @@ def test_a_statement_that_loses_a_deadlock_outside_a_transaction_is_run_again(po
         thread.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until the store's statement is waiting for row 1
-            waiting = other.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR UPDATE'"
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                (store_pid,),
             ).fetchone()
             if waiting and waiting[0]:
                 break
             time.sleep(0.02)
+        else:
+            pytest.fail("the store's statement never waited for row 1: no deadlock was set up")
         other.execute("UPDATE rows SET v = v + 10 WHERE k = 2")  # waits for row 2: a deadlock
         other.execute("COMMIT")
         thread.join(60)
         assert outcome == [[(2,), (1,)]]
         assert other.execute("SELECT v FROM rows ORDER BY k").fetchall() == [(10,), (10,)]
     finally:
+        watcher.close()
         other.close()
         store.close()
 
