@@ -12,8 +12,8 @@ aiohttp, through httpx. The failures are the httpx exceptions httpcore raises fo
 
 A connection goes back to the pool only after a whole answer, with keep-alive; any error, timeout,
 cancellation or half-read body closes it, so an answer can never be read as another request's.
-Bounded: the pool's connections (``max_connections``), every wait (pool, connect, read timeouts), and the
-body: reading pauses while more than ``_HIGH_WATER`` bytes wait unread.
+Bounded: the pool's connections (``max_connections``), every wait (pool, connect, read timeouts), an
+answer's head (``_MAX_HEAD``), and the body: reading pauses while more than ``_HIGH_WATER`` bytes wait unread.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import httpx
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
+_MAX_HEAD = 64 * 1024  # an answer's status line and header lines, together: past it the answer is refused
 _NOT_SENT_HERE = frozenset({"HEAD", "CONNECT"})  # their answers' framing differs: aiohttp handles them
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 5.6.2)
 _SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "expect", "upgrade", "te"})
@@ -59,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
         self.chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self.headers_done = False
@@ -110,9 +112,17 @@ class _Connection(asyncio.Protocol):
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
+        self._count_head(len(reason))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self._count_head(len(name) + len(value))
+
+    def _count_head(self, size: int) -> None:
+        # The read deadline only fires on silence: a server that keeps sending header lines is cut off here.
+        self._head_bytes += size
+        if self._head_bytes > _MAX_HEAD and self.error is None:
+            self._fail(httpx.RemoteProtocolError(f"the answer's headers exceed {_MAX_HEAD // 1024} KiB"))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()

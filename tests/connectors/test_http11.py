@@ -178,6 +178,34 @@ def test_no_connection_is_lent_on_while_an_answer_on_it_may_still_come() -> None
     assert seen.connections == 4  # a new one after the timeout, the half-read body and the garbage
 
 
+def test_an_answer_whose_headers_never_end_is_refused_at_the_cap() -> None:
+    """The read deadline only fires on silence: a server that keeps sending header lines is refused once they
+    pass 64 KiB, and the next request gets its own answer on a new connection."""
+
+    async def endless(number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if number == 0:
+            writer.write(b"HTTP/1.1 200 X\r\n")
+            with contextlib.suppress(ConnectionError):
+                for line in range(100_000):  # 3 MB of header lines, if nobody stops reading
+                    writer.write(b"X-Filler-%d: %s\r\n" % (line, b"y" * 16))
+                    if line % 100 == 0:
+                        await writer.drain()
+            return
+        writer.write(answer_with(202, b"mine %d" % number))
+
+    async def main() -> tuple[str, bytes, Seen]:
+        async with server(endless) as (url, seen), direct() as post:
+            with pytest.raises(httpx.RemoteProtocolError) as refused:
+                await post(f"{url}/a")
+            response = await post(f"{url}/b")
+            return str(refused.value), await response.aread(), seen
+
+    message, body, seen = asyncio.run(main())
+    assert message == "the answer's headers exceed 64 KiB"
+    assert body == b"mine 1"
+    assert seen.connections == 2
+
+
 def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
     async def then_close(number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(answer_with(201, b"%d" % number))
