@@ -54,13 +54,16 @@ def dump_json(value: Any, *, pretty: bool, color: bool = False) -> str:
     """Strict JSON, always: a value JSON cannot hold (NaN, an infinity, a function) is shown as the string
     ``"(not JSON: inf)"``; the located error beside it says which field."""
     try:
-        json.dumps(value, allow_nan=False)
-    except (ValueError, TypeError):
-        value = _strict(value)
-    if not pretty:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    text = json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False)
-    return highlight_json(text) if color else text
+        text = _encode(value, pretty)
+    except (ValueError, TypeError):  # encoded once in the common case; only a bad value pays twice
+        text = _encode(_strict(value), pretty)
+    return highlight_json(text) if pretty and color else text
+
+
+def _encode(value: Any, pretty: bool) -> str:
+    if pretty:
+        return json.dumps(value, ensure_ascii=False, indent=2, allow_nan=False)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _strict(value: Any) -> Any:

@@ -143,3 +143,26 @@ def test_run_summary_json_into_a_missing_directory_is_refused_before_sending(
     code = main(["run", "shipmap.yaml", "--summary-json", str(tmp_path / "no" / "summary.json")])
     assert code == 2
     assert "--summary-json: no directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "pretty", "expected"),
+    [
+        ({"a": 1, "é": [1.5, None]}, False, '{"a":1,"é":[1.5,null]}'),
+        ({"a": [1, 2]}, True, '{\n  "a": [\n    1,\n    2\n  ]\n}'),
+        (
+            {"total": float("inf"), "n": [float("nan")]},
+            False,
+            '{"total":"(not JSON: inf)","n":["(not JSON: nan)"]}',
+        ),
+        ({"f": len, 3: (1,)}, False, '{"f":"(not JSON: a builtin_function_or_method)","3":[1]}'),
+    ],
+)
+def test_preview_output_is_strict_json_and_names_what_json_cannot_hold(
+    given: Any, pretty: bool, expected: str
+) -> None:
+    from shipmap.connectors._cli._output import dump_json
+
+    text = dump_json(given, pretty=pretty)
+    assert text == expected
+    json.loads(text)  # strict: it parses back
