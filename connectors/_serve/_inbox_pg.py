@@ -2,7 +2,8 @@
 
 It implements :class:`InboxStore`, as the SQLite :class:`Inbox` does, with what sharing needs:
 
-- ``accept`` is one autocommit ``INSERT ... ON CONFLICT (source, webhook_id) DO NOTHING``: the row is durable
+- ``accept`` is one autocommit ``INSERT ... ON CONFLICT (source, webhook_id) DO NOTHING`` (``accept_many``,
+  the service's group commit, one such statement for the webhooks that arrived together): the row is durable
   when it returns (the caller acknowledges only then), and the unique constraint makes a repeated webhook id a
   duplicate whichever process received the first copy, for as long as the row is kept (``DEDUP_WINDOW``).
 - ``pending`` *claims* rows: it leases up to ``limit`` pending rows that no live process holds
@@ -30,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -38,7 +39,7 @@ from typing import Any, Literal
 from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
 from .._store._journal_pg import display_url, first_line, is_database_url
-from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, inbound_row
+from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, Incoming, inbound_row
 
 INBOX_SCHEMA_VERSION = 1
 _VERSION_KEY = "inbox_schema_version"
@@ -237,6 +238,44 @@ class PostgresInbox:
             "SELECT id FROM inbox WHERE source = %s AND webhook_id = %s", (source, webhook_id)
         ).fetchone()
         return Accepted(int(found[0]) if found else 0, duplicate=True)
+
+    def accept_many(self, incoming: Sequence[Incoming]) -> list[Accepted]:
+        """Commit several webhooks in one statement: one round trip and one commit for all of them, all or
+        none. A repeated id, within the batch or accepted before by any process, is a duplicate of the
+        first copy's row."""
+        if not incoming:
+            return []
+        now = time.time()
+        rows = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(incoming))
+        parameters = [
+            value
+            for source, webhook_id, topic, headers, body in incoming
+            for value in (source, webhook_id, topic, now, json.dumps(dict(headers)), body)
+        ]
+        inserted = self._execute(
+            "INSERT INTO inbox (source, webhook_id, topic, received_at, headers, body)"
+            f" VALUES {rows} ON CONFLICT (source, webhook_id) DO NOTHING RETURNING id, source, webhook_id",
+            parameters,
+        ).fetchall()
+        new = {(source, webhook_id): int(row_id) for row_id, source, webhook_id in inserted}
+        earlier = {(item[0], item[1]) for item in incoming} - new.keys()
+        known: dict[tuple[str, str], int] = {}
+        if earlier:
+            pairs = ", ".join(["(%s, %s)"] * len(earlier))
+            found = self._execute(
+                f"SELECT id, source, webhook_id FROM inbox WHERE (source, webhook_id) IN ({pairs})",
+                [value for pair in earlier for value in pair],
+            ).fetchall()
+            known = {(source, webhook_id): int(row_id) for row_id, source, webhook_id in found}
+        results: list[Accepted] = []
+        for source, webhook_id, *_ in incoming:
+            key = (source, webhook_id)
+            if key in new:
+                results.append(Accepted(new.pop(key), duplicate=False))
+                known[key] = results[-1].id  # a later copy in this batch is its duplicate
+            else:
+                results.append(Accepted(known.get(key, 0), duplicate=True))
+        return results
 
     def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:
         """Claim up to ``limit`` pending rows, oldest first: those no live process holds, and those this one

@@ -4,6 +4,7 @@ its schema version and `shipmap journal migrate`, `shipmap journal copy` of an S
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -15,6 +16,8 @@ from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
 from shipmap.connectors._config import load_config
 from shipmap.connectors._serve import Inbox, InboxError, PostgresInbox, serve_settings
+from shipmap.connectors._serve._app import GroupCommit
+from shipmap.connectors._serve._inbox import Accepted, GroupCommitting
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, NoInboxError
 
 from .harness import SERVE_FIXTURES, environment
@@ -46,6 +49,32 @@ def test_a_repeated_webhook_id_is_a_duplicate_whichever_process_took_the_first(p
             "wh-1", "orders/create", BODY, {"x-shopify-topic": "orders/create"},
         )  # fmt: skip
         assert a.depth() == 2 and a.counts() == {"shop/pending": 1, "woo/pending": 1}
+
+
+def test_webhooks_that_arrive_together_share_one_statement_and_each_gets_its_row(postgres_url: str) -> None:
+    with PostgresInbox(postgres_url) as intake, PostgresInbox(postgres_url) as other:
+        earlier = other.accept("shop", "wh-0", None, {}, BODY)  # taken first by another process
+        assert isinstance(intake, GroupCommitting)  # the service commits a batch in one statement
+        committer = GroupCommit(intake)
+
+        async def arrive() -> list[Accepted]:
+            ids = ["wh-1", "wh-0", "wh-2", "wh-1", "wh-3"]
+            return list(
+                await asyncio.gather(*(committer.accept(("shop", i, None, {"n": i}, BODY)) for i in ids))
+            )
+
+        results = asyncio.run(arrive())
+        assert committer.commits == 1
+        assert [r.duplicate for r in results] == [False, True, False, True, False]
+        assert results[1].id == earlier.id and results[3].id == results[0].id
+        assert len({results[0].id, results[2].id, results[4].id, earlier.id}) == 4
+        # Committed when answered: the other process's connection sees every row, each with its own headers.
+        rows = {row.webhook_id: row for row in other.pending(limit=10)}
+        assert sorted(rows) == ["wh-0", "wh-1", "wh-2", "wh-3"]
+        assert rows["wh-2"].id == results[2].id and rows["wh-2"].headers == {"n": "wh-2"}
+        with pytest.raises(InboxError):  # all or none: a body no row can hold fails the whole batch
+            intake.accept_many([("shop", "wh-4", None, {}, BODY), ("shop", "wh-5", None, {}, object())])  # type: ignore[list-item]
+        assert intake.depth() == 4
 
 
 def test_claims_never_overlap_and_every_row_is_claimed_once(postgres_url: str) -> None:
