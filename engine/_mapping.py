@@ -33,6 +33,8 @@ class Output:
     payload: dict[str, Any]
     element: str | None = None
     source: Any = None  # a fan-out element's own source data (what its delivery is keyed by)
+    # The payload is known valid under its kind and strict JSON: validated, or made by the checked code.
+    valid: bool = False
 
     @property
     def label(self) -> str:
@@ -110,14 +112,20 @@ class CompiledMapping:
     def outputs(
         self, source: Any, *, validate: bool = True, targets: Iterable[str] | None = None
     ) -> list[Output]:
-        """Every payload of one source document, in target order, fan-out elements in array order."""
+        """Every payload of one source document, in target order, fan-out elements in array order.
+
+        ``validate=False`` leaves validating to the caller, who words its own errors: an output whose
+        ``valid`` is True needs none (the checked generated code made it), the others do."""
         chosen = self._compiled.values() if targets is None else [self.target(name) for name in targets]
         result: list[Output] = []
         for target in chosen:
             if not target.fans_out:  # the common case, without the list
-                payload = target.produce_valid(source) if validate else target.produce(source)
+                if validate:
+                    payload, valid = target.produce_valid(source), True
+                else:
+                    payload, valid = target.produce_checked(source)
                 if payload is not None:
-                    result.append(Output(target.name, payload))
+                    result.append(Output(target.name, payload, valid=valid))
                 continue
             result.extend(_elements(target, source, validate))
         return result
@@ -182,7 +190,7 @@ def _elements(target: CompiledTarget, source: Any, validate: bool) -> list[Outpu
     """The outputs of a fan-out target, each validated under its own label."""
     outputs = []
     for element, payload, data in target.elements(source):
-        output = Output(target.name, payload, element, data)
+        output = Output(target.name, payload, element, data, validate)
         if validate:
             target.validate(payload, label=output.label)
         outputs.append(output)

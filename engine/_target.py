@@ -21,6 +21,7 @@ _log = logging.getLogger("shipmap.engine.codegen")
 _COLLECT: ContextVar[list[TransformError] | None] = ContextVar("shipmap_collect", default=None)
 
 StaticPath = tuple[str, ...]
+_GIVE_UP = 64  # produce_checked: refusals in a row after which the checked code is not tried
 
 
 @dataclass
@@ -45,6 +46,7 @@ class CompiledTarget:
     _write_checked: Callable[[], Callable[[Any], Any] | None] | None = field(default=None, repr=False)
     _checked: Callable[[Any], Any] | None = field(default=None, repr=False)
     _validated: int = field(default=0, repr=False)
+    _misses: int = field(default=0, repr=False)  # produce_checked: the checked code's refusals in a row
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -128,6 +130,24 @@ class CompiledTarget:
 
         The checked generated code does both at once on the happy path; on anything else (an error, a payload
         that breaks its kind, or only might) the two steps run as they always do, and word the error."""
+        payload, valid = self._produce_checked(source)
+        if payload is not None and not valid:
+            self.validate(payload, label=label)
+        return payload
+
+    def produce_checked(self, source: Any) -> tuple[dict[str, Any] | None, bool]:
+        """:meth:`produce`, and whether the payload is known valid: True when the checked generated code
+        made it (valid under the kind, strict JSON), False when it was only produced and the caller must
+        validate it (the checked code stepped aside, or is not written yet). Raises as :meth:`produce`.
+
+        A caller that completes payloads before it validates them (the runtime writes a DG external_id)
+        may hold a target whose checked code refuses every payload: after ``_GIVE_UP`` refusals in a row
+        it is not tried here any more, since each try costs a second production."""
+        if self._misses >= _GIVE_UP:
+            return self.produce(source), False
+        return self._produce_checked(source)
+
+    def _produce_checked(self, source: Any) -> tuple[dict[str, Any] | None, bool]:
         checked = self._checked
         if checked is None and self._write_checked is not None:
             checked = self._checked_code()
@@ -135,13 +155,12 @@ class CompiledTarget:
             try:
                 payload: dict[str, Any] | None = checked(source)
             except Exception as error:
+                self._misses += 1
                 _log.debug("target %s: the full check takes over (%s)", self.name, type(error).__name__)
             else:
-                return payload
-        payload = self.produce(source)
-        if payload is not None:
-            self.validate(payload, label=label)
-        return payload
+                self._misses = 0
+                return payload, True
+        return self.produce(source), False
 
     def _checked_code(self) -> Callable[[Any], Any] | None:
         with self._lock:

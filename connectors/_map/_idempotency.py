@@ -17,8 +17,9 @@ def derive_idempotency_key(
     mapping: str,
     digest: str,
     recorded: str | None,
-) -> str:
-    """The delivery's idempotency key; for DG payloads also written into external_id (both places)."""
+) -> tuple[str, bool]:
+    """The delivery's idempotency key; for DG payloads also written into external_id (both places). And
+    whether that changed the payload (a payload validated before must then be validated again)."""
     is_dg = planned.kind.api == "dg"
     inputs = payload.get("inputs") if is_dg else None
     given = payload.get("external_id") if is_dg else None
@@ -30,8 +31,11 @@ def derive_idempotency_key(
         value = given
     else:
         value = settings.external_id.format(key=key, mapping=mapping, target=planned.name, source_hash=digest)
+    changed = False
     if is_dg:
+        changed = payload.get("external_id") != value
         payload["external_id"] = value
         if isinstance(inputs, dict):
+            changed = changed or inputs.get("external_id") != value
             inputs["external_id"] = value
-    return value
+    return value, changed

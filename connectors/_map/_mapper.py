@@ -196,7 +196,7 @@ class EventMapper:
                 yield Skip(key, name, target_name, state)
                 continue
             recorded = entry.idempotency_key if entry is not None else None
-            yield self.job(planned, route, payload, key, digest, origin, recorded)
+            yield self.job(planned, route, payload, key, digest, origin, recorded, valid=output.valid)
 
     def job(
         self,
@@ -207,17 +207,25 @@ class EventMapper:
         digest: str,
         origin: str | None,
         recorded: str | None,
+        *,
+        valid: bool = False,
     ) -> Job | Dead:
-        """The request of one delivery (``recorded``: the idempotency key its journal row already holds)."""
+        """The request of one delivery (``recorded``: the idempotency key its journal row already holds;
+        ``valid``: the payload is known valid under its kind, as the checked generated code made it)."""
         name = route.name
-        idempotency_key = derive_idempotency_key(
+        idempotency_key, rewritten = derive_idempotency_key(
             self._idempotency, planned, payload, key, name, digest, recorded or None
         )
         try:
             text = encode_payload(payload)  # once: the body, and the journal's copy of it
         except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
             text = ""  # not strict JSON: json_problems below says where
-        problems = json_problems(payload) if not text else planned.kind.problems(payload)
+        if not text:
+            problems = json_problems(payload)
+        elif valid and not rewritten:
+            problems = []
+        else:
+            problems = planned.kind.problems(payload)
         if problems:
             error = PayloadValidationError(
                 planned.name,

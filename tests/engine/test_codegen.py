@@ -26,6 +26,7 @@ import shipmap.engine as engine
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shipmap.engine import _target
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -366,3 +367,56 @@ def test_the_checked_code_refuses_what_the_full_check_refuses() -> None:
                         made = outcome(target._reference, copy.deepcopy(changed))[0] == "payload"
                         refused += made and not passed
     assert refused >= 200  # payloads the checked code handed to the full check (which words the error)
+
+
+def test_outputs_without_validation_say_which_payloads_the_checked_code_vouched_for() -> None:
+    """``outputs(validate=False)``: ``valid`` is True only for a payload the checked code made (valid under its
+    kind); the first payload (no checked code yet) and an invalid one come back unvalidated, valid False,
+    exactly as produce() makes them."""
+    path = REPO / "mappings" / "shopify" / "order.yaml"
+    mapping = engine.parse_mapping(path.read_text(encoding="utf-8"), file="order.yaml")
+    target = mapping.target("order")
+    document = json.loads(
+        (FIXTURES / "real" / "shopify" / "orders_cancelled_webhook.json").read_text("utf-8")
+    )
+    first, second = mapping.outputs(document, validate=False), mapping.outputs(document, validate=False)
+    assert [o.valid for o in first] == [False] and [o.valid for o in second] == [True]
+    assert first[0].payload == second[0].payload == target.produce(document)
+    broken = copy.deepcopy(document)
+    broken["phone"] = 1.5  # customer.phone must be a string or an integer
+    (output,) = mapping.outputs(broken, validate=False)
+    assert not output.valid and output.payload == target.produce(broken)
+    assert [p.field for p in target.problems(output.payload)] == ["order.customer.phone"]
+    assert all(o.valid for o in mapping.outputs(document))  # validated: valid
+
+
+def test_produce_checked_stops_trying_checked_code_that_refuses_every_payload() -> None:
+    path = REPO / "mappings" / "shopify" / "order.yaml"
+    mapping = engine.parse_mapping(path.read_text(encoding="utf-8"), file="order.yaml")
+    target = mapping.target("order")
+    document = json.loads(
+        (FIXTURES / "real" / "shopify" / "orders_cancelled_webhook.json").read_text("utf-8")
+    )
+    broken = copy.deepcopy(document)
+    broken["phone"] = 1.5
+    calls = 0
+    target.produce_checked(document)
+    target.produce_checked(document)  # the checked code is written
+    assert target._checked is not None
+    checked = target._checked
+
+    def counting(source: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return checked(source)
+
+    target._checked = counting
+    for _ in range(_target._GIVE_UP + 10):
+        payload, valid = target.produce_checked(broken)
+        assert payload == target.produce(broken) and not valid
+    assert calls == _target._GIVE_UP
+    # produce_valid still tries it, and words a refusal as ever.
+    assert mapping.transform(document) == {"order": target.produce(document)}
+    assert calls == _target._GIVE_UP + 1
+    with pytest.raises(engine.PayloadValidationError):
+        mapping.transform(broken)
