@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from . import _jsontext
 from ._errors import Location, SourceError
 
 STDIN = "-"
@@ -50,6 +51,9 @@ def _finite_float(text: str) -> float:
 def loads_strict(text: str) -> Any:
     """``json.loads``, refusing what strict parsers refuse: NaN, Infinity, numbers that overflow a float,
     and strings holding a lone surrogate. Raises ValueError (``NotStrictJSON`` for those)."""
+    value = _jsontext.loads(text)  # orjson, where its value is json's: it refuses all of the above
+    if value is not _jsontext.UNREAD:
+        return value
     value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     escape = _SURROGATE_ESCAPE.search(text)
     if escape is not None:
@@ -71,6 +75,8 @@ class SourceDocument:
     error: str | None = None
     excerpt: str | None = None
     location: Location | None = None
+    # Read from JSON text by the strict reader (``loads_strict``): its numbers are finite, its keys strings.
+    strict: bool = False
 
     @property
     def ok(self) -> bool:
@@ -210,9 +216,9 @@ def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int)
 def _events(value: Any, origin: str) -> Iterator[SourceDocument]:
     if isinstance(value, list):  # an array on one line is a batch of events
         for index, item in enumerate(value):
-            yield SourceDocument(f"{origin}[{index}]", document=item)
+            yield SourceDocument(f"{origin}[{index}]", document=item, strict=True)
     else:
-        yield SourceDocument(origin, document=value)
+        yield SourceDocument(origin, document=value, strict=True)
 
 
 def _bad(name: str, line: int, error: ValueError, text: str, *, cut_off: bool = False) -> SourceDocument:

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+from shipmap.engine import _jsontext
 
 from .._config import Connection, DeliverySettings, RetryPolicy
 from .._errors import AuthError
@@ -62,9 +63,14 @@ class OutboundRequest:
         return encode_payload(self.payload).encode("utf-8")
 
 
-def encode_payload(payload: Any) -> str:
+def encode_payload(payload: Any, *, plain: bool = False) -> str:
     """A payload's JSON text as it goes on the wire (and into the journal): compact, UTF-8 kept, strict
-    (ValueError for NaN or an infinity, which no JSON parser takes)."""
+    (ValueError for NaN or an infinity, which no JSON parser takes). The same text whichever encoder writes
+    it (``engine._jsontext``; ``plain``: the caller knows the payload holds JSON's own types only, numbers
+    finite)."""
+    data = _jsontext.dumps(payload, plain=plain)
+    if data is not None:
+        return data.decode("utf-8")
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 

@@ -111,13 +111,14 @@ class EventMapper:
         event = record.document
         routes = self._routes_for(event)
         if not routes:
-            canonical, digest = _canonical(event)
+            canonical, digest = _canonical(event, plain=record.strict)
             return Event(record, digest, canonical, (Unrouted(digest, record.origin),))
         steps: list[Step] = []
         first_digest, first_canonical = "", ""
         for route in routes:
             source = self._source_of(route, event)
-            canonical, digest = _canonical(source)
+            # The strict reader's document is plain JSON; what a body expression makes may not be.
+            canonical, digest = _canonical(source, plain=record.strict and source is event)
             if not first_digest:
                 first_digest, first_canonical = digest, canonical
             elif digest != first_digest:
@@ -216,13 +217,14 @@ class EventMapper:
         idempotency_key, rewritten = derive_idempotency_key(
             self._idempotency, planned, payload, key, name, digest, recorded or None
         )
+        checked = valid and not rewritten  # the checked code vouched for it: valid, strict JSON
         try:
-            text = encode_payload(payload)  # once: the body, and the journal's copy of it
+            text = encode_payload(payload, plain=checked)  # once: the body, and the journal's copy of it
         except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
             text = ""  # not strict JSON: json_problems below says where
         if not text:
             problems = json_problems(payload)
-        elif valid and not rewritten:
+        elif checked:
             problems = []
         else:
             problems = planned.kind.problems(payload)
@@ -287,10 +289,10 @@ class _Unreadable(ValueError):
     """An event (or the part a route sends) that is not strict JSON: it cannot be stored nor sent."""
 
 
-def _canonical(document: Any) -> tuple[str, str]:
+def _canonical(document: Any, *, plain: bool) -> tuple[str, str]:
     """The canonical text and digest of a source document; _Unreadable if it is not strict JSON."""
     try:
-        canonical = canonical_json(document)
+        canonical = canonical_json(document, plain=plain)
         return canonical, digest_of(canonical)
     except (ValueError, TypeError, UnicodeEncodeError) as error:
         problems = json_problems(document)

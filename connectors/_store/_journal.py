@@ -44,6 +44,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from shipmap.engine import _jsontext
+
 from .._errors import JournalError
 from ._journal_pg import PostgresConnection, TransactionConflict, display_url, is_database_url
 
@@ -161,10 +163,15 @@ def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
         raise
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: Any, *, plain: bool = False) -> str:
     """The canonical text of a JSON value: sorted keys, no spaces, UTF-8 kept. Equal documents, equal text.
     (Values of no JSON type, from library callers, are written as their ``str``; NaN and infinities raise
-    ValueError: the journal holds strict JSON only.)"""
+    ValueError: the journal holds strict JSON only.) Digests hang on this text: it never changes, whichever
+    encoder writes it (``engine._jsontext``; ``plain``: the caller knows ``value`` holds JSON's own types
+    only, numbers finite, as a document of the strict reader does)."""
+    data = _jsontext.dumps(value, sort_keys=True, plain=plain)
+    if data is not None:
+        return data.decode("utf-8")
     return json.dumps(
         value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
     )
