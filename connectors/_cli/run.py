@@ -19,7 +19,6 @@ from shipmap.connectors._intake._pipeline import fork_available
 from shipmap.connectors._map._parallel import ordered_map
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
-from shipmap.connectors._serve import enrich_records, enrichments
 from shipmap.engine import read_documents
 from shipmap.engine._chunks import SourceChunk, read_chunks
 from shipmap.engine._sources import estimate_total
@@ -93,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else runtime.config.delivery.resolved_workers()
     total = estimate_total(inputs)
     events: Any = records
-    declared = enrichments(runtime.config) if runtime.config.sources else {}
-    if declared:  # skinny events: fetched in the event loop as they are read, so in this process
-        events, workers = enrich_records(runtime, records, declared, refetch=args.refetch), 0
+    if runtime.config.sources:  # serve's enrichment module, imported only when a run may use it (~70 ms)
+        from shipmap.connectors._serve import enrich_records, enrichments
+
+        declared = enrichments(runtime.config)
+        if declared:  # skinny events: fetched in the event loop as they are read, so in this process
+            events, workers = enrich_records(runtime, records, declared, refetch=args.refetch), 0
     summary = run_with_progress(
         lambda progress: runtime.run(events, progress=progress, total=total, workers=workers),
         no_progress=args.no_progress,

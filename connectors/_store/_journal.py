@@ -512,8 +512,10 @@ class Journal:
             if self.shared:
                 return sum(self._mark_delivered_at_once(rows[start : start + _MARKS_PER_STATEMENT], now)
                            for start in range(0, len(rows), _MARKS_PER_STATEMENT))  # fmt: skip
-            return sum(self._db.execute(_DELIVERED, (status, attempts, now, key, self.worker)).rowcount
-                       for key, status, attempts in rows)  # fmt: skip
+            # One statement for the batch (SQLite sums the rows it changed): no Python round per mark.
+            worker = self.worker
+            return int(self._db.executemany(_DELIVERED, [(status, attempts, now, key, worker)
+                                                         for key, status, attempts in rows]).rowcount)  # fmt: skip
 
         return self.run_transaction(mark)
 
