@@ -36,6 +36,14 @@ class TextFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return timestamp(record)
 
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # The common line (one per delivery), as the format above writes it, without its generic steps.
+        record.message = record.getMessage()
+        record.asctime = timestamp(record)
+        return f"{record.asctime} {record.levelname} {record.name}: {record.message}"
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:

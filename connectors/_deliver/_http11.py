@@ -52,7 +52,12 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.idle_since = 0.0
+        # The read deadline: one timer that stays armed across waits and requests (moved on when it fires
+        # early), not one per wait; it stops when it fires with nobody waiting.
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._read_timeout: float | None = None  # the current wait's
+        self._wait_started = 0.0
         self.error: Exception | None = None  # for good: a connection that failed is never used again
         self._start_answer()
 
@@ -167,32 +172,40 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self, read_timeout: float | None) -> None:
         """Until the parser has news (headers, body, the end) or the connection fails. ReadTimeout when
-        nothing arrives for ``read_timeout`` seconds (one timer a wait, moved on only when it fires early)."""
+        nothing arrives for ``read_timeout`` seconds of this wait."""
         if self.error is not None:
             raise self.error
         self._waiter = waiter = self._loop.create_future()
+        self._read_timeout = read_timeout
         if read_timeout is not None:
-            self._timer = self._loop.call_at(self._loop.time() + read_timeout, self._check_idle, read_timeout)
+            self._wait_started = now = self._loop.time()
+            due = now + read_timeout
+            if self._timer is None or self._timer_at > due:
+                self._arm(due)
         try:
             await waiter
         finally:
             self._waiter = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
         if self.error is not None:
             raise self.error
 
-    def _check_idle(self, read_timeout: float) -> None:
-        if self._waiter is None or self._waiter.done():
-            return
-        quiet = self._loop.time() - self._last_data
-        if quiet >= read_timeout:
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = self._loop.call_at(when, self._check_idle)
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        read_timeout = self._read_timeout
+        if self._waiter is None or self._waiter.done() or read_timeout is None:
+            return  # nobody waits: the next wait arms it again
+        # Silent since the wait began or since the last data, whichever is later.
+        due = max(self._wait_started, self._last_data) + read_timeout
+        if self._loop.time() >= due:
             self._fail(httpx.ReadTimeout(f"no data for {read_timeout:g} s"))
         else:
-            self._timer = self._loop.call_at(
-                self._loop.time() + read_timeout - quiet, self._check_idle, read_timeout
-            )
+            self._arm(due)
 
     def send(self, head: bytes, body: bytes) -> None:
         assert self.transport is not None
@@ -220,6 +233,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self.lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _Body(httpx.AsyncByteStream):
