@@ -29,7 +29,6 @@ a newer shipmap is refused. ``copy_journal`` moves every row of one store into a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -44,100 +43,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
-from shipmap.engine import _jsontext
-
 from .._errors import JournalError
 from ._journal_pg import PostgresConnection, TransactionConflict, display_url, is_database_url
+from ._keys import canonical_json as canonical_json
+from ._keys import delivery_key as delivery_key
+from ._keys import digest_of as digest_of
+from ._keys import source_hash as source_hash
+from ._schema import _HAS_META, Backend
+from ._schema import _MIGRATION_LOCK as _MIGRATION_LOCK
+from ._schema import MIGRATIONS as MIGRATIONS
+from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
+from ._schema import State as State
+from ._sqlite import _Guarded, journal_fault
 
 try:  # POSIX: an advisory lock that the kernel drops when the process dies, even by SIGKILL
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = 3
-State = Literal["pending", "delivered", "dead", "resolved"]
-Backend = Literal["sqlite", "postgresql"]
-
-# Version 1: the tables. The SQLite text is also what journals written before versioning hold.
-_V1_SQLITE = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sources (
-    hash TEXT PRIMARY KEY,
-    doc TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    key TEXT PRIMARY KEY,
-    source_hash TEXT NOT NULL REFERENCES sources(hash),
-    mapping TEXT NOT NULL,
-    target TEXT NOT NULL,
-    connection TEXT,
-    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'resolved')),
-    idempotency_key TEXT,
-    method TEXT,
-    url TEXT,
-    payload TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    status INTEGER,
-    reason TEXT,
-    response_excerpt TEXT,
-    origin TEXT,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);
-CREATE TABLE IF NOT EXISTS unrouted (
-    source_hash TEXT PRIMARY KEY REFERENCES sources(hash),
-    origin TEXT,
-    seen INTEGER NOT NULL DEFAULT 1,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rejected (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    origin TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    excerpt TEXT,
-    at REAL NOT NULL
-);
-"""
-# PostgreSQL: the same tables; epoch seconds as double precision, like SQLite's REAL.
-_V1_POSTGRESQL = (
-    _V1_SQLITE.replace(" REAL", " DOUBLE PRECISION")
-    .replace("id INTEGER PRIMARY KEY AUTOINCREMENT", "id BIGSERIAL PRIMARY KEY")
-    .replace("attempts INTEGER", "attempts BIGINT")
-)
-# Version 2: who holds a pending delivery, and until when (leases, for many workers on one store).
-_V2 = """
-ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
-ALTER TABLE deliveries ADD COLUMN lease_until {real};
-"""
-# Version 3: each connection's circuit breaker and max_rate slot, shared by the workers (``_breaker_pg``;
-# times on the database's clock). An SQLite journal has one worker, which keeps them in memory.
-_V3 = """
-CREATE TABLE connection_state (
-    name TEXT PRIMARY KEY,
-    phase TEXT NOT NULL DEFAULT 'closed' CHECK (phase IN ('closed', 'open', 'half_open')),
-    failures BIGINT NOT NULL DEFAULT 0,
-    opened_at {real} NOT NULL DEFAULT 0,
-    retry_at {real} NOT NULL DEFAULT 0,
-    cooldown {real} NOT NULL DEFAULT 0,
-    reason TEXT NOT NULL DEFAULT '',
-    opened BIGINT NOT NULL DEFAULT 0,
-    probes BIGINT NOT NULL DEFAULT 0,
-    probe_until {real} NOT NULL DEFAULT 0,
-    next_free {real} NOT NULL DEFAULT 0
-);
-"""
-# MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
-MIGRATIONS: dict[Backend, tuple[str, ...]] = {
-    "sqlite": (_V1_SQLITE, _V2.format(real="REAL"), ""),
-    "postgresql": (_V1_POSTGRESQL, _V2.format(real="DOUBLE PRECISION"), _V3.format(real="DOUBLE PRECISION")),
-}
-_HAS_META = {
-    "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-    "postgresql": "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'meta'",
-}
-_MIGRATION_LOCK = 7_316_016_001  # pg_advisory_xact_lock key: one migration at a time per database
 DEFAULT_LEASE_SECONDS = 30.0
 TRANSACTION_TRIES = 5  # runs of a transaction that loses lock conflicts, before the error ends the run
 _T = TypeVar("_T")
@@ -161,34 +84,6 @@ def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
         if is_database_url(location):
             return None
         raise
-
-
-def canonical_json(value: Any, *, plain: bool = False) -> str:
-    """The canonical text of a JSON value: sorted keys, no spaces, UTF-8 kept. Equal documents, equal text.
-    (Values of no JSON type, from library callers, are written as their ``str``; NaN and infinities raise
-    ValueError: the journal holds strict JSON only.) Digests hang on this text: it never changes, whichever
-    encoder writes it (``engine._jsontext``; ``plain``: the caller knows ``value`` holds JSON's own types
-    only, numbers finite, as a document of the strict reader does)."""
-    data = _jsontext.dumps(value, sort_keys=True, plain=plain)
-    if data is not None:
-        return data.decode("utf-8")
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
-    )
-
-
-def digest_of(canonical: str) -> str:
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def source_hash(document: Any) -> str:
-    return digest_of(canonical_json(document))
-
-
-def delivery_key(mapping: str, target: str, source_digest: str) -> str:
-    """The stable key of one target of one event (32 hex digits, 128 bits)."""
-    text = f"{mapping}\x1f{target}\x1f{source_digest}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,81 +609,6 @@ class Journal:
             ).fetchall()
             found.update((key, (state, idempotency)) for key, state, idempotency in rows)
         return found
-
-
-_FAULTS = (
-    ("full", "the disk holding the journal is full; free some space"),
-    ("readonly", "the journal is read-only; make the file and its directory writable"),
-    ("read-only", "the journal is read-only; make the file and its directory writable"),
-    ("locked", "the journal is locked by another process; stop it or wait for it"),
-    ("busy", "the journal is locked by another process; stop it or wait for it"),
-    ("malformed", "the journal file is corrupt; move it aside (a fresh journal re-sends everything once)"),
-    ("not a database", "the file is not a journal, or it is corrupt; move it aside"),
-    ("unable to open", "the journal file cannot be opened; check its directory and permissions"),
-    ("i/o error", "an I/O error on the journal's disk; check the disk"),
-)
-
-
-def journal_fault(path: Path, error: BaseException, *, opening: bool = False) -> JournalError:
-    """A JournalError that says what went wrong with the journal's file or disk and what to do; it never
-    carries data. The run stops there: nothing is lost (pending rows are re-sent), and the next run, once
-    the cause is fixed, resumes."""
-    if isinstance(error, JournalError):
-        return error
-    text = str(error).lower()
-    diagnosis = next((advice for needle, advice in _FAULTS if needle in text), f"SQLite says: {error}")
-    action = "cannot open journal" if opening else "journal write failed"
-    return JournalError(
-        f"{action} {path}: {diagnosis}. Nothing is lost: deliveries not recorded as delivered are sent "
-        "again, under the same keys, by the next run"
-    )
-
-
-class _Guarded:
-    """The journal's SQLite connection, whose failures become JournalErrors with a diagnosis. A text value
-    that SQLite cannot take (a lone surrogate, from a bad file name) is stored with it escaped."""
-
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self._db = db
-        self._path = path
-        self.opening = True  # until the journal's schema is checked: errors say "cannot open"
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._db.in_transaction
-
-    def close(self) -> None:
-        self._db.close()
-
-    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
-            return self._db.execute(sql, parameters)
-        except UnicodeEncodeError:
-            return self.execute(sql, _escaped(parameters))
-        except sqlite3.Error as error:
-            raise journal_fault(self._path, error, opening=self.opening) from None
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
-        rows = list(rows)
-        try:
-            return self._db.executemany(sql, rows)
-        except UnicodeEncodeError:
-            return self.executemany(sql, [_escaped(row) for row in rows])
-        except sqlite3.Error as error:
-            raise journal_fault(self._path, error, opening=self.opening) from None
-
-    def executescript(self, script: str) -> sqlite3.Cursor:
-        try:
-            return self._db.executescript(script)
-        except sqlite3.Error as error:
-            raise journal_fault(self._path, error, opening=self.opening) from None
-
-
-def _escaped(row: Sequence[Any]) -> tuple[Any, ...]:
-    return tuple(
-        item.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(item, str) else item
-        for item in row
-    )
 
 
 # key, source digest, mapping, target, connection, idempotency key, method, url, payload text, origin

@@ -1,0 +1,95 @@
+"""The journal's schema, versioned (``SCHEMA_VERSION``, in the ``meta`` table), per backend.
+
+A new store is created at the current version; an SQLite file of an older version is upgraded when it is opened
+for writing (it has one user), while a PostgreSQL store, which many workers share, is upgraded only by
+``shipmap journal migrate`` (``Journal.migrate``). A store written by a newer shipmap is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+SCHEMA_VERSION = 3
+State = Literal["pending", "delivered", "dead", "resolved"]
+Backend = Literal["sqlite", "postgresql"]
+
+# Version 1: the tables. The SQLite text is also what journals written before versioning hold.
+_V1_SQLITE = """
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    hash TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    key TEXT PRIMARY KEY,
+    source_hash TEXT NOT NULL REFERENCES sources(hash),
+    mapping TEXT NOT NULL,
+    target TEXT NOT NULL,
+    connection TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead', 'resolved')),
+    idempotency_key TEXT,
+    method TEXT,
+    url TEXT,
+    payload TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status INTEGER,
+    reason TEXT,
+    response_excerpt TEXT,
+    origin TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state);
+CREATE TABLE IF NOT EXISTS unrouted (
+    source_hash TEXT PRIMARY KEY REFERENCES sources(hash),
+    origin TEXT,
+    seen INTEGER NOT NULL DEFAULT 1,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    excerpt TEXT,
+    at REAL NOT NULL
+);
+"""
+# PostgreSQL: the same tables; epoch seconds as double precision, like SQLite's REAL.
+_V1_POSTGRESQL = (
+    _V1_SQLITE.replace(" REAL", " DOUBLE PRECISION")
+    .replace("id INTEGER PRIMARY KEY AUTOINCREMENT", "id BIGSERIAL PRIMARY KEY")
+    .replace("attempts INTEGER", "attempts BIGINT")
+)
+# Version 2: who holds a pending delivery, and until when (leases, for many workers on one store).
+_V2 = """
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until {real};
+"""
+# Version 3: each connection's circuit breaker and max_rate slot, shared by the workers (``_breaker_pg``;
+# times on the database's clock). An SQLite journal has one worker, which keeps them in memory.
+_V3 = """
+CREATE TABLE connection_state (
+    name TEXT PRIMARY KEY,
+    phase TEXT NOT NULL DEFAULT 'closed' CHECK (phase IN ('closed', 'open', 'half_open')),
+    failures BIGINT NOT NULL DEFAULT 0,
+    opened_at {real} NOT NULL DEFAULT 0,
+    retry_at {real} NOT NULL DEFAULT 0,
+    cooldown {real} NOT NULL DEFAULT 0,
+    reason TEXT NOT NULL DEFAULT '',
+    opened BIGINT NOT NULL DEFAULT 0,
+    probes BIGINT NOT NULL DEFAULT 0,
+    probe_until {real} NOT NULL DEFAULT 0,
+    next_free {real} NOT NULL DEFAULT 0
+);
+"""
+# MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
+MIGRATIONS: dict[Backend, tuple[str, ...]] = {
+    "sqlite": (_V1_SQLITE, _V2.format(real="REAL"), ""),
+    "postgresql": (_V1_POSTGRESQL, _V2.format(real="DOUBLE PRECISION"), _V3.format(real="DOUBLE PRECISION")),
+}
+_HAS_META = {
+    "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+    "postgresql": "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'meta'",
+}
+_MIGRATION_LOCK = 7_316_016_001  # pg_advisory_xact_lock key: one migration at a time per database

@@ -1,0 +1,84 @@
+"""The journal's SQLite connection: every failure becomes a JournalError that says what to do."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._errors import JournalError
+
+_FAULTS = (
+    ("full", "the disk holding the journal is full; free some space"),
+    ("readonly", "the journal is read-only; make the file and its directory writable"),
+    ("read-only", "the journal is read-only; make the file and its directory writable"),
+    ("locked", "the journal is locked by another process; stop it or wait for it"),
+    ("busy", "the journal is locked by another process; stop it or wait for it"),
+    ("malformed", "the journal file is corrupt; move it aside (a fresh journal re-sends everything once)"),
+    ("not a database", "the file is not a journal, or it is corrupt; move it aside"),
+    ("unable to open", "the journal file cannot be opened; check its directory and permissions"),
+    ("i/o error", "an I/O error on the journal's disk; check the disk"),
+)
+
+
+def journal_fault(path: Path, error: BaseException, *, opening: bool = False) -> JournalError:
+    """A JournalError that says what went wrong with the journal's file or disk and what to do; it never
+    carries data. The run stops there: nothing is lost (pending rows are re-sent), and the next run, once
+    the cause is fixed, resumes."""
+    if isinstance(error, JournalError):
+        return error
+    text = str(error).lower()
+    diagnosis = next((advice for needle, advice in _FAULTS if needle in text), f"SQLite says: {error}")
+    action = "cannot open journal" if opening else "journal write failed"
+    return JournalError(
+        f"{action} {path}: {diagnosis}. Nothing is lost: deliveries not recorded as delivered are sent "
+        "again, under the same keys, by the next run"
+    )
+
+
+class _Guarded:
+    """The journal's SQLite connection, whose failures become JournalErrors with a diagnosis. A text value
+    that SQLite cannot take (a lone surrogate, from a bad file name) is stored with it escaped."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self.opening = True  # until the journal's schema is checked: errors say "cannot open"
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
+    def close(self) -> None:
+        self._db.close()
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, parameters)
+        except UnicodeEncodeError:
+            return self.execute(sql, _escaped(parameters))
+        except sqlite3.Error as error:
+            raise journal_fault(self._path, error, opening=self.opening) from None
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> sqlite3.Cursor:
+        rows = list(rows)
+        try:
+            return self._db.executemany(sql, rows)
+        except UnicodeEncodeError:
+            return self.executemany(sql, [_escaped(row) for row in rows])
+        except sqlite3.Error as error:
+            raise journal_fault(self._path, error, opening=self.opening) from None
+
+    def executescript(self, script: str) -> sqlite3.Cursor:
+        try:
+            return self._db.executescript(script)
+        except sqlite3.Error as error:
+            raise journal_fault(self._path, error, opening=self.opening) from None
+
+
+def _escaped(row: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(
+        item.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(item, str) else item
+        for item in row
+    )
