@@ -145,6 +145,15 @@ class CircuitBreaker:
         self._probe_lease = self._shared.probe_lease if self._shared is not None else math.inf
         self._clock = clock
         self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        # A MemoryStore keeps one record per name for its life: read it without asking the store each time.
+        self._own = self._store.breaker(name) if type(self._store) is MemoryStore else None
+
+    @property
+    def at_rest(self) -> bool:
+        """Closed with no failure counted, in this process's own store: a request goes at once and its
+        success records nothing, so a sender may skip ``admit()`` and ``success()`` (the common case)."""
+        own = self._own
+        return own is not None and own.phase == "closed" and own.failures == 0
 
     @property
     def state(self) -> BreakerState:

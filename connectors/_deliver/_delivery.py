@@ -205,13 +205,18 @@ class Deliverer:
         attempt = 0
         counted = 0  # attempts that count towards max_attempts: not those that failed into an open breaker
         while True:
-            try:
-                probe = await breaker.admit(self._give_up_at(name))
-            except Outage as stop:
-                reason = self.redactor.redact(str(stop))
-                return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
-            if not breaker.is_open:
-                self._blocked_since.pop(name, None)
+            if breaker.at_rest:  # nothing to wait for (one attribute read, not a coroutine per attempt)
+                probe = False
+                if self._blocked_since:
+                    self._blocked_since.pop(name, None)
+            else:
+                try:
+                    probe = await breaker.admit(self._give_up_at(name))
+                except Outage as stop:
+                    reason = self.redactor.redact(str(stop))
+                    return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
+                if not breaker.is_open:
+                    self._blocked_since.pop(name, None)
             if limiter is not None:
                 await limiter.acquire()
             attempt += 1
@@ -247,7 +252,8 @@ class Deliverer:
                 raise
             else:
                 if 200 <= status < 300:
-                    await breaker.success()
+                    if not breaker.at_rest:
+                        await breaker.success()
                     return Outcome(True, status, attempt, time.perf_counter() - started)
                 outage = status == 429 or status >= 500
                 refused = status == 401 and retry_unauthorized  # it survived the auth flow's fresh login
