@@ -1,4 +1,4 @@
-"""The runtime config: a YAML file (its schema is ``config.schema.json``) or the same objects built in code.
+"""The runtime config: a YAML file (its JSON Schema is generated from the objects) or the same objects built in code.
 
 Loading a file (``_load``): YAML is composed with node marks so every error names ``file:line:col``; ``${VAR}``
 references are filled from the environment, then from a ``.env`` file beside the config (``_secrets``); the

@@ -1,11 +1,11 @@
 """From a validated, interpolated config document to the config objects (``_model``).
 
-The schema (``config.schema.json``) says which keys a section may hold; the dataclasses in ``_model`` say what
-each becomes and hold every default. A section is built generically (:func:`_section`): a key the file gives
-becomes the field of that name, converted where it needs it (durations, nested sections), and a key it leaves
-out keeps the dataclass's default. So no default and no key is written a second time here; the few keys that
-are not fields (an auth ``key``/``secret`` alias, a connection's ``region``, a route's ``topic``) are handled
-by name. ``tests/connectors/test_config_model.py`` checks that the schema's keys and the fields agree.
+The schema, generated from the dataclasses in ``_model`` (``_schema``), has checked the document; the
+dataclasses say what each key becomes and hold every default. A section is built generically
+(:func:`_section`): a key the file gives becomes the field of that name, converted where it needs it
+(durations, nested sections), and a key it leaves out keeps the dataclass's default. So no default and no key
+is written a second time here; the few keys that are not fields (an auth ``key``/``secret`` alias, a
+connection's ``region``, a route's ``topic``) are handled by name.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from shipmap.engine import CompiledMapping, Location
 
+from .._config_key import NOT_A_KEY, about
 from .._deliver._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
@@ -36,19 +37,28 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 class AuthSettings:
     """How a connection authenticates. Secret fields are hidden from ``repr``."""
 
-    scheme: Scheme = "none"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    api_key: str | None = field(default=None, repr=False)
-    store_name: str | None = None
-    token: str | None = field(default=None, repr=False)
-    header: str = "x-api-key"
-    prefix: str = ""
-    login_path: str = "/login"
-    token_ttl: float = 4 * 3600.0
-    refresh_margin: float = 300.0
+    scheme: Scheme = field(default="none", metadata=about("How requests on this connection authenticate."))
+    username: str | None = field(default=None, metadata=about("basic and fenix_session.", minLength=1))
+    password: str | None = field(default=None, repr=False, metadata=about(minLength=4))
+    api_key: str | None = field(
+        default=None, repr=False, metadata=about("api_key, and fenix_session's x-api-key.", minLength=4)
+    )
+    store_name: str | None = field(default=None, metadata=about("fenix_session.", minLength=1))
+    token: str | None = field(default=None, repr=False, metadata=about("bearer.", minLength=4))
+    header: str = field(default="x-api-key", metadata=about("api_key: the header carrying it.", minLength=1))
+    prefix: str = field(default="", metadata=about("api_key: written before the key, e.g. 'Key '."))
+    login_path: str = field(
+        default="/login", metadata=about("fenix_session: the login path on base_url.", pattern="^/")
+    )
+    token_ttl: float = field(
+        default=4 * 3600.0, metadata=about("fenix_session: how long a login's token lasts.", duration=True)
+    )
+    refresh_margin: float = field(
+        default=300.0,
+        metadata=about("fenix_session: log in again this long before it expires.", duration=True),
+    )
     # Reads the credentials again at each login (rotation without restart); set when loaded from a file.
-    reader: CredentialReader | None = field(default=None, repr=False, compare=False)
+    reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
 
     def secrets(self) -> tuple[str, ...]:
         # Basic credentials carry the DG API key as the username: that is a secret too.
@@ -80,11 +90,15 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 5.0
-    read: float = 30.0
-    write: float = 30.0
-    pool: float = 30.0
-    total: float = 60.0  # the deadline of one attempt, login and body read included, whatever the server does
+    connect: float = field(default=5.0, metadata=about("Opening a connection.", duration=True))
+    read: float = field(default=30.0, metadata=about("Silence while reading an answer.", duration=True))
+    write: float = field(default=30.0, metadata=about("Sending a request.", duration=True))
+    pool: float = field(default=30.0, metadata=about("Waiting for a free connection.", duration=True))
+    # The deadline of one attempt, whatever the server does.
+    total: float = field(
+        default=60.0,
+        metadata=about("The deadline of one whole attempt, login and body read included.", duration=True),
+    )
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
@@ -94,25 +108,56 @@ class Timeouts:
 class Connection:
     """An endpoint: a base URL and an auth scheme. ``api`` says which target kinds default to it."""
 
-    name: str
-    api: Api
-    base_url: str
+    name: str = field(metadata=NOT_A_KEY)  # the file's key for it
+    api: Api = field(
+        metadata=about(
+            "Which API this is: targets of kinds of this API are routed here unless a route says otherwise."
+        )
+    )
+    base_url: str = field(
+        metadata=about("Scheme, host, port and optional path prefix.", pattern=r"^https?://[^\s]+$")
+    )
     auth: AuthSettings = AuthSettings()
-    headers: Mapping[str, str] = field(default_factory=dict)
-    timeout: Timeouts | None = None
-    idempotency_header: str | None = DEFAULT_IDEMPOTENCY_HEADER
-    breaker: BreakerSettings | None = None  # None: delivery.breaker
-    max_rate: float | None = None  # requests per second at most; None: no limit
+    headers: Mapping[str, str] = field(
+        default_factory=dict, metadata=about("Extra headers on every request of this connection.")
+    )
+    timeout: Timeouts | None = field(default=None, metadata=about(default_text="delivery.timeout"))
+    idempotency_header: str | None = field(
+        default=DEFAULT_IDEMPOTENCY_HEADER,
+        metadata=about("Header carrying each delivery's idempotency key; null to send none.", nullable=True),
+    )
+    breaker: BreakerSettings | None = field(default=None, metadata=about(default_text="delivery.breaker"))
+    max_rate: float | None = field(
+        default=None,
+        metadata=about(
+            "At most this many requests per second on this connection, evenly spaced.",
+            exclusiveMinimum=0,
+            maximum=100000,
+            default_text="no limit",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class TargetRoute:
     """Overrides for one target of a mapping: where and how its payloads are sent."""
 
-    connection: str | None = None
-    path: str | None = None
-    method: str | None = None
-    enabled: bool = True
+    connection: str | None = field(
+        default=None,
+        metadata=about("Connection name.", default_text="the one connection whose api is the kind's api"),
+    )
+    path: str | None = field(
+        default=None,
+        metadata=about(
+            "Path template with {field} placeholders from the payload's top-level fields.",
+            pattern="^/",
+            default_text="the kind's route",
+        ),
+    )
+    method: Literal["POST", "PUT", "PATCH"] | None = field(
+        default=None, metadata=about(default_text="the kind's method")
+    )
+    enabled: bool = field(default=True, metadata=about("false: map but never deliver this target."))
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,50 +167,99 @@ class MappingRoute:
     With neither ``match`` nor ``topics`` it applies to every event.
     """
 
-    mapping: str | CompiledMapping
-    match: str | None = None
-    topics: tuple[str, ...] = ()
-    body: str | None = None
-    default_zone: str | None = None
-    targets: Mapping[str, TargetRoute] = field(default_factory=dict)
+    # A compiled mapping can only be given in code.
+    mapping: str | CompiledMapping = field(
+        metadata=about(
+            "A packaged mapping (shopify/order) or a file path relative to this config.", minLength=1
+        )
+    )
+    match: str | None = field(
+        default=None, metadata=about("JMESPath over the whole event; the entry applies when it is truthy.")
+    )
+    topics: tuple[str, ...] = field(default=(), metadata=NOT_A_KEY)  # the file's topic: one or a list
+    body: str | None = field(
+        default=None,
+        metadata=about(
+            "JMESPath to the source document, overriding events.body.", default_text="events.body"
+        ),
+    )
+    default_zone: str | None = field(
+        default=None, metadata=about("Passed to the mapping: the zone for datetimes that carry none.")
+    )
+    targets: Mapping[str, TargetRoute] = field(
+        default_factory=dict, metadata=about("Per-target delivery overrides, by target name.")
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class EventSettings:
-    body: str | None = None
-    topic: str | None = None
-    routing: Literal["all", "first"] = "all"
+    body: str | None = field(
+        default=None,
+        metadata=about("JMESPath to the source document inside each event.", default_text="the event itself"),
+    )
+    topic: str | None = field(
+        default=None, metadata=about('JMESPath to the event\'s topic, e.g. headers."X-Shopify-Topic".')
+    )
+    routing: Literal["all", "first"] = field(
+        default="all", metadata=about("Run every matching mapping entry (all) or only the first.")
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Attempts per delivery (the first included) and the backoff between them, in seconds."""
 
-    max_attempts: int = 5
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    jitter: Literal["full", "equal", "none"] = "full"
-    retry_after_cap: float = 60.0
+    max_attempts: int = field(
+        default=5, metadata=about("Attempts per delivery, the first included.", minimum=1, maximum=100)
+    )
+    backoff_base: float = field(
+        default=0.5, metadata=about("Delay after the first failed attempt, doubled each time.", duration=True)
+    )
+    backoff_cap: float = field(default=30.0, metadata=about("Longest backoff.", duration=True))
+    jitter: Literal["full", "equal", "none"] = field(
+        default="full", metadata=about("full (0..d), equal (d/2..d) or none.")
+    )
+    retry_after_cap: float = field(
+        default=60.0, metadata=about("Longest wait a Retry-After header can impose.", duration=True)
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class IdempotencySettings:
-    external_id: str = "sm-{key}"
-    prefer_mapping: bool = True
+    external_id: str = field(
+        default="sm-{key}",
+        metadata=about(
+            "Template of the DG external_id: {key} {mapping} {target} {source_hash}.", minLength=1
+        ),
+    )
+    prefer_mapping: bool = field(default=True, metadata=about("Keep an external_id the mapping set itself."))
 
 
 @dataclass(frozen=True, slots=True)
 class DeliverySettings:
-    concurrency: int = 8
+    concurrency: int = field(
+        default=8, metadata=about("Requests in flight at once.", minimum=1, maximum=1024)
+    )
     timeout: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
     idempotency: IdempotencySettings = IdempotencySettings()
-    response_excerpt_chars: int = 2048
+    response_excerpt_chars: int = field(
+        default=2048,
+        metadata=about("How much of a failed response body a dead letter keeps.", minimum=0, maximum=65536),
+    )
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
-    # Worker processes that read, map, validate and encode for `shipmap run` (0 or 1); "auto": 1 on Linux
-    # with two CPUs or more (a forked worker; elsewhere fork is possible but untested, so ask for it with 1).
-    # Library runs take ``Runtime.run(..., workers=)`` instead.
-    workers: int | Literal["auto"] = "auto"
+    # "auto": a forked worker on Linux only, where it is tested (elsewhere ask for it with 1). Library runs
+    # take ``Runtime.run(..., workers=)`` instead.
+    workers: int | Literal["auto"] = field(
+        default="auto",
+        metadata=about(
+            "shipmap run: 1 reads, maps, validates and encodes events in a worker process while the main one"
+            " sends; 0 does it all in one process.",
+            minimum=0,
+            maximum=1,
+            default_text="auto: 1 on Linux with two CPUs or more",
+        ),
+    )
 
     def resolved_workers(self) -> int:
         if self.workers != "auto":
@@ -178,10 +272,29 @@ class JournalSettings:
     """Where the journal lives: ``url`` (a ``postgresql://`` database), else ``path`` (an SQLite file);
     neither keeps it in memory: no resume across runs."""
 
-    path: Path | None = None
-    synchronous: Literal["normal", "full"] = "normal"
-    url: str | None = None
-    lease: float = 30.0  # a shared (PostgreSQL) journal: seconds a worker holds a delivery between renewals
+    path: Path | None = field(
+        default=None,
+        metadata=about("SQLite file, relative to this config.", minLength=1, default_text=DEFAULT_JOURNAL),
+    )
+    synchronous: Literal["normal", "full"] = field(
+        default="normal", metadata=about("SQLite synchronous mode.")
+    )
+    url: str | None = field(
+        default=None,
+        metadata=about(
+            "A PostgreSQL journal shared by many workers: postgresql://user:${PASSWORD}@host:5432/db"
+            " (psycopg 3, the postgresql extra).",
+            pattern="^postgres(ql)?://",
+        ),
+    )
+    lease: float = field(
+        default=30.0,
+        metadata=about(
+            "PostgreSQL: how long a worker holds a delivery without renewing it before another worker may"
+            " take it over.",
+            duration=True,
+        ),
+    )
 
     @property
     def location(self) -> str | Path | None:

@@ -1,30 +1,336 @@
-"""The config file's JSON Schema (``config.schema.json``) and its validation, with located errors that name
-keys and schema facts, never values (jsonschema's own messages quote the value, which may be a secret)."""
+"""The config file's JSON Schema, generated from the config dataclasses, and its validation, with located
+errors that name keys and schema facts, never values (jsonschema's own messages quote the value, which may be
+a secret).
+
+Each section of the file is a dataclass of ``_model`` (or the breaker's settings): a field is a key, its type
+gives the key's JSON type, its default the schema's ``default``, and its metadata (``_config_key.about``) the
+description and bounds. What is written here is only what is not a field: the file's top level, keys the file
+spells differently from the objects (``region``, an auth ``key``/``secret``, a route's ``topic``), rules across
+keys (base_url or region; what each auth scheme needs), and the sections of ``shipmap serve``
+(``serve.schema.json``: their settings are built in ``_serve/_settings.py``). So a new key is one field.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import json
+import sys
+import types
+import typing
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 from shipmap.engine import Location
 
+from .._config_key import NUMBER_BOUNDS, STRING_BOUNDS
+from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
-from ._model import PathKey
+from ._model import (
+    _DURATION,
+    AuthSettings,
+    Connection,
+    DeliverySettings,
+    EventSettings,
+    JournalSettings,
+    MappingRoute,
+    PathKey,
+    TargetRoute,
+    Timeouts,
+)
 
 
 def config_schema() -> dict[str, Any]:
     """The JSON Schema of the runtime config file (``shipmap schema --config`` prints it)."""
-    text = resources.files("shipmap.connectors").joinpath("config.schema.json").read_text(encoding="utf-8")
-    schema: dict[str, Any] = json.loads(text)
+    return copy.deepcopy(_schema())
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_schema())
+
+
+# --- the schema, from the dataclasses --------------------------------------------------------------------------
+
+_DURATION_SCHEMA = {
+    "description": "Seconds as a number, or a string with a unit: 500ms, 30s, 5m, 4h.",
+    "x-error": "must be a number of seconds or a duration such as 500ms, 30s, 5m or 4h",
+    "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION.pattern}],
+}
+
+# Sections with a name under $defs, by dataclass; every other dataclass field is written inline.
+_DEFS: dict[type[Any], str] = {
+    BreakerSettings: "breaker",
+    Timeouts: "timeout",
+    Connection: "connection",
+    AuthSettings: "auth",
+    EventSettings: "events",
+    MappingRoute: "route",
+    TargetRoute: "target_route",
+    DeliverySettings: "delivery",
+    JournalSettings: "journal",
+}
+
+_STRING = {"type": "string"}
+_ONE_OR_MORE_STRINGS = {"anyOf": [_STRING, {"type": "array", "items": _STRING, "minItems": 1}]}
+
+# What each section's file says beyond its fields: keys spelt differently from the objects, rules across
+# keys, and the section's own description (``_build`` turns the spelt-differently keys into fields).
+_SECTION_EXTRAS: dict[type[Any], dict[str, Any]] = {
+    BreakerSettings: {
+        "description": "A connection's circuit breaker: outage failures in a row that open it, the wait before"
+        " a probe, and how long shipmap run waits for it.",
+    },
+    Connection: {
+        "required": ["api"],
+        "file_keys": {
+            "region": {
+                "enum": ["eu", "us"],
+                "description": "DG only, instead of base_url: https://flow-server.{region}.dgdeepai.com.",
+            },
+        },
+        "x-error": "needs base_url (or, for a dg connection, region), not both",
+        "oneOf": [
+            {"required": ["base_url"], "not": {"required": ["region"]}},
+            {
+                "required": ["region"],
+                "not": {"required": ["base_url"]},
+                "properties": {"api": {"const": "dg"}},
+            },
+        ],
+    },
+    AuthSettings: {
+        "required": ["scheme"],
+        "file_keys": {
+            "key": {
+                "type": "string",
+                "minLength": 1,
+                "description": "basic: the DG API key (same as username).",
+            },
+            "secret": {
+                "type": "string",
+                "minLength": 4,
+                "description": "basic: the DG API secret (same as password).",
+            },
+        },
+        "allOf": [
+            {
+                "if": {"properties": {"scheme": {"const": "basic"}}},
+                "then": {
+                    "x-error": "basic auth needs username and password (or key and secret)",
+                    "anyOf": [{"required": ["username", "password"]}, {"required": ["key", "secret"]}],
+                },
+            },
+            {
+                "if": {"properties": {"scheme": {"const": "fenix_session"}}},
+                "then": {"required": ["username", "password", "api_key", "store_name"]},
+            },
+            {"if": {"properties": {"scheme": {"const": "api_key"}}}, "then": {"required": ["api_key"]}},
+            {"if": {"properties": {"scheme": {"const": "bearer"}}}, "then": {"required": ["token"]}},
+        ],
+    },
+    EventSettings: {
+        "description": "How events are read: where the source document is, and where the topic is."
+    },
+    MappingRoute: {
+        "file_keys": {
+            "topic": {
+                "description": "The entry applies when the event's topic (events.topic) is one of these.",
+                **_ONE_OR_MORE_STRINGS,
+            },
+        },
+    },
+    JournalSettings: {
+        "description": "Where the journal lives: an SQLite file (the default), or a PostgreSQL database given as"
+        " a postgresql:// URL (here, or as url).",
+        # The whole section may be the URL alone.
+        "type": ["string", "object"],
+        "pattern": "^postgres(ql)?://",
+    },
+}
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    serve = json.loads(
+        resources.files("shipmap.connectors._config")
+        .joinpath("serve.schema.json")
+        .read_text(encoding="utf-8")
+    )
+    defs: dict[str, Any] = {"duration": _DURATION_SCHEMA}
+    for cls, name in _DEFS.items():
+        defs[name] = _section(cls)
+    defs["timeout"] = {
+        "description": "One duration for every phase, or per phase. total is the deadline of one whole attempt"
+        " (login and body read included): default 60s, or twice a single duration if longer.",
+        "x-error": "must be a duration, or an object with connect, read, write, pool and total durations",
+        "anyOf": [{"$ref": "#/$defs/duration"}, defs["timeout"]],
+    }
+    defs.update(serve["$defs"])
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://shipmap.dev/schemas/runtime-config.json",
+        "title": "shipmap runtime config (shipmap run)",
+        "description": "Connections, which mappings run on which events, where each target is delivered, and"
+        " how. Secrets only as ${ENV_VAR} references. See docs/runtime.md.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["connections", "mappings"],
+        "properties": {
+            "version": {"const": 1, "description": "Config format version. Optional; 1."},
+            "env_file": {
+                "description": "A dotenv file read for ${VAR} references, relative to this file. Default '.env'"
+                " (used if it exists); false to read none. Real environment variables win.",
+                "type": ["string", "boolean"],
+            },
+            "connections": {
+                "description": "The endpoints, by name.",
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"},
+                "additionalProperties": {"$ref": "#/$defs/connection"},
+            },
+            "events": {"$ref": "#/$defs/events"},
+            "mappings": {
+                "description": "Which mappings run, and on which events. An event that no entry matches is"
+                " reported as unrouted.",
+                "type": "array",
+                "minItems": 1,
+                "items": {"$ref": "#/$defs/route"},
+            },
+            "delivery": {"$ref": "#/$defs/delivery"},
+            "journal": {"$ref": "#/$defs/journal"},
+            **serve["properties"],
+        },
+        "$defs": defs,
+    }
+
+
+def _section(cls: type[Any]) -> dict[str, Any]:
+    """The object schema of one section: a property per field, then the section's extras."""
+    extras = dict(_SECTION_EXTRAS.get(cls, {}))
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    module = vars(sys.modules[cls.__module__])
+    for field in dataclasses.fields(cls):
+        if field.metadata.get("not_a_key"):
+            continue
+        # The annotations are this package's own source (postponed as strings), never input.
+        annotation = eval(field.type, module) if isinstance(field.type, str) else field.type
+        properties[field.name] = _key(annotation, field)
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            required.append(field.name)
+    properties.update(extras.pop("file_keys", {}))
+    schema: dict[str, Any] = {"type": "object"}
+    if "description" in extras:
+        schema["description"] = extras.pop("description")
+    schema["additionalProperties"] = False
+    schema["required"] = extras.pop("required", required)
+    if not schema["required"]:
+        del schema["required"]
+    for name in schema.get("required", []):  # a key the file must give has no default there
+        properties[name].pop("default", None)
+        properties[name]["description"] = properties[name].get("description", "").split(" Default: ")[0]
+        if not properties[name]["description"]:
+            del properties[name]["description"]
+    schema["properties"] = properties
+    schema.update(extras)
     return schema
 
 
+def _key(annotation: Any, field: dataclasses.Field[Any]) -> dict[str, Any]:
+    meta = field.metadata
+    schema = {"$ref": "#/$defs/duration"} if meta.get("duration") else _type(annotation, meta)
+    default: Any = field.default
+    factory: Any = field.default_factory
+    if default is dataclasses.MISSING and factory is not dataclasses.MISSING:
+        default = factory()
+    shown: str | None = meta.get("default_text")
+    if shown is None and default is not None and _plain(default) and default not in ("", {}):
+        shown = _duration_text(default) if meta.get("duration") else _text(default)
+    description = " ".join(
+        part for part in (meta.get("description"), f"Default: {shown}." if shown else "") if part
+    )
+    if description:
+        schema["description"] = description
+    if _plain(default) and default is not None and default != {}:
+        schema["default"] = default
+    return schema
+
+
+def _type(annotation: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a field's type; ``None`` in a union means the key may be left out, not written."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        branches = [
+            _type(arm, meta)
+            for arm in typing.get_args(annotation)
+            if arm is not type(None) and _expressible(arm)
+        ]
+        if meta.get("nullable"):
+            branches.append({"type": "null"})
+        if all(set(branch) == {"type"} for branch in branches):
+            names = [branch["type"] for branch in branches]
+            return {"type": names[0] if len(names) == 1 else names}
+        return branches[0] if len(branches) == 1 else {"oneOf": branches}
+    if dataclasses.is_dataclass(annotation):
+        if annotation in _DEFS:
+            return {"$ref": f"#/$defs/{_DEFS[annotation]}"}
+        return _section(annotation)  # type: ignore[arg-type]  # a class, not an instance
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        values = list(typing.get_args(annotation))
+        return {"const": values[0]} if len(values) == 1 else {"enum": values}
+    if origin is not None and issubclass(origin, Mapping):
+        _, value = typing.get_args(annotation)
+        return {"type": "object", "additionalProperties": _type(value, {})}
+    name = _JSON_TYPES.get(annotation)
+    if name is None:
+        raise TypeError(f"no JSON Schema for a config field of type {annotation!r}")
+    schema: dict[str, Any] = {"type": name}
+    bounds = NUMBER_BOUNDS if name in ("integer", "number") else STRING_BOUNDS if name == "string" else ()
+    schema.update((bound, meta[bound]) for bound in bounds if bound in meta)
+    return schema
+
+
+_JSON_TYPES: dict[Any, str] = {
+    str: "string",
+    Path: "string",
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+}
+
+
+def _expressible(annotation: Any) -> bool:
+    """False for a type only code can pass (a compiled mapping instead of its name)."""
+    return (
+        annotation in _JSON_TYPES
+        or dataclasses.is_dataclass(annotation)
+        or typing.get_origin(annotation) is not None
+    )
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool) or value == {}
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
 def validate_document(value: Any, locations: Mapping[PathKey, Location], name: str) -> None:
-    validator = jsonschema.Draft202012Validator(config_schema())
-    errors = sorted(validator.iter_errors(value), key=lambda e: _order(e, locations))
+    errors = sorted(_validator().iter_errors(value), key=lambda e: _order(e, locations))
     if not errors:
         return
     error = errors[0]

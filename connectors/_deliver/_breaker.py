@@ -26,8 +26,10 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
+
+from .._config_key import about
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -41,10 +43,28 @@ _log = logging.getLogger("shipmap.connectors.breaker")
 class BreakerSettings:
     """Thresholds of one connection's breaker (``delivery.breaker``, or ``connections.N.breaker``)."""
 
-    failures: int = 5  # outage failures in a row that open it
-    cooldown: float = 1.0  # seconds open before the first probe; doubled after each failed probe
-    cooldown_cap: float = 60.0
-    outage_wait: float = 300.0  # how long a run waits for an open breaker before leaving the rest pending
+    failures: int = field(
+        default=5,
+        metadata=about(
+            "Outage failures in a row (connection errors, timeouts, 5xx, 429) that open it.",
+            minimum=1,
+            maximum=1000,
+        ),
+    )
+    cooldown: float = field(
+        default=1.0,
+        metadata=about(
+            "Open this long before the first probe; doubled after each failed probe.", duration=True
+        ),
+    )
+    cooldown_cap: float = field(default=60.0, metadata=about("Longest wait between probes.", duration=True))
+    outage_wait: float = field(
+        default=300.0,
+        metadata=about(
+            "How long shipmap run waits for an open breaker before leaving the rest pending (exit 9).",
+            duration=True,
+        ),
+    )
 
 
 @dataclass(slots=True)

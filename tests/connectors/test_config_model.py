@@ -1,14 +1,15 @@
-"""The config is defined twice on purpose and no more: the schema says which keys a section may hold and
-their constraints; the dataclasses say what each key becomes and hold every default. ``_config/_build.py``
-copies neither. These tests keep the two in step, so a key added to one side only fails here, and check
+"""The config's JSON Schema is generated from the config dataclasses (``_config/_schema.py``): a field is a key,
+with its type, default, bounds and description. These tests hold the schema's sections to the fields (the
+keys only the file spells are the listed few), check that a new field becomes a key with no other code, and
 that building a file gives each field the file's value, or else the dataclass's default."""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import field
 from pathlib import Path
 from textwrap import dedent
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from shipmap.connectors import (
@@ -25,6 +26,8 @@ from shipmap.connectors import (
     config_schema,
     load_config,
 )
+from shipmap.connectors._config._schema import _section
+from shipmap.connectors._config_key import about
 from shipmap.connectors._deliver._breaker import BreakerSettings
 from test_runtime_support import FIXTURES, environ
 
@@ -64,6 +67,48 @@ def test_each_schema_section_and_its_dataclass_name_the_same_keys(
     keys = set(section(pointer)["properties"])
     fields = {field.name for field in dataclasses.fields(cls)}
     assert (keys - fields, fields - keys) == (file_only, object_only)
+
+
+@pytest.mark.parametrize(("pointer", "cls"), [(s[0], s[1]) for s in SECTIONS], ids=[s[0] for s in SECTIONS])
+def test_each_key_shows_its_fields_default(pointer: str, cls: type[Any]) -> None:
+    properties, required = section(pointer)["properties"], section(pointer).get("required", [])
+    for item in dataclasses.fields(cls):  # a key the file must give shows no default
+        if (
+            item.name in properties
+            and item.name not in required
+            and isinstance(item.default, str | int | float)
+            and item.default != ""
+        ):
+            assert properties[item.name]["default"] == item.default, item.name
+
+
+def test_a_new_field_is_a_new_key_with_its_type_bounds_and_default() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        name: str = field(metadata=about("Who.", minLength=2))
+        mode: Literal["a", "b"] = "a"
+        tries: int | None = field(default=None, metadata=about(minimum=1, default_text="no limit"))
+        wait: float = field(default=90.0, metadata=about("How long.", duration=True))
+        limits: BreakerSettings = field(default_factory=BreakerSettings)
+
+    assert _section(Settings) == {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 2, "description": "Who."},
+            "mode": {"enum": ["a", "b"], "description": "Default: a.", "default": "a"},
+            "tries": {"type": "integer", "minimum": 1, "description": "Default: no limit."},
+            "wait": {"$ref": "#/$defs/duration", "description": "How long. Default: 90s.", "default": 90.0},
+            "limits": {"$ref": "#/$defs/breaker"},
+        },
+    }
+
+
+def test_the_schema_is_generated_once_and_handed_out_as_a_copy() -> None:
+    first = config_schema()
+    first["$defs"]["breaker"]["properties"].clear()
+    assert "failures" in config_schema()["$defs"]["breaker"]["properties"]
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -189,3 +234,36 @@ def test_a_file_that_gives_every_key_sets_every_field(tmp_path: Path) -> None:
         workers=0,
     )
     assert config.journal == JournalSettings((tmp_path / "j.db").resolve(), "full", lease=60.0)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
+# Where each generated section's keys are listed in docs/runtime.md's "Every key" table.
+DOCUMENTED_AS = {
+    "events": "events.",
+    "connection": "connections.N.",
+    "route": "mappings[].",
+    "target_route": "mappings[].targets.T.",
+    "delivery": "delivery.",
+    "breaker": "delivery.breaker.",
+    "journal": "journal.",
+}
+
+
+def test_every_key_of_the_generated_schema_is_in_the_docs_table() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    missing = []
+    for name, prefix in DOCUMENTED_AS.items():
+        pending = [(prefix, section(f"$defs/{name}"))]
+        while pending:
+            at, node = pending.pop()
+            for key, value in node["properties"].items():
+                if "properties" in value:  # an inline section: its keys are listed one by one
+                    pending.append((f"{at}{key}.", value))
+                elif not _holds_a_listed_section(value) and f"`{at}{key}`" not in text:
+                    missing.append(at + key)
+    assert missing == []
+
+
+def _holds_a_listed_section(value: dict[str, Any]) -> bool:
+    refs = {value.get("$ref"), value.get("additionalProperties", {}).get("$ref")}
+    return any(f"#/$defs/{name}" in refs for name in DOCUMENTED_AS)
