@@ -13,6 +13,13 @@ What each operation costs:
 
 One connection per worker process, opened for one run: its statements are serialised by a lock, and a
 transaction never waits on anything but the database.
+
+Losing that connection (the server ended its backend, a restart, a network cut) does not end the run: the
+store says so once in the log, reconnects in the background with a backoff (0.1 s doubling to 5 s) for up to
+``reconnect_deadline`` seconds, and meanwhile this worker runs on its own copy of each breaker record (its
+transitions stay local, as with one worker) and spaces ``max_rate`` requests on its own clock. Once back, the
+shared records are read again and win. Past the deadline the next operation raises JournalError (exit 7):
+nothing is lost, what is pending is sent by the next run.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from .._deliver._breaker import BreakerState, RateState
@@ -30,6 +37,10 @@ from .._errors import JournalError
 from ._journal_pg import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS, display_url, first_line
 
 _log = logging.getLogger("shipmap.connectors.breaker")
+
+APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
+RECONNECT_DEADLINE_S = 120.0
+_BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 _FIELDS = tuple(field.name for field in dataclasses.fields(BreakerState))
@@ -46,9 +57,25 @@ class PostgresStateStore:
     """The :class:`~shipmap.connectors._breaker.SharedStore` of a PostgreSQL journal. Open it with
     ``await PostgresStateStore.connect(url, names)`` inside the event loop that uses it; ``aclose()`` it."""
 
-    def __init__(self, connection: Any, name: str, *, refresh: float, probe_lease: float) -> None:
+    def __init__(
+        self,
+        connection: Any,
+        name: str,
+        *,
+        refresh: float,
+        probe_lease: float,
+        reopen: Callable[[], Awaitable[Any]] | None = None,
+        reconnect_deadline: float = RECONNECT_DEADLINE_S,
+    ) -> None:
         self._conn = connection
         self._name = name
+        self._reopen = reopen  # opens a new connection; None: a lost connection ends the run
+        self.reconnect_deadline = reconnect_deadline
+        self._lost_at: float | None = None  # when the connection was lost; None while connected
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._gave_up: JournalError | None = None
+        self._local_rates: dict[str, RateState] = {}  # max_rate slots while the connection is away
+        self.reconnects = 0
         self.refresh_seconds = refresh
         self.poll = refresh
         self.probe_lease = probe_lease
@@ -71,13 +98,21 @@ class PostgresStateStore:
             ) from None
         idle = max(1000, int(lease * 1000))
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
-        try:
-            connection = await psycopg.AsyncConnection.connect(
-                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options
+
+        async def reopen() -> Any:
+            return await psycopg.AsyncConnection.connect(
+                url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                options=options,
+                application_name=APPLICATION_NAME,
             )
+
+        try:
+            connection = await reopen()
         except psycopg.Error as error:
             raise JournalError(f"cannot open journal {display_url(url)}: {first_line(error)}") from None
-        store = cls(connection, display_url(url), refresh=refresh, probe_lease=lease)
+        store = cls(connection, display_url(url), refresh=refresh, probe_lease=lease, reopen=reopen)
         async with store._statement():
             for name in names:
                 await connection.execute(
@@ -86,8 +121,17 @@ class PostgresStateStore:
         return store
 
     async def aclose(self) -> None:
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reconnecting
         with contextlib.suppress(Exception):
             await self._conn.close()
+
+    @property
+    def connected(self) -> bool:
+        """False while the connection is lost and being opened again (the records are this worker's copy)."""
+        return self._lost_at is None
 
     # --- the SharedStore protocol --------------------------------------------------------------------------
 
@@ -112,8 +156,12 @@ class PostgresStateStore:
         await asyncio.shield(reading)
 
     async def _read(self, name: str) -> None:
-        async with self._statement():
-            row = await (await self._conn.execute(_SELECT, (name,))).fetchone()
+        try:
+            async with self._statement():
+                row = await (await self._conn.execute(_SELECT, (name,))).fetchone()
+        except _Away:  # this worker's copy stands; looked at again after another ``refresh``
+            self._read_at[name] = time.monotonic()
+            return
         if row is not None:
             before = self.breaker(name).phase
             record = self._keep(name, row)
@@ -126,20 +174,36 @@ class PostgresStateStore:
 
     @contextlib.asynccontextmanager
     async def locked(self, name: str) -> AsyncIterator[tuple[BreakerState, float]]:
-        async with self._statement(), self._conn.transaction():
-            row = await (await self._conn.execute(_SELECT + " FOR UPDATE", (name,))).fetchone()
-            if row is None:
-                raise JournalError(f"journal {self._name} has no breaker record for connection {name}")
-            record = self._keep(name, row)
-            before = dataclasses.replace(record)
-            yield record, float(row[-1])
-            if record != before:
-                values = [getattr(record, field) for field in _FIELDS]
-                await self._conn.execute(_UPDATE, (*values, name))
+        handed = False
+        try:
+            async with self._statement(), self._conn.transaction():
+                row = await (await self._conn.execute(_SELECT + " FOR UPDATE", (name,))).fetchone()
+                if row is None:
+                    raise JournalError(f"journal {self._name} has no breaker record for connection {name}")
+                record = self._keep(name, row)
+                before = dataclasses.replace(record)
+                handed = True
+                yield record, float(row[-1])
+                if record != before:
+                    values = [getattr(record, field) for field in _FIELDS]
+                    await self._conn.execute(_UPDATE, (*values, name))
+        except _Away:
+            if handed:  # lost while writing: the change stays in this worker's copy
+                return
+            yield self.breaker(name), self.now()  # this worker's copy, changed here only
 
     async def claim_rate(self, name: str, interval: float) -> float:
-        async with self._statement():
-            row = await (await self._conn.execute(_CLAIM, {"name": name, "interval": interval})).fetchone()
+        try:
+            async with self._statement():
+                row = await (
+                    await self._conn.execute(_CLAIM, {"name": name, "interval": interval})
+                ).fetchone()
+        except _Away:  # slots on this worker's clock until the shared ones are back
+            state = self._local_rates.setdefault(name, RateState())
+            now = time.monotonic()
+            start = max(now, state.next_free)
+            state.next_free = start + interval
+            return start - now
         return max(0.0, float(row[0])) if row is not None else 0.0
 
     # --- helpers -------------------------------------------------------------------------------------------
@@ -153,17 +217,77 @@ class PostgresStateStore:
 
     @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[None]:
-        """One operation at a time on the connection; a database failure is a JournalError, which ends the run
-        (exit 7) like any journal failure: nothing is lost, pending deliveries are sent by the next run."""
+        """One operation at a time on the connection. A lost connection raises _Away (the caller falls back
+        on this worker's copy) and is opened again in the background; any other database failure, or a
+        connection away past the deadline, is a JournalError, which ends the run (exit 7) like any journal
+        failure: nothing is lost, pending deliveries are sent by the next run."""
         import psycopg
 
+        if self._gave_up is not None:
+            raise self._gave_up
+        if self._lost_at is not None:
+            raise _Away
         async with self._lock:
+            if self._lost_at is not None:  # lost while this caller waited for the lock
+                raise _Away
             try:
                 yield
             except psycopg.Error as error:
-                raise JournalError(
-                    f"journal {self._name}: breaker and rate state: PostgreSQL says: {first_line(error)}"
-                ) from None
+                if self._reopen is None or not self._conn.closed:
+                    raise JournalError(
+                        f"journal {self._name}: breaker and rate state: PostgreSQL says: {first_line(error)}"
+                    ) from None
+                self._lose(first_line(error))
+                raise _Away from None
+
+    def _lose(self, reason: str) -> None:
+        self._lost_at = time.monotonic()
+        _log.warning(
+            "journal %s: lost the connection for breaker and rate state (%s); this worker uses its own copy "
+            "while it reconnects (for up to %.0f s)",
+            self._name,
+            reason,
+            self.reconnect_deadline,
+        )
+        self._reconnecting = asyncio.ensure_future(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        import psycopg
+
+        assert self._reopen is not None and self._lost_at is not None
+        deadline = self._lost_at + self.reconnect_deadline
+        pause, reason = _BACKOFF_FIRST_S, ""
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, _BACKOFF_CAP_S)
+            try:
+                connection = await asyncio.wait_for(
+                    self._reopen(), timeout=max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic()))
+                )
+            except (psycopg.Error, OSError, TimeoutError) as error:
+                reason = first_line(error) if isinstance(error, psycopg.Error) else type(error).__name__
+                continue
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = connection
+            away = time.monotonic() - self._lost_at
+            self._lost_at, self._read_at = None, {}  # the shared records are read again at once, and win
+            self.reconnects += 1
+            _log.warning(
+                "journal %s: breaker and rate state reconnected after %.1f s; shared with the other workers again",
+                self._name,
+                away,
+            )
+            return
+        self._gave_up = JournalError(
+            f"journal {self._name}: breaker and rate state: no connection for {self.reconnect_deadline:g} s"
+            + (f" (last attempt: {reason})" if reason else "")
+        )
+        _log.error("%s", self._gave_up)
+
+
+class _Away(Exception):
+    """The store's connection is lost and being opened again: use this worker's own copy."""
 
 
 __all__ = ["PostgresStateStore"]

@@ -1,17 +1,19 @@
 """Breaker and max_rate state shared through a real PostgreSQL journal (issue 16): two stores on one database
 stand for two worker processes. One worker's open breaker stops the other, one probe goes at a time across
 them, a probe whose worker died is taken over after its lease, and rate slots are claimed atomically on the
-database's clock."""
+database's clock. A store whose own connection is lost runs on its worker's copy and reconnects, within a
+deadline."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import psycopg
 import pytest
 from shipmap.connectors import Journal, JournalError
 from shipmap.connectors._deliver._breaker import BreakerSettings, CircuitBreaker, RateLimiter, SharedStore
-from shipmap.connectors._store._breaker_pg import PostgresStateStore
+from shipmap.connectors._store._breaker_pg import APPLICATION_NAME, PostgresStateStore
 
 SETTINGS = BreakerSettings(failures=3, cooldown=0.2, cooldown_cap=0.4, outage_wait=60.0)
 FAR = float("inf")
@@ -117,17 +119,82 @@ def test_rate_slots_are_claimed_atomically_by_many_workers(postgres_url: str) ->
     assert next_free <= after + claims / rate + 1e-6
 
 
-def test_a_lost_database_is_a_journal_error(postgres_url: str) -> None:
+def terminate_store_backends(url: str) -> int:
+    """Ends the breaker store's own backends on ``url``'s database, as an operator's pg_terminate_backend."""
+    with psycopg.connect(url, autocommit=True) as db:
+        rows = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            (APPLICATION_NAME,),
+        ).fetchall()
+    return len(rows)
+
+
+def test_a_lost_connection_falls_back_on_this_workers_copy_and_reconnects(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        a, b = await two_workers(postgres_url)
+        one, two = CircuitBreaker("fenix", SETTINGS, store=a), CircuitBreaker("fenix", SETTINGS, store=b)
+        try:
+            assert terminate_store_backends(postgres_url) == 2
+            # Lost: every operation answers from this worker's copy, with no error and no wait for the server.
+            assert await one.admit(FAR) is False
+            for _ in range(SETTINGS.failures):
+                await one.failure("HTTP 503")
+            assert one.is_open and not a.connected  # opened here only
+            for _ in range(5):
+                await RateLimiter("fenix", 1000.0, store=a).acquire()
+            await b.refresh("fenix")  # the other worker finds its connection lost too
+            await asyncio.wait_for(asyncio.gather(reconnected(a), reconnected(b)), 30)
+            # Back: the shared record is read again and wins (it never opened).
+            await a.refresh("fenix")
+            assert not one.is_open and record(postgres_url) == ("closed", 0, 0)
+            # Shared again: a transition here is seen by the other worker.
+            await one.failure("HTTP 401", refused=True)
+            assert record(postgres_url) == ("open", 1, 0)
+            await b.refresh("fenix")
+            assert two.is_open
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.breaker"):
+        asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records]
+    # Once per worker, however many operations fell back meanwhile.
+    assert sum("lost the connection for breaker and rate state" in m for m in said) == 2, said
+    assert sum("breaker and rate state reconnected after" in m for m in said) == 2, said
+
+
+async def reconnected(store: PostgresStateStore) -> None:
+    while not store.connected:
+        await asyncio.sleep(0.02)
+
+
+def test_a_connection_away_past_its_deadline_is_a_journal_error(postgres_url: str) -> None:
     async def scenario() -> None:
         a, b = await two_workers(postgres_url)
         await b.aclose()
-        with psycopg.connect(postgres_url, autocommit=True) as db:
-            db.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                "AND datname = current_database()"
-            )
-        with pytest.raises(JournalError, match="breaker and rate state: PostgreSQL says"):
-            await RateLimiter("fenix", 10.0, store=a).acquire()
-        await a.aclose()
+
+        async def refused() -> None:  # the server is unreachable: a real refused connection
+            await psycopg.AsyncConnection.connect("postgresql://127.0.0.1:9/none", connect_timeout=2)
+
+        a._reopen, a.reconnect_deadline = refused, 0.5  # as if the server stayed down
+        try:
+            terminate_store_backends(postgres_url)
+            limiter = RateLimiter("fenix", 1000.0, store=a)
+            await limiter.acquire()  # lost: falls back, and starts reconnecting
+            assert not a.connected
+
+            async def acquire_until_it_fails() -> None:
+                while True:  # each acquire falls back until the deadline passes, then it ends the run
+                    await limiter.acquire()
+                    await asyncio.sleep(0.05)
+
+            with pytest.raises(JournalError, match=r"breaker and rate state: no connection for 0.5 s \(last"):
+                await asyncio.wait_for(acquire_until_it_fails(), 60)
+        finally:
+            await a.aclose()
 
     asyncio.run(scenario())
