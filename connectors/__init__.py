@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ._deliver._auth import NoAuth as NoAuth
     from ._deliver._auth import ShipmapAuth as ShipmapAuth
     from ._errors import EXIT_DEAD_LETTERS as EXIT_DEAD_LETTERS
+    from ._errors import EXIT_HELD as EXIT_HELD
     from ._errors import EXIT_OUTAGE as EXIT_OUTAGE
     from ._errors import AuthError as AuthError
     from ._errors import ConfigError as ConfigError
@@ -72,6 +73,7 @@ _EXPORTS: dict[str, str] = {
     "config_schema": "._config",
     "load_config": "._config",
     "EXIT_DEAD_LETTERS": "._errors",
+    "EXIT_HELD": "._errors",
     "EXIT_OUTAGE": "._errors",
     "AuthError": "._errors",
     "ConfigError": "._errors",

@@ -10,8 +10,10 @@
 
 A finished run that dead-lettered anything is not an exception: ``shipmap run`` exits with
 ``EXIT_DEAD_LETTERS`` (8), or, when a connection's circuit breaker stayed open past its outage wait and
-deliveries were left pending, ``EXIT_OUTAGE`` (9). No message built here ever contains a config value or a secret; values shown come
-from source documents or from responses, and those pass through the redactor first.
+deliveries were left pending, ``EXIT_OUTAGE`` (9); on a shared journal, when every delivery this worker owed
+was done but other live workers still hold some pending past ``journal.wait_for_others``, ``EXIT_HELD`` (10).
+No message built here ever contains a config value or a secret; values shown come from source documents or
+from responses, and those pass through the redactor first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ EXIT_DELIVERY = 6
 EXIT_JOURNAL = 7
 EXIT_DEAD_LETTERS = 8
 EXIT_OUTAGE = 9
+EXIT_HELD = 10  # still pending, held by other live workers (a shared journal)
 
 
 class ConnectorError(ShipmapError):

@@ -155,8 +155,10 @@ class Runtime:
         """Deliver ``events``: first what an interrupted run left pending, then each event in order.
 
         ``wait_for_others``: on a shared journal, when ``events`` end, wait for the deliveries other workers
-        hold (taking over those whose worker died), so a batch of workers ends with its input delivered. A
-        service whose peers keep running (``shipmap serve``) passes False: they take over what it leaves.
+        hold (taking over those whose worker died), so a batch of workers ends with its input delivered; if
+        live workers still hold some when that wait ends (``journal.wait_for_others``, or nothing moved for
+        three leases), the summary's ``held`` says who. A service whose peers keep running (``shipmap
+        serve``) passes False: they take over what it leaves.
 
         ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
         iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
@@ -319,7 +321,8 @@ class _Execution:
                         await queue.put(job)
                     self._report()
                 if self.journal.shared and wait_for_others:
-                    await self.leases.wait_for_others(queue)
+                    patience = runtime.config.journal.wait_for_others
+                    self.summary.held = await self.leases.wait_for_others(queue, patience)
                 for _ in range(concurrency):
                     await queue.put(None)
                 await asyncio.gather(*workers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 
 class LatencyHistogram:
@@ -65,6 +66,15 @@ class TargetSummary:
         return {f"p{p}": self.latency.percentile(p) for p in (50, 95, 99)}
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Deliveries still pending at the end of a run on a shared journal, held by another live worker."""
+
+    worker: str | None  # its lease owner, host:pid:run (None: nobody holds them yet)
+    deliveries: int
+    lease_until: float | None  # when its lease ends unless renewed (epoch seconds)
+
+
 @dataclass
 class RunSummary:
     """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected."""
@@ -75,6 +85,8 @@ class RunSummary:
     recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
     parked: int = 0  # left pending: their connection's breaker stayed open past outage_wait
     outages: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
+    # A shared journal: pending deliveries other live workers still held when this run stopped waiting.
+    held: list[Held] = field(default_factory=list)
     events: int = 0
     elapsed: float = 0.0
     dead_keys: list[str] = field(default_factory=list, repr=False)
@@ -108,8 +120,25 @@ class RunSummary:
         return sum(t.retried for t in self.targets.values())
 
     @property
+    def held_elsewhere(self) -> int:
+        return sum(h.deliveries for h in self.held)
+
+    @property
     def ok(self) -> bool:
         return self.dead == 0 and self.rejected == 0 and self.parked == 0
+
+
+def describe_held(held: list[Held]) -> str:
+    """``host:4242:1f2e3d4c holds 12 (lease until 10:04:05 UTC), ...``: who to look at, and how long."""
+    parts = []
+    for entry in held:
+        until = (
+            f" (lease until {datetime.fromtimestamp(entry.lease_until, UTC):%H:%M:%S} UTC)"
+            if entry.lease_until is not None
+            else ""
+        )
+        parts.append(f"{entry.worker or 'nobody yet'} holds {entry.deliveries}{until}")
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,6 +209,11 @@ def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> No
         "recovered": summary.recovered,
         "elapsed_seconds": round(summary.elapsed, 6),
         "targets": targets,
+        # A shared journal: deliveries other live workers still held when this run stopped waiting (exit 10).
+        "held_elsewhere": [
+            {"worker": h.worker, "deliveries": h.deliveries, "lease_until": h.lease_until}
+            for h in summary.held
+        ],
     }
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")

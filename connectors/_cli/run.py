@@ -14,11 +14,12 @@ from typing import IO, Any
 from shipmap.connectors._cli._logging import root_formatter
 from shipmap.connectors._cli._reports import write_summary_json
 from shipmap.connectors._cli._types import positive_int
-from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE
+from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_HELD, EXIT_OK, EXIT_OUTAGE
 from shipmap.connectors._intake._pipeline import fork_available
 from shipmap.connectors._map._parallel import ordered_map
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
+from shipmap.connectors._summary import describe_held
 from shipmap.engine import read_documents
 from shipmap.engine._chunks import SourceChunk, read_chunks
 from shipmap.engine._sources import estimate_total
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     code = EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
     if summary.parked:
         code = EXIT_OUTAGE
+    elif code == EXIT_OK and summary.held:  # this worker's part is done, but the input is not delivered yet
+        code = EXIT_HELD
     if args.summary_json is not None:
         try:
             write_summary_json(summary, args.summary_json, exit_code=code)
@@ -305,6 +308,11 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
         out.write(
             f"{summary.parked} deliveries left pending (circuit breaker open past outage_wait):"
             " they are sent first by the next run\n"
+        )
+    if summary.held:
+        out.write(
+            f"{summary.held_elsewhere} deliveries still pending, held by other live workers: "
+            f"{describe_held(summary.held)}; they send them, or a later run takes them over\n"
         )
     if summary.dead or summary.rejected:
         out.write(

@@ -66,7 +66,6 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     journal = _section(
         JournalSettings,
         journal_raw,
-        {"lease": parse_duration},
         path=(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)).resolve(),
     )
     secrets: set[str] = set()
@@ -109,17 +108,17 @@ def _section(
     **fixed: Any,
 ) -> Section:
     """A ``cls`` from one validated section of the file: each key the file gives that names a field of
-    ``cls`` (through ``convert`` where it names one), then ``fixed``; every other field keeps its default."""
-    convert = convert or {}
+    ``cls`` (a duration field through ``parse_duration``, or through ``convert`` where it names one), then
+    ``fixed``; every other field keeps its default."""
     fields = {field.name for field in dataclasses.fields(cls)}
+    durations = {
+        field.name: parse_duration for field in dataclasses.fields(cls) if field.metadata.get("duration")
+    }
+    convert = {**durations, **(convert or {})}
     given = {
         key: convert[key](value) if key in convert else value for key, value in raw.items() if key in fields
     }
     return cls(**{**given, **fixed})
-
-
-def _durations(*names: str) -> dict[str, Callable[[Any], Any]]:
-    return dict.fromkeys(names, parse_duration)
 
 
 def _connection(name: str, item: dict[str, Any]) -> Connection:
@@ -139,7 +138,6 @@ def _auth(raw: dict[str, Any]) -> AuthSettings:
     return _section(
         AuthSettings,
         raw,
-        _durations("token_ttl", "refresh_margin"),
         username=raw["username"] if "username" in raw else raw.get("key"),
         password=raw["password"] if "password" in raw else raw.get("secret"),
     )
@@ -147,14 +145,14 @@ def _auth(raw: dict[str, Any]) -> AuthSettings:
 
 def _timeouts(value: Any) -> Timeouts:
     if isinstance(value, dict):
-        return _section(Timeouts, value, _durations(*(field.name for field in dataclasses.fields(Timeouts))))
+        return _section(Timeouts, value)
     seconds = parse_duration(value)
     # One duration for every phase: the overall deadline stays the default, or twice it if that is longer.
     return Timeouts(seconds, seconds, seconds, seconds, max(Timeouts().total, 2 * seconds))
 
 
 def _breaker(raw: dict[str, Any]) -> BreakerSettings:
-    return _section(BreakerSettings, raw, _durations("cooldown", "cooldown_cap", "outage_wait"))
+    return _section(BreakerSettings, raw)
 
 
 def _route(item: dict[str, Any]) -> MappingRoute:
@@ -174,9 +172,7 @@ def _delivery(raw: dict[str, Any]) -> DeliverySettings:
         raw,
         {
             "timeout": _timeouts,
-            "retry": lambda value: _section(
-                RetryPolicy, value or {}, _durations("backoff_base", "backoff_cap", "retry_after_cap")
-            ),
+            "retry": lambda value: _section(RetryPolicy, value or {}),
             "idempotency": lambda value: _section(IdempotencySettings, value or {}),
             "breaker": lambda value: _breaker(value or {}),
         },

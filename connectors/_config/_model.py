@@ -295,6 +295,14 @@ class JournalSettings:
             duration=True,
         ),
     )
+    wait_for_others: float = field(
+        default=600.0,
+        metadata=about(
+            "PostgreSQL: how long shipmap run, its input done, waits for the deliveries other live workers"
+            " hold (it stops sooner when none moved for three leases); then it names them and exits 10.",
+            duration=True,
+        ),
+    )
 
     @property
     def location(self) -> str | Path | None:

@@ -213,42 +213,41 @@ def _schema() -> dict[str, Any]:
 def _section(cls: type[Any]) -> dict[str, Any]:
     """The object schema of one section: a property per field, then the section's extras."""
     extras = dict(_SECTION_EXTRAS.get(cls, {}))
+    keys = [field for field in dataclasses.fields(cls) if not field.metadata.get("not_a_key")]
+    # The fields without a default, unless the section says which keys the file must give (a default in
+    # code, such as auth's scheme "none", is then not one the file has).
+    required: list[str] = extras.pop("required", None) or [
+        field.name
+        for field in keys
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    ]
     properties: dict[str, Any] = {}
-    required: list[str] = []
     module = vars(sys.modules[cls.__module__])
-    for field in dataclasses.fields(cls):
-        if field.metadata.get("not_a_key"):
-            continue
+    for field in keys:
         # The annotations are this package's own source (postponed as strings), never input.
         annotation = eval(field.type, module) if isinstance(field.type, str) else field.type
-        properties[field.name] = _key(annotation, field)
-        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            required.append(field.name)
+        properties[field.name] = _key(annotation, field, required=field.name in required)
     properties.update(extras.pop("file_keys", {}))
     schema: dict[str, Any] = {"type": "object"}
     if "description" in extras:
         schema["description"] = extras.pop("description")
     schema["additionalProperties"] = False
-    schema["required"] = extras.pop("required", required)
-    if not schema["required"]:
-        del schema["required"]
-    for name in schema.get("required", []):  # a key the file must give has no default there
-        properties[name].pop("default", None)
-        properties[name]["description"] = properties[name].get("description", "").split(" Default: ")[0]
-        if not properties[name]["description"]:
-            del properties[name]["description"]
+    if required:
+        schema["required"] = required
     schema["properties"] = properties
     schema.update(extras)
     return schema
 
 
-def _key(annotation: Any, field: dataclasses.Field[Any]) -> dict[str, Any]:
+def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> dict[str, Any]:
     meta = field.metadata
     schema = {"$ref": "#/$defs/duration"} if meta.get("duration") else _type(annotation, meta)
     default: Any = field.default
     factory: Any = field.default_factory
     if default is dataclasses.MISSING and factory is not dataclasses.MISSING:
         default = factory()
+    if required:  # the file must give it: no default to show
+        default = None
     shown: str | None = meta.get("default_text")
     if shown is None and default is not None and _plain(default) and default not in ("", {}):
         shown = _duration_text(default) if meta.get("duration") else _text(default)

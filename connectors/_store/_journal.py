@@ -389,6 +389,16 @@ class Journal:
             ).fetchone()[0]
         )
 
+    def pending_holders(self) -> list[tuple[str | None, int, float | None]]:
+        """Who holds the pending deliveries other workers hold: ``(lease owner, count, lease until)``, most
+        first (owner None: nobody, until a worker takes them over)."""
+        rows = self._db.execute(
+            "SELECT lease_owner, COUNT(*), MAX(lease_until) FROM deliveries WHERE state = 'pending'"
+            " AND lease_owner IS DISTINCT FROM ? GROUP BY lease_owner ORDER BY COUNT(*) DESC, lease_owner",
+            (self.worker,),
+        ).fetchall()
+        return [(owner, int(count), None if until is None else float(until)) for owner, count, until in rows]
+
     def put_sources(self, rows: Iterable[tuple[str, str]]) -> None:
         """Many ``(digest, canonical JSON)`` source documents at once (call it inside ``transaction()``)."""
         self._db.executemany("INSERT INTO sources (hash, doc) VALUES (?, ?) ON CONFLICT DO NOTHING", rows)

@@ -12,6 +12,7 @@ import asyncio
 import time
 
 from .._map._steps import Job
+from .._summary import Held, describe_held
 from ._outbox import Outbox
 
 
@@ -45,24 +46,36 @@ class LeaseKeeper:
             for job in self.outbox.recover():
                 await queue.put(job)
 
-    async def wait_for_others(self, queue: asyncio.Queue[Job | None]) -> None:
+    async def wait_for_others(self, queue: asyncio.Queue[Job | None], patience: float) -> list[Held]:
         """A shared journal: the input is done, but other workers may hold deliveries; one that dies leaves
-        them to expire, and this worker takes them over. Returns when none are held elsewhere, or when that
-        number has not moved for three leases (the workers holding them are alive and will finish them)."""
+        them to expire, and this worker takes them over. Returns [] when none are held elsewhere. Otherwise
+        it stops waiting when their number has not moved for three leases (the workers holding them are
+        alive but stuck, on an outage for example) or after ``patience`` seconds, and returns who holds
+        them: the run is not done, and says so (``shipmap run`` exits 10)."""
         lease = self.journal.lease_seconds
-        last, since = -1, time.monotonic()
+        started = last_move = time.monotonic()
+        last = -1
         while True:
             for job in self.outbox.recover():
                 await queue.put(job)
             waiting = self.journal.pending_elsewhere()
             if waiting == 0:
-                return
+                return []
+            now = time.monotonic()
             if waiting != last:
-                last, since = waiting, time.monotonic()
-            elif time.monotonic() - since > 3 * lease:
+                last, last_move = waiting, now
+            if now - last_move > 3 * lease or now - started >= patience:
+                held = [Held(*row) for row in self.journal.pending_holders()]
                 self.outbox.log.warning(
-                    "%d deliveries are still held by other live workers; they finish them", waiting
+                    "%d deliveries are still pending, held by other live workers: %s; stopped waiting after"
+                    " %.0f s (%s)",
+                    waiting,
+                    describe_held(held),
+                    now - started,
+                    "none moved for three leases"
+                    if now - last_move > 3 * lease
+                    else "journal.wait_for_others",
                 )
-                return
+                return held
             # Polled often: a worker that waited a whole second here outlived the run by up to that second.
             await asyncio.sleep(min(0.25, lease / 4))
