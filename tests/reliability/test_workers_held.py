@@ -54,7 +54,9 @@ def test_a_worker_whose_deliveries_are_all_held_elsewhere_names_the_holder_and_e
         sandbox.url,
         connections=connections,
         mappings=[{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create"}],
-        journal={"url": postgres_url, "lease": "5s", "wait_for_others": "1s"},
+        # A lease long enough that a loaded machine never lets the first worker's lapse (the second would
+        # take its deliveries over); the second stops waiting after wait_for_others, long before three leases.
+        journal={"url": postgres_url, "lease": "15s", "wait_for_others": "1s"},
     )
     (tmp_path / "events.ndjson").write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(EVENTS)))
     holder = worker(tmp_path, "holder")
