@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,7 +76,8 @@ class SourceDocument:
     excerpt: str | None = None
     location: Location | None = None
     # Read from JSON text by the strict reader (``loads_strict``): its numbers are finite, its keys strings.
-    strict: bool = False
+    # Where a document came from, not what it is: equal documents compare equal however they were read.
+    strict: bool = field(default=False, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

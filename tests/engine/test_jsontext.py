@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from shipmap.connectors._deliver._delivery import encode_payload
 from shipmap.connectors._store._journal import canonical_json, digest_of
 from shipmap.engine import _jsontext
-from shipmap.engine._sources import NotStrictJSON, loads_strict, read_stream
+from shipmap.engine._sources import NotStrictJSON, SourceDocument, loads_strict, read_stream
 
 # Every code point, lone surrogates included (a library caller may hand the runtime any str).
 _TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=12)
@@ -235,3 +235,5 @@ def test_a_bad_line_is_located_and_worded_as_before() -> None:
         ("events.ndjson:6", "not JSON: Expecting property name enclosed in double quotes, column 2"),
     ]  # fmt: skip
     assert records[0].strict and records[0].document == {"ok": 1}
+    # How it was read is not part of what it is: equal to the same document handed in by a caller.
+    assert records[0] == SourceDocument("events.ndjson:1", document={"ok": 1}) and not records[1].strict
