@@ -92,6 +92,7 @@ def test_canonical_text_and_payload_text_never_change(value: Any) -> None:
 def test_values_of_no_json_type_are_written_as_before() -> None:
     import dataclasses
     import datetime
+    import decimal
     import enum
     import uuid
 
@@ -102,6 +103,12 @@ def test_values_of_no_json_type_are_written_as_before() -> None:
     class Color(enum.Enum):
         RED = 1
 
+    class Size(enum.IntEnum):
+        LARGE = 3
+
+    class Mode(enum.StrEnum):
+        FAST = "fast"
+
     class Text(str):
         pass
 
@@ -110,6 +117,10 @@ def test_values_of_no_json_type_are_written_as_before() -> None:
         "day": datetime.date(2024, 3, 1),
         "point": Point(1),
         "color": Color.RED,
+        "size": Size.LARGE,
+        "mode": Mode.FAST,
+        "amount": decimal.Decimal("1.50"),
+        "flag": [True, False, None],
         "id": uuid.UUID(int=7),
         "text": Text("x"),
         "pair": (1, 2),
