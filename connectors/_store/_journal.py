@@ -44,7 +44,13 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from .._errors import JournalError
-from ._journal_pg import PostgresConnection, TransactionConflict, display_url, is_database_url
+from ._journal_pg import (
+    STATEMENT_TIMEOUT_MS,
+    PostgresConnection,
+    TransactionConflict,
+    display_url,
+    is_database_url,
+)
 from ._keys import canonical_json as canonical_json
 from ._keys import delivery_key as delivery_key
 from ._keys import digest_of as digest_of
@@ -435,18 +441,22 @@ class Journal:
         """``body()`` in one transaction, run again whole when PostgreSQL rolls it back for a lock conflict
         (a deadlock, a serialization failure) or ends its idle session: ``undo()`` first puts back what
         ``body`` changed outside the database, then, after a random pause that grows, ``body()`` runs again
-        (``TRANSACTION_TRIES`` runs at most; the last conflict is raised). Inside another transaction it joins
-        that one, whose own runner runs it again. On SQLite, one run (it has one writer)."""
+        (``TRANSACTION_TRIES`` runs at most, or lock waits of a lease each until the statement timeout; the
+        last conflict is raised). Inside another transaction it joins that one, whose own runner runs it again. On SQLite, one run (it has one writer)."""
         if self._db.in_transaction:
             return body()
         tries = 0
+        started = time.monotonic()
         while True:
             tries += 1
             try:
                 with self.transaction():
                     return body()
             except TransactionConflict as conflict:
-                if tries >= TRANSACTION_TRIES:
+                # Waiting for a live holder's lock, a lease at a time: bounded as one wait was, not by runs.
+                if conflict.lock_wait and time.monotonic() - started < STATEMENT_TIMEOUT_MS / 1000:
+                    tries -= 1
+                elif tries >= TRANSACTION_TRIES:
                     raise
                 pause = random.uniform(0.01, 0.05 * 2**tries)
                 _log.info("%s; running the whole transaction again in %.2fs (run %d of %d)", conflict, pause,

@@ -31,9 +31,11 @@ class TransactionConflict(JournalError):
     """A transaction lost a lock conflict (deadlock, serialization failure), or the server ended its idle
     session: PostgreSQL rolled it back whole, so running it again from its start is safe."""
 
-    def __init__(self, message: str, *, reconnect: bool) -> None:
+    def __init__(self, message: str, *, reconnect: bool, lock_wait: bool = False) -> None:
         super().__init__(message)
         self.reconnect = reconnect  # the session is gone: a new one first
+        # A lock wait past a lease (lock_timeout): run again until the statement timeout, as one wait was.
+        self.lock_wait = lock_wait
 
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -49,6 +51,17 @@ STATEMENT_TRIES = 5
 # The server ended the session of a transaction left idle for a lease (idle_in_transaction_session_timeout):
 # the transaction was rolled back, and it can run again on a new session.
 IDLE_TIMEOUT_SQLSTATE = "25P03"
+# A lock wait past a lease (lock_timeout): the holder may be a worker frozen (SIGSTOP, a paused VM) while its
+# session is not idle in a transaction, e.g. between the rows of a pipelined executemany: the server then waits
+# for its next message with the locks held, and no server timeout ends it. See end_stuck_sessions().
+LOCK_WAIT_SQLSTATE = "55P03"
+APPLICATION_NAME = "shipmap journal"  # in pg_stat_activity: how the journal's sessions find each other
+# A journal session inside a transaction whose server has waited for the client for a lease: its worker is
+# frozen or starved past its lease (a healthy one's transactions run no await and no I/O but their statements).
+_END_STUCK_SESSIONS = """SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND usename = current_user
+      AND application_name = %s AND wait_event = 'ClientRead' AND xact_start IS NOT NULL
+      AND greatest(query_start, state_change) < clock_timestamp() - make_interval(secs => %s)"""
 _log = logging.getLogger("shipmap.journal")
 
 
@@ -89,18 +102,27 @@ class PostgresConnection:
         # A healthy worker never waits inside a transaction (its transactions run no await and no I/O but
         # their statements), so only a stopped or starved one reaches this; if it was alive after all, its
         # transaction runs again on a new session (TransactionConflict).
+        # A frozen worker whose session is mid-statement instead (not idle) is ended by the first other worker
+        # that waits a lease for its locks (lock_timeout, end_stuck_sessions), with the same rule.
         idle = max(1000, int(lease * 1000))
-        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
+        options = (
+            f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
+            f" -c lock_timeout={idle}"
+        )
         if readonly:
             options += " -c default_transaction_read_only=on"
-        self._url, self._options = url, options
+        self._url, self._options, self._lease = url, options, idle / 1000
         self._conn = self._connect()
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
         try:
             return psycopg.connect(
-                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=self._options
+                self._url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                options=self._options,
+                application_name=APPLICATION_NAME,
             )
         except psycopg.Error as error:
             raise JournalError(f"cannot open journal {self._name}: {first_line(error)}") from None
@@ -117,19 +139,24 @@ class PostgresConnection:
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
         tries = 0
+        waited_since = time.monotonic()  # lock waits past a lease, run again up to the statement timeout
         while True:
             tries += 1
             inside = self.in_transaction
             try:
                 return self._conn.execute(_dialect(sql), parameters or None)
             except self._psycopg.Error as error:
-                if not self._try_again(error, tries):
+                if not self._try_again(error, tries, waited_since):
                     raise self._fault(error, inside) from None
 
-    def _try_again(self, error: Exception, tries: int) -> bool:
-        """Whether a statement that lost a lock conflict is run again (only outside a transaction: inside
-        one, the whole transaction was aborted, and only its caller can run it again)."""
+    def _try_again(self, error: Exception, tries: int, waited_since: float) -> bool:
+        """Whether a statement that lost a lock conflict, or waited a lease for a lock, is run again (only
+        outside a transaction: inside one, the whole transaction was aborted, and only its caller can run it
+        again)."""
         state = getattr(error, "sqlstate", None)
+        if state == LOCK_WAIT_SQLSTATE and not self.in_transaction:
+            self.end_stuck_sessions()  # whether or not it found one, the wait is bounded as before
+            return time.monotonic() - waited_since < STATEMENT_TIMEOUT_MS / 1000
         if state not in RETRIED_SQLSTATES or tries >= STATEMENT_TRIES or self.in_transaction:
             return False
         pause = random.uniform(0.01, 0.05 * 2**tries)
@@ -141,23 +168,59 @@ class PostgresConnection:
         """The statement for every row, pipelined (one round trip); the cursor, whose ``rowcount`` is the
         rows changed all told, as sqlite3's."""
         rows = list(rows)
-        with self._conn.cursor() as cursor:
-            if rows:
+        waited_since = time.monotonic()
+        while True:
+            with self._conn.cursor() as cursor:
+                if not rows:
+                    return cursor
                 inside = self.in_transaction
                 try:
                     cursor.executemany(_dialect(sql), rows)
+                    return cursor
                 except self._psycopg.Error as error:
-                    raise self._fault(error, inside) from None
-        return cursor
+                    # Outside a transaction the pipeline ran in one implicit transaction, rolled back whole.
+                    if inside or not self._try_again(error, STATEMENT_TRIES, waited_since):
+                        raise self._fault(error, inside) from None
+
+    def end_stuck_sessions(self) -> list[int]:
+        """After a lock wait of a lease: end the journal's sessions stuck inside a transaction, their server
+        waiting for the client for a lease (the worker is frozen or starved past its lease, as the server's
+        idle-in-transaction timeout judges one idle there). Their transactions roll back and their locks go;
+        one that was alive after all runs its transaction again on a new session (TransactionConflict).
+        The pids it ended."""
+        try:
+            with self._psycopg.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=self._options
+            ) as other:  # this session may be inside its own (aborted) transaction
+                rows = other.execute(_END_STUCK_SESSIONS, (APPLICATION_NAME, self._lease)).fetchall()
+        except self._psycopg.Error as error:  # e.g. not allowed to end another role's session: wait as before
+            _log.info("journal: could not look for stuck sessions: %s", first_line(error))
+            return []
+        ended = [int(pid) for pid, done in rows if done]
+        if ended:
+            _log.warning(
+                "journal: ended %d session(s) of a worker stuck inside a transaction for a lease, holding "
+                "locks others wait for (pid %s); its transaction rolled back",
+                len(ended),
+                ", ".join(map(str, ended)),
+            )
+        return ended
 
     def _fault(self, error: Exception, inside: bool) -> JournalError:
         """Like the SQLite journal's faults: what the server said, never the URL's password or the data.
         ``inside``: the statement ran inside a transaction (which a conflict rolled back whole)."""
         state = getattr(error, "sqlstate", None)
-        if inside and (state in RETRIED_SQLSTATES or state == IDLE_TIMEOUT_SQLSTATE or self._conn.broken):
+        if inside and state == LOCK_WAIT_SQLSTATE:
+            self.end_stuck_sessions()
+        if inside and (
+            state in RETRIED_SQLSTATES
+            or state in (IDLE_TIMEOUT_SQLSTATE, LOCK_WAIT_SQLSTATE)
+            or self._conn.broken
+        ):
             return TransactionConflict(
                 f"journal {self._name}: transaction rolled back: PostgreSQL says: {first_line(error)}",
                 reconnect=bool(self._conn.broken or self._conn.closed),
+                lock_wait=state == LOCK_WAIT_SQLSTATE,
             )
         if isinstance(error, self._psycopg.errors.ReadOnlySqlTransaction):
             return JournalError(f"journal {self._name} is open read-only: {first_line(error)}")

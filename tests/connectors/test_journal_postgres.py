@@ -4,6 +4,7 @@ states and keys as SQLite, schema versions and `shipmap journal migrate`, `shipm
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from shipmap.connectors import ConfigError, Journal, JournalError, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
+from shipmap.connectors._store._journal_pg import TransactionConflict
 from test_journal import pending
 from test_runtime_support import environ, order_event, write_config
 
@@ -474,3 +476,52 @@ def test_a_run_whose_batch_loses_a_real_deadlock_journals_it_again_and_delivers_
             assert [journal.state(key) for key in (first, second)] == ["delivered", "delivered"]
     finally:
         other.close()
+
+
+def test_a_worker_frozen_mid_statement_holding_row_locks_is_ended_after_a_lease(postgres_url: str) -> None:
+    # A paused worker (SIGSTOP, a frozen VM) caught between the rows of a pipelined executemany: the server
+    # ran the first row's statement in A's transaction (its row lock held) and waits for the next message, so
+    # the session is not idle in a transaction and idle_in_transaction_session_timeout never ends it. Another
+    # worker that waits a lease for that lock ends the stuck session and goes on (before: 60 s, then failed).
+    with Journal(postgres_url, lease=1.0) as a, Journal(postgres_url, lease=1.0) as b:
+        pending(a, "k1")
+        frozen, wake = threading.Event(), threading.Event()
+        failures: list[BaseException] = []
+
+        def rows() -> Iterator[tuple[object, ...]]:
+            yield (time.time() + 1.0, "k1")
+            frozen.set()  # the first row ran; the pipeline has no Sync yet
+            wake.wait(120)
+            yield (time.time() + 1.0, "k1")
+
+        def stuck() -> None:
+            try:
+                with a.transaction(), a._db._conn.cursor() as cursor:
+                    cursor.executemany("UPDATE deliveries SET lease_until = %s WHERE key = %s", rows())
+            except BaseException as error:  # recorded, asserted below
+                failures.append(error)
+
+        thread = threading.Thread(target=stuck)
+        thread.start()
+        try:
+            assert frozen.wait(60)
+            with psycopg.connect(postgres_url, autocommit=True) as watcher:
+                deadline = time.monotonic() + 60
+                while not watcher.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                    " WHERE c.relname = 'deliveries' AND l.mode = 'RowExclusiveLock' AND l.granted"
+                ).fetchone()[0]:
+                    assert time.monotonic() < deadline, "A's statement never ran"
+                    time.sleep(0.01)
+            pending(b, "k1")  # the row A locked: B waits a lease, ends A's session, runs its statement again
+        finally:
+            wake.set()
+            thread.join(60)
+        # A, woken, finds its session gone: to its journal a conflict whose transaction runs again whole on a
+        # new session (Journal.run_transaction); its row lock went with it, and B's write stands.
+        assert len(failures) == 1 and isinstance(failures[0], psycopg.OperationalError), failures
+        conflict = a._db._fault(failures[0], True)
+        assert isinstance(conflict, TransactionConflict) and conflict.reconnect
+        # B waited a lease, so A's lease has lapsed too: B takes the row over (SKIP LOCKED: a lock still held
+        # would hide it).
+        assert [entry.key for entry in b.claim_pending()] == ["k1"] and b.holds("k1")
