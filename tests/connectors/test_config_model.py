@@ -6,6 +6,8 @@ that building a file gives each field the file's value, or else the dataclass's 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections.abc import Iterator
 from dataclasses import field
 from pathlib import Path
 from textwrap import dedent
@@ -26,6 +28,7 @@ from shipmap.connectors import (
     config_schema,
     load_config,
 )
+from shipmap.connectors._config._model import parse_duration
 from shipmap.connectors._config._schema import _section
 from shipmap.connectors._config_key import about
 from shipmap.connectors._deliver._breaker import BreakerSettings
@@ -249,9 +252,8 @@ DOCUMENTED_AS = {
 }
 
 
-def test_every_key_of_the_generated_schema_is_in_the_docs_table() -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    missing = []
+def documented_keys() -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each generated key the docs table lists, dotted as there, with its schema."""
     for name, prefix in DOCUMENTED_AS.items():
         pending = [(prefix, section(f"$defs/{name}"))]
         while pending:
@@ -259,9 +261,37 @@ def test_every_key_of_the_generated_schema_is_in_the_docs_table() -> None:
             for key, value in node["properties"].items():
                 if "properties" in value:  # an inline section: its keys are listed one by one
                     pending.append((f"{at}{key}.", value))
-                elif not _holds_a_listed_section(value) and f"`{at}{key}`" not in text:
-                    missing.append(at + key)
-    assert missing == []
+                elif not _holds_a_listed_section(value):
+                    yield at + key, value
+
+
+def test_every_key_of_the_generated_schema_is_in_the_docs_table() -> None:
+    text = DOCS.read_text(encoding="utf-8")
+    assert [key for key, _ in documented_keys() if f"`{key}`" not in text] == []
+
+
+def test_the_docs_table_gives_each_key_the_default_the_schema_gives() -> None:
+    # The table's default column, against the "Default: ..." the schema generates from the field (a duration
+    # may be written in another unit: 60s is 1m).
+    rows = {}
+    for line in DOCS.read_text(encoding="utf-8").splitlines():
+        if found := re.fullmatch(r"\| `([^`]+)` \|.*\|([^|]*)\|", line):
+            rows.setdefault(found[1], found[2].strip())
+    wrong = []
+    for key, schema in documented_keys():
+        said = re.search(r"Default: (.*)\.$", schema.get("description", ""))
+        if said and not _same_default(rows.get(key, ""), said[1]):
+            wrong.append((key, rows.get(key), said[1]))
+    assert wrong == []
+    assert rows["delivery.concurrency"] == "8" and rows["journal.lease"] == "`30s`"  # the table was read
+
+
+def _same_default(documented: str, generated: str) -> bool:
+    documented = documented.replace("`", "").strip()
+    try:
+        return parse_duration(documented) == parse_duration(generated)
+    except ValueError:
+        return documented.lower() == generated.replace("`", "").lower()
 
 
 def _holds_a_listed_section(value: dict[str, Any]) -> bool:
