@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shipmap.connectors._cli._types import positive_int
-from shipmap.connectors._cli.run import install_redaction, print_summary, run_with_progress
+from shipmap.connectors._cli.run import exit_code, install_redaction, print_summary, run_with_progress
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, JournalError
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print_summary(summary, sys.stdout)
-    return EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
+    return exit_code(summary)
 
 
 def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:

@@ -105,11 +105,7 @@ def run(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     print_summary(summary, sys.stdout)
-    code = EXIT_OK if summary.ok else EXIT_DEAD_LETTERS
-    if summary.parked:
-        code = EXIT_OUTAGE
-    elif code == EXIT_OK and summary.held:  # this worker's part is done, but the input is not delivered yet
-        code = EXIT_HELD
+    code = exit_code(summary)
     if args.summary_json is not None:
         try:
             write_summary_json(summary, args.summary_json, exit_code=code)
@@ -273,6 +269,18 @@ def _plan_chunk(runtime: Runtime, chunk: SourceChunk) -> tuple[str, int, int]:
 
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def exit_code(summary: RunSummary) -> int:
+    """What a finished run or replay exits with (docs/runtime.md#exit-codes): deliveries left pending by an
+    outage first, then dead letters and rejections, then deliveries other live workers still hold."""
+    if summary.parked:
+        return EXIT_OUTAGE
+    if not summary.ok:
+        return EXIT_DEAD_LETTERS
+    if summary.held:  # this worker's part is done, but the input is not delivered yet
+        return EXIT_HELD
+    return EXIT_OK
 
 
 def print_summary(summary: RunSummary, out: IO[str]) -> None:

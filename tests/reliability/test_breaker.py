@@ -162,6 +162,41 @@ def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_deliv
     print("endpoint down: 104 events, exit 9, 0 dead letters, 104 pending; next run delivered 104")
 
 
+def test_shipmap_replay_exits_9_when_the_endpoint_is_down_and_the_next_run_delivers_the_replayed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_runtime_support import FIXTURES
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    breaker = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "100ms", "outage_wait": "500ms"}
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 4)))
+    # Dead letters first: a path the sandbox refuses (400) for every order.
+    wrong_path = {"order": {"path": "/api/v1/orders/{number}/created"}}
+    mappings = [{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create", "targets": wrong_path}]
+    with Sandbox(port=port):
+        write_config(tmp_path, url, mappings=mappings, delivery={"breaker": breaker})
+        assert main(["run", str(tmp_path / "shipmap.yaml"), "-i", str(events), "--no-progress"]) == 8
+    capsys.readouterr()
+    # The mapping fixed, the endpoint down: the replay parks them, exit 9 (not 8: nothing is dead now).
+    config = orders_only(tmp_path, url, breaker=breaker)
+    assert main(["replay", str(config), "--no-progress"]) == EXIT_OUTAGE
+    out = capsys.readouterr().out
+    assert "3 deliveries left pending" in out and "connection fenix is down" in out
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"pending": 3}
+    empty = tmp_path / "nothing.ndjson"
+    empty.write_text("")
+    with Sandbox(port=port) as sandbox:
+        assert main(["run", str(config), "-i", str(empty), "--no-progress"]) == 0
+        assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == [
+            "1001", "1002", "1003",
+        ]  # fmt: skip
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"delivered": 3}
+
+
 # --- units: the breaker's states, the rate limiter, Retry-After ------------------------------------------
 
 
