@@ -6,9 +6,9 @@ parser (a ClientRequest, a ClientResponse, a task to write each body, a timer pe
 writes the request in one call and feeds the answer to llhttp (httptools, uvicorn's parser) spends ~60 us.
 That is half of ``shipmap run``'s main process, and the delivery's speed is that process's CPU.
 
-Only what the direct path sends comes here (``Http11Pool.request_head``): final ASCII headers, a body of bytes,
-``http``/``https``, no proxy. Everything else (logins, streamed bodies, HEAD, anything unusual) stays on
-aiohttp, through httpx. The failures are the httpx exceptions httpcore raises for the same failure.
+Only plain requests come here (``Http11Pool.request_head``): final ASCII headers, a body of bytes (empty for a
+POST such as the Fenix login), ``http``/``https``, no proxy. Everything else (streamed bodies, HEAD, GET,
+anything unusual) stays on aiohttp. The failures are the httpx exceptions httpcore raises for the same failure.
 
 A connection goes back to the pool only after a whole answer, with keep-alive; any error, timeout,
 cancellation or half-read body closes it, so an answer can never be read as another request's.
@@ -22,7 +22,7 @@ import asyncio
 import collections
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HIGH_WATER = 256 * 1024  # unread body bytes at which the socket stops being read
 _MAX_HEAD = 64 * 1024  # an answer's status line and header lines, together: past it the answer is refused
 _NOT_SENT_HERE = frozenset({"HEAD", "CONNECT"})  # their answers' framing differs: aiohttp handles them
+_EMPTY_BODY_OK = frozenset({"POST", "PUT", "PATCH"})  # sent with Content-Length: 0, as httpx does (a login)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 5.6.2)
 _SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "expect", "upgrade", "te"})
 _Key = tuple[str, str, int]
@@ -293,12 +294,16 @@ class Http11Pool:
         self.loop = asyncio.get_running_loop()  # connections belong to the loop that opened them
 
     def request_head(
-        self, method: str, url: str, headers: Mapping[str, str], content: bytes
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes, *, host: str | None = None
     ) -> tuple[_Key, bytes] | None:
-        """The connection key and the head of a request these connections can take: ASCII, a body, http or
-        https without credentials in the URL, header names that are tokens and values on one line, none of
-        the headers this head sets itself. None for anything else: aiohttp takes it, and says what is wrong."""
-        if not content or method in _NOT_SENT_HERE or not _plain(url) or " " in url:
+        """The connection key and the head of a request these connections can take: ASCII, a body (or an
+        empty one for POST, PUT and PATCH: ``Content-Length: 0``, as httpx sends), http or https without
+        credentials in the URL, header names that are tokens and values on one line, none of the headers
+        this head sets itself. ``host``: the Host value the caller wants, if any (it must be the URL's). None
+        for anything else: aiohttp takes it, and says what is wrong."""
+        if (not content and method not in _EMPTY_BODY_OK) or method in _NOT_SENT_HERE:
+            return None
+        if not _plain(url) or " " in url:
             return None
         scheme, _, rest = url.partition("://")
         netloc, slash, path = rest.partition("/")
@@ -307,6 +312,9 @@ class Http11Pool:
             origin = self._origin(scheme, netloc)
             if origin is None:
                 return None
+        key, host_line = origin
+        if host is not None and host_line != f"Host: {host}":
+            return None
         names = self._names
         for name in headers:
             if name not in names:
@@ -315,12 +323,35 @@ class Http11Pool:
                 names.add(name)
         if not _plain("".join(headers.values())):
             return None
-        key, host = origin
         target = (slash + path).partition("#")[0] or "/"  # a fragment is never sent
-        lines = [f"{method} {target} HTTP/1.1", host]
+        lines = [f"{method} {target} HTTP/1.1", host_line]
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         lines.append(f"Content-Length: {len(content)}\r\n\r\n")
         return key, "\r\n".join(lines).encode("ascii")
+
+    def request_head_of(
+        self, method: str, url: str, items: Iterable[tuple[str, str]], content: bytes
+    ) -> tuple[_Key, bytes] | None:
+        """``request_head`` for the headers of an ``httpx.Request`` (Host and Content-Length included, as
+        httpx set them): None when a name comes twice or Content-Length is not the body's."""
+        headers: dict[str, str] = {}
+        seen: set[str] = set()
+        host = None
+        for name, value in items:
+            lowered = name.lower()
+            if lowered in seen:
+                return None
+            seen.add(lowered)
+            if lowered == "host":
+                host = value
+            elif lowered == "content-length":
+                if value != str(len(content)):
+                    return None
+            else:
+                headers[name] = value
+        if "content-length" not in seen and (content or method not in _EMPTY_BODY_OK):
+            return None  # httpx frames such a body otherwise (chunked): aiohttp takes it
+        return self.request_head(method, url, headers, content, host=host)
 
     def _origin(self, scheme: str, netloc: str) -> tuple[_Key, str] | None:
         """The pool key and the Host line of ``scheme://netloc``, remembered (a run sends to a few)."""

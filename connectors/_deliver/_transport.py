@@ -1,11 +1,13 @@
-"""An httpx transport over aiohttp: httpx stays the client (auth flows, redirects off, timeouts, the
-``transport=`` option), aiohttp's connection pool and C HTTP/1.1 parser carry the bytes.
+"""An httpx transport on the delivery's own HTTP/1.1 connections, with aiohttp for the rest: httpx stays the
+client (auth flows, redirects off, timeouts, the ``transport=`` option).
 
 Measured on the delivery benchmark, httpx's default transport (httpcore, h11: pure Python, headers and body in
-two writes) costs ~0.8 ms of CPU a request on the 2-core machine; this one ~0.45 ms, of which aiohttp is ~0.25.
-The delivery's direct path (``Sender``, ``send_bytes``) goes further: its plain requests take the transport's
-own HTTP/1.1 connections (``_http11.py``, httptools' parser), a quarter of aiohttp's CPU a request.
-Every aiohttp error becomes the httpx exception httpcore would raise for the same failure, so callers catch
+two writes) costs ~0.8 ms of CPU a request on the 2-core machine; aiohttp's pool and C parser ~0.45 ms, of
+which aiohttp is ~0.25; the transport's own connections (``_http11.py``, httptools' parser) a quarter of
+that. So every plain request takes those connections: the delivery's direct path (``Sender``, ``send_bytes``)
+and any plain request httpx hands over (the Fenix login). Anything else (a streamed body, HEAD, a GET, an
+SNI override, headers that are not plain) goes on aiohttp, imported on its first use (``_aiohttp.py``).
+Every failure is the httpx exception httpcore would raise for the same failure, so callers catch
 ``httpx.TransportError`` and ``httpx.TimeoutException`` alike whatever carries the request. Responses are
 streamed: ``client.stream()`` and ``Response.aiter_bytes()`` read the body as it arrives, chunk by chunk.
 """
@@ -16,72 +18,29 @@ import asyncio
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
 from multidict import CIMultiDict
-from yarl import URL
 
 from ._auth import ShipmapAuth
 from ._http11 import Http11Pool
 
-_CHUNK = 64 * 1024
+if TYPE_CHECKING:
+    from ._aiohttp import AiohttpSession
+
 _DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's own defaults
-
-# Most specific first: aiohttp's timeout errors are also OSErrors and asyncio.TimeoutErrors.
-_ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
-    (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),
-    (aiohttp.SocketTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
-    (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
-    (aiohttp.ClientConnectorError, httpx.ConnectError),
-    (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
-    (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),
-    (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # a malformed status line or header
-    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
-    (aiohttp.ClientOSError, httpx.NetworkError),
-    (aiohttp.ClientConnectionError, httpx.NetworkError),
-    (aiohttp.ClientError, httpx.TransportError),
-    (TimeoutError, httpx.PoolTimeout),  # waiting for a free connection of the pool
-)
-
-
-def _as_httpx(
-    error: aiohttp.ClientError | TimeoutError, request: httpx.Request | None
-) -> httpx.TransportError:
-    """The httpx exception for an aiohttp failure (raise it ``from error``). A plain function, not a context
-    manager: the send path catches inline, which costs nothing when nothing fails."""
-    for theirs, ours in _ERRORS:
-        if isinstance(error, theirs):
-            return ours(str(error) or type(error).__name__, request=request)
-    return httpx.TransportError(str(error), request=request)  # pragma: no cover - the last rows match all
-
-
-class _ResponseStream(httpx.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request | None) -> None:
-        self._response = response
-        self._request = request
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._response.content.iter_chunked(_CHUNK):
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _as_httpx(error, self._request) from error
-
-    async def aclose(self) -> None:
-        # A body read to its end hands the connection back to the pool; one left half-read closes it.
-        self._response.release()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
-    """``httpx.AsyncClient(transport=AiohttpTransport(limits=...))``: HTTP/1.1 over aiohttp's pool.
+    """``httpx.AsyncClient(transport=AiohttpTransport(limits=...))``: HTTP/1.1 on the transport's own
+    connections (``_http11``) when a request is plain, else over aiohttp's pool.
 
     httpx keeps cookies, redirects, auth and content decoding: aiohttp gets a cookie jar that stores nothing,
     no automatic decompression and no redirects. Timeouts come from each request (httpx's ``timeout``
     extension): ``connect`` bounds connecting, ``pool`` the wait for a free connection, ``read`` every read.
-    aiohttp has no write timeout; a stalled write is bounded by the caller's overall deadline.
+    Neither pool has a write timeout; a stalled write is bounded by the caller's overall deadline.
     """
 
     def __init__(
@@ -93,12 +52,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._ssl = verify
         self._ssl_context: ssl.SSLContext | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._session: AiohttpSession | None = None
         self._http11: Http11Pool | None = None
-        self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
 
     def _context(self) -> ssl.SSLContext:
-        """The TLS settings of both pools, made once (loading the CA bundle costs ~60 ms)."""
+        """The TLS settings of both pools, made once, on the first https connection (loading the CA bundle
+        costs ~60 ms; a run on http:// never pays it)."""
         if self._ssl_context is None:
             if isinstance(self._ssl, ssl.SSLContext):
                 self._ssl_context = self._ssl
@@ -109,44 +68,38 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     self._ssl_context.verify_mode = ssl.CERT_NONE
         return self._ssl_context
 
-    def _open(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the event loop that will run it.
-        ssl_context: ssl.SSLContext | bool = self._context() if self._ssl is not False else False
-        connector = aiohttp.TCPConnector(
-            limit=self._limits.max_connections or 0,
-            keepalive_timeout=self._limits.keepalive_expiry or 5.0,
-            ssl=ssl_context,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            trust_env=False,
-            raise_for_status=False,
-        )
-
-    def _timeout(self, given: Mapping[str, Any]) -> aiohttp.ClientTimeout:
-        key = (given.get("connect"), given.get("read"), given.get("pool"))
-        timeout = self._timeouts.get(key)
-        if timeout is None:
-            connect, read, pool = key
-            total_connect = None if connect is None or pool is None else connect + pool
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=total_connect, sock_connect=connect, sock_read=read
+    def _pool(self) -> Http11Pool:
+        pool = self._http11
+        if pool is None or pool.loop is not asyncio.get_running_loop():
+            limits = self._limits
+            pool = self._http11 = Http11Pool(
+                max_connections=limits.max_connections,
+                keepalive_expiry=limits.keepalive_expiry,
+                ssl_context=self._context,
             )
-            self._timeouts[key] = timeout
-        return timeout
+        return pool
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        try:
+            content = request.content
+        except httpx.RequestNotRead:
+            content = None
+        if content is not None and "sni_hostname" not in request.extensions:
+            pool = self._pool()
+            prepared = pool.request_head_of(request.method, str(request.url), request.headers.multi_items(),
+                                            content)  # fmt: skip
+            if prepared is not None:
+                response = await pool.send(*prepared, content, timeout)
+                response.request = request
+                return response
         body: bytes | AsyncIterator[bytes] | None
         headers = CIMultiDict(request.headers.multi_items())
-        try:
-            body = request.content or None
-        except httpx.RequestNotRead:
+        if content is None:
             body = _chunks(request)
             headers.popall("Transfer-Encoding", None)  # aiohttp chunks a body of unknown length itself
-        timeout = request.extensions.get("timeout", {})
+        else:
+            body = content or None
         sni = request.extensions.get("sni_hostname")
         return await self._send(request.method, str(request.url), headers, body, timeout, request, sni)
 
@@ -157,14 +110,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         ``headers`` are final but for Host and Content-Length. It goes on this transport's own HTTP/1.1
         connections (``_http11``: a quarter of aiohttp's CPU a request) when it is plain enough for them;
         anything else, on aiohttp."""
-        pool = self._http11
-        if pool is None or pool.loop is not asyncio.get_running_loop():
-            limits = self._limits
-            pool = self._http11 = Http11Pool(
-                max_connections=limits.max_connections,
-                keepalive_expiry=limits.keepalive_expiry,
-                ssl_context=self._context,
-            )
+        pool = self._pool()
         prepared = pool.request_head(method, url, headers, content)
         if prepared is not None:
             return await pool.send(*prepared, content, timeout)
@@ -182,35 +128,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         session = self._session
         if session is None or session.closed:
-            session = self._session = self._open()
-        stream: httpx.AsyncByteStream
-        try:
-            response = await session.request(
-                method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=self._timeout(timeout),
-                server_hostname=sni,
+            from ._aiohttp import AiohttpSession  # ~0.1 s of imports: only for what the direct path refuses
+
+            ssl_context: ssl.SSLContext | bool = self._context() if self._ssl is not False else False
+            limits = self._limits
+            session = self._session = AiohttpSession(
+                limit=limits.max_connections or 0,
+                keepalive=limits.keepalive_expiry or 5.0,
+                ssl_context=ssl_context,
             )
-            if response.content.is_eof():
-                # The whole body came with the headers (aiohttp holds it already): hand it over as read.
-                stream = httpx.ByteStream(await response.read())
-            else:
-                stream = _ResponseStream(response, request)
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _as_httpx(error, request) from error
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode("ascii", "replace")
-        return httpx.Response(
-            response.status,
-            headers=response.raw_headers,
-            stream=stream,
-            request=request,
-            extensions=extensions,
-        )
+        return await session.send(method, url, headers, body, timeout, request, sni)
 
     async def aclose(self) -> None:
         pool, self._http11 = self._http11, None
@@ -264,6 +191,6 @@ class Sender:
             if response.status_code != 401 or not self._auth.retry_unauthorized:
                 return response
             await response.aclose()
-            self._auth.unauthorized(generation, URL(url, encoded=True).path)
+            self._auth.unauthorized(generation, urlsplit(url).path)
         request = self.client.build_request(method, url, content=content, headers=headers)
         return await self.client.send(request, stream=True)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +17,7 @@ import pytest
 from shipmap.connectors import BasicAuth, FenixSessionAuth, Sandbox
 from shipmap.connectors._deliver._transport import AiohttpTransport, Sender
 from test_auth import order_payload, rejected
+from test_runtime_support import order_event, write_config
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -194,3 +198,42 @@ def test_an_httpx_client_on_the_transport_sends_streamed_bodies_and_gets_httpx_r
 
     assert asyncio.run(main()) == (201, {"ok": True}, "Created")
     assert seen[0].get("transfer-encoding") == "chunked"
+
+
+def test_a_plain_request_from_httpx_takes_the_direct_path_with_the_headers_httpx_sends() -> None:
+    # The Fenix login: a POST with an empty body, through the client and its auth flow, not through Sender.
+    seen: list[dict[str, str]] = []
+    login_headers = {"username": "demo-user", "password": "demo-pass", "x-api-key": "demo-api-key"}
+    opened: list[object] = []
+
+    async def main() -> None:
+        async with raw_server(created, seen) as url:
+            for transport in (AiohttpTransport(), httpx.AsyncHTTPTransport()):
+                async with httpx.AsyncClient(transport=transport, headers={"X-Store": "s1"}) as client:
+                    response = await client.post(f"{url}/login", headers=login_headers)
+                    assert response.status_code == 201 and response.json() == {"ok": True}
+                    assert response.request.url == f"{url}/login"
+                    if isinstance(transport, AiohttpTransport):
+                        opened.append(transport._session)  # aiohttp's, made only when it carries a request
+
+    asyncio.run(main())
+    direct, through_httpx = seen
+    assert direct == through_httpx and direct["content-length"] == "0"
+    assert opened == [None]
+
+
+def test_a_run_on_http_never_imports_aiohttp(tmp_path: Path, sandbox: Sandbox) -> None:
+    # Its import costs ~0.1 s of CPU; the login and the deliveries all go on the direct path.
+    config = write_config(tmp_path, sandbox.url)
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(number)) + "\n" for number in range(3)))
+    probe = (
+        "import sys; from shipmap.connectors._cli import main;"
+        f"code = main(['run', {str(config)!r}, '--input', {str(events)!r}, '--no-progress']);"
+        "print(code, sorted(m for m in sys.modules if m.split('.')[0] in ('aiohttp', 'yarl')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout + done.stderr
+    assert sandbox.stats()["by_endpoint"] == {"fenix.login": 1, "fenix.orders": 3}
