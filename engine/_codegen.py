@@ -24,7 +24,7 @@ import jmespath.exceptions
 
 from ._expressions import _SCOPE_PREFIX, Scope, _variables, flatten_once, is_truthy
 from ._functions import MISSING, lookup_key
-from ._validator import CheckWriter, Unsupported, array_shape, object_shape
+from ._validator import CheckWriter, Unsupported, array_shape, compile_check, object_shape
 
 if TYPE_CHECKING:
     from ._compiler import MappingCompiler
@@ -238,7 +238,7 @@ class TargetWriter:
                 self.indent -= 1
 
     def constant_field(self, target: str, value: Any, schema: Any) -> None:
-        if schema is None:
+        if schema is None or _always_valid(schema, value):  # decided once, here, not for every payload
             self.emit(f"{target} = {self.constant(value)}")
             return
         held = self.fresh("t")  # a name: the test may call a method on it (5.is_integer() is no Python)
@@ -476,6 +476,15 @@ class TargetWriter:
                 f"else [{value} for {item} in {over} if ({value} := {each}) is not None])"
             )
         return None
+
+
+def _always_valid(schema: Any, value: Any) -> bool:
+    """Whether a constant of the mapping passes the check ``schema`` gives it (strict JSON included): then
+    the generated code writes it unchecked. Anything uncertain keeps the check."""
+    try:
+        return compile_check(schema, strict_json=True)(value) is True
+    except Exception:  # a schema the check writer does not decide: checked for each payload, as before
+        return False
 
 
 def generate(compiler: MappingCompiler, name: str, schema: Any = None) -> Callable[[Any], Any] | None:

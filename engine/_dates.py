@@ -126,6 +126,24 @@ def _render(moment: _dt.datetime) -> str:
     return text[:20] + text[20:26].rstrip("0") + text[26:]
 
 
+# Text already in the form _render writes (whole seconds, a ±HH:MM offset): most platforms send this.
+_RENDERED: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", re.ASCII)
+
+
+def _as_rendered(value: Any) -> str | None:
+    """``value`` itself when ``_render(_aware(value, zone))`` would give it back unchanged, whatever the zone
+    (it has an offset): text of the rendered form that is a real date-time. None when not known so."""
+    if type(value) is not str or len(value) != 25 or _RENDERED.fullmatch(value) is None:
+        return None
+    if value.endswith("-00:00"):  # rendered as +00:00
+        return None
+    try:
+        _dt.datetime.fromisoformat(value)  # a real date, hour and offset (under 24 hours)
+    except ValueError:
+        return None  # the full path words the error
+    return value
+
+
 def _zone_named(name: Any) -> zoneinfo.ZoneInfo:
     if not isinstance(name, str):
         raise _fail('a time zone name such as "America/New_York"', name)
@@ -141,7 +159,9 @@ def coerce_datetime(value: Any, zone: _dt.tzinfo | str) -> str | None:
     """``type: datetime``: ``datetime(value)`` with naive values read in ``zone`` (a tzinfo or IANA name)."""
     if value is None:
         return None
-    return _render(_aware(value, _zone_named(zone) if isinstance(zone, str) else zone))
+    tz = _zone_named(zone) if isinstance(zone, str) else zone
+    rendered = _as_rendered(value)
+    return rendered if rendered is not None else _render(_aware(value, tz))
 
 
 def coerce_date(value: Any, zone: _dt.tzinfo | str) -> str | None:
@@ -181,7 +201,8 @@ class Dates:
         tz = self._default_zone if zone is None else self._zone(zone)
         if value is None:
             return None
-        return _render(_aware(value, tz))
+        rendered = _as_rendered(value)
+        return rendered if rendered is not None else _render(_aware(value, tz))
 
     def datetime_in(self, value: Any, zone: Any) -> str | None:
         tz = self._zone(zone)

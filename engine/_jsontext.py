@@ -46,7 +46,9 @@ def dumps(value: Any, *, sort_keys: bool = False, plain: bool = False) -> bytes 
         data = orjson.dumps(value, default=_refuse, option=_SORTED if sort_keys else _PLAIN)
     except TypeError:  # orjson.JSONEncodeError is a TypeError
         return None
-    if b"0.0000" in data or _negative_exponent(data):
+    # rfind, not find or `in`: CPython's reverse search skips through JSON text about twice as fast (its
+    # letters and digits stall the forward search's skip table); the scans are most of what dumps costs.
+    if data.rfind(b"0.0000") >= 0 or _negative_exponent(data):
         return None
     if not plain and orjson.loads(data) != value:  # NaN written as null, an enum as its value, ...
         return None
@@ -55,11 +57,11 @@ def dumps(value: Any, *, sort_keys: bool = False, plain: bool = False) -> bytes 
 
 def _negative_exponent(data: bytes) -> bool:
     """Whether ``data`` holds a digit followed by ``e-`` (a float of negative exponent, or text like it)."""
-    at = data.find(b"e-")
+    at = data.rfind(b"e-")  # from the end (see dumps); JSON text never starts with "e-"
     while at > 0:
         if data[at - 1] in _DIGIT_BYTES:
             return True
-        at = data.find(b"e-", at + 2)
+        at = data.rfind(b"e-", 0, at)
     return False
 
 
@@ -67,7 +69,7 @@ def loads(text: str) -> Any:
     """``json.loads(text)`` where orjson's value is exactly json's; :data:`UNREAD` where it might not be or
     orjson refuses the text (read it with json then: it gives the value, or the error as json words it)."""
     data = text.encode("utf-8", "surrogatepass")
-    if _LONG_NUMBER in data.translate(_DIGITS):
+    if data.translate(_DIGITS).rfind(_LONG_NUMBER) >= 0:  # rfind: as in dumps
         return UNREAD
     try:
         return orjson.loads(data)

@@ -420,3 +420,29 @@ def test_produce_checked_stops_trying_checked_code_that_refuses_every_payload() 
     assert calls == _target._GIVE_UP + 1
     with pytest.raises(engine.PayloadValidationError):
         mapping.transform(broken)
+
+
+def test_a_literal_is_checked_once_when_the_checked_code_is_written_and_a_bad_one_still_refuses() -> None:
+    """A mapping's constant passes or fails its field's check the same way for every payload: the checked code
+    writes a valid one unchecked, and keeps the check of one that fails, so the full check words the error."""
+    path = REPO / "mappings" / "shopify" / "order.yaml"
+    text = path.read_text(encoding="utf-8")
+    document = json.loads(
+        (FIXTURES / "real" / "shopify" / "orders_cancelled_webhook.json").read_text("utf-8")
+    )
+    good = engine.parse_mapping(text, file="order.yaml").target("order")
+    assert assert_checked_agrees(good, document)
+    assert good._checked is not None and good._checked.__doc__
+    assert "= 'grms'\n" in good._checked.__doc__ and "= 'Shopify'\n" in good._checked.__doc__
+    assert "'grms'\n    if not" not in good._checked.__doc__
+
+    line = "total_weight: {value: total_weight, units: {literal: grms}}"
+    assert line in text
+    bad = engine.parse_mapping(text.replace(line, line.replace("grms", "5")), file="order.yaml")
+    target = bad.target("order")
+    assert not assert_checked_agrees(target, document)
+    payload, valid = target.produce_checked(document)
+    assert not valid and payload is not None and payload["total_weight"]["units"] == 5
+    with pytest.raises(engine.PayloadValidationError) as raised:
+        bad.transform(document)
+    assert [p.field for p in raised.value.problems] == ["order.total_weight.units"]

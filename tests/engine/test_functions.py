@@ -922,6 +922,50 @@ def test_plain_amount_text_gives_the_number_its_exact_decimal_gives(text: str) -
     assert type(got) is type(expected) and got == expected
 
 
+_EDGE_DATETIMES = [
+    "2023-01-01T10:00:00-00:00",
+    "2023-02-29T10:00:00+01:00",
+    "2024-02-29T10:00:00+01:00",
+    "2023-01-01T24:00:00+00:00",
+    "2023-01-01T10:00:00+24:00",
+    "0000-01-01T10:00:00+00:00",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.from_regex(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}[+-][0-9]{2}:[0-9]{2}", fullmatch=True
+    )
+    | st.builds(
+        lambda moment, minutes: moment.replace(tzinfo=dt.timezone(dt.timedelta(minutes=minutes))).isoformat(),
+        st.datetimes(min_value=dt.datetime(1, 1, 1, 1), max_value=dt.datetime(9999, 12, 30)).map(
+            lambda moment: moment.replace(microsecond=0)
+        ),
+        st.integers(min_value=-1439, max_value=1439),
+    )
+    | st.sampled_from(_EDGE_DATETIMES)
+)
+def test_text_already_in_the_written_form_comes_back_as_the_full_path_writes_it(text: str) -> None:
+    # datetime() returns such text as it is (engine/_dates.py _as_rendered), only where the full path
+    # (parse, then write) gives exactly that text; elsewhere the full path runs, and words any error.
+    from shipmap.engine import _dates
+
+    shortcut = _dates._as_rendered(text)
+    for zone in (_dates._UTC, zoneinfo.ZoneInfo("America/New_York")):
+        try:
+            full: str | None = _dates._render(_dates._aware(text, zone))
+        except FunctionError:
+            full = None
+        if shortcut is not None:
+            assert full == shortcut == text
+        if full is not None:
+            assert coerce_datetime(text, zone) == full
+            assert FUNCTIONS.call("datetime", text) == _dates._render(
+                _dates._aware(text, zoneinfo.ZoneInfo("America/New_York"))
+            )
+
+
 # -- docs ----------------------------------------------------------------------------------------------------
 
 

@@ -65,6 +65,7 @@ def finite(value: Any) -> bool:
 @example([float("inf"), None])
 @example({"\ud800": 1})
 @example([1e16, 1e-05, 1.5e-07, 2**64, -(2**63) - 1])
+@example({"a": "one-e-two", "b": [2.5e-07], "c": "free-shipping", "d": "pre-e-"})
 def test_dumps_gives_jsons_bytes_or_steps_aside(value: Any) -> None:
     for sort_keys in (False, True):
         new = _jsontext.dumps(value, sort_keys=sort_keys, plain=finite(value))
@@ -87,6 +88,21 @@ def test_canonical_text_and_payload_text_never_change(value: Any) -> None:
     if finite(value):
         assert outcome(canonical_json, value, plain=True) == outcome(old_canonical, value)
         assert outcome(encode_payload, value, plain=True) == outcome(old_payload, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (b'{"a":"free-shipping","b":"the-e-x"}', False),
+        (b'{"a":2.5e-7,"b":"free-shipping","c":"re-"}', True),  # before other "e-": every one is looked at
+        (b'{"a":"re-","b":[1e-9],"c":"pre-"}', True),
+        (b'{"a":"1e-","b":"x"}', True),  # text like an exponent: json decides, as before
+        (b'["e-",1]', False),
+        (b"[1.5]", False),
+    ],
+)
+def test_negative_exponents_are_found_wherever_they_sit(text: bytes, found: bool) -> None:
+    assert _jsontext._negative_exponent(text) is found
 
 
 def test_values_of_no_json_type_are_written_as_before() -> None:

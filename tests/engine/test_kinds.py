@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shipmap.engine import builtin_kinds, get_kind
 from shipmap.engine._kinds import SchemaCheck
 
@@ -123,6 +127,34 @@ def test_route_fills_and_quotes_payload_fields() -> None:
     )
     with pytest.raises(KeyError):
         route.render({"id": "F1"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "order_id", "other"]),
+        st.none() | st.booleans() | st.integers() | st.text() | st.lists(st.integers(), max_size=2),
+    ),
+    st.sampled_from(["/api/v1/order/{order_id}/fulfillment/{id}/created", "{id}", "/plain", "/{id}{id}/x"]),
+)
+def test_route_paths_are_what_quoting_every_placeholder_gives(payload: dict[str, Any], path: str) -> None:
+    # Route.render skips quote() for letters and digits; the path, or the KeyError, is quote()'s.
+    def quoted(match: re.Match[str]) -> str:
+        value = payload.get(match.group(1))
+        if value is None or value == "":
+            raise KeyError(match.group(1))
+        return quote(str(value), safe="")
+
+    route = get_kind("fenix.fulfillment").route
+    try:
+        expected: Any = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", quoted, path)
+    except KeyError as error:
+        expected = ("missing", error.args)
+    try:
+        got: Any = route.render(payload, path=path)
+    except KeyError as error:
+        got = ("missing", error.args)
+    assert got == expected
 
 
 def test_fast_check_and_explanation_agree_on_every_mutation() -> None:
