@@ -59,7 +59,9 @@ def _events(path: Path) -> Path:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-def test_a_kill_while_the_writer_holds_uncommitted_marks_loses_nothing(tmp_path: Path, sandbox: Sandbox) -> None:
+def test_a_kill_while_the_writer_holds_uncommitted_marks_loses_nothing(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
     config = write_config(tmp_path, sandbox.url)
     events = _events(tmp_path / "events.ndjson")
     held = tmp_path / "held.json"
