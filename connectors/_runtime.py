@@ -335,8 +335,10 @@ class _Execution:
         except BaseExceptionGroup as group_error:
             # The TaskGroup wraps whatever stopped the run (an unreadable input, a journal error): callers
             # and the CLI's exit codes want the error itself. What was pending stays pending for the next run.
-            if len(group_error.exceptions) == 1:
-                raise group_error.exceptions[0] from None
+            # The journal writer's one error can reach several tasks (each raises the same object).
+            errors = list({id(error): error for error in group_error.exceptions}.values())
+            if len(errors) == 1:
+                raise errors[0] from None
             raise
         finally:
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
