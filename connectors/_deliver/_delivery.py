@@ -36,6 +36,7 @@ from .._errors import AuthError
 from .._redact import Redactor, get_logger
 from ._auth import ShipmapAuth, read_capped
 from ._breaker import CircuitBreaker, MemoryStore, Outage, RateLimiter, StateStore
+from ._deadline import TaskDeadline
 from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -160,6 +161,9 @@ class Deliverer:
             if c.max_rate
         }
         self._blocked_since: dict[str, float] = {}  # when this run first found a connection's breaker open
+        self._deadlines: dict[
+            asyncio.Task[Any], TaskDeadline
+        ] = {}  # timeout.total, one timer per sending task
 
     async def __aenter__(self) -> Deliverer:
         limit = self.settings.concurrency
@@ -187,6 +191,9 @@ class Deliverer:
     ) -> None:
         clients, self._clients = self._clients, {}
         self._senders = {}
+        deadlines, self._deadlines = self._deadlines, {}
+        for deadline in deadlines.values():
+            deadline.close()
         for client in clients.values():
             await client.aclose()
 
@@ -201,6 +208,7 @@ class Deliverer:
         limit = self.settings.response_excerpt_chars
         retry_unauthorized = self.auths[name].retry_unauthorized
         body = request.body()
+        task_deadline = self._deadline()
         started = time.perf_counter()
         attempt = 0
         counted = 0  # attempts that count towards max_attempts: not those that failed into an open breaker
@@ -225,7 +233,7 @@ class Deliverer:
             excerpt: str | None = None
             outage = refused = False
             try:
-                async with asyncio.timeout(deadline):
+                with task_deadline.limit(deadline):
                     response = await sender.send(request.method, request.url, body, request.headers)
                     try:
                         status = response.status_code
@@ -296,6 +304,21 @@ class Deliverer:
             if self._on_retry is not None:
                 self._on_retry(request, attempt, reason, delay)
             await self._sleep(delay)
+
+    def _deadline(self) -> TaskDeadline:
+        """The calling task's deadline timer (``asyncio.timeout`` arms one per request), forgotten with it."""
+        task = asyncio.current_task()
+        assert task is not None, "Deliverer.send runs in a task"
+        found = self._deadlines.get(task)
+        if found is None:
+            found = self._deadlines[task] = TaskDeadline(task)
+            task.add_done_callback(self._forget_deadline)
+        return found
+
+    def _forget_deadline(self, task: asyncio.Task[Any]) -> None:
+        deadline = self._deadlines.pop(task, None)
+        if deadline is not None:
+            deadline.close()
 
     def _give_up_at(self, name: str) -> float:
         """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run
