@@ -166,6 +166,31 @@ def test_the_worker_process_yields_the_core_to_the_process_that_sends() -> None:
     assert asyncio.run(collect()) == [min(parent + WORKER_NICENESS, 19)]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="F_SETPIPE_SZ is Linux's")
+def test_the_pipe_from_the_worker_process_holds_whole_batches() -> None:
+    # A batch is 16 events of ~8.4 KB: a 64 KiB pipe made both processes block and wake several times each.
+    import fcntl
+
+    from shipmap.connectors._intake import _pipeline
+
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    items = [{"text": "x" * 8400, "index": index} for index in range(200)]  # ~1.7 MB: more than the pipe
+
+    async def collect() -> tuple[int, list[Any]]:
+        producer = ForkedProducer(lambda: iter([items[:100], items[100:]]))
+        producer.start()
+        assert producer._read_fd is not None
+        size = fcntl.fcntl(producer._read_fd, fcntl.F_GETPIPE_SZ)
+        seen: list[Any] = []
+        async for batch in producer.batches():
+            seen.extend(batch)
+        return size, seen
+
+    size, seen = asyncio.run(collect())
+    assert size == min(_pipeline._PIPE_SIZE, allowed) or allowed < _pipeline._PIPE_SIZE
+    assert _pipeline._PIPE_SIZE >= 16 * 8400 and seen == items
+
+
 class _Interrupt(BaseException):
     """Stands for the process dying: nothing after it runs (a BaseException, so no handler catches it)."""
 
