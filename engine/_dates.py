@@ -127,7 +127,7 @@ def _render(moment: _dt.datetime) -> str:
 
 
 # Text already in the form _render writes (whole seconds, a ±HH:MM offset): most platforms send this.
-_RENDERED: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", re.ASCII)
+_RENDERED: Final = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:[0-5]\d", re.ASCII)
 
 
 def _as_rendered(value: Any) -> str | None:
