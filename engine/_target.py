@@ -162,10 +162,17 @@ class CompiledTarget:
                 return payload, True
         return self.produce(source), False
 
-    def _checked_code(self) -> Callable[[Any], Any] | None:
+    def prepare(self) -> None:
+        """Write the checked generated code now, not when a second payload is validated: for a caller that
+        will map many documents (``shipmap run``'s worker process, before its first event). Its first payload
+        is then made by that code too, so the kind's own check, which only a refused payload needs, is not
+        compiled for it."""
+        self._checked_code(now=True)
+
+    def _checked_code(self, *, now: bool = False) -> Callable[[Any], Any] | None:
         with self._lock:
             self._validated += 1
-            if self._write_checked is not None and self._validated > 1:
+            if self._write_checked is not None and (now or self._validated > 1):
                 write, self._write_checked = self._write_checked, None
                 try:
                     self._checked = write()

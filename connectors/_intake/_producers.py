@@ -52,6 +52,7 @@ async def produce(
 def produce_packed(mapper: EventMapper, events: Iterable[Any]) -> Iterator[list[tuple[Any, ...]]]:
     """``produce`` in the worker process: batches (small at first, so sending starts at once) of events
     packed as tuples, which cross the pipe and unpickle faster than the step objects."""
+    mapper.prepare()  # the checked code at once: the first payloads need no kind check compiled for them
     batch: list[tuple[Any, ...]] = []
     size = 2
     for index, item in enumerate(events):

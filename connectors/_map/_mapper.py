@@ -67,6 +67,14 @@ class EventMapper:
         self._first_only = events.routing == "first"
         self._idempotency = config.delivery.idempotency
 
+    def prepare(self) -> None:
+        """Compile now what the first events would make each target compile (its checked generated code):
+        for a process about to map many events, such as ``shipmap run``'s worker."""
+        for route in self.routes:
+            for planned in route.targets.values():
+                if planned.enabled:
+                    route.mapping.target(planned.name).prepare()
+
     def _routes_for(self, event: Any) -> list[PlannedRoute]:
         chosen: list[PlannedRoute] = []
         topic: Any = None

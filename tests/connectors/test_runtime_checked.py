@@ -156,3 +156,39 @@ def test_the_run_uses_the_checked_code_and_sends_what_the_full_check_passes(
     notify = sandbox.requests(endpoint="dg.execution")
     assert notify and all(r.body["external_id"] == r.body["inputs"]["external_id"] for r in notify)
     assert dead_reasons(tmp_path / "journal.db") == BEFORE
+
+
+def test_the_worker_writes_each_targets_checked_code_before_its_first_event(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """``shipmap run``'s worker (``produce_packed``) writes every target's checked code at once: its very first
+    payload is made and vouched for by that code, with the same request as a run in one process sends."""
+    from shipmap.connectors._intake._producers import produce_packed
+    from shipmap.connectors._map._steps import Job, unpack
+
+    config = write_config(tmp_path, sandbox.url)
+    runtime = Runtime.from_config(config, environ=environ(sandbox.url))
+    writable = [
+        route.mapping.target(name)
+        for route in runtime.mapper.routes
+        for name, planned in route.targets.items()
+        if planned.enabled and route.mapping.target(name)._write_checked is not None
+    ]
+    assert writable and all(target._checked is None for target in writable)
+    batches = list(produce_packed(runtime.mapper, [order_event(0)]))
+    assert all(target._checked is not None for target in writable)
+    (event,) = [unpack(packed) for batch in batches for packed in batch]
+    sent = [step for step in getattr(event, "steps", ()) if isinstance(step, Job)]
+    fresh = Runtime.from_config(config, environ=environ(sandbox.url))  # nothing written yet: the plain code
+    (record,) = read_documents([_ndjson(tmp_path, order_event(0))])
+    mapped = fresh.mapper.expand_event(record, None)
+    expected = [step for step in getattr(mapped, "steps", ()) if isinstance(step, Job)]
+    assert sent and [(j.key, j.text, j.request.url) for j in sent] == [
+        (j.key, j.text, j.request.url) for j in expected
+    ]
+
+
+def _ndjson(directory: Path, event: dict[str, Any]) -> Path:
+    path = directory / "one.ndjson"
+    path.write_text(json.dumps(event) + "\n", encoding="utf-8")
+    return path
