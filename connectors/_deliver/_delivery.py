@@ -161,9 +161,8 @@ class Deliverer:
             if c.max_rate
         }
         self._blocked_since: dict[str, float] = {}  # when this run first found a connection's breaker open
-        self._deadlines: dict[
-            asyncio.Task[Any], TaskDeadline
-        ] = {}  # timeout.total, one timer per sending task
+        # timeout.total: one timer per sending task
+        self._deadlines: dict[asyncio.Task[Any], TaskDeadline] = {}
 
     async def __aenter__(self) -> Deliverer:
         limit = self.settings.concurrency

@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
 from test_runtime_support import environ, order_event, write_config
 
 FAST_BREAKER = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "200ms", "outage_wait": "20s"}
+# An endpoint that stays down: the run gives up on it (exit 9) after half a second.
+OUTAGE_BREAKER = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "100ms", "outage_wait": "500ms"}
 
 
 def free_port() -> int:
@@ -146,8 +148,7 @@ def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_deliv
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    breaker = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "100ms", "outage_wait": "500ms"}
-    config = orders_only(tmp_path, url, breaker=breaker)
+    config = orders_only(tmp_path, url, breaker=OUTAGE_BREAKER)
     events = tmp_path / "events.ndjson"
     events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 105)))
     argv = ["run", str(config), "--input", str(events), "--no-progress", "--workers", "0"]
@@ -169,18 +170,17 @@ def test_shipmap_replay_exits_9_when_the_endpoint_is_down_and_the_next_run_deliv
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    breaker = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "100ms", "outage_wait": "500ms"}
     events = tmp_path / "events.ndjson"
     events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 4)))
     # Dead letters first: a path the sandbox refuses (400) for every order.
     wrong_path = {"order": {"path": "/api/v1/orders/{number}/created"}}
     mappings = [{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create", "targets": wrong_path}]
     with Sandbox(port=port):
-        write_config(tmp_path, url, mappings=mappings, delivery={"breaker": breaker})
+        write_config(tmp_path, url, mappings=mappings, delivery={"breaker": OUTAGE_BREAKER})
         assert main(["run", str(tmp_path / "shipmap.yaml"), "-i", str(events), "--no-progress"]) == 8
     capsys.readouterr()
     # The mapping fixed, the endpoint down: the replay parks them, exit 9 (not 8: nothing is dead now).
-    config = orders_only(tmp_path, url, breaker=breaker)
+    config = orders_only(tmp_path, url, breaker=OUTAGE_BREAKER)
     assert main(["replay", str(config), "--no-progress"]) == EXIT_OUTAGE
     out = capsys.readouterr().out
     assert "3 deliveries left pending" in out and "connection fenix is down" in out
