@@ -403,11 +403,25 @@ class Outbox:
             await self.writer.drain()
             self._settle_units()
 
+    async def room_for_mark(self) -> None:
+        """Wait until one more answered delivery may wait for its mark: never more than ``_FLUSH_MARKS`` do
+        (a kill re-sends at most those, and what is in flight). A sender awaits it with an answer in hand,
+        before ``delivered``; only a writer thread's flushes can make it wait (behind a checkpoint, say),
+        and then only the senders with answers wait: the loop goes on reading the others' answers."""
+        while len(self._marks) + self._marking >= _FLUSH_MARKS:
+            # Every mark waiting has been handed to the writer (``delivered`` flushes at half the bound):
+            # wait for the oldest unit that holds some.
+            held = next(future for future, marks, _ in self._units if marks)
+            if held.done():  # committed after the lookup of a batch being decided: counted once it is
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait([asyncio.wrap_future(held)])
+            self._settle_units()  # raises the unit's error, if it failed: the run stops there
+
     def delivered(self, key: str, status: int, attempts: int) -> None:
-        """Mark a delivery delivered; the mark is committed with the next batch of them. Never more than
-        ``_FLUSH_MARKS`` answered deliveries wait for their mark (a kill re-sends at most those): with a
-        writer thread, a flush goes at half of them, and when the previous flush is still running once the
-        rest have come, the loop waits for it."""
+        """Mark a delivery delivered; the mark is committed with the next batch of them. Await
+        ``room_for_mark`` first: with a writer thread, flushes go to it at half the bound, without waiting
+        for the one before."""
         if not self._marks:
             self._marks_since = time.monotonic()
         self._marks.append((key, status, attempts))
@@ -416,14 +430,8 @@ class Outbox:
                 self.flush_marks()
             return
         self._settle_units()
-        if len(self._marks) < _FLUSH_MARKS // 2:
-            return
-        if self._marking:
-            if len(self._marks) + self._marking < _FLUSH_MARKS:
-                return
-            self.writer.wait()  # the bound: block until the writer has committed the marks it holds
-            self._settle_units()
-        self.flush_marks()
+        if len(self._marks) >= _FLUSH_MARKS // 2:
+            self.flush_marks()
 
     def release(self, key: str) -> None:
         """A delivery this run no longer holds (parked, or its lease lost): a repeat of its event may send it.

@@ -68,12 +68,6 @@ class JournalWriter:
             self._forget_done()
         self.raise_error()
 
-    def wait(self) -> None:
-        """``drain`` from synchronous code: blocks the caller (the loop, at the bound on unmarked answers)."""
-        concurrent.futures.wait(list(self._units))
-        self._forget_done()
-        self.raise_error()
-
     def raise_error(self) -> None:
         if self._error is not None:
             raise self._error

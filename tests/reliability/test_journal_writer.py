@@ -4,6 +4,7 @@ raised on the thread stops the run with the same message and exit code as one ra
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import os
@@ -130,3 +131,87 @@ def test_a_journal_error_on_the_writer_thread_is_a_clear_exit_7_and_the_next_run
     assert main(argv) == 0
     delivered = {r.order_id for r in sandbox.requests(endpoint="fenix.orders")}
     assert delivered == {str(1000 + n) for n in range(1, EVENTS + 1)}
+
+
+def test_a_stalled_writer_holds_back_the_senders_with_answers_never_the_event_loop(
+    tmp_path: Path, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush of delivered marks stalls on the writer thread (as behind a long checkpoint). The senders
+    with answers wait for room, so never more than 16 answered deliveries wait for their mark, and nothing
+    more is sent meanwhile; the event loop itself keeps running (a task of its own is watching)."""
+    from shipmap.connectors import Runtime, _runtime
+    from shipmap.connectors._store._outbox import Outbox
+
+    stalled, release = threading.Event(), threading.Event()
+
+    class StallingJournal(Journal):
+        flushes = 0  # flushes of marks on the writer thread (only it counts them)
+
+        def mark_delivered_many(self, rows: Any) -> int:
+            on_writer = threading.current_thread().name.startswith("shipmap-journal")
+            if on_writer and not self._db.in_transaction:  # a flush, not a batch's commit
+                StallingJournal.flushes += 1
+                if StallingJournal.flushes == 3:
+                    stalled.set()
+                    release.wait(60)  # the watcher releases it; the deadline only ends a broken test
+            return int(super().mark_delivered_many(rows))
+
+    outboxes: list[WatchedOutbox] = []
+
+    class WatchedOutbox(Outbox):
+        most_unmarked = 0
+        waiting = 0  # senders waiting for room, answer in hand
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            outboxes.append(self)
+
+        def unmarked(self) -> int:
+            return len(self._marks) + self._marking
+
+        async def room_for_mark(self) -> None:
+            self.waiting += 1
+            try:
+                await super().room_for_mark()
+            finally:
+                self.waiting -= 1
+
+        def delivered(self, key: str, status: int, attempts: int) -> None:
+            super().delivered(key, status, attempts)
+            self.most_unmarked = max(self.most_unmarked, self.unmarked())
+
+    monkeypatch.setattr(_runtime, "Journal", StallingJournal)
+    monkeypatch.setattr(_runtime, "Outbox", WatchedOutbox)
+    sandbox.set_faults("slow=1:0.005")  # answers slower than mapping: the send queue is full at the stall
+    runtime = Runtime.from_config(write_config(tmp_path, sandbox.url), environ=environ(sandbox.url))
+    held: dict[str, int] = {}
+
+    async def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not (stalled.is_set() and outboxes and outboxes[0].waiting == CONCURRENCY):
+            assert time.monotonic() < deadline, "the senders never all waited for room behind the stall"
+            await asyncio.sleep(0.002)
+        outbox = outboxes[0]  # every sender holds an answer and waits, and this task still runs
+        with Journal(tmp_path / "journal.db", readonly=True) as journal:
+            held["committed"] = journal.counts().get("delivered", 0)
+        held["unmarked"] = outbox.unmarked()
+        held["sent"] = len(sandbox.requests(endpoint="fenix.orders"))
+        release.set()
+
+    async def run() -> Any:
+        summary, _ = await asyncio.gather(
+            runtime.run_async(order_event(n) for n in range(1, EVENTS + 1)), watch()
+        )
+        return summary
+
+    try:
+        summary = asyncio.run(run())
+    finally:
+        release.set()
+    assert summary.delivered == EVENTS
+    assert held["unmarked"] == 16  # the bound, reached and not passed
+    # Sent while stalled: what was committed, the 16 answers waiting for their mark, one answer per sender.
+    assert held["sent"] == held["committed"] + 16 + CONCURRENCY
+    assert outboxes[0].most_unmarked <= 16
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"delivered": EVENTS}
