@@ -89,7 +89,8 @@ def test_a_probe_whose_worker_died_is_taken_over_after_its_lease(postgres_url: s
 
 
 def test_rate_slots_are_claimed_atomically_by_many_workers(postgres_url: str) -> None:
-    rate, claims = 50.0, 40
+    # Slots 0.2 s apart: claims made on a loaded machine never outrun them (the sleeps are only recorded).
+    rate, claims = 5.0, 40
 
     async def scenario() -> tuple[float, float, float]:
         a, b = await two_workers(postgres_url)
