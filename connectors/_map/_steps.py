@@ -124,7 +124,9 @@ def unpack(packed: tuple[Any, ...]) -> Item:
             steps.append(step)
         elif step[0] == "j":
             _, key, mapping, target, source, where, idem, connection, method, url, headers, label, text = step
-            request = OutboundRequest(connection, method, url, None, headers, label, text.encode("utf-8"))
+            request = OutboundRequest(
+                connection, method, url, None, headers, label, text.encode("utf-8"), key
+            )
             steps.append(Job(key, mapping, target, source, where, idem, request, text))
         else:
             steps.append(RouteStart(step[1], step[2]))

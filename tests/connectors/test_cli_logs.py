@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import logging
 import re
+import selectors
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from shipmap.connectors import Sandbox
+import pytest
+from shipmap.connectors import RedactingFilter, Redactor, Sandbox
+from shipmap.connectors._cli._logging import LOG_FORMATS, StderrHandler, formatter
+from shipmap.connectors._redact import get_logger
 from test_runtime_support import order_event, write_config
 
 CLI = [sys.executable, "-c", "import sys; from shipmap.connectors._cli import main; sys.exit(main())"]
@@ -48,6 +57,9 @@ def test_json_logs_are_one_object_a_line_with_the_event_fields(
     retries = [r for r in records if "retrying in" in r["message"]]
     assert [r["attempt"] for r in retries] == [1, 2]
     assert retries[0]["key"] == retries[1]["key"] and retries[0]["target"] == "acme-orders.order"
+    assert retries[0]["key"] in {
+        r["key"] for r in delivered
+    }  # the delivery's key, also when mapped in a worker
     assert max(r["attempt"] for r in delivered) == 3
     assert any(r["level"] == "WARNING" and "rejected input record" in r["message"] for r in records)
 
@@ -65,3 +77,139 @@ def test_log_format_after_the_command_and_a_bad_value(tmp_path: Path) -> None:
     bad = subprocess.run([*CLI, "validate", "x.yaml", "--log-format", "xml"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "argument --log-format: invalid choice: 'xml'" in bad.stderr
+
+
+class _Writes(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def _stderr_logger(name: str, stream: io.StringIO) -> tuple[logging.Logger, StderrHandler]:
+    handler = StderrHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"shipmap.test.{name}")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def test_lines_an_event_loop_logs_are_written_once_an_iteration_and_before_it_waits() -> None:
+    stream = _Writes()
+    logger, handler = _stderr_logger("batched", stream)
+    logged: list[str] = []
+    waits: list[tuple[str, str]] = []  # (lines logged, lines written) whenever the loop may block
+
+    class Watching(selectors.DefaultSelector):
+        def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+            if timeout is None or timeout > 0:
+                waits.append(("".join(logged), stream.getvalue()))
+            return super().select(timeout)
+
+    async def deliver(name: str) -> None:
+        for n in range(3):
+            for line in (f"{name} {n} a", f"{name} {n} b"):
+                logger.info(line)
+                logged.append(line + "\n")
+            assert not stream.getvalue().endswith(f"{name} {n} b\n")  # kept until the next iteration
+            await asyncio.sleep(0.001)  # the loop waits for a timer
+
+    async def run() -> None:
+        await asyncio.gather(deliver("x"), deliver("y"))
+
+    loop = asyncio.SelectorEventLoop(Watching())
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
+        logger.removeHandler(handler)
+    assert stream.getvalue() == "".join(logged)
+    assert waits and all(written == so_far for so_far, written in waits)
+    assert stream.writes < len(logged)  # x's and y's lines of one iteration go out in one write
+
+
+def test_lines_without_an_event_loop_are_written_at_once_after_the_kept_ones() -> None:
+    stream = _Writes()
+    logger, handler = _stderr_logger("unbatched", stream)
+    logger.info("before")
+    assert stream.getvalue() == "before\n"
+
+    async def with_a_thread() -> None:
+        logger.info("in the loop")
+        thread = threading.Thread(target=logger.info, args=("from a thread",))
+        thread.start()
+        thread.join()
+        assert stream.getvalue() == "before\nin the loop\nfrom a thread\n"  # in the order logged
+        logger.info("kept")
+        handler.flush()
+        assert stream.getvalue().endswith("from a thread\nkept\n")
+        for n in range(StderrHandler.MAX_KEPT):
+            logger.info("burst %d", n)
+        assert stream.getvalue().endswith(f"burst {StderrHandler.MAX_KEPT - 1}\n")  # bounded
+
+    try:
+        asyncio.run(with_a_thread())
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().count("\n") == 4 + StderrHandler.MAX_KEPT
+
+
+@pytest.mark.parametrize("log_format", LOG_FORMATS)
+def test_a_runtime_line_is_the_same_whether_or_not_a_record_is_made(log_format: str) -> None:
+    # Alone on the way to the root, the command line's handler takes the runtime's lines without records;
+    # with another handler there (an embedding program's), records are made, and that handler gets each one.
+    stream = io.StringIO()
+    handler = StderrHandler(stream)
+    handler.setFormatter(formatter(log_format))
+    redactor = Redactor(["s3cret-token"])
+    handler.addFilter(RedactingFilter(redactor))
+    runtime = get_logger("linetest", redactor)
+    logger = logging.getLogger("shipmap.connectors.linetest")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    theirs: list[logging.LogRecord] = []
+    embedding = logging.Handler()
+    embedding.emit = theirs.append  # type: ignore[method-assign]
+    try:
+        fields = {"key": "k" * 64, "target": "m.t", "attempt": 2}
+        made = 0
+        make = logging.getLogRecordFactory()
+
+        def counting(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            nonlocal made
+            made += 1
+            return make(*args, **kwargs)
+
+        logging.setLogRecordFactory(counting)
+        try:
+            runtime.info("delivered %s: HTTP %d", "m.t s3cret-token", 201, extra=fields)
+        finally:
+            logging.setLogRecordFactory(make)
+        assert made == 0  # written without a record
+        logger.propagate = True
+        logging.getLogger("shipmap.connectors").addHandler(embedding)
+        runtime.info("delivered %s: HTTP %d", "m.t s3cret-token", 201, extra=fields)
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger("shipmap.connectors").removeHandler(embedding)
+        logger.propagate = True
+    direct, recorded = stream.getvalue().splitlines()
+    assert len(theirs) == 1 and theirs[0].getMessage() == "delivered m.t ***: HTTP 201"
+    if log_format == "json":
+        direct_entry, recorded_entry = json.loads(direct), json.loads(recorded)
+        assert re.fullmatch(TIMESTAMP, direct_entry.pop("time")) and recorded_entry.pop("time")
+        assert direct_entry == recorded_entry == {
+            "level": "INFO", "logger": "shipmap.connectors.linetest", "message": "delivered m.t ***: HTTP 201",
+            **fields,
+        }  # fmt: skip
+    else:
+        assert re.fullmatch(
+            rf"{TIMESTAMP} INFO shipmap\.connectors\.linetest: delivered m\.t \*\*\*: HTTP 201", direct
+        )
+        assert direct[24:] == recorded[24:]
