@@ -240,7 +240,8 @@ class Deliverer:
                             raw = await read_capped(response, BODY_CAP)
                             excerpt = self.redactor.excerpt(raw.decode("utf-8", "replace"), limit)
                     finally:
-                        await response.aclose()
+                        if type(response.stream) is not httpx.ByteStream:  # else whole: nothing to close
+                            await response.aclose()
             except AuthError as error:
                 status, retryable = error.status, error.retryable
                 reason = self.redactor.redact(error.message)

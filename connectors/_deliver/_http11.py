@@ -37,6 +37,9 @@ _EMPTY_BODY_OK = frozenset({"POST", "PUT", "PATCH"})  # sent with Content-Length
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 5.6.2)
 _SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "expect", "upgrade", "te"})
 _Key = tuple[str, str, int]
+# The headers by which an answer's body ends (else it ends when the server closes), and their lengths.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_FRAMING_LENGTHS = frozenset(len(name) for name in _FRAMING)
 
 
 def _plain(text: str) -> bool:
@@ -66,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
+        self._framed = False  # a Content-Length or Transfer-Encoding header came
         self._head_bytes = 0
         self.chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -122,6 +126,8 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) in _FRAMING_LENGTHS and name.lower() in _FRAMING:
+            self._framed = True
         self._count_head(len(name) + len(value))
 
     def _count_head(self, size: int) -> None:
@@ -136,8 +142,7 @@ class _Connection(asyncio.Protocol):
             self._informational = True
             return
         self.status = status
-        names = {name.lower() for name, _ in self.headers}
-        self._until_close = b"content-length" not in names and b"transfer-encoding" not in names
+        self._until_close = not self._framed
         self.headers_done = True
         self._wake()
 
@@ -151,7 +156,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._informational:
             self._informational = False
-            self.reason, self.headers = b"", []
+            self.reason, self.headers, self._framed = b"", [], False
             return
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
