@@ -315,11 +315,9 @@ class _Execution:
                 keeper = group.create_task(self.leases.keep(queue)) if self.journal.shared else None
                 for job in outbox.recover():
                     await queue.put(job)
-                if decide:  # a run (a replay's producer reads the journal itself as it goes)
-                    outbox.start_writer()
                 async for batch in producer:
                     self.summary.events += len(batch)
-                    for job in await outbox.settle_async(batch, decide=decide):
+                    for job in outbox.settle(batch, decide=decide):
                         await queue.put(job)
                     self._report()
                 if self.journal.shared and wait_for_others:
@@ -328,7 +326,6 @@ class _Execution:
                 for _ in range(concurrency):
                     await queue.put(None)
                 await asyncio.gather(*workers)
-                await outbox.finish()
                 flusher.cancel()
                 if keeper is not None:
                     keeper.cancel()
@@ -344,7 +341,6 @@ class _Execution:
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):
                 outbox.flush_marks()
-            outbox.stop_writer()  # after its last units: the journal closes next
             if shared is not None:
                 await shared.aclose()
         self.summary.elapsed = time.perf_counter() - self.started

@@ -70,7 +70,6 @@ class DeliveryWorkers:
                 self.outbox.release(job.key)
             elif outcome.delivered:
                 assert outcome.status is not None
-                await self.outbox.room_for_mark()  # the bound on answers waiting for their mark
                 self.outbox.delivered(job.key, outcome.status, outcome.attempts)
                 stats.delivered += 1
                 stats.latency.add(outcome.latency)

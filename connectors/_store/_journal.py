@@ -201,9 +201,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if exclusive:
             self._take_run_lock()
-        # check_same_thread=False: a run's journal writer thread uses it (never two threads at a time).
-        connection = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self._db = _Guarded(connection, self.path)
+        self._db = _Guarded(sqlite3.connect(self.path, isolation_level=None, timeout=30.0), self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -274,19 +272,6 @@ class Journal:
         if self._lock_file is not None:
             self._lock_file.close()  # closing drops the flock
             self._lock_file = None
-
-    def checkpoint_by_hand(self) -> None:
-        """SQLite: no auto-checkpoint inside commits; the caller runs ``checkpoint()`` (the journal writer)."""
-        if self.backend == "sqlite":
-            self._db.execute("PRAGMA wal_autocheckpoint=0")
-
-    def checkpoint(self) -> int:
-        """SQLite: copy the WAL's pages into the database without waiting for readers (``PASSIVE``); the
-        WAL's frames before it, 0 when there was nothing to copy."""
-        if self.backend != "sqlite":
-            return 0
-        row = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        return int(row[1]) if row is not None and row[1] > 0 else 0
 
     @property
     def shared(self) -> bool:
