@@ -233,15 +233,21 @@ class Deliverer:
             outage = refused = False
             try:
                 with task_deadline.limit(deadline):
-                    response = await sender.send(request.method, request.url, body, request.headers)
-                    try:
-                        status = response.status_code
-                        if not 200 <= status < 300 and limit:
-                            raw = await read_capped(response, BODY_CAP)
-                            excerpt = self.redactor.excerpt(raw.decode("utf-8", "replace"), limit)
-                    finally:
-                        if type(response.stream) is not httpx.ByteStream:  # else whole: nothing to close
-                            await response.aclose()
+                    answer = await sender.send(
+                        request.method, request.url, body, request.headers, success_as_status=True
+                    )
+                    if isinstance(answer, int):  # a whole 2xx answer: nothing else of it is read
+                        status, response = answer, None
+                    else:
+                        response = answer
+                        try:
+                            status = response.status_code
+                            if not 200 <= status < 300 and limit:
+                                raw = await read_capped(response, BODY_CAP)
+                                excerpt = self.redactor.excerpt(raw.decode("utf-8", "replace"), limit)
+                        finally:
+                            if type(response.stream) is not httpx.ByteStream:  # else whole: nothing to close
+                                await response.aclose()
             except AuthError as error:
                 status, retryable = error.status, error.retryable
                 reason = self.redactor.redact(error.message)
@@ -263,6 +269,7 @@ class Deliverer:
                     if not breaker.at_rest:
                         await breaker.success()
                     return Outcome(True, status, attempt, time.perf_counter() - started)
+                assert response is not None  # only a 2xx answer comes as its status alone
                 outage = status == 429 or status >= 500
                 refused = status == 401 and retry_unauthorized  # it survived the auth flow's fresh login
                 retryable = outage or refused

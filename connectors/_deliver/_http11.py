@@ -23,7 +23,7 @@ import collections
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 import httptools
@@ -376,10 +376,28 @@ class Http11Pool:
             self._origins[(scheme, netloc)] = ((scheme, host, port), line)
         return (scheme, host, port), line
 
+    @overload
     async def send(
         self, key: _Key, head: bytes, content: bytes, timeout: Mapping[str, Any]
-    ) -> httpx.Response:
-        """Send a ``request_head`` and its body; the answer, its body streamed if it did not come whole."""
+    ) -> httpx.Response: ...
+
+    @overload
+    async def send(
+        self, key: _Key, head: bytes, content: bytes, timeout: Mapping[str, Any], *, success_as_status: bool
+    ) -> httpx.Response | int: ...
+
+    async def send(
+        self,
+        key: _Key,
+        head: bytes,
+        content: bytes,
+        timeout: Mapping[str, Any],
+        *,
+        success_as_status: bool = False,
+    ) -> httpx.Response | int:
+        """Send a ``request_head`` and its body; the answer, its body streamed if it did not come whole.
+        ``success_as_status``: a 2xx answer that came whole is only its status (a delivery reads nothing else
+        of it: no httpx.Response is made; its connection is back in the pool)."""
         read_timeout = timeout.get("read")
         connection = await self._acquire(key, timeout)
         try:
@@ -391,6 +409,10 @@ class Http11Pool:
             self.release(key, connection)
             raise
         status, headers = connection.status, connection.headers  # before the connection serves another
+        if success_as_status and connection.complete and 200 <= status < 300:
+            connection.take()
+            self.release(key, connection)
+            return status
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if connection.reason:
             extensions["reason_phrase"] = connection.reason

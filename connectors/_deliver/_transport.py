@@ -18,7 +18,7 @@ import asyncio
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 from urllib.parse import urlsplit
 
 import httpx
@@ -103,17 +103,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         sni = request.extensions.get("sni_hostname")
         return await self._send(request.method, str(request.url), headers, body, timeout, request, sni)
 
+    @overload
     async def send_bytes(
         self, method: str, url: str, headers: CIMultiDict[str], content: bytes, timeout: Mapping[str, Any]
-    ) -> httpx.Response:
+    ) -> httpx.Response: ...
+
+    @overload
+    async def send_bytes(
+        self,
+        method: str,
+        url: str,
+        headers: CIMultiDict[str],
+        content: bytes,
+        timeout: Mapping[str, Any],
+        *,
+        success_as_status: bool,
+    ) -> httpx.Response | int: ...
+
+    async def send_bytes(
+        self,
+        method: str,
+        url: str,
+        headers: CIMultiDict[str],
+        content: bytes,
+        timeout: Mapping[str, Any],
+        *,
+        success_as_status: bool = False,
+    ) -> httpx.Response | int:
         """A request that is only bytes, without an httpx.Request: what ``Sender`` sends most requests with.
         ``headers`` are final but for Host and Content-Length. It goes on this transport's own HTTP/1.1
         connections (``_http11``: a quarter of aiohttp's CPU a request) when it is plain enough for them;
-        anything else, on aiohttp."""
+        anything else, on aiohttp. ``success_as_status``: see ``Http11Pool.send``."""
         pool = self._pool()
         prepared = pool.request_head(method, url, headers, content)
         if prepared is not None:
-            return await pool.send(*prepared, content, timeout)
+            return await pool.send(*prepared, content, timeout, success_as_status=success_as_status)
         return await self._send(method, url, headers, content or None, timeout, None, None)
 
     async def _send(
@@ -179,7 +203,27 @@ class Sender:
         self._headers = CIMultiDict(client.headers.multi_items())
         self._timeout = client.timeout.as_dict()
 
-    async def send(self, method: str, url: str, content: bytes, headers: Mapping[str, str]) -> httpx.Response:
+    @overload
+    async def send(
+        self, method: str, url: str, content: bytes, headers: Mapping[str, str]
+    ) -> httpx.Response: ...
+
+    @overload
+    async def send(
+        self, method: str, url: str, content: bytes, headers: Mapping[str, str], *, success_as_status: bool
+    ) -> httpx.Response | int: ...
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        content: bytes,
+        headers: Mapping[str, str],
+        *,
+        success_as_status: bool = False,
+    ) -> httpx.Response | int:
+        """``success_as_status``: a 2xx answer that came whole on the direct path is only its status (what a
+        delivery reads of it), without an httpx.Response."""
         direct = self._direct
         ready = self._auth.ready_headers() if direct is not None else None
         if direct is not None and ready is not None:
@@ -187,8 +231,10 @@ class Sender:
             merged = self._headers.copy()
             merged.update(headers)
             merged.update(auth_headers)
-            response = await direct.send_bytes(method, url, merged, content, self._timeout)
-            if response.status_code != 401 or not self._auth.retry_unauthorized:
+            response = await direct.send_bytes(
+                method, url, merged, content, self._timeout, success_as_status=success_as_status
+            )
+            if isinstance(response, int) or response.status_code != 401 or not self._auth.retry_unauthorized:
                 return response
             await response.aclose()
             self._auth.unauthorized(generation, urlsplit(url).path)

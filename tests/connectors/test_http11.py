@@ -301,3 +301,42 @@ def test_https_on_the_direct_path_checks_the_certificate(tmp_path: Path) -> None
             listener.close()
 
     asyncio.run(main())
+
+
+def test_a_delivery_gets_a_whole_success_as_its_status_and_anything_else_as_a_response() -> None:
+    # What Deliverer.send asks for: a 2xx that came whole is its status alone, its connection back in the
+    # pool; an error answer, or a success whose body is still coming, is a response to read as before.
+    async def answers(number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if number == 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{")
+            await writer.drain()
+            await headers_read.wait()  # the rest only once the client has the answer's head
+            writer.write(b'"a":1}')
+        else:
+            writer.write(answer_with((201, 503, 0, 202)[number], b'{"n":%d}' % number))
+
+    headers_read = asyncio.Event()
+
+    async def main() -> tuple[list[object], Seen]:
+        transport = AiohttpTransport()
+        auth = BasicAuth("demo-key", "demo-secret")
+        got: list[object] = []
+        async with (
+            server(answers) as (url, seen),
+            httpx.AsyncClient(auth=auth, transport=transport) as client,
+        ):
+            sender = Sender(client, auth, transport)
+            for number in range(4):
+                answer = await sender.send("POST", f"{url}/o/{number}", b"{}", {}, success_as_status=True)
+                if isinstance(answer, int):
+                    got.append(answer)
+                else:
+                    if number == 2:
+                        headers_read.set()
+                    got.append((answer.status_code, await answer.aread()))
+                    await answer.aclose()
+        return got, seen
+
+    got, seen = asyncio.run(main())
+    assert got == [201, (503, b'{"n":1}'), (200, b'{"a":1}'), 202]
+    assert seen.connections == 1  # every answer read whole: one keep-alive connection throughout
