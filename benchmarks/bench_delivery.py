@@ -25,8 +25,14 @@ saved in. Each includes its start-up (~0.35 s of CPU for the main process, 0.2 s
 process's CPU while it delivers (from recovery and the first batch to the summary) is a column of its own.
 "machine busy" is the share of both cores busy during the run, from /proc/stat: CPU that no process is
 charged for (the kernel writing the journal back to disk) shows there, and idle cores show what the
-pipeline leaves unused. shipmap's own modules are byte-compiled first, as an installed package is: with
-PYTHONDONTWRITEBYTECODE set (as in some shells and CI images) every run would compile them again (~0.1 s).
+pipeline leaves unused. A second table says why: the CPU of shipmap's event loop thread, journal writer thread
+and worker process, each with its wait in the run queue for a core (``/proc/.../schedstat``, read by
+run_cpu.py as each ends), the sandbox's run-queue wait per request (its threads' schedstat, read around each
+run: how long a request that has arrived waits for a core before the sandbox can serve it) and the client's
+context switches per event, voluntary (it blocked: epoll, a lock, a pipe) and involuntary (preempted). These
+come from Linux's /proc and are "-" elsewhere. shipmap's own modules are byte-compiled first, as an
+installed package is: with PYTHONDONTWRITEBYTECODE set (as in some shells and CI images) every run would
+compile them again (~0.1 s).
 
     .venv/bin/python benchmarks/bench_delivery.py [--events 10000] [--concurrency 8] [--rounds 3] [--quick]
 """
@@ -107,6 +113,19 @@ class SandboxProcess:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def run_queue_wait_s(self) -> float | None:
+        """Seconds the sandbox's threads have waited in the run queue for a core so far (the second field
+        of each ``/proc/PID/task/TID/schedstat``; Linux with schedstats), else None."""
+        try:
+            tasks = os.listdir(f"/proc/{self.process.pid}/task")
+            waits = [
+                int(Path(f"/proc/{self.process.pid}/task/{tid}/schedstat").read_text().split()[1])
+                for tid in tasks
+            ]
+        except (OSError, IndexError, ValueError):
+            return None
+        return sum(waits) / 1e9
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -136,8 +155,8 @@ def prepare(directory: Path, count: int) -> tuple[Path, Path]:
 _SUMMARY = re.compile(r"^events (\d+) .* in ([0-9.]+) s$", re.M)
 
 
-def run_child(argv: list[str], env: dict[str, str]) -> tuple[str, str, float, float]:
-    """stdout, stderr tail, wall seconds and CPU seconds (user + system, from os.wait4) of one child."""
+def run_child(argv: list[str], env: dict[str, str]) -> tuple[str, str, float, Any]:
+    """stdout, stderr tail, wall seconds and resource usage (CPU, context switches: os.wait4) of one child."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         process = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=err, env=env)
@@ -150,7 +169,7 @@ def run_child(argv: list[str], env: dict[str, str]) -> tuple[str, str, float, fl
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"FAIL: {' '.join(argv)} exited {code}:\n{stdout[-2000:]}\n{stderr}")
-    return stdout, stderr, wall, usage.ru_utime + usage.ru_stime
+    return stdout, stderr, wall, usage
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -159,16 +178,30 @@ def machine_ticks() -> tuple[int, int]:
     return sum(fields), fields[3] + fields[4]
 
 
+# run_cpu.py's parts of shipmap run, by the names of their columns.
+THREAD_PARTS = {
+    "loop": "loop",
+    "journal writer": "writer",
+    "worker": "worker_thread",
+    "other threads": "other",
+}
+
+
 def one_run(
     kind: str, sandbox: SandboxProcess, argv: list[str], env: dict[str, str], count: int
 ) -> dict[str, float]:
     sandbox.call("POST", "/_sandbox/reset")
     server_cpu = sandbox.cpu_s()
+    server_wait = sandbox.run_queue_wait_s()
     ticks, idle = machine_ticks()
-    stdout, stderr, wall, cpu = run_child(argv, env)
+    stdout, stderr, wall, usage = run_child(argv, env)
     ticks_after, idle_after = machine_ticks()
     busy = 1 - (idle_after - idle) / max(ticks_after - ticks, 1)
     server_cpu = sandbox.cpu_s() - server_cpu
+    server_wait_after = sandbox.run_queue_wait_s()
+    cpu = usage.ru_utime + usage.ru_stime
+    # Which thread spent what, and waited how long for a core (shipmap only: run_cpu.py reads its threads).
+    threads: dict[str, list[float]] = {}
     delivered = sandbox.call("GET", "/_sandbox/stats")["by_endpoint"].get("fenix.orders", 0)
     if delivered != count:
         raise SystemExit(f"FAIL: {kind} delivered {delivered} of {count} events")
@@ -182,13 +215,14 @@ def one_run(
         split = json.loads(stderr.strip().splitlines()[-1])  # run_cpu.py's line: main and worker CPU
         main_cpu, worker_cpu = split["main_cpu_s"], split["worker_cpu_s"]
         main_run_cpu = split["main_run_cpu_s"]
+        threads = split["threads"] or {}
     else:
         elapsed = json.loads(stdout.strip().splitlines()[-1])["elapsed_s"]
         main_cpu, worker_cpu = cpu, 0.0
         main_run_cpu = json.loads(stdout.strip().splitlines()[-1])[
             "cpu_s"
         ]  # from the login to the last answer
-    return {
+    measured = {
         "events_per_s": count / elapsed,
         "elapsed_s": elapsed,
         "wall_s": wall,
@@ -198,7 +232,17 @@ def one_run(
         "worker_cpu_ms_per_event": 1000 * worker_cpu / count,
         "server_cpu_ms_per_event": 1000 * server_cpu / count,
         "machine_busy": busy,
+        # The client's context switches (its worker's included): it blocked / it was preempted.
+        "voluntary_switches_per_event": usage.ru_nvcsw / count,
+        "involuntary_switches_per_event": usage.ru_nivcsw / count,
     }
+    if server_wait is not None and server_wait_after is not None:
+        measured["server_wait_us_per_request"] = 1e6 * (server_wait_after - server_wait) / count
+    for part, (part_cpu, part_wait) in threads.items():
+        name = THREAD_PARTS.get(part, part)
+        measured[f"{name}_cpu_ms_per_event"] = 1000 * part_cpu / count
+        measured[f"{name}_wait_ms_per_event"] = 1000 * part_wait / count
+    return measured
 
 
 # -- where the time goes ----------------------------------------------------------------------------------
@@ -342,6 +386,17 @@ RAW_LOOPS = {
 TARGET_AGAINST = ("aiohttp", "httpx")
 
 
+def _figure(median: dict[str, float], key: str, form: str) -> str:
+    """A median formatted, or "-" where the run could not measure it (not Linux, or not that client)."""
+    return form.format(median[key]) if key in median else "-"
+
+
+def _cpu_and_wait(median: dict[str, float], part: str) -> str:
+    if f"{part}_cpu_ms_per_event" not in median:
+        return "-"
+    return f"{median[f'{part}_cpu_ms_per_event']:.3f} / {median[f'{part}_wait_ms_per_event']:.3f}"
+
+
 def spread(values: list[float]) -> str:
     """min-max of a few runs, as a percentage of their median."""
     middle = statistics.median(values)
@@ -428,7 +483,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f" {measured['main_cpu_ms_per_event']:.3f}, delivering"
                         f" {measured['main_run_cpu_ms_per_event']:.3f}; worker"
                         f" {measured['worker_cpu_ms_per_event']:.3f}), sandbox CPU"
-                        f" {measured['server_cpu_ms_per_event']:.2f} ms/event, machine busy"
+                        f" {measured['server_cpu_ms_per_event']:.2f} ms/event (run-queue wait"
+                        f" {measured.get('server_wait_us_per_request', float('nan')):.0f} us), machine busy"
                         f" {measured['machine_busy']:.0%}, load {measured['load_average']:.2f}",
                         flush=True,
                     )
@@ -440,7 +496,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sandbox.stop()
 
     medians = {
-        kind: {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        kind: {
+            key: statistics.median(run[key] for run in runs)
+            for key in runs[0]
+            if all(key in run for run in runs)  # a figure /proc gave in every run
+        }
         for kind, runs in samples.items()
     }
     # Ratios within each round (the runs of a round are minutes apart at most), then their median and range.
@@ -462,6 +522,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run["server_cpu_ms_per_event"] for runs in samples.values() for run in runs
     )
     rows = []
+    why_rows = []
     for kind in kinds:
         median = medians[kind]
         label = RAW_LOOPS[kind][0] if kind in RAW_LOOPS else "shipmap run (journal on)"
@@ -481,6 +542,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{median['events_per_s'] / ceiling:.2f}",
             ]
         )
+        why_rows.append(
+            [
+                label,
+                *(_cpu_and_wait(median, part) for part in ("loop", "writer", "worker_thread")),
+                _figure(median, "server_wait_us_per_request", "{:.0f}"),
+                f"{median['voluntary_switches_per_event']:.2f} / {median['involuntary_switches_per_event']:.2f}",
+            ]
+        )
     print()
     print(
         table(
@@ -498,6 +567,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "× sandbox ceiling",
             ],
             rows,
+        )
+    )
+    print(
+        "\nWhy (medians): each part's CPU ms/event and, after the slash, the ms/event it waited in the run"
+        " queue for a core (schedstat; shipmap only); the sandbox's run-queue wait per request; the client's"
+        " context switches per event, voluntary (it blocked) / involuntary (preempted):\n"
+    )
+    print(
+        table(
+            [
+                "client",
+                "event loop thread",
+                "journal writer thread",
+                "worker process",
+                "sandbox run-queue wait us/request",
+                "client switches/event",
+            ],
+            why_rows,
         )
     )
     print(
