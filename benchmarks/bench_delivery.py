@@ -215,7 +215,7 @@ def one_run(
         split = json.loads(stderr.strip().splitlines()[-1])  # run_cpu.py's line: main and worker CPU
         main_cpu, worker_cpu = split["main_cpu_s"], split["worker_cpu_s"]
         main_run_cpu = split["main_run_cpu_s"]
-        threads = split["threads"] or {}
+        threads = split.get("threads") or {}  # an older run_cpu.py (another checkout) has none
     else:
         elapsed = json.loads(stdout.strip().splitlines()[-1])["elapsed_s"]
         main_cpu, worker_cpu = cpu, 0.0

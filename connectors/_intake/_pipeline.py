@@ -9,7 +9,11 @@ the input iterator are already there, nothing is pickled but the results.
 
 The child never touches the journal, the network or the parent's threads. It ignores SIGINT (the parent
 decides how a run stops) and dies with its parent: on Linux by ``PR_SET_PDEATHSIG``, elsewhere when its next
-write finds the pipe closed. It runs at a lower priority than its parent (``WORKER_NICENESS``). It closes
+write finds the pipe closed. It runs at a lower priority than its parent (``WORKER_NICENESS``), and on Linux,
+where this process may lift it back, under ``SCHED_IDLE``: it gets a core only when nothing else wants one, so
+the destination and the event loop never wait behind it. A ``SCHED_IDLE`` process can starve on a busy host;
+:class:`IdleGuard` watches for that (the parent waiting for a batch while the worker waits for a core) and
+lifts it back to the normal policy at its niceness for the rest of the run. It closes
 its copy of the journal's lock file at once, so a parent killed with ``kill -9`` releases the lock for the
 next run even while the child is still winding down. Bounded memory: the pipe's buffer (1 MiB on Linux, room
 for a whole batch) and the reader's limit hold back a child that runs ahead of the sender.
@@ -19,11 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import logging
 import os
 import pickle
 import signal
 import struct
 import sys
+import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
@@ -39,6 +46,13 @@ _PIPE_SIZE = 1024 * 1024
 # when both want the same core, the parent goes first. (Measured on two cores with the sandbox alongside:
 # about 10% more events per second than at equal priority; benchmarks/RESULTS.md.)
 WORKER_NICENESS = 5
+# IdleGuard's window, and the share of it that the parent waiting for batches and the worker waiting for a
+# core must each reach for the worker to count as starved. A worker with a core sends a batch every ~2 ms
+# and mostly waits on a full pipe: the parent then never waits its share, however busy the machine.
+STARVED_WINDOW = 0.25
+_EXIT_GRACE = 5.0  # seconds a worker that sent its last message has to exit before it is killed
+STARVED_SHARE = 0.25
+_log = logging.getLogger("shipmap.connectors.worker")
 
 
 def fork_available() -> bool:
@@ -54,10 +68,20 @@ class ForkedProducer:
     """
 
     def __init__(
-        self, produce: Callable[[], Iterator[list[Any]]], *, close_in_child: Iterable[int] = ()
+        self,
+        produce: Callable[[], Iterator[list[Any]]],
+        *,
+        close_in_child: Iterable[int] = (),
+        idle: bool | None = None,
+        starved_window: float = STARVED_WINDOW,
     ) -> None:
         self._produce = produce
         self._close_in_child = tuple(close_in_child)
+        # SCHED_IDLE only where the guard can lift the worker back (a process without CAP_SYS_NICE and with
+        # RLIMIT_NICE 0, the usual unprivileged case, cannot): else the niceness alone.
+        self.idle = idle_policy_liftable() if idle is None else idle
+        self.starved_window = starved_window
+        self.guard: IdleGuard | None = None
         self.pid: int | None = None
         self._read_fd: int | None = None
         self.exit_status: int | None = None
@@ -72,9 +96,14 @@ class ForkedProducer:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its coverage is not collected
             os.close(read_fd)
-            _child(self._produce, write_fd, parent, self._close_in_child)
+            _child(self._produce, write_fd, parent, self._close_in_child, self.idle)
         os.close(write_fd)
         self.pid, self._read_fd = pid, read_fd
+        if self.idle:  # from here, not in the child: so that no lift by the guard can come before it
+            try:
+                os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:
+                self.idle = False
 
     async def batches(self) -> AsyncGenerator[list[Any], None]:
         if self._read_fd is None:
@@ -85,11 +114,18 @@ class ForkedProducer:
         pipe = os.fdopen(self._read_fd, "rb", buffering=0)
         self._read_fd = -1  # the transport owns it now
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
+        guard = self.guard = (
+            IdleGuard(self.pid, self.starved_window, loop) if self.idle and self.pid else None
+        )
         try:
             while True:
                 try:
+                    if guard is not None:
+                        guard.waiting_since = loop.time()
                     header = await reader.readexactly(_HEADER.size)
                     message = await reader.readexactly(_HEADER.unpack(header)[0])
+                    if guard is not None:
+                        guard.got_batch()
                 except asyncio.IncompleteReadError:
                     status = self._reap(block=True)
                     raise ShipmapError(
@@ -99,12 +135,27 @@ class ForkedProducer:
                 if kind == "batch":
                     yield value
                 elif kind == "end":
+                    await self._exited(reader)
                     return
                 else:
                     raise value
         finally:
+            if guard is not None:
+                guard.stop()
             transport.close()
             self.close()
+
+    async def _exited(self, reader: asyncio.StreamReader) -> None:
+        """After its last message the child only exits: give it until ``_EXIT_GRACE`` to do so (its end of
+        the pipe closes, then it can be reaped) before ``close`` kills it, so a worker that had no core at
+        that moment (low priority, a busy machine) ends with its own exit status."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _EXIT_GRACE
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await reader.read()  # to the end of the pipe
+                while self._reap(block=False) is None:
+                    await asyncio.sleep(0.001)
 
     def close(self) -> None:
         """Kill the child if it still runs, and reap it. Idempotent."""
@@ -131,6 +182,125 @@ class ForkedProducer:
         return self.exit_status
 
 
+class IdleGuard:
+    """Lifts a ``SCHED_IDLE`` worker back to the normal policy (at its niceness) once it starves.
+
+    Every ``window`` seconds it looks at the time the parent spent waiting for a batch in that window. When
+    that reaches ``STARVED_SHARE`` of it and the worker was starved meanwhile, i.e. it waited in the run
+    queue for a core for that share too, or it is runnable now and ran for less than that share (the kernel
+    counts a wait only once it ends: ``/proc/PID/schedstat``, ``/proc/PID/stat``), the run is being held
+    back by a worker that other processes keep off the cores, and the guard lifts it for the rest of the run.
+    A large batch leaves the worker running and a slow input leaves it asleep: neither is starving. Where
+    /proc cannot be read, the parent's wait alone decides (half the window). The parent sets ``waiting_since`` when it starts reading the pipe and calls
+    ``got_batch`` when a batch has come.
+    """
+
+    def __init__(self, pid: int, window: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = pid
+        self.window = window
+        self.waiting_since: float | None = None
+        self.lifted = False
+        self.looks = 0  # windows in which the parent waited its share (tests read it)
+        self._loop = loop
+        self._waited = 0.0  # the parent's wait for batches in this window so far
+        self._sched = schedstat(pid)  # (CPU, run-queue wait) seconds at the last look
+        self._last = loop.time()
+        self._handle: asyncio.TimerHandle | None = loop.call_later(window, self._look)
+
+    def got_batch(self) -> None:
+        if self.waiting_since is not None:
+            self._waited += self._loop.time() - self.waiting_since
+            self.waiting_since = None
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _look(self) -> None:
+        now = self._loop.time()
+        waited, self._waited = self._waited, 0.0
+        if self.waiting_since is not None:  # a wait still going on counts up to now, the rest in the next
+            waited += now - self.waiting_since
+            self.waiting_since = now
+        sched, before = schedstat(self.pid), self._sched
+        span = max(now - self._last, 1e-9)
+        share = span * STARVED_SHARE
+        starved = False
+        if waited >= share:
+            self.looks += 1
+            if sched is None or before is None:
+                starved = waited >= 2 * share
+            else:
+                ran, queued = sched[0] - before[0], sched[1] - before[1]
+                starved = queued >= share or (ran < share and _runnable(self.pid))
+        self._sched, self._last = sched, now
+        if starved:
+            self._lift(waited / span)
+        else:
+            self._handle = self._loop.call_later(self.window, self._look)
+
+    def _lift(self, share: float) -> None:
+        self._handle = None
+        self.lifted = True
+        try:
+            os.sched_setscheduler(self.pid, os.SCHED_OTHER, os.sched_param(0))
+        except (OSError, AttributeError) as error:  # gone, or no longer permitted
+            _log.debug("the worker process could not be lifted from SCHED_IDLE: %s", error)
+            return
+        _log.info(
+            "the worker process waited for a core while the run waited for its batches (%.0f%% of the last"
+            " %.2f s): it runs at niceness +%d instead of SCHED_IDLE from now on",
+            100 * share,
+            self.window,
+            WORKER_NICENESS,
+        )
+
+
+def schedstat(pid: int) -> tuple[float, float] | None:
+    """Seconds ``pid`` has run on a core and waited in the run queue for one so far (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as handle:
+            fields = handle.read().split()
+        return int(fields[0]) / 1e9, int(fields[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _runnable(pid: int) -> bool:
+    """Whether ``pid`` is running or waiting for a core (state R), not asleep."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"R"
+    except (OSError, IndexError):
+        return False
+
+
+@functools.cache
+def idle_policy_liftable() -> bool:
+    """Whether a process at ``WORKER_NICENESS`` under ``SCHED_IDLE`` may be set back to ``SCHED_OTHER`` by
+    this user (Linux: CAP_SYS_NICE, or an RLIMIT_NICE that allows the niceness). Tried on a short-lived
+    thread, whose policy and niceness are its own, so this process keeps its own whatever the answer."""
+    if not hasattr(os, "SCHED_IDLE") or not sys.platform.startswith("linux"):
+        return False
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + WORKER_NICENESS)
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, name="shipmap-sched-probe", daemon=True)
+    thread.start()
+    thread.join()
+    return bool(answer and answer[0])
+
+
 def _describe(status: int | None) -> str:
     if status is None:
         return "still running"
@@ -140,7 +310,11 @@ def _describe(status: int | None) -> str:
 
 
 def _child(
-    produce: Callable[[], Iterator[list[Any]]], write_fd: int, parent: int, close: tuple[int, ...]
+    produce: Callable[[], Iterator[list[Any]]],
+    write_fd: int,
+    parent: int,
+    close: tuple[int, ...],
+    idle: bool,
 ) -> NoReturn:  # pragma: no cover - runs in the forked child
     code = 0
     try:
@@ -155,16 +329,26 @@ def _child(
             try:
                 for batch in produce():
                     _send(out, ("batch", batch))
+                _leave_idle(idle)
                 _send(out, ("end", None))
             except (BrokenPipeError, ConnectionResetError):
                 code = 0  # the parent is gone or stopped reading: nothing left to do
             except BaseException as error:
+                _leave_idle(idle)
                 _send(out, ("error", _portable(error)))
                 code = 1
     except BaseException:
         code = 1
     finally:
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffers, no finalizers
+
+
+def _leave_idle(idle: bool) -> None:  # pragma: no cover - runs in the forked child
+    """Before its last message: the parent reaps the worker right after it, and kills one that has not exited
+    yet, which a SCHED_IDLE worker on a busy machine may not have (a lift it is allowed: see ``idle``)."""
+    if idle:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def _send(out: Any, message: tuple[str, Any]) -> None:
