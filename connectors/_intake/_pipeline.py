@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import logging
 import os
 import pickle
@@ -352,9 +353,13 @@ def _leave_idle(idle: bool) -> None:  # pragma: no cover - runs in the forked ch
 
 
 def _send(out: Any, message: tuple[str, Any]) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    out.write(_HEADER.pack(len(data)))
-    out.write(data)
+    """One write per message: a header written alone woke the parent for 4 bytes, then again for the rest."""
+    buffer = io.BytesIO()
+    buffer.write(bytes(_HEADER.size))
+    pickle.dump(message, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    with buffer.getbuffer() as view:
+        _HEADER.pack_into(view, 0, len(view) - _HEADER.size)
+        out.write(view)
     out.flush()
 
 
