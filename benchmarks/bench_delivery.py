@@ -34,7 +34,11 @@ come from Linux's /proc and are "-" elsewhere. shipmap's own modules are byte-co
 installed package is: with PYTHONDONTWRITEBYTECODE set (as in some shells and CI images) every run would
 compile them again (~0.1 s).
 
+``--hogs N`` runs N busy-loop processes at normal priority through every round: on a busy host the worker
+process, which yields the core (``SCHED_IDLE`` with a guard, or nice +5), must still keep the run going.
+
     .venv/bin/python benchmarks/bench_delivery.py [--events 10000] [--concurrency 8] [--rounds 3] [--quick]
+    [--hogs N]
 """
 
 from __future__ import annotations
@@ -411,6 +415,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     arguments.add_argument("--profile-events", type=int, default=2000, help="events of the profiled run")
     arguments.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
     arguments.add_argument(
+        "--hogs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy-loop processes beside every round (a busy host: does the run keep a fair rate?)",
+    )
+    arguments.add_argument(
         "--extra-path",
         metavar="PATH",
         help="prepend PATH to PYTHONPATH of every client (an experiment: e.g. another transport's wheel)",
@@ -434,13 +445,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.extra_path, env.get("PYTHONPATH")]))
         print(f"every client runs with PYTHONPATH={env['PYTHONPATH']}")
     results: dict[str, Any] = {"events": count, "concurrency": concurrency, "rounds": rounds, "runs": []}
+    results["hogs"] = args.hogs
     kinds = [*RAW_LOOPS, "shipmap"]
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="shipmap-bench-delivery-") as temporary:
         directory = Path(temporary)
         events, payloads = prepare(directory, count)
         sandbox = SandboxProcess()
+        hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.hogs)]
         try:
+            if hogs:
+                print(
+                    f"{len(hogs)} CPU hog(s) at normal priority beside every run: pids {[h.pid for h in hogs]}"
+                )
             print(
                 f"sandbox: {sandbox.url} (its own process); {rounds} round(s) of {len(kinds)} clients, the order"
                 f" rotating from round to round; load average {os.getloadavg()[0]:.2f} at the start"
@@ -493,6 +510,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     directory, sandbox, config, raw_argv("httpx"), payloads, profile_count, env
                 )
         finally:
+            for hog in hogs:  # by their own pids
+                hog.kill()
+                hog.wait()
             sandbox.stop()
 
     medians = {

@@ -75,11 +75,12 @@ def _watch(spent: list[float], threads: dict[str, list[float]]) -> None:
             spent.append(time.process_time() - start)
             _sample_threads(threads)
 
-    stop_writer = Outbox.stop_writer
+    stop_writer = getattr(Outbox, "stop_writer", None)  # a checkout without a writer thread has none
 
     def stop_writer_sampled(self: Any) -> None:
         _sample_threads(threads)  # the writer thread is joined and gone once stopped
-        stop_writer(self)
+        if stop_writer is not None:
+            stop_writer(self)
 
     reap = ForkedProducer._reap
 
@@ -91,7 +92,8 @@ def _watch(spent: list[float], threads: dict[str, list[float]]) -> None:
         return reap(self, block=block)
 
     _runtime._Execution.execute = timed  # type: ignore[method-assign]
-    Outbox.stop_writer = stop_writer_sampled  # type: ignore[method-assign]
+    if stop_writer is not None:
+        Outbox.stop_writer = stop_writer_sampled  # type: ignore[method-assign]
     ForkedProducer._reap = reap_sampled  # type: ignore[method-assign]
 
 
