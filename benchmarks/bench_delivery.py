@@ -206,6 +206,7 @@ def one_run(
     cpu = usage.ru_utime + usage.ru_stime
     # Which thread spent what, and waited how long for a core (shipmap only: run_cpu.py reads its threads).
     threads: dict[str, list[float]] = {}
+    policy = None
     delivered = sandbox.call("GET", "/_sandbox/stats")["by_endpoint"].get("fenix.orders", 0)
     if delivered != count:
         raise SystemExit(f"FAIL: {kind} delivered {delivered} of {count} events")
@@ -220,6 +221,7 @@ def one_run(
         main_cpu, worker_cpu = split["main_cpu_s"], split["worker_cpu_s"]
         main_run_cpu = split["main_run_cpu_s"]
         threads = split.get("threads") or {}  # an older run_cpu.py (another checkout) has none
+        policy = split.get("worker_policy")
     else:
         elapsed = json.loads(stdout.strip().splitlines()[-1])["elapsed_s"]
         main_cpu, worker_cpu = cpu, 0.0
@@ -240,6 +242,8 @@ def one_run(
         "voluntary_switches_per_event": usage.ru_nvcsw / count,
         "involuntary_switches_per_event": usage.ru_nivcsw / count,
     }
+    if kind == "shipmap" and policy is not None:  # 1: the guard lifted a starving worker out of SCHED_IDLE
+        measured["worker_lifted"] = float(policy == "lifted")
     if server_wait is not None and server_wait_after is not None:
         measured["server_wait_us_per_request"] = 1e6 * (server_wait_after - server_wait) / count
     for part, (part_cpu, part_wait) in threads.items():
@@ -390,6 +394,13 @@ RAW_LOOPS = {
 TARGET_AGAINST = ("aiohttp", "httpx")
 
 
+# How shipmap's worker ran (run_cpu.py's worker_policy), as the round's line says it.
+_WORKER_POLICY = {
+    0.0: ", worker SCHED_IDLE to the end",
+    1.0: ", worker lifted out of SCHED_IDLE (it starved)",
+}
+
+
 def _figure(median: dict[str, float], key: str, form: str) -> str:
     """A median formatted, or "-" where the run could not measure it (not Linux, or not that client)."""
     return form.format(median[key]) if key in median else "-"
@@ -502,7 +513,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f" {measured['worker_cpu_ms_per_event']:.3f}), sandbox CPU"
                         f" {measured['server_cpu_ms_per_event']:.2f} ms/event (run-queue wait"
                         f" {measured.get('server_wait_us_per_request', float('nan')):.0f} us), machine busy"
-                        f" {measured['machine_busy']:.0%}, load {measured['load_average']:.2f}",
+                        f" {measured['machine_busy']:.0%}, load {measured['load_average']:.2f}"
+                        + _WORKER_POLICY.get(measured.get("worker_lifted", -1.0), ""),
                         flush=True,
                     )
             if not args.no_profile:

@@ -15,7 +15,8 @@ before the thread ends): ``loop`` (the main thread, which runs the event loop), 
 SQLite writer thread), ``other threads`` of the main process, and ``worker`` (the forked process, read just
 before it is reaped). ``switches`` counts the context switches of the whole client (this process and its
 worker): ``voluntary`` (it blocked: epoll, a lock, a full pipe) and ``involuntary`` (preempted for another
-runnable task).
+runnable task). ``worker_policy`` says how the worker ran: ``idle`` (``SCHED_IDLE`` to the end),
+``lifted`` (its guard put it back under the normal policy: it starved) or ``nice`` (nice +5 only).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def _sample_threads(into: dict[str, list[float]]) -> None:
         into[f"{part or 'other threads'}/{tid}"] = list(stat)
 
 
-def _watch(spent: list[float], threads: dict[str, list[float]]) -> None:
+def _watch(spent: list[float], threads: dict[str, list[float]], policy: dict[str, str]) -> None:
     """Add the CPU seconds of each run's delivery to ``spent`` and the threads' readings to ``threads``
     (a benchmark's view into the runtime)."""
     from shipmap.connectors import _runtime
@@ -89,6 +90,10 @@ def _watch(spent: list[float], threads: dict[str, list[float]]) -> None:
             stat = schedstat(f"/proc/{self.pid}")  # a zombie keeps its figures until it is reaped
             if stat is not None:
                 threads[f"worker/{self.pid}"] = list(stat)
+            guard = getattr(self, "guard", None)
+            policy["worker_policy"] = (
+                "nice" if not getattr(self, "idle", False) else "lifted" if guard and guard.lifted else "idle"
+            )
         return reap(self, block=block)
 
     _runtime._Execution.execute = timed  # type: ignore[method-assign]
@@ -114,7 +119,8 @@ def main() -> int:
 
     spent: list[float] = []
     threads: dict[str, list[float]] = {}
-    _watch(spent, threads)
+    policy: dict[str, str] = {}
+    _watch(spent, threads, policy)
     try:
         return cli(argv)
     finally:
@@ -125,6 +131,7 @@ def main() -> int:
             "main_run_cpu_s": sum(spent),
             "worker_cpu_s": children.ru_utime + children.ru_stime,
             "threads": by_part(threads),
+            **policy,
             "switches": {
                 "voluntary": own.ru_nvcsw + children.ru_nvcsw,
                 "involuntary": own.ru_nivcsw + children.ru_nivcsw,
