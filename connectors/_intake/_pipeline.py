@@ -10,10 +10,10 @@ the input iterator are already there, nothing is pickled but the results.
 The child never touches the journal, the network or the parent's threads. It ignores SIGINT (the parent
 decides how a run stops) and dies with its parent: on Linux by ``PR_SET_PDEATHSIG``, elsewhere when its next
 write finds the pipe closed. It runs at a lower priority than its parent (``WORKER_NICENESS``), and on Linux,
-where this process may lift it back, under ``SCHED_IDLE``: it gets a core only when nothing else wants one, so
-the destination and the event loop never wait behind it. A ``SCHED_IDLE`` process can starve on a busy host;
-:class:`IdleGuard` watches for that (the parent waiting for a batch while the worker waits for a core) and
-lifts it back to the normal policy at its niceness for the rest of the run. It closes
+where this process may lift it back, under ``SCHED_IDLE`` once it is ahead: it gets a core only when nothing
+else wants one, so the destination and the event loop never wait behind it. A ``SCHED_IDLE`` process can
+starve on a busy host; :class:`IdleGuard` watches for that (the parent waiting for a batch while the worker
+waits for a core) and lifts it back to the normal policy at its niceness until it is ahead again. It closes
 its copy of the journal's lock file at once, so a parent killed with ``kill -9`` releases the lock for the
 next run even while the child is still winding down. Bounded memory: the pipe's buffer (1 MiB on Linux, room
 for a whole batch) and the reader's limit hold back a child that runs ahead of the sender.
@@ -53,6 +53,13 @@ WORKER_NICENESS = 5
 STARVED_WINDOW = 0.25
 _EXIT_GRACE = 5.0  # seconds a worker that sent its last message has to exit before it is killed
 STARVED_SHARE = 0.25
+# The worker starts under the normal policy (its start-up, compiling and the first batches, is what the run
+# waits for) and enters SCHED_IDLE after this many windows in a row in which the parent waited for batches
+# less than CALM_SHARE of the time: it is ahead. After a lift, it takes _CALM_GROWTH times as many calm windows
+# to go back (0.5 s, then 2 s, 8 s, 32 s...), so on a host that stays busy the worker soon stays lifted.
+_CALM_WINDOWS = 2
+_CALM_GROWTH = 4
+CALM_SHARE = 0.05
 _log = logging.getLogger("shipmap.connectors.worker")
 
 
@@ -100,11 +107,6 @@ class ForkedProducer:
             _child(self._produce, write_fd, parent, self._close_in_child, self.idle)
         os.close(write_fd)
         self.pid, self._read_fd = pid, read_fd
-        if self.idle:  # from here, not in the child: so that no lift by the guard can come before it
-            try:
-                os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))
-            except OSError:
-                self.idle = False
 
     async def batches(self) -> AsyncGenerator[list[Any], None]:
         if self._read_fd is None:
@@ -136,6 +138,8 @@ class ForkedProducer:
                 if kind == "batch":
                     yield value
                 elif kind == "end":
+                    if guard is not None:
+                        guard.stop()  # the worker left SCHED_IDLE itself to exit at once
                     await self._exited(reader)
                     return
                 else:
@@ -184,29 +188,46 @@ class ForkedProducer:
 
 
 class IdleGuard:
-    """Lifts a ``SCHED_IDLE`` worker back to the normal policy (at its niceness) once it starves.
+    """Puts the worker under ``SCHED_IDLE`` while it is ahead, and lifts it back to the normal policy (at its
+    niceness) while it starves.
 
     Every ``window`` seconds it looks at the time the parent spent waiting for a batch in that window. When
     that reaches ``STARVED_SHARE`` of it and the worker was starved meanwhile, i.e. it waited in the run
     queue for a core for that share too, or it is runnable now and ran for less than that share (the kernel
     counts a wait only once it ends: ``/proc/PID/schedstat``, ``/proc/PID/stat``), the run is being held
-    back by a worker that other processes keep off the cores, and the guard lifts it for the rest of the run.
-    A large batch leaves the worker running and a slow input leaves it asleep: neither is starving. Where
-    /proc cannot be read, the parent's wait alone decides (half the window). The parent sets ``waiting_since`` when it starts reading the pipe and calls
-    ``got_batch`` when a batch has come.
+    back by a worker that other processes keep off the cores, and the guard lifts it. A large batch leaves
+    the worker running and a slow input leaves it asleep: neither is starving. Where /proc cannot be read,
+    the parent's wait alone decides (half the window). The worker starts under the normal policy and enters
+    ``SCHED_IDLE`` once it is ahead (the parent waited less than ``CALM_SHARE`` of each window for
+    ``_CALM_WINDOWS`` windows in a row); each lift multiplies the calm it needs to go back by
+    ``_CALM_GROWTH``. Every change is made here, on the parent's event loop, so none can overtake another.
+    The parent sets ``waiting_since`` when it starts reading the pipe and calls ``got_batch`` when a batch
+    has come.
     """
 
-    def __init__(self, pid: int, window: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, pid: int, window: float, loop: asyncio.AbstractEventLoop, *, idle: bool = False
+    ) -> None:
         self.pid = pid
         self.window = window
         self.waiting_since: float | None = None
-        self.lifted = False
+        self.idle = (
+            idle  # whether the worker is under SCHED_IDLE (a forked worker starts under the normal policy)
+        )
+        self.lifts = 0
         self.looks = 0  # windows in which the parent waited its share (tests read it)
+        self._calm_needed = _CALM_WINDOWS
+        self._calm = 0  # windows in a row, since the last lift, in which the parent hardly waited
         self._loop = loop
         self._waited = 0.0  # the parent's wait for batches in this window so far
         self._sched = schedstat(pid)  # (CPU, run-queue wait) seconds at the last look
         self._last = loop.time()
         self._handle: asyncio.TimerHandle | None = loop.call_later(window, self._look)
+
+    @property
+    def lifted(self) -> bool:
+        """Whether the worker was lifted out of ``SCHED_IDLE`` at least once."""
+        return self.lifts > 0
 
     def got_batch(self) -> None:
         if self.waiting_since is not None:
@@ -227,35 +248,43 @@ class IdleGuard:
         sched, before = schedstat(self.pid), self._sched
         span = max(now - self._last, 1e-9)
         share = span * STARVED_SHARE
-        starved = False
+        self._sched, self._last = sched, now
+        self._handle = self._loop.call_later(self.window, self._look)
         if waited >= share:
             self.looks += 1
-            if sched is None or before is None:
-                starved = waited >= 2 * share
-            else:
-                ran, queued = sched[0] - before[0], sched[1] - before[1]
-                starved = queued >= share or (ran < share and _runnable(self.pid))
-        self._sched, self._last = sched, now
-        if starved:
-            self._lift(waited / span)
-        else:
-            self._handle = self._loop.call_later(self.window, self._look)
-
-    def _lift(self, share: float) -> None:
-        self._handle = None
-        self.lifted = True
-        try:
-            os.sched_setscheduler(self.pid, os.SCHED_OTHER, os.sched_param(0))
-        except (OSError, AttributeError) as error:  # gone, or no longer permitted
-            _log.debug("the worker process could not be lifted from SCHED_IDLE: %s", error)
+        if not self.idle:
+            self._calm = self._calm + 1 if waited < span * CALM_SHARE else 0
+            if self._calm >= self._calm_needed and self._set(os.SCHED_IDLE):
+                self.idle, self._calm = True, 0
+                _log.debug("the worker process is ahead: under SCHED_IDLE from now")
             return
-        _log.info(
-            "the worker process waited for a core while the run waited for its batches (%.0f%% of the last"
-            " %.2f s): it runs at niceness +%d instead of SCHED_IDLE from now on",
-            100 * share,
-            self.window,
-            WORKER_NICENESS,
-        )
+        if waited < share:
+            return
+        if sched is None or before is None:
+            starved = waited >= 2 * share
+        else:
+            ran, queued = sched[0] - before[0], sched[1] - before[1]
+            starved = queued >= share or (ran < share and _runnable(self.pid))
+        if starved and self._set(os.SCHED_OTHER):
+            self.idle = False
+            self.lifts += 1
+            self._calm_needed *= _CALM_GROWTH
+            (_log.info if self.lifts == 1 else _log.debug)(
+                "the worker process waited for a core while the run waited for its batches (%.0f%% of the"
+                " last %.2f s): it runs at niceness +%d instead of SCHED_IDLE until it is ahead again",
+                100 * waited / span,
+                span,
+                WORKER_NICENESS,
+            )
+
+    def _set(self, policy: int) -> bool:
+        try:
+            os.sched_setscheduler(self.pid, policy, os.sched_param(0))
+        except OSError as error:  # gone, or no longer permitted
+            _log.debug("the worker process's scheduling policy could not be changed: %s", error)
+            self.stop()
+            return False
+        return True
 
 
 def schedstat(pid: int) -> tuple[float, float] | None:

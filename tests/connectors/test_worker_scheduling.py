@@ -1,9 +1,10 @@
-"""The worker process's scheduling: SCHED_IDLE where it can be lifted back, and the guard that lifts it.
+"""The worker process's scheduling: SCHED_IDLE while it is ahead, where it can be lifted back, and the guard.
 
 The worker works ahead of the sending; under ``SCHED_IDLE`` it gets a core only when nothing else wants one.
-A starved worker would stop the run, so ``IdleGuard`` lifts it back to the normal policy once the parent
-waits for batches while the worker waits for a core. These tests assert on the policy the kernel reports,
-by events (the guard's windows, a CPU hog sharing the worker's core), never on how long anything took.
+``IdleGuard`` puts it there once the parent has stopped waiting for its batches, and, since a starved worker
+would stop the run, lifts it back to the normal policy when the parent waits for batches while the worker
+waits for a core. These tests assert on the policy the kernel reports, by events (the guard's windows, a CPU
+hog sharing the worker's core), never on how long anything took.
 """
 
 from __future__ import annotations
@@ -47,29 +48,38 @@ def policy_and_niceness() -> tuple[int, int]:
 
 
 @liftable
-def test_the_worker_process_runs_under_sched_idle_at_its_niceness() -> None:
+def test_the_worker_process_enters_sched_idle_once_the_parent_stops_waiting_for_it() -> None:
     gate_read, gate_write = os.pipe()
 
     def produce() -> Iterator[list[Any]]:
-        os.read(gate_read, 1)
-        yield [policy_and_niceness()]
+        yield [os.getpriority(os.PRIO_PROCESS, 0)]
+        os.read(gate_read, 1)  # alive until the test has seen its policy
 
-    async def run() -> tuple[int, list[Any]]:
-        producer = ForkedProducer(produce)
-        producer.start()  # sets the policy before it returns: no lift can come before it
+    async def run() -> tuple[int, int, int, list[Any]]:
+        producer = ForkedProducer(produce, starved_window=0.02)
+        producer.start()
         assert producer.idle and producer.pid is not None
-        policy = os.sched_getscheduler(producer.pid)
-        os.write(gate_write, b"x")
-        return policy, await asyncio.wait_for(collect(producer), DEADLINE)
+        at_start = os.sched_getscheduler(producer.pid)  # its start-up is what the run waits for
+        seen: list[Any] = []
+        policy = -1
+        async with asyncio.timeout(DEADLINE):
+            async for batch in producer.batches():
+                seen.extend(batch)
+                assert producer.guard is not None
+                while not producer.guard.idle:  # the parent is busy elsewhere: the worker is ahead
+                    await asyncio.sleep(0.01)
+                policy = os.sched_getscheduler(producer.pid)
+                os.write(gate_write, b"x")
+        return at_start, policy, producer.guard.lifts if producer.guard else -1, seen
 
     parent = os.getpriority(os.PRIO_PROCESS, 0)
     try:
-        policy, seen = asyncio.run(run())
+        at_start, policy, lifts, seen = asyncio.run(run())
     finally:
         os.close(gate_read)
         os.close(gate_write)
-    assert policy == os.SCHED_IDLE
-    assert seen == [(os.SCHED_IDLE, min(parent + WORKER_NICENESS, 19))]
+    assert at_start == os.SCHED_OTHER and policy == os.SCHED_IDLE and lifts == 0
+    assert seen == [min(parent + WORKER_NICENESS, 19)]
 
 
 def test_where_it_could_not_be_lifted_back_the_worker_process_keeps_the_normal_policy() -> None:
@@ -94,32 +104,40 @@ def test_without_cap_sys_nice_the_probe_says_sched_idle_cannot_be_lifted() -> No
 
 @liftable
 def test_a_starved_worker_process_is_lifted_out_of_sched_idle() -> None:
-    # A CPU hog at normal priority on the one core the worker may use: under SCHED_IDLE the worker gets
-    # almost none of it, the parent waits for its batches, and the guard must lift it.
+    # Once under SCHED_IDLE, the worker is pinned to the core of a CPU hog at normal priority: it gets almost
+    # none of it, the parent waits for its batches, and the guard must lift it.
     core = min(os.sched_getaffinity(0))
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
     def produce() -> Iterator[list[Any]]:
-        while os.sched_getscheduler(0) == os.SCHED_IDLE:
+        while True:
             sum(range(20000))  # some work for each batch, as mapping is
-            yield [os.SCHED_IDLE]
-        yield [os.sched_getscheduler(0)]
+            yield [b"x" * 1000]  # ~1 KB: the pipe holds a thousand while the parent is busy
 
-    async def run() -> tuple[list[Any], ForkedProducer]:
+    async def run() -> tuple[int, int, ForkedProducer]:
         producer = ForkedProducer(produce, starved_window=0.05)
-        producer.start()
-        assert producer.pid is not None
-        os.sched_setaffinity(producer.pid, {core})
-        return await asyncio.wait_for(collect(producer), DEADLINE), producer
+        idle = lifted = -1
+        async with asyncio.timeout(DEADLINE):
+            async for _ in producer.batches():
+                assert producer.guard is not None and producer.pid is not None
+                if idle == -1:
+                    while not producer.guard.idle:  # the parent busy elsewhere: the worker is ahead
+                        await asyncio.sleep(0.01)
+                    idle = os.sched_getscheduler(producer.pid)
+                    os.sched_setaffinity(producer.pid, {core})
+                    os.sched_setaffinity(hog.pid, {core})
+                elif producer.guard.lifted:
+                    lifted = os.sched_getscheduler(producer.pid)
+                    break
+        return idle, lifted, producer
 
     try:
-        os.sched_setaffinity(hog.pid, {core})
-        seen, producer = asyncio.run(run())
+        idle, lifted, producer = asyncio.run(run())
     finally:
         hog.kill()
         hog.wait()
-    assert producer.guard is not None and producer.guard.lifted
-    assert seen[-1] == os.SCHED_OTHER and set(seen[:-1]) <= {os.SCHED_IDLE}
+    assert idle == os.SCHED_IDLE and lifted == os.SCHED_OTHER
+    assert producer.guard is not None and producer.guard.lifts == 1
 
 
 @liftable
@@ -136,7 +154,7 @@ def test_a_worker_process_asleep_waiting_for_its_input_is_not_lifted() -> None:
             while _state(worker.pid) != "S":  # past 'ready': asleep in its read
                 await asyncio.sleep(0.01)
             os.sched_setscheduler(worker.pid, os.SCHED_IDLE, os.sched_param(0))
-            guard = IdleGuard(worker.pid, 0.02, asyncio.get_running_loop())
+            guard = IdleGuard(worker.pid, 0.02, asyncio.get_running_loop(), idle=True)
             guard.waiting_since = asyncio.get_running_loop().time()  # a batch that does not come
             while guard.looks < 3 and not guard.lifted:  # three windows of waiting
                 await asyncio.sleep(0.01)
@@ -155,3 +173,38 @@ def test_a_worker_process_asleep_waiting_for_its_input_is_not_lifted() -> None:
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().rsplit(")", 1)[1].split()[0]
+
+
+@liftable
+def test_a_lifted_worker_process_goes_back_under_sched_idle_once_it_is_ahead() -> None:
+    # A busy worker pinned to a hog's core starves while the parent waits; once the parent no longer waits
+    # (the worker is ahead: a start-up or a burst of other work has passed), it is SCHED_IDLE again.
+    core = min(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    worker = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+    async def watch() -> tuple[IdleGuard, int]:
+        loop = asyncio.get_running_loop()
+        guard = IdleGuard(worker.pid, 0.02, loop, idle=True)
+        async with asyncio.timeout(DEADLINE):
+            guard.waiting_since = loop.time()  # the parent waits for batches the worker cannot make
+            while guard.idle:
+                await asyncio.sleep(0.01)
+            lifted_to = os.sched_getscheduler(worker.pid)
+            guard.got_batch()  # the batches come: the parent waits no more
+            while not guard.idle:
+                await asyncio.sleep(0.01)
+        guard.stop()
+        return guard, lifted_to
+
+    try:
+        for pid in (hog.pid, worker.pid):
+            os.sched_setaffinity(pid, {core})
+        os.sched_setscheduler(worker.pid, os.SCHED_IDLE, os.sched_param(0))
+        guard, lifted_to = asyncio.run(watch())
+        assert lifted_to == os.SCHED_OTHER
+        assert guard.lifts == 1 and os.sched_getscheduler(worker.pid) == os.SCHED_IDLE
+    finally:
+        for process in (hog, worker):
+            process.kill()
+            process.wait()
