@@ -221,7 +221,7 @@ def one_run(
         main_cpu, worker_cpu = split["main_cpu_s"], split["worker_cpu_s"]
         main_run_cpu = split["main_run_cpu_s"]
         threads = split.get("threads") or {}  # an older run_cpu.py (another checkout) has none
-        policy = split.get("worker_policy")
+        policy = split.get("worker_lifts")
     else:
         elapsed = json.loads(stdout.strip().splitlines()[-1])["elapsed_s"]
         main_cpu, worker_cpu = cpu, 0.0
@@ -242,8 +242,8 @@ def one_run(
         "voluntary_switches_per_event": usage.ru_nvcsw / count,
         "involuntary_switches_per_event": usage.ru_nivcsw / count,
     }
-    if kind == "shipmap" and policy is not None:  # 1: the guard lifted a starving worker out of SCHED_IDLE
-        measured["worker_lifted"] = float(policy == "lifted")
+    if kind == "shipmap" and policy is not None:  # how often the guard lifted a starving worker
+        measured["worker_lifts"] = float(policy)
     if server_wait is not None and server_wait_after is not None:
         measured["server_wait_us_per_request"] = 1e6 * (server_wait_after - server_wait) / count
     for part, (part_cpu, part_wait) in threads.items():
@@ -394,11 +394,11 @@ RAW_LOOPS = {
 TARGET_AGAINST = ("aiohttp", "httpx")
 
 
-# How shipmap's worker ran (run_cpu.py's worker_policy), as the round's line says it.
-_WORKER_POLICY = {
-    0.0: ", worker SCHED_IDLE to the end",
-    1.0: ", worker lifted out of SCHED_IDLE (it starved)",
-}
+def _worker_policy(measured: dict[str, float]) -> str:
+    """How shipmap's worker ran (run_cpu.py's worker_lifts), as the round's line says it."""
+    if "worker_lifts" not in measured:
+        return ""
+    return f", worker lifted out of SCHED_IDLE {measured['worker_lifts']:.0f} time(s)"
 
 
 def _figure(median: dict[str, float], key: str, form: str) -> str:
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         f" {measured['server_cpu_ms_per_event']:.2f} ms/event (run-queue wait"
                         f" {measured.get('server_wait_us_per_request', float('nan')):.0f} us), machine busy"
                         f" {measured['machine_busy']:.0%}, load {measured['load_average']:.2f}"
-                        + _WORKER_POLICY.get(measured.get("worker_lifted", -1.0), ""),
+                        + _worker_policy(measured),
                         flush=True,
                     )
             if not args.no_profile:

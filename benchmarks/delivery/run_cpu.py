@@ -15,8 +15,9 @@ before the thread ends): ``loop`` (the main thread, which runs the event loop), 
 SQLite writer thread), ``other threads`` of the main process, and ``worker`` (the forked process, read just
 before it is reaped). ``switches`` counts the context switches of the whole client (this process and its
 worker): ``voluntary`` (it blocked: epoll, a lock, a full pipe) and ``involuntary`` (preempted for another
-runnable task). ``worker_policy`` says how the worker ran: ``idle`` (``SCHED_IDLE`` to the end),
-``lifted`` (its guard put it back under the normal policy: it starved) or ``nice`` (nice +5 only).
+runnable task). ``worker_lifts`` is how many times the worker's guard lifted it out of ``SCHED_IDLE`` (it
+starved) and ``worker_idle_at_end`` whether it was under ``SCHED_IDLE`` when it ended; both are absent where
+the worker runs at nice +5 only (no permission to lift it back, or another checkout).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _sample_threads(into: dict[str, list[float]]) -> None:
         into[f"{part or 'other threads'}/{tid}"] = list(stat)
 
 
-def _watch(spent: list[float], threads: dict[str, list[float]], policy: dict[str, str]) -> None:
+def _watch(spent: list[float], threads: dict[str, list[float]], policy: dict[str, Any]) -> None:
     """Add the CPU seconds of each run's delivery to ``spent`` and the threads' readings to ``threads``
     (a benchmark's view into the runtime)."""
     from shipmap.connectors import _runtime
@@ -91,9 +92,9 @@ def _watch(spent: list[float], threads: dict[str, list[float]], policy: dict[str
             if stat is not None:
                 threads[f"worker/{self.pid}"] = list(stat)
             guard = getattr(self, "guard", None)
-            policy["worker_policy"] = (
-                "nice" if not getattr(self, "idle", False) else "lifted" if guard and guard.lifted else "idle"
-            )
+            if guard is not None:
+                policy["worker_lifts"] = guard.lifts
+                policy["worker_idle_at_end"] = guard.idle
         return reap(self, block=block)
 
     _runtime._Execution.execute = timed  # type: ignore[method-assign]
@@ -119,7 +120,7 @@ def main() -> int:
 
     spent: list[float] = []
     threads: dict[str, list[float]] = {}
-    policy: dict[str, str] = {}
+    policy: dict[str, Any] = {}
     _watch(spent, threads, policy)
     try:
         return cli(argv)
