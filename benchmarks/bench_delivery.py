@@ -26,7 +26,7 @@ process's CPU while it delivers (from recovery and the first batch to the summar
 "machine busy" is the share of both cores busy during the run, from /proc/stat: CPU that no process is
 charged for (the kernel writing the journal back to disk) shows there, and idle cores show what the
 pipeline leaves unused. A second table says why: the CPU of shipmap's event loop thread, journal writer thread
-and worker process, each with its wait in the run queue for a core (``/proc/.../schedstat``, read by
+("-" since 763669e: the journal's writes run on the loop) and worker process, each with its wait in the run queue for a core (``/proc/.../schedstat``, read by
 run_cpu.py as each ends), the sandbox's run-queue wait per request (its threads' schedstat, read around each
 run: how long a request that has arrived waits for a core before the sandbox can serve it) and the client's
 context switches per event, voluntary (it blocked: epoll, a lock, a pipe) and involuntary (preempted). These

@@ -12,7 +12,7 @@ CPU line is stderr's last line.
 Why, not only how much (Linux; ``null`` where /proc has no schedstat): ``threads`` gives each part's CPU
 seconds and the seconds it waited in the run queue for a core (``/proc/self/task/TID/schedstat``, read just
 before the thread ends): ``loop`` (the main thread, which runs the event loop), ``journal writer`` (the
-SQLite writer thread), ``other threads`` of the main process, and ``worker`` (the forked process, read just
+SQLite writer thread of trees that had one, 83b700d to 7b44aa8), ``other threads`` of the main process, and ``worker`` (the forked process, read just
 before it is reaped). ``switches`` counts the context switches of the whole client (this process and its
 worker): ``voluntary`` (it blocked: epoll, a lock, a full pipe) and ``involuntary`` (preempted for another
 runnable task). ``worker_lifts`` is how many times the worker's guard lifted it out of ``SCHED_IDLE`` (it
