@@ -47,12 +47,16 @@ _PIPE_SIZE = 1024 * 1024
 # when both want the same core, the parent goes first. (Measured on two cores with the sandbox alongside:
 # about 10% more events per second than at equal priority; benchmarks/RESULTS.md.)
 WORKER_NICENESS = 5
+_EXIT_GRACE = 5.0  # seconds a worker that sent its last message has to exit before it is killed
 # IdleGuard's window, and the share of it that the parent waiting for batches and the worker waiting for a
 # core must each reach for the worker to count as starved. A worker with a core sends a batch every ~2 ms
 # and mostly waits on a full pipe: the parent then never waits its share, however busy the machine.
 STARVED_WINDOW = 0.25
-_EXIT_GRACE = 5.0  # seconds a worker that sent its last message has to exit before it is killed
-STARVED_SHARE = 0.25
+# Half: a worker under SCHED_IDLE on two cores shared with the destination gets only the idle moments, and the
+# parent then waits 1-33% of a window for its batches; lifting it at a quarter took cores from the destination
+# (its run-queue wait 20-30 -> 40-50 us a request) and cost more than those waits (benchmarks/RESULTS.md,
+# session 6). A worker that really starves, behind busy processes, leaves the parent waiting most of the window.
+STARVED_SHARE = 0.5
 # The worker starts under the normal policy (its start-up, compiling and the first batches, is what the run
 # waits for) and enters SCHED_IDLE after this many windows in a row in which the parent waited for batches
 # less than CALM_SHARE of the time: it is ahead. After a lift, it takes _CALM_GROWTH times as many calm windows
