@@ -11,6 +11,7 @@ from types import FrameType
 
 from shipmap.connectors._cli._types import port
 from shipmap.connectors._sandbox import (
+    DEFAULT_KEEP,
     DEFAULT_TOKEN_TTL,
     FaultPlan,
     Sandbox,
@@ -48,6 +49,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _requests_kept(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (keep all) or more")
+    return value
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Credentials: the demo ones unless a --credentials file, SHIPMAP_SANDBOX_<FIELD> variables "
@@ -72,6 +83,14 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faults", type=_fault_plan, default=None, metavar="SPEC", help="faults to inject")
     parser.add_argument(
         "--record", type=Path, metavar="FILE.jsonl", help="also append accepted requests here"
+    )
+    parser.add_argument(
+        "--keep",
+        type=_requests_kept,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"accepted requests kept in memory for /_sandbox/requests, the newest (default {DEFAULT_KEEP:,};"
+        " 0 keeps all); counts, duplicates and --record cover every request",
     )
     parser.add_argument(
         "--source-documents",
@@ -107,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         credentials=credentials,
         faults=args.faults or FaultPlan(),
         record=args.record,
+        keep=args.keep,
         source_documents=args.source_documents,
         source_token=args.source_token,
         source_faults=args.source_faults or FaultPlan(),

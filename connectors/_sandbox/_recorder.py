@@ -1,4 +1,5 @@
-"""The recorder: every accepted request in memory (and optionally a JSONL file), counts, and duplicates."""
+"""The recorder: accepted requests in memory (the newest ``keep``; optionally all in a JSONL file), counts of
+every one, and duplicates."""
 
 from __future__ import annotations
 
@@ -88,13 +89,15 @@ def _body_hash(body: Any) -> str:
 class Recorder:
     """Thread-safe: the server's loop records, tests read from their own thread."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, keep: int = 0) -> None:
+        """``keep``: how many accepted requests ``requests()`` holds, the newest; 0 holds all."""
         self._path = path
         if path is not None:
             # Fail at start, not on the first accepted request, when the file cannot be written.
             path.open("a", encoding="utf-8").close()
         self._lock = threading.Lock()
-        self._records: list[RecordedRequest] = []
+        self._records: deque[RecordedRequest] = deque(maxlen=keep or None)
+        self._dropped = 0  # the oldest records let go to stay within keep
         self._seq = 0
         self._accepted: Counter[str] = Counter()
         self._kinds: Counter[str] = Counter()
@@ -149,6 +152,8 @@ class Recorder:
                 external_id=external_id,
                 fault=fault,
             )
+            if len(self._records) == self._records.maxlen:
+                self._dropped += 1
             self._records.append(entry)
             self._accepted[endpoint] += 1
             if kind:
@@ -246,8 +251,11 @@ class Recorder:
             accepted = dict(sorted(self._accepted.items()))
             kinds = dict(sorted(self._kinds.items()))
             rejected = {name: dict(sorted(c.items())) for name, c in sorted(self._rejected.items())}
+            kept, dropped = len(self._records), self._dropped
         return {
             "accepted": sum(accepted.values()),
+            "kept": kept,
+            "dropped": dropped,
             "by_endpoint": accepted,
             "by_kind": kinds,
             "rejected": rejected,
@@ -259,6 +267,7 @@ class Recorder:
         with self._lock:
             # seq keeps counting, so JSONL lines and ``since`` cursors stay unambiguous across resets.
             self._records.clear()
+            self._dropped = 0
             self._accepted.clear()
             self._kinds.clear()
             self._rejected.clear()

@@ -36,6 +36,7 @@ class Sandbox:
         credentials: SandboxCredentials | None = None,
         faults: FaultPlan | str | None = None,
         record: str | os.PathLike[str] | None = None,
+        keep: int | None = None,
         source_documents: str | os.PathLike[str] | None = None,
         source_token: str | None = None,
         source_faults: FaultPlan | str | None = None,
@@ -54,6 +55,8 @@ class Sandbox:
             changes["faults"] = FaultPlan.parse(faults) if isinstance(faults, str) else faults
         if record is not None:
             changes["record"] = Path(record)
+        if keep is not None:
+            changes["keep"] = keep
         if source_documents is not None:
             changes["source_documents"] = Path(source_documents)
         if source_token is not None:
@@ -127,8 +130,9 @@ class Sandbox:
         kind: str | None = None,
         since: int = 0,
     ) -> list[RecordedRequest]:
-        """Accepted requests in arrival order (headers redacted). ``api`` is ``"fenix"`` or ``"dg"``;
-        ``endpoint`` one of ``fenix.login``, ``fenix.orders``, ``fenix.fulfillment``, ``dg.execution``."""
+        """Accepted requests in arrival order (headers redacted), the newest ``config.keep`` of them (``stats()``
+        says how many were let go). ``api`` is ``"fenix"`` or ``"dg"``; ``endpoint`` one of ``fenix.login``,
+        ``fenix.orders``, ``fenix.fulfillment``, ``dg.execution``."""
         return self._state.recorder.requests(api=api, endpoint=endpoint, kind=kind, since=since)
 
     def faulted(self) -> list[tuple[str, str, int]]:

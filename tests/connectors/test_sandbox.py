@@ -570,6 +570,47 @@ def test_stats_count_endpoints_rejections_and_duplicates(sandbox: Sandbox, http:
     assert sandbox.duplicates() == dups
 
 
+def test_the_recorder_keeps_the_newest_requests_and_counts_every_one(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    sb = sandbox_factory(keep=3)
+    headers = fenix_headers(http, sb)  # the login is request 1
+    for n in range(4):
+        order = {**ORDER, "id": f"K{n}"}
+        assert (
+            http.post(f"{sb.url}/api/v1/orders/K{n}/created", headers=headers, json=order).status_code == 201
+        )
+    assert [r.order_id for r in sb.requests()] == ["K1", "K2", "K3"]
+    listed = http.get(f"{sb.url}/_sandbox/requests").json()
+    assert listed["count"] == 3 and [r["seq"] for r in listed["requests"]] == [3, 4, 5]
+    stats = sb.stats()
+    assert (stats["accepted"], stats["kept"], stats["dropped"]) == (5, 3, 2)
+    assert stats["by_endpoint"] == {"fenix.login": 1, "fenix.orders": 4}
+    # The duplicate check still sees a key whose first copy was let go.
+    assert (
+        http.post(
+            f"{sb.url}/api/v1/orders/K0/created", headers=headers, json={**ORDER, "id": "K0"}
+        ).status_code
+        == 201
+    )
+    [again] = sb.duplicates()["fenix_order_id"]
+    assert (again["key"], again["seqs"]) == ("K0", [2, 6])
+    sb.reset()
+    assert (sb.stats()["kept"], sb.stats()["dropped"]) == (0, 0)
+
+
+def test_keep_zero_keeps_every_request_and_a_negative_keep_is_refused(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    sb = sandbox_factory(keep=0)
+    headers = fenix_headers(http, sb)
+    for n in range(3):
+        http.post(f"{sb.url}/api/v1/orders/Z{n}/created", headers=headers, json={**ORDER, "id": f"Z{n}"})
+    assert len(sb.requests()) == 4 and sb.stats()["dropped"] == 0
+    with pytest.raises(ValueError, match=r"keep must be 0 \(all\) or more requests, got -1"):
+        SandboxConfig(keep=-1)
+
+
 def test_reset_forgets_records_counts_and_tokens(sandbox: Sandbox, http: httpx.Client) -> None:
     headers = fenix_headers(http, sandbox)
     http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER)
@@ -703,6 +744,15 @@ def test_cli_serves_until_stopped(tmp_path: Path, http: httpx.Client, stop: sign
             process.wait()
     lines = [json.loads(line) for line in record.read_text(encoding="utf-8").splitlines()]
     assert [line["endpoint"] for line in lines] == ["dg.execution", "fenix.login"]
+
+
+def test_cli_rejects_a_negative_keep(capsys: pytest.CaptureFixture[str]) -> None:
+    from shipmap.connectors._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sandbox", "--keep", "-5"])
+    assert exit_info.value.code == 2
+    assert "argument --keep: must be 0 (keep all) or more" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_bad_fault_spec(capsys: pytest.CaptureFixture[str]) -> None:

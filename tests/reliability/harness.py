@@ -668,7 +668,12 @@ def reconcile(workload: Workload, sandbox: Sandbox, run: ShipmapRun, *, name: st
     by_identity = {e.identity: e for e in workload.expectations}
     by_body = {(e.endpoint, e.body): e for e in workload.expectations if e.outcome == "deliver"}
 
-    # What arrived.
+    # What arrived: every accepted request, so the sandbox must have kept them all.
+    dropped = sandbox.stats()["dropped"]
+    if dropped:
+        problems.append(
+            f"the sandbox let go of {dropped} requests (keep={sandbox.config.keep}): start it with keep=0"
+        )
     copies: dict[Identity, list[Any]] = {}
     records = {r.seq: r for r in sandbox.requests() if r.endpoint != "fenix.login"}
     for record in records.values():

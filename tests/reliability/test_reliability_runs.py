@@ -156,3 +156,22 @@ def test_reconciliation_notices_a_loss_and_a_stranger(
     assert any("nobody owed" in problem for problem in report.problems)
     with pytest.raises(AssertionError, match=r"lost=\d+"):
         report.check()
+
+
+def test_reconciliation_refuses_a_sandbox_that_let_requests_go(
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
+) -> None:
+    """A sandbox that keeps only its newest requests cannot prove nothing was lost: the checker says so."""
+    workload = build_workload(30, seed=9)
+    sandbox = sandbox_factory(keep=5)
+    run = ShipmapRun(tmp_path, sandbox, workload)
+    try:
+        run.until_done(timeout=60)
+    finally:
+        run.close()
+    report = reconcile(workload, sandbox, run)
+    dropped = sandbox.stats()["dropped"]
+    assert dropped > 0
+    assert f"the sandbox let go of {dropped} requests (keep=5): start it with keep=0" in report.problems
+    with pytest.raises(AssertionError):
+        report.check()

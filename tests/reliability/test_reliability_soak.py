@@ -28,7 +28,7 @@ def test_soak_fault_run(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox], counts: Callable[[str], None]
 ) -> None:
     workload = build_workload(soak_events(), seed=seed(2024))
-    sandbox = sandbox_factory(faults=fault_spec())
+    sandbox = sandbox_factory(faults=fault_spec(), keep=0)  # reconciled request by request
     run = ShipmapRun(tmp_path, sandbox, workload)
     try:
         run.until_done(timeout=1800)
@@ -45,7 +45,7 @@ def test_soak_kill_run(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox], counts: Callable[[str], None]
 ) -> None:
     workload = build_workload(soak_events(), seed=seed(4048))
-    sandbox = sandbox_factory(faults=fault_spec())
+    sandbox = sandbox_factory(faults=fault_spec(), keep=0)  # reconciled request by request
     run = ShipmapRun(tmp_path, sandbox, workload)
     try:
         run.with_kills(SOAK_KILLS, random.Random(seed(4048)), timeout=2400)
