@@ -37,12 +37,18 @@ compile them again (~0.1 s).
 ``--hogs N`` runs N busy-loop processes at normal priority through every round: on a busy host the worker
 process, which yields the core (``SCHED_IDLE`` with a guard, or nice +5), must still keep the run going.
 
+``--variant-arg ARG`` and ``--variant-env NAME=VALUE`` (each repeatable) add a fifth client to every round: ``shipmap
+run`` again, with those extra arguments or environment variables (e.g. ``--variant-arg=--workers=0``). Within one
+round the runs are minutes apart at most, so "variant ÷ shipmap" per round is the A/B that the VM's drift from
+one benchmark run to the next (a quarter, some hours) does not blur.
+
     .venv/bin/python benchmarks/bench_delivery.py [--events 10000] [--concurrency 8] [--rounds 3] [--quick]
-    [--hogs N]
+    [--hogs N] [--variant-arg ARG]... [--variant-env NAME=VALUE]...
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pstats
@@ -437,6 +443,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="PATH",
         help="prepend PATH to PYTHONPATH of every client (an experiment: e.g. another transport's wheel)",
     )
+    arguments.add_argument(
+        "--variant-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="add a 'variant' client: shipmap run with this extra argument too (repeatable)",
+    )
+    arguments.add_argument(
+        "--variant-env",
+        action="append",
+        default=[],
+        type=_assignment,
+        metavar="NAME=VALUE",
+        help="add a 'variant' client: shipmap run with this environment variable too (repeatable)",
+    )
     args = arguments.parse_args(argv)
     count = 1000 if args.quick else args.events
     rounds = 1 if args.quick else args.rounds
@@ -457,7 +478,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"every client runs with PYTHONPATH={env['PYTHONPATH']}")
     results: dict[str, Any] = {"events": count, "concurrency": concurrency, "rounds": rounds, "runs": []}
     results["hogs"] = args.hogs
-    kinds = [*RAW_LOOPS, "shipmap"]
+    variant = bool(args.variant_arg or args.variant_env)
+    kinds = [*RAW_LOOPS, "shipmap", *(["variant"] if variant else [])]
+    variant_env = {**env, **dict(args.variant_env)}
+    variant_label = "shipmap run, variant: " + " ".join(
+        [*(f"{name}={value}" for name, value in args.variant_env), *args.variant_arg]
+    )
     samples: dict[str, list[dict[str, float]]] = {kind: [] for kind in kinds}
     with tempfile.TemporaryDirectory(prefix="shipmap-bench-delivery-") as temporary:
         directory = Path(temporary)
@@ -497,10 +523,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     if kind in RAW_LOOPS:
                         measured = one_run(kind, sandbox, raw_argv(kind), env, count)
                     else:
-                        cfg = config(f"journal-{index}")
+                        cfg = config(f"journal-{kind}-{index}")
                         argv = [sys.executable, str(BENCH / "delivery" / "run_cpu.py"), "--", "run"]
                         argv += [str(cfg), "--input", str(events), "--no-progress"]
-                        measured = one_run("shipmap", sandbox, argv, env, count)
+                        if kind == "variant":
+                            argv += args.variant_arg
+                        measured = one_run(
+                            "shipmap", sandbox, argv, variant_env if kind == "variant" else env, count
+                        )
                     measured["round"] = index
                     measured["load_average"] = os.getloadavg()[0]
                     samples[kind].append(measured)
@@ -558,6 +588,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for kind in kinds:
         median = medians[kind]
         label = RAW_LOOPS[kind][0] if kind in RAW_LOOPS else "shipmap run (journal on)"
+        if kind == "variant":
+            label = variant_label
         rates = [run["events_per_s"] for run in samples[kind]]
         rows.append(
             [
@@ -626,10 +658,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(f"\nratios, per round (median, min-max over {rounds} round(s)):\n")
     ratio_rows = []
-    for name in ("shipmap/aiohttp", "shipmap/httpx", "shipmap/socket", "aiohttp/socket", "httpx/aiohttp"):
+    names = ["shipmap/aiohttp", "shipmap/httpx", "shipmap/socket", "aiohttp/socket", "httpx/aiohttp"]
+    if variant:
+        names += ["variant/shipmap", "variant/aiohttp"]
+    for name in names:
         values = per_round[name]
         ratio_rows.append([name.replace("/", " ÷ "), f"{statistics.median(values):.2f}", spread(values)])
     print(table(["ratio", "median", "min-max (spread)"], ratio_rows))
+    if variant:
+        wins = sum(value > 1 for value in per_round["variant/shipmap"])
+        print(f"\n{variant_label}: faster than shipmap run in {wins} of {rounds} round(s)")
     met = ratio >= TARGET_RATIO
     print(
         f"\ntarget: shipmap run at least {TARGET_RATIO}x the fastest raw HTTP-library loop ({fastest}):"
@@ -653,6 +691,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results["profile"] = profile
     _bench.write_json(args.json, results)
     return results
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
 
 
 def profile_runs(
