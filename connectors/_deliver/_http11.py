@@ -23,7 +23,7 @@ import collections
 import re
 import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, overload
+from typing import Any, cast, overload
 from urllib.parse import urlsplit
 
 import httptools
@@ -84,8 +84,9 @@ class _Connection(asyncio.Protocol):
     # --- asyncio ------------------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # Not an isinstance check: uvloop's transports (uvicorn's default loop, in a program that embeds the
+        # runtime) have asyncio.Transport's methods without being its subclasses.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._last_data = self._loop.time()

@@ -393,6 +393,21 @@ def test_a_runtime_built_from_objects_runs_async_with_an_in_memory_journal(sandb
     assert sandbox.stats()["by_endpoint"]["fenix.login"] == 1  # the session outlives the run
 
 
+def test_a_runtime_embedded_in_a_uvloop_program_delivers_on_the_direct_path(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """uvicorn runs its apps on uvloop, whose transports are not asyncio.Transport subclasses: the direct
+    HTTP/1.1 path (login and orders) must not care."""
+    uvloop = pytest.importorskip("uvloop")
+    runtime = runtime_for(tmp_path, sandbox)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        summary = runner.run(runtime.run_async([order_event(n) for n in range(5)]))
+        assert type(runner.get_loop()).__module__.startswith("uvloop")
+    assert summary.ok and summary.get("acme-orders.order").delivered == 5
+    assert summary.dead == 0
+    assert sandbox.stats()["by_endpoint"] == {"fenix.login": 1, "fenix.orders": 5}
+
+
 def test_a_runtime_refuses_to_run_twice_at_once(tmp_path: Path, sandbox: Sandbox) -> None:
     sandbox.set_faults("slow=1:0.3")
     runtime = runtime_for(tmp_path, sandbox)
