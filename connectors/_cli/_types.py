@@ -19,6 +19,13 @@ def port(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not 0 or more")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from shipmap.connectors._cli._types import port
+from shipmap.connectors._cli._types import non_negative_int, port
 from shipmap.connectors._sandbox import (
     DEFAULT_KEEP,
     DEFAULT_TOKEN_TTL,
@@ -49,16 +49,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _requests_kept(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of requests") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 (keep all) or more")
-    return value
-
-
 def register(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Credentials: the demo ones unless a --credentials file, SHIPMAP_SANDBOX_<FIELD> variables "
@@ -86,7 +76,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--keep",
-        type=_requests_kept,
+        type=non_negative_int,
         default=DEFAULT_KEEP,
         metavar="N",
         help=f"accepted requests kept in memory for /_sandbox/requests, the newest (default {DEFAULT_KEEP:,};"

@@ -201,7 +201,7 @@ class IdleGuard:
     counts a wait only once it ends: ``/proc/PID/schedstat``, ``/proc/PID/stat``), the run is being held
     back by a worker that other processes keep off the cores, and the guard lifts it. A large batch leaves
     the worker running and a slow input leaves it asleep: neither is starving. Where /proc cannot be read,
-    the parent's wait alone decides (half the window). The worker starts under the normal policy and enters
+    the parent's wait alone decides (``STARVED_SHARE`` of the window). The worker starts under the normal policy and enters
     ``SCHED_IDLE`` once it is ahead (the parent waited less than ``CALM_SHARE`` of each window for
     ``_CALM_WINDOWS`` windows in a row); each lift multiplies the calm it needs to go back by
     ``_CALM_GROWTH``. Every change is made here, on the parent's event loop, so none can overtake another.
@@ -215,9 +215,8 @@ class IdleGuard:
         self.pid = pid
         self.window = window
         self.waiting_since: float | None = None
-        self.idle = (
-            idle  # whether the worker is under SCHED_IDLE (a forked worker starts under the normal policy)
-        )
+        # Whether the worker is under SCHED_IDLE (a forked worker starts under the normal policy).
+        self.idle = idle
         self.lifts = 0
         self.looks = 0  # windows in which the parent waited its share (tests read it)
         self._calm_needed = _CALM_WINDOWS
@@ -264,8 +263,8 @@ class IdleGuard:
             return
         if waited < share:
             return
-        if sched is None or before is None:
-            starved = waited >= 2 * share
+        if sched is None or before is None:  # no /proc: the parent's wait alone decides
+            starved = True
         else:
             ran, queued = sched[0] - before[0], sched[1] - before[1]
             starved = queued >= share or (ran < share and _runnable(self.pid))

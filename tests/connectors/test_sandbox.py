@@ -752,7 +752,7 @@ def test_cli_rejects_a_negative_keep(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(SystemExit) as exit_info:
         main(["sandbox", "--keep", "-5"])
     assert exit_info.value.code == 2
-    assert "argument --keep: must be 0 (keep all) or more" in capsys.readouterr().err
+    assert "argument --keep: -5 is not 0 or more" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_bad_fault_spec(capsys: pytest.CaptureFixture[str]) -> None:
