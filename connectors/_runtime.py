@@ -326,6 +326,7 @@ class _Execution:
                 for _ in range(concurrency):
                     await queue.put(None)
                 await asyncio.gather(*workers)
+                self.workers.settle_raised()  # the input ended before a streak of them stopped the run
                 flusher.cancel()
                 if keeper is not None:
                     keeper.cancel()
@@ -335,7 +336,7 @@ class _Execution:
             # The journal writer's one error can reach several tasks (each raises the same object).
             errors = list({id(error): error for error in group_error.exceptions}.values())
             if len(errors) == 1:
-                raise errors[0] from None
+                raise errors[0] from errors[0].__cause__  # the error's own cause, not the group
             raise
         finally:
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
@@ -385,7 +386,11 @@ def _run_sync(coroutine: Any) -> RunSummary:
     """Run a coroutine to completion from sync code, even when this thread already runs an event loop."""
     try:
         asyncio.get_running_loop()
-    except RuntimeError:
+    except RuntimeError:  # the usual case; run below, not in this block, where errors would chain to it
+        loop_running = False
+    else:
+        loop_running = True
+    if not loop_running:
         result: RunSummary = asyncio.run(coroutine)
         return result
     box: dict[str, Any] = {}

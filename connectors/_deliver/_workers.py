@@ -1,20 +1,30 @@
 """The delivery workers of a run: ``concurrency`` tasks that take jobs off the queue, send each through the
 Deliverer, count the outcome, and hand it to the store: delivered (a mark, committed in batches), dead (a
 dead letter with its reason), or parked (left ``pending``: its connection's breaker stayed open past
-``outage_wait``). One broken request never stops the others: whatever ``send`` raises is that job's dead
-letter."""
+``outage_wait``).
+
+One broken request never stops the others: a send that raises inside shipmap, instead of getting an answer,
+is that job's dead letter. Many in a row are not the requests' fault but a bug (in shipmap, or in a custom
+transport or auth flow of a program that embeds it), so such a job waits, ``pending``, for the next outcome:
+any other outcome makes the waiting ones dead letters (they were the requests' own problem), while
+``INTERNAL_ERRORS_TO_STOP`` in a row stop the run, and they stay ``pending`` with everything not yet sent, for
+the run after the fix. A bug then costs no dead letters at all."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 
-from .._errors import JournalError
+from .._errors import DeliveryError, JournalError
 from .._map._steps import Dead, Job, event_fields
 from .._store._leases import LeaseKeeper
 from .._store._outbox import Outbox
 from ._delivery import Deliverer, Outcome
+
+INTERNAL_ERRORS_TO_STOP = 10  # sends in a row that raised inside shipmap, nothing answered between them
 
 
 class DeliveryWorkers:
@@ -34,6 +44,7 @@ class DeliveryWorkers:
         self._reason = reason
         self._report = report
         self.sending = 0
+        self._raised: list[tuple[Job, Outcome]] = []  # sends that raised, in a row: not yet dead letters
 
     async def work(self, deliverer: Deliverer, queue: asyncio.Queue[Job | None]) -> None:
         """One worker: send jobs until it takes ``None`` off the queue."""
@@ -52,37 +63,67 @@ class DeliveryWorkers:
                 outcome = await deliverer.send(job.request)
             except JournalError:  # the shared breaker's database failed: the run stops, the row stays pending
                 raise
-            except Exception as error:  # one broken request must not stop the run; it is dead-lettered
+            except Exception as error:  # this job's problem, or a bug that fails them all: the next ones say
+                self.log.debug("%s: internal error while sending", job.request.label, exc_info=True)
                 reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
-                outcome = Outcome(False, None, 1, 0.0, reason)
+                self._raised.append((job, Outcome(False, None, 1, 0.0, reason)))
+                if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
+                    for raised, _ in self._raised:
+                        self.outbox.release(raised.key)  # pending in the journal: the next run sends it
+                    raise _stopped(error, len(self._raised)) from error
+                continue
             finally:
                 self.sending -= 1
-            stats = self.summary.target(job.mapping, job.target)
-            stats.attempts += outcome.attempts
-            if outcome.attempts > 1:
-                stats.retried += 1
-            if outcome.parked:
-                # The connection is down past outage_wait: the row stays pending for the next run.
-                self.summary.parked += 1
-                if job.request.connection not in self.summary.outages:
-                    self.summary.outages[job.request.connection] = outcome.reason or "circuit breaker open"
-                    self.log.warning("%s", outcome.reason)
-                self.outbox.release(job.key)
-            elif outcome.delivered:
-                assert outcome.status is not None
-                self.outbox.delivered(job.key, outcome.status, outcome.attempts)
-                stats.delivered += 1
-                stats.latency.add(outcome.latency)
-                if log_info:
-                    self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
-                                  outcome.status, outcome.latency * 1000, outcome.attempts,
-                                  "" if outcome.attempts == 1 else "s",
-                                  extra=event_fields(job.key, job.mapping, job.target,
-                                                     outcome.attempts))  # fmt: skip
-            else:
-                reason = outcome.reason or "not delivered"
-                self.outbox.dead(
-                    Dead(job.key, job.mapping, job.target, job.source_digest, job.origin, reason), outcome
-                )
-                self.outbox.release(job.key)
-            self._report()
+            if self._raised:
+                self.settle_raised()  # something else happened between them: each was its request's own
+            self._count(job, outcome, log_info)
+
+    def settle_raised(self) -> None:
+        """The sends that raised and still wait, each made its delivery's dead letter (the run goes on, or ended
+        before the streak reached ``INTERNAL_ERRORS_TO_STOP``)."""
+        raised, self._raised = self._raised, []
+        for job, outcome in raised:
+            self._count(job, outcome, False)
+
+    def _count(self, job: Job, outcome: Outcome, log_info: bool) -> None:
+        stats = self.summary.target(job.mapping, job.target)
+        stats.attempts += outcome.attempts
+        if outcome.attempts > 1:
+            stats.retried += 1
+        if outcome.parked:
+            # The connection is down past outage_wait: the row stays pending for the next run.
+            self.summary.parked += 1
+            if job.request.connection not in self.summary.outages:
+                self.summary.outages[job.request.connection] = outcome.reason or "circuit breaker open"
+                self.log.warning("%s", outcome.reason)
+            self.outbox.release(job.key)
+        elif outcome.delivered:
+            assert outcome.status is not None
+            self.outbox.delivered(job.key, outcome.status, outcome.attempts)
+            stats.delivered += 1
+            stats.latency.add(outcome.latency)
+            if log_info:
+                self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
+                              outcome.status, outcome.latency * 1000, outcome.attempts,
+                              "" if outcome.attempts == 1 else "s",
+                              extra=event_fields(job.key, job.mapping, job.target, outcome.attempts))  # fmt: skip
+        else:
+            reason = outcome.reason or "not delivered"
+            self.outbox.dead(
+                Dead(job.key, job.mapping, job.target, job.source_digest, job.origin, reason), outcome
+            )
+            self.outbox.release(job.key)
+        self._report()
+
+
+def _stopped(error: Exception, count: int) -> DeliveryError:
+    """The run's error when sends keep raising: the exception's type and where it was raised, not its message
+    (which may quote a config value; -vv logs each traceback, redacted)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return DeliveryError(
+        f"sending stopped: {count} requests in a row raised {type(error).__name__}{where} inside shipmap, with"
+        " no answer between them: a bug in shipmap or in a custom transport or auth flow, not a problem of"
+        " the events. They, and everything not sent yet, stay pending for the next run; -vv logs the"
+        " tracebacks."
+    )
