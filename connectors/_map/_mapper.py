@@ -159,12 +159,15 @@ class EventMapper:
         journal: Recorded | None,
         *,
         replay: str | None = None,
+        replayed_key: str | None = None,
     ) -> Iterator[Step]:
         """The steps of one source document through one mapping.
 
         ``replay=None``: a normal run; deliveries already delivered or dead are skipped. ``replay=""``: a
         mapping-stage dead letter is replayed; every target is (re)sent unless delivered. ``replay=T``: the
-        dead letter of target T is replayed; only T is considered.
+        dead letter of target T is replayed; only T is considered, and when that dead letter
+        (``replayed_key``) is one element of a fan-out, the element's siblings that are dead letters too stay
+        so: each is replayed when asked for.
         """
         name = route.name
         stage_key = delivery_key(name, MAPPING_STAGE, digest)
@@ -203,6 +206,13 @@ class EventMapper:
             state = entry.state if entry is not None else None
             if state == "delivered" or (state == "dead" and replay is None):
                 yield Skip(key, name, target_name, state)
+                continue
+            if (
+                state == "dead"
+                and output.element is not None
+                and replayed_key not in (None, failure_key, key)
+            ):
+                yield Skip(key, name, target_name, state)  # a sibling dead letter: not the one asked for
                 continue
             recorded = entry.idempotency_key if entry is not None else None
             yield self.job(planned, route, payload, key, digest, origin, recorded, valid=output.valid)
@@ -273,7 +283,15 @@ class EventMapper:
             return Event(record, entry.source_hash, canonical, (step,))
         try:
             steps = list(
-                self._map(routes[0], source, entry.source_hash, entry.origin, journal, replay=entry.target)
+                self._map(
+                    routes[0],
+                    source,
+                    entry.source_hash,
+                    entry.origin,
+                    journal,
+                    replay=entry.target,
+                    replayed_key=entry.key,
+                )
             )
         except Exception as error:  # the replayed event fails again, unforeseen: it stays a dead letter
             reason = self.reason(f"internal error while mapping: {type(error).__name__}: {error}")

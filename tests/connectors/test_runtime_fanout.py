@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shipmap.connectors import Runtime, Sandbox
+from shipmap.connectors._store._journal import Journal
 from test_runtime_support import environ, write_config
 
 MAPPING = """\
@@ -123,3 +124,50 @@ def test_a_changed_element_is_sent_again(tmp_path: Path, sandbox: Sandbox) -> No
         r.body["shipment_info"]["tracking_number"] for r in sandbox.requests(endpoint="fenix.fulfillment")
     ]
     assert trackings == ["1Z0007", "1Z-NEW"]
+
+
+def untracked(*shipment_ids: int, missing: tuple[int, ...]) -> dict[str, Any]:
+    """``event`` whose shipments in ``missing`` have no tracking number yet: their fulfillments are invalid."""
+    shipped = event(*shipment_ids)
+    for shipment in shipped["payload"]["shipments"]:
+        if shipment["id"] in missing:
+            del shipment["tracking"]
+    return shipped
+
+
+def test_replaying_one_element_s_dead_letter_leaves_its_dead_siblings_for_their_own_replay(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    first = runtime(tmp_path, sandbox).run([untracked(7, 8, 9, missing=(8, 9))])
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        letters = journal.dead_letters()
+    dead = {entry.key: entry for entry in letters if entry.target == "fulfillment"}
+    assert first.get("acme-shipments-fanout.fulfillment").dead == 2 and len(dead) == 2
+    assert [r.fulfillment_id for r in sandbox.requests(endpoint="fenix.fulfillment")] == ["7"]
+
+    # The mapping is fixed; the integrator replays one of the two dead fulfillments: only that one is sent.
+    fixed = MAPPING.replace(
+        "tracking_number: tracking", "tracking_number: {path: tracking, default: PENDING}"
+    )
+    (tmp_path / "fanout.yaml").write_text(fixed, encoding="utf-8")
+    config = write_config(
+        tmp_path, sandbox.url, mappings=[{"mapping": "./fanout.yaml", "topic": "orders/shipped"}]
+    )
+    asked = sorted(dead)[0]
+    replayed = Runtime.from_config(config, environ=environ(sandbox.url)).replay([asked[:16]])
+    assert replayed.delivered == 1
+    sent = sandbox.requests(endpoint="fenix.fulfillment")
+    assert (
+        len(sent) == 2
+        and sent[-1].fulfillment_id in ("8", "9")
+        and sent[-1].body["shipment_info"]["tracking_number"] == "PENDING"
+    )
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.state(asked) == "delivered"
+        (sibling,) = set(dead) - {asked}
+        assert journal.state(sibling) == "dead"  # not asked for: still a dead letter, not sent
+
+    # Replaying the rest sends the sibling, once; every shipment arrived exactly once.
+    rest = Runtime.from_config(config, environ=environ(sandbox.url)).replay()
+    assert rest.delivered == len(letters) - 1  # the sibling, and the notifications if any died too
+    assert sorted(r.fulfillment_id for r in sandbox.requests(endpoint="fenix.fulfillment")) == ["7", "8", "9"]
