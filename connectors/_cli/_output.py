@@ -20,26 +20,17 @@ CHUNK_LINES = 256  # input lines per task of a --jobs pool: ~50 ms of mapping, a
 
 
 def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
+    from shipmap.connectors._cli._types import positive_int
     from shipmap.connectors._map._parallel import default_jobs
 
     parser.add_argument(
         "-j",
         "--jobs",
-        type=_positive,
+        type=positive_int,
         default=default_jobs(),
         metavar="N",
         help="map in N processes, output in input order (default: the number of cores; large inputs only)",
     )
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def use_color(stream: IO[str]) -> bool:

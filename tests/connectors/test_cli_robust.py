@@ -37,6 +37,8 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
         (["run", "cfg.yaml", "--concurrency", "0"], "argument --concurrency: 0 is not 1 or more"),
         (["serve", "cfg.yaml", "--port", "70000"], "argument --port: 70000 is not a TCP port"),
         (["replay", "cfg.yaml", "--concurrency", "x"], "argument --concurrency: 'x' is not a whole number"),
+        (["preview", "shopify/order", "o.json", "--jobs", "0"], "argument -j/--jobs: 0 is not 1 or more"),
+        (["test", "m.yaml", "--jobs", "two"], "argument -j/--jobs: 'two' is not a whole number"),
     ],
 )
 def test_a_bad_option_value_is_a_usage_error(
