@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._errors import ConnectorError as ConnectorError
     from ._errors import DeliveryError as DeliveryError
     from ._errors import JournalError as JournalError
+    from ._errors import SendingStopped as SendingStopped
     from ._redact import RedactingFilter as RedactingFilter
     from ._redact import Redactor as Redactor
     from ._runtime import PlanEntry as PlanEntry
@@ -80,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "ConnectorError": "._errors",
     "DeliveryError": "._errors",
     "JournalError": "._errors",
+    "SendingStopped": "._errors",
     "Journal": "._store._journal",
     "JournalEntry": "._store._journal",
     "RedactingFilter": "._redact",

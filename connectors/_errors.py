@@ -5,7 +5,8 @@
     └── ConnectorError              the connector runtime failed; exit code 1
         ├── ConfigError             the runtime config file is wrong; file:line:col; exit code 2
         ├── DeliveryError           a request could not be delivered; exit code 6
-        │   └── AuthError           a login or credential was refused; exit code 6
+        │   ├── AuthError           a login or credential was refused; exit code 6
+        │   └── SendingStopped      sends kept raising inside shipmap (a bug): the run stopped; exit code 6
         └── JournalError            the journal database cannot be opened or is not ours; exit code 7
 
 A finished run that dead-lettered anything is not an exception: ``shipmap run`` exits with
@@ -51,6 +52,11 @@ class DeliveryError(ConnectorError):
 
 class AuthError(DeliveryError):
     """A login failed: refused credentials are final; a login that hit a 5xx or the network is retryable."""
+
+
+class SendingStopped(DeliveryError):
+    """Sends kept raising inside shipmap instead of getting answers (a bug in shipmap, or in a custom transport
+    or auth flow): the run stopped, and what it had not delivered stays ``pending`` for the run after the fix."""
 
 
 class JournalError(ConnectorError):

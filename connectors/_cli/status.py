@@ -73,6 +73,10 @@ def run(args: argparse.Namespace) -> int:
         breakers = service.get("breakers") or {}
         shown = ", ".join(f"{name} {state}" for name, state in sorted(breakers.items())) or "none reported"
         out.write(f"breakers    {shown}\n")
+        stalled = service.get("delivery_stalled")
+        if stalled:
+            out.write(f"delivery    STALLED for {stalled['for_seconds']} s, next run in"
+                      f" {stalled['next_run_in_seconds']} s: {stalled['reason']}\n")  # fmt: skip
     age = report["oldest_pending_seconds"]
     out.write(f"queue       {report['queue_depth']} waiting" + (f", oldest {age} s" if age else "") + "\n")
     webhooks = report["webhooks"]

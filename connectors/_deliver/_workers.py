@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from .._errors import DeliveryError, JournalError
+from .._errors import JournalError, SendingStopped
 from .._map._steps import Dead, Job, event_fields
 from .._store._leases import LeaseKeeper
 from .._store._outbox import Outbox
@@ -45,6 +45,7 @@ class DeliveryWorkers:
         self._report = report
         self.sending = 0
         self._raised: list[tuple[Job, Outcome]] = []  # sends that raised, in a row: not yet dead letters
+        self._stop: SendingStopped | None = None
 
     async def work(self, deliverer: Deliverer, queue: asyncio.Queue[Job | None]) -> None:
         """One worker: send jobs until it takes ``None`` off the queue."""
@@ -70,7 +71,10 @@ class DeliveryWorkers:
                 if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
                     for raised, _ in self._raised:
                         self.outbox.release(raised.key)  # pending in the journal: the next run sends it
-                    raise _stopped(error, len(self._raised)) from error
+                    # One error object for every sender that gets here before the run is cancelled: the
+                    # run raises it alone, not in a group.
+                    self._stop = self._stop or _stopped(error, len(self._raised))
+                    raise self._stop from error
                 continue
             finally:
                 self.sending -= 1
@@ -116,12 +120,12 @@ class DeliveryWorkers:
         self._report()
 
 
-def _stopped(error: Exception, count: int) -> DeliveryError:
+def _stopped(error: Exception, count: int) -> SendingStopped:
     """The run's error when sends keep raising: the exception's type and where it was raised, not its message
     (which may quote a config value; -vv logs each traceback, redacted)."""
     frames = traceback.extract_tb(error.__traceback__)
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
-    return DeliveryError(
+    return SendingStopped(
         f"sending stopped: {count} requests in a row raised {type(error).__name__}{where} inside shipmap, with"
         " no answer between them: a bug in shipmap or in a custom transport or auth flow, not a problem of"
         " the events. They, and everything not sent yet, stay pending for the next run; -vv logs the"

@@ -10,6 +10,12 @@ Delivery is a sequence of runs over one feed. A run ends when the feed says so (
 deliveries is due, or ``shipmap replay`` left a request, see ``_feed`` and ``_replays``); the loop then
 carries out the waiting replays and starts the next run, which first re-sends what the journal holds
 pending. Each run's summary is folded into the service's totals (``_totals``).
+
+A run that stops because its sends keep raising inside shipmap (``SendingStopped``: a bug, or a custom
+transport or auth flow that fails every request) does not stop the service: what it had not delivered is
+``pending`` in the journal and the inbox, intake goes on accepting webhooks, ``/readyz`` reports delivery
+*stalled*, and the next run starts after ``resweep``, twice as long each time it stops again without having
+delivered anything, up to ``resweep_cap``. Any other error of a run stops the service.
 """
 
 from __future__ import annotations
@@ -18,12 +24,15 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import httpx
 
+from .._errors import SendingStopped
 from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from ._enrich import Enricher, refetch_documents
@@ -32,6 +41,15 @@ from ._inbox_pg import open_inbox
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
 from ._totals import combined, fold
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """Delivery waits after runs whose sends kept raising (monotonic times)."""
+
+    reason: str
+    since: float
+    retry_at: float
 
 
 class DeliveryLoop:
@@ -70,6 +88,8 @@ class DeliveryLoop:
         self._feed: InboxFeed | None = None
         self._task: asyncio.Task[RunSummary | None] | None = None
         self._progress: Progress | None = None
+        self.stalled: Stall | None = None  # waiting to run again, after a run whose sends kept raising
+        self._stalled_since: float | None = None  # since the first of such runs in a row
         self._thread = threading.Thread(target=self._main, name="shipmap-serve-delivery", daemon=True)
 
     # --- called from the service's thread -----------------------------------------------------------------
@@ -155,17 +175,41 @@ class DeliveryLoop:
                 )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()
+                stall = self._resweep[0]
                 while True:
                     self.runs += 1
-                    # Other services on a shared journal keep running and take over what this one leaves.
-                    run = await self.runtime.run_async(
-                        feed.events(), progress=self._on_progress, wait_for_others=False
-                    )
-                    fold(self.total, run)
-                    self._folded = run
+                    try:
+                        # Other services on a shared journal keep running and take over what this one leaves.
+                        run = await self.runtime.run_async(
+                            feed.events(), progress=self._on_progress, wait_for_others=False
+                        )
+                    except SendingStopped as stopped:
+                        stall = await self._stall(stopped, feed, stall)
+                    else:
+                        fold(self.total, run)
+                        self._folded = run
+                        self._stalled_since, stall = None, self._resweep[0]
                     if feed.stopping:
                         return self.total
                     await self._carry_out_replays(enricher)
+
+    async def _stall(self, stopped: SendingStopped, feed: InboxFeed, wait: float) -> float:
+        """Wait before the next run, after one whose sends kept raising; return the wait after this one. Intake
+        goes on meanwhile; a stop (the service draining) ends the wait."""
+        run = self.runtime.live
+        if run is not None and run is not self._folded:
+            fold(self.total, run)  # what it did deliver before it stopped
+            self._folded = run
+        now = time.monotonic()
+        if self._stalled_since is None or (run is not None and run.delivered):
+            self._stalled_since, wait = now, self._resweep[0]  # a new stall, not the same one going on
+        self.stalled = Stall(stopped.message, self._stalled_since, now + wait)
+        self._log.error("delivery stalled: %s Webhooks are still accepted; the next run starts in %.1f s",
+                        stopped.message, wait)  # fmt: skip
+        while not feed.stopping and time.monotonic() < now + wait:
+            await asyncio.sleep(min(0.1, max(0.0, now + wait - time.monotonic())))
+        self.stalled = None  # the next run is trying
+        return min(wait * 2, self._resweep[1])
 
     def _parked_now(self) -> int:
         live = self.runtime.live

@@ -30,6 +30,7 @@ class ServiceMetrics:
         queue: Callable[[], tuple[int, float | None]],
         breakers: Callable[[], Mapping[str, str]],
         in_flight: Callable[[], int],
+        stalled: Callable[[], bool],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
@@ -60,7 +61,7 @@ class ServiceMetrics:
             buckets=ACK_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Live(summary, queue, breakers, in_flight))
+        self.registry.register(_Live(summary, queue, breakers, in_flight, stalled))
 
     def reject(self, source: str, reason: str) -> None:
         self.rejected.labels(source, reason).inc()
@@ -70,7 +71,7 @@ class ServiceMetrics:
 
 
 class _Live(Collector):
-    """Figures read at scrape time: deliveries per target, queue depth and age, breakers, in flight."""
+    """Figures read at scrape time: deliveries per target, queue depth and age, breakers, in flight, stall."""
 
     def __init__(
         self,
@@ -78,11 +79,13 @@ class _Live(Collector):
         queue: Callable[[], tuple[int, float | None]],
         breakers: Callable[[], Mapping[str, str]],
         in_flight: Callable[[], int],
+        stalled: Callable[[], bool],
     ) -> None:
         self._summary = summary
         self._queue = queue
         self._breakers = breakers
         self._in_flight = in_flight
+        self._stalled = stalled
 
     def describe(self) -> list[Any]:
         return []  # dynamic: nothing to check at registration
@@ -120,6 +123,11 @@ class _Live(Collector):
         )
         yield GaugeMetricFamily(
             "shipmap_deliveries_in_flight", "Requests being sent now", value=self._in_flight()
+        )
+        yield GaugeMetricFamily(
+            "shipmap_delivery_stalled",
+            "1 while delivery waits to run again after a run whose sends kept raising inside shipmap",
+            value=1.0 if self._stalled() else 0.0,
         )
         breakers = GaugeMetricFamily(
             "shipmap_breaker_state",

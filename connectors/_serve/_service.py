@@ -110,6 +110,7 @@ class Service:
                 queue=lambda: (inbox.depth(), inbox.oldest_pending()),
                 breakers=self.breakers,
                 in_flight=delivery.in_flight,
+                stalled=lambda: delivery.stalled is not None,
             )
             state = ServiceState(
                 sources=settings.sources,
@@ -230,12 +231,22 @@ class Service:
                     "next_probe_in_seconds": round(max(0.0, record.retry_at - now), 1),
                     "probes": record.probes,
                 }
+        stall = delivery.stalled
+        stalled = None
+        if stall is not None:
+            stalled = {
+                "reason": stall.reason,
+                "for_seconds": round(max(0.0, now - stall.since), 1),
+                "next_run_in_seconds": round(max(0.0, stall.retry_at - now), 1),
+            }
         return {
             "delivering": delivery.running,
             "queue_depth": inbox.depth(),
             "breakers": self.breakers(),
-            "degraded": bool(outages),  # a destination or source API is down: intake still accepts
+            # A destination or source API is down, or sends keep raising: intake still accepts.
+            "degraded": bool(outages) or stalled is not None,
             "outages": outages,
+            "delivery_stalled": stalled,
             "parked_deliveries": delivery.summary().parked,
             "parked_webhooks": delivery.parked_webhooks(),
         }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from shipmap.connectors import DeliveryError, Runtime, Sandbox
+from shipmap.connectors import DeliveryError, Runtime, Sandbox, SendingStopped
 from shipmap.connectors._deliver._workers import INTERNAL_ERRORS_TO_STOP
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._store._journal import Journal
@@ -75,18 +75,18 @@ def test_a_request_that_raises_is_its_own_dead_letter_and_the_run_goes_on(
         assert not any(secret in reason for secret in SECRETS)
 
 
+@pytest.mark.parametrize("concurrency", [1, 8])  # 8: several senders reach the tenth at once, one error
 def test_requests_that_keep_raising_stop_the_run_and_the_rest_stays_pending(
-    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, concurrency: int
 ) -> None:
     events = [order_event(n) for n in range(40)]
-    concurrency = 2
     broken = runtime(tmp_path, sandbox, BrokenTransport(), concurrency)
     caplog.handler.addFilter(RedactingFilter(broken.redactor))  # as the CLI's handler does
     with caplog.at_level("DEBUG", logger="shipmap"), pytest.raises(DeliveryError) as stopped:
         broken.run(events)
 
     error = stopped.value
-    assert error.exit_code == 6
+    assert isinstance(error, SendingStopped) and error.exit_code == 6
     assert error.message.startswith(
         f"sending stopped: {INTERNAL_ERRORS_TO_STOP} requests in a row raised RuntimeError at"
         " test_runtime_internal_errors.py:"

@@ -19,7 +19,11 @@ def test_a_webhook_the_inbox_cannot_commit_gets_503(tmp_path: Path) -> None:
     source = SourceSettings(name="shop", type="shopify", secrets=(b"secret",))
     inbox = Inbox(tmp_path / "inbox.db")
     metrics = ServiceMetrics(
-        summary=lambda: None, queue=lambda: (0, None), breakers=dict, in_flight=lambda: 0
+        summary=lambda: None,
+        queue=lambda: (0, None),
+        breakers=dict,
+        in_flight=lambda: 0,
+        stalled=lambda: False,
     )
     state = ServiceState({"shop": source}, inbox, metrics, on_accept=lambda: None, readiness=dict)
     app = build_app(state, Redactor())
