@@ -162,7 +162,8 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
             return
         text = self.redactor.redact(str(msg) % args if args else str(msg))
         if kwargs and (len(kwargs) > 1 or "extra" not in kwargs):  # exc_info, stack_info, stacklevel
-            kwargs.setdefault("stacklevel", 3)
+            # This frame, then the caller: logging skips its own frames (LoggerAdapter.debug and the like).
+            kwargs.setdefault("stacklevel", 2)
             self.logger.log(level, text, **kwargs)
             return
         extra = kwargs.get("extra")

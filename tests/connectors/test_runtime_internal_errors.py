@@ -99,6 +99,8 @@ def test_requests_that_keep_raising_stop_the_run_and_the_rest_stays_pending(
         r for r in caplog.records if r.exc_info and "internal error while sending" in r.getMessage()
     ]
     assert len(tracebacks) >= INTERNAL_ERRORS_TO_STOP
+    # Each names the line that logged it (an embedding program's format may show %(filename)s:%(lineno)d).
+    assert {(r.filename, r.funcName) for r in tracebacks} == {("_workers.py", "work")}
     assert "demo-pass" not in caplog.text
 
     at_stop = counts(tmp_path)
