@@ -87,7 +87,7 @@ class DeliveryWorkers:
         before the streak reached ``INTERNAL_ERRORS_TO_STOP``)."""
         raised, self._raised = self._raised, []
         for job, outcome in raised:
-            self._count(job, outcome, False)
+            self._count(job, outcome, log_info=False)  # none was delivered: no delivery line to log
 
     def _count(self, job: Job, outcome: Outcome, log_info: bool) -> None:
         stats = self.summary.target(job.mapping, job.target)
