@@ -297,7 +297,8 @@ class CircuitBreaker:
             self._changed = (loop, asyncio.Event())
         changed = self._changed[1]
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout=max(seconds, 0.001))
+            async with asyncio.timeout(max(seconds, 0.001)):  # not wait_for: see _serve/_feed.py
+                await changed.wait()
 
 
 class RateLimiter:

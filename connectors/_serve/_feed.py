@@ -131,8 +131,12 @@ class InboxFeed:
                     if time.monotonic() - self._purged_at > _PURGE_EVERY:  # the dedup window moves on
                         self._purged_at = time.monotonic()
                         self.inbox.purge(time.time() - DEDUP_WINDOW)
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+                    # comes as the event is set, and the run's TaskGroup, stopping on a worker's error, would
+                    # wait for this body forever.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wakeup.wait(), self._idle_wait())
+                        async with asyncio.timeout(self._idle_wait()):
+                            await self.wakeup.wait()
                     continue
                 self.idle = False
                 await self._step_aside()

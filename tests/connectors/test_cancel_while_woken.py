@@ -1,0 +1,58 @@
+"""Waits that give way to a cancellation even when their wake-up comes in the same instant: the serve feed's
+idle wait, and a sender's wait for its circuit breaker.
+
+A run's TaskGroup stops on a worker's error (a journal failure, sends that keep raising) by cancelling the
+run's body, which may be waiting in the feed for webhooks. On Python 3.11, ``asyncio.wait_for`` returned the
+wait's result instead when the wake-up and the cancellation came together, and the run then waited for
+webhooks, its senders gone, until the service stopped (found by test_serve_send_bug.py, about one run in ten).
+A sender waiting for its breaker had the same wait. Here both come in the same loop iteration, every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from shipmap.connectors import Redactor
+from shipmap.connectors._deliver._breaker import BreakerSettings, CircuitBreaker
+from shipmap.connectors._serve._feed import InboxFeed
+from shipmap.connectors._serve._inbox import Inbox
+
+
+def test_a_cancellation_that_comes_with_a_wake_up_stops_the_idle_feed(tmp_path: Path) -> None:
+    inbox = Inbox(tmp_path / "inbox.db")
+    enricher: Any = None  # never asked: the inbox holds no webhook
+    feed = InboxFeed(inbox, enricher, Redactor())
+
+    async def cancelled_while_woken() -> None:
+        events = feed.events()
+        waiting = asyncio.ensure_future(anext(events))
+        while not feed.idle:  # the empty inbox was read: the feed waits for a wake-up
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        feed.wakeup.set()  # a webhook was committed ...
+        waiting.cancel()  # ... as the run stops
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        assert waiting in done, "the feed went on waiting for webhooks: the cancellation was lost"
+        assert waiting.cancelled()
+        await events.aclose()
+
+    try:
+        asyncio.run(cancelled_while_woken())
+    finally:
+        inbox.close()
+
+
+def test_a_cancellation_that_comes_with_a_breaker_change_stops_the_waiting_sender() -> None:
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=3, cooldown=5.0, cooldown_cap=5.0))
+
+    async def cancelled_while_woken() -> None:
+        waiting = asyncio.ensure_future(breaker._wait_for_change(30.0))  # what admit() awaits while open
+        await asyncio.sleep(0.01)
+        breaker._notify()  # another sender's probe answered ...
+        waiting.cancel()  # ... as the run stops
+        done, _ = await asyncio.wait({waiting}, timeout=5)
+        assert waiting in done and waiting.cancelled(), "the sender went on: the cancellation was lost"
+
+    asyncio.run(cancelled_while_woken())
