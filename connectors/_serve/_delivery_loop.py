@@ -15,7 +15,8 @@ A run that stops because its sends keep raising inside shipmap (``SendingStopped
 transport or auth flow that fails every request) does not stop the service: what it had not delivered is
 ``pending`` in the journal and the inbox, intake goes on accepting webhooks, ``/readyz`` reports delivery
 *stalled*, and the next run starts after ``resweep``, twice as long each time it stops again without having
-delivered anything, up to ``resweep_cap``. Any other error of a run stops the service.
+delivered anything, up to ``resweep_cap`` (a ``shipmap replay`` request ends the wait: it is carried out, then
+the next run starts). Any other error of a run stops the service.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from ._inbox_pg import open_inbox
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
 from ._totals import combined, fold
+
+_STALL_POLL = 0.25  # seconds between looks for a stop or a replay request while delivery is stalled
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +209,10 @@ class DeliveryLoop:
         self.stalled = Stall(stopped.message, self._stalled_since, now + wait)
         self._log.error("delivery stalled: %s Webhooks are still accepted; the next run starts in %.1f s",
                         stopped.message, wait)  # fmt: skip
-        while not feed.stopping and time.monotonic() < now + wait:
-            await asyncio.sleep(min(0.1, max(0.0, now + wait - time.monotonic())))
+        # A `shipmap replay` waiting is carried out now, not after the wait (which may outlast its --wait).
+        replay_asked = self._replays.any_waiting if self._replays is not None else lambda: False
+        while not feed.stopping and time.monotonic() < now + wait and not replay_asked():
+            await asyncio.sleep(min(_STALL_POLL, max(0.0, now + wait - time.monotonic())))
         self.stalled = None  # the next run is trying
         return min(wait * 2, self._resweep[1])
 

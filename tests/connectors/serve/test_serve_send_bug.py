@@ -9,10 +9,12 @@ transport works again the next run delivers every webhook exactly once. Real san
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +31,15 @@ ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 
 
 class OrdersBroken(httpx.AsyncHTTPTransport):
-    """Raises instead of sending an order while ``broken`` (logins go through)."""
+    """Raises instead of sending the orders ``failing`` picks by id (every one at first); logins go through."""
 
-    broken = True
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: Callable[[int], bool] = lambda order: True
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.broken and "/orders/" in request.url.path:
+        path = request.url.path
+        if "/orders/" in path and self.failing(int(path.split("/")[-2])):
             raise RuntimeError("custom transport bug; password demo-pass")
         return await super().handle_async_request(request)
 
@@ -58,17 +63,17 @@ def _stalled_gauge(metrics: str) -> float:
     return family.samples[0].value
 
 
-def test_a_send_bug_stalls_delivery_while_intake_accepts_and_nothing_is_dead(
-    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, value in environment(sandbox.url).items():
-        monkeypatch.setenv(name, value)  # for `shipmap status`, which reads the config
+@contextlib.contextmanager
+def _embedded_service(
+    directory: Path, sandbox: Sandbox, transport: httpx.AsyncBaseTransport, *, resweep: str, cap: str
+) -> Iterator[tuple[Service, Path, dict[str, Any]]]:
+    """``Service(runtime)`` on a thread, as a program embeds it, with the test config and these sweeps; the
+    outcome dict gets its summary (or error) once it has stopped, when the block ends."""
     for item in SERVE_FIXTURES.glob("*.yaml"):
-        (tmp_path / item.name).write_text(item.read_text())
-    config = tmp_path / "serve.yaml"
-    quick = "  drain_timeout: 30s\n  resweep: 300ms\n  resweep_cap: 1s\n"
-    config.write_text(config.read_text().replace("  drain_timeout: 30s\n", quick, 1))
-    transport = OrdersBroken()
+        (directory / item.name).write_text(item.read_text())
+    config = directory / "serve.yaml"
+    sweeps = f"  drain_timeout: 30s\n  resweep: {resweep}\n  resweep_cap: {cap}\n"
+    config.write_text(config.read_text().replace("  drain_timeout: 30s\n", sweeps, 1))
     runtime = Runtime.from_config(config, environ=environment(sandbox.url), transport=transport)
     service = Service(runtime)
     ready = threading.Event()
@@ -77,62 +82,76 @@ def test_a_send_bug_stalls_delivery_while_intake_accepts_and_nothing_is_dead(
     def serve() -> None:
         try:
             outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
-        except BaseException as error:  # reported by the assertions below
+        except BaseException as error:  # reported by the caller's assertions
             outcome["error"] = error
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     assert ready.wait(30), outcome
     try:
-        with httpx.Client(base_url=service.url or "", timeout=10) as client:
-
-            def post(index: int) -> None:
-                body = _order(index)
-                answer = client.post(
-                    "/hooks/shop",
-                    content=body,
-                    headers=shopify_headers(body, "orders/create", f"bug-{index}"),
-                )
-                assert (answer.status_code, answer.json()["status"]) == (200, "accepted"), answer.text
-
-            for index in range(12):
-                post(index)
-
-            def stalled_readiness() -> httpx.Response | None:
-                answer = client.get("/readyz")
-                return answer if answer.json()["delivery_stalled"] is not None else None
-
-            def stall_in_status() -> str | None:
-                assert main(["status", str(config), "--url", service.url or ""]) == 0
-                shown: str = capsys.readouterr().out
-                return shown if "\ndelivery    STALLED for " in shown else None
-
-            readiness = _wait(stalled_readiness, "a stalled delivery")
-            body = readiness.json()
-            # Degraded, not unready: a load balancer keeps sending webhooks, and they are kept.
-            assert readiness.status_code == 200 and body["ready"] is True and body["degraded"] is True
-            stalled = body["delivery_stalled"]
-            assert stalled["reason"].startswith(
-                "sending stopped: 10 requests in a row raised RuntimeError at"
-            )
-            assert "demo-pass" not in readiness.text
-            assert 0 <= stalled["next_run_in_seconds"] <= 1.0  # resweep_cap
-            _wait(lambda: _stalled_gauge(client.get("/metrics").text) == 1.0, "the stalled gauge at 1")
-            assert ": sending stopped: 10 requests in a row" in _wait(stall_in_status, "shipmap status")
-            for index in range(12, 15):  # intake goes on while delivery waits
-                post(index)
-            assert sandbox.requests(endpoint="fenix.orders") == []
-            with Journal(tmp_path / ".shipmap" / "journal.db", readonly=True) as journal:
-                counts = journal.counts()
-            assert counts.get("dead", 0) == 0 and counts["pending"] >= 10, counts
-
-            transport.broken = False  # the bug is fixed (here: the transport's dependency came back)
-            _wait(lambda: len(sandbox.requests(endpoint="fenix.orders")) >= 15, "15 orders delivered")
-            _wait(lambda: client.get("/readyz").json()["delivery_stalled"] is None, "delivery running again")
-            assert _stalled_gauge(client.get("/metrics").text) == 0.0
+        yield service, config, outcome
     finally:
         service.stop()
         thread.join(60)
+
+
+def _post(client: httpx.Client, index: int) -> None:
+    body = _order(index)
+    answer = client.post(
+        "/hooks/shop", content=body, headers=shopify_headers(body, "orders/create", f"bug-{index}")
+    )
+    assert (answer.status_code, answer.json()["status"]) == (200, "accepted"), answer.text
+
+
+def _stalled(client: httpx.Client) -> httpx.Response | None:
+    answer = client.get("/readyz")
+    return answer if answer.json()["delivery_stalled"] is not None else None
+
+
+def test_a_send_bug_stalls_delivery_while_intake_accepts_and_nothing_is_dead(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environment(sandbox.url).items():
+        monkeypatch.setenv(name, value)  # for `shipmap status`, which reads the config
+    transport = OrdersBroken()
+    with (
+        _embedded_service(tmp_path, sandbox, transport, resweep="300ms", cap="1s") as (
+            service,
+            config,
+            outcome,
+        ),
+        httpx.Client(base_url=service.url or "", timeout=10) as client,
+    ):
+        for index in range(12):
+            _post(client, index)
+
+        def stall_in_status() -> str | None:
+            assert main(["status", str(config), "--url", service.url or ""]) == 0
+            shown: str = capsys.readouterr().out
+            return shown if "\ndelivery    STALLED for " in shown else None
+
+        readiness = _wait(lambda: _stalled(client), "a stalled delivery")
+        body = readiness.json()
+        # Degraded, not unready: a load balancer keeps sending webhooks, and they are kept.
+        assert readiness.status_code == 200 and body["ready"] is True and body["degraded"] is True
+        stalled = body["delivery_stalled"]
+        assert stalled["reason"].startswith("sending stopped: 10 requests in a row raised RuntimeError at")
+        assert "demo-pass" not in readiness.text
+        assert 0 <= stalled["next_run_in_seconds"] <= 1.0  # resweep_cap
+        _wait(lambda: _stalled_gauge(client.get("/metrics").text) == 1.0, "the stalled gauge at 1")
+        assert ": sending stopped: 10 requests in a row" in _wait(stall_in_status, "shipmap status")
+        for index in range(12, 15):  # intake goes on while delivery waits
+            _post(client, index)
+        assert sandbox.requests(endpoint="fenix.orders") == []
+        with Journal(tmp_path / ".shipmap" / "journal.db", readonly=True) as journal:
+            counts = journal.counts()
+        assert counts.get("dead", 0) == 0 and counts["pending"] >= 10, counts
+
+        # The bug is fixed (here: the transport's dependency came back).
+        transport.failing = lambda order: False
+        _wait(lambda: len(sandbox.requests(endpoint="fenix.orders")) >= 15, "15 orders delivered")
+        _wait(lambda: client.get("/readyz").json()["delivery_stalled"] is None, "delivery running again")
+        assert _stalled_gauge(client.get("/metrics").text) == 0.0
     assert "error" not in outcome, outcome
     summary: RunSummary = outcome["summary"]
     assert summary.dead == 0 and summary.delivered == 15
@@ -140,3 +159,51 @@ def test_a_send_bug_stalls_delivery_while_intake_accepts_and_nothing_is_dead(
     assert orders == sorted(str(8_000_000 + index) for index in range(15))  # each exactly once
     with Journal(tmp_path / ".shipmap" / "journal.db", readonly=True) as journal:
         assert journal.counts() == {"delivered": 15}
+
+
+def test_a_replay_asked_while_delivery_is_stalled_is_carried_out_at_once(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stall's wait (20 s here, up to `resweep_cap` in production) does not hold a `shipmap replay` back,
+    which waits only `--wait` for the service; the run after the replay delivers what the stall held."""
+    for name, value in environment(sandbox.url).items():
+        monkeypatch.setenv(name, value)  # `shipmap replay` reads the config
+    transport = OrdersBroken()
+    transport.failing = lambda order: order == 8_000_000  # one poison request among answers
+    with (
+        _embedded_service(tmp_path, sandbox, transport, resweep="20s", cap="40s") as (
+            service,
+            config,
+            outcome,
+        ),
+        httpx.Client(base_url=service.url or "", timeout=10) as client,
+    ):
+        for index in range(5):
+            _post(client, index)
+        _wait(lambda: len(sandbox.requests(endpoint="fenix.orders")) == 4, "the 4 good orders delivered")
+        journal = tmp_path / ".shipmap" / "journal.db"
+
+        def dead_letters() -> int:
+            with Journal(journal, readonly=True) as reader:
+                return reader.counts().get("dead", 0)
+
+        _wait(lambda: dead_letters() == 1, "the poison request's dead letter")
+        transport.failing = lambda order: True  # now a bug breaks every send
+        for index in range(5, 17):
+            _post(client, index)
+        _wait(lambda: _stalled(client), "a stalled delivery")
+
+        transport.failing = lambda order: False
+        asked = time.monotonic()
+        assert main(["replay", str(config), "--wait", "10"]) == 0  # before the 20 s wait is over
+        assert time.monotonic() - asked < 10
+        # The replay's run re-sends what the journal holds pending first (the stalled sends), then the letter.
+        replayed = re.search(r"replayed by shipmap serve: delivered (\d+), dead 0,", capsys.readouterr().out)
+        assert replayed is not None and int(replayed.group(1)) >= 1
+        # The run after the replay sends what the stall held, without waiting out the stall either.
+        _wait(lambda: len(sandbox.requests(endpoint="fenix.orders")) >= 17, "17 orders", timeout=15)
+    assert "error" not in outcome, outcome
+    orders = sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders"))
+    assert orders == sorted(str(8_000_000 + index) for index in range(17))  # each exactly once
+    with Journal(tmp_path / ".shipmap" / "journal.db", readonly=True) as reader:
+        assert reader.counts() == {"delivered": 17}
