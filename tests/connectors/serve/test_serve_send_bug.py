@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,28 @@ def _stalled_gauge(metrics: str) -> float:
     return family.samples[0].value
 
 
+@dataclass
+class Embedded:
+    service: Service
+    config: Path
+    client: httpx.Client  # to the service's URL
+    outcome: dict[str, Any]  # its summary (or error), once it has stopped: when the block ends
+
+
 @contextlib.contextmanager
 def _embedded_service(
-    directory: Path, sandbox: Sandbox, transport: httpx.AsyncBaseTransport, *, resweep: str, cap: str
-) -> Iterator[tuple[Service, Path, dict[str, Any]]]:
+    directory: Path,
+    sandbox: Sandbox,
+    transport: httpx.AsyncBaseTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    resweep: str,
+    cap: str,
+) -> Iterator[Embedded]:
     """``Service(runtime)`` on a thread, as a program embeds it, with the test config and these sweeps; the
-    outcome dict gets its summary (or error) once it has stopped, when the block ends."""
+    config's variables are in this process's environment too, for the CLI commands a test runs."""
+    for name, value in environment(sandbox.url).items():
+        monkeypatch.setenv(name, value)
     for item in SERVE_FIXTURES.glob("*.yaml"):
         (directory / item.name).write_text(item.read_text())
     config = directory / "serve.yaml"
@@ -89,7 +106,8 @@ def _embedded_service(
     thread.start()
     assert ready.wait(30), outcome
     try:
-        yield service, config, outcome
+        with httpx.Client(base_url=service.url or "", timeout=10) as client:
+            yield Embedded(service, config, client, outcome)
     finally:
         service.stop()
         thread.join(60)
@@ -111,22 +129,14 @@ def _stalled(client: httpx.Client) -> httpx.Response | None:
 def test_a_send_bug_stalls_delivery_while_intake_accepts_and_nothing_is_dead(
     tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name, value in environment(sandbox.url).items():
-        monkeypatch.setenv(name, value)  # for `shipmap status`, which reads the config
     transport = OrdersBroken()
-    with (
-        _embedded_service(tmp_path, sandbox, transport, resweep="300ms", cap="1s") as (
-            service,
-            config,
-            outcome,
-        ),
-        httpx.Client(base_url=service.url or "", timeout=10) as client,
-    ):
+    with _embedded_service(tmp_path, sandbox, transport, monkeypatch, resweep="300ms", cap="1s") as embedded:
+        config, client, outcome = embedded.config, embedded.client, embedded.outcome
         for index in range(12):
             _post(client, index)
 
         def stall_in_status() -> str | None:
-            assert main(["status", str(config), "--url", service.url or ""]) == 0
+            assert main(["status", str(config), "--url", embedded.service.url or ""]) == 0
             shown: str = capsys.readouterr().out
             return shown if "\ndelivery    STALLED for " in shown else None
 
@@ -166,18 +176,10 @@ def test_a_replay_asked_while_delivery_is_stalled_is_carried_out_at_once(
 ) -> None:
     """The stall's wait (20 s here, up to `resweep_cap` in production) does not hold a `shipmap replay` back,
     which waits only `--wait` for the service; the run after the replay delivers what the stall held."""
-    for name, value in environment(sandbox.url).items():
-        monkeypatch.setenv(name, value)  # `shipmap replay` reads the config
     transport = OrdersBroken()
     transport.failing = lambda order: order == 8_000_000  # one poison request among answers
-    with (
-        _embedded_service(tmp_path, sandbox, transport, resweep="20s", cap="40s") as (
-            service,
-            config,
-            outcome,
-        ),
-        httpx.Client(base_url=service.url or "", timeout=10) as client,
-    ):
+    with _embedded_service(tmp_path, sandbox, transport, monkeypatch, resweep="20s", cap="40s") as embedded:
+        config, client, outcome = embedded.config, embedded.client, embedded.outcome
         for index in range(5):
             _post(client, index)
         _wait(lambda: len(sandbox.requests(endpoint="fenix.orders")) == 4, "the 4 good orders delivered")
