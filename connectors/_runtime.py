@@ -61,6 +61,7 @@ from ._store._journal import Journal, JournalEntry, RejectedInput, open_readonly
 from ._store._journal_pg import is_database_url
 from ._store._leases import LeaseKeeper
 from ._store._outbox import Outbox
+from ._store._retention import prune_periodically
 from ._summary import LatencyHistogram, Progress, RunSummary, TargetSummary
 
 
@@ -312,6 +313,11 @@ class _Execution:
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
                 workers = [group.create_task(self.workers.work(deliverer, queue)) for _ in range(concurrency)]
                 flusher = group.create_task(outbox.flush_periodically())
+                keep = runtime.config.journal.keep
+                # A run (not a replay) forgets what is older than journal.keep as it goes.
+                pruner = (
+                    group.create_task(prune_periodically(self.journal, keep)) if decide and keep else None
+                )
                 keeper = group.create_task(self.leases.keep(queue)) if self.journal.shared else None
                 for job in outbox.recover():
                     await queue.put(job)
@@ -328,6 +334,8 @@ class _Execution:
                 await asyncio.gather(*workers)
                 self.workers.settle_raised()  # the input ended before a streak of them stopped the run
                 flusher.cancel()
+                if pruner is not None:
+                    pruner.cancel()
                 if keeper is not None:
                     keeper.cancel()
         except BaseExceptionGroup as group_error:

@@ -31,3 +31,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
     return value
+
+
+def duration(text: str) -> float:
+    """Seconds, or a number with a unit: 90s, 12h, 30d."""
+    # Imported only when a command takes a duration: the config package is not light to import.
+    from shipmap.connectors._config import parse_duration
+
+    try:
+        return parse_duration(float(text) if text.replace(".", "", 1).isdigit() else text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (such as 90s, 12h or 30d)") from None

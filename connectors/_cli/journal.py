@@ -1,22 +1,28 @@
-"""``shipmap journal migrate|copy|info``: a journal's schema version, its upgrade, and moving it elsewhere.
+"""``shipmap journal migrate|copy|info|prune``: a journal's schema version, its upgrade, moving it elsewhere, and
+forgetting what is old.
 
 A journal is an SQLite file or a ``postgresql://`` URL. ``migrate`` brings a store to this shipmap's schema
 version (an SQLite file is also upgraded when a run opens it; a PostgreSQL store, which many workers share,
 only here). ``copy SRC DST`` moves every row of one journal into an empty other one, for a user who outgrows
-one machine: ``shipmap journal copy .shipmap/journal.db postgresql://shipmap@db/shipmap``.
+one machine: ``shipmap journal copy .shipmap/journal.db postgresql://shipmap@db/shipmap``. ``prune`` forgets
+what is older than a duration, as runs and services do by themselves after ``journal.keep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from shipmap.connectors._config import DEFAULT_KEEP, duration_text
 from shipmap.connectors._errors import JournalError
 from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox, copy_inbox
-from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, copy_journal
+from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError, copy_journal
 from shipmap.connectors._store._journal_pg import is_database_url
+from shipmap.connectors._store._retention import count_prunable, prune
 
+from ._types import duration
 from .dead_letters import display_location
 
 
@@ -35,6 +41,25 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     info = sub.add_parser("info", help="a journal's schema version and its deliveries by state")
     info.add_argument("journal", metavar="PATH|URL")
+    forget = sub.add_parser(
+        "prune",
+        help="forget delivered and resolved deliveries (and unrouted and rejected records) older than a duration",
+        description="Forget what is older than --older-than: delivered and resolved deliveries, unrouted and"
+        " rejected records, and the source documents nothing else refers to. Pending deliveries and dead"
+        " letters stay. Runs and services do this by themselves (journal.keep, 30d by default); an SQLite"
+        " journal in use by one is theirs to prune.",
+    )
+    forget.add_argument("journal", metavar="PATH|URL")
+    forget.add_argument(
+        "--older-than",
+        type=duration,
+        default=DEFAULT_KEEP,
+        metavar="DURATION",
+        help="e.g. 12h or 90d (default 30d)",
+    )
+    forget.add_argument(
+        "--dry-run", action="store_true", help="count what would be forgotten; change nothing"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,4 +133,25 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-_ACTIONS = {"migrate": _migrate, "copy": _copy, "info": _info}
+def _prune(args: argparse.Namespace) -> int:
+    before = time.time() - args.older_than
+    where = display_location(args.journal)
+    age = duration_text(args.older_than)
+    try:
+        # An SQLite journal: its run lock, so no run or service writes beside the prune.
+        journal = Journal(args.journal, readonly=args.dry_run, exclusive=not args.dry_run)
+    except JournalInUseError as error:
+        raise JournalError(
+            f"{error.message}; a run or `shipmap serve` forgets what is older than journal.keep itself"
+        ) from None
+    with journal:
+        if args.dry_run:
+            counted = count_prunable(journal, before)
+            print(f"{where}: would forget {counted.describe(sources=False)} older than {age}")
+            return 0
+        pruned = prune(journal, before)
+    print(f"{where}: forgot {pruned.describe()} older than {age}")
+    return 0
+
+
+_ACTIONS = {"migrate": _migrate, "copy": _copy, "info": _info, "prune": _prune}

@@ -11,6 +11,7 @@ from ._load import journal_path_of, load_config
 from ._model import (
     DEFAULT_IDEMPOTENCY_HEADER,
     DEFAULT_JOURNAL,
+    DEFAULT_KEEP,
     Api,
     AuthSettings,
     Connection,
@@ -25,6 +26,7 @@ from ._model import (
     Scheme,
     TargetRoute,
     Timeouts,
+    duration_text,
     join_url,
     parse_duration,
 )
@@ -35,6 +37,7 @@ from ._secrets import SECRET_FIELDS, CredentialReader, _read_dotenv, fill_refere
 __all__ = [
     "DEFAULT_IDEMPOTENCY_HEADER",
     "DEFAULT_JOURNAL",
+    "DEFAULT_KEEP",
     "SECRET_FIELDS",
     "Api",
     "AuthSettings",
@@ -56,6 +59,7 @@ __all__ = [
     "_read_dotenv",
     "compile_expression",
     "config_schema",
+    "duration_text",
     "fill_references",
     "header_safe",
     "join_url",

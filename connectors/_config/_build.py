@@ -112,13 +112,19 @@ def _section(
     ``fixed``; every other field keeps its default."""
     fields = {field.name for field in dataclasses.fields(cls)}
     durations = {
-        field.name: parse_duration for field in dataclasses.fields(cls) if field.metadata.get("duration")
+        field.name: _nullable_duration if field.metadata.get("nullable") else parse_duration
+        for field in dataclasses.fields(cls)
+        if field.metadata.get("duration")
     }
     convert = {**durations, **(convert or {})}
     given = {
         key: convert[key](value) if key in convert else value for key, value in raw.items() if key in fields
     }
     return cls(**{**given, **fixed})
+
+
+def _nullable_duration(value: float | int | str | None) -> float | None:
+    return None if value is None else parse_duration(value)
 
 
 def _connection(name: str, item: dict[str, Any]) -> Connection:

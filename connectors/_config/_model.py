@@ -29,8 +29,9 @@ Scheme = Literal["none", "basic", "fenix_session", "api_key", "bearer"]
 Api = Literal["fenix", "dg", "generic"]
 DEFAULT_JOURNAL = ".shipmap/journal.db"
 DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+DEFAULT_KEEP = 30 * 86400.0  # journal.keep
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +296,17 @@ class JournalSettings:
             duration=True,
         ),
     )
+    keep: float | None = field(
+        default=DEFAULT_KEEP,
+        metadata=about(
+            "How long delivered and resolved deliveries (and unrouted and rejected records) stay in the journal;"
+            " a run or service then forgets them, and their source documents, so the journal does not grow"
+            " forever. The same document coming again later is delivered again. Pending deliveries and dead"
+            " letters are never forgotten. null: keep everything.",
+            duration=True,
+            nullable=True,
+        ),
+    )
     wait_for_others: float = field(
         default=600.0,
         metadata=about(
@@ -341,6 +353,14 @@ class RuntimeConfig:
 
 def join_url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def duration_text(seconds: float) -> str:
+    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
 
 
 def parse_duration(value: float | int | str) -> float:

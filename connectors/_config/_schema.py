@@ -41,6 +41,7 @@ from ._model import (
     PathKey,
     TargetRoute,
     Timeouts,
+    duration_text,
 )
 
 
@@ -57,8 +58,8 @@ def _validator() -> jsonschema.Draft202012Validator:
 # --- the schema, from the dataclasses --------------------------------------------------------------------------
 
 _DURATION_SCHEMA = {
-    "description": "Seconds as a number, or a string with a unit: 500ms, 30s, 5m, 4h.",
-    "x-error": "must be a number of seconds or a duration such as 500ms, 30s, 5m or 4h",
+    "description": "Seconds as a number, or a string with a unit: 500ms, 30s, 5m, 4h, 30d.",
+    "x-error": "must be a number of seconds or a duration such as 500ms, 30s, 5m, 4h or 30d",
     "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION.pattern}],
 }
 
@@ -241,7 +242,15 @@ def _section(cls: type[Any]) -> dict[str, Any]:
 
 def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> dict[str, Any]:
     meta = field.metadata
-    schema = {"$ref": "#/$defs/duration"} if meta.get("duration") else _type(annotation, meta)
+    schema = _type(annotation, meta)
+    if meta.get("duration"):
+        duration = {"$ref": "#/$defs/duration"}
+        schema = duration
+        if meta.get("nullable"):
+            schema = {
+                "x-error": "must be a duration such as 30d, or null",
+                "anyOf": [duration, {"type": "null"}],
+            }
     default: Any = field.default
     factory: Any = field.default_factory
     if default is dataclasses.MISSING and factory is not dataclasses.MISSING:
@@ -250,7 +259,7 @@ def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> d
         default = None
     shown: str | None = meta.get("default_text")
     if shown is None and default is not None and _plain(default) and default not in ("", {}):
-        shown = _duration_text(default) if meta.get("duration") else _text(default)
+        shown = duration_text(default) if meta.get("duration") else _text(default)
     description = " ".join(
         part for part in (meta.get("description"), f"Default: {shown}." if shown else "") if part
     )
@@ -319,13 +328,6 @@ def _plain(value: Any) -> bool:
 
 def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
-
-
-def _duration_text(seconds: float) -> str:
-    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{round(seconds * 1000)}ms"
 
 
 def validate_document(value: Any, locations: Mapping[PathKey, Location], name: str) -> None:

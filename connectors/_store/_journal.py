@@ -77,6 +77,10 @@ class NoJournalError(JournalError):
     """The database holds no journal (read-only opening of a store that nothing has written yet)."""
 
 
+class JournalInUseError(JournalError):
+    """An SQLite journal's run lock is held: a run or a service has it open for writing."""
+
+
 def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
     """The journal at ``location`` (a file or a ``postgresql://`` URL) for reading, or None when there is no
     journal there yet: nothing was run."""
@@ -263,7 +267,7 @@ class Journal:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             handle.close()
-            raise JournalError(
+            raise JournalInUseError(
                 f"journal {self.path} is in use by another shipmap run (lock {self.path}.lock)"
             ) from None
         self._lock_file = handle

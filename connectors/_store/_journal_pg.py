@@ -55,6 +55,10 @@ IDLE_TIMEOUT_SQLSTATE = "25P03"
 # session is not idle in a transaction, e.g. between the rows of a pipelined executemany: the server then waits
 # for its next message with the locks held, and no server timeout ends it. See end_stuck_sessions().
 LOCK_WAIT_SQLSTATE = "55P03"
+# A prune (``_retention``) and a worker's transaction raced over one source document: the prune deleted it as
+# unreferenced while the other referred to it anew, and the foreign key ended whichever came second. Run again,
+# it finds the document referenced (the prune keeps it) or gone (the worker writes it again).
+FOREIGN_KEY_SQLSTATE = "23503"
 APPLICATION_NAME = "shipmap journal"  # in pg_stat_activity: how the journal's sessions find each other
 # A journal session inside a transaction whose server has waited for the client for a lease: its worker is
 # frozen or starved past its lease (a healthy one's transactions run no await and no I/O but their statements).
@@ -214,7 +218,7 @@ class PostgresConnection:
             self.end_stuck_sessions()
         if inside and (
             state in RETRIED_SQLSTATES
-            or state in (IDLE_TIMEOUT_SQLSTATE, LOCK_WAIT_SQLSTATE)
+            or state in (IDLE_TIMEOUT_SQLSTATE, LOCK_WAIT_SQLSTATE, FOREIGN_KEY_SQLSTATE)
             or self._conn.broken
         ):
             return TransactionConflict(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 State = Literal["pending", "delivered", "dead", "resolved"]
 Backend = Literal["sqlite", "postgresql"]
 
@@ -83,10 +83,22 @@ CREATE TABLE connection_state (
     next_free {real} NOT NULL DEFAULT 0
 );
 """
+# Version 4: retention (``_retention``). Old delivered rows are found by (state, updated_at), and the source
+# documents that no remaining row references by source_hash, without reading the whole table.
+_V4 = """
+DROP INDEX IF EXISTS deliveries_state;
+CREATE INDEX deliveries_state ON deliveries(state, updated_at);
+CREATE INDEX deliveries_source ON deliveries(source_hash);
+"""
 # MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
 MIGRATIONS: dict[Backend, tuple[str, ...]] = {
-    "sqlite": (_V1_SQLITE, _V2.format(real="REAL"), ""),
-    "postgresql": (_V1_POSTGRESQL, _V2.format(real="DOUBLE PRECISION"), _V3.format(real="DOUBLE PRECISION")),
+    "sqlite": (_V1_SQLITE, _V2.format(real="REAL"), "", _V4),
+    "postgresql": (
+        _V1_POSTGRESQL,
+        _V2.format(real="DOUBLE PRECISION"),
+        _V3.format(real="DOUBLE PRECISION"),
+        _V4,
+    ),
 }
 _HAS_META = {
     "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",

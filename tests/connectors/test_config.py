@@ -260,7 +260,15 @@ def test_yaml_problems(tmp_path: Path, text: str, message: str, line: int) -> No
 
 
 def test_durations() -> None:
-    assert [parse_duration(v) for v in (3, 0.5, "50ms", "30s", "5m", "4h")] == [3, 0.5, 0.05, 30, 300, 14400]
+    assert [parse_duration(v) for v in (3, 0.5, "50ms", "30s", "5m", "4h", "30d")] == [
+        3,
+        0.5,
+        0.05,
+        30,
+        300,
+        14400,
+        2592000,
+    ]
     with pytest.raises(ValueError):
         parse_duration("soon")
 

@@ -1,0 +1,124 @@
+"""Retention: what the journal forgets once it is older than ``journal.keep``.
+
+A journal left running grows by every event (its source document, ~5 KB, and each delivery's row, ~3 KB). A
+prune deletes, in small transactions so that a run beside it never waits long:
+
+- ``delivered`` and ``resolved`` rows last changed before the cut-off;
+- ``unrouted`` records last seen before it, and ``rejected`` input records from before it;
+- the source documents that nothing left in the journal refers to.
+
+``pending`` rows (owed) and ``dead`` ones (a dead letter is a to-do: resolve or replay it) are never pruned.
+Forgetting a delivered row ends its deduplication: the same document coming again after the cut-off is
+delivered again, under the same key, as the serve inbox forgets a webhook id after its window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, fields
+
+from .._config import duration_text
+from ._journal import Journal
+
+DEFAULT_CHUNK = 500  # rows per transaction: a few milliseconds of the journal's lock at a time
+_log = logging.getLogger("shipmap.journal")
+
+# Each chunk deletes at most LIMIT rows of a table; on PostgreSQL, workers pruning at once take rows the others
+# have not locked.
+_CHUNKS = {
+    "deliveries": """DELETE FROM deliveries WHERE key IN (SELECT key FROM deliveries
+                     WHERE state IN ('delivered', 'resolved') AND updated_at < ? LIMIT ?{lock}) RETURNING source_hash""",
+    "unrouted": """DELETE FROM unrouted WHERE source_hash IN (SELECT source_hash FROM unrouted WHERE last_seen < ?
+                   LIMIT ?{lock}) RETURNING source_hash""",
+    "rejected": "DELETE FROM rejected WHERE id IN (SELECT id FROM rejected WHERE at < ? LIMIT ?{lock}) RETURNING id",
+}
+_UNREFERENCED = """DELETE FROM sources WHERE hash IN ({marks})
+    AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.source_hash = sources.hash)
+    AND NOT EXISTS (SELECT 1 FROM unrouted WHERE unrouted.source_hash = sources.hash)"""
+
+
+@dataclass
+class Pruned:
+    """How many rows a prune deleted, by what they were."""
+
+    deliveries: int = 0
+    sources: int = 0
+    unrouted: int = 0
+    rejected: int = 0
+
+    def __iadd__(self, other: Pruned) -> Pruned:
+        for item in fields(self):
+            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+        return self
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, item.name) for item in fields(self))
+
+    def describe(self, *, sources: bool = True) -> str:
+        documents = f"{self.sources} source documents, " if sources else ""
+        return (
+            f"{self.deliveries} deliveries, {documents}{self.unrouted} unrouted and {self.rejected} rejected input"
+            " records" + ("" if sources else " (and the source documents only they refer to)")
+        )
+
+
+def prune_chunk(journal: Journal, before: float, *, limit: int = DEFAULT_CHUNK) -> Pruned:
+    """One transaction: at most ``limit`` rows of each kind older than ``before`` (epoch seconds), and the source
+    documents they leave unreferenced. A prune is done when a chunk deletes nothing."""
+    db = journal._db
+    lock = " FOR UPDATE SKIP LOCKED" if journal.shared else ""
+
+    def prune() -> Pruned:
+        deleted = {
+            table: [row[0] for row in db.execute(sql.format(lock=lock), (before, limit)).fetchall()]
+            for table, sql in _CHUNKS.items()
+        }
+        hashes = sorted({*deleted["deliveries"], *deleted["unrouted"]})
+        sources = (
+            db.execute(_UNREFERENCED.format(marks=",".join("?" * len(hashes))), hashes).rowcount
+            if hashes
+            else 0
+        )
+        return Pruned(len(deleted["deliveries"]), sources, len(deleted["unrouted"]), len(deleted["rejected"]))
+
+    return journal.run_transaction(prune)
+
+
+def count_prunable(journal: Journal, before: float) -> Pruned:
+    """What a prune at ``before`` would delete, but the source documents (that takes the prune's own checks)."""
+    db = journal._db
+    counts = [
+        int(db.execute(sql, (before,)).fetchone()[0])
+        for sql in (
+            "SELECT COUNT(*) FROM deliveries WHERE state IN ('delivered', 'resolved') AND updated_at < ?",
+            "SELECT COUNT(*) FROM unrouted WHERE last_seen < ?",
+            "SELECT COUNT(*) FROM rejected WHERE at < ?",
+        )
+    ]
+    return Pruned(deliveries=counts[0], unrouted=counts[1], rejected=counts[2])
+
+
+def prune(journal: Journal, before: float, *, limit: int = DEFAULT_CHUNK) -> Pruned:
+    """Everything older than ``before``, chunk by chunk (each its own transaction)."""
+    total = Pruned()
+    while chunk := prune_chunk(journal, before, limit=limit):
+        total += chunk
+    return total
+
+
+async def prune_periodically(journal: Journal, keep: float, *, every: float | None = None) -> None:
+    """For a run's life: prune what is older than ``keep`` seconds at once, then every ``every`` seconds (by
+    default a 24th of ``keep``, between 1 s and an hour). Chunk by chunk, letting the event loop run between
+    them: the run's own sends and commits wait a chunk at most."""
+    every = every if every is not None else min(3600.0, max(1.0, keep / 24))
+    while True:
+        total = Pruned()
+        before = time.time() - keep
+        while chunk := prune_chunk(journal, before):
+            total += chunk
+            await asyncio.sleep(0)
+        if total:
+            _log.info("journal: forgot what is older than %s: %s", duration_text(keep), total.describe())
+        await asyncio.sleep(every)
