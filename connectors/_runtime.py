@@ -315,9 +315,17 @@ class _Execution:
                 flusher = group.create_task(outbox.flush_periodically())
                 keep = runtime.config.journal.keep
                 # A run (not a replay) forgets what is older than journal.keep as it goes.
-                pruner = (
-                    group.create_task(prune_periodically(self.journal, keep)) if decide and keep else None
-                )
+                pruner = None
+                if decide and keep is not None:
+                    forgotten = self.summary.forgotten
+                    pruner = group.create_task(
+                        prune_periodically(
+                            self.journal,
+                            keep,
+                            log=runtime._log,
+                            forgotten=lambda pruned: pruned.add_to(forgotten),
+                        )
+                    )
                 keeper = group.create_task(self.leases.keep(queue)) if self.journal.shared else None
                 for job in outbox.recover():
                     await queue.put(job)

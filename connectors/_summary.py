@@ -87,6 +87,8 @@ class RunSummary:
     outages: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
     # A shared journal: pending deliveries other live workers still held when this run stopped waiting.
     held: list[Held] = field(default_factory=list)
+    # Rows the journal let go meanwhile (journal.keep), by kind: deliveries, sources, unrouted, rejected.
+    forgotten: dict[str, int] = field(default_factory=dict)
     events: int = 0
     elapsed: float = 0.0
     dead_keys: list[str] = field(default_factory=list, repr=False)

@@ -207,6 +207,7 @@ def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> No
         "unrouted": summary.unrouted,
         "rejected": summary.rejected,
         "recovered": summary.recovered,
+        "forgotten": dict(summary.forgotten),  # journal.keep: rows let go during the run, by kind
         "elapsed_seconds": round(summary.elapsed, 6),
         "targets": targets,
         # A shared journal: deliveries other live workers still held when this run stopped waiting (exit 10).

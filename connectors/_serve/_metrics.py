@@ -112,6 +112,14 @@ class _Live(Collector):
             latency.add_metric([stats.label], _buckets(stats.latency), sum_value=math.nan)
         yield deliveries
         yield latency
+        forgotten = CounterMetricFamily(
+            "shipmap_journal_forgotten",
+            "Journal rows forgotten after journal.keep since start, by kind",
+            labels=["kind"],
+        )
+        for kind, count in sorted(summary.forgotten.items()) if summary is not None else ():
+            forgotten.add_metric([kind], count)
+        yield forgotten
         depth, oldest = self._queue()
         yield GaugeMetricFamily(
             "shipmap_queue_depth", "Accepted webhooks not yet handed to delivery", value=depth

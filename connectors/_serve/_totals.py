@@ -29,6 +29,8 @@ def fold(total: RunSummary, run: RunSummary) -> None:
     total.unrouted += run.unrouted
     total.rejected += run.rejected
     total.recovered += run.recovered
+    for kind, count in list(run.forgotten.items()):
+        total.forgotten[kind] = total.forgotten.get(kind, 0) + count
     total.parked = run.parked  # what is parked now: the last run's, not a sum of re-parks of the same rows
     total.outages.update(run.outages)
     total.events += run.events

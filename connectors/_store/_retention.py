@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 
 from .._config import duration_text
 from ._journal import Journal
 
 DEFAULT_CHUNK = 500  # rows per transaction: a few milliseconds of the journal's lock at a time
-_log = logging.getLogger("shipmap.journal")
 
 # Each chunk deletes at most LIMIT rows of a table; on PostgreSQL, workers pruning at once take rows the others
 # have not locked.
@@ -52,6 +52,10 @@ class Pruned:
         for item in fields(self):
             setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
         return self
+
+    def add_to(self, counts: dict[str, int]) -> None:
+        for kind, count in asdict(self).items():
+            counts[kind] = counts.get(kind, 0) + count
 
     def __bool__(self) -> bool:
         return any(getattr(self, item.name) for item in fields(self))
@@ -108,10 +112,18 @@ def prune(journal: Journal, before: float, *, limit: int = DEFAULT_CHUNK) -> Pru
     return total
 
 
-async def prune_periodically(journal: Journal, keep: float, *, every: float | None = None) -> None:
+async def prune_periodically(
+    journal: Journal,
+    keep: float,
+    *,
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    every: float | None = None,
+    forgotten: Callable[[Pruned], None] = lambda pruned: None,
+) -> None:
     """For a run's life: prune what is older than ``keep`` seconds at once, then every ``every`` seconds (by
-    default a 24th of ``keep``, between 1 s and an hour). Chunk by chunk, letting the event loop run between
-    them: the run's own sends and commits wait a chunk at most."""
+    default a 24th of ``keep``, between 1 s and an hour), logging (the run's ``log``) and telling ``forgotten``
+    what each pass deleted. Chunk by chunk, letting the event loop run between them: the run's own sends and
+    commits wait a chunk at most."""
     every = every if every is not None else min(3600.0, max(1.0, keep / 24))
     while True:
         total = Pruned()
@@ -120,5 +132,6 @@ async def prune_periodically(journal: Journal, keep: float, *, every: float | No
             total += chunk
             await asyncio.sleep(0)
         if total:
-            _log.info("journal: forgot what is older than %s: %s", duration_text(keep), total.describe())
+            log.info("journal: forgot what is older than %s: %s", duration_text(keep), total.describe())
+            forgotten(total)
         await asyncio.sleep(every)
