@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 
 from .._config import duration_text
+from .._errors import JournalError
 from ._journal import Journal
 
 DEFAULT_CHUNK = 500  # rows per transaction: a few milliseconds of the journal's lock at a time
@@ -123,14 +124,19 @@ async def prune_periodically(
     """For a run's life: prune what is older than ``keep`` seconds at once, then every ``every`` seconds (by
     default a 24th of ``keep``, between 1 s and an hour), logging (the run's ``log``) and telling ``forgotten``
     what each pass deleted. Chunk by chunk, letting the event loop run between them: the run's own sends and
-    commits wait a chunk at most."""
+    commits wait a chunk at most. A pass that fails is logged and tried again at the next one: forgetting is
+    upkeep, and delivery goes on (a journal that cannot be written stops the run on its own writes)."""
     every = every if every is not None else min(3600.0, max(1.0, keep / 24))
     while True:
         total = Pruned()
-        before = time.time() - keep
-        while chunk := prune_chunk(journal, before):
-            total += chunk
-            await asyncio.sleep(0)
+        try:
+            before = time.time() - keep
+            while chunk := prune_chunk(journal, before):
+                total += chunk
+                await asyncio.sleep(0)
+        except JournalError as error:
+            log.warning("journal: could not forget what is older than %s: %s; trying again in %s",
+                        duration_text(keep), error.message, duration_text(every))  # fmt: skip
         if total:
             log.info("journal: forgot what is older than %s: %s", duration_text(keep), total.describe())
             forgotten(total)

@@ -3,6 +3,8 @@ goes; ``shipmap journal prune``; the version-4 upgrade its indexes need."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -14,7 +16,13 @@ from shipmap.connectors import ConfigError, Journal, Runtime, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._config import load_config
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
-from shipmap.connectors._store._retention import Pruned, count_prunable, prune, prune_chunk
+from shipmap.connectors._store._retention import (
+    Pruned,
+    count_prunable,
+    prune,
+    prune_chunk,
+    prune_periodically,
+)
 from test_journal import pending
 from test_journal_postgres import location  # noqa: F401  (the fixture: an SQLite file, then a PostgreSQL database)
 from test_runtime_support import environ, order_event, write_config
@@ -225,3 +233,40 @@ def test_postgresql_a_prune_racing_a_worker_over_a_document_runs_the_loser_again
         assert journal.state("again") == "pending" and journal.source(digest) == {"id": 9}
     with psycopg.connect(postgres_url) as db:
         assert db.execute("SELECT count(*) FROM deliveries WHERE key = 'gone'").fetchone() == (0,)
+
+
+def test_a_prune_that_fails_is_logged_and_tried_again_and_delivery_is_not_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Journal(tmp_path / "journal.db") as journal:
+        pending(journal, "old", "a" * 64)
+        journal.mark_delivered("old", status=201, attempts=1)
+        age(journal, "old", 40 * DAY)
+        journal._db.execute("PRAGMA query_only = ON")  # every write fails, as on a read-only disk
+        passes: list[Pruned] = []
+
+        async def prune_for_a_while() -> None:
+            log = logging.getLogger("shipmap.test")
+            task = asyncio.create_task(
+                prune_periodically(journal, 30 * DAY, log=log, every=0.05, forgotten=passes.append)
+            )
+            await asyncio.sleep(0.3)
+            assert not task.done()  # a failed pass does not end the pruner (nor, so, the run's TaskGroup)
+            journal._db.execute("PRAGMA query_only = OFF")
+            for _ in range(100):
+                if passes:
+                    break
+                await asyncio.sleep(0.05)
+            task.cancel()
+
+        with caplog.at_level(logging.WARNING, logger="shipmap.test"):
+            asyncio.run(prune_for_a_while())
+        assert passes == [Pruned(deliveries=1, sources=1)] and journal.get("old") is None
+    failures = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failures) >= 2
+    assert failures[0] == (
+        "journal: could not forget what is older than 30d: journal write failed "
+        f"{tmp_path / 'journal.db'}: the journal is read-only; make the file and its directory writable. Nothing "
+        "is lost: deliveries not recorded as delivered are sent again, under the same keys, by the next run; trying "
+        "again in 50ms"
+    )
