@@ -187,21 +187,24 @@ class Service:
         state.accepting = False
         server.should_exit = True
         delivery.stop()
+        # asyncio.timeout, not wait_for, throughout: on Python 3.11 wait_for loses a cancellation of the service
+        # that comes in the instant what it waits for ends.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(http), max(0.1, deadline - time.monotonic()))
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                await asyncio.shield(http)
         if not http.done():
             server.force_exit = True
         try:
-            self.summary = await asyncio.wait_for(
-                asyncio.shield(delivered), max(0.1, deadline - time.monotonic())
-            )
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                self.summary = await asyncio.shield(delivered)
         except TimeoutError:
             self._log.warning(
                 "drain deadline reached: deliveries still in flight stay pending and are re-sent on restart"
             )
             delivery.cancel()
             with contextlib.suppress(TimeoutError):
-                self.summary = await asyncio.wait_for(delivered, 5.0)
+                async with asyncio.timeout(5.0):
+                    self.summary = await delivered
         if not http.done():
             http.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

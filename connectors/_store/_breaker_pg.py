@@ -261,9 +261,10 @@ class PostgresStateStore:
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, _BACKOFF_CAP_S)
             try:
-                connection = await asyncio.wait_for(
-                    self._reopen(), timeout=max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic()))
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a result that comes in the
+                # instant the task is cancelled (aclose), and the cancellation is lost.
+                async with asyncio.timeout(max(0.1, min(CONNECT_TIMEOUT_S, deadline - time.monotonic()))):
+                    connection = await self._reopen()
             except (psycopg.Error, OSError, TimeoutError) as error:
                 reason = first_line(error) if isinstance(error, psycopg.Error) else type(error).__name__
                 continue

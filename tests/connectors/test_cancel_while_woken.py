@@ -1,5 +1,5 @@
 """Waits that give way to a cancellation even when their wake-up comes in the same instant: the serve feed's
-idle wait, and a sender's wait for its circuit breaker.
+idle wait, a sender's wait for its circuit breaker, and the shared breaker store's reconnect.
 
 A run's TaskGroup stops on a worker's error (a journal failure, sends that keep raising) by cancelling the
 run's body, which may be waiting in the feed for webhooks. On Python 3.11, ``asyncio.wait_for`` returned the
@@ -14,10 +14,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from shipmap.connectors import Redactor
+from shipmap.connectors import Journal, Redactor
 from shipmap.connectors._deliver._breaker import BreakerSettings, CircuitBreaker
 from shipmap.connectors._serve._feed import InboxFeed
 from shipmap.connectors._serve._inbox import Inbox
+from shipmap.connectors._store._breaker_pg import PostgresStateStore
 
 
 def test_a_cancellation_that_comes_with_a_wake_up_stops_the_idle_feed(tmp_path: Path) -> None:
@@ -54,5 +55,41 @@ def test_a_cancellation_that_comes_with_a_breaker_change_stops_the_waiting_sende
         waiting.cancel()  # ... as the run stops
         done, _ = await asyncio.wait({waiting}, timeout=5)
         assert waiting in done and waiting.cancelled(), "the sender went on: the cancellation was lost"
+
+    asyncio.run(cancelled_while_woken())
+
+
+def test_a_cancellation_that_comes_with_a_reconnection_ends_the_reconnecting_task(postgres_url: str) -> None:
+    """The shared breaker store's reconnect, cancelled (the store closing) in the instant its new connection
+    comes: the task ends cancelled, and the connection it got is not taken up."""
+
+    async def cancelled_while_woken() -> None:
+        with Journal(postgres_url):  # the schema
+            pass
+        store = await PostgresStateStore.connect(postgres_url, ["fenix"], lease=30.0)
+        arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        asked = asyncio.Event()
+
+        async def reopen() -> Any:
+            asked.set()
+            return await arrived
+
+        store._reopen = reopen
+        try:
+            store._lose("a test")  # starts reconnecting: the first try comes after a short pause
+            reconnecting = store._reconnecting
+            assert reconnecting is not None
+            await asyncio.wait_for(asked.wait(), 10)
+            fresh = object()
+            arrived.set_result(fresh)  # the server answers ...
+            reconnecting.cancel()  # ... as the store closes
+            done, _ = await asyncio.wait({reconnecting}, timeout=5)
+            assert reconnecting in done and reconnecting.cancelled(), (
+                "the reconnect went on: the cancellation was lost"
+            )
+            assert store._conn is not fresh
+        finally:
+            store._reconnecting = None
+            await store.aclose()
 
     asyncio.run(cancelled_while_woken())
