@@ -105,6 +105,16 @@ def count_prunable(journal: Journal, before: float) -> Pruned:
     return Pruned(deliveries=counts[0], unrouted=counts[1], rejected=counts[2])
 
 
+def oldest_forgettable(journal: Journal) -> float | None:
+    """When the oldest delivered or resolved row last changed (epoch seconds): what a prune forgets first."""
+    times = [
+        journal._db.execute("SELECT MIN(updated_at) FROM deliveries WHERE state = ?", (state,)).fetchone()[0]
+        for state in ("delivered", "resolved")  # one state at a time: each MIN is one step down the index
+    ]
+    known = [float(value) for value in times if value is not None]
+    return min(known) if known else None
+
+
 def prune(journal: Journal, before: float, *, limit: int = DEFAULT_CHUNK) -> Pruned:
     """Everything older than ``before``, chunk by chunk (each its own transaction)."""
     total = Pruned()

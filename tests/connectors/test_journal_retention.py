@@ -19,6 +19,7 @@ from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._retention import (
     Pruned,
     count_prunable,
+    oldest_forgettable,
     prune,
     prune_chunk,
     prune_periodically,
@@ -270,3 +271,25 @@ def test_a_prune_that_fails_is_logged_and_tried_again_and_delivery_is_not_stoppe
         "is lost: deliveries not recorded as delivered are sent again, under the same keys, by the next run; trying "
         "again in 50ms"
     )
+
+
+def test_journal_info_says_how_far_back_the_journal_remembers(
+    location: str,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with Journal(location) as journal:
+        assert oldest_forgettable(journal) is None  # nothing delivered yet: no line
+        filled(journal)  # its oldest delivered row: 40 days ago
+        oldest = oldest_forgettable(journal)
+    assert oldest is not None and 40 * DAY - 60 < time.time() - oldest < 40 * DAY + 60
+    assert main(["journal", "info", location]) == 0
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(oldest))
+    assert (
+        capsys.readouterr().out.splitlines()[1] == f"oldest delivered or resolved row: {when} (40 days ago)"
+    )
+    with Journal(location) as journal:
+        prune(journal, time.time() - 30 * DAY)
+        newest_left = oldest_forgettable(journal)
+    assert newest_left is not None and time.time() - newest_left < 60
+    assert main(["journal", "info", location]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith("(0 minutes ago)")
