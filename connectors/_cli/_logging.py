@@ -11,16 +11,18 @@ loses no line whose delivery the loop went on from (``StderrHandler``).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from shipmap.connectors._redact import LineWriter
+
+if TYPE_CHECKING:
+    import asyncio
 
 LOG_FORMATS = ("text", "json")
 EVENT_FIELDS = ("key", "target", "attempt")  # set by the runtime through ``extra=``
@@ -142,7 +144,10 @@ class StderrHandler(LineWriter, logging.StreamHandler[TextIO]):
         return True
 
     def _write(self, line: str) -> None:
-        loop = asyncio._get_running_loop()
+        # Not imported here: a command that runs no event loop (preview, validate, --help) never imports asyncio
+        # (~30 ms of its start-up), and without asyncio no loop can be running.
+        running = sys.modules.get("asyncio")
+        loop: asyncio.AbstractEventLoop | None = running._get_running_loop() if running is not None else None
         if loop is None:
             self._write_kept()
             self.stream.write(line)

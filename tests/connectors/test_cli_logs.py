@@ -213,3 +213,18 @@ def test_a_runtime_line_is_the_same_whether_or_not_a_record_is_made(log_format: 
             rf"{TIMESTAMP} INFO shipmap\.connectors\.linetest: delivered m\.t \*\*\*: HTTP 201", direct
         )
         assert direct[24:] == recorded[24:]
+
+
+def test_commands_without_an_event_loop_start_without_asyncio_and_still_log() -> None:
+    # asyncio is ~30 ms of a one-document preview's start-up; the handler imports it only through a loop that runs.
+    repo = Path(__file__).resolve().parents[2]
+    probe = (
+        "import logging, sys; from shipmap.connectors._cli import main;"
+        "code = main(['preview', 'mappings/shopify/order.yaml',"
+        " 'tests/fixtures/real/shopify/order_rest_get_with_fulfillment.json', '--json']);"
+        "logging.getLogger('shipmap.probe').warning('after the preview');"
+        "print(code, 'asyncio' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=repo)
+    assert done.stdout.strip().splitlines()[-1] == "0 False"
+    assert re.fullmatch(rf"{TIMESTAMP} WARNING shipmap\.probe: after the preview", done.stderr.strip())
