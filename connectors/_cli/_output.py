@@ -33,6 +33,14 @@ def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def age_text(seconds: float) -> str:
+    """How long ago, roughly: ``29 days``, ``3 hours``, ``5 minutes``, ``less than a minute``."""
+    for size, unit in ((86400, "days"), (3600, "hours"), (60, "minutes")):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return "less than a minute"
+
+
 def use_color(stream: IO[str]) -> bool:
     return stream.isatty() and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 

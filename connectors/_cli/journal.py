@@ -22,6 +22,7 @@ from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalI
 from shipmap.connectors._store._journal_pg import is_database_url
 from shipmap.connectors._store._retention import count_prunable, oldest_forgettable, prune
 
+from ._output import age_text
 from ._types import duration
 from .dead_letters import display_location
 
@@ -122,9 +123,6 @@ def _inbox_to_copy(args: argparse.Namespace) -> Path | None:
     return beside if beside.is_file() else None
 
 
-_AGES = ((86400, "days"), (3600, "hours"), (60, "minutes"))
-
-
 def _info(args: argparse.Namespace) -> int:
     with Journal(args.journal, readonly=True) as journal:
         version = journal.schema_version()
@@ -133,10 +131,8 @@ def _info(args: argparse.Namespace) -> int:
     states = ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "no deliveries"
     print(f"{display_location(args.journal)}: {journal.backend}, schema version {version}; {states}")
     if oldest is not None:  # how far back the journal remembers: what journal.keep forgets first
-        age = time.time() - oldest
-        ago = next(f"{int(age // size)} {unit}" for size, unit in _AGES if age >= size or unit == "minutes")
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(oldest))
-        print(f"oldest delivered or resolved row: {when} ({ago} ago)")
+        print(f"oldest delivered or resolved row: {when} ({age_text(time.time() - oldest)} ago)")
     if version < SCHEMA_VERSION:
         print(f"run `shipmap journal migrate` to upgrade it to version {SCHEMA_VERSION}", file=sys.stderr)
     return 0

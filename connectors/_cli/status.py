@@ -1,4 +1,4 @@
-"""``shipmap status CONFIG``: the inbox queue, the journal's deliveries and dead letters, and, when the
+"""``shipmap status CONFIG``: the inbox queue, the journal's deliveries, dead letters and retention, and, when the
 service is running, its readiness and breakers (from its ``/readyz``). Reads the inbox and the journal, and asks the running service."""
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from shipmap.connectors._cli._output import age_text
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
-from shipmap.connectors._config import load_config
+from shipmap.connectors._config import duration_text, load_config
 from shipmap.connectors._serve import Inbox, serve_settings
 from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._journal_pg import is_database_url
+from shipmap.connectors._store._retention import oldest_forgettable
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if found is not None:
         with found as journal:
             report["deliveries"] = journal.counts()
+            oldest = oldest_forgettable(journal)
             report["dead_letters"] = len(journal.dead_letters())
             report["rejected_inputs"] = len(journal.rejected())
     else:
+        oldest = None
         report.update(deliveries={}, dead_letters=0, rejected_inputs=0)
+    # Retention: how long the journal keeps delivered rows, and how far back it remembers now.
+    report["keep_seconds"] = config.journal.keep
+    report["oldest_delivered_seconds"] = round(time.time() - oldest, 1) if oldest is not None else None
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     base = args.url.rstrip("/") if args.url else f"http://{host}:{settings.port}"
     url = f"{base}/readyz"
@@ -86,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     out.write(
         "deliveries  " + (", ".join(f"{k} {v}" for k, v in sorted(deliveries.items())) or "none") + "\n"
     )
+    keep = config.journal.keep
+    kept = f"keeps {duration_text(keep)}" if keep is not None else "keeps everything (journal.keep: null)"
+    if oldest is not None:
+        kept += f"; oldest delivered row {age_text(time.time() - oldest)} ago"
+    out.write(f"journal     {kept}\n")
     out.write(
         f"dead        {report['dead_letters']} dead letters, {report['rejected_inputs']} rejected inputs"
     )

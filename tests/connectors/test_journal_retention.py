@@ -292,4 +292,4 @@ def test_journal_info_says_how_far_back_the_journal_remembers(
         newest_left = oldest_forgettable(journal)
     assert newest_left is not None and time.time() - newest_left < 60
     assert main(["journal", "info", location]) == 0
-    assert capsys.readouterr().out.splitlines()[1].endswith("(0 minutes ago)")
+    assert capsys.readouterr().out.splitlines()[1].endswith("(less than a minute ago)")

@@ -83,6 +83,7 @@ def test_shopify_signed_accepted_forged_refused_repeat_delivered_once(
     assert "queue       0 waiting" in status.stdout
     assert "webhooks    shop/processed 2" in status.stdout  # wh-1 and wh-2; the duplicate was not stored
     assert "deliveries  delivered 1" in status.stdout
+    assert "journal     keeps 30d; oldest delivered row less than a minute ago" in status.stdout
     assert "shipmap_webhook_ack_seconds_bucket" in metrics and "shipmap_queue_depth 0.0" in metrics
     orders = source_sandbox.requests(endpoint="fenix.orders")
     # wh-1 and wh-2 carry the same order document: one delivery (content keys), and nothing forged arrived.

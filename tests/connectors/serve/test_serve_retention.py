@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -62,6 +64,13 @@ def test_a_running_service_forgets_delivered_rows_after_keep(tmp_path: Path) -> 
                     "deliveries": 3.0, "sources": 3.0, "unrouted": 0.0, "rejected": 0.0
                 }  # fmt: skip
                 assert _journal_rows(tmp_path / ".shipmap" / "journal.db") == (0, 0)
+                status = subprocess.run(
+                    [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
+                     "status", str(serve.config), "--url", serve.url, "--json"],
+                    capture_output=True, text=True, env=serve.env, check=True, timeout=60,
+                )  # fmt: skip
+                report = json.loads(status.stdout)
+                assert (report["keep_seconds"], report["oldest_delivered_seconds"]) == (2.0, None)
                 # The same order under a new webhook id: its delivery was forgotten, so it is delivered again.
                 again = shopify_headers(bodies[0], "orders/create", "keep-again")
                 assert serve.post(client, "shop", bodies[0], again).status_code == 200
