@@ -242,15 +242,13 @@ def _section(cls: type[Any]) -> dict[str, Any]:
 
 def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> dict[str, Any]:
     meta = field.metadata
-    schema = _type(annotation, meta)
-    if meta.get("duration"):
-        duration = {"$ref": "#/$defs/duration"}
+    duration = {"$ref": "#/$defs/duration"}
+    if not meta.get("duration"):
+        schema = _type(annotation, meta)
+    elif meta.get("nullable"):
+        schema = {"x-error": "must be a duration such as 30d, or null", "anyOf": [duration, {"type": "null"}]}
+    else:
         schema = duration
-        if meta.get("nullable"):
-            schema = {
-                "x-error": "must be a duration such as 30d, or null",
-                "anyOf": [duration, {"type": "null"}],
-            }
     default: Any = field.default
     factory: Any = field.default_factory
     if default is dataclasses.MISSING and factory is not dataclasses.MISSING:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from .._config import duration_text
 from .._errors import JournalError
@@ -26,15 +26,19 @@ from ._journal import Journal
 
 DEFAULT_CHUNK = 500  # rows per transaction: a few milliseconds of the journal's lock at a time
 
-# Each chunk deletes at most LIMIT rows of a table; on PostgreSQL, workers pruning at once take rows the others
-# have not locked.
-_CHUNKS = {
-    "deliveries": """DELETE FROM deliveries WHERE key IN (SELECT key FROM deliveries
-                     WHERE state IN ('delivered', 'resolved') AND updated_at < ? LIMIT ?{lock}) RETURNING source_hash""",
-    "unrouted": """DELETE FROM unrouted WHERE source_hash IN (SELECT source_hash FROM unrouted WHERE last_seen < ?
-                   LIMIT ?{lock}) RETURNING source_hash""",
-    "rejected": "DELETE FROM rejected WHERE id IN (SELECT id FROM rejected WHERE at < ? LIMIT ?{lock}) RETURNING id",
+# What is old, per table: the rows a prune deletes (at most LIMIT a chunk; on PostgreSQL, workers pruning at
+# once take rows the others have not locked) and a dry run counts. The column is what a deletion returns.
+_OLD = {
+    "deliveries": ("source_hash", "key", "state IN ('delivered', 'resolved') AND updated_at < ?"),
+    "unrouted": ("source_hash", "source_hash", "last_seen < ?"),
+    "rejected": ("id", "id", "at < ?"),
 }
+_CHUNKS = {
+    table: f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {old} LIMIT ?{{lock}})"
+    f" RETURNING {returned}"
+    for table, (returned, key, old) in _OLD.items()
+}
+_COUNTS = {table: f"SELECT COUNT(*) FROM {table} WHERE {old}" for table, (_, _, old) in _OLD.items()}
 _UNREFERENCED = """DELETE FROM sources WHERE hash IN ({marks})
     AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.source_hash = sources.hash)
     AND NOT EXISTS (SELECT 1 FROM unrouted WHERE unrouted.source_hash = sources.hash)"""
@@ -50,8 +54,7 @@ class Pruned:
     rejected: int = 0
 
     def __iadd__(self, other: Pruned) -> Pruned:
-        for item in fields(self):
-            setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+        other.add_to(self.__dict__)
         return self
 
     def add_to(self, counts: dict[str, int]) -> None:
@@ -59,7 +62,7 @@ class Pruned:
             counts[kind] = counts.get(kind, 0) + count
 
     def __bool__(self) -> bool:
-        return any(getattr(self, item.name) for item in fields(self))
+        return any(asdict(self).values())
 
     def describe(self, *, sources: bool = True) -> str:
         documents = f"{self.sources} source documents, " if sources else ""
@@ -93,16 +96,9 @@ def prune_chunk(journal: Journal, before: float, *, limit: int = DEFAULT_CHUNK) 
 
 def count_prunable(journal: Journal, before: float) -> Pruned:
     """What a prune at ``before`` would delete, but the source documents (that takes the prune's own checks)."""
-    db = journal._db
-    counts = [
-        int(db.execute(sql, (before,)).fetchone()[0])
-        for sql in (
-            "SELECT COUNT(*) FROM deliveries WHERE state IN ('delivered', 'resolved') AND updated_at < ?",
-            "SELECT COUNT(*) FROM unrouted WHERE last_seen < ?",
-            "SELECT COUNT(*) FROM rejected WHERE at < ?",
-        )
-    ]
-    return Pruned(deliveries=counts[0], unrouted=counts[1], rejected=counts[2])
+    return Pruned(
+        **{table: int(journal._db.execute(sql, (before,)).fetchone()[0]) for table, sql in _COUNTS.items()}
+    )
 
 
 def oldest_forgettable(journal: Journal) -> float | None:

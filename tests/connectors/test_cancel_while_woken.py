@@ -5,7 +5,8 @@ A run's TaskGroup stops on a worker's error (a journal failure, sends that keep 
 run's body, which may be waiting in the feed for webhooks. On Python 3.11, ``asyncio.wait_for`` returned the
 wait's result instead when the wake-up and the cancellation came together, and the run then waited for
 webhooks, its senders gone, until the service stopped (found by test_serve_send_bug.py, about one run in ten).
-A sender waiting for its breaker had the same wait. Here both come in the same loop iteration, every time.
+A sender waiting for its breaker had the same wait, and the store's reconnect. Here each wake-up and its
+cancellation come in the same loop iteration, every time.
 """
 
 from __future__ import annotations
