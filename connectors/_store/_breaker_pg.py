@@ -17,8 +17,10 @@ transaction never waits on anything but the database.
 Losing that connection (the server ended its backend, a restart, a network cut) does not end the run: the
 store says so once in the log, reconnects in the background with a backoff (0.1 s doubling to 5 s) for up to
 ``reconnect_deadline`` seconds, and meanwhile this worker runs on its own copy of each breaker record (its
-transitions stay local, as with one worker) and spaces ``max_rate`` requests on its own clock. Once back, the
-shared records are read again and win. Past the deadline the next operation raises JournalError (exit 7):
+transitions stay local, as with one worker) and spaces ``max_rate`` requests on its own clock, at the rate
+divided by the number of workers that were sharing it (counted with each read of a record: the store
+connections in ``pg_stat_activity``), so N workers that lose the database together still keep to the rate.
+Once back, the shared records are read again and win. Past the deadline the next operation raises JournalError (exit 7):
 nothing is lost, what is pending is sent by the next run.
 """
 
@@ -45,6 +47,11 @@ _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 _FIELDS = tuple(field.name for field in dataclasses.fields(BreakerState))
 _SELECT = f"SELECT {', '.join(_FIELDS)}, {_NOW} FROM connection_state WHERE name = %s"
+# The workers sharing this state: one store connection each, named by APPLICATION_NAME. Its own included, so
+# never 0; a connection whose worker died but the server has not noticed yet counts too (the safe side).
+_PEERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+# A plain read (not a transition's) also counts them: once per ``refresh`` while requests go out.
+_READ = _SELECT.replace(" FROM connection_state", f", ({_PEERS}) FROM connection_state")
 _UPDATE = f"UPDATE connection_state SET {', '.join(f'{f} = %s' for f in _FIELDS)} WHERE name = %s"
 # The next slot is one interval after the last one claimed, or now if that is past: one statement, so two
 # workers claiming at once get two slots. Returns the wait, in seconds, until the claimed slot.
@@ -75,6 +82,7 @@ class PostgresStateStore:
         self._reconnecting: asyncio.Task[None] | None = None
         self._gave_up: JournalError | None = None
         self._local_rates: dict[str, RateState] = {}  # max_rate slots while the connection is away
+        self.peers = 1  # the workers sharing this state when last counted, this one included
         self.reconnects = 0
         self.refresh_seconds = refresh
         self.poll = refresh
@@ -118,6 +126,7 @@ class PostgresStateStore:
                 await connection.execute(
                     "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
                 )
+            store._count_peers(await (await connection.execute(_PEERS, (APPLICATION_NAME,))).fetchone())
         return store
 
     async def aclose(self) -> None:
@@ -158,11 +167,12 @@ class PostgresStateStore:
     async def _read(self, name: str) -> None:
         try:
             async with self._statement():
-                row = await (await self._conn.execute(_SELECT, (name,))).fetchone()
+                row = await (await self._conn.execute(_READ, (APPLICATION_NAME, name))).fetchone()
         except _Away:  # this worker's copy stands; looked at again after another ``refresh``
             self._read_at[name] = time.monotonic()
             return
         if row is not None:
+            self._count_peers(row[len(_FIELDS) + 1 :])
             before = self.breaker(name).phase
             record = self._keep(name, row)
             if before == "closed" and record.phase != "closed":
@@ -183,7 +193,7 @@ class PostgresStateStore:
                 record = self._keep(name, row)
                 before = dataclasses.replace(record)
                 handed = True
-                yield record, float(row[-1])
+                yield record, float(row[len(_FIELDS)])
                 if record != before:
                     values = [getattr(record, field) for field in _FIELDS]
                     await self._conn.execute(_UPDATE, (*values, name))
@@ -198,11 +208,11 @@ class PostgresStateStore:
                 row = await (
                     await self._conn.execute(_CLAIM, {"name": name, "interval": interval})
                 ).fetchone()
-        except _Away:  # slots on this worker's clock until the shared ones are back
+        except _Away:  # this worker's share of the slots, on its clock, until the shared ones are back
             state = self._local_rates.setdefault(name, RateState())
             now = time.monotonic()
             start = max(now, state.next_free)
-            state.next_free = start + interval
+            state.next_free = start + interval * self.peers
             return start - now
         return max(0.0, float(row[0])) if row is not None else 0.0
 
@@ -212,8 +222,12 @@ class PostgresStateStore:
         record = BreakerState(*row[: len(_FIELDS)])
         self._records[name] = record
         self._read_at[name] = time.monotonic()
-        self._offset = float(row[-1]) - time.monotonic()
+        self._offset = float(row[len(_FIELDS)]) - time.monotonic()
         return record
+
+    def _count_peers(self, row: tuple[Any, ...] | None) -> None:
+        if row:
+            self.peers = max(1, int(row[0]))
 
     @contextlib.asynccontextmanager
     async def _statement(self) -> AsyncIterator[None]:
@@ -244,10 +258,13 @@ class PostgresStateStore:
         self._lost_at = time.monotonic()
         _log.warning(
             "journal %s: lost the connection for breaker and rate state (%s); this worker uses its own copy "
-            "while it reconnects (for up to %.0f s)",
+            "while it reconnects (for up to %.0f s)%s",
             self._name,
             reason,
             self.reconnect_deadline,
+            f", and 1/{self.peers} of each max_rate (the share of each of the {self.peers} workers on it)"
+            if self.peers > 1
+            else "",
         )
         self._reconnecting = asyncio.ensure_future(self._reconnect())
 

@@ -168,6 +168,70 @@ def test_a_lost_connection_falls_back_on_this_workers_copy_and_reconnects(
     assert sum("breaker and rate state reconnected after" in m for m in said) == 2, said
 
 
+def test_workers_that_lose_the_database_together_keep_to_max_rate_between_them(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Three workers share max_rate 10/s. With the database away, each spaces its requests on its own clock:
+    3 x 0.1 s apart, so the three together still send at most 10 a second."""
+    rate, claims = 10.0, 5
+
+    async def unreachable() -> None:  # the server stays down: a real refused connection
+        await psycopg.AsyncConnection.connect("postgresql://127.0.0.1:9/none", connect_timeout=2)
+
+    async def scenario() -> list[list[float]]:
+        a, b = await two_workers(postgres_url)
+        c = await PostgresStateStore.connect(postgres_url, ["fenix"], lease=30.0, refresh=0.05)
+        stores = (a, b, c)
+        try:
+            for store in stores:
+                await store.refresh("fenix")  # a read counts the workers: three store connections
+                store._reopen = unreachable
+            assert [store.peers for store in stores] == [3, 3, 3]
+            assert terminate_store_backends(postgres_url) == 3
+            waits: list[list[float]] = []
+            for store in stores:
+                recorded: list[float] = []
+
+                async def record_sleep(seconds: float, into: list[float] = recorded) -> None:
+                    into.append(seconds)
+
+                limiter = RateLimiter("fenix", rate, store=store, sleep=record_sleep)
+                for _ in range(claims):
+                    await limiter.acquire()
+                assert not store.connected
+                waits.append([0.0, *recorded])  # the first claim starts at once, without a sleep
+            return waits
+        finally:
+            for store in stores:
+                await store.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.breaker"):
+        waits = asyncio.run(scenario())
+    for worker in waits:
+        # Each claim's wait from the first: k x 3 / rate (the claims themselves take a few microseconds).
+        assert [round(wait, 2) for wait in worker] == [round(k * 3 / rate, 2) for k in range(claims)], waits
+    said = [r.getMessage() for r in caplog.records if "lost the connection" in r.getMessage()]
+    assert len(said) == 3 and all(
+        "and 1/3 of each max_rate (the share of each of the 3 workers on it)" in m for m in said
+    ), said
+
+
+def test_the_count_of_workers_follows_them_as_they_come_and_go(postgres_url: str) -> None:
+    async def scenario() -> list[int]:
+        a, b = await two_workers(postgres_url)
+        seen = [a.peers, b.peers]  # at connect: a saw itself, b saw both
+        await b.aclose()
+        give_up = asyncio.get_running_loop().time() + 10.0
+        while a.peers != 1 and asyncio.get_running_loop().time() < give_up:  # b's backend ends just after
+            await asyncio.sleep(0.06)
+            await a.refresh("fenix")
+        seen.append(a.peers)
+        await a.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 2, 1]
+
+
 async def reconnected(store: PostgresStateStore) -> None:
     while not store.connected:
         await asyncio.sleep(0.02)
