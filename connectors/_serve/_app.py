@@ -18,7 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -37,19 +37,33 @@ _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class TokenBucket:
-    """``per_second`` requests on average, ``burst`` at once; ``take`` says how long to wait when empty."""
+    """``per_second`` requests on average, ``burst`` at once; ``take`` says how long to wait when empty.
+
+    Several serve processes on one PostgreSQL inbox share the limit: ``share(n)`` gives this process 1/n of
+    the rate and of the burst (at least one request), so the n together keep to it when a balancer spreads
+    the requests evenly."""
 
     def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
         self.rate = limit.per_second
         self.capacity = float(limit.burst)
         self.tokens = self.capacity
         self.clock = clock
         self.updated = clock()
 
-    def take(self) -> float:
+    def share(self, processes: int) -> None:
+        self._refill()  # the time so far at the old rate
+        self.rate = self.limit.per_second / processes
+        self.capacity = max(1.0, self.limit.burst / processes)
+        self.tokens = min(self.tokens, self.capacity)
+
+    def _refill(self) -> None:
         now = self.clock()
         self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
+
+    def take(self) -> float:
+        self._refill()
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return 0.0
@@ -108,16 +122,16 @@ class ServiceState:
     readiness: Callable[[], dict[str, Any]]  # breakers and delivery state for /readyz
     accepting: bool = True
     committer: GroupCommit | None = None  # built with the state
+    buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
 
     def __post_init__(self) -> None:
         self.committer = GroupCommit(self.inbox)
+        self.buckets = {n: TokenBucket(s.rate_limit) for n, s in self.sources.items() if s.rate_limit}
 
 
 def build_app(state: ServiceState, redactor: Any) -> Starlette:
     log = get_logger("serve", redactor)
-    buckets = {
-        name: TokenBucket(source.rate_limit) for name, source in state.sources.items() if source.rate_limit
-    }
+    buckets = state.buckets
 
     def refuse(source: str, rejection: Rejection) -> Response:
         state.metrics.reject(source, rejection.reason)
@@ -181,7 +195,10 @@ async def _handle(
         wait = bucket.take()
         if wait > 0:
             raise Rejection(
-                429, "rate_limited", f"more than {bucket.rate:g} requests per second from this source", wait
+                429,
+                "rate_limited",
+                f"more than {bucket.limit.per_second:g} requests per second from this source",
+                wait,
             )
     body = await _read_capped(request, source.max_body)
     verified = verify(source, request.headers, body, time.time())

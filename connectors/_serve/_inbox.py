@@ -132,6 +132,14 @@ class GroupCommitting(Protocol):
     def accept_many(self, incoming: Sequence[Incoming]) -> list[Accepted]: ...
 
 
+@runtime_checkable
+class SharedIntake(Protocol):
+    """An inbox that several serve processes take webhooks into (PostgreSQL): ``services`` counts those
+    processes now, this one included, so each takes its share of a source's ``rate_limit``."""
+
+    def services(self) -> int: ...
+
+
 class Inbox:
     """One inbox file (SQLite, WAL). One connection per object: each thread of the service opens its own."""
 

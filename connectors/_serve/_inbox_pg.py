@@ -69,6 +69,9 @@ STATEMENT_TIMEOUT_MS = 30_000
 _NOW = "extract(epoch from clock_timestamp())"
 _ROW = "id, source, webhook_id, topic, received_at, headers, body, documents"
 _log = logging.getLogger("shipmap.connectors.serve.inbox")
+# Intake's connection is named so: one per live serve process on the database (how the processes count
+# each other to share rate limits, and what an operator finds in pg_stat_activity).
+SERVE_APPLICATION_NAME = "shipmap serve"
 
 
 class NoInboxError(InboxError):
@@ -91,6 +94,7 @@ class PostgresInbox:
         upgrade: bool = False,
         create: bool = True,
         keep_leases: bool = False,
+        application_name: str | None = None,
     ) -> None:
         try:
             import psycopg
@@ -102,6 +106,7 @@ class PostgresInbox:
         self._url = url
         self.name = display_url(url)
         self.readonly = readonly
+        self.application_name = application_name
         self.lease_seconds = lease
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.upgraded_from: int | None = None
@@ -133,9 +138,10 @@ class PostgresInbox:
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
         if self.readonly:
             options += " -c default_transaction_read_only=on"
+        named: dict[str, Any] = {"application_name": self.application_name} if self.application_name else {}
         try:
             self._conn = self._psycopg.connect(
-                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options, **named
             )
         except self._psycopg.Error as error:
             raise InboxError(f"cannot open inbox {self.name}: {first_line(error)}") from None
@@ -339,6 +345,15 @@ class PostgresInbox:
             return False
         return bool(row[0])
 
+    def services(self) -> int:
+        """The serve processes taking webhooks into this inbox now, by their intake connections (this one's
+        included, so at least 1; a process that died counts until the server notices its connection gone)."""
+        row = self._execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            (SERVE_APPLICATION_NAME,),
+        ).fetchone()
+        return max(1, int(row[0]))
+
     def depth(self) -> int:
         """Webhooks accepted by any process and not yet handed to delivery."""
         return int(self._execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
@@ -399,7 +414,12 @@ def open_inbox(
     an SQLite file (one serve process: ``intake`` takes its lock). The delivery side (``intake=False``)
     claims rows, so on PostgreSQL it keeps its claims alive."""
     if is_database_url(location):
-        return PostgresInbox(str(location), lease=lease, keep_leases=not intake)
+        return PostgresInbox(
+            str(location),
+            lease=lease,
+            keep_leases=not intake,
+            application_name=SERVE_APPLICATION_NAME if intake else None,
+        )
     return Inbox(location, synchronous=synchronous, lock=intake)
 
 

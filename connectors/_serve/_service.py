@@ -37,11 +37,13 @@ from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
 from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import DEDUP_WINDOW, InboxStore
+from ._inbox import DEDUP_WINDOW, InboxError, InboxStore, SharedIntake
 from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
 from ._replays import ReplayRequests, replays_path
 from ._settings import ServeSettings, serve_settings
+
+RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 
 
 class _Server(uvicorn.Server):
@@ -153,6 +155,11 @@ class Service:
                 loop.add_signal_handler(signum, self.stop)
                 installed.append(signum)
         delivered = asyncio.wrap_future(delivery.result)
+        sharing = (
+            asyncio.create_task(self._share_rate_limits(state.inbox, state), name="shipmap-serve-rate-shares")
+            if state.buckets and isinstance(state.inbox, SharedIntake)
+            else None
+        )
         http = asyncio.create_task(server.serve(sockets=[sock]), name="shipmap-serve-http")
         stop = asyncio.create_task(self._stop.wait())
         try:
@@ -167,9 +174,32 @@ class Service:
             return await self._drain(server, http, delivery, delivered, state)
         finally:
             stop.cancel()
+            if sharing is not None:
+                sharing.cancel()
             for signum in installed:
                 loop.remove_signal_handler(signum)
             sock.close()
+
+    async def _share_rate_limits(self, inbox: SharedIntake, state: ServiceState) -> None:
+        """Several processes on one PostgreSQL inbox: each source's rate_limit is the service's, so each
+        process takes 1/N of it, N counted now and every ``RATE_SHARE_EVERY_S``. A failed count keeps the
+        last one (intake answers 503 meanwhile anyway)."""
+        counted = 1
+        while True:
+            try:
+                processes = inbox.services()  # one short query on intake's connection, as an accept is
+            except InboxError:
+                processes = counted
+            if processes != counted:
+                self._log.info(
+                    "rate limits: %d serve processes take webhooks into this inbox; this one allows %s",
+                    processes,
+                    f"1/{processes} of each source's rate_limit" if processes > 1 else "the whole of each",
+                )
+                counted = processes
+                for bucket in state.buckets.values():
+                    bucket.share(processes)
+            await asyncio.sleep(RATE_SHARE_EVERY_S)
 
     async def _drain(
         self,

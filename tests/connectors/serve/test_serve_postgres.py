@@ -1,6 +1,9 @@
 """Two live ``shipmap serve`` processes on one PostgreSQL database (the real server `make test` starts),
 behind no balancer but a client that alternates between them, as one would.
 
+- A source's ``rate_limit`` is the service's: two processes each allow half of it, and one left alone
+  allows the whole again.
+
 - Webhooks posted alternately to both, some ids posted to both: each acknowledged webhook is delivered
   exactly once, and a repeated id is a duplicate whichever process took the first copy.
 - ``kill -9`` of one process while the client posts, retrying every non-2xx (or refused connection) on the
@@ -12,6 +15,7 @@ behind no balancer but a client that alternates between them, as one would.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +23,7 @@ import httpx
 import psycopg
 from shipmap.connectors import Journal, Sandbox
 
-from .harness import REAL_SHOPIFY, RetryingSender, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, RetryingSender, ServeProcess, shopify_headers, standard_webhooks_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 LEASE = "10s"  # a lapse among live processes would be a takeover too; the kill test waits one lease
@@ -30,12 +34,18 @@ def _bodies(count: int, first_id: int) -> list[bytes]:
     return [json.dumps(dict(ORDER, id=first_id + i, name=f"#P{i}")).encode() for i in range(count)]
 
 
-def _two_services(tmp_path: Path, sandbox_url: str, database: str) -> tuple[ServeProcess, ServeProcess]:
+def _two_services(
+    tmp_path: Path, sandbox_url: str, database: str, edits: dict[str, str] | None = None
+) -> tuple[ServeProcess, ServeProcess]:
     first = ServeProcess(tmp_path, sandbox_url)
     config = first.config.read_text()
-    assert "journal:\n  path: .shipmap/journal.db\n" in config
-    shared = f"journal:\n  url: {database}\n  lease: {LEASE}\n"
-    first.config.write_text(config.replace("journal:\n  path: .shipmap/journal.db\n", shared))
+    edits = {
+        "journal:\n  path: .shipmap/journal.db\n": f"journal:\n  url: {database}\n  lease: {LEASE}\n"
+    } | (edits or {})
+    for old, new in edits.items():
+        assert old in config
+        config = config.replace(old, new)
+    first.config.write_text(config)
     return first.start(), ServeProcess(tmp_path, sandbox_url).start()
 
 
@@ -102,6 +112,48 @@ def test_two_services_share_intake_each_webhook_delivered_once(
     for service in (a, b):  # both drained cleanly, without waiting for the other worker's delivery
         assert "draining: intake closed" in "".join(service.errors)
         assert "drain deadline reached" not in "".join(service.errors)
+
+
+def test_two_services_share_a_sources_rate_limit(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    # A burst of 4 and then one per 100 s, for the whole service: each of two processes allows 2.
+    limited = {"rate_limit: {per_second: 0.01, burst: 3}": "rate_limit: {per_second: 0.01, burst: 4}"}
+    a, b = _two_services(tmp_path, source_sandbox.url, postgres_url, limited)
+    try:
+        # b counted both at its start; a counts again within RATE_SHARE_EVERY_S (5 s).
+        for service in (a, b):
+            service.wait_until(
+                lambda s=service: "rate limits: 2 serve processes" in "".join(s.errors),
+                timeout=30,
+                what="the processes counting each other",
+            )
+        answers: dict[str, Counter[int]] = {"a": Counter(), "b": Counter()}
+        now = int(time.time())
+        with httpx.Client(timeout=10) as client:
+            for index in range(12):
+                name, service = ("a", a) if index % 2 == 0 else ("b", b)
+                body = json.dumps({"n": index}).encode()
+                answer = service.post(
+                    client, "app", body, standard_webhooks_headers(body, f"rl-{index}", now, "t")
+                )
+                answers[name][answer.status_code] += 1
+                if answer.status_code == 429:
+                    assert answer.json()["message"] == "more than 0.01 requests per second from this source"
+        assert answers == {"a": {200: 2, 429: 4}, "b": {200: 2, 429: 4}}, answers
+        assert b.terminate() == 0
+        a.wait_until(
+            lambda: (
+                "rate limits: 1 serve processes take webhooks into this inbox; this one allows the whole"
+                in "".join(a.errors)
+            ),
+            timeout=30,
+            what="the survivor counting itself alone",
+        )
+        assert a.terminate() == 0
+    finally:
+        a.kill()
+        b.kill()
 
 
 WEBHOOKS = 600
