@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         hooks = ", ".join(f"{url}/hooks/{name}" for name in settings.sources)
-        print(f"shipmap serve: listening on {url} ({hooks}); SIGTERM drains and stops", flush=True)
+        print(
+            f"shipmap serve: listening on {url} ({hooks}); SIGTERM drains and stops, SIGHUP reloads the sources",
+            flush=True,
+        )
 
     summary = asyncio.run(service.serve(on_ready=ready))
     if summary is not None:

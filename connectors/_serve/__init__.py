@@ -9,7 +9,7 @@ in one event loop, SIGTERM drain). Delivery itself is the runtime's. See docs/se
 from ._enrich import Enricher, EnrichmentError, enrich_records
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
 from ._inbox_pg import PostgresInbox
-from ._service import Service
+from ._service import Reloaded, Service
 from ._settings import ServeSettings, SourceSettings, enrichments, serve_settings
 from ._verify import Rejection, Verified, verify
 
@@ -23,6 +23,7 @@ __all__ = [
     "InboxStore",
     "PostgresInbox",
     "Rejection",
+    "Reloaded",
     "ServeSettings",
     "Service",
     "SourceSettings",

@@ -123,15 +123,36 @@ class ServiceState:
     accepting: bool = True
     committer: GroupCommit | None = None  # built with the state
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
+    processes: int = 1  # the serve processes sharing the inbox, so the rate limits (``share_rate_limits``)
 
     def __post_init__(self) -> None:
         self.committer = GroupCommit(self.inbox)
-        self.buckets = {n: TokenBucket(s.rate_limit) for n, s in self.sources.items() if s.rate_limit}
+        self.buckets = {}
+        self.replace_sources(self.sources)
+
+    def share_rate_limits(self, processes: int) -> None:
+        self.processes = processes
+        for bucket in self.buckets.values():
+            bucket.share(processes)
+
+    def replace_sources(self, sources: Mapping[str, SourceSettings]) -> None:
+        """The sources the next request finds (a reload). A bucket whose limit is unchanged keeps its tokens,
+        so a reload is no way around a rate limit."""
+        buckets: dict[str, TokenBucket] = {}
+        for name, source in sources.items():
+            if source.rate_limit is None:
+                continue
+            bucket = self.buckets.get(name)
+            if bucket is None or bucket.limit != source.rate_limit:
+                bucket = TokenBucket(source.rate_limit)
+                if self.processes > 1:
+                    bucket.share(self.processes)
+            buckets[name] = bucket
+        self.sources, self.buckets = sources, buckets
 
 
 def build_app(state: ServiceState, redactor: Any) -> Starlette:
     log = get_logger("serve", redactor)
-    buckets = state.buckets
 
     def refuse(source: str, rejection: Rejection) -> Response:
         state.metrics.reject(source, rejection.reason)
@@ -144,9 +165,9 @@ def build_app(state: ServiceState, redactor: Any) -> Starlette:
             {"error": rejection.reason, "message": rejection.message}, rejection.status, headers=headers
         )
 
-    # Each source's counters, looked up once (``labels()`` takes a lock and hashes the labels each call).
-    received = {name: state.metrics.received.labels(name) for name in state.sources}
-    acknowledged = {name: state.metrics.ack_seconds.labels(name) for name in state.sources}
+    # Each source's counters, looked up once (``labels()`` takes a lock and hashes the labels each call); a
+    # source added by a reload gets its own at its first request.
+    counters: dict[str, tuple[Any, Any]] = {}
 
     async def hook(request: Request) -> Response:
         started = time.perf_counter()
@@ -156,12 +177,17 @@ def build_app(state: ServiceState, redactor: Any) -> Starlette:
             return JSONResponse(
                 {"error": "unknown_source", "message": f"no source named '{name}' is configured"}, 404
             )
-        received[name].inc()
+        counted = counters.get(name)
+        if counted is None:
+            metrics = state.metrics
+            counted = counters[name] = (metrics.received.labels(name), metrics.ack_seconds.labels(name))
+        received, acknowledged = counted
+        received.inc()
         try:
-            response = await _handle(request, source, buckets.get(name), state)
+            response = await _handle(request, source, state.buckets.get(name), state)
         except Rejection as rejection:
             response = refuse(name, rejection)
-        acknowledged[name].observe(time.perf_counter() - started)
+        acknowledged.observe(time.perf_counter() - started)
         return response
 
     async def healthz(request: Request) -> Response:

@@ -23,15 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+import yaml
 
+from .._config import RuntimeConfig, load_config
+from .._errors import ConfigError
 from .._local_server import bind  # one way to bind a listening socket (port 0 known at once)
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
@@ -41,7 +47,7 @@ from ._inbox import DEDUP_WINDOW, InboxError, InboxStore, SharedIntake
 from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
 from ._replays import ReplayRequests, replays_path
-from ._settings import ServeSettings, serve_settings
+from ._settings import ServeSettings, SourceSettings, serve_settings
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 
@@ -71,9 +77,78 @@ class Service:
         self._stop = asyncio.Event()
         self.summary: RunSummary | None = None
         self.url: str | None = None
+        self._state: ServiceState | None = None  # while serving
+        self._started_with = _sections(runtime.config.file)  # what a reload compares the file with
+        self._reloading: asyncio.Lock | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
         self._stop.set()
+
+    async def reload(self) -> Reloaded:
+        """Read the config file again (its env file and ``${file:...}`` secrets too) and apply its ``sources``
+        to intake: secrets, signatures, rate limits, body caps, kept headers, sources added or removed. The
+        next request finds them; one in progress ends under the old ones. Nothing else is applied: the other
+        sections it finds changed are named in ``not_applied`` (a restart applies them; SIGTERM drains).
+
+        Raises ConfigError, located in the file, when the file is wrong or changes a source's ``enrich``
+        (the delivery side's, set at start): the running sources then stay as they were."""
+        if self._reloading is None:
+            self._reloading = asyncio.Lock()
+        async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
+            file = self.runtime.config.file
+            if file is None:
+                raise ConfigError(
+                    "this service was not started from a config file: there is nothing to reload"
+                )
+            config, sections = await asyncio.to_thread(_read_again, file)
+            sources = serve_settings(config).sources
+            before = self.settings.sources
+            for name in sorted(before.keys() & sources.keys()):
+                if _enrich_text(before[name]) != _enrich_text(sources[name]):
+                    raise config.error(
+                        f"sources.{name}.enrich changed: enrichment runs on the delivery side, set at start;"
+                        " restart the service to change it",
+                        ("sources", name, "enrich"),
+                    )
+            for name in sorted(sources.keys() - before.keys()):
+                if sources[name].enrich is not None:
+                    raise config.error(
+                        f"sources.{name} is new and has an enrich section: enrichment runs on the delivery"
+                        " side, set at start; restart the service to add it",
+                        ("sources", name, "enrich"),
+                    )
+            for secret in config.secrets:
+                self.runtime.redactor.add(secret)
+            changed = tuple(_source_changes(before, sources))
+            self.settings = dataclasses.replace(self.settings, sources=sources)
+            if self._state is not None:
+                self._state.replace_sources(sources)
+            return Reloaded(changed, tuple(_not_applied(self._started_with, sections, self.runtime, config)))
+
+    async def _reload_logged(self) -> None:
+        """SIGHUP: reload, and say in the log what came of it (never a value)."""
+        try:
+            reloaded = await self.reload()
+        except ConfigError as error:
+            self._log.error("reload refused; the running sources stay: %s", error)
+            return
+        self._log.info(
+            "reloaded %s: %s",
+            self.runtime.config.file,
+            "; ".join(reloaded.changed) if reloaded.changed else "no change to sources",
+        )
+        if reloaded.not_applied:
+            self._log.warning(
+                "%s changed in %s but a reload applies sources only: restart to apply (SIGTERM drains)",
+                ", ".join(reloaded.not_applied),
+                self.runtime.config.file,
+            )
+
+    def _hangup(self) -> None:
+        task = asyncio.ensure_future(self._reload_logged())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def serve(
         self, sock: socket.socket | None = None, *, on_ready: Callable[[str], None] | None = None
@@ -150,14 +225,21 @@ class Service:
     ) -> RunSummary | None:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
+            (signal.SIGTERM, self.stop),
+            (signal.SIGINT, self.stop),
+        ]
+        if hasattr(signal, "SIGHUP"):  # POSIX only
+            handlers.append((signal.SIGHUP, self._hangup))
+        for signum, handler in handlers:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(signum, self.stop)
+                loop.add_signal_handler(signum, handler)
                 installed.append(signum)
+        self._state = state
         delivered = asyncio.wrap_future(delivery.result)
-        sharing = (
+        sharing = (  # whether or not a source has a rate_limit now: a reload may add one
             asyncio.create_task(self._share_rate_limits(state.inbox, state), name="shipmap-serve-rate-shares")
-            if state.buckets and isinstance(state.inbox, SharedIntake)
+            if isinstance(state.inbox, SharedIntake)
             else None
         )
         http = asyncio.create_task(server.serve(sockets=[sock]), name="shipmap-serve-http")
@@ -174,6 +256,7 @@ class Service:
             return await self._drain(server, http, delivery, delivered, state)
         finally:
             stop.cancel()
+            self._state = None
             if sharing is not None:
                 sharing.cancel()
             for signum in installed:
@@ -197,8 +280,7 @@ class Service:
                     f"1/{processes} of each source's rate_limit" if processes > 1 else "the whole of each",
                 )
                 counted = processes
-                for bucket in state.buckets.values():
-                    bucket.share(processes)
+                state.share_rate_limits(processes)
             await asyncio.sleep(RATE_SHARE_EVERY_S)
 
     async def _drain(
@@ -283,3 +365,70 @@ class Service:
             "parked_deliveries": delivery.summary().parked,
             "parked_webhooks": delivery.parked_webhooks(),
         }
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value);
+    ``not_applied``, the other parts of the config found changed, which wait for a restart."""
+
+    changed: tuple[str, ...]
+    not_applied: tuple[str, ...]
+
+
+def _sections(file: str | None) -> dict[str, Any]:
+    """The config file's top-level sections as written (before ``${...}`` is filled), to compare."""
+    if file is None:
+        return {}
+    try:
+        value = yaml.safe_load(Path(file).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, yaml.YAMLError):  # load_config says what is wrong with it
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_again(file: str) -> tuple[RuntimeConfig, dict[str, Any]]:
+    return load_config(file), _sections(file)
+
+
+def _enrich_text(source: SourceSettings) -> object:
+    enrich = source.enrich
+    if enrich is None:
+        return None
+    return (enrich.connection, enrich.topics, {name: path.text for name, path in enrich.fetch.items()})
+
+
+def _source_changes(
+    before: Mapping[str, SourceSettings], after: Mapping[str, SourceSettings]
+) -> Iterator[str]:
+    for name in sorted(before.keys() | after.keys()):
+        if name not in after:
+            yield f"{name}: removed"
+        elif name not in before:
+            yield f"{name}: added"
+        else:
+            keys = [
+                key.name
+                for key in dataclasses.fields(SourceSettings)
+                if key.name != "enrich" and getattr(before[name], key.name) != getattr(after[name], key.name)
+            ]
+            if keys:
+                yield f"{name}: {', '.join(keys)}"
+
+
+def _not_applied(
+    started: Mapping[str, Any], now: Mapping[str, Any], runtime: Runtime, config: RuntimeConfig
+) -> Iterator[str]:
+    """The sections other than sources that differ from the file the service started with, and the
+    credentials of connections that read them only at start (a fenix_session login reads them again)."""
+    for key in sorted((started.keys() | now.keys()) - {"sources"}):
+        if started.get(key) != now.get(key):
+            yield key
+    for connection in config.connections:
+        running = runtime.connections.get(connection.name)
+        if (
+            running is not None
+            and running.auth.reader is None
+            and running.auth.secrets() != connection.auth.secrets()
+        ):
+            yield f"connections.{connection.name}.auth"

@@ -1,0 +1,121 @@
+"""``kill -HUP`` of a live ``shipmap serve``: the config file is read again and its sources applied without a
+restart, as a webhook secret rotation needs (add the new secret, switch the platform, drop the old one).
+A bad file, or a change a reload cannot make, is refused in the log with its place in the file, and the
+running sources stay. Secrets come from ``${file:...}`` references, read again at each reload."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers, standard_webhooks_headers
+
+ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
+OLD, NEW = "shpss_rotation_old_secret_1", "shpss_rotation_new_secret_2"
+RUNNING = 'secret: ["${SHOPIFY_SECRET}", "${SHOPIFY_PREVIOUS_SECRET}"]'
+
+
+def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_apply(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    (tmp_path / "old.secret").write_text(OLD + "\n")
+    (tmp_path / "new.secret").write_text(NEW + "\n")
+    old_file, new_file = (
+        "${file:" + str(tmp_path / "old.secret") + "}",
+        "${file:" + str(tmp_path / "new.secret") + "}",
+    )
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    started = serve.config.read_text()
+    assert RUNNING in started
+    serve.config.write_text(started.replace(RUNNING, f'secret: "{old_file}"'))
+    serve.start()
+    seen = 0
+
+    def outcomes() -> list[str]:
+        return [line for line in serve.errors if "reloaded " in line or "reload refused" in line]
+
+    def reload(text: str, expect: str) -> str:
+        """Write the config, send SIGHUP, and return the log line the reload wrote."""
+        nonlocal seen
+        serve.config.write_text(text)
+        assert serve.process is not None
+        serve.process.send_signal(signal.SIGHUP)
+        serve.wait_until(lambda: len(outcomes()) > seen, timeout=30, what="the reload's log line")
+        lines = outcomes()
+        seen = len(lines)
+        assert expect in lines[-1], lines[-1]
+        return lines[-1]
+
+    def status(client: httpx.Client, source: str, secret: str, webhook_id: str) -> int:
+        body = json.dumps({**json.loads(ORDER), "id": 9_100_000 + int(webhook_id[1:])}).encode()
+        return serve.post(
+            client, source, body, shopify_headers(body, "orders/create", webhook_id, secret)
+        ).status_code
+
+    def app_status(client: httpx.Client, webhook_id: str) -> int:
+        headers = standard_webhooks_headers(b"{}", webhook_id, int(time.time()), "t")
+        return serve.post(client, "app", b"{}", headers).status_code
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            assert (status(client, "shop", OLD, "r1"), status(client, "shop", NEW, "r2")) == (200, 401)
+            assert status(client, "shop2", NEW, "r3") == 404
+            # app's rate_limit: a burst of 3, then one per 100 s.
+            assert [app_status(client, f"a{n}") for n in range(4)] == [200, 200, 200, 429]
+
+            # 1. The new secret first, the old one still accepted; a source added.
+            step1 = started.replace(RUNNING, f'secret: ["{new_file}", "{old_file}"]')
+            step1 = step1.replace(
+                "  woo:\n", f'  shop2:\n    type: shopify\n    secret: "{new_file}"\n  woo:\n'
+            )
+            line = reload(step1, "reloaded ")
+            assert line.rstrip().endswith("serve.yaml: shop: secrets; shop2: added"), line
+            assert (status(client, "shop", OLD, "r4"), status(client, "shop", NEW, "r5")) == (200, 200)
+            assert status(client, "shop2", NEW, "r6") == 200
+            assert app_status(client, "a4") == 429  # its limit did not change: a reload keeps its tokens
+
+            # 2. The platform signs with the new secret: the old one is dropped. app's limit changes (a new
+            # bucket, full). A connection changed too, which a reload does not apply: the log says so.
+            step2 = step1.replace(f'secret: ["{new_file}", "{old_file}"]', f'secret: "{new_file}"')
+            step2 = step2.replace(
+                "rate_limit: {per_second: 0.01, burst: 3}", "rate_limit: {per_second: 1, burst: 3}"
+            )
+            step2 = step2.replace("store_name: demo-store", "store_name: other-store")
+            line = reload(step2, "reloaded ")
+            assert line.rstrip().endswith("serve.yaml: app: rate_limit; shop: secrets"), line
+            assert app_status(client, "a5") == 200
+            assert any(
+                "connections changed in" in line and "a reload applies sources only: restart to apply" in line
+                for line in serve.errors
+            ), serve.errors[-5:]
+            assert (status(client, "shop", OLD, "r7"), status(client, "shop", NEW, "r8")) == (401, 200)
+
+            # 3. A file with a mistake: refused, located, and the running sources stay.
+            broken = step2.replace(
+                "rate_limit: {per_second: 1, burst: 3}", 'rate_limit: {per_second: "fast"}'
+            )
+            line = reload(broken, "reload refused; the running sources stay: ")
+            assert re.search(re.escape(str(serve.config)) + r":\d+:\d+: error: ", line), line
+            assert "sources.app.rate_limit.per_second" in line, line
+
+            # 4. An enrichment is the delivery side's, set at start: changing it waits for a restart.
+            enriched = step2.replace(
+                "products: /v2/orders/{payload.data.id}/products", "products: /v3/products"
+            )
+            line = reload(enriched, "reload refused; the running sources stay: ")
+            assert "sources.bc.enrich changed" in line and re.search(r"serve\.yaml:\d+:\d+: error", line), (
+                line
+            )
+            assert (status(client, "shop", OLD, "r9"), status(client, "shop", NEW, "r10")) == (401, 200)
+            assert status(client, "shop2", NEW, "r11") == 200
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    said = "".join(serve.errors) + "".join(serve.output)
+    assert OLD not in said and NEW not in said
