@@ -197,7 +197,13 @@ def build_app(state: ServiceState, redactor: Any) -> Starlette:
         writable = state.inbox.writable()
         details = state.readiness()
         ready = writable and state.accepting and details.get("delivering", False)
-        body = {"ready": ready, "inbox_writable": writable, "accepting": state.accepting, **details}
+        body = {
+            "ready": ready,
+            "inbox_writable": writable,
+            "accepting": state.accepting,
+            "serve_processes": state.processes,
+            **details,
+        }
         return JSONResponse(body, 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:

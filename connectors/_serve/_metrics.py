@@ -31,6 +31,7 @@ class ServiceMetrics:
         breakers: Callable[[], Mapping[str, str]],
         in_flight: Callable[[], int],
         stalled: Callable[[], bool],
+        processes: Callable[[], int] = lambda: 1,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
@@ -61,7 +62,7 @@ class ServiceMetrics:
             buckets=ACK_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Live(summary, queue, breakers, in_flight, stalled))
+        self.registry.register(_Live(summary, queue, breakers, in_flight, stalled, processes))
 
     def reject(self, source: str, reason: str) -> None:
         self.rejected.labels(source, reason).inc()
@@ -80,7 +81,9 @@ class _Live(Collector):
         breakers: Callable[[], Mapping[str, str]],
         in_flight: Callable[[], int],
         stalled: Callable[[], bool],
+        processes: Callable[[], int],
     ) -> None:
+        self._processes = processes
         self._summary = summary
         self._queue = queue
         self._breakers = breakers
@@ -136,6 +139,12 @@ class _Live(Collector):
             "shipmap_delivery_stalled",
             "1 while delivery waits to run again after a run whose sends kept raising inside shipmap",
             value=1.0 if self._stalled() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "shipmap_serve_processes",
+            "Serve processes taking webhooks into this inbox, this one included (each allows 1/N of each"
+            " source's rate_limit)",
+            value=self._processes(),
         )
         breakers = GaugeMetricFamily(
             "shipmap_breaker_state",

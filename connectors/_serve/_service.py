@@ -188,6 +188,7 @@ class Service:
                 breakers=self.breakers,
                 in_flight=delivery.in_flight,
                 stalled=lambda: delivery.stalled is not None,
+                processes=lambda: state.processes,
             )
             state = ServiceState(
                 sources=settings.sources,

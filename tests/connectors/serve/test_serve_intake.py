@@ -139,6 +139,7 @@ def test_refusals_have_their_status_and_reason(source_sandbox: Sandbox, tmp_path
             serve.wait_until(lambda: client.get(f"{url}/readyz").status_code == 200, what="ready")
             ready = client.get(f"{url}/readyz").json()
             assert ready["inbox_writable"] is True and ready["delivering"] is True
+            assert ready["serve_processes"] == 1  # an SQLite inbox is this process's alone
             assert all(state == "closed" for state in ready["breakers"].values())
             assert client.get(f"{url}/healthz").json() == {"status": "ok"}
         assert serve.terminate() == 0

@@ -128,6 +128,10 @@ def test_two_services_share_a_sources_rate_limit(
                 timeout=30,
                 what="the processes counting each other",
             )
+        with httpx.Client(timeout=10) as client:  # what each process says to its operator
+            for service in (a, b):
+                assert client.get(f"{service.url}/readyz").json()["serve_processes"] == 2
+                assert "\nshipmap_serve_processes 2.0\n" in client.get(f"{service.url}/metrics").text
         answers: dict[str, Counter[int]] = {"a": Counter(), "b": Counter()}
         now = int(time.time())
         with httpx.Client(timeout=10) as client:
