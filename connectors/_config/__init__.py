@@ -7,6 +7,7 @@ result is validated against the JSON Schema (``_schema``) and built into the con
 Error messages name keys, never values: a config holds secrets.
 """
 
+from ._build import build_section
 from ._load import journal_path_of, load_config
 from ._model import (
     DEFAULT_IDEMPOTENCY_HEADER,
@@ -57,6 +58,7 @@ __all__ = [
     "TargetRoute",
     "Timeouts",
     "_read_dotenv",
+    "build_section",
     "compile_expression",
     "config_schema",
     "duration_text",

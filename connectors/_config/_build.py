@@ -2,7 +2,7 @@
 
 The schema, generated from the dataclasses in ``_model`` (``_schema``), has checked the document; the
 dataclasses say what each key becomes and hold every default. A section is built generically
-(:func:`_section`): a key the file gives becomes the field of that name, converted where it needs it
+(:func:`build_section`): a key the file gives becomes the field of that name, converted where it needs it
 (durations, nested sections), and a key it leaves out keeps the dataclass's default. So no default and no key
 is written a second time here; the few keys that are not fields (an auth ``key``/``secret`` alias, a
 connection's ``region``, a route's ``topic``) are handled by name.
@@ -52,7 +52,7 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     base_dir = file.resolve().parent
     connections = tuple(_connection(name, item) for name, item in value["connections"].items())
     events_raw = value.get("events") or {}
-    events = _section(EventSettings, events_raw)
+    events = build_section(EventSettings, events_raw)
     routes = tuple(_route(item) for item in value["mappings"])
     delivery = _delivery(value.get("delivery") or {})
     journal_raw = value.get("journal") or {}
@@ -63,7 +63,7 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
             "journal: takes path (an SQLite file) or url (PostgreSQL), not both",
             location=locations.get(("journal", "url")),
         )
-    journal = _section(
+    journal = build_section(
         JournalSettings,
         journal_raw,
         path=(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)).resolve(),
@@ -101,7 +101,7 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     return config
 
 
-def _section(
+def build_section(
     cls: type[Section],
     raw: Mapping[str, Any],
     convert: Mapping[str, Callable[[Any], Any]] | None = None,
@@ -128,7 +128,7 @@ def _nullable_duration(value: float | int | str | None) -> float | None:
 
 
 def _connection(name: str, item: dict[str, Any]) -> Connection:
-    return _section(
+    return build_section(
         Connection,
         item,
         {"timeout": _timeouts, "breaker": _breaker},
@@ -141,7 +141,7 @@ def _connection(name: str, item: dict[str, Any]) -> Connection:
 
 def _auth(raw: dict[str, Any]) -> AuthSettings:
     # Basic auth may name its credentials after DG's documents: key and secret.
-    return _section(
+    return build_section(
         AuthSettings,
         raw,
         username=raw["username"] if "username" in raw else raw.get("key"),
@@ -151,20 +151,20 @@ def _auth(raw: dict[str, Any]) -> AuthSettings:
 
 def _timeouts(value: Any) -> Timeouts:
     if isinstance(value, dict):
-        return _section(Timeouts, value)
+        return build_section(Timeouts, value)
     seconds = parse_duration(value)
     # One duration for every phase: the overall deadline stays the default, or twice it if that is longer.
     return Timeouts(seconds, seconds, seconds, seconds, max(Timeouts().total, 2 * seconds))
 
 
 def _breaker(raw: dict[str, Any]) -> BreakerSettings:
-    return _section(BreakerSettings, raw)
+    return build_section(BreakerSettings, raw)
 
 
 def _route(item: dict[str, Any]) -> MappingRoute:
     topic = item.get("topic")
-    targets = {name: _section(TargetRoute, t) for name, t in (item.get("targets") or {}).items()}
-    return _section(
+    targets = {name: build_section(TargetRoute, t) for name, t in (item.get("targets") or {}).items()}
+    return build_section(
         MappingRoute,
         item,
         topics=(topic,) if isinstance(topic, str) else tuple(topic or ()),
@@ -173,13 +173,13 @@ def _route(item: dict[str, Any]) -> MappingRoute:
 
 
 def _delivery(raw: dict[str, Any]) -> DeliverySettings:
-    return _section(
+    return build_section(
         DeliverySettings,
         raw,
         {
             "timeout": _timeouts,
-            "retry": lambda value: _section(RetryPolicy, value or {}),
-            "idempotency": lambda value: _section(IdempotencySettings, value or {}),
+            "retry": lambda value: build_section(RetryPolicy, value or {}),
+            "idempotency": lambda value: build_section(IdempotencySettings, value or {}),
             "breaker": lambda value: _breaker(value or {}),
         },
     )

@@ -4,10 +4,11 @@ a secret).
 
 Each section of the file is a dataclass of ``_model`` (or the breaker's settings): a field is a key, its type
 gives the key's JSON type, its default the schema's ``default``, and its metadata (``_config_key.about``) the
-description and bounds. What is written here is only what is not a field: the file's top level, keys the file
-spells differently from the objects (``region``, an auth ``key``/``secret``, a route's ``topic``), rules across
-keys (base_url or region; what each auth scheme needs), and the sections of ``shipmap serve``
-(``serve.schema.json``: their settings are built in ``_serve/_settings.py``). So a new key is one field.
+description and bounds; the sections of ``shipmap serve`` likewise (``_serve_model``). What is written here is
+only what is not a field: the file's top level, keys the file spells differently from the objects
+(``region``, an auth ``key``/``secret``, a route's ``topic``, a source's ``secret``, an enrichment's
+``topics`` and ``fetch``), and rules across keys (base_url or region; what each auth scheme and each source
+type needs). So a new key is one field.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import sys
 import types
 import typing
 from collections.abc import Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from ._model import (
     Timeouts,
     duration_text,
 )
+from ._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings
 
 
 def config_schema() -> dict[str, Any]:
@@ -74,10 +75,15 @@ _DEFS: dict[type[Any], str] = {
     TargetRoute: "target_route",
     DeliverySettings: "delivery",
     JournalSettings: "journal",
+    SourceSettings: "source",
+    Enrichment: "enrich",
+    ServeSettings: "serve",
 }
 
 _STRING = {"type": "string"}
 _ONE_OR_MORE_STRINGS = {"anyOf": [_STRING, {"type": "array", "items": _STRING, "minItems": 1}]}
+_SECRET = {"type": "string", "minLength": 4}
+_NAME = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # a source's name: the last part of its URL, /hooks/{name}
 
 # What each section's file says beyond its fields: keys spelt differently from the objects, rules across
 # keys, and the section's own description (``_build`` turns the spelt-differently keys into fields).
@@ -152,16 +158,53 @@ _SECTION_EXTRAS: dict[type[Any], dict[str, Any]] = {
         "type": ["string", "object"],
         "pattern": "^postgres(ql)?://",
     },
+    SourceSettings: {
+        "required": ["type"],
+        "file_keys": {
+            "secret": {
+                "description": "The signing secret, or two during a rotation (both are accepted).",
+                "anyOf": [_SECRET, {"type": "array", "items": _SECRET, "minItems": 1, "maxItems": 2}],
+            },
+        },
+        "allOf": [
+            {
+                "if": {"properties": {"type": {"const": "bigcommerce"}}},
+                "then": {"required": ["secret", "header"]},
+            },
+            {
+                "if": {"properties": {"type": {"enum": ["shopify", "woocommerce", "generic"]}}},
+                "then": {"required": ["secret"]},
+            },
+        ],
+    },
+    RateLimit: {"required": ["per_second"]},
+    Enrichment: {
+        "description": "GETs that build the document the mapping sees (the event's 'documents').",
+        "required": ["connection", "fetch"],
+        "file_keys": {
+            "topics": {
+                "description": "Only events of these topics are enriched. Default: all.",
+                **_ONE_OR_MORE_STRINGS,
+            },
+            "fetch": {
+                "description": "Document name -> path template; {expr} is JMESPath over the event"
+                " (payload.data.id).",
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+                "additionalProperties": {"type": "string", "pattern": "^/"},
+            },
+        },
+    },
+    ServeSettings: {
+        "description": "shipmap serve: where it listens and how it accepts.",
+        "required": [],  # every key has a default (the inbox's comes from the journal)
+    },
 }
 
 
 @functools.cache
 def _schema() -> dict[str, Any]:
-    serve = json.loads(
-        resources.files("shipmap.connectors._config")
-        .joinpath("serve.schema.json")
-        .read_text(encoding="utf-8")
-    )
     defs: dict[str, Any] = {"duration": _DURATION_SCHEMA}
     for cls, name in _DEFS.items():
         defs[name] = _section(cls)
@@ -171,7 +214,6 @@ def _schema() -> dict[str, Any]:
         "x-error": "must be a duration, or an object with connect, read, write, pool and total durations",
         "anyOf": [{"$ref": "#/$defs/duration"}, defs["timeout"]],
     }
-    defs.update(serve["$defs"])
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://shipmap.dev/schemas/runtime-config.json",
@@ -205,7 +247,14 @@ def _schema() -> dict[str, Any]:
             },
             "delivery": {"$ref": "#/$defs/delivery"},
             "journal": {"$ref": "#/$defs/journal"},
-            **serve["properties"],
+            "sources": {
+                "description": "shipmap serve: the webhook sources, by name; each is served at POST"
+                " /hooks/{name}. See docs/serve.md.",
+                "type": "object",
+                "propertyNames": {"pattern": _NAME},
+                "additionalProperties": {"$ref": "#/$defs/source"},
+            },
+            "serve": {"$ref": "#/$defs/serve"},
         },
         "$defs": defs,
     }
@@ -217,11 +266,15 @@ def _section(cls: type[Any]) -> dict[str, Any]:
     keys = [field for field in dataclasses.fields(cls) if not field.metadata.get("not_a_key")]
     # The fields without a default, unless the section says which keys the file must give (a default in
     # code, such as auth's scheme "none", is then not one the file has).
-    required: list[str] = extras.pop("required", None) or [
-        field.name
-        for field in keys
-        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-    ]
+    required: list[str] = (
+        extras.pop("required")
+        if "required" in extras
+        else [
+            field.name
+            for field in keys
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        ]
+    )
     properties: dict[str, Any] = {}
     module = vars(sys.modules[cls.__module__])
     for field in keys:
@@ -271,11 +324,11 @@ def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> d
 def _type(annotation: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON Schema of a field's type; ``None`` in a union means the key may be left out, not written."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        branches = [
-            _type(arm, meta)
-            for arm in typing.get_args(annotation)
-            if arm is not type(None) and _expressible(arm)
-        ]
+        branches: list[dict[str, Any]] = []
+        for arm in typing.get_args(annotation):
+            # Path | str: one string in the file, written once (oneOf two equal branches matches none).
+            if arm is not type(None) and _expressible(arm) and (branch := _type(arm, meta)) not in branches:
+                branches.append(branch)
         if meta.get("nullable"):
             branches.append({"type": "null"})
         if all(set(branch) == {"type"} for branch in branches):
@@ -287,6 +340,10 @@ def _type(annotation: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
             return {"$ref": f"#/$defs/{_DEFS[annotation]}"}
         return _section(annotation)  # type: ignore[arg-type]  # a class, not an instance
     origin = typing.get_origin(annotation)
+    if origin is tuple:  # tuple[X, ...]: a list in the file
+        item, more = typing.get_args(annotation)
+        assert more is Ellipsis, annotation
+        return {"type": "array", "items": _type(item, meta)}
     if origin is typing.Literal:
         values = list(typing.get_args(annotation))
         return {"const": values[0]} if len(values) == 1 else {"enum": values}

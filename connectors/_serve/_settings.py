@@ -1,82 +1,32 @@
-"""The ``sources:`` and ``serve:`` sections of a config, as typed settings.
+"""The ``sources:`` and ``serve:`` sections of a config, built into their settings (``_config/_serve_model``).
 
-The config's JSON Schema has already checked their shape (``load_config``); what is left here is what a schema
-cannot say: an enrichment's connection must exist and its path templates must compile.
+The config's JSON Schema, generated from those dataclasses, has already checked their shape (``load_config``);
+what is left here is what a schema cannot say: an enrichment's connection must exist and its path templates
+must compile, and the defaults that come from other keys (a source's ``max_body``, the inbox's place).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from .._config import RuntimeConfig, compile_expression, parse_duration
+from .._config import RuntimeConfig, build_section, compile_expression, parse_duration
+from .._config._serve_model import (
+    DEFAULT_MAX_BODY,
+    Enrichment,
+    PathTemplate,
+    RateLimit,
+    ServeSettings,
+    SourceSettings,
+)
 from .._store._journal_pg import is_database_url
 
-SourceType = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
-Signature = Literal["hmac-sha256-hex", "hmac-sha256-base64", "standard-webhooks"]
-
-DEFAULT_PORT = 8080
-DEFAULT_MAX_BODY = 1024 * 1024
-DEFAULT_DRAIN = 20.0
-DEFAULT_TOLERANCE = 300.0
-DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays parked
-DEFAULT_RESWEEP_CAP = 300.0
 # The keys of the event serve hands the runtime; a fetched document may not take one of these names.
 ENVELOPE_KEYS = frozenset({"id", "source", "topic", "received_at", "headers", "payload"})
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimit:
-    per_second: float
-    burst: int
-
-
-@dataclass(frozen=True, slots=True)
-class PathTemplate:
-    """``/v2/orders/{payload.data.id}``: literal parts and compiled JMESPath placeholders, alternating."""
-
-    text: str
-    parts: tuple[Any, ...]  # str literals and compiled expressions
-
-
-@dataclass(frozen=True, slots=True)
-class Enrichment:
-    connection: str
-    topics: frozenset[str]  # empty: every topic
-    fetch: Mapping[str, PathTemplate]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceSettings:
-    name: str
-    type: SourceType
-    secrets: tuple[bytes, ...]
-    header: str | None = None
-    signature: Signature = "hmac-sha256-hex"
-    prefix: str = ""
-    tolerance: float = DEFAULT_TOLERANCE
-    id_header: str | None = None
-    topic_header: str | None = None
-    keep_headers: tuple[str, ...] = ()
-    max_body: int = DEFAULT_MAX_BODY
-    rate_limit: RateLimit | None = None
-    enrich: Enrichment | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ServeSettings:
-    host: str
-    port: int
-    inbox: Path | str  # an SQLite file, or a postgresql:// URL that many serve processes share
-    max_body: int
-    drain_timeout: float
-    sources: Mapping[str, SourceSettings]
-    resweep: float = DEFAULT_RESWEEP
-    resweep_cap: float = DEFAULT_RESWEEP_CAP
+_SHORTEST_RESWEEP = 0.05  # seconds: a looser setting would spin on parked work
 
 
 def serve_settings(config: RuntimeConfig) -> ServeSettings:
@@ -97,16 +47,12 @@ def serve_settings(config: RuntimeConfig) -> ServeSettings:
         inbox = journal.parent / "inbox.db"
     else:
         inbox = (config.base_dir / ".shipmap" / "inbox.db").resolve()
-    return ServeSettings(
-        host=str(raw.get("host", "127.0.0.1")),
-        port=int(raw.get("port", DEFAULT_PORT)),
-        inbox=inbox,
-        max_body=max_body,
-        drain_timeout=parse_duration(raw.get("drain_timeout", DEFAULT_DRAIN)),
-        sources=sources,
-        resweep=max(0.05, parse_duration(raw.get("resweep", DEFAULT_RESWEEP))),
-        resweep_cap=max(0.05, parse_duration(raw.get("resweep_cap", DEFAULT_RESWEEP_CAP))),
-    )
+    at_least = {key: _resweep for key in ("resweep", "resweep_cap")}
+    return build_section(ServeSettings, raw, at_least, inbox=inbox, sources=sources)
+
+
+def _resweep(value: Any) -> float:
+    return max(_SHORTEST_RESWEEP, parse_duration(value))
 
 
 def enrichments(config: RuntimeConfig) -> dict[str, Enrichment]:
@@ -120,27 +66,19 @@ def enrichments(config: RuntimeConfig) -> dict[str, Enrichment]:
 
 def _source(config: RuntimeConfig, name: str, item: Mapping[str, Any], max_body: int) -> SourceSettings:
     given = item.get("secret") or []
-    secrets = tuple(s.encode("utf-8") for s in ([given] if isinstance(given, str) else given))
-    limit = item.get("rate_limit")
-    rate = None
-    if limit is not None:
-        per_second = float(limit["per_second"])
-        rate = RateLimit(per_second, int(limit.get("burst", max(1, round(per_second)))))
-    return SourceSettings(
+    return build_section(
+        SourceSettings,
+        item,
+        {"keep_headers": tuple, "rate_limit": _rate_limit},
         name=name,
-        type=item["type"],
-        secrets=secrets,
-        header=item.get("header"),
-        signature=item.get("signature", "hmac-sha256-hex"),
-        prefix=item.get("prefix", ""),
-        tolerance=parse_duration(item.get("tolerance", DEFAULT_TOLERANCE)),
-        id_header=item.get("id_header"),
-        topic_header=item.get("topic_header"),
-        keep_headers=tuple(item.get("keep_headers", ())),
+        secrets=tuple(s.encode("utf-8") for s in ([given] if isinstance(given, str) else given)),
         max_body=int(item.get("max_body", max_body)),
-        rate_limit=rate,
         enrich=_enrichment(config, name, item.get("enrich")),
     )
+
+
+def _rate_limit(raw: Mapping[str, Any]) -> RateLimit:
+    return build_section(RateLimit, raw, burst=int(raw.get("burst", max(1, round(raw["per_second"])))))
 
 
 def _enrichment(config: RuntimeConfig, name: str, raw: Mapping[str, Any] | None) -> Enrichment | None:
@@ -174,3 +112,15 @@ def _template(config: RuntimeConfig, text: str, here: tuple[str, ...]) -> PathTe
         position = match.end()
     parts.append(text[position:])
     return PathTemplate(text, tuple(parts))
+
+
+__all__ = [  # re-exported: the settings classes live in _config/_serve_model, where the schema comes from
+    "ENVELOPE_KEYS",
+    "Enrichment",
+    "PathTemplate",
+    "RateLimit",
+    "ServeSettings",
+    "SourceSettings",
+    "enrichments",
+    "serve_settings",
+]

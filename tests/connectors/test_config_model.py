@@ -30,6 +30,7 @@ from shipmap.connectors import (
 )
 from shipmap.connectors._config._model import parse_duration
 from shipmap.connectors._config._schema import _section
+from shipmap.connectors._config._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings
 from shipmap.connectors._config_key import about
 from shipmap.connectors._deliver._breaker import BreakerSettings
 from test_runtime_support import FIXTURES, environ
@@ -58,6 +59,11 @@ SECTIONS = [
     ("$defs/delivery/properties/retry", RetryPolicy, set(), set()),
     ("$defs/delivery/properties/idempotency", IdempotencySettings, set(), set()),
     ("$defs/journal", JournalSettings, set(), set()),
+    # shipmap serve's sections: a source's name is the mapping key, its secret one string or two
+    ("$defs/source", SourceSettings, {"secret"}, {"name", "secrets"}),
+    ("$defs/source/properties/rate_limit", RateLimit, set(), set()),
+    ("$defs/enrich", Enrichment, set(), set()),  # topics and fetch: written as the file has them
+    ("$defs/serve", ServeSettings, set(), {"sources"}),  # the sources section, beside serve
 ]
 
 
@@ -239,22 +245,27 @@ def test_a_file_that_gives_every_key_sets_every_field(tmp_path: Path) -> None:
     assert config.journal == JournalSettings((tmp_path / "j.db").resolve(), "full", lease=60.0)
 
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "runtime.md"
-# Where each generated section's keys are listed in docs/runtime.md's "Every key" table.
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# Where each generated section's keys are listed: docs/runtime.md's "Every key" table, docs/serve.md's.
 DOCUMENTED_AS = {
-    "events": "events.",
-    "connection": "connections.N.",
-    "route": "mappings[].",
-    "target_route": "mappings[].targets.T.",
-    "delivery": "delivery.",
-    "breaker": "delivery.breaker.",
-    "journal": "journal.",
+    "events": ("runtime.md", "events."),
+    "connection": ("runtime.md", "connections.N."),
+    "route": ("runtime.md", "mappings[]."),
+    "target_route": ("runtime.md", "mappings[].targets.T."),
+    "delivery": ("runtime.md", "delivery."),
+    "breaker": ("runtime.md", "delivery.breaker."),
+    "journal": ("runtime.md", "journal."),
+    "source": ("serve.md", "sources.S."),
+    "enrich": ("serve.md", "sources.S.enrich."),
+    "serve": ("serve.md", "serve."),
 }
 
 
-def documented_keys() -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each generated key the docs table lists, dotted as there, with its schema."""
-    for name, prefix in DOCUMENTED_AS.items():
+def documented_keys(page: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each generated key that ``page``'s table lists, dotted as there, with its schema."""
+    for name, (listed_in, prefix) in DOCUMENTED_AS.items():
+        if listed_in != page:
+            continue
         pending = [(prefix, section(f"$defs/{name}"))]
         while pending:
             at, node = pending.pop()
@@ -265,25 +276,33 @@ def documented_keys() -> Iterator[tuple[str, dict[str, Any]]]:
                     yield at + key, value
 
 
-def test_every_key_of_the_generated_schema_is_in_the_docs_table() -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    assert [key for key, _ in documented_keys() if f"`{key}`" not in text] == []
+@pytest.mark.parametrize("page", ["runtime.md", "serve.md"])
+def test_every_key_of_the_generated_schema_is_in_the_docs_table(page: str) -> None:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    assert [key for key, _ in documented_keys(page) if f"`{key}`" not in text] == []
 
 
-def test_the_docs_table_gives_each_key_the_default_the_schema_gives() -> None:
+@pytest.mark.parametrize(
+    ("page", "read"),
+    [
+        ("runtime.md", {"delivery.concurrency": "8", "journal.lease": "`30s`"}),
+        ("serve.md", {"serve.port": "`8080`", "sources.S.tolerance": "`5m`"}),
+    ],
+)
+def test_the_docs_table_gives_each_key_the_default_the_schema_gives(page: str, read: dict[str, str]) -> None:
     # The table's default column, against the "Default: ..." the schema generates from the field (a duration
     # may be written in another unit: 60s is 1m).
     rows = {}
-    for line in DOCS.read_text(encoding="utf-8").splitlines():
+    for line in (DOCS / page).read_text(encoding="utf-8").splitlines():
         if found := re.fullmatch(r"\| `([^`]+)` \|.*\|([^|]*)\|", line):
             rows.setdefault(found[1], found[2].strip())
     wrong = []
-    for key, schema in documented_keys():
+    for key, schema in documented_keys(page):
         said = re.search(r"Default: (.*)\.$", schema.get("description", ""))
         if said and not _same_default(rows.get(key, ""), said[1]):
             wrong.append((key, rows.get(key), said[1]))
     assert wrong == []
-    assert rows["delivery.concurrency"] == "8" and rows["journal.lease"] == "`30s`"  # the table was read
+    assert {key: rows.get(key) for key in read} == read  # the table was read
 
 
 def _same_default(documented: str, generated: str) -> bool:
@@ -295,5 +314,5 @@ def _same_default(documented: str, generated: str) -> bool:
 
 
 def _holds_a_listed_section(value: dict[str, Any]) -> bool:
-    refs = {value.get("$ref"), value.get("additionalProperties", {}).get("$ref")}
+    refs = {value.get("$ref"), (value.get("additionalProperties") or {}).get("$ref")}
     return any(f"#/$defs/{name}" in refs for name in DOCUMENTED_AS)

@@ -1,0 +1,152 @@
+"""The sections of ``shipmap serve`` in the config file, ``sources`` and ``serve``, as dataclasses.
+
+As in ``_model``, a field is a key: its type, default, bounds and description are what the config's JSON
+Schema says of it (``_schema``), and what the file spells differently (a source's ``secret``, an
+enrichment's ``topics`` and ``fetch``) is written once there. ``_serve/_settings.py`` builds them from a
+loaded config. A leaf module: the schema needs these classes without importing the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .._config_key import NOT_A_KEY, about
+
+SourceType = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
+Signature = Literal["hmac-sha256-hex", "hmac-sha256-base64", "standard-webhooks"]
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BODY = 1024 * 1024
+MAX_BODY_CAP = 64 * 1024 * 1024
+DEFAULT_DRAIN = 20.0
+DEFAULT_TOLERANCE = 300.0
+DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays parked
+DEFAULT_RESWEEP_CAP = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    per_second: float = field(metadata=about("Requests per second on average.", exclusiveMinimum=0))
+    burst: int = field(
+        metadata=about("Requests at once.", minimum=1, default_text="per_second, rounded (at least 1)")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PathTemplate:
+    """``/v2/orders/{payload.data.id}``: literal parts and compiled JMESPath placeholders, alternating."""
+
+    text: str
+    parts: tuple[Any, ...]  # str literals and compiled expressions
+
+
+@dataclass(frozen=True, slots=True)
+class Enrichment:
+    connection: str = field(metadata=about("The connection (base_url, auth, headers) the GETs go to."))
+    topics: frozenset[str] = field(
+        metadata=NOT_A_KEY
+    )  # the file's topics: one, or a list; empty: every topic
+    fetch: Mapping[str, PathTemplate] = field(metadata=NOT_A_KEY)  # the file's fetch: name -> path template
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSettings:
+    name: str = field(metadata=NOT_A_KEY)  # the key of the sources mapping
+    type: SourceType = field(
+        metadata=about("How requests are verified, and where the topic and webhook id are.")
+    )
+    secrets: tuple[bytes, ...] = field(metadata=NOT_A_KEY)  # the file's secret: one, or two during a rotation
+    header: str | None = field(
+        default=None,
+        metadata=about(
+            "bigcommerce: the custom header carrying the secret; generic: the header carrying the HMAC.",
+            minLength=1,
+            default_text="generic: X-Signature",
+        ),
+    )
+    signature: Signature = field(
+        default="hmac-sha256-hex", metadata=about("generic only: how the body is signed.")
+    )
+    prefix: str = field(
+        default="",
+        metadata=about("generic HMAC: a prefix before the digest in the header, such as 'sha256='."),
+    )
+    tolerance: float = field(
+        default=DEFAULT_TOLERANCE,
+        metadata=about(
+            "standard-webhooks: how far webhook-timestamp may be from this server's clock.", duration=True
+        ),
+    )
+    id_header: str | None = field(
+        default=None,
+        metadata=about(
+            "generic HMAC: the header holding the webhook id (the duplicate key).",
+            minLength=1,
+            default_text="a SHA-256 of the body",
+        ),
+    )
+    topic_header: str | None = field(
+        default=None, metadata=about("generic: the header holding the topic.", minLength=1)
+    )
+    keep_headers: tuple[str, ...] = field(
+        default=(),
+        metadata=about("More request headers to keep with the event (never a credential).", minLength=1),
+    )
+    max_body: int = field(
+        default=DEFAULT_MAX_BODY,
+        metadata=about(
+            "Largest body accepted, in bytes (413 above).",
+            minimum=1,
+            maximum=MAX_BODY_CAP,
+            default_text="serve.max_body",
+        ),
+    )
+    rate_limit: RateLimit | None = field(
+        default=None,
+        metadata=about(
+            "Requests per second accepted from this source (429 above), with a burst, for the whole service."
+        ),
+    )
+    enrich: Enrichment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    inbox: Path | str = field(
+        metadata=about(
+            "SQLite file of accepted webhooks, relative to this config, or a postgresql:// URL that several"
+            " serve processes share.",
+            minLength=1,
+            default_text="with a postgresql:// journal: the journal's database; else inbox.db beside the journal",
+        )
+    )
+    sources: Mapping[str, SourceSettings] = field(metadata=NOT_A_KEY)  # the config's sources section
+    host: str = field(default="127.0.0.1", metadata=about("The address to listen on.", minLength=1))
+    port: int = field(default=DEFAULT_PORT, metadata=about("0 picks a free port.", minimum=0, maximum=65535))
+    max_body: int = field(
+        default=DEFAULT_MAX_BODY,
+        metadata=about(
+            "Largest body accepted, in bytes, unless a source says otherwise.",
+            minimum=1,
+            maximum=MAX_BODY_CAP,
+        ),
+    )
+    drain_timeout: float = field(
+        default=DEFAULT_DRAIN, metadata=about("How long SIGTERM may take.", duration=True)
+    )
+    resweep: float = field(
+        default=DEFAULT_RESWEEP,
+        metadata=about(
+            "A running service looks again at work an outage left waiting (deliveries parked by an open"
+            " breaker, webhooks whose enrichment found the source API down) this long after it was parked;"
+            " doubled while the outage lasts.",
+            duration=True,
+        ),
+    )
+    resweep_cap: float = field(
+        default=DEFAULT_RESWEEP_CAP,
+        metadata=about("The longest wait between two such looks.", duration=True),
+    )
