@@ -58,7 +58,8 @@ class AuthSettings:
         default=300.0,
         metadata=about("fenix_session: log in again this long before it expires.", duration=True),
     )
-    # Reads the credentials again at each login (rotation without restart); set when loaded from a file.
+    # Reads the credentials again (rotation without restart): a fenix_session at each login, the other schemes
+    # after a 401. Set when loaded from a file whose credentials are references.
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
 
     def secrets(self) -> tuple[str, ...]:
@@ -68,12 +69,15 @@ class AuthSettings:
 
     def build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
         """A fresh httpx auth object for a connection at ``base_url``."""
+        reread = self.reader.read if self.reader is not None else None
         if self.scheme == "basic":
-            return BasicAuth(self.username or "", self.password or "", redactor=redactor)
+            return BasicAuth(self.username or "", self.password or "", redactor=redactor, reread=reread)
         if self.scheme == "api_key":
-            return ApiKeyAuth(self.api_key or "", header=self.header, prefix=self.prefix, redactor=redactor)
+            return ApiKeyAuth(
+                self.api_key or "", header=self.header, prefix=self.prefix, redactor=redactor, reread=reread
+            )
         if self.scheme == "bearer":
-            return BearerAuth(self.token or "", redactor=redactor)
+            return BearerAuth(self.token or "", redactor=redactor, reread=reread)
         if self.scheme == "fenix_session":
             return FenixSessionAuth(
                 login_url=join_url(base_url, self.login_path),
@@ -84,7 +88,7 @@ class AuthSettings:
                 token_ttl=self.token_ttl,
                 refresh_margin=self.refresh_margin,
                 redactor=redactor,
-                refresh=self.reader.read if self.reader is not None else None,
+                refresh=reread,
             )
         return NoAuth()
 

@@ -43,11 +43,14 @@ class CredentialReader:
         written: Mapping[str, str],
         env_file: Path | None,
         environ: Mapping[str, str] | None,
+        sent_as_is: frozenset[str] | None = None,
     ) -> None:
         self.connection = connection
         self._written = dict(written)
         self._env_file = env_file
         self._environ = environ  # None: os.environ as it is at each read
+        # The keys whose values go into a header as they are (basic auth's are base64-encoded): all by default.
+        self._sent_as_is = frozenset(written) if sent_as_is is None else sent_as_is
 
     def read(self) -> dict[str, str]:
         """The credentials now; ValueError names the key and the reference that fails, never a value."""
@@ -65,7 +68,7 @@ class CredentialReader:
                 value, used = fill_references(text, env)
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
-            if not header_safe(value):
+            if key in self._sent_as_is and not header_safe(value):
                 source = f" (from ${{{', '.join(used)}}})" if used else ""
                 raise ValueError(
                     f"{where}{source}: the value cannot be sent in an HTTP header: it holds a non-ASCII or "
@@ -78,7 +81,8 @@ class CredentialReader:
 def with_readers(
     config: RuntimeConfig, written: dict[str, Any], env_path: Path | None, environ: Mapping[str, str] | None
 ) -> RuntimeConfig:
-    """Give each fenix_session connection whose credentials are references a reader for its logins."""
+    """Give each connection whose credentials are references a reader: a fenix_session login reads them
+    again each time, the other schemes after a 401 (a rotated key is used without a restart)."""
     connections = []
     for connection in config.connections:
         auth = (
@@ -86,10 +90,12 @@ def with_readers(
             if connection.name in written.get("connections", {})
             else {}
         )
-        keys = _HEADER_SECRETS["fenix_session"]
+        scheme = connection.auth.scheme
+        keys = _REREAD.get(scheme, ())
         references = {k: auth[k] for k in keys if isinstance(auth.get(k), str) and "$" in auth[k]}
-        if connection.auth.scheme == "fenix_session" and references:
-            reader = CredentialReader(connection.name, references, env_path, environ)
+        if references:
+            sent = frozenset(_HEADER_SECRETS.get(scheme, ()))
+            reader = CredentialReader(connection.name, references, env_path, environ, sent)
             connection = replace(connection, auth=replace(connection.auth, reader=reader))
         connections.append(connection)
     return replace(config, connections=tuple(connections))
@@ -118,6 +124,8 @@ _HEADER_SECRETS = {
     "api_key": ("api_key", "prefix"),
     "bearer": ("token",),
 }
+# Which auth keys each scheme reads again (rotation): its credentials, as the file may spell them.
+_REREAD = {**_HEADER_SECRETS, "basic": ("username", "password", "key", "secret")}
 
 
 def refuse_unsendable_secrets(

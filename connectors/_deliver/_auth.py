@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -63,9 +63,12 @@ class ShipmapAuth(httpx.Auth):
     """An auth scheme that can also describe its headers, masked, without logging in."""
 
     scheme = "none"
-    # A 401 that survives this scheme's own re-login and retry is worth retrying later (the fresh token was
-    # expired again); for fixed credentials a 401 is final.
+    # A 401 that survives this scheme's own fresh login (or fresh read of its credentials) and retry is a
+    # refusal of the credentials: the connection's breaker opens and deliveries wait, none is dead-lettered.
+    # For credentials that cannot be read again (given in code, or written into the file), a 401 is final.
     retry_unauthorized = False
+    # What a delivery refused that way says (no value: a reason a reader acts on).
+    refused_reason = "HTTP 401: the credentials are refused"
 
     def preview_headers(self) -> dict[str, str]:
         return {}
@@ -83,17 +86,85 @@ class ShipmapAuth(httpx.Auth):
         for every request that saw it. Fixed credentials have nothing to forget."""
 
 
+Reread = Callable[[], Mapping[str, str]]  # the credentials as the config's references read them now
+
+
 class _FixedHeaders(ShipmapAuth):
-    """A scheme whose headers never change: the flow and the delivery's direct path add the same dict."""
+    """A scheme whose headers change only with its credentials: the flow and the delivery's direct path add
+    the same dict. With ``reread`` (credentials written as references), a 401 reads them again, once per
+    generation of headers: if they changed (rotated), the request goes again with the new ones; if not,
+    the 401 is a refusal (``retry_unauthorized``), which opens the breaker instead of dead-lettering."""
 
     _headers: dict[str, str]
+    _generation = 0
+    _reread: Reread | None = None
+    _public: ClassVar[frozenset[str]] = frozenset()  # credential keys whose values are not secrets (a prefix)
+    _names: ClassVar[Mapping[str, str]] = {}  # the file's other spellings of a credential's key
+
+    def _start(
+        self, credentials: Mapping[str, str], reread: Reread | None, redactor: Redactor | None
+    ) -> None:
+        self._credentials = dict(credentials)
+        self._reread = reread
+        self.retry_unauthorized = reread is not None
+        self._redactor = redactor if redactor is not None else Redactor()
+        self._log = get_logger("auth", self._redactor)
+        self._lock = threading.Lock()  # the sync and async flows, and serve's two threads, share the object
+        self._use(self._credentials)
+
+    def _use(self, credentials: Mapping[str, str]) -> None:
+        headers = self._headers_for(credentials)
+        for value in headers.values():  # the token of "Basic <token>" (the scheme's name stays readable)
+            self._redactor.add(value.rsplit(" ", 1)[-1])
+        for key, value in credentials.items():
+            if key not in self._public:
+                self._redactor.add(value)
+        self._headers = headers
+
+    def _headers_for(self, credentials: Mapping[str, str]) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _read_again(self, generation: int) -> None:
+        """After a 401 to the headers of ``generation``: read the credentials again; new ones make a new
+        generation. A reference that cannot be read is logged (naming it, never a value) and changes nothing."""
+        if self._reread is None:
+            return
+        with self._lock:
+            if generation != self._generation:  # another request already read them after the same 401
+                return
+            try:
+                found = {self._names.get(key, key): value for key, value in self._reread().items()}
+            except ValueError as error:
+                self._log.warning(
+                    "%s credentials refused (HTTP 401); cannot read them again: %s", self.scheme, error
+                )
+                return
+            fresh = {**self._credentials, **found}
+            if fresh == self._credentials:
+                return
+            self._use(fresh)
+            self._credentials = fresh
+            self._generation += 1
+        self._log.warning(
+            "%s credentials refused (HTTP 401) and changed since they were read (rotated): using the new ones",
+            self.scheme,
+        )
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        generation = self._generation
         request.headers.update(self._headers)
-        yield request
+        response = yield request
+        if response.status_code == 401 and self._reread is not None:
+            self._read_again(generation)
+            if self._generation != generation:  # rotated: once more, with the new credentials
+                request.headers.update(self._headers)
+                yield request
 
     def ready_headers(self) -> tuple[dict[str, str], int] | None:
-        return self._headers, 0
+        return self._headers, self._generation
+
+    def unauthorized(self, generation: int, path: str) -> None:
+        self._read_again(generation)
 
 
 class NoAuth(_FixedHeaders):
@@ -107,13 +178,16 @@ class BasicAuth(_FixedHeaders):
     """HTTP Basic: ``Authorization: Basic base64(username:password)``; for DG, the API key and secret."""
 
     scheme = "basic"
+    _names: ClassVar[Mapping[str, str]] = {"key": "username", "secret": "password"}  # DG's names
 
-    def __init__(self, username: str, password: str, *, redactor: Redactor | None = None) -> None:
-        token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        self._headers = {"Authorization": f"Basic {token}"}
-        if redactor is not None:
-            for secret in (username, password, token):
-                redactor.add(secret)
+    def __init__(
+        self, username: str, password: str, *, redactor: Redactor | None = None, reread: Reread | None = None
+    ) -> None:
+        self._start({"username": username, "password": password}, reread, redactor)
+
+    def _headers_for(self, credentials: Mapping[str, str]) -> dict[str, str]:
+        pair = f"{credentials['username']}:{credentials['password']}".encode()
+        return {"Authorization": f"Basic {base64.b64encode(pair).decode('ascii')}"}
 
     def preview_headers(self) -> dict[str, str]:
         return {"Authorization": f"Basic {MASK}"}
@@ -123,28 +197,38 @@ class ApiKeyAuth(_FixedHeaders):
     """A key in one header, e.g. ``x-api-key: ...``, optionally with a prefix such as ``Token``."""
 
     scheme = "api_key"
+    _public: ClassVar[frozenset[str]] = frozenset({"prefix"})
 
     def __init__(
-        self, value: str, *, header: str = "x-api-key", prefix: str = "", redactor: Redactor | None = None
+        self,
+        value: str,
+        *,
+        header: str = "x-api-key",
+        prefix: str = "",
+        redactor: Redactor | None = None,
+        reread: Reread | None = None,
     ) -> None:
         self.header = header
-        self._headers = {header: f"{prefix} {value}" if prefix else value}
-        if redactor is not None:
-            redactor.add(value)
+        self._start({"api_key": value, "prefix": prefix}, reread, redactor)
+
+    def _headers_for(self, credentials: Mapping[str, str]) -> dict[str, str]:
+        value, prefix = credentials["api_key"], credentials["prefix"]
+        return {self.header: f"{prefix} {value}" if prefix else value}
 
     def preview_headers(self) -> dict[str, str]:
         return {self.header: MASK}
 
 
 class BearerAuth(_FixedHeaders):
-    """``Authorization: Bearer <token>`` with a fixed token."""
+    """``Authorization: Bearer <token>``."""
 
     scheme = "bearer"
 
-    def __init__(self, token: str, *, redactor: Redactor | None = None) -> None:
-        self._headers = {"Authorization": f"Bearer {token}"}
-        if redactor is not None:
-            redactor.add(token)
+    def __init__(self, token: str, *, redactor: Redactor | None = None, reread: Reread | None = None) -> None:
+        self._start({"token": token}, reread, redactor)
+
+    def _headers_for(self, credentials: Mapping[str, str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {credentials['token']}"}
 
     def preview_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {MASK}"}
@@ -163,6 +247,7 @@ class FenixSessionAuth(ShipmapAuth):
 
     scheme = "fenix_session"
     retry_unauthorized = True
+    refused_reason = "login succeeds but the API refuses the token: check store_name and x-api-key"
 
     def __init__(
         self,

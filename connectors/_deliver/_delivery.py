@@ -6,8 +6,8 @@ overall deadline (``timeout.total``) besides httpx's connect and read timeouts; 
 and at most ``BODY_CAP`` bytes of it are read.
 
 Outage failures (network errors, timeouts, 429, 5xx, a login that failed that way) count towards opening the
-breaker; one refusal of the credentials opens it at once (a 401 that survives a fresh login, a refused
-login). While it is open the delivery waits and its attempts do not count; past ``outage_wait`` the outcome
+breaker; one refusal of the credentials opens it at once (a 401 that survives a fresh login or a fresh read
+of the credentials, a refused login). While it is open the delivery waits and its attempts do not count; past ``outage_wait`` the outcome
 is *parked*: the delivery stays ``pending``, never dead. While the breaker is closed, outage failures are
 retried with exponential backoff and jitter, and a strictly parsed ``Retry-After`` is honoured up to a cap;
 every other non-2xx status is final. What is not delivered comes back as an Outcome with a redacted,
@@ -41,7 +41,6 @@ from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]
 BODY_CAP = 64 * 1024  # bytes of a response body read at most: enough for any excerpt, never 300 MB
-REFUSED_TOKEN = "login succeeds but the API refuses the token: check store_name and x-api-key"
 _DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
 
 
@@ -205,7 +204,8 @@ class Deliverer:
         deadline = (connection.timeout or self.settings.timeout).total
         policy = self.settings.retry
         limit = self.settings.response_excerpt_chars
-        retry_unauthorized = self.auths[name].retry_unauthorized
+        auth = self.auths[name]
+        retry_unauthorized, refused_reason = auth.retry_unauthorized, auth.refused_reason
         body = request.body()
         task_deadline = self._deadline()
         started = time.perf_counter()
@@ -271,9 +271,10 @@ class Deliverer:
                     return Outcome(True, status, attempt, time.perf_counter() - started)
                 assert response is not None  # only a 2xx answer comes as its status alone
                 outage = status == 429 or status >= 500
-                refused = status == 401 and retry_unauthorized  # it survived the auth flow's fresh login
+                # It survived the auth flow's fresh login, or its fresh read of the credentials.
+                refused = status == 401 and retry_unauthorized
                 retryable = outage or refused
-                reason = REFUSED_TOKEN if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
+                reason = refused_reason if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
                 if outage:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if outage or refused:

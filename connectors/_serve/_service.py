@@ -124,7 +124,7 @@ class Service:
             self.settings = dataclasses.replace(self.settings, sources=sources)
             if self._state is not None:
                 self._state.replace_sources(sources)
-            return Reloaded(changed, tuple(_not_applied(self._started_with, sections, self.runtime, config)))
+            return Reloaded(changed, tuple(_not_applied(self._started_with, sections)))
 
     async def _reload_logged(self) -> None:
         """SIGHUP: reload, and say in the log what came of it (never a value)."""
@@ -417,19 +417,9 @@ def _source_changes(
                 yield f"{name}: {', '.join(keys)}"
 
 
-def _not_applied(
-    started: Mapping[str, Any], now: Mapping[str, Any], runtime: Runtime, config: RuntimeConfig
-) -> Iterator[str]:
-    """The sections other than sources that differ from the file the service started with, and the
-    credentials of connections that read them only at start (a fenix_session login reads them again)."""
+def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[str]:
+    """The sections other than sources that differ from the file the service started with. (Credentials
+    written as references need no reload: each connection reads them again itself, at a login or a 401.)"""
     for key in sorted((started.keys() | now.keys()) - {"sources"}):
         if started.get(key) != now.get(key):
             yield key
-    for connection in config.connections:
-        running = runtime.connections.get(connection.name)
-        if (
-            running is not None
-            and running.auth.reader is None
-            and running.auth.secrets() != connection.auth.secrets()
-        ):
-            yield f"connections.{connection.name}.auth"

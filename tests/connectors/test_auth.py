@@ -57,6 +57,51 @@ def rejected(sandbox: Sandbox, endpoint: str, status: int) -> int:
     return int(sandbox.stats()["rejected"].get(endpoint, {}).get(str(status), 0))
 
 
+def test_basic_auth_reads_its_credentials_again_after_a_401_and_sends_again_when_they_changed(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sandbox wants demo-key/demo-secret; the auth starts with a rotated-out secret. The 401 reads the
+    credentials again (DG's names: key and secret); they changed, so the request goes again and lands."""
+    redactor = Redactor()
+    reads: list[int] = []
+
+    def reread() -> dict[str, str]:
+        reads.append(1)
+        return {"key": "demo-key", "secret": "demo-secret"}
+
+    auth = BasicAuth("demo-key", "rotated-out-secret", redactor=redactor, reread=reread)
+    assert auth.retry_unauthorized  # a 401 that survives this is a refusal: the breaker, not a dead letter
+    with caplog.at_level("WARNING", logger="shipmap.connectors.auth"), httpx.Client(auth=auth) as client:
+        first = client.post(f"{sandbox.url}/execution", json=dg_payload("ext-r1"))
+        second = client.post(f"{sandbox.url}/execution", json=dg_payload("ext-r2"))
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert len(reads) == 1 and rejected(sandbox, "dg.execution", 401) == 1  # once, then the new ones
+    assert "basic credentials refused (HTTP 401) and changed since they were read (rotated)" in caplog.text
+    assert redactor.redact("demo-secret rotated-out-secret") == "*** ***"
+
+
+@pytest.mark.parametrize(
+    "found",
+    [{"token": "still-the-old-one"}, ValueError("connections.s.auth.token: ${file:/gone} cannot be read")],
+    ids=["unchanged", "unreadable"],
+)
+def test_a_401_with_credentials_unchanged_or_unreadable_is_answered_as_it_came(
+    sandbox: Sandbox, found: dict[str, str] | ValueError, caplog: pytest.LogCaptureFixture
+) -> None:
+    def reread() -> dict[str, str]:
+        if isinstance(found, ValueError):
+            raise found
+        return found
+
+    auth = BearerAuth("still-the-old-one", reread=reread)  # DG wants Basic: every request is refused
+    with caplog.at_level("WARNING", logger="shipmap.connectors.auth"), httpx.Client(auth=auth) as client:
+        response = client.post(f"{sandbox.url}/execution", json=dg_payload())
+    assert response.status_code == 401
+    assert rejected(sandbox, "dg.execution", 401) == 1  # sent once: nothing new to send it with
+    said = "cannot read them again: connections.s.auth.token" in caplog.text
+    assert said is isinstance(found, ValueError)
+
+
 def test_basic_auth_reaches_dg_and_registers_its_secrets(sandbox: Sandbox) -> None:
     redactor = Redactor()
     auth = BasicAuth("demo-key", "demo-secret", redactor=redactor)

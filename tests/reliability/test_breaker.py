@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from shipmap.connectors import EXIT_OUTAGE, Runtime, Sandbox
 from shipmap.connectors._cli import main
+from shipmap.connectors._deliver._auth import FenixSessionAuth
 from shipmap.connectors._deliver._breaker import (
     BreakerSettings,
     CircuitBreaker,
@@ -27,7 +28,7 @@ from shipmap.connectors._deliver._breaker import (
     Outage,
     RateLimiter,
 )
-from shipmap.connectors._deliver._delivery import REFUSED_TOKEN, parse_retry_after
+from shipmap.connectors._deliver._delivery import parse_retry_after
 from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
@@ -131,7 +132,7 @@ def test_a_permanent_401_opens_the_breaker_with_one_login_per_probe_and_leaves_a
     logins = len(sandbox.requests(endpoint="fenix.login"))
     posts = sandbox.stats()
     assert summary.dead == 0 and summary.parked == 50 and summary.delivered == 0
-    assert summary.outages["fenix"].count(REFUSED_TOKEN) == 1
+    assert summary.outages["fenix"].count(FenixSessionAuth.refused_reason) == 1
     with Journal(tmp_path / "journal.db", readonly=True) as journal:
         assert journal.counts() == {"pending": 50}
     # The first login, the re-login whose token was refused too (which opened the breaker), then at most

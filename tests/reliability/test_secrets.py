@@ -130,7 +130,7 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     shipmap("preview", "preview", "shopify/order", str(source), "--json")
     shipmap("validate", "validate", "shopify/order", "shopify/fulfillment", "aftership/tracking")
 
-    # Refused credentials: the login and the DG calls fail; the reasons and response excerpts are kept.
+    # Refused credentials: the login and the DG calls fail; both open their breakers, and the reasons are logged.
     refused = tmp_path / "refused"
     refused.mkdir()
     # A refused login opens the Fenix breaker (issue 13): a short outage wait, then the run leaves it pending.
@@ -141,10 +141,10 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     shipmap(
         "refused dead-letters", "dead-letters", "shipmap.yaml", "--json", cwd=refused, environ=refused_env
     )
-    # The same refusals again, logged as JSON: secrets are masked in that form too.
-    shipmap("refused replay (json logs)", "-vv", "--log-format", "json", "replay", "shipmap.yaml",
-            "--no-progress", cwd=refused, environ=refused_env)  # fmt: skip
-    json_logs = [json.loads(line) for line in outputs["refused replay (json logs) (stderr)"].splitlines()]
+    # The same refusals again (the next run re-sends what waited), logged as JSON: masked in that form too.
+    shipmap("refused again (json logs)", "-vv", "--log-format", "json", "run", "shipmap.yaml", "--input",
+            events, "--no-progress", cwd=refused, environ=refused_env)  # fmt: skip
+    json_logs = [json.loads(line) for line in outputs["refused again (json logs) (stderr)"].splitlines()]
 
     # A config error on a key that holds a secret names the key and the line, never the value.
     broken = tmp_path / "broken"
@@ -178,8 +178,9 @@ def test_no_secret_appears_in_any_output(tmp_path: Path, sandbox_factory: Callab
     assert "authToken: ***" in dry and "Authorization: Basic ***" in dry and "x-identity: ***" in dry
     assert "HTTP 400" in outputs["dead-letters (stdout)"]
     assert "logging in again" in outputs["live run (stderr, -vv)"]
-    assert "HTTP 401" in outputs["refused dead-letters (stdout)"]
-    assert any(r["level"] == "WARNING" and "HTTP 401" in r["message"] and r.get("key") for r in json_logs)
+    # DG's refused secret (read again after the 401: unchanged) opens its breaker; nothing is dead-lettered.
+    assert "HTTP 401: the credentials are refused" in outputs["refused run (stderr)"]
+    assert any("HTTP 401: the credentials are refused" in r["message"] for r in json_logs)
     assert "token_ttl" in config_error and config_error.count("\n") >= 1
     assert "written literally" in literal_out
     journal = journal_text(live)
