@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if service.get("running") is False:
         out.write(f"service     not answering at {url}\n")
     else:
-        out.write(f"service     {'ready' if service.get('ready') else 'NOT READY'} at {url}\n")
+        processes = service.get("serve_processes") or 1
+        sharing = f" (one of {processes} serve processes on its inbox)" if processes > 1 else ""
+        out.write(f"service     {'ready' if service.get('ready') else 'NOT READY'} at {url}{sharing}\n")
         breakers = service.get("breakers") or {}
         shown = ", ".join(f"{name} {state}" for name, state in sorted(breakers.items())) or "none reported"
         out.write(f"breakers    {shown}\n")

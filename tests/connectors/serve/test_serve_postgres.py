@@ -15,6 +15,8 @@ behind no balancer but a client that alternates between them, as one would.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -132,6 +134,14 @@ def test_two_services_share_a_sources_rate_limit(
             for service in (a, b):
                 assert client.get(f"{service.url}/readyz").json()["serve_processes"] == 2
                 assert "\nshipmap_serve_processes 2.0\n" in client.get(f"{service.url}/metrics").text
+        status = subprocess.run(
+            [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "status", str(a.config),
+             "--url", a.url],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path, env=a.env,
+        )  # fmt: skip
+        assert f"service     ready at {a.url}/readyz (one of 2 serve processes on its inbox)\n" in status.stdout, (
+            status.stdout + status.stderr
+        )
         answers: dict[str, Counter[int]] = {"a": Counter(), "b": Counter()}
         now = int(time.time())
         with httpx.Client(timeout=10) as client:
