@@ -276,9 +276,12 @@ class Service:
                 processes = counted
             if processes != counted:
                 self._log.info(
-                    "rate limits: %d serve processes take webhooks into this inbox; this one allows %s",
-                    processes,
-                    f"1/{processes} of each source's rate_limit" if processes > 1 else "the whole of each",
+                    "rate limits: %s",
+                    f"{processes} serve processes take webhooks into this inbox; this one allows 1/{processes}"
+                    " of each source's rate_limit"
+                    if processes > 1
+                    else "this is the only serve process on this inbox now; it allows each source's whole"
+                    " rate_limit",
                 )
                 counted = processes
                 state.share_rate_limits(processes)

@@ -139,9 +139,9 @@ def test_two_services_share_a_sources_rate_limit(
              "--url", a.url],
             capture_output=True, text=True, timeout=60, cwd=tmp_path, env=a.env,
         )  # fmt: skip
-        assert f"service     ready at {a.url}/readyz (one of 2 serve processes on its inbox)\n" in status.stdout, (
-            status.stdout + status.stderr
-        )
+        assert (
+            f"service     ready at {a.url}/readyz (one of 2 serve processes on its inbox)\n" in status.stdout
+        ), status.stdout + status.stderr
         answers: dict[str, Counter[int]] = {"a": Counter(), "b": Counter()}
         now = int(time.time())
         with httpx.Client(timeout=10) as client:
@@ -158,8 +158,8 @@ def test_two_services_share_a_sources_rate_limit(
         assert b.terminate() == 0
         a.wait_until(
             lambda: (
-                "rate limits: 1 serve processes take webhooks into this inbox; this one allows the whole"
-                in "".join(a.errors)
+                "rate limits: this is the only serve process on this inbox now; it allows each source's"
+                " whole rate_limit" in "".join(a.errors)
             ),
             timeout=30,
             what="the survivor counting itself alone",
