@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import uvicorn
 import yaml
+from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
 from .._errors import ConfigError
@@ -130,8 +131,11 @@ class Service:
         """SIGHUP: reload, and say in the log what came of it (never a value)."""
         try:
             reloaded = await self.reload()
-        except ConfigError as error:
+        except ShipmapError as error:
             self._log.error("reload refused; the running sources stay: %s", error)
+            return
+        except Exception as error:  # a bug: the service goes on as it was, and says so without a traceback
+            self._log.error("reload failed; the running sources stay: %s: %s", type(error).__name__, error)
             return
         self._log.info(
             "reloaded %s: %s",

@@ -5,16 +5,27 @@ running sources stay. Secrets come from ``${file:...}`` references, read again a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
 
 import httpx
-from shipmap.connectors import Sandbox
+import pytest
+from shipmap.connectors import Runtime, Sandbox
+from shipmap.connectors._serve import Reloaded, Service
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers, standard_webhooks_headers
+from .harness import (
+    REAL_SHOPIFY,
+    SERVE_FIXTURES,
+    ServeProcess,
+    environment,
+    shopify_headers,
+    standard_webhooks_headers,
+)
 
 ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 OLD, NEW = "shpss_rotation_old_secret_1", "shpss_rotation_new_secret_2"
@@ -119,3 +130,23 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
         serve.kill()
     said = "".join(serve.errors) + "".join(serve.output)
     assert OLD not in said and NEW not in said
+
+
+def test_a_reload_that_fails_unexpectedly_is_logged_and_the_service_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug inside a reload (not a wrong file) must not end in a traceback from a signal's task: the log says
+    what failed, and the sources stay."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    service = Service(Runtime.from_config(tmp_path / "serve.yaml", environ=environment("http://127.0.0.1:9")))
+    before = service.settings.sources
+
+    async def broken() -> Reloaded:
+        raise RuntimeError("a bug in reload")
+
+    service.reload = broken  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="shipmap.connectors"):
+        asyncio.run(service._reload_logged())
+    assert "reload failed; the running sources stay: RuntimeError: a bug in reload" in caplog.text
+    assert service.settings.sources is before
