@@ -123,7 +123,7 @@ class ServiceState:
     accepting: bool = True
     committer: GroupCommit | None = None  # built with the state
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
-    processes: int = 1  # the serve processes sharing the inbox, so the rate limits (``share_rate_limits``)
+    processes: int = 1  # the serve processes on the inbox: each allows 1/processes of a rate_limit
 
     def __post_init__(self) -> None:
         self.committer = GroupCommit(self.inbox)
@@ -165,9 +165,22 @@ def build_app(state: ServiceState, redactor: Any) -> Starlette:
             {"error": rejection.reason, "message": rejection.message}, rejection.status, headers=headers
         )
 
-    # Each source's counters, looked up once (``labels()`` takes a lock and hashes the labels each call); a
-    # source added by a reload gets its own at its first request.
+    # Each source's counters, looked up once (``labels()`` takes a lock and hashes the labels each call): the
+    # configured sources' from the start (their series show 0 before any request), one a reload adds at its
+    # first request.
     counters: dict[str, tuple[Any, Any]] = {}
+
+    def counters_of(name: str) -> tuple[Any, Any]:
+        found = counters.get(name)
+        if found is None:
+            found = counters[name] = (
+                state.metrics.received.labels(name),
+                state.metrics.ack_seconds.labels(name),
+            )
+        return found
+
+    for name in state.sources:
+        counters_of(name)
 
     async def hook(request: Request) -> Response:
         started = time.perf_counter()
@@ -177,11 +190,7 @@ def build_app(state: ServiceState, redactor: Any) -> Starlette:
             return JSONResponse(
                 {"error": "unknown_source", "message": f"no source named '{name}' is configured"}, 404
             )
-        counted = counters.get(name)
-        if counted is None:
-            metrics = state.metrics
-            counted = counters[name] = (metrics.received.labels(name), metrics.ack_seconds.labels(name))
-        received, acknowledged = counted
+        received, acknowledged = counters_of(name)
         received.inc()
         try:
             response = await _handle(request, source, state.buckets.get(name), state)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
-from .._store._journal_pg import display_url, first_line, is_database_url
+from .._store._journal_pg import COUNT_SESSIONS, display_url, first_line, is_database_url
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, Incoming, inbound_row
 
 INBOX_SCHEMA_VERSION = 1
@@ -348,10 +348,7 @@ class PostgresInbox:
     def services(self) -> int:
         """The serve processes taking webhooks into this inbox now, by their intake connections (this one's
         included, so at least 1; a process that died counts until the server notices its connection gone)."""
-        row = self._execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
-            (SERVE_APPLICATION_NAME,),
-        ).fetchone()
+        row = self._execute(COUNT_SESSIONS, (SERVE_APPLICATION_NAME,)).fetchone()
         return max(1, int(row[0]))
 
     def depth(self) -> int:

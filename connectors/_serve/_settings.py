@@ -26,7 +26,7 @@ from .._store._journal_pg import is_database_url
 # The keys of the event serve hands the runtime; a fetched document may not take one of these names.
 ENVELOPE_KEYS = frozenset({"id", "source", "topic", "received_at", "headers", "payload"})
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_SHORTEST_RESWEEP = 0.05  # seconds: a looser setting would spin on parked work
+_SHORTEST_RESWEEP = 0.05  # seconds: a shorter wait would spin on parked work
 
 
 def serve_settings(config: RuntimeConfig) -> ServeSettings:

@@ -20,8 +20,8 @@ store says so once in the log, reconnects in the background with a backoff (0.1 
 transitions stay local, as with one worker) and spaces ``max_rate`` requests on its own clock, at the rate
 divided by the number of workers that were sharing it (counted with each read of a record: the store
 connections in ``pg_stat_activity``), so N workers that lose the database together still keep to the rate.
-Once back, the shared records are read again and win. Past the deadline the next operation raises JournalError (exit 7):
-nothing is lost, what is pending is sent by the next run.
+Once back, the shared records are read again and win. Past the deadline the next operation raises
+JournalError (exit 7): nothing is lost, what is pending is sent by the next run.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 from .._deliver._breaker import BreakerState, RateState
 from .._errors import JournalError
-from ._journal_pg import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS, display_url, first_line
+from ._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, STATEMENT_TIMEOUT_MS, display_url, first_line
 
 _log = logging.getLogger("shipmap.connectors.breaker")
 
@@ -47,11 +47,10 @@ _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 _FIELDS = tuple(field.name for field in dataclasses.fields(BreakerState))
 _SELECT = f"SELECT {', '.join(_FIELDS)}, {_NOW} FROM connection_state WHERE name = %s"
-# The workers sharing this state: one store connection each, named by APPLICATION_NAME. Its own included, so
-# never 0; a connection whose worker died but the server has not noticed yet counts too (the safe side).
-_PEERS = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
-# A plain read (not a transition's) also counts them: once per ``refresh`` while requests go out.
-_READ = _SELECT.replace(" FROM connection_state", f", ({_PEERS}) FROM connection_state")
+# A plain read (not a transition's) also counts the workers sharing this state, once per ``refresh`` while
+# requests go out: one store connection each (APPLICATION_NAME), its own included, so never 0; a connection
+# whose worker died but the server has not noticed yet counts too (the safe side).
+_READ = _SELECT.replace(" FROM connection_state", f", ({COUNT_SESSIONS}) FROM connection_state")
 _UPDATE = f"UPDATE connection_state SET {', '.join(f'{f} = %s' for f in _FIELDS)} WHERE name = %s"
 # The next slot is one interval after the last one claimed, or now if that is past: one statement, so two
 # workers claiming at once get two slots. Returns the wait, in seconds, until the claimed slot.
@@ -126,7 +125,9 @@ class PostgresStateStore:
                 await connection.execute(
                     "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
                 )
-            store._count_peers(await (await connection.execute(_PEERS, (APPLICATION_NAME,))).fetchone())
+            store._count_peers(
+                await (await connection.execute(COUNT_SESSIONS, (APPLICATION_NAME,))).fetchone()
+            )
         return store
 
     async def aclose(self) -> None:

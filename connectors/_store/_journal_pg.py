@@ -60,6 +60,11 @@ LOCK_WAIT_SQLSTATE = "55P03"
 # it finds the document referenced (the prune keeps it) or gone (the worker writes it again).
 FOREIGN_KEY_SQLSTATE = "23503"
 APPLICATION_NAME = "shipmap journal"  # in pg_stat_activity: how the journal's sessions find each other
+# The sessions on this database named %s (its application_name): how shipmap's processes of one kind count
+# each other (breaker stores, serve intakes). The caller's own session counts too.
+COUNT_SESSIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s"
+)
 # A journal session inside a transaction whose server has waited for the client for a lease: its worker is
 # frozen or starved past its lease (a healthy one's transactions run no await and no I/O but their statements).
 _END_STUCK_SESSIONS = """SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity

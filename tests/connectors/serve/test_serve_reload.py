@@ -125,6 +125,10 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             )
             assert (status(client, "shop", OLD, "r9"), status(client, "shop", NEW, "r10")) == (401, 200)
             assert status(client, "shop2", NEW, "r11") == 200
+            metrics = client.get(f"{serve.url}/metrics").text
+            # A configured source's series is there before any request; an added one's after its first.
+            assert 'shipmap_webhooks_received_total{source="woo"} 0.0' in metrics
+            assert 'shipmap_webhooks_received_total{source="shop2"} 2.0' in metrics
         assert serve.terminate() == 0
     finally:
         serve.kill()
