@@ -7,10 +7,10 @@ and at most ``BODY_CAP`` bytes of it are read.
 
 Outage failures (network errors, timeouts, 429, 5xx, a login that failed that way) count towards opening the
 breaker; one refusal of the credentials opens it at once (a 401 that survives a fresh login or a fresh read
-of the credentials, a refused login). While it is open the delivery waits and its attempts do not count; past ``outage_wait`` the outcome
-is *parked*: the delivery stays ``pending``, never dead. While the breaker is closed, outage failures are
-retried with exponential backoff and jitter, and a strictly parsed ``Retry-After`` is honoured up to a cap;
-every other non-2xx status is final. What is not delivered comes back as an Outcome with a redacted,
+of the credentials, a refused login). While it is open the delivery waits and its attempts do not count;
+past ``outage_wait`` the outcome is *parked*: the delivery stays ``pending``, never dead. While the breaker
+is closed, outage failures are retried with exponential backoff and jitter, and a strictly parsed
+``Retry-After`` is honoured up to a cap; every other non-2xx status is final. What is not delivered comes back as an Outcome with a redacted,
 truncated response excerpt.
 """
 
