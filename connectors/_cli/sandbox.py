@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from shipmap.connectors._cli._types import non_negative_int, port
+from shipmap.connectors._cli._types import non_negative_int, port, positive_int
 from shipmap.connectors._sandbox import (
+    DEFAULT_DUPLICATE_KEYS,
     DEFAULT_KEEP,
     DEFAULT_TOKEN_TTL,
     FaultPlan,
@@ -80,7 +81,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_KEEP,
         metavar="N",
         help=f"accepted requests kept in memory for /_sandbox/requests, the newest (default {DEFAULT_KEEP:,};"
-        " 0 keeps all); counts, duplicates and --record cover every request",
+        " 0 keeps all); counts and --record cover every request",
+    )
+    parser.add_argument(
+        "--duplicate-keys",
+        type=positive_int,
+        default=DEFAULT_DUPLICATE_KEYS,
+        metavar="N",
+        help=f"distinct keys (order ids, external ids) the duplicate check remembers, the newest (default"
+        f" {DEFAULT_DUPLICATE_KEYS:,}): a sandbox left running stays bounded",
     )
     parser.add_argument(
         "--source-documents",
@@ -117,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         faults=args.faults or FaultPlan(),
         record=args.record,
         keep=args.keep,
+        duplicate_keys=args.duplicate_keys,
         source_documents=args.source_documents,
         source_token=args.source_token,
         source_faults=args.source_faults or FaultPlan(),

@@ -3,12 +3,19 @@
 See docs/sandbox.md. Public names are re-exported from ``shipmap.connectors``.
 """
 
-from ._config import DEFAULT_KEEP, DEFAULT_TOKEN_TTL, SandboxConfig, SandboxCredentials
+from ._config import (
+    DEFAULT_DUPLICATE_KEYS,
+    DEFAULT_KEEP,
+    DEFAULT_TOKEN_TTL,
+    SandboxConfig,
+    SandboxCredentials,
+)
 from ._faults import FaultPlan
 from ._recorder import RecordedRequest
 from ._server import Sandbox
 
 __all__ = [
+    "DEFAULT_DUPLICATE_KEYS",
     "DEFAULT_KEEP",
     "DEFAULT_TOKEN_TTL",
     "FaultPlan",

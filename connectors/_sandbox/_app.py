@@ -53,7 +53,7 @@ class SandboxState:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.recorder = Recorder(config.record, config.keep)
+        self.recorder = Recorder(config.record, config.keep, config.duplicate_keys)
         self.faults = FaultInjector(config.faults)
         self.source_api = SourceApi(config.source_documents, config.source_token, config.source_faults)
         # The seed says x-identity rotates every 3 months: one per server, unlike the per-login authToken.

@@ -17,6 +17,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TOKEN_TTL = 4 * 60 * 60.0  # the Fenix seed: authToken expires every 4 hours
 # Accepted requests kept in memory, the newest: a Fenix order is ~17 KB there, so 10,000 is ~170 MB.
 DEFAULT_KEEP = 10_000
+DEFAULT_DUPLICATE_KEYS = 1_000_000  # distinct keys the duplicate check remembers (a few hundred bytes each)
 ENV_PREFIX = "SHIPMAP_SANDBOX_"
 
 # Credentials file layout: {"fenix": {...}, "dg": {...}} -> field names.
@@ -120,9 +121,12 @@ class SandboxConfig:
     credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
     faults: FaultPlan = field(default_factory=FaultPlan)
     record: Path | None = None
-    # Accepted requests kept in memory for requests() (the newest; 0 keeps all). Counts, duplicates and the
-    # record file cover every request whatever this is.
+    # Accepted requests kept in memory for requests() (the newest; 0 keeps all). Counts and the record file
+    # cover every request whatever this is.
     keep: int = DEFAULT_KEEP
+    # The distinct keys (order ids, external ids) the duplicate check remembers, the newest: so a sandbox left
+    # running stays bounded. A key let go is counted (stats' duplicate_keys_forgotten).
+    duplicate_keys: int = DEFAULT_DUPLICATE_KEYS
     # The fake source API (``_source_api``): a directory of fixture documents, and the X-Auth-Token it wants.
     source_documents: Path | None = None
     source_token: str | None = None
@@ -136,3 +140,5 @@ class SandboxConfig:
             raise ValueError(f"token_ttl must be more than 0 seconds, got {self.token_ttl}")
         if self.keep < 0:
             raise ValueError(f"keep must be 0 (all) or more requests, got {self.keep}")
+        if self.duplicate_keys < 1:
+            raise ValueError(f"duplicate_keys must be 1 or more, got {self.duplicate_keys}")

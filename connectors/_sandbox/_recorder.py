@@ -15,6 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ._config import DEFAULT_DUPLICATE_KEYS
+
 log = logging.getLogger("shipmap.sandbox")
 
 REDACTED = "***"
@@ -69,12 +71,14 @@ class RecordedRequest:
 
 @dataclass
 class _Seen:
-    seqs: list[int] = field(default_factory=list)
-    bodies: set[str] = field(default_factory=set)
+    count: int = 0
+    seqs: list[int] = field(default_factory=list)  # the first _MAX_LISTED
+    bodies: set[str] = field(default_factory=set)  # the first _MAX_LISTED distinct ones
     kinds: set[str] = field(default_factory=set)
 
 
 _MAX_FAULTED = 100_000
+_MAX_LISTED = 100  # sequence numbers and distinct bodies listed per duplicate key; its count covers all
 
 
 def _now() -> str:
@@ -89,8 +93,11 @@ def _body_hash(body: Any) -> str:
 class Recorder:
     """Thread-safe: the server's loop records, tests read from their own thread."""
 
-    def __init__(self, path: Path | None = None, keep: int = 0) -> None:
-        """``keep``: how many accepted requests ``requests()`` holds, the newest; 0 holds all."""
+    def __init__(
+        self, path: Path | None = None, keep: int = 0, duplicate_keys: int = DEFAULT_DUPLICATE_KEYS
+    ) -> None:
+        """``keep``: how many accepted requests ``requests()`` holds, the newest; 0 holds all.
+        ``duplicate_keys``: how many distinct keys the duplicate check remembers, the newest."""
         self._path = path
         if path is not None:
             # Fail at start, not on the first accepted request, when the file cannot be written.
@@ -104,7 +111,10 @@ class Recorder:
         self._rejected: defaultdict[str, Counter[str]] = defaultdict(Counter)
         # When each injected error answer went out (bounded): the times a client hit an endpoint that is down.
         self._faulted: deque[tuple[str, str, int]] = deque(maxlen=_MAX_FAULTED)
-        self._by_key: dict[str, defaultdict[str, _Seen]] = {}
+        self._by_key: dict[str, dict[str, _Seen]] = {}
+        self._duplicate_keys = duplicate_keys
+        self._key_order: deque[tuple[str, str]] = deque()  # first sightings, oldest first
+        self._forgotten_keys = 0
         self._clear_keys()
 
     @property
@@ -112,9 +122,9 @@ class Recorder:
         return self._path
 
     def _clear_keys(self) -> None:
-        self._by_key = {
-            name: defaultdict(_Seen) for name in ("dg_external_id", "fenix_order_id", "fenix_fulfillment")
-        }
+        self._by_key = {name: {} for name in ("dg_external_id", "fenix_order_id", "fenix_fulfillment")}
+        self._key_order.clear()
+        self._forgotten_keys = 0
 
     def record(
         self,
@@ -160,14 +170,29 @@ class Recorder:
                 self._kinds[kind] += 1
             key = self._duplicate_key(entry)
             if key is not None:
-                seen = self._by_key[key[0]][key[1]]
-                seen.seqs.append(entry.seq)
-                seen.bodies.add(_body_hash(body))
-                if kind:
-                    seen.kinds.add(kind)
+                self._see(key, entry.seq, body, kind)
             if self._path is not None:
                 self._append(entry)
         return entry
+
+    def _see(self, key: tuple[str, str], seq: int, body: Any, kind: str | None) -> None:
+        """One more sighting of ``key``; past ``duplicate_keys`` distinct keys, the oldest is let go."""
+        seen_by_key = self._by_key[key[0]]
+        seen = seen_by_key.get(key[1])
+        if seen is None:
+            seen = seen_by_key[key[1]] = _Seen()
+            self._key_order.append(key)
+            if len(self._key_order) > self._duplicate_keys:
+                name, oldest = self._key_order.popleft()
+                del self._by_key[name][oldest]
+                self._forgotten_keys += 1
+        seen.count += 1
+        if len(seen.seqs) < _MAX_LISTED:
+            seen.seqs.append(seq)
+        if len(seen.bodies) < _MAX_LISTED:
+            seen.bodies.add(_body_hash(body))
+        if kind:
+            seen.kinds.add(kind)
 
     @staticmethod
     def _duplicate_key(entry: RecordedRequest) -> tuple[str, str] | None:
@@ -229,7 +254,7 @@ class Recorder:
             for name, seen_by_key in self._by_key.items():
                 entries = []
                 for key, seen in seen_by_key.items():
-                    if len(seen.seqs) < 2:
+                    if seen.count < 2:
                         continue
                     item: dict[str, Any] = {"key": key}
                     if name == "fenix_fulfillment":
@@ -237,7 +262,7 @@ class Recorder:
                         item = {"key": f"{order_id}/{fulfillment_id}", "order_id": order_id}
                         item["fulfillment_id"] = fulfillment_id
                     item.update(
-                        count=len(seen.seqs),
+                        count=seen.count,
                         distinct_bodies=len(seen.bodies),
                         kinds=sorted(seen.kinds),
                         seqs=list(seen.seqs),
@@ -252,10 +277,12 @@ class Recorder:
             kinds = dict(sorted(self._kinds.items()))
             rejected = {name: dict(sorted(c.items())) for name, c in sorted(self._rejected.items())}
             kept, dropped = len(self._records), self._dropped
+            forgotten = self._forgotten_keys
         return {
             "accepted": sum(accepted.values()),
             "kept": kept,
             "dropped": dropped,
+            "duplicate_keys_forgotten": forgotten,
             "by_endpoint": accepted,
             "by_kind": kinds,
             "rejected": rejected,

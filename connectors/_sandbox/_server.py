@@ -37,6 +37,7 @@ class Sandbox:
         faults: FaultPlan | str | None = None,
         record: str | os.PathLike[str] | None = None,
         keep: int | None = None,
+        duplicate_keys: int | None = None,
         source_documents: str | os.PathLike[str] | None = None,
         source_token: str | None = None,
         source_faults: FaultPlan | str | None = None,
@@ -57,6 +58,8 @@ class Sandbox:
             changes["record"] = Path(record)
         if keep is not None:
             changes["keep"] = keep
+        if duplicate_keys is not None:
+            changes["duplicate_keys"] = duplicate_keys
         if source_documents is not None:
             changes["source_documents"] = Path(source_documents)
         if source_token is not None:

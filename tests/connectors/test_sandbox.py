@@ -599,6 +599,45 @@ def test_the_recorder_keeps_the_newest_requests_and_counts_every_one(
     assert (sb.stats()["kept"], sb.stats()["dropped"]) == (0, 0)
 
 
+def test_the_duplicate_check_remembers_the_newest_keys_and_counts_what_it_lets_go(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    """A sandbox left running stays bounded: past ``duplicate_keys`` distinct keys the oldest is let go."""
+    sb = sandbox_factory(duplicate_keys=3)
+    headers = fenix_headers(http, sb)
+
+    def post(order_id: str) -> None:
+        answer = http.post(
+            f"{sb.url}/api/v1/orders/{order_id}/created", headers=headers, json={**ORDER, "id": order_id}
+        )
+        assert answer.status_code == 201
+
+    for order_id in ("D1", "D2", "D3", "D3", "D4"):  # D4 is the fourth distinct key: D1 is let go
+        post(order_id)
+    assert [(d["key"], d["count"]) for d in sb.duplicates()["fenix_order_id"]] == [("D3", 2)]
+    assert sb.stats()["duplicate_keys_forgotten"] == 1
+    post("D1")  # remembered no more: a first sighting again, not a duplicate (D2 is let go for it)
+    post("D4")
+    assert [(d["key"], d["count"]) for d in sb.duplicates()["fenix_order_id"]] == [("D3", 2), ("D4", 2)]
+    assert sb.stats()["duplicate_keys_forgotten"] == 2
+    sb.reset()
+    assert sb.stats()["duplicate_keys_forgotten"] == 0
+    with pytest.raises(ValueError, match="duplicate_keys must be 1 or more, got 0"):
+        SandboxConfig(duplicate_keys=0)
+
+
+def test_a_key_sent_many_times_lists_its_first_hundred_sightings_and_counts_them_all(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    sb = sandbox_factory()
+    headers = fenix_headers(http, sb)
+    for _ in range(120):
+        answer = http.post(f"{sb.url}/api/v1/orders/R1/created", headers=headers, json={**ORDER, "id": "R1"})
+        assert answer.status_code == 201
+    [repeated] = sb.duplicates()["fenix_order_id"]
+    assert (repeated["count"], len(repeated["seqs"]), repeated["seqs"][:2]) == (120, 100, [2, 3])
+
+
 def test_keep_zero_keeps_every_request_and_a_negative_keep_is_refused(
     sandbox_factory: Callable[..., Sandbox], http: httpx.Client
 ) -> None:
