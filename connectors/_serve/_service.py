@@ -51,6 +51,7 @@ from ._replays import ReplayRequests, replays_path
 from ._settings import ServeSettings, SourceSettings, serve_settings
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
+RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
 
 
 class _Server(uvicorn.Server):
@@ -92,8 +93,10 @@ class Service:
         next request finds them; one in progress ends under the old ones. Nothing else is applied: the other
         sections it finds changed are named in ``not_applied`` (a restart applies them; SIGTERM drains).
 
-        Raises ConfigError, located in the file, when the file is wrong or changes a source's ``enrich``
-        (the delivery side's, set at start): the running sources then stay as they were."""
+        ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
+        loads its config. Raises ConfigError, located in the file, when the file is wrong or changes a source's
+        ``enrich`` (the delivery side's, set at start), or when reading it outlives ``RELOAD_DEADLINE_S``: the
+        running sources then stay as they were."""
         if self._reloading is None:
             self._reloading = asyncio.Lock()
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
@@ -102,7 +105,13 @@ class Service:
                 raise ConfigError(
                     "this service was not started from a config file: there is nothing to reload"
                 )
-            config, sections = await asyncio.to_thread(_read_again, file)
+            try:  # a file on a mount that hangs must not hold every later reload
+                async with asyncio.timeout(RELOAD_DEADLINE_S):
+                    config, sections = await asyncio.to_thread(_read_again, file)
+            except TimeoutError:
+                raise ConfigError(
+                    f"reading the config file and its secrets took more than {RELOAD_DEADLINE_S:g} s"
+                ) from None
             sources = serve_settings(config).sources
             before = self.settings.sources
             for name in sorted(before.keys() & sources.keys()):

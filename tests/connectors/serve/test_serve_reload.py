@@ -10,8 +10,10 @@ import json
 import re
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -154,3 +156,38 @@ def test_a_reload_that_fails_unexpectedly_is_logged_and_the_service_goes_on(
         asyncio.run(service._reload_logged())
     assert "reload failed; the running sources stay: RuntimeError: a bug in reload" in caplog.text
     assert service.settings.sources is before
+
+
+def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config on a mount that hangs: the reload gives up at its deadline, as a refusal in the log, and the
+    next reload is not held behind it."""
+    from shipmap.connectors._serve import _service
+
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
+        monkeypatch.setenv(name, value)
+    service = Service(Runtime.from_config(tmp_path / "serve.yaml"))
+    released = threading.Event()
+    real = _service._read_again
+
+    def hanging(file: str) -> Any:
+        released.wait(10)  # the first reload's reading hangs until the test lets it go
+        return real(file)
+
+    monkeypatch.setattr(_service, "RELOAD_DEADLINE_S", 0.2)
+    monkeypatch.setattr(_service, "_read_again", hanging)
+
+    async def twice() -> None:
+        await service._reload_logged()
+        released.set()
+        await service._reload_logged()  # the lock was let go: this one reads (no longer hanging)
+
+    with caplog.at_level("INFO", logger="shipmap.connectors"):
+        asyncio.run(twice())
+    said = [r.getMessage() for r in caplog.records]
+    refused = "reload refused; the running sources stay: error: reading the config file and its secrets took"
+    assert any(f"{refused} more than 0.2 s" in m for m in said), said
+    assert any(m.endswith("serve.yaml: no change to sources") for m in said), said
