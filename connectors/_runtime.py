@@ -130,6 +130,13 @@ class Runtime:
             config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, **where))
         return cls(config, transport=transport, seed=seed)
 
+    def use_mapper(self, mapper: EventMapper) -> None:
+        """Map the next runs' events with ``mapper``, built for this runtime's connections from its config
+        with other ``mappings`` and ``events`` (a service's reload). Between runs only: ConfigError while one
+        is in progress (what it maps, journals and sends stays the old mapper's)."""
+        with self._exclusive():
+            self.mapper, self.routes, self.config = mapper, mapper.routes, mapper.config
+
     # --- public entry points ------------------------------------------------------------------------------
 
     def run(

@@ -70,6 +70,11 @@ class CompiledMapping:
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name!r} from {self.file} targets={list(self._compiled)}>"
 
+    @property
+    def text(self) -> str | None:
+        """The YAML text it was compiled from: two mappings of the same text, file and zone are the same."""
+        return self._text
+
     def __reduce__(self) -> tuple[Any, tuple[str, str, str | None]]:
         if self._text is None:  # pragma: no cover - every public constructor keeps the text
             raise TypeError(f"mapping {self.name!r} was built without its text and cannot be pickled")

@@ -22,7 +22,15 @@ from shipmap.engine import PayloadValidationError, Problem, ShipmapError, Source
 from shipmap.engine._expressions import is_truthy
 from shipmap.engine._kinds import json_problems
 
-from .._config import PlannedRoute, PlannedTarget, RuntimeConfig, compile_expression, join_url, plan_routes
+from .._config import (
+    EventSettings,
+    PlannedRoute,
+    PlannedTarget,
+    RuntimeConfig,
+    compile_expression,
+    join_url,
+    plan_routes,
+)
 from .._deliver._delivery import OutboundRequest, encode_payload
 from .._redact import Redactor
 from .._store._journal import JournalEntry, State, canonical_json, delivery_key, digest_of
@@ -66,6 +74,17 @@ class EventMapper:
         self._body = compile_expression(events.body, config, ("events", "body")) if events.body else None
         self._first_only = events.routing == "first"
         self._idempotency = config.delivery.idempotency
+
+    def identity(self) -> tuple[EventSettings, tuple[tuple[object, ...], ...]]:
+        """What its routing and mapping depend on, to compare with a mapper built from the config file read
+        again: the events settings, and each mappings entry as written with its mapping's text and file."""
+        return (
+            self.config.events,
+            tuple(
+                (entry, route.mapping.text, route.mapping.file)
+                for entry, route in zip(self.config.mappings, self.routes, strict=True)
+            ),
+        )
 
     def prepare(self) -> None:
         """Compile now what the first events would make each target compile (its checked generated code):

@@ -34,6 +34,7 @@ from typing import Literal
 import httpx
 
 from .._errors import SendingStopped
+from .._map._mapper import EventMapper
 from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from ._enrich import Enricher, refetch_documents
@@ -93,6 +94,8 @@ class DeliveryLoop:
         self._progress: Progress | None = None
         self.stalled: Stall | None = None  # waiting to run again, after a run whose sends kept raising
         self._stalled_since: float | None = None  # since the first of such runs in a row
+        self._next_mapper: EventMapper | None = None  # a reload's, for the next run
+        self._mapper_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="shipmap-serve-delivery", daemon=True)
 
     # --- called from the service's thread -----------------------------------------------------------------
@@ -126,6 +129,15 @@ class DeliveryLoop:
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None and feed.idle:
             _call_in(loop, feed.wakeup.set)
+
+    def use_mapper(self, mapper: EventMapper) -> None:
+        """A reload's mappings: the run in progress ends once the events handed to it are journaled (they go as
+        mapped), and the next maps with ``mapper``, as do the replays between them."""
+        with self._mapper_lock:
+            self._next_mapper = mapper
+        feed, loop = self._feed, self._loop
+        if feed is not None and loop is not None:
+            _call_in(loop, feed.end_run)
 
     def stop(self) -> None:
         """Hand over what the inbox holds, then end."""
@@ -180,6 +192,7 @@ class DeliveryLoop:
                 self._loop = asyncio.get_running_loop()
                 stall = self._resweep[0]
                 while True:
+                    self._take_mapper()
                     self.runs += 1
                     try:
                         # Other services on a shared journal keep running and take over what this one leaves.
@@ -194,7 +207,16 @@ class DeliveryLoop:
                         self._stalled_since, stall = None, self._resweep[0]
                     if feed.stopping:
                         return self.total
+                    self._take_mapper()  # a replay that follows a reload maps with the new mappings
                     await self._carry_out_replays(enricher)
+
+    def _take_mapper(self) -> None:
+        with self._mapper_lock:
+            mapper, self._next_mapper = self._next_mapper, None
+        if mapper is not None:
+            self.runtime.use_mapper(mapper)
+            self._log.info("mappings of the last reload in use: the events delivery takes from now on, and"
+                           " replays, are mapped with them; deliveries already journaled go as mapped")  # fmt: skip
 
     async def _stall(self, stopped: SendingStopped, feed: InboxFeed, wait: float) -> float:
         """Wait before the next run, after one whose sends kept raising; return the wait after this one. Intake

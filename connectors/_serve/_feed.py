@@ -92,6 +92,7 @@ class InboxFeed:
         self._replays_waiting = replays_waiting
         self._replays_checked = 0.0
         self._intake_accepted = intake_accepted
+        self._new_run = False  # a reload changed the mappings: the next events go to a run with them
         self._intake_mark = (time.monotonic(), 0)
         self._intake_rate = 0.0
         self.stepped_aside = 0.0  # seconds delivery waited for bursts
@@ -104,6 +105,12 @@ class InboxFeed:
         self.stopping = True
         self.wakeup.set()
 
+    def end_run(self) -> None:
+        """End this epoch once the events handed so far are journaled: the delivery loop then starts the next
+        run (with the mappings a reload gave it)."""
+        self._new_run = True
+        self.wakeup.set()
+
     async def events(self) -> AsyncIterator[SourceDocument]:
         """One epoch's events: until stopped and empty, or until a sweep or a replay needs a new run."""
         done: list[int] = []
@@ -114,6 +121,9 @@ class InboxFeed:
                     self.inbox.mark_processed(done)
                     done.clear()
                 if not self.stopping:
+                    if self._new_run:
+                        self._new_run = False
+                        return
                     if self._replay_requested():
                         return  # the delivery loop replays between two runs
                     sweep = self._sweep_due()

@@ -40,6 +40,7 @@ from shipmap.engine import ShipmapError
 from .._config import RuntimeConfig, load_config
 from .._errors import ConfigError
 from .._local_server import bind  # one way to bind a listening socket (port 0 known at once)
+from .._map._mapper import EventMapper
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime
 from ._app import ServiceState, build_app
@@ -81,6 +82,8 @@ class Service:
         self.url: str | None = None
         self._state: ServiceState | None = None  # while serving
         self._started_with = _sections(runtime.config.file)  # what a reload compares the file with
+        self._mapper = runtime.mapper  # the mappings of the last reload that changed them (the next runs')
+        self._delivery: DeliveryLoop | None = None  # while serving
         self._reloading: asyncio.Lock | None = None
         self._reloads: set[asyncio.Task[None]] = set()
 
@@ -88,15 +91,23 @@ class Service:
         self._stop.set()
 
     async def reload(self) -> Reloaded:
-        """Read the config file again (its env file and ``${file:...}`` secrets too) and apply its ``sources``
-        to intake: secrets, signatures, rate limits, body caps, kept headers, sources added or removed. The
-        next request finds them; one in progress ends under the old ones. Nothing else is applied: the other
-        sections it finds changed are named in ``not_applied`` (a restart applies them; SIGTERM drains).
+        """Read the config file again (its env file and ``${file:...}`` secrets too), with the mapping files it
+        names, and apply:
+
+        - its ``sources`` to intake: secrets, signatures, rate limits, body caps, kept headers, sources added or
+          removed. The next request finds them; one in progress ends under the old ones;
+        - its ``mappings`` and ``events`` (and the mapping files' contents) to delivery: the run in progress
+          ends once the events handed to it are journaled (they go as mapped), and the events after them, and
+          replays, are mapped with the new ones, over the connections the service started with.
+
+        Nothing else is applied: the other sections it finds changed are named in ``not_applied`` (a restart
+        applies them; SIGTERM drains).
 
         ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
-        loads its config. Raises ConfigError, located in the file, when the file is wrong or changes a source's
-        ``enrich`` (the delivery side's, set at start), or when reading it outlives ``RELOAD_DEADLINE_S``: the
-        running sources then stay as they were."""
+        loads its config. Raises ConfigError or MappingError, located in its file, when the config or a mapping
+        is wrong, a mapping needs a connection the service did not start with, a source's ``enrich`` (the
+        delivery side's, set at start) changed, or reading it all outlives ``RELOAD_DEADLINE_S``: the running
+        sources and mappings then stay as they were."""
         if self._reloading is None:
             self._reloading = asyncio.Lock()
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
@@ -107,10 +118,11 @@ class Service:
                 )
             try:  # a file on a mount that hangs must not hold every later reload
                 async with asyncio.timeout(RELOAD_DEADLINE_S):
-                    config, sections = await asyncio.to_thread(_read_again, file)
+                    config, sections, mapper = await asyncio.to_thread(_read_again, file, self.runtime)
             except TimeoutError:
                 raise ConfigError(
-                    f"reading the config file and its secrets took more than {RELOAD_DEADLINE_S:g} s"
+                    f"reading the config file, its secrets and its mappings took more than"
+                    f" {RELOAD_DEADLINE_S:g} s"
                 ) from None
             sources = serve_settings(config).sources
             before = self.settings.sources
@@ -131,29 +143,39 @@ class Service:
             for secret in config.secrets:
                 self.runtime.redactor.add(secret)
             changed = tuple(_source_changes(before, sources))
+            remapped = tuple(_mapping_changes(self._mapper, mapper))
             self.settings = dataclasses.replace(self.settings, sources=sources)
             if self._state is not None:
                 self._state.replace_sources(sources)
-            return Reloaded(changed, tuple(_not_applied(self._started_with, sections)))
+            if remapped:
+                self._mapper = mapper
+                if self._delivery is not None:
+                    self._delivery.use_mapper(mapper)
+                else:
+                    self.runtime.use_mapper(mapper)
+            return Reloaded(changed + remapped, tuple(_not_applied(self._started_with, sections)))
 
     async def _reload_logged(self) -> None:
         """SIGHUP: reload, and say in the log what came of it (never a value)."""
         try:
             reloaded = await self.reload()
         except ShipmapError as error:
-            self._log.error("reload refused; the running sources stay: %s", error)
+            self._log.error("reload refused; the running sources and mappings stay: %s", error)
             return
         except Exception as error:  # a bug: the service goes on as it was, and says so without a traceback
-            self._log.error("reload failed; the running sources stay: %s: %s", type(error).__name__, error)
+            self._log.error(
+                "reload failed; the running sources and mappings stay: %s: %s", type(error).__name__, error
+            )
             return
         self._log.info(
             "reloaded %s: %s",
             self.runtime.config.file,
-            "; ".join(reloaded.changed) if reloaded.changed else "no change to sources",
+            "; ".join(reloaded.changed) if reloaded.changed else "no change to sources or mappings",
         )
         if reloaded.not_applied:
             self._log.warning(
-                "%s changed in %s but a reload applies sources only: restart to apply (SIGTERM drains)",
+                "%s changed in %s but a reload applies sources, mappings and events only: restart to apply"
+                " (SIGTERM drains)",
                 ", ".join(reloaded.not_applied),
                 self.runtime.config.file,
             )
@@ -223,9 +245,11 @@ class Service:
                 )
             )
             delivery.start()
+            self._delivery = delivery
             try:
                 return await self._run(server, sock, delivery, state, on_ready)
             finally:
+                self._delivery = None
                 delivery.cancel()  # a no-op once it has ended
                 delivery.join(10)
 
@@ -386,8 +410,9 @@ class Service:
 
 @dataclass(frozen=True)
 class Reloaded:
-    """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value);
-    ``not_applied``, the other parts of the config found changed, which wait for a restart."""
+    """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
+    mappings entry (``mappings[0] shopify-order: changed``) and ``events``; ``not_applied``, the other parts
+    of the config found changed, which wait for a restart."""
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
@@ -404,8 +429,29 @@ def _sections(file: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _read_again(file: str) -> tuple[RuntimeConfig, dict[str, Any]]:
-    return load_config(file), _sections(file)
+def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
+    """The config file read again, its sections as written, and a mapper of its ``mappings`` and ``events``
+    over the running connections (its mapping files loaded and compiled)."""
+    config = load_config(file)
+    running = {connection.name for connection in runtime.config.connections}
+    for index, entry in enumerate(config.mappings):
+        for name, target in entry.targets.items():
+            if target.connection is not None and target.connection not in running:
+                raise config.error(
+                    f"connection '{target.connection}' is not one this service started with: a reload does"
+                    " not add connections; restart the service to apply this change",
+                    ("mappings", index, "targets", name, "connection"),
+                )
+    remapped = dataclasses.replace(
+        runtime.config,
+        mappings=config.mappings,
+        events=config.events,
+        base_dir=config.base_dir,
+        locations=config.locations,
+    )
+    mapper = EventMapper(remapped, runtime.redactor)
+    mapper.prepare()
+    return config, _sections(file), mapper
 
 
 def _enrich_text(source: SourceSettings) -> object:
@@ -433,9 +479,25 @@ def _source_changes(
                 yield f"{name}: {', '.join(keys)}"
 
 
+def _mapping_changes(before: EventMapper, after: EventMapper) -> Iterator[str]:
+    """One line per mappings entry added, removed or changed (as written, or its mapping file's text), and
+    ``events`` when its settings changed."""
+    (events_before, entries_before), (events_after, entries_after) = before.identity(), after.identity()
+    if events_before != events_after:
+        yield "events"
+    for index in range(max(len(entries_before), len(entries_after))):
+        if index >= len(entries_after):
+            yield f"mappings[{index}] {before.routes[index].mapping.name}: removed"
+        elif index >= len(entries_before):
+            yield f"mappings[{index}] {after.routes[index].mapping.name}: added"
+        elif entries_before[index] != entries_after[index]:
+            yield f"mappings[{index}] {after.routes[index].mapping.name}: changed"
+
+
 def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[str]:
-    """The sections other than sources that differ from the file the service started with. (Credentials
-    written as references need no reload: each connection reads them again itself, at a login or a 401.)"""
-    for key in sorted((started.keys() | now.keys()) - {"sources"}):
+    """The sections other than sources, mappings and events that differ from the file the service started
+    with. (Credentials written as references need no reload: each connection reads them again itself, at a
+    login or a 401.)"""
+    for key in sorted((started.keys() | now.keys()) - {"sources", "mappings", "events"}):
         if started.get(key) != now.get(key):
             yield key

@@ -1,7 +1,8 @@
 """``kill -HUP`` of a live ``shipmap serve``: the config file is read again and its sources applied without a
-restart, as a webhook secret rotation needs (add the new secret, switch the platform, drop the old one).
-A bad file, or a change a reload cannot make, is refused in the log with its place in the file, and the
-running sources stay. Secrets come from ``${file:...}`` references, read again at each reload."""
+restart, as a webhook secret rotation needs (add the new secret, switch the platform, drop the old one), and
+its mappings, as a mapping fix needs (reload, then replay the dead letters). A bad file, or a change a reload
+cannot make, is refused in the log with its place in the file, and the running sources and mappings stay.
+Secrets come from ``${file:...}`` references, read again at each reload."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from shipmap.connectors import Runtime, Sandbox
+from shipmap.connectors import ConfigError, Runtime, Sandbox
 from shipmap.connectors._serve import Reloaded, Service
 
 from .harness import (
@@ -104,7 +107,8 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             assert line.rstrip().endswith("serve.yaml: app: rate_limit; shop: secrets"), line
             assert app_status(client, "a5") == 200
             assert any(
-                "connections changed in" in line and "a reload applies sources only: restart to apply" in line
+                "connections changed in" in line
+                and "a reload applies sources, mappings and events only: restart to apply" in line
                 for line in serve.errors
             ), serve.errors[-5:]
             assert (status(client, "shop", OLD, "r7"), status(client, "shop", NEW, "r8")) == (401, 200)
@@ -113,7 +117,7 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             broken = step2.replace(
                 "rate_limit: {per_second: 1, burst: 3}", 'rate_limit: {per_second: "fast"}'
             )
-            line = reload(broken, "reload refused; the running sources stay: ")
+            line = reload(broken, "reload refused; the running sources and mappings stay: ")
             assert re.search(re.escape(str(serve.config)) + r":\d+:\d+: error: ", line), line
             assert "sources.app.rate_limit.per_second" in line, line
 
@@ -121,7 +125,7 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             enriched = step2.replace(
                 "products: /v2/orders/{payload.data.id}/products", "products: /v3/products"
             )
-            line = reload(enriched, "reload refused; the running sources stay: ")
+            line = reload(enriched, "reload refused; the running sources and mappings stay: ")
             assert "sources.bc.enrich changed" in line and re.search(r"serve\.yaml:\d+:\d+: error", line), (
                 line
             )
@@ -154,7 +158,9 @@ def test_a_reload_that_fails_unexpectedly_is_logged_and_the_service_goes_on(
     service.reload = broken  # type: ignore[method-assign]
     with caplog.at_level("ERROR", logger="shipmap.connectors"):
         asyncio.run(service._reload_logged())
-    assert "reload failed; the running sources stay: RuntimeError: a bug in reload" in caplog.text
+    assert (
+        "reload failed; the running sources and mappings stay: RuntimeError: a bug in reload" in caplog.text
+    )
     assert service.settings.sources is before
 
 
@@ -173,9 +179,9 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
     released = threading.Event()
     real = _service._read_again
 
-    def hanging(file: str) -> Any:
+    def hanging(file: str, runtime: Runtime) -> Any:
         released.wait(10)  # the first reload's reading hangs until the test lets it go
-        return real(file)
+        return real(file, runtime)
 
     monkeypatch.setattr(_service, "RELOAD_DEADLINE_S", 0.2)
     monkeypatch.setattr(_service, "_read_again", hanging)
@@ -188,6 +194,136 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
     with caplog.at_level("INFO", logger="shipmap.connectors"):
         asyncio.run(twice())
     said = [r.getMessage() for r in caplog.records]
-    refused = "reload refused; the running sources stay: error: reading the config file and its secrets took"
+    refused = (
+        "reload refused; the running sources and mappings stay: error: reading the config file, its secrets and"
+        " its mappings took"
+    )
     assert any(f"{refused} more than 0.2 s" in m for m in said), said
-    assert any(m.endswith("serve.yaml: no change to sources") for m in said), said
+    assert any(m.endswith("serve.yaml: no change to sources or mappings") for m in said), said
+
+
+def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_it(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The mapping a service runs is fixed without a restart: edit the file, ``kill -HUP``, ``shipmap
+    replay``. Events after the reload are mapped with the new file, a replay maps the dead letters with it,
+    and a mapping file with a mistake is refused, located, with the running mapping kept."""
+    packaged = (Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml").read_text()
+    literal = "source: {literal: Shopify}"
+    assert literal in packaged
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    mapping = tmp_path / "shopify_order.yaml"
+    mapping.write_text(packaged)
+    serve.config.write_text(
+        serve.config.read_text().replace("- mapping: shopify/order\n", "- mapping: ./shopify_order.yaml\n")
+    )
+    serve.start()
+    seen = 0
+
+    def reload(text: str, expect: str) -> str:
+        nonlocal seen
+        mapping.write_text(text)
+        assert serve.process is not None
+        serve.process.send_signal(signal.SIGHUP)
+
+        def outcomes() -> list[str]:
+            return [line for line in serve.errors if "reloaded " in line or "reload refused" in line]
+
+        serve.wait_until(lambda: len(outcomes()) > seen, timeout=30, what="the reload's log line")
+        lines = outcomes()
+        seen = len(lines)
+        assert expect in lines[-1], lines[-1]
+        return lines[-1]
+
+    def applied() -> int:
+        return sum("mappings of the last reload in use" in line for line in serve.errors)
+
+    def post(client: httpx.Client, order_id: int) -> None:
+        body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+        headers = shopify_headers(body, "orders/create", f"m{order_id}")
+        assert serve.post(client, "shop", body, headers).status_code == 200
+
+    def delivered() -> dict[str, str]:
+        return {
+            str(r.order_id): r.body["shipping_info"]["source"]
+            for r in source_sandbox.requests(endpoint="fenix.orders")
+        }
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            post(client, 7_100_001)
+            serve.wait_until(lambda: "7100001" in delivered(), timeout=30, what="the first order")
+
+            # 1. A mapping that writes a number where Fenix wants text: each event is its own dead letter.
+            line = reload(packaged.replace(literal, "source: {path: id}"), "reloaded ")
+            assert line.rstrip().endswith("serve.yaml: mappings[0] shopify-order: changed"), line
+            serve.wait_until(lambda: applied() == 1, timeout=30, what="the new mapping in use")
+            post(client, 7_100_002)
+            serve.wait_until(
+                lambda: any("dead letter shopify-order.order" in line for line in serve.errors),
+                timeout=30,
+                what="the second order's dead letter",
+            )
+            assert any("shipping_info.source" in line and "not of type 'string'" in line
+                       for line in serve.errors), serve.errors[-5:]  # fmt: skip
+
+            # 2. A mapping file that does not compile: refused, located in it; the running mapping stays.
+            line = reload(packaged.replace(literal, 'source: {path: "id["}'), "reload refused; ")
+            assert re.search(r"stay: shopify_order\.yaml:107:\d+: error: JMESPath syntax error", line), line
+            assert applied() == 1
+
+            # 3. The fix: the next event and the replayed dead letter are both mapped with it.
+            line = reload(packaged.replace(literal, "source: {literal: Shopify POS}"), "reloaded ")
+            assert line.rstrip().endswith("serve.yaml: mappings[0] shopify-order: changed"), line
+            serve.wait_until(lambda: applied() == 2, timeout=30, what="the fixed mapping in use")
+            post(client, 7_100_003)
+            serve.wait_until(lambda: "7100003" in delivered(), timeout=30, what="the third order")
+            replay = subprocess.run(
+                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
+                 str(serve.config), "--no-progress"],
+                capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
+            )  # fmt: skip
+            assert replay.returncode == 0, replay.stdout + replay.stderr
+            assert delivered() == {"7100001": "Shopify", "7100002": "Shopify POS", "7100003": "Shopify POS"}
+            assert len(source_sandbox.requests(endpoint="fenix.orders")) == 3  # each once
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+
+
+def test_a_reload_maps_over_the_connections_the_service_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mappings and events are applied (in a service not serving yet, to the runtime at once); a mapping
+    that needs a connection added by the same edit is refused, located, since connections wait for a restart."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "serve.yaml"
+    service = Service(Runtime.from_config(config))
+    started = service.runtime.mapper
+    text = config.read_text()
+
+    config.write_text(
+        text.replace("events:\n  topic: topic\n", "events:\n  topic: topic\n  routing: first\n")
+    )
+    reloaded = asyncio.run(service.reload())
+    assert reloaded.changed == ("events",) and reloaded.not_applied == ()
+    assert service.runtime.mapper is not started and service.runtime.config.events.routing == "first"
+
+    added = text.replace(
+        "  bc_store:\n",
+        "  fenix2:\n    api: fenix\n    base_url: http://127.0.0.1:9\n    auth: {scheme: none}\n  bc_store:\n",
+    ).replace(
+        "  - mapping: shopify/order\n    topic: orders/create\n",
+        "  - mapping: shopify/order\n    topic: orders/create\n    targets: {order: {connection: fenix2}}\n",
+    )
+    config.write_text(added)
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(service.reload())
+    line = added.splitlines().index("    targets: {order: {connection: fenix2}}") + 1
+    assert f"serve.yaml:{line}:" in str(refused.value)
+    assert "connection 'fenix2' is not one this service started with" in str(refused.value)
+    assert "restart the service" in str(refused.value)
+    assert service.runtime.config.events.routing == "first"  # the last reload's mappings stay
