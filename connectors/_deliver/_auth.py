@@ -65,7 +65,7 @@ class ShipmapAuth(httpx.Auth):
     scheme = "none"
     # A 401 that survives this scheme's own fresh login (or fresh read of its credentials) and retry is a
     # refusal of the credentials: the connection's breaker opens and deliveries wait, none is dead-lettered.
-    # For credentials that cannot be read again (given in code, or written into the file), a 401 is final.
+    # Every scheme of shipmap's says so; for a scheme written elsewhere a 401 stays final unless it says so.
     retry_unauthorized = False
     # What a delivery refused that way says (no value: a reason a reader acts on).
     refused_reason = "HTTP 401: the credentials are refused"
@@ -92,9 +92,12 @@ Reread = Callable[[], Mapping[str, str]]  # the credentials as the config's refe
 class _FixedHeaders(ShipmapAuth):
     """A scheme whose headers change only with its credentials: the flow and the delivery's direct path add
     the same dict. With ``reread`` (credentials written as references), a 401 reads them again, once per
-    generation of headers: if they changed (rotated), the request goes again with the new ones; if not,
-    the 401 is a refusal (``retry_unauthorized``), which opens the breaker instead of dead-lettering."""
+    generation of headers: if they changed (rotated), the request goes again with the new ones. A 401 they
+    do not answer (unchanged, or credentials that cannot be read again: written into the file, given in
+    code) is a refusal (``retry_unauthorized``): it opens the breaker, and the deliveries wait ``pending``
+    for the credentials to be fixed instead of each becoming a dead letter."""
 
+    retry_unauthorized = True
     _headers: dict[str, str]
     _generation = 0
     _reread: Reread | None = None
@@ -106,7 +109,6 @@ class _FixedHeaders(ShipmapAuth):
     ) -> None:
         self._credentials = dict(credentials)
         self._reread = reread
-        self.retry_unauthorized = reread is not None
         self._redactor = redactor if redactor is not None else Redactor()
         self._log = get_logger("auth", self._redactor)
         self._lock = threading.Lock()  # the sync and async flows, and serve's two threads, share the object
@@ -169,6 +171,8 @@ class _FixedHeaders(ShipmapAuth):
 
 class NoAuth(_FixedHeaders):
     """No credentials (a connection to a local or already-authenticated endpoint)."""
+
+    refused_reason = "HTTP 401: the endpoint wants credentials, and this connection sends none (auth: none)"
 
     def __init__(self) -> None:
         self._headers = {}

@@ -144,6 +144,39 @@ def test_a_permanent_401_opens_the_breaker_with_one_login_per_probe_and_leaves_a
     )
 
 
+def test_a_wrong_dg_secret_written_into_the_file_leaves_its_deliveries_pending_not_dead(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """Credentials that cannot be read again (a literal in the config) and are refused: every delivery of that
+    connection would fail alike, so the 401 is a refusal of the credentials, as for those that can be read
+    again. The breaker opens, one request per probe; the deliveries wait pending and the run after the fix
+    sends them. None is a dead letter needing a replay."""
+    from test_runtime_support import FIXTURES, shipment_event
+
+    mappings = [{"mapping": str(FIXTURES / "shipments.yaml"), "topic": "shipments/create"}]
+    config = write_config(tmp_path, sandbox.url, mappings=mappings, delivery={"breaker": OUTAGE_BREAKER})
+    text = config.read_text()
+    assert "${DG_API_SECRET}" in text
+    config.write_text(text.replace("${DG_API_SECRET}", "rotated-out-dg-secret"))
+    runtime = Runtime.from_config(config, environ={})
+    summary = runtime.run([shipment_event(n) for n in range(1, 21)])
+    state = runtime.breaker_store.breaker("dg")
+    refused = sandbox.stats()["rejected"].get("dg.execution", {}).get("401", 0)
+    assert (summary.delivered, summary.dead, summary.parked) == (20, 0, 20), summary  # Fenix's 20, DG's 20
+    assert summary.outages["dg"].count("HTTP 401: the credentials are refused") == 1, summary.outages
+    # Those in flight when the first refusal came (at most concurrency), then one per probe.
+    assert state.probes >= 1 and refused <= runtime.config.delivery.concurrency + state.probes
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"delivered": 20, "pending": 20}
+
+    config.write_text(text.replace("${DG_API_SECRET}", "demo-secret"))  # the secret the sandbox wants
+    again = Runtime.from_config(config, environ={}).run([])
+    assert (again.delivered, again.dead, again.recovered) == (20, 0, 20), again
+    assert len({r.external_id for r in sandbox.requests(endpoint="dg.execution")}) == 20
+    print(f"wrong literal DG secret: 20 events, {refused} refused requests, {state.probes} probes; dead 0, "
+          "pending 20; the run after the fix delivered 20")  # fmt: skip
+
+
 def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_delivers_all(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
