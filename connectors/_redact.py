@@ -2,8 +2,8 @@
 
 Two rules. A header whose *name* is sensitive (Authorization, authToken, x-api-key, x-identity, password,
 cookies, anything naming a token/secret) is masked whatever its value. And every secret *value* the runtime
-knows of (configured passwords and keys, Basic credentials, every token a login returned) is replaced wherever
-it appears in text. A Redactor belongs to one runtime; there is no process-wide registry.
+knows of (configured passwords and keys, Basic credentials, the newest tokens a login returned) is replaced
+wherever it appears in text. A Redactor belongs to one runtime; there is no process-wide registry.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -41,27 +42,49 @@ def is_sensitive_name(name: str) -> bool:
     return any(word in lowered for word in _SENSITIVE_HEADER_WORDS)
 
 
+# The newest values a slot (a login's token, its identity) keeps masked. A token expires and the next login
+# replaces it, so a service that logs in every four hours for months, or at every probe while its token is
+# refused, must not mask (and match against) every token it ever had.
+SLOT_KEEP = 4
+
+
 class Redactor:
-    """A growing set of secret values, and the functions that mask them. Thread-safe; cheap when unchanged."""
+    """The secret values a runtime knows, and the functions that mask them. Thread-safe; cheap when unchanged.
+
+    A secret added without a slot (a configured key, a rotated-out credential) stays masked for good; one added
+    to a slot stays masked while it is among that slot's ``SLOT_KEEP`` newest."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
-        self._secrets: set[str] = set()
+        self._kept: set[str] = set()  # the forms of the secrets added without a slot
+        self._slots: dict[object, deque[frozenset[str]]] = {}
+        self._secrets: frozenset[str] = frozenset()  # every form masked now
         self._pattern: re.Pattern[str] | None = None
         for secret in secrets:
             self.add(secret)
 
-    def add(self, secret: str | None) -> None:
-        """Remember a secret, with the forms it takes inside JSON and URLs."""
+    def add(self, secret: str | None, *, slot: object = None) -> None:
+        """Remember a secret, with the forms it takes inside JSON and URLs; with ``slot``, in place of that
+        slot's oldest once it holds ``SLOT_KEEP``."""
         if not secret or len(secret) < MIN_SECRET_CHARS:
             return
-        forms = {secret, json.dumps(secret)[1:-1], quote(secret, safe="")}
+        forms = frozenset({secret, json.dumps(secret)[1:-1], quote(secret, safe="")})
         with self._lock:
-            if forms <= self._secrets:
+            if slot is None:
+                if forms <= self._kept:
+                    return
+                self._kept |= forms
+            else:
+                newest = self._slots.setdefault(slot, deque(maxlen=SLOT_KEEP))
+                if forms in newest:
+                    return
+                newest.append(forms)
+            secrets = frozenset(self._kept.union(*(f for kept in self._slots.values() for f in kept)))
+            if secrets == self._secrets:
                 return
-            self._secrets |= forms
+            self._secrets = secrets
             # Longest first, so a secret that contains another is masked whole.
-            ordered = sorted(self._secrets, key=len, reverse=True)
+            ordered = sorted(secrets, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(s) for s in ordered))
 
     def __contains__(self, value: object) -> bool:

@@ -75,6 +75,9 @@ class Held:
     lease_until: float | None  # when its lease ends unless renewed (epoch seconds)
 
 
+DEAD_KEYS_KEPT = 1000  # the dead letters' keys a summary lists (what `shipmap replay` reports of them)
+
+
 @dataclass
 class RunSummary:
     """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected."""
@@ -91,7 +94,13 @@ class RunSummary:
     forgotten: dict[str, int] = field(default_factory=dict)
     events: int = 0
     elapsed: float = 0.0
-    dead_keys: list[str] = field(default_factory=list, repr=False)
+    dead_keys: list[str] = field(default_factory=list, repr=False)  # the first DEAD_KEYS_KEPT dead letters
+
+    def add_dead_key(self, key: str) -> None:
+        """Keep a dead letter's key, among the first ``DEAD_KEYS_KEPT`` (``dead`` counts them all): a service's
+        run can last for months."""
+        if len(self.dead_keys) < DEAD_KEYS_KEPT:
+            self.dead_keys.append(key)
 
     def target(self, mapping: str, target: str) -> TargetSummary:
         label = f"{mapping}\x1f{target}"

@@ -338,8 +338,8 @@ class FenixSessionAuth(ShipmapAuth):
         identity = body.get("x-identity") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or not isinstance(identity, str) or not identity:
             raise AuthError("Fenix login response lacks authToken or x-identity", status=status)
-        self.redactor.add(token)
-        self.redactor.add(identity)
+        self.redactor.add(token, slot=(self, "authToken"))  # the newest few: an expired token unlocks nothing
+        self.redactor.add(identity, slot=(self, "x-identity"))
         self._token, self._identity = token, identity
         self._headers = {
             "store_name": self.store_name,

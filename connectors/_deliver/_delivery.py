@@ -63,6 +63,12 @@ class OutboundRequest:
         return encode_payload(self.payload).encode("utf-8")
 
 
+def refusing_cookies() -> http.cookiejar.CookieJar:
+    """A client's cookie jar that keeps none. The APIs authenticate with headers: a cookie a server sets is
+    never sent back, on any path, and a long-running client's jar does not grow with the URLs it visits."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 def encode_payload(payload: Any, *, plain: bool = False) -> str:
     """A payload's JSON text as it goes on the wire (and into the journal): compact, UTF-8 kept, strict
     (ValueError for NaN or an infinity, which no JSON parser takes). The same text whichever encoder writes
@@ -173,8 +179,7 @@ class Deliverer:
             client = httpx.AsyncClient(
                 auth=self.auths[name],
                 headers=dict(connection.headers),
-                # The APIs authenticate with headers: a cookie a server sets is never sent back, on any path.
-                cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+                cookies=refusing_cookies(),
                 timeout=timeout,
                 limits=limits,
                 transport=transport,

@@ -23,7 +23,7 @@ from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._deliver._breaker import CircuitBreaker, Outage
-from .._deliver._delivery import backoff_delay, parse_retry_after
+from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
 from .._errors import ConnectorError
 from .._redact import get_logger
 from .._runtime import Runtime
@@ -102,6 +102,7 @@ class Enricher:
             self._clients[name] = httpx.AsyncClient(
                 auth=self.runtime.auths[name],
                 headers={"Accept": "application/json", **connection.headers},
+                cookies=refusing_cookies(),
                 timeout=(connection.timeout or delivery.timeout).httpx(),
                 transport=self._transport,
                 follow_redirects=False,

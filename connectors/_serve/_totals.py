@@ -9,6 +9,7 @@ finished runs are folded into one summary here, in constant memory.
 from __future__ import annotations
 
 from .._runtime import RunSummary
+from .._summary import DEAD_KEYS_KEPT
 
 
 def fold(total: RunSummary, run: RunSummary) -> None:
@@ -35,7 +36,7 @@ def fold(total: RunSummary, run: RunSummary) -> None:
     total.outages.update(run.outages)
     total.events += run.events
     total.elapsed += run.elapsed
-    total.dead_keys.extend(run.dead_keys[: max(0, 1000 - len(total.dead_keys))])  # bounded
+    total.dead_keys.extend(run.dead_keys[: max(0, DEAD_KEYS_KEPT - len(total.dead_keys))])  # bounded
 
 
 def combined(total: RunSummary, live: RunSummary | None) -> RunSummary:

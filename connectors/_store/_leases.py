@@ -40,8 +40,11 @@ class LeaseKeeper:
         while True:
             await asyncio.sleep(self.journal.lease_seconds / 3)
             held = self.journal.renew_leases()
-            # Queued here but held by another worker now (this one was stalled past its lease): not ours.
-            self._lost.update(key for key in self.outbox.scheduled if key not in held)
+            # Queued here but held by another worker now (this one was stalled past its lease): not ours. Only
+            # keys still scheduled here matter, so the set stays within what this worker has in hand.
+            scheduled = self.outbox.scheduled
+            self._lost = {key for key in self._lost if key in scheduled}
+            self._lost.update(key for key in scheduled if key not in held)
             self._renewed = time.monotonic()
             for job in self.outbox.recover():
                 await queue.put(job)

@@ -251,7 +251,7 @@ class Outbox:
             return
         stats = self.summary.target(step.mapping, step.target)
         stats.dead += 1
-        self.summary.dead_keys.append(step.key)
+        self.summary.add_dead_key(step.key)
         where = f"{step.origin}: " if step.origin else ""
         self.log.warning("%sdead letter %s.%s %s: %s", where, step.mapping, step.target or "(mapping)",
                          step.key[:12], step.reason, extra=event_fields(step.key, step.mapping, step.target,

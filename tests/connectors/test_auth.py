@@ -22,6 +22,7 @@ from shipmap.connectors import (
     Redactor,
     Sandbox,
 )
+from shipmap.connectors._redact import SLOT_KEEP
 
 SEEDS = Path(__file__).parents[1] / "fixtures" / "seeds"
 
@@ -155,6 +156,28 @@ def test_token_expiring_mid_run_is_refreshed_ahead_of_time(sandbox_factory: Call
     assert logins(server) == auth.logins >= 3
     assert rejected(server, "fenix.orders", 401) == 0
     assert len(server.requests(endpoint="fenix.orders")) == sent
+
+
+def test_a_session_that_logs_in_again_and_again_keeps_only_its_newest_tokens_masked(
+    sandbox_factory: Callable[..., Sandbox],
+) -> None:
+    """Each login's token is a secret of the runtime's redactor while it may still be in use; a service that
+    logs in every few hours for months keeps the newest few, not all."""
+    server = sandbox_factory(token_ttl=1.0)
+    redactor = Redactor()
+    auth = fenix_auth(server, token_ttl=0.3, refresh_margin=0.2, redactor=redactor)
+    tokens: list[str] = []
+    with httpx.Client(auth=auth, base_url=server.url) as client:
+        for number in range(SLOT_KEEP + 3):
+            response = client.post(f"/api/v1/orders/{number}/created", json=order_payload(str(number)))
+            assert response.status_code == 201
+            assert auth._token is not None
+            if auth._token not in tokens:
+                tokens.append(auth._token)
+            time.sleep(0.15)  # into the refresh margin: the next request logs in first
+    assert len(tokens) == auth.logins >= SLOT_KEEP + 2, tokens
+    assert redactor.redact(" ".join(tokens[-SLOT_KEEP:])) == " ".join(["***"] * SLOT_KEEP)
+    assert redactor.redact(tokens[0]) == tokens[0]  # long expired: no longer masked, nor matched
 
 
 def test_a_401_causes_one_fresh_login_and_one_retry(sandbox: Sandbox) -> None:

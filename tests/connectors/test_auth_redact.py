@@ -6,7 +6,7 @@ import logging
 
 import pytest
 from shipmap.connectors import RedactingFilter, Redactor
-from shipmap.connectors._redact import get_logger, is_sensitive_name
+from shipmap.connectors._redact import SLOT_KEEP, get_logger, is_sensitive_name
 
 
 def test_secrets_are_masked_in_their_raw_json_and_url_forms() -> None:
@@ -19,6 +19,21 @@ def test_secrets_are_masked_in_their_raw_json_and_url_forms() -> None:
 def test_a_longer_secret_containing_a_shorter_one_is_masked_whole() -> None:
     redactor = Redactor(["abcd", "abcdefgh"])
     assert redactor.redact("x abcdefgh y abcd") == "x *** y ***"
+
+
+def test_a_slot_masks_its_newest_values_and_a_secret_without_one_stays() -> None:
+    """A login's token goes into a slot: months of logins (or one per probe while a token is refused) must
+    not grow the set of values masked, and matched, without end. A configured secret stays for good."""
+    redactor = Redactor(["configured-api-key"])
+    tokens = [f"token-{n:04d}-of-a-login" for n in range(50)]
+    for token in tokens:
+        redactor.add(token, slot="fenix authToken")
+        redactor.add("identity-same-each-time", slot="fenix x-identity")
+    kept = tokens[-SLOT_KEEP:]
+    assert redactor.redact(" ".join(kept)) == " ".join(["***"] * SLOT_KEEP)
+    assert redactor.redact(tokens[0]) == tokens[0]  # expired long ago: no longer a credential
+    assert redactor.redact("configured-api-key identity-same-each-time") == "*** ***"
+    assert tokens[0] not in redactor and kept[0] in redactor
 
 
 def test_too_short_values_are_not_treated_as_secrets() -> None:

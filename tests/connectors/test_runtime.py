@@ -255,6 +255,24 @@ def test_an_invalid_payload_is_dead_lettered_before_anything_is_sent(
     assert "customer.email: is required but missing" in (dead.reason or "")
 
 
+def test_a_run_counts_every_dead_letter_and_lists_the_first_thousand_keys(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A service's run can last for months: its summary lists the first DEAD_KEYS_KEPT dead letters' keys
+    (what `shipmap replay` reports), and counts them all, instead of keeping every key in memory."""
+    from shipmap.connectors._summary import DEAD_KEYS_KEPT
+
+    events = []
+    for number in range(1, DEAD_KEYS_KEPT + 51):
+        event = order_event(number)
+        del event["payload"]["email"]
+        events.append(event)
+    summary = runtime_for(tmp_path, sandbox).run(events)
+    assert summary.get("acme-orders.order").dead == DEAD_KEYS_KEPT + 50
+    assert len(summary.dead_keys) == DEAD_KEYS_KEPT == len(set(summary.dead_keys))
+    assert sandbox.stats()["accepted"] == 0
+
+
 def test_bad_input_lines_are_rejected_and_the_rest_is_delivered(tmp_path: Path, sandbox: Sandbox) -> None:
     events = tmp_path / "events.ndjson"
     lines = [

@@ -5,6 +5,7 @@ made to fail."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,50 @@ def test_serve_mode_says_later_at_once_and_probes_when_due(tmp_path: Path) -> No
         retry_in, requests, documents = asyncio.run(scenario())
     assert 0 < retry_in <= 0.1 and requests <= 3 * 2
     assert documents["order"]["id"] == 101 and runtime.breaker_store.breaker("bc_store").phase == "closed"
+
+
+def test_a_source_api_that_sets_cookies_gets_none_back_and_the_client_keeps_none(tmp_path: Path) -> None:
+    """The source APIs authenticate with headers. A cookie one sets (a session, a load balancer's stickiness)
+    is never sent back, and the service's client, which lives for months, keeps no jar of them."""
+    import http.server
+    import threading
+
+    sent_back: list[str] = []
+
+    class CookieSettingAPI(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            sent_back.extend(self.headers.get_all("Cookie") or [])
+            body = b"[]" if self.path.endswith(("/products", "/shipments")) else b'{"id": 1}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Set-Cookie", f"session={len(sent_back)}-{self.path.count('/')}; Path=/")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), CookieSettingAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        runtime = _runtime(tmp_path, "http://127.0.0.1:9")
+        api = f"http://127.0.0.1:{server.server_address[1]}"
+        connections = tuple(
+            dataclasses.replace(c, base_url=api) if c.name == "bc_store" else c
+            for c in runtime.config.connections
+        )
+        runtime = Runtime(dataclasses.replace(runtime.config, connections=connections))
+
+        async def fetch_twice() -> int:
+            async with Enricher(runtime, enrichments(runtime.config), wait=False) as enricher:
+                for order in (100, 101):
+                    documents = await enricher.documents(_skinny(order))
+                    assert documents["order"] == {"id": 1} and documents["products"] == []
+                return len(enricher._clients["bc_store"].cookies.jar)
+
+        assert asyncio.run(fetch_twice()) == 0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent_back == []
