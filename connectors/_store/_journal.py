@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -355,23 +356,32 @@ class Journal:
             )
         return held
 
-    def claim_pending(self, *, limit: int = 1000) -> list[JournalEntry]:
-        """Take over pending deliveries nobody holds: on a shared journal, those whose lease expired (their
-        worker died or stalled); on an exclusive one, every pending row (what an interrupted run left).
-        ``FOR UPDATE SKIP LOCKED``: two workers claiming at once never take the same row."""
+    def claim_pending(
+        self, *, limit: int = 1000, after: tuple[float, str] | None = None
+    ) -> list[JournalEntry]:
+        """Take over up to ``limit`` pending deliveries nobody holds: on a shared journal, those whose lease
+        expired (their worker died or stalled), oldest first; ``FOR UPDATE SKIP LOCKED``: two workers
+        claiming at once never take the same row. On an exclusive one (what an interrupted run left, or an
+        outage parked), the pending rows in the order they were last written, a page at a time: ``after`` is
+        the (``updated_at``, ``key``) of the previous page's last row. A page at a time, because a day of
+        outage can leave millions of rows pending, and a run that read them at once would need their
+        payloads' gigabytes in memory before it sent the first."""
         now = time.time()
         if self.shared:
             chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?)
                         ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
             parameters: tuple[Any, ...] = (self.worker, now + self.lease_seconds, now, limit)
-        else:  # every pending row at once: claiming again would find the same rows
-            chosen = "SELECT key FROM deliveries WHERE state = 'pending'"
-            parameters = (self.worker, now + self.lease_seconds)
+            order = _by_creation
+        else:  # claiming does not hide a row from the next claim here: the page's cursor moves on instead
+            chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (updated_at, key) > (?, ?)
+                        ORDER BY updated_at, key LIMIT ?"""
+            parameters = (self.worker, now + self.lease_seconds, *(after or (-math.inf, "")), limit)
+            order = _by_last_write
         rows = self._db.execute(
             f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {_COLUMNS}",
             parameters,
         ).fetchall()
-        return sorted((_entry(row) for row in rows), key=lambda entry: (entry.created_at, entry.key))
+        return sorted((_entry(row) for row in rows), key=order)
 
     def renew_leases(self) -> set[str]:
         """Extend every lease this worker holds; the keys it still holds."""
@@ -670,6 +680,14 @@ _COLUMNS = (
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "
     "status, reason, response_excerpt, origin, created_at, updated_at"
 )
+
+
+def _by_creation(entry: JournalEntry) -> tuple[float, str]:
+    return entry.created_at, entry.key
+
+
+def _by_last_write(entry: JournalEntry) -> tuple[float, str]:
+    return entry.updated_at, entry.key
 
 
 def _entry(row: tuple[Any, ...]) -> JournalEntry:

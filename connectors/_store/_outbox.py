@@ -35,10 +35,11 @@ from .._map._steps import (
 )
 from .._redact import RedactingLogger
 from .._summary import RunSummary
-from ._journal import Journal, PendingRow, State
+from ._journal import Journal, JournalEntry, PendingRow, State
 
 _FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
 _FLUSH_SECONDS = 0.05  # ... this long after the oldest of them
+_RECOVER_PAGE = 1000  # pending rows read at a time when a run starts
 
 
 class Outbox:
@@ -65,7 +66,19 @@ class Outbox:
         self._rejected_origins = journal.rejected_origins()
 
     def recover(self) -> Iterator[Job]:
-        for entry in self.journal.claim_pending():
+        """The pending deliveries this run takes over, as recorded: on a shared journal those one claim finds
+        (the lease keeper claims again as it goes), on an exclusive one all of them, a page at a time as the
+        queue takes them."""
+        after: tuple[float, str] | None = None
+        while True:
+            entries = self.journal.claim_pending(limit=_RECOVER_PAGE, after=after)
+            yield from self._recovered(entries)
+            if self.journal.shared or len(entries) < _RECOVER_PAGE:
+                return
+            after = (entries[-1].updated_at, entries[-1].key)
+
+    def _recovered(self, entries: list[JournalEntry]) -> Iterator[Job]:
+        for entry in entries:
             connection = self.connections.get(entry.connection or "")
             if connection is None or entry.method is None or entry.url is None:
                 self.dead(

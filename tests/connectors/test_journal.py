@@ -133,3 +133,27 @@ def test_full_synchronous_mode_is_applied(tmp_path: Path) -> None:
         assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with Journal(tmp_path / "k.db") as journal:
         assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_an_exclusive_journal_hands_its_pending_rows_over_a_page_at_a_time(tmp_path: Path) -> None:
+    """After a long outage millions of rows may be pending: a run takes them over a page at a time, each once,
+    in the order they were last written, instead of reading every payload into memory at once."""
+    keys = [f"k{n:05d}" for n in range(2345)]
+    with Journal(tmp_path / "journal.db") as journal:
+        with journal.transaction():
+            journal.put_source("d" * 64, '{"id":1}')
+            rows = [(key, "d" * 64, "m", "t", "fenix", f"i-{key}", "POST", "http://127.0.0.1/x", "{}", None)
+                    for key in reversed(keys)]  # fmt: skip
+            assert journal.mark_pending_many(rows) == set(keys)
+            journal.mark_delivered("k00007", status=201, attempts=1)
+        pages: list[list[str]] = []
+        after = None
+        while True:
+            page = journal.claim_pending(limit=1000, after=after)
+            pages.append([entry.key for entry in page])
+            if len(page) < 1000:
+                break
+            after = (page[-1].updated_at, page[-1].key)
+    assert [len(page) for page in pages] == [1000, 1000, 344]
+    claimed = [key for page in pages for key in page]
+    assert claimed == sorted(claimed) and set(claimed) == set(keys) - {"k00007"}  # each once, none delivered

@@ -184,17 +184,19 @@ def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_deliv
     url = f"http://127.0.0.1:{port}"
     config = orders_only(tmp_path, url, breaker=OUTAGE_BREAKER)
     events = tmp_path / "events.ndjson"
-    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 105)))
+    # More than a page of the journal's pending rows (1,000): the next run takes them over page by page.
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 2101)))
     argv = ["run", str(config), "--input", str(events), "--no-progress", "--workers", "0"]
     assert main(argv) == EXIT_OUTAGE  # connection refused throughout
     out = capsys.readouterr().out
-    assert "104 deliveries left pending" in out and "connection fenix is down" in out
+    assert "2100 deliveries left pending" in out and "connection fenix is down" in out
     with Journal(tmp_path / "journal.db", readonly=True) as journal:
-        assert journal.counts() == {"pending": 104}
+        assert journal.counts() == {"pending": 2100}
     with Sandbox(port=port) as sandbox:
         assert main(argv) == 0
-        assert len({r.order_id for r in sandbox.requests(endpoint="fenix.orders")}) == 104
-    print("endpoint down: 104 events, exit 9, 0 dead letters, 104 pending; next run delivered 104")
+        delivered = [r.order_id for r in sandbox.requests(endpoint="fenix.orders")]
+        assert len(delivered) == len(set(delivered)) == 2100  # each once
+    print("endpoint down: 2,100 events, exit 9, 0 dead letters, 2,100 pending; next run delivered 2,100")
 
 
 def test_shipmap_replay_exits_9_when_the_endpoint_is_down_and_the_next_run_delivers_the_replayed(
