@@ -9,7 +9,7 @@ The sandbox (``shipmap sandbox --port 0``, 127.0.0.1 only) runs in its own proce
 - ``benchmarks/delivery/raw_loop.py``: one ``httpx.AsyncClient`` on httpx's default transport (httpcore, h11);
 - ``shipmap run CONFIG --input events.ndjson --no-progress``: routing, the ready Shopify order mapping,
   validation, the SQLite journal (pending, then delivered, per delivery), the Fenix session, retries (none
-  needed), one log line per delivery (stderr is not a terminal).
+  needed), its log off a terminal (problems and a progress line every 10 s; a line per delivery only with -v).
 
 The raw loops post the very payloads shipmap produces (computed beforehand) at the same concurrency, after one
 login, with nothing else to do. Each run gets a fresh journal and a reset sandbox, and must deliver all N

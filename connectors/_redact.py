@@ -233,6 +233,9 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
         return found
 
 
+DELIVERIES_LOGGER = "deliveries"  # shipmap.connectors.deliveries: a line per delivery sent or re-sent
+
+
 def get_logger(name: str, redactor: Redactor) -> RedactingLogger:
     """A ``shipmap.connectors.<name>`` logger bound to a runtime's redactor."""
     return RedactingLogger(logging.getLogger(f"shipmap.connectors.{name}"), redactor)

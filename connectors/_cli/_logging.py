@@ -11,15 +11,16 @@ loses no line whose delivery the loop went on from (``StderrHandler``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TextIO
 
-from shipmap.connectors._redact import LineWriter
+from shipmap.connectors._redact import DELIVERIES_LOGGER, LineWriter
 
 if TYPE_CHECKING:
     import asyncio
@@ -187,6 +188,22 @@ class StderrHandler(LineWriter, logging.StreamHandler[TextIO]):
         self._kept, self._kept_for = [], None
         self.stream.write(kept[0] if len(kept) == 1 else "".join(kept))
         super().flush()
+
+
+@contextlib.contextmanager
+def delivery_lines(verbose: int) -> Iterator[None]:
+    """At the default verbosity, a command that logs its INFO lines (``run`` off a terminal, ``serve``) leaves
+    out the line per delivery (``shipmap.connectors.deliveries``): at a few hundred events a second they would
+    drown the warnings that matter, and a log collector's rate limit (journald's, 10,000 lines in 30 s) would
+    drop those with them. ``-v`` adds them; the journal records every delivery either way."""
+    logger = logging.getLogger(f"shipmap.connectors.{DELIVERIES_LOGGER}")
+    level = logger.level
+    if verbose == 0:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def configure(verbose: int, log_format: str) -> None:

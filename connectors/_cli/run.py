@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
-from shipmap.connectors._cli._logging import root_formatter
+from shipmap.connectors._cli._logging import delivery_lines, root_formatter
 from shipmap.connectors._cli._reports import write_summary_json
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_HELD, EXIT_OK, EXIT_OUTAGE
@@ -27,6 +27,7 @@ from shipmap.engine._sources import estimate_total
 from ._output import CHUNK_LINES, add_jobs_argument
 
 _LOGGER = "shipmap.connectors"
+PROGRESS_LINE_EVERY_S = 10.0  # off a terminal, a line of progress this often
 EXIT_USAGE = 2
 Execute = Callable[[Callable[[Progress], None] | None], RunSummary]
 
@@ -127,7 +128,8 @@ def install_redaction(runtime: Runtime) -> None:
 def run_with_progress(
     execute: Execute, *, no_progress: bool, verbose: int, stream: IO[str] | None = None
 ) -> RunSummary:
-    """Run with a progress bar on a terminal, or with one plain log line per delivery when not on one."""
+    """Run with a progress bar on a terminal; when not on one, with the run's INFO log lines and a line of
+    progress every ``PROGRESS_LINE_EVERY_S`` (``-v`` adds a line per delivery)."""
     stream = stream or sys.stderr
     logger = logging.getLogger(_LOGGER)
     level, propagate = logger.level, logger.propagate
@@ -135,7 +137,8 @@ def run_with_progress(
         if verbose == 0:
             logger.setLevel(logging.INFO)
         try:
-            return execute(None)
+            with delivery_lines(verbose):
+                return execute(ProgressLines())
         finally:
             logger.setLevel(level)
     bar = ProgressBar(stream)
@@ -154,6 +157,33 @@ def run_with_progress(
         logger.propagate = propagate
         logger.setLevel(level)
         bar.close()
+
+
+class ProgressLines:
+    """Off a terminal: the progress bar's counts as a log line every ``PROGRESS_LINE_EVERY_S``, so a long run
+    in CI or under a scheduler says how far it is without a line per delivery."""
+
+    def __init__(self, every: float | None = None) -> None:
+        self._log = logging.getLogger(f"{_LOGGER}.progress")
+        self._every = PROGRESS_LINE_EVERY_S if every is None else every
+        self._due = time.monotonic() + self._every
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if now >= self._due:
+            self._due = now + self._every
+            self._log.info("%s", progress_text(progress))
+
+
+def progress_text(p: Progress) -> str:
+    """Events read (of the total, when known), what became of them, and the rate."""
+    settled = p.delivered + p.dead + p.skipped
+    rate = settled / p.elapsed if p.elapsed > 0 else 0.0
+    counts = (
+        f"delivered {p.delivered}  dead {p.dead}  skipped {p.skipped}  unrouted {p.unrouted}"
+        f"  in flight {p.in_flight}  {rate:.0f}/s"
+    )
+    return f"{p.events}/{p.total} events  {counts}" if p.total else f"{p.events} events  {counts}"
 
 
 class ProgressBar:
@@ -178,18 +208,10 @@ class ProgressBar:
         p = self.last
         if p is None:
             return ""
-        settled = p.delivered + p.dead + p.skipped
-        rate = settled / p.elapsed if p.elapsed > 0 else 0.0
-        counts = (
-            f"delivered {p.delivered}  dead {p.dead}  skipped {p.skipped}  unrouted {p.unrouted}"
-            f"  in flight {p.in_flight}  {rate:.0f}/s"
-        )
         if p.total:
-            done = min(p.events / p.total, 1.0)
-            filled = int(done * self.WIDTH)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            return f"[{bar}] {p.events}/{p.total} events  {counts}"
-        return f"{p.events} events  {counts}"
+            filled = int(min(p.events / p.total, 1.0) * self.WIDTH)
+            return f"[{'#' * filled}{'-' * (self.WIDTH - filled)}] {progress_text(p)}"
+        return progress_text(p)
 
     def draw(self) -> None:
         self.stream.write("\r\x1b[K" + self.line())

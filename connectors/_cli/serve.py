@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import sys
 
+from shipmap.connectors._cli._logging import delivery_lines
 from shipmap.connectors._cli._types import port, positive_int
 from shipmap.connectors._cli.run import install_redaction, print_summary
 from shipmap.connectors._errors import EXIT_OK
@@ -66,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    summary = asyncio.run(service.serve(on_ready=ready))
+    with delivery_lines(args.verbose):
+        summary = asyncio.run(service.serve(on_ready=ready))
     if summary is not None:
         print_summary(summary, sys.stdout)
     return EXIT_OK

@@ -41,6 +41,7 @@ class DeliveryWorkers:
         self.leases = leases
         self.summary = outbox.summary
         self.log = outbox.log
+        self.deliveries = outbox.deliveries
         self._reason = reason
         self._report = report
         self.sending = 0
@@ -49,7 +50,7 @@ class DeliveryWorkers:
 
     async def work(self, deliverer: Deliverer, queue: asyncio.Queue[Job | None]) -> None:
         """One worker: send jobs until it takes ``None`` off the queue."""
-        log_info = self.log.isEnabledFor(logging.INFO)
+        log_info = self.deliveries.isEnabledFor(logging.INFO)
         while True:
             job = await queue.get()
             if job is None:
@@ -107,10 +108,11 @@ class DeliveryWorkers:
             stats.delivered += 1
             stats.latency.add(outcome.latency)
             if log_info:
-                self.log.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
-                              outcome.status, outcome.latency * 1000, outcome.attempts,
-                              "" if outcome.attempts == 1 else "s",
-                              extra=event_fields(job.key, job.mapping, job.target, outcome.attempts))  # fmt: skip
+                self.deliveries.info("delivered %s: HTTP %d in %.0f ms, %d attempt%s", job.request.label,
+                                     outcome.status, outcome.latency * 1000, outcome.attempts,
+                                     "" if outcome.attempts == 1 else "s",
+                                     extra=event_fields(job.key, job.mapping, job.target,
+                                                        outcome.attempts))  # fmt: skip
         else:
             reason = outcome.reason or "not delivered"
             self.outbox.dead(

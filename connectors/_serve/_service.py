@@ -53,6 +53,7 @@ from ._settings import ServeSettings, SourceSettings, serve_settings
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
+ACTIVITY_EVERY_S = 60.0  # a line of what the service did, this often (when it did anything)
 
 
 class _Server(uvicorn.Server):
@@ -280,6 +281,9 @@ class Service:
             if isinstance(state.inbox, SharedIntake)
             else None
         )
+        activity = asyncio.create_task(
+            self._log_activity(delivery, state.inbox), name="shipmap-serve-activity"
+        )
         http = asyncio.create_task(server.serve(sockets=[sock]), name="shipmap-serve-http")
         stop = asyncio.create_task(self._stop.wait())
         try:
@@ -294,12 +298,37 @@ class Service:
             return await self._drain(server, http, delivery, delivered, state)
         finally:
             stop.cancel()
+            activity.cancel()
             self._state = None
             if sharing is not None:
                 sharing.cancel()
             for signum in installed:
                 loop.remove_signal_handler(signum)
             sock.close()
+
+    async def _log_activity(self, delivery: DeliveryLoop, inbox: InboxStore) -> None:
+        """Every ``ACTIVITY_EVERY_S`` in which anything happened, a line of what: the record of a service left
+        running (a line per delivery waits for ``-v``; /metrics has the same counts as series)."""
+        last = (delivery.accepted, 0, 0)
+        while True:
+            await asyncio.sleep(ACTIVITY_EVERY_S)
+            summary = delivery.summary()
+            now = (delivery.accepted, summary.delivered, summary.dead)
+            if now == last:
+                continue
+            try:
+                waiting = f"{inbox.depth()} waiting in the inbox"
+            except Exception as error:  # the inbox's own errors are intake's to report; this is one line
+                waiting = f"the inbox cannot be read now ({type(error).__name__})"
+            self._log.info(
+                "in the last %g s: %d webhooks accepted, %d delivered, %d dead letters; %s",
+                ACTIVITY_EVERY_S,
+                now[0] - last[0],
+                now[1] - last[1],
+                now[2] - last[2],
+                waiting,
+            )
+            last = now
 
     async def _share_rate_limits(self, inbox: SharedIntake, state: ServiceState) -> None:
         """Several processes on one PostgreSQL inbox: each source's rate_limit is the service's, so each

@@ -33,7 +33,7 @@ from .._map._steps import (
     event_fields,
     request_headers,
 )
-from .._redact import RedactingLogger
+from .._redact import DELIVERIES_LOGGER, RedactingLogger, get_logger
 from .._summary import RunSummary
 from ._journal import Journal, JournalEntry, PendingRow, State
 
@@ -58,6 +58,9 @@ class Outbox:
         self.connections = connections
         self.summary = summary
         self.log = log
+        # One line per delivery sent or re-sent: a logger of its own, which a command line quiets by default
+        # (a service delivering around the clock would otherwise write a line per event to its journal).
+        self.deliveries = get_logger(DELIVERIES_LOGGER, log.redactor)
         # Keys queued, being sent, or delivered but not yet committed so: a repeat is a duplicate.
         self.scheduled: set[str] = set()
         self._marks: list[tuple[str, int, int]] = []  # (key, status, attempts) delivered, not committed
@@ -106,7 +109,7 @@ class Outbox:
             )
             self.summary.recovered += 1
             self.scheduled.add(entry.key)
-            self.log.info("re-sending %s left pending by an interrupted run", request.label)
+            self.deliveries.info("re-sending %s left pending by an interrupted run", request.label)
             yield Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
                        entry.idempotency_key, request, text)  # fmt: skip
 

@@ -43,7 +43,7 @@ def test_json_logs_are_one_object_a_line_with_the_event_fields(
 ) -> None:
     # The first two order posts answer 500: retries are logged with their attempt.
     sandbox = sandbox_factory(faults="schedule=ok,500,500")
-    done = run_logged(tmp_path, sandbox, "--log-format", "json")
+    done = run_logged(tmp_path, sandbox, "--log-format", "json", "-v")  # -v: a line per delivery
     assert done.returncode == 8, done.stderr  # the line that is not JSON is rejected
     records = [json.loads(line) for line in done.stderr.splitlines()]
     assert records and all(re.fullmatch(TIMESTAMP, r["time"]) for r in records)
@@ -62,6 +62,36 @@ def test_json_logs_are_one_object_a_line_with_the_event_fields(
     }  # the delivery's key, also when mapped in a worker
     assert max(r["attempt"] for r in delivered) == 3
     assert any(r["level"] == "WARNING" and "rejected input record" in r["message"] for r in records)
+
+
+def test_by_default_a_run_off_a_terminal_logs_progress_and_problems_and_v_adds_a_line_per_delivery(
+    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line per delivery drowns the warnings at a few hundred events a second (and a log collector's rate
+    limit drops them with it): by default a run says how far it is every 10 s, and what went wrong."""
+    from shipmap.connectors._cli import main
+    from shipmap.connectors._cli import run as run_command
+
+    monkeypatch.setattr(run_command, "PROGRESS_LINE_EVERY_S", 0.0)  # a progress line at every report
+    config = write_config(tmp_path, sandbox.url)
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(6)) + "not json\n")
+    argv = ["run", str(config), "--input", str(events), "--no-progress", "--workers", "0"]
+    with caplog.at_level(logging.DEBUG, logger="shipmap"):
+        assert main(argv) == 8
+    said = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert not [m for _, _, m in said if m.startswith("delivered ")], said
+    progress = [m for name, _, m in said if name == "shipmap.connectors.progress"]
+    assert progress and progress[-1].startswith("7/7 events  delivered 6  dead 0  skipped 0"), progress
+    assert any(level == "WARNING" and "rejected input record" in m for _, level, m in said)
+
+    caplog.clear()
+    more = tmp_path / "more.ndjson"
+    more.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(6, 9)))
+    with caplog.at_level(logging.DEBUG, logger="shipmap"):
+        assert main(["-v", "run", str(config), "--input", str(more), "--no-progress", "--workers", "0"]) == 0
+    delivered = [r for r in caplog.records if r.getMessage().startswith("delivered acme-orders.order ")]
+    assert len(delivered) == 3 and {r.name for r in delivered} == {"shipmap.connectors.deliveries"}
 
 
 def test_text_logs_carry_a_timestamp(tmp_path: Path, sandbox_factory: Callable[..., Sandbox]) -> None:

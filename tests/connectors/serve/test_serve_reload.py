@@ -288,6 +288,8 @@ def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_
             assert replay.returncode == 0, replay.stdout + replay.stderr
             assert delivered() == {"7100001": "Shopify", "7100002": "Shopify POS", "7100003": "Shopify POS"}
             assert len(source_sandbox.requests(endpoint="fenix.orders")) == 3  # each once
+        # The problems are in the log, and no line per delivery (that is -v's).
+        assert not [line for line in serve.errors if "delivered shopify-order.order" in line], serve.errors
         assert serve.terminate() == 0
     finally:
         serve.kill()

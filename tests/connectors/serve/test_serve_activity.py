@@ -1,0 +1,68 @@
+"""What a service left running says in its log: a line a minute of what it did (when it did anything), since
+a line per delivery waits for ``-v``. An embedded service on a thread, real sandbox, real HTTP listener."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from shipmap.connectors import Runtime, Sandbox
+from shipmap.connectors._serve import Service, _service
+
+from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, shopify_headers
+
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+
+
+def test_a_service_logs_what_it_did_in_each_period_in_which_it_did_anything(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_service, "ACTIVITY_EVERY_S", 0.5)
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        (tmp_path / item.name).write_text(item.read_text())
+    service = Service(Runtime.from_config(tmp_path / "serve.yaml", environ=environment(sandbox.url)))
+    ready = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
+        except BaseException as error:  # reported by the assertions below
+            outcome["error"] = error
+
+    def activity() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("in the last 0.5 s: ")]
+
+    with caplog.at_level(logging.INFO, logger="shipmap.connectors"):
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert ready.wait(30), outcome
+        try:
+            with httpx.Client(base_url=service.url or "", timeout=10) as client:
+                for index in range(3):
+                    body = json.dumps(dict(ORDER, id=6_300_000 + index)).encode()
+                    headers = shopify_headers(body, "orders/create", f"act-{index}")
+                    assert client.post("/hooks/shop", content=body, headers=headers).status_code == 200
+            deadline = time.monotonic() + 30
+            while sum(int(line.split(", ")[1].split()[0]) for line in activity()) < 3:
+                assert time.monotonic() < deadline, activity()
+                time.sleep(0.05)
+            quiet = len(activity())
+            time.sleep(1.6)  # three quiet periods: no line for them
+            assert len(activity()) == quiet, activity()
+        finally:
+            service.stop()
+            thread.join(60)
+    lines = activity()
+    assert sum(int(line.split()[5]) for line in lines) == 3  # webhooks accepted, across the periods
+    assert all(" 0 dead letters; " in line and line.endswith(" waiting in the inbox") for line in lines), (
+        lines
+    )
+    assert "error" not in outcome, outcome
