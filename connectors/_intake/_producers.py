@@ -82,11 +82,12 @@ async def produce_replay(
 ) -> AsyncGenerator[list[Item], None]:
     """The dead letters (all, or those whose key starts with one of ``keys``), one batch each, re-mapped from
     their stored source documents (``refresh`` may replace each document first)."""
-    for entry in journal.dead_letters(keys):
-        source = journal.source(entry.source_hash)
-        if refresh is not None:
-            source = await refresh(source)
-        yield [mapper.expand_replay(entry, journal, source)]
+    for page in journal.dead_letter_pages(keys):
+        for entry in page:
+            source = journal.source(entry.source_hash)
+            if refresh is not None:
+                source = await refresh(source)
+            yield [mapper.expand_replay(entry, journal, source)]
 
 
 def as_record(item: Any, index: int) -> SourceDocument:

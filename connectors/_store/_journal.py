@@ -604,12 +604,30 @@ class Journal:
             yield _entry(row)
 
     def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
-        entries = list(self.entries("dead"))
-        if keys:
-            wanted = set(keys)
-            # A key prefix is enough, like a short git hash.
-            entries = [e for e in entries if e.key in wanted or any(e.key.startswith(k) for k in wanted)]
-        return entries
+        return _matching(list(self.entries("dead")), keys)
+
+    def dead_letter_pages(
+        self, keys: Sequence[str] | None = None, *, limit: int = 1000
+    ) -> Iterator[list[JournalEntry]]:
+        """The dead letters there are now (those whose key starts with one of ``keys``), a page at a time, in
+        the order they were last written: what a replay reads, so that a million of them never sit in memory
+        at once. A replay rewrites each one it takes (pending, then delivered or dead again, later than the
+        start), so no page returns one already taken."""
+        started = time.time()
+        after: tuple[float, str] = (-math.inf, "")
+        while True:
+            rows = self._db.execute(
+                f"""SELECT {_COLUMNS} FROM deliveries WHERE state = 'dead' AND updated_at <= ?
+                    AND (updated_at, key) > (?, ?) ORDER BY updated_at, key LIMIT ?""",
+                (started, *after, limit),
+            ).fetchall()
+            entries = [_entry(row) for row in rows]
+            wanted = _matching(entries, keys)
+            if wanted:
+                yield wanted
+            if len(entries) < limit:
+                return
+            after = (entries[-1].updated_at, entries[-1].key)
 
     def source(self, digest: str) -> Any:
         row = self._db.execute("SELECT doc FROM sources WHERE hash = ?", (digest,)).fetchone()
@@ -680,6 +698,14 @@ _COLUMNS = (
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "
     "status, reason, response_excerpt, origin, created_at, updated_at"
 )
+
+
+def _matching(entries: list[JournalEntry], keys: Sequence[str] | None) -> list[JournalEntry]:
+    """Those whose key is one of ``keys`` or starts with one (a prefix is enough, like a short git hash)."""
+    if not keys:
+        return entries
+    wanted = set(keys)
+    return [e for e in entries if e.key in wanted or any(e.key.startswith(k) for k in wanted)]
 
 
 def _by_creation(entry: JournalEntry) -> tuple[float, str]:

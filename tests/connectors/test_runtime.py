@@ -243,6 +243,29 @@ def test_a_mapping_failure_is_dead_lettered_and_replay_uses_the_fixed_mapping(
     assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1002"]
 
 
+def test_a_replay_of_more_dead_letters_than_a_page_sends_each_once_with_the_fixed_mapping(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """A replay reads its dead letters a page (1,000) at a time; the ones it has taken, delivered or dead
+    again, are not read again."""
+    (tmp_path / "orders.yaml").write_text((FIXTURES / "orders.yaml").read_text())
+    mappings = [{"mapping": "./orders.yaml", "topic": "orders/create"}]
+    config = write_config(tmp_path, sandbox.url, mappings=mappings)
+    events = [order_event(n, created_at="the day before yesterday") for n in range(1, 2502)]
+    assert Runtime.from_config(config, environ=environ(sandbox.url)).run(events).dead == 2501
+    # Replayed before the fix: each dies again, once, and is not taken again by a later page.
+    again = Runtime.from_config(config, environ=environ(sandbox.url)).replay()
+    assert (again.delivered, again.dead) == (0, 2501), again
+
+    fixed_text = (tmp_path / "orders.yaml").read_text()
+    fixed_text = fixed_text.replace("      created_at: {path: created_at, type: datetime}\n", "")
+    (tmp_path / "orders.yaml").write_text(fixed_text)
+    replayed = Runtime.from_config(config, environ=environ(sandbox.url)).replay()
+    assert (replayed.delivered, replayed.dead) == (2501, 0), replayed
+    received = [r.order_id for r in sandbox.requests(endpoint="fenix.orders")]
+    assert len(received) == len(set(received)) == 2501
+
+
 def test_an_invalid_payload_is_dead_lettered_before_anything_is_sent(
     tmp_path: Path, sandbox: Sandbox
 ) -> None:
