@@ -61,6 +61,42 @@ def envelope(row: InboundRow) -> dict[str, Any]:
     }
 
 
+class ParkedRows:
+    """The inbox rows waiting for their source API. Their ids, up to ``KEPT``, and a count of the others: a
+    day's outage of a busy source's API parks millions, which wait in the inbox itself, and need not each hold
+    an id in memory too. The count is rebuilt by each pass over the inbox (``new_pass``), which reads every
+    parked row again; an id kept is taken back when its row is handed over."""
+
+    KEPT = 100_000
+
+    def __init__(self) -> None:
+        self._ids: set[int] = set()
+        self._beyond = 0
+
+    def __len__(self) -> int:
+        return len(self._ids) + self._beyond
+
+    def add(self, row: int) -> None:
+        if row in self._ids:
+            return
+        if len(self._ids) < self.KEPT:
+            self._ids.add(row)
+        else:
+            self._beyond += 1
+
+    def discard(self, row: int) -> None:
+        self._ids.discard(row)
+
+    def clear(self) -> None:
+        self._ids.clear()
+        self._beyond = 0
+
+    def new_pass(self) -> None:
+        """A pass over the inbox from its first pending row begins: the rows beyond ``KEPT`` are counted again
+        as it meets them (those kept by id are known already)."""
+        self._beyond = 0
+
+
 class InboxFeed:
     def __init__(
         self,
@@ -81,7 +117,7 @@ class InboxFeed:
         self.idle = False  # waiting for a wake-up: intake's commit sets ``wakeup`` only then
         self.handed = 0  # events handed to the runtime
         self.enrichment_failures = 0
-        self.parked: set[int] = set()  # inbox rows waiting for their source API (still pending there)
+        self.parked = ParkedRows()  # inbox rows waiting for their source API (still pending there)
         self.sweeps = 0
         self._resweep = resweep
         self._resweep_cap = resweep_cap
@@ -115,6 +151,7 @@ class InboxFeed:
         """One epoch's events: until stopped and empty, or until a sweep or a replay needs a new run."""
         done: list[int] = []
         cursor = 0
+        self.parked.new_pass()
         try:
             while True:
                 if done:

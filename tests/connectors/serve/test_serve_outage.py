@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 
@@ -165,3 +166,24 @@ def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
             assert serve.terminate() == 0
         finally:
             serve.kill()
+
+
+def test_parked_webhooks_are_counted_past_the_ids_kept_and_recounted_by_each_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A long outage of a busy source's API parks millions of webhooks (they wait in the inbox): the feed keeps
+    the ids of the first ``KEPT`` and counts the rest, and a new pass over the inbox counts those again."""
+    from shipmap.connectors._serve._feed import ParkedRows
+
+    monkeypatch.setattr(ParkedRows, "KEPT", 3)
+    parked = ParkedRows()
+    for row in range(1, 8):
+        parked.add(row)
+    assert len(parked) == 7 and parked
+    parked.new_pass()  # a new run reads the inbox from its first pending row: every parked row comes again
+    parked.discard(1)  # its source answers now: handed over
+    for row in range(2, 8):
+        parked.add(row)  # still waiting
+    assert len(parked) == 6
+    parked.clear()  # a sweep: what still waits parks again as the feed meets it
+    assert len(parked) == 0 and not parked
