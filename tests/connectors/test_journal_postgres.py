@@ -525,3 +525,22 @@ def test_a_worker_frozen_mid_statement_holding_row_locks_is_ended_after_a_lease(
         # B waited a lease, so A's lease has lapsed too: B takes the row over (SKIP LOCKED: a lock still held
         # would hide it).
         assert [entry.key for entry in b.claim_pending()] == ["k1"] and b.holds("k1")
+
+
+def test_both_backends_hand_a_replay_its_dead_letters_a_page_at_a_time(location: str) -> None:
+    """A replay pages through the dead letters there were when it started, by (updated_at, key): one that
+    dies again during it (written later) is not handed over twice. The same query on SQLite and PostgreSQL."""
+    with Journal(location) as journal:
+        for number in range(5):
+            pending(journal, f"dead{number}")
+            journal.mark_dead(f"dead{number}", source_digest="d" * 64, mapping="m", target="t", reason="400")
+        pages = journal.dead_letter_pages(limit=2)
+        first = next(pages)
+        assert [entry.key for entry in first] == ["dead0", "dead1"]
+        time.sleep(0.01)  # the replay dies again on dead0: rewritten after the replay started
+        pending(journal, "dead0")
+        journal.mark_dead("dead0", source_digest="d" * 64, mapping="m", target="t", reason="400 again")
+        rest = [entry.key for page in pages for entry in page]
+        assert rest == ["dead2", "dead3", "dead4"]
+        only = journal.dead_letter_pages(["dead3"], limit=2)
+        assert [[entry.key for entry in page] for page in only] == [["dead3"]]
