@@ -5,10 +5,12 @@ dead letter with its reason), or parked (left ``pending``: its connection's brea
 
 One broken request never stops the others: a send that raises inside shipmap, instead of getting an answer,
 is that job's dead letter. Many in a row are not the requests' fault but a bug (in shipmap, or in a custom
-transport or auth flow of a program that embeds it), so such a job waits, ``pending``, for the next outcome:
-any other outcome makes the waiting ones dead letters (they were the requests' own problem), while
+transport or auth flow of a program that embeds it), so such a job waits, ``pending``: an answer to a send
+started after it makes it a dead letter (the send path works; it was its request's own problem), while
 ``INTERNAL_ERRORS_TO_STOP`` in a row stop the run, and they stay ``pending`` with everything not yet sent, for
-the run after the fix. A bug then costs no dead letters at all."""
+the run after the fix. An answer to a send that was already in flight when they raised proves nothing about
+the send path now, so a bug that appears mid-run, with answers still coming in, costs no dead letters
+either."""
 
 from __future__ import annotations
 
@@ -45,7 +47,10 @@ class DeliveryWorkers:
         self._reason = reason
         self._report = report
         self.sending = 0
-        self._raised: list[tuple[Job, Outcome]] = []  # sends that raised, in a row: not yet dead letters
+        self._started = 0  # sends started so far, numbered: which answer can speak for which raise
+        # Sends that raised, with their numbers, that no later-started send's answer has settled yet: not yet
+        # dead letters.
+        self._raised: list[tuple[Job, Outcome, int]] = []
         self._stop: SendingStopped | None = None
 
     async def work(self, deliverer: Deliverer, queue: asyncio.Queue[Job | None]) -> None:
@@ -61,6 +66,8 @@ class DeliveryWorkers:
                 self.outbox.release(job.key)
                 continue
             self.sending += 1
+            self._started += 1
+            number = self._started
             try:
                 outcome = await deliverer.send(job.request)
             except JournalError:  # the shared breaker's database failed: the run stops, the row stays pending
@@ -68,9 +75,9 @@ class DeliveryWorkers:
             except Exception as error:  # this job's problem, or a bug that fails them all: the next ones say
                 self.log.debug("%s: internal error while sending", job.request.label, exc_info=True)
                 reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
-                self._raised.append((job, Outcome(False, None, 1, 0.0, reason)))
+                self._raised.append((job, Outcome(False, None, 1, 0.0, reason), number))
                 if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
-                    for raised, _ in self._raised:
+                    for raised, _, _ in self._raised:
                         self.outbox.release(raised.key)  # pending in the journal: the next run sends it
                     # One error object for every sender that gets here before the run is cancelled: the
                     # run raises it alone, not in a group.
@@ -80,14 +87,20 @@ class DeliveryWorkers:
             finally:
                 self.sending -= 1
             if self._raised:
-                self.settle_raised()  # something else happened between them: each was its request's own
+                # A send started after them was answered: the send path works, each was its request's own.
+                # (An answer to a send already in flight when they raised says nothing about it now.)
+                self.settle_raised(before=number)
             self._count(job, outcome, log_info)
 
-    def settle_raised(self) -> None:
-        """The sends that raised and still wait, each made its delivery's dead letter (the run goes on, or ended
-        before the streak reached ``INTERNAL_ERRORS_TO_STOP``)."""
-        raised, self._raised = self._raised, []
-        for job, outcome in raised:
+    def settle_raised(self, before: int | None = None) -> None:
+        """The sends that raised and still wait, started before send number ``before`` (all, when None: the
+        run ended before the streak reached ``INTERNAL_ERRORS_TO_STOP``), each made its delivery's dead
+        letter."""
+        settled = [entry for entry in self._raised if before is None or entry[2] < before]
+        if not settled:
+            return
+        self._raised = [entry for entry in self._raised if before is not None and entry[2] >= before]
+        for job, outcome, _ in settled:
             self._count(job, outcome, log_info=False)  # none was delivered: no delivery line to log
 
     def _count(self, job: Job, outcome: Outcome, log_info: bool) -> None:

@@ -5,6 +5,7 @@ sandbox over HTTP; the fault is the transport's, as an embedding program would p
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 from pathlib import Path
 
@@ -30,6 +31,28 @@ class BrokenTransport(httpx.AsyncHTTPTransport):
             if self.failing is None or order in self.failing:
                 raise RuntimeError(f"transport bug for order {order}; password demo-pass")
         return await super().handle_async_request(request)
+
+
+class BrokenFromOrder(httpx.AsyncHTTPTransport):
+    """Sends every order; from order ``first_broken`` on, raises on the answer (a bug that shows after a real
+    round trip, ``raise_after`` s in). The five orders before it answer ``slow_answer`` s late, so their
+    answers come in between the first raises, as answers already in flight do when a bug appears."""
+
+    def __init__(self, first_broken: int, raise_after: float = 0.05, slow_answer: float = 0.12) -> None:
+        super().__init__()
+        self.first_broken, self.raise_after, self.slow_answer = first_broken, raise_after, slow_answer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if "/orders/" in request.url.path:
+            order = int(request.url.path.split("/")[-2])
+            if order >= self.first_broken:
+                await response.aclose()
+                await asyncio.sleep(self.raise_after)
+                raise RuntimeError("transport bug reading the answer")
+            if order >= self.first_broken - 5:
+                await asyncio.sleep(self.slow_answer)
+        return response
 
 
 def runtime(
@@ -115,3 +138,22 @@ def test_requests_that_keep_raising_stop_the_run_and_the_rest_stays_pending(
     assert counts(tmp_path) == {"delivered": 40}
     arrived = [r.order_id for r in sandbox.requests(endpoint="fenix.orders")]
     assert sorted(arrived) == sorted(str(1000 + n) for n in range(40))
+
+
+def test_a_bug_that_starts_mid_run_dead_letters_nothing_even_with_answers_still_in_flight(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """The send path breaks for every request from some point on (a deploy, a token format), while earlier
+    requests are still in flight at concurrency 8. Their answers come after the first raises, yet they prove
+    nothing about the send path now: only an answer to a request sent after a raise makes that raise its own
+    request's problem. So the run stops with nothing dead, and the next one sends the rest."""
+    events = [order_event(n) for n in range(80)]
+    broken = runtime(tmp_path, sandbox, BrokenFromOrder(1040), concurrency=8)
+    with pytest.raises(SendingStopped):
+        broken.run(events)
+    at_stop = counts(tmp_path)
+    assert "dead" not in at_stop, at_stop
+    assert at_stop["pending"] >= INTERNAL_ERRORS_TO_STOP, at_stop
+
+    summary = runtime(tmp_path, sandbox, None, concurrency=8).run(events)
+    assert (summary.dead, counts(tmp_path)) == (0, {"delivered": 80})
