@@ -8,8 +8,8 @@ is that job's dead letter. Many in a row are not the requests' fault but a bug (
 transport or auth flow of a program that embeds it), so such a job waits, ``pending``: an answer to a send
 started after it makes it a dead letter (the send path works; it was its request's own problem), while
 ``INTERNAL_ERRORS_TO_STOP`` in a row stop the run, and they stay ``pending`` with everything not yet sent, for
-the run after the fix. An answer to a send that was already in flight when they raised proves nothing about
-the send path now, so a bug that appears mid-run, with answers still coming in, costs no dead letters
+the run after the fix. An answer to a send started before the one that raised says nothing about the send path
+since, so a bug that appears mid-run, with the answers of earlier sends still coming in, costs no dead letters
 either."""
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class DeliveryWorkers:
                 self.sending -= 1
             if self._raised:
                 # A send started after them was answered: the send path works, each was its request's own.
-                # (An answer to a send already in flight when they raised says nothing about it now.)
+                # (An answer to a send started before them says nothing about the send path since.)
                 self.settle_raised(before=number)
             self._count(job, outcome, log_info)
 

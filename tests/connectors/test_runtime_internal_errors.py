@@ -145,8 +145,8 @@ def test_a_bug_that_starts_mid_run_dead_letters_nothing_even_with_answers_still_
 ) -> None:
     """The send path breaks for every request from some point on (a deploy, a token format), while earlier
     requests are still in flight at concurrency 8. Their answers come after the first raises, yet they prove
-    nothing about the send path now: only an answer to a request sent after a raise makes that raise its own
-    request's problem. So the run stops with nothing dead, and the next one sends the rest."""
+    nothing about the send path since: only an answer to a request sent after the one that raised makes that
+    raise its own request's problem. So the run stops with nothing dead, and the next one sends the rest."""
     events = [order_event(n) for n in range(80)]
     broken = runtime(tmp_path, sandbox, BrokenFromOrder(1040), concurrency=8)
     with pytest.raises(SendingStopped):
