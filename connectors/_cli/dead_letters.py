@@ -9,7 +9,7 @@ from pathlib import Path
 
 from shipmap.connectors._config import journal_path_of
 from shipmap.connectors._errors import ConfigError
-from shipmap.connectors._store._journal import open_readonly
+from shipmap.connectors._store._journal import JournalEntry, RejectedInput, open_readonly
 from shipmap.connectors._store._journal_pg import display_url, is_database_url
 
 _EXCERPT = 400
@@ -32,46 +32,62 @@ def run(args: argparse.Namespace) -> int:
     if found is None:
         print(f"no journal at {display_location(path)}: nothing was run yet")
         return 0
-    with found as journal:
-        dead = journal.dead_letters(args.key)
-        rejected = [] if args.key else journal.rejected()
     out = sys.stdout
+    # Streamed a page at a time: a week of a broken mapping's dead letters never sits in memory at once.
+    with found as journal:
+        dead = rejected = 0
+        for page in journal.dead_letter_pages(args.key):
+            dead += len(page)
+            for entry in page:
+                out.write(_json_line(entry) if args.json else _text_lines(entry))
+        for bad_page in () if args.key else journal.rejected_pages():
+            rejected += len(bad_page)
+            for bad in bad_page:
+                out.write(_json_rejected(bad) if args.json else _text_rejected(bad))
     if args.json:
-        for entry in dead:
-            record = {
-                "key": entry.key,
-                "mapping": entry.mapping,
-                "target": entry.target or None,
-                "status": entry.status,
-                "attempts": entry.attempts,
-                "reason": entry.reason,
-                "response_excerpt": entry.response_excerpt,
-                "origin": entry.origin,
-                "url": entry.url,
-            }
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        for bad in rejected:
-            out.write(
-                json.dumps({"rejected": bad.origin, "reason": bad.reason, "excerpt": bad.excerpt}) + "\n"
-            )
         return 0
     if not dead and not rejected:
         print("no dead letters")
         return 0
-    for entry in dead:
-        target = f"{entry.mapping}.{entry.target}" if entry.target else f"{entry.mapping} (mapping)"
-        status = f"HTTP {entry.status}" if entry.status else "no response"
-        out.write(f"{entry.key}  {target}  {status}  attempts {entry.attempts}  from {entry.origin or '-'}\n")
-        out.write(f"    reason: {_one_line(entry.reason or '')}\n")
-        if entry.response_excerpt:
-            out.write(f"    response: {_one_line(entry.response_excerpt)[:_EXCERPT]}\n")
-    for bad in rejected:
-        out.write(f"rejected input {bad.origin}: {bad.reason}\n")
-        if bad.excerpt:
-            out.write(f"    text: {_one_line(bad.excerpt)[:_EXCERPT]}\n")
-    out.write(f"{len(dead)} dead letter{'s' if len(dead) != 1 else ''}, {len(rejected)} rejected input record"
-              f"{'s' if len(rejected) != 1 else ''}\n")  # fmt: skip
+    out.write(f"{dead} dead letter{'s' if dead != 1 else ''}, {rejected} rejected input record"
+              f"{'s' if rejected != 1 else ''}\n")  # fmt: skip
     return 0
+
+
+def _json_line(entry: JournalEntry) -> str:
+    record = {
+        "key": entry.key,
+        "mapping": entry.mapping,
+        "target": entry.target or None,
+        "status": entry.status,
+        "attempts": entry.attempts,
+        "reason": entry.reason,
+        "response_excerpt": entry.response_excerpt,
+        "origin": entry.origin,
+        "url": entry.url,
+    }
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def _text_lines(entry: JournalEntry) -> str:
+    target = f"{entry.mapping}.{entry.target}" if entry.target else f"{entry.mapping} (mapping)"
+    status = f"HTTP {entry.status}" if entry.status else "no response"
+    lines = f"{entry.key}  {target}  {status}  attempts {entry.attempts}  from {entry.origin or '-'}\n"
+    lines += f"    reason: {_one_line(entry.reason or '')}\n"
+    if entry.response_excerpt:
+        lines += f"    response: {_one_line(entry.response_excerpt)[:_EXCERPT]}\n"
+    return lines
+
+
+def _json_rejected(bad: RejectedInput) -> str:
+    return json.dumps({"rejected": bad.origin, "reason": bad.reason, "excerpt": bad.excerpt}) + "\n"
+
+
+def _text_rejected(bad: RejectedInput) -> str:
+    lines = f"rejected input {bad.origin}: {bad.reason}\n"
+    if bad.excerpt:
+        lines += f"    text: {_one_line(bad.excerpt)[:_EXCERPT]}\n"
+    return lines
 
 
 def display_location(location: Path | str) -> str:

@@ -16,6 +16,7 @@ from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
 from shipmap.connectors._serve._enrich import refetch_documents
 from shipmap.connectors._serve._replays import ReplayRequests, replays_path
+from shipmap.connectors._store._journal import open_readonly
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -43,13 +44,13 @@ def register(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
-    waiting = runtime.dead_letters(args.key)
+    waiting = _dead_letter_count(runtime, args.key)
     if not waiting:
         print("no dead letters to replay" + (" with those keys" if args.key else ""))
         return EXIT_OK
     journal = runtime.config.journal.path if runtime.config.journal.url is None else None  # SQLite's only
     if journal is not None and ReplayRequests.service_running(replays_path(journal)):
-        return _through_service(args, replays_path(journal), len(waiting))
+        return _through_service(args, replays_path(journal), waiting)
     declared = enrichments(runtime.config) if args.refetch and runtime.config.sources else {}
 
     async def refetching(progress: Callable[[Progress], None] | None) -> RunSummary:
@@ -69,6 +70,15 @@ def run(args: argparse.Namespace) -> int:
     )
     print_summary(summary, sys.stdout)
     return exit_code(summary)
+
+
+def _dead_letter_count(runtime: Runtime, keys: list[str] | None) -> int:
+    """Counted, not read: the replay itself reads them a page at a time."""
+    journal = open_readonly(runtime.config.journal.location)
+    if journal is None:
+        return 0
+    with journal:
+        return journal.dead_letter_count(keys)
 
 
 def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:

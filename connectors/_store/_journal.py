@@ -606,6 +606,16 @@ class Journal:
     def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
         return _matching(list(self.entries("dead")), keys)
 
+    def dead_letter_count(self, keys: Sequence[str] | None = None) -> int:
+        """How many dead letters there are (those whose key starts with one of ``keys``), counted, not read."""
+        prefixes = list(dict.fromkeys(keys or ()))
+        if not prefixes:
+            return self._count_where("state = 'dead'", ())
+        matches = " OR ".join(["substr(key, 1, ?) = ?"] * len(prefixes))
+        return self._count_where(
+            f"state = 'dead' AND ({matches})", [part for k in prefixes for part in (len(k), k)]
+        )
+
     def dead_letter_pages(
         self, keys: Sequence[str] | None = None, *, limit: int = 1000
     ) -> Iterator[list[JournalEntry]]:
@@ -642,8 +652,27 @@ class Journal:
         rows = self._db.execute("SELECT origin, reason, excerpt, at FROM rejected ORDER BY id").fetchall()
         return [RejectedInput(*row) for row in rows]
 
+    def rejected_pages(self, *, limit: int = 1000) -> Iterator[list[RejectedInput]]:
+        """The rejected input records, a page at a time in the order they were first recorded."""
+        after = 0
+        while True:
+            rows = self._db.execute(
+                "SELECT id, origin, reason, excerpt, at FROM rejected WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            if rows:
+                yield [RejectedInput(*row[1:]) for row in rows]
+            if len(rows) < limit:
+                return
+            after = rows[-1][0]
+
     def _count(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def _count_where(self, condition: str, parameters: Sequence[object]) -> int:
+        return int(
+            self._db.execute(f"SELECT COUNT(*) FROM deliveries WHERE {condition}", parameters).fetchone()[0]
+        )
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()

@@ -544,3 +544,23 @@ def test_both_backends_hand_a_replay_its_dead_letters_a_page_at_a_time(location:
         assert rest == ["dead2", "dead3", "dead4"]
         only = journal.dead_letter_pages(["dead3"], limit=2)
         assert [[entry.key for entry in page] for page in only] == [["dead3"]]
+
+
+def test_both_backends_count_dead_letters_by_key_prefix_and_page_rejected_records(location: str) -> None:
+    """What `shipmap dead-letters` and `shipmap replay` read: a count (not the rows) and the rejected input
+    records a page at a time, in the order they were recorded."""
+    with Journal(location) as journal:
+        for key in ("abc1", "abc2", "abd3", "x_%4"):
+            pending(journal, key)
+            journal.mark_dead(key, source_digest="d" * 64, mapping="m", target="t", reason="400")
+        pending(journal, "abc9")  # pending, not dead: not counted
+        assert journal.dead_letter_count() == 4
+        assert journal.dead_letter_count(["abc"]) == 2
+        assert journal.dead_letter_count(["abc", "abd3", "abc1"]) == 3  # overlapping prefixes count once
+        assert journal.dead_letter_count(["x_%"]) == 1  # a prefix is text, not a LIKE pattern
+        assert journal.dead_letter_count(["x_"]) == 1 and journal.dead_letter_count(["x%"]) == 0
+        assert journal.dead_letter_count(["zzz"]) == 0
+        for line in range(1, 6):
+            journal.record_rejected(f"in.ndjson:{line}", "not JSON", "{broken")
+        pages = [[bad.origin for bad in page] for page in journal.rejected_pages(limit=2)]
+        assert pages == [["in.ndjson:1", "in.ndjson:2"], ["in.ndjson:3", "in.ndjson:4"], ["in.ndjson:5"]]

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
+from shipmap.connectors import EXIT_DEAD_LETTERS, Journal, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._cli.run import ProgressBar, run_with_progress
 from shipmap.connectors._runtime import Progress, RunSummary
@@ -95,6 +95,36 @@ def test_dead_letters_make_a_dedicated_exit_code_then_list_and_replay(
     assert main(["replay", str(config)]) == 0
     assert capsys.readouterr().out.strip() == "no dead letters to replay"
     assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1002"]
+
+
+def test_dead_letters_lists_more_than_a_page_each_once_with_the_totals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The listing reads the journal a thousand rows at a time: 2,501 dead letters and 1,001 rejected records
+    cross pages of both, and each is printed once."""
+    path = tmp_path / "journal.db"
+    with Journal(path) as journal, journal.transaction():
+        journal.put_source("d" * 64, '{"id":1}')
+        for number in range(2501):
+            key = f"{number:032x}"
+            journal.mark_pending(
+                key, source_digest="d" * 64, mapping="m", target="t", connection="fenix", method="POST",
+                url="http://127.0.0.1/x", payload={"id": "1"}, idempotency_key=None, origin=f"in.ndjson:{number}",
+            )  # fmt: skip
+            journal.mark_dead(
+                key, source_digest="d" * 64, mapping="m", target="t", reason="HTTP 400", status=400
+            )
+        for line in range(1001):
+            journal.record_rejected(f"in.ndjson:{line}", "not JSON", "{broken")
+    assert main(["dead-letters", "--journal", str(path)]) == 0
+    listing = capsys.readouterr().out
+    keys = re.findall(r"^([0-9a-f]{32})  m\.t  HTTP 400", listing, re.MULTILINE)
+    assert sorted(keys) == [f"{number:032x}" for number in range(2501)]
+    assert listing.count("rejected input in.ndjson:") == 1001
+    assert listing.endswith("2501 dead letters, 1001 rejected input records\n")
+    assert main(["dead-letters", "--journal", str(path), "--json", "--key", f"{0xA0:032x}"[:31]]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # with --key, no rejected
+    assert [r["key"] for r in records] == [f"{number:032x}" for number in range(0xA0, 0xB0)]
 
 
 def test_the_dry_run_prints_requests_with_no_secret_and_sends_nothing(
