@@ -423,6 +423,9 @@ def open_inbox(
 _COPIED = "id, source, webhook_id, topic, received_at, headers, body, documents, state, processed_at"
 
 
+_COPY_PAGE = 1000
+
+
 def copy_inbox(source: Path, destination: Journal) -> int:
     """Copy every row of the SQLite inbox file ``source`` into the inbox of ``destination``, a PostgreSQL
     journal's database whose inbox is empty: how many rows. Call it inside ``destination.transaction()``,
@@ -431,21 +434,25 @@ def copy_inbox(source: Path, destination: Journal) -> int:
     first service on PostgreSQL, and processed ones keep answering a repeated webhook id as a duplicate."""
     if destination.backend != "postgresql" or destination.path is not None:
         raise JournalError(f"an inbox is copied into a postgresql:// journal only, not {destination.name}")
-    with Inbox(source, readonly=True) as inbox:
-        rows = inbox._db.execute(f"SELECT {_COPIED} FROM inbox ORDER BY id").fetchall()
     held = int(destination._db.execute("SELECT count(*) FROM inbox").fetchone()[0])
     if held:
         raise JournalError(
             f"the inbox in {destination.name} is not empty ({held} webhooks); copy into an empty one"
         )
     marks = ", ".join("?" * len(_COPIED.split(",")))
-    destination._db.executemany(
-        f"INSERT INTO inbox ({_COPIED}) VALUES ({marks})",
-        [(*row[:6], bytes(row[6]), *row[7:]) for row in rows],
-    )
-    if rows:  # the next webhook accepted on PostgreSQL gets an id after the copied ones
-        destination._db.execute("SELECT setval(pg_get_serial_sequence('inbox', 'id'), ?)", (rows[-1][0],))
-    return len(rows)
+    copied, last_id = 0, None
+    with Inbox(source, readonly=True) as inbox:
+        cursor = inbox._db.execute(f"SELECT {_COPIED} FROM inbox ORDER BY id")
+        # A page at a time: an inbox of a million webhook bodies never sits in memory at once.
+        while rows := cursor.fetchmany(_COPY_PAGE):
+            destination._db.executemany(
+                f"INSERT INTO inbox ({_COPIED}) VALUES ({marks})",
+                [(*row[:6], bytes(row[6]), *row[7:]) for row in rows],
+            )
+            copied, last_id = copied + len(rows), rows[-1][0]
+    if last_id is not None:  # the next webhook accepted on PostgreSQL gets an id after the copied ones
+        destination._db.execute("SELECT setval(pg_get_serial_sequence('inbox', 'id'), ?)", (last_id,))
+    return copied
 
 
 def _version_problem(name: str, version: int, readonly: bool) -> str | None:
