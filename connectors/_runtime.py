@@ -78,14 +78,7 @@ class Runtime:
     ) -> None:
         self.config = config
         self.redactor = redactor if redactor is not None else Redactor()
-        for secret in config.secrets:
-            self.redactor.add(secret)
-        for connection in config.connections:
-            for secret in connection.auth.secrets():
-                self.redactor.add(secret)
-            for name, value in connection.headers.items():
-                if is_sensitive_name(name):
-                    self.redactor.add(value)
+        register_secrets(config, self.redactor)
         self.mapper = EventMapper(config, self.redactor)
         self.routes: tuple[PlannedRoute, ...] = self.mapper.routes
         self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
@@ -101,6 +94,9 @@ class Runtime:
         self._running = threading.Lock()
         # The summary of the run in progress (or the last one): ``shipmap serve`` reads it for /metrics.
         self.live: RunSummary | None = None
+        # Connections a reload moved to another base_url, in order: the next run points their pending
+        # deliveries there too. (name, old base_url, new base_url)
+        self._moves: list[tuple[str, str, str]] = []
 
     @classmethod
     def from_config(
@@ -131,11 +127,37 @@ class Runtime:
         return cls(config, transport=transport, seed=seed)
 
     def use_mapper(self, mapper: EventMapper) -> None:
-        """Map the next runs' events with ``mapper``, built for this runtime's connections from its config
-        with other ``mappings`` and ``events`` (a service's reload). Between runs only: ConfigError while one
-        is in progress (what it maps, journals and sends stays the old mapper's)."""
+        """Map the next runs' events with ``mapper`` and send them over its config's connections, with its
+        delivery settings (a service's reload). A connection whose settings did not change keeps its auth
+        object, so a Fenix session goes on; a changed or added one gets a new one, and its breaker (in this
+        process's store) closes: what it saw was about the old endpoint or credentials. A connection moved to
+        another ``base_url`` takes its pending deliveries along: the next run points them there before it
+        sends them. Secrets are registered with the redactor before anything can log them. Between runs only:
+        ConfigError while one is in progress (what it maps, journals and sends stays the old mapper's)."""
         with self._exclusive():
-            self.mapper, self.routes, self.config = mapper, mapper.routes, mapper.config
+            config = mapper.config
+            register_secrets(config, self.redactor)
+            auths: dict[str, ShipmapAuth] = {}
+            for connection in config.connections:
+                name, earlier = connection.name, self.connections.get(connection.name)
+                if earlier == connection:
+                    auths[name] = self.auths[name]
+                    continue
+                auths[name] = connection.auth.build(connection.base_url, self.redactor)
+                if earlier is None:
+                    continue
+                if earlier.base_url != connection.base_url:
+                    self._moves.append((name, earlier.base_url, connection.base_url))
+                # What its breaker saw was about the old endpoint or credentials.
+                new_endpoint = (earlier.base_url, earlier.auth, earlier.headers) != (
+                    connection.base_url, connection.auth, connection.headers
+                )  # fmt: skip
+                if new_endpoint and isinstance(self.breaker_store, MemoryStore):
+                    self.breaker_store.close_breaker(name)
+            self.mapper, self.routes, self.config = mapper, mapper.routes, config
+            # New dicts, not updated in place: a service's other thread may be reading the old ones.
+            self.connections = {c.name: c for c in config.connections}
+            self.auths = auths
 
     # --- public entry points ------------------------------------------------------------------------------
 
@@ -293,6 +315,11 @@ class _Execution:
         self.total = total
         self.summary = runtime.live = RunSummary()
         self.started = time.perf_counter()
+        moves, runtime._moves = runtime._moves, []
+        for name, old, new in moves:  # before recovery reads the pending rows
+            moved = journal.move_pending(name, old, new)
+            runtime._log.info("connections.%s: base_url changed: %d pending deliver%s journaled for the old one"
+                              " go to the new one", name, moved, "y" if moved == 1 else "ies")  # fmt: skip
         self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, runtime._log)
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
@@ -403,6 +430,19 @@ class _Execution:
                 total=self.total,
             )
         )
+
+
+def register_secrets(config: RuntimeConfig, redactor: Redactor) -> None:
+    """Every secret ``config`` holds, for ``redactor`` to hide: those its file read through references, each
+    connection's credentials, and the values of its headers whose names say they are secret."""
+    for secret in config.secrets:
+        redactor.add(secret)
+    for connection in config.connections:
+        for secret in connection.auth.secrets():
+            redactor.add(secret)
+        for name, value in connection.headers.items():
+            if is_sensitive_name(name):
+                redactor.add(value)
 
 
 def _run_sync(coroutine: Any) -> RunSummary:

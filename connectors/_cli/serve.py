@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         hooks = ", ".join(f"{url}/hooks/{name}" for name in settings.sources)
         print(
-            f"shipmap serve: listening on {url} ({hooks}); SIGTERM drains and stops, SIGHUP reloads sources and mappings",
+            f"shipmap serve: listening on {url} ({hooks}); SIGTERM drains and stops, SIGHUP reloads the config",
             flush=True,
         )
 

@@ -132,6 +132,14 @@ class MemoryStore:
     def rate(self, name: str) -> RateState:
         return self._rates.setdefault(name, RateState())
 
+    def close_breaker(self, name: str) -> None:
+        """Close ``name``'s breaker: its endpoint or credentials changed (a reload), so the failures it
+        counted say nothing about them. Its count of openings stays (a metric that only goes up)."""
+        state = self._breakers.get(name)
+        if state is not None:
+            state.phase, state.failures, state.reason = "closed", 0, ""
+            state.retry_at = state.cooldown = 0.0
+
 
 class Outage(Exception):
     """The breaker stayed open past ``outage_wait``: leave the delivery pending for a later run."""

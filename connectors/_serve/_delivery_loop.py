@@ -131,8 +131,9 @@ class DeliveryLoop:
             _call_in(loop, feed.wakeup.set)
 
     def use_mapper(self, mapper: EventMapper) -> None:
-        """A reload's mappings: the run in progress ends once the events handed to it are journaled (they go as
-        mapped), and the next maps with ``mapper``, as do the replays between them."""
+        """A reload's mappings, connections and delivery settings (``mapper.config``): the run in progress ends
+        once the events handed to it are journaled (they go as mapped), and the next maps and sends with
+        ``mapper``, as do the replays between them."""
         with self._mapper_lock:
             self._next_mapper = mapper
         feed, loop = self._feed, self._loop
@@ -215,8 +216,9 @@ class DeliveryLoop:
             mapper, self._next_mapper = self._next_mapper, None
         if mapper is not None:
             self.runtime.use_mapper(mapper)
-            self._log.info("mappings of the last reload in use: the events delivery takes from now on, and"
-                           " replays, are mapped with them; deliveries already journaled go as mapped")  # fmt: skip
+            self._log.info("the last reload's mappings, connections and delivery settings in use: the events"
+                           " delivery takes from now on, and replays, are mapped and sent with them; deliveries"
+                           " already journaled go as mapped, to their URLs")  # fmt: skip
 
     async def _stall(self, stopped: SendingStopped, feed: InboxFeed, wait: float) -> float:
         """Wait before the next run, after one whose sends kept raising; return the wait after this one. Intake

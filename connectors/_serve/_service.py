@@ -42,7 +42,7 @@ from .._errors import ConfigError
 from .._local_server import bind  # one way to bind a listening socket (port 0 known at once)
 from .._map._mapper import EventMapper
 from .._redact import get_logger
-from .._runtime import RunSummary, Runtime
+from .._runtime import RunSummary, Runtime, register_secrets
 from ._app import ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import DEDUP_WINDOW, InboxError, InboxStore, SharedIntake
@@ -83,6 +83,10 @@ class Service:
         self.url: str | None = None
         self._state: ServiceState | None = None  # while serving
         self._started_with = _sections(runtime.config.file)  # what a reload compares the file with
+        # Enrichment's clients are built at start, over these connections: a reload keeps them as they are.
+        self._enrichment_connections = frozenset(
+            source.enrich.connection for source in self.settings.sources.values() if source.enrich is not None
+        )
         self._mapper = runtime.mapper  # the mappings of the last reload that changed them (the next runs')
         self._delivery: DeliveryLoop | None = None  # while serving
         self._reloading: asyncio.Lock | None = None
@@ -97,18 +101,21 @@ class Service:
 
         - its ``sources`` to intake: secrets, signatures, rate limits, body caps, kept headers, sources added or
           removed. The next request finds them; one in progress ends under the old ones;
-        - its ``mappings`` and ``events`` (and the mapping files' contents) to delivery: the run in progress
-          ends once the events handed to it are journaled (they go as mapped), and the events after them, and
-          replays, are mapped with the new ones, over the connections the service started with.
+        - its ``mappings``, ``events``, ``connections`` and ``delivery`` (and the mapping files' contents) to
+          delivery: the run in progress ends once the events handed to it are journaled (they go as mapped, to
+          the URLs they were journaled with), and the events after them, and replays, are mapped and sent with
+          the new ones. A connection that did not change keeps its auth session; one that did, or a new one,
+          logs in afresh.
 
-        Nothing else is applied: the other sections it finds changed are named in ``not_applied`` (a restart
-        applies them; SIGTERM drains).
+        Nothing else is applied: the other sections it finds changed (``journal``, ``serve``, and the
+        connections enrichment fetches over, whose clients are built at start) are named in ``not_applied``
+        (a restart applies them; SIGTERM drains).
 
         ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
         loads its config. Raises ConfigError or MappingError, located in its file, when the config or a mapping
-        is wrong, a mapping needs a connection the service did not start with, a source's ``enrich`` (the
-        delivery side's, set at start) changed, or reading it all outlives ``RELOAD_DEADLINE_S``: the running
-        sources and mappings then stay as they were."""
+        is wrong, a connection the service runs with is gone from the file, a source's ``enrich`` (the delivery
+        side's, set at start) changed, or reading it all outlives ``RELOAD_DEADLINE_S``: the running sources,
+        mappings, connections and delivery settings then stay as they were."""
         if self._reloading is None:
             self._reloading = asyncio.Lock()
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
@@ -119,7 +126,9 @@ class Service:
                 )
             try:  # a file on a mount that hangs must not hold every later reload
                 async with asyncio.timeout(RELOAD_DEADLINE_S):
-                    config, sections, mapper = await asyncio.to_thread(_read_again, file, self.runtime)
+                    config, sections, mapper = await asyncio.to_thread(
+                        _read_again, file, self.runtime, self._enrichment_connections
+                    )
             except TimeoutError:
                 raise ConfigError(
                     f"reading the config file, its secrets and its mappings took more than"
@@ -141,10 +150,12 @@ class Service:
                         " side, set at start; restart the service to add it",
                         ("sources", name, "enrich"),
                     )
-            for secret in config.secrets:
-                self.runtime.redactor.add(secret)
+            register_secrets(config, self.runtime.redactor)
             changed = tuple(_source_changes(before, sources))
-            remapped = tuple(_mapping_changes(self._mapper, mapper))
+            remapped = (
+                *_mapping_changes(self._mapper, mapper),
+                *_delivery_changes(self._mapper.config, mapper.config),
+            )
             self.settings = dataclasses.replace(self.settings, sources=sources)
             if self._state is not None:
                 self._state.replace_sources(sources)
@@ -154,29 +165,31 @@ class Service:
                     self._delivery.use_mapper(mapper)
                 else:
                     self.runtime.use_mapper(mapper)
-            return Reloaded(changed + remapped, tuple(_not_applied(self._started_with, sections)))
+            return Reloaded(
+                changed + remapped,
+                tuple(_not_applied(self._started_with, sections, self._enrichment_connections)),
+            )
 
     async def _reload_logged(self) -> None:
         """SIGHUP: reload, and say in the log what came of it (never a value)."""
         try:
             reloaded = await self.reload()
         except ShipmapError as error:
-            self._log.error("reload refused; the running sources and mappings stay: %s", error)
+            self._log.error("reload refused; the running configuration stays: %s", error)
             return
         except Exception as error:  # a bug: the service goes on as it was, and says so without a traceback
             self._log.error(
-                "reload failed; the running sources and mappings stay: %s: %s", type(error).__name__, error
+                "reload failed; the running configuration stays: %s: %s", type(error).__name__, error
             )
             return
         self._log.info(
             "reloaded %s: %s",
             self.runtime.config.file,
-            "; ".join(reloaded.changed) if reloaded.changed else "no change to sources or mappings",
+            "; ".join(reloaded.changed) if reloaded.changed else "no change it applies",
         )
         if reloaded.not_applied:
             self._log.warning(
-                "%s changed in %s but a reload applies sources, mappings and events only: restart to apply"
-                " (SIGTERM drains)",
+                "%s changed in %s but a reload does not apply it: restart to apply (SIGTERM drains)",
                 ", ".join(reloaded.not_applied),
                 self.runtime.config.file,
             )
@@ -440,8 +453,9 @@ class Service:
 @dataclass(frozen=True)
 class Reloaded:
     """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
-    mappings entry (``mappings[0] shopify-order: changed``) and ``events``; ``not_applied``, the other parts
-    of the config found changed, which wait for a restart."""
+    mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url``),
+    ``events`` and ``delivery: retry``; ``not_applied``, the other parts of the config found changed, which
+    wait for a restart."""
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
@@ -458,23 +472,27 @@ def _sections(file: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
+def _read_again(
+    file: str, runtime: Runtime, kept: frozenset[str]
+) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
     """The config file read again, its sections as written, and a mapper of its ``mappings`` and ``events``
-    over the running connections (its mapping files loaded and compiled)."""
+    over its ``connections`` and ``delivery`` (its mapping files loaded and compiled). The connections named
+    in ``kept`` stay as they run (enrichment's)."""
     config = load_config(file)
-    running = {connection.name for connection in runtime.config.connections}
-    for index, entry in enumerate(config.mappings):
-        for name, target in entry.targets.items():
-            if target.connection is not None and target.connection not in running:
-                raise config.error(
-                    f"connection '{target.connection}' is not one this service started with: a reload does"
-                    " not add connections; restart the service to apply this change",
-                    ("mappings", index, "targets", name, "connection"),
-                )
+    running = {connection.name: connection for connection in runtime.config.connections}
+    gone = sorted(running.keys() - {connection.name for connection in config.connections})
+    if gone:
+        raise config.error(
+            f"connection '{gone[0]}' is gone from the file: a reload does not remove connections (deliveries"
+            " pending in the journal may need it); restart the service to remove it",
+            ("connections",),
+        )
     remapped = dataclasses.replace(
         runtime.config,
+        connections=tuple(running[c.name] if c.name in kept else c for c in config.connections),
         mappings=config.mappings,
         events=config.events,
+        delivery=config.delivery,
         base_dir=config.base_dir,
         locations=config.locations,
     )
@@ -523,10 +541,43 @@ def _mapping_changes(before: EventMapper, after: EventMapper) -> Iterator[str]:
             yield f"mappings[{index}] {after.routes[index].mapping.name}: changed"
 
 
-def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[str]:
-    """The sections other than sources, mappings and events that differ from the file the service started
-    with. (Credentials written as references need no reload: each connection reads them again itself, at a
-    login or a 401.)"""
-    for key in sorted((started.keys() | now.keys()) - {"sources", "mappings", "events"}):
+def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[str]:
+    """One line per connection added or changed, with the settings that changed (``connections.fenix:
+    base_url, auth``; never a value), and ``delivery`` with its own."""
+    connections = {c.name: c for c in before.connections}
+    for connection in after.connections:
+        earlier = connections.get(connection.name)
+        if earlier is None:
+            yield f"connections.{connection.name}: added"
+        elif earlier != connection:
+            yield f"connections.{connection.name}: {', '.join(_fields_changed(earlier, connection))}"
+    if before.delivery != after.delivery:
+        yield f"delivery: {', '.join(_fields_changed(before.delivery, after.delivery))}"
+
+
+def _fields_changed(before: Any, after: Any) -> list[str]:
+    return [
+        field.name
+        for field in dataclasses.fields(before)
+        if field.compare and getattr(before, field.name) != getattr(after, field.name)
+    ]
+
+
+_APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"})
+
+
+def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: frozenset[str]) -> Iterator[str]:
+    """The sections a reload does not apply that differ from the file the service started with, and the
+    connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload: each
+    connection reads them again itself, at a login or a 401.)"""
+    for key in sorted((started.keys() | now.keys()) - _APPLIED):
         if started.get(key) != now.get(key):
             yield key
+    connections = (_mapping_or_empty(started.get("connections")), _mapping_or_empty(now.get("connections")))
+    for name in sorted(kept):
+        if connections[0].get(name) != connections[1].get(name):
+            yield f"connections.{name} (enrichment's: set at start)"
+
+
+def _mapping_or_empty(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

@@ -543,6 +543,17 @@ class Journal:
         )
         return int(cursor.rowcount) == 1
 
+    def move_pending(self, connection: str, old_base_url: str, new_base_url: str) -> int:
+        """Point the pending deliveries of ``connection`` journaled for ``old_base_url`` at ``new_base_url``
+        (the rest of each URL kept): the connection was moved by a reload. How many were."""
+        old_prefix, new_prefix = old_base_url.rstrip("/") + "/", new_base_url.rstrip("/") + "/"
+        moved = self._db.execute(
+            """UPDATE deliveries SET url = ? || substr(url, ?)
+               WHERE state = 'pending' AND connection = ? AND substr(url, 1, ?) = ?""",
+            (new_prefix, len(old_prefix) + 1, connection, len(old_prefix), old_prefix),
+        )
+        return int(moved.rowcount)
+
     def mark_resolved(self, key: str, reason: str) -> None:
         """Close a dead letter that a replay superseded (its event was re-mapped into other deliveries)."""
         self._db.execute(

@@ -564,3 +564,29 @@ def test_both_backends_count_dead_letters_by_key_prefix_and_page_rejected_record
             journal.record_rejected(f"in.ndjson:{line}", "not JSON", "{broken")
         pages = [[bad.origin for bad in page] for page in journal.rejected_pages(limit=2)]
         assert pages == [["in.ndjson:1", "in.ndjson:2"], ["in.ndjson:3", "in.ndjson:4"], ["in.ndjson:5"]]
+
+
+def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url(location: str) -> None:
+    """A reload moved a connection: its pending deliveries journaled for the old base_url go to the new one,
+    the rest of each URL kept; delivered ones, other connections' and other bases' stay as they are."""
+    with Journal(location) as journal:
+        pending(journal, "p1", url="http://old.example/api/v1/orders/1/created")
+        pending(journal, "p2", url="http://old.example/api/v1/orders/2/created")
+        pending(journal, "other", url="http://old.example/api/v1/orders/3/created", connection="dg")
+        pending(journal, "elsewhere", url="http://older.example/api/v1/orders/4/created")
+        pending(journal, "done", url="http://old.example/api/v1/orders/5/created")
+        journal.mark_delivered("done", status=200, attempts=1)
+        assert journal.move_pending("fenix", "http://old.example/api/", "https://new.example:8443/fenix") == 2
+        urls = {
+            key: entry.url
+            for key in ("p1", "p2", "other", "elsewhere", "done")
+            if (entry := journal.get(key))
+        }
+        assert urls == {
+            "p1": "https://new.example:8443/fenix/v1/orders/1/created",
+            "p2": "https://new.example:8443/fenix/v1/orders/2/created",
+            "other": "http://old.example/api/v1/orders/3/created",
+            "elsewhere": "http://older.example/api/v1/orders/4/created",
+            "done": "http://old.example/api/v1/orders/5/created",
+        }
+        assert journal.move_pending("fenix", "http://old.example/api", "https://x.example") == 0  # none left

@@ -1,7 +1,7 @@
 """``kill -HUP`` of a live ``shipmap serve``: the config file is read again and its sources applied without a
 restart, as a webhook secret rotation needs (add the new secret, switch the platform, drop the old one), and
 its mappings, as a mapping fix needs (reload, then replay the dead letters). A bad file, or a change a reload
-cannot make, is refused in the log with its place in the file, and the running sources and mappings stay.
+cannot make, is refused in the log with its place in the file, and the running configuration stays.
 Secrets come from ``${file:...}`` references, read again at each reload."""
 
 from __future__ import annotations
@@ -97,18 +97,23 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             assert app_status(client, "a4") == 429  # its limit did not change: a reload keeps its tokens
 
             # 2. The platform signs with the new secret: the old one is dropped. app's limit changes (a new
-            # bucket, full). A connection changed too, which a reload does not apply: the log says so.
+            # bucket, full). A connection's headers change (applied to delivery) and
+            # serve's drain_timeout, which a reload does not apply: the log says so.
             step2 = step1.replace(f'secret: ["{new_file}", "{old_file}"]', f'secret: "{new_file}"')
             step2 = step2.replace(
                 "rate_limit: {per_second: 0.01, burst: 3}", "rate_limit: {per_second: 1, burst: 3}"
             )
-            step2 = step2.replace("store_name: demo-store", "store_name: other-store")
+            step2 = step2.replace(
+                "  dg:\n    api: dg\n", "  dg:\n    api: dg\n    headers: {X-Shipmap-Test: reload}\n"
+            )
+            step2 = step2.replace("drain_timeout: 30s", "drain_timeout: 20s")
             line = reload(step2, "reloaded ")
-            assert line.rstrip().endswith("serve.yaml: app: rate_limit; shop: secrets"), line
+            assert line.rstrip().endswith(
+                "serve.yaml: app: rate_limit; shop: secrets; connections.dg: headers"
+            ), line
             assert app_status(client, "a5") == 200
             assert any(
-                "connections changed in" in line
-                and "a reload applies sources, mappings and events only: restart to apply" in line
+                "serve changed in" in line and "but a reload does not apply it: restart to apply" in line
                 for line in serve.errors
             ), serve.errors[-5:]
             assert (status(client, "shop", OLD, "r7"), status(client, "shop", NEW, "r8")) == (401, 200)
@@ -117,7 +122,7 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             broken = step2.replace(
                 "rate_limit: {per_second: 1, burst: 3}", 'rate_limit: {per_second: "fast"}'
             )
-            line = reload(broken, "reload refused; the running sources and mappings stay: ")
+            line = reload(broken, "reload refused; the running configuration stays: ")
             assert re.search(re.escape(str(serve.config)) + r":\d+:\d+: error: ", line), line
             assert "sources.app.rate_limit.per_second" in line, line
 
@@ -125,7 +130,7 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             enriched = step2.replace(
                 "products: /v2/orders/{payload.data.id}/products", "products: /v3/products"
             )
-            line = reload(enriched, "reload refused; the running sources and mappings stay: ")
+            line = reload(enriched, "reload refused; the running configuration stays: ")
             assert "sources.bc.enrich changed" in line and re.search(r"serve\.yaml:\d+:\d+: error", line), (
                 line
             )
@@ -158,9 +163,7 @@ def test_a_reload_that_fails_unexpectedly_is_logged_and_the_service_goes_on(
     service.reload = broken  # type: ignore[method-assign]
     with caplog.at_level("ERROR", logger="shipmap.connectors"):
         asyncio.run(service._reload_logged())
-    assert (
-        "reload failed; the running sources and mappings stay: RuntimeError: a bug in reload" in caplog.text
-    )
+    assert "reload failed; the running configuration stays: RuntimeError: a bug in reload" in caplog.text
     assert service.settings.sources is before
 
 
@@ -179,9 +182,9 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
     released = threading.Event()
     real = _service._read_again
 
-    def hanging(file: str, runtime: Runtime) -> Any:
+    def hanging(file: str, runtime: Runtime, kept: frozenset[str]) -> Any:
         released.wait(10)  # the first reload's reading hangs until the test lets it go
-        return real(file, runtime)
+        return real(file, runtime, kept)
 
     monkeypatch.setattr(_service, "RELOAD_DEADLINE_S", 0.2)
     monkeypatch.setattr(_service, "_read_again", hanging)
@@ -197,11 +200,11 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
         asyncio.run(twice())
     said = [r.getMessage() for r in caplog.records]
     refused = (
-        "reload refused; the running sources and mappings stay: error: reading the config file, its secrets and"
+        "reload refused; the running configuration stays: error: reading the config file, its secrets and"
         " its mappings took"
     )
     assert any(f"{refused} more than 0.2 s" in m for m in said), said
-    assert any(m.endswith("serve.yaml: no change to sources or mappings") for m in said), said
+    assert any(m.endswith("serve.yaml: no change it applies") for m in said), said
 
 
 def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_it(
@@ -238,7 +241,8 @@ def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_
         return lines[-1]
 
     def applied() -> int:
-        return sum("mappings of the last reload in use" in line for line in serve.errors)
+        return sum("the last reload's mappings, connections and delivery settings in use" in line
+                   for line in serve.errors)  # fmt: skip
 
     def post(client: httpx.Client, order_id: int) -> None:
         body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
@@ -271,7 +275,7 @@ def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_
 
             # 2. A mapping file that does not compile: refused, located in it; the running mapping stays.
             line = reload(packaged.replace(literal, 'source: {path: "id["}'), "reload refused; ")
-            assert re.search(r"stay: shopify_order\.yaml:107:\d+: error: JMESPath syntax error", line), line
+            assert re.search(r"stays: shopify_order\.yaml:107:\d+: error: JMESPath syntax error", line), line
             assert applied() == 1
 
             # 3. The fix: the next event and the replayed dead letter are both mapped with it.
@@ -295,18 +299,21 @@ def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_
         serve.kill()
 
 
-def test_a_reload_maps_over_the_connections_the_service_started_with(
+def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_change(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Mappings and events are applied (in a service not serving yet, to the runtime at once); a mapping
-    that needs a connection added by the same edit is refused, located, since connections wait for a restart."""
+    """Mappings, events, connections and delivery settings are applied (in a service not serving yet, to the
+    runtime at once). A connection that did not change keeps its auth object (its session); one added by the
+    same edit as a mapping that needs it is there for it; the connection enrichment fetches over stays as
+    started, named for a restart; and a connection gone from the file is refused, located."""
     for item in SERVE_FIXTURES.glob("*.yaml"):
         shutil.copy(item, tmp_path / item.name)
     for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
         monkeypatch.setenv(name, value)
     config = tmp_path / "serve.yaml"
     service = Service(Runtime.from_config(config))
-    started = service.runtime.mapper
+    runtime = service.runtime
+    started, fenix_auth, bc_store = runtime.mapper, runtime.auths["fenix"], runtime.connections["bc_store"]
     text = config.read_text()
 
     config.write_text(
@@ -314,20 +321,112 @@ def test_a_reload_maps_over_the_connections_the_service_started_with(
     )
     reloaded = asyncio.run(service.reload())
     assert reloaded.changed == ("events",) and reloaded.not_applied == ()
-    assert service.runtime.mapper is not started and service.runtime.config.events.routing == "first"
+    assert runtime.mapper is not started and runtime.config.events.routing == "first"
+    assert runtime.auths["fenix"] is fenix_auth  # unchanged: the same session goes on
 
-    added = text.replace(
-        "  bc_store:\n",
-        "  fenix2:\n    api: fenix\n    base_url: http://127.0.0.1:9\n    auth: {scheme: none}\n  bc_store:\n",
-    ).replace(
-        "  - mapping: shopify/order\n    topic: orders/create\n",
-        "  - mapping: shopify/order\n    topic: orders/create\n    targets: {order: {connection: fenix2}}\n",
+    added = (
+        text.replace(
+            "  bc_store:\n",
+            "  fenix2:\n    api: fenix\n    base_url: http://127.0.0.1:9/v2\n    auth: {scheme: none}\n  bc_store:\n",
+        )
+        .replace(
+            "  - mapping: shopify/order\n    topic: orders/create\n",
+            "  - mapping: shopify/order\n    topic: orders/create\n    targets: {order: {connection: fenix2}}\n",
+        )
+        .replace(  # two connections of api fenix now: the other mapping names its own
+            '    body: "@"\n', '    body: "@"\n    targets: {order: {connection: fenix}}\n'
+        )
+        .replace("max_attempts: 4,", "max_attempts: 6,")
+        .replace("header: X-Auth-Token", "header: X-Auth-Token-2")  # enrichment's connection
     )
     config.write_text(added)
+    reloaded = asyncio.run(service.reload())
+    assert reloaded.changed == (
+        "events",  # routing: back to its default
+        "mappings[0] shopify-order: changed",
+        "mappings[1] bigcommerce-order: changed",
+        "connections.fenix2: added",
+        "delivery: retry",
+    )
+    assert reloaded.not_applied == ("connections.bc_store (enrichment's: set at start)",)
+    assert runtime.config.delivery.retry.max_attempts == 6
+    assert runtime.connections["fenix2"].base_url == "http://127.0.0.1:9/v2" and "fenix2" in runtime.auths
+    assert runtime.connections["bc_store"] is bc_store and runtime.auths["fenix"] is fenix_auth
+    assert [route.targets["order"].connection.name for route in runtime.routes[:1]] == ["fenix2"]
+
+    # Fenix moves: a new auth object (a new login), and its breaker, which counted the old endpoint's
+    # failures, closes (its count of openings stays).
+    breaker = runtime.breaker_store.breaker("fenix")
+    breaker.phase, breaker.failures, breaker.opened = "open", 5, 1
+    moved = added.replace(
+        "    base_url: ${SANDBOX_URL}\n    auth:\n      scheme: fenix_session",
+        "    base_url: ${SANDBOX_URL}/moved\n    auth:\n      scheme: fenix_session",
+    )
+    assert moved != added
+    config.write_text(moved)
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: base_url",)
+    assert runtime.connections["fenix"].base_url == "http://127.0.0.1:9/moved"
+    assert runtime.auths["fenix"] is not fenix_auth
+    assert (breaker.phase, breaker.failures, breaker.opened) == ("closed", 0, 1)
+
+    config.write_text(
+        moved.replace("  fenix2:\n    api: fenix\n", "  fenix3:\n    api: fenix\n").replace(
+            "{connection: fenix2}", "{connection: fenix3}"
+        )
+    )
     with pytest.raises(ConfigError) as refused:
         asyncio.run(service.reload())
-    line = added.splitlines().index("    targets: {order: {connection: fenix2}}") + 1
-    assert f"serve.yaml:{line}:" in str(refused.value)
-    assert "connection 'fenix2' is not one this service started with" in str(refused.value)
-    assert "restart the service" in str(refused.value)
-    assert service.runtime.config.events.routing == "first"  # the last reload's mappings stay
+    assert re.search(
+        r"serve\.yaml:\d+:\d+: error: connection 'fenix2' is gone from the file", str(refused.value)
+    )
+    assert "restart the service to remove it" in str(refused.value)
+    assert "fenix2" in runtime.connections and runtime.config.delivery.retry.max_attempts == 6  # they stay
+
+
+def test_a_reload_moves_an_endpoint_and_the_deliveries_waiting_for_it_follow(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Fenix moved: the service runs with a base_url where nothing answers, so an order waits, pending, behind
+    the open breaker. The fixed base_url, applied by ``kill -HUP``, takes that order along (its URL points at
+    the new base, its breaker starts closed) and the next order too: each delivered once, nothing dead."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    working = serve.config.read_text()
+    fenix = "  fenix:\n    api: fenix\n    base_url: ${SANDBOX_URL}\n"
+    assert fenix in working
+    working = working.replace(
+        "delivery:\n",
+        "delivery:\n  breaker: {failures: 2, cooldown: 50ms, cooldown_cap: 100ms, outage_wait: 1s}\n",
+    )
+    serve.config.write_text(working.replace(fenix, fenix.replace("${SANDBOX_URL}", "http://127.0.0.1:9")))
+    serve.start()
+
+    def post(client: httpx.Client, order_id: int) -> None:
+        body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+        headers = shopify_headers(body, "orders/create", f"move{order_id}")
+        assert serve.post(client, "shop", body, headers).status_code == 200
+
+    def delivered() -> list[str]:
+        return sorted(str(r.order_id) for r in source_sandbox.requests(endpoint="fenix.orders"))
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            post(client, 7_200_001)
+            serve.wait_until(
+                lambda: any("fenix" in line and "left pending" in line for line in serve.errors),
+                timeout=30,
+                what="the order left pending behind fenix's open breaker",
+            )
+            serve.config.write_text(working)
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(lambda: delivered() == ["7200001"], timeout=30, what="the waiting order")
+            assert any("reloaded " in line and line.rstrip().endswith("connections.fenix: base_url")
+                       for line in serve.errors), serve.errors[-5:]  # fmt: skip
+            assert any("connections.fenix: base_url changed: 1 pending delivery journaled for the old one go to"
+                       " the new one" in line for line in serve.errors), serve.errors[-5:]  # fmt: skip
+            post(client, 7_200_002)
+            serve.wait_until(lambda: delivered() == ["7200001", "7200002"], timeout=30, what="the next order")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert not [line for line in serve.errors if "dead letter" in line], serve.errors
