@@ -97,6 +97,7 @@ class Runtime:
         # Connections a reload moved to another base_url, in order: the next run points their pending
         # deliveries there too. (name, old base_url, new base_url)
         self._moves: list[tuple[str, str, str]] = []
+        self._concurrency_override: int | None = None  # the command line's, which a reload keeps
 
     @classmethod
     def from_config(
@@ -124,7 +125,9 @@ class Runtime:
                 else {"url": None, "path": Path(journal).resolve()}
             )
             config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, **where))
-        return cls(config, transport=transport, seed=seed)
+        runtime = cls(config, transport=transport, seed=seed)
+        runtime._concurrency_override = concurrency
+        return runtime
 
     def use_mapper(self, mapper: EventMapper) -> None:
         """Map the next runs' events with ``mapper`` and send them over its config's connections, with its

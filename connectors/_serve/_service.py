@@ -487,12 +487,15 @@ def _read_again(
             " pending in the journal may need it); restart the service to remove it",
             ("connections",),
         )
+    delivery = config.delivery
+    if runtime._concurrency_override is not None:  # --concurrency outranks the file, as at start
+        delivery = dataclasses.replace(delivery, concurrency=runtime._concurrency_override)
     remapped = dataclasses.replace(
         runtime.config,
         connections=tuple(running[c.name] if c.name in kept else c for c in config.connections),
         mappings=config.mappings,
         events=config.events,
-        delivery=config.delivery,
+        delivery=delivery,
         base_dir=config.base_dir,
         locations=config.locations,
     )

@@ -311,7 +311,7 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
     for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
         monkeypatch.setenv(name, value)
     config = tmp_path / "serve.yaml"
-    service = Service(Runtime.from_config(config))
+    service = Service(Runtime.from_config(config, concurrency=3))  # as `shipmap serve --concurrency 3`
     runtime = service.runtime
     started, fenix_auth, bc_store = runtime.mapper, runtime.auths["fenix"], runtime.connections["bc_store"]
     text = config.read_text()
@@ -350,6 +350,7 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
     )
     assert reloaded.not_applied == ("connections.bc_store (enrichment's: set at start)",)
     assert runtime.config.delivery.retry.max_attempts == 6
+    assert runtime.config.delivery.concurrency == 3  # the command line's outranks the file's, as at start
     assert runtime.connections["fenix2"].base_url == "http://127.0.0.1:9/v2" and "fenix2" in runtime.auths
     assert runtime.connections["bc_store"] is bc_store and runtime.auths["fenix"] is fenix_auth
     assert [route.targets["order"].connection.name for route in runtime.routes[:1]] == ["fenix2"]
