@@ -98,6 +98,7 @@ class Runtime:
         # deliveries there too. (name, old base_url, new base_url)
         self._moves: list[tuple[str, str, str]] = []
         self._concurrency_override: int | None = None  # the command line's, which a reload keeps
+        self._deliverer: Deliverer | None = None  # the run in progress's
 
     @classmethod
     def from_config(
@@ -152,15 +153,25 @@ class Runtime:
                 if earlier.base_url != connection.base_url:
                     self._moves.append((name, earlier.base_url, connection.base_url))
                 # What its breaker saw was about the old endpoint or credentials.
-                new_endpoint = (earlier.base_url, earlier.auth, earlier.headers) != (
-                    connection.base_url, connection.auth, connection.headers
-                )  # fmt: skip
-                if new_endpoint and isinstance(self.breaker_store, MemoryStore):
+                if _new_endpoint(earlier, connection) and isinstance(self.breaker_store, MemoryStore):
                     self.breaker_store.close_breaker(name)
             self.mapper, self.routes, self.config = mapper, mapper.routes, config
             # New dicts, not updated in place: a service's other thread may be reading the old ones.
             self.connections = {c.name: c for c in config.connections}
             self.auths = auths
+
+    def stop_waiting_for(self, config: RuntimeConfig) -> None:
+        """A reload is about to move connections to ``config``'s endpoints or credentials: the run in progress
+        stops waiting for their open breakers, and the deliveries that waited stay pending, so the run ends
+        and the next sends them with the new settings, not after ``outage_wait``. Called in the run's thread."""
+        deliverer = self._deliverer
+        if deliverer is None:
+            return
+        deliverer.stop_waiting(
+            c.name
+            for c in config.connections
+            if (earlier := self.connections.get(c.name)) is not None and _new_endpoint(earlier, c)
+        )
 
     # --- public entry points ------------------------------------------------------------------------------
 
@@ -346,6 +357,7 @@ class _Execution:
             on_retry=self._on_retry,
             store=runtime.breaker_store,
         )
+        runtime._deliverer = deliverer
         try:
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
                 workers = [group.create_task(self.workers.work(deliverer, queue)) for _ in range(concurrency)]
@@ -392,6 +404,7 @@ class _Execution:
                 raise errors[0] from errors[0].__cause__  # the error's own cause, not the group
             raise
         finally:
+            runtime._deliverer = None
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):
                 outbox.flush_marks()
@@ -433,6 +446,11 @@ class _Execution:
                 total=self.total,
             )
         )
+
+
+def _new_endpoint(earlier: Connection, now: Connection) -> bool:
+    """Whether what a breaker saw of ``earlier`` says nothing about ``now``: another URL or credentials."""
+    return (earlier.base_url, earlier.auth, earlier.headers) != (now.base_url, now.auth, now.headers)
 
 
 def register_secrets(config: RuntimeConfig, redactor: Redactor) -> None:

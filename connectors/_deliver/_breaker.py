@@ -173,6 +173,7 @@ class CircuitBreaker:
         self._probe_lease = self._shared.probe_lease if self._shared is not None else math.inf
         self._clock = clock
         self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._stop_waiting = False  # a reload moved the connection: its waiting deliveries stay pending
         # A MemoryStore keeps one record per name for its life: read it without asking the store each time.
         self._own = self._store.breaker(name) if type(self._store) is MemoryStore else None
 
@@ -203,7 +204,7 @@ class CircuitBreaker:
             if state.phase == "closed":
                 return False
             now = self._clock()
-            if now >= give_up_at:
+            if now >= give_up_at or self._stop_waiting:
                 raise Outage(self.name, state.reason, self._now() - state.opened_at)
             if shared is None:
                 probe, wait = self._claim_probe(state, now)
@@ -218,6 +219,12 @@ class CircuitBreaker:
                 _log.info("connection %s: probing (probe %d)", self.name, state.probes)
                 return True
             await self._wait_for_change(min(now + wait, give_up_at) - now)
+
+    def stop_waiting(self) -> None:
+        """The callers waiting for this breaker, and those that find it open from now on, stop waiting
+        (``Outage``: their deliveries stay pending): the connection moved, and the next run sends them."""
+        self._stop_waiting = True
+        self._notify()
 
     def _claim_probe(self, state: BreakerState, now: float) -> tuple[bool, float]:
         """Whether this caller becomes the probe; if not, how long until one may go (or the probe ends)."""

@@ -23,7 +23,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -332,6 +332,14 @@ class Deliverer:
         deadline = self._deadlines.pop(task, None)
         if deadline is not None:
             deadline.close()
+
+    def stop_waiting(self, names: Iterable[str]) -> None:
+        """Deliveries waiting for the open breakers of ``names`` stop waiting and stay pending (see
+        ``CircuitBreaker.stop_waiting``)."""
+        for name in names:
+            breaker = self.breakers.get(name)
+            if breaker is not None:
+                breaker.stop_waiting()
 
     def _give_up_at(self, name: str) -> float:
         """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run

@@ -138,6 +138,8 @@ class DeliveryLoop:
             self._next_mapper = mapper
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None:
+            # Deliveries waiting on a moved connection's open breaker would wait up to outage_wait first.
+            _call_in(loop, lambda: self.runtime.stop_waiting_for(mapper.config))
             _call_in(loop, feed.end_run)
 
     def stop(self) -> None:
