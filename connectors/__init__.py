@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from ._sandbox import Sandbox as Sandbox
     from ._sandbox import SandboxConfig as SandboxConfig
     from ._sandbox import SandboxCredentials as SandboxCredentials
+    from ._store._entries import JournalEntry as JournalEntry
     from ._store._journal import Journal as Journal
-    from ._store._journal import JournalEntry as JournalEntry
 
 _EXPORTS: dict[str, str] = {
     "ApiKeyAuth": "._deliver._auth",
@@ -83,7 +83,7 @@ _EXPORTS: dict[str, str] = {
     "JournalError": "._errors",
     "SendingStopped": "._errors",
     "Journal": "._store._journal",
-    "JournalEntry": "._store._journal",
+    "JournalEntry": "._store._entries",
     "RedactingFilter": "._redact",
     "Redactor": "._redact",
     "PlanEntry": "._runtime",

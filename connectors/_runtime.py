@@ -57,7 +57,8 @@ from ._map._plan import PlanEntry, plan_entry
 from ._map._steps import Item, Job
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
 from ._store._breaker_pg import PostgresStateStore
-from ._store._journal import Journal, JournalEntry, RejectedInput, open_readonly
+from ._store._entries import JournalEntry, RejectedInput
+from ._store._journal import Journal, open_readonly
 from ._store._journal_pg import is_database_url
 from ._store._leases import LeaseKeeper
 from ._store._outbox import Outbox

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from shipmap.connectors._config import journal_path_of
 from shipmap.connectors._errors import ConfigError
-from shipmap.connectors._store._journal import JournalEntry, RejectedInput, open_readonly
+from shipmap.connectors._store._entries import JournalEntry, RejectedInput
+from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._journal_pg import display_url, is_database_url
 
 _EXCERPT = 400

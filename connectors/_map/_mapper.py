@@ -33,7 +33,8 @@ from .._config import (
 )
 from .._deliver._delivery import OutboundRequest, encode_payload
 from .._redact import Redactor
-from .._store._journal import JournalEntry, State, canonical_json, delivery_key, digest_of
+from .._store._entries import JournalEntry
+from .._store._journal import State, canonical_json, delivery_key, digest_of
 from ._idempotency import derive_idempotency_key
 from ._steps import (
     MAPPING_STAGE,

@@ -23,7 +23,8 @@ Both run the same statements; only the schema is written per backend. Schemas ar
 (``SCHEMA_VERSION``, in the ``meta`` table): a new store is created at the current version; an SQLite file of
 an older version is upgraded when it is opened for writing (it has one user), while a PostgreSQL store, which
 many workers share, is upgraded only by ``shipmap journal migrate`` (``Journal.migrate``). A store written by
-a newer shipmap is refused. ``copy_journal`` moves every row of one store into another (SQLite to PostgreSQL).
+a newer shipmap is refused. ``_copy.copy_journal`` moves every row of one store into another (SQLite to
+PostgreSQL); ``_entries`` holds the rows as read.
 """
 
 from __future__ import annotations
@@ -39,12 +40,20 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from .._errors import JournalError
+from ._entries import (
+    ENTRY_COLUMNS,
+    JournalEntry,
+    RejectedInput,
+    by_creation,
+    by_last_write,
+    entry_of,
+    matching,
+)
 from ._journal_pg import (
     STATEMENT_TIMEOUT_MS,
     PostgresConnection,
@@ -95,39 +104,6 @@ def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
         if is_database_url(location):
             return None
         raise
-
-
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
-    """One row of the journal, as stored."""
-
-    key: str
-    source_hash: str
-    mapping: str
-    target: str
-    connection: str | None
-    state: State
-    idempotency_key: str | None
-    method: str | None
-    url: str | None
-    payload: Any
-    attempts: int
-    status: int | None
-    reason: str | None
-    response_excerpt: str | None
-    origin: str | None
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedInput:
-    """An input record that could not be read as JSON."""
-
-    origin: str
-    reason: str
-    excerpt: str | None
-    at: float
 
 
 class Journal:
@@ -371,17 +347,17 @@ class Journal:
             chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?)
                         ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
             parameters: tuple[Any, ...] = (self.worker, now + self.lease_seconds, now, limit)
-            order = _by_creation
+            order = by_creation
         else:  # claiming does not hide a row from the next claim here: the page's cursor moves on instead
             chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (updated_at, key) > (?, ?)
                         ORDER BY updated_at, key LIMIT ?"""
             parameters = (self.worker, now + self.lease_seconds, *(after or (-math.inf, "")), limit)
-            order = _by_last_write
+            order = by_last_write
         rows = self._db.execute(
-            f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {_COLUMNS}",
+            f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {ENTRY_COLUMNS}",
             parameters,
         ).fetchall()
-        return sorted((_entry(row) for row in rows), key=order)
+        return sorted((entry_of(row) for row in rows), key=order)
 
     def renew_leases(self) -> set[str]:
         """Extend every lease this worker holds; the keys it still holds."""
@@ -600,22 +576,22 @@ class Journal:
         return None if row is None else row[0]
 
     def get(self, key: str) -> JournalEntry | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _entry(row)
+        row = self._db.execute(f"SELECT {ENTRY_COLUMNS} FROM deliveries WHERE key = ?", (key,)).fetchone()
+        return None if row is None else entry_of(row)
 
     def entries(self, state: State | None = None) -> Iterator[JournalEntry]:
         """Rows in insertion order, optionally of one state."""
         if state is None:
-            cursor = self._db.execute(f"SELECT {_COLUMNS} FROM deliveries ORDER BY created_at, key")
+            cursor = self._db.execute(f"SELECT {ENTRY_COLUMNS} FROM deliveries ORDER BY created_at, key")
         else:
             cursor = self._db.execute(
-                f"SELECT {_COLUMNS} FROM deliveries WHERE state = ? ORDER BY created_at, key", (state,)
+                f"SELECT {ENTRY_COLUMNS} FROM deliveries WHERE state = ? ORDER BY created_at, key", (state,)
             )
         for row in cursor:
-            yield _entry(row)
+            yield entry_of(row)
 
     def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
-        return _matching(list(self.entries("dead")), keys)
+        return matching(list(self.entries("dead")), keys)
 
     def dead_letter_count(self, keys: Sequence[str] | None = None) -> int:
         """How many dead letters there are (those whose key starts with one of ``keys``), counted, not read."""
@@ -638,12 +614,12 @@ class Journal:
         after: tuple[float, str] = (-math.inf, "")
         while True:
             rows = self._db.execute(
-                f"""SELECT {_COLUMNS} FROM deliveries WHERE state = 'dead' AND updated_at <= ?
+                f"""SELECT {ENTRY_COLUMNS} FROM deliveries WHERE state = 'dead' AND updated_at <= ?
                     AND (updated_at, key) > (?, ?) ORDER BY updated_at, key LIMIT ?""",
                 (started, *after, limit),
             ).fetchall()
-            entries = [_entry(row) for row in rows]
-            wanted = _matching(entries, keys)
+            entries = [entry_of(row) for row in rows]
+            wanted = matching(entries, keys)
             if wanted:
                 yield wanted
             if len(entries) < limit:
@@ -733,67 +709,3 @@ _DELIVERED_MANY = """UPDATE deliveries SET state = 'delivered', status = marks.c
                     FROM (VALUES {values}) AS marks
                     WHERE deliveries.key = marks.column1 AND deliveries.state = 'pending'
                           AND (deliveries.lease_owner = ? OR deliveries.lease_owner IS NULL)"""
-
-_COLUMNS = (
-    "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "
-    "status, reason, response_excerpt, origin, created_at, updated_at"
-)
-
-
-def _matching(entries: list[JournalEntry], keys: Sequence[str] | None) -> list[JournalEntry]:
-    """Those whose key is one of ``keys`` or starts with one (a prefix is enough, like a short git hash)."""
-    if not keys:
-        return entries
-    wanted = set(keys)
-    return [e for e in entries if e.key in wanted or any(e.key.startswith(k) for k in wanted)]
-
-
-def _by_creation(entry: JournalEntry) -> tuple[float, str]:
-    return entry.created_at, entry.key
-
-
-def _by_last_write(entry: JournalEntry) -> tuple[float, str]:
-    return entry.updated_at, entry.key
-
-
-def _entry(row: tuple[Any, ...]) -> JournalEntry:
-    values = list(row)
-    values[9] = json.loads(values[9]) if values[9] is not None else None
-    return JournalEntry(*values)
-
-
-# Every table's columns that a copy moves, in dependency order (sources before what references them).
-_COPIED: tuple[tuple[str, str, str], ...] = (
-    ("sources", "hash, doc", ""),
-    ("deliveries", _COLUMNS, "ORDER BY created_at, key"),
-    ("unrouted", "source_hash, origin, seen, first_seen, last_seen", ""),
-    ("rejected", "origin, reason, excerpt, at", "ORDER BY id"),
-)
-_COPY_BATCH = 1000
-
-
-def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
-    """Copy every row of ``source`` into ``destination``, which must hold none yet: ``{table: rows}``.
-
-    One transaction on the destination: a copy that fails leaves it as it was. Rows keep their keys,
-    states, idempotency keys and times, so runs against the destination resume where the source stopped."""
-    if destination.readonly:
-        raise JournalError(f"journal {destination.name} is open read-only; nothing can be copied into it")
-    held = {table: destination._count(table) for table, _, _ in _COPIED}
-    if any(held.values()):
-        found = ", ".join(f"{count} {table}" for table, count in held.items() if count)
-        raise JournalError(f"journal {destination.name} is not empty ({found}); copy into an empty store")
-    copied: dict[str, int] = {}
-
-    def copy_all() -> None:
-        for table, columns, order in _COPIED:
-            marks = ", ".join("?" * len(columns.split(",")))
-            insert = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-            cursor = source._db.execute(f"SELECT {columns} FROM {table} {order}")
-            copied[table] = 0
-            while rows := cursor.fetchmany(_COPY_BATCH):
-                destination._db.executemany(insert, [tuple(row) for row in rows])
-                copied[table] += len(rows)
-
-    destination.run_transaction(copy_all)
-    return copied

@@ -35,7 +35,8 @@ from .._map._steps import (
 )
 from .._redact import DELIVERIES_LOGGER, RedactingLogger, get_logger
 from .._summary import RunSummary
-from ._journal import Journal, JournalEntry, PendingRow, State
+from ._entries import JournalEntry
+from ._journal import Journal, PendingRow, State
 
 _FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
 _FLUSH_SECONDS = 0.05  # ... this long after the oldest of them

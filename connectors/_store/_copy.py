@@ -1,0 +1,44 @@
+"""Moving a journal: every row of one store into another, empty one (an SQLite file into PostgreSQL, as
+``shipmap journal copy`` does), in one transaction on the destination."""
+
+from __future__ import annotations
+
+from .._errors import JournalError
+from ._entries import ENTRY_COLUMNS
+from ._journal import Journal
+
+# Every table's columns that a copy moves, in dependency order (sources before what references them).
+_COPIED: tuple[tuple[str, str, str], ...] = (
+    ("sources", "hash, doc", ""),
+    ("deliveries", ENTRY_COLUMNS, "ORDER BY created_at, key"),
+    ("unrouted", "source_hash, origin, seen, first_seen, last_seen", ""),
+    ("rejected", "origin, reason, excerpt, at", "ORDER BY id"),
+)
+_COPY_BATCH = 1000
+
+
+def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
+    """Copy every row of ``source`` into ``destination``, which must hold none yet: ``{table: rows}``.
+
+    One transaction on the destination: a copy that fails leaves it as it was. Rows keep their keys,
+    states, idempotency keys and times, so runs against the destination resume where the source stopped."""
+    if destination.readonly:
+        raise JournalError(f"journal {destination.name} is open read-only; nothing can be copied into it")
+    held = {table: destination._count(table) for table, _, _ in _COPIED}
+    if any(held.values()):
+        found = ", ".join(f"{count} {table}" for table, count in held.items() if count)
+        raise JournalError(f"journal {destination.name} is not empty ({found}); copy into an empty store")
+    copied: dict[str, int] = {}
+
+    def copy_all() -> None:
+        for table, columns, order in _COPIED:
+            marks = ", ".join("?" * len(columns.split(",")))
+            insert = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+            cursor = source._db.execute(f"SELECT {columns} FROM {table} {order}")
+            copied[table] = 0
+            while rows := cursor.fetchmany(_COPY_BATCH):
+                destination._db.executemany(insert, [tuple(row) for row in rows])
+                copied[table] += len(rows)
+
+    destination.run_transaction(copy_all)
+    return copied
