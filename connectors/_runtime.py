@@ -330,14 +330,27 @@ class _Execution:
         self.total = total
         self.summary = runtime.live = RunSummary()
         self.started = time.perf_counter()
-        moves, runtime._moves = runtime._moves, []
-        for name, old, new in moves:  # before recovery reads the pending rows
-            moved = journal.move_pending(name, old, new)
-            runtime._log.info("connections.%s: base_url changed: %d pending deliver%s journaled for the old one"
-                              " go to the new one", name, moved, "y" if moved == 1 else "ies")  # fmt: skip
+        self._follow_moved_connections()  # before recovery reads the pending rows
         self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, runtime._log)
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
+
+    def _follow_moved_connections(self) -> None:
+        """Point the pending deliveries of connections moved to another ``base_url`` there. An SQLite journal
+        has one user: it compares each base URL with the last run's, so a restart after an edit moves them
+        too. The workers of a PostgreSQL journal may run with two configs during a rollout: there only a
+        reload's moves apply, once, by the process that reloaded."""
+        runtime, journal = self.runtime, self.journal
+        reloaded, runtime._moves = runtime._moves, []
+        if journal.shared:
+            moved = [(name, journal.move_pending(name, old, new)) for name, old, new in reloaded]
+        else:
+            moved = journal.follow_base_urls({name: c.base_url for name, c in runtime.connections.items()})
+        for name, count in moved:
+            if not count:
+                continue
+            runtime._log.warning("connections.%s: base_url changed: %d pending deliver%s journaled for the old one"
+                              " go to the new one", name, count, "y" if count == 1 else "ies")  # fmt: skip
 
     async def execute(
         self, producer: AsyncGenerator[list[Item], None], *, decide: bool, wait_for_others: bool = True

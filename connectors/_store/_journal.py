@@ -39,7 +39,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -519,6 +519,30 @@ class Journal:
         )
         return int(cursor.rowcount) == 1
 
+    def follow_base_urls(self, base_urls: Mapping[str, str]) -> list[tuple[str, int]]:
+        """Each connection's ``base_url`` now (``{name: url}``) against the one the last run here recorded:
+        the pending deliveries of each that moved go to its new one (``move_pending``), and the new ones are
+        recorded. ``(connection, deliveries moved)`` per connection that moved. For a journal with one user
+        (SQLite): the workers of a shared one may run with two configs for a while."""
+        moved: list[tuple[str, int]] = []
+
+        def follow() -> None:
+            moved.clear()
+            rows = self._db.execute(
+                "SELECT k, v FROM meta WHERE substr(k, 1, ?) = ?", (len(_BASE_URL_KEY), _BASE_URL_KEY)
+            ).fetchall()
+            recorded = {key[len(_BASE_URL_KEY) :]: url for key, url in rows}
+            for name, url in base_urls.items():
+                if recorded.get(name, url) != url:
+                    moved.append((name, self.move_pending(name, recorded[name], url)))
+            self._db.executemany(
+                "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                [(_BASE_URL_KEY + name, url) for name, url in base_urls.items() if recorded.get(name) != url],
+            )
+
+        self.run_transaction(follow)
+        return moved
+
     def move_pending(self, connection: str, old_base_url: str, new_base_url: str) -> int:
         """Point the pending deliveries of ``connection`` journaled for ``old_base_url`` at ``new_base_url``
         (the rest of each URL kept): the connection was moved by a reload. How many were."""
@@ -678,6 +702,8 @@ class Journal:
             found.update((key, (state, idempotency)) for key, state, idempotency in rows)
         return found
 
+
+_BASE_URL_KEY = "base_url:"  # meta: a connection's base_url at the last run (``follow_base_urls``)
 
 # key, source digest, mapping, target, connection, idempotency key, method, url, payload text, origin
 PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]

@@ -199,6 +199,36 @@ def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_deliv
     print("endpoint down: 2,100 events, exit 9, 0 dead letters, 2,100 pending; next run delivered 2,100")
 
 
+def test_the_run_after_an_edit_of_base_url_sends_what_waited_for_the_old_one_to_the_new_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The endpoint moved while deliveries waited for it: the run after the config's edit points them at the
+    new base_url (the journal recorded the last run's) and delivers them there, each once."""
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 4)))
+    config = orders_only(tmp_path, f"http://127.0.0.1:{free_port()}", breaker=OUTAGE_BREAKER)
+    assert main(["run", str(config), "-i", str(events), "--no-progress"]) == EXIT_OUTAGE
+    assert "3 deliveries left pending" in capsys.readouterr().out
+    empty = tmp_path / "nothing.ndjson"
+    empty.write_text("")
+    with Sandbox() as sandbox:
+        orders_only(tmp_path, sandbox.url, breaker=OUTAGE_BREAKER)  # the edit: the new endpoint
+        assert main(["run", str(config), "-i", str(empty), "--no-progress"]) == 0
+        assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == [
+            "1001", "1002", "1003",
+        ]  # fmt: skip
+        moved = [r.getMessage() for r in caplog.records if "base_url changed" in r.getMessage()]
+        # dg moved too, with nothing waiting for it: not worth a line.
+        assert moved == [
+            "connections.fenix: base_url changed: 3 pending deliveries journaled for the old one go to the new one"
+        ]
+        caplog.clear()
+        assert main(["run", str(config), "-i", str(empty), "--no-progress"]) == 0  # unchanged: nothing moves
+        assert "base_url changed" not in caplog.text
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        assert journal.counts() == {"delivered": 3}
+
+
 def test_shipmap_replay_exits_9_when_the_endpoint_is_down_and_the_next_run_delivers_the_replayed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
