@@ -144,9 +144,12 @@ class MemoryStore:
 class Outage(Exception):
     """The breaker stayed open past ``outage_wait``: leave the delivery pending for a later run."""
 
-    def __init__(self, connection: str, reason: str, waited: float) -> None:
+    def __init__(self, connection: str, reason: str, waited: float, *, moved: bool = False) -> None:
         super().__init__(
-            f"connection {connection} unavailable for {waited:.0f} s (circuit breaker open: {reason}); "
+            f"connection {connection} moved by a reload while its circuit breaker was open ({reason}); "
+            "left pending for the next run, which sends to the new endpoint"
+            if moved
+            else f"connection {connection} unavailable for {waited:.0f} s (circuit breaker open: {reason}); "
             "left pending for the next run"
         )
         self.connection = connection
@@ -205,7 +208,8 @@ class CircuitBreaker:
                 return False
             now = self._clock()
             if now >= give_up_at or self._stop_waiting:
-                raise Outage(self.name, state.reason, self._now() - state.opened_at)
+                waited = self._now() - state.opened_at
+                raise Outage(self.name, state.reason, waited, moved=self._stop_waiting)
             if shared is None:
                 probe, wait = self._claim_probe(state, now)
             else:  # the copy says when a probe is due; only then is the record locked to claim it

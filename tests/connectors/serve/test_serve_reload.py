@@ -426,6 +426,8 @@ def test_a_reload_moves_an_endpoint_and_the_deliveries_waiting_for_it_follow(
                        for line in serve.errors), serve.errors[-5:]  # fmt: skip
             assert any("connections.fenix: base_url changed: 1 pending delivery journaled for the old one go to"
                        " the new one" in line for line in serve.errors), serve.errors[-5:]  # fmt: skip
+            assert any("connection fenix moved by a reload while its circuit breaker was open" in line
+                       for line in serve.errors), serve.errors[-5:]  # fmt: skip
             post(client, 7_200_002)
             serve.wait_until(lambda: delivered() == ["7200001", "7200002"], timeout=30, what="the next order")
         assert serve.terminate() == 0
