@@ -349,8 +349,8 @@ class _Execution:
         for name, count in moved:
             if not count:
                 continue
-            runtime._log.warning("connections.%s: base_url changed: %d pending deliver%s journaled for the old one"
-                              " go to the new one", name, count, "y" if count == 1 else "ies")  # fmt: skip
+            runtime._log.warning("connections.%s: base_url changed: %d pending deliver%s journaled for the old"
+                                 " one go to the new one", name, count, "y" if count == 1 else "ies")  # fmt: skip
 
     async def execute(
         self, producer: AsyncGenerator[list[Item], None], *, decide: bool, wait_for_others: bool = True
