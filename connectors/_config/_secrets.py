@@ -245,8 +245,10 @@ def _read_secret_file(path: Path) -> str:
         if path.stat().st_size > _MAX_SECRET_FILE_BYTES:
             raise ValueError(f"file reference {path}: larger than 64 KiB")
         text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError):
-        raise ValueError(f"file reference {path}: cannot be read as UTF-8 text") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"file reference {path}: not UTF-8 text") from None
+    except OSError as error:  # the reason a deployment needs: no such file, permission denied (never a value)
+        raise ValueError(f"file reference {path}: cannot be read: {error.strerror or 'I/O error'}") from None
     return text.removesuffix("\n").removesuffix("\r")
 
 

@@ -117,6 +117,26 @@ def test_a_missing_variable_names_the_variable_and_where_it_is_used(tmp_path: Pa
     assert error.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(None, "cannot be read: No such file or directory"), (b"\xff\xfe-not-utf-8", "not UTF-8 text")],
+    ids=["missing", "not-utf-8"],
+)
+def test_a_secret_file_that_cannot_be_read_says_why_where_it_is_used(
+    tmp_path: Path, content: bytes | None, reason: str
+) -> None:
+    secret = tmp_path / "secrets" / "fenix_password"
+    if content is not None:
+        secret.parent.mkdir()
+        secret.write_bytes(content)
+    path = write(tmp_path, MINIMAL.replace("${FENIX_PASSWORD}", "${file:" + str(secret) + "}"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENV)
+    error = caught.value
+    assert error.message.endswith(f"file reference {secret}: {reason}"), error.message
+    assert (error.file, error.line, error.column) == (str(path), 8, 17)
+
+
 def test_an_unknown_key_points_at_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL.replace("    base_url:", "    base_ulr: x\n    base_url:"))
     with pytest.raises(ConfigError) as caught:
