@@ -119,7 +119,7 @@ def expand_sources(
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in JSON_SUFFIXES)
             paths.extend(found)
-        elif path.is_file():
+        elif path.exists():  # a file, or a pipe read as a stream: <(zcat day.ndjson.gz), a FIFO, /dev/null
             paths.append(path)
         else:
             raise SourceError(f"input {path} does not exist", location=Location(str(path), 1, 1))
@@ -287,8 +287,8 @@ def estimate_total(sources: Sequence[str | os.PathLike[str]]) -> int | None:
         path = Path(source)
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
-            if file.suffix.lower() not in NDJSON_SUFFIXES:
-                return None
+            if file.suffix.lower() not in NDJSON_SUFFIXES or not file.is_file():
+                return None  # a pipe's lines can be read once, by the run
             try:
                 with file.open("rb") as handle:
                     while chunk := handle.read(1 << 20):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,32 @@ def test_dead_letters_lists_more_than_a_page_each_once_with_the_totals(
     assert main(["dead-letters", "--journal", str(path), "--json", "--key", f"{0xA0:032x}"[:31]]) == 0
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # with --key, no rejected
     assert [r["key"] for r in records] == [f"{number:032x}" for number in range(0xA0, 0xB0)]
+
+
+def test_a_pipe_as_input_is_delivered_like_a_file(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shipmap run CONFIG --input <(zcat day.ndjson.gz)``: a pipe, read once by the run's worker process."""
+    config = write_config(tmp_path, sandbox.url)
+    fifo = tmp_path / "events.ndjson"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with fifo.open("w") as pipe:
+            pipe.write("".join(json.dumps(order_event(n)) + "\n" for n in (1, 2, 3)))
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    assert main(["run", str(config), "-i", str(fifo), "--no-progress", "--workers", "1"]) == 0
+    writer.join(timeout=10)
+    assert "events 3  unrouted 0  rejected input records 0" in capsys.readouterr().out
+    assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == [
+        "1001",
+        "1002",
+        "1003",
+    ]
+    assert main(["run", str(config), "-i", os.devnull, "--dry-run"]) == 0
+    assert "# dry run: 0 entries; nothing was sent" in capsys.readouterr().out
 
 
 def test_the_dry_run_prints_requests_with_no_secret_and_sends_nothing(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +96,25 @@ def test_missing_inputs_raise_before_reading(tmp_path: Path) -> None:
     assert caught.value.exit_code == 3
     with pytest.raises(SourceError, match="stdin"):
         read_inputs(["-"])
+
+
+def test_a_pipe_is_read_as_a_stream_and_not_counted_ahead(tmp_path: Path) -> None:
+    """``--input <(zcat day.ndjson.gz)`` or a FIFO: read once, as it is written, sniffed like stdin; the
+    progress bar's count does not read it first (that would leave the run nothing)."""
+    fifo = tmp_path / "events.ndjson"
+    os.mkfifo(fifo)
+    assert estimate_total([fifo]) is None
+
+    def write() -> None:
+        with fifo.open("w") as pipe:
+            pipe.write('{"n": 1}\n{"n": 2}\n')
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    documents = list(read_inputs([fifo]))
+    writer.join(timeout=10)
+    assert [(d.origin, d.document) for d in documents] == [(f"{fifo}:1", {"n": 1}), (f"{fifo}:2", {"n": 2})]
+    assert list(read_inputs([Path(os.devnull)])) == []
 
 
 def test_estimated_totals(tmp_path: Path) -> None:
