@@ -1,0 +1,165 @@
+"""examples/deploy: the systemd unit's commands and the config it names, run for real (without systemd).
+
+The unit's ExecStart starts ``shipmap serve`` on the example config, its paths under /etc and /var/lib moved
+into a temporary directory and its endpoint the sandbox; a signed Shopify webhook is delivered; the secret file
+is rotated and ExecReload (``/bin/kill -HUP $MAINPID``) applies it; KillSignal drains the service within the
+unit's TimeoutStopSec, which must leave the config's drain its whole time."""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import hashlib
+import hmac
+import json
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+from shipmap.connectors._config import load_config
+from shipmap.connectors._serve import serve_settings
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "examples" / "deploy"
+ORDER = (REPO / "tests" / "fixtures" / "real" / "shopify" / "orders_cancelled_webhook.json").read_bytes()
+SECRETS = {
+    "fenix_password": "demo-pass",
+    "fenix_api_key": "demo-api-key",
+    "shopify_webhook_secret": "shpss_deploy_first_secret",
+}
+ROTATED = "shpss_deploy_rotated_secret"
+DRAIN_MARGIN_S = 10  # systemd's kill must come well after the drain's deadline
+
+
+def unit() -> configparser.SectionProxy:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # systemd's keys are case-sensitive
+    parser.read_string((DEPLOY / "shipmap-serve.service").read_text())
+    return parser["Service"]
+
+
+def installed(root: Path, sandbox_url: str) -> Path:
+    """The example as installed under ``root``: the config, its env file and its secret files."""
+    text = (DEPLOY / "shipmap.yaml").read_text()
+    text = text.replace("/etc/shipmap/", f"{root}/etc/shipmap/").replace("/var/lib/shipmap/", f"{root}/var/")
+    text = text.replace("  host: 0.0.0.0\n  port: 8080\n", "  host: 127.0.0.1\n  port: 0\n")
+    etc = root / "etc" / "shipmap"
+    (etc / "secrets").mkdir(parents=True)
+    (root / "var").mkdir()
+    config = etc / "shipmap.yaml"
+    config.write_text(text)
+    environment = (DEPLOY / "shipmap.env").read_text()
+    environment = re.sub(r"FENIX_BASE_URL=.*", f"FENIX_BASE_URL={sandbox_url}", environment)
+    environment = re.sub(r"FENIX_USERNAME=.*", "FENIX_USERNAME=demo-user", environment)
+    (etc / "shipmap.env").write_text(
+        re.sub(r"FENIX_STORE_NAME=.*", "FENIX_STORE_NAME=demo-store", environment)
+    )
+    for name, value in SECRETS.items():
+        (etc / "secrets" / name).write_text(value + "\n")
+    return config
+
+
+def seconds(value: str) -> float:
+    found = re.fullmatch(r"(\d+)(s|min)?", value.strip())
+    assert found, f"a TimeoutStopSec this test reads: {value!r}"
+    return int(found.group(1)) * (60 if found.group(2) == "min" else 1)
+
+
+def signed(body: bytes, topic: str, webhook_id: str, secret: str) -> dict[str, str]:
+    signature = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Hmac-Sha256": signature,
+        "X-Shopify-Webhook-Id": webhook_id,
+    }
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
+
+
+def test_the_unit_runs_the_example_reloads_a_rotated_secret_and_drains_within_its_stop_timeout(
+    tmp_path: Path,
+) -> None:
+    service = unit()
+    with Sandbox() as sandbox:
+        config = installed(tmp_path, sandbox.url)
+        drain = serve_settings(load_config(config)).drain_timeout
+        assert seconds(service["TimeoutStopSec"]) >= drain + DRAIN_MARGIN_S
+
+        # docs/deploy.md's check before the first start: the config, its secrets and mappings load.
+        checked = subprocess.run(
+            [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "run", str(config),
+             "--dry-run", "--input", "/dev/null"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert checked.returncode == 0 and "# dry run: 0 entries" in checked.stdout, checked.stderr
+        command = shlex.split(service["ExecStart"])
+        assert command[0].endswith("/shipmap") and "/etc/shipmap/shipmap.yaml" in command
+        argv = [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()"]
+        argv += [str(config) if arg == "/etc/shipmap/shipmap.yaml" else arg for arg in command[1:]]
+        process = subprocess.Popen(
+            argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        out: list[str] = []
+        err: list[str] = []
+        readers = [
+            threading.Thread(target=lambda: out.extend(iter(process.stdout.readline, "")), daemon=True),  # type: ignore[union-attr]
+            threading.Thread(target=lambda: err.extend(iter(process.stderr.readline, "")), daemon=True),  # type: ignore[union-attr]
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            wait_until(lambda: any("listening on " in line for line in out), "serve to listen")
+            url = re.search(r"listening on (http://\S+) ", "".join(out))
+            assert url is not None, out
+            hook = f"{url.group(1)}/hooks/shop"
+
+            def post(number: int, topic: str, secret: str) -> int:
+                body = json.dumps({**json.loads(ORDER), "id": 8_100_000 + number}).encode()
+                return httpx.post(
+                    hook, content=body, headers=signed(body, topic, f"d{number}", secret)
+                ).status_code
+
+            def delivered() -> int:
+                return len(sandbox.requests(endpoint="fenix.orders"))
+
+            assert post(1, "orders/create", SECRETS["shopify_webhook_secret"]) == 200
+            wait_until(lambda: delivered() == 1, "the order at Fenix")
+
+            # The secret rotates: the file is rewritten, then `systemctl reload` runs ExecReload.
+            (tmp_path / "etc" / "shipmap" / "secrets" / "shopify_webhook_secret").write_text(ROTATED + "\n")
+            reload = [process.pid if arg == "$MAINPID" else arg for arg in shlex.split(service["ExecReload"])]
+            subprocess.run([str(arg) for arg in reload], check=True, timeout=10)
+            wait_until(
+                lambda: any("reloaded" in line and "shop: secrets" in line for line in err), "the reload"
+            )
+            assert post(2, "orders/cancelled", SECRETS["shopify_webhook_secret"]) == 401
+            assert post(3, "orders/cancelled", ROTATED) == 200
+            wait_until(lambda: delivered() == 2, "the cancel at Fenix")
+
+            process.send_signal(getattr(signal, service["KillSignal"]))
+            assert process.wait(timeout=seconds(service["TimeoutStopSec"])) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+            for reader in readers:
+                reader.join(timeout=10)
+    logged = [json.loads(line) for line in err if line.startswith("{")]
+    assert logged and all({"time", "level", "logger", "message"} <= record.keys() for record in logged)
+    said = "".join(out + err)
+    for secret in [*SECRETS.values(), ROTATED]:
+        assert secret not in said
