@@ -543,16 +543,25 @@ class Journal:
         self.run_transaction(follow)
         return moved
 
-    def move_pending(self, connection: str, old_base_url: str, new_base_url: str) -> int:
+    def move_pending(self, connection: str, old_base_url: str, new_base_url: str, *, page: int = 5000) -> int:
         """Point the pending deliveries of ``connection`` journaled for ``old_base_url`` at ``new_base_url``
-        (the rest of each URL kept): the connection was moved by a reload. How many were."""
+        (the rest of each URL kept): the connection moved. How many were. ``page`` rows per statement, in key
+        order, so that a day of an outage's pending rows is not one statement past the server's timeout, and
+        a new base that extends the old one (``/api`` to ``/api/v2``) moves each row once."""
         old_prefix, new_prefix = old_base_url.rstrip("/") + "/", new_base_url.rstrip("/") + "/"
-        moved = self._db.execute(
-            """UPDATE deliveries SET url = ? || substr(url, ?)
-               WHERE state = 'pending' AND connection = ? AND substr(url, 1, ?) = ?""",
-            (new_prefix, len(old_prefix) + 1, connection, len(old_prefix), old_prefix),
-        )
-        return int(moved.rowcount)
+        moved, after = 0, ""
+        while True:
+            keys = self._db.execute(
+                """UPDATE deliveries SET url = ? || substr(url, ?) WHERE key IN (
+                       SELECT key FROM deliveries WHERE state = 'pending' AND connection = ? AND key > ?
+                       AND substr(url, 1, ?) = ? ORDER BY key LIMIT ?)
+                   RETURNING key""",
+                (new_prefix, len(old_prefix) + 1, connection, after, len(old_prefix), old_prefix, page),
+            ).fetchall()
+            moved += len(keys)
+            if len(keys) < page:
+                return moved
+            after = max(row[0] for row in keys)
 
     def mark_resolved(self, key: str, reason: str) -> None:
         """Close a dead letter that a replay superseded (its event was re-mapped into other deliveries)."""

@@ -590,3 +590,12 @@ def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url
             "done": "http://old.example/api/v1/orders/5/created",
         }
         assert journal.move_pending("fenix", "http://old.example/api", "https://x.example") == 0  # none left
+        # A page at a time (here one row), and a new base that extends the old one moves each row once.
+        assert (
+            journal.move_pending(
+                "fenix", "https://new.example:8443/fenix", "https://new.example:8443/fenix/v2", page=1
+            )
+            == 2
+        )
+        assert journal.get("p1").url == "https://new.example:8443/fenix/v2/v1/orders/1/created"  # type: ignore[union-attr]
+        assert journal.get("p2").url == "https://new.example:8443/fenix/v2/v1/orders/2/created"  # type: ignore[union-attr]
