@@ -1,8 +1,11 @@
-"""``shipmap validate MAPPING|CASES|DIR...``: lint mapping files, and cases files, without source data."""
+"""``shipmap validate MAPPING|CASES|CONFIG|DIR...``: lint mapping files and cases files without source data,
+and check a runtime config as ``run`` and ``serve`` would load it (its secrets, sources and mappings), sending
+nothing."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +23,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "mappings",
         nargs="+",
         metavar="PATH",
-        help="mapping files, packaged mapping names (shopify/order), *.cases.yaml files, or directories "
+        help="mapping files, packaged mapping names (shopify/order), *.cases.yaml files, runtime configs "
+        "(connections and mappings: loaded with their secrets, as run and serve load them), or directories "
         "(every mapping and cases file under them)",
     )
     parser.add_argument(
@@ -30,7 +34,8 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--skip-other-yaml",
         action="store_true",
         help="skip a file given that is neither a mapping (no 'shipmap: 1') nor a cases file, as a directory "
-        "does (for pre-commit, which passes every changed YAML file)",
+        "does, runtime configs included (for pre-commit, which passes every changed YAML file and has none of "
+        "their secrets)",
     )
     parser.add_argument(
         "--format",
@@ -44,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
     as_json = args.format == "json"
     color = use_color(sys.stderr) and not as_json
     files: list[dict[str, Any]] = []
-    for name, is_cases in _expand(args.mappings, skip_other_yaml=args.skip_other_yaml):
+    for name, kind in _expand(args.mappings, skip_other_yaml=args.skip_other_yaml):
         report: dict[str, Any] = {"file": name, "ok": False, "targets": [], "problems": []}
         files.append(report)
-        if is_cases:
-            report["kind"] = "cases"
-            _check_cases(Path(name), report, as_json=as_json, color=color)
+        if kind != "mapping":
+            report["kind"] = kind
+            check = _check_cases if kind == "cases" else _check_config
+            check(Path(name), report, as_json=as_json, color=color)
             continue
         report["kind"] = "mapping"
         try:
@@ -86,22 +92,68 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, bool]]:
-    """(path or packaged name, whether it is a cases file) for each argument; a directory gives every
-    mapping (a YAML file with ``shipmap: 1``) and every cases file under it, and skips other YAML."""
+def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, str]]:
+    """(path or packaged name, ``mapping``, ``cases`` or ``config``) for each argument; a directory gives
+    every mapping (a YAML file with ``shipmap: 1``) and every cases file under it, and skips other YAML,
+    runtime configs included (they need their secrets)."""
     for name in names:
         path = Path(name)
         if not path.is_dir():
-            is_cases = name.endswith(CASES_SUFFIX)
-            if skip_other_yaml and not is_cases and path.is_file() and not _looks_like_mapping(path):
-                continue
-            yield name, is_cases
+            if name.endswith(CASES_SUFFIX):
+                yield name, "cases"
+            elif not path.is_file() or _looks_like_mapping(path):
+                yield name, "mapping"  # a packaged name, a missing file (load_mapping says so), a mapping
+            elif not skip_other_yaml:
+                yield name, "config" if _looks_like_config(path) else "mapping"
             continue
         for file in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
             if file.name.endswith(CASES_SUFFIX):
-                yield str(file), True
+                yield str(file), "cases"
             elif _looks_like_mapping(file):
-                yield str(file), False
+                yield str(file), "mapping"
+
+
+_CONFIG_HEAD = re.compile(r"^connections:", re.M)  # a runtime config's section; a mapping has none
+
+
+def _looks_like_config(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return _CONFIG_HEAD.search(handle.read(65536)) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """A runtime config is valid when ``run`` and ``serve`` would start on it: it loads with its env file and
+    secrets, its mappings load and compile for their targets, and its sources (if any) read as serve's."""
+    from shipmap.connectors._config import load_config
+    from shipmap.connectors._runtime import Runtime
+    from shipmap.connectors._serve._settings import serve_settings
+
+    try:
+        runtime = Runtime(load_config(path))
+        runtime.mapper.prepare()
+        sources = serve_settings(runtime.config).sources if runtime.config.sources else {}
+    except ShipmapError as error:
+        report["problems"].append(error_json(error))
+        if not as_json:
+            err(paint(error.render(), RED, color))
+        return
+    report["ok"] = True
+    report["connections"] = sorted(runtime.connections)
+    report["mappings"] = len(runtime.config.mappings)
+    report["sources"] = sorted(sources)
+    if not as_json:
+        counted = [
+            f"{len(runtime.connections)} connection{'s' if len(runtime.connections) != 1 else ''}",
+            f"{len(runtime.config.mappings)} mappings entr{'ies' if len(runtime.config.mappings) != 1 else 'y'}",
+        ]
+        if sources:
+            counted.append(f"{len(sources)} source{'s' if len(sources) != 1 else ''}")
+        print(
+            paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" (a runtime config: {', '.join(counted)})"
+        )
 
 
 def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:

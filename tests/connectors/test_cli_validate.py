@@ -71,3 +71,36 @@ def test_a_case_naming_a_target_the_mapping_lacks(retailer: Path, capsys: pytest
 def test_a_directory_without_mappings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path)]) == 2
     assert "no mappings or cases files found in" in capsys.readouterr().err
+
+
+def test_a_runtime_config_is_checked_as_run_and_serve_load_it(
+    retailer: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Named on the command line, a runtime config loads with its env file and secrets, and its mappings
+    compile; a missing secret is one located error. A directory, and pre-commit's --skip-other-yaml, leave
+    configs alone: they need secrets that a repository's checks do not have."""
+    for name in ("config.yaml", "demo.env"):
+        shutil.copy(ROOT / "examples" / "acme_outfitters" / name, retailer / name)
+    monkeypatch.setenv("ACME_SANDBOX_URL", "http://127.0.0.1:9")
+    config = retailer / "config.yaml"
+    assert main(["validate", str(config)]) == 0
+    assert capsys.readouterr().out == (
+        f"ok {config} (a runtime config: 2 connections, 5 mappings entries, 1 source)\n"
+    )
+    assert main(["validate", str(config), "--format", "json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)["files"]
+    assert entry["kind"] == "config" and entry["ok"] is True
+    assert (entry["connections"], entry["mappings"], entry["sources"]) == (["dg", "fenix"], 5, ["shopify"])
+
+    (retailer / "demo.env").write_text(
+        (retailer / "demo.env").read_text().replace("ACME_FENIX_API_KEY=", "UNUSED_KEY=")
+    )
+    assert main(["validate", str(config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "environment variable ACME_FENIX_API_KEY is not set" in err
+    assert err.startswith(f"{config}:")
+
+    assert main(["validate", str(retailer), "--format", "json"]) == 0  # the directory: no config in it
+    assert "config" not in {entry["kind"] for entry in json.loads(capsys.readouterr().out)["files"]}
+    assert main(["validate", "--skip-other-yaml", str(config)]) == 0
+    assert capsys.readouterr().out == ""
