@@ -212,9 +212,15 @@ _MAPPING_HEAD = re.compile(r"^shipmap:\s*1\s*(#.*)?$", re.M)
 
 
 def _looks_like_mapping(path: Path) -> bool:
+    return head_matches(path, _MAPPING_HEAD, 8192)
+
+
+def head_matches(path: Path, pattern: re.Pattern[str], size: int) -> bool:
+    """Whether the first ``size`` characters of the text file ``path`` match ``pattern`` (False if unreadable):
+    what kind of YAML file it is, without parsing it."""
     try:
         with path.open(encoding="utf-8") as handle:
-            return _MAPPING_HEAD.search(handle.read(8192)) is not None
+            return pattern.search(handle.read(size)) is not None
     except (OSError, UnicodeDecodeError):
         return False
 

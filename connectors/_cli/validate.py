@@ -15,7 +15,7 @@ from shipmap.engine import MappingError, ShipmapError, load_mapping
 
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, problem_json, write_json
-from .test import CASES_SUFFIX, _load_suite, _looks_like_mapping
+from .test import CASES_SUFFIX, _load_suite, _looks_like_mapping, head_matches
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -117,11 +117,7 @@ _CONFIG_HEAD = re.compile(r"^connections:", re.M)  # a runtime config's section;
 
 
 def _looks_like_config(path: Path) -> bool:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return _CONFIG_HEAD.search(handle.read(65536)) is not None
-    except (OSError, UnicodeDecodeError):
-        return False
+    return head_matches(path, _CONFIG_HEAD, 65536)
 
 
 def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
