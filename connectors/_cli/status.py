@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             report["deliveries"] = counts = journal.counts()
             oldest = oldest_forgettable(journal)
             report["dead_letters"] = counts.get("dead", 0)  # counted, not read: a monitor asks every minute
-            report["rejected_inputs"] = len(journal.rejected())
+            report["rejected_inputs"] = journal.rejected_count()
     else:
         oldest = None
         report.update(deliveries={}, dead_letters=0, rejected_inputs=0)

@@ -17,9 +17,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_TOKEN_TTL = 4 * 60 * 60.0  # the Fenix seed: authToken expires every 4 hours
 # Accepted requests kept in memory, the newest: a Fenix order is ~17 KB there, so 10,000 is ~170 MB.
 DEFAULT_KEEP = 10_000
-DEFAULT_DUPLICATE_KEYS = (
-    200_000  # distinct keys the duplicate check remembers (~0.9 KB each: ~190 MB at most)
-)
+# Distinct keys the duplicate check remembers (~0.9 KB each: ~190 MB at most).
+DEFAULT_DUPLICATE_KEYS = 200_000
 ENV_PREFIX = "SHIPMAP_SANDBOX_"
 
 # Credentials file layout: {"fenix": {...}, "dg": {...}} -> field names.

@@ -1,11 +1,10 @@
 """The journal's rows as a program reads them: a delivery (``JournalEntry``) and a rejected input record
-(``RejectedInput``), the columns a query selects for an entry, and the orders and key filters the journal's
+(``RejectedInput``), the columns a query selects for an entry, and the orders the journal's
 reads share. Both backends return the same tuples, so one decoding serves both."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +48,6 @@ ENTRY_COLUMNS = (  # a JournalEntry's, in its order
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "
     "status, reason, response_excerpt, origin, created_at, updated_at"
 )
-
-
-def matching(entries: list[JournalEntry], keys: Sequence[str] | None) -> list[JournalEntry]:
-    """Those whose key is one of ``keys`` or starts with one (a prefix is enough, like a short git hash)."""
-    if not keys:
-        return entries
-    wanted = set(keys)
-    return [e for e in entries if e.key in wanted or any(e.key.startswith(k) for k in wanted)]
 
 
 def by_creation(entry: JournalEntry) -> tuple[float, str]:

@@ -52,7 +52,6 @@ from ._entries import (
     by_creation,
     by_last_write,
     entry_of,
-    matching,
 )
 from ._journal_pg import (
     STATEMENT_TIMEOUT_MS,
@@ -624,17 +623,20 @@ class Journal:
             yield entry_of(row)
 
     def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
-        return matching(list(self.entries("dead")), keys)
+        """Every dead letter (those whose key starts with one of ``keys``) in the order they were written
+        first, in one list; a replay and ``shipmap dead-letters`` read ``dead_letter_pages`` instead."""
+        condition, parameters = _key_prefixes(keys)
+        rows = self._db.execute(
+            f"SELECT {ENTRY_COLUMNS} FROM deliveries WHERE state = 'dead'{condition} ORDER BY created_at, key",
+            parameters,
+        ).fetchall()
+        return [entry_of(row) for row in rows]
 
     def dead_letter_count(self, keys: Sequence[str] | None = None) -> int:
         """How many dead letters there are (those whose key starts with one of ``keys``), counted, not read."""
-        prefixes = list(dict.fromkeys(keys or ()))
-        if not prefixes:
-            return self._count_where("state = 'dead'", ())
-        matches = " OR ".join(["substr(key, 1, ?) = ?"] * len(prefixes))
-        return self._count_where(
-            f"state = 'dead' AND ({matches})", [part for k in prefixes for part in (len(k), k)]
-        )
+        condition, parameters = _key_prefixes(keys)
+        query = f"SELECT COUNT(*) FROM deliveries WHERE state = 'dead'{condition}"
+        return int(self._db.execute(query, parameters).fetchone()[0])
 
     def dead_letter_pages(
         self, keys: Sequence[str] | None = None, *, limit: int = 1000
@@ -645,16 +647,16 @@ class Journal:
         start), so no page returns one already taken."""
         started = time.time()
         after: tuple[float, str] = (-math.inf, "")
+        condition, parameters = _key_prefixes(keys)
         while True:
             rows = self._db.execute(
                 f"""SELECT {ENTRY_COLUMNS} FROM deliveries WHERE state = 'dead' AND updated_at <= ?
-                    AND (updated_at, key) > (?, ?) ORDER BY updated_at, key LIMIT ?""",
-                (started, *after, limit),
+                    AND (updated_at, key) > (?, ?){condition} ORDER BY updated_at, key LIMIT ?""",
+                (started, *after, *parameters, limit),
             ).fetchall()
             entries = [entry_of(row) for row in rows]
-            wanted = matching(entries, keys)
-            if wanted:
-                yield wanted
+            if entries:
+                yield entries
             if len(entries) < limit:
                 return
             after = (entries[-1].updated_at, entries[-1].key)
@@ -666,7 +668,10 @@ class Journal:
         return json.loads(row[0])
 
     def unrouted_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM unrouted").fetchone()[0])
+        return self._count("unrouted")
+
+    def rejected_count(self) -> int:
+        return self._count("rejected")
 
     def rejected(self) -> list[RejectedInput]:
         rows = self._db.execute("SELECT origin, reason, excerpt, at FROM rejected ORDER BY id").fetchall()
@@ -689,11 +694,6 @@ class Journal:
     def _count(self, table: str) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 
-    def _count_where(self, condition: str, parameters: Sequence[object]) -> int:
-        return int(
-            self._db.execute(f"SELECT COUNT(*) FROM deliveries WHERE {condition}", parameters).fetchone()[0]
-        )
-
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM deliveries GROUP BY state").fetchall()
         return {state: int(count) for state, count in rows}
@@ -710,6 +710,17 @@ class Journal:
             ).fetchall()
             found.update((key, (state, idempotency)) for key, state, idempotency in rows)
         return found
+
+
+def _key_prefixes(keys: Sequence[str] | None) -> tuple[str, list[object]]:
+    """The condition (`` AND (...)``, or nothing without keys) and its parameters that keep the rows whose key
+    starts with one of ``keys`` (a prefix is enough, like a short git hash): ``substr``, the same SQL on both
+    backends, so ``_`` and ``%`` are text, not LIKE patterns."""
+    prefixes = list(dict.fromkeys(keys or ()))
+    if not prefixes:
+        return "", []
+    condition = " OR ".join(["substr(key, 1, ?) = ?"] * len(prefixes))
+    return f" AND ({condition})", [part for prefix in prefixes for part in (len(prefix), prefix)]
 
 
 _BASE_URL_KEY = "base_url:"  # meta: a connection's base_url at the last run (``follow_base_urls``)
