@@ -61,6 +61,7 @@ from ._store._entries import JournalEntry, RejectedInput
 from ._store._journal import Journal, open_readonly
 from ._store._journal_pg import is_database_url
 from ._store._leases import LeaseKeeper
+from ._store._moves import follow_base_urls, move_pending, stranded
 from ._store._outbox import Outbox
 from ._store._retention import prune_periodically
 from ._summary import LatencyHistogram, Progress, RunSummary, TargetSummary
@@ -98,6 +99,8 @@ class Runtime:
         # Connections a reload moved to another base_url, in order: the next run points their pending
         # deliveries there too. (name, old base_url, new base_url)
         self._moves: list[tuple[str, str, str]] = []
+        # (connection, base_url) whose pending deliveries for another base a run named: once is enough.
+        self._stranded_named: set[tuple[str, str]] = set()
         self._concurrency_override: int | None = None  # the command line's, which a reload keeps
         self._deliverer: Deliverer | None = None  # the run in progress's
 
@@ -339,18 +342,28 @@ class _Execution:
         """Point the pending deliveries of connections moved to another ``base_url`` there. An SQLite journal
         has one user: it compares each base URL with the last run's, so a restart after an edit moves them
         too. The workers of a PostgreSQL journal may run with two configs during a rollout: there only a
-        reload's moves apply, once, by the process that reloaded."""
+        reload's moves apply, once, by the process that reloaded, and what is left for another base is named
+        (once per connection and base), with the command that moves it."""
         runtime, journal = self.runtime, self.journal
         reloaded, runtime._moves = runtime._moves, []
+        base_urls = {name: c.base_url for name, c in runtime.connections.items()}
         if journal.shared:
-            moved = [(name, journal.move_pending(name, old, new)) for name, old, new in reloaded]
+            moved = [(name, move_pending(journal, name, old, new)) for name, old, new in reloaded]
         else:
-            moved = journal.follow_base_urls({name: c.base_url for name, c in runtime.connections.items()})
+            moved = follow_base_urls(journal, base_urls)
         for name, count in moved:
             if not count:
                 continue
             runtime._log.warning("connections.%s: base_url changed: %d pending deliver%s journaled for the old"
                                  " one go to the new one", name, count, "y" if count == 1 else "ies")  # fmt: skip
+        for left in stranded(journal, base_urls):
+            if (left.connection, base_urls[left.connection]) in runtime._stranded_named:
+                continue
+            runtime._stranded_named.add((left.connection, base_urls[left.connection]))
+            runtime._log.warning("connections.%s: %d pending deliver%s journaled for another base_url (such as %s)"
+                                 " go there, not to this one; if the endpoint moved, `shipmap journal move-pending"
+                                 " JOURNAL %s --from OLD_BASE_URL --to BASE_URL` sends them here", left.connection,
+                                 left.count, "y" if left.count == 1 else "ies", left.example_url, left.connection)  # fmt: skip
 
     async def execute(
         self, producer: AsyncGenerator[list[Item], None], *, decide: bool, wait_for_others: bool = True
@@ -422,6 +435,10 @@ class _Execution:
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):
                 outbox.flush_marks()
+            # What it parked or left: the next run (this service's, another worker's) need not wait a lease.
+            if self.journal.shared:
+                with contextlib.suppress(Exception):
+                    self.journal.release_leases()
             if shared is not None:
                 await shared.aclose()
         self.summary.elapsed = time.perf_counter() - self.started

@@ -42,3 +42,13 @@ def duration(text: str) -> float:
         return parse_duration(float(text) if text.replace(".", "", 1).isdigit() else text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (such as 90s, 12h or 30d)") from None
+
+
+def base_url(text: str) -> str:
+    """A connection's ``base_url`` as the config takes it: http(s), a host, an optional path prefix."""
+    scheme, _, rest = text.partition("://")
+    if scheme not in ("http", "https") or not rest or rest.startswith("/") or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a base URL (scheme, host, port and optional path: https://api.example.com/v1)"
+        )
+    return text

@@ -1,11 +1,14 @@
-"""``shipmap journal migrate|copy|info|prune``: a journal's schema version, its upgrade, moving it elsewhere, and
-forgetting what is old.
+"""``shipmap journal migrate|copy|info|prune|move-pending``: a journal's schema version, its upgrade, moving it
+elsewhere, forgetting what is old, and sending a moved endpoint's pending deliveries after it.
 
 A journal is an SQLite file or a ``postgresql://`` URL. ``migrate`` brings a store to this shipmap's schema
 version (an SQLite file is also upgraded when a run opens it; a PostgreSQL store, which many workers share,
 only here). ``copy SRC DST`` moves every row of one journal into an empty other one, for a user who outgrows
 one machine: ``shipmap journal copy .shipmap/journal.db postgresql://shipmap@db/shipmap``. ``prune`` forgets
-what is older than a duration, as runs and services do by themselves after ``journal.keep``.
+what is older than a duration, as runs and services do by themselves after ``journal.keep``. ``move-pending``
+points the pending deliveries a connection journaled for its old ``base_url`` at its new one: runs on an
+SQLite journal, and a service's reload, do that by themselves; on a PostgreSQL journal, whose workers may run
+two configs during a rollout, a run only names what is left behind, and this moves it.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox, cop
 from shipmap.connectors._store._copy import copy_journal
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError
 from shipmap.connectors._store._journal_pg import is_database_url
+from shipmap.connectors._store._moves import base_prefix, count_pending, move_pending, stranded
 from shipmap.connectors._store._retention import count_prunable, oldest_forgettable, prune
 
 from ._output import age_text
-from ._types import duration
+from ._types import base_url, duration
 from .dead_letters import display_location
 
 
@@ -62,6 +66,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     forget.add_argument(
         "--dry-run", action="store_true", help="count what would be forgotten; change nothing"
     )
+    move = sub.add_parser(
+        "move-pending",
+        help="send a connection's pending deliveries journaled for its old base_url to its new one",
+        description="Point the pending deliveries of CONNECTION journaled for --from at --to, the rest of each"
+        " URL kept (http://old/api/v1/orders/1 -> https://new/fenix/v1/orders/1). Delivered rows, dead letters"
+        " and other connections stay as they are. A run on an SQLite journal and a service's reload do this by"
+        " themselves when base_url changes; on a PostgreSQL journal, run it once every worker has the new"
+        " config (a worker still on the old one journals new deliveries for the old base).",
+    )
+    move.add_argument("journal", metavar="PATH|URL")
+    move.add_argument("connection", metavar="CONNECTION", help="the connection's name in the config")
+    move.add_argument("--from", dest="old", required=True, type=base_url, metavar="OLD_BASE_URL")
+    move.add_argument("--to", dest="new", required=True, type=base_url, metavar="BASE_URL")
+    move.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,8 +142,16 @@ def _inbox_to_copy(args: argparse.Namespace) -> Path | None:
     return beside if beside.is_file() else None
 
 
+def _existing(location: str) -> str:
+    """``location``, refused when it names an SQLite file that does not exist: reading it would fail with the
+    driver's words, and writing it would create an empty journal where a path was mistyped."""
+    if not is_database_url(location) and not Path(location).exists():
+        raise JournalError(f"no journal at {location}: no such file (a run creates it; check the path)")
+    return location
+
+
 def _info(args: argparse.Namespace) -> int:
-    with Journal(args.journal, readonly=True) as journal:
+    with Journal(_existing(args.journal), readonly=True) as journal:
         version = journal.schema_version()
         counts = journal.counts()
         oldest = oldest_forgettable(journal)
@@ -145,7 +171,7 @@ def _prune(args: argparse.Namespace) -> int:
     age = duration_text(args.older_than)
     try:
         # An SQLite journal: its run lock, so no run or service writes beside the prune.
-        journal = Journal(args.journal, readonly=args.dry_run, exclusive=not args.dry_run)
+        journal = Journal(_existing(args.journal), readonly=args.dry_run, exclusive=not args.dry_run)
     except JournalInUseError as error:
         raise JournalError(
             f"{error.message}; a run or `shipmap serve` forgets what is older than journal.keep itself"
@@ -160,4 +186,40 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-_ACTIONS = {"migrate": _migrate, "copy": _copy, "info": _info, "prune": _prune}
+def _move_pending(args: argparse.Namespace) -> int:
+    where, connection = display_location(args.journal), args.connection
+    try:
+        # An SQLite journal: its run lock, so that no run sends a row while it moves.
+        journal = Journal(_existing(args.journal), readonly=args.dry_run, exclusive=not args.dry_run)
+    except JournalInUseError as error:
+        raise JournalError(
+            f"{error.message}; a run or `shipmap serve` on it moves the pending deliveries of a connection whose"
+            " base_url changed itself"
+        ) from None
+    with journal:
+        if args.dry_run:
+            count = count_pending(journal, connection, args.old)
+        else:
+            count = move_pending(journal, connection, args.old, args.new)
+        left = stranded(journal, {connection: args.old if args.dry_run else args.new})
+    verb = "would move" if args.dry_run else "moved"
+    deliveries = "delivery" if count == 1 else "deliveries"
+    print(f"{where}: {verb} {count} pending {deliveries} of {connection} from {args.old} to {args.new}")
+    for other in left:  # what the operator may have meant instead
+        if args.dry_run and other.example_url.startswith(base_prefix(args.new)):
+            continue
+        print(
+            f"{other.count} other pending deliver{'y' if other.count == 1 else 'ies'} of {connection} are"
+            f" journaled for another base_url, such as {other.example_url}",
+            file=sys.stderr,
+        )
+    return 0
+
+
+_ACTIONS = {
+    "migrate": _migrate,
+    "copy": _copy,
+    "info": _info,
+    "prune": _prune,
+    "move-pending": _move_pending,
+}

@@ -24,7 +24,8 @@ Both run the same statements; only the schema is written per backend. Schemas ar
 an older version is upgraded when it is opened for writing (it has one user), while a PostgreSQL store, which
 many workers share, is upgraded only by ``shipmap journal migrate`` (``Journal.migrate``). A store written by
 a newer shipmap is refused. ``_copy.copy_journal`` moves every row of one store into another (SQLite to
-PostgreSQL); ``_entries`` holds the rows as read.
+PostgreSQL); ``_entries`` holds the rows as read; ``_moves`` points a moved connection's pending rows at its new
+``base_url``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -366,6 +367,15 @@ class Journal:
         ).fetchall()
         return {row[0] for row in rows}
 
+    def release_leases(self) -> int:
+        """Give up every lease this worker holds (its run ended: nothing of it is in flight), so another
+        worker, or this one's next run, takes the rows now and not when the leases expire. How many."""
+        cursor = self._db.execute(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND state = 'pending'",
+            (self.worker,),
+        )
+        return int(cursor.rowcount)
+
     def holds(self, key: str) -> bool:
         """Whether this worker still holds ``key``'s lease, renewing it if so (a worker that was stopped
         asks before it sends: another may have taken the delivery over meanwhile)."""
@@ -517,50 +527,6 @@ class Journal:
             ),
         )
         return int(cursor.rowcount) == 1
-
-    def follow_base_urls(self, base_urls: Mapping[str, str]) -> list[tuple[str, int]]:
-        """Each connection's ``base_url`` now (``{name: url}``) against the one the last run here recorded:
-        the pending deliveries of each that moved go to its new one (``move_pending``), and the new ones are
-        recorded. ``(connection, deliveries moved)`` per connection that moved. For a journal with one user
-        (SQLite): the workers of a shared one may run with two configs for a while."""
-        moved: list[tuple[str, int]] = []
-
-        def follow() -> None:
-            moved.clear()
-            rows = self._db.execute(
-                "SELECT k, v FROM meta WHERE substr(k, 1, ?) = ?", (len(_BASE_URL_KEY), _BASE_URL_KEY)
-            ).fetchall()
-            recorded = {key[len(_BASE_URL_KEY) :]: url for key, url in rows}
-            for name, url in base_urls.items():
-                if recorded.get(name, url) != url:
-                    moved.append((name, self.move_pending(name, recorded[name], url)))
-            self._db.executemany(
-                "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-                [(_BASE_URL_KEY + name, url) for name, url in base_urls.items() if recorded.get(name) != url],
-            )
-
-        self.run_transaction(follow)
-        return moved
-
-    def move_pending(self, connection: str, old_base_url: str, new_base_url: str, *, page: int = 5000) -> int:
-        """Point the pending deliveries of ``connection`` journaled for ``old_base_url`` at ``new_base_url``
-        (the rest of each URL kept): the connection moved. How many were. ``page`` rows per statement, in key
-        order, so that a day of an outage's pending rows is not one statement past the server's timeout, and
-        a new base that extends the old one (``/api`` to ``/api/v2``) moves each row once."""
-        old_prefix, new_prefix = old_base_url.rstrip("/") + "/", new_base_url.rstrip("/") + "/"
-        moved, after = 0, ""
-        while True:
-            keys = self._db.execute(
-                """UPDATE deliveries SET url = ? || substr(url, ?) WHERE key IN (
-                       SELECT key FROM deliveries WHERE state = 'pending' AND connection = ? AND key > ?
-                       AND substr(url, 1, ?) = ? ORDER BY key LIMIT ?)
-                   RETURNING key""",
-                (new_prefix, len(old_prefix) + 1, connection, after, len(old_prefix), old_prefix, page),
-            ).fetchall()
-            moved += len(keys)
-            if len(keys) < page:
-                return moved
-            after = max(row[0] for row in keys)
 
     def mark_resolved(self, key: str, reason: str) -> None:
         """Close a dead letter that a replay superseded (its event was re-mapped into other deliveries)."""
@@ -722,8 +688,6 @@ def _key_prefixes(keys: Sequence[str] | None) -> tuple[str, list[object]]:
     condition = " OR ".join(["substr(key, 1, ?) = ?"] * len(prefixes))
     return f" AND ({condition})", [part for prefix in prefixes for part in (len(prefix), prefix)]
 
-
-_BASE_URL_KEY = "base_url:"  # meta: a connection's base_url at the last run (``follow_base_urls``)
 
 # key, source digest, mapping, target, connection, idempotency key, method, url, payload text, origin
 PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]

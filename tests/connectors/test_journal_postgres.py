@@ -15,6 +15,7 @@ from shipmap.connectors import ConfigError, Journal, JournalError, RunSummary, R
 from shipmap.connectors._cli import main
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._journal_pg import TransactionConflict
+from shipmap.connectors._store._moves import Stranded, count_pending, move_pending, stranded
 from test_journal import pending
 from test_runtime_support import environ, order_event, write_config
 
@@ -576,7 +577,19 @@ def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url
         pending(journal, "elsewhere", url="http://older.example/api/v1/orders/4/created")
         pending(journal, "done", url="http://old.example/api/v1/orders/5/created")
         journal.mark_delivered("done", status=200, attempts=1)
-        assert journal.move_pending("fenix", "http://old.example/api/", "https://new.example:8443/fenix") == 2
+        # Before: fenix's two under the old base and one under another are left behind by a move to the new.
+        assert count_pending(journal, "fenix", "http://old.example/api") == 2
+        assert stranded(
+            journal, {"fenix": "https://new.example:8443/fenix/", "dg": "http://old.example/api"}
+        ) == [
+            Stranded("fenix", 3, "http://older.example/api/v1/orders/4/created")
+        ]  # an example: the first by key
+        assert (
+            move_pending(journal, "fenix", "http://old.example/api/", "https://new.example:8443/fenix") == 2
+        )
+        assert stranded(journal, {"fenix": "https://new.example:8443/fenix"}) == [
+            Stranded("fenix", 1, "http://older.example/api/v1/orders/4/created")
+        ]
         urls = {
             key: entry.url
             for key in ("p1", "p2", "other", "elsewhere", "done")
@@ -589,11 +602,15 @@ def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url
             "elsewhere": "http://older.example/api/v1/orders/4/created",
             "done": "http://old.example/api/v1/orders/5/created",
         }
-        assert journal.move_pending("fenix", "http://old.example/api", "https://x.example") == 0  # none left
+        assert move_pending(journal, "fenix", "http://old.example/api", "https://x.example") == 0  # none left
         # A page at a time (here one row), and a new base that extends the old one moves each row once.
         assert (
-            journal.move_pending(
-                "fenix", "https://new.example:8443/fenix", "https://new.example:8443/fenix/v2", page=1
+            move_pending(
+                journal,
+                "fenix",
+                "https://new.example:8443/fenix",
+                "https://new.example:8443/fenix/v2",
+                page=1,
             )
             == 2
         )

@@ -229,6 +229,116 @@ def test_the_run_after_an_edit_of_base_url_sends_what_waited_for_the_old_one_to_
         assert journal.counts() == {"delivered": 3}
 
 
+def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pending_sends_it_to_the_new(
+    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PostgreSQL journal's workers may run two configs during a rollout, so a run does not move pending
+    deliveries by itself: it names them, with the command, once; ``journal move-pending`` moves them."""
+    from test_runtime_support import FIXTURES
+
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 4)))
+    mappings = [{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create"}]
+    old = f"http://127.0.0.1:{free_port()}"
+
+    def configured(url: str) -> Path:
+        return write_config(
+            tmp_path, url, mappings=mappings, delivery={"breaker": OUTAGE_BREAKER}, journal=postgres_url
+        )
+
+    config = configured(old)
+    assert main(["run", str(config), "-i", str(events), "--no-progress"]) == EXIT_OUTAGE
+    assert "3 deliveries left pending" in capsys.readouterr().out
+    empty = tmp_path / "nothing.ndjson"
+    empty.write_text("")
+    with Sandbox() as sandbox:
+        configured(sandbox.url)  # the edit: the new endpoint
+        # The run still sends them where they were journaled for (the old endpoint is still down), and says so.
+        assert main(["run", str(config), "-i", str(empty), "--no-progress"]) == EXIT_OUTAGE
+        named = [r.getMessage() for r in caplog.records if "another base_url" in r.getMessage()]
+        assert named == [
+            f"connections.fenix: 3 pending deliveries journaled for another base_url (such as {old}/"
+            "api/v1/orders/1001/created) go there, not to this one; if the endpoint moved, `shipmap journal"
+            " move-pending JOURNAL fenix --from OLD_BASE_URL --to BASE_URL` sends them here"
+        ], named
+        assert sandbox.requests(endpoint="fenix.orders") == []
+        # A service runs again and again (after each stall): it names them once.
+        caplog.clear()
+        runtime = Runtime.from_config(config)
+        assert [runtime.run([]).parked for _ in range(2)] == [3, 3]
+        assert sum("another base_url" in r.getMessage() for r in caplog.records) == 1
+        capsys.readouterr()
+
+        move = ["journal", "move-pending", postgres_url, "fenix", "--from", old, "--to", sandbox.url]
+        assert main([*move, "--dry-run"]) == 0
+        assert capsys.readouterr().out.endswith(
+            f"would move 3 pending deliveries of fenix from {old} to {sandbox.url}\n"
+        )
+        assert main([*move[:5], "http://127.0.0.1:9", *move[6:]]) == 0  # a base nothing was journaled for
+        output = capsys.readouterr()
+        assert output.out.endswith(
+            f"moved 0 pending deliveries of fenix from http://127.0.0.1:9 to {sandbox.url}\n"
+        )
+        assert output.err == (
+            "3 other pending deliveries of fenix are journaled for another base_url, such as"
+            f" {old}/api/v1/orders/1001/created\n"
+        )
+        assert main(move) == 0
+        output = capsys.readouterr()
+        assert output.out.endswith(f"moved 3 pending deliveries of fenix from {old} to {sandbox.url}\n")
+        assert output.err == ""
+
+        caplog.clear()
+        assert main(["run", str(config), "-i", str(empty), "--no-progress"]) == 0
+        assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == [
+            "1001", "1002", "1003",
+        ]  # fmt: skip
+        assert "another base_url" not in caplog.text
+    with Journal(postgres_url, readonly=True) as journal:
+        assert journal.counts() == {"delivered": 3}
+
+
+def test_journal_move_pending_refuses_what_it_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped path creates no journal; a URL that is not a base URL is a usage error; an SQLite journal
+    that a run holds is that run's to move."""
+    missing = tmp_path / "journl.db"
+    assert (
+        main(["journal", "move-pending", str(missing), "fenix", "--from", "http://a", "--to", "http://b"])
+        == 7
+    )
+    assert (
+        capsys.readouterr().err
+        == f"error: no journal at {missing}: no such file (a run creates it; check the path)\n"
+    )
+    assert not missing.exists()
+    with pytest.raises(SystemExit) as usage:
+        main(
+            ["journal", "move-pending", str(missing), "fenix", "--from", "127.0.0.1:8080", "--to", "http://b"]
+        )
+    assert usage.value.code == 2
+    assert "argument --from: '127.0.0.1:8080' is not a base URL" in capsys.readouterr().err
+    with Journal(tmp_path / "journal.db", exclusive=True):  # a run holds it
+        code = main(
+            [
+                "journal",
+                "move-pending",
+                str(tmp_path / "journal.db"),
+                "fenix",
+                "--from",
+                "http://a",
+                "--to",
+                "http://b",
+            ]
+        )
+    assert code == 7
+    assert (
+        "moves the pending deliveries of a connection whose base_url changed itself"
+        in capsys.readouterr().err
+    )
+
+
 def test_shipmap_replay_exits_9_when_the_endpoint_is_down_and_the_next_run_delivers_the_replayed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,0 +1,116 @@
+"""A connection that moved: its pending deliveries follow it to its new ``base_url``.
+
+Each ``pending`` row keeps the exact URL it was journaled with (a re-send is the same request), so a
+connection moved to another endpoint would have its parked deliveries re-sent to the old one for good. Three
+ways they follow it:
+
+- an SQLite journal (one user) remembers each connection's ``base_url`` at the last run, and a run that finds
+  one changed moves that connection's rows (``follow_base_urls``);
+- a service's reload moves them, once, in the process that reloaded (any journal);
+- ``shipmap journal move-pending`` moves them by hand: the way for a PostgreSQL journal, whose workers may run
+  two configs for a while during a rollout, so no run can tell an edit from a worker not yet updated.
+
+``stranded`` counts what is left behind, so that a run on a shared journal can say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._journal import Journal
+
+_BASE_URL_KEY = "base_url:"  # meta: a connection's base_url at the last run (``follow_base_urls``)
+MOVE_PAGE = 5000  # rows per statement: a day of an outage's pending rows is not one statement past a timeout
+
+
+def base_prefix(base_url: str) -> str:
+    """What every URL journaled for ``base_url`` starts with (``join_url``: one slash between the two)."""
+    return base_url.rstrip("/") + "/"
+
+
+def follow_base_urls(journal: Journal, base_urls: Mapping[str, str]) -> list[tuple[str, int]]:
+    """Each connection's ``base_url`` now (``{name: url}``) against the one the last run here recorded: the
+    pending deliveries of each that moved go to its new one (``move_pending``), and the new ones are
+    recorded. ``(connection, deliveries moved)`` per connection that moved. For a journal with one user
+    (SQLite): the workers of a shared one may run with two configs for a while."""
+    moved: list[tuple[str, int]] = []
+    db = journal._db
+
+    def follow() -> None:
+        moved.clear()
+        rows = db.execute(
+            "SELECT k, v FROM meta WHERE substr(k, 1, ?) = ?", (len(_BASE_URL_KEY), _BASE_URL_KEY)
+        ).fetchall()
+        recorded = {key[len(_BASE_URL_KEY) :]: url for key, url in rows}
+        for name, url in base_urls.items():
+            if recorded.get(name, url) != url:
+                moved.append((name, move_pending(journal, name, recorded[name], url)))
+        db.executemany(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+            [(_BASE_URL_KEY + name, url) for name, url in base_urls.items() if recorded.get(name) != url],
+        )
+
+    journal.run_transaction(follow)
+    return moved
+
+
+def move_pending(
+    journal: Journal, connection: str, old_base_url: str, new_base_url: str, *, page: int = MOVE_PAGE
+) -> int:
+    """Point the pending deliveries of ``connection`` journaled for ``old_base_url`` at ``new_base_url`` (the
+    rest of each URL kept); how many were. ``page`` rows per statement, in key order, so a new base that
+    extends the old one (``/api`` to ``/api/v2``) moves each row once. Each statement commits by itself
+    unless the caller holds a transaction: an interrupted move leaves every row at one base or the other."""
+    old_prefix, new_prefix = base_prefix(old_base_url), base_prefix(new_base_url)
+    moved, after = 0, ""
+    while True:
+        keys = journal._db.execute(
+            """UPDATE deliveries SET url = ? || substr(url, ?) WHERE key IN (
+                   SELECT key FROM deliveries WHERE state = 'pending' AND connection = ? AND key > ?
+                   AND substr(url, 1, ?) = ? ORDER BY key LIMIT ?)
+               RETURNING key""",
+            (new_prefix, len(old_prefix) + 1, connection, after, len(old_prefix), old_prefix, page),
+        ).fetchall()
+        moved += len(keys)
+        if len(keys) < page:
+            return moved
+        after = max(row[0] for row in keys)
+
+
+def count_pending(journal: Journal, connection: str, base_url: str) -> int:
+    """Pending deliveries of ``connection`` journaled for ``base_url`` (what ``move_pending`` would move)."""
+    prefix = base_prefix(base_url)
+    row = journal._db.execute(
+        "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND connection = ? AND substr(url, 1, ?) = ?",
+        (connection, len(prefix), prefix),
+    ).fetchone()
+    return int(row[0])
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """A connection's pending deliveries journaled for another base URL than its own now."""
+
+    connection: str
+    count: int
+    example_url: str  # one of their URLs, which shows the old base
+
+
+def stranded(journal: Journal, base_urls: Mapping[str, str]) -> list[Stranded]:
+    """For each connection (``{name: base_url now}``) whose pending deliveries include some journaled under
+    another base: how many, with one of their URLs. One indexed count per connection (pending rows only)."""
+    found: list[Stranded] = []
+    for name, base_url in base_urls.items():
+        prefix = base_prefix(base_url)
+        outside = "state = 'pending' AND connection = ? AND substr(url, 1, ?) <> ?"
+        parameters = (name, len(prefix), prefix)
+        count = int(
+            journal._db.execute(f"SELECT COUNT(*) FROM deliveries WHERE {outside}", parameters).fetchone()[0]
+        )
+        if count:
+            example = journal._db.execute(
+                f"SELECT url FROM deliveries WHERE {outside} ORDER BY key LIMIT 1", parameters
+            ).fetchone()[0]
+            found.append(Stranded(name, count, str(example)))
+    return found
