@@ -271,12 +271,27 @@ class Runtime:
                 journal.close()
 
     def dead_letters(self, keys: Sequence[str] | None = None) -> list[JournalEntry]:
-        """The dead letters in the journal (read-only; empty if there is no journal yet)."""
+        """The dead letters in the journal (read-only; empty if there is no journal yet), all in one list:
+        ``dead_letter_pages`` reads a journal that may hold millions."""
         journal = open_readonly(self.config.journal.location)
         if journal is None:
             return []
         with journal:
             return journal.dead_letters(keys)
+
+    def dead_letter_pages(
+        self, keys: Sequence[str] | None = None, *, size: int = 1000
+    ) -> Iterator[list[JournalEntry]]:
+        """The dead letters (all, or those whose key starts with one of ``keys``) a page of at most ``size``
+        at a time, in the order they were last written, so memory holds one page however many there are.
+        The journal stays open, read-only, until the iteration ends (or the iterator is closed)."""
+        if size < 1:
+            raise ConfigError("size must be at least 1")
+        journal = open_readonly(self.config.journal.location)
+        if journal is None:
+            return
+        with journal:
+            yield from journal.dead_letter_pages(keys, limit=size)
 
     def rejected_inputs(self) -> list[RejectedInput]:
         journal = open_readonly(self.config.journal.location)

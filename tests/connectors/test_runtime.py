@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from shipmap.connectors import (
     AuthSettings,
+    ConfigError,
     Connection,
     DeliverySettings,
     JournalSettings,
@@ -290,10 +291,22 @@ def test_a_run_counts_every_dead_letter_and_lists_the_first_thousand_keys(
         event = order_event(number)
         del event["payload"]["email"]
         events.append(event)
-    summary = runtime_for(tmp_path, sandbox).run(events)
+    runtime = runtime_for(tmp_path, sandbox)
+    summary = runtime.run(events)
     assert summary.get("acme-orders.order").dead == DEAD_KEYS_KEPT + 50
     assert len(summary.dead_keys) == DEAD_KEYS_KEPT == len(set(summary.dead_keys))
     assert sandbox.stats()["accepted"] == 0
+    # A program that embeds the runtime reads them a page at a time: each once, none kept but the page.
+    pages = [[entry.key for entry in page] for page in runtime.dead_letter_pages(size=400)]
+    assert [len(page) for page in pages] == [400, 400, 250]
+    assert sorted(key for page in pages for key in page) == sorted(d.key for d in runtime.dead_letters())
+    assert [len(page) for page in runtime.dead_letter_pages([pages[0][0][:12]])] == [1]
+    with pytest.raises(ConfigError, match="size must be at least 1"):
+        next(runtime.dead_letter_pages(size=0))
+
+
+def test_dead_letter_pages_of_a_runtime_that_has_not_run_are_none(tmp_path: Path, sandbox: Sandbox) -> None:
+    assert list(runtime_for(tmp_path, sandbox).dead_letter_pages()) == []
 
 
 def test_bad_input_lines_are_rejected_and_the_rest_is_delivered(tmp_path: Path, sandbox: Sandbox) -> None:
