@@ -13,9 +13,10 @@ from typing import Any
 
 from shipmap.engine import MappingError, ShipmapError, load_mapping
 
+from ._cases import CASES_SUFFIX, load_suite
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, problem_json, write_json
-from .test import CASES_SUFFIX, _load_suite, _looks_like_mapping, head_matches
+from .test import _looks_like_mapping, head_matches
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +156,7 @@ def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: b
 def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
     """A cases file is valid when it reads as cases, its mapping loads, and its cases name real targets."""
     try:
-        suite = _load_suite(path)
+        suite = load_suite(path)
         mapping = load_mapping(suite.mapping_path)
     except ShipmapError as error:
         report["problems"].append(error_json(error))

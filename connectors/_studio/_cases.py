@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from shipmap.engine import CompiledMapping, ShipmapError
 
-from .._cli.test import CASES_SUFFIX, Case, load_suite, run_case
+from .._cli._cases import CASES_SUFFIX, Case, load_suite
+from .._cli.test import run_case
 from ._errors import StudioError
 from ._evaluate import Json, collect, compile_mapping, plain, read_sample, with_documents
 from ._files import Workspace

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from shipmap.connectors._cli import main
-from shipmap.connectors._cli.test import _CasesLoader as CasesLoader
+from shipmap.connectors._cli._cases import _CasesLoader as CasesLoader
 from shipmap.connectors._map._parallel import ordered_map
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"

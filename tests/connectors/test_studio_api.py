@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from shipmap.connectors._cli.test import load_suite, run_case
+from shipmap.connectors._cli._cases import load_suite
+from shipmap.connectors._cli.test import run_case
 from shipmap.connectors._studio import Studio
 from shipmap.engine import load_mapping, parse_mapping
 from test_studio_support import make_workspace

@@ -20,7 +20,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from shipmap.connectors._cli.test import load_suite, run_case
+from shipmap.connectors._cli._cases import load_suite
+from shipmap.connectors._cli.test import run_case
 from shipmap.connectors._studio import Studio
 from shipmap.engine import MappingError, load_mapping, parse_mapping
 from test_studio_support import make_workspace

@@ -1,0 +1,249 @@
+"""The cases file of ``shipmap test`` (docs/testing-mappings.md): ``x.cases.yaml`` beside the mapping ``x.yaml``,
+read into :class:`Suite` with every mistake located (file, line, column, the line's text), as a mapping's are.
+``test`` runs the cases; the studio and ``validate`` read them too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from shipmap.engine import Location, MappingError, MappingStructureError, MappingSyntaxError
+from shipmap.engine._yaml import load_located
+
+CASES_SUFFIX = ".cases.yaml"
+MAX_CASES_BYTES = 2 * 1024 * 1024
+_CASE_KEYS = (
+    "name", "description", "source", "documents", "select", "expect", "match", "skipped", "absent", "error"
+)  # fmt: skip
+_FILE_KEYS = ("mapping", "description", "cases")
+ERROR_KEYS = ("type", "target", "field", "message", "source_path")
+
+
+class _CasesLoader(yaml.SafeLoader):
+    """YAML as JSON sees it: dates stay text and only true/false are booleans (so `yes`, `NO` stay text)."""
+
+
+_CasesLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:bool")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_CasesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass
+class Case:
+    name: str
+    location: Location
+    source: Any  # the document itself, or a Path to read it from
+    select: str | None = None
+    documents: dict[str, Any] | None = None  # named documents (each a document or a Path): the event
+    expect: dict[str, Any] = field(default_factory=dict)
+    exact: set[str] = field(default_factory=set)
+    skipped: list[str] = field(default_factory=list)
+    absent: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    file: Path
+    mapping_path: Path
+    cases: list[Case]
+
+
+def load_suite(path: Path) -> Suite:
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise MappingError(
+            f"cannot read cases file: {error.strerror}", location=Location(file, 1, 1)
+        ) from None
+    if len(raw) > MAX_CASES_BYTES:
+        raise MappingSyntaxError("cases file is larger than 2 MiB", location=Location(file, 1, 1))
+    text = raw.decode("utf-8", "replace")
+    lines = text.splitlines()
+    # The mappings' bounded loader first (alias bombs, depth, size, tags: each a located error); the node
+    # tree is then safe to compose for the locations below.
+    data = load_located(text, file, str, what="cases file").value
+    try:
+        node = yaml.compose(text, Loader=_CasesLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = _location(file, lines, mark.line, mark.column) if mark else Location(file, 1, 1)
+        raise MappingSyntaxError(f"not valid YAML: {getattr(error, 'problem', error)}", location=at) from None
+    if node is not None:
+        _check_duplicates(node, file, lines)
+
+    def where(item: Any) -> Location:
+        mark = item.start_mark
+        return _location(file, lines, mark.line, mark.column)
+
+    if not isinstance(data, dict) or not isinstance(node, yaml.MappingNode):
+        raise MappingStructureError(
+            "a cases file is an object with a 'cases' list", location=Location(file, 1, 1)
+        )
+    _check_keys(data, _FILE_KEYS, node, "the cases file", file, lines)
+    items = data.get("cases")
+    items_node = _child(node, "cases")
+    if not isinstance(items, list) or not items or not isinstance(items_node, yaml.SequenceNode):
+        raise MappingStructureError(
+            "'cases' must be a non-empty list of cases",
+            location=where(items_node) if items_node is not None else Location(file, 1, 1),
+        )
+    base = path.parent
+    mapping_name = data.get("mapping")
+    if mapping_name is None:
+        mapping_path = path.with_name(path.name[: -len(CASES_SUFFIX)] + ".yaml")
+    elif isinstance(mapping_name, str):
+        mapping_path = base / mapping_name
+    else:
+        raise MappingStructureError("'mapping' must be a file name", location=where(_child(node, "mapping")))
+    cases = [
+        _case(item, item_node, base, file, lines)
+        for item, item_node in zip(items, items_node.value, strict=True)
+    ]
+    names = [case.name for case in cases]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise MappingStructureError(f"two cases are named {name!r}", location=cases[index].location)
+    return Suite(path, mapping_path, cases)
+
+
+def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -> Case:
+    location = _location(file, lines, node.start_mark.line, node.start_mark.column)
+
+    def fail(message: str, key: str | None = None) -> MappingStructureError:
+        child = _child(node, key) if key else None
+        at = _location(file, lines, child.start_mark.line, child.start_mark.column) if child else location
+        return MappingStructureError(message, location=at)
+
+    if not isinstance(item, dict):
+        raise fail("a case is an object with 'name' and 'source'")
+    _check_keys(item, _CASE_KEYS, node, "a case", file, lines)
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise fail("a case needs a 'name'")
+    documents = item.get("documents")
+    if documents is not None:
+        if "source" in item:
+            raise fail("a case takes 'source' or 'documents', not both", "documents")
+        if not isinstance(documents, dict) or not documents:
+            raise fail("'documents' maps document names to files (or inline documents)", "documents")
+        documents = {
+            str(key): base / value if isinstance(value, str) else value for key, value in documents.items()
+        }
+    elif "source" not in item:
+        raise fail(
+            f"case {name!r} needs a 'source': a file path (relative to the cases file) or a document, "
+            "or 'documents': named documents"
+        )
+    source = item.get("source")
+    if isinstance(source, str):
+        source = base / source
+    select = item.get("select")
+    if select is not None and not isinstance(select, str):
+        raise fail("'select' is a JMESPath expression", "select")
+    expect = item.get("expect") or {}
+    if not isinstance(expect, dict):
+        raise fail("'expect' maps target names to the payload parts expected", "expect")
+    match = item.get("match", "partial")
+    if isinstance(match, str):
+        if match not in ("partial", "exact"):
+            raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")
+        exact = set(expect) if match == "exact" else set()
+    elif isinstance(match, dict) and all(mode in ("partial", "exact") for mode in match.values()):
+        exact = {target for target, mode in match.items() if mode == "exact"}
+    else:
+        raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")
+    skipped = _strings(
+        item.get("skipped", []), lambda: fail("'skipped' is a list of target names", "skipped")
+    )
+    absent = _strings(item.get("absent", []), lambda: fail("'absent' is a list of field paths", "absent"))
+    raw_errors = item.get("error", [])
+    raw_errors = [raw_errors] if isinstance(raw_errors, dict) else raw_errors
+    errors: list[dict[str, str]] = []
+    if not isinstance(raw_errors, list):
+        raise fail(
+            "'error' is an object (type, target, field, message, source_path) or a list of them", "error"
+        )
+    for expected in raw_errors:
+        if not isinstance(expected, dict) or not expected or set(expected) - set(ERROR_KEYS):
+            raise fail(f"an expected error takes the keys {', '.join(ERROR_KEYS)}", "error")
+        errors.append({key: str(value) for key, value in expected.items()})
+    if not (expect or skipped or absent or errors):
+        raise fail(f"case {name!r} checks nothing: give it expect, skipped, absent or error")
+    return Case(name, location, source, select, documents, expect, exact, skipped, absent, errors)
+
+
+def _strings(value: Any, fail: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise fail()
+    return list(value)
+
+
+def _check_keys(
+    data: dict[str, Any], allowed: Sequence[str], node: yaml.Node, what: str, file: str, lines: list[str]
+) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            child = _key_node(node, str(key))
+            mark = (child or node).start_mark
+            raise MappingStructureError(
+                f"unknown key '{key}' in {what}",
+                location=_location(file, lines, mark.line, mark.column),
+                hint=(f"did you mean '{close[0]}'? " if close else "") + f"known keys: {', '.join(allowed)}",
+            )
+
+
+def _check_duplicates(node: yaml.Node, file: str, lines: list[str]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            text = str(key.value)
+            if text in seen:
+                raise MappingSyntaxError(
+                    f"duplicate key '{text}' (first written at line {seen[text]})",
+                    location=_location(file, lines, key.start_mark.line, key.start_mark.column),
+                )
+            seen[text] = key.start_mark.line + 1
+            _check_duplicates(value, file, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _check_duplicates(child, file, lines)
+
+
+def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, _ in node.value:
+            if key_node.value == key:
+                return key_node  # type: ignore[no-any-return]
+    return None
+
+
+def _child(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value in node.value:
+            if key_node.value == key:
+                return value  # type: ignore[no-any-return]
+    return None
+
+
+def _location(file: str, lines: list[str], line: int, column: int) -> Location:
+    text = lines[line] if 0 <= line < len(lines) else ""
+    return Location(file, line + 1, column + 1, text)
