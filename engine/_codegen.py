@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import jmespath
 import jmespath.exceptions
 
-from ._expressions import _SCOPE_PREFIX, Scope, _variables, flatten_once, is_truthy
+from ._expressions import _variables, flatten_once, is_truthy
 from ._functions import MISSING, lookup_key
+from ._scope import SCOPE_PREFIX, Scope
 from ._validator import CheckWriter, Unsupported, array_shape, compile_check, object_shape
 
 if TYPE_CHECKING:
@@ -373,7 +374,7 @@ class TargetWriter:
             evaluate = self.compiler.evaluator(text, template)
             return f"{self.share(evaluate, 'E')}({self.scope_of(level)})"
         expression = text.strip()
-        prefix = _SCOPE_PREFIX.match(expression)
+        prefix = SCOPE_PREFIX.match(expression)
         if _variables(expression[prefix.end() :] if prefix else expression):
             # $root or $parent inside the expression: the reference's evaluator, on this level's scope.
             evaluate = self.compiler.evaluator(text, template)

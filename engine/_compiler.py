@@ -26,9 +26,10 @@ from ._errors import (
     MappingStructureError,
     TransformError,
 )
-from ._expressions import SCOPE_NAMES, Evaluator, ExpressionCompiler, Scope, is_truthy
+from ._expressions import Evaluator, ExpressionCompiler, is_truthy
 from ._functions import MISSING, FunctionContext, FunctionError, FunctionSet, LookupTable, lookup_key
 from ._kinds import SchemaCheck, get_kind
+from ._scope import SCOPE_NAMES, Scope
 from ._target import _COLLECT, CompiledTarget, StaticPath, static_field_name
 from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey

@@ -27,21 +27,16 @@ from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
 from ._sandbox import MappingSandbox
+from ._scope import SCOPE_NAMES, SCOPE_PREFIX, Label, Scope, parent_data, select_scope
 from ._template_fast import Fallback, fast_template
 
 Evaluator = Callable[["Scope"], Any]
-Label = str | Callable[["Scope"], str]  # a scope's place in the source, or how to work it out
 
-# Names a template may use besides the functions: the current node, its parent, the whole document, the index.
-SCOPE_NAMES = ("this", "parent", "root", "index")
-_SCOPE_PREFIX = re.compile(r"^\$(this|parent|root|index)(?=$|[.\[])")
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<body>(?:(?!\{\{|\}\}|\{%).)*)\}\}\s*$", re.S)
 # `$name` anywhere in a JMESPath expression: a scope name or a `let` name. JMESPath has no variables, so the
 # text is rewritten to a call of this placeholder, which the parsed tree then holds as a "variable" node.
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _VARIABLE_CALL = "_shipmap_variable_"
-_NO_LETS: dict[str, Any] = {}
-_PLAIN_PATH = re.compile(r"^(?:[A-Za-z_]\w*|\[-?\d+\])(?:\.[A-Za-z_]\w*|\[-?\d+\])*$")
 _BUILTIN_JMESPATH = {
     name[len("_func_") :] for name in dir(jmespath.functions.Functions) if name.startswith("_func_")
 }
@@ -59,96 +54,6 @@ def _search_failed(error: BaseException, location: Location, field: str, source_
     else:
         message = f"JMESPath: {error}"
     return TransformError(message, location=location, field=field, source_path=source_path)
-
-
-class Scope:
-    """Where a transform is in the source: the current node, its parent scope and the whole document.
-
-    The source path is only built when an error needs it, so array items cost one small object each.
-    """
-
-    __slots__ = ("data", "index", "label", "lets", "parent", "root")
-
-    lets: dict[str, Any]
-
-    def __init__(
-        self,
-        data: Any,
-        parent: Scope | None,
-        root: Any,
-        label: Label = "",
-        index: int | None = None,
-        lets: dict[str, Any] | None = None,
-    ) -> None:
-        self.data = data
-        self.parent = parent
-        self.root = root
-        self.label = label
-        self.index = index
-        # The `let` values visible here: a scope sees its own and every enclosing scope's.
-        self.lets: dict[str, Any] = (
-            lets if lets is not None else (parent.lets if parent is not None else _NO_LETS)
-        )
-
-    def with_lets(self, lets: dict[str, Any]) -> Scope:
-        """The same place in the source, seeing ``lets`` too (its fields see them, its siblings do not)."""
-        return Scope(self.data, self.parent, self.root, self.label, self.index, lets)
-
-    def label_text(self) -> str:
-        label = self.label
-        return label if type(label) is str else label(self)  # type: ignore[operator]
-
-    def path(self) -> str:
-        """The source path of this node, such as ``order.line_items[2]``."""
-        parts: list[str] = []
-        scope: Scope | None = self
-        while scope is not None:
-            label = scope.label_text()
-            absolute = label.startswith("$root")
-            if absolute:  # read from the document's top: the scopes around it are not on its path
-                label = label[len("$root") :].lstrip(".")
-            if scope.index is not None:
-                parts.append(f"{label}[{scope.index}]")
-            elif label:
-                parts.append(label)
-            if absolute:
-                break
-            scope = scope.parent
-        return ".".join(reversed(parts))
-
-    def child_path(self, expression: str) -> str:
-        if expression.startswith("$"):
-            prefix = _SCOPE_PREFIX.match(expression)
-            if prefix is None:
-                return expression  # a let value: its own name is where it was read
-            rest = expression[prefix.end() :].lstrip(".")
-            name = prefix.group(1)
-            if name == "root":
-                return rest or "@"
-            if name == "parent" and self.parent is not None:
-                return self.parent.child_path(rest) if rest else self.parent.path() or "@"
-            if name == "this":
-                return self.child_path(rest) if rest else self.path() or "@"
-            return expression
-        base = self.path()
-        if _PLAIN_PATH.match(expression) is None:
-            # A template, a function or a join is not a place in the source: say what was read, and where.
-            return f"{expression} (at {base})" if base else expression
-        if not base:
-            return expression
-        return f"{base}{expression}" if expression.startswith("[") else f"{base}.{expression}"
-
-
-def _select_scope(scope: Scope, name: str) -> Any:
-    if name == "this":
-        return scope.data
-    if name == "root":
-        return scope.root
-    if name == "index":
-        return scope.index
-    if name == "parent":
-        return _parent(scope)
-    return scope.lets.get(name)
 
 
 class ExpressionCompiler:
@@ -236,7 +141,7 @@ class ExpressionCompiler:
             return jinja_reads(self.env.parse("{{" + single.group("body") + "}}" if single else text))
         expression = text.strip()
         scope_name = "this"
-        prefix = _SCOPE_PREFIX.match(expression)
+        prefix = SCOPE_PREFIX.match(expression)
         if prefix and not _variables(expression[prefix.end() :]):
             scope_name = prefix.group(1)
             expression = expression[prefix.end() :].lstrip(".")
@@ -262,7 +167,7 @@ class ExpressionCompiler:
     ) -> Evaluator:
         scope_name = "this"
         expression = text.strip()
-        prefix = _SCOPE_PREFIX.match(expression)
+        prefix = SCOPE_PREFIX.match(expression)
         if _variables(expression[prefix.end() :] if prefix else expression):
             return self._compile_with_variables(text, location, field, names)
         if prefix:
@@ -295,10 +200,10 @@ class ExpressionCompiler:
                 getter = direct
                 if scope_name == "this":
                     return lambda scope: getter(scope.data)
-                return lambda scope: getter(_select_scope(scope, scope_name))
+                return lambda scope: getter(select_scope(scope, scope_name))
 
             def evaluate_direct(scope: Scope) -> Any:
-                data = scope.data if scope_name == "this" else _select_scope(scope, scope_name)
+                data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
                 try:
                     return direct(data)
                 except FunctionError as error:
@@ -311,7 +216,7 @@ class ExpressionCompiler:
         options = self._options
 
         def evaluate(scope: Scope) -> Any:
-            data = scope.data if scope_name == "this" else _select_scope(scope, scope_name)
+            data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
             try:
                 return search(data, options=options)
             except _SEARCH_ERRORS as error:
@@ -398,7 +303,7 @@ class ExpressionCompiler:
 
     @staticmethod
     def _whole_scope(name: str) -> Evaluator:
-        return lambda scope: _select_scope(scope, name)
+        return lambda scope: select_scope(scope, name)
 
     def _check_functions(self, node: dict[str, Any], location: Location, field: str) -> None:
         for call in _walk_jmespath(node):
@@ -500,7 +405,7 @@ class ExpressionCompiler:
 
         def run_fast(scope: Scope) -> Any:
             try:
-                return fast(scope.data, _parent(scope), scope.root, scope.index)
+                return fast(scope.data, parent_data(scope), scope.root, scope.index)
             except Fallback:
                 if not jinja:
                     with lock:
@@ -529,7 +434,7 @@ class ExpressionCompiler:
             here = {
                 **names,
                 "this": scope.data,
-                "parent": _parent(scope),
+                "parent": parent_data(scope),
                 "root": scope.root,
                 "index": scope.index,
             }
@@ -671,10 +576,6 @@ def _steps_text(steps: list[str | int]) -> str:
     return text
 
 
-def _parent(scope: Scope) -> Any:
-    return scope.parent.data if scope.parent is not None else None
-
-
 def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
     message = error.message if isinstance(error, jinja2.TemplateError) and error.message else str(error)
     if not isinstance(error, jinja2.TemplateError | TypeError | ValueError | ArithmeticError):
@@ -799,7 +700,7 @@ class _ScopedInterpreter(jmespath.visitor.TreeInterpreter):  # type: ignore[misc
         self._scope = scope
 
     def visit_variable(self, node: dict[str, Any], value: Any) -> Any:
-        return _select_scope(self._scope, node["value"])
+        return select_scope(self._scope, node["value"])
 
 
 def _variables(expression: str) -> list[re.Match[str]]:

@@ -48,6 +48,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ._budget import spend
 from ._functions import FunctionSet
+from ._scope import SCOPE_NAMES
 
 __all__ = ["Fallback", "FastTemplate", "fast_template"]
 
@@ -63,8 +64,7 @@ class _Refused(Exception):
 
 
 _MISSING = object()  # a variable not (yet) set, which Jinja would give as Undefined
-_SCOPE_NAMES = ("this", "parent", "root", "index")
-_RESERVED = frozenset({"loop", "self", "caller", "varargs", "kwargs", "namespace", *_SCOPE_NAMES})
+_RESERVED = frozenset({"loop", "self", "caller", "varargs", "kwargs", "namespace", *SCOPE_NAMES})
 _LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length"})
 _COMPARE = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in"}
 _COMPARE["notin"] = "not in"
@@ -590,7 +590,7 @@ class _Generator:
 
     def name(self, node: nodes.Name) -> str:
         name = node.name
-        if name in _SCOPE_NAMES:
+        if name in SCOPE_NAMES:
             return f"_{name}"
         if not any(name in scope.names for scope in self.scopes):
             raise _Refused  # a function used as a value, `loop` on its own, or a name Jinja would resolve

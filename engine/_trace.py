@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2.nodes
 
 if TYPE_CHECKING:
-    from ._expressions import Scope
+    from ._scope import Scope
 
 ARRAY = "[]"
 Chain = tuple[str, ...]

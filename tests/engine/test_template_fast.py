@@ -26,8 +26,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shipmap.engine._errors import CompileError, Location
-from shipmap.engine._expressions import _SINGLE_EXPRESSION, ExpressionCompiler, Scope
+from shipmap.engine._expressions import _SINGLE_EXPRESSION, ExpressionCompiler
 from shipmap.engine._functions import FunctionContext, FunctionSet
+from shipmap.engine._scope import Scope
 from shipmap.engine._template_fast import Fallback, _Generator, fast_template
 
 REPO = Path(__file__).resolve().parents[2]
