@@ -375,10 +375,10 @@ class _Execution:
             if (left.connection, base_urls[left.connection]) in runtime._stranded_named:
                 continue
             runtime._stranded_named.add((left.connection, base_urls[left.connection]))
-            runtime._log.warning("connections.%s: %d pending deliver%s journaled for another base_url (such as %s)"
-                                 " go there, not to this one; if the endpoint moved, `shipmap journal move-pending"
-                                 " JOURNAL %s --from OLD_BASE_URL --to BASE_URL` sends them here", left.connection,
-                                 left.count, "y" if left.count == 1 else "ies", left.example_url, left.connection)  # fmt: skip
+            runtime._log.warning("connections.%s: %s journaled for another base_url (such as %s) go there, not to"
+                                 " this one; if the endpoint moved, `shipmap journal move-pending JOURNAL %s --from"
+                                 " OLD_BASE_URL --to BASE_URL` sends them here", left.connection, left.describe(),
+                                 left.example_url, left.connection)  # fmt: skip
 
     async def execute(
         self, producer: AsyncGenerator[list[Item], None], *, decide: bool, wait_for_others: bool = True

@@ -24,7 +24,7 @@ from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox, cop
 from shipmap.connectors._store._copy import copy_journal
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError
 from shipmap.connectors._store._journal_pg import is_database_url
-from shipmap.connectors._store._moves import base_prefix, count_pending, move_pending, stranded
+from shipmap.connectors._store._moves import count_pending, move_pending, stranded
 from shipmap.connectors._store._retention import count_prunable, oldest_forgettable, prune
 
 from ._output import age_text
@@ -205,12 +205,12 @@ def _move_pending(args: argparse.Namespace) -> int:
     verb = "would move" if args.dry_run else "moved"
     deliveries = "delivery" if count == 1 else "deliveries"
     print(f"{where}: {verb} {count} pending {deliveries} of {connection} from {args.old} to {args.new}")
-    for other in left:  # what the operator may have meant instead
-        if args.dry_run and other.example_url.startswith(base_prefix(args.new)):
+    for other in left:  # left behind by the move; or, when --from matched nothing, what it may have meant
+        if args.dry_run and count:
             continue
+        where_else = "another base_url" if args.dry_run else f"a base_url other than {args.new}"
         print(
-            f"{other.count} other pending deliver{'y' if other.count == 1 else 'ies'} of {connection} are"
-            f" journaled for another base_url, such as {other.example_url}",
+            f"{other.describe()} of {connection} are journaled for {where_else}, such as {other.example_url}",
             file=sys.stderr,
         )
     return 0

@@ -1,5 +1,6 @@
-"""``shipmap status CONFIG``: the inbox queue, the journal's deliveries, dead letters and retention, and, when the
-service is running, its readiness and breakers (from its ``/readyz``). Reads the inbox and the journal, and asks the running service."""
+"""``shipmap status CONFIG``: the inbox queue, the journal's deliveries, dead letters and retention, pending
+deliveries journaled for a base_url the config no longer names, and, when the service is running, its readiness
+and breakers (from its ``/readyz``). Reads the inbox and the journal, and asks the running service."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import httpx
 from shipmap.connectors._cli._output import age_text
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import duration_text, load_config
-from shipmap.connectors._serve import Inbox, serve_settings
+from shipmap.connectors._serve import Inbox, ServeSettings, serve_settings
 from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._journal_pg import is_database_url
+from shipmap.connectors._store._moves import Stranded, stranded
 from shipmap.connectors._store._retention import oldest_forgettable
 
 
@@ -34,9 +36,10 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    settings = serve_settings(config)
-    report: dict[str, Any] = {"inbox": display_location(settings.inbox)}
-    inbox = _open_inbox(settings.inbox)
+    # A config without sources is a `shipmap run` one: its journal alone, no inbox and no service to ask.
+    settings = serve_settings(config) if config.sources else None
+    report: dict[str, Any] = {"inbox": display_location(settings.inbox) if settings else None}
+    inbox = _open_inbox(settings.inbox) if settings else None
     if inbox is not None:
         with contextlib.closing(inbox):
             oldest = inbox.oldest_pending()
@@ -54,31 +57,37 @@ def run(args: argparse.Namespace) -> int:
             oldest = oldest_forgettable(journal)
             report["dead_letters"] = counts.get("dead", 0)  # counted, not read: a monitor asks every minute
             report["rejected_inputs"] = journal.rejected_count()
+            # Deliveries that wait for an endpoint the config no longer names (journal move-pending).
+            base_urls = {connection.name: connection.base_url for connection in config.connections}
+            report["pending_for_another_base_url"] = {
+                left.connection: {
+                    "count": left.count,
+                    "or_more": left.capped,
+                    "example_url": left.example_url,
+                }
+                for left in stranded(journal, base_urls)
+            }
     else:
         oldest = None
-        report.update(deliveries={}, dead_letters=0, rejected_inputs=0)
+        report.update(deliveries={}, dead_letters=0, rejected_inputs=0, pending_for_another_base_url={})
     # Retention: how long the journal keeps delivered rows, and how far back it remembers now.
     report["keep_seconds"] = config.journal.keep
     report["oldest_delivered_seconds"] = round(time.time() - oldest, 1) if oldest is not None else None
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    base = args.url.rstrip("/") if args.url else f"http://{host}:{settings.port}"
-    url = f"{base}/readyz"
-    try:
-        answer = httpx.get(url, timeout=2.0)
-        report["service"] = {"url": url, "status": answer.status_code, **answer.json()}
-    except (httpx.HTTPError, ValueError):
-        report["service"] = {"url": url, "running": False}
+    report["service"] = _ask_service(settings, args.url) if settings else None
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     out = sys.stdout
     service = report["service"]
-    if service.get("running") is False:
-        out.write(f"service     not answering at {url}\n")
+    if service is None:
+        out.write("service     none: the config has no sources (the journal of `shipmap run`)\n")
+    elif service.get("running") is False:
+        out.write(f"service     not answering at {service['url']}\n")
     else:
         processes = service.get("serve_processes") or 1
         sharing = f" (one of {processes} serve processes on its inbox)" if processes > 1 else ""
-        out.write(f"service     {'ready' if service.get('ready') else 'NOT READY'} at {url}{sharing}\n")
+        ready = "ready" if service.get("ready") else "NOT READY"
+        out.write(f"service     {ready} at {service['url']}{sharing}\n")
         breakers = service.get("breakers") or {}
         shown = ", ".join(f"{name} {state}" for name, state in sorted(breakers.items())) or "none reported"
         out.write(f"breakers    {shown}\n")
@@ -86,15 +95,22 @@ def run(args: argparse.Namespace) -> int:
         if stalled:
             out.write(f"delivery    STALLED for {stalled['for_seconds']} s, next run in"
                       f" {stalled['next_run_in_seconds']} s: {stalled['reason']}\n")  # fmt: skip
-    age = report["oldest_pending_seconds"]
-    out.write(f"queue       {report['queue_depth']} waiting" + (f", oldest {age} s" if age else "") + "\n")
-    webhooks = report["webhooks"]
-    if webhooks:
-        out.write("webhooks    " + ", ".join(f"{k} {v}" for k, v in sorted(webhooks.items())) + "\n")
+    if settings is not None:
+        age = report["oldest_pending_seconds"]
+        out.write(
+            f"queue       {report['queue_depth']} waiting" + (f", oldest {age} s" if age else "") + "\n"
+        )
+        webhooks = report["webhooks"]
+        if webhooks:
+            out.write("webhooks    " + ", ".join(f"{k} {v}" for k, v in sorted(webhooks.items())) + "\n")
     deliveries = report["deliveries"]
     out.write(
         "deliveries  " + (", ".join(f"{k} {v}" for k, v in sorted(deliveries.items())) or "none") + "\n"
     )
+    for name, left in report["pending_for_another_base_url"].items():
+        described = Stranded(name, left["count"], left["example_url"], left["or_more"]).describe()
+        out.write(f"base_url    {name}: {described} journaled for another base_url, such as"
+                  f" {left['example_url']} (shipmap journal move-pending)\n")  # fmt: skip
     keep = config.journal.keep
     kept = f"keeps {duration_text(keep)}" if keep is not None else "keeps everything (journal.keep: null)"
     if oldest is not None:
@@ -105,6 +121,18 @@ def run(args: argparse.Namespace) -> int:
     )
     out.write("  (shipmap dead-letters)\n" if report["dead_letters"] or report["rejected_inputs"] else "\n")
     return 0
+
+
+def _ask_service(settings: ServeSettings, url: str | None) -> dict[str, Any]:
+    """The running service's ``/readyz`` answer, or that it is not answering."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = url.rstrip("/") if url else f"http://{host}:{settings.port}"
+    readyz = f"{base}/readyz"
+    try:
+        answer = httpx.get(readyz, timeout=2.0)
+        return {"url": readyz, "status": answer.status_code, **answer.json()}
+    except (httpx.HTTPError, ValueError):
+        return {"url": readyz, "running": False}
 
 
 def _open_inbox(location: Path | str) -> Inbox | PostgresInbox | None:

@@ -88,29 +88,41 @@ def count_pending(journal: Journal, connection: str, base_url: str) -> int:
     return int(row[0])
 
 
+STRANDED_CAP = 100_000  # rows counted at most: a day of an outage leaves millions, and a monitor asks often
+
+
 @dataclass(frozen=True)
 class Stranded:
     """A connection's pending deliveries journaled for another base URL than its own now."""
 
     connection: str
-    count: int
+    count: int  # at most the cap it was counted with
     example_url: str  # one of their URLs, which shows the old base
+    capped: bool = False  # there are more than ``count``
+
+    def describe(self) -> str:
+        """``3 pending deliveries``, ``100000 or more pending deliveries``."""
+        more = " or more" if self.capped else ""
+        return f"{self.count}{more} pending deliver{'y' if self.count == 1 else 'ies'}"
 
 
-def stranded(journal: Journal, base_urls: Mapping[str, str]) -> list[Stranded]:
+def stranded(journal: Journal, base_urls: Mapping[str, str], *, cap: int = STRANDED_CAP) -> list[Stranded]:
     """For each connection (``{name: base_url now}``) whose pending deliveries include some journaled under
-    another base: how many, with one of their URLs. One indexed count per connection (pending rows only)."""
+    another base: how many (up to ``cap``), with one of their URLs. Pending rows only, through the state
+    index, and never more than ``cap`` of them per connection."""
     found: list[Stranded] = []
     for name, base_url in base_urls.items():
         prefix = base_prefix(base_url)
         outside = "state = 'pending' AND connection = ? AND substr(url, 1, ?) <> ?"
         parameters = (name, len(prefix), prefix)
-        count = int(
-            journal._db.execute(f"SELECT COUNT(*) FROM deliveries WHERE {outside}", parameters).fetchone()[0]
-        )
+        counted = journal._db.execute(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE {outside} LIMIT ?) AS capped",
+            (*parameters, cap + 1),
+        ).fetchone()
+        count = int(counted[0])
         if count:
             example = journal._db.execute(
                 f"SELECT url FROM deliveries WHERE {outside} ORDER BY key LIMIT 1", parameters
             ).fetchone()[0]
-            found.append(Stranded(name, count, str(example)))
+            found.append(Stranded(name, min(count, cap), str(example), capped=count > cap))
     return found

@@ -584,6 +584,9 @@ def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url
         ) == [
             Stranded("fenix", 3, "http://older.example/api/v1/orders/4/created")
         ]  # an example: the first by key
+        # Counted up to a cap, so a monitor's question stays cheap when an outage left millions.
+        [capped] = stranded(journal, {"fenix": "https://new.example:8443/fenix/"}, cap=2)
+        assert (capped.count, capped.capped, capped.describe()) == (2, True, "2 or more pending deliveries")
         assert (
             move_pending(journal, "fenix", "http://old.example/api/", "https://new.example:8443/fenix") == 2
         )

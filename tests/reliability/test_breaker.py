@@ -262,6 +262,22 @@ def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pendi
             " move-pending JOURNAL fenix --from OLD_BASE_URL --to BASE_URL` sends them here"
         ], named
         assert sandbox.requests(endpoint="fenix.orders") == []
+        capsys.readouterr()
+        # A monitor sees them too, with `shipmap status` on the run's config (no sources: no service to ask).
+        assert main(["status", str(config)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[:3] == [
+            "service     none: the config has no sources (the journal of `shipmap run`)",
+            "deliveries  pending 3",
+            f"base_url    fenix: 3 pending deliveries journaled for another base_url, such as {old}/api/v1/orders/"
+            "1001/created (shipmap journal move-pending)",
+        ], lines
+        assert main(["status", str(config), "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert (report["service"], report["inbox"], report["deliveries"]) == (None, None, {"pending": 3})
+        assert report["pending_for_another_base_url"] == {
+            "fenix": {"count": 3, "or_more": False, "example_url": f"{old}/api/v1/orders/1001/created"}
+        }
         # A service runs again and again (after each stall): it names them once.
         caplog.clear()
         runtime = Runtime.from_config(config)
@@ -274,13 +290,22 @@ def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pendi
         assert capsys.readouterr().out.endswith(
             f"would move 3 pending deliveries of fenix from {old} to {sandbox.url}\n"
         )
-        assert main([*move[:5], "http://127.0.0.1:9", *move[6:]]) == 0  # a base nothing was journaled for
+        mistyped = [*move[:5], "http://127.0.0.1:9", *move[6:]]  # a base nothing was journaled for
+        assert main([*mistyped, "--dry-run"]) == 0
+        output = capsys.readouterr()
+        assert output.out.endswith(
+            f"would move 0 pending deliveries of fenix from http://127.0.0.1:9 to {sandbox.url}\n"
+        )
+        assert output.err == (
+            f"3 pending deliveries of fenix are journaled for another base_url, such as {old}/api/v1/orders/1001/created\n"
+        )
+        assert main(mistyped) == 0
         output = capsys.readouterr()
         assert output.out.endswith(
             f"moved 0 pending deliveries of fenix from http://127.0.0.1:9 to {sandbox.url}\n"
         )
         assert output.err == (
-            "3 other pending deliveries of fenix are journaled for another base_url, such as"
+            f"3 pending deliveries of fenix are journaled for a base_url other than {sandbox.url}, such as"
             f" {old}/api/v1/orders/1001/created\n"
         )
         assert main(move) == 0
