@@ -285,8 +285,11 @@ class Runtime:
         """The dead letters (all, or those whose key starts with one of ``keys``) a page of at most ``size``
         at a time, in the order they were last written, so memory holds one page however many there are.
         The journal stays open, read-only, until the iteration ends (or the iterator is closed)."""
-        if size < 1:
+        if size < 1:  # said at the call, not at the first page
             raise ConfigError("size must be at least 1")
+        return self._dead_letter_pages(keys, size)
+
+    def _dead_letter_pages(self, keys: Sequence[str] | None, size: int) -> Iterator[list[JournalEntry]]:
         journal = open_readonly(self.config.journal.location)
         if journal is None:
             return
