@@ -57,6 +57,7 @@ from ._map._plan import PlanEntry, plan_entry
 from ._map._steps import Item, Job
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
 from ._store._breaker_pg import PostgresStateStore
+from ._store._claims import release_leases
 from ._store._entries import JournalEntry, RejectedInput
 from ._store._journal import Journal, open_readonly
 from ._store._journal_pg import is_database_url
@@ -456,7 +457,7 @@ class _Execution:
             # What it parked or left: the next run (this service's, another worker's) need not wait a lease.
             if self.journal.shared:
                 with contextlib.suppress(Exception):
-                    self.journal.release_leases()
+                    release_leases(self.journal)
             if shared is not None:
                 await shared.aclose()
         self.summary.elapsed = time.perf_counter() - self.started

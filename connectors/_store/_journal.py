@@ -25,7 +25,7 @@ an older version is upgraded when it is opened for writing (it has one user), wh
 many workers share, is upgraded only by ``shipmap journal migrate`` (``Journal.migrate``). A store written by
 a newer shipmap is refused. ``_copy.copy_journal`` moves every row of one store into another (SQLite to
 PostgreSQL); ``_entries`` holds the rows as read; ``_moves`` points a moved connection's pending rows at its new
-``base_url``.
+``base_url``; ``_claims`` takes pending rows over (a run's recovery, a shared journal's leases).
 """
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ from ._entries import (
     ENTRY_COLUMNS,
     JournalEntry,
     RejectedInput,
-    by_creation,
-    by_last_write,
     entry_of,
 )
 from ._journal_pg import (
@@ -331,78 +329,6 @@ class Journal:
                 )
             )
         return held
-
-    def claim_pending(
-        self, *, limit: int = 1000, after: tuple[float, str] | None = None
-    ) -> list[JournalEntry]:
-        """Take over up to ``limit`` pending deliveries nobody holds: on a shared journal, those whose lease
-        expired (their worker died or stalled), oldest first; ``FOR UPDATE SKIP LOCKED``: two workers
-        claiming at once never take the same row. On an exclusive one (what an interrupted run left, or an
-        outage parked), the pending rows in the order they were last written, a page at a time: ``after`` is
-        the (``updated_at``, ``key``) of the previous page's last row. A page at a time, because a day of
-        outage can leave millions of rows pending, and a run that read them at once would need their
-        payloads' gigabytes in memory before it sent the first."""
-        now = time.time()
-        if self.shared:
-            chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?)
-                        ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
-            parameters: tuple[Any, ...] = (self.worker, now + self.lease_seconds, now, limit)
-            order = by_creation
-        else:  # claiming does not hide a row from the next claim here: the page's cursor moves on instead
-            chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (updated_at, key) > (?, ?)
-                        ORDER BY updated_at, key LIMIT ?"""
-            parameters = (self.worker, now + self.lease_seconds, *(after or (-math.inf, "")), limit)
-            order = by_last_write
-        rows = self._db.execute(
-            f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {ENTRY_COLUMNS}",
-            parameters,
-        ).fetchall()
-        return sorted((entry_of(row) for row in rows), key=order)
-
-    def renew_leases(self) -> set[str]:
-        """Extend every lease this worker holds; the keys it still holds."""
-        rows = self._db.execute(
-            "UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND state = 'pending' RETURNING key",
-            (time.time() + self.lease_seconds, self.worker),
-        ).fetchall()
-        return {row[0] for row in rows}
-
-    def release_leases(self) -> int:
-        """Give up every lease this worker holds (its run ended: nothing of it is in flight), so another
-        worker, or this one's next run, takes the rows now and not when the leases expire. How many."""
-        cursor = self._db.execute(
-            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND state = 'pending'",
-            (self.worker,),
-        )
-        return int(cursor.rowcount)
-
-    def holds(self, key: str) -> bool:
-        """Whether this worker still holds ``key``'s lease, renewing it if so (a worker that was stopped
-        asks before it sends: another may have taken the delivery over meanwhile)."""
-        cursor = self._db.execute(
-            "UPDATE deliveries SET lease_until = ? WHERE key = ? AND lease_owner = ? AND state = 'pending'",
-            (time.time() + self.lease_seconds, key, self.worker),
-        )
-        return int(cursor.rowcount) == 1
-
-    def pending_elsewhere(self) -> int:
-        """Pending deliveries that other workers hold (the end of a shared run waits for them)."""
-        return int(
-            self._db.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND lease_owner IS DISTINCT FROM ?",
-                (self.worker,),
-            ).fetchone()[0]
-        )
-
-    def pending_holders(self) -> list[tuple[str | None, int, float | None]]:
-        """Who holds the pending deliveries other workers hold: ``(lease owner, count, lease until)``, most
-        first (owner None: nobody, until a worker takes them over)."""
-        rows = self._db.execute(
-            "SELECT lease_owner, COUNT(*), MAX(lease_until) FROM deliveries WHERE state = 'pending'"
-            " AND lease_owner IS DISTINCT FROM ? GROUP BY lease_owner ORDER BY COUNT(*) DESC, lease_owner",
-            (self.worker,),
-        ).fetchall()
-        return [(owner, int(count), None if until is None else float(until)) for owner, count, until in rows]
 
     def put_sources(self, rows: Iterable[tuple[str, str]]) -> None:
         """Many ``(digest, canonical JSON)`` source documents at once (call it inside ``transaction()``)."""

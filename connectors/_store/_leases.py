@@ -13,6 +13,7 @@ import time
 
 from .._map._steps import Job
 from .._summary import Held, describe_held
+from ._claims import holds, pending_elsewhere, pending_holders, renew_leases
 from ._outbox import Outbox
 
 
@@ -27,7 +28,7 @@ class LeaseKeeper:
 
     def may_send(self, key: str) -> bool:
         """False when another worker has taken this delivery over (this one was stalled past its lease)."""
-        return not (key in self._lost or (self._lease_lapsed() and not self.journal.holds(key)))
+        return not (key in self._lost or (self._lease_lapsed() and not holds(self.journal, key)))
 
     def _lease_lapsed(self) -> bool:
         """On a shared journal: this worker has not renewed its leases for half a lease (it was stopped, or
@@ -39,7 +40,7 @@ class LeaseKeeper:
         """A shared journal: renew this worker's leases, and take over deliveries whose lease expired."""
         while True:
             await asyncio.sleep(self.journal.lease_seconds / 3)
-            held = self.journal.renew_leases()
+            held = renew_leases(self.journal)
             # Queued here but held by another worker now (this one was stalled past its lease): not ours. Only
             # keys still scheduled here matter, so the set stays within what this worker has in hand.
             scheduled = self.outbox.scheduled
@@ -61,14 +62,14 @@ class LeaseKeeper:
         while True:
             for job in self.outbox.recover():
                 await queue.put(job)
-            waiting = self.journal.pending_elsewhere()
+            waiting = pending_elsewhere(self.journal)
             if waiting == 0:
                 return []
             now = time.monotonic()
             if waiting != last:
                 last, last_move = waiting, now
             if now - last_move > 3 * lease or now - started >= patience:
-                held = [Held(*row) for row in self.journal.pending_holders()]
+                held = [Held(*row) for row in pending_holders(self.journal)]
                 self.outbox.log.warning(
                     "%d deliveries are still pending, held by other live workers: %s; stopped waiting after"
                     " %.0f s (%s)",

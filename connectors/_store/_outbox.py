@@ -35,6 +35,7 @@ from .._map._steps import (
 )
 from .._redact import DELIVERIES_LOGGER, RedactingLogger, get_logger
 from .._summary import RunSummary
+from ._claims import claim_pending
 from ._entries import JournalEntry
 from ._journal import Journal, PendingRow, State
 
@@ -75,7 +76,7 @@ class Outbox:
         queue takes them."""
         after: tuple[float, str] | None = None
         while True:
-            entries = self.journal.claim_pending(limit=_RECOVER_PAGE, after=after)
+            entries = claim_pending(self.journal, limit=_RECOVER_PAGE, after=after)
             yield from self._recovered(entries)
             if self.journal.shared or len(entries) < _RECOVER_PAGE:
                 return

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from shipmap.connectors import Journal, JournalError
+from shipmap.connectors._store._claims import claim_pending
 from shipmap.connectors._store._journal import canonical_json, delivery_key, source_hash
 
 
@@ -149,7 +150,7 @@ def test_an_exclusive_journal_hands_its_pending_rows_over_a_page_at_a_time(tmp_p
         pages: list[list[str]] = []
         after = None
         while True:
-            page = journal.claim_pending(limit=1000, after=after)
+            page = claim_pending(journal, limit=1000, after=after)
             pages.append([entry.key for entry in page])
             if len(page) < 1000:
                 break

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from shipmap.connectors import ConfigError, Journal, JournalError, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
+from shipmap.connectors._store._claims import claim_pending, holds, pending_elsewhere, renew_leases
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._journal_pg import TransactionConflict
 from shipmap.connectors._store._moves import Stranded, count_pending, move_pending, stranded
@@ -79,22 +80,22 @@ def test_workers_share_a_journal_under_leases_and_a_late_answer_changes_nothing(
             assert a.mark_pending_many([_row("k1"), _row("k2")]) == {"k1", "k2"}
         with b.transaction():  # the same events read by a second worker: A holds them, B sends nothing
             assert b.mark_pending_many([_row("k1"), _row("k2")]) == set()
-        assert b.claim_pending() == [] and b.pending_elsewhere() == 2
-        assert a.renew_leases() == {"k1", "k2"}
+        assert claim_pending(b) == [] and pending_elsewhere(b) == 2
+        assert renew_leases(a) == {"k1", "k2"}
         time.sleep(0.7)  # A stalls past its lease (SIGSTOP, a long GC pause, a lost network)
-        taken = b.claim_pending()
+        taken = claim_pending(b)
         assert [entry.key for entry in taken] == ["k1", "k2"]
         assert [entry.idempotency_key for entry in taken] == ["sm-k1", "sm-k2"]  # the same request again
-        assert b.claim_pending() == []  # claimed once: SKIP LOCKED and the new lease keep the others off
+        assert claim_pending(b) == []  # claimed once: SKIP LOCKED and the new lease keep the others off
         assert b.mark_delivered_many([("k1", 201, 1)]) == 1
         # A wakes up: its answers are late. Its marks, its dead letters and its renewals change nothing.
-        assert not a.holds("k2")
+        assert not holds(a, "k2")
         assert a.mark_delivered_many([("k1", 500, 3), ("k2", 201, 1)]) == 0
         assert a.mark_dead("k2", source_digest="d" * 64, mapping="m", target="t", reason="late") is False
-        assert a.renew_leases() == set() and a.pending_elsewhere() == 1
+        assert renew_leases(a) == set() and pending_elsewhere(a) == 1
         entry = b.get("k1")
         assert entry is not None and (entry.state, entry.status, entry.attempts) == ("delivered", 201, 1)
-        assert b.state("k2") == "pending" and b.holds("k2")
+        assert b.state("k2") == "pending" and holds(b, "k2")
         with Journal(postgres_url, readonly=True) as reader:
             assert reader.counts() == {"delivered": 1, "pending": 1}
             with pytest.raises(JournalError, match="read-only"):
@@ -129,7 +130,7 @@ def test_many_delivered_marks_are_one_statement_per_500_and_fenced_row_by_row(po
         assert [(e.status, e.attempts) for e in map(a.get, ("k0", "k1", "k2", "k598")) if e] == [
             (200, 1), (201, 2), (202, 3), (201, 3)
         ]  # fmt: skip
-        assert a.counts() == {"delivered": 599, "pending": 1} and b.holds(keys[-1])
+        assert a.counts() == {"delivered": 599, "pending": 1} and holds(b, keys[-1])
         with a.transaction():  # some rows not taken (B's live lease, a delivered row): asked which were
             assert a.mark_pending_many([_row("new"), _row(keys[-1]), _row("k0")]) == {"new"}
 
@@ -525,7 +526,7 @@ def test_a_worker_frozen_mid_statement_holding_row_locks_is_ended_after_a_lease(
         assert isinstance(conflict, TransactionConflict) and conflict.reconnect
         # B waited a lease, so A's lease has lapsed too: B takes the row over (SKIP LOCKED: a lock still held
         # would hide it).
-        assert [entry.key for entry in b.claim_pending()] == ["k1"] and b.holds("k1")
+        assert [entry.key for entry in claim_pending(b)] == ["k1"] and holds(b, "k1")
 
 
 def test_both_backends_hand_a_replay_its_dead_letters_a_page_at_a_time(location: str) -> None:

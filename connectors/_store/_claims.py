@@ -1,0 +1,92 @@
+"""Claiming pending deliveries: what a run takes over when it starts (an interrupted run's rows, a page at a
+time), and on a shared journal the leases under which a worker holds them (claim, renew, hold, give up, and who
+holds the rest). ``_leases.LeaseKeeper`` keeps a run's leases with these; ``Journal.mark_pending_many`` takes
+a new row's lease as it journals it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from ._entries import ENTRY_COLUMNS, JournalEntry, by_creation, by_last_write, entry_of
+from ._journal import Journal
+
+
+def claim_pending(
+    journal: Journal, *, limit: int = 1000, after: tuple[float, str] | None = None
+) -> list[JournalEntry]:
+    """Take over up to ``limit`` pending deliveries nobody holds: on a shared journal, those whose lease
+    expired (their worker died or stalled), oldest first; ``FOR UPDATE SKIP LOCKED``: two workers
+    claiming at once never take the same row. On an exclusive one (what an interrupted run left, or an
+    outage parked), the pending rows in the order they were last written, a page at a time: ``after`` is
+    the (``updated_at``, ``key``) of the previous page's last row. A page at a time, because a day of
+    outage can leave millions of rows pending, and a run that read them at once would need their
+    payloads' gigabytes in memory before it sent the first."""
+    now = time.time()
+    if journal.shared:
+        chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?)
+                    ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
+        parameters: tuple[Any, ...] = (journal.worker, now + journal.lease_seconds, now, limit)
+        order = by_creation
+    else:  # claiming does not hide a row from the next claim here: the page's cursor moves on instead
+        chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (updated_at, key) > (?, ?)
+                    ORDER BY updated_at, key LIMIT ?"""
+        parameters = (journal.worker, now + journal.lease_seconds, *(after or (-math.inf, "")), limit)
+        order = by_last_write
+    rows = journal._db.execute(
+        f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {ENTRY_COLUMNS}",
+        parameters,
+    ).fetchall()
+    return sorted((entry_of(row) for row in rows), key=order)
+
+
+def renew_leases(journal: Journal) -> set[str]:
+    """Extend every lease this worker holds; the keys it still holds."""
+    rows = journal._db.execute(
+        "UPDATE deliveries SET lease_until = ? WHERE lease_owner = ? AND state = 'pending' RETURNING key",
+        (time.time() + journal.lease_seconds, journal.worker),
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def release_leases(journal: Journal) -> int:
+    """Give up every lease this worker holds (its run ended: nothing of it is in flight), so another
+    worker, or this one's next run, takes the rows now and not when the leases expire. How many."""
+    cursor = journal._db.execute(
+        "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ? AND state = 'pending'",
+        (journal.worker,),
+    )
+    return int(cursor.rowcount)
+
+
+def holds(journal: Journal, key: str) -> bool:
+    """Whether this worker still holds ``key``'s lease, renewing it if so (a worker that was stopped
+    asks before it sends: another may have taken the delivery over meanwhile)."""
+    cursor = journal._db.execute(
+        "UPDATE deliveries SET lease_until = ? WHERE key = ? AND lease_owner = ? AND state = 'pending'",
+        (time.time() + journal.lease_seconds, key, journal.worker),
+    )
+    return int(cursor.rowcount) == 1
+
+
+def pending_elsewhere(journal: Journal) -> int:
+    """Pending deliveries that other workers hold (the end of a shared run waits for them)."""
+    return int(
+        journal._db.execute(
+            "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND lease_owner IS DISTINCT FROM ?",
+            (journal.worker,),
+        ).fetchone()[0]
+    )
+
+
+def pending_holders(journal: Journal) -> list[tuple[str | None, int, float | None]]:
+    """Who holds the pending deliveries other workers hold: ``(lease owner, count, lease until)``, most
+    first (owner None: nobody, until a worker takes them over)."""
+    rows = journal._db.execute(
+        "SELECT lease_owner, COUNT(*), MAX(lease_until) FROM deliveries WHERE state = 'pending'"
+        " AND lease_owner IS DISTINCT FROM ? GROUP BY lease_owner ORDER BY COUNT(*) DESC, lease_owner",
+        (journal.worker,),
+    ).fetchall()
+    return [(owner, int(count), None if until is None else float(until)) for owner, count, until in rows]
