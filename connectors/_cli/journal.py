@@ -24,7 +24,7 @@ from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox, cop
 from shipmap.connectors._store._copy import copy_journal
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError
 from shipmap.connectors._store._journal_pg import is_database_url
-from shipmap.connectors._store._moves import count_pending, move_pending, stranded
+from shipmap.connectors._store._moves import count_pending, move_pending, pending_by_connection, stranded
 from shipmap.connectors._store._retention import count_prunable, oldest_forgettable, prune
 
 from ._output import age_text
@@ -202,9 +202,15 @@ def _move_pending(args: argparse.Namespace) -> int:
         else:
             count = move_pending(journal, connection, args.old, args.new)
         left = stranded(journal, {connection: args.old if args.dry_run else args.new})
+        others = pending_by_connection(journal) if not count and not left else {}
     verb = "would move" if args.dry_run else "moved"
     deliveries = "delivery" if count == 1 else "deliveries"
     print(f"{where}: {verb} {count} pending {deliveries} of {connection} from {args.old} to {args.new}")
+    if not count and not left:  # a connection name mistyped, or nothing waits at all
+        named = ", ".join(f"{name} {number}" for name, number in sorted(others.items())) or "none"
+        print(
+            f"{connection} has no pending deliveries here (pending, by connection: {named})", file=sys.stderr
+        )
     for other in left:  # left behind by the move; or, when --from matched nothing, what it may have meant
         if args.dry_run and count:
             continue

@@ -126,3 +126,11 @@ def stranded(journal: Journal, base_urls: Mapping[str, str], *, cap: int = STRAN
             ).fetchone()[0]
             found.append(Stranded(name, min(count, cap), str(example), capped=count > cap))
     return found
+
+
+def pending_by_connection(journal: Journal) -> dict[str, int]:
+    """How many deliveries each connection has pending (one count over the pending rows)."""
+    rows = journal._db.execute(
+        "SELECT connection, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY connection"
+    ).fetchall()
+    return {str(name): int(count) for name, count in rows}

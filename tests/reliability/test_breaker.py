@@ -323,6 +323,29 @@ def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pendi
         assert journal.counts() == {"delivered": 3}
 
 
+def test_journal_move_pending_names_the_connections_that_have_pending_deliveries_when_it_finds_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_journal import pending
+
+    with Journal(tmp_path / "journal.db") as journal:
+        pending(journal, "p1", url="http://old.example/api/v1/orders/1/created")
+    argv = [
+        "journal",
+        "move-pending",
+        str(tmp_path / "journal.db"),
+        "fenxi",
+        "--from",
+        "http://old.example/api",
+    ]
+    assert main([*argv, "--to", "http://new.example/api"]) == 0
+    output = capsys.readouterr()
+    assert output.out.endswith(
+        "moved 0 pending deliveries of fenxi from http://old.example/api to http://new.example/api\n"
+    )
+    assert output.err == "fenxi has no pending deliveries here (pending, by connection: fenix 1)\n"
+
+
 def test_journal_move_pending_refuses_what_it_cannot_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
