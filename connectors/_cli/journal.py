@@ -206,7 +206,11 @@ def _move_pending(args: argparse.Namespace) -> int:
     verb = "would move" if args.dry_run else "moved"
     deliveries = "delivery" if count == 1 else "deliveries"
     print(f"{where}: {verb} {count} pending {deliveries} of {connection} from {args.old} to {args.new}")
-    if not count and not left:  # a connection name mistyped, or nothing waits at all
+    if not count and not left and others.get(connection):  # moved already (a second run of the command)
+        have = others[connection]
+        are = "delivery is" if have == 1 else "deliveries are"
+        print(f"its {have} pending {are} journaled for {args.new} already", file=sys.stderr)
+    elif not count and not left:  # a connection name mistyped, or nothing waits at all
         named = ", ".join(f"{name} {number}" for name, number in sorted(others.items())) or "none"
         print(
             f"{connection} has no pending deliveries here (pending, by connection: {named})", file=sys.stderr

@@ -344,6 +344,20 @@ def test_journal_move_pending_names_the_connections_that_have_pending_deliveries
         "moved 0 pending deliveries of fenxi from http://old.example/api to http://new.example/api\n"
     )
     assert output.err == "fenxi has no pending deliveries here (pending, by connection: fenix 1)\n"
+    moved = [
+        "journal",
+        "move-pending",
+        str(tmp_path / "journal.db"),
+        "fenix",
+        "--from",
+        "http://old.example/api",
+    ]
+    assert main([*moved, "--to", "http://new.example/api"]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*moved, "--to", "http://new.example/api"]) == 0  # again: nothing left to move
+    assert (
+        capsys.readouterr().err == "its 1 pending delivery is journaled for http://new.example/api already\n"
+    )
 
 
 def test_journal_move_pending_refuses_what_it_cannot_do(
