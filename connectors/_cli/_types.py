@@ -45,10 +45,17 @@ def duration(text: str) -> float:
 
 
 def base_url(text: str) -> str:
-    """A connection's ``base_url`` as the config takes it: http(s), a host, an optional path prefix."""
+    """A connection's ``base_url`` as the config takes it: http(s), a host, an optional path prefix, and no
+    credentials (they would be journaled with every URL). The value is not echoed: it may hold a password."""
+    from shipmap.connectors._config import url_has_credentials
+
     scheme, _, rest = text.partition("://")
     if scheme not in ("http", "https") or not rest or rest.startswith("/") or any(c.isspace() for c in text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a base URL (scheme, host, port and optional path: https://api.example.com/v1)"
+        )
+    if url_has_credentials(text):
+        raise argparse.ArgumentTypeError(
+            "credentials in the URL (user:password@host) are refused: they would be stored with every URL"
         )
     return text

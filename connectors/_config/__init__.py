@@ -33,7 +33,14 @@ from ._model import (
 )
 from ._plan import PlannedRoute, PlannedTarget, compile_expression, plan_routes
 from ._schema import config_schema
-from ._secrets import SECRET_FIELDS, CredentialReader, _read_dotenv, fill_references, header_safe
+from ._secrets import (
+    SECRET_FIELDS,
+    CredentialReader,
+    _read_dotenv,
+    fill_references,
+    header_safe,
+    url_has_credentials,
+)
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_HEADER",
@@ -69,4 +76,5 @@ __all__ = [
     "load_config",
     "parse_duration",
     "plan_routes",
+    "url_has_credentials",
 ]

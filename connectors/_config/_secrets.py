@@ -128,6 +128,11 @@ _HEADER_SECRETS = {
 _REREAD = {**_HEADER_SECRETS, "basic": ("username", "password", "key", "secret")}
 
 
+def url_has_credentials(url: str) -> bool:
+    """Whether ``url`` carries a user (and password) before its host: ``https://user:pass@host/``."""
+    return "@" in url.split("://", 1)[-1].split("/", 1)[0]
+
+
 def refuse_unsendable_secrets(
     value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
 ) -> None:
@@ -136,7 +141,7 @@ def refuse_unsendable_secrets(
     (a non-ASCII or control character). The message names the key and the variable, never the value."""
     for name, connection in value.get("connections", {}).items():
         base_url = connection.get("base_url")
-        if isinstance(base_url, str) and "@" in base_url.split("://", 1)[-1].split("/", 1)[0]:
+        if isinstance(base_url, str) and url_has_credentials(base_url):
             raise ConfigError(
                 f"connections.{name}.base_url: credentials in the URL (user:password@host) are refused: they "
                 f"would be stored and printed with every URL. Put them under connections.{name}.auth "

@@ -381,6 +381,25 @@ def test_journal_move_pending_refuses_what_it_cannot_do(
         )
     assert usage.value.code == 2
     assert "argument --from: '127.0.0.1:8080' is not a base URL" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a password would be journaled with every moved URL
+        main(
+            [
+                "journal",
+                "move-pending",
+                str(missing),
+                "fenix",
+                "--from",
+                "http://a",
+                "--to",
+                "https://u:s3cret@b/api",
+            ]
+        )
+    error = capsys.readouterr().err
+    assert (
+        usage.value.code == 2
+        and "argument --to: credentials in the URL (user:password@host) are refused" in error
+    )
+    assert "s3cret" not in error
     with Journal(tmp_path / "journal.db", exclusive=True):  # a run holds it
         code = main(
             [
