@@ -155,11 +155,17 @@ def _info(args: argparse.Namespace) -> int:
         version = journal.schema_version()
         counts = journal.counts()
         oldest = oldest_forgettable(journal)
+        waiting = pending_by_connection(journal) if counts.get("pending") else {}
     states = ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "no deliveries"
     print(f"{display_location(args.journal)}: {journal.backend}, schema version {version}; {states}")
     if oldest is not None:  # how far back the journal remembers: what journal.keep forgets first
         when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(oldest))
         print(f"oldest delivered or resolved row: {when} ({age_text(time.time() - oldest)} ago)")
+    if waiting:  # what a run would send first, by connection (move-pending takes a connection's name)
+        print(
+            "pending by connection: "
+            + ", ".join(f"{name} {count}" for name, count in sorted(waiting.items()))
+        )
     if version < SCHEMA_VERSION:
         print(f"run `shipmap journal migrate` to upgrade it to version {SCHEMA_VERSION}", file=sys.stderr)
     return 0

@@ -344,6 +344,8 @@ def test_journal_move_pending_names_the_connections_that_have_pending_deliveries
         "moved 0 pending deliveries of fenxi from http://old.example/api to http://new.example/api\n"
     )
     assert output.err == "fenxi has no pending deliveries here (pending, by connection: fenix 1)\n"
+    assert main(["journal", "info", str(tmp_path / "journal.db")]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["pending by connection: fenix 1"]
     moved = [
         "journal",
         "move-pending",
