@@ -207,13 +207,19 @@ def _move_pending(args: argparse.Namespace) -> int:
             count = count_pending(journal, connection, args.old)
         else:
             count = move_pending(journal, connection, args.old, args.new)
-        left = stranded(journal, {connection: args.old if args.dry_run else args.new})
+        # What else waits: after a move, what is left under other bases; when --from matched nothing, where
+        # the connection's deliveries are (what was meant), or, with none, which connections have some.
+        left = (
+            []
+            if args.dry_run and count
+            else stranded(journal, {connection: args.old if args.dry_run else args.new})
+        )
         others = pending_by_connection(journal) if not count and not left else {}
     verb = "would move" if args.dry_run else "moved"
     deliveries = "delivery" if count == 1 else "deliveries"
     print(f"{where}: {verb} {count} pending {deliveries} of {connection} from {args.old} to {args.new}")
-    if not count and not left and others.get(connection):  # moved already (a second run of the command)
-        have = others[connection]
+    have = others.get(connection, 0)
+    if have:  # moved already (a second run of the command)
         are = "delivery is" if have == 1 else "deliveries are"
         print(f"its {have} pending {are} journaled for {args.new} already", file=sys.stderr)
     elif not count and not left:  # a connection name mistyped, or nothing waits at all
@@ -221,10 +227,8 @@ def _move_pending(args: argparse.Namespace) -> int:
         print(
             f"{connection} has no pending deliveries here (pending, by connection: {named})", file=sys.stderr
         )
-    for other in left:  # left behind by the move; or, when --from matched nothing, what it may have meant
-        if args.dry_run and count:
-            continue
-        where_else = "another base_url" if args.dry_run else f"a base_url other than {args.new}"
+    where_else = "another base_url" if args.dry_run else f"a base_url other than {args.new}"
+    for other in left:
         print(
             f"{other.describe()} of {connection} are journaled for {where_else}, such as {other.example_url}",
             file=sys.stderr,

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
+import yaml
 from shipmap.connectors import Journal, Sandbox
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +47,7 @@ REPO = HERE.parent.parent
 CONFIG = HERE / "config.yaml"
 ORDER = REPO / "tests" / "fixtures" / "real" / "shopify" / "order_rest_get_with_fulfillment.json"
 SHIPMAP = Path(sys.executable).with_name("shipmap")
-MAX_RATE = 400  # config.yaml's connections.fenix.max_rate
+MAX_RATE = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["connections"]["fenix"]["max_rate"]
 DEADLINE_S = 300.0  # for any one wait: the workers, the sandbox's count before the kill
 
 
