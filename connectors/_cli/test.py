@@ -39,6 +39,7 @@ from shipmap.engine import (
 )
 
 from ._cases import CASES_SUFFIX, Case, load_suite
+from ._file_kinds import looks_like_mapping
 from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
 from ._reports import CaseOutcome, TestReport, error_json
 
@@ -174,7 +175,7 @@ def _discover(paths: Sequence[str]) -> list[Path]:
             found.extend(sorted(path.rglob(f"*{CASES_SUFFIX}")))
             for mapping in sorted(path.rglob("*.yaml")):
                 lone = not mapping.name.endswith(CASES_SUFFIX) and not _cases_beside(mapping).is_file()
-                if lone and _looks_like_mapping(mapping):
+                if lone and looks_like_mapping(mapping):
                     note = f"note: {mapping} has no {_cases_beside(mapping).name}"
                     err(paint(note, YELLOW, use_color(sys.stderr)))
             continue
@@ -197,23 +198,6 @@ def _discover(paths: Sequence[str]) -> list[Path]:
 def _cases_beside(mapping: Path) -> Path:
     stem = mapping.name.rsplit(".", 1)[0]
     return mapping.with_name(stem + CASES_SUFFIX)
-
-
-_MAPPING_HEAD = re.compile(r"^shipmap:\s*1\s*(#.*)?$", re.M)
-
-
-def _looks_like_mapping(path: Path) -> bool:
-    return head_matches(path, _MAPPING_HEAD, 8192)
-
-
-def head_matches(path: Path, pattern: re.Pattern[str], size: int) -> bool:
-    """Whether the first ``size`` characters of the text file ``path`` match ``pattern`` (False if unreadable):
-    what kind of YAML file it is, without parsing it."""
-    try:
-        with path.open(encoding="utf-8") as handle:
-            return pattern.search(handle.read(size)) is not None
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 # ------------------------------------------------------------------------------------------------------------

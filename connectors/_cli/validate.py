@@ -5,7 +5,6 @@ nothing."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +13,9 @@ from typing import Any
 from shipmap.engine import MappingError, ShipmapError, load_mapping
 
 from ._cases import CASES_SUFFIX, load_suite
+from ._file_kinds import looks_like_config, looks_like_mapping
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, problem_json, write_json
-from .test import _looks_like_mapping, head_matches
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -102,23 +101,16 @@ def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, s
         if not path.is_dir():
             if name.endswith(CASES_SUFFIX):
                 yield name, "cases"
-            elif not path.is_file() or _looks_like_mapping(path):
+            elif not path.is_file() or looks_like_mapping(path):
                 yield name, "mapping"  # a packaged name, a missing file (load_mapping says so), a mapping
             elif not skip_other_yaml:
-                yield name, "config" if _looks_like_config(path) else "mapping"
+                yield name, "config" if looks_like_config(path) else "mapping"
             continue
         for file in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
             if file.name.endswith(CASES_SUFFIX):
                 yield str(file), "cases"
-            elif _looks_like_mapping(file):
+            elif looks_like_mapping(file):
                 yield str(file), "mapping"
-
-
-_CONFIG_HEAD = re.compile(r"^connections:", re.M)  # a runtime config's section; a mapping has none
-
-
-def _looks_like_config(path: Path) -> bool:
-    return head_matches(path, _CONFIG_HEAD, 65536)
 
 
 def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
