@@ -102,6 +102,8 @@ class Runtime:
         self._moves: list[tuple[str, str, str]] = []
         # (connection, base_url) whose pending deliveries for another base a run named: once is enough.
         self._stranded_named: set[tuple[str, str]] = set()
+        # Connections whose credentials or headers a reload changed: the next run closes their shared breakers.
+        self._close_shared: set[str] = set()
         self._concurrency_override: int | None = None  # the command line's, which a reload keeps
         self._deliverer: Deliverer | None = None  # the run in progress's
 
@@ -138,8 +140,9 @@ class Runtime:
     def use_mapper(self, mapper: EventMapper) -> None:
         """Map the next runs' events with ``mapper`` and send them over its config's connections, with its
         delivery settings (a service's reload). A connection whose settings did not change keeps its auth
-        object, so a Fenix session goes on; a changed or added one gets a new one, and its breaker (in this
-        process's store) closes: what it saw was about the old endpoint or credentials. A connection moved to
+        object, so a Fenix session goes on; a changed or added one gets a new one, and its breaker closes: what
+        it saw was about the old endpoint or credentials (a PostgreSQL journal's shared breaker is per
+        base_url, and new credentials close it when the next run opens the shared state). A connection moved to
         another ``base_url`` takes its pending deliveries along: the next run points them there before it
         sends them. Secrets are registered with the redactor before anything can log them. Between runs only:
         ConfigError while one is in progress (what it maps, journals and sends stays the old mapper's)."""
@@ -157,9 +160,13 @@ class Runtime:
                     continue
                 if earlier.base_url != connection.base_url:
                     self._moves.append((name, earlier.base_url, connection.base_url))
-                # What its breaker saw was about the old endpoint or credentials.
-                if _new_endpoint(earlier, connection) and isinstance(self.breaker_store, MemoryStore):
-                    self.breaker_store.close_breaker(name)
+                # What its breaker saw was about the old endpoint or credentials. A shared breaker is kept per
+                # base_url (another one starts closed); on the same one, the next run closes it.
+                if _new_endpoint(earlier, connection):
+                    if isinstance(self.breaker_store, MemoryStore):
+                        self.breaker_store.close_breaker(name)
+                    if earlier.base_url == connection.base_url:
+                        self._close_shared.add(name)
             self.mapper, self.routes, self.config = mapper, mapper.routes, config
             # New dicts, not updated in place: a service's other thread may be reading the old ones.
             self.connections = {c.name: c for c in config.connections}
@@ -470,10 +477,13 @@ class _Execution:
         url = self.runtime.config.journal.url
         if not self.journal.shared or url is None:
             return None
-        store = await PostgresStateStore.connect(
-            url, self.runtime.connections, lease=self.journal.lease_seconds
-        )
-        self.runtime.breaker_store = store
+        runtime = self.runtime
+        endpoints = {name: connection.base_url for name, connection in runtime.connections.items()}
+        store = await PostgresStateStore.connect(url, endpoints, lease=self.journal.lease_seconds)
+        runtime.breaker_store = store
+        closing, runtime._close_shared = runtime._close_shared, set()
+        for name in sorted(closing & endpoints.keys()):
+            await store.close_breaker(name)
         return store
 
     def _on_retry(self, request: OutboundRequest, attempt: int, reason: str, delay: float) -> None:

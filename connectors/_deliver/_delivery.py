@@ -343,9 +343,10 @@ class Deliverer:
 
     def _give_up_at(self, name: str) -> float:
         """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run
-        first found it open (so a later run probes again at once)."""
+        first found it open (so a later run probes again at once). Asked before ``admit`` whatever this
+        process's copy says: a shared breaker's copy may be older than the run (a new run's reads closed until
+        its first refresh), and a delivery that waited on it with no deadline would wait for the next probe,
+        a whole cooldown, not ``outage_wait``. ``_deliver`` forgets the time once the breaker is closed."""
         breaker = self.breakers[name]
-        if not breaker.is_open:
-            return float("inf")
         since = self._blocked_since.setdefault(name, self._clock())
         return since + breaker.settings.outage_wait

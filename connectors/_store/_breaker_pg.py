@@ -14,6 +14,11 @@ What each operation costs:
 One connection per worker process, opened for one run: its statements are serialised by a lock, and a
 transaction never waits on anything but the database.
 
+A breaker's record is per connection *and* ``base_url`` (the row ``"NAME BASE_URL"``): what it saw of one
+endpoint says nothing of another, so a connection moved to a new ``base_url`` starts closed there, while the
+workers still on the old config (a rollout) keep the old endpoint's. ``max_rate``'s slots stay per connection
+(the row ``NAME``): the vendor's limit holds whichever endpoint each worker is configured with.
+
 Losing that connection (the server ended its backend, a restart, a network cut) does not end the run: the
 store says so once in the log, reconnects in the background with a backoff (0.1 s doubling to 5 s) for up to
 ``reconnect_deadline`` seconds, and meanwhile this worker runs on its own copy of each breaker record (its
@@ -31,7 +36,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from .._deliver._breaker import BreakerState, RateState
@@ -61,7 +66,8 @@ _CLAIM = f"""WITH clock AS (SELECT {_NOW} AS now)
 
 class PostgresStateStore:
     """The :class:`~shipmap.connectors._breaker.SharedStore` of a PostgreSQL journal. Open it with
-    ``await PostgresStateStore.connect(url, names)`` inside the event loop that uses it; ``aclose()`` it."""
+    ``await PostgresStateStore.connect(url, {name: base_url})`` inside the event loop that uses it; ``aclose()``
+    it. Its methods take connection names; each breaker's row is the connection's at its ``base_url``."""
 
     def __init__(
         self,
@@ -70,11 +76,15 @@ class PostgresStateStore:
         *,
         refresh: float,
         probe_lease: float,
+        endpoints: Mapping[str, str] | None = None,
         reopen: Callable[[], Awaitable[Any]] | None = None,
         reconnect_deadline: float = RECONNECT_DEADLINE_S,
     ) -> None:
         self._conn = connection
         self._name = name
+        self._rows = {
+            connection: breaker_row(connection, url) for connection, url in (endpoints or {}).items()
+        }
         self._reopen = reopen  # opens a new connection; None: a lost connection ends the run
         self.reconnect_deadline = reconnect_deadline
         self._lost_at: float | None = None  # when the connection was lost; None while connected
@@ -94,9 +104,10 @@ class PostgresStateStore:
 
     @classmethod
     async def connect(
-        cls, url: str, names: Iterable[str], *, lease: float, refresh: float = 0.25
+        cls, url: str, endpoints: Mapping[str, str], *, lease: float, refresh: float = 0.25
     ) -> PostgresStateStore:
-        """``lease``: the journal's lease, which bounds a probe whose worker died and an idle transaction."""
+        """``endpoints``: each connection's ``base_url``. ``lease``: the journal's lease, which bounds a probe
+        whose worker died and an idle transaction."""
         try:
             import psycopg
         except ImportError:  # pragma: no cover - the journal needed it first
@@ -119,12 +130,20 @@ class PostgresStateStore:
             connection = await reopen()
         except psycopg.Error as error:
             raise JournalError(f"cannot open journal {display_url(url)}: {first_line(error)}") from None
-        store = cls(connection, display_url(url), refresh=refresh, probe_lease=lease, reopen=reopen)
+        store = cls(
+            connection,
+            display_url(url),
+            refresh=refresh,
+            probe_lease=lease,
+            endpoints=endpoints,
+            reopen=reopen,
+        )
         async with store._statement():
-            for name in names:
-                await connection.execute(
-                    "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (name,)
-                )
+            for name in endpoints:  # its max_rate slots, then its breaker at this base_url
+                for row in dict.fromkeys((name, store._row(name))):
+                    await connection.execute(
+                        "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (row,)
+                    )
             store._count_peers(
                 await (await connection.execute(COUNT_SESSIONS, (APPLICATION_NAME,))).fetchone()
             )
@@ -168,18 +187,22 @@ class PostgresStateStore:
     async def _read(self, name: str) -> None:
         try:
             async with self._statement():
-                row = await (await self._conn.execute(_READ, (APPLICATION_NAME, name))).fetchone()
+                row = await (await self._conn.execute(_READ, (APPLICATION_NAME, self._row(name)))).fetchone()
         except _Away:  # this worker's copy stands; looked at again after another ``refresh``
             self._read_at[name] = time.monotonic()
             return
         if row is not None:
             self._count_peers(row[len(_FIELDS) + 1 :])
             before = self.breaker(name).phase
+            first = name not in self._read_at  # this run's first look: an earlier run may have opened it
             record = self._keep(name, row)
             if before == "closed" and record.phase != "closed":
                 _log.warning(
-                    "connection %s: circuit breaker open (opened by another worker after %s); deliveries wait",
+                    "connection %s: circuit breaker open (%s after %s); deliveries wait",
                     name,
+                    "found so in the journal, opened by an earlier run or another worker"
+                    if first
+                    else "opened by another worker",
                     record.reason,
                 )
 
@@ -188,7 +211,7 @@ class PostgresStateStore:
         handed = False
         try:
             async with self._statement(), self._conn.transaction():
-                row = await (await self._conn.execute(_SELECT + " FOR UPDATE", (name,))).fetchone()
+                row = await (await self._conn.execute(_SELECT + " FOR UPDATE", (self._row(name),))).fetchone()
                 if row is None:
                     raise JournalError(f"journal {self._name} has no breaker record for connection {name}")
                 record = self._keep(name, row)
@@ -197,7 +220,7 @@ class PostgresStateStore:
                 yield record, float(row[len(_FIELDS)])
                 if record != before:
                     values = [getattr(record, field) for field in _FIELDS]
-                    await self._conn.execute(_UPDATE, (*values, name))
+                    await self._conn.execute(_UPDATE, (*values, self._row(name)))
         except _Away:
             if handed:  # lost while writing: the change stays in this worker's copy
                 return
@@ -217,7 +240,17 @@ class PostgresStateStore:
             return start - now
         return max(0.0, float(row[0])) if row is not None else 0.0
 
+    async def close_breaker(self, name: str) -> None:
+        """Close ``name``'s breaker for every worker: its credentials or headers changed (a reload), so the
+        failures it counted say nothing about them. Its count of openings stays, as in ``MemoryStore``."""
+        async with self.locked(name) as (state, _):
+            state.phase, state.failures, state.reason = "closed", 0, ""
+            state.retry_at = state.cooldown = 0.0
+
     # --- helpers -------------------------------------------------------------------------------------------
+
+    def _row(self, name: str) -> str:
+        return self._rows.get(name, name)
 
     def _keep(self, name: str, row: tuple[Any, ...]) -> BreakerState:
         record = BreakerState(*row[: len(_FIELDS)])
@@ -305,8 +338,13 @@ class PostgresStateStore:
         _log.error("%s", self._gave_up)
 
 
+def breaker_row(connection: str, base_url: str) -> str:
+    """The ``connection_state`` row of a connection's breaker at ``base_url`` (a URL has no whitespace)."""
+    return f"{connection} {base_url}"
+
+
 class _Away(Exception):
     """The store's connection is lost and being opened again: use this worker's own copy."""
 
 
-__all__ = ["PostgresStateStore"]
+__all__ = ["PostgresStateStore", "breaker_row"]

@@ -13,23 +13,28 @@ import psycopg
 import pytest
 from shipmap.connectors import Journal, JournalError
 from shipmap.connectors._deliver._breaker import BreakerSettings, CircuitBreaker, RateLimiter, SharedStore
-from shipmap.connectors._store._breaker_pg import APPLICATION_NAME, PostgresStateStore
+from shipmap.connectors._store._breaker_pg import APPLICATION_NAME, PostgresStateStore, breaker_row
 
 SETTINGS = BreakerSettings(failures=3, cooldown=0.2, cooldown_cap=0.4, outage_wait=60.0)
 FAR = float("inf")
+FENIX = {"fenix": "https://fenix.example.com/api"}  # the connection and its base_url, as a config names them
 
 
 async def two_workers(url: str, *, lease: float = 30.0) -> tuple[PostgresStateStore, PostgresStateStore]:
     with Journal(url):  # the schema, as a worker's journal creates it
         pass
-    first = await PostgresStateStore.connect(url, ["fenix"], lease=lease, refresh=0.05)
-    second = await PostgresStateStore.connect(url, ["fenix"], lease=lease, refresh=0.05)
+    first = await PostgresStateStore.connect(url, FENIX, lease=lease, refresh=0.05)
+    second = await PostgresStateStore.connect(url, FENIX, lease=lease, refresh=0.05)
     return first, second
 
 
-def record(url: str) -> tuple[str, int, int]:
+def record(url: str, endpoint: str = FENIX["fenix"]) -> tuple[str, int, int]:
+    """The shared breaker of fenix at ``endpoint``, as the database holds it."""
     with psycopg.connect(url) as db:
-        row = db.execute("SELECT phase, opened, probes FROM connection_state WHERE name = 'fenix'").fetchone()
+        row = db.execute(
+            "SELECT phase, opened, probes FROM connection_state WHERE name = %s",
+            (breaker_row("fenix", endpoint),),
+        ).fetchone()
     assert row is not None
     return row[0], row[1], row[2]
 
@@ -70,6 +75,52 @@ def test_one_workers_open_breaker_stops_the_other_and_one_probe_goes_at_a_time(p
     assert sorted(asyncio.run(scenario())) == [False, True]
 
 
+def test_a_breaker_is_shared_per_base_url_and_max_rate_per_connection(postgres_url: str) -> None:
+    """A rollout that moves fenix: the workers still on the old base_url share its open breaker; a worker on
+    the new one starts closed there and sends, while the max_rate slots stay one sequence for all of them. A
+    reload that changes the credentials closes the breaker for every worker on that base_url."""
+    moved = {"fenix": "https://fenix-new.example.com/api"}
+
+    async def scenario() -> None:
+        old_a, old_b = await two_workers(postgres_url)
+        new = await PostgresStateStore.connect(postgres_url, moved, lease=30.0, refresh=0.05)
+        old, other = (
+            CircuitBreaker("fenix", SETTINGS, store=old_a),
+            CircuitBreaker("fenix", SETTINGS, store=old_b),
+        )
+        fresh = CircuitBreaker("fenix", SETTINGS, store=new)
+        try:
+            await old.failure("HTTP 401", refused=True)  # open at once
+            assert record(postgres_url) == ("open", 1, 0)
+            await old_b.refresh("fenix")
+            assert other.is_open  # the same endpoint: the same breaker
+            await new.refresh("fenix")
+            assert (
+                not fresh.is_open and await fresh.admit(FAR) is False
+            )  # another endpoint: its own; goes now
+            assert record(postgres_url, moved["fenix"]) == ("closed", 0, 0)
+
+            # One rate: a slot claimed through either endpoint's worker moves the same next_free.
+            first = await old_a.claim_rate("fenix", 60.0)
+            second = await new.claim_rate("fenix", 60.0)
+            assert first < 1.0 and 59.0 < second <= 60.0
+
+            await old_b.close_breaker("fenix")  # the credentials changed (a reload): closed for everyone
+            assert record(postgres_url) == ("closed", 1, 0)  # its count of openings stays
+            await old_a.refresh("fenix")
+            assert not old.is_open
+        finally:
+            for store in (old_a, old_b, new):
+                await store.aclose()
+
+    asyncio.run(scenario())
+    with psycopg.connect(postgres_url) as db:
+        names = [row[0] for row in db.execute("SELECT name FROM connection_state ORDER BY name")]
+    assert names == sorted(
+        ["fenix", breaker_row("fenix", FENIX["fenix"]), breaker_row("fenix", moved["fenix"])]
+    )
+
+
 def test_a_probe_whose_worker_died_is_taken_over_after_its_lease(postgres_url: str) -> None:
     async def scenario() -> None:
         a, b = await two_workers(postgres_url, lease=0.5)
@@ -106,6 +157,7 @@ def test_rate_slots_are_claimed_atomically_by_many_workers(postgres_url: str) ->
                 await asyncio.gather(*(limiters[n % 2].acquire() for n in range(claims)))
                 after = db.execute(
                     "SELECT EXTRACT(EPOCH FROM clock_timestamp())::float8, next_free FROM connection_state"
+                    " WHERE name = 'fenix'"
                 ).fetchone()
             assert before is not None and after is not None
             assert len(waits) >= claims - 1  # every claim but the first waits for its own slot
@@ -180,7 +232,7 @@ def test_workers_that_lose_the_database_together_keep_to_max_rate_between_them(
 
     async def scenario() -> list[list[float]]:
         a, b = await two_workers(postgres_url)
-        c = await PostgresStateStore.connect(postgres_url, ["fenix"], lease=30.0, refresh=0.05)
+        c = await PostgresStateStore.connect(postgres_url, FENIX, lease=30.0, refresh=0.05)
         stores = (a, b, c)
         try:
             for store in stores:

@@ -67,7 +67,7 @@ def test_a_cancellation_that_comes_with_a_reconnection_ends_the_reconnecting_tas
     async def cancelled_while_woken() -> None:
         with Journal(postgres_url):  # the schema
             pass
-        store = await PostgresStateStore.connect(postgres_url, ["fenix"], lease=30.0)
+        store = await PostgresStateStore.connect(postgres_url, {"fenix": "http://127.0.0.1:9"}, lease=30.0)
         arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         asked = asyncio.Event()
 

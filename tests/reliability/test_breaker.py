@@ -323,6 +323,43 @@ def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pendi
         assert journal.counts() == {"delivered": 3}
 
 
+def test_on_postgresql_the_shared_breaker_is_per_base_url_and_a_reload_with_fixed_credentials_closes_it(
+    tmp_path: Path, postgres_url: str, sandbox: Sandbox
+) -> None:
+    """The workers of a PostgreSQL journal share each connection's breaker, which outlives a run: a refused
+    credential opens it at once, for a five-minute cooldown here. A reload with the right credential closes it,
+    and the next run sends what waited at once; a connection moved to another base_url starts closed there."""
+    from test_runtime_support import FIXTURES
+
+    mappings = [{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create"}]
+    breaker = {"failures": 3, "cooldown": "5m", "cooldown_cap": "5m", "outage_wait": "300ms"}
+
+    def configured(store: str, base_url: str = sandbox.url) -> Any:
+        path = write_config(
+            tmp_path, base_url, mappings=mappings, delivery={"breaker": breaker}, journal=postgres_url
+        )
+        path.write_text(path.read_text().replace("demo-store", store))  # the login works, the calls do not
+        return Runtime.from_config(path, environ=environ(base_url))
+
+    runtime = configured("wrong-store")
+    assert runtime.run([order_event(n) for n in range(1, 4)]).parked == 3
+    assert runtime.run([]).parked == 3  # the next run finds it open, as another worker would
+    runtime.use_mapper(configured("demo-store").mapper)  # the reload: the credential fixed
+    summary = runtime.run([])
+    assert (summary.delivered, summary.parked, summary.dead) == (3, 0, 0)
+
+    # Refused again, then moved: the old base's breaker stays open, the new one's is closed.
+    runtime.use_mapper(configured("wrong-store").mapper)
+    assert runtime.run([order_event(4)]).parked == 1
+    with Sandbox() as moved:
+        runtime.use_mapper(configured("demo-store", moved.url).mapper)
+        summary = runtime.run([])
+        assert (summary.delivered, summary.parked) == (1, 0)
+        assert [r.order_id for r in moved.requests(endpoint="fenix.orders")] == ["1004"]
+    with Journal(postgres_url, readonly=True) as journal:
+        assert journal.counts() == {"delivered": 4}
+
+
 def test_journal_move_pending_names_the_connections_that_have_pending_deliveries_when_it_finds_none(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
