@@ -319,6 +319,7 @@ REAL_SHA256 = {
     "shopify/refunds_create_webhook.json": "aa7ca320b1f4aef498840f7456ebeaa02bf0448b3e23d190ac6a48e654346c56",
     "shopify/orders_edited_webhook.json": "7b9d1b153a354341d0a78b616d0477e4c0ce221df280953760062aec5ce999ae",
     "shopify/returns_approve_webhook.json": "a6827817c5e50069c84018cc23efd34cb818311ee35b1b314095a382f63b38df",
+    "magento/order_get.json": "bebb9855955b2cf7d529286258d428d99131c74eb38231d7af0fe5ea1543d81a",
 }
 
 
