@@ -343,6 +343,7 @@ def test_derived_fixtures_are_what_derive_py_makes(tmp_path: Path, monkeypatch: 
     derive.woocommerce()
     derive.shopify_dg()
     derive.bigcommerce()
+    derive.magento()
     made = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.json"))
     assert made == sorted(str(path.relative_to(DERIVED)) for path in DERIVED.rglob("*.json"))
     readme = (DERIVED / "README.md").read_text(encoding="utf-8")
