@@ -35,6 +35,7 @@ def test_the_ready_mappings() -> None:
         "aftership/tracking",
         "bigcommerce/order",
         "bigcommerce/shipment",
+        "magento/order",
         "shipstation/shipment",
         "shopify/fulfillment",
         "shopify/order",
@@ -299,6 +300,63 @@ def test_aftership_delivered_and_delayed() -> None:
     assert exception["fulfillment"]["shipment_status"] == "SHIPMENT_EXCEPTION"
     assert "delayed" in mapping.transform(derived("aftership/webhook_in_transit_late.json"))
     assert "delayed" not in mapping.transform(derived("aftership/webhook_in_transit_on_time.json"))
+
+
+def test_magento_order_one_line_per_thing_ordered() -> None:
+    source = real("magento/order_get.json")
+    order = load_mapping("magento/order").transform(source)["order"]
+    assert (order["id"], order["number"]) == ("3", "000000003")  # entity_id; increment_id with its zeros
+    assert order["created_at"] == "2017-08-21T22:22:19+00:00"  # "2017-08-21 22:22:19" is UTC in Magento
+    # 9 items: the bundle's 4 children and the configurable's child belong to their parents' lines.
+    assert len(source["items"]) == 9
+    assert [(line["sku"], line["quantity"], line["price"]["value"]) for line in order["line_items"]] == [
+        ("WS12-M-Orange", 1, 22),
+        ("240-LV08", 1, 18),
+        ("24-WG080-24-WG084-24-WG088-24-WG082-blue-24-WG086", 1, 68),
+        ("MH01-S-Gray", 1, 52),
+    ]
+    assert order["item_quantity"] == source["total_qty_ordered"] == 4
+    hoodie = order["line_items"][3]
+    assert (hoodie["product_id"], hoodie["variant_id"], hoodie["name"]) == (
+        "67",
+        "56",
+        "Chaz Kangeroo Hoodie-S-Gray",
+    )
+    assert [prop["value"] for prop in order["line_items"][2]["properties"]] == [
+        "24-WG082-blue",
+        "24-WG084",
+        "24-WG086",
+        "24-WG088",
+    ]
+    assert order["total_weight"] == {"value": 32, "units": "oz"}  # 2 lbs
+    assert order["financial_details"]["total_price"] == {"value": 165, "currency": "USD"}
+    assert order["shipping_address"]["province_code"] == "NY"
+    assert order["shipping_address"]["country"] == "United States"
+
+
+def test_magento_order_state_and_shipped_quantities() -> None:
+    mapping = load_mapping("magento/order")
+    found = {
+        name: (order["status"], order["fulfillment_status"], order.get("cancelled_at"))
+        for name in (
+            "order_shipped_in_part",
+            "order_complete",
+            "order_canceled",
+            "order_canceled_in_part",
+        )
+        for order in [mapping.transform(derived(f"magento/{name}.json"))["order"]]
+    }
+    assert found == {
+        "order_shipped_in_part": ("OPEN", "PARTIALLY_FILLED", None),
+        "order_complete": ("OPEN", "FULFILLED", None),
+        "order_canceled": ("CANCELLED", "NOT_FILLED", "2017-08-22T09:15:40+00:00"),
+        "order_canceled_in_part": ("PARTIALLY_CANCELLED", "FULFILLED", None),
+    }
+    listing = derived("magento/orders_search_result.json")
+    assert mapping.transform(listing["items"][0]) == mapping.transform(real("magento/order_get.json"))
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(listing)  # the search result itself is not an order
+    assert caught.value.field == "order.id"
 
 
 # ------------------------------------------------------------------------------------------------------------
