@@ -36,6 +36,7 @@ def test_the_ready_mappings() -> None:
         "bigcommerce/order",
         "bigcommerce/shipment",
         "magento/order",
+        "magento/shipment",
         "shipstation/shipment",
         "shopify/fulfillment",
         "shopify/order",
@@ -357,6 +358,35 @@ def test_magento_order_state_and_shipped_quantities() -> None:
     with pytest.raises(TransformError) as caught:
         mapping.transform(listing)  # the search result itself is not an order
     assert caught.value.field == "order.id"
+
+
+def test_magento_shipment_one_payload_per_track_with_its_order() -> None:
+    mapping = load_mapping("magento/shipment")
+    event = {
+        "shipment": derived("magento/shipment_3.json"),
+        "order": real("magento/order_get.json"),
+        "dg_action_id": "flow-1",
+    }
+    payloads = mapping.transform(event)
+    assert sorted(payloads) == ["fulfillment[1Y-9876543210]", "shipment[1Y-9876543210]"]
+    fulfillment = payloads["fulfillment[1Y-9876543210]"]
+    assert (fulfillment["id"], fulfillment["order_id"]) == ("3-1", "3")
+    assert fulfillment["created_at"] == "2017-08-21T22:41:23+00:00"
+    assert fulfillment["shipment_info"]["tracking_company"] == "UPS"
+    assert fulfillment["shipment_info"]["shipping_service"] == "Best Way - Table Rate"
+    assert payloads["shipment[1Y-9876543210]"]["action_id"] == "flow-1"
+    assert payloads["shipment[1Y-9876543210]"]["inputs"]["shipment_data"] == {
+        "order_id": "3",
+        "shipment_id": "3-1",
+        "tracking_number": "1Y-9876543210",
+        "carrier_code": "ups",
+        "items": [
+            {"sku": "WS12-M-Orange", "quantity": 1},
+            {"sku": "24-WG080-24-WG084-24-WG088-24-WG082-blue-24-WG086", "quantity": 1},
+        ],
+    }
+    # A bare shipment is not the event: the mapping finds no `shipment` document and gives nothing.
+    assert mapping.transform(derived("magento/shipment_3.json")) == {}
 
 
 # ------------------------------------------------------------------------------------------------------------
