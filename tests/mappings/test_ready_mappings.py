@@ -35,6 +35,7 @@ def test_the_ready_mappings() -> None:
         "aftership/tracking",
         "bigcommerce/order",
         "bigcommerce/shipment",
+        "easypost/tracker",
         "magento/order",
         "magento/shipment",
         "shipstation/shipment",
@@ -387,6 +388,42 @@ def test_magento_shipment_one_payload_per_track_with_its_order() -> None:
     }
     # A bare shipment is not the event: the mapping finds no `shipment` document and gives nothing.
     assert mapping.transform(derived("magento/shipment_3.json")) == {}
+def test_easypost_real_tracker_names_no_order_and_the_event_reads_like_the_bare_tracker() -> None:
+    mapping = load_mapping("easypost/tracker")
+    tracker = real("easypost/trackers_retrieve.json")
+    assert mapping.transform(tracker) == {}  # pre_transit, no estimate slip, and nothing names its order
+    order = {"order_id": "450789469", "fulfillment_id": "255858046", "items": [{"sku": "A-1", "quantity": 2}]}
+    fulfillment = mapping.transform({**tracker, **order})["fulfillment"]
+    assert fulfillment["shipment_status"] == "READY_TO_SHIP"
+    info = fulfillment["shipment_info"]
+    assert (info["tracking_number"], info["tracking_company"]) == (tracker["tracking_code"], "USPS")
+    assert info["shipping_service"] == tracker["carrier_detail"]["service"] == "First-Class Package Service"
+    assert info["tracking_url"] == tracker["public_url"]
+    assert fulfillment["created_at"] == "2025-05-09T20:40:17+00:00"  # "…Z": UTC, with its offset
+    # The same tracker as the `result` of a tracker.created Event maps to the same payloads.
+    event = real("easypost/events_retrieve.json")
+    assert event["description"] == "tracker.created"
+    assert mapping.transform({**event, "result": tracker, **order}) == {"fulfillment": fulfillment}
+
+
+def test_easypost_delivered_and_delayed() -> None:
+    mapping = load_mapping("easypost/tracker")
+    event = derived("easypost/event_delivered.json")
+    delivered = mapping.transform(event)
+    assert sorted(delivered) == ["delivered", "fulfillment"]
+    data = delivered["delivered"]["inputs"]["shipment_data"]
+    assert (data["order_id"], data["shipment_id"]) == ("450789469", "255858046")
+    assert (data["tracking_number"], data["carrier_code"]) == (event["result"]["tracking_code"], "usps")
+    assert delivered["fulfillment"]["updated_at"] == "2025-05-12T15:20:00+00:00"
+    # The next update of the same tracker changed no status: nothing again.
+    assert mapping.transform(derived("easypost/event_delivered_again.json")) == {}
+    late = mapping.transform(derived("easypost/event_in_transit_late.json"))
+    assert late["delayed"]["external_id"] == "trk_9135862729734d96ad2f9ed0f0565a27-late-2025-05-12-delayed"
+    failure = mapping.transform(derived("easypost/event_failure.json"))
+    assert sorted(failure) == ["delayed", "fulfillment"]
+    assert failure["fulfillment"]["shipment_status"] == "DELIVERY_EXCEPTION"
+    returned = mapping.transform(derived("easypost/event_return_to_sender.json"))
+    assert returned["delayed"]["external_id"].endswith("-return_to_sender-return-delayed")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -408,6 +445,9 @@ REAL_SHA256 = {
     "shopify/orders_edited_webhook.json": "7b9d1b153a354341d0a78b616d0477e4c0ce221df280953760062aec5ce999ae",
     "shopify/returns_approve_webhook.json": "a6827817c5e50069c84018cc23efd34cb818311ee35b1b314095a382f63b38df",
     "magento/order_get.json": "bebb9855955b2cf7d529286258d428d99131c74eb38231d7af0fe5ea1543d81a",
+    "easypost/trackers_retrieve.json": "32557cb44823d75c07208a198ae5626b0e150f3eba49ca92906647b474a4c7c4",
+    "easypost/trackers_create.json": "99f7378b8b48d81b9604eee89769ef498fd723435055abe2cd5929d0ba7d77f0",
+    "easypost/events_retrieve.json": "db423ce3c5c5282d52358bf4ef759cf838fc33577e8ea4679ad4ca4354610c0e",
 }
 
 
@@ -432,6 +472,7 @@ def test_derived_fixtures_are_what_derive_py_makes(tmp_path: Path, monkeypatch: 
     derive.shopify_dg()
     derive.bigcommerce()
     derive.magento()
+    derive.easypost()
     made = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*.json"))
     assert made == sorted(str(path.relative_to(DERIVED)) for path in DERIVED.rglob("*.json"))
     readme = (DERIVED / "README.md").read_text(encoding="utf-8")
