@@ -17,6 +17,7 @@ from .._config_key import NOT_A_KEY, about
 
 SourceType = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
 Signature = Literal["hmac-sha256-hex", "hmac-sha256-base64", "standard-webhooks"]
+SecretNormalization = Literal["none", "NFKD"]
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -73,6 +74,13 @@ class SourceSettings:
     prefix: str = field(
         default="",
         metadata=about("generic HMAC: a prefix before the digest in the header, such as 'sha256='."),
+    )
+    secret_normalization: SecretNormalization = field(
+        default="none",
+        metadata=about(
+            "The Unicode form the sender puts the secret in before signing with its UTF-8 bytes: NFKD as"
+            " EasyPost does (an ASCII secret is the same either way)."
+        ),
     )
     tolerance: float = field(
         default=DEFAULT_TOLERANCE,

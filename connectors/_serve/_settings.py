@@ -8,6 +8,7 @@ must compile, and the defaults that come from other keys (a source's ``max_body`
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,20 @@ def _source(config: RuntimeConfig, name: str, item: Mapping[str, Any], max_body:
         item,
         {"keep_headers": tuple, "rate_limit": _rate_limit},
         name=name,
-        secrets=tuple(s.encode("utf-8") for s in ([given] if isinstance(given, str) else given)),
+        secrets=tuple(
+            _secret_bytes(s, item.get("secret_normalization", "none"))
+            for s in ([given] if isinstance(given, str) else given)
+        ),
         max_body=int(item.get("max_body", max_body)),
         enrich=_enrichment(config, name, item.get("enrich")),
     )
+
+
+def _secret_bytes(secret: str, normalization: str) -> bytes:
+    """The bytes a sender signs with: the secret as written, or in the Unicode form it normalises it to."""
+    if normalization == "NFKD":
+        secret = unicodedata.normalize("NFKD", secret)
+    return secret.encode("utf-8")
 
 
 def _rate_limit(raw: Mapping[str, Any]) -> RateLimit:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,9 @@ SECRETS = {
     "BC_WEBHOOK_SECRET": "bc-webhook-secret-value",
     "BC_API_TOKEN": BC_API_TOKEN,
     "APP_SECRET": "whsec_" + base64.b64encode(b"standard-webhooks-test-key").decode(),
+    "EASYPOST_WEBHOOK_SECRET": "easypost-test-webhook-secret",
+    # Not ASCII: the precomposed é and the ligature ﬁ, which NFKD writes as e + U+0301 and "fi".
+    "EASYPOST_UNICODE_SECRET": "caf\u00e9-\ufb01ligree-test-secret",
 }
 
 
@@ -64,6 +68,13 @@ def shopify_headers(
         "X-Shopify-API-Version": "2026-04",
         "X-Shopify-Webhook-Id": webhook_id,
     }
+
+
+def easypost_headers(body: bytes, secret: str = SECRETS["EASYPOST_WEBHOOK_SECRET"]) -> dict[str, str]:
+    """As EasyPost signs a webhook: the hex HMAC-SHA256 of the body under the NFKD form of the secret."""
+    key = unicodedata.normalize("NFKD", secret).encode("utf-8")
+    digest = hmac.new(key, body, hashlib.sha256).hexdigest()
+    return {"Content-Type": "application/json", "X-Hmac-Signature": f"hmac-sha256-hex={digest}"}
 
 
 def standard_webhooks_headers(body: bytes, webhook_id: str, timestamp: int, topic: str) -> dict[str, str]:
