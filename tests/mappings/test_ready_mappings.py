@@ -388,6 +388,8 @@ def test_magento_shipment_one_payload_per_track_with_its_order() -> None:
     }
     # A bare shipment is not the event: the mapping finds no `shipment` document and gives nothing.
     assert mapping.transform(derived("magento/shipment_3.json")) == {}
+
+
 def test_easypost_real_tracker_names_no_order_and_the_event_reads_like_the_bare_tracker() -> None:
     mapping = load_mapping("easypost/tracker")
     tracker = real("easypost/trackers_retrieve.json")
