@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 from shipmap.connectors import EXIT_HELD, Journal, Sandbox
+from shipmap.connectors._store._breaker_pg import breaker_row
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
 from test_runtime_support import BASE_CONFIG, FIXTURES, order_event, write_config
@@ -66,7 +67,10 @@ def test_a_worker_whose_deliveries_are_all_held_elsewhere_names_the_holder_and_e
             with psycopg.connect(postgres_url, autocommit=True) as db:
                 try:
                     rows = db.execute("SELECT state, lease_owner FROM deliveries").fetchall()
-                    phase = db.execute("SELECT phase FROM connection_state WHERE name = 'fenix'").fetchone()
+                    phase = db.execute(
+                        "SELECT phase FROM connection_state WHERE name = %s",
+                        (breaker_row("fenix", sandbox.url),),
+                    ).fetchone()
                 except psycopg.errors.UndefinedTable:
                     return False
             owners = {owner.split(":")[1] for state, owner in rows if state == "pending" and owner}

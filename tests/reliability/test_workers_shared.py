@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 from shipmap.connectors import EXIT_HELD, EXIT_OUTAGE, Journal, Sandbox
+from shipmap.connectors._store._breaker_pg import breaker_row
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
 from test_runtime_support import BASE_CONFIG, FIXTURES, order_event, write_config
@@ -115,7 +116,8 @@ def test_an_endpoint_down_opens_one_shared_breaker_and_probes_are_not_multiplied
     assert logs.count("circuit breaker open after") == 1, logs[-3000:]  # opened once, by one worker
     with psycopg.connect(postgres_url) as db:
         row = db.execute(
-            "SELECT opened, probes, opened_at FROM connection_state WHERE name = 'fenix'"
+            "SELECT opened, probes, opened_at FROM connection_state WHERE name = %s",
+            (breaker_row("fenix", sandbox.url),),  # fenix's breaker at the base_url the workers send to
         ).fetchone()
     assert row is not None
     opened, probes, opened_at = row
