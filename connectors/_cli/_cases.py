@@ -23,6 +23,8 @@ _CASE_KEYS = (
 )  # fmt: skip
 _FILE_KEYS = ("mapping", "description", "cases")
 ERROR_KEYS = ("type", "target", "field", "message", "source_path")
+# A payload's name: its target's, with the element's key for a fan-out target (each:), as in fulfillment[7].
+_PAYLOAD_NAME = re.compile(r"(?P<target>[^.\[\]]+)(?:\[(?P<key>[^\]]+)\])?")
 
 
 class _CasesLoader(yaml.SafeLoader):
@@ -120,6 +122,20 @@ def load_suite(path: Path) -> Suite:
         if name in names[:index]:
             raise MappingStructureError(f"two cases are named {name!r}", location=cases[index].location)
     return Suite(path, mapping_path, cases)
+
+
+def split_payload_name(name: str) -> tuple[str, str | None] | None:
+    """``(target, key)`` of a payload name (``("fulfillment", "7")``, ``("order", None)``), or None when the
+    text is neither ``target`` nor ``target[key]``."""
+    match = _PAYLOAD_NAME.fullmatch(name)
+    return (match["target"], match["key"]) if match else None
+
+
+def payload_name_of(path: str) -> str:
+    """The payload an ``absent:`` field path starts at: ``fulfillment[7]`` of ``fulfillment[7].shipment_status``,
+    ``order`` of ``order.line_items[1].properties`` ("" when the path starts with neither)."""
+    match = _PAYLOAD_NAME.match(path)
+    return match[0] if match else ""
 
 
 def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -> Case:

@@ -12,7 +12,7 @@ from typing import Any
 
 from shipmap.engine import MappingError, ShipmapError, load_mapping
 
-from ._cases import CASES_SUFFIX, load_suite
+from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of, split_payload_name
 from ._file_kinds import looks_like_config, looks_like_mapping
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, problem_json, write_json
@@ -155,14 +155,12 @@ def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bo
         if not as_json:
             err(paint(error.render(), RED, color))
         return
-    targets = {target.name for target in mapping.targets}
+    fans_out = {target.name: target.fans_out for target in mapping.targets}
     for case in suite.cases:
-        for name in sorted({*case.expect, *case.skipped} - targets):
-            problem = MappingError(
-                f"case {case.name!r} names target '{name}', which {mapping.file} does not have "
-                f"(it has {', '.join(sorted(targets))})",
-                location=case.location,
-            )
+        for name, of_payload in sorted(_names_in(case).items()):
+            problem = _name_problem(name, of_payload, case, mapping.file, fans_out)
+            if problem is None:
+                continue
             report["problems"].append(error_json(problem))
             if not as_json:
                 err(paint(problem.render(), RED, color))
@@ -171,3 +169,42 @@ def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bo
     report["cases"] = len(suite.cases)
     if report["ok"] and not as_json:
         print(paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" ({len(suite.cases)} cases)")
+
+
+def _names_in(case: Case) -> dict[str, bool]:
+    """Each name a case uses, and whether it names a payload (``expect``, ``absent``) rather than a target
+    (``skipped``: a fan-out target is skipped whole, by its own name)."""
+    names = dict.fromkeys(case.skipped, False)
+    for name in [*case.expect, *map(payload_name_of, case.absent)]:
+        names[name] = True
+    return names
+
+
+def _name_problem(
+    name: str, of_payload: bool, case: Case, file: str, fans_out: dict[str, bool]
+) -> MappingError | None:
+    """Why the mapping can produce no payload or target called ``name``, as ``shipmap test`` names them:
+    ``target``, or ``target[key]`` for each element of a fan-out target (each:); None when it can."""
+    parts = split_payload_name(name)
+    has = f"(it has {', '.join(sorted(fans_out))})"
+    if parts is None or parts[0] not in fans_out:
+        return MappingError(
+            f"case {case.name!r} names target '{name}', which {file} does not have {has}",
+            location=case.location,
+        )
+    target, key = parts
+    if key is not None and not fans_out[target]:
+        return MappingError(
+            f"case {case.name!r} names target '{name}', which {file} does not have {has}: target '{target}' "
+            f"does not fan out (no each:), so its one payload is named '{target}'",
+            location=case.location,
+        )
+    if key is None and fans_out[target] and of_payload:
+        return MappingError(
+            f"case {case.name!r} names payload '{name}', which {file} does not produce: target '{target}' "
+            f"fans out (each:), one payload per element, each named '{target}[key]'",
+            location=case.location,
+            hint=f"key is the element's key: value (its position from 0 without key:), as in "
+            f'expect: {{"{target}[7]": …}}; shipmap preview prints each payload\'s name',
+        )
+    return None

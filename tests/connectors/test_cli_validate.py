@@ -68,6 +68,79 @@ def test_a_case_naming_a_target_the_mapping_lacks(retailer: Path, capsys: pytest
     assert "names target 'ordr', which" in capsys.readouterr().err
 
 
+def test_a_fan_out_targets_payloads_are_named_with_their_key(
+    retailer: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fan-out target (each:) gives one payload per element, named target[key] as shipmap test and preview
+    name them: a case names those, or the target itself where it is skipped whole."""
+    shutil.copy(ROOT / "mappings/woocommerce/fulfillment.yaml", retailer / "fulfillment.yaml")
+    cases = retailer / "fulfillment.cases.yaml"
+    cases.write_text(
+        "cases:\n  - name: a\n    source: {id: 1}\n"
+        '    expect: {"fulfillment[94001]": {}, "shipment[EC1.2]": {}}\n'
+        '    skipped: [shipment, "fulfillment[7]"]\n'
+        '    absent: ["fulfillment[94001].shipment_status"]\n'
+    )
+    assert main(["validate", str(cases)]) == 0
+    assert capsys.readouterr().out == f"ok {cases} (1 cases)\n"
+
+
+@pytest.mark.parametrize(
+    ("file", "case", "message"),
+    [
+        (  # a fan-out target's payload named without its key: no payload has that name
+            "fulfillment",
+            "expect: {fulfillment: {}}",
+            "case 'a' names payload 'fulfillment', which {mapping} does not produce: target 'fulfillment' "
+            "fans out (each:), one payload per element, each named 'fulfillment[key]'",
+        ),
+        (
+            "fulfillment",
+            "absent: [fulfillment.shipment_status]",
+            "case 'a' names payload 'fulfillment', which {mapping} does not produce: target 'fulfillment' "
+            "fans out (each:), one payload per element, each named 'fulfillment[key]'",
+        ),
+        (  # a one-payload target written with a key
+            "order",
+            'expect: {"order[7]": {}}',
+            "case 'a' names target 'order[7]', which {mapping} does not have (it has order): target 'order' "
+            "does not fan out (no each:), so its one payload is named 'order'",
+        ),
+        (  # an unknown target, with or without a key
+            "fulfillment",
+            'expect: {"fulfilment[7]": {}}',
+            "case 'a' names target 'fulfilment[7]', which {mapping} does not have (it has fulfillment, shipment)",
+        ),
+        (
+            "fulfillment",
+            'skipped: ["shipment[]"]',
+            "case 'a' names target 'shipment[]', which {mapping} does not have (it has fulfillment, shipment)",
+        ),
+    ],
+)
+def test_a_case_naming_a_payload_the_mapping_cannot_produce(
+    retailer: Path, capsys: pytest.CaptureFixture[str], file: str, case: str, message: str
+) -> None:
+    shutil.copy(ROOT / "mappings/woocommerce/fulfillment.yaml", retailer / "fulfillment.yaml")
+    cases = retailer / f"{file}.cases.yaml"
+    cases.write_text(f"cases:\n  - name: a\n    source: {{id: 1}}\n    {case}\n")
+    assert main(["validate", str(cases)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"{cases}:2:5: error: {message.format(mapping=retailer / f'{file}.yaml')}\n"), err
+    assert main(["validate", str(cases), "--format", "json"]) == 2
+    [problem] = json.loads(capsys.readouterr().out)["files"][0]["problems"]
+    assert problem["location"] == {"file": str(cases), "line": 2, "column": 5}
+
+
+def test_the_ready_mappings_and_their_cases_validate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--strict", str(ROOT / "mappings"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cases = [entry for entry in report["files"] if entry["kind"] == "cases"]
+    assert len(cases) == len(list((ROOT / "mappings").rglob("*.cases.yaml"))) > 0
+    assert all(entry["ok"] and not entry["problems"] for entry in report["files"])
+
+
 def test_a_directory_without_mappings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(tmp_path)]) == 2
     assert "no mappings or cases files found in" in capsys.readouterr().err
