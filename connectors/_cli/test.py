@@ -38,7 +38,7 @@ from shipmap.engine import (
     resolve_mapping_path,
 )
 
-from ._cases import CASES_SUFFIX, Case, load_suite
+from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of
 from ._file_kinds import looks_like_mapping
 from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
 from ._reports import CaseOutcome, TestReport, error_json
@@ -392,8 +392,12 @@ def _same(expected: Any, actual: Any) -> bool:
 
 
 def _lookup(payloads: dict[str, Any], path: str) -> Any:
-    current: Any = payloads
-    for step in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+    # The payload first, by its whole name: a fan-out payload's key is not an index (fulfillment[94001]).
+    name = payload_name_of(path)
+    if name not in payloads:
+        return _MISSING
+    current: Any = payloads[name]
+    for step in re.findall(r"[^.\[\]]+|\[\d+\]", path[len(name) :]):
         if step.startswith("["):
             index = int(step[1:-1])
             if not isinstance(current, list) or index >= len(current):

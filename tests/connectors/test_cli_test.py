@@ -170,6 +170,32 @@ cases:
     assert out.splitlines()[-1] == "1 passed, 2 failed"
 
 
+def test_absent_reads_a_fan_out_payload_by_its_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fulfillment[94001].order_id names the payload of the element keyed 94001, not index 94001 of a list."""
+    mapping = tmp_path / "fulfillment.yaml"
+    shutil.copy(MAPPINGS / "woocommerce/fulfillment.yaml", mapping)
+    source = MAPPINGS / "_fixtures/derived/woocommerce/order_completed_with_tracking.json"
+    write_cases(
+        mapping,
+        f"""
+cases:
+  - name: a field the payload has
+    source: {source}
+    absent: ["fulfillment[9400111899560000000000].order_id"]
+  - name: fields it has not
+    source: {source}
+    absent: ["fulfillment[9400111899560000000000].shipment_status", "fulfillment[7].order_id"]
+""",
+    )
+    code, out, _ = run(capsys, str(mapping))
+    assert code == TEST_FAILURE_EXIT
+    assert 'fulfillment[9400111899560000000000].order_id: expected no such field, got "727"' in out
+    assert "PASS  fields it has not" in out
+    assert out.splitlines()[-1] == "1 passed, 1 failed"
+
+
 def test_expected_errors_pass_and_unexpected_ones_fail(
     capsys: pytest.CaptureFixture[str], fulfillment_mapping: Path
 ) -> None:
