@@ -34,6 +34,14 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DEFAULT_KEEP = 30 * 86400.0  # journal.keep
 
 
+def dotted(path: PathKey) -> str:
+    """A config key path as errors name it: ``sources.shop.secret[1]``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """How a connection authenticates. Secret fields are hidden from ``repr``."""

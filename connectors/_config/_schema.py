@@ -41,6 +41,7 @@ from ._model import (
     PathKey,
     TargetRoute,
     Timeouts,
+    dotted,
     duration_text,
 )
 from ._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings
@@ -396,7 +397,7 @@ def validate_document(value: Any, locations: Mapping[PathKey, Location], name: s
     location = location or _nearest(locations, path) or Location(name, 1, 1)
     more = len(errors) - 1
     raise ConfigError(
-        f"{_dotted(at)}: {message}" if at else message,
+        f"{dotted(at)}: {message}" if at else message,
         location=location,
         hint=f"{more} more problem{'s' if more > 1 else ''} after this one" if more else None,
     )
@@ -414,13 +415,6 @@ def _nearest(locations: Mapping[PathKey, Location], path: PathKey) -> Location |
         if not path:
             return None
         path = path[:-1]
-
-
-def _dotted(path: PathKey) -> str:
-    text = ""
-    for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
 
 
 def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, PathKey]:

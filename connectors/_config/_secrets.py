@@ -20,16 +20,27 @@ from shipmap.engine import Location
 
 from .._errors import ConfigError
 from .._redact import is_sensitive_name
-from ._model import PathKey, RuntimeConfig
+from ._model import PathKey, RuntimeConfig, dotted
 
 # Config keys whose values are credentials: they should be ${VAR} references, and are always redacted.
 SECRET_FIELDS = frozenset({"password", "secret", "key", "api_key", "token"})
 
 
 _log = logging.getLogger("shipmap.connectors.config")
-_VAR = re.compile(r"\$\$|\$\{(?:file:([^}]+)|([A-Za-z_][A-Za-z0-9_]*))\}")
+# $$, or ${ and what follows it up to the first } (the whole rest when there is none): fill_references reads
+# what is inside, so a reference written wrong is an error rather than text kept as it is (a secret).
+_REFERENCE = re.compile(r"\$\$|\$\{(?P<inside>[^}]*)(?P<closed>\}?)")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REFERENCE_HINT = (
+    "a reference is ${VAR} or ${file:/path}; $$ is a literal $ (the value is not shown: it may be a secret)"
+)
 _MAX_SECRET_FILE_BYTES = 64 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
+
+
+class MalformedReference(ValueError):
+    """A ``${`` that is no reference: no closing ``}``, nothing inside, ``file:`` without a path, or text
+    that is not a variable's name. Its message names the mistake, never the text (it may be a secret)."""
 
 
 class CredentialReader:
@@ -215,10 +226,13 @@ def interpolate(
     if not isinstance(value, str) or "$" not in value:
         return value
 
+    where = locations.get(path) or Location(name, 1, 1)
     try:
         filled, variables = fill_references(value, env)
+    except MalformedReference as error:
+        raise ConfigError(f"{dotted(path)}: {error}", location=where, hint=_REFERENCE_HINT) from None
     except ValueError as error:
-        raise ConfigError(str(error), location=locations.get(path) or Location(name, 1, 1)) from None
+        raise ConfigError(str(error), location=where) from None
     if variables:
         referenced.setdefault(path, []).extend(variables)
     return filled
@@ -227,22 +241,35 @@ def interpolate(
 def fill_references(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
     """``text`` with ``${VAR}`` filled from ``env`` and ``${file:/path}`` from that file (its text, without
     the final newline: Docker and Kubernetes secrets are files); ``$$`` is ``$``. Returns the references
-    used. ValueError names a reference that cannot be filled, never a value."""
+    used. ValueError names a reference that cannot be filled, never a value; :class:`MalformedReference`
+    (a ValueError) a ``${`` that is no reference."""
     used: list[str] = []
 
     def fill(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
+        if match[0] == "$$":
             return "$"
-        file, variable = match.group(1), match.group(2)
-        if file is not None:
+        inside = match["inside"]
+        if not match["closed"]:
+            raise MalformedReference("a reference '${' has no closing '}'")
+        if inside.startswith("file:"):
+            file = inside.removeprefix("file:")
+            if not file:
+                raise MalformedReference("the file reference '${file:}' names no file")
             used.append(f"file:{file}")
             return _read_secret_file(Path(file).expanduser())
-        if variable not in env:
-            raise ValueError(f"environment variable {variable} is not set (nor in the env file)")
-        used.append(variable)
-        return env[variable]
+        if not inside:
+            raise MalformedReference("the reference '${}' names nothing")
+        if not _VARIABLE.fullmatch(inside):
+            raise MalformedReference(
+                "a reference '${...}' holds neither a variable name (letters, digits and _, not first a "
+                "digit) nor file:/path"
+            )
+        if inside not in env:
+            raise ValueError(f"environment variable {inside} is not set (nor in the env file)")
+        used.append(inside)
+        return env[inside]
 
-    return _VAR.sub(fill, text), used
+    return _REFERENCE.sub(fill, text), used
 
 
 def _read_secret_file(path: Path) -> str:

@@ -177,3 +177,38 @@ def test_a_runtime_config_is_checked_as_run_and_serve_load_it(
     assert "config" not in {entry["kind"] for entry in json.loads(capsys.readouterr().out)["files"]}
     assert main(["validate", "--skip-other-yaml", str(config)]) == 0
     assert capsys.readouterr().out == ""
+
+
+@pytest.fixture
+def acme_config(retailer: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The acme example's runtime config (a Shopify webhook source among its parts), with its env file."""
+    for name in ("config.yaml", "demo.env"):
+        shutil.copy(ROOT / "examples" / "acme_outfitters" / name, retailer / name)
+    monkeypatch.setenv("ACME_SANDBOX_URL", "http://127.0.0.1:9")
+    assert "    secret: ${ACME_SHOPIFY_WEBHOOK_SECRET}\n" in (retailer / "config.yaml").read_text()
+    return retailer / "config.yaml"
+
+
+def _line_of(text: str, part: str) -> int:
+    return 1 + text[: text.index(part)].count("\n")
+
+
+def test_a_webhook_secret_reference_without_its_brace_is_refused_and_never_shown(
+    acme_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read as text, ${ACME_SHOPIFY_WEBHOOK_SECRET would be the secret: every real webhook refused, and one
+    signed with that text accepted. It is a located error naming the key, never the text."""
+    written = acme_config.read_text()
+    line = _line_of(written, "${ACME_SHOPIFY_WEBHOOK_SECRET}")
+    acme_config.write_text(written.replace("${ACME_SHOPIFY_WEBHOOK_SECRET}", "${ACME_SHOPIFY_WEBHOOK_SECRET"))
+    assert main(["validate", str(acme_config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{acme_config}:{line}:13: error: sources.shopify.secret: a reference '${{' has no closing '}}'\n"
+        "  hint: a reference is ${VAR} or ${file:/path}; $$ is a literal $ (the value is not shown: it may be a "
+        "secret)\n"
+    )
+    assert main(["validate", str(acme_config), "--format", "json"]) == 2
+    [problem] = json.loads(capsys.readouterr().out)["files"][0]["problems"]
+    assert problem["location"] == {"file": str(acme_config), "line": line, "column": 13}

@@ -180,6 +180,47 @@ def test_a_literal_secret_is_warned_about_by_key_and_line(
     assert "plain-text-pw" not in caplog.text
 
 
+SOURCE = (
+    MINIMAL
+    + """
+sources:
+  shop:
+    type: shopify
+    secret: ["${SHOPIFY_SECRET}", SECRET]
+"""
+)
+
+
+@pytest.mark.parametrize(
+    ("written", "mistake"),
+    [
+        ("${SHOPIFY_WEBHOOK_SECRET", "a reference '${' has no closing '}'"),
+        ("shpss_${2b7}", "a reference '${...}' holds neither a variable name"),
+        ("${SHOPIFY_SECRET:-shpss_fallback}", "a reference '${...}' holds neither a variable name"),
+        ("${}", "the reference '${}' names nothing"),
+        ("${file:}", "the file reference '${file:}' names no file"),
+    ],
+)
+def test_a_reference_written_wrong_is_a_located_error_that_never_shows_it(
+    tmp_path: Path, written: str, mistake: str
+) -> None:
+    """Kept as text, a broken reference would be the secret itself (a webhook signed with it accepted)."""
+    path = write(tmp_path, SOURCE.replace("SECRET]", f'"{written}"]'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={**ENV, "SHOPIFY_SECRET": "shpss_current"})
+    error = caught.value
+    assert error.message.startswith(f"sources.shop.secret[1]: {mistake}"), error.message
+    assert (error.file, error.line, error.column) == (str(path), 17, 35)
+    assert (
+        error.hint
+        == "a reference is ${VAR} or ${file:/path}; $$ is a literal $ (the value is not shown: it may be a secret)"
+    )
+    assert error.exit_code == 2
+    shown = error.render()
+    assert written not in shown or written in mistake  # ${} and ${file:} name the mistake itself
+    assert not any(part in shown for part in ("SHOPIFY_WEBHOOK", "2b7", "shpss", "fallback"))
+
+
 def test_basic_auth_needs_its_credentials(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -165,6 +166,37 @@ def test_a_reload_that_fails_unexpectedly_is_logged_and_the_service_goes_on(
         asyncio.run(service._reload_logged())
     assert "reload failed; the running configuration stays: RuntimeError: a bug in reload" in caplog.text
     assert service.settings.sources is before
+
+
+def test_a_reload_refuses_a_secret_reference_without_its_brace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken as text, ${WOO_SECRET would become the source's secret: every real webhook 401, and one signed
+    with that text accepted. The reload is refused, located, and the running secret stays."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    secret = "woo-test-secret"
+    for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
+        monkeypatch.setenv(name, value)
+    assert os.environ["WOO_SECRET"] == secret
+    config = tmp_path / "serve.yaml"
+    service = Service(Runtime.from_config(config))
+    before = service.settings.sources
+    assert before["woo"].secrets == (secret.encode(),)
+    written = config.read_text()
+    line = 1 + written[: written.index("secret: ${WOO_SECRET}")].count("\n")
+    config.write_text(written.replace("secret: ${WOO_SECRET}", "secret: ${WOO_SECRET"))
+
+    located = f"{config}:{line}:13: error: sources.woo.secret: a reference '${{' has no closing '}}'"
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(service.reload())
+    assert str(refused.value).startswith(located + "\n")
+    with caplog.at_level("INFO", logger="shipmap.connectors"):
+        asyncio.run(service._reload_logged())
+    [said] = [record.getMessage() for record in caplog.records if "reload" in record.getMessage()]
+    assert said.startswith(f"reload refused; the running configuration stays: {located}"), said
+    assert service.settings.sources is before and before["woo"].secrets == (secret.encode(),)
+    assert secret not in caplog.text and secret not in str(refused.value)
 
 
 def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
