@@ -287,7 +287,8 @@ def _read_secret_file(path: Path) -> str:
 def warn_literal_secrets(
     value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
 ) -> None:
-    """Warn (naming the key and line, not the value) about credentials written into the file itself."""
+    """Warn (naming the key and line, not the value) about credentials written into the file itself: an
+    auth secret, a sensitive header, a webhook source's signing secret."""
     for name, connection in value.get("connections", {}).items():
         auth = connection.get("auth") or {}
         for key in sorted(SECRET_FIELDS & set(auth)):
@@ -309,4 +310,20 @@ def warn_literal_secrets(
                     locations.get(path) or "config",
                     header,
                     name,
+                )
+    for name, source in (value.get("sources") or {}).items():
+        secret = source.get("secret")
+        paths: list[PathKey] = (
+            [("sources", name, "secret", index) for index in range(len(secret))]
+            if isinstance(secret, list)
+            else [("sources", name, "secret")]
+            if secret is not None
+            else []
+        )
+        for path in paths:
+            if path not in referenced:
+                _log.warning(
+                    "%s: %s is written literally in the config; use a ${ENV_VAR} reference",
+                    locations.get(path) or "config",
+                    dotted(path),
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -212,3 +213,21 @@ def test_a_webhook_secret_reference_without_its_brace_is_refused_and_never_shown
     assert main(["validate", str(acme_config), "--format", "json"]) == 2
     [problem] = json.loads(capsys.readouterr().out)["files"][0]["problems"]
     assert problem["location"] == {"file": str(acme_config), "line": line, "column": 13}
+
+
+def test_a_webhook_secret_written_literally_validates_with_a_warning(
+    acme_config: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """As an auth secret written in the file: it works, and the log names the key and line, not the value."""
+    written = acme_config.read_text()
+    line = _line_of(written, "${ACME_SHOPIFY_WEBHOOK_SECRET}")
+    acme_config.write_text(written.replace("${ACME_SHOPIFY_WEBHOOK_SECRET}", "shpss_written_in_the_file"))
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        assert main(["validate", str(acme_config)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"ok {acme_config} ")
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{acme_config}:{line}:13: sources.shopify.secret is written literally in the config; use a "
+        "${ENV_VAR} reference"
+    ]
+    assert "shpss_written_in_the_file" not in out + err + caplog.text

@@ -221,6 +221,19 @@ def test_a_reference_written_wrong_is_a_located_error_that_never_shows_it(
     assert not any(part in shown for part in ("SHOPIFY_WEBHOOK", "2b7", "shpss", "fallback"))
 
 
+def test_a_literal_webhook_secret_is_warned_about_as_an_auth_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, SOURCE.replace("SECRET]", '"$${literally}"]'))
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        load_config(path, environ={**ENV, "SHOPIFY_SECRET": "shpss_current"})
+    [record] = caplog.records  # the first secret is a reference; the second, $${ as written, is text
+    assert record.getMessage() == (
+        f"{path}:17:35: sources.shop.secret[1] is written literally in the config; use a ${{ENV_VAR}} reference"
+    )
+    assert "literally}" not in caplog.text
+
+
 def test_basic_auth_needs_its_credentials(tmp_path: Path) -> None:
     path = write(
         tmp_path,
