@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shipmap.connectors._config import DEFAULT_KEEP, duration_text
 from shipmap.connectors._errors import JournalError
+from shipmap.connectors._plural import counted
 from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox, copy_inbox
 from shipmap.connectors._store._copy import copy_journal
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError
@@ -216,12 +217,12 @@ def _move_pending(args: argparse.Namespace) -> int:
         )
         others = pending_by_connection(journal) if not count and not left else {}
     verb = "would move" if args.dry_run else "moved"
-    deliveries = "delivery" if count == 1 else "deliveries"
-    print(f"{where}: {verb} {count} pending {deliveries} of {connection} from {args.old} to {args.new}")
+    deliveries = counted(count, "pending delivery")
+    print(f"{where}: {verb} {deliveries} of {connection} from {args.old} to {args.new}")
     have = others.get(connection, 0)
     if have:  # moved already (a second run of the command)
-        are = "delivery is" if have == 1 else "deliveries are"
-        print(f"its {have} pending {are} journaled for {args.new} already", file=sys.stderr)
+        there = f"{counted(have, 'pending delivery')} {'is' if have == 1 else 'are'}"
+        print(f"its {there} journaled for {args.new} already", file=sys.stderr)
     elif not count and not left:  # a connection name mistyped, or nothing waits at all
         named = ", ".join(f"{name} {number}" for name, number in sorted(others.items())) or "none"
         print(

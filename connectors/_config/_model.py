@@ -368,7 +368,10 @@ def join_url(base_url: str, path: str) -> str:
 
 
 def duration_text(seconds: float) -> str:
-    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds."""
+    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds; none
+    at all is ``0s``, as it is most often written."""
+    if seconds == 0:
+        return "0s"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

@@ -35,6 +35,7 @@ from typing import Any
 
 from shipmap.engine import SourceDocument
 
+from .._plural import counted
 from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError, SourceUnavailable
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
@@ -256,9 +257,9 @@ class InboxFeed:
         self._backoff = min(self._backoff * 2, self._resweep_cap)
         self.sweeps += 1
         self._log.info(
-            "looking again at parked work: %d deliveries, %d webhooks (next look in %.0f s at the latest)",
-            deliveries,
-            len(self.parked),
+            "looking again at parked work: %s, %s (next look in %.0f s at the latest)",
+            counted(deliveries, "delivery"),
+            counted(len(self.parked), "webhook"),
             self._backoff,
         )
         self.parked.clear()  # those still waiting park again, at once and without a request

@@ -41,6 +41,7 @@ from .._config import RuntimeConfig, load_config
 from .._errors import ConfigError
 from .._local_server import bind  # one way to bind a listening socket (port 0 known at once)
 from .._map._mapper import EventMapper
+from .._plural import counted
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime, register_secrets
 from ._app import ServiceState, build_app
@@ -334,11 +335,11 @@ class Service:
             except Exception as error:  # the inbox's own errors are intake's to report; this is one line
                 waiting = f"the inbox cannot be read now ({type(error).__name__})"
             self._log.info(
-                "in the last %g s: %d webhooks accepted, %d delivered, %d dead letters; %s",
+                "in the last %g s: %s accepted, %d delivered, %s; %s",
                 ACTIVITY_EVERY_S,
-                now[0] - last[0],
+                counted(now[0] - last[0], "webhook"),
                 now[1] - last[1],
-                now[2] - last[2],
+                counted(now[2] - last[2], "dead letter"),
                 waiting,
             )
             last = now
@@ -406,7 +407,7 @@ class Service:
                 await http
         elif http.exception() is not None:
             raise http.exception()  # type: ignore[misc]
-        self._log.info("stopped: %d events handed to delivery", delivery.handed)
+        self._log.info("stopped: %s handed to delivery", counted(delivery.handed, "event"))
         return self.summary
 
     def breakers(self) -> dict[str, str]:

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 
 from .._config import duration_text
 from .._errors import JournalError
+from .._plural import counted
 from ._journal import Journal
 
 DEFAULT_CHUNK = 500  # rows per transaction: a few milliseconds of the journal's lock at a time
@@ -65,10 +66,12 @@ class Pruned:
         return any(asdict(self).values())
 
     def describe(self, *, sources: bool = True) -> str:
-        documents = f"{self.sources} source documents, " if sources else ""
+        documents = f"{counted(self.sources, 'source document')}, " if sources else ""
+        records = "record" if self.unrouted + self.rejected == 1 else "records"  # the noun both counts share
         return (
-            f"{self.deliveries} deliveries, {documents}{self.unrouted} unrouted and {self.rejected} rejected input"
-            " records" + ("" if sources else " (and the source documents only they refer to)")
+            f"{counted(self.deliveries, 'delivery')}, {documents}{self.unrouted} unrouted and {self.rejected}"
+            f" rejected input {records}"
+            + ("" if sources else " (and the source documents only they refer to)")
         )
 
 

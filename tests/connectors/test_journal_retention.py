@@ -172,6 +172,23 @@ def test_journal_prune_on_the_command_line(tmp_path: Path, capsys: pytest.Captur
     assert "--older-than: 'a month' is not a duration (such as 90s, 12h or 30d)" in capsys.readouterr().err
 
 
+def test_journal_prune_says_one_row_and_no_age_as_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--older-than 0s`` (everything settled) is echoed as ``0s``, not ``0ms``; one row is ``1 delivery``."""
+    path = tmp_path / "journal.db"
+    with Journal(path) as journal:
+        pending(journal, "only", "a" * 64)
+        journal.mark_delivered("only", status=201, attempts=1)
+    assert main(["journal", "prune", str(path), "--older-than", "0s", "--dry-run"]) == 0
+    assert main(["journal", "prune", str(path), "--older-than", "0s"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: would forget 1 delivery, 0 unrouted and 0 rejected input records (and the source documents"
+        " only they refer to) older than 0s",
+        f"{path}: forgot 1 delivery, 1 source document, 0 unrouted and 0 rejected input records older than 0s",
+    ]
+
+
 def test_an_sqlite_journal_of_version_3_gains_the_indexes_retention_needs(tmp_path: Path) -> None:
     path = tmp_path / "v3.db"
     db = sqlite3.connect(path)
