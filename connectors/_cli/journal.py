@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    with Journal(args.journal, upgrade=True) as journal:
+    with Journal(_existing(args.journal), upgrade=True) as journal:
         before = journal.upgraded_from
         after = journal.schema_version()
     where = display_location(args.journal)
@@ -112,11 +112,12 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _copy(args: argparse.Namespace) -> int:
+    origin = _existing(args.source)  # refused before anything is created at the destination
     inbox = _inbox_to_copy(args)
     if inbox is not None:  # its schema, created before the one transaction that moves the rows
         PostgresInbox(args.destination).close()
     with (
-        Journal(args.source, readonly=True) as source,
+        Journal(origin, readonly=True) as source,
         Journal(args.destination) as destination,
         destination.transaction(),  # the journal and the inbox move together, or not at all
     ):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from shipmap.connectors import Journal, JournalError
+from shipmap.connectors._cli import main
 from shipmap.connectors._store._claims import claim_pending
 from shipmap.connectors._store._journal import canonical_json, delivery_key, source_hash
 
@@ -127,6 +128,29 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not sqlite at all" * 100)
     with pytest.raises(JournalError, match="cannot open journal"):
         Journal(garbage)
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        ["copy", "{missing}", "{other}"],
+        ["migrate", "{missing}"],
+        ["info", "{missing}"],
+        ["prune", "{missing}"],
+    ],
+)
+def test_journal_commands_refuse_a_missing_sqlite_file_and_create_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: list[str]
+) -> None:
+    """A mistyped path is said to be one (not a run's advice about permissions and re-sends), and no empty
+    journal appears there, nor at copy's destination."""
+    missing, other = tmp_path / "journl.db", tmp_path / "copy.db"
+    argv = [part.format(missing=missing, other=other) for part in action]
+    assert main(["journal", *argv]) == 7
+    assert capsys.readouterr().err == (
+        f"error: no journal at {missing}: no such file (a run creates it; check the path)\n"
+    )
+    assert sorted(tmp_path.iterdir()) == []
 
 
 def test_full_synchronous_mode_is_applied(tmp_path: Path) -> None:
