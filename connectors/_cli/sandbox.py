@@ -157,19 +157,24 @@ def run(args: argparse.Namespace) -> int:
             print(f"  recording to {config.record}", file=sys.stderr)
         print("  Ctrl-C stops.", file=sys.stderr, flush=True)
 
-    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: let that end here as Ctrl-C does, with 0.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # uvicorn shuts down gracefully on SIGINT and SIGTERM, then raises the signal again. Ctrl-C then ends the
+    # command as it ends every other (`shipmap: interrupted`, 130); SIGTERM, a service manager's stop, with 0.
+    terminated = False
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        nonlocal terminated
+        terminated = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         sandbox.serve_forever(on_ready=ready)
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how a foreground server is meant to stop
+        if not terminated:
+            raise
     except OSError as error:
         print(f"error: cannot serve on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt

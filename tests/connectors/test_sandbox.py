@@ -748,8 +748,15 @@ def test_credentials_load_order(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ command line
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_cli_serves_until_stopped(tmp_path: Path, http: httpx.Client, stop: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("stop", "code", "said"),
+    [(signal.SIGINT, 130, "shipmap: interrupted\n"), (signal.SIGTERM, 0, "  Ctrl-C stops.\n")],
+)
+def test_cli_serves_until_stopped(
+    tmp_path: Path, http: httpx.Client, stop: signal.Signals, code: int, said: str
+) -> None:
+    """Ctrl-C ends it as it ends every command (``shipmap: interrupted``, 130); SIGTERM, a service manager's
+    stop, with 0 and nothing more to say."""
     creds = tmp_path / "creds.json"
     creds.write_text(
         json.dumps({"fenix": {"password": "file-pass"}, "dg": {"api_key": "file-key"}}), encoding="utf-8"
@@ -776,7 +783,10 @@ def test_cli_serves_until_stopped(tmp_path: Path, http: httpx.Client, stop: sign
         login = http.post(f"{url}/login", headers={**FENIX_LOGIN, "password": "file-pass"})
         assert login.status_code == 200
         process.send_signal(stop)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=10) == code
+        assert process.stderr is not None
+        errors = process.stderr.readlines()
+        assert errors[-1] == said and "Traceback" not in "".join(errors), errors
     finally:
         if process.poll() is None:
             process.kill()
