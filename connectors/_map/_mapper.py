@@ -52,6 +52,7 @@ from ._steps import (
 )
 
 _REASON_CHARS = 2000
+_TOPIC_CHARS = 100  # an unrouted event's topic, as a warning shows it
 
 
 class Recorded(Protocol):
@@ -110,6 +111,16 @@ class EventMapper:
                 break
         return chosen
 
+    def _topic_of(self, event: Any) -> str | None:
+        """The event's topic (``events.topic``) to show in a message: redacted, at most ``_TOPIC_CHARS``."""
+        if self._topic is None:
+            return None
+        try:
+            topic = self._topic.search(event)
+        except Exception:  # routing did not need it (no entry names topics): there is just none to show
+            return None
+        return None if topic is None else self.redactor.excerpt(str(topic), _TOPIC_CHARS)
+
     def _source_of(self, route: PlannedRoute, event: Any) -> Any:
         if route.body is not None:
             return route.body.search(event)
@@ -140,7 +151,7 @@ class EventMapper:
         routes = self._routes_for(event)
         if not routes:
             canonical, digest = _canonical(event, plain=record.strict)
-            return Event(record, digest, canonical, (Unrouted(digest, record.origin),))
+            return Event(record, digest, canonical, (Unrouted(digest, record.origin, self._topic_of(event)),))
         steps: list[Step] = []
         first_digest, first_canonical = "", ""
         for route in routes:

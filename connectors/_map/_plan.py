@@ -59,5 +59,5 @@ def plan_entry(
         why = "already delivered" if step.state == "delivered" else "dead-lettered earlier (shipmap replay)"
         return PlanEntry("skip", origin, step.mapping, step.target, step.key, reason=why)
     if isinstance(step, Unrouted):
-        return PlanEntry("unrouted", origin, reason="no mappings entry matches this event")
+        return PlanEntry("unrouted", origin, reason=step.reason)
     return None  # journal bookkeeping only

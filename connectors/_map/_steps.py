@@ -61,6 +61,15 @@ class Resolve:
 class Unrouted:
     source_digest: str
     origin: str | None
+    topic: str | None = None  # events.topic of the event, as sent: redacted and cut short
+
+    @property
+    def reason(self) -> str:
+        """Why it was not routed, with its topic quoted as a Python string (control characters escaped: the
+        topic is the sender's text, and it goes into one log line)."""
+        if self.topic is None:
+            return "no mappings entry matches this event"
+        return f"no mappings entry matches this event (topic {self.topic!r})"
 
 
 @dataclass(frozen=True, slots=True)

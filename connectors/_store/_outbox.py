@@ -169,7 +169,7 @@ class Outbox:
                     if isinstance(step, Unrouted):
                         self.summary.unrouted += 1
                         journal.record_unrouted(step.source_digest, step.origin)
-                        self.log.warning("%s: unrouted: no mappings entry matches this event", step.origin)
+                        self.log.warning("%s: unrouted: %s", step.origin, step.reason)
                         continue
                     if skipping:
                         continue

@@ -177,6 +177,28 @@ def test_the_dry_run_prints_requests_with_no_secret_and_sends_nothing(
     assert not (tmp_path / "journal.db").exists()
 
 
+def test_an_unrouted_event_is_named_by_its_topic_escaped_and_cut_short(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The topic is the sender's text: in the warning it is quoted, its control characters escaped (a forged log
+    line or a terminal escape stays visible as such) and its length bounded."""
+    config = write_config(tmp_path, sandbox.url)
+    hostile = "orders/paid\x1b[2J\n2026-01-01 INFO forged line " + "x" * 500
+    events = ndjson(tmp_path / "e.ndjson", [{"topic": hostile, "payload": {}}, {"payload": {}}])
+    assert main(["run", str(config), "-i", str(events)]) == 0
+    warnings = [r.getMessage() for r in caplog.records if "unrouted" in r.getMessage()]
+    shown = "'orders/paid\\x1b[2J\\n2026-01-01 INFO forged line " + "x" * 55 + "…'"  # 100 characters
+    assert warnings == [
+        f"{events}:1: unrouted: no mappings entry matches this event (topic {shown})",
+        f"{events}:2: unrouted: no mappings entry matches this event",  # no topic: none named
+    ]
+    assert main(["run", str(config), "-i", str(events), "--dry-run"]) == 0
+    assert f"UNROUTED: no mappings entry matches this event (topic {shown})\n" in capsys.readouterr().out
+
+
 def test_config_and_input_errors_exit_with_their_codes(
     tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:

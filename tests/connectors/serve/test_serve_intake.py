@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import subprocess
 import sys
 import time
@@ -130,6 +131,13 @@ def test_refusals_have_their_status_and_reason(source_sandbox: Sandbox, tmp_path
             woo = {"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
                    "X-WC-Webhook-Delivery-ID": "d-1", "X-WC-Webhook-Signature": signature.decode()}  # fmt: skip
             assert serve.post(client, "woo", body, woo).json()["status"] == "accepted"
+            # No mappings entry takes WooCommerce's topics: the warning names the source (woo#row) and topic.
+            unrouted = re.compile(
+                r"woo#\d+: unrouted: no mappings entry matches this event \(topic 'order\.created'\)$"
+            )
+            serve.wait_until(
+                lambda: any(unrouted.search(line) for line in serve.errors), what="the unrouted warning"
+            )
             woo["X-WC-Webhook-Signature"] = base64.b64encode(b"x" * 32).decode()
             assert serve.post(client, "woo", body, woo).status_code == 401
             # BigCommerce: the configured secret header, compared whole.
