@@ -62,8 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     def ready(url: str) -> None:
         hooks = ", ".join(f"{url}/hooks/{name}" for name in settings.sources)
+        if service.listening != url:  # every interface: the hooks' URLs are this host's way in
+            hooks += " from this host"
         print(
-            f"shipmap serve: listening on {url} ({hooks}); SIGTERM drains and stops, SIGHUP reloads the config",
+            f"shipmap serve: listening on {service.listening} ({hooks}); SIGTERM drains and stops, SIGHUP reloads"
+            " the config",
             flush=True,
         )
 

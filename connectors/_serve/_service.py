@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import signal
 import socket
 import time
@@ -39,7 +40,7 @@ from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
 from .._errors import ConfigError
-from .._local_server import bind  # one way to bind a listening socket (port 0 known at once)
+from .._local_server import bind, url_host  # one way to bind a listening socket (port 0 known at once)
 from .._map._mapper import EventMapper
 from .._plural import counted
 from .._redact import get_logger
@@ -81,7 +82,8 @@ class Service:
         self._log = get_logger("serve", runtime.redactor)
         self._stop = asyncio.Event()
         self.summary: RunSummary | None = None
-        self.url: str | None = None
+        self.url: str | None = None  # where this host reaches it, once it listens
+        self.listening: str | None = None  # what it listens on, as an operator reads it (see _addresses)
         self._state: ServiceState | None = None  # while serving
         self._started_with = _sections(runtime.config.file)  # what a reload compares the file with
         # Enrichment's clients are built at start, over these connections: a reload keeps them as they are.
@@ -206,7 +208,7 @@ class Service:
         settings = self.settings
         sock = sock or bind(settings.host, settings.port)
         host, port = sock.getsockname()[:2]
-        self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+        self.url, self.listening = _addresses(host, port)
         shared = self.runtime.config.journal
         synchronous, lease = shared.synchronous, shared.lease
         # An SQLite journal is this process's: replays come here. A PostgreSQL one is shared by every serve
@@ -304,7 +306,7 @@ class Service:
             while not server.started and not http.done() and not delivered.done():
                 await asyncio.sleep(0.005)
             if server.started:
-                self._log.info("serving on %s", self.url)
+                self._log.info("serving on %s", self.listening)
                 if on_ready is not None:
                     on_ready(self.url or "")
             ended: set[asyncio.Future[Any]] = {stop, delivered, http}
@@ -460,6 +462,20 @@ class Reloaded:
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
+
+
+def _addresses(host: str, port: int) -> tuple[str, str]:
+    """The URL that reaches a socket bound to ``host``:``port`` from this host, and what the socket listens on as
+    an operator reads it: that URL, or, for a wildcard address (whose URL names loopback), the address and
+    ``every interface``, so that nobody takes a service open to the network for a local one."""
+    url = f"http://{url_host(host)}:{port}"
+    try:
+        wildcard = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        wildcard = False
+    if not wildcard:
+        return url, url
+    return url, f"{f'[{host}]' if ':' in host else host}:{port}, every interface"
 
 
 def _sections(file: str | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -94,7 +95,12 @@ class ServeProcess:
     """``shipmap serve CONFIG`` in a subprocess; ``url`` once it listens. Copies the config into ``workdir``."""
 
     def __init__(
-        self, workdir: Path, sandbox_url: str, config: Path = SERVE_FIXTURES / "serve.yaml", port: int = 0
+        self,
+        workdir: Path,
+        sandbox_url: str,
+        config: Path = SERVE_FIXTURES / "serve.yaml",
+        port: int = 0,
+        host: str | None = None,
     ) -> None:
         self.workdir = workdir
         self.config = workdir / config.name
@@ -103,6 +109,7 @@ class ServeProcess:
                 shutil.copy(item, workdir / item.name)
         self.env = environment(sandbox_url)
         self.port = port
+        self.host = host  # None: the config's
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.output: list[str] = []
@@ -118,6 +125,7 @@ class ServeProcess:
                 str(self.config),
                 "--port",
                 str(self.port),
+                *(["--host", self.host] if self.host is not None else []),
             ],
             cwd=self.workdir,
             env=self.env,
@@ -132,7 +140,10 @@ class ServeProcess:
             for line in self.process.stdout:
                 self.output.append(line)
                 if line.startswith("shipmap serve: listening on "):
-                    self.url = line.split()[4]
+                    # The hooks' URLs, "(http://127.0.0.1:PORT/hooks/shop, ...", are this host's way in.
+                    found = re.search(r"\((http://[^/\s]+)/hooks/", line)
+                    assert found is not None, line
+                    self.url = found.group(1)
                     ready.set()
 
         def read_stderr() -> None:

@@ -153,3 +153,24 @@ def test_refusals_have_their_status_and_reason(source_sandbox: Sandbox, tmp_path
         assert serve.terminate() == 0
     finally:
         serve.kill()
+
+
+def test_a_service_on_every_interface_says_so(source_sandbox: Sandbox, tmp_path: Path) -> None:
+    """``host: 0.0.0.0`` (the deploy example's) listens on every interface: the start line says so, not just
+    the loopback URL that reaches it from this host."""
+    serve = ServeProcess(tmp_path, source_sandbox.url, host="0.0.0.0").start()
+    try:
+        port = serve.url.rsplit(":", 1)[1]
+        assert serve.url == f"http://127.0.0.1:{port}"
+        assert serve.output[0] == (
+            f"shipmap serve: listening on 0.0.0.0:{port}, every interface ({serve.url}/hooks/shop,"
+            f" {serve.url}/hooks/woo, {serve.url}/hooks/bc, {serve.url}/hooks/app from this host); SIGTERM drains"
+            " and stops, SIGHUP reloads the config\n"
+        )
+        with httpx.Client(timeout=10) as client:
+            accepted = serve.post(client, "shop", ORDER, shopify_headers(ORDER, "orders/create", "any-1"))
+            assert accepted.json()["status"] == "accepted"
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert any(line.rstrip().endswith(f"serving on 0.0.0.0:{port}, every interface") for line in serve.errors)
