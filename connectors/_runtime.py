@@ -287,6 +287,14 @@ class Runtime:
         with journal:
             return journal.dead_letters(keys)
 
+    def dead_letter_count(self) -> int:
+        """How many dead letters the journal holds now, counted, not read (0 when there is no journal yet)."""
+        journal = open_readonly(self.config.journal.location)
+        if journal is None:
+            return 0
+        with journal:
+            return journal.dead_letter_count()
+
     def dead_letter_pages(
         self, keys: Sequence[str] | None = None, *, size: int = 1000
     ) -> Iterator[list[JournalEntry]]:

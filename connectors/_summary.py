@@ -95,6 +95,12 @@ class RunSummary:
     events: int = 0
     elapsed: float = 0.0
     dead_keys: list[str] = field(default_factory=list, repr=False)  # the first DEAD_KEYS_KEPT dead letters
+    # A service's summary at stop (``shipmap serve``; a run's leaves them as they are). Its counts cover its
+    # whole life, while a replay or the end of an outage may have settled some of it since; what is owed at
+    # stop is read then: the dead letters in the journal, and the connections of ``outages`` whose circuit
+    # breaker has closed since (moved out of ``outages``, which keeps those still down).
+    dead_now: int | None = None
+    outages_ended: list[str] = field(default_factory=list)
 
     def add_dead_key(self, key: str) -> None:
         """Keep a dead letter's key, among the first ``DEAD_KEYS_KEPT`` (``dead`` counts them all): a service's

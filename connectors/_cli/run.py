@@ -17,6 +17,7 @@ from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_HELD, EXIT_OK, EXIT_OUTAGE
 from shipmap.connectors._intake._pipeline import fork_available
 from shipmap.connectors._map._parallel import ordered_map
+from shipmap.connectors._plural import counted
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
 from shipmap.connectors._summary import describe_held
@@ -334,6 +335,8 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
     )
     for connection, reason in summary.outages.items():
         out.write(f"connection {connection} is down: {reason}\n")
+    for connection in summary.outages_ended:  # a service's, at stop
+        out.write(f"connection {connection} was down meanwhile; its circuit breaker has closed since\n")
     if summary.parked:
         out.write(
             f"{summary.parked} deliveries left pending (circuit breaker open past outage_wait):"
@@ -344,8 +347,27 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
             f"{summary.held_elsewhere} deliveries still pending, held by other live workers: "
             f"{describe_held(summary.held)}; they send them, or a later run takes them over\n"
         )
-    if summary.dead or summary.rejected:
+    if summary.dead_now is not None:
+        _write_dead_at_stop(summary, out)
+    elif summary.dead or summary.rejected:
         out.write(
             f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
             " fix and `shipmap replay`\n"
         )
+
+
+def _write_dead_at_stop(summary: RunSummary, out: IO[str]) -> None:
+    """A service's dead letters: how many it made while serving, and how many the journal holds now (a replay
+    may have resolved some since: only those are still to replay)."""
+    assert summary.dead_now is not None
+    if not (summary.dead or summary.rejected or summary.dead_now):
+        return
+    made = f"{summary.dead} dead-lettered" + (f", {summary.rejected} rejected" if summary.rejected else "")
+    if summary.dead_now:
+        now = f"{counted(summary.dead_now, 'dead letter')} in the journal now: see `shipmap dead-letters`; fix and"
+        now += " `shipmap replay`"
+    elif summary.rejected:
+        now = "no dead letters in the journal now; the rejected input records: see `shipmap dead-letters`"
+    else:
+        now = "no dead letters in the journal now (replayed meanwhile)"
+    out.write(f"{made} while serving; {now}\n")

@@ -39,7 +39,7 @@ import yaml
 from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
-from .._errors import ConfigError
+from .._errors import ConfigError, JournalError
 from .._local_server import bind, url_host  # one way to bind a listening socket (port 0 known at once)
 from .._map._mapper import EventMapper
 from .._plural import counted
@@ -410,7 +410,24 @@ class Service:
         elif http.exception() is not None:
             raise http.exception()  # type: ignore[misc]
         self._log.info("stopped: %s handed to delivery", counted(delivery.handed, "event"))
+        if self.summary is not None:
+            self._as_at_stop(self.summary)
         return self.summary
+
+    def _as_at_stop(self, summary: RunSummary) -> None:
+        """What ``summary`` (the service's life) says is owed, made true at stop: an outage whose breaker has
+        closed since is over, and the dead letters are those the journal holds now (one count), since a replay,
+        this service's or another process's, may have resolved some of those it counts."""
+        store = self.runtime.breaker_store
+        summary.outages_ended = [name for name in summary.outages if store.breaker(name).phase == "closed"]
+        for name in summary.outages_ended:
+            del summary.outages[name]
+        if self.runtime.config.journal.location is None:  # a journal in memory, gone with its runs
+            return
+        try:
+            summary.dead_now = self.runtime.dead_letter_count()
+        except JournalError as error:  # the summary then says what the service dead-lettered, as a run's does
+            self._log.warning("cannot count the journal's dead letters at stop: %s", error.message)
 
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open). Delivery and enrichment keep

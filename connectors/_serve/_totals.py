@@ -3,7 +3,8 @@
 ``shipmap serve`` delivers in successive runs of the runtime (a new run re-sends what an outage left
 pending, or carries out a replay; see ``_delivery_loop``). Each run has its own :class:`RunSummary`; the
 service's counters (``/metrics``, the summary printed at exit) must not go back to zero when a run ends, so
-finished runs are folded into one summary here, in constant memory.
+finished runs are folded into one summary here, in constant memory. Totals only add up: what the summary at
+exit says is still owed (outages, dead letters) the service reads when it stops (``Service._as_at_stop``).
 """
 
 from __future__ import annotations

@@ -133,6 +133,10 @@ def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) 
         orders = sandbox.requests(endpoint="fenix.orders")
     assert sorted(o.body["id"] for o in orders) == ["7000000", "7000001", "7000002"]
     assert any("looking again at parked work" in line for line in serve.errors), serve.errors[-20:]
+    # The outage ended before the stop: the summary says it was, not that Fenix is down.
+    summary = "".join(serve.output)
+    assert "connection fenix was down meanwhile; its circuit breaker has closed since\n" in summary, summary
+    assert "is down" not in summary and "left pending" not in summary and "dead-lettered" not in summary
 
 
 def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
@@ -163,9 +167,23 @@ def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
                 assert order.body["id"] == "7000009"
                 again = shipmap("replay", str(serve.config), "--no-progress")
                 assert (again.returncode, again.stdout.strip()) == (0, "no dead letters to replay")
+                sandbox.set_faults("schedule=500,500,500,500")  # a second order, dead-lettered and left so
+                body = _shopify_order(10)
+                headers = shopify_headers(body, "orders/create", "dead-and-left")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(
+                    lambda: _dead(client.get(f"{serve.url}/metrics").text) == 2, what="a second dead letter"
+                )
             assert serve.terminate() == 0
         finally:
             serve.kill()
+    # The stop summary counts what the service dead-lettered in its life, and tells to replay only what the
+    # journal still holds: the first was replayed meanwhile (by `shipmap replay`, through the service).
+    summary = "".join(serve.output)
+    assert (
+        "2 dead-lettered while serving; 1 dead letter in the journal now: see `shipmap dead-letters`; fix and"
+        " `shipmap replay`\n" in summary
+    ), summary
 
 
 def test_parked_webhooks_are_counted_past_the_ids_kept_and_recounted_by_each_pass(

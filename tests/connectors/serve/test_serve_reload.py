@@ -466,3 +466,7 @@ def test_a_reload_moves_an_endpoint_and_the_deliveries_waiting_for_it_follow(
     finally:
         serve.kill()
     assert not [line for line in serve.errors if "dead letter" in line], serve.errors
+    # The outage the move ended is over at stop: the summary does not call Fenix down.
+    summary = "".join(serve.output)
+    assert "connection fenix was down meanwhile; its circuit breaker has closed since\n" in summary, summary
+    assert "is down" not in summary and "left pending" not in summary
