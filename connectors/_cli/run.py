@@ -339,12 +339,12 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
         out.write(f"connection {connection} was down meanwhile; its circuit breaker has closed since\n")
     if summary.parked:
         out.write(
-            f"{summary.parked} deliveries left pending (circuit breaker open past outage_wait):"
+            f"{counted(summary.parked, 'delivery')} left pending (circuit breaker open past outage_wait):"
             " they are sent first by the next run\n"
         )
     if summary.held:
         out.write(
-            f"{summary.held_elsewhere} deliveries still pending, held by other live workers: "
+            f"{counted(summary.held_elsewhere, 'delivery')} still pending, held by other live workers: "
             f"{describe_held(summary.held)}; they send them, or a later run takes them over\n"
         )
     if summary.dead_now is not None:

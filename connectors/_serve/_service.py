@@ -40,7 +40,7 @@ from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
 from .._errors import ConfigError, JournalError
-from .._local_server import bind, url_host  # one way to bind a listening socket (port 0 known at once)
+from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._map._mapper import EventMapper
 from .._plural import counted
 from .._redact import get_logger
