@@ -259,7 +259,7 @@ def test_the_sandbox_command_shows_no_secret(tmp_path: Path) -> None:
         if server.poll() is None:
             server.kill()
             server.wait(10)
-    assert server.returncode == 0, err[-2000:]
+    assert server.returncode == 130, err[-2000:]  # Ctrl-C, as every command answers it
     assert "credentials: custom" in err
     recorded = record.read_text(encoding="utf-8")
     assert recorded.count("\n") == 2  # the login and the execution
