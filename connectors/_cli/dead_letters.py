@@ -9,6 +9,7 @@ from pathlib import Path
 
 from shipmap.connectors._config import journal_path_of
 from shipmap.connectors._errors import ConfigError
+from shipmap.connectors._plural import counted
 from shipmap.connectors._store._entries import JournalEntry, RejectedInput
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._journal_pg import display_url, is_database_url
@@ -50,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if not dead and not rejected:
         print("no dead letters")
         return 0
-    out.write(f"{dead} dead letter{'s' if dead != 1 else ''}, {rejected} rejected input record"
-              f"{'s' if rejected != 1 else ''}\n")  # fmt: skip
+    out.write(f"{counted(dead, 'dead letter')}, {counted(rejected, 'rejected input record')}\n")
     return 0
 
 

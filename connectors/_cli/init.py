@@ -14,6 +14,7 @@ from typing import IO
 from shipmap.engine import builtin_kinds
 from shipmap.engine._editor_schema import write_editor_schema
 
+from .._plural import counted
 from .._scaffold import DEFAULT_TIMEZONE, FieldSuggestion, Scaffold, plan_scaffold, write_scaffold
 from .._scaffold._render import EDITOR_SCHEMA_PATH
 from ._output import BOLD, DIM, GREEN, YELLOW, paint, use_color
@@ -80,19 +81,20 @@ def report(scaffold: Scaffold, written: list[Path], out: IO[str], *, schema: Pat
     matched = scaffold.matched
     required = [s for s in matched if s.required]
     out.write(
-        f"\n{len(matched)} fields suggested from the sample's key names; the required ones, with the value"
+        f"\n{counted(len(matched), 'field')} suggested from the sample's key names; the required ones, with the value"
         " each\nreads in the sample and how sure the guess is (check them):\n"
     )
     _table(required, out)
     if len(matched) > len(required):
-        out.write(f"  … and {len(matched) - len(required)} optional ones: see the comments in the mapping\n")
+        optional = counted(len(matched) - len(required), "optional one")
+        out.write(f"  … and {optional}: see the comments in the mapping\n")
 
     mapping = _show(scaffold.mapping_path)
     todos = scaffold.todos
     if todos:
         out.write(
             "\n"
-            + paint(f"{len(todos)} TODO{'s' if len(todos) != 1 else ''}", YELLOW, color)
+            + paint(counted(len(todos), "TODO"), YELLOW, color)
             + ": required values nothing in the sample matched. Until you map them, `shipmap preview` and\n"
             "`shipmap test` fail loudly on each one (`shipmap validate` checks the structure only):\n"
         )

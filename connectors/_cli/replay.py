@@ -12,6 +12,7 @@ from pathlib import Path
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import exit_code, install_redaction, print_summary, run_with_progress
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, JournalError
+from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
 from shipmap.connectors._serve._enrich import refetch_documents
@@ -85,7 +86,10 @@ def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:
     """A ``shipmap serve`` holds the journal: hand it the replay and wait for its result (docs/serve.md)."""
     with ReplayRequests(path) as requests:
         request = requests.submit(args.key, refetch=args.refetch)
-        print(f"shipmap serve is running: it replays {count} dead letter(s) (request {request})", flush=True)
+        print(
+            f"shipmap serve is running: it replays {counted(count, 'dead letter')} (request {request})",
+            flush=True,
+        )
         deadline = time.monotonic() + args.wait
         while True:
             state, result = requests.result(request)

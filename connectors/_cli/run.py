@@ -184,7 +184,8 @@ def progress_text(p: Progress) -> str:
         f"delivered {p.delivered}  dead {p.dead}  skipped {p.skipped}  unrouted {p.unrouted}"
         f"  in flight {p.in_flight}  {rate:.0f}/s"
     )
-    return f"{p.events}/{p.total} events  {counts}" if p.total else f"{p.events} events  {counts}"
+    events = f"{p.events}/{counted(p.total, 'event')}" if p.total else counted(p.events, "event")
+    return f"{events}  {counts}"
 
 
 class ProgressBar:

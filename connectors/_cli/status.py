@@ -16,6 +16,7 @@ import httpx
 from shipmap.connectors._cli._output import age_text
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import duration_text, load_config
+from shipmap.connectors._plural import counted
 from shipmap.connectors._serve import Inbox, ServeSettings, serve_settings
 from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox
 from shipmap.connectors._store._journal import open_readonly
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         kept += f"; oldest delivered row {age_text(time.time() - oldest)} ago"
     out.write(f"journal     {kept}\n")
     out.write(
-        f"dead        {report['dead_letters']} dead letters, {report['rejected_inputs']} rejected inputs"
+        f"dead        {counted(report['dead_letters'], 'dead letter')},"
+        f" {counted(report['rejected_inputs'], 'rejected input')}"
     )
     out.write("  (shipmap dead-letters)\n" if report["dead_letters"] or report["rejected_inputs"] else "\n")
     return 0

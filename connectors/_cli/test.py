@@ -25,6 +25,7 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 from shipmap.connectors._map._parallel import ordered_map
+from shipmap.connectors._plural import counted
 from shipmap.engine import (
     CompiledMapping,
     Location,
@@ -374,7 +375,7 @@ def _compare(expected: Any, actual: Any, path: str, *, exact: bool) -> Iterator[
         return
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
-            yield path, f"{len(expected)} elements", f"{len(actual)}"
+            yield path, counted(len(expected), "element"), f"{len(actual)}"
         for index, (want, got) in enumerate(zip(expected, actual, strict=False)):
             yield from _compare(want, got, f"{path}[{index}]", exact=exact)
         return
@@ -437,7 +438,8 @@ def _coverage_lines(result: CaseResult, *, full: bool) -> list[str]:
         return []
     if full:
         lines = [
-            f"coverage: {len(result.defaulted)} target fields defaulted, {len(result.unread)} source fields unread"
+            f"coverage: {counted(len(result.defaulted), 'target field')} defaulted,"
+            f" {counted(len(result.unread), 'source field')} unread"
         ]
         lines.extend(f"  defaulted: {path}" for path in result.defaulted)
         lines.extend(f"  unread: {path}" for path in result.unread)

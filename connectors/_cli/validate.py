@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from shipmap.connectors._plural import counted
 from shipmap.engine import MappingError, ShipmapError, load_mapping
 
 from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of, split_payload_name
@@ -134,15 +135,13 @@ def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: b
     report["mappings"] = len(runtime.config.mappings)
     report["sources"] = sorted(sources)
     if not as_json:
-        counted = [
-            f"{len(runtime.connections)} connection{'s' if len(runtime.connections) != 1 else ''}",
-            f"{len(runtime.config.mappings)} mappings entr{'ies' if len(runtime.config.mappings) != 1 else 'y'}",
+        counts = [
+            counted(len(runtime.connections), "connection"),
+            counted(len(runtime.config.mappings), "mappings entry"),
         ]
         if sources:
-            counted.append(f"{len(sources)} source{'s' if len(sources) != 1 else ''}")
-        print(
-            paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" (a runtime config: {', '.join(counted)})"
-        )
+            counts.append(counted(len(sources), "source"))
+        print(paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" (a runtime config: {', '.join(counts)})")
 
 
 def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
@@ -168,7 +167,7 @@ def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bo
     report["targets"] = [{"name": t.name, "kind": t.kind.name} for t in mapping.targets]
     report["cases"] = len(suite.cases)
     if report["ok"] and not as_json:
-        print(paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" ({len(suite.cases)} cases)")
+        print(paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" ({counted(len(suite.cases), 'case')})")
 
 
 def _names_in(case: Case) -> dict[str, bool]:

@@ -83,7 +83,7 @@ def test_a_fan_out_targets_payloads_are_named_with_their_key(
         '    absent: ["fulfillment[94001].shipment_status"]\n'
     )
     assert main(["validate", str(cases)]) == 0
-    assert capsys.readouterr().out == f"ok {cases} (1 cases)\n"
+    assert capsys.readouterr().out == f"ok {cases} (1 case)\n"
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,24 @@ def test_dead_letters_lists_more_than_a_page_each_once_with_the_totals(
     assert [r["key"] for r in records] == [f"{number:032x}" for number in range(0xA0, 0xB0)]
 
 
+def test_dead_letters_says_one_of_each_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.db"
+    with Journal(path) as journal, journal.transaction():
+        journal.put_source("d" * 64, '{"id":1}')
+        journal.mark_pending(
+            "0" * 32, source_digest="d" * 64, mapping="m", target="t", connection="fenix", method="POST",
+            url="http://127.0.0.1/x", payload={"id": "1"}, idempotency_key=None, origin="in.ndjson:1",
+        )  # fmt: skip
+        journal.mark_dead(
+            "0" * 32, source_digest="d" * 64, mapping="m", target="t", reason="HTTP 400", status=400
+        )
+        journal.record_rejected("in.ndjson:2", "not JSON", "{broken")
+    assert main(["dead-letters", "--journal", str(path)]) == 0
+    assert capsys.readouterr().out.endswith("1 dead letter, 1 rejected input record\n")
+
+
 def test_a_pipe_as_input_is_delivered_like_a_file(
     tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -246,3 +264,7 @@ def test_the_progress_line_without_a_total() -> None:
         events=7, delivered=5, dead=1, skipped=1, unrouted=0, rejected=0, in_flight=2, elapsed=1.0
     )
     assert bar.line() == "7 events  delivered 5  dead 1  skipped 1  unrouted 0  in flight 2  7/s"
+    bar.last = Progress(
+        events=1, delivered=1, dead=0, skipped=0, unrouted=0, rejected=0, in_flight=0, elapsed=1.0
+    )
+    assert bar.line() == "1 event  delivered 1  dead 0  skipped 0  unrouted 0  in flight 0  1/s"
