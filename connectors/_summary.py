@@ -87,7 +87,9 @@ class RunSummary:
     rejected: int = 0  # input records that were not JSON
     recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
     parked: int = 0  # left pending: their connection's breaker stayed open past outage_wait
-    outages: dict[str, str] = field(default_factory=dict)  # connection -> why its breaker opened
+    # connection -> how it is down, without its name (Outage.detail): "unavailable for 12 s (circuit breaker
+    # open: why); left pending for the next run"
+    outages: dict[str, str] = field(default_factory=dict)
     # A shared journal: pending deliveries other live workers still held when this run stopped waiting.
     held: list[Held] = field(default_factory=list)
     # Rows the journal let go meanwhile (journal.keep), by kind: deliveries, sources, unrouted, rejected.

@@ -142,16 +142,17 @@ class MemoryStore:
 
 
 class Outage(Exception):
-    """The breaker stayed open past ``outage_wait``: leave the delivery pending for a later run."""
+    """The breaker stayed open past ``outage_wait``: leave the delivery pending for a later run. The message
+    is ``connection NAME`` and ``detail``; a line that names the connection already shows ``detail`` alone."""
 
     def __init__(self, connection: str, reason: str, waited: float, *, moved: bool = False) -> None:
-        super().__init__(
-            f"connection {connection} moved by a reload while its circuit breaker was open ({reason}); "
+        self.detail = (
+            f"moved by a reload while its circuit breaker was open ({reason}); "
             "left pending for the next run, which sends to the new endpoint"
             if moved
-            else f"connection {connection} unavailable for {waited:.0f} s (circuit breaker open: {reason}); "
-            "left pending for the next run"
+            else f"unavailable for {waited:.0f} s (circuit breaker open: {reason}); left pending for the next run"
         )
+        super().__init__(f"connection {connection} {self.detail}")
         self.connection = connection
         self.reason = reason
 

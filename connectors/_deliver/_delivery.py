@@ -225,7 +225,8 @@ class Deliverer:
                 try:
                     probe = await breaker.admit(self._give_up_at(name))
                 except Outage as stop:
-                    reason = self.redactor.redact(str(stop))
+                    # Without the connection's name: the summary's line and the log's name it already.
+                    reason = self.redactor.redact(stop.detail)
                     return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
                 if not breaker.is_open:
                     self._blocked_since.pop(name, None)

@@ -111,9 +111,10 @@ class DeliveryWorkers:
         if outcome.parked:
             # The connection is down past outage_wait: the row stays pending for the next run.
             self.summary.parked += 1
-            if job.request.connection not in self.summary.outages:
-                self.summary.outages[job.request.connection] = outcome.reason or "circuit breaker open"
-                self.log.warning("%s", outcome.reason)
+            connection = job.request.connection
+            if connection not in self.summary.outages:
+                self.summary.outages[connection] = outcome.reason or "unavailable (circuit breaker open)"
+                self.log.warning("connection %s %s", connection, self.summary.outages[connection])
             self.outbox.release(job.key)
         elif outcome.delivered:
             assert outcome.status is not None
