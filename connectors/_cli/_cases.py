@@ -181,6 +181,14 @@ def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -
             raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")
         exact = set(expect) if match == "exact" else set()
     elif isinstance(match, dict) and all(mode in ("partial", "exact") for mode in match.values()):
+        # A name that is not expected would change nothing: the payload it meant is compared partially.
+        unexpected = sorted(str(target) for target in match if target not in expect)
+        if unexpected:
+            raise fail(
+                f"'match' names {', '.join(repr(t) for t in unexpected)}, which case {name!r} does not expect"
+                f" (it expects {', '.join(sorted(map(str, expect))) or 'nothing'})",
+                "match",
+            )
         exact = {target for target, mode in match.items() if mode == "exact"}
     else:
         raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")

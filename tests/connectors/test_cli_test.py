@@ -119,6 +119,29 @@ cases:
     assert '+      "carrier_code": "ups",' in out
 
 
+def test_match_naming_a_payload_the_case_does_not_expect_is_refused_where_it_is_written(
+    capsys: pytest.CaptureFixture[str], fulfillment_mapping: Path
+) -> None:
+    """A misspelt name under match: would leave the payload it meant compared partially, and the case green."""
+    cases = write_cases(
+        fulfillment_mapping,
+        """
+cases:
+  - name: typo
+    source: $WEBHOOK
+    match: {shipmnet: exact}
+    expect:
+      shipment: {action_id: REPLACE_WITH_DG_SHIPMENT_FLOW_ID}
+""",
+    )
+    message = f"{cases}:5:12: error: 'match' names 'shipmnet', which case 'typo' does not expect (it expects shipment)"
+    code, out, err = run(capsys, str(fulfillment_mapping))
+    assert code == 2 and out.splitlines()[-1] == "0 passed, 1 failed"
+    assert err.splitlines()[0] == message, err
+    assert main(["validate", str(cases)]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == message
+
+
 def test_partial_matching_ignores_fields_not_expected_and_keeps_json_types(
     capsys: pytest.CaptureFixture[str], fulfillment_mapping: Path
 ) -> None:
