@@ -481,3 +481,18 @@ def test_derived_fixtures_are_what_derive_py_makes(tmp_path: Path, monkeypatch: 
     for name in made:
         assert (tmp_path / name).read_bytes() == (DERIVED / name).read_bytes(), name
         assert f"`{Path(name).name}`" in readme, f"{name} is not described in README.md"
+
+
+def test_every_ready_mappings_dg_carrier_codes_are_shipmaps_carrier_codes() -> None:
+    """Each mapping's own `carriers` table (platform carrier -> DG code) says the codes carrier_code() says,
+    so one carrier reaches DG under one code whichever platform sent it (Australia Post was `auspost` in the
+    mappings and `australiapost` in the engine's table)."""
+    table = json.loads((ROOT / "engine/tables/carriers.json").read_text(encoding="utf-8"))
+    codes = {carrier["code"] for carrier in table["carriers"]}
+    checked = {}
+    for name, path in zip(NAMES, READY, strict=True):
+        lookup = (yaml.safe_load(path.read_text(encoding="utf-8")).get("lookups") or {}).get("carriers")
+        if lookup is not None:
+            checked[name] = sorted(set(lookup["map"].values()) - codes)
+    assert checked and all(not unknown for unknown in checked.values()), checked
+    assert len(checked) >= 7  # every mapping that sends DG a carrier code has such a table
