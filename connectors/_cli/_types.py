@@ -47,15 +47,19 @@ def duration(text: str) -> float:
 def base_url(text: str) -> str:
     """A connection's ``base_url`` as the config takes it: http(s), a host, an optional path prefix, and no
     credentials (they would be journaled with every URL). The value is not echoed: it may hold a password."""
-    from shipmap.connectors._config import url_has_credentials
+    from shipmap.connectors._config._secrets import BASE_URL_QUERY_REFUSED, url_has_credentials, url_has_query
 
     scheme, _, rest = text.partition("://")
     if scheme not in ("http", "https") or not rest or rest.startswith("/") or any(c.isspace() for c in text):
+        # Echoed for a typo's sake, unless it may carry a credential (user:password@ or ?key=).
+        shown = "the value" if url_has_credentials(text) or url_has_query(text) else repr(text)
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a base URL (scheme, host, port and optional path: https://api.example.com/v1)"
+            f"{shown} is not a base URL (scheme, host, port and optional path: https://api.example.com/v1)"
         )
     if url_has_credentials(text):
         raise argparse.ArgumentTypeError(
             "credentials in the URL (user:password@host) are refused: they would be stored with every URL"
         )
+    if url_has_query(text):
+        raise argparse.ArgumentTypeError(BASE_URL_QUERY_REFUSED)
     return text

@@ -144,11 +144,23 @@ def url_has_credentials(url: str) -> bool:
     return "@" in url.split("://", 1)[-1].split("/", 1)[0]
 
 
+def url_has_query(url: str) -> bool:
+    """Whether ``url`` has a query string or a fragment (``?api_key=...``, ``#...``): a base URL must not,
+    since route paths are appended to it, and it is journaled and printed with every delivery."""
+    return "?" in url or "#" in url
+
+
+BASE_URL_QUERY_REFUSED = (
+    "a query string or fragment (?..., #...) is refused: route paths are appended to the base URL, and it is "
+    "stored and printed with every delivery, a key in it too"
+)
+
+
 def refuse_unsendable_secrets(
     value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
 ) -> None:
     """Refuse, at load, what would leak or fail at the first request: credentials in a base_url's userinfo
-    (they would be journaled and printed with the URL), and a credential that cannot go in an HTTP header
+    or query string (they would be journaled and printed with the URL), and a credential that cannot go in an HTTP header
     (a non-ASCII or control character). The message names the key and the variable, never the value."""
     for name, connection in value.get("connections", {}).items():
         base_url = connection.get("base_url")
@@ -157,6 +169,12 @@ def refuse_unsendable_secrets(
                 f"connections.{name}.base_url: credentials in the URL (user:password@host) are refused: they "
                 f"would be stored and printed with every URL. Put them under connections.{name}.auth "
                 "as ${VAR} references",
+                location=locations.get(("connections", name, "base_url")),
+            )
+        if isinstance(base_url, str) and url_has_query(base_url):
+            raise ConfigError(
+                f"connections.{name}.base_url: {BASE_URL_QUERY_REFUSED}. Put a key under connections.{name}.auth "
+                "(scheme: api_key) or headers, as a ${VAR} reference",
                 location=locations.get(("connections", name, "base_url")),
             )
         auth = connection.get("auth") or {}

@@ -39,6 +39,24 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
         (["replay", "cfg.yaml", "--concurrency", "x"], "argument --concurrency: 'x' is not a whole number"),
         (["preview", "shopify/order", "o.json", "--jobs", "0"], "argument -j/--jobs: 0 is not 1 or more"),
         (["test", "m.yaml", "--jobs", "two"], "argument -j/--jobs: 'two' is not a whole number"),
+        # A URL that may carry a credential is not echoed; one with a query would journal its key.
+        (
+            ["journal", "move-pending", "j.db", "fenix", "--from", "ftp://u:s3cr3tkey@b", "--to", "http://b"],
+            "argument --from: the value is not a base URL",
+        ),
+        (
+            [
+                "journal",
+                "move-pending",
+                "j.db",
+                "fenix",
+                "--from",
+                "http://a",
+                "--to",
+                "http://b/?key=s3cr3tkey",
+            ],
+            "argument --to: a query string or fragment (?..., #...) is refused",
+        ),
     ],
 )
 def test_a_bad_option_value_is_a_usage_error(
@@ -50,7 +68,7 @@ def test_a_bad_option_value_is_a_usage_error(
     err = capsys.readouterr().err
     assert err.startswith(f"usage: shipmap {argv[0]}")
     assert message in err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "s3cr3tkey" not in err
 
 
 def test_a_closed_pipe_stops_the_output_quietly(tmp_path: Path) -> None:

@@ -215,6 +215,39 @@ def test_a_webhook_secret_reference_without_its_brace_is_refused_and_never_shown
     assert problem["location"] == {"file": str(acme_config), "line": line, "column": 13}
 
 
+@pytest.mark.parametrize(
+    ("base_url", "refusal"),
+    [
+        (
+            "http://${ACME_FENIX_USERNAME}:${ACME_FENIX_PASSWORD}@127.0.0.1:9",
+            "credentials in the URL (user:password@host) are refused",
+        ),
+        (
+            "http://127.0.0.1:9/v1?api_key=${ACME_FENIX_API_KEY}",
+            "a query string or fragment (?..., #...) is refused: route paths are appended to the base URL",
+        ),
+        (
+            "http://127.0.0.1:9/v1#${ACME_FENIX_API_KEY}",
+            "a query string or fragment (?..., #...) is refused: route paths are appended to the base URL",
+        ),
+    ],
+    ids=["userinfo", "query", "fragment"],
+)
+def test_a_base_url_that_would_carry_a_credential_is_refused_without_showing_it(
+    acme_config: Path, capsys: pytest.CaptureFixture[str], base_url: str, refusal: str
+) -> None:
+    """A key in a base URL's query (or userinfo) would be journaled, printed by --dry-run and dead-letters
+    with every URL, and the route path would land after it: refused at load, naming the key, not the value."""
+    written = acme_config.read_text()
+    line = _line_of(written, "base_url: ${ACME_SANDBOX_URL}")
+    acme_config.write_text(written.replace("base_url: ${ACME_SANDBOX_URL}", f'base_url: "{base_url}"', 1))
+    assert main(["validate", str(acme_config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"{acme_config}:{line}:15: error: connections.fenix.base_url: {refusal}"), err
+    assert "demo-api-key" not in err and "demo-pass" not in err
+
+
 def test_a_webhook_secret_written_literally_validates_with_a_warning(
     acme_config: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
