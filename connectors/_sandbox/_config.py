@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from shipmap.engine import MappingError, ShipmapError
+from shipmap.engine import Location, MappingError, ShipmapError
 from shipmap.engine._yaml import load_located
 
 from ._faults import FaultPlan
@@ -78,11 +78,16 @@ class SandboxCredentials:
 
 
 def _read_file(path: Path) -> dict[str, str]:
+    # Errors name the file, line and column, never the text there: it holds passwords and keys.
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ShipmapError(
             f"cannot read sandbox credentials file {path}: {error.strerror or error}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ShipmapError(
+            "sandbox credentials file is not UTF-8 text", location=Location(str(path), 1, 1)
         ) from None
     try:
         if path.suffix.lower() == ".json":
@@ -90,9 +95,17 @@ def _read_file(path: Path) -> dict[str, str]:
         else:  # the mappings' bounded, located loader: no alias bomb, no tag, no runaway nesting
             data = load_located(text, str(path), str, what="sandbox credentials file").value
     except MappingError as error:
-        raise ShipmapError(error.message, location=error.location) from None
-    except (ValueError, RecursionError) as error:
-        raise ShipmapError(f"sandbox credentials file {path} is not valid JSON: {error}") from None
+        where = replace(error.location, line_text="") if error.location else None
+        raise ShipmapError(error.message, location=where) from None
+    except json.JSONDecodeError as error:
+        raise ShipmapError(
+            f"sandbox credentials file is not valid JSON: {error.msg}",
+            location=Location(str(path), error.lineno, error.colno),
+        ) from None
+    except (ValueError, RecursionError):
+        raise ShipmapError(
+            f"sandbox credentials file {path} is not valid JSON (nested too deeply, or a number too long)"
+        ) from None
     hint = "expected sections fenix (username, password, api_key, store_name) and dg (api_key, api_secret)"
     if not isinstance(data, dict):
         raise ShipmapError(f"sandbox credentials file {path} must hold an object", hint=hint)

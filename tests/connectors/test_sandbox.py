@@ -745,6 +745,42 @@ def test_credentials_load_order(tmp_path: Path) -> None:
         SandboxCredentials.load(bad)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        (
+            "creds.json",
+            b"\xff\xfehunter2-pass",
+            "creds.json:1:1: error: sandbox credentials file is not UTF-8 text",
+        ),
+        (
+            "creds.json",
+            b'{"fenix": {"password": "hunter2-pass",}}',
+            "creds.json:1:39: error: sandbox credentials file is not valid JSON: Expecting property name "
+            "enclosed in double quotes",
+        ),
+        (
+            "creds.yaml",
+            b"fenix:\n  password: old-pass\n  password: hunter2-pass\n",
+            "creds.yaml:3:3: error: duplicate key 'password' (first written at line 2)",
+        ),
+    ],
+    ids=["not-utf-8", "bad-json", "duplicate-key"],
+)
+def test_a_credentials_file_that_does_not_read_is_located_and_never_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, error: str
+) -> None:
+    """The file holds passwords: the error names its line and column, never the text there (no caret line)."""
+    from shipmap.connectors._cli import main
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["sandbox", "--port", "0", "--credentials", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"{tmp_path}/{error}\n"
+    assert "hunter2" not in err
+
+
 # ------------------------------------------------------------------------------------------ command line
 
 
