@@ -48,13 +48,26 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DIGIT_RUN = re.compile(r"\d{4301,}")
+
+
 def loads_strict(text: str) -> Any:
     """``json.loads``, refusing what strict parsers refuse: NaN, Infinity, numbers that overflow a float,
-    and strings holding a lone surrogate. Raises ValueError (``NotStrictJSON`` for those)."""
+    integers past Python's 4,300 digits, and strings holding a lone surrogate. Raises ValueError
+    (``NotStrictJSON`` for those)."""
     value = _jsontext.loads(text)  # orjson, where its value is json's: it refuses all of the above
     if value is not _jsontext.UNREAD:
         return value
-    value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # Python's own words name sys.set_int_max_str_digits(), no help to who sent the JSON
+        digits = _DIGIT_RUN.search(text)
+        if digits is None:
+            raise
+        message = f"an integer of {len(digits[0])} digits is longer than the 4,300 digits a number may have"
+        raise NotStrictJSON(message, digits[0]) from None
     escape = _SURROGATE_ESCAPE.search(text)
     if escape is not None:
         try:

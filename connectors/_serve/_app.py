@@ -15,12 +15,12 @@ the cost: one commit, one WAL append (one fsync with ``synchronous: full``) for 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from shipmap.engine._sources import loads_strict
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -248,8 +248,16 @@ async def _handle(
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _JSON_TYPES:
         raise Rejection(415, "unsupported_media_type", "the body must be application/json")
+    # Read as run reads its inputs (strict JSON): a body the runtime would reject is refused here, where its
+    # sender hears of it, not acknowledged and then rejected.
     try:
-        json.loads(body)
+        loads_strict(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Rejection(400, "not_json", "the body is not UTF-8 text") from None
+    except RecursionError:
+        raise Rejection(
+            400, "not_json", "the body is not JSON this service reads: nested too deeply"
+        ) from None
     except ValueError as error:
         raise Rejection(400, "not_json", f"the body is not JSON: {error}") from None
     assert state.committer is not None

@@ -154,7 +154,7 @@ def _bigcommerce(source: SourceSettings, headers: Headers, body: bytes, now: flo
     scope = event_hash = None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit: the app refuses it next
         document = None
     if isinstance(document, dict):
         scope = document.get("scope") if isinstance(document.get("scope"), str) else None

@@ -250,6 +250,19 @@ def test_strict_reading_gives_jsons_values_and_errors(text: str) -> None:
         assert repr(value) == repr(json.loads(text))
 
 
+def test_an_integer_past_pythons_digit_limit_is_located_without_pythons_advice() -> None:
+    """Python's own words ("use sys.set_int_max_str_digits() to increase the limit") are no help to who sent
+    the JSON: the record is refused as not strict JSON, at the number's column."""
+    lines = ['{"id": "1234", "n": ' + "7" * 4400 + "}\n"]
+    [record] = read_stream(lines, "events.ndjson", ndjson=True)
+    assert record.error == (
+        "not strict JSON: an integer of 4400 digits is longer than the 4,300 digits a number may have, column 21"
+    )
+    assert record.location is not None and (record.location.line, record.location.column) == (1, 21)
+    with pytest.raises(NotStrictJSON):
+        loads_strict("[" + "1" * 5000 + "]")
+
+
 def test_a_bad_line_is_located_and_worded_as_before() -> None:
     lines = ['{"ok": 1}\n', '{"a": NaN}\n', '{"a": [1,]}\n', '{"n": 1e999}\n', '{"s": "\\udc00"}\n', "{\n"]
     records = list(read_stream(lines, "events.ndjson", ndjson=True))
