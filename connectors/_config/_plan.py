@@ -14,7 +14,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from shipmap.engine import CompiledMapping, TargetKind, load_mapping
 
-from ._model import Connection, MappingRoute, PathKey, RuntimeConfig, TargetRoute
+from ._model import Connection, MappingRoute, PathKey, RuntimeConfig, TargetRoute, dotted
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def compile_expression(expression: str, config: RuntimeConfig, path: PathKey) ->
     except JMESPathError as error:
         position = getattr(error, "lex_position", None)
         where = f" at character {position + 1}" if isinstance(position, int) else ""
-        raise config.error(f"not a valid JMESPath expression{where}", path) from None
+        raise config.error(f"{dotted(path)}: not a valid JMESPath expression{where}", path) from None
 
 
 def plan_routes(config: RuntimeConfig) -> tuple[PlannedRoute, ...]:

@@ -249,8 +249,8 @@ def interpolate(
         filled, variables = fill_references(value, env)
     except MalformedReference as error:
         raise ConfigError(f"{dotted(path)}: {error}", location=where, hint=_REFERENCE_HINT) from None
-    except ValueError as error:
-        raise ConfigError(str(error), location=where) from None
+    except ValueError as error:  # a variable set nowhere, a file that cannot be read: named with the key
+        raise ConfigError(f"{dotted(path)}: {error}", location=where) from None
     if variables:
         referenced.setdefault(path, []).extend(variables)
     return filled

@@ -171,7 +171,9 @@ def test_a_runtime_config_is_checked_as_run_and_serve_load_it(
     )
     assert main(["validate", str(config)]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and "environment variable ACME_FENIX_API_KEY is not set" in err
+    assert out == "" and (
+        ": error: connections.fenix.auth.api_key: environment variable ACME_FENIX_API_KEY is not set" in err
+    )
     assert err.startswith(f"{config}:")
 
     assert main(["validate", str(retailer), "--format", "json"]) == 0  # the directory: no config in it

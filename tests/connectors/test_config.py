@@ -112,7 +112,9 @@ def test_a_missing_variable_names_the_variable_and_where_it_is_used(tmp_path: Pa
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={"FENIX_USERNAME": "u", "FENIX_API_KEY": "key-1234"})
     error = caught.value
-    assert "FENIX_PASSWORD is not set" in error.message
+    assert error.message == (
+        "connections.fenix.auth.password: environment variable FENIX_PASSWORD is not set (nor in the env file)"
+    )
     assert (error.file, error.line, error.column) == (str(path), 8, 17)
     assert error.exit_code == 2
 
@@ -133,7 +135,7 @@ def test_a_secret_file_that_cannot_be_read_says_why_where_it_is_used(
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ=ENV)
     error = caught.value
-    assert error.message.endswith(f"file reference {secret}: {reason}"), error.message
+    assert error.message == f"connections.fenix.auth.password: file reference {secret}: {reason}"
     assert (error.file, error.line, error.column) == (str(path), 8, 17)
 
 
@@ -289,12 +291,36 @@ def test_an_unknown_connection_name_is_an_error(tmp_path: Path) -> None:
         Runtime.from_config(write(tmp_path, text), environ=ENV)
 
 
-def test_a_bad_jmespath_match_points_at_it(tmp_path: Path) -> None:
-    text = MINIMAL + '    match: "payload.id =="\n'
+@pytest.mark.parametrize(
+    ("added", "message", "where"),
+    [
+        (
+            '    match: "payload.id =="\n',
+            "mappings[0].match: not a valid JMESPath expression at character 14",
+            (13, 12),
+        ),
+        (
+            '    body: "payload[?"\n',
+            "mappings[0].body: not a valid JMESPath expression at character 10",
+            (13, 11),
+        ),
+        (
+            'events:\n  topic: "headers.[x"\n',
+            "events.topic: not a valid JMESPath expression at character 11",
+            (14, 10),
+        ),
+    ],
+    ids=["match", "body", "events.topic"],
+)
+def test_a_bad_jmespath_expression_names_its_key_and_points_at_it(
+    tmp_path: Path, added: str, message: str, where: tuple[int, int]
+) -> None:
+    path = write(tmp_path, MINIMAL + added)
     with pytest.raises(ConfigError) as caught:
-        Runtime.from_config(write(tmp_path, text), environ=ENV)
-    assert "not a valid JMESPath expression" in caught.value.message
-    assert caught.value.line == 13
+        Runtime.from_config(path, environ=ENV)
+    assert caught.value.message == message
+    assert (caught.value.line, caught.value.column) == where
+    assert caught.value.exit_code == 2
 
 
 def test_topic_routing_needs_events_topic(tmp_path: Path) -> None:

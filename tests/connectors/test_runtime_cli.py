@@ -226,7 +226,10 @@ def test_config_and_input_errors_exit_with_their_codes(
     (tmp_path / ".env").write_text("")  # the secrets are gone
     assert main(["run", str(config), "-i", "-"]) == 2
     err = capsys.readouterr().err
-    assert re.match(rf"{re.escape(str(config))}:\d+:\d+: error: environment variable \w+ is not set", err)
+    assert err == (
+        f"{config}:5:15: error: connections.fenix.base_url: environment variable SANDBOX_URL is not set (nor in"
+        " the env file)\n"
+    )
 
 
 def test_a_bad_input_line_is_reported_and_makes_the_run_fail(
