@@ -139,7 +139,15 @@ def write_scaffold(scaffold: Scaffold, *, force: bool = False) -> list[Path]:
     for item in scaffold.files:
         if item.role == "sample" and item.path.exists() and _same_file(item):
             continue
-        item.path.parent.mkdir(parents=True, exist_ok=True)
-        item.path.write_text(item.text, encoding="utf-8")
+        try:
+            item.path.parent.mkdir(parents=True, exist_ok=True)
+            item.path.write_text(item.text, encoding="utf-8")
+        except (FileExistsError, NotADirectoryError):  # --dir, or a folder on its way, is a file
+            raise ScaffoldError(
+                f"cannot write {item.path}: a file stands where a folder of that path should be",
+                hint="choose another --dir",
+            ) from None
+        except OSError as error:  # a read-only place, a full disk
+            raise ScaffoldError(f"cannot write {item.path}: {error.strerror or error}") from None
         written.append(item.path)
     return written

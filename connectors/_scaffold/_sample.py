@@ -24,15 +24,19 @@ NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 
 
 def _read_sample(path: Path) -> tuple[Any, str]:
-    """The sample as one value: an object, or a list of the documents of a JSON array or NDJSON file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScaffoldError(f"cannot read sample {path}: {error}") from None
+    """The sample as one value: an object, or a list of the documents of a JSON array or NDJSON file. A sample
+    that cannot be read is named as preview names an input: its file, line and column."""
+    if path.is_dir():
+        raise ScaffoldError(f"the sample {path} is a directory: name one JSON or NDJSON file")
     try:
         documents = [d.unwrap() for d in itertools.islice(read_documents(path), _MAX_DOCUMENTS)]
     except ShipmapError as error:
-        raise ScaffoldError(f"sample {path} is not JSON: {error.message}") from None
+        raise ScaffoldError(f"cannot read the sample: {error.message}", location=error.location) from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:  # read above already: a file that changed since
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise ScaffoldError(f"cannot read the sample {path}: {reason}") from None
     batch = len(documents) > 1 or text.lstrip().startswith("[") or path.suffix.lower() in NDJSON_SUFFIXES
     document: Any = documents if batch else (documents[0] if documents else None)
     if not isinstance(document, dict | list) or not document:

@@ -250,10 +250,52 @@ def test_bad_arguments(cwd: Path, capsys: pytest.CaptureFixture[str]) -> None:
     not_json = cwd / "notes.json"
     not_json.write_text("{not json")
     assert main(["init", str(not_json), "--name", "x", "--kind", "fenix.order"]) == 2
-    assert "is not JSON" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"{not_json}:1:2: error: cannot read the sample: not JSON: Expecting property name enclosed in double "
+        "quotes, column 2\n"
+    )
     with pytest.raises(SystemExit) as exited:
         main(["init", str(SHOPIFY_ORDER), "--name", "x", "--kind", "fenix.nope"])
     assert exited.value.code == 2
+    assert not (cwd / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("sample", "directory", "error"),
+    [
+        (
+            b"\xff\xfe{}",
+            None,
+            "sample.json:1:1: error: cannot read the sample: not UTF-8 text (invalid start byte)",
+        ),
+        (
+            b'{"id": 1, "total": NaN}',
+            None,
+            "sample.json:1:20: error: cannot read the sample: not strict JSON: NaN is not a JSON number (strict "
+            "JSON has only finite numbers), column 20",
+        ),
+        (
+            b"[" * 100_000 + b"]" * 100_000,
+            None,
+            "sample.json:1:1: error: cannot read the sample: JSON nested too deeply to read",
+        ),
+        (
+            b'{"id": 1}',
+            "sample.json",
+            "error: cannot write sample.json/x.yaml: a file stands where a folder of that path should be\n"
+            "  hint: choose another --dir",
+        ),
+    ],
+    ids=["not-utf-8", "nan", "nested-too-deeply", "dir-is-a-file"],
+)
+def test_a_sample_or_dir_that_does_not_do_is_a_located_error(
+    cwd: Path, capsys: pytest.CaptureFixture[str], sample: bytes, directory: str | None, error: str
+) -> None:
+    """As preview names a bad input (file:line:col), never a Python message, and never an internal error."""
+    (cwd / "sample.json").write_bytes(sample)
+    args = ["init", "sample.json", "--name", "x", "--kind", "fenix.order"]
+    assert main([*args, "--dir", directory] if directory else args) == 2
+    assert capsys.readouterr().err == error + "\n"
     assert not (cwd / "x").exists()
 
 
