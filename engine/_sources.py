@@ -219,9 +219,13 @@ def _whole_document(name: str, first: str, rest: Iterator[str], first_line: int)
         yield _too_deep(name, first_line, first)
         return
     except ValueError as error:
-        relative = getattr(error, "lineno", 1)
+        if isinstance(error, NotStrictJSON):  # json does not say where: its token does
+            at = text.find(error.token)
+            relative = text.count("\n", 0, at) + 1 if at >= 0 else 1
+        else:
+            relative = getattr(error, "lineno", 1)
         lines = text.splitlines()
-        bad_text = lines[relative - 1].strip() if 0 < relative <= len(lines) else ""
+        bad_text = lines[relative - 1] if 0 < relative <= len(lines) else ""  # as is: columns count from 1
         yield _bad(name, first_line + relative - 1, error, bad_text)
         return
     yield from _events(value, name)

@@ -250,6 +250,25 @@ def test_strict_reading_gives_jsons_values_and_errors(text: str) -> None:
         assert repr(value) == repr(json.loads(text))
 
 
+@pytest.mark.parametrize(
+    ("written", "error", "where"),
+    [
+        ("NaN", "NaN is not a JSON number (strict JSON has only finite numbers), column 12", (3, 12)),
+        ("1e999", "the number 1e999 is too large for a 64-bit float, column 12", (3, 12)),
+        ('"\\ud800"', "a string holds a lone UTF-16 surrogate (not Unicode text), column 13", (3, 13)),
+    ],
+    ids=["nan", "overflow", "lone-surrogate"],
+)
+def test_a_pretty_printed_document_that_is_not_strict_is_located_at_its_token(
+    written: str, error: str, where: tuple[int, int]
+) -> None:
+    """json names no line for what only a strict reader refuses: the token does (it was line 1, column 1)."""
+    lines = ["{\n", '  "id": 1,\n', f'  "total": {written}\n', "}\n"]
+    [record] = read_stream(lines, "order.json")
+    assert record.error == f"not strict JSON: {error}"
+    assert record.location is not None and (record.location.line, record.location.column) == where
+
+
 def test_an_integer_past_pythons_digit_limit_is_located_without_pythons_advice() -> None:
     """Python's own words ("use sys.set_int_max_str_digits() to increase the limit") are no help to who sent
     the JSON: the record is refused as not strict JSON, at the number's column."""
