@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jmespath
 import yaml
+from jmespath.exceptions import JMESPathError
 from shipmap.engine import Location, MappingError, MappingStructureError, MappingSyntaxError
 from shipmap.engine._yaml import load_located
 
@@ -172,6 +174,13 @@ def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -
     select = item.get("select")
     if select is not None and not isinstance(select, str):
         raise fail("'select' is a JMESPath expression", "select")
+    if select is not None:  # here, so validate finds it too, at its line, not the case's
+        try:
+            jmespath.compile(select)
+        except JMESPathError as error:
+            position = getattr(error, "lex_position", None)
+            at = f" at character {position + 1}" if isinstance(position, int) else ""
+            raise fail(f"'select' is not a valid JMESPath expression{at}", "select") from None
     expect = item.get("expect") or {}
     if not isinstance(expect, dict):
         raise fail("'expect' maps target names to the payload parts expected", "expect")

@@ -379,6 +379,25 @@ cases:
     assert "select 'shipments[7]' found nothing in the source" in out
 
 
+@pytest.mark.parametrize("command", ["test", "validate"])
+def test_a_select_that_is_not_jmespath_is_refused_where_it_is_written(
+    capsys: pytest.CaptureFixture[str], fulfillment_mapping: Path, command: str
+) -> None:
+    """At load, so validate finds it too (it said ok), at the select: line (test pointed at the case)."""
+    cases = write_cases(
+        fulfillment_mapping,
+        'cases:\n  - name: one shipment\n    source: $WEBHOOK\n    select: "shipments[?"\n    skipped: [shipment]\n',
+    )
+    assert main([command, str(cases)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(
+        f"{cases}:4:13: error: 'select' is not a valid JMESPath expression at character 12\n"
+        '  4 |     select: "shipments[?"\n'
+        "    |             ^\n"
+    ), err
+    assert "Traceback" not in out + err
+
+
 def test_the_installed_command_exits_1_and_ends_with_the_summary(
     fulfillment_mapping: Path,
 ) -> None:
