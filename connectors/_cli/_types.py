@@ -58,7 +58,7 @@ def base_url(text: str) -> str:
         )
     if url_has_credentials(text):
         raise argparse.ArgumentTypeError(
-            "credentials in the URL (user:password@host) are refused: they would be stored with every URL"
+            "credentials in the URL (user:password@host) are refused: the URL is printed and stored as it is"
         )
     if url_has_query(text):
         raise argparse.ArgumentTypeError(BASE_URL_QUERY_REFUSED)

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 from shipmap.connectors._cli._output import age_text
+from shipmap.connectors._cli._types import base_url
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import duration_text, load_config
 from shipmap.connectors._plural import counted
@@ -31,6 +32,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         metavar="URL",
+        type=base_url,  # printed in the report: a user:password@ in it would be too
         help="the running service's base URL (default: from serve.host and serve.port)",
     )
 

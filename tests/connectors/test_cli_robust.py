@@ -57,6 +57,15 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
             ],
             "argument --to: a query string or fragment (?..., #...) is refused",
         ),
+        # status prints the URL it asked: a password in it was printed too.
+        (
+            ["status", "cfg.yaml", "--url", "http://u:s3cr3tkey@127.0.0.1:8080"],
+            "argument --url: credentials in the URL (user:password@host) are refused",
+        ),
+        (
+            ["status", "cfg.yaml", "--url", "127.0.0.1:8080"],
+            "argument --url: '127.0.0.1:8080' is not a base URL",
+        ),
     ],
 )
 def test_a_bad_option_value_is_a_usage_error(
