@@ -249,9 +249,20 @@ def load_mapping(name: str | os.PathLike[str], *, default_zone: str | None = Non
     ``default_zone`` (an IANA name) overrides the mapping's ``timezone``, for reusing a mapping elsewhere."""
     path = resolve_mapping_path(name)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise MappingError(f"cannot read mapping: {error}", location=Location(str(name), 1, 1)) from None
+        raw = path.read_bytes()
+    except OSError as error:
+        raise MappingError(
+            f"cannot read mapping: {error.strerror or error}", location=Location(str(name), 1, 1)
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:  # where, as a line and column, not as Python's byte offset
+        line = raw.count(b"\n", 0, error.start) + 1
+        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
+        raise MappingError(
+            f"cannot read mapping: not UTF-8 text (byte 0x{raw[error.start]:02x}: {error.reason}); save it as UTF-8",
+            location=Location(str(name), line, column),
+        ) from None
     return parse_mapping(text, file=_display_name(path), default_zone=default_zone)
 
 

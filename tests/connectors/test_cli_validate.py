@@ -266,3 +266,28 @@ def test_a_webhook_secret_written_literally_validates_with_a_warning(
         "${ENV_VAR} reference"
     ]
     assert "shpss_written_in_the_file" not in out + err + caplog.text
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (
+            "shipmap: 1\nname: café\ntargets: {}\n".encode("latin-1"),
+            "2:10: error: cannot read mapping: not UTF-8 text (byte 0xe9: invalid continuation byte); save it as UTF-8",
+        ),
+        (
+            b"\x00\x01\xff\xfe",
+            "1:3: error: cannot read mapping: not UTF-8 text (byte 0xff: invalid start byte); save it as UTF-8",
+        ),
+    ],
+    ids=["latin-1", "binary"],
+)
+def test_a_mapping_that_is_not_utf8_is_located_at_its_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, error: str
+) -> None:
+    """Python's 'can't decode byte 0xe9 in position 20' at 1:1 left the user counting bytes."""
+    mapping = tmp_path / "acme.yaml"
+    mapping.write_bytes(content)
+    for command in (["validate", str(mapping)], ["preview", str(mapping), str(mapping)]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == f"{mapping}:{error}\n"
