@@ -37,6 +37,7 @@ def test_the_ready_mappings() -> None:
         "bigcommerce/shipment",
         "easypost/tracker",
         "magento/order",
+        "magento/order_cancelled",
         "magento/shipment",
         "shipstation/shipment",
         "shopify/fulfillment",
@@ -359,6 +360,38 @@ def test_magento_order_state_and_shipped_quantities() -> None:
     with pytest.raises(TransformError) as caught:
         mapping.transform(listing)  # the search result itself is not an order
     assert caught.value.field == "order.id"
+
+
+def test_magento_order_and_order_cancelled_agree() -> None:
+    """Fenix hears of a Magento order from two mappings fed the same document: magento/order's status and the
+    payload magento/order_cancelled makes (if any) say the same thing, for the same id, on every state."""
+    order_mapping, cancel_mapping = load_mapping("magento/order"), load_mapping("magento/order_cancelled")
+    sources = {"order_get": real("magento/order_get.json")} | {
+        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((DERIVED / "magento").glob("order_*.json"))
+    }
+    found = {}
+    for name, source in sources.items():
+        order = order_mapping.transform(source)["order"]
+        cancels = cancel_mapping.transform(source)
+        assert all(payload["id"] == order["id"] for payload in cancels.values())
+        if "cancel" in cancels:
+            assert cancels["cancel"]["cancelled_at"] == order["cancelled_at"]
+        if "partial_cancel" in cancels:  # the same lines, in the same order, as the order sent
+            lines = cancels["partial_cancel"]["line_items"]
+            assert [(line["sku"], line["quantity"]) for line in lines] == [
+                (line["sku"], line["quantity"]) for line in order["line_items"]
+            ]
+        found[name] = (order["status"], sorted(cancels))
+    assert found == {
+        "order_get": ("OPEN", []),
+        "order_canceled": ("CANCELLED", ["cancel"]),
+        "order_canceled_in_part": ("PARTIALLY_CANCELLED", ["partial_cancel"]),
+        "order_complete": ("OPEN", []),
+        "order_kit_canceled": ("PARTIALLY_CANCELLED", ["partial_cancel"]),
+        "order_kit_components_canceled": ("OPEN", []),
+        "order_shipped_in_part": ("OPEN", []),
+    }
 
 
 def test_magento_shipment_one_payload_per_track_with_its_order() -> None:
