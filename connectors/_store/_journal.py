@@ -63,7 +63,7 @@ from ._keys import canonical_json as canonical_json
 from ._keys import delivery_key as delivery_key
 from ._keys import digest_of as digest_of
 from ._keys import source_hash as source_hash
-from ._schema import _HAS_META, Backend
+from ._schema import _HAS_META, _SQLITE_TABLES, JOURNAL_TABLES, Backend
 from ._schema import _MIGRATION_LOCK as _MIGRATION_LOCK
 from ._schema import MIGRATIONS as MIGRATIONS
 from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
@@ -181,6 +181,7 @@ class Journal:
         if exclusive:
             self._take_run_lock()
         self._db = _Guarded(sqlite3.connect(self.path, isolation_level=None, timeout=30.0), self.path)
+        self._refuse_another_database()  # before the first write: WAL mode changes the file's header
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -199,6 +200,18 @@ class Journal:
                 f"run `shipmap journal migrate {self.name}` (with its password) once, then start the workers"
             )
         return None
+
+    def _refuse_another_database(self) -> None:
+        """An SQLite file with no journal schema but tables of its own belongs to another application: making it
+        a journal would add five tables to it. (A PostgreSQL database is meant to be shared.)"""
+        tables = {str(name) for (name,) in self._db.execute(_SQLITE_TABLES).fetchall()}
+        others = sorted(tables - JOURNAL_TABLES)
+        if others and "meta" not in tables:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise JournalError(
+                f"{self.name} is not a shipmap journal: it holds other tables ({shown}); give the journal a "
+                "file of its own (nothing was written to this one)"
+            )
 
     def schema_version(self) -> int:
         """The store's schema version; 0 for a database that holds no journal yet."""

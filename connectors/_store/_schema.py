@@ -100,6 +100,10 @@ MIGRATIONS: dict[Backend, tuple[str, ...]] = {
         _V4,
     ),
 }
+# The tables a journal of any version holds. An SQLite file without `meta` that holds others is another
+# application's database, not a journal written before versioning: it is refused, never written to.
+JOURNAL_TABLES = frozenset({"meta", "sources", "deliveries", "unrouted", "rejected", "connection_state"})
+_SQLITE_TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'"
 _HAS_META = {
     "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
     "postgresql": "SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'meta'",

@@ -130,6 +130,50 @@ def test_a_file_that_is_not_a_journal_is_refused(tmp_path: Path) -> None:
         Journal(garbage)
 
 
+def test_another_applications_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal path that names another application's SQLite file (a typo, a shared data directory) would
+    have had five tables added and its journal mode switched to WAL."""
+    path = tmp_path / "shop.db"
+    db = sqlite3.connect(path)
+    for table in ("orders", "customers", "settings", "line_items"):
+        db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    message = (
+        f"{path} is not a shipmap journal: it holds other tables (customers, line_items, orders and 1 more); "
+        "give the journal a file of its own (nothing was written to this one)"
+    )
+    with pytest.raises(JournalError) as caught:
+        Journal(path, exclusive=True)
+    assert str(caught.value) == f"error: {message}" and caught.value.exit_code == 7
+    assert main(["journal", "migrate", str(path)]) == 7
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["shop.db"]
+
+
+def test_a_journal_written_before_versioning_is_still_upgraded(tmp_path: Path) -> None:
+    """The refusal above reads tables, not the schema version: the first journals had no `meta` table."""
+    from shipmap.connectors._store._schema import MIGRATIONS, SCHEMA_VERSION
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        MIGRATIONS["sqlite"][0].replace(
+            "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);", ""
+        )
+    )
+    db.execute("INSERT INTO sources VALUES ('abc', '{}')")
+    db.commit()
+    db.close()
+    with Journal(path) as journal:
+        assert journal.upgraded_from == 0 and journal.schema_version() == SCHEMA_VERSION
+        assert journal.source("abc") == {}
+
+
 @pytest.mark.parametrize(
     "action",
     [
