@@ -19,6 +19,7 @@ from ._secrets import (
     MAX_CONFIG_BYTES,
     interpolate,
     read_env_file,
+    refuse_references_in_queries,
     refuse_unsendable_secrets,
     warn_literal_secrets,
     with_readers,
@@ -44,6 +45,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         raise ConfigError(
             "a config file is a mapping of keys (connections, mappings, ...)", location=Location(name, 1, 1)
         )
+    refuse_references_in_queries(value, locations)  # on the text as written: before anything is filled
     env = dict(os.environ if environ is None else environ)
     env_file = value.get("env_file", ".env")
     if isinstance(env_file, str):

@@ -156,6 +156,64 @@ BASE_URL_QUERY_REFUSED = (
 )
 
 
+# In a path template: $$, a ${...} reference, a {...} placeholder (JMESPath may hold a '?': [?a == 'b']), or
+# the '?' or '#' that starts the query string or fragment.
+_PATH_TOKEN = re.compile(r"\$\$|\$\{[^}]*\}?|\{[^{}]*\}|[?#]")
+QUERY_REFERENCE_HINT = (
+    "send a key with the connection's auth (scheme: basic, as WooCommerce's consumer key and secret; or "
+    "scheme: api_key with a header) or its headers, as ${VAR} references; a query without references "
+    "(?include=products) is fine"
+)
+
+
+def reference_in_query(template: str) -> bool:
+    """Whether a path template, as written, holds a ``${...}`` reference after the ``?`` (or ``#``) that starts
+    its query string: ``/orders/{payload.id}?api_key=${KEY}``."""
+    in_query = False
+    for token in _PATH_TOKEN.finditer(template):
+        if token[0] in ("?", "#"):
+            in_query = True
+        elif in_query and token[0].startswith("${"):
+            return True
+    return False
+
+
+def refuse_references_in_queries(written: Any, locations: Mapping[PathKey, Location]) -> None:
+    """Refuse, at load and before any reference is filled, a ``${...}`` reference in the query string of a
+    path appended to a connection's base URL: a route's ``path``, an enrichment's ``fetch``, a
+    ``login_path``. Only auth fields and sensitive headers are secrets to the redactor, and the URL is
+    journaled and printed with every request (``--dry-run``, dead letters, reasons, logs), the filled value
+    with it. The message names the key, never the text."""
+    if not isinstance(written, dict):
+        return
+    paths: list[tuple[PathKey, Any]] = []
+    entries = written.get("mappings")
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        for target, route in _items(entry.get("targets") if isinstance(entry, dict) else None):
+            if isinstance(route, dict):
+                paths.append((("mappings", index, "targets", target, "path"), route.get("path")))
+    for name, source in _items(written.get("sources")):
+        enrich = source.get("enrich") if isinstance(source, dict) else None
+        fetch = enrich.get("fetch") if isinstance(enrich, dict) else None
+        paths += [(("sources", name, "enrich", "fetch", document), text) for document, text in _items(fetch)]
+    for name, connection in _items(written.get("connections")):
+        auth = connection.get("auth") if isinstance(connection, dict) else None
+        if isinstance(auth, dict):
+            paths.append((("connections", name, "auth", "login_path"), auth.get("login_path")))
+    for path, text in paths:
+        if isinstance(text, str) and reference_in_query(text):
+            raise ConfigError(
+                f"{dotted(path)}: a ${{...}} reference in the query string is refused: the URL is stored and "
+                "printed with every request (--dry-run, dead letters, reasons, logs), the value in it too",
+                location=locations.get(path),
+                hint=QUERY_REFERENCE_HINT,
+            )
+
+
+def _items(value: Any) -> list[tuple[Any, Any]]:
+    return list(value.items()) if isinstance(value, dict) else []
+
+
 def refuse_unsendable_secrets(
     value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
 ) -> None:

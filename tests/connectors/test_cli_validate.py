@@ -250,6 +250,75 @@ def test_a_base_url_that_would_carry_a_credential_is_refused_without_showing_it(
     assert "demo-api-key" not in err and "demo-pass" not in err
 
 
+_AFTERSHIP_TARGETS = "      fulfillment: {enabled: false}\n"
+_SHOPIFY_SOURCE = "    secret: ${ACME_SHOPIFY_WEBHOOK_SECRET}\n"
+
+
+@pytest.mark.parametrize(
+    ("after", "added", "key", "column"),
+    [
+        (
+            _AFTERSHIP_TARGETS,
+            "      delivered:\n        path: /flows/{action_id}?api_key=${ACME_DG_API_KEY}\n",
+            "mappings[4].targets.delivered.path",
+            15,
+        ),
+        (
+            _SHOPIFY_SOURCE,
+            "    enrich:\n      connection: fenix\n      fetch:\n"
+            "        order: /orders/{payload.id}?include=lines&key=${ACME_FENIX_API_KEY}\n",
+            "sources.shopify.enrich.fetch.order",
+            16,
+        ),
+        (
+            "      store_name: ${ACME_FENIX_STORE_NAME}\n",
+            '      login_path: "/login#${ACME_FENIX_API_KEY}"\n',
+            "connections.fenix.auth.login_path",
+            19,
+        ),
+    ],
+    ids=["route-path", "enrich-fetch", "login-path"],
+)
+def test_a_reference_in_a_paths_query_string_is_refused_without_showing_it(
+    acme_config: Path, capsys: pytest.CaptureFixture[str], after: str, added: str, key: str, column: int
+) -> None:
+    """Only auth fields and sensitive headers are secrets: a key filled into a path's query string was
+    journaled and printed with every URL (--dry-run, dead letters, reasons). Refused at load, as a query in
+    base_url is, naming the key and where to put the key instead, never the value."""
+    written = acme_config.read_text().replace(after, after + added, 1)
+    acme_config.write_text(written)
+    line = _line_of(written, added.splitlines()[-1])
+    for command in (["validate", str(acme_config)], ["run", str(acme_config), "--input", "-", "--dry-run"]):
+        assert main(command) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == (
+            f"{acme_config}:{line}:{column}: error: {key}: a ${{...}} reference in the query string is refused: "
+            "the URL is stored and printed with every request (--dry-run, dead letters, reasons, logs), the "
+            "value in it too\n"
+            "  hint: send a key with the connection's auth (scheme: basic, as WooCommerce's consumer key and "
+            "secret; or scheme: api_key with a header) or its headers, as ${VAR} references; a query without "
+            "references (?include=products) is fine\n"
+        )
+
+
+def test_a_query_without_references_and_a_reference_in_the_path_are_kept(
+    acme_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plain query (?include=products), a literal $$, a reference before the '?', and a JMESPath filter's
+    '?' inside a placeholder are no reference in a query string."""
+    acme_config.write_text(
+        acme_config.read_text().replace(
+            _SHOPIFY_SOURCE,
+            _SHOPIFY_SOURCE + "    enrich:\n      connection: fenix\n      fetch:\n"
+            "        order: /stores/${ACME_FENIX_STORE_NAME}/orders/{payload.id}?include=products&price=$${x}\n"
+            "        lines: \"/orders/{payload.line_items[?sku == 'a'] | [0].id}/${ACME_FENIX_STORE_NAME}\"\n",
+            1,
+        )
+    )
+    assert main(["validate", str(acme_config)]) == 0, capsys.readouterr().err
+
+
 def test_a_webhook_secret_written_literally_validates_with_a_warning(
     acme_config: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
