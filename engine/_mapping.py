@@ -19,7 +19,7 @@ from ._functions import FunctionSet, lookup_key
 from ._lint import target_problems
 from ._target import CompiledTarget
 from ._trace import ACTIVE, Trace, unread_paths
-from ._yaml import LocatedDocument, load_located
+from ._yaml import LocatedDocument, decode_utf8, load_located
 
 __all__ = ["CompiledMapping", "Output", "load_mapping", "parse_mapping", "resolve_mapping_path"]
 
@@ -254,15 +254,7 @@ def load_mapping(name: str | os.PathLike[str], *, default_zone: str | None = Non
         raise MappingError(
             f"cannot read mapping: {error.strerror or error}", location=Location(str(name), 1, 1)
         ) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:  # where, as a line and column, not as Python's byte offset
-        line = raw.count(b"\n", 0, error.start) + 1
-        column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
-        raise MappingError(
-            f"cannot read mapping: not UTF-8 text (byte 0x{raw[error.start]:02x}: {error.reason}); save it as UTF-8",
-            location=Location(str(name), line, column),
-        ) from None
+    text = decode_utf8(raw, str(name), "mapping")
     return parse_mapping(text, file=_display_name(path), default_zone=default_zone)
 
 

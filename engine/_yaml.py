@@ -54,6 +54,23 @@ class LocatedDocument:
         return self.locations.get(("#key", *path)) or self.where(path)
 
 
+def decode_utf8(raw: bytes, file: str, what: str, *, encoding: str = "utf-8") -> str:
+    """``raw`` as text, or a :class:`MappingSyntaxError` at the first byte that is not UTF-8, as a line and a
+    column (in characters, as an editor counts them), not as Python's byte offset. ``what`` names the file's
+    kind (``mapping``, ``cases file``, ``config file``); ``utf-8-sig`` takes off a byte order mark first."""
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as error:
+        data = error.object  # without the byte order mark utf-8-sig took off: the positions are in it
+        start = data.rfind(b"\n", 0, error.start) + 1
+        line = data.count(b"\n", 0, error.start) + 1
+        column = len(data[start : error.start].decode("utf-8", "replace")) + 1
+        raise MappingSyntaxError(
+            f"cannot read {what}: not UTF-8 text (byte 0x{data[error.start]:02x}: {error.reason}); save it as UTF-8",
+            location=Location(file, line, column),
+        ) from None
+
+
 def load_located(
     text: str, file: str, key_text: Callable[[Any], str], *, what: str = "mapping file"
 ) -> LocatedDocument:

@@ -16,7 +16,7 @@ import jmespath
 import yaml
 from jmespath.exceptions import JMESPathError
 from shipmap.engine import Location, MappingError, MappingStructureError, MappingSyntaxError
-from shipmap.engine._yaml import load_located
+from shipmap.engine._yaml import decode_utf8, load_located
 
 CASES_SUFFIX = ".cases.yaml"
 MAX_CASES_BYTES = 2 * 1024 * 1024
@@ -77,7 +77,7 @@ def load_suite(path: Path) -> Suite:
         ) from None
     if len(raw) > MAX_CASES_BYTES:
         raise MappingSyntaxError("cases file is larger than 2 MiB", location=Location(file, 1, 1))
-    text = raw.decode("utf-8", "replace")
+    text = decode_utf8(raw, file, "cases file")
     lines = text.splitlines()
     # The mappings' bounded loader first (alias bombs, depth, size, tags: each a located error); the node
     # tree is then safe to compose for the locations below.

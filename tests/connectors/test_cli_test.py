@@ -421,3 +421,32 @@ def test_the_installed_command_exits_1_and_ends_with_the_summary(
     assert result.stdout.splitlines()[-1] == "0 passed, 1 failed"
     assert 'fulfillment.order_id: expected "1", got "820982911946154500"' in result.stdout
     assert "\033[" not in result.stdout  # no colour when piped
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (
+            "cases:\n  - name: café\n    source: {id: 1}\n    skipped: [shipment]\n".encode("latin-1"),
+            "2:14: error: cannot read cases file: not UTF-8 text (byte 0xe9: invalid continuation byte); save it "
+            "as UTF-8",
+        ),
+        (  # the column counts characters, as an editor does: ü is two bytes and one column
+            "cases:\n  - name: ü ".encode() + "café\n".encode("latin-1"),
+            "2:16: error: cannot read cases file: not UTF-8 text (byte 0xe9: invalid continuation byte); save it "
+            "as UTF-8",
+        ),
+    ],
+    ids=["latin-1", "after-a-two-byte-character"],
+)
+@pytest.mark.parametrize("command", ["test", "validate"])
+def test_a_cases_file_that_is_not_utf8_is_located_at_its_byte(
+    capsys: pytest.CaptureFixture[str], fulfillment_mapping: Path, command: str, content: bytes, error: str
+) -> None:
+    """It was read with replacement characters: a case named 'caf\ufffd', reported as if it were so."""
+    cases = fulfillment_mapping.with_name("fulfillment.cases.yaml")
+    cases.write_bytes(content)
+    assert main([command, str(cases)]) == 2
+    out, err = capsys.readouterr()
+    assert err == f"{cases}:{error}\n"
+    assert out == ("0 passed, 1 failed\n" if command == "test" else "")

@@ -348,8 +348,12 @@ def test_a_webhook_secret_written_literally_validates_with_a_warning(
             b"\x00\x01\xff\xfe",
             "1:3: error: cannot read mapping: not UTF-8 text (byte 0xff: invalid start byte); save it as UTF-8",
         ),
+        (  # the column counts characters, as an editor does: ü is two bytes and one column
+            "shipmap: 1\nname: ü ".encode() + "café\n".encode("latin-1"),
+            "2:12: error: cannot read mapping: not UTF-8 text (byte 0xe9: invalid continuation byte); save it as UTF-8",
+        ),
     ],
-    ids=["latin-1", "binary"],
+    ids=["latin-1", "binary", "after-a-two-byte-character"],
 )
 def test_a_mapping_that_is_not_utf8_is_located_at_its_line_and_column(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, error: str
