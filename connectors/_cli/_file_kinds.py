@@ -18,10 +18,22 @@ def looks_like_config(path: Path) -> bool:
     return _head_matches(path, _CONFIG_HEAD, 65536)
 
 
-def _head_matches(path: Path, pattern: re.Pattern[str], size: int) -> bool:
-    """Whether the first ``size`` characters of the text file ``path`` match ``pattern`` (False if unreadable)."""
+def is_utf8_text(path: Path) -> bool:
+    """False when ``path`` holds a byte that is not UTF-8 (True when it cannot be read: its loader says why)."""
     try:
-        with path.open(encoding="utf-8") as handle:
-            return pattern.search(handle.read(size)) is not None
-    except (OSError, UnicodeDecodeError):
+        path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _head_matches(path: Path, pattern: re.Pattern[str], size: int) -> bool:
+    """Whether the first ``size`` bytes of ``path`` match ``pattern`` (False if unreadable). The patterns are
+    ASCII, so a file with a byte that is not UTF-8 is still told apart, and its loader locates that byte."""
+    try:
+        with path.open("rb") as handle:
+            return pattern.search(handle.read(size).decode("utf-8", "replace")) is not None
+    except OSError:
         return False

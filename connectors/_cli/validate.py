@@ -12,9 +12,10 @@ from typing import Any
 
 from shipmap.connectors._plural import counted
 from shipmap.engine import MappingError, ShipmapError, load_mapping
+from shipmap.engine._yaml import decode_utf8
 
 from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of, split_payload_name
-from ._file_kinds import looks_like_config, looks_like_mapping
+from ._file_kinds import is_utf8_text, looks_like_config, looks_like_mapping
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, problem_json, write_json
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         files.append(report)
         if kind != "mapping":
             report["kind"] = kind
-            check = _check_cases if kind == "cases" else _check_config
+            check = {"cases": _check_cases, "config": _check_config, "file": _check_text}[kind]
             check(Path(name), report, as_json=as_json, color=color)
             continue
         report["kind"] = "mapping"
@@ -105,7 +106,12 @@ def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, s
             elif not path.is_file() or looks_like_mapping(path):
                 yield name, "mapping"  # a packaged name, a missing file (load_mapping says so), a mapping
             elif not skip_other_yaml:
-                yield name, "config" if looks_like_config(path) else "mapping"
+                # Neither kind told from its head: a mapping's loader words what is wrong, unless the file is
+                # not even UTF-8 text, which is said of a "file", not of a kind it may not be.
+                yield (
+                    name,
+                    "config" if looks_like_config(path) else "mapping" if is_utf8_text(path) else "file",
+                )
             continue
         for file in sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file()):
             if file.name.endswith(CASES_SUFFIX):
@@ -142,6 +148,19 @@ def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: b
         if sources:
             counts.append(counted(len(sources), "source"))
         print(paint(f"ok {path}", GREEN, use_color(sys.stdout)) + f" (a runtime config: {', '.join(counts)})")
+
+
+def _check_text(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
+    """A file of no kind that could be told, because it is not UTF-8 text: where its first such byte is."""
+    try:
+        decode_utf8(path.read_bytes(), str(path), "file", encoding="utf-8-sig")
+    except (OSError, MappingError) as error:
+        failure = (
+            error if isinstance(error, MappingError) else MappingError(f"cannot read file: {error.strerror}")
+        )
+        report["problems"].append(error_json(failure))
+        if not as_json:
+            err(paint(failure.render(), RED, color))
 
 
 def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shipmap.engine import Location, MappingError
-from shipmap.engine._yaml import load_located
+from shipmap.engine._yaml import decode_utf8, load_located
 
 from .._errors import ConfigError
 from ._build import build_config
@@ -36,10 +36,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
         raise ConfigError(f"cannot read config file {name}: {error.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError("config file is larger than 1 MiB", location=Location(name, 1, 1))
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError("config file is not UTF-8 text", location=Location(name, 1, 1)) from None
+    text = _decoded(raw, name)
     value, locations = _compose(text, name)
     if not isinstance(value, dict):
         raise ConfigError(
@@ -71,10 +68,10 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
     ``shipmap dead-letters``)."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
-        raise ConfigError(f"cannot read config file {path}") from None
-    value, locations = _compose(text, str(path))
+        data = file.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    value, locations = _compose(_decoded(data, str(path)), str(path))
     journal = value.get("journal") if isinstance(value, dict) else None
     env = os.environ if environ is None else environ
     url = journal if isinstance(journal, str) else journal.get("url") if isinstance(journal, dict) else None
@@ -86,6 +83,14 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
         raise ConfigError("journal.path: must be a string", location=locations.get(("journal", "path")))
     filled = interpolate(raw, ("journal", "path"), env, locations, str(path), {})
     return (file.resolve().parent / str(filled)).resolve()
+
+
+def _decoded(raw: bytes, name: str) -> str:
+    """The config's text (a byte order mark taken off), or an error at the first byte that is not UTF-8."""
+    try:
+        return decode_utf8(raw, name, "config file", encoding="utf-8-sig")
+    except MappingError as error:
+        raise ConfigError(error.message, location=_bare(error.location)) from None
 
 
 def _compose(text: str, name: str) -> tuple[Any, dict[PathKey, Location]]:

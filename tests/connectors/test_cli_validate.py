@@ -358,9 +358,47 @@ def test_a_webhook_secret_written_literally_validates_with_a_warning(
 def test_a_mapping_that_is_not_utf8_is_located_at_its_line_and_column(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, error: str
 ) -> None:
-    """Python's 'can't decode byte 0xe9 in position 20' at 1:1 left the user counting bytes."""
+    """Python's 'can't decode byte 0xe9 in position 20' at 1:1 left the user counting bytes. validate calls
+    a file without 'shipmap: 1' (the binary) a file: it cannot tell it is a mapping; preview was given one."""
     mapping = tmp_path / "acme.yaml"
     mapping.write_bytes(content)
-    for command in (["validate", str(mapping)], ["preview", str(mapping), str(mapping)]):
+    told = error if content.startswith(b"shipmap: 1") else error.replace("read mapping:", "read file:")
+    assert main(["validate", str(mapping)]) == 2
+    assert capsys.readouterr().err == f"{mapping}:{told}\n"
+    assert main(["preview", str(mapping), str(mapping)]) == 2
+    assert capsys.readouterr().err == f"{mapping}:{error}\n"
+
+
+def test_a_config_that_is_not_utf8_is_located_at_its_byte_and_called_a_config(
+    acme_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """validate told it as a mapping ('cannot read mapping'), run said 'config file is not UTF-8 text' at 1:1,
+    and dead-letters said 'cannot read config file' without a place."""
+    written = acme_config.read_bytes()
+    acme_config.write_bytes(written.replace(b"  dg:\n    api: dg", b"  dg:\n    api: dg # caf\xe9", 1))
+    line = _line_of(written.decode(), "  dg:\n    api: dg") + 1
+    error = (
+        f"{acme_config}:{line}:18: error: cannot read config file: not UTF-8 text (byte 0xe9: invalid "
+        "continuation byte); save it as UTF-8\n"
+    )
+    for command in (
+        ["validate", str(acme_config)],
+        ["run", str(acme_config), "--input", "-", "--dry-run"],
+        ["dead-letters", str(acme_config)],
+    ):
         assert main(command) == 2
-        assert capsys.readouterr().err == f"{mapping}:{error}\n"
+        assert capsys.readouterr() == ("", error), command
+
+
+def test_yaml_of_no_kind_that_is_not_utf8_is_called_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Neither a mapping (shipmap: 1) nor a config (connections:) can be told: it is named neutrally."""
+    other = tmp_path / "ci.yml"
+    other.write_bytes(b"on: push\nname: caf\xe9\n")
+    assert main(["validate", str(other)]) == 2
+    assert capsys.readouterr() == (
+        "",
+        f"{other}:2:10: error: cannot read file: not UTF-8 text (byte 0xe9: invalid continuation byte); save it "
+        "as UTF-8\n",
+    )
