@@ -15,7 +15,15 @@ from typing import Any
 import jmespath
 import yaml
 from jmespath.exceptions import JMESPathError
-from shipmap.engine import Location, MappingError, MappingStructureError, MappingSyntaxError
+from shipmap.engine import (
+    Location,
+    MappingError,
+    MappingStructureError,
+    MappingSyntaxError,
+    PayloadValidationError,
+    ShipmapError,
+    TransformError,
+)
 from shipmap.engine._yaml import decode_utf8, load_located
 
 CASES_SUFFIX = ".cases.yaml"
@@ -25,6 +33,15 @@ _CASE_KEYS = (
 )  # fmt: skip
 _FILE_KEYS = ("mapping", "description", "cases")
 ERROR_KEYS = ("type", "target", "field", "message", "source_path")
+# What an expected error's type can name: the classes a target fails with (a mapping error, a payload that
+# breaks its kind) and their engine bases; `shipmap test` compares it with the failure's class and its bases.
+_FAILURES = (TransformError, PayloadValidationError)
+ERROR_TYPES = tuple(
+    dict.fromkeys(
+        [failure.__name__ for failure in _FAILURES]
+        + [cls.__name__ for failure in _FAILURES for cls in failure.__mro__ if issubclass(cls, ShipmapError)]
+    )
+)
 # A payload's name: its target's, with the element's key for a fan-out target (each:), as in fulfillment[7].
 _PAYLOAD_NAME = re.compile(r"(?P<target>[^.\[\]]+)(?:\[(?P<key>[^\]]+)\])?")
 
@@ -212,9 +229,22 @@ def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -
         raise fail(
             "'error' is an object (type, target, field, message, source_path) or a list of them", "error"
         )
-    for expected in raw_errors:
+    error_node = _child(node, "error")
+    error_nodes = error_node.value if isinstance(error_node, yaml.SequenceNode) else [error_node]
+    for expected, expected_node in zip(raw_errors, error_nodes, strict=False):
         if not isinstance(expected, dict) or not expected or set(expected) - set(ERROR_KEYS):
             raise fail(f"an expected error takes the keys {', '.join(ERROR_KEYS)}", "error")
+        kind = str(expected.get("type"))
+        if "type" in expected and kind not in ERROR_TYPES:
+            # Compared with the failure's class and its bases by `shipmap test`: any other name never matches.
+            close = difflib.get_close_matches(kind, ERROR_TYPES, n=1)
+            type_node = _child(expected_node, "type") if expected_node is not None else None
+            mark = (type_node or node).start_mark
+            raise MappingStructureError(
+                f"an expected error's type is one of {', '.join(ERROR_TYPES)}, not {kind!r}",
+                location=_location(file, lines, mark.line, mark.column),
+                hint=f"did you mean {close[0]!r}?" if close else None,
+            )
         errors.append({key: str(value) for key, value in expected.items()})
     if not (expect or skipped or absent or errors):
         raise fail(f"case {name!r} checks nothing: give it expect, skipped, absent or error")

@@ -450,3 +450,47 @@ def test_a_cases_file_that_is_not_utf8_is_located_at_its_byte(
     out, err = capsys.readouterr()
     assert err == f"{cases}:{error}\n"
     assert out == ("0 passed, 1 failed\n" if command == "test" else "")
+
+
+@pytest.mark.parametrize(
+    ("error", "line", "column", "hint"),
+    [
+        (
+            "    error: {type: TransfromError, target: shipment}\n",
+            4,
+            19,
+            "  hint: did you mean 'TransformError'?\n",
+        ),
+        (
+            "    error:\n      - {type: TransformError, target: shipment}\n      - {type: KeyError}\n",
+            6,
+            16,
+            "",
+        ),
+    ],
+    ids=["misspelt", "not-the-engines"],
+)
+@pytest.mark.parametrize("command", ["test", "validate"])
+def test_an_expected_error_of_a_type_the_engine_lacks_is_refused_where_it_is_written(
+    capsys: pytest.CaptureFixture[str],
+    fulfillment_mapping: Path,
+    command: str,
+    error: str,
+    line: int,
+    column: int,
+    hint: str,
+) -> None:
+    """validate said ok, and test only failed the case with 'expected an error (type=...)': no failure's
+    class is called that, so the case could never pass."""
+    cases = write_cases(fulfillment_mapping, "cases:\n  - name: one\n    source: {id: 1}\n" + error)
+    written = cases.read_text().splitlines()[line - 1]
+    assert main([command, str(cases)]) == 2
+    out, err = capsys.readouterr()
+    found = written.split("type: ")[1].split("}")[0].split(",")[0]
+    assert err == (
+        f"{cases}:{line}:{column}: error: an expected error's type is one of TransformError, "
+        f"PayloadValidationError, ShipmapError, not {found!r}\n"
+        f"  {line} | {written}\n"
+        f"    | {' ' * (column - 1)}^\n" + hint
+    )
+    assert out == ("0 passed, 1 failed\n" if command == "test" else "")
