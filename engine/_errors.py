@@ -110,9 +110,11 @@ class ShipmapError(Exception):
         lines = [f"{head}{self.kind}: {self.message}"]
         if self.field:
             lines.append(f"  target field: {self.field}")
-        if self.source_path is not None or self.has_value:
-            found = preview_value(self.value) if self.has_value else "(nothing)"
-            lines.append(f"  source: {self.source_path or '@'} = {found}")
+        if self.has_value:
+            lines.append(f"  source: {self.source_path or '@'} = {preview_value(self.value)}")
+        elif self.source_path is not None:
+            # An expression that failed has no value: the message says what it found ('found string "abc"').
+            lines.append(f"  source: {self.source_path}")
         if self.location and self.location.line_text:
             number = str(self.location.line)
             gutter = " " * len(number)

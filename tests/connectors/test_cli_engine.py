@@ -134,3 +134,24 @@ def test_unknown_command_and_no_command_are_usage_errors() -> None:
         result = shipmap(*args)
         assert result.returncode == 2
         assert "usage: shipmap" in result.stderr
+
+
+def test_a_failing_function_shows_no_value_it_did_not_find(tmp_path: Path) -> None:
+    """'source: sum(id) = (nothing)' under 'found string "abc"' contradicted the message: an expression that
+    failed has no value, so the source line names it alone."""
+    mapping = tmp_path / "sum.yaml"
+    mapping.write_text(
+        "shipmap: 1\nname: t\ntargets:\n  order:\n    kind: fenix.order\n    fields:\n"
+        '      id: {source: "sum(id)"}\n'
+    )
+    document = tmp_path / "in.json"
+    document.write_text('{"id": "abc"}\n')
+    result = shipmap("preview", str(mapping), str(document))
+    assert result.returncode == 4
+    assert result.stderr == (
+        f'{document}:1: {mapping}:7:20: error: sum(): expected an array of numbers, found string "abc"\n'
+        "  target field: order.id.source\n"
+        "  source: sum(id)\n"
+        '  7 |       id: {source: "sum(id)"}\n'
+        "    |                    ^\n"
+    )

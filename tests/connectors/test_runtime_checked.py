@@ -103,7 +103,7 @@ BEFORE: dict[int, list[str]] = {
     ],
     26: [
         f"{FIXTURES / 'orders.yaml'}:12:22: error: sum(): expected an array of numbers or numeric text, found "
-        'string "x" at index 0\n  target field: order.item_quantity\n  source: sum(items[].qty) = (nothing)\n'
+        'string "x" at index 0\n  target field: order.item_quantity\n  source: sum(items[].qty)\n'
         "  12 |       item_quantity: sum(items[].qty)\n     |                      ^"
     ],
     27: [_ORDER + "shipping_info.title: got 3: 3 is not of type 'string'"],
