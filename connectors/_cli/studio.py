@@ -22,9 +22,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         studio = Studio(args.directory, port=args.port)
     except (OSError, StudioError) as error:
-        print(
-            f"shipmap studio: {args.directory}: {getattr(error, 'message', None) or error}", file=sys.stderr
-        )
+        reason = error.message if isinstance(error, StudioError) else error.strerror or "cannot be read"
+        print(f"shipmap studio: {args.directory}: {reason}", file=sys.stderr)
         return 2
 
     def ready(url: str) -> None:

@@ -31,9 +31,13 @@ class Workspace:
     """The directory the studio serves. Paths in and out are relative to it, with ``/`` separators."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).resolve(strict=True)
+        try:
+            os.stat(root)  # first: a link that loops is the OS's ELOOP here, a RuntimeError from resolve()
+            self.root = Path(root).resolve(strict=True)
+        except OSError as error:  # the OS's reason, without Python's [Errno 2] and the path again
+            raise StudioError(error.strerror or "cannot be read") from None
         if not self.root.is_dir():
-            raise StudioError(f"{root} is not a directory")
+            raise StudioError("not a directory: the studio serves a folder of mappings and samples")
 
     def resolve(self, relative: str) -> Path:
         """The real path of ``relative``; Forbidden when it (or a symlink on the way) leaves the root."""

@@ -152,3 +152,25 @@ def test_ctrl_c_mid_run_is_one_line_exit_130_and_the_next_run_resumes(
     # Resumed, not restarted: what was delivered and marked before Ctrl-C was not sent again.
     assert len(orders) - total <= total - interrupted["delivered"]
     assert len(orders) < 2 * total - 5
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: None, "No such file or directory"),
+        (lambda path: path.symlink_to(path), "Too many levels of symbolic links"),
+        (
+            lambda path: path.write_text("{}"),
+            "not a directory: the studio serves a folder of mappings and samples",
+        ),
+    ],
+    ids=["missing", "symlink-loop", "a-file"],
+)
+def test_studio_on_a_directory_it_cannot_serve_says_why_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Callable[[Path], object], reason: str
+) -> None:
+    """It printed Python's "[Errno 2] No such file or directory: '/missing'" after the path it had named."""
+    directory = tmp_path / "studio"
+    make(directory)
+    assert main(["studio", str(directory)]) == 2
+    assert capsys.readouterr() == ("", f"shipmap studio: {directory}: {reason}\n")
