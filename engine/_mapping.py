@@ -205,7 +205,7 @@ def _elements(target: CompiledTarget, source: Any, validate: bool) -> list[Outpu
 def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
     """A file path as given, or a short name such as ``shopify/order`` for a mapping shipped with shipmap."""
     path = Path(name)
-    if path.exists():
+    if path.exists() or path.is_symlink():  # a link that loops or dangles: reading it says so
         return path
     text = str(name)
     if not text.endswith((".yaml", ".yml")) and "/" in text and not text.startswith((".", "/")):

@@ -132,8 +132,8 @@ def expand_sources(
         if path.is_dir():
             found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in JSON_SUFFIXES)
             paths.extend(found)
-        elif path.exists():  # a file, or a pipe read as a stream: <(zcat day.ndjson.gz), a FIFO, /dev/null
-            paths.append(path)
+        elif path.exists() or path.is_symlink():  # a file, or a pipe read as a stream: <(zcat day.ndjson.gz),
+            paths.append(path)  # a FIFO, /dev/null; a link that loops or dangles: opening it says so
         else:
             raise SourceError(f"input {path} does not exist", location=Location(str(path), 1, 1))
     return paths

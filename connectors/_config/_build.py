@@ -38,6 +38,7 @@ from ._model import (
     TargetRoute,
     Timeouts,
     parse_duration,
+    resolved,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     journal = build_section(
         JournalSettings,
         journal_raw,
-        path=(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)).resolve(),
+        path=resolved(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)),
     )
     secrets: set[str] = set()
     if journal.url and url_password(journal.url):

@@ -13,7 +13,7 @@ from shipmap.engine._yaml import decode_utf8, load_located
 
 from .._errors import ConfigError
 from ._build import build_config
-from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig
+from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig, not_a_file, resolved
 from ._schema import validate_document
 from ._secrets import (
     MAX_CONFIG_BYTES,
@@ -46,12 +46,13 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     env = dict(os.environ if environ is None else environ)
     env_file = value.get("env_file", ".env")
     if isinstance(env_file, str):
-        env_path = (file.parent / env_file).resolve()
-        if env_path.is_file():
+        env_path = resolved(file.parent / env_file)
+        problem = not_a_file(env_path)
+        if problem is None:
             for key, item in read_env_file(env_path, locations, env).items():
                 env.setdefault(key, item)
-        elif "env_file" in value:
-            raise ConfigError("env_file does not exist", location=locations.get(("env_file",)))
+        elif "env_file" in value:  # the default .env may be absent; one named must be a file
+            raise ConfigError(f"env_file {problem}", location=locations.get(("env_file",)))
     referenced: dict[PathKey, list[str]] = {}
     written = value
     value = interpolate(value, (), env, locations, name, referenced)
@@ -59,7 +60,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     warn_literal_secrets(value, locations, referenced)
     refuse_unsendable_secrets(value, locations, referenced)
     config = build_config(value, file, locations)
-    reread = (file.parent / env_file).resolve() if isinstance(env_file, str) else None
+    reread = resolved(file.parent / env_file) if isinstance(env_file, str) else None
     return with_readers(config, written, reread, environ)
 
 
@@ -82,7 +83,7 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
     if not isinstance(raw, str):
         raise ConfigError("journal.path: must be a string", location=locations.get(("journal", "path")))
     filled = interpolate(raw, ("journal", "path"), env, locations, str(path), {})
-    return (file.resolve().parent / str(filled)).resolve()
+    return resolved(file.resolve().parent / str(filled))
 
 
 def _decoded(raw: bytes, name: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -361,6 +362,30 @@ class RuntimeConfig:
     def error(self, message: str, path: PathKey = (), *, key: bool = False) -> ConfigError:
         location = self.locations.get(("#key", *path)) if key else None
         return ConfigError(message, location=location or self.where(path))
+
+
+def resolved(path: Path) -> Path:
+    """``path`` made absolute, its links followed; as written (made absolute) when they loop, where Python
+    3.11's ``resolve()`` raises RuntimeError: opening it then gives the OS's 'Too many levels of symbolic
+    links'."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        return path.absolute()
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` is no file to read, in words for a message ('is a directory, not a file', 'does not
+    exist', 'cannot be read: Too many levels of symbolic links'), or None when it is a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as error:  # a link that loops, a parent without permission: the OS's words, no [Errno]
+        return f"cannot be read: {error.strerror or 'I/O error'}"
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    return None if stat.S_ISREG(mode) else "is not a regular file"
 
 
 def join_url(base_url: str, path: str) -> str:

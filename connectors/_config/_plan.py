@@ -14,7 +14,16 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from shipmap.engine import CompiledMapping, TargetKind, load_mapping
 
-from ._model import Connection, MappingRoute, PathKey, RuntimeConfig, TargetRoute, dotted
+from ._model import (
+    Connection,
+    MappingRoute,
+    PathKey,
+    RuntimeConfig,
+    TargetRoute,
+    dotted,
+    not_a_file,
+    resolved,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +136,8 @@ def _load(route: MappingRoute, config: RuntimeConfig, here: PathKey) -> Compiled
     assert isinstance(route.mapping, str)
     text = route.mapping
     looks_like_path = text.endswith((".yaml", ".yml")) or text.startswith(("./", "../", "/", "~"))
-    target: str = str((config.base_dir / Path(text).expanduser()).resolve()) if looks_like_path else text
-    if looks_like_path and not Path(target).is_file():
-        raise config.error("mapping file does not exist", (*here, "mapping"))
+    target: str = str(resolved(config.base_dir / Path(text).expanduser())) if looks_like_path else text
+    problem = not_a_file(Path(target)) if looks_like_path else None
+    if problem is not None:
+        raise config.error(f"mapping file {problem}", (*here, "mapping"))
     return load_mapping(target, default_zone=route.default_zone)

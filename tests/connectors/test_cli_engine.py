@@ -155,3 +155,20 @@ def test_a_failing_function_shows_no_value_it_did_not_find(tmp_path: Path) -> No
         '  7 |       id: {source: "sum(id)"}\n'
         "    |                    ^\n"
     )
+
+
+def test_a_symlink_that_loops_is_named_as_such_not_as_missing(tmp_path: Path) -> None:
+    """Given as a mapping or as an input, a link that loops was 'no mapping file ... named' or 'does not
+    exist': it is there, and the OS's reason says what is wrong with it."""
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    result = shipmap("preview", str(loop), str(ORDER))
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"{loop}:1:1: error: cannot read mapping: Too many levels of symbolic links\n",
+    )
+    result = shipmap("preview", str(MAPPING), str(loop))
+    assert (result.returncode, result.stderr) == (
+        3,
+        f"{loop}:1:1: error: cannot open input {loop}: Too many levels of symbolic links\n",
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -402,3 +403,44 @@ def test_yaml_of_no_kind_that_is_not_utf8_is_called_a_file(
         f"{other}:2:10: error: cannot read file: not UTF-8 text (byte 0xe9: invalid continuation byte); save it "
         "as UTF-8\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("make", "key", "reason", "column"),
+    [
+        (lambda path: path.mkdir(), "env_file", "env_file is a directory, not a file", 11),
+        (
+            lambda path: path.symlink_to(path),
+            "env_file",
+            "env_file cannot be read: Too many levels of symbolic links",
+            11,
+        ),
+        (lambda path: path.mkdir(), "mapping", "mapping file is a directory, not a file", 14),
+        (
+            lambda path: path.symlink_to(path),
+            "mapping",
+            "mapping file cannot be read: Too many levels of symbolic links",
+            14,
+        ),
+    ],
+    ids=["env-file-directory", "env-file-loop", "mapping-directory", "mapping-loop"],
+)
+def test_a_config_file_path_that_is_no_file_says_what_it_is(
+    acme_config: Path,
+    capsys: pytest.CaptureFixture[str],
+    make: Callable[[Path], object],
+    key: str,
+    reason: str,
+    column: int,
+) -> None:
+    """A directory was 'env_file does not exist'; a link that loops was an internal error (RuntimeError from
+    Path.resolve(), exit 70) for both an env_file and a mappings entry."""
+    written = acme_config.read_text()
+    old = "env_file: demo.env" if key == "env_file" else "  - mapping: shopify/order_cancelled"
+    new = "env_file: secrets.env" if key == "env_file" else "  - mapping: ./cancelled.yaml"
+    make(acme_config.parent / new.split(": ")[1])
+    acme_config.write_text(written.replace(old, new, 1))
+    line = _line_of(written, old)
+    for command in (["validate", str(acme_config)], ["run", str(acme_config), "--input", "-", "--dry-run"]):
+        assert main(command) == 2
+        assert capsys.readouterr() == ("", f"{acme_config}:{line}:{column}: error: {reason}\n"), command
