@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
+from pathlib import Path
 
 
 def _integer(text: str) -> int:
@@ -31,6 +34,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
     return value
+
+
+def directory(text: str) -> Path:
+    """An existing directory (``--source-documents DIR``): a file, a missing path or one that cannot be read is
+    a usage error in words, not a server that starts and answers 404 to every request."""
+    try:
+        mode = os.stat(text).st_mode
+    except FileNotFoundError:
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist") from None
+    except OSError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot be read: {error.strerror or 'I/O error'}"
+        ) from None
+    if not stat.S_ISDIR(mode):
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a directory")
+    return Path(text)
 
 
 def duration(text: str) -> float:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from shipmap.connectors._cli._types import non_negative_int, port, positive_int
+from shipmap.connectors._cli._types import directory, non_negative_int, port, positive_int
 from shipmap.connectors._sandbox import (
     DEFAULT_DUPLICATE_KEYS,
     DEFAULT_KEEP,
@@ -93,7 +93,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--source-documents",
-        type=Path,
+        type=directory,
         metavar="DIR",
         help="serve these JSON files as a retailer platform's API at /_source/{platform}/{path} (docs/serve.md)",
     )

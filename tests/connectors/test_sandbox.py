@@ -849,6 +849,33 @@ def test_cli_rejects_a_bad_fault_spec(capsys: pytest.CaptureFixture[str]) -> Non
     assert "bogus=1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: path.write_text("{}"), "is a file, not a directory"),
+        (lambda path: None, "does not exist"),
+        (lambda path: path.symlink_to(path), "cannot be read: Too many levels of symbolic links"),
+    ],
+    ids=["a-file", "missing", "symlink-loop"],
+)
+def test_cli_rejects_source_documents_that_are_no_directory(tmp_path: Path, make: Any, reason: str) -> None:
+    """A file started a sandbox whose fake source API answered 404 to every GET: a usage error now. (Run as
+    a process with a timeout: a sandbox that starts would serve until killed.)"""
+    documents = tmp_path / "order.json"
+    make(documents)
+    command = [
+        sys.executable, "-c", "import sys; from shipmap.connectors._cli import main; sys.exit(main())",
+        "sandbox", "--port", "0", "--source-documents", str(documents),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("usage: shipmap sandbox")
+    assert done.stderr.endswith(
+        f"shipmap sandbox: error: argument --source-documents: {str(documents)!r} {reason}\n"
+    )
+
+
 def test_a_whole_order_with_status_cancelled_is_an_order_update(sandbox: Sandbox, http: httpx.Client) -> None:
     headers = fenix_headers(http, sandbox)
     cancelled_order = {**ORDER, "status": "CANCELLED", "cancelled_at": "2020-01-24T09:00:00-05:00"}
