@@ -29,12 +29,22 @@ def journal_fault(path: Path, error: BaseException, *, opening: bool = False) ->
     if isinstance(error, JournalError):
         return error
     text = str(error).lower()
-    diagnosis = next((advice for needle, advice in _FAULTS if needle in text), f"SQLite says: {error}")
+    if _is_directory(path):  # SQLite says "unable to open" or "disk I/O error", depending on the call
+        diagnosis = "the journal path is a directory, not a file; name a file (such as journal.db) in it"
+    else:
+        diagnosis = next((advice for needle, advice in _FAULTS if needle in text), f"SQLite says: {error}")
     action = "cannot open journal" if opening else "journal write failed"
     return JournalError(
         f"{action} {path}: {diagnosis}. Nothing is lost: deliveries not recorded as delivered are sent "
         "again, under the same keys, by the next run"
     )
+
+
+def _is_directory(path: Path) -> bool:
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 class _Guarded:

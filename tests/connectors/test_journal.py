@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -226,3 +227,29 @@ def test_an_exclusive_journal_hands_its_pending_rows_over_a_page_at_a_time(tmp_p
     assert [len(page) for page in pages] == [1000, 1000, 344]
     claimed = [key for page in pages for key in page]
     assert claimed == sorted(claimed) and set(claimed) == set(keys) - {"k00007"}  # each once, none delivered
+
+
+def test_a_journal_path_that_is_a_directory_is_said_to_be_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """journal info called it 'an I/O error on the journal's disk', run 'cannot be opened; check its
+    directory and permissions': SQLite words a directory differently by call. Both now say what it is."""
+    from test_runtime_support import order_event, write_config
+
+    directory = tmp_path / "journal.db"
+    directory.mkdir()
+    config = write_config(tmp_path, "http://127.0.0.1:9", journal={"path": "journal.db"})
+    events = tmp_path / "events.ndjson"
+    events.write_text(json.dumps(order_event(1)) + "\n")
+    advice = (
+        "the journal path is a directory, not a file; name a file (such as journal.db) in it. Nothing is lost: "
+        "deliveries not recorded as delivered are sent again, under the same keys, by the next run\n"
+    )
+    for command in (
+        ["journal", "info", str(directory)],
+        ["run", str(config), "--input", str(events)],
+        ["dead-letters", str(config)],
+    ):
+        assert main(command) == 7
+        assert capsys.readouterr().err == f"error: cannot open journal {directory}: {advice}", command
+    assert sorted(directory.iterdir()) == []
