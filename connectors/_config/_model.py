@@ -8,7 +8,7 @@ import re
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,7 +19,8 @@ from .._config_key import NOT_A_KEY, about
 from .._deliver._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
-from .._redact import Redactor
+from .._redact import MASK, Redactor
+from .._store._journal_pg import display_url
 
 if TYPE_CHECKING:
     from ._secrets import CredentialReader
@@ -43,9 +44,21 @@ def dotted(path: PathKey) -> str:
     return text
 
 
+def _shown(record: Any, **masked: str) -> str:
+    """A config record's ``repr``: its fields as the dataclass shows them, with ``masked`` ones given as
+    written here (a secret, or a value that may hold one, masked)."""
+    parts = (
+        f"{f.name}={masked[f.name] if f.name in masked else repr(getattr(record, f.name))}"
+        for f in fields(record)
+        if f.repr
+    )
+    return f"{type(record).__name__}({', '.join(parts)})"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
-    """How a connection authenticates. Secret fields are hidden from ``repr``."""
+    """How a connection authenticates. Secrets are hidden from ``repr``: the password, key and token, and
+    basic's username, which is the DG API key."""
 
     scheme: Scheme = field(default="none", metadata=about("How requests on this connection authenticate."))
     username: str | None = field(default=None, metadata=about("basic and fenix_session.", minLength=1))
@@ -70,6 +83,11 @@ class AuthSettings:
     # Reads the credentials again (rotation without restart): a fenix_session at each login, the other schemes
     # after a 401. Set when loaded from a file whose credentials are references.
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
+
+    def __repr__(self) -> str:
+        if self.scheme == "basic" and self.username is not None:
+            return _shown(self, username=repr(MASK))
+        return _shown(self)
 
     def secrets(self) -> tuple[str, ...]:
         # Basic credentials carry the DG API key as the username: that is a secret too.
@@ -120,7 +138,8 @@ class Timeouts:
 
 @dataclass(frozen=True, slots=True)
 class Connection:
-    """An endpoint: a base URL and an auth scheme. ``api`` says which target kinds default to it."""
+    """An endpoint: a base URL and an auth scheme. ``api`` says which target kinds default to it. Its ``repr``
+    shows the headers' names, not their values: an extra header may carry a credential."""
 
     name: str = field(metadata=NOT_A_KEY)  # the file's key for it
     api: Api = field(
@@ -150,6 +169,9 @@ class Connection:
             default_text="no limit",
         ),
     )
+
+    def __repr__(self) -> str:
+        return _shown(self, headers=repr(dict.fromkeys(self.headers, MASK)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +306,7 @@ class DeliverySettings:
 @dataclass(frozen=True, slots=True)
 class JournalSettings:
     """Where the journal lives: ``url`` (a ``postgresql://`` database), else ``path`` (an SQLite file);
-    neither keeps it in memory: no resume across runs."""
+    neither keeps it in memory: no resume across runs. Its ``repr`` shows the url without its password."""
 
     path: Path | None = field(
         default=None,
@@ -332,6 +354,9 @@ class JournalSettings:
     @property
     def location(self) -> str | Path | None:
         return self.url or self.path
+
+    def __repr__(self) -> str:
+        return _shown(self, url=repr(display_url(self.url))) if self.url else _shown(self)
 
 
 @dataclass(frozen=True)

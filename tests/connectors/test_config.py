@@ -10,7 +10,15 @@ from textwrap import dedent
 import jsonschema
 import pytest
 import yaml
-from shipmap.connectors import ConfigError, Runtime, config_schema, load_config
+from shipmap.connectors import (
+    AuthSettings,
+    ConfigError,
+    Connection,
+    JournalSettings,
+    Runtime,
+    config_schema,
+    load_config,
+)
 from shipmap.connectors._config import parse_duration, plan_routes
 from test_runtime_support import BASE_CONFIG, FIXTURES, environ
 
@@ -69,7 +77,7 @@ def test_the_example_config_loads_with_every_setting(tmp_path: Path) -> None:
     )
     assert config.journal.path == (FIXTURES / ".shipmap" / "journal.db").resolve()
     assert {"demo-pass", "demo-api-key", "demo-secret", "demo-key"} <= config.secrets
-    assert "demo-pass" not in repr(config)
+    assert not [secret for secret in config.secrets if secret in repr(config)]
     routes = plan_routes(config)
     assert [r.name for r in routes] == ["acme-orders", "acme-shipments"]
     shipments = routes[1].targets
@@ -390,3 +398,24 @@ def test_a_bad_events_body_expression_points_at_it(tmp_path: Path) -> None:
         Runtime.from_config(write(tmp_path, text), environ=ENV)
     assert "not a valid JMESPath expression" in caught.value.message
     assert caught.value.line == 14
+
+
+def test_the_repr_of_config_objects_built_in_code_shows_no_secret() -> None:
+    # basic's username is the DG API key; an extra header may carry a credential; a PostgreSQL URL its password.
+    dg = Connection(
+        "dg",
+        "dg",
+        "https://flow-server.eu.dgdeepai.com",
+        AuthSettings("basic", "dg-api-key-1234", "dg-api-secret-1234"),
+        headers={"X-Shop-Token": "shop-token-1234", "Accept": "application/json"},
+    )
+    journal = JournalSettings(url="postgresql://shipmap:pg-password-1234@db.internal:5432/shipmap")
+    shown = repr(dg) + repr(journal) + repr(dg.auth)
+    for secret in ("dg-api-key-1234", "dg-api-secret-1234", "shop-token-1234", "pg-password-1234"):
+        assert secret not in shown
+    assert "headers={'X-Shop-Token': '***', 'Accept': '***'}" in repr(dg)
+    assert "url='postgresql://shipmap@db.internal:5432/shipmap'" in repr(journal)
+    # What is not a secret stays: a Fenix username, the scheme, the base_url.
+    fenix = AuthSettings("fenix_session", username="fenix-user", password="pw-1234", api_key="key-1234")
+    assert "username='fenix-user'" in repr(fenix) and "pw-1234" not in repr(fenix)
+    assert "base_url='https://flow-server.eu.dgdeepai.com'" in repr(dg) and "scheme='basic'" in repr(dg)
