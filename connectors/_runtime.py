@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 from shipmap.engine import SourceDocument
 
-from ._config import Connection, PlannedRoute, RuntimeConfig, load_config
+from ._config import Connection, PlannedRoute, RuntimeConfig, check_objects, load_config
 from ._deliver._auth import ShipmapAuth
 from ._deliver._breaker import MemoryStore, StateStore
 from ._deliver._delivery import Deliverer, OutboundRequest
@@ -79,6 +79,7 @@ class Runtime:
         seed: int | None = None,
         redactor: Redactor | None = None,
     ) -> None:
+        check_objects(config)  # a config built in code meets the file's rules (a loaded one already does)
         self.config = config
         self.redactor = redactor if redactor is not None else Redactor()
         register_secrets(config, self.redactor)

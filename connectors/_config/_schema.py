@@ -39,6 +39,7 @@ from ._model import (
     JournalSettings,
     MappingRoute,
     PathKey,
+    RuntimeConfig,
     TargetRoute,
     Timeouts,
     dotted,
@@ -386,6 +387,72 @@ def _text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, bool) else str(value)
 
 
+def check_objects(config: RuntimeConfig) -> None:
+    """Hold a config built in code to the rules the file's schema gives the same keys, field by field: a
+    ``concurrency`` of 0 (which delivered nothing and reported success), a scheme or api that does not exist,
+    a base_url that is not http(s). A config loaded from a file passed the schema already, and passes here.
+    ``ConfigError`` names the key and the rule, never the value; the rules across keys stay the file's."""
+    for connection in config.connections:
+        _check_record(config, connection, ("connections", connection.name))
+    for index, route in enumerate(config.mappings):
+        _check_record(config, route, ("mappings", index))
+    _check_record(config, config.events, ("events",))
+    _check_record(config, config.delivery, ("delivery",))
+    _check_record(config, config.journal, ("journal",))
+
+
+class _NotJSON(Exception):
+    """A value only code can give (a compiled mapping): the file's schema has nothing to say about it."""
+
+
+def _check_record(config: RuntimeConfig, record: Any, path: PathKey) -> None:
+    for field in dataclasses.fields(record):
+        if field.metadata.get("not_a_key"):
+            continue
+        value = getattr(record, field.name)
+        where = (*path, field.name)
+        if value is None:  # left out: the default applies
+            continue
+        if dataclasses.is_dataclass(value):
+            _check_record(config, value, where)
+            continue
+        if isinstance(value, Mapping) and value and all(dataclasses.is_dataclass(v) for v in value.values()):
+            for key, item in value.items():  # a route's targets
+                _check_record(config, item, (*where, key))
+            continue
+        try:
+            instance = _as_json(value)
+        except _NotJSON:
+            continue
+        error = jsonschema.exceptions.best_match(
+            _field_validator(field, type(record).__module__).iter_errors(instance)
+        )
+        if error is not None:
+            at: PathKey = (*where, *error.absolute_path)
+            message, at = _explain(error, at)
+            raise ConfigError(f"{dotted(at)}: {message}", location=config.where(at))
+
+
+@functools.cache
+def _field_validator(field: dataclasses.Field[Any], module: str) -> jsonschema.Draft202012Validator:
+    """The schema the file gives one field's key, with the file's $defs (durations, sections) to refer to."""
+    annotation = eval(field.type, vars(sys.modules[module])) if isinstance(field.type, str) else field.type
+    schema = {**_key(annotation, field, required=False), "$defs": _schema()["$defs"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_as_json(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _as_json(item) for key, item in value.items()}
+    raise _NotJSON
+
+
 def validate_document(value: Any, locations: Mapping[PathKey, Location], name: str) -> None:
     errors = sorted(_validator().iter_errors(value), key=lambda e: _order(e, locations))
     if not errors:
@@ -455,6 +522,8 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
     if validator in ("minimum", "maximum"):
         bound = "at least" if validator == "minimum" else "at most"
         return f"must be {bound} {expected}", path
+    if validator == "exclusiveMinimum":
+        return f"must be more than {expected}", path
     if validator in ("minItems", "minProperties"):
         return (
             f"must have at least {expected} entr{'y' if expected == 1 else 'ies'}",

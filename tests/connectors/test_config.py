@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import jsonschema
 import pytest
@@ -14,8 +15,13 @@ from shipmap.connectors import (
     AuthSettings,
     ConfigError,
     Connection,
+    DeliverySettings,
     JournalSettings,
+    MappingRoute,
+    RetryPolicy,
     Runtime,
+    RuntimeConfig,
+    TargetRoute,
     config_schema,
     load_config,
 )
@@ -419,3 +425,55 @@ def test_the_repr_of_config_objects_built_in_code_shows_no_secret() -> None:
     fenix = AuthSettings("fenix_session", username="fenix-user", password="pw-1234", api_key="key-1234")
     assert "username='fenix-user'" in repr(fenix) and "pw-1234" not in repr(fenix)
     assert "base_url='https://flow-server.eu.dgdeepai.com'" in repr(dg) and "scheme='basic'" in repr(dg)
+
+
+def _in_code(**changes: Any) -> RuntimeConfig:
+    fenix = Connection(
+        "fenix",
+        "fenix",
+        changes.pop("base_url", "http://127.0.0.1:9"),
+        AuthSettings(
+            changes.pop("scheme", "fenix_session"),
+            username="u",
+            password="pass-1234",
+            api_key="key-1234",
+            store_name="s",
+        ),
+    )
+    route = MappingRoute(str(FIXTURES / "orders.yaml"), targets=changes.pop("targets", {}))
+    return RuntimeConfig(connections=(fenix,), mappings=(route,), **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        # concurrency 0 delivered nothing and reported success (summary.ok, nothing dead)
+        ({"delivery": DeliverySettings(concurrency=0)}, "delivery.concurrency: must be at least 1"),
+        (
+            {"delivery": DeliverySettings(retry=RetryPolicy(max_attempts=0))},
+            "delivery.retry.max_attempts: must be at least 1",
+        ),
+        ({"scheme": "fenix-session"}, "connections.fenix.auth.scheme: must be one of"),
+        ({"base_url": "ftp://127.0.0.1:9"}, "connections.fenix.base_url: must be an http:// or https:// URL"),
+        (
+            {"targets": {"order": TargetRoute(method="GET")}},  # type: ignore[arg-type]
+            'mappings[0].targets.order.method: must be one of "POST", "PUT", "PATCH"',
+        ),
+        ({"journal": JournalSettings(url="mysql://db/x")}, "journal.url: must be a postgresql:// URL"),
+    ],
+)
+def test_a_config_built_in_code_is_held_to_the_files_rules(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Runtime(_in_code(**changes))
+    assert caught.value.message.startswith(message), caught.value.message
+    assert "pass-1234" not in str(caught.value) and "key-1234" not in str(caught.value)
+
+
+def test_a_config_built_in_code_within_the_rules_builds_a_runtime() -> None:
+    runtime = Runtime(
+        _in_code(
+            delivery=DeliverySettings(concurrency=1, retry=RetryPolicy(max_attempts=1, backoff_base=0)),
+            targets={"order": TargetRoute(method="PUT")},
+        )
+    )
+    assert runtime.config.delivery.concurrency == 1
