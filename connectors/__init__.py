@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from ._deliver._auth import FenixSessionAuth as FenixSessionAuth
     from ._deliver._auth import NoAuth as NoAuth
     from ._deliver._auth import ShipmapAuth as ShipmapAuth
+    from ._deliver._breaker import BreakerSettings as BreakerSettings
     from ._errors import EXIT_DEAD_LETTERS as EXIT_DEAD_LETTERS
     from ._errors import EXIT_HELD as EXIT_HELD
     from ._errors import EXIT_OUTAGE as EXIT_OUTAGE
@@ -61,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "NoAuth": "._deliver._auth",
     "ShipmapAuth": "._deliver._auth",
     "AuthSettings": "._config",
+    "BreakerSettings": "._deliver._breaker",
     "Connection": "._config",
     "DeliverySettings": "._config",
     "EventSettings": "._config",

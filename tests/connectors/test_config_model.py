@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+import typing
 from collections.abc import Iterator
 from dataclasses import field
 from pathlib import Path
@@ -316,3 +318,37 @@ def _same_default(documented: str, generated: str) -> bool:
 def _holds_a_listed_section(value: dict[str, Any]) -> bool:
     refs = {value.get("$ref"), (value.get("additionalProperties") or {}).get("$ref")}
     return any(f"#/$defs/{name}" in refs for name in DOCUMENTED_AS)
+
+
+def _records_in(annotation: Any) -> Iterator[type[Any]]:
+    """The dataclasses a field's type names: itself, or inside a union, a tuple or a mapping."""
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        yield annotation
+    for arm in typing.get_args(annotation):
+        yield from _records_in(arm)
+
+
+def test_every_section_a_config_built_in_code_can_set_is_exported() -> None:
+    # DeliverySettings.breaker and Connection.breaker are BreakerSettings: without it exported, a program
+    # could not set what a file's `breaker:` sets (outage_wait, say) without importing a private module.
+    import shipmap.connectors as public
+    import shipmap.engine as engine
+
+    exported = {getattr(public, name) for name in public.__all__} | {
+        getattr(engine, n) for n in engine.__all__
+    }
+    seen: set[type[Any]] = set()
+    pending: list[type[Any]] = [public.RuntimeConfig]
+    while pending:
+        record = pending.pop()
+        if record in seen:
+            continue
+        seen.add(record)
+        module = vars(sys.modules[record.__module__])
+        for each in dataclasses.fields(record):
+            if each.metadata.get("not_a_key") or not each.init:
+                continue
+            annotation = eval(each.type, module) if isinstance(each.type, str) else each.type
+            pending.extend(_records_in(annotation))
+    assert {r.__name__ for r in seen if r not in exported} == set()
+    assert public.BreakerSettings is BreakerSettings
