@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
 from ._mapping import CompiledMapping, Output, load_mapping, parse_mapping, resolve_mapping_path
-from ._sources import SourceDocument, read_documents, read_input, read_named
+from ._sources import SourceDocument, read_documents, read_input, read_named, read_stream
 from ._target import CompiledTarget
 from ._trace import Trace
 
@@ -57,5 +57,6 @@ __all__ = [
     "read_documents",
     "read_input",
     "read_named",
+    "read_stream",
     "resolve_mapping_path",
 ]

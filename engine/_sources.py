@@ -166,7 +166,10 @@ def read_stream(
 ) -> Iterator[SourceDocument]:
     """Events from a text stream. NDJSON unless the first record is not a complete JSON line, in which case
     the whole stream is one JSON document (a pretty-printed object or array). ``ndjson=True`` forces lines.
-    ``first_line``: the number of the stream's first line in its file (a chunk of a longer file)."""
+    ``first_line``: the number of the stream's first line in its file (a chunk of a longer file).
+
+    ``name`` is what errors call the stream, so a program reading text that is not a file (a webhook's
+    body: ``read_stream([body], "POST /hooks/orders")``) gets strict JSON and ``name:line:col`` errors."""
     lines = _decoded(handle, first=first_line == 1)
     number = first_line - 1
     lines_mode = ndjson

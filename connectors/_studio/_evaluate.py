@@ -18,8 +18,8 @@ from shipmap.engine import (
     SourceDocument,
     SourceError,
     parse_mapping,
+    read_stream,
 )
-from shipmap.engine._sources import read_stream
 
 from .._deliver._delivery import encode_payload
 from ._files import Workspace

@@ -134,3 +134,17 @@ def test_a_bad_record_unwraps_to_a_located_source_error(tmp_path: Path) -> None:
         bad.unwrap()
     assert (caught.value.file, caught.value.line, caught.value.exit_code) == (str(path), 2, 3)
     assert "not JSON" in caught.value.render()
+
+
+def test_a_request_body_reads_as_strict_json_under_the_name_the_program_gives() -> None:
+    # A web handler embedding shipmap has bytes, not a file: the public reader names its errors as it says.
+    from shipmap.engine import read_stream as public_read_stream
+
+    body = b'{\n  "id": 1,\n  "total": 1.5,,\n  "x": 2\n}'
+    (bad,) = public_read_stream([body], "POST /hooks/orders")
+    with pytest.raises(SourceError) as caught:
+        bad.unwrap()
+    assert str(caught.value.location) == "POST /hooks/orders:3:16"
+    (nan,) = public_read_stream([b'{"a": NaN}'], "request 7")
+    assert nan.location is not None and str(nan.location) == "request 7:1:7"
+    assert [d.document for d in public_read_stream([b'{"id": 1}'], "request 8")] == [{"id": 1}]
