@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from ._sandbox import SandboxConfig as SandboxConfig
     from ._sandbox import SandboxCredentials as SandboxCredentials
     from ._store._entries import JournalEntry as JournalEntry
+    from ._store._entries import RejectedInput as RejectedInput
     from ._store._journal import Journal as Journal
 
 _EXPORTS: dict[str, str] = {
@@ -86,6 +87,7 @@ _EXPORTS: dict[str, str] = {
     "SendingStopped": "._errors",
     "Journal": "._store._journal",
     "JournalEntry": "._store._entries",
+    "RejectedInput": "._store._entries",
     "RedactingFilter": "._redact",
     "Redactor": "._redact",
     "PlanEntry": "._runtime",

@@ -314,6 +314,8 @@ class Runtime:
             yield from journal.dead_letter_pages(keys, limit=size)
 
     def rejected_inputs(self) -> list[RejectedInput]:
+        """The input records that were not JSON (read-only; empty if there is no journal yet), each with its
+        ``origin`` (``file:line``), ``reason`` and an ``excerpt`` of its text."""
         journal = open_readonly(self.config.journal.location)
         if journal is None:
             return []
