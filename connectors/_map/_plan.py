@@ -49,12 +49,14 @@ def plan_entry(
             step.target,
             step.key,
             request.method,
-            request.url,
+            redactor.redact(request.url),  # a secret filled into a path is masked as in headers and body
             headers,
             body,
         )
     if isinstance(step, Dead):
-        return PlanEntry("dead", origin, step.mapping, step.target, step.key, reason=step.reason)
+        return PlanEntry(
+            "dead", origin, step.mapping, step.target, step.key, reason=redactor.redact(step.reason)
+        )
     if isinstance(step, Skip):
         why = "already delivered" if step.state == "delivered" else "dead-lettered earlier (shipmap replay)"
         return PlanEntry("skip", origin, step.mapping, step.target, step.key, reason=why)

@@ -195,6 +195,24 @@ def test_the_dry_run_prints_requests_with_no_secret_and_sends_nothing(
     assert not (tmp_path / "journal.db").exists()
 
 
+def test_the_dry_run_masks_a_secret_filled_into_a_routes_path(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A reference in a path is allowed before its query string (an account id); one that holds a credential
+    the config uses elsewhere is masked in the printed URL as it is in headers."""
+    mappings = [
+        {"mapping": str(FIXTURES / "shipments.yaml"), "topic": "shipments/create",
+         "targets": {"notify": {"path": "/execution/${DG_API_SECRET}"}}},
+    ]  # fmt: skip
+    config = write_config(tmp_path, sandbox.url, mappings=mappings)
+    events = ndjson(tmp_path / "e.ndjson", [shipment_event(1)])
+    assert main(["run", str(config), "-i", str(events), "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert f"POST {sandbox.url}/execution/***\n" in captured.out
+    for secret in SECRETS:
+        assert secret not in captured.out and secret not in captured.err
+
+
 def test_an_unrouted_event_is_named_by_its_topic_escaped_and_cut_short(
     tmp_path: Path,
     sandbox: Sandbox,
