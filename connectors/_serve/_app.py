@@ -254,9 +254,9 @@ async def _handle(
         loads_strict(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise Rejection(400, "not_json", "the body is not UTF-8 text") from None
-    except RecursionError:
+    except RecursionError:  # arrays or objects nested past the parser's depth (uvicorn would answer 500)
         raise Rejection(
-            400, "not_json", "the body is not JSON this service reads: nested too deeply"
+            400, "not_json", "the body is not JSON: arrays or objects nested too deeply"
         ) from None
     except ValueError as error:
         raise Rejection(400, "not_json", f"the body is not JSON: {error}") from None

@@ -283,6 +283,10 @@ class InboxFeed:
             event = envelope(row)
         except ValueError as error:
             return SourceDocument(origin, error=f"the webhook body is not JSON: {error}", excerpt=None)
+        except RecursionError:  # intake parsed it on a shallower stack: a rejected input, not a crash
+            return SourceDocument(
+                origin, error="the webhook body is not JSON: nested too deeply", excerpt=None
+            )
         if row.documents is not None:
             event.update(row.documents)  # fetched before a restart: map the same data
         elif self.enricher.applies(event):

@@ -23,7 +23,7 @@ from shipmap.connectors._serve._metrics import ServiceMetrics
     ("body", "message"),
     [
         (b'{"id": 1', "the body is not JSON: Expecting ',' delimiter: line 1 column 9 (char 8)"),
-        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "the body is not JSON this service reads: nested too deeply"),
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "the body is not JSON: arrays or objects nested too deeply"),
         (
             b'{"id": NaN}',
             "the body is not JSON: NaN is not a JSON number (strict JSON has only finite numbers)",
@@ -70,7 +70,7 @@ def test_a_bigcommerce_body_nested_too_deeply_is_a_400(tmp_path: Path) -> None:
     assert answer.status_code == 400
     assert answer.json() == {
         "error": "not_json",
-        "message": "the body is not JSON this service reads: nested too deeply",
+        "message": "the body is not JSON: arrays or objects nested too deeply",
     }
 
 

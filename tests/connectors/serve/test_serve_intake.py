@@ -131,6 +131,14 @@ def test_refusals_have_their_status_and_reason(source_sandbox: Sandbox, tmp_path
             woo = {"Content-Type": "application/json", "X-WC-Webhook-Topic": "order.created",
                    "X-WC-Webhook-Delivery-ID": "d-1", "X-WC-Webhook-Signature": signature.decode()}  # fmt: skip
             assert serve.post(client, "woo", body, woo).json()["status"] == "accepted"
+            # Signed, under the body cap, but nested past the JSON parser's depth: a 400, not a 500.
+            deep = b'{"id": 6, "notes": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            deep_woo = {**woo, "X-WC-Webhook-Delivery-ID": "d-deep", "X-WC-Webhook-Signature": base64.b64encode(
+                hmac.new(SECRETS["WOO_SECRET"].encode(), deep, hashlib.sha256).digest()).decode()}  # fmt: skip
+            nested = serve.post(client, "woo", deep, deep_woo)
+            assert (nested.status_code, nested.json()) == (
+                400, {"error": "not_json", "message": "the body is not JSON: arrays or objects nested too deeply"}
+            )  # fmt: skip
             # No mappings entry takes WooCommerce's topics: the warning names the source (woo#row) and topic.
             unrouted = re.compile(
                 r"woo#\d+: unrouted: no mappings entry matches this event \(topic 'order\.created'\)$"
