@@ -22,6 +22,7 @@ import httpx
 from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
+from .._deliver._auth import read_capped
 from .._deliver._breaker import CircuitBreaker, Outage
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
 from .._errors import ConnectorError
@@ -30,6 +31,7 @@ from .._runtime import Runtime
 from ._settings import Enrichment, PathTemplate
 
 _MAX_RESPONSE = 8 * 1024 * 1024
+_MAX_NESTING = 200  # arrays and objects in one another, at most, in a fetched document
 
 
 class EnrichmentError(ConnectorError):
@@ -44,6 +46,20 @@ class SourceUnavailable(EnrichmentError):
         super().__init__(f"source API {connection} unavailable (circuit breaker open: {reason})")
         self.connection = connection
         self.retry_in = retry_in
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest in ``value`` more than ``limit`` deep (without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def wants_enrichment(enrichment: Enrichment | None, event: Mapping[str, Any]) -> bool:
@@ -155,15 +171,29 @@ class Enricher:
     async def _get(self, connection: str, path: str) -> Any:
         client = self._clients[connection]
         breaker = self.breakers[connection]
-        url = join_url(self.runtime.connections[connection].base_url, path)
+        settings = self.runtime.connections[connection]
+        url = join_url(settings.base_url, path)
         policy = self.runtime.config.delivery.retry
+        deadline = (settings.timeout or self.runtime.config.delivery.timeout).total
         attempt = counted = 0
         while True:
             probe = await self._admit(breaker)
             attempt += 1
             retry_after: float | None = None
+            content: bytes | None = None  # of a 2xx: None when it is over the cap
             try:
-                response = await client.get(url)
+                # One deadline for the whole attempt, body included, and the body read only up to the cap:
+                # an API that drips its answer a byte at a time (each within the read timeout), or sends
+                # gigabytes, holds up delivery for timeout.total at most, and memory for the cap at most.
+                async with asyncio.timeout(deadline), client.stream("GET", url) as response:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        declared = response.headers.get("content-length", "")
+                        if not (declared.isdigit() and int(declared) > _MAX_RESPONSE):  # else refused unread
+                            content = await read_capped(response, _MAX_RESPONSE + 1)
+            except TimeoutError:
+                retryable = True
+                reason = f"Timeout: no answer within the {deadline:g} s deadline (timeout.total)"
             except httpx.HTTPError as error:
                 retryable = isinstance(error, httpx.TransportError)
                 reason = f"{type(error).__name__}: {self.runtime.redactor.redact(str(error)) or 'no detail'}"
@@ -172,10 +202,9 @@ class Enricher:
                     await breaker.failure("the probe was interrupted", probe=True)
                 raise
             else:
-                status = response.status_code
                 if 200 <= status < 300:
                     await breaker.success()
-                    return self._decode(response, path)
+                    return self._decode(content, status, path)
                 retryable = status == 429 or status >= 500
                 reason = f"HTTP {status} {response.reason_phrase}".rstrip()
                 retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
@@ -211,16 +240,24 @@ class Enricher:
         except Outage:
             raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now)) from None
 
-    def _decode(self, response: httpx.Response, path: str) -> Any:
-        if len(response.content) > _MAX_RESPONSE:
+    def _decode(self, content: bytes | None, status: int, path: str) -> Any:
+        if content is None or len(content) > _MAX_RESPONSE:
             raise EnrichmentError(f"GET {path}: the response is larger than {_MAX_RESPONSE} bytes")
-        if response.status_code == 204 or not response.content:
+        if status == 204 or not content:
             self.fetched += 1
             return None  # BigCommerce answers 204 for an order without shipments
         try:
-            document = json.loads(response.content)
+            document = json.loads(content)
         except ValueError as error:
             raise EnrichmentError(f"GET {path}: the response is not JSON ({error})") from None
+        except RecursionError:  # arrays or objects nested past the parser's depth
+            too_deep = True
+        else:
+            too_deep = _deeper_than(document, _MAX_NESTING)
+        if too_deep:
+            # No order looks like that, and the service writes each document back (to the inbox, to the
+            # journal) on stacks the parser's did not measure: refused here, with the reason, not a crash.
+            raise EnrichmentError(f"GET {path}: the response is nested more than {_MAX_NESTING} levels deep")
         self.fetched += 1
         return document
 
