@@ -10,6 +10,8 @@ import re
 import sys
 from typing import IO, Any
 
+from shipmap.connectors._plural import counted
+
 _TOKEN = re.compile(r'("(?:\\.|[^"\\])*")(\s*:)?|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)|\b(true|false|null)\b')
 _RESET = "\033[0m"
 _KEY, _STRING, _NUMBER, _LITERAL = "\033[34m", "\033[32m", "\033[36m", "\033[35m"
@@ -34,10 +36,10 @@ def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def age_text(seconds: float) -> str:
-    """How long ago, roughly: ``29 days``, ``3 hours``, ``5 minutes``, ``less than a minute``."""
-    for size, unit in ((86400, "days"), (3600, "hours"), (60, "minutes")):
+    """How long ago, roughly: ``29 days``, ``1 hour``, ``5 minutes``, ``less than a minute``."""
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute")):
         if seconds >= size:
-            return f"{int(seconds // size)} {unit}"
+            return counted(int(seconds // size), unit)
     return "less than a minute"
 
 

@@ -310,3 +310,17 @@ def test_journal_info_says_how_far_back_the_journal_remembers(
     assert newest_left is not None and time.time() - newest_left < 60
     assert main(["journal", "info", location]) == 0
     assert capsys.readouterr().out.splitlines()[1].endswith("(less than a minute ago)")
+
+
+@pytest.mark.parametrize(("aged", "said"), [(DAY + 60, "1 day"), (3600 + 60, "1 hour"), (90, "1 minute")])
+def test_one_day_hour_or_minute_is_said_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], aged: float, said: str
+) -> None:
+    """journal info and shipmap status said '1 days ago', '1 minutes ago'."""
+    path = str(tmp_path / "journal.db")
+    with Journal(path) as journal:
+        pending(journal, "k", "a" * 64)
+        journal.mark_delivered("k", status=201, attempts=1)
+        age(journal, "k", aged)
+    assert main(["journal", "info", path]) == 0
+    assert capsys.readouterr().out.splitlines()[1].endswith(f"({said} ago)")
