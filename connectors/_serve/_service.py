@@ -52,6 +52,7 @@ from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
 from ._replays import ReplayRequests, replays_path
 from ._settings import ServeSettings, SourceSettings, serve_settings
+from ._totals import owed_at_stop
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
@@ -410,6 +411,8 @@ class Service:
         elif http.exception() is not None:
             raise http.exception()  # type: ignore[misc]
         self._log.info("stopped: %s handed to delivery", counted(delivery.handed, "event"))
+        if (owed := owed_at_stop(self.runtime.config.journal.location, state.inbox)) is not None:
+            self._log.warning("%s", owed)
         if self.summary is not None:
             self._as_at_stop(self.summary)
         return self.summary

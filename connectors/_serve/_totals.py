@@ -9,8 +9,14 @@ exit says is still owed (outages, dead letters) the service reads when it stops 
 
 from __future__ import annotations
 
+import os
+
+from .._plural import counted
 from .._runtime import RunSummary
+from .._store._journal import open_readonly
+from .._store._journal_pg import is_database_url
 from .._summary import DEAD_KEYS_KEPT
+from ._inbox import InboxStore
 
 
 def fold(total: RunSummary, run: RunSummary) -> None:
@@ -47,3 +53,27 @@ def combined(total: RunSummary, live: RunSummary | None) -> RunSummary:
     if live is not None:
         fold(out, live)
     return out
+
+
+def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> str | None:
+    """What is still owed when the service stops, read from the journal and the inbox (None: nothing): the
+    deliveries ``pending`` in the journal (a drain deadline cut them off, or an outage parked them) and the
+    webhooks not yet handed to delivery. The summary's counts are the service's life; this is the state now."""
+    parts = []
+    try:
+        found = open_readonly(journal)
+        if found is not None:
+            with found:
+                pending = found.counts().get("pending", 0)
+            if pending:
+                parts.append(f"{counted(pending, 'delivery', 'deliveries')} pending in the journal")
+        waiting = inbox.depth()
+    except Exception as error:  # a line of the stop report: its failure is said, not raised
+        return f"cannot read what is owed at stop ({type(error).__name__}: {error})"
+    if waiting:
+        parts.append(f"{counted(waiting, 'webhook')} waiting in the inbox")
+    if not parts:
+        return None
+    shared = journal is not None and is_database_url(journal)
+    after = "the next start, or another serve process on this journal," if shared else "the next start"
+    return f"owed at stop: {' and '.join(parts)}; {after} sends them, nothing acknowledged is lost"
