@@ -468,6 +468,8 @@ class _Execution:
                 raise errors[0] from errors[0].__cause__  # the error's own cause, not the group
             raise
         finally:
+            # Here, not after: a run cancelled (serve's drain deadline) is summed in the service's summary too.
+            self.summary.elapsed = time.perf_counter() - self.started
             runtime._deliverer = None
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):
@@ -478,7 +480,6 @@ class _Execution:
                     release_leases(self.journal)
             if shared is not None:
                 await shared.aclose()
-        self.summary.elapsed = time.perf_counter() - self.started
         self._report()
         return self.summary
 
