@@ -39,7 +39,7 @@ import yaml
 from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
-from .._errors import ConfigError, JournalError
+from .._errors import ConfigError, ConnectorError, JournalError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._map._mapper import EventMapper
 from .._plural import counted
@@ -207,7 +207,12 @@ class Service:
         self, sock: socket.socket | None = None, *, on_ready: Callable[[str], None] | None = None
     ) -> RunSummary | None:
         settings = self.settings
-        sock = sock or bind(settings.host, settings.port)
+        if sock is None:
+            try:
+                sock = bind(settings.host, settings.port)
+            except OSError as error:  # the port is taken (a service still running), the address not ours
+                raise ConnectorError(f"cannot listen on {settings.host}:{settings.port}: {error.strerror or error}"
+                                     " (serve.host and serve.port, or --host and --port)") from None  # fmt: skip
         host, port = sock.getsockname()[:2]
         self.url, self.listening = _addresses(host, port)
         shared = self.runtime.config.journal

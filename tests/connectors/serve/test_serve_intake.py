@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -182,3 +183,23 @@ def test_a_service_on_every_interface_says_so(source_sandbox: Sandbox, tmp_path:
     finally:
         serve.kill()
     assert any(line.rstrip().endswith(f"serving on 0.0.0.0:{port}, every interface") for line in serve.errors)
+
+
+def test_a_port_already_taken_is_said_as_such(tmp_path: Path) -> None:
+    """A port held by another process (a service still draining, a second one started by mistake) is the
+    operator's to fix: it said 'internal error: OSError at _local_server.py:26 (a bug in shipmap)', exit 70."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        serve = ServeProcess(tmp_path, "http://127.0.0.1:9", port=port)  # for its copy of the config files
+        stopped = subprocess.run(
+            [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "serve", str(serve.config),
+             "--port", str(port)],
+            capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
+        )  # fmt: skip
+    assert (stopped.returncode, stopped.stderr) == (
+        1,
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (serve.host and serve.port, or --host"
+        " and --port)\n",
+    )
