@@ -39,7 +39,7 @@ import yaml
 from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
-from .._errors import ConfigError, ConnectorError, JournalError
+from .._errors import ConfigError, ConnectorError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._map._mapper import EventMapper
 from .._plural import counted
@@ -52,7 +52,7 @@ from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
 from ._replays import ReplayRequests, replays_path
 from ._settings import ServeSettings, SourceSettings, serve_settings
-from ._totals import owed_at_stop
+from ._totals import as_at_stop, owed_at_stop
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
@@ -419,23 +419,8 @@ class Service:
         if (owed := owed_at_stop(self.runtime.config.journal.location, state.inbox)) is not None:
             self._log.warning("%s", owed)
         if self.summary is not None:
-            self._as_at_stop(self.summary)
+            as_at_stop(self.summary, self.runtime, self._log)
         return self.summary
-
-    def _as_at_stop(self, summary: RunSummary) -> None:
-        """What ``summary`` (the service's life) says is owed, made true at stop: an outage whose breaker has
-        closed since is over, and the dead letters are those the journal holds now (one count), since a replay,
-        this service's or another process's, may have resolved some of those it counts."""
-        store = self.runtime.breaker_store
-        summary.outages_ended = [name for name in summary.outages if store.breaker(name).phase == "closed"]
-        for name in summary.outages_ended:
-            del summary.outages[name]
-        if self.runtime.config.journal.location is None:  # a journal in memory, gone with its runs
-            return
-        try:
-            summary.dead_now = self.runtime.dead_letter_count()
-        except JournalError as error:  # the summary then says what the service dead-lettered, as a run's does
-            self._log.warning("cannot count the journal's dead letters at stop: %s", error.message)
 
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open). Delivery and enrichment keep

@@ -4,15 +4,20 @@
 pending, or carries out a replay; see ``_delivery_loop``). Each run has its own :class:`RunSummary`; the
 service's counters (``/metrics``, the summary printed at exit) must not go back to zero when a run ends, so
 finished runs are folded into one summary here, in constant memory. Totals only add up: what the summary at
-exit says is still owed (outages, dead letters) the service reads when it stops (``Service._as_at_stop``).
+exit says is still owed (outages, dead letters, pending work) the service reads when it stops (``as_at_stop``,
+``owed_at_stop``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+from typing import Any
 
+from .._errors import JournalError
 from .._plural import counted
-from .._runtime import RunSummary
+from .._runtime import RunSummary, Runtime
 from .._store._journal import open_readonly
 from .._store._journal_pg import is_database_url
 from .._summary import DEAD_KEYS_KEPT
@@ -77,3 +82,30 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
     shared = journal is not None and is_database_url(journal)
     after = "the next start, or another serve process on this journal," if shared else "the next start"
     return f"owed at stop: {' and '.join(parts)}; {after} sends them, nothing acknowledged is lost"
+
+
+def as_at_stop(
+    summary: RunSummary, runtime: Runtime, log: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
+    """What ``summary`` (the service's life) says is owed, made true at stop: an outage whose breaker has
+    closed since is over; a breaker open at stop is an outage, whether or not a delivery was parked past
+    ``outage_wait`` (a drain deadline cuts the wait short); and the dead letters are those the journal holds
+    now (one count), since a replay, this service's or another process's, may have resolved some."""
+    store = runtime.breaker_store
+    summary.outages_ended = [name for name in summary.outages if store.breaker(name).phase == "closed"]
+    for name in summary.outages_ended:
+        del summary.outages[name]
+    now = time.monotonic()  # the breakers' clock
+    for name in runtime.connections:
+        record = store.breaker(name)
+        if record.phase != "closed" and name not in summary.outages:
+            summary.outages[name] = (
+                f"unavailable for {max(0.0, now - record.opened_at):.0f} s (circuit breaker {record.phase}:"
+                f" {record.reason}); what waits for it stays owed for the next start"
+            )
+    if runtime.config.journal.location is None:  # a journal in memory, gone with its runs
+        return
+    try:
+        summary.dead_now = runtime.dead_letter_count()
+    except JournalError as error:  # the summary then says what the service dead-lettered, as a run's does
+        log.warning("cannot count the journal's dead letters at stop: %s", error.message)

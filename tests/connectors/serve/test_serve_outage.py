@@ -5,6 +5,7 @@ down), a destination down (deliveries parked, then re-sent by the running servic
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,41 @@ def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) 
     summary = "".join(serve.output)
     assert "connection fenix was down meanwhile; its circuit breaker has closed since\n" in summary, summary
     assert "is down" not in summary and "left pending" not in summary and "dead-lettered" not in summary
+
+
+def test_a_stop_while_a_destination_is_down_says_it_is_down(tmp_path: Path) -> None:
+    """SIGTERM while Fenix is down, its deliveries waiting for the breaker (outage_wait is long): the drain
+    deadline cuts the wait short, so no delivery was parked as an Outage, and the summary said nothing of
+    Fenix; now the breaker open at stop is reported, and what is owed with it."""
+    with Sandbox(faults="5xx=1") as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _configure(serve, "fenix", "failures: 2, cooldown: 200ms, cooldown_cap: 1s, outage_wait: 10m")
+        serve.config.write_text(
+            serve.config.read_text().replace("  drain_timeout: 30s\n", "  drain_timeout: 1s\n")
+        )
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for i in range(3):
+                    body = _shopify_order(i)
+                    headers = shopify_headers(body, "orders/create", f"down-{i}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(
+                    lambda: client.get(f"{serve.url}/readyz").json()["breakers"]["fenix"] != "closed",
+                    what="the breaker of fenix open",
+                )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    summary = "".join(serve.output)
+    assert re.search(
+        r"^connection fenix is down: unavailable for \d+ s \(circuit breaker (open|half_open): HTTP 50\d [^)]*\);"
+        r" what waits for it stays owed for the next start$",
+        summary,
+        re.MULTILINE,
+    ), summary
+    owed = [line for line in serve.errors if "owed at stop: 3 deliveries pending in the journal" in line]
+    assert owed, serve.errors[-5:]
 
 
 def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
