@@ -175,12 +175,14 @@ class Enricher:
         url = join_url(settings.base_url, path)
         policy = self.runtime.config.delivery.retry
         deadline = (settings.timeout or self.runtime.config.delivery.timeout).total
+        auth = self.runtime.auths[connection]
         attempt = counted = 0
         while True:
             probe = await self._admit(breaker)
             attempt += 1
             retry_after: float | None = None
             content: bytes | None = None  # of a 2xx: None when it is over the cap
+            refused = False
             try:
                 # One deadline for the whole attempt, body included, and the body read only up to the cap:
                 # an API that drips its answer a byte at a time (each within the read timeout), or sends
@@ -205,11 +207,17 @@ class Enricher:
                 if 200 <= status < 300:
                     await breaker.success()
                     return self._decode(content, status, path)
-                retryable = status == 429 or status >= 500
-                reason = f"HTTP {status} {response.reason_phrase}".rstrip()
+                # A 401 that survives the auth's fresh read of its credentials refuses them, not this event:
+                # the breaker opens and the webhook waits (parked in serve), as a delivery refused so waits,
+                # until the credentials are fixed; not a rejected input for each webhook meanwhile.
+                refused = status == 401 and auth.retry_unauthorized
+                retryable = status == 429 or status >= 500 or refused
+                reason = (
+                    auth.refused_reason if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
+                )
                 retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
             if retryable:
-                await breaker.failure(f"GET {path}: {reason}", probe=probe)
+                await breaker.failure(f"GET {path}: {reason}", probe=probe, refused=refused)
             else:
                 await breaker.success()  # the API answered: it is up, whatever it thought of this request
             if retryable and breaker.is_open:

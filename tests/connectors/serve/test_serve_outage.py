@@ -175,6 +175,43 @@ def test_a_stop_while_a_destination_is_down_says_it_is_down(tmp_path: Path) -> N
     assert owed, serve.errors[-5:]
 
 
+def test_a_source_api_refusing_its_token_parks_webhooks_until_the_token_is_rotated(tmp_path: Path) -> None:
+    """The store's API answers 401 to a token revoked there before the secret file was updated: each skinny
+    webhook became a rejected input (no replay brings it back). Now the breaker opens, the webhooks wait in
+    the inbox, and the token rotated in its file delivers them, with no restart and no reload."""
+    with Sandbox(source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _configure(serve, "bc_store", "failures: 5, cooldown: 200ms, cooldown_cap: 1s")
+        token = tmp_path / "bc_token"
+        token.write_text("a-token-the-store-revoked\n")
+        text = serve.config.read_text().replace("api_key: ${BC_API_TOKEN}", f"api_key: ${{file:{token}}}")
+        serve.config.write_text(text)
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+                for i in range(3):
+                    body = dict(template, hash=f"refused-{i}", data={"type": "order", "id": 100 + i % 2})
+                    answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+
+                def ready() -> Any:
+                    return client.get(f"{serve.url}/readyz").json()
+
+                serve.wait_until(lambda: ready()["parked_webhooks"] == 3, what="3 parked webhooks")
+                outage = ready()["outages"]["bc_store"]
+                assert outage["reason"] == "GET /v2/orders/100: HTTP 401: the credentials are refused", outage
+                token.write_text(BC_API_TOKEN + "\n")  # rotated where the config reads it
+                serve.wait_until(
+                    lambda: len(sandbox.requests(endpoint="fenix.orders")) == 3, what="3 orders delivered"
+                )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    assert not any("rejected input" in line for line in serve.errors), serve.errors[-10:]
+    assert "dead-lettered" not in "".join(serve.output)
+
+
 def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
     # Four 5xx in a row: the delivery gives up after its 4 attempts (the breaker needs 5 to open): dead.
     with Sandbox(faults="schedule=500,500,500,500") as sandbox:
