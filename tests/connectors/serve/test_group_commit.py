@@ -60,3 +60,42 @@ def test_accept_many_is_all_or_nothing(tmp_path: Path) -> None:
         assert inbox.depth() == 0
         assert [a.duplicate for a in inbox.accept_many([_incoming("p"), _incoming("p")])] == [False, True]
         assert inbox.depth() == 1
+
+
+def test_the_purge_of_old_webhooks_lets_intake_commit_between_its_chunks(tmp_path: Path) -> None:
+    """The hourly purge of processed rows past the dedup window was one DELETE: an hour of a busy service's
+    rows (720,000 at 200 a second) held the write lock for seconds, past intake's 5 s busy timeout, so every
+    webhook meanwhile was answered 503. It deletes in chunks now, and intake's connection commits between them:
+    here a webhook is committed by another connection at the start of each chunk after the first."""
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        inbox.accept_many([_incoming(f"old-{i}") for i in range(5000)])
+        inbox.accept_many([_incoming("recent")])
+        with sqlite3.connect(tmp_path / "inbox.db") as db:
+            db.execute(
+                "UPDATE inbox SET state = 'processed', received_at = 1000 WHERE webhook_id LIKE 'old-%'"
+            )
+            db.execute("UPDATE inbox SET state = 'processed' WHERE webhook_id = 'recent'")
+        intake = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None, timeout=0)  # no waiting
+        deletes: list[str] = []
+        between: list[str] = []
+
+        def on_statement(sql: str) -> None:
+            if sql.startswith("DELETE"):
+                deletes.append(sql)
+                if len(deletes) > 1:  # the previous chunk is committed: intake may write now
+                    webhook = f"between-{len(deletes)}"
+                    intake.execute(
+                        "INSERT INTO inbox (source, webhook_id, topic, received_at, headers, body)"
+                        " VALUES ('shop', ?, 'orders/create', 2e9, '{}', x'7b7d')",
+                        (webhook,),
+                    )
+                    between.append(webhook)
+
+        inbox._db.set_trace_callback(on_statement)
+        try:
+            assert inbox.purge(2000.0) == 5000
+        finally:
+            inbox._db.set_trace_callback(None)
+            intake.close()
+        assert len(deletes) >= 3 and between == [f"between-{n}" for n in range(2, len(deletes) + 1)]
+        assert inbox.counts() == {"shop/processed": 1, "shop/pending": len(between)}  # the recent one stays
