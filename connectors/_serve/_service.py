@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
+import logging
 import signal
 import socket
 import time
@@ -45,7 +46,7 @@ from .._map._mapper import EventMapper
 from .._plural import counted
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime, register_secrets
-from ._app import ServiceState, build_app
+from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import DEDUP_WINDOW, InboxError, InboxStore, SharedIntake
 from ._inbox_pg import open_inbox
@@ -224,6 +225,9 @@ class Service:
             # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
             inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
             held.callback(inbox.close)
+            uvicorn_log, cut_off = logging.getLogger("uvicorn.error"), CutOffRequests()
+            uvicorn_log.addFilter(cut_off)
+            held.callback(uvicorn_log.removeFilter, cut_off)
             inbox.purge(time.time() - DEDUP_WINDOW)
             replays = (
                 held.enter_context(ReplayRequests(replays_path(journal), serving=True))
