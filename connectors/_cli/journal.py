@@ -14,8 +14,10 @@ two configs during a rollout, a run only names what is left behind, and this mov
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from shipmap.connectors._config import DEFAULT_KEEP, duration_text
@@ -27,6 +29,7 @@ from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalI
 from shipmap.connectors._store._journal_pg import is_database_url
 from shipmap.connectors._store._moves import count_pending, move_pending, pending_by_connection, stranded
 from shipmap.connectors._store._retention import count_prunable, oldest_forgettable, prune
+from shipmap.connectors._store._sqlite import JournalFault
 
 from ._output import age_text
 from ._types import base_url, duration
@@ -89,8 +92,25 @@ def run(args: argparse.Namespace) -> int:
     return _ACTIONS[args.action](args)
 
 
+@contextlib.contextmanager
+def _costing(cost: str | None) -> Iterator[None]:
+    """A fault of the journal's file or disk in here said with what it cost this command (``cost``), not what
+    it costs a run; None: as the journal says it (a read-only opening: nothing changed)."""
+    try:
+        yield
+    except JournalFault as fault:
+        raise (fault if cost is None else fault.costing(cost)) from None
+
+
+def _again(what: str) -> str:
+    return f"{what}; run it again once that is fixed"
+
+
 def _migrate(args: argparse.Namespace) -> int:
-    with Journal(_existing(args.journal), upgrade=True) as journal:
+    with (
+        _costing(_again("Nothing was changed: the upgrade is one transaction")),
+        Journal(_existing(args.journal), upgrade=True) as journal,
+    ):
         before = journal.upgraded_from
         after = journal.schema_version()
     where = display_location(args.journal)
@@ -117,6 +137,7 @@ def _copy(args: argparse.Namespace) -> int:
     if inbox is not None:  # its schema, created before the one transaction that moves the rows
         PostgresInbox(args.destination).close()
     with (
+        _costing(_again("Nothing was copied: the copy is one transaction, and SRC is only read")),
         Journal(origin, readonly=True) as source,
         Journal(args.destination) as destination,
         destination.transaction(),  # the journal and the inbox move together, or not at all
@@ -177,14 +198,16 @@ def _prune(args: argparse.Namespace) -> int:
     before = time.time() - args.older_than
     where = display_location(args.journal)
     age = duration_text(args.older_than)
+    cost = None if args.dry_run else _again("Nothing is lost: prune forgets only rows that are done with")
     try:
         # An SQLite journal: its run lock, so no run or service writes beside the prune.
-        journal = Journal(_existing(args.journal), readonly=args.dry_run, exclusive=not args.dry_run)
+        with _costing(cost):
+            journal = Journal(_existing(args.journal), readonly=args.dry_run, exclusive=not args.dry_run)
     except JournalInUseError as error:
         raise JournalError(
             f"{error.message}; a run or `shipmap serve` forgets what is older than journal.keep itself"
         ) from None
-    with journal:
+    with _costing(cost), journal:
         if args.dry_run:
             counted = count_prunable(journal, before)
             print(f"{where}: would forget {counted.describe(sources=False)} older than {age}")
@@ -196,15 +219,24 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _move_pending(args: argparse.Namespace) -> int:
     where, connection = display_location(args.journal), args.connection
+    cost = (
+        None
+        if args.dry_run
+        else (
+            "Nothing is lost: each pending delivery is at its old base_url or its new one; run it again to move "
+            "the rest once that is fixed"
+        )
+    )
     try:
         # An SQLite journal: its run lock, so that no run sends a row while it moves.
-        journal = Journal(_existing(args.journal), readonly=args.dry_run, exclusive=not args.dry_run)
+        with _costing(cost):
+            journal = Journal(_existing(args.journal), readonly=args.dry_run, exclusive=not args.dry_run)
     except JournalInUseError as error:
         raise JournalError(
             f"{error.message}; a run or `shipmap serve` on it moves the pending deliveries of a connection whose"
             " base_url changed itself"
         ) from None
-    with journal:
+    with _costing(cost), journal:
         if args.dry_run:
             count = count_pending(journal, connection, args.old)
         else:

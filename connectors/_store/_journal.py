@@ -157,7 +157,7 @@ class Journal:
                     if isinstance(error, JournalError)
                     else JournalError(f"cannot open journal {self.name}: {error}")
                 ) from None
-            raise journal_fault(self.path, error, opening=True) from None
+            raise journal_fault(self.path, error, opening=True, readonly=readonly) from None
         except OSError as error:  # the directory or the lock file cannot be created
             self.close()
             raise JournalError(
@@ -175,7 +175,9 @@ class Journal:
         assert self.path is not None
         if self.readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self._db = _Guarded(sqlite3.connect(uri, uri=True, isolation_level=None), self.path)
+            self._db = _Guarded(
+                sqlite3.connect(uri, uri=True, isolation_level=None), self.path, readonly=True
+            )
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if exclusive:

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import JournalError
+from ._sqlite import AFTER_A_READ, AFTER_A_WRITE, JournalFault
 
 
 class TransactionConflict(JournalError):
@@ -106,6 +107,7 @@ class PostgresConnection:
             ) from None
         self._psycopg = psycopg
         self._name = display_url(url)
+        self._readonly = readonly
         # A worker stopped inside a transaction holds row locks: the server ends its session after one lease,
         # so the others are never blocked longer than that (the stopped worker's transaction rolls back).
         # A healthy worker never waits inside a transaction (its transactions run no await and no I/O but
@@ -233,9 +235,10 @@ class PostgresConnection:
             )
         if isinstance(error, self._psycopg.errors.ReadOnlySqlTransaction):
             return JournalError(f"journal {self._name} is open read-only: {first_line(error)}")
-        return JournalError(
-            f"journal write failed {self._name}: PostgreSQL says: {first_line(error)}. Nothing is lost: "
-            "deliveries not recorded as delivered are sent again, under the same keys, by the next run"
+        action = "journal read failed" if self._readonly else "journal write failed"
+        return JournalFault(
+            f"{action} {self._name}: PostgreSQL says: {first_line(error)}",
+            AFTER_A_READ if self._readonly else AFTER_A_WRITE,
         )
 
     @property

@@ -241,15 +241,59 @@ def test_a_journal_path_that_is_a_directory_is_said_to_be_one(
     config = write_config(tmp_path, "http://127.0.0.1:9", journal={"path": "journal.db"})
     events = tmp_path / "events.ndjson"
     events.write_text(json.dumps(order_event(1)) + "\n")
-    advice = (
-        "the journal path is a directory, not a file; name a file (such as journal.db) in it. Nothing is lost: "
-        "deliveries not recorded as delivered are sent again, under the same keys, by the next run\n"
-    )
-    for command in (
-        ["journal", "info", str(directory)],
-        ["run", str(config), "--input", str(events)],
-        ["dead-letters", str(config)],
+    diagnosis = "the journal path is a directory, not a file; name a file (such as journal.db) in it. "
+    run_cost = "Nothing is lost: deliveries not recorded as delivered are sent again, under the same keys, by the next run"
+    read_cost = "Nothing was changed: the journal was only being read"
+    for command, cost in (
+        (["journal", "info", str(directory)], read_cost),
+        (["run", str(config), "--input", str(events)], run_cost),
+        (["dead-letters", str(config)], read_cost),
     ):
         assert main(command) == 7
-        assert capsys.readouterr().err == f"error: cannot open journal {directory}: {advice}", command
+        assert capsys.readouterr().err == f"error: cannot open journal {directory}: {diagnosis}{cost}\n", (
+            command
+        )
     assert sorted(directory.iterdir()) == []
+
+
+def test_a_journal_fault_says_what_it_cost_the_command_that_met_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """journal info, dead-letters and status ended a fault with the run's advice ('sent again ... by the next
+    run'), which they have nothing to do with: they only read. Each command now says what the fault cost it."""
+    from test_runtime_support import write_config
+
+    bad = tmp_path / "journal.db"
+    bad.write_bytes(b"not a database, not even close: " * 8)
+    config = write_config(tmp_path, "http://127.0.0.1:9", journal={"path": "journal.db"})
+    headline = (
+        f"error: cannot open journal {bad}: the file is not a journal, or it is corrupt; move it aside. "
+    )
+    read = "Nothing was changed: the journal was only being read"
+    for command, cost in (
+        (["journal", "info", str(bad)], read),
+        (["dead-letters", "--journal", str(bad)], read),
+        (["status", str(config)], read),
+        (["journal", "prune", "--dry-run", str(bad)], read),
+        (
+            ["journal", "prune", str(bad)],
+            "Nothing is lost: prune forgets only rows that are done with; run it again once that is fixed",
+        ),
+        (
+            ["journal", "copy", str(bad), str(tmp_path / "copy.db")],
+            "Nothing was copied: the copy is one transaction, and SRC is only read; run it again once that is "
+            "fixed",
+        ),
+        (
+            ["journal", "migrate", str(bad)],
+            "Nothing was changed: the upgrade is one transaction; run it again once that is fixed",
+        ),
+        (
+            ["journal", "move-pending", str(bad), "fenix", "--from", "http://a", "--to", "http://b"],
+            "Nothing is lost: each pending delivery is at its old base_url or its new one; run it again to move "
+            "the rest once that is fixed",
+        ),
+    ):
+        assert main(command) == 7, command
+        assert capsys.readouterr().err == f"{headline}{cost}\n", command
+    assert bad.read_bytes() == b"not a database, not even close: " * 8

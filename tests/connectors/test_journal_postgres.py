@@ -144,6 +144,21 @@ def test_an_unreachable_server_is_a_journal_error_without_the_password() -> None
     assert PASSWORD not in str(error.value)
 
 
+def test_a_read_that_fails_on_a_postgresql_journal_says_nothing_was_changed(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """journal info and dead-letters said 'journal write failed ... sent again by the next run' for a read."""
+    with psycopg.connect(postgres_url, autocommit=True) as db:  # a store whose tables are half there
+        db.execute("CREATE TABLE meta (k text PRIMARY KEY, v text)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', %s)", (str(SCHEMA_VERSION),))
+    for command in (["journal", "info", postgres_url], ["dead-letters", "--journal", postgres_url]):
+        assert main(command) == 7
+        assert capsys.readouterr().err == (
+            f'error: journal read failed {postgres_url}: PostgreSQL says: relation "deliveries" does not '
+            "exist. Nothing was changed: the journal was only being read\n"
+        ), command
+
+
 def _v1_store(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as db:
         for statement in MIGRATIONS["postgresql"][0].split(";"):
