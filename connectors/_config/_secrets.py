@@ -16,7 +16,8 @@ from typing import Any
 
 from dotenv.parser import parse_stream
 from dotenv.variables import parse_variables
-from shipmap.engine import Location
+from shipmap.engine import Location, MappingSyntaxError
+from shipmap.engine._yaml import decode_utf8
 
 from .._errors import ConfigError
 from .._redact import is_sensitive_name
@@ -115,13 +116,16 @@ def with_readers(
 def read_env_file(
     path: Path, locations: Mapping[PathKey, Location], env: Mapping[str, str]
 ) -> dict[str, str]:
-    """The env file's variables; a file that is too large or not UTF-8 text (a binary, say) is a config
-    error at the config's ``env_file`` line, never a traceback."""
+    """The env file's variables; a file that cannot be read or is too large is a config error at the
+    config's ``env_file`` line, a byte that is not UTF-8 or a line that is not ``KEY=value`` one at its line
+    in the env file (never with the line's text: it may hold a password), never a traceback."""
     where = locations.get(("env_file",))
     try:
         found = _read_dotenv(path, env)
     except ConfigError as error:
-        raise ConfigError(f"env_file: {error.message}", location=where or error.location) from None
+        if error.location is not None:  # a bad byte or a bad line: said there, in the env file
+            raise
+        raise ConfigError(f"env_file: {error.message}", location=where or Location(str(path), 1, 1)) from None
     except (OSError, ValueError):  # UnicodeDecodeError is a ValueError
         raise ConfigError("env_file is not a readable UTF-8 text file", location=where) from None
     if any("\x00" in item for item in found.values()):
@@ -265,11 +269,11 @@ def _read_dotenv(path: Path, environ: Mapping[str, str] | None = None) -> dict[s
     except OSError as error:
         raise ConfigError(f"cannot read env file {path.name}: {error.strerror}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError("env file is larger than 1 MiB", location=Location(str(path), 1, 1))
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ConfigError("env file is not UTF-8 text", location=Location(str(path), 1, 1)) from None
+        raise ConfigError(f"env file {path.name} is larger than 1 MiB")  # the whole file: where it is named
+    try:  # at the bad byte's line and column, never the line's text: it may hold a password
+        text = decode_utf8(raw, str(path), "env file", encoding="utf-8-sig")
+    except MappingSyntaxError as error:
+        raise ConfigError(error.message, location=error.location) from None
     environ = os.environ if environ is None else environ
     found: dict[str, str] = {}
     for binding in parse_stream(io.StringIO(text)):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shipmap.engine import Location, MappingError, ShipmapError
-from shipmap.engine._yaml import load_located
+from shipmap.engine._yaml import decode_utf8, load_located
 
 from ._faults import FaultPlan
 
@@ -80,16 +80,13 @@ class SandboxCredentials:
 def _read_file(path: Path) -> dict[str, str]:
     # Errors name the file, line and column, never the text there: it holds passwords and keys.
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as error:
         raise ShipmapError(
             f"cannot read sandbox credentials file {path}: {error.strerror or error}"
         ) from None
-    except UnicodeDecodeError:
-        raise ShipmapError(
-            "sandbox credentials file is not UTF-8 text", location=Location(str(path), 1, 1)
-        ) from None
     try:
+        text = decode_utf8(raw, str(path), "sandbox credentials file")  # at the bad byte, without its line
         if path.suffix.lower() == ".json":
             data: Any = json.loads(text)
         else:  # the mappings' bounded, located loader: no alias bomb, no tag, no runaway nesting

@@ -405,6 +405,37 @@ def test_yaml_of_no_kind_that_is_not_utf8_is_called_a_file(
     )
 
 
+def test_an_env_file_that_does_not_read_is_located_at_its_bad_byte_or_line_never_quoted(
+    acme_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte that is not UTF-8 (and a line that is not KEY=value) in the env file was reported at the config's
+    env_file: line, which says nothing of where in the env file to look. It is now at that line and column of
+    the env file, without the line's text (a password); a file too large is still at the env_file: line."""
+    env = acme_config.parent / "demo.env"
+    written = env.read_bytes()
+    line = _line_of(written.decode(), "ACME_FENIX_PASSWORD=")
+    column = len("ACME_FENIX_PASSWORD=hunt") + 1
+    env.write_bytes(written.replace(b"ACME_FENIX_PASSWORD=", b"ACME_FENIX_PASSWORD=hunt\xe9r2-", 1))
+    for command in (["validate", str(acme_config)], ["run", str(acme_config), "--input", "-", "--dry-run"]):
+        assert main(command) == 2
+        assert capsys.readouterr() == (
+            "",
+            f"{env}:{line}:{column}: error: cannot read env file: not UTF-8 text (byte 0xe9: invalid "
+            "continuation byte); save it as UTF-8\n",
+        ), command
+    env.write_bytes(written + b'GOOD=1\nhunter2 is not a binding "\n')
+    assert main(["validate", str(acme_config)]) == 2
+    line = written.count(b"\n") + 2
+    assert capsys.readouterr() == ("", f"{env}:{line}:1: error: env file: a line that is not KEY=value\n")
+    env.write_bytes(b"#" * (1024 * 1024 + 1))
+    assert main(["validate", str(acme_config)]) == 2
+    line = _line_of(acme_config.read_text(), "env_file: demo.env")
+    assert capsys.readouterr() == (
+        "",
+        f"{acme_config}:{line}:11: error: env_file: env file demo.env is larger than 1 MiB\n",
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "key", "reason", "column"),
     [

@@ -751,7 +751,14 @@ def test_credentials_load_order(tmp_path: Path) -> None:
         (
             "creds.json",
             b"\xff\xfehunter2-pass",
-            "creds.json:1:1: error: sandbox credentials file is not UTF-8 text",
+            "creds.json:1:1: error: cannot read sandbox credentials file: not UTF-8 text (byte 0xff: invalid start "
+            "byte); save it as UTF-8",
+        ),
+        (  # was at 1:1 wherever the byte was
+            "creds.yaml",
+            b"fenix:\n  username: caf\xc3\xa9\n  password: hunter2-p\xe9ss\n",
+            "creds.yaml:3:22: error: cannot read sandbox credentials file: not UTF-8 text (byte 0xe9: invalid "
+            "continuation byte); save it as UTF-8",
         ),
         (
             "creds.json",
@@ -765,7 +772,7 @@ def test_credentials_load_order(tmp_path: Path) -> None:
             "creds.yaml:3:3: error: duplicate key 'password' (first written at line 2)",
         ),
     ],
-    ids=["not-utf-8", "bad-json", "duplicate-key"],
+    ids=["not-utf-8", "not-utf-8-later", "bad-json", "duplicate-key"],
 )
 def test_a_credentials_file_that_does_not_read_is_located_and_never_quoted(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, error: str

@@ -48,13 +48,17 @@ def test_a_hostile_config_is_a_located_error_with_exit_2(
     assert f"{path}:" in err and "Traceback" not in err
 
 
-def test_an_env_file_that_is_binary_is_a_located_config_error(tmp_path: Path) -> None:
+def test_an_env_file_that_is_binary_is_a_config_error_at_its_first_bad_byte(tmp_path: Path) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9", env_file=False)
     (tmp_path / "secrets.bin").write_bytes(bytes(range(256)) * 64)
     config.write_text("env_file: secrets.bin\n" + config.read_text())
-    with pytest.raises(ConfigError, match="env_file: env file is not UTF-8 text") as caught:
+    with pytest.raises(ConfigError) as caught:
         load_config(config, environ=environ("http://127.0.0.1:9"))
-    assert caught.value.line == 1
+    assert caught.value.message == (
+        "cannot read env file: not UTF-8 text (byte 0x80: invalid start byte); save it as UTF-8"
+    )
+    assert str(caught.value.location) == f"{tmp_path / 'secrets.bin'}:2:118"  # 0x80, after the \n at 0x0a
+    assert caught.value.exit_code == 2
 
 
 def test_credentials_in_a_base_url_are_refused_without_echoing_them(tmp_path: Path) -> None:
