@@ -1,8 +1,10 @@
 """File access for the studio, confined to one directory: every path a request names is resolved (symlinks
-and ``..`` included) and refused unless it stays inside that directory."""
+and ``..`` included) and refused unless it stays inside that directory. A symbolic link that loops is an
+error for that file (the OS's words), never the whole request's: the listing leaves it out."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -46,16 +48,21 @@ class Workspace:
         candidate = Path(relative)
         if candidate.is_absolute():
             raise Forbidden(f"{relative}: only paths inside the studio's directory are served")
-        resolved = (self.root / candidate).resolve()
+        resolved = _real(self.root / candidate, relative)
         if not resolved.is_relative_to(self.root):
             raise Forbidden(f"{relative}: outside the studio's directory")
         return resolved
 
     def relative(self, path: Path) -> str:
-        return path.resolve().relative_to(self.root).as_posix()
+        return _real(path, self._shown(path)).relative_to(self.root).as_posix()
 
     def contains(self, path: Path) -> bool:
-        return path.resolve().is_relative_to(self.root)
+        """Whether ``path`` is inside the root once resolved; StudioError for a link that loops."""
+        return _real(path, self._shown(path)).is_relative_to(self.root)
+
+    def _shown(self, path: Path) -> str:
+        """``path`` as a request would name it: relative to the root, as written (not resolved)."""
+        return os.path.relpath(path, self.root) if path.is_absolute() else str(path)
 
     def read_text(self, relative: str) -> str:
         return self.read_path(self.resolve(relative), relative)
@@ -124,11 +131,20 @@ class Workspace:
             dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS and not d.startswith("."))
             for name in sorted(files):
                 path = Path(folder) / name
-                if self.contains(path) and path.is_file():
+                if path.is_file() and self.contains(path):  # is_file first: False for a link that loops
                     found.append(path)
                     if len(found) >= _MAX_LISTED:
                         return found
         return found
+
+
+def _real(path: Path, shown: str) -> Path:
+    """``path`` resolved; a link that loops on the way is a StudioError naming ``shown``, in the OS's words
+    (``Path.resolve()`` raises RuntimeError there on Python 3.11 and 3.12)."""
+    try:
+        return path.resolve()
+    except RuntimeError:
+        raise StudioError(f"{shown}: {os.strerror(errno.ELOOP)}") from None
 
 
 def _head(path: Path) -> str:

@@ -32,6 +32,7 @@ from .._config import (
 )
 from .._runtime import PlanEntry, Runtime
 from .._sandbox import SandboxCredentials
+from ._errors import StudioError
 from ._files import Workspace
 
 log = logging.getLogger("shipmap.studio")
@@ -118,7 +119,11 @@ def _load_confined(workspace: Workspace, path: Path) -> tuple[RuntimeConfig, set
     nor in .env are taken from .env.example (the sandbox's demo values that `shipmap init` writes)."""
     env_file = _env_file_of(path)
     dotenv = path.parent / (env_file or ".env")
-    if not workspace.contains(dotenv):
+    try:
+        outside = not workspace.contains(dotenv)
+    except StudioError:  # a link that loops: nothing outside is read, and load_config says so at its line
+        outside = False
+    if outside:
         raise ShipmapError(f"env_file {env_file} is outside the studio's directory")
     try:
         return load_config(path), set()

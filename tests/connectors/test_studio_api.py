@@ -127,6 +127,41 @@ def test_no_file_outside_the_directory_is_read_or_written(
     assert saved.status_code == 403
 
 
+def test_a_symbolic_link_that_loops_is_an_error_for_that_file_and_left_out_of_the_listing(
+    client: httpx.Client, workspace: Path
+) -> None:
+    """Path.resolve() raises RuntimeError for a link that loops (Python 3.11): every call that named one, and
+    the listing with one anywhere in the folder, was a 500 'internal error: RuntimeError(...)'."""
+    (workspace / "loop.yaml").symlink_to("loop.yaml")
+    (workspace / "samples" / "a.json").symlink_to("b.json")
+    (workspace / "samples" / "b.json").symlink_to("a.json")
+    (workspace / "folder").symlink_to("folder")
+    listing = client.get("/api/workspace")
+    assert listing.status_code == 200
+    assert listing.json()["mappings"] == ["driftwood.yaml", "shopify/order.yaml"]
+    assert listing.json()["samples"] == [SAMPLE, "samples/order_completed.json", "shopify/samples/order.json"]
+    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
+    calls = [
+        ("GET", "/api/file", {"params": {"path": "loop.yaml"}}, "loop.yaml"),
+        ("PUT", "/api/file", {"params": {"path": "loop.yaml"}, "json": {"text": "x"}}, "loop.yaml"),
+        ("GET", "/api/file", {"params": {"path": "folder/x.yaml"}}, "folder/x.yaml"),
+        ("POST", "/api/evaluate", {"json": {"mapping": mapping, "mapping_file": "loop.yaml", "sample": "{}"}},
+         "loop.yaml"),
+        ("POST", "/api/cases/run", {"json": {"mapping": mapping, "mapping_file": "loop.yaml"}}, "loop.yaml"),
+        ("POST", "/api/cases/save",
+         {"json": {"mapping": mapping, "mapping_file": MAPPING, "sample": "{}", "sample_file": "samples/a.json"}},
+         "samples/a.json"),
+    ]  # fmt: skip
+    for method, path, options, named in calls:
+        response = client.request(method, path, **options)
+        assert (response.status_code, response.json()) == (
+            400,
+            {"error": f"{named}: Too many levels of symbolic links"},
+        ), (method, path)
+    assert os.readlink(workspace / "loop.yaml") == "loop.yaml"  # nothing was written through it
+    assert client.get("/api/file", params={"path": MAPPING}).status_code == 200  # the studio still serves
+
+
 def test_a_case_whose_source_is_outside_the_directory_is_not_read(
     client: httpx.Client, workspace: Path, tmp_path: Path
 ) -> None:
