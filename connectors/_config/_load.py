@@ -30,10 +30,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     """Read, interpolate and validate a config file. ``environ`` defaults to ``os.environ``."""
     file = Path(path)
     name = str(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {name}: {error.strerror}") from None
+    raw = _read(file)
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError("config file is larger than 1 MiB", location=Location(name, 1, 1))
     text = _decoded(raw, name)
@@ -68,11 +65,7 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
     """The journal file (or PostgreSQL URL) a config names, without needing the connections' secrets (for
     ``shipmap dead-letters``)."""
     file = Path(path)
-    try:
-        data = file.read_bytes()
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
-    value, locations = _compose(_decoded(data, str(path)), str(path))
+    value, locations = _compose(_decoded(_read(file), str(path)), str(path))
     journal = value.get("journal") if isinstance(value, dict) else None
     env = os.environ if environ is None else environ
     url = journal if isinstance(journal, str) else journal.get("url") if isinstance(journal, dict) else None
@@ -84,6 +77,19 @@ def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] 
         raise ConfigError("journal.path: must be a string", location=locations.get(("journal", "path")))
     filled = interpolate(raw, ("journal", "path"), env, locations, str(path), {})
     return resolved(file.resolve().parent / str(filled))
+
+
+def _read(file: Path) -> bytes:
+    """The config file's bytes, or a ConfigError in the OS's words, for the library as for the command line
+    (a path with a NUL in it was Python's ValueError 'embedded null byte')."""
+    try:
+        return file.read_bytes()
+    except OSError as error:
+        reason = error.strerror or "cannot be read"
+    except ValueError:  # only a NUL character reaches here: the OS takes every other path
+        reason = "a path cannot hold a NUL character"
+    shown = str(file).replace("\x00", "\\x00")
+    raise ConfigError(f"cannot read config file {shown}: {reason}")
 
 
 def _decoded(raw: bytes, name: str) -> str:

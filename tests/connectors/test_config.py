@@ -477,3 +477,27 @@ def test_a_config_built_in_code_within_the_rules_builds_a_runtime() -> None:
         )
     )
     assert runtime.config.delivery.concurrency == 1
+
+
+def test_a_config_path_that_does_not_read_is_the_same_config_error_from_the_library_and_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file was already a ConfigError worded as the CLI words it (the OS's reason, no [Errno 2], no
+    location: there is no file to point into); a path holding a NUL was Python's ValueError 'embedded null
+    byte' from load_config and Runtime.from_config."""
+    from shipmap.connectors._cli import main
+
+    missing = tmp_path / "missing.yaml"
+    for path, message in (
+        (missing, f"cannot read config file {missing}: No such file or directory"),
+        (
+            f"{tmp_path}/a\x00b.yaml",
+            f"cannot read config file {tmp_path}/a\\x00b.yaml: a path cannot hold a NUL character",
+        ),
+    ):
+        for load in (load_config, Runtime.from_config):
+            with pytest.raises(ConfigError) as caught:
+                load(path, environ={})
+            assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+    assert main(["run", str(missing), "--input", "-"]) == 2
+    assert capsys.readouterr().err == f"error: cannot read config file {missing}: No such file or directory\n"
