@@ -11,7 +11,6 @@ connection's ``region``, a route's ``topic``) are handled by name.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -46,7 +45,6 @@ if TYPE_CHECKING:
 
 Section = TypeVar("Section", bound="DataclassInstance")
 DG_REGION_URL = "https://flow-server.{region}.dgdeepai.com"
-EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 
 
 def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Location]) -> RuntimeConfig:
@@ -91,14 +89,6 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
         sources=value.get("sources") or {},
         serve=value.get("serve") or {},
     )
-    template = delivery.idempotency.external_id
-    for placeholder in re.findall(r"\{([^{}]*)\}", template):
-        if placeholder not in EXTERNAL_ID_FIELDS:
-            raise config.error(
-                "external_id template has an unknown placeholder; use "
-                + ", ".join("{" + f + "}" for f in EXTERNAL_ID_FIELDS),
-                ("delivery", "idempotency", "external_id"),
-            )
     return config
 
 

@@ -14,7 +14,7 @@ from shipmap.engine._yaml import decode_utf8, load_located
 from .._errors import ConfigError
 from ._build import build_config
 from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig, not_a_file, resolved
-from ._schema import validate_document
+from ._schema import check_across_sections, validate_document
 from ._secrets import (
     MAX_CONFIG_BYTES,
     interpolate,
@@ -57,6 +57,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     warn_literal_secrets(value, locations, referenced)
     refuse_unsendable_secrets(value, locations, referenced)
     config = build_config(value, file, locations)
+    check_across_sections(config)
     reread = resolved(file.parent / env_file) if isinstance(env_file, str) else None
     return with_readers(config, written, reread, environ)
 

@@ -17,10 +17,11 @@ import copy
 import dataclasses
 import functools
 import json
+import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -388,10 +389,13 @@ def _text(value: Any) -> str:
 
 
 def check_objects(config: RuntimeConfig) -> None:
-    """Hold a config built in code to the rules the file's schema gives the same keys, field by field: a
-    ``concurrency`` of 0 (which delivered nothing and reported success), a scheme or api that does not exist,
-    a base_url that is not http(s). A config loaded from a file passed the schema already, and passes here.
-    ``ConfigError`` names the key and the rule, never the value; the rules across keys stay the file's."""
+    """Hold a config built in code to the rules the file's schema gives the same keys, field by field (a
+    ``concurrency`` of 0, which delivered nothing and reported success; a scheme or api that does not exist; a
+    base_url that is not http(s)), then to its rules across the keys of a section (what each auth scheme
+    needs), both from the one schema, and to the rules across sections (:func:`check_across_sections`). The
+    routes' rules (a target naming a connection that is not defined) are ``plan_routes``', for both. A config
+    loaded from a file passed all of these already, and passes here. ``ConfigError`` names the key and the
+    rule, never the value."""
     for connection in config.connections:
         _check_record(config, connection, ("connections", connection.name))
     for index, route in enumerate(config.mappings):
@@ -399,6 +403,23 @@ def check_objects(config: RuntimeConfig) -> None:
     _check_record(config, config.events, ("events",))
     _check_record(config, config.delivery, ("delivery",))
     _check_record(config, config.journal, ("journal",))
+    check_across_sections(config)
+
+
+EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
+
+
+def check_across_sections(config: RuntimeConfig) -> None:
+    """The rules that the schema cannot say, for a config loaded from a file and one built in code alike: the
+    placeholders of ``delivery.idempotency.external_id``."""
+    template = config.delivery.idempotency.external_id
+    for placeholder in re.findall(r"\{([^{}]*)\}", template):
+        if placeholder not in EXTERNAL_ID_FIELDS:
+            raise config.error(
+                "external_id template has an unknown placeholder; use "
+                + ", ".join("{" + f + "}" for f in EXTERNAL_ID_FIELDS),
+                ("delivery", "idempotency", "external_id"),
+            )
 
 
 class _NotJSON(Exception):
@@ -406,6 +427,7 @@ class _NotJSON(Exception):
 
 
 def _check_record(config: RuntimeConfig, record: Any, path: PathKey) -> None:
+    written: dict[str, Any] = {}  # the keys a file would give for this record, for the rules across them
     for field in dataclasses.fields(record):
         if field.metadata.get("not_a_key"):
             continue
@@ -424,13 +446,36 @@ def _check_record(config: RuntimeConfig, record: Any, path: PathKey) -> None:
             instance = _as_json(value)
         except _NotJSON:
             continue
-        error = jsonschema.exceptions.best_match(
-            _field_validator(field, type(record).__module__).iter_errors(instance)
-        )
-        if error is not None:
-            at: PathKey = (*where, *error.absolute_path)
-            message, at = _explain(error, at)
-            raise ConfigError(f"{dotted(at)}: {message}", location=config.where(at))
+        written[field.name] = instance
+        _raise_first(config, _field_validator(field, type(record).__module__).iter_errors(instance), where)
+    across = _across_validator(type(record))
+    if across is not None:
+        _raise_first(config, across.iter_errors(written), path)
+
+
+def _raise_first(config: RuntimeConfig, errors: Iterable[jsonschema.ValidationError], path: PathKey) -> None:
+    error = jsonschema.exceptions.best_match(errors)
+    if error is not None:
+        at: PathKey = (*path, *error.absolute_path)
+        message, at = _explain(error, at)
+        raise ConfigError(f"{dotted(at)}: {message}", location=config.where(at))
+
+
+_ACROSS_KEYS = ("allOf", "anyOf", "oneOf", "not")
+
+
+_ACROSS_VALIDATORS: dict[type[Any], jsonschema.Draft202012Validator | None] = {}
+
+
+def _across_validator(cls: type[Any]) -> jsonschema.Draft202012Validator | None:
+    """The rules the file's schema gives across the keys of ``cls``'s section (``_SECTION_EXTRAS``: what each
+    auth scheme needs, base_url or region), as the schema has them; None for a section without any."""
+    if cls not in _ACROSS_VALIDATORS:
+        section = _section(cls)
+        rules = {keyword: section[keyword] for keyword in _ACROSS_KEYS if keyword in section}
+        schema = {**rules, "$defs": _schema()["$defs"]}
+        _ACROSS_VALIDATORS[cls] = jsonschema.Draft202012Validator(schema) if rules else None
+    return _ACROSS_VALIDATORS[cls]
 
 
 @functools.cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -16,6 +17,7 @@ from shipmap.connectors import (
     ConfigError,
     Connection,
     DeliverySettings,
+    IdempotencySettings,
     JournalSettings,
     MappingRoute,
     RetryPolicy,
@@ -467,6 +469,71 @@ def test_a_config_built_in_code_is_held_to_the_files_rules(changes: dict[str, An
         Runtime(_in_code(**changes))
     assert caught.value.message.startswith(message), caught.value.message
     assert "pass-1234" not in str(caught.value) and "key-1234" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("auth", "message"),
+    [
+        (
+            AuthSettings("fenix_session", username="u", api_key="key-1234", store_name="s"),
+            "connections.fenix.auth: missing required key password",
+        ),
+        (
+            AuthSettings("basic", username="key-1234"),
+            "connections.fenix.auth: basic auth needs username and password (or key and secret)",
+        ),
+        (AuthSettings("api_key"), "connections.fenix.auth: missing required key api_key"),
+        (AuthSettings("bearer"), "connections.fenix.auth: missing required key token"),
+    ],
+    ids=["fenix_session", "basic", "api_key", "bearer"],
+)
+def test_a_config_built_in_code_is_held_to_the_files_rules_across_keys(
+    tmp_path: Path, auth: AuthSettings, message: str
+) -> None:
+    """Only field-by-field rules were applied to a config built in code: a fenix_session without its password
+    built a Runtime whose logins sent an empty one. The rules across keys are the schema's, applied to the
+    objects as to the file, with the file's message (a file gets it at its line)."""
+    config = dataclasses.replace(
+        _in_code(), connections=(Connection("fenix", "fenix", "http://127.0.0.1:9", auth),)
+    )
+    with pytest.raises(ConfigError) as caught:
+        Runtime(config)
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+    assert "key-1234" not in str(caught.value)
+    # The file: the same message, at the auth section's line.
+    written = {
+        "connections": {
+            "fenix": {
+                "api": "fenix",
+                "base_url": "http://127.0.0.1:9",
+                "auth": {
+                    k: v for k, v in dataclasses.asdict(auth).items() if v is not None and k != "reader"
+                },
+            }
+        },
+        "mappings": [{"mapping": str(FIXTURES / "orders.yaml")}],
+    }
+    path = tmp_path / "shipmap.yaml"
+    path.write_text(yaml.safe_dump(written, sort_keys=False))
+    with pytest.raises(ConfigError) as from_file:
+        load_config(path, environ={})
+    assert (from_file.value.message, str(from_file.value.location)) == (message, f"{path}:6:7")
+
+
+def test_a_config_built_in_code_is_held_to_the_rules_across_sections(tmp_path: Path) -> None:
+    """The external_id placeholders were checked while a file was built into objects, so a config built in
+    code with '{nope}' ran and sent the text as it is; a target naming a connection that is not defined was
+    (and is) refused for both, by plan_routes."""
+    config = _in_code(delivery=DeliverySettings(idempotency=IdempotencySettings(external_id="sm-{nope}")))
+    with pytest.raises(ConfigError) as caught:
+        Runtime(config)
+    assert (caught.value.message, caught.value.exit_code) == (
+        "external_id template has an unknown placeholder; use {key}, {mapping}, {target}, {source_hash}",
+        2,
+    )
+    with pytest.raises(ConfigError) as caught:
+        Runtime(_in_code(targets={"order": TargetRoute(connection="nope")}))
+    assert caught.value.message == "target 'order' names a connection that is not defined (defined: fenix)"
 
 
 def test_a_config_built_in_code_within_the_rules_builds_a_runtime() -> None:
