@@ -51,7 +51,8 @@ MAPPING_FILES = [
 ]
 
 # Sample payloads each mapping was written for (mutating those reaches deep into the mapping); a mapping not
-# listed here (one landed after this file) is fed every sample.
+# listed here (one landed after this file) is fed every sample. They are the ones its cases file runs (the
+# copies in tests/fixtures of mappings/_fixtures); ``name=path&name=path`` is an event of named documents.
 SAMPLES: dict[str, tuple[str, ...]] = {
     "shopify/order.yaml": (
         "real/shopify/order_rest_get_with_fulfillment.json",
@@ -68,11 +69,59 @@ SAMPLES: dict[str, tuple[str, ...]] = {
         "derived/shopify/fulfillments_update_in_transit.json",
         "derived/shopify/fulfillment_rest_wrapped.json",
     ),
+    "shopify/out_of_stock.yaml": (
+        "real/shopify/refunds_create_webhook.json",
+        "real/shopify/orders_edited_webhook.json",
+        "derived/shopify/refunds_create_out_of_stock.json",
+    ),
+    "shopify/return.yaml": (
+        "real/shopify/returns_approve_webhook.json",
+        "real/shopify/refunds_create_webhook.json",
+        "derived/shopify/refunds_create_for_return.json",
+    ),
     "shipstation/shipment.yaml": ("real/shipstation/shipments_list_ship_notify_resource.json#shipments[0]",),
+    "woocommerce/order.yaml": (
+        "real/woocommerce/order_rest_get.json",
+        "derived/woocommerce/order_completed_with_tracking.json",
+        "derived/woocommerce/order_cancelled.json",
+    ),
+    "woocommerce/fulfillment.yaml": (
+        "real/woocommerce/order_rest_get.json",
+        "derived/woocommerce/order_completed_with_tracking.json",
+        "derived/woocommerce/order_completed_two_trackings.json",
+    ),
+    "bigcommerce/order.yaml": (
+        "order=real/bigcommerce/order_get.json&products=derived/bigcommerce/order_218_products.json"
+        "&shipping_addresses=derived/bigcommerce/order_218_shipping_addresses.json",
+    ),
+    "bigcommerce/shipment.yaml": (
+        "order=real/bigcommerce/order_get.json&products=derived/bigcommerce/order_218_products.json"
+        "&shipments=derived/bigcommerce/order_218_shipments.json",
+    ),
     "aftership/tracking.yaml": (
         "derived/aftership/tracking_with_order.json",
         "derived/aftership/webhook_exception.json",
         "derived/aftership/webhook_in_transit_late.json",
+    ),
+    "magento/order.yaml": (
+        "real/magento/order_get.json",
+        "derived/magento/order_shipped_in_part.json",
+        "derived/magento/order_kit_components_canceled.json",
+    ),
+    "magento/order_cancelled.yaml": (
+        "derived/magento/order_canceled.json",
+        "derived/magento/order_canceled_in_part.json",
+        "real/magento/order_get.json",
+    ),
+    # An event of named documents: the shipment and the real order it ships.
+    "magento/shipment.yaml": (
+        "shipment=derived/magento/shipment_3.json&order=real/magento/order_get.json",
+        "shipment=derived/magento/shipment_4.json&order=real/magento/order_get.json",
+    ),
+    "easypost/tracker.yaml": (  # the real tracker sends nothing (pre_transit, no order): events with one do
+        "real/easypost/trackers_retrieve.json",
+        "derived/easypost/event_delivered.json",
+        "derived/easypost/event_in_transit_late.json",
     ),
     "shopify_order_min.yaml": ("real/shopify/order_rest_get_with_fulfillment.json",),
 }
@@ -88,6 +137,8 @@ FUZZ = settings(
 
 @cache
 def _sample(name: str) -> Any:
+    if "=" in name:  # documents: name=path&name=path
+        return {key: _sample(path) for key, path in (part.split("=") for part in name.split("&"))}
     path, _, member = name.partition("#")
     value = json.loads((FIXTURES / path).read_text(encoding="utf-8"))
     if member == "shipments[0]":
@@ -97,6 +148,15 @@ def _sample(name: str) -> Any:
 
 def sample(name: str) -> Any:
     return copy.deepcopy(_sample(name))
+
+
+def test_every_ready_mapping_is_fed_the_samples_it_was_written_for() -> None:
+    """A mapping left out of SAMPLES is fed only the samples of the others (Magento's, EasyPost's, WooCommerce's,
+    BigCommerce's and two Shopify ones were): mutations then rarely reach past its first field."""
+    keys = {f"{file.parent.name}/{file.name}" for file in MAPPING_FILES if file.parent.name != "engine"}
+    assert sorted(keys - set(SAMPLES)) == []
+    for name in ALL_SAMPLES:
+        assert _sample(name)  # every file named exists and reads
 
 
 def samples_for(file: Path) -> tuple[str, ...]:
