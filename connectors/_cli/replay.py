@@ -1,4 +1,5 @@
-"""``shipmap replay CONFIG [--key K ...]``: send dead letters again, re-mapped from their stored source."""
+"""``shipmap replay CONFIG [--key K ...]``: send dead letters again, re-mapped from their stored source; with
+``--rejected``, the webhooks rejected because their enrichment failed for good (``_replay_rejected``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from shipmap.connectors._cli._replay_rejected import replay_rejected
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import exit_code, install_redaction, print_summary, run_with_progress
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, JournalError
@@ -23,7 +25,10 @@ from shipmap.connectors._store._journal import open_readonly
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="the runtime config file")
     parser.add_argument(
-        "--key", action="append", metavar="KEY", help="only these dead letters (a key prefix will do)"
+        "--key",
+        action="append",
+        metavar="KEY",
+        help="only these dead letters (a key prefix will do); with --rejected, a source's name or an origin",
     )
     parser.add_argument("--journal", metavar="PATH", help="use this journal file instead of the config's")
     parser.add_argument("--concurrency", type=positive_int, metavar="N", help="requests in flight at once")
@@ -34,17 +39,26 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="fetch an enriched event's documents again before re-mapping it (docs/serve.md#enrichment)",
     )
     parser.add_argument(
+        "--rejected",
+        action="store_true",
+        help="replay the webhooks rejected because their enrichment failed for good, not dead letters: their"
+        " documents are fetched again (docs/serve.md#enrichment-fetching-from-the-sources-api)",
+    )
+    parser.add_argument(
         "--wait",
         type=positive_int,
         default=300,
         metavar="SECONDS",
-        help="when a shipmap serve holds the journal, how long to wait for it to carry out the replay",
+        help="when a shipmap serve holds the journal, how long to wait for it to carry out the replay (and,"
+        " with --rejected, for its delivery to take the webhooks)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
+    if args.rejected:
+        return replay_rejected(args, runtime)
     waiting = _dead_letter_count(runtime, args.key)
     if not waiting:
         print("no dead letters to replay" + (" with those keys" if args.key else ""))

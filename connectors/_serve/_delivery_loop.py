@@ -39,7 +39,9 @@ from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from ._enrich import Enricher, refetch_documents
 from ._feed import InboxFeed
+from ._inbox import InboxStore
 from ._inbox_pg import open_inbox
+from ._rejected import requeue_requested
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
 from ._totals import combined, fold
@@ -78,6 +80,7 @@ class DeliveryLoop:
         self._transport = transport
         self._replays_path = replays
         self._replays: ReplayRequests | None = None
+        self._inbox: InboxStore | None = None  # the delivery thread's connection (replay --rejected requeues)
         self._resweep = resweep
         self._log = get_logger("serve", runtime.redactor)
         self.total = RunSummary()  # the finished runs, folded
@@ -176,6 +179,7 @@ class DeliveryLoop:
         with contextlib.ExitStack() as held:
             inbox = open_inbox(self._inbox_path, synchronous=self._synchronous, lease=lease, intake=False)
             held.callback(inbox.close)
+            self._inbox = inbox
             if self._replays_path is not None:
                 self._replays = held.enter_context(ReplayRequests(self._replays_path))
             async with Enricher(
@@ -248,19 +252,31 @@ class DeliveryLoop:
 
     async def _carry_out_replays(self, enricher: Enricher) -> None:
         for request in self._replays.waiting() if self._replays is not None else ():
+            if request.rows is not None:  # replay --rejected: the next run's feed reads the rows requeued
+                try:
+                    requeued = requeue_requested(self._inbox, request, self._log)
+                except Exception as error:  # the request fails, the service goes on
+                    self._failed(request, error)
+                else:
+                    assert self._replays is not None
+                    self._replays.finish(request.id, requeued)
+                continue
             self._log.info("replaying dead letters as `shipmap replay` asked (request %d)", request.id)
             try:
                 summary = await self._replay(request, enricher)
             except Exception as error:  # the request fails, the service goes on
-                message = self.runtime.redactor.redact(str(error))
-                self._log.warning("replay request %d failed: %s", request.id, message)
-                assert self._replays is not None
-                self._replays.finish(request.id, {"error": message}, failed=True)
+                self._failed(request, error)
                 continue
             fold(self.total, summary)
             self._folded = summary
             assert self._replays is not None
             self._replays.finish(request.id, _report(summary))
+
+    def _failed(self, request: ReplayRequest, error: Exception) -> None:
+        message = self.runtime.redactor.redact(str(error))
+        self._log.warning("replay request %d failed: %s", request.id, message)
+        assert self._replays is not None
+        self._replays.finish(request.id, {"error": message}, failed=True)
 
     async def _replay(self, request: ReplayRequest, enricher: Enricher) -> RunSummary:
         keys = list(request.keys) if request.keys else None

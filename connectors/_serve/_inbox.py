@@ -296,6 +296,19 @@ class Inbox:
             )
         return int(cursor.rowcount)
 
+    def held(self, ids: Iterable[int]) -> dict[int, tuple[str, float, str]]:
+        """Of these rows, those the inbox holds: each one's source, when it was received, and its state."""
+        found: dict[int, tuple[str, float, str]] = {}
+        wanted = list(ids)
+        for start in range(0, len(wanted), 500):  # under SQLite's limit of bound parameters
+            page = wanted[start : start + 500]
+            marks = ", ".join("?" * len(page))
+            for row in self._db.execute(
+                f"SELECT id, source, received_at, state FROM inbox WHERE id IN ({marks})", page
+            ):
+                found[int(row[0])] = (str(row[1]), float(row[2]), str(row[3]))
+        return found
+
     # --- operations -------------------------------------------------------------------------------------
 
     def writable(self) -> bool:

@@ -6,6 +6,10 @@ request here; the service's delivery loop carries it out between two of its runs
 with its own journal connection (the same keys, the same idempotency keys, exactly as a replay run), and
 writes the result back; the command waits for it and prints it. One small SQLite file beside the journal:
 ``<journal>.replays``.
+
+A request names dead letters (by key prefix), or, for ``shipmap replay --rejected``, inbox rows: webhooks
+rejected when their enrichment failed for good, which the service requeues with their documents forgotten, so
+its feed fetches them again (``_rejected``).
 """
 
 from __future__ import annotations
@@ -35,9 +39,16 @@ CREATE TABLE IF NOT EXISTS replays (
     requested_at REAL NOT NULL,
     state TEXT NOT NULL DEFAULT 'waiting' CHECK (state IN ('waiting', 'done', 'failed')),
     result TEXT,
-    finished_at REAL
+    finished_at REAL,
+    rows TEXT
 );
 """
+# A file made before ``rows`` (replay --rejected) existed gains the column; its requests are dead-letter ones.
+_ADD_ROWS = "ALTER TABLE replays ADD COLUMN rows TEXT"
+# A request for rows names this as its dead-letter keys: a service that predates ``rows`` reads the request as
+# a replay of the dead letters whose key starts so, and there are none (keys are hex digests), so it replays
+# nothing instead of every dead letter; ``shipmap replay`` then finds no ``requeued`` in the result.
+NO_DEAD_LETTERS = "rejected-webhooks-only"
 _FORGET_AFTER = 7 * 24 * 3600.0  # finished requests are kept a week, for the record
 
 
@@ -46,6 +57,9 @@ class ReplayRequest:
     id: int
     keys: tuple[str, ...] | None  # None: every dead letter
     refetch: bool
+    rows: tuple[int, ...] | None = (
+        None  # inbox rows to requeue with refetch (replay --rejected), not dead letters
+    )
 
 
 def replays_path(journal: Path) -> Path:
@@ -66,6 +80,13 @@ class ReplayRequests:
             self._db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(replays)").fetchall()}
+            if "rows" not in columns:
+                try:
+                    self._db.execute(_ADD_ROWS)
+                except sqlite3.OperationalError:  # another process added it first
+                    if "rows" not in {row[1] for row in self._db.execute("PRAGMA table_info(replays)")}:
+                        raise
             if serving:
                 self._db.execute(
                     "DELETE FROM replays WHERE state != 'waiting' AND finished_at < ?",
@@ -114,6 +135,14 @@ class ReplayRequests:
         )
         return int(cursor.lastrowid or 0)
 
+    def submit_rows(self, rows: Sequence[int]) -> int:
+        """Ask the service to requeue these inbox rows, their documents to be fetched again."""
+        cursor = self._db.execute(
+            "INSERT INTO replays (keys, refetch, requested_at, rows) VALUES (?, 1, ?, ?)",
+            (json.dumps([NO_DEAD_LETTERS]), time.time(), json.dumps(list(rows))),
+        )
+        return int(cursor.lastrowid or 0)
+
     def result(self, request: int) -> tuple[str, dict[str, Any] | None]:
         """The request's state (waiting, done, failed) and, once finished, its result."""
         row = self._db.execute("SELECT state, result FROM replays WHERE id = ?", (request,)).fetchone()
@@ -125,9 +154,17 @@ class ReplayRequests:
 
     def waiting(self) -> list[ReplayRequest]:
         rows = self._db.execute(
-            "SELECT id, keys, refetch FROM replays WHERE state = 'waiting' ORDER BY id"
+            "SELECT id, keys, refetch, rows FROM replays WHERE state = 'waiting' ORDER BY id"
         ).fetchall()
-        return [ReplayRequest(int(r[0]), tuple(json.loads(r[1])) if r[1] else None, bool(r[2])) for r in rows]
+        return [
+            ReplayRequest(
+                int(r[0]),
+                tuple(json.loads(r[1])) if r[1] else None,
+                bool(r[2]),
+                tuple(int(i) for i in json.loads(r[3])) if r[3] is not None else None,
+            )
+            for r in rows
+        ]
 
     def any_waiting(self) -> bool:
         return (

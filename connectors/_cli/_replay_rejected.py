@@ -1,0 +1,142 @@
+"""``shipmap replay CONFIG --rejected [--key SOURCE|ORIGIN ...]``: webhooks rejected because their enrichment
+failed for good, handed to delivery again with their documents fetched again (docs/serve.md#enrichment).
+
+A running ``shipmap serve`` holds its SQLite inbox: it is asked through ``<journal>.replays``, requeues the
+rows between two runs, and the command watches the inbox and the journal for what came of them. With no
+service running, the command requeues the rows itself and the next start processes them."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE, JournalError
+from shipmap.connectors._plural import counted
+from shipmap.connectors._runtime import Runtime
+from shipmap.connectors._serve import Inbox, serve_settings
+from shipmap.connectors._serve._rejected import RejectedWebhooks, find_rejected, requeue_directly
+from shipmap.connectors._serve._replays import ReplayRequests, replays_path
+from shipmap.connectors._store._journal import open_readonly
+
+_SHOWN = 20  # origins listed by name; the others are counted
+_POLL = 0.2
+
+
+def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
+    config = runtime.config
+    inbox = serve_settings(config).inbox if config.sources else None
+    journal = open_readonly(config.journal.location)
+    if journal is None:
+        found = RejectedWebhooks()
+    else:
+        with journal:
+            found = find_rejected(journal, inbox, set(config.sources), args.key)
+    if not found.rows and not found.unreplayable:
+        print("no rejected webhooks to replay" + (" with those keys" if args.key else ""))
+        return EXIT_OK
+    if found.rows:
+        print(
+            f"{counted(len(found.rows), 'rejected webhook')} to replay: {_names(list(found.rows.values()))}"
+        )
+    if found.unreplayable:
+        print(f"{counted(len(found.unreplayable), 'rejected input record')} cannot be replayed:")
+        for record in found.unreplayable:
+            print(f"  {record.origin}: {record.why}")
+    code = EXIT_OK
+    if found.rows:
+        assert isinstance(inbox, Path)  # find_rejected refuses a PostgreSQL inbox
+        path = config.journal.path if config.journal.url is None else None  # a running service's requests
+        if path is not None and ReplayRequests.service_running(replays_path(path)):
+            code = _through_service(args, replays_path(path), inbox, found, runtime)
+        else:
+            requeued = requeue_directly(inbox, found.rows)
+            print(
+                f"shipmap serve is not running: requeued {counted(requeued, 'webhook')} in the inbox; the next"
+                " `shipmap serve` start fetches their documents again and delivers them"
+            )
+    return EXIT_DEAD_LETTERS if code == EXIT_OK and found.unreplayable else code
+
+
+def _names(origins: list[str]) -> str:
+    shown = ", ".join(origins[:_SHOWN])
+    return shown + (f" and {len(origins) - _SHOWN} more" if len(origins) > _SHOWN else "")
+
+
+def _through_service(
+    args: argparse.Namespace, path: Path, inbox: Path, found: RejectedWebhooks, runtime: Runtime
+) -> int:
+    """Hand the rows to the running service, then watch what its feed makes of them, up to ``--wait``."""
+    deadline = time.monotonic() + args.wait
+    with ReplayRequests(path) as requests:
+        request = requests.submit_rows(list(found.rows))
+        print(
+            f"shipmap serve is running: it requeues {counted(len(found.rows), 'webhook')} and fetches their"
+            f" documents again (request {request})",
+            flush=True,
+        )
+        while True:
+            state, result = requests.result(request)
+            if state != "waiting" or time.monotonic() > deadline:
+                break
+            time.sleep(_POLL)
+    if state == "waiting":
+        raise JournalError(
+            f"shipmap serve has not carried out replay request {request} within {args.wait} s; it stays queued"
+            " and the service requeues the webhooks when it can (see `shipmap dead-letters`)"
+        )
+    result = result or {}
+    if state == "failed":
+        raise JournalError(
+            f"shipmap serve could not requeue the webhooks: {result.get('error', 'no reason given')}"
+        )
+    if (
+        "requeued" not in result
+    ):  # a service started before this shipmap was installed read a dead-letter replay
+        raise JournalError(
+            "the running shipmap serve is older than this shipmap and requeued nothing: restart it (SIGTERM"
+            " drains), then run `shipmap replay --rejected` again"
+        )
+    print(f"requeued by shipmap serve: {counted(int(result['requeued']), 'webhook')}", flush=True)
+    waiting = _wait_until_taken(inbox, list(found.rows), deadline)
+    taken_rows = {origin for row, origin in found.rows.items() if row not in waiting}
+    still = _still_rejected(runtime, taken_rows)
+    taken = len(found.rows) - len(waiting) - len(still)
+    print(
+        f"read now and handed to delivery: {taken} (their rejections resolved), rejected again: {len(still)},"
+        f" still waiting in the inbox: {len(waiting)}"
+    )
+    for origin, reason in sorted(still.items()):
+        print(f"  still rejected: {origin}: {reason}")
+    if waiting:
+        print(
+            f"  {counted(len(waiting), 'webhook')} still waiting after {args.wait} s (is the source's API down? see"
+            " `shipmap status`): the service delivers them when it can"
+        )
+        return EXIT_OUTAGE
+    return EXIT_DEAD_LETTERS if still else EXIT_OK
+
+
+def _wait_until_taken(inbox: Path, rows: list[int], deadline: float) -> list[int]:
+    """The rows still pending in the inbox once none is, or at ``deadline``: the feed marks a row processed
+    once its event is journaled (delivered, or rejected again)."""
+    with Inbox(inbox, readonly=True) as reader:
+        while True:
+            pending = [row for row, (_, _, state) in reader.held(rows).items() if state == "pending"]
+            if not pending or time.monotonic() > deadline:
+                return pending
+            time.sleep(_POLL)
+
+
+def _still_rejected(runtime: Runtime, origins: set[str]) -> dict[str, str]:
+    """Those of ``origins`` the journal holds as rejected now, with the latest reason of each."""
+    found = open_readonly(runtime.config.journal.location)
+    if found is None or not origins:
+        return {}
+    still: dict[str, tuple[float, str]] = {}
+    with found as journal:
+        for page in journal.rejected_pages():
+            for record in page:
+                if record.origin in origins and record.at >= still.get(record.origin, (0.0, ""))[0]:
+                    still[record.origin] = (record.at, record.reason)
+    return {origin: reason for origin, (_, reason) in still.items()}

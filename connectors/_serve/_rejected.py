@@ -1,0 +1,135 @@
+"""``shipmap replay --rejected``: webhooks whose enrichment failed for good, handed to delivery again.
+
+A skinny webhook whose documents cannot be fetched for good (the store API answers 404 because the order is
+not visible yet, 403 because the token lacks a scope; a body that is not JSON or too large) becomes a
+rejected input record in the journal, its origin ``<source>#<inbox row id>`` (``_feed``), while the inbox
+keeps the webhook's body for the dedup window. Once the cause is fixed, :func:`find_rejected` finds those
+webhooks from the journal's rejected records, and they are requeued in the inbox with their documents
+forgotten: the feed fetches them again, and the run that takes them resolves the earlier rejection of each
+one that reads now (``Outbox._resolve_rejections``), or records it again with the reason of now.
+
+Who requeues: a running ``shipmap serve`` holds its SQLite inbox, so it is asked through its replay requests
+(``_replays``) and requeues the rows between two runs (:func:`requeue_requested`); with no service running,
+``shipmap replay`` requeues them in the inbox itself and the next start processes them. A PostgreSQL inbox
+is not done yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from .._errors import JournalError
+from .._plural import counted
+from .._redact import RedactingLogger
+from .._store._journal import Journal
+from .._store._journal_pg import is_database_url
+from ._inbox import DEDUP_WINDOW, Inbox
+from ._replays import ReplayRequest
+
+_WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")
+NOT_A_WEBHOOK = "not a webhook: an input line of `shipmap run` (run that file again)"
+GONE = f"its webhook is no longer in the inbox (purged {DEDUP_WINDOW / 86400:.0f} days after it arrived)"
+
+
+@runtime_checkable
+class Requeueing(Protocol):
+    """An inbox that hands processed rows to delivery again (both of shipmap's inboxes do)."""
+
+    def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Unreplayable:
+    origin: str
+    why: str
+
+
+@dataclass(slots=True)
+class RejectedWebhooks:
+    """What ``shipmap replay --rejected`` found: the inbox rows to requeue (id: origin, in id order) and the
+    rejected records it cannot bring back, each with why."""
+
+    rows: dict[int, str] = field(default_factory=dict)
+    unreplayable: list[Unreplayable] = field(default_factory=list)
+
+
+def selected(origin: str, keys: Sequence[str] | None) -> bool:
+    """``--key``: a source's name takes its webhooks (``bc``), an origin one webhook (``bc#12``)."""
+    if not keys:
+        return True
+    return any(origin == key if "#" in key else origin.startswith(f"{key}#") for key in keys)
+
+
+def find_rejected(
+    journal: Journal, inbox: Path | str | None, sources: Collection[str], keys: Sequence[str] | None
+) -> RejectedWebhooks:
+    """The journal's rejected records that ``keys`` select, sorted into the webhooks of ``sources`` still held
+    by ``inbox`` (None: the config has no sources, so no inbox) and those that cannot be replayed."""
+    if inbox is not None and is_database_url(inbox):
+        raise JournalError(
+            "replay --rejected: not yet for a PostgreSQL inbox; requeue the webhooks with"
+            " PostgresInbox.requeue(ids, refetch=True) (docs/serve.md#enrichment-fetching-from-the-sources-api)"
+        )
+    latest: dict[str, float] = {}  # origin: when it was last rejected (a record per reason it had)
+    for page in journal.rejected_pages():
+        for record in page:
+            if selected(record.origin, keys):
+                latest[record.origin] = max(record.at, latest.get(record.origin, 0.0))
+    wanted: dict[int, tuple[str, str, float]] = {}  # row: origin, source, rejected at
+    why: dict[str, str] = {}  # origin: why it cannot be replayed
+    for origin, at in latest.items():
+        match = _WEBHOOK_ORIGIN.fullmatch(origin)
+        if match is None:
+            why[origin] = NOT_A_WEBHOOK
+        elif match["source"] not in sources:
+            why[origin] = f"source {match['source']} is not in the config"
+        else:
+            wanted[int(match["row"])] = (origin, match["source"], at)
+    held: dict[int, tuple[str, float, str]] = {}
+    if wanted and inbox is not None and Path(inbox).exists():
+        with Inbox(inbox, readonly=True) as reader:
+            held = reader.held(wanted)
+    found = RejectedWebhooks()
+    for row, (origin, source, at) in sorted(wanted.items()):
+        kept = held.get(row)
+        if kept is None:
+            why[origin] = GONE
+        elif kept[0] != source or kept[1] > at:  # received after its rejection: the inbox was made afresh
+            why[origin] = f"inbox row {row} holds another webhook now (the inbox was started anew)"
+        else:
+            found.rows[row] = origin
+    found.unreplayable = [Unreplayable(origin, why[origin]) for origin in latest if origin in why]
+    return found
+
+
+def requeue_directly(inbox: Path, rows: Iterable[int]) -> int:
+    """No service runs: requeue the rows in the inbox itself, holding its lock meanwhile (a service starting
+    now waits for nothing: it fails to take the lock, and says so)."""
+    try:
+        with Inbox(inbox) as writer:
+            return writer.requeue(list(rows), refetch=True)
+    except JournalError as error:
+        raise JournalError(
+            f"{error.message}; if a shipmap serve is starting now, run `shipmap replay --rejected` again once"
+            " it listens"
+        ) from None
+
+
+def requeue_requested(inbox: object, request: ReplayRequest, log: RedactingLogger) -> dict[str, object]:
+    """The service's side: requeue a request's rows on its delivery connection to the inbox, between two runs
+    (the next run's feed reads the inbox from its start, and its journal knows the rejections to resolve)."""
+    if not isinstance(inbox, Requeueing):
+        raise JournalError("this inbox cannot requeue webhooks")
+    rows = list(request.rows or ())
+    requeued = inbox.requeue(rows, refetch=True)
+    log.info(
+        "requeued %s rejected earlier, as `shipmap replay --rejected` asked (request %d): their documents are"
+        " fetched again",
+        counted(requeued, "webhook"),
+        request.id,
+    )
+    return {"requeued": requeued, "rows": rows}

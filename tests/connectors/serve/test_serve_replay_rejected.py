@@ -1,0 +1,202 @@
+"""``shipmap replay --rejected``: a skinny webhook whose enrichment failed for good (the store API's 404) is a
+rejected input record; once the store has the order, the command brings the webhook back from the inbox, its
+documents fetched again, with ``shipmap serve`` running (through its replay requests) and stopped (the next
+start takes it). Records it cannot bring back are reported with why."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+from shipmap.connectors._serve import Inbox
+from shipmap.connectors._store._journal import open_readonly
+
+from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, environment
+
+WEBHOOKS = SERVE_FIXTURES / "webhooks"
+SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
+
+
+class Store:
+    """The sandbox's fake BigCommerce store API over a copy of the fixture documents, without order 999 until
+    ``add_order_999`` (an order the API does not show yet: 404)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.documents = tmp_path / "store_api"
+        shutil.copytree(SERVE_FIXTURES / "source_api", self.documents)
+        self.orders = self.documents / "bigcommerce" / "stores" / "abc123" / "v2" / "orders"
+
+    def add_order_999(self) -> None:
+        order = json.loads((self.orders / "100.json").read_text())
+        order["id"] = 999
+        (self.orders / "999.json").write_text(json.dumps(order))
+        shutil.copytree(self.orders / "100", self.orders / "999")
+
+
+def _webhook_999() -> bytes:
+    webhook = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+    webhook.update(hash="order-999-created", data={"type": "order", "id": 999})
+    return json.dumps(webhook).encode()
+
+
+def _shipmap(work: Path, sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *args],
+        capture_output=True, text=True, env=environment(sandbox.url), cwd=work, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def _rejected(work: Path) -> int:
+    journal = open_readonly(work / ".shipmap" / "journal.db")
+    if journal is None:
+        return 0
+    with journal:
+        return journal.rejected_count()
+
+
+def _accept_and_reject(serve: ServeProcess, work: Path) -> None:
+    with httpx.Client(timeout=10) as client:
+        answer = serve.post(client, "bc", _webhook_999(), SECRET_HEADER)
+    assert answer.json()["status"] == "accepted", answer.text
+    serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
+
+
+NOT_FOUND = "bc#1: enrichment failed: GET /v2/orders/999 failed: HTTP 404"
+
+
+def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url).start()
+        try:
+            _accept_and_reject(serve, work)
+            config = str(serve.config)
+            # Before the fix: the service fetches again, the store still answers 404, the webhook is rejected
+            # again (one record still, with the reason of now).
+            early = _shipmap(work, sandbox, "replay", config, "--rejected")
+            assert early.returncode == 8, early.stdout + early.stderr
+            assert early.stdout.splitlines() == [
+                "1 rejected webhook to replay: bc#1",
+                "shipmap serve is running: it requeues 1 webhook and fetches their documents again (request 1)",
+                "requeued by shipmap serve: 1 webhook",
+                "read now and handed to delivery: 0 (their rejections resolved), rejected again: 1, still waiting"
+                " in the inbox: 0",
+                f"  still rejected: {NOT_FOUND} Not Found",
+            ], early.stdout
+            assert _rejected(work) == 1
+            store.add_order_999()  # the store shows the order now
+            fixed = _shipmap(work, sandbox, "replay", config, "--rejected")
+            assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+            assert fixed.stdout.splitlines()[1:] == [
+                "shipmap serve is running: it requeues 1 webhook and fetches their documents again (request 2)",
+                "requeued by shipmap serve: 1 webhook",
+                "read now and handed to delivery: 1 (their rejections resolved), rejected again: 0, still waiting"
+                " in the inbox: 0",
+            ], fixed.stdout
+            serve.wait_until(lambda: sandbox.requests(endpoint="fenix.orders"), what="the order delivered")
+            listed = _shipmap(work, sandbox, "dead-letters", config)
+            assert (listed.returncode, listed.stdout) == (0, "no dead letters\n"), listed.stdout
+            again = _shipmap(work, sandbox, "replay", config, "--rejected")
+            assert (again.returncode, again.stdout) == (0, "no rejected webhooks to replay\n"), again.stdout
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        (order,) = sandbox.requests(endpoint="fenix.orders")  # delivered once
+    assert order.body["id"] == "999" and order.body["customer"]["email"] == "jane@example.com"
+    log = "".join(serve.errors)
+    assert "bc#1: rejected by an earlier run, now reads: rejection resolved" in log, log
+    assert "requeued 1 webhook rejected earlier, as `shipmap replay --rejected` asked (request 2)" in log
+
+
+def test_replay_rejected_while_serve_is_stopped_is_taken_by_the_next_start(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url).start()
+        try:
+            _accept_and_reject(serve, work)
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        store.add_order_999()
+        config = str(serve.config)
+        replay = _shipmap(work, sandbox, "replay", config, "--rejected")
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert replay.stdout.splitlines() == [
+            "1 rejected webhook to replay: bc#1",
+            "shipmap serve is not running: requeued 1 webhook in the inbox; the next `shipmap serve` start"
+            " fetches their documents again and delivers them",
+        ]
+        with Inbox(work / ".shipmap" / "inbox.db", readonly=True) as inbox:
+            assert inbox.depth() == 1
+        assert _rejected(work) == 1  # resolved when the webhook reads, not before
+        restarted = ServeProcess(work, sandbox.url).start()
+        try:
+            restarted.wait_until(
+                lambda: sandbox.requests(endpoint="fenix.orders"), what="the order delivered"
+            )
+            restarted.wait_until(lambda: _rejected(work) == 0, what="the rejection resolved")
+            assert restarted.terminate() == 0
+        finally:
+            restarted.kill()
+        listed = _shipmap(work, sandbox, "dead-letters", config)
+        assert (listed.returncode, listed.stdout) == (0, "no dead letters\n"), listed.stdout
+        (order,) = sandbox.requests(endpoint="fenix.orders")
+    assert order.body["id"] == "999"
+
+
+def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url).start()
+        try:
+            _accept_and_reject(serve, work)
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        config = str(serve.config)
+        # A `shipmap run` input line that is not JSON: rejected too, but no inbox holds it.
+        (work / "events.ndjson").write_text("{not json\n")
+        run = _shipmap(work, sandbox, "run", config, "--input", "events.ndjson", "--no-progress")
+        assert run.returncode == 8, run.stderr
+        only_shop = _shipmap(work, sandbox, "replay", config, "--rejected", "--key", "shop")
+        assert (only_shop.returncode, only_shop.stdout) == (
+            0,
+            "no rejected webhooks to replay with those keys\n",
+        )
+        # The webhook's row is purged (the dedup window has passed for it): its body is gone with it.
+        with Inbox(work / ".shipmap" / "inbox.db") as inbox:
+            assert inbox.purge(time.time() + 1) == 1
+        replay = _shipmap(work, sandbox, "replay", config, "--rejected")
+        assert replay.returncode == 8, replay.stdout + replay.stderr
+        assert replay.stdout.splitlines() == [
+            "2 rejected input records cannot be replayed:",
+            "  bc#1: its webhook is no longer in the inbox (purged 7 days after it arrived)",
+            "  events.ndjson:1: not a webhook: an input line of `shipmap run` (run that file again)",
+        ], replay.stdout
+        one = _shipmap(work, sandbox, "replay", config, "--rejected", "--key", "bc#1")
+        assert (
+            one.returncode == 8
+            and one.stdout.splitlines()[0] == "1 rejected input record cannot be replayed:"
+        )
+        assert _rejected(work) == 2  # nothing was changed
+        assert sandbox.requests(endpoint="fenix.orders") == []
+
+
+def test_key_selects_a_source_or_one_webhook() -> None:
+    from shipmap.connectors._serve._rejected import selected
+
+    assert selected("bc#12", ["bc"]) and not selected("bc2#1", ["bc"]) and not selected("bc.ndjson:1", ["bc"])
+    assert selected("bc#1", ["bc#1"]) and not selected("bc#12", ["bc#1"])
+    assert selected("events.ndjson:1", None)
