@@ -15,7 +15,12 @@ from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE, 
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Runtime
 from shipmap.connectors._serve import Inbox, serve_settings
-from shipmap.connectors._serve._rejected import RejectedWebhooks, find_rejected, requeue_directly
+from shipmap.connectors._serve._rejected import (
+    RejectedWebhooks,
+    find_rejected,
+    refuse_shared,
+    requeue_directly,
+)
 from shipmap.connectors._serve._replays import ReplayRequests, replays_path
 from shipmap.connectors._store._journal import open_readonly
 
@@ -26,6 +31,7 @@ _POLL = 0.2
 def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
     config = runtime.config
     inbox = serve_settings(config).inbox if config.sources else None
+    refuse_shared(inbox)  # before the journal is opened: the same database
     journal = open_readonly(config.journal.location)
     if journal is None:
         found = RejectedWebhooks()

@@ -64,16 +64,23 @@ def selected(origin: str, keys: Sequence[str] | None) -> bool:
     return any(origin == key if "#" in key else origin.startswith(f"{key}#") for key in keys)
 
 
+def refuse_shared(inbox: Path | str | None) -> None:
+    """A PostgreSQL inbox is not done yet: a service running on it reads the journal's rejections when a run
+    starts, and its runs last as long as it does, so a webhook requeued now would read and be delivered with
+    its earlier rejection left on record."""
+    if inbox is not None and is_database_url(inbox):
+        raise JournalError(
+            "shipmap replay --rejected: not yet for a PostgreSQL inbox; its webhooks stay there"
+            f" {DEDUP_WINDOW / 86400:.0f} days after they arrived (docs/serve.md#enrichment-fetching-from-the-sources-api)"
+        )
+
+
 def find_rejected(
     journal: Journal, inbox: Path | str | None, sources: Collection[str], keys: Sequence[str] | None
 ) -> RejectedWebhooks:
     """The journal's rejected records that ``keys`` select, sorted into the webhooks of ``sources`` still held
     by ``inbox`` (None: the config has no sources, so no inbox) and those that cannot be replayed."""
-    if inbox is not None and is_database_url(inbox):
-        raise JournalError(
-            "replay --rejected: not yet for a PostgreSQL inbox; requeue the webhooks with"
-            " PostgresInbox.requeue(ids, refetch=True) (docs/serve.md#enrichment-fetching-from-the-sources-api)"
-        )
+    refuse_shared(inbox)
     latest: dict[str, float] = {}  # origin: when it was last rejected (a record per reason it had)
     for page in journal.rejected_pages():
         for record in page:

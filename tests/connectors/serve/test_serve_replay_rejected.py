@@ -200,3 +200,23 @@ def test_key_selects_a_source_or_one_webhook() -> None:
     assert selected("bc#12", ["bc"]) and not selected("bc2#1", ["bc"]) and not selected("bc.ndjson:1", ["bc"])
     assert selected("bc#1", ["bc#1"]) and not selected("bc#12", ["bc#1"])
     assert selected("events.ndjson:1", None)
+
+
+def test_a_postgresql_inbox_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Not yet: refused before any connection to the database is tried (none listens on port 9 here)."""
+    serve = ServeProcess(tmp_path, "http://127.0.0.1:9")  # only for its copy of the config files
+    text = serve.config.read_text()
+    assert "  path: .shipmap/journal.db\n" in text
+    serve.config.write_text(
+        text.replace("  path: .shipmap/journal.db\n", "  url: postgresql://shipmap:pw@127.0.0.1:9/shipmap\n")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
+         "replay", str(serve.config), "--rejected"],
+        capture_output=True, text=True, env=serve.env, cwd=tmp_path, check=False, timeout=60,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (7, ""), result.stderr
+    assert result.stderr == (
+        "error: shipmap replay --rejected: not yet for a PostgreSQL inbox; its webhooks stay there 7 days after"
+        " they arrived (docs/serve.md#enrichment-fetching-from-the-sources-api)\n"
+    )
