@@ -1,4 +1,5 @@
-"""``shipmap dead-letters [CONFIG]``: list what could not be delivered, and input records that were not JSON."""
+"""``shipmap dead-letters [CONFIG]``: list what could not be delivered, and input records that were not JSON;
+``--resolve`` closes some of them by hand."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import sys
 from pathlib import Path
 
 from shipmap.connectors._config import journal_path_of
-from shipmap.connectors._errors import ConfigError
+from shipmap.connectors._errors import ConfigError, JournalError
 from shipmap.connectors._plural import counted
 from shipmap.connectors._store._entries import JournalEntry, RejectedInput
-from shipmap.connectors._store._journal import open_readonly
+from shipmap.connectors._store._journal import Journal, open_readonly
 from shipmap.connectors._store._journal_pg import display_url, is_database_url
+from shipmap.connectors._store._resolve import MIN_KEY_PREFIX, resolve_by_hand
 
 _EXCERPT = 400
 
@@ -26,10 +28,22 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--key", action="append", metavar="KEY", help="only these keys (a prefix will do)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line, full excerpts")
+    parser.add_argument(
+        "--resolve",
+        action="append",
+        metavar="KEY|ORIGIN",
+        help=f"close by hand, not replay: the dead letters whose key starts with KEY (at least {MIN_KEY_PREFIX} "
+        "characters), or the rejected input record listed as ORIGIN; repeatable",
+    )
+    parser.add_argument("--reason", metavar="TEXT", help="why, kept with each one --resolve closes")
 
 
 def run(args: argparse.Namespace) -> int:
     path = resolve_journal(args.config, args.journal)
+    if args.resolve:
+        return _resolve(path, args.resolve, args.reason)
+    if args.reason is not None:
+        raise ConfigError("--reason goes with --resolve: it is kept with what --resolve closes")
     found = open_readonly(path)
     if found is None:
         print(f"no journal at {display_location(path)}: nothing was run yet")
@@ -53,6 +67,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     out.write(f"{counted(dead, 'dead letter')}, {counted(rejected, 'rejected input record')}\n")
     return 0
+
+
+def _resolve(path: Path | str, names: list[str], reason: str | None) -> int:
+    """Close the dead letters and rejected records named; 1 when a name matched nothing still open."""
+    if isinstance(path, Path) and not path.exists():
+        raise JournalError(f"no journal at {path}: no such file (a run creates it; check the path)")
+    # Not the run lock: each statement changes only rows still dead, so this may run beside a run or serve.
+    with Journal(path) as journal:
+        resolved = resolve_by_hand(journal, names, reason or "no reason given")
+    out = sys.stdout
+    for name, keys in resolved.dead.items():
+        count = resolved.dead_count[name]
+        more = f" (and {count - len(keys)} more)" if count > len(keys) else ""
+        out.write(f"resolved {counted(count, 'dead letter')} starting {name}: {', '.join(keys)}{more}\n")
+    for origin in resolved.rejected:
+        out.write(f"resolved rejected input {origin}\n")
+    for name in resolved.unmatched:
+        hint = f" (a key needs at least {MIN_KEY_PREFIX} characters)" if len(name) < MIN_KEY_PREFIX else ""
+        out.write(
+            f"nothing open matches {name}: no dead letter key starts with it, no rejected input is it{hint}\n"
+        )
+    return 1 if resolved.unmatched else 0
 
 
 def _json_line(entry: JournalEntry) -> str:

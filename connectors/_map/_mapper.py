@@ -205,8 +205,9 @@ class EventMapper:
         failure_key = delivery_key(name, replay, digest) if replay else stage_key
         failure_target = replay or MAPPING_STAGE
         yield RouteStart(stage_key, name)
-        if replay is None and journal is not None and journal.state(stage_key) == "dead":
-            yield Skip(stage_key, name, MAPPING_STAGE, "dead")
+        stage = journal.state(stage_key) if replay is None and journal is not None else None
+        if stage == "dead" or stage == "resolved":
+            yield Skip(stage_key, name, MAPPING_STAGE, stage)
             return
         if source is None:
             reason = "the event has no source document at the configured body path"
@@ -235,7 +236,8 @@ class EventMapper:
             key = delivery_key(name, output.label, own)
             entry = journal.get(key) if journal is not None else None
             state = entry.state if entry is not None else None
-            if state == "delivered" or (state == "dead" and replay is None):
+            # Closed (delivered, or resolved: superseded by a replay, or by hand) is never sent again.
+            if state == "delivered" or state == "resolved" or (state == "dead" and replay is None):
                 yield Skip(key, name, target_name, state)
                 continue
             if (

@@ -14,6 +14,11 @@ from .._redact import Redactor
 from ._steps import Dead, Job, Skip, Step, Unrouted
 
 Action = Literal["send", "skip", "dead", "unrouted", "rejected"]
+_SKIPPED_BECAUSE = {
+    "delivered": "already delivered",
+    "dead": "dead-lettered earlier (shipmap replay)",
+    "resolved": "resolved earlier (by a replay, or by hand: shipmap dead-letters --resolve)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ def plan_entry(
             "dead", origin, step.mapping, step.target, step.key, reason=redactor.redact(step.reason)
         )
     if isinstance(step, Skip):
-        why = "already delivered" if step.state == "delivered" else "dead-lettered earlier (shipmap replay)"
+        why = _SKIPPED_BECAUSE.get(step.state, step.state)
         return PlanEntry("skip", origin, step.mapping, step.target, step.key, reason=why)
     if isinstance(step, Unrouted):
         return PlanEntry("unrouted", origin, reason=step.reason)

@@ -160,9 +160,10 @@ class Outbox:
                 skipping = False  # the current entry's mapping stage is a dead letter from an earlier run
                 for step in item.steps:
                     if isinstance(step, RouteStart):
-                        skipping = decide and states.get(step.stage_key, ("", None))[0] == "dead"
+                        stage = states.get(step.stage_key, ("", None))[0]
+                        skipping = decide and stage in ("dead", "resolved")
                         if skipping:
-                            self._skip(Skip(step.stage_key, step.mapping, MAPPING_STAGE, "dead"))
+                            self._skip(Skip(step.stage_key, step.mapping, MAPPING_STAGE, stage))
                         continue
                     if isinstance(step, SourceMarker):
                         continue
@@ -175,7 +176,7 @@ class Outbox:
                         continue
                     if decide and isinstance(step, Job | Dead):
                         state, recorded = states.get(step.key, (None, None))
-                        if state == "delivered" or state == "dead":
+                        if state == "delivered" or state == "dead" or state == "resolved":
                             step = Skip(step.key, step.mapping, step.target, state)
                         elif isinstance(step, Job) and recorded and recorded != step.idempotency_key:
                             step = self.mapper.rebuild(step, recorded)

@@ -35,6 +35,27 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield request.getfixturevalue("postgres_url")
 
 
+def test_both_backends_resolve_by_hand_alike(location: str) -> None:
+    from shipmap.connectors._store._resolve import resolve_by_hand
+
+    with Journal(location) as journal:
+        for key in ("abc123aa", "abc123bb", "ffff0000"):
+            pending(journal, key)
+            journal.mark_dead(key, source_digest="d" * 64, mapping="m", target="t", reason="HTTP 400")
+        journal.record_rejected("in.ndjson:7", "not JSON", "{x")
+        done = resolve_by_hand(journal, ["abc123", "in.ndjson:7", "in.ndjson:8", "ffff0000"], "test orders")
+        assert done.dead == {"abc123": ["abc123aa", "abc123bb"], "ffff0000": ["ffff0000"]}
+        assert done.dead_count == {"abc123": 2, "ffff0000": 1}
+        assert (done.rejected, done.unmatched) == (["in.ndjson:7"], ["in.ndjson:8"])
+        entry = journal.get("abc123bb")
+        assert entry is not None and entry.state == "resolved"
+        assert entry.reason == "resolved by hand: test orders; its dead letter's reason: HTTP 400"
+        assert journal.counts() == {"resolved": 3} and journal.rejected() == []
+        assert resolve_by_hand(journal, ["abc123"], "again").unmatched == [
+            "abc123"
+        ]  # only what is still dead
+
+
 def test_both_backends_keep_the_same_states_keys_and_records(location: str) -> None:
     with Journal(location) as journal:
         pending(journal, "k1")

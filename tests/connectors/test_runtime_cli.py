@@ -99,6 +99,61 @@ def test_dead_letters_make_a_dedicated_exit_code_then_list_and_replay(
     assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1002"]
 
 
+def test_a_dead_letter_and_a_rejected_record_resolved_by_hand_are_owed_no_more(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator closes what should never be sent (a test order) without replaying it: it leaves the
+    listing, keeps both reasons, is not sent by a replay or a run of the same input, and the other dead letter
+    stays a to-do."""
+    broken = [
+        {
+            "mapping": str(FIXTURES / "orders.yaml"),
+            "topic": "orders/create",
+            "targets": {"order": {"path": "/api/v1/orders/{number}/created"}},
+        }
+    ]
+    config = write_config(tmp_path, sandbox.url, mappings=broken)
+    events = tmp_path / "e.ndjson"
+    events.write_text(json.dumps(order_event(1)) + "\n{not json\n" + json.dumps(order_event(2)) + "\n")
+    assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS
+    capsys.readouterr()
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        by_order = {entry.origin: entry.key for entry in journal.dead_letters()}
+    test_order, other = by_order[f"{events}:1"], by_order[f"{events}:3"]
+
+    argv = ["dead-letters", str(config), "--resolve", test_order[:8], "--resolve", f"{events}:2"]
+    assert main([*argv, "--reason", "a test order"]) == 0
+    assert capsys.readouterr().out == (
+        f"resolved 1 dead letter starting {test_order[:8]}: {test_order}\nresolved rejected input {events}:2\n"
+    )
+    assert main(["dead-letters", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert other in listing and test_order not in listing
+    assert listing.endswith("1 dead letter, 0 rejected input records\n")
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        closed = journal.get(test_order)
+    assert closed is not None and closed.state == "resolved"
+    assert closed.reason is not None and closed.reason.startswith(
+        "resolved by hand: a test order; its dead letter's reason: HTTP 400 Bad Request"
+    )
+
+    # Again, or a name that matches nothing open: said, exit 1, nothing changed.
+    assert main(["dead-letters", str(config), "--resolve", test_order[:8], "--resolve", "ab"]) == 1
+    assert capsys.readouterr().out == (
+        f"nothing open matches {test_order[:8]}: no dead letter key starts with it, no rejected input is it\n"
+        "nothing open matches ab: no dead letter key starts with it, no rejected input is it (a key needs at "
+        "least 6 characters)\n"
+    )
+    assert main(["dead-letters", str(config), "--reason", "why"]) == 2
+    assert "--reason goes with --resolve" in capsys.readouterr().err
+
+    # The fix, then a replay and a run of the same input: the resolved order is never sent, the other is.
+    write_config(tmp_path, sandbox.url)
+    assert main(["replay", str(config)]) == 0
+    assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS  # the line still is not JSON
+    assert [r.order_id for r in sandbox.requests(endpoint="fenix.orders")] == ["1002"]
+
+
 def test_dead_letters_lists_more_than_a_page_each_once_with_the_totals(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
