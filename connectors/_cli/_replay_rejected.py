@@ -81,20 +81,8 @@ def _through_service(
             f" documents again (request {request})",
             flush=True,
         )
-        while True:
-            state, result = requests.result(request)
-            if state != "waiting" or time.monotonic() > deadline:
-                break
-            time.sleep(_POLL)
-    if state == "waiting":
-        raise JournalError(
-            f"shipmap serve has not carried out replay request {request} within {args.wait} s; it stays queued"
-            " and the service requeues the webhooks when it can (see `shipmap dead-letters`)"
-        )
-    result = result or {}
-    if state == "failed":
-        raise JournalError(
-            f"shipmap serve could not requeue the webhooks: {result.get('error', 'no reason given')}"
+        result = requests.outcome(
+            request, deadline, args.wait, does="requeues the webhooks", do="requeue the webhooks"
         )
     if (
         "requeued" not in result

@@ -13,7 +13,7 @@ from pathlib import Path
 from shipmap.connectors._cli._replay_rejected import replay_rejected
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import exit_code, install_redaction, print_summary, run_with_progress
-from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, JournalError
+from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
@@ -104,20 +104,9 @@ def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:
             f"shipmap serve is running: it replays {counted(count, 'dead letter')} (request {request})",
             flush=True,
         )
-        deadline = time.monotonic() + args.wait
-        while True:
-            state, result = requests.result(request)
-            if state != "waiting" or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-    if state == "waiting":
-        raise JournalError(
-            f"shipmap serve has not carried out replay request {request} within {args.wait} s; it stays queued"
-            " and the service replays it when it can (see `shipmap dead-letters`)"
+        result = requests.outcome(
+            request, time.monotonic() + args.wait, args.wait, does="replays it", do="replay"
         )
-    result = result or {}
-    if state == "failed":
-        raise JournalError(f"shipmap serve could not replay: {result.get('error', 'no reason given')}")
     print(
         f"replayed by shipmap serve: delivered {result.get('delivered', 0)}, dead {result.get('dead', 0)},"
         f" left pending {result.get('parked', 0)}, skipped {result.get('skipped', 0)}"

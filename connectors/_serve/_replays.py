@@ -26,6 +26,8 @@ from typing import Any
 
 from .._errors import JournalError
 
+_POLL = 0.2  # seconds between two looks at a request's state
+
 try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
     import fcntl
 except ImportError:  # pragma: no cover
@@ -151,6 +153,26 @@ class ReplayRequests:
         return str(row[0]), json.loads(row[1]) if row[1] else None
 
     # --- the service's side ---------------------------------------------------------------------------------
+
+    def outcome(self, request: int, deadline: float, waited: float, *, does: str, do: str) -> dict[str, Any]:
+        """The service's result of ``request``, asked until ``deadline`` (``time.monotonic()``, ``waited``
+        seconds after the wait began). A JournalError when it is still queued then (it stays so: the service
+        ``does`` it when it can) or when the service could not ``do`` it."""
+        while True:
+            state, result = self.result(request)
+            if state != "waiting" or time.monotonic() > deadline:
+                break
+            time.sleep(_POLL)
+        if state == "waiting":
+            raise JournalError(
+                f"shipmap serve has not carried out replay request {request} within {waited:g} s; it stays "
+                f"queued and the service {does} when it can (see `shipmap dead-letters`)"
+            )
+        if state == "failed":
+            raise JournalError(
+                f"shipmap serve could not {do}: {(result or {}).get('error', 'no reason given')}"
+            )
+        return result or {}
 
     def waiting(self) -> list[ReplayRequest]:
         rows = self._db.execute(
