@@ -548,7 +548,10 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
     if isinstance(custom, str):
         return custom, path
     if validator in ("anyOf", "oneOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
+        # The branch of the value's own type says what is wrong with it ("" is a string too short, not a list
+        # that it is not): the other branches' type mismatches only when no branch has its type.
+        fitting = [branch for branch in error.context if branch.validator != "type"] or error.context
+        best = jsonschema.exceptions.best_match(fitting)
         if best is not None:
             return _explain(best, tuple(best.absolute_path))
     if validator == "type":
@@ -561,6 +564,8 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
         return "names must start with a letter and hold only letters, digits, '_', '.' and '-'", path
     if validator == "pattern":
         return _PATTERN_HINTS.get(str(path[-1]) if path else "", "is not in the expected format"), path
+    if validator == "minLength" and instance == "":  # an unset-looking variable (SECRET= in the env file)
+        return f"is empty: it must be at least {expected} characters long", path
     if validator in ("minLength", "maxLength"):
         bound = "at least" if validator == "minLength" else "at most"
         return f"must be {bound} {expected} characters long", path

@@ -186,6 +186,25 @@ def test_a_secret_of_the_wrong_type_is_reported_without_its_value(tmp_path: Path
     assert caught.value.line == 8
 
 
+@pytest.mark.parametrize(
+    ("secret", "values", "message"),
+    [
+        # An empty variable (SHOPIFY_SECRET= in the env file) was "must be a list": the list branch's type.
+        ('"${SHOPIFY_SECRET}"', {"SHOPIFY_SECRET": ""}, "sources.shop.secret: is empty: it must be at least 4 characters long"),
+        ('"${SHOPIFY_SECRET}"', {"SHOPIFY_SECRET": "abc"}, "sources.shop.secret: must be at least 4 characters long"),
+        ('["${SHOPIFY_SECRET}", "${OLD}"]', {"SHOPIFY_SECRET": "shpss_new", "OLD": ""}, "sources.shop.secret[1]: is empty: it must be at least 4 characters long"),
+    ],
+)  # fmt: skip
+def test_a_secret_too_short_for_its_branch_is_said_so_not_that_it_is_no_list(
+    tmp_path: Path, secret: str, values: dict[str, str], message: str
+) -> None:
+    path = write(tmp_path, SOURCE.replace('["${SHOPIFY_SECRET}", SECRET]', secret))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={**ENV, **values})
+    assert caught.value.message == message and caught.value.exit_code == 2
+    assert "shpss_new" not in caught.value.render()
+
+
 def test_a_literal_secret_is_warned_about_by_key_and_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
