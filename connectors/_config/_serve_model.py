@@ -23,6 +23,7 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY = 1024 * 1024
 MAX_BODY_CAP = 64 * 1024 * 1024
 DEFAULT_DRAIN = 20.0
+DEFAULT_BODY_TIMEOUT = 30.0  # a webhook of a few KB arrives in milliseconds: 30 s is a stalled sender
 DEFAULT_TOLERANCE = 300.0
 DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays parked
 DEFAULT_RESWEEP_CAP = 300.0
@@ -144,6 +145,15 @@ class ServeSettings:
     )
     drain_timeout: float = field(
         default=DEFAULT_DRAIN, metadata=about("How long SIGTERM may take.", duration=True)
+    )
+    body_timeout: float = field(
+        default=DEFAULT_BODY_TIMEOUT,
+        metadata=about(
+            "How long a sender may take to send a webhook's body, from its headers (408 after): a stalled or"
+            " slow sender does not hold a connection for good.",
+            duration=True,
+            exclusiveMinimum=0,
+        ),
     )
     resweep: float = field(
         default=DEFAULT_RESWEEP,

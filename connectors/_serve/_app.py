@@ -27,6 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._config._serve_model import DEFAULT_BODY_TIMEOUT
 from .._redact import get_logger
 from ._inbox import Accepted, GroupCommitting, InboxError, InboxStore, Incoming
 from ._metrics import ServiceMetrics
@@ -137,6 +138,7 @@ class ServiceState:
     committer: GroupCommit | None = None  # built with the state
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
     processes: int = 1  # the serve processes on the inbox: each allows 1/processes of a rate_limit
+    body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds a sender has to send a body (serve.body_timeout)
 
     def __post_init__(self) -> None:
         self.committer = GroupCommit(self.inbox)
@@ -172,6 +174,8 @@ def build_app(state: ServiceState, redactor: Any) -> Starlette:
         headers = {}
         if rejection.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(rejection.retry_after + 0.499)))
+        if rejection.close:  # else the server waits for the rest of a body that may never come
+            headers["Connection"] = "close"
         if rejection.status != 401:  # forged requests are counted, not logged one by one at warning level
             log.info("POST /hooks/%s: %d %s", source, rejection.status, rejection.message)
         return JSONResponse(
@@ -254,7 +258,7 @@ async def _handle(
                 f"more than {bucket.limit.per_second:g} requests per second from this source",
                 wait,
             )
-    body = await _read_capped(request, source.max_body)
+    body = await _read_capped(request, source.max_body, state.body_timeout)
     verified = verify(source, request.headers, body, time.time())
     if verified.ping:
         return JSONResponse({"status": "ping"})
@@ -293,19 +297,29 @@ def _answer(body: bytes) -> Response:
     return Response(body, media_type="application/json")
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    too_large = Rejection(413, "too_large", f"the body is larger than {limit} bytes")
+async def _read_capped(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refused past ``limit`` bytes or ``seconds`` (its sender stalled: the answer closes the
+    connection, whose framing is lost)."""
+    too_large = Rejection(413, "too_large", f"the body is larger than {limit} bytes", close=True)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
     except ClientDisconnect:
         raise Rejection(400, "disconnected", "the client went away before the body was read") from None
+    except TimeoutError:
+        raise Rejection(
+            408,
+            "body_timeout",
+            f"the body did not arrive within {seconds:g} s (serve.body_timeout)",
+            close=True,
+        ) from None
     return b"".join(chunks)

@@ -258,6 +258,7 @@ class Service:
                 metrics=metrics,
                 on_accept=delivery.wake,
                 readiness=lambda: self._readiness(delivery, inbox),
+                body_timeout=settings.body_timeout,
             )
             server = _Server(
                 uvicorn.Config(

@@ -48,12 +48,17 @@ _WOO_PING = re.compile(rb"^webhook_id=[0-9]+$")
 class Rejection(Exception):
     """Why a request is refused: the HTTP status, a metric label and a sentence for the sender."""
 
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: float | None = None, *, close: bool = False
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.close = (
+            close  # the body was left unread: the connection's framing is lost, so the answer ends it
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -203,3 +203,48 @@ def test_a_port_already_taken_is_said_as_such(tmp_path: Path) -> None:
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use (serve.host and serve.port, or --host"
         " and --port)\n",
     )
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """What the service writes until it closes the connection (each read bounded by the socket's timeout)."""
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    return answer
+
+
+def test_a_sender_that_stalls_mid_body_gets_408_and_its_connection_closed(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Every wait has a deadline: a sender that sent its headers and part of its body, then nothing, held a
+    connection (and a file descriptor) for as long as it liked; a drain waited for it too."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert "  drain_timeout: 30s\n" in text
+    serve.config.write_text(
+        text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  body_timeout: 1s\n")
+    )
+    serve.start()
+    try:
+        host, port = serve.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /hooks/app HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 1000\r\n\r\n" + b'{"id": 1, '
+            )
+            answer = _read_answer(sock)  # the service closes it: the body's framing is lost
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ")
+        assert json.loads(body) == {
+            "error": "body_timeout",
+            "message": "the body did not arrive within 1 s (serve.body_timeout)",
+        }
+        with httpx.Client(timeout=10) as client:  # the next sender is served as usual
+            now = int(time.time())
+            sent = serve.post(client, "app", b"{}", standard_webhooks_headers(b"{}", "msg_after", now, "t"))
+            assert sent.json()["status"] == "accepted"
+            metrics = client.get(f"{serve.url}/metrics").text
+        assert 'shipmap_webhooks_rejected_total{reason="body_timeout",source="app"} 1.0' in metrics
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
