@@ -8,9 +8,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from shipmap.engine import Location, MappingError, ShipmapError
+from shipmap.engine import Location, MappingError
 from shipmap.engine._yaml import decode_utf8, load_located
 
+from .._errors import ConfigError
 from ._faults import FaultPlan
 
 DEFAULT_HOST = "127.0.0.1"
@@ -82,9 +83,7 @@ def _read_file(path: Path) -> dict[str, str]:
     try:
         raw = path.read_bytes()
     except OSError as error:
-        raise ShipmapError(
-            f"cannot read sandbox credentials file {path}: {error.strerror or error}"
-        ) from None
+        raise ConfigError(f"cannot read sandbox credentials file {path}: {error.strerror or error}") from None
     try:
         text = decode_utf8(raw, str(path), "sandbox credentials file")  # at the bad byte, without its line
         if path.suffix.lower() == ".json":
@@ -93,29 +92,29 @@ def _read_file(path: Path) -> dict[str, str]:
             data = load_located(text, str(path), str, what="sandbox credentials file").value
     except MappingError as error:
         where = replace(error.location, line_text="") if error.location else None
-        raise ShipmapError(error.message, location=where) from None
+        raise ConfigError(error.message, location=where) from None
     except json.JSONDecodeError as error:
-        raise ShipmapError(
+        raise ConfigError(
             f"sandbox credentials file is not valid JSON: {error.msg}",
             location=Location(str(path), error.lineno, error.colno),
         ) from None
     except (ValueError, RecursionError):
-        raise ShipmapError(
+        raise ConfigError(
             f"sandbox credentials file {path} is not valid JSON (nested too deeply, or a number too long)"
         ) from None
     hint = "expected sections fenix (username, password, api_key, store_name) and dg (api_key, api_secret)"
     if not isinstance(data, dict):
-        raise ShipmapError(f"sandbox credentials file {path} must hold an object", hint=hint)
+        raise ConfigError(f"sandbox credentials file {path} must hold an object", hint=hint)
     found: dict[str, str] = {}
     for section, content in data.items():
         keys = _FILE_KEYS.get(section)
         if keys is None or not isinstance(content, dict):
-            raise ShipmapError(f"sandbox credentials file {path}: unexpected section {section!r}", hint=hint)
+            raise ConfigError(f"sandbox credentials file {path}: unexpected section {section!r}", hint=hint)
         for key, value in content.items():
             if key not in keys:
-                raise ShipmapError(f"sandbox credentials file {path}: unknown key {section}.{key}", hint=hint)
+                raise ConfigError(f"sandbox credentials file {path}: unknown key {section}.{key}", hint=hint)
             if not isinstance(value, str) or not value:
-                raise ShipmapError(
+                raise ConfigError(
                     f"sandbox credentials file {path}: {section}.{key} must be a non-empty string"
                 )
             found[keys[key]] = value

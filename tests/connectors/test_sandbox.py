@@ -782,7 +782,9 @@ def test_a_credentials_file_that_does_not_read_is_located_and_never_quoted(
 
     path = tmp_path / name
     path.write_bytes(content)
-    assert main(["sandbox", "--port", "0", "--credentials", str(path)]) == 1
+    assert (
+        main(["sandbox", "--port", "0", "--credentials", str(path)]) == 2
+    )  # a wrong file: as a wrong config
     err = capsys.readouterr().err
     assert err == f"{tmp_path}/{error}\n"
     assert "hunter2" not in err
