@@ -59,7 +59,9 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     config = build_config(value, file, locations)
     check_across_sections(config)
     reread = resolved(file.parent / env_file) if isinstance(env_file, str) else None
-    return with_readers(config, written, reread, environ)
+    config = with_readers(config, written, reread, environ)
+    object.__setattr__(config, "checked", True)  # frozen: the one field load_config itself vouches for
+    return config
 
 
 def journal_path_of(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> Path | str:

@@ -376,6 +376,9 @@ class RuntimeConfig:
     # ``shipmap serve``'s sections, as validated by the schema; connectors/_serve/_settings.py reads them.
     sources: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     serve: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # Set by load_config, whose checks are check_objects' and more: a Runtime does not run them again. Not an
+    # argument, so dataclasses.replace() gives a new config this is False for, checked when a Runtime takes it.
+    checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     def where(self, path: PathKey) -> Location | None:
         while True:

@@ -396,6 +396,8 @@ def check_objects(config: RuntimeConfig) -> None:
     routes' rules (a target naming a connection that is not defined) are ``plan_routes``', for both. A config
     loaded from a file passed all of these already, and passes here. ``ConfigError`` names the key and the
     rule, never the value."""
+    if config.checked:  # loaded from a file: these held there
+        return
     for connection in config.connections:
         _check_record(config, connection, ("connections", connection.name))
     for index, route in enumerate(config.mappings):

@@ -555,6 +555,20 @@ def test_a_config_built_in_code_is_held_to_the_rules_across_sections(tmp_path: P
     assert caught.value.message == "target 'order' names a connection that is not defined (defined: fenix)"
 
 
+def test_a_loaded_config_is_not_checked_again_but_one_changed_in_code_is(tmp_path: Path) -> None:
+    """load_config's checks are check_objects' and more, so a Runtime does not run them again (a few ms of
+    every run's start); a config made from it with dataclasses.replace is new, and checked."""
+    path = write(tmp_path, MINIMAL)
+    loaded = load_config(path, environ=ENV)
+    assert loaded.checked
+    Runtime(loaded)
+    changed = dataclasses.replace(loaded, delivery=DeliverySettings(concurrency=0))
+    assert not changed.checked
+    with pytest.raises(ConfigError) as caught:
+        Runtime(changed)
+    assert caught.value.message == "delivery.concurrency: must be at least 1"
+
+
 def test_a_config_built_in_code_within_the_rules_builds_a_runtime() -> None:
     runtime = Runtime(
         _in_code(
