@@ -21,11 +21,10 @@ from shipmap.connectors._serve._rejected import (
     refuse_shared,
     requeue_directly,
 )
-from shipmap.connectors._serve._replays import ReplayRequests, replays_path
+from shipmap.connectors._serve._replays import POLL_SECONDS, ReplayRequests, replays_path
 from shipmap.connectors._store._journal import open_readonly
 
 _SHOWN = 20  # origins listed by name; the others are counted
-_POLL = 0.2
 
 
 def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
@@ -119,7 +118,7 @@ def _wait_until_taken(inbox: Path, rows: list[int], deadline: float) -> list[int
             pending = [row for row, (_, _, state) in reader.held(rows).items() if state == "pending"]
             if not pending or time.monotonic() > deadline:
                 return pending
-            time.sleep(_POLL)
+            time.sleep(POLL_SECONDS)
 
 
 def _still_rejected(runtime: Runtime, origins: set[str]) -> dict[str, str]:

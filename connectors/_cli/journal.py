@@ -209,8 +209,8 @@ def _prune(args: argparse.Namespace) -> int:
         ) from None
     with _costing(cost), journal:
         if args.dry_run:
-            counted = count_prunable(journal, before)
-            print(f"{where}: would forget {counted.describe(sources=False)} older than {age}")
+            prunable = count_prunable(journal, before)
+            print(f"{where}: would forget {prunable.describe(sources=False)} older than {age}")
             return 0
         pruned = prune(journal, before)
     print(f"{where}: forgot {pruned.describe()} older than {age}")

@@ -222,8 +222,9 @@ def refuse_unsendable_secrets(
     value: dict[str, Any], locations: Mapping[PathKey, Location], referenced: Mapping[PathKey, list[str]]
 ) -> None:
     """Refuse, at load, what would leak or fail at the first request: credentials in a base_url's userinfo
-    or query string (they would be journaled and printed with the URL), and a credential that cannot go in an HTTP header
-    (a non-ASCII or control character). The message names the key and the variable, never the value."""
+    or query string (they would be journaled and printed with the URL), and a credential that cannot go in an
+    HTTP header (a non-ASCII or control character). The message names the key and the variable, never the
+    value."""
     for name, connection in value.get("connections", {}).items():
         base_url = connection.get("base_url")
         if isinstance(base_url, str) and url_has_credentials(base_url):

@@ -34,7 +34,7 @@ from .._config import (
 from .._deliver._delivery import OutboundRequest, encode_payload
 from .._redact import Redactor
 from .._store._entries import JournalEntry
-from .._store._journal import State, canonical_json, delivery_key, digest_of
+from .._store._journal import CLOSED, State, canonical_json, delivery_key, digest_of
 from ._idempotency import derive_idempotency_key
 from ._steps import (
     MAPPING_STAGE,
@@ -206,7 +206,7 @@ class EventMapper:
         failure_target = replay or MAPPING_STAGE
         yield RouteStart(stage_key, name)
         stage = journal.state(stage_key) if replay is None and journal is not None else None
-        if stage == "dead" or stage == "resolved":
+        if stage == "dead" or stage in CLOSED:
             yield Skip(stage_key, name, MAPPING_STAGE, stage)
             return
         if source is None:
@@ -236,8 +236,7 @@ class EventMapper:
             key = delivery_key(name, output.label, own)
             entry = journal.get(key) if journal is not None else None
             state = entry.state if entry is not None else None
-            # Closed (delivered, or resolved: superseded by a replay, or by hand) is never sent again.
-            if state == "delivered" or state == "resolved" or (state == "dead" and replay is None):
+            if state in CLOSED or (state == "dead" and replay is None):
                 yield Skip(key, name, target_name, state)
                 continue
             if (

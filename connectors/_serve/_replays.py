@@ -26,7 +26,7 @@ from typing import Any
 
 from .._errors import JournalError
 
-_POLL = 0.2  # seconds between two looks at a request's state
+POLL_SECONDS = 0.2  # between two looks at a request's (or an inbox row's) state, by the waiting command
 
 try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
     import fcntl
@@ -59,9 +59,8 @@ class ReplayRequest:
     id: int
     keys: tuple[str, ...] | None  # None: every dead letter
     refetch: bool
-    rows: tuple[int, ...] | None = (
-        None  # inbox rows to requeue with refetch (replay --rejected), not dead letters
-    )
+    # Inbox rows to requeue with refetch (replay --rejected), not dead letters.
+    rows: tuple[int, ...] | None = None
 
 
 def replays_path(journal: Path) -> Path:
@@ -152,8 +151,6 @@ class ReplayRequests:
             return "failed", {"error": "the request is gone"}
         return str(row[0]), json.loads(row[1]) if row[1] else None
 
-    # --- the service's side ---------------------------------------------------------------------------------
-
     def outcome(self, request: int, deadline: float, waited: float, *, does: str, do: str) -> dict[str, Any]:
         """The service's result of ``request``, asked until ``deadline`` (``time.monotonic()``, ``waited``
         seconds after the wait began). A JournalError when it is still queued then (it stays so: the service
@@ -162,7 +159,7 @@ class ReplayRequests:
             state, result = self.result(request)
             if state != "waiting" or time.monotonic() > deadline:
                 break
-            time.sleep(_POLL)
+            time.sleep(POLL_SECONDS)
         if state == "waiting":
             raise JournalError(
                 f"shipmap serve has not carried out replay request {request} within {waited:g} s; it stays "
@@ -173,6 +170,8 @@ class ReplayRequests:
                 f"shipmap serve could not {do}: {(result or {}).get('error', 'no reason given')}"
             )
         return result or {}
+
+    # --- the service's side ---------------------------------------------------------------------------------
 
     def waiting(self) -> list[ReplayRequest]:
         rows = self._db.execute(

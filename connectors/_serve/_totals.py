@@ -71,7 +71,7 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
             with found:
                 pending = found.counts().get("pending", 0)
             if pending:
-                parts.append(f"{counted(pending, 'delivery', 'deliveries')} pending in the journal")
+                parts.append(f"{counted(pending, 'delivery')} pending in the journal")
         waiting = inbox.depth()
     except Exception as error:  # a line of the stop report: its failure is said, not raised
         return f"cannot read what is owed at stop ({type(error).__name__}: {error})"

@@ -56,9 +56,8 @@ class Rejection(Exception):
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
-        self.close = (
-            close  # the body was left unread: the connection's framing is lost, so the answer ends it
-        )
+        # The body was left unread: the connection's framing is lost, so the answer ends it.
+        self.close = close
 
 
 @dataclass(frozen=True, slots=True)

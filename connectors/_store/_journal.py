@@ -65,6 +65,7 @@ from ._keys import digest_of as digest_of
 from ._keys import source_hash as source_hash
 from ._schema import _HAS_META, _SQLITE_TABLES, JOURNAL_TABLES, Backend
 from ._schema import _MIGRATION_LOCK as _MIGRATION_LOCK
+from ._schema import CLOSED as CLOSED
 from ._schema import MIGRATIONS as MIGRATIONS
 from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
 from ._schema import State as State

@@ -37,7 +37,7 @@ from .._redact import DELIVERIES_LOGGER, RedactingLogger, get_logger
 from .._summary import RunSummary
 from ._claims import claim_pending
 from ._entries import JournalEntry
-from ._journal import Journal, PendingRow, State
+from ._journal import CLOSED, Journal, PendingRow, State
 
 _FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
 _FLUSH_SECONDS = 0.05  # ... this long after the oldest of them
@@ -161,7 +161,7 @@ class Outbox:
                 for step in item.steps:
                     if isinstance(step, RouteStart):
                         stage = states.get(step.stage_key, ("", None))[0]
-                        skipping = decide and stage in ("dead", "resolved")
+                        skipping = decide and (stage == "dead" or stage in CLOSED)
                         if skipping:
                             self._skip(Skip(step.stage_key, step.mapping, MAPPING_STAGE, stage))
                         continue
@@ -176,7 +176,7 @@ class Outbox:
                         continue
                     if decide and isinstance(step, Job | Dead):
                         state, recorded = states.get(step.key, (None, None))
-                        if state == "delivered" or state == "dead" or state == "resolved":
+                        if state == "dead" or state in CLOSED:
                             step = Skip(step.key, step.mapping, step.target, state)
                         elif isinstance(step, Job) and recorded and recorded != step.idempotency_key:
                             step = self.mapper.rebuild(step, recorded)

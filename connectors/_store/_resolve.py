@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 from ._journal import Journal, _key_prefixes
 
-MIN_KEY_PREFIX = (
-    6  # characters of a key that name a dead letter: a shorter prefix would close many by mistake
-)
+# Characters of a key that name a dead letter: a shorter prefix would close many by mistake.
+MIN_KEY_PREFIX = 6
 SHOWN_KEYS = 20  # keys a resolve names, per name given; the count says the rest
 
 

@@ -11,6 +11,9 @@ from typing import Literal
 
 SCHEMA_VERSION = 4
 State = Literal["pending", "delivered", "dead", "resolved"]
+# What a run never sends again: delivered, or resolved (superseded by a replay, or closed by hand). A dead row is
+# skipped too, until it is replayed.
+CLOSED: frozenset[State] = frozenset({"delivered", "resolved"})
 Backend = Literal["sqlite", "postgresql"]
 
 # Version 1: the tables. The SQLite text is also what journals written before versioning hold.
