@@ -79,6 +79,7 @@ class ShipmapError(Exception):
         value: Any = None,
         has_value: bool = False,
         hint: str | None = None,
+        found: Sequence[str] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -88,6 +89,8 @@ class ShipmapError(Exception):
         self.value = value
         self.has_value = has_value
         self.hint = hint
+        # ``path = value`` for the source fields an expression's failing function was given.
+        self.found = tuple(found)
 
     @property
     def file(self) -> str | None:
@@ -115,6 +118,8 @@ class ShipmapError(Exception):
         elif self.source_path is not None:
             # An expression that failed has no value: the message says what it found ('found string "abc"').
             lines.append(f"  source: {self.source_path}")
+        if self.found:
+            lines.append(f"  found: {', '.join(self.found)}")
         if self.location and self.location.line_text:
             number = str(self.location.line)
             gutter = " " * len(number)

@@ -26,6 +26,7 @@ from ._budget import finish as budget_finish
 from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
+from ._paths import found_arguments, found_in_template, plain_path
 from ._sandbox import MappingSandbox
 from ._scope import SCOPE_NAMES, SCOPE_PREFIX, Label, Scope, parent_data, select_scope
 from ._template_fast import Fallback, fast_template
@@ -45,15 +46,36 @@ _BUILTIN_JMESPATH = {
 _SEARCH_ERRORS = (FunctionError, jmespath.exceptions.JMESPathError, RecursionError)
 
 
-def _search_failed(error: BaseException, location: Location, field: str, source_path: str) -> TransformError:
-    """The located error for an expression that failed while searching a document."""
+def _search_failed(
+    error: BaseException,
+    location: Location,
+    field: str,
+    scope: Scope,
+    label: str,
+    tree: dict[str, Any],
+    scope_name: str = "this",
+) -> TransformError:
+    """The located error for an expression (``label``, parsed: ``tree``) that failed on ``scope``'s data (or
+    its ``scope_name``'s); a builtin's error shows the source fields it was given, with their values."""
+    found: tuple[str, ...] = ()
     if isinstance(error, FunctionError):
         message = str(error)
+        data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
+        prefix = "" if scope_name == "this" else f"${scope_name}."
+        found = found_arguments(
+            tree,
+            error.function,
+            data,
+            lambda path: scope.child_path(path if path.startswith("$") else prefix + path),
+            lambda name: select_scope(scope, name),
+        )
     elif isinstance(error, RecursionError):
         message = "the source is nested too deeply for this expression"
     else:
         message = f"JMESPath: {error}"
-    return TransformError(message, location=location, field=field, source_path=source_path)
+    return TransformError(
+        message, location=location, field=field, source_path=scope.child_path(label), found=found
+    )
 
 
 class ExpressionCompiler:
@@ -103,7 +125,7 @@ class ExpressionCompiler:
         if "{{" in text or "{%" in text or text.lstrip().startswith("$"):
             return None
         try:
-            steps = _plain_path(jmespath.compile(text.strip()).parsed)
+            steps = plain_path(jmespath.compile(text.strip()).parsed)
         except (jmespath.exceptions.JMESPathError, RecursionError):
             return None  # not a plain path; compiling it as a closure reports the error with its location
         if not steps or not all(isinstance(step, str) for step in steps):
@@ -125,7 +147,7 @@ class ExpressionCompiler:
             if node.get("type") == "or_expression":
                 pending[:0] = node["children"]
                 continue
-            steps = _plain_path(node)
+            steps = plain_path(node)
             if steps is None:
                 return text
             branches.append((_steps_text(steps), _path_getter(steps)))
@@ -193,10 +215,11 @@ class ExpressionCompiler:
             ) from None
         self._check_functions(parsed.parsed, location, field)
         label = text.strip()
-        direct = self._direct(parsed.parsed)
+        tree = parsed.parsed
+        direct = self._direct(tree)
         if direct is not None:
             # Compiled to plain Python; a builtin's FunctionError still needs the field's location.
-            if _plain_path(parsed.parsed) is not None:
+            if plain_path(parsed.parsed) is not None:
                 getter = direct
                 if scope_name == "this":
                     return lambda scope: getter(scope.data)
@@ -207,9 +230,7 @@ class ExpressionCompiler:
                 try:
                     return direct(data)
                 except FunctionError as error:
-                    raise TransformError(
-                        str(error), location=location, field=field, source_path=scope.child_path(label)
-                    ) from None
+                    raise _search_failed(error, location, field, scope, label, tree, scope_name) from None
 
             return evaluate_direct
         search = parsed.search
@@ -220,7 +241,7 @@ class ExpressionCompiler:
             try:
                 return search(data, options=options)
             except _SEARCH_ERRORS as error:
-                raise _search_failed(error, location, field, scope.child_path(label)) from None
+                raise _search_failed(error, location, field, scope, label, tree, scope_name) from None
 
         return evaluate
 
@@ -263,7 +284,7 @@ class ExpressionCompiler:
             try:
                 return _ScopedInterpreter(options, scope).visit(tree, scope.data)
             except _SEARCH_ERRORS as error:
-                raise _search_failed(error, location, field, scope.child_path(label)) from None
+                raise _search_failed(error, location, field, scope, label, tree) from None
 
         return evaluate
 
@@ -273,7 +294,7 @@ class ExpressionCompiler:
         Covered: field paths, literals, shipmap's own functions, ``a[].b``/``a[*].b`` projections and ``||``;
         each follows JMESPath's semantics (null for a missing key or a wrong type, projections skip nulls).
         """
-        steps = _plain_path(node)
+        steps = plain_path(node)
         if steps is not None:
             return _path_getter(steps)
         kind = node.get("type")
@@ -366,8 +387,15 @@ class ExpressionCompiler:
             try:
                 return check_output(run(scope))
             except FunctionError as error:
+                found = found_in_template(
+                    ast,
+                    error.function,
+                    lambda: frozenset({"this", "parent", "root", *scope.lets}),
+                    scope.child_path,
+                    lambda name: select_scope(scope, name),
+                )
                 raise TransformError(
-                    str(error), location=location, field=field, source_path=scope.path() or None
+                    str(error), location=location, field=field, source_path=scope.path() or None, found=found
                 ) from None
             except RecursionError:
                 raise TransformError(
@@ -627,30 +655,6 @@ def _walk_jmespath(node: Any) -> Iterator[dict[str, Any]]:
         yield node
         for child in node.get("children", ()):
             yield from _walk_jmespath(child)
-
-
-def _plain_path(node: dict[str, Any]) -> list[str | int] | None:
-    """The steps of a plain field path (``a.b[0].c``), or None when the expression is anything more."""
-    kind = node.get("type")
-    if kind == "field":
-        return [node["value"]]
-    if kind == "subexpression":
-        steps: list[str | int] = []
-        for child in node["children"]:
-            part = _plain_path(child)
-            if part is None:
-                return None
-            steps += part
-        return steps
-    if kind == "index_expression":
-        left, *indexes = node["children"]  # a[0][1] is one node with two indexes
-        head = [] if left.get("type") == "identity" else _plain_path(left)
-        if head is None or any(index.get("type") != "index" for index in indexes):
-            return None
-        return [*head, *(int(index["value"]) for index in indexes)]
-    if kind == "current":
-        return []
-    return None
 
 
 def _path_getter(steps: list[str | int]) -> Callable[[Any], Any]:

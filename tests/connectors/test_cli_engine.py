@@ -73,6 +73,27 @@ def test_preview_transform_error_names_file_line_field_and_source(tmp_path: Path
     assert "Traceback" not in result.stderr
 
 
+def test_a_failing_function_shows_the_source_field_it_was_given(tmp_path: Path) -> None:
+    """The ready Magento mapping on a real order whose `state` is gone: the lookup's error names the field."""
+    order = json.loads((FIXTURES / "real/magento/order_get.json").read_text(encoding="utf-8"))
+    del order["state"]
+    document = tmp_path / "no_state.json"
+    document.write_text(json.dumps(order), encoding="utf-8")
+    mapping = Path(__file__).parents[2] / "mappings/magento/order.yaml"
+    line = next(
+        number
+        for number, row in enumerate(mapping.read_text(encoding="utf-8").splitlines(), start=1)
+        if "lookup('status', state)" in row
+    )
+    result = shipmap("preview", str(mapping), str(document))
+    assert result.returncode == 4, result.stderr
+    assert f"order.yaml:{line}:" in result.stderr
+    assert "lookup table 'status' has no entry for null" in result.stderr
+    assert "target field: order.status" in result.stderr
+    assert "  found: state = null (not in the document)\n" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_jmespath_typo_is_reported_at_its_line(tmp_path: Path) -> None:
     broken = tmp_path / "typo.yaml"
     text = MAPPING.read_text(encoding="utf-8").replace("number: name", "number: name[")
@@ -138,7 +159,7 @@ def test_unknown_command_and_no_command_are_usage_errors() -> None:
 
 def test_a_failing_function_shows_no_value_it_did_not_find(tmp_path: Path) -> None:
     """'source: sum(id) = (nothing)' under 'found string "abc"' contradicted the message: an expression that
-    failed has no value, so the source line names it alone."""
+    failed has no value, so the source line names it alone (and `found:` the field it was given)."""
     mapping = tmp_path / "sum.yaml"
     mapping.write_text(
         "shipmap: 1\nname: t\ntargets:\n  order:\n    kind: fenix.order\n    fields:\n"
@@ -152,6 +173,7 @@ def test_a_failing_function_shows_no_value_it_did_not_find(tmp_path: Path) -> No
         f'{document}:1: {mapping}:7:20: error: sum(): expected an array of numbers, found string "abc"\n'
         "  target field: order.id.source\n"
         "  source: sum(id)\n"
+        '  found: id = "abc"\n'
         '  7 |       id: {source: "sum(id)"}\n'
         "    |                    ^\n"
     )

@@ -41,6 +41,9 @@ def test_case(case: dict[str, Any]) -> None:
             assert error.has_value and error.value == expected["value"], rendered
         if "hint" in expected:
             assert error.hint and expected["hint"] in error.hint, rendered
+        if "found" in expected:  # the source fields a failing function was given, as rendered
+            assert list(error.found) == expected["found"], rendered
+            assert ("found: " + ", ".join(expected["found"]) in rendered) == bool(expected["found"]), rendered
         assert "Traceback" not in rendered
         return
     mapping = engine.parse_mapping(text, file="case.yaml")
