@@ -173,17 +173,36 @@ class LineWriter:
         raise NotImplementedError
 
 
-class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger whose messages are formatted and redacted before any handler sees them."""
+# The attribute each record of a named runtime carries: its name (``Runtime(config, name=...)``), for a
+# filter or a format (``%(shipmap_runtime)s``) to tell two runtimes of one process apart.
+RUNTIME_ATTRIBUTE = "shipmap_runtime"
 
-    def __init__(self, logger: logging.Logger, redactor: Redactor) -> None:
-        super().__init__(logger, {})
+
+class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger whose messages are formatted and redacted before any handler sees them; with ``runtime_name``, its
+    records carry that name as their ``shipmap_runtime`` attribute."""
+
+    def __init__(
+        self, logger: logging.Logger, redactor: Redactor, *, runtime_name: str | None = None
+    ) -> None:
+        super().__init__(logger, {RUNTIME_ATTRIBUTE: runtime_name} if runtime_name is not None else {})
         self.redactor = redactor
+        self.runtime_name = runtime_name
+
+    def for_runtime(self, runtime_name: str | None) -> RedactingLogger:
+        """This logger, its records marked with ``runtime_name`` instead."""
+        return RedactingLogger(self.logger, self.redactor, runtime_name=runtime_name)
+
+    def sibling(self, name: str) -> RedactingLogger:
+        """The ``shipmap.connectors.<name>`` logger of the same runtime: its redactor, its name."""
+        return get_logger(name, self.redactor, runtime_name=self.runtime_name)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if not self.isEnabledFor(level):
             return
         text = self.redactor.redact(str(msg) % args if args else str(msg))
+        if self.extra:  # the runtime's name, under the call's own fields
+            kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
         if kwargs and (len(kwargs) > 1 or "extra" not in kwargs):  # exc_info, stack_info, stacklevel
             # This frame, then the caller: logging skips its own frames (LoggerAdapter.debug and the like).
             kwargs.setdefault("stacklevel", 2)
@@ -236,6 +255,8 @@ class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
 DELIVERIES_LOGGER = "deliveries"  # shipmap.connectors.deliveries: a line per delivery sent or re-sent
 
 
-def get_logger(name: str, redactor: Redactor) -> RedactingLogger:
-    """A ``shipmap.connectors.<name>`` logger bound to a runtime's redactor."""
-    return RedactingLogger(logging.getLogger(f"shipmap.connectors.{name}"), redactor)
+def get_logger(name: str, redactor: Redactor, *, runtime_name: str | None = None) -> RedactingLogger:
+    """A ``shipmap.connectors.<name>`` logger bound to a runtime's redactor (and its name, if it has one)."""
+    return RedactingLogger(
+        logging.getLogger(f"shipmap.connectors.{name}"), redactor, runtime_name=runtime_name
+    )

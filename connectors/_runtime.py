@@ -78,9 +78,13 @@ class Runtime:
         transport: httpx.AsyncBaseTransport | None = None,
         seed: int | None = None,
         redactor: Redactor | None = None,
+        name: str | None = None,
     ) -> None:
+        """``name`` tells this runtime's log records from another's in the same process: each carries it as
+        its ``shipmap_runtime`` attribute (none without a name)."""
         check_objects(config)  # a config built in code meets the file's rules (a loaded one already does)
         self.config = config
+        self.name = name
         self.redactor = redactor if redactor is not None else Redactor()
         register_secrets(config, self.redactor)
         self.mapper = EventMapper(config, self.redactor)
@@ -88,13 +92,13 @@ class Runtime:
         self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
         # Auth objects live as long as the runtime, so a Fenix token serves every run until it expires.
         self.auths: dict[str, ShipmapAuth] = {
-            c.name: c.auth.build(c.base_url, self.redactor) for c in config.connections
+            c.name: c.auth.build(c.base_url, self.redactor, runtime_name=name) for c in config.connections
         }
         self._transport = transport
         # Breaker and rate-limit state outlives a run, like the auth sessions (a store could share it).
         self.breaker_store: StateStore = MemoryStore()
         self._rng = random.Random(seed)
-        self._log = get_logger("runtime", self.redactor)
+        self._log = get_logger("runtime", self.redactor, runtime_name=name)
         self._running = threading.Lock()
         # The summary of the run in progress (or the last one): ``shipmap serve`` reads it for /metrics.
         self.live: RunSummary | None = None
@@ -118,8 +122,10 @@ class Runtime:
         journal: str | os.PathLike[str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         seed: int | None = None,
+        name: str | None = None,
     ) -> Runtime:
-        """A runtime from a config file; ``concurrency`` and ``journal`` override the file's settings."""
+        """A runtime from a config file; ``concurrency`` and ``journal`` override the file's settings, and
+        ``name`` marks its log records (as ``Runtime(config, name=...)`` does)."""
         config = load_config(path, environ=environ)
         if concurrency is not None:
             if concurrency < 1:
@@ -134,7 +140,7 @@ class Runtime:
                 else {"url": None, "path": Path(journal).resolve()}
             )
             config = dataclasses.replace(config, journal=dataclasses.replace(config.journal, **where))
-        runtime = cls(config, transport=transport, seed=seed)
+        runtime = cls(config, transport=transport, seed=seed, name=name)
         runtime._concurrency_override = concurrency
         return runtime
 
@@ -156,7 +162,9 @@ class Runtime:
                 if earlier == connection:
                     auths[name] = self.auths[name]
                     continue
-                auths[name] = connection.auth.build(connection.base_url, self.redactor)
+                auths[name] = connection.auth.build(
+                    connection.base_url, self.redactor, runtime_name=self.name
+                )
                 if earlier is None:
                     continue
                 if earlier.base_url != connection.base_url:
@@ -420,6 +428,7 @@ class _Execution:
             rng=runtime._rng,
             on_retry=self._on_retry,
             store=runtime.breaker_store,
+            runtime_name=runtime.name,
         )
         runtime._deliverer = deliverer
         try:

@@ -94,8 +94,15 @@ class AuthSettings:
         user = self.username if self.scheme == "basic" else None
         return tuple(s for s in (self.password, self.api_key, self.token, user) if s)
 
-    def build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
-        """A fresh httpx auth object for a connection at ``base_url``."""
+    def build(self, base_url: str, redactor: Redactor, *, runtime_name: str | None = None) -> ShipmapAuth:
+        """A fresh httpx auth object for a connection at ``base_url``, whose log records carry
+        ``runtime_name`` (a named Runtime's)."""
+        auth = self._build(base_url, redactor)
+        if runtime_name is not None:
+            auth._mark_logs(runtime_name)
+        return auth
+
+    def _build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
         reread = self.reader.read if self.reader is not None else None
         if self.scheme == "basic":
             return BasicAuth(self.username or "", self.password or "", redactor=redactor, reread=reread)

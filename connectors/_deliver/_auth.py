@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import httpx
 
 from .._errors import AuthError
-from .._redact import MASK, Redactor, get_logger
+from .._redact import MASK, RedactingLogger, Redactor, get_logger
 
 Clock = Callable[[], float]
 
@@ -84,6 +84,12 @@ class ShipmapAuth(httpx.Auth):
         """A 401 answered a request sent outside ``auth_flow`` with the ``ready_headers`` of ``generation``.
         A scheme that logs in forgets that token (not a newer one), so that the next request logs in: once,
         for every request that saw it. Fixed credentials have nothing to forget."""
+
+    def _mark_logs(self, runtime_name: str) -> None:
+        """Mark what this scheme logs (logins, rotated credentials) with its runtime's name."""
+        log = getattr(self, "_log", None)  # NoAuth, and a scheme written elsewhere, log nothing of shipmap's
+        if isinstance(log, RedactingLogger):
+            self._log = log.for_runtime(runtime_name)
 
 
 Reread = Callable[[], Mapping[str, str]]  # the credentials as the config's references read them now

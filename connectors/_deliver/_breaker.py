@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from .._config_key import about
+from .._redact import RUNTIME_ATTRIBUTE
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -167,9 +168,14 @@ class CircuitBreaker:
         *,
         store: StateStore | None = None,
         clock: Clock = time.monotonic,
+        runtime_name: str | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        # A named runtime's breakers mark their records with its name, as its other loggers do.
+        self._log: logging.Logger | logging.LoggerAdapter[logging.Logger] = (
+            _log if runtime_name is None else logging.LoggerAdapter(_log, {RUNTIME_ATTRIBUTE: runtime_name})
+        )
         self._store = store if store is not None else MemoryStore()
         self._shared = store if isinstance(store, SharedStore) else None
         # In one process the probe always ends (``failure(probe=True)`` when interrupted); across processes
@@ -221,7 +227,7 @@ class CircuitBreaker:
                         probe, wait = self._claim_probe(state, store_now)
                 wait = min(wait, shared.poll)
             if probe:
-                _log.info("connection %s: probing (probe %d)", self.name, state.probes)
+                self._log.info("connection %s: probing (probe %d)", self.name, state.probes)
                 return True
             await self._wait_for_change(min(now + wait, give_up_at) - now)
 
@@ -257,7 +263,7 @@ class CircuitBreaker:
 
     def _close(self, state: BreakerState, now: float) -> None:
         if state.phase != "closed":
-            _log.warning(
+            self._log.warning(
                 "connection %s: circuit breaker closed; sending again after %.1f s",
                 self.name,
                 now - state.opened_at,
@@ -285,7 +291,7 @@ class CircuitBreaker:
             state.retry_at = now + state.cooldown
             state.reason = reason
             state.opened += 1
-            _log.warning(
+            self._log.warning(
                 "connection %s: circuit breaker open after %s; deliveries wait (pending), probing in %.1f s",
                 self.name,
                 reason,
@@ -297,7 +303,7 @@ class CircuitBreaker:
             state.cooldown = min(max(state.cooldown, self.settings.cooldown) * 2, self.settings.cooldown_cap)
             state.retry_at = now + state.cooldown
             state.reason = reason
-            _log.info(
+            self._log.info(
                 "connection %s: probe failed (%s); next probe in %.1f s", self.name, reason, state.cooldown
             )
             self._notify()

@@ -142,6 +142,7 @@ class Deliverer:
         on_retry: Callable[[OutboundRequest, int, str, float], None] | None = None,
         store: StateStore | None = None,
         clock: Callable[[], float] = time.monotonic,
+        runtime_name: str | None = None,
     ) -> None:
         self.connections = connections
         self.auths = auths
@@ -153,11 +154,13 @@ class Deliverer:
         self._on_retry = on_retry
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._senders: dict[str, Sender] = {}
-        self._log = get_logger("delivery", redactor)
+        self._log = get_logger("delivery", redactor, runtime_name=runtime_name)
         self._clock = clock
         store = store if store is not None else MemoryStore()
         self.breakers = {
-            name: CircuitBreaker(name, c.breaker or settings.breaker, store=store, clock=clock)
+            name: CircuitBreaker(
+                name, c.breaker or settings.breaker, store=store, clock=clock, runtime_name=runtime_name
+            )
             for name, c in connections.items()
         }
         self.limiters = {

@@ -166,8 +166,8 @@ class ServiceState:
         self.sources, self.buckets = sources, buckets
 
 
-def build_app(state: ServiceState, redactor: Any) -> Starlette:
-    log = get_logger("serve", redactor)
+def build_app(state: ServiceState, redactor: Any, *, runtime_name: str | None = None) -> Starlette:
+    log = get_logger("serve", redactor, runtime_name=runtime_name)
 
     def refuse(source: str, rejection: Rejection) -> Response:
         state.metrics.reject(source, rejection.reason)

@@ -82,7 +82,7 @@ class DeliveryLoop:
         self._replays: ReplayRequests | None = None
         self._inbox: InboxStore | None = None  # the delivery thread's connection (replay --rejected requeues)
         self._resweep = resweep
-        self._log = get_logger("serve", runtime.redactor)
+        self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self.total = RunSummary()  # the finished runs, folded
         self.accepted = 0  # webhooks intake committed (counted by ``wake``): the feed steps aside in bursts
         self._folded: RunSummary | None = (
@@ -194,6 +194,7 @@ class DeliveryLoop:
                     parked_deliveries=self._parked_now,
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
                     intake_accepted=lambda: self.accepted,
+                    runtime_name=self.runtime.name,
                 )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()

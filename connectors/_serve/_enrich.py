@@ -107,7 +107,7 @@ class Enricher:
         self.breakers: dict[str, CircuitBreaker] = {}
         self._blocked_since: dict[str, float] = {}
         self._rng = random.Random()
-        self._log = get_logger("serve.enrich", runtime.redactor)
+        self._log = get_logger("serve.enrich", runtime.redactor, runtime_name=runtime.name)
         self.fetched = 0  # successful GETs, for metrics
         self.failed = 0
 
@@ -125,7 +125,11 @@ class Enricher:
             )
             settings = connection.breaker or delivery.breaker
             self.breakers[name] = CircuitBreaker(
-                name, settings, store=self.runtime.breaker_store, clock=self._clock
+                name,
+                settings,
+                store=self.runtime.breaker_store,
+                clock=self._clock,
+                runtime_name=self.runtime.name,
             )
         return self
 
@@ -315,7 +319,7 @@ async def refetch_documents(runtime: Runtime, enricher: Enricher, document: Any)
     try:
         return {**document, **await enricher.documents(document)}
     except EnrichmentError as error:
-        get_logger("serve.enrich", runtime.redactor).warning(
+        get_logger("serve.enrich", runtime.redactor, runtime_name=runtime.name).warning(
             "refetch failed (%s); replaying the stored documents", error.message
         )
         return document

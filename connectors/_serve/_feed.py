@@ -110,6 +110,7 @@ class InboxFeed:
         parked_deliveries: Callable[[], int] = lambda: 0,
         replays_waiting: Callable[[], bool] = lambda: False,
         intake_accepted: Callable[[], int] = lambda: 0,
+        runtime_name: str | None = None,
     ) -> None:
         self.inbox = inbox
         self.enricher = enricher
@@ -133,7 +134,7 @@ class InboxFeed:
         self._intake_mark = (time.monotonic(), 0)
         self._intake_rate = 0.0
         self.stepped_aside = 0.0  # seconds delivery waited for bursts
-        self._log = get_logger("serve.feed", redactor)
+        self._log = get_logger("serve.feed", redactor, runtime_name=runtime_name)
         self._purged_at = time.monotonic()  # the service purged at start
 
     def stop(self) -> None:

@@ -81,7 +81,7 @@ class Service:
         self.runtime = runtime
         self.settings = settings or serve_settings(runtime.config)
         self._source_transport = source_transport
-        self._log = get_logger("serve", runtime.redactor)
+        self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self._stop = asyncio.Event()
         self.summary: RunSummary | None = None
         self.url: str | None = None  # where this host reaches it, once it listens
@@ -262,7 +262,7 @@ class Service:
             )
             server = _Server(
                 uvicorn.Config(
-                    build_app(state, self.runtime.redactor),
+                    build_app(state, self.runtime.redactor, runtime_name=self.runtime.name),
                     log_config=None,
                     access_log=False,
                     lifespan="off",

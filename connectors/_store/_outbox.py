@@ -33,7 +33,7 @@ from .._map._steps import (
     event_fields,
     request_headers,
 )
-from .._redact import DELIVERIES_LOGGER, RedactingLogger, get_logger
+from .._redact import DELIVERIES_LOGGER, RedactingLogger
 from .._summary import RunSummary
 from ._claims import claim_pending
 from ._entries import JournalEntry
@@ -62,7 +62,7 @@ class Outbox:
         self.log = log
         # One line per delivery sent or re-sent: a logger of its own, which a command line quiets by default
         # (a service delivering around the clock would otherwise write a line per event to its journal).
-        self.deliveries = get_logger(DELIVERIES_LOGGER, log.redactor)
+        self.deliveries = log.sibling(DELIVERIES_LOGGER)
         # Keys queued, being sent, or delivered but not yet committed so: a repeat is a duplicate.
         self.scheduled: set[str] = set()
         self._marks: list[tuple[str, int, int]] = []  # (key, status, attempts) delivered, not committed
