@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shipmap.engine import Location
 
 from .._deliver._breaker import BreakerSettings
-from .._errors import ConfigError
 from .._redact import is_sensitive_name
 from .._store._journal_pg import url_password
 from ._model import (
@@ -57,15 +56,11 @@ def build_config(value: dict[str, Any], file: Path, locations: dict[PathKey, Loc
     journal_raw = value.get("journal") or {}
     if isinstance(journal_raw, str):
         journal_raw = {"url": journal_raw}
-    if "url" in journal_raw and "path" in journal_raw:
-        raise ConfigError(
-            "journal: takes path (an SQLite file) or url (PostgreSQL), not both",
-            location=locations.get(("journal", "url")),
-        )
+    # The default file only when no url is given: a file that gives both is refused by check_across_sections,
+    # as a config built in code is.
+    path = journal_raw.get("path", None if "url" in journal_raw else DEFAULT_JOURNAL)
     journal = build_section(
-        JournalSettings,
-        journal_raw,
-        path=resolved(base_dir / journal_raw.get("path", DEFAULT_JOURNAL)),
+        JournalSettings, journal_raw, path=resolved(base_dir / path) if path is not None else None
     )
     secrets: set[str] = set()
     if journal.url and url_password(journal.url):

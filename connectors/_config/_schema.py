@@ -392,7 +392,8 @@ def check_objects(config: RuntimeConfig) -> None:
     """Hold a config built in code to the rules the file's schema gives the same keys, field by field (a
     ``concurrency`` of 0, which delivered nothing and reported success; a scheme or api that does not exist; a
     base_url that is not http(s)), then to its rules across the keys of a section (what each auth scheme
-    needs), both from the one schema, and to the rules across sections (:func:`check_across_sections`). The
+    needs) and on how many connections and mapping entries it has, all from the one schema, and to the rules
+    across sections (:func:`check_across_sections`). The
     routes' rules (a target naming a connection that is not defined) are ``plan_routes``', for both. A config
     loaded from a file passed all of these already, and passes here. ``ConfigError`` names the key and the
     rule, never the value."""
@@ -405,15 +406,38 @@ def check_objects(config: RuntimeConfig) -> None:
     _check_record(config, config.events, ("events",))
     _check_record(config, config.delivery, ("delivery",))
     _check_record(config, config.journal, ("journal",))
+    _check_counts(config)
     check_across_sections(config)
+
+
+_COUNT_KEYWORDS = ("minItems", "maxItems", "minProperties", "maxProperties")
+
+
+def _check_counts(config: RuntimeConfig) -> None:
+    """The file's rules on how many connections and mapping entries a config has (at least one each), from
+    the schema's top-level keys, with its words: an empty ``mappings`` ran and routed every event nowhere."""
+    given: dict[str, Any] = {
+        "connections": {connection.name: None for connection in config.connections},
+        "mappings": [None] * len(config.mappings),
+    }
+    properties = _schema()["properties"]
+    for key, value in given.items():
+        rules = {
+            keyword: properties[key][keyword] for keyword in _COUNT_KEYWORDS if keyword in properties[key]
+        }
+        _raise_first(config, jsonschema.Draft202012Validator(rules).iter_errors(value), (key,))
 
 
 EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 
 
 def check_across_sections(config: RuntimeConfig) -> None:
-    """The rules that the schema cannot say, for a config loaded from a file and one built in code alike: the
-    placeholders of ``delivery.idempotency.external_id``."""
+    """The rules that the schema cannot say, for a config loaded from a file and one built in code alike: a
+    journal in one place, and the placeholders of ``delivery.idempotency.external_id``."""
+    if config.journal.path is not None and config.journal.url is not None:
+        raise config.error(
+            "journal: takes path (an SQLite file) or url (PostgreSQL), not both", ("journal", "url")
+        )
     template = config.delivery.idempotency.external_id
     for placeholder in re.findall(r"\{([^{}]*)\}", template):
         if placeholder not in EXTERNAL_ID_FIELDS:

@@ -555,6 +555,59 @@ def test_a_config_built_in_code_is_held_to_the_rules_across_sections(tmp_path: P
     assert caught.value.message == "target 'order' names a connection that is not defined (defined: fenix)"
 
 
+@pytest.mark.parametrize(
+    ("changes", "file_text", "message", "at"),
+    [
+        (
+            {"mappings": ()},
+            MINIMAL.split("mappings:")[0] + "mappings: []\n",
+            "mappings: must have at least 1 entry",
+            11,
+        ),
+        (
+            {"connections": ()},
+            "connections: {}\n" + "mappings:" + MINIMAL.split("mappings:")[1],
+            "connections: must have at least 1 entry",
+            1,
+        ),
+        (
+            {"journal": JournalSettings(path=Path("journal.db"), url="postgresql://db.internal/shipmap")},
+            MINIMAL + "journal:\n  path: journal.db\n  url: postgresql://db.internal/shipmap\n",
+            "journal: takes path (an SQLite file) or url (PostgreSQL), not both",
+            15,  # the url's line
+        ),
+    ],
+    ids=["no-mappings", "no-connections", "journal-path-and-url"],
+)
+def test_a_config_built_in_code_is_refused_what_the_file_is_refused_in_the_same_words(
+    tmp_path: Path, changes: dict[str, Any], file_text: str, message: str, at: int
+) -> None:
+    """Runtime(config) accepted a config with no mapping entries (every event went unrouted, and the run
+    reported success) and a journal with both a file and a database (the url won, silently)."""
+    with pytest.raises(ConfigError) as caught:
+        Runtime(dataclasses.replace(_in_code(), **changes))
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+    with pytest.raises(ConfigError) as from_file:
+        load_config(write(tmp_path, file_text), environ=ENV)
+    assert (from_file.value.message, from_file.value.exit_code) == (message, 2)
+    assert from_file.value.location is not None and from_file.value.location.line == at
+
+
+def test_a_loaded_postgresql_journal_has_no_file_and_passes_the_checks_when_changed_in_code(
+    tmp_path: Path,
+) -> None:
+    """The loader gave a url journal the default file too; a change in code (``from_config``'s overrides) gets
+    the config checked again, which refuses a journal with both."""
+    path = write(tmp_path, MINIMAL + "journal: postgresql://db.internal/shipmap\n")
+    loaded = load_config(path, environ=ENV)
+    assert (loaded.journal.url, loaded.journal.path) == ("postgresql://db.internal/shipmap", None)
+    runtime = Runtime.from_config(path, environ=ENV, concurrency=2)
+    assert (runtime.config.journal.location, runtime.config.delivery.concurrency) == (
+        "postgresql://db.internal/shipmap",
+        2,
+    )
+
+
 def test_a_loaded_config_is_not_checked_again_but_one_changed_in_code_is(tmp_path: Path) -> None:
     """load_config's checks are check_objects' and more, so a Runtime does not run them again (a few ms of
     every run's start); a config made from it with dataclasses.replace is new, and checked."""
