@@ -3,11 +3,12 @@
 Load a YAML mapping once, then transform source JSON into validated Fenix Commerce and Digital Genius
 payloads, as often as you like, from any thread::
 
-    from shipmap.engine import load_mapping
+    from shipmap.engine import load_mapping, packaged_mapping_names
 
     mapping = load_mapping("mappings/shopify/order.yaml")   # or a packaged one: load_mapping("shopify/order")
     payloads = mapping.transform(source)                     # {"order": {...}}
     for output in mapping.outputs(source): ...               # Output(target, payload, element)
+    packaged_mapping_names()                                 # the ready ones: ["aftership/tracking", ...]
 
 No network, no printing, no global state. Every error is a :class:`ShipmapError` carrying its location.
 """
@@ -26,7 +27,14 @@ from ._errors import (
     TransformError,
 )
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
-from ._mapping import CompiledMapping, Output, load_mapping, parse_mapping, resolve_mapping_path
+from ._mapping import (
+    CompiledMapping,
+    Output,
+    load_mapping,
+    packaged_mapping_names,
+    parse_mapping,
+    resolve_mapping_path,
+)
 from ._sources import SourceDocument, read_documents, read_input, read_named, read_stream
 from ._target import CompiledTarget
 from ._trace import Trace
@@ -53,6 +61,7 @@ __all__ = [
     "get_kind",
     "load_mapping",
     "mapping_format_schema",
+    "packaged_mapping_names",
     "parse_mapping",
     "read_documents",
     "read_input",

@@ -21,7 +21,14 @@ from ._target import CompiledTarget
 from ._trace import ACTIVE, Trace, unread_paths
 from ._yaml import LocatedDocument, decode_utf8, load_located
 
-__all__ = ["CompiledMapping", "Output", "load_mapping", "parse_mapping", "resolve_mapping_path"]
+__all__ = [
+    "CompiledMapping",
+    "Output",
+    "load_mapping",
+    "packaged_mapping_names",
+    "parse_mapping",
+    "resolve_mapping_path",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +229,9 @@ def resolve_mapping_path(name: str | os.PathLike[str]) -> Path:
 
 
 def packaged_mapping_names() -> list[str]:
-    """The short names of the mappings shipped with shipmap (``shopify/order``, ...): what ``load_mapping``
-    accepts besides a path."""
+    """The short names of the ready mappings shipped with shipmap, sorted (``aftership/tracking``, ...,
+    ``shopify/order``, ...): what ``load_mapping`` accepts besides a path. ``resolve_mapping_path(name)`` is
+    a name's file; its cases file, ``<name>.cases.yaml``, sits beside it."""
     root = Path(str(resources.files("shipmap.mappings")))
     return sorted(
         path.relative_to(root).with_suffix("").as_posix()

@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 import yaml
 from shipmap.connectors._cli import main
-from shipmap.engine import PayloadValidationError, TransformError, load_mapping
+from shipmap.engine import (
+    PayloadValidationError,
+    TransformError,
+    load_mapping,
+    packaged_mapping_names,
+    resolve_mapping_path,
+)
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 MAPPINGS = ROOT / "mappings"
@@ -48,6 +54,22 @@ def test_the_ready_mappings() -> None:
         "woocommerce/fulfillment",
         "woocommerce/order",
     ]
+
+
+def test_the_public_list_names_each_ready_mapping_as_load_mapping_and_the_docs_do() -> None:
+    """What a program embedding shipmap lists (a picker of ready mappings): the files, by the names
+    load_mapping takes, each with its cases beside it, and the rows of docs/ready-mappings.md."""
+    names = packaged_mapping_names()
+    assert names == NAMES
+    for name in names:
+        path = resolve_mapping_path(name)
+        assert path.resolve() == (MAPPINGS / f"{name}.yaml").resolve()
+        assert path.with_name(f"{path.stem}.cases.yaml").is_file()
+        assert load_mapping(name).name
+    documented = (ROOT / "docs" / "ready-mappings.md").read_text(encoding="utf-8")
+    table = documented.split("| mapping | takes | targets |")[1].split("\n\n")[0]  # the page's first table
+    rows = [line.split("`")[1] for line in table.splitlines() if line.startswith("| `")]
+    assert sorted(rows) == names
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -148,6 +148,32 @@ def test_the_installed_ready_mappings_pass_their_cases(installed: Installed) -> 
     assert summary == _repository_cases_summary(), summary
 
 
+def test_the_installed_library_lists_the_ready_mappings_it_ships(installed: Installed) -> None:
+    """``packaged_mapping_names()`` reads the installed package data, not this checkout: the same names, each
+    loading by its name from the installed copy."""
+    listed = subprocess.run(
+        [
+            installed.python,
+            "-c",
+            "import json; from shipmap.engine import load_mapping, packaged_mapping_names as names;"
+            " print(json.dumps([(n, str(load_mapping(n).file)) for n in names()]))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=installed.work,
+        env=user_env(),
+        check=True,
+    )
+    pairs = json.loads(listed.stdout)
+    expected = sorted(
+        str(p.relative_to(MAPPINGS).with_suffix(""))
+        for p in MAPPINGS.glob("*/*.yaml")
+        if not p.name.endswith(".cases.yaml")
+    )
+    assert [name for name, _ in pairs] == expected
+    assert all(Path(file).is_relative_to(installed.venv) for _, file in pairs), pairs
+
+
 def _repository_cases_summary() -> str:
     """``shipmap test mappings/``'s last line in this checkout: the installed copy must pass the same cases."""
     tested = subprocess.run(
