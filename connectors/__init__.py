@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ._runtime import Progress as Progress
     from ._runtime import RunSummary as RunSummary
     from ._runtime import Runtime as Runtime
+    from ._runtime import TargetKey as TargetKey
     from ._runtime import TargetSummary as TargetSummary
     from ._sandbox import FaultPlan as FaultPlan
     from ._sandbox import RecordedRequest as RecordedRequest
@@ -94,6 +95,7 @@ _EXPORTS: dict[str, str] = {
     "Progress": "._runtime",
     "RunSummary": "._runtime",
     "Runtime": "._runtime",
+    "TargetKey": "._runtime",
     "TargetSummary": "._runtime",
     "FaultPlan": "._sandbox",
     "RecordedRequest": "._sandbox",

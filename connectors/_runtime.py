@@ -65,7 +65,7 @@ from ._store._leases import LeaseKeeper
 from ._store._moves import follow_base_urls, move_pending, stranded
 from ._store._outbox import Outbox
 from ._store._retention import prune_periodically
-from ._summary import LatencyHistogram, Progress, RunSummary, TargetSummary
+from ._summary import LatencyHistogram, Progress, RunSummary, TargetKey, TargetSummary
 
 
 class Runtime:
@@ -582,5 +582,6 @@ __all__ = [
     "Progress",
     "RunSummary",
     "Runtime",
+    "TargetKey",
     "TargetSummary",
 ]

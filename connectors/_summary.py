@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 
 class LatencyHistogram:
@@ -42,6 +43,14 @@ class LatencyHistogram:
         """(upper bound in seconds, count) of every non-empty bucket, in no particular order."""
         for index, count in list(self._buckets.items()):  # a copy: another thread may be adding samples
             yield math.exp((index + 1) * self._RATIO), count
+
+
+class TargetKey(NamedTuple):
+    """A key of ``RunSummary.targets``: a mapping's name and one of its targets' names (``""`` for what
+    happened to the mapping as a whole). A tuple: ``summary.targets[("shopify-order", "order")]`` works too."""
+
+    mapping: str
+    target: str
 
 
 @dataclass
@@ -80,9 +89,12 @@ DEAD_KEYS_KEPT = 1000  # the dead letters' keys a summary lists (what `shipmap r
 
 @dataclass
 class RunSummary:
-    """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected."""
+    """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected.
 
-    targets: dict[str, TargetSummary] = field(default_factory=dict)
+    ``targets`` holds what happened to each target that something happened to, by :class:`TargetKey`;
+    ``get("mapping.target")`` reads one by its label."""
+
+    targets: dict[TargetKey, TargetSummary] = field(default_factory=dict)
     unrouted: int = 0  # events no mapping entry matched
     rejected: int = 0  # input records that were not JSON
     recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
@@ -111,16 +123,18 @@ class RunSummary:
             self.dead_keys.append(key)
 
     def target(self, mapping: str, target: str) -> TargetSummary:
-        label = f"{mapping}\x1f{target}"
-        found = self.targets.get(label)
+        """The summary of ``target`` of ``mapping``, added (all zero) when it has none yet."""
+        # A plain tuple finds its TargetKey (equal, same hash) at a sixth of the cost of making one: this runs
+        # for every delivery.
+        found: TargetSummary | None = self.targets.get((mapping, target))  # type: ignore[call-overload]
         if found is None:
-            found = self.targets[label] = TargetSummary(mapping, target)
+            found = self.targets[TargetKey(mapping, target)] = TargetSummary(mapping, target)
         return found
 
     def get(self, label: str) -> TargetSummary:
         """The summary of ``mapping.target`` (KeyError when nothing happened to it)."""
         mapping, _, target = label.rpartition(".")
-        return self.targets[f"{mapping}\x1f{target}"]
+        return self.targets[TargetKey(mapping, target)]
 
     @property
     def delivered(self) -> int:

@@ -23,6 +23,7 @@ from shipmap.connectors import (
     Runtime,
     RuntimeConfig,
     Sandbox,
+    TargetKey,
     TargetRoute,
 )
 from shipmap.connectors._store._journal import Journal
@@ -440,7 +441,14 @@ def test_a_runtime_built_from_objects_runs_async_with_an_in_memory_journal(sandb
 
     summary = asyncio.run(runtime.run_async(events()))
     assert summary.unrouted == 1 and summary.delivered == 3
-    assert "acme-shipments\x1ffulfillment" not in summary.targets  # disabled: mapped, never sent
+    # Keyed by (mapping, target), typed: what an embedding program iterates or looks up.
+    assert set(summary.targets) == {("acme-orders", "order"), ("acme-shipments", "notify")}
+    orders = summary.targets[TargetKey("acme-orders", "order")]
+    assert orders is summary.get("acme-orders.order") and orders.delivered == 2
+    assert all(
+        type(key) is TargetKey and key.mapping == stats.mapping for key, stats in summary.targets.items()
+    )
+    assert ("acme-shipments", "fulfillment") not in summary.targets  # disabled: mapped, never sent
     assert sandbox.stats()["by_endpoint"] == {"dg.execution": 1, "fenix.login": 1, "fenix.orders": 2}
     again = runtime.run(mixed_events())  # in memory: nothing remembered, everything sent again
     assert again.delivered == 3
