@@ -179,8 +179,8 @@ RUNTIME_ATTRIBUTE = "shipmap_runtime"
 
 
 class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
-    """A logger whose messages are formatted and redacted before any handler sees them; with ``runtime_name``, its
-    records carry that name as their ``shipmap_runtime`` attribute."""
+    """A logger whose messages are formatted and redacted before any handler sees them; with
+    ``runtime_name``, its records carry that name as their ``shipmap_runtime`` attribute."""
 
     def __init__(
         self, logger: logging.Logger, redactor: Redactor, *, runtime_name: str | None = None

@@ -393,10 +393,9 @@ def check_objects(config: RuntimeConfig) -> None:
     ``concurrency`` of 0, which delivered nothing and reported success; a scheme or api that does not exist; a
     base_url that is not http(s)), then to its rules across the keys of a section (what each auth scheme
     needs) and on how many connections and mapping entries it has, all from the one schema, and to the rules
-    across sections (:func:`check_across_sections`). The
-    routes' rules (a target naming a connection that is not defined) are ``plan_routes``', for both. A config
-    loaded from a file passed all of these already, and passes here. ``ConfigError`` names the key and the
-    rule, never the value."""
+    across sections (:func:`check_across_sections`). The routes' rules (a target naming a connection that is
+    not defined) are ``plan_routes``', for both. A config loaded from a file passed all of these already, and
+    passes here. ``ConfigError`` names the key and the rule, never the value."""
     if config.checked:  # loaded from a file: these held there
         return
     for connection in config.connections:
