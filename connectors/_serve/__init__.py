@@ -2,14 +2,16 @@
 
 The package follows the stages: ``_verify`` (is it authentic, what are its id and topic), ``_inbox`` (the
 durable store of accepted webhooks), ``_enrich`` (declared GETs that complete a skinny webhook), ``_feed``
-(inbox rows become runtime events), ``_app`` (the HTTP endpoints), ``_metrics`` and ``_service`` (both sides
-in one event loop, SIGTERM drain). Delivery itself is the runtime's. See docs/serve.md.
+(inbox rows become runtime events), ``_app`` (the HTTP endpoints), ``_metrics``, ``_service`` (both sides
+in one event loop, SIGTERM drain) and ``_reload`` (SIGHUP: the config read again and compared). Delivery
+itself is the runtime's. See docs/serve.md.
 """
 
 from ._enrich import Enricher, EnrichmentError, enrich_records
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
 from ._inbox_pg import PostgresInbox
-from ._service import Reloaded, Service
+from ._reload import Reloaded
+from ._service import Service
 from ._settings import ServeSettings, SourceSettings, enrichments, serve_settings
 from ._verify import Rejection, Verified, verify
 

@@ -29,20 +29,14 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Generator, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Generator
 from typing import Any
 
 import httpx
 import uvicorn
-import yaml
-from shipmap.engine import ShipmapError
 
-from .._config import RuntimeConfig, load_config
-from .._errors import ConfigError, ConnectorError
+from .._errors import ConnectorError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
-from .._map._mapper import EventMapper
 from .._plural import counted
 from .._redact import get_logger
 from .._runtime import RunSummary, Runtime, register_secrets
@@ -51,12 +45,12 @@ from ._delivery_loop import DeliveryLoop
 from ._inbox import DEDUP_WINDOW, InboxError, InboxStore, SharedIntake
 from ._inbox_pg import open_inbox
 from ._metrics import ServiceMetrics
+from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, replays_path
-from ._settings import ServeSettings, SourceSettings, serve_settings
+from ._settings import ServeSettings, serve_settings
 from ._totals import as_at_stop, owed_at_stop
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
-RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
 ACTIVITY_EVERY_S = 60.0  # a line of what the service did, this often (when it did anything)
 
 
@@ -87,7 +81,7 @@ class Service:
         self.url: str | None = None  # where this host reaches it, once it listens
         self.listening: str | None = None  # what it listens on, as an operator reads it (see _addresses)
         self._state: ServiceState | None = None  # while serving
-        self._started_with = _sections(runtime.config.file)  # what a reload compares the file with
+        self._started_with = sections(runtime.config.file)  # what a reload compares the file with
         # Enrichment's clients are built at start, over these connections: a reload keeps them as they are.
         self._enrichment_connections = frozenset(
             source.enrich.connection for source in self.settings.sources.values() if source.enrich is not None
@@ -124,80 +118,27 @@ class Service:
         if self._reloading is None:
             self._reloading = asyncio.Lock()
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
-            file = self.runtime.config.file
-            if file is None:
-                raise ConfigError(
-                    "this service was not started from a config file: there is nothing to reload"
-                )
-            try:  # a file on a mount that hangs must not hold every later reload
-                async with asyncio.timeout(RELOAD_DEADLINE_S):
-                    config, sections, mapper = await asyncio.to_thread(
-                        _read_again, file, self.runtime, self._enrichment_connections
-                    )
-            except TimeoutError:
-                raise ConfigError(
-                    f"reading the config file, its secrets and its mappings took more than"
-                    f" {RELOAD_DEADLINE_S:g} s"
-                ) from None
-            sources = serve_settings(config).sources
-            before = self.settings.sources
-            for name in sorted(before.keys() & sources.keys()):
-                if _enrich_text(before[name]) != _enrich_text(sources[name]):
-                    raise config.error(
-                        f"sources.{name}.enrich changed: enrichment runs on the delivery side, set at start;"
-                        " restart the service to change it",
-                        ("sources", name, "enrich"),
-                    )
-            for name in sorted(sources.keys() - before.keys()):
-                if sources[name].enrich is not None:
-                    raise config.error(
-                        f"sources.{name} is new and has an enrich section: enrichment runs on the delivery"
-                        " side, set at start; restart the service to add it",
-                        ("sources", name, "enrich"),
-                    )
-            register_secrets(config, self.runtime.redactor)
-            changed = tuple(_source_changes(before, sources))
-            remapped = (
-                *_mapping_changes(self._mapper, mapper),
-                *_delivery_changes(self._mapper.config, mapper.config),
+            reading = await read_again(
+                self.runtime,
+                self.settings.sources,
+                self._mapper,
+                self._started_with,
+                self._enrichment_connections,
             )
-            self.settings = dataclasses.replace(self.settings, sources=sources)
+            register_secrets(reading.config, self.runtime.redactor)
+            self.settings = dataclasses.replace(self.settings, sources=reading.sources)
             if self._state is not None:
-                self._state.replace_sources(sources)
-            if remapped:
-                self._mapper = mapper
+                self._state.replace_sources(reading.sources)
+            if reading.mapper is not None:
+                self._mapper = reading.mapper
                 if self._delivery is not None:
-                    self._delivery.use_mapper(mapper)
+                    self._delivery.use_mapper(reading.mapper)
                 else:
-                    self.runtime.use_mapper(mapper)
-            return Reloaded(
-                changed + remapped,
-                tuple(_not_applied(self._started_with, sections, self._enrichment_connections)),
-            )
+                    self.runtime.use_mapper(reading.mapper)
+            return reading.reloaded
 
     async def _reload_logged(self) -> None:
-        """SIGHUP: reload, and say in the log what came of it (never a value)."""
-        try:
-            reloaded = await self.reload()
-        except ShipmapError as error:
-            self._log.error("reload refused; the running configuration stays: %s", error)
-            return
-        except Exception as error:  # a bug: the service goes on as it was, and says so without a traceback
-            self._log.error(
-                "reload failed; the running configuration stays: %s: %s", type(error).__name__, error
-            )
-            return
-        self._log.info(
-            "reloaded %s: %s",
-            self.runtime.config.file,
-            "; ".join(reloaded.changed) if reloaded.changed else "no change it applies",
-        )
-        if reloaded.not_applied:
-            self._log.warning(
-                "%s changed in %s but a reload does not apply it: restart to apply (SIGTERM drains)",
-                ", ".join(reloaded.not_applied),
-                self.runtime.config.file,
-            )
+        await log_reload(self.reload, self.runtime.config.file, self._log)
 
     def _hangup(self) -> None:
         task = asyncio.ensure_future(self._reload_logged())
@@ -468,17 +409,6 @@ class Service:
         }
 
 
-@dataclass(frozen=True)
-class Reloaded:
-    """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
-    mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url``),
-    ``events`` and ``delivery: retry``; ``not_applied``, the other parts of the config found changed, which
-    wait for a restart."""
-
-    changed: tuple[str, ...]
-    not_applied: tuple[str, ...]
-
-
 def _addresses(host: str, port: int) -> tuple[str, str]:
     """The URL that reaches a socket bound to ``host``:``port`` from this host, and what the socket listens on as
     an operator reads it: that URL, or, for a wildcard address (whose URL names loopback), the address and
@@ -491,128 +421,3 @@ def _addresses(host: str, port: int) -> tuple[str, str]:
     if not wildcard:
         return url, url
     return url, f"{f'[{host}]' if ':' in host else host}:{port}, every interface"
-
-
-def _sections(file: str | None) -> dict[str, Any]:
-    """The config file's top-level sections as written (before ``${...}`` is filled), to compare."""
-    if file is None:
-        return {}
-    try:
-        value = yaml.safe_load(Path(file).read_text(encoding="utf-8-sig"))
-    except (OSError, ValueError, yaml.YAMLError):  # load_config says what is wrong with it
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _read_again(
-    file: str, runtime: Runtime, kept: frozenset[str]
-) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
-    """The config file read again, its sections as written, and a mapper of its ``mappings`` and ``events``
-    over its ``connections`` and ``delivery`` (its mapping files loaded and compiled). The connections named
-    in ``kept`` stay as they run (enrichment's)."""
-    config = load_config(file)
-    running = {connection.name: connection for connection in runtime.config.connections}
-    gone = sorted(running.keys() - {connection.name for connection in config.connections})
-    if gone:
-        raise config.error(
-            f"connection '{gone[0]}' is gone from the file: a reload does not remove connections (deliveries"
-            " pending in the journal may need it); restart the service to remove it",
-            ("connections",),
-        )
-    delivery = config.delivery
-    if runtime._concurrency_override is not None:  # --concurrency outranks the file, as at start
-        delivery = dataclasses.replace(delivery, concurrency=runtime._concurrency_override)
-    remapped = dataclasses.replace(
-        runtime.config,
-        connections=tuple(running[c.name] if c.name in kept else c for c in config.connections),
-        mappings=config.mappings,
-        events=config.events,
-        delivery=delivery,
-        base_dir=config.base_dir,
-        locations=config.locations,
-    )
-    mapper = EventMapper(remapped, runtime.redactor)
-    mapper.prepare()
-    return config, _sections(file), mapper
-
-
-def _enrich_text(source: SourceSettings) -> object:
-    enrich = source.enrich
-    if enrich is None:
-        return None
-    return (enrich.connection, enrich.topics, {name: path.text for name, path in enrich.fetch.items()})
-
-
-def _source_changes(
-    before: Mapping[str, SourceSettings], after: Mapping[str, SourceSettings]
-) -> Iterator[str]:
-    for name in sorted(before.keys() | after.keys()):
-        if name not in after:
-            yield f"{name}: removed"
-        elif name not in before:
-            yield f"{name}: added"
-        else:
-            keys = [
-                key.name
-                for key in dataclasses.fields(SourceSettings)
-                if key.name != "enrich" and getattr(before[name], key.name) != getattr(after[name], key.name)
-            ]
-            if keys:
-                yield f"{name}: {', '.join(keys)}"
-
-
-def _mapping_changes(before: EventMapper, after: EventMapper) -> Iterator[str]:
-    """One line per mappings entry added, removed or changed (as written, or its mapping file's text), and
-    ``events`` when its settings changed."""
-    (events_before, entries_before), (events_after, entries_after) = before.identity(), after.identity()
-    if events_before != events_after:
-        yield "events"
-    for index in range(max(len(entries_before), len(entries_after))):
-        if index >= len(entries_after):
-            yield f"mappings[{index}] {before.routes[index].mapping.name}: removed"
-        elif index >= len(entries_before):
-            yield f"mappings[{index}] {after.routes[index].mapping.name}: added"
-        elif entries_before[index] != entries_after[index]:
-            yield f"mappings[{index}] {after.routes[index].mapping.name}: changed"
-
-
-def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[str]:
-    """One line per connection added or changed, with the settings that changed (``connections.fenix:
-    base_url, auth``; never a value), and ``delivery`` with its own."""
-    connections = {c.name: c for c in before.connections}
-    for connection in after.connections:
-        earlier = connections.get(connection.name)
-        if earlier is None:
-            yield f"connections.{connection.name}: added"
-        elif earlier != connection:
-            yield f"connections.{connection.name}: {', '.join(_fields_changed(earlier, connection))}"
-    if before.delivery != after.delivery:
-        yield f"delivery: {', '.join(_fields_changed(before.delivery, after.delivery))}"
-
-
-def _fields_changed(before: Any, after: Any) -> list[str]:
-    return [
-        field.name
-        for field in dataclasses.fields(before)
-        if field.compare and getattr(before, field.name) != getattr(after, field.name)
-    ]
-
-
-_APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"})
-
-
-def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: frozenset[str]) -> Iterator[str]:
-    """The sections a reload does not apply that differ from the file the service started with, and the
-    connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload: each
-    connection reads them again itself, at a login or a 401.)"""
-    for key in sorted((started.keys() | now.keys()) - _APPLIED):
-        if started.get(key) != now.get(key):
-            yield key
-    connections = (_mapping_or_empty(started.get("connections")), _mapping_or_empty(now.get("connections")))
-    for name in sorted(kept):
-        if connections[0].get(name) != connections[1].get(name):
-            yield f"connections.{name} (enrichment's: set at start)"
-
-
-def _mapping_or_empty(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

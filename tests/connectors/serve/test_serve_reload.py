@@ -204,7 +204,7 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
 ) -> None:
     """A config on a mount that hangs: the reload gives up at its deadline, as a refusal in the log, and the
     next reload is not held behind it."""
-    from shipmap.connectors._serve import _service
+    from shipmap.connectors._serve import _reload
 
     for item in SERVE_FIXTURES.glob("*.yaml"):
         shutil.copy(item, tmp_path / item.name)
@@ -212,20 +212,20 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
         monkeypatch.setenv(name, value)
     service = Service(Runtime.from_config(tmp_path / "serve.yaml"))
     released = threading.Event()
-    real = _service._read_again
+    real = _reload._read_again
 
     def hanging(file: str, runtime: Runtime, kept: frozenset[str]) -> Any:
         released.wait(10)  # the first reload's reading hangs until the test lets it go
         return real(file, runtime, kept)
 
-    monkeypatch.setattr(_service, "RELOAD_DEADLINE_S", 0.2)
-    monkeypatch.setattr(_service, "_read_again", hanging)
+    monkeypatch.setattr(_reload, "RELOAD_DEADLINE_S", 0.2)
+    monkeypatch.setattr(_reload, "_read_again", hanging)
 
     async def twice() -> None:
         await service._reload_logged()
         released.set()
         # The lock was let go: this one reads (no longer hanging), and compiles the mappings, in its own time.
-        monkeypatch.setattr(_service, "RELOAD_DEADLINE_S", 30.0)
+        monkeypatch.setattr(_reload, "RELOAD_DEADLINE_S", 30.0)
         await service._reload_logged()
 
     with caplog.at_level("INFO", logger="shipmap.connectors"):

@@ -1,0 +1,248 @@
+"""SIGHUP in ``shipmap serve``: the config file read again, compared with what runs, and what comes of it.
+
+``read_again`` reads the file (its env file, its ``${file:...}`` secrets and the mapping files it names) off
+the event loop, within ``RELOAD_DEADLINE_S``, refuses what a reload cannot apply, and says what changed: a
+:class:`Reading`. The service applies it (``Service.reload``: sources to intake, a mapper to delivery) under
+its own lock; nothing here changes a running part. ``log_reload`` is the SIGHUP handler's report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from shipmap.engine import ShipmapError
+
+from .._config import RuntimeConfig, load_config
+from .._errors import ConfigError
+from .._map._mapper import EventMapper
+from .._runtime import Runtime
+from ._settings import SourceSettings, serve_settings
+
+RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
+    mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url``),
+    ``events`` and ``delivery: retry``; ``not_applied``, the other parts of the config found changed, which
+    wait for a restart."""
+
+    changed: tuple[str, ...]
+    not_applied: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The config file as a reload found it, for the service to apply."""
+
+    config: RuntimeConfig  # its secrets are the redactor's before anything of it runs
+    sources: Mapping[str, SourceSettings]
+    mapper: EventMapper | None  # None: mappings, events, connections and delivery as they run
+    reloaded: Reloaded
+
+
+async def read_again(
+    runtime: Runtime,
+    running: Mapping[str, SourceSettings],
+    mapper: EventMapper,
+    started_with: Mapping[str, Any],
+    kept: frozenset[str],
+) -> Reading:
+    """The runtime's config file read again and compared with the ``running`` sources, the running
+    ``mapper`` and the file's sections as the service ``started_with``; the connections in ``kept``
+    (enrichment's) stay as they run. Raises ConfigError or MappingError, located in its file, for what a
+    reload refuses (see ``Service.reload``)."""
+    file = runtime.config.file
+    if file is None:
+        raise ConfigError("this service was not started from a config file: there is nothing to reload")
+    try:  # a file on a mount that hangs must not hold every later reload
+        async with asyncio.timeout(RELOAD_DEADLINE_S):
+            config, sections, new_mapper = await asyncio.to_thread(_read_again, file, runtime, kept)
+    except TimeoutError:
+        raise ConfigError(
+            f"reading the config file, its secrets and its mappings took more than {RELOAD_DEADLINE_S:g} s"
+        ) from None
+    sources = serve_settings(config).sources
+    for name in sorted(running.keys() & sources.keys()):
+        if _enrich_text(running[name]) != _enrich_text(sources[name]):
+            raise config.error(
+                f"sources.{name}.enrich changed: enrichment runs on the delivery side, set at start;"
+                " restart the service to change it",
+                ("sources", name, "enrich"),
+            )
+    for name in sorted(sources.keys() - running.keys()):
+        if sources[name].enrich is not None:
+            raise config.error(
+                f"sources.{name} is new and has an enrich section: enrichment runs on the delivery"
+                " side, set at start; restart the service to add it",
+                ("sources", name, "enrich"),
+            )
+    changed = tuple(_source_changes(running, sources))
+    remapped = (
+        *_mapping_changes(mapper, new_mapper),
+        *_delivery_changes(mapper.config, new_mapper.config),
+    )
+    return Reading(
+        config,
+        sources,
+        new_mapper if remapped else None,
+        Reloaded(changed + remapped, tuple(_not_applied(started_with, sections, kept))),
+    )
+
+
+async def log_reload(
+    reload: Callable[[], Awaitable[Reloaded]],
+    file: str | None,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """SIGHUP: reload, and say in the log what came of it (never a value)."""
+    try:
+        reloaded = await reload()
+    except ShipmapError as error:
+        log.error("reload refused; the running configuration stays: %s", error)
+        return
+    except Exception as error:  # a bug: the service goes on as it was, and says so without a traceback
+        log.error("reload failed; the running configuration stays: %s: %s", type(error).__name__, error)
+        return
+    log.info(
+        "reloaded %s: %s", file, "; ".join(reloaded.changed) if reloaded.changed else "no change it applies"
+    )
+    if reloaded.not_applied:
+        log.warning(
+            "%s changed in %s but a reload does not apply it: restart to apply (SIGTERM drains)",
+            ", ".join(reloaded.not_applied),
+            file,
+        )
+
+
+def sections(file: str | None) -> dict[str, Any]:
+    """The config file's top-level sections as written (before ``${...}`` is filled), to compare."""
+    if file is None:
+        return {}
+    try:
+        value = yaml.safe_load(Path(file).read_text(encoding="utf-8-sig"))
+    except (OSError, ValueError, yaml.YAMLError):  # load_config says what is wrong with it
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _read_again(
+    file: str, runtime: Runtime, kept: frozenset[str]
+) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
+    """The config file read again, its sections as written, and a mapper of its ``mappings`` and ``events``
+    over its ``connections`` and ``delivery`` (its mapping files loaded and compiled). The connections named
+    in ``kept`` stay as they run (enrichment's)."""
+    config = load_config(file)
+    running = {connection.name: connection for connection in runtime.config.connections}
+    gone = sorted(running.keys() - {connection.name for connection in config.connections})
+    if gone:
+        raise config.error(
+            f"connection '{gone[0]}' is gone from the file: a reload does not remove connections (deliveries"
+            " pending in the journal may need it); restart the service to remove it",
+            ("connections",),
+        )
+    delivery = config.delivery
+    if runtime._concurrency_override is not None:  # --concurrency outranks the file, as at start
+        delivery = dataclasses.replace(delivery, concurrency=runtime._concurrency_override)
+    remapped = dataclasses.replace(
+        runtime.config,
+        connections=tuple(running[c.name] if c.name in kept else c for c in config.connections),
+        mappings=config.mappings,
+        events=config.events,
+        delivery=delivery,
+        base_dir=config.base_dir,
+        locations=config.locations,
+    )
+    mapper = EventMapper(remapped, runtime.redactor)
+    mapper.prepare()
+    return config, sections(file), mapper
+
+
+def _enrich_text(source: SourceSettings) -> object:
+    enrich = source.enrich
+    if enrich is None:
+        return None
+    return (enrich.connection, enrich.topics, {name: path.text for name, path in enrich.fetch.items()})
+
+
+def _source_changes(
+    before: Mapping[str, SourceSettings], after: Mapping[str, SourceSettings]
+) -> Iterator[str]:
+    for name in sorted(before.keys() | after.keys()):
+        if name not in after:
+            yield f"{name}: removed"
+        elif name not in before:
+            yield f"{name}: added"
+        else:
+            keys = [
+                key.name
+                for key in dataclasses.fields(SourceSettings)
+                if key.name != "enrich" and getattr(before[name], key.name) != getattr(after[name], key.name)
+            ]
+            if keys:
+                yield f"{name}: {', '.join(keys)}"
+
+
+def _mapping_changes(before: EventMapper, after: EventMapper) -> Iterator[str]:
+    """One line per mappings entry added, removed or changed (as written, or its mapping file's text), and
+    ``events`` when its settings changed."""
+    (events_before, entries_before), (events_after, entries_after) = before.identity(), after.identity()
+    if events_before != events_after:
+        yield "events"
+    for index in range(max(len(entries_before), len(entries_after))):
+        if index >= len(entries_after):
+            yield f"mappings[{index}] {before.routes[index].mapping.name}: removed"
+        elif index >= len(entries_before):
+            yield f"mappings[{index}] {after.routes[index].mapping.name}: added"
+        elif entries_before[index] != entries_after[index]:
+            yield f"mappings[{index}] {after.routes[index].mapping.name}: changed"
+
+
+def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[str]:
+    """One line per connection added or changed, with the settings that changed (``connections.fenix:
+    base_url, auth``; never a value), and ``delivery`` with its own."""
+    connections = {c.name: c for c in before.connections}
+    for connection in after.connections:
+        earlier = connections.get(connection.name)
+        if earlier is None:
+            yield f"connections.{connection.name}: added"
+        elif earlier != connection:
+            yield f"connections.{connection.name}: {', '.join(_fields_changed(earlier, connection))}"
+    if before.delivery != after.delivery:
+        yield f"delivery: {', '.join(_fields_changed(before.delivery, after.delivery))}"
+
+
+def _fields_changed(before: Any, after: Any) -> list[str]:
+    return [
+        field.name
+        for field in dataclasses.fields(before)
+        if field.compare and getattr(before, field.name) != getattr(after, field.name)
+    ]
+
+
+_APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"})
+
+
+def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: frozenset[str]) -> Iterator[str]:
+    """The sections a reload does not apply that differ from the file the service started with, and the
+    connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload: each
+    connection reads them again itself, at a login or a 401.)"""
+    for key in sorted((started.keys() | now.keys()) - _APPLIED):
+        if started.get(key) != now.get(key):
+            yield key
+    connections = (_mapping_or_empty(started.get("connections")), _mapping_or_empty(now.get("connections")))
+    for name in sorted(kept):
+        if connections[0].get(name) != connections[1].get(name):
+            yield f"connections.{name} (enrichment's: set at start)"
+
+
+def _mapping_or_empty(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
