@@ -10,7 +10,8 @@ SIGTERM (or SIGINT, or ``stop()``): intake answers 503 and stops listening, the 
 inbox still holds and ends, and the runtime finishes its deliveries, all within ``serve.drain_timeout``. What
 is still in flight at the deadline is cancelled and stays ``pending`` in the journal; accepted webhooks not
 yet handed over stay in the inbox. The next start re-sends the first and hands over the second: nothing
-acknowledged is lost.
+acknowledged is lost. A second SIGTERM or SIGINT during the drain (or ``stop(now=True)``) brings the deadline
+forward to now, as a second Ctrl-C stops uvicorn: the same cancellation, the same report, the same exit.
 
 Readiness (``/readyz``) means "send me webhooks": the inbox is writable, intake is open and the delivery
 thread runs. An open circuit breaker does not make the service unready: intake still commits every webhook
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import signal
@@ -77,6 +79,8 @@ class Service:
         self._source_transport = source_transport
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self._stop = asyncio.Event()
+        self._stop_now = asyncio.Event()  # the drain is cut short
+        self._stopped_by = "stop(now=True)"  # what cut it, for the log
         self.summary: RunSummary | None = None
         self.url: str | None = None  # where this host reaches it, once it listens
         self.listening: str | None = None  # what it listens on, as an operator reads it (see _addresses)
@@ -91,8 +95,21 @@ class Service:
         self._reloading: asyncio.Lock | None = None
         self._reloads: set[asyncio.Task[None]] = set()
 
-    def stop(self) -> None:
+    def stop(self, *, now: bool = False) -> None:
+        """Drain and stop: intake closes, and delivery finishes what was accepted within
+        ``serve.drain_timeout``. ``now``: cut the drain short, as its deadline does (deliveries in flight are
+        cancelled and stay ``pending`` in the journal, webhooks not handed over stay in the inbox)."""
         self._stop.set()
+        if now:
+            self._stop_now.set()
+
+    def _signalled(self, signum: signal.Signals) -> None:
+        """SIGTERM or SIGINT: the first drains, the next stops now (an operator who presses Ctrl-C again, or a
+        supervisor that signals again, wants the process gone, not another 20 s of drain)."""
+        again = self._stop.is_set()
+        if again:
+            self._stopped_by = f"a second {signum.name}"
+        self.stop(now=again)
 
     async def reload(self) -> Reloaded:
         """Read the config file again (its env file and ``${file:...}`` secrets too), with the mapping files it
@@ -233,8 +250,8 @@ class Service:
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         handlers: list[tuple[signal.Signals, Callable[[], None]]] = [
-            (signal.SIGTERM, self.stop),
-            (signal.SIGINT, self.stop),
+            (signal.SIGTERM, functools.partial(self._signalled, signal.SIGTERM)),
+            (signal.SIGINT, functools.partial(self._signalled, signal.SIGINT)),
         ]
         if hasattr(signal, "SIGHUP"):  # POSIX only
             handlers.append((signal.SIGHUP, self._hangup))
@@ -331,26 +348,44 @@ class Service:
     ) -> RunSummary | None:
         deadline = time.monotonic() + self.settings.drain_timeout
         self._log.info(
-            "draining: intake closed; delivering what was accepted (deadline %.0f s)",
+            "draining: intake closed; delivering what was accepted (deadline %.0f s; a second SIGTERM or"
+            " Ctrl-C stops now)",
             self.settings.drain_timeout,
         )
         state.accepting = False
         server.should_exit = True
         delivery.stop()
-        # asyncio.timeout, not wait_for, throughout: on Python 3.11 wait_for loses a cancellation of the service
-        # that comes in the instant what it waits for ends.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                await asyncio.shield(http)
-        if not http.done():
-            server.force_exit = True
+        cut: asyncio.Future[Any] = asyncio.ensure_future(self._stop_now.wait())
         try:
-            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
-                self.summary = await asyncio.shield(delivered)
-        except TimeoutError:
+            # asyncio.wait, not wait_for, throughout: it cancels nothing it waits for, and on Python 3.11
+            # wait_for loses a cancellation of the service that comes in the instant what it waits for ends.
+            await asyncio.wait(
+                {http, cut},
+                timeout=max(0.1, deadline - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not http.done():
+                server.force_exit = True
+            if not cut.done():
+                await asyncio.wait(
+                    {delivered, cut},
+                    timeout=max(0.1, deadline - time.monotonic()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        finally:
+            cut.cancel()
+        if self._stop_now.is_set() and not (http.done() and delivered.done()):
+            self._log.warning(
+                "%s cut the drain short: deliveries still in flight stay pending and are re-sent on restart",
+                self._stopped_by,
+            )
+        elif not delivered.done():
             self._log.warning(
                 "drain deadline reached: deliveries still in flight stay pending and are re-sent on restart"
             )
+        if delivered.done():
+            self.summary = await delivered
+        else:
             delivery.cancel()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import sqlite3
 import time
@@ -14,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pytest
 from shipmap.connectors import Sandbox
 
 from .harness import REAL_SHOPIFY, RetryingSender, ServeProcess, shopify_headers
@@ -101,11 +103,14 @@ def test_sigterm_drains_what_is_accepted_and_stops(source_sandbox: Sandbox, tmp_
                     client, "shop", body, shopify_headers(body, "orders/create", f"term-{index}")
                 )
                 assert answer.status_code == 200
+        signalled = time.monotonic()
         assert serve.terminate(timeout=90) == 0  # drain_timeout is 30 s in serve.yaml
+        stopped_in = time.monotonic() - signalled
     finally:
         serve.kill()
     log = "".join(serve.errors)
     assert "draining: intake closed" in log and "drain deadline reached" not in log
+    assert stopped_in < 15, f"a drain with nothing held took {stopped_in:.1f} s (its deadline is 30 s)"
     # The drain delivers what was accepted before SIGTERM (the sandbox is healthy, so well within the
     # deadline); what a deadline cuts off would stay owed for the next start.
     assert len({r.body["id"] for r in source_sandbox.requests(endpoint="fenix.orders")}) == len(bodies)
@@ -165,6 +170,83 @@ def test_the_drain_deadline_parks_what_is_in_flight_and_a_restart_resends_it(
     assert {r.headers.get("idempotency-key") for r in resent} == parked  # the same requests, sent again
     with sqlite3.connect(tmp_path / ".shipmap" / "journal.db") as journal:
         assert journal.execute("SELECT count(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0] == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c twice", "sigterm twice"])
+def test_a_second_signal_cuts_the_drain_short_and_a_restart_delivers_what_is_owed(
+    source_sandbox: Sandbox, tmp_path: Path, signum: signal.Signals
+) -> None:
+    """Ctrl-C pressed again, or a supervisor's second SIGTERM, during a drain that would run to its 30 s
+    deadline: the service stops now, as the deadline would stop it (same exit code, same report), and what
+    it owes stays in the journal and the inbox for the next start."""
+    webhooks = 12  # delivery.concurrency is 8: some wait behind the 8 in flight
+    source_sandbox.set_faults("slow=1.0:60")  # every answer held past the drain deadline
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    # Sends wait for their answers (no client timeout, so no retry) until the drain is cut.
+    serve.config.write_text(serve.config.read_text().replace("  timeout: 10s", "  timeout: 120s"))
+    serve.start()
+    assert serve.process is not None
+    try:
+        with httpx.Client(timeout=10) as client:
+            for index, body in enumerate(_bodies()[:webhooks]):
+                headers = shopify_headers(body, "orders/create", f"cut-{index}")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+        serve.wait_until(
+            lambda: len(source_sandbox.requests(endpoint="fenix.orders")) == 8, what="8 posts in flight"
+        )
+        serve.process.send_signal(signum)
+        serve.wait_until(lambda: "draining: intake closed" in "".join(serve.errors), what="the drain")
+        cut_at = time.monotonic()
+        serve.process.send_signal(signum)
+        code = serve.process.wait(60)
+        stopped_in = time.monotonic() - cut_at
+    finally:
+        serve.kill()
+    assert code == 0  # as a drain that its deadline cut off exits
+    assert stopped_in < 15, f"stopped {stopped_in:.1f} s after the second signal (the deadline is 30 s)"
+    cut = (
+        f"WARNING shipmap.connectors.serve: a second {signum.name} cut the drain short: deliveries still in"
+        " flight stay pending and are re-sent on restart\n"
+    )
+    assert any(line.endswith(cut) for line in serve.errors), "".join(serve.errors[-10:])
+    assert "drain deadline reached" not in "".join(serve.errors)
+    with sqlite3.connect(tmp_path / ".shipmap" / "journal.db") as journal:
+        states = dict(journal.execute("SELECT state, count(*) FROM deliveries GROUP BY state").fetchall())
+        owed_keys = {
+            row[0]
+            for row in journal.execute("SELECT idempotency_key FROM deliveries WHERE state = 'pending'")
+        }
+    with sqlite3.connect(tmp_path / ".shipmap" / "inbox.db") as inbox:
+        waiting = inbox.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0]
+    # Nothing was delivered (every answer was held), nothing was lost: each webhook is owed, in one place.
+    assert set(states) <= {"pending"} and len(owed_keys) >= 8, states
+    assert len(owed_keys) + waiting == webhooks
+    in_inbox = f" and {waiting} webhook{'s' * (waiting != 1)} waiting in the inbox" if waiting else ""
+    owed = (
+        f"WARNING shipmap.connectors.serve: owed at stop: {len(owed_keys)} deliveries pending in the"
+        f" journal{in_inbox}; the next start sends them, nothing acknowledged is lost\n"
+    )
+    assert any(line.endswith(owed) for line in serve.errors), "".join(serve.errors[-10:])
+
+    before_restart = len(source_sandbox.requests(endpoint="fenix.orders"))
+    source_sandbox.set_faults(None)
+    restarted = ServeProcess(tmp_path, source_sandbox.url).start()
+    try:
+        restarted.wait_until(
+            lambda: (
+                len({r.body["id"] for r in source_sandbox.requests(endpoint="fenix.orders")[before_restart:]})
+                == webhooks
+            ),
+            what="every owed webhook delivered by the next start",
+        )
+        assert restarted.terminate() == 0
+    finally:
+        restarted.kill()
+    resent = source_sandbox.requests(endpoint="fenix.orders")[before_restart:]
+    assert owed_keys <= {r.headers.get("idempotency-key") for r in resent}  # the same requests, sent again
+    with sqlite3.connect(tmp_path / ".shipmap" / "journal.db") as journal:
+        delivered = journal.execute("SELECT count(*) FROM deliveries WHERE state = 'delivered'").fetchone()[0]
+    assert delivered == webhooks
 
 
 def test_a_drain_cutting_off_requests_mid_body_logs_one_line_not_a_traceback_each(
