@@ -273,8 +273,15 @@ BUCKETS = (
     ("payload validation (fastjsonschema code, kinds)", ("validate_https", "engine/_kinds.py")),
     ("mapping (shipmap.engine, jinja2, jmespath)", ("/engine/", "/jinja2/", "/jmespath/", "<template>")),
     (
-        "journal (sqlite3, connectors/_store/_journal.py, _sqlite.py, _schema.py, delivery keys)",
-        ("_journal.py", "_store/_sqlite.py", "_store/_schema.py", "_store/_keys.py", "sqlite3"),
+        "journal (sqlite3, connectors/_store/_journal.py, _database.py, _sqlite.py, _schema.py, delivery keys)",
+        (
+            "_journal.py",
+            "_store/_database.py",
+            "_store/_sqlite.py",
+            "_store/_schema.py",
+            "_store/_keys.py",
+            "sqlite3",
+        ),
     ),
     (
         "HTTP client (httpx, httpcore, h11, aiohttp, the direct path's connections)",
