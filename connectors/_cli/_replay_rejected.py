@@ -115,7 +115,7 @@ def _wait_until_taken(inbox: Path, rows: list[int], deadline: float) -> list[int
     once its event is journaled (delivered, or rejected again)."""
     with Inbox(inbox, readonly=True) as reader:
         while True:
-            pending = [row for row, (_, _, state) in reader.held(rows).items() if state == "pending"]
+            pending = [row for row, held in reader.held(rows).items() if held.state == "pending"]
             if not pending or time.monotonic() > deadline:
                 return pending
             time.sleep(POLL_SECONDS)

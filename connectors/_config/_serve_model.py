@@ -27,6 +27,8 @@ DEFAULT_BODY_TIMEOUT = 30.0  # a webhook of a few KB arrives in milliseconds: 30
 DEFAULT_TOLERANCE = 300.0
 DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays parked
 DEFAULT_RESWEEP_CAP = 300.0
+# The inbox remembers a processed webhook's id this long (a repeat is a duplicate), from when it arrived.
+DEDUP_WINDOW = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,4 +169,13 @@ class ServeSettings:
     resweep_cap: float = field(
         default=DEFAULT_RESWEEP_CAP,
         metadata=about("The longest wait between two such looks.", duration=True),
+    )
+    keep_bodies: float = field(
+        default=DEDUP_WINDOW,
+        metadata=about(
+            "How long the inbox keeps the body of a webhook processed without rejection, from when it was"
+            " processed (looked at hourly); its id is remembered for the dedup window (7d) all the same, and a"
+            " rejected webhook keeps its body that long, for `shipmap replay --rejected`. At most 7d.",
+            duration=True,
+        ),
     )

@@ -39,8 +39,9 @@ from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from ._enrich import Enricher, refetch_documents
 from ._feed import InboxFeed
-from ._inbox import InboxStore
+from ._inbox import DEDUP_WINDOW, InboxStore
 from ._inbox_pg import open_inbox
+from ._inbox_retention import purge_inbox
 from ._rejected import requeue_requested
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
@@ -69,10 +70,11 @@ class DeliveryLoop:
         transport: httpx.AsyncBaseTransport | None = None,
         replays: Path | None = None,
         resweep: tuple[float, float] = (5.0, 300.0),
+        keep_bodies: float = DEDUP_WINDOW,
     ) -> None:
         """``replays``: the file where ``shipmap replay`` leaves requests while this service runs (the
         delivery thread opens its own connection to it); ``resweep``: the first and the longest wait before parked work
-        is looked at again."""
+        is looked at again; ``keep_bodies``: ``serve.keep_bodies`` (the feed's hourly purge)."""
         self.runtime = runtime
         self._inbox_path = inbox
         self._synchronous = synchronous
@@ -82,6 +84,7 @@ class DeliveryLoop:
         self._replays: ReplayRequests | None = None
         self._inbox: InboxStore | None = None  # the delivery thread's connection (replay --rejected requeues)
         self._resweep = resweep
+        self._keep_bodies = keep_bodies
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self.total = RunSummary()  # the finished runs, folded
         self.accepted = 0  # webhooks intake committed (counted by ``wake``): the feed steps aside in bursts
@@ -195,6 +198,12 @@ class DeliveryLoop:
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
                     intake_accepted=lambda: self.accepted,
                     runtime_name=self.runtime.name,
+                    purge=lambda: purge_inbox(
+                        inbox,
+                        keep_bodies=self._keep_bodies,
+                        journal=self.runtime.config.journal.location,
+                        log=self._log,
+                    ),
                 )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()

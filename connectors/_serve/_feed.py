@@ -111,7 +111,10 @@ class InboxFeed:
         replays_waiting: Callable[[], bool] = lambda: False,
         intake_accepted: Callable[[], int] = lambda: 0,
         runtime_name: str | None = None,
+        purge: Callable[[], object] | None = None,
     ) -> None:
+        """``purge``: forget what the inbox holds past its time (``_inbox_retention``), hourly while the feed is
+        idle; by default, the rows past the dedup window."""
         self.inbox = inbox
         self.enricher = enricher
         self.wakeup = asyncio.Event()
@@ -135,6 +138,7 @@ class InboxFeed:
         self._intake_rate = 0.0
         self.stepped_aside = 0.0  # seconds delivery waited for bursts
         self._log = get_logger("serve.feed", redactor, runtime_name=runtime_name)
+        self._purge = purge or (lambda: inbox.purge(time.time() - DEDUP_WINDOW))
         self._purged_at = time.monotonic()  # the service purged at start
 
     def stop(self) -> None:
@@ -179,7 +183,7 @@ class InboxFeed:
                         return
                     if time.monotonic() - self._purged_at > _PURGE_EVERY:  # the dedup window moves on
                         self._purged_at = time.monotonic()
-                        self.inbox.purge(time.time() - DEDUP_WINDOW)
+                        self._purge()
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
                     # comes as the event is set, and the run's TaskGroup, stopping on a worker's error, would
                     # wait for this body forever.

@@ -10,21 +10,29 @@ The narrow interface the service needs, and the one a PostgreSQL twin implements
 - ``save_documents(id, documents)``: enrichment responses, kept with the webhook so a restart maps the same data.
 
 Rows stay after processing, so a repeat of an old webhook id is still recognised; ``purge`` drops processed
-rows older than the dedup window.
+rows older than the dedup window. A processed row's body is needed only to bring a rejected webhook back
+(``shipmap replay --rejected``): ``drop_bodies`` empties the others' after ``serve.keep_bodies``
+(``_inbox_retention``), and the row, its id and its headers stay for the window.
+
+Schema versions (``inbox_schema`` in ``meta``): 1, the rows; 2, ``body_dropped_at`` (when the body was
+dropped, NULL while it is held) and the index of processed rows that still hold a body. A file is upgraded
+when it is opened for writing (one service holds it); one of version 1 is read as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
+from .._config._serve_model import DEDUP_WINDOW as DEDUP_WINDOW
 from .._errors import JournalError
 
 try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
@@ -32,29 +40,59 @@ try:  # POSIX: an advisory lock the kernel drops when the process dies, even by 
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = "1"
-DEDUP_WINDOW = 7 * 24 * 3600.0  # processed webhook ids are remembered this long (a repeat is a duplicate)
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS inbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    webhook_id TEXT NOT NULL,
-    topic TEXT,
-    received_at REAL NOT NULL,
-    headers TEXT NOT NULL,
-    body BLOB NOT NULL,
-    documents TEXT,
-    state TEXT NOT NULL DEFAULT 'pending',
-    processed_at REAL,
-    UNIQUE (source, webhook_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
-"""
+SCHEMA_VERSION = "2"
+_READABLE = ("1", SCHEMA_VERSION)
+# The processed rows that still hold a body, by when they were processed: what ``drop_bodies`` walks. A row
+# leaves it when its body is dropped, so a purge reads only bodies it may drop and those it keeps.
+_BODIES_INDEX = (
+    "CREATE INDEX IF NOT EXISTS inbox_bodies ON inbox (processed_at)"
+    " WHERE state = 'processed' AND body_dropped_at IS NULL"
+)
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source TEXT NOT NULL,
+        webhook_id TEXT NOT NULL,
+        topic TEXT,
+        received_at REAL NOT NULL,
+        headers TEXT NOT NULL,
+        body BLOB NOT NULL,
+        documents TEXT,
+        state TEXT NOT NULL DEFAULT 'pending',
+        processed_at REAL,
+        body_dropped_at REAL,
+        UNIQUE (source, webhook_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending'",
+    _BODIES_INDEX,
+)
+# From a version to the current one. Adding a column rewrites no row; the index reads the processed ones once.
+_UPGRADES = {"1": ("ALTER TABLE inbox ADD COLUMN body_dropped_at REAL", _BODIES_INDEX)}
+DROP_CHUNK = 500  # bodies dropped per statement (one transaction): under SQLite's limit of bound parameters
 
 
 class InboxError(JournalError):
     """The inbox cannot take or give a webhook (disk full, locked, not an inbox): answered 503."""
+
+
+def _unreadable(path: Path, version: str | None) -> str:
+    if version is not None and version.isdigit() and int(version) > int(SCHEMA_VERSION):
+        return (
+            f"{path} is an inbox this shipmap cannot read: schema version {version} was written by a newer"
+            f" shipmap (this one reads versions up to {SCHEMA_VERSION})"
+        )
+    said = "it has no inbox schema version" if version is None else f"inbox schema version {version!r}"
+    return f"{path} is not a shipmap inbox ({said})"
+
+
+class HeldRow(NamedTuple):
+    """What the inbox holds of one row: its source, when it was received, its state, and whether its body was
+    dropped (``serve.keep_bodies``)."""
+
+    source: str
+    received_at: float
+    state: str
+    body_dropped: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +150,8 @@ class InboxStore(Protocol):
 
     def purge(self, older_than: float) -> int: ...
 
+    def drop_bodies(self, processed_before: float, keep: Collection[int]) -> int: ...
+
     def writable(self) -> bool: ...
 
     def depth(self) -> int: ...
@@ -166,17 +206,37 @@ class Inbox:
                 self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-                self._db.executescript(_SCHEMA)
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta (k, v) VALUES ('inbox_schema', ?)", (SCHEMA_VERSION,)
-                )
+                self._create_or_upgrade()
             row = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_schema'").fetchone()
         except (sqlite3.Error, OSError) as error:
             self._release_lock()
             raise InboxError(f"cannot open inbox {self.path}: {error}") from None
-        if row is None or row[0] != SCHEMA_VERSION:
+        self.version = str(row[0]) if row is not None else None
+        if self.version not in _READABLE:
             self.close()
-            raise InboxError(f"{self.path} is not a shipmap inbox (schema version {SCHEMA_VERSION})")
+            raise InboxError(_unreadable(self.path, self.version))
+        # A file of version 1 (read-only) has no such column: none of its bodies was dropped.
+        self._body_dropped = "body_dropped_at IS NOT NULL" if self.version == SCHEMA_VERSION else "0"
+
+    def _create_or_upgrade(self) -> None:
+        """Create the inbox in a new file, or bring an older one to ``SCHEMA_VERSION``, in one transaction."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
+            row = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_schema'").fetchone()
+            steps = _SCHEMA if row is None else _UPGRADES.get(str(row[0]), ())
+            for statement in steps:
+                self._db.execute(statement)
+            if steps:
+                self._db.execute(
+                    "INSERT INTO meta (k, v) VALUES ('inbox_schema', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                    (SCHEMA_VERSION,),
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
 
     def _take_lock(self) -> None:
         if fcntl is None:  # pragma: no cover
@@ -286,27 +346,30 @@ class Inbox:
         )
 
     def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int:
-        """Hand processed rows to the runtime again (all, or ``ids``); ``refetch`` forgets their responses."""
+        """Hand processed rows to the runtime again (all, or ``ids``); ``refetch`` forgets their responses. A
+        row whose body was dropped stays as it is: there is nothing to map."""
         documents = ", documents = NULL" if refetch else ""
+        held = "body_dropped_at IS NULL"
         if ids is None:
-            cursor = self._db.execute(f"UPDATE inbox SET state = 'pending'{documents}")
+            cursor = self._db.execute(f"UPDATE inbox SET state = 'pending'{documents} WHERE {held}")
         else:
             cursor = self._db.executemany(
-                f"UPDATE inbox SET state = 'pending'{documents} WHERE id = ?", [(i,) for i in ids]
+                f"UPDATE inbox SET state = 'pending'{documents} WHERE id = ? AND {held}", [(i,) for i in ids]
             )
         return int(cursor.rowcount)
 
-    def held(self, ids: Iterable[int]) -> dict[int, tuple[str, float, str]]:
-        """Of these rows, those the inbox holds: each one's source, when it was received, and its state."""
-        found: dict[int, tuple[str, float, str]] = {}
+    def held(self, ids: Iterable[int]) -> dict[int, HeldRow]:
+        """Of these rows, those the inbox holds, each as :class:`HeldRow`."""
+        found: dict[int, HeldRow] = {}
         wanted = list(ids)
         for start in range(0, len(wanted), 500):  # under SQLite's limit of bound parameters
             page = wanted[start : start + 500]
             marks = ", ".join("?" * len(page))
             for row in self._db.execute(
-                f"SELECT id, source, received_at, state FROM inbox WHERE id IN ({marks})", page
+                f"SELECT id, source, received_at, state, {self._body_dropped} FROM inbox WHERE id IN ({marks})",
+                page,
             ):
-                found[int(row[0])] = (str(row[1]), float(row[2]), str(row[3]))
+                found[int(row[0])] = HeldRow(str(row[1]), float(row[2]), str(row[3]), bool(row[4]))
         return found
 
     # --- operations -------------------------------------------------------------------------------------
@@ -351,3 +414,28 @@ class Inbox:
             total += int(cursor.rowcount)
             if cursor.rowcount < chunk:
                 return total
+
+    def drop_bodies(self, processed_before: float, keep: Collection[int], *, chunk: int = DROP_CHUNK) -> int:
+        """Empty the bodies of rows processed before ``processed_before`` (epoch seconds), but for the rows in
+        ``keep`` (those rejected: ``replay --rejected`` maps them again); how many. The rows stay, so their ids
+        are still duplicates until ``purge``. A statement (one transaction) per ``chunk`` rows, oldest first,
+        as ``purge`` does, so intake's connection commits between two."""
+        dropped = 0
+        after: tuple[float, int] = (-math.inf, 0)
+        while True:
+            rows = self._db.execute(
+                "SELECT id, processed_at FROM inbox WHERE state = 'processed' AND body_dropped_at IS NULL"
+                " AND processed_at < ? AND (processed_at, id) > (?, ?) ORDER BY processed_at, id LIMIT ?",
+                (processed_before, *after, chunk),
+            ).fetchall()
+            ids = [int(row_id) for row_id, _ in rows if row_id not in keep]
+            if ids:
+                cursor = self._db.execute(
+                    "UPDATE inbox SET body = x'', body_dropped_at = ? WHERE state = 'processed'"
+                    f" AND body_dropped_at IS NULL AND id IN ({', '.join('?' * len(ids))})",
+                    (time.time(), *ids),
+                )
+                dropped += int(cursor.rowcount)
+            if len(rows) < chunk:
+                return dropped
+            after = (float(rows[-1][1]), int(rows[-1][0]))

@@ -26,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -39,9 +40,10 @@ from typing import Any, Literal
 from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
 from .._store._journal_pg import COUNT_SESSIONS, display_url, first_line, is_database_url
+from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, Incoming, inbound_row
 
-INBOX_SCHEMA_VERSION = 1
+INBOX_SCHEMA_VERSION = 2
 _VERSION_KEY = "inbox_schema_version"
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -62,8 +64,14 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
 """
+# Version 2: when a processed row's body was dropped (serve.keep_bodies), and the rows that still hold one.
+_V2 = """
+ALTER TABLE inbox ADD COLUMN IF NOT EXISTS body_dropped_at DOUBLE PRECISION;
+CREATE INDEX IF NOT EXISTS inbox_bodies ON inbox (processed_at) WHERE state = 'processed' AND body_dropped_at IS NULL;
+"""
 # MIGRATIONS[n] takes an inbox from version n to n + 1 (version 0: no inbox in the database).
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+PURGE_CHUNK = 2000  # rows per statement of a purge: each one a short transaction of its own
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
 _NOW = "extract(epoch from clock_timestamp())"
@@ -324,11 +332,12 @@ class PostgresInbox:
         return int(cursor.rowcount)
 
     def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int:
-        """Hand processed rows to delivery again (all, or ``ids``); ``refetch`` forgets their responses."""
+        """Hand processed rows to delivery again (all, or ``ids``); ``refetch`` forgets their responses. A row
+        whose body was dropped stays as it is: there is nothing to map."""
         documents = ", documents = NULL" if refetch else ""
-        where = "" if ids is None else " WHERE id = ANY(%s)"
+        where = "body_dropped_at IS NULL" + ("" if ids is None else " AND id = ANY(%s)")
         cursor = self._execute(
-            f"UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL{documents}{where}",
+            f"UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL{documents} WHERE {where}",
             None if ids is None else (list(ids),),
         )
         return int(cursor.rowcount)
@@ -369,6 +378,29 @@ class PostgresInbox:
             "DELETE FROM inbox WHERE state = 'processed' AND received_at < %s", (older_than,)
         )
         return int(cursor.rowcount)
+
+    def drop_bodies(self, processed_before: float, keep: Collection[int], *, chunk: int = PURGE_CHUNK) -> int:
+        """Empty the bodies of rows processed before ``processed_before``, but for the rows in ``keep`` (those
+        rejected), as the SQLite inbox does: a statement (autocommitted) per ``chunk`` rows, oldest first."""
+        dropped = 0
+        after: tuple[float, int] = (-math.inf, 0)
+        while True:
+            rows = self._execute(
+                "SELECT id, processed_at FROM inbox WHERE state = 'processed' AND body_dropped_at IS NULL"
+                " AND processed_at < %s AND (processed_at, id) > (%s, %s) ORDER BY processed_at, id LIMIT %s",
+                (processed_before, *after, chunk),
+            ).fetchall()
+            ids = [int(row_id) for row_id, _ in rows if row_id not in keep]
+            if ids:
+                cursor = self._execute(
+                    "UPDATE inbox SET body = ''::bytea, body_dropped_at = %s WHERE id = ANY(%s)"
+                    " AND state = 'processed' AND body_dropped_at IS NULL",
+                    (time.time(), ids),
+                )
+                dropped += int(cursor.rowcount)
+            if len(rows) < chunk:
+                return dropped
+            after = (float(rows[-1][1]), int(rows[-1][0]))
 
 
 class _LeaseKeeper:
@@ -421,6 +453,7 @@ def open_inbox(
 
 
 _COPIED = "id, source, webhook_id, topic, received_at, headers, body, documents, state, processed_at"
+_COPIED_DROPPED = "body_dropped_at"  # read from an SQLite inbox of version 2 (version 1 dropped none)
 
 
 _COPY_PAGE = 1000
@@ -439,14 +472,15 @@ def copy_inbox(source: Path, destination: Journal) -> int:
         raise JournalError(
             f"the inbox in {destination.name} is not empty ({held} webhooks); copy into an empty one"
         )
-    marks = ", ".join("?" * len(_COPIED.split(",")))
+    marks = ", ".join("?" * (len(_COPIED.split(",")) + 1))
     copied, last_id = 0, None
     with Inbox(source, readonly=True) as inbox:
-        cursor = inbox._db.execute(f"SELECT {_COPIED} FROM inbox ORDER BY id")
+        dropped = _COPIED_DROPPED if inbox.version == SQLITE_SCHEMA_VERSION else "NULL"
+        cursor = inbox._db.execute(f"SELECT {_COPIED}, {dropped} FROM inbox ORDER BY id")
         # A page at a time: an inbox of a million webhook bodies never sits in memory at once.
         while rows := cursor.fetchmany(_COPY_PAGE):
             destination._db.executemany(
-                f"INSERT INTO inbox ({_COPIED}) VALUES ({marks})",
+                f"INSERT INTO inbox ({_COPIED}, {_COPIED_DROPPED}) VALUES ({marks})",
                 [(*row[:6], bytes(row[6]), *row[7:]) for row in rows],
             )
             copied, last_id = copied + len(rows), rows[-1][0]

@@ -25,14 +25,15 @@ from typing import Protocol, runtime_checkable
 from .._errors import JournalError
 from .._plural import counted
 from .._redact import RedactingLogger
-from .._store._journal import Journal
+from .._store._journal import Journal, open_readonly
 from .._store._journal_pg import is_database_url
-from ._inbox import DEDUP_WINDOW, Inbox
+from ._inbox import DEDUP_WINDOW, HeldRow, Inbox
 from ._replays import ReplayRequest
 
 _WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")
 NOT_A_WEBHOOK = "not a webhook: an input line of `shipmap run` (run that file again)"
 GONE = f"its webhook is no longer in the inbox (purged {DEDUP_WINDOW / 86400:.0f} days after it arrived)"
+BODY_DROPPED = "the inbox no longer holds its body (dropped after serve.keep_bodies)"
 
 
 @runtime_checkable
@@ -96,7 +97,7 @@ def find_rejected(
             why[origin] = f"source {match['source']} is not in the config"
         else:
             wanted[int(match["row"])] = (origin, match["source"], at)
-    held: dict[int, tuple[str, float, str]] = {}
+    held: dict[int, HeldRow] = {}
     if wanted and inbox is not None and Path(inbox).exists():
         with Inbox(inbox, readonly=True) as reader:
             held = reader.held(wanted)
@@ -105,12 +106,26 @@ def find_rejected(
         kept = held.get(row)
         if kept is None:
             why[origin] = GONE
-        elif kept[0] != source or kept[1] > at:  # received after its rejection: the inbox was made afresh
+        elif kept.source != source or kept.received_at > at:  # received after its rejection: a new inbox
             why[origin] = f"inbox row {row} holds another webhook now (the inbox was started anew)"
+        elif kept.body_dropped:  # its rejection was not on record when the purge dropped the body
+            why[origin] = BODY_DROPPED
         else:
             found.rows[row] = origin
     found.unreplayable = [Unreplayable(origin, why[origin]) for origin in latest if origin in why]
     return found
+
+
+def rejected_rows(journal: str | Path | None) -> set[int]:
+    """The inbox rows of which the journal at ``journal`` holds a rejected record (origin ``<source>#<row>``):
+    the webhooks ``replay --rejected`` may bring back, whose bodies the inbox keeps; none where there is no
+    journal yet. Raises JournalError when the journal cannot be read."""
+    reader = open_readonly(journal)
+    if reader is None:
+        return set()
+    with reader:
+        origins = reader.rejected_origins()
+    return {int(match["row"]) for origin in origins if (match := _WEBHOOK_ORIGIN.fullmatch(origin))}
 
 
 def requeue_directly(inbox: Path, rows: Iterable[int]) -> int:

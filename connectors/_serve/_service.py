@@ -44,8 +44,9 @@ from .._redact import get_logger
 from .._runtime import RunSummary, Runtime, register_secrets
 from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import DEDUP_WINDOW, InboxError, InboxStore, SharedIntake
+from ._inbox import InboxError, InboxStore, SharedIntake
 from ._inbox_pg import open_inbox
+from ._inbox_retention import purge_inbox
 from ._metrics import ServiceMetrics
 from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, replays_path
@@ -186,7 +187,7 @@ class Service:
             uvicorn_log, cut_off = logging.getLogger("uvicorn.error"), CutOffRequests()
             uvicorn_log.addFilter(cut_off)
             held.callback(uvicorn_log.removeFilter, cut_off)
-            inbox.purge(time.time() - DEDUP_WINDOW)
+            purge_inbox(inbox, keep_bodies=settings.keep_bodies, journal=shared.location, log=self._log)
             replays = (
                 held.enter_context(ReplayRequests(replays_path(journal), serving=True))
                 if journal is not None
@@ -201,6 +202,7 @@ class Service:
                 transport=self._source_transport,
                 replays=replays.path if replays is not None else None,
                 resweep=(settings.resweep, settings.resweep_cap),
+                keep_bodies=settings.keep_bodies,
             )
             metrics = ServiceMetrics(
                 summary=delivery.summary,

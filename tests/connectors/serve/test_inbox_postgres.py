@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,10 +16,12 @@ import pytest
 from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
 from shipmap.connectors._config import load_config
+from shipmap.connectors._redact import Redactor, get_logger
 from shipmap.connectors._serve import Inbox, InboxError, PostgresInbox, _inbox_pg, serve_settings
 from shipmap.connectors._serve._app import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, GroupCommitting
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, NoInboxError
+from shipmap.connectors._serve._inbox_retention import Purged, purge_inbox
 
 from .harness import SERVE_FIXTURES, environment
 
@@ -232,3 +235,76 @@ def test_a_connection_the_server_dropped_fails_one_accept_and_the_next_one_recon
             inbox.accept("shop", "during", None, {}, BODY)
         assert inbox.accept("shop", "during", None, {}, BODY).duplicate is False
         assert inbox.writable() and inbox.depth() == 2
+
+
+def test_keep_bodies_drops_processed_bodies_in_chunks_and_keeps_rejected_ones(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal and the inbox in one database, as a service on PostgreSQL has them: the rejection is read
+    from the journal's table, the bodies are dropped a chunk (one statement) at a time."""
+    with Journal(postgres_url) as journal, PostgresInbox(postgres_url) as inbox:
+        rows = [inbox.accept("shop", f"wh-{i}", None, {}, BODY).id for i in range(5)]
+        waiting = inbox.accept("shop", "waiting", None, {}, BODY).id
+        inbox.pending()
+        inbox.mark_processed(rows)
+        inbox._execute("UPDATE inbox SET processed_at = processed_at - 7200")
+        journal.record_rejected(f"shop#{rows[1]}", "enrichment failed: HTTP 404", None)
+        statements: list[str] = []
+        execute = inbox._execute
+
+        def counting(sql: str, parameters: object = None) -> object:
+            statements.append(sql.split()[0])
+            return execute(sql, parameters)
+
+        inbox._execute = counting  # type: ignore[method-assign]
+        assert inbox.drop_bodies(time.time() - 3600, {rows[1]}, chunk=2) == 4
+        inbox._execute = execute  # type: ignore[method-assign]
+        assert statements == ["SELECT", "UPDATE", "SELECT", "UPDATE", "SELECT", "UPDATE"]  # 2, 1, 1 dropped
+        with psycopg.connect(postgres_url) as db:
+            held = dict(
+                db.execute("SELECT webhook_id, body FROM inbox WHERE body_dropped_at IS NULL").fetchall()
+            )
+        assert held == {"wh-1": BODY, "waiting": BODY}  # the rejected one, and the one not processed yet
+        assert inbox.accept("shop", "wh-0", None, {}, BODY).duplicate  # its id is remembered all the same
+        assert inbox.requeue([rows[0], rows[1]]) == 1  # a row with no body is not handed over again
+        assert [row.id for row in inbox.pending()] == [rows[1], waiting]
+        inbox.mark_processed([waiting, rows[1]])
+        log = get_logger("serve", Redactor())
+        with caplog.at_level(logging.INFO, logger="shipmap.connectors.serve"):
+            # Through the journal: the rejected row keeps its body, the waiting one was processed just now.
+            assert purge_inbox(inbox, keep_bodies=0, journal=postgres_url, log=log) == Purged(0, 1)
+        assert caplog.messages == [
+            "inbox: forgot 0 webhooks received more than 7d ago; dropped 1 body of webhooks processed more than"
+            " 0s ago (serve.keep_bodies)"
+        ]
+        with psycopg.connect(postgres_url) as db:
+            held = dict(
+                db.execute("SELECT webhook_id, body FROM inbox WHERE body_dropped_at IS NULL").fetchall()
+            )
+        assert held == {"wh-1": BODY}
+
+
+def test_an_inbox_of_version_1_is_upgraded_by_journal_migrate_only(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Journal(postgres_url):
+        pass
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(_inbox_pg.MIGRATIONS[0])
+        db.execute("INSERT INTO meta (k, v) VALUES ('inbox_schema_version', '1')")
+        db.execute(
+            "INSERT INTO inbox (source, webhook_id, received_at, headers, body, state, processed_at)"
+            " VALUES ('shop', 'before', 1000, '{}', %s, 'processed', 1000)",
+            (BODY,),
+        )
+    with pytest.raises(InboxError) as refused:
+        PostgresInbox(postgres_url)
+    assert refused.value.message == (
+        f"the inbox in {postgres_url} has schema version 1; this shipmap needs 2: run `shipmap journal migrate"
+        f" {postgres_url}` (with its password) once, then start the services"
+    )
+    assert main(["journal", "migrate", _with_password(postgres_url)]) == 0
+    assert f"{postgres_url}: inbox schema version 1 -> 2" in capsys.readouterr().out
+    with PostgresInbox(postgres_url) as inbox:
+        assert inbox.accept("shop", "before", None, {}, BODY).duplicate
+        assert inbox.drop_bodies(2000.0, set()) == 1

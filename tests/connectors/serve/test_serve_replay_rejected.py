@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import Sandbox
 from shipmap.connectors._serve import Inbox
+from shipmap.connectors._serve._inbox import HeldRow
 from shipmap.connectors._store._journal import open_readonly
 
 from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, environment
@@ -152,6 +153,70 @@ def test_replay_rejected_while_serve_is_stopped_is_taken_by_the_next_start(tmp_p
         assert (listed.returncode, listed.stdout) == (0, "no dead letters\n"), listed.stdout
         (order,) = sandbox.requests(endpoint="fenix.orders")
     assert order.body["id"] == "999"
+
+
+def _inbox_rows(work: Path) -> dict[int, HeldRow]:
+    with Inbox(work / ".shipmap" / "inbox.db", readonly=True) as inbox:
+        return inbox.held(range(1, 10))
+
+
+def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_for_replay(
+    tmp_path: Path,
+) -> None:
+    """``serve.keep_bodies: 0s``: the next start drops the body of the webhook delivered fine (its id still a
+    duplicate), and keeps the rejected one's, which ``replay --rejected`` then brings back and delivers."""
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    delivered = (WEBHOOKS / "bigcommerce_order_created_100.json").read_bytes()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url)
+        text = serve.config.read_text()
+        serve.config.write_text(
+            text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  keep_bodies: 0s\n")
+        )
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                assert serve.post(client, "bc", delivered, SECRET_HEADER).json() == {
+                    "status": "accepted",
+                    "id": 1,
+                }
+            serve.wait_until(lambda: sandbox.requests(endpoint="fenix.orders"), what="order 100 delivered")
+            _accept_and_reject(serve, work)  # bc#2
+            serve.wait_until(
+                lambda: [row.state for row in _inbox_rows(work).values()] == ["processed", "processed"],
+                what="both rows processed",
+            )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        assert [row.body_dropped for row in _inbox_rows(work).values()] == [False, False]  # not before a look
+        restarted = ServeProcess(work, sandbox.url).start()  # a start looks at once
+        try:
+            assert [row.body_dropped for row in _inbox_rows(work).values()] == [True, False]
+            with httpx.Client(timeout=10) as client:
+                again = restarted.post(client, "bc", delivered, SECRET_HEADER)
+            assert again.json() == {"status": "duplicate", "id": 1}
+            store.add_order_999()
+            replay = _shipmap(work, sandbox, "replay", str(restarted.config), "--rejected")
+            assert replay.returncode == 0, replay.stdout + replay.stderr
+            assert replay.stdout.splitlines()[0] == "1 rejected webhook to replay: bc#2", replay.stdout
+            restarted.wait_until(
+                lambda: len(sandbox.requests(endpoint="fenix.orders")) == 2, what="order 999"
+            )
+            assert restarted.terminate() == 0
+        finally:
+            restarted.kill()
+        orders = sorted(order.body["id"] for order in sandbox.requests(endpoint="fenix.orders"))
+    assert orders == ["100", "999"]  # each once: the duplicate was not delivered again
+    assert any(
+        line.rstrip().endswith(
+            "inbox: forgot 0 webhooks received more than 7d ago; dropped 1 body of webhooks processed more than"
+            " 0s ago (serve.keep_bodies)"
+        )
+        for line in restarted.errors
+    ), restarted.errors
 
 
 def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(tmp_path: Path) -> None:
