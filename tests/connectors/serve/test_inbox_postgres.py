@@ -308,3 +308,25 @@ def test_an_inbox_of_version_1_is_upgraded_by_journal_migrate_only(
     with PostgresInbox(postgres_url) as inbox:
         assert inbox.accept("shop", "before", None, {}, BODY).duplicate
         assert inbox.drop_bodies(2000.0, set()) == 1
+
+
+def test_the_purge_past_the_dedup_window_deletes_a_chunk_at_a_time(postgres_url: str) -> None:
+    with PostgresInbox(postgres_url) as inbox:
+        old = [inbox.accept("shop", f"old-{i}", None, {}, BODY, received_at=1000.0).id for i in range(5)]
+        recent = inbox.accept("shop", "recent", None, {}, BODY).id
+        parked = inbox.accept("shop", "parked", None, {}, BODY, received_at=1000.0).id  # still pending
+        inbox.pending()
+        inbox.mark_processed([*old, recent])
+        statements: list[str] = []
+        execute = inbox._execute
+
+        def counting(sql: str, parameters: object = None) -> object:
+            statements.append(sql.split()[0])
+            return execute(sql, parameters)
+
+        inbox._execute = counting  # type: ignore[method-assign]
+        assert inbox.purge(2000.0, chunk=2) == 5
+        inbox._execute = execute  # type: ignore[method-assign]
+        assert statements == ["DELETE", "DELETE", "DELETE"]  # 2, 2, 1
+        assert inbox.counts() == {"shop/processed": 1, "shop/pending": 1}  # the recent one stays
+        assert [row.id for row in inbox.pending()] == [parked]  # a pending row is never purged, however old
