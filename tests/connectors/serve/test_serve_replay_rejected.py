@@ -5,8 +5,6 @@ start takes it). Records it cannot bring back are reported with why."""
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
 import time
@@ -16,45 +14,19 @@ import httpx
 from shipmap.connectors import Sandbox
 from shipmap.connectors._serve import Inbox
 from shipmap.connectors._serve._inbox import HeldRow
-from shipmap.connectors._store._journal import open_readonly
+from shipmap.connectors._store._journal import NoJournalError, open_readonly
 
-from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, environment
-
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
-SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
-
-
-class Store:
-    """The sandbox's fake BigCommerce store API over a copy of the fixture documents, without order 999 until
-    ``add_order_999`` (an order the API does not show yet: 404)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.documents = tmp_path / "store_api"
-        shutil.copytree(SERVE_FIXTURES / "source_api", self.documents)
-        self.orders = self.documents / "bigcommerce" / "stores" / "abc123" / "v2" / "orders"
-
-    def add_order_999(self) -> None:
-        order = json.loads((self.orders / "100.json").read_text())
-        order["id"] = 999
-        (self.orders / "999.json").write_text(json.dumps(order))
-        shutil.copytree(self.orders / "100", self.orders / "999")
-
-
-def _webhook_999() -> bytes:
-    webhook = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
-    webhook.update(hash="order-999-created", data={"type": "order", "id": 999})
-    return json.dumps(webhook).encode()
-
-
-def _shipmap(work: Path, sandbox: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *args],
-        capture_output=True, text=True, env=environment(sandbox.url), cwd=work, check=False, timeout=120,
-    )  # fmt: skip
+from .harness import BC_API_TOKEN, ServeProcess
+from .rejected_support import NOT_FOUND, SECRET_HEADER, WEBHOOKS, Store, webhook_999
+from .rejected_support import shipmap as _shipmap
 
 
 def _rejected(work: Path) -> int:
-    journal = open_readonly(work / ".shipmap" / "journal.db")
+    """0 before the service's delivery side has made the journal's tables (it may listen before)."""
+    try:
+        journal = open_readonly(work / ".shipmap" / "journal.db")
+    except NoJournalError:
+        return 0
     if journal is None:
         return 0
     with journal:
@@ -63,12 +35,9 @@ def _rejected(work: Path) -> int:
 
 def _accept_and_reject(serve: ServeProcess, work: Path) -> None:
     with httpx.Client(timeout=10) as client:
-        answer = serve.post(client, "bc", _webhook_999(), SECRET_HEADER)
+        answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
     assert answer.json()["status"] == "accepted", answer.text
     serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
-
-
-NOT_FOUND = "bc#1: enrichment failed: GET /v2/orders/999 failed: HTTP 404"
 
 
 def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
