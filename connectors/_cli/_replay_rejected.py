@@ -3,7 +3,9 @@ failed for good, handed to delivery again with their documents fetched again (do
 
 A running ``shipmap serve`` holds its SQLite inbox: it is asked through ``<journal>.replays``, requeues the
 rows between two runs, and the command watches the inbox and the journal for what came of them. With no
-service running, the command requeues the rows itself and the next start processes them."""
+service running, the command requeues the rows itself and the next start processes them. A PostgreSQL inbox
+is shared: the command requeues the rows itself and forgets their rejections in the same transaction
+(``_rejected``); the services running on it, if any, take them, and it watches what came of them as above."""
 
 from __future__ import annotations
 
@@ -14,15 +16,19 @@ from pathlib import Path
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE, JournalError
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Runtime
-from shipmap.connectors._serve import Inbox, serve_settings
+from shipmap.connectors._serve import serve_settings
+from shipmap.connectors._serve._inbox_pg import open_reader
 from shipmap.connectors._serve._rejected import (
     RejectedWebhooks,
     find_rejected,
-    refuse_shared,
+    refuse_apart,
     requeue_directly,
+    requeue_shared,
+    services_on,
 )
 from shipmap.connectors._serve._replays import POLL_SECONDS, ReplayRequests, replays_path
 from shipmap.connectors._store._journal import open_readonly
+from shipmap.connectors._store._journal_pg import is_database_url
 
 _SHOWN = 20  # origins listed by name; the others are counted
 
@@ -30,7 +36,7 @@ _SHOWN = 20  # origins listed by name; the others are counted
 def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
     config = runtime.config
     inbox = serve_settings(config).inbox if config.sources else None
-    refuse_shared(inbox)  # before the journal is opened: the same database
+    refuse_apart(inbox, config.journal.location)  # before the journal is opened
     journal = open_readonly(config.journal.location)
     if journal is None:
         found = RejectedWebhooks()
@@ -50,17 +56,23 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
             print(f"  {record.origin}: {record.why}")
     code = EXIT_OK
     if found.rows:
-        assert isinstance(inbox, Path)  # find_rejected refuses a PostgreSQL inbox
+        assert inbox is not None  # find_rejected finds no webhook without one
         path = config.journal.path if config.journal.url is None else None  # a running service's requests
-        if path is not None and ReplayRequests.service_running(replays_path(path)):
+        if is_database_url(inbox):
+            assert config.journal.url is not None  # refuse_apart: the journal's database
+            code = _shared(args, str(inbox), config.journal.url, found, runtime)
+        elif path is not None and ReplayRequests.service_running(replays_path(path)):
             code = _through_service(args, replays_path(path), inbox, found, runtime)
         else:
-            requeued = requeue_directly(inbox, found.rows)
-            print(
-                f"shipmap serve is not running: requeued {counted(requeued, 'webhook')} in the inbox; the next"
-                " `shipmap serve` start fetches their documents again and delivers them"
-            )
+            _not_running(requeue_directly(Path(inbox), found.rows))
     return EXIT_DEAD_LETTERS if code == EXIT_OK and found.unreplayable else code
+
+
+def _not_running(requeued: int) -> None:
+    print(
+        f"shipmap serve is not running: requeued {counted(requeued, 'webhook')} in the inbox; the next"
+        " `shipmap serve` start fetches their documents again and delivers them"
+    )
 
 
 def _names(origins: list[str]) -> str:
@@ -68,8 +80,25 @@ def _names(origins: list[str]) -> str:
     return shown + (f" and {len(origins) - _SHOWN} more" if len(origins) > _SHOWN else "")
 
 
+def _shared(args: argparse.Namespace, inbox: str, url: str, found: RejectedWebhooks, runtime: Runtime) -> int:
+    """A PostgreSQL inbox: requeue the rows and forget their rejections (one transaction), then, when services
+    run on it, watch what they make of them, up to ``--wait``."""
+    deadline = time.monotonic() + args.wait
+    requeued = requeue_shared(url, runtime.config.journal.lease, found.rows)
+    services = services_on(inbox)
+    if not services:
+        _not_running(requeued)
+        return EXIT_OK
+    print(
+        f"shipmap serve is running ({counted(services, 'process', 'processes')} on the inbox): requeued"
+        f" {counted(requeued, 'webhook')}; they fetch their documents again",
+        flush=True,
+    )
+    return _taken(args, inbox, found, runtime, deadline)
+
+
 def _through_service(
-    args: argparse.Namespace, path: Path, inbox: Path, found: RejectedWebhooks, runtime: Runtime
+    args: argparse.Namespace, path: Path, inbox: Path | str, found: RejectedWebhooks, runtime: Runtime
 ) -> int:
     """Hand the rows to the running service, then watch what its feed makes of them, up to ``--wait``."""
     deadline = time.monotonic() + args.wait
@@ -91,6 +120,13 @@ def _through_service(
             " drains), then run `shipmap replay --rejected` again"
         )
     print(f"requeued by shipmap serve: {counted(int(result['requeued']), 'webhook')}", flush=True)
+    return _taken(args, inbox, found, runtime, deadline)
+
+
+def _taken(
+    args: argparse.Namespace, inbox: Path | str, found: RejectedWebhooks, runtime: Runtime, deadline: float
+) -> int:
+    """Watch the requeued rows until delivery has taken them all, or ``deadline``; say what came of them."""
     waiting = _wait_until_taken(inbox, list(found.rows), deadline)
     taken_rows = {origin for row, origin in found.rows.items() if row not in waiting}
     still = _still_rejected(runtime, taken_rows)
@@ -110,10 +146,10 @@ def _through_service(
     return EXIT_DEAD_LETTERS if still else EXIT_OK
 
 
-def _wait_until_taken(inbox: Path, rows: list[int], deadline: float) -> list[int]:
+def _wait_until_taken(inbox: Path | str, rows: list[int], deadline: float) -> list[int]:
     """The rows still pending in the inbox once none is, or at ``deadline``: the feed marks a row processed
     once its event is journaled (delivered, or rejected again)."""
-    with Inbox(inbox, readonly=True) as reader:
+    with open_reader(inbox) as reader:
         while True:
             pending = [row for row, held in reader.held(rows).items() if held.state == "pending"]
             if not pending or time.monotonic() > deadline:

@@ -50,7 +50,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=300,
         metavar="SECONDS",
         help="when a shipmap serve holds the journal, how long to wait for it to carry out the replay (and,"
-        " with --rejected, for its delivery to take the webhooks)",
+        " with --rejected, for its delivery, or the services on a PostgreSQL inbox, to take the webhooks)",
     )
 
 

@@ -41,7 +41,7 @@ from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
 from .._store._journal_pg import COUNT_SESSIONS, display_url, first_line, is_database_url
 from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
-from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore, Incoming, inbound_row
+from ._inbox import Accepted, HeldRow, InboundRow, Inbox, InboxError, InboxStore, Incoming, inbound_row
 
 INBOX_SCHEMA_VERSION = 2
 _VERSION_KEY = "inbox_schema_version"
@@ -342,6 +342,14 @@ class PostgresInbox:
         )
         return int(cursor.rowcount)
 
+    def held(self, ids: Iterable[int]) -> dict[int, HeldRow]:
+        """Of these rows, those the inbox holds, each as :class:`HeldRow`."""
+        rows = self._execute(
+            "SELECT id, source, received_at, state, body_dropped_at IS NOT NULL FROM inbox WHERE id = ANY(%s)",
+            (list(ids),),
+        ).fetchall()
+        return {int(row[0]): HeldRow(str(row[1]), float(row[2]), str(row[3]), bool(row[4])) for row in rows}
+
     # --- operations ----------------------------------------------------------------------------------------
 
     def writable(self) -> bool:
@@ -355,10 +363,11 @@ class PostgresInbox:
         return bool(row[0])
 
     def services(self) -> int:
-        """The serve processes taking webhooks into this inbox now, by their intake connections (this one's
-        included, so at least 1; a process that died counts until the server notices its connection gone)."""
+        """The serve processes taking webhooks into this inbox now, by their intake connections (an intake's
+        own included, so at least 1 for it; a reader's count may be 0; a process that died counts until the
+        server notices its connection gone)."""
         row = self._execute(COUNT_SESSIONS, (SERVE_APPLICATION_NAME,)).fetchone()
-        return max(1, int(row[0]))
+        return max(1 if self.application_name == SERVE_APPLICATION_NAME else 0, int(row[0]))
 
     def depth(self) -> int:
         """Webhooks accepted by any process and not yet handed to delivery."""
@@ -461,6 +470,44 @@ def open_inbox(
             application_name=SERVE_APPLICATION_NAME if intake else None,
         )
     return Inbox(location, synchronous=synchronous, lock=intake)
+
+
+def open_reader(location: str | Path) -> Inbox | PostgresInbox:
+    """The inbox at ``location`` opened read-only, beside the services that use it. Raises
+    :class:`NoInboxError` when a database holds no inbox yet."""
+    if is_database_url(location):
+        return PostgresInbox(str(location), readonly=True, create=False)
+    return Inbox(location, readonly=True)
+
+
+def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
+    """Requeue the webhooks of ``rows`` (inbox row id: its rejected origin) in the inbox that shares the
+    PostgreSQL ``journal``'s database, with their documents forgotten, and forget their rejections, in one
+    statement (so one transaction): how many were requeued.
+
+    Together, because the services on the database read the journal's rejections once, when a run starts,
+    and their runs last as long as they do: a webhook requeued with its rejection left on record would be
+    delivered and still listed. Forgotten here, a rejection is recorded again, with the reason of now, by
+    whichever service fetches the webhook and fails again. Only ``processed`` rows are requeued, and only
+    their rejections forgotten (and only those that still hold their body): a row still ``pending`` is some service's now (another command requeued it,
+    or the worker that rejected it has not marked it yet), and it is left to that service."""
+    if journal.backend != "postgresql":
+        raise JournalError(
+            f"a webhook is requeued this way in a postgresql:// journal only, not {journal.name}"
+        )
+    ids, origins = list(rows), list(rows.values())
+    requeued = journal._db.execute(
+        """WITH wanted AS (SELECT * FROM unnest(?::bigint[], ?::text[]) AS w (id, origin)),
+                requeued AS (
+                    UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, documents = NULL
+                    FROM wanted WHERE inbox.id = wanted.id AND inbox.state = 'processed'
+                          AND inbox.body_dropped_at IS NULL
+                    RETURNING wanted.origin),
+                forgotten AS (DELETE FROM rejected WHERE origin IN (SELECT origin FROM requeued))
+           SELECT count(*) FROM requeued""",
+        (ids, origins),
+    ).fetchone()
+    return int(requeued[0])
 
 
 _COPIED = "id, source, webhook_id, topic, received_at, headers, body, documents, state, processed_at"

@@ -10,14 +10,19 @@ one that reads now (``Outbox._resolve_rejections``), or records it again with th
 
 Who requeues: a running ``shipmap serve`` holds its SQLite inbox, so it is asked through its replay requests
 (``_replays``) and requeues the rows between two runs (:func:`requeue_requested`); with no service running,
-``shipmap replay`` requeues them in the inbox itself and the next start processes them. A PostgreSQL inbox
-is not done yet.
+``shipmap replay`` requeues them in the inbox itself and the next start processes them.
+
+A PostgreSQL inbox is shared by the services on its database, whose runs last as long as they do and read
+the journal's rejections only when they start: ``shipmap replay`` requeues the rows itself, services running
+or not, and forgets their rejections in the same transaction (``_inbox_pg.requeue_rejected``); the service
+that takes a row records its rejection again, with the reason of now, if it still fails. That needs the
+journal in the inbox's database (the default: ``serve.inbox`` unset), which :func:`refuse_apart` checks.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -26,14 +31,19 @@ from .._errors import JournalError
 from .._plural import counted
 from .._redact import RedactingLogger
 from .._store._journal import Journal, open_readonly
-from .._store._journal_pg import is_database_url
+from .._store._journal_pg import display_url, is_database_url
 from ._inbox import DEDUP_WINDOW, HeldRow, Inbox
+from ._inbox_pg import NoInboxError, PostgresInbox, open_reader, requeue_rejected
 from ._replays import ReplayRequest
 
 _WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")
 NOT_A_WEBHOOK = "not a webhook: an input line of `shipmap run` (run that file again)"
 GONE = f"its webhook is no longer in the inbox (purged {DEDUP_WINDOW / 86400:.0f} days after it arrived)"
 BODY_DROPPED = "the inbox no longer holds its body (dropped after serve.keep_bodies)"
+# A row received this long after its origin's rejection holds another webhook (the inbox was made afresh and
+# its ids began again). Not 0: on PostgreSQL the intake's host stamps the row and a delivery host the
+# rejection, and their clocks may differ by a little.
+_CLOCK_SKEW = 60.0
 
 
 @runtime_checkable
@@ -65,15 +75,22 @@ def selected(origin: str, keys: Sequence[str] | None) -> bool:
     return any(origin == key if "#" in key else origin.startswith(f"{key}#") for key in keys)
 
 
-def refuse_shared(inbox: Path | str | None) -> None:
-    """A PostgreSQL inbox is not done yet: a service running on it reads the journal's rejections when a run
-    starts, and its runs last as long as it does, so a webhook requeued now would read and be delivered with
-    its earlier rejection left on record."""
-    if inbox is not None and is_database_url(inbox):
-        raise JournalError(
-            "shipmap replay --rejected: not yet for a PostgreSQL inbox; its webhooks stay there"
-            f" {DEDUP_WINDOW / 86400:.0f} days after they arrived (docs/serve.md#enrichment-fetching-from-the-sources-api)"
-        )
+def refuse_apart(inbox: Path | str | None, journal: Path | str | None) -> None:
+    """A PostgreSQL inbox outside the journal's database (or beside an SQLite journal) is refused: a webhook
+    is requeued and its rejection forgotten in one transaction, and there the two cannot be one. (Several
+    services on such an inbox, each with a journal of its own, would leave a rejection in one journal while
+    another service delivered the webhook.)"""
+    if inbox is None or not is_database_url(inbox):
+        return
+    if is_database_url(journal) and display_url(str(inbox)) == display_url(str(journal)):
+        return
+    where = f"in {display_url(str(journal))}" if is_database_url(journal) else f"the SQLite file {journal}"
+    raise JournalError(
+        f"shipmap replay --rejected: the PostgreSQL inbox {display_url(str(inbox))} needs the journal in its"
+        f" database (this one is {where}): requeueing a webhook and forgetting its rejection are one"
+        " transaction; put the journal there (journal.url) and leave serve.inbox unset"
+        " (docs/serve.md#enrichment-fetching-from-the-sources-api)"
+    )
 
 
 def find_rejected(
@@ -81,7 +98,6 @@ def find_rejected(
 ) -> RejectedWebhooks:
     """The journal's rejected records that ``keys`` select, sorted into the webhooks of ``sources`` still held
     by ``inbox`` (None: the config has no sources, so no inbox) and those that cannot be replayed."""
-    refuse_shared(inbox)
     latest: dict[str, float] = {}  # origin: when it was last rejected (a record per reason it had)
     for page in journal.rejected_pages():
         for record in page:
@@ -98,15 +114,20 @@ def find_rejected(
         else:
             wanted[int(match["row"])] = (origin, match["source"], at)
     held: dict[int, HeldRow] = {}
-    if wanted and inbox is not None and Path(inbox).exists():
-        with Inbox(inbox, readonly=True) as reader:
-            held = reader.held(wanted)
+    if wanted and inbox is not None and (is_database_url(inbox) or Path(inbox).exists()):
+        try:
+            with open_reader(inbox) as reader:
+                held = reader.held(wanted)
+        except NoInboxError:  # a database no service has taken a webhook into
+            pass
     found = RejectedWebhooks()
     for row, (origin, source, at) in sorted(wanted.items()):
         kept = held.get(row)
         if kept is None:
             why[origin] = GONE
-        elif kept.source != source or kept.received_at > at:  # received after its rejection: a new inbox
+        elif (
+            kept.source != source or kept.received_at > at + _CLOCK_SKEW
+        ):  # received after its rejection: made afresh
             why[origin] = f"inbox row {row} holds another webhook now (the inbox was started anew)"
         elif kept.body_dropped:  # its rejection was not on record when the purge dropped the body
             why[origin] = BODY_DROPPED
@@ -139,6 +160,20 @@ def requeue_directly(inbox: Path, rows: Iterable[int]) -> int:
             f"{error.message}; if a shipmap serve is starting now, run `shipmap replay --rejected` again once"
             " it listens"
         ) from None
+
+
+def requeue_shared(url: str, lease: float, rows: Mapping[int, str]) -> int:
+    """A PostgreSQL inbox, in the journal's database at ``url``: requeue the rows and forget their rejections
+    in one transaction, whether or not services run on it (they claim the rows as they claim new webhooks)."""
+    with Journal(url, lease=lease) as journal:
+        return requeue_rejected(journal, rows)
+
+
+def services_on(inbox: str) -> int:
+    """The ``shipmap serve`` processes taking webhooks into the PostgreSQL inbox at ``inbox`` now."""
+    with open_reader(inbox) as reader:
+        assert isinstance(reader, PostgresInbox)
+        return reader.services()
 
 
 def requeue_requested(inbox: object, request: ReplayRequest, log: RedactingLogger) -> dict[str, object]:

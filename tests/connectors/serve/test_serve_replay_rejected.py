@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from shipmap.connectors import Sandbox
 from shipmap.connectors._serve import Inbox
 from shipmap.connectors._serve._inbox import HeldRow
@@ -236,13 +237,17 @@ def test_key_selects_a_source_or_one_webhook() -> None:
     assert selected("events.ndjson:1", None)
 
 
-def test_a_postgresql_inbox_is_refused_with_the_reason(tmp_path: Path) -> None:
-    """Not yet: refused before any connection to the database is tried (none listens on port 9 here)."""
+def test_a_postgresql_inbox_beside_an_sqlite_journal_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """The requeue and the forgetting of the rejection are one transaction, so the inbox must be in the
+    journal's database: refused before any connection to it is tried (none listens on port 9 here)."""
     serve = ServeProcess(tmp_path, "http://127.0.0.1:9")  # only for its copy of the config files
     text = serve.config.read_text()
-    assert "  path: .shipmap/journal.db\n" in text
+    assert "  drain_timeout: 30s\n" in text
     serve.config.write_text(
-        text.replace("  path: .shipmap/journal.db\n", "  url: postgresql://shipmap:pw@127.0.0.1:9/shipmap\n")
+        text.replace(
+            "  drain_timeout: 30s\n",
+            "  drain_timeout: 30s\n  inbox: postgresql://shipmap:pw@127.0.0.1:9/shipmap\n",
+        )
     )
     result = subprocess.run(
         [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
@@ -250,7 +255,51 @@ def test_a_postgresql_inbox_is_refused_with_the_reason(tmp_path: Path) -> None:
         capture_output=True, text=True, env=serve.env, cwd=tmp_path, check=False, timeout=60,
     )  # fmt: skip
     assert (result.returncode, result.stdout) == (7, ""), result.stderr
+    journal = (tmp_path / ".shipmap" / "journal.db").resolve()
     assert result.stderr == (
-        "error: shipmap replay --rejected: not yet for a PostgreSQL inbox; its webhooks stay there 7 days after"
-        " they arrived (docs/serve.md#enrichment-fetching-from-the-sources-api)\n"
+        "error: shipmap replay --rejected: the PostgreSQL inbox postgresql://shipmap@127.0.0.1:9/shipmap needs"
+        f" the journal in its database (this one is the SQLite file {journal}): requeueing a webhook and"
+        " forgetting its rejection are one transaction; put the journal there (journal.url) and leave"
+        " serve.inbox unset (docs/serve.md#enrichment-fetching-from-the-sources-api)\n"
     )
+
+
+def test_a_postgresql_inbox_must_share_the_journals_database() -> None:
+    from shipmap.connectors._errors import JournalError
+    from shipmap.connectors._serve._rejected import refuse_apart
+
+    journal = "postgresql://shipmap:secret@db.internal:5432/shipmap"
+    refuse_apart(journal, journal)  # the default: serve.inbox unset
+    refuse_apart("postgresql://shipmap@db.internal:5432/shipmap?sslmode=require", journal)  # spelt otherwise
+    refuse_apart(Path("inbox.db"), journal)  # an SQLite inbox: the service requeues, between two runs
+    refuse_apart(None, journal)  # no sources
+    with pytest.raises(JournalError) as refused:
+        refuse_apart("postgresql://shipmap:secret@db.internal:5432/intake", journal)
+    message = refused.value.message
+    assert (
+        "the PostgreSQL inbox postgresql://shipmap@db.internal:5432/intake needs the journal in its"
+        in message
+    )
+    assert "(this one is in postgresql://shipmap@db.internal:5432/shipmap)" in message
+    assert "secret" not in message
+
+
+def test_a_row_received_after_its_rejection_is_another_webhook_beyond_clock_skew(tmp_path: Path) -> None:
+    """An inbox made afresh begins its ids again: row 1 then holds another webhook than the one rejected, and
+    it is not replayed in its place. A row stamped a little after its rejection is the same webhook: on
+    PostgreSQL, the intake's host stamps the row and a delivery host the rejection, by their own clocks."""
+    from shipmap.connectors import Journal
+    from shipmap.connectors._serve._rejected import find_rejected
+
+    with Journal(tmp_path / "journal.db") as journal:
+        journal.record_rejected("bc#1", "enrichment failed: HTTP 404", None)
+        journal.record_rejected("bc#2", "enrichment failed: HTTP 404", None)
+        rejected_at = max(record.at for record in journal.rejected())
+        with Inbox(tmp_path / "inbox.db") as inbox:
+            inbox.accept("bc", "made-afresh", None, {}, b"{}", received_at=rejected_at + 3600)
+            inbox.accept("bc", "skewed-clock", None, {}, b"{}", received_at=rejected_at + 2)
+        found = find_rejected(journal, tmp_path / "inbox.db", {"bc"}, None)
+    assert found.rows == {2: "bc#2"}
+    assert [(record.origin, record.why) for record in found.unreplayable] == [
+        ("bc#1", "inbox row 1 holds another webhook now (the inbox was started anew)")
+    ]
