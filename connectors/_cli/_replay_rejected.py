@@ -149,7 +149,9 @@ def _taken(
 def _wait_until_taken(inbox: Path | str, rows: list[int], deadline: float) -> list[int]:
     """The rows still pending in the inbox once none is, or at ``deadline``: the feed marks a row processed
     once its event is journaled (delivered, or rejected again)."""
-    with open_reader(inbox) as reader:
+    reader = open_reader(inbox)
+    assert reader is not None  # the rows were requeued in it
+    with reader:
         while True:
             pending = [row for row, held in reader.held(rows).items() if held.state == "pending"]
             if not pending or time.monotonic() > deadline:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +17,9 @@ from shipmap.connectors._cli._types import base_url
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
 from shipmap.connectors._config import duration_text, load_config
 from shipmap.connectors._plural import counted
-from shipmap.connectors._serve import Inbox, ServeSettings, serve_settings
-from shipmap.connectors._serve._inbox_pg import NoInboxError, PostgresInbox
+from shipmap.connectors._serve import ServeSettings, serve_settings
+from shipmap.connectors._serve._inbox_pg import open_reader
 from shipmap.connectors._store._journal import open_readonly
-from shipmap.connectors._store._journal_pg import is_database_url
 from shipmap.connectors._store._moves import Stranded, stranded
 from shipmap.connectors._store._retention import oldest_forgettable
 
@@ -42,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     # A config without sources is a `shipmap run` one: its journal alone, no inbox and no service to ask.
     settings = serve_settings(config) if config.sources else None
     report: dict[str, Any] = {"inbox": display_location(settings.inbox) if settings else None}
-    inbox = _open_inbox(settings.inbox) if settings else None
+    inbox = open_reader(settings.inbox) if settings else None
     if inbox is not None:
         with contextlib.closing(inbox):
             oldest = inbox.oldest_pending()
@@ -137,14 +135,3 @@ def _ask_service(settings: ServeSettings, url: str | None) -> dict[str, Any]:
         return {"url": readyz, "status": answer.status_code, **answer.json()}
     except (httpx.HTTPError, ValueError):
         return {"url": readyz, "running": False}
-
-
-def _open_inbox(location: Path | str) -> Inbox | PostgresInbox | None:
-    """The inbox, read-only, or None when nothing was accepted yet (no file, or no inbox in the database)."""
-    if isinstance(location, str) and is_database_url(location):
-        try:
-            return PostgresInbox(location, readonly=True)
-        except NoInboxError:
-            return None
-    path = Path(location)
-    return Inbox(path, readonly=True) if path.exists() else None

@@ -472,12 +472,16 @@ def open_inbox(
     return Inbox(location, synchronous=synchronous, lock=intake)
 
 
-def open_reader(location: str | Path) -> Inbox | PostgresInbox:
-    """The inbox at ``location`` opened read-only, beside the services that use it. Raises
-    :class:`NoInboxError` when a database holds no inbox yet."""
+def open_reader(location: str | Path) -> Inbox | PostgresInbox | None:
+    """The inbox at ``location`` opened read-only, beside the services that use it, or None when nothing was
+    accepted there yet (no file, or no inbox in the database)."""
     if is_database_url(location):
-        return PostgresInbox(str(location), readonly=True, create=False)
-    return Inbox(location, readonly=True)
+        try:
+            return PostgresInbox(str(location), readonly=True)
+        except NoInboxError:
+            return None
+    path = Path(location)
+    return Inbox(path, readonly=True) if path.exists() else None
 
 
 def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
@@ -488,9 +492,10 @@ def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
     Together, because the services on the database read the journal's rejections once, when a run starts,
     and their runs last as long as they do: a webhook requeued with its rejection left on record would be
     delivered and still listed. Forgotten here, a rejection is recorded again, with the reason of now, by
-    whichever service fetches the webhook and fails again. Only ``processed`` rows are requeued, and only
-    their rejections forgotten (and only those that still hold their body): a row still ``pending`` is some service's now (another command requeued it,
-    or the worker that rejected it has not marked it yet), and it is left to that service."""
+    whichever service fetches the webhook and fails again. Only ``processed`` rows that still hold their body
+    are requeued, and only their rejections forgotten: a row still ``pending`` is some service's now (another
+    command requeued it, or the worker that rejected it has not marked it yet), and it is left to that
+    service; one whose body was dropped (``serve.keep_bodies``) has nothing to requeue."""
     if journal.backend != "postgresql":
         raise JournalError(
             f"a webhook is requeued this way in a postgresql:// journal only, not {journal.name}"

@@ -33,7 +33,7 @@ from .._redact import RedactingLogger
 from .._store._journal import Journal, open_readonly
 from .._store._journal_pg import display_url, is_database_url
 from ._inbox import DEDUP_WINDOW, HeldRow, Inbox
-from ._inbox_pg import NoInboxError, PostgresInbox, open_reader, requeue_rejected
+from ._inbox_pg import PostgresInbox, open_reader, requeue_rejected
 from ._replays import ReplayRequest
 
 _WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")
@@ -114,12 +114,10 @@ def find_rejected(
         else:
             wanted[int(match["row"])] = (origin, match["source"], at)
     held: dict[int, HeldRow] = {}
-    if wanted and inbox is not None and (is_database_url(inbox) or Path(inbox).exists()):
-        try:
-            with open_reader(inbox) as reader:
-                held = reader.held(wanted)
-        except NoInboxError:  # a database no service has taken a webhook into
-            pass
+    reader = open_reader(inbox) if wanted and inbox is not None else None
+    if reader is not None:
+        with reader:
+            held = reader.held(wanted)
     found = RejectedWebhooks()
     for row, (origin, source, at) in sorted(wanted.items()):
         kept = held.get(row)
@@ -171,7 +169,10 @@ def requeue_shared(url: str, lease: float, rows: Mapping[int, str]) -> int:
 
 def services_on(inbox: str) -> int:
     """The ``shipmap serve`` processes taking webhooks into the PostgreSQL inbox at ``inbox`` now."""
-    with open_reader(inbox) as reader:
+    reader = open_reader(inbox)
+    if reader is None:
+        return 0
+    with reader:
         assert isinstance(reader, PostgresInbox)
         return reader.services()
 
