@@ -5,7 +5,9 @@ The narrow interface the service needs, and the one a PostgreSQL twin implements
 - ``accept(...)``: commit the raw body and the headers that matter, unless this source already has that
   webhook id (then it is a duplicate, acknowledged and not stored again); an inbox may also offer
   ``accept_many`` (:class:`GroupCommitting`), which commits several webhooks in one transaction;
-- ``pending(after, limit)``: accepted rows not yet handed to the runtime, oldest first;
+- ``pending(after, limit, source=, skip_sources=)``: accepted rows not yet handed to the runtime, oldest
+  first; of one source, or of all but some (the feed reads a source whose webhooks wait for a slow API
+  apart from the others);
 - ``mark_processed(ids)``: their deliveries are now owed in the journal, so the inbox is done with them;
 - ``save_documents(id, documents)``: enrichment responses, kept with the webhook so a restart maps the same data.
 
@@ -127,6 +129,18 @@ def inbound_row(row: Sequence[Any]) -> InboundRow:
     )
 
 
+def sources_clause(
+    source: str | None, skip_sources: Collection[str], placeholder: str
+) -> tuple[str, list[str]]:
+    """The SQL that keeps ``pending``'s rows to one source, or to all but ``skip_sources``, and its values."""
+    if source is not None:
+        return f" AND source = {placeholder}", [source]
+    skipped = sorted(skip_sources)
+    if not skipped:
+        return "", []
+    return f" AND source NOT IN ({', '.join([placeholder] * len(skipped))})", skipped
+
+
 class InboxStore(Protocol):
     """What the service needs of an inbox, whatever holds it: SQLite here (:class:`Inbox`), PostgreSQL next.
     One object per thread; ``accept`` must be durable when it returns."""
@@ -142,7 +156,14 @@ class InboxStore(Protocol):
         received_at: float | None = None,
     ) -> Accepted: ...
 
-    def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]: ...
+    def pending(
+        self,
+        after: int = 0,
+        limit: int = 64,
+        *,
+        source: str | None = None,
+        skip_sources: Collection[str] = (),
+    ) -> list[InboundRow]: ...
 
     def mark_processed(self, ids: Iterable[int]) -> None: ...
 
@@ -323,12 +344,20 @@ class Inbox:
         ).fetchone()
         return Accepted(int(row[0]) if row else 0, duplicate=True)
 
-    def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:
+    def pending(
+        self,
+        after: int = 0,
+        limit: int = 64,
+        *,
+        source: str | None = None,
+        skip_sources: Collection[str] = (),
+    ) -> list[InboundRow]:
+        where, parameters = sources_clause(source, skip_sources, "?")
         try:
             rows = self._db.execute(
                 "SELECT id, source, webhook_id, topic, received_at, headers, body, documents FROM inbox"
-                " WHERE state = 'pending' AND id > ? ORDER BY id LIMIT ?",
-                (after, limit),
+                f" WHERE state = 'pending' AND id > ?{where} ORDER BY id LIMIT ?",
+                (after, *parameters, limit),
             ).fetchall()
         except sqlite3.Error as error:
             raise InboxError(f"the inbox cannot be read: {error}") from None

@@ -41,7 +41,17 @@ from .._errors import JournalError
 from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
 from .._store._journal_pg import COUNT_SESSIONS, display_url, first_line, is_database_url
 from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
-from ._inbox import Accepted, HeldRow, InboundRow, Inbox, InboxError, InboxStore, Incoming, inbound_row
+from ._inbox import (
+    Accepted,
+    HeldRow,
+    InboundRow,
+    Inbox,
+    InboxError,
+    InboxStore,
+    Incoming,
+    inbound_row,
+    sources_clause,
+)
 
 INBOX_SCHEMA_VERSION = 2
 _VERSION_KEY = "inbox_schema_version"
@@ -291,17 +301,26 @@ class PostgresInbox:
                 results.append(Accepted(known.get(key, 0), duplicate=True))
         return results
 
-    def pending(self, after: int = 0, limit: int = 64) -> list[InboundRow]:
+    def pending(
+        self,
+        after: int = 0,
+        limit: int = 64,
+        *,
+        source: str | None = None,
+        skip_sources: Collection[str] = (),
+    ) -> list[InboundRow]:
         """Claim up to ``limit`` pending rows, oldest first: those no live process holds, and those this one
-        holds past ``after`` (see the module's docstring)."""
+        holds past ``after`` (see the module's docstring); of ``source`` only, or of no source in
+        ``skip_sources`` (their rows are not claimed)."""
+        where, parameters = sources_clause(source, skip_sources, "%s")
         rows = self._execute(
             f"""UPDATE inbox SET lease_owner = %s, lease_until = {_NOW} + %s
                 WHERE id IN (SELECT id FROM inbox WHERE state = 'pending'
                                 AND (lease_until IS NULL OR lease_until < {_NOW}
-                                     OR (lease_owner = %s AND id > %s))
+                                     OR (lease_owner = %s AND id > %s)){where}
                              ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
                 RETURNING {_ROW}""",
-            (self.worker, self.lease_seconds, self.worker, after, limit),
+            (self.worker, self.lease_seconds, self.worker, after, *parameters, limit),
         ).fetchall()
         return sorted((inbound_row(row) for row in rows), key=lambda row: row.id)
 

@@ -19,7 +19,7 @@ from shipmap.connectors._config import load_config
 from shipmap.connectors._redact import Redactor, get_logger
 from shipmap.connectors._serve import Inbox, InboxError, PostgresInbox, _inbox_pg, serve_settings
 from shipmap.connectors._serve._app import GroupCommit
-from shipmap.connectors._serve._inbox import Accepted, GroupCommitting
+from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, NoInboxError
 from shipmap.connectors._serve._inbox_retention import Purged, purge_inbox
 
@@ -78,6 +78,37 @@ def test_webhooks_that_arrive_together_share_one_statement_and_each_gets_its_row
         with pytest.raises(InboxError):  # all or none: a body no row can hold fails the whole batch
             intake.accept_many([("shop", "wh-4", None, {}, BODY), ("shop", "wh-5", None, {}, object())])  # type: ignore[list-item]
         assert intake.depth() == 4
+
+
+def test_both_inboxes_read_one_source_or_all_but_some_and_claim_only_what_they_read(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The feed reads a source whose webhooks wait for a slow API apart (``source=``) and the others past it
+    (``skip_sources=``): both inboxes give the same rows, oldest first, and PostgreSQL claims none it left
+    out (another process may take them)."""
+    arrivals = ["bc", "shop", "bc", "woo", "shop", "bc"]
+    with Inbox(tmp_path / "inbox.db") as sqlite, PostgresInbox(postgres_url) as postgres:
+        for inbox in (sqlite, postgres):
+            for index, source in enumerate(arrivals):
+                inbox.accept(source, f"wh-{index}", None, {}, BODY)
+        for inbox in (sqlite, postgres):
+            first = min(row.id for row in inbox.pending(limit=10))
+
+            def read(rows: list[InboundRow], first: int = first) -> list[tuple[int, str]]:
+                return [(row.id - first, row.source) for row in rows]
+
+            assert read(inbox.pending(after=first, limit=10, source="bc")) == [(2, "bc"), (5, "bc")]
+            assert read(inbox.pending(limit=2, source="bc")) == [(0, "bc"), (2, "bc")]
+            assert read(inbox.pending(limit=10, skip_sources={"bc", "woo"})) == [(1, "shop"), (4, "shop")]
+            assert read(inbox.pending(limit=10, skip_sources={"shop"})) == [
+                (0, "bc"), (2, "bc"), (3, "woo"), (5, "bc"),
+            ]  # fmt: skip
+    with PostgresInbox(postgres_url) as postgres, PostgresInbox(postgres_url) as other:
+        for index, source in enumerate(["slow", "fast", "slow"]):  # the rows above stay claimed
+            postgres.accept(source, f"later-{index}", None, {}, BODY)
+        assert [row.source for row in postgres.pending(limit=10, skip_sources={"slow"})] == ["fast"]
+        # The slow source's rows were left out, not claimed: another process takes them.
+        assert [row.webhook_id for row in other.pending(limit=10)] == ["later-0", "later-2"]
 
 
 def test_claims_never_overlap_and_every_row_is_claimed_once(postgres_url: str) -> None:
