@@ -29,6 +29,8 @@ DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays
 DEFAULT_RESWEEP_CAP = 300.0
 # The inbox remembers a processed webhook's id this long (a repeat is a duplicate), from when it arrived.
 DEDUP_WINDOW = 7 * 24 * 3600.0
+DEFAULT_ENRICH_CONCURRENCY = 4  # webhooks of one source fetched at once (each its documents' GETs at once)
+MAX_ENRICH_CONCURRENCY = 64  # each one held in memory with its documents until its turn comes
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,16 @@ class Enrichment:
         metadata=NOT_A_KEY
     )  # the file's topics: one, or a list; empty: every topic
     fetch: Mapping[str, PathTemplate] = field(metadata=NOT_A_KEY)  # the file's fetch: name -> path template
+    concurrency: int = field(
+        default=DEFAULT_ENRICH_CONCURRENCY,
+        metadata=about(
+            "shipmap serve: webhooks of this source whose documents are fetched at once. They are handed to"
+            " delivery in the order they arrived all the same; a slow source API holds up this source's"
+            " webhooks only, never another source's.",
+            minimum=1,
+            maximum=MAX_ENRICH_CONCURRENCY,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -207,25 +207,32 @@ class DeliveryLoop:
                 )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()
-                stall = self._resweep[0]
-                while True:
-                    self._take_mapper()
-                    self.runs += 1
-                    try:
-                        # Other services on a shared journal keep running and take over what this one leaves.
-                        run = await self.runtime.run_async(
-                            feed.events(), progress=self._on_progress, wait_for_others=False
-                        )
-                    except SendingStopped as stopped:
-                        stall = await self._stall(stopped, feed, stall)
-                    else:
-                        fold(self.total, run)
-                        self._folded = run
-                        self._stalled_since, stall = None, self._resweep[0]
-                    if feed.stopping:
-                        return self.total
-                    self._take_mapper()  # a replay that follows a reload maps with the new mappings
-                    await self._carry_out_replays(enricher)
+                try:
+                    return await self._runs(feed, enricher)
+                finally:
+                    await feed.aclose()  # its fetches end while their clients are open
+
+    async def _runs(self, feed: InboxFeed, enricher: Enricher) -> RunSummary | None:
+        """Runs over the feed, one after another, until the feed stops."""
+        stall = self._resweep[0]
+        while True:
+            self._take_mapper()
+            self.runs += 1
+            try:
+                # Other services on a shared journal keep running and take over what this one leaves.
+                run = await self.runtime.run_async(
+                    feed.events(), progress=self._on_progress, wait_for_others=False
+                )
+            except SendingStopped as stopped:
+                stall = await self._stall(stopped, feed, stall)
+            else:
+                fold(self.total, run)
+                self._folded = run
+                self._stalled_since, stall = None, self._resweep[0]
+            if feed.stopping:
+                return self.total
+            self._take_mapper()  # a replay that follows a reload maps with the new mappings
+            await self._carry_out_replays(enricher)
 
     def _take_mapper(self) -> None:
         with self._mapper_lock:

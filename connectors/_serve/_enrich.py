@@ -243,14 +243,28 @@ class Enricher:
             return False
         now = self._clock()
         if not self._wait:
-            if state.phase == "open" and now >= state.retry_at:
-                return await breaker.admit(float("inf"))  # due: this GET is the probe, at once
-            raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now))
+            if (down := self._refused(breaker)) is not None:
+                raise down
+            return await breaker.admit(float("inf"))  # due: this GET is the probe, at once
         give_up_at = self._blocked_since.setdefault(breaker.name, now) + breaker.settings.outage_wait
         try:
             return await breaker.admit(give_up_at)
         except Outage:
             raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now)) from None
+
+    def unavailable(self, event: Mapping[str, Any]) -> SourceUnavailable | None:
+        """What fetching this event's documents would raise before any request (``wait=False``): its source
+        API's breaker is open and its next probe is not due. None when a GET would go."""
+        if self._wait:
+            return None
+        return self._refused(self.breakers[self.enrichments[str(event["source"])].connection])
+
+    def _refused(self, breaker: CircuitBreaker) -> SourceUnavailable | None:
+        state = breaker.state
+        now = self._clock()
+        if state.phase == "closed" or (state.phase == "open" and now >= state.retry_at):
+            return None  # closed, or due: the next GET goes (as the probe)
+        return SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now))
 
     def _decode(self, content: bytes | None, status: int, path: str) -> Any:
         if content is None or len(content) > _MAX_RESPONSE:

@@ -1,8 +1,11 @@
-"""The delivery loop's input: inbox rows become runtime events, in order, for as long as the service runs.
+"""The delivery loop's input: inbox rows become runtime events, for as long as the service runs.
 
-``InboxFeed.events()`` is an async iterable for ``Runtime.run_async``. The runtime settles (journals) each
-event before it asks for the next one, so when the generator resumes after a ``yield`` the event's deliveries
-are owed in the journal and its inbox row can be marked processed. Those marks are committed in small
+``InboxFeed.events()`` is an async iterable for ``Runtime.run_async``. Rows go through a lane per source
+(``_lanes``): a webhook that needs its documents is fetched there, beside others, and the feed hands over the
+oldest ready row at a lane's head, so each source's webhooks go in the order they arrived and a slow store
+API holds up its own source only. The runtime settles (journals) each event before it asks for the next one,
+so when the generator resumes after a ``yield`` the event's deliveries are owed in the journal and its inbox
+row can be marked processed. Those marks are committed in small
 batches: a crash can leave a few settled rows unmarked, and handing them over again is harmless, because the
 runtime keys deliveries by content and skips what is already pending or delivered.
 
@@ -39,6 +42,7 @@ from .._plural import counted
 from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError, SourceUnavailable
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
+from ._lanes import Lane, Lanes, Slot
 
 _PAGE = 64
 _MARK_EVERY = 32
@@ -140,6 +144,8 @@ class InboxFeed:
         self._log = get_logger("serve.feed", redactor, runtime_name=runtime_name)
         self._purge = purge or (lambda: inbox.purge(time.time() - DEDUP_WINDOW))
         self._purged_at = time.monotonic()  # the service purged at start
+        self._lanes = Lanes(self._cap, shared=_PAGE)
+        self._cursor = 0  # the last row read by the reads of the sources whose lanes are not detached
 
     def stop(self) -> None:
         """Hand over what the inbox holds now, then end: the runtime finishes its work and returns. (The
@@ -154,13 +160,14 @@ class InboxFeed:
         self.wakeup.set()
 
     async def events(self) -> AsyncIterator[SourceDocument]:
-        """One epoch's events: until stopped and empty, or until a sweep or a replay needs a new run."""
+        """One epoch's events: until stopped and empty, or until a sweep or a replay needs a new run. The rows
+        in the lanes (and their fetches) outlast the epoch: the next one hands them over."""
         done: list[int] = []
-        cursor = 0
+        self._rewind()
         self.parked.new_pass()
         try:
             while True:
-                if done:
+                if len(done) >= _MARK_EVERY:
                     self.inbox.mark_processed(done)
                     done.clear()
                 if not self.stopping:
@@ -173,13 +180,24 @@ class InboxFeed:
                     if sweep == "run":
                         return  # the next run re-sends the parked deliveries
                     if sweep == "inbox":
-                        cursor = 0  # parked webhooks are pending rows behind the cursor: read them again
-                # Idle before looking: a commit after the look wakes the wait below, one before it is found.
+                        self._rewind()  # parked webhooks are pending rows behind the cursors: read them again
+                # Idle before looking: a commit (or a fetch ending) after the look wakes the wait below, one
+                # before it is found.
                 self.idle = True
                 self.wakeup.clear()
-                rows = self.inbox.pending(after=cursor, limit=_PAGE)
-                if not rows:
-                    if self.stopping:
+                for row, down in self._lanes.take_failed(SourceUnavailable):
+                    self._park(row, down)
+                self._read_detached(done)
+                slot = self._lanes.pop_ready()
+                if slot is None:
+                    if done:  # marked before the others are read, as the page was
+                        self.inbox.mark_processed(done)
+                        done.clear()
+                    if self._read_others(done):
+                        self.idle = False
+                        await self._step_aside()
+                        continue
+                    if self.stopping and not self._lanes:
                         return
                     if time.monotonic() - self._purged_at > _PURGE_EVERY:  # the dedup window moves on
                         self._purged_at = time.monotonic()
@@ -192,26 +210,82 @@ class InboxFeed:
                             await self.wakeup.wait()
                     continue
                 self.idle = False
-                await self._step_aside()
-                for row in rows:
-                    cursor = row.id
-                    try:
-                        event = await self._event(row)
-                    except SourceUnavailable as down:
-                        self._park(row, down)
-                        continue
-                    self.parked.discard(row.id)
-                    yield event
-                    # Resumed: the runtime has journaled that event's deliveries.
-                    self.handed += 1
-                    done.append(row.id)
-                    if len(done) >= _MARK_EVERY:
-                        self.inbox.mark_processed(done)
-                        done.clear()
+                try:
+                    event = slot.result()
+                except SourceUnavailable as down:  # its fetch ended since the look above
+                    self._park(slot.row, down)
+                    continue
+                self.parked.discard(slot.row.id)
+                yield event
+                # Resumed: the runtime has journaled that event's deliveries.
+                self.handed += 1
+                done.append(slot.row.id)
         finally:
             if done:
                 with contextlib.suppress(Exception):
                     self.inbox.mark_processed(done)
+
+    async def aclose(self) -> None:
+        """The service stops: the fetches in flight are cancelled; their webhooks stay pending in the inbox."""
+        await self._lanes.aclose()
+
+    # --- reading the inbox into the lanes ---------------------------------------------------------------------
+
+    def _rewind(self) -> None:
+        """The next reads start from the inbox's first pending row (a parked webhook is one)."""
+        self._cursor = 0
+        self._lanes.rewind()
+
+    def _read_detached(self, done: list[int]) -> None:
+        """Each detached lane's own rows, as far as it has room; a lane that has caught up joins the others."""
+        for source, lane in list(self._lanes.detached()):
+            while self._lanes.room(lane) > 0:
+                # A page, not just the room: a webhook parked at once (its API down) takes no room.
+                rows = self.inbox.pending(after=lane.cursor, limit=_PAGE, source=source)
+                for row in rows:
+                    if self._lanes.room(lane) <= 0:
+                        break  # the lane's cursor stays before this row: the next read starts there
+                    lane.cursor = max(lane.cursor, row.id)
+                    if row.id not in self._lanes.held and row.id not in done:
+                        self._take(lane, row)
+                if len(rows) < _PAGE and self._lanes.room(lane) > 0:
+                    lane.detached = False  # caught up: its next rows come with the others'
+                    break
+
+    def _read_others(self, done: list[int]) -> int:
+        """Rows of the sources whose lanes are not detached, oldest first, as far as the lanes have room: a
+        full lane detaches, and the reads go on past its rows. How many rows the lanes took."""
+        taken = 0
+        while (room := self._lanes.shared_room()) > 0:
+            rows = self.inbox.pending(
+                after=self._cursor, limit=room, skip_sources=self._lanes.detached_sources()
+            )
+            for row in rows:
+                self._cursor = max(self._cursor, row.id)
+                lane = self._lanes.lane(row.source)
+                if lane.detached or row.id in self._lanes.held or row.id in done:
+                    continue  # a detached lane reads its rows itself, in their order
+                if self._lanes.room(lane) <= 0:
+                    lane.detached = True  # this row and its source's next ones wait in the inbox for room
+                    continue
+                lane.cursor = row.id
+                taken += self._take(lane, row)
+            if len(rows) < room:
+                break
+        return taken
+
+    def _take(self, lane: Lane, row: InboundRow) -> bool:
+        """The row into its lane, or parked at once when its source API is known to be down."""
+        slot = self._slot(row)
+        if isinstance(slot, SourceUnavailable):
+            self._park(row, slot)
+            return False
+        self._lanes.add(lane, slot)
+        return True
+
+    def _cap(self, source: str) -> int | None:
+        enrichment = self.enricher.enrichments.get(source)
+        return None if enrichment is None else enrichment.concurrency
 
     # --- bursts -----------------------------------------------------------------------------------------------
 
@@ -282,32 +356,47 @@ class InboxFeed:
         self._replays_checked = now
         return self._replays_waiting()
 
-    async def _event(self, row: InboundRow) -> SourceDocument:
+    def _slot(self, row: InboundRow) -> Slot | SourceUnavailable:
+        """The row in its lane: its event at once, or a fetch of its documents under way."""
         origin = f"{row.source}#{row.id}"
         try:
             event = envelope(row)
         except ValueError as error:
-            return SourceDocument(origin, error=f"the webhook body is not JSON: {error}", excerpt=None)
+            return Slot(
+                row, SourceDocument(origin, error=f"the webhook body is not JSON: {error}", excerpt=None)
+            )
         except RecursionError:  # intake parsed it on a shallower stack: a rejected input, not a crash
-            return SourceDocument(
-                origin, error="the webhook body is not JSON: nested too deeply", excerpt=None
+            return Slot(
+                row,
+                SourceDocument(origin, error="the webhook body is not JSON: nested too deeply", excerpt=None),
             )
         if row.documents is not None:
             event.update(row.documents)  # fetched before a restart: map the same data
         elif self.enricher.applies(event):
-            try:
-                documents = await self.enricher.documents(event)
-            except SourceUnavailable:
-                raise  # not the event's fault: it is parked, not dead-lettered
-            except EnrichmentError as error:
-                # Recorded by the runtime as a rejected input with this reason (shipmap dead-letters).
-                self.enrichment_failures += 1
-                self._log.warning("%s: enrichment failed: %s", origin, error.message)
-                return SourceDocument(
-                    origin,
-                    error=f"enrichment failed: {error.message}",
-                    excerpt=row.body[:500].decode("utf-8", "replace"),
-                )
-            self.inbox.save_documents(row.id, documents)
-            event.update(documents)
+            if (down := self.enricher.unavailable(event)) is not None:
+                return down  # no request would go: parked without a task
+            fetch = asyncio.create_task(self._enriched(row, event, origin), name=f"shipmap-enrich-{origin}")
+            fetch.add_done_callback(self._fetched)
+            return Slot(row, fetch=fetch)
+        return Slot(row, SourceDocument(origin, document=event))
+
+    def _fetched(self, _: asyncio.Task[SourceDocument]) -> None:
+        self.wakeup.set()  # a lane's head may be ready: look
+
+    async def _enriched(self, row: InboundRow, event: dict[str, Any], origin: str) -> SourceDocument:
+        try:
+            documents = await self.enricher.documents(event)
+        except SourceUnavailable:
+            raise  # not the event's fault: it is parked, not dead-lettered
+        except EnrichmentError as error:
+            # Recorded by the runtime as a rejected input with this reason (shipmap dead-letters).
+            self.enrichment_failures += 1
+            self._log.warning("%s: enrichment failed: %s", origin, error.message)
+            return SourceDocument(
+                origin,
+                error=f"enrichment failed: {error.message}",
+                excerpt=row.body[:500].decode("utf-8", "replace"),
+            )
+        self.inbox.save_documents(row.id, documents)
+        event.update(documents)
         return SourceDocument(origin, document=event)

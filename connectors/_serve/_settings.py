@@ -119,7 +119,9 @@ def _enrichment(config: RuntimeConfig, name: str, raw: Mapping[str, Any] | None)
         document: _template(config, path, (*here, "fetch", document))
         for document, path in raw["fetch"].items()
     }
-    return Enrichment(connection, frozenset([topics] if isinstance(topics, str) else topics), fetch)
+    return build_section(
+        Enrichment, raw, topics=frozenset([topics] if isinstance(topics, str) else topics), fetch=fetch
+    )
 
 
 def _template(config: RuntimeConfig, text: str, here: tuple[str, ...]) -> PathTemplate:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from shipmap.connectors._cli import main
+from shipmap.connectors._config import load_config
+from shipmap.connectors._config._serve_model import DEFAULT_ENRICH_CONCURRENCY
+from shipmap.connectors._serve._settings import enrichments, serve_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -318,6 +321,39 @@ def test_a_query_without_references_and_a_reference_in_the_path_are_kept(
         )
     )
     assert main(["validate", str(acme_config)]) == 0, capsys.readouterr().err
+
+
+_ENRICH = "    enrich:\n      connection: fenix\n      fetch:\n        order: /orders/{payload.id}\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "rule"),
+    [("0", "must be at least 1"), ("65", "must be at most 64"), ("two", "must be an integer")],
+)
+def test_an_enrichment_concurrency_out_of_bounds_is_refused_where_it_is_written(
+    acme_config: Path, capsys: pytest.CaptureFixture[str], given: str, rule: str
+) -> None:
+    """Webhooks of a source fetched at once: at least 1 (with 0, none would ever be fetched), at most 64 (each
+    is held in memory with its documents until its turn)."""
+    added = f"{_ENRICH}      concurrency: {given}\n"
+    written = acme_config.read_text().replace(_SHOPIFY_SOURCE, _SHOPIFY_SOURCE + added, 1)
+    acme_config.write_text(written)
+    line = _line_of(written, f"concurrency: {given}")
+    assert main(["validate", str(acme_config)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"{acme_config}:{line}:20: error: sources.shopify.enrich.concurrency: {rule}"), err
+
+
+def test_an_enrichment_concurrency_reaches_the_services_settings(acme_config: Path) -> None:
+    added = f"{_ENRICH}      concurrency: 12\n"
+    acme_config.write_text(acme_config.read_text().replace(_SHOPIFY_SOURCE, _SHOPIFY_SOURCE + added, 1))
+    config = load_config(acme_config)
+    enrichment = serve_settings(config).sources["shopify"].enrich
+    assert enrichment is not None and enrichment.concurrency == 12
+    assert enrichments(config)["shopify"].concurrency == 12
+    acme_config.write_text(acme_config.read_text().replace("      concurrency: 12\n", ""))
+    assert enrichments(load_config(acme_config))["shopify"].concurrency == DEFAULT_ENRICH_CONCURRENCY
 
 
 def test_a_webhook_secret_written_literally_validates_with_a_warning(

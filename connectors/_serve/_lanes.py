@@ -1,0 +1,156 @@
+"""The webhooks between the inbox and the runtime: one lane per source, so that a slow source API holds up
+its own source's webhooks and no other.
+
+A lane holds rows of one source in inbox order. A row that its source enriches (and whose documents are not
+saved yet) is fetched as soon as it enters its lane, on a task of its own; any other row is ready at once.
+The feed hands over the oldest ready row among the lanes' heads. So a webhook never overtakes an earlier one
+of its own source, however long their fetches take (a store API that answers one order in 5 s and the next
+in 50 ms still sees them delivered in the order they came); across sources, whatever is ready goes first.
+
+Bounded: the lane of an enriching source holds at most ``enrich.concurrency`` rows, so at most that many of
+its webhooks are fetched at once and held with their documents; the other lanes share one page of rows. A
+lane that is full *detaches*: its source's later rows stay in the inbox, the feed leaves them out of its
+reads of the others (which go on past them), and reads them apart, from ``Lane.cursor``, as the lane makes
+room. Once such a read comes back short (the lane has caught up with the inbox), the lane joins the others'
+reads again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from shipmap.engine import SourceDocument
+
+from ._inbox import InboundRow
+
+E = TypeVar("E", bound=BaseException)
+_CANCEL_WAIT = 2.0  # seconds a closing feed waits for its cancelled fetches (the drain waits 5 s for it)
+
+
+@dataclass(eq=False, slots=True)
+class Slot:
+    """One row in its lane: ready (``event``), or its documents being fetched (``fetch``)."""
+
+    row: InboundRow
+    event: SourceDocument | None = None
+    fetch: asyncio.Task[SourceDocument] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.event is not None or (self.fetch is not None and self.fetch.done())
+
+    def result(self) -> SourceDocument:
+        """The event to hand over; the fetch's error when it failed (``SourceUnavailable``: park the row)."""
+        if self.event is not None:
+            return self.event
+        assert self.fetch is not None
+        return self.fetch.result()
+
+
+@dataclass(eq=False, slots=True)
+class Lane:
+    cap: int | None  # rows held at most (the source's enrich.concurrency); None: the lanes share a page
+    slots: deque[Slot] = field(default_factory=deque)
+    detached: bool = False  # full: its rows are read apart, after ``cursor``
+    cursor: int = 0  # the last row of this source read from the inbox
+
+
+class Lanes:
+    """The lanes by source. ``cap_of(source)``: the most rows a source's lane holds, or None for a source
+    that fetches nothing (those lanes share ``shared`` rows between them)."""
+
+    def __init__(self, cap_of: Callable[[str], int | None], shared: int) -> None:
+        self._cap_of = cap_of
+        self._lanes: dict[str, Lane] = {}
+        self._shared = shared
+        self._in_shared = 0  # rows held by the lanes without a cap
+        self.held: set[int] = set()  # the ids of the rows in the lanes
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+    def lane(self, source: str) -> Lane:
+        lane = self._lanes.get(source)
+        if lane is None:
+            lane = self._lanes[source] = Lane(self._cap_of(source))
+        return lane
+
+    def shared_room(self) -> int:
+        return self._shared - self._in_shared
+
+    def room(self, lane: Lane) -> int:
+        return self.shared_room() if lane.cap is None else lane.cap - len(lane.slots)
+
+    def detached(self) -> Iterator[tuple[str, Lane]]:
+        return ((source, lane) for source, lane in self._lanes.items() if lane.detached)
+
+    def detached_sources(self) -> frozenset[str]:
+        return frozenset(source for source, _ in self.detached())
+
+    def add(self, lane: Lane, slot: Slot) -> None:
+        lane.slots.append(slot)
+        self.held.add(slot.row.id)
+        if lane.cap is None:
+            self._in_shared += 1
+
+    def rewind(self) -> None:
+        """The next reads start from the inbox's first pending row (those held are skipped)."""
+        for lane in self._lanes.values():
+            lane.cursor = 0
+
+    def pop_ready(self) -> Slot | None:
+        """The oldest row at the head of a lane that is ready, out of its lane; None when no head is."""
+        best: Lane | None = None
+        for lane in self._lanes.values():
+            if (
+                lane.slots
+                and lane.slots[0].ready
+                and (best is None or lane.slots[0].row.id < best.slots[0].row.id)
+            ):
+                best = lane
+        if best is None:
+            return None
+        slot = best.slots.popleft()
+        self._forget(best, slot)
+        return slot
+
+    def take_failed(self, kind: type[E]) -> list[tuple[InboundRow, E]]:
+        """The rows whose fetch ended with a ``kind`` error, out of their lanes wherever they stand, with the
+        error (a row parked for its source API's outage waits in the inbox, not at the head of its lane)."""
+        taken: list[tuple[InboundRow, E]] = []
+        for lane in self._lanes.values():
+            if lane.cap is None:
+                continue  # nothing fetched there
+            for slot in [s for s in lane.slots if s.fetch is not None and s.fetch.done()]:
+                assert slot.fetch is not None
+                error = None if slot.fetch.cancelled() else slot.fetch.exception()
+                if isinstance(error, kind):
+                    lane.slots.remove(slot)
+                    self._forget(lane, slot)
+                    taken.append((slot.row, error))
+        return taken
+
+    def _forget(self, lane: Lane, slot: Slot) -> None:
+        self.held.discard(slot.row.id)
+        if lane.cap is None:
+            self._in_shared -= 1
+
+    async def aclose(self) -> None:
+        """Cancel the fetches in flight and let every row go: what was not handed over stays in the inbox."""
+        tasks = [slot.fetch for lane in self._lanes.values() for slot in lane.slots if slot.fetch is not None]
+        self._lanes.clear()
+        self.held.clear()
+        self._in_shared = 0
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(asyncio.CancelledError):  # the service stopping: what ended has ended
+                await asyncio.wait(tasks, timeout=_CANCEL_WAIT)
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: a fetch that failed as it was let go is not an error to log
