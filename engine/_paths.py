@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jinja2.nodes
 
 from ._errors import preview_value
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_SHOWN = 4  # arguments named in one error: a call with more is rare, and the line stays readable
 
 
@@ -41,7 +41,7 @@ def found_arguments(
             if read is None or read == (None, []):
                 continue  # a literal, an expression, @: not a place in the document to name
             name, steps = read
-            where = path_of(_path_text(steps, "" if name is None else f"${name}"))
+            where = path_of(path_text(steps, "" if name is None else f"${name}"))
             if where not in shown and len(shown) < _MAX_SHOWN:
                 shown[where] = _read(steps, data if name is None else variable(name))
     return tuple(f"{path} = {value}" for path, value in shown.items())
@@ -106,7 +106,7 @@ def found_in_template(
             if read is None or read[0] not in readable:
                 continue
             name, steps = read
-            where = path_of(_path_text(steps, f"${name}"))
+            where = path_of(path_text(steps, f"${name}"))
             if where not in shown and len(shown) < _MAX_SHOWN:
                 shown[where] = _read(steps, variable(name))
     return tuple(f"{path} = {value}" for path, value in shown.items())
@@ -144,12 +144,14 @@ def _calls(node: Any, function: str) -> list[dict[str, Any]]:
     return found
 
 
-def _path_text(steps: list[str | int], text: str = "") -> str:
+def path_text(steps: Sequence[str | int], text: str = "") -> str:
+    """The JMESPath text of ``steps`` (after ``text``): ``a.b[0]."first-name"``, keys that are not identifiers
+    quoted (what ``shipmap init`` writes into a mapping, too)."""
     for step in steps:
         if isinstance(step, int):
             text += f"[{step}]"
         else:
-            name = step if _IDENTIFIER.match(step) else json.dumps(step)
+            name = step if IDENTIFIER.match(step) else json.dumps(step)
             text += f".{name}" if text else name
     return text
 

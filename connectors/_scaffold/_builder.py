@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shipmap.engine import TargetKind
+from shipmap.engine._paths import path_text as _path
 
 from ._guess import (
     _CONTEXTS,
@@ -34,7 +35,7 @@ from ._guess import (
     thin,
 )
 from ._model import TODO, FieldSuggestion
-from ._sample import _arrays, _dict_nodes, _jinja_path, _Leaf, _leaves, _merged, _path
+from ._sample import _arrays, _dict_nodes, _jinja_path, _Leaf, _leaves, _merged
 
 _PLAIN_YAML = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$]*$")
 _YAML_WORDS = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"})

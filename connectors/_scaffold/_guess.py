@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipmap.engine import TargetKind
+from shipmap.engine._paths import IDENTIFIER as _IDENTIFIER
 
 from ._model import ScaffoldError
-from ._sample import _IDENTIFIER, _dict_nodes, _Leaf
+from ._sample import _dict_nodes, _Leaf
 
 # Source key names that may hold a target field, best first. A dotted entry matches the last keys of a path
 # ("image.src"). Fields not listed match their own name only.

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import itertools
-import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shipmap.engine import ShipmapError, read_documents
+from shipmap.engine._paths import IDENTIFIER  # one rule for what JMESPath need not quote
 
 from ._model import ScaffoldError
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_DEPTH = 6
 _MAX_DOCUMENTS = 1000  # of a batch sample: init learns from the first one, the case selects it
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -105,20 +103,8 @@ def _arrays(node: Any, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str
             yield from _arrays(value, here)
 
 
-def _path(parts: Sequence[str | int]) -> str:
-    """A JMESPath expression for ``parts``; keys that are not identifiers are quoted."""
-    text = ""
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            key = part if _IDENTIFIER.match(part) else json.dumps(part)
-            text += f".{key}" if text else key
-    return text
-
-
 def _jinja_path(parts: Sequence[str | int]) -> str | None:
-    if not all(isinstance(p, int) or _IDENTIFIER.match(p) for p in parts):
+    if not all(isinstance(p, int) or IDENTIFIER.match(p) for p in parts):
         return None
     return "this" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
 
