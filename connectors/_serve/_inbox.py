@@ -376,9 +376,10 @@ class Inbox:
 
     def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int:
         """Hand processed rows to the runtime again (all, or ``ids``); ``refetch`` forgets their responses. A
-        row whose body was dropped stays as it is: there is nothing to map."""
+        row still ``pending`` stays as it is (the feed may hold it, its documents fetched), as on PostgreSQL;
+        so does a row whose body was dropped: there is nothing to map."""
         documents = ", documents = NULL" if refetch else ""
-        held = "body_dropped_at IS NULL"
+        held = "state = 'processed' AND body_dropped_at IS NULL"
         if ids is None:
             cursor = self._db.execute(f"UPDATE inbox SET state = 'pending'{documents} WHERE {held}")
         else:

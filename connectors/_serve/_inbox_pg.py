@@ -352,9 +352,12 @@ class PostgresInbox:
 
     def requeue(self, ids: Iterable[int] | None = None, *, refetch: bool = False) -> int:
         """Hand processed rows to delivery again (all, or ``ids``); ``refetch`` forgets their responses. A row
-        whose body was dropped stays as it is: there is nothing to map."""
+        still ``pending`` is left as it is: some process may hold it now, and clearing its claim would hand it
+        to a second one (``requeue_rejected`` takes processed rows alike). A row whose body was dropped stays
+        too: there is nothing to map."""
         documents = ", documents = NULL" if refetch else ""
-        where = "body_dropped_at IS NULL" + ("" if ids is None else " AND id = ANY(%s)")
+        held = "state = 'processed' AND body_dropped_at IS NULL"
+        where = held if ids is None else f"{held} AND id = ANY(%s)"
         cursor = self._execute(
             f"UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL{documents} WHERE {where}",
             None if ids is None else (list(ids),),

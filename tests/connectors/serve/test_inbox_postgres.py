@@ -166,6 +166,47 @@ def test_a_lapsed_claim_is_taken_over_a_kept_one_renewed_and_a_closed_one_releas
         assert [r.webhook_id for r in other.pending()] == ["kept"]
 
 
+def test_a_requeue_takes_processed_rows_and_leaves_a_row_another_process_holds(postgres_url: str) -> None:
+    """A service requeues on request (``replay --rejected`` through its replay requests) while other processes
+    work on the same table: a row still ``pending`` is held by one of them, and a requeue that cleared its
+    claim would let a third process take it too. Only processed rows are handed back, as
+    ``requeue_rejected`` does."""
+    with PostgresInbox(postgres_url) as intake, PostgresInbox(postgres_url) as worker:
+        ids = [intake.accept("bc", f"w{n}", None, {}, BODY).id for n in range(3)]
+        assert [row.id for row in worker.pending()] == ids  # the worker claims all three
+        worker.save_documents(ids[0], {"order": {"id": 1}})
+        worker.save_documents(ids[2], {"order": {"id": 3}})
+        worker.mark_processed(ids[:2])  # the third is still being worked on
+        with PostgresInbox(postgres_url) as service:
+            assert service.requeue(ids, refetch=True) == 2
+            assert service.requeue(refetch=True) == 0  # all: the same rows, none processed now
+        with psycopg.connect(postgres_url) as db:
+            rows = db.execute("SELECT id, state, documents, lease_owner FROM inbox ORDER BY id").fetchall()
+        assert rows == [
+            (ids[0], "pending", None, None),  # handed back, its documents forgotten: fetched again
+            (ids[1], "pending", None, None),
+            (ids[2], "pending", json.dumps({"order": {"id": 3}}), worker.worker),  # still the worker's
+        ]
+        with PostgresInbox(postgres_url) as third:  # takes the rows handed back, not the one held
+            assert [row.id for row in third.pending()] == ids[:2]
+
+
+def test_the_sqlite_inbox_requeues_processed_rows_alike(tmp_path: Path) -> None:
+    """One process holds an SQLite inbox, but its feed's lanes keep pending rows (and their fetches) across
+    runs, and the service requeues between two runs: a pending row keeps its documents, and the count says
+    what was handed back."""
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        ids = [inbox.accept("bc", f"w{n}", None, {}, BODY).id for n in range(3)]
+        inbox.save_documents(ids[0], {"order": {"id": 1}})
+        inbox.save_documents(ids[2], {"order": {"id": 3}})
+        inbox.mark_processed(ids[:2])
+        assert inbox.requeue(ids, refetch=True) == 2
+        assert inbox.requeue(refetch=True) == 0
+        assert [(row.id, row.documents) for row in inbox.pending()] == [
+            (ids[0], None), (ids[1], None), (ids[2], {"order": {"id": 3}}),
+        ]  # fmt: skip
+
+
 def test_the_inbox_schema_is_versioned_and_upgraded_by_journal_migrate(
     postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
