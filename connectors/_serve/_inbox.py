@@ -365,9 +365,22 @@ class Inbox:
 
     def mark_processed(self, ids: Iterable[int]) -> None:
         now = time.time()
-        self._db.executemany(
+        self._executemany(
             "UPDATE inbox SET state = 'processed', processed_at = ? WHERE id = ?", [(now, i) for i in ids]
         )
+
+    def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> sqlite3.Cursor:
+        """The statement for each row, in one transaction: the connection is in autocommit mode, where each row
+        would be a commit of its own (a WAL append, and an fsync with ``synchronous: full``)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._db.executemany(sql, rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
+        return cursor
 
     def save_documents(self, row_id: int, documents: Mapping[str, Any]) -> None:
         self._db.execute(
@@ -383,7 +396,7 @@ class Inbox:
         if ids is None:
             cursor = self._db.execute(f"UPDATE inbox SET state = 'pending'{documents} WHERE {held}")
         else:
-            cursor = self._db.executemany(
+            cursor = self._executemany(
                 f"UPDATE inbox SET state = 'pending'{documents} WHERE id = ? AND {held}", [(i,) for i in ids]
             )
         return int(cursor.rowcount)

@@ -4,6 +4,7 @@ after the commit that holds its own row."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -99,3 +100,41 @@ def test_the_purge_of_old_webhooks_lets_intake_commit_between_its_chunks(tmp_pat
             intake.close()
         assert len(deletes) >= 3 and between == [f"between-{n}" for n in range(2, len(deletes) + 1)]
         assert inbox.counts() == {"shop/processed": 1, "shop/pending": len(between)}  # the recent one stays
+
+
+def test_a_batch_of_marks_and_a_requeue_are_one_transaction_each(tmp_path: Path) -> None:
+    """The feed marks its rows processed 32 at a time, and a requeue names many rows: in autocommit mode each
+    row was a commit of its own (a WAL append each, an fsync each with ``synchronous: full``). Here another
+    connection tries to write before each row's statement after the first: it never gets in, and every row
+    of the batch changes."""
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        ids = [accepted.id for accepted in inbox.accept_many([_incoming(f"w{i}") for i in range(32)])]
+        intake = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None, timeout=0)  # no waiting
+        got_in: list[str] = []
+        updates: list[str] = []
+
+        def on_statement(sql: str) -> None:
+            if sql.startswith("UPDATE"):
+                updates.append(sql)
+                if len(updates) > 1:
+                    webhook = f"between-{len(updates)}"
+                    with contextlib.suppress(sqlite3.OperationalError):  # database is locked
+                        intake.execute(
+                            "INSERT INTO inbox (source, webhook_id, topic, received_at, headers, body)"
+                            " VALUES ('shop', ?, 'orders/create', 2e9, '{}', x'7b7d')",
+                            (webhook,),
+                        )
+                        got_in.append(webhook)
+
+        inbox._db.set_trace_callback(on_statement)
+        try:
+            inbox.mark_processed(ids)
+            marked = list(updates)
+            updates.clear()
+            assert inbox.requeue(ids, refetch=True) == 32
+        finally:
+            inbox._db.set_trace_callback(None)
+            intake.close()
+        assert len(marked) == len(updates) == 32  # a statement per row, each traced
+        assert got_in == []
+        assert inbox.depth() == 32 and inbox.counts() == {"shop/pending": 32}
