@@ -70,11 +70,16 @@ _SCHEMA = (
 )
 # From a version to the current one. Adding a column rewrites no row; the index reads the processed ones once.
 _UPGRADES = {"1": ("ALTER TABLE inbox ADD COLUMN body_dropped_at REAL", _BODIES_INDEX)}
+_HAS_META = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
 DROP_CHUNK = 500  # bodies dropped per statement (one transaction): under SQLite's limit of bound parameters
 
 
 class InboxError(JournalError):
     """The inbox cannot take or give a webhook (disk full, locked, not an inbox): answered 503."""
+
+
+class NoInboxError(InboxError):
+    """A read-only opening found no inbox: no service accepted a webhook there yet, or one is creating it now."""
 
 
 def _unreadable(path: Path, version: str | None) -> str:
@@ -220,6 +225,14 @@ class Inbox:
             if readonly:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
                 self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                # A service creates its inbox in one transaction after opening the file: until that commits,
+                # the file holds no table, and nothing was accepted yet.
+                if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    self._db.close()
+                    raise NoInboxError(f"{self.path} holds no shipmap inbox yet")
+                if self._db.execute(_HAS_META).fetchone()[0] == 0:
+                    self._db.close()
+                    raise InboxError(_unreadable(self.path, None))
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if lock:

@@ -49,6 +49,7 @@ from ._inbox import (
     InboxError,
     InboxStore,
     Incoming,
+    NoInboxError,
     inbound_row,
     sources_clause,
 )
@@ -90,10 +91,6 @@ _log = logging.getLogger("shipmap.connectors.serve.inbox")
 # Intake's connection is named so: one per live serve process on the database (how the processes count
 # each other to share rate limits, and what an operator finds in pg_stat_activity).
 SERVE_APPLICATION_NAME = "shipmap serve"
-
-
-class NoInboxError(InboxError):
-    """The database holds no inbox (a read-only opening before any service accepted a webhook there)."""
 
 
 class PostgresInbox:
@@ -496,14 +493,18 @@ def open_inbox(
 
 def open_reader(location: str | Path) -> Inbox | PostgresInbox | None:
     """The inbox at ``location`` opened read-only, beside the services that use it, or None when nothing was
-    accepted there yet (no file, or no inbox in the database)."""
-    if is_database_url(location):
-        try:
-            return PostgresInbox(str(location), readonly=True)
-        except NoInboxError:
-            return None
+    accepted there yet: no file, a file whose tables a service is creating now, or no inbox in the database."""
     path = Path(location)
-    return Inbox(path, readonly=True) if path.exists() else None
+    if not is_database_url(location) and not path.exists():
+        return None
+    try:
+        return (
+            PostgresInbox(str(location), readonly=True)
+            if is_database_url(location)
+            else Inbox(path, readonly=True)
+        )
+    except NoInboxError:
+        return None
 
 
 def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:

@@ -126,8 +126,9 @@ class JournalDatabase:
             self._db.opening = False
         problem = self._version_problem(version)
         if problem:
+            empty = version == 0 and self._holds_nothing()
             self.close()
-            raise (NoJournalError if version == 0 else JournalError)(problem)
+            raise (NoJournalError if empty else JournalError)(problem)
 
     def _open_sqlite(self, synchronous: str, exclusive: bool) -> None:
         assert self.path is not None
@@ -147,8 +148,10 @@ class JournalDatabase:
         self._db.execute("PRAGMA foreign_keys=ON")
 
     def _version_problem(self, version: int) -> str | None:
-        if version == 0:
-            return f"{self.name} is not a shipmap journal (no schema)"
+        if version == 0:  # read-only: an opening for writing has created the journal
+            if self._holds_nothing():
+                return f"{self.name} holds no shipmap journal yet"
+            return self._another_database() or f"{self.name} is not a shipmap journal (no schema)"
         if version > SCHEMA_VERSION:
             return (
                 f"{self.name} is not a shipmap journal this shipmap can read: schema version {version} was "
@@ -164,14 +167,32 @@ class JournalDatabase:
     def _refuse_another_database(self) -> None:
         """An SQLite file with no journal schema but tables of its own belongs to another application: making it
         a journal would add five tables to it. (A PostgreSQL database is meant to be shared.)"""
-        tables = {str(name) for (name,) in self._db.execute(_SQLITE_TABLES).fetchall()}
+        problem = self._another_database()
+        if problem:
+            raise JournalError(problem)
+
+    def _sqlite_tables(self) -> set[str]:
+        return {str(name) for (name,) in self._db.execute(_SQLITE_TABLES).fetchall()}
+
+    def _another_database(self) -> str | None:
+        if self.backend != "sqlite":
+            return None
+        tables = self._sqlite_tables()
         others = sorted(tables - JOURNAL_TABLES)
-        if others and "meta" not in tables:
-            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise JournalError(
-                f"{self.name} is not a shipmap journal: it holds other tables ({shown}); give the journal a "
-                "file of its own (nothing was written to this one)"
-            )
+        if not others or "meta" in tables:
+            return None
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        return (
+            f"{self.name} is not a shipmap journal: it holds other tables ({shown}); give the journal a "
+            "file of its own (nothing was written to this one)"
+        )
+
+    def _holds_nothing(self) -> bool:
+        """Whether this store is one nothing was journaled to yet, read while a run or a service creates the
+        journal in it: a PostgreSQL database with no journal schema (it is meant to be shared), or an SQLite
+        file with no table at all (the file exists from the moment a writer opens it, its tables from the
+        commit that creates them)."""
+        return self.backend == "postgresql" or not self._sqlite_tables()
 
     def schema_version(self) -> int:
         """The store's schema version; 0 for a database that holds no journal yet."""

@@ -62,7 +62,8 @@ from ._schema import State as State
 
 def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
     """The journal at ``location`` (a file or a ``postgresql://`` URL) for reading, or None when there is no
-    journal there yet: nothing was run."""
+    journal there yet: nothing was run, or a run or a service is creating it now (its file exists, its tables
+    not yet). A file that holds another application's tables is refused (a JournalError)."""
     if location is None:
         return None
     if not is_database_url(location) and not Path(location).exists():
@@ -70,9 +71,7 @@ def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
     try:
         return Journal(location, readonly=True)
     except NoJournalError:
-        if is_database_url(location):
-            return None
-        raise
+        return None
 
 
 class Journal(JournalDatabase):

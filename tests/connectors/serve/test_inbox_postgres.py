@@ -19,8 +19,8 @@ from shipmap.connectors._config import load_config
 from shipmap.connectors._redact import Redactor, get_logger
 from shipmap.connectors._serve import Inbox, InboxError, PostgresInbox, _inbox_pg, serve_settings
 from shipmap.connectors._serve._app import GroupCommit
-from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow
-from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, NoInboxError
+from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
+from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION
 from shipmap.connectors._serve._inbox_retention import Purged, purge_inbox
 
 from .harness import SERVE_FIXTURES, environment
