@@ -1,8 +1,8 @@
 """``shipmap replay CONFIG --rejected [--key SOURCE|ORIGIN ...]``: webhooks rejected because their enrichment
 failed for good, handed to delivery again with their documents fetched again (docs/serve.md#enrichment).
 
-A running ``shipmap serve`` holds its SQLite inbox: it is asked through ``<journal>.replays``, requeues the
-rows between two runs, and the command watches the inbox and the journal for what came of them. With no
+A running ``shipmap serve`` holds its SQLite inbox: it is asked through ``<journal>.replays`` (``<inbox>.replays``
+beside a PostgreSQL journal), requeues the rows between two runs, and the command watches the inbox and the journal for what came of them. With no
 service running, the command requeues the rows itself and the next start processes them. A PostgreSQL inbox
 is shared: the command requeues the rows itself and forgets their rejections in the same transaction
 (``_rejected``); the services running on it, if any, take them, and it watches what came of them as above."""
@@ -26,7 +26,7 @@ from shipmap.connectors._serve._rejected import (
     requeue_shared,
     services_on,
 )
-from shipmap.connectors._serve._replays import POLL_SECONDS, ReplayRequests, replays_path
+from shipmap.connectors._serve._replays import POLL_SECONDS, ReplayRequests, service_requests
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._journal_pg import is_database_url
 
@@ -57,12 +57,13 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
     code = EXIT_OK
     if found.rows:
         assert inbox is not None  # find_rejected finds no webhook without one
-        path = config.journal.path if config.journal.url is None else None  # a running service's requests
+        # A running service's requests: beside an SQLite journal, or beside an SQLite inbox (its own still).
+        requests = service_requests(config.journal.path if config.journal.url is None else None, inbox)
         if is_database_url(inbox):
             assert config.journal.url is not None  # refuse_apart: the journal's database
             code = _shared(args, str(inbox), config.journal.url, found, runtime)
-        elif path is not None and ReplayRequests.service_running(replays_path(path)):
-            code = _through_service(args, replays_path(path), inbox, found, runtime)
+        elif requests is not None and ReplayRequests.service_running(requests):
+            code = _through_service(args, requests, inbox, found, runtime)
         else:
             _not_running(requeue_directly(Path(inbox), found.rows))
     return EXIT_DEAD_LETTERS if code == EXIT_OK and found.unreplayable else code

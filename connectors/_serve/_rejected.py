@@ -9,8 +9,9 @@ forgotten: the feed fetches them again, and the run that takes them resolves the
 one that reads now (``Outbox._resolve_rejections``), or records it again with the reason of now.
 
 Who requeues: a running ``shipmap serve`` holds its SQLite inbox, so it is asked through its replay requests
-(``_replays``) and requeues the rows between two runs (:func:`requeue_requested`); with no service running,
-``shipmap replay`` requeues them in the inbox itself and the next start processes them.
+(``_replays``, beside the journal, or beside the inbox when the journal is in PostgreSQL) and requeues the
+rows between two runs (:func:`requeue_requested`); with no service running, ``shipmap replay`` requeues them
+in the inbox itself and the next start processes them.
 
 A PostgreSQL inbox is shared by the services on its database, whose runs last as long as they do and read
 the journal's rejections only when they start: ``shipmap replay`` requeues the rows itself, services running

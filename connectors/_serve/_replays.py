@@ -5,7 +5,9 @@ into it. Instead, ``shipmap replay`` finds the service running (it holds this fi
 request here; the service's delivery loop carries it out between two of its runs, in its own process and
 with its own journal connection (the same keys, the same idempotency keys, exactly as a replay run), and
 writes the result back; the command waits for it and prints it. One small SQLite file beside the journal:
-``<journal>.replays``.
+``<journal>.replays``; beside a PostgreSQL journal (shared: the command replays dead letters there itself),
+``<inbox>.replays`` when the inbox is an SQLite file, which the service holds all the same
+(:func:`service_requests`).
 
 A request names dead letters (by key prefix), or, for ``shipmap replay --rejected``, inbox rows: webhooks
 rejected when their enrichment failed for good, which the service requeues with their documents forgotten, so
@@ -25,6 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from .._errors import JournalError
+from .._store._journal_pg import is_database_url
 
 POLL_SECONDS = 0.2  # between two looks at a request's (or an inbox row's) state, by the waiting command
 
@@ -65,6 +68,19 @@ class ReplayRequest:
 
 def replays_path(journal: Path) -> Path:
     return journal.with_name(journal.name + ".replays")
+
+
+def service_requests(journal: Path | None, inbox: Path | str | None) -> Path | None:
+    """Where a running service takes ``shipmap replay``'s requests: beside its SQLite ``journal`` (None: a
+    PostgreSQL one), or else beside its SQLite ``inbox``. A PostgreSQL journal is shared, so the command
+    replays dead letters there itself, beside the services; but an SQLite inbox is still the service's alone
+    (it holds the file's lock), so the service requeues ``replay --rejected``'s rows in it. None when both
+    are in PostgreSQL: the command does everything itself."""
+    if journal is not None:
+        return replays_path(journal)
+    if inbox is not None and not is_database_url(inbox):
+        return replays_path(Path(inbox))
+    return None
 
 
 class ReplayRequests:

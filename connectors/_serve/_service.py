@@ -49,7 +49,7 @@ from ._inbox_pg import open_inbox
 from ._inbox_retention import purge_inbox
 from ._metrics import ServiceMetrics
 from ._reload import Reloaded, log_reload, read_again, sections
-from ._replays import ReplayRequests, replays_path
+from ._replays import ReplayRequests, service_requests
 from ._settings import ServeSettings, serve_settings
 from ._totals import as_at_stop, owed_at_stop
 
@@ -178,8 +178,9 @@ class Service:
         shared = self.runtime.config.journal
         synchronous, lease = shared.synchronous, shared.lease
         # An SQLite journal is this process's: replays come here. A PostgreSQL one is shared by every serve
-        # and run: `shipmap replay` runs beside them as one more worker, and no local request file is held.
-        journal = shared.path if shared.url is None else None
+        # and run: `shipmap replay` runs beside them as one more worker; an SQLite inbox beside it is still
+        # this process's, so requeues for `replay --rejected` come here (service_requests).
+        requests = service_requests(shared.path if shared.url is None else None, settings.inbox)
         with contextlib.ExitStack() as held:
             # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
             inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
@@ -189,9 +190,7 @@ class Service:
             held.callback(uvicorn_log.removeFilter, cut_off)
             purge_inbox(inbox, keep_bodies=settings.keep_bodies, journal=shared.location, log=self._log)
             replays = (
-                held.enter_context(ReplayRequests(replays_path(journal), serving=True))
-                if journal is not None
-                else None
+                held.enter_context(ReplayRequests(requests, serving=True)) if requests is not None else None
             )
             enrichments = {n: s.enrich for n, s in settings.sources.items() if s.enrich is not None}
             delivery = DeliveryLoop(

@@ -188,6 +188,48 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(
         assert sandbox.requests(endpoint="fenix.orders") == []
 
 
+def test_replay_rejected_with_an_sqlite_inbox_beside_a_postgresql_journal_goes_through_the_service(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """``serve.inbox`` set to a file beside a PostgreSQL journal: the running service holds that inbox's lock,
+    so the command cannot requeue in it (it failed so, advising to run again "once it listens" of a service
+    listening all along). The service takes the request through ``<inbox>.replays``, as it does beside an
+    SQLite journal, and its next run resolves the rejection in the shared journal."""
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = _on_postgresql(work, sandbox, postgres_url)
+        config = serve.config.read_text()
+        assert "  drain_timeout: 30s\n" in config
+        serve.config.write_text(
+            config.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  inbox: .shipmap/inbox.db\n")
+        )
+        serve.start()
+        try:
+            _accept_and_reject(serve, postgres_url)
+            store.add_order_999()
+            replay = shipmap(work, sandbox, "replay", str(serve.config), "--rejected")
+            assert (replay.returncode, replay.stderr) == (0, ""), replay.stdout + replay.stderr
+            assert replay.stdout.splitlines() == [
+                "1 rejected webhook to replay: bc#1",
+                "shipmap serve is running: it requeues 1 webhook and fetches their documents again (request 1)",
+                "requeued by shipmap serve: 1 webhook",
+                "read now and handed to delivery: 1 (their rejections resolved), rejected again: 0, still waiting"
+                " in the inbox: 0",
+            ], replay.stdout
+            serve.wait_until(lambda: sandbox.requests(endpoint="fenix.orders"), what="the order delivered")
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        (order,) = sandbox.requests(endpoint="fenix.orders")
+    assert order.body["id"] == "999"
+    assert _rejected(postgres_url) == 0
+    assert (work / ".shipmap" / "inbox.db.replays").is_file()
+    with psycopg.connect(postgres_url) as db:  # the inbox is the file, not a table in the journal's database
+        assert db.execute("SELECT to_regclass('inbox')").fetchone() == (None,)
+
+
 def test_requeue_takes_processed_rows_only_and_forgets_only_their_rejections(postgres_url: str) -> None:
     """What keeps it race-free beside the services: a row still ``pending`` is some service's (its worker has
     not marked it yet, or another command requeued it), so it and its rejection are left to that service; the
