@@ -604,6 +604,39 @@ def test_both_backends_count_dead_letters_by_key_prefix_and_page_rejected_record
         assert pages == [["in.ndjson:1", "in.ndjson:2"], ["in.ndjson:3", "in.ndjson:4"], ["in.ndjson:5"]]
 
 
+def test_both_backends_resolve_rejections_in_one_statement_per_500_origins(location: str) -> None:
+    """A run that reads many rejected records again (``replay --rejected`` of a store API's outage) resolves
+    them together. One DELETE per origin, on a table with no index on ``origin``, read the whole table once
+    per origin: 10,000 took 3.1 s on PostgreSQL. One statement per 500 now, on both backends."""
+    with Journal(location) as journal:
+        with journal.transaction():
+            for row in range(1, 1202):
+                journal.record_rejected(f"bc#{row}", "enrichment failed: HTTP 404", None)
+            journal.record_rejected("bc#1", "enrichment failed: HTTP 403", None)  # two reasons, one origin
+            journal.record_rejected("bc#12020", "enrichment failed: HTTP 404", None)
+            journal.record_rejected("events.ndjson:3", "not JSON", "{broken")
+        statements: list[str] = []
+        execute, executemany = journal._db.execute, journal._db.executemany
+
+        def counted(sql: str, parameters: object = ()) -> object:
+            statements.append(sql)
+            return execute(sql, parameters)
+
+        def counted_many(sql: str, rows: list[object]) -> object:
+            statements.extend(sql for _ in rows)
+            return executemany(sql, rows)
+
+        journal._db.execute = counted  # type: ignore[method-assign]
+        journal._db.executemany = counted_many  # type: ignore[method-assign]
+        with journal.transaction():
+            journal.resolve_rejections({f"bc#{row}" for row in range(1, 1202)})
+        assert [sql.split()[0] for sql in statements] == ["BEGIN", "DELETE", "DELETE", "DELETE", "COMMIT"]
+        assert sorted(journal.rejected_origins()) == ["bc#12020", "events.ndjson:3"]
+        statements.clear()
+        journal.resolve_rejections(set())
+        assert statements == []
+
+
 def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url(location: str) -> None:
     """A reload moved a connection: its pending deliveries journaled for the old base_url go to the new one,
     the rest of each URL kept; delivered ones, other connections' and other bases' stay as they are."""
