@@ -464,6 +464,10 @@ class _Endpoints:
     async def stats(self, request: Request) -> Response:
         return JSONResponse(self.state.stats())
 
+    async def source_requests(self, request: Request) -> Response:
+        found = self.state.source_api.requests()
+        return JSONResponse({"count": len(found), "requests": found})
+
     async def reset(self, request: Request) -> Response:
         self.state.reset()
         return JSONResponse({"status": "reset"})
@@ -571,6 +575,7 @@ def build_app(state: SandboxState) -> ASGIApp:
         Route("/_sandbox/health", ep.health, methods=["GET"]),
         Route("/_sandbox/requests", ep.requests, methods=["GET"]),
         Route("/_sandbox/stats", ep.stats, methods=["GET"]),
+        Route("/_sandbox/source-requests", ep.source_requests, methods=["GET"]),
         Route("/_sandbox/reset", ep.reset, methods=["POST"]),
         Route("/_sandbox/faults", ep.faults, methods=["GET", "POST"]),
         Route("/_sandbox/source-faults", ep.source_faults, methods=["GET", "POST"]),

@@ -143,6 +143,11 @@ class Sandbox:
         (the latest 100,000): when clients hit an endpoint that was down."""
         return self._state.recorder.faulted_requests()
 
+    def source_requests(self) -> list[dict[str, Any]]:
+        """The fake source API's GETs, oldest first: ``at`` (seconds since start or the last reset, when it
+        arrived), ``path``, ``status``: ``GET /_sandbox/source-requests``."""
+        return self._state.source_api.requests()
+
     def stats(self) -> dict[str, Any]:
         """Counts per endpoint and kind, rejections, injected faults, duplicates: ``GET /_sandbox/stats``."""
         return self._state.stats()

@@ -9,7 +9,12 @@ against it, on one machine.
 
 It has a fault plan of its own (``Sandbox(source_faults=...)``, ``POST /_sandbox/source-faults``, the same
 spec as ``/_sandbox/faults``), so a test can take the store's API down while Fenix and DG stay up. Faults are
-decided before the token check, as a load balancer in front of the store would answer.
+decided before the token check, as a load balancer in front of the store would answer. An injected 429 says
+how long to wait as its platform does: ``X-Rate-Limit-Time-Reset-Ms`` (milliseconds) under ``bigcommerce/``,
+``Retry-After`` (seconds) under any other platform (Shopify's way).
+
+Each GET is remembered (the newest ``KEPT``) with when it arrived and how it was answered
+(``requests()``, ``GET /_sandbox/source-requests``): a test reads from it the rate a client kept to.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,8 @@ _MAX_DOCUMENT = 4 * 1024 * 1024
 
 
 class SourceApi:
+    KEPT = 100_000  # requests remembered, newest first: a sandbox left running stays bounded
+
     def __init__(self, documents: Path | None, token: str | None, faults: FaultPlan | None = None) -> None:
         self.documents = documents.resolve() if documents is not None else None
         self.token = token
@@ -36,6 +45,15 @@ class SourceApi:
         self._lock = threading.Lock()
         self.received = 0  # every request, faulted ones included (how hard a client hits the API)
         self.served = 0
+        self._started = time.monotonic()
+        self._requests: deque[tuple[float, str, int]] = deque(maxlen=self.KEPT)  # arrival, path, status
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The GETs remembered, in arrival order: ``at`` (seconds since the sandbox started, or its last reset,
+        when the GET arrived), ``path`` and ``status``; a GET still being answered is not there yet."""
+        with self._lock:
+            kept = sorted(self._requests)
+        return [{"at": round(at, 6), "path": path, "status": status} for at, path, status in kept]
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -44,16 +62,25 @@ class SourceApi:
     def reset(self) -> None:
         with self._lock:
             self.received = self.served = 0
+            self._requests.clear()
+            self._started = time.monotonic()
         self.faults.restart()
 
     async def get(self, request: Request) -> Response:
         with self._lock:
             self.received += 1
+            arrived = time.monotonic() - self._started
+        response = await self._respond(request)
+        with self._lock:
+            self._requests.append((arrived, request.url.path, response.status_code))
+        return response
+
+    async def _respond(self, request: Request) -> Response:
         fault = self.faults.decide(identity=request_identity("GET", request.url.path, b"")).fault
         if fault is not None and fault.name == "drop":  # no connection to drop through this route: a 503
             return JSONResponse([{"status": 503, "message": "injected fault (drop)"}], 503)
         if fault is not None and fault.status is not None:
-            headers = {"Retry-After": str(fault.retry_after)} if fault.status == 429 else None
+            headers = _wait_headers(request, fault.retry_after) if fault.status == 429 else None
             return JSONResponse(
                 [{"status": fault.status, "message": "injected fault"}], fault.status, headers
             )
@@ -80,6 +107,13 @@ class SourceApi:
         if not data.strip():
             return Response(status_code=204)
         return Response(data, media_type="application/json")
+
+
+def _wait_headers(request: Request, seconds: int) -> dict[str, str]:
+    """How a 429 says when to come back, as the platform in the path does."""
+    if request.path_params["platform"] == "bigcommerce":
+        return {"X-Rate-Limit-Time-Reset-Ms": str(seconds * 1000)}
+    return {"Retry-After": str(seconds)}
 
 
 def _not_found(message: str) -> Response:
