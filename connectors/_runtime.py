@@ -31,7 +31,6 @@ import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -51,7 +50,7 @@ from ._deliver._delivery import Deliverer, OutboundRequest
 from ._deliver._workers import DeliveryWorkers
 from ._errors import ConfigError
 from ._intake._pipeline import ForkedProducer, fork_available
-from ._intake._producers import as_record, produce, produce_packed, produce_replay, unpack_batches
+from ._intake._producers import Refresh, as_record, produce, produce_packed, produce_replay, unpack_batches
 from ._map._mapper import EventMapper
 from ._map._plan import PlanEntry, plan_entry
 from ._map._steps import Item, Job
@@ -259,11 +258,12 @@ class Runtime:
         keys: Sequence[str] | None = None,
         *,
         progress: Callable[[Progress], None] | None = None,
-        refresh: Callable[[Any], Awaitable[Any]] | None = None,
+        refresh: Refresh | None = None,
     ) -> RunSummary:
         """Send dead letters again (all, or those whose key starts with one of ``keys``), re-mapping each
         from its stored source document with the mapping as it is now; same delivery and idempotency keys.
-        ``refresh`` may replace each stored document first (``shipmap replay --refetch``: enrichment again)."""
+        ``refresh`` may replace the stored documents first: it takes the (dead letter, document) pairs and
+        gives them back (``shipmap replay --refetch``: enrichment again, several at once)."""
         with self._exclusive(), self._open_journal() as journal:
             execution = _Execution(self, journal, progress, None)
             return await execution.execute(produce_replay(self.mapper, journal, keys, refresh), decide=False)

@@ -17,7 +17,7 @@ from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
-from shipmap.connectors._serve._enrich import refetch_documents
+from shipmap.connectors._serve._enrich import refetcher
 from shipmap.connectors._serve._replays import ReplayRequests, replays_path
 from shipmap.connectors._store._journal import open_readonly
 
@@ -71,9 +71,7 @@ def run(args: argparse.Namespace) -> int:
     async def refetching(progress: Callable[[Progress], None] | None) -> RunSummary:
         async with Enricher(runtime, declared) as enricher:
             return await runtime.replay_async(
-                args.key,
-                progress=progress,
-                refresh=lambda document: refetch_documents(runtime, enricher, document),
+                args.key, progress=progress, refresh=refetcher(runtime, enricher)
             )
 
     summary = run_with_progress(

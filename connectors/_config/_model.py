@@ -170,7 +170,8 @@ class Connection:
     max_rate: float | None = field(
         default=None,
         metadata=about(
-            "At most this many requests per second on this connection, evenly spaced.",
+            "At most this many requests per second on this connection, evenly spaced: deliveries, and the"
+            " enrichment GETs of a store API's connection.",
             exclusiveMinimum=0,
             maximum=100000,
             default_text="no limit",

@@ -15,7 +15,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -27,6 +26,7 @@ from shipmap.engine import SourceDocument
 
 from .._map._mapper import EventMapper
 from .._map._steps import Item, pack, unpack
+from .._store._entries import JournalEntry
 from .._store._journal import Journal
 
 T = TypeVar("T")
@@ -74,19 +74,31 @@ async def unpack_batches(
             yield [unpack(packed) for packed in batch]
 
 
+# Replaces stored source documents before a replay maps them: takes the (dead letter, document) pairs in
+# journal order and gives each back with its document, fetched again, say (``shipmap replay --refetch``), in
+# an order of its choosing.
+Refresh = Callable[[Iterable[tuple[JournalEntry, Any]]], AsyncGenerator[tuple[JournalEntry, Any], None]]
+
+
 async def produce_replay(
     mapper: EventMapper,
     journal: Journal,
     keys: Sequence[str] | None,
-    refresh: Callable[[Any], Awaitable[Any]] | None,
+    refresh: Refresh | None,
 ) -> AsyncGenerator[list[Item], None]:
     """The dead letters (all, or those whose key starts with one of ``keys``), one batch each, re-mapped from
-    their stored source documents (``refresh`` may replace each document first)."""
-    for page in journal.dead_letter_pages(keys):
-        for entry in page:
-            source = journal.source(entry.source_hash)
-            if refresh is not None:
-                source = await refresh(source)
+    their stored source documents (``refresh`` may replace the documents first)."""
+    stored = (
+        (entry, journal.source(entry.source_hash))
+        for page in journal.dead_letter_pages(keys)
+        for entry in page
+    )
+    if refresh is None:
+        for entry, source in stored:
+            yield [mapper.expand_replay(entry, journal, source)]
+        return
+    async with contextlib.aclosing(refresh(stored)) as refreshed:
+        async for entry, source in refreshed:
             yield [mapper.expand_replay(entry, journal, source)]
 
 

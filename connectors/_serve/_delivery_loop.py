@@ -37,7 +37,7 @@ from .._errors import SendingStopped
 from .._map._mapper import EventMapper
 from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
-from ._enrich import Enricher, refetch_documents
+from ._enrich import Enricher, refetcher
 from ._feed import InboxFeed
 from ._inbox import DEDUP_WINDOW, InboxStore
 from ._inbox_pg import open_inbox
@@ -101,6 +101,7 @@ class DeliveryLoop:
         self.stalled: Stall | None = None  # waiting to run again, after a run whose sends kept raising
         self._stalled_since: float | None = None  # since the first of such runs in a row
         self._next_mapper: EventMapper | None = None  # a reload's, for the next run
+        self._enrich_share = 1  # the serve processes on the inbox, when last counted
         self._mapper_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name="shipmap-serve-delivery", daemon=True)
 
@@ -128,6 +129,27 @@ class DeliveryLoop:
     def in_flight(self) -> int:
         progress = self._progress
         return progress.in_flight if progress is not None else 0
+
+    def enrichment(self) -> dict[str, dict[str, int]]:
+        """``fetching``: webhooks of each enriching source whose documents are being fetched now;
+        ``waiting_for_rate``: GETs waiting for their connection's ``max_rate`` or a Retry-After, by connection.
+        Read from the delivery thread's enricher: its keys are fixed, only its counts change."""
+        feed = self._feed
+        if feed is None:  # the delivery thread is starting: nothing under way yet
+            connections = {enrichment.connection for enrichment in self._enrichments.values()}
+            return {
+                "fetching": dict.fromkeys(self._enrichments, 0),
+                "waiting_for_rate": dict.fromkeys(connections, 0),
+            }
+        return {"fetching": dict(feed.enricher.fetching), "waiting_for_rate": feed.enricher.waiting()}
+
+    def share_enrich_rates(self, processes: int) -> None:
+        """``processes`` serve processes share the inbox, and so the source APIs: each keeps to 1/N of every
+        enrichment connection's ``max_rate``, as each allows 1/N of a source's ``rate_limit``."""
+        self._enrich_share = processes
+        feed, loop = self._feed, self._loop
+        if feed is not None and loop is not None:
+            _call_in(loop, lambda: feed.enricher.share_rates(processes))
 
     def wake(self) -> None:
         """A webhook was committed: the feed looks at the inbox now (if it was waiting)."""
@@ -207,6 +229,8 @@ class DeliveryLoop:
                 )
                 self._feed = feed
                 self._loop = asyncio.get_running_loop()
+                # After the feed is set: a count the service makes from now on reaches the enricher itself.
+                enricher.share_rates(self._enrich_share)
                 try:
                     return await self._runs(feed, enricher)
                 finally:
@@ -299,11 +323,8 @@ class DeliveryLoop:
         keys = list(request.keys) if request.keys else None
         if not request.refetch or not self._enrichments:
             return await self.runtime.replay_async(keys, progress=self._on_progress)
-        runtime = self.runtime
-        return await runtime.replay_async(
-            keys,
-            progress=self._on_progress,
-            refresh=lambda document: refetch_documents(runtime, enricher, document),
+        return await self.runtime.replay_async(
+            keys, progress=self._on_progress, refresh=refetcher(self.runtime, enricher)
         )
 
     def _on_progress(self, progress: Progress) -> None:

@@ -10,12 +10,13 @@ timeouts, 429 and 5xx are retried with backoff and ``Retry-After``; any other st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -23,15 +24,20 @@ from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._deliver._auth import read_capped
-from .._deliver._breaker import CircuitBreaker, Outage
+from .._deliver._breaker import CircuitBreaker, Outage, RateLimiter
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
 from .._errors import ConnectorError
 from .._redact import get_logger
 from .._runtime import Runtime
+from ._lanes import Fetch, through_lanes
 from ._settings import Enrichment, PathTemplate
 
+T = TypeVar("T")
 _MAX_RESPONSE = 8 * 1024 * 1024
 _MAX_NESTING = 200  # arrays and objects in one another, at most, in a fetched document
+_HOLDING_STATUSES = (429, 503)  # answers whose wait holds every GET of the connection, not just the retry
+_RESET_MS = "X-Rate-Limit-Time-Reset-Ms"  # BigCommerce: milliseconds until the store's quota refreshes
+_MS_DIGITS = 10
 
 
 class EnrichmentError(ConnectorError):
@@ -84,6 +90,19 @@ def render_path(template: PathTemplate, event: Any) -> str:
     return "".join(out)
 
 
+def _asked_wait(status: int, headers: httpx.Headers) -> float | None:
+    """The seconds the API asked us to wait: ``Retry-After``, else, on a 429, BigCommerce's
+    ``X-Rate-Limit-Time-Reset-Ms`` (milliseconds until the store's quota refreshes; on a 2xx it is only
+    news). None when it said nothing we read (the backoff then decides)."""
+    asked = parse_retry_after(headers.get("Retry-After"))
+    if asked is not None or status != 429:
+        return asked
+    reset = headers.get(_RESET_MS, "").strip()
+    if reset.isascii() and reset.isdigit() and len(reset) <= _MS_DIGITS:
+        return int(reset) / 1000
+    return None
+
+
 class Enricher:
     """Fetches the declared documents of events. Use as ``async with Enricher(runtime, enrichments)``."""
 
@@ -105,6 +124,10 @@ class Enricher:
         self._clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.limiters: dict[str, RateLimiter] = {}  # by connection: its max_rate, and the holds it is asked
+        # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
+        # /readyz): the keys are set here, only the counts change.
+        self.fetching = dict.fromkeys(enrichments, 0)
         self._blocked_since: dict[str, float] = {}
         self._rng = random.Random()
         self._log = get_logger("serve.enrich", runtime.redactor, runtime_name=runtime.name)
@@ -131,6 +154,7 @@ class Enricher:
                 clock=self._clock,
                 runtime_name=self.runtime.name,
             )
+            self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.runtime.breaker_store)
         return self
 
     async def __aexit__(
@@ -143,27 +167,28 @@ class Enricher:
     def applies(self, event: Mapping[str, Any]) -> bool:
         return wants_enrichment(self.enrichments.get(str(event.get("source"))), event)
 
+    def waiting(self) -> dict[str, int]:
+        """GETs waiting for their connection's ``max_rate`` or a Retry-After now, by connection."""
+        return {name: limiter.waiting for name, limiter in list(self.limiters.items())}
+
+    def share_rates(self, processes: int) -> None:
+        """``processes`` serve processes fetch from the same APIs: this one keeps to 1/N of each max_rate."""
+        for limiter in self.limiters.values():
+            limiter.share(processes)
+
     async def documents(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Every declared document of this event's source, fetched concurrently. When several fail, the
         reason given is the first failure in declaration order, not whichever GET finished first, so the same
         event always fails with the same reason."""
-        enrichment = self.enrichments[str(event["source"])]
+        source = str(event["source"])
+        enrichment = self.enrichments[source]
         names = list(enrichment.fetch)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
-        if self.breakers[enrichment.connection].is_open:
-            # One at a time while the API is in doubt: the first GET is the probe, and the others follow
-            # it only if it succeeds (concurrently, they would find the breaker half-open and give up).
-            results: list[Any] = []
-            for path in paths:
-                try:
-                    results.append(await self._get(enrichment.connection, path))
-                except EnrichmentError as error:
-                    results.append(error)
-                    break
-        else:
-            results = await asyncio.gather(
-                *(self._get(enrichment.connection, path) for path in paths), return_exceptions=True
-            )
+        self.fetching[source] += 1
+        try:
+            results = await self._fetch_all(enrichment.connection, paths)
+        finally:
+            self.fetching[source] -= 1
         failures = [result for result in results if isinstance(result, BaseException)]
         for failure in failures:  # "later" outranks "never": the API that is down may hold the answer
             if isinstance(failure, SourceUnavailable):
@@ -172,9 +197,25 @@ class Enricher:
             raise failures[0]
         return dict(zip(names, results, strict=True))
 
+    async def _fetch_all(self, connection: str, paths: list[str]) -> list[Any]:
+        """Each path's document, or the EnrichmentError that ended its GET."""
+        if self.breakers[connection].is_open:
+            # One at a time while the API is in doubt: the first GET is the probe, and the others follow
+            # it only if it succeeds (concurrently, they would find the breaker half-open and give up).
+            results: list[Any] = []
+            for path in paths:
+                try:
+                    results.append(await self._get(connection, path))
+                except EnrichmentError as error:
+                    results.append(error)
+                    break
+            return results
+        return await asyncio.gather(*(self._get(connection, path) for path in paths), return_exceptions=True)
+
     async def _get(self, connection: str, path: str) -> Any:
         client = self._clients[connection]
         breaker = self.breakers[connection]
+        limiter = self.limiters[connection]
         settings = self.runtime.connections[connection]
         url = join_url(settings.base_url, path)
         policy = self.runtime.config.delivery.retry
@@ -188,6 +229,7 @@ class Enricher:
             content: bytes | None = None  # of a 2xx: None when it is over the cap
             refused = False
             try:
+                await limiter.acquire()  # its turn under max_rate, after any hold the API asked for
                 # One deadline for the whole attempt, body included, and the body read only up to the cap:
                 # an API that drips its answer a byte at a time (each within the read timeout), or sends
                 # gigabytes, holds up delivery for timeout.total at most, and memory for the cap at most.
@@ -219,7 +261,9 @@ class Enricher:
                 reason = (
                     auth.refused_reason if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
                 )
-                retry_after = parse_retry_after(response.headers.get("Retry-After")) if retryable else None
+                retry_after = _asked_wait(status, response.headers) if retryable else None
+                if retry_after is not None and status in _HOLDING_STATUSES:
+                    limiter.hold(min(retry_after, policy.retry_after_cap))
             if retryable:
                 await breaker.failure(f"GET {path}: {reason}", probe=probe, refused=refused)
             else:
@@ -299,41 +343,80 @@ async def enrich_records(
     """``shipmap run`` on skinny events from files: each event whose ``source`` names a source with ``enrich``
     (and whose topic it takes) gains its fetched documents before it is routed. An event that already holds
     them (captured from ``shipmap serve``, say) keeps them unless ``refetch``. A fetch that fails makes the
-    event a rejected input record with the reason; the others go on."""
-    async with Enricher(runtime, enrichments, transport=transport) as enricher:
-        for index, item in enumerate(records):
-            record = (
-                item if isinstance(item, SourceDocument) else SourceDocument(f"event[{index}]", document=item)
-            )
-            event = record.document
-            if not record.ok or not isinstance(event, dict) or not enricher.applies(event):
-                yield record
-                continue
-            wanted = enrichments[str(event["source"])].fetch
-            if not refetch and all(name in event for name in wanted):
-                yield record
-                continue
-            try:
-                documents = await enricher.documents(event)
-            except EnrichmentError as error:
-                excerpt = runtime.redactor.excerpt(json.dumps(event, ensure_ascii=False), 500)
-                yield SourceDocument(
-                    record.origin, error=f"enrichment failed: {error.message}", excerpt=excerpt
-                )
-                continue
-            yield SourceDocument(record.origin, document={**event, **documents})
+    event a rejected input record with the reason; the others go on. Events are fetched as ``shipmap serve``
+    fetches webhooks: up to their source's ``enrich.concurrency`` at once, handed on in their order within
+    their source (``_lanes``)."""
+
+    def plan(record: SourceDocument) -> tuple[str, Fetch[SourceDocument] | None]:
+        event = record.document
+        if not record.ok or not isinstance(event, dict):
+            return "", None
+        source = lane_of(event)
+        if not enricher.applies(event) or (
+            not refetch and all(name in event for name in enrichments[source].fetch)
+        ):
+            return source, None  # ready, behind its source's events being fetched
+        return source, lambda: _enriched(record, event)
+
+    async def _enriched(record: SourceDocument, event: dict[str, Any]) -> SourceDocument:
+        try:
+            documents = await enricher.documents(event)
+        except EnrichmentError as error:
+            excerpt = runtime.redactor.excerpt(json.dumps(event, ensure_ascii=False), 500)
+            return SourceDocument(record.origin, error=f"enrichment failed: {error.message}", excerpt=excerpt)
+        return SourceDocument(record.origin, document={**event, **documents})
+
+    read = (
+        item if isinstance(item, SourceDocument) else SourceDocument(f"event[{index}]", document=item)
+        for index, item in enumerate(records)
+    )
+    async with (
+        Enricher(runtime, enrichments, transport=transport) as enricher,
+        contextlib.aclosing(through_lanes(read, plan, concurrency_of(enrichments))) as enriched,
+    ):
+        async for record in enriched:
+            yield record
 
 
-async def refetch_documents(runtime: Runtime, enricher: Enricher, document: Any) -> Any:
-    """``shipmap replay --refetch``: a stored enriched event with its documents fetched again. A document that
-    is not such an event (its route's ``body`` kept only part of it) is returned as it is, and so is one whose
-    fetch fails now (with a warning): the replay then maps what was stored."""
-    if not isinstance(document, dict) or not enricher.applies(document):
-        return document
-    try:
-        return {**document, **await enricher.documents(document)}
-    except EnrichmentError as error:
-        get_logger("serve.enrich", runtime.redactor, runtime_name=runtime.name).warning(
-            "refetch failed (%s); replaying the stored documents", error.message
-        )
-        return document
+def lane_of(event: Mapping[str, Any]) -> str:
+    """The lane an event goes through: its source's (an event without one shares the lane of no source)."""
+    return str(event.get("source", ""))
+
+
+def concurrency_of(enrichments: Mapping[str, Enrichment]) -> Callable[[str], int | None]:
+    """The most events of a source fetched at once (None: it fetches nothing), as ``_lanes`` asks."""
+
+    def cap(source: str) -> int | None:
+        enrichment = enrichments.get(source)
+        return None if enrichment is None else enrichment.concurrency
+
+    return cap
+
+
+def refetcher(
+    runtime: Runtime, enricher: Enricher
+) -> Callable[[Iterable[tuple[T, Any]]], AsyncGenerator[tuple[T, Any], None]]:
+    """``shipmap replay --refetch``: stored enriched events with their documents fetched again, as ``run``
+    fetches them (several of a source at once, in their order within it). A document that is not such an
+    event (its route's ``body`` kept only part of it) is passed on as it is, and so is one whose fetch fails
+    now (with a warning): the replay then maps what was stored."""
+    log = get_logger("serve.enrich", runtime.redactor, runtime_name=runtime.name)
+
+    def plan(pair: tuple[T, Any]) -> tuple[str, Fetch[tuple[T, Any]] | None]:
+        document = pair[1]
+        if not isinstance(document, dict):
+            return "", None
+        return lane_of(document), (lambda: refetched(pair)) if enricher.applies(document) else None
+
+    async def refetched(pair: tuple[T, Any]) -> tuple[T, Any]:
+        key, document = pair
+        try:
+            return key, {**document, **await enricher.documents(document)}
+        except EnrichmentError as error:
+            log.warning("refetch failed (%s); replaying the stored documents", error.message)
+            return pair
+
+    def refetch(pairs: Iterable[tuple[T, Any]]) -> AsyncGenerator[tuple[T, Any], None]:
+        return through_lanes(pairs, plan, concurrency_of(enricher.enrichments))
+
+    return refetch

@@ -40,7 +40,7 @@ from shipmap.engine import SourceDocument
 
 from .._plural import counted
 from .._redact import get_logger
-from ._enrich import Enricher, EnrichmentError, SourceUnavailable
+from ._enrich import Enricher, EnrichmentError, SourceUnavailable, concurrency_of
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
 from ._lanes import Lane, Lanes, Slot
 
@@ -144,7 +144,9 @@ class InboxFeed:
         self._log = get_logger("serve.feed", redactor, runtime_name=runtime_name)
         self._purge = purge or (lambda: inbox.purge(time.time() - DEDUP_WINDOW))
         self._purged_at = time.monotonic()  # the service purged at start
-        self._lanes = Lanes(self._cap, shared=_PAGE)
+        self._lanes: Lanes[InboundRow, SourceDocument] = Lanes(
+            concurrency_of(enricher.enrichments), shared=_PAGE
+        )
         self._cursor = 0  # the last row read by the reads of the sources whose lanes are not detached
 
     def stop(self) -> None:
@@ -274,7 +276,7 @@ class InboxFeed:
                 break
         return taken
 
-    def _take(self, lane: Lane, row: InboundRow) -> bool:
+    def _take(self, lane: Lane[InboundRow, SourceDocument], row: InboundRow) -> bool:
         """The row into its lane, or parked at once when its source API is known to be down."""
         slot = self._slot(row)
         if isinstance(slot, SourceUnavailable):
@@ -282,10 +284,6 @@ class InboxFeed:
             return False
         self._lanes.add(lane, slot)
         return True
-
-    def _cap(self, source: str) -> int | None:
-        enrichment = self.enricher.enrichments.get(source)
-        return None if enrichment is None else enrichment.concurrency
 
     # --- bursts -----------------------------------------------------------------------------------------------
 
@@ -356,7 +354,7 @@ class InboxFeed:
         self._replays_checked = now
         return self._replays_waiting()
 
-    def _slot(self, row: InboundRow) -> Slot | SourceUnavailable:
+    def _slot(self, row: InboundRow) -> Slot[InboundRow, SourceDocument] | SourceUnavailable:
         """The row in its lane: its event at once, or a fetch of its documents under way."""
         origin = f"{row.source}#{row.id}"
         try:

@@ -13,6 +13,10 @@ lane that is full *detaches*: its source's later rows stay in the inbox, the fee
 reads of the others (which go on past them), and reads them apart, from ``Lane.cursor``, as the lane makes
 room. Once such a read comes back short (the lane has caught up with the inbox), the lane joins the others'
 reads again.
+
+``shipmap run`` and ``shipmap replay --refetch`` enrich through the same lanes (:func:`through_lanes`), over
+an input they read in order: there an item whose lane is full waits unread, with the items after it, since a
+file cannot be read past and come back to as an inbox can.
 """
 
 from __future__ import annotations
@@ -20,31 +24,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
-
-from shipmap.engine import SourceDocument
-
-from ._inbox import InboundRow
+from typing import Any, Generic, Protocol, TypeVar
 
 E = TypeVar("E", bound=BaseException)
+T = TypeVar("T")  # what a lane hands over: an event
 _CANCEL_WAIT = 2.0  # seconds a closing feed waits for its cancelled fetches (the drain waits 5 s for it)
+_SHARED = 64  # rows held at most by the lanes that fetch nothing, together
+
+
+class Queued(Protocol):
+    """What a lane holds a row by: its place in the input (an inbox row's id, a line's index)."""
+
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=Queued)
 
 
 @dataclass(eq=False, slots=True)
-class Slot:
+class Slot(Generic[R, T]):
     """One row in its lane: ready (``event``), or its documents being fetched (``fetch``)."""
 
-    row: InboundRow
-    event: SourceDocument | None = None
-    fetch: asyncio.Task[SourceDocument] | None = None
+    row: R
+    event: T | None = None
+    fetch: asyncio.Task[T] | None = None
 
     @property
     def ready(self) -> bool:
         return self.event is not None or (self.fetch is not None and self.fetch.done())
 
-    def result(self) -> SourceDocument:
+    def result(self) -> T:
         """The event to hand over; the fetch's error when it failed (``SourceUnavailable``: park the row)."""
         if self.event is not None:
             return self.event
@@ -53,20 +65,20 @@ class Slot:
 
 
 @dataclass(eq=False, slots=True)
-class Lane:
+class Lane(Generic[R, T]):
     cap: int | None  # rows held at most (the source's enrich.concurrency); None: the lanes share a page
-    slots: deque[Slot] = field(default_factory=deque)
+    slots: deque[Slot[R, T]] = field(default_factory=deque)
     detached: bool = False  # full: its rows are read apart, after ``cursor``
     cursor: int = 0  # the last row of this source read from the inbox
 
 
-class Lanes:
+class Lanes(Generic[R, T]):
     """The lanes by source. ``cap_of(source)``: the most rows a source's lane holds, or None for a source
     that fetches nothing (those lanes share ``shared`` rows between them)."""
 
     def __init__(self, cap_of: Callable[[str], int | None], shared: int) -> None:
         self._cap_of = cap_of
-        self._lanes: dict[str, Lane] = {}
+        self._lanes: dict[str, Lane[R, T]] = {}
         self._shared = shared
         self._in_shared = 0  # rows held by the lanes without a cap
         self.held: set[int] = set()  # the ids of the rows in the lanes
@@ -74,7 +86,7 @@ class Lanes:
     def __len__(self) -> int:
         return len(self.held)
 
-    def lane(self, source: str) -> Lane:
+    def lane(self, source: str) -> Lane[R, T]:
         lane = self._lanes.get(source)
         if lane is None:
             lane = self._lanes[source] = Lane(self._cap_of(source))
@@ -83,16 +95,16 @@ class Lanes:
     def shared_room(self) -> int:
         return self._shared - self._in_shared
 
-    def room(self, lane: Lane) -> int:
+    def room(self, lane: Lane[R, T]) -> int:
         return self.shared_room() if lane.cap is None else lane.cap - len(lane.slots)
 
-    def detached(self) -> Iterator[tuple[str, Lane]]:
+    def detached(self) -> Iterator[tuple[str, Lane[R, T]]]:
         return ((source, lane) for source, lane in self._lanes.items() if lane.detached)
 
     def detached_sources(self) -> frozenset[str]:
         return frozenset(source for source, _ in self.detached())
 
-    def add(self, lane: Lane, slot: Slot) -> None:
+    def add(self, lane: Lane[R, T], slot: Slot[R, T]) -> None:
         lane.slots.append(slot)
         self.held.add(slot.row.id)
         if lane.cap is None:
@@ -103,9 +115,9 @@ class Lanes:
         for lane in self._lanes.values():
             lane.cursor = 0
 
-    def pop_ready(self) -> Slot | None:
+    def pop_ready(self) -> Slot[R, T] | None:
         """The oldest row at the head of a lane that is ready, out of its lane; None when no head is."""
-        best: Lane | None = None
+        best: Lane[R, T] | None = None
         for lane in self._lanes.values():
             if (
                 lane.slots
@@ -119,10 +131,10 @@ class Lanes:
         self._forget(best, slot)
         return slot
 
-    def take_failed(self, kind: type[E]) -> list[tuple[InboundRow, E]]:
+    def take_failed(self, kind: type[E]) -> list[tuple[R, E]]:
         """The rows whose fetch ended with a ``kind`` error, out of their lanes wherever they stand, with the
         error (a row parked for its source API's outage waits in the inbox, not at the head of its lane)."""
-        taken: list[tuple[InboundRow, E]] = []
+        taken: list[tuple[R, E]] = []
         for lane in self._lanes.values():
             if lane.cap is None:
                 continue  # nothing fetched there
@@ -135,7 +147,7 @@ class Lanes:
                     taken.append((slot.row, error))
         return taken
 
-    def _forget(self, lane: Lane, slot: Slot) -> None:
+    def _forget(self, lane: Lane[R, T], slot: Slot[R, T]) -> None:
         self.held.discard(slot.row.id)
         if lane.cap is None:
             self._in_shared -= 1
@@ -154,3 +166,68 @@ class Lanes:
         for task in tasks:
             if task.done() and not task.cancelled():
                 task.exception()  # retrieved: a fetch that failed as it was let go is not an error to log
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """An item's place in an input read in order."""
+
+    id: int
+
+
+Fetch = Callable[[], Coroutine[Any, Any, T]]
+
+
+async def through_lanes(
+    items: Iterable[T],
+    plan: Callable[[T], tuple[str, Fetch[T] | None]],
+    cap_of: Callable[[str], int | None],
+) -> AsyncGenerator[T, None]:
+    """``items``, each completed as ``plan`` says: its lane (its source) and what fetches it (run on a task of
+    its own once its lane has room; None: ready as it is). An item never overtakes an earlier one of its lane;
+    across lanes, whatever is ready goes first. ``cap_of`` as for :class:`Lanes`. A fetch returns the item to
+    hand over, never raises for the item's sake (an event that cannot be enriched is a rejected record). The
+    fetches still under way when the consumer stops are cancelled."""
+    lanes: Lanes[Position, T] = Lanes(cap_of, shared=_SHARED)
+    changed = asyncio.Event()
+    unread = iter(items)
+    index = 0
+    next_up: tuple[T, str, Fetch[T] | None] | None = None  # read, and waiting for room in its lane
+    ended = False
+    try:
+        while True:
+            while not ended:  # read on as far as the lanes have room
+                if next_up is None:
+                    item = next(unread, _END)
+                    if isinstance(item, _End):
+                        ended = True
+                        break
+                    next_up = (item, *plan(item))
+                item, source, fetch = next_up
+                lane = lanes.lane(source)
+                if lanes.room(lane) <= 0:
+                    break  # its lane is full: it waits, and so do the items after it
+                slot: Slot[Position, T] = Slot(Position(index), event=item if fetch is None else None)
+                if fetch is not None:
+                    slot.fetch = asyncio.create_task(fetch(), name=f"shipmap-enrich-{source}-{index}")
+                    slot.fetch.add_done_callback(lambda _: changed.set())
+                lanes.add(lane, slot)
+                index += 1
+                next_up = None
+            changed.clear()
+            ready = lanes.pop_ready()
+            if ready is not None:
+                yield ready.result()
+            elif ended and not lanes:
+                return
+            else:
+                await changed.wait()  # a fetch at a lane's head ends (every wait has its GETs' deadline)
+    finally:
+        await lanes.aclose()
+
+
+class _End:
+    """The end of the items (an item may be None)."""
+
+
+_END = _End()

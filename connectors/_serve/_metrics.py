@@ -32,6 +32,7 @@ class ServiceMetrics:
         in_flight: Callable[[], int],
         stalled: Callable[[], bool],
         processes: Callable[[], int] = lambda: 1,
+        enrichment: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
@@ -62,7 +63,7 @@ class ServiceMetrics:
             buckets=ACK_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Live(summary, queue, breakers, in_flight, stalled, processes))
+        self.registry.register(_Live(summary, queue, breakers, in_flight, stalled, processes, enrichment))
 
     def reject(self, source: str, reason: str) -> None:
         self.rejected.labels(source, reason).inc()
@@ -82,8 +83,10 @@ class _Live(Collector):
         in_flight: Callable[[], int],
         stalled: Callable[[], bool],
         processes: Callable[[], int],
+        enrichment: Callable[[], Mapping[str, Mapping[str, int]]],
     ) -> None:
         self._processes = processes
+        self._enrichment = enrichment
         self._summary = summary
         self._queue = queue
         self._breakers = breakers
@@ -143,7 +146,7 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "shipmap_serve_processes",
             "Serve processes taking webhooks into this inbox, this one included (each allows 1/N of each"
-            " source's rate_limit)",
+            " source's rate_limit, and fetches at 1/N of each enrichment max_rate)",
             value=self._processes(),
         )
         breakers = GaugeMetricFamily(
@@ -155,6 +158,23 @@ class _Live(Collector):
             for candidate in BREAKER_STATES:
                 breakers.add_metric([connection, candidate], 1.0 if state == candidate else 0.0)
         yield breakers
+        enrichment = self._enrichment()
+        fetching = GaugeMetricFamily(
+            "shipmap_enrich_fetching",
+            "Webhooks whose documents are being fetched from their source's API now",
+            labels=["source"],
+        )
+        for source, count in sorted(enrichment.get("fetching", {}).items()):
+            fetching.add_metric([source], count)
+        yield fetching
+        waiting = GaugeMetricFamily(
+            "shipmap_enrich_waiting_for_rate",
+            "Enrichment GETs waiting for their connection's max_rate, or for a Retry-After the API gave",
+            labels=["connection"],
+        )
+        for connection, count in sorted(enrichment.get("waiting_for_rate", {}).items()):
+            waiting.add_metric([connection], count)
+        yield waiting
 
 
 def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:

@@ -208,6 +208,7 @@ class Service:
                 queue=lambda: (inbox.depth(), inbox.oldest_pending()),
                 breakers=self.breakers,
                 in_flight=delivery.in_flight,
+                enrichment=delivery.enrichment,
                 stalled=lambda: delivery.stalled is not None,
                 processes=lambda: state.processes,
             )
@@ -263,7 +264,9 @@ class Service:
         self._state = state
         delivered = asyncio.wrap_future(delivery.result)
         sharing = (  # whether or not a source has a rate_limit now: a reload may add one
-            asyncio.create_task(self._share_rate_limits(state.inbox, state), name="shipmap-serve-rate-shares")
+            asyncio.create_task(
+                self._share_rate_limits(state.inbox, state, delivery), name="shipmap-serve-rate-shares"
+            )
             if isinstance(state.inbox, SharedIntake)
             else None
         )
@@ -316,10 +319,13 @@ class Service:
             )
             last = now
 
-    async def _share_rate_limits(self, inbox: SharedIntake, state: ServiceState) -> None:
+    async def _share_rate_limits(
+        self, inbox: SharedIntake, state: ServiceState, delivery: DeliveryLoop
+    ) -> None:
         """Several processes on one PostgreSQL inbox: each source's rate_limit is the service's, so each
-        process takes 1/N of it, N counted now and every ``RATE_SHARE_EVERY_S``. A failed count keeps the
-        last one (intake answers 503 meanwhile anyway)."""
+        process takes 1/N of it, N counted now and every ``RATE_SHARE_EVERY_S``; and so of each enrichment
+        connection's max_rate (they fetch from the same store APIs). A failed count keeps the last one
+        (intake answers 503 meanwhile anyway)."""
         counted = 1
         while True:
             try:
@@ -330,13 +336,14 @@ class Service:
                 self._log.info(
                     "rate limits: %s",
                     f"{processes} serve processes take webhooks into this inbox; this one allows 1/{processes}"
-                    " of each source's rate_limit"
+                    f" of each source's rate_limit, and fetches at 1/{processes} of each enrichment max_rate"
                     if processes > 1
                     else "this is the only serve process on this inbox now; it allows each source's whole"
-                    " rate_limit",
+                    " rate_limit and enrichment max_rate",
                 )
                 counted = processes
                 state.share_rate_limits(processes)
+                delivery.share_enrich_rates(processes)
             await asyncio.sleep(RATE_SHARE_EVERY_S)
 
     async def _drain(
@@ -442,6 +449,7 @@ class Service:
             "delivery_stalled": stalled,
             "parked_deliveries": delivery.summary().parked,
             "parked_webhooks": delivery.parked_webhooks(),
+            "enrichment": delivery.enrichment(),
         }
 
 

@@ -1,15 +1,42 @@
-"""The sandbox's fake store API as a rate-limited store: it remembers when each GET arrived
-(``source_requests()``), and an injected 429 says when to come back as its platform does."""
+"""Enrichment keeps to the store API's rate limit wherever it runs: the enrichment connection's ``max_rate``
+spaces the GETs of every lane and every document of a webhook, a 429's wait (``Retry-After``, or BigCommerce's
+``X-Rate-Limit-Time-Reset-Ms``) holds every GET of the connection, and ``shipmap run`` and ``shipmap replay
+--refetch`` fetch several events at once as ``serve`` does, in their order within each source.
+
+Measured on the sandbox's fake store API, which remembers when each GET arrived (``source_requests()``).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from shipmap.connectors import Sandbox
+import pytest
+import yaml
+from shipmap.connectors import Runtime, Sandbox
+from shipmap.connectors._serve import enrich_records, enrichments
 
-from .harness import BC_API_TOKEN, SOURCE_DOCUMENTS
+from .harness import (
+    BC_API_TOKEN,
+    REAL_SHOPIFY,
+    SERVE_FIXTURES,
+    SOURCE_DOCUMENTS,
+    ServeProcess,
+    environment,
+)
+
+WEBHOOKS = SERVE_FIXTURES / "webhooks"
+BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
+GETS = 3  # each bc webhook's documents: order, products, shipments
 
 
 def _store(into: Path, orders: range, platform: str = "bigcommerce") -> Path:
@@ -24,6 +51,268 @@ def _store(into: Path, orders: range, platform: str = "bigcommerce") -> Path:
             )
             shutil.copytree(folder / "101", folder / str(order))
     return into
+
+
+def _config(
+    work: Path, *, max_rate: float | None = None, platform: str = "bigcommerce", concurrency: int = 4
+) -> Path:
+    """The serve fixture's config: one delivery at a time (deliveries in hand-over order), the bc store API
+    under ``platform``, with ``max_rate``, and ``concurrency`` bc webhooks fetched at once."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, work / item.name)
+    config = work / "serve.yaml"
+    document = yaml.safe_load(config.read_text())
+    document["delivery"]["concurrency"] = 1
+    store = document["connections"]["bc_store"]
+    store["base_url"] = store["base_url"].replace("/_source/bigcommerce/", f"/_source/{platform}/")
+    if max_rate is not None:
+        store["max_rate"] = max_rate
+    document["sources"]["bc"]["enrich"]["concurrency"] = concurrency
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    return config
+
+
+def _bc_payload(order: int) -> dict[str, Any]:
+    body = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+    return dict(body, hash=f"rate-{order}", data={"type": "order", "id": order})
+
+
+def _skinny(order: int) -> dict[str, Any]:
+    return {"source": "bc", "topic": "store/order/created", "payload": _bc_payload(order)}
+
+
+def _shop_event(index: int) -> dict[str, Any]:
+    order = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+    return {"source": "shop", "topic": "orders/create", "payload": dict(order, id=9_000_000 + index)}
+
+
+def _most_in_any(arrivals: list[float], seconds: float) -> int:
+    """The most GETs that arrived within any ``seconds`` (a window starting at an arrival)."""
+    return max(sum(1 for t in arrivals[i:] if t - start < seconds) for i, start in enumerate(arrivals))
+
+
+class InFlight:
+    """The most GETs the store API held at once (sampled: received, less answered)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.most = 0
+        self._sandbox = sandbox
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> InFlight:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            stats = self._sandbox.stats()["source_api"]
+            self.most = max(self.most, stats["received"] - stats["served"])
+
+
+def _shipmap(sandbox: Sandbox, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *args, "--no-progress"],
+        capture_output=True, text=True, env=environment(sandbox.url), cwd=work, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def test_serve_keeps_every_lane_to_the_store_apis_max_rate_and_reports_the_gets_waiting(
+    tmp_path: Path,
+) -> None:
+    """Ten bc webhooks, four fetched at once, against ``max_rate: 10``: their 30 GETs reach the store API at
+    10 a second, never faster (without the limit, the four webhooks' 12 GETs would go at once), and /metrics
+    and /readyz show the webhooks being fetched and the GETs waiting for their turn meanwhile."""
+    orders = range(100, 110)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url, config=_config(work, max_rate=10)).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for order in orders:
+                    answer = serve.post(client, "bc", json.dumps(_bc_payload(order)).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+                fetching = waiting = 0
+                readiness: dict[str, Any] = {}
+                give_up = time.monotonic() + 60
+                while len(sandbox.requests(endpoint="fenix.orders")) < len(orders):
+                    metrics = client.get(f"{serve.url}/metrics").text
+                    found = re.search(r'^shipmap_enrich_fetching\{source="bc"\} (\S+)$', metrics, re.M)
+                    assert found is not None, metrics
+                    fetching = max(fetching, int(float(found.group(1))))
+                    found = re.search(
+                        r'^shipmap_enrich_waiting_for_rate\{connection="bc_store"\} (\S+)$', metrics, re.M
+                    )
+                    assert found is not None, metrics
+                    waiting = max(waiting, int(float(found.group(1))))
+                    ready = client.get(f"{serve.url}/readyz").json()
+                    if ready["enrichment"]["waiting_for_rate"]["bc_store"] > 0:
+                        readiness = ready["enrichment"]
+                    assert time.monotonic() < give_up, "the orders were not delivered in 60 s"
+                    time.sleep(0.05)
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        delivered = [request.body["id"] for request in sandbox.requests(endpoint="fenix.orders")]
+        gets = sandbox.source_requests()
+    assert delivered == [str(order) for order in orders]  # in the order they arrived
+    assert len(gets) == GETS * len(orders) and all(get["status"] in (200, 204) for get in gets), gets
+    arrivals = [get["at"] for get in gets]
+    assert _most_in_any(arrivals, 1.0) <= 10 + 1, arrivals  # the slot at the window's far edge, at most
+    assert arrivals[-1] - arrivals[0] >= 0.85 * (len(arrivals) - 1) / 10, arrivals
+    assert fetching > 1 and waiting > 1, (fetching, waiting)  # several webhooks at once, queued for the rate
+    assert readiness["fetching"]["bc"] >= 1 and readiness["waiting_for_rate"]["bc_store"] >= 1, readiness
+
+
+def test_two_serve_processes_on_a_postgresql_inbox_share_the_max_rate(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two serve processes on one PostgreSQL inbox, ``max_rate: 10``: each counts the other and keeps to 5
+    GETs a second, so the store API sees 10 a second from both together (each at 10 would make 20)."""
+    orders = range(100, 110)
+    work = tmp_path / "work"
+    work.mkdir()
+    config = _config(work, max_rate=10)
+    text = config.read_text()
+    assert "journal:\n  path: .shipmap/journal.db\n" in text
+    config.write_text(
+        text.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {postgres_url}\n")
+    )
+    with Sandbox(source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
+        a = ServeProcess(work, sandbox.url, config=config).start()
+        b = ServeProcess(work, sandbox.url, config=config).start()
+        try:
+            for service in (a, b):
+                service.wait_until(
+                    lambda s=service: "fetches at 1/2 of each enrichment max_rate" in "".join(s.errors),
+                    timeout=30,
+                    what="the processes counting each other",
+                )
+            with httpx.Client(timeout=10) as client:
+                for order in orders:
+                    service = a if order % 2 == 0 else b
+                    answer = service.post(client, "bc", json.dumps(_bc_payload(order)).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+            a.wait_until(
+                lambda: len(sandbox.requests(endpoint="fenix.orders")) == len(orders), what="every order"
+            )
+            assert a.terminate() == 0 and b.terminate() == 0
+        finally:
+            a.kill()
+            b.kill()
+        gets = sandbox.source_requests()
+    assert len(gets) == GETS * len(orders), gets
+    arrivals = [get["at"] for get in gets]
+    # Each process's slots are 0.2 s apart, on its own clock: in any second, at most 6 from each.
+    assert _most_in_any(arrivals, 1.0) <= 2 * 6, arrivals
+    assert arrivals[-1] - arrivals[0] >= 0.85 * (len(arrivals) - 2) / 10, arrivals
+
+
+@pytest.mark.parametrize(
+    ("platform", "header"),
+    [("shopify", "Retry-After"), ("bigcommerce", "X-Rate-Limit-Time-Reset-Ms")],
+)
+def test_a_429s_wait_holds_every_get_of_the_store_api(tmp_path: Path, platform: str, header: str) -> None:
+    """The first GET gets a 429 that says to come back in 1 s (``Retry-After: 1`` as Shopify says it,
+    ``X-Rate-Limit-Time-Reset-Ms: 1000`` as BigCommerce does): no GET of any event goes to the API in that
+    second, not only that GET's retry; then they go on at ``max_rate``, and every event is enriched."""
+    orders = range(100, 104)
+    with Sandbox(
+        source_documents=_store(tmp_path / "api", orders, platform),
+        source_token=BC_API_TOKEN,
+        source_faults="retry-after=1,schedule=429",
+    ) as sandbox:
+        work = tmp_path / "work"
+        work.mkdir()
+        runtime = Runtime.from_config(
+            _config(work, max_rate=20, platform=platform), environ=environment(sandbox.url)
+        )
+
+        async def enrich() -> list[Any]:
+            records = enrich_records(
+                runtime, [_skinny(order) for order in orders], enrichments(runtime.config)
+            )
+            return [record async for record in records]
+
+        with httpx.Client() as client:  # the sandbox answers the 429 with the platform's header
+            probe = client.get(f"{sandbox.url}/_source/{platform}/stores/abc123/v2/orders/100")
+            assert probe.status_code == 429 and header in probe.headers, probe.headers
+        sandbox.reset()  # the schedule from its start: the enrichment's first GET gets the 429
+        records = asyncio.run(enrich())
+        gets = sandbox.source_requests()
+    assert [record.origin for record in records] == [f"event[{i}]" for i in range(len(orders))]
+    assert all(record.ok for record in records), [record.error for record in records]
+    assert [record.document["order"]["id"] for record in records] == list(orders)
+    assert gets[0]["status"] == 429 and len(gets) == 1 + GETS * len(orders), gets
+    assert all(get["status"] in (200, 204) for get in gets[1:]), gets  # 204: an order without shipments
+    refused_at = gets[0]["at"]
+    # A GET already on its way when the 429 came back (max_rate spaces them 50 ms apart) may arrive; after
+    # that, none until the second has passed.
+    later = [get["at"] - refused_at for get in gets[1:] if get["at"] - refused_at > 0.1]
+    assert len(later) >= GETS * len(orders) - 2, gets
+    assert min(later) >= 0.95, gets
+
+
+def test_shipmap_run_enriches_several_events_at_once_in_their_order_within_each_source(
+    tmp_path: Path,
+) -> None:
+    """Eight skinny bc events, then a Shopify one, against a store API that takes 0.5 s a GET: run fetches
+    four bc events at once (``enrich.concurrency``) where it fetched one, delivers the Shopify event without
+    waiting for the bc fetches, and the bc orders in the order of the file."""
+    orders = range(100, 108)
+    work = tmp_path / "work"
+    work.mkdir()
+    events = work / "skinny.ndjson"
+    lines = [_skinny(orders[0]), _shop_event(0), *(_skinny(order) for order in orders[1:])]
+    events.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with Sandbox(
+        source_documents=_store(tmp_path / "api", orders),
+        source_token=BC_API_TOKEN,
+        source_faults="slow=1:0.5",
+    ) as sandbox:
+        config = _config(work)
+        with InFlight(sandbox) as in_flight:
+            result = _shipmap(sandbox, work, "run", str(config), "--input", str(events))
+        delivered = [request.body["id"] for request in sandbox.requests(endpoint="fenix.orders")]
+    assert result.returncode == 0, result.stderr
+    assert delivered == ["9000000"] + [str(order) for order in orders], delivered
+    assert GETS < in_flight.most <= GETS * 4, in_flight.most  # more than one event's GETs, four at most
+
+
+def test_replay_refetch_fetches_several_dead_letters_at_once(tmp_path: Path) -> None:
+    """Eight orders dead-lettered (the store's data was wrong), fixed in the store, replayed with
+    ``--refetch`` against a store API that takes 0.5 s a GET: the replay fetches four at once, and delivers
+    them in the order they were dead-lettered."""
+    orders = range(100, 108)
+    api = _store(tmp_path / "api", orders)
+    folder = api / "bigcommerce" / "stores" / "abc123" / "v2" / "orders"
+    good = {order: (folder / f"{order}.json").read_text() for order in orders}
+    for order, text in good.items():
+        broken = re.sub(r'"email": "[^"]*"', '"email": null', text)
+        assert broken != text
+        (folder / f"{order}.json").write_text(broken)  # no customer email: the mapping refuses the order
+    work = tmp_path / "work"
+    work.mkdir()
+    events = work / "skinny.ndjson"
+    events.write_text("".join(json.dumps(_skinny(order)) + "\n" for order in orders))
+    with Sandbox(source_documents=api, source_token=BC_API_TOKEN) as sandbox:
+        config = _config(work)
+        first = _shipmap(sandbox, work, "run", str(config), "--input", str(events))
+        assert first.returncode == 8 and first.stderr.count("customer.email") >= len(orders), first.stderr
+        for order, text in good.items():
+            (folder / f"{order}.json").write_text(text)  # fixed in the store
+        sandbox.set_source_faults("slow=1:0.5")
+        with InFlight(sandbox) as in_flight:
+            fresh = _shipmap(sandbox, work, "replay", str(config), "--refetch")
+        delivered = [request.body["id"] for request in sandbox.requests(endpoint="fenix.orders")]
+    assert fresh.returncode == 0, fresh.stderr
+    assert sorted(delivered) == [str(order) for order in orders], delivered
+    assert GETS < in_flight.most <= GETS * 4, in_flight.most
 
 
 def test_the_sandbox_store_api_remembers_each_get_and_answers_429_as_its_platform_does(
