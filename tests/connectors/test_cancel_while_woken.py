@@ -12,6 +12,7 @@ cancellation come in the same loop iteration, every time.
 from __future__ import annotations
 
 import asyncio
+import types
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from shipmap.connectors._store._breaker_pg import PostgresStateStore
 
 def test_a_cancellation_that_comes_with_a_wake_up_stops_the_idle_feed(tmp_path: Path) -> None:
     inbox = Inbox(tmp_path / "inbox.db")
-    enricher: Any = None  # never asked: the inbox holds no webhook
+    # No source enriches (the feed reads which do, for their lanes); it fetches nothing: the inbox is empty.
+    enricher: Any = types.SimpleNamespace(enrichments={})
     feed = InboxFeed(inbox, enricher, Redactor())
 
     async def cancelled_while_woken() -> None:
