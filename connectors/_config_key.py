@@ -29,10 +29,12 @@ def about(
     exclusiveMinimum: float | None = None,  # named as in JSON Schema
     minLength: int | None = None,
     pattern: str | None = None,
+    why: str | None = None,
 ) -> Mapping[str, Any]:
     """A key of the config file. ``duration``: seconds as a number or a string such as 30s (the field holds
-    seconds); ``nullable``: the file may write null (else ``None`` only means "left out");
-    ``default_text``: the description's "Default ..." when the default value alone says too little."""
+    seconds, and its bounds are in seconds, held however the file writes it); ``nullable``: the file may
+    write null (else ``None`` only means "left out"); ``default_text``: the description's "Default ..." when
+    the default value alone says too little; ``why``: said after a duration out of its bounds."""
     given = {
         "description": description,
         "duration": duration or None,
@@ -43,6 +45,7 @@ def about(
         "exclusiveMinimum": exclusiveMinimum,
         "minLength": minLength,
         "pattern": pattern,
+        "why": why,
     }
     return {name: value for name, value in given.items() if value is not None}
 

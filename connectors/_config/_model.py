@@ -74,7 +74,8 @@ class AuthSettings:
         default="/login", metadata=about("fenix_session: the login path on base_url.", pattern="^/")
     )
     token_ttl: float = field(
-        default=4 * 3600.0, metadata=about("fenix_session: how long a login's token lasts.", duration=True)
+        default=4 * 3600.0,
+        metadata=about("fenix_session: how long a login's token lasts.", duration=True, exclusiveMinimum=0),
     )
     refresh_margin: float = field(
         default=300.0,
@@ -129,14 +130,27 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = field(default=5.0, metadata=about("Opening a connection.", duration=True))
-    read: float = field(default=30.0, metadata=about("Silence while reading an answer.", duration=True))
-    write: float = field(default=30.0, metadata=about("Sending a request.", duration=True))
-    pool: float = field(default=30.0, metadata=about("Waiting for a free connection.", duration=True))
+    # None of them 0: every attempt would time out at once (and be retried, then dead-lettered).
+    connect: float = field(
+        default=5.0, metadata=about("Opening a connection.", duration=True, exclusiveMinimum=0)
+    )
+    read: float = field(
+        default=30.0, metadata=about("Silence while reading an answer.", duration=True, exclusiveMinimum=0)
+    )
+    write: float = field(
+        default=30.0, metadata=about("Sending a request.", duration=True, exclusiveMinimum=0)
+    )
+    pool: float = field(
+        default=30.0, metadata=about("Waiting for a free connection.", duration=True, exclusiveMinimum=0)
+    )
     # The deadline of one attempt, whatever the server does.
     total: float = field(
         default=60.0,
-        metadata=about("The deadline of one whole attempt, login and body read included.", duration=True),
+        metadata=about(
+            "The deadline of one whole attempt, login and body read included.",
+            duration=True,
+            exclusiveMinimum=0,
+        ),
     )
 
     def httpx(self) -> httpx.Timeout:
@@ -337,6 +351,7 @@ class JournalSettings:
             "PostgreSQL: how long a worker holds a delivery without renewing it before another worker may"
             " take it over.",
             duration=True,
+            exclusiveMinimum=0,  # 0: every delivery in flight is another worker's to take, and sent twice
         ),
     )
     keep: float | None = field(

@@ -21,7 +21,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ._model import (
     Timeouts,
     dotted,
     duration_text,
+    parse_duration,
 )
 from ._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings
 
@@ -54,16 +55,56 @@ def config_schema() -> dict[str, Any]:
     return copy.deepcopy(_schema())
 
 
+# A duration key's bounds, in seconds, held whichever way the file writes it (0.5, 500ms, 5m): JSON Schema's own
+# keywords cannot compare a string such as "0s" with a number, so the config schema has this keyword of its own
+# (an editor ignores it; the validators below hold it, for a file and for a config built in code alike).
+DURATION_BOUNDS = "x-seconds"
+_LOWER_BOUNDS = ("minimum", "exclusiveMinimum")
+
+
+def _check_seconds(
+    validator: Any, bounds: Mapping[str, Any], instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    if isinstance(instance, bool) or not isinstance(instance, int | float | str):
+        return  # null, or a section (a timeout's phases): other rules say what is wrong with it
+    try:
+        seconds = parse_duration(instance)
+    except ValueError:
+        return  # not a duration at all: the duration's own rule says so
+    problem = _out_of_bounds(seconds, bounds)
+    if problem is not None:
+        yield jsonschema.ValidationError(problem)
+
+
+def _out_of_bounds(seconds: float, bounds: Mapping[str, Any]) -> str | None:
+    """What is wrong with a duration of ``seconds`` for ``bounds``, durations written as the config writes
+    them, never the value itself; None when it is within them (NaN is within none)."""
+    why = f": {bounds['why']}" if "why" in bounds else ""
+    if "exclusiveMinimum" in bounds and not seconds > bounds["exclusiveMinimum"]:
+        return f"must be more than {duration_text(bounds['exclusiveMinimum'])}{why}"
+    if "minimum" in bounds and not seconds >= bounds["minimum"]:
+        return f"must be at least {duration_text(bounds['minimum'])}{why}"
+    if "maximum" in bounds and not seconds <= bounds["maximum"]:
+        return f"must be at most {duration_text(bounds['maximum'])}{why}"
+    return None
+
+
+# The config's validator: JSON Schema 2020-12 and the duration bounds.
+_Validator: type[jsonschema.protocols.Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {DURATION_BOUNDS: _check_seconds}
+)
+
+
 @functools.cache
-def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_schema())
+def _validator() -> jsonschema.protocols.Validator:
+    return _Validator(_schema())
 
 
 # --- the schema, from the dataclasses --------------------------------------------------------------------------
 
 _DURATION_SCHEMA = {
     "description": "Seconds as a number, or a string with a unit: 500ms, 30s, 5m, 4h, 30d.",
-    "x-error": "must be a number of seconds or a duration such as 500ms, 30s, 5m, 4h or 30d",
+    "x-error": "must be a number of seconds (0 or more) or a duration such as 500ms, 30s, 5m, 4h or 30d",
     "anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": _DURATION.pattern}],
 }
 
@@ -212,6 +253,8 @@ def _schema() -> dict[str, Any]:
     for cls, name in _DEFS.items():
         defs[name] = _section(cls)
     defs["timeout"] = {
+        # One duration is every phase's: it is held to the bounds of them all.
+        DURATION_BOUNDS: _strictest_bounds(Timeouts),
         "description": "One duration for every phase, or per phase. total is the deadline of one whole attempt"
         " (login and body read included): default 60s, or twice a single duration if longer.",
         "x-error": "must be a duration, or an object with connect, read, write, pool and total durations",
@@ -305,6 +348,8 @@ def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> d
         schema = {"x-error": "must be a duration such as 30d, or null", "anyOf": [duration, {"type": "null"}]}
     else:
         schema = duration
+    if meta.get("duration") and (bounds := _duration_bounds(meta)):
+        schema = {DURATION_BOUNDS: bounds, **schema}  # first: a value out of them is told so first
     default: Any = field.default
     factory: Any = field.default_factory
     if default is dataclasses.MISSING and factory is not dataclasses.MISSING:
@@ -322,6 +367,27 @@ def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> d
     if _plain(default) and default is not None and default != {}:
         schema["default"] = default
     return schema
+
+
+def _duration_bounds(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A duration field's bounds (in seconds) and why, as its metadata declares them; empty without any."""
+    bounds = {bound: meta[bound] for bound in NUMBER_BOUNDS if bound in meta}
+    if bounds and "why" in meta:
+        bounds["why"] = meta["why"]
+    return bounds
+
+
+def _strictest_bounds(cls: type[Any]) -> dict[str, Any]:
+    """The bounds that hold a duration to every duration field of ``cls`` at once."""
+    merged: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if not field.metadata.get("duration"):
+            continue
+        for bound, limit in _duration_bounds(field.metadata).items():
+            if bound in merged and bound != "why":
+                limit = max(merged[bound], limit) if bound in _LOWER_BOUNDS else min(merged[bound], limit)
+            merged[bound] = limit
+    return merged
 
 
 def _type(annotation: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -424,7 +490,7 @@ def _check_counts(config: RuntimeConfig) -> None:
         rules = {
             keyword: properties[key][keyword] for keyword in _COUNT_KEYWORDS if keyword in properties[key]
         }
-        _raise_first(config, jsonschema.Draft202012Validator(rules).iter_errors(value), (key,))
+        _raise_first(config, _Validator(rules).iter_errors(value), (key,))
 
 
 EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
@@ -489,26 +555,26 @@ def _raise_first(config: RuntimeConfig, errors: Iterable[jsonschema.ValidationEr
 _ACROSS_KEYS = ("allOf", "anyOf", "oneOf", "not")
 
 
-_ACROSS_VALIDATORS: dict[type[Any], jsonschema.Draft202012Validator | None] = {}
+_ACROSS_VALIDATORS: dict[type[Any], jsonschema.protocols.Validator | None] = {}
 
 
-def _across_validator(cls: type[Any]) -> jsonschema.Draft202012Validator | None:
+def _across_validator(cls: type[Any]) -> jsonschema.protocols.Validator | None:
     """The rules the file's schema gives across the keys of ``cls``'s section (``_SECTION_EXTRAS``: what each
     auth scheme needs, base_url or region), as the schema has them; None for a section without any."""
     if cls not in _ACROSS_VALIDATORS:
         section = _section(cls)
         rules = {keyword: section[keyword] for keyword in _ACROSS_KEYS if keyword in section}
         schema = {**rules, "$defs": _schema()["$defs"]}
-        _ACROSS_VALIDATORS[cls] = jsonschema.Draft202012Validator(schema) if rules else None
+        _ACROSS_VALIDATORS[cls] = _Validator(schema) if rules else None
     return _ACROSS_VALIDATORS[cls]
 
 
 @functools.cache
-def _field_validator(field: dataclasses.Field[Any], module: str) -> jsonschema.Draft202012Validator:
+def _field_validator(field: dataclasses.Field[Any], module: str) -> jsonschema.protocols.Validator:
     """The schema the file gives one field's key, with the file's $defs (durations, sections) to refer to."""
     annotation = eval(field.type, vars(sys.modules[module])) if isinstance(field.type, str) else field.type
     schema = {**_key(annotation, field, required=False), "$defs": _schema()["$defs"]}
-    return jsonschema.Draft202012Validator(schema)
+    return _Validator(schema)
 
 
 def _as_json(value: Any) -> Any:
@@ -561,6 +627,8 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
     validator = error.validator
     expected: Any = error.validator_value  # jsonschema types it loosely
     instance: Any = error.instance
+    if validator == DURATION_BOUNDS:  # worded with the bounds as durations, before a section's own x-error
+        return error.message, path
     if validator == "required":
         present = instance if isinstance(instance, Mapping) else {}
         missing = [k for k in expected if k not in present]

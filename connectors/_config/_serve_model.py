@@ -100,7 +100,9 @@ class SourceSettings:
     tolerance: float = field(
         default=DEFAULT_TOLERANCE,
         metadata=about(
-            "standard-webhooks: how far webhook-timestamp may be from this server's clock.", duration=True
+            "standard-webhooks: how far webhook-timestamp may be from this server's clock.",
+            duration=True,
+            exclusiveMinimum=0,
         ),
     )
     id_header: str | None = field(
@@ -189,5 +191,7 @@ class ServeSettings:
             " processed (looked at hourly); its id is remembered for the dedup window (7d) all the same, and a"
             " rejected webhook keeps its body that long, for `shipmap replay --rejected`. At most 7d.",
             duration=True,
+            maximum=DEDUP_WINDOW,
+            why="the inbox forgets a webhook, its id and its body, that long after it arrived",
         ),
     )

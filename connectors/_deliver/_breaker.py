@@ -55,10 +55,14 @@ class BreakerSettings:
     cooldown: float = field(
         default=1.0,
         metadata=about(
-            "Open this long before the first probe; doubled after each failed probe.", duration=True
+            "Open this long before the first probe; doubled after each failed probe.",
+            duration=True,
+            exclusiveMinimum=0,  # 0 would probe a destination that is down without pause
         ),
     )
-    cooldown_cap: float = field(default=60.0, metadata=about("Longest wait between probes.", duration=True))
+    cooldown_cap: float = field(
+        default=60.0, metadata=about("Longest wait between probes.", duration=True, exclusiveMinimum=0)
+    )
     outage_wait: float = field(
         default=300.0,
         metadata=about(

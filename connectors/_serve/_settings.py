@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._config import RuntimeConfig, build_section, compile_expression, duration_text, parse_duration
+from .._config import RuntimeConfig, build_section, compile_expression, parse_duration
 from .._config._serve_model import (
-    DEDUP_WINDOW,
     DEFAULT_MAX_BODY,
     Enrichment,
     PathTemplate,
@@ -49,13 +48,6 @@ def serve_settings(config: RuntimeConfig) -> ServeSettings:
         inbox = journal.parent / "inbox.db"
     else:
         inbox = (config.base_dir / ".shipmap" / "inbox.db").resolve()
-    if "keep_bodies" in raw and parse_duration(raw["keep_bodies"]) > DEDUP_WINDOW:
-        window = duration_text(DEDUP_WINDOW)
-        raise config.error(
-            f"serve.keep_bodies is at most {window}: the inbox forgets a webhook, its id and its body, {window}"
-            " after it arrived",
-            ("serve", "keep_bodies"),
-        )
     at_least = {key: _resweep for key in ("resweep", "resweep_cap")}
     return build_section(ServeSettings, raw, at_least, inbox=inbox, sources=sources)
 

@@ -194,6 +194,6 @@ def test_keep_bodies_past_the_dedup_window_is_a_config_error(tmp_path: Path, sai
     )  # fmt: skip
     assert stopped.returncode == 2, stopped.stderr
     assert stopped.stderr.startswith(
-        f"{serve.config}:{line}:16: error: serve.keep_bodies is at most 7d: the inbox forgets a webhook, its id"
-        " and its body, 7d after it arrived"
+        f"{serve.config}:{line}:16: error: serve.keep_bodies: must be at most 7d: the inbox forgets a webhook,"
+        " its id and its body, that long after it arrived"
     ), stopped.stderr

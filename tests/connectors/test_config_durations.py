@@ -1,0 +1,167 @@
+"""Bounds on duration keys (30s, 5m, 500ms): declared once on the field (``about(duration=True,
+exclusiveMinimum=0)``), held for a file whichever way it writes the duration, and for a config built in code.
+
+The schema turned a duration into a ``$ref`` and dropped the field's bounds: ``serve.body_timeout: 0s`` passed
+though its field said "more than 0", and so did a lease, a timeout or a breaker cooldown of 0."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shipmap.connectors import (
+    BreakerSettings,
+    ConfigError,
+    Connection,
+    DeliverySettings,
+    JournalSettings,
+    Runtime,
+    Timeouts,
+    load_config,
+)
+from shipmap.connectors._cli import main
+from shipmap.connectors._config._schema import DURATION_BOUNDS, config_schema
+from test_runtime_support import BASE_CONFIG, environ, write_config
+
+SOURCES = {"shop": {"type": "shopify", "secret": "${SHOPIFY_SECRET}"}}
+
+
+def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path, int, int]:
+    """A config whose ``section`` gives ``key: written`` (written as the YAML text is), with the line and
+    column of the value."""
+    changes: dict[str, Any] = {"sources": SOURCES}
+    if section == "serve":
+        changes["serve"] = {key: "PLACEHOLDER"}
+    elif section == "journal":
+        changes["journal"] = {"path": "journal.db", key: "PLACEHOLDER"}
+    elif section == "connections.fenix.breaker":
+        connections = dict(BASE_CONFIG["connections"])
+        connections["fenix"] = {**connections["fenix"], "breaker": {key: "PLACEHOLDER"}}
+        changes["connections"] = connections
+    else:
+        assert section == "delivery", section
+        changes["delivery"] = {key: "PLACEHOLDER"}
+    path = write_config(tmp_path, "http://127.0.0.1:9", **changes)
+    text = path.read_text().replace("PLACEHOLDER", written)
+    path.write_text(text)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if row.strip().startswith(f"{key}: "))
+    column = text.splitlines()[line - 1].index(written) + 1
+    (tmp_path / ".env").write_text((tmp_path / ".env").read_text() + "SHOPIFY_SECRET=shpss_secret_value\n")
+    return path, line, column
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "written", "message"),
+    [
+        ("serve", "body_timeout", "0s", "serve.body_timeout: must be more than 0s"),
+        ("serve", "body_timeout", "0", "serve.body_timeout: must be more than 0s"),
+        ("journal", "lease", "-5", "journal.lease: must be more than 0s"),
+        ("delivery", "timeout", "0ms", "delivery.timeout: must be more than 0s"),  # every phase at once
+        (
+            "connections.fenix.breaker",
+            "cooldown",
+            "0s",
+            "connections.fenix.breaker.cooldown: must be more than 0s",
+        ),
+        (
+            "serve",
+            "keep_bodies",
+            "8d",
+            "serve.keep_bodies: must be at most 7d: the inbox forgets a webhook, its id and its body, that long"
+            " after it arrived",
+        ),
+        # A duration key without bounds of its own: the duration's rule (0 or more) still holds.
+        (
+            "serve",
+            "drain_timeout",
+            "-1",
+            "serve.drain_timeout: must be a number of seconds (0 or more) or a duration such as 500ms, 30s, 5m,"
+            " 4h or 30d",
+        ),
+    ],
+    ids=["0s", "0", "negative", "timeout-0ms", "cooldown-0s", "over-cap", "negative-unbounded"],
+)
+def test_a_duration_out_of_its_bounds_is_a_located_config_error_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, key: str, written: str, message: str
+) -> None:
+    path, line, column = _config(tmp_path, section, key, written)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"})
+    assert caught.value.message == message
+    assert str(caught.value.location) == f"{path}:{line}:{column}"
+    # The command line: the same error, located, exit 2, nothing sent and no traceback.
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    code = main(["run", str(path), "--input", str(events)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"{path}:{line}:{column}: error: {message}"), err
+    assert "Traceback" not in err and "shpss_secret_value" not in err
+
+
+def test_a_duration_within_its_bounds_loads_as_seconds(tmp_path: Path) -> None:
+    path, _, _ = _config(tmp_path, "serve", "keep_bodies", "7d")
+    config = load_config(
+        path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"}
+    )
+    assert config.serve["keep_bodies"] == "7d"
+    path, _, _ = _config(tmp_path, "serve", "body_timeout", "1ms")
+    load_config(path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"})
+
+
+def _in_code(**changes: Any) -> Any:
+    from test_config import _in_code as build
+
+    return build(**changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"delivery": DeliverySettings(timeout=Timeouts(connect=0.0))},
+            "delivery.timeout.connect: must be more than 0s",
+        ),
+        ({"journal": JournalSettings(lease=-1.0)}, "journal.lease: must be more than 0s"),
+        (
+            {"delivery": DeliverySettings(breaker=BreakerSettings(cooldown_cap=0.0))},
+            "delivery.breaker.cooldown_cap: must be more than 0s",
+        ),
+        (
+            {"delivery": DeliverySettings(timeout=Timeouts(total=float("nan")))},
+            "delivery.timeout.total: must be more than 0s",
+        ),
+    ],
+    ids=["connect-0", "lease-negative", "cooldown_cap-0", "total-nan"],
+)
+def test_a_config_built_in_code_is_held_to_the_same_duration_bounds(
+    changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Runtime(_in_code(**changes))
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+
+
+def test_a_connections_own_breaker_built_in_code_is_held_to_them_too() -> None:
+    config = _in_code()
+    fenix: Connection = config.connections[0]
+    changed = dataclasses.replace(fenix, breaker=BreakerSettings(cooldown=0.0))
+    with pytest.raises(ConfigError) as caught:
+        Runtime(dataclasses.replace(config, connections=(changed,)))
+    assert caught.value.message == "connections.fenix.breaker.cooldown: must be more than 0s"
+
+
+def test_the_bounds_come_from_the_fields_declaration_alone() -> None:
+    """The schema carries each duration field's bounds from its ``about(...)``; a single timeout for every
+    phase is held to the bounds of all of them."""
+    defs = config_schema()["$defs"]
+    for field in dataclasses.fields(Timeouts):
+        declared = {
+            k: field.metadata[k] for k in ("minimum", "maximum", "exclusiveMinimum") if k in field.metadata
+        }
+        assert defs["timeout"]["anyOf"][1]["properties"][field.name][DURATION_BOUNDS] == declared
+    assert defs["timeout"][DURATION_BOUNDS] == {"exclusiveMinimum": 0}
+    assert defs["serve"]["properties"]["body_timeout"][DURATION_BOUNDS] == {"exclusiveMinimum": 0}
+    assert DURATION_BOUNDS not in defs["serve"]["properties"]["drain_timeout"]  # none declared
