@@ -500,7 +500,13 @@ class _Execution:
             return None
         runtime = self.runtime
         endpoints = {name: connection.base_url for name, connection in runtime.connections.items()}
-        store = await PostgresStateStore.connect(url, endpoints, lease=self.journal.lease_seconds)
+        store = await PostgresStateStore.connect(
+            url,
+            endpoints,
+            lease=self.journal.lease_seconds,
+            redactor=runtime.redactor,
+            runtime_name=runtime.name,
+        )
         runtime.breaker_store = store
         closing, runtime._close_shared = runtime._close_shared, set()
         for name in sorted(closing & endpoints.keys()):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -30,14 +29,12 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from .._config_key import about
-from .._redact import RUNTIME_ATTRIBUTE
+from .._redact import Redactor, get_logger
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 BreakerPhase = Literal["closed", "open", "half_open"]
 _T = TypeVar("_T")
-
-_log = logging.getLogger("shipmap.connectors.breaker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +78,7 @@ class BreakerState:
     opened_at: float = 0.0  # when this outage began (the first open since the last close)
     retry_at: float = 0.0  # when the next probe may go
     cooldown: float = 0.0
-    reason: str = ""  # the failure that opened it (already redacted)
+    reason: str = ""  # the failure that opened it, redacted: a store and /readyz hold it
     opened: int = 0  # times it went from closed to open
     probes: int = 0
     probe_until: float = 0.0  # a half-open probe not ended by then was lost (its worker died): another may go
@@ -163,7 +160,11 @@ class Outage(Exception):
 
 
 class CircuitBreaker:
-    """One connection's breaker. ``admit()`` before each attempt, then ``success()`` or ``failure()``."""
+    """One connection's breaker. ``admit()`` before each attempt, then ``success()`` or ``failure()``.
+
+    A failure's reason comes from the destination (a status line's reason phrase, an error's text) and may hold
+    a secret the runtime knows (a token echoed back, a URL with credentials): it is masked with ``redactor``
+    before the record keeps it, a shared store writes it or a line logs it."""
 
     def __init__(
         self,
@@ -173,13 +174,13 @@ class CircuitBreaker:
         store: StateStore | None = None,
         clock: Clock = time.monotonic,
         runtime_name: str | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        self._redactor = redactor if redactor is not None else Redactor()
         # A named runtime's breakers mark their records with its name, as its other loggers do.
-        self._log: logging.Logger | logging.LoggerAdapter[logging.Logger] = (
-            _log if runtime_name is None else logging.LoggerAdapter(_log, {RUNTIME_ATTRIBUTE: runtime_name})
-        )
+        self._log = get_logger("breaker", self._redactor, runtime_name=runtime_name)
         self._store = store if store is not None else MemoryStore()
         self._shared = store if isinstance(store, SharedStore) else None
         # In one process the probe always ends (``failure(probe=True)`` when interrupted); across processes
@@ -278,6 +279,7 @@ class CircuitBreaker:
 
     async def failure(self, reason: str, *, probe: bool = False, refused: bool = False) -> None:
         """An outage failure. ``refused``: the credentials are refused, which no retry fixes: open at once."""
+        reason = self._redactor.redact(reason)
         if self._shared is None:
             self._fail(self._store.breaker(self.name), self._clock(), reason, probe, refused)
             return

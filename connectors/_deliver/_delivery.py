@@ -159,7 +159,12 @@ class Deliverer:
         store = store if store is not None else MemoryStore()
         self.breakers = {
             name: CircuitBreaker(
-                name, c.breaker or settings.breaker, store=store, clock=clock, runtime_name=runtime_name
+                name,
+                c.breaker or settings.breaker,
+                store=store,
+                clock=clock,
+                runtime_name=runtime_name,
+                redactor=redactor,
             )
             for name, c in connections.items()
         }

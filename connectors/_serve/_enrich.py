@@ -153,6 +153,7 @@ class Enricher:
                 store=self.runtime.breaker_store,
                 clock=self._clock,
                 runtime_name=self.runtime.name,
+                redactor=self.runtime.redactor,
             )
             self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.runtime.breaker_store)
         return self

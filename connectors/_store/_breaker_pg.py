@@ -34,16 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from .._deliver._breaker import BreakerState, RateState
 from .._errors import JournalError
+from .._redact import Redactor, get_logger
 from ._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, STATEMENT_TIMEOUT_MS, display_url, first_line
-
-_log = logging.getLogger("shipmap.connectors.breaker")
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
 RECONNECT_DEADLINE_S = 120.0
@@ -79,7 +77,13 @@ class PostgresStateStore:
         endpoints: Mapping[str, str] | None = None,
         reopen: Callable[[], Awaitable[Any]] | None = None,
         reconnect_deadline: float = RECONNECT_DEADLINE_S,
+        redactor: Redactor | None = None,
+        runtime_name: str | None = None,
     ) -> None:
+        # A record's reason was written by another worker (or an earlier version, which kept it as the
+        # destination said it), and the database's errors may name what it was given: masked with the
+        # runtime's secrets before a line shows them.
+        self._log = get_logger("breaker", redactor or Redactor(), runtime_name=runtime_name)
         self._conn = connection
         self._name = name
         self._rows = {
@@ -104,10 +108,17 @@ class PostgresStateStore:
 
     @classmethod
     async def connect(
-        cls, url: str, endpoints: Mapping[str, str], *, lease: float, refresh: float = 0.25
+        cls,
+        url: str,
+        endpoints: Mapping[str, str],
+        *,
+        lease: float,
+        refresh: float = 0.25,
+        redactor: Redactor | None = None,
+        runtime_name: str | None = None,
     ) -> PostgresStateStore:
         """``endpoints``: each connection's ``base_url``. ``lease``: the journal's lease, which bounds a probe
-        whose worker died and an idle transaction."""
+        whose worker died and an idle transaction. ``redactor``: the runtime's, for the store's log lines."""
         try:
             import psycopg
         except ImportError:  # pragma: no cover - the journal needed it first
@@ -137,6 +148,8 @@ class PostgresStateStore:
             probe_lease=lease,
             endpoints=endpoints,
             reopen=reopen,
+            redactor=redactor,
+            runtime_name=runtime_name,
         )
         async with store._statement():
             for name in endpoints:  # its max_rate slots, then its breaker at this base_url
@@ -197,7 +210,7 @@ class PostgresStateStore:
             first = name not in self._read_at  # this run's first look: an earlier run may have opened it
             record = self._keep(name, row)
             if before == "closed" and record.phase != "closed":
-                _log.warning(
+                self._log.warning(
                     "connection %s: circuit breaker open (%s after %s); deliveries wait",
                     name,
                     "found so in the journal, opened by an earlier run or another worker"
@@ -290,7 +303,7 @@ class PostgresStateStore:
 
     def _lose(self, reason: str) -> None:
         self._lost_at = time.monotonic()
-        _log.warning(
+        self._log.warning(
             "journal %s: lost the connection for breaker and rate state (%s); this worker uses its own copy "
             "while it reconnects (for up to %.0f s)%s",
             self._name,
@@ -325,7 +338,7 @@ class PostgresStateStore:
             away = time.monotonic() - self._lost_at
             self._lost_at, self._read_at = None, {}  # the shared records are read again at once, and win
             self.reconnects += 1
-            _log.warning(
+            self._log.warning(
                 "journal %s: breaker and rate state reconnected after %.1f s; shared with the other workers again",
                 self._name,
                 away,
@@ -335,7 +348,7 @@ class PostgresStateStore:
             f"journal {self._name}: breaker and rate state: no connection for {self.reconnect_deadline:g} s"
             + (f" (last attempt: {reason})" if reason else "")
         )
-        _log.error("%s", self._gave_up)
+        self._log.error("%s", self._gave_up)
 
 
 def breaker_row(connection: str, base_url: str) -> str:
