@@ -97,6 +97,11 @@ class DeliveryLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._feed: InboxFeed | None = None
         self._task: asyncio.Task[RunSummary | None] | None = None
+        # A stop or a cancel asked before the delivery thread has its feed (or its task) is remembered here,
+        # under this lock, and carried out as soon as it has them: else it was lost, and the drain waited
+        # out its whole deadline for a feed that never heard of it.
+        self._control = threading.Lock()
+        self._stop_asked = False
         self._progress: Progress | None = None
         self.stalled: Stall | None = None  # waiting to run again, after a run whose sends kept raising
         self._stalled_since: float | None = None  # since the first of such runs in a row
@@ -171,16 +176,21 @@ class DeliveryLoop:
             _call_in(loop, feed.end_run)
 
     def stop(self) -> None:
-        """Hand over what the inbox holds, then end."""
-        feed, loop = self._feed, self._loop
+        """Hand over what the inbox holds, then end (at once, when this comes before the feed is built)."""
+        with self._control:
+            self._stop_asked = True
+            feed, loop = self._feed, self._loop
         if feed is not None and loop is not None:
             _call_in(loop, feed.stop)
 
     def cancel(self) -> None:
         """The drain deadline: what is in flight stays ``pending`` in the journal for the next start."""
-        task, loop = self._task, self._loop
-        if task is not None and loop is not None and not self.result.done():
+        if self.result.done():
+            return
+        with self._control:
             self.cancelled = True
+            task, loop = self._task, self._loop
+        if task is not None and loop is not None:
             _call_in(loop, task.cancel)
 
     def join(self, timeout: float) -> None:
@@ -199,7 +209,11 @@ class DeliveryLoop:
             self.result.set_result(summary)
 
     async def _deliver(self) -> RunSummary | None:
-        self._task = asyncio.current_task()
+        with self._control:
+            if self.cancelled:  # the drain's deadline passed before this thread got going
+                return self.total
+            self._task = asyncio.current_task()
+            self._loop = asyncio.get_running_loop()
         lease = self.runtime.config.journal.lease
         with contextlib.ExitStack() as held:
             inbox = open_inbox(self._inbox_path, synchronous=self._synchronous, lease=lease, intake=False)
@@ -227,8 +241,10 @@ class DeliveryLoop:
                         log=self._log,
                     ),
                 )
-                self._feed = feed
-                self._loop = asyncio.get_running_loop()
+                with self._control:
+                    self._feed = feed
+                    if self._stop_asked:  # asked while the feed was being built: it ends at once
+                        feed.stop()
                 # After the feed is set: a count the service makes from now on reaches the enricher itself.
                 enricher.share_rates(self._enrich_share)
                 try:

@@ -30,6 +30,7 @@ import ipaddress
 import logging
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -66,7 +67,8 @@ class _Server(uvicorn.Server):
 
 
 class Service:
-    """One ``shipmap serve``. ``await service.serve()`` runs until ``stop()`` or SIGTERM/SIGINT."""
+    """One ``shipmap serve``. ``await service.serve()`` runs until ``stop()`` (from any thread) or
+    SIGTERM/SIGINT."""
 
     def __init__(
         self,
@@ -81,6 +83,9 @@ class Service:
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self._stop = asyncio.Event()
         self._stop_now = asyncio.Event()  # the drain is cut short
+        # The loop serve() runs on, while it runs: stop() from another thread hands its work to it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
         self._stopped_by = "stop(now=True)"  # what cut it, for the log
         self.summary: RunSummary | None = None
         self.url: str | None = None  # where this host reaches it, once it listens
@@ -99,7 +104,22 @@ class Service:
     def stop(self, *, now: bool = False) -> None:
         """Drain and stop: intake closes, and delivery finishes what was accepted within
         ``serve.drain_timeout``. ``now``: cut the drain short, as its deadline does (deliveries in flight are
-        cancelled and stay ``pending`` in the journal, webhooks not handed over stay in the inbox)."""
+        cancelled and stay ``pending`` in the journal, webhooks not handed over stay in the inbox).
+
+        Safe from any thread (a program that runs ``serve()`` on a thread of its own stops it from another),
+        and before ``serve()`` has started or after it has ended: it returns at once, and the service stops
+        on its own loop (``serve()`` returns once the drain is done)."""
+        with self._loop_lock:
+            loop = self._loop
+            if loop is not None and not _running(loop):
+                # asyncio's events are not thread-safe: set from another thread, the loop would not wake.
+                with contextlib.suppress(RuntimeError):  # closed meanwhile: serve() has ended
+                    loop.call_soon_threadsafe(self._stop_here, now)
+                    return
+            self._stop_here(now)
+
+    def _stop_here(self, now: bool) -> None:
+        """``stop()`` on the service's loop (or with no loop running it)."""
         self._stop.set()
         if now:
             self._stop_now.set()
@@ -165,6 +185,17 @@ class Service:
 
     async def serve(
         self, sock: socket.socket | None = None, *, on_ready: Callable[[str], None] | None = None
+    ) -> RunSummary | None:
+        with self._loop_lock:
+            self._loop = asyncio.get_running_loop()
+        try:
+            return await self._serve(sock, on_ready)
+        finally:
+            with self._loop_lock:
+                self._loop = None
+
+    async def _serve(
+        self, sock: socket.socket | None, on_ready: Callable[[str], None] | None
     ) -> RunSummary | None:
         settings = self.settings
         if sock is None:
@@ -451,6 +482,14 @@ class Service:
             "parked_webhooks": delivery.parked_webhooks(),
             "enrichment": delivery.enrichment(),
         }
+
+
+def _running(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is the one running in this thread."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def _addresses(host: str, port: int) -> tuple[str, str]:
