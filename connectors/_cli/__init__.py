@@ -1,7 +1,8 @@
 """The ``shipmap`` command. The only place where errors become exit codes and where output is printed.
 
 Whatever a command does, the user sees no traceback: a closed pipe ends the output quietly (as ``cat`` does),
-Ctrl-C is one line and exit 130, and a bug is one line naming the exception (``-vv`` logs its traceback).
+Ctrl-C is one line and exit 130 (``serve`` once listening drains on it instead, and exits 0), and a bug is one
+line naming the exception (``-vv`` logs its traceback).
 Every subcommand, registered below, gets this for free.
 """
 

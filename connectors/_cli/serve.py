@@ -1,4 +1,9 @@
-"""``shipmap serve CONFIG``: accept signed webhooks, commit them, enrich them and deliver them, until SIGTERM."""
+"""``shipmap serve CONFIG``: accept signed webhooks, commit them, enrich them and deliver them, until SIGTERM.
+
+SIGTERM and SIGINT (Ctrl-C) both drain it, and it exits 0 after the drain, a second signal or the drain's
+deadline included: the operator asked the service to stop and it stopped, and what it could not deliver is
+owed to the next start (it says so), as Vector and Redpanda Connect exit 0 after a signal's graceful
+shutdown. The 130 of an interrupted command is for a Ctrl-C before it listens (while it loads its config)."""
 
 from __future__ import annotations
 
