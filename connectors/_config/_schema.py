@@ -596,8 +596,11 @@ def validate_document(value: Any, locations: Mapping[PathKey, Location], name: s
     error = errors[0]
     path: PathKey = tuple(error.absolute_path)
     message, at = _explain(error, path)
-    location = locations.get(("#key", *at)) if at != path else None
-    location = location or _nearest(locations, path) or Location(name, 1, 1)
+    # An unknown key is pointed at as a key; a problem inside a value (a timeout's phase), at that value.
+    location = (
+        locations.get(("#key", *at)) if at != path and error.validator == "additionalProperties" else None
+    )
+    location = location or _nearest(locations, at) or Location(name, 1, 1)
     more = len(errors) - 1
     raise ConfigError(
         f"{dotted(at)}: {message}" if at else message,
@@ -638,6 +641,18 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
         extras = sorted(set(instance) - set(allowed))
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
         return f"unknown key '{extras[0]}'{hint}", (*path, extras[0])
+    if validator in ("anyOf", "oneOf") and error.context and isinstance(instance, Mapping):
+        # A mapping where one branch is a section (a timeout's phases): what is wrong inside it, not that it
+        # is neither branch.
+        inside = [
+            branch
+            for branch in error.context
+            if len(branch.absolute_path) > len(error.absolute_path)
+            and expected[branch.relative_schema_path[0]].get("type") == "object"
+        ]
+        if inside:  # the most relevant, as it is: its own x-error (a duration's) words it
+            best = max(inside, key=jsonschema.exceptions.relevance)
+            return _explain(best, tuple(best.absolute_path))
     if isinstance(custom, str):
         return custom, path
     if validator in ("anyOf", "oneOf") and error.context:

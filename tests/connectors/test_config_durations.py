@@ -101,6 +101,26 @@ def test_a_duration_out_of_its_bounds_is_a_located_config_error_exit_2(
     assert "Traceback" not in err and "shpss_secret_value" not in err
 
 
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("0s", "delivery.timeout.connect: must be more than 0s"),
+        ("soon", "delivery.timeout.connect: must be a number of seconds (0 or more) or a duration such as 500ms,"
+         " 30s, 5m, 4h or 30d"),
+    ],
+)  # fmt: skip
+def test_a_timeouts_phase_out_of_bounds_is_named_and_located_not_the_whole_timeout(
+    tmp_path: Path, written: str, message: str
+) -> None:
+    """The timeout is a duration or a mapping of phases: a phase that is wrong was reported as "must be a
+    duration, or an object with connect, read, ...", at the timeout's key."""
+    path, line, _ = _config(tmp_path, "delivery", "timeout", f"{{read: 5s, connect: {written}}}")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"})
+    column = path.read_text().splitlines()[line - 1].index(f"connect: {written}") + len("connect: ") + 1
+    assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
+
+
 def test_a_duration_within_its_bounds_loads_as_seconds(tmp_path: Path) -> None:
     path, _, _ = _config(tmp_path, "serve", "keep_bodies", "7d")
     config = load_config(
