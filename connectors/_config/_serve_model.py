@@ -27,6 +27,8 @@ DEFAULT_BODY_TIMEOUT = 30.0  # a webhook of a few KB arrives in milliseconds: 30
 DEFAULT_TOLERANCE = 300.0
 DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays parked
 DEFAULT_RESWEEP_CAP = 300.0
+SHORTEST_RESWEEP = 0.05  # seconds
+_RESWEEP_WHY = "a shorter wait would spin on parked work"
 # The inbox remembers a processed webhook's id this long (a repeat is a duplicate), from when it arrived.
 DEDUP_WINDOW = 7 * 24 * 3600.0
 DEFAULT_ENRICH_CONCURRENCY = 4  # webhooks of one source fetched at once (each its documents' GETs at once)
@@ -178,11 +180,18 @@ class ServeSettings:
             " breaker, webhooks whose enrichment found the source API down) this long after it was parked;"
             " doubled while the outage lasts.",
             duration=True,
+            minimum=SHORTEST_RESWEEP,
+            why=_RESWEEP_WHY,
         ),
     )
     resweep_cap: float = field(
         default=DEFAULT_RESWEEP_CAP,
-        metadata=about("The longest wait between two such looks.", duration=True),
+        metadata=about(
+            "The longest wait between two such looks.",
+            duration=True,
+            minimum=SHORTEST_RESWEEP,
+            why=_RESWEEP_WHY,
+        ),
     )
     keep_bodies: float = field(
         default=DEDUP_WINDOW,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._config import RuntimeConfig, build_section, compile_expression, parse_duration
+from .._config import RuntimeConfig, build_section, compile_expression
 from .._config._serve_model import (
     DEFAULT_MAX_BODY,
     Enrichment,
@@ -27,7 +27,6 @@ from .._store._journal_pg import is_database_url
 # The keys of the event serve hands the runtime; a fetched document may not take one of these names.
 ENVELOPE_KEYS = frozenset({"id", "source", "topic", "received_at", "headers", "payload"})
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
-_SHORTEST_RESWEEP = 0.05  # seconds: a shorter wait would spin on parked work
 
 
 def serve_settings(config: RuntimeConfig) -> ServeSettings:
@@ -48,12 +47,7 @@ def serve_settings(config: RuntimeConfig) -> ServeSettings:
         inbox = journal.parent / "inbox.db"
     else:
         inbox = (config.base_dir / ".shipmap" / "inbox.db").resolve()
-    at_least = {key: _resweep for key in ("resweep", "resweep_cap")}
-    return build_section(ServeSettings, raw, at_least, inbox=inbox, sources=sources)
-
-
-def _resweep(value: Any) -> float:
-    return max(_SHORTEST_RESWEEP, parse_duration(value))
+    return build_section(ServeSettings, raw, inbox=inbox, sources=sources)
 
 
 def enrichments(config: RuntimeConfig) -> dict[str, Enrichment]:

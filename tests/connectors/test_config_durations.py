@@ -23,6 +23,7 @@ from shipmap.connectors import (
 )
 from shipmap.connectors._cli import main
 from shipmap.connectors._config._schema import DURATION_BOUNDS, config_schema
+from shipmap.connectors._serve import serve_settings
 from test_runtime_support import BASE_CONFIG, environ, write_config
 
 SOURCES = {"shop": {"type": "shopify", "secret": "${SHOPIFY_SECRET}"}}
@@ -72,6 +73,20 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
             "serve.keep_bodies: must be at most 7d: the inbox forgets a webhook, its id and its body, that long"
             " after it arrived",
         ),
+        # Raised to 50ms in silence before: a rule outside the field's declaration, and a file that said
+        # otherwise than what ran.
+        (
+            "serve",
+            "resweep",
+            "10ms",
+            "serve.resweep: must be at least 50ms: a shorter wait would spin on parked work",
+        ),
+        (
+            "serve",
+            "resweep_cap",
+            "0",
+            "serve.resweep_cap: must be at least 50ms: a shorter wait would spin on parked work",
+        ),
         # A duration key without bounds of its own: the duration's rule (0 or more) still holds.
         (
             "serve",
@@ -81,7 +96,17 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
             " 4h or 30d",
         ),
     ],
-    ids=["0s", "0", "negative", "timeout-0ms", "cooldown-0s", "over-cap", "negative-unbounded"],
+    ids=[
+        "0s",
+        "0",
+        "negative",
+        "timeout-0ms",
+        "cooldown-0s",
+        "over-cap",
+        "resweep-10ms",
+        "resweep_cap-0",
+        "negative-unbounded",
+    ],
 )
 def test_a_duration_out_of_its_bounds_is_a_located_config_error_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, key: str, written: str, message: str
@@ -129,6 +154,12 @@ def test_a_duration_within_its_bounds_loads_as_seconds(tmp_path: Path) -> None:
     assert config.serve["keep_bodies"] == "7d"
     path, _, _ = _config(tmp_path, "serve", "body_timeout", "1ms")
     load_config(path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"})
+    # The shortest resweep is taken as written, not raised.
+    path, _, _ = _config(tmp_path, "serve", "resweep", "50ms")
+    config = load_config(
+        path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"}
+    )
+    assert serve_settings(config).resweep == 0.05
 
 
 def _in_code(**changes: Any) -> Any:
@@ -185,3 +216,8 @@ def test_the_bounds_come_from_the_fields_declaration_alone() -> None:
     assert defs["timeout"][DURATION_BOUNDS] == {"exclusiveMinimum": 0}
     assert defs["serve"]["properties"]["body_timeout"][DURATION_BOUNDS] == {"exclusiveMinimum": 0}
     assert DURATION_BOUNDS not in defs["serve"]["properties"]["drain_timeout"]  # none declared
+    for key in ("resweep", "resweep_cap"):
+        assert defs["serve"]["properties"][key][DURATION_BOUNDS] == {
+            "minimum": 0.05,
+            "why": "a shorter wait would spin on parked work",
+        }
