@@ -32,7 +32,7 @@ from ._model import (
     parse_duration,
 )
 from ._plan import PlannedRoute, PlannedTarget, compile_expression, plan_routes
-from ._schema import check_objects, config_schema
+from ._schema import check_objects, check_serve_settings, config_schema
 from ._secrets import (
     SECRET_FIELDS,
     CredentialReader,
@@ -67,6 +67,7 @@ __all__ = [
     "_read_dotenv",
     "build_section",
     "check_objects",
+    "check_serve_settings",
     "compile_expression",
     "config_schema",
     "duration_text",

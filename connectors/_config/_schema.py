@@ -21,7 +21,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -471,8 +471,69 @@ def check_objects(config: RuntimeConfig) -> None:
     _check_record(config, config.events, ("events",))
     _check_record(config, config.delivery, ("delivery",))
     _check_record(config, config.journal, ("journal",))
+    _check_serve_sections(config)
     _check_counts(config)
     check_across_sections(config)
+
+
+def _check_serve_sections(config: RuntimeConfig) -> None:
+    """``sources`` and ``serve`` of a config built in code, given as a file gives them (mappings), held to the
+    schema's rules for those sections: the body caps, the durations, the secrets each source type needs."""
+    properties, defs = _schema()["properties"], _schema()["$defs"]
+    for key in ("sources", "serve"):
+        given = getattr(config, key)
+        if given:
+            validator = _Validator({**properties[key], "$defs": defs})
+            _raise_first(config, validator.iter_errors(_as_given(given)), (key,))
+
+
+def check_serve_settings(settings: ServeSettings) -> None:
+    """Hold a ``ServeSettings`` given to ``Service`` as it is (built in code, or changed after
+    ``serve_settings``) to the rules the file's schema gives ``serve`` and ``sources``, field by field and
+    across the keys of each source (the secret each type needs; a bigcommerce source's header), with the
+    loader's words. ``ConfigError`` names the key and the rule, never the value; it has no location, as the
+    settings were not read from a file."""
+    _check_record(None, settings, ("serve",))
+    names = _Validator({"propertyNames": _schema()["properties"]["sources"]["propertyNames"]})
+    _raise_first(None, names.iter_errors(dict.fromkeys(settings.sources)), ("sources",))
+    for name, source in settings.sources.items():
+        _check_record(None, source, ("sources", name))
+
+
+def _as_given(value: Any) -> Any:
+    """A section given in code as the file would give it; what has no JSON form is left for the schema to
+    refuse by its type."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_as_given(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _as_given(item) for key, item in value.items()}
+    return value
+
+
+# The keys a file spells differently from the objects, as a record built in code gives them: held to the
+# file's rules for those keys, and present for the rules across keys (a shopify source needs a secret).
+_FILE_KEYS: dict[type[Any], Callable[[Any], dict[str, Any]]] = {
+    SourceSettings: lambda source: (
+        {"secret": [secret.decode("utf-8", "replace") for secret in source.secrets]} if source.secrets else {}
+    ),
+    Enrichment: lambda enrichment: {
+        "fetch": {name: getattr(path, "text", path) for name, path in enrichment.fetch.items()},
+        **({"topics": sorted(enrichment.topics)} if enrichment.topics else {}),
+    },
+}
+
+
+_FILE_KEY_VALIDATORS: dict[tuple[type[Any], str], jsonschema.protocols.Validator] = {}
+
+
+def _file_key_validator(cls: type[Any], key: str) -> jsonschema.protocols.Validator:
+    """The schema the file gives ``key`` of ``cls``'s section, a key that is no field of ``cls``."""
+    if (cls, key) not in _FILE_KEY_VALIDATORS:
+        schema = {**_section(cls)["properties"][key], "$defs": _schema()["$defs"]}
+        _FILE_KEY_VALIDATORS[cls, key] = _Validator(schema)
+    return _FILE_KEY_VALIDATORS[cls, key]
 
 
 _COUNT_KEYWORDS = ("minItems", "maxItems", "minProperties", "maxProperties")
@@ -517,7 +578,7 @@ class _NotJSON(Exception):
     """A value only code can give (a compiled mapping): the file's schema has nothing to say about it."""
 
 
-def _check_record(config: RuntimeConfig, record: Any, path: PathKey) -> None:
+def _check_record(config: RuntimeConfig | None, record: Any, path: PathKey) -> None:
     written: dict[str, Any] = {}  # the keys a file would give for this record, for the rules across them
     for field in dataclasses.fields(record):
         if field.metadata.get("not_a_key"):
@@ -539,17 +600,25 @@ def _check_record(config: RuntimeConfig, record: Any, path: PathKey) -> None:
             continue
         written[field.name] = instance
         _raise_first(config, _field_validator(field, type(record).__module__).iter_errors(instance), where)
+    derive = _FILE_KEYS.get(type(record))
+    for key, instance in (derive(record) if derive is not None else {}).items():
+        written[key] = instance
+        _raise_first(config, _file_key_validator(type(record), key).iter_errors(instance), (*path, key))
     across = _across_validator(type(record))
     if across is not None:
         _raise_first(config, across.iter_errors(written), path)
 
 
-def _raise_first(config: RuntimeConfig, errors: Iterable[jsonschema.ValidationError], path: PathKey) -> None:
+def _raise_first(
+    config: RuntimeConfig | None, errors: Iterable[jsonschema.ValidationError], path: PathKey
+) -> None:
+    """The most relevant of ``errors`` as a ConfigError, located where ``config``'s file wrote it (None:
+    settings built in code, with no file to point at)."""
     error = jsonschema.exceptions.best_match(errors)
     if error is not None:
         at: PathKey = (*path, *error.absolute_path)
         message, at = _explain(error, at)
-        raise ConfigError(f"{dotted(at)}: {message}", location=config.where(at))
+        raise ConfigError(f"{dotted(at)}: {message}", location=config.where(at) if config else None)
 
 
 _ACROSS_KEYS = ("allOf", "anyOf", "oneOf", "not")
@@ -671,7 +740,9 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
     if validator == "propertyNames":
         return "names must start with a letter and hold only letters, digits, '_', '.' and '-'", path
     if validator == "pattern":
-        return _PATTERN_HINTS.get(str(path[-1]) if path else "", "is not in the expected format"), path
+        # An enrichment's fetch is keyed by document name: its values are paths.
+        key = "path" if len(path) > 1 and path[-2] == "fetch" else str(path[-1]) if path else ""
+        return _PATTERN_HINTS.get(key, "is not in the expected format"), path
     if validator == "minLength" and instance == "":  # an unset-looking variable (SECRET= in the env file)
         return f"is empty: it must be at least {expected} characters long", path
     if validator in ("minLength", "maxLength"):
@@ -696,6 +767,9 @@ _PATTERN_HINTS = {
     "url": "must be a postgresql:// URL",
     "path": "must be a path starting with /",
     "login_path": "must be a path starting with /",
+    # propertyNames: the name, not a value, breaks the pattern
+    "sources": "a source's name must start with a letter, a digit or '_' and hold only those, '.' and '-'"
+    " (it is the end of its URL, /hooks/{name})",
 }
 
 

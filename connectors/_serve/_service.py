@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from .._config import check_serve_settings
 from .._errors import ConnectorError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._plural import counted
@@ -77,7 +78,11 @@ class Service:
         *,
         source_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        """``settings``: the config's ``serve`` and ``sources`` when None; given, they are held to the rules a
+        file is (ConfigError, naming the key and the rule)."""
         self.runtime = runtime
+        if settings is not None:  # built in code, or changed since serve_settings: held to the file's rules
+            check_serve_settings(settings)
         self.settings = settings or serve_settings(runtime.config)
         self._source_transport = source_transport
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
