@@ -222,7 +222,9 @@ def build_app(state: ServiceState, redactor: Any, *, runtime_name: str | None = 
     async def readyz(request: Request) -> Response:
         writable = state.inbox.writable()
         details = state.readiness()
-        ready = writable and state.accepting and details.get("delivering", False)
+        # Intake takes webhooks: delivery still starting takes them from the inbox once it runs.
+        delivery = details.get("delivering", False) or details.get("delivery_starting", False)
+        ready = writable and state.accepting and delivery
         body = {
             "ready": ready,
             "inbox_writable": writable,

@@ -117,7 +117,14 @@ class DeliveryLoop:
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and not self.result.done()
+        """Delivery has started, its feed built (it takes what intake commits), and has not ended."""
+        return self._feed is not None and self._thread.is_alive() and not self.result.done()
+
+    @property
+    def starting(self) -> bool:
+        """The delivery thread is opening its inbox connection and building its feed: what intake commits
+        meanwhile waits in the inbox and is handed over once it runs."""
+        return self._feed is None and not self.result.done()
 
     @property
     def handed(self) -> int:

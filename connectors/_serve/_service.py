@@ -13,11 +13,12 @@ yet handed over stay in the inbox. The next start re-sends the first and hands o
 acknowledged is lost. A second SIGTERM or SIGINT during the drain (or ``stop(now=True)``) brings the deadline
 forward to now, as a second Ctrl-C stops uvicorn: the same cancellation, the same report, the same exit.
 
-Readiness (``/readyz``) means "send me webhooks": the inbox is writable, intake is open and the delivery
-thread runs. An open circuit breaker does not make the service unready: intake still commits every webhook
-and delivery catches up when the destination is back, while a load balancer that pulled the instance would
-turn a vendor's outage into refused webhooks. ``/readyz`` reports each breaker (and ``degraded``), so a
-probe that wants to alert on it can.
+Readiness (``/readyz``) means "send me webhooks": the inbox is writable, intake is open and delivery has
+not ended (it runs, or is still starting: what intake commits meanwhile waits in the inbox, as it does
+during an outage). An open circuit breaker does not make the service unready either: intake still commits
+every webhook and delivery catches up when the destination is back, while a load balancer that pulled the
+instance would turn a vendor's outage into refused webhooks. ``/readyz`` says which (``delivering``,
+``delivery_starting``, each breaker and ``degraded``), so a probe that wants to alert on it can.
 """
 
 from __future__ import annotations
@@ -477,6 +478,7 @@ class Service:
             }
         return {
             "delivering": delivery.running,
+            "delivery_starting": delivery.starting,
             "queue_depth": inbox.depth(),
             "breakers": self.breakers(),
             # A destination or source API is down, or sends keep raising: intake still accepts.
