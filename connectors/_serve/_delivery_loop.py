@@ -33,6 +33,7 @@ from typing import Literal
 
 import httpx
 
+from .._deliver._breaker import StateStore
 from .._errors import SendingStopped
 from .._map._mapper import EventMapper
 from .._redact import get_logger
@@ -134,6 +135,12 @@ class DeliveryLoop:
         """Everything delivered since the service started: the finished runs and the one in progress."""
         live = self.runtime.live
         return combined(self.total, None if live is self._folded else live)
+
+    def enrichment_breakers(self) -> StateStore | None:
+        """The store enrichment's breakers live in, once the delivery thread has built its enricher (not
+        the runtime's on a PostgreSQL journal, whose runs each bring their own shared store)."""
+        feed = self._feed
+        return feed.enricher.breaker_store if feed is not None and self._enrichments else None
 
     def parked_webhooks(self) -> int:
         return len(self._feed.parked) if self._feed is not None else 0

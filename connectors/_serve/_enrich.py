@@ -24,7 +24,7 @@ from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._deliver._auth import read_capped
-from .._deliver._breaker import CircuitBreaker, Outage, RateLimiter
+from .._deliver._breaker import CircuitBreaker, Outage, RateLimiter, StateStore
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
 from .._errors import ConnectorError
 from .._redact import get_logger
@@ -124,6 +124,7 @@ class Enricher:
         self._clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
+        self.breaker_store: StateStore = runtime.breaker_store  # the one its breakers use (__aenter__)
         self.limiters: dict[str, RateLimiter] = {}  # by connection: its max_rate, and the holds it is asked
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
         # /readyz): the keys are set here, only the counts change.
@@ -136,6 +137,9 @@ class Enricher:
 
     async def __aenter__(self) -> Enricher:
         delivery = self.runtime.config.delivery
+        # The store as it is now, for the enricher's life: on a PostgreSQL journal each run replaces the
+        # runtime's with that run's shared store, so /readyz reads this one too (``breaker_store``).
+        self.breaker_store = self.runtime.breaker_store
         for name in {e.connection for e in self.enrichments.values()}:
             connection: Connection = self.runtime.connections[name]
             self._clients[name] = httpx.AsyncClient(
@@ -150,12 +154,12 @@ class Enricher:
             self.breakers[name] = CircuitBreaker(
                 name,
                 settings,
-                store=self.runtime.breaker_store,
+                store=self.breaker_store,
                 clock=self._clock,
                 runtime_name=self.runtime.name,
                 redactor=self.runtime.redactor,
             )
-            self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.runtime.breaker_store)
+            self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
         return self
 
     async def __aexit__(

@@ -40,6 +40,7 @@ import httpx
 import uvicorn
 
 from .._config import check_serve_settings
+from .._deliver._breaker import BreakerState
 from .._errors import ConnectorError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._plural import counted
@@ -449,17 +450,28 @@ class Service:
         return self.summary
 
     def breakers(self) -> dict[str, str]:
-        """Each connection's circuit breaker state (closed, half_open, open). Delivery and enrichment keep
-        their breakers in the runtime's breaker store, by connection name: one record per connection."""
-        store = self.runtime.breaker_store
-        return {name: str(store.breaker(name).phase) for name in self.runtime.connections}
+        """Each connection's circuit breaker state (closed, half_open, open), delivery's and enrichment's."""
+        return {name: str(record.phase) for name, record in self._breaker_records().items()}
+
+    def _breaker_records(self) -> dict[str, BreakerState]:
+        """Each connection's breaker record, by connection name. Delivery's live in the runtime's store, which
+        on a PostgreSQL journal each run replaces with its own shared one; enrichment's in the store its
+        enricher took at start. A connection in both (enriched from and delivered to) shows the one furthest
+        from closed."""
+        stores = [self.runtime.breaker_store]
+        delivery = self._delivery
+        enriching = delivery.enrichment_breakers() if delivery is not None else None
+        if enriching is not None and enriching is not stores[0]:
+            stores.append(enriching)
+        return {
+            name: max((store.breaker(name) for store in stores), key=lambda r: _FURTHER_FROM_CLOSED[r.phase])
+            for name in self.runtime.connections
+        }
 
     def _readiness(self, delivery: DeliveryLoop, inbox: InboxStore) -> dict[str, Any]:
-        store = self.runtime.breaker_store
         now = time.monotonic()  # the breakers' clock
         outages = {}
-        for name in self.runtime.connections:
-            record = store.breaker(name)
+        for name, record in self._breaker_records().items():
             if record.phase != "closed":
                 outages[name] = {
                     "state": record.phase,
@@ -489,6 +501,9 @@ class Service:
             "parked_webhooks": delivery.parked_webhooks(),
             "enrichment": delivery.enrichment(),
         }
+
+
+_FURTHER_FROM_CLOSED = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def _running(loop: asyncio.AbstractEventLoop) -> bool:

@@ -106,6 +106,51 @@ def test_store_api_outage_parks_webhooks_and_the_breaker_holds_requests_back(tmp
     assert all(o.body["line_items"] for o in orders)  # mapped from the fetched /products
 
 
+def test_an_open_enrichment_breaker_shows_in_readyz_and_metrics_on_a_postgresql_journal(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Enrichment's breakers live in the store its enricher took at start; on a PostgreSQL journal each run
+    replaces the runtime's store with that run's shared one, which /readyz and /metrics read alone: an open
+    enrichment breaker showed as closed there."""
+    with Sandbox(
+        source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="5xx=1"
+    ) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _configure(serve, "bc_store", "failures: 2, cooldown: 200ms, cooldown_cap: 1s")
+        config = serve.config.read_text()
+        journal = "journal:\n  path: .shipmap/journal.db\n"
+        assert journal in config
+        serve.config.write_text(config.replace(journal, f"journal:\n  url: {postgres_url}\n"))
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+                for i in range(4):
+                    body = dict(template, hash=f"pg-outage-{i}", data={"type": "order", "id": 100 + i % 2})
+                    answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+                serve.wait_until(
+                    lambda: client.get(f"{serve.url}/readyz").json()["parked_webhooks"] == 4,
+                    what="4 parked webhooks",
+                )
+                answer = client.get(f"{serve.url}/readyz")
+                body = answer.json()
+                assert answer.status_code == 200 and body["ready"] is True and body["degraded"] is True, body
+                assert body["breakers"]["bc_store"] in ("open", "half_open"), body["breakers"]
+                assert "HTTP 5" in body["outages"]["bc_store"]["reason"]
+                states = _breaker_states(client.get(f"{serve.url}/metrics").text, "bc_store")
+                assert states["closed"] == 0.0 and states["open"] + states["half_open"] == 1.0, states
+                sandbox.set_source_faults(None)  # the store's API is back
+                serve.wait_until(
+                    lambda: len(sandbox.requests(endpoint="fenix.orders")) == 4, what="4 orders delivered"
+                )
+                body = client.get(f"{serve.url}/readyz").json()
+                assert body["breakers"]["bc_store"] == "closed" and body["degraded"] is False, body
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+
+
 def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) -> None:
     with Sandbox(faults="5xx=1") as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
