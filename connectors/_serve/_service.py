@@ -86,6 +86,11 @@ class Service:
         if settings is not None:  # built in code, or changed since serve_settings: held to the file's rules
             check_serve_settings(settings)
         self.settings = settings or serve_settings(runtime.config)
+        # A source's secret written in code, or in the file as it is, never passed through the ${...} references
+        # the redactor learns a config's secrets from: it learns them here, as a connection's credentials.
+        for source in self.settings.sources.values():
+            for secret in source.secrets:
+                runtime.redactor.add(secret.decode("utf-8", "replace"))
         self._source_transport = source_transport
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self._stop = asyncio.Event()

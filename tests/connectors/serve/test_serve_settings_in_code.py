@@ -160,3 +160,13 @@ def test_a_runtime_config_built_in_code_with_valid_sections_serves(tmp_path: Pat
     service = Service(Runtime(config))
     assert (service.settings.port, service.settings.resweep) == (0, 0.05)
     assert service.settings.sources["shop"].secrets == (b"shpss_secret_value",)
+
+
+def test_a_source_secret_given_in_code_is_masked_in_what_the_service_logs(tmp_path: Path) -> None:
+    """The redactor learned a config's secrets from its file's ${...} references and its connections: a source
+    secret given in code reached logs and records as it was."""
+    runtime = _runtime()
+    assert "shpss_secret_value" in runtime.redactor.redact("body: shpss_secret_value")
+    Service(runtime, _settings(tmp_path))
+    masked = runtime.redactor.redact('{"note": "shpss_secret_value", "url": "/x?k=shpss_secret_value"}')
+    assert "shpss_secret_value" not in masked, masked
