@@ -217,6 +217,63 @@ def test_a_postgresql_store_is_upgraded_by_journal_migrate_only(
         Journal(postgres_url)
 
 
+def _v4_store(location: str) -> None:
+    """A store as shipmap wrote it at schema version 4 (no index on rejected origins), with one rejection."""
+    backend = "sqlite" if not location.startswith("postgresql://") else "postgresql"
+    statements = [s for step in MIGRATIONS[backend][:4] for s in step.split(";") if s.strip()] + [
+        "INSERT INTO meta (k, v) VALUES ('schema_version', '4')",
+        "INSERT INTO rejected (origin, reason, excerpt, at) VALUES ('shop#7', 'enrichment failed: 403', NULL, 1)",
+    ]
+    if backend == "sqlite":
+        with sqlite3.connect(location) as db:
+            for statement in statements:
+                db.execute(statement)
+        db.close()
+    else:
+        with psycopg.connect(location, autocommit=True) as pg:
+            for statement in statements:
+                pg.execute(statement)
+
+
+def test_a_store_of_version_4_gains_the_index_on_rejected_origins(
+    location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite: upgraded by the writer that opens it; PostgreSQL: refused until `shipmap journal migrate`."""
+    _v4_store(location)
+    if location.startswith("postgresql://"):
+        with pytest.raises(JournalError) as refused:
+            Journal(location)
+        assert refused.value.message == (
+            f"journal {location} has schema version 4; this shipmap needs {SCHEMA_VERSION}: run `shipmap "
+            f"journal migrate {location}` (with its password) once, then start the workers"
+        )
+        assert main(["dead-letters", "--journal", location, "--resolve", "shop#7", "--reason", "x"]) == 7
+        assert capsys.readouterr().err == f"error: {refused.value.message}\n"
+        with Journal(location, readonly=True) as reader:  # an older store can still be read
+            assert reader.schema_version() == 4 and reader.rejected_origins() == {"shop#7"}
+        assert main(["journal", "migrate", with_password(location)]) == 0
+        assert capsys.readouterr().out == f"{location}: schema version 4 -> {SCHEMA_VERSION}\n"
+        with psycopg.connect(location) as pg:
+            [indexed] = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'rejected_origin'")
+        assert indexed[0].endswith("ON public.rejected USING btree (origin)")
+    with Journal(location) as journal:
+        assert journal.schema_version() == SCHEMA_VERSION
+        if journal.backend == "sqlite":
+            assert journal.upgraded_from == 4
+            plan = " ".join(
+                str(row[-1])
+                for row in journal._db.execute(
+                    "EXPLAIN QUERY PLAN UPDATE rejected SET at = 2 WHERE origin = 'shop#7' AND reason = 'x'"
+                ).fetchall()
+            )
+            assert "USING INDEX rejected_origin (origin=?)" in plan
+        journal.record_rejected("shop#7", "enrichment failed: 403", None)  # the same record: still one row
+        journal.record_rejected("shop#8", "enrichment failed: 403", None)
+        assert [(r.origin, r.at > 1) for r in journal.rejected()] == [("shop#7", True), ("shop#8", True)]
+        journal.resolve_rejections(["shop#7"])
+        assert journal.rejected_origins() == {"shop#8"}
+
+
 def test_an_sqlite_journal_of_version_1_is_upgraded_when_a_run_opens_it(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     db = sqlite3.connect(path)
