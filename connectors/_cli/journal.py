@@ -24,7 +24,8 @@ from shipmap.connectors._config import DEFAULT_KEEP, duration_text
 from shipmap.connectors._errors import JournalError
 from shipmap.connectors._plural import counted
 from shipmap.connectors._serve._inbox import NoInboxError
-from shipmap.connectors._serve._inbox_pg import PostgresInbox, copy_inbox
+from shipmap.connectors._serve._inbox_journal import copy_inbox
+from shipmap.connectors._serve._inbox_pg import PostgresInbox
 from shipmap.connectors._store._copy import copy_journal
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError
 from shipmap.connectors._store._journal_pg import is_database_url

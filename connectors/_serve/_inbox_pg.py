@@ -19,6 +19,8 @@ It implements :class:`InboxStore`, as the SQLite :class:`Inbox` does, with what 
 Lease times are the server's clock (``clock_timestamp()``), so hosts with skewed clocks agree. The schema is
 versioned in the journal's ``meta`` table under its own key (``inbox_schema_version``): a database with no
 inbox gets one on first use; an older one is upgraded by ``shipmap journal migrate``, with the journal.
+What changes the inbox and the journal in one transaction (a requeue of rejected webhooks, ``journal copy``)
+is in ``_inbox_journal``.
 """
 
 from __future__ import annotations
@@ -37,10 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from .._errors import JournalError
-from .._store._journal import _MIGRATION_LOCK, Journal  # its lock: one migration at a time per database
 from .._store._journal_pg import COUNT_SESSIONS, display_url, first_line, is_database_url
-from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
+from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
 from ._inbox import (
     Accepted,
     HeldRow,
@@ -505,74 +505,6 @@ def open_reader(location: str | Path) -> Inbox | PostgresInbox | None:
         )
     except NoInboxError:
         return None
-
-
-def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
-    """Requeue the webhooks of ``rows`` (inbox row id: its rejected origin) in the inbox that shares the
-    PostgreSQL ``journal``'s database, with their documents forgotten, and forget their rejections, in one
-    statement (so one transaction): how many were requeued.
-
-    Together, because the services on the database read the journal's rejections once, when a run starts,
-    and their runs last as long as they do: a webhook requeued with its rejection left on record would be
-    delivered and still listed. Forgotten here, a rejection is recorded again, with the reason of now, by
-    whichever service fetches the webhook and fails again. Only ``processed`` rows that still hold their body
-    are requeued, and only their rejections forgotten: a row still ``pending`` is some service's now (another
-    command requeued it, or the worker that rejected it has not marked it yet), and it is left to that
-    service; one whose body was dropped (``serve.keep_bodies``) has nothing to requeue."""
-    if journal.backend != "postgresql":
-        raise JournalError(
-            f"a webhook is requeued this way in a postgresql:// journal only, not {journal.name}"
-        )
-    ids, origins = list(rows), list(rows.values())
-    requeued = journal._db.execute(
-        """WITH wanted AS (SELECT * FROM unnest(?::bigint[], ?::text[]) AS w (id, origin)),
-                requeued AS (
-                    UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, documents = NULL
-                    FROM wanted WHERE inbox.id = wanted.id AND inbox.state = 'processed'
-                          AND inbox.body_dropped_at IS NULL
-                    RETURNING wanted.origin),
-                forgotten AS (DELETE FROM rejected WHERE origin IN (SELECT origin FROM requeued))
-           SELECT count(*) FROM requeued""",
-        (ids, origins),
-    ).fetchone()
-    return int(requeued[0])
-
-
-_COPIED = "id, source, webhook_id, topic, received_at, headers, body, documents, state, processed_at"
-_COPIED_DROPPED = "body_dropped_at"  # read from an SQLite inbox of version 2 (version 1 dropped none)
-
-
-_COPY_PAGE = 1000
-
-
-def copy_inbox(source: Path, destination: Journal) -> int:
-    """Copy every row of the SQLite inbox file ``source`` into the inbox of ``destination``, a PostgreSQL
-    journal's database whose inbox is empty: how many rows. Call it inside ``destination.transaction()``,
-    with ``copy_journal``, so the journal and the inbox move together or not at all. Rows keep their ids
-    (the journal's origins name them), states and responses: pending webhooks are handed to delivery by the
-    first service on PostgreSQL, and processed ones keep answering a repeated webhook id as a duplicate."""
-    if destination.backend != "postgresql" or destination.path is not None:
-        raise JournalError(f"an inbox is copied into a postgresql:// journal only, not {destination.name}")
-    held = int(destination._db.execute("SELECT count(*) FROM inbox").fetchone()[0])
-    if held:
-        raise JournalError(
-            f"the inbox in {destination.name} is not empty ({held} webhooks); copy into an empty one"
-        )
-    marks = ", ".join("?" * (len(_COPIED.split(",")) + 1))
-    copied, last_id = 0, None
-    with Inbox(source, readonly=True) as inbox:
-        dropped = _COPIED_DROPPED if inbox.version == SQLITE_SCHEMA_VERSION else "NULL"
-        cursor = inbox._db.execute(f"SELECT {_COPIED}, {dropped} FROM inbox ORDER BY id")
-        # A page at a time: an inbox of a million webhook bodies never sits in memory at once.
-        while rows := cursor.fetchmany(_COPY_PAGE):
-            destination._db.executemany(
-                f"INSERT INTO inbox ({_COPIED}, {_COPIED_DROPPED}) VALUES ({marks})",
-                [(*row[:6], bytes(row[6]), *row[7:]) for row in rows],
-            )
-            copied, last_id = copied + len(rows), rows[-1][0]
-    if last_id is not None:  # the next webhook accepted on PostgreSQL gets an id after the copied ones
-        destination._db.execute("SELECT setval(pg_get_serial_sequence('inbox', 'id'), ?)", (last_id,))
-    return copied
 
 
 def _version_problem(name: str, version: int, readonly: bool) -> str | None:

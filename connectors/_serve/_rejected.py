@@ -15,7 +15,7 @@ in the inbox itself and the next start processes them.
 
 A PostgreSQL inbox is shared by the services on its database, whose runs last as long as they do and read
 the journal's rejections only when they start: ``shipmap replay`` requeues the rows itself, services running
-or not, and forgets their rejections in the same transaction (``_inbox_pg.requeue_rejected``); the service
+or not, and forgets their rejections in the same transaction (``_inbox_journal.requeue_rejected``); the service
 that takes a row records its rejection again, with the reason of now, if it still fails. That needs the
 journal in the inbox's database (the default: ``serve.inbox`` unset), which :func:`refuse_apart` checks.
 """
@@ -34,7 +34,8 @@ from .._redact import RedactingLogger
 from .._store._journal import Journal, open_readonly
 from .._store._journal_pg import display_url, is_database_url
 from ._inbox import DEDUP_WINDOW, HeldRow, Inbox
-from ._inbox_pg import PostgresInbox, open_reader, requeue_rejected
+from ._inbox_journal import requeue_rejected
+from ._inbox_pg import PostgresInbox, open_reader
 from ._replays import ReplayRequest
 
 _WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")

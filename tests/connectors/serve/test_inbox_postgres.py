@@ -17,7 +17,14 @@ from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
 from shipmap.connectors._config import load_config
 from shipmap.connectors._redact import Redactor, get_logger
-from shipmap.connectors._serve import Inbox, InboxError, PostgresInbox, _inbox_pg, serve_settings
+from shipmap.connectors._serve import (
+    Inbox,
+    InboxError,
+    PostgresInbox,
+    _inbox_journal,
+    _inbox_pg,
+    serve_settings,
+)
 from shipmap.connectors._serve._app import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION
@@ -231,7 +238,8 @@ def test_the_inbox_schema_is_versioned_and_upgraded_by_journal_migrate(
 def test_journal_copy_carries_the_sqlite_inbox_into_postgresql(
     tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_inbox_pg, "_COPY_PAGE", 1)  # the copy reads a page at a time: here, each its own
+    # The copy reads a page at a time: here, each row its own.
+    monkeypatch.setattr(_inbox_journal, "_COPY_PAGE", 1)
     journal_path = tmp_path / ".shipmap" / "journal.db"
     with Journal(journal_path) as journal:
         journal.put_source("d" * 64, '{"id":1}')

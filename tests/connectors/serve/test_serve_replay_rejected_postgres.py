@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import psycopg
 from shipmap.connectors import Journal, Sandbox
-from shipmap.connectors._serve._inbox_pg import PostgresInbox, requeue_rejected
+from shipmap.connectors._serve._inbox_journal import requeue_rejected
+from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
 from .harness import BC_API_TOKEN, ServeProcess
 from .rejected_support import NOT_FOUND, SECRET_HEADER, Store, shipmap, webhook_999
