@@ -42,9 +42,8 @@ from .._plural import counted
 from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError, SourceUnavailable, concurrency_of
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
-from ._lanes import Lane, Lanes, Slot
+from ._lanes import PAGE, Lane, Lanes, Slot
 
-_PAGE = 64
 _MARK_EVERY = 32
 _IDLE_POLL = 1.0  # seconds between looks at the inbox when nothing wakes the feed
 _PURGE_EVERY = 3600.0
@@ -145,7 +144,7 @@ class InboxFeed:
         self._purge = purge or (lambda: inbox.purge(time.time() - DEDUP_WINDOW))
         self._purged_at = time.monotonic()  # the service purged at start
         self._lanes: Lanes[InboundRow, SourceDocument] = Lanes(
-            concurrency_of(enricher.enrichments), shared=_PAGE
+            concurrency_of(enricher.enrichments), shared=PAGE
         )
         self._cursor = 0  # the last row read by the reads of the sources whose lanes are not detached
 
@@ -243,14 +242,14 @@ class InboxFeed:
         for source, lane in list(self._lanes.detached()):
             while self._lanes.room(lane) > 0:
                 # A page, not just the room: a webhook parked at once (its API down) takes no room.
-                rows = self.inbox.pending(after=lane.cursor, limit=_PAGE, source=source)
+                rows = self.inbox.pending(after=lane.cursor, limit=PAGE, source=source)
                 for row in rows:
                     if self._lanes.room(lane) <= 0:
                         break  # the lane's cursor stays before this row: the next read starts there
                     lane.cursor = max(lane.cursor, row.id)
                     if row.id not in self._lanes.held and row.id not in done:
                         self._take(lane, row)
-                if len(rows) < _PAGE and self._lanes.room(lane) > 0:
+                if len(rows) < PAGE and self._lanes.room(lane) > 0:
                     lane.detached = False  # caught up: its next rows come with the others'
                     break
 

@@ -31,7 +31,9 @@ from typing import Any, Generic, Protocol, TypeVar
 E = TypeVar("E", bound=BaseException)
 T = TypeVar("T")  # what a lane hands over: an event
 _CANCEL_WAIT = 2.0  # seconds a closing feed waits for its cancelled fetches (the drain waits 5 s for it)
-_SHARED = 64  # rows held at most by the lanes that fetch nothing, together
+# One page of rows: the most the feed reads from the inbox at once, and the most that the lanes that fetch
+# nothing hold, together (``through_lanes`` too).
+PAGE = 64
 
 
 class Queued(Protocol):
@@ -188,7 +190,7 @@ async def through_lanes(
     across lanes, whatever is ready goes first. ``cap_of`` as for :class:`Lanes`. A fetch returns the item to
     hand over, never raises for the item's sake (an event that cannot be enriched is a rejected record). The
     fetches still under way when the consumer stops are cancelled."""
-    lanes: Lanes[Position, T] = Lanes(cap_of, shared=_SHARED)
+    lanes: Lanes[Position, T] = Lanes(cap_of, shared=PAGE)
     changed = asyncio.Event()
     unread = iter(items)
     index = 0
