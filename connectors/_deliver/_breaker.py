@@ -14,7 +14,9 @@ keeps them in this process. A :class:`SharedStore` (``_breaker_pg``: the Postgre
 shares them between worker processes: each transition is made on the record under the database's row lock
 and on its clock, so one worker's open breaker stops the others and one probe goes at a time across them;
 reads come from a local copy at most ``refresh`` seconds old; ``max_rate`` slots are claimed in the
-database, one round trip per request. The transition rules below are the same for both stores.
+database, one round trip per request, and so is a hold (a Retry-After) on a connection with ``max_rate``:
+it pushes the shared next slot, so every worker waits it out. The transition rules below are the same for both
+stores.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 BreakerPhase = Literal["closed", "open", "half_open"]
 _T = TypeVar("_T")
+# Answers whose Retry-After speaks for the API, not for the one request that got it: every request of the
+# connection is held until then (a 500 or 502 that says Retry-After only delays its own retry).
+HOLDING_STATUSES = (429, 503)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,10 @@ class SharedStore(StateStore, Protocol):
 
     async def claim_rate(self, name: str, interval: float) -> float:
         """Claim the next request slot ``interval`` after the last one claimed: seconds until it starts."""
+        ...
+
+    async def hold_rate(self, name: str, seconds: float) -> None:
+        """No slot of ``name`` starts before ``seconds`` from now, for any process (a Retry-After)."""
         ...
 
 
@@ -366,6 +375,19 @@ class RateLimiter:
     def hold(self, seconds: float) -> None:
         """No request starts for ``seconds`` from now (or later, if a hold already says so)."""
         self._held_until = max(self._held_until, self._clock() + seconds)
+
+    async def hold_everywhere(self, seconds: float) -> None:
+        """``hold()``, and with a shared store and a rate, for the other processes too: they claim their slots
+        there, so pushing the next free slot holds them at the cost of one round trip. Without a rate they
+        ask the store nothing per request, and each holds on its own 429."""
+        self.hold(seconds)
+        if self._shared is not None and self.interval:
+            await self._shared.hold_rate(self.name, seconds)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to wait for: no rate and no hold in force (a sender may skip ``acquire()``)."""
+        return not self.interval and self._held_until <= self._clock()
 
     async def acquire(self) -> None:
         self.waiting += 1

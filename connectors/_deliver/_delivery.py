@@ -10,7 +10,9 @@ breaker; one refusal of the credentials opens it at once (a 401 that survives a 
 of the credentials, a refused login). While it is open the delivery waits and its attempts do not count;
 past ``outage_wait`` the outcome is *parked*: the delivery stays ``pending``, never dead. While the breaker
 is closed, outage failures are retried with exponential backoff and jitter, and a strictly parsed
-``Retry-After`` is honoured up to a cap; every other non-2xx status is final. What is not delivered comes back as an Outcome with a redacted,
+``Retry-After`` is honoured up to a cap (``retry_after_cap``): on a 429 or a 503 it holds every request of the
+connection until then, not only the retry of the one that got it (``RateLimiter.hold``); every other non-2xx
+status is final. What is not delivered comes back as an Outcome with a redacted,
 truncated response excerpt.
 """
 
@@ -35,7 +37,7 @@ from .._config import Connection, DeliverySettings, RetryPolicy
 from .._errors import AuthError
 from .._redact import Redactor, get_logger
 from ._auth import ShipmapAuth, read_capped
-from ._breaker import CircuitBreaker, MemoryStore, Outage, RateLimiter, StateStore
+from ._breaker import HOLDING_STATUSES, CircuitBreaker, MemoryStore, Outage, RateLimiter, StateStore
 from ._deadline import TaskDeadline
 from ._transport import AiohttpTransport, Sender
 
@@ -168,10 +170,10 @@ class Deliverer:
             )
             for name, c in connections.items()
         }
+        # One per connection, with or without max_rate: a 429's Retry-After holds all of its requests.
         self.limiters = {
             name: RateLimiter(name, c.max_rate, store=store, clock=clock, sleep=sleep)
             for name, c in connections.items()
-            if c.max_rate
         }
         self._blocked_since: dict[str, float] = {}  # when this run first found a connection's breaker open
         # timeout.total: one timer per sending task
@@ -212,7 +214,7 @@ class Deliverer:
         name = request.connection
         sender = self._senders[name]
         breaker = self.breakers[name]
-        limiter = self.limiters.get(name)
+        limiter = self.limiters[name]
         connection = self.connections[name]
         deadline = (connection.timeout or self.settings.timeout).total
         policy = self.settings.retry
@@ -238,7 +240,7 @@ class Deliverer:
                     return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
                 if not breaker.is_open:
                     self._blocked_since.pop(name, None)
-            if limiter is not None:
+            if not limiter.idle:
                 await limiter.acquire()
             attempt += 1
             retry_after: float | None = None
@@ -291,6 +293,9 @@ class Deliverer:
                 reason = refused_reason if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
                 if outage:
                     retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    if retry_after is not None and status in HOLDING_STATUSES:
+                        # It speaks for the connection: its other senders wait too, not collect more 429s.
+                        await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
             if outage or refused:
                 await breaker.failure(reason, probe=probe, refused=refused)
             else:

@@ -242,6 +242,7 @@ class _Endpoints:
                 return await self._drop(request, endpoint)
             if fault.status == 429:
                 log.info("fault: 429 for %s", endpoint)
+                self.state.recorder.faulted(endpoint, 429)
                 return _error(
                     429,
                     "too many requests (injected by the sandbox)",

@@ -139,8 +139,8 @@ class Sandbox:
         return self._state.recorder.requests(api=api, endpoint=endpoint, kind=kind, since=since)
 
     def faulted(self) -> list[tuple[str, str, int]]:
-        """``(received_at, endpoint, status)`` of each request answered with an injected 5xx, oldest first
-        (the latest 100,000): when clients hit an endpoint that was down."""
+        """``(received_at, endpoint, status)`` of each request answered with an injected 5xx or 429, oldest
+        first (the latest 100,000): when clients hit an endpoint that was down, or was told to wait."""
         return self._state.recorder.faulted_requests()
 
     def source_requests(self) -> list[dict[str, Any]]:

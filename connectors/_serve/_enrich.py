@@ -24,7 +24,7 @@ from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._deliver._auth import read_capped
-from .._deliver._breaker import CircuitBreaker, Outage, RateLimiter, StateStore
+from .._deliver._breaker import HOLDING_STATUSES, CircuitBreaker, Outage, RateLimiter, StateStore
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
 from .._errors import ConnectorError
 from .._redact import get_logger
@@ -35,7 +35,6 @@ from ._settings import Enrichment, PathTemplate
 T = TypeVar("T")
 _MAX_RESPONSE = 8 * 1024 * 1024
 _MAX_NESTING = 200  # arrays and objects in one another, at most, in a fetched document
-_HOLDING_STATUSES = (429, 503)  # answers whose wait holds every GET of the connection, not just the retry
 _RESET_MS = "X-Rate-Limit-Time-Reset-Ms"  # BigCommerce: milliseconds until the store's quota refreshes
 _MS_DIGITS = 10
 
@@ -267,7 +266,7 @@ class Enricher:
                     auth.refused_reason if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
                 )
                 retry_after = _asked_wait(status, response.headers) if retryable else None
-                if retry_after is not None and status in _HOLDING_STATUSES:
+                if retry_after is not None and status in HOLDING_STATUSES:
                     limiter.hold(min(retry_after, policy.retry_after_cap))
             if retryable:
                 await breaker.failure(f"GET {path}: {reason}", probe=probe, refused=refused)

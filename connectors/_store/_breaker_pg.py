@@ -9,7 +9,10 @@ What each operation costs:
   read per connection per ``refresh``, shared by the requests that find it stale);
 - a transition (a failure, a close, a probe claimed): one short transaction on the row (``FOR UPDATE``), so
   two workers never both open the breaker, nor both probe;
-- with ``max_rate``: one ``UPDATE ... RETURNING`` per request, which claims the next free slot atomically.
+- with ``max_rate``: one ``UPDATE ... RETURNING`` per request, which claims the next free slot atomically;
+  and one ``UPDATE`` per 429 or 503 with a Retry-After, which pushes the next free slot past it (a hold: the
+  next slot any worker claims starts after it). Without ``max_rate`` a worker asks nothing per request, so a
+  hold is its own: each worker holds on the 429 it gets.
 
 One connection per worker process, opened for one run: its statements are serialised by a lock, and a
 transaction never waits on anything but the database.
@@ -60,6 +63,9 @@ _UPDATE = f"UPDATE connection_state SET {', '.join(f'{f} = %s' for f in _FIELDS)
 _CLAIM = f"""WITH clock AS (SELECT {_NOW} AS now)
              UPDATE connection_state SET next_free = GREATEST(next_free, clock.now) + %(interval)s FROM clock
              WHERE name = %(name)s RETURNING next_free - %(interval)s - clock.now"""
+# A hold (Retry-After): the next slot claimed starts after it, whichever worker claims it.
+_HOLD = f"""UPDATE connection_state SET next_free = GREATEST(next_free, {_NOW} + %(seconds)s)
+            WHERE name = %(name)s"""
 
 
 class PostgresStateStore:
@@ -252,6 +258,14 @@ class PostgresStateStore:
             state.next_free = start + interval * self.peers
             return start - now
         return max(0.0, float(row[0])) if row is not None else 0.0
+
+    async def hold_rate(self, name: str, seconds: float) -> None:
+        try:
+            async with self._statement():
+                await self._conn.execute(_HOLD, {"name": name, "seconds": seconds})
+        except _Away:  # this worker's own hold stands (RateLimiter.hold); the others hold on their own 429
+            state = self._local_rates.setdefault(name, RateState())
+            state.next_free = max(state.next_free, time.monotonic() + seconds)
 
     async def close_breaker(self, name: str) -> None:
         """Close ``name``'s breaker for every worker: its credentials or headers changed (a reload), so the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
@@ -315,3 +316,34 @@ def test_a_connection_away_past_its_deadline_is_a_journal_error(postgres_url: st
             await a.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_hold_on_one_worker_delays_the_next_slot_any_worker_claims(postgres_url: str) -> None:
+    """A 429's Retry-After on a connection with max_rate is shared: it pushes the next free slot in the
+    database, so the other worker's next request waits it out too (its sleeps are only recorded)."""
+
+    async def scenario() -> tuple[list[float], list[float]]:
+        a, b = await two_workers(postgres_url)
+        waits: dict[str, list[float]] = {"a": [], "b": []}
+
+        def recorder(name: str) -> Callable[[float], Awaitable[None]]:
+            async def sleep(seconds: float) -> None:
+                waits[name].append(seconds)
+
+            return sleep
+
+        try:
+            told = RateLimiter("fenix", 100.0, store=a, sleep=recorder("a"))
+            other = RateLimiter("fenix", 100.0, store=b, sleep=recorder("b"))
+            await other.acquire()  # a slot now: no wait
+            await told.hold_everywhere(2.0)
+            await other.acquire()
+            return waits["a"], waits["b"]
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    told_waits, other_waits = asyncio.run(scenario())
+    assert told_waits == []  # acquire() was never called on it
+    # The other worker's first slot went at once (or one interval later); its second, after the hold.
+    assert len(other_waits) >= 1 and 1.8 <= other_waits[-1] <= 2.0 + 1e-6, other_waits
