@@ -47,6 +47,7 @@ from ._model import (
     duration_text,
     parse_duration,
 )
+from ._pairs import check_pairs
 from ._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings
 
 
@@ -559,7 +560,8 @@ EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 
 def check_across_sections(config: RuntimeConfig) -> None:
     """The rules that the schema cannot say, for a config loaded from a file and one built in code alike: a
-    journal in one place, and the placeholders of ``delivery.idempotency.external_id``."""
+    journal in one place, the placeholders of ``delivery.idempotency.external_id``, and bounds that span two
+    keys (``_pairs``: a refresh_margin below its token_ttl)."""
     if config.journal.path is not None and config.journal.url is not None:
         raise config.error(
             "journal: takes path (an SQLite file) or url (PostgreSQL), not both", ("journal", "url")
@@ -572,6 +574,7 @@ def check_across_sections(config: RuntimeConfig) -> None:
                 + ", ".join("{" + f + "}" for f in EXTERNAL_ID_FIELDS),
                 ("delivery", "idempotency", "external_id"),
             )
+    check_pairs(config)
 
 
 class _NotJSON(Exception):

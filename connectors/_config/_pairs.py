@@ -1,0 +1,78 @@
+"""Bounds that span two keys of one section: a value that must stay below another (a fenix_session's
+``refresh_margin`` below its ``token_ttl``). The schema bounds each key alone; these are checked by
+``check_across_sections``, for a config loaded from a file and one built in code alike.
+
+A rule holds when its lower key is given (in a file: written; in code: not its default): a default lower
+value adapts to the other (the auth refreshes at most half a short token's life early, the backoff and
+cooldown are capped). The error is located at whichever of the two keys the file wrote later, the one that
+made them disagree, and names both, with the other's value: these are durations, never secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import ConfigError
+from ._model import PathKey, RuntimeConfig, dotted, duration_text
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    lower: str  # the key that must stay below ``upper``
+    upper: str
+    strict: bool  # below, or at most
+    why: str  # what goes wrong otherwise, for the message
+
+
+REFRESH = Pair(
+    "refresh_margin",
+    "token_ttl",
+    strict=True,
+    why="the token would be renewed before every request, or never used",
+)
+BACKOFF = Pair("backoff_base", "backoff_cap", strict=False, why="the cap would lower every backoff to itself")
+COOLDOWN = Pair(
+    "cooldown", "cooldown_cap", strict=False, why="the first wait between probes would be longer than the cap"
+)
+
+
+def check_pairs(config: RuntimeConfig) -> None:
+    """Every pair of keys whose values must be ordered: ConfigError (exit 2) at the first out of order."""
+    for connection in config.connections:
+        where: PathKey = ("connections", connection.name)
+        if connection.auth.scheme == "fenix_session":
+            _check(config, connection.auth, (*where, "auth"), REFRESH)
+        if connection.breaker is not None:
+            _check(config, connection.breaker, (*where, "breaker"), COOLDOWN)
+    _check(config, config.delivery.retry, ("delivery", "retry"), BACKOFF)
+    _check(config, config.delivery.breaker, ("delivery", "breaker"), COOLDOWN)
+
+
+def _check(config: RuntimeConfig, record: Any, path: PathKey, pair: Pair) -> None:
+    low, high = getattr(record, pair.lower), getattr(record, pair.upper)
+    if (low < high if pair.strict else low <= high) or not _given(config, record, path, pair.lower):
+        return
+    low_at, high_at = config.locations.get((*path, pair.lower)), config.locations.get((*path, pair.upper))
+    relation = "less than" if pair.strict else "at most"
+    if high_at is not None and (
+        low_at is None or (high_at.line, high_at.column) > (low_at.line, low_at.column)
+    ):
+        inverse = "more than" if pair.strict else "at least"
+        message = f"must be {inverse} {pair.lower} ({duration_text(low)}): {pair.why}"
+        raise ConfigError(f"{dotted((*path, pair.upper))}: {message}", location=high_at)
+    default = "" if _given(config, record, path, pair.upper) else ", its default"
+    message = f"must be {relation} {pair.upper} ({duration_text(high)}{default}): {pair.why}"
+    raise ConfigError(f"{dotted((*path, pair.lower))}: {message}", location=low_at or config.where(path))
+
+
+def _given(config: RuntimeConfig, record: Any, path: PathKey, key: str) -> bool:
+    """Whether ``key`` was given: written in the file, or, in code, not left at its default."""
+    if config.locations:
+        return (*path, key) in config.locations
+    default = next(f.default for f in dataclasses.fields(record) if f.name == key)
+    return bool(getattr(record, key) != default)
+
+
+__all__ = ["check_pairs"]

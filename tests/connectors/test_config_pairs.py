@@ -1,0 +1,147 @@
+"""Bounds that span two keys: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff base
+and a breaker cooldown at most their caps. Each key passed its own bounds and the pair was not checked: a
+margin of 5m on a 4m token was silently halved. Held for a file (located at the key written later, exit 2)
+and for a config built in code alike; a default lower value adapts and is not an error."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shipmap.connectors import (
+    BreakerSettings,
+    ConfigError,
+    DeliverySettings,
+    RetryPolicy,
+    Runtime,
+    load_config,
+)
+from shipmap.connectors._cli import main
+from shipmap.connectors._redact import Redactor
+from test_runtime_support import BASE_CONFIG, SECRETS, environ, write_config
+
+URL = "http://127.0.0.1:9"
+
+
+def _fenix_auth(**keys: str) -> dict[str, Any]:
+    connections = copy.deepcopy(BASE_CONFIG["connections"])
+    connections["fenix"]["auth"].update(keys)
+    return {"connections": connections}
+
+
+def _fenix_breaker(**keys: str) -> dict[str, Any]:
+    connections = copy.deepcopy(BASE_CONFIG["connections"])
+    connections["fenix"]["breaker"] = keys
+    return {"connections": connections}
+
+
+@pytest.mark.parametrize(
+    ("changes", "located", "message"),
+    [
+        (
+            _fenix_auth(token_ttl="4m", refresh_margin="5m"),
+            "refresh_margin: 5m",
+            "connections.fenix.auth.refresh_margin: must be less than token_ttl (4m): the token would be"
+            " renewed before every request, or never used",
+        ),
+        (  # written the other way round: the error is at the key that came later, token_ttl
+            _fenix_auth(refresh_margin="10m", token_ttl="10m"),
+            "token_ttl: 10m",
+            "connections.fenix.auth.token_ttl: must be more than refresh_margin (10m): the token would be"
+            " renewed before every request, or never used",
+        ),
+        (  # against the default token_ttl (4h)
+            _fenix_auth(refresh_margin="5h"),
+            "refresh_margin: 5h",
+            "connections.fenix.auth.refresh_margin: must be less than token_ttl (4h, its default): the token"
+            " would be renewed before every request, or never used",
+        ),
+        (
+            {"delivery": {"retry": {"backoff_base": "2s", "backoff_cap": "1s"}}},
+            "backoff_cap: 1s",
+            "delivery.retry.backoff_cap: must be at least backoff_base (2s): the cap would lower every backoff"
+            " to itself",
+        ),
+        (
+            _fenix_breaker(cooldown="90s"),
+            "cooldown: 90s",
+            "connections.fenix.breaker.cooldown: must be at most cooldown_cap (1m, its default): the first wait"
+            " between probes would be longer than the cap",
+        ),
+    ],
+    ids=["margin-after-ttl", "ttl-after-margin", "margin-over-default-ttl", "backoff", "connection-cooldown"],
+)
+def test_two_keys_out_of_order_are_a_located_error_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], located: str, message: str
+) -> None:
+    path = write_config(tmp_path, URL, **changes)
+    lines = path.read_text().splitlines()
+    line = next(n for n, row in enumerate(lines, 1) if row.strip() == located)
+    column = lines[line - 1].index(located) + len(located.split(": ")[0]) + 3
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ(URL))
+    assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    code = main(["run", str(path), "--input", str(events)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"{path}:{line}:{column}: error: {message}"), err
+    assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
+
+
+def test_a_short_token_ttl_alone_keeps_the_default_margin_adapting(tmp_path: Path) -> None:
+    """The default margin (5m) is at most half the token's life: a 2m token alone is not an error."""
+    config = load_config(write_config(tmp_path, URL, **_fenix_auth(token_ttl="2m")), environ=environ(URL))
+    fenix = next(c for c in config.connections if c.name == "fenix")
+    assert (fenix.auth.token_ttl, fenix.auth.refresh_margin) == (120.0, 300.0)
+    auth = fenix.auth.build(fenix.base_url, Redactor())
+    assert auth.refresh_margin == 60.0  # type: ignore[attr-defined]
+
+
+def _in_code(**changes: Any) -> Any:
+    from test_config import _in_code as build
+
+    return build(**changes)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"auth": {"token_ttl": 240.0, "refresh_margin": 360.0}},
+            "connections.fenix.auth.refresh_margin: must be less than token_ttl (4m): the token would be"
+            " renewed before every request, or never used",
+        ),
+        (
+            {"delivery": DeliverySettings(retry=RetryPolicy(backoff_base=2.0, backoff_cap=1.0))},
+            "delivery.retry.backoff_base: must be at most backoff_cap (1s): the cap would lower every backoff"
+            " to itself",
+        ),
+        (
+            {"delivery": DeliverySettings(breaker=BreakerSettings(cooldown=5.0, cooldown_cap=2.0))},
+            "delivery.breaker.cooldown: must be at most cooldown_cap (2s): the first wait between probes would"
+            " be longer than the cap",
+        ),
+    ],
+    ids=["margin", "backoff", "cooldown"],
+)
+def test_a_config_built_in_code_is_held_to_the_same_pairs(change: dict[str, Any], message: str) -> None:
+    config = _in_code(**{k: v for k, v in change.items() if k != "auth"})
+    if "auth" in change:
+        fenix = config.connections[0]
+        auth = dataclasses.replace(fenix.auth, **change["auth"])
+        config = dataclasses.replace(config, connections=(dataclasses.replace(fenix, auth=auth),))
+    with pytest.raises(ConfigError) as caught:
+        Runtime(config)
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+
+
+def test_pairs_in_order_or_left_at_their_defaults_pass_in_code() -> None:
+    config = _in_code(delivery=DeliverySettings(retry=RetryPolicy(backoff_base=1.0, backoff_cap=1.0)))
+    fenix = config.connections[0]
+    short = dataclasses.replace(fenix.auth, token_ttl=60.0)  # the default margin adapts: no error
+    Runtime(dataclasses.replace(config, connections=(dataclasses.replace(fenix, auth=short),)))
