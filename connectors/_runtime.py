@@ -215,6 +215,7 @@ class Runtime:
         total: int | None = None,
         workers: int = 0,
         wait_for_others: bool = True,
+        park_when_down: bool = False,
     ) -> RunSummary:
         """Deliver ``events``: first what an interrupted run left pending, then each event in order.
 
@@ -224,6 +225,10 @@ class Runtime:
         three leases), the summary's ``held`` says who. A service whose peers keep running (``shipmap
         serve``) passes False: they take over what it leaves.
 
+        ``park_when_down``: at most half of the senders wait for one connection's open breaker; its other
+        deliveries are parked at once, so the other connections' deliveries go on (``shipmap serve``, which
+        looks at parked work again by itself, passes True; a run waits for the breaker, ``outage_wait``).
+
         ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
         iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
         routes, maps, validates and encodes each event, while this thread journals and sends: the work of
@@ -232,7 +237,7 @@ class Runtime:
         if workers < 0:
             raise ConfigError("workers must be 0 or more")
         with self._exclusive(), self._open_journal() as journal:
-            execution = _Execution(self, journal, progress, total)
+            execution = _Execution(self, journal, progress, total, park_when_down=park_when_down)
             if workers and not isinstance(events, AsyncIterable) and fork_available():
                 forked = ForkedProducer(
                     lambda: produce_packed(self.mapper, events), close_in_child=journal.lock_fds()
@@ -371,6 +376,8 @@ class _Execution:
         journal: Journal,
         progress: Callable[[Progress], None] | None,
         total: int | None,
+        *,
+        park_when_down: bool = False,
     ) -> None:
         self.runtime = runtime
         self.journal = journal
@@ -382,6 +389,7 @@ class _Execution:
         self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, runtime._log)
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
+        self.park_when_down = park_when_down
 
     def _follow_moved_connections(self) -> None:
         """Point the pending deliveries of connections moved to another ``base_url`` there. An SQLite journal
@@ -429,6 +437,8 @@ class _Execution:
             on_retry=self._on_retry,
             store=runtime.breaker_store,
             runtime_name=runtime.name,
+            # serve: half the senders at most wait for one connection that is down; its sweeps send the rest
+            waiting_cap=max(1, concurrency // 2) if self.park_when_down else None,
         )
         runtime._deliverer = deliverer
         try:

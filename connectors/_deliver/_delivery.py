@@ -14,6 +14,10 @@ is closed, outage failures are retried with exponential backoff and jitter, and 
 connection until then, not only the retry of the one that got it (``RateLimiter.hold``); every other non-2xx
 status is final. What is not delivered comes back as an Outcome with a redacted,
 truncated response excerpt.
+
+A delivery waiting for its breaker holds its sender. With ``waiting_cap`` (``shipmap serve``, which looks at
+parked work again by itself), at most that many wait for one connection's open breaker; that connection's
+other deliveries are parked at once, so the senders go on with the other connections.
 """
 
 from __future__ import annotations
@@ -145,6 +149,7 @@ class Deliverer:
         store: StateStore | None = None,
         clock: Callable[[], float] = time.monotonic,
         runtime_name: str | None = None,
+        waiting_cap: int | None = None,
     ) -> None:
         self.connections = connections
         self.auths = auths
@@ -176,6 +181,8 @@ class Deliverer:
             for name, c in connections.items()
         }
         self._blocked_since: dict[str, float] = {}  # when this run first found a connection's breaker open
+        self._waiting_cap = waiting_cap
+        self._waiting: dict[str, int] = {}  # deliveries in ``admit``, by connection
         # timeout.total: one timer per sending task
         self._deadlines: dict[asyncio.Task[Any], TaskDeadline] = {}
 
@@ -232,8 +239,16 @@ class Deliverer:
                 if self._blocked_since:
                     self._blocked_since.pop(name, None)
             else:
+                waiting = self._waiting.get(name, 0)
                 try:
-                    probe = await breaker.admit(self._give_up_at(name))
+                    if self._waiting_cap is not None and waiting >= self._waiting_cap and breaker.is_open:
+                        since = self._blocked_since.setdefault(name, self._clock())
+                        raise Outage(name, breaker.state.reason, self._clock() - since)
+                    self._waiting[name] = waiting + 1
+                    try:
+                        probe = await breaker.admit(self._give_up_at(name))
+                    finally:
+                        self._waiting[name] -= 1
                 except Outage as stop:
                     # Without the connection's name: the summary's line and the log's name it already.
                     reason = self.redactor.redact(stop.detail)

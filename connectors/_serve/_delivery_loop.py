@@ -245,6 +245,7 @@ class DeliveryLoop:
                     resweep=self._resweep[0],
                     resweep_cap=self._resweep[1],
                     parked_deliveries=self._parked_now,
+                    outages_over=self._outages_over,
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
                     intake_accepted=lambda: self.accepted,
                     runtime_name=self.runtime.name,
@@ -274,8 +275,9 @@ class DeliveryLoop:
             self.runs += 1
             try:
                 # Other services on a shared journal keep running and take over what this one leaves.
+                # A connection that is down holds up half the senders at most: the feed's sweeps send the rest.
                 run = await self.runtime.run_async(
-                    feed.events(), progress=self._on_progress, wait_for_others=False
+                    feed.events(), progress=self._on_progress, wait_for_others=False, park_when_down=True
                 )
             except SendingStopped as stopped:
                 stall = await self._stall(stopped, feed, stall)
@@ -320,6 +322,14 @@ class DeliveryLoop:
     def _parked_now(self) -> int:
         live = self.runtime.live
         return live.parked if live is not None else 0
+
+    def _outages_over(self) -> bool:
+        """Whether the connections the run in progress parked deliveries for all have closed breakers now."""
+        live = self.runtime.live
+        if live is None or not live.outages:
+            return False
+        store = self.runtime.breaker_store
+        return all(store.breaker(name).phase == "closed" for name in live.outages)
 
     async def _carry_out_replays(self, enricher: Enricher) -> None:
         for request in self._replays.waiting() if self._replays is not None else ():

@@ -16,7 +16,8 @@ parked, or a ``shipmap replay`` request is waiting, the feed ends its epoch once
 once) and the delivery loop starts the next. A webhook whose enrichment finds the source API's breaker open
 is *parked* too: it stays ``pending`` in the inbox, is skipped, and is looked at again at the next sweep.
 Sweeps come ``resweep`` seconds after something was parked (at the earliest when the breaker's next probe is
-due), doubling while the outage lasts, up to ``resweep_cap``. The breakers decide what is sent: a sweep into an
+due), doubling while the outage lasts, up to ``resweep_cap``, and at once when the breakers of the connections
+whose deliveries were parked have closed (a probe was answered). The breakers decide what is sent: a sweep into an
 open breaker sends nothing, so sweeping never hammers a destination that is down.
 
 During a burst of webhooks, delivery steps aside: intake and delivery share one process (one GIL), and every
@@ -111,6 +112,7 @@ class InboxFeed:
         resweep: float = 5.0,
         resweep_cap: float = 300.0,
         parked_deliveries: Callable[[], int] = lambda: 0,
+        outages_over: Callable[[], bool] = lambda: False,
         replays_waiting: Callable[[], bool] = lambda: False,
         intake_accepted: Callable[[], int] = lambda: 0,
         runtime_name: str | None = None,
@@ -133,6 +135,7 @@ class InboxFeed:
         self._next_sweep: float | None = None  # monotonic: when parked work is looked at again
         self._retry_in = 0.0  # the soonest a parked webhook's source API probes again
         self._parked_deliveries = parked_deliveries
+        self._outages_over = outages_over
         self._replays_waiting = replays_waiting
         self._replays_checked = 0.0
         self._intake_accepted = intake_accepted
@@ -324,13 +327,16 @@ class InboxFeed:
             self._backoff, self._next_sweep = self._resweep, None  # the outage is over
             return None
         now = time.monotonic()
-        if self._next_sweep is None:
-            self._next_sweep = now + max(self._backoff, self._retry_in if self.parked else 0.0)
-            return None
-        if now < self._next_sweep:
-            return None
+        # The deliveries' connections are back: their parked deliveries go now, not after the backoff.
+        back = bool(deliveries) and self._outages_over()
+        if not back:
+            if self._next_sweep is None:
+                self._next_sweep = now + max(self._backoff, self._retry_in if self.parked else 0.0)
+                return None
+            if now < self._next_sweep:
+                return None
         self._next_sweep = None
-        self._backoff = min(self._backoff * 2, self._resweep_cap)
+        self._backoff = self._resweep if back else min(self._backoff * 2, self._resweep_cap)
         self.sweeps += 1
         self._log.info(
             "looking again at parked work: %s, %s (next look in %.0f s at the latest)",

@@ -19,10 +19,12 @@ from shipmap.connectors._config._serve_model import DEFAULT_ENRICH_CONCURRENCY
 
 from .harness import (
     BC_API_TOKEN,
+    FIXTURES,
     REAL_SHOPIFY,
     SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
+    easypost_headers,
     environment,
     shopify_headers,
 )
@@ -325,3 +327,83 @@ def test_parked_webhooks_are_counted_past_the_ids_kept_and_recounted_by_each_pas
     assert len(parked) == 6
     parked.clear()  # a sweep: what still waits parks again as the feed meets it
     assert len(parked) == 0 and not parked
+
+
+TWO_DESTINATIONS = """version: 1
+env_file: false
+connections:
+  fenix:
+    api: fenix
+    base_url: ${SANDBOX_URL}
+    auth: {scheme: fenix_session, username: "${FENIX_USERNAME}", password: "${FENIX_PASSWORD}",
+           api_key: "${FENIX_API_KEY}", store_name: demo-store}
+    breaker: {failures: 2, cooldown: 200ms, cooldown_cap: 1s, outage_wait: 10m}
+  dg:
+    api: dg
+    base_url: DG_URL
+    auth: {scheme: basic, key: "${DG_API_KEY}", secret: "${DG_API_SECRET}"}
+events: {topic: topic, body: payload}
+sources:
+  shop: {type: shopify, secret: "${SHOPIFY_SECRET}"}
+  easypost: {type: generic, header: X-Hmac-Signature, prefix: hmac-sha256-hex=, secret: "${EASYPOST_WEBHOOK_SECRET}"}
+mappings:
+  - {mapping: shopify/order, topic: orders/create}
+  - mapping: easypost/tracker
+    match: "source == 'easypost'"
+    targets: {fulfillment: {enabled: false}}   # DG alone
+delivery:
+  concurrency: 4
+  timeout: 10s
+  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full}
+journal: {path: .shipmap/journal.db}
+serve: {host: 127.0.0.1, port: 0, drain_timeout: 10s, resweep: 30s, resweep_cap: 5m}
+"""
+
+
+def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(tmp_path: Path) -> None:
+    """Fenix down with a long outage_wait: its deliveries used to hold every sender, waiting for its breaker,
+    so Digital Genius got nothing until Fenix came back (the soak: 0 DG requests in the minute Fenix was
+    down). Now half the senders at most wait for Fenix, its other deliveries are parked, DG's go on; and
+    when Fenix's breaker closes, the parked ones are sent at once, not at the next sweep (30 s here)."""
+    tracker = json.loads((FIXTURES / "derived" / "easypost" / "event_delivered.json").read_text())
+    with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
+        config = tmp_path / "two.yaml"
+        config.write_text(TWO_DESTINATIONS.replace("DG_URL", dg.url))
+        serve = ServeProcess(tmp_path, fenix.url, config=config).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for i in range(6):
+                    body = _shopify_order(i)
+                    headers = shopify_headers(body, "orders/create", f"down-{i}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(
+                    lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] > 0,
+                    what="Fenix deliveries parked past the senders that wait for its breaker",
+                )
+                for i in range(10):
+                    doc = dict(tracker, id=f"evt_down{i}", result=dict(tracker["result"], id=f"trk_down{i}"))
+                    body = json.dumps(doc).encode()
+                    assert serve.post(client, "easypost", body, easypost_headers(body)).status_code == 200
+                serve.wait_until(
+                    lambda: len(dg.requests(endpoint="dg.execution")) == 10,
+                    timeout=20,
+                    what="DG's 10 executions while Fenix is down",
+                )
+                ready = client.get(f"{serve.url}/readyz").json()
+                assert (
+                    ready["breakers"]["fenix"] != "closed" and fenix.requests(endpoint="fenix.orders") == []
+                )
+                fenix.set_faults(None)
+                serve.wait_until(
+                    lambda: len(fenix.requests(endpoint="fenix.orders")) == 6,
+                    timeout=20,
+                    what="the 6 orders once Fenix is back, before the next sweep (30 s)",
+                )
+                assert _dead(client.get(f"{serve.url}/metrics").text) == 0
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    assert sorted(o.body["id"] for o in fenix.requests(endpoint="fenix.orders")) == [
+        str(7_000_000 + i) for i in range(6)
+    ]
+    assert "dead-lettered" not in "".join(serve.output)
