@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,33 @@ class TokenBucket:
             self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
+
+
+class Refusals:
+    """The webhooks refused in one period of the service's activity line, for the log. The first of each
+    source and reason is logged with its message (what the sender should fix); the others are counted, and the
+    activity line says how many: a sender that keeps being refused (past its ``rate_limit``, during a drain,
+    with a broken body) costs a line a minute, not a line a request, which a log collector's rate limit
+    (journald: 10,000 lines in 30 s) would drop along with the warnings. Forged requests (401) are counted
+    only. Bounded: one count per source and reason."""
+
+    def __init__(self) -> None:
+        self._counts = Counter[tuple[str, int, str]]()
+
+    def note(self, source: str, rejection: Rejection) -> bool:
+        """Count a refusal; whether to log it: the first of its source and reason this period, not a 401."""
+        key = (source, rejection.status, rejection.reason)
+        self._counts[key] += 1
+        return self._counts[key] == 1 and rejection.status != 401
+
+    def take(self) -> str | None:
+        """The period's refusals in words, most first (``2000 refused: 1995 shop 429 rate_limited, ...``),
+        or None; the next period starts (its first refusals are logged again)."""
+        counts, self._counts = self._counts, Counter()
+        if not counts:
+            return None
+        parts = [f"{n} {source} {status} {reason}" for (source, status, reason), n in counts.most_common()]
+        return f"{sum(counts.values())} refused: {', '.join(parts)}"
 
 
 class CutOffRequests(logging.Filter):
@@ -139,6 +167,7 @@ class ServiceState:
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
     processes: int = 1  # the serve processes on the inbox: each allows 1/processes of a rate_limit
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds a sender has to send a body (serve.body_timeout)
+    refusals: Refusals = field(default_factory=Refusals)  # for the activity line
 
     def __post_init__(self) -> None:
         self.committer = GroupCommit(self.inbox)
@@ -176,7 +205,7 @@ def build_app(state: ServiceState, redactor: Any, *, runtime_name: str | None = 
             headers["Retry-After"] = str(max(1, round(rejection.retry_after + 0.499)))
         if rejection.close:  # else the server waits for the rest of a body that may never come
             headers["Connection"] = "close"
-        if rejection.status != 401:  # forged requests are counted, not logged one by one at warning level
+        if state.refusals.note(source, rejection):  # the first of its kind this period; the rest are counted
             log.info("POST /hooks/%s: %d %s", source, rejection.status, rejection.message)
         return JSONResponse(
             {"error": rejection.reason, "message": rejection.message}, rejection.status, headers=headers

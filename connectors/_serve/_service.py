@@ -313,9 +313,7 @@ class Service:
             if isinstance(state.inbox, SharedIntake)
             else None
         )
-        activity = asyncio.create_task(
-            self._log_activity(delivery, state.inbox), name="shipmap-serve-activity"
-        )
+        activity = asyncio.create_task(self._log_activity(delivery, state), name="shipmap-serve-activity")
         http = asyncio.create_task(server.serve(sockets=[sock]), name="shipmap-serve-http")
         stop = asyncio.create_task(self._stop.wait())
         try:
@@ -338,7 +336,7 @@ class Service:
                 loop.remove_signal_handler(signum)
             sock.close()
 
-    async def _log_activity(self, delivery: DeliveryLoop, inbox: InboxStore) -> None:
+    async def _log_activity(self, delivery: DeliveryLoop, state: ServiceState) -> None:
         """Every ``ACTIVITY_EVERY_S`` in which anything happened, a line of what: the record of a service left
         running (a line per delivery waits for ``-v``; /metrics has the same counts as series)."""
         last = (delivery.accepted, 0, 0)
@@ -346,19 +344,21 @@ class Service:
             await asyncio.sleep(ACTIVITY_EVERY_S)
             summary = delivery.summary()
             now = (delivery.accepted, summary.delivered, summary.dead)
-            if now == last:
+            refused = state.refusals.take()
+            if now == last and refused is None:
                 continue
             try:
-                waiting = f"{inbox.depth()} waiting in the inbox"
+                waiting = f"{state.inbox.depth()} waiting in the inbox"
             except Exception as error:  # the inbox's own errors are intake's to report; this is one line
                 waiting = f"the inbox cannot be read now ({type(error).__name__})"
             self._log.info(
-                "in the last %g s: %s accepted, %d delivered, %s; %s",
+                "in the last %g s: %s accepted, %d delivered, %s; %s%s",
                 ACTIVITY_EVERY_S,
                 counted(now[0] - last[0], "webhook"),
                 now[1] - last[1],
                 counted(now[2] - last[2], "dead letter"),
                 waiting,
+                f"; {refused}" if refused is not None else "",
             )
             last = now
 
@@ -448,6 +448,8 @@ class Service:
         elif http.exception() is not None:
             raise http.exception()  # type: ignore[misc]
         self._log.info("stopped: %s handed to delivery", counted(delivery.handed, "event"))
+        if (refused := state.refusals.take()) is not None:  # since the last activity line: the drain's 503s
+            self._log.info("since the last activity line: %s", refused)
         if (owed := owed_at_stop(self.runtime.config.journal.location, state.inbox)) is not None:
             self._log.warning("%s", owed)
         if self.summary is not None:

@@ -17,7 +17,7 @@ import pytest
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Service, _service
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, shopify_headers
+from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, shopify_headers, standard_webhooks_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 
@@ -77,3 +77,55 @@ def test_a_service_logs_what_it_did_in_each_period_in_which_it_did_anything(
     assert all(said.fullmatch(line) for line in lines), lines
     assert lines[0].startswith("in the last 0.5 s: 1 webhook accepted, "), lines
     assert "error" not in outcome, outcome
+
+
+def test_a_sender_that_keeps_being_refused_costs_a_line_a_period_not_a_line_a_request(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The soak: every refusal but a 401 was logged, one line each: a sender past its rate_limit, or posting
+    through a drain, wrote a line per request (a flood that a log collector's rate limit drops along with the
+    warnings). Now the first of each source and reason in a period is logged, with what to fix, and the
+    activity line counts the rest; what is refused after the last activity line is said at stop."""
+    monkeypatch.setattr(_service, "ACTIVITY_EVERY_S", 0.5)
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        (tmp_path / item.name).write_text(item.read_text())
+    service = Service(Runtime.from_config(tmp_path / "serve.yaml", environ=environment(sandbox.url)))
+    ready = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
+        except BaseException as error:  # reported by the assertions below
+            outcome["error"] = error
+
+    statuses: list[int] = []
+    with caplog.at_level(logging.INFO, logger="shipmap.connectors"):
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        assert ready.wait(30), outcome
+        try:
+            with httpx.Client(base_url=service.url or "", timeout=10) as client:
+                now = int(time.time())
+                for index in range(40):  # the app source allows a burst of 3, then 0.01 a second
+                    body = json.dumps({"n": index}).encode()
+                    headers = standard_webhooks_headers(body, f"msg_{index}", now, "t")
+                    statuses.append(client.post("/hooks/app", content=body, headers=headers).status_code)
+                for index in range(5):
+                    body = b'{"id": ' + str(index).encode()  # signed, but not JSON
+                    headers = shopify_headers(body, "orders/create", f"broken-{index}")
+                    statuses.append(client.post("/hooks/shop", content=body, headers=headers).status_code)
+        finally:
+            service.stop()
+            thread.join(60)
+    assert "error" not in outcome, outcome
+    assert statuses.count(429) == 37 and statuses.count(400) == 5, statuses
+    messages = [r.getMessage() for r in caplog.records]
+    refused_lines = [m for m in messages if m.startswith("POST /hooks/")]
+    counted = [m for m in messages if " refused: " in m]
+    for source, status, reason, total in (("app", 429, "rate_limited", 37), ("shop", 400, "not_json", 5)):
+        found = [int(n) for m in counted for n in re.findall(rf"(\d+) {source} {status} {reason}\b", m)]
+        assert sum(found) == total, counted  # every refusal is counted once, in a period's line or at stop
+        logged = [m for m in refused_lines if m.startswith(f"POST /hooks/{source}: {status} ")]
+        assert len(logged) == len(found) < total, refused_lines  # the first of each period, with its message
+    assert any(m.startswith("POST /hooks/shop: 400 the body is not JSON") for m in refused_lines)
