@@ -392,9 +392,9 @@ class InboxFeed:
         except SourceUnavailable:
             raise  # not the event's fault: it is parked, not dead-lettered
         except EnrichmentError as error:
-            # Recorded by the runtime as a rejected input with this reason (shipmap dead-letters).
+            # Recorded by the runtime as a rejected input with this reason (shipmap dead-letters), and logged
+            # by it as one: a warning here too said each failure twice.
             self.enrichment_failures += 1
-            self._log.warning("%s: enrichment failed: %s", origin, error.message)
             return SourceDocument(
                 origin,
                 error=f"enrichment failed: {error.message}",
