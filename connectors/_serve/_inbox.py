@@ -472,8 +472,9 @@ class Inbox:
                 return total
 
     def drop_bodies(self, processed_before: float, keep: Collection[int], *, chunk: int = DROP_CHUNK) -> int:
-        """Empty the bodies of rows processed before ``processed_before`` (epoch seconds), but for the rows in
-        ``keep`` (those rejected: ``replay --rejected`` maps them again); how many. The rows stay, so their ids
+        """Empty the bodies of rows processed before ``processed_before`` (epoch seconds), and forget the documents
+        their enrichment fetched (the journal holds the enriched event; a skinny webhook's documents are most of
+        its row), but for the rows in ``keep`` (those rejected: ``replay --rejected`` maps them again); how many. The rows stay, so their ids
         are still duplicates until ``purge``. A statement (one transaction) per ``chunk`` rows, oldest first,
         as ``purge`` does, so intake's connection commits between two."""
         dropped = 0
@@ -487,7 +488,7 @@ class Inbox:
             ids = [int(row_id) for row_id, _ in rows if row_id not in keep]
             if ids:
                 cursor = self._db.execute(
-                    "UPDATE inbox SET body = x'', body_dropped_at = ? WHERE state = 'processed'"
+                    "UPDATE inbox SET body = x'', documents = NULL, body_dropped_at = ? WHERE state = 'processed'"
                     f" AND body_dropped_at IS NULL AND id IN ({', '.join('?' * len(ids))})",
                     (time.time(), *ids),
                 )

@@ -419,8 +419,9 @@ class PostgresInbox:
                 return total
 
     def drop_bodies(self, processed_before: float, keep: Collection[int], *, chunk: int = PURGE_CHUNK) -> int:
-        """Empty the bodies of rows processed before ``processed_before``, but for the rows in ``keep`` (those
-        rejected), as the SQLite inbox does: a statement (autocommitted) per ``chunk`` rows, oldest first."""
+        """Empty the bodies of rows processed before ``processed_before`` and forget their documents, but for the
+        rows in ``keep`` (those rejected), as the SQLite inbox does: a statement (autocommitted) per ``chunk``
+        rows, oldest first."""
         dropped = 0
         after: tuple[float, int] = (-math.inf, 0)
         while True:
@@ -432,7 +433,7 @@ class PostgresInbox:
             ids = [int(row_id) for row_id, _ in rows if row_id not in keep]
             if ids:
                 cursor = self._execute(
-                    "UPDATE inbox SET body = ''::bytea, body_dropped_at = %s WHERE id = ANY(%s)"
+                    "UPDATE inbox SET body = ''::bytea, documents = NULL, body_dropped_at = %s WHERE id = ANY(%s)"
                     " AND state = 'processed' AND body_dropped_at IS NULL",
                     (time.time(), ids),
                 )

@@ -328,6 +328,8 @@ def test_keep_bodies_drops_processed_bodies_in_chunks_and_keeps_rejected_ones(
         inbox.pending()
         inbox.mark_processed(rows)
         inbox._execute("UPDATE inbox SET processed_at = processed_at - 7200")
+        for row in rows[:2]:
+            inbox.save_documents(row, {"order": {"id": row}})
         journal.record_rejected(f"shop#{rows[1]}", "enrichment failed: HTTP 404", None)
         statements: list[str] = []
         execute = inbox._execute
@@ -344,7 +346,10 @@ def test_keep_bodies_drops_processed_bodies_in_chunks_and_keeps_rejected_ones(
             held = dict(
                 db.execute("SELECT webhook_id, body FROM inbox WHERE body_dropped_at IS NULL").fetchall()
             )
+            documents = dict(db.execute("SELECT webhook_id, documents IS NOT NULL FROM inbox").fetchall())
         assert held == {"wh-1": BODY, "waiting": BODY}  # the rejected one, and the one not processed yet
+        # Their documents go with their bodies, but the rejected one's (it is fetched and mapped again).
+        assert {name for name, kept in documents.items() if kept} == {"wh-1"}
         assert inbox.accept("shop", "wh-0", None, {}, BODY).duplicate  # its id is remembered all the same
         assert inbox.requeue([rows[0], rows[1]]) == 1  # a row with no body is not handed over again
         assert [row.id for row in inbox.pending()] == [rows[1], waiting]

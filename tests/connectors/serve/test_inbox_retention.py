@@ -48,6 +48,8 @@ def test_bodies_past_keep_bodies_are_dropped_but_rejected_ones_and_their_ids_sta
         rejected = _processed(inbox, "rejected", ago=2 * HOUR)
         recent = _processed(inbox, "recent", ago=60)
         inbox.accept("shop", "waiting", None, {}, BODY, received_at=time.time() - 2 * HOUR)  # still pending
+        for row in (old, rejected, recent):  # what an enrichment fetched: a skinny webhook's bulk
+            inbox.save_documents(row, {"order": {"id": row, "notes": "x" * 1000}})
         with Journal(journal_path) as journal:
             journal.record_rejected(f"shop#{rejected}", "enrichment failed: HTTP 404", None)
             journal.record_rejected(f"other#{old + 100}", "another source's row", None)
@@ -65,6 +67,10 @@ def test_bodies_past_keep_bodies_are_dropped_but_rejected_ones_and_their_ids_sta
             "recent": (BODY, False),
             "waiting": (BODY, False),
         }
+        # Its documents go with its body (the soak: a BigCommerce row kept 7 KB of them, its body 200 bytes).
+        with sqlite3.connect(tmp_path / "inbox.db") as db:
+            documents = dict(db.execute("SELECT webhook_id, documents IS NOT NULL FROM inbox").fetchall())
+        assert documents == {"old": 0, "rejected": 1, "recent": 1, "waiting": 0}
         # The id is still a duplicate; a requeue does not hand over a row with nothing to map.
         assert inbox.accept("shop", "old", None, {}, BODY).duplicate
         assert inbox.requeue([old, rejected]) == 1
