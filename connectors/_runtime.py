@@ -180,6 +180,15 @@ class Runtime:
             self.connections = {c.name: c for c in config.connections}
             self.auths = auths
 
+    def park_waiting(self) -> None:
+        """The deliveries of the run in progress that wait for an open breaker, and those that find one open
+        from now on, are parked (left pending): ``shipmap serve`` ends its run to look at parked work, and
+        its next run, which starts at once, sends them. Without it the run would wait for them, up to
+        ``outage_wait``, before it ended, and nothing would be handed to delivery meanwhile."""
+        deliverer = self._deliverer
+        if deliverer is not None:
+            deliverer.park_waiting()
+
     def stop_waiting_for(self, config: RuntimeConfig) -> None:
         """A reload is about to move connections to ``config``'s endpoints or credentials: the run in progress
         stops waiting for their open breakers, and the deliveries that waited stay pending, so the run ends

@@ -197,7 +197,8 @@ class CircuitBreaker:
         self._probe_lease = self._shared.probe_lease if self._shared is not None else math.inf
         self._clock = clock
         self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self._stop_waiting = False  # a reload moved the connection: its waiting deliveries stay pending
+        # Its waiting deliveries stay pending: a reload moved the connection, or the service's run ends.
+        self._stop_waiting: Literal["moved", "run ends"] | None = None
         # A MemoryStore keeps one record per name for its life: read it without asking the store each time.
         self._own = self._store.breaker(name) if type(self._store) is MemoryStore else None
 
@@ -228,9 +229,9 @@ class CircuitBreaker:
             if state.phase == "closed":
                 return False
             now = self._clock()
-            if now >= give_up_at or self._stop_waiting:
+            if now >= give_up_at or self._stop_waiting is not None:
                 waited = self._now() - state.opened_at
-                raise Outage(self.name, state.reason, waited, moved=self._stop_waiting)
+                raise Outage(self.name, state.reason, waited, moved=self._stop_waiting == "moved")
             if shared is None:
                 probe, wait = self._claim_probe(state, now)
             else:  # the copy says when a probe is due; only then is the record locked to claim it
@@ -245,10 +246,11 @@ class CircuitBreaker:
                 return True
             await self._wait_for_change(min(now + wait, give_up_at) - now)
 
-    def stop_waiting(self) -> None:
+    def stop_waiting(self, why: Literal["moved", "run ends"] = "moved") -> None:
         """The callers waiting for this breaker, and those that find it open from now on, stop waiting
-        (``Outage``: their deliveries stay pending): the connection moved, and the next run sends them."""
-        self._stop_waiting = True
+        (``Outage``: their deliveries stay pending): the connection moved, or the service's run ends, and the
+        next run sends them."""
+        self._stop_waiting = why
         self._notify()
 
     def _claim_probe(self, state: BreakerState, now: float) -> tuple[bool, float]:

@@ -370,6 +370,12 @@ class Deliverer:
             if breaker is not None:
                 breaker.stop_waiting()
 
+    def park_waiting(self) -> None:
+        """The deliveries waiting for an open breaker, and those that find one open from now on, are parked
+        (left pending; see ``Runtime.park_waiting``)."""
+        for breaker in self.breakers.values():
+            breaker.stop_waiting("run ends")
+
     def _give_up_at(self, name: str) -> float:
         """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run
         first found it open (so a later run probes again at once). Asked before ``admit`` whatever this

@@ -26,12 +26,13 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import httpx
+from shipmap.engine import SourceDocument
 
 from .._deliver._breaker import StateStore
 from .._errors import SendingStopped
@@ -277,7 +278,7 @@ class DeliveryLoop:
                 # Other services on a shared journal keep running and take over what this one leaves.
                 # A connection that is down holds up half the senders at most: the feed's sweeps send the rest.
                 run = await self.runtime.run_async(
-                    feed.events(), progress=self._on_progress, wait_for_others=False, park_when_down=True
+                    self._epoch(feed), progress=self._on_progress, wait_for_others=False, park_when_down=True
                 )
             except SendingStopped as stopped:
                 stall = await self._stall(stopped, feed, stall)
@@ -289,6 +290,15 @@ class DeliveryLoop:
                 return self.total
             self._take_mapper()  # a replay that follows a reload maps with the new mappings
             await self._carry_out_replays(enricher)
+
+    async def _epoch(self, feed: InboxFeed) -> AsyncIterator[SourceDocument]:
+        """The feed's events for one run. When it ends the run to look at parked work (or for a replay, or a
+        reload's mappings), the deliveries still waiting for an open breaker are parked, so the run ends now
+        and the next one starts (they are its first sends); at a stop, they wait for the drain's deadline."""
+        async for event in feed.events():
+            yield event
+        if not feed.stopping:
+            self.runtime.park_waiting()
 
     def _take_mapper(self) -> None:
         with self._mapper_lock:

@@ -356,19 +356,24 @@ delivery:
   timeout: 10s
   retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full}
 journal: {path: .shipmap/journal.db}
-serve: {host: 127.0.0.1, port: 0, drain_timeout: 10s, resweep: 30s, resweep_cap: 5m}
+serve: {host: 127.0.0.1, port: 0, drain_timeout: 10s, resweep: RESWEEP, resweep_cap: 5m}
 """
 
 
-def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(tmp_path: Path) -> None:
+@pytest.mark.parametrize("resweep", ["30s", "200ms"])
+def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(
+    tmp_path: Path, resweep: str
+) -> None:
     """Fenix down with a long outage_wait: its deliveries used to hold every sender, waiting for its breaker,
     so Digital Genius got nothing until Fenix came back (the soak: 0 DG requests in the minute Fenix was
-    down). Now half the senders at most wait for Fenix, its other deliveries are parked, DG's go on; and
-    when Fenix's breaker closes, the parked ones are sent at once, not at the next sweep (30 s here)."""
+    down). Now half the senders at most wait for Fenix, its other deliveries are parked, DG's go on; a look
+    at parked work ends its run without waiting for the senders that wait (200ms: looks all through the
+    outage; the PostgreSQL soak stalled there); and when Fenix's breaker closes, the parked ones are sent at
+    once, not at the next look (30 s)."""
     tracker = json.loads((FIXTURES / "derived" / "easypost" / "event_delivered.json").read_text())
     with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
         config = tmp_path / "two.yaml"
-        config.write_text(TWO_DESTINATIONS.replace("DG_URL", dg.url))
+        config.write_text(TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", resweep))
         serve = ServeProcess(tmp_path, fenix.url, config=config).start()
         try:
             with httpx.Client(timeout=10) as client:
@@ -380,6 +385,11 @@ def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(tmp
                     lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] > 0,
                     what="Fenix deliveries parked past the senders that wait for its breaker",
                 )
+                if resweep == "200ms":
+                    serve.wait_until(
+                        lambda: sum("looking again at parked work" in line for line in serve.errors) >= 3,
+                        what="three looks at parked work while Fenix is down",
+                    )
                 for i in range(10):
                     doc = dict(tracker, id=f"evt_down{i}", result=dict(tracker["result"], id=f"trk_down{i}"))
                     body = json.dumps(doc).encode()
