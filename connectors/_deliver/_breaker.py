@@ -246,6 +246,11 @@ class CircuitBreaker:
                 return True
             await self._wait_for_change(min(now + wait, give_up_at) - now)
 
+    def outage(self) -> Outage:
+        """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why."""
+        state = self._store.breaker(self.name)
+        return Outage(self.name, state.reason, self._now() - state.opened_at)
+
     def stop_waiting(self, why: Literal["moved", "run ends"] = "moved") -> None:
         """The callers waiting for this breaker, and those that find it open from now on, stop waiting
         (``Outage``: their deliveries stay pending): the connection moved, or the service's run ends, and the

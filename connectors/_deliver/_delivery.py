@@ -242,8 +242,7 @@ class Deliverer:
                 waiting = self._waiting.get(name, 0)
                 try:
                     if self._waiting_cap is not None and waiting >= self._waiting_cap and breaker.is_open:
-                        since = self._blocked_since.setdefault(name, self._clock())
-                        raise Outage(name, breaker.state.reason, self._clock() - since)
+                        raise breaker.outage()
                     self._waiting[name] = waiting + 1
                     try:
                         probe = await breaker.admit(self._give_up_at(name))

@@ -551,6 +551,23 @@ def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes
     ]
 
 
+def test_a_delivery_that_does_not_wait_for_the_open_breaker_says_how_long_it_has_been_open() -> None:
+    """serve parks the deliveries past the senders that wait for an open breaker; their reason said
+    "unavailable for 0 s" 45 s into an outage (timed from when the run met it, not from when it opened)."""
+    clock = FakeClock()
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=1, cooldown=1.0), clock=clock)
+
+    async def scenario() -> str:
+        clock.now = 10.0
+        await breaker.failure("HTTP 503 Service Unavailable")
+        clock.now = 55.0
+        return breaker.outage().detail
+
+    assert asyncio.run(scenario()) == (
+        "unavailable for 45 s (circuit breaker open: HTTP 503 Service Unavailable); left pending for the next run"
+    )
+
+
 def test_max_rate_spaces_request_starts_evenly() -> None:
     clock = FakeClock()
     limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)
