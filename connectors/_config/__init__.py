@@ -8,6 +8,7 @@ Error messages name keys, never values: a config holds secrets.
 """
 
 from ._build import build_section
+from ._checks import check_objects, check_serve_settings
 from ._load import journal_path_of, load_config
 from ._model import (
     DEFAULT_IDEMPOTENCY_HEADER,
@@ -32,7 +33,7 @@ from ._model import (
     parse_duration,
 )
 from ._plan import PlannedRoute, PlannedTarget, compile_expression, plan_routes
-from ._schema import check_objects, check_serve_settings, config_schema
+from ._schema import config_schema
 from ._secrets import (
     SECRET_FIELDS,
     CredentialReader,

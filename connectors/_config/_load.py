@@ -13,8 +13,9 @@ from shipmap.engine._yaml import decode_utf8, load_located
 
 from .._errors import ConfigError
 from ._build import build_config
+from ._checks import check_across_sections
 from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig, not_a_file, resolved
-from ._schema import check_across_sections, validate_document
+from ._schema import validate_document
 from ._secrets import (
     MAX_CONFIG_BYTES,
     interpolate,
