@@ -26,7 +26,7 @@ from ._budget import finish as budget_finish
 from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
-from ._paths import found_arguments, found_in_template, plain_path
+from ._paths import found_arguments, found_in_template, path_text, plain_path
 from ._sandbox import MappingSandbox
 from ._scope import SCOPE_NAMES, SCOPE_PREFIX, Label, Scope, parent_data, select_scope
 from ._template_fast import Fallback, fast_template
@@ -150,7 +150,7 @@ class ExpressionCompiler:
             steps = plain_path(node)
             if steps is None:
                 return text
-            branches.append((_steps_text(steps), _path_getter(steps)))
+            branches.append((path_text(steps), _path_getter(steps)))
         return _BranchLabel(branches) if len(branches) > 1 else text
 
     def reads_of(self, text: str, *, template: bool | None = None) -> list[tuple[str, tuple[str, ...]]]:
@@ -219,7 +219,7 @@ class ExpressionCompiler:
         direct = self._direct(tree)
         if direct is not None:
             # Compiled to plain Python; a builtin's FunctionError still needs the field's location.
-            if plain_path(parsed.parsed) is not None:
+            if plain_path(tree) is not None:
                 getter = direct
                 if scope_name == "this":
                     return lambda scope: getter(scope.data)
@@ -595,13 +595,6 @@ class _BranchLabel:
             if get(origin) is scope.data:
                 return text
         return self.branches[0][0]
-
-
-def _steps_text(steps: list[str | int]) -> str:
-    text = ""
-    for step in steps:
-        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
-    return text
 
 
 def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
