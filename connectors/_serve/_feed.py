@@ -52,6 +52,8 @@ _CHECK_REPLAYS_EVERY = 1.0  # seconds between looks for replay requests while th
 _BURST_RATE = 400.0  # webhooks accepted a second above which intake is in a burst (the steady target is 200)
 _RATE_WINDOW = 0.05  # seconds over which that rate is measured
 _MAX_STEP_ASIDE = 1.0  # the longest delivery waits for a burst, at a time
+# Bytes of a body read for a 500-character excerpt: enough that a secret across the cut is still whole.
+_EXCERPT_READ = 4096
 
 
 def envelope(row: InboundRow) -> dict[str, Any]:
@@ -398,7 +400,8 @@ class InboxFeed:
             return SourceDocument(
                 origin,
                 error=f"enrichment failed: {error.message}",
-                excerpt=row.body[:500].decode("utf-8", "replace"),
+                # As `shipmap run` records one: redacted, then cut (a body may echo a token the runtime knows).
+                excerpt=self._log.redactor.excerpt(row.body[:_EXCERPT_READ].decode("utf-8", "replace"), 500),
             )
         self.inbox.save_documents(row.id, documents)
         event.update(documents)

@@ -5,6 +5,7 @@ start takes it). Records it cannot bring back are reported with why."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -300,3 +301,29 @@ def test_a_row_received_after_its_rejection_is_another_webhook_beyond_clock_skew
     assert [(record.origin, record.why) for record in found.unreplayable] == [
         ("bc#1", "inbox row 1 holds another webhook now (the inbox was started anew)")
     ]
+
+
+def test_a_rejected_webhooks_excerpt_masks_a_secret_it_echoes(tmp_path: Path) -> None:
+    """The excerpt of a webhook whose enrichment failed went into the journal as the body's first 500 bytes;
+    `shipmap run` redacts its excerpts. A body echoing the store API's token (a registered secret) is masked."""
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    body = json.loads(webhook_999())
+    body["note"] = f"token {BC_API_TOKEN}"
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                answer = serve.post(client, "bc", json.dumps(body).encode(), SECRET_HEADER)
+            assert answer.json()["status"] == "accepted", answer.text
+            serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    journal = open_readonly(work / ".shipmap" / "journal.db")
+    assert journal is not None
+    with journal:
+        (record,) = journal.rejected()
+    assert record.excerpt is not None and '"note": "token ' in record.excerpt, record.excerpt
+    assert BC_API_TOKEN not in record.excerpt, record.excerpt
