@@ -240,20 +240,14 @@ class _Endpoints:
         if fault is not None:
             if fault.name == "drop":
                 return await self._drop(request, endpoint)
-            if fault.status == 429:
-                log.info("fault: 429 for %s", endpoint)
-                self.state.recorder.faulted(endpoint, 429)
-                return _error(
-                    429,
-                    "too many requests (injected by the sandbox)",
-                    headers={"Retry-After": str(fault.retry_after), _FAULT_HEADER: "429"},
-                )
             if fault.status is not None:
                 log.info("fault: %d for %s", fault.status, endpoint)
                 self.state.recorder.faulted(endpoint, fault.status)
-                return _error(
-                    fault.status, "injected server error", headers={_FAULT_HEADER: str(fault.status)}
-                )
+                headers = {_FAULT_HEADER: str(fault.status)}
+                if (retry_after := fault.retry_after_header()) is not None:
+                    headers["Retry-After"] = retry_after
+                message = "too many requests (injected by the sandbox)" if fault.status == 429 else None
+                return _error(fault.status, message or "injected server error", headers=headers)
             delay = fault.delay
         result = handler(request, raw)
         if isinstance(result, _Accepted):

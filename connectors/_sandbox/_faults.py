@@ -9,10 +9,12 @@ share state.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import math
 import secrets
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -33,11 +35,14 @@ _BOOL_WORDS = {
 
 
 def _valid_step(step: str) -> bool:
-    if step in ("ok", "drop", "slow", "expire", "429"):
+    if step in ("ok", "drop", "slow", "expire"):
         return True
     if step.startswith("slow:"):
         return _is_delay(step[5:])
-    return step.isdigit() and 500 <= int(step) <= 599
+    status, colon, wait = step.partition(":")
+    if colon and not (wait.isascii() and wait.isdigit() and int(wait) <= _MAX_RETRY_AFTER):
+        return False
+    return status.isascii() and status.isdigit() and (status == "429" or 500 <= int(status) <= 599)
 
 
 def _is_delay(text: str) -> bool:
@@ -54,13 +59,16 @@ class FaultPlan:
 
     Rates are probabilities per request (their sum at most 1). ``schedule`` lists one outcome per request
     (``ok``, a 5xx code, ``429``, ``drop``, ``slow`` or ``slow:SECONDS``, ``expire``); it is played first,
-    then the rates apply, unless ``repeat`` loops it forever.
+    then the rates apply, unless ``repeat`` loops it forever. A status step may say its ``Retry-After``
+    (``503:2``); a 429 always sends one (``retry_after`` unless its step says), a 5xx only when its step
+    says. ``retry_after_date`` sends them as HTTP dates instead of seconds.
     """
 
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = DEFAULT_ERROR_STATUSES
     rate_limit_rate: float = 0.0
     retry_after: int = 1
+    retry_after_date: bool = False
     drop_rate: float = 0.0
     slow_rate: float = 0.0
     slow_delay: float = DEFAULT_SLOW_DELAY
@@ -94,8 +102,10 @@ class FaultPlan:
                 raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
             raise ValueError(f"seed must be a whole number, got {self.seed!r}")
-        if not isinstance(self.repeat, bool) or not isinstance(self.include_login, bool):
-            raise ValueError("repeat and include_login must be true or false")
+        if not all(
+            isinstance(flag, bool) for flag in (self.repeat, self.include_login, self.retry_after_date)
+        ):
+            raise ValueError("repeat, include_login and retry_after_date must be true or false")
         if self.retry_after < 0:
             raise ValueError(f"retry_after must be 0 or more seconds, got {self.retry_after}")
         if not (isinstance(self.slow_delay, int | float) and _is_delay(str(self.slow_delay))):
@@ -105,7 +115,8 @@ class FaultPlan:
         for step in self.schedule:
             if not _valid_step(step):
                 raise ValueError(
-                    f"unknown schedule step {step!r}; use ok, 5xx codes, 429, drop, slow[:SECONDS], expire"
+                    f"unknown schedule step {step!r}; use ok, 5xx codes and 429 (each with an optional"
+                    f" :RETRY_AFTER of 0 to {_MAX_RETRY_AFTER} seconds), drop, slow[:SECONDS], expire"
                 )
         if self.repeat and not self.schedule:
             raise ValueError("repeat needs a schedule")
@@ -167,6 +178,8 @@ class FaultPlan:
             parts.append(f"expire-every={self.expire_every}")
         if self.retry_after != 1:
             parts.append(f"retry-after={self.retry_after}")
+        if self.retry_after_date:
+            parts.append("retry-after-date=true")
         if self.include_login:
             parts.append("login=true")
         if self.seed is not None:
@@ -222,23 +235,26 @@ def _parse_pair(key: str, value: str, values: dict[str, Any], schedule: list[str
     elif key == "expire-every":
         values["expire_every"] = _bounded_int(value, -(10**9), 10**9, "a count of requests")
     elif key == "retry-after":
-        values["retry_after"] = _bounded_int(value, -(10**9), 3600, "seconds")
+        values["retry_after"] = _bounded_int(value, -(10**9), _MAX_RETRY_AFTER, "seconds")
     elif key == "seed":
         values["seed"] = _bounded_int(value, 0, 2**64, "a seed")
-    elif key in ("login", "repeat"):
+    elif key in _FLAGS:
         if value.lower() not in _BOOL_WORDS:
             raise ValueError("expected true or false")
-        values["include_login" if key == "login" else "repeat"] = _BOOL_WORDS[value.lower()]
+        values[_FLAGS[key]] = _BOOL_WORDS[value.lower()]
     elif key == "schedule":
         if value:
             schedule.append(value.lower())
     else:
         raise ValueError(
-            "unknown key; use 5xx, 429, drop, slow, expire-every, retry-after, seed, login, repeat, schedule"
+            "unknown key; use 5xx, 429, drop, slow, expire-every, retry-after, retry-after-date, seed, login,"
+            " repeat, schedule"
         )
 
 
+_FLAGS = {"login": "include_login", "repeat": "repeat", "retry-after-date": "retry_after_date"}
 _MAX_SPEC_CHARS = 4096
+_MAX_RETRY_AFTER = 3600
 _MAX_DELAY = 600.0  # a slow answer is held at most this long: the sandbox's own waits are bounded too
 
 
@@ -267,12 +283,23 @@ def _rate(text: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    """One injected outcome. ``status`` is set for 5xx and 429, ``retry_after`` for 429, ``delay`` for slow."""
+    """One injected outcome. ``status`` is set for 5xx and 429, ``retry_after`` for 429 and a 5xx step that
+    says one (``503:2``), ``delay`` for slow."""
 
     name: str
     status: int | None = None
     delay: float = 0.0
-    retry_after: int = 0
+    retry_after: int | None = None
+    retry_after_date: bool = False  # send retry_after as an HTTP date, not as seconds
+
+    def retry_after_header(self) -> str | None:
+        """The ``Retry-After`` value to send, or None. An HTTP date has whole seconds: it is the first
+        whole second at least ``retry_after`` from now, so a client that honours it waits that long at least."""
+        if self.retry_after is None:
+            return None
+        if not self.retry_after_date:
+            return str(self.retry_after)
+        return email.utils.formatdate(math.ceil(time.time() + self.retry_after), usegmt=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,9 +423,11 @@ class FaultInjector:
             return Fault("slow", delay=plan.slow_delay)
         if step.startswith("slow:"):
             return Fault("slow", delay=float(step[5:]))
-        if step == "429":
-            return Fault("429", status=429, retry_after=plan.retry_after)
-        return Fault(step, status=int(step))
+        status, _, wait = step.partition(":")
+        retry_after = int(wait) if wait else plan.retry_after if status == "429" else None
+        return Fault(
+            status, status=int(status), retry_after=retry_after, retry_after_date=plan.retry_after_date
+        )
 
     @staticmethod
     def _draw(play: _Play, identity: bytes) -> Fault | None:
@@ -412,7 +441,9 @@ class FaultInjector:
             return Fault(str(status), status=status)
         edge += plan.rate_limit_rate
         if roll < edge:
-            return Fault("429", status=429, retry_after=plan.retry_after)
+            return Fault(
+                "429", status=429, retry_after=plan.retry_after, retry_after_date=plan.retry_after_date
+            )
         edge += plan.drop_rate
         if roll < edge:
             return Fault("drop")

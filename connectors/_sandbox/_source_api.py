@@ -11,7 +11,8 @@ It has a fault plan of its own (``Sandbox(source_faults=...)``, ``POST /_sandbox
 spec as ``/_sandbox/faults``), so a test can take the store's API down while Fenix and DG stay up. Faults are
 decided before the token check, as a load balancer in front of the store would answer. An injected 429 says
 how long to wait as its platform does: ``X-Rate-Limit-Time-Reset-Ms`` (milliseconds) under ``bigcommerce/``,
-``Retry-After`` (seconds) under any other platform (Shopify's way).
+``Retry-After`` under any other platform (Shopify's way); a 5xx step that gives a wait (``503:2``) says it by
+``Retry-After`` under any platform. ``retry-after-date=true`` makes each ``Retry-After`` an HTTP date.
 
 Each GET is remembered (the newest ``KEPT``) with when it arrived and how it was answered
 (``requests()``, ``GET /_sandbox/source-requests``): a test reads from it the rate a client kept to.
@@ -30,7 +31,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._faults import FaultInjector, FaultPlan, request_identity
+from ._faults import Fault, FaultInjector, FaultPlan, request_identity
 
 _MAX_DOCUMENT = 4 * 1024 * 1024
 
@@ -80,9 +81,10 @@ class SourceApi:
         if fault is not None and fault.name == "drop":  # no connection to drop through this route: a 503
             return JSONResponse([{"status": 503, "message": "injected fault (drop)"}], 503)
         if fault is not None and fault.status is not None:
-            headers = _wait_headers(request, fault.retry_after) if fault.status == 429 else None
             return JSONResponse(
-                [{"status": fault.status, "message": "injected fault"}], fault.status, headers
+                [{"status": fault.status, "message": "injected fault"}],
+                fault.status,
+                _wait_headers(request, fault),
             )
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
@@ -109,11 +111,14 @@ class SourceApi:
         return Response(data, media_type="application/json")
 
 
-def _wait_headers(request: Request, seconds: int) -> dict[str, str]:
-    """How a 429 says when to come back, as the platform in the path does."""
-    if request.path_params["platform"] == "bigcommerce":
-        return {"X-Rate-Limit-Time-Reset-Ms": str(seconds * 1000)}
-    return {"Retry-After": str(seconds)}
+def _wait_headers(request: Request, fault: Fault) -> dict[str, str]:
+    """How a fault says when to come back: a 429 as the platform in the path does, a 5xx (a 503 of a load
+    balancer in front of any platform) by ``Retry-After``, when its step gives one."""
+    if fault.retry_after is None:
+        return {}
+    if fault.status == 429 and request.path_params["platform"] == "bigcommerce":
+        return {"X-Rate-Limit-Time-Reset-Ms": str(fault.retry_after * 1000)}
+    return {"Retry-After": fault.retry_after_header() or ""}
 
 
 def _not_found(message: str) -> Response:

@@ -3,7 +3,9 @@ run-time reconfiguration, and the spec syntax."""
 
 from __future__ import annotations
 
+import email.utils
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -204,6 +206,34 @@ def test_login_and_sandbox_api_are_spared_unless_asked(sandbox: Sandbox, http: h
     assert http.get(f"{sandbox.url}/_sandbox/requests").status_code == 200
 
 
+def test_a_schedule_step_gives_a_5xx_its_retry_after(sandbox: Sandbox, http: httpx.Client) -> None:
+    """``503:2`` is a 503 that says ``Retry-After: 2``; a bare 5xx says none; ``429:0`` overrides
+    ``retry-after`` for its step."""
+    sandbox.set_faults("schedule=503:2,502,429:0,429,retry-after=7")
+    answers = [dg(http, sandbox) for _ in range(4)]
+    assert [(a.status_code, a.headers.get("retry-after")) for a in answers] == [
+        (503, "2"),
+        (502, None),
+        (429, "0"),
+        (429, "7"),
+    ]
+    assert answers[0].headers["x-sandbox-fault"] == "503" and answers[0].json()["status"] == 503
+    assert sandbox.stats()["faults"] == {"429": 2, "502": 1, "503": 1}
+
+
+def test_retry_after_date_sends_each_wait_as_an_http_date(sandbox: Sandbox, http: httpx.Client) -> None:
+    sandbox.set_faults("schedule=503:3,429,retry-after=2,retry-after-date=true")
+    waits = []
+    for _ in range(2):
+        before = time.time()
+        answer = dg(http, sandbox)
+        header = answer.headers["retry-after"]
+        assert re.fullmatch(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT", header), header
+        waits.append(email.utils.parsedate_to_datetime(header).timestamp() - before)
+    # The first whole second at least the wait away: never sooner, at most a second later.
+    assert 3 <= waits[0] <= 4 + 0.5 and 2 <= waits[1] <= 3 + 0.5, waits
+
+
 def test_faults_come_before_auth(sandbox: Sandbox, http: httpx.Client) -> None:
     sandbox.set_faults("schedule=503")
     response = http.post(f"{sandbox.url}/execution", auth=("demo-key", "wrong"), json=DG_EXAMPLE)
@@ -290,6 +320,7 @@ def test_python_plans_take_lists_and_ints() -> None:
         "schedule=ok, 503 ,slow:0.5,drop,expire,429,repeat=true",
         "slow=0:3",
         "429=0.5,retry-after=0,seed=0",
+        "schedule=503:2,429:0,502,retry-after-date=true",
     ],
 )
 def test_spec_round_trips(spec: str) -> None:
@@ -311,6 +342,11 @@ def test_spec_round_trips(spec: str) -> None:
         ("repeat=true", "repeat needs a schedule"),
         ("login=maybe", "true or false"),
         ("seed=x", "seed=x"),
+        ("schedule=503:soon", "503:soon"),
+        ("schedule=503:3601", "0 to 3600 seconds"),
+        ("schedule=418:2", "418:2"),
+        ("schedule=503:-1", "503:-1"),
+        ("retry-after-date=perhaps", "true or false"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
