@@ -345,3 +345,43 @@ def test_the_sandbox_store_api_remembers_each_get_and_answers_429_as_its_platfor
     assert gets[0]["at"] <= gets[1]["at"] <= gets[2]["at"]
     assert listed == {"count": 3, "requests": gets}
     assert after_reset == []
+
+
+@pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
+def test_serve_holds_every_get_of_the_store_api_for_a_503s_retry_after(tmp_path: Path, as_date: bool) -> None:
+    """The store API's first GET gets a 503 that says ``Retry-After: 2`` (in seconds, or as an HTTP date);
+    every later GET takes 0.1 s. In ``shipmap serve``, no GET of any webhook reaches the API for those 2 s
+    but those already in flight when the 503 came; then every webhook is enriched and delivered, once."""
+    orders = range(100, 108)
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = "schedule=503:2,slow=1:0.1" + (",retry-after-date=true" if as_date else "")
+    concurrency = 4
+    with Sandbox(
+        source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN, source_faults=spec
+    ) as sandbox:
+        serve = ServeProcess(work, sandbox.url, config=_config(work, concurrency=concurrency)).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for order in orders:
+                    answer = serve.post(client, "bc", json.dumps(_bc_payload(order)).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+            serve.wait_until(
+                lambda: len(sandbox.requests(endpoint="fenix.orders")) >= len(orders), what="every order"
+            )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        delivered = [request.body["id"] for request in sandbox.requests(endpoint="fenix.orders")]
+        gets = sandbox.source_requests()
+    assert sorted(delivered) == [str(order) for order in orders], delivered  # each once
+    told = [get for get in gets if get["status"] == 503]
+    assert len(told) == 1 and gets[0] is told[0], gets
+    assert len(gets) == 1 + GETS * len(orders) and all(get["status"] in (200, 204) for get in gets[1:]), gets
+    told_at = told[0]["at"]
+    # GETs already sent when the 503 came back (one batch of each lane's documents at most) arrive at once;
+    # then none until the 2 s have passed.
+    early = [get["at"] - told_at for get in gets[1:] if get["at"] - told_at < 2 - 0.01]
+    assert len(early) <= concurrency * GETS - 1 and all(delay < 0.5 for delay in early), early
+    later = [get["at"] - told_at for get in gets[1:] if get["at"] - told_at >= 2 - 0.01]
+    assert len(later) >= GETS * (len(orders) - concurrency) + 1, gets
