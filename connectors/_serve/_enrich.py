@@ -4,7 +4,9 @@ BigCommerce's ``store/order/created`` carries only ``{"data": {"id": 100}}``; it
 ``order: /v2/orders/{payload.data.id}``, ``products: ...`` and the event the mapping sees gains an ``order``,
 a ``products`` and a ``shipments`` key beside its ``payload`` (named documents). The GETs go through a
 configured connection (base_url, auth, headers, timeout) with the delivery retry policy: network errors,
-timeouts, 429 and 5xx are retried with backoff and ``Retry-After``; any other status is final.
+timeouts, 429 and 5xx are retried with backoff and ``Retry-After``; any other status is final. A 429 or 503
+that says how long to wait holds every GET of the connection (``RateLimiter.hold_everywhere``, as delivery
+does): on a PostgreSQL journal, with ``max_rate``, every process's GETs, through the slots they claim there.
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._deliver._auth import read_capped
-from .._deliver._breaker import HOLDING_STATUSES, CircuitBreaker, Outage, RateLimiter, StateStore
+from .._deliver._breaker import HOLDING_STATUSES, CircuitBreaker, Outage, RateLimiter, SharedStore, StateStore
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
-from .._errors import ConnectorError
+from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
 from .._runtime import Runtime
+from .._store._breaker_pg import ENRICHMENT_APPLICATION_NAME, PostgresStateStore
 from ._lanes import Fetch, through_lanes
 from ._settings import Enrichment, PathTemplate
 
@@ -125,6 +128,8 @@ class Enricher:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.breaker_store: StateStore = runtime.breaker_store  # the one its breakers use (__aenter__)
         self.limiters: dict[str, RateLimiter] = {}  # by connection: its max_rate, and the holds it is asked
+        self._rate_store: PostgresStateStore | None = None  # serve's, on a PostgreSQL journal: see below
+        self._rates_shared: asyncio.Lock | None = None  # held while it is opened; None once looked at
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
         # /readyz): the keys are set here, only the counts change.
         self.fetching = dict.fromkeys(enrichments, 0)
@@ -159,6 +164,9 @@ class Enricher:
                 redactor=self.runtime.redactor,
             )
             self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
+        rated = any(limiter.rate for limiter in self.limiters.values())
+        if rated and self.runtime.config.journal.url and not isinstance(self.breaker_store, SharedStore):
+            self._rates_shared = asyncio.Lock()
         return self
 
     async def __aexit__(
@@ -167,6 +175,51 @@ class Enricher:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
+        store, self._rate_store = self._rate_store, None
+        if store is not None:
+            await store.aclose()
+
+    async def _share_rates_across_processes(self) -> None:
+        """On a PostgreSQL journal, the limiters of the connections with ``max_rate`` move to the journal's
+        shared slots before the first GET: a 429's or 503's hold then holds every process's GETs, as delivery's
+        does (``shipmap run`` enters its enricher inside a run, whose shared store its limiters already use;
+        ``serve``'s enricher outlives its runs and opens one of its own). Opened at the first GET, not at
+        start: the journal's tables exist once the first run has opened it. A store that cannot be opened
+        leaves the limiters in this process, with a warning: each process then holds on its own 429s."""
+        lock = self._rates_shared
+        if lock is None:
+            return
+        async with lock:
+            if self._rates_shared is None:  # opened (or given up) while this GET waited for the lock
+                return
+            try:
+                await self._open_rate_store()
+            finally:
+                self._rates_shared = None
+
+    async def _open_rate_store(self) -> None:
+        journal = self.runtime.config.journal
+        assert journal.url is not None  # __aenter__ set _rates_shared only then
+        rated = {name: limiter.rate for name, limiter in self.limiters.items() if limiter.rate}
+        try:
+            store = await PostgresStateStore.connect(
+                journal.url,
+                {name: self.runtime.connections[name].base_url for name in rated},
+                lease=journal.lease,
+                redactor=self.runtime.redactor,
+                runtime_name=self.runtime.name,
+                application_name=ENRICHMENT_APPLICATION_NAME,
+            )
+        except JournalError as error:
+            self._log.warning(
+                "cannot share enrichment max_rate slots and Retry-After holds with the other processes (%s);"
+                " this process keeps to its share of max_rate and holds on the waits it is told alone",
+                error.message,
+            )
+            return
+        self._rate_store = store
+        for name, rate in rated.items():  # no GET has used them yet: nothing they hold is lost
+            self.limiters[name] = RateLimiter(name, rate, store=store)
 
     def applies(self, event: Mapping[str, Any]) -> bool:
         return wants_enrichment(self.enrichments.get(str(event.get("source"))), event)
@@ -226,6 +279,9 @@ class Enricher:
         deadline = (settings.timeout or self.runtime.config.delivery.timeout).total
         auth = self.runtime.auths[connection]
         attempt = counted = 0
+        if self._rates_shared is not None:
+            await self._share_rates_across_processes()
+            limiter = self.limiters[connection]
         while True:
             probe = await self._admit(breaker)
             attempt += 1
@@ -267,7 +323,7 @@ class Enricher:
                 )
                 retry_after = _asked_wait(status, response.headers) if retryable else None
                 if retry_after is not None and status in HOLDING_STATUSES:
-                    limiter.hold(min(retry_after, policy.retry_after_cap))
+                    await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
             if retryable:
                 await breaker.failure(f"GET {path}: {reason}", probe=probe, refused=refused)
             else:

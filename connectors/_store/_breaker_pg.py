@@ -47,6 +47,9 @@ from .._redact import Redactor, get_logger
 from ._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, STATEMENT_TIMEOUT_MS, display_url, first_line
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
+# serve's enrichment GETs share their max_rate slots and holds on a store of their own (its enricher outlives
+# the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
+ENRICHMENT_APPLICATION_NAME = "shipmap enrichment rate store"
 RECONNECT_DEADLINE_S = 120.0
 _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 
@@ -85,6 +88,7 @@ class PostgresStateStore:
         reconnect_deadline: float = RECONNECT_DEADLINE_S,
         redactor: Redactor | None = None,
         runtime_name: str | None = None,
+        application_name: str = APPLICATION_NAME,
     ) -> None:
         # A record's reason was written by another worker (or an earlier version, which kept it as the
         # destination said it), and the database's errors may name what it was given: masked with the
@@ -92,6 +96,7 @@ class PostgresStateStore:
         self._log = get_logger("breaker", redactor or Redactor(), runtime_name=runtime_name)
         self._conn = connection
         self._name = name
+        self._application_name = application_name
         self._rows = {
             connection: breaker_row(connection, url) for connection, url in (endpoints or {}).items()
         }
@@ -122,9 +127,11 @@ class PostgresStateStore:
         refresh: float = 0.25,
         redactor: Redactor | None = None,
         runtime_name: str | None = None,
+        application_name: str = APPLICATION_NAME,
     ) -> PostgresStateStore:
         """``endpoints``: each connection's ``base_url``. ``lease``: the journal's lease, which bounds a probe
-        whose worker died and an idle transaction. ``redactor``: the runtime's, for the store's log lines."""
+        whose worker died and an idle transaction. ``redactor``: the runtime's, for the store's log lines.
+        ``application_name``: what its connection is called, and so which connections count as its peers."""
         try:
             import psycopg
         except ImportError:  # pragma: no cover - the journal needed it first
@@ -140,7 +147,7 @@ class PostgresStateStore:
                 autocommit=True,
                 connect_timeout=CONNECT_TIMEOUT_S,
                 options=options,
-                application_name=APPLICATION_NAME,
+                application_name=application_name,
             )
 
         try:
@@ -156,6 +163,7 @@ class PostgresStateStore:
             reopen=reopen,
             redactor=redactor,
             runtime_name=runtime_name,
+            application_name=application_name,
         )
         async with store._statement():
             for name in endpoints:  # its max_rate slots, then its breaker at this base_url
@@ -164,7 +172,7 @@ class PostgresStateStore:
                         "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (row,)
                     )
             store._count_peers(
-                await (await connection.execute(COUNT_SESSIONS, (APPLICATION_NAME,))).fetchone()
+                await (await connection.execute(COUNT_SESSIONS, (application_name,))).fetchone()
             )
         return store
 
@@ -206,7 +214,9 @@ class PostgresStateStore:
     async def _read(self, name: str) -> None:
         try:
             async with self._statement():
-                row = await (await self._conn.execute(_READ, (APPLICATION_NAME, self._row(name)))).fetchone()
+                row = await (
+                    await self._conn.execute(_READ, (self._application_name, self._row(name)))
+                ).fetchone()
         except _Away:  # this worker's copy stands; looked at again after another ``refresh``
             self._read_at[name] = time.monotonic()
             return

@@ -385,3 +385,61 @@ def test_serve_holds_every_get_of_the_store_api_for_a_503s_retry_after(tmp_path:
     assert len(early) <= concurrency * GETS - 1 and all(delay < 0.5 for delay in early), early
     later = [get["at"] - told_at for get in gets[1:] if get["at"] - told_at >= 2 - 0.01]
     assert len(later) >= GETS * (len(orders) - concurrency) + 1, gets
+
+
+def test_a_429_seen_by_one_serve_process_holds_the_gets_of_another_on_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two serve processes on one PostgreSQL journal and inbox, ``max_rate: 10`` on the store's connection,
+    which reaches the store API by two paths (``a`` under ``shopify/``, ``b`` under ``bigcommerce/``) so the
+    API's record says which process sent each GET. ``a``'s first GET gets a 429 that says ``Retry-After: 2``;
+    the webhooks posted to ``b`` right after it are fetched only once the 2 s have passed: ``b`` claims its
+    slots in the journal, where ``a``'s hold pushed them. (It held ``a``'s GETs only: ``b`` fetched at once.)"""
+    orders = range(100, 105)
+    work = tmp_path / "work"
+    work.mkdir()
+    api = _store(_store(tmp_path / "api", orders, "shopify"), orders, "bigcommerce")
+    configs = {}
+    for name, platform in (("a", "shopify"), ("b", "bigcommerce")):
+        text = _config(work, max_rate=10, platform=platform).read_text()
+        assert "journal:\n  path: .shipmap/journal.db\n" in text
+        configs[name] = work / f"serve_{name}.yaml"
+        configs[name].write_text(
+            text.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {postgres_url}\n")
+        )
+    with Sandbox(
+        source_documents=api, source_token=BC_API_TOKEN, source_faults="retry-after=2,schedule=429"
+    ) as sandbox:
+        a = ServeProcess(work, sandbox.url, config=configs["a"]).start()
+        b = ServeProcess(work, sandbox.url, config=configs["b"]).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                answer = a.post(client, "bc", json.dumps(_bc_payload(orders[0])).encode(), BC_HEADERS)
+                assert answer.json()["status"] == "accepted", answer.text
+                give_up = time.monotonic() + 30
+                while not sandbox.source_requests():  # the 429, as soon as it is answered
+                    assert time.monotonic() < give_up, "a's first GET never came"
+                    time.sleep(0.02)
+                posted_at = time.monotonic()
+                for order in orders[1:]:
+                    answer = b.post(client, "bc", json.dumps(_bc_payload(order)).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+                posting = time.monotonic() - posted_at
+            a.wait_until(
+                lambda: len(sandbox.requests(endpoint="fenix.orders")) >= len(orders), what="every order"
+            )
+            assert a.terminate() == 0 and b.terminate() == 0
+        finally:
+            a.kill()
+            b.kill()
+        delivered = [request.body["id"] for request in sandbox.requests(endpoint="fenix.orders")]
+        gets = sandbox.source_requests()
+    assert posting < 1.0, posting  # b had its webhooks well inside the hold
+    assert sorted(delivered) == [str(order) for order in orders], delivered  # each once
+    told = gets[0]
+    assert told["status"] == 429 and told["path"].startswith("/_source/shopify/"), gets
+    assert len(gets) == 1 + GETS * len(orders) and all(get["status"] in (200, 204) for get in gets[1:]), gets
+    from_b = [get["at"] - told["at"] for get in gets if get["path"].startswith("/_source/bigcommerce/")]
+    assert from_b, gets  # b fetched some of the webhooks posted to it (whichever process took the rest)
+    assert min(from_b) >= 2 - 0.05, from_b
+    assert not any("cannot share enrichment" in line for line in a.errors + b.errors)
