@@ -130,6 +130,12 @@ class SharedStore(StateStore, Protocol):
         ...
 
 
+def store_now(store: StateStore) -> float:
+    """Now on the clock of ``store``'s record times: a shared store's (the database's, estimated), else this
+    process's monotonic clock (the breakers' default)."""
+    return store.now() if isinstance(store, SharedStore) else time.monotonic()
+
+
 class MemoryStore:
     """Records in this process's memory: one breaker per connection for the life of the store."""
 
@@ -437,4 +443,5 @@ __all__ = [
     "RateState",
     "SharedStore",
     "StateStore",
+    "store_now",
 ]

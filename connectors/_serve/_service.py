@@ -40,7 +40,7 @@ import httpx
 import uvicorn
 
 from .._config import check_serve_settings
-from .._deliver._breaker import BreakerState
+from .._deliver._breaker import BreakerState, store_now
 from .._errors import ConnectorError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._plural import counted
@@ -453,38 +453,41 @@ class Service:
         if (owed := owed_at_stop(self.runtime.config.journal.location, state.inbox)) is not None:
             self._log.warning("%s", owed)
         if self.summary is not None:
-            as_at_stop(self.summary, self.runtime, self._log)
+            as_at_stop(self.summary, self.runtime, self._breaker_records(), self._log)
         return self.summary
 
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open), delivery's and enrichment's."""
-        return {name: str(record.phase) for name, record in self._breaker_records().items()}
+        return {name: str(record.phase) for name, (record, _) in self._breaker_records().items()}
 
-    def _breaker_records(self) -> dict[str, BreakerState]:
-        """Each connection's breaker record, by connection name. Delivery's live in the runtime's store, which
-        on a PostgreSQL journal each run replaces with its own shared one; enrichment's in the store its
-        enricher took at start. A connection in both (enriched from and delivered to) shows the one furthest
-        from closed."""
+    def _breaker_records(self) -> dict[str, tuple[BreakerState, float]]:
+        """Each connection's breaker record, by connection name, with now on the clock of its times (a
+        PostgreSQL store's are the database's). Delivery's live in the runtime's store, which on a PostgreSQL
+        journal each run replaces with its own shared one; enrichment's in the store its enricher took at
+        start. A connection in both (enriched from and delivered to) shows the one furthest from closed."""
         stores = [self.runtime.breaker_store]
         delivery = self._delivery
         enriching = delivery.enrichment_breakers() if delivery is not None else None
         if enriching is not None and enriching is not stores[0]:
             stores.append(enriching)
         return {
-            name: max((store.breaker(name) for store in stores), key=lambda r: _FURTHER_FROM_CLOSED[r.phase])
+            name: max(
+                ((store.breaker(name), store_now(store)) for store in stores),
+                key=lambda pair: _FURTHER_FROM_CLOSED[pair[0].phase],
+            )
             for name in self.runtime.connections
         }
 
     def _readiness(self, delivery: DeliveryLoop, inbox: InboxStore) -> dict[str, Any]:
-        now = time.monotonic()  # the breakers' clock
+        now = time.monotonic()  # the stall's clock
         outages = {}
-        for name, record in self._breaker_records().items():
+        for name, (record, at) in self._breaker_records().items():
             if record.phase != "closed":
                 outages[name] = {
                     "state": record.phase,
                     "reason": record.reason,
-                    "open_for_seconds": round(max(0.0, now - record.opened_at), 1),
-                    "next_probe_in_seconds": round(max(0.0, record.retry_at - now), 1),
+                    "open_for_seconds": round(max(0.0, at - record.opened_at), 1),
+                    "next_probe_in_seconds": round(max(0.0, record.retry_at - at), 1),
                     "probes": record.probes,
                 }
         stall = delivery.stalled

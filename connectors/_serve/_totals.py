@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
+from collections.abc import Mapping
 from typing import Any
 
+from .._deliver._breaker import BreakerState
 from .._errors import JournalError
 from .._plural import counted
 from .._runtime import RunSummary, Runtime
@@ -85,19 +86,23 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
 
 
 def as_at_stop(
-    summary: RunSummary, runtime: Runtime, log: logging.Logger | logging.LoggerAdapter[Any]
+    summary: RunSummary,
+    runtime: Runtime,
+    breakers: Mapping[str, tuple[BreakerState, float]],
+    log: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
     """What ``summary`` (the service's life) says is owed, made true at stop: an outage whose breaker has
     closed since is over; a breaker open at stop is an outage, whether or not a delivery was parked past
-    ``outage_wait`` (a drain deadline cuts the wait short); and the dead letters are those the journal holds
-    now (one count), since a replay, this service's or another process's, may have resolved some."""
-    store = runtime.breaker_store
-    summary.outages_ended = [name for name in summary.outages if store.breaker(name).phase == "closed"]
+    ``outage_wait`` (a drain deadline cuts the wait short), a destination's or a source API's; and the dead
+    letters are those the journal holds now (one count), since a replay, this service's or another
+    process's, may have resolved some. ``breakers``: each connection's record, delivery's or enrichment's,
+    with now on the clock of its times (the service's ``_breaker_records``)."""
+    summary.outages_ended = [
+        name for name in summary.outages if name not in breakers or breakers[name][0].phase == "closed"
+    ]
     for name in summary.outages_ended:
         del summary.outages[name]
-    now = time.monotonic()  # the breakers' clock
-    for name in runtime.connections:
-        record = store.breaker(name)
+    for name, (record, now) in breakers.items():
         if record.phase != "closed" and name not in summary.outages:
             summary.outages[name] = (
                 f"unavailable for {max(0.0, now - record.opened_at):.0f} s (circuit breaker {record.phase}:"

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,16 +190,24 @@ def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) 
     assert "is down" not in summary and "left pending" not in summary and "dead-lettered" not in summary
 
 
-def test_a_stop_while_a_destination_is_down_says_it_is_down(tmp_path: Path) -> None:
+@pytest.mark.parametrize("journal", ["sqlite", "postgresql"])
+def test_a_stop_while_a_destination_is_down_says_it_is_down(
+    tmp_path: Path, journal: str, request: pytest.FixtureRequest
+) -> None:
     """SIGTERM while Fenix is down, its deliveries waiting for the breaker (outage_wait is long): the drain
     deadline cuts the wait short, so no delivery was parked as an Outage, and the summary said nothing of
-    Fenix; now the breaker open at stop is reported, and what is owed with it."""
+    Fenix; now the breaker open at stop is reported, and what is owed with it. How long it has been open is
+    counted on the clock of the breaker's times: on a PostgreSQL journal the database's (it said 0 s, and
+    /readyz's next probe was due in 1.8e9 s, against this process's monotonic clock)."""
     with Sandbox(faults="5xx=1") as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
         _configure(serve, "fenix", "failures: 2, cooldown: 200ms, cooldown_cap: 1s, outage_wait: 10m")
-        serve.config.write_text(
-            serve.config.read_text().replace("  drain_timeout: 30s\n", "  drain_timeout: 1s\n")
-        )
+        config = serve.config.read_text().replace("  drain_timeout: 30s\n", "  drain_timeout: 1s\n")
+        if journal == "postgresql":
+            url = request.getfixturevalue("postgres_url")
+            assert "journal:\n  path: .shipmap/journal.db\n" in config
+            config = config.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {url}\n")
+        serve.config.write_text(config)
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
@@ -210,17 +219,73 @@ def test_a_stop_while_a_destination_is_down_says_it_is_down(tmp_path: Path) -> N
                     lambda: client.get(f"{serve.url}/readyz").json()["breakers"]["fenix"] != "closed",
                     what="the breaker of fenix open",
                 )
+                time.sleep(1.2)  # open for a second at least
+                outage = client.get(f"{serve.url}/readyz").json()["outages"]["fenix"]
+                assert 1.0 <= outage["open_for_seconds"] < 60, outage
+                assert 0 <= outage["next_probe_in_seconds"] <= 1.0, outage  # cooldown_cap
             assert serve.terminate() == 0
         finally:
             serve.kill()
     summary = "".join(serve.output)
-    assert re.search(
-        r"^connection fenix is down: unavailable for \d+ s \(circuit breaker (open|half_open): HTTP 50\d [^)]*\);"
+    found = re.search(
+        r"^connection fenix is down: unavailable for (\d+) s \(circuit breaker (open|half_open): HTTP 50\d [^)]*\);"
         r" what waits for it stays owed for the next start$",
         summary,
         re.MULTILINE,
-    ), summary
+    )
+    assert found is not None, summary
+    assert 1 <= int(found.group(1)) < 60, found.group(0)
     owed = [line for line in serve.errors if "owed at stop: 3 deliveries pending in the journal" in line]
+    assert owed, serve.errors[-5:]
+
+
+@pytest.mark.parametrize("journal", ["sqlite", "postgresql"])
+def test_a_stop_while_the_store_api_is_down_says_it_is_down(
+    tmp_path: Path, journal: str, request: pytest.FixtureRequest
+) -> None:
+    """SIGTERM while the store's API is down, its webhooks parked in the inbox: the summary names the source
+    API's outage, with how long its breaker has been open, as it names a destination's. On a PostgreSQL
+    journal it read the breakers of delivery's store alone (each run's shared one), which enrichment's are
+    not in, and said nothing of the store's API."""
+    with Sandbox(
+        source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="5xx=1"
+    ) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _configure(serve, "bc_store", "failures: 2, cooldown: 30s, cooldown_cap: 60s")
+        if journal == "postgresql":
+            url = request.getfixturevalue("postgres_url")
+            config = serve.config.read_text()
+            assert "journal:\n  path: .shipmap/journal.db\n" in config
+            serve.config.write_text(
+                config.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {url}\n")
+            )
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+                for i in range(2):
+                    body = dict(template, hash=f"down-{i}", data={"type": "order", "id": 100 + i})
+                    answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+                serve.wait_until(
+                    lambda: client.get(f"{serve.url}/readyz").json()["parked_webhooks"] == 2,
+                    what="2 parked webhooks",
+                )
+                time.sleep(1.2)  # the breaker open for a second at least: the summary says how long
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    summary = "".join(serve.output)
+    found = re.search(
+        r"^connection bc_store is down: unavailable for (\d+) s \(circuit breaker open: GET /v2/orders/10[01]\S*:"
+        r" HTTP 50\d [^)]*\); what waits for it stays owed for the next start$",
+        summary,
+        re.MULTILINE,
+    )
+    assert found is not None, summary
+    assert 1 <= int(found.group(1)) < 60, found.group(0)
+    assert "connection fenix" not in summary, summary  # Fenix was never called, never down
+    owed = [line for line in serve.errors if "owed at stop: 2 webhooks waiting in the inbox" in line]
     assert owed, serve.errors[-5:]
 
 
