@@ -47,6 +47,7 @@ from ._config import Connection, PlannedRoute, RuntimeConfig, check_objects, loa
 from ._deliver._auth import ShipmapAuth
 from ._deliver._breaker import MemoryStore, StateStore
 from ._deliver._delivery import Deliverer, OutboundRequest
+from ._deliver._held import HeldBack
 from ._deliver._workers import DeliveryWorkers
 from ._errors import ConfigError
 from ._intake._pipeline import ForkedProducer, fork_available
@@ -234,9 +235,11 @@ class Runtime:
         three leases), the summary's ``held`` says who. A service whose peers keep running (``shipmap
         serve``) passes False: they take over what it leaves.
 
-        ``park_when_down``: at most half of the senders wait for one connection's open breaker; its other
-        deliveries are parked at once, so the other connections' deliveries go on (``shipmap serve``, which
-        looks at parked work again by itself, passes True; a run waits for the breaker, ``outage_wait``).
+        At most half of the senders wait for one connection's open breaker; its other deliveries are held
+        back (pending) so the other connections' deliveries go on, and sent as soon as the breaker closes,
+        within ``outage_wait`` (past it they stay pending: the summary's ``parked``). ``park_when_down``:
+        they are parked at once instead, and the run does not send them (``shipmap serve``, which looks at
+        parked work again by itself, passes True).
 
         ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
         iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
@@ -376,7 +379,8 @@ class _Execution:
 
     It recovers what an interrupted run left pending, then hands each batch from intake to the store
     (``Outbox.settle``: journaled ``pending`` before any request goes out) and its jobs to the delivery
-    workers, and waits for them; on a shared journal it keeps this worker's leases meanwhile.
+    workers, and waits for them (and for what they held back while a connection was down: ``HeldBack``); on
+    a shared journal it keeps this worker's leases meanwhile.
     """
 
     def __init__(
@@ -446,12 +450,15 @@ class _Execution:
             on_retry=self._on_retry,
             store=runtime.breaker_store,
             runtime_name=runtime.name,
-            # serve: half the senders at most wait for one connection that is down; its sweeps send the rest
-            waiting_cap=max(1, concurrency // 2) if self.park_when_down else None,
+            # Half the senders at most wait for one connection that is down: the others go on with the other
+            # connections. Its other deliveries are parked (serve's sweeps send them) or held back (a run's).
+            waiting_cap=max(1, concurrency // 2),
         )
         runtime._deliverer = deliverer
         try:
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
+                held = None if self.park_when_down else HeldBack(outbox, deliverer, queue, group.create_task)
+                self.workers.held = held
                 workers = [group.create_task(self.workers.work(deliverer, queue)) for _ in range(concurrency)]
                 flusher = group.create_task(outbox.flush_periodically())
                 keep = runtime.config.journal.keep
@@ -478,10 +485,15 @@ class _Execution:
                 if self.journal.shared and wait_for_others:
                     patience = runtime.config.journal.wait_for_others
                     self.summary.held = await self.leases.wait_for_others(queue, patience)
+                if held is not None:  # what a connection down held back goes once it is up, or waits it out
+                    await held.settle()
                 for _ in range(concurrency):
                     await queue.put(None)
                 await asyncio.gather(*workers)
                 self.workers.settle_raised()  # the input ended before a streak of them stopped the run
+                if held is not None:
+                    outbox.flush_marks()  # a delivered row's mark first: what is still pending is owed
+                    self._count_left_pending(held)
                 flusher.cancel()
                 if pruner is not None:
                     pruner.cancel()
@@ -510,6 +522,13 @@ class _Execution:
                 await shared.aclose()
         self._report()
         return self.summary
+
+    def _count_left_pending(self, held: HeldBack) -> None:
+        """The summary's deliveries left pending: those held back while a connection's breaker stayed open
+        past ``outage_wait``, counted in the journal once nothing of the run is in flight."""
+        for name, (count, reason) in held.count_left().items():
+            self.summary.parked += count
+            self.summary.outages.setdefault(name, reason)
 
     async def _shared_state(self) -> PostgresStateStore | None:
         """On a PostgreSQL journal, the breakers and max_rate slots every worker on it shares (for this run;

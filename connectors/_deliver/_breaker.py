@@ -252,6 +252,23 @@ class CircuitBreaker:
                 return True
             await self._wait_for_change(min(now + wait, give_up_at) - now)
 
+    async def wait_closed(self, give_up_at: float) -> bool:
+        """Wait until this breaker is closed (True), or until the clock passes ``give_up_at`` or its waiting
+        is stopped with it still open (False). Never the probe: the deliveries waiting in ``admit()`` probe,
+        this caller only learns that one was answered (a run's deliveries held back behind them)."""
+        shared = self._shared
+        while True:
+            if shared is not None and shared.stale(self.name):
+                await shared.refresh(self.name)
+            if self._store.breaker(self.name).phase == "closed":
+                return True
+            now = self._clock()
+            if now >= give_up_at or self._stop_waiting is not None:
+                return False
+            # Another process's transitions are not signalled: a shared copy is looked at again each poll.
+            wait = give_up_at - now if shared is None else min(give_up_at - now, shared.poll)
+            await self._wait_for_change(wait)
+
     def outage(self) -> Outage:
         """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why."""
         state = self._store.breaker(self.name)

@@ -15,9 +15,10 @@ connection until then, not only the retry of the one that got it (``RateLimiter.
 status is final. What is not delivered comes back as an Outcome with a redacted,
 truncated response excerpt.
 
-A delivery waiting for its breaker holds its sender. With ``waiting_cap`` (``shipmap serve``, which looks at
-parked work again by itself), at most that many wait for one connection's open breaker; that connection's
-other deliveries are parked at once, so the senders go on with the other connections.
+A delivery waiting for its breaker holds its sender. With ``waiting_cap``, at most that many wait for one
+connection's open breaker; that connection's other deliveries are parked at once, so the senders go on with
+the other connections (``shipmap serve`` looks at parked work again by itself; a run holds them back and
+sends them when the breaker closes: ``_held``).
 """
 
 from __future__ import annotations
@@ -245,7 +246,7 @@ class Deliverer:
                         raise breaker.outage()
                     self._waiting[name] = waiting + 1
                     try:
-                        probe = await breaker.admit(self._give_up_at(name))
+                        probe = await breaker.admit(self.give_up_at(name))
                     finally:
                         self._waiting[name] -= 1
                 except Outage as stop:
@@ -375,7 +376,7 @@ class Deliverer:
         for breaker in self.breakers.values():
             breaker.stop_waiting("run ends")
 
-    def _give_up_at(self, name: str) -> float:
+    def give_up_at(self, name: str) -> float:
         """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run
         first found it open (so a later run probes again at once). Asked before ``admit`` whatever this
         process's copy says: a shared breaker's copy may be older than the run (a new run's reads closed until

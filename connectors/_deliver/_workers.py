@@ -1,7 +1,8 @@
 """The delivery workers of a run: ``concurrency`` tasks that take jobs off the queue, send each through the
 Deliverer, count the outcome, and hand it to the store: delivered (a mark, committed in batches), dead (a
 dead letter with its reason), or parked (left ``pending``: its connection's breaker stayed open past
-``outage_wait``).
+``outage_wait``, or more senders than ``waiting_cap`` would have waited for it). With a ``HeldBack``
+(``shipmap run``), a parked delivery is held back instead: it goes once the breaker closes (``_held``).
 
 One broken request never stops the others: a send that raises inside shipmap, instead of getting an answer,
 is that job's dead letter. Many in a row are not the requests' fault but a bug (in shipmap, or in a custom
@@ -25,6 +26,7 @@ from .._map._steps import Dead, Job, event_fields
 from .._store._leases import LeaseKeeper
 from .._store._outbox import Outbox
 from ._delivery import Deliverer, Outcome
+from ._held import HeldBack
 
 INTERNAL_ERRORS_TO_STOP = 10  # sends in a row that raised inside shipmap, nothing answered between them
 
@@ -52,45 +54,55 @@ class DeliveryWorkers:
         # dead letters.
         self._raised: list[tuple[Job, Outcome, int]] = []
         self._stop: SendingStopped | None = None
+        self.held: HeldBack | None = None  # a run's: its parked deliveries go once their breaker closes
 
     async def work(self, deliverer: Deliverer, queue: asyncio.Queue[Job | None]) -> None:
-        """One worker: send jobs until it takes ``None`` off the queue."""
+        """One worker: send jobs until it takes ``None`` off the queue. Each job taken is ``task_done`` once
+        its outcome is handed over, so ``queue.join()`` says that nothing is queued or in flight."""
         log_info = self.deliveries.isEnabledFor(logging.INFO)
         while True:
             job = await queue.get()
             if job is None:
+                queue.task_done()
                 return
-            if not self.leases.may_send(job.key):
-                self.log.warning("%s: lease lost (this worker was stalled); another worker sends it",
-                                 job.request.label)  # fmt: skip
-                self.outbox.release(job.key)
-                continue
-            self.sending += 1
-            self._started += 1
-            number = self._started
             try:
-                outcome = await deliverer.send(job.request)
-            except JournalError:  # the shared breaker's database failed: the run stops, the row stays pending
-                raise
-            except Exception as error:  # this job's problem, or a bug that fails them all: the next ones say
-                self.log.debug("%s: internal error while sending", job.request.label, exc_info=True)
-                reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
-                self._raised.append((job, Outcome(False, None, 1, 0.0, reason), number))
-                if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
-                    for raised, _, _ in self._raised:
-                        self.outbox.release(raised.key)  # pending in the journal: the next run sends it
-                    # One error object for every sender that gets here before the run is cancelled: the
-                    # run raises it alone, not in a group.
-                    self._stop = self._stop or _stopped(error, len(self._raised))
-                    raise self._stop from error
-                continue
+                if not self.leases.may_send(job.key):
+                    self.log.warning("%s: lease lost (this worker was stalled); another worker sends it",
+                                     job.request.label)  # fmt: skip
+                    self.outbox.release(job.key)
+                    continue
+                self.sending += 1
+                self._started += 1
+                number = self._started
+                try:
+                    outcome = await deliverer.send(job.request)
+                except (
+                    JournalError
+                ):  # the shared breaker's database failed: the run stops, the row stays pending
+                    raise
+                except (
+                    Exception
+                ) as error:  # this job's problem, or a bug that fails them all: the next ones say
+                    self.log.debug("%s: internal error while sending", job.request.label, exc_info=True)
+                    reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
+                    self._raised.append((job, Outcome(False, None, 1, 0.0, reason), number))
+                    if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
+                        for raised, _, _ in self._raised:
+                            self.outbox.release(raised.key)  # pending in the journal: the next run sends it
+                        # One error object for every sender that gets here before the run is cancelled: the
+                        # run raises it alone, not in a group.
+                        self._stop = self._stop or _stopped(error, len(self._raised))
+                        raise self._stop from error
+                    continue
+                finally:
+                    self.sending -= 1
+                if self._raised:
+                    # A send started after them was answered: the send path works, each was its request's own.
+                    # (An answer to a send started before them says nothing about the send path since.)
+                    self.settle_raised(before=number)
+                self._count(job, outcome, log_info)
             finally:
-                self.sending -= 1
-            if self._raised:
-                # A send started after them was answered: the send path works, each was its request's own.
-                # (An answer to a send started before them says nothing about the send path since.)
-                self.settle_raised(before=number)
-            self._count(job, outcome, log_info)
+                queue.task_done()
 
     def settle_raised(self, before: int | None = None) -> None:
         """The sends that raised and still wait, started before send number ``before`` (all, when None: the
@@ -108,7 +120,9 @@ class DeliveryWorkers:
         stats.attempts += outcome.attempts
         if outcome.attempts > 1:
             stats.retried += 1
-        if outcome.parked:
+        if outcome.parked and self.held is not None:
+            self.held.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait
+        elif outcome.parked:
             # The connection is down past outage_wait: the row stays pending for the next run.
             self.summary.parked += 1
             connection = job.request.connection

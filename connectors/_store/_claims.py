@@ -42,6 +42,32 @@ def claim_pending(
     return sorted((entry_of(row) for row in rows), key=order)
 
 
+def pending_of(
+    journal: Journal, connection: str, *, limit: int = 1000, after: tuple[float, str] | None = None
+) -> list[JournalEntry]:
+    """Up to ``limit`` pending deliveries of ``connection`` that this run may send (on a shared journal, those
+    under this worker's lease), in the order they were last written, a page at a time as ``claim_pending``'s:
+    what a run held back while the connection's breaker was open, to send once it has closed."""
+    mine = " AND lease_owner = ?" if journal.shared else ""
+    rows = journal._db.execute(
+        f"""SELECT {ENTRY_COLUMNS} FROM deliveries WHERE state = 'pending' AND connection = ?{mine}
+            AND (updated_at, key) > (?, ?) ORDER BY updated_at, key LIMIT ?""",
+        (connection, *((journal.worker,) if journal.shared else ()), *(after or (-math.inf, "")), limit),
+    ).fetchall()
+    return [entry_of(row) for row in rows]
+
+
+def count_pending_of(journal: Journal, connection: str) -> int:
+    """How many deliveries of ``connection`` are pending that this run may send (``pending_of``'s rows)."""
+    mine = " AND lease_owner = ?" if journal.shared else ""
+    return int(
+        journal._db.execute(
+            f"SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND connection = ?{mine}",
+            (connection, *((journal.worker,) if journal.shared else ())),
+        ).fetchone()[0]
+    )
+
+
 def renew_leases(journal: Journal) -> set[str]:
     """Extend every lease this worker holds; the keys it still holds."""
     rows = journal._db.execute(

@@ -35,7 +35,7 @@ from .._map._steps import (
 )
 from .._redact import DELIVERIES_LOGGER, RedactingLogger
 from .._summary import RunSummary
-from ._claims import claim_pending
+from ._claims import claim_pending, count_pending_of, pending_of
 from ._entries import JournalEntry
 from ._journal import CLOSED, Journal, PendingRow, State
 
@@ -84,36 +84,69 @@ class Outbox:
 
     def _recovered(self, entries: list[JournalEntry]) -> Iterator[Job]:
         for entry in entries:
-            connection = self.connections.get(entry.connection or "")
-            if connection is None or entry.method is None or entry.url is None:
-                self.dead(
-                    Dead(
-                        entry.key,
-                        entry.mapping,
-                        entry.target,
-                        entry.source_hash,
-                        entry.origin,
-                        "recovery: its connection is not in the config any more",
-                    )
-                )
+            if entry.key in self.scheduled:  # a look at held-back deliveries queued it meanwhile
                 continue
-            headers = request_headers(connection, entry.idempotency_key)
-            text = encode_payload(entry.payload)  # the very text that was journaled and sent
-            request = OutboundRequest(
-                connection.name,
-                entry.method,
-                entry.url,
-                entry.payload,
-                headers,
-                label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
-                key=entry.key,
-                content=text.encode("utf-8"),
-            )
+            job = self._job_of(entry)
+            if job is None:
+                continue
             self.summary.recovered += 1
             self.scheduled.add(entry.key)
-            self.deliveries.info("re-sending %s left pending by an interrupted run", request.label)
-            yield Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
-                       entry.idempotency_key, request, text)  # fmt: skip
+            self.deliveries.info("re-sending %s left pending by an interrupted run", job.request.label)
+            yield job
+
+    def held_back(
+        self, connection: str, after: tuple[float, str] | None
+    ) -> tuple[list[Job], tuple[float, str] | None]:
+        """A page of ``connection``'s pending deliveries that are not queued, in flight or delivered unmarked
+        (not ``scheduled``): those a run held back while its breaker was open, to send now that it has closed;
+        and the cursor of the next page (None: this was the last). Each is ``scheduled`` at once, so a repeat
+        of its event in the input meanwhile is skipped, not sent beside it."""
+        entries = pending_of(self.journal, connection, limit=_RECOVER_PAGE, after=after)
+        jobs = []
+        for entry in entries:
+            if entry.key in self.scheduled:
+                continue
+            job = self._job_of(entry)
+            if job is not None:
+                self.scheduled.add(entry.key)
+                jobs.append(job)
+        following = (entries[-1].updated_at, entries[-1].key) if len(entries) == _RECOVER_PAGE else None
+        return jobs, following
+
+    def count_pending(self, connection: str) -> int:
+        """How many of ``connection``'s deliveries are pending in the journal for this run (or this worker)."""
+        return count_pending_of(self.journal, connection)
+
+    def _job_of(self, entry: JournalEntry) -> Job | None:
+        """The job that sends a pending row as it was recorded; None (and a dead letter) when its connection
+        is not in the config any more."""
+        connection = self.connections.get(entry.connection or "")
+        if connection is None or entry.method is None or entry.url is None:
+            self.dead(
+                Dead(
+                    entry.key,
+                    entry.mapping,
+                    entry.target,
+                    entry.source_hash,
+                    entry.origin,
+                    "recovery: its connection is not in the config any more",
+                )
+            )
+            return None
+        headers = request_headers(connection, entry.idempotency_key)
+        text = encode_payload(entry.payload)  # the very text that was journaled and sent
+        request = OutboundRequest(
+            connection.name,
+            entry.method,
+            entry.url,
+            entry.payload,
+            headers,
+            label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
+            key=entry.key,
+            content=text.encode("utf-8"),
+        )
+        return Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
+                   entry.idempotency_key, request, text)  # fmt: skip
 
     def settle(self, batch: list[Item], *, decide: bool) -> list[Job]:
         """Journal a batch in one transaction; return the jobs to send, each already ``pending``.
