@@ -457,8 +457,10 @@ class _Execution:
         runtime._deliverer = deliverer
         try:
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
-                held = None if self.park_when_down else HeldBack(outbox, deliverer, queue, group.create_task)
-                self.workers.held = held
+                held_back = (
+                    None if self.park_when_down else HeldBack(outbox, deliverer, queue, group.create_task)
+                )
+                self.workers.held_back = held_back
                 workers = [group.create_task(self.workers.work(deliverer, queue)) for _ in range(concurrency)]
                 flusher = group.create_task(outbox.flush_periodically())
                 keep = runtime.config.journal.keep
@@ -485,15 +487,17 @@ class _Execution:
                 if self.journal.shared and wait_for_others:
                     patience = runtime.config.journal.wait_for_others
                     self.summary.held = await self.leases.wait_for_others(queue, patience)
-                if held is not None:  # what a connection down held back goes once it is up, or waits it out
-                    await held.settle()
+                # What waited for a connection that was down goes once it is up, or stays pending past
+                # outage_wait.
+                if held_back is not None:
+                    await held_back.settle()
                 for _ in range(concurrency):
                     await queue.put(None)
                 await asyncio.gather(*workers)
                 self.workers.settle_raised()  # the input ended before a streak of them stopped the run
-                if held is not None:
+                if held_back is not None:
                     outbox.flush_marks()  # a delivered row's mark first: what is still pending is owed
-                    self._count_left_pending(held)
+                    self._count_left_pending(held_back)
                 flusher.cancel()
                 if pruner is not None:
                     pruner.cancel()
@@ -523,10 +527,10 @@ class _Execution:
         self._report()
         return self.summary
 
-    def _count_left_pending(self, held: HeldBack) -> None:
+    def _count_left_pending(self, held_back: HeldBack) -> None:
         """The summary's deliveries left pending: those held back while a connection's breaker stayed open
         past ``outage_wait``, counted in the journal once nothing of the run is in flight."""
-        for name, (count, reason) in held.count_left().items():
+        for name, (count, reason) in held_back.count_left().items():
             self.summary.parked += count
             self.summary.outages.setdefault(name, reason)
 

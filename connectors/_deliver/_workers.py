@@ -54,7 +54,7 @@ class DeliveryWorkers:
         # dead letters.
         self._raised: list[tuple[Job, Outcome, int]] = []
         self._stop: SendingStopped | None = None
-        self.held: HeldBack | None = None  # a run's: its parked deliveries go once their breaker closes
+        self.held_back: HeldBack | None = None  # a run's: its parked deliveries go once their breaker closes
 
     async def work(self, deliverer: Deliverer, queue: asyncio.Queue[Job | None]) -> None:
         """One worker: send jobs until it takes ``None`` off the queue. Each job taken is ``task_done`` once
@@ -120,8 +120,8 @@ class DeliveryWorkers:
         stats.attempts += outcome.attempts
         if outcome.attempts > 1:
             stats.retried += 1
-        if outcome.parked and self.held is not None:
-            self.held.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait
+        if outcome.parked and self.held_back is not None:
+            self.held_back.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait
         elif outcome.parked:
             # The connection is down past outage_wait: the row stays pending for the next run.
             self.summary.parked += 1

@@ -568,6 +568,31 @@ def test_a_delivery_that_does_not_wait_for_the_open_breaker_says_how_long_it_has
     )
 
 
+def test_waiting_for_the_breaker_to_close_never_takes_the_probe_and_ends_at_its_deadline() -> None:
+    """A run's watcher of held-back deliveries learns that the breaker closed; the senders waiting in admit()
+    probe. A watcher that took the probe would leave it unsent, and the breaker half-open for nobody."""
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=1, cooldown=0.01))
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        await breaker.failure("HTTP 503 Service Unavailable")
+        seen = [f"at the deadline: {await breaker.wait_closed(give_up_at=loop.time() + 0.05)}"]
+        assert breaker.state.probes == 0 and breaker.state.phase == "open"  # due since 0.01 s: not taken
+        watcher = asyncio.create_task(breaker.wait_closed(give_up_at=loop.time() + 60.0))
+        probe = await breaker.admit(give_up_at=loop.time() + 60.0)
+        seen.append(f"sender probe={probe}, watcher waiting: {not watcher.done()}")
+        await breaker.success()
+        async with asyncio.timeout(5.0):
+            seen.append(f"after the probe's success: {await watcher}")
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        "at the deadline: False",
+        "sender probe=True, watcher waiting: True",
+        "after the probe's success: True",
+    ]
+
+
 def test_max_rate_spaces_request_starts_evenly() -> None:
     clock = FakeClock()
     limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)
