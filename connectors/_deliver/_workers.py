@@ -62,47 +62,45 @@ class DeliveryWorkers:
         log_info = self.deliveries.isEnabledFor(logging.INFO)
         while True:
             job = await queue.get()
-            if job is None:
-                queue.task_done()
-                return
             try:
-                if not self.leases.may_send(job.key):
-                    self.log.warning("%s: lease lost (this worker was stalled); another worker sends it",
-                                     job.request.label)  # fmt: skip
-                    self.outbox.release(job.key)
-                    continue
-                self.sending += 1
-                self._started += 1
-                number = self._started
-                try:
-                    outcome = await deliverer.send(job.request)
-                except (
-                    JournalError
-                ):  # the shared breaker's database failed: the run stops, the row stays pending
-                    raise
-                except (
-                    Exception
-                ) as error:  # this job's problem, or a bug that fails them all: the next ones say
-                    self.log.debug("%s: internal error while sending", job.request.label, exc_info=True)
-                    reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
-                    self._raised.append((job, Outcome(False, None, 1, 0.0, reason), number))
-                    if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
-                        for raised, _, _ in self._raised:
-                            self.outbox.release(raised.key)  # pending in the journal: the next run sends it
-                        # One error object for every sender that gets here before the run is cancelled: the
-                        # run raises it alone, not in a group.
-                        self._stop = self._stop or _stopped(error, len(self._raised))
-                        raise self._stop from error
-                    continue
-                finally:
-                    self.sending -= 1
-                if self._raised:
-                    # A send started after them was answered: the send path works, each was its request's own.
-                    # (An answer to a send started before them says nothing about the send path since.)
-                    self.settle_raised(before=number)
-                self._count(job, outcome, log_info)
+                if job is None:
+                    return
+                await self._send(deliverer, job, log_info)
             finally:
                 queue.task_done()
+
+    async def _send(self, deliverer: Deliverer, job: Job, log_info: bool) -> None:
+        if not self.leases.may_send(job.key):
+            self.log.warning("%s: lease lost (this worker was stalled); another worker sends it",
+                             job.request.label)  # fmt: skip
+            self.outbox.release(job.key)
+            return
+        self.sending += 1
+        self._started += 1
+        number = self._started
+        try:
+            outcome = await deliverer.send(job.request)
+        except JournalError:  # the shared breaker's database failed: the run stops, the row stays pending
+            raise
+        except Exception as error:  # this job's problem, or a bug that fails them all: the next ones say
+            self.log.debug("%s: internal error while sending", job.request.label, exc_info=True)
+            reason = self._reason(f"internal error while sending: {type(error).__name__}: {error}")
+            self._raised.append((job, Outcome(False, None, 1, 0.0, reason), number))
+            if len(self._raised) >= INTERNAL_ERRORS_TO_STOP:
+                for raised, _, _ in self._raised:
+                    self.outbox.release(raised.key)  # pending in the journal: the next run sends it
+                # One error object for every sender that gets here before the run is cancelled: the
+                # run raises it alone, not in a group.
+                self._stop = self._stop or _stopped(error, len(self._raised))
+                raise self._stop from error
+            return
+        finally:
+            self.sending -= 1
+        if self._raised:
+            # A send started after them was answered: the send path works, each was its request's own.
+            # (An answer to a send started before them says nothing about the send path since.)
+            self.settle_raised(before=number)
+        self._count(job, outcome, log_info)
 
     def settle_raised(self, before: int | None = None) -> None:
         """The sends that raised and still wait, started before send number ``before`` (all, when None: the

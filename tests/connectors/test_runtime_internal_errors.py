@@ -123,7 +123,7 @@ def test_requests_that_keep_raising_stop_the_run_and_the_rest_stays_pending(
     ]
     assert len(tracebacks) >= INTERNAL_ERRORS_TO_STOP
     # Each names the line that logged it (an embedding program's format may show %(filename)s:%(lineno)d).
-    assert {(r.filename, r.funcName) for r in tracebacks} == {("_workers.py", "work")}
+    assert {(r.filename, r.funcName) for r in tracebacks} == {("_workers.py", "_send")}
     assert "demo-pass" not in caplog.text
 
     at_stop = counts(tmp_path)
