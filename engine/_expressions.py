@@ -26,9 +26,10 @@ from ._budget import finish as budget_finish
 from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
+from ._loop_probe import LoopProbe
 from ._paths import found_arguments, found_in_template, path_text, plain_path
 from ._sandbox import MappingSandbox
-from ._scope import SCOPE_NAMES, SCOPE_PREFIX, Label, Scope, parent_data, select_scope
+from ._scope import SCOPE_NAMES, SCOPE_PREFIX, Label, Scope, parent_data, select_scope, template_names
 from ._template_fast import Fallback, fast_template
 
 Evaluator = Callable[["Scope"], Any]
@@ -381,18 +382,30 @@ class ExpressionCompiler:
             ) from None
         self._vet_template(ast, location, field, names)
         run = self._renderer(source, ast, single is not None)
+        probe = LoopProbe(self.env, ast) if LoopProbe.wanted(ast) else None
+        env_globals = self.env.globals
 
         def evaluate(scope: Scope) -> Any:
             token = budget_start()
             try:
                 return check_output(run(scope))
             except FunctionError as error:
+                function = error.function
                 found = found_in_template(
                     ast,
-                    error.function,
+                    function,
                     lambda: frozenset({"this", "parent", "root", *scope.lets}),
                     scope.child_path,
                     lambda name: select_scope(scope, name),
+                    lambda: (
+                        {}
+                        if probe is None
+                        else probe.items_at_failure(
+                            {**env_globals, **template_names(scope)},
+                            function,
+                            lambda name: select_scope(scope, name),
+                        )
+                    ),
                 )
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None, found=found
@@ -459,16 +472,7 @@ class ExpressionCompiler:
         concat = self.env.concat
 
         def context_of(scope: Scope) -> Any:
-            here = {
-                **names,
-                "this": scope.data,
-                "parent": parent_data(scope),
-                "root": scope.root,
-                "index": scope.index,
-            }
-            if scope.lets:
-                here.update(scope.lets)
-            return new_context(here, shared=True)
+            return new_context({**names, **template_names(scope)}, shared=True)
 
         def run_single(scope: Scope) -> Any:
             context = context_of(scope)

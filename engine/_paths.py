@@ -4,14 +4,17 @@ The compiler turns a plain path into a direct lookup (``_expressions``). An erro
 table 'status' has no entry for null`` says what the function got, not where that came from, and the
 expression around it may read a dozen fields. So when a builtin fails, the plain field paths passed to it
 are read again (on the error's path only, never the transform's) and the error shows ``found: state = null
-(not in the document)``: the field of the document to look at, as glom says where a lookup failed.
+(not in the document)``: the field of the document to look at, as glom says where a lookup failed. In a
+template, a loop's own variable is named by the item it held (``line_items[2].sku = null``), which
+``_loop_probe`` finds again.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2.nodes
@@ -84,35 +87,66 @@ def place(node: dict[str, Any]) -> tuple[str | None, list[str | int]] | None:
     return None
 
 
+@dataclass(frozen=True)
+class LoopItem:
+    """A template loop's variable where a function failed: its value, and where that item is in the
+    document (path text such as ``$this.line_items[2]``, which ``path_of`` names) or None when the loop
+    reads something other than a plain path (a filter's result, a set variable)."""
+
+    value: Any
+    source: str | None
+
+
 def found_in_template(
     ast: jinja2.nodes.Template,
     function: str | None,
     names: Callable[[], frozenset[str]],
     path_of: Callable[[str], str],
     variable: Callable[[str], Any],
+    loop_items: Callable[[], Mapping[str, LoopItem]] = dict,
 ) -> tuple[str, ...]:
-    """As :func:`found_arguments`, for a Jinja template: each ``this.a.b``, ``root.x[0]`` or let name given to
-    ``function`` (a loop's own variable is gone once the template failed, and is not shown). ``names()``: the
-    names readable from the scope."""
+    """As :func:`found_arguments`, for a Jinja template: each ``this.a.b``, ``root.x[0]``, let name or loop
+    variable (``item.sku``) given to ``function``. ``names()``: the names readable from the scope;
+    ``loop_items()``: the loop variables in view where the function failed (asked only when a call of it
+    reads a name that a loop of the template sets). A loop's item is named by its place in the document
+    (``line_items[2].sku``), else by the variable (``item.sku``)."""
     if function is None:
         return ()
     shown: dict[str, str] = {}
     readable = names()
+    loop_names = {
+        name.name
+        for loop in ast.find_all(jinja2.nodes.For)
+        for name in (loop.target, *loop.target.find_all(jinja2.nodes.Name))
+        if isinstance(name, jinja2.nodes.Name)
+    }
+    loops: Mapping[str, LoopItem] | None = None
     for call in ast.find_all(jinja2.nodes.Call):
         if not (isinstance(call.node, jinja2.nodes.Name) and call.node.name == function):
             continue
         for argument in call.args:
-            read = _template_place(argument)
-            if read is None or read[0] not in readable:
+            read = template_place(argument)
+            if read is None:
                 continue
             name, steps = read
-            where = path_of(path_text(steps, f"${name}"))
+            if loops is None and name in loop_names:
+                loops = loop_items()
+            item = loops.get(name) if loops is not None else None
+            if item is not None:  # a loop variable hides a scope or let name of the same name, as in Jinja
+                base = item.source
+                where = path_of(path_text(steps, base)) if base is not None else path_text(steps, name)
+                value = _read(steps, item.value)
+            elif name in readable:
+                where = path_of(path_text(steps, f"${name}"))
+                value = _read(steps, variable(name))
+            else:
+                continue
             if where not in shown and len(shown) < _MAX_SHOWN:
-                shown[where] = _read(steps, variable(name))
+                shown[where] = value
     return tuple(f"{path} = {value}" for path, value in shown.items())
 
 
-def _template_place(node: jinja2.nodes.Node) -> tuple[str, list[str | int]] | None:
+def template_place(node: jinja2.nodes.Node) -> tuple[str, list[str | int]] | None:
     """(the name it starts from, its steps) for ``name.a["b"][0]``, else None."""
     steps: list[str | int] = []
     while True:

@@ -111,5 +111,13 @@ def select_scope(scope: Scope, name: str) -> Any:
     return scope.lets.get(name)
 
 
+def template_names(scope: Scope) -> dict[str, Any]:
+    """What a template sees of ``scope``, besides the functions: this, parent, root, index and the lets."""
+    names = {"this": scope.data, "parent": parent_data(scope), "root": scope.root, "index": scope.index}
+    if scope.lets:
+        names.update(scope.lets)
+    return names
+
+
 def parent_data(scope: Scope) -> Any:
     return scope.parent.data if scope.parent is not None else None

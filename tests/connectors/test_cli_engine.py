@@ -94,6 +94,24 @@ def test_a_failing_function_shows_the_source_field_it_was_given(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
+def test_a_function_failing_in_a_template_loop_names_the_line_item(tmp_path: Path) -> None:
+    """A template looping over the order's line items, and a lookup failing on the third one's sku."""
+    order = json.loads(ORDER.read_text(encoding="utf-8"))
+    order["order"]["line_items"][2]["sku"] = None
+    document = tmp_path / "no_sku.json"
+    document.write_text(json.dumps(order), encoding="utf-8")
+    mapping = FIXTURES / "engine/template_loop_items.yaml"
+    result = shipmap("preview", str(mapping), str(document))
+    assert result.returncode == 4, result.stderr
+    assert (
+        "template_loop_items.yaml:17:18: error: lookup(): lookup table 'warehouse' has no entry for null"
+        in (result.stderr)
+    )
+    assert "  target field: order.properties.picking\n" in result.stderr
+    assert "  found: order.line_items[2].sku = null\n" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_jmespath_typo_is_reported_at_its_line(tmp_path: Path) -> None:
     broken = tmp_path / "typo.yaml"
     text = MAPPING.read_text(encoding="utf-8").replace("number: name", "number: name[")

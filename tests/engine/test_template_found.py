@@ -1,0 +1,108 @@
+"""A function failing inside a template's loop, on a real Shopify order: the error's found: line names the
+loop's item by its place in the document, with its value (tests/fixtures/engine/template_loop_items.yaml)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shipmap.engine import TransformError, load_mapping, parse_mapping
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+MAPPING = FIXTURES / "engine/template_loop_items.yaml"
+ORDER = json.loads(
+    (FIXTURES / "real/shopify/order_rest_get_with_fulfillment.json").read_text(encoding="utf-8")
+)
+
+
+def _line(order: dict[str, Any], index: int) -> dict[str, Any]:
+    line: dict[str, Any] = order["order"]["line_items"][index]
+    return line
+
+
+def _no_sku(order: dict[str, Any]) -> None:
+    _line(order, 2)["sku"] = None
+
+
+def _quantity_as_words(order: dict[str, Any]) -> None:
+    _line(order, 1)["quantity"] = "two"
+
+
+def _numeric_engraving(order: dict[str, Any]) -> None:
+    _line(order, 0)["properties"][0]["value"] = 5
+
+
+def test_the_fixture_maps_the_order_whole() -> None:
+    payload = load_mapping(MAPPING).transform(ORDER, validate=False)["order"]
+    assert payload["properties"] == {"picking": "EAST:1, EAST:1, WEST:1", "engraving": "HAPPY BIRTHDAY "}
+
+
+@pytest.mark.parametrize(
+    ("breaks", "message", "field", "found"),
+    [
+        (
+            _no_sku,
+            "lookup(): lookup table 'warehouse' has no entry for null and no default",
+            "order.properties.picking",
+            "order.line_items[2].sku = null",
+        ),
+        (
+            _quantity_as_words,
+            'integer(): expected an integer or integer text such as "007", found string "two"',
+            "order.properties.picking",
+            'order.line_items[1].quantity = "two"',
+        ),
+        (
+            _numeric_engraving,
+            "upper(): expected a string, found number 5",
+            "order.properties.engraving",
+            "order.line_items[0].properties[0].value = 5",
+        ),
+    ],
+    ids=["lookup of a missing sku", "integer of words", "nested loop"],
+)
+def test_a_function_failing_on_one_line_item_names_that_item(
+    breaks: Callable[[dict[str, Any]], None], message: str, field: str, found: str
+) -> None:
+    order = copy.deepcopy(ORDER)
+    breaks(order)
+    mapping = load_mapping(MAPPING)
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(order, validate=False)
+    error = caught.value
+    assert error.message == message
+    assert error.field == field
+    assert error.found == (found,)
+    assert f"\n  found: {found}\n" in error.render()
+    # The same mapping, the same error, once the template has failed before (its replay is compiled then).
+    with pytest.raises(TransformError) as again:
+        mapping.transform(order, validate=False)
+    assert again.value.render() == error.render()
+    assert (
+        mapping.transform(ORDER, validate=False)["order"]["properties"]["picking"] == "EAST:1, EAST:1, WEST:1"
+    )
+
+
+def test_the_replay_that_finds_the_item_has_a_budget_of_its_own() -> None:
+    """The failing run spent 90,300 of its 100,000 loop iterations; the replay spends as many again."""
+    mapping = parse_mapping(
+        "shipmap: 1\n"
+        "targets:\n"
+        "  t:\n"
+        "    kind: fenix.order\n"
+        "    fields:\n"
+        '      x: "{% for a in this.items %}{% for b in this.items %}{% endfor %}{{ integer(a) }}{% endfor %}"\n',
+        file="budget.yaml",
+    )
+    items = ["1"] * 299 + ["x"]
+    with pytest.raises(TransformError) as caught:
+        mapping.transform({"items": items}, validate=False)
+    assert caught.value.found == ('items[299] = "x"',)
+    with pytest.raises(TransformError) as over:  # 20 more items: the first run itself is over budget
+        mapping.transform({"items": ["1"] * 20 + items}, validate=False)
+    assert "loop iterations (its budget)" in over.value.message
+    assert over.value.found == ()
