@@ -13,7 +13,6 @@ payloads, as often as you like, from any thread::
 No network, no printing, no global state. Every error is a :class:`ShipmapError` carrying its location.
 """
 
-from ._compiler import mapping_format_schema
 from ._errors import (
     CompileError,
     Location,
@@ -26,6 +25,7 @@ from ._errors import (
     SourceError,
     TransformError,
 )
+from ._format import mapping_format_schema
 from ._kinds import Route, TargetKind, builtin_kinds, get_kind
 from ._mapping import (
     CompiledMapping,

@@ -17,18 +17,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jmespath
 import jmespath.exceptions
 
 from ._expressions import _variables, flatten_once, is_truthy
+from ._fields import OMIT, FieldCompiler
 from ._functions import MISSING, lookup_key
 from ._scope import SCOPE_PREFIX, Scope
 from ._validator import CheckWriter, Unsupported, array_shape, compile_check, object_shape
-
-if TYPE_CHECKING:
-    from ._compiler import MappingCompiler
 
 _log = logging.getLogger("shipmap.engine.codegen")
 
@@ -74,9 +72,7 @@ class TargetWriter:
     the keys it writes (an unknown key is refused where it is written), a field it never leaves out needs no
     required-key test, and a value is tested once, in a local variable, not looked up again in the payload."""
 
-    def __init__(self, compiler: MappingCompiler, schema: Any = None) -> None:
-        from ._compiler import OMIT  # a cycle: the compiler calls generate()
-
+    def __init__(self, compiler: FieldCompiler, schema: Any = None) -> None:
         self.compiler = compiler
         self.schema = schema
         self.checks = CheckWriter(strict=True)
@@ -337,7 +333,7 @@ class TargetWriter:
         return shape is not None
 
     def finish(self, spec: dict[str, Any], value: str) -> None:
-        """lookup, then type, then default / required / omit, as ``MappingCompiler._finisher`` does."""
+        """lookup, then type, then default / required / omit, as ``FieldCompiler._finisher`` does."""
         steps: list[str] = []
         null_entry: Any = MISSING
         if "lookup" in spec:
@@ -488,7 +484,7 @@ def _always_valid(schema: Any, value: Any) -> bool:
         return False
 
 
-def generate(compiler: MappingCompiler, name: str, schema: Any = None) -> Callable[[Any], Any] | None:
+def generate(compiler: FieldCompiler, name: str, schema: Any = None) -> Callable[[Any], Any] | None:
     """The generated produce function of target ``name``, or None when the generator leaves it to the
     reference (it says why in the debug log). With the kind's ``schema``, the checked variant (see
     ``TargetWriter``), or None when its payloads are left to the kind's own check."""

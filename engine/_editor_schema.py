@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ._compiler import mapping_format_schema
+from ._format import mapping_format_schema
 from ._kinds import builtin_kinds
 
 EDITOR_SCHEMA_FILE = "mapping.schema.json"

@@ -11,8 +11,8 @@ import difflib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ._compiler import mapping_format_schema
 from ._errors import Problem
+from ._format import mapping_format_schema
 from ._target import CompiledTarget, StaticPath, static_field_name
 from ._trace import ARRAY
 

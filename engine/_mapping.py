@@ -13,8 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._compiler import CompileReport, MappingCompiler
+from ._compiler import MappingCompiler
 from ._errors import Location, MappingError, Problem
+from ._fields import CompileReport
 from ._functions import FunctionSet, lookup_key
 from ._lint import target_problems
 from ._target import CompiledTarget

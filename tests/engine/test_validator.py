@@ -16,7 +16,7 @@ import fastjsonschema
 import pytest
 import yaml
 from shipmap.engine import load_mapping
-from shipmap.engine._compiler import mapping_format_schema
+from shipmap.engine._format import mapping_format_schema
 from shipmap.engine._kinds import builtin_kinds, json_problems
 from shipmap.engine._validator import Unsupported, compile_check
 
