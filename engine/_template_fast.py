@@ -27,43 +27,36 @@ mapping-language.md describes:
 
 Security: the generated source holds no text from the mapping. Constants, the mapping's functions and Jinja's
 test functions reach it as names of a namespace this module builds (``_k0``, ``_g0``, ``_t0``); variables get
-generated names (``_v0``); the namespace has no builtins but the few the helpers below name. The code never
-does Python attribute access on data: lookups are ``d[k]`` on values that are exactly ``dict`` or ``list``.
+generated names (``_v0``); the namespace has no builtins but the few the run-time helpers name
+(``_template_fast_runtime``). The code never does Python attribute access on data: lookups are ``d[k]`` on
+values that are exactly ``dict`` or ``list``.
 """
 
 from __future__ import annotations
 
-import operator
 import types
 from collections.abc import Callable, Mapping, Sequence
-from numbers import Number
 from typing import Any
 
 import jinja2
 import jinja2.filters
 import jinja2.nodes as nodes
 import jinja2.tests
-from jinja2 import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from ._budget import spend
 from ._functions import FunctionSet
 from ._scope import SCOPE_NAMES
+from ._template_fast_runtime import HELPERS, Fallback, item_helpers
 
 __all__ = ["Fallback", "FastTemplate", "fast_template"]
 
 FastTemplate = Callable[[Any, Any, Any, Any], Any]  # (this, parent, root, index) -> the template's result
 
 
-class Fallback(Exception):
-    """The fast path cannot reproduce Jinja for this data: run the template through Jinja instead."""
-
-
 class _Refused(Exception):
     """The template is outside the subset; raised at compile time only."""
 
 
-_MISSING = object()  # a variable not (yet) set, which Jinja would give as Undefined
 _RESERVED = frozenset({"loop", "self", "caller", "varargs", "kwargs", "namespace", *SCOPE_NAMES})
 _LOOP_ATTRIBUTES = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length"})
 _COMPARE = {"eq": "==", "ne": "!=", "gt": ">", "gteq": ">=", "lt": "<", "lteq": "<=", "in": "in"}
@@ -86,7 +79,6 @@ _ONE_ARG_TESTS = frozenset(
     {"in", "==", "eq", "equalto", "!=", "ne", ">", "gt", "greaterthan", "ge", ">=", "<", "lt", "lessthan"}
     | {"<=", "le"}
 )
-_NUMBERS = (int, float, bool)
 _INLINE_TESTS = {  # jinja2.tests 3.1: test_number, test_string, test_none, test_defined, test_undefined
     "number": "_is_number({})",
     "string": "_isinstance({}, _str)",
@@ -102,205 +94,6 @@ _OWN_FILTERS = frozenset(
 _GENERATORS = frozenset({"map", "select", "reject", "selectattr", "rejectattr"})  # Jinja gives a generator
 _CONSUMERS = frozenset({"map", "select", "reject", "selectattr", "rejectattr", "sum", "list", "max", "min"})
 _CONSUMERS |= {"join"}
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Run-time helpers: each handles the plain case Jinja's code would handle the same way, else Fallback.
-
-
-def _fail() -> Any:
-    raise Fallback
-
-
-def _dig(item: Any, parts: tuple[str | int, ...]) -> Any:
-    """Jinja's make_attrgetter (environment.getitem per part), when every part is there."""
-    for part in parts:
-        kind = type(item)
-        if kind is dict:
-            if part not in item:
-                raise Fallback
-            item = item[part]
-        elif kind is list and type(part) is int and -len(item) <= part < len(item):
-            item = item[part]
-        else:
-            raise Fallback
-    return item
-
-
-def _values(seq: Any, parts: tuple[str | int, ...]) -> list[Any]:
-    """The looked-up values of a list's items: ``seq`` itself for no parts, else a new list."""
-    if type(seq) is not list:
-        raise Fallback
-    if not parts:
-        return seq
-    out = []
-    if len(parts) == 1:
-        (part,) = parts
-        for item in seq:
-            if type(item) is dict and part in item:
-                out.append(item[part])
-            else:
-                out.append(_dig(item, parts))
-        return out
-    for item in seq:
-        out.append(_dig(item, parts))
-    return out
-
-
-def _map(seq: Any, parts: tuple[str | int, ...]) -> list[Any]:
-    values = _values(seq, parts)
-    return list(values) if values is seq else values
-
-
-def _select(
-    seq: Any, parts: tuple[str | int, ...], test: Any, args: tuple[Any, ...], keep: bool
-) -> list[Any]:
-    """Jinja's select_or_reject: the items whose value (after the test, if any) is truthy, or falsy."""
-    if type(seq) is list and not seq:
-        return []
-    values = _values(seq, parts)
-    out = []
-    if test is operator.eq and len(args) == 1:
-        (wanted,) = args
-        for item, value in zip(seq, values, strict=True):
-            if keep:
-                if value == wanted:
-                    out.append(item)
-            elif not value == wanted:  # noqa: SIM201  # Jinja's reject negates the test it is given
-                out.append(item)
-        return out
-    for item, value in zip(seq, values, strict=True):
-        result = value if test is None else test(value, *args)
-        if keep:
-            if result:
-                out.append(item)
-        elif not result:
-            out.append(item)
-    return out
-
-
-def _sum(seq: Any, parts: tuple[str | int, ...], start: Any) -> Any:
-    if type(seq) is list and not seq:  # often: an order without refunds
-        return start  # what sum([], start) gives: start itself
-    return sum(_values(seq, parts), start)
-
-
-def _is_number(value: Any) -> bool:
-    """Jinja's ``number`` test, ``isinstance(value, Number)``, without the ABC's slow path for plain numbers."""
-    return type(value) in _NUMBERS or isinstance(value, Number)
-
-
-def _list(seq: Any) -> list[Any]:
-    if type(seq) is not list:
-        raise Fallback
-    return list(seq)
-
-
-def _extreme(seq: Any, largest: bool) -> Any:
-    # Jinja compares strings case-insensitively and gives Undefined for an empty sequence: numbers only here.
-    if type(seq) is not list or not seq:
-        raise Fallback
-    for item in seq:
-        if type(item) not in _NUMBERS:
-            raise Fallback
-    return max(seq) if largest else min(seq)
-
-
-def _length(value: Any) -> int:
-    if type(value) not in (list, str, dict):
-        raise Fallback
-    return len(value)
-
-
-def _join(seq: Any, glue: Any) -> str:
-    if type(seq) is not list:
-        raise Fallback
-    return str.join(str(glue), map(str, seq))
-
-
-def _default(value: Any, default: Any, boolean: Any) -> Any:
-    if isinstance(value, Undefined) or (boolean and not value):
-        return default
-    return value
-
-
-def _text_method(method: Callable[[str], str]) -> Callable[[Any], str]:
-    def apply(value: Any) -> str:
-        if type(value) is not str:
-            raise Fallback
-        return method(value)
-
-    return apply
-
-
-def _result(value: Any) -> Any:
-    """What ExpressionCompiler's single-expression renderer returns: None for an Undefined."""
-    return None if isinstance(value, Undefined) else value
-
-
-def _item_helpers(undefined: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
-    def item(obj: Any, key: Any) -> Any:
-        kind = type(obj)
-        if kind is dict:
-            if key in obj:
-                return obj[key]
-        elif kind is list and type(key) is int and -len(obj) <= key < len(obj):
-            return obj[key]
-        raise Fallback
-
-    def item_or_undefined(obj: Any, key: Any) -> Any:
-        kind = type(obj)
-        if kind is dict:
-            if key in obj:
-                return obj[key]
-            if type(key) is str and hasattr(dict, key):
-                raise Fallback  # the sandbox would hand out the dict method of that name
-            return undefined(None, obj, key)
-        if kind is list and type(key) is int:
-            if -len(obj) <= key < len(obj):
-                return obj[key]
-            return undefined(None, obj, key)
-        raise Fallback
-
-    return item, item_or_undefined
-
-
-_HELPERS: Mapping[str, Any] = types.MappingProxyType(
-    {
-        "_Fallback": Fallback,
-        "_M": _MISSING,
-        "_fail": _fail,
-        "_spend": spend,
-        "_map": _map,
-        "_select": _select,
-        "_sum": _sum,
-        "_list": _list,
-        "_extreme": _extreme,
-        "_length": _length,
-        "_join": _join,
-        "_default": _default,
-        "_upper": _text_method(str.upper),
-        "_lower": _text_method(str.lower),
-        "_trim": _text_method(str.strip),
-        "_isinstance": isinstance,
-        "_Undefined": Undefined,
-        "_Number": Number,
-        "_is_number": _is_number,
-        "_result": _result,
-        "_str": str,
-        "_type": type,
-        "_dict": dict,
-        "_list_type": list,
-        "_len": len,
-        "_enumerate": enumerate,
-        "_concat_text": "".join,
-        "Exception": Exception,
-    }
-)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Compile time
 
 
 class _Scope:
@@ -333,7 +126,7 @@ class _Generator:
         self.call_binop = self.callable_name(env.call_binop, "_b")
         concat = getattr(env, "bounded_concat", None)
         self.concat = None if concat is None else self.callable_name(concat, "_c")
-        item, item_or_undefined = _item_helpers(env.undefined)
+        item, item_or_undefined = item_helpers(env.undefined)
         self.item = self.callable_name(item, "_h")
         self.item_or_undefined = self.callable_name(item_or_undefined, "_h")
 
@@ -814,7 +607,7 @@ def fast_template(
         source = generator.template(ast, single)
     except (_Refused, RecursionError):
         return None
-    namespace: dict[str, Any] = {"__builtins__": {}, **_HELPERS, **generator.namespace}
+    namespace: dict[str, Any] = {"__builtins__": {}, **HELPERS, **generator.namespace}
     exec(
         compile(source, "<shipmap fast template>", "exec"), namespace
     )  # our own source, holding no text from the mapping
