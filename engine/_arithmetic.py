@@ -12,8 +12,9 @@ import math
 from decimal import ROUND_HALF_UP, Decimal, DivisionByZero, InvalidOperation, localcontext
 from typing import Any
 
+from ._coerce import decimal_from_text, decimal_result
 from ._errors import preview_value
-from ._functions import FunctionError, decimal_from_text, decimal_result
+from ._function_errors import FunctionError
 
 __all__ = ["add", "divide", "from_minor", "multiply", "round_number", "subtract", "to_decimal"]
 

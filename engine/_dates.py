@@ -12,7 +12,7 @@ import zoneinfo
 from typing import Any, Final
 
 from ._errors import preview_value
-from ._functions import FunctionError, _fail
+from ._function_errors import FunctionError, fail
 
 __all__ = ["Dates", "coerce_date", "coerce_datetime"]
 
@@ -56,7 +56,7 @@ def _parse_text(text: str) -> _dt.datetime:
                     # RFC 5322: -0000 is UTC with the sender's zone unknown; Python returns it naive.
                     return parsed.replace(tzinfo=_UTC)
                 return parsed
-    raise _fail(_DATETIME_EXPECTED, text)
+    raise fail(_DATETIME_EXPECTED, text)
 
 
 def _from_loose_iso(match: re.Match[str], text: str) -> _dt.datetime:
@@ -107,7 +107,7 @@ def _aware(value: Any, zone: _dt.tzinfo) -> _dt.datetime:
     elif isinstance(value, _dt.date):
         parsed = _dt.datetime(value.year, value.month, value.day)
     else:
-        raise _fail(_DATETIME_EXPECTED, value)
+        raise fail(_DATETIME_EXPECTED, value)
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         return _localize(parsed, zone)
     return parsed
@@ -146,7 +146,7 @@ def _as_rendered(value: Any) -> str | None:
 
 def _zone_named(name: Any) -> zoneinfo.ZoneInfo:
     if not isinstance(name, str):
-        raise _fail('a time zone name such as "America/New_York"', name)
+        raise fail('a time zone name such as "America/New_York"', name)
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):

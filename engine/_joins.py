@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import preview_value
-from ._functions import FunctionError
+from ._function_errors import FunctionError
 
 __all__ = ["Joins", "join_key"]
 

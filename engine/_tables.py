@@ -17,7 +17,7 @@ from typing import Any
 
 from ._arithmetic import from_minor as _scale
 from ._errors import preview_value
-from ._functions import FunctionError
+from ._function_errors import FunctionError
 
 __all__ = ["carrier_code", "country_code", "country_name", "currency_exponent", "from_minor", "table"]
 

@@ -1,4 +1,5 @@
-"""Text helpers for mappings: ``split_name``, ``unescape_html`` and ``strip_html``."""
+"""The text builtins: ``upper``, ``lower``, ``title``, ``trim``, ``split``, ``replace``, ``split_name``,
+``unescape_html`` and ``strip_html``. Null gives null; anything but text is an error."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ._errors import preview_value
+from ._function_errors import FunctionError, fail
 
 if TYPE_CHECKING:
     from html.parser import HTMLParser
-from ._functions import FunctionError
 
-__all__ = ["split_name", "strip_html", "unescape_html"]
+__all__ = [
+    "lower",
+    "replace",
+    "split",
+    "split_name",
+    "strip_html",
+    "title",
+    "trim",
+    "unescape_html",
+    "upper",
+]
 
 _SPACE = re.compile(r"\s+")
 # Words that start a family name ("Ludwig van Beethoven", "Maria de la Cruz"), compared in lower case.
@@ -128,3 +139,63 @@ def strip_html(value: Any) -> str | None:
     parser.close()
     parts: list[str] = parser.parts  # type: ignore[attr-defined]
     return _SPACE.sub(" ", "".join(parts)).strip()
+
+
+def upper(text: Any) -> str | None:
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return text.upper()
+    raise fail("a string", text)
+
+
+def lower(text: Any) -> str | None:
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return text.lower()
+    raise fail("a string", text)
+
+
+# The same word boundaries as Jinja's own title filter, so title(x) and x | title agree.
+_WORD_START = re.compile(r"([-\s({\[<]+)")
+
+
+def title(text: Any) -> str | None:
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return "".join(part[0].upper() + part[1:].lower() for part in _WORD_START.split(text) if part)
+    raise fail("a string", text)
+
+
+def trim(text: Any, chars: Any = None) -> str | None:
+    if chars is not None and not isinstance(chars, str):
+        raise fail("a string of characters to trim", chars)
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return text.strip(chars)
+    raise fail("a string", text)
+
+
+def split(text: Any, separator: Any) -> list[str] | None:
+    if not isinstance(separator, str) or not separator:
+        raise fail("a non-empty string as separator", separator)
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return text.split(separator)
+    raise fail("a string", text)
+
+
+def replace(text: Any, old: Any, new: Any) -> str | None:
+    if not isinstance(old, str):
+        raise fail("a string to replace", old)
+    if not isinstance(new, str):
+        raise fail("a string as replacement", new)
+    if text is None:
+        return None
+    if isinstance(text, str):
+        return text.replace(old, new)
+    raise fail("a string", text)

@@ -1,0 +1,188 @@
+"""Reading a value as a number, an integer, text, a boolean or an id: the builtins ``number()``, ``money()``,
+``integer()``, ``string()``, ``boolean()`` and ``id()``, and the ``type:`` of a field. Numbers go through
+Decimal, never float arithmetic; null gives null.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from ._errors import preview_value
+from ._function_errors import FunctionError, fail
+
+__all__ = [
+    "coerce_boolean",
+    "coerce_id",
+    "coerce_integer",
+    "coerce_number",
+    "coerce_string",
+    "decimal_from_text",
+    "decimal_result",
+    "int_text",
+]
+
+# Plain decimal text, optionally with thousands commas ("1,234.50") and an exponent. Decimal() alone would
+# also take "NaN", "Infinity" and "1_000", which are not amounts.
+_NUMBER_TEXT: Final = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
+_MAX_ADJUSTED_EXPONENT: Final = 308  # float's range; also keeps int() of "1e999999" from eating memory
+_NUMBER_EXPECTED: Final = 'a number or numeric text such as "14.99"'
+# Digits, an optional fraction and sign, short enough to stay far inside float's range.
+_PLAIN_AMOUNT: Final = re.compile(r"(-?\d{1,15})(?:\.(\d{1,15}))?", re.ASCII)
+
+
+def decimal_from_text(text: str, expected: str) -> Decimal:
+    stripped = text.strip()
+    if _NUMBER_TEXT.fullmatch(stripped) is None:
+        raise fail(expected, text)
+    try:
+        number = Decimal(stripped.replace(",", "") if "," in stripped else stripped)
+    except InvalidOperation:  # a sign or a dot without digits
+        raise fail(expected, text) from None
+    if number.adjusted() > _MAX_ADJUSTED_EXPONENT:
+        raise FunctionError(f"number {preview_value(text)} is out of range")
+    return number
+
+
+def decimal_result(number: Decimal) -> int | float:
+    """int when integral (so "15.00" becomes 15), else the float nearest the exact decimal."""
+    if number == number.to_integral_value():
+        return int(number)
+    return float(number)
+
+
+def coerce_number(value: Any) -> int | float | None:
+    """``number()`` and ``money()``: ints, floats and numeric text, through Decimal (never float arithmetic).
+
+    Integral results are ints (15.0 -> 15, "15.00" -> 15); others the float of the exact decimal.
+    """
+    if type(value) is str:  # most amounts are plain text such as "199.00": no Decimal needed
+        plain = _PLAIN_AMOUNT.fullmatch(value)
+        if plain is not None:
+            whole, fraction = plain.groups()
+            # float() of decimal text is correctly rounded, so it is the float of the exact decimal.
+            return int(whole) if fraction is None or not fraction.strip("0") else float(value)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise fail(_NUMBER_EXPECTED, value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise fail("a finite number", value)
+        # repr(float) round-trips, so float(Decimal(repr(value))) == value: nothing to convert.
+        return int(value) if value.is_integer() else value
+    if isinstance(value, str):
+        return decimal_result(decimal_from_text(value, _NUMBER_EXPECTED))
+    raise fail(_NUMBER_EXPECTED, value)
+
+
+_INTEGER_EXPECTED: Final = 'an integer or integer text such as "007"'
+
+
+def coerce_integer(value: Any) -> int | None:
+    """``integer()``: ints, integral floats (3.0) and integral numeric text ("007", "3.0", "1,000")."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise fail(_INTEGER_EXPECTED, value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if value.is_integer():
+            return int(value)
+        raise fail("a whole number", value)
+    if isinstance(value, str):
+        number = decimal_from_text(value, _INTEGER_EXPECTED)
+        if number == number.to_integral_value():
+            return int(number)
+        raise fail("a whole number", value)
+    raise fail(_INTEGER_EXPECTED, value)
+
+
+# Below 1e21 an integral float prints as its digits, as in JavaScript; above, repr's exponent form is kept.
+_FLOAT_DIGITS_LIMIT: Final = 1e21
+
+
+def coerce_string(value: Any) -> str | None:
+    """``string()``: text as-is, ints as digits, floats as their shortest form (2.0 -> "2"), booleans as
+    "true"/"false". Arrays and objects raise."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int_text(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise fail("a finite number", value)
+        if value.is_integer() and abs(value) < _FLOAT_DIGITS_LIMIT:
+            return str(int(value))
+        return repr(value)
+    raise fail("a string, number or boolean", value)
+
+
+_TRUE_WORDS: Final = frozenset({"true", "yes", "1"})
+_FALSE_WORDS: Final = frozenset({"false", "no", "0"})
+_BOOLEAN_EXPECTED: Final = 'a boolean, 0, 1 or one of "true", "false", "yes", "no", "1", "0"'
+
+
+def coerce_boolean(value: Any) -> bool | None:
+    """``boolean()``: booleans, the numbers 0 and 1, and the words true/false/yes/no/1/0 in any case."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        if value == 1:
+            return True
+        if value == 0:
+            return False
+        raise fail(_BOOLEAN_EXPECTED, value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise fail(_BOOLEAN_EXPECTED, value)
+
+
+_EXACT_FLOAT_LIMIT: Final = 2**53
+
+
+def int_text(value: int) -> str:
+    try:
+        return str(int(value))
+    except ValueError:  # Python refuses str() of ints past 4,300 digits; no real id or amount has that many
+        raise FunctionError(
+            f"an integer of {value.bit_length()} bits is too large to write as text"
+        ) from None
+
+
+def coerce_id(value: Any) -> str | None:
+    """``id()``: an identifier as text, keeping every digit."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise fail("an id (text or integer)", value)
+    if isinstance(value, int):
+        return int_text(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text:
+            return text
+        raise fail("a non-empty id", value)
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < _EXACT_FLOAT_LIMIT:
+            return str(int(value))
+        raise FunctionError(
+            f"the number {preview_value(value)} would lose digits as an id; the source should send ids as "
+            "integers or text"
+        )
+    raise fail("an id (text or integer)", value)
