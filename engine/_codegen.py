@@ -22,9 +22,10 @@ from typing import Any
 import jmespath
 import jmespath.exceptions
 
-from ._expressions import _variables, flatten_once, is_truthy
 from ._fields import OMIT, FieldCompiler
 from ._functions import MISSING, lookup_key
+from ._jmespath_direct import flatten_once, is_truthy
+from ._jmespath_variables import variables_in
 from ._scope import SCOPE_PREFIX, Scope
 from ._validator import CheckWriter, Unsupported, array_shape, compile_check, object_shape
 
@@ -371,7 +372,7 @@ class TargetWriter:
             return f"{self.share(evaluate, 'E')}({self.scope_of(level)})"
         expression = text.strip()
         prefix = SCOPE_PREFIX.match(expression)
-        if _variables(expression[prefix.end() :] if prefix else expression):
+        if variables_in(expression[prefix.end() :] if prefix else expression):
             # $root or $parent inside the expression: the reference's evaluator, on this level's scope.
             evaluate = self.compiler.evaluator(text, template)
             return f"{self.share(evaluate, 'E')}({self.scope_of(level)})"
@@ -404,7 +405,7 @@ class TargetWriter:
         return f"{self.share(search, 'J')}({data})"
 
     def jmespath(self, node: dict[str, Any], data: str, as_dict: str = "") -> str | None:
-        """Python for the JMESPath shapes that ``ExpressionCompiler._direct`` runs directly, with the same
+        """Python for the JMESPath shapes that ``_jmespath_direct.direct`` runs directly, with the same
         semantics; None for anything else (run by JMESPath's own interpreter)."""
         kind = node.get("type")
         children = node.get("children", [])

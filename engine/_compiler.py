@@ -14,12 +14,13 @@ from typing import Any
 
 from ._codegen import generate
 from ._errors import CompileError, Location, TransformError
-from ._expressions import Evaluator, ExpressionCompiler, is_truthy
+from ._expressions import ExpressionCompiler
 from ._fields import OMIT, FieldCompiler, Site
 from ._format import check_structure
 from ._functions import MISSING, FunctionContext, FunctionSet, LookupTable
+from ._jmespath_direct import is_truthy
 from ._kinds import get_kind
-from ._scope import Scope
+from ._scope import Evaluator, Scope
 from ._target import _COLLECT, CompiledTarget
 from ._trace import ARRAY
 from ._yaml import LocatedDocument, PathKey

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._errors import CompileError, Location, TransformError
-from ._expressions import Evaluator, ExpressionCompiler, is_truthy
+from ._expressions import ExpressionCompiler
 from ._functions import MISSING, FunctionError, FunctionSet, LookupTable, lookup_key
-from ._scope import SCOPE_NAMES, Scope
+from ._jmespath_direct import is_truthy
+from ._scope import SCOPE_NAMES, Evaluator, Scope
 from ._target import _COLLECT, StaticPath, static_field_name
 from ._trace import ACTIVE, ARRAY, runtime_field, scope_chain
 from ._yaml import LocatedDocument, PathKey

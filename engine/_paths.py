@@ -1,6 +1,6 @@
 """Plain field paths (``a.b[0].c``) in a parsed JMESPath tree, and what a failing function was given.
 
-The compiler turns a plain path into a direct lookup (``_expressions``). An error such as ``lookup(): lookup
+The compiler turns a plain path into a direct lookup (``_jmespath_direct``). An error such as ``lookup(): lookup
 table 'status' has no entry for null`` says what the function got, not where that came from, and the
 expression around it may read a dozen fields. So when a builtin fails, the plain field paths passed to it
 are read again (on the error's path only, never the transform's) and the error shows ``found: state = null

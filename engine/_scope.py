@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 Label = str | Callable[["Scope"], str]  # a scope's place in the source, or how to work it out
+Evaluator = Callable[["Scope"], Any]  # a compiled expression or template: its value in a scope
 
 # Names a template may use besides the functions: the current node, its parent, the whole document, the index.
 SCOPE_NAMES = ("this", "parent", "root", "index")

@@ -598,7 +598,7 @@ def fast_template(
     """A Python function with the template's exact result, or None when the template is outside the subset.
 
     ``ast`` is what ``env.parse`` gave (before Jinja compiles it); ``single`` says the template is one
-    ``{{ … }}`` whose value is returned as is (see ExpressionCompiler._renderer); ``functions`` are the
+    ``{{ … }}`` whose value is returned as is (see TemplateCompiler._renderer); ``functions`` are the
     mapping's functions, as in ``env.globals``, and ``builtins`` the FunctionSet behind them. The function
     takes (this, parent, root, index) and raises :class:`Fallback` whenever Jinja must decide.
     """

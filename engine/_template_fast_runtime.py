@@ -155,7 +155,7 @@ def _text_method(method: Callable[[str], str]) -> Callable[[Any], str]:
 
 
 def _result(value: Any) -> Any:
-    """What ExpressionCompiler's single-expression renderer returns: None for an Undefined."""
+    """What TemplateCompiler's single-expression renderer returns: None for an Undefined."""
     return None if isinstance(value, Undefined) else value
 
 

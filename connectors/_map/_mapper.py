@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from shipmap.engine import PayloadValidationError, Problem, ShipmapError, SourceDocument
-from shipmap.engine._expressions import is_truthy
+from shipmap.engine._jmespath_direct import is_truthy
 from shipmap.engine._kinds import json_problems
 
 from .._config import (

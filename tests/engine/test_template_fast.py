@@ -3,7 +3,7 @@
 For every template shipmap knows of (the ready mappings, the test and example mappings, the docs) and many
 hand-written ones, on the real and derived fixtures and on generated JSON-like data, the fast path either
 gives exactly Jinja's result (same value, same type) or raises Fallback. Jinja here is the production
-renderer (ExpressionCompiler._renderer) with the fast path switched off.
+renderer (TemplateCompiler._renderer) with the fast path switched off.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from unittest import mock
 import jinja2
 import pytest
 import shipmap.engine as engine
-import shipmap.engine._expressions as expressions
+import shipmap.engine._templates as templates
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shipmap.engine._errors import CompileError, Location
-from shipmap.engine._expressions import _SINGLE_EXPRESSION, ExpressionCompiler
+from shipmap.engine._expressions import ExpressionCompiler
 from shipmap.engine._functions import FunctionContext, FunctionSet
 from shipmap.engine._scope import Scope
 from shipmap.engine._template_fast import Fallback, _Generator, fast_template
+from shipmap.engine._templates import SINGLE_EXPRESSION
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -305,11 +306,11 @@ class Pair:
     """A template compiled both ways: Jinja as production runs it, and the fast path (None if refused)."""
 
     def __init__(self, text: str) -> None:
-        single = _SINGLE_EXPRESSION.match(text)
+        single = SINGLE_EXPRESSION.match(text)
         self.source = single.group("body") if single else text
         self.single = single is not None
         wrapped = "{{" + self.source + "}}" if single else text
-        with mock.patch.object(expressions, "fast_template", lambda *args: None):
+        with mock.patch.object(templates, "fast_template", lambda *args: None):
             self.jinja = COMPILER._renderer(self.source, ENV.parse(wrapped), self.single)
         self.fast = fast_template(ENV.parse(wrapped), self.single, ENV.globals, ENV, COMPILER.functions)
         self.text = text
@@ -349,7 +350,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 def _vetted(text: str) -> bool:
-    single = _SINGLE_EXPRESSION.match(text)
+    single = SINGLE_EXPRESSION.match(text)
     try:
         ast = ENV.parse("{{" + single.group("body") + "}}" if single else text)
         COMPILER._vet_template(ast, Location("t.yaml", 1, 1, ""), "f")
@@ -527,7 +528,7 @@ def test_the_ready_mappings_give_the_same_payloads_with_and_without_the_fast_pat
     documents = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
     for name in ("shopify/order", "shopify/order_cancelled", "shopify/fulfillment"):
         fast = engine.load_mapping(name)
-        with mock.patch.object(expressions, "fast_template", lambda *args: None):
+        with mock.patch.object(templates, "fast_template", lambda *args: None):
             slow = engine.load_mapping(name)
         for document in documents:
             assert _outcome(fast.transform, document) == _outcome(slow.transform, document)
@@ -546,7 +547,7 @@ def test_a_fallback_gives_jinjas_value_or_jinjas_error() -> None:
         "      a: '{{ this.a.b }}'\n      n: 'n={{ this.n + 1 }}'\n"
     )
     fast = engine.parse_mapping(mapping_text, file="t.yaml")
-    with mock.patch.object(expressions, "fast_template", lambda *args: None):
+    with mock.patch.object(templates, "fast_template", lambda *args: None):
         slow = engine.parse_mapping(mapping_text, file="t.yaml")
     for given_ in (
         {"a": {"b": [1]}, "n": 1},
@@ -563,7 +564,7 @@ def test_a_fallback_gives_jinjas_value_or_jinjas_error() -> None:
 
 @pytest.mark.parametrize("text", REFUSED)
 def test_outside_the_subset_is_left_to_jinja(text: str) -> None:
-    single = _SINGLE_EXPRESSION.match(text)
+    single = SINGLE_EXPRESSION.match(text)
     ast = ENV.parse("{{" + single.group("body") + "}}" if single else text)
     assert fast_template(ast, single is not None, ENV.globals, ENV, COMPILER.functions) is None
 

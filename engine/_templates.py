@@ -1,0 +1,252 @@
+"""Compiling a mapping's Jinja templates: the sandboxed environment with the mapping's functions, the vetting
+that refuses Python internals and unknown names at load, and the renderer that runs a template (through
+``_template_fast`` when it can, else through Jinja) on a scope within its budget. A template that fails
+becomes the field's located error; a failing function's shows what it was given (``_paths``,
+``_loop_probe``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.nodes
+
+from ._budget import budgeted, check_output
+from ._budget import finish as budget_finish
+from ._budget import start as budget_start
+from ._errors import CompileError, Location, ShipmapError, TransformError
+from ._functions import FunctionError, FunctionSet
+from ._loop_probe import LoopProbe
+from ._paths import found_in_template
+from ._sandbox import MappingSandbox
+from ._scope import SCOPE_NAMES, Evaluator, Scope, parent_data, select_scope, template_names
+from ._template_fast import Fallback, fast_template
+
+__all__ = ["SINGLE_EXPRESSION", "TemplateCompiler"]
+
+SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<body>(?:(?!\{\{|\}\}|\{%).)*)\}\}\s*$", re.S)
+
+
+class TemplateCompiler:
+    """Compiles the templates of one mapping. Holds that mapping's functions and Jinja environment, and the
+    lookup tables its expressions name (``used_lookups``)."""
+
+    def __init__(self, functions: FunctionSet, lookup_names: frozenset[str]) -> None:
+        self.functions = functions
+        self.env = MappingSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+        self.env.globals.clear()
+        self.env.globals.update(functions.jinja_globals)
+        # Accumulating in a loop: {% set ns = namespace(total=0) %}{% set ns.total = ns.total + x %}.
+        self.env.globals["namespace"] = jinja2.utils.Namespace
+        self.env.filters.update(functions.jinja_filters)
+        self.env.filters["_budget"] = budgeted  # given to every for loop, after the template is vetted
+        self.used_lookups: set[str] = set()
+        self.lookup_names = lookup_names
+
+    def _use_lookup(self, name: str, location: Location, field: str) -> None:
+        if name not in self.lookup_names:
+            close = difflib.get_close_matches(name, sorted(self.lookup_names), n=1)
+            raise CompileError(
+                f"unknown lookup table '{name}'",
+                location=location,
+                field=field,
+                hint=f"did you mean '{close[0]}'?" if close else "declare it under lookups:",
+            )
+        self.used_lookups.add(name)
+
+    def compile_template(
+        self, text: str, location: Location, field: str, names: frozenset[str] = frozenset()
+    ) -> Evaluator:
+        single = SINGLE_EXPRESSION.match(text)
+        source = single.group("body") if single else text
+        try:
+            # Parse as a template either way: it gives line numbers and an AST to vet before compiling.
+            ast = self.env.parse("{{" + source + "}}" if single else source)
+        except jinja2.TemplateSyntaxError as error:
+            raise CompileError(
+                f"Jinja syntax error: {error.message}",
+                location=_down(location, (error.lineno or 1) - 1),
+                field=field,
+            ) from None
+        self._vet_template(ast, location, field, names)
+        run = self._renderer(source, ast, single is not None)
+        probe = LoopProbe(self.env, ast) if LoopProbe.wanted(ast) else None
+        env_globals = self.env.globals
+
+        def evaluate(scope: Scope) -> Any:
+            token = budget_start()
+            try:
+                return check_output(run(scope))
+            except FunctionError as error:
+                function = error.function
+                found = found_in_template(
+                    ast,
+                    function,
+                    lambda: frozenset({"this", "parent", "root", *scope.lets}),
+                    scope.child_path,
+                    lambda name: select_scope(scope, name),
+                    lambda: (
+                        {}
+                        if probe is None
+                        else probe.items_at_failure(
+                            {**env_globals, **template_names(scope)},
+                            function,
+                            lambda name: select_scope(scope, name),
+                        )
+                    ),
+                )
+                raise TransformError(
+                    str(error), location=location, field=field, source_path=scope.path() or None, found=found
+                ) from None
+            except RecursionError:
+                raise TransformError(
+                    "the template recurses without end, or the data is nested too deeply",
+                    location=location,
+                    field=field,
+                    source_path=scope.path() or None,
+                ) from None
+            except ShipmapError:
+                raise
+            except Exception as error:  # any other failure (dictsort on a list...) is this field's, located
+                raise _template_failure(error, location, field, scope) from None
+            finally:
+                budget_finish(token)
+
+        return evaluate
+
+    def _renderer(self, source: str, ast: jinja2.nodes.Template, single: bool) -> Callable[[Scope], Any]:
+        """Run a compiled template on a scope. Jinja's render() builds a context by merging the globals into a
+        fresh mapping on every call; here one prepared dict of globals is copied and shared instead, which is
+        several times faster and gives the template exactly the same names.
+
+        A template in the subset _template_fast compiles to plain Python runs that way; on data it cannot
+        reproduce Jinja for, it raises Fallback and the same scope runs through Jinja (compiled then)."""
+        # Before Jinja's optimizer sees the AST: the fast path reads the template as written.
+        fast = fast_template(ast, single, self.env.globals, self.env, self.functions)
+        for loop in ast.find_all(jinja2.nodes.For):  # Jinja charges each loop to the budget; the fast path
+            loop.iter = jinja2.nodes.Filter(  # charges its own loops itself
+                loop.iter, "_budget", [], [], None, None, lineno=loop.iter.lineno
+            )
+        if fast is None:
+            return self._jinja(ast, single)  # compiled now: what Jinja refuses is a compile error at load
+        jinja: list[Callable[[Scope], Any]] = []  # Jinja's code, compiled on the first fallback: it
+        lock = threading.Lock()  # is most of the template's load time, and most data never needs it
+
+        def run_fast(scope: Scope) -> Any:
+            try:
+                return fast(scope.data, parent_data(scope), scope.root, scope.index)
+            except Fallback:
+                if not jinja:
+                    with lock:
+                        if not jinja:
+                            jinja.append(self._jinja(ast, single))
+                return jinja[0](scope)
+
+        return run_fast
+
+    def _jinja(self, ast: jinja2.nodes.Template, single: bool) -> Callable[[Scope], Any]:
+        """The template compiled by Jinja, run on a scope."""
+        if single:
+            # What compile_expression builds: a template that assigns the expression to `result`.
+            body = jinja2.nodes.Template(
+                [jinja2.nodes.Assign(jinja2.nodes.Name("result", "store"), ast.body[0].nodes[0])]  # type: ignore[attr-defined]
+            )
+            template = self.env.from_string(body)
+        else:
+            template = self.env.from_string(ast)
+        names = dict(self.env.globals)
+        new_context = template.new_context
+        render = template.root_render_func
+        concat = self.env.concat
+
+        def context_of(scope: Scope) -> Any:
+            return new_context({**names, **template_names(scope)}, shared=True)
+
+        def run_single(scope: Scope) -> Any:
+            context = context_of(scope)
+            for _ in render(context):
+                pass
+            value = context.vars.get("result")
+            return None if isinstance(value, jinja2.Undefined) else value
+
+        def run_text(scope: Scope) -> Any:
+            return concat(render(context_of(scope)))
+
+        return run_single if single else run_text
+
+    def _vet_template(
+        self, ast: jinja2.nodes.Template, location: Location, field: str, names: frozenset[str] = frozenset()
+    ) -> None:
+        for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.NSRef)):
+            name = (
+                node.attr
+                if isinstance(node, (jinja2.nodes.Getattr, jinja2.nodes.NSRef))
+                else _const(getattr(node, "arg", None))
+            )
+            if isinstance(name, str) and name.startswith("_"):
+                raise CompileError(
+                    f"refused: the template reaches for '{name}'; templates run sandboxed and cannot touch "
+                    "Python internals",
+                    location=_down(location, node.lineno - 1),
+                    field=field,
+                )
+        for flt in ast.find_all(jinja2.nodes.Filter):
+            if flt.name not in self.env.filters:
+                close = difflib.get_close_matches(flt.name, sorted(self.env.filters), n=1)
+                raise CompileError(
+                    f"unknown filter '{flt.name}'",
+                    location=location,
+                    field=field,
+                    hint=f"did you mean '{close[0]}'?" if close else None,
+                )
+        for name_node in ast.find_all(jinja2.nodes.Name):
+            if name_node.name in ("self", "caller", "varargs", "kwargs"):
+                raise CompileError(
+                    f"refused: '{name_node.name}' is Jinja's own machinery, not data",
+                    location=_down(location, name_node.lineno - 1),
+                    field=field,
+                    hint="a template sees this, parent, root, index and the functions",
+                )
+        known = set(SCOPE_NAMES) | set(self.env.globals) | names
+        for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                raise CompileError(
+                    f"undefined name '{name}' in template",
+                    location=location,
+                    field=field,
+                    hint=(f"did you mean '{close[0]}'? " if close else "")
+                    + "a template sees this, parent, root, index, the let: names around it and the functions",
+                )
+        for call in ast.find_all(jinja2.nodes.Call):
+            if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "lookup" and call.args:
+                table = _const(call.args[0])
+                if isinstance(table, str):
+                    self._use_lookup(table, location, field)
+
+
+def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
+    message = error.message if isinstance(error, jinja2.TemplateError) and error.message else str(error)
+    if not isinstance(error, jinja2.TemplateError | TypeError | ValueError | ArithmeticError):
+        message = f"{type(error).__name__}: {message}"
+    if isinstance(error, jinja2.UndefinedError):
+        message = f"template reads something the source does not have: {message}"
+    elif isinstance(error, jinja2.exceptions.SecurityError):
+        message = f"refused by the sandbox: {message}"
+    return TransformError(message, location=location, field=field, source_path=scope.path() or None)
+
+
+def _const(node: jinja2.nodes.Node | None) -> Any:
+    return node.value if isinstance(node, jinja2.nodes.Const) else None
+
+
+def _down(location: Location, lines: int) -> Location:
+    if lines <= 0:
+        return location
+    return Location(location.file, location.line + lines + 1, 1, "")
