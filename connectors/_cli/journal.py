@@ -189,7 +189,7 @@ def _info(args: argparse.Namespace) -> int:
     if waiting:  # what a run would send first, by connection (move-pending takes a connection's name)
         print(
             "pending by connection: "
-            + ", ".join(f"{name} {count}" for name, count in sorted(waiting.items()))
+            + ", ".join(f"{name} {count}" for name, count in sorted(waiting.items(), key=str))
         )
     if version < SCHEMA_VERSION:
         print(f"run `shipmap journal migrate` to upgrade it to version {SCHEMA_VERSION}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ._entries import ENTRY_COLUMNS, JournalEntry, by_creation, by_last_write, entry_of
@@ -15,7 +16,11 @@ from ._journal import Journal
 
 
 def claim_pending(
-    journal: Journal, *, limit: int = 1000, after: tuple[float, str] | None = None
+    journal: Journal,
+    *,
+    limit: int = 1000,
+    after: tuple[float, str] | None = None,
+    connections: Collection[str | None] | None = None,
 ) -> list[JournalEntry]:
     """Take over up to ``limit`` pending deliveries nobody holds: on a shared journal, those whose lease
     expired (their worker died or stalled), oldest first; ``FOR UPDATE SKIP LOCKED``: two workers
@@ -23,17 +28,23 @@ def claim_pending(
     outage parked), the pending rows in the order they were last written, a page at a time: ``after`` is
     the (``updated_at``, ``key``) of the previous page's last row. A page at a time, because a day of
     outage can leave millions of rows pending, and a run that read them at once would need their
-    payloads' gigabytes in memory before it sent the first."""
+    payloads' gigabytes in memory before it sent the first.
+
+    ``connections``: only the rows of these connections (``None`` among them: rows without one), found by
+    the index on each connection's pending rows (schema 6); an SQLite journal's pages take one connection at
+    a time (several would be sorted, not read in the index's order)."""
     now = time.time()
+    among, named = _among(connections)
     if journal.shared:
-        chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (lease_until IS NULL OR lease_until < ?)
-                    ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
-        parameters: tuple[Any, ...] = (journal.worker, now + journal.lease_seconds, now, limit)
+        chosen = f"""SELECT key FROM deliveries WHERE state = 'pending'{among}
+                     AND (lease_until IS NULL OR lease_until < ?)
+                     ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
+        parameters: tuple[Any, ...] = (journal.worker, now + journal.lease_seconds, *named, now, limit)
         order = by_creation
     else:  # claiming does not hide a row from the next claim here: the page's cursor moves on instead
-        chosen = """SELECT key FROM deliveries WHERE state = 'pending' AND (updated_at, key) > (?, ?)
-                    ORDER BY updated_at, key LIMIT ?"""
-        parameters = (journal.worker, now + journal.lease_seconds, *(after or (-math.inf, "")), limit)
+        chosen = f"""SELECT key FROM deliveries WHERE state = 'pending'{among} AND (updated_at, key) > (?, ?)
+                     ORDER BY updated_at, key LIMIT ?"""
+        parameters = (journal.worker, now + journal.lease_seconds, *named, *(after or (-math.inf, "")), limit)
         order = by_last_write
     rows = journal._db.execute(
         f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {ENTRY_COLUMNS}",
@@ -66,6 +77,18 @@ def count_pending_of(journal: Journal, connection: str) -> int:
             (connection, *((journal.worker,) if journal.shared else ())),
         ).fetchone()[0]
     )
+
+
+def _among(connections: Collection[str | None] | None) -> tuple[str, list[str]]:
+    """The condition (`` AND (...)``, or nothing for every connection) that keeps the rows of ``connections``,
+    and its parameters."""
+    if connections is None:
+        return "", []
+    named = sorted(name for name in connections if name is not None)
+    parts = [f"connection IN ({','.join('?' * len(named))})"] if named else []
+    if None in connections:
+        parts.append("connection IS NULL")
+    return f" AND ({' OR '.join(parts) or 'FALSE'})", named
 
 
 def renew_leases(journal: Journal) -> set[str]:

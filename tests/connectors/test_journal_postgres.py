@@ -16,7 +16,13 @@ from shipmap.connectors._cli import main
 from shipmap.connectors._store._claims import claim_pending, holds, pending_elsewhere, renew_leases
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._journal_pg import TransactionConflict
-from shipmap.connectors._store._moves import Stranded, count_pending, move_pending, stranded
+from shipmap.connectors._store._moves import (
+    Stranded,
+    count_pending,
+    move_pending,
+    pending_by_connection,
+    stranded,
+)
 from test_journal import pending
 from test_runtime_support import environ, order_event, write_config
 
@@ -219,10 +225,19 @@ def test_a_postgresql_store_is_upgraded_by_journal_migrate_only(
 
 def _v4_store(location: str) -> None:
     """A store as shipmap wrote it at schema version 4 (no index on rejected origins), with one rejection."""
-    backend = "sqlite" if not location.startswith("postgresql://") else "postgresql"
-    statements = [s for step in MIGRATIONS[backend][:4] for s in step.split(";") if s.strip()] + [
-        "INSERT INTO meta (k, v) VALUES ('schema_version', '4')",
+    _older_store(
+        location,
+        4,
         "INSERT INTO rejected (origin, reason, excerpt, at) VALUES ('shop#7', 'enrichment failed: 403', NULL, 1)",
+    )
+
+
+def _older_store(location: str, version: int, *rows: str) -> None:
+    """A store as shipmap wrote it at schema ``version``, holding ``rows`` (INSERT statements)."""
+    backend = "sqlite" if not location.startswith("postgresql://") else "postgresql"
+    statements = [s for step in MIGRATIONS[backend][:version] for s in step.split(";") if s.strip()] + [
+        f"INSERT INTO meta (k, v) VALUES ('schema_version', '{version}')",
+        *rows,
     ]
     if backend == "sqlite":
         with sqlite3.connect(location) as db:
@@ -272,6 +287,41 @@ def test_a_store_of_version_4_gains_the_index_on_rejected_origins(
         assert [(r.origin, r.at > 1) for r in journal.rejected()] == [("shop#7", True), ("shop#8", True)]
         journal.resolve_rejections(["shop#7"])
         assert journal.rejected_origins() == {"shop#8"}
+
+
+def test_a_store_of_version_5_gains_the_index_of_pending_deliveries_by_connection(
+    location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Version 6: a look at parked work counts a down connection's pending deliveries, and claims a few of
+    them, on this index; an upgraded store has it, and its pending rows are found by it."""
+    rows = [
+        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
+        *(
+            "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
+            f" created_at, updated_at) VALUES ('k{n}', 'doc', 'm', 't', '{name}', 'pending', 'POST', 'http://x/',"
+            f" '{{}}', {n}, {n})"
+            for n, name in enumerate(["fenix", "dg", "fenix", "fenix"])
+        ),
+    ]
+    _older_store(location, 5, *rows)
+    if location.startswith("postgresql://"):
+        assert main(["journal", "migrate", with_password(location)]) == 0
+        assert capsys.readouterr().out == f"{location}: schema version 5 -> {SCHEMA_VERSION}\n"
+        with psycopg.connect(location) as pg:
+            [indexed] = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_pending'")
+        assert indexed[0].endswith(
+            "USING btree (state, connection, created_at, key) WHERE (state = 'pending'::text)"
+        ), indexed
+    with Journal(location) as journal:
+        assert journal.schema_version() == SCHEMA_VERSION
+        if journal.backend == "sqlite":
+            assert journal.upgraded_from == 5
+            [(indexed,)] = journal._db.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'deliveries_pending'"
+            )
+            assert "(state, connection, updated_at, key) WHERE state = 'pending'" in indexed, indexed
+        assert pending_by_connection(journal) == {"fenix": 3, "dg": 1}
+        assert [e.key for e in claim_pending(journal, limit=2, connections=["fenix"])] == ["k0", "k2"]
 
 
 def test_an_sqlite_journal_of_version_1_is_upgraded_when_a_run_opens_it(tmp_path: Path) -> None:
