@@ -45,7 +45,7 @@ from shipmap.engine import SourceDocument
 
 from ._config import Connection, PlannedRoute, RuntimeConfig, check_objects, load_config
 from ._deliver._auth import ShipmapAuth
-from ._deliver._breaker import MemoryStore, StateStore
+from ._deliver._breaker import MemoryStore, SharedStore, StateStore
 from ._deliver._delivery import Deliverer, OutboundRequest
 from ._deliver._held import HeldBack
 from ._deliver._workers import DeliveryWorkers
@@ -440,6 +440,9 @@ class _Execution:
         concurrency = runtime.config.delivery.concurrency
         queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=concurrency * 4)
         shared = await self._shared_state()
+        # Half the senders at most wait for one connection that is down: the others go on with the other
+        # connections. Its other deliveries are parked (serve's sweeps send them) or held back (a run's).
+        waiting_cap = max(1, concurrency // 2)
         deliverer = Deliverer(
             runtime.connections,
             runtime.auths,
@@ -450,12 +453,12 @@ class _Execution:
             on_retry=self._on_retry,
             store=runtime.breaker_store,
             runtime_name=runtime.name,
-            # Half the senders at most wait for one connection that is down: the others go on with the other
-            # connections. Its other deliveries are parked (serve's sweeps send them) or held back (a run's).
-            waiting_cap=max(1, concurrency // 2),
+            waiting_cap=waiting_cap,
         )
         runtime._deliverer = deliverer
         try:
+            if self.park_when_down:  # as many as may wait for a breaker are read; the rest are counted
+                outbox.hold_back(await self._down(deliverer), probes=waiting_cap)
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
                 held_back = (
                     None if self.park_when_down else HeldBack(outbox, deliverer, queue, group.create_task)
@@ -554,6 +557,17 @@ class _Execution:
         for name in sorted(closing & endpoints.keys()):
             await store.close_breaker(name)
         return store
+
+    async def _down(self, deliverer: Deliverer) -> dict[str, str]:
+        """The connections whose circuit breaker is open as the run starts, each with how it is down. A shared
+        store's records are read first: a new run's copies say closed until then."""
+        store, down = self.runtime.breaker_store, {}
+        for name, breaker in deliverer.breakers.items():
+            if isinstance(store, SharedStore):
+                await store.refresh(name)
+            if breaker.is_open:
+                down[name] = self.runtime.redactor.redact(breaker.outage().detail)
+        return down
 
     def _on_retry(self, request: OutboundRequest, attempt: int, reason: str, delay: float) -> None:
         self._report()

@@ -116,6 +116,15 @@ class RunSummary:
     dead_now: int | None = None
     outages_ended: list[str] = field(default_factory=list)
 
+    def park(self, connection: str, outage: str, count: int = 1) -> bool:
+        """``count`` deliveries of ``connection`` left pending, its breaker open (``outage``: how it is down,
+        as ``outages`` keeps it); True when ``connection`` is new to ``outages`` (the caller logs it)."""
+        self.parked += count
+        if connection in self.outages:
+            return False
+        self.outages[connection] = outage
+        return True
+
     def add_dead_key(self, key: str) -> None:
         """Keep a dead letter's key, among the first ``DEAD_KEYS_KEPT`` (``dead`` counts them all): a service's
         run can last for months."""

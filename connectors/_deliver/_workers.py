@@ -122,10 +122,8 @@ class DeliveryWorkers:
             self.held_back.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait
         elif outcome.parked:
             # The connection is down past outage_wait: the row stays pending for the next run.
-            self.summary.parked += 1
             connection = job.request.connection
-            if connection not in self.summary.outages:
-                self.summary.outages[connection] = outcome.reason or "unavailable (circuit breaker open)"
+            if self.summary.park(connection, outcome.reason or "unavailable (circuit breaker open)"):
                 self.log.warning("connection %s %s", connection, self.summary.outages[connection])
             self.outbox.release(job.key)
         elif outcome.delivered:

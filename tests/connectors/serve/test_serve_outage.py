@@ -482,3 +482,66 @@ def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(
         str(7_000_000 + i) for i in range(6)
     ]
     assert "dead-lettered" not in "".join(serve.output)
+
+
+def test_looks_at_parked_work_count_the_down_connections_deliveries_and_send_each_once_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """Fenix down, its 40 orders parked, looks every few hundred ms: each look used to read, claim and park
+    every one of them again (an hour's outage at 40 webhooks a second: 150,000 rows a look). Now a look reads
+    the two that may wait for the breaker (half of concurrency 4; they probe it) and counts the rest, so
+    /readyz's parked_deliveries says all of them but those two at once; DG's executions go meanwhile, and
+    when Fenix is back every order arrives, once."""
+    orders = 40
+    tracker = json.loads((FIXTURES / "derived" / "easypost" / "event_delivered.json").read_text())
+    with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
+        config = tmp_path / "two.yaml"
+        config.write_text(TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", "200ms"))
+        serve = ServeProcess(tmp_path, fenix.url, config=config).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for i in range(orders):
+                    body = _shopify_order(i)
+                    headers = shopify_headers(body, "orders/create", f"looks-{i}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+
+                def looks() -> int:
+                    return sum("looking again at parked work" in line for line in serve.errors)
+
+                serve.wait_until(lambda: looks() >= 3, what="three looks at parked work while Fenix is down")
+                serve.wait_until(
+                    lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] == orders - 2,
+                    what="every Fenix order but the two waiting for its breaker counted parked",
+                )
+                for i in range(5):
+                    doc = dict(
+                        tracker, id=f"evt_looks{i}", result=dict(tracker["result"], id=f"trk_looks{i}")
+                    )
+                    body = json.dumps(doc).encode()
+                    assert serve.post(client, "easypost", body, easypost_headers(body)).status_code == 200
+                serve.wait_until(
+                    lambda: len(dg.requests(endpoint="dg.execution")) == 5, what="DG's 5 executions meanwhile"
+                )
+                assert fenix.requests(endpoint="fenix.orders") == []
+                fenix.set_faults(None)
+                serve.wait_until(
+                    lambda: len(fenix.requests(endpoint="fenix.orders")) == orders,
+                    timeout=30,
+                    what="the 40 orders once Fenix is back",
+                )
+                ready = client.get(f"{serve.url}/readyz").json()
+                assert (
+                    ready["breakers"]["fenix"] == "closed"
+                    and _dead(client.get(f"{serve.url}/metrics").text) == 0
+                )
+                seen = looks()
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    ids = [o.body["id"] for o in fenix.requests(endpoint="fenix.orders")]
+    assert sorted(ids) == sorted(str(7_000_000 + i) for i in range(orders))  # each once
+    summary = "".join(serve.output)
+    # Each look re-sent the two that wait for the breaker; the orders were read in full once, when it closed.
+    recovered = int(re.search(r"recovered (\d+)", summary).group(1))  # type: ignore[union-attr]
+    assert recovered <= orders + 2 * seen, (recovered, seen, summary)
+    assert "left pending" not in summary and "dead-lettered" not in summary, summary
