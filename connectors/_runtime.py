@@ -458,7 +458,7 @@ class _Execution:
         runtime._deliverer = deliverer
         try:
             if self.park_when_down:  # as many as may wait for a breaker are read; the rest are counted
-                outbox.hold_back(await self._down(deliverer), probes=waiting_cap)
+                outbox.park_down(await self._down(deliverer), probes=waiting_cap)
             async with contextlib.aclosing(producer), deliverer, asyncio.TaskGroup() as group:
                 held_back = (
                     None if self.park_when_down else HeldBack(outbox, deliverer, queue, group.create_task)

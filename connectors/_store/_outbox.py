@@ -71,10 +71,10 @@ class Outbox:
         self._marks_since = 0.0
         # Records rejected by earlier runs (a line cut off while it was being written): resolved once they read.
         self._rejected_origins = journal.rejected_origins()
-        self._down: dict[str, str] = {}  # connections held back from recovery (``hold_back``)
+        self._down: dict[str, str] = {}  # connections whose rows recovery mostly parks (``park_down``)
         self._probes = 0
 
-    def hold_back(self, down: Mapping[str, str], probes: int) -> None:
+    def park_down(self, down: Mapping[str, str], probes: int) -> None:
         """Before ``recover``: connections whose circuit breaker is open, each with how it is down (as
         ``RunSummary.outages`` words it). Recovery reads the ``probes`` oldest of each one's pending deliveries,
         which wait for its breaker (one of them is its next probe), and counts the others parked without
@@ -87,7 +87,7 @@ class Outbox:
     def recover(self) -> Iterator[Job]:
         """The pending deliveries this run takes over, as recorded: on a shared journal those one claim finds
         (the lease keeper claims again as it goes), on an exclusive one all of them, a page at a time as the
-        queue takes them, in the order they were last written. Of a connection held back (``hold_back``), a
+        queue takes them, in the order they were last written. Of a connection parked (``park_down``), a
         few are read and the rest counted, once a run."""
         if not self._down:
             yield from self._recovered(self._pages() if not self.journal.shared else self._claim())
