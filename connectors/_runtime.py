@@ -92,7 +92,7 @@ class Runtime:
         self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
         # Auth objects live as long as the runtime, so a Fenix token serves every run until it expires.
         self.auths: dict[str, ShipmapAuth] = {
-            c.name: c.auth.build(c.base_url, self.redactor, runtime_name=name) for c in config.connections
+            c.name: config.build_auth(c, self.redactor, runtime_name=name) for c in config.connections
         }
         self._transport = transport
         # Breaker and rate-limit state outlives a run, like the auth sessions (a store could share it).
@@ -162,9 +162,7 @@ class Runtime:
                 if earlier == connection:
                     auths[name] = self.auths[name]
                     continue
-                auths[name] = connection.auth.build(
-                    connection.base_url, self.redactor, runtime_name=self.name
-                )
+                auths[name] = config.build_auth(connection, self.redactor, runtime_name=self.name)
                 if earlier is None:
                     continue
                 if earlier.base_url != connection.base_url:

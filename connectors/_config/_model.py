@@ -79,7 +79,10 @@ class AuthSettings:
     )
     refresh_margin: float = field(
         default=300.0,
-        metadata=about("fenix_session: log in again this long before it expires.", duration=True),
+        metadata=about(
+            "fenix_session: log in again this long before it expires. Left out, at most half of token_ttl.",
+            duration=True,
+        ),
     )
     # Reads the credentials again (rotation without restart): a fenix_session at each login, the other schemes
     # after a 401. Set when loaded from a file whose credentials are references.
@@ -95,15 +98,26 @@ class AuthSettings:
         user = self.username if self.scheme == "basic" else None
         return tuple(s for s in (self.password, self.api_key, self.token, user) if s)
 
-    def build(self, base_url: str, redactor: Redactor, *, runtime_name: str | None = None) -> ShipmapAuth:
+    def build(
+        self,
+        base_url: str,
+        redactor: Redactor,
+        *,
+        runtime_name: str | None = None,
+        margin_given: bool | None = None,
+    ) -> ShipmapAuth:
         """A fresh httpx auth object for a connection at ``base_url``, whose log records carry
-        ``runtime_name`` (a named Runtime's)."""
-        auth = self._build(base_url, redactor)
+        ``runtime_name`` (a named Runtime's). ``margin_given``: whether ``refresh_margin`` was given, so used
+        as it is, or left out, so adapting to a short token (:meth:`RuntimeConfig.build_auth` says it from the
+        file); None: given when it is not its default."""
+        if margin_given is None:
+            margin_given = given(None, self, (), "refresh_margin")
+        auth = self._build(base_url, redactor, margin_given=margin_given)
         if runtime_name is not None:
             auth._mark_logs(runtime_name)
         return auth
 
-    def _build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
+    def _build(self, base_url: str, redactor: Redactor, *, margin_given: bool) -> ShipmapAuth:
         reread = self.reader.read if self.reader is not None else None
         if self.scheme == "basic":
             return BasicAuth(self.username or "", self.password or "", redactor=redactor, reread=reread)
@@ -121,7 +135,8 @@ class AuthSettings:
                 api_key=self.api_key or "",
                 store_name=self.store_name or "",
                 token_ttl=self.token_ttl,
-                refresh_margin=self.refresh_margin,
+                # Left out, it adapts to a short token there; given, the pair rule kept it below token_ttl.
+                refresh_margin=self.refresh_margin if margin_given else None,
                 redactor=redactor,
                 refresh=reread,
             )
@@ -413,6 +428,27 @@ class RuntimeConfig:
     def error(self, message: str, path: PathKey = (), *, key: bool = False) -> ConfigError:
         location = self.locations.get(("#key", *path)) if key else None
         return ConfigError(message, location=location or self.where(path))
+
+    def build_auth(
+        self, connection: Connection, redactor: Redactor, *, runtime_name: str | None = None
+    ) -> ShipmapAuth:
+        """``connection``'s auth object (``AuthSettings.build``), its ``refresh_margin`` used as given when
+        the file wrote it (in code: when it is not its default)."""
+        path: PathKey = ("connections", connection.name, "auth")
+        margin_given = given(self, connection.auth, path, "refresh_margin")
+        return connection.auth.build(
+            connection.base_url, redactor, runtime_name=runtime_name, margin_given=margin_given
+        )
+
+
+def given(config: RuntimeConfig | None, record: Any, path: PathKey, key: str) -> bool:
+    """Whether ``key`` of ``record`` (the section at ``path``) was given rather than left at its default:
+    written in the file, for a config loaded from one; in code (``config`` None or without locations), not
+    equal to its default, so a value equal to it counts as left out."""
+    if config is not None and config.locations:
+        return (*path, key) in config.locations
+    default = next(f.default for f in fields(record) if f.name == key)
+    return bool(getattr(record, key) != default)
 
 
 def resolved(path: Path) -> Path:

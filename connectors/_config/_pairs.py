@@ -10,12 +10,11 @@ made them disagree, and names both, with the other's value: these are durations,
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
-from ._model import PathKey, RuntimeConfig, dotted, duration_text
+from ._model import PathKey, RuntimeConfig, dotted, duration_text, given
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +51,7 @@ def check_pairs(config: RuntimeConfig) -> None:
 
 def _check(config: RuntimeConfig, record: Any, path: PathKey, pair: Pair) -> None:
     low, high = getattr(record, pair.lower), getattr(record, pair.upper)
-    if (low < high if pair.strict else low <= high) or not _given(config, record, path, pair.lower):
+    if (low < high if pair.strict else low <= high) or not given(config, record, path, pair.lower):
         return
     low_at, high_at = config.locations.get((*path, pair.lower)), config.locations.get((*path, pair.upper))
     relation = "less than" if pair.strict else "at most"
@@ -62,17 +61,9 @@ def _check(config: RuntimeConfig, record: Any, path: PathKey, pair: Pair) -> Non
         inverse = "more than" if pair.strict else "at least"
         message = f"must be {inverse} {pair.lower} ({duration_text(low)}): {pair.why}"
         raise ConfigError(f"{dotted((*path, pair.upper))}: {message}", location=high_at)
-    default = "" if _given(config, record, path, pair.upper) else ", its default"
+    default = "" if given(config, record, path, pair.upper) else ", its default"
     message = f"must be {relation} {pair.upper} ({duration_text(high)}{default}): {pair.why}"
     raise ConfigError(f"{dotted((*path, pair.lower))}: {message}", location=low_at or config.where(path))
-
-
-def _given(config: RuntimeConfig, record: Any, path: PathKey, key: str) -> bool:
-    """Whether ``key`` was given: written in the file, or, in code, not left at its default."""
-    if config.locations:
-        return (*path, key) in config.locations
-    default = next(f.default for f in dataclasses.fields(record) if f.name == key)
-    return bool(getattr(record, key) != default)
 
 
 __all__ = ["check_pairs"]

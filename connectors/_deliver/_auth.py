@@ -248,7 +248,8 @@ class FenixSessionAuth(ShipmapAuth):
     """The Fenix session: ``POST {base}/login`` with username, password and x-api-key headers returns
     ``authToken`` and ``x-identity``; every call then sends store_name, authToken, x-api-key and x-identity.
 
-    The token is refreshed ``refresh_margin`` seconds before ``token_ttl`` runs out, and on a 401 the request
+    The token is refreshed ``refresh_margin`` seconds before ``token_ttl`` runs out (left out: 5 minutes, at
+    most half a short token's life; given: as given, below ``token_ttl``), and on a 401 the request
     is retried once after a fresh login. Logins are serialised (an asyncio.Lock per event loop for async
     clients, a threading.Lock for sync ones) and numbered: a request remembers the generation of the token it
     was sent with, and after a 401 logs in again only if no one else has since. So any number of requests
@@ -268,7 +269,7 @@ class FenixSessionAuth(ShipmapAuth):
         api_key: str,
         store_name: str,
         token_ttl: float = FENIX_TOKEN_TTL,
-        refresh_margin: float = FENIX_REFRESH_MARGIN,
+        refresh_margin: float | None = None,
         redactor: Redactor | None = None,
         clock: Clock = time.monotonic,
         refresh: Callable[[], Mapping[str, str]] | None = None,
@@ -280,7 +281,14 @@ class FenixSessionAuth(ShipmapAuth):
         self._api_key = api_key
         self.store_name = store_name
         self.token_ttl = token_ttl
-        self.refresh_margin = min(refresh_margin, token_ttl / 2)
+        if refresh_margin is None:  # the default adapts to a short token; a margin given is the caller's
+            refresh_margin = min(FENIX_REFRESH_MARGIN, token_ttl / 2)
+        elif not 0 <= refresh_margin < token_ttl:
+            raise ValueError(
+                f"refresh_margin ({refresh_margin:g} s) must be less than token_ttl ({token_ttl:g} s), and 0 or"
+                " more: the token would be renewed before every request, or never used"
+            )
+        self.refresh_margin = refresh_margin
         self.redactor = redactor if redactor is not None else Redactor()
         for secret in (password, api_key):
             self.redactor.add(secret)

@@ -145,3 +145,53 @@ def test_pairs_in_order_or_left_at_their_defaults_pass_in_code() -> None:
     fenix = config.connections[0]
     short = dataclasses.replace(fenix.auth, token_ttl=60.0)  # the default margin adapts: no error
     Runtime(dataclasses.replace(config, connections=(dataclasses.replace(fenix, auth=short),)))
+
+
+def test_an_explicit_refresh_margin_is_honoured_beyond_half_the_token_life(
+    tmp_path: Path, sandbox: Any
+) -> None:
+    """A margin the config accepted (below token_ttl) is the one used: it was capped at half the TTL, so a
+    4s token with a 3s margin was renewed after 2s, not 1s. Against the sandbox's real login."""
+    import time
+
+    import httpx
+
+    changes = _fenix_auth(token_ttl="4s", refresh_margin="3s")
+    config = load_config(write_config(tmp_path, sandbox.url, **changes), environ=environ(sandbox.url))
+    auth = Runtime(config).auths["fenix"]
+    assert auth.refresh_margin == 3.0  # type: ignore[attr-defined]
+    order = {"id": "1", "line_items": []}
+    with httpx.Client(auth=auth, base_url=sandbox.url, timeout=10) as client:
+        client.post("/api/v1/orders/1/created", json=order)
+        time.sleep(1.2)  # past 4s - 3s; short of 4s - 2s, where the capped margin renewed it
+        client.post("/api/v1/orders/2/created", json=order)
+    assert auth.logins == 2  # type: ignore[attr-defined]
+    assert sandbox.stats()["by_endpoint"]["fenix.login"] == 2
+
+
+def test_a_margin_the_file_writes_is_used_as_written_even_equal_to_the_default(tmp_path: Path) -> None:
+    """The file wrote it, so it is the operator's: 5m on an 8m token is 5m, where the default, left out, is
+    halved to 4m."""
+    margins = []
+    for changes in (_fenix_auth(token_ttl="8m", refresh_margin="5m"), _fenix_auth(token_ttl="8m")):
+        config = load_config(write_config(tmp_path, URL, **changes), environ=environ(URL))
+        margins.append(Runtime(config).auths["fenix"].refresh_margin)  # type: ignore[attr-defined]
+    assert margins == [300.0, 240.0]
+
+
+def test_fenix_session_auth_adapts_only_its_default_margin() -> None:
+    from shipmap.connectors import FenixSessionAuth
+
+    def auth(**kwargs: float) -> FenixSessionAuth:
+        return FenixSessionAuth(
+            login_url=f"{URL}/login", username="u", password="pass", api_key="key1", store_name="s", **kwargs
+        )
+
+    assert auth(token_ttl=120.0).refresh_margin == 60.0  # the default (5m), at most half a short token's life
+    assert auth(token_ttl=120.0, refresh_margin=100.0).refresh_margin == 100.0
+    with pytest.raises(ValueError) as refused:
+        auth(token_ttl=120.0, refresh_margin=120.0)
+    assert str(refused.value) == (
+        "refresh_margin (120 s) must be less than token_ttl (120 s), and 0 or more: the token would be renewed"
+        " before every request, or never used"
+    )
