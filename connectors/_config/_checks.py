@@ -18,7 +18,7 @@ import jsonschema
 
 from .._errors import ConfigError
 from ._model import PathKey, RuntimeConfig, dotted
-from ._pairs import check_pairs
+from ._pairs import check_pairs, check_serve_pairs
 from ._schema import _explain, _key, _schema, _section, _Validator
 from ._serve_model import Enrichment, ServeSettings, SourceSettings
 
@@ -59,14 +59,15 @@ def _check_serve_sections(config: RuntimeConfig) -> None:
 def check_serve_settings(settings: ServeSettings) -> None:
     """Hold a ``ServeSettings`` given to ``Service`` as it is (built in code, or changed after
     ``serve_settings``) to the rules the file's schema gives ``serve`` and ``sources``, field by field and
-    across the keys of each source (the secret each type needs; a bigcommerce source's header), with the
-    loader's words. ``ConfigError`` names the key and the rule, never the value; it has no location, as the
-    settings were not read from a file."""
+    across the keys of each source (the secret each type needs; a bigcommerce source's header) and of
+    ``serve`` (``resweep`` at most ``resweep_cap``), with the loader's words. ``ConfigError`` names the key
+    and the rule, never the value; it has no location, as the settings were not read from a file."""
     _check_record(None, settings, ("serve",))
     names = _Validator({"propertyNames": _schema()["properties"]["sources"]["propertyNames"]})
     _raise_first(None, names.iter_errors(dict.fromkeys(settings.sources)), ("sources",))
     for name, source in settings.sources.items():
         _check_record(None, source, ("sources", name))
+    check_serve_pairs(settings)
 
 
 def _as_given(value: Any) -> Any:

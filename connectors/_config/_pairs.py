@@ -1,20 +1,24 @@
 """Bounds that span two keys of one section: a value that must stay below another (a fenix_session's
-``refresh_margin`` below its ``token_ttl``). The schema bounds each key alone; these are checked by
-``check_across_sections``, for a config loaded from a file and one built in code alike.
+``refresh_margin`` below its ``token_ttl``, ``serve.resweep`` at most ``resweep_cap``). The schema bounds each
+key alone; these are checked by ``check_across_sections``, for a config loaded from a file and one built in
+code alike.
 
 A rule holds when its lower key is given (in a file: written; in code: not its default): a default lower
-value adapts to the other (the auth refreshes at most half a short token's life early, the backoff and
-cooldown are capped). The error is located at whichever of the two keys the file wrote later, the one that
+value adapts to the other (the auth refreshes at most half a short token's life early, the backoff, cooldown
+and resweep are capped). The error is located at whichever of the two keys the file wrote later, the one that
 made them disagree, and names both, with the other's value: these are durations, never secrets.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .._errors import ConfigError
-from ._model import PathKey, RuntimeConfig, dotted, duration_text, given
+from ._model import PathKey, RuntimeConfig, dotted, duration_text, given, parse_duration
+from ._serve_model import ServeSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,12 @@ BACKOFF = Pair("backoff_base", "backoff_cap", strict=False, why="the cap would l
 COOLDOWN = Pair(
     "cooldown", "cooldown_cap", strict=False, why="the first wait between probes would be longer than the cap"
 )
+RESWEEP = Pair(
+    "resweep",
+    "resweep_cap",
+    strict=False,
+    why="the first wait for parked work would be longer than the longest",
+)
 
 
 def check_pairs(config: RuntimeConfig) -> None:
@@ -47,13 +57,31 @@ def check_pairs(config: RuntimeConfig) -> None:
             _check(config, connection.breaker, (*where, "breaker"), COOLDOWN)
     _check(config, config.delivery.retry, ("delivery", "retry"), BACKOFF)
     _check(config, config.delivery.breaker, ("delivery", "breaker"), COOLDOWN)
+    if config.serve:  # the section as the file gives it (durations as written), validated already
+        _check(config, _serve_record(config.serve), ("serve",), RESWEEP)
 
 
-def _check(config: RuntimeConfig, record: Any, path: PathKey, pair: Pair) -> None:
+def check_serve_pairs(settings: ServeSettings) -> None:
+    """The pairs of ``ServeSettings`` given to ``Service`` as they are: ConfigError without a location."""
+    _check(None, settings, ("serve",), RESWEEP)
+
+
+def _serve_record(section: Mapping[str, Any]) -> ServeSettings:
+    """The ``serve`` section's durations as settings: what it gives, as plain seconds; the defaults else."""
+    settings = ServeSettings(inbox="", sources={})
+    if RESWEEP.lower in section:
+        settings = dataclasses.replace(settings, resweep=parse_duration(section[RESWEEP.lower]))
+    if RESWEEP.upper in section:
+        settings = dataclasses.replace(settings, resweep_cap=parse_duration(section[RESWEEP.upper]))
+    return settings
+
+
+def _check(config: RuntimeConfig | None, record: Any, path: PathKey, pair: Pair) -> None:
     low, high = getattr(record, pair.lower), getattr(record, pair.upper)
     if (low < high if pair.strict else low <= high) or not given(config, record, path, pair.lower):
         return
-    low_at, high_at = config.locations.get((*path, pair.lower)), config.locations.get((*path, pair.upper))
+    locations = config.locations if config is not None else {}
+    low_at, high_at = locations.get((*path, pair.lower)), locations.get((*path, pair.upper))
     relation = "less than" if pair.strict else "at most"
     if high_at is not None and (
         low_at is None or (high_at.line, high_at.column) > (low_at.line, low_at.column)
@@ -63,7 +91,8 @@ def _check(config: RuntimeConfig, record: Any, path: PathKey, pair: Pair) -> Non
         raise ConfigError(f"{dotted((*path, pair.upper))}: {message}", location=high_at)
     default = "" if given(config, record, path, pair.upper) else ", its default"
     message = f"must be {relation} {pair.upper} ({duration_text(high)}{default}): {pair.why}"
-    raise ConfigError(f"{dotted((*path, pair.lower))}: {message}", location=low_at or config.where(path))
+    where = low_at or (config.where(path) if config is not None else None)
+    raise ConfigError(f"{dotted((*path, pair.lower))}: {message}", location=where)
 
 
-__all__ = ["check_pairs"]
+__all__ = ["check_pairs", "check_serve_pairs"]

@@ -204,3 +204,9 @@ class ServeSettings:
             why="the inbox forgets a webhook, its id and its body, that long after it arrived",
         ),
     )
+
+    @property
+    def first_resweep(self) -> float:
+        """The first wait for parked work: ``resweep``, or ``resweep_cap`` when that is shorter (the default
+        resweep adapts to a short cap; a resweep given is at most the cap, or the config was refused)."""
+        return min(self.resweep, self.resweep_cap)

@@ -332,7 +332,8 @@ class CircuitBreaker:
                 return
             state.phase = "open"
             state.opened_at = now
-            state.cooldown = self.settings.cooldown
+            # The default cooldown adapts to a shorter cap; a cooldown given is at most the cap (_config/_pairs).
+            state.cooldown = min(self.settings.cooldown, self.settings.cooldown_cap)
             state.retry_at = now + state.cooldown
             state.reason = reason
             state.opened += 1

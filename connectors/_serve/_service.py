@@ -243,7 +243,7 @@ class Service:
                 enrichments,
                 transport=self._source_transport,
                 replays=replays.path if replays is not None else None,
-                resweep=(settings.resweep, settings.resweep_cap),
+                resweep=(settings.first_resweep, settings.resweep_cap),
                 keep_bodies=settings.keep_bodies,
             )
             metrics = ServiceMetrics(

@@ -71,8 +71,35 @@ def _fenix_breaker(**keys: str) -> dict[str, Any]:
             "connections.fenix.breaker.cooldown: must be at most cooldown_cap (1m, its default): the first wait"
             " between probes would be longer than the cap",
         ),
+        (
+            {"serve": {"resweep_cap": "1m", "resweep": "2m"}},
+            "resweep: 2m",
+            "serve.resweep: must be at most resweep_cap (1m): the first wait for parked work would be longer"
+            " than the longest",
+        ),
+        (  # the cap written later: the error is there
+            {"serve": {"resweep": "10m", "resweep_cap": "5m"}},
+            "resweep_cap: 5m",
+            "serve.resweep_cap: must be at least resweep (10m): the first wait for parked work would be longer"
+            " than the longest",
+        ),
+        (
+            {"serve": {"resweep": "10m"}},
+            "resweep: 10m",
+            "serve.resweep: must be at most resweep_cap (5m, its default): the first wait for parked work would"
+            " be longer than the longest",
+        ),
     ],
-    ids=["margin-after-ttl", "ttl-after-margin", "margin-over-default-ttl", "backoff", "connection-cooldown"],
+    ids=[
+        "margin-after-ttl",
+        "ttl-after-margin",
+        "margin-over-default-ttl",
+        "backoff",
+        "connection-cooldown",
+        "resweep",
+        "resweep-cap-after",
+        "resweep-over-default-cap",
+    ],
 )
 def test_two_keys_out_of_order_are_a_located_error_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], located: str, message: str
@@ -126,8 +153,13 @@ def _in_code(**changes: Any) -> Any:
             "delivery.breaker.cooldown: must be at most cooldown_cap (2s): the first wait between probes would"
             " be longer than the cap",
         ),
+        (
+            {"serve": {"resweep": 30.0, "resweep_cap": "10s"}},
+            "serve.resweep: must be at most resweep_cap (10s): the first wait for parked work would be longer"
+            " than the longest",
+        ),
     ],
-    ids=["margin", "backoff", "cooldown"],
+    ids=["margin", "backoff", "cooldown", "resweep"],
 )
 def test_a_config_built_in_code_is_held_to_the_same_pairs(change: dict[str, Any], message: str) -> None:
     config = _in_code(**{k: v for k, v in change.items() if k != "auth"})
@@ -195,3 +227,34 @@ def test_fenix_session_auth_adapts_only_its_default_margin() -> None:
         "refresh_margin (120 s) must be less than token_ttl (120 s), and 0 or more: the token would be renewed"
         " before every request, or never used"
     )
+
+
+def test_serve_settings_given_in_code_are_held_to_the_resweep_pair(tmp_path: Path) -> None:
+    """Settings handed to Service as they are (built in code, or changed after serve_settings)."""
+    from shipmap.connectors._config import check_serve_settings
+    from shipmap.connectors._serve import ServeSettings
+
+    settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep=10.0, resweep_cap=2.0)
+    with pytest.raises(ConfigError) as caught:
+        check_serve_settings(settings)
+    assert (caught.value.message, caught.value.location) == (
+        "serve.resweep: must be at most resweep_cap (2s): the first wait for parked work would be longer than"
+        " the longest",
+        None,
+    )
+    check_serve_settings(ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0))  # adapts
+
+
+def test_a_default_lower_value_adapts_to_a_shorter_cap(tmp_path: Path) -> None:
+    """Left at their defaults, a breaker's cooldown (1s) and serve's resweep (5s) wait no longer than a shorter
+    cap given alone: the first wait was the default, then the cap (1s, then 500ms)."""
+    import asyncio
+
+    from shipmap.connectors._deliver._breaker import CircuitBreaker
+    from shipmap.connectors._serve import ServeSettings
+
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=1, cooldown_cap=0.5), clock=lambda: 100.0)
+    asyncio.run(breaker.failure("HTTP 503"))
+    assert (breaker.state.phase, breaker.state.retry_at) == ("open", 100.5)
+    settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0)
+    assert (settings.first_resweep, ServeSettings(inbox="i", sources={}).first_resweep) == (2.0, 5.0)
