@@ -17,7 +17,7 @@ from shipmap.engine._yaml import decode_utf8
 from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of, split_payload_name
 from ._file_kinds import is_utf8_text, looks_like_config, looks_like_mapping
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
-from ._reports import error_json, problem_json, write_json
+from ._reports import error_json, location_json, problem_json, write_json
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,10 @@ def register(parser: argparse.ArgumentParser) -> None:
         "(every mapping and cases file under them)",
     )
     parser.add_argument(
-        "--strict", action="store_true", help="treat warnings (unused lookups, fragments) as errors"
+        "--strict",
+        action="store_true",
+        help="treat warnings (unused lookups, fragments; a config's literal credentials, retries below its"
+        " breaker's failures) as errors",
     )
     parser.add_argument(
         "--skip-other-yaml",
@@ -56,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         files.append(report)
         if kind != "mapping":
             report["kind"] = kind
-            check = {"cases": _check_cases, "config": _check_config, "file": _check_text}[kind]
+            if kind == "config":
+                _check_config(Path(name), report, as_json=as_json, color=color, strict=args.strict)
+                continue
+            check = {"cases": _check_cases, "file": _check_text}[kind]
             check(Path(name), report, as_json=as_json, color=color)
             continue
         report["kind"] = "mapping"
@@ -120,21 +126,48 @@ def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, s
                 yield str(file), "mapping"
 
 
-def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: bool) -> None:
+def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: bool, strict: bool) -> None:
     """A runtime config is valid when ``run`` and ``serve`` would start on it: it loads with its env file and
-    secrets, its mappings load and compile for their targets, and its sources (if any) read as serve's."""
+    secrets, its mappings load and compile for their targets, and its sources (if any) read as serve's. Its
+    warnings (a credential written literally, retries that give up before the breaker opens) are this
+    report's, as a mapping's lint findings are: errors with ``--strict``."""
     from shipmap.connectors._config import load_config
+    from shipmap.connectors._config._warnings import collecting
     from shipmap.connectors._runtime import Runtime
     from shipmap.connectors._serve._settings import serve_settings
 
-    try:
-        runtime = Runtime(load_config(path))
-        runtime.mapper.prepare()
-        sources = serve_settings(runtime.config).sources if runtime.config.sources else {}
-    except ShipmapError as error:
-        report["problems"].append(error_json(error))
+    with collecting() as warnings:
+        try:
+            runtime = Runtime(load_config(path))
+            runtime.mapper.prepare()
+            sources = serve_settings(runtime.config).sources if runtime.config.sources else {}
+        except ShipmapError as error:
+            failed: ShipmapError | None = error
+        else:
+            failed = None
+    severity = "error" if strict else "warning"
+    # In the file's order (each check says its own in turn); a config built in code has no file to order by.
+    warnings.sort(key=lambda w: (w.location.line, w.location.column) if w.location else (0, 0))
+    for warning in warnings:
+        text = f"{warning.location or path}: {severity}: {warning.message}"
+        report["problems"].append(
+            {
+                "severity": severity,
+                "type": "ConfigWarning",
+                "message": warning.message,
+                "field": None,
+                "location": location_json(warning.location),
+                "text": text,
+            }
+        )
         if not as_json:
-            err(paint(error.render(), RED, color))
+            err(paint(text, RED if strict else YELLOW, color))
+    if failed is not None:
+        report["problems"].append(error_json(failed))
+        if not as_json:
+            err(paint(failed.render(), RED, color))
+        return
+    if strict and warnings:
         return
     report["ok"] = True
     report["connections"] = sorted(runtime.connections)

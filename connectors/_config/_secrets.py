@@ -6,7 +6,6 @@ so a rotated key is picked up without a restart."""
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 from collections.abc import Mapping
@@ -22,12 +21,12 @@ from shipmap.engine._yaml import decode_utf8
 from .._errors import ConfigError
 from .._redact import is_sensitive_name
 from ._model import PathKey, RuntimeConfig, dotted
+from ._warnings import warn
 
 # Config keys whose values are credentials: they should be ${VAR} references, and are always redacted.
 SECRET_FIELDS = frozenset({"password", "secret", "key", "api_key", "token"})
 
 
-_log = logging.getLogger("shipmap.connectors.config")
 # $$, or ${ and what follows it up to the first } (the whole rest when there is none): fill_references reads
 # what is inside, so a reference written wrong is an error rather than text kept as it is (a secret).
 _REFERENCE = re.compile(r"\$\$|\$\{(?P<inside>[^}]*)(?P<closed>\}?)")
@@ -375,22 +374,17 @@ def warn_literal_secrets(
         for key in sorted(SECRET_FIELDS & set(auth)):
             path: PathKey = ("connections", name, "auth", key)
             if path not in referenced:
-                where = locations.get(path)
-                _log.warning(
-                    "%s: connections.%s.auth.%s is written literally in the config; "
-                    "use a ${ENV_VAR} reference",
-                    where or "config",
-                    name,
-                    key,
+                warn(
+                    f"connections.{name}.auth.{key} is written literally in the config; use a ${{ENV_VAR}}"
+                    " reference",
+                    locations.get(path),
                 )
         for header in connection.get("headers") or {}:
             path = ("connections", name, "headers", header)
             if is_sensitive_name(header) and path not in referenced:
-                _log.warning(
-                    "%s: header %s of connection %s is written literally; use a ${ENV_VAR} reference",
-                    locations.get(path) or "config",
-                    header,
-                    name,
+                warn(
+                    f"header {header} of connection {name} is written literally; use a ${{ENV_VAR}} reference",
+                    locations.get(path),
                 )
     for name, source in (value.get("sources") or {}).items():
         secret = source.get("secret")
@@ -403,8 +397,7 @@ def warn_literal_secrets(
         )
         for path in paths:
             if path not in referenced:
-                _log.warning(
-                    "%s: %s is written literally in the config; use a ${ENV_VAR} reference",
-                    locations.get(path) or "config",
-                    dotted(path),
+                warn(
+                    f"{dotted(path)} is written literally in the config; use a ${{ENV_VAR}} reference",
+                    locations.get(path),
                 )

@@ -121,7 +121,8 @@ def test_ctrl_c_mid_run_is_one_line_exit_130_and_the_next_run_resumes(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
     server = sandbox_factory(faults="slow=1:0.02")
-    config = write_config(tmp_path, server.url, delivery={"concurrency": 2})
+    # Retries that reach the breaker: stderr holds the interruption alone, not the config's warning about them.
+    config = write_config(tmp_path, server.url, delivery={"concurrency": 2, "retry": {"max_attempts": 5}})
     events = tmp_path / "events.ndjson"
     total = 150
     events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(total)))

@@ -78,7 +78,7 @@ def test_the_example_config_loads_with_every_setting(tmp_path: Path) -> None:
     assert config.delivery.timeout.read == 10.0
     retry = config.delivery.retry
     assert (retry.max_attempts, retry.backoff_base, retry.backoff_cap, retry.retry_after_cap) == (
-        4,
+        5,
         0.05,
         1.0,
         2.0,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import ServeProcess
+from .harness import ServeProcess, retries_reach_the_breaker
 
 SERVICE_URL = "http://127.0.0.1:9"  # no service answers there: status says so
 
@@ -41,7 +41,7 @@ def _being_created(path: Path) -> sqlite3.Connection:
 def starting(tmp_path: Path) -> Iterator[Path]:
     """A service's working directory in the moment after it started: its inbox and journal files exist,
     their tables not committed yet."""
-    ServeProcess(tmp_path, SERVICE_URL)
+    retries_reach_the_breaker(ServeProcess(tmp_path, SERVICE_URL).config)
     held = [_being_created(tmp_path / ".shipmap" / name) for name in ("inbox.db", "journal.db")]
     yield tmp_path
     for db in held:
@@ -82,7 +82,7 @@ def test_status_reads_an_inbox_and_a_journal_being_created_as_empty(starting: Pa
 def test_an_empty_file_reads_as_empty_and_another_applications_database_is_still_refused(
     tmp_path: Path,
 ) -> None:
-    ServeProcess(tmp_path, SERVICE_URL)
+    retries_reach_the_breaker(ServeProcess(tmp_path, SERVICE_URL).config)
     journal = tmp_path / ".shipmap" / "journal.db"
     journal.parent.mkdir()
     journal.touch()  # the moment between the file's creation and its first page

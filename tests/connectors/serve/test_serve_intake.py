@@ -21,6 +21,7 @@ from .harness import (
     SECRETS,
     SERVE_FIXTURES,
     ServeProcess,
+    retries_reach_the_breaker,
     shopify_headers,
     standard_webhooks_headers,
 )
@@ -193,6 +194,7 @@ def test_a_port_already_taken_is_said_as_such(tmp_path: Path) -> None:
         taken.listen(1)
         port = taken.getsockname()[1]
         serve = ServeProcess(tmp_path, "http://127.0.0.1:9", port=port)  # for its copy of the config files
+        retries_reach_the_breaker(serve.config)  # stderr is read whole
         stopped = subprocess.run(
             [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "serve", str(serve.config),
              "--port", str(port)],

@@ -193,7 +193,7 @@ def test_a_reload_refuses_a_secret_reference_without_its_brace(
     assert str(refused.value).startswith(located + "\n")
     with caplog.at_level("INFO", logger="shipmap.connectors"):
         asyncio.run(service._reload_logged())
-    [said] = [record.getMessage() for record in caplog.records if "reload" in record.getMessage()]
+    [said] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("reload ")]
     assert said.startswith(f"reload refused; the running configuration stays: {located}"), said
     assert service.settings.sources is before and before["woo"].secrets == (secret.encode(),)
     assert secret not in caplog.text and secret not in str(refused.value)

@@ -18,7 +18,7 @@ from shipmap.connectors._serve import Inbox
 from shipmap.connectors._serve._inbox import HeldRow
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import BC_API_TOKEN, ServeProcess
+from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
 from .rejected_support import NOT_FOUND, SECRET_HEADER, WEBHOOKS, Store, webhook_999
 from .rejected_support import shipmap as _shipmap
 
@@ -247,6 +247,7 @@ def test_a_postgresql_inbox_beside_an_sqlite_journal_is_refused_with_the_reason(
             "  drain_timeout: 30s\n  inbox: postgresql://shipmap:pw@127.0.0.1:9/shipmap\n",
         )
     )
+    retries_reach_the_breaker(serve.config)
     result = subprocess.run(
         [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",
          "replay", str(serve.config), "--rejected"],

@@ -15,7 +15,7 @@ from shipmap.connectors import Journal, Sandbox
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
-from .harness import BC_API_TOKEN, ServeProcess
+from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
 from .rejected_support import NOT_FOUND, SECRET_HEADER, Store, shipmap, webhook_999
 
 LEASE = "10s"
@@ -206,6 +206,7 @@ def test_replay_rejected_with_an_sqlite_inbox_beside_a_postgresql_journal_goes_t
         serve.config.write_text(
             config.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  inbox: .shipmap/inbox.db\n")
         )
+        retries_reach_the_breaker(serve.config)  # replay's stderr is read whole
         serve.start()
         try:
             _accept_and_reject(serve, postgres_url)

@@ -1,0 +1,98 @@
+"""Config warnings: what a config may say but its author would want to know (a credential written into the
+file, retries that give up before the breaker holds a delivery). Each is said at its place, as an error is
+(``file:line:col: message``), but the config loads.
+
+They are logged on ``shipmap.connectors.config`` (:func:`warn`); ``shipmap validate`` gathers them instead
+(:func:`collecting`) and reports them as its warnings, in its text and JSON reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from shipmap.engine import Location
+
+from .._plural import counted
+from ._model import PathKey, RuntimeConfig, dotted
+
+_log = logging.getLogger("shipmap.connectors.config")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    message: str  # names keys and values that are no secrets (counts, durations), never a credential
+    location: Location | None  # None: a config built in code
+
+    def __str__(self) -> str:
+        return f"{self.location or 'config'}: {self.message}"
+
+
+def warn(message: str, location: Location | None) -> None:
+    warning = ConfigWarning(message, location)
+    _log.warning("%s", warning, extra={"config_warning": warning})
+
+
+@contextmanager
+def collecting() -> Iterator[list[ConfigWarning]]:
+    """The config warnings said meanwhile, gathered into the list yielded instead of logged."""
+    found: list[ConfigWarning] = []
+
+    def gather(record: logging.LogRecord) -> bool:
+        warning = getattr(record, "config_warning", None)
+        if warning is None:
+            return True
+        found.append(warning)
+        return False
+
+    _log.addFilter(gather)
+    try:
+        yield found
+    finally:
+        _log.removeFilter(gather)
+
+
+def warn_retries_before_breaker(config: RuntimeConfig) -> None:
+    """Warn where ``delivery.retry.max_attempts`` is below a connection's ``breaker.failures``. Attempts count
+    per delivery, failures in a row per connection; an attempt that fails into an open breaker is not counted
+    (the delivery waits, pending). With max_attempts >= failures, a delivery alone on a connection that is
+    down opens the breaker with its own failures before it gives up; below, it is dead-lettered first (a
+    vendor's 1-second restart did it). Busier connections open it sooner, with many deliveries failing at
+    once, but the first delivery of a quiet spell is alone. Located at whichever of the two keys the file
+    wrote later."""
+    attempts = config.delivery.retry.max_attempts
+    on_shared: list[str] = []
+    for connection in config.connections:
+        if connection.breaker is None:
+            on_shared.append(connection.name)
+        elif connection.breaker.failures > attempts:
+            path: PathKey = ("connections", connection.name, "breaker", "failures")
+            _warn_below(config, connection.breaker.failures, path, [connection.name])
+    if on_shared and config.delivery.breaker.failures > attempts:
+        _warn_below(config, config.delivery.breaker.failures, ("delivery", "breaker", "failures"), on_shared)
+
+
+def _warn_below(config: RuntimeConfig, failures: int, failures_path: PathKey, connections: list[str]) -> None:
+    attempts_path: PathKey = ("delivery", "retry", "max_attempts")
+    attempts = config.delivery.retry.max_attempts
+    written = [at for at in (config.locations.get(attempts_path), config.locations.get(failures_path)) if at]
+    location = max(written, key=lambda at: (at.line, at.column)) if written else None
+    named = ("connection " if len(connections) == 1 else "connections ") + ", ".join(connections)
+    warn(
+        f"{dotted(attempts_path)} ({attempts}{_default(config, attempts_path)}) is below"
+        f" {dotted(failures_path)} ({failures}{_default(config, failures_path)}): in an"
+        f" outage, a delivery alone on {named} is dead-lettered after {counted(attempts, 'attempt')}, before"
+        f" the breaker opens (at {failures} failures in a row) to hold it pending; make max_attempts at least"
+        " failures",
+        location,
+    )
+
+
+def _default(config: RuntimeConfig, path: PathKey) -> str:
+    """``, its default`` after the value of a key a file left out (a config built in code: nothing)."""
+    return ", its default" if config.locations and path not in config.locations else ""
+
+
+__all__ = ["ConfigWarning", "collecting", "warn", "warn_retries_before_breaker"]
