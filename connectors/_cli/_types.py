@@ -22,6 +22,14 @@ def port(text: str) -> int:
     return value
 
 
+def host(text: str) -> str:
+    """An address to listen on: an empty one was refused later as the config key (``serve.host: is empty``),
+    not as the option the operator typed."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give an IP address or a host name (127.0.0.1, 0.0.0.0)")
+    return text
+
+
 def non_negative_int(text: str) -> int:
     value = _integer(text)
     if value < 0:

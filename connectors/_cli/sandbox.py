@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from shipmap.connectors._cli._types import directory, non_negative_int, port, positive_int
+from shipmap.connectors._cli._types import directory, host, non_negative_int, port, positive_int
 from shipmap.connectors._sandbox import (
     DEFAULT_DUPLICATE_KEYS,
     DEFAULT_KEEP,
@@ -57,7 +57,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "Fault spec, e.g. '5xx=0.05,429=0.02,drop=0.01,slow=0.01:2.5,expire-every=500,seed=7' or "
         "'schedule=ok,500,429,ok'. See docs/sandbox.md."
     )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--host", type=host, default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument(
         "--port",
         type=port,

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from shipmap.connectors._cli._logging import delivery_lines
-from shipmap.connectors._cli._types import port, positive_int
+from shipmap.connectors._cli._types import host, port, positive_int
 from shipmap.connectors._cli.run import install_redaction, print_summary
 from shipmap.connectors._errors import EXIT_OK
 from shipmap.connectors._runtime import Runtime
@@ -26,7 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "config", metavar="CONFIG", help="the config file, with a sources section (docs/serve.md)"
     )
     parser.add_argument(
-        "--host", metavar="HOST", help="listen on this address (default: serve.host, 127.0.0.1)"
+        "--host", type=host, metavar="HOST", help="listen on this address (default: serve.host, 127.0.0.1)"
     )
     parser.add_argument("--port", type=port, metavar="PORT", help="listen on this port; 0 picks a free one")
     parser.add_argument(

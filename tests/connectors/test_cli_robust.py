@@ -34,8 +34,12 @@ def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[s
     [
         (["sandbox", "--port", "99999"], "argument --port: 99999 is not a TCP port"),
         (["sandbox", "--port", "http"], "argument --port: 'http' is not a whole number"),
+        (["sandbox", "--host", " "], "argument --host: is empty: give an IP address or a host name"),
         (["run", "cfg.yaml", "--concurrency", "0"], "argument --concurrency: 0 is not 1 or more"),
         (["serve", "cfg.yaml", "--port", "70000"], "argument --port: 70000 is not a TCP port"),
+        (["serve", "cfg.yaml", "--port", "-1"], "argument --port: -1 is not a TCP port"),
+        # It was refused once the config loaded, as the config's key: "serve.host: is empty".
+        (["serve", "cfg.yaml", "--host", ""], "argument --host: is empty: give an IP address or a host name"),
         (["replay", "cfg.yaml", "--concurrency", "x"], "argument --concurrency: 'x' is not a whole number"),
         (["preview", "shopify/order", "o.json", "--jobs", "0"], "argument -j/--jobs: 0 is not 1 or more"),
         (["test", "m.yaml", "--jobs", "two"], "argument -j/--jobs: 'two' is not a whole number"),
