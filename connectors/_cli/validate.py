@@ -33,7 +33,7 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--strict",
         action="store_true",
         help="treat warnings (unused lookups, fragments; a config's literal credentials, retries below its"
-        " breaker's failures) as errors",
+        " breaker's failures, timeouts past their total) as errors",
     )
     parser.add_argument(
         "--skip-other-yaml",
@@ -129,8 +129,8 @@ def _expand(names: list[str], *, skip_other_yaml: bool) -> Iterator[tuple[str, s
 def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: bool, strict: bool) -> None:
     """A runtime config is valid when ``run`` and ``serve`` would start on it: it loads with its env file and
     secrets, its mappings load and compile for their targets, and its sources (if any) read as serve's. Its
-    warnings (a credential written literally, retries that give up before the breaker opens) are this
-    report's, as a mapping's lint findings are: errors with ``--strict``."""
+    warnings (a credential written literally, retries that give up before the breaker opens, a timeout past its
+    total) are this report's, as a mapping's lint findings are: errors with ``--strict``."""
     from shipmap.connectors._config import load_config
     from shipmap.connectors._config._warnings import collecting
     from shipmap.connectors._runtime import Runtime

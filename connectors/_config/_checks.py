@@ -21,7 +21,7 @@ from ._model import PathKey, RuntimeConfig, dotted
 from ._pairs import check_pairs, check_serve_pairs
 from ._schema import _explain, _key, _schema, _section, _Validator
 from ._serve_model import Enrichment, ServeSettings, SourceSettings
-from ._warnings import warn_retries_before_breaker
+from ._warnings import warn_phases_past_total, warn_retries_before_breaker
 
 
 def check_objects(config: RuntimeConfig) -> None:
@@ -131,8 +131,8 @@ EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 def check_across_sections(config: RuntimeConfig) -> None:
     """The rules that the schema cannot say, for a config loaded from a file and one built in code alike: a
     journal in one place, the placeholders of ``delivery.idempotency.external_id``, and bounds that span two
-    keys (``_pairs``: a refresh_margin below its token_ttl); and a warning for retries that give up before the
-    breaker opens (``_warnings``)."""
+    keys (``_pairs``: a refresh_margin below its token_ttl); and warnings (``_warnings``) for retries that give
+    up before the breaker opens and for a timeout longer than its total."""
     if config.journal.path is not None and config.journal.url is not None:
         raise config.error(
             "journal: takes path (an SQLite file) or url (PostgreSQL), not both", ("journal", "url")
@@ -147,6 +147,7 @@ def check_across_sections(config: RuntimeConfig) -> None:
             )
     check_pairs(config)
     warn_retries_before_breaker(config)
+    warn_phases_past_total(config)
 
 
 class _NotJSON(Exception):

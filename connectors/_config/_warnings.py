@@ -1,6 +1,7 @@
 """Config warnings: what a config may say but its author would want to know (a credential written into the
-file, retries that give up before the breaker holds a delivery). Each is said at its place, as an error is
-(``file:line:col: message``), but the config loads.
+file, retries that give up before the breaker holds a delivery, a timeout that can never fire). Each is said
+at its place, as an error is (``file:line:col: message``), but the config loads: a config that loaded before
+still does.
 
 They are logged on ``shipmap.connectors.config`` (:func:`warn`); ``shipmap validate`` gathers them instead
 (:func:`collecting`) and reports them as its warnings, in its text and JSON reports.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from shipmap.engine import Location
 
 from .._plural import counted
-from ._model import PathKey, RuntimeConfig, dotted
+from ._model import PathKey, RuntimeConfig, Timeouts, dotted, duration_text, given
 
 _log = logging.getLogger("shipmap.connectors.config")
 
@@ -77,8 +78,6 @@ def warn_retries_before_breaker(config: RuntimeConfig) -> None:
 def _warn_below(config: RuntimeConfig, failures: int, failures_path: PathKey, connections: list[str]) -> None:
     attempts_path: PathKey = ("delivery", "retry", "max_attempts")
     attempts = config.delivery.retry.max_attempts
-    written = [at for at in (config.locations.get(attempts_path), config.locations.get(failures_path)) if at]
-    location = max(written, key=lambda at: (at.line, at.column)) if written else None
     named = ("connection " if len(connections) == 1 else "connections ") + ", ".join(connections)
     warn(
         f"{dotted(attempts_path)} ({attempts}{_default(config, attempts_path)}) is below"
@@ -86,8 +85,43 @@ def _warn_below(config: RuntimeConfig, failures: int, failures_path: PathKey, co
         f" outage, a delivery alone on {named} is dead-lettered after {counted(attempts, 'attempt')}, before"
         f" the breaker opens (at {failures} failures in a row) to hold it pending; make max_attempts at least"
         " failures",
-        location,
+        _written_later(config, attempts_path, failures_path),
     )
+
+
+TIMEOUT_PHASES = ("connect", "read", "write", "pool")
+
+
+def warn_phases_past_total(config: RuntimeConfig) -> None:
+    """Warn where a timeout's ``connect``, ``read``, ``write`` or ``pool``, given, is longer than its
+    ``total``. Every phase runs inside the attempt's deadline, ``total`` (the pool wait, a login and the body's
+    read included), so such a timeout never fires: ``read: 2m`` with the default total of 1m ends reads at
+    1m, which was said only when an attempt timed out. Left at its default, a phase is not the author's
+    choice (a single duration gives ``total`` twice it). Not an error: the attempts end as they always did.
+    Located at whichever of the two keys the file wrote later."""
+    sections: list[tuple[PathKey, Timeouts]] = [(("delivery", "timeout"), config.delivery.timeout)]
+    for connection in config.connections:
+        if connection.timeout is not None:
+            sections.append((("connections", connection.name, "timeout"), connection.timeout))
+    for path, timeouts in sections:
+        total_path: PathKey = (*path, "total")
+        for phase in TIMEOUT_PHASES:
+            seconds = getattr(timeouts, phase)
+            if seconds <= timeouts.total or not given(config, timeouts, path, phase):
+                continue
+            phase_path: PathKey = (*path, phase)
+            warn(
+                f"{dotted(phase_path)} ({duration_text(seconds)}) is longer than {dotted(total_path)}"
+                f" ({duration_text(timeouts.total)}{_default(config, total_path)}): total ends every attempt"
+                f" first, so this timeout never fires; make {phase} at most total",
+                _written_later(config, phase_path, total_path),
+            )
+
+
+def _written_later(config: RuntimeConfig, *paths: PathKey) -> Location | None:
+    """Where the file wrote the last of ``paths``, the key that made them disagree (built in code: None)."""
+    written = [at for at in (config.locations.get(path) for path in paths) if at is not None]
+    return max(written, key=lambda at: (at.line, at.column)) if written else None
 
 
 def _default(config: RuntimeConfig, path: PathKey) -> str:
@@ -95,4 +129,4 @@ def _default(config: RuntimeConfig, path: PathKey) -> str:
     return ", its default" if config.locations and path not in config.locations else ""
 
 
-__all__ = ["ConfigWarning", "collecting", "warn", "warn_retries_before_breaker"]
+__all__ = ["ConfigWarning", "collecting", "warn", "warn_phases_past_total", "warn_retries_before_breaker"]

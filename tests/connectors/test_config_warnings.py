@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shipmap.connectors import BreakerSettings, DeliverySettings, RetryPolicy, Runtime, load_config
+from shipmap.connectors import BreakerSettings, DeliverySettings, RetryPolicy, Runtime, Timeouts, load_config
 from shipmap.connectors._cli import main
 from test_runtime_support import BASE_CONFIG, environ, write_config
 
@@ -130,6 +130,108 @@ def test_validate_shows_the_warning_and_strict_makes_it_an_error(
             },
             "text": warning,
         }
+    ]
+
+    assert main(["validate", str(path), "--strict"]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", warning.replace(": warning: ", ": error: ", 1) + "\n")
+
+
+# A timeout's phase longer than its total: total ends every attempt first, so that timeout never fires. A
+# warning, not an error: a config that loaded before goes on loading, and its attempts end as they did.
+NEVER_FIRES = "total ends every attempt first, so this timeout never fires; make {phase} at most total"
+
+
+def _with_fenix_timeout(tmp_path: Path, **keys: str) -> Path:
+    connections = copy.deepcopy(BASE_CONFIG["connections"])
+    connections["fenix"]["timeout"] = keys
+    # Retries that reach the breaker: the timeout's warning alone.
+    return write_config(tmp_path, URL, connections=connections, delivery={"retry": {"max_attempts": 5}})
+
+
+def test_a_phase_longer_than_its_total_is_a_located_warning_and_the_config_loads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _with_fenix_timeout(tmp_path, read="2m")
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        config = load_config(path, environ=environ(URL))
+    assert _warnings(caplog) == [
+        f"{_located(path, 'read: 2m')}: connections.fenix.timeout.read (2m) is longer than"
+        " connections.fenix.timeout.total (1m, its default): " + NEVER_FIRES.format(phase="read")
+    ]
+    fenix = next(c for c in config.connections if c.name == "fenix")
+    assert fenix.timeout is not None and (fenix.timeout.read, fenix.timeout.total) == (120.0, 60.0)
+
+
+def test_the_timeout_warning_is_at_total_when_the_file_wrote_it_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _with_fenix_timeout(tmp_path, connect="3s", pool="2s", total="1s")
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        load_config(path, environ=environ(URL))
+    at_total = _located(path, "total: 1s")
+    assert _warnings(caplog) == [
+        f"{at_total}: connections.fenix.timeout.{phase} ({seconds}) is longer than connections.fenix.timeout.total"
+        " (1s): " + NEVER_FIRES.format(phase=phase)
+        for phase, seconds in (("connect", "3s"), ("pool", "2s"))
+    ]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [{"read": "1s", "total": "1s"}, {"total": "1s"}, {"connect": "2s"}],
+    ids=["equal", "phases-left-at-their-defaults", "below-the-default-total"],
+)
+def test_a_timeout_within_its_total_says_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, keys: dict[str, str]
+) -> None:
+    """A phase left at its default (30s) past a short total given alone is not the author's choice."""
+    path = _with_fenix_timeout(tmp_path, **keys)
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        load_config(path, environ=environ(URL))
+    assert _warnings(caplog) == []
+
+
+def test_a_single_duration_never_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``timeout: 2m`` gives every phase 2m and total twice it (4m)."""
+    path = write_config(tmp_path, URL, delivery={"timeout": "2m", "retry": {"max_attempts": 5}})
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        config = load_config(path, environ=environ(URL))
+    assert _warnings(caplog) == [] and config.delivery.timeout.total == 240.0
+
+
+def test_a_timeout_built_in_code_is_warned_alike(caplog: pytest.LogCaptureFixture) -> None:
+    from test_config import _in_code
+
+    retry = RetryPolicy(max_attempts=5)
+    quiet = DeliverySettings(retry=retry, timeout=Timeouts(total=10.0))  # the phases' defaults: nothing
+    loud = DeliverySettings(retry=retry, timeout=Timeouts(connect=90.0))
+    with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
+        Runtime(_in_code(delivery=quiet))
+        Runtime(_in_code(delivery=loud))
+    assert _warnings(caplog) == [
+        "config: delivery.timeout.connect (90s) is longer than delivery.timeout.total (1m): "
+        + NEVER_FIRES.format(phase="connect")
+    ]
+
+
+def test_validate_shows_the_timeout_warning_and_strict_makes_it_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_fenix_timeout(tmp_path, write="90s")
+    warning = (
+        f"{_located(path, 'write: 90s')}: warning: connections.fenix.timeout.write (90s) is longer than"
+        " connections.fenix.timeout.total (1m, its default): " + NEVER_FIRES.format(phase="write")
+    )
+    assert main(["validate", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert (out.startswith(f"ok {path} "), err) == (True, warning + "\n")
+
+    assert main(["validate", str(path), "--format", "json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["files"]
+    assert report["ok"] is True
+    assert [(p["severity"], p["type"], p["text"]) for p in report["problems"]] == [
+        ("warning", "ConfigWarning", warning)
     ]
 
     assert main(["validate", str(path), "--strict"]) == 2
