@@ -71,7 +71,18 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="Fenix authToken lifetime (default 14400, the seed's 4 hours)",
     )
-    parser.add_argument("--faults", type=_fault_plan, default=None, metavar="SPEC", help="faults to inject")
+    parser.add_argument(
+        "--faults", type=_fault_plan, default=None, metavar="SPEC", help="faults to inject into both APIs"
+    )
+    for api, name in (("fenix", "Fenix"), ("dg", "Digital Genius")):
+        parser.add_argument(
+            f"--{api}-faults",
+            type=_fault_plan,
+            default=None,
+            metavar="SPEC",
+            help=f"a fault plan of {name}'s own, answering its requests instead of --faults' (e.g."
+            f" '5xx=1': {name} down while the other API answers)",
+        )
     parser.add_argument(
         "--record", type=Path, metavar="FILE.jsonl", help="also append accepted requests here"
     )
@@ -124,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         token_ttl=args.token_ttl,
         credentials=credentials,
         faults=args.faults or FaultPlan(),
+        fenix_faults=args.fenix_faults,
+        dg_faults=args.dg_faults,
         record=args.record,
         keep=args.keep,
         duplicate_keys=args.duplicate_keys,
@@ -149,8 +162,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  DG      POST {url}/execution (eu), {url}/eu/execution, {url}/us/execution", file=sys.stderr)
         print(f"  sandbox GET  {url}/_sandbox/requests  {url}/_sandbox/stats", file=sys.stderr)
         which = "demo (see docs/sandbox.md)" if credentials.is_demo() else "custom"
+        faults = config.faults.spec()
+        for api, own in (("fenix", config.fenix_faults), ("dg", config.dg_faults)):
+            if own is not None:
+                faults += f"; {api} faults: {own.spec()}"
         print(
-            f"  credentials: {which}; token ttl {config.token_ttl:g}s; faults: {config.faults.spec()}",
+            f"  credentials: {which}; token ttl {config.token_ttl:g}s; faults: {faults}",
             file=sys.stderr,
         )
         if config.record is not None:

@@ -26,8 +26,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ._api_faults import Api, ApiFaults, api_named
 from ._config import SandboxConfig
-from ._faults import Decision, FaultInjector, FaultPlan, request_identity
+from ._faults import Decision, FaultPlan, request_identity
 from ._recorder import Recorder
 from ._source_api import SourceApi
 
@@ -38,6 +39,7 @@ DEFAULT_REGION = "eu"
 _DG_HOST = re.compile(r"^flow-server\.(?P<region>[a-z]+)\.dgdeepai\.com(?::\d+)?$", re.IGNORECASE)
 _ABORT_KEY = "shipmap.sandbox.abort"
 _FAULT_HEADER = "x-sandbox-fault"
+_FAULT_PLAN_HEADER = "x-sandbox-fault-plan"  # which plan injected it: both, fenix or dg
 # A retry of one delivery carries the same key (shipmap sends it by default): it names the request for faults.
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
 # Tokens expired longer ago than this are forgotten, so a long soak does not grow the table.
@@ -54,7 +56,8 @@ class SandboxState:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.recorder = Recorder(config.record, config.keep, config.duplicate_keys)
-        self.faults = FaultInjector(config.faults)
+        own: dict[Api, FaultPlan | None] = {"fenix": config.fenix_faults, "dg": config.dg_faults}
+        self.faults = ApiFaults(config.faults, {api: plan for api, plan in own.items() if plan is not None})
         self.source_api = SourceApi(config.source_documents, config.source_token, config.source_faults)
         # The seed says x-identity rotates every 3 months: one per server, unlike the per-login authToken.
         self.identity = secrets.token_hex(18)
@@ -103,6 +106,7 @@ class SandboxState:
     def stats(self) -> dict[str, Any]:
         stats = self.recorder.stats()
         stats["faults"] = self.faults.counts()
+        stats["faults_by_plan"] = self.faults.counts_by_plan()
         stats["source_api"] = self.source_api.stats()
         stats["live_tokens"] = self.live_tokens()
         return stats
@@ -214,7 +218,7 @@ class _Endpoints:
         self,
         request: Request,
         *,
-        api: str,
+        api: Api,
         endpoint: str,
         handler: _Handler,
         login: bool = False,
@@ -232,18 +236,19 @@ class _Endpoints:
             raw,
             request.headers.get(_IDEMPOTENCY_HEADER),
         )
-        decision: Decision = self.state.faults.decide(login=login, uses_token=uses_token, identity=identity)
+        plan_name, injector = self.state.faults.answering(api)
+        decision: Decision = injector.decide(login=login, uses_token=uses_token, identity=identity)
         if decision.expire_tokens:
             self.state.expire_tokens()
         fault = decision.fault
         delay = 0.0
         if fault is not None:
             if fault.name == "drop":
-                return await self._drop(request, endpoint)
+                return await self._drop(request, endpoint, plan_name)
             if fault.status is not None:
-                log.info("fault: %d for %s", fault.status, endpoint)
+                log.info("fault: %d for %s (plan for %s)", fault.status, endpoint, plan_name)
                 self.state.recorder.faulted(endpoint, fault.status)
-                headers = {_FAULT_HEADER: str(fault.status)}
+                headers = {_FAULT_HEADER: str(fault.status), _FAULT_PLAN_HEADER: plan_name}
                 if (retry_after := fault.retry_after_header()) is not None:
                     headers["Retry-After"] = retry_after
                 message = "too many requests (injected by the sandbox)" if fault.status == 429 else None
@@ -266,6 +271,7 @@ class _Endpoints:
                 fulfillment_id=result.fulfillment_id,
                 external_id=result.external_id,
                 fault="slow" if delay else None,
+                fault_plan=plan_name,
             )
         else:
             response = result
@@ -274,15 +280,17 @@ class _Endpoints:
         if delay:
             # The request is already handled: a client that times out and retries makes a real duplicate.
             response.headers[_FAULT_HEADER] = "slow"
+            response.headers[_FAULT_PLAN_HEADER] = plan_name
             await asyncio.sleep(delay)
         return response
 
-    async def _drop(self, request: Request, endpoint: str) -> Response:
+    async def _drop(self, request: Request, endpoint: str, plan_name: str) -> Response:
         abort = request.scope.get(_ABORT_KEY)
         if not callable(abort):
             log.warning("cannot drop the connection under this ASGI server; answering 503 instead")
-            return _error(503, "injected server error", headers={_FAULT_HEADER: "drop"})
-        log.info("fault: dropping the connection of a %s request", endpoint)
+            headers = {_FAULT_HEADER: "drop", _FAULT_PLAN_HEADER: plan_name}
+            return _error(503, "injected server error", headers=headers)
+        log.info("fault: dropping the connection of a %s request (plan for %s)", endpoint, plan_name)
         abort()
         # Let the server notice the closed transport, so it does not try to answer on it.
         for _ in range(3):
@@ -471,15 +479,21 @@ class _Endpoints:
         return JSONResponse({"expired": self.state.expire_tokens()})
 
     async def faults(self, request: Request) -> Response:
+        """The plan for both APIs, or with ``?api=fenix`` (``dg``) the plan that answers that API."""
+        given = request.query_params.get("api")
+        try:
+            api = None if given is None else api_named(given)
+        except ValueError as error:
+            return _error(400, "not an API of the sandbox", [_field("api", str(error))])
         if request.method == "POST":
             raw = (await request.body()).decode("utf-8", errors="replace")
             try:
                 plan = _plan_from_body(raw, request.headers.get("content-type"))
             except ValueError as error:
                 return _error(400, "not a fault plan", [_field("faults", str(error))])
-            self.state.faults.configure(plan)
-            log.info("faults set to %s", plan.spec())
-        return JSONResponse(self.state.faults.snapshot())
+            self.state.faults.configure(plan, api)
+            log.info("faults of %s set to %s", api or "both APIs", plan.spec())
+        return JSONResponse(self.state.faults.snapshot(api))
 
     async def source_faults(self, request: Request) -> Response:
         """The fake source API's own fault plan, read and set like ``/_sandbox/faults``."""

@@ -129,7 +129,10 @@ class SandboxConfig:
     port: int = 0
     token_ttl: float = DEFAULT_TOKEN_TTL
     credentials: SandboxCredentials = field(default_factory=SandboxCredentials)
-    faults: FaultPlan = field(default_factory=FaultPlan)
+    faults: FaultPlan = field(default_factory=FaultPlan)  # the plan for both APIs
+    # A plan of Fenix's or Digital Genius's own answers that API's requests instead (None: the plan for both).
+    fenix_faults: FaultPlan | None = None
+    dg_faults: FaultPlan | None = None
     record: Path | None = None
     # Accepted requests kept in memory for requests() (the newest; 0 keeps all). Counts and the record file
     # cover every request whatever this is.

@@ -48,6 +48,7 @@ class RecordedRequest:
     fulfillment_id: str | None = None
     external_id: str | None = None
     fault: str | None = None
+    fault_plan: str | None = None  # the fault plan that answered it: both, or the api's own (fenix, dg)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +65,7 @@ class RecordedRequest:
             "fulfillment_id": self.fulfillment_id,
             "external_id": self.external_id,
             "fault": self.fault,
+            "fault_plan": self.fault_plan,
             "headers": dict(self.headers),
             "body": self.body,
         }
@@ -142,6 +144,7 @@ class Recorder:
         fulfillment_id: str | None = None,
         external_id: str | None = None,
         fault: str | None = None,
+        fault_plan: str | None = None,
     ) -> RecordedRequest:
         with self._lock:
             self._seq += 1
@@ -161,6 +164,7 @@ class Recorder:
                 fulfillment_id=fulfillment_id,
                 external_id=external_id,
                 fault=fault,
+                fault_plan=fault_plan,
             )
             if len(self._records) == self._records.maxlen:
                 self._dropped += 1

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from .._local_server import LocalServer, url_host
+from ._api_faults import Api, api_named
 from ._app import SandboxState, build_app
 from ._config import SandboxConfig, SandboxCredentials
 from ._faults import FaultPlan
@@ -35,6 +36,8 @@ class Sandbox:
         token_ttl: float | None = None,
         credentials: SandboxCredentials | None = None,
         faults: FaultPlan | str | None = None,
+        fenix_faults: FaultPlan | str | None = None,
+        dg_faults: FaultPlan | str | None = None,
         record: str | os.PathLike[str] | None = None,
         keep: int | None = None,
         duplicate_keys: int | None = None,
@@ -53,7 +56,11 @@ class Sandbox:
         if credentials is not None:
             changes["credentials"] = credentials
         if faults is not None:
-            changes["faults"] = FaultPlan.parse(faults) if isinstance(faults, str) else faults
+            changes["faults"] = _plan(faults)
+        if fenix_faults is not None:
+            changes["fenix_faults"] = _plan(fenix_faults)
+        if dg_faults is not None:
+            changes["dg_faults"] = _plan(dg_faults)
         if record is not None:
             changes["record"] = Path(record)
         if keep is not None:
@@ -65,9 +72,7 @@ class Sandbox:
         if source_token is not None:
             changes["source_token"] = source_token
         if source_faults is not None:
-            changes["source_faults"] = (
-                FaultPlan.parse(source_faults) if isinstance(source_faults, str) else source_faults
-            )
+            changes["source_faults"] = _plan(source_faults)
         self._config = replace(config, **changes)
         self._state = SandboxState(self._config)
         self._server = LocalServer("sandbox")
@@ -162,24 +167,32 @@ class Sandbox:
 
     @property
     def faults(self) -> FaultPlan:
-        return self._state.faults.plan
+        """The fault plan for both APIs."""
+        return self._state.faults.plan()
 
-    def set_faults(self, plan: FaultPlan | str | None) -> None:
-        """Replace the fault plan (a plan, a spec string, or ``None`` for none) and start it over."""
-        if plan is None:
-            plan = FaultPlan()
-        elif isinstance(plan, str):
-            plan = FaultPlan.parse(plan)
-        self._state.faults.configure(plan)
+    def faults_of(self, api: Api) -> FaultPlan:
+        """The fault plan that answers ``api``'s requests (``"fenix"`` or ``"dg"``): its own, or the plan for
+        both."""
+        return self._state.faults.plan(api_named(api))
+
+    def set_faults(self, plan: FaultPlan | str | None, *, api: Api | None = None) -> None:
+        """Replace a fault plan (a plan, a spec string, or ``None`` for none) and start it over. With ``api``
+        (``"fenix"`` or ``"dg"``), that API gets a plan of its own, which answers its requests instead of the
+        plan for both (so Fenix can be down while DG answers); without, ``plan`` is the plan for both again,
+        and answers both APIs: the plans of an API's own are dropped."""
+        self._state.faults.configure(_plan(plan), None if api is None else api_named(api))
 
     def set_source_faults(self, plan: FaultPlan | str | None) -> None:
         """Replace the fake source API's fault plan (an outage of the store's API, not of Fenix or DG)."""
-        if plan is None:
-            plan = FaultPlan()
-        elif isinstance(plan, str):
-            plan = FaultPlan.parse(plan)
-        self._state.source_api.faults.configure(plan)
+        self._state.source_api.faults.configure(_plan(plan))
 
     def expire_tokens(self) -> int:
         """Expire every issued Fenix authToken now; returns how many were live."""
         return self._state.expire_tokens()
+
+
+def _plan(plan: FaultPlan | str | None) -> FaultPlan:
+    """A plan from a plan, a spec string, or ``None`` (the plan that injects nothing)."""
+    if plan is None:
+        return FaultPlan()
+    return FaultPlan.parse(plan) if isinstance(plan, str) else plan

@@ -840,6 +840,49 @@ def test_cli_serves_until_stopped(
     assert [line["endpoint"] for line in lines] == ["dg.execution", "fenix.login"]
 
 
+def test_cli_takes_fenix_down_with_a_plan_of_its_own_while_dg_answers(http: httpx.Client) -> None:
+    command = [
+        sys.executable, "-c", "import sys; from shipmap.connectors._cli import main; sys.exit(main())",
+        "sandbox", "--port", "0", "--faults", "schedule=429", "--fenix-faults", "5xx=1:503",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_local_env()
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), process.stderr.read()
+        said = ""
+        while not said.endswith("  Ctrl-C stops.\n"):
+            said += process.stderr.readline()
+        assert "faults: schedule=429; fenix faults: 5xx=1:503\n" in said, said
+        envelope = {**DG_EXAMPLE, "external_id": "cli"}
+        answers = [
+            http.post(f"{url}/execution", auth=("demo-key", "demo-secret"), json=envelope) for _ in "ab"
+        ]
+        assert [answer.status_code for answer in answers] == [429, 200]  # the plan for both answers DG
+        login = http.post(f"{url}/login", headers=FENIX_LOGIN)
+        assert login.status_code == 200
+        order = http.post(f"{url}/api/v1/orders/1/created", json={"id": "1"})
+        assert (order.status_code, order.headers["x-sandbox-fault-plan"]) == (503, "fenix")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_cli_rejects_a_bad_fault_spec_of_one_api(capsys: pytest.CaptureFixture[str]) -> None:
+    from shipmap.connectors._cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sandbox", "--dg-faults", "5xx=2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --dg-faults: fault spec part '5xx=2': 2 is not a probability between 0 and 1" in err, err
+
+
 def test_cli_rejects_a_negative_keep(capsys: pytest.CaptureFixture[str]) -> None:
     from shipmap.connectors._cli import main
 

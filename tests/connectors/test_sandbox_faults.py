@@ -283,6 +283,100 @@ def test_an_unseeded_plan_reports_the_seed_it_drew(sandbox: Sandbox) -> None:
     assert snapshot["plan"]["seed"] is None
 
 
+# ------------------------------------------------------------------------------------- plans per API
+
+
+def test_a_plan_of_fenix_s_own_takes_fenix_down_while_dg_answers(
+    sandbox: Sandbox, http: httpx.Client
+) -> None:
+    sandbox.set_faults("5xx=1:503", api="fenix")
+    headers = fenix_headers(http, sandbox)  # login is spared, as by any plan without login=true
+    down = http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER)
+    assert down.status_code == 503
+    assert (down.headers["x-sandbox-fault"], down.headers["x-sandbox-fault-plan"]) == ("503", "fenix")
+    up = dg(http, sandbox, "E-up")
+    assert up.status_code == 200 and "x-sandbox-fault-plan" not in up.headers
+    # Each recorded request says which plan answered it; the stats say what each plan injected.
+    assert [(r.endpoint, r.fault_plan) for r in sandbox.requests()] == [
+        ("fenix.login", "fenix"),
+        ("dg.execution", "both"),
+    ]
+    assert sandbox.requests()[1].to_dict()["fault_plan"] == "both"
+    stats = sandbox.stats()
+    assert stats["faults"] == {"503": 1}
+    assert stats["faults_by_plan"] == {"both": {}, "fenix": {"503": 1}}
+    assert [(endpoint, status) for _, endpoint, status in sandbox.faulted()] == [("fenix.orders", 503)]
+    assert sandbox.faults_of("fenix") == FaultPlan.parse("5xx=1:503")
+    assert sandbox.faults_of("dg") == sandbox.faults == FaultPlan()
+
+
+def test_a_plan_of_an_api_s_own_plays_apart_from_the_plan_for_both(
+    sandbox: Sandbox, http: httpx.Client
+) -> None:
+    """The plan for both keeps its one schedule for both APIs; an API with a plan of its own takes no step of
+    it, and its own schedule is its own."""
+    sandbox.set_faults("schedule=502,429,ok")
+    sandbox.set_faults("schedule=500,ok", api="dg")
+    headers = fenix_headers(http, sandbox)
+    url = sandbox.url + ORDER_PATH
+    assert [dg(http, sandbox, f"E{n}").status_code for n in range(3)] == [500, 200, 200]
+    assert [http.post(url, headers=headers, json=ORDER).status_code for _ in range(4)] == [502, 429, 201, 201]
+    assert sandbox.stats()["faults_by_plan"] == {"both": {"429": 1, "502": 1}, "dg": {"500": 1}}
+    assert sandbox.stats()["faults"] == {"429": 1, "500": 1, "502": 1}
+    sandbox.reset()  # every plan in force plays again from its start, and stays
+    assert dg(http, sandbox).status_code == 500
+    headers = fenix_headers(http, sandbox)
+    assert http.post(url, headers=headers, json=ORDER).status_code == 502
+    # The plan for both, set again, answers both APIs again.
+    sandbox.set_faults("schedule=503,503")
+    assert [dg(http, sandbox).status_code, http.post(url, headers=headers, json=ORDER).status_code] == [
+        503,
+        503,
+    ]
+    assert sandbox.stats()["faults_by_plan"] == {"both": {"503": 2}}
+
+
+def test_plans_per_api_over_http(sandbox: Sandbox, http: httpx.Client) -> None:
+    endpoint = f"{sandbox.url}/_sandbox/faults"
+    snapshot = http.post(f"{endpoint}?api=fenix", json={"spec": "5xx=1:502,seed=4"}).json()
+    assert (snapshot["for"], snapshot["answers"], snapshot["spec"]) == (
+        "fenix",
+        ["fenix"],
+        "5xx=1:502,seed=4",
+    )
+    headers = fenix_headers(http, sandbox)
+    assert http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER).status_code == 502
+    assert dg(http, sandbox).status_code == 200
+    assert http.get(f"{endpoint}?api=fenix").json()["injected"] == {"502": 1}
+    # DG has no plan of its own: the plan for both answers it, and says so.
+    for shown in (http.get(f"{endpoint}?api=dg").json(), http.get(endpoint).json()):
+        assert (shown["for"], shown["answers"], shown["spec"]) == ("both", ["dg"], "none")
+    for query, body in (("?api=fedex", {"spec": "5xx=1"}), ("?api=", {"spec": "5xx=1"}), ("?api=dg", [1])):
+        response = http.post(endpoint + query, json=body)
+        assert response.status_code == 400, query
+        assert response.json()["errors"][0]["field"] == ("faults" if body == [1] else "api")
+    assert "unknown api 'fedex'; use fenix or dg" in http.get(f"{endpoint}?api=fedex").text
+    assert sandbox.faults_of("dg") == FaultPlan()  # the refused ones changed nothing
+    cleared = http.post(endpoint, content="none", headers={"content-type": "text/plain"}).json()
+    assert (cleared["for"], cleared["answers"]) == ("both", ["fenix", "dg"])
+    assert http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER).status_code == 201
+
+
+def test_a_sandbox_starts_with_plans_per_api(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    sb = sandbox_factory(faults="schedule=429", dg_faults=FaultPlan(error_rate=1.0, error_statuses=(504,)))
+    assert [dg(http, sb).status_code for _ in range(2)] == [504, 504]
+    headers = fenix_headers(http, sb)
+    assert [http.post(sb.url + ORDER_PATH, headers=headers, json=ORDER).status_code for _ in range(2)] == [
+        429,
+        201,
+    ]
+    assert (sb.config.dg_faults, sb.config.fenix_faults) == (FaultPlan.parse("5xx=1:504"), None)
+    with pytest.raises(ValueError, match="unknown api 'DG'; use fenix or dg"):
+        sb.set_faults("5xx=1", api="DG")  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------------------- the spec
 
 
