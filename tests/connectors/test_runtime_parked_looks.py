@@ -6,8 +6,8 @@ A look used to read, claim and park again every delivery an outage had parked (a
 webhooks a second: 150,000 rows a look, sending none). Now it reads as many of the down connection's as may
 wait for its breaker (half the senders; one of them is the next probe) and counts the rest, still parked, in
 the summary; the healthy connection's deliveries go meanwhile, and once the probe is answered the next look
-sends every parked delivery, once. Over 127.0.0.1: Fenix and Digital Genius are two sandboxes, and the journal
-is an SQLite file or a PostgreSQL database."""
+sends every parked delivery, once. Over 127.0.0.1: Fenix and Digital Genius are one sandbox whose Fenix has a
+fault plan of its own, and the journal is an SQLite file or a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
         yield {"url": request.getfixturevalue("postgres_url")}
 
 
-def _runtime(tmp_path: Path, fenix: Sandbox, dg: Sandbox, journal: dict[str, str]) -> Runtime:
+def _runtime(tmp_path: Path, sandbox: Sandbox, journal: dict[str, str]) -> Runtime:
     connections = copy.deepcopy(BASE_CONFIG["connections"])
     connections["fenix"]["breaker"] = {"failures": 2, "cooldown": "200ms", "cooldown_cap": "200ms",
                                        "outage_wait": "10m"}  # fmt: skip
-    connections["dg"]["base_url"] = dg.url  # Digital Genius stays up
+    connections["dg"]["base_url"] = sandbox.url  # Digital Genius stays up: the plan for both injects nothing
     mappings = [
         {"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create"},
         {
@@ -54,13 +54,13 @@ def _runtime(tmp_path: Path, fenix: Sandbox, dg: Sandbox, journal: dict[str, str
     ]
     config = write_config(
         tmp_path,
-        fenix.url,
+        sandbox.url,
         connections=connections,
         mappings=mappings,
         journal=journal,
         delivery={"concurrency": CONCURRENCY},
     )
-    return Runtime.from_config(config, environ=environ(fenix.url))
+    return Runtime.from_config(config, environ=environ(sandbox.url))
 
 
 def _look(
@@ -88,8 +88,8 @@ def _fenix_orders(sandbox: Sandbox) -> list[str]:
 def test_looks_read_only_what_may_wait_for_the_open_breaker_and_every_parked_delivery_arrives_once(
     tmp_path: Path, journal: dict[str, str]
 ) -> None:
-    with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
-        runtime = _runtime(tmp_path, fenix, dg, journal)
+    with Sandbox(fenix_faults="5xx=1") as sandbox:  # Fenix down, Digital Genius up
+        runtime = _runtime(tmp_path, sandbox, journal)
         first = _look(runtime, [order_event(n) for n in range(ORDERS)])
         assert (first.parked, first.delivered, first.dead) == (ORDERS, 0, 0)
         assert runtime.breaker_store.breaker("fenix").phase != "closed"
@@ -101,11 +101,14 @@ def test_looks_read_only_what_may_wait_for_the_open_breaker_and_every_parked_del
             assert summary.parked == ORDERS, (look, summary.parked)  # the "left pending" count: all of them
             assert list(summary.outages) == ["fenix"] and "circuit breaker" in summary.outages["fenix"]
             assert (summary.get("acme-shipments.notify").delivered, summary.dead) == (5, 0)
-        assert len(dg.requests(endpoint="dg.execution")) == 15
-        assert _fenix_orders(fenix) == []  # nothing got through the open breaker
+        assert len(sandbox.requests(endpoint="dg.execution")) == 15
+        assert _fenix_orders(sandbox) == []  # nothing got through the open breaker
+        assert {endpoint for _, endpoint, _ in sandbox.faulted()} == {"fenix.orders"}  # DG was never down
 
-        fenix.set_faults(None)  # Fenix is back: the look's probe is answered, the breaker closes
-        probed = _look(runtime, [], until=lambda: len(fenix.requests(endpoint="fenix.orders")) >= PROBES)
+        sandbox.set_faults(
+            None, api="fenix"
+        )  # Fenix is back: the look's probe is answered, the breaker closes
+        probed = _look(runtime, [], until=lambda: len(sandbox.requests(endpoint="fenix.orders")) >= PROBES)
         assert runtime.breaker_store.breaker("fenix").phase == "closed"
         assert (probed.recovered, probed.delivered, probed.parked) == (PROBES, PROBES, ORDERS - PROBES)
 
@@ -113,7 +116,7 @@ def test_looks_read_only_what_may_wait_for_the_open_breaker_and_every_parked_del
         assert (after.recovered, after.delivered, after.parked, after.outages) == (
             ORDERS - PROBES, ORDERS - PROBES, 0, {}
         )  # fmt: skip
-    assert _fenix_orders(fenix) == sorted(str(1000 + n) for n in range(ORDERS))  # each once
+    assert _fenix_orders(sandbox) == sorted(str(1000 + n) for n in range(ORDERS))  # each once
     location = journal.get("path") or journal["url"]
     with Journal(location, readonly=True) as store:
         assert store.counts() == {"delivered": ORDERS + 15}
