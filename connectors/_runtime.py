@@ -44,7 +44,7 @@ import httpx
 from shipmap.engine import SourceDocument
 
 from ._config import Connection, PlannedRoute, RuntimeConfig, check_objects, load_config
-from ._deliver._auth import ShipmapAuth
+from ._deliver._auth import FenixSessionAuth, ShipmapAuth
 from ._deliver._breaker import MemoryStore, SharedStore, StateStore
 from ._deliver._delivery import Deliverer, OutboundRequest
 from ._deliver._held import HeldBack
@@ -146,9 +146,11 @@ class Runtime:
 
     def use_mapper(self, mapper: EventMapper) -> None:
         """Map the next runs' events with ``mapper`` and send them over its config's connections, with its
-        delivery settings (a service's reload). A connection whose settings did not change keeps its auth
-        object, so a Fenix session goes on; a changed or added one gets a new one, and its breaker closes: what
-        it saw was about the old endpoint or credentials (a PostgreSQL journal's shared breaker is per
+        delivery settings (a service's reload). A connection whose base_url and auth settings did not change
+        keeps its auth object, so a Fenix session goes on; one whose auth changed only in when to log in again
+        (refresh_margin, given or left out) keeps it too, with the new margin; any other change to them, or an
+        added connection, gets a new one. A changed endpoint or credentials close its breaker: what it saw was
+        about the old ones (a PostgreSQL journal's shared breaker is per
         base_url, and new credentials close it when the next run opens the shared state). A connection moved to
         another ``base_url`` takes its pending deliveries along: the next run points them there before it
         sends them. Secrets are registered with the redactor before anything can log them. Between runs only:
@@ -159,11 +161,8 @@ class Runtime:
             auths: dict[str, ShipmapAuth] = {}
             for connection in config.connections:
                 name, earlier = connection.name, self.connections.get(connection.name)
-                if earlier == connection:
-                    auths[name] = self.auths[name]
-                    continue
-                auths[name] = config.build_auth(connection, self.redactor, runtime_name=self.name)
-                if earlier is None:
+                auths[name] = self._auth_for(config, connection, earlier)
+                if earlier is None or earlier == connection:
                     continue
                 if earlier.base_url != connection.base_url:
                     self._moves.append((name, earlier.base_url, connection.base_url))
@@ -178,6 +177,22 @@ class Runtime:
             # New dicts, not updated in place: a service's other thread may be reading the old ones.
             self.connections = {c.name: c for c in config.connections}
             self.auths = auths
+
+    def _auth_for(
+        self, config: RuntimeConfig, connection: Connection, earlier: Connection | None
+    ) -> ShipmapAuth:
+        """The auth object ``connection`` goes on with after a reload: the one it has while what it was built
+        from (base_url, auth settings) is the same, retimed when only its refresh_margin changed; else a new
+        one, which logs in afresh."""
+        if earlier is not None and earlier.base_url == connection.base_url:
+            auth = self.auths[earlier.name]
+            if earlier.auth == connection.auth:
+                return auth
+            if earlier.auth.differs_in_margin_alone(connection.auth):
+                if isinstance(auth, FenixSessionAuth):  # the only auth with a session to renew
+                    auth.use_refresh_margin(connection.auth.session_margin())
+                return auth
+        return config.build_auth(connection, self.redactor, runtime_name=self.name)
 
     def park_waiting(self) -> None:
         """The deliveries of the run in progress that wait for an open breaker, and those that find one open
@@ -590,8 +605,10 @@ class _Execution:
 
 
 def _new_endpoint(earlier: Connection, now: Connection) -> bool:
-    """Whether what a breaker saw of ``earlier`` says nothing about ``now``: another URL or credentials."""
-    return (earlier.base_url, earlier.auth, earlier.headers) != (now.base_url, now.auth, now.headers)
+    """Whether what a breaker saw of ``earlier`` says nothing about ``now``: another URL or credentials (not
+    another refresh_margin: when a session logs in again says nothing about the endpoint)."""
+    same_auth = earlier.auth == now.auth or earlier.auth.differs_in_margin_alone(now.auth)
+    return not same_auth or (earlier.base_url, earlier.headers) != (now.base_url, now.headers)
 
 
 def register_secrets(config: RuntimeConfig, redactor: Redactor) -> None:

@@ -3,6 +3,7 @@ from a file (``_load``), or directly in code; defaults live here, once."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -34,6 +35,7 @@ DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DEFAULT_KEEP = 30 * 86400.0  # journal.keep
+DEFAULT_REFRESH_MARGIN = 300.0  # fenix_session's, left out: at most half a short token's life
 
 
 def dotted(path: PathKey) -> str:
@@ -78,15 +80,24 @@ class AuthSettings:
         metadata=about("fenix_session: how long a login's token lasts.", duration=True, exclusiveMinimum=0),
     )
     refresh_margin: float = field(
-        default=300.0,
+        default=DEFAULT_REFRESH_MARGIN,
         metadata=about(
             "fenix_session: log in again this long before it expires. Left out, at most half of token_ttl.",
             duration=True,
         ),
     )
+    # Whether refresh_margin was given (used as it is) or left out (adapting to a short token): part of what
+    # the auth object is built from, so a file that comes to write the default compares unequal to one that
+    # left it out. load_config says it from the file. Held only where the value does not say it (the default,
+    # written): None means given when it is not the default, so settings built in code compare as before.
+    refresh_margin_given: bool | None = field(default=None, repr=False, metadata=NOT_A_KEY)
     # Reads the credentials again (rotation without restart): a fenix_session at each login, the other schemes
     # after a 401. Set when loaded from a file whose credentials are references.
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
+
+    def __post_init__(self) -> None:
+        if self.refresh_margin_given == (self.refresh_margin != DEFAULT_REFRESH_MARGIN):
+            object.__setattr__(self, "refresh_margin_given", None)  # the value says it
 
     def __repr__(self) -> str:
         if self.scheme == "basic" and self.username is not None:
@@ -98,26 +109,30 @@ class AuthSettings:
         user = self.username if self.scheme == "basic" else None
         return tuple(s for s in (self.password, self.api_key, self.token, user) if s)
 
-    def build(
-        self,
-        base_url: str,
-        redactor: Redactor,
-        *,
-        runtime_name: str | None = None,
-        margin_given: bool | None = None,
-    ) -> ShipmapAuth:
+    def build(self, base_url: str, redactor: Redactor, *, runtime_name: str | None = None) -> ShipmapAuth:
         """A fresh httpx auth object for a connection at ``base_url``, whose log records carry
-        ``runtime_name`` (a named Runtime's). ``margin_given``: whether ``refresh_margin`` was given, so used
-        as it is, or left out, so adapting to a short token (:meth:`RuntimeConfig.build_auth` says it from the
-        file); None: given when it is not its default."""
-        if margin_given is None:
-            margin_given = given(None, self, (), "refresh_margin")
-        auth = self._build(base_url, redactor, margin_given=margin_given)
+        ``runtime_name`` (a named Runtime's)."""
+        auth = self._build(base_url, redactor)
         if runtime_name is not None:
             auth._mark_logs(runtime_name)
         return auth
 
-    def _build(self, base_url: str, redactor: Redactor, *, margin_given: bool) -> ShipmapAuth:
+    def session_margin(self) -> float | None:
+        """``refresh_margin`` as a session takes it: as given, or None when left out (it adapts there)."""
+        margin_given = self.refresh_margin_given
+        if margin_given is None:
+            margin_given = self.refresh_margin != DEFAULT_REFRESH_MARGIN
+        return self.refresh_margin if margin_given else None
+
+    def differs_in_margin_alone(self, other: AuthSettings) -> bool:
+        """Whether ``other`` differs from these settings only in when a session logs in again (its
+        refresh_margin, given or left out): a session built from these can go on with ``other``'s margin."""
+        same_otherwise = dataclasses.replace(
+            other, refresh_margin=self.refresh_margin, refresh_margin_given=self.refresh_margin_given
+        )
+        return other != self and same_otherwise == self
+
+    def _build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
         reread = self.reader.read if self.reader is not None else None
         if self.scheme == "basic":
             return BasicAuth(self.username or "", self.password or "", redactor=redactor, reread=reread)
@@ -136,7 +151,7 @@ class AuthSettings:
                 store_name=self.store_name or "",
                 token_ttl=self.token_ttl,
                 # Left out, it adapts to a short token there; given, the pair rule kept it below token_ttl.
-                refresh_margin=self.refresh_margin if margin_given else None,
+                refresh_margin=self.session_margin(),
                 redactor=redactor,
                 refresh=reread,
             )
@@ -434,11 +449,7 @@ class RuntimeConfig:
     ) -> ShipmapAuth:
         """``connection``'s auth object (``AuthSettings.build``), its ``refresh_margin`` used as given when
         the file wrote it (in code: when it is not its default)."""
-        path: PathKey = ("connections", connection.name, "auth")
-        margin_given = given(self, connection.auth, path, "refresh_margin")
-        return connection.auth.build(
-            connection.base_url, redactor, runtime_name=runtime_name, margin_given=margin_given
-        )
+        return connection.auth.build(connection.base_url, redactor, runtime_name=runtime_name)
 
 
 def given(config: RuntimeConfig | None, record: Any, path: PathKey, key: str) -> bool:

@@ -281,14 +281,8 @@ class FenixSessionAuth(ShipmapAuth):
         self._api_key = api_key
         self.store_name = store_name
         self.token_ttl = token_ttl
-        if refresh_margin is None:  # the default adapts to a short token; a margin given is the caller's
-            refresh_margin = min(FENIX_REFRESH_MARGIN, token_ttl / 2)
-        elif not 0 <= refresh_margin < token_ttl:
-            raise ValueError(
-                f"refresh_margin ({refresh_margin:g} s) must be less than token_ttl ({token_ttl:g} s), and 0 or"
-                " more: the token would be renewed before every request, or never used"
-            )
-        self.refresh_margin = refresh_margin
+        self.refresh_margin = FENIX_REFRESH_MARGIN
+        self.use_refresh_margin(refresh_margin)
         self.redactor = redactor if redactor is not None else Redactor()
         for secret in (password, api_key):
             self.redactor.add(secret)
@@ -303,6 +297,19 @@ class FenixSessionAuth(ShipmapAuth):
         self._thread_lock = threading.Lock()
         self._async_lock: asyncio.Lock | None = None
         self._async_lock_loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
+
+    def use_refresh_margin(self, refresh_margin: float | None) -> None:
+        """Log in again ``refresh_margin`` seconds before the token runs out, from now on; None: the default,
+        which adapts to a short token. The session goes on: a reload that changed only this logs in again
+        when the new margin says so, not at once."""
+        if refresh_margin is None:  # the default adapts to a short token; a margin given is the caller's
+            refresh_margin = min(FENIX_REFRESH_MARGIN, self.token_ttl / 2)
+        elif not 0 <= refresh_margin < self.token_ttl:
+            raise ValueError(
+                f"refresh_margin ({refresh_margin:g} s) must be less than token_ttl ({self.token_ttl:g} s), and"
+                " 0 or more: the token would be renewed before every request, or never used"
+            )
+        self.refresh_margin = refresh_margin
 
     # --- shared, I/O-free steps -------------------------------------------------------------------------
 

@@ -470,3 +470,109 @@ def test_a_reload_moves_an_endpoint_and_the_deliveries_waiting_for_it_follow(
     summary = "".join(serve.output)
     assert "connection fenix was down meanwhile; its circuit breaker has closed since\n" in summary, summary
     assert "is down" not in summary and "left pending" not in summary
+
+
+FENIX_SESSION = "      store_name: demo-store\n"  # the last line of the fixture's fenix_session auth
+
+
+def test_a_reload_that_only_writes_refresh_margin_retimes_the_session_it_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writing ``refresh_margin: 5m`` where the file left it out is a change even though 5m is its default:
+    left out, it adapts to a short token (half of an 8m one); written, it is used as written. The reload keeps
+    the connection's session (no new login, its breaker as it was) and gives it the new margin. A change
+    that is not the auth's (max_rate) keeps the session as it is; new credentials make a new one."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    for name, value in environment("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "serve.yaml"
+    text = config.read_text()
+    assert FENIX_SESSION in text
+    left_out = text.replace(FENIX_SESSION, FENIX_SESSION + "      token_ttl: 8m\n")
+    config.write_text(left_out)
+    service = Service(Runtime.from_config(config))
+    runtime = service.runtime
+    session = runtime.auths["fenix"]
+    assert session.refresh_margin == 240.0  # type: ignore[attr-defined]  # adapted: half the token's life
+    breaker = runtime.breaker_store.breaker("fenix")
+    breaker.phase, breaker.failures, breaker.opened = "open", 5, 1
+
+    config.write_text(left_out.replace("token_ttl: 8m\n", "token_ttl: 8m\n      refresh_margin: 5m\n"))
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth",)
+    assert runtime.auths["fenix"] is session and session.refresh_margin == 300.0  # type: ignore[attr-defined]
+    # When to log in again says nothing about the endpoint: what the breaker saw stands.
+    assert (breaker.phase, breaker.failures, breaker.opened) == ("open", 5, 1)
+
+    config.write_text(left_out)  # left out again: adapting again
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth",)
+    assert runtime.auths["fenix"] is session and session.refresh_margin == 240.0  # type: ignore[attr-defined]
+
+    config.write_text(
+        left_out.replace("  fenix:\n    api: fenix\n", "  fenix:\n    api: fenix\n    max_rate: 50\n")
+    )
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: max_rate",)
+    assert runtime.auths["fenix"] is session  # nothing about the auth changed: no new login
+    assert breaker.phase == "open"
+
+    config.write_text(left_out.replace("store_name: demo-store", "store_name: other-store"))
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth, max_rate",)
+    assert runtime.auths["fenix"] is not session  # other credentials: a new session, and the breaker closes
+    assert (breaker.phase, breaker.failures) == ("closed", 0)
+
+
+def test_a_sighup_that_writes_refresh_margin_renews_the_token_when_the_new_margin_says(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A live ``shipmap serve`` with 301 s Fenix tokens renews them 150.5 s before they run out while the file
+    leaves refresh_margin out (the default, 5m, adapts to at most half the token's life). ``kill -HUP`` after
+    the file writes ``refresh_margin: 5m``: no login at the reload, and the next order, a second or more into
+    the token's life, logs in again first, as 5m written says. (Before, the settings compared equal, the
+    reload applied nothing, and the order went with the old token.)"""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert FENIX_SESSION in text
+    left_out = text.replace(FENIX_SESSION, FENIX_SESSION + "      token_ttl: 301s\n")
+    serve.config.write_text(left_out)
+    serve.start()
+
+    def post(client: httpx.Client, order_id: int) -> None:
+        body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+        headers = shopify_headers(body, "orders/create", f"margin{order_id}")
+        assert serve.post(client, "shop", body, headers).status_code == 200
+
+    def delivered() -> list[str]:
+        return sorted(str(r.order_id) for r in source_sandbox.requests(endpoint="fenix.orders"))
+
+    def logins() -> int:
+        return len(source_sandbox.requests(endpoint="fenix.login"))
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            post(client, 7_300_001)
+            serve.wait_until(lambda: delivered() == ["7300001"], timeout=30, what="the first order")
+            token_from = time.monotonic()  # the token is at least this old from here on
+            assert logins() == 1
+            serve.config.write_text(
+                left_out.replace("token_ttl: 301s\n", "token_ttl: 301s\n      refresh_margin: 5m\n")
+            )
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(
+                lambda: any("reloaded " in line for line in serve.errors), timeout=30, what="the reload"
+            )
+            [reloaded] = [line for line in serve.errors if "reloaded " in line]
+            assert reloaded.rstrip().endswith("serve.yaml: connections.fenix: auth"), reloaded
+            assert logins() == 1  # the reload itself logs nobody in again
+            threading.Event().wait(max(0.0, token_from + 1.2 - time.monotonic()))  # past 301 s - 5m
+            age = time.monotonic() - token_from
+            post(client, 7_300_002)
+            serve.wait_until(lambda: len(delivered()) == 2, timeout=30, what="the second order")
+            # Well inside the old, adapted 150.5 s margin: only the new margin renews the token here.
+            assert age < 140.0, f"the second order came {age:.1f} s into the token's life: too late to tell"
+            assert logins() == 2
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    *_, login, second = source_sandbox.requests()  # logged in again, then sent
+    assert (login.endpoint, second.endpoint, second.order_id) == ("fenix.login", "fenix.orders", "7300002")
