@@ -63,11 +63,15 @@ def _sample_threads(into: dict[str, list[float]]) -> None:
 def _watch(spent: list[float], threads: dict[str, list[float]], policy: dict[str, Any]) -> None:
     """Add the CPU seconds of each run's delivery to ``spent`` and the threads' readings to ``threads``
     (a benchmark's view into the runtime)."""
-    from shipmap.connectors import _runtime
     from shipmap.connectors._intake._pipeline import ForkedProducer
     from shipmap.connectors._store._outbox import Outbox
 
-    execute = _runtime._Execution.execute
+    try:
+        from shipmap.connectors._run._execution import Execution
+    except ImportError:  # a checkout from before the run's execution left _runtime.py
+        from shipmap.connectors._runtime import _Execution as Execution  # type: ignore[attr-defined,no-redef]
+
+    execute = Execution.execute
 
     async def timed(self: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.process_time()
@@ -97,7 +101,7 @@ def _watch(spent: list[float], threads: dict[str, list[float]], policy: dict[str
                 policy["worker_idle_at_end"] = guard.idle
         return reap(self, block=block)
 
-    _runtime._Execution.execute = timed  # type: ignore[method-assign]
+    Execution.execute = timed  # type: ignore[method-assign]
     if stop_writer is not None:
         Outbox.stop_writer = stop_writer_sampled  # type: ignore[method-assign]
     ForkedProducer._reap = reap_sampled  # type: ignore[method-assign]

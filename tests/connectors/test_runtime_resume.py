@@ -20,7 +20,7 @@ ORDERS = 50
 SHIPMENTS = 50  # each one a Fenix fulfillment and a DG execution
 DELIVERIES = ORDERS + 2 * SHIPMENTS
 CONCURRENCY = 4
-# Delivered marks are committed in batches of at most this many (shipmap.connectors._runtime._FLUSH_MARKS).
+# Delivered marks are committed in batches of at most this many (shipmap.connectors._store._outbox._FLUSH_MARKS).
 MARKS = 16
 # Journaled pending at a kill: in flight, queued (4 per sender), one settled batch (16 events, 2 deliveries
 # each at most) waiting for the queue, and delivered marks not yet committed.

@@ -1,0 +1,4 @@
+"""One run: the stages intake -> store -> map -> deliver wired together over one journal (``_execution``).
+
+``Runtime`` (``shipmap.connectors._runtime``) builds one for each ``run``/``replay``; ``shipmap serve`` drives
+one run after another through it."""
