@@ -26,10 +26,11 @@ from shipmap.connectors._plural import counted
 from shipmap.connectors._serve._inbox import NoInboxError
 from shipmap.connectors._serve._inbox_journal import copy_inbox
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
+from shipmap.connectors._store._claims import pending_counts
 from shipmap.connectors._store._copy import copy_journal
 from shipmap.connectors._store._journal import SCHEMA_VERSION, Journal, JournalInUseError
 from shipmap.connectors._store._journal_pg import is_database_url
-from shipmap.connectors._store._moves import count_pending, move_pending, pending_by_connection, stranded
+from shipmap.connectors._store._moves import count_pending, move_pending, stranded
 from shipmap.connectors._store._retention import count_prunable, oldest_forgettable, prune
 from shipmap.connectors._store._sqlite import JournalFault
 
@@ -180,7 +181,7 @@ def _info(args: argparse.Namespace) -> int:
         version = journal.schema_version()
         counts = journal.counts()
         oldest = oldest_forgettable(journal)
-        waiting = pending_by_connection(journal) if counts.get("pending") else {}
+        waiting = pending_counts(journal) if counts.get("pending") else {}
     states = ", ".join(f"{state} {count}" for state, count in sorted(counts.items())) or "no deliveries"
     print(f"{display_location(args.journal)}: {journal.backend}, schema version {version}; {states}")
     if oldest is not None:  # how far back the journal remembers: what journal.keep forgets first
@@ -250,7 +251,7 @@ def _move_pending(args: argparse.Namespace) -> int:
             if args.dry_run and count
             else stranded(journal, {connection: args.old if args.dry_run else args.new})
         )
-        others = pending_by_connection(journal) if not count and not left else {}
+        others = pending_counts(journal) if not count and not left else {}
     verb = "would move" if args.dry_run else "moved"
     deliveries = counted(count, "pending delivery")
     print(f"{where}: {verb} {deliveries} of {connection} from {args.old} to {args.new}")

@@ -1,7 +1,8 @@
 """Claiming pending deliveries: what a run takes over when it starts (an interrupted run's rows, a page at a
-time), and on a shared journal the leases under which a worker holds them (claim, renew, hold, give up, and who
-holds the rest). ``_leases.LeaseKeeper`` keeps a run's leases with these; ``Journal.mark_pending_many`` takes
-a new row's lease as it journals it.
+time) or once a connection it held back is up again, and on a shared journal the leases under which a worker
+holds them (claim, renew, hold, give up, and who holds the rest); and how many are pending, by connection.
+``_leases.LeaseKeeper`` keeps a run's leases with these; ``Journal.mark_pending_many`` takes a new row's lease
+as it journals it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ def claim_pending(
     limit: int = 1000,
     after: tuple[float, str] | None = None,
     connections: Collection[str | None] | None = None,
+    held_here: bool = False,
 ) -> list[JournalEntry]:
     """Take over up to ``limit`` pending deliveries nobody holds: on a shared journal, those whose lease
     expired (their worker died or stalled), oldest first; ``FOR UPDATE SKIP LOCKED``: two workers
@@ -30,53 +32,60 @@ def claim_pending(
     outage can leave millions of rows pending, and a run that read them at once would need their
     payloads' gigabytes in memory before it sent the first.
 
+    ``held_here``: the rows this worker's leases hold already (renewed), paged by ``after`` as on an exclusive
+    journal: what a run held back while a connection's breaker was open, to send once it has closed. On an
+    exclusive journal every pending row is this run's to send, and claiming one takes it over from the run
+    that journaled it, whose lease would otherwise fence off its delivered mark.
+
     ``connections``: only the rows of these connections (``None`` among them: rows without one), found by
     the index on each connection's pending rows (schema 6); an SQLite journal's pages take one connection at
     a time (several would be sorted, not read in the index's order)."""
     now = time.time()
     among, named = _among(connections)
-    if journal.shared:
+    if journal.shared and not held_here:
         chosen = f"""SELECT key FROM deliveries WHERE state = 'pending'{among}
                      AND (lease_until IS NULL OR lease_until < ?)
                      ORDER BY created_at, key LIMIT ? FOR UPDATE SKIP LOCKED"""
         parameters: tuple[Any, ...] = (journal.worker, now + journal.lease_seconds, *named, now, limit)
-        order = by_creation
+        order, fence = by_creation, ""
     else:  # claiming does not hide a row from the next claim here: the page's cursor moves on instead
-        chosen = f"""SELECT key FROM deliveries WHERE state = 'pending'{among} AND (updated_at, key) > (?, ?)
+        mine, owner = _held_here(journal, held_here)
+        chosen = f"""SELECT key FROM deliveries WHERE state = 'pending'{among}{mine} AND (updated_at, key) > (?, ?)
                      ORDER BY updated_at, key LIMIT ?"""
-        parameters = (journal.worker, now + journal.lease_seconds, *named, *(after or (-math.inf, "")), limit)
-        order = by_last_write
+        cursor = after or (-math.inf, "")
+        parameters = (journal.worker, now + journal.lease_seconds, *named, *owner, *cursor, limit, *owner)
+        # Checked again on the row it updates: another worker may have taken it over since the page was read.
+        order, fence = by_last_write, mine
     rows = journal._db.execute(
-        f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}) RETURNING {ENTRY_COLUMNS}",
+        f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}){fence}"
+        f" RETURNING {ENTRY_COLUMNS}",
         parameters,
     ).fetchall()
     return sorted((entry_of(row) for row in rows), key=order)
 
 
-def pending_of(
-    journal: Journal, connection: str, *, limit: int = 1000, after: tuple[float, str] | None = None
-) -> list[JournalEntry]:
-    """Up to ``limit`` pending deliveries of ``connection`` that this run may send (on a shared journal, those
-    under this worker's lease), in the order they were last written, a page at a time as ``claim_pending``'s:
-    what a run held back while the connection's breaker was open, to send once it has closed."""
-    mine = " AND lease_owner = ?" if journal.shared else ""
+def pending_counts(
+    journal: Journal, connections: Collection[str | None] | None = None, *, held_here: bool = False
+) -> dict[str | None, int]:
+    """How many deliveries each connection has pending (None: rows without one), counted on the index of
+    pending rows (schema 6), not read: a service that looks at parked work counts a down connection's.
+    ``connections``: only theirs; ``held_here``: only the rows this worker's leases hold (a run counting what
+    it held back and leaves pending; on an exclusive journal, every row). A connection with none is absent."""
+    among, named = _among(connections)
+    mine, owner = _held_here(journal, held_here)
     rows = journal._db.execute(
-        f"""SELECT {ENTRY_COLUMNS} FROM deliveries WHERE state = 'pending' AND connection = ?{mine}
-            AND (updated_at, key) > (?, ?) ORDER BY updated_at, key LIMIT ?""",
-        (connection, *((journal.worker,) if journal.shared else ()), *(after or (-math.inf, "")), limit),
+        f"SELECT connection, COUNT(*) FROM deliveries WHERE state = 'pending'{among}{mine} GROUP BY connection",
+        (*named, *owner),
     ).fetchall()
-    return [entry_of(row) for row in rows]
+    return {name: int(count) for name, count in rows}
 
 
-def count_pending_of(journal: Journal, connection: str) -> int:
-    """How many deliveries of ``connection`` are pending that this run may send (``pending_of``'s rows)."""
-    mine = " AND lease_owner = ?" if journal.shared else ""
-    return int(
-        journal._db.execute(
-            f"SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND connection = ?{mine}",
-            (connection, *((journal.worker,) if journal.shared else ())),
-        ).fetchone()[0]
-    )
+def _held_here(journal: Journal, held_here: bool) -> tuple[str, tuple[str, ...]]:
+    """The condition that keeps the rows under this worker's leases, and its parameter: on a shared journal
+    only (an exclusive one has a worker, this run, and its rows may carry an interrupted run's leases)."""
+    if held_here and journal.shared:
+        return " AND lease_owner = ?", (journal.worker,)
+    return "", ()
 
 
 def _among(connections: Collection[str | None] | None) -> tuple[str, list[str]]:

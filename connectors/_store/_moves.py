@@ -126,12 +126,3 @@ def stranded(journal: Journal, base_urls: Mapping[str, str], *, cap: int = STRAN
             ).fetchone()[0]
             found.append(Stranded(name, min(count, cap), str(example), capped=count > cap))
     return found
-
-
-def pending_by_connection(journal: Journal) -> dict[str | None, int]:
-    """How many deliveries each connection has pending (None: rows without one), counted on the index of
-    pending rows (schema 6), not read: a service that looks at parked work counts a down connection's."""
-    rows = journal._db.execute(
-        "SELECT connection, COUNT(*) FROM deliveries WHERE state = 'pending' GROUP BY connection"
-    ).fetchall()
-    return {name: int(count) for name, count in rows}

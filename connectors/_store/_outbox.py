@@ -36,10 +36,9 @@ from .._map._steps import (
 )
 from .._redact import DELIVERIES_LOGGER, RedactingLogger
 from .._summary import RunSummary
-from ._claims import claim_pending, count_pending_of, pending_of
+from ._claims import claim_pending, pending_counts
 from ._entries import JournalEntry, by_last_write
 from ._journal import CLOSED, Journal, PendingRow, State
-from ._moves import pending_by_connection
 
 _FLUSH_MARKS = 16  # delivered marks committed together, at the latest ...
 _FLUSH_SECONDS = 0.05  # ... this long after the oldest of them
@@ -92,7 +91,7 @@ class Outbox:
         if not self._down:
             yield from self._recovered(self._pages() if not self.journal.shared else self._claim())
             return
-        counts = pending_by_connection(self.journal)
+        counts = pending_counts(self.journal)
         # Its probes are read by the run's first call; the lease keeper's later ones take the others' rows only.
         if self._probes:
             probes, self._probes = self._probes, 0
@@ -144,7 +143,9 @@ class Outbox:
         (not ``scheduled``): those a run held back while its breaker was open, to send now that it has closed;
         and the cursor of the next page (None: this was the last). Each is ``scheduled`` at once, so a repeat
         of its event in the input meanwhile is skipped, not sent beside it."""
-        entries = pending_of(self.journal, connection, limit=_RECOVER_PAGE, after=after)
+        entries = claim_pending(
+            self.journal, limit=_RECOVER_PAGE, after=after, connections=[connection], held_here=True
+        )
         jobs = []
         for entry in entries:
             if entry.key in self.scheduled:
@@ -158,7 +159,7 @@ class Outbox:
 
     def count_pending(self, connection: str) -> int:
         """How many of ``connection``'s deliveries are pending in the journal for this run (or this worker)."""
-        return count_pending_of(self.journal, connection)
+        return pending_counts(self.journal, [connection], held_here=True).get(connection, 0)
 
     def _job_of(self, entry: JournalEntry) -> Job | None:
         """The job that sends a pending row as it was recorded; None (and a dead letter) when its connection

@@ -13,14 +13,19 @@ import psycopg
 import pytest
 from shipmap.connectors import ConfigError, Journal, JournalError, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
-from shipmap.connectors._store._claims import claim_pending, holds, pending_elsewhere, renew_leases
+from shipmap.connectors._store._claims import (
+    claim_pending,
+    holds,
+    pending_counts,
+    pending_elsewhere,
+    renew_leases,
+)
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._journal_pg import TransactionConflict
 from shipmap.connectors._store._moves import (
     Stranded,
     count_pending,
     move_pending,
-    pending_by_connection,
     stranded,
 )
 from test_journal import pending
@@ -320,7 +325,7 @@ def test_a_store_of_version_5_gains_the_index_of_pending_deliveries_by_connectio
                 "SELECT sql FROM sqlite_master WHERE name = 'deliveries_pending'"
             )
             assert "(state, connection, updated_at, key) WHERE state = 'pending'" in indexed, indexed
-        assert pending_by_connection(journal) == {"fenix": 3, "dg": 1}
+        assert pending_counts(journal) == {"fenix": 3, "dg": 1}
         assert [e.key for e in claim_pending(journal, limit=2, connections=["fenix"])] == ["k0", "k2"]
 
 

@@ -20,9 +20,8 @@ from typing import Any
 
 import pytest
 from shipmap.connectors import RunSummary, Runtime, Sandbox
-from shipmap.connectors._store._claims import claim_pending
+from shipmap.connectors._store._claims import claim_pending, pending_counts
 from shipmap.connectors._store._journal import Journal
-from shipmap.connectors._store._moves import pending_by_connection
 from test_runtime_support import BASE_CONFIG, FIXTURES, environ, order_event, shipment_event, write_config
 
 ORDERS = 30  # Fenix orders parked by the outage
@@ -123,7 +122,7 @@ def test_looks_read_only_what_may_wait_for_the_open_breaker_and_every_parked_del
 
 
 def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_index(
-    tmp_path: Path, journal: dict[str, str]
+    tmp_path: Path, journal: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The journal side of a look: the count by connection and a claim of one connection's rows (oldest
     first on each backend), beside another connection's and a row without a connection."""
@@ -139,7 +138,13 @@ def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_ind
 
         store.run_transaction(write)
         store._db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL")  # nobody holds them
-        assert pending_by_connection(store) == {"fenix": 20, "dg": 10, None: 1}
+        statements = _recorded(store, monkeypatch)
+        assert pending_counts(store) == {"fenix": 20, "dg": 10, None: 1}
+        # Nobody holds them: on a shared journal none is this worker's; on an exclusive one, all are this run's.
+        assert pending_counts(store, ["fenix"], held_here=True) == ({} if store.shared else {"fenix": 20})
+        assert pending_counts(store, ["dg", None]) == {"dg": 10, None: 1}
+        assert pending_counts(store, []) == {}
+        counted = list(statements)
         claimed = claim_pending(store, limit=4, connections=["fenix"])
         assert [entry.key for entry in claimed] == [f"key-{n:03d}" for n in range(30) if n % 3][:4]
         others = claim_pending(store, limit=100, connections=["dg", None])
@@ -158,3 +163,53 @@ def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_ind
             )
         )
         assert "deliveries_pending" in plan, plan
+        if not store.shared:  # each count, as the function words it, is read off the index alone
+            for sql, parameters in counted:
+                counts_plan = " ".join(
+                    str(row[-1]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)
+                )
+                assert "USING COVERING INDEX deliveries_pending" in counts_plan, (sql, counts_plan)
+
+
+def _recorded(store: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """The statements ``store`` runs from now on, with their parameters, as they run."""
+    statements: list[tuple[str, Any]] = []
+    execute = store._db.execute
+
+    def recording(sql: str, parameters: Any = ()) -> Any:
+        statements.append((sql, parameters))
+        return execute(sql, parameters)
+
+    monkeypatch.setattr(store._db, "execute", recording)
+    return statements
+
+
+def test_a_look_at_held_back_deliveries_takes_only_what_this_run_may_send_and_its_marks_land(
+    tmp_path: Path, journal: dict[str, str]
+) -> None:
+    """``held_here``: on an SQLite journal every pending row is this run's, including those an earlier run
+    left under its own lease, which the look takes over (its delivered marks would be fenced off otherwise,
+    and the rows sent again by the next run); on a shared journal only the rows this worker holds."""
+    location = journal.get("path") or journal["url"]
+    rows = [(f"key-{n}", "doc", "m", "t", "fenix", None, "POST", "http://x/", "{}", None) for n in range(3)]
+    with Journal(location) as earlier:
+        earlier.run_transaction(
+            lambda: (earlier.put_sources([("doc", "{}")]), earlier.mark_pending_many(rows))
+        )
+        if earlier.shared:  # a worker still running beside this one, holding its rows
+            with Journal(location) as other:
+                assert claim_pending(other, connections=["fenix"], held_here=True) == []
+                assert pending_counts(other, held_here=True) == {}
+                assert pending_counts(other) == {"fenix": 3}
+            looked = claim_pending(earlier, limit=2, connections=["fenix"], held_here=True)
+            following = (looked[-1].updated_at, looked[-1].key)
+            looked += claim_pending(earlier, limit=2, after=following, connections=["fenix"], held_here=True)
+            assert [entry.key for entry in looked] == ["key-0", "key-1", "key-2"]
+            assert earlier.mark_delivered_many([(entry.key, 200, 1) for entry in looked]) == 3
+            return
+    with Journal(location) as run:  # the next run on the SQLite file
+        assert pending_counts(run, ["fenix"], held_here=True) == {"fenix": 3}
+        looked = claim_pending(run, connections=["fenix"], held_here=True)
+        assert sorted(entry.key for entry in looked) == ["key-0", "key-1", "key-2"]
+        assert run.mark_delivered_many([(entry.key, 200, 1) for entry in looked]) == 3
+        assert pending_counts(run) == {}
