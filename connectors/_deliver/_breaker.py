@@ -373,6 +373,30 @@ class CircuitBreaker:
                 await changed.wait()
 
 
+class OutageWaits:
+    """When the callers of each connection's open breaker stop waiting for it (``admit``'s ``give_up_at``):
+    ``outage_wait`` after their run first found it open, so a later run probes again at once. A run's
+    deliveries (``Deliverer``) and ``shipmap run``'s enrichment GETs (``Enricher``) count it so. Forgotten once
+    the breaker is found closed: the next outage counts from its own start."""
+
+    __slots__ = ("_clock", "since")
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        # When each connection's breaker was first found open; empty while none is (a sender's cheap test).
+        self.since: dict[str, float] = {}
+
+    def give_up_at(self, breaker: CircuitBreaker) -> float:
+        since = self.since.setdefault(breaker.name, self._clock())
+        return since + breaker.settings.outage_wait
+
+    def found_open(self, name: str) -> None:
+        self.since.setdefault(name, self._clock())
+
+    def found_closed(self, name: str) -> None:
+        self.since.pop(name, None)
+
+
 class RateLimiter:
     """At most ``rate`` request starts per second on one connection, evenly spaced (no burst); None: no
     spacing. ``hold()`` keeps this limiter's requests from starting for a while: the API answered 429 or 503

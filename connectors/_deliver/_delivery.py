@@ -42,7 +42,15 @@ from .._config import Connection, DeliverySettings, RetryPolicy
 from .._errors import AuthError
 from .._redact import Redactor, get_logger
 from ._auth import ShipmapAuth, read_capped
-from ._breaker import HOLDING_STATUSES, CircuitBreaker, MemoryStore, Outage, RateLimiter, StateStore
+from ._breaker import (
+    HOLDING_STATUSES,
+    CircuitBreaker,
+    MemoryStore,
+    Outage,
+    OutageWaits,
+    RateLimiter,
+    StateStore,
+)
 from ._deadline import TaskDeadline
 from ._transport import AiohttpTransport, Sender
 
@@ -163,7 +171,6 @@ class Deliverer:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._senders: dict[str, Sender] = {}
         self._log = get_logger("delivery", redactor, runtime_name=runtime_name)
-        self._clock = clock
         store = store if store is not None else MemoryStore()
         self.breakers = {
             name: CircuitBreaker(
@@ -181,7 +188,7 @@ class Deliverer:
             name: RateLimiter(name, c.max_rate, store=store, clock=clock, sleep=sleep)
             for name, c in connections.items()
         }
-        self._blocked_since: dict[str, float] = {}  # when this run first found a connection's breaker open
+        self._outage_waits = OutageWaits(clock)  # when this run stops waiting for each open breaker
         self._waiting_cap = waiting_cap
         self._waiting: dict[str, int] = {}  # deliveries in ``admit``, by connection
         # timeout.total: one timer per sending task
@@ -237,8 +244,8 @@ class Deliverer:
         while True:
             if breaker.at_rest:  # nothing to wait for (one attribute read, not a coroutine per attempt)
                 probe = False
-                if self._blocked_since:
-                    self._blocked_since.pop(name, None)
+                if self._outage_waits.since:
+                    self._outage_waits.found_closed(name)
             else:
                 waiting = self._waiting.get(name, 0)
                 try:
@@ -254,7 +261,7 @@ class Deliverer:
                     reason = self.redactor.redact(stop.detail)
                     return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
                 if not breaker.is_open:
-                    self._blocked_since.pop(name, None)
+                    self._outage_waits.found_closed(name)
             if not limiter.idle:
                 await limiter.acquire()
             attempt += 1
@@ -327,7 +334,7 @@ class Deliverer:
                     reason,
                     name,
                 )
-                self._blocked_since.setdefault(name, self._clock())
+                self._outage_waits.found_open(name)
                 continue
             counted += 1
             if not retryable or counted >= policy.max_attempts:
@@ -381,7 +388,5 @@ class Deliverer:
         first found it open (so a later run probes again at once). Asked before ``admit`` whatever this
         process's copy says: a shared breaker's copy may be older than the run (a new run's reads closed until
         its first refresh), and a delivery that waited on it with no deadline would wait for the next probe,
-        a whole cooldown, not ``outage_wait``. ``_deliver`` forgets the time once the breaker is closed."""
-        breaker = self.breakers[name]
-        since = self._blocked_since.setdefault(name, self._clock())
-        return since + breaker.settings.outage_wait
+        a whole cooldown, not ``outage_wait``. ``send`` forgets the time once it finds the breaker closed."""
+        return self._outage_waits.give_up_at(self.breakers[name])

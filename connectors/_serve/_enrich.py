@@ -26,7 +26,15 @@ from shipmap.engine import SourceDocument
 
 from .._config import Connection, join_url
 from .._deliver._auth import read_capped
-from .._deliver._breaker import HOLDING_STATUSES, CircuitBreaker, Outage, RateLimiter, SharedStore, StateStore
+from .._deliver._breaker import (
+    HOLDING_STATUSES,
+    CircuitBreaker,
+    Outage,
+    OutageWaits,
+    RateLimiter,
+    SharedStore,
+    StateStore,
+)
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
 from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
@@ -133,7 +141,7 @@ class Enricher:
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
         # /readyz): the keys are set here, only the counts change.
         self.fetching = dict.fromkeys(enrichments, 0)
-        self._blocked_since: dict[str, float] = {}
+        self._outage_waits = OutageWaits(clock)  # when a GET stops waiting for each open breaker (``wait``)
         self._rng = random.Random()
         self._log = get_logger("serve.enrich", runtime.redactor, runtime_name=runtime.name)
         self.fetched = 0  # successful GETs, for metrics
@@ -343,16 +351,15 @@ class Enricher:
         """Whether this GET may go now (True: it is the breaker's probe); SourceUnavailable when not."""
         state = breaker.state
         if state.phase == "closed":
-            self._blocked_since.pop(breaker.name, None)
+            self._outage_waits.found_closed(breaker.name)
             return False
         now = self._clock()
         if not self._wait:
             if (down := self._refused(breaker)) is not None:
                 raise down
             return await breaker.admit(float("inf"))  # due: this GET is the probe, at once
-        give_up_at = self._blocked_since.setdefault(breaker.name, now) + breaker.settings.outage_wait
         try:
-            return await breaker.admit(give_up_at)
+            return await breaker.admit(self._outage_waits.give_up_at(breaker))
         except Outage:
             raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now)) from None
 

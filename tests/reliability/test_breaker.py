@@ -27,6 +27,7 @@ from shipmap.connectors._deliver._breaker import (
     CircuitBreaker,
     MemoryStore,
     Outage,
+    OutageWaits,
     RateLimiter,
 )
 from shipmap.connectors._deliver._delivery import parse_retry_after
@@ -742,3 +743,25 @@ def test_a_huge_error_body_is_read_up_to_the_cap_only(tmp_path: Path, raw_server
     threading.Event().wait(0.2)
     assert server.sent < 32 * 1024 * 1024
     print(f"300 MB error body: the server got {server.sent / 1048576:.1f} MB out before the client hung up")
+
+
+def test_a_run_gives_up_on_an_open_breaker_outage_wait_after_it_first_found_it_open_and_forgets_once_closed() -> (
+    None
+):
+    """``OutageWaits``, which a run's deliveries and its enrichment GETs both count their ``give_up_at`` by."""
+    clock = FakeClock()
+    fenix = CircuitBreaker("fenix", BreakerSettings(failures=1, outage_wait=300.0), clock=clock)
+    dg = CircuitBreaker("dg", BreakerSettings(failures=1, outage_wait=60.0), clock=clock)
+    waits = OutageWaits(clock)
+    clock.now = 10.0
+    waits.found_open("fenix")  # a failed attempt found it open
+    clock.now = 50.0
+    assert waits.give_up_at(fenix) == 310.0  # from when it was first found open, not from now
+    assert waits.give_up_at(dg) == 110.0  # first asked now: counted from now, with its own outage_wait
+    clock.now = 70.0
+    waits.found_open("fenix")  # found open again: the same outage, the same deadline
+    assert (waits.give_up_at(fenix), waits.give_up_at(dg)) == (310.0, 110.0)
+    waits.found_closed("fenix")
+    assert waits.since == {"dg": 50.0}
+    clock.now = 400.0  # the next outage counts from its own start
+    assert waits.give_up_at(fenix) == 700.0
