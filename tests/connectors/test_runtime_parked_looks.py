@@ -163,12 +163,18 @@ def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_ind
             )
         )
         assert "deliveries_pending" in plan, plan
-        if not store.shared:  # each count, as the function words it, is read off the index alone
-            for sql, parameters in counted:
-                counts_plan = " ".join(
+        del statements[:]
+        # A look at held-back rows: those this worker claimed above (an SQLite journal's: all of its rows).
+        held = claim_pending(store, limit=4, connections=["fenix"], held_here=True)
+        assert [entry.key for entry in held] == [entry.key for entry in claimed]
+        looked = list(statements)
+        # Each count and the look's page as the functions word them: off the index alone.
+        if not store.shared:
+            for sql, parameters in counted + looked:
+                statement_plan = " ".join(
                     str(row[-1]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)
                 )
-                assert "USING COVERING INDEX deliveries_pending" in counts_plan, (sql, counts_plan)
+                assert "USING COVERING INDEX deliveries_pending" in statement_plan, (sql, statement_plan)
 
 
 def _recorded(store: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
