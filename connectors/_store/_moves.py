@@ -29,6 +29,16 @@ def base_prefix(base_url: str) -> str:
     return base_url.rstrip("/") + "/"
 
 
+def _base_range(journal: Journal, base_url: str) -> tuple[str, str, str]:
+    """The URLs journaled for ``base_url`` as a range of the index of pending rows by URL (schema 7):
+    ``(url, first, past)``, ``url`` the column as the index orders it, and ``first <= url < past`` exactly
+    when the URL starts with the base's prefix (byte order: the prefix, then its last character, a slash,
+    replaced by the next one)."""
+    prefix = base_prefix(base_url)
+    url = 'url COLLATE "C"' if journal.backend == "postgresql" else "url"
+    return url, prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
 def follow_base_urls(journal: Journal, base_urls: Mapping[str, str]) -> list[tuple[str, int]]:
     """Each connection's ``base_url`` now (``{name: url}``) against the one the last run here recorded: the
     pending deliveries of each that moved go to its new one (``move_pending``), and the new ones are
@@ -80,10 +90,10 @@ def move_pending(
 
 def count_pending(journal: Journal, connection: str, base_url: str) -> int:
     """Pending deliveries of ``connection`` journaled for ``base_url`` (what ``move_pending`` would move)."""
-    prefix = base_prefix(base_url)
+    url, first, past = _base_range(journal, base_url)
     row = journal._db.execute(
-        "SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND connection = ? AND substr(url, 1, ?) = ?",
-        (connection, len(prefix), prefix),
+        f"SELECT COUNT(*) FROM deliveries WHERE state = 'pending' AND connection = ? AND {url} >= ? AND {url} < ?",
+        (connection, first, past),
     ).fetchone()
     return int(row[0])
 
@@ -108,21 +118,21 @@ class Stranded:
 
 def stranded(journal: Journal, base_urls: Mapping[str, str], *, cap: int = STRANDED_CAP) -> list[Stranded]:
     """For each connection (``{name: base_url now}``) whose pending deliveries include some journaled under
-    another base: how many (up to ``cap``), with one of their URLs. Pending rows only, through the state
-    index, and never more than ``cap`` of them per connection."""
+    another base: how many (up to ``cap``), with one of their URLs (the first in byte order). Every run asks
+    (``shipmap serve`` at each look at parked work), so it reads only those: the URLs before the base's range
+    and after it, on the index of pending rows by URL (schema 7); with none, two index lookups a connection."""
     found: list[Stranded] = []
     for name, base_url in base_urls.items():
-        prefix = base_prefix(base_url)
-        outside = "state = 'pending' AND connection = ? AND substr(url, 1, ?) <> ?"
-        parameters = (name, len(prefix), prefix)
-        counted = journal._db.execute(
-            f"SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE {outside} LIMIT ?) AS capped",
-            (*parameters, cap + 1),
+        url, first, past = _base_range(journal, base_url)
+        side = (
+            f"SELECT {url} AS url FROM deliveries WHERE state = 'pending' AND connection = ? AND {url} {{}} ?"
+        )
+        count, example = journal._db.execute(
+            f"""SELECT COUNT(*), MIN(url) FROM (
+                    SELECT url FROM ({side.format("<")} LIMIT ?) AS before_base
+                    UNION ALL SELECT url FROM ({side.format(">=")} LIMIT ?) AS after_base) AS outside""",
+            (name, first, cap + 1, name, past, cap + 1),
         ).fetchone()
-        count = int(counted[0])
         if count:
-            example = journal._db.execute(
-                f"SELECT url FROM deliveries WHERE {outside} ORDER BY key LIMIT 1", parameters
-            ).fetchone()[0]
-            found.append(Stranded(name, min(count, cap), str(example), capped=count > cap))
+            found.append(Stranded(name, min(int(count), cap), str(example), capped=count > cap))
     return found

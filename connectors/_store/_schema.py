@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 State = Literal["pending", "delivered", "dead", "resolved"]
 # What a run never sends again: delivered, or resolved (superseded by a replay, or closed by hand). A dead row is
 # skipped too, until it is replayed.
@@ -106,9 +106,28 @@ CREATE INDEX rejected_origin ON rejected(origin);
 _V6 = """
 CREATE INDEX deliveries_pending ON deliveries(state, connection, {order}, key) WHERE state = 'pending';
 """
+# Version 7: the pending deliveries of one connection by URL. Each run asks whether any of a connection's was
+# journaled under another base URL (``_moves.stranded``): two short ranges of this index, outside the base's,
+# not a read of every pending row's URL (56 ms on SQLite, 85 ms on PostgreSQL with 100,000 parked, at each of
+# serve's looks at parked work). A prefix's URLs are one range in byte order only: PostgreSQL orders text by
+# the database's collation, which may weigh letters before punctuation, so there the index and the query are
+# in "C" (byte) order; SQLite's text is in byte order. PostgreSQL's index leaves `state` out: the predicate
+# implies it, so the query's condition on it is dropped, and with none on the first column the range would
+# not bound the scan (the whole index read). SQLite keeps it, and reads the URLs from the index alone.
+_V7 = """
+CREATE INDEX deliveries_pending_url ON deliveries({columns}) WHERE state = 'pending';
+"""
 # MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
 MIGRATIONS: dict[Backend, tuple[str, ...]] = {
-    "sqlite": (_V1_SQLITE, _V2.format(real="REAL"), "", _V4, _V5, _V6.format(order="updated_at")),
+    "sqlite": (
+        _V1_SQLITE,
+        _V2.format(real="REAL"),
+        "",
+        _V4,
+        _V5,
+        _V6.format(order="updated_at"),
+        _V7.format(columns="state, connection, url"),
+    ),
     "postgresql": (
         _V1_POSTGRESQL,
         _V2.format(real="DOUBLE PRECISION"),
@@ -116,6 +135,7 @@ MIGRATIONS: dict[Backend, tuple[str, ...]] = {
         _V4,
         _V5,
         _V6.format(order="created_at"),
+        _V7.format(columns='connection, url COLLATE "C"'),
     ),
 }
 # The tables a journal of any version holds. An SQLite file without `meta` that holds others is another
