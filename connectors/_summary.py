@@ -99,6 +99,9 @@ class RunSummary:
     rejected: int = 0  # input records that were not JSON
     recovered: int = 0  # pending deliveries of an interrupted run, re-sent first
     parked: int = 0  # left pending: their connection's breaker stayed open past outage_wait
+    # Of ``parked``, those counted on the journal's index without being read (``shipmap serve``'s look at a
+    # connection whose breaker is open): on a shared journal, every worker's, which each of them counts.
+    parked_counted: int = 0
     # connection -> how it is down, without its name (Outage.detail): "unavailable for 12 s (circuit breaker
     # open: why); left pending for the next run"
     outages: dict[str, str] = field(default_factory=dict)
@@ -116,14 +119,23 @@ class RunSummary:
     dead_now: int | None = None
     outages_ended: list[str] = field(default_factory=list)
 
-    def park(self, connection: str, outage: str, count: int = 1) -> bool:
+    def park(self, connection: str, outage: str, count: int = 1, *, counted: bool = False) -> bool:
         """``count`` deliveries of ``connection`` left pending, its breaker open (``outage``: how it is down,
-        as ``outages`` keeps it); True when ``connection`` is new to ``outages`` (the caller logs it)."""
+        as ``outages`` keeps it), ``counted`` on the journal's index rather than read; True when
+        ``connection`` is new to ``outages`` (the caller logs it)."""
         self.parked += count
+        if counted:
+            self.parked_counted += count
         if connection in self.outages:
             return False
         self.outages[connection] = outage
         return True
+
+    def parked_here(self, *, shared: bool) -> int:
+        """This worker's part of ``parked``, which adds up across the workers of a journal: on a shared one
+        the deliveries it read and left pending (those counted on the index are every worker's), on an
+        exclusive one all of them (it is the journal's only worker)."""
+        return self.parked - self.parked_counted if shared else self.parked
 
     def add_dead_key(self, key: str) -> None:
         """Keep a dead letter's key, among the first ``DEAD_KEYS_KEPT`` (``dead`` counts them all): a service's

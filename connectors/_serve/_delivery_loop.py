@@ -143,6 +143,13 @@ class DeliveryLoop:
         feed = self._feed
         return feed.enricher.breaker_store if feed is not None and self._enrichments else None
 
+    def parked_deliveries(self) -> tuple[int, int]:
+        """Deliveries left pending for an open breaker: ``(this process's, the journal's)``. On a shared
+        journal a look counts a down connection's pending deliveries for every process, so only the first
+        adds up across processes (``RunSummary.parked_here``); on an SQLite journal the two are the same."""
+        summary = self.summary()
+        return summary.parked_here(shared=self.runtime.config.journal.url is not None), summary.parked
+
     def parked_webhooks(self) -> int:
         return len(self._feed.parked) if self._feed is not None else 0
 
@@ -330,6 +337,7 @@ class DeliveryLoop:
         return min(wait * 2, self._resweep[1])
 
     def _parked_now(self) -> int:
+        # All the journal counted, not this process's part: any parked delivery is a reason to look again.
         live = self.runtime.live
         return live.parked if live is not None else 0
 

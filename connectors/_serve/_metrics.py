@@ -33,6 +33,7 @@ class ServiceMetrics:
         stalled: Callable[[], bool],
         processes: Callable[[], int] = lambda: 1,
         enrichment: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
+        parked: Callable[[], tuple[int, int]] = lambda: (0, 0),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
@@ -63,7 +64,9 @@ class ServiceMetrics:
             buckets=ACK_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_Live(summary, queue, breakers, in_flight, stalled, processes, enrichment))
+        self.registry.register(
+            _Live(summary, queue, breakers, in_flight, stalled, processes, enrichment, parked)
+        )
 
     def reject(self, source: str, reason: str) -> None:
         self.rejected.labels(source, reason).inc()
@@ -84,7 +87,9 @@ class _Live(Collector):
         stalled: Callable[[], bool],
         processes: Callable[[], int],
         enrichment: Callable[[], Mapping[str, Mapping[str, int]]],
+        parked: Callable[[], tuple[int, int]],
     ) -> None:
+        self._parked = parked
         self._processes = processes
         self._enrichment = enrichment
         self._summary = summary
@@ -142,6 +147,20 @@ class _Live(Collector):
             "shipmap_delivery_stalled",
             "1 while delivery waits to run again after a run whose sends kept raising inside shipmap",
             value=1.0 if self._stalled() else 0.0,
+        )
+        here, in_journal = self._parked()
+        yield GaugeMetricFamily(
+            "shipmap_parked_deliveries",
+            "Deliveries this process left pending for an open circuit breaker (on a shared journal, those it"
+            " read; sums across processes)",
+            value=here,
+        )
+        yield GaugeMetricFamily(
+            "shipmap_journal_parked_deliveries",
+            "Deliveries pending in the journal for connections whose circuit breaker is open, counted at this"
+            " process's last look at parked work: journal-wide, every serve process on a shared journal reports"
+            " the same count (take the max, not the sum)",
+            value=in_journal,
         )
         yield GaugeMetricFamily(
             "shipmap_serve_processes",

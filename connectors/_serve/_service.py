@@ -254,6 +254,7 @@ class Service:
                 enrichment=delivery.enrichment,
                 stalled=lambda: delivery.stalled is not None,
                 processes=lambda: state.processes,
+                parked=delivery.parked_deliveries,
             )
             state = ServiceState(
                 sources=settings.sources,
@@ -498,6 +499,7 @@ class Service:
                 "for_seconds": round(max(0.0, now - stall.since), 1),
                 "next_run_in_seconds": round(max(0.0, stall.retry_at - now), 1),
             }
+        parked_here, parked_in_journal = delivery.parked_deliveries()
         return {
             "delivering": delivery.running,
             "delivery_starting": delivery.starting,
@@ -507,7 +509,8 @@ class Service:
             "degraded": bool(outages) or stalled is not None,
             "outages": outages,
             "delivery_stalled": stalled,
-            "parked_deliveries": delivery.summary().parked,
+            "parked_deliveries": parked_here,
+            "journal_parked_deliveries": parked_in_journal,
             "parked_webhooks": delivery.parked_webhooks(),
             "enrichment": delivery.enrichment(),
         }

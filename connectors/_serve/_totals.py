@@ -46,6 +46,7 @@ def fold(total: RunSummary, run: RunSummary) -> None:
     for kind, count in list(run.forgotten.items()):
         total.forgotten[kind] = total.forgotten.get(kind, 0) + count
     total.parked = run.parked  # what is parked now: the last run's, not a sum of re-parks of the same rows
+    total.parked_counted = run.parked_counted
     total.outages.update(run.outages)
     total.events += run.events
     total.elapsed += run.elapsed
@@ -108,6 +109,10 @@ def as_at_stop(
                 f"unavailable for {max(0.0, now - record.opened_at):.0f} s (circuit breaker {record.phase}:"
                 f" {record.reason}); what waits for it stays owed for the next start"
             )
+    # On a shared journal, what this process left pending itself: the journal's count of the rest is every
+    # process's (``owed_at_stop`` says it once), and a sum of the processes' summaries would count it N times.
+    summary.parked = summary.parked_here(shared=runtime.config.journal.url is not None)
+    summary.parked_counted = 0
     if runtime.config.journal.location is None:  # a journal in memory, gone with its runs
         return
     try:

@@ -99,7 +99,7 @@ class Outbox:
                 entries = claim_pending(self.journal, limit=probes, connections=[name])
                 yield from self._recovered(entries)
                 unread = counts[name] - len(entries)
-                if unread > 0 and self.summary.park(name, self._down[name], unread):
+                if unread > 0 and self.summary.park(name, self._down[name], unread, counted=True):
                     self.log.warning("connection %s %s", name, self._down[name])
         others = [name for name in counts if name not in self._down]
         if not others:

@@ -513,6 +513,10 @@ def test_looks_at_parked_work_count_the_down_connections_deliveries_and_send_eac
                     lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] == orders - 2,
                     what="every Fenix order but the two waiting for its breaker counted parked",
                 )
+                ready = client.get(
+                    f"{serve.url}/readyz"
+                ).json()  # the journal's only process: all are its own
+                assert ready["journal_parked_deliveries"] == ready["parked_deliveries"] >= orders - 2, ready
                 for i in range(5):
                     doc = dict(
                         tracker, id=f"evt_looks{i}", result=dict(tracker["result"], id=f"trk_looks{i}")
@@ -545,3 +549,83 @@ def test_looks_at_parked_work_count_the_down_connections_deliveries_and_send_eac
     recovered = int(re.search(r"recovered (\d+)", summary).group(1))  # type: ignore[union-attr]
     assert recovered <= orders + 2 * seen, (recovered, seen, summary)
     assert "left pending" not in summary and "dead-lettered" not in summary, summary
+
+
+def _gauge(metrics: str, name: str) -> float:
+    (family,) = [f for f in text_string_to_metric_families(metrics) if f.name == name]
+    (sample,) = family.samples
+    return sample.value
+
+
+def _left_pending(output: list[str]) -> int:
+    """What the summary at stop says this process left pending (0 when it says nothing)."""
+    found = re.search(r"^(\d+) deliver(?:y|ies) left pending", "".join(output), re.MULTILINE)
+    return int(found.group(1)) if found is not None else 0
+
+
+def test_two_services_on_one_postgresql_journal_each_report_their_own_parked_and_the_same_journal_count(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Fenix down, 30 orders parked on a shared journal, two serve processes looking at parked work: each
+    look counts the down connection's pending deliveries on the journal's index, and each process reported
+    that count, every process's, as its own parked_deliveries, so a dashboard summing the processes counted
+    them twice. Now parked_deliveries (and shipmap_parked_deliveries, and the summary at stop) is what this
+    process read and left pending (the two that wait for the breaker, of concurrency 4), which sums across
+    processes, and journal_parked_deliveries (shipmap_journal_parked_deliveries) is the journal's count, the
+    same in each, said to be journal-wide. One stops during the outage; once Fenix is back the other sends
+    every order, once."""
+    orders = 30
+    with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
+        config = tmp_path / "two.yaml"
+        text = TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", "200ms")
+        shared = f"journal: {{url: '{postgres_url}', lease: 10s}}\n"
+        config.write_text(text.replace("journal: {path: .shipmap/journal.db}\n", shared))
+        a = ServeProcess(tmp_path, fenix.url, config=config).start()
+        b = ServeProcess(tmp_path, fenix.url, config=config).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for i in range(orders):
+                    body = _shopify_order(i)
+                    headers = shopify_headers(body, "orders/create", f"two-{i}")
+                    assert (a if i % 2 else b).post(client, "shop", body, headers).status_code == 200
+
+                def figures(serve: ServeProcess) -> tuple[int, int, float, float]:
+                    ready = client.get(f"{serve.url}/readyz").json()
+                    metrics = client.get(f"{serve.url}/metrics").text
+                    return (
+                        ready["parked_deliveries"],
+                        ready["journal_parked_deliveries"],
+                        _gauge(metrics, "shipmap_parked_deliveries"),
+                        _gauge(metrics, "shipmap_journal_parked_deliveries"),
+                    )
+
+                # A look after the last order counts them all (but the others' two it may not see yet).
+                for serve in (a, b):
+                    serve.wait_until(
+                        lambda s=serve: figures(s)[1] >= orders - 2, what="a look that counts every order"
+                    )
+                seen = {name: figures(serve) for name, serve in (("a", a), ("b", b))}
+                for own, journal_wide, own_gauge, journal_gauge in seen.values():
+                    assert 0 <= own <= 2 and own_gauge == own, seen  # its probes, at most
+                    assert orders - 2 <= journal_wide <= orders and journal_gauge == journal_wide, seen
+                assert sum(figure[0] for figure in seen.values()) <= orders, seen
+                # Its summary at stop says the same: what it left pending itself, and what the journal holds.
+                assert b.terminate() == 0
+                assert _left_pending(b.output) <= 2, b.output
+                owed = f"owed at stop: {orders} deliveries pending in the journal"
+                assert any(owed in line for line in b.errors), b.errors[-5:]
+                assert fenix.requests(endpoint="fenix.orders") == []
+                fenix.set_faults(None)
+                a.wait_until(
+                    lambda: len(fenix.requests(endpoint="fenix.orders")) == orders,
+                    timeout=30,
+                    what="the 30 orders once Fenix is back, all by the process left",
+                )
+                a.wait_until(lambda: figures(a) == (0, 0, 0.0, 0.0), what="nothing parked any more")
+            assert a.terminate() == 0
+        finally:
+            a.kill()
+            b.kill()
+    ids = [o.body["id"] for o in fenix.requests(endpoint="fenix.orders")]
+    assert sorted(ids) == sorted(str(7_000_000 + i) for i in range(orders))  # each once
+    assert _left_pending(a.output) == 0
