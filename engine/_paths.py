@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +104,12 @@ def found_in_template(
     path_of: Callable[[str], str],
     variable: Callable[[str], Any],
     loop_items: Callable[[], Mapping[str, LoopItem]] = dict,
+    filters: frozenset[str] = frozenset(),
 ) -> tuple[str, ...]:
     """As :func:`found_arguments`, for a Jinja template: each ``this.a.b``, ``root.x[0]``, let name or loop
-    variable (``item.sku``) given to ``function``. ``names()``: the names readable from the scope;
+    variable (``item.sku``) given to ``function``, called (``f(a, b)``) or, when it is one of ``filters`` (the
+    functions registered as Jinja filters), as a filter (``a | f(b)``, the filtered value first). ``names()``:
+    the names readable from the scope;
     ``loop_items()``: the loop variables in view where the function failed (asked only when a call of it
     reads a name that a loop of the template sets). A loop's item is named by its place in the document
     (``line_items[2].sku``), else by the variable (``item.sku``)."""
@@ -121,10 +124,8 @@ def found_in_template(
         if isinstance(name, jinja2.nodes.Name)
     }
     loops: Mapping[str, LoopItem] | None = None
-    for call in ast.find_all(jinja2.nodes.Call):
-        if not (isinstance(call.node, jinja2.nodes.Name) and call.node.name == function):
-            continue
-        for argument in call.args:
+    for arguments in _given(ast, function, filters):
+        for argument in arguments:
             read = template_place(argument)
             if read is None:
                 continue
@@ -144,6 +145,23 @@ def found_in_template(
             if where not in shown and len(shown) < _MAX_SHOWN:
                 shown[where] = value
     return tuple(f"{path} = {value}" for path, value in shown.items())
+
+
+def _given(
+    ast: jinja2.nodes.Template, function: str, filters: frozenset[str]
+) -> Iterator[list[jinja2.nodes.Expr]]:
+    """The arguments of each use of ``function`` in the template, in the order they are written."""
+    for node in ast.find_all((jinja2.nodes.Call, jinja2.nodes.Filter)):
+        if isinstance(node, jinja2.nodes.Call):
+            if isinstance(node.node, jinja2.nodes.Name) and node.node.name == function:
+                yield node.args
+        elif (
+            isinstance(node, jinja2.nodes.Filter)
+            and node.name == function
+            and function in filters
+            and node.node is not None
+        ):
+            yield [node.node, *node.args]  # a `{% filter f %}` block has no node: its body is not a place
 
 
 def template_place(node: jinja2.nodes.Node) -> tuple[str, list[str | int]] | None:

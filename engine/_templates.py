@@ -45,6 +45,7 @@ class TemplateCompiler:
         # Accumulating in a loop: {% set ns = namespace(total=0) %}{% set ns.total = ns.total + x %}.
         self.env.globals["namespace"] = jinja2.utils.Namespace
         self.env.filters.update(functions.jinja_filters)
+        self.function_filters = frozenset(functions.jinja_filters)  # `x | integer` is integer(x)
         self.env.filters["_budget"] = budgeted  # given to every for loop, after the template is vetted
         self.used_lookups: set[str] = set()
         self.lookup_names = lookup_names
@@ -78,6 +79,7 @@ class TemplateCompiler:
         run = self._renderer(source, ast, single is not None)
         probe = LoopProbe(self.env, ast) if LoopProbe.wanted(ast) else None
         env_globals = self.env.globals
+        function_filters = self.function_filters
 
         def evaluate(scope: Scope) -> Any:
             token = budget_start()
@@ -100,6 +102,7 @@ class TemplateCompiler:
                             lambda name: select_scope(scope, name),
                         )
                     ),
+                    function_filters,
                 )
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None, found=found
