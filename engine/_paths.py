@@ -5,8 +5,8 @@ table 'status' has no entry for null`` says what the function got, not where tha
 expression around it may read a dozen fields. So when a builtin fails, the plain field paths passed to it
 are read again (on the error's path only, never the transform's) and the error shows ``found: state = null
 (not in the document)``: the field of the document to look at, as glom says where a lookup failed. In a
-template, a loop's own variable is named by the item it held (``line_items[2].sku = null``), which
-``_loop_probe`` finds again.
+template, a loop's or set variable is named by the place of the value it held (``line_items[2].sku =
+null``), which ``_binding_probe`` finds again.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2.nodes
+import jinja2.utils
 
 from ._errors import preview_value
 
@@ -88,10 +89,10 @@ def place(node: dict[str, Any]) -> tuple[str | None, list[str | int]] | None:
 
 
 @dataclass(frozen=True)
-class LoopItem:
-    """A template loop's variable where a function failed: its value, and where that item is in the
-    document (path text such as ``$this.line_items[2]``, which ``path_of`` names) or None when the loop
-    reads something other than a plain path (a filter's result, a set variable)."""
+class Binding:
+    """What a name that a template binds (a loop's variable, a set variable) held where a function failed:
+    its value, and where that value is in the document (path text such as ``$this.line_items[2]``, which
+    ``path_of`` names) or None when it was not read from a plain path (a filter's result, a sum)."""
 
     value: Any
     source: str | None
@@ -103,40 +104,39 @@ def found_in_template(
     names: Callable[[], frozenset[str]],
     path_of: Callable[[str], str],
     variable: Callable[[str], Any],
-    loop_items: Callable[[], Mapping[str, LoopItem]] = dict,
+    bound: frozenset[str] = frozenset(),
+    bindings: Callable[[], Mapping[str, Binding | None]] = dict,
     filters: frozenset[str] = frozenset(),
 ) -> tuple[str, ...]:
-    """As :func:`found_arguments`, for a Jinja template: each ``this.a.b``, ``root.x[0]``, let name or loop
-    variable (``item.sku``) given to ``function``, called (``f(a, b)``) or, when it is one of ``filters`` (the
-    functions registered as Jinja filters), as a filter (``a | f(b)``, the filtered value first). ``names()``:
-    the names readable from the scope;
-    ``loop_items()``: the loop variables in view where the function failed (asked only when a call of it
-    reads a name that a loop of the template sets). A loop's item is named by its place in the document
-    (``line_items[2].sku``), else by the variable (``item.sku``)."""
+    """As :func:`found_arguments`, for a Jinja template: each ``this.a.b``, ``root.x[0]``, let name, loop or
+    set variable (``item.sku``) given to ``function``, called (``f(a, b)``) or, when it is one of
+    ``filters`` (the functions registered as Jinja filters), as a filter (``a | f(b)``, the filtered value
+    first). ``names()``: the names readable from the scope; ``bound``: the names the template binds itself;
+    ``bindings()``: those in view where the function failed (asked only when it was given one), None for
+    one whose binding is unknown. A bound name is named by its value's place in the document
+    (``line_items[2].sku``), else by itself (``item.sku``)."""
     if function is None:
         return ()
     shown: dict[str, str] = {}
     readable = names()
-    loop_names = {
-        name.name
-        for loop in ast.find_all(jinja2.nodes.For)
-        for name in (loop.target, *loop.target.find_all(jinja2.nodes.Name))
-        if isinstance(name, jinja2.nodes.Name)
-    }
-    loops: Mapping[str, LoopItem] | None = None
+    in_view: Mapping[str, Binding | None] | None = None
     for arguments in _given(ast, function, filters):
         for argument in arguments:
             read = template_place(argument)
             if read is None:
                 continue
             name, steps = read
-            if loops is None and name in loop_names:
-                loops = loop_items()
-            item = loops.get(name) if loops is not None else None
-            if item is not None:  # a loop variable hides a scope or let name of the same name, as in Jinja
-                base = item.source
+            if in_view is None and name in bound:
+                in_view = bindings()
+            if in_view is not None and name in in_view:  # it hides a scope or let name, as in Jinja
+                binding = in_view[name]
+                if binding is None:
+                    continue  # bound where the replay does not follow: any value shown could be another's
+                base = binding.source
+                if isinstance(binding.value, jinja2.utils.Namespace):
+                    continue  # `ns.total`: the template's own counter, not data
                 where = path_of(path_text(steps, base)) if base is not None else path_text(steps, name)
-                value = _read(steps, item.value)
+                value = _read(steps, binding.value)
             elif name in readable:
                 where = path_of(path_text(steps, f"${name}"))
                 value = _read(steps, variable(name))

@@ -2,7 +2,7 @@
 that refuses Python internals and unknown names at load, and the renderer that runs a template (through
 ``_template_fast`` when it can, else through Jinja) on a scope within its budget. A template that fails
 becomes the field's located error; a failing function's shows what it was given (``_paths``,
-``_loop_probe``).
+``_binding_probe``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import jinja2
 import jinja2.meta
 import jinja2.nodes
 
+from ._binding_probe import BindingProbe
 from ._budget import budgeted, check_output
 from ._budget import finish as budget_finish
 from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
 from ._functions import FunctionError, FunctionSet
-from ._loop_probe import LoopProbe
 from ._paths import found_in_template
 from ._sandbox import MappingSandbox
 from ._scope import SCOPE_NAMES, Evaluator, Scope, parent_data, select_scope, template_names
@@ -77,8 +77,8 @@ class TemplateCompiler:
             ) from None
         self._vet_template(ast, location, field, names)
         run = self._renderer(source, ast, single is not None)
-        probe = LoopProbe(self.env, ast) if LoopProbe.wanted(ast) else None
-        env_globals = self.env.globals
+        probe = BindingProbe(self.env, ast) if BindingProbe.wanted(ast) else None
+        bound = probe.names if probe is not None else frozenset()
         function_filters = self.function_filters
 
         def evaluate(scope: Scope) -> Any:
@@ -93,16 +93,11 @@ class TemplateCompiler:
                     lambda: frozenset({"this", "parent", "root", *scope.lets}),
                     scope.child_path,
                     lambda name: select_scope(scope, name),
-                    lambda: (
-                        {}
-                        if probe is None
-                        else probe.items_at_failure(
-                            {**env_globals, **template_names(scope)},
-                            function,
-                            lambda name: select_scope(scope, name),
-                        )
+                    bound=bound,
+                    bindings=lambda: (
+                        {} if probe is None else probe.bindings_at_failure(template_names(scope), function)
                     ),
-                    function_filters,
+                    filters=function_filters,
                 )
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None, found=found

@@ -106,3 +106,42 @@ def test_the_replay_that_finds_the_item_has_a_budget_of_its_own() -> None:
         mapping.transform({"items": ["1"] * 20 + items}, validate=False)
     assert "loop iterations (its budget)" in over.value.message
     assert over.value.found == ()
+
+
+SET_FILTER = FIXTURES / "engine/template_set_filter.yaml"
+
+
+@pytest.mark.parametrize(
+    ("breaks", "message", "found"),
+    [
+        (
+            _no_sku,
+            "lookup(): lookup table 'warehouse' has no entry for null and no default",
+            "order.line_items[2].sku = null",
+        ),
+        (
+            _quantity_as_words,
+            'integer(): expected an integer or integer text such as "007", found string "two"',
+            'order.line_items[1].quantity = "two"',
+        ),
+    ],
+    ids=["a set variable of a loop's item", "a function used as a filter"],
+)
+def test_set_variables_and_filters_name_the_line_item(
+    breaks: Callable[[dict[str, Any]], None], message: str, found: str
+) -> None:
+    """template_set_filter.yaml: a loop over `{% set lines = this.line_items %}`, each line's sku read through
+    `{% set sku = line.sku %}`, each quantity through `| integer`."""
+    mapping = load_mapping(SET_FILTER)
+    assert mapping.transform(ORDER, validate=False)["order"]["properties"] == {
+        "picking": "EAST:1, EAST:1, WEST:1"
+    }
+    order = copy.deepcopy(ORDER)
+    breaks(order)
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(order, validate=False)
+    error = caught.value
+    assert error.message == message
+    assert error.field == "order.properties.picking"
+    assert error.found == (found,)
+    assert f"\n  found: {found}\n" in error.render()

@@ -1,0 +1,327 @@
+"""What the names a template binds held where a function failed, for the error's ``found:`` line.
+
+A loop's variable (``item`` in ``{% for item in this.line_items %}``) and a set variable (``{% set sku =
+item.sku %}``) are gone once the template failed: neither the fast path nor Jinja's code keeps them. So, on
+the error's path only, the template runs a second time (templates are pure) as a copy that reports each
+binding as it is made: a loop's item as the loop reaches it, a set variable's value once it is assigned. As
+Jinja scopes them, what a loop's body bound is forgotten when the loop takes its next item and when it ends,
+and what a ``with`` or ``filter`` block bound when the block ends. Where the function fails again, the
+latest binding of each name still held is the one in view. A binding read from a plain path (of a scope
+name, a let, or another binding whose place is known) is named by its place in the document, checked by
+identity: the object found at that place must be the one bound.
+
+The copy is compiled the first time its template fails: a template that never fails costs nothing, and the
+transform's own path is not touched. The second run gets a budget of its own (``_budget``), the same size as
+the first; anything else that goes wrong in it only leaves the names unplaced. A name that the template
+binds where the copy does not follow it (a macro's or call block's arguments and body, a ``with``'s
+targets, a recursive loop, a set of ``a.b``) is reported as unknown, so that ``found:`` does not name a value
+of the same name that is not the one the function was given.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import jinja2.nodes as nodes
+
+from ._budget import finish as budget_finish
+from ._budget import start as budget_start
+from ._functions import FunctionError
+from ._paths import Binding, path_text, template_place
+
+__all__ = ["BindingProbe"]
+
+# Names the copy calls (a template's own variable of either name would only cost it the detail).
+_BOUND = "_shipmap_bound_"
+_DONE = "_shipmap_scope_done_"
+
+_BINDERS = (nodes.For, nodes.Assign, nodes.AssignBlock)
+_SCOPES = (nodes.For, nodes.With, nodes.FilterBlock)  # what was bound inside ends with them
+_CALLED = (nodes.Macro, nodes.CallBlock)  # bodies that run where they are called, with their own arguments
+
+
+@dataclass(frozen=True)
+class _Binder:
+    """A loop or a set of the template: the names it binds and the plain path it reads (name, steps)."""
+
+    targets: tuple[str, ...]
+    unpacks: bool  # `key, value`: each name is a part of what is bound
+    reads: tuple[str, list[str | int]] | None
+    loop: bool  # binds each item of what it reads in turn, else what it reads
+
+
+@dataclass(frozen=True)
+class _Held:
+    """One binding made in the replay."""
+
+    order: int  # the latest binding of a name is the one in view
+    value: Any
+    position: int  # a loop's place in its iterable
+    base: tuple[int, _Held] | None  # the binding of the name ``reads`` starts from, when the template made it
+
+
+@dataclass
+class _Shape:
+    """The binders and scopes of a template, numbered in document order (the same in a deep copy)."""
+
+    binders: list[nodes.Node] = field(default_factory=list)
+    scopes: list[nodes.Node] = field(default_factory=list)
+    inside: list[frozenset[int]] = field(default_factory=list)  # per scope: the binders in it
+    unfollowed: set[str] = field(default_factory=set)  # names bound where the replay does not follow
+
+
+class BindingProbe:
+    """Replays one template to find what its loop and set variables held at a failure. ``ast``: the
+    template as Jinja runs it (each loop's iterable wrapped in the ``_budget`` filter), which must not change
+    afterwards."""
+
+    def __init__(self, env: jinja2.Environment, ast: nodes.Template) -> None:
+        self._env = env
+        self._ast = ast
+        shape = _shape(ast)
+        self._binders = [_describe(binder) for binder in shape.binders]
+        self._inside = shape.inside
+        scopes = {id(scope): number for number, scope in enumerate(shape.scopes)}
+        self._scope_of = {  # a loop's binder -> its scope
+            number: scopes[id(binder)]
+            for number, binder in enumerate(shape.binders)
+            if isinstance(binder, nodes.For)
+        }
+        self._unfollowed = frozenset(shape.unfollowed)
+        # Every name the template binds: found: asks for the replay only when a function was given one.
+        self.names: frozenset[str] = self._unfollowed.union(*(binder.targets for binder in self._binders))
+        self._compiled: list[jinja2.Template] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def wanted(ast: nodes.Template) -> bool:
+        return next(ast.find_all((*_BINDERS, nodes.With, *_CALLED)), None) is not None
+
+    def bindings_at_failure(
+        self, scope_names: Mapping[str, Any], function: str | None
+    ) -> dict[str, Binding | None]:
+        """Each name the template bound that is in view where ``function`` fails again when the template
+        runs on ``scope_names`` (this, parent, root, index and the lets); None for a name that the replay
+        does not follow. Empty when the replay does not fail that way."""
+        held: dict[int, _Held] = {}  # binder -> its binding in view
+        order = itertools.count()
+        binders, inside, scope_of = self._binders, self._inside, self._scope_of
+
+        def latest(name: str) -> tuple[int, _Held] | None:
+            found: tuple[int, _Held] | None = None
+            for number, binding in held.items():
+                if name in binders[number].targets and (found is None or binding.order > found[1].order):
+                    found = (number, binding)
+            return found
+
+        def bound(number: int, value: Any) -> str:
+            binder = binders[number]
+            previous = held.pop(number, None)
+            position = 0
+            if binder.loop:
+                position = previous.position + 1 if previous is not None else 0
+                for inner in inside[scope_of[number]]:  # the body's bindings of the item before
+                    held.pop(inner, None)
+            base = latest(binder.reads[0]) if binder.reads is not None else None
+            held[number] = _Held(next(order), value, position, base)
+            return ""
+
+        def done(scope: int) -> str:
+            for inner in inside[scope]:
+                held.pop(inner, None)
+            return ""
+
+        token = budget_start()
+        try:
+            template = self._template()
+            names = {**self._env.globals, **scope_names, _BOUND: bound, _DONE: done}
+            context = template.new_context(names, shared=True)
+            for _ in template.root_render_func(context):
+                pass
+        except FunctionError as error:
+            if error.function != function:
+                return {}
+        except Exception:  # the replay only adds detail: its own failure adds none
+            return {}
+        else:
+            return {}
+        finally:
+            budget_finish(token)
+        return self._in_view(held, scope_names)
+
+    def _in_view(self, held: dict[int, _Held], scope_names: Mapping[str, Any]) -> dict[str, Binding | None]:
+        latest: dict[str, tuple[int, _Held]] = {}
+        for number, binding in held.items():
+            for name in self._binders[number].targets:
+                if name not in latest or binding.order > latest[name][1].order:
+                    latest[name] = (number, binding)
+        in_view: dict[str, Binding | None] = {}
+        for name, (number, binding) in latest.items():
+            binder = self._binders[number]
+            if binder.unpacks:
+                parts = binding.value if isinstance(binding.value, tuple | list) else ()
+                index = binder.targets.index(name)
+                in_view[name] = Binding(parts[index], None) if index < len(parts) else None
+            else:
+                in_view[name] = Binding(binding.value, self._place(number, binding, scope_names))
+        in_view.update(dict.fromkeys(self._unfollowed))  # which binding of such a name is in view is unknown
+        return in_view
+
+    def _place(self, number: int, binding: _Held, scope_names: Mapping[str, Any]) -> str | None:
+        """``$this.line_items[2]``: where a binding's value is in the document, when it was read from a
+        plain path whose start is a scope name, a let, or a binding whose place is known."""
+        chain = [(number, binding)]  # the binding, the one it read from, and so on (iterative: no depth)
+        while (base := chain[-1][1].base) is not None:
+            chain.append(base)
+        place: str | None = None
+        data: Any = None
+        for step_number, step in reversed(chain):
+            binder = self._binders[step_number]
+            if binder.reads is None or binder.unpacks:
+                return None
+            name, steps = binder.reads
+            if place is None:
+                if name not in scope_names:
+                    return None
+                place, data = f"${name}", scope_names[name]
+            for key in steps:
+                if isinstance(key, int):
+                    present = type(data) is list and -len(data) <= key < len(data)
+                else:
+                    present = type(data) is dict and key in data
+                if not present:
+                    return None
+                data = data[key]
+            if binder.loop:
+                if (
+                    type(data) is not list
+                    or step.position >= len(data)
+                    or data[step.position] is not step.value
+                ):
+                    return None  # a dict's keys, or anything else than the list's own items
+                place = path_text([*steps, step.position], place)
+            elif data is step.value:
+                place = path_text(steps, place)
+            else:
+                return None
+            data = step.value
+        return place
+
+    def _template(self) -> jinja2.Template:
+        if not self._compiled:
+            with self._lock:
+                if not self._compiled:
+                    self._compiled.append(self._env.from_string(_instrumented(self._ast, self._env)))
+        return self._compiled[0]
+
+
+def _shape(ast: nodes.Template) -> _Shape:
+    shape = _Shape()
+
+    def visit(node: nodes.Node, followed: bool) -> list[int]:
+        """The binders in ``node`` (itself included), numbering them and the scopes in document order."""
+        if isinstance(node, _CALLED):
+            followed = False
+            shape.unfollowed.update(argument.name for argument in node.args)
+        elif isinstance(node, nodes.With):
+            shape.unfollowed.update(name.name for target in node.targets for name in _names(target))
+        elif isinstance(node, nodes.For) and node.recursive:
+            followed = False  # its body runs for items of other lists: positions mean nothing
+        within: list[int] = []
+        if isinstance(node, _BINDERS):
+            if followed and _targets(node.target) is not None:
+                within.append(len(shape.binders))
+                shape.binders.append(node)
+            else:
+                shape.unfollowed.update(name.name for name in _names(node.target))
+        scope = None
+        if followed and isinstance(node, _SCOPES):
+            scope = len(shape.scopes)
+            shape.scopes.append(node)
+            shape.inside.append(frozenset())
+        for child in node.iter_child_nodes():
+            within += visit(child, followed)
+        if scope is not None:
+            shape.inside[scope] = frozenset(within)  # a loop's own binder too: its item ends with it
+        return within
+
+    visit(ast, True)
+    return shape
+
+
+def _names(target: nodes.Node) -> list[nodes.Name]:
+    return [target] if isinstance(target, nodes.Name) else list(target.find_all(nodes.Name))
+
+
+def _targets(target: nodes.Node) -> tuple[str, ...] | None:
+    if isinstance(target, nodes.Name):
+        return (target.name,)
+    if isinstance(target, nodes.Tuple) and all(isinstance(item, nodes.Name) for item in target.items):
+        return tuple(item.name for item in target.items)  # type: ignore[attr-defined]
+    return None  # `ns.total`, nested tuples
+
+
+def _describe(node: nodes.Node) -> _Binder:
+    targets = _targets(node.target)  # type: ignore[attr-defined]
+    assert targets is not None  # _shape numbers only these
+    unpacks = isinstance(node.target, nodes.Tuple)  # type: ignore[attr-defined]
+    if isinstance(node, nodes.For):
+        iterable = node.iter
+        if isinstance(iterable, nodes.Filter) and iterable.name == "_budget" and iterable.node is not None:
+            iterable = iterable.node
+        return _Binder(targets, unpacks, template_place(iterable), loop=True)
+    if isinstance(node, nodes.Assign):
+        return _Binder(targets, unpacks, template_place(node.node), loop=False)
+    return _Binder(targets, unpacks, None, loop=False)  # `{% set x %}text{% endset %}`: text, no place
+
+
+def _instrumented(ast: nodes.Template, env: jinja2.Environment) -> nodes.Template:
+    """A copy of ``ast`` that calls ``_BOUND(binder, value)`` as each binding is made (for a loop, in its
+    ``if`` filter when it has one, so that a failure there is placed too) and ``_DONE(scope)`` as each scope
+    ends."""
+    copied: nodes.Template = copy.deepcopy(ast, {id(env): env})
+    shape = _shape(copied)  # numbered before the bodies change, as in the original
+    scopes = {id(scope): number for number, scope in enumerate(shape.scopes)}
+    after: dict[int, list[nodes.Node]] = {}  # statement -> what runs right after it
+    for number, binder in enumerate(shape.binders):
+        value = copy.deepcopy(binder.target, {id(env): env})  # type: ignore[attr-defined]
+        value.set_ctx("load")
+        report = _call(_BOUND, nodes.Const(number), value)
+        if not isinstance(binder, nodes.For):
+            after[id(binder)] = [nodes.Output([report])]
+        elif binder.test is not None:
+            binder.test = nodes.Or(report, binder.test)  # the hook gives "": the filter's own test decides
+        else:
+            binder.body.insert(0, nodes.Output([report]))
+        if isinstance(binder, nodes.For) and binder.else_:
+            binder.else_.insert(0, nodes.Output([_call(_DONE, nodes.Const(scopes[id(binder)]))]))
+    for scope, number in scopes.items():
+        after.setdefault(scope, []).append(nodes.Output([_call(_DONE, nodes.Const(number))]))
+    _place_after(copied, after)
+    return copied
+
+
+def _place_after(node: nodes.Node, after: dict[int, list[nodes.Node]]) -> None:
+    """Put ``after[id(statement)]`` right after each such statement, in every statement list (``body``,
+    ``else_``) of the tree."""
+    for child in node.iter_child_nodes():
+        _place_after(child, after)
+    for name in ("body", "else_"):
+        statements = getattr(node, name, None)
+        if not isinstance(statements, list):
+            continue
+        placed: list[nodes.Node] = []
+        for statement in statements:
+            placed.append(statement)
+            placed.extend(after.get(id(statement), ()))
+        setattr(node, name, placed)
+
+
+def _call(name: str, *args: nodes.Expr) -> nodes.Call:
+    return nodes.Call(nodes.Name(name, "load"), list(args), [], None, None)
