@@ -44,6 +44,9 @@ _DONE = "_shipmap_scope_done_"
 _BINDERS = (nodes.For, nodes.Assign, nodes.AssignBlock)
 _SCOPES = (nodes.For, nodes.With, nodes.FilterBlock)  # what was bound inside ends with them
 _CALLED = (nodes.Macro, nodes.CallBlock)  # bodies that run where they are called, with their own arguments
+# Jinja's filters (shipmap registers no function by these names) whose result holds items of the list they
+# are given, the very objects, fewer of them or in another order.
+_KEEP_ITEMS = frozenset({"selectattr", "rejectattr", "select", "reject", "sort", "reverse", "unique", "list"})
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class _Binder:
     targets: tuple[str, ...]
     unpacks: bool  # `key, value`: each name is a part of what is bound
     reads: tuple[str, list[str | int]] | None
+    filtered: bool  # reads through filters that keep the items (selectattr...): a view of the list there
     loop: bool  # binds each item of what it reads in turn, else what it reads
 
 
@@ -175,12 +179,15 @@ class BindingProbe:
 
     def _place(self, number: int, binding: _Held, scope_names: Mapping[str, Any]) -> str | None:
         """``$this.line_items[2]``: where a binding's value is in the document, when it was read from a
-        plain path whose start is a scope name, a let, or a binding whose place is known."""
+        plain path whose start is a scope name, a let, or a binding whose place is known. Through filters
+        that keep the items (a view), a loop's item is named by its place in the list it was filtered
+        from, found by identity, when exactly one item of that list is the very object."""
         chain = [(number, binding)]  # the binding, the one it read from, and so on (iterative: no depth)
         while (base := chain[-1][1].base) is not None:
             chain.append(base)
         place: str | None = None
         data: Any = None
+        view = False  # `data` is the list that the binding so far is a view of
         for step_number, step in reversed(chain):
             binder = self._binders[step_number]
             if binder.reads is None or binder.unpacks:
@@ -190,6 +197,8 @@ class BindingProbe:
                 if name not in scope_names:
                     return None
                 place, data = f"${name}", scope_names[name]
+            elif view and steps:
+                return None  # `view[0]` is not the list's first item
             for key in steps:
                 if isinstance(key, int):
                     present = type(data) is list and -len(data) <= key < len(data)
@@ -198,20 +207,25 @@ class BindingProbe:
                 if not present:
                     return None
                 data = data[key]
+            if type(data) is not list and (binder.loop or binder.filtered):
+                return None  # a dict's keys, a string's characters
             if binder.loop:
-                if (
-                    type(data) is not list
-                    or step.position >= len(data)
-                    or data[step.position] is not step.value
-                ):
-                    return None  # a dict's keys, or anything else than the list's own items
-                place = path_text([*steps, step.position], place)
+                if view or binder.filtered:
+                    position = _only_index(data, step.value)
+                elif step.position < len(data) and data[step.position] is step.value:
+                    position = step.position
+                else:
+                    position = None
+                if position is None:
+                    return None
+                place, data, view = path_text([*steps, position], place), step.value, False
+            elif view or binder.filtered:
+                place, view = path_text(steps, place), True  # a view of the same list: `data` stays
             elif data is step.value:
                 place = path_text(steps, place)
             else:
                 return None
-            data = step.value
-        return place
+        return None if view else place
 
     def _template(self) -> jinja2.Template:
         if not self._compiled:
@@ -275,10 +289,24 @@ def _describe(node: nodes.Node) -> _Binder:
         iterable = node.iter
         if isinstance(iterable, nodes.Filter) and iterable.name == "_budget" and iterable.node is not None:
             iterable = iterable.node
-        return _Binder(targets, unpacks, template_place(iterable), loop=True)
+        return _Binder(targets, unpacks, *_reads(iterable), loop=True)
     if isinstance(node, nodes.Assign):
-        return _Binder(targets, unpacks, template_place(node.node), loop=False)
-    return _Binder(targets, unpacks, None, loop=False)  # `{% set x %}text{% endset %}`: text, no place
+        return _Binder(targets, unpacks, *_reads(node.node), loop=False)
+    return _Binder(targets, unpacks, None, False, loop=False)  # `{% set x %}text{% endset %}`: no place
+
+
+def _reads(node: nodes.Node) -> tuple[tuple[str, list[str | int]] | None, bool]:
+    """The plain path ``node`` reads, and whether through filters that keep its items."""
+    filtered = False
+    while isinstance(node, nodes.Filter) and node.name in _KEEP_ITEMS and node.node is not None:
+        node, filtered = node.node, True
+    return template_place(node), filtered
+
+
+def _only_index(items: list[Any], item: Any) -> int | None:
+    """The place of ``item`` in ``items`` when it is there once, as that very object."""
+    found = [index for index, candidate in enumerate(items) if candidate is item]
+    return found[0] if len(found) == 1 else None
 
 
 def _instrumented(ast: nodes.Template, env: jinja2.Environment) -> nodes.Template:

@@ -134,7 +134,8 @@ def test_set_variables_and_filters_name_the_line_item(
     `{% set sku = line.sku %}`, each quantity through `| integer`."""
     mapping = load_mapping(SET_FILTER)
     assert mapping.transform(ORDER, validate=False)["order"]["properties"] == {
-        "picking": "EAST:1, EAST:1, WEST:1"
+        "picking": "EAST:1, EAST:1, WEST:1",
+        "shipped": "199 199 199 ",
     }
     order = copy.deepcopy(ORDER)
     breaks(order)
@@ -145,3 +146,17 @@ def test_set_variables_and_filters_name_the_line_item(
     assert error.field == "order.properties.picking"
     assert error.found == (found,)
     assert f"\n  found: {found}\n" in error.render()
+
+
+def test_a_loop_over_the_line_items_that_ship_names_the_item_in_the_order() -> None:
+    """The first line does not ship: the loop over `this.line_items | selectattr('requires_shipping')` fails
+    on its second item, which is the order's third line."""
+    order = copy.deepcopy(ORDER)
+    _line(order, 0)["requires_shipping"] = False
+    _line(order, 2)["price"] = "n/a"
+    with pytest.raises(TransformError) as caught:
+        load_mapping(SET_FILTER).transform(order, validate=False)
+    error = caught.value
+    assert error.message == 'money(): expected a number or numeric text such as "14.99", found string "n/a"'
+    assert error.field == "order.properties.shipped"
+    assert error.found == ('order.line_items[2].price = "n/a"',)
