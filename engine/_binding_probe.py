@@ -5,7 +5,7 @@ item.sku %}``) are gone once the template failed: neither the fast path nor Jinj
 the error's path only, the template runs a second time (templates are pure) as a copy that reports each
 binding as it is made: a loop's item as the loop reaches it, a set variable's value once it is assigned. As
 Jinja scopes them, what a loop's body bound is forgotten when the loop takes its next item and when it ends,
-and what a ``with`` or ``filter`` block bound when the block ends. Where the function fails again, the
+and what a ``with``, ``filter`` or ``set`` block bound when the block ends. Where the function fails again, the
 latest binding of each name still held is the one in view. A binding read from a plain path (of a scope
 name, a let, or another binding whose place is known) is named by its place in the document, checked by
 identity: the object found at that place must be the one bound.
@@ -42,7 +42,12 @@ _BOUND = "_shipmap_bound_"
 _DONE = "_shipmap_scope_done_"
 
 _BINDERS = (nodes.For, nodes.Assign, nodes.AssignBlock)
-_SCOPES = (nodes.For, nodes.With, nodes.FilterBlock)  # what was bound inside ends with them
+_SCOPES = (
+    nodes.For,
+    nodes.With,
+    nodes.FilterBlock,
+    nodes.AssignBlock,
+)  # what was bound inside ends with them
 _CALLED = (nodes.Macro, nodes.CallBlock)  # bodies that run where they are called, with their own arguments
 # Jinja's filters (shipmap registers no function by these names) whose result holds items of the list they
 # are given, the very objects, fewer of them or in another order.
@@ -247,10 +252,10 @@ def _shape(ast: nodes.Template) -> _Shape:
             shape.unfollowed.update(name.name for target in node.targets for name in _names(target))
         elif isinstance(node, nodes.For) and node.recursive:
             followed = False  # its body runs for items of other lists: positions mean nothing
-        within: list[int] = []
+        own: list[int] = []
         if isinstance(node, _BINDERS):
             if followed and _targets(node.target) is not None:
-                within.append(len(shape.binders))
+                own.append(len(shape.binders))
                 shape.binders.append(node)
             else:
                 shape.unfollowed.update(name.name for name in _names(node.target))
@@ -259,11 +264,12 @@ def _shape(ast: nodes.Template) -> _Shape:
             scope = len(shape.scopes)
             shape.scopes.append(node)
             shape.inside.append(frozenset())
+        inner: list[int] = []
         for child in node.iter_child_nodes():
-            within += visit(child, followed)
-        if scope is not None:
-            shape.inside[scope] = frozenset(within)  # a loop's own binder too: its item ends with it
-        return within
+            inner += visit(child, followed)
+        if scope is not None:  # a loop's item ends with it; `{% set x %}…{% endset %}` keeps its x
+            shape.inside[scope] = frozenset(own + inner if isinstance(node, nodes.For) else inner)
+        return own + inner
 
     visit(ast, True)
     return shape
