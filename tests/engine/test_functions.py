@@ -15,7 +15,6 @@ import re
 import threading
 import zoneinfo
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import hypothesis.strategies as st
@@ -40,7 +39,6 @@ from shipmap.engine._functions import (
 )
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "functions.md"
 DATETIME_EXPECTED = 'expected a date-time such as "2020-01-23T10:14:15-05:00" (accepted: ISO 8601'
 
 
@@ -966,12 +964,3 @@ def test_text_already_in_the_written_form_comes_back_as_the_full_path_writes_it(
             assert FUNCTIONS.call("datetime", text) == _dates._render(
                 _dates._aware(text, zoneinfo.ZoneInfo("America/New_York"))
             )
-
-
-# -- docs ----------------------------------------------------------------------------------------------------
-
-
-def test_docs_describe_every_function() -> None:
-    text = DOCS.read_text(encoding="utf-8")
-    for name, spec in FUNCTIONS.specs.items():
-        assert f"### `{spec.signature}`" in text, name
