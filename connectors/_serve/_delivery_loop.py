@@ -171,8 +171,9 @@ class DeliveryLoop:
         return {"fetching": dict(feed.enricher.fetching), "waiting_for_rate": feed.enricher.waiting()}
 
     def share_enrich_rates(self, processes: int) -> None:
-        """``processes`` serve processes share the inbox, and so the source APIs: each keeps to 1/N of every
-        enrichment connection's ``max_rate``, as each allows 1/N of a source's ``rate_limit``."""
+        """``processes`` serve processes share the inbox, and so the source APIs: a process whose enrichment
+        could not claim its ``max_rate`` slots in the journal keeps to 1/N of each (the others' limiters are
+        spaced by the journal, and ignore it)."""
         self._enrich_share = processes
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None:

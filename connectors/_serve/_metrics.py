@@ -165,7 +165,7 @@ class _Live(Collector):
         yield GaugeMetricFamily(
             "shipmap_serve_processes",
             "Serve processes taking webhooks into this inbox, this one included (each allows 1/N of each"
-            " source's rate_limit, and fetches at 1/N of each enrichment max_rate)",
+            " source's rate_limit)",
             value=self._processes(),
         )
         breakers = GaugeMetricFamily(

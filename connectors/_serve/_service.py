@@ -367,9 +367,9 @@ class Service:
         self, inbox: SharedIntake, state: ServiceState, delivery: DeliveryLoop
     ) -> None:
         """Several processes on one PostgreSQL inbox: each source's rate_limit is the service's, so each
-        process takes 1/N of it, N counted now and every ``RATE_SHARE_EVERY_S``; and so of each enrichment
-        connection's max_rate (they fetch from the same store APIs). A failed count keeps the last one
-        (intake answers 503 meanwhile anyway)."""
+        process takes 1/N of it, N counted now and every ``RATE_SHARE_EVERY_S``. Enrichment's max_rate needs no
+        share: the processes claim its slots in the journal (``Enricher``), and 1/N applies only to a process
+        that could not open them. A failed count keeps the last one (intake answers 503 meanwhile anyway)."""
         counted = 1
         while True:
             try:
@@ -380,7 +380,8 @@ class Service:
                 self._log.info(
                     "rate limits: %s",
                     f"{processes} serve processes take webhooks into this inbox; this one allows 1/{processes}"
-                    f" of each source's rate_limit, and fetches at 1/{processes} of each enrichment max_rate"
+                    " of each source's rate_limit; their enrichment GETs keep to each max_rate together, by"
+                    " the slots they claim in the journal"
                     if processes > 1
                     else "this is the only serve process on this inbox now; it allows each source's whole"
                     " rate_limit and enrichment max_rate",

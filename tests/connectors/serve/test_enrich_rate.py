@@ -189,7 +189,9 @@ def test_two_serve_processes_on_a_postgresql_inbox_share_the_max_rate(
         try:
             for service in (a, b):
                 service.wait_until(
-                    lambda s=service: "fetches at 1/2 of each enrichment max_rate" in "".join(s.errors),
+                    lambda s=service: (
+                        "their enrichment GETs keep to each max_rate together" in "".join(s.errors)
+                    ),
                     timeout=30,
                     what="the processes counting each other",
                 )
