@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 State = Literal["pending", "delivered", "dead", "resolved"]
 # What a run never sends again: delivered, or resolved (superseded by a replay, or closed by hand). A dead row is
 # skipped too, until it is replayed.
@@ -117,6 +117,13 @@ CREATE INDEX deliveries_pending ON deliveries(state, connection, {order}, key) W
 _V7 = """
 CREATE INDEX deliveries_pending_url ON deliveries({columns}) WHERE state = 'pending';
 """
+# Version 8, PostgreSQL only: the pending rows a worker holds, by lease_owner. Releasing or renewing a worker's
+# leases (at the end of each of serve's looks at parked work, and every third of a lease) read every pending
+# row to find its few: ~85 ms each with 100,000 parked, 0.1-0.2 ms on this index. Partial: only leased pending
+# rows, so a down connection's parked ones, released, cost it nothing. SQLite has one worker and never asks.
+_V8_POSTGRESQL = """
+CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE state = 'pending' AND lease_owner IS NOT NULL;
+"""
 # MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
 MIGRATIONS: dict[Backend, tuple[str, ...]] = {
     "sqlite": (
@@ -127,6 +134,7 @@ MIGRATIONS: dict[Backend, tuple[str, ...]] = {
         _V5,
         _V6.format(order="updated_at"),
         _V7.format(columns="state, connection, url"),
+        "",
     ),
     "postgresql": (
         _V1_POSTGRESQL,
@@ -136,6 +144,7 @@ MIGRATIONS: dict[Backend, tuple[str, ...]] = {
         _V5,
         _V6.format(order="created_at"),
         _V7.format(columns='connection, url COLLATE "C"'),
+        _V8_POSTGRESQL,
     ),
 }
 # The tables a journal of any version holds. An SQLite file without `meta` that holds others is another

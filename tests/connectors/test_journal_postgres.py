@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ from shipmap.connectors._store._claims import (
     holds,
     pending_counts,
     pending_elsewhere,
+    release_leases,
     renew_leases,
 )
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
@@ -363,6 +365,112 @@ def test_a_store_of_version_6_gains_the_index_of_pending_deliveries_by_url(
             )
             assert "(state, connection, url) WHERE state = 'pending'" in indexed, indexed
         assert stranded(journal, {"fenix": "http://new"}) == [Stranded("fenix", 1, "http://old/b")]
+
+
+def test_a_store_of_version_7_gains_the_index_of_leased_deliveries_on_postgresql(
+    location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Version 8: a worker renews and releases its leases on an index of the leased pending rows (PostgreSQL
+    only; SQLite's step is empty): an upgraded store has it, and a worker's leases are found by it."""
+    rows = [
+        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
+        *(
+            "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
+            f" lease_owner, lease_until, created_at, updated_at) VALUES ('k{n}', 'doc', 'm', 't', 'fenix',"
+            f" '{state}', 'POST', 'http://x/', '{{}}', {owner}, 4e9, {n}, {n})"
+            for n, (state, owner) in enumerate(
+                [
+                    ("pending", "'other'"),
+                    ("pending", "NULL"),
+                    ("delivered", "'other'"),
+                    ("pending", "'other'"),
+                ]
+            )
+        ),
+    ]
+    _older_store(location, 7, *rows)
+    if location.startswith("postgresql://"):
+        with pytest.raises(JournalError) as refused:
+            Journal(location)
+        assert "has schema version 7; this shipmap needs 8: run `shipmap journal migrate" in str(
+            refused.value
+        )
+        assert main(["journal", "migrate", with_password(location)]) == 0
+        captured = capsys.readouterr()
+        assert captured.out == f"{location}: schema version 7 -> {SCHEMA_VERSION}\n"
+        assert PASSWORD not in captured.out + captured.err
+        with psycopg.connect(location) as pg:
+            [indexed] = pg.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'deliveries_leased'")
+            assert indexed[0].endswith(
+                "USING btree (lease_owner) WHERE ((state = 'pending'::text) AND (lease_owner IS NOT NULL))"
+            ), indexed
+    with Journal(location) as journal:
+        assert journal.schema_version() == SCHEMA_VERSION
+        if journal.backend == "sqlite":
+            assert journal.upgraded_from == 7
+            assert journal._db.execute(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'deliveries_leased'"
+            ).fetchone() == (0,)
+            return
+        journal.worker = "other"  # the rows' holder: its two pending leases, not the delivered row's
+        assert renew_leases(journal) == {"k0", "k3"}
+        assert release_leases(journal) == 2
+        assert renew_leases(journal) == set()
+        assert pending_counts(journal) == {"fenix": 3}
+
+
+def test_a_worker_renews_and_releases_its_leases_on_the_index_of_leased_deliveries(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look of serve at parked work ends by releasing the worker's leases, and the lease keeper renews them
+    every third of a lease: with 100,000 parked (released, held by nobody) each read every pending row to find
+    the worker's few (~85 ms). Now release and renew read the index of leased pending rows, and a claim of a
+    connection's oldest rows reads the index of pending rows by connection; the statements as the functions
+    word them (EXPLAIN, with the statistics of a journal that holds many parked rows)."""
+    with Journal(postgres_url) as journal:
+        many = [(f"parked{n:05d}", "d" * 64, "m", "t", "fenix", None, "POST", f"http://x/{n}", "{}", None)
+                for n in range(3000)]  # fmt: skip
+
+        def parked() -> None:
+            journal.put_sources([("d" * 64, "{}")])
+            journal.mark_pending_many(many)
+
+        journal.run_transaction(parked)
+        journal._db.execute(
+            "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
+        )  # parked: released
+        journal._db.execute("ANALYZE deliveries")
+        statements = _recorded(journal, monkeypatch)
+        claimed = claim_pending(journal, limit=2, connections=["fenix"])
+        assert [entry.key for entry in claimed] == ["parked00000", "parked00001"]
+        assert renew_leases(journal) == {"parked00000", "parked00001"}
+        assert release_leases(journal) == 2
+        assert renew_leases(journal) == set()
+        assert pending_counts(journal, held_here=True) == {}
+        [claim, renew, release, *_] = statements
+        monkeypatch.undo()
+        plans = {
+            name: "\n".join(str(row[0]) for row in journal._db.execute(f"EXPLAIN {sql}", parameters))
+            for name, (sql, parameters) in {"claim": claim, "renew": renew, "release": release}.items()
+        }
+    assert "Index Scan using deliveries_pending on deliveries" in plans["claim"], plans["claim"]
+    assert "Index Cond: ((state = 'pending'::text) AND (connection = 'fenix'::text))" in plans["claim"]
+    for name in ("renew", "release"):
+        assert "Index Scan using deliveries_leased on deliveries" in plans[name], plans[name]
+        assert "Seq Scan" not in plans[name], plans[name]
+
+
+def _recorded(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """The statements ``journal`` runs from now on, with their parameters, as they run."""
+    statements: list[tuple[str, Any]] = []
+    execute = journal._db.execute
+
+    def recording(sql: str, parameters: Any = ()) -> Any:
+        statements.append((sql, parameters))
+        return execute(sql, parameters)
+
+    monkeypatch.setattr(journal._db, "execute", recording)
+    return statements
 
 
 def test_an_sqlite_journal_of_version_1_is_upgraded_when_a_run_opens_it(tmp_path: Path) -> None:
