@@ -100,6 +100,15 @@ def retries_reach_the_breaker(config: Path) -> None:
     config.write_text(text.replace("{max_attempts: 4,", "{max_attempts: 5,"))
 
 
+SQLITE_JOURNAL = "journal:\n  path: .shipmap/journal.db\n"  # the journal of the configs ServeProcess writes
+
+
+def on_postgres(config_text: str, url: str) -> str:
+    """A serve config's text with its SQLite journal replaced by the PostgreSQL database at ``url``."""
+    assert SQLITE_JOURNAL in config_text, config_text
+    return config_text.replace(SQLITE_JOURNAL, f"journal:\n  url: {url}\n")
+
+
 class ServeProcess:
     """``shipmap serve CONFIG`` in a subprocess; ``url`` once it listens. Copies the config into ``workdir``."""
 

@@ -32,6 +32,7 @@ from .harness import (
     SOURCE_DOCUMENTS,
     ServeProcess,
     environment,
+    on_postgres,
 )
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
@@ -179,10 +180,7 @@ def test_two_serve_processes_on_a_postgresql_inbox_share_the_max_rate(
     work.mkdir()
     config = _config(work, max_rate=10)
     text = config.read_text()
-    assert "journal:\n  path: .shipmap/journal.db\n" in text
-    config.write_text(
-        text.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {postgres_url}\n")
-    )
+    config.write_text(on_postgres(text, postgres_url))
     with Sandbox(source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
         a = ServeProcess(work, sandbox.url, config=config).start()
         b = ServeProcess(work, sandbox.url, config=config).start()
@@ -404,11 +402,8 @@ def test_a_429_seen_by_one_serve_process_holds_the_gets_of_another_on_postgresql
     configs = {}
     for name, platform in (("a", "shopify"), ("b", "bigcommerce")):
         text = _config(work, max_rate=10, platform=platform).read_text()
-        assert "journal:\n  path: .shipmap/journal.db\n" in text
         configs[name] = work / f"serve_{name}.yaml"
-        configs[name].write_text(
-            text.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {postgres_url}\n")
-        )
+        configs[name].write_text(on_postgres(text, postgres_url))
     with Sandbox(
         source_documents=api, source_token=BC_API_TOKEN, source_faults="retry-after=2,schedule=429"
     ) as sandbox:

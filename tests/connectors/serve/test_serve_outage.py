@@ -27,6 +27,7 @@ from .harness import (
     ServeProcess,
     easypost_headers,
     environment,
+    on_postgres,
     shopify_headers,
 )
 
@@ -120,10 +121,7 @@ def test_an_open_enrichment_breaker_shows_in_readyz_and_metrics_on_a_postgresql_
     ) as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
         _configure(serve, "bc_store", "failures: 2, cooldown: 200ms, cooldown_cap: 1s")
-        config = serve.config.read_text()
-        journal = "journal:\n  path: .shipmap/journal.db\n"
-        assert journal in config
-        serve.config.write_text(config.replace(journal, f"journal:\n  url: {postgres_url}\n"))
+        serve.config.write_text(on_postgres(serve.config.read_text(), postgres_url))
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
@@ -205,8 +203,7 @@ def test_a_stop_while_a_destination_is_down_says_it_is_down(
         config = serve.config.read_text().replace("  drain_timeout: 30s\n", "  drain_timeout: 1s\n")
         if journal == "postgresql":
             url = request.getfixturevalue("postgres_url")
-            assert "journal:\n  path: .shipmap/journal.db\n" in config
-            config = config.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {url}\n")
+            config = on_postgres(config, url)
         serve.config.write_text(config)
         serve.start()
         try:
@@ -254,11 +251,7 @@ def test_a_stop_while_the_store_api_is_down_says_it_is_down(
         _configure(serve, "bc_store", "failures: 2, cooldown: 30s, cooldown_cap: 60s")
         if journal == "postgresql":
             url = request.getfixturevalue("postgres_url")
-            config = serve.config.read_text()
-            assert "journal:\n  path: .shipmap/journal.db\n" in config
-            serve.config.write_text(
-                config.replace("journal:\n  path: .shipmap/journal.db\n", f"journal:\n  url: {url}\n")
-            )
+            serve.config.write_text(on_postgres(serve.config.read_text(), url))
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
