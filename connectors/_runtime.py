@@ -65,7 +65,7 @@ class Runtime:
         self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
         # Auth objects live as long as the runtime, so a Fenix token serves every run until it expires.
         self.auths: dict[str, ShipmapAuth] = {
-            c.name: config.build_auth(c, self.redactor, runtime_name=name) for c in config.connections
+            c.name: c.auth.build(c.base_url, self.redactor, runtime_name=name) for c in config.connections
         }
         self._transport = transport
         # Breaker and rate-limit state outlives a run, like the auth sessions (a store could share it).
@@ -134,7 +134,7 @@ class Runtime:
             auths: dict[str, ShipmapAuth] = {}
             for connection in config.connections:
                 name, earlier = connection.name, self.connections.get(connection.name)
-                auths[name] = self._auth_for(config, connection, earlier)
+                auths[name] = self._auth_for(connection, earlier)
                 if earlier is None or earlier == connection:
                     continue
                 if earlier.base_url != connection.base_url:
@@ -151,9 +151,7 @@ class Runtime:
             self.connections = {c.name: c for c in config.connections}
             self.auths = auths
 
-    def _auth_for(
-        self, config: RuntimeConfig, connection: Connection, earlier: Connection | None
-    ) -> ShipmapAuth:
+    def _auth_for(self, connection: Connection, earlier: Connection | None) -> ShipmapAuth:
         """The auth object ``connection`` goes on with after a reload: the one it has while what it was built
         from (base_url, auth settings) is the same, retimed when only its refresh_margin changed; else a new
         one, which logs in afresh."""
@@ -165,7 +163,7 @@ class Runtime:
                 if isinstance(auth, FenixSessionAuth):  # the only auth with a session to renew
                     auth.use_refresh_margin(connection.auth.session_margin())
                 return auth
-        return config.build_auth(connection, self.redactor, runtime_name=self.name)
+        return connection.auth.build(connection.base_url, self.redactor, runtime_name=self.name)
 
     def park_waiting(self) -> None:
         """The deliveries of the run in progress that wait for an open breaker, and those that find one open

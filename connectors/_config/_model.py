@@ -17,7 +17,15 @@ import httpx
 from shipmap.engine import CompiledMapping, Location
 
 from .._config_key import NOT_A_KEY, about
-from .._deliver._auth import ApiKeyAuth, BasicAuth, BearerAuth, FenixSessionAuth, NoAuth, ShipmapAuth
+from .._deliver._auth import (
+    FENIX_REFRESH_MARGIN,
+    ApiKeyAuth,
+    BasicAuth,
+    BearerAuth,
+    FenixSessionAuth,
+    NoAuth,
+    ShipmapAuth,
+)
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
 from .._redact import MASK, Redactor
@@ -35,7 +43,6 @@ DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DEFAULT_KEEP = 30 * 86400.0  # journal.keep
-DEFAULT_REFRESH_MARGIN = 300.0  # fenix_session's, left out: at most half a short token's life
 
 
 def dotted(path: PathKey) -> str:
@@ -80,7 +87,7 @@ class AuthSettings:
         metadata=about("fenix_session: how long a login's token lasts.", duration=True, exclusiveMinimum=0),
     )
     refresh_margin: float = field(
-        default=DEFAULT_REFRESH_MARGIN,
+        default=FENIX_REFRESH_MARGIN,
         metadata=about(
             "fenix_session: log in again this long before it expires. Left out, at most half of token_ttl.",
             duration=True,
@@ -96,7 +103,7 @@ class AuthSettings:
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
 
     def __post_init__(self) -> None:
-        if self.refresh_margin_given == (self.refresh_margin != DEFAULT_REFRESH_MARGIN):
+        if self.refresh_margin_given == (self.refresh_margin != FENIX_REFRESH_MARGIN):
             object.__setattr__(self, "refresh_margin_given", None)  # the value says it
 
     def __repr__(self) -> str:
@@ -121,7 +128,7 @@ class AuthSettings:
         """``refresh_margin`` as a session takes it: as given, or None when left out (it adapts there)."""
         margin_given = self.refresh_margin_given
         if margin_given is None:
-            margin_given = self.refresh_margin != DEFAULT_REFRESH_MARGIN
+            margin_given = self.refresh_margin != FENIX_REFRESH_MARGIN
         return self.refresh_margin if margin_given else None
 
     def differs_in_margin_alone(self, other: AuthSettings) -> bool:
@@ -443,13 +450,6 @@ class RuntimeConfig:
     def error(self, message: str, path: PathKey = (), *, key: bool = False) -> ConfigError:
         location = self.locations.get(("#key", *path)) if key else None
         return ConfigError(message, location=location or self.where(path))
-
-    def build_auth(
-        self, connection: Connection, redactor: Redactor, *, runtime_name: str | None = None
-    ) -> ShipmapAuth:
-        """``connection``'s auth object (``AuthSettings.build``), its ``refresh_margin`` used as given when
-        the file wrote it (in code: when it is not its default)."""
-        return connection.auth.build(connection.base_url, redactor, runtime_name=runtime_name)
 
 
 def given(config: RuntimeConfig | None, record: Any, path: PathKey, key: str) -> bool:

@@ -205,8 +205,7 @@ class Execution:
         """The summary's deliveries left pending: those held back while a connection's breaker stayed open
         past ``outage_wait``, counted in the journal once nothing of the run is in flight."""
         for name, (count, reason) in held_back.count_left().items():
-            self.summary.parked += count
-            self.summary.outages.setdefault(name, reason)
+            self.summary.park(name, reason, count)  # the watcher logged the outage when it gave up
 
     async def _shared_state(self) -> PostgresStateStore | None:
         """On a PostgreSQL journal, the breakers and max_rate slots every worker on it shares (for this run;
