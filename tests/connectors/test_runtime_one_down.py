@@ -10,8 +10,7 @@ import copy
 import json
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,11 @@ import yaml
 from shipmap.connectors import EXIT_OUTAGE, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._store._journal import Journal
-from test_runtime_support import BASE_CONFIG, environ, shipment_event
+from test_runtime_support import BASE_CONFIG, WAIT_DEADLINE, environ, shipment_event, wait_until
 
-WAIT_DEADLINE = 120.0  # a bound on the test's own waits, so a broken run fails, never hangs
 QUICK_BREAKER = {"failures": 2, "cooldown": "50ms", "cooldown_cap": "200ms"}
 # More shipments than a page of the journal (1,000): what was held back is read back a page at a time.
 SHIPMENTS = 1050
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        threading.Event().wait(0.01)
 
 
 @pytest.fixture

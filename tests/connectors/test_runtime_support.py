@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +119,15 @@ def shipment_event(number: int, *, notify: bool = True) -> dict[str, Any]:
             "items": [{"sku": f"SKU-{number}", "qty": 1, "title": "Tee", "price": "15.00"}],
         },
     }
+
+
+WAIT_DEADLINE = 120.0  # a bound on a test's own waits for an outcome, so a broken run fails, never hangs
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``WAIT_DEADLINE``."""
+    deadline = time.monotonic() + WAIT_DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        threading.Event().wait(0.01)

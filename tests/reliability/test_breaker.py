@@ -13,7 +13,6 @@ import re
 import socket
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from shipmap.connectors._deliver._delivery import parse_retry_after
 from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
-from test_runtime_support import environ, order_event, write_config
+from test_runtime_support import WAIT_DEADLINE, environ, order_event, wait_until, write_config
 
 FAST_BREAKER = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "200ms", "outage_wait": "20s"}
 # An endpoint that stays down: the run gives up on it (exit 9) after half a second.
@@ -45,17 +44,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-WAIT_DEADLINE = 120.0  # a bound on the test's own waits for an outcome, so a broken run fails, never hangs
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        threading.Event().wait(0.01)
 
 
 def record_failure(state: dict[str, Any], body: Callable[[], None]) -> None:

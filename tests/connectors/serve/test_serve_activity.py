@@ -4,11 +4,13 @@ a line per delivery waits for ``-v``. An embedded service on a thread, real sand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,51 +24,62 @@ from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, shopify_headers,
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 
 
-def test_a_service_logs_what_it_did_in_each_period_in_which_it_did_anything(
-    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(_service, "ACTIVITY_EVERY_S", 0.5)
+@contextlib.contextmanager
+def _running(tmp_path: Path, sandbox: Sandbox, outcome: dict[str, Any]) -> Iterator[Service]:
+    """The serve fixtures' service, embedded on a thread until the block ends (then stopped); its summary, or
+    what it raised, in ``outcome``."""
     for item in SERVE_FIXTURES.glob("*.yaml"):
         (tmp_path / item.name).write_text(item.read_text())
     service = Service(Runtime.from_config(tmp_path / "serve.yaml", environ=environment(sandbox.url)))
     ready = threading.Event()
-    outcome: dict[str, Any] = {}
 
     def serve() -> None:
         try:
             outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
-        except BaseException as error:  # reported by the assertions below
+        except BaseException as error:  # reported by the caller's assertions
             outcome["error"] = error
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(30), outcome
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(60)
+
+
+def test_a_service_logs_what_it_did_in_each_period_in_which_it_did_anything(
+    sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_service, "ACTIVITY_EVERY_S", 0.5)
+    outcome: dict[str, Any] = {}
 
     def activity() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.getMessage().startswith("in the last 0.5 s: ")]
 
-    with caplog.at_level(logging.INFO, logger="shipmap.connectors"):
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        assert ready.wait(30), outcome
-        try:
-            deadline = time.monotonic() + 30
+    with (
+        caplog.at_level(logging.INFO, logger="shipmap.connectors"),
+        _running(tmp_path, sandbox, outcome) as service,
+    ):
+        deadline = time.monotonic() + 30
 
-            def wait_for_delivered(count: int) -> None:
-                while sum(int(line.split(", ")[1].split()[0]) for line in activity()) < count:
-                    assert time.monotonic() < deadline, activity()
-                    time.sleep(0.05)
+        def wait_for_delivered(count: int) -> None:
+            while sum(int(line.split(", ")[1].split()[0]) for line in activity()) < count:
+                assert time.monotonic() < deadline, activity()
+                time.sleep(0.05)
 
-            with httpx.Client(base_url=service.url or "", timeout=10) as client:
-                for index in range(3):
-                    body = json.dumps(dict(ORDER, id=6_300_000 + index)).encode()
-                    headers = shopify_headers(body, "orders/create", f"act-{index}")
-                    assert client.post("/hooks/shop", content=body, headers=headers).status_code == 200
-                    if index == 0:  # the first alone: the first line counts one webhook
-                        wait_for_delivered(1)
-            wait_for_delivered(3)
-            quiet = len(activity())
-            time.sleep(1.6)  # three quiet periods: no line for them
-            assert len(activity()) == quiet, activity()
-        finally:
-            service.stop()
-            thread.join(60)
+        with httpx.Client(base_url=service.url or "", timeout=10) as client:
+            for index in range(3):
+                body = json.dumps(dict(ORDER, id=6_300_000 + index)).encode()
+                headers = shopify_headers(body, "orders/create", f"act-{index}")
+                assert client.post("/hooks/shop", content=body, headers=headers).status_code == 200
+                if index == 0:  # the first alone: the first line counts one webhook
+                    wait_for_delivered(1)
+        wait_for_delivered(3)
+        quiet = len(activity())
+        time.sleep(1.6)  # three quiet periods: no line for them
+        assert len(activity()) == quiet, activity()
     lines = activity()
     assert sum(int(line.split()[5]) for line in lines) == 3  # webhooks accepted, across the periods
     # "1 webhook", "2 webhooks": each count with its noun in the number it takes.
@@ -87,37 +100,22 @@ def test_a_sender_that_keeps_being_refused_costs_a_line_a_period_not_a_line_a_re
     warnings). Now the first of each source and reason in a period is logged, with what to fix, and the
     activity line counts the rest; what is refused after the last activity line is said at stop."""
     monkeypatch.setattr(_service, "ACTIVITY_EVERY_S", 0.5)
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        (tmp_path / item.name).write_text(item.read_text())
-    service = Service(Runtime.from_config(tmp_path / "serve.yaml", environ=environment(sandbox.url)))
-    ready = threading.Event()
     outcome: dict[str, Any] = {}
-
-    def serve() -> None:
-        try:
-            outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
-        except BaseException as error:  # reported by the assertions below
-            outcome["error"] = error
-
     statuses: list[int] = []
-    with caplog.at_level(logging.INFO, logger="shipmap.connectors"):
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        assert ready.wait(30), outcome
-        try:
-            with httpx.Client(base_url=service.url or "", timeout=10) as client:
-                now = int(time.time())
-                for index in range(40):  # the app source allows a burst of 3, then 0.01 a second
-                    body = json.dumps({"n": index}).encode()
-                    headers = standard_webhooks_headers(body, f"msg_{index}", now, "t")
-                    statuses.append(client.post("/hooks/app", content=body, headers=headers).status_code)
-                for index in range(5):
-                    body = b'{"id": ' + str(index).encode()  # signed, but not JSON
-                    headers = shopify_headers(body, "orders/create", f"broken-{index}")
-                    statuses.append(client.post("/hooks/shop", content=body, headers=headers).status_code)
-        finally:
-            service.stop()
-            thread.join(60)
+    with (
+        caplog.at_level(logging.INFO, logger="shipmap.connectors"),
+        _running(tmp_path, sandbox, outcome) as service,
+        httpx.Client(base_url=service.url or "", timeout=10) as client,
+    ):
+        now = int(time.time())
+        for index in range(40):  # the app source allows a burst of 3, then 0.01 a second
+            body = json.dumps({"n": index}).encode()
+            headers = standard_webhooks_headers(body, f"msg_{index}", now, "t")
+            statuses.append(client.post("/hooks/app", content=body, headers=headers).status_code)
+        for index in range(5):
+            body = b'{"id": ' + str(index).encode()  # signed, but not JSON
+            headers = shopify_headers(body, "orders/create", f"broken-{index}")
+            statuses.append(client.post("/hooks/shop", content=body, headers=headers).status_code)
     assert "error" not in outcome, outcome
     assert statuses.count(429) == 37 and statuses.count(400) == 5, statuses
     messages = [r.getMessage() for r in caplog.records]
