@@ -61,8 +61,9 @@ def check_serve_settings(settings: ServeSettings) -> None:
     """Hold a ``ServeSettings`` given to ``Service`` as it is (built in code, or changed after
     ``serve_settings``) to the rules the file's schema gives ``serve`` and ``sources``, field by field and
     across the keys of each source (the secret each type needs; a bigcommerce source's header) and of
-    ``serve`` (``resweep`` at most ``resweep_cap``), with the loader's words. ``ConfigError`` names the key
-    and the rule, never the value; it has no location, as the settings were not read from a file."""
+    ``serve`` (``resweep`` at most ``resweep_cap``, ``keep_bodies`` at most ``dedup_window``), with the
+    loader's words. ``ConfigError`` names the key and the rule, never the value; it has no location, as the
+    settings were not read from a file."""
     _check_record(None, settings, ("serve",))
     names = _Validator({"propertyNames": _schema()["properties"]["sources"]["propertyNames"]})
     _raise_first(None, names.iter_errors(dict.fromkeys(settings.sources)), ("sources",))

@@ -1,12 +1,13 @@
 """Bounds that span two keys of one section: a value that must stay below another (a fenix_session's
-``refresh_margin`` below its ``token_ttl``, ``serve.resweep`` at most ``resweep_cap``). The schema bounds each
-key alone; these are checked by ``check_across_sections``, for a config loaded from a file and one built in
-code alike.
+``refresh_margin`` below its ``token_ttl``, ``serve.resweep`` at most ``resweep_cap``, ``serve.keep_bodies`` at
+most ``dedup_window``). The schema bounds each key alone; these are checked by ``check_across_sections``, for a
+config loaded from a file and one built in code alike.
 
 A rule holds when its lower key is given (in a file: written; in code: not its default): a default lower
 value adapts to the other (the auth refreshes at most half a short token's life early, the backoff, cooldown
-and resweep are capped). The error is located at whichever of the two keys the file wrote later, the one that
-made them disagree, and names both, with the other's value: these are durations, never secrets.
+and resweep are capped, bodies are kept for the whole dedup window). The error is located at whichever of the
+two keys the file wrote later, the one that made them disagree, and names both, with the other's value: these
+are durations, never secrets.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ RESWEEP = Pair(
     strict=False,
     why="the first wait for parked work would be longer than the longest",
 )
+KEEP_BODIES = Pair(
+    "keep_bodies",
+    "dedup_window",
+    strict=False,
+    why="the inbox forgets a webhook, its id and its body, that long after it arrived",
+)
+_SERVE_PAIRS = (RESWEEP, KEEP_BODIES)
 
 
 def check_pairs(config: RuntimeConfig) -> None:
@@ -58,27 +66,28 @@ def check_pairs(config: RuntimeConfig) -> None:
     _check(config, config.delivery.retry, ("delivery", "retry"), BACKOFF)
     _check(config, config.delivery.breaker, ("delivery", "breaker"), COOLDOWN)
     if config.serve:  # the section as the file gives it (durations as written), validated already
-        _check(config, _serve_record(config.serve), ("serve",), RESWEEP)
+        for pair in _SERVE_PAIRS:
+            _check(config, _serve_record(config.serve), ("serve",), pair)
 
 
 def check_serve_pairs(settings: ServeSettings) -> None:
     """The pairs of ``ServeSettings`` given to ``Service`` as they are: ConfigError without a location."""
-    _check(None, settings, ("serve",), RESWEEP)
+    for pair in _SERVE_PAIRS:
+        _check(None, settings, ("serve",), pair)
 
 
 def _serve_record(section: Mapping[str, Any]) -> ServeSettings:
     """The ``serve`` section's durations as settings: what it gives, as plain seconds; the defaults else."""
-    settings = ServeSettings(inbox="", sources={})
-    if RESWEEP.lower in section:
-        settings = dataclasses.replace(settings, resweep=parse_duration(section[RESWEEP.lower]))
-    if RESWEEP.upper in section:
-        settings = dataclasses.replace(settings, resweep_cap=parse_duration(section[RESWEEP.upper]))
-    return settings
+    keys = {key for pair in _SERVE_PAIRS for key in (pair.lower, pair.upper)}
+    written: dict[str, Any] = {key: parse_duration(section[key]) for key in keys if key in section}
+    return dataclasses.replace(ServeSettings(inbox="", sources={}), **written)
 
 
 def _check(config: RuntimeConfig | None, record: Any, path: PathKey, pair: Pair) -> None:
+    if not given(config, record, path, pair.lower):  # a default adapts (and may be None: the other's value)
+        return
     low, high = getattr(record, pair.lower), getattr(record, pair.upper)
-    if (low < high if pair.strict else low <= high) or not given(config, record, path, pair.lower):
+    if low < high if pair.strict else low <= high:
         return
     locations = config.locations if config is not None else {}
     low_at, high_at = locations.get((*path, pair.lower)), locations.get((*path, pair.upper))

@@ -29,8 +29,11 @@ DEFAULT_RESWEEP = 5.0  # first look again at parked work; doubled while it stays
 DEFAULT_RESWEEP_CAP = 300.0
 SHORTEST_RESWEEP = 0.05  # seconds
 _RESWEEP_WHY = "a shorter wait would spin on parked work"
-# The inbox remembers a processed webhook's id this long (a repeat is a duplicate), from when it arrived.
+# The inbox remembers a processed webhook's id this long (a repeat is a duplicate), from when it arrived:
+# serve.dedup_window's default, and its bounds.
 DEDUP_WINDOW = 7 * 24 * 3600.0
+SHORTEST_DEDUP_WINDOW = 3600.0
+LONGEST_DEDUP_WINDOW = 90 * 24 * 3600.0
 DEFAULT_ENRICH_CONCURRENCY = 4  # webhooks of one source fetched at once (each its documents' GETs at once)
 MAX_ENRICH_CONCURRENCY = 64  # each one held in memory with its documents until its turn comes
 
@@ -193,15 +196,28 @@ class ServeSettings:
             why=_RESWEEP_WHY,
         ),
     )
-    keep_bodies: float = field(
+    dedup_window: float = field(
         default=DEDUP_WINDOW,
         metadata=about(
-            "How long the inbox keeps the body of a webhook processed without rejection, from when it was"
-            " processed (looked at hourly); its id is remembered for the dedup window (7d) all the same, and a"
-            " rejected webhook keeps its body that long, for `shipmap replay --rejected`. At most 7d.",
+            "How long the inbox remembers a processed webhook's id, from when it arrived: a repeat of it is"
+            " answered 200 duplicate until then, and is a new webhook after. The inbox's rows (id, headers)"
+            " are kept that long, and a rejected webhook's body too, for `shipmap replay --rejected`. At"
+            " least 1h, at most 90d.",
             duration=True,
-            maximum=DEDUP_WINDOW,
-            why="the inbox forgets a webhook, its id and its body, that long after it arrived",
+            minimum=SHORTEST_DEDUP_WINDOW,
+            maximum=LONGEST_DEDUP_WINDOW,
+            why="it spans a sender's retries of one webhook, which end within days (Shopify's within 4"
+            " hours), and the inbox looks for ids to forget hourly",
+        ),
+    )
+    keep_bodies: float | None = field(
+        default=None,
+        metadata=about(
+            "How long the inbox keeps the body of a webhook processed without rejection, from when it was"
+            " processed (looked at hourly); its id is remembered for dedup_window all the same, and a rejected"
+            " webhook keeps its body that long, for `shipmap replay --rejected`. At most dedup_window.",
+            duration=True,
+            default_text="serve.dedup_window",
         ),
     )
 
@@ -210,3 +226,9 @@ class ServeSettings:
         """The first wait for parked work: ``resweep``, or ``resweep_cap`` when that is shorter (the default
         resweep adapts to a short cap; a resweep given is at most the cap, or the config was refused)."""
         return min(self.resweep, self.resweep_cap)
+
+    @property
+    def bodies_kept_for(self) -> float:
+        """How long a processed webhook's body is kept: ``keep_bodies``, or the whole ``dedup_window`` when it
+        is left out (a ``keep_bodies`` given is at most the window, or the config was refused)."""
+        return self.dedup_window if self.keep_bodies is None else min(self.keep_bodies, self.dedup_window)

@@ -41,9 +41,9 @@ from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from ._enrich import Enricher, refetcher
 from ._feed import InboxFeed
-from ._inbox import DEDUP_WINDOW, InboxStore
+from ._inbox import InboxStore
 from ._inbox_pg import open_inbox
-from ._inbox_retention import purge_inbox
+from ._inbox_retention import Retention, purge_inbox
 from ._rejected import requeue_requested
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
@@ -72,11 +72,12 @@ class DeliveryLoop:
         transport: httpx.AsyncBaseTransport | None = None,
         replays: Path | None = None,
         resweep: tuple[float, float] = (5.0, 300.0),
-        keep_bodies: float = DEDUP_WINDOW,
+        retention: Retention | None = None,
     ) -> None:
         """``replays``: the file where ``shipmap replay`` leaves requests while this service runs (the
-        delivery thread opens its own connection to it); ``resweep``: the first and the longest wait before parked work
-        is looked at again; ``keep_bodies``: ``serve.keep_bodies`` (the feed's hourly purge)."""
+        delivery thread opens its own connection to it); ``resweep``: the first and the longest wait before
+        parked work is looked at again; ``retention``: ``serve.dedup_window`` and ``keep_bodies`` (the feed's
+        hourly purge; None: their defaults)."""
         self.runtime = runtime
         self._inbox_path = inbox
         self._synchronous = synchronous
@@ -86,7 +87,7 @@ class DeliveryLoop:
         self._replays: ReplayRequests | None = None
         self._inbox: InboxStore | None = None  # the delivery thread's connection (replay --rejected requeues)
         self._resweep = resweep
-        self._keep_bodies = keep_bodies
+        self._retention = retention or Retention()
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self.total = RunSummary()  # the finished runs, folded
         self.accepted = 0  # webhooks intake committed (counted by ``wake``): the feed steps aside in bursts
@@ -260,7 +261,7 @@ class DeliveryLoop:
                     runtime_name=self.runtime.name,
                     purge=lambda: purge_inbox(
                         inbox,
-                        keep_bodies=self._keep_bodies,
+                        self._retention,
                         journal=self.runtime.config.journal.location,
                         log=self._log,
                     ),

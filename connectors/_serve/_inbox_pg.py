@@ -5,7 +5,8 @@ It implements :class:`InboxStore`, as the SQLite :class:`Inbox` does, with what 
 - ``accept`` is one autocommit ``INSERT ... ON CONFLICT (source, webhook_id) DO NOTHING`` (``accept_many``,
   the service's group commit, one such statement for the webhooks that arrived together): the row is durable
   when it returns (the caller acknowledges only then), and the unique constraint makes a repeated webhook id a
-  duplicate whichever process received the first copy, for as long as the row is kept (``DEDUP_WINDOW``).
+  duplicate whichever process received the first copy, for as long as the row is kept
+  (``serve.dedup_window``).
 - ``pending`` *claims* rows: it leases up to ``limit`` pending rows that no live process holds
   (``FOR UPDATE SKIP LOCKED``, so two processes never claim the same row at once) to this process for
   ``lease`` seconds. A background thread renews this process's leases; a process that dies (or is stopped)

@@ -1,7 +1,7 @@
 """What the inbox forgets, and when (at a service's start, then hourly while it is idle).
 
-- A processed webhook's row, its id with it, ``DEDUP_WINDOW`` (7 days) after it arrived: a repeat of that id
-  is a new webhook from then on.
+- A processed webhook's row, its id with it, ``serve.dedup_window`` (7 days by default) after it arrived: a
+  repeat of that id is a new webhook from then on. A pending row is never forgotten: it is owed.
 - A processed webhook's body, ``serve.keep_bodies`` after it was processed, unless the journal holds a
   rejected record of it. Only ``shipmap replay --rejected`` maps a processed body again, and only a rejected
   one; deduplication needs the id alone, and the journal keeps each event's document for itself. A rejected
@@ -20,11 +20,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._config import duration_text
+from .._config._serve_model import ServeSettings
 from .._errors import JournalError
 from .._plural import counted
 from .._redact import RedactingLogger
 from ._inbox import DEDUP_WINDOW, InboxStore
 from ._rejected import rejected_rows
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the inbox remembers: a processed webhook's id (``serve.dedup_window``, from when it arrived)
+    and its body (``serve.keep_bodies``, from when it was processed; at most the window)."""
+
+    dedup_window: float = DEDUP_WINDOW
+    keep_bodies: float = DEDUP_WINDOW
+
+    @classmethod
+    def of(cls, settings: ServeSettings) -> Retention:
+        return cls(settings.dedup_window, settings.bodies_kept_for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,15 +50,15 @@ class Purged:
 
 
 def purge_inbox(
-    inbox: InboxStore, *, keep_bodies: float, journal: str | Path | None, log: RedactingLogger
+    inbox: InboxStore, retention: Retention, *, journal: str | Path | None, log: RedactingLogger
 ) -> Purged:
     """Forget what the inbox holds past its time (see the module's docstring). ``journal``: where the
     rejections are recorded (None: no journal, so none)."""
     now = time.time()
-    rows = inbox.purge(now - DEDUP_WINDOW)
+    rows = inbox.purge(now - retention.dedup_window)
     bodies = 0
-    if keep_bodies < DEDUP_WINDOW:
-        processed_before = now - keep_bodies
+    if retention.keep_bodies < retention.dedup_window:
+        processed_before = now - retention.keep_bodies
         try:
             rejected = rejected_rows(journal)
         except JournalError as error:
@@ -57,11 +71,11 @@ def purge_inbox(
             bodies = inbox.drop_bodies(processed_before, rejected)
     if rows or bodies:
         log.info(
-            "inbox: forgot %s received more than %s ago; dropped %s of webhooks processed more than %s ago"
-            " (serve.keep_bodies)",
+            "inbox: forgot %s received more than %s ago (serve.dedup_window); dropped %s of webhooks processed"
+            " more than %s ago (serve.keep_bodies)",
             counted(rows, "webhook"),
-            duration_text(DEDUP_WINDOW),
+            duration_text(retention.dedup_window),
             counted(bodies, "body"),
-            duration_text(keep_bodies),
+            duration_text(retention.keep_bodies),
         )
     return Purged(rows, bodies)

@@ -3,10 +3,11 @@
 A skinny webhook whose documents cannot be fetched for good (the store API answers 404 because the order is
 not visible yet, 403 because the token lacks a scope; a body that is not JSON or too large) becomes a
 rejected input record in the journal, its origin ``<source>#<inbox row id>`` (``_feed``), while the inbox
-keeps the webhook's body for the dedup window. Once the cause is fixed, :func:`find_rejected` finds those
-webhooks from the journal's rejected records, and they are requeued in the inbox with their documents
-forgotten: the feed fetches them again, and the run that takes them resolves the earlier rejection of each
-one that reads now (``Outbox._resolve_rejections``), or records it again with the reason of now.
+keeps the webhook's body for the dedup window (``serve.dedup_window``). Once the cause is fixed,
+:func:`find_rejected` finds those webhooks from the journal's rejected records, and they are requeued in the
+inbox with their documents forgotten: the feed fetches them again, and the run that takes them resolves the
+earlier rejection of each one that reads now (``Outbox._resolve_rejections``), or records it again with the
+reason of now.
 
 Who requeues: a running ``shipmap serve`` holds its SQLite inbox, so it is asked through its replay requests
 (``_replays``, beside the journal, or beside the inbox when the journal is in PostgreSQL) and requeues the
@@ -33,14 +34,14 @@ from .._plural import counted
 from .._redact import RedactingLogger
 from .._store._journal import Journal, open_readonly
 from .._store._journal_pg import display_url, is_database_url
-from ._inbox import DEDUP_WINDOW, HeldRow, Inbox
+from ._inbox import HeldRow, Inbox
 from ._inbox_journal import requeue_rejected
 from ._inbox_pg import PostgresInbox, open_reader
 from ._replays import ReplayRequest
 
 _WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")
 NOT_A_WEBHOOK = "not a webhook: an input line of `shipmap run` (run that file again)"
-GONE = f"its webhook is no longer in the inbox (purged {DEDUP_WINDOW / 86400:.0f} days after it arrived)"
+GONE = "its webhook is no longer in the inbox (forgotten serve.dedup_window after it arrived)"
 BODY_DROPPED = "the inbox no longer holds its body (dropped after serve.keep_bodies)"
 # A row received this long after its origin's rejection holds another webhook (the inbox was made afresh and
 # its ids began again). Not 0: on PostgreSQL the intake's host stamps the row and a delivery host the

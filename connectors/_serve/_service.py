@@ -50,7 +50,7 @@ from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import InboxError, InboxStore, SharedIntake
 from ._inbox_pg import open_inbox
-from ._inbox_retention import purge_inbox
+from ._inbox_retention import Retention, purge_inbox
 from ._metrics import ServiceMetrics
 from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, service_requests
@@ -231,7 +231,8 @@ class Service:
             uvicorn_log, cut_off = logging.getLogger("uvicorn.error"), CutOffRequests()
             uvicorn_log.addFilter(cut_off)
             held.callback(uvicorn_log.removeFilter, cut_off)
-            purge_inbox(inbox, keep_bodies=settings.keep_bodies, journal=shared.location, log=self._log)
+            retention = Retention.of(settings)
+            purge_inbox(inbox, retention, journal=shared.location, log=self._log)
             replays = (
                 held.enter_context(ReplayRequests(requests, serving=True)) if requests is not None else None
             )
@@ -244,7 +245,7 @@ class Service:
                 transport=self._source_transport,
                 replays=replays.path if replays is not None else None,
                 resweep=(settings.first_resweep, settings.resweep_cap),
-                keep_bodies=settings.keep_bodies,
+                retention=retention,
             )
             metrics = ServiceMetrics(
                 summary=delivery.summary,

@@ -68,10 +68,17 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         ),
         (
             "serve",
-            "keep_bodies",
-            "8d",
-            "serve.keep_bodies: must be at most 7d: the inbox forgets a webhook, its id and its body, that long"
-            " after it arrived",
+            "dedup_window",
+            "30m",
+            "serve.dedup_window: must be at least 1h: it spans a sender's retries of one webhook, which end"
+            " within days (Shopify's within 4 hours), and the inbox looks for ids to forget hourly",
+        ),
+        (
+            "serve",
+            "dedup_window",
+            "91d",
+            "serve.dedup_window: must be at most 90d: it spans a sender's retries of one webhook, which end"
+            " within days (Shopify's within 4 hours), and the inbox looks for ids to forget hourly",
         ),
         # Raised to 50ms in silence before: a rule outside the field's declaration, and a file that said
         # otherwise than what ran.
@@ -102,7 +109,8 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         "negative",
         "timeout-0ms",
         "cooldown-0s",
-        "over-cap",
+        "dedup_window-under",
+        "dedup_window-over",
         "resweep-10ms",
         "resweep_cap-0",
         "negative-unbounded",
@@ -152,6 +160,16 @@ def test_a_duration_within_its_bounds_loads_as_seconds(tmp_path: Path) -> None:
         path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"}
     )
     assert config.serve["keep_bodies"] == "7d"
+    path, _, _ = _config(tmp_path, "serve", "dedup_window", "90d")  # the longest
+    config = load_config(
+        path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"}
+    )
+    settings = serve_settings(config)
+    assert (settings.dedup_window, settings.keep_bodies, settings.bodies_kept_for) == (
+        90 * 86400,
+        None,
+        90 * 86400,
+    )
     path, _, _ = _config(tmp_path, "serve", "body_timeout", "1ms")
     load_config(path, environ=environ("http://127.0.0.1:9") | {"SHOPIFY_SECRET": "shpss_secret_value"})
     # The shortest resweep is taken as written, not raised.
@@ -216,6 +234,13 @@ def test_the_bounds_come_from_the_fields_declaration_alone() -> None:
     assert defs["timeout"][DURATION_BOUNDS] == {"exclusiveMinimum": 0}
     assert defs["serve"]["properties"]["body_timeout"][DURATION_BOUNDS] == {"exclusiveMinimum": 0}
     assert DURATION_BOUNDS not in defs["serve"]["properties"]["drain_timeout"]  # none declared
+    assert defs["serve"]["properties"]["dedup_window"][DURATION_BOUNDS] == {
+        "minimum": 3600,
+        "maximum": 90 * 86400,
+        "why": "it spans a sender's retries of one webhook, which end within days (Shopify's within 4 hours),"
+        " and the inbox looks for ids to forget hourly",
+    }
+    assert DURATION_BOUNDS not in defs["serve"]["properties"]["keep_bodies"]  # bounded by dedup_window alone
     for key in ("resweep", "resweep_cap"):
         assert defs["serve"]["properties"][key][DURATION_BOUNDS] == {
             "minimum": 0.05,

@@ -89,6 +89,24 @@ def _fenix_breaker(**keys: str) -> dict[str, Any]:
             "serve.resweep: must be at most resweep_cap (5m, its default): the first wait for parked work would"
             " be longer than the longest",
         ),
+        (  # bodies kept longer than the ids: the default window (7d)
+            {"serve": {"keep_bodies": "8d"}},
+            "keep_bodies: 8d",
+            "serve.keep_bodies: must be at most dedup_window (7d, its default): the inbox forgets a webhook, its"
+            " id and its body, that long after it arrived",
+        ),
+        (
+            {"serve": {"dedup_window": "2d", "keep_bodies": "3d"}},
+            "keep_bodies: 3d",
+            "serve.keep_bodies: must be at most dedup_window (2d): the inbox forgets a webhook, its id and its"
+            " body, that long after it arrived",
+        ),
+        (  # the window written later: the error is there
+            {"serve": {"keep_bodies": "3d", "dedup_window": "2d"}},
+            "dedup_window: 2d",
+            "serve.dedup_window: must be at least keep_bodies (3d): the inbox forgets a webhook, its id and its"
+            " body, that long after it arrived",
+        ),
     ],
     ids=[
         "margin-after-ttl",
@@ -99,6 +117,9 @@ def _fenix_breaker(**keys: str) -> dict[str, Any]:
         "resweep",
         "resweep-cap-after",
         "resweep-over-default-cap",
+        "keep_bodies-over-default-window",
+        "keep_bodies-over-window",
+        "window-after-keep_bodies",
     ],
 )
 def test_two_keys_out_of_order_are_a_located_error_exit_2(
@@ -158,8 +179,13 @@ def _in_code(**changes: Any) -> Any:
             "serve.resweep: must be at most resweep_cap (10s): the first wait for parked work would be longer"
             " than the longest",
         ),
+        (
+            {"serve": {"dedup_window": "1d", "keep_bodies": "2d"}},
+            "serve.keep_bodies: must be at most dedup_window (1d): the inbox forgets a webhook, its id and its"
+            " body, that long after it arrived",
+        ),
     ],
-    ids=["margin", "backoff", "cooldown", "resweep"],
+    ids=["margin", "backoff", "cooldown", "resweep", "keep_bodies"],
 )
 def test_a_config_built_in_code_is_held_to_the_same_pairs(change: dict[str, Any], message: str) -> None:
     config = _in_code(**{k: v for k, v in change.items() if k != "auth"})
@@ -243,6 +269,32 @@ def test_serve_settings_given_in_code_are_held_to_the_resweep_pair(tmp_path: Pat
         None,
     )
     check_serve_settings(ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0))  # adapts
+
+
+def test_serve_settings_given_in_code_are_held_to_the_keep_bodies_pair(tmp_path: Path) -> None:
+    """``keep_bodies`` at most ``dedup_window``; left out, bodies are kept for the whole window, whatever it is."""
+    from shipmap.connectors._config import check_serve_settings
+    from shipmap.connectors._serve import ServeSettings
+
+    day = 86400.0
+    settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=day, keep_bodies=2 * day)
+    with pytest.raises(ConfigError) as caught:
+        check_serve_settings(settings)
+    assert (caught.value.message, caught.value.location) == (
+        "serve.keep_bodies: must be at most dedup_window (1d): the inbox forgets a webhook, its id and its body,"
+        " that long after it arrived",
+        None,
+    )
+    for window in (3600.0, 30 * day):
+        alone = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=window)
+        check_serve_settings(alone)
+        assert alone.bodies_kept_for == window
+    shorter = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=30 * day, keep_bodies=day)
+    check_serve_settings(shorter)
+    assert shorter.bodies_kept_for == day
+    with pytest.raises(ConfigError) as caught:  # the window's own bounds, in code too
+        check_serve_settings(ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=60.0))
+    assert caught.value.message.startswith("serve.dedup_window: must be at least 1h: ")
 
 
 def test_a_default_lower_value_adapts_to_a_shorter_cap(tmp_path: Path) -> None:

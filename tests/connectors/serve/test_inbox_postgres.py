@@ -28,7 +28,7 @@ from shipmap.connectors._serve import (
 from shipmap.connectors._serve._app import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION
-from shipmap.connectors._serve._inbox_retention import Purged, purge_inbox
+from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
 
 from .harness import SERVE_FIXTURES, environment
 
@@ -357,10 +357,10 @@ def test_keep_bodies_drops_processed_bodies_in_chunks_and_keeps_rejected_ones(
         log = get_logger("serve", Redactor())
         with caplog.at_level(logging.INFO, logger="shipmap.connectors.serve"):
             # Through the journal: the rejected row keeps its body, the waiting one was processed just now.
-            assert purge_inbox(inbox, keep_bodies=0, journal=postgres_url, log=log) == Purged(0, 1)
+            assert purge_inbox(inbox, Retention(keep_bodies=0), journal=postgres_url, log=log) == Purged(0, 1)
         assert caplog.messages == [
-            "inbox: forgot 0 webhooks received more than 7d ago; dropped 1 body of webhooks processed more than"
-            " 0s ago (serve.keep_bodies)"
+            "inbox: forgot 0 webhooks received more than 7d ago (serve.dedup_window); dropped 1 body of webhooks"
+            " processed more than 0s ago (serve.keep_bodies)"
         ]
         with psycopg.connect(postgres_url) as db:
             held = dict(
@@ -415,3 +415,21 @@ def test_the_purge_past_the_dedup_window_deletes_a_chunk_at_a_time(postgres_url:
         assert statements == ["DELETE", "DELETE", "DELETE"]  # 2, 2, 1
         assert inbox.counts() == {"shop/processed": 1, "shop/pending": 1}  # the recent one stays
         assert [row.id for row in inbox.pending()] == [parked]  # a pending row is never purged, however old
+
+
+def test_purge_inbox_forgets_the_rows_past_serve_dedup_window(postgres_url: str) -> None:
+    """A window of an hour: the row received 2 h ago is forgotten (its id is new again), the one received 30
+    min ago is still a duplicate, and a pending row is owed, however old."""
+    now = time.time()
+    with PostgresInbox(postgres_url) as inbox:
+        old = inbox.accept("shop", "old", None, {}, BODY, received_at=now - 7200).id
+        recent = inbox.accept("shop", "recent", None, {}, BODY, received_at=now - 1800).id
+        inbox.accept("shop", "waiting", None, {}, BODY, received_at=now - 7200)
+        inbox.pending()
+        inbox.mark_processed([old, recent])
+        log = get_logger("serve", Redactor())
+        window = Retention(dedup_window=3600.0, keep_bodies=3600.0)
+        assert purge_inbox(inbox, window, journal=postgres_url, log=log) == Purged(1, 0)
+        assert inbox.counts() == {"shop/processed": 1, "shop/pending": 1}
+        assert not inbox.accept("shop", "old", None, {}, BODY).duplicate
+        assert inbox.accept("shop", "recent", None, {}, BODY).duplicate

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from shipmap.connectors._redact import Redactor, get_logger
 from shipmap.connectors._serve import Inbox, InboxError
-from shipmap.connectors._serve._inbox_retention import Purged, purge_inbox
+from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
 from shipmap.connectors._serve._rejected import BODY_DROPPED, find_rejected
 from shipmap.connectors._store._journal import Journal
 
@@ -56,10 +56,12 @@ def test_bodies_past_keep_bodies_are_dropped_but_rejected_ones_and_their_ids_sta
             journal.record_rejected("events.ndjson:3", "not JSON", None)  # a `run` input line: no row
         log = get_logger("serve", Redactor())
         with caplog.at_level(logging.INFO, logger="shipmap.connectors.serve"):
-            assert purge_inbox(inbox, keep_bodies=HOUR, journal=journal_path, log=log) == Purged(0, 1)
+            assert purge_inbox(inbox, Retention(keep_bodies=HOUR), journal=journal_path, log=log) == Purged(
+                0, 1
+            )
         assert caplog.messages == [
-            "inbox: forgot 0 webhooks received more than 7d ago; dropped 1 body of webhooks processed more than"
-            " 1h ago (serve.keep_bodies)"
+            "inbox: forgot 0 webhooks received more than 7d ago (serve.dedup_window); dropped 1 body of webhooks"
+            " processed more than 1h ago (serve.keep_bodies)"
         ]
         assert _bodies(tmp_path / "inbox.db") == {
             "old": (b"", True),
@@ -77,11 +79,13 @@ def test_bodies_past_keep_bodies_are_dropped_but_rejected_ones_and_their_ids_sta
         assert [row.webhook_id for row in inbox.pending()] == ["rejected", "waiting"]
         assert inbox.held([old])[old].body_dropped and not inbox.held([recent])[recent].body_dropped
         # Done once: the next purge finds nothing more to drop, and the default keeps every body.
-        assert purge_inbox(inbox, keep_bodies=HOUR, journal=journal_path, log=log) == Purged(0, 0)
-        assert purge_inbox(inbox, keep_bodies=7 * 24 * HOUR, journal=None, log=log) == Purged(0, 0)
+        assert purge_inbox(inbox, Retention(keep_bodies=HOUR), journal=journal_path, log=log) == Purged(0, 0)
+        assert purge_inbox(inbox, Retention(keep_bodies=7 * 24 * HOUR), journal=None, log=log) == Purged(0, 0)
         # No journal at all: nothing was recorded as rejected, so every old body goes.
         inbox.mark_processed([rejected])
-        assert purge_inbox(inbox, keep_bodies=0, journal=tmp_path / "absent.db", log=log) == Purged(0, 2)
+        assert purge_inbox(
+            inbox, Retention(keep_bodies=0), journal=tmp_path / "absent.db", log=log
+        ) == Purged(0, 2)
 
 
 def test_a_journal_that_cannot_be_read_keeps_every_body(
@@ -93,7 +97,7 @@ def test_a_journal_that_cannot_be_read_keeps_every_body(
         _processed(inbox, "old", ago=2 * HOUR)
         with caplog.at_level(logging.WARNING, logger="shipmap.connectors.serve"):
             purged = purge_inbox(
-                inbox, keep_bodies=0, journal=not_a_journal, log=get_logger("serve", Redactor())
+                inbox, Retention(keep_bodies=0), journal=not_a_journal, log=get_logger("serve", Redactor())
             )
     assert purged == Purged(0, 0)
     assert _bodies(tmp_path / "inbox.db") == {"old": (BODY, False)}
@@ -186,20 +190,47 @@ def test_an_inbox_of_version_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_pat
     )
 
 
-@pytest.mark.parametrize("said", ["8d", "604801"])
-def test_keep_bodies_past_the_dedup_window_is_a_config_error(tmp_path: Path, said: str) -> None:
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("keep_bodies: 8d", "must be at most dedup_window (7d, its default)"),
+        ("keep_bodies: 604801", "must be at most dedup_window (7d, its default)"),
+        ("dedup_window: 1d\n  keep_bodies: 2d", "must be at most dedup_window (1d)"),
+    ],
+)
+def test_keep_bodies_past_the_dedup_window_is_a_config_error(
+    tmp_path: Path, written: str, message: str
+) -> None:
     serve = ServeProcess(tmp_path, "http://127.0.0.1:9")  # for its copy of the config files
     text = serve.config.read_text()
-    serve.config.write_text(
-        text.replace("  drain_timeout: 30s\n", f"  drain_timeout: 30s\n  keep_bodies: {said}\n")
-    )
-    line = serve.config.read_text().splitlines().index(f"  keep_bodies: {said}") + 1
+    serve.config.write_text(text.replace("  drain_timeout: 30s\n", f"  drain_timeout: 30s\n  {written}\n"))
+    keep_bodies = written.split("\n  ")[-1]
+    line = serve.config.read_text().splitlines().index(f"  {keep_bodies}") + 1
     stopped = subprocess.run(
         [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "serve", str(serve.config)],
         capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
     )  # fmt: skip
     assert stopped.returncode == 2, stopped.stderr
     assert stopped.stderr.startswith(
-        f"{serve.config}:{line}:16: error: serve.keep_bodies: must be at most 7d: the inbox forgets a webhook,"
-        " its id and its body, that long after it arrived"
+        f"{serve.config}:{line}:16: error: serve.keep_bodies: {message}: the inbox forgets a webhook, its id and"
+        " its body, that long after it arrived"
     ), stopped.stderr
+    assert "Traceback" not in stopped.stderr
+
+
+def test_rows_past_the_dedup_window_are_forgotten_and_pending_ones_never(tmp_path: Path) -> None:
+    """``serve.dedup_window`` of an hour: a processed row received 2 h ago is forgotten (its id is new again),
+    one received 30 min ago is kept, and a pending one, however old, is owed and kept."""
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        _processed(inbox, "old", ago=2 * HOUR)
+        _processed(inbox, "recent", ago=HOUR / 2)
+        inbox.accept("shop", "waiting", None, {}, BODY, received_at=time.time() - 2 * HOUR)
+        log = get_logger("serve", Redactor())
+        window = Retention(dedup_window=HOUR, keep_bodies=HOUR)
+        assert purge_inbox(inbox, window, journal=None, log=log) == Purged(1, 0)
+        assert sorted(_bodies(tmp_path / "inbox.db")) == ["recent", "waiting"]
+        assert not inbox.accept("shop", "old", None, {}, BODY).duplicate
+        assert inbox.accept("shop", "recent", None, {}, BODY).duplicate
+        # The default window (7 days) keeps them all.
+        _processed(inbox, "older", ago=2 * HOUR)
+        assert purge_inbox(inbox, Retention(), journal=None, log=log) == Purged(0, 0)

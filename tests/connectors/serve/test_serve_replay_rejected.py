@@ -180,8 +180,8 @@ def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_fo
     assert orders == ["100", "999"]  # each once: the duplicate was not delivered again
     assert any(
         line.rstrip().endswith(
-            "inbox: forgot 0 webhooks received more than 7d ago; dropped 1 body of webhooks processed more than"
-            " 0s ago (serve.keep_bodies)"
+            "inbox: forgot 0 webhooks received more than 7d ago (serve.dedup_window); dropped 1 body of webhooks"
+            " processed more than 0s ago (serve.keep_bodies)"
         )
         for line in restarted.errors
     ), restarted.errors
@@ -215,7 +215,7 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(tmp_path
         assert replay.returncode == 8, replay.stdout + replay.stderr
         assert replay.stdout.splitlines() == [
             "2 rejected input records cannot be replayed:",
-            "  bc#1: its webhook is no longer in the inbox (purged 7 days after it arrived)",
+            "  bc#1: its webhook is no longer in the inbox (forgotten serve.dedup_window after it arrived)",
             "  events.ndjson:1: not a webhook: an input line of `shipmap run` (run that file again)",
         ], replay.stdout
         one = _shipmap(work, sandbox, "replay", config, "--rejected", "--key", "bc#1")

@@ -174,7 +174,7 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(
         assert replay.returncode == 8, replay.stdout + replay.stderr
         assert replay.stdout.splitlines() == [
             "2 rejected input records cannot be replayed:",
-            "  bc#1: its webhook is no longer in the inbox (purged 7 days after it arrived)",
+            "  bc#1: its webhook is no longer in the inbox (forgotten serve.dedup_window after it arrived)",
             "  events.ndjson:1: not a webhook: an input line of `shipmap run` (run that file again)",
         ], replay.stdout
         one = shipmap(work, sandbox, "replay", config, "--rejected", "--key", "bc#1")
@@ -182,7 +182,7 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(
             8,
             [
                 "1 rejected input record cannot be replayed:",
-                "  bc#1: its webhook is no longer in the inbox (purged 7 days after it arrived)",
+                "  bc#1: its webhook is no longer in the inbox (forgotten serve.dedup_window after it arrived)",
             ],
         ), one.stdout
         assert _rejected(postgres_url) == 2  # nothing was changed
