@@ -5,8 +5,9 @@ process-wide state: its redactor, auth sessions and random source are its own. `
 stream of events; ``plan`` is the dry run; ``replay``/``replay_async`` re-send dead letters.
 
 What outlives a run is kept here: the config, the auth sessions (a Fenix token serves every run until it
-expires), the breaker store, and what a reload leaves for the next run. Each run is an ``Execution``
-(``_run._execution``), which wires the stages together over one journal and owns none of their work.
+expires), the breaker store, and what one run leaves for the next (a ``Carryover``: ``_run._carryover``).
+Each run is an ``Execution`` (``_run._execution``), which wires the stages together over one journal and owns
+none of their work; the runtime lends it its transport, random source and log, and hands it the carryover.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ._intake._producers import Refresh, as_record, produce, produce_packed, pro
 from ._map._mapper import EventMapper
 from ._map._plan import PlanEntry, plan_entry
 from ._redact import MASK, Redactor, get_logger, is_sensitive_name
+from ._run._carryover import Carryover
 from ._run._execution import Execution
 from ._store._entries import JournalEntry, RejectedInput
 from ._store._journal import Journal, open_readonly
@@ -75,15 +77,9 @@ class Runtime:
         self._running = threading.Lock()
         # The summary of the run in progress (or the last one): ``shipmap serve`` reads it for /metrics.
         self.live: RunSummary | None = None
-        # Connections a reload moved to another base_url, in order: the next run points their pending
-        # deliveries there too. (name, old base_url, new base_url)
-        self._moves: list[tuple[str, str, str]] = []
-        # (connection, base_url) whose pending deliveries for another base a run named: once is enough.
-        self._stranded_named: set[tuple[str, str]] = set()
-        # Connections whose credentials or headers a reload changed: the next run closes their shared breakers.
-        self._close_shared: set[str] = set()
+        self._carryover = Carryover()
         self._concurrency_override: int | None = None  # the command line's, which a reload keeps
-        self._deliverer: Deliverer | None = None  # the run in progress's
+        self._execution: Execution | None = None  # the run in progress
 
     @classmethod
     def from_config(
@@ -138,14 +134,14 @@ class Runtime:
                 if earlier is None or earlier == connection:
                     continue
                 if earlier.base_url != connection.base_url:
-                    self._moves.append((name, earlier.base_url, connection.base_url))
+                    self._carryover.moves.append((name, earlier.base_url, connection.base_url))
                 # What its breaker saw was about the old endpoint or credentials. A shared breaker is kept per
                 # base_url (another one starts closed); on the same one, the next run closes it.
                 if _new_endpoint(earlier, connection):
                     if isinstance(self.breaker_store, MemoryStore):
                         self.breaker_store.close_breaker(name)
                     if earlier.base_url == connection.base_url:
-                        self._close_shared.add(name)
+                        self._carryover.close_shared.add(name)
             self.mapper, self.routes, self.config = mapper, mapper.routes, config
             # New dicts, not updated in place: a service's other thread may be reading the old ones.
             self.connections = {c.name: c for c in config.connections}
@@ -170,7 +166,7 @@ class Runtime:
         from now on, are parked (left pending): ``shipmap serve`` ends its run to look at parked work, and
         its next run, which starts at once, sends them. Without it the run would wait for them, up to
         ``outage_wait``, before it ended, and nothing would be handed to delivery meanwhile."""
-        deliverer = self._deliverer
+        deliverer = self._deliverer()
         if deliverer is not None:
             deliverer.park_waiting()
 
@@ -178,7 +174,7 @@ class Runtime:
         """A reload is about to move connections to ``config``'s endpoints or credentials: the run in progress
         stops waiting for their open breakers, and the deliveries that waited stay pending, so the run ends
         and the next sends them with the new settings, not after ``outage_wait``. Called in the run's thread."""
-        deliverer = self._deliverer
+        deliverer = self._deliverer()
         if deliverer is None:
             return
         deliverer.stop_waiting(
@@ -232,8 +228,11 @@ class Runtime:
         ``os.fork`` always run in this thread."""
         if workers < 0:
             raise ConfigError("workers must be 0 or more")
-        with self._exclusive(), self._open_journal() as journal:
-            execution = Execution(self, journal, progress, total, park_when_down=park_when_down)
+        with (
+            self._exclusive(),
+            self._open_journal() as journal,
+            self._execution_over(journal, progress, total, park_when_down=park_when_down) as execution,
+        ):
             if workers and not isinstance(events, AsyncIterable) and fork_available():
                 forked = ForkedProducer(
                     lambda: produce_packed(self.mapper, events), close_in_child=journal.lock_fds()
@@ -265,8 +264,11 @@ class Runtime:
         from its stored source document with the mapping as it is now; same delivery and idempotency keys.
         ``refresh`` may replace the stored documents first: it takes the (dead letter, document) pairs and
         gives them back (``shipmap replay --refetch``: enrichment again, several at once)."""
-        with self._exclusive(), self._open_journal() as journal:
-            execution = Execution(self, journal, progress, None)
+        with (
+            self._exclusive(),
+            self._open_journal() as journal,
+            self._execution_over(journal, progress, None) as execution,
+        ):
             return await execution.execute(produce_replay(self.mapper, journal, keys, refresh), decide=False)
 
     def plan(self, events: Iterable[Any]) -> Iterator[PlanEntry]:
@@ -348,6 +350,39 @@ class Runtime:
             yield
         finally:
             self._running.release()
+
+    @contextlib.contextmanager
+    def _execution_over(
+        self,
+        journal: Journal,
+        progress: Callable[[Progress], None] | None,
+        total: int | None,
+        *,
+        park_when_down: bool = False,
+    ) -> Iterator[Execution]:
+        """The run in progress, for as long as the block lasts (inside ``_exclusive``): it borrows this
+        runtime's transport, random source and log, and takes what earlier runs and reloads left it in the
+        carryover."""
+        self._execution = Execution(
+            self,
+            journal,
+            progress,
+            total,
+            carryover=self._carryover,
+            transport=self._transport,
+            rng=self._rng,
+            log=self._log,
+            park_when_down=park_when_down,
+        )
+        try:
+            yield self._execution
+        finally:
+            self._execution = None
+
+    def _deliverer(self) -> Deliverer | None:
+        """The deliverer of the run in progress, while it sends."""
+        execution = self._execution
+        return execution.deliverer if execution is not None else None
 
     def _open_journal(self) -> Journal:
         settings = self.config.journal

@@ -15,23 +15,28 @@ A run wires the stages together and owns none of their work:
   the store.
 
 An :class:`Execution` is its ``Runtime``'s: it reads the runtime's connections, auth sessions and breaker
-store, and takes what the runtime kept for the next run (a reload's moved connections, the shared breakers to
-close).
+store, borrows what the runtime lends each run (its transport, random source and log, given to the
+constructor), and takes what a reload left for the next run from the runtime's :class:`Carryover` (moved
+connections, shared breakers to close).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
+
+import httpx
 
 from .._deliver._breaker import SharedStore
 from .._deliver._delivery import Deliverer, OutboundRequest
 from .._deliver._held import HeldBack
 from .._deliver._workers import DeliveryWorkers
 from .._map._steps import Item, Job
+from .._redact import RedactingLogger
 from .._store._breaker_pg import PostgresStateStore
 from .._store._claims import release_leases
 from .._store._journal import Journal
@@ -40,6 +45,7 @@ from .._store._moves import follow_base_urls, move_pending, stranded
 from .._store._outbox import Outbox
 from .._store._retention import prune_periodically
 from .._summary import Progress, RunSummary
+from ._carryover import Carryover
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
@@ -52,6 +58,9 @@ class Execution:
     (``Outbox.settle``: journaled ``pending`` before any request goes out) and its jobs to the delivery
     workers, and waits for them (and for what they held back while a connection was down: ``HeldBack``); on
     a shared journal it keeps this worker's leases meanwhile.
+
+    ``deliverer`` is the run's while it sends (None before and after), for the runtime to tell it to stop
+    waiting for open breakers (``Runtime.park_waiting``, ``Runtime.stop_waiting_for``).
     """
 
     def __init__(
@@ -61,16 +70,25 @@ class Execution:
         progress: Callable[[Progress], None] | None,
         total: int | None,
         *,
+        carryover: Carryover,
+        transport: httpx.AsyncBaseTransport | None,
+        rng: random.Random,
+        log: RedactingLogger,
         park_when_down: bool = False,
     ) -> None:
         self.runtime = runtime
         self.journal = journal
         self.progress = progress
         self.total = total
+        self.carryover = carryover
+        self.transport = transport
+        self.rng = rng
+        self.log = log
+        self.deliverer: Deliverer | None = None
         self.summary = runtime.live = RunSummary()
         self.started = time.perf_counter()
         self._follow_moved_connections()  # before recovery reads the pending rows
-        self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, runtime._log)
+        self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, log)
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
         self.park_when_down = park_when_down
@@ -81,8 +99,8 @@ class Execution:
         too. The workers of a PostgreSQL journal may run with two configs during a rollout: there only a
         reload's moves apply, once, by the process that reloaded, and what is left for another base is named
         (once per connection and base), with the command that moves it."""
-        runtime, journal = self.runtime, self.journal
-        reloaded, runtime._moves = runtime._moves, []
+        runtime, journal, log = self.runtime, self.journal, self.log
+        reloaded = self.carryover.take_moves()
         base_urls = {name: c.base_url for name, c in runtime.connections.items()}
         if journal.shared:
             moved = [(name, move_pending(journal, name, old, new)) for name, old, new in reloaded]
@@ -91,16 +109,15 @@ class Execution:
         for name, count in moved:
             if not count:
                 continue
-            runtime._log.warning("connections.%s: base_url changed: %d pending deliver%s journaled for the old"
-                                 " one go to the new one", name, count, "y" if count == 1 else "ies")  # fmt: skip
+            log.warning("connections.%s: base_url changed: %d pending deliver%s journaled for the old one go to"
+                        " the new one", name, count, "y" if count == 1 else "ies")  # fmt: skip
         for left in stranded(journal, base_urls):
-            if (left.connection, base_urls[left.connection]) in runtime._stranded_named:
+            if not self.carryover.first_naming(left.connection, base_urls[left.connection]):
                 continue
-            runtime._stranded_named.add((left.connection, base_urls[left.connection]))
-            runtime._log.warning("connections.%s: %s journaled for another base_url (such as %s) go there, not to"
-                                 " this one; if the endpoint moved, `shipmap journal move-pending JOURNAL %s --from"
-                                 " OLD_BASE_URL --to BASE_URL` sends them here", left.connection, left.describe(),
-                                 left.example_url, left.connection)  # fmt: skip
+            log.warning("connections.%s: %s journaled for another base_url (such as %s) go there, not to this one;"
+                        " if the endpoint moved, `shipmap journal move-pending JOURNAL %s --from OLD_BASE_URL --to"
+                        " BASE_URL` sends them here", left.connection, left.describe(), left.example_url,
+                        left.connection)  # fmt: skip
 
     async def execute(
         self, producer: AsyncGenerator[list[Item], None], *, decide: bool, wait_for_others: bool = True
@@ -119,14 +136,14 @@ class Execution:
             runtime.auths,
             runtime.config.delivery,
             runtime.redactor,
-            transport=runtime._transport,
-            rng=runtime._rng,
+            transport=self.transport,
+            rng=self.rng,
             on_retry=self._on_retry,
             store=runtime.breaker_store,
             runtime_name=runtime.name,
             waiting_cap=waiting_cap,
         )
-        runtime._deliverer = deliverer
+        self.deliverer = deliverer
         try:
             if self.park_when_down:  # as many as may wait for a breaker are read; the rest are counted
                 outbox.park_down(await self._down(deliverer), probes=waiting_cap)
@@ -146,7 +163,7 @@ class Execution:
                         prune_periodically(
                             self.journal,
                             keep,
-                            log=runtime._log,
+                            log=self.log,
                             forgotten=lambda pruned: pruned.add_to(forgotten),
                         )
                     )
@@ -188,7 +205,7 @@ class Execution:
         finally:
             # Here, not after: a run cancelled (serve's drain deadline) is summed in the service's summary too.
             self.summary.elapsed = time.perf_counter() - self.started
-            runtime._deliverer = None
+            self.deliverer = None
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):
                 outbox.flush_marks()
@@ -223,7 +240,7 @@ class Execution:
             runtime_name=runtime.name,
         )
         runtime.breaker_store = store
-        closing, runtime._close_shared = runtime._close_shared, set()
+        closing = self.carryover.take_close_shared()
         for name in sorted(closing & endpoints.keys()):
             await store.close_breaker(name)
         return store
