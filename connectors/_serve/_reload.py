@@ -32,8 +32,8 @@ RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret fil
 class Reloaded:
     """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
     mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url``),
-    ``events`` and ``delivery: retry``; ``not_applied``, the other parts of the config found changed, which
-    wait for a restart."""
+    ``events`` and ``delivery: retry``; ``not_applied``, the other keys of the config found changed
+    (``serve.dedup_window``), which wait for a restart."""
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
@@ -232,11 +232,19 @@ _APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"
 
 
 def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: frozenset[str]) -> Iterator[str]:
-    """The sections a reload does not apply that differ from the file the service started with, and the
-    connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload: each
-    connection reads them again itself, at a login or a 401.)"""
+    """The sections a reload does not apply that differ from the file the service started with, by key
+    (``serve.dedup_window``, ``journal.keep``; a section that is no mapping, or not one any more, by its name),
+    and the connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload:
+    each connection reads them again itself, at a login or a 401.)"""
     for key in sorted((started.keys() | now.keys()) - _APPLIED):
-        if started.get(key) != now.get(key):
+        before, after = started.get(key), now.get(key)
+        if before == after:
+            continue
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            for name in sorted(before.keys() | after.keys(), key=str):
+                if before.get(name) != after.get(name):
+                    yield f"{key}.{name}"
+        else:
             yield key
     connections = (_mapping_or_empty(started.get("connections")), _mapping_or_empty(now.get("connections")))
     for name in sorted(kept):

@@ -114,7 +114,8 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             ), line
             assert app_status(client, "a5") == 200
             assert any(
-                "serve changed in" in line and "but a reload does not apply it: restart to apply" in line
+                "serve.drain_timeout changed in" in line
+                and "but a reload does not apply it: restart to apply" in line
                 for line in serve.errors
             ), serve.errors[-5:]
             assert (status(client, "shop", OLD, "r7"), status(client, "shop", NEW, "r8")) == (401, 200)
@@ -414,6 +415,36 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
     )
     assert "restart the service to remove it" in str(refused.value)
     assert "fenix2" in runtime.connections and runtime.config.delivery.retry.max_attempts == 6  # they stay
+
+
+def test_a_reload_names_the_serve_keys_it_does_not_apply_and_refuses_keep_bodies_past_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``serve.dedup_window`` is the inbox's, set at start: a reload names it for a restart and the service
+    goes on with the window it started with; a ``keep_bodies`` longer than the window is refused, located."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    for name, value in environment("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "serve.yaml"
+    text = config.read_text()
+    config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  dedup_window: 2d\n"))
+    service = Service(Runtime.from_config(config))
+    assert service.settings.dedup_window == 2 * 86400
+
+    config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 20s\n  dedup_window: 1d\n"))
+    reloaded = asyncio.run(service.reload())
+    assert reloaded == Reloaded(changed=(), not_applied=("serve.dedup_window", "serve.drain_timeout"))
+    assert service.settings.dedup_window == 2 * 86400  # as started, until a restart
+
+    config.write_text(text.replace("  drain_timeout: 30s\n", "  dedup_window: 1d\n  keep_bodies: 2d\n"))
+    with pytest.raises(ConfigError) as refused:
+        asyncio.run(service.reload())
+    line = config.read_text().splitlines().index("  keep_bodies: 2d") + 1
+    assert str(refused.value).startswith(
+        f"{config}:{line}:16: error: serve.keep_bodies: must be at most dedup_window (1d): the inbox forgets a"
+        " webhook, its id and its body, that long after it arrived"
+    ), str(refused.value)
 
 
 def test_a_reload_moves_an_endpoint_and_the_deliveries_waiting_for_it_follow(
