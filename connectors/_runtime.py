@@ -78,7 +78,7 @@ class Runtime:
         # The summary of the run in progress (or the last one): ``shipmap serve`` reads it for /metrics.
         self.live: RunSummary | None = None
         self._carryover = Carryover()
-        self._concurrency_override: int | None = None  # the command line's, which a reload keeps
+        self._concurrency_override: int | None = None
         self._execution: Execution | None = None  # the run in progress
 
     @classmethod
@@ -112,6 +112,12 @@ class Runtime:
         runtime = cls(config, transport=transport, seed=seed, name=name)
         runtime._concurrency_override = concurrency
         return runtime
+
+    @property
+    def concurrency_override(self) -> int | None:
+        """The ``concurrency`` given to ``from_config``, which outranks the file's ``delivery.concurrency``
+        (a service's reload keeps it); None when none was given."""
+        return self._concurrency_override
 
     def use_mapper(self, mapper: EventMapper) -> None:
         """Map the next runs' events with ``mapper`` and send them over its config's connections, with its

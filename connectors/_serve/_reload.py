@@ -150,8 +150,8 @@ def _read_again(
             ("connections",),
         )
     delivery = config.delivery
-    if runtime._concurrency_override is not None:  # --concurrency outranks the file, as at start
-        delivery = dataclasses.replace(delivery, concurrency=runtime._concurrency_override)
+    if runtime.concurrency_override is not None:  # --concurrency outranks the file, as at start
+        delivery = dataclasses.replace(delivery, concurrency=runtime.concurrency_override)
     remapped = dataclasses.replace(
         runtime.config,
         connections=tuple(running[c.name] if c.name in kept else c for c in config.connections),
