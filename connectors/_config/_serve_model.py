@@ -105,9 +105,12 @@ class SourceSettings:
     tolerance: float = field(
         default=DEFAULT_TOLERANCE,
         metadata=about(
-            "standard-webhooks: how far webhook-timestamp may be from this server's clock.",
+            "standard-webhooks: how far webhook-timestamp may be from this server's clock. At most 1h.",
             duration=True,
             exclusiveMinimum=0,
+            maximum=SHORTEST_DEDUP_WINDOW,
+            why="a signed webhook older than the shortest serve.dedup_window could be replayed once its id"
+            " is forgotten",
         ),
     )
     id_header: str | None = field(

@@ -37,6 +37,15 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         changes["serve"] = {key: "PLACEHOLDER"}
     elif section == "journal":
         changes["journal"] = {"path": "journal.db", key: "PLACEHOLDER"}
+    elif section == "sources.hooks":
+        changes["sources"] = {
+            "hooks": {
+                "type": "generic",
+                "signature": "standard-webhooks",
+                "secret": "${SHOPIFY_SECRET}",
+                key: "PLACEHOLDER",
+            }
+        }
     elif section == "connections.fenix.breaker":
         connections = dict(BASE_CONFIG["connections"])
         connections["fenix"] = {**connections["fenix"], "breaker": {key: "PLACEHOLDER"}}
@@ -80,6 +89,13 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
             "serve.dedup_window: must be at most 90d: it spans a sender's retries of one webhook, which end"
             " within days (Shopify's within 4 hours), and the inbox looks for ids to forget hourly",
         ),
+        (
+            "sources.hooks",
+            "tolerance",
+            "2h",
+            "sources.hooks.tolerance: must be at most 1h: a signed webhook older than the shortest"
+            " serve.dedup_window could be replayed once its id is forgotten",
+        ),
         # Raised to 50ms in silence before: a rule outside the field's declaration, and a file that said
         # otherwise than what ran.
         (
@@ -111,6 +127,7 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         "cooldown-0s",
         "dedup_window-under",
         "dedup_window-over",
+        "tolerance-over",
         "resweep-10ms",
         "resweep_cap-0",
         "negative-unbounded",

@@ -55,6 +55,7 @@ def _runtime() -> Runtime:
         ({}, {"type": "github"}, 'sources.shop.type: must be one of "shopify", "woocommerce"'),
         ({}, {"signature": "md5"}, "sources.shop.signature: must be one of"),
         ({}, {"tolerance": 0.0}, "sources.shop.tolerance: must be more than 0s"),
+        ({}, {"tolerance": 3601.0}, "sources.shop.tolerance: must be at most 1h: a signed webhook older"),
         ({}, {"rate_limit": RateLimit(per_second=0.0, burst=1)}, "sources.shop.rate_limit.per_second"),
     ],
     ids=[
@@ -70,6 +71,7 @@ def _runtime() -> Runtime:
         "type",
         "signature",
         "tolerance-0",
+        "tolerance-over",
         "rate-0",
     ],
 )
