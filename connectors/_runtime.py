@@ -273,7 +273,7 @@ class Runtime:
         with (
             self._exclusive(),
             self._open_journal() as journal,
-            self._execution_over(journal, progress, None) as execution,
+            self._execution_over(journal, progress, None, replay=True) as execution,
         ):
             return await execution.execute(produce_replay(self.mapper, journal, keys, refresh), decide=False)
 
@@ -365,6 +365,7 @@ class Runtime:
         total: int | None,
         *,
         park_when_down: bool = False,
+        replay: bool = False,
     ) -> Iterator[Execution]:
         """The run in progress, for as long as the block lasts (inside ``_exclusive``): it borrows this
         runtime's transport, random source and log, and takes what earlier runs and reloads left it in the
@@ -379,6 +380,7 @@ class Runtime:
             rng=self._rng,
             log=self._log,
             park_when_down=park_when_down,
+            replay=replay,
         )
         try:
             yield self._execution

@@ -7,10 +7,10 @@ workers (attempts, latencies); ``shipmap run`` prints it, ``shipmap serve`` expo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class LatencyHistogram:
@@ -91,6 +91,10 @@ DEAD_KEYS_KEPT = 1000  # the dead letters' keys a summary lists (what `shipmap r
 class RunSummary:
     """The outcome of a run or replay. ``ok`` is false when anything was dead-lettered or rejected.
 
+    A replay's summary says so (``replay``): its ``dead`` are dead letters sent again that failed again, still
+    the same dead letters, not new ones; a service counts them apart (``replays``), so that its dead-letter
+    count is of events that became dead letters (docs/serve.md#operations).
+
     ``targets`` holds what happened to each target that something happened to, by :class:`TargetKey`;
     ``get("mapping.target")`` reads one by its label."""
 
@@ -118,6 +122,9 @@ class RunSummary:
     # breaker has closed since (moved out of ``outages``, which keeps those still down).
     dead_now: int | None = None
     outages_ended: list[str] = field(default_factory=list)
+    replay: bool = False  # the summary of a replay of dead letters
+    # A service's: what the replays it carried out did, folded (their counts are not in ``targets``).
+    replays: RunSummary | None = None
 
     def park(self, connection: str, outage: str, count: int = 1, *, counted: bool = False) -> bool:
         """``count`` deliveries of ``connection`` left pending, its breaker open (``outage``: how it is down,
@@ -193,6 +200,29 @@ def describe_held(held: list[Held]) -> str:
         )
         parts.append(f"{entry.worker or 'nobody yet'} holds {entry.deliveries}{until}")
     return ", ".join(parts)
+
+
+def replay_report(summary: RunSummary) -> dict[str, Any]:
+    """A replay's outcome as ``shipmap serve`` hands it back to the ``shipmap replay`` that asked (JSON)."""
+    return {
+        "delivered": summary.delivered,
+        "dead": summary.dead,
+        "skipped": summary.skipped,
+        "parked": summary.parked,
+        "rejected": summary.rejected,
+        "events": summary.events,
+        "dead_keys": summary.dead_keys[:100],
+        "outages": summary.outages,
+    }
+
+
+def replay_outcome(report: Mapping[str, Any]) -> str:
+    """``delivered 1, still dead 2, left pending 0, skipped 0``: a replay's ``replay_report``, as ``shipmap
+    replay`` prints it and the service logs it. Still dead, not dead: they were dead letters already."""
+    return (
+        f"delivered {report.get('delivered', 0)}, still dead {report.get('dead', 0)},"
+        f" left pending {report.get('parked', 0)}, skipped {report.get('skipped', 0)}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

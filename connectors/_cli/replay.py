@@ -12,14 +12,21 @@ from pathlib import Path
 
 from shipmap.connectors._cli._replay_rejected import replay_rejected
 from shipmap.connectors._cli._types import positive_int
-from shipmap.connectors._cli.run import exit_code, install_redaction, print_summary, run_with_progress
-from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK
+from shipmap.connectors._cli.run import (
+    exit_code,
+    install_redaction,
+    outcome_exit_code,
+    print_summary,
+    run_with_progress,
+)
+from shipmap.connectors._errors import EXIT_OK
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
 from shipmap.connectors._serve._enrich import refetcher
 from shipmap.connectors._serve._replays import ReplayRequests, replays_path
 from shipmap.connectors._store._journal import open_readonly
+from shipmap.connectors._summary import replay_outcome
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -105,12 +112,9 @@ def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:
         result = requests.outcome(
             request, time.monotonic() + args.wait, args.wait, does="replays it", do="replay"
         )
-    print(
-        f"replayed by shipmap serve: delivered {result.get('delivered', 0)}, dead {result.get('dead', 0)},"
-        f" left pending {result.get('parked', 0)}, skipped {result.get('skipped', 0)}"
-    )
+    print(f"replayed by shipmap serve: {replay_outcome(result)}")
     for key in result.get("dead_keys", []):
         print(f"  still dead: {key}")
-    if result.get("dead") or result.get("rejected"):
-        return EXIT_DEAD_LETTERS
-    return EXIT_OK
+    return outcome_exit_code(
+        parked=int(result.get("parked", 0)), failed=bool(result.get("dead") or result.get("rejected"))
+    )

@@ -20,7 +20,7 @@ from shipmap.connectors._map._parallel import ordered_map
 from shipmap.connectors._plural import counted
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
-from shipmap.connectors._summary import describe_held
+from shipmap.connectors._summary import describe_held, replay_outcome, replay_report
 from shipmap.engine import read_documents
 from shipmap.engine._chunks import SourceChunk, read_chunks
 from shipmap.engine._sources import estimate_total
@@ -296,13 +296,18 @@ def _ms(seconds: float | None) -> str:
 
 
 def exit_code(summary: RunSummary) -> int:
-    """What a finished run or replay exits with (docs/runtime.md#exit-codes): deliveries left pending by an
-    outage first, then dead letters and rejections, then deliveries other live workers still hold."""
-    if summary.parked:
+    """What a finished run or replay exits with (docs/runtime.md#exit-codes)."""
+    return outcome_exit_code(parked=summary.parked, failed=not summary.ok, held=bool(summary.held))
+
+
+def outcome_exit_code(*, parked: int, failed: bool, held: bool = False) -> int:
+    """Deliveries left pending by an outage first, then dead letters (a replay's: still dead) and rejections,
+    then deliveries other live workers still hold."""
+    if parked:
         return EXIT_OUTAGE
-    if not summary.ok:
+    if failed:
         return EXIT_DEAD_LETTERS
-    if summary.held:  # this worker's part is done, but the input is not delivered yet
+    if held:  # this worker's part is done, but the input is not delivered yet
         return EXIT_HELD
     return EXIT_OK
 
@@ -348,9 +353,12 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
             f"{counted(summary.held_elsewhere, 'delivery')} still pending, held by other live workers: "
             f"{describe_held(summary.held)}; they send them, or a later run takes them over\n"
         )
+    if summary.replays is not None and summary.replays.targets:  # a service's, at stop
+        out.write(f"replayed while serving: {replay_outcome(replay_report(summary.replays))}\n")
     if summary.dead_now is not None:
         _write_dead_at_stop(summary, out)
-    elif summary.dead or summary.rejected:
+        return
+    if summary.dead or summary.rejected:
         out.write(
             f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
             " fix and `shipmap replay`\n"

@@ -75,6 +75,7 @@ class Execution:
         rng: random.Random,
         log: RedactingLogger,
         park_when_down: bool = False,
+        replay: bool = False,
     ) -> None:
         self.runtime = runtime
         self.journal = journal
@@ -85,7 +86,7 @@ class Execution:
         self.rng = rng
         self.log = log
         self.deliverer: Deliverer | None = None
-        self.summary = runtime.live = RunSummary()
+        self.summary = runtime.live = RunSummary(replay=replay)
         self.started = time.perf_counter()
         self._follow_moved_connections()  # before recovery reads the pending rows
         self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, log)

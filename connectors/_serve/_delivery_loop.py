@@ -9,7 +9,8 @@ The two share nothing else: intake wakes the feed when it commits a webhook, and
 Delivery is a sequence of runs over one feed. A run ends when the feed says so (a sweep of parked
 deliveries is due, or ``shipmap replay`` left a request, see ``_feed`` and ``_replays``); the loop then
 carries out the waiting replays and starts the next run, which first re-sends what the journal holds
-pending. Each run's summary is folded into the service's totals (``_totals``).
+pending. Each run's summary is folded into the service's totals, and each replay's into the totals of its
+replays, apart: a replayed dead letter that fails again is not a new one (``_totals``).
 
 A run that stops because its sends keep raising inside shipmap (``SendingStopped``: a bug, or a custom
 transport or auth flow that fails every request) does not stop the service: what it had not delivered is
@@ -39,6 +40,7 @@ from .._errors import SendingStopped
 from .._map._mapper import EventMapper
 from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
+from .._summary import replay_outcome, replay_report
 from ._enrich import Enricher, refetcher
 from ._feed import InboxFeed
 from ._inbox import InboxStore
@@ -47,7 +49,7 @@ from ._inbox_retention import Retention, purge_inbox
 from ._rejected import requeue_requested
 from ._replays import ReplayRequest, ReplayRequests
 from ._settings import Enrichment
-from ._totals import combined, fold
+from ._totals import combined, fold, fold_replay
 
 _STALL_POLL = 0.25  # seconds between looks for a stop or a replay request while delivery is stalled
 
@@ -90,6 +92,7 @@ class DeliveryLoop:
         self._retention = retention or Retention()
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self.total = RunSummary()  # the finished runs, folded
+        self.replayed = RunSummary(replay=True)  # the finished replays, folded
         self.accepted = 0  # webhooks intake committed (counted by ``wake``): the feed steps aside in bursts
         self._folded: RunSummary | None = (
             None  # the last run folded in (the runtime's ``live`` until the next)
@@ -134,9 +137,21 @@ class DeliveryLoop:
         return self._feed.handed if self._feed is not None else 0
 
     def summary(self) -> RunSummary:
-        """Everything delivered since the service started: the finished runs and the one in progress."""
+        """Everything delivered since the service started: the finished runs and the one in progress (the
+        replays apart: ``replays``)."""
+        live = self._unfolded()
+        return combined(self.total, live if live is not None and not live.replay else None)
+
+    def replays(self) -> RunSummary:
+        """What the replays carried out since the service started did: the finished ones and the one in
+        progress."""
+        live = self._unfolded()
+        return combined(self.replayed, live if live is not None and live.replay else None)
+
+    def _unfolded(self) -> RunSummary | None:
+        """The runtime's run or replay in progress, None once it is folded into the totals."""
         live = self.runtime.live
-        return combined(self.total, None if live is self._folded else live)
+        return None if live is self._folded else live
 
     def enrichment_breakers(self) -> StateStore | None:
         """The store enrichment's breakers live in, once the delivery thread has built its enricher (not
@@ -226,11 +241,15 @@ class DeliveryLoop:
         try:
             summary = asyncio.run(self._deliver())
         except asyncio.CancelledError:
-            self.result.set_result(combined(self.total, self.runtime.live))
+            self.result.set_result(self._at_end(self.summary()))
         except BaseException as error:  # handed to the service, which stops and reports it
             self.result.set_exception(error)
         else:
-            self.result.set_result(summary)
+            self.result.set_result(self._at_end(summary) if summary is not None else None)
+
+    def _at_end(self, summary: RunSummary) -> RunSummary:
+        summary.replays = self.replays()  # a replay cut short by the drain's deadline included
+        return summary
 
     async def _deliver(self) -> RunSummary | None:
         with self._control:
@@ -368,10 +387,11 @@ class DeliveryLoop:
             except Exception as error:  # the request fails, the service goes on
                 self._failed(request, error)
                 continue
-            fold(self.total, summary)
+            fold_replay(self.total, self.replayed, summary)
             self._folded = summary
+            self._log.info("replay request %d: %s", request.id, replay_outcome(replay_report(summary)))
             assert self._replays is not None
-            self._replays.finish(request.id, _report(summary))
+            self._replays.finish(request.id, replay_report(summary))
 
     def _failed(self, request: ReplayRequest, error: Exception) -> None:
         message = self.runtime.redactor.redact(str(error))
@@ -394,17 +414,3 @@ class DeliveryLoop:
 def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:
     with contextlib.suppress(RuntimeError):  # the delivery loop has closed: it has ended, nothing to do
         loop.call_soon_threadsafe(callback)
-
-
-def _report(summary: RunSummary) -> dict[str, object]:
-    """What ``shipmap replay`` prints of a replay the service carried out."""
-    return {
-        "delivered": summary.delivered,
-        "dead": summary.dead,
-        "skipped": summary.skipped,
-        "parked": summary.parked,
-        "rejected": summary.rejected,
-        "events": summary.events,
-        "dead_keys": summary.dead_keys[:100],
-        "outages": summary.outages,
-    }

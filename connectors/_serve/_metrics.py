@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .._runtime import LatencyHistogram, RunSummary
+from .._summary import TargetSummary
 
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -34,7 +35,9 @@ class ServiceMetrics:
         processes: Callable[[], int] = lambda: 1,
         enrichment: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
         parked: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        replays: Callable[[], RunSummary | None] = lambda: None,
     ) -> None:
+        """``summary``: the service's deliveries (its runs); ``replays``: what the replays it carried out did."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
             "shipmap_webhooks_received", "Webhook requests received", ["source"], registry=self.registry
@@ -65,7 +68,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(
-            _Live(summary, queue, breakers, in_flight, stalled, processes, enrichment, parked)
+            _Live(summary, queue, breakers, in_flight, stalled, processes, enrichment, parked, replays)
         )
 
     def reject(self, source: str, reason: str) -> None:
@@ -88,8 +91,10 @@ class _Live(Collector):
         processes: Callable[[], int],
         enrichment: Callable[[], Mapping[str, Mapping[str, int]]],
         parked: Callable[[], tuple[int, int]],
+        replays: Callable[[], RunSummary | None],
     ) -> None:
         self._parked = parked
+        self._replays = replays
         self._processes = processes
         self._enrichment = enrichment
         self._summary = summary
@@ -110,18 +115,24 @@ class _Live(Collector):
             "Delivered requests: first attempt to final answer, backoff included",
             labels=["target"],
         )
+        # Apart from the deliveries: a replayed dead letter that fails again is not a new dead letter, and an
+        # alert on the rate of dead letters must not fire while old ones are replayed (docs/serve.md#operations).
+        replays = CounterMetricFamily(
+            "shipmap_replays",
+            "Dead letters replayed by this service, by target and outcome (dead: failed again, still the same"
+            " dead letter)",
+            labels=["target", "outcome"],
+        )
         summary = self._summary()
         # list(): the delivery thread may add a target meanwhile; copying the view is one step under the GIL.
         for stats in list(summary.targets.values()) if summary is not None else ():
-            for outcome, value in (
-                ("delivered", stats.delivered),
-                ("dead", stats.dead),
-                ("skipped", stats.skipped),
-                ("retried", stats.retried),
-            ):
-                deliveries.add_metric([stats.label, outcome], value)
+            _outcomes(deliveries, stats)
             latency.add_metric([stats.label], _buckets(stats.latency), sum_value=math.nan)
+        replayed = self._replays()
+        for stats in list(replayed.targets.values()) if replayed is not None else ():
+            _outcomes(replays, stats)
         yield deliveries
+        yield replays
         yield latency
         forgotten = CounterMetricFamily(
             "shipmap_journal_forgotten",
@@ -194,6 +205,16 @@ class _Live(Collector):
         for connection, count in sorted(enrichment.get("waiting_for_rate", {}).items()):
             waiting.add_metric([connection], count)
         yield waiting
+
+
+def _outcomes(family: CounterMetricFamily, stats: TargetSummary) -> None:
+    for outcome, value in (
+        ("delivered", stats.delivered),
+        ("dead", stats.dead),
+        ("skipped", stats.skipped),
+        ("retried", stats.retried),
+    ):
+        family.add_metric([stats.label, outcome], value)
 
 
 def _buckets(histogram: LatencyHistogram) -> list[tuple[str, float]]:

@@ -256,6 +256,7 @@ class Service:
                 stalled=lambda: delivery.stalled is not None,
                 processes=lambda: state.processes,
                 parked=delivery.parked_deliveries,
+                replays=delivery.replays,
             )
             state = ServiceState(
                 sources=settings.sources,

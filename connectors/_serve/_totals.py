@@ -6,6 +6,10 @@ service's counters (``/metrics``, the summary printed at exit) must not go back 
 finished runs are folded into one summary here, in constant memory. Totals only add up: what the summary at
 exit says is still owed (outages, dead letters, pending work) the service reads when it stops (``as_at_stop``,
 ``owed_at_stop``).
+
+Replays are folded into a total of their own: a dead letter replayed that fails again is the same dead
+letter, and the service's count of dead letters (what an alert watches) is of events that became dead
+letters; a replay's outcomes are counted beside it (``shipmap_replays_total``).
 """
 
 from __future__ import annotations
@@ -53,9 +57,16 @@ def fold(total: RunSummary, run: RunSummary) -> None:
     total.dead_keys.extend(run.dead_keys[: max(0, DEAD_KEYS_KEPT - len(total.dead_keys))])  # bounded
 
 
+def fold_replay(total: RunSummary, replays: RunSummary, replay: RunSummary) -> None:
+    """Add a finished ``replay``'s counts to ``replays``; the connections it found down are the service's
+    outages all the same (``as_at_stop`` says at stop which of them are still down)."""
+    fold(replays, replay)
+    total.outages.update(replay.outages)
+
+
 def combined(total: RunSummary, live: RunSummary | None) -> RunSummary:
     """``total`` with the run in progress added (a new summary; neither argument changes)."""
-    out = RunSummary()
+    out = RunSummary(replay=total.replay)
     fold(out, total)
     if live is not None:
         fold(out, live)

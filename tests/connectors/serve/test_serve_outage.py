@@ -342,7 +342,7 @@ def test_replay_of_a_dead_letter_while_serve_runs(tmp_path: Path) -> None:
                 replay = shipmap("replay", str(serve.config), "--no-progress")
                 assert replay.returncode == 0, replay.stdout + replay.stderr
                 assert "shipmap serve is running: it replays 1 dead letter" in replay.stdout
-                assert "replayed by shipmap serve: delivered 1, dead 0" in replay.stdout
+                assert "replayed by shipmap serve: delivered 1, still dead 0" in replay.stdout
                 (order,) = sandbox.requests(endpoint="fenix.orders")
                 assert order.body["id"] == "7000009"
                 again = shipmap("replay", str(serve.config), "--no-progress")

@@ -1,0 +1,137 @@
+"""A replay that fails again is not a new dead letter: ``shipmap_deliveries_total{outcome="dead"}`` counts the
+events that became dead letters, and what replays did is ``shipmap_replays_total``, so an alert on the rate
+of dead letters stays quiet while an operator replays old ones that are still broken. A real service, the
+sandbox over HTTP, a mapping broken then fixed (``kill -HUP``), ``shipmap replay`` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
+PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
+LITERAL = "source: {literal: Shopify}"
+TARGET = "shopify-order.order"
+
+
+def _counters(metrics: str, family: str) -> dict[str, float]:
+    """``outcome -> value`` of ``family`` for the target, as scraped (an absent family reads as empty)."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for found in text_string_to_metric_families(metrics)
+        if found.name == family
+        for sample in found.samples
+        if sample.name == f"{family}_total" and sample.labels["target"] == TARGET
+    }
+
+
+def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(tmp_path: Path) -> None:
+    packaged = PACKAGED.read_text()
+    assert LITERAL in packaged
+    mapping = tmp_path / "shopify_order.yaml"
+    # A number where Fenix wants text: every order is its own dead letter, with the contract's reason.
+    mapping.write_text(packaged.replace(LITERAL, "source: {path: id}"))
+    with Sandbox() as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        serve.config.write_text(
+            serve.config.read_text().replace(
+                "- mapping: shopify/order\n", "- mapping: ./shopify_order.yaml\n"
+            )
+        )
+        serve.start()
+
+        def shipmap_replay() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
+                 str(serve.config), "--no-progress"],
+                capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
+            )  # fmt: skip
+
+        def post(client: httpx.Client, order_id: int) -> None:
+            body = json.dumps({**ORDER, "id": order_id}).encode()
+            headers = shopify_headers(body, "orders/create", f"replay-metrics-{order_id}")
+            assert serve.post(client, "shop", body, headers).status_code == 200
+
+        def delivered() -> list[str]:
+            return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
+
+        try:
+            with httpx.Client(timeout=10) as client:
+
+                def scrape() -> tuple[dict[str, float], dict[str, float]]:
+                    text = client.get(f"{serve.url}/metrics").text
+                    return _counters(text, "shipmap_deliveries"), _counters(text, "shipmap_replays")
+
+                post(client, 7_300_001)
+                post(client, 7_300_002)
+                serve.wait_until(lambda: scrape()[0].get("dead") == 2, timeout=30, what="2 dead letters")
+                deliveries, replays = scrape()
+                assert (deliveries["delivered"], deliveries["dead"], replays) == (0, 2, {}), (
+                    deliveries,
+                    replays,
+                )
+
+                # 1. A replay with the mapping still broken: both fail again. They are the same dead letters.
+                still = shipmap_replay()
+                assert still.returncode == EXIT_DEAD_LETTERS, still.stdout + still.stderr
+                assert "shipmap serve is running: it replays 2 dead letters (request 1)\n" in still.stdout
+                assert (
+                    "replayed by shipmap serve: delivered 0, still dead 2, left pending 0, skipped 0\n"
+                    in still.stdout
+                ), still.stdout
+                assert still.stdout.count("  still dead: ") == 2, still.stdout
+                deliveries, replays = scrape()  # the service counts a replay before it answers the command
+                assert (deliveries["delivered"], deliveries["dead"]) == (0, 2), deliveries
+                assert (replays["delivered"], replays["dead"]) == (0, 2), replays
+                assert any("replay request 1: delivered 0, still dead 2" in line for line in serve.errors)
+
+                # 2. The fix, applied without a restart, and a replay that delivers both.
+                mapping.write_text(packaged)
+                assert serve.process is not None
+                serve.process.send_signal(signal.SIGHUP)
+                serve.wait_until(
+                    lambda: any("the last reload's mappings" in line for line in serve.errors),
+                    timeout=30,
+                    what="the fixed mapping in use",
+                )
+                fixed = shipmap_replay()
+                assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+                assert (
+                    "replayed by shipmap serve: delivered 2, still dead 0, left pending 0, skipped 0\n"
+                    in fixed.stdout
+                ), fixed.stdout
+                assert delivered() == ["7300001", "7300002"]
+                deliveries, replays = scrape()
+                assert (deliveries["delivered"], deliveries["dead"]) == (0, 2), deliveries
+                assert (replays["delivered"], replays["dead"]) == (2, 2), replays
+
+                # 3. A new order is the service's own delivery again, and a replay with nothing left says so.
+                post(client, 7_300_003)
+                serve.wait_until(lambda: scrape()[0].get("delivered") == 1, timeout=30, what="the new order")
+                deliveries, replays = scrape()
+                assert (deliveries["dead"], replays["delivered"], replays["dead"]) == (2, 2, 2)
+                nothing = shipmap_replay()
+                assert (nothing.returncode, nothing.stdout.strip()) == (0, "no dead letters to replay")
+            assert serve.terminate() == 0
+            assert delivered() == ["7300001", "7300002", "7300003"]  # each once
+        finally:
+            serve.kill()
+    # The stop summary: the table is the service's own deliveries, the replays are a line of their own.
+    summary = "".join(serve.output)
+    row = next(line for line in serve.output if line.startswith(TARGET))
+    assert row.split()[1:5] == ["1", "0", "2", "0"], row  # delivered, retried, dead, skipped
+    assert "replayed while serving: delivered 2, still dead 2, left pending 0, skipped 0\n" in summary, (
+        summary
+    )
+    assert (
+        "2 dead-lettered while serving; no dead letters in the journal now (replayed meanwhile)\n" in summary
+    )
