@@ -302,7 +302,8 @@ def exit_code(summary: RunSummary) -> int:
 
 def outcome_exit_code(*, parked: int, failed: bool, held: bool = False) -> int:
     """Deliveries left pending by an outage first, then dead letters (a replay's: still dead) and rejections,
-    then deliveries other live workers still hold."""
+    then deliveries other live workers still hold. Dead letters of earlier runs that a run skips are not its
+    failures: the run that made them exited 8, and a replay is what sends them."""
     if parked:
         return EXIT_OUTAGE
     if failed:
@@ -353,6 +354,14 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
             f"{counted(summary.held_elsewhere, 'delivery')} still pending, held by other live workers: "
             f"{describe_held(summary.held)}; they send them, or a later run takes them over\n"
         )
+    if summary.replay:
+        out.write(f"replayed: {replay_outcome(replay_report(summary))}\n")
+        if summary.dead:
+            out.write(
+                f"{counted(summary.dead, 'dead letter')} failed again (still dead, not new ones): see"
+                " `shipmap dead-letters`; fix and `shipmap replay` again\n"
+            )
+        return
     if summary.replays is not None and summary.replays.targets:  # a service's, at stop
         out.write(f"replayed while serving: {replay_outcome(replay_report(summary.replays))}\n")
     if summary.dead_now is not None:
@@ -362,6 +371,11 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
         out.write(
             f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
             " fix and `shipmap replay`\n"
+        )
+    if skipped_dead := sum(stats.skipped_dead for stats in summary.targets.values()):
+        out.write(
+            f"{counted(skipped_dead, 'dead letter')} of earlier runs skipped, not sent again: see `shipmap"
+            " dead-letters`; fix and `shipmap replay`\n"
         )
 
 

@@ -69,6 +69,15 @@ def test_dead_letters_make_a_dedicated_exit_code_then_list_and_replay(
     assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS == 8
     out = capsys.readouterr().out
     assert "2 dead-lettered, 0 rejected" in out
+    # A re-run meets them again: skipped, not new dead letters (its exit says what it did), yet still owed.
+    assert main(["run", str(config), "-i", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"acme-orders\.order\s+0\s+0\s+0\s+2 \(2 dead\)", out), out
+    assert "dead-lettered" not in out, out
+    assert (
+        "2 dead letters of earlier runs skipped, not sent again: see `shipmap dead-letters`; fix and"
+        " `shipmap replay`\n" in out
+    ), out
 
     assert main(["dead-letters", str(config)]) == 0
     listing = capsys.readouterr().out
@@ -84,12 +93,21 @@ def test_dead_letters_make_a_dedicated_exit_code_then_list_and_replay(
     assert sorted(r["key"] for r in records) == sorted(keys)
     assert records[0]["status"] == 400 and records[0]["target"] == "order"
 
-    # Replay with the config still broken: still dead, still exit 8.
+    # Replay with the config still broken: still dead (the same dead letter, not a new one), still exit 8.
     assert main(["replay", str(config), "--key", keys[0][:8]]) == EXIT_DEAD_LETTERS
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "replayed: delivered 0, still dead 1, left pending 0, skipped 0\n" in out, out
+    assert (
+        "1 dead letter failed again (still dead, not new ones): see `shipmap dead-letters`; fix and"
+        " `shipmap replay` again\n" in out
+    ), out
+    assert "dead-lettered" not in out, out
     write_config(tmp_path, sandbox.url)  # the fix: the kind's own path
     assert main(["replay", str(config), "--key", keys[0][:8]]) == 0
-    assert re.search(r"acme-orders\.order\s+1\s", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert re.search(r"acme-orders\.order\s+1\s", out)
+    assert "replayed: delivered 1, still dead 0, left pending 0, skipped 0\n" in out, out
+    assert "failed again" not in out, out
     assert main(["replay", str(config)]) == 0
     capsys.readouterr()
     assert main(["dead-letters", str(config)]) == 0
