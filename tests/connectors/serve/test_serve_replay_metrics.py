@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
+from shipmap.connectors import EXIT_DEAD_LETTERS, EXIT_OUTAGE, Sandbox
 
 from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
 
@@ -135,3 +135,52 @@ def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(t
     assert (
         "2 dead-lettered while serving; no dead letters in the journal now (replayed meanwhile)\n" in summary
     )
+
+
+def test_a_replay_left_pending_by_an_outage_exits_9_through_the_service(tmp_path: Path) -> None:
+    """A replay whose destination is down past ``outage_wait`` leaves its deliveries pending: the command
+    exits 9, as a standalone replay does (it exited 0, as if all had been delivered), and nothing failed
+    again. Then the destination is back and the service's next runs deliver it, once."""
+    # Four 5xx in a row: the delivery gives up after its 4 attempts (the breaker needs 5 to open): dead.
+    with Sandbox(faults="schedule=500,500,500,500") as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        text = serve.config.read_text()
+        assert "  fenix:\n" in text and "  drain_timeout: 30s\n" in text
+        serve.config.write_text(
+            text.replace("  fenix:\n", "  fenix:\n    breaker: {failures: 5, cooldown: 200ms, outage_wait: 1s}\n")
+            .replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  resweep: 200ms\n  resweep_cap: 1s\n")
+        )  # fmt: skip
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+
+                def scrape() -> tuple[dict[str, float], dict[str, float]]:
+                    text = client.get(f"{serve.url}/metrics").text
+                    return _counters(text, "shipmap_deliveries"), _counters(text, "shipmap_replays")
+
+                body = json.dumps({**ORDER, "id": 7_300_009}).encode()
+                headers = shopify_headers(body, "orders/create", "replay-left-pending")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(lambda: scrape()[0].get("dead") == 1, timeout=30, what="a dead letter")
+                # Fenix down: its four 5xx and the replay's first make five failures in a row, the breaker
+                # opens, and the replay waits outage_wait (1 s), then leaves the delivery pending.
+                sandbox.set_faults("5xx=1:503")
+                replay = subprocess.run(
+                    [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
+                     str(serve.config), "--no-progress"],
+                    capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
+                )  # fmt: skip
+                assert replay.returncode == EXIT_OUTAGE, replay.stdout + replay.stderr
+                assert (
+                    "replayed by shipmap serve: delivered 0, still dead 0, left pending 1, skipped 0\n"
+                    in replay.stdout
+                ), replay.stdout
+                deliveries, replays = scrape()
+                assert (deliveries["dead"], replays.get("dead", 0)) == (1, 0), (deliveries, replays)
+                sandbox.set_faults(None)  # Fenix is back: a run after the replay sends what it left pending
+                serve.wait_until(
+                    lambda: len(sandbox.requests(endpoint="fenix.orders")) == 1, timeout=30, what="the order"
+                )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
