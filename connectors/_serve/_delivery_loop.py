@@ -278,6 +278,9 @@ class DeliveryLoop:
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
                     intake_accepted=lambda: self.accepted,
                     runtime_name=self.runtime.name,
+                    # Other services may write to a PostgreSQL journal, each from an SQLite inbox numbered
+                    # from 1 like this one: the inbox's id keeps its webhooks' origins apart from theirs.
+                    origin_inbox=inbox.inbox_id if self.runtime.config.journal.url is not None else None,
                     purge=lambda: purge_inbox(
                         inbox,
                         self._retention,

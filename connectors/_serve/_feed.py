@@ -44,6 +44,7 @@ from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError, SourceUnavailable, concurrency_of
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxStore
 from ._lanes import PAGE, Lane, Lanes, Slot
+from ._origins import webhook_origin
 
 _MARK_EVERY = 32
 _IDLE_POLL = 1.0  # seconds between looks at the inbox when nothing wakes the feed
@@ -119,10 +120,13 @@ class InboxFeed:
         intake_accepted: Callable[[], int] = lambda: 0,
         runtime_name: str | None = None,
         purge: Callable[[], object] | None = None,
+        origin_inbox: str | None = None,
     ) -> None:
         """``purge``: forget what the inbox holds past its time (``_inbox_retention``), hourly while the feed is
-        idle; by default, the rows past the dedup window."""
+        idle; by default, the rows past the dedup window. ``origin_inbox``: the inbox's id, named in each
+        webhook's origin (an SQLite inbox beside a journal that other services share: ``_origins``)."""
         self.inbox = inbox
+        self._origin_inbox = origin_inbox
         self.enricher = enricher
         self.wakeup = asyncio.Event()
         self.stopping = False
@@ -363,7 +367,7 @@ class InboxFeed:
 
     def _slot(self, row: InboundRow) -> Slot[InboundRow, SourceDocument] | SourceUnavailable:
         """The row in its lane: its event at once, or a fetch of its documents under way."""
-        origin = f"{row.source}#{row.id}"
+        origin = webhook_origin(row.source, row.id, self._origin_inbox)
         try:
             event = envelope(row)
         except ValueError as error:

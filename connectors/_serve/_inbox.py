@@ -18,7 +18,9 @@ rows older than the dedup window. A processed row's body is needed only to bring
 
 Schema versions (``inbox_schema`` in ``meta``): 1, the rows; 2, ``body_dropped_at`` (when the body was
 dropped, NULL while it is held) and the index of processed rows that still hold a body. A file is upgraded
-when it is opened for writing (one service holds it); one of version 1 is read as it is.
+when it is opened for writing (one service holds it); one of version 1 is read as it is. ``inbox_id`` in
+``meta``, drawn when the file is first opened for writing (whatever its version), names the inbox in its
+webhooks' origins beside a PostgreSQL journal that other services' inboxes share (``_origins``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._config._serve_model import DEDUP_WINDOW as DEDUP_WINDOW
 from .._errors import JournalError
+from ._origins import new_inbox_id
 
 try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
     import fcntl
@@ -150,6 +153,10 @@ class InboxStore(Protocol):
     """What the service needs of an inbox, whatever holds it: SQLite here (:class:`Inbox`), PostgreSQL next.
     One object per thread; ``accept`` must be durable when it returns."""
 
+    # The inbox's name in its webhooks' origins beside a shared journal (``_origins``); None for the
+    # PostgreSQL inbox, one table whose ids are unique across the services that share it.
+    inbox_id: str | None
+
     def accept(
         self,
         source: str,
@@ -242,10 +249,14 @@ class Inbox:
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._create_or_upgrade()
             row = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_schema'").fetchone()
+            named = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_id'").fetchone()
         except (sqlite3.Error, OSError) as error:
             self._release_lock()
             raise InboxError(f"cannot open inbox {self.path}: {error}") from None
         self.version = str(row[0]) if row is not None else None
+        # Part of its webhooks' origins beside a shared journal (``_origins``). None: a file read-only that no
+        # service has opened since inboxes have ids; none of its origins names it then.
+        self.inbox_id: str | None = str(named[0]) if named is not None else None
         if self.version not in _READABLE:
             self.close()
             raise InboxError(_unreadable(self.path, self.version))
@@ -266,6 +277,11 @@ class Inbox:
                     "INSERT INTO meta (k, v) VALUES ('inbox_schema', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
                     (SCHEMA_VERSION,),
                 )
+            # Drawn once, kept for good (a file made before inboxes had ids gets one now): no schema change,
+            # an older shipmap reads the file as it did.
+            self._db.execute(
+                "INSERT INTO meta (k, v) VALUES ('inbox_id', ?) ON CONFLICT (k) DO NOTHING", (new_inbox_id(),)
+            )
             self._db.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):

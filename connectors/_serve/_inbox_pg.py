@@ -101,6 +101,10 @@ class PostgresInbox:
     claims rows); ``upgrade``: bring an older inbox schema to this version (``shipmap journal migrate``);
     ``create``: make the inbox in a database that has none (a service does; ``migrate`` does not)."""
 
+    inbox_id: str | None = (
+        None  # one table for every service: its row ids name a webhook alone (``_origins``)
+    )
+
     def __init__(
         self,
         url: str,

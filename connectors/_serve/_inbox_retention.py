@@ -60,7 +60,7 @@ def purge_inbox(
     if retention.keep_bodies < retention.dedup_window:
         processed_before = now - retention.keep_bodies
         try:
-            rejected = rejected_rows(journal)
+            rejected = rejected_rows(journal, inbox.inbox_id)
         except JournalError as error:
             log.warning(
                 "the inbox keeps the bodies of processed webhooks for now (serve.keep_bodies): it cannot read"

@@ -2,7 +2,7 @@
 
 A skinny webhook whose documents cannot be fetched for good (the store API answers 404 because the order is
 not visible yet, 403 because the token lacks a scope; a body that is not JSON or too large) becomes a
-rejected input record in the journal, its origin ``<source>#<inbox row id>`` (``_feed``), while the inbox
+rejected input record in the journal, its origin ``<source>#<inbox row id>`` (``_origins``), while the inbox
 keeps the webhook's body for the dedup window (``serve.dedup_window``). Once the cause is fixed,
 :func:`find_rejected` finds those webhooks from the journal's rejected records, and they are requeued in the
 inbox with their documents forgotten: the feed fetches them again, and the run that takes them resolves the
@@ -23,7 +23,6 @@ journal in the inbox's database (the default: ``serve.inbox`` unset), which :fun
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +36,9 @@ from .._store._journal_pg import display_url, is_database_url
 from ._inbox import HeldRow, Inbox
 from ._inbox_journal import requeue_rejected
 from ._inbox_pg import PostgresInbox, open_reader
+from ._origins import WebhookOrigin, parse_webhook_origin
 from ._replays import ReplayRequest
 
-_WEBHOOK_ORIGIN = re.compile(r"(?P<source>.+)#(?P<row>[0-9]+)")
 NOT_A_WEBHOOK = "not a webhook: an input line of `shipmap run` (run that file again)"
 GONE = "its webhook is no longer in the inbox (forgotten serve.dedup_window after it arrived)"
 BODY_DROPPED = "the inbox no longer holds its body (dropped after serve.keep_bodies)"
@@ -106,48 +105,56 @@ def find_rejected(
         for record in page:
             if selected(record.origin, keys):
                 latest[record.origin] = max(record.at, latest.get(record.origin, 0.0))
-    wanted: dict[int, tuple[str, str, float]] = {}  # row: origin, source, rejected at
+    wanted: dict[str, tuple[WebhookOrigin, float]] = {}  # origin: the webhook it names, rejected at
     why: dict[str, str] = {}  # origin: why it cannot be replayed
     for origin, at in latest.items():
-        match = _WEBHOOK_ORIGIN.fullmatch(origin)
-        if match is None:
+        webhook = parse_webhook_origin(origin)
+        if webhook is None:
             why[origin] = NOT_A_WEBHOOK
-        elif match["source"] not in sources:
-            why[origin] = f"source {match['source']} is not in the config"
+        elif webhook.source not in sources:
+            why[origin] = f"source {webhook.source} is not in the config"
         else:
-            wanted[int(match["row"])] = (origin, match["source"], at)
+            wanted[origin] = (webhook, at)
     held: dict[int, HeldRow] = {}
+    inbox_id: str | None = None
     reader = open_reader(inbox) if wanted and inbox is not None else None
     if reader is not None:
         with reader:
-            held = reader.held(wanted)
+            inbox_id = reader.inbox_id
+            held = reader.held({webhook.row for webhook, _ in wanted.values() if webhook.of_inbox(inbox_id)})
     found = RejectedWebhooks()
-    for row, (origin, source, at) in sorted(wanted.items()):
-        kept = held.get(row)
-        if kept is None:
+    for origin, (webhook, at) in sorted(wanted.items(), key=lambda item: item[1][0].row):
+        kept = held.get(webhook.row)
+        if not webhook.of_inbox(inbox_id):  # another service's SQLite inbox beside a shared journal
+            why[origin] = (
+                f"a webhook of another inbox ({webhook.inbox}): replay it with the config of the service that"
+                " keeps that inbox"
+            )
+        elif kept is None:
             why[origin] = GONE
         elif (
-            kept.source != source or kept.received_at > at + _CLOCK_SKEW
+            kept.source != webhook.source or kept.received_at > at + _CLOCK_SKEW
         ):  # received after its rejection: made afresh
-            why[origin] = f"inbox row {row} holds another webhook now (the inbox was started anew)"
+            why[origin] = f"inbox row {webhook.row} holds another webhook now (the inbox was started anew)"
         elif kept.body_dropped:  # its rejection was not on record when the purge dropped the body
             why[origin] = BODY_DROPPED
         else:
-            found.rows[row] = origin
+            found.rows[webhook.row] = origin
     found.unreplayable = [Unreplayable(origin, why[origin]) for origin in latest if origin in why]
     return found
 
 
-def rejected_rows(journal: str | Path | None) -> set[int]:
-    """The inbox rows of which the journal at ``journal`` holds a rejected record (origin ``<source>#<row>``):
-    the webhooks ``replay --rejected`` may bring back, whose bodies the inbox keeps; none where there is no
-    journal yet. Raises JournalError when the journal cannot be read."""
+def rejected_rows(journal: str | Path | None, inbox_id: str | None) -> set[int]:
+    """The rows of the inbox ``inbox_id`` (``_origins``) of which the journal at ``journal`` holds a rejected
+    record: the webhooks ``replay --rejected`` may bring back, whose bodies the inbox keeps; none where there
+    is no journal yet. Raises JournalError when the journal cannot be read."""
     reader = open_readonly(journal)
     if reader is None:
         return set()
     with reader:
         origins = reader.rejected_origins()
-    return {int(match["row"]) for origin in origins if (match := _WEBHOOK_ORIGIN.fullmatch(origin))}
+    webhooks = (parse_webhook_origin(origin) for origin in origins)
+    return {webhook.row for webhook in webhooks if webhook is not None and webhook.of_inbox(inbox_id)}
 
 
 def requeue_directly(inbox: Path, rows: Iterable[int]) -> int:
