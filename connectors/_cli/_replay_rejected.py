@@ -21,6 +21,7 @@ from shipmap.connectors._serve._inbox_pg import open_reader
 from shipmap.connectors._serve._rejected import (
     RejectedWebhooks,
     find_rejected,
+    name_by_inbox,
     refuse_apart,
     requeue_directly,
     requeue_shared,
@@ -57,6 +58,8 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
     code = EXIT_OK
     if found.rows:
         assert inbox is not None  # find_rejected finds no webhook without one
+        if config.journal.url is not None and not is_database_url(inbox):  # a shared journal: origins name it
+            found.rows = name_by_inbox(config.journal.url, config.journal.lease, Path(inbox), found.rows)
         # A running service's requests: beside an SQLite journal, or beside an SQLite inbox (its own still).
         requests = service_requests(config.journal.path if config.journal.url is None else None, inbox)
         if is_database_url(inbox):

@@ -101,9 +101,8 @@ class PostgresInbox:
     claims rows); ``upgrade``: bring an older inbox schema to this version (``shipmap journal migrate``);
     ``create``: make the inbox in a database that has none (a service does; ``migrate`` does not)."""
 
-    inbox_id: str | None = (
-        None  # one table for every service: its row ids name a webhook alone (``_origins``)
-    )
+    # One table for every service: its row ids name a webhook alone, and its origins no inbox (``_origins``).
+    inbox_id: str | None = None
 
     def __init__(
         self,

@@ -36,7 +36,7 @@ from .._store._journal_pg import display_url, is_database_url
 from ._inbox import HeldRow, Inbox
 from ._inbox_journal import requeue_rejected
 from ._inbox_pg import PostgresInbox, open_reader
-from ._origins import WebhookOrigin, parse_webhook_origin
+from ._origins import WebhookOrigin, parse_webhook_origin, webhook_origin
 from ._replays import ReplayRequest
 
 NOT_A_WEBHOOK = "not a webhook: an input line of `shipmap run` (run that file again)"
@@ -155,6 +155,33 @@ def rejected_rows(journal: str | Path | None, inbox_id: str | None) -> set[int]:
         origins = reader.rejected_origins()
     webhooks = (parse_webhook_origin(origin) for origin in origins)
     return {webhook.row for webhook in webhooks if webhook is not None and webhook.of_inbox(inbox_id)}
+
+
+def name_by_inbox(url: str, lease: float, inbox: Path, rows: Mapping[int, str]) -> dict[int, str]:
+    """An SQLite inbox beside the PostgreSQL journal at ``url``, whose feed names its webhooks ``bc#kqzmvt.3``
+    (``_origins``): the rejections recorded before inboxes had ids (``bc#3``) that ``find_rejected`` matched to
+    rows of this inbox take that name in the journal, in one transaction, before the rows are requeued. The run
+    that reads a requeued webhook resolves its rejection by the origin it gives the event: under the old name
+    the rejection would stay listed after the webhook was delivered. ``rows`` as they are named now."""
+    old = {
+        row: webhook
+        for row, origin in rows.items()
+        if (webhook := parse_webhook_origin(origin)) and not webhook.inbox
+    }
+    if not old:
+        return dict(rows)
+    with Inbox(inbox, readonly=True) as reader:
+        inbox_id = reader.inbox_id
+    if inbox_id is None:  # no service has opened the file since inboxes have ids: its first writer draws one
+        with Inbox(inbox) as writer:
+            inbox_id = writer.inbox_id
+    assert inbox_id is not None  # a writer draws it
+    renamed = {row: webhook_origin(webhook.source, row, inbox_id) for row, webhook in old.items()}
+    with Journal(url, lease=lease) as journal, journal.transaction():
+        journal._db.executemany(
+            "UPDATE rejected SET origin = ? WHERE origin = ?", [(renamed[row], rows[row]) for row in renamed]
+        )
+    return {**rows, **renamed}
 
 
 def requeue_directly(inbox: Path, rows: Iterable[int]) -> int:

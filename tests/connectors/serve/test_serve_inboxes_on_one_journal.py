@@ -114,3 +114,51 @@ def test_rejected_webhooks_of_two_sqlite_inboxes_on_one_postgresql_journal_are_t
     assert order.body["id"] == "999"
     assert _rejected(postgres_url) == []
     assert _states(a.workdir) == [(1, "processed")] and _states(b.workdir) == [(1, "processed")]
+
+
+def test_a_rejection_recorded_before_inboxes_had_ids_is_replayed_and_resolved(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A journal and an inbox as an earlier shipmap left them: the rejection's origin is ``bc#1``, the inbox
+    has no id. ``replay --rejected`` finds the webhook by the old origin and gives the rejection the name the
+    feed gives the row now (the inbox draws its id then), so the run that delivers the webhook resolves it."""
+    store = Store(tmp_path)
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = _service(tmp_path / "a", sandbox, postgres_url).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
+            assert answer.json() == {"status": "accepted", "id": 1}, answer.text
+            serve.wait_until(lambda: len(_rejected(postgres_url)) == 1, what="the webhook rejected")
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        with psycopg.connect(postgres_url) as db:
+            db.execute("UPDATE rejected SET origin = 'bc#1'")
+        with sqlite3.connect(serve.workdir / ".shipmap" / "inbox.db") as inbox:
+            inbox.execute("DELETE FROM meta WHERE k = 'inbox_id'")
+        listed = shipmap(serve.workdir, sandbox, "dead-letters", str(serve.config))
+        assert (listed.returncode, listed.stdout.splitlines()[0]) == (0, f"rejected input bc#1: {REASON}")
+
+        store.add_order_999()
+        replay = shipmap(serve.workdir, sandbox, "replay", str(serve.config), "--rejected")
+        assert (replay.returncode, replay.stderr) == (0, ""), replay.stdout + replay.stderr
+        assert replay.stdout.splitlines() == [
+            "1 rejected webhook to replay: bc#1",
+            "shipmap serve is not running: requeued 1 webhook in the inbox; the next `shipmap serve` start"
+            " fetches their documents again and delivers them",
+        ], replay.stdout
+        assert _rejected(postgres_url) == [f"bc#{_inbox_id(serve.workdir)}.1"]
+        assert _states(serve.workdir) == [(1, "pending")]
+        restarted = serve.start()
+        try:
+            restarted.wait_until(
+                lambda: sandbox.requests(endpoint="fenix.orders") and not _rejected(postgres_url),
+                what="the order delivered and its rejection resolved",
+            )
+            assert restarted.terminate() == 0
+        finally:
+            restarted.kill()
+        (order,) = sandbox.requests(endpoint="fenix.orders")
+    assert order.body["id"] == "999"
+    assert _states(serve.workdir) == [(1, "processed")]
