@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from shipmap.connectors._redact import Redactor, get_logger
 from shipmap.connectors._serve import Inbox
-from shipmap.connectors._serve._inbox_retention import Purged, purge_inbox
+from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
 from shipmap.connectors._serve._origins import WebhookOrigin, parse_webhook_origin, webhook_origin
 from shipmap.connectors._serve._rejected import GONE, find_rejected
 from shipmap.connectors._store._journal import Journal
@@ -96,5 +96,5 @@ def test_rejections_name_the_rows_of_their_own_inbox_old_origins_included(
         assert (one.rows, one.unreplayable) == ({2: f"shop#{mine}.2"}, [])
         # Bodies: the rows rejected here keep theirs; row 3's rejection is the other inbox's, so its goes.
         log = get_logger("serve", Redactor())
-        assert purge_inbox(inbox, keep_bodies=0, journal=postgres_url, log=log) == Purged(0, 1)
+        assert purge_inbox(inbox, Retention(keep_bodies=0), journal=postgres_url, log=log) == Purged(0, 1)
         assert [row for row in rows if inbox.held([row])[row].body_dropped] == [3]
