@@ -21,7 +21,7 @@ import logging
 import random
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from .._errors import JournalError
@@ -93,6 +93,12 @@ def display_url(url: str) -> str:
 
 def url_password(url: str) -> str | None:
     return urlsplit(url).password
+
+
+class Changed(NamedTuple):
+    """What ``PostgresConnection.executemany`` did: how many rows it changed, as sqlite3's ``rowcount``."""
+
+    rowcount: int
 
 
 class PostgresConnection:
@@ -175,19 +181,19 @@ class PostgresConnection:
         time.sleep(pause)
         return True
 
-    def executemany(self, sql: str, rows: Any) -> Any:
-        """The statement for every row, pipelined (one round trip); the cursor, whose ``rowcount`` is the
-        rows changed all told, as sqlite3's."""
+    def executemany(self, sql: str, rows: Any) -> Changed:
+        """The statement for every row, pipelined (one round trip); its ``rowcount`` is the rows changed all
+        told, as sqlite3's cursor's (taken before the cursor closes: a closed one says -1)."""
         rows = list(rows)
         waited_since = time.monotonic()
         while True:
             with self._conn.cursor() as cursor:
                 if not rows:
-                    return cursor
+                    return Changed(0)
                 inside = self.in_transaction
                 try:
                     cursor.executemany(_dialect(sql), rows)
-                    return cursor
+                    return Changed(int(cursor.rowcount))
                 except self._psycopg.Error as error:
                     # Outside a transaction the pipeline ran in one implicit transaction, rolled back whole.
                     if inside or not self._try_again(error, STATEMENT_TRIES, waited_since):
