@@ -3,6 +3,7 @@ states and keys as SQLite, schema versions and `shipmap journal migrate`, `shipm
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 import time
@@ -19,6 +20,7 @@ from shipmap.connectors._store._claims import (
     holds,
     pending_counts,
     pending_elsewhere,
+    pending_holders,
     release_leases,
     renew_leases,
 )
@@ -502,6 +504,53 @@ def test_a_worker_renews_and_releases_its_leases_on_the_index_of_leased_deliveri
     for name in ("renew", "release"):
         assert "Index Scan using deliveries_leased on deliveries" in plans[name], plans[name]
         assert "Seq Scan" not in plans[name], plans[name]
+
+
+def test_the_end_of_a_shared_run_counts_what_others_hold_on_indexes(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shared run's end polls how many pending deliveries others hold, or nobody (four times a second), and
+    names their holders when it stops waiting: with 100,000 parked each poll read every pending row from the
+    table (~80-160 ms). Now the pending rows are counted on an index of pending rows, without the table once
+    vacuum has seen it, and the leased ones read on the index of leased rows; the counts are the same."""
+    with Journal(postgres_url) as journal:
+        many = [(f"parked{n:05d}", "d" * 64, "m", "t", "fenix", None, "POST", f"http://x/{n}", "{}", None)
+                for n in range(3000)]  # fmt: skip
+
+        def parked() -> None:
+            journal.put_sources([("d" * 64, "{}")])
+            journal.mark_pending_many(many)
+
+        journal.run_transaction(parked)
+        execute = journal._db.execute
+        execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL")  # parked: released
+        execute("UPDATE deliveries SET lease_owner = 'w1', lease_until = 4e9 WHERE key < 'parked00005'")
+        execute("UPDATE deliveries SET lease_owner = 'w2', lease_until = 5e9 WHERE key > 'parked02997'")
+        execute(
+            "UPDATE deliveries SET lease_owner = ? WHERE key IN ('parked01000', 'parked01001')",
+            (journal.worker,),
+        )
+        journal.mark_delivered_many([("parked01002", 200, 1)])  # not pending: not counted
+        execute("VACUUM ANALYZE deliveries")
+        statements = _recorded(journal, monkeypatch)
+        assert pending_elsewhere(journal) == 2997  # 3,000, less this worker's 2 and the delivered one
+        assert pending_holders(journal) == [(None, 2990, None), ("w1", 5, 4e9), ("w2", 2, 5e9)]
+        journal.worker = "w1"
+        assert pending_elsewhere(journal) == 2994
+        assert pending_holders(journal)[0] == (None, 2990, None)
+        [elsewhere, holders, *_] = statements
+        monkeypatch.undo()
+        plans = {
+            name: "\n".join(str(row[0]) for row in execute(f"EXPLAIN {sql}", parameters))
+            for name, (sql, parameters) in {"elsewhere": elsewhere, "holders": holders}.items()
+        }
+    for plan in plans.values():
+        assert "Seq Scan" not in plan, plan
+        # The pending rows counted on an index (by state, or of pending rows: the planner's pick), not read.
+        assert re.search(
+            r"Index Only Scan using deliveries_(state|pending|pending_url) on deliveries ", plan
+        ), plan
+        assert "using deliveries_leased on deliveries" in plan, plan
 
 
 def _recorded(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
