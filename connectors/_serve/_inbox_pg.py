@@ -55,7 +55,7 @@ from ._inbox import (
     sources_clause,
 )
 
-INBOX_SCHEMA_VERSION = 2
+INBOX_SCHEMA_VERSION = 3
 _VERSION_KEY = "inbox_schema_version"
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -81,8 +81,15 @@ _V2 = """
 ALTER TABLE inbox ADD COLUMN IF NOT EXISTS body_dropped_at DOUBLE PRECISION;
 CREATE INDEX IF NOT EXISTS inbox_bodies ON inbox (processed_at) WHERE state = 'processed' AND body_dropped_at IS NULL;
 """
+# Version 3: the pending rows a process holds, by lease_owner. Renewing its claims (every third of a lease, on
+# each delivery side's thread) and giving them up (when it closes) found its few rows by reading every pending
+# one: 55-80 ms each with 100,000 pending, 0.3 ms on this index. Partial: only claimed pending rows, so a
+# backlog nobody holds yet costs it nothing (a row is accepted unclaimed: no entry).
+_V3 = """
+CREATE INDEX IF NOT EXISTS inbox_leased ON inbox (lease_owner) WHERE state = 'pending' AND lease_owner IS NOT NULL;
+"""
 # MIGRATIONS[n] takes an inbox from version n to n + 1 (version 0: no inbox in the database).
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 PURGE_CHUNK = 2000  # rows per statement of a purge or a drop of bodies: each a short transaction of its own
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
