@@ -224,19 +224,45 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self.state.phase != "closed"
 
+    async def look(self) -> BreakerState:
+        """The record, read again first when a shared store's copy is stale (another process may have opened
+        or closed the breaker since)."""
+        if self._shared is not None and self._shared.stale(self.name):
+            await self._shared.refresh(self.name)
+        return self._store.breaker(self.name)
+
+    async def admit_now(self) -> bool | None:
+        """``admit()`` without waiting: False when closed, True when this caller claimed the probe, None when
+        neither (open with the next probe not due, or another caller's probe under way, in this process or
+        another)."""
+        state = await self.look()
+        if state.phase == "closed":
+            return False
+        if self._shared is None:
+            probe, _ = self._claim_probe(state, self._clock())
+        else:  # the copy says when a probe is due; only then is the record locked to claim it
+            probe = False
+            if self._due(state, self._shared.now()):
+                async with self._shared.locked(self.name) as (state, now):
+                    if state.phase == "closed":  # closed by another process since the copy was read
+                        return False
+                    probe, _ = self._claim_probe(state, now)
+        if not probe:
+            return None
+        self._log.info("connection %s: probing (probe %d)", self.name, state.probes)
+        return True
+
     async def admit(self, give_up_at: float) -> bool:
         """Wait until a request may go: True when this caller is the half-open probe. Raises Outage once
         the clock passes ``give_up_at`` with the breaker still open."""
         shared = self._shared
         while True:
-            if shared is not None and shared.stale(self.name):
-                await shared.refresh(self.name)
-            state = self._store.breaker(self.name)
+            state = await self.look()
             if state.phase == "closed":
                 return False
             now = self._clock()
             if now >= give_up_at or self._stop_waiting is not None:
-                waited = self._now() - state.opened_at
+                waited = self.now() - state.opened_at
                 raise Outage(self.name, state.reason, waited, moved=self._stop_waiting == "moved")
             if shared is None:
                 probe, wait = self._claim_probe(state, now)
@@ -258,9 +284,7 @@ class CircuitBreaker:
         this caller only learns that one was answered (a run's deliveries held back behind them)."""
         shared = self._shared
         while True:
-            if shared is not None and shared.stale(self.name):
-                await shared.refresh(self.name)
-            if self._store.breaker(self.name).phase == "closed":
+            if (await self.look()).phase == "closed":
                 return True
             now = self._clock()
             if now >= give_up_at or self._stop_waiting is not None:
@@ -272,7 +296,7 @@ class CircuitBreaker:
     def outage(self) -> Outage:
         """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why."""
         state = self._store.breaker(self.name)
-        return Outage(self.name, state.reason, self._now() - state.opened_at)
+        return Outage(self.name, state.reason, self.now() - state.opened_at)
 
     def stop_waiting(self, why: Literal["moved", "run ends"] = "moved") -> None:
         """The callers waiting for this breaker, and those that find it open from now on, stop waiting
@@ -281,13 +305,18 @@ class CircuitBreaker:
         self._stop_waiting = why
         self._notify()
 
+    @staticmethod
+    def _due(state: BreakerState, now: float) -> bool:
+        """Whether a probe may go now: open past ``retry_at``, or half-open past a lost probe's lease."""
+        return (state.phase == "open" and now >= state.retry_at) or (
+            state.phase == "half_open" and now >= state.probe_until
+        )
+
     def _claim_probe(self, state: BreakerState, now: float) -> tuple[bool, float]:
         """Whether this caller becomes the probe; if not, how long until one may go (or the probe ends)."""
         if state.phase == "closed":  # closed by another process meanwhile
             return False, 0.0
-        if (state.phase == "open" and now >= state.retry_at) or (
-            state.phase == "half_open" and now >= state.probe_until
-        ):
+        if self._due(state, now):
             state.phase = "half_open"
             state.probes += 1
             state.probe_until = now + self._probe_lease
@@ -354,8 +383,8 @@ class CircuitBreaker:
             )
             self._notify()
 
-    def _now(self) -> float:
-        """Now on the clock the record's times are on."""
+    def now(self) -> float:
+        """Now on the clock the record's times are on (a shared store's: the database's, estimated)."""
         return self._shared.now() if self._shared is not None else self._clock()
 
     def _notify(self) -> None:

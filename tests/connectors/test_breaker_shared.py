@@ -76,6 +76,39 @@ def test_one_workers_open_breaker_stops_the_other_and_one_probe_goes_at_a_time(p
     assert sorted(asyncio.run(scenario())) == [False, True]
 
 
+def test_a_caller_that_cannot_wait_is_told_at_once_while_another_workers_probe_is_out(
+    postgres_url: str,
+) -> None:
+    """``admit_now()`` (serve's enrichment, which parks a webhook rather than wait): with the probe claimed by
+    the other worker it answers None at once, not after that probe and the next cooldown; once the probe is
+    answered it finds the breaker closed (False), and an open breaker that is due makes it the probe (True)."""
+
+    async def scenario() -> None:
+        a, b = await two_workers(postgres_url)
+        one, two = CircuitBreaker("fenix", SETTINGS, store=a), CircuitBreaker("fenix", SETTINGS, store=b)
+        try:
+            for _ in range(SETTINGS.failures):
+                await one.failure("HTTP 503")
+            assert await two.admit_now() is None  # open, its probe not due: no request
+            await asyncio.sleep(SETTINGS.cooldown + 0.05)
+            assert await one.admit(FAR) is True  # the first worker probes
+            async with asyncio.timeout(1.0):  # told at once, though the probe is not answered yet
+                assert await two.admit_now() is None
+            await one.failure("HTTP 503", probe=True)
+            await asyncio.sleep(SETTINGS.cooldown_cap + 0.05)
+            assert await two.admit_now() is True  # due: the second worker probes this time
+            assert record(postgres_url) == ("half_open", 1, 2)
+            assert await one.admit_now() is None
+            await two.success()
+            await asyncio.sleep(a.refresh_seconds + 0.05)  # the first worker's copy is stale: read again
+            assert await one.admit_now() is False
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    asyncio.run(scenario())
+
+
 def test_a_breaker_is_shared_per_base_url_and_max_rate_per_connection(postgres_url: str) -> None:
     """A rollout that moves fenix: the workers still on the old base_url share its open breaker; a worker on
     the new one starts closed there and sends, while the max_rate slots stay one sequence for all of them. A
