@@ -100,6 +100,20 @@ def retries_reach_the_breaker(config: Path) -> None:
     config.write_text(text.replace("{max_attempts: 4,", "{max_attempts: 5,"))
 
 
+def store_api(into: Path, orders: range, platform: str = "bigcommerce") -> Path:
+    """The fixture store API under ``platform``, with orders past 101 as copies of 101 under their own ids."""
+    shutil.copytree(SOURCE_DOCUMENTS / "bigcommerce", into / platform)
+    folder = into / platform / "stores" / "abc123" / "v2" / "orders"
+    for order in orders:
+        if not (folder / f"{order}.json").exists():
+            text = (folder / "101.json").read_text()
+            (folder / f"{order}.json").write_text(
+                text.replace('"id": 101', f'"id": {order}').replace("/101/", f"/{order}/")
+            )
+            shutil.copytree(folder / "101", folder / str(order))
+    return into
+
+
 SQLITE_JOURNAL = "journal:\n  path: .shipmap/journal.db\n"  # the journal of the configs ServeProcess writes
 
 

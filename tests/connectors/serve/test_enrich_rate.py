@@ -29,29 +29,15 @@ from .harness import (
     BC_API_TOKEN,
     REAL_SHOPIFY,
     SERVE_FIXTURES,
-    SOURCE_DOCUMENTS,
     ServeProcess,
     environment,
     on_postgres,
+    store_api,
 )
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
 BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 GETS = 3  # each bc webhook's documents: order, products, shipments
-
-
-def _store(into: Path, orders: range, platform: str = "bigcommerce") -> Path:
-    """The fixture store API under ``platform``, with orders past 101 as copies of 101 under their own ids."""
-    shutil.copytree(SOURCE_DOCUMENTS / "bigcommerce", into / platform)
-    folder = into / platform / "stores" / "abc123" / "v2" / "orders"
-    for order in orders:
-        if not (folder / f"{order}.json").exists():
-            text = (folder / "101.json").read_text()
-            (folder / f"{order}.json").write_text(
-                text.replace('"id": 101', f'"id": {order}').replace("/101/", f"/{order}/")
-            )
-            shutil.copytree(folder / "101", folder / str(order))
-    return into
 
 
 def _config(
@@ -131,7 +117,7 @@ def test_serve_keeps_every_lane_to_the_store_apis_max_rate_and_reports_the_gets_
     orders = range(100, 110)
     work = tmp_path / "work"
     work.mkdir()
-    with Sandbox(source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
+    with Sandbox(source_documents=store_api(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
         serve = ServeProcess(work, sandbox.url, config=_config(work, max_rate=10)).start()
         try:
             with httpx.Client(timeout=10) as client:
@@ -181,7 +167,7 @@ def test_two_serve_processes_on_a_postgresql_inbox_share_the_max_rate(
     config = _config(work, max_rate=10)
     text = config.read_text()
     config.write_text(on_postgres(text, postgres_url))
-    with Sandbox(source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
+    with Sandbox(source_documents=store_api(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
         a = ServeProcess(work, sandbox.url, config=config).start()
         b = ServeProcess(work, sandbox.url, config=config).start()
         try:
@@ -223,7 +209,7 @@ def test_a_429s_wait_holds_every_get_of_the_store_api(tmp_path: Path, platform: 
     second, not only that GET's retry; then they go on at ``max_rate``, and every event is enriched."""
     orders = range(100, 104)
     with Sandbox(
-        source_documents=_store(tmp_path / "api", orders, platform),
+        source_documents=store_api(tmp_path / "api", orders, platform),
         source_token=BC_API_TOKEN,
         source_faults="retry-after=1,schedule=429",
     ) as sandbox:
@@ -271,7 +257,7 @@ def test_shipmap_run_enriches_several_events_at_once_in_their_order_within_each_
     lines = [_skinny(orders[0]), _shop_event(0), *(_skinny(order) for order in orders[1:])]
     events.write_text("".join(json.dumps(line) + "\n" for line in lines))
     with Sandbox(
-        source_documents=_store(tmp_path / "api", orders),
+        source_documents=store_api(tmp_path / "api", orders),
         source_token=BC_API_TOKEN,
         source_faults="slow=1:0.5",
     ) as sandbox:
@@ -289,7 +275,7 @@ def test_replay_refetch_fetches_several_dead_letters_at_once(tmp_path: Path) -> 
     ``--refetch`` against a store API that takes 0.5 s a GET: the replay fetches four at once, and delivers
     them in the order they were dead-lettered."""
     orders = range(100, 108)
-    api = _store(tmp_path / "api", orders)
+    api = store_api(tmp_path / "api", orders)
     folder = api / "bigcommerce" / "stores" / "abc123" / "v2" / "orders"
     good = {order: (folder / f"{order}.json").read_text() for order in orders}
     for order, text in good.items():
@@ -319,11 +305,11 @@ def test_the_sandbox_store_api_remembers_each_get_and_answers_429_as_its_platfor
     tmp_path: Path,
 ) -> None:
     with Sandbox(
-        source_documents=_store(tmp_path / "api", range(100, 101), "shopify"),
+        source_documents=store_api(tmp_path / "api", range(100, 101), "shopify"),
         source_token=BC_API_TOKEN,
         source_faults="retry-after=3,schedule=429,ok,429",
     ) as sandbox:
-        _store(tmp_path / "api", range(100, 101))  # a bigcommerce platform too, beside it
+        store_api(tmp_path / "api", range(100, 101))  # a bigcommerce platform too, beside it
         with httpx.Client(base_url=sandbox.url, headers={"X-Auth-Token": BC_API_TOKEN}) as client:
             shopify = client.get("/_source/shopify/stores/abc123/v2/orders/100")
             ok = client.get("/_source/shopify/stores/abc123/v2/orders/100")
@@ -358,7 +344,7 @@ def test_serve_holds_every_get_of_the_store_api_for_a_503s_retry_after(tmp_path:
     spec = "schedule=503:2,slow=1:0.1" + (",retry-after-date=true" if as_date else "")
     concurrency = 4
     with Sandbox(
-        source_documents=_store(tmp_path / "api", orders), source_token=BC_API_TOKEN, source_faults=spec
+        source_documents=store_api(tmp_path / "api", orders), source_token=BC_API_TOKEN, source_faults=spec
     ) as sandbox:
         serve = ServeProcess(work, sandbox.url, config=_config(work, concurrency=concurrency)).start()
         try:
@@ -398,7 +384,7 @@ def test_a_429_seen_by_one_serve_process_holds_the_gets_of_another_on_postgresql
     orders = range(100, 105)
     work = tmp_path / "work"
     work.mkdir()
-    api = _store(_store(tmp_path / "api", orders, "shopify"), orders, "bigcommerce")
+    api = store_api(store_api(tmp_path / "api", orders, "shopify"), orders, "bigcommerce")
     configs = {}
     for name, platform in (("a", "shopify"), ("b", "bigcommerce")):
         text = _config(work, max_rate=10, platform=platform).read_text()
