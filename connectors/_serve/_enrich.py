@@ -7,6 +7,8 @@ configured connection (base_url, auth, headers, timeout) with the delivery retry
 timeouts, 429 and 5xx are retried with backoff and ``Retry-After``; any other status is final. A 429 or 503
 that says how long to wait holds every GET of the connection (``RateLimiter.hold_everywhere``, as delivery
 does): on a PostgreSQL journal, with ``max_rate``, every process's GETs, through the slots they claim there.
+On a PostgreSQL journal the connection's circuit breaker is shared too: every process's GETs count towards
+one breaker, which opens once and is probed by one process at a time (``_store/_breaker_pg``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cook
 from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
 from .._runtime import Runtime
-from .._store._breaker_pg import ENRICHMENT_APPLICATION_NAME, PostgresStateStore
+from .._store._breaker_pg import PostgresStateStore
 from ._lanes import Fetch, through_lanes
 from ._settings import Enrichment, PathTemplate
 
@@ -136,8 +138,8 @@ class Enricher:
         self.breakers: dict[str, CircuitBreaker] = {}
         self.breaker_store: StateStore = runtime.breaker_store  # the one its breakers use (__aenter__)
         self.limiters: dict[str, RateLimiter] = {}  # by connection: its max_rate, and the holds it is asked
-        self._rate_store: PostgresStateStore | None = None  # serve's, on a PostgreSQL journal: see below
-        self._rates_shared: asyncio.Lock | None = None  # held while it is opened; None once looked at
+        self._shared_store: PostgresStateStore | None = None  # on a PostgreSQL journal: see below
+        self._to_share: asyncio.Lock | None = None  # held while it is opened; None once looked at
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
         # /readyz): the keys are set here, only the counts change.
         self.fetching = dict.fromkeys(enrichments, 0)
@@ -172,9 +174,8 @@ class Enricher:
                 redactor=self.runtime.redactor,
             )
             self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
-        rated = any(limiter.rate for limiter in self.limiters.values())
-        if rated and self.runtime.config.journal.url and not isinstance(self.breaker_store, SharedStore):
-            self._rates_shared = asyncio.Lock()
+        if self.breakers and self.runtime.config.journal.url:
+            self._to_share = asyncio.Lock()
         return self
 
     async def __aexit__(
@@ -183,51 +184,79 @@ class Enricher:
         clients, self._clients = self._clients, {}
         for client in clients.values():
             await client.aclose()
-        store, self._rate_store = self._rate_store, None
+        store, self._shared_store = self._shared_store, None
         if store is not None:
             await store.aclose()
 
-    async def _share_rates_across_processes(self) -> None:
-        """On a PostgreSQL journal, the limiters of the connections with ``max_rate`` move to the journal's
-        shared slots before the first GET: a 429's or 503's hold then holds every process's GETs, as delivery's
-        does (``shipmap run`` enters its enricher inside a run, whose shared store its limiters already use;
-        ``serve``'s enricher outlives its runs and opens one of its own). Opened at the first GET, not at
-        start: the journal's tables exist once the first run has opened it. A store that cannot be opened
-        leaves the limiters in this process, with a warning: each process then holds on its own 429s."""
-        lock = self._rates_shared
+    async def _share_across_processes(self) -> None:
+        """On a PostgreSQL journal, before the first GET, the breakers move to the journal's shared records
+        (their own rows, apart from delivery's: ``_breaker_pg``), so every process's failures count towards one
+        breaker, it opens once and one process probes at a time; and the limiters of the connections with
+        ``max_rate`` move to the journal's shared slots, so a 429's or 503's hold holds every process's GETs,
+        as delivery's does (``shipmap run`` enters its enricher inside a run, whose shared store its limiters
+        already use). Opened at the first GET (or serve's first idle look), not at start: the journal's tables
+        exist once the first run has opened it. A store that cannot be opened leaves the breakers and limiters
+        in this process, with a warning."""
+        lock = self._to_share
         if lock is None:
             return
         async with lock:
-            if self._rates_shared is None:  # opened (or given up) while this GET waited for the lock
+            if self._to_share is None:  # opened (or given up) while this GET waited for the lock
                 return
             try:
-                await self._open_rate_store()
+                await self._open_shared_store()
             finally:
-                self._rates_shared = None
+                self._to_share = None
 
-    async def _open_rate_store(self) -> None:
+    async def _open_shared_store(self) -> None:
         journal = self.runtime.config.journal
-        assert journal.url is not None  # __aenter__ set _rates_shared only then
-        rated = {name: limiter.rate for name, limiter in self.limiters.items() if limiter.rate}
+        assert journal.url is not None  # __aenter__ set _to_share only then
         try:
             store = await PostgresStateStore.connect(
                 journal.url,
-                {name: self.runtime.connections[name].base_url for name in rated},
+                {name: self.runtime.connections[name].base_url for name in self.breakers},
                 lease=journal.lease,
                 redactor=self.runtime.redactor,
                 runtime_name=self.runtime.name,
-                application_name=ENRICHMENT_APPLICATION_NAME,
+                enrichment=True,
             )
         except JournalError as error:
             self._log.warning(
-                "cannot share enrichment max_rate slots and Retry-After holds with the other processes (%s);"
-                " this process keeps to its share of max_rate and holds on the waits it is told alone",
+                "cannot share enrichment circuit breakers, max_rate slots and Retry-After holds with the other"
+                " processes (%s); this process keeps breakers of its own, to its share of max_rate, and holds"
+                " on the waits it is told alone",
                 error.message,
             )
             return
-        self._rate_store = store
-        for name, rate in rated.items():  # no GET has used them yet: nothing they hold is lost
-            self.limiters[name] = RateLimiter(name, rate, store=store)
+        self._shared_store = store
+        # A run's store is shared already: its limiters claim their slots there. No GET has gone through the
+        # breakers and limiters yet: nothing they counted or hold is lost.
+        rates_shared = isinstance(self.breaker_store, SharedStore)
+        for name, breaker in list(self.breakers.items()):
+            self.breakers[name] = CircuitBreaker(
+                name,
+                breaker.settings,
+                store=store,
+                clock=self._clock,
+                runtime_name=self.runtime.name,
+                redactor=self.runtime.redactor,
+            )
+            rate = self.limiters[name].rate
+            if rate and not rates_shared:
+                self.limiters[name] = RateLimiter(name, rate, store=store)
+        self.breaker_store = store  # what /readyz and the stop summary read from now on
+
+    async def look_at_breakers(self) -> None:
+        """On a PostgreSQL journal, read again each breaker record this process's copy of which is stale, so
+        that its /readyz and stop summary say what the other processes did to the breakers meanwhile
+        (serve's feed calls it while it waits for webhooks; GETs read them as they go)."""
+        await self._share_across_processes()
+        for breaker in list(self.breakers.values()):
+            await breaker.look()
+
+    def breakers_closed(self) -> bool:
+        """Whether every source API's breaker is closed (as this process last read it)."""
+        return all(not breaker.is_open for breaker in list(self.breakers.values()))
 
     def applies(self, event: Mapping[str, Any]) -> bool:
         return wants_enrichment(self.enrichments.get(str(event.get("source"))), event)
@@ -287,9 +316,9 @@ class Enricher:
         deadline = (settings.timeout or self.runtime.config.delivery.timeout).total
         auth = self.runtime.auths[connection]
         attempt = counted = 0
-        if self._rates_shared is not None:
-            await self._share_rates_across_processes()
-            limiter = self.limiters[connection]
+        if self._to_share is not None:
+            await self._share_across_processes()
+            breaker, limiter = self.breakers[connection], self.limiters[connection]
         while True:
             probe = await self._admit(breaker)
             attempt += 1
@@ -349,19 +378,19 @@ class Enricher:
 
     async def _admit(self, breaker: CircuitBreaker) -> bool:
         """Whether this GET may go now (True: it is the breaker's probe); SourceUnavailable when not."""
-        state = breaker.state
+        state = await breaker.look()  # a shared record: as every process left it, at most ``refresh`` old
         if state.phase == "closed":
             self._outage_waits.found_closed(breaker.name)
             return False
-        now = self._clock()
         if not self._wait:
-            if (down := self._refused(breaker)) is not None:
-                raise down
-            return await breaker.admit(float("inf"))  # due: this GET is the probe, at once
+            probe = await breaker.admit_now()
+            if probe is None:
+                raise _later(breaker)
+            return probe
         try:
             return await breaker.admit(self._outage_waits.give_up_at(breaker))
         except Outage:
-            raise SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now)) from None
+            raise _later(breaker) from None
 
     def unavailable(self, event: Mapping[str, Any]) -> SourceUnavailable | None:
         """What fetching this event's documents would raise before any request (``wait=False``): its source
@@ -372,10 +401,9 @@ class Enricher:
 
     def _refused(self, breaker: CircuitBreaker) -> SourceUnavailable | None:
         state = breaker.state
-        now = self._clock()
-        if state.phase == "closed" or (state.phase == "open" and now >= state.retry_at):
+        if state.phase == "closed" or (state.phase == "open" and breaker.now() >= state.retry_at):
             return None  # closed, or due: the next GET goes (as the probe)
-        return SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - now))
+        return _later(breaker)
 
     def _decode(self, content: bytes | None, status: int, path: str) -> Any:
         if content is None or len(content) > _MAX_RESPONSE:
@@ -397,6 +425,13 @@ class Enricher:
             raise EnrichmentError(f"GET {path}: the response is nested more than {_MAX_NESTING} levels deep")
         self.fetched += 1
         return document
+
+
+def _later(breaker: CircuitBreaker) -> SourceUnavailable:
+    """A GET's answer while its source API's breaker is open: when to try again, on the clock of the record's
+    times (a shared record's are the database's)."""
+    state = breaker.state
+    return SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - breaker.now()))
 
 
 async def enrich_records(

@@ -17,7 +17,8 @@ once) and the delivery loop starts the next. A webhook whose enrichment finds th
 is *parked* too: it stays ``pending`` in the inbox, is skipped, and is looked at again at the next sweep.
 Sweeps come ``resweep`` seconds after something was parked (at the earliest when the breaker's next probe is
 due), doubling while the outage lasts, up to ``resweep_cap``, and at once when the breakers of the connections
-whose deliveries were parked have closed (a probe was answered). The breakers decide what is sent: a sweep into an
+whose deliveries were parked have closed (a probe was answered), or those of the parked webhooks' source APIs
+(on a PostgreSQL journal, by another process's probe too). The breakers decide what is sent: a sweep into an
 open breaker sends nothing, so sweeping never hammers a destination that is down.
 
 During a burst of webhooks, delivery steps aside: intake and delivery share one process (one GIL), and every
@@ -212,6 +213,9 @@ class InboxFeed:
                     if time.monotonic() - self._purged_at > _PURGE_EVERY:  # the dedup window moves on
                         self._purged_at = time.monotonic()
                         self._purge()
+                    # On a PostgreSQL journal, what the other processes did to the source APIs' breakers
+                    # (/readyz, the stop summary, and the sweep below when they closed one).
+                    await self.enricher.look_at_breakers()
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
                     # comes as the event is set, and the run's TaskGroup, stopping on a worker's error, would
                     # wait for this body forever.
@@ -333,8 +337,11 @@ class InboxFeed:
             self._backoff, self._next_sweep = self._resweep, None  # the outage is over
             return None
         now = time.monotonic()
-        # The deliveries' connections are back: their parked deliveries go now, not after the backoff.
-        back = bool(deliveries) and self._outages_over()
+        # The deliveries' connections are back, or the parked webhooks' source APIs (a probe was answered,
+        # here or by another process on the journal): what is parked goes now, not after the backoff.
+        back = (bool(deliveries) and self._outages_over()) or (
+            bool(self.parked) and self.enricher.breakers_closed()
+        )
         if not back:
             if self._next_sweep is None:
                 self._next_sweep = now + max(self._backoff, self._retry_in if self.parked else 0.0)

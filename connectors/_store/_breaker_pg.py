@@ -22,6 +22,14 @@ endpoint says nothing of another, so a connection moved to a new ``base_url`` st
 workers still on the old config (a rollout) keep the old endpoint's. ``max_rate``'s slots stay per connection
 (the row ``NAME``): the vendor's limit holds whichever endpoint each worker is configured with.
 
+Enrichment GETs (``_serve/_enrich``: ``serve``'s, ``run``'s and ``replay --refetch``'s) keep a store of their own
+(``enrichment=True``): its connection is named apart in ``pg_stat_activity``, and its breakers are the rows
+``"enrichment NAME BASE_URL"``, so every process shares one breaker per source API, apart from a delivery
+breaker of the same connection (a row of one
+word is a connection's slots, of two a delivery breaker, of three an enrichment breaker: a connection's name and
+a URL hold no whitespace, so none can be taken for another). Their ``max_rate`` slots are the connection's row,
+shared with any delivery to it: the API's limit is one.
+
 Losing that connection (the server ended its backend, a restart, a network cut) does not end the run: the
 store says so once in the log, reconnects in the background with a backoff (0.1 s doubling to 5 s) for up to
 ``reconnect_deadline`` seconds, and meanwhile this worker runs on its own copy of each breaker record (its
@@ -47,8 +55,8 @@ from .._redact import Redactor, get_logger
 from ._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, STATEMENT_TIMEOUT_MS, display_url, first_line
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
-# serve's enrichment GETs share their max_rate slots and holds on a store of their own (its enricher outlives
-# the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
+# serve's enrichment GETs share their breakers, max_rate slots and holds on a store of their own (its enricher
+# outlives the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
 ENRICHMENT_APPLICATION_NAME = "shipmap enrichment rate store"
 RECONNECT_DEADLINE_S = 120.0
 _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
@@ -88,18 +96,19 @@ class PostgresStateStore:
         reconnect_deadline: float = RECONNECT_DEADLINE_S,
         redactor: Redactor | None = None,
         runtime_name: str | None = None,
-        application_name: str = APPLICATION_NAME,
+        enrichment: bool = False,
     ) -> None:
+        """``enrichment``: the store of serve's enrichment GETs (see the module's docstring)."""
         # A record's reason was written by another worker (or an earlier version, which kept it as the
         # destination said it), and the database's errors may name what it was given: masked with the
         # runtime's secrets before a line shows them.
         self._log = get_logger("breaker", redactor or Redactor(), runtime_name=runtime_name)
         self._conn = connection
         self._name = name
-        self._application_name = application_name
-        self._rows = {
-            connection: breaker_row(connection, url) for connection, url in (endpoints or {}).items()
-        }
+        self._application_name = ENRICHMENT_APPLICATION_NAME if enrichment else APPLICATION_NAME
+        self._waits = "its webhooks wait" if enrichment else "deliveries wait"
+        row_of = enrichment_breaker_row if enrichment else breaker_row
+        self._rows = {connection: row_of(connection, url) for connection, url in (endpoints or {}).items()}
         self._reopen = reopen  # opens a new connection; None: a lost connection ends the run
         self.reconnect_deadline = reconnect_deadline
         self._lost_at: float | None = None  # when the connection was lost; None while connected
@@ -127,17 +136,19 @@ class PostgresStateStore:
         refresh: float = 0.25,
         redactor: Redactor | None = None,
         runtime_name: str | None = None,
-        application_name: str = APPLICATION_NAME,
+        enrichment: bool = False,
     ) -> PostgresStateStore:
         """``endpoints``: each connection's ``base_url``. ``lease``: the journal's lease, which bounds a probe
         whose worker died and an idle transaction. ``redactor``: the runtime's, for the store's log lines.
-        ``application_name``: what its connection is called, and so which connections count as its peers."""
+        ``enrichment``: serve's enrichment store, named apart (its connection, so which connections count as
+        its peers, and its breakers' rows)."""
         try:
             import psycopg
         except ImportError:  # pragma: no cover - the journal needed it first
             raise JournalError(
                 "a postgresql:// journal needs psycopg 3: pip install 'shipmap[postgresql]'"
             ) from None
+        application_name = ENRICHMENT_APPLICATION_NAME if enrichment else APPLICATION_NAME
         idle = max(1000, int(lease * 1000))
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
 
@@ -163,7 +174,7 @@ class PostgresStateStore:
             reopen=reopen,
             redactor=redactor,
             runtime_name=runtime_name,
-            application_name=application_name,
+            enrichment=enrichment,
         )
         async with store._statement():
             for name in endpoints:  # its max_rate slots, then its breaker at this base_url
@@ -227,12 +238,13 @@ class PostgresStateStore:
             record = self._keep(name, row)
             if before == "closed" and record.phase != "closed":
                 self._log.warning(
-                    "connection %s: circuit breaker open (%s after %s); deliveries wait",
+                    "connection %s: circuit breaker open (%s after %s); %s",
                     name,
                     "found so in the journal, opened by an earlier run or another worker"
                     if first
                     else "opened by another worker",
                     record.reason,
+                    self._waits,
                 )
 
     @contextlib.asynccontextmanager
@@ -380,8 +392,14 @@ def breaker_row(connection: str, base_url: str) -> str:
     return f"{connection} {base_url}"
 
 
+def enrichment_breaker_row(connection: str, base_url: str) -> str:
+    """The ``connection_state`` row of the breaker of enrichment GETs through ``connection`` at ``base_url``:
+    three words, never a delivery breaker's row (two) nor a connection's slots (one)."""
+    return f"enrichment {breaker_row(connection, base_url)}"
+
+
 class _Away(Exception):
     """The store's connection is lost and being opened again: use this worker's own copy."""
 
 
-__all__ = ["PostgresStateStore", "breaker_row"]
+__all__ = ["PostgresStateStore", "breaker_row", "enrichment_breaker_row"]

@@ -1,22 +1,35 @@
 """Enrichment GETs and the connection's circuit breaker, in ``shipmap run``'s mode (wait up to outage_wait,
 then reject with the reason) and in ``serve``'s (say "later" at once), against the sandbox's fake store API
-made to fail."""
+made to fail; and two serve processes on one PostgreSQL journal sharing the breaker."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psycopg
 import pytest
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Enricher, enrich_records, enrichments
 from shipmap.connectors._serve._enrich import SourceUnavailable
+from shipmap.connectors._store._breaker_pg import breaker_row, enrichment_breaker_row
 
-from .harness import BC_API_TOKEN, SERVE_FIXTURES, SOURCE_DOCUMENTS, ServeProcess, environment
+from .harness import (
+    BC_API_TOKEN,
+    SERVE_FIXTURES,
+    SOURCE_DOCUMENTS,
+    ServeProcess,
+    environment,
+    on_postgres,
+    store_api,
+)
 
+BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 BREAKER = "failures: 2, cooldown: 100ms, cooldown_cap: 200ms, outage_wait: 400ms"
 
 
@@ -127,3 +140,95 @@ def test_a_source_api_that_sets_cookies_gets_none_back_and_the_client_keeps_none
         server.shutdown()
         server.server_close()
     assert sent_back == []
+
+
+def test_serve_processes_on_postgresql_share_one_breaker_per_source_api(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two serve processes on one PostgreSQL journal, the store API down: their GETs count towards one
+    breaker (the journal's row ``enrichment bc_store BASE_URL``), which opens once and is probed by one of
+    them at a time, so the API gets the failures and the probes of one process (plus the GETs the other had
+    in flight as it opened), not twice as many; both /readyz say it is open. The API back: both say closed,
+    and each webhook is enriched and delivered once."""
+    failures, cooldown, gets = 6, 0.3, 3  # gets: a webhook's documents (order, products, shipments)
+    orders = range(100, 104)
+    work = tmp_path / "work"
+    work.mkdir()
+    api = store_api(tmp_path / "api", orders)
+    with Sandbox(source_documents=api, source_token=BC_API_TOKEN, source_faults="5xx=1") as sandbox:
+        a = ServeProcess(work, sandbox.url)
+        text = a.config.read_text().replace(
+            "  bc_store:\n",
+            f"  bc_store:\n    breaker: {{failures: {failures}, cooldown: {cooldown}s, cooldown_cap: {cooldown}s}}\n",
+            1,
+        )
+        # Quick sweeps: parked webhooks are tried again (each process's, so each may probe) about once a
+        # second. One webhook of a source fetched at a time: a process has one webhook's GETs in flight.
+        text = text.replace(
+            "  drain_timeout: 30s\n", "  drain_timeout: 30s\n  resweep: 100ms\n  resweep_cap: 200ms\n"
+        )
+        text = text.replace("        shipments: /v2/orders/{payload.data.id}/shipments\n",
+                            "        shipments: /v2/orders/{payload.data.id}/shipments\n      concurrency: 1\n")  # fmt: skip
+        assert "concurrency: 1" in text and "resweep: 100ms" in text and "cooldown_cap" in text
+        a.config.write_text(on_postgres(text, postgres_url))
+        b = ServeProcess(work, sandbox.url)  # the same config file
+        base_url = f"{sandbox.url}/_source/bigcommerce/stores/abc123"
+        a.start()
+        b.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+
+                def breaker_of(serve: ServeProcess) -> str:
+                    return str(client.get(f"{serve.url}/readyz").json()["breakers"]["bc_store"])
+
+                posted_at = time.monotonic()  # the outage began before this test saw the breaker open
+                payload = json.loads(
+                    (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text()
+                )
+                for serve, order in ((a, 100), (a, 101), (b, 102), (b, 103)):
+                    body = dict(payload, hash=f"shared-breaker-{order}", data={"type": "order", "id": order})
+                    answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
+                    assert answer.json()["status"] == "accepted", answer.text
+                for serve in (a, b):
+                    serve.wait_until(
+                        lambda s=serve: breaker_of(s) != "closed", what="an open breaker in /readyz"
+                    )
+                time.sleep(3.0)  # the outage goes on: probes only, one per cooldown for the pair
+                sandbox.set_source_faults(None)  # the store's API is back
+                outage = time.monotonic() - posted_at
+                a.wait_until(
+                    lambda: len(sandbox.requests(endpoint="fenix.orders")) >= len(orders), what="every order"
+                )
+                for serve in (a, b):
+                    serve.wait_until(
+                        lambda s=serve: breaker_of(s) == "closed", what="a closed breaker in /readyz"
+                    )
+            assert a.terminate() == 0 and b.terminate() == 0
+        finally:
+            a.kill()
+            b.kill()
+        delivered = sorted(request.body["id"] for request in sandbox.requests(endpoint="fenix.orders"))
+        duplicates = sandbox.duplicates()
+        failed = [get for get in sandbox.source_requests() if get["status"] >= 500]
+    with psycopg.connect(postgres_url) as db:
+        rows = dict(db.execute("SELECT name, opened FROM connection_state").fetchall())
+        probes = db.execute(
+            "SELECT probes FROM connection_state WHERE name = %s",
+            (enrichment_breaker_row("bc_store", base_url),),
+        ).fetchone()
+    assert delivered == [str(order) for order in orders], delivered  # each webhook delivered once
+    assert not any(duplicates.values()), duplicates
+    # One breaker for the pair, opened once, in a row of its own (no delivery breaker's, and only one).
+    assert rows[enrichment_breaker_row("bc_store", base_url)] == 1, rows
+    assert rows.get(breaker_row("bc_store", base_url), 0) == 0, rows
+    assert probes is not None and 1 <= probes[0] <= outage / cooldown + 1, (probes, outage)
+    # One process makes `failures` failed GETs, then one probe per cooldown at most; the pair, at most the
+    # GETs in flight as the breaker opened more (one webhook's GETs a process: 2 x gets, less the one that
+    # opened it). Every other failed GET is a probe the shared record counted. With a breaker each, the pair
+    # made `failures` each before any probe, and each process probed on its own: 16 failed GETs in each of two
+    # runs (12 + 4 probes); 8 to 11 with the shared breaker (3 of them probes), in four.
+    assert len(failed) - probes[0] <= failures + 2 * gets - 1, (len(failed), probes[0], failed)
+    for serve in (a, b):
+        stderr = "".join(serve.errors)
+        assert "cannot share enrichment" not in stderr, stderr
+        assert "connection bc_store is down" not in stderr, stderr  # closed at stop, in both
