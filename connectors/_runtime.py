@@ -163,7 +163,7 @@ class Runtime:
                 return auth
             if earlier.auth.differs_in_margin_alone(connection.auth):
                 if isinstance(auth, FenixSessionAuth):  # the only auth with a session to renew
-                    auth.use_refresh_margin(connection.auth.session_margin())
+                    auth.use_refresh_margin(connection.auth.refresh_margin)
                 return auth
         return connection.auth.build(connection.base_url, self.redactor, runtime_name=self.name)
 

@@ -132,7 +132,6 @@ def _auth(raw: dict[str, Any]) -> AuthSettings:
         raw,
         username=raw["username"] if "username" in raw else raw.get("key"),
         password=raw["password"] if "password" in raw else raw.get("secret"),
-        refresh_margin_given="refresh_margin" in raw,
     )
 
 

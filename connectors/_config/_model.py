@@ -53,6 +53,17 @@ def dotted(path: PathKey) -> str:
     return text
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds; none
+    at all is ``0s``, as it is most often written."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
 def _shown(record: Any, **masked: str) -> str:
     """A config record's ``repr``: its fields as the dataclass shows them, with ``masked`` ones given as
     written here (a secret, or a value that may hold one, masked)."""
@@ -86,25 +97,19 @@ class AuthSettings:
         default=4 * 3600.0,
         metadata=about("fenix_session: how long a login's token lasts.", duration=True, exclusiveMinimum=0),
     )
-    refresh_margin: float = field(
-        default=FENIX_REFRESH_MARGIN,
+    # None: left out, so the session adapts it (5m, at most half of token_ttl); a value given, even 5m, is used
+    # as given. That it was given is the value's to say, for a file (the key written) and code alike.
+    refresh_margin: float | None = field(
+        default=None,
         metadata=about(
-            "fenix_session: log in again this long before it expires. Left out, at most half of token_ttl.",
+            "fenix_session: log in again this long before it expires.",
             duration=True,
+            default_text=f"{duration_text(FENIX_REFRESH_MARGIN)}, at most half of token_ttl",
         ),
     )
-    # Whether refresh_margin was given (used as it is) or left out (adapting to a short token): part of what
-    # the auth object is built from, so a file that comes to write the default compares unequal to one that
-    # left it out. load_config says it from the file. Held only where the value does not say it (the default,
-    # written): None means given when it is not the default, so settings built in code compare as before.
-    refresh_margin_given: bool | None = field(default=None, repr=False, metadata=NOT_A_KEY)
     # Reads the credentials again (rotation without restart): a fenix_session at each login, the other schemes
     # after a 401. Set when loaded from a file whose credentials are references.
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
-
-    def __post_init__(self) -> None:
-        if self.refresh_margin_given == (self.refresh_margin != FENIX_REFRESH_MARGIN):
-            object.__setattr__(self, "refresh_margin_given", None)  # the value says it
 
     def __repr__(self) -> str:
         if self.scheme == "basic" and self.username is not None:
@@ -124,20 +129,10 @@ class AuthSettings:
             auth._mark_logs(runtime_name)
         return auth
 
-    def session_margin(self) -> float | None:
-        """``refresh_margin`` as a session takes it: as given, or None when left out (it adapts there)."""
-        margin_given = self.refresh_margin_given
-        if margin_given is None:
-            margin_given = self.refresh_margin != FENIX_REFRESH_MARGIN
-        return self.refresh_margin if margin_given else None
-
     def differs_in_margin_alone(self, other: AuthSettings) -> bool:
         """Whether ``other`` differs from these settings only in when a session logs in again (its
         refresh_margin, given or left out): a session built from these can go on with ``other``'s margin."""
-        same_otherwise = dataclasses.replace(
-            other, refresh_margin=self.refresh_margin, refresh_margin_given=self.refresh_margin_given
-        )
-        return other != self and same_otherwise == self
+        return other != self and dataclasses.replace(other, refresh_margin=self.refresh_margin) == self
 
     def _build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
         reread = self.reader.read if self.reader is not None else None
@@ -157,8 +152,8 @@ class AuthSettings:
                 api_key=self.api_key or "",
                 store_name=self.store_name or "",
                 token_ttl=self.token_ttl,
-                # Left out, it adapts to a short token there; given, the pair rule kept it below token_ttl.
-                refresh_margin=self.session_margin(),
+                # Left out (None), it adapts to a short token there; given, the pair rule kept it below token_ttl.
+                refresh_margin=self.refresh_margin,
                 redactor=redactor,
                 refresh=reread,
             )
@@ -488,17 +483,6 @@ def not_a_file(path: Path) -> str | None:
 
 def join_url(base_url: str, path: str) -> str:
     return base_url.rstrip("/") + "/" + path.lstrip("/")
-
-
-def duration_text(seconds: float) -> str:
-    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds; none
-    at all is ``0s``, as it is most often written."""
-    if seconds == 0:
-        return "0s"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{round(seconds * 1000)}ms"
 
 
 def parse_duration(value: float | int | str) -> float:

@@ -84,7 +84,7 @@ def _serve_record(section: Mapping[str, Any]) -> ServeSettings:
 
 
 def _check(config: RuntimeConfig | None, record: Any, path: PathKey, pair: Pair) -> None:
-    if not given(config, record, path, pair.lower):  # a default adapts (and may be None: the other's value)
+    if not given(config, record, path, pair.lower):  # left out: it adapts to the other
         return
     low, high = getattr(record, pair.lower), getattr(record, pair.upper)
     if low < high if pair.strict else low <= high:

@@ -51,8 +51,8 @@ def section(pointer: str) -> dict[str, Any]:
 # (schema section, its dataclass, keys only the file has, fields only the objects have)
 SECTIONS = [
     ("$defs/connection", Connection, {"region"}, {"name"}),  # region -> base_url; name is the mapping key
-    # DG's names for username and password; whether refresh_margin was written is the file's, not a key
-    ("$defs/auth", AuthSettings, {"key", "secret"}, {"reader", "refresh_margin_given"}),
+    # DG's names for username and password
+    ("$defs/auth", AuthSettings, {"key", "secret"}, {"reader"}),
     ("$defs/timeout/anyOf/1", Timeouts, set(), set()),
     ("$defs/breaker", BreakerSettings, set(), set()),
     ("$defs/events", EventSettings, set(), set()),
