@@ -31,9 +31,9 @@ RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret fil
 @dataclass(frozen=True)
 class Reloaded:
     """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
-    mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url``),
-    ``events`` and ``delivery: retry``; ``not_applied``, the other keys of the config found changed
-    (``serve.dedup_window``), which wait for a restart."""
+    mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url,
+    auth.password``), ``events`` and ``delivery: retry``; ``not_applied``, the other keys of the config found
+    changed (``serve.dedup_window``), which wait for a restart."""
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
@@ -208,7 +208,7 @@ def _mapping_changes(before: EventMapper, after: EventMapper) -> Iterator[str]:
 
 def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[str]:
     """One line per connection added or changed, with the settings that changed (``connections.fenix:
-    base_url, auth``; never a value), and ``delivery`` with its own."""
+    base_url, auth.password``; never a value), and ``delivery`` with its own."""
     connections = {c.name: c for c in before.connections}
     for connection in after.connections:
         earlier = connections.get(connection.name)
@@ -220,12 +220,20 @@ def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[s
         yield f"delivery: {', '.join(_fields_changed(before.delivery, after.delivery))}"
 
 
-def _fields_changed(before: Any, after: Any) -> list[str]:
-    return [
-        field.name
-        for field in dataclasses.fields(before)
-        if field.compare and getattr(before, field.name) != getattr(after, field.name)
-    ]
+def _fields_changed(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The names of the settings that differ, never their values. A connection's ``auth`` by its keys
+    (``auth.password``, ``auth.refresh_margin``): which credential changed is the operator's to know, its
+    value a secret."""
+    changed: list[str] = []
+    for field in dataclasses.fields(before):
+        old, new = getattr(before, field.name), getattr(after, field.name)
+        if not field.compare or old == new:
+            continue
+        if field.name == "auth":
+            changed += _fields_changed(old, new, f"{prefix}auth.")
+        else:
+            changed.append(prefix + field.name)
+    return changed
 
 
 _APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import httpx
 import pytest
 from shipmap.connectors import ConfigError, Runtime, Sandbox
 from shipmap.connectors._serve import Reloaded, Service
+from shipmap.connectors._serve._reload import log_reload
 
 from .harness import (
     REAL_SHOPIFY,
@@ -530,13 +532,13 @@ def test_a_reload_that_only_writes_refresh_margin_retimes_the_session_it_keeps(
     breaker.phase, breaker.failures, breaker.opened = "open", 5, 1
 
     config.write_text(left_out.replace("token_ttl: 8m\n", "token_ttl: 8m\n      refresh_margin: 5m\n"))
-    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth",)
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth.refresh_margin",)
     assert runtime.auths["fenix"] is session and session.refresh_margin == 300.0  # type: ignore[attr-defined]
     # When to log in again says nothing about the endpoint: what the breaker saw stands.
     assert (breaker.phase, breaker.failures, breaker.opened) == ("open", 5, 1)
 
     config.write_text(left_out)  # left out again: adapting again
-    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth",)
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth.refresh_margin",)
     assert runtime.auths["fenix"] is session and session.refresh_margin == 240.0  # type: ignore[attr-defined]
 
     config.write_text(
@@ -547,9 +549,31 @@ def test_a_reload_that_only_writes_refresh_margin_retimes_the_session_it_keeps(
     assert breaker.phase == "open"
 
     config.write_text(left_out.replace("store_name: demo-store", "store_name: other-store"))
-    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth, max_rate",)
+    assert asyncio.run(service.reload()).changed == ("connections.fenix: auth.store_name, max_rate",)
     assert runtime.auths["fenix"] is not session  # other credentials: a new session, and the breaker closes
     assert (breaker.phase, breaker.failures) == ("closed", 0)
+
+
+def test_the_reload_log_names_the_auth_keys_that_changed_never_their_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``connections.fenix: auth`` said that something of the auth changed, not what. The log line now names
+    the keys (a rotated password and a username), and never a value: neither the new nor the old secret."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    for name, value in environment("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "serve.yaml"
+    service = Service(Runtime.from_config(config))
+    rotated = "rotated-fenix-pass-7f3a"
+    monkeypatch.setenv("FENIX_PASSWORD", rotated)
+    monkeypatch.setenv("FENIX_USERNAME", "ops-user-2")
+    log = logging.getLogger("shipmap.test.reload")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        asyncio.run(log_reload(service.reload, str(config), log))
+    [line] = [record.getMessage() for record in caplog.records if record.name == log.name]
+    assert line == f"reloaded {config}: connections.fenix: auth.username, auth.password", line
+    assert all(secret not in caplog.text for secret in (rotated, "demo-pass", "ops-user-2", "demo-user"))
 
 
 def test_a_sighup_that_writes_refresh_margin_renews_the_token_when_the_new_margin_says(
@@ -593,7 +617,7 @@ def test_a_sighup_that_writes_refresh_margin_renews_the_token_when_the_new_margi
                 lambda: any("reloaded " in line for line in serve.errors), timeout=30, what="the reload"
             )
             [reloaded] = [line for line in serve.errors if "reloaded " in line]
-            assert reloaded.rstrip().endswith("serve.yaml: connections.fenix: auth"), reloaded
+            assert reloaded.rstrip().endswith("serve.yaml: connections.fenix: auth.refresh_margin"), reloaded
             assert logins() == 1  # the reload itself logs nobody in again
             threading.Event().wait(max(0.0, token_from + 1.2 - time.monotonic()))  # past 301 s - 5m
             age = time.monotonic() - token_from
