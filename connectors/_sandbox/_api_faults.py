@@ -1,7 +1,7 @@
 """Which fault plan answers which API: the plan for both (``--faults``, ``POST /_sandbox/faults``), or a plan
 of an API's own (``--fenix-faults``, ``POST /_sandbox/faults?api=fenix``) that answers that API's requests
-instead. So one sandbox can take Fenix down while Digital Genius answers, as a user testing "one destination
-down" expects.
+instead, until it is removed (``DELETE /_sandbox/faults?api=fenix``). So one sandbox can take Fenix down
+while Digital Genius answers, as a user testing "one destination down" expects.
 
 The plan for both is one play for both APIs: a schedule's steps go to Fenix and DG requests in arrival order,
 as they did before plans per API existed. A plan of an API's own is a play of its own: its schedule, its
@@ -57,6 +57,12 @@ class ApiFaults:
                 self._own = {}
             else:
                 self._own = {**self._own, api: FaultInjector(plan)}
+
+    def remove(self, api: Api) -> None:
+        """Drop ``api``'s own plan, if it has one: the plan for both answers its requests again, from where
+        that plan stands (its schedule goes on; nothing is started over)."""
+        with self._lock:
+            self._own = {other: injector for other, injector in self._own.items() if other != api}
 
     def restart(self) -> None:
         """Every plan in force played again from its start (a reset)."""

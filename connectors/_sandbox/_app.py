@@ -247,7 +247,7 @@ class _Endpoints:
                 return await self._drop(request, endpoint, plan_name)
             if fault.status is not None:
                 log.info("fault: %d for %s (plan for %s)", fault.status, endpoint, plan_name)
-                self.state.recorder.faulted(endpoint, fault.status)
+                self.state.recorder.faulted(endpoint, fault.status, plan_name)
                 headers = {_FAULT_HEADER: str(fault.status), _FAULT_PLAN_HEADER: plan_name}
                 if (retry_after := fault.retry_after_header()) is not None:
                     headers["Retry-After"] = retry_after
@@ -478,14 +478,25 @@ class _Endpoints:
     async def expire(self, request: Request) -> Response:
         return JSONResponse({"expired": self.state.expire_tokens()})
 
+    async def faulted(self, request: Request) -> Response:
+        found = self.state.recorder.faulted_requests()
+        return JSONResponse({"count": len(found), "faulted": [f.to_dict() for f in found]})
+
     async def faults(self, request: Request) -> Response:
-        """The plan for both APIs, or with ``?api=fenix`` (``dg``) the plan that answers that API."""
+        """The plan for both APIs, or with ``?api=fenix`` (``dg``) the plan that answers that API. DELETE with
+        ``?api=fenix`` removes Fenix's own plan: the plan for both answers it again."""
         given = request.query_params.get("api")
         try:
             api = None if given is None else api_named(given)
         except ValueError as error:
             return _error(400, "not an API of the sandbox", [_field("api", str(error))])
-        if request.method == "POST":
+        if request.method == "DELETE":
+            if api is None:
+                why = "which API's own plan to remove (fenix or dg); to stop every fault, POST none"
+                return _error(400, "no api to remove the plan of", [_field("api", why)])
+            self.state.faults.remove(api)
+            log.info("faults of %s: its own plan removed, the plan for both answers it", api)
+        elif request.method == "POST":
             raw = (await request.body()).decode("utf-8", errors="replace")
             try:
                 plan = _plan_from_body(raw, request.headers.get("content-type"))
@@ -586,7 +597,8 @@ def build_app(state: SandboxState) -> ASGIApp:
         Route("/_sandbox/stats", ep.stats, methods=["GET"]),
         Route("/_sandbox/source-requests", ep.source_requests, methods=["GET"]),
         Route("/_sandbox/reset", ep.reset, methods=["POST"]),
-        Route("/_sandbox/faults", ep.faults, methods=["GET", "POST"]),
+        Route("/_sandbox/faulted", ep.faulted, methods=["GET"]),
+        Route("/_sandbox/faults", ep.faults, methods=["GET", "POST", "DELETE"]),
         Route("/_sandbox/source-faults", ep.source_faults, methods=["GET", "POST"]),
         Route("/_sandbox/tokens/expire", ep.expire, methods=["POST"]),
     ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._config import DEFAULT_DUPLICATE_KEYS
 
@@ -27,6 +27,18 @@ SECRET_HEADERS = frozenset({"authtoken", "x-api-key", "x-identity", "authorizati
 def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """Headers as recorded: names lower-cased, every credential replaced by ``***``."""
     return {name.lower(): REDACTED if name.lower() in SECRET_HEADERS else value for name, value in headers}
+
+
+class FaultedRequest(NamedTuple):
+    """A request answered with an injected 5xx or 429 (not recorded as accepted)."""
+
+    received_at: str
+    endpoint: str  # fenix.login, fenix.orders, fenix.fulfillment, dg.execution
+    status: int
+    plan: str  # the fault plan that injected it: both, or the api's own (fenix, dg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._asdict()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +124,7 @@ class Recorder:
         self._kinds: Counter[str] = Counter()
         self._rejected: defaultdict[str, Counter[str]] = defaultdict(Counter)
         # When each injected error answer went out (bounded): the times a client hit an endpoint that is down.
-        self._faulted: deque[tuple[str, str, int]] = deque(maxlen=_MAX_FAULTED)
+        self._faulted: deque[FaultedRequest] = deque(maxlen=_MAX_FAULTED)
         self._by_key: dict[str, dict[str, _Seen]] = {}
         self._duplicate_keys = duplicate_keys
         self._key_order: deque[tuple[str, str]] = deque()  # first sightings, oldest first
@@ -218,13 +230,14 @@ class Recorder:
             # The in-memory record stands; a full disk must not turn an accepted request into a 500.
             log.error("cannot append to %s: %s", self._path, error)
 
-    def faulted(self, endpoint: str, status: int) -> None:
-        """An API request answered with an injected error status (it is not recorded as accepted)."""
+    def faulted(self, endpoint: str, status: int, plan: str) -> None:
+        """An API request answered with an injected error status by fault plan ``plan`` (it is not recorded as
+        accepted)."""
         with self._lock:
-            self._faulted.append((_now(), endpoint, status))
+            self._faulted.append(FaultedRequest(_now(), endpoint, status, plan))
 
-    def faulted_requests(self) -> list[tuple[str, str, int]]:
-        """``(received_at, endpoint, status)`` of the latest injected error answers, oldest first."""
+    def faulted_requests(self) -> list[FaultedRequest]:
+        """The latest injected error answers, oldest first."""
         with self._lock:
             return list(self._faulted)
 

@@ -15,7 +15,7 @@ from ._api_faults import Api, api_named
 from ._app import SandboxState, build_app
 from ._config import SandboxConfig, SandboxCredentials
 from ._faults import FaultPlan
-from ._recorder import RecordedRequest
+from ._recorder import FaultedRequest, RecordedRequest
 
 log = logging.getLogger("shipmap.sandbox")
 
@@ -143,9 +143,10 @@ class Sandbox:
         ``fenix.orders``, ``fenix.fulfillment``, ``dg.execution``."""
         return self._state.recorder.requests(api=api, endpoint=endpoint, kind=kind, since=since)
 
-    def faulted(self) -> list[tuple[str, str, int]]:
-        """``(received_at, endpoint, status)`` of each request answered with an injected 5xx or 429, oldest
-        first (the latest 100,000): when clients hit an endpoint that was down, or was told to wait."""
+    def faulted(self) -> list[FaultedRequest]:
+        """``(received_at, endpoint, status, plan)`` of each request answered with an injected 5xx or 429,
+        oldest first (the latest 100,000): when clients hit an endpoint that was down, or was told to wait,
+        and which plan said so (``both``, ``fenix``, ``dg``): ``GET /_sandbox/faulted``."""
         return self._state.recorder.faulted_requests()
 
     def source_requests(self) -> list[dict[str, Any]]:
@@ -181,6 +182,11 @@ class Sandbox:
         plan for both (so Fenix can be down while DG answers); without, ``plan`` is the plan for both again,
         and answers both APIs: the plans of an API's own are dropped."""
         self._state.faults.configure(_plan(plan), None if api is None else api_named(api))
+
+    def remove_faults_of(self, api: Api) -> None:
+        """Remove ``api``'s own fault plan (``"fenix"`` or ``"dg"``): the plan for both answers its requests
+        again, going on from where it stands. An API without a plan of its own stays as it is."""
+        self._state.faults.remove(api_named(api))
 
     def set_source_faults(self, plan: FaultPlan | str | None) -> None:
         """Replace the fake source API's fault plan (an outage of the store's API, not of Fenix or DG)."""

@@ -109,7 +109,7 @@ def test_dg_is_delivered_while_fenix_is_down_and_fenix_s_held_back_deliveries_go
         assert thread.is_alive() and "summary" not in box
         assert sandbox.faulted(), "Fenix was asked, and answered 5xx"
         # Only Fenix was down: its own plan answered every 5xx, DG's plan (the plan for both) none.
-        assert {endpoint for _, endpoint, _ in sandbox.faulted()} == {"fenix.fulfillment"}
+        assert {f.endpoint for f in sandbox.faulted()} == {"fenix.fulfillment"}
         assert sandbox.stats()["faults_by_plan"]["both"] == {}
     finally:
         fenix_up(sandbox)  # long within outage_wait
@@ -139,7 +139,7 @@ def test_fenix_down_past_outage_wait_is_left_pending_with_exit_9_and_the_next_ru
     ), down
     assert sorted(accepted(sandbox, "dg.execution")) == sorted(f"S-{n}" for n in range(1, 41))
     assert sandbox.requests(endpoint="fenix.fulfillment") == []
-    assert {endpoint for _, endpoint, _ in sandbox.faulted()} == {"fenix.fulfillment"}
+    assert {f.endpoint for f in sandbox.faulted()} == {"fenix.fulfillment"}
     with Journal(tmp_path / "journal.db", readonly=True) as journal:
         assert journal.counts() == {"pending": 40, "delivered": 40}
 

@@ -102,7 +102,7 @@ def test_looks_read_only_what_may_wait_for_the_open_breaker_and_every_parked_del
             assert (summary.get("acme-shipments.notify").delivered, summary.dead) == (5, 0)
         assert len(sandbox.requests(endpoint="dg.execution")) == 15
         assert _fenix_orders(sandbox) == []  # nothing got through the open breaker
-        assert {endpoint for _, endpoint, _ in sandbox.faulted()} == {"fenix.orders"}  # DG was never down
+        assert {f.endpoint for f in sandbox.faulted()} == {"fenix.orders"}  # DG was never down
 
         sandbox.set_faults(
             None, api="fenix"

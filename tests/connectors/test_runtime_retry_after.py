@@ -48,7 +48,7 @@ def test_a_429_or_503_holds_every_request_of_its_connection_until_its_retry_afte
 
     stats = summary.get("acme-orders.order")
     assert (stats.delivered, stats.dead) == (EVENTS, 0)  # nothing lost, none dead
-    [(told_at, endpoint, status)] = sandbox.faulted()
+    [(told_at, endpoint, status, _)] = sandbox.faulted()
     assert (endpoint, status) == (
         "fenix.orders",
         status_told,

@@ -305,7 +305,7 @@ def test_a_plan_of_fenix_s_own_takes_fenix_down_while_dg_answers(
     stats = sandbox.stats()
     assert stats["faults"] == {"503": 1}
     assert stats["faults_by_plan"] == {"both": {}, "fenix": {"503": 1}}
-    assert [(endpoint, status) for _, endpoint, status in sandbox.faulted()] == [("fenix.orders", 503)]
+    assert [(f.endpoint, f.status, f.plan) for f in sandbox.faulted()] == [("fenix.orders", 503, "fenix")]
     assert sandbox.faults_of("fenix") == FaultPlan.parse("5xx=1:503")
     assert sandbox.faults_of("dg") == sandbox.faults == FaultPlan()
 
@@ -360,6 +360,56 @@ def test_plans_per_api_over_http(sandbox: Sandbox, http: httpx.Client) -> None:
     cleared = http.post(endpoint, content="none", headers={"content-type": "text/plain"}).json()
     assert (cleared["for"], cleared["answers"]) == ("both", ["fenix", "dg"])
     assert http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER).status_code == 201
+
+
+def test_delete_removes_an_api_s_own_plan_and_faulted_names_the_plan_over_http(
+    sandbox: Sandbox, http: httpx.Client
+) -> None:
+    """``DELETE /_sandbox/faults?api=fenix`` makes Fenix follow the plan for both again, which goes on from
+    where it stands; ``GET /_sandbox/faulted`` (and ``faulted()``) says which plan injected each answer, so a
+    test with plans per API can tell them apart."""
+    endpoint = f"{sandbox.url}/_sandbox/faults"
+    http.post(endpoint, json={"spec": "schedule=502,503,ok"})
+    http.post(f"{endpoint}?api=fenix", json={"spec": "5xx=1:500"})
+    headers = fenix_headers(http, sandbox)
+    url = sandbox.url + ORDER_PATH
+    assert http.post(url, headers=headers, json=ORDER).status_code == 500  # Fenix's own plan
+    assert dg(http, sandbox, "E1").status_code == 502  # the plan for both, its first step
+
+    removed = http.delete(f"{endpoint}?api=fenix")
+    assert removed.status_code == 200, removed.text
+    shown = removed.json()
+    assert (shown["for"], shown["answers"], shown["spec"]) == ("both", ["fenix", "dg"], "schedule=502,503,ok")
+    assert sandbox.faults_of("fenix") == FaultPlan.parse("schedule=502,503,ok")
+    # Fenix takes the plan for both's next step (503), then its schedule has run out: ok.
+    assert [http.post(url, headers=headers, json=ORDER).status_code for _ in range(2)] == [503, 201]
+
+    faulted = http.get(f"{sandbox.url}/_sandbox/faulted").json()
+    assert faulted["count"] == 3
+    assert [(f["endpoint"], f["status"], f["plan"]) for f in faulted["faulted"]] == [
+        ("fenix.orders", 500, "fenix"),
+        ("dg.execution", 502, "both"),
+        ("fenix.orders", 503, "both"),
+    ]
+    assert [f.to_dict() for f in sandbox.faulted()] == faulted["faulted"]
+    assert all(
+        re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", f["received_at"]) for f in faulted["faulted"]
+    )
+    assert sandbox.stats()["faults_by_plan"] == {"both": {"502": 1, "503": 1}}  # the plans in force
+
+    # Again, or for an API without a plan of its own: nothing to remove, no error, nothing changes.
+    assert http.delete(f"{endpoint}?api=fenix").json()["for"] == "both"
+    assert http.delete(f"{endpoint}?api=dg").json()["spec"] == "schedule=502,503,ok"
+    # Without an api, or with one the sandbox does not have: a 400 naming api, and the plans stay.
+    http.post(f"{endpoint}?api=dg", json={"spec": "5xx=1"})
+    for query in ("", "?api=fedex"):
+        refused = http.delete(endpoint + query)
+        assert refused.status_code == 400, query
+        assert refused.json()["errors"][0]["field"] == "api"
+    assert "POST none" in http.delete(endpoint).json()["errors"][0]["message"]
+    assert sandbox.faults_of("dg") == FaultPlan.parse("5xx=1")
+    sandbox.remove_faults_of("dg")  # the same from Python
+    assert sandbox.faults_of("dg") == sandbox.faults
 
 
 def test_a_sandbox_starts_with_plans_per_api(

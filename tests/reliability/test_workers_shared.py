@@ -122,7 +122,7 @@ def test_an_endpoint_down_opens_one_shared_breaker_and_probes_are_not_multiplied
     assert row is not None
     opened, probes, opened_at = row
     assert opened == 1
-    hits = sorted(seconds(at) for at, endpoint, _ in sandbox.faulted() if endpoint == "fenix.orders")
+    hits = sorted(seconds(f.received_at) for f in sandbox.faulted() if f.endpoint == "fenix.orders")
     # Before it opened: the failures that opened it, and what the workers had in flight or had admitted
     # before they saw it open (at most two per concurrent sender).
     before = [t for t in hits if t <= opened_at + cooldown / 2]
