@@ -37,6 +37,10 @@ def test_case(case: dict[str, Any]) -> None:
         for attribute in ("line", "column", "field", "source_path"):
             if attribute in expected:
                 assert getattr(error, attribute) == expected[attribute], rendered
+        if expected.get("located"):  # the whole message, its place and its field, as a user reads them
+            where = f"{error.file}:{expected['line']}:{expected['column']}"
+            head = f"{where}: error: {expected['message']}\n  target field: {expected['field']}\n"
+            assert rendered.startswith(head), rendered
         if "value" in expected:
             assert error.has_value and error.value == expected["value"], rendered
         if "hint" in expected:
