@@ -21,6 +21,7 @@ import jinja2.nodes
 import jinja2.utils
 
 from ._errors import preview_value
+from ._function_errors import FunctionError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_SHOWN = 4  # arguments named in one error: a call with more is rare, and the line stays readable
@@ -107,61 +108,191 @@ def found_in_template(
     bound: frozenset[str] = frozenset(),
     bindings: Callable[[], Mapping[str, Binding | None]] = dict,
     filters: frozenset[str] = frozenset(),
+    failure: tuple[str, Callable[..., Any]] | None = None,
 ) -> tuple[str, ...]:
     """As :func:`found_arguments`, for a Jinja template: each ``this.a.b``, ``root.x[0]``, let name, loop or
     set variable (``item.sku``) given to ``function``, called (``f(a, b)``) or, when it is one of
     ``filters`` (the functions registered as Jinja filters), as a filter (``a | f(b)``, the filtered value
-    first). ``names()``: the names readable from the scope; ``bound``: the names the template binds itself;
-    ``bindings()``: those in view where the function failed (asked only when it was given one), None for
-    one whose binding is unknown. A bound name is named by its value's place in the document
-    (``line_items[2].sku``), else by itself (``item.sku``)."""
+    first), as the filter of a ``{% filter f %}{{ a }}{% endfilter %}`` block (when ``a`` is text: the
+    block gives the function its text), or mapped over a list when that is its only use in the template
+    (``a | map(attribute='b') | map('f')``: the first item on which ``failure``, the error's message and a
+    way to call the function such as ``FunctionSet.call``, fails the same way again). ``names()``: the names
+    readable from the scope; ``bound``: the names the template binds itself; ``bindings()``: those in view
+    where the function failed (asked only when it was given one), None for one whose binding is unknown. A
+    bound name is named by its value's place in the document (``line_items[2].sku``), else by itself
+    (``item.sku``)."""
     if function is None:
         return ()
     shown: dict[str, str] = {}
     readable = names()
     in_view: Mapping[str, Binding | None] | None = None
-    for arguments in _given(ast, function, filters):
-        for argument in arguments:
+
+    def origin(name: str) -> tuple[Callable[[Sequence[str | int]], str], Any] | None:
+        """How to name a path from ``name``, and the value ``name`` holds; None when it must not be named."""
+        nonlocal in_view
+        if in_view is None and name in bound:
+            in_view = bindings()
+        if in_view is not None and name in in_view:  # it hides a scope or let name, as in Jinja
+            binding = in_view[name]
+            if binding is None:
+                return None  # bound where the replay does not follow: any value shown could be another's
+            if isinstance(binding.value, jinja2.utils.Namespace):
+                return None  # `ns.total`: the template's own counter, not data
+            base = binding.source
+            if base is not None:
+                return (lambda steps: path_of(path_text(steps, base))), binding.value
+            return (lambda steps: path_text(steps, name)), binding.value
+        if name in readable:
+            return (lambda steps: path_of(path_text(steps, f"${name}"))), variable(name)
+        return None
+
+    uses = list(_given(ast, function, filters))
+    for use in uses:
+        if use.mapped is not None and len(uses) > 1:
+            continue  # the failure may be another use's: an item this map was never given is no answer
+        for argument in use.arguments:
             read = template_place(argument)
             if read is None:
                 continue
             name, steps = read
-            if in_view is None and name in bound:
-                in_view = bindings()
-            if in_view is not None and name in in_view:  # it hides a scope or let name, as in Jinja
-                binding = in_view[name]
-                if binding is None:
-                    continue  # bound where the replay does not follow: any value shown could be another's
-                base = binding.source
-                if isinstance(binding.value, jinja2.utils.Namespace):
-                    continue  # `ns.total`: the template's own counter, not data
-                where = path_of(path_text(steps, base)) if base is not None else path_text(steps, name)
-                value = _read(steps, binding.value)
-            elif name in readable:
-                where = path_of(path_text(steps, f"${name}"))
-                value = _read(steps, variable(name))
-            else:
+            found = origin(name)
+            if found is None:
                 continue
-            if where not in shown and len(shown) < _MAX_SHOWN:
+            named, data = found
+            if use.mapped is not None:
+                item = _failing_item(data, steps, use.mapped, function, failure)
+                where, value = (named(item[0]), preview_value(item[1])) if item is not None else (None, "")
+            elif use.text:
+                held = _value(steps, data)
+                # The block gives the function the text of what it renders: the same value only for a string.
+                where, value = (
+                    (named(steps), preview_value(held[0])) if held and type(held[0]) is str else (None, "")
+                )
+            else:
+                where, value = named(steps), _read(steps, data)
+            if where is not None and where not in shown and len(shown) < _MAX_SHOWN:
                 shown[where] = value
     return tuple(f"{path} = {value}" for path, value in shown.items())
 
 
-def _given(
-    ast: jinja2.nodes.Template, function: str, filters: frozenset[str]
-) -> Iterator[list[jinja2.nodes.Expr]]:
-    """The arguments of each use of ``function`` in the template, in the order they are written."""
-    for node in ast.find_all((jinja2.nodes.Call, jinja2.nodes.Filter)):
+@dataclass(frozen=True)
+class _Mapped:
+    """``| map(attribute='a.b') | map('f', 1)``: the steps read from each item (none without the first
+    map) and the constant arguments that follow the item."""
+
+    attribute: tuple[str | int, ...]
+    arguments: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class _Use:
+    """One use of a function in a template: the expressions it is given, the value first."""
+
+    arguments: list[jinja2.nodes.Expr]
+    text: bool = False  # a `{% filter f %}` block's one `{{ a }}`: the function is given a's text
+    mapped: _Mapped | None = None  # `a | map('f')`: the function is given each item of a in turn
+
+
+_MAX_MAPPED = 100_000  # items tried again on an error's path, as many as a template may loop over
+
+
+def _given(ast: jinja2.nodes.Template, function: str, filters: frozenset[str]) -> Iterator[_Use]:
+    """Each use of ``function`` in the template, in the order they are written."""
+    kinds = (jinja2.nodes.Call, jinja2.nodes.Filter, jinja2.nodes.FilterBlock)
+    for node in ast.find_all(kinds):
         if isinstance(node, jinja2.nodes.Call):
             if isinstance(node.node, jinja2.nodes.Name) and node.node.name == function:
-                yield node.args
-        elif (
-            isinstance(node, jinja2.nodes.Filter)
-            and node.name == function
-            and function in filters
-            and node.node is not None
-        ):
-            yield [node.node, *node.args]  # a `{% filter f %}` block has no node: its body is not a place
+                yield _Use(node.args)
+        elif function not in filters:
+            continue
+        elif isinstance(node, jinja2.nodes.Filter) and node.node is not None:
+            if node.name == function:
+                yield _Use([node.node, *node.args])
+            elif node.name == "map":
+                mapped = _mapped(node, function)
+                if mapped is not None:
+                    yield mapped
+        elif isinstance(node, jinja2.nodes.FilterBlock) and node.filter.name == function:
+            body = node.body
+            # Only a body that is one `{{ a }}`: any other text around it changes what the function is given.
+            if len(body) == 1 and isinstance(body[0], jinja2.nodes.Output) and len(body[0].nodes) == 1:
+                yield _Use([body[0].nodes[0]], text=True)
+            if node.filter.args:
+                yield _Use(node.filter.args)
+
+
+def _mapped(node: jinja2.nodes.Filter, function: str) -> _Use | None:
+    """``a | map('f', 1)`` or ``a | map(attribute='b.c') | map('f')`` over a plain path ``a``, with constant
+    arguments only: what the function is given can then be read again exactly. Anything else (a default=,
+    a filter between, an argument computed) is not named."""
+    if node.kwargs or node.dyn_args or node.dyn_kwargs or not node.args:
+        return None
+    name, *rest = node.args
+    if not isinstance(name, jinja2.nodes.Const) or name.value != function:
+        return None
+    if not all(isinstance(argument, jinja2.nodes.Const) for argument in rest):
+        return None
+    arguments = tuple(argument.value for argument in rest)  # type: ignore[attr-defined]
+    source = node.node
+    attribute: tuple[str | int, ...] = ()
+    if isinstance(source, jinja2.nodes.Filter) and source.name == "map":
+        if source.args or source.dyn_args or source.dyn_kwargs or len(source.kwargs) != 1:
+            return None
+        keyword = source.kwargs[0]
+        if keyword.key != "attribute" or not isinstance(keyword.value, jinja2.nodes.Const):
+            return None
+        if not isinstance(keyword.value.value, str) or source.node is None:
+            return None
+        # As Jinja reads `attribute='a.0'`: parts split on dots, the parts of digits as indexes.
+        attribute = tuple(int(part) if part.isdigit() else part for part in keyword.value.value.split("."))
+        source = source.node
+    if source is None:
+        return None
+    return _Use([source], mapped=_Mapped(attribute, arguments))
+
+
+def _failing_item(
+    data: Any,
+    steps: list[str | int],
+    mapped: _Mapped,
+    function: str,
+    failure: tuple[str, Callable[..., Any]] | None,
+) -> tuple[list[str | int], Any] | None:
+    """The path to, and the value of, the first item of the list at ``steps`` that the function fails on
+    with the error's own message (map gives the items in order, and stops at the first failure), when each
+    item before it holds what ``attribute`` reads and the function is pure; else None."""
+    if failure is None:
+        return None
+    message, call = failure
+    held = _value(steps, data)
+    if not held or type(held[0]) is not list or len(held[0]) > _MAX_MAPPED:
+        return None
+    for index, item in enumerate(held[0]):
+        value = _value(list(mapped.attribute), item)
+        if not value:
+            return None  # Jinja maps it to Undefined, which fails otherwise
+        try:
+            call(function, value[0], *mapped.arguments)
+        except FunctionError as error:
+            same = error.function == function and str(error) == message
+            return ([*steps, index, *mapped.attribute], value[0]) if same else None
+        except Exception:  # not the failure the error reports
+            return None
+    return None
+
+
+def _value(steps: Sequence[str | int], data: Any) -> tuple[Any] | tuple[()]:
+    """``(the value at steps,)``, or ``()`` when a step is not there (only dicts and lists are stepped into)."""
+    value = data
+    for step in steps:
+        if isinstance(step, int):
+            present = isinstance(value, list) and -len(value) <= step < len(value)
+        else:
+            present = isinstance(value, dict) and step in value
+        if not present:
+            return ()
+        value = value[step]
+    return (value,)
 
 
 def template_place(node: jinja2.nodes.Node) -> tuple[str, list[str | int]] | None:
@@ -209,13 +340,5 @@ def path_text(steps: Sequence[str | int], text: str = "") -> str:
 
 
 def _read(steps: list[str | int], data: Any) -> str:
-    value = data
-    for step in steps:
-        if isinstance(step, int):
-            present = isinstance(value, list) and -len(value) <= step < len(value)
-        else:
-            present = isinstance(value, dict) and step in value
-        if not present:
-            return "null (not in the document)"
-        value = value[step]
-    return preview_value(value)
+    held = _value(steps, data)
+    return preview_value(held[0]) if held else "null (not in the document)"

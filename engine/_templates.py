@@ -80,6 +80,7 @@ class TemplateCompiler:
         probe = BindingProbe(self.env, ast) if BindingProbe.wanted(ast) else None
         bound = probe.names if probe is not None else frozenset()
         function_filters = self.function_filters
+        call = self.functions.call
 
         def evaluate(scope: Scope) -> Any:
             token = budget_start()
@@ -98,6 +99,7 @@ class TemplateCompiler:
                         {} if probe is None else probe.bindings_at_failure(template_names(scope), function)
                     ),
                     filters=function_filters,
+                    failure=(str(error), call),
                 )
                 raise TransformError(
                     str(error), location=location, field=field, source_path=scope.path() or None, found=found

@@ -160,3 +160,92 @@ def test_a_loop_over_the_line_items_that_ship_names_the_item_in_the_order() -> N
     assert error.message == 'money(): expected a number or numeric text such as "14.99", found string "n/a"'
     assert error.field == "order.properties.shipped"
     assert error.found == ('order.line_items[2].price = "n/a"',)
+
+
+WITH_MACRO_MAP = FIXTURES / "engine/template_with_macro_map.yaml"
+_DATE_EXPECTED = (
+    'date(): expected a date-time such as "2020-01-23T10:14:15-05:00" (accepted: ISO 8601 with offset, Z or no '
+    'offset; "YYYY-MM-DD HH:MM:SS[.fff][ ±HH:MM]"; RFC 2822 such as "Mon, 20 Nov 2023 10:00:00 -0500"; '
+    '"YYYY-MM-DD"; Unix epoch seconds as a number)'
+)
+
+
+def _latitude_unknown(order: dict[str, Any]) -> None:
+    order["order"]["shipping_address"]["latitude"] = "unknown"
+
+
+def _placed_yesterday(order: dict[str, Any]) -> None:
+    order["order"]["created_at"] = "yesterday"
+
+
+def _price_on_request(order: dict[str, Any]) -> None:
+    _line(order, 2)["price"] = "on request"
+
+
+@pytest.mark.parametrize(
+    ("breaks", "message", "line", "column", "field", "found"),
+    [
+        (
+            _latitude_unknown,
+            'number(): expected a number or numeric text such as "14.99", found string "unknown"',
+            13,
+            18,
+            "order.properties.ship_to",
+            'order.shipping_address.latitude = "unknown"',
+        ),
+        (
+            _quantity_as_words,
+            'integer(): expected an integer or integer text such as "007", found string "two"',
+            15,
+            16,
+            "order.properties.units",
+            'order.line_items[1].quantity = "two"',
+        ),
+        (
+            _price_on_request,
+            'money(): expected a number or numeric text such as "14.99", found string "on request"',
+            17,
+            17,
+            "order.properties.prices",
+            'order.line_items[2].price = "on request"',
+        ),
+        (
+            _placed_yesterday,
+            f'{_DATE_EXPECTED}, found string "yesterday"',
+            18,
+            17,
+            "order.properties.placed",
+            'order.created_at = "yesterday"',
+        ),
+    ],
+    ids=[
+        "a with target",
+        "a macro's argument",
+        "a function mapped over the items",
+        "a function's filter block",
+    ],
+)
+def test_with_macro_map_and_filter_block_name_the_value_in_the_order(
+    breaks: Callable[[dict[str, Any]], None], message: str, line: int, column: int, field: str, found: str
+) -> None:
+    """template_with_macro_map.yaml: `{% with address = this.shipping_address %}`, a macro given each line,
+    `this.line_items | map(attribute='price') | map('money')` and `{% filter date %}` on a real Shopify order,
+    each broken in one value."""
+    mapping = load_mapping(WITH_MACRO_MAP)
+    assert mapping.transform(ORDER, validate=False)["order"]["properties"] == {
+        "ship_to": "Louisville 45.41634",
+        "units": "IPOD2008GREENx1 IPOD2008REDx1 IPOD2008BLACKx1 ",
+        "prices": "199, 199, 199",
+        "placed": "2008-01-10",
+    }
+    order = copy.deepcopy(ORDER)
+    breaks(order)
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(order, validate=False)
+    error = caught.value
+    assert error.found == (found,)
+    assert Path(error.file).resolve() == WITH_MACRO_MAP.resolve()
+    assert error.render().startswith(
+        f"{error.file}:{line}:{column}: error: {message}\n  target field: {field}\n  source: order\n"
+        f"  found: {found}\n"
+    ), error.render()
