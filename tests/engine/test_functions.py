@@ -1,9 +1,14 @@
-"""The builtins of engine/_functions.py, through JMESPath and through a sandboxed Jinja environment alike.
+"""The builtins of engine/_functions.py, through JMESPath and through Jinja alike, in the environment mappings
+really use (the compiler's ``MappingSandbox``).
 
 CASES follows jmespath's compliance tests: ``given`` (the data, also the Jinja variables), ``expr`` (written so
 it is both valid JMESPath and a valid Jinja expression), then ``result`` or ``error`` (the exact message; or
-``error_starts`` for the long date-time one). ``engines`` narrows a case to one engine. When the function is
-also a Jinja filter and the expression is ``name(v, ...)``, the filter form ``v | name(...)`` runs too.
+``error_starts`` for the long date-time one; ``compile_error`` when a mapping's template is refused at load
+instead). ``engines`` narrows a case to one engine. When the function is also a Jinja filter and the
+expression is ``name(v, ...)``, the filter form ``v | name(...)`` runs too. Each Jinja form runs twice: as an
+expression of the compiler's environment (which lets the builtin's own error through), and as a mapping's
+template does, compiled by the compiler's public path (vetting, the fast path where it applies, the budget)
+with the given names read from ``this`` (``v`` as ``this.v``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import jinja2
 import jmespath
 import pytest
 from hypothesis import given, settings
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from shipmap.engine._errors import CompileError, Location, TransformError
 from shipmap.engine._functions import (
     MISSING,
     FunctionContext,
@@ -37,6 +42,9 @@ from shipmap.engine._functions import (
     coerce_string,
     lookup_key,
 )
+from shipmap.engine._sandbox import MappingSandbox
+from shipmap.engine._scope import Scope
+from shipmap.engine._templates import TemplateCompiler
 
 NEW_YORK = zoneinfo.ZoneInfo("America/New_York")
 DATETIME_EXPECTED = 'expected a date-time such as "2020-01-23T10:14:15-05:00" (accepted: ISO 8601'
@@ -53,16 +61,11 @@ def make_set(zone: zoneinfo.ZoneInfo = NEW_YORK) -> FunctionSet:
     return FunctionSet(FunctionContext(default_zone=zone, lookups=lookups))
 
 
-def make_env(functions: FunctionSet) -> ImmutableSandboxedEnvironment:
-    # As the compiler builds it.
-    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
-    env.globals.update(functions.jinja_globals)
-    env.filters.update(functions.jinja_filters)
-    return env
-
-
 FUNCTIONS = make_set()
-ENV = make_env(FUNCTIONS)
+COMPILER = TemplateCompiler(
+    FUNCTIONS, frozenset(FUNCTIONS.context.lookups)
+)  # as a mapping's templates compile
+ENV: MappingSandbox = COMPILER.env
 
 
 def ok(expr: str, result: Any, **given: Any) -> dict[str, Any]:
@@ -403,9 +406,18 @@ CASES: list[dict[str, Any]] = [
         "found array [1]",
         v=[1],
     ),
+    {  # a template (or an expression) naming an unknown table is refused when the mapping loads
+        **err(
+            "lookup('carrier', v)",
+            'lookup(): no lookup table named "carrier" (defined: carriers, statuses)',
+            v="UPS",
+        ),
+        "compile_error": "unknown lookup table 'carrier'",
+    },
     err(
-        "lookup('carrier', v)",
+        "lookup(t, v)",
         'lookup(): no lookup table named "carrier" (defined: carriers, statuses)',
+        t="carrier",
         v="UPS",
     ),
     err(
@@ -559,8 +571,29 @@ def _run_jmespath(case: dict[str, Any], functions: FunctionSet = FUNCTIONS) -> A
     return jmespath.search(case["expr"], case["given"], options=functions.jmespath_options)
 
 
-def _run_jinja(expr: str, given: dict[str, Any], env: ImmutableSandboxedEnvironment = ENV) -> Any:
+def _run_jinja(expr: str, given: dict[str, Any], env: MappingSandbox = ENV) -> Any:
     return env.compile_expression(expr)(**given)
+
+
+def _from_this(expr: str, given: dict[str, Any]) -> str:
+    """``expr`` with each name of ``given`` read from ``this`` (``money(v)`` as ``money(this.v)``), as a
+    mapping's template reads the document: Jinja's own lexer finds the names, so strings stay as written."""
+    parts: list[str] = []
+    previous = ""  # the last token that is not whitespace: a name after `.` is an attribute
+    for _, kind, value in ENV.lex("{{ " + expr + " }}"):
+        if kind == "name" and value in given and previous != ".":
+            value = f"this.{value}"
+        parts.append(value)
+        if kind != "whitespace":
+            previous = value
+    return "".join(parts)
+
+
+def _run_template(expr: str, given: dict[str, Any]) -> Any:
+    """``{{ expr }}`` as a mapping's field, compiled and run as the engine runs it on a document ``given``."""
+    template = _from_this(expr, given)
+    evaluate = COMPILER.compile_template(template, Location("functions.yaml", 1, 1, template), "x")
+    return evaluate(Scope(given, None, given))
 
 
 _CALL_ON_V = re.compile(r"(?P<name>\w+)\(v(?:, (?P<rest>.+))?\)")
@@ -581,10 +614,13 @@ def _runs(case: dict[str, Any]) -> list[tuple[str, Any]]:
     if "jmespath" in engines:
         runs.append(("jmespath", lambda: _run_jmespath(case)))
     if "jinja" in engines:
-        runs.append(("jinja", lambda: _run_jinja(case["expr"], case["given"])))
+        forms = [case["expr"]]
         filtered = _filter_form(case["expr"])
         if filtered is not None:
-            runs.append((f"jinja filter {filtered}", lambda: _run_jinja(filtered, case["given"])))
+            forms.append(filtered)
+        for form in forms:
+            runs.append((f"jinja {form}", lambda form=form: _run_jinja(form, case["given"])))
+            runs.append((f"template {form}", lambda form=form: _run_template(form, case["given"])))
     return runs
 
 
@@ -602,6 +638,11 @@ def _assert_same(actual: Any, expected: Any) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(i, case) for i, case in enumerate(CASES)])
 def test_case(case: dict[str, Any]) -> None:
     for engine, run in _runs(case):
+        if engine.startswith("template") and "compile_error" in case:
+            with pytest.raises(CompileError) as refused:
+                run()
+            assert refused.value.message == case["compile_error"], engine
+            continue
         if "result" in case:
             try:
                 actual = run()
@@ -609,13 +650,18 @@ def test_case(case: dict[str, Any]) -> None:
                 pytest.fail(f"{engine}: raised {type(error).__name__}: {error}")
             _assert_same(actual, case["result"])
             continue
-        with pytest.raises(FunctionError) as caught:
+        with pytest.raises((FunctionError, TransformError)) as caught:
             run()
-        message = str(caught.value)
-        assert caught.value.function is not None, engine
-        assert message.startswith(f"{caught.value.function}(") or message.startswith(
-            f"{caught.value.function}()"
-        ), engine
+        error = caught.value
+        if isinstance(error, FunctionError):
+            function = error.function
+            message = str(error)
+        else:  # a template's: the field's error carries the builtin's message whole
+            assert engine.startswith("template"), f"{engine}: {error.render()}"
+            message = error.message
+            function = next((name for name in FUNCTIONS.names if message.startswith(f"{name}(")), None)
+        assert function is not None, f"{engine}: {message}"
+        assert message.startswith(f"{function}("), engine
         if "error" in case:
             assert message == case["error"], engine
         if "error_starts" in case:
@@ -623,6 +669,12 @@ def test_case(case: dict[str, Any]) -> None:
         if "error_ends" in case:
             assert message.endswith(case["error_ends"]), f"{engine}: {message}"
         assert len(message) < 400
+
+
+def test_a_template_case_reads_the_given_names_from_this() -> None:
+    assert _from_this("lookup('v', v) ~ o.v ~ o['v'] | money(v)", {"v": 1, "o": {}}) == (
+        "{{ lookup('v', this.v) ~ this.o.v ~ this.o['v'] | money(this.v) }}"
+    )
 
 
 def test_every_function_has_cases() -> None:
@@ -654,7 +706,7 @@ def test_names_globals_and_filters() -> None:
 
 
 def test_jinja_builtin_filters_are_not_replaced() -> None:
-    env = make_env(FUNCTIONS)
+    env = TemplateCompiler(FUNCTIONS, frozenset()).env
     assert env.from_string("{{ v | join(', ') }}").render(v=[1, 2]) == "1, 2"  # Jinja's join stringifies
     assert env.from_string("{{ v | sum }}").render(v=[1, 2]) == "3"
     assert env.from_string("{{ v | upper }}|{{ upper(v) }}").render(v="ab") == "AB|AB"
