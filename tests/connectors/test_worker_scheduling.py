@@ -55,7 +55,7 @@ def test_the_worker_process_enters_sched_idle_once_the_parent_stops_waiting_for_
         yield [os.getpriority(os.PRIO_PROCESS, 0)]
         os.read(gate_read, 1)  # alive until the test has seen its policy
 
-    async def run() -> tuple[int, int, int, list[Any]]:
+    async def run() -> tuple[int, int, list[Any]]:
         producer = ForkedProducer(produce, starved_window=0.02)
         producer.start()
         assert producer.idle and producer.pid is not None
@@ -70,15 +70,17 @@ def test_the_worker_process_enters_sched_idle_once_the_parent_stops_waiting_for_
                     await asyncio.sleep(0.01)
                 policy = os.sched_getscheduler(producer.pid)
                 os.write(gate_write, b"x")
-        return at_start, policy, producer.guard.lifts if producer.guard else -1, seen
+        return at_start, policy, seen
 
     parent = os.getpriority(os.PRIO_PROCESS, 0)
     try:
-        at_start, policy, lifts, seen = asyncio.run(run())
+        at_start, policy, seen = asyncio.run(run())
     finally:
         os.close(gate_read)
         os.close(gate_write)
-    assert at_start == os.SCHED_OTHER and policy == os.SCHED_IDLE and lifts == 0
+    # Not lifts == 0: on a loaded machine the worker may wait for a core past starved_window and be lifted
+    # once before it is ahead again; what matters is that it is idle once the parent stops waiting.
+    assert at_start == os.SCHED_OTHER and policy == os.SCHED_IDLE
     assert seen == [min(parent + WORKER_NICENESS, 19)]
 
 
