@@ -50,6 +50,17 @@ def about(
     return {name: value for name, value in given.items() if value is not None}
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds; none
+    at all is ``0s``, as it is most often written."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{round(seconds * 1000)}ms"
+
+
 # A field the file does not write as a key of its own (a name that is the mapping key, a value derived from
 # another key, a runtime object).
 NOT_A_KEY: Mapping[str, Any] = {"not_a_key": True}

@@ -7,6 +7,7 @@ result is validated against the JSON Schema (``_schema``) and built into the con
 Error messages name keys, never values: a config holds secrets.
 """
 
+from .._config_key import duration_text
 from ._build import build_section
 from ._checks import check_objects, check_serve_settings
 from ._load import journal_path_of, load_config
@@ -28,7 +29,6 @@ from ._model import (
     Scheme,
     TargetRoute,
     Timeouts,
-    duration_text,
     join_url,
     parse_duration,
 )

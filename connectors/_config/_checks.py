@@ -18,7 +18,7 @@ import jsonschema
 
 from .._errors import ConfigError
 from ._model import PathKey, RuntimeConfig, dotted
-from ._pairs import check_pairs, check_serve_pairs
+from ._pairs import check_pairs
 from ._schema import _explain, _key, _schema, _section, _Validator
 from ._serve_model import Enrichment, ServeSettings, SourceSettings
 from ._warnings import warn_phases_past_total, warn_retries_before_breaker
@@ -60,16 +60,15 @@ def _check_serve_sections(config: RuntimeConfig) -> None:
 def check_serve_settings(settings: ServeSettings) -> None:
     """Hold a ``ServeSettings`` given to ``Service`` as it is (built in code, or changed after
     ``serve_settings``) to the rules the file's schema gives ``serve`` and ``sources``, field by field and
-    across the keys of each source (the secret each type needs; a bigcommerce source's header) and of
-    ``serve`` (``resweep`` at most ``resweep_cap``, ``keep_bodies`` at most ``dedup_window``), with the
-    loader's words. ``ConfigError`` names the key and the rule, never the value; it has no location, as the
-    settings were not read from a file."""
+    across the keys of each source (the secret each type needs; a bigcommerce source's header), with the
+    loader's words (``resweep`` at most ``resweep_cap`` and ``keep_bodies`` at most ``dedup_window`` held the
+    settings when they were built). ``ConfigError`` names the key and the rule, never the value; it has no
+    location, as the settings were not read from a file."""
     _check_record(None, settings, ("serve",))
     names = _Validator({"propertyNames": _schema()["properties"]["sources"]["propertyNames"]})
     _raise_first(None, names.iter_errors(dict.fromkeys(settings.sources)), ("sources",))
     for name, source in settings.sources.items():
         _check_record(None, source, ("sources", name))
-    check_serve_pairs(settings)
 
 
 def _as_given(value: Any) -> Any:
@@ -131,9 +130,9 @@ EXTERNAL_ID_FIELDS = ("key", "mapping", "target", "source_hash")
 
 def check_across_sections(config: RuntimeConfig) -> None:
     """The rules that the schema cannot say, for a config loaded from a file and one built in code alike: a
-    journal in one place, the placeholders of ``delivery.idempotency.external_id``, and bounds that span two
-    keys (``_pairs``: a refresh_margin below its token_ttl); and warnings (``_warnings``) for retries that give
-    up before the breaker opens and for a timeout longer than its total."""
+    journal in one place, the placeholders of ``delivery.idempotency.external_id``, and ``serve``'s bounds
+    that span two keys (``_pairs``; the records hold their own when built); and warnings (``_warnings``) for
+    retries that give up before the breaker opens and for a timeout longer than its total."""
     if config.journal.path is not None and config.journal.url is not None:
         raise config.error(
             "journal: takes path (an SQLite file) or url (PostgreSQL), not both", ("journal", "url")
@@ -146,7 +145,9 @@ def check_across_sections(config: RuntimeConfig) -> None:
                 + ", ".join("{" + f + "}" for f in EXTERNAL_ID_FIELDS),
                 ("delivery", "idempotency", "external_id"),
             )
-    check_pairs(config)
+    # The records check their own pairs when built; serve is the one section a config built in code gives
+    # as a file does, so its pairs are checked on the section (a file's again, having passed before the build).
+    check_pairs({"serve": config.serve}, config.locations)
     warn_retries_before_breaker(config)
     warn_phases_past_total(config)
 

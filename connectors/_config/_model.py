@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import httpx
 from shipmap.engine import CompiledMapping, Location
 
-from .._config_key import NOT_A_KEY, about
+from .._config_key import NOT_A_KEY, about, duration_text
 from .._deliver._auth import (
     FENIX_REFRESH_MARGIN,
     ApiKeyAuth,
@@ -28,6 +28,7 @@ from .._deliver._auth import (
 )
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
+from .._key_pairs import BACKOFF, REFRESH, refuse_out_of_order
 from .._redact import MASK, Redactor
 from .._store._journal_pg import display_url
 
@@ -43,6 +44,7 @@ DEFAULT_IDEMPOTENCY_HEADER = "Idempotency-Key"
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DEFAULT_KEEP = 30 * 86400.0  # journal.keep
+DEFAULT_BACKOFF_BASE = 0.5  # delivery.retry.backoff_base
 
 
 def dotted(path: PathKey) -> str:
@@ -51,17 +53,6 @@ def dotted(path: PathKey) -> str:
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
     return text
-
-
-def duration_text(seconds: float) -> str:
-    """A duration as the config writes it: the largest whole unit (30d, 4h, 5m, 30s), else milliseconds; none
-    at all is ``0s``, as it is most often written."""
-    if seconds == 0:
-        return "0s"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{round(seconds * 1000)}ms"
 
 
 def _shown(record: Any, **masked: str) -> str:
@@ -110,6 +101,10 @@ class AuthSettings:
     # Reads the credentials again (rotation without restart): a fenix_session at each login, the other schemes
     # after a 401. Set when loaded from a file whose credentials are references.
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
+
+    def __post_init__(self) -> None:
+        if self.scheme == "fenix_session":
+            refuse_out_of_order(self, REFRESH)
 
     def __repr__(self) -> str:
         if self.scheme == "basic" and self.username is not None:
@@ -302,8 +297,13 @@ class RetryPolicy:
     max_attempts: int = field(
         default=5, metadata=about("Attempts per delivery, the first included.", minimum=1, maximum=100)
     )
-    backoff_base: float = field(
-        default=0.5, metadata=about("Delay after the first failed attempt, doubled each time.", duration=True)
+    backoff_base: float | None = field(  # None: left out, the default, at most backoff_cap
+        default=None,
+        metadata=about(
+            "Delay after the first failed attempt, doubled each time.",
+            duration=True,
+            default_text=f"{duration_text(DEFAULT_BACKOFF_BASE)}, at most backoff_cap",
+        ),
     )
     backoff_cap: float = field(default=30.0, metadata=about("Longest backoff.", duration=True))
     jitter: Literal["full", "equal", "none"] = field(
@@ -312,6 +312,17 @@ class RetryPolicy:
     retry_after_cap: float = field(
         default=60.0, metadata=about("Longest wait a Retry-After header can impose.", duration=True)
     )
+
+    def __post_init__(self) -> None:
+        refuse_out_of_order(self, BACKOFF)
+
+    @property
+    def first_backoff(self) -> float:
+        """The delay after the first failed attempt: ``backoff_base``, or left out its default, at most
+        ``backoff_cap``."""
+        if self.backoff_base is not None:
+            return self.backoff_base
+        return min(DEFAULT_BACKOFF_BASE, self.backoff_cap)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 import jsonschema
 from shipmap.engine import Location
 
-from .._config_key import NUMBER_BOUNDS, STRING_BOUNDS
+from .._config_key import NUMBER_BOUNDS, STRING_BOUNDS, duration_text
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
 from ._model import (
@@ -42,7 +42,6 @@ from ._model import (
     TargetRoute,
     Timeouts,
     dotted,
-    duration_text,
     parse_duration,
 )
 from ._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .._config_key import NOT_A_KEY, about
+from .._config_key import NOT_A_KEY, about, duration_text
+from .._key_pairs import SERVE_PAIRS, refuse_out_of_order
 
 SourceType = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
 Signature = Literal["hmac-sha256-hex", "hmac-sha256-base64", "standard-webhooks"]
@@ -179,8 +180,8 @@ class ServeSettings:
             exclusiveMinimum=0,
         ),
     )
-    resweep: float = field(
-        default=DEFAULT_RESWEEP,
+    resweep: float | None = field(  # None: left out, the default, at most resweep_cap
+        default=None,
         metadata=about(
             "A running service looks again at work an outage left waiting (deliveries parked by an open"
             " breaker, webhooks whose enrichment found the source API down) this long after it was parked;"
@@ -188,6 +189,7 @@ class ServeSettings:
             duration=True,
             minimum=SHORTEST_RESWEEP,
             why=_RESWEEP_WHY,
+            default_text=f"{duration_text(DEFAULT_RESWEEP)}, at most resweep_cap",
         ),
     )
     resweep_cap: float = field(
@@ -224,14 +226,19 @@ class ServeSettings:
         ),
     )
 
+    def __post_init__(self) -> None:
+        for pair in SERVE_PAIRS:
+            refuse_out_of_order(self, pair)
+
     @property
     def first_resweep(self) -> float:
-        """The first wait for parked work: ``resweep``, or ``resweep_cap`` when that is shorter (the default
-        resweep adapts to a short cap; a resweep given is at most the cap, or the config was refused)."""
-        return min(self.resweep, self.resweep_cap)
+        """The first wait for parked work: ``resweep``, or left out its default, at most ``resweep_cap``."""
+        if self.resweep is not None:
+            return self.resweep
+        return min(DEFAULT_RESWEEP, self.resweep_cap)
 
     @property
     def bodies_kept_for(self) -> float:
-        """How long a processed webhook's body is kept: ``keep_bodies``, or the whole ``dedup_window`` when it
-        is left out (a ``keep_bodies`` given is at most the window, or the config was refused)."""
-        return self.dedup_window if self.keep_bodies is None else min(self.keep_bodies, self.dedup_window)
+        """How long a processed webhook's body is kept: ``keep_bodies``, or left out the whole
+        ``dedup_window``."""
+        return self.dedup_window if self.keep_bodies is None else self.keep_bodies

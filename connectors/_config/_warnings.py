@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from shipmap.engine import Location
 
+from .._config_key import duration_text
 from .._plural import counted
-from ._model import PathKey, RuntimeConfig, Timeouts, dotted, duration_text, given
+from ._model import PathKey, RuntimeConfig, Timeouts, dotted, given
 
 _log = logging.getLogger("shipmap.connectors.config")
 

@@ -30,7 +30,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
-from .._config_key import about
+from .._config_key import about, duration_text
+from .._key_pairs import COOLDOWN, refuse_out_of_order
 from .._redact import Redactor, get_logger
 
 Clock = Callable[[], float]
@@ -40,6 +41,9 @@ _T = TypeVar("_T")
 # Answers whose Retry-After speaks for the API, not for the one request that got it: every request of the
 # connection is held until then (a 500 or 502 that says Retry-After only delays its own retry).
 HOLDING_STATUSES = (429, 503)
+
+
+DEFAULT_COOLDOWN = 1.0  # a breaker's cooldown, left out
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +58,13 @@ class BreakerSettings:
             maximum=1000,
         ),
     )
-    cooldown: float = field(
-        default=1.0,
+    cooldown: float | None = field(  # None: left out, the default, at most cooldown_cap
+        default=None,
         metadata=about(
             "Open this long before the first probe; doubled after each failed probe.",
             duration=True,
             exclusiveMinimum=0,  # 0 would probe a destination that is down without pause
+            default_text=f"{duration_text(DEFAULT_COOLDOWN)}, at most cooldown_cap",
         ),
     )
     cooldown_cap: float = field(
@@ -72,6 +77,17 @@ class BreakerSettings:
             duration=True,
         ),
     )
+
+    def __post_init__(self) -> None:
+        refuse_out_of_order(self, COOLDOWN)
+
+    @property
+    def first_cooldown(self) -> float:
+        """How long it stays open before the first probe: ``cooldown``, or left out its default, at most
+        ``cooldown_cap``."""
+        if self.cooldown is not None:
+            return self.cooldown
+        return min(DEFAULT_COOLDOWN, self.cooldown_cap)
 
 
 @dataclass(slots=True)
@@ -361,8 +377,7 @@ class CircuitBreaker:
                 return
             state.phase = "open"
             state.opened_at = now
-            # The default cooldown adapts to a shorter cap; a cooldown given is at most the cap (_config/_pairs).
-            state.cooldown = min(self.settings.cooldown, self.settings.cooldown_cap)
+            state.cooldown = self.settings.first_cooldown
             state.retry_at = now + state.cooldown
             state.reason = reason
             state.opened += 1
@@ -375,7 +390,9 @@ class CircuitBreaker:
             self._notify()
         elif probe or state.phase == "half_open":
             state.phase = "open"
-            state.cooldown = min(max(state.cooldown, self.settings.cooldown) * 2, self.settings.cooldown_cap)
+            state.cooldown = min(
+                max(state.cooldown, self.settings.first_cooldown) * 2, self.settings.cooldown_cap
+            )
             state.retry_at = now + state.cooldown
             state.reason = reason
             self._log.info(

@@ -116,7 +116,7 @@ def backoff_delay(
     """
     if retry_after is not None:
         return max(0.0, min(retry_after, policy.retry_after_cap))
-    delay = min(policy.backoff_cap, policy.backoff_base * (2.0 ** (attempt - 1)))
+    delay = min(policy.backoff_cap, policy.first_backoff * (2.0 ** (attempt - 1)))
     if policy.jitter == "full":
         return rng.uniform(0.0, delay)
     if policy.jitter == "equal":

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from shipmap.connectors import (
+    AuthSettings,
     BreakerSettings,
     ConfigError,
     DeliverySettings,
@@ -21,9 +22,11 @@ from shipmap.connectors import (
 )
 from shipmap.connectors._cli import main
 from shipmap.connectors._redact import Redactor
+from shipmap.connectors._serve import ServeSettings
 from test_runtime_support import BASE_CONFIG, SECRETS, environ, write_config
 
 URL = "http://127.0.0.1:9"
+DAY = 86400.0
 
 
 def _fenix_auth(**keys: str) -> dict[str, Any]:
@@ -156,49 +159,118 @@ def _in_code(**changes: Any) -> Any:
     return build(**changes)
 
 
+FENIX_SESSION = {"scheme": "fenix_session", "username": "u", "password": "pass", "api_key": "key1"}
+
+
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("build", "message"),
     [
         (
-            {"auth": {"token_ttl": 240.0, "refresh_margin": 360.0}},
-            "connections.fenix.auth.refresh_margin: must be less than token_ttl (4m): the token would be"
-            " renewed before every request, or never used",
+            lambda: AuthSettings(**FENIX_SESSION, token_ttl=240.0, refresh_margin=360.0),
+            "AuthSettings: refresh_margin (6m) must be less than token_ttl (4m): the token would be renewed"
+            " before every request, or never used",
+        ),
+        (  # the lower key given equal to its default (5m): given all the same, as in a file
+            lambda: AuthSettings(**FENIX_SESSION, token_ttl=240.0, refresh_margin=300.0),
+            "AuthSettings: refresh_margin (5m) must be less than token_ttl (4m): the token would be renewed"
+            " before every request, or never used",
         ),
         (
-            {"delivery": DeliverySettings(retry=RetryPolicy(backoff_base=2.0, backoff_cap=1.0))},
-            "delivery.retry.backoff_base: must be at most backoff_cap (1s): the cap would lower every backoff"
+            lambda: RetryPolicy(backoff_base=2.0, backoff_cap=1.0),
+            "RetryPolicy: backoff_base (2s) must be at most backoff_cap (1s): the cap would lower every backoff"
             " to itself",
         ),
         (
-            {"delivery": DeliverySettings(breaker=BreakerSettings(cooldown=5.0, cooldown_cap=2.0))},
-            "delivery.breaker.cooldown: must be at most cooldown_cap (2s): the first wait between probes would"
-            " be longer than the cap",
+            lambda: RetryPolicy(backoff_base=0.5, backoff_cap=0.25),
+            "RetryPolicy: backoff_base (500ms) must be at most backoff_cap (250ms): the cap would lower every"
+            " backoff to itself",
+        ),
+        (  # by dataclasses.replace too: a left-out base, given later
+            lambda: dataclasses.replace(RetryPolicy(backoff_cap=0.25), backoff_base=0.5),
+            "RetryPolicy: backoff_base (500ms) must be at most backoff_cap (250ms): the cap would lower every"
+            " backoff to itself",
         ),
         (
-            {"serve": {"resweep": 30.0, "resweep_cap": "10s"}},
+            lambda: BreakerSettings(cooldown=5.0, cooldown_cap=2.0),
+            "BreakerSettings: cooldown (5s) must be at most cooldown_cap (2s): the first wait between probes"
+            " would be longer than the cap",
+        ),
+        (
+            lambda: BreakerSettings(cooldown=1.0, cooldown_cap=0.5),
+            "BreakerSettings: cooldown (1s) must be at most cooldown_cap (500ms): the first wait between probes"
+            " would be longer than the cap",
+        ),
+        (
+            lambda: ServeSettings(inbox="i", sources={}, resweep=5.0, resweep_cap=2.0),
+            "ServeSettings: resweep (5s) must be at most resweep_cap (2s): the first wait for parked work would"
+            " be longer than the longest",
+        ),
+        (  # bodies kept longer than the ids: the default window (7d)
+            lambda: ServeSettings(inbox="i", sources={}, keep_bodies=8 * DAY),
+            "ServeSettings: keep_bodies (8d) must be at most dedup_window (7d): the inbox forgets a webhook, its"
+            " id and its body, that long after it arrived",
+        ),
+        (  # the upper key replaced later is held too
+            lambda: dataclasses.replace(
+                ServeSettings(inbox="i", sources={}, keep_bodies=2 * DAY), dedup_window=DAY
+            ),
+            "ServeSettings: keep_bodies (2d) must be at most dedup_window (1d): the inbox forgets a webhook, its"
+            " id and its body, that long after it arrived",
+        ),
+    ],
+    ids=[
+        "margin",
+        "margin-equal-to-default",
+        "backoff",
+        "backoff-equal-to-default",
+        "backoff-by-replace",
+        "cooldown",
+        "cooldown-equal-to-default",
+        "resweep-equal-to-default",
+        "keep_bodies-over-default-window",
+        "window-by-replace",
+    ],
+)
+def test_a_record_built_in_code_is_held_to_its_pair_when_built(build: Any, message: str) -> None:
+    """Every pair, in code: the lower key given, even equal to its default, is held to the upper one when the
+    record is built (it used to escape, 'given' being 'not the default' in code). ConfigError, exit 2,
+    naming both keys and their values; no location, as nothing was read from a file."""
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+
+
+@pytest.mark.parametrize(
+    ("serve", "message"),
+    [
+        (
+            {"resweep": 30.0, "resweep_cap": "10s"},
             "serve.resweep: must be at most resweep_cap (10s): the first wait for parked work would be longer"
             " than the longest",
         ),
         (
-            {"serve": {"dedup_window": "1d", "keep_bodies": "2d"}},
+            {"dedup_window": "1d", "keep_bodies": "2d"},
             "serve.keep_bodies: must be at most dedup_window (1d): the inbox forgets a webhook, its id and its"
             " body, that long after it arrived",
         ),
     ],
-    ids=["margin", "backoff", "cooldown", "resweep", "keep_bodies"],
+    ids=["resweep", "keep_bodies"],
 )
-def test_a_config_built_in_code_is_held_to_the_same_pairs(change: dict[str, Any], message: str) -> None:
-    config = _in_code(**{k: v for k, v in change.items() if k != "auth"})
-    if "auth" in change:
-        fenix = config.connections[0]
-        auth = dataclasses.replace(fenix.auth, **change["auth"])
-        config = dataclasses.replace(config, connections=(dataclasses.replace(fenix, auth=auth),))
+def test_serve_given_in_code_as_a_file_gives_it_is_held_to_its_pairs(
+    serve: dict[str, Any], message: str
+) -> None:
+    config = _in_code(serve=serve)
     with pytest.raises(ConfigError) as caught:
         Runtime(config)
     assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
 
 
 def test_pairs_in_order_or_left_at_their_defaults_pass_in_code() -> None:
+    # A lower key left out is None, and adapts to a short cap, whatever else is replaced later.
+    retry = dataclasses.replace(RetryPolicy(backoff_cap=0.25), max_attempts=3)
+    assert (retry.backoff_base, retry.first_backoff, RetryPolicy().first_backoff) == (None, 0.25, 0.5)
+    breaker = dataclasses.replace(BreakerSettings(cooldown_cap=0.5), failures=2)
+    assert (breaker.cooldown, breaker.first_cooldown, BreakerSettings().first_cooldown) == (None, 0.5, 1.0)
     config = _in_code(delivery=DeliverySettings(retry=RetryPolicy(backoff_base=1.0, backoff_cap=1.0)))
     fenix = config.connections[0]
     short = dataclasses.replace(fenix.auth, token_ttl=60.0)  # the default margin adapts: no error
@@ -256,42 +328,45 @@ def test_fenix_session_auth_adapts_only_its_default_margin() -> None:
 
 
 def test_serve_settings_given_in_code_are_held_to_the_resweep_pair(tmp_path: Path) -> None:
-    """Settings handed to Service as they are (built in code, or changed after serve_settings)."""
+    """Settings handed to Service as they are (built in code, or changed after serve_settings): a resweep
+    left out adapts to a short cap; one given later, by dataclasses.replace, is held to it."""
     from shipmap.connectors._config import check_serve_settings
-    from shipmap.connectors._serve import ServeSettings
 
-    settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep=10.0, resweep_cap=2.0)
+    settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0)
+    check_serve_settings(settings)  # adapts
+    assert (settings.resweep, settings.first_resweep) == (None, 2.0)
     with pytest.raises(ConfigError) as caught:
-        check_serve_settings(settings)
+        dataclasses.replace(settings, resweep=10.0)
     assert (caught.value.message, caught.value.location) == (
-        "serve.resweep: must be at most resweep_cap (2s): the first wait for parked work would be longer than"
-        " the longest",
+        "ServeSettings: resweep (10s) must be at most resweep_cap (2s): the first wait for parked work would be"
+        " longer than the longest",
         None,
     )
-    check_serve_settings(ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0))  # adapts
 
 
 def test_serve_settings_given_in_code_are_held_to_the_keep_bodies_pair(tmp_path: Path) -> None:
-    """``keep_bodies`` at most ``dedup_window``; left out, bodies are kept for the whole window, whatever it is."""
+    """``keep_bodies`` at most ``dedup_window``, held when the settings are built; left out (None), bodies are
+    kept for the whole window, whatever it is."""
     from shipmap.connectors._config import check_serve_settings
-    from shipmap.connectors._serve import ServeSettings
 
-    day = 86400.0
-    settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=day, keep_bodies=2 * day)
     with pytest.raises(ConfigError) as caught:
-        check_serve_settings(settings)
-    assert (caught.value.message, caught.value.location) == (
-        "serve.keep_bodies: must be at most dedup_window (1d): the inbox forgets a webhook, its id and its body,"
-        " that long after it arrived",
+        ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=DAY, keep_bodies=2 * DAY)
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (
+        "ServeSettings: keep_bodies (2d) must be at most dedup_window (1d): the inbox forgets a webhook, its id"
+        " and its body, that long after it arrived",
         None,
+        2,
     )
-    for window in (3600.0, 30 * day):
+    for window in (3600.0, 30 * DAY):
         alone = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=window)
         check_serve_settings(alone)
-        assert alone.bodies_kept_for == window
-    shorter = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=30 * day, keep_bodies=day)
+        assert (alone.keep_bodies, alone.bodies_kept_for) == (None, window)
+    equal = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, keep_bodies=7 * DAY)  # at most: held
+    check_serve_settings(equal)
+    assert equal.bodies_kept_for == 7 * DAY
+    shorter = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=30 * DAY, keep_bodies=DAY)
     check_serve_settings(shorter)
-    assert shorter.bodies_kept_for == day
+    assert shorter.bodies_kept_for == DAY
     with pytest.raises(ConfigError) as caught:  # the window's own bounds, in code too
         check_serve_settings(ServeSettings(inbox=tmp_path / "inbox.db", sources={}, dedup_window=60.0))
     assert caught.value.message.startswith("serve.dedup_window: must be at least 1h: ")

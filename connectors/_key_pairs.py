@@ -1,0 +1,91 @@
+"""Bounds that span two keys of one section: a value that must stay below another (a fenix_session's
+``refresh_margin`` below its ``token_ttl``, a backoff base, a breaker's cooldown and ``serve.resweep`` at most
+their caps, ``serve.keep_bodies`` at most ``dedup_window``). The schema bounds each key alone.
+
+A rule holds when its lower key is given. Left out, the lower key is None and its default adapts to the
+other (the auth refreshes at most half a short token's life early; the first backoff, cooldown and resweep
+are at most their caps; bodies are kept for the whole dedup window), so that a value given, even one equal to the default, is told from one left out in
+code as in a file. Each record that holds a pair checks it when it is built (:func:`refuse_out_of_order`,
+from its ``__post_init__``): in code, by ``dataclasses.replace`` too. A file's pairs are checked before its
+records are built (``_config/_pairs.py``), so that its error is located at the key the file wrote later.
+
+A leaf module, as ``_config_key`` is: the breaker's settings hold a pair too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._config_key import duration_text
+from ._errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    lower: str  # the key that must stay below ``upper`` (its value None: left out)
+    upper: str
+    strict: bool  # below, or at most
+    why: str  # what goes wrong otherwise, for the message
+
+    def holds(self, low: float, high: float) -> bool:
+        return low < high if self.strict else low <= high
+
+    @property
+    def relation(self) -> str:
+        """What ``lower`` must be to ``upper``: ``less than``, ``at most``."""
+        return "less than" if self.strict else "at most"
+
+    @property
+    def inverse(self) -> str:
+        """What ``upper`` must be to ``lower``: ``more than``, ``at least``."""
+        return "more than" if self.strict else "at least"
+
+
+REFRESH = Pair(
+    "refresh_margin",
+    "token_ttl",
+    strict=True,
+    why="the token would be renewed before every request, or never used",
+)
+BACKOFF = Pair("backoff_base", "backoff_cap", strict=False, why="the cap would lower every backoff to itself")
+COOLDOWN = Pair(
+    "cooldown", "cooldown_cap", strict=False, why="the first wait between probes would be longer than the cap"
+)
+RESWEEP = Pair(
+    "resweep",
+    "resweep_cap",
+    strict=False,
+    why="the first wait for parked work would be longer than the longest",
+)
+KEEP_BODIES = Pair(
+    "keep_bodies",
+    "dedup_window",
+    strict=False,
+    why="the inbox forgets a webhook, its id and its body, that long after it arrived",
+)
+SERVE_PAIRS = (RESWEEP, KEEP_BODIES)  # ServeSettings holds two
+
+
+def refuse_out_of_order(record: object, pair: Pair) -> None:
+    """ConfigError (exit 2) when ``record``'s lower key of ``pair`` is given and out of order with the upper
+    one, naming both with their values (durations, never secrets) and the record's class, as a record built
+    in code has no file to point at: ``RetryPolicy: backoff_base (2s) must be at most backoff_cap (1s): ...``."""
+    low, high = getattr(record, pair.lower), getattr(record, pair.upper)
+    if low is None or pair.holds(low, high):
+        return
+    raise ConfigError(
+        f"{type(record).__name__}: {pair.lower} ({duration_text(low)}) must be {pair.relation} {pair.upper}"
+        f" ({duration_text(high)}): {pair.why}"
+    )
+
+
+__all__ = [
+    "BACKOFF",
+    "COOLDOWN",
+    "KEEP_BODIES",
+    "REFRESH",
+    "RESWEEP",
+    "SERVE_PAIRS",
+    "Pair",
+    "refuse_out_of_order",
+]
