@@ -24,6 +24,7 @@ def about(
     duration: bool = False,
     nullable: bool = False,
     default_text: str | None = None,
+    schema_default: float | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
     exclusiveMinimum: float | None = None,  # named as in JSON Schema
@@ -34,12 +35,15 @@ def about(
     """A key of the config file. ``duration``: seconds as a number or a string such as 30s (the field holds
     seconds, and its bounds are in seconds, held however the file writes it); ``nullable``: the file may
     write null (else ``None`` only means "left out"); ``default_text``: the description's "Default ..." when
-    the default value alone says too little; ``why``: said after a duration out of its bounds."""
+    the default value alone says too little; ``schema_default``: the schema's ``default`` of a key whose
+    field is None when left out, given only where writing that value runs as leaving the key out does, or is
+    refused (see ``_key_pairs``); ``why``: said after a duration out of its bounds."""
     given = {
         "description": description,
         "duration": duration or None,
         "nullable": nullable or None,
         "default_text": default_text,
+        "schema_default": schema_default,
         "minimum": minimum,
         "maximum": maximum,
         "exclusiveMinimum": exclusiveMinimum,

@@ -4,10 +4,18 @@ their caps, ``serve.keep_bodies`` at most ``dedup_window``). The schema bounds e
 
 A rule holds when its lower key is given. Left out, the lower key is None and its default adapts to the
 other (the auth refreshes at most half a short token's life early; the first backoff, cooldown and resweep
-are at most their caps; bodies are kept for the whole dedup window), so that a value given, even one equal to the default, is told from one left out in
-code as in a file. Each record that holds a pair checks it when it is built (:func:`refuse_out_of_order`,
-from its ``__post_init__``): in code, by ``dataclasses.replace`` too. A file's pairs are checked before its
-records are built (``_config/_pairs.py``), so that its error is located at the key the file wrote later.
+are at most their caps; bodies are kept for the whole dedup window), so that a value given, even one equal to
+the default, is told from one left out in code as in a file. Each record that holds a pair checks it when it
+is built (:func:`refuse_out_of_order`, from its ``__post_init__``): in code, by ``dataclasses.replace`` too.
+A file's pairs are checked before its records are built (``_config/_pairs.py``), so that its error is located
+at the key the file wrote later.
+
+The schema gives a lower key the numeric ``default`` that editors insert only where writing it runs as leaving
+it out does, or is refused, never silently different: ``backoff_base``, ``cooldown`` and ``resweep`` (under a
+cap at least that long it is the value in use either way; under a shorter one, written, it is refused).
+``refresh_margin`` and ``keep_bodies`` have their Default: text alone: a 5m margin written on an 8m token is
+used as given where left out it is 4m, and 7d of bodies written under a 30d dedup_window drops them sooner
+than left out, which keeps them for the whole window.
 
 A leaf module, as ``_config_key`` is: the breaker's settings hold a pair too.
 """

@@ -145,8 +145,8 @@ def check_across_sections(config: RuntimeConfig) -> None:
                 + ", ".join("{" + f + "}" for f in EXTERNAL_ID_FIELDS),
                 ("delivery", "idempotency", "external_id"),
             )
-    # The records check their own pairs when built; serve is the one section a config built in code gives
-    # as a file does, so its pairs are checked on the section (a file's again, having passed before the build).
+    # The records check their own pairs when built; serve is the one section a config built in code gives as
+    # a file does, so its pairs are checked on the section (a file's again, having passed before the build).
     check_pairs({"serve": config.serve}, config.locations)
     warn_retries_before_breaker(config)
     warn_phases_past_total(config)

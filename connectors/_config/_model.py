@@ -303,6 +303,7 @@ class RetryPolicy:
             "Delay after the first failed attempt, doubled each time.",
             duration=True,
             default_text=f"{duration_text(DEFAULT_BACKOFF_BASE)}, at most backoff_cap",
+            schema_default=DEFAULT_BACKOFF_BASE,
         ),
     )
     backoff_cap: float = field(default=30.0, metadata=about("Longest backoff.", duration=True))

@@ -363,6 +363,8 @@ def _key(annotation: Any, field: dataclasses.Field[Any], *, required: bool) -> d
         schema["description"] = description
     if _plain(default) and default is not None and default != {}:
         schema["default"] = default
+    elif "schema_default" in meta:  # left out (None), it adapts to another key: the value it then stands for
+        schema["default"] = meta["schema_default"]
     return schema
 
 

@@ -190,6 +190,7 @@ class ServeSettings:
             minimum=SHORTEST_RESWEEP,
             why=_RESWEEP_WHY,
             default_text=f"{duration_text(DEFAULT_RESWEEP)}, at most resweep_cap",
+            schema_default=DEFAULT_RESWEEP,
         ),
     )
     resweep_cap: float = field(

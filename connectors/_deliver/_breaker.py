@@ -65,6 +65,7 @@ class BreakerSettings:
             duration=True,
             exclusiveMinimum=0,  # 0 would probe a destination that is down without pause
             default_text=f"{duration_text(DEFAULT_COOLDOWN)}, at most cooldown_cap",
+            schema_default=DEFAULT_COOLDOWN,
         ),
     )
     cooldown_cap: float = field(

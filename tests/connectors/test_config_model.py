@@ -5,6 +5,7 @@ that building a file gives each field the file's value, or else the dataclass's 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import sys
@@ -16,8 +17,10 @@ from textwrap import dedent
 from typing import Any, Literal
 
 import pytest
+import yaml
 from shipmap.connectors import (
     AuthSettings,
+    ConfigError,
     Connection,
     DeliverySettings,
     EventSettings,
@@ -30,14 +33,16 @@ from shipmap.connectors import (
     config_schema,
     load_config,
 )
+from shipmap.connectors._config import build_section
 from shipmap.connectors._config._model import parse_duration
 from shipmap.connectors._config._schema import _section
 from shipmap.connectors._config._serve_model import Enrichment, RateLimit, ServeSettings, SourceSettings
 from shipmap.connectors._config_key import about
 from shipmap.connectors._deliver._breaker import BreakerSettings
-from test_runtime_support import FIXTURES, environ
+from test_runtime_support import BASE_CONFIG, FIXTURES, environ, write_config
 
-ENV = environ("http://127.0.0.1:9")
+URL = "http://127.0.0.1:9"
+ENV = environ(URL)
 
 
 def section(pointer: str) -> dict[str, Any]:
@@ -92,6 +97,77 @@ def test_each_key_shows_its_fields_default(pointer: str, cls: type[Any]) -> None
             and item.default != ""
         ):
             assert properties[item.name]["default"] == item.default, item.name
+        elif item.name in properties and "schema_default" in item.metadata:  # None: left out, adapts
+            assert properties[item.name]["default"] == item.metadata["schema_default"], item.name
+
+
+@pytest.mark.parametrize(
+    ("pointer", "section_path", "key", "upper", "in_use"),
+    [
+        (
+            "$defs/delivery/properties/retry",
+            ("delivery", "retry"),
+            "backoff_base",
+            "backoff_cap",
+            "first_backoff",
+        ),
+        ("$defs/breaker", ("delivery", "breaker"), "cooldown", "cooldown_cap", "first_cooldown"),
+        ("$defs/serve", ("serve",), "resweep", "resweep_cap", "first_resweep"),
+    ],
+    ids=["backoff_base", "cooldown", "resweep"],
+)
+def test_a_lower_keys_schema_default_written_runs_as_left_out_or_is_refused(
+    tmp_path: Path, pointer: str, section_path: tuple[str, ...], key: str, upper: str, in_use: str
+) -> None:
+    """What an editor inserts for the lower key of a pair (the schema's ``default``) is the value in use when
+    the key is left out, under the default cap or a longer one; under a shorter cap, written, it is refused,
+    located: never a config that loads and runs otherwise than the one that left it out."""
+    schema = section(pointer)["properties"][key]
+    default = schema["default"]
+    assert schema["description"].endswith(f", at most {upper}.")  # the text says the rest
+
+    def record(**keys: Any) -> Any:
+        """The record of ``section_path`` loaded from a file whose section is ``keys`` alone."""
+        config = copy.deepcopy(BASE_CONFIG)
+        config["delivery"].pop("retry")  # the base's own backoff keys
+        parent = config
+        for name in section_path[:-1]:
+            parent = parent.setdefault(name, {})
+        parent[section_path[-1]] = keys
+        path = write_config(tmp_path, URL)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        found: Any = load_config(path, environ=ENV)
+        if section_path == ("serve",):  # the section as the file gives it, built as serve_settings does
+            return build_section(ServeSettings, dict(found.serve), inbox="i", sources={})
+        for name in section_path:
+            found = getattr(found, name)
+        return found
+
+    for cap in ({}, {upper: f"{default * 4}s"}):  # the default cap, and a longer one
+        left_out, written = record(**cap), record(**cap, **{key: default})
+        assert (getattr(left_out, key), getattr(written, key)) == (None, default)
+        assert getattr(written, in_use) == getattr(left_out, in_use) == default
+    shorter = {upper: f"{default / 2}s"}
+    assert getattr(record(**shorter), in_use) == default / 2
+    with pytest.raises(ConfigError) as caught:
+        record(**shorter, **{key: default})
+    assert caught.value.message.startswith(f"{'.'.join(section_path)}.{key}: must be at most {upper} (")
+    assert caught.value.location is not None
+
+
+@pytest.mark.parametrize(
+    ("pointer", "key"),
+    [("$defs/auth", "refresh_margin"), ("$defs/serve", "keep_bodies")],
+    ids=["refresh_margin", "keep_bodies"],
+)
+def test_a_lower_key_whose_default_written_would_run_otherwise_has_no_schema_default(
+    pointer: str, key: str
+) -> None:
+    """refresh_margin: 5m written on an 8m token is used as given, left out it is 4m
+    (test_config_pairs); keep_bodies: 7d written under a 30d dedup_window drops bodies sooner than left out,
+    which keeps them for the window. Their Default: text alone says it."""
+    schema = section(pointer)["properties"][key]
+    assert "default" not in schema and "Default: " in schema["description"]
 
 
 def test_a_new_field_is_a_new_key_with_its_type_bounds_and_default() -> None:

@@ -1,7 +1,8 @@
-"""Bounds that span two keys: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff base
-and a breaker cooldown at most their caps. Each key passed its own bounds and the pair was not checked: a
-margin of 5m on a 4m token was silently halved. Held for a file (located at the key written later, exit 2)
-and for a config built in code alike; a default lower value adapts and is not an error."""
+"""Bounds that span two keys: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff base,
+a breaker cooldown and ``serve.resweep`` at most their caps, ``serve.keep_bodies`` at most ``dedup_window``.
+Each key passed its own bounds and the pair was not checked: a margin of 5m on a 4m token was silently
+halved. Held for a file (located at the key written later, exit 2) and for a record built in code when it is
+built (naming its class); a lower key left out adapts and is not an error."""
 
 from __future__ import annotations
 
