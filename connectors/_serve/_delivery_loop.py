@@ -10,7 +10,8 @@ Delivery is a sequence of runs over one feed. A run ends when the feed says so (
 deliveries is due, or ``shipmap replay`` left a request, see ``_feed`` and ``_replays``); the loop then
 carries out the waiting replays and starts the next run, which first re-sends what the journal holds
 pending. Each run's summary is folded into the service's totals, and each replay's into the totals of its
-replays, apart: a replayed dead letter that fails again is not a new one (``_totals``).
+replays, apart: a replayed dead letter that fails again is not a new one (``_totals``). A run or a replay that
+an error ends is folded all the same, once: what it delivered and dead-lettered before is in the journal.
 
 A run that stops because its sends keep raising inside shipmap (``SendingStopped``: a bug, or a custom
 transport or auth flow that fails every request) does not stop the service: what it had not delivered is
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from shipmap.engine import SourceDocument
+from shipmap.engine import ShipmapError, SourceDocument
 
 from .._deliver._breaker import StateStore
 from .._errors import SendingStopped
@@ -97,6 +98,9 @@ class DeliveryLoop:
         self._folded: RunSummary | None = (
             None  # the last run folded in (the runtime's ``live`` until the next)
         )
+        # A fold and a read of the totals (/metrics, on intake's thread) exclude each other: a read between
+        # the two steps of a fold would count the run twice, or not at all, and a counter must never go down.
+        self._totals = threading.Lock()
         self.runs = 0
         self.result: concurrent.futures.Future[RunSummary | None] = concurrent.futures.Future()
         self.cancelled = False
@@ -139,19 +143,37 @@ class DeliveryLoop:
     def summary(self) -> RunSummary:
         """Everything delivered since the service started: the finished runs and the one in progress (the
         replays apart: ``replays``)."""
-        live = self._unfolded()
-        return combined(self.total, live if live is not None and not live.replay else None)
+        with self._totals:
+            live = self._unfolded()
+            return combined(self.total, live if live is not None and not live.replay else None)
 
     def replays(self) -> RunSummary:
         """What the replays carried out since the service started did: the finished ones and the one in
         progress."""
-        live = self._unfolded()
-        return combined(self.replayed, live if live is not None and live.replay else None)
+        with self._totals:
+            live = self._unfolded()
+            return combined(self.replayed, live if live is not None and live.replay else None)
 
     def _unfolded(self) -> RunSummary | None:
         """The runtime's run or replay in progress, None once it is folded into the totals."""
         live = self.runtime.live
         return None if live is self._folded else live
+
+    def _fold_ended(self) -> RunSummary | None:
+        """Fold the run or replay that has just ended into the service's totals, however it ended: its
+        summary, or what it delivered and dead-lettered before an error stopped it (the journal has those
+        outcomes; /metrics must too, and must not go down when the next run replaces ``runtime.live``).
+        Once: a summary already folded is not folded again (None then, and when no run has started)."""
+        with self._totals:
+            ended = self._unfolded()
+            if ended is None:
+                return None
+            if ended.replay:
+                fold_replay(self.total, self.replayed, ended)
+            else:
+                fold(self.total, ended)
+            self._folded = ended
+            return ended
 
     def enrichment_breakers(self) -> StateStore | None:
         """The store enrichment's breakers live in, once the delivery thread has built its enricher (not
@@ -308,15 +330,15 @@ class DeliveryLoop:
             try:
                 # Other services on a shared journal keep running and take over what this one leaves.
                 # A connection that is down holds up half the senders at most: the feed's sweeps send the rest.
-                run = await self.runtime.run_async(
+                await self.runtime.run_async(
                     self._epoch(feed), progress=self._on_progress, wait_for_others=False, park_when_down=True
                 )
-            except SendingStopped as stopped:
-                stall = await self._stall(stopped, feed, stall)
+            except SendingStopped as stopped:  # counted before the wait: /metrics says what it did meanwhile
+                stall = await self._stall(stopped, feed, stall, self._fold_ended())
             else:
-                fold(self.total, run)
-                self._folded = run
                 self._stalled_since, stall = None, self._resweep[0]
+            finally:
+                self._fold_ended()  # whatever ended it: another error stops the service, a cancel the drain
             if feed.stopping:
                 return self.total
             self._take_mapper()  # a replay that follows a reload maps with the new mappings
@@ -340,13 +362,12 @@ class DeliveryLoop:
                            " delivery takes from now on, and replays, are mapped and sent with them; deliveries"
                            " already journaled go as mapped, to their URLs")  # fmt: skip
 
-    async def _stall(self, stopped: SendingStopped, feed: InboxFeed, wait: float) -> float:
-        """Wait before the next run, after one whose sends kept raising; return the wait after this one. Intake
-        goes on meanwhile; a stop (the service draining) ends the wait."""
-        run = self.runtime.live
-        if run is not None and run is not self._folded:
-            fold(self.total, run)  # what it did deliver before it stopped
-            self._folded = run
+    async def _stall(
+        self, stopped: SendingStopped, feed: InboxFeed, wait: float, run: RunSummary | None
+    ) -> float:
+        """Wait before the next run, after one whose sends kept raising (``run``: what it did before they
+        stopped it); return the wait after this one. Intake goes on meanwhile; a stop (the service draining)
+        ends the wait."""
         now = time.monotonic()
         if self._stalled_since is None or (run is not None and run.delivered):
             self._stalled_since, wait = now, self._resweep[0]  # a new stall, not the same one going on
@@ -388,16 +409,24 @@ class DeliveryLoop:
             try:
                 summary = await self._replay(request, enricher)
             except Exception as error:  # the request fails, the service goes on
-                self._failed(request, error)
+                self._failed(request, error, self._fold_ended())
                 continue
-            fold_replay(self.total, self.replayed, summary)
-            self._folded = summary
+            finally:
+                self._fold_ended()  # whatever ended it, the drain deadline's cancel included
             self._log.info("replay request %d: %s", request.id, replay_outcome(replay_report(summary)))
             assert self._replays is not None
             self._replays.finish(request.id, replay_report(summary))
 
-    def _failed(self, request: ReplayRequest, error: Exception) -> None:
-        message = self.runtime.redactor.redact(str(error))
+    def _failed(self, request: ReplayRequest, error: Exception, partial: RunSummary | None = None) -> None:
+        """``partial``: what the replay did before ``error`` stopped it (counted in the service's replays),
+        said to ``shipmap replay`` and in the log with the error."""
+        # The command says "error: ... could not replay: <this>": a ShipmapError's own "error: " goes.
+        said = (
+            error.render().removeprefix(f"{error.kind}: ") if isinstance(error, ShipmapError) else str(error)
+        )
+        if partial is not None:
+            said += f" (before it stopped: {replay_outcome(replay_report(partial))})"
+        message = self.runtime.redactor.redact(said)
         self._log.warning("replay request %d failed: %s", request.id, message)
         assert self._replays is not None
         self._replays.finish(request.id, {"error": message}, failed=True)

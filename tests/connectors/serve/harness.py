@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SERVE_FIXTURES = FIXTURES / "serve"
@@ -39,6 +40,18 @@ SECRETS = {
     # Not ASCII: the precomposed é and the ligature ﬁ, which NFKD writes as e + U+0301 and "fi".
     "EASYPOST_UNICODE_SECRET": "caf\u00e9-\ufb01ligree-test-secret",
 }
+
+
+def outcome_counters(metrics: str, family: str, target: str) -> dict[str, float]:
+    """``outcome -> value`` of the counter ``family`` (``shipmap_deliveries``, ``shipmap_replays``) for
+    ``target``, as scraped from /metrics (a family not exposed yet reads as empty)."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for found in text_string_to_metric_families(metrics)
+        if found.name == family
+        for sample in found.samples
+        if sample.name == f"{family}_total" and sample.labels["target"] == target
+    }
 
 
 def environment(sandbox_url: str) -> dict[str, str]:

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import EXIT_DEAD_LETTERS, EXIT_OUTAGE, Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, ServeProcess, outcome_counters, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
 PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
@@ -24,14 +23,7 @@ TARGET = "shopify-order.order"
 
 
 def _counters(metrics: str, family: str) -> dict[str, float]:
-    """``outcome -> value`` of ``family`` for the target, as scraped (an absent family reads as empty)."""
-    return {
-        sample.labels["outcome"]: sample.value
-        for found in text_string_to_metric_families(metrics)
-        if found.name == family
-        for sample in found.samples
-        if sample.name == f"{family}_total" and sample.labels["target"] == TARGET
-    }
+    return outcome_counters(metrics, family, TARGET)
 
 
 def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(tmp_path: Path) -> None:

@@ -24,11 +24,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Journal, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
+from shipmap.connectors._errors import EXIT_JOURNAL
 from shipmap.connectors._serve import Service
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, shopify_headers
+from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, outcome_counters, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+TARGET = "shopify-order.order"
 
 
 class OrdersBroken(httpx.AsyncHTTPTransport):
@@ -81,16 +83,23 @@ def _embedded_service(
     *,
     resweep: str,
     cap: str,
+    concurrency: int = 8,
 ) -> Iterator[Embedded]:
-    """``Service(runtime)`` on a thread, as a program embeds it, with the test config and these sweeps; the
-    config's variables are in this process's environment too, for the CLI commands a test runs."""
+    """``Service(runtime)`` on a thread, as a program embeds it, with the test config, these sweeps and
+    ``delivery.concurrency``; the config's variables are in this process's environment too, for the CLI
+    commands a test runs."""
     for name, value in environment(sandbox.url).items():
         monkeypatch.setenv(name, value)
     for item in SERVE_FIXTURES.glob("*.yaml"):
         (directory / item.name).write_text(item.read_text())
     config = directory / "serve.yaml"
     sweeps = f"  drain_timeout: 30s\n  resweep: {resweep}\n  resweep_cap: {cap}\n"
-    config.write_text(config.read_text().replace("  drain_timeout: 30s\n", sweeps, 1))
+    text = config.read_text()
+    assert "  concurrency: 8\n" in text
+    text = text.replace("  drain_timeout: 30s\n", sweeps, 1).replace(
+        "  concurrency: 8\n", f"  concurrency: {concurrency}\n", 1
+    )
+    config.write_text(text)
     runtime = Runtime.from_config(config, environ=environment(sandbox.url), transport=transport)
     service = Service(runtime)
     ready = threading.Event()
@@ -211,3 +220,84 @@ def test_a_replay_asked_while_delivery_is_stalled_is_carried_out_at_once(
     assert orders == sorted(str(8_000_000 + index) for index in range(17))  # each exactly once
     with Journal(tmp_path / ".shipmap" / "journal.db", readonly=True) as reader:
         assert reader.counts() == {"delivered": 17}
+
+
+def _in_turn(*answers: bool) -> Callable[[int], bool]:
+    """``OrdersBroken.failing`` that fails (True) or passes (False) the order requests in turn, as ``answers``
+    say, and fails every one after them."""
+    upcoming = iter(answers)
+    return lambda order: next(upcoming, True)
+
+
+def test_a_replay_or_run_stopped_by_a_send_bug_counts_what_it_did_before(
+    tmp_path: Path,
+    sandbox: Sandbox,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replay that a send bug stops after it delivered some dead letters, and a run stopped so after it
+    delivered some of what the replay left pending: /metrics counts what each delivered before it stopped
+    (the journal's count: the replay's in ``shipmap_replays_total``, the run's in
+    ``shipmap_deliveries_total``), never twice, and it stays counted after the next run begins; the summary
+    at stop says so too. One sender, so the sends follow each other in the order the transport answers."""
+    transport = OrdersBroken()
+    transport.failing = lambda order: order % 2 == 0  # every other order raises: alone, each is a dead letter
+    journal = tmp_path / ".shipmap" / "journal.db"
+
+    def in_journal() -> dict[str, int]:
+        with Journal(journal, readonly=True) as reader:
+            return reader.counts()
+
+    with _embedded_service(
+        tmp_path, sandbox, transport, monkeypatch, resweep="300ms", cap="1s", concurrency=1
+    ) as embedded:
+        config, client, outcome = embedded.config, embedded.client, embedded.outcome
+
+        def scrape() -> tuple[tuple[float, float], tuple[float, float]]:
+            """(delivered, dead) of the service's deliveries, and of its replays."""
+            text = client.get("/metrics").text
+            found = [
+                outcome_counters(text, family, TARGET) for family in ("shipmap_deliveries", "shipmap_replays")
+            ]
+            return (found[0].get("delivered", 0), found[0].get("dead", 0)), (
+                found[1].get("delivered", 0),
+                found[1].get("dead", 0),
+            )
+
+        for index in range(24):
+            _post(client, index)
+        _wait(lambda: in_journal() == {"delivered": 12, "dead": 12}, "12 delivered and 12 dead letters")
+        _wait(lambda: scrape() == ((12, 12), (0, 0)), "the 12 and 12 counted")
+
+        # The replay delivers 2 dead letters, then 10 sends raise in a row and stop it: 10 left pending.
+        # The run after it re-sends those first: it delivers 3, and 7 raise; with 3 new orders that raise too,
+        # the streak reaches 10 and stops it as well: delivery stalls.
+        transport.failing = _in_turn(*[False] * 2, *[True] * 10, *[False] * 3)
+        assert main(["replay", str(config), "--wait", "30"]) == EXIT_JOURNAL
+        error = capsys.readouterr().err
+        assert error.startswith(
+            "error: shipmap serve could not replay: sending stopped: 10 requests in a row raised RuntimeError at "
+        ), error
+        said = " (before it stopped: delivered 2, still dead 0, left pending 0, skipped 0)"
+        assert error.endswith(f"{said}\n") and "demo-pass" not in error, error
+        failed = [r.getMessage() for r in caplog.records if "replay request 1 failed: " in r.getMessage()]
+        assert len(failed) == 1 and failed[0].endswith(said), failed
+        for index in range(24, 27):
+            _post(client, index)
+        _wait(lambda: _stalled(client), "a stalled delivery")
+        assert in_journal() == {"delivered": 12 + 2 + 3, "pending": 7 + 3}
+        # What the replay and the run delivered before they stopped is counted, each once.
+        assert scrape() == ((12 + 3, 12), (2, 0))
+
+        # Fixed: the next run delivers the 10 pending; the journal's deliveries are the two counters' sum.
+        transport.failing = lambda order: False
+        _wait(lambda: in_journal() == {"delivered": 27}, "the 27 orders delivered")
+        _wait(lambda: scrape()[0][0] == 25, "25 deliveries counted")
+        assert scrape() == ((25, 12), (2, 0))
+    assert "error" not in outcome, outcome
+    summary: RunSummary = outcome["summary"]
+    assert (summary.delivered, summary.dead) == (25, 12)
+    assert summary.replays is not None and (summary.replays.delivered, summary.replays.dead) == (2, 0)
+    orders = sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders"))
+    assert orders == sorted(str(8_000_000 + index) for index in range(27))  # each exactly once
