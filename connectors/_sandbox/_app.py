@@ -288,9 +288,11 @@ class _Endpoints:
         abort = request.scope.get(_ABORT_KEY)
         if not callable(abort):
             log.warning("cannot drop the connection under this ASGI server; answering 503 instead")
+            self.state.recorder.faulted(endpoint, 503, plan_name)  # what the client got
             headers = {_FAULT_HEADER: "drop", _FAULT_PLAN_HEADER: plan_name}
             return _error(503, "injected server error", headers=headers)
         log.info("fault: dropping the connection of a %s request (plan for %s)", endpoint, plan_name)
+        self.state.recorder.faulted(endpoint, None, plan_name)
         abort()
         # Let the server notice the closed transport, so it does not try to answer on it.
         for _ in range(3):

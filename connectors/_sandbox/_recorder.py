@@ -30,11 +30,12 @@ def redact_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 class FaultedRequest(NamedTuple):
-    """A request answered with an injected 5xx or 429 (not recorded as accepted)."""
+    """A request the sandbox failed on purpose (not recorded as accepted): answered with an injected 5xx or
+    429, or its connection dropped."""
 
     received_at: str
     endpoint: str  # fenix.login, fenix.orders, fenix.fulfillment, dg.execution
-    status: int
+    status: int | None  # None: a drop, the connection closed without an answer
     plan: str  # the fault plan that injected it: both, or the api's own (fenix, dg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,14 +231,14 @@ class Recorder:
             # The in-memory record stands; a full disk must not turn an accepted request into a 500.
             log.error("cannot append to %s: %s", self._path, error)
 
-    def faulted(self, endpoint: str, status: int, plan: str) -> None:
-        """An API request answered with an injected error status by fault plan ``plan`` (it is not recorded as
-        accepted)."""
+    def faulted(self, endpoint: str, status: int | None, plan: str) -> None:
+        """An API request answered with an injected error status by fault plan ``plan``, or dropped (``status``
+        None) by it; it is not recorded as accepted."""
         with self._lock:
             self._faulted.append(FaultedRequest(_now(), endpoint, status, plan))
 
     def faulted_requests(self) -> list[FaultedRequest]:
-        """The latest injected error answers, oldest first."""
+        """The latest injected error answers and drops, oldest first."""
         with self._lock:
             return list(self._faulted)
 

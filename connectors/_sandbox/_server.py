@@ -144,9 +144,10 @@ class Sandbox:
         return self._state.recorder.requests(api=api, endpoint=endpoint, kind=kind, since=since)
 
     def faulted(self) -> list[FaultedRequest]:
-        """``(received_at, endpoint, status, plan)`` of each request answered with an injected 5xx or 429,
-        oldest first (the latest 100,000): when clients hit an endpoint that was down, or was told to wait,
-        and which plan said so (``both``, ``fenix``, ``dg``): ``GET /_sandbox/faulted``."""
+        """``(received_at, endpoint, status, plan)`` of each request answered with an injected 5xx or 429, or
+        dropped (``status`` None: the connection closed without an answer), oldest first (the latest
+        100,000): when clients hit an endpoint that was down, was told to wait or lost its connection, and
+        which plan said so (``both``, ``fenix``, ``dg``): ``GET /_sandbox/faulted``."""
         return self._state.recorder.faulted_requests()
 
     def source_requests(self) -> list[dict[str, Any]]:

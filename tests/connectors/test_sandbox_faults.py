@@ -412,6 +412,39 @@ def test_delete_removes_an_api_s_own_plan_and_faulted_names_the_plan_over_http(
     assert sandbox.faults_of("dg") == sandbox.faults
 
 
+def test_faulted_lists_the_connections_it_dropped_with_no_status_over_http(
+    sandbox: Sandbox, http: httpx.Client
+) -> None:
+    """A drop is a fault the sandbox injected like a 5xx: ``GET /_sandbox/faulted`` (and ``faulted()``) lists
+    it, in its place among the others, with the plan that dropped it and ``status`` null (no answer was sent,
+    so there is no status), as ``faults_by_plan`` counts it."""
+    endpoint = f"{sandbox.url}/_sandbox/faults"
+    http.post(endpoint, json={"spec": "schedule=drop,503,ok"})
+    http.post(f"{endpoint}?api=fenix", json={"spec": "schedule=drop,ok"})
+    headers = fenix_headers(http, sandbox)  # /login is not faulted unless the plan says login=true
+    url = sandbox.url + ORDER_PATH
+    with pytest.raises(httpx.RemoteProtocolError):
+        http.post(url, headers=headers, json=ORDER)  # Fenix's own plan drops it
+    assert raw_exchange(sandbox) == b""  # the plan for both drops DG's first: not a byte back
+    assert dg(http, sandbox, "E2").status_code == 503
+    assert http.post(url, headers=headers, json=ORDER).status_code == 201
+    assert dg(http, sandbox, "E3").status_code == 200
+
+    answer = http.get(f"{sandbox.url}/_sandbox/faulted")
+    assert answer.status_code == 200
+    faulted = answer.json()
+    assert faulted["count"] == 3
+    assert [(f["endpoint"], f["status"], f["plan"]) for f in faulted["faulted"]] == [
+        ("fenix.orders", None, "fenix"),
+        ("dg.execution", None, "both"),
+        ("dg.execution", 503, "both"),
+    ]
+    assert [f.to_dict() for f in sandbox.faulted()] == faulted["faulted"]
+    assert [f.status for f in sandbox.faulted()] == [None, None, 503]
+    assert sandbox.stats()["faults_by_plan"] == {"both": {"drop": 1, "503": 1}, "fenix": {"drop": 1}}
+    assert [r.endpoint for r in sandbox.requests()] == ["fenix.login", "fenix.orders", "dg.execution"]
+
+
 def test_a_sandbox_starts_with_plans_per_api(
     sandbox_factory: Callable[..., Sandbox], http: httpx.Client
 ) -> None:
