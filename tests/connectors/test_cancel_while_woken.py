@@ -25,6 +25,7 @@ from shipmap.connectors._store._breaker_pg import PostgresStateStore
 
 def test_a_cancellation_that_comes_with_a_wake_up_stops_the_idle_feed(tmp_path: Path) -> None:
     inbox = Inbox(tmp_path / "inbox.db")
+
     # No source enriches (the feed reads which do, for their lanes); it fetches nothing: the inbox is empty.
     async def no_breakers_to_read() -> None:
         return None
