@@ -18,7 +18,7 @@ import types
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import jinja2.filters
 import jmespath
@@ -63,6 +63,9 @@ class FunctionContext:
 # The function table
 
 
+Result = Literal["text", "number", "boolean", "array", "object", "any"]
+
+
 @dataclass(frozen=True, slots=True)
 class FunctionSpec:
     """The shape of one builtin, for arity checks, ``validate`` and docs."""
@@ -72,6 +75,9 @@ class FunctionSpec:
     optional: tuple[str, ...] = ()
     variadic: bool = False  # the last required parameter repeats
     value_first: bool = True  # the first argument is "the value": usable as a Jinja filter
+    # What it returns for a value it accepts (null aside): a `{% filter f %}` block must get text back, so
+    # one of a function that never returns text is refused at load.
+    result: Result = "any"
 
     @property
     def min_args(self) -> int:
@@ -119,41 +125,41 @@ _SPECS: Final[Mapping[str, FunctionSpec]] = types.MappingProxyType(
     {
         spec.name: spec
         for spec in (
-            FunctionSpec("datetime", ("value",), ("zone",)),
-            FunctionSpec("datetime_in", ("value", "zone")),
-            FunctionSpec("date", ("value",), ("zone",)),
-            FunctionSpec("money", ("value",)),
-            FunctionSpec("id", ("value",)),
-            FunctionSpec("integer", ("value",)),
-            FunctionSpec("number", ("value",)),
-            FunctionSpec("string", ("value",)),
-            FunctionSpec("boolean", ("value",)),
-            FunctionSpec("upper", ("s",)),
-            FunctionSpec("lower", ("s",)),
-            FunctionSpec("title", ("s",)),
-            FunctionSpec("trim", ("s",), ("chars",)),
-            FunctionSpec("split", ("s", "sep")),
-            FunctionSpec("replace", ("s", "old", "new")),
-            FunctionSpec("join", ("glue", "array"), value_first=False),
-            FunctionSpec("sum", ("array",)),
-            FunctionSpec("count", ("array",)),
+            FunctionSpec("datetime", ("value",), ("zone",), result="text"),
+            FunctionSpec("datetime_in", ("value", "zone"), result="text"),
+            FunctionSpec("date", ("value",), ("zone",), result="text"),
+            FunctionSpec("money", ("value",), result="number"),
+            FunctionSpec("id", ("value",), result="text"),
+            FunctionSpec("integer", ("value",), result="number"),
+            FunctionSpec("number", ("value",), result="number"),
+            FunctionSpec("string", ("value",), result="text"),
+            FunctionSpec("boolean", ("value",), result="boolean"),
+            FunctionSpec("upper", ("s",), result="text"),
+            FunctionSpec("lower", ("s",), result="text"),
+            FunctionSpec("title", ("s",), result="text"),
+            FunctionSpec("trim", ("s",), ("chars",), result="text"),
+            FunctionSpec("split", ("s", "sep"), result="array"),
+            FunctionSpec("replace", ("s", "old", "new"), result="text"),
+            FunctionSpec("join", ("glue", "array"), value_first=False, result="text"),
+            FunctionSpec("sum", ("array",), result="number"),
+            FunctionSpec("count", ("array",), result="number"),
             FunctionSpec("coalesce", ("value",), variadic=True),
             FunctionSpec("lookup", ("table", "value"), value_first=False),
             FunctionSpec("find", ("array", "key", "value")),
-            FunctionSpec("index_by", ("array", "key")),
-            FunctionSpec("group_by", ("array", "key")),
-            FunctionSpec("add", ("a", "b")),
-            FunctionSpec("subtract", ("a", "b")),
-            FunctionSpec("multiply", ("a", "b")),
-            FunctionSpec("divide", ("a", "b")),
-            FunctionSpec("round", ("value",), ("places",)),
-            FunctionSpec("split_name", ("full",)),
-            FunctionSpec("unescape_html", ("s",)),
-            FunctionSpec("strip_html", ("s",)),
-            FunctionSpec("country_name", ("code",)),
-            FunctionSpec("country_code", ("name",)),
-            FunctionSpec("from_minor", ("amount", "currency")),
-            FunctionSpec("carrier_code", ("name",)),
+            FunctionSpec("index_by", ("array", "key"), result="object"),
+            FunctionSpec("group_by", ("array", "key"), result="object"),
+            FunctionSpec("add", ("a", "b"), result="number"),
+            FunctionSpec("subtract", ("a", "b"), result="number"),
+            FunctionSpec("multiply", ("a", "b"), result="number"),
+            FunctionSpec("divide", ("a", "b"), result="number"),
+            FunctionSpec("round", ("value",), ("places",), result="number"),
+            FunctionSpec("split_name", ("full",), result="object"),
+            FunctionSpec("unescape_html", ("s",), result="text"),
+            FunctionSpec("strip_html", ("s",), result="text"),
+            FunctionSpec("country_name", ("code",), result="text"),
+            FunctionSpec("country_code", ("name",), result="text"),
+            FunctionSpec("from_minor", ("amount", "currency"), result="number"),
+            FunctionSpec("carrier_code", ("name",), result="text"),
         )
     }
 )

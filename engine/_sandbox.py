@@ -3,7 +3,9 @@
 Jinja's immutable sandbox refuses Python internals and mutation. On top of it, every operation that can build
 something large from a small template (concatenation, repetition, powers, padding, replace, str.format) is
 bounded; ``x.items`` on an object is its key, never the dict's method; and selectattr/rejectattr test false on
-an element without the attribute. The loop and output budget of one evaluation is _budget.py's.
+an element without the attribute; a ``{% filter f %}`` block whose filter gives back anything but text is
+:class:`FilterBlockNotText`, not Jinja's "sequence item 0: expected str instance". The loop and output budget
+of one evaluation is _budget.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jinja2.filters
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["MappingSandbox"]
+__all__ = ["FilterBlockNotText", "MappingSandbox"]
 
 _MAX_TEXT = 1_000_000  # characters (or items) one template operation may build
 _MAX_INT_BITS = 4096  # past this an integer is no amount or id, and str() of it fails beyond 4,300 digits
@@ -65,8 +67,27 @@ def _bounded_replace(value: Any, old: str, new: str, count: int | None = None) -
     return text.replace(str(old), str(new), -1 if count is None else count)
 
 
+class FilterBlockNotText(Exception):
+    """A ``{% filter name %}`` block's filter gave back ``value``, which is not text. The block hands its filter
+    the text it renders and writes what comes back into the template's text, so only text can come back;
+    Jinja itself would fail later, joining the output, with no word of the block."""
+
+    def __init__(self, name: str, line: int, value: Any) -> None:
+        super().__init__(f"the {{% filter {name} %}} block at line {line} gave back {type(value).__name__}")
+        self.name = name
+        self.line = line
+        self.value = value
+
+
+def _block_text(name: str, line: int, value: Any) -> Any:
+    if isinstance(value, str):  # Markup is a str too
+        return value
+    raise FilterBlockNotText(name, line, value)
+
+
 class _BoundedCodeGenerator(jinja2.compiler.CodeGenerator):
-    """Jinja's code generator, except that ``a ~ b`` goes through a size check."""
+    """Jinja's code generator, except that ``a ~ b`` goes through a size check and a filter block's result
+    through a check that it is text."""
 
     def visit_Concat(self, node: jinja2.nodes.Concat, frame: jinja2.compiler.Frame) -> None:
         self.write("environment.bounded_concat((")
@@ -74,6 +95,20 @@ class _BoundedCodeGenerator(jinja2.compiler.CodeGenerator):
             self.visit(argument, frame)
             self.write(", ")
         self.write("))")
+
+    def visit_FilterBlock(self, node: jinja2.nodes.FilterBlock, frame: jinja2.compiler.Frame) -> None:
+        # Jinja 3.1's visit_FilterBlock, with the filter's result written through environment.block_text.
+        filter_frame = frame.inner()
+        filter_frame.symbols.analyze_node(node)
+        self.enter_frame(filter_frame)
+        self.buffer(filter_frame)
+        self.blockvisit(node.body, filter_frame)
+        self.start_write(frame, node)
+        self.write(f"environment.block_text({node.filter.name!r}, {int(node.lineno)}, ")
+        self.visit_Filter(node.filter, filter_frame)
+        self.write(")")
+        self.end_write(frame)
+        self.leave_frame(filter_frame)
 
 
 class MappingSandbox(ImmutableSandboxedEnvironment):
@@ -84,6 +119,7 @@ class MappingSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _BoundedCodeGenerator
     intercepted_binops = frozenset({"*", "**", "%"})
     bounded_concat = staticmethod(_bounded_concat)
+    block_text = staticmethod(_block_text)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

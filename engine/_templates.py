@@ -22,9 +22,10 @@ from ._budget import budgeted, check_output
 from ._budget import finish as budget_finish
 from ._budget import start as budget_start
 from ._errors import CompileError, Location, ShipmapError, TransformError
+from ._function_errors import describe
 from ._functions import FunctionError, FunctionSet
-from ._paths import found_in_template
-from ._sandbox import MappingSandbox
+from ._paths import IDENTIFIER, found_in_template, template_place
+from ._sandbox import FilterBlockNotText, MappingSandbox
 from ._scope import SCOPE_NAMES, Evaluator, Scope, parent_data, select_scope, template_names
 from ._template_fast import Fallback, fast_template
 
@@ -113,6 +114,8 @@ class TemplateCompiler:
                 ) from None
             except ShipmapError:
                 raise
+            except FilterBlockNotText as error:
+                raise _not_text(error, ast, location, field, scope) from None
             except Exception as error:  # any other failure (dictsort on a list...) is this field's, located
                 raise _template_failure(error, location, field, scope) from None
             finally:
@@ -213,6 +216,17 @@ class TemplateCompiler:
                     field=field,
                     hint="a template sees this, parent, root, index and the functions",
                 )
+        for block in ast.find_all(jinja2.nodes.FilterBlock):
+            name = block.filter.name
+            result = self.functions.specs[name].result if name in self.function_filters else "any"
+            if result not in ("text", "any"):  # it can never give the block text back
+                raise CompileError(
+                    f"{{% filter {name} %}} gives {name}() the block's text, and {name}() returns "
+                    f"{_RESULTS[result]}; a filter block must give back text",
+                    location=_down(location, block.lineno - 1),
+                    field=field,
+                    hint=_instead(block),
+                )
         known = set(SCOPE_NAMES) | set(self.env.globals) | names
         for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
             if name not in known:
@@ -240,6 +254,53 @@ def _template_failure(error: Exception, location: Location, field: str, scope: S
     elif isinstance(error, jinja2.exceptions.SecurityError):
         message = f"refused by the sandbox: {message}"
     return TransformError(message, location=location, field=field, source_path=scope.path() or None)
+
+
+_RESULTS = {"number": "a number", "boolean": "true or false", "array": "an array", "object": "an object"}
+
+
+def _not_text(
+    error: FilterBlockNotText, ast: jinja2.nodes.Template, location: Location, field: str, scope: Scope
+) -> TransformError:
+    """The located error of a filter block whose filter gave back something other than text."""
+    value = error.value
+    found = "an undefined value" if isinstance(value, jinja2.Undefined) else describe(value)
+    blocks = [
+        block
+        for block in ast.find_all(jinja2.nodes.FilterBlock)
+        if block.filter.name == error.name and block.lineno == error.line
+    ]
+    return TransformError(
+        f"{{% filter {error.name} %}} gave back {found}, not text; a filter block gives its filter the "
+        "block's text and must get text back",
+        location=_down(location, error.line - 1),
+        field=field,
+        source_path=scope.path() or None,
+        hint=_instead(blocks[0]) if blocks else None,
+    )
+
+
+def _instead(block: jinja2.nodes.FilterBlock) -> str:
+    """What to write instead of a filter block: its value through the filter, which keeps the value's type."""
+    value = "value"
+    body = block.body
+    if len(body) == 1 and isinstance(body[0], jinja2.nodes.Output) and len(body[0].nodes) == 1:
+        read = template_place(body[0].nodes[0])
+        if read is not None:
+            name, steps = read
+            value = name + "".join(
+                f".{step}" if isinstance(step, str) and IDENTIFIER.match(step) else f"[{step!r}]"
+                for step in steps
+            )
+    flt = block.filter
+    arguments = ""
+    if flt.args or flt.kwargs or flt.dyn_args or flt.dyn_kwargs:
+        constant = not (flt.kwargs or flt.dyn_args or flt.dyn_kwargs) and all(
+            isinstance(argument, jinja2.nodes.Const) for argument in flt.args
+        )
+        shown = ", ".join(repr(_const(argument)) for argument in flt.args) if constant else "..."
+        arguments = f"({shown})"
+    return f"write {{{{ {value} | {flt.name}{arguments} }}}} instead of the block"
 
 
 def _const(node: jinja2.nodes.Node | None) -> Any:

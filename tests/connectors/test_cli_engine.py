@@ -212,3 +212,48 @@ def test_a_symlink_that_loops_is_named_as_such_not_as_missing(tmp_path: Path) ->
         3,
         f"{loop}:1:1: error: cannot open input {loop}: Too many levels of symbolic links\n",
     )
+
+
+def _filter_block_mapping(tmp_path: Path, function: str) -> Path:
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(
+        "shipmap: 1\ntargets:\n  t:\n    kind: fenix.order\n    fields:\n"
+        f'      x: "{{% filter {function} %}}{{{{ this.c }}}}{{% endfilter %}}"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "m.cases.yaml").write_text(
+        'cases:\n  - name: a code\n    source: {c: "XX"}\n    expect: {t: {x: "United States"}}\n',
+        encoding="utf-8",
+    )
+    return mapping
+
+
+def test_a_filter_block_of_a_function_that_returns_a_number_is_refused_at_load(tmp_path: Path) -> None:
+    mapping = _filter_block_mapping(tmp_path, "integer")
+    head = (
+        "m.yaml:6:10: error: {% filter integer %} gives integer() the block's text, and integer() returns "
+        "a number; a filter block must give back text\n  target field: t.x\n"
+    )
+    hint = "  hint: write {{ this.c | integer }} instead of the block\n"
+    for command in ("preview", "test"):
+        args = (command, str(mapping), "-") if command == "preview" else (command, str(mapping))
+        result = shipmap(*args, stdin='{"c": "3"}')
+        assert result.returncode == 2, (command, result.stderr)
+        assert head in result.stderr and hint in result.stderr, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_a_filter_block_whose_function_gives_back_null_is_the_fields_error(tmp_path: Path) -> None:
+    mapping = _filter_block_mapping(tmp_path, "country_name")
+    head = (
+        "m.yaml:6:10: error: {% filter country_name %} gave back null, not text; a filter block gives its "
+        "filter the block's text and must get text back\n"
+    )
+    preview = shipmap("preview", str(mapping), "-", stdin='{"c": "XX"}')
+    assert preview.returncode == 4, preview.stderr
+    assert head in preview.stderr and "  target field: t.x\n" in preview.stderr
+    assert "  hint: write {{ this.c | country_name }} instead of the block\n" in preview.stderr
+    assert "Traceback" not in preview.stderr
+    test = shipmap("test", str(mapping))
+    assert test.returncode == 1, test.stdout + test.stderr
+    assert "FAIL  a code" in test.stdout and head in test.stdout, test.stdout

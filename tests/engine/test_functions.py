@@ -682,6 +682,39 @@ def test_every_function_has_cases() -> None:
     assert called >= FUNCTIONS.names
 
 
+def _outer_function(expr: str) -> str | None:
+    """``f`` when the whole expression is one call ``f(...)``; else None."""
+    head = re.match(r"(\w+)\(", expr)
+    if head is None or not expr.endswith(")"):
+        return None
+    depth = 0
+    for at, char in enumerate(expr):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and at >= head.end() - 1:
+            return head.group(1) if at == len(expr) - 1 else None
+    return None
+
+
+_KINDS = {"text": str, "number": (int, float), "boolean": bool, "array": list, "object": dict}
+
+
+def test_each_function_returns_the_kind_its_spec_says() -> None:
+    """The spec's result refuses a `{% filter f %}` block at load, so it must hold for every case's result."""
+    checked = set()
+    for case in CASES:
+        function = _outer_function(case["expr"])
+        if function is None or case.get("result") is None or function not in FUNCTIONS.specs:
+            continue
+        kind = FUNCTIONS.specs[function].result
+        if kind == "any":
+            continue
+        result = case["result"]
+        assert isinstance(result, _KINDS[kind]), f"{case['expr']} gave {result!r}, not {kind}"
+        assert kind == "boolean" or not isinstance(result, bool), f"{case['expr']} gave {result!r}"
+        checked.add(function)
+    assert checked == {name for name, spec in FUNCTIONS.specs.items() if spec.result != "any"}
+
+
 # -- the interface the compiler uses -------------------------------------------------------------------------
 
 
