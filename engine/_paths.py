@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
 import jinja2.nodes
 import jinja2.utils
 
@@ -120,15 +121,21 @@ def found_in_template(
     readable from the scope; ``bound``: the names the template binds itself; ``bindings()``: those in view
     where the function failed (asked only when it was given one), None for one whose binding is unknown. A
     bound name is named by its value's place in the document (``line_items[2].sku``), else by itself
-    (``item.sku``)."""
+    (``item.sku``).
+
+    When the function has several uses, each one whose arguments are all known (plain paths read where the
+    function failed, literals) is given them again through ``failure``: one that does not fail with the
+    error's message is not where it failed (had it failed, the same values would fail it again), and is
+    left out. The others, those that fail again and those that cannot be tried, are named."""
     if function is None:
         return ()
-    shown: dict[str, str] = {}
     readable = names()
     in_view: Mapping[str, Binding | None] | None = None
 
-    def origin(name: str) -> tuple[Callable[[Sequence[str | int]], str], Any] | None:
-        """How to name a path from ``name``, and the value ``name`` holds; None when it must not be named."""
+    def origin(name: str) -> tuple[Callable[[Sequence[str | int]], str], Any, bool] | None:
+        """How to name a path from ``name``, the value ``name`` holds, and whether that is surely the value a
+        call that failed there read (not a scope name the template may hide where it binds the same name);
+        None when it must not be named."""
         nonlocal in_view
         if in_view is None and name in bound:
             in_view = bindings()
@@ -140,39 +147,102 @@ def found_in_template(
                 return None  # `ns.total`: the template's own counter, not data
             base = binding.source
             if base is not None:
-                return (lambda steps: path_of(path_text(steps, base))), binding.value
-            return (lambda steps: path_text(steps, name)), binding.value
+                return (lambda steps: path_of(path_text(steps, base))), binding.value, True
+            return (lambda steps: path_text(steps, name)), binding.value, True
         if name in readable:
-            return (lambda steps: path_of(path_text(steps, f"${name}"))), variable(name)
+            return (lambda steps: path_of(path_text(steps, f"${name}"))), variable(name), name not in bound
         return None
 
     uses = list(_given(ast, function, filters))
+    again = failure is not None and 1 < len(uses) <= _MAX_TRIED
+    sites: list[tuple[list[tuple[str, str]], bool | None]] = []  # what each use names; whether it fails again
     for use in uses:
         if use.mapped is not None and len(uses) > 1:
-            continue  # the failure may be another use's: an item this map was never given is no answer
+            sites.append(([], None))  # the failure may be another use's: an item this map was never given
+            continue  # is no answer
+        named_here: list[tuple[str, str]] = []
+        given: list[Any] | None = [] if use.complete else None  # what the use gave, when all of it is known
         for argument in use.arguments:
+            if isinstance(argument, jinja2.nodes.Const):
+                given = None if given is None else [*given, argument.value]
+                continue
             read = template_place(argument)
-            if read is None:
+            found = origin(read[0]) if read is not None else None
+            if read is None or found is None:
+                given = None
                 continue
-            name, steps = read
-            found = origin(name)
-            if found is None:
-                continue
-            named, data = found
+            steps = read[1]
+            named, data, faithful = found
+            held = _value(steps, data)
             if use.mapped is not None:
                 item = _failing_item(data, steps, use.mapped, function, failure)
                 where, value = (named(item[0]), preview_value(item[1])) if item is not None else (None, "")
             elif use.text:
-                held = _value(steps, data)
                 # The block gives the function the text of what it renders: the same value only for a string.
-                where, value = (
-                    (named(steps), preview_value(held[0])) if held and type(held[0]) is str else (None, "")
-                )
+                if held and type(held[0]) is str:
+                    where, value = named(steps), preview_value(held[0])
+                else:
+                    where, value, faithful = None, "", False
             else:
                 where, value = named(steps), _read(steps, data)
-            if where is not None and where not in shown and len(shown) < _MAX_SHOWN:
+            if given is not None and faithful and (held or _undefined_in_jinja(steps, data)):
+                # A key an object does not have is Jinja's undefined (the sandbox's getattr): given as such.
+                given = [*given, held[0] if held else jinja2.StrictUndefined()]
+            else:
+                given = None
+            if where is not None:
+                named_here.append((where, value))
+        fails = _fails_again(function, given, failure) if again and given is not None else None
+        sites.append((named_here, fails))
+    # A use that was given all it is known to have been given, and does not fail the same way on it, is not
+    # where the function failed: had it failed there, the same values would fail it again (the functions are
+    # pure). Every other use is still named (when every use passes, something is not as followed: all are).
+    if any(fails is not False for _, fails in sites):
+        sites = [(named_here, fails) for named_here, fails in sites if fails is not False]
+    shown: dict[str, str] = {}
+    for named_here, _ in sites:
+        for where, value in named_here:
+            if where not in shown and len(shown) < _MAX_SHOWN:
                 shown[where] = value
     return tuple(f"{path} = {value}" for path, value in shown.items())
+
+
+def _fails_again(
+    function: str, given: list[Any], failure: tuple[str, Callable[..., Any]] | None
+) -> bool | None:
+    """Whether ``function`` given ``given`` fails with the error's own message again; None when that cannot be
+    told (anything other than the function's own error)."""
+    if failure is None:
+        return None
+    message, call = failure
+    try:
+        call(function, *given)
+    except FunctionError as error:
+        return error.function == function and str(error) == message
+    except jinja2.UndefinedError:  # as the use itself would have failed, not with the function's error
+        return False
+    except Exception:  # not the function's verdict on these values (a recursion limit, say)
+        return None
+    return False
+
+
+def _undefined_in_jinja(steps: Sequence[str | int], data: Any) -> bool:
+    """Whether Jinja reads ``steps`` from ``data`` as undefined: a key an object lacks or an index past a
+    list's end, where :func:`_value` finds nothing. (A step into text or a number is Jinja's own affair.)"""
+    value = data
+    for step in steps:
+        if isinstance(step, int):
+            if type(value) is not list:
+                return False
+            if not -len(value) <= step < len(value):
+                return True
+        else:
+            if type(value) is not dict:
+                return False
+            if step not in value:
+                return True
+        value = value[step]
+    return False
 
 
 @dataclass(frozen=True)
@@ -191,34 +261,50 @@ class _Use:
     arguments: list[jinja2.nodes.Expr]
     text: bool = False  # a `{% filter f %}` block's one `{{ a }}`: the function is given a's text
     mapped: _Mapped | None = None  # `a | map('f')`: the function is given each item of a in turn
+    complete: bool = True  # the arguments are all it is given (no keywords, *args, block text besides)
 
 
 _MAX_MAPPED = 100_000  # items tried again on an error's path, as many as a template may loop over
+_MAX_TRIED = 1_000  # uses of the function tried again to tell which failed; past that, all are named
 
 
 def _given(ast: jinja2.nodes.Template, function: str, filters: frozenset[str]) -> Iterator[_Use]:
     """Each use of ``function`` in the template, in the order they are written."""
-    kinds = (jinja2.nodes.Call, jinja2.nodes.Filter, jinja2.nodes.FilterBlock)
+    kinds = (jinja2.nodes.Call, jinja2.nodes.Filter, jinja2.nodes.FilterBlock, jinja2.nodes.Name)
+    called: set[int] = set()  # the Name nodes that are a call's function (a Call comes before its parts)
     for node in ast.find_all(kinds):
         if isinstance(node, jinja2.nodes.Call):
             if isinstance(node.node, jinja2.nodes.Name) and node.node.name == function:
-                yield _Use(node.args)
+                called.add(id(node.node))
+                yield _Use(node.args, complete=_positional(node))
+        elif isinstance(node, jinja2.nodes.Name):
+            if node.name == function and id(node) not in called:
+                yield _Use([], complete=False)  # `{% set f = integer %}`: called where it is not followed
         elif function not in filters:
             continue
         elif isinstance(node, jinja2.nodes.Filter) and node.node is not None:
             if node.name == function:
-                yield _Use([node.node, *node.args])
-            elif node.name == "map":
-                mapped = _mapped(node, function)
-                if mapped is not None:
-                    yield mapped
+                yield _Use([node.node, *node.args], complete=_positional(node))
+            elif node.name == "map" and any(_const(argument) == function for argument in node.args):
+                yield _mapped(node, function) or _Use([], complete=False)
         elif isinstance(node, jinja2.nodes.FilterBlock) and node.filter.name == function:
             body = node.body
             # Only a body that is one `{{ a }}`: any other text around it changes what the function is given.
             if len(body) == 1 and isinstance(body[0], jinja2.nodes.Output) and len(body[0].nodes) == 1:
-                yield _Use([body[0].nodes[0]], text=True)
-            if node.filter.args:
-                yield _Use(node.filter.args)
+                yield _Use(
+                    [body[0].nodes[0], *node.filter.args], text=True, complete=_positional(node.filter)
+                )
+            else:
+                yield _Use(node.filter.args, complete=False)
+
+
+def _const(node: jinja2.nodes.Node) -> Any:
+    return node.value if isinstance(node, jinja2.nodes.Const) else None
+
+
+def _positional(node: jinja2.nodes.Call | jinja2.nodes.Filter) -> bool:
+    """Whether a call or filter gives its positional arguments only (no ``k=v``, ``*a`` or ``**k``)."""
+    return not (node.kwargs or node.dyn_args or node.dyn_kwargs)
 
 
 def _mapped(node: jinja2.nodes.Filter, function: str) -> _Use | None:

@@ -249,3 +249,53 @@ def test_with_macro_map_and_filter_block_name_the_value_in_the_order(
         f"{error.file}:{line}:{column}: error: {message}\n  target field: {field}\n  source: order\n"
         f"  found: {found}\n"
     ), error.render()
+
+
+# Two uses of integer in one template: the order's weight, and each line's grams and quantity.
+WEIGHTS = (
+    "shipmap: 1\n"
+    "targets:\n"
+    "  order:\n"
+    "    kind: fenix.order\n"
+    '    from: "order"\n'
+    "    fields:\n"
+    "      weights: >-\n"
+    "        {{ integer(this.total_weight) }}:{% for line in this.line_items %}"
+    "{{ line.grams | integer }}x{{ integer(line.quantity) }} {% endfor %}\n"
+)
+
+
+def _weight_as_words(order: dict[str, Any]) -> None:
+    order["order"]["total_weight"] = "light"
+
+
+def _grams_as_words(order: dict[str, Any]) -> None:
+    _line(order, 2)["grams"] = "two hundred"
+
+
+@pytest.mark.parametrize(
+    ("breaks", "value", "found"),
+    [
+        (_quantity_as_words, '"two"', 'order.line_items[1].quantity = "two"'),
+        (_weight_as_words, '"light"', 'order.total_weight = "light"'),
+        (_grams_as_words, '"two hundred"', 'order.line_items[2].grams = "two hundred"'),
+    ],
+    ids=["a line's quantity", "the order's weight", "a line's grams, as a filter"],
+)
+def test_of_several_uses_of_a_function_only_the_one_that_fails_is_named(
+    breaks: Callable[[dict[str, Any]], None], value: str, found: str
+) -> None:
+    """The uses that do not fail on what they were given (the weight, every line's grams and quantity but
+    the broken one) are not named."""
+    mapping = parse_mapping(WEIGHTS, file="weights.yaml")
+    assert mapping.transform(ORDER, validate=False)["order"]["weights"] == "0:200x1 200x1 200x1 "
+    order = copy.deepcopy(ORDER)
+    breaks(order)
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(order, validate=False)
+    error = caught.value
+    message = f'integer(): expected an integer or integer text such as "007", found string {value}'
+    assert error.render().startswith(
+        f"weights.yaml:7:16: error: {message}\n  target field: order.weights\n  source: order\n"
+    ), error.render()
+    assert error.found == (found,)
