@@ -48,6 +48,7 @@ def _search_failed(
     label: str,
     tree: dict[str, Any],
     scope_name: str = "this",
+    call: Callable[..., Any] | None = None,
 ) -> TransformError:
     """The located error for an expression (``label``, parsed: ``tree``) that failed on ``scope``'s data (or
     its ``scope_name``'s); a builtin's error shows the source fields it was given, with their values."""
@@ -62,6 +63,7 @@ def _search_failed(
             data,
             lambda path: scope.child_path(path if path.startswith("$") else prefix + path),
             lambda name: select_scope(scope, name),
+            failure=None if call is None else (message, call),
         )
     elif isinstance(error, RecursionError):
         message = "the source is nested too deeply for this expression"
@@ -202,6 +204,7 @@ class ExpressionCompiler(TemplateCompiler):
         label = text.strip()
         tree = parsed.parsed
         python = direct(tree, self.functions)
+        call = self.functions.call  # a failing builtin's calls are tried again with it (found:)
         if python is not None:
             # Compiled to plain Python; a builtin's FunctionError still needs the field's location.
             if plain_path(tree) is not None:
@@ -215,7 +218,9 @@ class ExpressionCompiler(TemplateCompiler):
                 try:
                     return python(data)
                 except FunctionError as error:
-                    raise _search_failed(error, location, field, scope, label, tree, scope_name) from None
+                    raise _search_failed(
+                        error, location, field, scope, label, tree, scope_name, call
+                    ) from None
 
             return evaluate_direct
         search = parsed.search
@@ -226,7 +231,7 @@ class ExpressionCompiler(TemplateCompiler):
             try:
                 return search(data, options=options)
             except _SEARCH_ERRORS as error:
-                raise _search_failed(error, location, field, scope, label, tree, scope_name) from None
+                raise _search_failed(error, location, field, scope, label, tree, scope_name, call) from None
 
         return evaluate
 
@@ -264,12 +269,13 @@ class ExpressionCompiler(TemplateCompiler):
         self._check_functions(tree, location, field)
         options = self._options
         label = expression
+        call = self.functions.call
 
         def evaluate(scope: Scope) -> Any:
             try:
                 return ScopedInterpreter(options, scope).visit(tree, scope.data)
             except _SEARCH_ERRORS as error:
-                raise _search_failed(error, location, field, scope, label, tree) from None
+                raise _search_failed(error, location, field, scope, label, tree, call=call) from None
 
         return evaluate
 

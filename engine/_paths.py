@@ -34,22 +34,57 @@ def found_arguments(
     data: Any,
     path_of: Callable[[str], str],
     variable: Callable[[str], Any],
+    failure: tuple[str, Callable[..., Any]] | None = None,
 ) -> tuple[str, ...]:
-    """``path = value`` for each field path given to ``function`` anywhere in the parsed JMESPath ``tree``:
-    read from ``data``, or from ``variable(name)`` for one that starts with a ``$name`` (a missing field says
-    so); each named by ``path_of`` (its place in the whole document). Empty when there is none."""
+    """``path = value`` for each field path given to ``function`` in the parsed JMESPath ``tree``: read from
+    ``data``, or from ``variable(name)`` for one that starts with a ``$name`` (a missing field says so); each
+    named by ``path_of`` (its place in the whole document). Empty when there is none. A field read from what
+    a projection, filter or pipe gives (``items[].integer(qty)``: each item's ``qty``) is not ``data``'s, and
+    is not named. When the function has several calls, one whose arguments are all known (fields, ``$name``
+    paths, ``@``, literals) and that does not fail again with ``failure``'s message is left out, as
+    :func:`found_in_template` leaves out such a use."""
     if function is None:
         return ()
-    shown: dict[str, str] = {}
-    for call in _calls(tree, function):
+    calls = _calls(tree, function)
+    again = failure is not None and 1 < len(calls) <= _MAX_TRIED
+    sites: list[tuple[list[tuple[str, str]], bool | None]] = []
+    for call, on_data in calls:
+        named_here: list[tuple[str, str]] = []
+        given: list[Any] | None = []  # what the call was given, when all of it is known
         for argument in call.get("children", []):
+            if argument.get("type") == "literal":
+                given = None if given is None else [*given, argument.get("value")]
+                continue
             read = place(argument)
-            if read is None or read == (None, []):
-                continue  # a literal, an expression, @: not a place in the document to name
+            if read is None or (read[0] is None and not on_data):
+                given = None  # an expression, or a field of another value than data
+                continue
             name, steps = read
-            where = path_of(path_text(steps, "" if name is None else f"${name}"))
+            source = data if name is None else variable(name)
+            held = _value(steps, source)
+            given = None if given is None else [*given, held[0] if held else None]  # JMESPath reads null
+            if read == (None, []):
+                continue  # @: the data itself, not a place in the document to name
+            named_here.append(
+                (path_of(path_text(steps, "" if name is None else f"${name}")), _read(steps, source))
+            )
+        fails = _fails_again(function, given, failure) if again and given is not None else None
+        sites.append((named_here, fails))
+    return _shown(sites)
+
+
+def _shown(sites: list[tuple[list[tuple[str, str]], bool | None]]) -> tuple[str, ...]:
+    """``path = value`` for what each use of a failing function names, without the uses that were given all
+    they are known to have been given and do not fail the same way on it (``False``): had the function failed
+    there, the same values would fail it again (it is pure). When every use is such, something is not as
+    followed, and all are named."""
+    if any(fails is not False for _, fails in sites):
+        sites = [(named_here, fails) for named_here, fails in sites if fails is not False]
+    shown: dict[str, str] = {}
+    for named_here, _ in sites:
+        for where, value in named_here:
             if where not in shown and len(shown) < _MAX_SHOWN:
-                shown[where] = _read(steps, data if name is None else variable(name))
+                shown[where] = value
     return tuple(f"{path} = {value}" for path, value in shown.items())
 
 
@@ -194,17 +229,7 @@ def found_in_template(
                 named_here.append((where, value))
         fails = _fails_again(function, given, failure) if again and given is not None else None
         sites.append((named_here, fails))
-    # A use that was given all it is known to have been given, and does not fail the same way on it, is not
-    # where the function failed: had it failed there, the same values would fail it again (the functions are
-    # pure). Every other use is still named (when every use passes, something is not as followed: all are).
-    if any(fails is not False for _, fails in sites):
-        sites = [(named_here, fails) for named_here, fails in sites if fails is not False]
-    shown: dict[str, str] = {}
-    for named_here, _ in sites:
-        for where, value in named_here:
-            if where not in shown and len(shown) < _MAX_SHOWN:
-                shown[where] = value
-    return tuple(f"{path} = {value}" for path, value in shown.items())
+    return _shown(sites)
 
 
 def _fails_again(
@@ -399,17 +424,44 @@ def template_place(node: jinja2.nodes.Node) -> tuple[str, list[str | int]] | Non
         node = node.node
 
 
-def _calls(node: Any, function: str) -> list[dict[str, Any]]:
-    """Every call of ``function`` in the tree, outermost first (iterative: trees are as deep as the text)."""
-    found: list[dict[str, Any]] = []
-    stack = [node]
+# The nodes whose children after the first are evaluated on another value than the node's own (each item of a
+# projection, what a pipe or a step gives); an expref (`&f(a)`) is evaluated elsewhere altogether.
+_FIRST_CHILD_ON_DATA = frozenset(
+    {"subexpression", "index_expression", "projection", "value_projection", "filter_projection", "pipe"}
+)
+_ALL_CHILDREN_ON_DATA = frozenset(
+    {
+        "function_expression",
+        "comparator",
+        "and_expression",
+        "or_expression",
+        "not_expression",
+        "multi_select_list",
+        "multi_select_dict",
+        "key_val_pair",
+        "flatten",
+    }
+)
+
+
+def _calls(node: Any, function: str) -> list[tuple[dict[str, Any], bool]]:
+    """Every call of ``function`` in the tree, outermost first, each with whether it is evaluated on the
+    tree's own data (iterative: trees are as deep as the text)."""
+    found: list[tuple[dict[str, Any], bool]] = []
+    stack: list[tuple[Any, bool]] = [(node, True)]
     while stack:
-        current = stack.pop()
+        current, on_data = stack.pop()
         if not isinstance(current, dict):
             continue
-        if current.get("type") == "function_expression" and current.get("value") == function:
-            found.append(current)
-        stack.extend(reversed(current.get("children", [])))
+        kind = current.get("type")
+        if kind == "function_expression" and current.get("value") == function:
+            found.append((current, on_data))
+        children = current.get("children", [])
+        stays = [
+            on_data and (kind in _ALL_CHILDREN_ON_DATA or (kind in _FIRST_CHILD_ON_DATA and at == 0))
+            for at in range(len(children))
+        ]
+        stack.extend(reversed(list(zip(children, stays, strict=True))))
     return found
 
 
