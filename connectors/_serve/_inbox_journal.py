@@ -15,6 +15,7 @@ from .._errors import JournalError
 from .._store._journal import Journal
 from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ._inbox import Inbox
+from ._inbox_pg import NOTE_REQUEUE
 
 
 def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
@@ -35,13 +36,14 @@ def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
         )
     ids, origins = list(rows), list(rows.values())
     requeued = journal._db.execute(
-        """WITH wanted AS (SELECT * FROM unnest(?::bigint[], ?::text[]) AS w (id, origin)),
+        f"""WITH wanted AS (SELECT * FROM unnest(?::bigint[], ?::text[]) AS w (id, origin)),
                 requeued AS (
                     UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_until = NULL, documents = NULL
                     FROM wanted WHERE inbox.id = wanted.id AND inbox.state = 'processed'
                           AND inbox.body_dropped_at IS NULL
                     RETURNING wanted.origin),
-                forgotten AS (DELETE FROM rejected WHERE origin IN (SELECT origin FROM requeued))
+                forgotten AS (DELETE FROM rejected WHERE origin IN (SELECT origin FROM requeued)),
+                {NOTE_REQUEUE}
            SELECT count(*) FROM requeued""",
         (ids, origins),
     ).fetchone()

@@ -27,6 +27,7 @@ from shipmap.connectors._serve import (
 )
 from shipmap.connectors._serve._app import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
+from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION
 from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
 
@@ -138,6 +139,121 @@ def test_claims_never_overlap_and_every_row_is_claimed_once(postgres_url: str) -
         thread.join(120)
     every = [row_id for ids in claimed for row_id in ids]
     assert len(every) == len(set(every)) == 200  # SKIP LOCKED: no row handed to two claimers
+
+
+def _processed_then_pending(url: str, processed: int, pending: int) -> None:
+    """``processed`` webhooks gone through accept, claim and processed (each leaves dead entries in
+    ``inbox_pending`` until VACUUM, which nothing runs here), then ``pending`` accepted after them."""
+    PostgresInbox(url).close()
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("ALTER TABLE inbox SET (autovacuum_enabled = off)")
+        db.execute(
+            "INSERT INTO inbox (source, webhook_id, received_at, headers, body)"
+            " SELECT 'shop', 'old' || n, n, '{}', %s FROM generate_series(1, %s) AS n",
+            (BODY, processed),
+        )
+        db.execute("UPDATE inbox SET lease_owner = 'gone', lease_until = 4e9")
+        db.execute(
+            "UPDATE inbox SET state = 'processed', processed_at = 1, lease_owner = NULL, lease_until = NULL"
+        )
+        db.execute(
+            "INSERT INTO inbox (source, webhook_id, received_at, headers, body)"
+            " SELECT 'shop', 'new' || n, 1e9 + n, '{}', %s FROM generate_series(1, %s) AS n",
+            (BODY, pending),
+        )
+
+
+def _claim_until(inbox: PostgresInbox, wanted: set[int]) -> list[int]:
+    """Claim (and mark processed) until every row of ``wanted`` was claimed: a requeue is seen within
+    ``REQUEUES_CHECK_S``, a row below the floor at its next reading."""
+    claimed: list[int] = []
+
+    def found() -> bool:
+        rows = inbox.pending(limit=64)
+        claimed.extend(row.id for row in rows)
+        inbox.mark_processed(row.id for row in rows)
+        return wanted <= set(claimed)
+
+    _wait_for(found, f"rows {sorted(wanted - set(claimed))[:5]} claimed")
+    return claimed
+
+
+def test_claims_start_past_the_processed_rows_and_still_find_rows_made_pending_below(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim scans ``inbox_pending`` from the smallest pending id, not over the dead entries of the rows
+    processed before it; rows requeued below that floor (``requeue``, ``replay --rejected``) are claimed, and so is
+    a row that commits below it (an insert in flight while the floor was read)."""
+    monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.0)  # a reading at each claim, to begin with
+    _processed_then_pending(postgres_url, processed=5000, pending=100)
+    with Journal(postgres_url) as journal, PostgresInbox(postgres_url) as inbox:
+        first = inbox.pending(limit=64)
+        assert [row.webhook_id for row in first] == [f"new{n}" for n in range(1, 65)]
+        inbox.mark_processed(row.id for row in first)
+        # The smaller of the last two readings: the smallest pending id before the claim, and after it.
+        assert inbox._floor.value(inbox._execute) == 5001
+        monkeypatch.setattr(
+            _inbox_pg, "FLOOR_REFRESH_S", 3600.0
+        )  # from here, requeues are seen by their count
+
+        assert inbox.requeue([17, 4000]) == 2  # the command's statement counts the requeue in meta
+        requeued = requeue_rejected(journal, {2500: "shop#2500"})
+        assert requeued == 1
+        claimed = _claim_until(inbox, {17, 2500, 4000})
+        assert len(claimed) == len(set(claimed))
+        assert set(range(5065, 5101)) <= set(claimed)  # the new ones too
+
+        monkeypatch.setattr(
+            _inbox_pg, "FLOOR_REFRESH_S", 0.2
+        )  # a late row waits for a reading; not 10 s here
+        _wait_for(lambda: inbox._floor.value(inbox._execute) > 5050, "the floor past row 5050")
+        with psycopg.connect(postgres_url, autocommit=True) as db:  # committed after the floor passed it
+            db.execute("DELETE FROM inbox WHERE id = 5050")  # its id free, as a row in flight holds its own
+            db.execute(
+                "INSERT INTO inbox (id, source, webhook_id, received_at, headers, body)"
+                " VALUES (5050, 'shop', 'late', 3e9, '{}', %s)",
+                (BODY,),
+            )
+        assert 5050 in _claim_until(inbox, {5050})
+        with psycopg.connect(postgres_url, autocommit=True) as db:
+            assert db.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone() == (0,)
+
+
+def test_two_processes_claiming_from_floors_never_claim_one_row_and_take_requeued_rows_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes, each with its own floor, drain 3,000 webhooks behind 20,000 processed ones while 500 old
+    ones are requeued below both floors: every row is claimed exactly once."""
+    monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.05)  # floors rise within the drain, not after 20 s
+    _processed_then_pending(postgres_url, processed=20_000, pending=3000)
+    claimed: list[list[int]] = [[], []]
+    floors = [0, 0]
+    started = threading.Barrier(3)
+
+    def claim(slot: int) -> None:
+        with PostgresInbox(postgres_url) as inbox:
+            started.wait(60)
+            idle_since: float | None = None
+            while idle_since is None or time.monotonic() - idle_since < 3 * _inbox_pg.REQUEUES_CHECK_S:
+                rows = inbox.pending(limit=16)
+                floors[slot] = min(inbox._floor._readings)
+                claimed[slot].extend(row.id for row in rows)
+                inbox.mark_processed(row.id for row in rows)
+                idle_since = (idle_since or time.monotonic()) if not rows else None
+
+    threads = [threading.Thread(target=claim, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    started.wait(60)
+    _wait_for(lambda: min(floors) > 20_000, "both floors past the processed rows")
+    with PostgresInbox(postgres_url) as command:
+        assert command.requeue(range(1, 1001, 2)) == 500
+    for thread in threads:
+        thread.join(120)
+    every = [row_id for ids in claimed for row_id in ids]
+    assert all(claimed)  # both took part
+    assert len(every) == len(set(every)) == 3500
+    assert set(every) == set(range(1, 1001, 2)) | set(range(20_001, 23_001))
 
 
 def test_a_lapsed_claim_is_taken_over_a_kept_one_renewed_and_a_closed_one_released(postgres_url: str) -> None:
