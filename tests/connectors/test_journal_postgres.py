@@ -465,6 +465,18 @@ def test_a_store_of_version_7_gains_the_index_of_leased_deliveries_on_postgresql
         assert pending_counts(journal) == {"fenix": 3}
 
 
+def _journal_parked(journal: Journal, count: int) -> None:
+    """``count`` pending deliveries of fenix, ``parked00000`` on, each to its own URL, of one source document."""
+    many = [(f"parked{n:05d}", "d" * 64, "m", "t", "fenix", None, "POST", f"http://x/{n}", "{}", None)
+            for n in range(count)]  # fmt: skip
+
+    def parked() -> None:
+        journal.put_sources([("d" * 64, "{}")])
+        journal.mark_pending_many(many)
+
+    journal.run_transaction(parked)
+
+
 def test_a_worker_renews_and_releases_its_leases_on_the_index_of_leased_deliveries(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -474,14 +486,7 @@ def test_a_worker_renews_and_releases_its_leases_on_the_index_of_leased_deliveri
     connection's oldest rows reads the index of pending rows by connection; the statements as the functions
     word them (EXPLAIN, with the statistics of a journal that holds many parked rows)."""
     with Journal(postgres_url) as journal:
-        many = [(f"parked{n:05d}", "d" * 64, "m", "t", "fenix", None, "POST", f"http://x/{n}", "{}", None)
-                for n in range(3000)]  # fmt: skip
-
-        def parked() -> None:
-            journal.put_sources([("d" * 64, "{}")])
-            journal.mark_pending_many(many)
-
-        journal.run_transaction(parked)
+        _journal_parked(journal, 3000)
         journal._db.execute(
             "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
         )  # parked: released
@@ -514,14 +519,7 @@ def test_the_end_of_a_shared_run_counts_what_others_hold_on_indexes(
     table (~80-160 ms). Now the pending rows are counted on an index of pending rows, without the table once
     vacuum has seen it, and the leased ones read on the index of leased rows; the counts are the same."""
     with Journal(postgres_url) as journal:
-        many = [(f"parked{n:05d}", "d" * 64, "m", "t", "fenix", None, "POST", f"http://x/{n}", "{}", None)
-                for n in range(3000)]  # fmt: skip
-
-        def parked() -> None:
-            journal.put_sources([("d" * 64, "{}")])
-            journal.mark_pending_many(many)
-
-        journal.run_transaction(parked)
+        _journal_parked(journal, 3000)
         execute = journal._db.execute
         execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL")  # parked: released
         execute("UPDATE deliveries SET lease_owner = 'w1', lease_until = 4e9 WHERE key < 'parked00005'")

@@ -40,6 +40,14 @@ OLD, NEW = "shpss_rotation_old_secret_1", "shpss_rotation_new_secret_2"
 RUNNING = 'secret: ["${SHOPIFY_SECRET}", "${SHOPIFY_PREVIOUS_SECRET}"]'
 
 
+def _serve_fixtures_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serve fixtures copied into ``tmp_path``, their environment in the process's (a reload reads it)."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, tmp_path / item.name)
+    for name, value in environment("http://127.0.0.1:9").items():
+        monkeypatch.setenv(name, value)
+
+
 def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_apply(
     source_sandbox: Sandbox, tmp_path: Path
 ) -> None:
@@ -209,10 +217,7 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
     next reload is not held behind it."""
     from shipmap.connectors._serve import _reload
 
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, tmp_path / item.name)
-    for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
-        monkeypatch.setenv(name, value)
+    _serve_fixtures_in(tmp_path, monkeypatch)
     service = Service(Runtime.from_config(tmp_path / "serve.yaml"))
     released = threading.Event()
     real = _reload._read_again
@@ -341,10 +346,7 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
     runtime at once). A connection that did not change keeps its auth object (its session); one added by the
     same edit as a mapping that needs it is there for it; the connection enrichment fetches over stays as
     started, named for a restart; and a connection gone from the file is refused, located."""
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, tmp_path / item.name)
-    for name, value in environment("http://127.0.0.1:9").items():  # a reload reads the process's environment
-        monkeypatch.setenv(name, value)
+    _serve_fixtures_in(tmp_path, monkeypatch)
     config = tmp_path / "serve.yaml"
     service = Service(Runtime.from_config(config, concurrency=3))  # as `shipmap serve --concurrency 3`
     runtime = service.runtime
@@ -424,10 +426,7 @@ def test_a_reload_names_the_serve_keys_it_does_not_apply_and_refuses_keep_bodies
 ) -> None:
     """``serve.dedup_window`` is the inbox's, set at start: a reload names it for a restart and the service
     goes on with the window it started with; a ``keep_bodies`` longer than the window is refused, located."""
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, tmp_path / item.name)
-    for name, value in environment("http://127.0.0.1:9").items():
-        monkeypatch.setenv(name, value)
+    _serve_fixtures_in(tmp_path, monkeypatch)
     config = tmp_path / "serve.yaml"
     text = config.read_text()
     config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  dedup_window: 2d\n"))
@@ -515,10 +514,7 @@ def test_a_reload_that_only_writes_refresh_margin_retimes_the_session_it_keeps(
     left out, it adapts to a short token (half of an 8m one); written, it is used as written. The reload keeps
     the connection's session (no new login, its breaker as it was) and gives it the new margin. A change
     that is not the auth's (max_rate) keeps the session as it is; new credentials make a new one."""
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, tmp_path / item.name)
-    for name, value in environment("http://127.0.0.1:9").items():
-        monkeypatch.setenv(name, value)
+    _serve_fixtures_in(tmp_path, monkeypatch)
     config = tmp_path / "serve.yaml"
     text = config.read_text()
     assert FENIX_SESSION in text
@@ -559,10 +555,7 @@ def test_the_reload_log_names_the_auth_keys_that_changed_never_their_values(
 ) -> None:
     """``connections.fenix: auth`` said that something of the auth changed, not what. The log line now names
     the keys (a rotated password and a username), and never a value: neither the new nor the old secret."""
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, tmp_path / item.name)
-    for name, value in environment("http://127.0.0.1:9").items():
-        monkeypatch.setenv(name, value)
+    _serve_fixtures_in(tmp_path, monkeypatch)
     config = tmp_path / "serve.yaml"
     service = Service(Runtime.from_config(config))
     rotated = "rotated-fenix-pass-7f3a"
