@@ -334,7 +334,10 @@ class InboxFeed:
         run re-sends them), ``"inbox"`` (only webhooks are parked: read the inbox from its start), or None."""
         deliveries = self._parked_deliveries()
         if not deliveries and not self.parked:
-            self._backoff, self._next_sweep = self._resweep, None  # the outage is over
+            self._next_sweep = None
+            # Nor a row read that may park again (a sweep's probe in flight): the outage is over.
+            if not self._lanes:
+                self._backoff = self._resweep
             return None
         now = time.monotonic()
         # The deliveries' connections are back, or the parked webhooks' source APIs (a probe was answered,
@@ -342,17 +345,13 @@ class InboxFeed:
         back = (bool(deliveries) and self._outages_over()) or (
             bool(self.parked) and self.enricher.breakers_closed()
         )
-        if not back:
-            if self._next_sweep is None:
-                self._next_sweep = now + max(self._backoff, self._retry_in if self.parked else 0.0)
-                return None
-            if now < self._next_sweep:
-                return None
+        if not back and now < self._plan_sweep(now):
+            return None
         self._next_sweep = None
         self._backoff = self._resweep if back else min(self._backoff * 2, self._resweep_cap)
         self.sweeps += 1
         self._log.info(
-            "looking again at parked work: %s, %s (next look in %.0f s at the latest)",
+            "looking again at parked work: %s, %s (next look in %.1f s at the latest)",
             counted(deliveries, "delivery"),
             counted(len(self.parked), "webhook"),
             self._backoff,
@@ -360,10 +359,23 @@ class InboxFeed:
         self.parked.clear()  # those still waiting park again, at once and without a request
         return "run" if deliveries else "inbox"
 
-    def _idle_wait(self) -> float:
+    def _plan_sweep(self, now: float) -> float:
+        """When parked work is looked at next: ``resweep`` (doubled while it stays parked) after the first time
+        the feed found something parked since the last look, at the earliest when a parked webhook's source API
+        probes again. Planned by whichever comes first, this look or the idle wait: a sweep's own webhooks park
+        again while the feed reads them, after this look, and waiting out the idle poll before planning their
+        look made every look after the first ``_IDLE_POLL`` late."""
         if self._next_sweep is None:
+            self._next_sweep = now + max(self._backoff, self._retry_in if self.parked else 0.0)
+        return self._next_sweep
+
+    def _idle_wait(self) -> float:
+        """How long the idle feed waits for a wake-up: until the next look at parked work, at most
+        ``_IDLE_POLL``."""
+        if self._next_sweep is None and not self.parked and not self._parked_deliveries():
             return _IDLE_POLL
-        return max(0.01, min(_IDLE_POLL, self._next_sweep - time.monotonic()))
+        now = time.monotonic()
+        return max(0.01, min(_IDLE_POLL, self._plan_sweep(now) - now))
 
     def _replay_requested(self) -> bool:
         now = time.monotonic()
