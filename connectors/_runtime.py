@@ -176,6 +176,16 @@ class Runtime:
         if deliverer is not None:
             deliverer.park_waiting()
 
+    async def look_at_breakers(self) -> None:
+        """On a PostgreSQL journal, read again the shared record of each breaker of the run in progress whose
+        copy is stale, so that ``breaker_store`` says what the other workers did to them meanwhile
+        (``shipmap serve`` calls it while it waits for webhooks: its /readyz and /metrics read that store, and
+        an idle process's copy would otherwise stay as its last delivery left it). Nothing without a run in
+        progress, or with this process's own store. Called in the run's thread."""
+        deliverer = self._deliverer()
+        if deliverer is not None:
+            await deliverer.look_at_breakers()
+
     def stop_waiting_for(self, config: RuntimeConfig) -> None:
         """A reload is about to move connections to ``config``'s endpoints or credentials: the run in progress
         stops waiting for their open breakers, and the deliveries that waited stay pending, so the run ends

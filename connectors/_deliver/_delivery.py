@@ -377,6 +377,11 @@ class Deliverer:
             if breaker is not None:
                 breaker.stop_waiting()
 
+    async def look_at_breakers(self) -> None:
+        """Read again each breaker record whose shared copy is stale (see ``CircuitBreaker.look``)."""
+        for breaker in list(self.breakers.values()):
+            await breaker.look()
+
     def park_waiting(self) -> None:
         """The deliveries waiting for an open breaker, and those that find one open from now on, are parked
         (left pending; see ``Runtime.park_waiting``)."""

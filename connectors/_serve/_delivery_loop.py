@@ -297,6 +297,7 @@ class DeliveryLoop:
                     resweep_cap=self._resweep[1],
                     parked_deliveries=self._parked_now,
                     outages_over=self._outages_over,
+                    look_at_delivery_breakers=self.runtime.look_at_breakers,
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
                     intake_accepted=lambda: self.accepted,
                     runtime_name=self.runtime.name,

@@ -18,8 +18,9 @@ is *parked* too: it stays ``pending`` in the inbox, is skipped, and is looked at
 Sweeps come ``resweep`` seconds after something was parked (at the earliest when the breaker's next probe is
 due), doubling while the outage lasts, up to ``resweep_cap``, and at once when the breakers of the connections
 whose deliveries were parked have closed (a probe was answered), or those of the parked webhooks' source APIs
-(on a PostgreSQL journal, by another process's probe too). The breakers decide what is sent: a sweep into an
-open breaker sends nothing, so sweeping never hammers a destination that is down.
+(on a PostgreSQL journal, by another process's probe too: an idle feed reads the shared breaker records
+again, delivery's and enrichment's). The breakers decide what is sent: a sweep into an open breaker sends
+nothing, so sweeping never hammers a destination that is down.
 
 During a burst of webhooks, delivery steps aside: intake and delivery share one process (one GIL), and every
 millisecond delivery spends mapping is a millisecond a webhook waits for its 200. While intake accepts more
@@ -35,7 +36,7 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from shipmap.engine import SourceDocument
@@ -117,6 +118,7 @@ class InboxFeed:
         resweep_cap: float = 300.0,
         parked_deliveries: Callable[[], int] = lambda: 0,
         outages_over: Callable[[], bool] = lambda: False,
+        look_at_delivery_breakers: Callable[[], Awaitable[object]] | None = None,
         replays_waiting: Callable[[], bool] = lambda: False,
         intake_accepted: Callable[[], int] = lambda: 0,
         runtime_name: str | None = None,
@@ -125,7 +127,9 @@ class InboxFeed:
     ) -> None:
         """``purge``: forget what the inbox holds past its time (``_inbox_retention``), hourly while the feed is
         idle; by default, the rows past the dedup window. ``origin_inbox``: the inbox's id, named in each
-        webhook's origin (an SQLite inbox beside a journal that other services share: ``_origins``)."""
+        webhook's origin (an SQLite inbox beside a journal that other services share: ``_origins``).
+        ``look_at_delivery_breakers``: read the run's delivery breakers again where a shared store's copy is
+        stale (``Runtime.look_at_breakers``), as the feed does the enricher's while it is idle."""
         self.inbox = inbox
         self._origin_inbox = origin_inbox
         self.enricher = enricher
@@ -143,6 +147,7 @@ class InboxFeed:
         self._retry_in = 0.0  # the soonest a parked webhook's source API probes again
         self._parked_deliveries = parked_deliveries
         self._outages_over = outages_over
+        self._look_at_delivery_breakers = look_at_delivery_breakers
         self._replays_waiting = replays_waiting
         self._replays_checked = 0.0
         self._intake_accepted = intake_accepted
@@ -213,9 +218,7 @@ class InboxFeed:
                     if time.monotonic() - self._purged_at > _PURGE_EVERY:  # the dedup window moves on
                         self._purged_at = time.monotonic()
                         self._purge()
-                    # On a PostgreSQL journal, what the other processes did to the source APIs' breakers
-                    # (/readyz, the stop summary, and the sweep below when they closed one).
-                    await self.enricher.look_at_breakers()
+                    await self._look_at_breakers()
                     # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
                     # comes as the event is set, and the run's TaskGroup, stopping on a worker's error, would
                     # wait for this body forever.
@@ -376,6 +379,16 @@ class InboxFeed:
             return _IDLE_POLL
         now = time.monotonic()
         return max(0.01, min(_IDLE_POLL, self._plan_sweep(now) - now))
+
+    async def _look_at_breakers(self) -> None:
+        """On a PostgreSQL journal, what the other processes did to the breakers while this one is idle: the
+        source APIs' (enrichment's) and the destinations' (the run's deliveries), each record read again when
+        this process's copy is stale (one short query per connection, at most one a ``refresh``). The feed
+        looks each time it goes idle, so an idle process's /readyz, /metrics and stop summary follow the
+        others' within ``_IDLE_POLL`` (and parked work is looked at once another process's probe closed one)."""
+        await self.enricher.look_at_breakers()
+        if self._look_at_delivery_breakers is not None:
+            await self._look_at_delivery_breakers()
 
     def _replay_requested(self) -> bool:
         now = time.monotonic()

@@ -1,5 +1,6 @@
-"""What a ``shipmap serve`` process looks at while it waits for webhooks: its parked work, ``serve.resweep``
-after it was parked (doubling up to ``resweep_cap``), not after the feed's idle poll."""
+"""What a ``shipmap serve`` process looks at while it waits for webhooks: the shared delivery breakers of a
+PostgreSQL journal (so an idle process's /readyz and /metrics say what the busy one's do), and its parked work,
+``serve.resweep`` after it was parked (doubling up to ``resweep_cap``), not after the feed's idle poll."""
 
 from __future__ import annotations
 
@@ -8,16 +9,23 @@ import time
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
+from shipmap.connectors._store._breaker_pg import breaker_row
 
 from .harness import (
     BC_API_TOKEN,
+    REAL_SHOPIFY,
     SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
+    on_postgres,
+    shopify_headers,
 )
 
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 LOOK = "looking again at parked work"
 
@@ -25,6 +33,117 @@ LOOK = "looking again at parked work"
 def _with(text: str, anchor: str, added: str) -> str:
     assert anchor in text, anchor
     return text.replace(anchor, anchor + added, 1)
+
+
+def _deliveries(sandbox: Sandbox) -> list[object]:
+    """The requests Fenix accepted, but its logins."""
+    return [r for r in sandbox.requests() if r.endpoint.startswith("fenix.") and r.endpoint != "fenix.login"]
+
+
+def _breaker_in_metrics(metrics: str, connection: str) -> str:
+    """The state whose ``shipmap_breaker_state`` gauge is 1 for ``connection``."""
+    (family,) = [f for f in text_string_to_metric_families(metrics) if f.name == "shipmap_breaker_state"]
+    (state,) = [
+        s.labels["state"] for s in family.samples if s.labels["connection"] == connection and s.value == 1
+    ]
+    return state
+
+
+def test_an_idle_process_reports_the_shared_delivery_breaker_as_the_busy_one_does(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Two serve processes on one PostgreSQL journal, Fenix down (its own fault plan, set over HTTP), every
+    webhook posted to one of them. The idle one's copy of the shared breaker stayed as its last delivery left
+    it: its /readyz and /metrics said "closed" while the busy one's said "open". Now its feed reads the
+    delivery breakers' records again while it waits, as it does the enrichment ones: both say open, then
+    both closed once Fenix is back. The idle process has nothing to send and sends nothing: the requests
+    Fenix got during the outage are the busy one's (the deliveries it had in flight as the breaker opened)
+    and the probes the shared record counted; each order arrives once."""
+    failures, cooldown, orders = 2, 0.3, 3
+    with Sandbox() as sandbox, httpx.Client(timeout=10) as client:
+        busy = ServeProcess(tmp_path, sandbox.url)
+        text = _with(
+            busy.config.read_text(),
+            "  fenix:\n",
+            f"    breaker: {{failures: {failures}, cooldown: {cooldown}s, cooldown_cap: {cooldown}s,"
+            " outage_wait: 500ms}\n",
+        )
+        text = _with(text, "  drain_timeout: 30s\n", "  resweep: 200ms\n  resweep_cap: 1s\n")
+        busy.config.write_text(on_postgres(text, postgres_url))
+        idle = ServeProcess(tmp_path, sandbox.url)  # the same config file
+        busy.start()
+        idle.start()
+        try:
+
+            def states(serve: ServeProcess) -> tuple[str, str]:
+                ready = client.get(f"{serve.url}/readyz").json()["breakers"]["fenix"]
+                return ready, _breaker_in_metrics(client.get(f"{serve.url}/metrics").text, "fenix")
+
+            def order(serve: ServeProcess, number: int) -> None:
+                body = json.dumps(dict(ORDER, id=7_100_000 + number, name=f"#IDLE{number}")).encode()
+                headers = shopify_headers(body, "orders/create", f"idle-breaker-{number}")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+
+            # The idle one's run delivers an order first: it has read the breaker (closed), and its run goes
+            # on, idle, through the outage (a run that starts during it counts the journal's parked deliveries
+            # and looks at them, busy too).
+            order(idle, orders)
+            idle.wait_until(
+                lambda: len(sandbox.requests(endpoint="fenix.orders")) == 1, what="the idle one's first order"
+            )
+            before = len(_deliveries(sandbox))
+            assert states(busy) == states(idle) == ("closed", "closed")
+            down = client.post(f"{sandbox.url}/_sandbox/faults", params={"api": "fenix"}, content="5xx=1")
+            assert down.status_code == 200, down.text
+            for number in range(orders):
+                order(busy, number)
+            for serve in (busy, idle):
+                serve.wait_until(
+                    lambda s=serve: all(state in ("open", "half_open") for state in states(s)),
+                    timeout=30,
+                    what="an open fenix breaker in /readyz and /metrics",
+                )
+            time.sleep(1.5)  # the outage goes on: probes only, one per cooldown
+            assert len(_deliveries(sandbox)) == before
+            up = client.delete(f"{sandbox.url}/_sandbox/faults", params={"api": "fenix"})
+            assert up.status_code == 200, up.text
+            busy.wait_until(
+                lambda: len(sandbox.requests(endpoint="fenix.orders")) >= orders + 1,
+                timeout=30,
+                what="every order once Fenix is back",
+            )
+            for serve in (busy, idle):
+                serve.wait_until(
+                    lambda s=serve: states(s) == ("closed", "closed"),
+                    timeout=30,
+                    what="a closed fenix breaker in /readyz and /metrics",
+                )
+            assert busy.terminate() == 0 and idle.terminate() == 0
+        finally:
+            busy.kill()
+            idle.kill()
+        ids = sorted(str(o.body["id"]) for o in sandbox.requests(endpoint="fenix.orders"))
+        faulted = [f for f in sandbox.faulted() if f.endpoint.startswith("fenix.")]
+        row_name = breaker_row("fenix", sandbox.url)
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute(
+            "SELECT opened, probes FROM connection_state WHERE name = %s", (row_name,)
+        ).fetchone()
+        owed = db.execute("SELECT count(*) FROM deliveries WHERE connection = 'fenix'").fetchone()
+    assert ids == [str(7_100_000 + i) for i in range(orders + 1)], ids  # each order once
+    assert row is not None and owed is not None
+    opened, probes = row
+    assert opened == 1, row
+    # Before the breaker opened, at most one request per delivery (the busy process sends them concurrently);
+    # after, probes only, every process's counted in the shared record.
+    assert 1 <= len(faulted) - probes <= max(failures, owed[0] - before), (
+        len(faulted),
+        probes,
+        owed,
+        faulted,
+    )
+    # The idle process read the record the busy one's failures opened (its own copy said closed until then).
+    assert any("opened by another worker" in line for line in idle.errors), "".join(idle.errors)
 
 
 @pytest.mark.parametrize("webhooks", [1, 2])
