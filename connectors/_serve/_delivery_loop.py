@@ -113,6 +113,7 @@ class DeliveryLoop:
         self._control = threading.Lock()
         self._stop_asked = False
         self._progress: Progress | None = None
+        self._parked_seen: tuple[RunSummary, int] | None = None  # the run's parked count at the last report
         self.stalled: Stall | None = None  # waiting to run again, after a run whose sends kept raising
         self._stalled_since: float | None = None  # since the first of such runs in a row
         self._next_mapper: EventMapper | None = None  # a reload's, for the next run
@@ -297,6 +298,7 @@ class DeliveryLoop:
                     resweep_cap=self._resweep[1],
                     parked_deliveries=self._parked_now,
                     outages_over=self._outages_over,
+                    delivery_breakers_closed=self._breakers_closed,
                     look_at_delivery_breakers=self.runtime.look_at_breakers,
                     replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
                     intake_accepted=lambda: self.accepted,
@@ -395,6 +397,11 @@ class DeliveryLoop:
         store = self.runtime.breaker_store
         return all(store.breaker(name).phase == "closed" for name in live.outages)
 
+    def _breakers_closed(self) -> bool:
+        """Whether every delivery breaker is closed, as this process last read it."""
+        store = self.runtime.breaker_store
+        return all(store.breaker(name).phase == "closed" for name in self.runtime.connections)
+
     async def _carry_out_replays(self, enricher: Enricher) -> None:
         for request in self._replays.waiting() if self._replays is not None else ():
             if request.rows is not None:  # replay --rejected: the next run's feed reads the rows requeued
@@ -442,6 +449,16 @@ class DeliveryLoop:
 
     def _on_progress(self, progress: Progress) -> None:
         self._progress = progress
+        # A delivery parked since the last report (each outcome reports): its look is planned now, not after
+        # the feed's idle poll.
+        live, feed = self.runtime.live, self._feed
+        if live is None or feed is None:
+            return
+        seen = self._parked_seen
+        before = seen[1] if seen is not None and seen[0] is live else 0
+        if live.parked > before:
+            feed.delivery_parked()
+        self._parked_seen = (live, live.parked)
 
 
 def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

@@ -16,11 +16,12 @@ parked, or a ``shipmap replay`` request is waiting, the feed ends its epoch once
 once) and the delivery loop starts the next. A webhook whose enrichment finds the source API's breaker open
 is *parked* too: it stays ``pending`` in the inbox, is skipped, and is looked at again at the next sweep.
 Sweeps come ``resweep`` seconds after something was parked (at the earliest when the breaker's next probe is
-due), doubling while the outage lasts, up to ``resweep_cap``, and at once when the breakers of the connections
-whose deliveries were parked have closed (a probe was answered), or those of the parked webhooks' source APIs
-(on a PostgreSQL journal, by another process's probe too: an idle feed reads the shared breaker records
-again, delivery's and enrichment's). The breakers decide what is sent: a sweep into an open breaker sends
-nothing, so sweeping never hammers a destination that is down.
+due; a delivery the run parks wakes the idle feed to plan it), doubling while the outage lasts (while
+something is parked or a breaker is open), up to ``resweep_cap``, and at once when the breakers of the
+connections whose deliveries were parked have closed (a probe was answered), or those of the parked webhooks'
+source APIs (on a PostgreSQL journal, by another process's probe too: an idle feed reads the shared breaker
+records again, delivery's and enrichment's). The breakers decide what is sent: a sweep into an open breaker
+sends nothing, so sweeping never hammers a destination that is down.
 
 During a burst of webhooks, delivery steps aside: intake and delivery share one process (one GIL), and every
 millisecond delivery spends mapping is a millisecond a webhook waits for its 200. While intake accepts more
@@ -118,6 +119,7 @@ class InboxFeed:
         resweep_cap: float = 300.0,
         parked_deliveries: Callable[[], int] = lambda: 0,
         outages_over: Callable[[], bool] = lambda: False,
+        delivery_breakers_closed: Callable[[], bool] = lambda: True,
         look_at_delivery_breakers: Callable[[], Awaitable[object]] | None = None,
         replays_waiting: Callable[[], bool] = lambda: False,
         intake_accepted: Callable[[], int] = lambda: 0,
@@ -128,6 +130,7 @@ class InboxFeed:
         """``purge``: forget what the inbox holds past its time (``_inbox_retention``), hourly while the feed is
         idle; by default, the rows past the dedup window. ``origin_inbox``: the inbox's id, named in each
         webhook's origin (an SQLite inbox beside a journal that other services share: ``_origins``).
+        ``delivery_breakers_closed``: whether every delivery breaker is closed, as this process last read it.
         ``look_at_delivery_breakers``: read the run's delivery breakers again where a shared store's copy is
         stale (``Runtime.look_at_breakers``), as the feed does the enricher's while it is idle."""
         self.inbox = inbox
@@ -147,6 +150,7 @@ class InboxFeed:
         self._retry_in = 0.0  # the soonest a parked webhook's source API probes again
         self._parked_deliveries = parked_deliveries
         self._outages_over = outages_over
+        self._delivery_breakers_closed = delivery_breakers_closed
         self._look_at_delivery_breakers = look_at_delivery_breakers
         self._replays_waiting = replays_waiting
         self._replays_checked = 0.0
@@ -338,8 +342,9 @@ class InboxFeed:
         deliveries = self._parked_deliveries()
         if not deliveries and not self.parked:
             self._next_sweep = None
-            # Nor a row read that may park again (a sweep's probe in flight): the outage is over.
-            if not self._lanes:
+            # And every breaker closed: the outage is over. (Not while a look's probe is in flight, nor while a
+            # run's deliveries wait for an open breaker, with nothing parked yet: the backoff goes on doubling.)
+            if self.enricher.breakers_closed() and self._delivery_breakers_closed():
                 self._backoff = self._resweep
             return None
         now = time.monotonic()
@@ -361,6 +366,12 @@ class InboxFeed:
         )
         self.parked.clear()  # those still waiting park again, at once and without a request
         return "run" if deliveries else "inbox"
+
+    def delivery_parked(self) -> None:
+        """The run parked a delivery (its breaker stayed open past ``outage_wait``): an idle feed plans its look
+        now, not after its idle poll."""
+        if self.idle:
+            self.wakeup.set()
 
     def _plan_sweep(self, now: float) -> float:
         """When parked work is looked at next: ``resweep`` (doubled while it stays parked) after the first time

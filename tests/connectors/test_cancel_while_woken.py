@@ -30,13 +30,18 @@ def test_a_cancellation_that_comes_with_a_wake_up_stops_the_idle_feed(tmp_path: 
     async def no_breakers_to_read() -> None:
         return None
 
-    enricher: Any = types.SimpleNamespace(enrichments={}, look_at_breakers=no_breakers_to_read)
+    enricher: Any = types.SimpleNamespace(
+        enrichments={}, look_at_breakers=no_breakers_to_read, breakers_closed=lambda: True
+    )
     feed = InboxFeed(inbox, enricher, Redactor())
 
     async def cancelled_while_woken() -> None:
         events = feed.events()
         waiting = asyncio.ensure_future(anext(events))
+        deadline = asyncio.get_running_loop().time() + 5
         while not feed.idle:  # the empty inbox was read: the feed waits for a wake-up
+            # A feed that raised (or never goes idle) fails here, not in an endless wait.
+            assert not waiting.done() and asyncio.get_running_loop().time() < deadline, waiting
             await asyncio.sleep(0.001)
         await asyncio.sleep(0.01)
         feed.wakeup.set()  # a webhook was committed ...

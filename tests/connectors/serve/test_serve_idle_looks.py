@@ -146,6 +146,32 @@ def test_an_idle_process_reports_the_shared_delivery_breaker_as_the_busy_one_doe
     assert any("opened by another worker" in line for line in idle.errors), "".join(idle.errors)
 
 
+RESWEEP, RESWEEP_CAP = 0.05, 0.2  # seconds: the waits between looks double to the cap from the fourth look on
+
+
+def _quick_looks(serve: ServeProcess, connection: str, breaker: str) -> None:
+    """``connection``'s breaker due for a probe at every look (the looks' pace is resweep's, not the
+    breaker's), and quick looks."""
+    text = _with(serve.config.read_text(), f"  {connection}:\n", f"    breaker: {{{breaker}}}\n")
+    serve.config.write_text(
+        _with(text, "  drain_timeout: 30s\n", f"  resweep: {RESWEEP}s\n  resweep_cap: {RESWEEP_CAP}s\n")
+    )
+
+
+def _assert_looks_paced_by_resweep(serve: ServeProcess, window: float = 4.0) -> None:
+    """In a window of T seconds once the waits have doubled to the cap: at least T / (3 x cap) looks (a slow
+    machine makes them late, never more than that), and at most T / cap + 2 (each wait is the cap by then)."""
+
+    def looks() -> int:
+        return sum(LOOK in line for line in list(serve.errors))
+
+    serve.wait_until(lambda: looks() >= 4, timeout=30, what="four looks at parked work")
+    first, started = looks(), time.monotonic()
+    time.sleep(window)
+    seen, elapsed = looks() - first, time.monotonic() - started
+    assert elapsed / (3 * RESWEEP_CAP) <= seen <= elapsed / RESWEEP_CAP + 2, (seen, elapsed)
+
+
 @pytest.mark.parametrize("webhooks", [1, 2])
 def test_parked_webhooks_are_looked_at_every_resweep_doubling_to_the_cap(
     tmp_path: Path, webhooks: int
@@ -154,21 +180,14 @@ def test_parked_webhooks_are_looked_at_every_resweep_doubling_to_the_cap(
     breaker due for a probe at every look. Each look's probe was in flight when the feed next asked whether
     anything was parked: nothing was (the webhook parks when its GET fails), so the outage counted as over and
     the next look was planned only after the feed's one-second idle poll: one webhook came back about every
-    1.1 s (4 looks in 4 s); with two, the second's GET woke the feed at once, but the wait never doubled (72
-    looks in 4 s, every 50 ms). Now a row still being fetched keeps the outage on, and the next look is planned
-    as soon as the webhooks park again: in a window of T seconds once the waits have doubled to the cap, at
-    least T / (3 x cap) looks (a slow machine makes them late, never more than that), and at most
-    T / cap + 2 (each wait is the cap by then)."""
-    resweep, cap, window = 0.05, 0.2, 4.0
+    1.1 s (3 looks in 4 s); with two, the second's GET woke the feed at once, but the wait never doubled
+    (about 70 looks in 4 s, every 50 ms). Now the outage lasts while a breaker is open, and the next look is
+    planned as soon as the webhooks park again."""
     with Sandbox(
         source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="5xx=1"
     ) as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
-        # A probe due at every look: the looks' pace is resweep's, not the breaker's.
-        text = _with(serve.config.read_text(), "  bc_store:\n",
-                     "    breaker: {failures: 1, cooldown: 50ms, cooldown_cap: 50ms}\n")  # fmt: skip
-        text = _with(text, "  drain_timeout: 30s\n", f"  resweep: {resweep}s\n  resweep_cap: {cap}s\n")
-        serve.config.write_text(text)
+        _quick_looks(serve, "bc_store", "failures: 1, cooldown: 50ms, cooldown_cap: 50ms")
         serve.start()
         try:
             payload = json.loads(
@@ -179,16 +198,35 @@ def test_parked_webhooks_are_looked_at_every_resweep_doubling_to_the_cap(
                     body = dict(payload, hash=f"resweep-{order}", data={"type": "order", "id": order})
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
-
-            def looks() -> int:
-                return sum(LOOK in line for line in list(serve.errors))
-
-            # 50, 100, 200 ms: the waits are the cap from the fourth look on.
-            serve.wait_until(lambda: looks() >= 4, timeout=30, what="four looks at the parked webhooks")
-            first, started = looks(), time.monotonic()
-            time.sleep(window)
-            seen, elapsed = looks() - first, time.monotonic() - started
+            _assert_looks_paced_by_resweep(serve)
             assert serve.terminate() == 0
         finally:
             serve.kill()
-    assert elapsed / (3 * cap) <= seen <= elapsed / cap + 2, (seen, elapsed)
+
+
+@pytest.mark.parametrize("orders", [1, 6])
+def test_parked_deliveries_are_looked_at_every_resweep_doubling_to_the_cap(
+    tmp_path: Path, orders: int
+) -> None:
+    """Fenix down (its own fault plan), its orders parked past ``outage_wait``, the same quick looks. Each look
+    starts a run, which reads the deliveries that may wait for the breaker (half of ``concurrency``) and parks
+    them once they have waited ``outage_wait``: a single order was not parked yet when the run's feed first
+    asked (the outage counted as over) and, once it was, nothing woke the feed, so its next look came after the
+    idle poll (3 looks in 4 s, never doubling). Now a parked delivery wakes the feed, and the outage lasts
+    while the breaker is open. Six orders (more than may wait) were paced right before as after."""
+    with Sandbox() as sandbox:
+        sandbox.set_faults("5xx=1", api="fenix")
+        serve = ServeProcess(tmp_path, sandbox.url)
+        _quick_looks(serve, "fenix", "failures: 1, cooldown: 50ms, cooldown_cap: 50ms, outage_wait: 100ms")
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for number in range(orders):
+                    body = json.dumps(dict(ORDER, id=7_200_000 + number, name=f"#LOOK{number}")).encode()
+                    headers = shopify_headers(body, "orders/create", f"resweep-delivery-{number}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+            _assert_looks_paced_by_resweep(serve)
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        assert sandbox.requests(endpoint="fenix.orders") == []
