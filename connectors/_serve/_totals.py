@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from shipmap.engine import ShipmapError
+
 from .._deliver._breaker import BreakerState
 from .._errors import JournalError
 from .._plural import counted
@@ -76,8 +78,10 @@ def combined(total: RunSummary, live: RunSummary | None) -> RunSummary:
 def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> str | None:
     """What is still owed when the service stops, read from the journal and the inbox (None: nothing): the
     deliveries ``pending`` in the journal (a drain deadline cut them off, or an outage parked them) and the
-    webhooks not yet handed to delivery. The summary's counts are the service's life; this is the state now."""
-    parts = []
+    webhooks not yet handed to delivery. The summary's counts are the service's life; this is the state now.
+    Each is read apart: one that cannot be read (the journal's database is what stopped the service) is said
+    to be unread, never counted as nothing, and the other is still counted."""
+    parts, unread = [], []
     try:
         found = open_readonly(journal)
         if found is not None:
@@ -85,16 +89,28 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
                 pending = found.counts().get("pending", 0)
             if pending:
                 parts.append(f"{counted(pending, 'delivery')} pending in the journal")
-        waiting = inbox.depth()
     except Exception as error:  # a line of the stop report: its failure is said, not raised
-        return f"cannot read what is owed at stop ({type(error).__name__}: {error})"
-    if waiting:
-        parts.append(f"{counted(waiting, 'webhook')} waiting in the inbox")
-    if not parts:
+        unread.append(f"the journal's pending deliveries ({_why(error)})")
+    try:
+        waiting = inbox.depth()
+        if waiting:
+            parts.append(f"{counted(waiting, 'webhook')} waiting in the inbox")
+    except Exception as error:
+        unread.append(f"the inbox's waiting webhooks ({_why(error)})")
+    if not parts and not unread:
         return None
     shared = journal is not None and is_database_url(journal)
     after = "the next start, or another serve process on this journal," if shared else "the next start"
-    return f"owed at stop: {' and '.join(parts)}; {after} sends them, nothing acknowledged is lost"
+    if not unread:
+        return f"owed at stop: {' and '.join(parts)}; {after} sends them, nothing acknowledged is lost"
+    said = "".join(f"{part}; " for part in parts) + f"cannot read {' nor '.join(unread)}"
+    return f"owed at stop: {said}; {after} sends what is owed, nothing acknowledged is lost"
+
+
+def _why(error: Exception) -> str:
+    """An error as a clause of one line: its type and its own message (a ShipmapError's, without "error: ")."""
+    message = error.message if isinstance(error, ShipmapError) else str(error)
+    return f"{type(error).__name__}: {message}"
 
 
 def as_at_stop(
