@@ -3,7 +3,11 @@
 SIGTERM and SIGINT (Ctrl-C) both drain it, and it exits 0 after the drain, a second signal or the drain's
 deadline included: the operator asked the service to stop and it stopped, and what it could not deliver is
 owed to the next start (it says so), as Vector and Redpanda Connect exit 0 after a signal's graceful
-shutdown. The 130 of an interrupted command is for a Ctrl-C before it listens (while it loads its config)."""
+shutdown. The 130 of an interrupted command is for a Ctrl-C before it listens (while it loads its config).
+
+An error that stops it once it serves (a run's error other than SendingStopped: the journal's database gone,
+say) ends it with that error's own exit code, and still says what it did: the summary, on stderr beside the
+error line the core prints after it."""
 
 from __future__ import annotations
 
@@ -76,7 +80,15 @@ def run(args: argparse.Namespace) -> int:
         )
 
     with delivery_lines(args.verbose):
-        summary = asyncio.run(service.serve(on_ready=ready))
+        try:
+            summary = asyncio.run(service.serve(on_ready=ready))
+        except Exception:
+            # An error stopped it (the journal's database gone, say): what it did is still said, on stderr
+            # beside the error the core prints after it, with the error's own exit code.
+            if service.summary is not None:
+                sys.stdout.flush()
+                print_summary(service.summary, sys.stderr)
+            raise
     if summary is not None:
         print_summary(summary, sys.stdout)
     return EXIT_OK

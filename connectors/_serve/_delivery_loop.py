@@ -264,11 +264,16 @@ class DeliveryLoop:
         try:
             summary = asyncio.run(self._deliver())
         except asyncio.CancelledError:
-            self.result.set_result(self._at_end(self.summary()))
-        except BaseException as error:  # handed to the service, which stops and reports it
+            self.result.set_result(self.summary_at_end())
+        except BaseException as error:  # handed to the service, which stops, reports it and raises it
             self.result.set_exception(error)
         else:
             self.result.set_result(self._at_end(summary) if summary is not None else None)
+
+    def summary_at_end(self) -> RunSummary:
+        """What the service delivered, however delivery ended: an error that stopped it too (its runs and
+        replays are folded into the totals as each ends), or a cancel it has not finished yet."""
+        return self._at_end(self.summary())
 
     def _at_end(self, summary: RunSummary) -> RunSummary:
         summary.replays = self.replays()  # a replay cut short by the drain's deadline included

@@ -198,6 +198,9 @@ class Service:
     async def serve(
         self, sock: socket.socket | None = None, *, on_ready: Callable[[str], None] | None = None
     ) -> RunSummary | None:
+        """Serve until stopped; return the summary of what the service did (``summary`` too). An error that
+        stops it once it serves (a run's, other than SendingStopped, which stalls delivery instead) is raised
+        after the same drain and stop report, and ``summary`` then holds what it did until the error."""
         with self._loop_lock:
             self._loop = asyncio.get_running_loop()
         try:
@@ -438,27 +441,31 @@ class Service:
             self._log.warning(
                 "drain deadline reached: deliveries still in flight stay pending and are re-sent on restart"
             )
-        if delivered.done():
-            self.summary = await delivered
-        else:
+        if not delivered.done():
             delivery.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5.0):
-                    self.summary = await delivered
+            await asyncio.wait({delivered}, timeout=5.0)
+        failure: BaseException | None = None  # what ended the service, raised once the stop is reported
+        if delivered.done() and not delivered.cancelled():
+            failure = delivered.exception()  # a run's error other than SendingStopped stops the service
+            if failure is None:
+                self.summary = delivered.result()
         if not http.done():
             http.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await http
-        elif http.exception() is not None:
-            raise http.exception()  # type: ignore[misc]
+        elif failure is None and not http.cancelled() and http.exception() is not None:
+            failure = http.exception()
+        # An error, or a delivery still ending: what its runs did is in the service's totals all the same.
+        summary = self.summary = self.summary if self.summary is not None else delivery.summary_at_end()
         self._log.info("stopped: %s handed to delivery", counted(delivery.handed, "event"))
         if (refused := state.refusals.take()) is not None:  # since the last activity line: the drain's 503s
             self._log.info("since the last activity line: %s", refused)
         if (owed := owed_at_stop(self.runtime.config.journal.location, state.inbox)) is not None:
             self._log.warning("%s", owed)
-        if self.summary is not None:
-            as_at_stop(self.summary, self.runtime, self._breaker_records(), self._log)
-        return self.summary
+        as_at_stop(summary, self.runtime, self._breaker_records(), self._log)
+        if failure is not None:
+            raise failure
+        return summary
 
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open), delivery's and enrichment's."""

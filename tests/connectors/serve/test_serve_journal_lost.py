@@ -1,0 +1,123 @@
+"""A live ``shipmap serve`` whose PostgreSQL journal goes away (its sessions ended by the server, new ones
+refused, as a database taken offline is): delivery stops with the journal's error, and the process still says
+what it did before it stops with that error's exit code.
+
+The service delivers some webhooks and settles (every delivery marked in the journal) before the database
+goes, so the summary's count of deliveries is exactly the sandbox's. With an SQLite inbox, a webhook posted
+after is committed (intake does not need the journal) and is what delivery fails on: it is still owed, and
+the stop report counts it, and says that the journal's pending deliveries cannot be read rather than a number.
+With the inbox in the journal's database (the default), intake refuses that webhook (503, its sender retries)
+and neither part of what is owed can be read: the report says so of both."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+from shipmap.connectors import Journal, JournalError, Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
+
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+PASSWORD = "serve-journal-pw-8c1f"  # the server trusts loopback: any password is accepted, and must not show
+BEFORE = 5  # webhooks delivered before the database goes
+
+
+def _body(index: int) -> bytes:
+    return json.dumps(dict(ORDER, id=9_100_000 + index, name=f"#L{index}")).encode()
+
+
+def _take_offline(admin_url: str, database: str) -> None:
+    """End every session on ``database`` and refuse new ones: what a reconnect finds is a refusal."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        )
+
+
+@pytest.mark.parametrize("inbox", ["sqlite", "the journal's database"])
+def test_a_serve_whose_journal_goes_away_prints_what_it_did_and_exits_7(
+    inbox: str, source_sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
+) -> None:
+    database = postgres_url.rsplit("/", 1)[1]
+    url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    shown = f"postgresql://postgres@127.0.0.1:{urlsplit(url).port}/{database}"  # as every line names it
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    config = on_postgres(serve.config.read_text(), url)
+    if inbox == "sqlite":
+        config = config.replace("serve:\n", "serve:\n  inbox: .shipmap/inbox.db\n", 1)
+    serve.config.write_text(config)
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            for index in range(BEFORE):
+                body = _body(index)
+                answer = serve.post(
+                    client, "shop", body, shopify_headers(body, "orders/create", f"lost-{index}")
+                )
+                assert answer.status_code == 200, answer.text
+
+            def settled() -> bool:
+                try:
+                    with Journal(url, readonly=True) as journal:
+                        return journal.counts() == {"delivered": BEFORE}
+                except JournalError:  # delivery has not created it yet
+                    return False
+
+            serve.wait_until(settled, what="every webhook delivered and marked in the journal")
+            _take_offline(postgres_server, database)
+            body = _body(BEFORE)
+            answer = serve.post(
+                client, "shop", body, shopify_headers(body, "orders/create", f"lost-{BEFORE}")
+            )
+            if inbox == "sqlite":  # intake commits it: the journal is delivery's
+                assert answer.status_code == 200, answer.text
+            else:  # nothing acknowledged that cannot be kept
+                assert (answer.status_code, answer.json()["error"]) == (503, "inbox_unavailable"), answer.text
+        assert serve.process is not None
+        code = serve.process.wait(90)
+    finally:
+        serve.kill()
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+    # The error line is the last the process writes: once it is read, so is everything before it.
+    serve.wait_until(lambda: any(line.startswith("error: ") for line in serve.errors), what="the error line")
+    stderr, stdout = "".join(serve.errors), "".join(serve.output)
+    lines = stderr.splitlines()
+    assert code == 7, stderr[-3000:]  # JournalError's exit code, not 0 nor serve's own
+    # The journal's error, or the inbox's (the same database) when delivery's read of the inbox meets it first.
+    assert re.match(
+        rf"error: (journal write failed|inbox) {re.escape(shown)}: PostgreSQL says: ", lines[-1]
+    ), lines[-1]
+    # The summary, on stderr before the error: the table's deliveries are the sandbox's, one by one.
+    headers = [i for i, line in enumerate(lines) if re.match(r"target +delivered +retried +dead", line)]
+    totals = [i for i, line in enumerate(lines) if line.startswith("events ")]
+    assert len(headers) == len(totals) == 1, stderr[-3000:]
+    header, end = headers[0], totals[0]
+    assert header < end < len(lines) - 1, stderr[-3000:]
+    delivered = sum(int(line.split()[1]) for line in lines[header + 1 : end])
+    assert delivered == len(source_sandbox.requests(endpoint="fenix.orders")) == BEFORE, stderr[-3000:]
+    assert "target" not in stdout  # a summary printed once, beside the error
+    # What is owed: the inbox's webhook counted; the journal's pending deliveries said to be unread, not 0.
+    found = [i for i, line in enumerate(lines) if "owed at stop: " in line]
+    assert len(found) == 1 and found[0] < header, stderr[-3000:]
+    owed = lines[found[0]]
+    journal_unread = (
+        f"cannot read the journal's pending deliveries (JournalError: cannot open journal {shown}: connection"
+        f' failed: connection to server at "127.0.0.1", port {urlsplit(url).port} failed: FATAL:  database'
+        f' "{database}" is not currently accepting connections)'
+    )
+    if inbox == "sqlite":
+        assert f"owed at stop: 1 webhook waiting in the inbox; {journal_unread}; the next start" in owed, owed
+    else:
+        assert f"owed at stop: {journal_unread} nor the inbox's waiting webhooks (InboxError: " in owed, owed
+    assert "Traceback" not in stderr
+    assert PASSWORD not in stderr + stdout
