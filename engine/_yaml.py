@@ -7,6 +7,7 @@ is kept in a side table keyed by its path from the document root.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,60 @@ _ALLOWED_SCALAR_TAGS = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class TextPlace:
+    """Where the lines of a text value are written in its file, so that an error at line N of a template
+    points at that line. In a literal block scalar (``|``) each line of the value is a line of the file, on
+    the lines after the indicator, behind the block's indentation. Any other scalar that spans lines is folded
+    (YAML joins its lines, and a quoted one has escapes): a line of its value has no exact place, so an error
+    in it is put at the scalar's start and says which line of the template it means."""
+
+    start: Location  # the scalar's first character: its indicator, its quote or its text
+    style: str = ""  # "|" for a literal block scalar, "" for a scalar on one line, else how it is folded
+    file_lines: tuple[str, ...] = ()  # the file's lines from the scalar's start on (only for several lines)
+
+    def locate(self, text: str, line: int, token: re.Pattern[str] | None = None) -> tuple[Location, str]:
+        """The place of line ``line`` (1-based) of ``text``, the value written here, with the column of the
+        first match of ``token`` on it (of its group ``at`` if it has one), else of its first non-blank
+        character; and a note for the message, empty when the place is exact, else naming the template's line
+        (the place is then the start)."""
+        value_lines = text.split("\n")
+        if not 1 <= line <= len(value_lines):
+            return self.start, ""
+        indent = self._literal_indent(text) if self.style == "|" else None
+        if indent is None:
+            note = f" (at line {line} in the template starting here)" if len(value_lines) > 1 else ""
+            return self.start, note
+        line = min(line, len(text.rstrip("\n").split("\n")))  # not past the block's last line of text
+        written = value_lines[line - 1]
+        found = token.search(written) if token is not None else None
+        if found is not None:
+            column = found.start("at") if "at" in found.re.groupindex else found.start()
+        else:
+            column = len(written) - len(written.lstrip())
+        place = Location(self.start.file, self.start.line + line, indent + column + 1, self.file_lines[line])
+        return place, ""
+
+    def _literal_indent(self, text: str) -> int | None:
+        """The block's indentation, when every line of ``text`` is the file's line behind it (else None: the
+        value is not this block's, or the file changed under it)."""
+        value_lines = text.rstrip("\n").split("\n")
+        body = self.file_lines[1 : 1 + len(value_lines)]
+        if len(body) < len(value_lines):
+            return None
+        first = next((index for index, written in enumerate(value_lines) if written), None)
+        if first is None:
+            return None
+        indent = len(body[first]) - len(value_lines[first])
+        if indent < 0:
+            return None
+        for written, in_file in zip(value_lines, body, strict=True):
+            behind, rest = in_file[:indent], in_file[indent:]
+            if behind.strip(" ") or (rest != written and (written or in_file.strip())):
+                return None
+        return indent
+
+
 @dataclass(slots=True)
 class LocatedDocument:
     """A loaded YAML document and the location of each of its nodes, by path from the root."""
@@ -39,6 +94,10 @@ class LocatedDocument:
     file: str
     value: Any
     locations: dict[PathKey, Location] = field(default_factory=dict)
+    # How each scalar written over several lines is written ("|", ">", a quote or "plain"), and the index
+    # of its last line in ``lines``: TextPlace reads the lines of a template from them.
+    styles: dict[PathKey, tuple[str, int]] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
 
     def where(self, path: PathKey) -> Location:
         """The location of ``path``, or of its nearest ancestor that has one."""
@@ -48,6 +107,15 @@ class LocatedDocument:
                 return found
             path = path[:-1]
         return self.locations.get((), Location(self.file, 1, 1))
+
+    def text_place(self, path: PathKey) -> TextPlace:
+        """Where the lines of the text value at ``path`` are written (see :class:`TextPlace`)."""
+        start = self.where(path)
+        written = self.styles.get(path)
+        if written is None:
+            return TextPlace(start)
+        style, last = written
+        return TextPlace(start, style, tuple(self.lines[start.line - 1 : last + 1]))
 
     def key_location(self, path: PathKey) -> Location:
         """Where the key of the mapping entry at ``path`` is written (better for 'unknown key' errors)."""
@@ -129,7 +197,7 @@ def _compose_in_c(text: str) -> Any:
 def _build(
     node: yaml.Node | None, file: str, lines: list[str], key_text: Callable[[Any], str], what: str
 ) -> LocatedDocument:
-    document = LocatedDocument(file=file, value=None)
+    document = LocatedDocument(file=file, value=None, lines=lines)
     if node is None:
         return document
     builder = _Builder(document, lines, key_text, what)
@@ -175,6 +243,8 @@ class _Builder:
             raise self.fail(node, f"YAML is nested deeper than {MAX_DEPTH} levels")
         self.document.locations.setdefault(path, self.where(node))
         if isinstance(node, yaml.ScalarNode):
+            if node.end_mark.line != node.start_mark.line:
+                self.document.styles[path] = (node.style or "plain", node.end_mark.line)
             return self.scalar(node)
         if isinstance(node, yaml.SequenceNode):
             if node.tag != "tag:yaml.org,2002:seq":

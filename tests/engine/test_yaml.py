@@ -60,3 +60,43 @@ def test_what_libyaml_refuses_is_read_or_worded_by_the_python_reader(
     first = outcome()
     _python_reader(monkeypatch)
     assert first == outcome()
+
+
+# Where line N of a text value is written: (YAML, the line of the value, the file's line and column expected,
+# or None where the value's lines have no exact place and the start is given with a note).
+_TEXT_PLACES = [
+    pytest.param("x: |\n  a\n  {{ b }}\n", 2, (3, 3), id="literal block"),
+    pytest.param(
+        "x: |2\n     a\n   b\n", 1, (2, 6), id="an indentation indicator keeps the first line's spaces"
+    ),
+    pytest.param("x: |\n  a\n\n  b\n", 3, (4, 3), id="a blank line with no indentation is still a line"),
+    pytest.param("x: |\r\n  a\r\n  b\r\n", 2, (3, 3), id="CRLF line ends"),
+    pytest.param("x: |+\n  a\n\n\ny: 1\n", 3, (2, 3), id="kept trailing line breaks: no line past the text"),
+    pytest.param("x:\n  - |-\n      a\n      b\n", 2, (4, 7), id="in a list"),
+    pytest.param("x: >\n  a\n\n  b\n", 2, None, id="folded"),
+    pytest.param('x: "a\n\n  b"\n', 2, None, id="double-quoted"),
+    pytest.param("x: a\n\n  b\n", 2, None, id="plain"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "expected"), _TEXT_PLACES)
+def test_a_line_of_a_text_value_is_placed_where_it_is_written(
+    text: str, line: int, expected: tuple[int, int] | None
+) -> None:
+    document = load_located(text, "m.yaml", str)
+    path: tuple[str | int, ...] = ("x", 0) if isinstance(document.value["x"], list) else ("x",)
+    value = document.value["x"][0] if path[-1] == 0 else document.value["x"]
+    place, note = document.text_place(path).locate(value, line)
+    if expected is None:
+        assert (place, note) == (document.where(path), f" (at line {line} in the template starting here)")
+        return
+    assert (place.line, place.column, note) == (*expected, "")
+    assert place.line_text == text.splitlines()[expected[0] - 1]
+
+
+def test_a_text_that_is_not_the_blocks_own_is_placed_at_its_start() -> None:
+    document = load_located("x: |\n  a\n  b\n", "m.yaml", str)
+    assert document.text_place(("x",)).locate("a\nc\n", 2) == (
+        document.where(("x",)),
+        " (at line 2 in the template starting here)",
+    )
