@@ -29,6 +29,7 @@ from ._jmespath_variables import (
 from ._paths import found_arguments, path_text, plain_path
 from ._scope import SCOPE_NAMES, SCOPE_PREFIX, Evaluator, Label, Scope, select_scope
 from ._templates import SINGLE_EXPRESSION, TemplateCompiler
+from ._yaml import TextPlace
 
 __all__ = ["ExpressionCompiler"]
 
@@ -92,13 +93,15 @@ class ExpressionCompiler(TemplateCompiler):
         *,
         template: bool | None = None,
         names: frozenset[str] = frozenset(),
+        place: TextPlace | None = None,
     ) -> Evaluator:
         """``text`` as a template if it holds ``{{``/``{%`` (or ``template`` says so), else as JMESPath.
-        ``names``: the `let` names visible where the expression stands."""
+        ``names``: the `let` names visible where the expression stands; ``place``: where the lines of a
+        template written over several lines are in the file."""
         is_template = ("{{" in text or "{%" in text) if template is None else template
         try:
             if is_template:
-                return self.compile_template(text, location, field, names)
+                return self.compile_template(text, location, field, names, place)
             return self.compile_jmespath(text, location, field, names)
         except RecursionError:
             # Parsers, the vetting walk and Jinja's code generator all recurse over the expression.

@@ -136,8 +136,9 @@ class FieldCompiler:
         template: bool | None = None,
         navigate: bool = False,
     ) -> Evaluator:
+        place = self.document.text_place(yaml_path)
         evaluate = self.expressions.compile(
-            text, self.where(yaml_path), field_name, template=template, names=self._visible
+            text, place.start, field_name, template=template, names=self._visible, place=place
         )
         if not self.tracing:
             self._evaluators.setdefault((text, template), evaluate)

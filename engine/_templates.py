@@ -11,6 +11,7 @@ import difflib
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -28,6 +29,7 @@ from ._paths import IDENTIFIER, found_in_template, template_place
 from ._sandbox import FilterBlockNotText, MappingSandbox
 from ._scope import SCOPE_NAMES, Evaluator, Scope, parent_data, select_scope, template_names
 from ._template_fast import Fallback, fast_template
+from ._yaml import TextPlace
 
 __all__ = ["SINGLE_EXPRESSION", "TemplateCompiler"]
 
@@ -51,11 +53,11 @@ class TemplateCompiler:
         self.used_lookups: set[str] = set()
         self.lookup_names = lookup_names
 
-    def _use_lookup(self, name: str, location: Location, field: str) -> None:
+    def _use_lookup(self, name: str, location: Location, field: str, note: str = "") -> None:
         if name not in self.lookup_names:
             close = difflib.get_close_matches(name, sorted(self.lookup_names), n=1)
             raise CompileError(
-                f"unknown lookup table '{name}'",
+                f"unknown lookup table '{name}'{note}",
                 location=location,
                 field=field,
                 hint=f"did you mean '{close[0]}'?" if close else "declare it under lookups:",
@@ -63,20 +65,32 @@ class TemplateCompiler:
         self.used_lookups.add(name)
 
     def compile_template(
-        self, text: str, location: Location, field: str, names: frozenset[str] = frozenset()
+        self,
+        text: str,
+        location: Location,
+        field: str,
+        names: frozenset[str] = frozenset(),
+        place: TextPlace | None = None,
     ) -> Evaluator:
+        """``text`` compiled; ``place`` says where its lines are written (else all of it is at ``location``),
+        so that an error at a line of the template points at that line of the file."""
         single = SINGLE_EXPRESSION.match(text)
         source = single.group("body") if single else text
+        lines = _Lines(
+            text, place or TextPlace(location), text[: single.start("body")].count("\n") if single else 0
+        )
         try:
             # Parse as a template either way: it gives line numbers and an AST to vet before compiling.
             ast = self.env.parse("{{" + source + "}}" if single else source)
         except jinja2.TemplateSyntaxError as error:
+            unclosed = _UNCLOSED.search(error.message or "")
+            # Jinja numbers an unclosed block by the template's end; the block's own tag is the place to fix.
+            line = _open_block_line(self.env, source, unclosed.group(1)) if unclosed else None
+            where, note = lines.at(line or error.lineno, _syntax_token(error.message or ""))
             raise CompileError(
-                f"Jinja syntax error: {error.message}",
-                location=_down(location, (error.lineno or 1) - 1),
-                field=field,
+                f"Jinja syntax error: {error.message}{note}", location=where, field=field
             ) from None
-        self._vet_template(ast, location, field, names)
+        self._vet_template(ast, lines, field, names)
         run = self._renderer(source, ast, single is not None)
         probe = BindingProbe(self.env, ast) if BindingProbe.wanted(ast) else None
         bound = probe.names if probe is not None else frozenset()
@@ -102,8 +116,14 @@ class TemplateCompiler:
                     filters=function_filters,
                     failure=(str(error), call),
                 )
+                # At the line of the function's uses when they are all on one; else the template's start.
+                where, note = lines.at(*_only_line(ast, function))
                 raise TransformError(
-                    str(error), location=location, field=field, source_path=scope.path() or None, found=found
+                    f"{error}{note}",
+                    location=where,
+                    field=field,
+                    source_path=scope.path() or None,
+                    found=found,
                 ) from None
             except RecursionError:
                 raise TransformError(
@@ -115,7 +135,7 @@ class TemplateCompiler:
             except ShipmapError:
                 raise
             except FilterBlockNotText as error:
-                raise _not_text(error, ast, location, field, scope) from None
+                raise _not_text(error, ast, lines, field, scope) from None
             except Exception as error:  # any other failure (dictsort on a list...) is this field's, located
                 raise _template_failure(error, location, field, scope) from None
             finally:
@@ -184,7 +204,7 @@ class TemplateCompiler:
         return run_single if single else run_text
 
     def _vet_template(
-        self, ast: jinja2.nodes.Template, location: Location, field: str, names: frozenset[str] = frozenset()
+        self, ast: jinja2.nodes.Template, lines: _Lines, field: str, names: frozenset[str] = frozenset()
     ) -> None:
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.NSRef)):
             name = (
@@ -193,26 +213,29 @@ class TemplateCompiler:
                 else _const(getattr(node, "arg", None))
             )
             if isinstance(name, str) and name.startswith("_"):
+                where, note = lines.at(node.lineno, _name_token(name))
                 raise CompileError(
-                    f"refused: the template reaches for '{name}'; templates run sandboxed and cannot touch "
-                    "Python internals",
-                    location=_down(location, node.lineno - 1),
+                    f"refused: the template reaches for '{name}'{note}; templates run sandboxed and cannot "
+                    "touch Python internals",
+                    location=where,
                     field=field,
                 )
         for flt in ast.find_all(jinja2.nodes.Filter):
             if flt.name not in self.env.filters:
                 close = difflib.get_close_matches(flt.name, sorted(self.env.filters), n=1)
+                where, note = lines.at(flt.lineno, _filter_token(flt.name))
                 raise CompileError(
-                    f"unknown filter '{flt.name}'",
-                    location=location,
+                    f"unknown filter '{flt.name}'{note}",
+                    location=where,
                     field=field,
                     hint=f"did you mean '{close[0]}'?" if close else None,
                 )
         for name_node in ast.find_all(jinja2.nodes.Name):
             if name_node.name in ("self", "caller", "varargs", "kwargs"):
+                where, note = lines.at(name_node.lineno, _name_token(name_node.name))
                 raise CompileError(
-                    f"refused: '{name_node.name}' is Jinja's own machinery, not data",
-                    location=_down(location, name_node.lineno - 1),
+                    f"refused: '{name_node.name}' is Jinja's own machinery, not data{note}",
+                    location=where,
                     field=field,
                     hint="a template sees this, parent, root, index and the functions",
                 )
@@ -220,10 +243,11 @@ class TemplateCompiler:
             name = block.filter.name
             result = self.functions.specs[name].result if name in self.function_filters else "any"
             if result not in ("text", "any"):  # it can never give the block text back
+                where, note = lines.at(block.lineno, _block_token(name))
                 raise CompileError(
                     f"{{% filter {name} %}} gives {name}() the block's text, and {name}() returns "
-                    f"{_RESULTS[result]}; a filter block must give back text",
-                    location=_down(location, block.lineno - 1),
+                    f"{_RESULTS[result]}; a filter block must give back text{note}",
+                    location=where,
                     field=field,
                     hint=_instead(block),
                 )
@@ -231,9 +255,18 @@ class TemplateCompiler:
         for name in sorted(jinja2.meta.find_undeclared_variables(ast)):
             if name not in known:
                 close = difflib.get_close_matches(name, sorted(known), n=1)
+                first = min(
+                    (
+                        node.lineno
+                        for node in ast.find_all(jinja2.nodes.Name)
+                        if node.name == name and node.ctx == "load"
+                    ),
+                    default=None,
+                )
+                where, note = lines.at(first, _name_token(name))
                 raise CompileError(
-                    f"undefined name '{name}' in template",
-                    location=location,
+                    f"undefined name '{name}' in template{note}",
+                    location=where,
                     field=field,
                     hint=(f"did you mean '{close[0]}'? " if close else "")
                     + "a template sees this, parent, root, index, the let: names around it and the functions",
@@ -242,7 +275,8 @@ class TemplateCompiler:
             if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "lookup" and call.args:
                 table = _const(call.args[0])
                 if isinstance(table, str):
-                    self._use_lookup(table, location, field)
+                    where, note = lines.at(call.lineno, _name_token("lookup"))
+                    self._use_lookup(table, where, field, note)
 
 
 def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
@@ -260,7 +294,7 @@ _RESULTS = {"number": "a number", "boolean": "true or false", "array": "an array
 
 
 def _not_text(
-    error: FilterBlockNotText, ast: jinja2.nodes.Template, location: Location, field: str, scope: Scope
+    error: FilterBlockNotText, ast: jinja2.nodes.Template, lines: _Lines, field: str, scope: Scope
 ) -> TransformError:
     """The located error of a filter block whose filter gave back something other than text."""
     value = error.value
@@ -270,10 +304,11 @@ def _not_text(
         for block in ast.find_all(jinja2.nodes.FilterBlock)
         if block.filter.name == error.name and block.lineno == error.line
     ]
+    where, note = lines.at(error.line, _block_token(error.name))
     return TransformError(
         f"{{% filter {error.name} %}} gave back {found}, not text; a filter block gives its filter the "
-        "block's text and must get text back",
-        location=_down(location, error.line - 1),
+        f"block's text and must get text back{note}",
+        location=where,
         field=field,
         source_path=scope.path() or None,
         hint=_instead(blocks[0]) if blocks else None,
@@ -307,7 +342,89 @@ def _const(node: jinja2.nodes.Node | None) -> Any:
     return node.value if isinstance(node, jinja2.nodes.Const) else None
 
 
-def _down(location: Location, lines: int) -> Location:
-    if lines <= 0:
-        return location
-    return Location(location.file, location.line + lines + 1, 1, "")
+@dataclass(frozen=True, slots=True)
+class _Lines:
+    """Puts a line of a template, as Jinja numbers them, in the mapping file."""
+
+    text: str
+    place: TextPlace
+    lead: int  # the lines before a single expression's {{: Jinja parses the expression alone
+
+    def at(self, line: int | None, token: re.Pattern[str] | None = None) -> tuple[Location, str]:
+        """The place of ``line`` (None: unknown, the template's start) and the note its message takes."""
+        if line is None:
+            return self.place.start, ""
+        return self.place.locate(self.text, line + self.lead, token)
+
+
+def _name_token(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
+
+
+def _filter_token(name: str) -> re.Pattern[str]:
+    """``| name`` or ``{% filter name``: the caret goes under the name."""
+    return re.compile(rf"(?:\|\s*|\{{%[-+]?\s*filter\s+)(?P<at>{re.escape(name)})(?!\w)")
+
+
+def _block_token(name: str) -> re.Pattern[str]:
+    return re.compile(rf"\{{%[-+]?\s*filter\s+{re.escape(name)}(?!\w)")
+
+
+def _tag_token(tag: str) -> re.Pattern[str]:
+    return re.compile(rf"\{{%[-+]?\s*{re.escape(tag)}(?!\w)")
+
+
+_UNKNOWN_TAG = re.compile(r"unknown tag '(\w+)'")
+_UNCLOSED = re.compile(r"^Unexpected end of template\..*block that needs to be closed is '(\w+)'", re.S)
+
+
+def _syntax_token(message: str) -> re.Pattern[str] | None:
+    """What Jinja's syntax error names on its line: the tag it did not expect, or the block left open."""
+    named = _UNKNOWN_TAG.search(message) or _UNCLOSED.search(message)
+    return _tag_token(named.group(1)) if named else None
+
+
+_BLOCKS = frozenset({"for", "if", "macro", "call", "filter", "with", "block", "autoescape", "set"})
+
+
+def _open_block_line(env: jinja2.Environment, source: str, tag: str) -> int | None:
+    """The line of the innermost ``{% tag %}`` that ``source`` leaves open, or None."""
+    open_blocks: list[tuple[str, int]] = []
+    statement: list[tuple[int, str, str]] = []  # the tokens of the {% %} being read
+    try:
+        for line, kind, value in env.lex(source):
+            if kind == "block_begin":
+                statement = []
+            elif kind == "block_end" and statement and statement[0][1] == "name":
+                first_line, _, name = statement[0]
+                assigns = any(token[1:] == ("operator", "=") for token in statement)
+                if name in _BLOCKS and not (name == "set" and assigns):  # {% set x %}…{% endset %} is a block
+                    open_blocks.append((name, first_line))
+                elif name.startswith("end") and open_blocks and open_blocks[-1][0] == name[3:]:
+                    open_blocks.pop()
+            elif kind != "whitespace":
+                statement.append((line, kind, value))
+    except jinja2.TemplateSyntaxError:  # the lexer's own error: no block to name
+        return None
+    lines = [line for name, line in open_blocks if name == tag]
+    return lines[-1] if lines else None
+
+
+def _only_line(ast: jinja2.nodes.Template, function: str | None) -> tuple[int | None, re.Pattern[str] | None]:
+    """The line of the template that holds every use of ``function`` (called, as a filter or a filter block,
+    or named in a string as map('f') does), and the function's name to put the caret under; None when they
+    are on several lines: which one failed is not known there."""
+    if function is None:
+        return None, None
+    lines = {
+        node.lineno
+        for node in ast.find_all((jinja2.nodes.Call, jinja2.nodes.Filter, jinja2.nodes.Const))
+        if (
+            isinstance(node, jinja2.nodes.Call)
+            and isinstance(node.node, jinja2.nodes.Name)
+            and node.node.name == function
+        )
+        or (isinstance(node, jinja2.nodes.Filter) and node.name == function)
+        or (isinstance(node, jinja2.nodes.Const) and node.value == function)
+    }
+    return (lines.pop(), _name_token(function)) if len(lines) == 1 else (None, None)

@@ -257,3 +257,50 @@ def test_a_filter_block_whose_function_gives_back_null_is_the_fields_error(tmp_p
     test = shipmap("test", str(mapping))
     assert test.returncode == 1, test.stdout + test.stderr
     assert "FAIL  a code" in test.stdout and head in test.stdout, test.stdout
+
+
+SLIP = FIXTURES / "engine/template_packing_slip.yaml"
+SLIP_LINE = "  22 |           - {{ item.quantity | integer }} x {{ item.title }} ({{ where }})\n"
+
+
+def test_an_error_in_a_many_line_template_is_shown_at_its_own_line(tmp_path: Path) -> None:
+    """The packing slip's loop left open: preview refuses the mapping with the loop's own line and a caret."""
+    broken = tmp_path / "slip.yaml"
+    broken.write_text(
+        SLIP.read_text(encoding="utf-8").replace(
+            "\n          {%- endfor %}\n          Weight", "\n          Weight"
+        ),
+        encoding="utf-8",
+    )
+    result = shipmap("preview", str(broken), str(ORDER))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.endswith(
+        f"{broken}:20:11: error: Jinja syntax error: Unexpected end of template. Jinja was looking for the "
+        "following tags: 'endfor' or 'else'. The innermost block that needs to be closed is 'for'.\n"
+        "  target field: order.properties.packing_slip\n"
+        "  20 |           {%- for item in this.line_items %}\n"
+        "     |           ^\n"
+    ), result.stderr
+    assert result.stdout == ""
+
+
+def test_a_function_failing_in_a_many_line_template_is_shown_at_the_line_that_calls_it(
+    tmp_path: Path,
+) -> None:
+    order = json.loads(ORDER.read_text(encoding="utf-8"))
+    order["order"]["line_items"][1]["quantity"] = "two"
+    document = tmp_path / "two.json"
+    document.write_text(json.dumps(order), encoding="utf-8")
+    mapping = tmp_path / SLIP.name
+    mapping.write_text(SLIP.read_text(encoding="utf-8"), encoding="utf-8")
+    result = shipmap("preview", str(mapping), str(document))
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.endswith(
+        f"{document}:1: {mapping}:22:32: error: integer(): expected an integer or integer text such as "
+        '"007", found string "two"\n'
+        "  target field: order.properties.packing_slip\n"
+        "  source: order\n"
+        '  found: order.line_items[1].quantity = "two"\n'
+        f"{SLIP_LINE}"
+        "     |                                ^\n"
+    ), result.stderr

@@ -69,3 +69,16 @@ def test_the_fan_out_and_documents_snippets_map_the_event_shown() -> None:
     shipments = [{"id": 7, "tracking_number": "1Z"}, {"id": 8, "tracking_number": None}]
     result = mapping.transform({"order": {"id": 9}, "shipments": shipments}, validate=False)
     assert result == {"fulfillment[7]": {"id": "7", "order_id": "9"}}
+
+
+def test_the_error_in_a_many_line_template_is_the_one_the_page_shows() -> None:
+    snippet = _block("yaml", "    fields:\n      properties:\n        packing_slip: |-", after="## Errors")
+    shown = _block("", "mappings/acme.yaml:11:", after="## Errors")
+    mapping = parse_mapping(
+        'shipmap: 1\ntargets:\n  order:\n    kind: fenix.order\n    from: "order || @"\n' + snippet,
+        file="mappings/acme.yaml",
+    )
+    order = {"order": {"name": "#1", "line_items": [{"quantity": 1, "title": "a"}, {"quantity": "two"}]}}
+    with pytest.raises(TransformError) as caught:
+        mapping.transform(order, validate=False)
+    assert caught.value.render() == shown.rstrip("\n")

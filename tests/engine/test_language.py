@@ -41,6 +41,8 @@ def test_case(case: dict[str, Any]) -> None:
             where = f"{error.file}:{expected['line']}:{expected['column']}"
             head = f"{where}: error: {expected['message']}\n  target field: {expected['field']}\n"
             assert rendered.startswith(head), rendered
+        if "rendered" in expected:  # the whole text a user reads, caret and all
+            assert rendered == expected["rendered"].rstrip("\n"), rendered
         if "value" in expected:
             assert error.has_value and error.value == expected["value"], rendered
         if "hint" in expected:
