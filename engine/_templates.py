@@ -1,8 +1,8 @@
 """Compiling a mapping's Jinja templates: the sandboxed environment with the mapping's functions, the vetting
 that refuses Python internals and unknown names at load, and the renderer that runs a template (through
 ``_template_fast`` when it can, else through Jinja) on a scope within its budget. A template that fails
-becomes the field's located error; a failing function's shows what it was given (``_paths``,
-``_binding_probe``).
+becomes the field's located error, at its own line of the file (``_template_lines``); a failing function's
+shows what it was given (``_paths``, ``_binding_probe``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import difflib
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import jinja2
@@ -29,6 +28,17 @@ from ._paths import IDENTIFIER, found_in_template, template_place
 from ._sandbox import FilterBlockNotText, MappingSandbox
 from ._scope import SCOPE_NAMES, Evaluator, Scope, parent_data, select_scope, template_names
 from ._template_fast import Fallback, fast_template
+from ._template_lines import (
+    TemplateLines,
+    attribute_token,
+    block_token,
+    filter_token,
+    function_token,
+    name_token,
+    read_line,
+    syntax_error_line,
+    use_line,
+)
 from ._yaml import TextPlace
 
 __all__ = ["SINGLE_EXPRESSION", "TemplateCompiler"]
@@ -76,17 +86,13 @@ class TemplateCompiler:
         so that an error at a line of the template points at that line of the file."""
         single = SINGLE_EXPRESSION.match(text)
         source = single.group("body") if single else text
-        lines = _Lines(
-            text, place or TextPlace(location), text[: single.start("body")].count("\n") if single else 0
-        )
+        lead = text[: single.start("body")].count("\n") if single else 0  # Jinja numbers the body alone
+        lines = TemplateLines(text, place or TextPlace(location), lead)
         try:
             # Parse as a template either way: it gives line numbers and an AST to vet before compiling.
             ast = self.env.parse("{{" + source + "}}" if single else source)
         except jinja2.TemplateSyntaxError as error:
-            unclosed = _UNCLOSED.search(error.message or "")
-            # Jinja numbers an unclosed block by the template's end; the block's own tag is the place to fix.
-            line = _open_block_line(self.env, source, unclosed.group(1)) if unclosed else None
-            where, note = lines.at(line or error.lineno, _syntax_token(error.message or ""))
+            where, note = lines.at(*syntax_error_line(self.env, source, error))
             raise CompileError(
                 f"Jinja syntax error: {error.message}{note}", location=where, field=field
             ) from None
@@ -117,7 +123,7 @@ class TemplateCompiler:
                     failure=(str(error), call),
                 )
                 # At the line of the function's uses when they are all on one; else the template's start.
-                where, note = lines.at(*_only_line(ast, function))
+                where, note = lines.at(*use_line(ast, function))
                 raise TransformError(
                     f"{error}{note}",
                     location=where,
@@ -137,7 +143,7 @@ class TemplateCompiler:
             except FilterBlockNotText as error:
                 raise _not_text(error, ast, lines, field, scope) from None
             except Exception as error:  # any other failure (dictsort on a list...) is this field's, located
-                raise _template_failure(error, location, field, scope) from None
+                raise _template_failure(error, ast, lines, field, scope) from None
             finally:
                 budget_finish(token)
 
@@ -204,7 +210,11 @@ class TemplateCompiler:
         return run_single if single else run_text
 
     def _vet_template(
-        self, ast: jinja2.nodes.Template, lines: _Lines, field: str, names: frozenset[str] = frozenset()
+        self,
+        ast: jinja2.nodes.Template,
+        lines: TemplateLines,
+        field: str,
+        names: frozenset[str] = frozenset(),
     ) -> None:
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.NSRef)):
             name = (
@@ -213,7 +223,7 @@ class TemplateCompiler:
                 else _const(getattr(node, "arg", None))
             )
             if isinstance(name, str) and name.startswith("_"):
-                where, note = lines.at(node.lineno, _name_token(name))
+                where, note = lines.at(node.lineno, attribute_token(name))
                 raise CompileError(
                     f"refused: the template reaches for '{name}'{note}; templates run sandboxed and cannot "
                     "touch Python internals",
@@ -223,7 +233,7 @@ class TemplateCompiler:
         for flt in ast.find_all(jinja2.nodes.Filter):
             if flt.name not in self.env.filters:
                 close = difflib.get_close_matches(flt.name, sorted(self.env.filters), n=1)
-                where, note = lines.at(flt.lineno, _filter_token(flt.name))
+                where, note = lines.at(flt.lineno, filter_token(flt.name))
                 raise CompileError(
                     f"unknown filter '{flt.name}'{note}",
                     location=where,
@@ -232,7 +242,7 @@ class TemplateCompiler:
                 )
         for name_node in ast.find_all(jinja2.nodes.Name):
             if name_node.name in ("self", "caller", "varargs", "kwargs"):
-                where, note = lines.at(name_node.lineno, _name_token(name_node.name))
+                where, note = lines.at(name_node.lineno, name_token(name_node.name))
                 raise CompileError(
                     f"refused: '{name_node.name}' is Jinja's own machinery, not data{note}",
                     location=where,
@@ -243,7 +253,7 @@ class TemplateCompiler:
             name = block.filter.name
             result = self.functions.specs[name].result if name in self.function_filters else "any"
             if result not in ("text", "any"):  # it can never give the block text back
-                where, note = lines.at(block.lineno, _block_token(name))
+                where, note = lines.at(block.lineno, block_token(name))
                 raise CompileError(
                     f"{{% filter {name} %}} gives {name}() the block's text, and {name}() returns "
                     f"{_RESULTS[result]}; a filter block must give back text{note}",
@@ -263,7 +273,7 @@ class TemplateCompiler:
                     ),
                     default=None,
                 )
-                where, note = lines.at(first, _name_token(name))
+                where, note = lines.at(first, name_token(name))
                 raise CompileError(
                     f"undefined name '{name}' in template{note}",
                     location=where,
@@ -275,26 +285,31 @@ class TemplateCompiler:
             if isinstance(call.node, jinja2.nodes.Name) and call.node.name == "lookup" and call.args:
                 table = _const(call.args[0])
                 if isinstance(table, str):
-                    where, note = lines.at(call.lineno, _name_token("lookup"))
+                    where, note = lines.at(call.lineno, function_token("lookup"))
                     self._use_lookup(table, where, field, note)
 
 
-def _template_failure(error: Exception, location: Location, field: str, scope: Scope) -> TransformError:
+def _template_failure(
+    error: Exception, ast: jinja2.nodes.Template, lines: TemplateLines, field: str, scope: Scope
+) -> TransformError:
     message = error.message if isinstance(error, jinja2.TemplateError) and error.message else str(error)
     if not isinstance(error, jinja2.TemplateError | TypeError | ValueError | ArithmeticError):
         message = f"{type(error).__name__}: {message}"
+    line: tuple[int | None, re.Pattern[str] | None] = (None, None)
     if isinstance(error, jinja2.UndefinedError):
         message = f"template reads something the source does not have: {message}"
+        line = read_line(ast, message)
     elif isinstance(error, jinja2.exceptions.SecurityError):
         message = f"refused by the sandbox: {message}"
-    return TransformError(message, location=location, field=field, source_path=scope.path() or None)
+    where, note = lines.at(*line)
+    return TransformError(f"{message}{note}", location=where, field=field, source_path=scope.path() or None)
 
 
 _RESULTS = {"number": "a number", "boolean": "true or false", "array": "an array", "object": "an object"}
 
 
 def _not_text(
-    error: FilterBlockNotText, ast: jinja2.nodes.Template, lines: _Lines, field: str, scope: Scope
+    error: FilterBlockNotText, ast: jinja2.nodes.Template, lines: TemplateLines, field: str, scope: Scope
 ) -> TransformError:
     """The located error of a filter block whose filter gave back something other than text."""
     value = error.value
@@ -304,7 +319,7 @@ def _not_text(
         for block in ast.find_all(jinja2.nodes.FilterBlock)
         if block.filter.name == error.name and block.lineno == error.line
     ]
-    where, note = lines.at(error.line, _block_token(error.name))
+    where, note = lines.at(error.line, block_token(error.name))
     return TransformError(
         f"{{% filter {error.name} %}} gave back {found}, not text; a filter block gives its filter the "
         f"block's text and must get text back{note}",
@@ -340,91 +355,3 @@ def _instead(block: jinja2.nodes.FilterBlock) -> str:
 
 def _const(node: jinja2.nodes.Node | None) -> Any:
     return node.value if isinstance(node, jinja2.nodes.Const) else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Lines:
-    """Puts a line of a template, as Jinja numbers them, in the mapping file."""
-
-    text: str
-    place: TextPlace
-    lead: int  # the lines before a single expression's {{: Jinja parses the expression alone
-
-    def at(self, line: int | None, token: re.Pattern[str] | None = None) -> tuple[Location, str]:
-        """The place of ``line`` (None: unknown, the template's start) and the note its message takes."""
-        if line is None:
-            return self.place.start, ""
-        return self.place.locate(self.text, line + self.lead, token)
-
-
-def _name_token(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
-
-
-def _filter_token(name: str) -> re.Pattern[str]:
-    """``| name`` or ``{% filter name``: the caret goes under the name."""
-    return re.compile(rf"(?:\|\s*|\{{%[-+]?\s*filter\s+)(?P<at>{re.escape(name)})(?!\w)")
-
-
-def _block_token(name: str) -> re.Pattern[str]:
-    return re.compile(rf"\{{%[-+]?\s*filter\s+{re.escape(name)}(?!\w)")
-
-
-def _tag_token(tag: str) -> re.Pattern[str]:
-    return re.compile(rf"\{{%[-+]?\s*{re.escape(tag)}(?!\w)")
-
-
-_UNKNOWN_TAG = re.compile(r"unknown tag '(\w+)'")
-_UNCLOSED = re.compile(r"^Unexpected end of template\..*block that needs to be closed is '(\w+)'", re.S)
-
-
-def _syntax_token(message: str) -> re.Pattern[str] | None:
-    """What Jinja's syntax error names on its line: the tag it did not expect, or the block left open."""
-    named = _UNKNOWN_TAG.search(message) or _UNCLOSED.search(message)
-    return _tag_token(named.group(1)) if named else None
-
-
-_BLOCKS = frozenset({"for", "if", "macro", "call", "filter", "with", "block", "autoescape", "set"})
-
-
-def _open_block_line(env: jinja2.Environment, source: str, tag: str) -> int | None:
-    """The line of the innermost ``{% tag %}`` that ``source`` leaves open, or None."""
-    open_blocks: list[tuple[str, int]] = []
-    statement: list[tuple[int, str, str]] = []  # the tokens of the {% %} being read
-    try:
-        for line, kind, value in env.lex(source):
-            if kind == "block_begin":
-                statement = []
-            elif kind == "block_end" and statement and statement[0][1] == "name":
-                first_line, _, name = statement[0]
-                assigns = any(token[1:] == ("operator", "=") for token in statement)
-                if name in _BLOCKS and not (name == "set" and assigns):  # {% set x %}…{% endset %} is a block
-                    open_blocks.append((name, first_line))
-                elif name.startswith("end") and open_blocks and open_blocks[-1][0] == name[3:]:
-                    open_blocks.pop()
-            elif kind != "whitespace":
-                statement.append((line, kind, value))
-    except jinja2.TemplateSyntaxError:  # the lexer's own error: no block to name
-        return None
-    lines = [line for name, line in open_blocks if name == tag]
-    return lines[-1] if lines else None
-
-
-def _only_line(ast: jinja2.nodes.Template, function: str | None) -> tuple[int | None, re.Pattern[str] | None]:
-    """The line of the template that holds every use of ``function`` (called, as a filter or a filter block,
-    or named in a string as map('f') does), and the function's name to put the caret under; None when they
-    are on several lines: which one failed is not known there."""
-    if function is None:
-        return None, None
-    lines = {
-        node.lineno
-        for node in ast.find_all((jinja2.nodes.Call, jinja2.nodes.Filter, jinja2.nodes.Const))
-        if (
-            isinstance(node, jinja2.nodes.Call)
-            and isinstance(node.node, jinja2.nodes.Name)
-            and node.node.name == function
-        )
-        or (isinstance(node, jinja2.nodes.Filter) and node.name == function)
-        or (isinstance(node, jinja2.nodes.Const) and node.value == function)
-    }
-    return (lines.pop(), _name_token(function)) if len(lines) == 1 else (None, None)

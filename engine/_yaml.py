@@ -7,7 +7,6 @@ is kept in a side table keyed by its path from the document root.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,11 +44,10 @@ class TextPlace:
     style: str = ""  # "|" for a literal block scalar, "" for a scalar on one line, else how it is folded
     file_lines: tuple[str, ...] = ()  # the file's lines from the scalar's start on (only for several lines)
 
-    def locate(self, text: str, line: int, token: re.Pattern[str] | None = None) -> tuple[Location, str]:
-        """The place of line ``line`` (1-based) of ``text``, the value written here, with the column of the
-        first match of ``token`` on it (of its group ``at`` if it has one), else of its first non-blank
-        character; and a note for the message, empty when the place is exact, else naming the template's line
-        (the place is then the start)."""
+    def locate(self, text: str, line: int, column: int | None = None) -> tuple[Location, str]:
+        """The place of line ``line`` of ``text``, the value written here, at ``column`` of that line (both
+        1-based; no column: the line's first non-blank character); and a note for the message, empty when the
+        place is exact, else naming the template's line (the place is then the scalar's start)."""
         value_lines = text.split("\n")
         if not 1 <= line <= len(value_lines):
             return self.start, ""
@@ -58,13 +56,10 @@ class TextPlace:
             note = f" (at line {line} in the template starting here)" if len(value_lines) > 1 else ""
             return self.start, note
         line = min(line, len(text.rstrip("\n").split("\n")))  # not past the block's last line of text
-        written = value_lines[line - 1]
-        found = token.search(written) if token is not None else None
-        if found is not None:
-            column = found.start("at") if "at" in found.re.groupindex else found.start()
-        else:
-            column = len(written) - len(written.lstrip())
-        place = Location(self.start.file, self.start.line + line, indent + column + 1, self.file_lines[line])
+        if column is None:
+            written = value_lines[line - 1]
+            column = len(written) - len(written.lstrip()) + 1
+        place = Location(self.start.file, self.start.line + line, indent + column, self.file_lines[line])
         return place, ""
 
     def _literal_indent(self, text: str) -> int | None:

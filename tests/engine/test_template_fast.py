@@ -30,6 +30,7 @@ from shipmap.engine._expressions import ExpressionCompiler
 from shipmap.engine._functions import FunctionContext, FunctionSet
 from shipmap.engine._scope import Scope
 from shipmap.engine._template_fast import Fallback, _Generator, fast_template
+from shipmap.engine._template_lines import TemplateLines
 from shipmap.engine._templates import SINGLE_EXPRESSION
 from shipmap.engine._yaml import TextPlace
 
@@ -357,7 +358,7 @@ def _vetted(text: str) -> bool:
     single = SINGLE_EXPRESSION.match(text)
     try:
         ast = ENV.parse("{{" + single.group("body") + "}}" if single else text)
-        COMPILER._vet_template(ast, templates._Lines(text, TextPlace(Location("t.yaml", 1, 1, "")), 0), "f")
+        COMPILER._vet_template(ast, TemplateLines(text, TextPlace(Location("t.yaml", 1, 1, "")), 0), "f")
     except (jinja2.TemplateSyntaxError, CompileError):
         return False
     return True
