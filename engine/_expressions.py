@@ -102,7 +102,7 @@ class ExpressionCompiler(TemplateCompiler):
         try:
             if is_template:
                 return self.compile_template(text, location, field, names, place)
-            return self.compile_jmespath(text, location, field, names)
+            return self.compile_jmespath(text, location, field, names, place)
         except RecursionError:
             # Parsers, the vetting walk and Jinja's code generator all recurse over the expression.
             raise CompileError(
@@ -175,13 +175,18 @@ class ExpressionCompiler(TemplateCompiler):
     # -- JMESPath -------------------------------------------------------------------------------------------
 
     def compile_jmespath(
-        self, text: str, location: Location, field: str, names: frozenset[str] = frozenset()
+        self,
+        text: str,
+        location: Location,
+        field: str,
+        names: frozenset[str] = frozenset(),
+        place: TextPlace | None = None,
     ) -> Evaluator:
         scope_name = "this"
         expression = text.strip()
         prefix = SCOPE_PREFIX.match(expression)
         if variables_in(expression[prefix.end() :] if prefix else expression):
-            return self._compile_with_variables(text, location, field, names)
+            return self._compile_with_variables(text, location, field, names, place)
         if prefix:
             scope_name = prefix.group(1)
             expression = expression[prefix.end() :].lstrip(".")
@@ -200,7 +205,7 @@ class ExpressionCompiler(TemplateCompiler):
             offset = getattr(error, "lex_position", 0) or 0
             raise CompileError(
                 f"JMESPath syntax error: {_parse_message(error)}",
-                location=_shift(location, offset + (len(text) - len(text.lstrip()))),
+                location=_shift(location, offset + (len(text) - len(text.lstrip())), text, place),
                 field=field,
             ) from None
         self._check_functions(parsed.parsed, location, field)
@@ -239,7 +244,7 @@ class ExpressionCompiler(TemplateCompiler):
         return evaluate
 
     def _compile_with_variables(
-        self, text: str, location: Location, field: str, names: frozenset[str]
+        self, text: str, location: Location, field: str, names: frozenset[str], place: TextPlace | None
     ) -> Evaluator:
         """An expression that names ``$root``, ``$parent``, ``$this``, ``$index`` or a `let` name anywhere,
         as in ``find($root.products, 'id', product_id)``. Run by JMESPath's interpreter, which reads each
@@ -252,7 +257,7 @@ class ExpressionCompiler(TemplateCompiler):
                 close = difflib.get_close_matches(match.group(1), sorted(known), n=1)
                 raise CompileError(
                     f"unknown variable '${match.group(1)}'",
-                    location=_shift(location, lead + match.start()),
+                    location=_shift(location, lead + match.start(), text, place),
                     field=field,
                     hint=(f"did you mean '${close[0]}'? " if close else "")
                     + "an expression sees $this, $parent, $root, $index and the names of the let: blocks "
@@ -265,7 +270,7 @@ class ExpressionCompiler(TemplateCompiler):
             offset = original_offset(getattr(error, "lex_position", 0) or 0, moved)
             raise CompileError(
                 f"JMESPath syntax error: {_parse_message(error)}",
-                location=_shift(location, offset + lead),
+                location=_shift(location, offset + lead, text, place),
                 field=field,
             ) from None
         tree = bind_variables(parsed.parsed)
@@ -327,7 +332,18 @@ class _BranchLabel:
         return self.branches[0][0]
 
 
-def _shift(location: Location, columns: int) -> Location:
+def _shift(location: Location, columns: int, text: str = "", place: TextPlace | None = None) -> Location:
+    """Where character ``columns`` of ``text``, the expression written at ``location``, is: at its line and
+    column of a literal block (``place``), else that many columns along the start line when it is on the
+    expression's first line, else the start itself (a folded value's lines have no exact place)."""
+    if place is not None and place.style:
+        line = text.count("\n", 0, columns) + 1
+        column = columns - (text.rfind("\n", 0, columns) + 1) + 1
+        where, note = place.locate(text, line, column)
+        if not note and place.style == "|":
+            return where
+        if line > 1:
+            return location
     # Quoted YAML scalars start one column before their text.
     quote = 1 if location.line_text[location.column - 1 : location.column] in ("'", '"') else 0
     return Location(location.file, location.line, location.column + columns + quote, location.line_text)
