@@ -18,6 +18,7 @@ from shipmap.connectors._cli.dead_letters import display_location, resolve_journ
 from shipmap.connectors._config import duration_text, load_config
 from shipmap.connectors._plural import counted
 from shipmap.connectors._serve import ServeSettings, serve_settings
+from shipmap.connectors._serve._inbox import depth_capped, depth_text
 from shipmap.connectors._serve._inbox_pg import open_reader
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._moves import Stranded, stranded
@@ -44,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
     if inbox is not None:
         with contextlib.closing(inbox):
             oldest = inbox.oldest_pending()
-            report["queue_depth"] = inbox.depth()
+            report["queue_depth"] = depth = inbox.depth()
+            report["queue_depth_capped"] = depth_capped(depth)  # then at least queue_depth wait
             report["oldest_pending_seconds"] = round(time.time() - oldest, 1) if oldest else None
             report["webhooks"] = inbox.counts()
     else:
-        report.update(queue_depth=0, oldest_pending_seconds=None, webhooks={})
+        report.update(queue_depth=0, queue_depth_capped=False, oldest_pending_seconds=None, webhooks={})
     journal_location = resolve_journal(args.config, None)
     report["journal"] = display_location(journal_location)
     found = open_readonly(journal_location)
@@ -99,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if settings is not None:
         age = report["oldest_pending_seconds"]
         out.write(
-            f"queue       {report['queue_depth']} waiting" + (f", oldest {age} s" if age else "") + "\n"
+            f"queue       {depth_text(report['queue_depth'])} waiting"
+            + (f", oldest {age} s" if age else "")
+            + "\n"
         )
         webhooks = report["webhooks"]
         if webhooks:

@@ -30,7 +30,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -149,6 +149,35 @@ def sources_clause(
     return f" AND source NOT IN ({', '.join([placeholder] * len(skipped))})", skipped
 
 
+# The queue's gauges (``/metrics``, ``/readyz``, the activity line, ``shipmap status``) count the pending rows
+# up to DEPTH_CAP: a count reads them one by one, on intake's event loop, at every scrape and probe. 10,000
+# took 1.6 ms on PostgreSQL (100,000: 21 ms; a million: 0.5 s), 0.5 ms on SQLite.
+DEPTH_CAP = 10_000
+
+
+def count_pending(execute: Callable[..., Any], placeholder: str, first: int, cap: int | None) -> int:
+    """The pending rows with ids from ``first``, counted up to ``cap`` (None: every one), for both backends:
+    ``execute(sql, parameters)`` runs a statement (``placeholder`` its parameters' mark) and returns a cursor.
+    Exact below ``cap``; ``cap`` when at least that many wait."""
+    pending = f"SELECT 1 FROM inbox WHERE state = 'pending' AND id >= {placeholder}"
+    if cap is None:
+        return int(execute(f"SELECT count(*) FROM ({pending}) AS waiting", (first,)).fetchone()[0])
+    capped = f"SELECT count(*) FROM ({pending} LIMIT {placeholder}) AS waiting"
+    return int(execute(capped, (first, cap)).fetchone()[0])
+
+
+def depth_capped(depth: int) -> bool:
+    """Whether ``depth`` (of ``InboxStore.depth()``, counted up to ``DEPTH_CAP``) stopped at the cap: at
+    least that many wait."""
+    return depth >= DEPTH_CAP
+
+
+def depth_text(depth: int) -> str:
+    """``depth`` as a person reads it: ``12``, or ``10000 or more`` when the count stopped at the cap (as
+    ``shipmap status`` says a capped count of pending deliveries)."""
+    return f"{depth} or more" if depth_capped(depth) else str(depth)
+
+
 class InboxStore(Protocol):
     """What the service needs of an inbox, whatever holds it: SQLite here (:class:`Inbox`), PostgreSQL next.
     One object per thread; ``accept`` must be durable when it returns."""
@@ -187,7 +216,10 @@ class InboxStore(Protocol):
 
     def writable(self) -> bool: ...
 
-    def depth(self) -> int: ...
+    def depth(self, cap: int | None = DEPTH_CAP) -> int:
+        """Webhooks accepted and not yet handed to delivery, counted up to ``cap`` (``cap`` when at least that
+        many wait; None: every one, exact, however long it takes: once, at stop)."""
+        ...
 
     def oldest_pending(self) -> float | None: ...
 
@@ -455,8 +487,10 @@ class Inbox:
             return False
         return True
 
-    def depth(self) -> int:
-        return int(self._db.execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
+    def depth(self, cap: int | None = DEPTH_CAP) -> int:
+        """Webhooks accepted and not yet handed to the runtime, counted up to ``cap``
+        (``InboxStore.depth``)."""
+        return count_pending(self._db.execute, "?", 0, cap)
 
     def oldest_pending(self) -> float | None:
         """When the oldest webhook still waiting was received (epoch seconds), or None."""

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from .._runtime import LatencyHistogram, RunSummary
 from .._summary import TargetSummary
+from ._inbox import DEPTH_CAP
 
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -144,7 +145,10 @@ class _Live(Collector):
         yield forgotten
         depth, oldest = self._queue()
         yield GaugeMetricFamily(
-            "shipmap_queue_depth", "Accepted webhooks not yet handed to delivery", value=depth
+            "shipmap_queue_depth",
+            f"Accepted webhooks not yet handed to delivery (exact up to {DEPTH_CAP:,};"
+            f" {DEPTH_CAP:,} when at least that many wait)",
+            value=depth,
         )
         yield GaugeMetricFamily(
             "shipmap_queue_oldest_age_seconds",

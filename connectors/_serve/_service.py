@@ -48,7 +48,7 @@ from .._redact import get_logger
 from .._runtime import RunSummary, Runtime, register_secrets
 from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import InboxError, InboxStore, SharedIntake
+from ._inbox import InboxError, InboxStore, SharedIntake, depth_capped, depth_text
 from ._inbox_pg import open_inbox
 from ._inbox_retention import Retention, purge_inbox
 from ._metrics import ServiceMetrics
@@ -354,7 +354,7 @@ class Service:
             if now == last and refused is None:
                 continue
             try:
-                waiting = f"{state.inbox.depth()} waiting in the inbox"
+                waiting = f"{depth_text(state.inbox.depth())} waiting in the inbox"
             except Exception as error:  # the inbox's own errors are intake's to report; this is one line
                 waiting = f"the inbox cannot be read now ({type(error).__name__})"
             self._log.info(
@@ -510,10 +510,12 @@ class Service:
                 "next_run_in_seconds": round(max(0.0, stall.retry_at - now), 1),
             }
         parked_here, parked_in_journal = delivery.parked_deliveries()
+        depth = inbox.depth()
         return {
             "delivering": delivery.running,
             "delivery_starting": delivery.starting,
-            "queue_depth": inbox.depth(),
+            "queue_depth": depth,
+            "queue_depth_capped": depth_capped(depth),  # then at least queue_depth wait
             "breakers": self.breakers(),
             # A destination or source API is down, or sends keep raising: intake still accepts.
             "degraded": bool(outages) or stalled is not None,

@@ -92,7 +92,7 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
     except Exception as error:  # a line of the stop report: its failure is said, not raised
         unread.append(f"the journal's pending deliveries ({_why(error)})")
     try:
-        waiting = inbox.depth()
+        waiting = inbox.depth(cap=None)  # exact: what is owed is never a guess (counted once, at stop)
         if waiting:
             parts.append(f"{counted(waiting, 'webhook')} waiting in the inbox")
     except Exception as error:

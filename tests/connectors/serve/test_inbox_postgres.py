@@ -9,7 +9,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,6 +23,7 @@ from shipmap.connectors._serve import (
     Inbox,
     InboxError,
     PostgresInbox,
+    _inbox,
     _inbox_journal,
     _inbox_pg,
     serve_settings,
@@ -28,8 +31,9 @@ from shipmap.connectors._serve import (
 from shipmap.connectors._serve._app import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
-from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION
+from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_reader
 from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
+from shipmap.connectors._serve._totals import owed_at_stop
 
 from .harness import SERVE_FIXTURES, environment
 
@@ -256,6 +260,121 @@ def test_two_processes_claiming_from_floors_never_claim_one_row_and_take_requeue
     assert set(every) == set(range(1, 1001, 2)) | set(range(20_001, 23_001))
 
 
+def test_queue_depth_and_oldest_are_exact_behind_processed_rows_with_old_rows_requeued_and_held(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue's gauges read from the claims' floor, past the dead entries of 5,000 processed rows, and are
+    exact: rows held by a live claim count, rows requeued below the floor count (and the oldest is theirs), and
+    a drained inbox reads 0 and None. A reader (``shipmap status``) gives what the service gives."""
+    monkeypatch.setattr(_inbox_pg, "REQUEUES_CHECK_S", 0.0)  # each gauge looks for requeues: no waiting here
+    _processed_then_pending(postgres_url, processed=5000, pending=40)  # received_at: old n, new 1e9 + n
+    with (
+        PostgresInbox(postgres_url) as gauges,
+        PostgresInbox(postgres_url) as claimer,
+        PostgresInbox(postgres_url) as command,
+    ):
+        assert (gauges.depth(), gauges.oldest_pending()) == (40, 1e9 + 1)
+        assert gauges._floor.last_reading(gauges._execute) == 5001  # from there, not over the 5,000 before
+
+        held = claimer.pending(limit=10)  # held by a live claim: still waiting
+        assert (gauges.depth(), gauges.oldest_pending()) == (40, 1e9 + 1)
+        claimer.mark_processed(row.id for row in held)
+        assert (gauges.depth(), gauges.oldest_pending()) == (30, 1e9 + 11)
+
+        assert command.requeue([17, 4000]) == 2  # old rows, far below the floor: counted in meta
+        assert (gauges.depth(), gauges.oldest_pending()) == (32, 17.0)
+        with open_reader(postgres_url) as status:  # type: ignore[union-attr]
+            assert (status.depth(), status.oldest_pending()) == (32, 17.0)
+
+        claimer.mark_processed([17, 4000, *range(5011, 5041)])
+        monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.0)  # the floor read at each call (not in 10 s)
+        assert (gauges.depth(), gauges.oldest_pending()) == (0, None)
+        accepted = command.accept("shop", "after-all", None, {}, BODY, received_at=3e9)
+        assert (gauges.depth(), gauges.oldest_pending()) == (1, 3e9)
+        assert gauges._floor.last_reading(gauges._execute) == accepted.id
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backlog(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Inbox | PostgresInbox, Any]]:
+    """An inbox of either backend holding 1,000 processed rows (ids 1-1000), then 20,000 pending (1001-21000),
+    and a connection that runs a statement on it beside the inbox."""
+    if request.param == "sqlite":
+        with Inbox(tmp_path / "inbox.db") as inbox:
+            inbox._db.execute(
+                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 21000)"
+                " INSERT INTO inbox (source, webhook_id, received_at, headers, body)"
+                " SELECT 'shop', 'wh' || n, n, '{}', ? FROM g",
+                (BODY,),
+            )
+            inbox._db.execute("UPDATE inbox SET state = 'processed', processed_at = 1 WHERE id <= 1000")
+            yield inbox, inbox._db.execute
+        return
+    url = request.getfixturevalue("postgres_url")
+    _processed_then_pending(url, processed=1000, pending=20_000)
+    with PostgresInbox(url) as inbox, psycopg.connect(url, autocommit=True) as db:
+        yield inbox, db.execute
+
+
+def test_queue_depth_is_exact_below_its_cap_and_the_cap_when_at_least_that_many_wait(
+    backlog: tuple[Inbox | PostgresInbox, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gauge counts up to a cap (``DEPTH_CAP`` unless told), the same on both backends: exact below it,
+    the cap when at least that many wait, and the same count whichever rows wait; without a cap, every one."""
+    monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.0)  # the PostgreSQL floor read at each call
+    inbox, execute = backlog
+    cap = _inbox.DEPTH_CAP
+    assert cap < 20_000  # the backlog is past the default cap
+    assert inbox.depth() == cap and _inbox.depth_capped(inbox.depth())
+    assert _inbox.depth_text(inbox.depth()) == f"{cap} or more"
+    assert (inbox.depth(cap=30_000), inbox.depth(cap=20_001), inbox.depth(cap=None)) == (20_000,) * 3
+    assert (inbox.depth(cap=20_000), inbox.depth(cap=7)) == (20_000, 7)  # at least that many
+
+    execute("UPDATE inbox SET state = 'processed' WHERE id BETWEEN 1002 AND 20900 AND id % 3 <> 0")
+    exact = int(execute("SELECT count(*) FROM inbox WHERE state = 'pending'").fetchone()[0])
+    assert exact == 1 + 6633 + 100  # the oldest row, every third between, the last 100
+    assert inbox.depth() == inbox.depth(cap=None) == exact and not _inbox.depth_capped(exact)
+    assert _inbox.depth_text(inbox.depth()) == str(exact)
+    assert (inbox.depth(cap=exact + 1), inbox.depth(cap=exact), inbox.depth(cap=exact - 1)) == (
+        exact,
+        exact,
+        exact - 1,
+    )
+    assert [inbox.depth() for _ in range(5)] == [exact] * 5  # the same at each scrape
+
+    execute("UPDATE inbox SET state = 'processed'")
+    assert (inbox.depth(), inbox.depth(cap=None), inbox.oldest_pending()) == (0, 0, None)
+
+
+def test_what_is_owed_at_stop_counts_every_waiting_webhook_past_the_gauges_cap(
+    backlog: tuple[Inbox | PostgresInbox, Any],
+) -> None:
+    """The stop report says the exact number waiting, not the gauges' capped one."""
+    inbox, execute = backlog
+    then = "the next start sends them, nothing acknowledged is lost"
+    assert owed_at_stop(None, inbox) == f"owed at stop: 20000 webhooks waiting in the inbox; {then}"
+    execute("UPDATE inbox SET state = 'processed' WHERE id > 1001")
+    assert owed_at_stop(None, inbox) == f"owed at stop: 1 webhook waiting in the inbox; {then}"
+
+
+def test_the_exact_count_at_stop_sees_a_requeue_below_the_floor_at_once(postgres_url: str) -> None:
+    """The gauges count from the claims' floor, which sees a requeue within ``REQUEUES_CHECK_S``; the count at
+    stop reads the whole index, so a row requeued this instant is in it."""
+    _processed_then_pending(postgres_url, processed=3000, pending=5)
+    with PostgresInbox(postgres_url) as gauges, PostgresInbox(postgres_url) as command:
+        assert gauges.depth() == 5 and gauges._floor.last_reading(gauges._execute) == 3001
+        assert command.requeue([17, 2000]) == 2
+        assert gauges.depth(cap=None) == 7
+
+
+def test_the_sqlite_queue_depth_and_oldest_are_exact_with_old_rows_requeued(tmp_path: Path) -> None:
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        ids = [inbox.accept("shop", f"wh{n}", None, {}, BODY, received_at=1000.0 + n).id for n in range(50)]
+        inbox.mark_processed(ids[:45])
+        assert (inbox.depth(), inbox.oldest_pending()) == (5, 1045.0)
+        assert inbox.requeue([ids[3], ids[30]]) == 2
+        assert (inbox.depth(), inbox.oldest_pending()) == (7, 1003.0)
+
+
 def test_a_lapsed_claim_is_taken_over_a_kept_one_renewed_and_a_closed_one_released(postgres_url: str) -> None:
     with PostgresInbox(postgres_url, lease=0.5) as stalled, PostgresInbox(postgres_url) as survivor:
         row_id = stalled.accept("shop", "lapses", None, {}, BODY).id
@@ -401,12 +520,24 @@ def test_serve_shares_intake_through_the_journals_database_and_status_reads_it(
     assert main(["status", str(config), "--json", "--url", "http://127.0.0.1:9"]) == 0
     printed = capsys.readouterr().out
     report = json.loads(printed)
-    assert (report["inbox"], report["queue_depth"], report["webhooks"]) == (
+    assert (report["inbox"], report["queue_depth"], report["queue_depth_capped"], report["webhooks"]) == (
         postgres_url,
         1,
+        False,
         {"shop/pending": 1},
     )
     assert PASSWORD not in printed
+    with psycopg.connect(postgres_url, autocommit=True) as db:  # with wh-1, one more than the cap waits
+        db.execute(
+            "INSERT INTO inbox (source, webhook_id, received_at, headers, body)"
+            " SELECT 'shop', 'wh-more-' || n, 1e9 + n, '{}', %s FROM generate_series(1, %s) AS n",
+            (BODY, _inbox.DEPTH_CAP),
+        )
+    assert main(["status", str(config), "--json", "--url", "http://127.0.0.1:9"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["queue_depth"], report["queue_depth_capped"]) == (_inbox.DEPTH_CAP, True)
+    assert main(["status", str(config), "--url", "http://127.0.0.1:9"]) == 0
+    assert f"queue       {_inbox.DEPTH_CAP} or more waiting, oldest " in capsys.readouterr().out
     local = text.replace("serve:\n", "serve:\n  inbox: .shipmap/here.db\n")
     config.write_text(local.replace("  path: .shipmap/journal.db\n", f"  url: {postgres_url}\n"))
     assert serve_settings(load_config(config)).inbox == tmp_path / ".shipmap" / "here.db"  # named: kept

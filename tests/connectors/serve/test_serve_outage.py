@@ -85,6 +85,7 @@ def test_store_api_outage_parks_webhooks_and_the_breaker_holds_requests_back(tmp
                 # Degraded, not unready: intake still commits webhooks while the store's API is down.
                 assert answer.status_code == 200 and body["ready"] is True and body["degraded"] is True
                 assert body["breakers"]["bc_store"] in ("open", "half_open")
+                assert (body["queue_depth"], body["queue_depth_capped"]) == (10, False)  # parked: waiting
                 outage = body["outages"]["bc_store"]
                 assert "HTTP 5" in outage["reason"]
                 # Every GET after the breaker opened is a probe, one per cooldown: without the breaker,
