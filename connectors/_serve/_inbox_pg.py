@@ -16,7 +16,7 @@ It implements :class:`InboxStore`, as the SQLite :class:`Inbox` does, with what 
   is read again when the feed starts from the beginning, as with the SQLite inbox.
 - A row handed over twice (its lease lapsed while its first process was slow) costs work, not a second
   delivery: the runtime keys deliveries by content in the shared journal, which sends each key once.
-- A claim starts its scan at a *floor* (:class:`_ClaimFloor`), not at the first entry of ``inbox_pending``: a
+- A claim starts its scan at a *floor* (``_inbox_floor``), not at the first entry of ``inbox_pending``: a
   processed row leaves dead entries there (its accepted and claimed versions) until VACUUM, and a claim from
   the start stepped over all of them (0.7 ms a claim with 100,000 processed since the last vacuum, 20 ms
   with 1,000,000). Below the floor no row is pending but one requeued since (``NOTE_REQUEUE``, seen within
@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -58,6 +58,7 @@ from ._inbox import (
     inbound_row,
     sources_clause,
 )
+from ._inbox_floor import NOTE_REQUEUE, ClaimFloor
 
 INBOX_SCHEMA_VERSION = 3
 _VERSION_KEY = "inbox_schema_version"
@@ -96,13 +97,6 @@ CREATE INDEX IF NOT EXISTS inbox_leased ON inbox (lease_owner) WHERE state = 'pe
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 PURGE_CHUNK = 2000  # rows per statement of a purge or a drop of bodies: each a short transaction of its own
 CONNECT_TIMEOUT_S = 10
-FLOOR_REFRESH_S = 10.0  # how often a process reads the smallest pending id again, stepping over dead entries
-REQUEUES_CHECK_S = 1.0  # how often it looks whether a command made old rows pending again
-_REQUEUES_KEY = "inbox_requeues"
-# Appended to a statement's WITH that makes rows pending again (``requeued``, one row each): counts it in meta,
-# in the same transaction, so the processes claiming from a floor look below it (``_ClaimFloor``).
-NOTE_REQUEUE = f"""noted AS (INSERT INTO meta (k, v) SELECT '{_REQUEUES_KEY}', '1' WHERE EXISTS (SELECT 1 FROM requeued)
-           ON CONFLICT (k) DO UPDATE SET v = (meta.v::bigint + 1)::text)"""
 STATEMENT_TIMEOUT_MS = 30_000
 _NOW = "extract(epoch from clock_timestamp())"
 _ROW = "id, source, webhook_id, topic, received_at, headers, body, documents"
@@ -149,7 +143,7 @@ class PostgresInbox:
         self.upgraded_from: int | None = None
         self._conn: Any = None
         self._keeper: _LeaseKeeper | None = None
-        self._floor = _ClaimFloor()
+        self._floor = ClaimFloor()
         self._connect()
         try:
             version = self.schema_version()
@@ -417,7 +411,7 @@ class PostgresInbox:
 
     def depth(self, cap: int | None = DEPTH_CAP) -> int:
         """Webhooks accepted by any process and not yet handed to delivery, counted up to ``cap``
-        (``InboxStore.depth``) from the claims' floor (:class:`_ClaimFloor`), not over the dead entries before
+        (``InboxStore.depth``) from the claims' floor (``_inbox_floor.ClaimFloor``), not over the dead entries before
         it. Every one (``cap`` None, at stop) is counted from the start of the index: exact, whatever the
         floor has yet to see (a requeue in the last second, an insert still in flight at its last reading)."""
         first = 0 if cap is None else self._floor.last_reading(self._execute)
@@ -477,61 +471,6 @@ class PostgresInbox:
             if len(rows) < chunk:
                 return dropped
             after = (float(rows[-1][1]), int(rows[-1][0]))
-
-
-class _ClaimFloor:
-    """Where a process's claims start scanning ``inbox_pending``: no pending row has a smaller id, but for the
-    two kinds below, so the scan skips the dead entries of the rows processed before it. Autovacuum removes
-    those when a fifth of the table is dead (days of webhooks, for a table that keeps ``serve.dedup_window``),
-    and a lower per-table threshold would not help a large table: a VACUUM that finds dead rows on under 2% of
-    its pages skips the indexes.
-
-    Every ``FLOOR_REFRESH_S`` one statement reads the smallest pending id (or, none pending, the id after the
-    last), stepping over those entries once; the floor is the smaller of that reading and the one before. A
-    row's id is drawn before its insert commits, and several processes insert, so a row in flight at a reading
-    can commit below it: it is still at or above the next floor unless its insert took longer than a refresh,
-    and then the reading after its commit finds it. A command that makes old rows pending again (``requeue``,
-    ``replay --rejected``) counts itself in ``meta`` in its transaction (``NOTE_REQUEUE``); the count is
-    looked at every ``REQUEUES_CHECK_S``, and a change reads the floor again at once. The reading and the
-    count are one statement, one snapshot: a requeue is in both or in neither.
-
-    A pending row counts whoever holds it, so a webhook parked for hours (its source API down) holds the floor
-    at its id, and claims step over the rows processed since, as they all did before, until it is handed over."""
-
-    def __init__(self) -> None:
-        self._readings: tuple[int, int] = (0, 0)  # the last two, newest first: the floor is their minimum
-        self._requeues: str | None = None
-        self._read_at = -math.inf
-        self._checked_at = -math.inf
-
-    def value(self, execute: Callable[..., Any]) -> int:
-        """The floor of a claim: the smaller of the last two readings."""
-        self._read(execute)
-        return min(self._readings)
-
-    def last_reading(self, execute: Callable[..., Any]) -> int:
-        """The floor of the queue's gauges (``depth``, ``oldest_pending``): the last reading alone. A row whose
-        insert was in flight during it is missing from them until the next (a claim must not miss it; a gauge
-        read a moment earlier would have); a process's first gauges need not wait for a second reading."""
-        self._read(execute)
-        return self._readings[0]
-
-    def _read(self, execute: Callable[..., Any]) -> None:
-        now = time.monotonic()
-        if now - self._checked_at >= REQUEUES_CHECK_S and now - self._read_at < FLOOR_REFRESH_S:
-            self._checked_at = now
-            row = execute("SELECT v FROM meta WHERE k = %s", (_REQUEUES_KEY,)).fetchone()
-            if (row[0] if row else None) != self._requeues:
-                self._read_at = -math.inf
-        if now - self._read_at >= FLOOR_REFRESH_S:
-            requeues, smallest = execute(
-                """SELECT (SELECT v FROM meta WHERE k = %s),
-                           coalesce((SELECT id FROM inbox WHERE state = 'pending' ORDER BY id LIMIT 1),
-                                    (SELECT max(id) + 1 FROM inbox), 0)""",
-                (_REQUEUES_KEY,),
-            ).fetchone()
-            self._readings = (int(smallest), self._readings[0])
-            self._requeues, self._read_at, self._checked_at = requeues, now, now
 
 
 class _LeaseKeeper:

@@ -24,6 +24,7 @@ from shipmap.connectors._serve import (
     InboxError,
     PostgresInbox,
     _inbox,
+    _inbox_floor,
     _inbox_journal,
     _inbox_pg,
     serve_settings,
@@ -188,7 +189,7 @@ def test_claims_start_past_the_processed_rows_and_still_find_rows_made_pending_b
     """A claim scans ``inbox_pending`` from the smallest pending id, not over the dead entries of the rows
     processed before it; rows requeued below that floor (``requeue``, ``replay --rejected``) are claimed, and so is
     a row that commits below it (an insert in flight while the floor was read)."""
-    monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.0)  # a reading at each claim, to begin with
+    monkeypatch.setattr(_inbox_floor, "FLOOR_REFRESH_S", 0.0)  # a reading at each claim, to begin with
     _processed_then_pending(postgres_url, processed=5000, pending=100)
     with Journal(postgres_url) as journal, PostgresInbox(postgres_url) as inbox:
         first = inbox.pending(limit=64)
@@ -197,7 +198,7 @@ def test_claims_start_past_the_processed_rows_and_still_find_rows_made_pending_b
         # The smaller of the last two readings: the smallest pending id before the claim, and after it.
         assert inbox._floor.value(inbox._execute) == 5001
         monkeypatch.setattr(
-            _inbox_pg, "FLOOR_REFRESH_S", 3600.0
+            _inbox_floor, "FLOOR_REFRESH_S", 3600.0
         )  # from here, requeues are seen by their count
 
         assert inbox.requeue([17, 4000]) == 2  # the command's statement counts the requeue in meta
@@ -208,7 +209,7 @@ def test_claims_start_past_the_processed_rows_and_still_find_rows_made_pending_b
         assert set(range(5065, 5101)) <= set(claimed)  # the new ones too
 
         monkeypatch.setattr(
-            _inbox_pg, "FLOOR_REFRESH_S", 0.2
+            _inbox_floor, "FLOOR_REFRESH_S", 0.2
         )  # a late row waits for a reading; not 10 s here
         _wait_for(lambda: inbox._floor.value(inbox._execute) > 5050, "the floor past row 5050")
         with psycopg.connect(postgres_url, autocommit=True) as db:  # committed after the floor passed it
@@ -228,7 +229,7 @@ def test_two_processes_claiming_from_floors_never_claim_one_row_and_take_requeue
 ) -> None:
     """Two processes, each with its own floor, drain 3,000 webhooks behind 20,000 processed ones while 500 old
     ones are requeued below both floors: every row is claimed exactly once."""
-    monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.05)  # floors rise within the drain, not after 20 s
+    monkeypatch.setattr(_inbox_floor, "FLOOR_REFRESH_S", 0.05)  # floors rise within the drain, not after 20 s
     _processed_then_pending(postgres_url, processed=20_000, pending=3000)
     claimed: list[list[int]] = [[], []]
     floors = [0, 0]
@@ -238,7 +239,7 @@ def test_two_processes_claiming_from_floors_never_claim_one_row_and_take_requeue
         with PostgresInbox(postgres_url) as inbox:
             started.wait(60)
             idle_since: float | None = None
-            while idle_since is None or time.monotonic() - idle_since < 3 * _inbox_pg.REQUEUES_CHECK_S:
+            while idle_since is None or time.monotonic() - idle_since < 3 * _inbox_floor.REQUEUES_CHECK_S:
                 rows = inbox.pending(limit=16)
                 floors[slot] = min(inbox._floor._readings)
                 claimed[slot].extend(row.id for row in rows)
@@ -266,7 +267,9 @@ def test_queue_depth_and_oldest_are_exact_behind_processed_rows_with_old_rows_re
     """The queue's gauges read from the claims' floor, past the dead entries of 5,000 processed rows, and are
     exact: rows held by a live claim count, rows requeued below the floor count (and the oldest is theirs), and
     a drained inbox reads 0 and None. A reader (``shipmap status``) gives what the service gives."""
-    monkeypatch.setattr(_inbox_pg, "REQUEUES_CHECK_S", 0.0)  # each gauge looks for requeues: no waiting here
+    monkeypatch.setattr(
+        _inbox_floor, "REQUEUES_CHECK_S", 0.0
+    )  # each gauge looks for requeues: no waiting here
     _processed_then_pending(postgres_url, processed=5000, pending=40)  # received_at: old n, new 1e9 + n
     with (
         PostgresInbox(postgres_url) as gauges,
@@ -287,7 +290,7 @@ def test_queue_depth_and_oldest_are_exact_behind_processed_rows_with_old_rows_re
             assert (status.depth(), status.oldest_pending()) == (32, 17.0)
 
         claimer.mark_processed([17, 4000, *range(5011, 5041)])
-        monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.0)  # the floor read at each call (not in 10 s)
+        monkeypatch.setattr(_inbox_floor, "FLOOR_REFRESH_S", 0.0)  # the floor read at each call (not in 10 s)
         assert (gauges.depth(), gauges.oldest_pending()) == (0, None)
         accepted = command.accept("shop", "after-all", None, {}, BODY, received_at=3e9)
         assert (gauges.depth(), gauges.oldest_pending()) == (1, 3e9)
@@ -320,7 +323,7 @@ def test_queue_depth_is_exact_below_its_cap_and_the_cap_when_at_least_that_many_
 ) -> None:
     """A gauge counts up to a cap (``DEPTH_CAP`` unless told), the same on both backends: exact below it,
     the cap when at least that many wait, and the same count whichever rows wait; without a cap, every one."""
-    monkeypatch.setattr(_inbox_pg, "FLOOR_REFRESH_S", 0.0)  # the PostgreSQL floor read at each call
+    monkeypatch.setattr(_inbox_floor, "FLOOR_REFRESH_S", 0.0)  # the PostgreSQL floor read at each call
     inbox, execute = backlog
     cap = _inbox.DEPTH_CAP
     assert cap < 20_000  # the backlog is past the default cap
