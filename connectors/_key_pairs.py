@@ -74,6 +74,13 @@ KEEP_BODIES = Pair(
 SERVE_PAIRS = (RESWEEP, KEEP_BODIES)  # ServeSettings holds two
 
 
+def in_use(record: object, pair: Pair, default: float) -> float:
+    """The lower key of ``pair`` that ``record`` runs with: the value given, or left out its ``default``, at
+    most the upper key (a default adapts; a value given is in order, or the record was refused)."""
+    low, high = getattr(record, pair.lower), getattr(record, pair.upper)
+    return float(low) if low is not None else min(default, float(high))
+
+
 def refuse_out_of_order(record: object, pair: Pair) -> None:
     """ConfigError (exit 2) when ``record``'s lower key of ``pair`` is given and out of order with the upper
     one, naming both with their values (durations, never secrets) and the record's class, as a record built
@@ -95,5 +102,6 @@ __all__ = [
     "RESWEEP",
     "SERVE_PAIRS",
     "Pair",
+    "in_use",
     "refuse_out_of_order",
 ]

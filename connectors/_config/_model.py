@@ -28,7 +28,7 @@ from .._deliver._auth import (
 )
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
-from .._key_pairs import BACKOFF, REFRESH, refuse_out_of_order
+from .._key_pairs import BACKOFF, REFRESH, in_use, refuse_out_of_order
 from .._redact import MASK, Redactor
 from .._store._journal_pg import display_url
 
@@ -321,9 +321,7 @@ class RetryPolicy:
     def first_backoff(self) -> float:
         """The delay after the first failed attempt: ``backoff_base``, or left out its default, at most
         ``backoff_cap``."""
-        if self.backoff_base is not None:
-            return self.backoff_base
-        return min(DEFAULT_BACKOFF_BASE, self.backoff_cap)
+        return in_use(self, BACKOFF, DEFAULT_BACKOFF_BASE)
 
 
 @dataclass(frozen=True, slots=True)

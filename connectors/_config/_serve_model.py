@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._config_key import NOT_A_KEY, about, duration_text
-from .._key_pairs import SERVE_PAIRS, refuse_out_of_order
+from .._key_pairs import KEEP_BODIES, RESWEEP, SERVE_PAIRS, in_use, refuse_out_of_order
 
 SourceType = Literal["shopify", "woocommerce", "bigcommerce", "generic"]
 Signature = Literal["hmac-sha256-hex", "hmac-sha256-base64", "standard-webhooks"]
@@ -234,12 +234,10 @@ class ServeSettings:
     @property
     def first_resweep(self) -> float:
         """The first wait for parked work: ``resweep``, or left out its default, at most ``resweep_cap``."""
-        if self.resweep is not None:
-            return self.resweep
-        return min(DEFAULT_RESWEEP, self.resweep_cap)
+        return in_use(self, RESWEEP, DEFAULT_RESWEEP)
 
     @property
     def bodies_kept_for(self) -> float:
         """How long a processed webhook's body is kept: ``keep_bodies``, or left out the whole
         ``dedup_window``."""
-        return self.dedup_window if self.keep_bodies is None else self.keep_bodies
+        return in_use(self, KEEP_BODIES, self.dedup_window)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from .._config_key import about, duration_text
-from .._key_pairs import COOLDOWN, refuse_out_of_order
+from .._key_pairs import COOLDOWN, in_use, refuse_out_of_order
 from .._redact import Redactor, get_logger
 
 Clock = Callable[[], float]
@@ -86,9 +86,7 @@ class BreakerSettings:
     def first_cooldown(self) -> float:
         """How long it stays open before the first probe: ``cooldown``, or left out its default, at most
         ``cooldown_cap``."""
-        if self.cooldown is not None:
-            return self.cooldown
-        return min(DEFAULT_COOLDOWN, self.cooldown_cap)
+        return in_use(self, COOLDOWN, DEFAULT_COOLDOWN)
 
 
 @dataclass(slots=True)
