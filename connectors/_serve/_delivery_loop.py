@@ -28,7 +28,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -397,15 +397,15 @@ class DeliveryLoop:
     def _outages_over(self) -> bool:
         """Whether the connections the run in progress parked deliveries for all have closed breakers now."""
         live = self.runtime.live
-        if live is None or not live.outages:
-            return False
-        store = self.runtime.breaker_store
-        return all(store.breaker(name).phase == "closed" for name in live.outages)
+        return live is not None and bool(live.outages) and self._closed(live.outages)
 
     def _breakers_closed(self) -> bool:
         """Whether every delivery breaker is closed, as this process last read it."""
+        return self._closed(self.runtime.connections)
+
+    def _closed(self, connections: Iterable[str]) -> bool:
         store = self.runtime.breaker_store
-        return all(store.breaker(name).phase == "closed" for name in self.runtime.connections)
+        return all(store.breaker(name).phase == "closed" for name in connections)
 
     async def _carry_out_replays(self, enricher: Enricher) -> None:
         for request in self._replays.waiting() if self._replays is not None else ():
