@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -33,7 +32,7 @@ from shipmap.connectors._store._moves import (
     stranded,
 )
 from test_journal import pending
-from test_runtime_support import environ, order_event, write_config
+from test_runtime_support import environ, order_event, recorded_statements, write_config
 
 PASSWORD = "pg-secret-never-printed"  # the test server trusts loopback, so any password connects
 
@@ -194,7 +193,7 @@ def test_many_pending_rows_are_one_statement_per_500_that_returns_the_rows_taken
         b._db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE key = 'released'")
         with a.transaction():
             assert a.mark_pending_many([_row("mine")]) == {"mine"}
-        statements = _recorded(a, monkeypatch)
+        statements = recorded_statements(a, monkeypatch)
         fresh = [f"new{n:04d}" for n in range(1100)]
         known = ["theirs", "expired", "released", "delivered", "dead", "mine"]
         batch = [_row(key) for key in (*known, *fresh, "mine")]
@@ -491,7 +490,7 @@ def test_a_worker_renews_and_releases_its_leases_on_the_index_of_leased_deliveri
             "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL"
         )  # parked: released
         journal._db.execute("ANALYZE deliveries")
-        statements = _recorded(journal, monkeypatch)
+        statements = recorded_statements(journal, monkeypatch)
         claimed = claim_pending(journal, limit=2, connections=["fenix"])
         assert [entry.key for entry in claimed] == ["parked00000", "parked00001"]
         assert renew_leases(journal) == {"parked00000", "parked00001"}
@@ -530,7 +529,7 @@ def test_the_end_of_a_shared_run_counts_what_others_hold_on_indexes(
         )
         journal.mark_delivered_many([("parked01002", 200, 1)])  # not pending: not counted
         execute("VACUUM ANALYZE deliveries")
-        statements = _recorded(journal, monkeypatch)
+        statements = recorded_statements(journal, monkeypatch)
         assert pending_elsewhere(journal) == 2997  # 3,000, less this worker's 2 and the delivered one
         assert pending_holders(journal) == [(None, 2990, None), ("w1", 5, 4e9), ("w2", 2, 5e9)]
         journal.worker = "w1"
@@ -549,19 +548,6 @@ def test_the_end_of_a_shared_run_counts_what_others_hold_on_indexes(
             r"Index Only Scan using deliveries_(state|pending|pending_url) on deliveries ", plan
         ), plan
         assert "using deliveries_leased on deliveries" in plan, plan
-
-
-def _recorded(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """The statements ``journal`` runs from now on, with their parameters, as they run."""
-    statements: list[tuple[str, Any]] = []
-    execute = journal._db.execute
-
-    def recording(sql: str, parameters: Any = ()) -> Any:
-        statements.append((sql, parameters))
-        return execute(sql, parameters)
-
-    monkeypatch.setattr(journal._db, "execute", recording)
-    return statements
 
 
 def test_an_sqlite_journal_of_version_1_is_upgraded_when_a_run_opens_it(tmp_path: Path) -> None:

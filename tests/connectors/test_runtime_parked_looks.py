@@ -22,7 +22,15 @@ import pytest
 from shipmap.connectors import RunSummary, Runtime, Sandbox
 from shipmap.connectors._store._claims import claim_pending, pending_counts
 from shipmap.connectors._store._journal import Journal
-from test_runtime_support import BASE_CONFIG, FIXTURES, environ, order_event, shipment_event, write_config
+from test_runtime_support import (
+    BASE_CONFIG,
+    FIXTURES,
+    environ,
+    order_event,
+    recorded_statements,
+    shipment_event,
+    write_config,
+)
 
 ORDERS = 30  # Fenix orders parked by the outage
 CONCURRENCY = 4
@@ -138,7 +146,7 @@ def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_ind
 
         store.run_transaction(write)
         store._db.execute("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL")  # nobody holds them
-        statements = _recorded(store, monkeypatch)
+        statements = recorded_statements(store, monkeypatch)
         assert pending_counts(store) == {"fenix": 20, "dg": 10, None: 1}
         # Nobody holds them: on a shared journal none is this worker's; on an exclusive one, all are this run's.
         assert pending_counts(store, ["fenix"], held_here=True) == ({} if store.shared else {"fenix": 20})
@@ -175,19 +183,6 @@ def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_ind
                     str(row[-1]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)
                 )
                 assert "USING COVERING INDEX deliveries_pending" in statement_plan, (sql, statement_plan)
-
-
-def _recorded(store: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
-    """The statements ``store`` runs from now on, with their parameters, as they run."""
-    statements: list[tuple[str, Any]] = []
-    execute = store._db.execute
-
-    def recording(sql: str, parameters: Any = ()) -> Any:
-        statements.append((sql, parameters))
-        return execute(sql, parameters)
-
-    monkeypatch.setattr(store._db, "execute", recording)
-    return statements
 
 
 def test_a_look_at_held_back_deliveries_takes_only_what_this_run_may_send_and_its_marks_land(

@@ -9,7 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from shipmap.connectors import Journal
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "runtime"
 SECRETS = ("demo-pass", "demo-api-key", "demo-secret", "ZGVtby1rZXk6ZGVtby1zZWNyZXQ=")  # the last: key:secret
@@ -131,3 +133,16 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up waiting for {what}")
         threading.Event().wait(0.01)
+
+
+def recorded_statements(journal: Journal, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """The statements ``journal`` runs from now on, with their parameters, as they run."""
+    statements: list[tuple[str, Any]] = []
+    execute = journal._db.execute
+
+    def recording(sql: str, parameters: Any = ()) -> Any:
+        statements.append((sql, parameters))
+        return execute(sql, parameters)
+
+    monkeypatch.setattr(journal._db, "execute", recording)
+    return statements
