@@ -17,7 +17,8 @@ cap at least that long it is the value in use either way; under a shorter one, w
 used as given where left out it is 4m, and 7d of bodies written under a 30d dedup_window drops them sooner
 than left out, which keeps them for the whole window.
 
-A leaf module, as ``_config_key`` is: the breaker's settings hold a pair too.
+A leaf module, as ``_config_key`` is: the breaker's settings hold a pair too, and the fenix session holds its
+margin to ``REFRESH`` (:meth:`Pair.refuse`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,18 @@ class Pair:
     def inverse(self) -> str:
         """What ``upper`` must be to ``lower``: ``more than``, ``at least``."""
         return "more than" if self.strict else "at least"
+
+    def refuse(self, owner: str, low: float | None, high: float) -> None:
+        """ConfigError (exit 2) when ``low``, given, is out of order with ``high``, naming both keys with
+        their values (durations, never secrets) after ``owner``, the class that holds them, as what is built
+        in code has no file to point at: ``RetryPolicy: backoff_base (2s) must be at most backoff_cap (1s):
+        ...``."""
+        if low is None or self.holds(low, high):
+            return
+        raise ConfigError(
+            f"{owner}: {self.lower} ({duration_text(low)}) must be {self.relation} {self.upper}"
+            f" ({duration_text(high)}): {self.why}"
+        )
 
 
 REFRESH = Pair(
@@ -82,16 +95,8 @@ def in_use(record: object, pair: Pair, default: float) -> float:
 
 
 def refuse_out_of_order(record: object, pair: Pair) -> None:
-    """ConfigError (exit 2) when ``record``'s lower key of ``pair`` is given and out of order with the upper
-    one, naming both with their values (durations, never secrets) and the record's class, as a record built
-    in code has no file to point at: ``RetryPolicy: backoff_base (2s) must be at most backoff_cap (1s): ...``."""
-    low, high = getattr(record, pair.lower), getattr(record, pair.upper)
-    if low is None or pair.holds(low, high):
-        return
-    raise ConfigError(
-        f"{type(record).__name__}: {pair.lower} ({duration_text(low)}) must be {pair.relation} {pair.upper}"
-        f" ({duration_text(high)}): {pair.why}"
-    )
+    """:meth:`Pair.refuse` on ``record``'s two keys of ``pair``, named after its class."""
+    pair.refuse(type(record).__name__, getattr(record, pair.lower), getattr(record, pair.upper))
 
 
 __all__ = [

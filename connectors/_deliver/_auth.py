@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from .._errors import AuthError
+from .._errors import AuthError, ConfigError
+from .._key_pairs import REFRESH
 from .._redact import MASK, RedactingLogger, Redactor, get_logger
 
 Clock = Callable[[], float]
@@ -301,14 +302,13 @@ class FenixSessionAuth(ShipmapAuth):
     def use_refresh_margin(self, refresh_margin: float | None) -> None:
         """Log in again ``refresh_margin`` seconds before the token runs out, from now on; None: the default,
         which adapts to a short token. The session goes on: a reload that changed only this logs in again
-        when the new margin says so, not at once."""
+        when the new margin says so, not at once. A margin given is held to the config's rules: ConfigError
+        (exit 2) below 0, or not below ``token_ttl`` (``REFRESH``, the rule ``AuthSettings`` holds too)."""
         if refresh_margin is None:  # the default adapts to a short token; a margin given is the caller's
             refresh_margin = min(FENIX_REFRESH_MARGIN, self.token_ttl / 2)
-        elif not 0 <= refresh_margin < self.token_ttl:
-            raise ValueError(
-                f"refresh_margin ({refresh_margin:g} s) must be less than token_ttl ({self.token_ttl:g} s), and"
-                " 0 or more: the token would be renewed before every request, or never used"
-            )
+        elif refresh_margin < 0:  # a file's durations cannot be; the schema holds AuthSettings' in code
+            raise ConfigError(f"{type(self).__name__}: refresh_margin must be 0 or more")
+        REFRESH.refuse(type(self).__name__, refresh_margin, self.token_ttl)
         self.refresh_margin = refresh_margin
 
     # --- shared, I/O-free steps -------------------------------------------------------------------------

@@ -310,7 +310,9 @@ def test_a_margin_the_file_writes_is_used_as_written_even_equal_to_the_default(t
     assert margins == [300.0, 240.0]
 
 
-def test_fenix_session_auth_adapts_only_its_default_margin() -> None:
+def test_fenix_session_auth_adapts_only_its_default_margin_and_holds_a_given_one_to_the_pair() -> None:
+    """The session holds a margin given to the rule AuthSettings holds (``REFRESH``), in its words: one rule,
+    not a copy of it (the copy said ``(120 s)``, and raised ValueError, where the config says 2m and exit 2)."""
     from shipmap.connectors import FenixSessionAuth
 
     def auth(**kwargs: float) -> FenixSessionAuth:
@@ -320,12 +322,43 @@ def test_fenix_session_auth_adapts_only_its_default_margin() -> None:
 
     assert auth(token_ttl=120.0).refresh_margin == 60.0  # the default (5m), at most half a short token's life
     assert auth(token_ttl=120.0, refresh_margin=100.0).refresh_margin == 100.0
-    with pytest.raises(ValueError) as refused:
+    assert auth(token_ttl=120.0, refresh_margin=0.0).refresh_margin == 0.0  # renewed as it expires: allowed
+    rule = "refresh_margin (2m) must be less than token_ttl (2m): the token would be renewed before every request, or never used"
+    with pytest.raises(ConfigError) as refused:
         auth(token_ttl=120.0, refresh_margin=120.0)
-    assert str(refused.value) == (
-        "refresh_margin (120 s) must be less than token_ttl (120 s), and 0 or more: the token would be renewed"
+    assert (refused.value.message, refused.value.exit_code) == (f"FenixSessionAuth: {rule}", 2)
+    with pytest.raises(ConfigError) as settings:
+        AuthSettings(**FENIX_SESSION, store_name="s", token_ttl=120.0, refresh_margin=120.0)
+    assert settings.value.message == f"AuthSettings: {rule}"
+    with pytest.raises(ConfigError) as negative:
+        auth(token_ttl=120.0, refresh_margin=-1.0)
+    assert negative.value.message == "FenixSessionAuth: refresh_margin must be 0 or more"
+
+
+def test_a_session_retimed_on_a_reload_is_held_to_the_pair() -> None:
+    """``use_refresh_margin`` (a reload that changed only the margin) holds the new margin to the same rule,
+    and a refused one leaves the session's margin as it was."""
+    from shipmap.connectors import FenixSessionAuth
+
+    session = FenixSessionAuth(
+        login_url=f"{URL}/login",
+        username="u",
+        password="pass",
+        api_key="key1",
+        store_name="s",
+        token_ttl=600.0,
+    )
+    session.use_refresh_margin(120.0)
+    assert session.refresh_margin == 120.0
+    with pytest.raises(ConfigError) as refused:
+        session.use_refresh_margin(900.0)
+    assert refused.value.message == (
+        "FenixSessionAuth: refresh_margin (15m) must be less than token_ttl (10m): the token would be renewed"
         " before every request, or never used"
     )
+    assert session.refresh_margin == 120.0
+    session.use_refresh_margin(None)
+    assert session.refresh_margin == 300.0  # the default: 5m, under half of 10m
 
 
 def test_serve_settings_given_in_code_are_held_to_the_resweep_pair(tmp_path: Path) -> None:
