@@ -3,7 +3,6 @@ from a file (``_load``), or directly in code; defaults live here, once."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
@@ -126,8 +125,14 @@ class AuthSettings:
 
     def differs_in_margin_alone(self, other: AuthSettings) -> bool:
         """Whether ``other`` differs from these settings only in when a session logs in again (its
-        refresh_margin, given or left out): a session built from these can go on with ``other``'s margin."""
-        return other != self and dataclasses.replace(other, refresh_margin=self.refresh_margin) == self
+        refresh_margin, given or left out): a session built from these can go on with ``other``'s margin.
+        Compared key by key: settings built with this margin and ``other``'s token_ttl may break their pair
+        (a reload from a 4h token renewed 1h early to a 30m one raised ConfigError here)."""
+        return other.refresh_margin != self.refresh_margin and all(
+            getattr(other, key.name) == getattr(self, key.name)
+            for key in fields(self)
+            if key.compare and key.name != "refresh_margin"
+        )
 
     def _build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
         reread = self.reader.read if self.reader is not None else None

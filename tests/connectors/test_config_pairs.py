@@ -145,6 +145,18 @@ def test_two_keys_out_of_order_are_a_located_error_exit_2(
     assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
 
 
+def test_only_the_margin_changed_is_told_without_building_a_record_that_breaks_the_pair() -> None:
+    """A reload from a 4h token with a 1h margin to a 30m token, its margin left out, is a new session: the
+    check built the new settings with the old margin, which broke their pair and raised ConfigError from
+    inside the reload. From a session to another scheme, likewise."""
+    long = AuthSettings(**FENIX_SESSION, store_name="s", token_ttl=4 * 3600.0, refresh_margin=3600.0)
+    short = dataclasses.replace(long, token_ttl=1800.0, refresh_margin=None)
+    basic = AuthSettings(scheme="basic", username="u", password="pass")
+    assert (long.differs_in_margin_alone(short), long.differs_in_margin_alone(basic)) == (False, False)
+    assert long.differs_in_margin_alone(dataclasses.replace(long, refresh_margin=None)) is True
+    assert long.differs_in_margin_alone(long) is False
+
+
 def test_a_short_token_ttl_alone_keeps_the_default_margin_adapting(tmp_path: Path) -> None:
     """The default margin (5m) is at most half the token's life: a 2m token alone is not an error."""
     config = load_config(write_config(tmp_path, URL, **_fenix_auth(token_ttl="2m")), environ=environ(URL))

@@ -550,6 +550,30 @@ def test_a_reload_that_only_writes_refresh_margin_retimes_the_session_it_keeps(
     assert (breaker.phase, breaker.failures) == ("closed", 0)
 
 
+def test_a_reload_to_a_shorter_token_than_the_old_margin_makes_a_new_session(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a 4h token renewed 1h early to a 30m token, its margin left out: the reload asked whether only the
+    margin changed by building the new settings with the old margin (1h on a 30m token), which broke their
+    pair and refused the reload with ConfigError. The token's life changed too: a new session, adapting."""
+    _serve_fixtures_in(tmp_path, monkeypatch)
+    config = tmp_path / "serve.yaml"
+    text = config.read_text()
+    assert FENIX_SESSION in text
+    config.write_text(
+        text.replace(FENIX_SESSION, FENIX_SESSION + "      token_ttl: 4h\n      refresh_margin: 1h\n")
+    )
+    service = Service(Runtime.from_config(config))
+    session = service.runtime.auths["fenix"]
+    assert session.refresh_margin == 3600.0  # type: ignore[attr-defined]
+    config.write_text(text.replace(FENIX_SESSION, FENIX_SESSION + "      token_ttl: 30m\n"))
+    assert asyncio.run(service.reload()).changed == (
+        "connections.fenix: auth.token_ttl, auth.refresh_margin",
+    )
+    renewed = service.runtime.auths["fenix"]
+    assert renewed is not session and renewed.refresh_margin == 300.0  # type: ignore[attr-defined]
+
+
 def test_the_reload_log_names_the_auth_keys_that_changed_never_their_values(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
