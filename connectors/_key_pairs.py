@@ -1,14 +1,17 @@
-"""Bounds that span two keys of one section: a value that must stay below another (a fenix_session's
-``refresh_margin`` below its ``token_ttl``, a backoff base, a breaker's cooldown and ``serve.resweep`` at most
-their caps, ``serve.keep_bodies`` at most ``dedup_window``). The schema bounds each key alone.
+"""Rules that span two keys of one section, which the schema (each key alone) cannot say: a value that must
+stay below another (:class:`Pair`: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff
+base, a breaker's cooldown and ``serve.resweep`` at most their caps, ``serve.keep_bodies`` at most
+``dedup_window``), and a key that one value of another alone reads (:class:`OnlyWith`: ``refresh_margin``
+with the scheme ``fenix_session``; with any other it would be ignored in silence).
 
-A rule holds when its lower key is given. Left out, the lower key is None and its default adapts to the
-other (the auth refreshes at most half a short token's life early; the first backoff, cooldown and resweep
-are at most their caps; bodies are kept for the whole dedup window), so that a value given, even one equal to
-the default, is told from one left out in code as in a file. Each record that holds a pair checks it when it
-is built (:func:`refuse_out_of_order`, from its ``__post_init__``): in code, by ``dataclasses.replace`` too.
-A file's pairs are checked before its records are built (``_config/_pairs.py``), so that its error is located
-at the key the file wrote later.
+A rule holds when its key is given (a pair's lower key). Left out, that key is None and its default adapts
+to the other (the auth refreshes at most half a short token's life early; the first backoff, cooldown and
+resweep are at most their caps; bodies are kept for the whole dedup window), so that a value given, even one
+equal to the default, is told from one left out in code as in a file. Each record that holds a rule checks
+it when it is built (:func:`refuse_out_of_order`, :func:`refuse_ignored`, from its ``__post_init__``): in
+code, by ``dataclasses.replace`` too. A file's are checked before its records are built
+(``_config/_pairs.py``), so that its error is located: at the key the file wrote later, or at the key that
+would be ignored.
 
 The schema gives a lower key the numeric ``default`` that editors insert only where writing it runs as leaving
 it out does, or is refused, never silently different: ``backoff_base``, ``cooldown`` and ``resweep`` (under a
@@ -62,6 +65,26 @@ class Pair:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class OnlyWith:
+    """``key``, given, applies only where ``selector`` is ``value``: with any other it would be ignored."""
+
+    key: str
+    selector: str
+    value: str
+    section: str  # what the value selects, for the message: "auth"
+    why: str  # why the others ignore it, for the message
+
+    def misplaced(self, selected: object) -> str | None:
+        """The message (after the key's name) when ``key`` is given where ``selector`` is ``selected``;
+        None where it applies."""
+        if selected == self.value:
+            return None
+        return (
+            f"applies only to {self.value} {self.section}, and the {self.selector} is {selected}: {self.why}"
+        )
+
+
 REFRESH = Pair(
     "refresh_margin",
     "token_ttl",
@@ -85,6 +108,13 @@ KEEP_BODIES = Pair(
     why="the inbox forgets a webhook, its id and its body, that long after it arrived",
 )
 SERVE_PAIRS = (RESWEEP, KEEP_BODIES)  # ServeSettings holds two
+REFRESH_ONLY_WITH_SESSION = OnlyWith(
+    "refresh_margin",
+    "scheme",
+    "fenix_session",
+    section="auth",
+    why="no other scheme logs in for a token to renew",
+)
 
 
 def in_use(record: object, pair: Pair, default: float) -> float:
@@ -99,14 +129,28 @@ def refuse_out_of_order(record: object, pair: Pair) -> None:
     pair.refuse(type(record).__name__, getattr(record, pair.lower), getattr(record, pair.upper))
 
 
+def refuse_ignored(record: object, rule: OnlyWith) -> None:
+    """ConfigError (exit 2) when ``record`` gives ``rule``'s key (not None) where its selector makes it
+    ignored, naming the key, the selector's value and the record's class: ``AuthSettings: refresh_margin
+    applies only to fenix_session auth, and the scheme is basic: ...``."""
+    if getattr(record, rule.key) is None:
+        return
+    message = rule.misplaced(getattr(record, rule.selector))
+    if message is not None:
+        raise ConfigError(f"{type(record).__name__}: {rule.key} {message}")
+
+
 __all__ = [
     "BACKOFF",
     "COOLDOWN",
     "KEEP_BODIES",
     "REFRESH",
+    "REFRESH_ONLY_WITH_SESSION",
     "RESWEEP",
     "SERVE_PAIRS",
+    "OnlyWith",
     "Pair",
     "in_use",
+    "refuse_ignored",
     "refuse_out_of_order",
 ]

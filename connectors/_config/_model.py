@@ -27,7 +27,14 @@ from .._deliver._auth import (
 )
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
-from .._key_pairs import BACKOFF, REFRESH, in_use, refuse_out_of_order
+from .._key_pairs import (
+    BACKOFF,
+    REFRESH,
+    REFRESH_ONLY_WITH_SESSION,
+    in_use,
+    refuse_ignored,
+    refuse_out_of_order,
+)
 from .._redact import MASK, Redactor
 from .._store._journal_pg import display_url
 
@@ -102,6 +109,7 @@ class AuthSettings:
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
 
     def __post_init__(self) -> None:
+        refuse_ignored(self, REFRESH_ONLY_WITH_SESSION)
         if self.scheme == "fenix_session":
             refuse_out_of_order(self, REFRESH)
 

@@ -145,6 +145,101 @@ def test_two_keys_out_of_order_are_a_located_error_exit_2(
     assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
 
 
+def _dg_auth(**auth: str) -> dict[str, Any]:
+    connections = copy.deepcopy(BASE_CONFIG["connections"])
+    connections["dg"]["auth"] = auth
+    return {"connections": connections}
+
+
+NO_TOKEN = "no other scheme logs in for a token to renew"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            _dg_auth(scheme="basic", key="${DG_API_KEY}", secret="${DG_API_SECRET}", refresh_margin="5m"),
+            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is basic: "
+            + NO_TOKEN,
+        ),
+        (  # written before the scheme: the key is what is wrong, wherever it stands
+            _dg_auth(refresh_margin="30s", scheme="api_key", api_key="${DG_API_KEY}"),
+            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is api_key: "
+            + NO_TOKEN,
+        ),
+        (
+            _dg_auth(scheme="bearer", token="${DG_API_KEY}", refresh_margin="0s"),
+            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is bearer: "
+            + NO_TOKEN,
+        ),
+        (
+            _dg_auth(scheme="none", refresh_margin="5m"),
+            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is none: "
+            + NO_TOKEN,
+        ),
+    ],
+    ids=["basic", "api_key-written-first", "bearer-zero", "none"],
+)
+def test_a_refresh_margin_on_another_scheme_is_a_located_error_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], message: str
+) -> None:
+    """It was ignored in silence: the author believed the token renewed early. Located at the key itself (as
+    an unknown key is), never quoting a value."""
+    path = write_config(tmp_path, URL, **changes)
+    lines = path.read_text().splitlines()
+    line = next(n for n, row in enumerate(lines, 1) if row.strip().startswith("refresh_margin:"))
+    column = lines[line - 1].index("refresh_margin") + 1
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ(URL))
+    assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    code = main(["run", str(path), "--input", str(events)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"{path}:{line}:{column}: error: {message}"), err
+    assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
+    assert main(["validate", str(path)]) == 2
+    assert f"{path}:{line}:{column}: error: {message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: AuthSettings(scheme="basic", username="u", password="pass", refresh_margin=300.0),
+            "AuthSettings: refresh_margin applies only to fenix_session auth, and the scheme is basic: "
+            + NO_TOKEN,
+        ),
+        (  # the scheme left out is none
+            lambda: AuthSettings(refresh_margin=60.0),
+            "AuthSettings: refresh_margin applies only to fenix_session auth, and the scheme is none: "
+            + NO_TOKEN,
+        ),
+        (  # a session's settings turned into another scheme's by dataclasses.replace keep the margin: refused
+            lambda: dataclasses.replace(
+                AuthSettings(**FENIX_SESSION, store_name="s", refresh_margin=60.0),
+                scheme="bearer",
+                token="tok1",
+            ),
+            "AuthSettings: refresh_margin applies only to fenix_session auth, and the scheme is bearer: "
+            + NO_TOKEN,
+        ),
+    ],
+    ids=["basic-equal-to-default", "none-by-default", "bearer-by-replace"],
+)
+def test_a_refresh_margin_on_another_scheme_is_refused_when_built_in_code(build: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
+
+
+def test_other_schemes_without_a_margin_and_a_session_with_one_pass() -> None:
+    assert AuthSettings(scheme="basic", username="u", password="pass").refresh_margin is None
+    session = AuthSettings(**FENIX_SESSION, store_name="s", refresh_margin=60.0)
+    assert dataclasses.replace(session, refresh_margin=None, scheme="api_key").scheme == "api_key"
+
+
 def test_only_the_margin_changed_is_told_without_building_a_record_that_breaks_the_pair() -> None:
     """A reload from a 4h token with a 1h margin to a 30m token, its margin left out, is a new session: the
     check built the new settings with the old margin, which broke their pair and raised ConfigError from
