@@ -168,21 +168,32 @@ class AuthSettings:
         return NoAuth()
 
 
+# What a phase of a timeout left out runs with.
+DEFAULT_PHASES = {"connect": 5.0, "read": 30.0, "write": 30.0, "pool": 30.0}
+
+
+def _phase_field(description: str, name: str) -> Any:
+    """A phase of a timeout: None when left out, so that a value given, even its default, is told from one
+    left out (a phase longer than ``total`` is warned about only where given). None of them 0: every attempt
+    would time out at once (and be retried, then dead-lettered)."""
+    return field(
+        default=None,
+        metadata=about(
+            description,
+            duration=True,
+            exclusiveMinimum=0,
+            default_text=duration_text(DEFAULT_PHASES[name]),
+            schema_default=DEFAULT_PHASES[name],  # written, it runs as left out does
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    # None of them 0: every attempt would time out at once (and be retried, then dead-lettered).
-    connect: float = field(
-        default=5.0, metadata=about("Opening a connection.", duration=True, exclusiveMinimum=0)
-    )
-    read: float = field(
-        default=30.0, metadata=about("Silence while reading an answer.", duration=True, exclusiveMinimum=0)
-    )
-    write: float = field(
-        default=30.0, metadata=about("Sending a request.", duration=True, exclusiveMinimum=0)
-    )
-    pool: float = field(
-        default=30.0, metadata=about("Waiting for a free connection.", duration=True, exclusiveMinimum=0)
-    )
+    connect: float | None = _phase_field("Opening a connection.", "connect")
+    read: float | None = _phase_field("Silence while reading an answer.", "read")
+    write: float | None = _phase_field("Sending a request.", "write")
+    pool: float | None = _phase_field("Waiting for a free connection.", "pool")
     # The deadline of one attempt, whatever the server does.
     total: float = field(
         default=60.0,
@@ -193,8 +204,13 @@ class Timeouts:
         ),
     )
 
+    def phase(self, name: str) -> float:
+        """The seconds phase ``name`` (connect, read, write or pool) runs with: given, or its default."""
+        given: float | None = getattr(self, name)
+        return DEFAULT_PHASES[name] if given is None else given
+
     def httpx(self) -> httpx.Timeout:
-        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+        return httpx.Timeout(**{name: self.phase(name) for name in DEFAULT_PHASES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,16 +484,6 @@ class RuntimeConfig:
     def error(self, message: str, path: PathKey = (), *, key: bool = False) -> ConfigError:
         location = self.locations.get(("#key", *path)) if key else None
         return ConfigError(message, location=location or self.where(path))
-
-
-def given(config: RuntimeConfig | None, record: Any, path: PathKey, key: str) -> bool:
-    """Whether ``key`` of ``record`` (the section at ``path``) was given rather than left at its default:
-    written in the file, for a config loaded from one; in code (``config`` None or without locations), not
-    equal to its default, so a value equal to it counts as left out."""
-    if config is not None and config.locations:
-        return (*path, key) in config.locations
-    default = next(f.default for f in fields(record) if f.name == key)
-    return bool(getattr(record, key) != default)
 
 
 def resolved(path: Path) -> Path:

@@ -18,7 +18,7 @@ from shipmap.engine import Location
 
 from .._config_key import duration_text
 from .._plural import counted
-from ._model import PathKey, RuntimeConfig, Timeouts, dotted, given
+from ._model import DEFAULT_PHASES, PathKey, RuntimeConfig, Timeouts, dotted
 
 _log = logging.getLogger("shipmap.connectors.config")
 
@@ -90,25 +90,23 @@ def _warn_below(config: RuntimeConfig, failures: int, failures_path: PathKey, co
     )
 
 
-TIMEOUT_PHASES = ("connect", "read", "write", "pool")
-
-
 def warn_phases_past_total(config: RuntimeConfig) -> None:
     """Warn where a timeout's ``connect``, ``read``, ``write`` or ``pool``, given, is longer than its
     ``total``. Every phase runs inside the attempt's deadline, ``total`` (the pool wait, a login and the body's
     read included), so such a timeout never fires: ``read: 2m`` with the default total of 1m ends reads at
-    1m, which was said only when an attempt timed out. Left at its default, a phase is not the author's
-    choice (a single duration gives ``total`` twice it). Not an error: the attempts end as they always did.
-    Located at whichever of the two keys the file wrote later."""
+    1m, which was said only when an attempt timed out. Left out (None, in code as in a file), a phase is not
+    the author's choice; given, even equal to its default, it is (a single duration gives ``total`` twice
+    it). Not an error: the attempts end as they always did. Located at whichever of the two keys the file
+    wrote later."""
     sections: list[tuple[PathKey, Timeouts]] = [(("delivery", "timeout"), config.delivery.timeout)]
     for connection in config.connections:
         if connection.timeout is not None:
             sections.append((("connections", connection.name, "timeout"), connection.timeout))
     for path, timeouts in sections:
         total_path: PathKey = (*path, "total")
-        for phase in TIMEOUT_PHASES:
-            seconds = getattr(timeouts, phase)
-            if seconds <= timeouts.total or not given(config, timeouts, path, phase):
+        for phase in DEFAULT_PHASES:
+            seconds: float | None = getattr(timeouts, phase)
+            if seconds is None or seconds <= timeouts.total:  # left out, or within total
                 continue
             phase_path: PathKey = (*path, phase)
             warn(

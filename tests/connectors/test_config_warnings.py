@@ -204,14 +204,20 @@ def test_a_timeout_built_in_code_is_warned_alike(caplog: pytest.LogCaptureFixtur
     from test_config import _in_code
 
     retry = RetryPolicy(max_attempts=5)
-    quiet = DeliverySettings(retry=retry, timeout=Timeouts(total=10.0))  # the phases' defaults: nothing
+    quiet = DeliverySettings(retry=retry, timeout=Timeouts(total=10.0))  # the phases left out: nothing
+    assert (quiet.timeout.read, quiet.timeout.phase("read")) == (None, 30.0)  # left out, and in use
     loud = DeliverySettings(retry=retry, timeout=Timeouts(connect=90.0))
+    # Given equal to its default, a phase is given, as a file that writes it gives it (it read as left out).
+    default_given = DeliverySettings(retry=retry, timeout=Timeouts(read=30.0, total=10.0))
     with caplog.at_level(logging.WARNING, logger="shipmap.connectors.config"):
         Runtime(_in_code(delivery=quiet))
         Runtime(_in_code(delivery=loud))
+        Runtime(_in_code(delivery=default_given))
     assert _warnings(caplog) == [
         "config: delivery.timeout.connect (90s) is longer than delivery.timeout.total (1m): "
-        + NEVER_FIRES.format(phase="connect")
+        + NEVER_FIRES.format(phase="connect"),
+        "config: delivery.timeout.read (30s) is longer than delivery.timeout.total (10s): "
+        + NEVER_FIRES.format(phase="read"),
     ]
 
 
