@@ -301,12 +301,7 @@ class DeliveryLoop:
                     self.runtime.redactor,
                     resweep=self._resweep[0],
                     resweep_cap=self._resweep[1],
-                    parked_deliveries=self._parked_now,
-                    outages_over=self._outages_over,
-                    delivery_breakers_closed=self._breakers_closed,
-                    look_at_delivery_breakers=self.runtime.look_at_breakers,
-                    replays_waiting=self._replays.any_waiting if self._replays else lambda: False,
-                    intake_accepted=lambda: self.accepted,
+                    delivery=_FeedsDeliverySide(self, self._replays),
                     runtime_name=self.runtime.name,
                     # Other services may write to a PostgreSQL journal, each from an SQLite inbox numbered
                     # from 1 like this one: the inbox's id keeps its webhooks' origins apart from theirs.
@@ -389,24 +384,6 @@ class DeliveryLoop:
         self.stalled = None  # the next run is trying
         return min(wait * 2, self._resweep[1])
 
-    def _parked_now(self) -> int:
-        # All the journal counted, not this process's part: any parked delivery is a reason to look again.
-        live = self.runtime.live
-        return live.parked if live is not None else 0
-
-    def _outages_over(self) -> bool:
-        """Whether the connections the run in progress parked deliveries for all have closed breakers now."""
-        live = self.runtime.live
-        return live is not None and bool(live.outages) and self._closed(live.outages)
-
-    def _breakers_closed(self) -> bool:
-        """Whether every delivery breaker is closed, as this process last read it."""
-        return self._closed(self.runtime.connections)
-
-    def _closed(self, connections: Iterable[str]) -> bool:
-        store = self.runtime.breaker_store
-        return all(store.breaker(name).phase == "closed" for name in connections)
-
     async def _carry_out_replays(self, enricher: Enricher) -> None:
         for request in self._replays.waiting() if self._replays is not None else ():
             if request.rows is not None:  # replay --rejected: the next run's feed reads the rows requeued
@@ -464,6 +441,41 @@ class DeliveryLoop:
         if live.parked > before:
             feed.delivery_parked()
         self._parked_seen = (live, live.parked)
+
+
+class _FeedsDeliverySide:
+    """A delivery loop as its feed sees it (``_feed.DeliverySide``): what the runtime's run in progress parked,
+    its breakers, the ``shipmap replay`` requests waiting, and how many webhooks intake has committed."""
+
+    def __init__(self, delivery: DeliveryLoop, replays: ReplayRequests | None) -> None:
+        self._delivery = delivery
+        self._runtime = delivery.runtime
+        self._replays = replays
+
+    def parked_deliveries(self) -> int:
+        # All the journal counted, not this process's part: any parked delivery is a reason to look again.
+        live = self._runtime.live
+        return live.parked if live is not None else 0
+
+    def outages_over(self) -> bool:
+        live = self._runtime.live
+        return live is not None and bool(live.outages) and self._closed(live.outages)
+
+    def breakers_closed(self) -> bool:
+        return self._closed(self._runtime.connections)
+
+    async def look_at_breakers(self) -> None:
+        await self._runtime.look_at_breakers()
+
+    def replays_waiting(self) -> bool:
+        return self._replays is not None and self._replays.any_waiting()
+
+    def intake_accepted(self) -> int:
+        return self._delivery.accepted
+
+    def _closed(self, connections: Iterable[str]) -> bool:
+        store = self._runtime.breaker_store
+        return all(store.breaker(name).phase == "closed" for name in connections)
 
 
 def _call_in(loop: asyncio.AbstractEventLoop, callback: Callable[[], object]) -> None:

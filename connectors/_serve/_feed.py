@@ -37,8 +37,8 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 
 from shipmap.engine import SourceDocument
 
@@ -70,6 +70,59 @@ def envelope(row: InboundRow) -> dict[str, Any]:
         "headers": row.headers,
         "payload": json.loads(row.body),
     }
+
+
+class DeliverySide(Protocol):
+    """What the feed asks of the delivery loop that drives it: the state of the runs it feeds, the replay
+    requests waiting, and intake's pace. Read on the delivery thread, between two events."""
+
+    def parked_deliveries(self) -> int:
+        """Deliveries the run in progress left pending for an open breaker (the journal's count)."""
+        ...
+
+    def outages_over(self) -> bool:
+        """Whether the connections the run in progress parked deliveries for all have closed breakers."""
+        ...
+
+    def breakers_closed(self) -> bool:
+        """Whether every delivery breaker is closed, as this process last read it."""
+        ...
+
+    async def look_at_breakers(self) -> None:
+        """Read the run's delivery breakers again where a shared store's copy is stale
+        (``Runtime.look_at_breakers``), as the feed does the enricher's while it is idle."""
+        ...
+
+    def replays_waiting(self) -> bool:
+        """Whether a ``shipmap replay`` request waits for the delivery loop."""
+        ...
+
+    def intake_accepted(self) -> int:
+        """Webhooks intake has committed since the service started (the feed steps aside in bursts)."""
+        ...
+
+
+class NoDelivery:
+    """A delivery side with nothing parked, every breaker closed, no replay and no intake: a feed read on its
+    own (tests, tools)."""
+
+    def parked_deliveries(self) -> int:
+        return 0
+
+    def outages_over(self) -> bool:
+        return False
+
+    def breakers_closed(self) -> bool:
+        return True
+
+    async def look_at_breakers(self) -> None:
+        return None
+
+    def replays_waiting(self) -> bool:
+        return False
+
+    def intake_accepted(self) -> int:
+        return 0
 
 
 class ParkedRows:
@@ -117,22 +170,16 @@ class InboxFeed:
         *,
         resweep: float = 5.0,
         resweep_cap: float = 300.0,
-        parked_deliveries: Callable[[], int] = lambda: 0,
-        outages_over: Callable[[], bool] = lambda: False,
-        delivery_breakers_closed: Callable[[], bool] = lambda: True,
-        look_at_delivery_breakers: Callable[[], Awaitable[object]] | None = None,
-        replays_waiting: Callable[[], bool] = lambda: False,
-        intake_accepted: Callable[[], int] = lambda: 0,
+        delivery: DeliverySide | None = None,
         runtime_name: str | None = None,
         purge: Callable[[], object] | None = None,
         origin_inbox: str | None = None,
     ) -> None:
-        """``purge``: forget what the inbox holds past its time (``_inbox_retention``), hourly while the feed is
-        idle; by default, the rows past the dedup window. ``origin_inbox``: the inbox's id, named in each
-        webhook's origin (an SQLite inbox beside a journal that other services share: ``_origins``).
-        ``delivery_breakers_closed``: whether every delivery breaker is closed, as this process last read it.
-        ``look_at_delivery_breakers``: read the run's delivery breakers again where a shared store's copy is
-        stale (``Runtime.look_at_breakers``), as the feed does the enricher's while it is idle."""
+        """``delivery``: the delivery loop this feed hands its events to (``DeliverySide``; by default
+        ``NoDelivery``). ``purge``: forget what the inbox holds past its time (``_inbox_retention``), hourly
+        while the feed is idle; by default, the rows past the dedup window. ``origin_inbox``: the inbox's id,
+        named in each webhook's origin (an SQLite inbox beside a journal that other services share:
+        ``_origins``)."""
         self.inbox = inbox
         self._origin_inbox = origin_inbox
         self.enricher = enricher
@@ -148,13 +195,8 @@ class InboxFeed:
         self._backoff = resweep
         self._next_sweep: float | None = None  # monotonic: when parked work is looked at again
         self._retry_in = 0.0  # the soonest a parked webhook's source API probes again
-        self._parked_deliveries = parked_deliveries
-        self._outages_over = outages_over
-        self._delivery_breakers_closed = delivery_breakers_closed
-        self._look_at_delivery_breakers = look_at_delivery_breakers
-        self._replays_waiting = replays_waiting
+        self._delivery: DeliverySide = delivery if delivery is not None else NoDelivery()
         self._replays_checked = 0.0
-        self._intake_accepted = intake_accepted
         self._new_run = False  # a reload changed the mappings: the next events go to a run with them
         self._intake_mark = (time.monotonic(), 0)
         self._intake_rate = 0.0
@@ -310,7 +352,7 @@ class InboxFeed:
         now = time.monotonic()
         then, before = self._intake_mark
         if now - then >= _RATE_WINDOW:
-            count = self._intake_accepted()
+            count = self._delivery.intake_accepted()
             self._intake_rate = (count - before) / (now - then)
             self._intake_mark = (now, count)
         return self._intake_rate > _BURST_RATE
@@ -339,18 +381,18 @@ class InboxFeed:
     def _sweep_due(self) -> str | None:
         """Whether to look at parked work now: ``"run"`` (deliveries are parked in the journal: a new
         run re-sends them), ``"inbox"`` (only webhooks are parked: read the inbox from its start), or None."""
-        deliveries = self._parked_deliveries()
+        deliveries = self._delivery.parked_deliveries()
         if not deliveries and not self.parked:
             self._next_sweep = None
             # And every breaker closed: the outage is over. (Not while a look's probe is in flight, nor while a
             # run's deliveries wait for an open breaker, with nothing parked yet: the backoff goes on doubling.)
-            if self.enricher.breakers_closed() and self._delivery_breakers_closed():
+            if self.enricher.breakers_closed() and self._delivery.breakers_closed():
                 self._backoff = self._resweep
             return None
         now = time.monotonic()
         # The deliveries' connections are back, or the parked webhooks' source APIs (a probe was answered,
         # here or by another process on the journal): what is parked goes now, not after the backoff.
-        back = (bool(deliveries) and self._outages_over()) or (
+        back = (bool(deliveries) and self._delivery.outages_over()) or (
             bool(self.parked) and self.enricher.breakers_closed()
         )
         if not back and now < self._plan_sweep(now):
@@ -386,7 +428,7 @@ class InboxFeed:
     def _idle_wait(self) -> float:
         """How long the idle feed waits for a wake-up: until the next look at parked work, at most
         ``_IDLE_POLL``."""
-        if self._next_sweep is None and not self.parked and not self._parked_deliveries():
+        if self._next_sweep is None and not self.parked and not self._delivery.parked_deliveries():
             return _IDLE_POLL
         now = time.monotonic()
         return max(0.01, min(_IDLE_POLL, self._plan_sweep(now) - now))
@@ -398,15 +440,14 @@ class InboxFeed:
         looks each time it goes idle, so an idle process's /readyz, /metrics and stop summary follow the
         others' within ``_IDLE_POLL`` (and parked work is looked at once another process's probe closed one)."""
         await self.enricher.look_at_breakers()
-        if self._look_at_delivery_breakers is not None:
-            await self._look_at_delivery_breakers()
+        await self._delivery.look_at_breakers()
 
     def _replay_requested(self) -> bool:
         now = time.monotonic()
         if now - self._replays_checked < _CHECK_REPLAYS_EVERY:
             return False
         self._replays_checked = now
-        return self._replays_waiting()
+        return self._delivery.replays_waiting()
 
     def _slot(self, row: InboundRow) -> Slot[InboundRow, SourceDocument] | SourceUnavailable:
         """The row in its lane: its event at once, or a fetch of its documents under way."""
