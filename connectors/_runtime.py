@@ -5,9 +5,10 @@ process-wide state: its redactor, auth sessions and random source are its own. `
 stream of events; ``plan`` is the dry run; ``replay``/``replay_async`` re-send dead letters.
 
 What outlives a run is kept here: the config, the auth sessions (a Fenix token serves every run until it
-expires), the breaker store, and what one run leaves for the next (a ``Carryover``: ``_run._carryover``).
-Each run is an ``Execution`` (``_run._execution``), which wires the stages together over one journal and owns
-none of their work; the runtime lends it its transport, random source and log, and hands it the carryover.
+expires), and what one run leaves for the next (a ``Carryover``: ``_run._carryover``), the breaker store and
+the last run's summary among it. Each run is an ``Execution`` (``_run._execution``), which wires the stages
+together over one journal and owns none of their work; the runtime lends it its transport, random source and
+log, and hands it the carryover, through which the execution hands back its summary and breaker store.
 """
 
 from __future__ import annotations
@@ -70,16 +71,27 @@ class Runtime:
             c.name: c.auth.build(c.base_url, self.redactor, runtime_name=name) for c in config.connections
         }
         self._transport = transport
-        # Breaker and rate-limit state outlives a run, like the auth sessions (a store could share it).
-        self.breaker_store: StateStore = MemoryStore()
         self._rng = random.Random(seed)
         self._log = get_logger("runtime", self.redactor, runtime_name=name)
         self._running = threading.Lock()
-        # The summary of the run in progress (or the last one): ``shipmap serve`` reads it for /metrics.
-        self.live: RunSummary | None = None
         self._carryover = Carryover()
         self._concurrency_override: int | None = None
         self._execution: Execution | None = None  # the run in progress
+
+    @property
+    def live(self) -> RunSummary | None:
+        """The summary of the run in progress, or of the last one (None before the first): ``shipmap serve``
+        reads it for /metrics. Another thread may read it while a run goes on."""
+        execution = self._execution
+        return execution.summary if execution is not None else self._carryover.summary
+
+    @property
+    def breaker_store(self) -> StateStore:
+        """The breaker and rate-limit state of the run in progress, or the one the next run starts from. It
+        outlives a run, like the auth sessions; on a PostgreSQL journal each run opens a shared store, and
+        this is the last one's between runs (its records as last read)."""
+        execution = self._execution
+        return execution.breaker_store if execution is not None else self._carryover.breaker_store
 
     @classmethod
     def from_config(
@@ -378,9 +390,9 @@ class Runtime:
         replay: bool = False,
     ) -> Iterator[Execution]:
         """The run in progress, for as long as the block lasts (inside ``_exclusive``): it borrows this
-        runtime's transport, random source and log, and takes what earlier runs and reloads left it in the
-        carryover."""
-        self._execution = Execution(
+        runtime's transport, random source and log, takes what earlier runs and reloads left it in the
+        carryover, and hands back its summary and breaker store there as the block ends."""
+        execution = Execution(
             self,
             journal,
             progress,
@@ -392,9 +404,13 @@ class Runtime:
             park_when_down=park_when_down,
             replay=replay,
         )
+        self._execution = execution
         try:
-            yield self._execution
+            yield execution
         finally:
+            # Handed back before the execution is let go: a reader on another thread sees this run's summary
+            # throughout, never the one before.
+            execution.hand_back()
             self._execution = None
 
     def _deliverer(self) -> Deliverer | None:

@@ -1,12 +1,17 @@
-"""What one run of a ``Runtime`` leaves for the next: :class:`Carryover`.
+"""What one run of a ``Runtime`` leaves for the next, and for the runtime: :class:`Carryover`.
 
 A ``Runtime`` keeps one for as long as it lives. A reload (``Runtime.use_mapper``) adds to it between runs, and
-each ``Execution`` takes what is owed to it as it starts, so a reload's work is done once, by the next run.
+each ``Execution`` takes what is owed to it as it starts, so a reload's work is done once, by the next run. As
+it ends, the execution hands back what the runtime keeps between runs (``Carryover.keep``): its summary and its
+breaker store. The execution owns both while it runs; no run writes the runtime's attributes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .._deliver._breaker import MemoryStore, StateStore
+from .._summary import RunSummary
 
 
 @dataclass
@@ -18,11 +23,23 @@ class Carryover:
     credentials or headers a reload changed: the next run closes their shared (PostgreSQL) breakers, which
     saw the old ones. ``stranded_named``: the (connection, base_url) pairs whose deliveries pending for another
     base a run has named in the log: once per runtime is enough.
+
+    ``summary``: the last run's (None before the first), which ``Runtime.live`` gives between runs.
+    ``breaker_store``: the breaker and rate-limit state the next run starts from, which outlives a run like the
+    auth sessions: this process's own, until a run on a PostgreSQL journal hands back the shared store it used
+    (its records, as last read, are what ``Runtime.breaker_store`` says between runs).
     """
 
     moves: list[tuple[str, str, str]] = field(default_factory=list)
     close_shared: set[str] = field(default_factory=set)
     stranded_named: set[tuple[str, str]] = field(default_factory=set)
+    summary: RunSummary | None = None
+    breaker_store: StateStore = field(default_factory=MemoryStore)
+
+    def keep(self, summary: RunSummary, breaker_store: StateStore) -> None:
+        """What a run hands back as it ends, however it ends: its summary and the breaker store it used."""
+        self.summary = summary
+        self.breaker_store = breaker_store
 
     def take_moves(self) -> list[tuple[str, str, str]]:
         """The moves owed to the run starting now; the next run owes none unless a reload adds some."""

@@ -14,10 +14,11 @@ A run wires the stages together and owns none of their work:
 - **deliver** (``_deliver._workers``, over ``_delivery``): the senders, which report each outcome back to
   the store.
 
-An :class:`Execution` is its ``Runtime``'s: it reads the runtime's connections, auth sessions and breaker
-store, borrows what the runtime lends each run (its transport, random source and log, given to the
-constructor), and takes what a reload left for the next run from the runtime's :class:`Carryover` (moved
-connections, shared breakers to close).
+An :class:`Execution` is its ``Runtime``'s: it reads the runtime's connections and auth sessions, borrows
+what the runtime lends each run (its transport, random source and log, given to the constructor), and takes
+what a reload and the last run left from the runtime's :class:`Carryover` (moved connections, shared breakers
+to close, the breaker store). It owns its summary and its breaker store (a shared one on a PostgreSQL journal)
+while it runs, and hands them back through the carryover as it ends (``hand_back``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ class Execution:
     a shared journal it keeps this worker's leases meanwhile.
 
     ``deliverer`` is the run's while it sends (None before and after), for the runtime to tell it to stop
-    waiting for open breakers (``Runtime.park_waiting``, ``Runtime.stop_waiting_for``).
+    waiting for open breakers (``Runtime.park_waiting``, ``Runtime.stop_waiting_for``). ``summary`` and
+    ``breaker_store`` are the run's, which the runtime reads while it runs (``Runtime.live``,
+    ``Runtime.breaker_store``), and which ``hand_back`` leaves in the carryover.
     """
 
     def __init__(
@@ -86,13 +89,19 @@ class Execution:
         self.rng = rng
         self.log = log
         self.deliverer: Deliverer | None = None
-        self.summary = runtime.live = RunSummary(replay=replay)
+        self.summary = RunSummary(replay=replay)
+        # The last run's until this one opens its shared store (``_shared_state``).
+        self.breaker_store = carryover.breaker_store
         self.started = time.perf_counter()
         self._follow_moved_connections()  # before recovery reads the pending rows
         self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, log)
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
         self.park_when_down = park_when_down
+
+    def hand_back(self) -> None:
+        """The run has ended, however it ended: its summary and breaker store stay with the runtime."""
+        self.carryover.keep(self.summary, self.breaker_store)
 
     def _follow_moved_connections(self) -> None:
         """Point the pending deliveries of connections moved to another ``base_url`` there. An SQLite journal
@@ -140,7 +149,7 @@ class Execution:
             transport=self.transport,
             rng=self.rng,
             on_retry=self._on_retry,
-            store=runtime.breaker_store,
+            store=self.breaker_store,
             runtime_name=runtime.name,
             waiting_cap=waiting_cap,
         )
@@ -226,8 +235,8 @@ class Execution:
             self.summary.park(name, reason, count)  # the watcher logged the outage when it gave up
 
     async def _shared_state(self) -> PostgresStateStore | None:
-        """On a PostgreSQL journal, the breakers and max_rate slots every worker on it shares (for this run;
-        ``shipmap serve`` reads them through ``runtime.breaker_store``)."""
+        """On a PostgreSQL journal, the breakers and max_rate slots every worker on it shares (this run's
+        ``breaker_store`` from now on; ``shipmap serve`` reads them through ``Runtime.breaker_store``)."""
         url = self.runtime.config.journal.url
         if not self.journal.shared or url is None:
             return None
@@ -240,7 +249,7 @@ class Execution:
             redactor=runtime.redactor,
             runtime_name=runtime.name,
         )
-        runtime.breaker_store = store
+        self.breaker_store = store
         closing = self.carryover.take_close_shared()
         for name in sorted(closing & endpoints.keys()):
             await store.close_breaker(name)
@@ -249,7 +258,7 @@ class Execution:
     async def _down(self, deliverer: Deliverer) -> dict[str, str]:
         """The connections whose circuit breaker is open as the run starts, each with how it is down. A shared
         store's records are read first: a new run's copies say closed until then."""
-        store, down = self.runtime.breaker_store, {}
+        store, down = self.breaker_store, {}
         for name, breaker in deliverer.breakers.items():
             if isinstance(store, SharedStore):
                 await store.refresh(name)
