@@ -1,11 +1,14 @@
-"""Building one target's field tree: each field of the kind's schema, the source path guessed for it or a TODO."""
+"""Building one target's field tree: each field of the kind's schema, the source path guessed for it or a TODO.
+
+:class:`_TargetBuilder` walks the kind's schema (objects, arrays, money, measures, enums, leaves) and turns each
+field into an ``_Out`` of the tree (``_tree``) with its suggestion: the match chosen for it (``_match``),
+written as the mapping's YAML, or a TODO where the sample has nothing for a required field.
+"""
 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shipmap.engine import TargetKind
@@ -15,91 +18,41 @@ from ._guess import (
     _CONTEXTS,
     CONTEXT_SYNONYMS,
     MINOR_UNITS,
-    PARENT_KEYS,
     SYNONYMS,
-    UTC_SUFFIXES,
     _Context,
-    _field_names,
     _is_amount,
     _is_datetime,
     _norm,
     _ordered,
-    _score,
     _shape,
     _sum,
     _synonyms,
     _types,
-    event_array,
-    not_a_root,
     snake,
-    thin,
+)
+from ._match import (
+    _NAIVE_DATETIME,
+    _best,
+    _best_array,
+    _confidence,
+    _country,
+    _Match,
+    _minor_units,
+    _parent_key,
+    _pick_root,
+    _Scope,
+    _utc_twin,
 )
 from ._model import TODO, FieldSuggestion
-from ._sample import _arrays, _dict_nodes, _jinja_path, _Leaf, _leaves, _merged
-
-_PLAIN_YAML = re.compile(r"^[A-Za-z_$][A-Za-z0-9_.$]*$")
-_YAML_WORDS = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"})
-_NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
-_SHOWN_CHARS = 40
-
-
-# --- building one target ------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Out:
-    """One line (or block) of the mapping's field tree."""
-
-    name: str
-    spec: str | None = None  # flow YAML after "name: "; None for a block with children
-    children: list[_Out] = field(default_factory=list)
-    each: str | None = None
-    comment: str = ""
-    suggestion: FieldSuggestion | None = None
-    note: bool = False  # a comment line only
-
-
-@dataclass
-class _Match:
-    leaf: _Leaf
-    path: str
-    score: int
-    fallback: _Leaf | None = None  # a non-null alternative when the best leaf is null in the sample
-    utc_of: str = ""  # the local-time key this UTC twin stands in for
-    call: str = ""  # a function the value goes through (country_name for a code where a name is wanted)
-
-    @property
-    def expression(self) -> str:
-        if self.call:
-            return f"{self.call}({self.path})"
-        value = self.leaf.value
-        if self.utc_of and not (isinstance(value, str) and not _NAIVE_DATETIME.match(value.strip())):
-            # A *_gmt twin is UTC written without an offset: say so, whatever the mapping's timezone.
-            return f"{self.path} && join('', [{self.path}, 'Z'])"
-        if self.fallback is None:
-            return self.path
-        return f"coalesce({self.path}, {_path(self.fallback.parts)})"
-
-    @property
-    def sample(self) -> Any:
-        return self.leaf.value if self.fallback is None else self.fallback.value
-
-
-@dataclass
-class _Scope:
-    """Where fields read from: the target's root node, or one array element inside ``each``."""
-
-    leaves: list[_Leaf]
-    node: dict[str, Any]
-    each: str | None = None  # the each path, inside an array
-    parent_leaves: list[_Leaf] | None = None  # the root's leaves, for $parent.currency
+from ._sample import _jinja_path, _leaves, _merged
+from ._tree import _Out, _show, _walk, _yaml
 
 
 class _TargetBuilder:
     def __init__(self, name: str, kind: TargetKind, document: Any) -> None:
         self.name = name
         self.kind = kind
-        self.from_parts, self.node = self._pick_from(document)
+        self.from_parts, self.node = _pick_root(kind, document)
         self.scope = _Scope(list(_leaves(self.node)), self.node)
         self.fields: list[_Out] = []
         self.not_found: list[str] = []
@@ -108,32 +61,6 @@ class _TargetBuilder:
         self.line_array: tuple[str, list[Any]] | None = None
         self.matched_paths: dict[str, tuple[str | int, ...]] = {}
         self.child_filter: str | None = None
-
-    def _pick_from(self, document: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
-        wanted = {
-            _norm(s.rsplit(".", 1)[-1])
-            for n in _field_names(self.kind.inlined)
-            for s in _synonyms(n, self.kind.name, top=False)
-        }
-        # Only an envelope's content can be the root ({"order": {...}}), never an address, ship-from or
-        # to_address inside the document, however many target fields it holds.
-        nodes = [
-            (parts, node)
-            for parts, node in _dict_nodes(document)
-            if not any(not_a_root(p) for p in parts) and _thin_path(document, parts)
-        ]
-
-        def score(node: dict[str, Any]) -> int:
-            return sum(1 for key in node if _norm(str(key)) in wanted)
-
-        parts, node = max(nodes, key=lambda item: (score(item[1]), -len(item[0])))
-        if score(node) <= score(document):
-            return (), document
-        return parts, node
-
-    def _parent_key(self, elements: list[Any]) -> str | None:
-        merged = _merged(elements)
-        return next((key for key in merged if snake(key) in PARENT_KEYS), None)
 
     @property
     def from_expression(self) -> str | None:
@@ -144,10 +71,10 @@ class _TargetBuilder:
         schema = self.kind.inlined
         line_schema = schema.get("properties", {}).get("line_items")
         if isinstance(line_schema, Mapping) and _shape(line_schema) == "array":
-            self.line_array = self._best_array("line_items", line_schema["items"], self.node)
+            self.line_array = _best_array("line_items", line_schema["items"], self.node)
             if self.line_array is not None:
                 each, elements = self.line_array
-                parent = self._parent_key(elements)
+                parent = _parent_key(elements)
                 if parent is not None:
                     # Children (a bundle's parts, a configurable's simple product) repeat their parent's
                     # quantity: only top-level lines are items, and only they are summed.
@@ -256,9 +183,9 @@ class _TargetBuilder:
             return self._enum(prop, enum, required, dotted, scope, context, top)
         match = self._match(prop, context, scope, top=top)
         if match is not None and _is_datetime(schema):
-            match = self._utc_twin(match, scope)
+            match = _utc_twin(match, scope)
         if match is not None and prop in ("country", "country_name", "country_code"):
-            match, note = self._country(prop, match, scope)
+            match, note = _country(prop, match, scope)
             if match is None:
                 return _Out("", note=True, comment=note) if note else None
         if match is None:
@@ -272,38 +199,6 @@ class _TargetBuilder:
         if match.call == "country_name":
             out.comment += "; a code: country_name() gives the name Fenix wants"
         return out
-
-    def _utc_twin(self, match: _Match, scope: _Scope) -> _Match:
-        """``date_created_gmt`` rather than ``date_created``: a local time without an offset is ambiguous."""
-        key = match.leaf.parts[-1]
-        if not isinstance(key, str):
-            return match
-        owner = match.leaf.parts[:-1]
-        for leaf in scope.leaves:
-            if leaf.parts[:-1] == owner and any(leaf.parts[-1] == key + suffix for suffix in UTC_SUFFIXES):
-                return _Match(leaf, _path(leaf.parts), match.score, utc_of=key)
-        return match
-
-    def _country(self, prop: str, match: _Match, scope: _Scope) -> tuple[_Match | None, str]:
-        """Fenix keeps a country's name and its ISO code apart: a code never fills ``country``, nor a name
-        ``country_code``. A sibling key that holds the right one wins (country_iso2 beside country)."""
-        want_code = prop == "country_code"
-        if _is_code(match.sample) == want_code:
-            return match, ""
-        owner = match.leaf.parts[:-1]
-        for leaf in scope.leaves:
-            if (
-                leaf.parts[:-1] == owner
-                and "country" in snake(str(leaf.parts[-1]))
-                and isinstance(leaf.value, str)
-                and leaf.value
-                and _is_code(leaf.value) == want_code
-            ):
-                return _Match(leaf, _path(leaf.parts), match.score - 10), ""
-        if want_code:
-            return None, ""
-        # Only a code: the shipped ISO 3166 table names it.
-        return _Match(match.leaf, match.path, match.score - 10, call="country_name"), ""
 
     def _leaf_spec(self, prop: str, schema: Mapping[str, Any], match: _Match, required: bool) -> str:
         types = _types(schema)
@@ -383,7 +278,7 @@ class _TargetBuilder:
         if match is not None and not _is_amount(match.sample):
             match = None
         if match is None:
-            match = self._minor_units(prop, scope)
+            match = _minor_units(prop, scope)
         currency_required = "currency" in schema.get("required", ())
         if match is None:
             if not required:
@@ -422,24 +317,10 @@ class _TargetBuilder:
         )
         return _Out(prop, children=[value, currency])
 
-    def _minor_units(self, prop: str, scope: _Scope) -> _Match | None:
-        """``price_cents``, ``amount_in_cents``: an amount of this field counted in minor units."""
-        starts = [snake(s) for s in SYNONYMS.get(prop, (prop,)) if "." not in s]
-        for leaf in scope.leaves:
-            key = snake(leaf.names[-1]) if leaf.names else ""
-            if (
-                len(leaf.names) == 1
-                and MINOR_UNITS.search(key)
-                and any(key.startswith(s + "_") for s in starts)
-                and isinstance(leaf.value, int)
-            ):
-                return _Match(leaf, _path(leaf.parts), 70)
-        return None
-
     def _currency(self, dotted: str, scope: _Scope) -> _Out:
         # Prefer the document's own currency: inside an array that is $parent.<path>.
         outer = scope.parent_leaves if scope.parent_leaves is not None else scope.leaves
-        found = self._best(outer, SYNONYMS["currency"], None)
+        found = _best(outer, SYNONYMS["currency"], None)
         if found is not None and isinstance(found.sample, str):
             expression = found.path
             if scope.parent_leaves is not None:
@@ -448,7 +329,7 @@ class _TargetBuilder:
                 "currency", dotted, _yaml(expression), True, found.sample, expression, found.score
             )
         if scope.parent_leaves is not None:
-            inner = self._best(scope.leaves, SYNONYMS["currency"], None)
+            inner = _best(scope.leaves, SYNONYMS["currency"], None)
             if inner is not None and isinstance(inner.sample, str):
                 return self._suggest("currency", dotted, _yaml(inner.path), True, inner.sample, inner.path)
         out = self._suggest("currency", dotted, "{literal: USD}", True, "USD", "a literal")
@@ -482,7 +363,7 @@ class _TargetBuilder:
         # Units sit beside the value ("weight": {"value", "units"}) or beside the field ("weight_unit").
         owner = match.leaf.parts[:-1]
         beside = [leaf for leaf in scope.leaves if leaf.parts[:-1] == owner]
-        units = self._best(beside, SYNONYMS["units"], None)
+        units = _best(beside, SYNONYMS["units"], None)
         if units is not None and isinstance(units.sample, str):
             unit_out = self._suggest(
                 "units", f"{dotted}.units", _yaml(units.path), True, units.sample, units.path
@@ -507,7 +388,7 @@ class _TargetBuilder:
         if prop == "line_items" and scope.each is None and self.line_array is not None:
             found: tuple[str, list[Any]] | None = self.line_array
         else:
-            found = self._best_array(prop, item, scope.node, exact_only=not required)
+            found = _best_array(prop, item, scope.node, exact_only=not required)
         if found is None:
             if not required:
                 return None
@@ -536,34 +417,6 @@ class _TargetBuilder:
         )
         return out
 
-    def _best_array(
-        self, prop: str, item: Mapping[str, Any], node: dict[str, Any], *, exact_only: bool = False
-    ) -> tuple[str, list[Any]] | None:
-        names = {_norm(s) for s in SYNONYMS.get(prop, (prop,))}
-        best: tuple[int, int, str, list[Any]] | None = None
-        for parts, elements in _arrays(node):
-            named = _norm(parts[-1]) in names
-            if exact_only and not named:
-                continue
-            goods = prop in ("line_items", "items")
-            if goods and event_array(parts[-1]):
-                continue  # tracking events and status history are what happened, not what was bought
-            leaves = list(_leaves(_merged(elements)))
-            score = 5 if named else 0
-            required_hits = 0
-            evidence = False
-            for field_name, _, needed in _ordered(item):
-                if self._best(leaves, SYNONYMS.get(field_name, (field_name,)), None) is not None:
-                    score += 3 if needed else 1
-                    required_hits += 1 if needed else 0
-                    evidence = evidence or field_name in ("sku", "quantity", "price")
-            if required_hits == 0 or score < 3 or (goods and not evidence):
-                continue
-            candidate = (score, -len(parts), _path(parts), elements)
-            if best is None or candidate[:2] > best[:2]:
-                best = candidate
-        return None if best is None else (best[2], best[3])
-
     # --- matching ------------------------------------------------------------------------------------------
 
     def _match(
@@ -577,23 +430,7 @@ class _TargetBuilder:
     ) -> _Match | None:
         if synonyms is None and context is not None:
             synonyms = CONTEXT_SYNONYMS.get((context.name, name))
-        return self._best(scope.leaves, synonyms or _synonyms(name, self.kind.name, top=top), context)
-
-    def _best(self, leaves: Sequence[_Leaf], names: Sequence[str], context: _Context | None) -> _Match | None:
-        scored: list[tuple[int, int, int, _Leaf]] = []
-        for order, leaf in enumerate(leaves):
-            score = _score(leaf, names, context)
-            if score is not None:
-                scored.append((score, -len(leaf.parts), -order, leaf))
-        if not scored:
-            return None
-        scored.sort(key=lambda item: item[:3], reverse=True)
-        best = scored[0][3]
-        match = _Match(best, _path(best.parts), scored[0][0])
-        if best.value is None:
-            alternative = next((item[3] for item in scored[1:] if item[3].value is not None), None)
-            match.fallback = alternative
-        return match
+        return _best(scope.leaves, synonyms or _synonyms(name, self.kind.name, top=top), context)
 
     # --- output --------------------------------------------------------------------------------------------
 
@@ -637,46 +474,3 @@ class _TargetBuilder:
         if dotted.endswith(".action_id"):
             comment = "TODO: the flow id Digital Genius gives you"
         return _Out(prop, spec="{path: TODO, required: true}", comment=comment, suggestion=suggestion)
-
-
-def _thin_path(document: Any, parts: tuple[str, ...]) -> bool:
-    """Whether every object above ``parts`` is an envelope around it (see ``thin``)."""
-    node = document
-    for part in parts:
-        if not isinstance(node, dict) or not thin(node):
-            return False
-        node = node.get(part)
-    return True
-
-
-def _confidence(score: int) -> str:
-    """How sure a guess is: its own name in the right place, a synonym or a nearby key, or a long shot."""
-    if score >= 100:
-        return "sure"
-    if score >= 75:
-        return "likely"
-    return "a guess"
-
-
-def _is_code(value: Any) -> bool:
-    return isinstance(value, str) and re.fullmatch(r"[A-Z]{2,3}", value.strip()) is not None
-
-
-def _walk(outs: list[_Out]) -> Iterator[_Out]:
-    for out in outs:
-        yield out
-        yield from _walk(out.children)
-
-
-def _show(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
-
-
-def _yaml(value: Any) -> str:
-    """A YAML scalar that reads back as ``value``, plain when that is safe."""
-    if isinstance(value, str):
-        if _PLAIN_YAML.match(value) and value.lower() not in _YAML_WORDS:
-            return value
-        return json.dumps(value, ensure_ascii=False)
-    return json.dumps(value, ensure_ascii=False)

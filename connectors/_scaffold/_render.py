@@ -11,8 +11,9 @@ from typing import Any
 
 from shipmap.engine import ShipmapError, TargetKind, parse_mapping
 
-from ._builder import _Out, _TargetBuilder, _yaml
+from ._builder import _TargetBuilder
 from ._model import TODO, FieldSuggestion
+from ._tree import _Out, _yaml
 
 # Where a scaffolded mapping's modeline points, relative to it; `shipmap init` writes the file there.
 EDITOR_SCHEMA_PATH = "schema/mapping.schema.json"
