@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from shipmap.engine import ShipmapError
 
 from .._config import check_serve_settings
 from .._deliver._breaker import BreakerState, store_now
@@ -55,7 +56,7 @@ from ._metrics import ServiceMetrics
 from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, service_requests
 from ._settings import ServeSettings, serve_settings
-from ._totals import as_at_stop, owed_at_stop
+from ._totals import as_at_stop, owed_at_stop, why
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 ACTIVITY_EVERY_S = 60.0  # a line of what the service did, this often (when it did anything)
@@ -405,11 +406,21 @@ class Service:
         state: ServiceState,
     ) -> RunSummary | None:
         deadline = time.monotonic() + self.settings.drain_timeout
-        self._log.info(
-            "draining: intake closed; delivering what was accepted (deadline %.0f s; a second SIGTERM or"
-            " Ctrl-C stops now)",
-            self.settings.drain_timeout,
-        )
+        if (stopping := _delivery_error(delivered)) is not None:
+            # Delivery has ended: nothing more can be delivered, so no drain is promised. What is owed is
+            # counted once, in the stop report's "owed at stop" line; the error is worded as its last line.
+            error = stopping.message if isinstance(stopping, ShipmapError) else why(stopping)
+            self._log.error(
+                "stopping on an error: intake closed; nothing more will be delivered (%s); what was accepted"
+                " and not delivered stays in the inbox and the journal for the next start",
+                error,
+            )
+        else:
+            self._log.info(
+                "draining: intake closed; delivering what was accepted (deadline %.0f s; a second SIGTERM or"
+                " Ctrl-C stops now)",
+                self.settings.drain_timeout,
+            )
         state.accepting = False
         server.should_exit = True
         delivery.stop()
@@ -444,11 +455,10 @@ class Service:
         if not delivered.done():
             delivery.cancel()
             await asyncio.wait({delivered}, timeout=5.0)
-        failure: BaseException | None = None  # what ended the service, raised once the stop is reported
-        if delivered.done() and not delivered.cancelled():
-            failure = delivered.exception()  # a run's error other than SendingStopped stops the service
-            if failure is None:
-                self.summary = delivered.result()
+        # What ended the service, raised once the stop is reported: a run's error other than SendingStopped.
+        failure = _delivery_error(delivered)
+        if failure is None and delivered.done() and not delivered.cancelled():
+            self.summary = delivered.result()
         if not http.done():
             http.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -529,6 +539,14 @@ class Service:
 
 
 _FURTHER_FROM_CLOSED = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _delivery_error(delivered: asyncio.Future[RunSummary | None]) -> BaseException | None:
+    """The error that ended delivery, when that is what stops the service (None: a stop was asked, or it
+    has not ended)."""
+    if not delivered.done() or delivered.cancelled():
+        return None
+    return delivered.exception()
 
 
 def _running(loop: asyncio.AbstractEventLoop) -> bool:

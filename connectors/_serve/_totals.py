@@ -90,13 +90,13 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
             if pending:
                 parts.append(f"{counted(pending, 'delivery')} pending in the journal")
     except Exception as error:  # a line of the stop report: its failure is said, not raised
-        unread.append(f"the journal's pending deliveries ({_why(error)})")
+        unread.append(f"the journal's pending deliveries ({why(error)})")
     try:
         waiting = inbox.depth(cap=None)  # exact: what is owed is never a guess (counted once, at stop)
         if waiting:
             parts.append(f"{counted(waiting, 'webhook')} waiting in the inbox")
     except Exception as error:
-        unread.append(f"the inbox's waiting webhooks ({_why(error)})")
+        unread.append(f"the inbox's waiting webhooks ({why(error)})")
     if not parts and not unread:
         return None
     shared = journal is not None and is_database_url(journal)
@@ -107,7 +107,7 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
     return f"owed at stop: {said}; {after} sends what is owed, nothing acknowledged is lost"
 
 
-def _why(error: Exception) -> str:
+def why(error: BaseException) -> str:
     """An error as a clause of one line: its type and its own message (a ShipmapError's, without "error: ")."""
     message = error.message if isinstance(error, ShipmapError) else str(error)
     return f"{type(error).__name__}: {message}"

@@ -43,14 +43,14 @@ def _take_offline(admin_url: str, database: str) -> None:
         )
 
 
-@pytest.mark.parametrize("inbox", ["sqlite", "the journal's database"])
-def test_a_serve_whose_journal_goes_away_prints_what_it_did_and_exits_7(
-    inbox: str, source_sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
-) -> None:
+def _serve_until_the_journal_goes(
+    inbox: str, sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
+) -> tuple[ServeProcess, int]:
+    """A live serve that delivers ``BEFORE`` webhooks, loses its journal's database, and is sent one more;
+    the process once it has ended by itself, and its exit code."""
     database = postgres_url.rsplit("/", 1)[1]
     url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
-    shown = f"postgresql://postgres@127.0.0.1:{urlsplit(url).port}/{database}"  # as every line names it
-    serve = ServeProcess(tmp_path, source_sandbox.url)
+    serve = ServeProcess(tmp_path, sandbox.url)
     config = on_postgres(serve.config.read_text(), url)
     if inbox == "sqlite":
         config = config.replace("serve:\n", "serve:\n  inbox: .shipmap/inbox.db\n", 1)
@@ -88,15 +88,49 @@ def test_a_serve_whose_journal_goes_away_prints_what_it_did_and_exits_7(
         serve.kill()
         with psycopg.connect(postgres_server, autocommit=True) as admin:
             admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+    return serve, code
+
+
+def _names(postgres_url: str) -> tuple[str, str]:
+    """The journal's URL as every line shows it, and the stop report's clause of its unread pending deliveries."""
+    database = postgres_url.rsplit("/", 1)[1]
+    port = urlsplit(postgres_url).port
+    shown = f"postgresql://postgres@127.0.0.1:{port}/{database}"
+    unread = (
+        f"cannot read the journal's pending deliveries (JournalError: cannot open journal {shown}: connection"
+        f' failed: connection to server at "127.0.0.1", port {port} failed: FATAL:  database'
+        f' "{database}" is not currently accepting connections)'
+    )
+    return shown, unread
+
+
+# The error stop's first line: delivery has ended, so no drain is promised (a SIGTERM's line promises one).
+STOPPING = (
+    "stopping on an error: intake closed; nothing more will be delivered ({error}); what was accepted and not"
+    " delivered stays in the inbox and the journal for the next start"
+)
+
+
+def _stop_error(shown: str) -> re.Pattern[str]:
+    """The error that stops delivery: the journal's, or the inbox's (the same database) when delivery's read
+    of the inbox meets it first."""
+    return re.compile(rf"(journal write failed|inbox) {re.escape(shown)}: PostgreSQL says: ")
+
+
+@pytest.mark.parametrize("inbox", ["sqlite", "the journal's database"])
+def test_a_serve_whose_journal_goes_away_prints_what_it_did_and_exits_7(
+    inbox: str, source_sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
+) -> None:
+    shown, journal_unread = _names(postgres_url)
+    serve, code = _serve_until_the_journal_goes(
+        inbox, source_sandbox, tmp_path, postgres_server, postgres_url
+    )
     # The error line is the last the process writes: once it is read, so is everything before it.
     serve.wait_until(lambda: any(line.startswith("error: ") for line in serve.errors), what="the error line")
     stderr, stdout = "".join(serve.errors), "".join(serve.output)
     lines = stderr.splitlines()
     assert code == 7, stderr[-3000:]  # JournalError's exit code, not 0 nor serve's own
-    # The journal's error, or the inbox's (the same database) when delivery's read of the inbox meets it first.
-    assert re.match(
-        rf"error: (journal write failed|inbox) {re.escape(shown)}: PostgreSQL says: ", lines[-1]
-    ), lines[-1]
+    assert lines[-1].startswith("error: ") and _stop_error(shown).match(lines[-1][7:]), lines[-1]
     # The summary, on stderr before the error: the table's deliveries are the sandbox's, one by one.
     headers = [i for i, line in enumerate(lines) if re.match(r"target +delivered +retried +dead", line)]
     totals = [i for i, line in enumerate(lines) if line.startswith("events ")]
@@ -110,14 +144,17 @@ def test_a_serve_whose_journal_goes_away_prints_what_it_did_and_exits_7(
     found = [i for i, line in enumerate(lines) if "owed at stop: " in line]
     assert len(found) == 1 and found[0] < header, stderr[-3000:]
     owed = lines[found[0]]
-    journal_unread = (
-        f"cannot read the journal's pending deliveries (JournalError: cannot open journal {shown}: connection"
-        f' failed: connection to server at "127.0.0.1", port {urlsplit(url).port} failed: FATAL:  database'
-        f' "{database}" is not currently accepting connections)'
-    )
     if inbox == "sqlite":
         assert f"owed at stop: 1 webhook waiting in the inbox; {journal_unread}; the next start" in owed, owed
     else:
         assert f"owed at stop: {journal_unread} nor the inbox's waiting webhooks (InboxError: " in owed, owed
+    # The stop says what happens: no drain, nothing more delivered; never the SIGTERM's "delivering" line.
+    stopping = [line for line in lines if " shipmap.connectors.serve: stopping on an error: " in line]
+    assert len(stopping) == 1 and "ERROR shipmap.connectors.serve: stopping" in stopping[0], stderr[-3000:]
+    error = stopping[0].split("nothing more will be delivered (", 1)[1].split("); what was accepted", 1)[0]
+    assert f"error: {error}" == lines[-1], stopping[0]  # the error the process exits on
+    assert stopping[0].endswith(STOPPING.format(error=error)), stopping[0]
+    assert lines.index(stopping[0]) < found[0]
+    assert "draining: intake closed" not in stderr and "delivering what was accepted" not in stderr
     assert "Traceback" not in stderr
     assert PASSWORD not in stderr + stdout
