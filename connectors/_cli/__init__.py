@@ -4,6 +4,8 @@ Whatever a command does, the user sees no traceback: a closed pipe ends the outp
 Ctrl-C is one line and exit 130 (``serve`` once listening drains on it instead, and exits 0), and a bug is one
 line naming the exception (``-vv`` logs its traceback).
 Every subcommand, registered below, gets this for free.
+With ``--log-format json`` the error line is a JSON log record too (its text in ``message``, with
+``exit_code``), so that a log shipper parses every line a command writes on stderr.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._logging import LOG_FORMATS
+from ._logging import LOG_FORMATS, RECORD_FIELDS
 from ._logging import configure as configure_logging
 
 # Each subcommand lives in its own module with ``register(subparsers)``; imported lazily so --help stays fast.
@@ -143,7 +145,7 @@ def _main(args_list: list[str]) -> int:
         code: int = args._run(args)
         sys.stdout.flush()  # a closed pipe is found here, inside the handler, not at interpreter exit
     except ShipmapError as error:
-        print(error.render(), file=sys.stderr)
+        _say_error(error.render(), error.exit_code, args.log_format)
         return error.exit_code
     except (BrokenPipeError, KeyboardInterrupt):
         raise
@@ -151,13 +153,22 @@ def _main(args_list: list[str]) -> int:
         logging.getLogger("shipmap.cli").debug("internal error", exc_info=True)
         # The type and where it was raised, not the message: a message may quote a config value.
         frame = traceback.extract_tb(error.__traceback__)[-1]
-        print(
+        _say_error(
             f"shipmap {command}: internal error: {type(error).__name__} at"
             f" {Path(frame.filename).name}:{frame.lineno} (a bug in shipmap; -vv logs the traceback)",
-            file=sys.stderr,
+            EXIT_INTERNAL,
+            args.log_format,
         )
         return EXIT_INTERNAL
     return code
+
+
+def _say_error(text: str, exit_code: int, log_format: str) -> None:
+    """The line that ends a command on an error: as it renders, or with JSON logs a record among them."""
+    if log_format == "json":
+        logging.getLogger("shipmap.cli").error("%s", text, extra={RECORD_FIELDS: {"exit_code": exit_code}})
+    else:
+        print(text, file=sys.stderr)
 
 
 def _command_position(args: list[str]) -> int | None:

@@ -1,7 +1,9 @@
 """How the command line logs: to stderr, a timestamp on every line, as text or as one JSON object a line.
 
 ``--log-format json`` gives ``{"time", "level", "logger", "message"}`` plus the event's fields when a record
-carries them (``key``, ``target``, ``attempt``: the runtime passes them as ``extra``). Secrets are masked
+carries them (``key``, ``target``, ``attempt``: the runtime passes them as ``extra``), and the members of a
+record's ``record_fields`` mapping (``extra={"record_fields": {...}}``: a report that is data, such as
+``serve``'s summary at stop, whose text form is a table); the text format leaves those out. Secrets are masked
 before formatting, by the redacting filter ``shipmap run`` puts on the handler, so both forms are covered.
 
 A run logs a line per delivery from its event loop. The handler writes the lines one event-loop iteration
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 
 LOG_FORMATS = ("text", "json")
 EVENT_FIELDS = ("key", "target", "attempt")  # set by the runtime through ``extra=``
+RECORD_FIELDS = "record_fields"  # a record's attribute whose members a JSON line carries too
 
 
 def timestamp(record: logging.LogRecord) -> str:
@@ -73,6 +76,8 @@ class JsonFormatter(logging.Formatter):
             timestamp(record), record.levelname, record.name, record.getMessage(),
             [getattr(record, name, None) for name in EVENT_FIELDS],
         )  # fmt: skip
+        for name, value in getattr(record, RECORD_FIELDS, {}).items():
+            entry.setdefault(name, value)  # never in place of time, level, logger or message
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

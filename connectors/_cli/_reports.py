@@ -177,6 +177,16 @@ class TestReport:
 
 def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> None:
     """The run summary as a file, written whole or not at all (a reader never sees half of it)."""
+    document = summary_json(summary, exit_code=exit_code)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) -> dict[str, Any]:
+    """A run's summary as ``--summary-json`` writes it. ``at_stop``: a service's (``shipmap serve
+    --log-format json``), with what its text says beside the table: the outages, what it left pending, its
+    replays, and the dead letters in the journal at stop."""
     targets = []
     for stats in sorted(summary.targets.values(), key=lambda s: s.label):
         latency = {
@@ -195,7 +205,7 @@ def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> No
                 "latency_seconds": latency,
             }
         )
-    document = {
+    document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "ok": summary.ok,
         "exit_code": exit_code,
@@ -216,6 +226,20 @@ def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> No
             for h in summary.held
         ],
     }
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
+    if not at_stop:
+        return document
+    from shipmap.connectors._summary import replay_report
+
+    replays = summary.replays
+    document.update(
+        {
+            "parked": summary.parked,  # left pending by an open breaker: sent first by the next start
+            "outages": dict(summary.outages),  # connection -> how it is down at stop
+            "outages_ended": list(summary.outages_ended),  # down meanwhile, closed since
+            "replays": None
+            if replays is None or not replays.targets
+            else {k: v for k, v in replay_report(replays).items() if k != "dead_keys"},
+            "dead_letters_now": summary.dead_now,  # the journal's count at stop; null: it could not be read
+        }
+    )
+    return document

@@ -7,7 +7,10 @@ shutdown. The 130 of an interrupted command is for a Ctrl-C before it listens (w
 
 An error that stops it once it serves (a run's error other than SendingStopped: the journal's database gone,
 say) ends it with that error's own exit code, and still says what it did: the summary, on stderr beside the
-error line the core prints after it."""
+error line the core prints after it.
+
+With ``--log-format json`` the summary is one JSON log record on stderr (``"message": "summary at stop"``, its
+numbers in ``summary``), at either stop: a log shipper parses every line the process writes there."""
 
 from __future__ import annotations
 
@@ -16,13 +19,17 @@ import asyncio
 import dataclasses
 import logging
 import sys
+from typing import TextIO
 
-from shipmap.connectors._cli._logging import delivery_lines
+from shipmap.connectors._cli._logging import RECORD_FIELDS, delivery_lines
+from shipmap.connectors._cli._reports import summary_json
 from shipmap.connectors._cli._types import host, port, positive_int
 from shipmap.connectors._cli.run import install_redaction, print_summary
 from shipmap.connectors._errors import EXIT_OK
 from shipmap.connectors._runtime import Runtime
 from shipmap.connectors._serve import Service, serve_settings
+
+SUMMARY_LOGGER = "shipmap.connectors.serve"  # the service's own lines' logger, whose INFO ``run`` logs
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +89,34 @@ def run(args: argparse.Namespace) -> int:
     with delivery_lines(args.verbose):
         try:
             summary = asyncio.run(service.serve(on_ready=ready))
-        except Exception:
+        except Exception as error:
             # An error stopped it (the journal's database gone, say): what it did is still said, on stderr
             # beside the error the core prints after it, with the error's own exit code.
             if service.summary is not None:
                 sys.stdout.flush()
-                print_summary(service.summary, sys.stderr)
+                _say_summary(service, args.log_format, sys.stderr, exit_code=_exit_code(error))
             raise
     if summary is not None:
-        print_summary(summary, sys.stdout)
+        _say_summary(service, args.log_format, sys.stdout, exit_code=EXIT_OK)
     return EXIT_OK
+
+
+def _say_summary(service: Service, log_format: str, out: TextIO, *, exit_code: int) -> None:
+    """The service's summary at stop: the table on ``out``, or with JSON logs one record among them (stderr),
+    its text (an outage's reason) masked as a line's message is."""
+    assert service.summary is not None
+    if log_format != "json":
+        print_summary(service.summary, out)
+        return
+    document = service.runtime.redactor.redact_json(
+        summary_json(service.summary, exit_code=exit_code, at_stop=True)
+    )
+    logging.getLogger(SUMMARY_LOGGER).info("summary at stop", extra={RECORD_FIELDS: {"summary": document}})
+
+
+def _exit_code(error: Exception) -> int:
+    """What the core exits with for ``error`` (the summary says it before the error line)."""
+    from shipmap.connectors._cli import EXIT_INTERNAL
+    from shipmap.engine import ShipmapError
+
+    return error.exit_code if isinstance(error, ShipmapError) else EXIT_INTERNAL

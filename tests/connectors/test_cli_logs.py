@@ -258,3 +258,28 @@ def test_commands_without_an_event_loop_start_without_asyncio_and_still_log() ->
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=repo)
     assert done.stdout.strip().splitlines()[-1] == "0 False"
     assert re.fullmatch(rf"{TIMESTAMP} WARNING shipmap\.probe: after the preview", done.stderr.strip())
+
+
+@pytest.mark.parametrize("log_format", LOG_FORMATS)
+def test_the_error_that_ends_a_command_is_a_json_record_with_json_logs(
+    tmp_path: Path, log_format: str
+) -> None:
+    """A log shipper parses every line on stderr: with JSON logs the error line is a record too (its text as
+    the text format prints it, and the exit code); the text format prints it as it always has."""
+    (tmp_path / "bad.yaml").write_text("connections: [\n")
+    done = subprocess.run(
+        [*CLI, "--log-format", log_format, "run", "bad.yaml", "--input", "events.ndjson"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    text = "bad.yaml:2:1: error: not valid YAML: expected the node content, but found '<stream end>'"
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    if log_format == "text":
+        assert done.stderr == text + "\n"
+        return
+    [line] = done.stderr.splitlines()
+    record = json.loads(line)
+    assert re.fullmatch(TIMESTAMP, record.pop("time")), record
+    assert record == {"level": "ERROR", "logger": "shipmap.cli", "message": text, "exit_code": 2}

@@ -146,7 +146,9 @@ class ServeProcess:
         config: Path = SERVE_FIXTURES / "serve.yaml",
         port: int = 0,
         host: str | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
+        """``options``: the command line's global options, before ``serve`` (``--log-format json``)."""
         self.workdir = workdir
         self.config = workdir / config.name
         if not self.config.exists():
@@ -155,6 +157,7 @@ class ServeProcess:
         self.env = environment(sandbox_url)
         self.port = port
         self.host = host  # None: the config's
+        self.options = options
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.output: list[str] = []
@@ -166,6 +169,7 @@ class ServeProcess:
                 sys.executable,
                 "-c",
                 "from shipmap.connectors._cli import entry; entry()",
+                *self.options,
                 "serve",
                 str(self.config),
                 "--port",

@@ -44,13 +44,13 @@ def _take_offline(admin_url: str, database: str) -> None:
 
 
 def _serve_until_the_journal_goes(
-    inbox: str, sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
+    inbox: str, sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str, *options: str
 ) -> tuple[ServeProcess, int]:
     """A live serve that delivers ``BEFORE`` webhooks, loses its journal's database, and is sent one more;
     the process once it has ended by itself, and its exit code."""
     database = postgres_url.rsplit("/", 1)[1]
     url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
-    serve = ServeProcess(tmp_path, sandbox.url)
+    serve = ServeProcess(tmp_path, sandbox.url, options=options)
     config = on_postgres(serve.config.read_text(), url)
     if inbox == "sqlite":
         config = config.replace("serve:\n", "serve:\n  inbox: .shipmap/inbox.db\n", 1)
@@ -158,3 +158,47 @@ def test_a_serve_whose_journal_goes_away_prints_what_it_did_and_exits_7(
     assert "draining: intake closed" not in stderr and "delivering what was accepted" not in stderr
     assert "Traceback" not in stderr
     assert PASSWORD not in stderr + stdout
+
+
+def test_with_json_logs_the_stop_is_json_records_the_summary_one_of_them(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
+) -> None:
+    """``--log-format json``: every line on stderr is a JSON record, the summary one of them (its numbers as
+    fields), and the error line the last; the exit code is the journal's, as with text logs."""
+    shown, journal_unread = _names(postgres_url)
+    serve, code = _serve_until_the_journal_goes(
+        "sqlite", source_sandbox, tmp_path, postgres_server, postgres_url, "--log-format", "json"
+    )
+    serve.wait_until(lambda: any('"exit_code": 7' in line for line in serve.errors), what="the error record")
+    stderr = "".join(serve.errors)
+    assert code == 7, stderr[-3000:]
+    records = [json.loads(line) for line in stderr.splitlines()]  # every line parses
+    assert all({"time", "level", "logger", "message"} <= record.keys() for record in records), stderr[-3000:]
+    *_, summary, error = records
+    assert (error["level"], error["logger"], error["exit_code"]) == ("ERROR", "shipmap.cli", 7), error
+    assert error["message"].startswith("error: ") and _stop_error(shown).match(error["message"][7:]), error
+    assert (summary["level"], summary["logger"], summary["message"]) == (
+        "INFO",
+        "shipmap.connectors.serve",
+        "summary at stop",
+    ), summary
+    fields = summary["summary"]
+    sent = len(source_sandbox.requests(endpoint="fenix.orders"))
+    assert (fields["delivered"], fields["dead"], sent) == (BEFORE, 0, BEFORE), fields
+    # The webhook posted after is an event of the summary when delivery took it before its journal write failed.
+    assert fields["events"] in (BEFORE, BEFORE + 1), fields
+    assert fields["exit_code"] == 7 and fields["format_version"] == 1, fields
+    assert [(t["mapping"], t["target"], t["delivered"]) for t in fields["targets"]] == [
+        ("shopify-order", "order", BEFORE)
+    ], fields
+    assert fields["replays"] is None and fields["dead_letters_now"] is None, fields  # the journal: unread
+    assert fields["parked"] == 0 and fields["outages"] == {}, fields
+    messages = [record["message"] for record in records]
+    stopping = [m for m in messages if m.startswith("stopping on an error: ")]
+    assert stopping == [STOPPING.format(error=error["message"][7:])], messages[-8:]
+    assert any(
+        m.startswith(f"owed at stop: 1 webhook waiting in the inbox; {journal_unread}") for m in messages
+    ), messages[-8:]
+    assert not any(m.startswith("draining: ") for m in messages)
+    assert "".join(serve.output).count("\n") == 1  # stdout: only the listening line
+    assert "Traceback" not in stderr and PASSWORD not in stderr
