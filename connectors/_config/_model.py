@@ -36,6 +36,7 @@ from .._key_pairs import (
     refuse_out_of_order,
 )
 from .._redact import MASK, Redactor
+from .._store._breaker_pg import RECONNECT_DEADLINE_S
 from .._store._journal_pg import display_url
 
 if TYPE_CHECKING:
@@ -434,6 +435,19 @@ class JournalSettings:
             " letters are never forgotten. null: keep everything.",
             duration=True,
             nullable=True,
+        ),
+    )
+    reconnect_deadline: float = field(
+        default=RECONNECT_DEADLINE_S,
+        metadata=about(
+            "PostgreSQL: how long a worker that lost its connection for the shared breaker and max_rate state"
+            " keeps delivering on its own copy while it reconnects; then the run, or shipmap serve, stops with"
+            " exit code 7 (nothing is lost: the next start sends what is pending).",
+            duration=True,
+            minimum=1.0,
+            maximum=3600.0,
+            why="shorter, a database restart stops every worker; longer, a worker spends that long on its own"
+            " copy of the breakers and its share of max_rate, apart from the others",
         ),
     )
     wait_for_others: float = field(

@@ -246,6 +246,7 @@ class Execution:
             url,
             endpoints,
             lease=self.journal.lease_seconds,
+            reconnect_deadline=runtime.config.journal.reconnect_deadline,
             redactor=runtime.redactor,
             runtime_name=runtime.name,
         )

@@ -216,6 +216,7 @@ class Enricher:
                 journal.url,
                 {name: self.runtime.connections[name].base_url for name in self.breakers},
                 lease=journal.lease,
+                reconnect_deadline=journal.reconnect_deadline,
                 redactor=self.runtime.redactor,
                 runtime_name=self.runtime.name,
                 enrichment=True,

@@ -32,10 +32,11 @@ shared with any delivery to it: the API's limit is one.
 
 Losing that connection (the server ended its backend, a restart, a network cut) does not end the run: the
 store says so once in the log, reconnects in the background with a backoff (0.1 s doubling to 5 s) for up to
-``reconnect_deadline`` seconds, and meanwhile this worker runs on its own copy of each breaker record (its
-transitions stay local, as with one worker) and spaces ``max_rate`` requests on its own clock, at the rate
-divided by the number of workers that were sharing it (counted with each read of a record: the store
-connections in ``pg_stat_activity``), so N workers that lose the database together still keep to the rate.
+``journal.reconnect_deadline`` (2 minutes by default), and meanwhile this worker runs on its own copy of each
+breaker record (its transitions stay local, as with one worker) and spaces ``max_rate`` requests on its own
+clock, at the rate divided by the number of workers that were sharing it (counted with each read of a record:
+the store connections in ``pg_stat_activity``), so N workers that lose the database together still keep to
+the rate.
 Once back, the shared records are read again and win. Past the deadline the next operation raises
 JournalError (exit 7): nothing is lost, what is pending is sent by the next run.
 """
@@ -58,7 +59,7 @@ APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend a
 # serve's enrichment GETs share their breakers, max_rate slots and holds on a store of their own (its enricher
 # outlives the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
 ENRICHMENT_APPLICATION_NAME = "shipmap enrichment rate store"
-RECONNECT_DEADLINE_S = 120.0
+RECONNECT_DEADLINE_S = 120.0  # journal.reconnect_deadline's default
 _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
@@ -133,13 +134,16 @@ class PostgresStateStore:
         endpoints: Mapping[str, str],
         *,
         lease: float,
+        reconnect_deadline: float = RECONNECT_DEADLINE_S,
         refresh: float = 0.25,
         redactor: Redactor | None = None,
         runtime_name: str | None = None,
         enrichment: bool = False,
     ) -> PostgresStateStore:
         """``endpoints``: each connection's ``base_url``. ``lease``: the journal's lease, which bounds a probe
-        whose worker died and an idle transaction. ``redactor``: the runtime's, for the store's log lines.
+        whose worker died and an idle transaction. ``reconnect_deadline``: the journal's, how long a lost
+        connection is tried again (see the module's docstring). ``redactor``: the runtime's, for the store's
+        log lines.
         ``enrichment``: serve's enrichment store, named apart (its connection, so which connections count as
         its peers, and its breakers' rows)."""
         try:
@@ -172,6 +176,7 @@ class PostgresStateStore:
             probe_lease=lease,
             endpoints=endpoints,
             reopen=reopen,
+            reconnect_deadline=reconnect_deadline,
             redactor=redactor,
             runtime_name=runtime_name,
             enrichment=enrichment,

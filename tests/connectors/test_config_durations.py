@@ -27,6 +27,10 @@ from shipmap.connectors._serve import serve_settings
 from test_runtime_support import BASE_CONFIG, environ, write_config
 
 SOURCES = {"shop": {"type": "shopify", "secret": "${SHOPIFY_SECRET}"}}
+RECONNECT_WHY = (
+    "shorter, a database restart stops every worker; longer, a worker spends that long on its own copy of the"
+    " breakers and its share of max_rate, apart from the others"
+)
 
 
 def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path, int, int]:
@@ -110,6 +114,18 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
             "0",
             "serve.resweep_cap: must be at least 50ms: a shorter wait would spin on parked work",
         ),
+        (
+            "journal",
+            "reconnect_deadline",
+            "500ms",
+            f"journal.reconnect_deadline: must be at least 1s: {RECONNECT_WHY}",
+        ),
+        (
+            "journal",
+            "reconnect_deadline",
+            "2h",
+            f"journal.reconnect_deadline: must be at most 1h: {RECONNECT_WHY}",
+        ),
         # A duration key without bounds of its own: the duration's rule (0 or more) still holds.
         (
             "serve",
@@ -130,6 +146,8 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         "tolerance-over",
         "resweep-10ms",
         "resweep_cap-0",
+        "reconnect_deadline-under",
+        "reconnect_deadline-over",
         "negative-unbounded",
     ],
 )
@@ -212,6 +230,10 @@ def _in_code(**changes: Any) -> Any:
         ),
         ({"journal": JournalSettings(lease=-1.0)}, "journal.lease: must be more than 0s"),
         (
+            {"journal": JournalSettings(reconnect_deadline=7200.0)},
+            f"journal.reconnect_deadline: must be at most 1h: {RECONNECT_WHY}",
+        ),
+        (
             {"delivery": DeliverySettings(breaker=BreakerSettings(cooldown_cap=0.0))},
             "delivery.breaker.cooldown_cap: must be more than 0s",
         ),
@@ -220,7 +242,7 @@ def _in_code(**changes: Any) -> Any:
             "delivery.timeout.total: must be more than 0s",
         ),
     ],
-    ids=["connect-0", "lease-negative", "cooldown_cap-0", "total-nan"],
+    ids=["connect-0", "lease-negative", "reconnect_deadline-2h", "cooldown_cap-0", "total-nan"],
 )
 def test_a_config_built_in_code_is_held_to_the_same_duration_bounds(
     changes: dict[str, Any], message: str
@@ -256,6 +278,11 @@ def test_the_bounds_come_from_the_fields_declaration_alone() -> None:
         "maximum": 90 * 86400,
         "why": "it spans a sender's retries of one webhook, which end within days (Shopify's within 4 hours),"
         " and the inbox looks for ids to forget hourly",
+    }
+    assert defs["journal"]["properties"]["reconnect_deadline"][DURATION_BOUNDS] == {
+        "minimum": 1,
+        "maximum": 3600,
+        "why": RECONNECT_WHY,
     }
     assert DURATION_BOUNDS not in defs["serve"]["properties"]["keep_bodies"]  # bounded by dedup_window alone
     for key in ("resweep", "resweep_cap"):
