@@ -9,7 +9,9 @@ exit says is still owed (outages, dead letters, pending work) the service reads 
 
 Replays are folded into a total of their own: a dead letter replayed that fails again is the same dead
 letter, and the service's count of dead letters (what an alert watches) is of events that became dead
-letters; a replay's outcomes are counted beside it (``shipmap_replays_total``).
+letters; a replay's outcomes are counted beside it (``shipmap_replays_total``). What a replay left pending (a
+connection down) is counted by the run that later sends it, as that run's: the journal's pending row does not
+say that a replay made it so (docs/serve.md#operations says what a mark would take).
 """
 
 from __future__ import annotations

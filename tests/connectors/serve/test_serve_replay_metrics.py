@@ -132,7 +132,8 @@ def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(t
 def test_a_replay_left_pending_by_an_outage_exits_9_through_the_service(tmp_path: Path) -> None:
     """A replay whose destination is down past ``outage_wait`` leaves its deliveries pending: the command
     exits 9, as a standalone replay does (it exited 0, as if all had been delivered), and nothing failed
-    again. Then the destination is back and the service's next runs deliver it, once."""
+    again. Then the destination is back and the service's next runs deliver it, once, and count it as their
+    delivery, not the replay's (its pending row does not say that a replay made it: docs/serve.md#operations)."""
     # Four 5xx in a row: the delivery gives up after its 4 attempts (the breaker needs 5 to open): dead.
     with Sandbox(faults="schedule=500,500,500,500") as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
@@ -173,6 +174,23 @@ def test_a_replay_left_pending_by_an_outage_exits_9_through_the_service(tmp_path
                 serve.wait_until(
                     lambda: len(sandbox.requests(endpoint="fenix.orders")) == 1, timeout=30, what="the order"
                 )
+                # Sent by one of the service's runs, not by the replay: a delivery of that run, in
+                # shipmap_deliveries_total, and no replay outcome (docs/serve.md#operations says why: its
+                # journal row, pending again, does not say that a replay made it so).
+                serve.wait_until(lambda: scrape()[0].get("delivered") == 1, timeout=30, what="the count")
+                deliveries, replays = scrape()
+                assert (deliveries["delivered"], deliveries["dead"]) == (1, 1), deliveries
+                assert (replays.get("delivered", 0), replays.get("dead", 0)) == (0, 0), replays
             assert serve.terminate() == 0
         finally:
             serve.kill()
+    # The summary at stop says the same: the table's delivered 1 (and its dead letter), the replay left it.
+    summary = "".join(serve.output)
+    row = next(line for line in serve.output if line.startswith(TARGET))
+    assert row.split()[1] == "1" and row.split()[3] == "1", row  # delivered, dead
+    assert "replayed while serving: delivered 0, still dead 0, left pending 1, skipped 0\n" in summary, (
+        summary
+    )
+    assert (
+        "1 dead-lettered while serving; no dead letters in the journal now (replayed meanwhile)\n" in summary
+    )
