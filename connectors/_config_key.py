@@ -24,7 +24,7 @@ def about(
     duration: bool = False,
     nullable: bool = False,
     default_text: str | None = None,
-    schema_default: float | None = None,
+    schema_default: float | str | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
     exclusiveMinimum: float | None = None,  # named as in JSON Schema

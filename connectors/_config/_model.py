@@ -10,14 +10,16 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import httpx
 from shipmap.engine import CompiledMapping, Location
 
 from .._config_key import NOT_A_KEY, about, duration_text
 from .._deliver._auth import (
+    API_KEY_HEADER,
     FENIX_REFRESH_MARGIN,
+    FENIX_TOKEN_TTL,
     ApiKeyAuth,
     BasicAuth,
     BearerAuth,
@@ -73,10 +75,36 @@ def _shown(record: Any, **masked: str) -> str:
     return f"{type(record).__name__}({', '.join(parts)})"
 
 
+# What a key that one scheme alone reads runs with, left out (``AuthSettings.in_use``).
+SCHEME_KEY_DEFAULTS: Mapping[str, str | float] = {
+    "header": API_KEY_HEADER,
+    "prefix": "",
+    "login_path": "/login",
+    "token_ttl": FENIX_TOKEN_TTL,
+}
+
+
+def _scheme_key(description: str, name: str, **bounds: Any) -> Any:
+    """A key that one scheme alone reads: None when left out, so that a value given, even its default, is told
+    from one left out, in code as in a file. Written, the default runs as left out does: the schema's
+    ``default``."""
+    default = SCHEME_KEY_DEFAULTS[name]
+    duration = isinstance(default, float)
+    shown = duration_text(default) if isinstance(default, float) else default
+    return field(
+        default=None,
+        metadata=about(
+            description, duration=duration, default_text=shown or None, schema_default=default, **bounds
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """How a connection authenticates. Secrets are hidden from ``repr``: the password, key and token, and
-    basic's username, which is the DG API key."""
+    basic's username, which is the DG API key. The keys that one scheme alone reads (``login_path``,
+    ``token_ttl``, ``refresh_margin``: fenix_session; ``header``, ``prefix``: api_key) are None when left out
+    (:meth:`in_use` gives the value that runs)."""
 
     scheme: Scheme = field(default="none", metadata=about("How requests on this connection authenticate."))
     username: str | None = field(default=None, metadata=about("basic and fenix_session.", minLength=1))
@@ -86,14 +114,13 @@ class AuthSettings:
     )
     store_name: str | None = field(default=None, metadata=about("fenix_session.", minLength=1))
     token: str | None = field(default=None, repr=False, metadata=about("bearer.", minLength=4))
-    header: str = field(default="x-api-key", metadata=about("api_key: the header carrying it.", minLength=1))
-    prefix: str = field(default="", metadata=about("api_key: written before the key, e.g. 'Key '."))
-    login_path: str = field(
-        default="/login", metadata=about("fenix_session: the login path on base_url.", pattern="^/")
+    header: str | None = _scheme_key("api_key: the header carrying it.", "header", minLength=1)
+    prefix: str | None = _scheme_key("api_key: written before the key, e.g. 'Key '.", "prefix")
+    login_path: str | None = _scheme_key(
+        "fenix_session: the login path on base_url.", "login_path", pattern="^/"
     )
-    token_ttl: float = field(
-        default=4 * 3600.0,
-        metadata=about("fenix_session: how long a login's token lasts.", duration=True, exclusiveMinimum=0),
+    token_ttl: float | None = _scheme_key(
+        "fenix_session: how long a login's token lasts.", "token_ttl", exclusiveMinimum=0
     )
     # None: left out, so the session adapts it (5m, at most half of token_ttl); a value given, even 5m, is used
     # as given. That it was given is the value's to say, for a file (the key written) and code alike.
@@ -112,7 +139,17 @@ class AuthSettings:
     def __post_init__(self) -> None:
         refuse_ignored(self, REFRESH_ONLY_WITH_SESSION)
         if self.scheme == "fenix_session":
-            refuse_out_of_order(self, REFRESH)
+            REFRESH.refuse(type(self).__name__, self.refresh_margin, self.in_use("token_ttl"))
+
+    @overload
+    def in_use(self, key: Literal["token_ttl"]) -> float: ...
+    @overload
+    def in_use(self, key: Literal["header", "prefix", "login_path"]) -> str: ...
+    def in_use(self, key: str) -> str | float:
+        """The value that ``key``, read by one scheme alone, runs with: as given, or left out (None) its
+        default (``x-api-key``, no prefix, ``/login``, 4h)."""
+        given: str | float | None = getattr(self, key)
+        return SCHEME_KEY_DEFAULTS[key] if given is None else given
 
     def __repr__(self) -> str:
         if self.scheme == "basic" and self.username is not None:
@@ -149,18 +186,22 @@ class AuthSettings:
             return BasicAuth(self.username or "", self.password or "", redactor=redactor, reread=reread)
         if self.scheme == "api_key":
             return ApiKeyAuth(
-                self.api_key or "", header=self.header, prefix=self.prefix, redactor=redactor, reread=reread
+                self.api_key or "",
+                header=self.in_use("header"),
+                prefix=self.in_use("prefix"),
+                redactor=redactor,
+                reread=reread,
             )
         if self.scheme == "bearer":
             return BearerAuth(self.token or "", redactor=redactor, reread=reread)
         if self.scheme == "fenix_session":
             return FenixSessionAuth(
-                login_url=join_url(base_url, self.login_path),
+                login_url=join_url(base_url, self.in_use("login_path")),
                 username=self.username or "",
                 password=self.password or "",
                 api_key=self.api_key or "",
                 store_name=self.store_name or "",
-                token_ttl=self.token_ttl,
+                token_ttl=self.in_use("token_ttl"),
                 # Left out (None), it adapts to a short token there; given, the pair rule kept it below token_ttl.
                 refresh_margin=self.refresh_margin,
                 redactor=redactor,

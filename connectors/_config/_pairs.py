@@ -87,10 +87,12 @@ def _refuse_ignored(
 
 
 def _default(cls: type[Any], key: str) -> float:
-    """The default of ``cls``'s ``key``, the upper key of a pair: a duration, in seconds."""
+    """What ``cls``'s ``key``, the upper key of a pair, runs with left out: a duration, in seconds (its default;
+    for a key that is None when left out, such as token_ttl, the value that stands for it)."""
     for field in dataclasses.fields(cls):
-        if field.name == key and isinstance(field.default, int | float):
-            return float(field.default)
+        default = field.metadata.get("schema_default") if field.default is None else field.default
+        if field.name == key and isinstance(default, int | float):
+            return float(default)
     raise TypeError(f"{cls.__name__}.{key} has no duration for its default")  # a pair defined wrong
 
 

@@ -27,6 +27,7 @@ Clock = Callable[[], float]
 
 FENIX_TOKEN_TTL = 4 * 3600.0  # the Fenix contract: authToken expires every 4 hours
 FENIX_REFRESH_MARGIN = 300.0
+API_KEY_HEADER = "x-api-key"  # where an api_key auth sends its key unless told otherwise
 
 
 LOGIN_BODY_CAP = 64 * 1024  # a login answer is a few hundred bytes; never read more than this
@@ -214,7 +215,7 @@ class ApiKeyAuth(_FixedHeaders):
         self,
         value: str,
         *,
-        header: str = "x-api-key",
+        header: str = API_KEY_HEADER,
         prefix: str = "",
         redactor: Redactor | None = None,
         reread: Reread | None = None,

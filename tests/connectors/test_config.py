@@ -70,7 +70,9 @@ def test_the_example_config_loads_with_every_setting(tmp_path: Path) -> None:
     fenix, dg = config.connections
     assert (fenix.name, fenix.api, fenix.base_url) == ("fenix", "fenix", "http://127.0.0.1:9")
     assert fenix.auth.scheme == "fenix_session" and fenix.auth.password == "demo-pass"
-    assert fenix.auth.token_ttl == 4 * 3600 and fenix.auth.refresh_margin is None  # left out: it adapts
+    # Left out: None, and the margin adapts to the token's life, which is the default.
+    assert (fenix.auth.token_ttl, fenix.auth.refresh_margin) == (None, None)
+    assert fenix.auth.in_use("token_ttl") == 4 * 3600 and fenix.auth.in_use("login_path") == "/login"
     assert dg.auth.scheme == "basic" and (dg.auth.username, dg.auth.password) == ("demo-key", "demo-secret")
     assert config.events.topic == "topic" and config.events.body == "payload"
     assert config.mappings[0].topics == ("orders/create", "orders/updated")
