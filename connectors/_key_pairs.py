@@ -1,17 +1,19 @@
-"""Rules that span two keys of one section, which the schema (each key alone) cannot say: a value that must
-stay below another (:class:`Pair`: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff
+"""Rules that span two keys of one section, which the schema's bounds (each key alone) cannot say: a value that
+must stay below another (:class:`Pair`: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff
 base, a breaker's cooldown and ``serve.resweep`` at most their caps, ``serve.keep_bodies`` at most
-``dedup_window``), and a key that one value of another alone reads (:class:`OnlyWith`: ``refresh_margin``
-with the scheme ``fenix_session``; with any other it would be ignored in silence).
+``dedup_window``), and a key that one value of another alone reads (:class:`OnlyWith`, :data:`SCHEME_ONLY`:
+``login_path``, ``token_ttl`` and ``refresh_margin`` with the scheme ``fenix_session``, ``header`` and
+``prefix`` with ``api_key``; under any other scheme they would be ignored in silence).
 
 A rule holds when its key is given (a pair's lower key). Left out, that key is None and its default adapts
 to the other (the auth refreshes at most half a short token's life early; the first backoff, cooldown and
-resweep are at most their caps; bodies are kept for the whole dedup window), so that a value given, even one
-equal to the default, is told from one left out in code as in a file. Each record that holds a rule checks
-it when it is built (:func:`refuse_out_of_order`, :func:`refuse_ignored`, from its ``__post_init__``): in
-code, by ``dataclasses.replace`` too. A file's are checked before its records are built
-(``_config/_pairs.py``), so that its error is located: at the key the file wrote later, or at the key that
-would be ignored.
+resweep are at most their caps; bodies are kept for the whole dedup window), or is the scheme's own
+(``AuthSettings.in_use``), so that a value given, even one equal to the default, is told from one left out in
+code as in a file. Each record that holds a rule checks it when it is built (:func:`refuse_out_of_order`,
+:func:`refuse_ignored`, from its ``__post_init__``): in code, by ``dataclasses.replace`` too. A file's pairs
+are checked before its records are built (``_config/_pairs.py``), so that the error is located at the key the
+file wrote later. A file's key that its scheme ignores is refused by the config schema, which
+``_config/_schema.py`` generates from :data:`SCHEME_ONLY` (so an editor flags it too), located at that key.
 
 The schema gives a lower key the numeric ``default`` that editors insert only where writing it runs as leaving
 it out does, or is refused, never silently different: ``backoff_base``, ``cooldown`` and ``resweep`` (under a
@@ -26,6 +28,7 @@ margin to ``REFRESH`` (:meth:`Pair.refuse`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ._config_key import duration_text
@@ -108,12 +111,38 @@ KEEP_BODIES = Pair(
     why="the inbox forgets a webhook, its id and its body, that long after it arrived",
 )
 SERVE_PAIRS = (RESWEEP, KEEP_BODIES)  # ServeSettings holds two
-REFRESH_ONLY_WITH_SESSION = OnlyWith(
-    "refresh_margin",
-    "scheme",
-    "fenix_session",
-    section="auth",
-    why="no other scheme logs in for a token to renew",
+# The auth keys that one scheme alone reads: under any other they were ignored in silence. The schema says so
+# for a file (generated from these), and AuthSettings when it is built.
+SCHEME_ONLY = (
+    OnlyWith("login_path", "scheme", "fenix_session", section="auth", why="no other scheme logs in"),
+    OnlyWith(
+        "token_ttl",
+        "scheme",
+        "fenix_session",
+        section="auth",
+        why="no other scheme logs in for a token that expires",
+    ),
+    OnlyWith(
+        "refresh_margin",
+        "scheme",
+        "fenix_session",
+        section="auth",
+        why="no other scheme logs in for a token to renew",
+    ),
+    OnlyWith(
+        "header",
+        "scheme",
+        "api_key",
+        section="auth",
+        why="no other scheme sends its credentials in a header named here",
+    ),
+    OnlyWith(
+        "prefix",
+        "scheme",
+        "api_key",
+        section="auth",
+        why="no other scheme writes text before its credentials",
+    ),
 )
 
 
@@ -129,15 +158,16 @@ def refuse_out_of_order(record: object, pair: Pair) -> None:
     pair.refuse(type(record).__name__, getattr(record, pair.lower), getattr(record, pair.upper))
 
 
-def refuse_ignored(record: object, rule: OnlyWith) -> None:
-    """ConfigError (exit 2) when ``record`` gives ``rule``'s key (not None) where its selector makes it
-    ignored, naming the key, the selector's value and the record's class: ``AuthSettings: refresh_margin
-    applies only to fenix_session auth, and the scheme is basic: ...``."""
-    if getattr(record, rule.key) is None:
-        return
-    message = rule.misplaced(getattr(record, rule.selector))
-    if message is not None:
-        raise ConfigError(f"{type(record).__name__}: {rule.key} {message}")
+def refuse_ignored(record: object, rules: Iterable[OnlyWith]) -> None:
+    """ConfigError (exit 2) at the first of ``rules`` whose key ``record`` gives (not None) where its selector
+    makes it ignored, naming the key, the selector's value and the record's class: ``AuthSettings:
+    refresh_margin applies only to fenix_session auth, and the scheme is basic: ...``."""
+    for rule in rules:
+        if getattr(record, rule.key) is None:
+            continue
+        message = rule.misplaced(getattr(record, rule.selector))
+        if message is not None:
+            raise ConfigError(f"{type(record).__name__}: {rule.key} {message}")
 
 
 __all__ = [
@@ -145,8 +175,8 @@ __all__ = [
     "COOLDOWN",
     "KEEP_BODIES",
     "REFRESH",
-    "REFRESH_ONLY_WITH_SESSION",
     "RESWEEP",
+    "SCHEME_ONLY",
     "SERVE_PAIRS",
     "OnlyWith",
     "Pair",

@@ -29,14 +29,7 @@ from .._deliver._auth import (
 )
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
-from .._key_pairs import (
-    BACKOFF,
-    REFRESH,
-    REFRESH_ONLY_WITH_SESSION,
-    in_use,
-    refuse_ignored,
-    refuse_out_of_order,
-)
+from .._key_pairs import BACKOFF, REFRESH, SCHEME_ONLY, in_use, refuse_ignored, refuse_out_of_order
 from .._redact import MASK, Redactor
 from .._store._breaker_pg import RECONNECT_DEADLINE_S
 from .._store._journal_pg import display_url
@@ -85,9 +78,9 @@ SCHEME_KEY_DEFAULTS: Mapping[str, str | float] = {
 
 
 def _scheme_key(description: str, name: str, **bounds: Any) -> Any:
-    """A key that one scheme alone reads: None when left out, so that a value given, even its default, is told
-    from one left out, in code as in a file. Written, the default runs as left out does: the schema's
-    ``default``."""
+    """A key that one scheme alone reads (``SCHEME_ONLY``): None when left out, so that one given under another
+    scheme is refused, even at its default, in code as in a file. Written, the default runs as left out does:
+    the schema's ``default``."""
     default = SCHEME_KEY_DEFAULTS[name]
     duration = isinstance(default, float)
     shown = duration_text(default) if isinstance(default, float) else default
@@ -104,7 +97,7 @@ class AuthSettings:
     """How a connection authenticates. Secrets are hidden from ``repr``: the password, key and token, and
     basic's username, which is the DG API key. The keys that one scheme alone reads (``login_path``,
     ``token_ttl``, ``refresh_margin``: fenix_session; ``header``, ``prefix``: api_key) are None when left out
-    (:meth:`in_use` gives the value that runs)."""
+    (:meth:`in_use` gives the value that runs) and refused under another scheme (``SCHEME_ONLY``)."""
 
     scheme: Scheme = field(default="none", metadata=about("How requests on this connection authenticate."))
     username: str | None = field(default=None, metadata=about("basic and fenix_session.", minLength=1))
@@ -137,7 +130,7 @@ class AuthSettings:
     reader: CredentialReader | None = field(default=None, repr=False, compare=False, metadata=NOT_A_KEY)
 
     def __post_init__(self) -> None:
-        refuse_ignored(self, REFRESH_ONLY_WITH_SESSION)
+        refuse_ignored(self, SCHEME_ONLY)
         if self.scheme == "fenix_session":
             REFRESH.refuse(type(self).__name__, self.refresh_margin, self.in_use("token_ttl"))
 

@@ -1,11 +1,11 @@
-"""A file's rules that span two keys of one section (``_key_pairs``), checked on the document before its
-records are built, so that the error is located. A bound (a refresh_margin below its token_ttl, a backoff
-base, a breaker's cooldown and ``serve.resweep`` at most their caps, ``serve.keep_bodies`` at most
-``dedup_window``): at whichever of the two keys the file wrote later, the one that made them disagree, naming
-both, with the other's value (durations, never secrets); a lower key the file leaves out adapts to the other
-and is not checked. A key that its section's other key makes ignored (a refresh_margin on an auth whose scheme
-is not fenix_session): at that key, as an unknown key is. The records check the same rules when they are built
-(in code, unlocated); a file's document passed here first, so it never meets those.
+"""A file's bounds that span two keys of one section (``_key_pairs``: a refresh_margin below its token_ttl, a
+backoff base, a breaker's cooldown and ``serve.resweep`` at most their caps, ``serve.keep_bodies`` at most
+``dedup_window``), checked on the document before its records are built, so that the error is located: at
+whichever of the two keys the file wrote later, the one that made them disagree, naming both, with the other's
+value (durations, never secrets). A lower key the file leaves out adapts to the other and is not checked. The
+records check the same pairs when they are built (in code, unlocated); a file's document passed here first, so
+it never meets those. (A key that its scheme ignores, the other rule across two keys, is the schema's to
+refuse: JSON Schema can say it, and an editor then flags it.)
 """
 
 from __future__ import annotations
@@ -19,20 +19,18 @@ from shipmap.engine import Location
 from .._config_key import duration_text
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
-from .._key_pairs import BACKOFF, COOLDOWN, REFRESH, REFRESH_ONLY_WITH_SESSION, SERVE_PAIRS, OnlyWith, Pair
+from .._key_pairs import BACKOFF, COOLDOWN, REFRESH, SERVE_PAIRS, Pair
 from ._model import AuthSettings, PathKey, RetryPolicy, dotted, parse_duration
 from ._serve_model import ServeSettings
 
 
 def check_across_keys(document: Mapping[str, Any], locations: Mapping[PathKey, Location]) -> None:
-    """Every pair of keys whose values must be ordered, and every key that another may make ignored, in a
-    validated ``document`` (a config file's, or the sections a config built in code gives as a file does):
-    ConfigError (exit 2) at the first out of order or ignored, located in ``locations`` where the file wrote
-    it."""
+    """Every pair of keys whose values must be ordered, in a validated ``document`` (a config file's, or the
+    sections a config built in code gives as a file does): ConfigError (exit 2) at the first out of order,
+    located in ``locations`` where the file wrote it."""
     for name, connection in _section(document, "connections").items():
         where: PathKey = ("connections", name)
         auth = _section(connection, "auth")
-        _refuse_ignored(auth, (*where, "auth"), REFRESH_ONLY_WITH_SESSION, locations)
         if auth.get("scheme") == "fenix_session":
             _check(auth, AuthSettings, (*where, "auth"), REFRESH, locations)
         _check(_section(connection, "breaker"), BreakerSettings, (*where, "breaker"), COOLDOWN, locations)
@@ -72,18 +70,6 @@ def _check(
     default = "" if upper_given else ", its default"
     message = f"must be {pair.relation} {pair.upper} ({duration_text(high)}{default}): {pair.why}"
     raise ConfigError(f"{dotted((*path, pair.lower))}: {message}", location=low_at)
-
-
-def _refuse_ignored(
-    section: Mapping[str, Any], path: PathKey, rule: OnlyWith, locations: Mapping[PathKey, Location]
-) -> None:
-    if rule.key not in section:
-        return
-    message = rule.misplaced(section.get(rule.selector))
-    if message is not None:
-        at = (*path, rule.key)
-        location = locations.get(("#key", *at)) or locations.get(at)
-        raise ConfigError(f"{dotted(at)}: {message}", location=location)
 
 
 def _default(cls: type[Any], key: str) -> float:

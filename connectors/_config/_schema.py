@@ -8,7 +8,8 @@ description and bounds; the sections of ``shipmap serve`` likewise (``_serve_mod
 only what is not a field: the file's top level, keys the file spells differently from the objects
 (``region``, an auth ``key``/``secret``, a route's ``topic``, a source's ``secret``, an enrichment's
 ``topics`` and ``fetch``), and rules across keys (base_url or region; what each auth scheme and each source
-type needs). So a new key is one field.
+type needs; the auth keys that one scheme alone reads, from ``_key_pairs.SCHEME_ONLY``). So a new key is one
+field.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shipmap.engine import Location
 from .._config_key import NUMBER_BOUNDS, STRING_BOUNDS, duration_text
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
+from .._key_pairs import SCHEME_ONLY
 from ._model import (
     _DURATION,
     AuthSettings,
@@ -39,6 +41,7 @@ from ._model import (
     JournalSettings,
     MappingRoute,
     PathKey,
+    Scheme,
     TargetRoute,
     Timeouts,
     dotted,
@@ -126,6 +129,24 @@ _ONE_OR_MORE_STRINGS = {"anyOf": [_STRING, {"type": "array", "items": _STRING, "
 _SECRET = {"type": "string", "minLength": 4}
 _NAME = "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"  # a source's name: the last part of its URL, /hooks/{name}
 
+
+def _keys_each_scheme_ignores() -> list[dict[str, Any]]:
+    """Per scheme, the keys of ``SCHEME_ONLY`` that it would ignore, refused where written (so an editor flags
+    them), in the words ``AuthSettings`` uses in code. ``not: {}`` refuses a key for being there at all:
+    ``validate_document`` points at the key, as at an unknown one."""
+    branches: list[dict[str, Any]] = []
+    for scheme in typing.get_args(Scheme):
+        refused = {
+            rule.key: {"not": {}, "x-error": message}
+            for rule in SCHEME_ONLY
+            if (message := rule.misplaced(scheme)) is not None
+        }
+        if refused:
+            selected = {"properties": {"scheme": {"const": scheme}}, "required": ["scheme"]}
+            branches.append({"if": selected, "then": {"properties": refused}})
+    return branches
+
+
 # What each section's file says beyond its fields: keys spelt differently from the objects, rules across
 # keys, and the section's own description (``_build`` turns the spelt-differently keys into fields).
 _SECTION_EXTRAS: dict[type[Any], dict[str, Any]] = {
@@ -179,6 +200,7 @@ _SECTION_EXTRAS: dict[type[Any], dict[str, Any]] = {
             },
             {"if": {"properties": {"scheme": {"const": "api_key"}}}, "then": {"required": ["api_key"]}},
             {"if": {"properties": {"scheme": {"const": "bearer"}}}, "then": {"required": ["token"]}},
+            *_keys_each_scheme_ignores(),
         ],
     },
     EventSettings: {
@@ -460,10 +482,10 @@ def validate_document(value: Any, locations: Mapping[PathKey, Location], name: s
     error = errors[0]
     path: PathKey = tuple(error.absolute_path)
     message, at = _explain(error, path)
-    # An unknown key is pointed at as a key; a problem inside a value (a timeout's phase), at that value.
-    location = (
-        locations.get(("#key", *at)) if at != path and error.validator == "additionalProperties" else None
-    )
+    # An unknown key, or one its scheme ignores, is pointed at as a key; a problem inside a value (a timeout's
+    # phase), at that value.
+    refused_key = (error.validator == "additionalProperties" and at != path) or _refuses_key(error)
+    location = locations.get(("#key", *at)) if refused_key else None
     location = location or _nearest(locations, at) or Location(name, 1, 1)
     more = len(errors) - 1
     raise ConfigError(
@@ -471,6 +493,11 @@ def validate_document(value: Any, locations: Mapping[PathKey, Location], name: s
         location=location,
         hint=f"{more} more problem{'s' if more > 1 else ''} after this one" if more else None,
     )
+
+
+def _refuses_key(error: jsonschema.ValidationError) -> bool:
+    """Whether ``error`` refuses a key for being there at all, whatever its value (``not: {}``)."""
+    return error.validator == "not" and error.validator_value == {}
 
 
 def _order(error: jsonschema.ValidationError, locations: Mapping[PathKey, Location]) -> tuple[int, int]:

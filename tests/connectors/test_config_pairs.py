@@ -1,8 +1,11 @@
-"""Bounds that span two keys: a fenix_session's ``refresh_margin`` below its ``token_ttl``, a backoff base,
-a breaker cooldown and ``serve.resweep`` at most their caps, ``serve.keep_bodies`` at most ``dedup_window``.
-Each key passed its own bounds and the pair was not checked: a margin of 5m on a 4m token was silently
-halved. Held for a file (located at the key written later, exit 2) and for a record built in code when it is
-built (naming its class); a lower key left out adapts and is not an error."""
+"""Rules that span two keys of one section. Bounds: a fenix_session's ``refresh_margin`` below its
+``token_ttl``, a backoff base, a breaker cooldown and ``serve.resweep`` at most their caps,
+``serve.keep_bodies`` at most ``dedup_window``; each key passed its own bounds and the pair was not checked: a
+margin of 5m on a 4m token was silently halved. And keys that one auth scheme alone reads (``login_path``,
+``token_ttl``, ``refresh_margin`` with fenix_session; ``header``, ``prefix`` with api_key), ignored in silence
+under another. Held for a file (located at the key written later, or at the key ignored; exit 2), by the
+schema that an editor reads too, and for a record built in code when it is built (naming its class); a key
+left out is None, adapts or takes its scheme's default, and is not an error."""
 
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import httpx
+import jsonschema
 import pytest
 from shipmap.connectors import (
     AuthSettings,
@@ -19,6 +24,7 @@ from shipmap.connectors import (
     DeliverySettings,
     RetryPolicy,
     Runtime,
+    config_schema,
     load_config,
 )
 from shipmap.connectors._cli import main
@@ -28,6 +34,7 @@ from test_runtime_support import BASE_CONFIG, SECRETS, environ, write_config
 
 URL = "http://127.0.0.1:9"
 DAY = 86400.0
+FENIX_SESSION = {"scheme": "fenix_session", "username": "u", "password": "pass", "api_key": "key1"}
 
 
 def _fenix_auth(**keys: str) -> dict[str, Any]:
@@ -152,43 +159,89 @@ def _dg_auth(**auth: str) -> dict[str, Any]:
 
 
 NO_TOKEN = "no other scheme logs in for a token to renew"
+NO_EXPIRY = "no other scheme logs in for a token that expires"
+NO_LOGIN = "no other scheme logs in"
+NO_HEADER = "no other scheme sends its credentials in a header named here"
+NO_PREFIX = "no other scheme writes text before its credentials"
+
+
+def _only(value: str, scheme: str, why: str) -> str:
+    """What is said of a key that the scheme ``value`` alone reads, given under ``scheme``."""
+    return f"applies only to {value} auth, and the scheme is {scheme}: {why}"
 
 
 @pytest.mark.parametrize(
-    ("changes", "message"),
+    ("changes", "key", "message"),
     [
         (
             _dg_auth(scheme="basic", key="${DG_API_KEY}", secret="${DG_API_SECRET}", refresh_margin="5m"),
-            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is basic: "
-            + NO_TOKEN,
+            "refresh_margin",
+            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is basic: no"
+            " other scheme logs in for a token to renew",
         ),
         (  # written before the scheme: the key is what is wrong, wherever it stands
             _dg_auth(refresh_margin="30s", scheme="api_key", api_key="${DG_API_KEY}"),
-            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is api_key: "
-            + NO_TOKEN,
+            "refresh_margin",
+            "connections.dg.auth.refresh_margin: " + _only("fenix_session", "api_key", NO_TOKEN),
         ),
         (
             _dg_auth(scheme="bearer", token="${DG_API_KEY}", refresh_margin="0s"),
-            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is bearer: "
-            + NO_TOKEN,
+            "refresh_margin",
+            "connections.dg.auth.refresh_margin: " + _only("fenix_session", "bearer", NO_TOKEN),
         ),
         (
             _dg_auth(scheme="none", refresh_margin="5m"),
-            "connections.dg.auth.refresh_margin: applies only to fenix_session auth, and the scheme is none: "
-            + NO_TOKEN,
+            "refresh_margin",
+            "connections.dg.auth.refresh_margin: " + _only("fenix_session", "none", NO_TOKEN),
+        ),
+        (  # at its default: given is given
+            _dg_auth(scheme="basic", key="${DG_API_KEY}", secret="${DG_API_SECRET}", token_ttl="4h"),
+            "token_ttl",
+            "connections.dg.auth.token_ttl: " + _only("fenix_session", "basic", NO_EXPIRY),
+        ),
+        (
+            _dg_auth(scheme="api_key", api_key="${DG_API_KEY}", login_path="/login"),
+            "login_path",
+            "connections.dg.auth.login_path: " + _only("fenix_session", "api_key", NO_LOGIN),
+        ),
+        (  # the session sends x-api-key, but under a name of its own: not this key's
+            _fenix_auth(header="X-Key"),
+            "header",
+            "connections.fenix.auth.header: " + _only("api_key", "fenix_session", NO_HEADER),
+        ),
+        (
+            _dg_auth(scheme="bearer", token="${DG_API_KEY}", prefix="Token"),
+            "prefix",
+            "connections.dg.auth.prefix: " + _only("api_key", "bearer", NO_PREFIX),
+        ),
+        (  # two ignored keys: the first written is told
+            _dg_auth(scheme="none", header="x-api-key", login_path="/login"),
+            "header",
+            "connections.dg.auth.header: " + _only("api_key", "none", NO_HEADER),
         ),
     ],
-    ids=["basic", "api_key-written-first", "bearer-zero", "none"],
+    ids=[
+        "margin-basic",
+        "margin-api_key-written-first",
+        "margin-bearer-zero",
+        "margin-none",
+        "ttl-basic-at-default",
+        "login_path-api_key",
+        "header-fenix_session",
+        "prefix-bearer",
+        "two-keys-none",
+    ],
 )
-def test_a_refresh_margin_on_another_scheme_is_a_located_error_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], message: str
+def test_a_key_another_scheme_alone_reads_is_a_located_error_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], key: str, message: str
 ) -> None:
-    """It was ignored in silence: the author believed the token renewed early. Located at the key itself (as
-    an unknown key is), never quoting a value."""
+    """They were ignored in silence: the author believed the token renewed early, or the key went in that
+    header. Located at the key itself (as an unknown key is), never quoting a value; from the schema, which
+    an editor reads too."""
     path = write_config(tmp_path, URL, **changes)
     lines = path.read_text().splitlines()
-    line = next(n for n, row in enumerate(lines, 1) if row.strip().startswith("refresh_margin:"))
-    column = lines[line - 1].index("refresh_margin") + 1
+    line = next(n for n, row in enumerate(lines, 1) if row.strip().startswith(f"{key}:"))
+    column = lines[line - 1].index(key) + 1
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ=environ(URL))
     assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
@@ -208,13 +261,11 @@ def test_a_refresh_margin_on_another_scheme_is_a_located_error_exit_2(
     [
         (
             lambda: AuthSettings(scheme="basic", username="u", password="pass", refresh_margin=300.0),
-            "AuthSettings: refresh_margin applies only to fenix_session auth, and the scheme is basic: "
-            + NO_TOKEN,
+            "AuthSettings: refresh_margin " + _only("fenix_session", "basic", NO_TOKEN),
         ),
         (  # the scheme left out is none
             lambda: AuthSettings(refresh_margin=60.0),
-            "AuthSettings: refresh_margin applies only to fenix_session auth, and the scheme is none: "
-            + NO_TOKEN,
+            "AuthSettings: refresh_margin " + _only("fenix_session", "none", NO_TOKEN),
         ),
         (  # a session's settings turned into another scheme's by dataclasses.replace keep the margin: refused
             lambda: dataclasses.replace(
@@ -222,22 +273,159 @@ def test_a_refresh_margin_on_another_scheme_is_a_located_error_exit_2(
                 scheme="bearer",
                 token="tok1",
             ),
-            "AuthSettings: refresh_margin applies only to fenix_session auth, and the scheme is bearer: "
-            + NO_TOKEN,
+            "AuthSettings: refresh_margin " + _only("fenix_session", "bearer", NO_TOKEN),
+        ),
+        (  # equal to its default, given all the same: told from left out, as in a file
+            lambda: AuthSettings(scheme="basic", username="u", password="pass", header="x-api-key"),
+            "AuthSettings: header " + _only("api_key", "basic", NO_HEADER),
+        ),
+        (
+            lambda: AuthSettings(**FENIX_SESSION, store_name="s", prefix="Key"),
+            "AuthSettings: prefix " + _only("api_key", "fenix_session", NO_PREFIX),
+        ),
+        (
+            lambda: AuthSettings(scheme="api_key", api_key="key1", token_ttl=600.0),
+            "AuthSettings: token_ttl " + _only("fenix_session", "api_key", NO_EXPIRY),
+        ),
+        (
+            lambda: AuthSettings(login_path="/auth"),
+            "AuthSettings: login_path " + _only("fenix_session", "none", NO_LOGIN),
+        ),
+        (
+            lambda: dataclasses.replace(
+                AuthSettings(scheme="api_key", api_key="key1", header="X-Key"), scheme="bearer", token="tok1"
+            ),
+            "AuthSettings: header " + _only("api_key", "bearer", NO_HEADER),
         ),
     ],
-    ids=["basic-equal-to-default", "none-by-default", "bearer-by-replace"],
+    ids=[
+        "margin-basic-equal-to-default",
+        "margin-none-by-default",
+        "margin-bearer-by-replace",
+        "header-basic-equal-to-default",
+        "prefix-fenix_session",
+        "ttl-api_key",
+        "login_path-none",
+        "header-bearer-by-replace",
+    ],
 )
-def test_a_refresh_margin_on_another_scheme_is_refused_when_built_in_code(build: Any, message: str) -> None:
+def test_a_key_another_scheme_alone_reads_is_refused_when_built_in_code(build: Any, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         build()
     assert (caught.value.message, caught.value.location, caught.value.exit_code) == (message, None, 2)
 
 
-def test_other_schemes_without_a_margin_and_a_session_with_one_pass() -> None:
+def test_other_schemes_without_those_keys_and_their_own_schemes_with_them_pass() -> None:
     assert AuthSettings(scheme="basic", username="u", password="pass").refresh_margin is None
-    session = AuthSettings(**FENIX_SESSION, store_name="s", refresh_margin=60.0)
-    assert dataclasses.replace(session, refresh_margin=None, scheme="api_key").scheme == "api_key"
+    session = AuthSettings(**FENIX_SESSION, store_name="s", refresh_margin=60.0, login_path="/auth")
+    assert (
+        dataclasses.replace(session, refresh_margin=None, login_path=None, scheme="api_key").scheme
+        == "api_key"
+    )
+    keyed = AuthSettings(scheme="api_key", api_key="key1", header="X-Key", prefix="")
+    assert dataclasses.replace(keyed, header=None, prefix=None, scheme="bearer", token="tok1").header is None
+
+
+def _sent(auth: httpx.Auth) -> httpx.Headers:
+    """The headers ``auth`` puts on a request (no login: the schemes of fixed headers)."""
+    return next(auth.sync_auth_flow(httpx.Request("GET", f"{URL}/orders"))).headers
+
+
+def test_keys_left_out_are_none_and_run_with_their_scheme_defaults() -> None:
+    """None tells left out from given (even at the default); ``in_use`` gives what runs, the one place a built
+    auth reads them."""
+    keyed = AuthSettings(scheme="api_key", api_key="key1")
+    assert (keyed.header, keyed.prefix) == (None, None)
+    assert (keyed.in_use("header"), keyed.in_use("prefix")) == ("x-api-key", "")
+    assert _sent(keyed.build(URL, Redactor()))["x-api-key"] == "key1"
+    named = AuthSettings(scheme="api_key", api_key="key1", header="X-Key", prefix="Key")
+    assert (named.in_use("header"), named.in_use("prefix")) == ("X-Key", "Key")
+    sent = _sent(named.build(URL, Redactor()))
+    assert (sent["X-Key"], "x-api-key" in sent) == ("Key key1", False)
+    session = AuthSettings(**FENIX_SESSION, store_name="s")
+    assert (session.login_path, session.token_ttl) == (None, None)
+    built: Any = session.build(f"{URL}/base", Redactor())
+    assert (built.login_url, built.token_ttl, built.refresh_margin) == (
+        f"{URL}/base/login",
+        4 * 3600.0,
+        300.0,
+    )
+    given: Any = AuthSettings(**FENIX_SESSION, store_name="s", login_path="/auth", token_ttl=600.0).build(
+        URL, Redactor()
+    )
+    assert (given.login_url, given.token_ttl, given.refresh_margin) == (f"{URL}/auth", 600.0, 300.0)
+
+
+def _schema_errors(auth: dict[str, Any]) -> list[jsonschema.ValidationError]:
+    """What a plain JSON Schema validator (an editor's) finds in a config whose one connection has ``auth``."""
+    document = {
+        "connections": {"shop": {"api": "generic", "base_url": URL, "auth": auth}},
+        "mappings": [{"mapping": "orders.yaml"}],
+    }
+    schema = config_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return list(jsonschema.Draft202012Validator(schema).iter_errors(document))
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"scheme": "api_key", "api_key": "key1", "header": "X-Key", "prefix": "Key"},
+        {
+            **FENIX_SESSION,
+            "store_name": "s",
+            "login_path": "/auth",
+            "token_ttl": "30m",
+            "refresh_margin": "1m",
+        },
+        {"scheme": "basic", "key": "k1", "secret": "s123"},
+    ],
+    ids=["api_key", "fenix_session", "basic"],
+)
+def test_the_schema_accepts_each_schemes_own_keys(auth: dict[str, Any]) -> None:
+    assert _schema_errors(auth) == []
+
+
+@pytest.mark.parametrize(
+    ("auth", "key", "message"),
+    [
+        (
+            {"scheme": "basic", "key": "k1", "secret": "s123", "refresh_margin": "5m"},
+            "refresh_margin",
+            _only("fenix_session", "basic", NO_TOKEN),
+        ),
+        (
+            {"scheme": "api_key", "api_key": "key1", "token_ttl": "4h"},
+            "token_ttl",
+            _only("fenix_session", "api_key", NO_EXPIRY),
+        ),
+        (
+            {"scheme": "none", "login_path": "/login"},
+            "login_path",
+            _only("fenix_session", "none", NO_LOGIN),
+        ),
+        (
+            {**FENIX_SESSION, "store_name": "s", "header": "x-api-key"},
+            "header",
+            _only("api_key", "fenix_session", NO_HEADER),
+        ),
+        (
+            {"scheme": "bearer", "token": "tok1", "prefix": "Bearer"},
+            "prefix",
+            _only("api_key", "bearer", NO_PREFIX),
+        ),
+    ],
+    ids=["margin-basic", "ttl-api_key", "login_path-none", "header-fenix_session", "prefix-bearer"],
+)
+def test_the_schema_flags_a_key_its_scheme_ignores_at_that_key(
+    auth: dict[str, Any], key: str, message: str
+) -> None:
+    """For an editor, from the schema alone (``if``/``then`` per scheme): the one error is at the key, and the
+    schema's x-error is what shipmap says there."""
+    errors = _schema_errors(auth)
+    assert [(list(e.absolute_path), e.validator, e.schema.get("x-error")) for e in errors] == [
+        (["connections", "shop", "auth", key], "not", message)
+    ]
 
 
 def test_only_the_margin_changed_is_told_without_building_a_record_that_breaks_the_pair() -> None:
@@ -265,9 +453,6 @@ def _in_code(**changes: Any) -> Any:
     from test_config import _in_code as build
 
     return build(**changes)
-
-
-FENIX_SESSION = {"scheme": "fenix_session", "username": "u", "password": "pass", "api_key": "key1"}
 
 
 @pytest.mark.parametrize(
