@@ -18,7 +18,7 @@ import jsonschema
 
 from .._errors import ConfigError
 from ._model import PathKey, RuntimeConfig, dotted
-from ._pairs import check_across_keys
+from ._pairs import check_pairs
 from ._schema import _explain, _key, _schema, _section, _Validator
 from ._serve_model import Enrichment, ServeSettings, SourceSettings
 from ._warnings import warn_phases_past_total, warn_retries_before_breaker
@@ -147,7 +147,7 @@ def check_across_sections(config: RuntimeConfig) -> None:
             )
     # The records check their own pairs when built; serve is the one section a config built in code gives as
     # a file does, so its pairs are checked on the section (a file's again, having passed before the build).
-    check_across_keys({"serve": config.serve}, config.locations)
+    check_pairs({"serve": config.serve}, config.locations)
     warn_retries_before_breaker(config)
     warn_phases_past_total(config)
 

@@ -15,7 +15,7 @@ from .._errors import ConfigError
 from ._build import build_config
 from ._checks import check_across_sections
 from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig, not_a_file, resolved
-from ._pairs import check_across_keys
+from ._pairs import check_pairs
 from ._schema import validate_document
 from ._secrets import (
     MAX_CONFIG_BYTES,
@@ -58,7 +58,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     validate_document(value, locations, name)
     warn_literal_secrets(value, locations, referenced)
     refuse_unsendable_secrets(value, locations, referenced)
-    check_across_keys(value, locations)  # before the records, which check them too, are built: located
+    check_pairs(value, locations)  # before the records, which check them too, are built: located
     config = build_config(value, file, locations)
     check_across_sections(config)
     reread = resolved(file.parent / env_file) if isinstance(env_file, str) else None

@@ -24,7 +24,7 @@ from ._model import AuthSettings, PathKey, RetryPolicy, dotted, parse_duration
 from ._serve_model import ServeSettings
 
 
-def check_across_keys(document: Mapping[str, Any], locations: Mapping[PathKey, Location]) -> None:
+def check_pairs(document: Mapping[str, Any], locations: Mapping[PathKey, Location]) -> None:
     """Every pair of keys whose values must be ordered, in a validated ``document`` (a config file's, or the
     sections a config built in code gives as a file does): ConfigError (exit 2) at the first out of order,
     located in ``locations`` where the file wrote it."""
@@ -82,4 +82,4 @@ def _default(cls: type[Any], key: str) -> float:
     raise TypeError(f"{cls.__name__}.{key} has no duration for its default")  # a pair defined wrong
 
 
-__all__ = ["check_across_keys"]
+__all__ = ["check_pairs"]
