@@ -277,8 +277,7 @@ class CircuitBreaker:
                 return False
             now = self._clock()
             if now >= give_up_at or self._stop_waiting is not None:
-                waited = self.now() - state.opened_at
-                raise Outage(self.name, state.reason, waited, moved=self._stop_waiting == "moved")
+                raise self.outage()
             if shared is None:
                 probe, wait = self._claim_probe(state, now)
             else:  # the copy says when a probe is due; only then is the record locked to claim it
@@ -309,15 +308,24 @@ class CircuitBreaker:
             await self._wait_for_change(wait)
 
     def outage(self) -> Outage:
-        """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why."""
+        """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why;
+        once a reload ``moved`` the connection, that it moved."""
         state = self._store.breaker(self.name)
-        return Outage(self.name, state.reason, self.now() - state.opened_at)
+        return Outage(self.name, state.reason, self.now() - state.opened_at, moved=self.moved)
+
+    @property
+    def moved(self) -> bool:
+        """A reload moved the connection (another endpoint or credentials): a delivery that would wait for
+        this breaker stops instead (left pending), and the next run sends it with the new settings."""
+        return self._stop_waiting == "moved"
 
     def stop_waiting(self, why: Literal["moved", "run ends"] = "moved") -> None:
         """The callers waiting for this breaker, and those that find it open from now on, stop waiting
         (``Outage``: their deliveries stay pending): the connection moved, or the service's run ends, and the
-        next run sends them."""
-        self._stop_waiting = why
+        next run sends them. A move stays a move: the run's end that follows a reload (it ends the run) must
+        not make a probe in flight at the move, failing after it, park as an outage of the old endpoint."""
+        if self._stop_waiting != "moved":
+            self._stop_waiting = why
         self._notify()
 
     @staticmethod

@@ -582,6 +582,30 @@ def test_waiting_for_the_breaker_to_close_never_takes_the_probe_and_ends_at_its_
     ]
 
 
+def test_a_move_stays_a_move_when_the_end_of_the_run_follows_it_during_a_probe() -> None:
+    """``shipmap serve``'s reload moves a connection (``stop_waiting("moved")``), then ends the run, which
+    parks what waits (``stop_waiting("run ends")``). A probe in flight across both failed after them: its
+    delivery was parked as an outage of the old endpoint, and the log never said the connection moved."""
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=1, cooldown=0.01))
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        await breaker.failure("HTTP 503 Service Unavailable")
+        assert await breaker.admit(give_up_at=loop.time() + 60.0)  # the probe, its request in flight
+        breaker.stop_waiting("moved")
+        breaker.stop_waiting("run ends")
+        await breaker.failure("ConnectError: refused", probe=True)
+        with pytest.raises(Outage) as stopped:
+            await breaker.admit(give_up_at=loop.time() + 60.0)
+        return [stopped.value.detail, breaker.outage().detail]
+
+    moved = (
+        "moved by a reload while its circuit breaker was open (ConnectError: refused); left pending for the"
+        " next run, which sends to the new endpoint"
+    )
+    assert asyncio.run(scenario()) == [moved, moved]
+
+
 def test_max_rate_spaces_request_starts_evenly() -> None:
     clock = FakeClock()
     limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)

@@ -1,0 +1,185 @@
+"""``kill -HUP`` that moves an endpoint while a delivery is on its way to the old one: its probe's request in
+flight there when the reload lands. The delivery sends nothing more to the old endpoint, is delivered to the
+new one once, nothing is dead-lettered, and the log says once that the connection moved. (A delivery that waits at the open breaker is ``test_serve_reload.py``'s.)
+
+The old endpoint is a real HTTP server on 127.0.0.1 that answers 503 and can hold one request open: the
+reload, and the end of the run it asks for, land while that request is in flight, whatever the machine's
+load."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import socketserver
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+
+ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
+FENIX = "  fenix:\n    api: fenix\n    base_url: ${SANDBOX_URL}\n"
+FIXTURE_RETRY = (
+    "  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full, retry_after_cap: 2s}\n"
+)
+REQUEST_CAP = 1024 * 1024  # bytes of one request the old endpoint reads at most
+HOLD_DEADLINE_S = 30.0  # a held request is answered by then, released or not
+
+
+class OldEndpoint:
+    """Where a connection pointed before it moved: every request is answered ``503``, at once, or, the first
+    one after ``hold()``, once the test calls ``release()`` (its ``held`` is set when it arrives). ``requests``
+    counts the requests it read."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.held = threading.Event()
+        self._release = threading.Event()
+        self._armed = False
+        self._lock = threading.Lock()
+        endpoint = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                if not _read_request(self.request):
+                    return
+                with endpoint._lock:
+                    endpoint.requests += 1
+                    hold, endpoint._armed = endpoint._armed, False
+                if hold:
+                    endpoint.held.set()
+                    endpoint._release.wait(HOLD_DEADLINE_S)
+                self.request.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def hold(self) -> None:
+        with self._lock:
+            self._armed = True
+
+    def release(self) -> None:
+        self._release.set()
+
+    def __enter__(self) -> OldEndpoint:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _read_request(sock: socket.socket) -> bool:
+    """Read one request, its head and the body its Content-Length declares (at most ``REQUEST_CAP``); False
+    when the client left first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk or len(data) > REQUEST_CAP:
+            return False
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = min(int(value), REQUEST_CAP)
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return False
+        body += chunk
+    return True
+
+
+def _moving(serve: ServeProcess, old: str, breaker: str, retry: str | None = None) -> str:
+    """Start ``serve`` with Fenix at ``old``, the ``delivery.breaker`` given and, given, its ``retry`` in
+    place of the fixture's; return the config that moves Fenix back to the sandbox."""
+    text = serve.config.read_text()
+    assert FENIX in text and "delivery:\n" in text and FIXTURE_RETRY in text
+    working = text.replace("delivery:\n", f"delivery:\n  breaker: {breaker}\n")
+    if retry is not None:
+        working = working.replace(FIXTURE_RETRY, f"  retry: {retry}\n")
+    serve.config.write_text(working.replace(FENIX, FENIX.replace("${SANDBOX_URL}", old)))
+    serve.start()
+    return working
+
+
+def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> None:
+    body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+    headers = shopify_headers(body, "orders/create", f"moves{order_id}")
+    assert serve.post(client, "shop", body, headers).status_code == 200
+
+
+def _reload(serve: ServeProcess, config: str) -> None:
+    serve.config.write_text(config)
+    assert serve.process is not None
+    serve.process.send_signal(signal.SIGHUP)
+    serve.wait_until(
+        lambda: any("reloaded " in line and line.rstrip().endswith("connections.fenix: base_url")
+                    for line in serve.errors),
+        timeout=30,
+        what="the reload's log line",
+    )  # fmt: skip
+
+
+def _delivered(sandbox: Sandbox) -> list[str]:
+    return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
+
+
+def _said(serve: ServeProcess, text: str) -> int:
+    return sum(text in line for line in serve.errors)
+
+
+def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_its_delivery_follows(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The reload lands while the half-open probe's request is held open by the old endpoint, and so does
+    the end of the run that the reload asks for (it parks what waits). The probe fails after both: the
+    delivery was parked as if the old endpoint were down ("unavailable for 0 s"), and the log never said that
+    the connection had moved. Now it is parked as moved, said once, and the next run delivers it to the new
+    endpoint; the old one gets no request after the probe."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    with OldEndpoint() as old:
+        working = _moving(serve, old.url, "{failures: 2, cooldown: 1s, cooldown_cap: 1s, outage_wait: 10m}")
+        try:
+            with httpx.Client(timeout=10) as client:
+                _post(serve, client, 7_300_001)
+                serve.wait_until(
+                    lambda: _said(serve, "connection fenix: circuit breaker open") > 0,
+                    timeout=30,
+                    what="fenix's breaker open at the old endpoint",
+                )
+                old.hold()  # the next request is the probe (a cooldown of 1 s: the hold is armed well before)
+                assert old.held.wait(30), "no probe reached the old endpoint"
+                sent_to_old = old.requests
+                _reload(serve, working)
+                # The reload's end of the run comes meanwhile: nothing else holds the delivery loop.
+                time.sleep(0.5)
+                old.release()
+                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300001"], timeout=30,
+                                 what="the order whose probe was in flight")  # fmt: skip
+                assert (
+                    _said(serve, "connection fenix moved by a reload while its circuit breaker was open") == 1
+                ), serve.errors[-10:]
+                assert _said(serve, "connection fenix unavailable for") == 0, serve.errors[-10:]
+                assert _said(serve, "connections.fenix: base_url changed: 1 pending delivery journaled for the"
+                                    " old one go to the new one") == 1, serve.errors[-10:]  # fmt: skip
+                _post(serve, client, 7_300_002)
+                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300001", "7300002"], timeout=30,
+                                 what="the next order")  # fmt: skip
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        assert old.requests == sent_to_old, "a request went to the old endpoint after the move"
+    assert not [line for line in serve.errors if "dead letter" in line], serve.errors
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 2  # each once
