@@ -173,15 +173,27 @@ class MemoryStore:
             state.retry_at = state.cooldown = 0.0
 
 
-class Outage(Exception):
-    """The breaker stayed open past ``outage_wait``: leave the delivery pending for a later run. The message
-    is ``connection NAME`` and ``detail``; a line that names the connection already shows ``detail`` alone."""
+# What a delivery was waiting for when a reload moved its connection (``Outage(moved=...)``).
+MovedWhile = Literal["open", "retrying"]
+_MOVED_WHILE: dict[MovedWhile, str] = {
+    "open": "its circuit breaker was open",
+    "retrying": "a delivery was retrying",
+}
 
-    def __init__(self, connection: str, reason: str, waited: float, *, moved: bool = False) -> None:
+
+class Outage(Exception):
+    """The breaker stayed open past ``outage_wait``, or a reload moved the connection while a delivery waited
+    for its open breaker or was retrying (``moved`` says which): leave the delivery pending for a later run.
+    The message is ``connection NAME`` and ``detail``; a line that names the connection already shows
+    ``detail`` alone."""
+
+    def __init__(
+        self, connection: str, reason: str, waited: float, *, moved: MovedWhile | None = None
+    ) -> None:
         self.detail = (
-            f"moved by a reload while its circuit breaker was open ({reason}); "
+            f"moved by a reload while {_MOVED_WHILE[moved]} ({reason}); "
             "left pending for the next run, which sends to the new endpoint"
-            if moved
+            if moved is not None
             else f"unavailable for {waited:.0f} s (circuit breaker open: {reason}); left pending for the next run"
         )
         super().__init__(f"connection {connection} {self.detail}")
@@ -307,16 +319,22 @@ class CircuitBreaker:
             wait = give_up_at - now if shared is None else min(give_up_at - now, shared.poll)
             await self._wait_for_change(wait)
 
-    def outage(self) -> Outage:
-        """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why;
-        once a reload ``moved`` the connection, that it moved."""
+    def outage(self, failed: str = "") -> Outage:
+        """The Outage of a delivery that does not wait for this open breaker: since when it is open, and why.
+        Once a reload ``moved`` the connection, that it moved: while the breaker was open, or, closed, while
+        the delivery was retrying after ``failed`` (its own last failure)."""
         state = self._store.breaker(self.name)
-        return Outage(self.name, state.reason, self.now() - state.opened_at, moved=self.moved)
+        if self.moved:
+            if state.phase == "closed":
+                return Outage(self.name, failed, 0.0, moved="retrying")
+            return Outage(self.name, state.reason, 0.0, moved="open")
+        return Outage(self.name, state.reason, self.now() - state.opened_at)
 
     @property
     def moved(self) -> bool:
         """A reload moved the connection (another endpoint or credentials): a delivery that would wait for
-        this breaker stops instead (left pending), and the next run sends it with the new settings."""
+        this breaker, or retry after a failure, stops instead (left pending), and the next run sends it with
+        the new settings."""
         return self._stop_waiting == "moved"
 
     def stop_waiting(self, why: Literal["moved", "run ends"] = "moved") -> None:
@@ -327,6 +345,13 @@ class CircuitBreaker:
         if self._stop_waiting != "moved":
             self._stop_waiting = why
         self._notify()
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a retry's backoff), or less: until a reload moves the connection (``moved``),
+        so that a delivery retrying against the old endpoint follows the move at once."""
+        until = time.monotonic() + seconds
+        while not self.moved and (left := until - time.monotonic()) > 0:
+            await self._wait_for_change(left)
 
     @staticmethod
     def _due(state: BreakerState, now: float) -> bool:

@@ -19,6 +19,11 @@ A delivery waiting for its breaker holds its sender. With ``waiting_cap``, at mo
 connection's open breaker; that connection's other deliveries are parked at once, so the senders go on with
 the other connections (``shipmap serve`` looks at parked work again by itself; a run holds them back and
 sends them when the breaker closes: ``_held``).
+
+A reload of ``shipmap serve`` that moves a connection (another endpoint or credentials:
+``CircuitBreaker.stop_waiting``) parks its deliveries that wait, at its open breaker or in a retry's backoff,
+and those whose request fails after the move: the next run sends them to the new endpoint, and none retries
+the old one. A request in flight at the move ends as it ends (delivered, or parked).
 """
 
 from __future__ import annotations
@@ -142,7 +147,8 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 class Deliverer:
-    """Sends OutboundRequests with retries. Use as ``async with Deliverer(...) as deliverer``."""
+    """Sends OutboundRequests with retries. Use as ``async with Deliverer(...) as deliverer``. ``sleep`` is
+    the rate limiters'; a retry's backoff waits on its breaker, so that a reload's move ends it."""
 
     def __init__(
         self,
@@ -166,7 +172,6 @@ class Deliverer:
         self.redactor = redactor
         self._transport = transport
         self._rng = rng or random.Random()
-        self._sleep = sleep
         self._on_retry = on_retry
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._senders: dict[str, Sender] = {}
@@ -240,6 +245,7 @@ class Deliverer:
         task_deadline = self._deadline()
         started = time.perf_counter()
         attempt = 0
+        reason = ""  # the last attempt's failure
         counted = 0  # attempts that count towards max_attempts: not those that failed into an open breaker
         while True:
             if breaker.at_rest:  # nothing to wait for (one attribute read, not a coroutine per attempt)
@@ -257,13 +263,15 @@ class Deliverer:
                     finally:
                         self._waiting[name] -= 1
                 except Outage as stop:
-                    # Without the connection's name: the summary's line and the log's name it already.
-                    reason = self.redactor.redact(stop.detail)
-                    return Outcome(False, None, attempt, time.perf_counter() - started, reason, parked=True)
+                    return self._parked(stop, attempt, started)
                 if not breaker.is_open:
                     self._outage_waits.found_closed(name)
             if not limiter.idle:
                 await limiter.acquire()
+            # No retry goes to the endpoint a reload moved the connection from (a probe admitted before the
+            # move goes: parked, it would leave the old endpoint's breaker half-open for nobody).
+            if attempt and not probe and breaker.moved:
+                return self._parked(breaker.outage(reason), attempt, started)
             attempt += 1
             retry_after: float | None = None
             status: int | None = None
@@ -337,6 +345,8 @@ class Deliverer:
                 self._outage_waits.found_open(name)
                 continue
             counted += 1
+            if retryable and breaker.moved:  # not given up on, nor retried here: the next run sends it there
+                return self._parked(breaker.outage(reason), attempt, started)
             if not retryable or counted >= policy.max_attempts:
                 if retryable:
                     reason = f"gave up after {attempt} attempts; last: {reason}"
@@ -352,7 +362,13 @@ class Deliverer:
             )
             if self._on_retry is not None:
                 self._on_retry(request, attempt, reason, delay)
-            await self._sleep(delay)
+            await breaker.pause(delay)  # cut short by a reload that moves the connection
+
+    def _parked(self, stop: Outage, attempts: int, started: float) -> Outcome:
+        """A delivery left pending: its connection is down past ``outage_wait``, or a reload moved it."""
+        # Without the connection's name: the summary's line and the log's name it already.
+        reason = self.redactor.redact(stop.detail)
+        return Outcome(False, None, attempts, time.perf_counter() - started, reason, parked=True)
 
     def _deadline(self) -> TaskDeadline:
         """The calling task's deadline timer (``asyncio.timeout`` arms one per request), forgotten with it."""

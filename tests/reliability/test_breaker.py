@@ -606,6 +606,34 @@ def test_a_move_stays_a_move_when_the_end_of_the_run_follows_it_during_a_probe()
     assert asyncio.run(scenario()) == [moved, moved]
 
 
+def test_a_retry_backoff_ends_at_a_move_and_the_reason_says_the_delivery_was_retrying() -> None:
+    """A delivery waiting out its backoff (the breaker closed: too few failures to open it) follows a move
+    at once, not after the backoff, and its reason says what it waited for."""
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=5, cooldown=1.0))
+
+    async def scenario() -> tuple[float, bool, str]:
+        await breaker.failure("HTTP 503 Service Unavailable")
+        backoff = asyncio.create_task(breaker.pause(30.0))
+        await asyncio.sleep(0.05)
+        assert not backoff.done()  # it waits: nothing moved yet
+        started = asyncio.get_running_loop().time()
+        breaker.stop_waiting("moved")
+        async with asyncio.timeout(5.0):
+            await backoff
+        return (
+            asyncio.get_running_loop().time() - started,
+            breaker.moved,
+            breaker.outage("HTTP 503 Service Unavailable").detail,
+        )
+
+    waited, moved, detail = asyncio.run(scenario())
+    assert waited < 1.0 and moved, waited
+    assert detail == (
+        "moved by a reload while a delivery was retrying (HTTP 503 Service Unavailable); left pending for the"
+        " next run, which sends to the new endpoint"
+    )
+
+
 def test_max_rate_spaces_request_starts_evenly() -> None:
     clock = FakeClock()
     limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)

@@ -1,6 +1,7 @@
 """``kill -HUP`` that moves an endpoint while a delivery is on its way to the old one: its probe's request in
-flight there when the reload lands. The delivery sends nothing more to the old endpoint, is delivered to the
-new one once, nothing is dead-lettered, and the log says once that the connection moved. (A delivery that waits at the open breaker is ``test_serve_reload.py``'s.)
+flight there when the reload lands, or its retry's backoff under way. Each time the delivery sends nothing
+more to the old endpoint, is delivered to the new one once, nothing is dead-lettered, and the log says once
+that the connection moved. (A delivery that waits at the open breaker is ``test_serve_reload.py``'s.)
 
 The old endpoint is a real HTTP server on 127.0.0.1 that answers 503 and can hold one request open: the
 reload, and the end of the run it asks for, land while that request is in flight, whatever the machine's
@@ -183,3 +184,78 @@ def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_
         assert old.requests == sent_to_old, "a request went to the old endpoint after the move"
     assert not [line for line in serve.errors if "dead letter" in line], serve.errors
     assert len(source_sandbox.requests(endpoint="fenix.orders")) == 2  # each once
+
+
+def test_a_delivery_in_its_retry_backoff_at_the_reload_follows_the_move_at_once(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The old endpoint failed the delivery once, too few failures to open the breaker, and the delivery waits
+    out a 20 s backoff when the reload lands. It used to sleep it out and retry the old endpoint (up to
+    max_attempts, then a dead letter, 4 attempts being fewer than the breaker's 5 failures); now the backoff
+    ends at the move, the delivery is parked as moved, said once, and delivered to the new endpoint within
+    seconds; the old endpoint got its one request only."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    with OldEndpoint() as old:
+        working = _moving(
+            serve,
+            old.url,
+            "{failures: 5, cooldown: 1s, outage_wait: 10m}",
+            retry="{max_attempts: 4, backoff_base: 20s, backoff_cap: 20s, jitter: none}",
+        )
+        try:
+            with httpx.Client(timeout=10) as client:
+                _post(serve, client, 7_300_003)
+                serve.wait_until(lambda: _said(serve, "attempt 1 failed (") > 0, timeout=30,
+                                 what="the first attempt's failure at the old endpoint")  # fmt: skip
+                assert _said(serve, "retrying in 20.00s") == 1, serve.errors[-10:]
+                moved_at = time.monotonic()
+                _reload(serve, working)
+                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300003"], timeout=15,
+                                 what="the order that waited out its backoff")  # fmt: skip
+                assert time.monotonic() - moved_at < 15  # not after the 20 s backoff
+                assert (
+                    _said(serve, "connection fenix moved by a reload while a delivery was retrying (") == 1
+                ), serve.errors[-10:]
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        assert old.requests == 1, "the delivery retried the old endpoint after the move"
+    assert not [line for line in serve.errors if "dead letter" in line], serve.errors
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
+
+
+def test_a_last_attempt_in_flight_to_the_old_endpoint_at_the_reload_is_not_a_dead_letter(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The delivery's last attempt (of max_attempts) is held open by the old endpoint when the reload lands,
+    and fails after it: the delivery was dead-lettered ("gave up after 2 attempts"), though it was never sent
+    to the endpoint the connection moved to. Now it is parked as moved and delivered there, once."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    with OldEndpoint() as old:
+        working = _moving(
+            serve,
+            old.url,
+            "{failures: 5, cooldown: 1s, outage_wait: 10m}",
+            retry="{max_attempts: 2, backoff_base: 1s, backoff_cap: 1s, jitter: none}",
+        )
+        try:
+            with httpx.Client(timeout=10) as client:
+                _post(serve, client, 7_300_004)
+                serve.wait_until(lambda: _said(serve, "attempt 1 failed (") > 0, timeout=30,
+                                 what="the first attempt's failure at the old endpoint")  # fmt: skip
+                old.hold()  # the retry, a second after the first attempt: the last one max_attempts allows
+                assert old.held.wait(30), "the retry did not reach the old endpoint"
+                _reload(serve, working)
+                time.sleep(0.5)  # the end of the run the reload asks for comes meanwhile
+                old.release()
+                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300004"], timeout=30,
+                                 what="the order whose last attempt was in flight")  # fmt: skip
+                assert (
+                    _said(serve, "connection fenix moved by a reload while a delivery was retrying (") == 1
+                ), serve.errors[-10:]
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        assert old.requests == 2, "a request went to the old endpoint after the move"
+    assert not [line for line in serve.errors if "dead letter" in line], serve.errors
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
