@@ -24,6 +24,10 @@ from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._moves import Stranded, stranded
 from shipmap.connectors._store._retention import oldest_forgettable
 
+# Past the service's own deadline for its inbox (INBOX_READ_DEADLINE_S): a stalled inbox is reported with
+# its reason, not as a service that does not answer.
+READYZ_TIMEOUT_S = 5.0
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", metavar="CONFIG", help="the config file of the service")
@@ -89,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         processes = service.get("serve_processes") or 1
         sharing = f" (one of {processes} serve processes on its inbox)" if processes > 1 else ""
-        ready = "ready" if service.get("ready") else "NOT READY"
+        reason = service.get("reason")  # a 503's, such as an inbox that did not answer in time
+        ready = "ready" if service.get("ready") else f"NOT READY ({reason})" if reason else "NOT READY"
         out.write(f"service     {ready} at {service['url']}{sharing}\n")
         breakers = service.get("breakers") or {}
         shown = ", ".join(f"{name} {state}" for name, state in sorted(breakers.items())) or "none reported"
@@ -135,7 +140,7 @@ def _ask_service(settings: ServeSettings, url: str | None) -> dict[str, Any]:
     base = url.rstrip("/") if url else f"http://{host}:{settings.port}"
     readyz = f"{base}/readyz"
     try:
-        answer = httpx.get(readyz, timeout=2.0)
+        answer = httpx.get(readyz, timeout=READYZ_TIMEOUT_S)
         return {"url": readyz, "status": answer.status_code, **answer.json()}
     except (httpx.HTTPError, ValueError):
         return {"url": readyz, "running": False}

@@ -30,7 +30,8 @@ from starlette.routing import Route
 
 from .._config._serve_model import DEFAULT_BODY_TIMEOUT
 from .._redact import get_logger
-from ._inbox import Accepted, GroupCommitting, InboxError, InboxStore, Incoming
+from ._inbox import Accepted, GroupCommitting, InboxError, InboxStore, Incoming, depth_capped
+from ._inbox_gauges import InboxGauges
 from ._metrics import ServiceMetrics
 from ._settings import RateLimit, SourceSettings
 from ._verify import Rejection, verify
@@ -162,6 +163,7 @@ class ServiceState:
     metrics: ServiceMetrics
     on_accept: Callable[[], None]  # wakes the delivery loop
     readiness: Callable[[], dict[str, Any]]  # breakers and delivery state for /readyz
+    gauges: InboxGauges = field(kw_only=True)  # the inbox's figures, read off the loop
     accepting: bool = True
     committer: GroupCommit | None = None  # built with the state
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
@@ -249,21 +251,36 @@ def build_app(state: ServiceState, redactor: Any, *, runtime_name: str | None = 
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        writable = state.inbox.writable()
+        gauges = await state.gauges.read()
+        reading = gauges.reading
+        writable = reading is not None and reading.writable and not gauges.stale
         details = state.readiness()
         # Intake takes webhooks: delivery still starting takes them from the inbox once it runs.
         delivery = details.get("delivering", False) or details.get("delivery_starting", False)
         ready = writable and state.accepting and delivery
-        body = {
+        body: dict[str, Any] = {
             "ready": ready,
             "inbox_writable": writable,
             "accepting": state.accepting,
             "serve_processes": state.processes,
+            # The last figures the inbox gave (None before it first answered); stale: not this time.
+            "queue_depth": reading.depth if reading is not None else None,
+            "queue_depth_capped": depth_capped(reading.depth) if reading is not None else False,
+            "queue_stale": gauges.stale,
             **details,
         }
+        if not ready:
+            body["reason"] = gauges.problem or (
+                "the inbox does not take writes"
+                if not writable
+                else "draining: the service is shutting down"
+                if not state.accepting
+                else "delivery has ended"
+            )
         return JSONResponse(body, 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
+        await state.gauges.read()  # the queue's series read from it (``gauges.latest``), within its deadline
         return Response(state.metrics.render(), media_type=_METRICS_TYPE)
 
     routes = [

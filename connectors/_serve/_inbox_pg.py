@@ -111,7 +111,8 @@ class PostgresInbox:
 
     ``keep_leases``: renew this process's claims on a thread of its own (the delivery side's inbox, which
     claims rows); ``upgrade``: bring an older inbox schema to this version (``shipmap journal migrate``);
-    ``create``: make the inbox in a database that has none (a service does; ``migrate`` does not)."""
+    ``create``: make the inbox in a database that has none (a service does; ``migrate`` does not);
+    ``statement_timeout_ms``: how long the server lets one statement run (the gauges' reader ends sooner)."""
 
     # One table for every service: its row ids name a webhook alone, and its origins no inbox (``_origins``).
     inbox_id: str | None = None
@@ -126,6 +127,7 @@ class PostgresInbox:
         create: bool = True,
         keep_leases: bool = False,
         application_name: str | None = None,
+        statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
     ) -> None:
         try:
             import psycopg
@@ -138,6 +140,7 @@ class PostgresInbox:
         self.name = display_url(url)
         self.readonly = readonly
         self.application_name = application_name
+        self.statement_timeout_ms = statement_timeout_ms
         self.lease_seconds = lease
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.upgraded_from: int | None = None
@@ -167,7 +170,9 @@ class PostgresInbox:
         # A process stopped inside a transaction would hold row locks: the server ends such a session after
         # one lease, so the other processes are never blocked longer than that.
         idle = max(1000, int(self.lease_seconds * 1000))
-        options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
+        options = (
+            f"-c statement_timeout={self.statement_timeout_ms} -c idle_in_transaction_session_timeout={idle}"
+        )
         if self.readonly:
             options += " -c default_transaction_read_only=on"
         named: dict[str, Any] = {"application_name": self.application_name} if self.application_name else {}

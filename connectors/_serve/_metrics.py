@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from .._runtime import LatencyHistogram, RunSummary
 from .._summary import TargetSummary
 from ._inbox import DEPTH_CAP
+from ._inbox_gauges import INBOX_READ_DEADLINE_S
 
 ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 DELIVERY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -29,7 +30,7 @@ class ServiceMetrics:
         self,
         *,
         summary: Callable[[], RunSummary | None],
-        queue: Callable[[], tuple[int, float | None]],
+        queue: Callable[[], tuple[int, float | None] | None],
         breakers: Callable[[], Mapping[str, str]],
         in_flight: Callable[[], int],
         stalled: Callable[[], bool],
@@ -37,8 +38,11 @@ class ServiceMetrics:
         enrichment: Callable[[], Mapping[str, Mapping[str, int]]] = lambda: {},
         parked: Callable[[], tuple[int, int]] = lambda: (0, 0),
         replays: Callable[[], RunSummary | None] = lambda: None,
+        queue_stale: Callable[[], bool] = lambda: False,
     ) -> None:
-        """``summary``: the service's deliveries (its runs); ``replays``: what the replays it carried out did."""
+        """``summary``: the service's deliveries (its runs); ``replays``: what the replays it carried out did;
+        ``queue``: the inbox's depth and oldest webhook at its last reading (None before any), and
+        ``queue_stale``: whether that reading is older than this scrape (the inbox did not answer in time)."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
             "shipmap_webhooks_received", "Webhook requests received", ["source"], registry=self.registry
@@ -69,7 +73,18 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(
-            _Live(summary, queue, breakers, in_flight, stalled, processes, enrichment, parked, replays)
+            _Live(
+                summary,
+                queue,
+                queue_stale,
+                breakers,
+                in_flight,
+                stalled,
+                processes,
+                enrichment,
+                parked,
+                replays,
+            )
         )
 
     def reject(self, source: str, reason: str) -> None:
@@ -85,7 +100,8 @@ class _Live(Collector):
     def __init__(
         self,
         summary: Callable[[], RunSummary | None],
-        queue: Callable[[], tuple[int, float | None]],
+        queue: Callable[[], tuple[int, float | None] | None],
+        queue_stale: Callable[[], bool],
         breakers: Callable[[], Mapping[str, str]],
         in_flight: Callable[[], int],
         stalled: Callable[[], bool],
@@ -100,6 +116,7 @@ class _Live(Collector):
         self._enrichment = enrichment
         self._summary = summary
         self._queue = queue
+        self._queue_stale = queue_stale
         self._breakers = breakers
         self._in_flight = in_flight
         self._stalled = stalled
@@ -143,17 +160,25 @@ class _Live(Collector):
         for kind, count in sorted(summary.forgotten.items()) if summary is not None else ():
             forgotten.add_metric([kind], count)
         yield forgotten
-        depth, oldest = self._queue()
+        queue = self._queue()
+        if queue is not None:  # none before the inbox first answered
+            depth, oldest = queue
+            yield GaugeMetricFamily(
+                "shipmap_queue_depth",
+                f"Accepted webhooks not yet handed to delivery (exact up to {DEPTH_CAP:,};"
+                f" {DEPTH_CAP:,} when at least that many wait)",
+                value=depth,
+            )
+            yield GaugeMetricFamily(
+                "shipmap_queue_oldest_age_seconds",
+                "Age of the oldest webhook waiting in the inbox (0 when none)",
+                value=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+            )
         yield GaugeMetricFamily(
-            "shipmap_queue_depth",
-            f"Accepted webhooks not yet handed to delivery (exact up to {DEPTH_CAP:,};"
-            f" {DEPTH_CAP:,} when at least that many wait)",
-            value=depth,
-        )
-        yield GaugeMetricFamily(
-            "shipmap_queue_oldest_age_seconds",
-            "Age of the oldest webhook waiting in the inbox (0 when none)",
-            value=max(0.0, time.time() - oldest) if oldest is not None else 0.0,
+            "shipmap_queue_stale",
+            f"1 when the inbox did not answer this scrape within {INBOX_READ_DEADLINE_S:g} s (or failed):"
+            " shipmap_queue_depth and shipmap_queue_oldest_age_seconds are from its last answer",
+            value=1.0 if self._queue_stale() else 0.0,
         )
         yield GaugeMetricFamily(
             "shipmap_deliveries_in_flight", "Requests being sent now", value=self._in_flight()

@@ -18,7 +18,9 @@ not ended (it runs, or is still starting: what intake commits meanwhile waits in
 during an outage). An open circuit breaker does not make the service unready either: intake still commits
 every webhook and delivery catches up when the destination is back, while a load balancer that pulled the
 instance would turn a vendor's outage into refused webhooks. ``/readyz`` says which (``delivering``,
-``delivery_starting``, each breaker and ``degraded``), so a probe that wants to alert on it can.
+``delivery_starting``, each breaker and ``degraded``), so a probe that wants to alert on it can. The inbox's
+figures behind it and ``/metrics`` are read off the loop, within ``INBOX_READ_DEADLINE_S`` (``_inbox_gauges``):
+an inbox that does not answer in time makes the service unready, with that reason, and stalls nothing else.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ from .._redact import get_logger
 from .._runtime import RunSummary, Runtime, register_secrets
 from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
-from ._inbox import InboxError, InboxStore, SharedIntake, depth_capped, depth_text
+from ._inbox import InboxError, SharedIntake, depth_text
+from ._inbox_gauges import Gauges, InboxGauges, open_gauge_reader
 from ._inbox_pg import open_inbox
 from ._inbox_retention import Retention, purge_inbox
 from ._metrics import ServiceMetrics
@@ -232,6 +235,10 @@ class Service:
             # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
             inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
             held.callback(inbox.close)
+            gauges = InboxGauges(
+                lambda: open_gauge_reader(settings.inbox, synchronous=synchronous, lease=lease)
+            )
+            held.callback(gauges.close)
             uvicorn_log, cut_off = logging.getLogger("uvicorn.error"), CutOffRequests()
             uvicorn_log.addFilter(cut_off)
             held.callback(uvicorn_log.removeFilter, cut_off)
@@ -253,7 +260,8 @@ class Service:
             )
             metrics = ServiceMetrics(
                 summary=delivery.summary,
-                queue=lambda: (inbox.depth(), inbox.oldest_pending()),
+                queue=lambda: _queue_figures(gauges.latest),
+                queue_stale=lambda: gauges.latest.stale,
                 breakers=self.breakers,
                 in_flight=delivery.in_flight,
                 enrichment=delivery.enrichment,
@@ -267,8 +275,9 @@ class Service:
                 inbox=inbox,
                 metrics=metrics,
                 on_accept=delivery.wake,
-                readiness=lambda: self._readiness(delivery, inbox),
+                readiness=lambda: self._readiness(delivery),
                 body_timeout=settings.body_timeout,
+                gauges=gauges,
             )
             server = _Server(
                 uvicorn.Config(
@@ -354,10 +363,11 @@ class Service:
             refused = state.refusals.take()
             if now == last and refused is None:
                 continue
-            try:
-                waiting = f"{depth_text(state.inbox.depth())} waiting in the inbox"
-            except Exception as error:  # the inbox's own errors are intake's to report; this is one line
-                waiting = f"the inbox cannot be read now ({type(error).__name__})"
+            gauges = await state.gauges.read()
+            if gauges.stale or gauges.reading is None:
+                waiting = f"queue unknown: {gauges.problem}"
+            else:
+                waiting = f"{depth_text(gauges.reading.depth)} waiting in the inbox"
             self._log.info(
                 "in the last %g s: %s accepted, %d delivered, %s; %s%s",
                 ACTIVITY_EVERY_S,
@@ -499,7 +509,7 @@ class Service:
             for name in self.runtime.connections
         }
 
-    def _readiness(self, delivery: DeliveryLoop, inbox: InboxStore) -> dict[str, Any]:
+    def _readiness(self, delivery: DeliveryLoop) -> dict[str, Any]:
         now = time.monotonic()  # the stall's clock
         outages = {}
         for name, (record, at) in self._breaker_records().items():
@@ -520,12 +530,9 @@ class Service:
                 "next_run_in_seconds": round(max(0.0, stall.retry_at - now), 1),
             }
         parked_here, parked_in_journal = delivery.parked_deliveries()
-        depth = inbox.depth()
         return {
             "delivering": delivery.running,
             "delivery_starting": delivery.starting,
-            "queue_depth": depth,
-            "queue_depth_capped": depth_capped(depth),  # then at least queue_depth wait
             "breakers": self.breakers(),
             # A destination or source API is down, or sends keep raising: intake still accepts.
             "degraded": bool(outages) or stalled is not None,
@@ -547,6 +554,12 @@ def _delivery_error(delivered: asyncio.Future[RunSummary | None]) -> BaseExcepti
     if not delivered.done() or delivered.cancelled():
         return None
     return delivered.exception()
+
+
+def _queue_figures(gauges: Gauges) -> tuple[int, float | None] | None:
+    """The queue's depth and oldest webhook for /metrics, at the inbox's last reading (None before any)."""
+    reading = gauges.reading
+    return (reading.depth, reading.oldest) if reading is not None else None
 
 
 def _running(loop: asyncio.AbstractEventLoop) -> bool:

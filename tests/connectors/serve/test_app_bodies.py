@@ -16,6 +16,7 @@ import pytest
 from shipmap.connectors._redact import Redactor
 from shipmap.connectors._serve import Inbox, SourceSettings
 from shipmap.connectors._serve._app import ServiceState, build_app
+from shipmap.connectors._serve._inbox_gauges import InboxGauges
 from shipmap.connectors._serve._metrics import ServiceMetrics
 
 
@@ -82,7 +83,8 @@ def _state(sources: dict[str, SourceSettings], inbox: Inbox) -> ServiceState:
         in_flight=lambda: 0,
         stalled=lambda: False,
     )
-    return ServiceState(sources, inbox, metrics, on_accept=lambda: None, readiness=dict)
+    gauges = InboxGauges(lambda: Inbox(inbox.path, lock=False))
+    return ServiceState(sources, inbox, metrics, on_accept=lambda: None, readiness=dict, gauges=gauges)
 
 
 async def post(app: Any, body: bytes, headers: dict[str, str], path: str = "/hooks/shop") -> httpx.Response:

@@ -12,6 +12,7 @@ import httpx
 from shipmap.connectors._redact import Redactor
 from shipmap.connectors._serve import Inbox, SourceSettings
 from shipmap.connectors._serve._app import ServiceState, build_app
+from shipmap.connectors._serve._inbox_gauges import InboxGauges
 from shipmap.connectors._serve._metrics import ServiceMetrics
 
 
@@ -25,7 +26,10 @@ def test_a_webhook_the_inbox_cannot_commit_gets_503(tmp_path: Path) -> None:
         in_flight=lambda: 0,
         stalled=lambda: False,
     )
-    state = ServiceState({"shop": source}, inbox, metrics, on_accept=lambda: None, readiness=dict)
+    gauges = InboxGauges(lambda: Inbox(inbox.path, lock=False))
+    state = ServiceState(
+        {"shop": source}, inbox, metrics, on_accept=lambda: None, readiness=dict, gauges=gauges
+    )
     app = build_app(state, Redactor())
     body = b'{"id": 1}'
     headers = {
