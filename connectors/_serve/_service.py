@@ -36,6 +36,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -53,7 +54,7 @@ from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import InboxError, SharedIntake, depth_text
 from ._inbox_gauges import Gauges, InboxGauges, open_gauge_reader
-from ._inbox_pg import open_inbox
+from ._inbox_pg import PostgresInbox, open_inbox
 from ._inbox_retention import Retention, purge_inbox
 from ._metrics import ServiceMetrics
 from ._reload import Reloaded, log_reload, read_again, sections
@@ -235,6 +236,14 @@ class Service:
             # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
             inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
             held.callback(inbox.close)
+            # Over the network, intake's commits wait on a thread of their own, not on the loop (GroupCommit).
+            intake_worker = (
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipmap-intake")
+                if isinstance(inbox, PostgresInbox)
+                else None
+            )
+            if intake_worker is not None:
+                held.callback(intake_worker.shutdown)
             gauges = InboxGauges(
                 lambda: open_gauge_reader(settings.inbox, synchronous=synchronous, lease=lease)
             )
@@ -278,6 +287,7 @@ class Service:
                 readiness=lambda: self._readiness(delivery),
                 body_timeout=settings.body_timeout,
                 gauges=gauges,
+                intake_worker=intake_worker,
             )
             server = _Server(
                 uvicorn.Config(
@@ -388,8 +398,10 @@ class Service:
         that could not open them. A failed count keeps the last one (intake answers 503 meanwhile anyway)."""
         counted = 1
         while True:
-            try:
-                processes = inbox.services()  # one short query on intake's connection, as an accept is
+            try:  # one short query on intake's connection, where its commits run
+                processes = await asyncio.get_running_loop().run_in_executor(
+                    state.intake_worker, inbox.services
+                )
             except InboxError:
                 processes = counted
             if processes != counted:

@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from shipmap.connectors._serve import Inbox, InboxError
 from shipmap.connectors._serve._app import GroupCommit
+from shipmap.connectors._serve._inbox import Accepted, Incoming
+from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
 
 def _incoming(webhook_id: str) -> tuple[str, str, str, dict[str, str], bytes]:
@@ -138,3 +143,32 @@ def test_a_batch_of_marks_and_a_requeue_are_one_transaction_each(tmp_path: Path)
         assert len(marked) == len(updates) == 32  # a statement per row, each traced
         assert got_in == []
         assert inbox.depth() == 32 and inbox.counts() == {"shop/pending": 32}
+
+
+def test_with_a_worker_the_commits_run_there_and_the_webhooks_that_arrive_together_share_one(
+    postgres_url: str,
+) -> None:
+    """A PostgreSQL inbox's commits run on intake's connection thread (the service's ``shipmap-intake``), so
+    that a commit waiting on the database holds its own requests only, not the event loop."""
+    threads: list[str] = []
+    with PostgresInbox(postgres_url) as inbox, ThreadPoolExecutor(1, "shipmap-intake") as worker:
+        accept_many = inbox.accept_many
+
+        def recorded(incoming: Sequence[Incoming]) -> list[Accepted]:
+            threads.append(threading.current_thread().name)
+            return accept_many(incoming)
+
+        inbox.accept_many = recorded  # type: ignore[method-assign]
+        committer = GroupCommit(inbox, worker)
+
+        async def arrive() -> list[Accepted]:
+            together = await asyncio.gather(*(committer.accept(_incoming(i)) for i in ["a", "b", "a"]))
+            later = await committer.accept(_incoming("c"))
+            return [*together, later]
+
+        results = asyncio.run(arrive())
+        assert [r.duplicate for r in results] == [False, False, True, False]
+        assert results[2].id == results[0].id
+        assert inbox.depth() == 3
+    assert committer.commits == 2
+    assert len(threads) == 2 and all(name.startswith("shipmap-intake") for name in threads), threads

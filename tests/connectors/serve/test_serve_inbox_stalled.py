@@ -6,7 +6,9 @@ or slow inbox held every request of the service for up to the server's statement
 
 - PostgreSQL: another session holds ``LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE`` (what an ``ALTER TABLE``,
   a ``VACUUM FULL`` or a stuck migration holds). ``/readyz`` answers 503 naming the inbox, ``/metrics``
-  answers with its other series and ``shipmap_queue_stale 1``.
+  answers with its other series and ``shipmap_queue_stale 1``. A webhook posted meanwhile needs the inbox
+  (its acknowledgement is its committed row): its INSERT waits for the lock on intake's connection thread,
+  not on the loop, so the probes still answer while it waits, and it is acknowledged once the lock goes.
 - SQLite: another connection holds the write lock (``BEGIN IMMEDIATE``); ``/readyz``'s write check would
   wait the busy timeout (5 s) for it. It answers 503 naming the inbox within the deadline, and ``shipmap
   status`` shows that reason.
@@ -14,6 +16,7 @@ or slow inbox held every request of the service for up to the server's statement
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import sqlite3
@@ -51,7 +54,7 @@ def _metric(text: str, name: str) -> float:
     return values[0]
 
 
-def test_a_locked_postgresql_inbox_leaves_readyz_and_metrics_answering_within_the_deadline(
+def test_a_locked_postgresql_inbox_leaves_readyz_and_metrics_answering_and_intake_waiting_for_its_row(
     source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
 ) -> None:
     serve = ServeProcess(tmp_path, source_sandbox.url)
@@ -98,8 +101,26 @@ def test_a_locked_postgresql_inbox_leaves_readyz_and_metrics_answering_within_th
                     in scraped.text
                 )
 
-                holder.rollback()  # the lock goes
+                # A webhook needs its row committed before its 200: it waits for the lock, off the loop.
+                with concurrent.futures.ThreadPoolExecutor(1) as sender:
+                    body2 = _body(2)
+                    posted = sender.submit(
+                        serve.post, client, "shop", body2, shopify_headers(body2, "orders/create", "st-2")
+                    )
+                    time.sleep(0.5)  # its INSERT is waiting for the lock now
+                    again, took = _timed_get(client, f"{serve.url}/readyz")
+                    assert took < ANSWERED_WITHIN, took  # the loop answers while the commit waits
+                    assert (again.status_code, again.json()["reason"]) == (503, STALE)
+                    healthy, took = _timed_get(client, f"{serve.url}/healthz")
+                    assert (healthy.status_code, took < 1.0) == (200, True), took
+                    assert not posted.done()
+                    holder.rollback()  # the lock goes
+                    accepted = posted.result(timeout=20)
+                assert (accepted.status_code, accepted.json()["status"]) == (200, "accepted"), accepted.text
 
+            serve.wait_until(
+                lambda: len(source_sandbox.requests(endpoint="fenix.orders")) == 2, what="delivery"
+            )
             back = client.get(f"{serve.url}/readyz")
             assert back.status_code == 200, back.text
             assert back.json()["queue_stale"] is False and "reason" not in back.json()
@@ -108,7 +129,7 @@ def test_a_locked_postgresql_inbox_leaves_readyz_and_metrics_answering_within_th
     finally:
         serve.kill()
     delivered = sorted(str(r.body["id"]) for r in source_sandbox.requests(endpoint="fenix.orders"))
-    assert delivered == ["1"]
+    assert delivered == ["1", "2"]
 
 
 def test_an_sqlite_inbox_whose_write_lock_is_held_gets_readyz_its_reason_within_the_deadline(
