@@ -6,7 +6,9 @@ agree on when the next probe or the next request slot is due; a worker turns the
 What each operation costs:
 
 - a request on a closed breaker: nothing, from a copy of the record at most ``refresh`` seconds old (one
-  read per connection per ``refresh``, shared by the requests that find it stale);
+  read per connection per ``refresh``, shared by the requests that find it stale, in a transaction of its own
+  whose ``statement_timeout`` is ``REREAD_TIMEOUT_MS``: a read that waits longer, on a locked or overloaded
+  table, leaves the copy as it was, said once in the log until a read answers again);
 - a transition (a failure, a close, a probe claimed): one short transaction on the row (``FOR UPDATE``), so
   two workers never both open the breaker, nor both probe;
 - with ``max_rate``: one ``UPDATE ... RETURNING`` per request, which claims the next free slot atomically;
@@ -60,6 +62,9 @@ APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend a
 # outlives the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
 ENRICHMENT_APPLICATION_NAME = "shipmap enrichment rate store"
 RECONNECT_DEADLINE_S = 120.0  # journal.reconnect_deadline's default
+# A plain reread (a stale copy, an idle process's look) waits this long for the record, not the session's
+# statement_timeout: a locked or slow table then costs this process a stale copy, not a stalled feed.
+REREAD_TIMEOUT_MS = 2000
 _BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
@@ -126,6 +131,8 @@ class PostgresStateStore:
         self._read_at: dict[str, float] = {}
         self._reading: dict[str, asyncio.Future[None]] = {}
         self._offset = 0.0  # the database's clock minus this process's monotonic clock, at the last read
+        # Since when rereads time out (REREAD_TIMEOUT_MS); None while they answer.
+        self._late_since: float | None = None
 
     @classmethod
     async def connect(
@@ -228,14 +235,30 @@ class PostgresStateStore:
         await asyncio.shield(reading)
 
     async def _read(self, name: str) -> None:
+        import psycopg
+
         try:
             async with self._statement():
-                row = await (
-                    await self._conn.execute(_READ, (self._application_name, self._row(name)))
-                ).fetchone()
+                try:
+                    # SET LOCAL: this read's limit, not the session's (a transition's stays 30 s).
+                    async with self._conn.transaction():
+                        await self._conn.execute(f"SET LOCAL statement_timeout = {REREAD_TIMEOUT_MS}")
+                        row = await (
+                            await self._conn.execute(_READ, (self._application_name, self._row(name)))
+                        ).fetchone()
+                except psycopg.errors.QueryCanceled as error:
+                    self._late(first_line(error))
+                    raise _Away from None
         except _Away:  # this worker's copy stands; looked at again after another ``refresh``
             self._read_at[name] = time.monotonic()
             return
+        if self._late_since is not None:
+            self._log.info(
+                "journal %s: breaker records read again after %.1f s of timed-out rereads",
+                self._name,
+                time.monotonic() - self._late_since,
+            )
+            self._late_since = None
         if row is not None:
             self._count_peers(row[len(_FIELDS) + 1 :])
             before = self.breaker(name).phase
@@ -312,6 +335,20 @@ class PostgresStateStore:
         self._read_at[name] = time.monotonic()
         self._offset = float(row[len(_FIELDS)]) - time.monotonic()
         return record
+
+    def _late(self, reason: str) -> None:
+        """A reread ran past ``REREAD_TIMEOUT_MS``: said once until a reread answers again (an idle process
+        looks every few seconds, and each would be a line)."""
+        if self._late_since is None:
+            self._late_since = time.monotonic()
+            self._log.warning(
+                "journal %s: a reread of the breaker records did not answer within %g s (%s); this process "
+                "keeps its last copy of each and reads again after %g s",
+                self._name,
+                REREAD_TIMEOUT_MS / 1000,
+                reason,
+                self.refresh_seconds,
+            )
 
     def _count_peers(self, row: tuple[Any, ...] | None) -> None:
         if row:

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
 from shipmap.connectors import Journal, JournalError
 from shipmap.connectors._deliver._breaker import BreakerSettings, CircuitBreaker, RateLimiter, SharedStore
-from shipmap.connectors._store._breaker_pg import APPLICATION_NAME, PostgresStateStore, breaker_row
+from shipmap.connectors._store._breaker_pg import (
+    APPLICATION_NAME,
+    REREAD_TIMEOUT_MS,
+    PostgresStateStore,
+    breaker_row,
+)
 
 SETTINGS = BreakerSettings(failures=3, cooldown=0.2, cooldown_cap=0.4, outage_wait=60.0)
 FAR = float("inf")
@@ -380,3 +386,57 @@ def test_a_hold_on_one_worker_delays_the_next_slot_any_worker_claims(postgres_ur
     assert told_waits == []  # acquire() was never called on it
     # The other worker's first slot went at once (or one interval later); its second, after the hold.
     assert len(other_waits) >= 1 and 1.8 <= other_waits[-1] <= 2.0 + 1e-6, other_waits
+
+
+def test_a_reread_that_waits_on_a_locked_table_keeps_the_copy_and_says_so_once(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An idle process's look at its breakers (``CircuitBreaker.look``, what ``Runtime.look_at_breakers`` and
+    the enricher's do) waited on a locked ``connection_state`` table for the session's statement_timeout
+    (30 s), and that timeout ended the run (a JournalError). It waits ``REREAD_TIMEOUT_MS`` now, keeps the copy
+    it had, warns once however often it looks meanwhile, and reads the record once the table answers again."""
+
+    async def scenario() -> tuple[list[float], list[str], str]:
+        a, b = await two_workers(postgres_url)
+        opener, looker = (
+            CircuitBreaker("fenix", SETTINGS, store=a),
+            CircuitBreaker("fenix", SETTINGS, store=b),
+        )
+        try:
+            for _ in range(3):
+                await opener.failure("HTTP 503")
+            assert (await looker.look()).phase == "open"
+            took: list[float] = []
+            with psycopg.connect(postgres_url) as holder:  # closes the breaker, and holds the table meanwhile
+                holder.execute("SET lock_timeout = '20s'")
+                holder.execute(
+                    "UPDATE connection_state SET phase = 'closed', failures = 0 WHERE name = %s",
+                    (breaker_row("fenix", FENIX["fenix"]),),
+                )
+                holder.execute("LOCK TABLE connection_state IN ACCESS EXCLUSIVE MODE")
+                phases = []
+                for _ in range(2):  # two idle looks while the table is locked
+                    await asyncio.sleep(0.06)  # past the store's refresh: the copy is stale
+                    started = time.monotonic()
+                    phases.append((await looker.look()).phase)
+                    took.append(time.monotonic() - started)
+                holder.commit()  # the close, and the lock goes
+            await asyncio.sleep(0.06)
+            after = (await looker.look()).phase
+            return took, phases, after
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    with caplog.at_level(logging.INFO, logger="shipmap.connectors.breaker"):
+        took, phases, after = asyncio.run(scenario())
+    deadline = REREAD_TIMEOUT_MS / 1000
+    assert all(deadline - 0.1 <= seconds < deadline + 1.0 for seconds in took), took
+    assert phases == ["open", "open"]  # the copy it had: the close was not committed yet
+    assert after == "closed"  # read again once the table answers
+    said = [r.getMessage() for r in caplog.records if r.name == "shipmap.connectors.breaker"]
+    late = [line for line in said if "did not answer within 2 s" in line]
+    assert len(late) == 1, said
+    assert "canceling statement due to statement timeout" in late[0]
+    assert "keeps its last copy of each and reads again after 0.05 s" in late[0]
+    assert [line for line in said if "breaker records read again after" in line], said
