@@ -60,7 +60,7 @@ from ._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, STATEMENT_TIMEOUT_MS
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
 # serve's enrichment GETs share their breakers, max_rate slots and holds on a store of their own (its enricher
 # outlives the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
-ENRICHMENT_APPLICATION_NAME = "shipmap enrichment rate store"
+ENRICHMENT_APPLICATION_NAME = "shipmap enrichment breaker and rate store"
 RECONNECT_DEADLINE_S = 120.0  # journal.reconnect_deadline's default
 # A plain reread (a stale copy, an idle process's look) waits this long for the record, not the session's
 # statement_timeout: a locked or slow table then costs this process a stale copy, not a stalled feed.

@@ -223,6 +223,31 @@ def terminate_store_backends(url: str) -> int:
     return len(rows)
 
 
+def test_each_stores_connection_says_in_pg_stat_activity_what_it_holds(postgres_url: str) -> None:
+    """An operator looking at pg_stat_activity tells delivery's store from enrichment's, and learns that the
+    enrichment one holds breakers too (it was named a "rate store")."""
+
+    async def scenario() -> list[str]:
+        with Journal(postgres_url):
+            pass
+        stores = [
+            await PostgresStateStore.connect(postgres_url, FENIX, lease=30.0),
+            await PostgresStateStore.connect(postgres_url, FENIX, lease=30.0, enrichment=True),
+        ]
+        try:
+            with psycopg.connect(postgres_url) as db:
+                rows = db.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name LIKE 'shipmap%' ORDER BY 1"
+                ).fetchall()
+            return [row[0] for row in rows]
+        finally:
+            for store in stores:
+                await store.aclose()
+
+    assert asyncio.run(scenario()) == ["shipmap breaker store", "shipmap enrichment breaker and rate store"]
+
+
 def test_a_lost_connection_falls_back_on_this_workers_copy_and_reconnects(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
