@@ -175,7 +175,13 @@ class TemplateCompiler:
                     with lock:
                         if not jinja:
                             jinja.append(self._jinja(ast, single))
-                return jinja[0](scope)
+                # Jinja starts the template over, with a budget of its own: the iterations the fast path
+                # spent made nothing that is kept, and would put a loop Jinja runs over a budget it is within.
+                token = budget_start()
+                try:
+                    return jinja[0](scope)
+                finally:
+                    budget_finish(token)
 
         return run_fast
 

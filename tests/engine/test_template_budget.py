@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import shipmap.engine._templates as templates
 from shipmap.connectors._cli import main
 from shipmap.engine import TransformError, parse_mapping
+from shipmap.engine._template_fast import Fallback, fast_template
 
 FOUR_LOOPS = (
     "{% for a in this.lines %}{% for b in this.lines %}{% for c in this.lines %}{% for d in this.lines %}"
@@ -62,3 +65,40 @@ def test_preview_reports_the_budget_error_with_its_location(
     err = capsys.readouterr().err
     assert code != 0 and "budget.yaml:8:" in err and "loop iterations (its budget)" in err
     assert "Traceback" not in err
+
+
+# In the fast path's subset; an item it does not handle (a number given to upper) hands the document to Jinja.
+ONE_LOOP_FAST = "{% for a in this.lines %}{{ a | upper }}{% endfor %}"
+
+
+def test_a_document_the_fast_path_hands_to_jinja_midway_has_the_whole_budget_in_jinja(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path charged 60,001 iterations before it met the number; Jinja runs the loop again from the
+    start and charges 60,001 to a budget of its own, not to the 39,999 left (which was over budget before)."""
+    seen = {"fast": 0, "fallbacks": 0}
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        fast = fast_template(*args, **kwargs)
+        if fast is None:
+            return None
+        seen["fast"] += 1
+
+        def run(*data: Any) -> Any:
+            try:
+                return fast(*data)
+            except Fallback:
+                seen["fallbacks"] += 1
+                raise
+
+        return run
+
+    monkeypatch.setattr(templates, "fast_template", counted)
+    mapping = parse_mapping(MAPPING % ONE_LOOP_FAST, file="budget.yaml")
+    assert seen["fast"] == 1, "the template must be in the fast path's subset for this test to mean anything"
+    mapped = mapping.transform({"lines": ["a"] * 60_000 + [5]}, validate=False)
+    assert mapped["out"]["external_id"] == "A" * 60_000 + "5"
+    assert seen["fallbacks"] == 1
+    with pytest.raises(TransformError) as caught:  # over the budget on its own, in Jinja as in the fast path
+        mapping.transform({"lines": ["a"] * 100_000 + [5]}, validate=False)
+    assert "more than 100,000 loop iterations" in caught.value.message
