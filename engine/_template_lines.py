@@ -1,6 +1,7 @@
 """Where an error inside a template is in the mapping file: the line Jinja names (or, for a block left open,
-the block's opening tag; for a failure at run time, the one line that holds every use of what failed), and on
-it the tag or name at fault, inside a {{ }} or {% %} and not in the text around them. The file's line comes
+the block's opening tag; for a function failing or a read missing at run time, the one line that holds every
+use of what failed; for any other failure at run time, the line whose code raised it), and on it the tag or
+name at fault, inside a {{ }} or {% %} and not in the text around them. The file's line comes
 from the value's :class:`TextPlace` (``_yaml``): exact in a literal block, else the template's start with a
 note naming the template's line.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import jinja2
 import jinja2.nodes
 
+from ._budget import BudgetExceeded
 from ._errors import Location
 from ._yaml import TextPlace
 
@@ -23,6 +25,7 @@ __all__ = [
     "filter_token",
     "function_token",
     "name_token",
+    "raised_line",
     "read_line",
     "syntax_error_line",
     "use_line",
@@ -171,3 +174,28 @@ def use_line(ast: jinja2.nodes.Template, function: str | None) -> tuple[int | No
         or (isinstance(node, jinja2.nodes.Const) and node.value == function)
     }
     return (lines.pop(), function_token(function)) if len(lines) == 1 else (None, None)
+
+
+_ANY_TAG = re.compile(r"\{[{%]")
+_UNSAFE = re.compile(r"access to attribute '(?P<name>[^']*)' of '[^']*' object is unsafe")
+
+
+def raised_line(error: BaseException) -> tuple[int | None, re.Pattern[str] | None]:
+    """For any other failure at run time (a TypeError from the data, a sandbox refusal, the loop budget): the
+    line of the template whose code raised it, as Jinja's own tracebacks name it (the innermost frame of a
+    template's code, through that template's debug info), and what to put the caret under there: the attribute
+    refused, the loop over budget, else the line's first tag. None when no template code raised it (the
+    output's size is checked after the render)."""
+    line = None
+    trace = error.__traceback__
+    while trace is not None:
+        template = trace.tb_frame.f_globals.get("__jinja_template__")
+        if isinstance(template, jinja2.Template):
+            line = template.get_corresponding_lineno(trace.tb_lineno)
+        trace = trace.tb_next
+    if line is None:
+        return None, None
+    unsafe = _UNSAFE.search(str(error))
+    if unsafe is not None:
+        return line, attribute_token(unsafe.group("name"))
+    return line, _tag_token("for") if isinstance(error, BudgetExceeded) else _ANY_TAG

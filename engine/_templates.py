@@ -35,6 +35,7 @@ from ._template_lines import (
     filter_token,
     function_token,
     name_token,
+    raised_line,
     read_line,
     syntax_error_line,
     use_line,
@@ -301,12 +302,13 @@ def _template_failure(
     message = error.message if isinstance(error, jinja2.TemplateError) and error.message else str(error)
     if not isinstance(error, jinja2.TemplateError | TypeError | ValueError | ArithmeticError):
         message = f"{type(error).__name__}: {message}"
-    line: tuple[int | None, re.Pattern[str] | None] = (None, None)
     if isinstance(error, jinja2.UndefinedError):
         message = f"template reads something the source does not have: {message}"
         line = read_line(ast, message)
-    elif isinstance(error, jinja2.exceptions.SecurityError):
-        message = f"refused by the sandbox: {message}"
+    else:
+        if isinstance(error, jinja2.exceptions.SecurityError):
+            message = f"refused by the sandbox: {message}"
+        line = raised_line(error)
     where, note = lines.at(*line)
     return TransformError(f"{message}{note}", location=where, field=field, source_path=scope.path() or None)
 

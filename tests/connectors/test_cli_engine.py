@@ -304,3 +304,29 @@ def test_a_function_failing_in_a_many_line_template_is_shown_at_the_line_that_ca
         f"{SLIP_LINE}"
         "     |                                ^\n"
     ), result.stderr
+
+
+def test_a_type_error_in_a_many_line_template_is_shown_at_the_line_that_raised_it(tmp_path: Path) -> None:
+    """The slip divides the order's weight, which this order gives as text: preview fails the document (exit 4)
+    with the line of the template whose code raised the TypeError."""
+    order = json.loads(ORDER.read_text(encoding="utf-8"))
+    order["order"]["total_weight"] = "heavy"
+    document = tmp_path / "heavy.json"
+    document.write_text(json.dumps(order), encoding="utf-8")
+    mapping = tmp_path / SLIP.name
+    mapping.write_text(
+        SLIP.read_text(encoding="utf-8").replace(
+            "Weight: {{ this.total_weight }} g", "Weight: {{ this.total_weight / 1000 }} kg"
+        ),
+        encoding="utf-8",
+    )
+    result = shipmap("preview", str(mapping), str(document))
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.endswith(
+        f"{document}:1: {mapping}:24:19: error: unsupported operand type(s) for /: 'str' and 'int'\n"
+        "  target field: order.properties.packing_slip\n"
+        "  source: order\n"
+        "  24 |           Weight: {{ this.total_weight / 1000 }} kg\n"
+        "     |                   ^\n"
+    ), result.stderr
+    assert result.stdout == ""
