@@ -9,7 +9,7 @@ are :class:`TemplateCompiler`'s (``_templates``). Nothing here parses at transfo
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jmespath
@@ -18,10 +18,12 @@ import jmespath.functions
 
 from ._errors import CompileError, Location, TransformError
 from ._functions import FunctionError, FunctionSet
+from ._jmespath_calls import call_offsets, calls
 from ._jmespath_direct import direct, path_getter
 from ._jmespath_variables import (
     ScopedInterpreter,
     bind_variables,
+    is_placeholder,
     original_offset,
     rewrite_variables,
     variables_in,
@@ -208,7 +210,12 @@ class ExpressionCompiler(TemplateCompiler):
                 location=_shift(location, offset + (len(text) - len(text.lstrip())), text, place),
                 field=field,
             ) from None
-        self._check_functions(parsed.parsed, location, field)
+        start = len(text.rstrip()) - len(expression)  # where `expression` starts in `text`
+
+        def call_place(number: int) -> Location:
+            return _shift(location, start + call_offsets(expression)[number][1], text, place)
+
+        self._check_functions(parsed.parsed, location, field, call_place)
         label = text.strip()
         tree = parsed.parsed
         python = direct(tree, self.functions)
@@ -274,7 +281,12 @@ class ExpressionCompiler(TemplateCompiler):
                 field=field,
             ) from None
         tree = bind_variables(parsed.parsed)
-        self._check_functions(tree, location, field)
+
+        def call_place(number: int) -> Location:
+            offsets = [offset for name, offset in call_offsets(rewritten) if not is_placeholder(name)]
+            return _shift(location, lead + original_offset(offsets[number], moved), text, place)
+
+        self._check_functions(tree, location, field, call_place)
         options = self._options
         label = expression
         call = self.functions.call
@@ -291,31 +303,59 @@ class ExpressionCompiler(TemplateCompiler):
     def _whole_scope(name: str) -> Evaluator:
         return lambda scope: select_scope(scope, name)
 
-    def _check_functions(self, node: dict[str, Any], location: Location, field: str) -> None:
-        for call in _walk_jmespath(node):
-            if call.get("type") != "function_expression":
-                continue
+    def _check_functions(
+        self, tree: dict[str, Any], location: Location, field: str, call_place: Callable[[int], Location]
+    ) -> None:
+        """Refuse at load a call that can never run: of an unknown function, with a wrong number of arguments,
+        or with a literal argument of a type the function does not take; or of an unknown lookup table. The
+        error is at the call's name: ``call_place(N)`` places the Nth of ``calls(tree)``, parsing the text again
+        (only an error pays for it)."""
+        for number, call in enumerate(calls(tree)):
             name = call["value"]
+            arguments = call.get("children", [])
             if name not in self._function_names:
                 close = difflib.get_close_matches(name, sorted(self._function_names), n=1)
                 raise CompileError(
                     f"unknown function {name}()",
-                    location=location,
+                    location=call_place(number),
                     field=field,
                     hint=f"did you mean {close[0]}()?"
                     if close
                     else "see docs/functions.md for the functions",
                 )
-            spec = self.functions.specs.get(name)
-            if spec is not None:
-                try:
-                    spec.check_arity(len(call.get("children", [])))
-                except FunctionError as error:
-                    raise CompileError(str(error), location=location, field=field) from None
-            if name == "lookup":
-                args = call.get("children", [])
-                if args and args[0].get("type") == "literal" and isinstance(args[0].get("value"), str):
-                    self._use_lookup(args[0]["value"], location, field)
+            problem = self._call_problem(name, arguments)
+            if problem is not None:
+                raise CompileError(problem, location=call_place(number), field=field)
+            table = arguments[0].get("value") if name == "lookup" else None
+            if isinstance(table, str) and arguments[0].get("type") == "literal":
+                known = table in self.lookup_names
+                self._use_lookup(table, location if known else call_place(number), field)
+
+    def _call_problem(self, name: str, arguments: list[dict[str, Any]]) -> str | None:
+        """What is wrong with calling ``name`` with ``arguments`` whatever the data: a shipmap builtin's arity,
+        or, for one of JMESPath's own, its arity and the type of each literal argument, worded as JMESPath
+        words them when they fail at run time."""
+        spec = self.functions.specs.get(name)
+        if spec is not None:
+            try:
+                spec.check_arity(len(arguments))
+            except FunctionError as error:
+                return str(error)
+            return None
+        checker = self._options.custom_functions
+        signature = checker.FUNCTION_TABLE[name]["signature"]
+        try:
+            if signature and signature[-1].get("variadic"):
+                if len(arguments) < len(signature):
+                    raise jmespath.exceptions.VariadictArityError(len(signature), len(arguments), name)
+            elif len(arguments) != len(signature):
+                raise jmespath.exceptions.ArityError(len(signature), len(arguments), name)
+            for argument, wanted in zip(arguments, signature, strict=False):  # the places JMESPath checks
+                if argument.get("type") == "literal" and wanted["types"]:
+                    checker._type_check_single(argument["value"], wanted["types"], name)
+        except jmespath.exceptions.JMESPathError as error:
+            return f"JMESPath: {error}"
+        return None
 
 
 class _BranchLabel:
@@ -355,10 +395,3 @@ def _parse_message(error: jmespath.exceptions.ParseError) -> str:
     if token is not None and f"{token!r}" not in reason:
         return f"{reason} (at {token!r})"
     return str(reason)
-
-
-def _walk_jmespath(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for child in node.get("children", ()):
-            yield from _walk_jmespath(child)

@@ -14,7 +14,14 @@ import jmespath.visitor
 
 from ._scope import Scope, select_scope
 
-__all__ = ["ScopedInterpreter", "bind_variables", "original_offset", "rewrite_variables", "variables_in"]
+__all__ = [
+    "ScopedInterpreter",
+    "bind_variables",
+    "is_placeholder",
+    "original_offset",
+    "rewrite_variables",
+    "variables_in",
+]
 
 _VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _VARIABLE_CALL = "_shipmap_variable_"
@@ -55,6 +62,11 @@ def rewrite_variables(expression: str) -> tuple[str, list[tuple[int, int]]]:
         last = match.end()
     pieces.append(expression[last:])
     return "".join(pieces), moved
+
+
+def is_placeholder(function: str) -> bool:
+    """Whether ``function`` is the placeholder call a ``$name`` is rewritten to (not a call in the text)."""
+    return function == _VARIABLE_CALL
 
 
 def original_offset(position: int, moved: list[tuple[int, int]]) -> int:

@@ -330,3 +330,31 @@ def test_a_type_error_in_a_many_line_template_is_shown_at_the_line_that_raised_i
         "     |                   ^\n"
     ), result.stderr
     assert result.stdout == ""
+
+
+def test_an_unknown_function_inside_an_expression_is_shown_under_its_name(tmp_path: Path) -> None:
+    """preview refuses the mapping (exit 2) at the line and column of the call, in a literal block."""
+    mapping = tmp_path / "skus.yaml"
+    mapping.write_text(
+        "shipmap: 1\n"
+        "targets:\n"
+        "  order:\n"
+        "    kind: fenix.order\n"
+        "    fields:\n"
+        "      id: {path: order.id, type: id}\n"
+        "      properties:\n"
+        "        skus: |-\n"
+        "          join(', ',\n"
+        "            order.line_items[].skus(@))\n",
+        encoding="utf-8",
+    )
+    result = shipmap("preview", str(mapping), str(ORDER))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.endswith(
+        f"{mapping}:10:32: error: unknown function skus()\n"
+        "  target field: order.properties.skus\n"
+        "  10 |             order.line_items[].skus(@))\n"
+        "     |                                ^\n"
+        "  hint: see docs/functions.md for the functions\n"
+    ), result.stderr
+    assert result.stdout == ""
