@@ -9,6 +9,7 @@ The narrow interface the service needs, and the one a PostgreSQL twin implements
   first; of one source, or of all but some (the feed reads a source whose webhooks wait for a slow API
   apart from the others);
 - ``mark_processed(ids)``: their deliveries are now owed in the journal, so the inbox is done with them;
+- ``park(ids)``: these rows wait for their source API (the PostgreSQL inbox's claims then step past them);
 - ``save_documents(id, documents)``: enrichment responses, kept with the webhook so a restart maps the same data.
 
 Rows stay after processing, so a repeat of an old webhook id is still recognised; ``purge`` drops processed
@@ -30,7 +31,7 @@ import json
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -155,17 +156,6 @@ def sources_clause(
 DEPTH_CAP = 10_000
 
 
-def count_pending(execute: Callable[..., Any], placeholder: str, first: int, cap: int | None) -> int:
-    """The pending rows with ids from ``first``, counted up to ``cap`` (None: every one), for both backends:
-    ``execute(sql, parameters)`` runs a statement (``placeholder`` its parameters' mark) and returns a cursor.
-    Exact below ``cap``; ``cap`` when at least that many wait."""
-    pending = f"SELECT 1 FROM inbox WHERE state = 'pending' AND id >= {placeholder}"
-    if cap is None:
-        return int(execute(f"SELECT count(*) FROM ({pending}) AS waiting", (first,)).fetchone()[0])
-    capped = f"SELECT count(*) FROM ({pending} LIMIT {placeholder}) AS waiting"
-    return int(execute(capped, (first, cap)).fetchone()[0])
-
-
 def depth_capped(depth: int) -> bool:
     """Whether ``depth`` (of ``InboxStore.depth()``, counted up to ``DEPTH_CAP``) stopped at the cap: at
     least that many wait."""
@@ -207,6 +197,8 @@ class InboxStore(Protocol):
     ) -> list[InboundRow]: ...
 
     def mark_processed(self, ids: Iterable[int]) -> None: ...
+
+    def park(self, ids: Iterable[int]) -> None: ...
 
     def save_documents(self, row_id: int, documents: Mapping[str, Any]) -> None: ...
 
@@ -430,6 +422,9 @@ class Inbox:
             "UPDATE inbox SET state = 'processed', processed_at = ? WHERE id = ?", [(now, i) for i in ids]
         )
 
+    def park(self, ids: Iterable[int]) -> None:
+        """Nothing to do: one process reads this inbox, and its reads have no floor to hold."""
+
     def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> sqlite3.Cursor:
         """The statement for each row, in one transaction: the connection is in autocommit mode, where each row
         would be a commit of its own (a WAL append, and an fsync with ``synchronous: full``)."""
@@ -490,7 +485,10 @@ class Inbox:
     def depth(self, cap: int | None = DEPTH_CAP) -> int:
         """Webhooks accepted and not yet handed to the runtime, counted up to ``cap``
         (``InboxStore.depth``)."""
-        return count_pending(self._db.execute, "?", 0, cap)
+        pending = "SELECT 1 FROM inbox WHERE state = 'pending'"
+        if cap is None:
+            return int(self._db.execute(f"SELECT count(*) FROM ({pending})").fetchone()[0])
+        return int(self._db.execute(f"SELECT count(*) FROM ({pending} LIMIT ?)", (cap,)).fetchone()[0])
 
     def oldest_pending(self) -> float | None:
         """When the oldest webhook still waiting was received (epoch seconds), or None."""

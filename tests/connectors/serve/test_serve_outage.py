@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
@@ -135,6 +136,10 @@ def test_an_open_enrichment_breaker_shows_in_readyz_and_metrics_on_a_postgresql_
                     lambda: client.get(f"{serve.url}/readyz").json()["parked_webhooks"] == 4,
                     what="4 parked webhooks",
                 )
+                # Parked in the inbox too, where the claims' floor steps past them (inbox schema 4).
+                serve.wait_until(
+                    lambda: _parked_in_inbox(postgres_url) == 4, what="4 rows parked in the inbox"
+                )
                 answer = client.get(f"{serve.url}/readyz")
                 body = answer.json()
                 assert answer.status_code == 200 and body["ready"] is True and body["degraded"] is True, body
@@ -151,6 +156,16 @@ def test_an_open_enrichment_breaker_shows_in_readyz_and_metrics_on_a_postgresql_
             assert serve.terminate() == 0
         finally:
             serve.kill()
+    assert _parked_in_inbox(postgres_url) == 0  # handed over when due: processed, none parked
+
+
+def _parked_in_inbox(url: str) -> int:
+    with psycopg.connect(url) as db:
+        row = db.execute(
+            "SELECT count(*) FROM inbox WHERE state = 'pending' AND parked_at IS NOT NULL"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) -> None:
