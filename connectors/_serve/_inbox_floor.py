@@ -1,9 +1,11 @@
-"""Where a PostgreSQL inbox's claims start scanning its pending rows: :class:`ClaimFloor`, the note a command that makes old rows pending again leaves for it
+"""Where a PostgreSQL inbox's claims start scanning its pending rows: :class:`ClaimFloor` (one per database
+in a process: ``shared_floor``), the note a command that makes old rows pending again leaves for it
 (``NOTE_REQUEUE``), and where the parked rows begin (``PARKED_HEADS``)."""
 
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -60,9 +62,13 @@ class ClaimFloor:
     claim 80 ms with 100,000 parked), for as long as the outage lasted. The same statement looks at the first
     parked row of each process (``PARKED_HEADS``): one whose lease lapsed belongs to a process that is gone,
     and its parked rows are made pending again and noted as a requeue (``rescue``; not by a read-only reader),
-    so some process claims them within a second. A process that closes gives its parked rows up alike."""
+    so some process claims them within a second. A process that closes gives its parked rows up alike.
+
+    One floor serves every inbox of a process on the database (intake's gauges, delivery's claims: the same
+    number read once), from the threads that use them, each reading on its own connection."""
 
     def __init__(self, *, rescue: bool = True) -> None:
+        self._lock = threading.Lock()
         self._rescue = rescue
         self._readings: tuple[int, int] = (0, 0)  # the last two, newest first: the floor is their minimum
         self._requeues: str | None = None
@@ -82,18 +88,19 @@ class ClaimFloor:
         return self._readings[0]
 
     def _read(self, execute: Callable[..., Any]) -> None:
-        now = time.monotonic()
-        if now - self._checked_at >= REQUEUES_CHECK_S and now - self._read_at < FLOOR_REFRESH_S:
-            self._checked_at = now
-            row = execute("SELECT v FROM meta WHERE k = %s", (_REQUEUES_KEY,)).fetchone()
-            if (row[0] if row else None) != self._requeues:
-                self._read_at = -math.inf
-        if now - self._read_at >= FLOOR_REFRESH_S:
-            abandoned = self._reading(execute, now)
-            if abandoned is not None and self._rescue:
-                (first,) = execute(_UNPARK_ABANDONED, (abandoned,)).fetchone()
-                if first is not None:  # pending now, below the reading: the floor comes down to them
-                    self._readings = (min(self._readings[0], int(first)), self._readings[1])
+        with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at >= REQUEUES_CHECK_S and now - self._read_at < FLOOR_REFRESH_S:
+                self._checked_at = now
+                row = execute("SELECT v FROM meta WHERE k = %s", (_REQUEUES_KEY,)).fetchone()
+                if (row[0] if row else None) != self._requeues:
+                    self._read_at = -math.inf
+            if now - self._read_at >= FLOOR_REFRESH_S:
+                abandoned = self._reading(execute, now)
+                if abandoned is not None and self._rescue:
+                    (first,) = execute(_UNPARK_ABANDONED, (abandoned,)).fetchone()
+                    if first is not None:  # pending now, below the reading: the floor comes down to them
+                        self._readings = (min(self._readings[0], int(first)), self._readings[1])
 
     def _reading(self, execute: Callable[..., Any], now: float) -> list[str] | None:
         """Read the floor. The processes gone with parked rows (``[]``: only parked rows nobody holds), or None
@@ -111,3 +118,14 @@ class ClaimFloor:
         self._readings = (int(smallest), self._readings[0])
         self._requeues, self._read_at, self._checked_at = requeues, now, now
         return list(gone) if gone else ([] if unheld else None)
+
+
+_shared: dict[str, ClaimFloor] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_floor(url: str) -> ClaimFloor:
+    """The floor of this process's inboxes on the database at ``url``: intake's and delivery's read one
+    number, not the same one twice."""
+    with _shared_lock:
+        return _shared.setdefault(url, ClaimFloor())

@@ -64,7 +64,7 @@ from ._inbox import (
     inbound_row,
     sources_clause,
 )
-from ._inbox_floor import NOTE_REQUEUE, PARKED_HEADS, ClaimFloor
+from ._inbox_floor import NOTE_REQUEUE, PARKED_HEADS, ClaimFloor, shared_floor
 
 INBOX_SCHEMA_VERSION = 4
 _VERSION_KEY = "inbox_schema_version"
@@ -145,7 +145,10 @@ class PostgresInbox:
         keep_leases: bool = False,
         application_name: str | None = None,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+        floor: ClaimFloor | None = None,
     ) -> None:
+        """``floor``: the claims' floor, shared by a process's inboxes on one database (``open_inbox``); its
+        own otherwise."""
         try:
             import psycopg
         except ImportError:
@@ -163,7 +166,7 @@ class PostgresInbox:
         self.upgraded_from: int | None = None
         self._conn: Any = None
         self._keeper: _LeaseKeeper | None = None
-        self._floor = ClaimFloor(rescue=not readonly)
+        self._floor = floor or ClaimFloor(rescue=not readonly)
         self._connect()
         try:
             version = self.schema_version()
@@ -586,6 +589,7 @@ def open_inbox(
             lease=lease,
             keep_leases=not intake,
             application_name=SERVE_APPLICATION_NAME if intake else None,
+            floor=shared_floor(str(location)),
         )
     return Inbox(location, synchronous=synchronous, lock=intake)
 

@@ -1,6 +1,7 @@
 """Parked webhooks in the PostgreSQL inbox (schema 4), on the real server `make test` starts: a webhook parked
 for hours (its source API down) no longer holds the claims' floor at its id, and is still claimed when it is
-due: by its process when its feed reads from 0, by another when its process dies or gives it up."""
+due: by its process when its feed reads from 0, by another when its process dies or gives it up. A process's
+two inboxes share one floor."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
 from shipmap.connectors._serve import InboxError, PostgresInbox, _inbox_floor, _inbox_pg
-from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION
+from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_inbox
 
 from .test_inbox_postgres import BODY, _wait_for
 
@@ -150,6 +151,36 @@ def test_a_parked_webhook_is_claimed_by_another_process_when_its_process_dies_or
         drains.close()
         # Its process closed, giving its claims up: noted as a requeue, so the other looks below its floor.
         assert [row.webhook_id for row in other.pending()] == ["given up"]
+
+
+def test_a_processs_intake_and_delivery_inboxes_share_one_floor_read_once(
+    parked: tuple[PostgresInbox, int], postgres_url: str
+) -> None:
+    intake = open_inbox(postgres_url, intake=True)
+    delivery = open_inbox(postgres_url, intake=False)
+    try:
+        assert isinstance(intake, PostgresInbox) and isinstance(delivery, PostgresInbox)
+        assert intake._floor is delivery._floor is _inbox_floor.shared_floor(postgres_url)
+        readings: list[str] = []
+        for inbox in (intake, delivery):
+            execute = inbox._execute
+
+            def recording(sql: str, parameters: object = None, execute: object = execute) -> object:
+                if "max(id) + 1" in sql:
+                    readings.append(sql)
+                return execute(sql, parameters)  # type: ignore[operator]
+
+            inbox._execute = recording  # type: ignore[method-assign]
+        assert intake.depth() == 3  # the gauges read the floor ...
+        assert [row.webhook_id for row in delivery.pending()] == ["after-0", "after-1"]  # ... claims use it
+        assert intake.oldest_pending() == 10.0
+        assert len(readings) == 1
+        with PostgresInbox(postgres_url) as alone:  # a command's inbox: its own floor
+            assert alone._floor is not intake._floor
+    finally:
+        intake.close()
+        delivery.close()
+        _inbox_floor._shared.clear()
 
 
 def test_an_inbox_of_version_3_is_refused_until_journal_migrate_adds_the_parked_rows_index(
