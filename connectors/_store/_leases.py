@@ -13,7 +13,7 @@ import time
 
 from .._map._steps import Job
 from .._summary import Held, describe_held
-from ._claims import holds, pending_elsewhere, pending_holders, renew_leases
+from ._claims import ELSEWHERE_CAP, holds, pending_elsewhere, pending_holders, renew_leases
 from ._outbox import Outbox
 
 
@@ -59,16 +59,24 @@ class LeaseKeeper:
         lease = self.journal.lease_seconds
         started = last_move = time.monotonic()
         last = -1
+        counted_at = -lease  # when every one was last counted (only while the poll's count is at its cap)
         while True:
             for job in self.outbox.recover():
                 await queue.put(job)
-            waiting = pending_elsewhere(self.journal)
+            waiting = pending_elsewhere(self.journal, ELSEWHERE_CAP)  # a poll stays cheap
             if waiting == 0:
                 return []
             now = time.monotonic()
+            if waiting >= ELSEWHERE_CAP and now - counted_at >= lease / 3:
+                # At the cap, the count cannot move: whether they move is read on every one, a third of a
+                # lease apart (a count of every one takes 7-15 ms with 100,000 pending).
+                waiting, counted_at = pending_elsewhere(self.journal, cap=None), now
+            elif waiting >= ELSEWHERE_CAP:
+                waiting = last
             if waiting != last:
                 last, last_move = waiting, now
             if now - last_move > 3 * lease or now - started >= patience:
+                waiting = pending_elsewhere(self.journal, cap=None)
                 held = [Held(*row) for row in pending_holders(self.journal)]
                 self.outbox.log.warning(
                     "%d deliveries are still pending, held by other live workers: %s; stopped waiting after"

@@ -3,6 +3,8 @@ states and keys as SQLite, schema versions and `shipmap journal migrate`, `shipm
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import sqlite3
 import threading
@@ -14,6 +16,8 @@ import psycopg
 import pytest
 from shipmap.connectors import ConfigError, Journal, JournalError, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
+from shipmap.connectors._redact import Redactor, get_logger
+from shipmap.connectors._store import _leases
 from shipmap.connectors._store._claims import (
     claim_pending,
     holds,
@@ -25,12 +29,14 @@ from shipmap.connectors._store._claims import (
 )
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._journal_pg import TransactionConflict
+from shipmap.connectors._store._leases import LeaseKeeper
 from shipmap.connectors._store._moves import (
     Stranded,
     count_pending,
     move_pending,
     stranded,
 )
+from shipmap.connectors._store._outbox import Outbox
 from test_journal import pending
 from test_runtime_support import environ, order_event, recorded_statements, write_config
 
@@ -476,6 +482,51 @@ def _journal_parked(journal: Journal, count: int) -> None:
     journal.run_transaction(parked)
 
 
+def test_the_end_of_a_shared_run_past_the_count_cap_waits_while_others_deliver_and_stops_when_none_move(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The end of a shared run polls a count capped at ``ELSEWHERE_CAP``, which cannot move while more wait:
+    there it counts every one, a third of a lease apart, so a worker delivering above the cap is waited for
+    (it was not moving for three leases by the capped count), and a stuck one still ends the wait, with the
+    exact number in the warning."""
+    monkeypatch.setattr(_leases, "ELSEWHERE_CAP", 5)
+    lease = 0.4
+    with (
+        Journal(postgres_url, lease=lease) as journal,
+        psycopg.connect(postgres_url, autocommit=True) as other,
+    ):
+        _journal_parked(journal, 12)
+        journal._db.execute("UPDATE deliveries SET lease_owner = 'other', lease_until = 4e9")
+        keeper = LeaseKeeper(Outbox(journal, None, {}, RunSummary(), get_logger("test", Redactor())))  # type: ignore[arg-type]
+        stop = threading.Event()
+
+        def deliver() -> None:  # 12 in 3 s: 7 of them above the cap, longer than three leases (1.2 s)
+            for n in range(12):
+                if stop.wait(0.25):
+                    return
+                other.execute("UPDATE deliveries SET state = 'delivered' WHERE key = %s", (f"parked{n:05d}",))
+
+        delivering = threading.Thread(target=deliver)
+        delivering.start()
+        try:
+            started = time.monotonic()
+            assert asyncio.run(keeper.wait_for_others(asyncio.Queue(), patience=60)) == []
+            assert time.monotonic() - started > 2.5  # it waited for the last one
+        finally:
+            stop.set()
+            delivering.join(10)
+
+        # Pending again, held by a live worker that sends nothing.
+        journal._db.execute(
+            "UPDATE deliveries SET state = 'pending', lease_owner = 'stuck', lease_until = 4e9"
+        )
+        with caplog.at_level(logging.WARNING):
+            held = asyncio.run(keeper.wait_for_others(asyncio.Queue(), patience=60))
+        assert [(row.worker, row.deliveries) for row in held] == [("stuck", 12)]
+        assert "12 deliveries are still pending, held by other live workers" in caplog.text
+        assert "(none moved for three leases)" in caplog.text
+
+
 def test_a_worker_renews_and_releases_its_leases_on_the_index_of_leased_deliveries(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -532,14 +583,23 @@ def test_the_end_of_a_shared_run_counts_what_others_hold_on_indexes(
         statements = recorded_statements(journal, monkeypatch)
         assert pending_elsewhere(journal) == 2997  # 3,000, less this worker's 2 and the delivered one
         assert pending_holders(journal) == [(None, 2990, None), ("w1", 5, 4e9), ("w2", 2, 5e9)]
+        assert pending_elsewhere(journal, cap=None) == 2997
+        # Up to a cap: exact below it, the cap when at least that many wait, whatever this worker holds.
+        assert [pending_elsewhere(journal, cap) for cap in (2998, 2997, 2996, 7)] == [2997, 2997, 2996, 7]
         journal.worker = "w1"
         assert pending_elsewhere(journal) == 2994
+        assert [pending_elsewhere(journal, cap) for cap in (2995, 2994, 7)] == [2994, 2994, 7]
         assert pending_holders(journal)[0] == (None, 2990, None)
-        [elsewhere, holders, *_] = statements
+        [elsewhere, holders, every, capped, *_] = statements
         monkeypatch.undo()
         plans = {
             name: "\n".join(str(row[0]) for row in execute(f"EXPLAIN {sql}", parameters))
-            for name, (sql, parameters) in {"elsewhere": elsewhere, "holders": holders}.items()
+            for name, (sql, parameters) in {
+                "elsewhere": elsewhere,
+                "holders": holders,
+                "every": every,
+                "capped": capped,
+            }.items()
         }
     for plan in plans.values():
         assert "Seq Scan" not in plan, plan
