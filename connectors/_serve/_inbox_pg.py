@@ -65,53 +65,8 @@ from ._inbox import (
     sources_clause,
 )
 from ._inbox_floor import NOTE_REQUEUE, PARKED_HEADS, ClaimFloor, shared_floor
+from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
 
-INBOX_SCHEMA_VERSION = 4
-_VERSION_KEY = "inbox_schema_version"
-_V1 = """
-CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS inbox (
-    id BIGSERIAL PRIMARY KEY,
-    source TEXT NOT NULL,
-    webhook_id TEXT NOT NULL,
-    topic TEXT,
-    received_at DOUBLE PRECISION NOT NULL,
-    headers TEXT NOT NULL,
-    body BYTEA NOT NULL,
-    documents TEXT,
-    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'processed')),
-    processed_at DOUBLE PRECISION,
-    lease_owner TEXT,
-    lease_until DOUBLE PRECISION,
-    UNIQUE (source, webhook_id)
-);
-CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending';
-"""
-# Version 2: when a processed row's body was dropped (serve.keep_bodies), and the rows that still hold one.
-_V2 = """
-ALTER TABLE inbox ADD COLUMN IF NOT EXISTS body_dropped_at DOUBLE PRECISION;
-CREATE INDEX IF NOT EXISTS inbox_bodies ON inbox (processed_at) WHERE state = 'processed' AND body_dropped_at IS NULL;
-"""
-# Version 3: the pending rows a process holds, by lease_owner. Renewing its claims (every third of a lease, on
-# each delivery side's thread) and giving them up (when it closes) found its few rows by reading every pending
-# one: 55-80 ms each with 100,000 pending, 0.3 ms on this index. Partial: only claimed pending rows, so a
-# backlog nobody holds yet costs it nothing (a row is accepted unclaimed: no entry).
-_V3 = """
-CREATE INDEX IF NOT EXISTS inbox_leased ON inbox (lease_owner) WHERE state = 'pending' AND lease_owner IS NOT NULL;
-"""
-# Version 4: when a pending row was parked (its source API down: ``park``; NULL again when it is processed,
-# or its process is gone), and the parked rows on an index of their own, by process (a claim reads its own;
-# ``PARKED_HEADS`` the first of each) and id, out of ``inbox_pending`` (rebuilt: migrate reads the table once).
-# A parked row held for hours by a live process held every claims' floor at its id: claims and scrapes
-# stepped over every row processed since (2-7 ms at 1,000,000 processed; 80 ms a claim with 100,000 parked).
-_V4 = """
-ALTER TABLE inbox ADD COLUMN IF NOT EXISTS parked_at DOUBLE PRECISION;
-DROP INDEX IF EXISTS inbox_pending;
-CREATE INDEX inbox_pending ON inbox (id) WHERE state = 'pending' AND parked_at IS NULL;
-CREATE INDEX IF NOT EXISTS inbox_parked ON inbox (lease_owner, id) WHERE state = 'pending' AND parked_at IS NOT NULL;
-"""
-# MIGRATIONS[n] takes an inbox from version n to n + 1 (version 0: no inbox in the database).
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 PURGE_CHUNK = 2000  # rows per statement of a purge or a drop of bodies: each a short transaction of its own
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
@@ -177,7 +132,7 @@ class PostgresInbox:
         except InboxError:
             self.close()
             raise
-        problem = _version_problem(self.name, version, readonly)
+        problem = version_problem(self.name, version, readonly)
         if problem:
             self.close()
             raise (NoInboxError if version == 0 else InboxError)(problem)
@@ -256,7 +211,7 @@ class PostgresInbox:
         ).fetchone()[0]
         if not has_meta:
             return 0
-        row = self._execute("SELECT v FROM meta WHERE k = %s", (_VERSION_KEY,)).fetchone()
+        row = self._execute("SELECT v FROM meta WHERE k = %s", (VERSION_KEY,)).fetchone()
         if row is None:
             return 0
         try:
@@ -272,12 +227,12 @@ class PostgresInbox:
                 self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
                 before = self.schema_version()
                 if before > INBOX_SCHEMA_VERSION:
-                    raise InboxError(_version_problem(self.name, before, False) or "")
+                    raise InboxError(version_problem(self.name, before, False) or "")
                 for step in MIGRATIONS[before:]:
                     self._conn.execute(step)
                 self._conn.execute(
                     "INSERT INTO meta (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
-                    (_VERSION_KEY, str(INBOX_SCHEMA_VERSION)),
+                    (VERSION_KEY, str(INBOX_SCHEMA_VERSION)),
                 )
         except self._psycopg.Error as error:
             raise InboxError(f"cannot create the inbox in {self.name}: {first_line(error)}") from None
@@ -608,19 +563,3 @@ def open_reader(location: str | Path) -> Inbox | PostgresInbox | None:
         )
     except NoInboxError:
         return None
-
-
-def _version_problem(name: str, version: int, readonly: bool) -> str | None:
-    if version == 0:
-        return f"{name} holds no shipmap inbox"
-    if version > INBOX_SCHEMA_VERSION:
-        return (
-            f"the inbox in {name} has schema version {version}, written by a newer shipmap (this one reads "
-            f"versions up to {INBOX_SCHEMA_VERSION})"
-        )
-    if 0 < version < INBOX_SCHEMA_VERSION and not readonly:
-        return (
-            f"the inbox in {name} has schema version {version}; this shipmap needs {INBOX_SCHEMA_VERSION}: "
-            f"run `shipmap journal migrate {name}` (with its password) once, then start the services"
-        )
-    return None
