@@ -45,6 +45,7 @@ from .._summary import replay_outcome, replay_report
 from ._enrich import Enricher, refetcher
 from ._feed import InboxFeed
 from ._inbox import InboxStore
+from ._inbox_floor import ClaimFloor
 from ._inbox_pg import open_inbox
 from ._inbox_retention import Retention, purge_inbox
 from ._rejected import requeue_requested
@@ -76,11 +77,12 @@ class DeliveryLoop:
         replays: Path | None = None,
         resweep: tuple[float, float] = (5.0, 300.0),
         retention: Retention | None = None,
+        floor: ClaimFloor | None = None,
     ) -> None:
         """``replays``: the file where ``shipmap replay`` leaves requests while this service runs (the
         delivery thread opens its own connection to it); ``resweep``: the first and the longest wait before
         parked work is looked at again; ``retention``: ``serve.dedup_window`` and ``keep_bodies`` (the feed's
-        hourly purge; None: their defaults)."""
+        hourly purge; None: their defaults); ``floor``: the claims' floor of the service's inboxes (PostgreSQL)."""
         self.runtime = runtime
         self._inbox_path = inbox
         self._synchronous = synchronous
@@ -91,6 +93,7 @@ class DeliveryLoop:
         self._inbox: InboxStore | None = None  # the delivery thread's connection (replay --rejected requeues)
         self._resweep = resweep
         self._retention = retention or Retention()
+        self._floor = floor
         self._log = get_logger("serve", runtime.redactor, runtime_name=runtime.name)
         self.total = RunSummary()  # the finished runs, folded
         self.replayed = RunSummary(replay=True)  # the finished replays, folded
@@ -287,7 +290,9 @@ class DeliveryLoop:
             self._loop = asyncio.get_running_loop()
         lease = self.runtime.config.journal.lease
         with contextlib.ExitStack() as held:
-            inbox = open_inbox(self._inbox_path, synchronous=self._synchronous, lease=lease, intake=False)
+            inbox = open_inbox(
+                self._inbox_path, synchronous=self._synchronous, lease=lease, intake=False, floor=self._floor
+            )
             held.callback(inbox.close)
             self._inbox = inbox
             if self._replays_path is not None:

@@ -1,5 +1,5 @@
-"""Where a PostgreSQL inbox's claims start scanning its pending rows: :class:`ClaimFloor` (one per database
-in a process: ``shared_floor``), the note a command that makes old rows pending again leaves for it
+"""Where a PostgreSQL inbox's claims start scanning its pending rows: :class:`ClaimFloor` (a service's inboxes
+share one: it makes it and hands it to each), the note a command that makes old rows pending again leaves for it
 (``NOTE_REQUEUE``), and where the parked rows begin (``PARKED_HEADS``)."""
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class ClaimFloor:
     and its parked rows are made pending again and noted as a requeue (``rescue``; not by a read-only reader),
     so some process claims them within a second. A process that closes gives its parked rows up alike.
 
-    One floor serves every inbox of a process on the database (intake's gauges, delivery's claims: the same
-    number read once), from the threads that use them, each reading on its own connection."""
+    A service makes one floor and hands it to each of its inboxes on the database (the gauges' reader,
+    delivery's claims: the same number read once), which read it from their own threads and connections."""
 
     def __init__(self, *, rescue: bool = True) -> None:
         self._lock = threading.Lock()
@@ -118,14 +118,3 @@ class ClaimFloor:
         self._readings = (int(smallest), self._readings[0])
         self._requeues, self._read_at, self._checked_at = requeues, now, now
         return list(gone) if gone else ([] if unheld else None)
-
-
-_shared: dict[str, ClaimFloor] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_floor(url: str) -> ClaimFloor:
-    """The floor of this process's inboxes on the database at ``url``: intake's and delivery's read one
-    number, not the same one twice."""
-    with _shared_lock:
-        return _shared.setdefault(url, ClaimFloor())

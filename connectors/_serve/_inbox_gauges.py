@@ -23,6 +23,7 @@ from typing import Literal
 
 from .._store._journal_pg import is_database_url
 from ._inbox import Inbox, InboxError, InboxStore
+from ._inbox_floor import ClaimFloor
 from ._inbox_pg import PostgresInbox
 
 # A probe's answer must come before its own timeout (a load balancer's health check waits 5 s; Kubernetes'
@@ -123,11 +124,15 @@ class _Late(Exception):
 
 
 def open_gauge_reader(
-    location: str | Path, *, synchronous: Literal["normal", "full"] = "normal", lease: float = 30.0
+    location: str | Path,
+    *,
+    synchronous: Literal["normal", "full"] = "normal",
+    lease: float = 30.0,
+    floor: ClaimFloor | None = None,
 ) -> InboxStore:
     """A connection for the gauges to the inbox a service has opened: a PostgreSQL one whose statements end a
-    second after the deadline, or an SQLite one that may ask for the write lock (``writable``) without the
-    service's run lock."""
+    second after the deadline, reading the claims' ``floor`` the service's inboxes share, or an SQLite one that
+    may ask for the write lock (``writable``) without the service's run lock."""
     if is_database_url(location):
         return PostgresInbox(
             str(location),
@@ -135,5 +140,6 @@ def open_gauge_reader(
             create=False,
             application_name=GAUGES_APPLICATION_NAME,
             statement_timeout_ms=int((INBOX_READ_DEADLINE_S + 1.0) * 1000),
+            floor=floor,
         )
     return Inbox(location, synchronous=synchronous, lock=False)

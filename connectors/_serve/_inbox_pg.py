@@ -64,7 +64,7 @@ from ._inbox import (
     inbound_row,
     sources_clause,
 )
-from ._inbox_floor import NOTE_REQUEUE, PARKED_HEADS, ClaimFloor, shared_floor
+from ._inbox_floor import NOTE_REQUEUE, PARKED_HEADS, ClaimFloor
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
 
 PURGE_CHUNK = 2000  # rows per statement of a purge or a drop of bodies: each a short transaction of its own
@@ -534,17 +534,19 @@ def open_inbox(
     synchronous: Literal["normal", "full"] = "normal",
     lease: float = 30.0,
     intake: bool,
+    floor: ClaimFloor | None = None,
 ) -> InboxStore:
     """The inbox at ``location``: a ``postgresql://`` URL (shared by every serve process on that database) or
     an SQLite file (one serve process: ``intake`` takes its lock). The delivery side (``intake=False``)
-    claims rows, so on PostgreSQL it keeps its claims alive."""
+    claims rows, so on PostgreSQL it keeps its claims alive. ``floor``: the claims' floor the service's
+    inboxes share (PostgreSQL; None: one of its own)."""
     if is_database_url(location):
         return PostgresInbox(
             str(location),
             lease=lease,
             keep_leases=not intake,
             application_name=SERVE_APPLICATION_NAME if intake else None,
-            floor=shared_floor(str(location)),
+            floor=floor,
         )
     return Inbox(location, synchronous=synchronous, lock=intake)
 

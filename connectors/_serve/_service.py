@@ -53,6 +53,7 @@ from .._runtime import RunSummary, Runtime, register_secrets
 from ._app import CutOffRequests, ServiceState, build_app
 from ._delivery_loop import DeliveryLoop
 from ._inbox import InboxError, SharedIntake, depth_text
+from ._inbox_floor import ClaimFloor
 from ._inbox_gauges import Gauges, InboxGauges, open_gauge_reader
 from ._inbox_pg import PostgresInbox, open_inbox
 from ._inbox_retention import Retention, purge_inbox
@@ -234,7 +235,10 @@ class Service:
         requests = service_requests(shared.path if shared.url is None else None, settings.inbox)
         with contextlib.ExitStack() as held:
             # Intake's connection: an SQLite inbox is locked to this process, a PostgreSQL one is shared.
-            inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True)
+            # One claims' floor for this process's inboxes on a PostgreSQL database: the gauges' reader and
+            # delivery's claims read the same number once (``_inbox_floor``).
+            floor = ClaimFloor()
+            inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True, floor=floor)
             held.callback(inbox.close)
             # Over the network, intake's commits wait on a thread of their own, not on the loop (GroupCommit).
             intake_worker = (
@@ -245,7 +249,7 @@ class Service:
             if intake_worker is not None:
                 held.callback(intake_worker.shutdown)
             gauges = InboxGauges(
-                lambda: open_gauge_reader(settings.inbox, synchronous=synchronous, lease=lease)
+                lambda: open_gauge_reader(settings.inbox, synchronous=synchronous, lease=lease, floor=floor)
             )
             held.callback(gauges.close)
             uvicorn_log, cut_off = logging.getLogger("uvicorn.error"), CutOffRequests()
@@ -266,6 +270,7 @@ class Service:
                 replays=replays.path if replays is not None else None,
                 resweep=(settings.first_resweep, settings.resweep_cap),
                 retention=retention,
+                floor=floor,
             )
             metrics = ServiceMetrics(
                 summary=delivery.summary,

@@ -14,6 +14,8 @@ import pytest
 from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
 from shipmap.connectors._serve import InboxError, PostgresInbox, _inbox_floor, _inbox_pg
+from shipmap.connectors._serve._inbox_floor import ClaimFloor
+from shipmap.connectors._serve._inbox_gauges import open_gauge_reader
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_inbox
 
 from .test_inbox_postgres import BODY, _wait_for
@@ -153,16 +155,17 @@ def test_a_parked_webhook_is_claimed_by_another_process_when_its_process_dies_or
         assert [row.webhook_id for row in other.pending()] == ["given up"]
 
 
-def test_a_processs_intake_and_delivery_inboxes_share_one_floor_read_once(
+def test_a_services_gauges_and_delivery_inboxes_share_one_floor_read_once(
     parked: tuple[PostgresInbox, int], postgres_url: str
 ) -> None:
-    intake = open_inbox(postgres_url, intake=True)
-    delivery = open_inbox(postgres_url, intake=False)
+    floor = ClaimFloor()  # what a service makes once and hands to each of its inboxes
+    gauges = open_gauge_reader(postgres_url, floor=floor)
+    delivery = open_inbox(postgres_url, intake=False, floor=floor)
     try:
-        assert isinstance(intake, PostgresInbox) and isinstance(delivery, PostgresInbox)
-        assert intake._floor is delivery._floor is _inbox_floor.shared_floor(postgres_url)
+        assert isinstance(gauges, PostgresInbox) and isinstance(delivery, PostgresInbox)
+        assert gauges._floor is delivery._floor is floor
         readings: list[str] = []
-        for inbox in (intake, delivery):
+        for inbox in (gauges, delivery):
             execute = inbox._execute
 
             def recording(sql: str, parameters: object = None, execute: object = execute) -> object:
@@ -171,16 +174,15 @@ def test_a_processs_intake_and_delivery_inboxes_share_one_floor_read_once(
                 return execute(sql, parameters)  # type: ignore[operator]
 
             inbox._execute = recording  # type: ignore[method-assign]
-        assert intake.depth() == 3  # the gauges read the floor ...
+        assert gauges.depth() == 3  # the gauges read the floor ...
         assert [row.webhook_id for row in delivery.pending()] == ["after-0", "after-1"]  # ... claims use it
-        assert intake.oldest_pending() == 10.0
+        assert gauges.oldest_pending() == 10.0
         assert len(readings) == 1
         with PostgresInbox(postgres_url) as alone:  # a command's inbox: its own floor
-            assert alone._floor is not intake._floor
+            assert alone._floor is not gauges._floor
     finally:
-        intake.close()
+        gauges.close()
         delivery.close()
-        _inbox_floor._shared.clear()
 
 
 def test_an_inbox_of_version_3_is_refused_until_journal_migrate_adds_the_parked_rows_index(
