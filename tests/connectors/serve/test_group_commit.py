@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from shipmap.connectors._serve import Inbox, InboxError
-from shipmap.connectors._serve._app import GroupCommit
+from shipmap.connectors._serve._group_commit import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, Incoming
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
 

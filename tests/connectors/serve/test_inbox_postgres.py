@@ -29,7 +29,7 @@ from shipmap.connectors._serve import (
     _inbox_pg,
     serve_settings,
 )
-from shipmap.connectors._serve._app import GroupCommit
+from shipmap.connectors._serve._group_commit import GroupCommit
 from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_reader
