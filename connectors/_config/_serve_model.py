@@ -35,6 +35,14 @@ _RESWEEP_WHY = "a shorter wait would spin on parked work"
 DEDUP_WINDOW = 7 * 24 * 3600.0
 SHORTEST_DEDUP_WINDOW = 3600.0
 LONGEST_DEDUP_WINDOW = 90 * 24 * 3600.0
+# serve.intake_deadline: how long a webhook waits for the inbox to store it. Under the shortest patience of a
+# supported sender (Shopify: 5 s in all, 1 s of it to connect), less what the network and a proxy take, so the
+# sender reads the 503 and retries rather than timing out and retrying blind.
+DEFAULT_INTAKE_DEADLINE = 3.0
+SHORTEST_INTAKE_DEADLINE = 0.1  # a healthy commit takes milliseconds; an fsync or a busy moment, tens
+LONGEST_INTAKE_DEADLINE = 60.0  # the most patient supported sender (WooCommerce) waits 60 s
+DEFAULT_INTAKE_MAX_WAITING = 1024  # four group commits' worth (256 each); each holds its body meanwhile
+MAX_INTAKE_MAX_WAITING = 65_536
 DEFAULT_ENRICH_CONCURRENCY = 4  # webhooks of one source fetched at once (each its documents' GETs at once)
 MAX_ENRICH_CONCURRENCY = 64  # each one held in memory with its documents until its turn comes
 
@@ -178,6 +186,28 @@ class ServeSettings:
             " slow sender does not hold a connection for good.",
             duration=True,
             exclusiveMinimum=0,
+        ),
+    )
+    intake_deadline: float = field(
+        default=DEFAULT_INTAKE_DEADLINE,
+        metadata=about(
+            "How long a webhook waits for the inbox to store it (a locked table, a slow database, an SQLite"
+            " write lock held elsewhere): past it the sender gets 503 inbox_timeout with Retry-After, and"
+            " retries. Keep it under the senders' own timeout (Shopify's is 5s).",
+            duration=True,
+            minimum=SHORTEST_INTAKE_DEADLINE,
+            maximum=LONGEST_INTAKE_DEADLINE,
+            why="it sits between what a healthy commit takes (milliseconds) and how long a sender waits for"
+            " its answer (Shopify 5s; the most patient, WooCommerce, 1m)",
+        ),
+    )
+    intake_max_waiting: int = field(
+        default=DEFAULT_INTAKE_MAX_WAITING,
+        metadata=about(
+            "The most webhooks that wait for the inbox at once, each holding its body: past it a webhook is"
+            " answered 503 inbox_busy at once.",
+            minimum=1,
+            maximum=MAX_INTAKE_MAX_WAITING,
         ),
     )
     resweep: float | None = field(  # None: left out, the default, at most resweep_cap

@@ -3,9 +3,9 @@
 The package follows the stages: ``_verify`` (is it authentic, what are its id and topic), ``_inbox`` (the
 durable store of accepted webhooks; ``_inbox_retention``, what it forgets and when; ``_inbox_floor``, where a
 PostgreSQL inbox's claims start), ``_enrich`` (declared GETs that complete a skinny webhook), ``_feed`` (inbox
-rows become runtime events), ``_app`` (the HTTP endpoints; ``_group_commit``, intake's way into the inbox),
-``_metrics``, ``_service`` (both sides in one event loop, SIGTERM drain) and ``_reload`` (SIGHUP: the config
-read again and compared). Delivery itself is the runtime's. See docs/serve.md.
+rows become runtime events), ``_app`` (the HTTP endpoints; ``_group_commit``, intake's way into the inbox,
+within a deadline), ``_metrics``, ``_service`` (both sides in one event loop, SIGTERM drain) and ``_reload``
+(SIGHUP: the config read again and compared). Delivery itself is the runtime's. See docs/serve.md.
 """
 
 from ._enrich import Enricher, EnrichmentError, enrich_records

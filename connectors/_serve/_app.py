@@ -4,13 +4,14 @@ A webhook is answered 2xx only after ``Inbox.accept`` has committed it. The chec
 each refusal has its status and a reason the sender can read:
 
     404 unknown source · 429 rate limit · 413 body too large · 401 unsigned or forged
-    415 not JSON content · 400 body is not JSON · 503 the inbox cannot commit · 200 accepted or duplicate
+    415 not JSON content · 400 body is not JSON · 503 the inbox cannot commit, not within the deadline
+    (serve.intake_deadline), or too many wait for it (serve.intake_max_waiting) · 200 accepted or duplicate
 
 The commits are grouped: the webhooks whose requests were read in the same turn of the event loop are
 committed in one transaction (:class:`~._group_commit.GroupCommit`), and each is answered only after that
-commit returned. The durability of each acknowledgement is unchanged (its row is committed before its 200);
-what changes is the cost: one commit, one WAL append (one fsync with ``synchronous: full``) for a burst's
-worth of webhooks.
+commit returned, or at its deadline. The durability of each acknowledgement is unchanged (its row is committed
+before its 200); what changes is the cost: one commit, one WAL append (one fsync with ``synchronous: full``)
+for a burst's worth of webhooks.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .._config._serve_model import DEFAULT_BODY_TIMEOUT
+from .._config import duration_text
+from .._config._serve_model import DEFAULT_BODY_TIMEOUT, DEFAULT_INTAKE_DEADLINE, DEFAULT_INTAKE_MAX_WAITING
 from .._redact import get_logger
-from ._group_commit import GroupCommit
-from ._inbox import InboxError, InboxStore, depth_capped
+from ._group_commit import GroupCommit, IntakeFull
+from ._inbox import InboxError, InboxStore, InboxTimeout, depth_capped
 from ._inbox_gauges import InboxGauges
 from ._metrics import ServiceMetrics
 from ._settings import RateLimit, SourceSettings
@@ -41,6 +43,7 @@ from ._verify import Rejection, verify
 
 _JSON_TYPES = ("application/json", "text/json")
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_INBOX_RETRY_AFTER = 5  # seconds, in a 503 of the inbox's: a lock or an outage is seldom gone sooner
 
 
 class TokenBucket:
@@ -132,10 +135,14 @@ class ServiceState:
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
     processes: int = 1  # the serve processes on the inbox: each allows 1/processes of a rate_limit
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds a sender has to send a body (serve.body_timeout)
+    intake_deadline: float = DEFAULT_INTAKE_DEADLINE  # seconds a webhook waits for its commit at most
+    intake_max_waiting: int = DEFAULT_INTAKE_MAX_WAITING  # webhooks waiting for their commit at once at most
     refusals: Refusals = field(default_factory=Refusals)  # for the activity line
 
     def __post_init__(self) -> None:
-        self.committer = GroupCommit(self.inbox, self.intake_worker)
+        self.committer = GroupCommit(
+            self.inbox, self.intake_worker, deadline=self.intake_deadline, max_waiting=self.intake_max_waiting
+        )
         self.buckets = {}
         self.replace_sources(self.sources)
 
@@ -293,8 +300,26 @@ async def _handle(
         accepted = await state.committer.accept(
             (source.name, verified.webhook_id, verified.topic, verified.headers, body)
         )
+    except IntakeFull as full:
+        raise Rejection(
+            503,
+            "inbox_busy",
+            f"{full.max_waiting} webhooks are waiting for the inbox already (serve.intake_max_waiting);"
+            " retry later",
+            _INBOX_RETRY_AFTER,
+        ) from None
+    except InboxTimeout:
+        raise Rejection(
+            503,
+            "inbox_timeout",
+            f"the webhook could not be stored within {duration_text(state.intake_deadline)}"
+            " (serve.intake_deadline); retry later",
+            _INBOX_RETRY_AFTER,
+        ) from None
     except InboxError:
-        raise Rejection(503, "inbox_unavailable", "the webhook could not be stored; retry later", 5) from None
+        raise Rejection(
+            503, "inbox_unavailable", "the webhook could not be stored; retry later", _INBOX_RETRY_AFTER
+        ) from None
     if accepted.duplicate:
         state.metrics.duplicates.labels(source.name).inc()
         return _answer(b'{"status":"duplicate","id":%d}' % accepted.id)

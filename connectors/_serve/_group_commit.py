@@ -1,5 +1,22 @@
-"""Intake's way into the inbox: the webhooks that arrive together share one commit, and each request waits
-for the commit that holds its own row (its acknowledgement is that row)."""
+"""Intake's way into the inbox: the webhooks that arrive together share one commit, within a deadline.
+
+A webhook is answered 2xx only after its row is committed, so each request waits for a commit. Three things
+bound that wait:
+
+- **the deadline** (``serve.intake_deadline``): a request whose commit has not answered by then raises
+  :class:`InboxTimeout` (503 ``inbox_timeout``), well before its sender gives up (Shopify waits 5 s) and
+  retries blind. A webhook still queued then leaves the queue: it is never committed after its 503. One
+  already in a commit may still land after it (the commit was waiting on a lock that went just then): its
+  sender's retry carries the same webhook id, which the inbox answers ``duplicate``, and the row is delivered
+  once, as any accepted row is. So a 503 never costs a second delivery, and never a lost one.
+- **the cap** (``serve.intake_max_waiting``): at most that many requests wait at once, each holding its body;
+  one more raises :class:`IntakeFull` at once (503 ``inbox_busy``). While the inbox is stuck, requests keep
+  coming (and their senders' retries with them): without it they would pile up for as long as it stays stuck.
+- **the inbox's own limit** (``InboxStore.limit_waits``, set to the deadline by the service): on PostgreSQL
+  the statement that waits on a locked table ends at the deadline too, so the connection goes on to the next
+  batch instead of holding every later webhook behind the first one for the server's 30 s; on SQLite, whose
+  commits run on the event loop, the busy timeout is the deadline (the loop waits that long at most).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +24,26 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Executor
 
-from ._inbox import Accepted, GroupCommitting, InboxError, InboxStore, Incoming
+from .._config import duration_text
+from .._config._serve_model import DEFAULT_INTAKE_DEADLINE, DEFAULT_INTAKE_MAX_WAITING
+from ._inbox import Accepted, GroupCommitting, InboxError, InboxStore, InboxTimeout, Incoming
+
+_Waiting = tuple[Incoming, asyncio.Future[Accepted]]
+
+
+class IntakeFull(Exception):
+    """``serve.intake_max_waiting`` webhooks wait for the inbox already: this one is refused at once."""
+
+    def __init__(self, max_waiting: int) -> None:
+        super().__init__(f"{max_waiting} webhooks are waiting for the inbox already")
+        self.max_waiting = max_waiting
 
 
 class GroupCommit:
     """Hands the inbox the webhooks that arrived together, in one ``accept_many``; each caller awaits the
-    commit that holds its own row. An inbox without ``accept_many`` takes them one by one.
+    commit that holds its own row, up to ``deadline`` seconds (with a worker; without one the inbox's own
+    limit bounds the commit), and at most ``max_waiting`` callers wait at once (see the module's docstring).
+    An inbox without ``accept_many`` takes them one by one.
 
     With a ``worker`` (the thread of intake's connection to a PostgreSQL inbox) each commit runs there, one at
     a time, and the webhooks that arrive meanwhile wait for the next: a commit that waits on the database (a
@@ -21,28 +52,55 @@ class GroupCommit:
 
     _LIMIT = 256  # webhooks per transaction at most
 
-    def __init__(self, inbox: InboxStore, worker: Executor | None = None) -> None:
+    def __init__(
+        self,
+        inbox: InboxStore,
+        worker: Executor | None = None,
+        *,
+        deadline: float = DEFAULT_INTAKE_DEADLINE,
+        max_waiting: int = DEFAULT_INTAKE_MAX_WAITING,
+    ) -> None:
         self.inbox = inbox
         self.worker = worker
-        self._waiting: list[tuple[Incoming, asyncio.Future[Accepted]]] = []
+        self.deadline = deadline
+        self.max_waiting = max_waiting
+        self._waiting: list[_Waiting] = []  # not yet in a commit
         self._committing = False  # a commit runs on the worker now
         self.commits = 0
+        self.waiting = 0  # requests awaiting their commit now, queued or in one (shipmap_intake_waiting)
 
     async def accept(self, incoming: Incoming) -> Accepted:
+        """``incoming``'s row (or the earlier one of its webhook id), once committed. Raises
+        :class:`IntakeFull` at once past the cap, :class:`InboxTimeout` at the deadline, and the inbox's
+        :class:`InboxError` when the commit fails."""
+        if self.waiting >= self.max_waiting:
+            raise IntakeFull(self.max_waiting)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
         self._waiting.append((incoming, future))
         if len(self._waiting) == 1 and not self._committing:
             # After the callbacks already queued: the other requests read in this turn join the batch.
             loop.call_soon(self._commit)
-        return await future
+        self.waiting += 1
+        try:
+            if self.worker is None:
+                # The commit runs on this loop, in this turn: the inbox's own limit (``limit_waits``) bounds
+                # it, and a timer could not fire before it ends anyway (it would cost each request 4 us).
+                return await future
+            async with asyncio.timeout(self.deadline):
+                return await future  # cancelled at the deadline: a batch taken later leaves it out
+        except TimeoutError:
+            raise InboxTimeout(
+                f"the inbox did not store the webhook within {duration_text(self.deadline)}"
+            ) from None
+        finally:
+            self.waiting -= 1
 
     def _commit(self) -> None:
         if self.worker is not None:
             self._hand_over()
             return
-        while self._waiting:
-            batch = self._take()
+        while batch := self._take():
             try:
                 results = self._accept([incoming for incoming, _ in batch])
             except InboxError as error:
@@ -50,16 +108,19 @@ class GroupCommit:
                 continue
             _settle(batch, results)
 
-    def _take(self) -> list[tuple[Incoming, asyncio.Future[Accepted]]]:
-        batch, self._waiting = self._waiting[: self._LIMIT], self._waiting[self._LIMIT :]
-        self.commits += 1
+    def _take(self) -> list[_Waiting]:
+        """The next batch, without the requests answered meanwhile (past their deadline, or gone)."""
+        live = [entry for entry in self._waiting if not entry[1].done()]
+        batch, self._waiting = live[: self._LIMIT], live[self._LIMIT :]
+        if batch:
+            self.commits += 1
         return batch
 
     def _hand_over(self) -> None:
         """The next batch to the worker; the one after it once this one is settled."""
-        if not self._waiting:
-            return
         batch = self._take()
+        if not batch:
+            return
         self._committing = True
         done = asyncio.get_running_loop().run_in_executor(
             self.worker, self._accept, [incoming for incoming, _ in batch]
@@ -83,18 +144,19 @@ class GroupCommit:
 
 
 def _settle(
-    batch: Sequence[tuple[Incoming, asyncio.Future[Accepted]]],
+    batch: Sequence[_Waiting],
     results: Sequence[Accepted] = (),
     *,
     error: BaseException | None = None,
 ) -> None:
-    """Answer each caller of a batch: its row, or the commit's error (an InboxError is worded afresh for each)."""
+    """Answer each caller of a batch: its row, or the commit's error (an InboxError is worded afresh for each,
+    of its own class)."""
     for index, (_, future) in enumerate(batch):
-        if future.done():  # a request whose client went away was cancelled meanwhile
+        if future.done():  # answered meanwhile: past its deadline, or its client went away
             continue
         if error is None:
             future.set_result(results[index])
         elif isinstance(error, InboxError):
-            future.set_exception(InboxError(error.message))
+            future.set_exception(type(error)(error.message))
         else:
             future.set_exception(error)

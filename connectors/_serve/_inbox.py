@@ -82,6 +82,12 @@ class InboxError(JournalError):
     """The inbox cannot take or give a webhook (disk full, locked, not an inbox): answered 503."""
 
 
+class InboxTimeout(InboxError):
+    """The inbox did not store a webhook within ``serve.intake_deadline`` (a lock held elsewhere, a slow
+    server): answered 503 ``inbox_timeout``. Nothing was acknowledged; a commit that still lands is the same
+    webhook id, which the sender's retry finds as a duplicate."""
+
+
 class NoInboxError(InboxError):
     """A read-only opening found no inbox: no service accepted a webhook there yet, or one is creating it now."""
 
@@ -207,6 +213,11 @@ class InboxStore(Protocol):
     def drop_bodies(self, processed_before: float, keep: Collection[int]) -> int: ...
 
     def writable(self) -> bool: ...
+
+    def limit_waits(self, seconds: float) -> None:
+        """From now on a statement of this connection waits at most ``seconds`` for a lock or a slow server,
+        then raises :class:`InboxTimeout` (intake's connection: ``serve.intake_deadline``)."""
+        ...
 
     def depth(self, cap: int | None = DEPTH_CAP) -> int:
         """Webhooks accepted and not yet handed to delivery, counted up to ``cap`` (``cap`` when at least that
@@ -357,7 +368,7 @@ class Inbox:
         try:
             return self._insert(source, webhook_id, topic, headers, body, received_at or time.time())
         except sqlite3.Error as error:
-            raise InboxError(f"the inbox cannot take the webhook: {error}") from None
+            raise _cannot_take(error, "the webhook") from None
 
     def accept_many(self, incoming: Sequence[Incoming]) -> list[Accepted]:
         """Commit several webhooks in one transaction: one commit (one WAL append, one fsync with
@@ -373,7 +384,7 @@ class Inbox:
                     self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
-            raise InboxError(f"the inbox cannot take the webhooks: {error}") from None
+            raise _cannot_take(error, "the webhooks") from None
         return accepted
 
     def _insert(
@@ -473,6 +484,12 @@ class Inbox:
 
     # --- operations -------------------------------------------------------------------------------------
 
+    def limit_waits(self, seconds: float) -> None:
+        """A write waits at most ``seconds`` for the write lock another connection holds (its busy timeout,
+        5 s until now), then raises :class:`InboxTimeout`. Intake commits on the event loop, which waits as
+        long."""
+        self._db.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+
     def writable(self) -> bool:
         """Whether a write transaction can start now (readiness)."""
         try:
@@ -544,3 +561,11 @@ class Inbox:
             if len(rows) < chunk:
                 return dropped
             after = (float(rows[-1][1]), int(rows[-1][0]))
+
+
+def _cannot_take(error: sqlite3.Error, what: str) -> InboxError:
+    """An SQLite failure to store ``what`` as the inbox's error: the write lock still held past the busy
+    timeout (``limit_waits``) is a timeout, anything else (a full disk, an I/O error) a failure."""
+    if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:  # and its extended codes
+        return InboxTimeout(f"the inbox did not take {what} in time: {error}")
+    return InboxError(f"the inbox cannot take {what}: {error}")

@@ -59,6 +59,7 @@ from ._inbox import (
     Inbox,
     InboxError,
     InboxStore,
+    InboxTimeout,
     Incoming,
     NoInboxError,
     inbound_row,
@@ -169,7 +170,9 @@ class PostgresInbox:
             if self._conn.broken:
                 with contextlib.suppress(Exception):
                     self._conn.close()
-            raise InboxError(f"inbox {self.name}: PostgreSQL says: {first_line(error)}") from None
+            # The statement timeout ended it: a lock held elsewhere, a slow server (``limit_waits``).
+            failed = InboxTimeout if isinstance(error, self._psycopg.errors.QueryCanceled) else InboxError
+            raise failed(f"inbox {self.name}: PostgreSQL says: {first_line(error)}") from None
 
     def close(self) -> None:
         if self._keeper is not None:
@@ -411,6 +414,15 @@ class PostgresInbox:
         except InboxError:
             return False
         return bool(row[0])
+
+    def limit_waits(self, seconds: float) -> None:
+        """Each statement of this connection runs at most ``seconds`` (the session's statement_timeout, lock
+        waits included; a connection opened again takes it too), then raises :class:`InboxTimeout`. Intake's
+        connection takes ``serve.intake_deadline`` once the service has started (its start's purge keeps
+        ``statement_timeout_ms``): an INSERT that waits on a locked table ends at the deadline its requests
+        were answered at, and leaves the connection to the next batch."""
+        self.statement_timeout_ms = max(1, round(seconds * 1000))
+        self._execute(f"SET statement_timeout = {self.statement_timeout_ms}")
 
     def services(self) -> int:
         """The serve processes taking webhooks into this inbox now, by their intake connections (an intake's

@@ -39,10 +39,12 @@ class ServiceMetrics:
         parked: Callable[[], tuple[int, int]] = lambda: (0, 0),
         replays: Callable[[], RunSummary | None] = lambda: None,
         queue_stale: Callable[[], bool] = lambda: False,
+        intake_waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         """``summary``: the service's deliveries (its runs); ``replays``: what the replays it carried out did;
         ``queue``: the inbox's depth and oldest webhook at its last reading (None before any), and
-        ``queue_stale``: whether that reading is older than this scrape (the inbox did not answer in time)."""
+        ``queue_stale``: whether that reading is older than this scrape (the inbox did not answer in time);
+        ``intake_waiting``: the webhooks waiting for their commit now."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
             "shipmap_webhooks_received", "Webhook requests received", ["source"], registry=self.registry
@@ -84,6 +86,7 @@ class ServiceMetrics:
                 enrichment,
                 parked,
                 replays,
+                intake_waiting,
             )
         )
 
@@ -109,7 +112,9 @@ class _Live(Collector):
         enrichment: Callable[[], Mapping[str, Mapping[str, int]]],
         parked: Callable[[], tuple[int, int]],
         replays: Callable[[], RunSummary | None],
+        intake_waiting: Callable[[], int],
     ) -> None:
+        self._intake_waiting = intake_waiting
         self._parked = parked
         self._replays = replays
         self._processes = processes
@@ -179,6 +184,11 @@ class _Live(Collector):
             f"1 when the inbox did not answer this scrape within {INBOX_READ_DEADLINE_S:g} s (or failed):"
             " shipmap_queue_depth and shipmap_queue_oldest_age_seconds are from its last answer",
             value=1.0 if self._queue_stale() else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "shipmap_intake_waiting",
+            "Webhook requests waiting for the inbox to commit them now (at most serve.intake_max_waiting)",
+            value=self._intake_waiting(),
         )
         yield GaugeMetricFamily(
             "shipmap_deliveries_in_flight", "Requests being sent now", value=self._in_flight()

@@ -257,6 +257,8 @@ class Service:
             held.callback(uvicorn_log.removeFilter, cut_off)
             retention = Retention.of(settings)
             purge_inbox(inbox, retention, journal=shared.location, log=self._log)
+            # From here on a commit waits no longer than its webhook's sender is told to (GroupCommit).
+            inbox.limit_waits(settings.intake_deadline)
             replays = (
                 held.enter_context(ReplayRequests(requests, serving=True)) if requests is not None else None
             )
@@ -283,6 +285,7 @@ class Service:
                 processes=lambda: state.processes,
                 parked=delivery.parked_deliveries,
                 replays=delivery.replays,
+                intake_waiting=lambda: state.committer.waiting if state.committer is not None else 0,
             )
             state = ServiceState(
                 sources=settings.sources,
@@ -291,6 +294,8 @@ class Service:
                 on_accept=delivery.wake,
                 readiness=lambda: self._readiness(delivery),
                 body_timeout=settings.body_timeout,
+                intake_deadline=settings.intake_deadline,
+                intake_max_waiting=settings.intake_max_waiting,
                 gauges=gauges,
                 intake_worker=intake_worker,
             )

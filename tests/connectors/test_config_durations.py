@@ -27,6 +27,10 @@ from shipmap.connectors._serve import serve_settings
 from test_runtime_support import BASE_CONFIG, environ, write_config
 
 SOURCES = {"shop": {"type": "shopify", "secret": "${SHOPIFY_SECRET}"}}
+INTAKE_DEADLINE_WHY = (
+    "it sits between what a healthy commit takes (milliseconds) and how long a sender waits for its answer"
+    " (Shopify 5s; the most patient, WooCommerce, 1m)"
+)
 RECONNECT_WHY = (
     "shorter, a database restart stops every worker; longer, a worker spends that long on its own copy of the"
     " breakers and its share of max_rate, apart from the others"
@@ -126,6 +130,18 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
             "2h",
             f"journal.reconnect_deadline: must be at most 1h: {RECONNECT_WHY}",
         ),
+        (
+            "serve",
+            "intake_deadline",
+            "50ms",
+            f"serve.intake_deadline: must be at least 100ms: {INTAKE_DEADLINE_WHY}",
+        ),
+        (
+            "serve",
+            "intake_deadline",
+            "2m",
+            f"serve.intake_deadline: must be at most 1m: {INTAKE_DEADLINE_WHY}",
+        ),
         # A duration key without bounds of its own: the duration's rule (0 or more) still holds.
         (
             "serve",
@@ -148,6 +164,8 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         "resweep_cap-0",
         "reconnect_deadline-under",
         "reconnect_deadline-over",
+        "intake_deadline-under",
+        "intake_deadline-over",
         "negative-unbounded",
     ],
 )
@@ -283,6 +301,11 @@ def test_the_bounds_come_from_the_fields_declaration_alone() -> None:
         "minimum": 1,
         "maximum": 3600,
         "why": RECONNECT_WHY,
+    }
+    assert defs["serve"]["properties"]["intake_deadline"][DURATION_BOUNDS] == {
+        "minimum": 0.1,
+        "maximum": 60,
+        "why": INTAKE_DEADLINE_WHY,
     }
     assert DURATION_BOUNDS not in defs["serve"]["properties"]["keep_bodies"]  # bounded by dedup_window alone
     for key in ("resweep", "resweep_cap"):

@@ -1,5 +1,5 @@
 """Group commit: the webhooks that arrive together share one inbox transaction, and each is answered only
-after the commit that holds its own row."""
+after the commit that holds its own row, or at its deadline; past ``max_waiting`` waiting, at once."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from shipmap.connectors._serve import Inbox, InboxError
-from shipmap.connectors._serve._group_commit import GroupCommit
-from shipmap.connectors._serve._inbox import Accepted, Incoming
+from shipmap.connectors._serve._group_commit import GroupCommit, IntakeFull
+from shipmap.connectors._serve._inbox import Accepted, InboxTimeout, Incoming
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
 
@@ -172,3 +175,113 @@ def test_with_a_worker_the_commits_run_there_and_the_webhooks_that_arrive_togeth
         assert inbox.depth() == 3
     assert committer.commits == 2
     assert len(threads) == 2 and all(name.startswith("shipmap-intake") for name in threads), threads
+
+
+@contextlib.contextmanager
+def _inbox_locked(url: str) -> Iterator[psycopg.Connection[Any]]:
+    """The inbox table locked by another session, as an ``ALTER TABLE`` or a ``VACUUM FULL`` locks it, until
+    the block ends (or the connection's ``rollback()``)."""
+    with psycopg.connect(url) as holder:
+        holder.execute("SET lock_timeout = '20s'")
+        holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        yield holder
+
+
+def _stored(url: str) -> list[str]:
+    with psycopg.connect(url) as db:
+        return [row[0] for row in db.execute("SELECT webhook_id FROM inbox ORDER BY id").fetchall()]
+
+
+def test_past_its_deadline_a_webhook_is_refused_and_one_still_queued_then_is_never_committed(
+    postgres_url: str,
+) -> None:
+    """On a locked inbox (its statements bounded by the server's 30 s here, not by the deadline) the webhook
+    in the commit and the one queued behind it are both refused at their deadline. The lock goes: the first's
+    INSERT, which was waiting, commits after its refusal (its sender's retry is then a duplicate); the
+    second, refused while still queued, is never committed."""
+    deadline = 0.5
+    with PostgresInbox(postgres_url) as inbox, ThreadPoolExecutor(1, "shipmap-intake") as worker:
+        committer = GroupCommit(inbox, worker, deadline=deadline)
+        with _inbox_locked(postgres_url) as holder:
+
+            async def arrive() -> list[tuple[object, float]]:
+                async def timed(webhook_id: str, after: float) -> tuple[object, float]:
+                    await asyncio.sleep(after)
+                    started = time.monotonic()
+                    try:
+                        result: object = await committer.accept(_incoming(webhook_id))
+                    except InboxError as error:
+                        result = error
+                    return result, time.monotonic() - started
+
+                answers = await asyncio.gather(timed("in-commit", 0), timed("queued", 0.1))
+                assert committer.waiting == 0  # none is waiting once answered
+                # The lock goes: the first INSERT, still waiting on the worker, commits; its batch is settled
+                # on this loop, which then takes the next batch, if any is left to take.
+                await asyncio.get_running_loop().run_in_executor(None, holder.rollback)
+                for _ in range(1000):
+                    if not committer._committing:
+                        break
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # a batch taken would be committing, or committed, by now
+                assert not committer._committing
+                return answers
+
+            answers = asyncio.run(arrive())
+        for result, took in answers:
+            assert isinstance(result, InboxTimeout), result
+            assert result.message == "the inbox did not store the webhook within 500ms"
+            assert deadline - 0.05 < took < deadline + 1.0, took
+    assert _stored(postgres_url) == ["in-commit"]
+    assert committer.commits == 1  # the queued one's batch was never taken
+
+
+def test_past_max_waiting_a_webhook_is_refused_at_once_and_the_waiting_ones_are_stored(
+    postgres_url: str,
+) -> None:
+    with PostgresInbox(postgres_url) as inbox, ThreadPoolExecutor(1, "shipmap-intake") as worker:
+        committer = GroupCommit(inbox, worker, deadline=20.0, max_waiting=2)
+        with _inbox_locked(postgres_url) as holder:
+
+            async def arrive() -> tuple[list[Accepted], float, int]:
+                waiting = [asyncio.ensure_future(committer.accept(_incoming(i))) for i in ("a", "b")]
+                await asyncio.sleep(0.2)
+                assert committer.waiting == 2
+                started = time.monotonic()
+                with pytest.raises(IntakeFull) as refused:
+                    await committer.accept(_incoming("c"))
+                took = time.monotonic() - started
+                assert str(refused.value) == "2 webhooks are waiting for the inbox already"
+                full = committer.waiting
+                await asyncio.get_running_loop().run_in_executor(None, holder.rollback)  # the lock goes
+                return list(await asyncio.gather(*waiting)), took, full
+
+            accepted, took, full = asyncio.run(arrive())
+        assert took < 0.05 and full == 2, (took, full)
+        assert [a.duplicate for a in accepted] == [False, False]
+        assert committer.waiting == 0
+    assert _stored(postgres_url) == ["a", "b"]
+
+
+def test_an_sqlite_inbox_whose_write_lock_is_held_refuses_a_webhook_within_its_limit(tmp_path: Path) -> None:
+    """SQLite commits on the event loop: ``limit_waits`` (the deadline, for the service) is its busy timeout,
+    so the loop waits that long at most, and the webhook is refused as timed out, not as a failed inbox."""
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        inbox.limit_waits(0.3)
+        committer = GroupCommit(inbox, deadline=0.3)
+        holder = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            started = time.monotonic()
+            with pytest.raises(InboxTimeout) as refused:
+                asyncio.run(committer.accept(_incoming("a")))
+            took = time.monotonic() - started
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert 0.25 < took < 1.0, took
+        assert refused.value.message.startswith(
+            "the inbox did not take the webhooks in time: database is locked"
+        )
+        assert asyncio.run(committer.accept(_incoming("a"))).duplicate is False  # the sender's retry
+        assert inbox.counts() == {"shop/pending": 1}

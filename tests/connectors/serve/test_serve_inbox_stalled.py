@@ -8,7 +8,8 @@ or slow inbox held every request of the service for up to the server's statement
   a ``VACUUM FULL`` or a stuck migration holds). ``/readyz`` answers 503 naming the inbox, ``/metrics``
   answers with its other series and ``shipmap_queue_stale 1``. A webhook posted meanwhile needs the inbox
   (its acknowledgement is its committed row): its INSERT waits for the lock on intake's connection thread,
-  not on the loop, so the probes still answer while it waits, and it is acknowledged once the lock goes.
+  not on the loop, so the probes still answer while it waits, and it is acknowledged once the lock goes
+  (within ``serve.intake_deadline``: past it, ``test_serve_intake_deadline.py``).
 - SQLite: another connection holds the write lock (``BEGIN IMMEDIATE``); ``/readyz``'s write check would
   wait the busy timeout (5 s) for it. It answers 503 naming the inbox within the deadline, and ``shipmap
   status`` shows that reason.
@@ -58,7 +59,12 @@ def test_a_locked_postgresql_inbox_leaves_readyz_and_metrics_answering_and_intak
     source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
 ) -> None:
     serve = ServeProcess(tmp_path, source_sandbox.url)
-    serve.config.write_text(on_postgres(serve.config.read_text(), postgres_url))  # the inbox is there too
+    text = on_postgres(serve.config.read_text(), postgres_url)  # the inbox is there too
+    # The webhook below waits for the lock through the probes (3 s, the default deadline, could end it first:
+    # test_serve_intake_deadline.py has what comes then).
+    serve.config.write_text(
+        text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  intake_deadline: 20s\n")
+    )
     serve.start()
     try:
         with httpx.Client(timeout=30) as client:

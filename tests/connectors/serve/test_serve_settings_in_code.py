@@ -38,6 +38,8 @@ def _runtime() -> Runtime:
         ({"max_body": 0}, {}, "serve.max_body: must be at least 1"),
         ({"port": 70000}, {}, "serve.port: must be at most 65535"),
         ({"body_timeout": 0.0}, {}, "serve.body_timeout: must be more than 0s"),
+        ({"intake_deadline": 0.0}, {}, "serve.intake_deadline: must be at least 100ms: it sits between"),
+        ({"intake_max_waiting": 0}, {}, "serve.intake_max_waiting: must be at least 1"),
         (
             {"resweep": 0.01},
             {},
@@ -62,6 +64,8 @@ def _runtime() -> Runtime:
         "max_body-0",
         "port",
         "body_timeout-0",
+        "intake_deadline-0",
+        "intake_max_waiting-0",
         "resweep-10ms",
         "source-max_body",
         "no-secret",
@@ -123,6 +127,7 @@ def test_valid_settings_built_in_code_make_a_service(tmp_path: Path) -> None:
         ({"serve": {"max_body": 0}}, "serve.max_body: must be at least 1"),
         ({"serve": {"resweep": "10ms"}}, "serve.resweep: must be at least 50ms"),
         ({"serve": {"body_timeout": "0s"}}, "serve.body_timeout: must be more than 0s"),
+        ({"serve": {"intake_max_waiting": 100_000}}, "serve.intake_max_waiting: must be at most 65536"),
         ({"serve": {"prot": 8080}}, "serve.prot: unknown key 'prot' (allowed: body_timeout, "),
         ({"sources": {"shop": {"type": "shopify"}}}, "sources.shop: missing required key secret"),
         (
@@ -138,6 +143,7 @@ def test_valid_settings_built_in_code_make_a_service(tmp_path: Path) -> None:
         "max_body",
         "resweep",
         "body_timeout",
+        "intake_max_waiting",
         "unknown-key",
         "no-secret",
         "short-secret",

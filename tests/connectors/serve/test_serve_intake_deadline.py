@@ -1,0 +1,214 @@
+"""A live ``shipmap serve`` whose inbox cannot store a webhook in time answers its sender before the sender
+gives up, and a webhook refused so is delivered once, after the sender's retry.
+
+Senders wait a few seconds for an answer (Shopify 5 s), then retry. Before ``serve.intake_deadline`` a
+webhook waited for its commit up to the server's statement timeout (30 s): the sender had long given up, and
+its retries piled up behind it, unbounded. Now:
+
+- PostgreSQL, the inbox table locked by another session (``LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE``, what an
+  ``ALTER TABLE`` or a ``VACUUM FULL`` holds): a webhook is answered ``503 inbox_timeout`` with
+  ``Retry-After`` at the deadline. One whose INSERT was still waiting when the lock went is committed after its
+  503; the sender's retry finds it (``200 duplicate``), and it is delivered once. The one whose INSERT the
+  deadline ended is accepted on its retry, delivered once.
+- The webhooks waiting for the inbox at once are capped (``serve.intake_max_waiting``): one more is answered
+  ``503 inbox_busy`` at once, counted in ``shipmap_webhooks_rejected_total``.
+- SQLite, its write lock held by another connection (``BEGIN IMMEDIATE``): the same deadline is the inbox's
+  busy timeout.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+from shipmap.connectors import Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
+
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
+MARGIN = 1.5  # what a busy two-core machine adds to a request's round trip
+RETRY_AFTER = "5"
+
+
+def _body(order_id: int) -> bytes:
+    return json.dumps(dict(ORDER, id=order_id, name=f"#D{order_id}")).encode()
+
+
+def _configured(serve: ServeProcess, postgres_url: str | None = None, **keys: str) -> ServeProcess:
+    """``serve`` with these ``serve:`` keys, its journal and inbox in ``postgres_url`` when given."""
+    text = serve.config.read_text()
+    if postgres_url is not None:
+        text = on_postgres(text, postgres_url)
+    written = "".join(f"  {key}: {value}\n" for key, value in keys.items())
+    assert "  drain_timeout: 30s\n" in text, text
+    serve.config.write_text(text.replace("  drain_timeout: 30s\n", f"  drain_timeout: 30s\n{written}"))
+    return serve
+
+
+def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> tuple[httpx.Response, float]:
+    """Order ``order_id`` posted as Shopify posts it (webhook id ``wh-{order_id}``, as each retry of it)."""
+    body = _body(order_id)
+    started = time.monotonic()
+    answer = serve.post(client, "shop", body, shopify_headers(body, "orders/create", f"wh-{order_id}"))
+    return answer, time.monotonic() - started
+
+
+def _status(answer: httpx.Response) -> tuple[int, str]:
+    return answer.status_code, answer.json().get("status") or answer.json().get("error")
+
+
+def _stored(url: str) -> list[str]:
+    with psycopg.connect(url) as db:
+        return [row[0] for row in db.execute("SELECT webhook_id FROM inbox ORDER BY id").fetchall()]
+
+
+def _metric(text: str, line: str) -> bool:
+    return line in text.splitlines()
+
+
+def _delivered(sandbox: Sandbox) -> list[int]:
+    return sorted(int(r.body["id"]) for r in sandbox.requests(endpoint="fenix.orders"))
+
+
+def test_a_locked_postgresql_inbox_answers_503_at_the_deadline_and_each_webhook_is_delivered_once(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    deadline = 2.0
+    serve = _configured(ServeProcess(tmp_path, source_sandbox.url), postgres_url, intake_deadline="2s")
+    serve.start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            assert _status(_post(serve, client, 1)[0]) == (200, "accepted")
+
+            with psycopg.connect(postgres_url) as holder:  # a transaction, open until the rollback
+                holder.execute("SET lock_timeout = '20s'")
+                holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+                with concurrent.futures.ThreadPoolExecutor(2) as senders:
+                    # 2's INSERT waits for the lock, until the deadline ends it; 3 waits behind it for the
+                    # next commit, whose INSERT then waits for the lock in turn.
+                    second = senders.submit(_post, serve, client, 2)
+                    time.sleep(0.3)
+                    third = senders.submit(_post, serve, client, 3)
+                    refused = [second.result(timeout=30), third.result(timeout=30)]
+                # 3's INSERT still waits, a deadline from when its commit began: the lock goes now.
+                holder.rollback()
+
+            for answer, took in refused:
+                assert answer.status_code == 503, answer.text
+                assert answer.json() == {
+                    "error": "inbox_timeout",
+                    "message": "the webhook could not be stored within 2s (serve.intake_deadline); retry later",
+                }
+                assert answer.headers["Retry-After"] == RETRY_AFTER
+                assert deadline - 0.1 < took < deadline + MARGIN, took
+            # Half-accepted? 3's commit landed after its 503; 2's, ended by the deadline, never did.
+            serve.wait_until(
+                lambda: _stored(postgres_url) == ["wh-1", "wh-3"], what="3's late commit", timeout=10
+            )
+
+            # The sender retries each: 2 is accepted now, 3 is the row its late commit stored.
+            assert _status(_post(serve, client, 2)[0]) == (200, "accepted")
+            assert _status(_post(serve, client, 3)[0]) == (200, "duplicate")
+            assert _status(_post(serve, client, 2)[0]) == (200, "duplicate")  # a retry that crossed the 200
+            serve.wait_until(lambda: _delivered(source_sandbox) == [1, 2, 3], what="three deliveries")
+            assert _stored(postgres_url) == ["wh-1", "wh-3", "wh-2"]
+
+            metrics = client.get(f"{serve.url}/metrics").text
+            assert _metric(
+                metrics, 'shipmap_webhooks_rejected_total{reason="inbox_timeout",source="shop"} 2.0'
+            )
+            assert _metric(metrics, 'shipmap_webhooks_accepted_total{source="shop"} 2.0')
+            assert _metric(metrics, 'shipmap_webhooks_duplicate_total{source="shop"} 2.0')
+            assert _metric(metrics, "shipmap_intake_waiting 0.0")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == [1, 2, 3]  # each once, after the drain too
+    log = "".join(serve.errors)
+    assert "POST /hooks/shop: 503 the webhook could not be stored within 2s" in log, log
+
+
+def test_past_intake_max_waiting_a_webhook_gets_503_at_once_and_the_waiting_ones_are_stored(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    serve = _configured(
+        ServeProcess(tmp_path, source_sandbox.url),
+        postgres_url,
+        intake_deadline="20s",
+        intake_max_waiting="2",
+    )
+    serve.start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            with psycopg.connect(postgres_url) as holder:
+                holder.execute("SET lock_timeout = '20s'")
+                holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+                with concurrent.futures.ThreadPoolExecutor(2) as senders:
+                    waiting = [senders.submit(_post, serve, client, n) for n in (1, 2)]
+                    serve.wait_until(
+                        lambda: _metric(
+                            client.get(f"{serve.url}/metrics").text, "shipmap_intake_waiting 2.0"
+                        ),
+                        what="two webhooks waiting for the inbox",
+                        timeout=15,
+                    )
+                    busy, took = _post(serve, client, 3)
+                    assert not any(posted.done() for posted in waiting)
+                    holder.rollback()  # the lock goes: the two waiting are stored
+                    stored = [posted.result(timeout=30)[0] for posted in waiting]
+            assert took < 1.0, took  # at once, not at the deadline
+            assert busy.status_code == 503, busy.text
+            assert busy.json() == {
+                "error": "inbox_busy",
+                "message": "2 webhooks are waiting for the inbox already (serve.intake_max_waiting); retry later",
+            }
+            assert busy.headers["Retry-After"] == RETRY_AFTER
+            assert [_status(answer) for answer in stored] == [(200, "accepted"), (200, "accepted")]
+            assert _status(_post(serve, client, 3)[0]) == (200, "accepted")  # its sender's retry
+            serve.wait_until(lambda: _delivered(source_sandbox) == [1, 2, 3], what="three deliveries")
+
+            metrics = client.get(f"{serve.url}/metrics").text
+            assert _metric(metrics, 'shipmap_webhooks_rejected_total{reason="inbox_busy",source="shop"} 1.0')
+            assert _metric(metrics, "shipmap_intake_waiting 0.0")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == [1, 2, 3]
+
+
+def test_an_sqlite_inbox_whose_write_lock_is_held_answers_503_at_the_deadline_and_takes_the_retry(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    serve = _configured(ServeProcess(tmp_path, source_sandbox.url), intake_deadline="1s").start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            assert _status(_post(serve, client, 1)[0]) == (200, "accepted")
+            holder = sqlite3.connect(tmp_path / ".shipmap" / "inbox.db", isolation_level=None)
+            try:
+                holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup tool or a long purge takes it
+                refused, took = _post(serve, client, 2)
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            assert refused.status_code == 503, refused.text
+            assert refused.json() == {
+                "error": "inbox_timeout",
+                "message": "the webhook could not be stored within 1s (serve.intake_deadline); retry later",
+            }
+            assert refused.headers["Retry-After"] == RETRY_AFTER
+            assert 0.9 < took < 1.0 + MARGIN, took
+            assert _status(_post(serve, client, 2)[0]) == (200, "accepted")  # its sender's retry
+            serve.wait_until(lambda: _delivered(source_sandbox) == [1, 2], what="two deliveries")
+            metrics = client.get(f"{serve.url}/metrics").text
+            assert _metric(
+                metrics, 'shipmap_webhooks_rejected_total{reason="inbox_timeout",source="shop"} 1.0'
+            )
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == [1, 2]
