@@ -183,7 +183,9 @@ class Runtime:
         """The deliveries of the run in progress that wait for an open breaker, and those that find one open
         from now on, are parked (left pending): ``shipmap serve`` ends its run to look at parked work, and
         its next run, which starts at once, sends them. Without it the run would wait for them, up to
-        ``outage_wait``, before it ended, and nothing would be handed to delivery meanwhile."""
+        ``outage_wait``, before it ended, and nothing would be handed to delivery meanwhile. Those waiting out
+        a retry's backoff or a Retry-After are left pending too, their attempts in the journal: the next run
+        sends them when the wait would have ended (``Deliverer``), not up to ``backoff_cap`` later."""
         deliverer = self._deliverer()
         if deliverer is not None:
             deliverer.park_waiting()

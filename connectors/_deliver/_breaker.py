@@ -346,12 +346,16 @@ class CircuitBreaker:
             self._stop_waiting = why
         self._notify()
 
-    async def pause(self, seconds: float) -> None:
-        """Wait ``seconds`` (a retry's backoff), or less: until a reload moves the connection (``moved``),
-        so that a delivery retrying against the old endpoint follows the move at once."""
+    async def pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a retry's backoff), or less: until a reload moves the connection, so that a
+        delivery retrying against the old endpoint follows the move at once, or until the run ends
+        (``stop_waiting``), which no backoff holds up. True when the wait was cut short."""
         until = time.monotonic() + seconds
-        while not self.moved and (left := until - time.monotonic()) > 0:
+        while (left := until - time.monotonic()) > 0:
+            if self._stop_waiting is not None:
+                return True
             await self._wait_for_change(left)
+        return False
 
     @staticmethod
     def _due(state: BreakerState, now: float) -> bool:

@@ -24,6 +24,12 @@ A reload of ``shipmap serve`` that moves a connection (another endpoint or crede
 ``CircuitBreaker.stop_waiting``) parks its deliveries that wait, at its open breaker or in a retry's backoff,
 and those whose request fails after the move: the next run sends them to the new endpoint, and none retries
 the old one. A request in flight at the move ends as it ends (delivered, or parked).
+
+The end of one of ``shipmap serve``'s runs (a look at parked work, a replay, a reload) is held up by no
+retry's backoff: a delivery waiting out one is *interrupted*, left pending with the attempts that
+counted (the journal adds them to its row), and the next run goes on where it stopped: it waits out the
+rest of the wait (``resume``: this process's memory, which outlives the run) and counts the row's attempts
+towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class OutboundRequest:
     label: str = ""  # for logs: mapping.target and key
     content: bytes | None = None  # the payload already encoded (the runtime encodes each payload once)
     key: str = ""  # the delivery's idempotency key, for the log's event fields
+    tried: int = 0  # attempts earlier runs made that count towards max_attempts (the journal row's)
 
     def body(self) -> bytes:
         if self.content is not None:
@@ -109,6 +116,9 @@ class Outcome:
     reason: str | None = None
     response_excerpt: str | None = None
     parked: bool = False  # the breaker stayed open past outage_wait: left pending, not dead
+    # The run ended while it waited out a retry's backoff: left pending, the next run goes on with it.
+    interrupted: bool = False
+    counted: int = 0  # of ``attempts``, those that count towards max_attempts (an interrupted one's are kept)
 
 
 def backoff_delay(
@@ -165,7 +175,10 @@ class Deliverer:
         clock: Callable[[], float] = time.monotonic,
         runtime_name: str | None = None,
         waiting_cap: int | None = None,
+        resume: dict[str, tuple[float, str]] | None = None,
     ) -> None:
+        """``resume``: the deliveries an earlier run interrupted, by key: when their wait ends (monotonic)
+        and the failure they retry. Each is taken out as it is sent."""
         self.connections = connections
         self.auths = auths
         self.settings = settings
@@ -196,6 +209,7 @@ class Deliverer:
         self._outage_waits = OutageWaits(clock)  # when this run stops waiting for each open breaker
         self._waiting_cap = waiting_cap
         self._waiting: dict[str, int] = {}  # deliveries in ``admit``, by connection
+        self._resume = resume if resume is not None else {}
         # timeout.total: one timer per sending task
         self._deadlines: dict[asyncio.Task[Any], TaskDeadline] = {}
 
@@ -244,9 +258,16 @@ class Deliverer:
         body = request.body()
         task_deadline = self._deadline()
         started = time.perf_counter()
-        attempt = 0
+        attempt = 0  # this run's
+        tried = request.tried
         reason = ""  # the last attempt's failure
-        counted = 0  # attempts that count towards max_attempts: not those that failed into an open breaker
+        # Attempts that count towards max_attempts (earlier runs' too): not those into an open breaker.
+        counted = tried
+        resumed = self._resume.pop(request.key, None) if self._resume and request.key else None
+        if resumed is not None:  # an earlier run ended while this delivery waited: the rest of the wait
+            until, reason = resumed
+            if await breaker.pause(until - time.monotonic()):
+                return self._interrupted(request, breaker, until, reason, 0, 0, started)
         while True:
             if breaker.at_rest:  # nothing to wait for (one attribute read, not a coroutine per attempt)
                 probe = False
@@ -270,7 +291,7 @@ class Deliverer:
                 await limiter.acquire()
             # No retry goes to the endpoint a reload moved the connection from (a probe admitted before the
             # move goes: parked, it would leave the old endpoint's breaker half-open for nobody).
-            if attempt and not probe and breaker.moved:
+            if (attempt or tried) and not probe and breaker.moved:
                 return self._parked(breaker.outage(reason), attempt, started)
             attempt += 1
             retry_after: float | None = None
@@ -338,7 +359,7 @@ class Deliverer:
                 self._log.info(
                     "%s: attempt %d failed (%s); waiting for the circuit breaker of %s",
                     request.label,
-                    attempt,
+                    tried + attempt,
                     reason,
                     name,
                 )
@@ -349,20 +370,50 @@ class Deliverer:
                 return self._parked(breaker.outage(reason), attempt, started)
             if not retryable or counted >= policy.max_attempts:
                 if retryable:
-                    reason = f"gave up after {attempt} attempts; last: {reason}"
+                    reason = f"gave up after {tried + attempt} attempts; last: {reason}"
                 return Outcome(False, status, attempt, time.perf_counter() - started, reason, excerpt)
             delay = backoff_delay(policy, counted, self._rng, retry_after)
             self._log.info(
                 "%s: attempt %d failed (%s); retrying in %.2fs",
                 request.label,
-                attempt,
+                tried + attempt,
                 reason,
                 delay,
-                extra={"key": request.key, "target": request.label.split(" ")[0], "attempt": attempt},
+                extra={"key": request.key, "target": request.label.split(" ")[0], "attempt": tried + attempt},
             )
             if self._on_retry is not None:
                 self._on_retry(request, attempt, reason, delay)
-            await breaker.pause(delay)  # cut short by a reload that moves the connection
+            until = time.monotonic() + delay
+            # Cut short by a reload that moves the connection, or by the run's end.
+            if await breaker.pause(delay):
+                return self._interrupted(request, breaker, until, reason, attempt, counted - tried, started)
+
+    def _interrupted(
+        self,
+        request: OutboundRequest,
+        breaker: CircuitBreaker,
+        until: float,
+        failed: str,
+        attempts: int,
+        counted: int,
+        started: float,
+    ) -> Outcome:
+        """A retry's backoff after ``failed`` cut short. By a move: parked, and the next run sends it to the new
+        endpoint. By the run's end: left pending with the ``counted`` attempts of this run (the journal
+        keeps them), and the next run waits out the rest of the wait, until ``until``, then goes on."""
+        if breaker.moved:
+            return self._parked(breaker.outage(failed), attempts, started)
+        if request.key:
+            self._resume[request.key] = (until, failed)
+        left = max(0.0, until - time.monotonic())
+        reason = (
+            f"left pending at the end of the run, waiting to retry ({failed}); the next run sends it in"
+            f" {left:.1f} s"
+        )
+        latency = time.perf_counter() - started
+        return Outcome(
+            False, None, attempts, latency, self.redactor.redact(reason), interrupted=True, counted=counted
+        )
 
     def _parked(self, stop: Outage, attempts: int, started: float) -> Outcome:
         """A delivery left pending: its connection is down past ``outage_wait``, or a reload moved it."""
@@ -400,7 +451,8 @@ class Deliverer:
 
     def park_waiting(self) -> None:
         """The deliveries waiting for an open breaker, and those that find one open from now on, are parked
-        (left pending; see ``Runtime.park_waiting``)."""
+        (left pending), and those waiting out a retry's backoff are interrupted (see
+        ``Runtime.park_waiting``)."""
         for breaker in self.breakers.values():
             breaker.stop_waiting("run ends")
 

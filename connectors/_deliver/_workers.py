@@ -1,7 +1,8 @@
 """The delivery workers of a run: ``concurrency`` tasks that take jobs off the queue, send each through the
 Deliverer, count the outcome, and hand it to the store: delivered (a mark, committed in batches), dead (a
-dead letter with its reason), or parked (left ``pending``: its connection's breaker stayed open past
-``outage_wait``, or more senders than ``waiting_cap`` would have waited for it). With a ``HeldBack``
+dead letter with its reason), parked (left ``pending``: its connection's breaker stayed open past
+``outage_wait``, or more senders than ``waiting_cap`` would have waited for it), or interrupted (left
+``pending`` by the run's end during a backoff, its attempts added to its row). With a ``HeldBack``
 (``shipmap run``), a parked delivery is held back instead: it goes once the breaker closes (``_held``).
 
 One broken request never stops the others: a send that raises inside shipmap, instead of getting an answer,
@@ -118,7 +119,11 @@ class DeliveryWorkers:
         stats.attempts += outcome.attempts
         if outcome.attempts > 1:
             stats.retried += 1
-        if outcome.parked and self.held_back is not None:
+        if outcome.interrupted:
+            # The run ended while it waited to retry: pending, its attempts kept; the next run goes on with it.
+            self.outbox.interrupted(job.key, outcome.counted)
+            self.log.info("%s: %s", job.request.label, outcome.reason)
+        elif outcome.parked and self.held_back is not None:
             self.held_back.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait
         elif outcome.parked:
             # The connection is down past outage_wait: the row stays pending for the next run.

@@ -8,6 +8,7 @@ breaker store. The execution owns both while it runs; no run writes the runtime'
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from .._deliver._breaker import MemoryStore, StateStore
@@ -24,6 +25,10 @@ class Carryover:
     saw the old ones. ``stranded_named``: the (connection, base_url) pairs whose deliveries pending for another
     base a run has named in the log: once per runtime is enough.
 
+    ``resume``: the deliveries a run's end interrupted while they waited out a backoff or a Retry-After, by
+    key: when the wait ends (monotonic) and the failure they retry ("" for a hold). The next run that sends
+    one waits out the rest first (``Deliverer``); this process's memory, so a restart sends them at once.
+
     ``summary``: the last run's (None before the first), which ``Runtime.live`` gives between runs.
     ``breaker_store``: the breaker and rate-limit state the next run starts from, which outlives a run like the
     auth sessions: this process's own, until a run on a PostgreSQL journal hands back the shared store it used
@@ -33,6 +38,7 @@ class Carryover:
     moves: list[tuple[str, str, str]] = field(default_factory=list)
     close_shared: set[str] = field(default_factory=set)
     stranded_named: set[tuple[str, str]] = field(default_factory=set)
+    resume: dict[str, tuple[float, str]] = field(default_factory=dict)
     summary: RunSummary | None = None
     breaker_store: StateStore = field(default_factory=MemoryStore)
 
@@ -40,6 +46,14 @@ class Carryover:
         """What a run hands back as it ends, however it ends: its summary and the breaker store it used."""
         self.summary = summary
         self.breaker_store = breaker_store
+
+    def waits_to_resume(self) -> dict[str, tuple[float, str]]:
+        """``resume`` for the run starting now, the waits already over dropped: a key no run sends again
+        (delivered by another worker, say) is forgotten once its wait is over, so the map stays small."""
+        now = time.monotonic()
+        for key in [key for key, (until, _) in self.resume.items() if until <= now]:
+            del self.resume[key]
+        return self.resume
 
     def take_moves(self) -> list[tuple[str, str, str]]:
         """The moves owed to the run starting now; the next run owes none unless a reload adds some."""

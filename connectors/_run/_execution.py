@@ -152,6 +152,7 @@ class Execution:
             store=self.breaker_store,
             runtime_name=runtime.name,
             waiting_cap=waiting_cap,
+            resume=self.carryover.waits_to_resume(),
         )
         self.deliverer = deliverer
         try:
@@ -178,7 +179,9 @@ class Execution:
                         )
                     )
                 keeper = group.create_task(self.leases.keep(queue)) if self.journal.shared else None
-                for job in outbox.recover():
+                # A replay's run leaves the deliveries still waiting out a backoff to the next run: its result
+                # is not held up by them (``Carryover.resume``).
+                for job in outbox.recover(leave=self.carryover.resume if self.summary.replay else ()):
                     await queue.put(job)
                 async for batch in producer:
                     self.summary.events += len(batch)

@@ -354,8 +354,9 @@ class DeliveryLoop:
 
     async def _epoch(self, feed: InboxFeed) -> AsyncIterator[SourceDocument]:
         """The feed's events for one run. When it ends the run to look at parked work (or for a replay, or a
-        reload's mappings), the deliveries still waiting for an open breaker are parked, so the run ends now
-        and the next one starts (they are its first sends); at a stop, they wait for the drain's deadline."""
+        reload's mappings), the deliveries still waiting for an open breaker, a backoff or a Retry-After are
+        left pending, so the run ends now and the next one starts (they are its first sends, each when its
+        wait is over); at a stop, they wait for the drain's deadline."""
         async for event in feed.events():
             yield event
         if not feed.stopping:

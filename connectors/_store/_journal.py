@@ -161,6 +161,11 @@ class Journal(JournalDatabase):
         sql = _DELIVERED_MANY.format(values=values)
         return int(self._db.execute(sql, (now, *parameters, self.worker)).rowcount)
 
+    def add_attempts(self, key: str, attempts: int) -> None:
+        """A pending delivery made ``attempts`` that count towards max_attempts and stays pending (the run
+        ended while it waited to retry): the next run goes on from there. Fenced like the marks."""
+        self._db.execute(_ATTEMPTED, (attempts, time.time(), key, self.worker))
+
     def mark_delivered(self, key: str, *, status: int, attempts: int) -> None:
         self._db.execute(_DELIVERED, (status, attempts, time.time(), key, self.worker))
 
@@ -377,6 +382,8 @@ def _key_prefixes(keys: Sequence[str] | None) -> tuple[str, list[object]]:
 PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]
 
 _PENDING_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
+# A pending row keeps its attempts (the retry budget earlier runs spent: ``add_attempts``); a dead letter
+# journaled pending again (a replay) starts its budget over.
 _PENDING_MANY = """INSERT INTO deliveries (key, source_hash, mapping, target, connection, idempotency_key, method,
                                          url, payload, origin, lease_owner, lease_until, state, attempts,
                                          created_at, updated_at)
@@ -386,7 +393,8 @@ _PENDING_MANY = """INSERT INTO deliveries (key, source_hash, mapping, target, co
                    url = excluded.url, payload = excluded.payload, origin = excluded.origin,
                    idempotency_key = COALESCE(deliveries.idempotency_key, excluded.idempotency_key),
                    lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
-                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at
+                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at,
+                   attempts = CASE WHEN deliveries.state = 'pending' THEN deliveries.attempts ELSE 0 END
                WHERE deliveries.state IN ('dead', 'resolved')
                      OR (deliveries.state = 'pending' AND (deliveries.lease_owner IS NULL
                          OR deliveries.lease_owner = excluded.lease_owner
@@ -400,6 +408,9 @@ _PENDING_TAKEN = _PENDING_MANY + " RETURNING key"
 _DELIVERED = """UPDATE deliveries SET state = 'delivered', status = ?, attempts = attempts + ?, reason = NULL,
                                       response_excerpt = NULL, lease_until = NULL, updated_at = ?
                WHERE key = ? AND state = 'pending' AND (lease_owner = ? OR lease_owner IS NULL)"""
+
+_ATTEMPTED = """UPDATE deliveries SET attempts = attempts + ?, updated_at = ?
+                WHERE key = ? AND state = 'pending' AND (lease_owner = ? OR lease_owner IS NULL)"""
 
 # The same, for many (key, status, attempts) rows in one statement (PostgreSQL: one round trip, one commit).
 _MARKS_PER_STATEMENT = 500

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 
 from shipmap.engine import SourceDocument
 
@@ -71,6 +71,7 @@ class Outbox:
         # Records rejected by earlier runs (a line cut off while it was being written): resolved once they read.
         self._rejected_origins = journal.rejected_origins()
         self._down: dict[str, str] = {}  # connections whose rows recovery mostly parks (``park_down``)
+        self._leave: Container[str] = ()  # keys recovery leaves pending (``recover``)
         self._probes = 0
 
     def park_down(self, down: Mapping[str, str], probes: int) -> None:
@@ -83,11 +84,13 @@ class Outbox:
         self._down = dict(down)
         self._probes = probes
 
-    def recover(self) -> Iterator[Job]:
+    def recover(self, leave: Container[str] = ()) -> Iterator[Job]:
         """The pending deliveries this run takes over, as recorded: on a shared journal those one claim finds
         (the lease keeper claims again as it goes), on an exclusive one all of them, a page at a time as the
         queue takes them, in the order they were last written. Of a connection parked (``park_down``), a
-        few are read and the rest counted, once a run."""
+        few are read and the rest counted, once a run. Those whose keys are in ``leave`` stay pending, unsent
+        (a replay's run leaves the service's deliveries still waiting out a backoff to its next run)."""
+        self._leave = leave
         if not self._down:
             yield from self._recovered(self._pages() if not self.journal.shared else self._claim())
             return
@@ -127,6 +130,8 @@ class Outbox:
     def _recovered(self, entries: Iterable[JournalEntry]) -> Iterator[Job]:
         for entry in entries:
             if entry.key in self.scheduled:  # a look at held-back deliveries queued it meanwhile
+                continue
+            if entry.key in self._leave:
                 continue
             job = self._job_of(entry)
             if job is None:
@@ -188,6 +193,7 @@ class Outbox:
             label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
             key=entry.key,
             content=text.encode("utf-8"),
+            tried=entry.attempts,  # a pending row's: those of a run that ended while it waited to retry
         )
         return Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
                    entry.idempotency_key, request, text)  # fmt: skip
@@ -378,6 +384,13 @@ class Outbox:
         self._marks.append((key, status, attempts))
         if len(self._marks) >= _FLUSH_MARKS:
             self.flush_marks()
+
+    def interrupted(self, key: str, attempts: int) -> None:
+        """A delivery the run's end interrupted while it waited to retry: its row stays pending, with the
+        ``attempts`` that counted towards max_attempts added, so the next run goes on with its budget."""
+        if attempts:
+            self.journal.add_attempts(key, attempts)
+        self.release(key)
 
     def release(self, key: str) -> None:
         """A delivery this run no longer holds (parked, or its lease lost): a repeat of its event may send it."""

@@ -76,6 +76,27 @@ def test_both_backends_resolve_by_hand_alike(location: str) -> None:
         ]  # only what is still dead
 
 
+def test_both_backends_keep_a_pending_rows_attempts_as_its_retry_budget_until_a_replay_or_a_move(
+    location: str,
+) -> None:
+    """A run that ends while a delivery waits to retry adds the attempts it made to its pending row; the next
+    run goes on from there. A replay of a dead letter and a move to another base_url start it over."""
+    with Journal(location) as journal:
+        pending(journal, "k")
+        journal.add_attempts("k", 2)
+        pending(journal, "k")  # the same event journaled again while it is pending: the budget stays
+        assert (entry := journal.get("k")) is not None and (entry.state, entry.attempts) == ("pending", 2)
+        assert move_pending(journal, "fenix", "http://127.0.0.1", "http://127.0.0.2") == 1
+        assert (entry := journal.get("k")) is not None
+        assert (entry.url, entry.attempts) == ("http://127.0.0.2/x", 0)
+        journal.add_attempts("k", 1)
+        journal.mark_dead("k", source_digest="d" * 64, mapping="m", target="t", reason="x", attempts=2)
+        journal.add_attempts("k", 5)  # a dead row is no budget: left as it is
+        assert (entry := journal.get("k")) is not None and (entry.state, entry.attempts) == ("dead", 3)
+        pending(journal, "k")  # a replay
+        assert (entry := journal.get("k")) is not None and (entry.state, entry.attempts) == ("pending", 0)
+
+
 def test_both_backends_keep_the_same_states_keys_and_records(location: str) -> None:
     with Journal(location) as journal:
         pending(journal, "k1")

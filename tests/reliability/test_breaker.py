@@ -634,6 +634,28 @@ def test_a_retry_backoff_ends_at_a_move_and_the_reason_says_the_delivery_was_ret
     )
 
 
+def test_a_backoff_ends_at_the_end_of_the_run_and_says_it_was_cut_short() -> None:
+    """``shipmap serve`` ends a run to look at parked work, for a replay or a reload (``stop_waiting("run
+    ends")``): a delivery waiting out its backoff stops at once (and is left pending), not when it is over,
+    and is not taken for a moved one. A backoff that runs its course says so."""
+    breaker = CircuitBreaker("fenix", BreakerSettings(failures=5, cooldown=1.0))
+
+    async def scenario() -> tuple[bool, float, bool, bool]:
+        loop = asyncio.get_running_loop()
+        assert not await breaker.pause(0.01)  # over before anything stopped it
+        backoff = asyncio.create_task(breaker.pause(30.0))
+        await asyncio.sleep(0.05)
+        assert not backoff.done()
+        started = loop.time()
+        breaker.stop_waiting("run ends")
+        async with asyncio.timeout(5.0):
+            cut = await backoff
+        return cut, loop.time() - started, breaker.moved, await breaker.pause(30.0)
+
+    cut, waited, moved, cut_at_once = asyncio.run(scenario())
+    assert cut and waited < 1.0 and not moved and cut_at_once, (cut, waited, moved, cut_at_once)
+
+
 def test_max_rate_spaces_request_starts_evenly() -> None:
     clock = FakeClock()
     limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)

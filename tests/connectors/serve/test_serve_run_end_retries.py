@@ -1,0 +1,168 @@
+"""The end of one of ``shipmap serve``'s runs (a reload that moves nothing, a replay handed to it) while a
+delivery waits out a 20 s retry backoff: the run ends at once, the delivery stays ``pending`` with its
+attempts in the journal, and the next run retries it when the backoff would have ended, going on with its
+retry budget (not starting it again).
+
+A live service over HTTP; the sandbox's fault injection answers Fenix ``503`` as the test says."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import FaultPlan, Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+
+ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
+FIXTURE_RETRY = (
+    "  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full, retry_after_cap: 2s}\n"
+)
+BACKOFF_S = 20.0
+NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
+
+
+def _start(serve: ServeProcess, max_attempts: int) -> str:
+    """Start ``serve`` with a 20 s backoff and ``max_attempts``; return its config with one change that moves
+    no connection (a reload of it ends the run in progress, and nothing else)."""
+    text = serve.config.read_text()
+    assert FIXTURE_RETRY in text and "  concurrency: 8\n" in text
+    retry = f"  retry: {{max_attempts: {max_attempts}, backoff_base: 20s, backoff_cap: 20s, jitter: none}}\n"
+    working = text.replace(FIXTURE_RETRY, retry)
+    serve.config.write_text(working)
+    serve.start()
+    return working.replace("  concurrency: 8\n", "  concurrency: 6\n")
+
+
+def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> None:
+    body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+    headers = shopify_headers(body, "orders/create", f"run-end{order_id}")
+    assert serve.post(client, "shop", body, headers).status_code == 200
+
+
+def _said(serve: ServeProcess, text: str) -> int:
+    return sum(text in line for line in serve.errors)
+
+
+def _delivered(sandbox: Sandbox) -> list[str]:
+    return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
+
+
+def _first_failure(serve: ServeProcess) -> float:
+    """Wait for the first attempt's failure and its 20 s backoff; when it was seen (monotonic)."""
+    serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+                     what="the first attempt's 503")  # fmt: skip
+    failed_at = time.monotonic()
+    assert _said(serve, "retrying in 20.00s") == 1, serve.errors[-10:]
+    return failed_at
+
+
+def _attempts(serve: ServeProcess) -> list[tuple[str, int]]:
+    with sqlite3.connect(serve.workdir / ".shipmap" / "journal.db") as db:
+        return list(db.execute("SELECT state, attempts FROM deliveries WHERE target = 'order'"))
+
+
+def test_a_reload_ends_the_run_at_once_and_the_retry_goes_when_its_backoff_ends(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The reload's run used to end only once the backoff was over (about 20 s, every delivery after it
+    waiting as long); now it ends within a second or two. The delivery is retried once, when its backoff
+    ends (not at the next run's start, not 20 s after it), and delivered: 2 attempts in the journal."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503",)), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    reloaded = _start(serve, max_attempts=4)
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_001)
+            failed_at = _first_failure(serve)
+            assert serve.process is not None
+            serve.config.write_text(reloaded)
+            serve.process.send_signal(signal.SIGHUP)
+            signalled = time.monotonic()
+            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
+            took = time.monotonic() - signalled
+            print(f"\nreload: the next run started {took:.1f} s after SIGHUP (backoff {BACKOFF_S:.0f} s)")
+            assert took < 5.0, took
+            assert _delivered(source_sandbox) == []  # not retried at the next run's start
+            serve.wait_until(lambda: _delivered(source_sandbox) == ["7400001"], timeout=30,
+                             what="the retry after the backoff")  # fmt: skip
+            retried_after = time.monotonic() - failed_at
+            print(f"reload: retried {retried_after:.1f} s after the first attempt failed")
+            assert BACKOFF_S - 1.0 < retried_after < BACKOFF_S + 6.0, retried_after
+            assert _said(serve, "left pending at the end of the run, waiting to retry") == 1, serve.errors[
+                -10:
+            ]
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _attempts(serve) == [("delivered", 2)]
+    assert _said(serve, "attempt 2 failed") == 0 and _said(serve, "dead letter") == 0, serve.errors[-10:]
+
+
+def test_a_replay_handed_to_serve_is_not_held_by_a_backoff_and_the_retry_budget_goes_on(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """``shipmap replay`` waited for the run in progress to end, about 20 s behind the backoff; now it is
+    answered within seconds. The delivery's budget (max_attempts 2) goes on in the next run: its second
+    attempt, when the backoff ends, is its last, and it is dead-lettered after 2 attempts, not given 2 more."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    _start(serve, max_attempts=2)
+    try:
+        with httpx.Client(timeout=10) as client:
+            # A dead letter for the replay to try again: an order that the mapping cannot map.
+            body = json.dumps({"id": 7_400_099}).encode()
+            headers = shopify_headers(body, "orders/create", "run-end-unmappable")
+            assert serve.post(client, "shop", body, headers).status_code == 200
+            serve.wait_until(
+                lambda: _said(serve, "dead letter") == 1, timeout=30, what="the unmappable order"
+            )
+            source_sandbox.set_faults(FaultPlan(schedule=("503", "503", "503")), api="fenix")
+            _post(serve, client, 7_400_002)
+            failed_at = _first_failure(serve)
+            asked = time.monotonic()
+            replay = subprocess.run(
+                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
+                 str(serve.config), "--no-progress"],
+                capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
+            )  # fmt: skip
+            took = time.monotonic() - asked
+            print(f"\nreplay: answered in {took:.1f} s (backoff {BACKOFF_S:.0f} s)")
+            assert replay.returncode == 8, (replay.stdout, replay.stderr)
+            assert "replayed by shipmap serve: delivered 0, still dead 1, left pending 0" in replay.stdout
+            assert took < 8.0, took
+            serve.wait_until(lambda: _said(serve, "gave up after") > 0, timeout=40, what="the last attempt")
+            given_up_after = time.monotonic() - failed_at
+            assert BACKOFF_S - 1.0 < given_up_after < BACKOFF_S + 6.0, given_up_after
+            assert _said(serve, "gave up after 2 attempts; last: HTTP 503") == 1, serve.errors[-10:]
+            assert _said(serve, "attempt 3") == 0, serve.errors[-10:]
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert ("dead", 2) in _attempts(serve)
+
+
+def test_sigterm_still_drains_a_delivery_in_its_backoff(source_sandbox: Sandbox, tmp_path: Path) -> None:
+    """A stop is not the end of a run that another follows: the drain finishes the runtime's deliveries
+    within ``drain_timeout`` (30 s in the fixture), as docs/serve.md says, so the delivery in its 20 s backoff
+    is retried and delivered before the process exits 0; nothing is left pending."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503",)), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    _start(serve, max_attempts=4)
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_003)
+            failed_at = _first_failure(serve)
+        assert serve.terminate() == 0
+        drained_after = time.monotonic() - failed_at
+        assert BACKOFF_S - 1.0 < drained_after < BACKOFF_S + 8.0, drained_after
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == ["7400003"]
+    assert _attempts(serve) == [("delivered", 2)]
+    assert _said(serve, "left pending at the end of the run") == 0, serve.errors[-10:]
