@@ -174,10 +174,11 @@ class MemoryStore:
 
 
 # What a delivery was waiting for when a reload moved its connection (``Outage(moved=...)``).
-MovedWhile = Literal["open", "retrying"]
+MovedWhile = Literal["open", "retrying", "held"]
 _MOVED_WHILE: dict[MovedWhile, str] = {
     "open": "its circuit breaker was open",
     "retrying": "a delivery was retrying",
+    "held": "a Retry-After held its requests",
 }
 
 
@@ -347,9 +348,9 @@ class CircuitBreaker:
         self._notify()
 
     async def pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` (a retry's backoff), or less: until a reload moves the connection, so that a
-        delivery retrying against the old endpoint follows the move at once, or until the run ends
-        (``stop_waiting``), which no backoff holds up. True when the wait was cut short."""
+        """Wait ``seconds`` (a retry's backoff, a Retry-After's hold), or less: until a reload moves the
+        connection, so that a delivery retrying against the old endpoint follows the move at once, or until
+        the run ends (``stop_waiting``), which no backoff holds up. True when the wait was cut short."""
         until = time.monotonic() + seconds
         while (left := until - time.monotonic()) > 0:
             if self._stop_waiting is not None:
@@ -520,6 +521,10 @@ class RateLimiter:
         self.hold(seconds)
         if self._shared is not None and self.interval:
             await self._shared.hold_rate(self.name, seconds)
+
+    def held_for(self) -> float:
+        """Seconds left of the hold in force (a Retry-After); 0 when none."""
+        return max(0.0, self._held_until - self._clock())
 
     @property
     def idle(self) -> bool:

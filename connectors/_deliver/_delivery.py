@@ -21,12 +21,13 @@ the other connections (``shipmap serve`` looks at parked work again by itself; a
 sends them when the breaker closes: ``_held``).
 
 A reload of ``shipmap serve`` that moves a connection (another endpoint or credentials:
-``CircuitBreaker.stop_waiting``) parks its deliveries that wait, at its open breaker or in a retry's backoff,
-and those whose request fails after the move: the next run sends them to the new endpoint, and none retries
-the old one. A request in flight at the move ends as it ends (delivered, or parked).
+``CircuitBreaker.stop_waiting``) parks its deliveries that wait, at its open breaker, in a retry's backoff or
+behind a Retry-After's hold, and those whose request fails after the move: the next run sends them to the new
+endpoint, and none retries the old one. A request in flight at the move ends as it ends (delivered, or
+parked).
 
 The end of one of ``shipmap serve``'s runs (a look at parked work, a replay, a reload) is held up by no
-retry's backoff: a delivery waiting out one is *interrupted*, left pending with the attempts that
+backoff or Retry-After: a delivery waiting out one is *interrupted*, left pending with the attempts that
 counted (the journal adds them to its row), and the next run goes on where it stopped: it waits out the
 rest of the wait (``resume``: this process's memory, which outlives the run) and counts the row's attempts
 towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait.
@@ -116,7 +117,7 @@ class Outcome:
     reason: str | None = None
     response_excerpt: str | None = None
     parked: bool = False  # the breaker stayed open past outage_wait: left pending, not dead
-    # The run ended while it waited out a retry's backoff: left pending, the next run goes on with it.
+    # The run ended while it waited out a backoff or a Retry-After: left pending, the next run goes on with it.
     interrupted: bool = False
     counted: int = 0  # of ``attempts``, those that count towards max_attempts (an interrupted one's are kept)
 
@@ -178,7 +179,7 @@ class Deliverer:
         resume: dict[str, tuple[float, str]] | None = None,
     ) -> None:
         """``resume``: the deliveries an earlier run interrupted, by key: when their wait ends (monotonic)
-        and the failure they retry. Each is taken out as it is sent."""
+        and the failure they retry, or "" (a Retry-After held them). Each is taken out as it is sent."""
         self.connections = connections
         self.auths = auths
         self.settings = settings
@@ -288,6 +289,14 @@ class Deliverer:
                 if not breaker.is_open:
                     self._outage_waits.found_closed(name)
             if not limiter.idle:
+                # A Retry-After's hold ends at a move or the run's end, as a backoff does (not a probe's: it
+                # must end, or the breaker stays half-open for nobody).
+                held = limiter.held_for()
+                if held > 0 and not probe and await breaker.pause(held):
+                    until = time.monotonic() + limiter.held_for()
+                    return self._interrupted(
+                        request, breaker, until, reason, attempt, counted - tried, started
+                    )
                 await limiter.acquire()
             # No retry goes to the endpoint a reload moved the connection from (a probe admitted before the
             # move goes: parked, it would leave the old endpoint's breaker half-open for nobody).
@@ -398,17 +407,21 @@ class Deliverer:
         counted: int,
         started: float,
     ) -> Outcome:
-        """A retry's backoff after ``failed`` cut short. By a move: parked, and the next run sends it to the new
+        """A wait before an attempt (a backoff after ``failed``, a Retry-After's hold: ``failed`` "" when
+        nothing of this delivery failed yet) cut short. By a move: parked, and the next run sends it to the new
         endpoint. By the run's end: left pending with the ``counted`` attempts of this run (the journal
         keeps them), and the next run waits out the rest of the wait, until ``until``, then goes on."""
         if breaker.moved:
-            return self._parked(breaker.outage(failed), attempts, started)
+            if failed or request.tried:
+                return self._parked(breaker.outage(failed), attempts, started)
+            held = f"{max(0.0, until - time.monotonic()):.0f} s of it left"
+            return self._parked(Outage(breaker.name, held, 0.0, moved="held"), attempts, started)
         if request.key:
             self._resume[request.key] = (until, failed)
         left = max(0.0, until - time.monotonic())
+        waiting = f"to retry ({failed})" if failed else "for a Retry-After of the connection"
         reason = (
-            f"left pending at the end of the run, waiting to retry ({failed}); the next run sends it in"
-            f" {left:.1f} s"
+            f"left pending at the end of the run, waiting {waiting}; the next run sends it in {left:.1f} s"
         )
         latency = time.perf_counter() - started
         return Outcome(
@@ -451,7 +464,7 @@ class Deliverer:
 
     def park_waiting(self) -> None:
         """The deliveries waiting for an open breaker, and those that find one open from now on, are parked
-        (left pending), and those waiting out a retry's backoff are interrupted (see
+        (left pending), and those waiting out a backoff or a Retry-After are interrupted (see
         ``Runtime.park_waiting``)."""
         for breaker in self.breakers.values():
             breaker.stop_waiting("run ends")

@@ -34,9 +34,10 @@ HOLD_DEADLINE_S = 30.0  # a held request is answered by then, released or not
 class OldEndpoint:
     """Where a connection pointed before it moved: every request is answered ``503``, at once, or, the first
     one after ``hold()``, once the test calls ``release()`` (its ``held`` is set when it arrives). ``requests``
-    counts the requests it read."""
+    counts the requests it read. With ``retry_after`` its 503s say ``Retry-After``, and a Fenix login
+    (``POST /login``) succeeds, so that the 503 reaches the delivery itself (a login's is the login's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after: int | None = None) -> None:
         self.requests = 0
         self.held = threading.Event()
         self._release = threading.Event()
@@ -46,7 +47,13 @@ class OldEndpoint:
 
         class Handler(socketserver.BaseRequestHandler):
             def handle(self) -> None:
-                if not _read_request(self.request):
+                line = _read_request(self.request)
+                if line is None:
+                    return
+                if retry_after is not None and line.startswith(b"POST /login "):
+                    body = b'{"authToken": "old-endpoint-token", "x-identity": "old-endpoint-identity"}'
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))  # fmt: skip
                     return
                 with endpoint._lock:
                     endpoint.requests += 1
@@ -54,9 +61,11 @@ class OldEndpoint:
                 if hold:
                     endpoint.held.set()
                     endpoint._release.wait(HOLD_DEADLINE_S)
+                said = b"" if retry_after is None else b"Retry-After: %d\r\n" % retry_after
                 self.request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
+                    b"HTTP/1.1 503 Service Unavailable\r\n" + said
+                    + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )  # fmt: skip
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -79,14 +88,14 @@ class OldEndpoint:
         self.server.server_close()
 
 
-def _read_request(sock: socket.socket) -> bool:
-    """Read one request, its head and the body its Content-Length declares (at most ``REQUEST_CAP``); False
-    when the client left first."""
+def _read_request(sock: socket.socket) -> bytes | None:
+    """Read one request, its head and the body its Content-Length declares (at most ``REQUEST_CAP``); its
+    request line, None when the client left first."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
         if not chunk or len(data) > REQUEST_CAP:
-            return False
+            return None
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = 0
@@ -97,9 +106,9 @@ def _read_request(sock: socket.socket) -> bool:
     while len(body) < length:
         chunk = sock.recv(65536)
         if not chunk:
-            return False
+            return None
         body += chunk
-    return True
+    return head.split(b"\r\n", 1)[0]
 
 
 def _moving(serve: ServeProcess, old: str, breaker: str, retry: str | None = None) -> str:
@@ -259,3 +268,47 @@ def test_a_last_attempt_in_flight_to_the_old_endpoint_at_the_reload_is_not_a_dea
         assert old.requests == 2, "a request went to the old endpoint after the move"
     assert not [line for line in serve.errors if "dead letter" in line], serve.errors
     assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
+
+
+def test_a_delivery_held_by_a_retry_after_at_the_reload_follows_the_move_at_once(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The old endpoint answered one order 503 with ``Retry-After: 20``, which holds every request of the
+    connection for 20 s; a second order, never sent, waits out that hold when the reload lands. It used to
+    wait it out and then send once to the old endpoint (a 503 there, then parked as moved); now the hold ends
+    at the move too: both orders are parked as moved at once, said once in the log, and delivered to the new
+    endpoint within seconds, each once; the old endpoint got the first order's one request only."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    with OldEndpoint(retry_after=20) as old:
+        working = _moving(
+            serve,
+            old.url,
+            "{failures: 5, cooldown: 1s, outage_wait: 10m}",
+            retry="{max_attempts: 4, backoff_base: 20s, backoff_cap: 20s, jitter: none, retry_after_cap: 30s}",
+        )
+        try:
+            with httpx.Client(timeout=10) as client:
+                _post(serve, client, 7_300_005)
+                serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+                                 what="the first order's 503 with Retry-After")  # fmt: skip
+                assert _said(serve, "retrying in 20.00s") == 1, serve.errors[-10:]
+                _post(serve, client, 7_300_006)
+                time.sleep(1.0)  # journaled and taken by a sender, which waits for the hold (no line says so)
+                assert old.requests == 1, "the hold let the second order through"
+                moved_at = time.monotonic()
+                _reload(serve, working)
+                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300005", "7300006"], timeout=15,
+                                 what="both orders at the new endpoint")  # fmt: skip
+                took = time.monotonic() - moved_at
+                print(f"\nRetry-After hold: both delivered {took:.1f} s after the reload (hold 20 s)")
+                assert took < 10  # not after the 20 s hold
+                # One line per connection and run: the first of the two to be parked says it.
+                held = "connection fenix moved by a reload while a Retry-After held its requests ("
+                retrying = "connection fenix moved by a reload while a delivery was retrying (HTTP 503"
+                assert _said(serve, held) + _said(serve, retrying) == 1, serve.errors[-10:]
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        assert old.requests == 1, "the held order went to the old endpoint after the move"
+    assert not [line for line in serve.errors if "dead letter" in line], serve.errors
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 2

@@ -166,3 +166,40 @@ def test_sigterm_still_drains_a_delivery_in_its_backoff(source_sandbox: Sandbox,
     assert _delivered(source_sandbox) == ["7400003"]
     assert _attempts(serve) == [("delivered", 2)]
     assert _said(serve, "left pending at the end of the run") == 0, serve.errors[-10:]
+
+
+def test_a_retry_after_holds_up_no_run_and_is_still_honoured_by_the_next(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Fenix answers one order ``503`` with ``Retry-After: 20``: no request of the connection may start for
+    20 s, and a second order, never sent, waits out that hold when a reload ends the run. The run used to end
+    once the hold was over; now at once, with both left pending, and the next run sends neither before the
+    20 s are over: both are delivered once, when the Retry-After allows."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503:20",)), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    reloaded = _start(serve, max_attempts=4)  # retry_after_cap left out: 60 s, the hold is the 20 s asked
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_004)
+            failed_at = _first_failure(serve)
+            _post(serve, client, 7_400_005)
+            time.sleep(1.0)  # journaled and taken by a sender, which waits for the hold (no line says so)
+            assert serve.process is not None
+            serve.config.write_text(reloaded)
+            serve.process.send_signal(signal.SIGHUP)
+            signalled = time.monotonic()
+            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
+            took = time.monotonic() - signalled
+            print(f"\nRetry-After: the next run started {took:.1f} s after SIGHUP (Retry-After 20 s)")
+            assert took < 5.0, took
+            assert _said(serve, "left pending at the end of the run, waiting for a Retry-After") == 1, (
+                serve.errors
+            )
+            assert _delivered(source_sandbox) == []  # the next run honours the Retry-After
+            serve.wait_until(lambda: _delivered(source_sandbox) == ["7400004", "7400005"], timeout=30,
+                             what="both orders after the Retry-After")  # fmt: skip
+            assert BACKOFF_S - 1.0 < time.monotonic() - failed_at < BACKOFF_S + 6.0
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert sorted(_attempts(serve)) == [("delivered", 1), ("delivered", 2)]
