@@ -338,6 +338,12 @@ class CircuitBreaker:
         the new settings."""
         return self._stop_waiting == "moved"
 
+    @property
+    def stopped(self) -> bool:
+        """``stop_waiting`` was called (the connection moved, or the run ends): a delivery that finds this
+        breaker open is parked rather than wait, so nothing should say that it waits."""
+        return self._stop_waiting is not None
+
     def stop_waiting(self, why: Literal["moved", "run ends"] = "moved") -> None:
         """The callers waiting for this breaker, and those that find it open from now on, stop waiting
         (``Outage``: their deliveries stay pending): the connection moved, or the service's run ends, and the

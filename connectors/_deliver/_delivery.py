@@ -365,13 +365,15 @@ class Deliverer:
             if refused or (outage and breaker.is_open):
                 # The destination is down, or refuses every request: wait for the breaker, do not count.
                 # (Logged like a retry: the request may have landed, so what follows may be a duplicate.)
-                self._log.info(
-                    "%s: attempt %d failed (%s); waiting for the circuit breaker of %s",
-                    request.label,
-                    tried + attempt,
-                    reason,
-                    name,
-                )
+                # A breaker whose waiting is stopped (a move, the run's end) parks it instead: its line says so.
+                if not breaker.stopped:
+                    self._log.info(
+                        "%s: attempt %d failed (%s); waiting for the circuit breaker of %s",
+                        request.label,
+                        tried + attempt,
+                        reason,
+                        name,
+                    )
                 self._outage_waits.found_open(name)
                 continue
             counted += 1

@@ -157,7 +157,8 @@ def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_
     the end of the run that the reload asks for (it parks what waits). The probe fails after both: the
     delivery was parked as if the old endpoint were down ("unavailable for 0 s"), and the log never said that
     the connection had moved. Now it is parked as moved, said once, and the next run delivers it to the new
-    endpoint; the old one gets no request after the probe."""
+    endpoint; the old one gets no request after the probe, and no line says that the delivery waits for the
+    breaker (it used to, just before the line that says it moved)."""
     serve = ServeProcess(tmp_path, source_sandbox.url)
     with OldEndpoint() as old:
         working = _moving(serve, old.url, "{failures: 2, cooldown: 1s, cooldown_cap: 1s, outage_wait: 10m}")
@@ -172,6 +173,7 @@ def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_
                 old.hold()  # the next request is the probe (a cooldown of 1 s: the hold is armed well before)
                 assert old.held.wait(30), "no probe reached the old endpoint"
                 sent_to_old = old.requests
+                waiting = _said(serve, "; waiting for the circuit breaker of fenix")
                 _reload(serve, working)
                 # The reload's end of the run comes meanwhile: nothing else holds the delivery loop.
                 time.sleep(0.5)
@@ -182,6 +184,9 @@ def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_
                     _said(serve, "connection fenix moved by a reload while its circuit breaker was open") == 1
                 ), serve.errors[-10:]
                 assert _said(serve, "connection fenix unavailable for") == 0, serve.errors[-10:]
+                # The probe's failure after the move waits for nothing: no line says it does.
+                waits = _said(serve, "; waiting for the circuit breaker of fenix")
+                assert waits == waiting, serve.errors[-10:]
                 assert _said(serve, "connections.fenix: base_url changed: 1 pending delivery journaled for the"
                                     " old one go to the new one") == 1, serve.errors[-10:]  # fmt: skip
                 _post(serve, client, 7_300_002)
