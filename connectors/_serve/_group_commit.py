@@ -103,7 +103,7 @@ class GroupCommit:
         while batch := self._take():
             try:
                 results = self._accept([incoming for incoming, _ in batch])
-            except InboxError as error:
+            except Exception as error:  # not only InboxError: these requests have no deadline to end a wait
                 _settle(batch, error=error)
                 continue
             _settle(batch, results)

@@ -61,6 +61,27 @@ def test_a_failed_commit_fails_every_webhook_of_its_batch_and_stores_none(tmp_pa
         assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 0
 
 
+def test_a_commit_failing_with_an_error_of_another_kind_answers_its_webhooks_not_leaves_them_waiting(
+    tmp_path: Path,
+) -> None:
+    # An SQLite inbox commits on the loop with no deadline of its own: before, only an InboxError was handed
+    # to the waiting requests, and any other (a bug, here a header the inbox cannot store) left them waiting
+    # for ever.
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        committer = GroupCommit(inbox)
+
+        async def arrive() -> list[object]:
+            unstorable = ("shop", "a", "orders/create", {"X-Odd": object()}, b"{}")
+            accepts = (committer.accept(unstorable), committer.accept(_incoming("b")))  # type: ignore[arg-type]
+            return list(await asyncio.wait_for(asyncio.gather(*accepts, return_exceptions=True), 10))
+
+        results = asyncio.run(arrive())
+        assert [type(r) for r in results] == [TypeError, TypeError], results  # one batch, one failed commit
+        assert "not JSON serializable" in str(results[0])
+    with sqlite3.connect(tmp_path / "inbox.db") as db:
+        assert db.execute("SELECT count(*) FROM inbox").fetchone()[0] == 0
+
+
 def test_accept_many_is_all_or_nothing(tmp_path: Path) -> None:
     with Inbox(tmp_path / "inbox.db") as inbox:
         with pytest.raises(InboxError):
