@@ -26,6 +26,7 @@ from shipmap.connectors import Journal, RunSummary, Runtime, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._errors import EXIT_JOURNAL
 from shipmap.connectors._serve import Service
+from shipmap.connectors._store._journal import open_readonly
 
 from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, outcome_counters, shopify_headers
 
@@ -246,7 +247,10 @@ def test_a_replay_or_run_stopped_by_a_send_bug_counts_what_it_did_before(
     journal = tmp_path / ".shipmap" / "journal.db"
 
     def in_journal() -> dict[str, int]:
-        with Journal(journal, readonly=True) as reader:
+        reader = open_readonly(journal)  # None until the service's first run has created it
+        if reader is None:
+            return {}
+        with reader:
             return reader.counts()
 
     with _embedded_service(
