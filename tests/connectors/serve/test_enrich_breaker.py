@@ -95,6 +95,50 @@ def test_serve_mode_says_later_at_once_and_probes_when_due(tmp_path: Path) -> No
     assert documents["order"]["id"] == 101 and runtime.breaker_store.breaker("bc_store").phase == "closed"
 
 
+def test_before_the_breaker_opens_the_gets_in_flight_go_and_so_do_the_retries_of_the_failures_it_counted(
+    tmp_path: Path,
+) -> None:
+    """How many GETs reach a store API that is down before its breaker opens: those of the events fetched at
+    once (3 each), and the retries of the failures counted before the one that opens it (``failures`` - 1),
+    which go while it is still closed; then none until a probe is due. The first GET gets a 500 at once and
+    the others hang until their timeout: the 500's retry (after 50 ms of backoff at most) goes out before
+    the timeouts open the breaker, as a retry did in serve's outage test, which counted 13 GETs for a bound
+    of 12."""
+    failures, timeout = 2, 0.5
+    with Sandbox(
+        source_documents=SOURCE_DOCUMENTS,
+        source_token=BC_API_TOKEN,
+        source_faults=f"slow=1:{2 * timeout},schedule=500",  # the first GET: a 500; the others: no answer
+    ) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)  # only for its copy of the config files
+        breaker = f"failures: {failures}, cooldown: 30s"  # no probe is due while the test looks
+        text = serve.config.read_text().replace(
+            "  bc_store:\n", f"  bc_store:\n    timeout: {timeout}s\n    breaker: {{{breaker}}}\n", 1
+        )
+        serve.config.write_text(text)
+        runtime = Runtime.from_config(serve.config, environ=environment(sandbox.url))
+        concurrency = enrichments(runtime.config)["bc"].concurrency
+
+        async def fetch_at_once() -> list[Any]:
+            async with Enricher(runtime, enrichments(runtime.config), wait=False) as enricher:
+                events = [_skinny(100 + i % 2) for i in range(concurrency)]
+                return await asyncio.gather(*map(enricher.documents, events), return_exceptions=True)
+
+        results = asyncio.run(fetch_at_once())
+        received = sandbox.stats()["source_api"]["received"]
+        deadline = time.monotonic() + 10  # the hung GETs are recorded once the sandbox has answered them
+        while len(gets := sandbox.source_requests()) < received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert all(isinstance(result, SourceUnavailable) for result in results), results
+    state = runtime.breaker_store.breaker("bc_store")
+    assert (state.phase, state.opened, state.probes) == ("open", 1, 0), state
+    assert received == 3 * concurrency + failures - 1, (received, gets)
+    # The GET past those in flight is the retry of the one that failed first, sent before any timed out.
+    first, *_, last = gets
+    assert first["status"] == 500 and last["path"] == first["path"], gets
+    assert last["at"] - first["at"] < timeout, gets
+
+
 def test_a_source_api_that_sets_cookies_gets_none_back_and_the_client_keeps_none(tmp_path: Path) -> None:
     """The source APIs authenticate with headers. A cookie one sets (a session, a load balancer's stickiness)
     is never sent back, and the service's client, which lives for months, keeps no jar of them."""
