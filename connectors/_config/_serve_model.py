@@ -41,6 +41,10 @@ LONGEST_DEDUP_WINDOW = 90 * 24 * 3600.0
 DEFAULT_INTAKE_DEADLINE = 3.0
 SHORTEST_INTAKE_DEADLINE = 0.1  # a healthy commit takes milliseconds; an fsync or a busy moment, tens
 LONGEST_INTAKE_DEADLINE = 60.0  # the most patient supported sender (WooCommerce) waits 60 s
+_INTAKE_DEADLINE_WHY = (
+    "it sits between what a healthy commit takes (milliseconds) and how long a sender waits for its answer"
+    " (Shopify 5s; the most patient, WooCommerce, 1m)"
+)
 DEFAULT_INTAKE_MAX_WAITING = 1024  # four group commits' worth (256 each); each holds its body meanwhile
 MAX_INTAKE_MAX_WAITING = 65_536
 DEFAULT_ENRICH_CONCURRENCY = 4  # webhooks of one source fetched at once (each its documents' GETs at once)
@@ -152,6 +156,19 @@ class SourceSettings:
             "Requests per second accepted from this source (429 above), with a burst, for the whole service."
         ),
     )
+    intake_deadline: float | None = field(  # None: left out, serve.intake_deadline
+        default=None,
+        metadata=about(
+            "serve.intake_deadline for this source's webhooks alone: a sender that waits longer for its answer"
+            " (WooCommerce 1m, and it never retries a failed delivery) gets a longer one, a 503 being a lost"
+            " webhook to it.",
+            duration=True,
+            minimum=SHORTEST_INTAKE_DEADLINE,
+            maximum=LONGEST_INTAKE_DEADLINE,
+            why=_INTAKE_DEADLINE_WHY,
+            default_text="serve.intake_deadline",
+        ),
+    )
     enrich: Enrichment | None = None
 
 
@@ -197,8 +214,7 @@ class ServeSettings:
             duration=True,
             minimum=SHORTEST_INTAKE_DEADLINE,
             maximum=LONGEST_INTAKE_DEADLINE,
-            why="it sits between what a healthy commit takes (milliseconds) and how long a sender waits for"
-            " its answer (Shopify 5s; the most patient, WooCommerce, 1m)",
+            why=_INTAKE_DEADLINE_WHY,
         ),
     )
     intake_max_waiting: int = field(

@@ -5,7 +5,8 @@ each refusal has its status and a reason the sender can read:
 
     404 unknown source · 429 rate limit · 413 body too large · 401 unsigned or forged
     415 not JSON content · 400 body is not JSON · 503 the inbox cannot commit, not within the deadline
-    (serve.intake_deadline), or too many wait for it (serve.intake_max_waiting) · 200 accepted or duplicate
+    (sources.S.intake_deadline, else serve.intake_deadline), or too many wait for it
+    (serve.intake_max_waiting) · 200 accepted or duplicate
 
 The commits are grouped: the webhooks whose requests were read in the same turn of the event loop are
 committed in one transaction (:class:`~._group_commit.GroupCommit`), and each is answered only after that
@@ -135,7 +136,7 @@ class ServiceState:
     buckets: dict[str, TokenBucket] = field(init=False)  # the sources with a rate_limit
     processes: int = 1  # the serve processes on the inbox: each allows 1/processes of a rate_limit
     body_timeout: float = DEFAULT_BODY_TIMEOUT  # seconds a sender has to send a body (serve.body_timeout)
-    intake_deadline: float = DEFAULT_INTAKE_DEADLINE  # seconds a webhook waits for its commit at most
+    intake_deadline: float = DEFAULT_INTAKE_DEADLINE  # serve.intake_deadline; a source's own outranks it
     intake_max_waiting: int = DEFAULT_INTAKE_MAX_WAITING  # webhooks waiting for their commit at once at most
     refusals: Refusals = field(default_factory=Refusals)  # for the activity line
 
@@ -262,6 +263,13 @@ def build_app(state: ServiceState, redactor: Any, *, runtime_name: str | None = 
     return Starlette(routes=routes)
 
 
+def _intake_deadline(source: SourceSettings, state: ServiceState) -> tuple[float, str]:
+    """How long ``source``'s webhook waits for the inbox, and the key that says so (for its 503)."""
+    if source.intake_deadline is not None:
+        return source.intake_deadline, f"sources.{source.name}.intake_deadline"
+    return state.intake_deadline, "serve.intake_deadline"
+
+
 async def _handle(
     request: Request, source: SourceSettings, bucket: TokenBucket | None, state: ServiceState
 ) -> Response:
@@ -296,9 +304,10 @@ async def _handle(
     except ValueError as error:
         raise Rejection(400, "not_json", f"the body is not JSON: {error}") from None
     assert state.committer is not None
+    deadline, deadline_key = _intake_deadline(source, state)
     try:
         accepted = await state.committer.accept(
-            (source.name, verified.webhook_id, verified.topic, verified.headers, body)
+            (source.name, verified.webhook_id, verified.topic, verified.headers, body), deadline
         )
     except IntakeFull as full:
         raise Rejection(
@@ -312,8 +321,7 @@ async def _handle(
         raise Rejection(
             503,
             "inbox_timeout",
-            f"the webhook could not be stored within {duration_text(state.intake_deadline)}"
-            " (serve.intake_deadline); retry later",
+            f"the webhook could not be stored within {duration_text(deadline)} ({deadline_key}); retry later",
             _INBOX_RETRY_AFTER,
         ) from None
     except InboxError:

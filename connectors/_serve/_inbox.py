@@ -216,7 +216,8 @@ class InboxStore(Protocol):
 
     def limit_waits(self, seconds: float) -> None:
         """From now on a statement of this connection waits at most ``seconds`` for a lock or a slow server,
-        then raises :class:`InboxTimeout` (intake's connection: ``serve.intake_deadline``)."""
+        then raises :class:`InboxTimeout` (intake's connection: before each commit, the longest deadline of
+        its webhooks, ``GroupCommit``)."""
         ...
 
     def depth(self, cap: int | None = DEPTH_CAP) -> int:
@@ -485,10 +486,13 @@ class Inbox:
     # --- operations -------------------------------------------------------------------------------------
 
     def limit_waits(self, seconds: float) -> None:
-        """A write waits at most ``seconds`` for the write lock another connection holds (its busy timeout,
-        5 s until now), then raises :class:`InboxTimeout`. Intake commits on the event loop, which waits as
-        long."""
-        self._db.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+        """A statement waits at most ``seconds`` for a lock another connection holds (its busy timeout, 5 s
+        until now): a write for the write lock, a read (WAL) only for a connection that holds the file alone.
+        A commit then raises :class:`InboxTimeout`. Intake commits on the event loop, which waits as long."""
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+        except sqlite3.Error as error:
+            raise InboxError(f"inbox {self.path}: {error}") from None
 
     def writable(self) -> bool:
         """Whether a write transaction can start now (readiness)."""

@@ -418,9 +418,9 @@ class PostgresInbox:
     def limit_waits(self, seconds: float) -> None:
         """Each statement of this connection runs at most ``seconds`` (the session's statement_timeout, lock
         waits included; a connection opened again takes it too), then raises :class:`InboxTimeout`. Intake's
-        connection takes ``serve.intake_deadline`` once the service has started (its start's purge keeps
-        ``statement_timeout_ms``): an INSERT that waits on a locked table ends at the deadline its requests
-        were answered at, and leaves the connection to the next batch."""
+        connection takes the longest deadline of each batch of webhooks before its commit (``GroupCommit``;
+        the service's purge at start keeps ``statement_timeout_ms``): an INSERT that waits on a locked table
+        ends at the deadline its requests were answered at, and leaves the connection to the next batch."""
         self.statement_timeout_ms = max(1, round(seconds * 1000))
         self._execute(f"SET statement_timeout = {self.statement_timeout_ms}")
 

@@ -256,9 +256,9 @@ class Service:
             uvicorn_log.addFilter(cut_off)
             held.callback(uvicorn_log.removeFilter, cut_off)
             retention = Retention.of(settings)
+            # Before intake's first commit, which bounds intake's connection by its webhooks' deadlines
+            # (GroupCommit): the purge at start has the server's 30 s.
             purge_inbox(inbox, retention, journal=shared.location, log=self._log)
-            # From here on a commit waits no longer than its webhook's sender is told to (GroupCommit).
-            inbox.limit_waits(settings.intake_deadline)
             replays = (
                 held.enter_context(ReplayRequests(requests, serving=True)) if requests is not None else None
             )

@@ -142,6 +142,19 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
             "2m",
             f"serve.intake_deadline: must be at most 1m: {INTAKE_DEADLINE_WHY}",
         ),
+        # A source's own, the same bounds (WooCommerce's 1m is the longest a sender waits).
+        (
+            "sources.hooks",
+            "intake_deadline",
+            "90s",
+            f"sources.hooks.intake_deadline: must be at most 1m: {INTAKE_DEADLINE_WHY}",
+        ),
+        (
+            "sources.hooks",
+            "intake_deadline",
+            "0",
+            f"sources.hooks.intake_deadline: must be at least 100ms: {INTAKE_DEADLINE_WHY}",
+        ),
         # A duration key without bounds of its own: the duration's rule (0 or more) still holds.
         (
             "serve",
@@ -166,6 +179,8 @@ def _config(tmp_path: Path, section: str, key: str, written: str) -> tuple[Path,
         "reconnect_deadline-over",
         "intake_deadline-under",
         "intake_deadline-over",
+        "source-intake_deadline-over",
+        "source-intake_deadline-0",
         "negative-unbounded",
     ],
 )
@@ -307,6 +322,8 @@ def test_the_bounds_come_from_the_fields_declaration_alone() -> None:
         "maximum": 60,
         "why": INTAKE_DEADLINE_WHY,
     }
+    source_deadline = defs["source"]["properties"]["intake_deadline"]
+    assert source_deadline[DURATION_BOUNDS] == defs["serve"]["properties"]["intake_deadline"][DURATION_BOUNDS]
     assert DURATION_BOUNDS not in defs["serve"]["properties"]["keep_bodies"]  # bounded by dedup_window alone
     for key in ("resweep", "resweep_cap"):
         assert defs["serve"]["properties"][key][DURATION_BOUNDS] == {

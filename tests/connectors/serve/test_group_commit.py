@@ -216,18 +216,20 @@ def _stored(url: str) -> list[str]:
 def test_past_its_deadline_a_webhook_is_refused_and_one_still_queued_then_is_never_committed(
     postgres_url: str,
 ) -> None:
-    """On a locked inbox (its statements bounded by the server's 30 s here, not by the deadline) the webhook
-    in the commit and the one queued behind it are both refused at their deadline. The lock goes: the first's
-    INSERT, which was waiting, commits after its refusal (its sender's retry is then a duplicate); the
-    second, refused while still queued, is never committed."""
-    deadline = 0.5
+    """On a locked inbox, a short-deadline webhook in a commit with a patient one (a source of its own, whose
+    longer deadline bounds the batch's INSERT) and a short one queued behind them are both refused at their
+    deadline. The lock goes: the commit lands with both of its rows, the refused one's after its refusal (its
+    sender's retry is then a duplicate), and the patient one is accepted; the queued one, refused while
+    still queued, is never committed."""
+    deadline, patient = 0.5, 10.0
     with PostgresInbox(postgres_url) as inbox, ThreadPoolExecutor(1, "shipmap-intake") as worker:
         committer = GroupCommit(inbox, worker, deadline=deadline)
         with _inbox_locked(postgres_url) as holder:
 
-            async def arrive() -> list[tuple[object, float]]:
+            async def arrive() -> tuple[list[tuple[object, float]], object]:
                 async def timed(webhook_id: str, after: float) -> tuple[object, float]:
-                    await asyncio.sleep(after)
+                    if after:  # else in this turn of the loop, in the patient one's batch
+                        await asyncio.sleep(after)
                     started = time.monotonic()
                     try:
                         result: object = await committer.accept(_incoming(webhook_id))
@@ -235,26 +237,57 @@ def test_past_its_deadline_a_webhook_is_refused_and_one_still_queued_then_is_nev
                         result = error
                     return result, time.monotonic() - started
 
+                waiting = asyncio.ensure_future(committer.accept(_incoming("patient"), patient))
                 answers = await asyncio.gather(timed("in-commit", 0), timed("queued", 0.1))
-                assert committer.waiting == 0  # none is waiting once answered
-                # The lock goes: the first INSERT, still waiting on the worker, commits; its batch is settled
-                # on this loop, which then takes the next batch, if any is left to take.
+                assert committer.waiting == 1  # the patient one waits on
+                assert inbox.statement_timeout_ms == 10_000  # the batch's longest deadline
+                # The lock goes: the INSERT, still waiting on the worker, commits; its batch is settled on
+                # this loop, which then takes the next batch, if any is left to take.
                 await asyncio.get_running_loop().run_in_executor(None, holder.rollback)
-                for _ in range(1000):
-                    if not committer._committing:
-                        break
-                    await asyncio.sleep(0.01)
+                stored = await waiting
                 await asyncio.sleep(0.2)  # a batch taken would be committing, or committed, by now
                 assert not committer._committing
-                return answers
+                return answers, stored
 
-            answers = asyncio.run(arrive())
+            answers, stored = asyncio.run(arrive())
         for result, took in answers:
             assert isinstance(result, InboxTimeout), result
             assert result.message == "the inbox did not store the webhook within 500ms"
             assert deadline - 0.05 < took < deadline + 1.0, took
-    assert _stored(postgres_url) == ["in-commit"]
+        assert stored == Accepted(stored.id, duplicate=False)  # type: ignore[attr-defined]
+    assert sorted(_stored(postgres_url)) == ["in-commit", "patient"]
     assert committer.commits == 1  # the queued one's batch was never taken
+
+
+def test_each_commit_runs_under_the_longest_deadline_of_its_batch(postgres_url: str) -> None:
+    """The connection's limit follows its batches: a long one's, then a short one's alone, so a locked
+    table holds a batch of a short source's webhooks no longer than their deadline."""
+    with PostgresInbox(postgres_url) as inbox, ThreadPoolExecutor(1, "shipmap-intake") as worker:
+        committer = GroupCommit(inbox, worker, deadline=0.5)
+
+        def server_limit() -> str:
+            return str(inbox._execute("SHOW statement_timeout").fetchone()[0])
+
+        async def arrive() -> list[str]:
+            limits = []
+            await asyncio.gather(committer.accept(_incoming("a"), 4.0), committer.accept(_incoming("b")))
+            limits.append(await asyncio.get_running_loop().run_in_executor(worker, server_limit))
+            await committer.accept(_incoming("c"))
+            limits.append(await asyncio.get_running_loop().run_in_executor(worker, server_limit))
+            return limits
+
+        assert asyncio.run(arrive()) == ["4s", "500ms"]
+        with _inbox_locked(postgres_url):
+            started = time.monotonic()
+            with pytest.raises(InboxTimeout):
+                asyncio.run(committer.accept(_incoming("d"), 0.3))
+            refused_after = time.monotonic() - started
+            # Its INSERT ended with it: the connection answers at once, the table still locked.
+            started = time.monotonic()
+            assert inbox._execute("SELECT 1").fetchone()[0] == 1
+            free_after = time.monotonic() - started
+        assert refused_after < 1.0 and free_after < 0.5, (refused_after, free_after)
+    assert _stored(postgres_url) == ["a", "b", "c"]
 
 
 def test_past_max_waiting_a_webhook_is_refused_at_once_and_the_waiting_ones_are_stored(
@@ -285,10 +318,10 @@ def test_past_max_waiting_a_webhook_is_refused_at_once_and_the_waiting_ones_are_
 
 
 def test_an_sqlite_inbox_whose_write_lock_is_held_refuses_a_webhook_within_its_limit(tmp_path: Path) -> None:
-    """SQLite commits on the event loop: ``limit_waits`` (the deadline, for the service) is its busy timeout,
-    so the loop waits that long at most, and the webhook is refused as timed out, not as a failed inbox."""
+    """SQLite commits on the event loop: ``limit_waits`` (the batch's deadline, set by the committer) is its
+    busy timeout, so the loop waits that long at most, and the webhook is refused as timed out, not as a
+    failed inbox."""
     with Inbox(tmp_path / "inbox.db") as inbox:
-        inbox.limit_waits(0.3)
         committer = GroupCommit(inbox, deadline=0.3)
         holder = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")

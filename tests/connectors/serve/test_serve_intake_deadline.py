@@ -14,11 +14,18 @@ its retries piled up behind it, unbounded. Now:
   ``503 inbox_busy`` at once, counted in ``shipmap_webhooks_rejected_total``.
 - SQLite, its write lock held by another connection (``BEGIN IMMEDIATE``): the same deadline is the inbox's
   busy timeout.
+- Each source may have its own (``sources.S.intake_deadline``): WooCommerce waits 60 s and never retries, so
+  a short deadline loses its webhooks. In one service, a short source is answered 503 at its deadline while a
+  long one, in the same locked moment, waits on and is stored; intake's connection waits as long as the
+  longest deadline of its batch, no longer (a batch of the short source's ends with them).
 """
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import hashlib
+import hmac
 import json
 import sqlite3
 import time
@@ -28,7 +35,7 @@ import httpx
 import psycopg
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
+from .harness import REAL_SHOPIFY, SECRETS, ServeProcess, on_postgres, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 MARGIN = 1.5  # what a busy two-core machine adds to a request's round trip
@@ -212,3 +219,93 @@ def test_an_sqlite_inbox_whose_write_lock_is_held_answers_503_at_the_deadline_an
     finally:
         serve.kill()
     assert _delivered(source_sandbox) == [1, 2]
+
+
+def _post_woo(serve: ServeProcess, client: httpx.Client, order_id: int) -> tuple[httpx.Response, float]:
+    """Order ``order_id`` posted as WooCommerce posts it (delivery id ``d-{order_id}``)."""
+    body = json.dumps({"id": order_id, "status": "processing"}).encode()
+    signature = base64.b64encode(hmac.new(SECRETS["WOO_SECRET"].encode(), body, hashlib.sha256).digest())
+    headers = {
+        "Content-Type": "application/json",
+        "X-WC-Webhook-Topic": "order.created",
+        "X-WC-Webhook-Delivery-ID": f"d-{order_id}",
+        "X-WC-Webhook-Signature": signature.decode(),
+    }
+    started = time.monotonic()
+    answer = serve.post(client, "woo", body, headers)
+    return answer, time.monotonic() - started
+
+
+def _intake_waits_on_a_lock(url: str) -> bool:
+    """Whether a serve process's intake connection waits for a lock now."""
+    with psycopg.connect(url) as db:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'shipmap serve'"
+            " AND wait_event_type = 'Lock'"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_each_source_waits_its_own_deadline_in_one_service_over_a_locked_postgresql_inbox(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    serve = _configured(ServeProcess(tmp_path, source_sandbox.url), postgres_url, intake_deadline="1s")
+    text = serve.config.read_text()
+    assert "    secret: ${WOO_SECRET}\n" in text, text
+    serve.config.write_text(
+        text.replace("    secret: ${WOO_SECRET}\n", "    secret: ${WOO_SECRET}\n    intake_deadline: 3s\n")
+    )
+    serve.start()
+    try:
+        with httpx.Client(timeout=30) as client:
+            assert _status(_post(serve, client, 1)[0]) == (200, "accepted")
+
+            with psycopg.connect(postgres_url) as holder:
+                holder.execute("SET lock_timeout = '20s'")
+                holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+                with concurrent.futures.ThreadPoolExecutor(2) as senders:
+                    # woo's INSERT waits for the lock; shop's webhook waits behind it for the next commit.
+                    patient = senders.submit(_post_woo, serve, client, 10)
+                    time.sleep(0.3)
+                    short, short_took = senders.submit(_post, serve, client, 2).result(timeout=30)
+                    # Past serve's 1 s, woo's INSERT still waits (the connection's limit is its 3 s).
+                    time.sleep(max(0.0, 2.0 - 0.3 - short_took))
+                    assert not patient.done()
+                    assert _intake_waits_on_a_lock(postgres_url)
+                    holder.rollback()  # the lock goes
+                    stored, stored_took = patient.result(timeout=30)
+            assert short.status_code == 503, short.text
+            assert short.json() == {
+                "error": "inbox_timeout",
+                "message": "the webhook could not be stored within 1s (serve.intake_deadline); retry later",
+            }
+            assert 0.9 < short_took < 1.0 + MARGIN, short_took
+            assert _status(stored) == (200, "accepted")
+            assert 1.9 < stored_took < 3.0, stored_took
+            assert _status(_post(serve, client, 2)[0]) == (200, "accepted")  # shop's retry
+
+            with psycopg.connect(postgres_url) as holder:
+                holder.execute("SET lock_timeout = '20s'")
+                holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+                # A batch of shop's webhooks alone: its INSERT ends at shop's 1 s, not at woo's 3 s.
+                short, short_took = _post(serve, client, 3)
+                serve.wait_until(
+                    lambda: not _intake_waits_on_a_lock(postgres_url),
+                    what="intake's INSERT ended",
+                    timeout=1.0,
+                )
+                refused, refused_took = _post_woo(serve, client, 11)
+                holder.rollback()
+            assert _status(short) == (503, "inbox_timeout")
+            assert 0.9 < short_took < 1.0 + MARGIN, short_took
+            assert refused.status_code == 503, refused.text
+            assert refused.json() == {
+                "error": "inbox_timeout",
+                "message": "the webhook could not be stored within 3s (sources.woo.intake_deadline); retry later",
+            }
+            assert 2.9 < refused_took < 3.0 + MARGIN, refused_took
+            assert _status(_post_woo(serve, client, 11)[0]) == (200, "accepted")  # a retry by hand
+            assert sorted(_stored(postgres_url)) == ["d-10", "d-11", "wh-1", "wh-2"]
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()

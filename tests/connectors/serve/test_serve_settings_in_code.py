@@ -59,6 +59,7 @@ def _runtime() -> Runtime:
         ({}, {"tolerance": 0.0}, "sources.shop.tolerance: must be more than 0s"),
         ({}, {"tolerance": 3601.0}, "sources.shop.tolerance: must be at most 1h: a signed webhook older"),
         ({}, {"rate_limit": RateLimit(per_second=0.0, burst=1)}, "sources.shop.rate_limit.per_second"),
+        ({}, {"intake_deadline": 61.0}, "sources.shop.intake_deadline: must be at most 1m: it sits between"),
     ],
     ids=[
         "max_body-0",
@@ -77,6 +78,7 @@ def _runtime() -> Runtime:
         "tolerance-0",
         "tolerance-over",
         "rate-0",
+        "source-intake_deadline-61s",
     ],
 )
 def test_settings_given_to_a_service_are_held_to_the_files_rules(
