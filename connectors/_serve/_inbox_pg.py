@@ -71,6 +71,9 @@ from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, ver
 PURGE_CHUNK = 2000  # rows per statement of a purge or a drop of bodies: each a short transaction of its own
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
+# The exact count of what is owed, once at stop: its own bound, whatever the connection's (intake's is its
+# webhooks' deadline, seconds at most), so a long queue is counted rather than reported unread.
+EXACT_COUNT_TIMEOUT_MS = 30_000
 _NOW = "extract(epoch from clock_timestamp())"
 _ROW = "id, source, webhook_id, topic, received_at, headers, body, documents"
 _log = logging.getLogger("shipmap.connectors.serve.inbox")
@@ -159,13 +162,19 @@ class PostgresInbox:
         except self._psycopg.Error as error:
             raise InboxError(f"cannot open inbox {self.name}: {first_line(error)}") from None
 
-    def _execute(self, sql: str, parameters: Any = None) -> Any:
-        """One statement, in autocommit. A connection the server dropped (a restart, a failover) is opened
-        again once, for the next statement: this one failed, and its caller says so (intake answers 503)."""
+    def _execute(self, sql: str, parameters: Any = None, *, timeout_ms: int | None = None) -> Any:
+        """One statement, in autocommit; with ``timeout_ms``, in a transaction of its own under that
+        statement_timeout (SET LOCAL: the session's stays). A connection the server dropped (a restart, a
+        failover) is opened again once, for the next statement: this one failed, and its caller says so
+        (intake answers 503)."""
         if self._conn is None or self._conn.closed:
             self._connect()
         try:
-            return self._conn.execute(sql, parameters)
+            if timeout_ms is None:
+                return self._conn.execute(sql, parameters)
+            with self._conn.transaction():
+                self._conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+                return self._conn.execute(sql, parameters)
         except self._psycopg.Error as error:
             if self._conn.broken:
                 with contextlib.suppress(Exception):
@@ -436,7 +445,8 @@ class PostgresInbox:
         (``InboxStore.depth``): those on ``inbox_pending`` from the claims' floor (``_inbox_floor.ClaimFloor``),
         not over the dead entries before it, and the parked ones. Every one (``cap`` None, at stop) is counted
         from the start of the index: exact, whatever the floor has yet to see (a requeue in the last second,
-        an insert still in flight at its last reading)."""
+        an insert still in flight at its last reading), within ``EXACT_COUNT_TIMEOUT_MS`` whatever this
+        connection's own limit."""
         first = 0 if cap is None else self._floor.last_reading(self._execute)
         limit = "" if cap is None else f" LIMIT {int(cap)}"
         row = self._execute(
@@ -445,6 +455,7 @@ class PostgresInbox:
                      + (SELECT count(*) FROM (SELECT 1 FROM inbox WHERE state = 'pending'
                                               AND parked_at IS NOT NULL{limit}) AS parked)""",
             (first,),
+            timeout_ms=EXACT_COUNT_TIMEOUT_MS if cap is None else None,
         ).fetchone()
         return int(row[0]) if cap is None else min(int(row[0]), cap)
 

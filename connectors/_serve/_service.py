@@ -502,7 +502,14 @@ class Service:
         self._log.info("stopped: %s handed to delivery", counted(delivery.handed, "event"))
         if (refused := state.refusals.take()) is not None:  # since the last activity line: the drain's 503s
             self._log.info("since the last activity line: %s", refused)
-        if (owed := owed_at_stop(self.runtime.config.journal.location, state.inbox)) is not None:
+        journal = self.runtime.config.journal.location
+        if state.intake_worker is not None:  # where intake's connection is used: a cut drain's commit may be
+            owed = await asyncio.get_running_loop().run_in_executor(
+                state.intake_worker, owed_at_stop, journal, state.inbox
+            )
+        else:
+            owed = owed_at_stop(journal, state.inbox)
+        if owed is not None:
             self._log.warning("%s", owed)
         as_at_stop(summary, self.runtime, self._breaker_records(), self._log)
         if failure is not None:

@@ -30,7 +30,13 @@ from shipmap.connectors._serve import (
     serve_settings,
 )
 from shipmap.connectors._serve._group_commit import GroupCommit
-from shipmap.connectors._serve._inbox import Accepted, GroupCommitting, InboundRow, NoInboxError
+from shipmap.connectors._serve._inbox import (
+    Accepted,
+    GroupCommitting,
+    InboundRow,
+    InboxTimeout,
+    NoInboxError,
+)
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_reader
 from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
@@ -357,6 +363,30 @@ def test_what_is_owed_at_stop_counts_every_waiting_webhook_past_the_gauges_cap(
     assert owed_at_stop(None, inbox) == f"owed at stop: 20000 webhooks waiting in the inbox; {then}"
     execute("UPDATE inbox SET state = 'processed' WHERE id > 1001")
     assert owed_at_stop(None, inbox) == f"owed at stop: 1 webhook waiting in the inbox; {then}"
+
+
+def test_the_exact_count_at_stop_waits_past_intakes_deadline_within_its_own_bound(postgres_url: str) -> None:
+    """The stop report counts on intake's connection, whose statements end at its webhooks' deadline (here
+    200 ms): the exact count has a bound of its own (``EXACT_COUNT_TIMEOUT_MS``), so a table locked for a
+    second is waited for and counted, not reported unread; the connection's own limit stays as it was."""
+    _processed_then_pending(postgres_url, processed=10, pending=50)
+    then = "the next start sends them, nothing acknowledged is lost"
+    with PostgresInbox(postgres_url) as intake, psycopg.connect(postgres_url) as holder:
+        intake.limit_waits(0.2)
+        holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        threading.Timer(1.0, holder.rollback).start()  # the lock goes a second in
+        started = time.monotonic()
+        owed = owed_at_stop(None, intake)
+        took = time.monotonic() - started
+        assert owed == f"owed at stop: 50 webhooks waiting in the inbox; {then}"
+        assert 0.9 < took < 5.0, took
+        assert intake._execute("SHOW statement_timeout").fetchone()[0] == "200ms"  # SET LOCAL: gone with it
+        holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(InboxTimeout):
+            intake.accept("shop", "late", None, {}, BODY)
+        assert time.monotonic() - started < 1.0  # intake's own statements still end at 200 ms
+        holder.rollback()
 
 
 def test_the_exact_count_at_stop_sees_a_requeue_below_the_floor_at_once(postgres_url: str) -> None:
