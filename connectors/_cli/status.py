@@ -1,14 +1,18 @@
 """``shipmap status CONFIG``: the inbox queue, the journal's deliveries, dead letters and retention, pending
 deliveries journaled for a base_url the config no longer names, and, when the service is running, its readiness
-and breakers (from its ``/readyz``). Reads the inbox and the journal, and asks the running service."""
+and breakers (from its ``/readyz``). Reads the inbox and the journal, each read within ``READ_DEADLINE_S`` (a
+locked table or a stalled server is an error that names which of the two did not answer, exit 7), and asks the
+running service."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +22,7 @@ from shipmap.connectors._cli.dead_letters import display_location, resolve_journ
 from shipmap.connectors._config import duration_text, load_config
 from shipmap.connectors._plural import counted
 from shipmap.connectors._serve import ServeSettings, serve_settings
-from shipmap.connectors._serve._inbox import depth_capped, depth_text
+from shipmap.connectors._serve._inbox import InboxError, InboxTimeout, depth_capped, depth_text, unanswered
 from shipmap.connectors._serve._inbox_pg import open_reader
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._store._moves import Stranded, stranded
@@ -27,6 +31,10 @@ from shipmap.connectors._store._retention import oldest_forgettable
 # Past the service's own deadline for its inbox (INBOX_READ_DEADLINE_S): a stalled inbox is reported with
 # its reason, not as a service that does not answer.
 READYZ_TIMEOUT_S = 5.0
+# Each read of the inbox or the journal (a monitor runs this every minute: it must end): a statement's
+# PostgreSQL statement_timeout, or SQLite's busy timeout. The servers' own are 30 s and 60 s.
+READ_DEADLINE_S = 5.0
+_AFTER_A_READ = "Nothing was changed: the inbox was only being read"
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -45,19 +53,13 @@ def run(args: argparse.Namespace) -> int:
     # A config without sources is a `shipmap run` one: its journal alone, no inbox and no service to ask.
     settings = serve_settings(config) if config.sources else None
     report: dict[str, Any] = {"inbox": display_location(settings.inbox) if settings else None}
-    inbox = open_reader(settings.inbox) if settings else None
-    if inbox is not None:
-        with contextlib.closing(inbox):
-            oldest = inbox.oldest_pending()
-            report["queue_depth"] = depth = inbox.depth()
-            report["queue_depth_capped"] = depth_capped(depth)  # then at least queue_depth wait
-            report["oldest_pending_seconds"] = round(time.time() - oldest, 1) if oldest else None
-            report["webhooks"] = inbox.counts()
+    if settings is not None:
+        report.update(_read_inbox(settings.inbox))
     else:
         report.update(queue_depth=0, queue_depth_capped=False, oldest_pending_seconds=None, webhooks={})
     journal_location = resolve_journal(args.config, None)
     report["journal"] = display_location(journal_location)
-    found = open_readonly(journal_location)
+    found = open_readonly(journal_location, statement_timeout=READ_DEADLINE_S)
     if found is not None:
         with found as journal:
             report["deliveries"] = counts = journal.counts()
@@ -132,6 +134,37 @@ def run(args: argparse.Namespace) -> int:
     )
     out.write("  (shipmap dead-letters)\n" if report["dead_letters"] or report["rejected_inputs"] else "\n")
     return 0
+
+
+def _read_inbox(location: str | Path) -> dict[str, Any]:
+    """The inbox's figures for the report, each read within ``READ_DEADLINE_S``; an inbox that does not
+    answer in time (or fails) is an InboxError that names it."""
+    try:
+        inbox = open_reader(location, statement_timeout=READ_DEADLINE_S)
+        if inbox is None:
+            return {
+                "queue_depth": 0,
+                "queue_depth_capped": False,
+                "oldest_pending_seconds": None,
+                "webhooks": {},
+            }
+        with contextlib.closing(inbox):
+            oldest = inbox.oldest_pending()
+            depth = inbox.depth()
+            return {
+                "queue_depth": depth,
+                "queue_depth_capped": depth_capped(depth),  # then at least queue_depth wait
+                "oldest_pending_seconds": round(time.time() - oldest, 1) if oldest else None,
+                "webhooks": inbox.counts(),
+            }
+    except sqlite3.Error as error:  # the SQLite inbox's reads leave sqlite's errors as they are
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+            raise InboxError(f"inbox {location}: SQLite says: {error}. {_AFTER_A_READ}") from None
+        raise InboxError(
+            f"{unanswered(Path(location), error, READ_DEADLINE_S).message}. {_AFTER_A_READ}"
+        ) from None
+    except InboxTimeout as error:  # its message names the inbox and the deadline
+        raise InboxError(f"{error.message}. {_AFTER_A_READ}") from None
 
 
 def _ask_service(settings: ServeSettings, url: str | None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from .._config._serve_model import DEDUP_WINDOW as DEDUP_WINDOW
+from .._config_key import duration_text
 from .._errors import JournalError
 from ._origins import new_inbox_id
 
@@ -259,15 +260,17 @@ class Inbox:
         synchronous: Literal["normal", "full"] = "normal",
         readonly: bool = False,
         lock: bool = True,
+        busy_timeout: float = 5.0,
     ) -> None:
         """``lock``: hold the inbox's run lock (the service's intake does; its delivery thread, a second
-        connection of the same process, does not)."""
+        connection of the same process, does not); ``busy_timeout``: seconds a statement waits for a lock
+        another connection holds (``limit_waits`` changes it later)."""
         self.path = Path(path)
         self._lock_file: Any = None
         try:
             if readonly:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None)
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout)
                 # A service creates its inbox in one transaction after opening the file: until that commits,
                 # the file holds no table, and nothing was accepted yet.
                 if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
@@ -280,7 +283,7 @@ class Inbox:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if lock:
                     self._take_lock()
-                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._create_or_upgrade()
@@ -288,6 +291,8 @@ class Inbox:
             named = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_id'").fetchone()
         except (sqlite3.Error, OSError) as error:
             self._release_lock()
+            if isinstance(error, sqlite3.Error) and _busy(error):  # another connection holds it alone
+                raise unanswered(self.path, error, busy_timeout) from None
             raise InboxError(f"cannot open inbox {self.path}: {error}") from None
         self.version = str(row[0]) if row is not None else None
         # Part of its webhooks' origins beside a shared journal (``_origins``). None: a file read-only that no
@@ -570,6 +575,18 @@ class Inbox:
 def _cannot_take(error: sqlite3.Error, what: str) -> InboxError:
     """An SQLite failure to store ``what`` as the inbox's error: the write lock still held past the busy
     timeout (``limit_waits``) is a timeout, anything else (a full disk, an I/O error) a failure."""
-    if getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:  # and its extended codes
+    if _busy(error):
         return InboxTimeout(f"the inbox did not take {what} in time: {error}")
     return InboxError(f"the inbox cannot take {what}: {error}")
+
+
+def unanswered(path: Path, error: sqlite3.Error, busy_timeout: float) -> InboxTimeout:
+    """A lock another connection held past ``busy_timeout`` seconds, as the inbox's timeout, named."""
+    return InboxTimeout(
+        f"inbox {path}: no answer within {duration_text(busy_timeout)} (SQLite says: {error})"
+    )
+
+
+def _busy(error: sqlite3.Error) -> bool:
+    """SQLITE_BUSY, or one of its extended codes: a lock held elsewhere past the busy timeout."""
+    return getattr(error, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY

@@ -49,6 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from .._config_key import duration_text
 from .._store._journal_pg import COUNT_SESSIONS, display_url, first_line, is_database_url
 from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
 from ._inbox import (
@@ -179,9 +180,13 @@ class PostgresInbox:
             if self._conn.broken:
                 with contextlib.suppress(Exception):
                     self._conn.close()
+            said = f"PostgreSQL says: {first_line(error)}"
+            if not isinstance(error, self._psycopg.errors.QueryCanceled):
+                raise InboxError(f"inbox {self.name}: {said}") from None
             # The statement timeout ended it: a lock held elsewhere, a slow server (``limit_waits``).
-            failed = InboxTimeout if isinstance(error, self._psycopg.errors.QueryCanceled) else InboxError
-            raise failed(f"inbox {self.name}: PostgreSQL says: {first_line(error)}") from None
+            if "statement timeout" in said:
+                said = f"no answer within {duration_text(self.statement_timeout_ms / 1000)} ({said})"
+            raise InboxTimeout(f"inbox {self.name}: {said}") from None
 
     def close(self) -> None:
         if self._keeper is not None:
@@ -574,17 +579,24 @@ def open_inbox(
     return Inbox(location, synchronous=synchronous, lock=intake)
 
 
-def open_reader(location: str | Path) -> Inbox | PostgresInbox | None:
+def open_reader(
+    location: str | Path, *, statement_timeout: float | None = None
+) -> Inbox | PostgresInbox | None:
     """The inbox at ``location`` opened read-only, beside the services that use it, or None when nothing was
-    accepted there yet: no file, a file whose tables a service is creating now, or no inbox in the database."""
+    accepted there yet: no file, a file whose tables a service is creating now, or no inbox in the database.
+    ``statement_timeout``: seconds each read may take (PostgreSQL's statement_timeout, SQLite's busy
+    timeout; None: 30 s, 5 s)."""
     path = Path(location)
     if not is_database_url(location) and not path.exists():
         return None
     try:
-        return (
-            PostgresInbox(str(location), readonly=True)
-            if is_database_url(location)
-            else Inbox(path, readonly=True)
+        if is_database_url(location):
+            limit = (
+                STATEMENT_TIMEOUT_MS if statement_timeout is None else max(1, round(statement_timeout * 1000))
+            )
+            return PostgresInbox(str(location), readonly=True, statement_timeout_ms=limit)
+        return Inbox(
+            path, readonly=True, busy_timeout=5.0 if statement_timeout is None else statement_timeout
         )
     except NoInboxError:
         return None

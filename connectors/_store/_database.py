@@ -75,9 +75,12 @@ class JournalDatabase:
         exclusive: bool = False,
         upgrade: bool = False,
         lease: float = DEFAULT_LEASE_SECONDS,
+        statement_timeout: float | None = None,
     ) -> None:
         """``upgrade``: bring an older PostgreSQL store to this version (``shipmap journal migrate``); an
-        SQLite file opened for writing is always upgraded, and a new store always created."""
+        SQLite file opened for writing is always upgraded, and a new store always created.
+        ``statement_timeout``: seconds one statement may wait and run (PostgreSQL's statement_timeout, SQLite's
+        busy timeout); None: the backend's (PostgreSQL 60 s; SQLite 30 s, 5 s read-only)."""
         self.readonly = readonly
         self.upgraded_from: int | None = None  # the version before this opening upgraded the store
         # Who this opening is, in lease columns: many workers may share a PostgreSQL journal.
@@ -89,7 +92,10 @@ class JournalDatabase:
         if is_database_url(path):
             assert isinstance(path, str)
             self.backend, self.path, self.name = "postgresql", None, display_url(path)
-            self._db = PostgresConnection(path, readonly=readonly, lease=lease)
+            limit = (
+                STATEMENT_TIMEOUT_MS if statement_timeout is None else max(1, round(statement_timeout * 1000))
+            )
+            self._db = PostgresConnection(path, readonly=readonly, lease=lease, statement_timeout_ms=limit)
             errors: tuple[type[Exception], ...] = (self._db.errors,)
         else:
             self.backend, self.path = "sqlite", Path(path)
@@ -99,7 +105,7 @@ class JournalDatabase:
         caught: tuple[type[Exception], ...] = (*errors, JournalError)
         try:
             if self.backend == "sqlite":
-                self._open_sqlite(synchronous, exclusive)
+                self._open_sqlite(synchronous, exclusive, statement_timeout)
             version = self.schema_version()
             if (
                 not readonly
@@ -130,18 +136,22 @@ class JournalDatabase:
             self.close()
             raise (NoJournalError if empty else JournalError)(problem)
 
-    def _open_sqlite(self, synchronous: str, exclusive: bool) -> None:
+    def _open_sqlite(self, synchronous: str, exclusive: bool, busy_timeout: float | None) -> None:
         assert self.path is not None
         if self.readonly:
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self._db = _Guarded(
-                sqlite3.connect(uri, uri=True, isolation_level=None), self.path, readonly=True
+                sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout or 5.0),
+                self.path,
+                readonly=True,
             )
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if exclusive:
             self._take_run_lock()
-        self._db = _Guarded(sqlite3.connect(self.path, isolation_level=None, timeout=30.0), self.path)
+        self._db = _Guarded(
+            sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout or 30.0), self.path
+        )
         self._refuse_another_database()  # before the first write: WAL mode changes the file's header
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")

@@ -60,16 +60,19 @@ from ._schema import SCHEMA_VERSION as SCHEMA_VERSION
 from ._schema import State as State
 
 
-def open_readonly(location: str | os.PathLike[str] | None) -> Journal | None:
+def open_readonly(
+    location: str | os.PathLike[str] | None, *, statement_timeout: float | None = None
+) -> Journal | None:
     """The journal at ``location`` (a file or a ``postgresql://`` URL) for reading, or None when there is no
     journal there yet: nothing was run, or a run or a service is creating it now (its file exists, its tables
-    not yet). A file that holds another application's tables is refused (a JournalError)."""
+    not yet). A file that holds another application's tables is refused (a JournalError).
+    ``statement_timeout``: seconds each read may take (None: the backend's)."""
     if location is None:
         return None
     if not is_database_url(location) and not Path(location).exists():
         return None
     try:
-        return Journal(location, readonly=True)
+        return Journal(location, readonly=True, statement_timeout=statement_timeout)
     except NoJournalError:
         return None
 

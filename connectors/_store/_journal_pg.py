@@ -24,6 +24,7 @@ import time
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
+from .._config_key import duration_text
 from .._errors import JournalError
 from ._sqlite import AFTER_A_READ, AFTER_A_WRITE, JournalFault
 
@@ -104,7 +105,16 @@ class Changed(NamedTuple):
 class PostgresConnection:
     """A psycopg connection with the ``sqlite3.Connection`` methods the journal uses."""
 
-    def __init__(self, url: str, *, readonly: bool, lease: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        readonly: bool,
+        lease: float = 30.0,
+        statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+    ) -> None:
+        """``statement_timeout_ms``: how long the server lets one statement run (a command that reports,
+        ``shipmap status``, asks for less)."""
         try:
             import psycopg
         except ImportError:
@@ -123,9 +133,10 @@ class PostgresConnection:
         # that waits a lease for its locks (lock_timeout, end_stuck_sessions), with the same rule.
         idle = max(1000, int(lease * 1000))
         options = (
-            f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
+            f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={idle}"
             f" -c lock_timeout={idle}"
         )
+        self._statement_timeout = statement_timeout_ms / 1000
         if readonly:
             options += " -c default_transaction_read_only=on"
         self._url, self._options, self._lease = url, options, idle / 1000
@@ -242,8 +253,11 @@ class PostgresConnection:
         if isinstance(error, self._psycopg.errors.ReadOnlySqlTransaction):
             return JournalError(f"journal {self._name} is open read-only: {first_line(error)}")
         action = "journal read failed" if self._readonly else "journal write failed"
+        said = f"PostgreSQL says: {first_line(error)}"
+        if isinstance(error, self._psycopg.errors.QueryCanceled) and "statement timeout" in said:
+            said = f"no answer within {duration_text(self._statement_timeout)} ({said})"
         return JournalFault(
-            f"{action} {self._name}: PostgreSQL says: {first_line(error)}",
+            f"{action} {self._name}: {said}",
             AFTER_A_READ if self._readonly else AFTER_A_WRITE,
         )
 
