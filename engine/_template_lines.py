@@ -1,9 +1,9 @@
 """Where an error inside a template is in the mapping file: the line Jinja names (or, for a block left open,
 the block's opening tag; for a function failing or a read missing at run time, the one line that holds every
-use of what failed; for any other failure at run time, the line whose code raised it), and on it the tag or
-name at fault, inside a {{ }} or {% %} and not in the text around them. The file's line comes
-from the value's :class:`TextPlace` (``_yaml``): exact in a literal block, else the template's start with a
-note naming the template's line.
+use of what failed, else the one of them whose code raised it; for any other failure at run time, the line
+whose code raised it), and on it the tag or name at fault, inside a {{ }} or {% %} and not in the text around
+them. The file's line comes from the value's :class:`TextPlace` (``_yaml``): exact in a literal block, else
+the template's start with a note naming the template's line.
 """
 
 from __future__ import annotations
@@ -139,10 +139,12 @@ def _open_block_line(env: jinja2.Environment, source: str, tag: str) -> int | No
 _NO_ATTRIBUTE = re.compile(r"has no attribute '(?P<name>[^']*)'$")
 
 
-def read_line(ast: jinja2.nodes.Template, message: str) -> tuple[int | None, re.Pattern[str] | None]:
+def read_line(
+    ast: jinja2.nodes.Template, message: str, error: BaseException
+) -> tuple[int | None, re.Pattern[str] | None]:
     """For Jinja's "'dict object' has no attribute 'sku'": the line that holds every read of ``sku``
-    (``.sku``, ``['sku']``, or a string such as map(attribute='sku')), and the name to put the caret under;
-    None when they are on several lines."""
+    (``.sku``, ``['sku']``, or a string such as map(attribute='sku')), or, when they are on several, the one
+    whose code raised ``error`` (:func:`_held_line`), and the name to put the caret under."""
     named = _NO_ATTRIBUTE.search(message)
     if named is None:
         return None, None
@@ -153,13 +155,15 @@ def read_line(ast: jinja2.nodes.Template, message: str) -> tuple[int | None, re.
         if (isinstance(node, jinja2.nodes.Getattr) and node.attr == name)
         or (isinstance(node, jinja2.nodes.Const) and node.value == name)
     }
-    return (lines.pop(), attribute_token(name)) if len(lines) == 1 else (None, None)
+    return _held_line(lines, error, attribute_token(name))
 
 
-def use_line(ast: jinja2.nodes.Template, function: str | None) -> tuple[int | None, re.Pattern[str] | None]:
+def use_line(
+    ast: jinja2.nodes.Template, function: str | None, error: BaseException
+) -> tuple[int | None, re.Pattern[str] | None]:
     """The line of the template that holds every use of ``function`` (called, as a filter or a filter block,
-    or named in a string as map('f') does), and the function's name to put the caret under; None when they
-    are on several lines: which one failed is not known there."""
+    or named in a string as map('f') does), or, when they are on several, the one whose code raised ``error``
+    (:func:`_held_line`), and the function's name to put the caret under."""
     if function is None:
         return None, None
     lines = {
@@ -173,7 +177,32 @@ def use_line(ast: jinja2.nodes.Template, function: str | None) -> tuple[int | No
         or (isinstance(node, jinja2.nodes.Filter) and node.name == function)
         or (isinstance(node, jinja2.nodes.Const) and node.value == function)
     }
-    return (lines.pop(), function_token(function)) if len(lines) == 1 else (None, None)
+    return _held_line(lines, error, function_token(function))
+
+
+def _held_line(
+    lines: set[int], error: BaseException, token: re.Pattern[str]
+) -> tuple[int | None, re.Pattern[str] | None]:
+    """The one line of ``lines`` (the uses of what failed), else the line whose code raised ``error`` if it
+    is one of them. A value carried in a variable fails where it is used, on a line that may hold none of
+    them: the template's start then (None), rather than a line whose code is not at fault."""
+    if len(lines) == 1:
+        return lines.pop(), token
+    raised = _raising_line(error)
+    return (raised, token) if raised in lines else (None, None)
+
+
+def _raising_line(error: BaseException) -> int | None:
+    """The line of the template whose code raised ``error``, as Jinja's own tracebacks name it: the innermost
+    frame of a template's code, through that template's debug info. None when no template code raised it."""
+    line = None
+    trace = error.__traceback__
+    while trace is not None:
+        template = trace.tb_frame.f_globals.get("__jinja_template__")
+        if isinstance(template, jinja2.Template):
+            line = template.get_corresponding_lineno(trace.tb_lineno)
+        trace = trace.tb_next
+    return line
 
 
 _ANY_TAG = re.compile(r"\{[{%]")
@@ -182,17 +211,10 @@ _UNSAFE = re.compile(r"access to attribute '(?P<name>[^']*)' of '[^']*' object i
 
 def raised_line(error: BaseException) -> tuple[int | None, re.Pattern[str] | None]:
     """For any other failure at run time (a TypeError from the data, a sandbox refusal, the loop budget): the
-    line of the template whose code raised it, as Jinja's own tracebacks name it (the innermost frame of a
-    template's code, through that template's debug info), and what to put the caret under there: the attribute
-    refused, the loop over budget, else the line's first tag. None when no template code raised it (the
-    output's size is checked after the render)."""
-    line = None
-    trace = error.__traceback__
-    while trace is not None:
-        template = trace.tb_frame.f_globals.get("__jinja_template__")
-        if isinstance(template, jinja2.Template):
-            line = template.get_corresponding_lineno(trace.tb_lineno)
-        trace = trace.tb_next
+    line of the template whose code raised it (:func:`_raising_line`), and what to put the caret under there:
+    the attribute refused, the loop over budget, else the line's first tag. None when no template code raised
+    it (the output's size is checked after the render)."""
+    line = _raising_line(error)
     if line is None:
         return None, None
     unsafe = _UNSAFE.search(str(error))

@@ -123,8 +123,8 @@ class TemplateCompiler:
                     filters=function_filters,
                     failure=(str(error), call),
                 )
-                # At the line of the function's uses when they are all on one; else the template's start.
-                where, note = lines.at(*use_line(ast, function))
+                # At the line of the function's uses when they are all on one, else at the one that raised.
+                where, note = lines.at(*use_line(ast, function, error))
                 raise TransformError(
                     f"{error}{note}",
                     location=where,
@@ -304,7 +304,7 @@ def _template_failure(
         message = f"{type(error).__name__}: {message}"
     if isinstance(error, jinja2.UndefinedError):
         message = f"template reads something the source does not have: {message}"
-        line = read_line(ast, message)
+        line = read_line(ast, message, error)
     else:
         if isinstance(error, jinja2.exceptions.SecurityError):
             message = f"refused by the sandbox: {message}"
