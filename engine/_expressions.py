@@ -18,7 +18,7 @@ import jmespath.functions
 
 from ._errors import CompileError, Location, TransformError
 from ._functions import FunctionError, FunctionSet
-from ._jmespath_calls import call_offsets, calls
+from ._jmespath_calls import call_offsets, calls, raising_call
 from ._jmespath_direct import direct, path_getter
 from ._jmespath_variables import (
     ScopedInterpreter,
@@ -45,7 +45,7 @@ _SEARCH_ERRORS = (FunctionError, jmespath.exceptions.JMESPathError, RecursionErr
 
 def _search_failed(
     error: BaseException,
-    location: Location,
+    failed_at: _FailurePlace,
     field: str,
     scope: Scope,
     label: str,
@@ -54,11 +54,12 @@ def _search_failed(
     call: Callable[..., Any] | None = None,
 ) -> TransformError:
     """The located error for an expression (``label``, parsed: ``tree``) that failed on ``scope``'s data (or
-    its ``scope_name``'s); a builtin's error shows the source fields it was given, with their values."""
+    its ``scope_name``'s), under the call that raised it (``failed_at``); a builtin's error shows the source
+    fields it was given, with their values."""
     found: tuple[str, ...] = ()
+    data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
     if isinstance(error, FunctionError):
         message = str(error)
-        data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
         prefix = "" if scope_name == "this" else f"${scope_name}."
         found = found_arguments(
             tree,
@@ -72,9 +73,59 @@ def _search_failed(
         message = "the source is nested too deeply for this expression"
     else:
         message = f"JMESPath: {error}"
+    location, note = failed_at(error, data)
     return TransformError(
-        message, location=location, field=field, source_path=scope.child_path(label), found=found
+        f"{message}{note}", location=location, field=field, source_path=scope.child_path(label), found=found
     )
+
+
+class _FailurePlace:
+    """Where an expression's failure at run time is: under the call whose function raised it (the only call of
+    that function in the expression, or the one JMESPath's interpreter was running), else at the expression's
+    start, saying how many calls of the function it may be. Worked out on an error only."""
+
+    __slots__ = ("_call_place", "_location", "_places", "_rerun", "_tree")
+
+    def __init__(
+        self,
+        tree: dict[str, Any],
+        location: Location,
+        call_place: Callable[[int], Location],
+        rerun: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self._tree = tree
+        self._location = location
+        self._call_place = call_place  # parses the text again: each call's place is kept once found
+        self._places: dict[int, Location] = {}
+        self._rerun = rerun  # JMESPath's interpreter on the same data, when plain Python ran the expression
+
+    def __call__(self, error: BaseException, data: Any) -> tuple[Location, str]:
+        if isinstance(error, FunctionError):
+            function = error.function
+        elif isinstance(error, jmespath.exceptions.JMESPathTypeError):
+            function = error.function_name
+        else:
+            return self._location, ""
+        numbers = [number for number, node in enumerate(calls(self._tree)) if node["value"] == function]
+        if len(numbers) == 1:
+            return self._at(numbers[0]), ""
+        if function is None or not numbers:
+            return self._location, ""
+        number = raising_call(error, self._tree, function)
+        if number is None and self._rerun is not None:
+            try:
+                self._rerun(data)
+            except Exception as again:  # whatever it raises, only its frames are read
+                number = raising_call(again, self._tree, function)
+        if number is None:
+            return self._location, f" (in one of the {len(numbers)} calls of {function}())"
+        return self._at(number), ""
+
+    def _at(self, number: int) -> Location:
+        place = self._places.get(number)
+        if place is None:
+            place = self._places[number] = self._call_place(number)
+        return place
 
 
 class ExpressionCompiler(TemplateCompiler):
@@ -220,6 +271,8 @@ class ExpressionCompiler(TemplateCompiler):
         tree = parsed.parsed
         python = direct(tree, self.functions)
         call = self.functions.call  # a failing builtin's calls are tried again with it (found:)
+        search = parsed.search
+        options = self._options
         if python is not None:
             # Compiled to plain Python; a builtin's FunctionError still needs the field's location.
             if plain_path(tree) is not None:
@@ -228,25 +281,29 @@ class ExpressionCompiler(TemplateCompiler):
                     return lambda scope: getter(scope.data)
                 return lambda scope: getter(select_scope(scope, scope_name))
 
+            # Which of several calls of a function failed: the interpreter, run again, names it.
+            failed_directly_at = _FailurePlace(
+                tree, location, call_place, lambda data: search(data, options=options)
+            )
+
             def evaluate_direct(scope: Scope) -> Any:
                 data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
                 try:
                     return python(data)
                 except FunctionError as error:
                     raise _search_failed(
-                        error, location, field, scope, label, tree, scope_name, call
+                        error, failed_directly_at, field, scope, label, tree, scope_name, call
                     ) from None
 
             return evaluate_direct
-        search = parsed.search
-        options = self._options
+        failed_at = _FailurePlace(tree, location, call_place)
 
         def evaluate(scope: Scope) -> Any:
             data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
             try:
                 return search(data, options=options)
             except _SEARCH_ERRORS as error:
-                raise _search_failed(error, location, field, scope, label, tree, scope_name, call) from None
+                raise _search_failed(error, failed_at, field, scope, label, tree, scope_name, call) from None
 
         return evaluate
 
@@ -290,12 +347,13 @@ class ExpressionCompiler(TemplateCompiler):
         options = self._options
         label = expression
         call = self.functions.call
+        failed_at = _FailurePlace(tree, location, call_place)
 
         def evaluate(scope: Scope) -> Any:
             try:
                 return ScopedInterpreter(options, scope).visit(tree, scope.data)
             except _SEARCH_ERRORS as error:
-                raise _search_failed(error, location, field, scope, label, tree, call=call) from None
+                raise _search_failed(error, failed_at, field, scope, label, tree, call=call) from None
 
         return evaluate
 

@@ -1,9 +1,10 @@
-"""The function calls of a parsed JMESPath expression, and where each one's name is written in its text.
+"""The function calls of a parsed JMESPath expression, where each one's name is written in its text, and which
+one raised an error at run time.
 
 JMESPath's parsed tree keeps no positions. An error about one call (an unknown function, a wrong number of
-arguments, a literal argument of the wrong type) parses the expression again, only then, with a parser that
-notes where each call's name starts; the calls of both trees are met in the same order (:func:`calls`), so
-the Nth call of the one is the Nth of the other.
+arguments, a literal argument of the wrong type; a function failing on the data) parses the expression again,
+only then, with a parser that notes where each call's name starts; the calls of both trees are met in the
+same order (:func:`calls`), so the Nth call of the one is the Nth of the other.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import jmespath.parser
 
-__all__ = ["call_offsets", "calls"]
+__all__ = ["call_offsets", "calls", "raising_call"]
 
 
 def calls(tree: Any) -> Iterator[dict[str, Any]]:
@@ -33,6 +34,21 @@ def call_offsets(expression: str) -> list[tuple[str, int]]:
     parser = _PlacedParser()
     tree = parser._do_parse(expression).parsed  # not parse(): its cache hands back a tree parsed before
     return [(node["value"], parser.starts[id(node)]) for node in calls(tree)]
+
+
+def raising_call(error: BaseException, tree: Any, function: str) -> int | None:
+    """The number, in the order of :func:`calls`, of the call of ``function`` in ``tree`` that raised
+    ``error`` as JMESPath's interpreter ran ``tree``: the innermost frame of the traceback visiting such a
+    call names its node. None when no interpreter's frame does (plain Python ran the expression)."""
+    numbers = {id(node): number for number, node in enumerate(calls(tree)) if node["value"] == function}
+    found = None
+    trace = error.__traceback__
+    while trace is not None:
+        frame = trace.tb_frame
+        if frame.f_code.co_name == "visit_function_expression":
+            found = numbers.get(id(frame.f_locals.get("node")), found)
+        trace = trace.tb_next
+    return found
 
 
 class _PlacedParser(jmespath.parser.Parser):  # type: ignore[misc]  # jmespath ships no types

@@ -188,12 +188,12 @@ def test_a_failing_function_shows_no_value_it_did_not_find(tmp_path: Path) -> No
     result = shipmap("preview", str(mapping), str(document))
     assert result.returncode == 4
     assert result.stderr == (
-        f'{document}:1: {mapping}:7:20: error: sum(): expected an array of numbers, found string "abc"\n'
+        f'{document}:1: {mapping}:7:21: error: sum(): expected an array of numbers, found string "abc"\n'
         "  target field: order.id.source\n"
         "  source: sum(id)\n"
         '  found: id = "abc"\n'
         '  7 |       id: {source: "sum(id)"}\n'
-        "    |                    ^\n"
+        "    |                     ^\n"
     )
 
 
