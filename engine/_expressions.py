@@ -365,9 +365,9 @@ class ExpressionCompiler(TemplateCompiler):
         self, tree: dict[str, Any], location: Location, field: str, call_place: Callable[[int], Location]
     ) -> None:
         """Refuse at load a call that can never run: of an unknown function, with a wrong number of arguments,
-        or with a literal argument of a type the function does not take; or of an unknown lookup table. The
-        error is at the call's name: ``call_place(N)`` places the Nth of ``calls(tree)``, parsing the text again
-        (only an error pays for it)."""
+        or with a literal argument of a type the function does not take; of an unknown lookup table; or of a
+        shipmap function on literals alone that it fails on (``integer('x')``). The error is at the call's name:
+        ``call_place(N)`` places the Nth of ``calls(tree)``, parsing the text again (only an error pays for it)."""
         for number, call in enumerate(calls(tree)):
             name = call["value"]
             arguments = call.get("children", [])
@@ -388,6 +388,12 @@ class ExpressionCompiler(TemplateCompiler):
             if isinstance(table, str) and arguments[0].get("type") == "literal":
                 known = table in self.lookup_names
                 self._use_lookup(table, location if known else call_place(number), field)
+            if arguments and all(argument.get("type") == "literal" for argument in arguments):
+                failure = self.functions.literal_call_error(
+                    name, [argument["value"] for argument in arguments]
+                )
+                if failure is not None:
+                    raise CompileError(failure, location=call_place(number), field=field)
 
     def _call_problem(self, name: str, arguments: list[dict[str, Any]]) -> str | None:
         """What is wrong with calling ``name`` with ``arguments`` whatever the data: a shipmap builtin's arity,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import types
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -324,3 +324,18 @@ class FunctionSet:
         if function is None:
             raise FunctionError(f"unknown function {name}()")
         return function(*args)
+
+    def literal_call_error(self, name: str, arguments: Sequence[Any]) -> str | None:
+        """What builtin ``name`` says when called with ``arguments``, all of them literals of the mapping
+        (``integer('x')``): the builtins are pure, so such a call fails on every document or on none, and the
+        compiler refuses it at load in the words of run time. None when it succeeds, or ``name`` is no builtin."""
+        function = self._callables.get(name)
+        if function is None:
+            return None
+        try:
+            function(*arguments)
+        except FunctionError as error:
+            return str(error)
+        except Exception:
+            return None  # not a value the builtin words: run time reports it, as it would without this check
+        return None

@@ -247,6 +247,7 @@ class TemplateCompiler:
                     field=field,
                     hint=f"did you mean '{close[0]}'?" if close else None,
                 )
+            self._refuse_literal_call(flt, ast, lines, field, names)
         for name_node in ast.find_all(jinja2.nodes.Name):
             if name_node.name in ("self", "caller", "varargs", "kwargs"):
                 where, note = lines.at(name_node.lineno, name_token(name_node.name))
@@ -294,6 +295,40 @@ class TemplateCompiler:
                 if isinstance(table, str):
                     where, note = lines.at(call.lineno, function_token("lookup"))
                     self._use_lookup(table, where, field, note)
+            self._refuse_literal_call(call, ast, lines, field, names)
+
+    def _refuse_literal_call(
+        self,
+        node: jinja2.nodes.Call | jinja2.nodes.Filter,
+        ast: jinja2.nodes.Template,
+        lines: TemplateLines,
+        field: str,
+        names: frozenset[str],
+    ) -> None:
+        """Refuse a shipmap function called, or used as a filter, on literals alone that it fails on
+        (``integer('x')``, ``'x' | integer``): it would fail on every document (FunctionSet.literal_call_error).
+        A name the template (a set, a loop, a macro or its parameter) or a let: binds is not the function."""
+        if node.kwargs or node.dyn_args is not None or node.dyn_kwargs is not None:
+            return  # refused at run time, in its own words
+        given: list[jinja2.nodes.Node]
+        if isinstance(node, jinja2.nodes.Filter):
+            if node.node is None or node.name not in self.function_filters:  # None: a {% filter f %} block
+                return
+            name, given = node.name, [node.node, *node.args]
+        else:
+            if (
+                not isinstance(node.node, jinja2.nodes.Name)
+                or node.node.name not in self.functions.jinja_globals
+            ):
+                return
+            name, given = node.node.name, list(node.args)
+        values = _literals(self.env, given)
+        if values is None or (isinstance(node, jinja2.nodes.Call) and name in _bound(ast, names)):
+            return
+        failure = self.functions.literal_call_error(name, values)
+        if failure is not None:
+            where, note = lines.at(node.lineno, function_token(name))
+            raise CompileError(f"{failure}{note}", location=where, field=field)
 
 
 def _template_failure(
@@ -363,3 +398,33 @@ def _instead(block: jinja2.nodes.FilterBlock) -> str:
 
 def _const(node: jinja2.nodes.Node | None) -> Any:
     return node.value if isinstance(node, jinja2.nodes.Const) else None
+
+
+_LITERAL_NODES = (
+    jinja2.nodes.Const,
+    jinja2.nodes.List,
+    jinja2.nodes.Tuple,
+    jinja2.nodes.Dict,
+    jinja2.nodes.Pair,
+)
+
+
+def _bound(ast: jinja2.nodes.Template, names: frozenset[str]) -> set[str]:
+    """The names ``ast`` binds (a set, a loop, a macro or its parameter), and the let: names around it."""
+    bound = set(names) | {macro.name for macro in ast.find_all(jinja2.nodes.Macro)}
+    return bound | {node.name for node in ast.find_all(jinja2.nodes.Name) if node.ctx in ("store", "param")}
+
+
+def _literals(env: jinja2.Environment, nodes: list[jinja2.nodes.Node]) -> list[Any] | None:
+    """The values of ``nodes`` when each is written as a literal (``'x'``, ``3``, ``[1, 'a']``), else None."""
+    if not nodes or not all(
+        isinstance(node, _LITERAL_NODES)
+        and all(isinstance(part, _LITERAL_NODES) for part in node.find_all(jinja2.nodes.Node))
+        for node in nodes
+    ):
+        return None
+    context = jinja2.nodes.EvalContext(env)
+    try:
+        return [node.as_const(context) for node in nodes]  # type: ignore[attr-defined]
+    except jinja2.nodes.Impossible:
+        return None

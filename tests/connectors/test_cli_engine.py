@@ -358,3 +358,31 @@ def test_an_unknown_function_inside_an_expression_is_shown_under_its_name(tmp_pa
         "  hint: see docs/functions.md for the functions\n"
     ), result.stderr
     assert result.stdout == ""
+
+
+def test_a_function_given_a_literal_it_fails_on_is_refused_at_load_under_its_name(tmp_path: Path) -> None:
+    """'two' | integer fails on every order: preview refuses the mapping (exit 2), at the filter's line and
+    column in the literal block, in the words of the run-time error, and maps nothing."""
+    mapping = tmp_path / "slip.yaml"
+    mapping.write_text(
+        "shipmap: 1\n"
+        "targets:\n"
+        "  order:\n"
+        "    kind: fenix.order\n"
+        "    fields:\n"
+        "      id: {path: order.id, type: id}\n"
+        "      properties:\n"
+        "        slip: |-\n"
+        "          Order {{ this.order.name }}\n"
+        "          Boxes: {{ 'two' | integer }}\n",
+        encoding="utf-8",
+    )
+    result = shipmap("preview", str(mapping), str(ORDER))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.endswith(
+        f'{mapping}:10:29: error: integer(): expected an integer or integer text such as "007", found string "two"\n'
+        "  target field: order.properties.slip\n"
+        "  10 |           Boxes: {{ 'two' | integer }}\n"
+        "     |                             ^\n"
+    ), result.stderr
+    assert result.stdout == ""
