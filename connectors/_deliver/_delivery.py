@@ -411,13 +411,17 @@ class Deliverer:
     ) -> Outcome:
         """A wait before an attempt (a backoff after ``failed``, a Retry-After's hold: ``failed`` "" when
         nothing of this delivery failed yet) cut short. By a move: parked, and the next run sends it to the new
-        endpoint. By the run's end: left pending with the ``counted`` attempts of this run (the journal
-        keeps them), and the next run waits out the rest of the wait, until ``until``, then goes on."""
+        endpoint. By the run's end while the breaker is open: parked, as the run's end parks whatever waits for
+        it (counted in the summary's outage, and the next look at parked work sends it). By the run's end while
+        it is closed: left pending with the ``counted`` attempts of this run (the journal keeps them), and the
+        next run waits out the rest of the wait, until ``until``, then goes on."""
         if breaker.moved:
             if failed or request.tried:
                 return self._parked(breaker.outage(failed), attempts, started)
             held = f"{max(0.0, until - time.monotonic()):.0f} s of it left"
             return self._parked(Outage(breaker.name, held, 0.0, moved="held"), attempts, started)
+        if breaker.is_open:  # down: past the wait it would find the breaker open, and the run's end parks it
+            return self._parked(breaker.outage(failed), attempts, started)
         if request.key:
             self._resume[request.key] = (until, failed)
         left = max(0.0, until - time.monotonic())

@@ -46,9 +46,11 @@ def journal(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
         yield {"url": request.getfixturevalue("postgres_url")}
 
 
-def _runtime(tmp_path: Path, sandbox: Sandbox, journal: dict[str, str]) -> Runtime:
+def _runtime(
+    tmp_path: Path, sandbox: Sandbox, journal: dict[str, str], *, failures: int = 2, backoff: str = "10ms"
+) -> Runtime:
     connections = copy.deepcopy(BASE_CONFIG["connections"])
-    connections["fenix"]["breaker"] = {"failures": 2, "cooldown": "200ms", "cooldown_cap": "200ms",
+    connections["fenix"]["breaker"] = {"failures": failures, "cooldown": "200ms", "cooldown_cap": "200ms",
                                        "outage_wait": "10m"}  # fmt: skip
     connections["dg"]["base_url"] = sandbox.url  # Digital Genius stays up: the plan for both injects nothing
     mappings = [
@@ -65,7 +67,10 @@ def _runtime(tmp_path: Path, sandbox: Sandbox, journal: dict[str, str]) -> Runti
         connections=connections,
         mappings=mappings,
         journal=journal,
-        delivery={"concurrency": CONCURRENCY},
+        delivery={
+            "concurrency": CONCURRENCY,
+            "retry": dict(BASE_CONFIG["delivery"]["retry"], backoff_base=backoff, backoff_cap=backoff),
+        },
     )
     return Runtime.from_config(config, environ=environ(sandbox.url))
 
@@ -127,6 +132,31 @@ def test_looks_read_only_what_may_wait_for_the_open_breaker_and_every_parked_del
     location = journal.get("path") or journal["url"]
     with Journal(location, readonly=True) as store:
         assert store.counts() == {"delivered": ORDERS + 15}
+
+
+def test_a_look_that_ends_while_a_delivery_backs_off_behind_an_open_breaker_parks_it_as_an_outage(
+    tmp_path: Path, journal: dict[str, str]
+) -> None:
+    """Two deliveries fail together (Fenix's login answers 5xx): the first failure, one of the breaker's two,
+    sends its delivery into a 5 s backoff, and the second opens the breaker. The look's end cuts the backoff
+    short and parks that delivery too, counted in the summary's outage with the other (its connection is down:
+    it is not merely interrupted), and the next look sends both once the breaker closes."""
+    with Sandbox(fenix_faults="5xx=1") as sandbox:
+        runtime = _runtime(tmp_path, sandbox, journal, failures=2, backoff="5s")
+        started = time.monotonic()
+        summary = _look(
+            runtime,
+            [order_event(0), order_event(1)],
+            until=lambda: runtime.breaker_store.breaker("fenix").phase != "closed",
+        )
+        assert time.monotonic() - started < 4.0  # the 5 s backoff was cut short
+        assert (summary.parked, summary.delivered, summary.dead) == (2, 0, 0)
+        assert list(summary.outages) == ["fenix"]
+        sandbox.set_faults(None, api="fenix")
+        time.sleep(0.3)  # past the breaker's cooldown: the next look's probe is the parked delivery
+        after = _look(runtime, [], until=lambda: len(sandbox.requests(endpoint="fenix.orders")) == 2)
+        assert (after.recovered, after.delivered, after.parked) == (2, 2, 0)
+    assert _fenix_orders(sandbox) == ["1000", "1001"]  # each once
 
 
 def test_the_pending_rows_of_one_connection_are_counted_and_claimed_on_their_index(
