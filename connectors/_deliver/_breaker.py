@@ -5,8 +5,11 @@ The breaker has Convoy's three states. **Closed**: requests go; ``failures`` out
 connection error, a timeout, a 5xx, a 429) open it, and so does one failure that says the credentials are
 refused. **Open**: nothing goes; callers wait. After ``cooldown`` one caller becomes the probe (**half-open**)
 and the others keep waiting. The probe's success closes the breaker and releases them; its failure opens
-it again for twice the cooldown (up to ``cooldown_cap``). A caller whose wait passes its ``give_up_at``
-(the delivery's ``outage_wait``, counted from when its run first found the breaker open) gets
+it again for twice the cooldown (up to ``cooldown_cap``). Only the outcome of a request admitted in the
+state it comes back to counts (its :class:`Admission`): a request sent while the breaker was closed that fails
+once it is open or half-open, or once it closed again, changes nothing: above all it never reopens a
+half-open breaker under the probe in flight, nor doubles the cooldown. A caller whose wait passes its
+``give_up_at`` (the delivery's ``outage_wait``, counted from when its run first found the breaker open) gets
 :class:`Outage`: the delivery is left ``pending``, never dead-lettered.
 
 State lives in a :class:`BreakerState`/:class:`RateState` record held by a store. :class:`MemoryStore`
@@ -102,6 +105,29 @@ class BreakerState:
     opened: int = 0  # times it went from closed to open
     probes: int = 0
     probe_until: float = 0.0  # a half-open probe not ended by then was lost (its worker died): another may go
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Under which state of its breaker a request went, taken when it was admitted: with the breaker closed
+    (``opened``: its count of openings then, so a later opening makes the request one of an earlier spell), or
+    as the half-open probe ``probe`` (its number, ``BreakerState.probes`` when claimed; 0: not a probe). Its
+    outcome is handed back to ``success()`` or ``failure()``, which count it only while that state holds."""
+
+    opened: int
+    probe: int = 0
+
+    @property
+    def is_probe(self) -> bool:
+        return self.probe != 0
+
+    def current(self, state: BreakerState) -> bool:
+        """Whether the breaker is still in the state this request was admitted under: closed since the same
+        opening, or half-open with this request as its probe (not a later probe, which took over after this
+        one's lease, nor closed by a reload)."""
+        if self.probe:
+            return state.phase == "half_open" and state.probes == self.probe
+        return state.phase == "closed" and state.opened == self.opened
 
 
 @dataclass(slots=True)
@@ -203,7 +229,8 @@ class Outage(Exception):
 
 
 class CircuitBreaker:
-    """One connection's breaker. ``admit()`` before each attempt, then ``success()`` or ``failure()``.
+    """One connection's breaker. ``admit()`` before each attempt (or ``admission()`` when it is ``at_rest``),
+    then ``success()`` or ``failure()`` with the :class:`Admission` it gave.
 
     A failure's reason comes from the destination (a status line's reason phrase, an error's text) and may hold
     a secret the runtime knows (a token echoed back, a URL with credentials): it is masked with ``redactor``
@@ -235,6 +262,7 @@ class CircuitBreaker:
         self._stop_waiting: Literal["moved", "run ends"] | None = None
         # A MemoryStore keeps one record per name for its life: read it without asking the store each time.
         self._own = self._store.breaker(name) if type(self._store) is MemoryStore else None
+        self._closed = Admission(0)  # ``admission()``'s, for the closed spell it names
 
     @property
     def at_rest(self) -> bool:
@@ -242,6 +270,14 @@ class CircuitBreaker:
         success records nothing, so a sender may skip ``admit()`` and ``success()`` (the common case)."""
         own = self._own
         return own is not None and own.phase == "closed" and own.failures == 0
+
+    def admission(self) -> Admission:
+        """The admission of a request sent without ``admit()``: the breaker is ``at_rest``."""
+        opened = (self._own or self.state).opened
+        closed = self._closed
+        if closed.opened != opened:  # one per closed spell: not a new record per request (the common path)
+            closed = self._closed = Admission(opened)
+        return closed
 
     @property
     def state(self) -> BreakerState:
@@ -259,13 +295,13 @@ class CircuitBreaker:
             await self._shared.refresh(self.name)
         return self._store.breaker(self.name)
 
-    async def admit_now(self) -> bool | None:
-        """``admit()`` without waiting: False when closed, True when this caller claimed the probe, None when
-        neither (open with the next probe not due, or another caller's probe under way, in this process or
-        another)."""
+    async def admit_now(self) -> Admission | None:
+        """``admit()`` without waiting: the admission when closed or when this caller claimed the probe, None
+        when neither (open with the next probe not due, or another caller's probe under way, in this process
+        or another)."""
         state = await self.look()
         if state.phase == "closed":
-            return False
+            return Admission(state.opened)
         if self._shared is None:
             probe, _ = self._claim_probe(state, self._clock())
         else:  # the copy says when a probe is due; only then is the record locked to claim it
@@ -273,21 +309,21 @@ class CircuitBreaker:
             if self._due(state, self._shared.now()):
                 async with self._shared.locked(self.name) as (state, now):
                     if state.phase == "closed":  # closed by another process since the copy was read
-                        return False
+                        return Admission(state.opened)
                     probe, _ = self._claim_probe(state, now)
         if not probe:
             return None
         self._log.info("connection %s: probing (probe %d)", self.name, state.probes)
-        return True
+        return Admission(state.opened, state.probes)
 
-    async def admit(self, give_up_at: float) -> bool:
-        """Wait until a request may go: True when this caller is the half-open probe. Raises Outage once
+    async def admit(self, give_up_at: float) -> Admission:
+        """Wait until a request may go: its admission, closed or as the half-open probe. Raises Outage once
         the clock passes ``give_up_at`` with the breaker still open."""
         shared = self._shared
         while True:
             state = await self.look()
             if state.phase == "closed":
-                return False
+                return Admission(state.opened)
             now = self._clock()
             if now >= give_up_at or self._stop_waiting is not None:
                 raise self.outage()
@@ -302,7 +338,7 @@ class CircuitBreaker:
                 wait = min(wait, shared.poll)
             if probe:
                 self._log.info("connection %s: probing (probe %d)", self.name, state.probes)
-                return True
+                return Admission(state.opened, state.probes)
             await self._wait_for_change(min(now + wait, give_up_at) - now)
 
     async def wait_closed(self, give_up_at: float) -> bool:
@@ -382,18 +418,20 @@ class CircuitBreaker:
             return True, 0.0
         return False, (state.retry_at if state.phase == "open" else state.probe_until) - now
 
-    async def success(self) -> None:
-        """An answer that says the destination is up (any status but an outage one)."""
+    async def success(self, admitted: Admission) -> None:
+        """An answer that says the destination is up (any status but an outage one) to a request admitted so."""
         state = self._store.breaker(self.name)
         if state.phase == "closed" and state.failures == 0:
             return  # nothing to record: no round trip to a shared store
         if self._shared is None:
-            self._close(state, self._clock())
+            self._close(state, self._clock(), admitted)
             return
         async with self._shared.locked(self.name) as (state, now):
-            self._close(state, now)
+            self._close(state, now, admitted)
 
-    def _close(self, state: BreakerState, now: float) -> None:
+    def _close(self, state: BreakerState, now: float, admitted: Admission) -> None:
+        if not admitted.current(state):  # sent before the breaker opened: the probe says whether it is up
+            return
         if state.phase != "closed":
             self._log.warning(
                 "connection %s: circuit breaker closed; sending again after %.1f s",
@@ -404,16 +442,28 @@ class CircuitBreaker:
             self._notify()
         state.failures = 0
 
-    async def failure(self, reason: str, *, probe: bool = False, refused: bool = False) -> None:
-        """An outage failure. ``refused``: the credentials are refused, which no retry fixes: open at once."""
+    async def failure(self, reason: str, admitted: Admission, *, refused: bool = False) -> None:
+        """An outage failure of a request admitted so. ``refused``: the credentials are refused, which no retry
+        fixes: open at once."""
         reason = self._redactor.redact(reason)
         if self._shared is None:
-            self._fail(self._store.breaker(self.name), self._clock(), reason, probe, refused)
+            self._fail(self._store.breaker(self.name), self._clock(), reason, admitted, refused)
             return
         async with self._shared.locked(self.name) as (state, now):
-            self._fail(state, now, reason, probe, refused)
+            self._fail(state, now, reason, admitted, refused)
 
-    def _fail(self, state: BreakerState, now: float, reason: str, probe: bool, refused: bool) -> None:
+    def _fail(self, state: BreakerState, now: float, reason: str, admitted: Admission, refused: bool) -> None:
+        if not admitted.current(state):
+            # Sent before the breaker opened (or a probe taken over after its lease, or closed by a reload):
+            # the destination's state since is the probe's to say.
+            self._log.debug(
+                "connection %s: %s of a request sent while the breaker was %s: not counted (it is %s)",
+                self.name,
+                reason,
+                f"half-open (probe {admitted.probe})" if admitted.probe else "closed",
+                state.phase.replace("_", "-"),
+            )
+            return
         if state.phase == "closed":
             state.failures += 1
             if state.failures < self.settings.failures and not refused:
@@ -431,7 +481,7 @@ class CircuitBreaker:
                 state.cooldown,
             )
             self._notify()
-        elif probe or state.phase == "half_open":
+        else:  # half-open, and this was its probe
             state.phase = "open"
             state.cooldown = min(
                 max(state.cooldown, self.settings.first_cooldown) * 2, self.settings.cooldown_cap
@@ -569,6 +619,7 @@ class RateLimiter:
 
 
 __all__ = [
+    "Admission",
     "BreakerSettings",
     "BreakerState",
     "CircuitBreaker",

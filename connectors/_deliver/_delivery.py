@@ -271,7 +271,7 @@ class Deliverer:
                 return self._interrupted(request, breaker, until, reason, 0, 0, started)
         while True:
             if breaker.at_rest:  # nothing to wait for (one attribute read, not a coroutine per attempt)
-                probe = False
+                admitted = breaker.admission()
                 if self._outage_waits.since:
                     self._outage_waits.found_closed(name)
             else:
@@ -281,7 +281,7 @@ class Deliverer:
                         raise breaker.outage()
                     self._waiting[name] = waiting + 1
                     try:
-                        probe = await breaker.admit(self.give_up_at(name))
+                        admitted = await breaker.admit(self.give_up_at(name))
                     finally:
                         self._waiting[name] -= 1
                 except Outage as stop:
@@ -292,7 +292,7 @@ class Deliverer:
                 # A Retry-After's hold ends at a move or the run's end, as a backoff does (not a probe's: it
                 # must end, or the breaker stays half-open for nobody).
                 held = limiter.held_for()
-                if held > 0 and not probe and await breaker.pause(held):
+                if held > 0 and not admitted.is_probe and await breaker.pause(held):
                     until = time.monotonic() + limiter.held_for()
                     return self._interrupted(
                         request, breaker, until, reason, attempt, counted - tried, started
@@ -300,7 +300,7 @@ class Deliverer:
                 await limiter.acquire()
             # No retry goes to the endpoint a reload moved the connection from (a probe admitted before the
             # move goes: parked, it would leave the old endpoint's breaker half-open for nobody).
-            if (attempt or tried) and not probe and breaker.moved:
+            if (attempt or tried) and not admitted.is_probe and breaker.moved:
                 return self._parked(breaker.outage(reason), attempt, started)
             attempt += 1
             retry_after: float | None = None
@@ -337,13 +337,13 @@ class Deliverer:
                 retryable = outage = isinstance(error, httpx.TransportError)
                 reason = f"{type(error).__name__}: {self.redactor.redact(str(error)) or 'no detail'}"
             except BaseException:
-                if probe:  # a probe must always end, or the callers waiting on the breaker wait in vain
-                    await breaker.failure("the probe was interrupted", probe=True)
+                if admitted.is_probe:  # a probe must always end, or the callers waiting on it wait in vain
+                    await breaker.failure("the probe was interrupted", admitted)
                 raise
             else:
                 if 200 <= status < 300:
                     if not breaker.at_rest:
-                        await breaker.success()
+                        await breaker.success(admitted)
                     return Outcome(True, status, attempt, time.perf_counter() - started)
                 assert response is not None  # only a 2xx answer comes as its status alone
                 outage = status == 429 or status >= 500
@@ -357,11 +357,9 @@ class Deliverer:
                         # It speaks for the connection: its other senders wait too, not collect more 429s.
                         await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
             if outage or refused:
-                await breaker.failure(reason, probe=probe, refused=refused)
-            else:
-                await (
-                    breaker.success()
-                )  # the destination answered: it is up, whatever it thought of this request
+                await breaker.failure(reason, admitted, refused=refused)
+            else:  # the destination answered: it is up, whatever it thought of this request
+                await breaker.success(admitted)
             if refused or (outage and breaker.is_open):
                 # The destination is down, or refuses every request: wait for the breaker, do not count.
                 # (Logged like a retry: the request may have landed, so what follows may be a duplicate.)

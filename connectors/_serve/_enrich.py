@@ -30,6 +30,7 @@ from .._config import Connection, join_url
 from .._deliver._auth import read_capped
 from .._deliver._breaker import (
     HOLDING_STATUSES,
+    Admission,
     CircuitBreaker,
     Outage,
     OutageWaits,
@@ -321,7 +322,7 @@ class Enricher:
             await self._share_across_processes()
             breaker, limiter = self.breakers[connection], self.limiters[connection]
         while True:
-            probe = await self._admit(breaker)
+            admitted = await self._admit(breaker)
             attempt += 1
             retry_after: float | None = None
             content: bytes | None = None  # of a 2xx: None when it is over the cap
@@ -344,12 +345,12 @@ class Enricher:
                 retryable = isinstance(error, httpx.TransportError)
                 reason = f"{type(error).__name__}: {self.runtime.redactor.redact(str(error)) or 'no detail'}"
             except BaseException:
-                if probe:  # a probe must always end, or the breaker stays half-open
-                    await breaker.failure("the probe was interrupted", probe=True)
+                if admitted.is_probe:  # a probe must always end, or the breaker stays half-open
+                    await breaker.failure("the probe was interrupted", admitted)
                 raise
             else:
                 if 200 <= status < 300:
-                    await breaker.success()
+                    await breaker.success(admitted)
                     return self._decode(content, status, path)
                 # A 401 that survives the auth's fresh read of its credentials refuses them, not this event:
                 # the breaker opens and the webhook waits (parked in serve), as a delivery refused so waits,
@@ -363,9 +364,11 @@ class Enricher:
                 if retry_after is not None and status in HOLDING_STATUSES:
                     await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
             if retryable:
-                await breaker.failure(f"GET {path}: {reason}", probe=probe, refused=refused)
+                await breaker.failure(f"GET {path}: {reason}", admitted, refused=refused)
             else:
-                await breaker.success()  # the API answered: it is up, whatever it thought of this request
+                await breaker.success(
+                    admitted
+                )  # the API answered: it is up, whatever it thought of this request
             if retryable and breaker.is_open:
                 continue  # the next admission waits or says "later"; attempts into an outage do not count
             counted += 1
@@ -377,17 +380,17 @@ class Enricher:
             self._log.info("GET %s: attempt %d failed (%s); retrying in %.2fs", path, attempt, reason, delay)
             await asyncio.sleep(delay)
 
-    async def _admit(self, breaker: CircuitBreaker) -> bool:
-        """Whether this GET may go now (True: it is the breaker's probe); SourceUnavailable when not."""
+    async def _admit(self, breaker: CircuitBreaker) -> Admission:
+        """This GET's admission (closed, or as the breaker's probe); SourceUnavailable when it may not go now."""
         state = await breaker.look()  # a shared record: as every process left it, at most ``refresh`` old
         if state.phase == "closed":
             self._outage_waits.found_closed(breaker.name)
-            return False
+            return Admission(state.opened)
         if not self._wait:
-            probe = await breaker.admit_now()
-            if probe is None:
+            admitted = await breaker.admit_now()
+            if admitted is None:
                 raise _later(breaker)
-            return probe
+            return admitted
         try:
             return await breaker.admit(self._outage_waits.give_up_at(breaker))
         except Outage:

@@ -137,7 +137,7 @@ def test_the_shared_stores_lines_are_masked_with_the_runtimes_secrets(
             pass
         other = await PostgresStateStore.connect(postgres_url, endpoints, lease=30.0, refresh=0.05)
         breaker = CircuitBreaker("api", BreakerSettings(failures=1), store=other)
-        await breaker.failure(f"HTTP 503 Unavailable for {SECRET}")
+        await breaker.failure(f"HTTP 503 Unavailable for {SECRET}", await breaker.admit(float("inf")))
         await other.aclose()
         this = await PostgresStateStore.connect(
             postgres_url, endpoints, lease=30.0, refresh=0.05, redactor=Redactor([SECRET])

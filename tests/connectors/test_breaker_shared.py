@@ -13,25 +13,34 @@ from collections.abc import Awaitable, Callable
 
 import psycopg
 import pytest
-from shipmap.connectors import Journal, JournalError
-from shipmap.connectors._deliver._breaker import BreakerSettings, CircuitBreaker, RateLimiter, SharedStore
+from shipmap.connectors import Journal, JournalError, Sandbox
+from shipmap.connectors._deliver._breaker import (
+    Admission,
+    BreakerSettings,
+    CircuitBreaker,
+    RateLimiter,
+    SharedStore,
+)
 from shipmap.connectors._store._breaker_pg import (
     APPLICATION_NAME,
     REREAD_TIMEOUT_MS,
     PostgresStateStore,
     breaker_row,
 )
+from test_breaker_support import LateFailure, late_failure_under_the_probe
 
 SETTINGS = BreakerSettings(failures=3, cooldown=0.2, cooldown_cap=0.4, outage_wait=60.0)
 FAR = float("inf")
 FENIX = {"fenix": "https://fenix.example.com/api"}  # the connection and its base_url, as a config names them
 
 
-async def two_workers(url: str, *, lease: float = 30.0) -> tuple[PostgresStateStore, PostgresStateStore]:
+async def two_workers(
+    url: str, *, lease: float = 30.0, endpoints: dict[str, str] = FENIX
+) -> tuple[PostgresStateStore, PostgresStateStore]:
     with Journal(url):  # the schema, as a worker's journal creates it
         pass
-    first = await PostgresStateStore.connect(url, FENIX, lease=lease, refresh=0.05)
-    second = await PostgresStateStore.connect(url, FENIX, lease=lease, refresh=0.05)
+    first = await PostgresStateStore.connect(url, endpoints, lease=lease, refresh=0.05)
+    second = await PostgresStateStore.connect(url, endpoints, lease=lease, refresh=0.05)
     return first, second
 
 
@@ -53,26 +62,29 @@ def test_one_workers_open_breaker_stops_the_other_and_one_probe_goes_at_a_time(p
         one, two = CircuitBreaker("fenix", SETTINGS, store=a), CircuitBreaker("fenix", SETTINGS, store=b)
         try:
             # Failures in a row are counted in the store, whichever worker saw them: the third opens it.
-            await one.failure("HTTP 503")
-            await two.failure("HTTP 503")
+            await one.failure("HTTP 503", await one.admit(FAR))
+            await two.failure("HTTP 503", await two.admit(FAR))
             assert record(postgres_url) == ("closed", 0, 0)
-            await one.failure("HTTP 503")
+            late = await two.admit(FAR)  # a request of the other worker's, sent while closed, answered late
+            await one.failure("HTTP 503", await one.admit(FAR))
             assert record(postgres_url) == ("open", 1, 0)
             await b.refresh("fenix")
-            assert two.is_open  # the other worker sees it open, and its failure changes nothing
-            await two.failure("HTTP 503")
+            assert two.is_open  # the other worker sees it open, and its late failure changes nothing
+            await two.failure("HTTP 503", late)
             assert record(postgres_url) == ("open", 1, 0)
             # After the cooldown both ask to send: one becomes the probe, the other waits for its outcome.
             first = asyncio.ensure_future(one.admit(FAR))
             second = asyncio.ensure_future(two.admit(FAR))
             done, waiting = await asyncio.wait({first, second}, return_when=asyncio.FIRST_COMPLETED)
-            assert len(done) == 1 and done.pop().result() is True
+            assert len(done) == 1
+            admitted = done.pop().result()
+            assert admitted == Admission(opened=1, probe=1)
             assert record(postgres_url) == ("half_open", 1, 1)
             await asyncio.sleep(0.3)  # more than a cooldown: still one probe, the other still waits
             assert not waiting.pop().done()
             probe = one if first.done() else two
-            await probe.success()
-            outcomes = [await asyncio.wait_for(task, 30) for task in (first, second)]
+            await probe.success(admitted)
+            outcomes = [(await asyncio.wait_for(task, 30)).is_probe for task in (first, second)]
             assert record(postgres_url) == ("closed", 1, 1)
             return outcomes
         finally:
@@ -94,20 +106,22 @@ def test_a_caller_that_cannot_wait_is_told_at_once_while_another_workers_probe_i
         one, two = CircuitBreaker("fenix", SETTINGS, store=a), CircuitBreaker("fenix", SETTINGS, store=b)
         try:
             for _ in range(SETTINGS.failures):
-                await one.failure("HTTP 503")
+                await one.failure("HTTP 503", await one.admit(FAR))
             assert await two.admit_now() is None  # open, its probe not due: no request
             await asyncio.sleep(SETTINGS.cooldown + 0.05)
-            assert await one.admit(FAR) is True  # the first worker probes
+            first_probe = await one.admit(FAR)
+            assert first_probe == Admission(opened=1, probe=1)  # the first worker probes
             async with asyncio.timeout(1.0):  # told at once, though the probe is not answered yet
                 assert await two.admit_now() is None
-            await one.failure("HTTP 503", probe=True)
+            await one.failure("HTTP 503", first_probe)
             await asyncio.sleep(SETTINGS.cooldown_cap + 0.05)
-            assert await two.admit_now() is True  # due: the second worker probes this time
+            second_probe = await two.admit_now()
+            assert second_probe == Admission(opened=1, probe=2)  # due: the second worker probes this time
             assert record(postgres_url) == ("half_open", 1, 2)
             assert await one.admit_now() is None
-            await two.success()
+            await two.success(second_probe)
             await asyncio.sleep(a.refresh_seconds + 0.05)  # the first worker's copy is stale: read again
-            assert await one.admit_now() is False
+            assert await one.admit_now() == Admission(opened=1)  # closed
         finally:
             await a.aclose()
             await b.aclose()
@@ -130,13 +144,13 @@ def test_a_breaker_is_shared_per_base_url_and_max_rate_per_connection(postgres_u
         )
         fresh = CircuitBreaker("fenix", SETTINGS, store=new)
         try:
-            await old.failure("HTTP 401", refused=True)  # open at once
+            await old.failure("HTTP 401", await old.admit(FAR), refused=True)  # open at once
             assert record(postgres_url) == ("open", 1, 0)
             await old_b.refresh("fenix")
             assert other.is_open  # the same endpoint: the same breaker
             await new.refresh("fenix")
-            assert (
-                not fresh.is_open and await fresh.admit(FAR) is False
+            assert not fresh.is_open and await fresh.admit(FAR) == Admission(
+                opened=0
             )  # another endpoint: its own; goes now
             assert record(postgres_url, moved["fenix"]) == ("closed", 0, 0)
 
@@ -166,12 +180,13 @@ def test_a_probe_whose_worker_died_is_taken_over_after_its_lease(postgres_url: s
         a, b = await two_workers(postgres_url, lease=0.5)
         one, two = CircuitBreaker("fenix", SETTINGS, store=a), CircuitBreaker("fenix", SETTINGS, store=b)
         try:
-            await one.failure("HTTP 401", refused=True)  # refused credentials: open at once
-            assert await asyncio.wait_for(one.admit(FAR), 30) is True
+            await one.failure("HTTP 401", await one.admit(FAR), refused=True)  # refused: open at once
+            assert (await asyncio.wait_for(one.admit(FAR), 30)).is_probe
             await a.aclose()  # the probing worker dies: its probe never ends
-            assert await asyncio.wait_for(two.admit(FAR), 30) is True  # after the probe's lease
+            taken_over = await asyncio.wait_for(two.admit(FAR), 30)  # after the probe's lease
+            assert taken_over == Admission(opened=1, probe=2)
             assert record(postgres_url) == ("half_open", 1, 2)
-            await two.failure("HTTP 401", probe=True, refused=True)
+            await two.failure("HTTP 401", taken_over, refused=True)
             assert record(postgres_url)[0] == "open"
         finally:
             await b.aclose()
@@ -257,9 +272,9 @@ def test_a_lost_connection_falls_back_on_this_workers_copy_and_reconnects(
         try:
             assert terminate_store_backends(postgres_url) == 2
             # Lost: every operation answers from this worker's copy, with no error and no wait for the server.
-            assert await one.admit(FAR) is False
+            assert await one.admit(FAR) == Admission(opened=0)
             for _ in range(SETTINGS.failures):
-                await one.failure("HTTP 503")
+                await one.failure("HTTP 503", await one.admit(FAR))
             assert one.is_open and not a.connected  # opened here only
             for _ in range(5):
                 await RateLimiter("fenix", 1000.0, store=a).acquire()
@@ -269,7 +284,7 @@ def test_a_lost_connection_falls_back_on_this_workers_copy_and_reconnects(
             await a.refresh("fenix")
             assert not one.is_open and record(postgres_url) == ("closed", 0, 0)
             # Shared again: a transition here is seen by the other worker.
-            await one.failure("HTTP 401", refused=True)
+            await one.failure("HTTP 401", await one.admit(FAR), refused=True)
             assert record(postgres_url) == ("open", 1, 0)
             await b.refresh("fenix")
             assert two.is_open
@@ -429,7 +444,7 @@ def test_a_reread_that_waits_on_a_locked_table_keeps_the_copy_and_says_so_once(
         )
         try:
             for _ in range(3):
-                await opener.failure("HTTP 503")
+                await opener.failure("HTTP 503", await opener.admit(FAR))
             assert (await looker.look()).phase == "open"
             took: list[float] = []
             with psycopg.connect(postgres_url) as holder:  # closes the breaker, and holds the table meanwhile
@@ -465,3 +480,55 @@ def test_a_reread_that_waits_on_a_locked_table_keeps_the_copy_and_says_so_once(
     assert "canceling statement due to statement timeout" in late[0]
     assert "keeps its last copy of each and reads again after 0.05 s" in late[0]
     assert [line for line in said if "breaker records read again after" in line], said
+
+
+def test_a_request_another_worker_sent_while_closed_that_fails_under_the_probe_changes_nothing(
+    postgres_url: str, sandbox: Sandbox
+) -> None:
+    """The late failure over the real sandbox, across workers: the second worker's request, sent while the
+    breaker was closed, fails after the first worker opened it and claimed the probe. It reopened the shared
+    breaker and doubled the cooldown under the probe in flight; the record now stays half-open until the
+    probe's success closes it."""
+    settings = BreakerSettings(failures=1, cooldown=0.1, cooldown_cap=10.0)
+
+    async def scenario() -> LateFailure:
+        a, b = await two_workers(postgres_url, endpoints={"dg": sandbox.url})
+        prober, late = CircuitBreaker("dg", settings, store=a), CircuitBreaker("dg", settings, store=b)
+        try:
+            return await late_failure_under_the_probe(sandbox, late, prober)
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    seen = asyncio.run(scenario())
+    assert seen.probe_in_flight
+    after = seen.after_late_failure
+    assert (after.phase, after.opened, after.probes, after.cooldown) == ("half_open", 1, 1, 0.1)
+    assert (seen.after_probe.phase, seen.after_probe.opened, seen.after_probe.cooldown) == ("closed", 1, 0.1)
+
+
+def test_a_probe_that_outlived_its_lease_does_not_decide_for_the_probe_that_took_over(
+    postgres_url: str,
+) -> None:
+    """A probe whose answer took longer than its lease (not dead: slow) was taken over by another worker's
+    probe; its late failure changes nothing, and the probe in flight decides."""
+
+    async def scenario() -> list[tuple[str, int, int]]:
+        a, b = await two_workers(postgres_url, lease=0.3)
+        one, two = CircuitBreaker("fenix", SETTINGS, store=a), CircuitBreaker("fenix", SETTINGS, store=b)
+        try:
+            await one.failure("HTTP 401", await one.admit(FAR), refused=True)  # open at once
+            slow_probe = await asyncio.wait_for(one.admit(FAR), 30)
+            taken_over = await asyncio.wait_for(two.admit(FAR), 30)  # after the slow probe's lease
+            assert (slow_probe.probe, taken_over.probe) == (1, 2)
+            seen = [record(postgres_url)]
+            await one.failure("Timeout", slow_probe)
+            seen.append(record(postgres_url))
+            await two.success(taken_over)
+            seen.append(record(postgres_url))
+            return seen
+        finally:
+            await a.aclose()
+            await b.aclose()
+
+    assert asyncio.run(scenario()) == [("half_open", 1, 2), ("half_open", 1, 2), ("closed", 1, 2)]

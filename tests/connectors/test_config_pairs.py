@@ -707,7 +707,7 @@ def test_a_default_lower_value_adapts_to_a_shorter_cap(tmp_path: Path) -> None:
     from shipmap.connectors._serve import ServeSettings
 
     breaker = CircuitBreaker("fenix", BreakerSettings(failures=1, cooldown_cap=0.5), clock=lambda: 100.0)
-    asyncio.run(breaker.failure("HTTP 503"))
+    asyncio.run(breaker.failure("HTTP 503", breaker.admission()))
     assert (breaker.state.phase, breaker.state.retry_at) == ("open", 100.5)
     settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0)
     assert (settings.first_resweep, ServeSettings(inbox="i", sources={}).first_resweep) == (2.0, 5.0)

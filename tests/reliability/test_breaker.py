@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import socket
 import sys
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from shipmap.connectors import EXIT_OUTAGE, Runtime, Sandbox
 from shipmap.connectors._cli import main
 from shipmap.connectors._deliver._auth import FenixSessionAuth
 from shipmap.connectors._deliver._breaker import (
+    Admission,
     BreakerSettings,
     CircuitBreaker,
     MemoryStore,
@@ -510,21 +513,23 @@ def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes
     async def scenario() -> list[str]:
         seen = []
         for _ in range(2):
-            await breaker.failure("HTTP 503")
+            await breaker.failure("HTTP 503", await breaker.admit(give_up_at=100.0))
         seen.append(breaker.state.phase)  # closed: 2 < 3
-        await breaker.failure("HTTP 503")
+        await breaker.failure("HTTP 503", await breaker.admit(give_up_at=100.0))
         seen.append(breaker.state.phase)  # open
         clock.now = 1.0
         probe = await breaker.admit(give_up_at=100.0)
-        seen.append(f"{breaker.state.phase} probe={probe}")
-        await breaker.failure("ConnectError", probe=True)  # reopen, cooldown doubled
+        seen.append(f"{breaker.state.phase} {probe}")
+        await breaker.failure("ConnectError", probe)  # reopen, cooldown doubled
         seen.append(f"{breaker.state.phase} retry_at={breaker.state.retry_at}")
         clock.now = 3.0
-        assert await breaker.admit(give_up_at=100.0)
-        await breaker.success()
+        probe = await breaker.admit(give_up_at=100.0)
+        assert probe.is_probe
+        await breaker.success(probe)
         seen.append(breaker.state.phase)
-        assert await breaker.admit(give_up_at=100.0) is False
-        await breaker.failure("HTTP 401", refused=True)  # refused credentials: open at once
+        closed = await breaker.admit(give_up_at=100.0)
+        assert closed == Admission(opened=1)
+        await breaker.failure("HTTP 401", closed, refused=True)  # refused credentials: open at once
         seen.append(breaker.state.phase)
         with pytest.raises(Outage, match="left pending"):
             await breaker.admit(give_up_at=clock.now)
@@ -533,7 +538,7 @@ def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes
     assert asyncio.run(scenario()) == [
         "closed",
         "open",
-        "half_open probe=True",
+        "half_open Admission(opened=1, probe=1)",
         "open retry_at=3.0",
         "closed",
         "open",
@@ -548,7 +553,7 @@ def test_a_delivery_that_does_not_wait_for_the_open_breaker_says_how_long_it_has
 
     async def scenario() -> str:
         clock.now = 10.0
-        await breaker.failure("HTTP 503 Service Unavailable")
+        await breaker.failure("HTTP 503 Service Unavailable", breaker.admission())
         clock.now = 55.0
         return breaker.outage().detail
 
@@ -564,13 +569,13 @@ def test_waiting_for_the_breaker_to_close_never_takes_the_probe_and_ends_at_its_
 
     async def scenario() -> list[str]:
         loop = asyncio.get_running_loop()
-        await breaker.failure("HTTP 503 Service Unavailable")
+        await breaker.failure("HTTP 503 Service Unavailable", breaker.admission())
         seen = [f"at the deadline: {await breaker.wait_closed(give_up_at=loop.time() + 0.05)}"]
         assert breaker.state.probes == 0 and breaker.state.phase == "open"  # due since 0.01 s: not taken
         watcher = asyncio.create_task(breaker.wait_closed(give_up_at=loop.time() + 60.0))
         probe = await breaker.admit(give_up_at=loop.time() + 60.0)
-        seen.append(f"sender probe={probe}, watcher waiting: {not watcher.done()}")
-        await breaker.success()
+        seen.append(f"sender probe={probe.is_probe}, watcher waiting: {not watcher.done()}")
+        await breaker.success(probe)
         async with asyncio.timeout(5.0):
             seen.append(f"after the probe's success: {await watcher}")
         return seen
@@ -590,11 +595,12 @@ def test_a_move_stays_a_move_when_the_end_of_the_run_follows_it_during_a_probe()
 
     async def scenario() -> list[str]:
         loop = asyncio.get_running_loop()
-        await breaker.failure("HTTP 503 Service Unavailable")
-        assert await breaker.admit(give_up_at=loop.time() + 60.0)  # the probe, its request in flight
+        await breaker.failure("HTTP 503 Service Unavailable", breaker.admission())
+        probe = await breaker.admit(give_up_at=loop.time() + 60.0)  # the probe, its request in flight
+        assert probe.is_probe
         breaker.stop_waiting("moved")
         breaker.stop_waiting("run ends")
-        await breaker.failure("ConnectError: refused", probe=True)
+        await breaker.failure("ConnectError: refused", probe)
         with pytest.raises(Outage) as stopped:
             await breaker.admit(give_up_at=loop.time() + 60.0)
         return [stopped.value.detail, breaker.outage().detail]
@@ -612,7 +618,7 @@ def test_a_retry_backoff_ends_at_a_move_and_the_reason_says_the_delivery_was_ret
     breaker = CircuitBreaker("fenix", BreakerSettings(failures=5, cooldown=1.0))
 
     async def scenario() -> tuple[float, bool, str]:
-        await breaker.failure("HTTP 503 Service Unavailable")
+        await breaker.failure("HTTP 503 Service Unavailable", breaker.admission())
         backoff = asyncio.create_task(breaker.pause(30.0))
         await asyncio.sleep(0.05)
         assert not backoff.done()  # it waits: nothing moved yet
@@ -827,3 +833,115 @@ def test_a_run_gives_up_on_an_open_breaker_outage_wait_after_it_first_found_it_o
     assert waits.since == {"dg": 50.0}
     clock.now = 400.0  # the next outage counts from its own start
     assert waits.give_up_at(fenix) == 700.0
+
+
+def test_a_request_sent_while_closed_that_fails_under_the_probe_leaves_the_breaker_to_the_probe(
+    sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A slow request sent while the breaker was closed failed (its deadline) after the breaker had opened and
+    its probe was in flight: it reopened the breaker and doubled the cooldown under the probe, which then
+    closed it (or doubled again). Only the probe's outcome decides a half-open breaker."""
+    from test_breaker_support import late_failure_under_the_probe
+
+    breaker = CircuitBreaker("dg", BreakerSettings(failures=1, cooldown=0.1, cooldown_cap=10.0))
+    with caplog.at_level(logging.DEBUG, logger="shipmap"):
+        seen = asyncio.run(late_failure_under_the_probe(sandbox, breaker, breaker))
+    assert seen.probe_in_flight
+    after = seen.after_late_failure
+    assert (after.phase, after.opened, after.probes, after.cooldown) == ("half_open", 1, 1, 0.1)
+    assert (seen.after_probe.phase, seen.after_probe.opened, seen.after_probe.cooldown) == ("closed", 1, 0.1)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("shipmap.connectors.breaker")]
+    assert not [line for line in lines if "probe failed" in line], lines
+    assert [line for line in lines if "not counted" in line] == [
+        "connection dg: Timeout: no answer within the deadline (timeout.total) of a request sent while the"
+        " breaker was closed: not counted (it is half-open)"
+    ]
+
+
+def test_only_the_outcome_of_a_request_admitted_in_the_state_it_comes_back_to_counts() -> None:
+    """Late outcomes on the breaker's own clock: a failure of a request sent while closed, coming back once the
+    breaker is open, half-open or closed again, is not counted, nor is its success (the probe says whether the
+    destination is up); nor is the outcome of a probe that is no longer the breaker's (closed by a reload)."""
+    clock = FakeClock()
+    store = MemoryStore()
+    breaker = CircuitBreaker(
+        "c", BreakerSettings(failures=2, cooldown=1.0, cooldown_cap=8.0), store=store, clock=clock
+    )
+
+    def seen() -> tuple[str, int, int, float, int]:
+        state = breaker.state
+        return state.phase, state.failures, state.opened, state.cooldown, state.probes
+
+    async def scenario() -> list[tuple[str, int, int, float, int]]:
+        states = []
+        early, late, slow = [await breaker.admit(100.0) for _ in range(3)]
+        await breaker.failure("HTTP 503", early)
+        await breaker.failure("HTTP 503", early)  # its retry, admitted in the same closed spell: counted
+        states.append(seen())  # open
+        await breaker.failure("Timeout", late)  # open: not counted
+        await breaker.success(late)  # nor is a success: not closed before the probe
+        states.append(seen())
+        clock.now = 1.0
+        probe = await breaker.admit(100.0)
+        await breaker.failure("Timeout", slow)  # half-open: the probe decides, not this
+        states.append(seen())
+        await breaker.failure("HTTP 503", probe)  # the probe's own failure reopens, doubled
+        states.append(seen())
+        clock.now = 3.0
+        probe = await breaker.admit(100.0)
+        await breaker.success(probe)
+        states.append(seen())  # closed
+        await breaker.failure("Timeout", late)  # closed again, but since a later opening: not counted
+        states.append(seen())
+        await breaker.failure("HTTP 503", await breaker.admit(100.0))  # this spell's: counted
+        states.append(seen())
+        await breaker.failure("HTTP 503", breaker.admission())
+        clock.now = 5.0
+        probe = await breaker.admit(100.0)
+        store.close_breaker("c")  # a reload changed the credentials while the probe was out
+        await breaker.failure("HTTP 401", probe, refused=True)  # the old credentials' probe: not counted
+        states.append(seen())
+        return states
+
+    assert asyncio.run(scenario()) == [
+        ("open", 2, 1, 1.0, 0),
+        ("open", 2, 1, 1.0, 0),
+        ("half_open", 2, 1, 1.0, 1),
+        ("open", 2, 1, 2.0, 1),
+        ("closed", 0, 1, 2.0, 2),
+        ("closed", 0, 1, 2.0, 2),
+        ("closed", 1, 1, 2.0, 2),
+        ("closed", 0, 2, 0.0, 3),
+    ]
+
+
+def test_a_run_whose_slow_delivery_times_out_under_the_probe_leaves_the_breaker_to_the_probe(
+    tmp_path: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same over ``shipmap run``'s deliveries. The sandbox holds the first order past its 2 s deadline and
+    answers the second 503, which opens the breaker; the probe (the second order again, after 0.2 s) is held
+    too. The first order's deadline comes first (it was sent before the probe, with the same deadline), while
+    the probe is out: it waits for the breaker, uncounted. The probe's own timeout reopens it for 0.4 s, the
+    next probe closes it, and both orders are delivered. Before, the first order's timeout reopened the
+    breaker under the probe ("probe failed" twice, the cooldown doubled twice)."""
+    breaker = {"failures": 1, "cooldown": "200ms", "cooldown_cap": "10s", "outage_wait": "30s"}
+    config = orders_only(tmp_path, sandbox.url, breaker=breaker, concurrency=2)
+    settings = yaml.safe_load(config.read_text())
+    settings["delivery"]["timeout"] = {"total": "2s"}  # the deadline: no read timeout before it
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    sandbox.set_faults("schedule=slow:3,503,slow:3", api="fenix")
+    runtime = Runtime.from_config(config, environ=environ(sandbox.url))
+    with caplog.at_level(logging.DEBUG, logger="shipmap"):
+        summary = runtime.run([order_event(1), order_event(2)])
+    state = runtime.breaker_store.breaker("fenix")
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("shipmap.connectors.breaker")]
+    assert summary.delivered == 2 and summary.dead == 0, summary
+    assert (state.phase, state.opened, state.probes) == ("closed", 1, 2), lines
+    assert [line for line in lines if "probe failed" in line] == [
+        "connection fenix: probe failed (Timeout: no answer within the 2 s deadline (timeout.total)); next"
+        " probe in 0.4 s"
+    ]
+    assert [line for line in lines if "not counted" in line] == [
+        "connection fenix: Timeout: no answer within the 2 s deadline (timeout.total) of a request sent while"
+        " the breaker was closed: not counted (it is half-open)"
+    ]
