@@ -106,6 +106,9 @@ class RunSummary:
     # Of ``parked``, those counted on the journal's index without being read (``shipmap serve``'s look at a
     # connection whose breaker is open): on a shared journal, every worker's, which each of them counts.
     parked_counted: int = 0
+    # False from the start of a service's run until its look at parked work has counted them (``Outbox.recover``):
+    # until then ``parked`` says nothing yet, and the service's figures keep the last look's, not 0.
+    parked_known: bool = True
     # connection -> how it is down, without its name (Outage.detail): "unavailable for 12 s (circuit breaker
     # open: why); left pending for the next run"
     outages: dict[str, str] = field(default_factory=dict)

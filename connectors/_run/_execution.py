@@ -89,7 +89,8 @@ class Execution:
         self.rng = rng
         self.log = log
         self.deliverer: Deliverer | None = None
-        self.summary = RunSummary(replay=replay)
+        # A run that parks what waits for a breaker knows what is parked once its recovery has looked.
+        self.summary = RunSummary(replay=replay, parked_known=not park_when_down)
         # The last run's until this one opens its shared store (``_shared_state``).
         self.breaker_store = carryover.breaker_store
         self.started = time.perf_counter()

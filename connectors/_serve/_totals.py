@@ -53,8 +53,9 @@ def fold(total: RunSummary, run: RunSummary) -> None:
     total.recovered += run.recovered
     for kind, count in list(run.forgotten.items()):
         total.forgotten[kind] = total.forgotten.get(kind, 0) + count
-    total.parked = run.parked  # what is parked now: the last run's, not a sum of re-parks of the same rows
-    total.parked_counted = run.parked_counted
+    if run.parked_known:  # what is parked now: the last look's, not a sum of re-parks of the same rows
+        total.parked = run.parked
+        total.parked_counted = run.parked_counted
     total.outages.update(run.outages)
     total.events += run.events
     total.elapsed += run.elapsed

@@ -92,6 +92,7 @@ class Outbox:
         (a replay's run leaves the service's deliveries still waiting out a backoff to its next run)."""
         self._leave = leave
         if not self._down:
+            self.summary.parked_known = True  # nothing parked: no connection is down
             yield from self._recovered(self._pages() if not self.journal.shared else self._claim())
             return
         counts = pending_counts(self.journal)
@@ -104,6 +105,7 @@ class Outbox:
                 unread = counts[name] - len(entries)
                 if unread > 0 and self.summary.park(name, self._down[name], unread, counted=True):
                     self.log.warning("connection %s %s", name, self._down[name])
+        self.summary.parked_known = True
         others = [name for name in counts if name not in self._down]
         if not others:
             return

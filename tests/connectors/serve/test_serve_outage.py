@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 from shipmap.connectors._config._serve_model import DEFAULT_ENRICH_CONCURRENCY
+from shipmap.connectors._store._breaker_pg import APPLICATION_NAME
 
 from .harness import (
     BC_API_TOKEN,
@@ -645,3 +646,60 @@ def test_two_services_on_one_postgresql_journal_each_report_their_own_parked_and
     ids = [o.body["id"] for o in fenix.requests(endpoint="fenix.orders")]
     assert sorted(ids) == sorted(str(7_000_000 + i) for i in range(orders))  # each once
     assert _left_pending(a.output) == 0
+
+
+def test_the_parked_gauges_keep_the_last_looks_count_until_the_next_run_has_counted(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A look at parked work is a new run, whose own count starts at 0: from its start until its recovery had
+    counted the parked deliveries again (it opens its shared breaker store first), /metrics and /readyz said 0
+    parked while every row was still there, a false dip to 0 a Prometheus scrape could catch at any look (and
+    the flaky two-services test did). The window is held open here: the next run waits to open its shared
+    store, before its count; the figures stay the last look's meanwhile."""
+    orders = 6
+    with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
+        config = tmp_path / "one.yaml"
+        text = TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", "200ms")
+        shared = f"journal: {{url: '{postgres_url}', lease: 10s}}\n"
+        config.write_text(text.replace("journal: {path: .shipmap/journal.db}\n", shared))
+        serve = ServeProcess(tmp_path, fenix.url, config=config).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                for i in range(orders):
+                    body = _shopify_order(i)
+                    headers = shopify_headers(body, "orders/create", f"gauge-{i}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+
+                def figures() -> tuple[int, float]:
+                    ready = client.get(f"{serve.url}/readyz").json()
+                    metrics = client.get(f"{serve.url}/metrics").text
+                    return ready["journal_parked_deliveries"], _gauge(
+                        metrics, "shipmap_journal_parked_deliveries"
+                    )
+
+                serve.wait_until(lambda: figures()[0] >= orders - 2, what="a look that counts the orders")
+                seen = []
+                # One connection holds a row; another (autocommit: a fresh snapshot each time) watches.
+                with (
+                    psycopg.connect(postgres_url) as holder,
+                    psycopg.connect(postgres_url, autocommit=True) as watcher,
+                ):
+                    # A write in progress on dg's row (closed, never written by the run in progress): the next
+                    # run's store, inserting its rows as it opens, waits for it; the run in progress does not.
+                    holder.execute("UPDATE connection_state SET name = name WHERE name = 'dg'")
+                    waiting = 0
+                    until = time.monotonic() + 30.0
+                    while time.monotonic() < until and waiting < 10:  # ten looks while a new run waits
+                        seen.append(figures())
+                        row = watcher.execute(  # a new run's store waiting for the lock, as it opens
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                            " AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO connection_state%%'",
+                            (APPLICATION_NAME,),
+                        ).fetchone()
+                        waiting += row is not None and row[0] > 0
+                    holder.rollback()
+                assert waiting == 10, "no run waited on the lock: the window was not held open"
+                assert all(orders - 2 <= count and gauge == count for count, gauge in seen), seen
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
