@@ -11,7 +11,7 @@ from typing import Any
 
 from jinja2 import Undefined
 
-from ._coerce import decimal_from_text, decimal_result
+from ._coerce import EXACT, decimal_from_text, decimal_result, int_in_range, int_result
 from ._function_errors import FunctionError, fail, fail_element
 
 __all__ = ["array_count", "array_join", "array_sum", "coalesce"]
@@ -27,7 +27,8 @@ def _elements(value: Any, expected: str) -> Sequence[Any]:
 
 
 def array_sum(array: Any) -> int | float:
-    """``sum()``: numbers and numeric text added exactly; nulls skipped; null or [] gives 0."""
+    """``sum()``: numbers and numeric text added exactly; nulls skipped; null or [] gives 0. Numbers past
+    309 digits are refused, as by the arithmetic builtins."""
     if array is None:
         return 0
     whole = 0  # ints stay exact Python ints whatever their size
@@ -38,6 +39,10 @@ def array_sum(array: Any) -> int | float:
         if isinstance(element, bool):
             raise fail_element("an array of numbers", element, index)
         if isinstance(element, int):
+            try:
+                int_in_range(element)
+            except FunctionError as error:
+                raise FunctionError(f"{error.message} at index {index}") from None
             whole += element
             continue
         if isinstance(element, float):
@@ -51,10 +56,10 @@ def array_sum(array: Any) -> int | float:
                 raise FunctionError(f"{error.message} at index {index}") from None
         else:
             raise fail_element("an array of numbers", element, index)
-        fraction = number if fraction is None else fraction + number
+        fraction = number if fraction is None else EXACT.add(fraction, number)
     if fraction is None:
-        return whole
-    return decimal_result(fraction + whole)
+        return int_result(whole)
+    return decimal_result(EXACT.add(fraction, Decimal(whole)))
 
 
 def array_count(array: Any) -> int:

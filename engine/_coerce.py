@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, DivisionByZero, InvalidOperation, Overflow
 from typing import Any, Final
 
 from ._errors import preview_value
 from ._function_errors import FunctionError, fail
 
 __all__ = [
+    "EXACT",
     "coerce_boolean",
     "coerce_id",
     "coerce_integer",
@@ -21,6 +22,8 @@ __all__ = [
     "coerce_string",
     "decimal_from_text",
     "decimal_result",
+    "int_in_range",
+    "int_result",
     "int_text",
 ]
 
@@ -28,6 +31,12 @@ __all__ = [
 # also take "NaN", "Infinity" and "1_000", which are not amounts.
 _NUMBER_TEXT: Final = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?(?:[eE][+-]?\d+)?", re.ASCII)
 _MAX_ADJUSTED_EXPONENT: Final = 308  # float's range; also keeps int() of "1e999999" from eating memory
+_MAX_DIGITS: Final = _MAX_ADJUSTED_EXPONENT + 1  # digits before the point of a number shipmap computes with
+_INT_LIMIT: Final = 10**_MAX_DIGITS
+# Exact for what the builtins compute on numbers in range: a sum spans at most 309 + 324 digits (a float's
+# smallest exponent), a product of two integers 618, a rounding 309 + 12. The default context keeps 28
+# digits, so 10**40 + 1 came back as 10**40. Shared: the builtins never read its flags, only its traps.
+EXACT: Final = Context(prec=1000, traps=[InvalidOperation, DivisionByZero, Overflow])
 _NUMBER_EXPECTED: Final = 'a number or numeric text such as "14.99"'
 # Digits, an optional fraction and sign, short enough to stay far inside float's range.
 _PLAIN_AMOUNT: Final = re.compile(r"(-?\d{1,15})(?:\.(\d{1,15}))?", re.ASCII)
@@ -46,8 +55,31 @@ def decimal_from_text(text: str, expected: str) -> Decimal:
     return number
 
 
+def _too_large(digits: int, *, result: bool = False) -> FunctionError:
+    number = f"the result, a number of {digits} digits," if result else f"a number of {digits} digits"
+    return FunctionError(f"{number} is too large (at most {_MAX_DIGITS} digits)")
+
+
+def int_in_range(value: int) -> int:
+    """``value``, unless it has more than 309 digits (a float's range), as text past that is refused: no
+    amount is that large, and Decimal work on it would be slow or fail."""
+    if -_INT_LIMIT < value < _INT_LIMIT:
+        return value
+    raise _too_large(Decimal(value).adjusted() + 1)  # str() would refuse past 4,300 digits
+
+
+def int_result(value: int) -> int:
+    """A builtin's int result, refused past 309 digits as its operands are."""
+    if -_INT_LIMIT < value < _INT_LIMIT:
+        return value
+    raise _too_large(Decimal(value).adjusted() + 1, result=True)
+
+
 def decimal_result(number: Decimal) -> int | float:
-    """int when integral (so "15.00" becomes 15), else the float nearest the exact decimal."""
+    """int when integral (so "15.00" becomes 15), else the float nearest the exact decimal. A result past
+    309 digits (a float's range) is refused, as such an operand is."""
+    if number.adjusted() > _MAX_ADJUSTED_EXPONENT:
+        raise _too_large(number.adjusted() + 1, result=True)
     if number == number.to_integral_value():
         return int(number)
     return float(number)

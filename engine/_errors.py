@@ -16,12 +16,15 @@ The CLI alone turns these into exit codes, through each class's ``exit_code``.
 from __future__ import annotations
 
 import json
+import logging
 import reprlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 _VALUE_PREVIEW_CHARS = 80
+_INTERNAL_MESSAGE_CHARS = 200
+_log = logging.getLogger("shipmap.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,17 @@ def preview_value(value: Any) -> str:
     if len(text) > _VALUE_PREVIEW_CHARS:
         text = text[: _VALUE_PREVIEW_CHARS - 1] + "…"
     return text
+
+
+def internal_message(error: BaseException) -> str:
+    """The message of an exception that nothing in the engine words, met while mapping one document: named
+    as an internal error with its type kept (it is likely a bug in shipmap), never a traceback, which is
+    logged at debug level."""
+    _log.debug("internal error while mapping a document", exc_info=error)
+    text = str(error)
+    if len(text) > _INTERNAL_MESSAGE_CHARS:
+        text = text[: _INTERNAL_MESSAGE_CHARS - 1] + "…"
+    return f"internal error: {type(error).__name__}: {text}"
 
 
 class ShipmapError(Exception):

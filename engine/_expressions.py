@@ -9,6 +9,7 @@ are :class:`TemplateCompiler`'s (``_templates``). Nothing here parses at transfo
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -40,7 +41,7 @@ _BUILTIN_JMESPATH = {
 }
 
 
-_SEARCH_ERRORS = (FunctionError, jmespath.exceptions.JMESPathError, RecursionError)
+_log = logging.getLogger("shipmap.engine.expressions")
 
 
 def _search_failed(
@@ -71,8 +72,11 @@ def _search_failed(
         )
     elif isinstance(error, RecursionError):
         message = "the source is nested too deeply for this expression"
-    else:
+    elif isinstance(error, jmespath.exceptions.JMESPathError):
         message = f"JMESPath: {error}"
+    else:  # JMESPath's own functions on extreme numbers (avg's OverflowError), or a bug: its type is kept
+        _log.debug("expression %r failed on the data", label, exc_info=error)
+        message = f"{type(error).__name__}: {error}"
     location, note = failed_at(error, data)
     return TransformError(
         f"{message}{note}", location=location, field=field, source_path=scope.child_path(label), found=found
@@ -104,6 +108,9 @@ class _FailurePlace:
             function = error.function
         elif isinstance(error, jmespath.exceptions.JMESPathTypeError):
             function = error.function_name
+        elif not isinstance(error, jmespath.exceptions.JMESPathError | RecursionError):
+            number = raising_call(error, self._tree, None)  # under the call the interpreter was running
+            return (self._location, "") if number is None else (self._at(number), "")
         else:
             return self._location, ""
         numbers = [number for number, node in enumerate(calls(self._tree)) if node["value"] == function]
@@ -290,7 +297,7 @@ class ExpressionCompiler(TemplateCompiler):
                 data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
                 try:
                     return python(data)
-                except FunctionError as error:
+                except Exception as error:  # a FunctionError, or anything else: this field's, located
                     raise _search_failed(
                         error, failed_directly_at, field, scope, label, tree, scope_name, call
                     ) from None
@@ -302,7 +309,7 @@ class ExpressionCompiler(TemplateCompiler):
             data = scope.data if scope_name == "this" else select_scope(scope, scope_name)
             try:
                 return search(data, options=options)
-            except _SEARCH_ERRORS as error:
+            except Exception as error:
                 raise _search_failed(error, failed_at, field, scope, label, tree, scope_name, call) from None
 
         return evaluate
@@ -352,7 +359,7 @@ class ExpressionCompiler(TemplateCompiler):
         def evaluate(scope: Scope) -> Any:
             try:
                 return ScopedInterpreter(options, scope).visit(tree, scope.data)
-            except _SEARCH_ERRORS as error:
+            except Exception as error:
                 raise _search_failed(error, failed_at, field, scope, label, tree, call=call) from None
 
         return evaluate

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import CompileError, Location, TransformError
+from ._errors import CompileError, Location, TransformError, internal_message
 from ._expressions import ExpressionCompiler
 from ._functions import MISSING, FunctionError, FunctionSet, LookupTable, lookup_key
 from ._jmespath_direct import is_truthy
@@ -450,9 +450,10 @@ class FieldCompiler:
                 for step in steps:
                     try:
                         value = step(value)
-                    except FunctionError as error:
+                    except Exception as error:  # a builtin's FunctionError; anything else is a bug, named
+                        message = str(error) if isinstance(error, FunctionError) else internal_message(error)
                         raise TransformError(
-                            str(error),
+                            message,
                             location=location,
                             field=field_name,
                             source_path=scope.child_path(label),

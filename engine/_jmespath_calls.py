@@ -36,11 +36,16 @@ def call_offsets(expression: str) -> list[tuple[str, int]]:
     return [(node["value"], parser.starts[id(node)]) for node in calls(tree)]
 
 
-def raising_call(error: BaseException, tree: Any, function: str) -> int | None:
+def raising_call(error: BaseException, tree: Any, function: str | None) -> int | None:
     """The number, in the order of :func:`calls`, of the call of ``function`` in ``tree`` that raised
     ``error`` as JMESPath's interpreter ran ``tree``: the innermost frame of the traceback visiting such a
-    call names its node. None when no interpreter's frame does (plain Python ran the expression)."""
-    numbers = {id(node): number for number, node in enumerate(calls(tree)) if node["value"] == function}
+    call names its node. None when no interpreter's frame does (plain Python ran the expression). ``function``
+    None: the innermost call of any function."""
+    numbers = {
+        id(node): number
+        for number, node in enumerate(calls(tree))
+        if function is None or node["value"] == function
+    }
     found = None
     trace = error.__traceback__
     while trace is not None:

@@ -11,7 +11,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import Location, MappingStructureError, PayloadValidationError, Problem, TransformError
+from ._errors import (
+    Location,
+    MappingStructureError,
+    PayloadValidationError,
+    Problem,
+    ShipmapError,
+    TransformError,
+    internal_message,
+)
 from ._kinds import TargetKind, format_path
 from ._trace import ARRAY
 
@@ -64,11 +72,10 @@ class CompiledTarget:
             )
         try:
             result: dict[str, Any] | None = self._produce(source)
-        except RecursionError:
-            # A source nested thousands of levels deep (JMESPath and Jinja walk it recursively).
-            raise TransformError(
-                "the source document is nested too deeply to map", location=self.location, field=self.name
-            ) from None
+        except ShipmapError:
+            raise
+        except Exception as error:
+            raise self._unworded(error) from None
         return result
 
     def produce_all(self, source: Any) -> list[tuple[str | None, dict[str, Any]]]:
@@ -86,10 +93,10 @@ class CompiledTarget:
             raise MappingStructureError(f"target '{self.name}' does not fan out", location=self.location)
         try:
             return self._fan_out(source)
-        except RecursionError:
-            raise TransformError(
-                "the source document is nested too deeply to map", location=self.location, field=self.name
-            ) from None
+        except ShipmapError:
+            raise
+        except Exception as error:
+            raise self._unworded(error) from None
 
     def collect(self, source: Any) -> tuple[list[tuple[str | None, dict[str, Any]]], list[TransformError]]:
         """Map ``source`` on the reference, gathering every field error instead of stopping at the first:
@@ -108,16 +115,23 @@ class CompiledTarget:
                     sink.append(error)
                     payload = None
                 produced = [] if payload is None or sink else [(None, payload)]
-        except RecursionError:
-            sink.append(
-                TransformError(
-                    "the source document is nested too deeply to map", location=self.location, field=self.name
-                )
-            )
+        except ShipmapError:
+            raise
+        except Exception as error:
+            sink.append(self._unworded(error))
             produced = []
         finally:
             _COLLECT.reset(token)
         return produced, sink
+
+    def _unworded(self, error: Exception) -> TransformError:
+        """The located error of an exception that no field worded: a source nested thousands of levels deep
+        (JMESPath and Jinja walk it recursively), or a bug, named with its type."""
+        if isinstance(error, RecursionError):
+            message = "the source document is nested too deeply to map"
+        else:
+            message = internal_message(error)
+        return TransformError(message, location=self.location, field=self.name)
 
     def skip_reason(self, source: Any) -> str:
         """Why ``source`` gives this target no payload ("when is false (line 12)", "from: found nothing")."""
