@@ -386,3 +386,37 @@ def test_a_function_given_a_literal_it_fails_on_is_refused_at_load_under_its_nam
         "     |                             ^\n"
     ), result.stderr
     assert result.stdout == ""
+
+
+def test_a_huge_number_in_one_document_is_its_located_error_and_the_others_are_mapped(tmp_path: Path) -> None:
+    """round() of a 400-digit weight raised decimal.InvalidOperation, which stopped preview with an internal
+    error (exit 70) before the documents after it. Now it is that document's field error; the others map."""
+    mapping = tmp_path / "rounded.yaml"
+    text = MAPPING.read_text(encoding="utf-8").replace(
+        "value: total_weight,", "value: 'round(total_weight)',"
+    )
+    mapping.write_text(text, encoding="utf-8")
+    line = next(i for i, row in enumerate(text.splitlines(), start=1) if "round(total_weight)" in row)
+    order = json.loads(ORDER.read_text(encoding="utf-8"))
+    documents = []
+    for number, weight in ((1, 100), (2, int("9" * 400)), (3, 300)):
+        document = json.loads(json.dumps(order))
+        document["order"].update(id=number, total_weight=weight)
+        documents.append(json.dumps(document))
+    preview = shipmap("preview", str(mapping), "-", stdin="\n".join(documents) + "\n")
+    assert preview.returncode == 4, preview.stderr
+    payloads = [json.loads(row) for row in preview.stdout.splitlines()]
+    assert [(p["order"]["id"], p["order"]["total_weight"]["value"]) for p in payloads] == [
+        ("1", 100),
+        ("3", 300),
+    ]
+    row = text.splitlines()[line - 1]
+    column = row.index("round") + 1
+    error = (
+        f"<stdin>:2: {mapping}:{line}:{column}: error: round(): a number of 400 digits is too large (at most "
+        "309 digits)\n  target field: order.total_weight.value\n  source: round(total_weight) (at order)\n"
+        f"  found: order.total_weight = {'9' * 79}…\n  {line} | {row}\n  {' ' * len(str(line))} | "
+        f"{' ' * (column - 1)}^\n"
+    )
+    assert error in preview.stderr, preview.stderr
+    assert "internal error" not in preview.stderr and "Traceback" not in preview.stderr

@@ -362,3 +362,31 @@ def test_the_progress_line_without_a_total() -> None:
         events=1, delivered=1, dead=0, skipped=0, unrouted=0, rejected=0, in_flight=0, elapsed=1.0
     )
     assert bar.line() == "1 event  delivered 1  dead 0  skipped 0  unrouted 0  in flight 0  1/s"
+
+
+def test_an_event_with_a_number_too_large_to_map_is_dead_lettered_alone(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """round() of a 400-digit weight raised decimal.InvalidOperation; now that event is a dead letter whose
+    reason is the located field error, and the events around it are delivered."""
+    mapping = tmp_path / "orders.yaml"
+    text = (FIXTURES / "orders.yaml").read_text(encoding="utf-8")
+    mapping.write_text(
+        text.replace("value: {literal: 0}, units", "value: 'round(coalesce(weight, `0`))', units"),
+        encoding="utf-8",
+    )
+    config = write_config(
+        tmp_path, sandbox.url, mappings=[{"mapping": str(mapping), "topic": "orders/create"}]
+    )
+    huge = int("9" * 400)
+    events = ndjson(tmp_path / "e.ndjson", [order_event(1), order_event(2, weight=huge), order_event(3)])
+    assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS
+    out = capsys.readouterr().out
+    assert re.search(r"acme-orders \(mapping\)\s+0\s+0\s+1\s", out), out
+    assert re.search(r"acme-orders\.order\s+2\s+0\s+0\s", out), out
+    assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1003"]
+    assert main(["dead-letters", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "round(): a number of 400 digits is too large (at most 309 digits)" in listing, listing
+    assert "target field: order.total_weight.value" in listing, listing
+    assert "internal error" not in listing and "Traceback" not in listing, listing
