@@ -92,9 +92,9 @@ def test_claims_and_gauges_behind_a_parked_webhook_read_inbox_pending_from_past_
         statements: list[tuple[str, object]] = []
         execute = other._execute
 
-        def recording(sql: str, parameters: object = None) -> object:
+        def recording(sql: str, parameters: object = None, **options: object) -> object:
             statements.append((sql, parameters))
-            return execute(sql, parameters)
+            return execute(sql, parameters, **options)
 
         monkeypatch.setattr(other, "_execute", recording)
         other.pending(after=PROCESSED + 2)
@@ -168,10 +168,12 @@ def test_a_services_gauges_and_delivery_inboxes_share_one_floor_read_once(
         for inbox in (gauges, delivery):
             execute = inbox._execute
 
-            def recording(sql: str, parameters: object = None, execute: object = execute) -> object:
+            def recording(
+                sql: str, parameters: object = None, execute: object = execute, **options: object
+            ) -> object:
                 if "max(id) + 1" in sql:
                     readings.append(sql)
-                return execute(sql, parameters)  # type: ignore[operator]
+                return execute(sql, parameters, **options)  # type: ignore[operator]
 
             inbox._execute = recording  # type: ignore[method-assign]
         assert gauges.depth() == 3  # the gauges read the floor ...
