@@ -332,24 +332,25 @@ def test_a_type_error_in_a_many_line_template_is_shown_at_the_line_that_raised_i
     assert result.stdout == ""
 
 
-def test_an_unknown_function_inside_an_expression_is_shown_under_its_name(tmp_path: Path) -> None:
-    """preview refuses the mapping (exit 2) at the line and column of the call, in a literal block."""
-    mapping = tmp_path / "skus.yaml"
+def _preview_refused(tmp_path: Path, properties: str) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """preview of an order mapping whose ``properties`` (YAML lines under it, from line 8) it refuses at load:
+    exit 2, nothing mapped."""
+    mapping = tmp_path / "order.yaml"
     mapping.write_text(
-        "shipmap: 1\n"
-        "targets:\n"
-        "  order:\n"
-        "    kind: fenix.order\n"
-        "    fields:\n"
-        "      id: {path: order.id, type: id}\n"
-        "      properties:\n"
-        "        skus: |-\n"
-        "          join(', ',\n"
-        "            order.line_items[].skus(@))\n",
+        "shipmap: 1\ntargets:\n  order:\n    kind: fenix.order\n    fields:\n"
+        "      id: {path: order.id, type: id}\n      properties:\n" + properties,
         encoding="utf-8",
     )
     result = shipmap("preview", str(mapping), str(ORDER))
-    assert result.returncode == 2, result.stderr
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    return mapping, result
+
+
+def test_an_unknown_function_inside_an_expression_is_shown_under_its_name(tmp_path: Path) -> None:
+    """preview refuses the mapping (exit 2) at the line and column of the call, in a literal block."""
+    mapping, result = _preview_refused(
+        tmp_path, "        skus: |-\n          join(', ',\n            order.line_items[].skus(@))\n"
+    )
     assert result.stderr.endswith(
         f"{mapping}:10:32: error: unknown function skus()\n"
         "  target field: order.properties.skus\n"
@@ -357,35 +358,21 @@ def test_an_unknown_function_inside_an_expression_is_shown_under_its_name(tmp_pa
         "     |                                ^\n"
         "  hint: see docs/functions.md for the functions\n"
     ), result.stderr
-    assert result.stdout == ""
 
 
 def test_a_function_given_a_literal_it_fails_on_is_refused_at_load_under_its_name(tmp_path: Path) -> None:
     """'two' | integer fails on every order: preview refuses the mapping (exit 2), at the filter's line and
     column in the literal block, in the words of the run-time error, and maps nothing."""
-    mapping = tmp_path / "slip.yaml"
-    mapping.write_text(
-        "shipmap: 1\n"
-        "targets:\n"
-        "  order:\n"
-        "    kind: fenix.order\n"
-        "    fields:\n"
-        "      id: {path: order.id, type: id}\n"
-        "      properties:\n"
-        "        slip: |-\n"
-        "          Order {{ this.order.name }}\n"
-        "          Boxes: {{ 'two' | integer }}\n",
-        encoding="utf-8",
+    mapping, result = _preview_refused(
+        tmp_path,
+        "        slip: |-\n          Order {{ this.order.name }}\n          Boxes: {{ 'two' | integer }}\n",
     )
-    result = shipmap("preview", str(mapping), str(ORDER))
-    assert result.returncode == 2, result.stderr
     assert result.stderr.endswith(
         f'{mapping}:10:29: error: integer(): expected an integer or integer text such as "007", found string "two"\n'
         "  target field: order.properties.slip\n"
         "  10 |           Boxes: {{ 'two' | integer }}\n"
         "     |                             ^\n"
     ), result.stderr
-    assert result.stdout == ""
 
 
 def test_a_huge_number_in_one_document_is_its_located_error_and_the_others_are_mapped(tmp_path: Path) -> None:
