@@ -60,10 +60,10 @@ from ._breaker import (
     MemoryStore,
     Outage,
     OutageWaits,
-    RateLimiter,
     StateStore,
 )
 from ._deadline import TaskDeadline
+from ._rate_limiter import RateLimiter
 from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]

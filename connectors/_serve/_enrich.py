@@ -34,11 +34,11 @@ from .._deliver._breaker import (
     CircuitBreaker,
     Outage,
     OutageWaits,
-    RateLimiter,
     SharedStore,
     StateStore,
 )
 from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
+from .._deliver._rate_limiter import RateLimiter
 from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
 from .._runtime import Runtime

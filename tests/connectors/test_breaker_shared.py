@@ -18,9 +18,9 @@ from shipmap.connectors._deliver._breaker import (
     Admission,
     BreakerSettings,
     CircuitBreaker,
-    RateLimiter,
     SharedStore,
 )
+from shipmap.connectors._deliver._rate_limiter import RateLimiter
 from shipmap.connectors._store._breaker_pg import (
     APPLICATION_NAME,
     REREAD_TIMEOUT_MS,

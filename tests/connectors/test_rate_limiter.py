@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from shipmap.connectors._deliver._breaker import MemoryStore, RateLimiter
+from shipmap.connectors._deliver._breaker import MemoryStore
+from shipmap.connectors._deliver._rate_limiter import RateLimiter
 
 
 class Clock:

@@ -30,9 +30,9 @@ from shipmap.connectors._deliver._breaker import (
     MemoryStore,
     Outage,
     OutageWaits,
-    RateLimiter,
 )
 from shipmap.connectors._deliver._delivery import parse_retry_after
+from shipmap.connectors._deliver._rate_limiter import RateLimiter
 from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
