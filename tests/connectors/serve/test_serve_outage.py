@@ -699,7 +699,12 @@ def test_the_parked_gauges_keep_the_last_looks_count_until_the_next_run_has_coun
                         waiting += row is not None and row[0] > 0
                     holder.rollback()
                 assert waiting == 10, "no run waited on the lock: the window was not held open"
-                assert all(orders - 2 <= count and gauge == count for count, gauge in seen), seen
+                # Never the dip to 0. A look holds its probes' rows until it ends (4 of 6 counted meanwhile),
+                # and /readyz and /metrics are two requests: a look may end between them, so each is bounded
+                # alone rather than held equal to the other.
+                assert all(
+                    orders - 2 <= count <= orders and orders - 2 <= gauge <= orders for count, gauge in seen
+                ), seen
             assert serve.terminate() == 0
         finally:
             serve.kill()
