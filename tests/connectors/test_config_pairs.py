@@ -140,16 +140,7 @@ def test_two_keys_out_of_order_are_a_located_error_exit_2(
     lines = path.read_text().splitlines()
     line = next(n for n, row in enumerate(lines, 1) if row.strip() == located)
     column = lines[line - 1].index(located) + len(located.split(": ")[0]) + 3
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, environ=environ(URL))
-    assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
-    events = tmp_path / "events.jsonl"
-    events.write_text("")
-    code = main(["run", str(path), "--input", str(events)])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith(f"{path}:{line}:{column}: error: {message}"), err
-    assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
+    _refused_at(path, line, column, message, capsys)
 
 
 def _dg_auth(**auth: str) -> dict[str, Any]:
@@ -242,16 +233,7 @@ def test_a_key_another_scheme_alone_reads_is_a_located_error_exit_2(
     lines = path.read_text().splitlines()
     line = next(n for n, row in enumerate(lines, 1) if row.strip().startswith(f"{key}:"))
     column = lines[line - 1].index(key) + 1
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, environ=environ(URL))
-    assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
-    events = tmp_path / "events.jsonl"
-    events.write_text("")
-    code = main(["run", str(path), "--input", str(events)])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith(f"{path}:{line}:{column}: error: {message}"), err
-    assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
+    _refused_at(path, line, column, message, capsys)
     assert main(["validate", str(path)]) == 2
     assert f"{path}:{line}:{column}: error: {message}" in capsys.readouterr().err
 
@@ -711,3 +693,18 @@ def test_a_default_lower_value_adapts_to_a_shorter_cap(tmp_path: Path) -> None:
     assert (breaker.state.phase, breaker.state.retry_at) == ("open", 100.5)
     settings = ServeSettings(inbox=tmp_path / "inbox.db", sources={}, resweep_cap=2.0)
     assert (settings.first_resweep, ServeSettings(inbox="i", sources={}).first_resweep) == (2.0, 5.0)
+
+
+def _refused_at(path: Path, line: int, column: int, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``path`` refused by ``load_config`` with ``message`` at ``line``:``column``, and by ``shipmap run`` (exit
+    2) with the same located line, no traceback and no secret."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ(URL))
+    assert (caught.value.message, str(caught.value.location)) == (message, f"{path}:{line}:{column}")
+    events = path.parent / "events.jsonl"
+    events.write_text("")
+    code = main(["run", str(path), "--input", str(events)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"{path}:{line}:{column}: error: {message}"), err
+    assert "Traceback" not in err and not any(secret in err for secret in SECRETS)
