@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import httpx
 from shipmap.engine import CompiledMapping, Location
 
-from .._config_key import NOT_A_KEY, about, duration_text
+from .._config_key import NOT_A_KEY, about, compared_in_effect, duration_text, in_effect
 from .._deliver._auth import (
     API_KEY_HEADER,
     FENIX_REFRESH_MARGIN,
@@ -26,6 +26,7 @@ from .._deliver._auth import (
     FenixSessionAuth,
     NoAuth,
     ShipmapAuth,
+    adapted_refresh_margin,
 )
 from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
@@ -92,12 +93,15 @@ def _scheme_key(description: str, name: str, **bounds: Any) -> Any:
     )
 
 
+@compared_in_effect
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """How a connection authenticates. Secrets are hidden from ``repr``: the password, key and token, and
     basic's username, which is the DG API key. The keys that one scheme alone reads (``login_path``,
     ``token_ttl``, ``refresh_margin``: fenix_session; ``header``, ``prefix``: api_key) are None when left out
-    (:meth:`in_use` gives the value that runs) and refused under another scheme (``SCHEME_ONLY``)."""
+    (:meth:`in_use` gives the value that runs) and refused under another scheme (``SCHEME_ONLY``). Two
+    settings are equal when they run the same (:meth:`key_in_use`): ``login_path: /login`` written where it
+    was left out is no change, and a reload keeps the session."""
 
     scheme: Scheme = field(default="none", metadata=about("How requests on this connection authenticate."))
     username: str | None = field(default=None, metadata=about("basic and fenix_session.", minLength=1))
@@ -144,6 +148,15 @@ class AuthSettings:
         given: str | float | None = getattr(self, key)
         return SCHEME_KEY_DEFAULTS[key] if given is None else given
 
+    def key_in_use(self, name: str) -> object:
+        """The value key ``name`` runs with: as given, or left out its default; a fenix_session's
+        refresh_margin left out, the one it adapts to (at most half of token_ttl)."""
+        if name in SCHEME_KEY_DEFAULTS:
+            return self.in_use(name)  # type: ignore[call-overload]  # one of the scheme's keys, by name
+        if name == "refresh_margin" and self.refresh_margin is None and self.scheme == "fenix_session":
+            return adapted_refresh_margin(self.in_use("token_ttl"))
+        return getattr(self, name)
+
     def __repr__(self) -> str:
         if self.scheme == "basic" and self.username is not None:
             return _shown(self, username=repr(MASK))
@@ -163,15 +176,12 @@ class AuthSettings:
         return auth
 
     def differs_in_margin_alone(self, other: AuthSettings) -> bool:
-        """Whether ``other`` differs from these settings only in when a session logs in again (its
-        refresh_margin, given or left out): a session built from these can go on with ``other``'s margin.
+        """Whether ``other`` differs from these settings only in when a session logs in again (the
+        refresh_margin it runs with, given or left out): a session built from these can go on with ``other``'s margin.
         Compared key by key: settings built with this margin and ``other``'s token_ttl may break their pair
         (a reload from a 4h token renewed 1h early to a 30m one raised ConfigError here)."""
-        return other.refresh_margin != self.refresh_margin and all(
-            getattr(other, key.name) == getattr(self, key.name)
-            for key in fields(self)
-            if key.compare and key.name != "refresh_margin"
-        )
+        mine, theirs = in_effect(self), in_effect(other)
+        return theirs.pop("refresh_margin") != mine.pop("refresh_margin") and theirs == mine
 
     def _build(self, base_url: str, redactor: Redactor) -> ShipmapAuth:
         reread = self.reader.read if self.reader is not None else None
@@ -223,6 +233,7 @@ def _phase_field(description: str, name: str) -> Any:
     )
 
 
+@compared_in_effect
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float | None = _phase_field("Opening a connection.", "connect")
@@ -243,6 +254,9 @@ class Timeouts:
         """The seconds phase ``name`` (connect, read, write or pool) runs with: given, or its default."""
         given: float | None = getattr(self, name)
         return DEFAULT_PHASES[name] if given is None else given
+
+    def key_in_use(self, name: str) -> object:
+        return self.phase(name) if name in DEFAULT_PHASES else getattr(self, name)
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(**{name: self.phase(name) for name in DEFAULT_PHASES})
@@ -354,6 +368,7 @@ class EventSettings:
     )
 
 
+@compared_in_effect
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Attempts per delivery (the first included) and the backoff between them, in seconds."""
@@ -386,6 +401,9 @@ class RetryPolicy:
         """The delay after the first failed attempt: ``backoff_base``, or left out its default, at most
         ``backoff_cap``."""
         return in_use(self, BACKOFF, DEFAULT_BACKOFF_BASE)
+
+    def key_in_use(self, name: str) -> object:
+        return self.first_backoff if name == "backoff_base" else getattr(self, name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,13 @@ Clock = Callable[[], float]
 
 FENIX_TOKEN_TTL = 4 * 3600.0  # the Fenix contract: authToken expires every 4 hours
 FENIX_REFRESH_MARGIN = 300.0
+
+
+def adapted_refresh_margin(token_ttl: float) -> float:
+    """The refresh margin a session runs with when none is given: 5 minutes, at most half of ``token_ttl``."""
+    return min(FENIX_REFRESH_MARGIN, token_ttl / 2)
+
+
 API_KEY_HEADER = "x-api-key"  # where an api_key auth sends its key unless told otherwise
 
 
@@ -306,7 +313,7 @@ class FenixSessionAuth(ShipmapAuth):
         when the new margin says so, not at once. A margin given is held to the config's rules: ConfigError
         (exit 2) below 0, or not below ``token_ttl`` (``REFRESH``, the rule ``AuthSettings`` holds too)."""
         if refresh_margin is None:  # the default adapts to a short token; a margin given is the caller's
-            refresh_margin = min(FENIX_REFRESH_MARGIN, self.token_ttl / 2)
+            refresh_margin = adapted_refresh_margin(self.token_ttl)
         elif refresh_margin < 0:  # a file's durations cannot be; the schema holds AuthSettings' in code
             raise ConfigError(f"{type(self).__name__}: refresh_margin must be 0 or more")
         REFRESH.refuse(type(self).__name__, refresh_margin, self.token_ttl)

@@ -33,7 +33,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
-from .._config_key import about, duration_text
+from .._config_key import about, compared_in_effect, duration_text
 from .._key_pairs import COOLDOWN, in_use, refuse_out_of_order
 from .._redact import Redactor, get_logger
 
@@ -49,6 +49,7 @@ HOLDING_STATUSES = (429, 503)
 DEFAULT_COOLDOWN = 1.0  # a breaker's cooldown, left out
 
 
+@compared_in_effect
 @dataclass(frozen=True, slots=True)
 class BreakerSettings:
     """Thresholds of one connection's breaker (``delivery.breaker``, or ``connections.N.breaker``)."""
@@ -90,6 +91,9 @@ class BreakerSettings:
         """How long it stays open before the first probe: ``cooldown``, or left out its default, at most
         ``cooldown_cap``."""
         return in_use(self, COOLDOWN, DEFAULT_COOLDOWN)
+
+    def key_in_use(self, name: str) -> object:
+        return self.first_cooldown if name == "cooldown" else getattr(self, name)
 
 
 @dataclass(slots=True)

@@ -20,6 +20,7 @@ import yaml
 from shipmap.engine import ShipmapError
 
 from .._config import RuntimeConfig, load_config
+from .._config_key import key_in_effect
 from .._errors import ConfigError
 from .._map._mapper import EventMapper
 from .._runtime import Runtime
@@ -221,12 +222,12 @@ def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[s
 
 
 def _fields_changed(before: Any, after: Any, prefix: str = "") -> list[str]:
-    """The names of the settings that differ, never their values. A connection's ``auth`` by its keys
+    """The names of the settings that differ in what they run with, never their values. A connection's ``auth`` by its keys
     (``auth.password``, ``auth.refresh_margin``): which credential changed is the operator's to know, its
     value a secret."""
     changed: list[str] = []
     for field in dataclasses.fields(before):
-        old, new = getattr(before, field.name), getattr(after, field.name)
+        old, new = key_in_effect(before, field.name), key_in_effect(after, field.name)
         if not field.compare or old == new:
             continue
         if field.name == "auth":

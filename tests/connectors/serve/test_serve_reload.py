@@ -671,3 +671,74 @@ def test_a_sighup_that_writes_refresh_margin_renews_the_token_when_the_new_margi
         serve.kill()
     *_, login, second = source_sandbox.requests()  # logged in again, then sent
     assert (login.endpoint, second.endpoint, second.order_id) == ("fenix.login", "fenix.orders", "7300002")
+
+
+def test_a_sighup_that_writes_the_auth_keys_at_their_defaults_keeps_the_session(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """``kill -HUP`` after the file writes the Fenix session's keys at what they run with left out
+    (``login_path: /login``, ``token_ttl: 4h``, ``refresh_margin: 5m``): nothing changed, so the session goes
+    on and the next order goes without a login. (Before, the settings compared as written: the reload made a
+    new session, and the next order logged in again.)"""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert FENIX_SESSION in text
+    serve.start()
+
+    def post(client: httpx.Client, order_id: int) -> None:
+        body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+        headers = shopify_headers(body, "orders/create", f"defaults{order_id}")
+        assert serve.post(client, "shop", body, headers).status_code == 200
+
+    def delivered() -> list[str]:
+        return sorted(str(r.order_id) for r in source_sandbox.requests(endpoint="fenix.orders"))
+
+    def logins() -> int:
+        return len(source_sandbox.requests(endpoint="fenix.login"))
+
+    try:
+        with httpx.Client(timeout=10) as client:
+            post(client, 7_400_001)
+            serve.wait_until(lambda: delivered() == ["7400001"], timeout=30, what="the first order")
+            assert logins() == 1
+            written = "      login_path: /login\n      token_ttl: 4h\n      refresh_margin: 5m\n"
+            serve.config.write_text(text.replace(FENIX_SESSION, FENIX_SESSION + written))
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(
+                lambda: any("reloaded " in line for line in serve.errors), timeout=30, what="the reload"
+            )
+            [reloaded] = [line for line in serve.errors if "reloaded " in line]
+            assert reloaded.rstrip().endswith("serve.yaml: no change it applies"), reloaded
+            post(client, 7_400_002)
+            serve.wait_until(lambda: len(delivered()) == 2, timeout=30, what="the second order")
+            assert logins() == 1  # the session went on: no login for the second order
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+
+
+def test_a_reload_that_writes_delivery_settings_at_their_defaults_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timeout's phases, a retry's backoff_base and a breaker's cooldown written at what they run with left
+    out: the reload finds no change (no line, no new mapper, the session kept)."""
+    _serve_fixtures_in(tmp_path, monkeypatch)
+    config = tmp_path / "serve.yaml"
+    text = config.read_text()
+    assert "  timeout: 10s\n" in text and "backoff_base: 50ms, " in text
+    left_out = text.replace("  timeout: 10s\n", "  timeout: {total: 60s}\n").replace(
+        "backoff_base: 50ms, ", ""
+    )
+    config.write_text(left_out)
+    service = Service(Runtime.from_config(config))
+    session, mapper = service.runtime.auths["fenix"], service.runtime.mapper
+    config.write_text(
+        left_out.replace(
+            "  timeout: {total: 60s}\n",
+            "  timeout: {connect: 5s, read: 30s, write: 30s, pool: 30s, total: 60s}\n"
+            "  breaker: {cooldown: 1s}\n",
+        ).replace("retry: {", "retry: {backoff_base: 500ms, ")
+    )
+    assert asyncio.run(service.reload()) == Reloaded((), ())
+    assert service.runtime.auths["fenix"] is session and service.runtime.mapper is mapper
