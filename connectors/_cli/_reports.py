@@ -177,10 +177,14 @@ class TestReport:
 
 def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> None:
     """The run summary as a file, written whole or not at all (a reader never sees half of it)."""
-    document = summary_json(summary, exit_code=exit_code)
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    partial.write_text(summary_text(summary, exit_code=exit_code), encoding="utf-8")
     partial.replace(path)
+
+
+def summary_text(summary: RunSummary, *, exit_code: int) -> str:
+    """The run summary's JSON document as ``--summary-json`` writes it and ``--format json`` prints it."""
+    return json.dumps(summary_json(summary, exit_code=exit_code), ensure_ascii=False, indent=2) + "\n"
 
 
 def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shipmap.connectors._cli._logging import delivery_lines, root_formatter
-from shipmap.connectors._cli._reports import write_summary_json
+from shipmap.connectors._cli._reports import summary_text, write_summary_json
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_HELD, EXIT_OK, EXIT_OUTAGE
 from shipmap.connectors._intake._pipeline import fork_available
@@ -70,12 +70,23 @@ def register(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also write the run summary to PATH as JSON, for CI (docs/cli-formats.md)",
     )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: the run summary on stdout as --summary-json writes it (docs/cli-formats.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.summary_json is not None and not args.summary_json.parent.is_dir():
         print(f"shipmap run: --summary-json: no directory {args.summary_json.parent}", file=sys.stderr)
         return EXIT_USAGE  # said before anything is sent, not after
+    if args.format == "json" and args.dry_run:
+        print(
+            "shipmap run: --dry-run prints requests, not a summary: it has no --format json", file=sys.stderr
+        )
+        return EXIT_USAGE
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
     inputs = args.input or ["-"]
@@ -106,8 +117,11 @@ def run(args: argparse.Namespace) -> int:
         no_progress=args.no_progress,
         verbose=args.verbose,
     )
-    print_summary(summary, sys.stdout)
     code = exit_code(summary)
+    if args.format == "json":  # the report alone on stdout, as validate's and test's
+        sys.stdout.write(summary_text(summary, exit_code=code))
+    else:
+        print_summary(summary, sys.stdout)
     if args.summary_json is not None:
         try:
             write_summary_json(summary, args.summary_json, exit_code=code)

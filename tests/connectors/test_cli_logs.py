@@ -25,17 +25,54 @@ CLI = [sys.executable, "-c", "import sys; from shipmap.connectors._cli import ma
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
-def run_logged(tmp_path: Path, sandbox: Sandbox, *options: str) -> subprocess.CompletedProcess[str]:
+def run_logged(
+    tmp_path: Path, sandbox: Sandbox, *options: str, run_options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     config = write_config(tmp_path, sandbox.url, delivery={"concurrency": 1})
     events = tmp_path / "events.ndjson"
     events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(6)) + "not json\n")
     return subprocess.run(
-        [*CLI, *options, "run", str(config), "--input", str(events), "--no-progress"],
+        [*CLI, *options, "run", str(config), "--input", str(events), "--no-progress", *run_options],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         timeout=120,
     )
+
+
+def test_run_with_json_logs_and_format_json_is_machine_readable_on_both_streams(
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
+) -> None:
+    """``--log-format json --format json``: stderr one JSON object a line, stdout one JSON document, the run
+    summary as ``--summary-json`` writes it (before, stdout held the text table whatever the options)."""
+    summary_file = tmp_path / "summary.json"
+    done = run_logged(
+        tmp_path,
+        sandbox_factory(),
+        "--log-format",
+        "json",
+        run_options=("--format", "json", "--summary-json", str(summary_file)),
+    )
+    assert done.returncode == 8, done.stderr  # the line that is not JSON is rejected
+    assert all(json.loads(line)["level"] for line in done.stderr.splitlines())
+    summary = json.loads(done.stdout)
+    assert summary == json.loads(summary_file.read_text(encoding="utf-8"))
+    assert (summary["format_version"], summary["exit_code"], summary["ok"]) == (1, 8, False)
+    assert (summary["events"], summary["delivered"], summary["rejected"]) == (7, 6, 1)
+    assert [t["target"] for t in summary["targets"] if t["delivered"]] == ["order"]
+
+
+def test_run_format_json_refuses_a_dry_run(tmp_path: Path) -> None:
+    """A dry run prints requests, not a summary: ``--format json`` with it is a usage error, before anything."""
+    done = subprocess.run(
+        [*CLI, "run", "shipmap.yaml", "--dry-run", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert "--dry-run prints requests, not a summary" in done.stderr
 
 
 def test_json_logs_are_one_object_a_line_with_the_event_fields(
