@@ -2,7 +2,8 @@
 deliveries journaled for a base_url the config no longer names, and, when the service is running, its readiness
 and breakers (from its ``/readyz``). Reads the inbox and the journal, each read within ``READ_DEADLINE_S`` (a
 locked table or a stalled server is an error that names which of the two did not answer, exit 7), and asks the
-running service."""
+running service; the whole command within ``STATUS_DEADLINE_S`` (past it, exit 7 too, naming what was being
+read)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import contextlib
 import json
 import sqlite3
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ import httpx
 from shipmap.connectors._cli._output import age_text
 from shipmap.connectors._cli._types import base_url
 from shipmap.connectors._cli.dead_letters import display_location, resolve_journal
-from shipmap.connectors._config import duration_text, load_config
+from shipmap.connectors._config import RuntimeConfig, duration_text, load_config
+from shipmap.connectors._errors import JournalError
 from shipmap.connectors._plural import counted
 from shipmap.connectors._serve import ServeSettings, serve_settings
 from shipmap.connectors._serve._inbox import InboxError, InboxTimeout, depth_capped, depth_text, unanswered
@@ -34,6 +38,8 @@ READYZ_TIMEOUT_S = 5.0
 # Each read of the inbox or the journal (a monitor runs this every minute: it must end): a statement's
 # PostgreSQL statement_timeout, or SQLite's busy timeout. The servers' own are 30 s and 60 s.
 READ_DEADLINE_S = 5.0
+# The whole command: its reads one after another and the service's answer, each within its own deadline too.
+STATUS_DEADLINE_S = 10.0
 _AFTER_A_READ = "Nothing was changed: the inbox was only being read"
 
 
@@ -52,37 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     # A config without sources is a `shipmap run` one: its journal alone, no inbox and no service to ask.
     settings = serve_settings(config) if config.sources else None
-    report: dict[str, Any] = {"inbox": display_location(settings.inbox) if settings else None}
-    if settings is not None:
-        report.update(_read_inbox(settings.inbox))
-    else:
-        report.update(queue_depth=0, queue_depth_capped=False, oldest_pending_seconds=None, webhooks={})
-    journal_location = resolve_journal(args.config, None)
-    report["journal"] = display_location(journal_location)
-    found = open_readonly(journal_location, statement_timeout=READ_DEADLINE_S)
-    if found is not None:
-        with found as journal:
-            report["deliveries"] = counts = journal.counts()
-            oldest = oldest_forgettable(journal)
-            report["dead_letters"] = counts.get("dead", 0)  # counted, not read: a monitor asks every minute
-            report["rejected_inputs"] = journal.rejected_count()
-            # Deliveries that wait for an endpoint the config no longer names (journal move-pending).
-            base_urls = {connection.name: connection.base_url for connection in config.connections}
-            report["pending_for_another_base_url"] = {
-                left.connection: {
-                    "count": left.count,
-                    "or_more": left.capped,
-                    "example_url": left.example_url,
-                }
-                for left in stranded(journal, base_urls)
-            }
-    else:
-        oldest = None
-        report.update(deliveries={}, dead_letters=0, rejected_inputs=0, pending_for_another_base_url={})
-    # Retention: how long the journal keeps delivered rows, and how far back it remembers now.
-    report["keep_seconds"] = config.journal.keep
-    report["oldest_delivered_seconds"] = round(time.time() - oldest, 1) if oldest is not None else None
-    report["service"] = _ask_service(settings, args.url) if settings else None
+    report, oldest = _within_deadline(lambda reading: _gather(config, settings, args, reading))
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -134,6 +110,87 @@ def run(args: argparse.Namespace) -> int:
     )
     out.write("  (shipmap dead-letters)\n" if report["dead_letters"] or report["rejected_inputs"] else "\n")
     return 0
+
+
+class _Reading:
+    """What the command's reads are on now (named if the deadline passes first), and what came of them."""
+
+    def __init__(self) -> None:
+        self.now = "the reads"
+        self.result: tuple[dict[str, Any], float | None] | None = None
+        self.error: BaseException | None = None
+
+
+def _within_deadline(
+    gather: Callable[[_Reading], tuple[dict[str, Any], float | None]],
+) -> tuple[dict[str, Any], float | None]:
+    """What ``gather`` reads, read in a thread of its own, within ``STATUS_DEADLINE_S`` of now: one read after
+    another could otherwise take ``READ_DEADLINE_S`` (or ``READYZ_TIMEOUT_S``) each. Past it, a JournalError
+    (exit 7) names what was being read; the thread is left to end at that read's own deadline (it changes
+    nothing and prints nothing)."""
+    reading = _Reading()
+
+    def work() -> None:
+        try:
+            reading.result = gather(reading)
+        except BaseException as error:  # raised in the command's thread, as if read there
+            reading.error = error
+
+    worker = threading.Thread(target=work, name="shipmap-status-reads", daemon=True)
+    worker.start()
+    worker.join(STATUS_DEADLINE_S)
+    if worker.is_alive():
+        raise JournalError(
+            f"{reading.now}: no answer before the command's deadline ({duration_text(STATUS_DEADLINE_S)} in"
+            f" all, each read within {duration_text(READ_DEADLINE_S)}). Nothing was changed: status only reads"
+        )
+    if reading.error is not None:
+        raise reading.error
+    assert reading.result is not None
+    return reading.result
+
+
+def _gather(
+    config: RuntimeConfig, settings: ServeSettings | None, args: argparse.Namespace, reading: _Reading
+) -> tuple[dict[str, Any], float | None]:
+    """The report's figures and the journal's oldest delivered row (its time), ``reading.now`` naming what
+    is being read."""
+    report: dict[str, Any] = {"inbox": display_location(settings.inbox) if settings else None}
+    if settings is not None:
+        reading.now = f"inbox {display_location(settings.inbox)}"
+        report.update(_read_inbox(settings.inbox))
+    else:
+        report.update(queue_depth=0, queue_depth_capped=False, oldest_pending_seconds=None, webhooks={})
+    journal_location = resolve_journal(args.config, None)
+    report["journal"] = display_location(journal_location)
+    reading.now = f"journal {display_location(journal_location)}"
+    found = open_readonly(journal_location, statement_timeout=READ_DEADLINE_S)
+    if found is not None:
+        with found as journal:
+            report["deliveries"] = counts = journal.counts()
+            oldest = oldest_forgettable(journal)
+            report["dead_letters"] = counts.get("dead", 0)  # counted, not read: a monitor asks every minute
+            report["rejected_inputs"] = journal.rejected_count()
+            # Deliveries that wait for an endpoint the config no longer names (journal move-pending).
+            base_urls = {connection.name: connection.base_url for connection in config.connections}
+            report["pending_for_another_base_url"] = {
+                left.connection: {
+                    "count": left.count,
+                    "or_more": left.capped,
+                    "example_url": left.example_url,
+                }
+                for left in stranded(journal, base_urls)
+            }
+    else:
+        oldest = None
+        report.update(deliveries={}, dead_letters=0, rejected_inputs=0, pending_for_another_base_url={})
+    # Retention: how long the journal keeps delivered rows, and how far back it remembers now.
+    report["keep_seconds"] = config.journal.keep
+    report["oldest_delivered_seconds"] = round(time.time() - oldest, 1) if oldest is not None else None
+    if settings is not None:
+        reading.now = "the service's /readyz"
+    report["service"] = _ask_service(settings, args.url) if settings else None
+    return report, oldest
 
 
 def _read_inbox(location: str | Path) -> dict[str, Any]:

@@ -10,13 +10,14 @@ names what did not answer, and says that nothing was changed.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 from shipmap.connectors import Journal
-from shipmap.connectors._cli import main
+from shipmap.connectors._cli import main, status
 from shipmap.connectors._cli.status import READ_DEADLINE_S
 from shipmap.connectors._serve import Inbox, PostgresInbox
 
@@ -110,3 +111,49 @@ def test_an_sqlite_inbox_held_alone_by_another_program_ends_status_at_its_deadli
     )
     assert READ_DEADLINE_S - 0.1 < took < READ_DEADLINE_S + MARGIN, took
     assert _status(config, capsys)[:2] == (0, "")
+
+
+def _hold_alone(path: Path) -> sqlite3.Connection:
+    """A connection that holds the SQLite file at ``path`` alone (exclusive locking mode and a write) until it
+    is rolled back and closed, as some backup and maintenance tools hold one."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("DELETE FROM meta WHERE k = 'nothing'")
+    return holder
+
+
+def _let_go(holder: sqlite3.Connection) -> None:
+    holder.execute("ROLLBACK")
+    holder.close()
+
+
+def test_status_ends_within_its_whole_deadline_when_each_read_answers_within_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The inbox held by another program for 3 s, the journal for 7 s: each read answers within its 5 s (the
+    inbox at 3 s, the journal at 7 s, 4 s after its read began), and the command used to end at 7 s with a
+    report. The whole command has a deadline too (10 s; lowered here to 6 s, so that two reads show it): past
+    it, the command ends with exit 7 naming what it was reading, having changed nothing."""
+    config = _config(tmp_path, monkeypatch)
+    inbox_path, journal_path = tmp_path / ".shipmap" / "inbox.db", tmp_path / ".shipmap" / "journal.db"
+    with Inbox(inbox_path) as inbox:
+        inbox.accept("shop", "wh-1", "orders/create", {}, b'{"id": 1}')
+    with Journal(journal_path):
+        pass
+    assert _status(config, capsys)[:2] == (0, "")
+    monkeypatch.setattr(status, "STATUS_DEADLINE_S", 6.0)
+
+    holders = [_hold_alone(inbox_path), _hold_alone(journal_path)]
+    timers = [threading.Timer(3.0, _let_go, [holders[0]]), threading.Timer(7.0, _let_go, [holders[1]])]
+    for timer in timers:
+        timer.start()
+    code, err, _ = _status(config, capsys)
+    assert code == 7, err
+    assert err == (
+        f"error: journal {journal_path}: no answer before the command's deadline (6s in all, each read within"
+        " 5s). Nothing was changed: status only reads\n"
+    )
+    for timer in timers:
+        timer.join()  # both let go, and the command's abandoned read ends at the journal's
+    assert _status(config, capsys)[:2] == (0, "")  # both let go: the report again
