@@ -19,7 +19,8 @@ import jsonschema
 from .._errors import ConfigError
 from ._model import PathKey, RuntimeConfig, dotted
 from ._pairs import check_pairs
-from ._schema import _explain, _key, _schema, _section, _Validator
+from ._schema import _key, _schema, _section, _Validator
+from ._schema_errors import _explain
 from ._serve_model import Enrichment, ServeSettings, SourceSettings
 from ._warnings import warn_phases_past_total, warn_retries_before_breaker
 

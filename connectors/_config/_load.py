@@ -16,7 +16,7 @@ from ._build import build_config
 from ._checks import check_across_sections
 from ._model import DEFAULT_JOURNAL, PathKey, RuntimeConfig, not_a_file, resolved
 from ._pairs import check_pairs
-from ._schema import validate_document
+from ._schema_errors import validate_document
 from ._secrets import (
     MAX_CONFIG_BYTES,
     interpolate,
