@@ -274,50 +274,80 @@ def _schema() -> dict[str, Any]:
         "x-error": "must be a duration, or an object with connect, read, write, pool and total durations",
         "anyOf": [{"$ref": "#/$defs/duration"}, defs["timeout"]],
     }
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://shipmap.dev/schemas/runtime-config.json",
-        "title": "shipmap runtime config (shipmap run)",
-        "description": "Connections, which mappings run on which events, where each target is delivered, and"
-        " how. Secrets only as ${ENV_VAR} references. See docs/runtime.md.",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["connections", "mappings"],
-        "properties": {
-            "version": {"const": 1, "description": "Config format version. Optional; 1."},
-            "env_file": {
-                "description": "A dotenv file read for ${VAR} references, relative to this file. Default '.env'"
-                " (used if it exists); false to read none. Real environment variables win.",
-                "type": ["string", "boolean"],
+    schema: dict[str, Any] = _with_editor_words(
+        {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": "https://shipmap.dev/schemas/runtime-config.json",
+            "title": "shipmap runtime config (shipmap run)",
+            "description": "Connections, which mappings run on which events, where each target is delivered, and"
+            " how. Secrets only as ${ENV_VAR} references. See docs/runtime.md.",
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["connections", "mappings"],
+            "properties": {
+                "version": {"const": 1, "description": "Config format version. Optional; 1."},
+                "env_file": {
+                    "description": "A dotenv file read for ${VAR} references, relative to this file. Default '.env'"
+                    " (used if it exists); false to read none. Real environment variables win.",
+                    "type": ["string", "boolean"],
+                },
+                "connections": {
+                    "description": "The endpoints, by name.",
+                    "type": "object",
+                    "minProperties": 1,
+                    "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"},
+                    "additionalProperties": {"$ref": "#/$defs/connection"},
+                },
+                "events": {"$ref": "#/$defs/events"},
+                "mappings": {
+                    "description": "Which mappings run, and on which events. An event that no entry matches is"
+                    " reported as unrouted.",
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"$ref": "#/$defs/route"},
+                },
+                "delivery": {"$ref": "#/$defs/delivery"},
+                "journal": {"$ref": "#/$defs/journal"},
+                "sources": {
+                    "description": "shipmap serve: the webhook sources, by name; each is served at POST"
+                    " /hooks/{name}. See docs/serve.md.",
+                    "type": "object",
+                    "propertyNames": {"pattern": _NAME},
+                    "additionalProperties": {"$ref": "#/$defs/source"},
+                },
+                "serve": {"$ref": "#/$defs/serve"},
             },
-            "connections": {
-                "description": "The endpoints, by name.",
-                "type": "object",
-                "minProperties": 1,
-                "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$"},
-                "additionalProperties": {"$ref": "#/$defs/connection"},
-            },
-            "events": {"$ref": "#/$defs/events"},
-            "mappings": {
-                "description": "Which mappings run, and on which events. An event that no entry matches is"
-                " reported as unrouted.",
-                "type": "array",
-                "minItems": 1,
-                "items": {"$ref": "#/$defs/route"},
-            },
-            "delivery": {"$ref": "#/$defs/delivery"},
-            "journal": {"$ref": "#/$defs/journal"},
-            "sources": {
-                "description": "shipmap serve: the webhook sources, by name; each is served at POST"
-                " /hooks/{name}. See docs/serve.md.",
-                "type": "object",
-                "propertyNames": {"pattern": _NAME},
-                "additionalProperties": {"$ref": "#/$defs/source"},
-            },
-            "serve": {"$ref": "#/$defs/serve"},
-        },
-        "$defs": defs,
-    }
+            "$defs": defs,
+        }
+    )
+    return schema
+
+
+# shipmap's words for a rule that breaks are the schema's own keyword, which its validator reads (``x-error``,
+# ``_schema_errors``), and the same text as ``errorMessage``, which editors show instead of their own ("Incorrect
+# type", "Matches a schema that is not allowed", "String does not match the pattern"): VS Code's JSON language
+# service (vscode-json-languageservice) for a type, enum, const, pattern, not or additionalProperties that
+# fails, and the Red Hat YAML language server (VS Code's YAML extension) for a type, enum, const or pattern.
+SHIPMAP_ERROR, EDITOR_ERROR = "x-error", "errorMessage"
+
+
+def _with_editor_words(node: Any) -> Any:
+    """``node`` with an ``errorMessage`` beside each ``x-error``, the same text, and in each inline branch of
+    that schema's anyOf or oneOf: an editor reports the branch that came nearest, in that branch's words (a
+    duration written "5 minutes" fails the string branch's pattern)."""
+    if isinstance(node, list):
+        return [_with_editor_words(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    worded = {key: _with_editor_words(value) for key, value in node.items()}
+    text = worded.get(SHIPMAP_ERROR)
+    if isinstance(text, str):
+        worded.setdefault(EDITOR_ERROR, text)
+        for keyword in ("anyOf", "oneOf"):
+            for branch in worded.get(keyword, ()):
+                if isinstance(branch, dict) and "$ref" not in branch:  # a $ref's target has its own words
+                    branch.setdefault(EDITOR_ERROR, text)
+    return worded
 
 
 def _section(cls: type[Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from shipmap.connectors import (
     config_schema,
     load_config,
 )
+from shipmap.connectors._cli import main
 from shipmap.connectors._config import parse_duration, plan_routes
 from test_runtime_support import BASE_CONFIG, FIXTURES, environ
 
@@ -63,6 +64,56 @@ def test_the_published_schema_is_valid_and_accepts_the_example_config() -> None:
     jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(text))
     base = yaml.safe_dump(BASE_CONFIG).replace("${SANDBOX_URL}", "http://127.0.0.1:9")
     jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(base))
+
+
+def _worded(node: Any) -> list[dict[str, Any]]:
+    """Every schema in ``node`` that carries shipmap's own words (``x-error``)."""
+    if isinstance(node, list):
+        return [found for item in node for found in _worded(item)]
+    if not isinstance(node, dict):
+        return []
+    here = [node] if "x-error" in node else []
+    return here + [found for value in node.values() for found in _worded(value)]
+
+
+def test_the_printed_schema_gives_editors_shipmaps_words_and_stays_a_valid_schema(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """VS Code's JSON language service and the Red Hat YAML language server show a schema's ``errorMessage``
+    instead of "Incorrect type" or "String does not match the pattern": ``shipmap schema --config`` gives each
+    rule with words of shipmap's (``x-error``) the same text there, and in the branches an editor reports
+    (a duration's number and string). It stays a schema that Draft 2020-12 and Draft 7 accept."""
+    assert main(["schema", "--config"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft7Validator.check_schema(schema)
+    worded = _worded(schema)
+    assert len(worded) >= 10 and all(node["errorMessage"] == node["x-error"] for node in worded)
+    duration = schema["$defs"]["duration"]
+    assert [branch["errorMessage"] for branch in duration["anyOf"]] == [duration["x-error"]] * 2
+    [bearer] = [
+        branch["then"]
+        for branch in schema["$defs"]["auth"]["allOf"]
+        if branch["if"]["properties"]["scheme"] == {"const": "bearer"} and "properties" in branch["then"]
+    ]
+    assert bearer["properties"]["login_path"]["errorMessage"] == (
+        "applies only to fenix_session auth, and the scheme is bearer: no other scheme logs in"
+    )
+    # Plain jsonschema validates with it as before: a key its scheme ignores is refused, the rest accepted.
+    validator = jsonschema.Draft202012Validator(schema)
+    config = {
+        "connections": {
+            "x": {
+                "api": "generic",
+                "base_url": "http://127.0.0.1:9",
+                "auth": {"scheme": "bearer", "token": "abcd", "login_path": "/in"},
+            }
+        },
+        "mappings": [{"mapping": "m.yaml"}],
+    }
+    assert [error.validator for error in validator.iter_errors(config)] == ["not"]
+    del config["connections"]["x"]["auth"]["login_path"]
+    validator.validate(config)
 
 
 def test_the_example_config_loads_with_every_setting(tmp_path: Path) -> None:
@@ -640,7 +691,6 @@ def test_a_config_path_that_does_not_read_is_the_same_config_error_from_the_libr
     """A missing file was already a ConfigError worded as the CLI words it (the OS's reason, no [Errno 2], no
     location: there is no file to point into); a path holding a NUL was Python's ValueError 'embedded null
     byte' from load_config and Runtime.from_config."""
-    from shipmap.connectors._cli import main
 
     missing = tmp_path / "missing.yaml"
     for path, message in (
