@@ -12,10 +12,11 @@ from typing import Any, Self
 
 from .._local_server import LocalServer, url_host
 from ._api_faults import Api, api_named
-from ._app import SandboxState, build_app
+from ._app import build_app
 from ._config import SandboxConfig, SandboxCredentials
 from ._faults import FaultPlan
 from ._recorder import FaultedRequest, RecordedRequest
+from ._state import SandboxState
 
 log = logging.getLogger("shipmap.sandbox")
 
