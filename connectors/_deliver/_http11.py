@@ -11,7 +11,8 @@ POST such as the Fenix login), ``http``/``https``, no proxy. Everything else (st
 anything unusual) stays on aiohttp. The failures are the httpx exceptions httpcore raises for the same failure.
 
 A connection goes back to the pool only after a whole answer, with keep-alive; any error, timeout,
-cancellation or half-read body closes it, so an answer can never be read as another request's.
+cancellation or half-read body closes it, and so do bytes after a whole answer (an answer no request asked
+for: the whole one stands), so an answer can never be read as another request's.
 Bounded: the pool's connections (``max_connections``), every wait (pool, connect, read timeouts), an
 answer's head (``_MAX_HEAD``), and the body: reading pauses while more than ``_HIGH_WATER`` bytes wait unread.
 """
@@ -47,6 +48,10 @@ def _plain(text: str) -> bool:
     return text.isascii() and "\r" not in text and "\n" not in text and "\0" not in text
 
 
+class _Unasked(Exception):
+    """Raised from the parser's callback to stop parsing bytes that answer no request."""
+
+
 class _Connection(asyncio.Protocol):
     """One socket: one request at a time, its answer parsed as it arrives."""
 
@@ -63,6 +68,7 @@ class _Connection(asyncio.Protocol):
         self._read_timeout: float | None = None  # the current wait's
         self._wait_started = 0.0
         self.error: Exception | None = None  # for good: a connection that failed is never used again
+        self._asked = False  # a request is out and its answer not yet whole: an answer may begin
         self._start_answer()
 
     def _start_answer(self) -> None:
@@ -121,6 +127,13 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools ------------------------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if not self._asked:
+            # More than one answer to a request, or the start of one: glued to the next request's answer,
+            # its status would be taken for that one's. The answer already whole stands; the connection ends.
+            self._fail(httpx.RemoteProtocolError("the server sent an answer no request asked for"))
+            raise _Unasked  # stops this feed: nothing more of these bytes is parsed
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
         self._count_head(len(reason))
@@ -159,6 +172,7 @@ class _Connection(asyncio.Protocol):
             self._informational = False
             self.reason, self.headers, self._framed = b"", [], False
             return
+        self._asked = False
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
         self._wake()
@@ -193,7 +207,7 @@ class _Connection(asyncio.Protocol):
             await waiter
         finally:
             self._waiter = None
-        if self.error is not None:
+        if self.error is not None and not self.complete:  # bytes after a whole answer do not undo it
             raise self.error
 
     def _arm(self, when: float) -> None:
@@ -217,6 +231,7 @@ class _Connection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes) -> None:
         assert self.transport is not None
         self._start_answer()
+        self._asked = True
         self._last_data = self._loop.time()
         self.transport.writelines((head, body))
 

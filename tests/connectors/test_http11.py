@@ -340,3 +340,30 @@ def test_a_delivery_gets_a_whole_success_as_its_status_and_anything_else_as_a_re
     got, seen = asyncio.run(main())
     assert got == [201, (503, b'{"n":1}'), (200, b'{"a":1}'), 202]
     assert seen.connections == 1  # every answer read whole: one keep-alive connection throughout
+
+
+def test_bytes_after_a_whole_answer_are_never_taken_for_the_next_requests_answer() -> None:
+    """A server that sends more than one answer to a request (a stray second answer, or the start of one):
+    the answer that came whole stands, and the connection is closed, so the next request gets its own answer
+    on a new one, not a parse of the leftover bytes glued to it, nor the stray answer's status."""
+
+    async def stray(number: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if number == 0:
+            writer.write(answer_with(201, b"mine 0") + b"HTTP/1.1 409 Conf")  # a stray answer's start
+        elif number == 2:
+            writer.write(answer_with(201, b"mine 2") + answer_with(409, b"stray"))  # a whole stray answer
+        else:
+            writer.write(answer_with(202, b"mine %d" % number))
+
+    async def main() -> tuple[list[tuple[int, bytes]], Seen]:
+        got = []
+        async with server(stray) as (url, seen), direct() as post:
+            for name in "abcd":
+                response = await post(f"{url}/{name}")
+                got.append((response.status_code, await response.aread()))
+                await response.aclose()
+        return got, seen
+
+    got, seen = asyncio.run(main())
+    assert got == [(201, b"mine 0"), (202, b"mine 1"), (201, b"mine 2"), (202, b"mine 3")]
+    assert seen.connections == 3  # a new one after each answer that had bytes after it
