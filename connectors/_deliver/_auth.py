@@ -361,12 +361,19 @@ class FenixSessionAuth(ShipmapAuth):
             raise AuthError(f"Fenix login failed with HTTP {status}", status=status, retryable=retryable)
         try:
             body: Any = json.loads(content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays or objects nested too deeply
             raise AuthError("Fenix login response is not JSON", status=status) from None
         token = body.get("authToken") if isinstance(body, dict) else None
         identity = body.get("x-identity") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or not isinstance(identity, str) or not identity:
             raise AuthError("Fenix login response lacks authToken or x-identity", status=status)
+        for name, value in (("authToken", token), ("x-identity", identity)):
+            # Each goes out as a header: a line break or a non-ASCII character cannot (named, never shown).
+            if not (value.isascii() and value.isprintable()):
+                raise AuthError(
+                    f"Fenix login response's {name} cannot be sent as a header: it is not printable ASCII",
+                    status=status,
+                )
         self.redactor.add(token, slot=(self, "authToken"))  # the newest few: an expired token unlocks nothing
         self.redactor.add(identity, slot=(self, "x-identity"))
         self._token, self._identity = token, identity

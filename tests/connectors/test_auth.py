@@ -22,6 +22,7 @@ from shipmap.connectors import (
     Redactor,
     Sandbox,
 )
+from shipmap.connectors._deliver._transport import AiohttpTransport, Sender
 from shipmap.connectors._redact import SLOT_KEEP
 
 SEEDS = Path(__file__).parents[1] / "fixtures" / "seeds"
@@ -280,3 +281,73 @@ def test_api_key_and_bearer_put_their_header_and_register_the_secret() -> None:
     assert seen[0]["x-key"] == "k-123456"
     assert seen[1]["authorization"] == "Bearer tok-abcdef"
     assert redactor.redact("k-123456 tok-abcdef") == "*** ***"
+
+
+@pytest.mark.parametrize(
+    ("login_body", "reason"),
+    [
+        (b"[" * 60_000, "Fenix login response is not JSON"),
+        (
+            b'{"authToken": "tok\\r\\nX-Injected: 1", "x-identity": "id-1"}',
+            "Fenix login response's authToken cannot be sent as a header: it is not printable ASCII",
+        ),
+        (
+            b'{"authToken": "t\\u00e9ken-secret", "x-identity": "id-1"}',
+            "Fenix login response's authToken cannot be sent as a header: it is not printable ASCII",
+        ),
+        (
+            b'{"authToken": "tok-1", "x-identity": "id\\u0000one"}',
+            "Fenix login response's x-identity cannot be sent as a header: it is not printable ASCII",
+        ),
+    ],
+    ids=["nested-too-deeply", "line-break-in-token", "non-ascii-token", "nul-in-identity"],
+)
+def test_a_malformed_login_answer_is_an_auth_error_that_names_the_field_never_a_crash(
+    login_body: bytes, reason: str
+) -> None:
+    """A login answer that parses to nothing usable (JSON nested past the parser's depth, a token or identity
+    that cannot go out as a header) is the AuthError that says so, as on the delivery's path: not a
+    RecursionError, ValueError or UnicodeEncodeError out of the send (an internal error that stops a run),
+    and no order request leaves with a broken header."""
+    paths: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            length = next(
+                (int(v.split(":", 1)[1]) for v in lines if v.lower().startswith("content-length:")), 0
+            )
+            await reader.readexactly(length)
+            paths.append(lines[0].split(" ")[1])
+            body = login_body if paths[-1] == "/login" else b""
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def main() -> AuthError:
+        listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        auth = FenixSessionAuth(
+            login_url=f"{url}/login", username="demo-user", password="demo-pass", api_key="k", store_name="s"
+        )
+        transport = AiohttpTransport()
+        try:
+            async with httpx.AsyncClient(auth=auth, transport=transport) as client:
+                sender = Sender(client, auth, transport)
+                with pytest.raises(AuthError) as caught:
+                    await sender.send(
+                        "POST", f"{url}/api/v1/orders/1/created", b"{}", {}, success_as_status=True
+                    )
+                return caught.value
+        finally:
+            listener.close()
+
+    error = asyncio.run(main())
+    assert error.message == reason
+    assert error.status == 200 and error.retryable is False
+    assert "secret" not in error.render() and "X-Injected" not in error.render()
+    assert paths == ["/login"]  # the order never left
