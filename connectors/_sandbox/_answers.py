@@ -33,6 +33,39 @@ def json_error(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+# An API gateway's usual limit (a Fenix order is ~17 KB): past it the body is counted and dropped, not kept.
+MAX_BODY = 10 * 1024 * 1024
+# Past this much more, the sandbox stops reading and closes: a client that never stops sending is cut off.
+_MAX_DRAINED = 8 * MAX_BODY
+
+
+async def read_body(request: Request, cap: int = MAX_BODY) -> bytes | None:
+    """The request's body, or None when it is larger than ``cap`` bytes: none of it is kept past the cap. The
+    rest is read and dropped (up to ``_MAX_DRAINED``), so the client gets the refusal rather than a reset
+    connection. ClientDisconnect when the client goes away mid-body."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= cap:
+            chunks.append(chunk)
+        elif size > cap + _MAX_DRAINED:
+            break
+        else:
+            chunks.clear()
+    return b"".join(chunks) if size <= cap else None
+
+
+def too_large(cap: int = MAX_BODY) -> JSONResponse:
+    """The refusal of a body past ``cap``; the connection closes after it (the body may not all be read)."""
+    return json_error(
+        413,
+        f"the body is larger than {cap:,} bytes",
+        [problem_at("(body)", f"larger than {cap:,} bytes")],
+        headers={"Connection": "close"},
+    )
+
+
 def problem_at(name: str, message: str) -> dict[str, str]:
     return {"field": name, "message": message}
 

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._answers import Accepted, Handler, json_error
+from ._answers import Accepted, Handler, json_error, read_body, too_large
 from ._api_faults import Api
 from ._control import Control
 from ._dg import DigitalGenius, region_of
@@ -54,11 +54,14 @@ class _Endpoints:
         uses_token: bool = False,
     ) -> Response:
         try:
-            raw = await request.body()
+            raw = await read_body(request)
         except ClientDisconnect:
             # The client died mid-body (a runner killed with -9): nothing arrived, nobody is left to answer.
             log.info("%s: client disconnected before its request body was complete", endpoint)
             return Response(status_code=499)
+        if raw is None:
+            self.state.recorder.reject(endpoint, 413)
+            return too_large()
         identity = request_identity(
             request.method,
             request.url.path,

@@ -9,12 +9,14 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._answers import is_json_content_type, json_error, problem_at
+from ._answers import is_json_content_type, json_error, problem_at, read_body, too_large
 from ._api_faults import api_named
 from ._faults import FaultPlan
 from ._state import SandboxState
 
 log = logging.getLogger("shipmap.sandbox")
+
+MAX_PLAN = 64 * 1024  # a fault plan's body: a spec or its object is a few hundred bytes
 
 
 class Control:
@@ -68,9 +70,13 @@ class Control:
             self.state.faults.remove(api)
             log.info("faults of %s: its own plan removed, the plan for both answers it", api)
         elif request.method == "POST":
-            raw = (await request.body()).decode("utf-8", errors="replace")
+            body = await read_body(request, MAX_PLAN)
+            if body is None:
+                return too_large(MAX_PLAN)
             try:
-                plan = _plan_from_body(raw, request.headers.get("content-type"))
+                plan = _plan_from_body(
+                    body.decode("utf-8", errors="replace"), request.headers.get("content-type")
+                )
             except ValueError as error:
                 return json_error(400, "not a fault plan", [problem_at("faults", str(error))])
             self.state.faults.configure(plan, api)
@@ -81,9 +87,13 @@ class Control:
         """The fake source API's own fault plan, read and set like ``/_sandbox/faults``."""
         injector = self.state.source_api.faults
         if request.method == "POST":
-            raw = (await request.body()).decode("utf-8", errors="replace")
+            body = await read_body(request, MAX_PLAN)
+            if body is None:
+                return too_large(MAX_PLAN)
             try:
-                plan = _plan_from_body(raw, request.headers.get("content-type"))
+                plan = _plan_from_body(
+                    body.decode("utf-8", errors="replace"), request.headers.get("content-type")
+                )
             except ValueError as error:
                 return json_error(400, "not a fault plan", [problem_at("faults", str(error))])
             injector.configure(plan)
@@ -95,7 +105,10 @@ def _plan_from_body(raw: str, content_type: str | None) -> FaultPlan:
     """``{"spec": "..."}``, a ``FaultPlan.to_dict`` object, or the spec as plain text."""
     if not is_json_content_type(content_type):
         return FaultPlan.parse(raw)
-    data = json.loads(raw) if raw.strip() else {}
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except RecursionError:  # a ValueError (JSONDecodeError) already says where the JSON breaks
+        raise ValueError("not JSON: arrays or objects nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError('expected {"spec": "..."} or an object of fault plan fields')
     if "spec" in data:

@@ -106,8 +106,10 @@ class FaultPlan:
             isinstance(flag, bool) for flag in (self.repeat, self.include_login, self.retry_after_date)
         ):
             raise ValueError("repeat, include_login and retry_after_date must be true or false")
-        if self.retry_after < 0:
-            raise ValueError(f"retry_after must be 0 or more seconds, got {self.retry_after}")
+        if (
+            not 0 <= self.retry_after <= _MAX_RETRY_AFTER
+        ):  # the spec's bound holds for a plan built in code too
+            raise ValueError(f"retry_after must be 0 to {_MAX_RETRY_AFTER} seconds, got {self.retry_after}")
         if not (isinstance(self.slow_delay, int | float) and _is_delay(str(self.slow_delay))):
             raise ValueError(f"slow_delay must be 0 to {_MAX_DELAY:g} seconds, got {self.slow_delay}")
         if self.expire_every < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -58,3 +59,50 @@ def test_the_sandbox_refuses_an_unbounded_fault_spec_with_400(sandbox: Sandbox, 
     response = httpx.post(f"{sandbox.url}/_sandbox/faults", json={"spec": spec})
     assert response.status_code == 400, response.text
     assert "fault spec" in response.text or "delay" in response.text
+
+
+def test_a_fault_plan_given_as_an_object_is_held_to_the_specs_bounds(sandbox: Sandbox) -> None:
+    """The object form of a plan once took a retry_after the spec refuses: every injected 429 then answered
+    500 with a traceback (an HTTP date past the platform's time_t). Refused at set time, as the spec is."""
+    plan = {"retry_after": 10**20, "retry_after_date": True, "rate_limit_rate": 1.0}
+    response = httpx.post(f"{sandbox.url}/_sandbox/faults", json=plan)
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == [
+        {"field": "faults", "message": "retry_after must be 0 to 3600 seconds, got 100000000000000000000"}
+    ]
+    assert httpx.post(f"{sandbox.url}/execution", json={}).status_code == 401  # no plan took effect
+
+
+def test_a_fault_plan_nested_too_deeply_is_400_not_500(sandbox: Sandbox) -> None:
+    headers = {"content-type": "application/json"}
+    for path in ("/_sandbox/faults", "/_sandbox/source-faults"):
+        response = httpx.post(f"{sandbox.url}{path}", content=b"[" * 50_000, headers=headers)
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"] == [
+            {"field": "faults", "message": "not JSON: arrays or objects nested too deeply"}
+        ]
+
+
+def test_a_body_past_the_cap_is_413_and_never_kept(sandbox: Sandbox) -> None:
+    """An API body past 10 MiB (with its length, or chunked without one) and a fault plan past 64 KiB are
+    refused with 413 and a reason; the sandbox goes on answering."""
+    big = b'{"pad": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+
+    def chunked() -> Iterator[bytes]:
+        for start in range(0, len(big), 1 << 20):
+            yield big[start : start + (1 << 20)]
+
+    headers = {"content-type": "application/json"}
+    with httpx.Client(base_url=sandbox.url, timeout=30) as client:
+        answers = [
+            client.post("/execution", content=big, headers=headers),
+            client.post("/api/v1/orders/1/created", content=chunked(), headers=headers),
+            client.post("/_sandbox/faults", content=b"5xx=0.1," * 10_000),
+        ]
+        assert [a.status_code for a in answers] == [413, 413, 413]
+        assert answers[0].json()["errors"] == [{"field": "(body)", "message": "larger than 10,485,760 bytes"}]
+        assert answers[2].json()["errors"] == [{"field": "(body)", "message": "larger than 65,536 bytes"}]
+        assert client.post("/execution", json={}).status_code == 401  # still answering
+    assert sandbox.stats()["rejected"]["dg.execution"]["413"] == 1
+    assert sandbox.stats()["rejected"]["fenix.orders"]["413"] == 1
+    assert sandbox.requests() == []
