@@ -37,12 +37,14 @@ def adapted_refresh_margin(token_ttl: float) -> float:
 API_KEY_HEADER = "x-api-key"  # where an api_key auth sends its key unless told otherwise
 
 
-LOGIN_BODY_CAP = 64 * 1024  # a login answer is a few hundred bytes; never read more than this
+LOGIN_BODY_CAP = 64 * 1024  # a login answer (or a 401 before one) is a few hundred bytes; never read more
 
 
 async def read_capped(response: httpx.Response, cap: int) -> bytes:
-    """At most ``cap`` bytes of a streamed response body; the rest is never read (the caller closes it).
-    They become the response's content: httpx reads an auth flow's responses again after the flow."""
+    """At most ``cap`` bytes of a streamed response body, then the response is closed: the rest is never
+    read, and a connection left mid-body is closed, not kept checked out. The bytes become the response's
+    content: httpx reads an auth flow's responses again (``aread``) before it sends the flow's next request,
+    and this is all it finds."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_bytes():
@@ -52,6 +54,7 @@ async def read_capped(response: httpx.Response, cap: int) -> bytes:
             break
     content = b"".join(chunks)[:cap]
     response._content = content  # what response.aread() returns from now on, instead of reading on
+    await response.aclose()
     return content
 
 
@@ -65,6 +68,7 @@ def _read_capped_sync(response: httpx.Response, cap: int) -> bytes:
             break
     content = b"".join(chunks)[:cap]
     response._content = content
+    response.close()
     return content
 
 
@@ -167,15 +171,34 @@ class _FixedHeaders(ShipmapAuth):
             self.scheme,
         )
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def _rotated_after(self, response: httpx.Response, generation: int) -> bool:
+        """After the answer to headers of ``generation``: whether to send once more, with new credentials
+        (a 401, and they were rotated)."""
+        if response.status_code != 401 or self._reread is None:
+            return False
+        self._read_again(generation)
+        return self._generation != generation
+
+    # httpx reads a response whole before the flow's next request: a 401 sent again is read up to a cap first.
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         generation = self._generation
         request.headers.update(self._headers)
         response = yield request
-        if response.status_code == 401 and self._reread is not None:
-            self._read_again(generation)
-            if self._generation != generation:  # rotated: once more, with the new credentials
-                request.headers.update(self._headers)
-                yield request
+        if self._rotated_after(response, generation):
+            _read_capped_sync(response, LOGIN_BODY_CAP)
+            request.headers.update(self._headers)
+            yield request
+
+    auth_flow = sync_auth_flow
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        generation = self._generation
+        request.headers.update(self._headers)
+        response = yield request
+        if self._rotated_after(response, generation):
+            await read_capped(response, LOGIN_BODY_CAP)
+            request.headers.update(self._headers)
+            yield request
 
     def ready_headers(self) -> tuple[dict[str, str], int] | None:
         return self._headers, self._generation
@@ -430,6 +453,7 @@ class FenixSessionAuth(ShipmapAuth):
         response = yield request
         if response.status_code != 401 or fresh:
             return  # a 401 to the token this very flow just got: another login would be refused alike
+        _read_capped_sync(response, LOGIN_BODY_CAP)  # httpx reads it whole before the next request
         with self._thread_lock:
             if self.generation == sent_with:
                 self._log.info("HTTP 401 from %s: logging in again", request.url.path)
@@ -465,6 +489,7 @@ class FenixSessionAuth(ShipmapAuth):
         response = yield request
         if response.status_code != 401 or fresh:
             return  # a 401 to the token this very flow just got: another login would be refused alike
+        await read_capped(response, LOGIN_BODY_CAP)  # httpx reads it whole before the next request
         async with lock:
             if self.generation == sent_with:
                 self._log.info("HTTP 401 from %s: logging in again", request.url.path)

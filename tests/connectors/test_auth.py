@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -351,3 +352,66 @@ def test_a_malformed_login_answer_is_an_auth_error_that_names_the_field_never_a_
     assert error.status == 200 and error.retryable is False
     assert "secret" not in error.render() and "X-Injected" not in error.render()
     assert paths == ["/login"]  # the order never left
+
+
+def test_a_401_before_a_fresh_login_is_read_only_up_to_the_cap_and_its_connection_closed() -> None:
+    """httpx reads a response whole before an auth flow's next request: a 401 whose body never ends (or is
+    300 MB) held the re-login until the read timeout, and its connection stayed checked out. The flow reads 64
+    KiB of it and closes it; on a pool of one connection the login and the request sent again still go."""
+    paths: list[str] = []
+    stalled = asyncio.Event()  # set at the end: the stalled 401's handler may finish
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                length = next(
+                    (int(v.split(":", 1)[1]) for v in lines if v.lower().startswith("content-length:")), 0
+                )
+                await reader.readexactly(length)
+                paths.append(lines[0].split(" ")[1])
+                if paths[-1] == "/login":
+                    token = b"token-%d" % paths.count("/login")
+                    body = b'{"authToken": "%s", "x-identity": "id-1"}' % token
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                elif len(paths) == 3:  # the second order: 401, 10 MB announced, 200 KB sent, then nothing
+                    writer.write(
+                        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 10000000\r\n\r\n" + b"x" * 200_000
+                    )
+                    with contextlib.suppress(ConnectionError):
+                        await writer.drain()
+                    await stalled.wait()
+                    return
+                else:
+                    writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        finally:
+            writer.close()
+
+    async def main() -> list[int]:
+        listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        auth = FenixSessionAuth(
+            login_url=f"{url}/login", username="demo-user", password="demo-pass", api_key="k", store_name="s"
+        )
+        transport = AiohttpTransport(limits=httpx.Limits(max_connections=1))
+        try:
+            async with httpx.AsyncClient(auth=auth, transport=transport, timeout=5.0) as client:
+                # Through httpx and its auth flow, as every request goes when a proxy is configured.
+                return [(await client.post(f"{url}/api/v1/orders/{n}/created", content=b"{}")).status_code
+                        for n in (1, 2)]  # fmt: skip
+        finally:
+            stalled.set()
+            listener.close()
+
+    assert asyncio.run(main()) == [201, 201]
+    assert paths == [
+        "/login",
+        "/api/v1/orders/1/created",
+        "/api/v1/orders/2/created",  # 401, its body stalled
+        "/login",
+        "/api/v1/orders/2/created",
+    ]
