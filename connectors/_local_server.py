@@ -11,9 +11,52 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 _START_TIMEOUT = 10.0
 _STOP_TIMEOUT = 5.0
+MAX_HEAD = 64 * 1024  # a request's target and header lines, together: past it the request is refused (431)
+
+
+class _HeadTooLarge(Exception):
+    """Raised from the parser's callback: stops parsing a head past ``MAX_HEAD``."""
+
+
+class _CappedHead(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a cap on a request's head: llhttp has none, and uvicorn keeps every
+    header line it is sent (its h11 protocol stops at 16 KiB, at a third of the speed)."""
+
+    _head_size = 0
+    _head_too_large = False
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._head_size += size
+        if self._head_size > MAX_HEAD:
+            self._head_too_large = True
+            raise _HeadTooLarge  # uvicorn answers a parser error with send_400_response, below
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._head_too_large:
+            super().send_400_response(msg)
+            return
+        text = f"the request's head (target and headers) is larger than {MAX_HEAD // 1024} KiB".encode()
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(text), text)
+        )
+        self.transport.close()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -74,6 +117,7 @@ class LocalServer:
             proxy_headers=False,
             server_header=False,
             timeout_graceful_shutdown=1,
+            http=_CappedHead,
         )
         self._server = uvicorn.Server(config)
         self._port = int(sock.getsockname()[1])

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
 from collections.abc import Iterator
 
 import httpx
@@ -106,3 +108,20 @@ def test_a_body_past_the_cap_is_413_and_never_kept(sandbox: Sandbox) -> None:
     assert sandbox.stats()["rejected"]["dg.execution"]["413"] == 1
     assert sandbox.stats()["rejected"]["fenix.orders"]["413"] == 1
     assert sandbox.requests() == []
+
+
+def test_a_request_head_past_64_kib_is_refused_with_431(sandbox: Sandbox) -> None:
+    """uvicorn on httptools keeps every header line it is sent: a client that never ends its head grew the
+    sandbox's memory without bound. Past 64 KiB it gets 431 and the connection closes; the others go on."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", sandbox.port), timeout=10) as sock:
+        sock.sendall(b"POST /execution HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        with contextlib.suppress(OSError):
+            for line in range(20_000):  # 1 MB of header lines, if nobody stops reading
+                sock.sendall(b"X-Filler-%d: %s\r\n" % (line, b"y" * 40))
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:200]
+    assert answer.endswith(b"the request's head (target and headers) is larger than 64 KiB")
+    assert httpx.get(f"{sandbox.url}/_sandbox/health").json() == {"status": "ok"}
