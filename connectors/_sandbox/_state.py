@@ -20,6 +20,10 @@ _TOKEN_MEMORY_SECONDS = 3600.0
 class SandboxState:
     """Everything one server knows: config, issued tokens, the recorder and the fault injector."""
 
+    # Tokens remembered at most, the newest: a client that logs in for every request (at 1,000 a second for
+    # the 4 hours a token lives) must not grow the table without end; an older token is then unknown (401).
+    MAX_TOKENS = 100_000
+
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.recorder = Recorder(config.record, config.keep, config.duplicate_keys)
@@ -35,8 +39,14 @@ class SandboxState:
         token = secrets.token_urlsafe(24)
         now = time.monotonic()
         with self._lock:
-            self._tokens = {t: exp for t, exp in self._tokens.items() if exp > now - _TOKEN_MEMORY_SECONDS}
-            self._tokens[token] = now + self.config.token_ttl
+            tokens = self._tokens
+            # Issued in order, with one lifetime (an expiry all at once keeps the order): the oldest are first.
+            while tokens:
+                oldest = next(iter(tokens))
+                if tokens[oldest] > now - _TOKEN_MEMORY_SECONDS and len(tokens) < self.MAX_TOKENS:
+                    break
+                del tokens[oldest]
+            tokens[token] = now + self.config.token_ttl
         return token
 
     def token_problem(self, token: str) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from shipmap.connectors import Sandbox, SandboxConfig, SandboxCredentials
+from shipmap.connectors._sandbox._state import SandboxState
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 ORDER = json.loads((SEEDS / "fenix_order_example.json").read_text(encoding="utf-8"))
@@ -363,6 +364,21 @@ def test_expire_tokens_now(sandbox: Sandbox, http: httpx.Client) -> None:
     assert http.post(f"{sandbox.url}/_sandbox/tokens/expire").json() == {"expired": 1}
     response = http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER)
     assert response.status_code == 401 and "expired" in error_fields(response)["authToken"]
+
+
+def test_the_token_table_keeps_the_newest_tokens_and_forgets_the_oldest(
+    sandbox: Sandbox, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that logs in for every request grew the table for the 5 hours a token is remembered. Past
+    ``MAX_TOKENS`` the oldest is forgotten: it is a token the server does not know (401), the newest work."""
+    monkeypatch.setattr(SandboxState, "MAX_TOKENS", 3)
+    logins = [fenix_headers(http, sandbox) for _ in range(5)]
+    assert sandbox.stats()["live_tokens"] == 3
+    oldest = http.post(sandbox.url + ORDER_PATH, headers=logins[0], json=ORDER)
+    assert oldest.status_code == 401
+    assert error_fields(oldest)["authToken"] == "is not a token this server issued; log in to get one"
+    for headers in logins[2:]:
+        assert http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER).status_code == 201
 
 
 @pytest.mark.parametrize(
