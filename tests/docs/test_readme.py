@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from shipmap.connectors._cli import main
 from shipmap.engine import parse_mapping
 
 ROOT = Path(__file__).parent.parent.parent
@@ -57,3 +60,15 @@ def test_the_run_config_dry_runs(tmp_path: Path) -> None:
     assert "POST http://127.0.0.1:9/api/v1/orders/450789469/created" in result.stdout
     for name in ("FENIX_PASSWORD", "FENIX_API_KEY", "DG_API_SECRET"):
         assert secrets[name] not in result.stdout + result.stderr
+
+
+def test_the_ready_mappings_commands_print_what_the_readme_says(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = _block("shipmap preview shopify/order tests/fixtures/")
+    preview, test = commands.splitlines()
+    _, command, mapping, source = preview.split()
+    assert main([command, mapping, str(ROOT / source)]) == 0
+    assert json.loads(capsys.readouterr().out)["order"]["id"] == "450789469"
+    shown = re.search(r'"(\d+ passed, 0 failed)"', test)
+    assert shown is not None, test
+    assert main(["test", str(ROOT / "mappings")]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == shown.group(1)
