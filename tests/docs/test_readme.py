@@ -32,6 +32,15 @@ def test_the_mapping_in_one_minute_compiles_and_maps_the_real_order() -> None:
     assert payload["line_items"][0]["price"] == {"value": 199, "currency": "USD"}
 
 
+def test_validate_names_what_the_short_mapping_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "acme.yaml").write_text(_block("# acme.yaml\n"), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # the README's reader runs it beside the file: its paths are printed as given
+    assert main(["validate", "acme.yaml"]) == 2
+    assert capsys.readouterr().err == _block("acme.yaml:12:7: error: order.total_weight")
+
+
 def test_the_run_config_dry_runs(tmp_path: Path) -> None:
     (tmp_path / "shipmap.yaml").write_text(_block("# shipmap.yaml\n"))
     (tmp_path / "acme_fulfillment.yaml").write_text(
