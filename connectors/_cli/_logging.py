@@ -212,11 +212,15 @@ def delivery_lines(verbose: int) -> Iterator[None]:
 
 
 def configure(verbose: int, log_format: str) -> None:
-    """The root logger's one handler, on stderr: WARNING, or INFO with -v, DEBUG with -vv."""
+    """The root logger's one handler, on stderr: WARNING, or INFO with -v, DEBUG with -vv. httpx's line per
+    request comes with -vv only: at -v it would double shipmap's line per delivery (and the login's)."""
+    if logging.getLogger().handlers:
+        return  # a logging set-up already in place (an embedding program's, pytest's) is left alone
     handler = StderrHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
-    # basicConfig leaves a logging set-up already in place alone (an embedding program's, pytest's).
     logging.basicConfig(level=logging.WARNING - 10 * min(verbose, 2), handlers=[handler])
+    if verbose < 2:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def formatter(log_format: str) -> logging.Formatter:

@@ -140,6 +140,22 @@ def test_text_logs_carry_a_timestamp(tmp_path: Path, sandbox_factory: Callable[.
     ), lines
 
 
+def test_v_adds_shipmaps_line_per_delivery_and_httpx_request_lines_wait_for_vv(
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
+) -> None:
+    sandbox = sandbox_factory()
+    (tmp_path / "v").mkdir()
+    (tmp_path / "vv").mkdir()
+    done = run_logged(tmp_path / "v", sandbox, "-v")
+    loggers = {re.sub(rf"^{TIMESTAMP} \w+ ([\w.]+): .*", r"\1", line) for line in done.stderr.splitlines()}
+    assert "shipmap.connectors.deliveries" in loggers
+    assert not [name for name in loggers if not name.startswith("shipmap.")], done.stderr
+    done = run_logged(tmp_path / "vv", sandbox, "-vv")
+    assert re.search(rf"^{TIMESTAMP} INFO httpx: HTTP Request: POST \S+/login ", done.stderr, re.M), (
+        done.stderr
+    )
+
+
 def test_log_format_after_the_command_and_a_bad_value(tmp_path: Path) -> None:
     bad = subprocess.run([*CLI, "validate", "x.yaml", "--log-format", "xml"], capture_output=True, text=True)
     assert bad.returncode == 2
