@@ -132,9 +132,13 @@ def test_the_tutorial_from_init_to_the_sandbox(workdir: Path) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
         assert re.search(r"^driftwood\.order +2 +0 +0 +0 ", result.stdout, flags=re.M)
         assert "events 2  unrouted 0  rejected input records 0  recovered 0" in result.stdout
-        assert (
-            "logged in to" in result.stderr and "delivered driftwood.order" not in result.stderr
-        )  # -v adds it
+        # The log line as shown (standard error), at this run's time and on the sandbox's port.
+        shown_log = console("shipmap run driftwood/config.yaml --input driftwood/samples/").splitlines()[0]
+        stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+        assert re.sub(stamp, "TIME", result.stderr.strip()) == re.sub(stamp, "TIME", shown_log).replace(
+            "http://127.0.0.1:8765", sandbox.url
+        )
+        assert "delivered driftwood.order" not in result.stderr  # -v adds it
         for secret in ("demo-pass", "demo-api-key"):
             assert secret not in result.stdout + result.stderr
         # What arrived, read the way the tutorial does.
@@ -147,6 +151,7 @@ def test_the_tutorial_from_init_to_the_sandbox(workdir: Path) -> None:
         ]
         assert all(r["headers"]["authtoken"] == "***" for r in arrived["requests"])
         stats = httpx.get(f"{sandbox.url}/_sandbox/stats").json()
+        assert stats == json.loads(console("curl -s http://127.0.0.1:8765/_sandbox/stats"))
         assert stats["by_endpoint"] == {"fenix.login": 1, "fenix.orders": 2}
         assert stats["rejected"] == {}
         assert [
