@@ -20,6 +20,7 @@ from ._schema_errors import validate_document
 from ._secrets import (
     MAX_CONFIG_BYTES,
     interpolate,
+    missing_env_file_hint,
     read_env_file,
     refuse_references_in_queries,
     refuse_unsendable_secrets,
@@ -44,6 +45,7 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     refuse_references_in_queries(value, locations)  # on the text as written: before anything is filled
     env = dict(os.environ if environ is None else environ)
     env_file = value.get("env_file", ".env")
+    unset_hint = None
     if isinstance(env_file, str):
         env_path = resolved(file.parent / env_file)
         problem = not_a_file(env_path)
@@ -52,9 +54,11 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
                 env.setdefault(key, item)
         elif "env_file" in value:  # the default .env may be absent; one named must be a file
             raise ConfigError(f"env_file {problem}", location=locations.get(("env_file",)))
+        else:
+            unset_hint = missing_env_file_hint(file, file.parent / env_file)
     referenced: dict[PathKey, list[str]] = {}
     written = value
-    value = interpolate(value, (), env, locations, name, referenced)
+    value = interpolate(value, (), env, locations, name, referenced, unset_hint)
     validate_document(value, locations, name)
     warn_literal_secrets(value, locations, referenced)
     refuse_unsendable_secrets(value, locations, referenced)

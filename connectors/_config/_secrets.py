@@ -38,6 +38,10 @@ _MAX_SECRET_FILE_BYTES = 64 * 1024
 MAX_CONFIG_BYTES = 1024 * 1024
 
 
+class UnsetVariable(ValueError):
+    """A ``${VAR}`` set neither in the environment nor in the env file."""
+
+
 class MalformedReference(ValueError):
     """A ``${`` that is no reference: no closing ``}``, nothing inside, ``file:`` without a path, or text
     that is not a variable's name. Its message names the mistake, never the text (it may be a secret)."""
@@ -297,12 +301,20 @@ def interpolate(
     locations: Mapping[PathKey, Location],
     name: str,
     referenced: dict[PathKey, list[str]],
+    unset_hint: str | None = None,
 ) -> Any:
-    """Fill ``${VAR}`` references (``$$`` is a literal ``$``); ``referenced`` collects where there were."""
+    """Fill ``${VAR}`` references (``$$`` is a literal ``$``); ``referenced`` collects where there were.
+    ``unset_hint`` goes with the error for a variable set nowhere (what to do about a missing env file)."""
     if isinstance(value, dict):
-        return {k: interpolate(v, (*path, k), env, locations, name, referenced) for k, v in value.items()}
+        return {
+            k: interpolate(v, (*path, k), env, locations, name, referenced, unset_hint)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [interpolate(v, (*path, i), env, locations, name, referenced) for i, v in enumerate(value)]
+        return [
+            interpolate(v, (*path, i), env, locations, name, referenced, unset_hint)
+            for i, v in enumerate(value)
+        ]
     if not isinstance(value, str) or "$" not in value:
         return value
 
@@ -311,6 +323,8 @@ def interpolate(
         filled, variables = fill_references(value, env)
     except MalformedReference as error:
         raise ConfigError(f"{dotted(path)}: {error}", location=where, hint=_REFERENCE_HINT) from None
+    except UnsetVariable as error:
+        raise ConfigError(f"{dotted(path)}: {error}", location=where, hint=unset_hint) from None
     except ValueError as error:  # a variable set nowhere, a file that cannot be read: named with the key
         raise ConfigError(f"{dotted(path)}: {error}", location=where) from None
     if variables:
@@ -345,7 +359,7 @@ def fill_references(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
                 "digit) nor file:/path"
             )
         if inside not in env:
-            raise ValueError(f"environment variable {inside} is not set (nor in the env file)")
+            raise UnsetVariable(f"environment variable {inside} is not set (nor in the env file)")
         used.append(inside)
         return env[inside]
 
@@ -362,6 +376,15 @@ def _read_secret_file(path: Path) -> str:
     except OSError as error:  # the reason a deployment needs: no such file, permission denied (never a value)
         raise ValueError(f"file reference {path}: cannot be read: {error.strerror or 'I/O error'}") from None
     return text.removesuffix("\n").removesuffix("\r")
+
+
+def missing_env_file_hint(config: Path, env_file: Path) -> str:
+    """What to do about a variable set nowhere when the default env file is absent: copy the example
+    ``shipmap init`` writes beside the config, when it is there."""
+    example = env_file.with_name(".env.example")
+    if example.is_file():
+        return f"there is no {env_file}: copy the example beside the config (cp {example} {env_file})"
+    return f"there is no {env_file} beside {config}: set the variable, or write it there as NAME=value"
 
 
 def warn_literal_secrets(

@@ -188,6 +188,28 @@ def test_a_missing_variable_names_the_variable_and_where_it_is_used(tmp_path: Pa
     assert error.exit_code == 2
 
 
+def test_a_missing_variable_without_the_env_file_says_to_copy_the_example_beside_it(tmp_path: Path) -> None:
+    """`shipmap init` writes .env.example beside the config; a reader who skipped copying it to .env is told."""
+    path = write(tmp_path, MINIMAL)
+    environ = {"FENIX_USERNAME": "u", "FENIX_API_KEY": "key-1234"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ)
+    assert (
+        caught.value.hint
+        == f"there is no {tmp_path / '.env'} beside {path}: set the variable, or write it there as NAME=value"
+    )
+    (tmp_path / ".env.example").write_text("FENIX_PASSWORD=demo-pass\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ)
+    env, example = tmp_path / ".env", tmp_path / ".env.example"
+    assert caught.value.hint == f"there is no {env}: copy the example beside the config (cp {example} {env})"
+    assert "demo-pass" not in caught.value.render()
+    (tmp_path / ".env").write_text("")  # an env file that lacks the variable: nothing to copy
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=environ)
+    assert caught.value.hint is None
+
+
 @pytest.mark.parametrize(
     ("content", "reason"),
     [(None, "cannot be read: No such file or directory"), (b"\xff\xfe-not-utf-8", "not UTF-8 text")],
