@@ -41,6 +41,21 @@ def test_validate_names_what_the_short_mapping_leaves_out(
     assert capsys.readouterr().err == _block("acme.yaml:12:7: error: order.total_weight")
 
 
+def test_a_failing_field_prints_as_the_readme_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    required = _block("# acme.yaml\n").replace(
+        'sku: {path: sku, default: ""}', "sku: {path: sku, required: true}"
+    )
+    (tmp_path / "acme.yaml").write_text(required, encoding="utf-8")
+    order = json.loads(json.dumps(ORDER))
+    order["order"]["line_items"][1]["sku"] = None
+    (tmp_path / "order.json").write_text(json.dumps(order), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main(["preview", "acme.yaml", "order.json"]) == 4
+    assert capsys.readouterr().err == _block("order.json:1: acme.yaml:")
+
+
 def test_the_run_config_dry_runs(tmp_path: Path) -> None:
     (tmp_path / "shipmap.yaml").write_text(_block("# shipmap.yaml\n"))
     (tmp_path / "acme_fulfillment.yaml").write_text(
