@@ -56,6 +56,16 @@ def test_a_failing_field_prints_as_the_readme_shows(
     assert capsys.readouterr().err == _block("order.json:1: acme.yaml:")
 
 
+def test_a_skipped_target_says_why_as_the_readme_quotes(capsys: pytest.CaptureFixture[str]) -> None:
+    quoted = re.search(
+        r"`(cancel: skipped \(when is false \(line \d+\)\))` for `shopify/order_cancelled`", README
+    )
+    assert quoted is not None
+    source = ROOT / "tests/fixtures/real/shopify/order_rest_get_with_fulfillment.json"
+    assert main(["preview", "shopify/order_cancelled", str(source)]) == 0
+    assert quoted.group(1) in capsys.readouterr().err.splitlines()
+
+
 def test_the_run_config_dry_runs(tmp_path: Path) -> None:
     (tmp_path / "shipmap.yaml").write_text(_block("# shipmap.yaml\n"))
     (tmp_path / "acme_fulfillment.yaml").write_text(
