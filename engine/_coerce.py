@@ -25,6 +25,7 @@ __all__ = [
     "int_in_range",
     "int_result",
     "int_text",
+    "text_number_in_range",
 ]
 
 # Plain decimal text, optionally with thousands commas ("1,234.50") and an exponent. Decimal() alone would
@@ -51,7 +52,24 @@ def decimal_from_text(text: str, expected: str) -> Decimal:
     except InvalidOperation:  # a sign or a dot without digits
         raise fail(expected, text) from None
     if number.adjusted() > _MAX_ADJUSTED_EXPONENT:
-        raise FunctionError(f"number {preview_value(text)} is out of range")
+        raise _out_of_range(text)
+    return number
+
+
+def _out_of_range(text: str) -> FunctionError:
+    return FunctionError(f"number {preview_value(text)} is out of range")
+
+
+def text_number_in_range(number: int | float, text: str) -> int | float:
+    """``number``, read from ``text`` by Python's int() or float() (JMESPath's ``to_number``), refused as
+    :func:`decimal_from_text` refuses it past a float's range: float() gives inf for "1e400", int() a number
+    of any size. Text float() reads as not finite ("nan", "inf") is no number."""
+    if isinstance(number, float) and not math.isfinite(number):
+        if _NUMBER_TEXT.fullmatch(text.strip()) is None:
+            raise fail("a finite number", text)
+        raise _out_of_range(text)
+    if isinstance(number, int) and not -_INT_LIMIT < number < _INT_LIMIT:
+        raise _out_of_range(text)
     return number
 
 
@@ -101,7 +119,7 @@ def coerce_number(value: Any) -> int | float | None:
     if isinstance(value, bool):
         raise fail(_NUMBER_EXPECTED, value)
     if isinstance(value, int):
-        return int(value)
+        return int_in_range(int(value))
     if isinstance(value, float):
         if not math.isfinite(value):
             raise fail("a finite number", value)
@@ -122,7 +140,7 @@ def coerce_integer(value: Any) -> int | None:
     if isinstance(value, bool):
         raise fail(_INTEGER_EXPECTED, value)
     if isinstance(value, int):
-        return int(value)
+        return int_in_range(int(value))
     if isinstance(value, float):
         if value.is_integer():
             return int(value)

@@ -26,7 +26,14 @@ import jmespath.functions
 
 from ._arithmetic import add, divide, multiply, round_number, subtract
 from ._arrays import array_count, array_join, array_sum, coalesce
-from ._coerce import coerce_boolean, coerce_id, coerce_integer, coerce_number, coerce_string
+from ._coerce import (
+    coerce_boolean,
+    coerce_id,
+    coerce_integer,
+    coerce_number,
+    coerce_string,
+    text_number_in_range,
+)
 from ._dates import Dates, coerce_date, coerce_datetime
 from ._function_errors import FunctionError
 from ._joins import Joins
@@ -120,6 +127,17 @@ class FunctionSpec:
             f"{self.signature} takes {wanted} argument{plural}, got {count}", function=self.name
         )
 
+    def check_call(self, count: int, keywords: Sequence[str] = ()) -> None:
+        """Raise :class:`FunctionError` unless a call with ``count`` positional arguments and the keyword
+        arguments ``keywords`` fits: run time checks each call with it, and the compiler a call whose
+        arguments it can count at load."""
+        if keywords:
+            raise FunctionError(
+                f"{self.signature} takes positional arguments only, got {', '.join(keywords)}=",
+                function=self.name,
+            )
+        self.check_arity(count)
+
 
 _SPECS: Final[Mapping[str, FunctionSpec]] = types.MappingProxyType(
     {
@@ -209,12 +227,8 @@ def _checked(spec: FunctionSpec, impl: Callable[..., Any]) -> Callable[..., Any]
     maximum = spec.max_args if spec.max_args is not None else 1 << 30
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        if kwargs:
-            raise FunctionError(
-                f"{spec.signature} takes positional arguments only, got {', '.join(kwargs)}=", function=name
-            )
-        if not minimum <= len(args) <= maximum:
-            spec.check_arity(len(args))
+        if kwargs or not minimum <= len(args) <= maximum:
+            spec.check_call(len(args), tuple(kwargs))
         try:
             return impl(*args)
         except FunctionError as error:
@@ -240,6 +254,12 @@ def _any_args(method: _F) -> _F:
     return decorated
 
 
+def _one_arg(method: _F) -> _F:
+    """JMESPath's signature decorator, typed: one argument of any type."""
+    decorated: _F = jmespath.functions.signature({"types": []})(method)
+    return decorated
+
+
 class _JmespathBase(jmespath.functions.Functions):  # type: ignore[misc]  # jmespath ships no types
     """JMESPath's Functions with shipmap's builtins (which replace JMESPath's ``sum`` and ``join``).
 
@@ -256,6 +276,18 @@ class _JmespathBase(jmespath.functions.Functions):  # type: ignore[misc]  # jmes
         if found is None:
             return super().call_function(function_name, resolved_args)
         return found(*resolved_args)
+
+    @_one_arg
+    def _func_to_number(self, value: Any) -> Any:
+        """JMESPath's own, but text past a float's range ("1e400", which float() reads as inf) is refused as
+        ``number()`` refuses it, not let through as a number JSON cannot hold."""
+        number = super()._func_to_number(value)
+        if not isinstance(value, str) or number is None:
+            return number
+        try:
+            return text_number_in_range(number, value)
+        except FunctionError as error:
+            raise FunctionError(f"to_number(): {error.message}", function="to_number") from None
 
 
 def _jmespath_method(name: str) -> Callable[..., Any]:

@@ -223,6 +223,7 @@ class TemplateCompiler:
         field: str,
         names: frozenset[str] = frozenset(),
     ) -> None:
+        bound = _bound(ast, names)  # names that are not the functions they shadow
         for node in ast.find_all((jinja2.nodes.Getattr, jinja2.nodes.Getitem, jinja2.nodes.NSRef)):
             name = (
                 node.attr
@@ -247,7 +248,8 @@ class TemplateCompiler:
                     field=field,
                     hint=f"did you mean '{close[0]}'?" if close else None,
                 )
-            self._refuse_literal_call(flt, ast, lines, field, names)
+            self._refuse_wrong_call(flt, bound, lines, field)
+            self._refuse_literal_call(flt, bound, lines, field)
         for name_node in ast.find_all(jinja2.nodes.Name):
             if name_node.name in ("self", "caller", "varargs", "kwargs"):
                 where, note = lines.at(name_node.lineno, name_token(name_node.name))
@@ -295,35 +297,67 @@ class TemplateCompiler:
                 if isinstance(table, str):
                     where, note = lines.at(call.lineno, function_token("lookup"))
                     self._use_lookup(table, where, field, note)
-            self._refuse_literal_call(call, ast, lines, field, names)
+            self._refuse_wrong_call(call, bound, lines, field)
+            self._refuse_literal_call(call, bound, lines, field)
+
+    def _builtin_called(self, node: jinja2.nodes.Call | jinja2.nodes.Filter, bound: set[str]) -> str | None:
+        """The shipmap function ``node`` calls, or uses as a filter (a ``{% filter f %}`` block's too); None
+        for any other call, and for a name in ``bound``: the template (a set, a loop, a macro or its
+        parameter) or a let: binds it."""
+        if isinstance(node, jinja2.nodes.Filter):
+            return node.name if node.name in self.function_filters else None
+        if not isinstance(node.node, jinja2.nodes.Name) or node.node.name not in self.functions.jinja_globals:
+            return None
+        return None if node.node.name in bound else node.node.name
+
+    def _refuse_wrong_call(
+        self,
+        node: jinja2.nodes.Call | jinja2.nodes.Filter,
+        bound: set[str],
+        lines: TemplateLines,
+        field: str,
+    ) -> None:
+        """Refuse a shipmap function called with keyword arguments, or with a number of arguments it does not
+        take, in the words of run time (``FunctionSpec.check_call``), as JMESPath's calls are refused. A filter
+        is given the value it filters first. Arguments spread from the data (``f(*args)``, ``f(**kw)``) are
+        counted at run time."""
+        name = self._builtin_called(node, bound)
+        if name is None:
+            return
+        keywords = [keyword.key for keyword in node.kwargs if isinstance(keyword, jinja2.nodes.Keyword)]
+        if not keywords and (node.dyn_args is not None or node.dyn_kwargs is not None):
+            return
+        count = len(node.args) + (1 if isinstance(node, jinja2.nodes.Filter) else 0)
+        try:
+            self.functions.specs[name].check_call(count, keywords)
+        except FunctionError as error:
+            where, note = lines.at(node.lineno, function_token(name))
+            raise CompileError(f"{error}{note}", location=where, field=field) from None
 
     def _refuse_literal_call(
         self,
         node: jinja2.nodes.Call | jinja2.nodes.Filter,
-        ast: jinja2.nodes.Template,
+        bound: set[str],
         lines: TemplateLines,
         field: str,
-        names: frozenset[str],
     ) -> None:
         """Refuse a shipmap function called, or used as a filter, on literals alone that it fails on
         (``integer('x')``, ``'x' | integer``): it would fail on every document (FunctionSet.literal_call_error).
-        A name the template (a set, a loop, a macro or its parameter) or a let: binds is not the function."""
+        A name in ``bound`` is not the function."""
         if node.kwargs or node.dyn_args is not None or node.dyn_kwargs is not None:
-            return  # refused at run time, in its own words
+            return  # keywords are refused before this (_refuse_wrong_call); spread arguments are data
+        name = self._builtin_called(node, bound)
+        if name is None:
+            return
         given: list[jinja2.nodes.Node]
         if isinstance(node, jinja2.nodes.Filter):
-            if node.node is None or node.name not in self.function_filters:  # None: a {% filter f %} block
+            if node.node is None:  # a {% filter f %} block: given the text it renders
                 return
-            name, given = node.name, [node.node, *node.args]
+            given = [node.node, *node.args]
         else:
-            if (
-                not isinstance(node.node, jinja2.nodes.Name)
-                or node.node.name not in self.functions.jinja_globals
-            ):
-                return
-            name, given = node.node.name, list(node.args)
+            given = list(node.args)
         values = _literals(self.env, given)
-        if values is None or (isinstance(node, jinja2.nodes.Call) and name in _bound(ast, names)):
+        if values is None:
             return
         failure = self.functions.literal_call_error(name, values)
         if failure is not None:

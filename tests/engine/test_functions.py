@@ -4,7 +4,7 @@ really use (the compiler's ``MappingSandbox``).
 CASES follows jmespath's compliance tests: ``given`` (the data, also the Jinja variables), ``expr`` (written so
 it is both valid JMESPath and a valid Jinja expression), then ``result`` or ``error`` (the exact message; or
 ``error_starts`` for the long date-time one; ``compile_error`` when a mapping's template is refused at load
-instead). ``engines`` narrows a case to one engine. When the function is also a Jinja filter and the
+instead, as a call with a wrong number of arguments is). ``engines`` narrows a case to one engine. When the function is also a Jinja filter and the
 expression is ``name(v, ...)``, the filter form ``v | name(...)`` runs too. Each Jinja form runs twice: as an
 expression of the compiler's environment (which lets the builtin's own error through), and as a mapping's
 template does, compiled by the compiler's public path (vetting, the fast path where it applies, the budget)
@@ -74,6 +74,12 @@ def ok(expr: str, result: Any, **given: Any) -> dict[str, Any]:
 
 def err(expr: str, error: str, **given: Any) -> dict[str, Any]:
     return {"given": given, "expr": expr, "error": error}
+
+
+def arity(expr: str, error: str, **given: Any) -> dict[str, Any]:
+    """A call whose arguments can be counted where it is written: a mapping's template refuses it at load, in
+    the words run time uses."""
+    return {**err(expr, error, **given), "compile_error": error}
 
 
 CASES: list[dict[str, Any]] = [
@@ -158,7 +164,7 @@ CASES: list[dict[str, Any]] = [
         v="2020-01-23",
         z=5,
     ),
-    err("datetime(v, 'UTC', 'UTC')", "datetime(value[, zone]) takes 1 or 2 arguments, got 3", v="x"),
+    arity("datetime(v, 'UTC', 'UTC')", "datetime(value[, zone]) takes 1 or 2 arguments, got 3", v="x"),
     # -- datetime_in ----------------------------------------------------------------------------------------
     ok("datetime_in(v, 'UTC')", "2020-01-23T15:14:15+00:00", v="2020-01-23T10:14:15-05:00"),
     ok("datetime_in(v, 'Asia/Tokyo')", "2020-01-24T00:14:15+09:00", v="2020-01-23T10:14:15"),
@@ -169,7 +175,7 @@ CASES: list[dict[str, Any]] = [
     ),
     ok("datetime_in(v, 'Asia/Tokyo')", "2023-11-15T07:13:20+09:00", v=1700000000),
     ok("datetime_in(v, 'Asia/Tokyo')", None, v=None),
-    err("datetime_in(v)", "datetime_in(value, zone) takes 2 arguments, got 1", v="2020-01-23"),
+    arity("datetime_in(v)", "datetime_in(value, zone) takes 2 arguments, got 1", v="2020-01-23"),
     err(
         "datetime_in(v, z)",
         'datetime_in(): expected a time zone name such as "America/New_York", found null',
@@ -226,7 +232,7 @@ CASES: list[dict[str, Any]] = [
     err("money(v)", 'money(): expected a number or numeric text such as "14.99", found boolean true', v=True),
     err("money(v)", 'money(): expected a number or numeric text such as "14.99", found array [1]', v=[1]),
     err("money(v)", 'money(): number "1e400" is out of range', v="1e400"),
-    err("money(v, v)", "money(value) takes 1 argument, got 2", v="1"),
+    arity("money(v, v)", "money(value) takes 1 argument, got 2", v="1"),
     ok("number(v)", 0.1, v="0.1"),
     ok("number(v)", -2, v=-2.0),
     err("number(v)", 'number(): expected a number or numeric text such as "14.99", found object {}', v={}),
@@ -333,7 +339,7 @@ CASES: list[dict[str, Any]] = [
     ok("split(v, ',')", None, v=None),
     err("split(v, '')", 'split(): expected a non-empty string as separator, found string ""', v="a"),
     err("split(v, ',')", "split(): expected a string, found number 1", v=1),
-    err("split(v)", "split(s, sep) takes 2 arguments, got 1", v="a"),
+    arity("split(v)", "split(s, sep) takes 2 arguments, got 1", v="a"),
     ok("replace(v, '-', '/')", "a/b/c", v="a-b-c"),
     ok("replace(v, '-', '/')", None, v=None),
     err("replace(v, '-', n)", "replace(): expected a string as replacement, found null", v="a", n=None),
@@ -460,7 +466,7 @@ CASES: list[dict[str, Any]] = [
     {"given": {"v": "abc"}, "expr": "length(v)", "result": 3, "engines": ("jmespath",)},
     {"given": {"v": [3, 1]}, "expr": "sort(v)", "result": [1, 3], "engines": ("jmespath",)},
     {"given": {"v": 12}, "expr": "to_string(v)", "result": "12", "engines": ("jmespath",)},
-    {"given": {}, "expr": "coalesce()", "error": "coalesce(value, ...) takes at least 1 argument, got 0"},
+    arity("coalesce()", "coalesce(value, ...) takes at least 1 argument, got 0"),
     {"given": {}, "expr": "datetime(`null`, `null`)", "result": None, "engines": ("jmespath",)},
     # -- Jinja only ------------------------------------------------------------------------------------------------
     {"given": {"v": ("a", "b")}, "expr": "join('-', v)", "result": "a-b", "engines": ("jinja",)},
