@@ -445,13 +445,15 @@ class _BranchLabel:
 
 def _shift(location: Location, columns: int, text: str = "", place: TextPlace | None = None) -> Location:
     """Where character ``columns`` of ``text``, the expression written at ``location``, is: at its line and
-    column of a literal block (``place``), else that many columns along the start line when it is on the
-    expression's first line, else the start itself (a folded value's lines have no exact place)."""
+    column of a literal block, or of a value folded over several lines (``place``), else that many columns
+    along the start line when it is on the expression's first line, else the start itself."""
     if place is not None and place.style:
+        if place.style != "|":
+            return place.character(text, columns) or location
         line = text.count("\n", 0, columns) + 1
         column = columns - (text.rfind("\n", 0, columns) + 1) + 1
         where, note = place.locate(text, line, column)
-        if not note and place.style == "|":
+        if not note:
             return where
         if line > 1:
             return location

@@ -38,7 +38,8 @@ class TextPlace:
     points at that line. In a literal block scalar (``|``) each line of the value is a line of the file, on
     the lines after the indicator, behind the block's indentation. Any other scalar that spans lines is folded
     (YAML joins its lines, and a quoted one has escapes): a line of its value has no exact place, so an error
-    in it is put at the scalar's start and says which line of the template it means."""
+    in it is put at the scalar's start and says which line of the template it means; one character of it is
+    found in the file, though (:meth:`character`: where an expression's error is)."""
 
     start: Location  # the scalar's first character: its indicator, its quote or its text
     style: str = ""  # "|" for a literal block scalar, "" for a scalar on one line, else how it is folded
@@ -61,6 +62,44 @@ class TextPlace:
             column = len(written) - len(written.lstrip()) + 1
         place = Location(self.start.file, self.start.line + line, indent + column, self.file_lines[line])
         return place, ""
+
+    def character(self, text: str, offset: int) -> Location | None:
+        """The place of character ``offset`` of ``text``, the value of a scalar folded over several lines
+        (``>``, quoted or plain). YAML joins such lines, so the value's characters are met in the file in the
+        same order, blanks, line breaks and indentation aside: the file is walked, each of its characters
+        checked against the value's, up to the one at ``offset``. None when they differ (an escape other than
+        ``\\"``, ``\\\\`` and ``''``), or for a literal block (:meth:`locate` places its lines)."""
+        marks = [character for character in text[: offset + 1] if not character.isspace()]
+        if not marks or self.style == "|" or not self.file_lines:
+            return None
+        quote = self.style if self.style in ("'", '"') else ""
+        line, column = (1, 0) if self.style == ">" else (0, self.start.column - 1 + len(quote))
+        seen = 0
+        while line < len(self.file_lines):
+            written = self.file_lines[line]
+            while column < len(written):
+                character = written[column]
+                if character.isspace():
+                    column += 1
+                    continue
+                step = 1
+                pair = written[column : column + 2]
+                if quote == "'" and pair == "''":
+                    step = 2
+                elif quote == '"' and character == "\\":
+                    if pair not in ('\\"', "\\\\"):
+                        return None  # an escape that changes the text
+                    step = 2
+                elif character == quote:
+                    return None  # the closing quote: the value ends before ``offset``
+                if written[column + step - 1] != marks[seen]:
+                    return None
+                seen += 1
+                if seen == len(marks):
+                    return Location(self.start.file, self.start.line + line, column + 1, written)
+                column += step
+            line, column = line + 1, 0
+        return None
 
     def _literal_indent(self, text: str) -> int | None:
         """The block's indentation, when every line of ``text`` is the file's line behind it (else None: the

@@ -94,6 +94,40 @@ def test_a_line_of_a_text_value_is_placed_where_it_is_written(
     assert place.line_text == text.splitlines()[expected[0] - 1]
 
 
+# Where a character of a value folded over several lines is written: (YAML, the text of the value the character
+# starts, the file's line and column expected, or None where the file's characters are not the value's).
+_FOLDED_CHARACTERS = [
+    pytest.param("x: >-\n  join(', ',\n    [upper(a), integer(b)])\n", "integer", (3, 16), id="folded"),
+    pytest.param("x: >-\n  upper(a) ||\n  upper(a, b)\n", "upper(a) ", (2, 3), id="folded, first line"),
+    pytest.param("x: >\n  a ||\n\n    b ||\n  c\n", "c", (5, 3), id="folded, blank and more-indented lines"),
+    pytest.param("x: b ||\n  nope(a)\n", "nope", (2, 3), id="plain"),
+    pytest.param("- b ||\n  nope(a)\n", "nope", (2, 3), id="plain, in a list"),
+    pytest.param('x: "b ||\n  nope(a)"\n', "nope", (2, 3), id="double-quoted"),
+    pytest.param('x: "a == \\"q\\" ||\n  nope(a)"\n', "nope", (2, 3), id="double-quoted, escaped quotes"),
+    pytest.param("x: 'a == ''q'' ||\n  nope(a)'\n", "nope", (2, 3), id="single-quoted, doubled quotes"),
+    pytest.param(
+        'x: "a\\tb ||\n  nope(a)"\n', "nope", None, id="double-quoted, an escape that changes the text"
+    ),
+    pytest.param("x: |\n  a ||\n  nope(a)\n", "nope", None, id="literal block: locate() places its lines"),
+]
+
+
+@pytest.mark.parametrize(("text", "starting", "expected"), _FOLDED_CHARACTERS)
+def test_a_character_of_a_folded_value_is_placed_where_it_is_written(
+    text: str, starting: str, expected: tuple[int, int] | None
+) -> None:
+    document = load_located(text, "m.yaml", str)
+    path: tuple[str | int, ...] = (0,) if isinstance(document.value, list) else ("x",)
+    value = document.value[0] if path == (0,) else document.value["x"]
+    place = document.text_place(path).character(value, value.index(starting))
+    if expected is None:
+        assert place is None
+        return
+    assert place is not None and (place.line, place.column) == expected
+    assert place.line_text == text.splitlines()[expected[0] - 1]
+    assert place.line_text[place.column - 1 :].startswith(starting.split(" ")[0][:4])
+
+
 def test_a_text_that_is_not_the_blocks_own_is_placed_at_its_start() -> None:
     document = load_located("x: |\n  a\n  b\n", "m.yaml", str)
     assert document.text_place(("x",)).locate("a\nc\n", 2) == (
