@@ -1,7 +1,8 @@
 """Where an error inside a template is in the mapping file: the line Jinja names (or, for a block left open,
 the block's opening tag; for a function failing or a read missing at run time, the one line that holds every
 use of what failed, else the one of them whose code raised it; for any other failure at run time, the line
-whose code raised it), and on it the tag or name at fault, inside a {{ }} or {% %} and not in the text around
+whose code raised it, or in an expression written over several lines the line of its part that failed), and
+on it the tag or name at fault, inside a {{ }} or {% %} and not in the text around
 them. The file's line comes from the value's :class:`TextPlace` (``_yaml``): exact in a literal block, else
 the template's start with a note naming the template's line.
 """
@@ -209,15 +210,132 @@ _ANY_TAG = re.compile(r"\{[{%]")
 _UNSAFE = re.compile(r"access to attribute '(?P<name>[^']*)' of '[^']*' object is unsafe")
 
 
-def raised_line(error: BaseException) -> tuple[int | None, re.Pattern[str] | None]:
+def raised_line(
+    error: BaseException, ast: jinja2.nodes.Template, source_lines: list[str]
+) -> tuple[int | None, re.Pattern[str] | None]:
     """For any other failure at run time (a TypeError from the data, a sandbox refusal, the loop budget): the
     line of the template whose code raised it (:func:`_raising_line`), and what to put the caret under there:
     the attribute refused, the loop over budget, else the line's first tag. None when no template code raised
-    it (the output's size is checked after the render)."""
+    it (the output's size is checked after the render). Jinja names the line where the expression or tag
+    starts; one written over several lines (``source_lines``: the template's, as Jinja numbers them) is
+    looked into (:func:`_failed_part`) for the part that failed."""
     line = _raising_line(error)
     if line is None:
         return None, None
+    part = _failed_part(error, ast, line, source_lines)
+    if part is not None:
+        return part
     unsafe = _UNSAFE.search(str(error))
     if unsafe is not None:
         return line, attribute_token(unsafe.group("name"))
     return line, _tag_token("for") if isinstance(error, BudgetExceeded) else _ANY_TAG
+
+
+# What a TypeError or ZeroDivisionError says, and the operations of a template that can say it.
+_OPERATORS: dict[type[jinja2.nodes.Node], str] = {
+    jinja2.nodes.Add: "+",
+    jinja2.nodes.Sub: "-",
+    jinja2.nodes.Mul: "*",
+    jinja2.nodes.Div: "/",
+    jinja2.nodes.FloorDiv: "//",
+    jinja2.nodes.Mod: "%",
+    jinja2.nodes.Pow: "**",
+}
+_COMPARISONS = {"eq": "==", "ne": "!=", "lt": "<", "lteq": "<=", "gt": ">", "gteq": ">="}
+_UNSUPPORTED = re.compile(r"unsupported operand type\(s\) for (?P<op>\S+?)(?: or pow\(\))?:")
+_NOT_SUPPORTED = re.compile(r"'(?P<op>[<>=!]=?)' not supported between instances")
+_UNARY = re.compile(r"bad operand type for unary (?P<op>[-+])")
+
+
+def _failed_kinds(error: BaseException) -> tuple[str, str] | None:
+    """What kind of part of a template raised ``error``: ("operator", "+"), ("compare", "<"), ("unary", "-"),
+    ("call", ""), ("attribute", name); None for an error no one part words."""
+    message = str(error)
+    if isinstance(error, ZeroDivisionError):
+        return "operator", "/"
+    unsafe = _UNSAFE.search(message)
+    if unsafe is not None:
+        return "attribute", unsafe.group("name")
+    if not isinstance(error, TypeError):
+        return None
+    for pattern, kind in ((_UNSUPPORTED, "operator"), (_NOT_SUPPORTED, "compare"), (_UNARY, "unary")):
+        found = pattern.search(message)
+        if found is not None:
+            return kind, found.group("op")
+    if message.startswith("can only concatenate") or message.startswith("can't multiply sequence"):
+        return "operator", "+" if message.startswith("can only") else "*"
+    if message.endswith("object is not callable"):
+        return "call", ""
+    return None
+
+
+def _roots(ast: jinja2.nodes.Template) -> list[tuple[int, jinja2.nodes.Expr]]:
+    """Each expression of ``ast`` that Jinja's code runs as one, with the line its debug info gives it: an
+    output's own line, else its statement's (``{% if``, ``{% set``...)."""
+    roots: list[tuple[int, jinja2.nodes.Expr]] = []
+    pending: list[jinja2.nodes.Node] = [ast]
+    while pending:
+        node = pending.pop()
+        for child in node.iter_child_nodes():
+            if isinstance(child, jinja2.nodes.Expr):
+                roots.append((child.lineno if isinstance(node, jinja2.nodes.Output) else node.lineno, child))
+            else:
+                pending.append(child)
+    return roots
+
+
+def _failed_part(
+    error: BaseException, ast: jinja2.nodes.Template, line: int, template_lines: list[str]
+) -> tuple[int, re.Pattern[str]] | None:
+    """The line of the part of the expression Jinja runs at ``line`` that raised ``error`` (an operator, a
+    comparison, a call, an attribute the sandbox refuses), and the token to put the caret under: when every
+    such part of it is on one line. None otherwise, and for other errors."""
+    kind = _failed_kinds(error)
+    if kind is None:
+        return None
+    what, name = kind
+    places: set[int] = set()
+    token: re.Pattern[str] | None = None
+    for root_line, root in _roots(ast):
+        if root_line != line:
+            continue
+        for node in (root, *root.find_all(jinja2.nodes.Expr)):
+            if what == "operator" and isinstance(node, jinja2.nodes.BinExpr) and type(node) in _OPERATORS:
+                symbol = _OPERATORS[type(node)]
+                if name == symbol or (name == "/" and symbol in ("//", "%")):
+                    token = _operator_token(symbol)
+                    places.add(_operator_line(node.right.lineno, node.lineno, token, template_lines))
+            elif what == "compare" and isinstance(node, jinja2.nodes.Compare):
+                for operand in node.ops:
+                    if _COMPARISONS.get(operand.op) == name:
+                        token = _operator_token(name)
+                        places.add(
+                            _operator_line(operand.expr.lineno, node.expr.lineno, token, template_lines)
+                        )
+            elif what == "unary" and isinstance(node, jinja2.nodes.Neg | jinja2.nodes.Pos):
+                if (name == "-") == isinstance(node, jinja2.nodes.Neg):
+                    token = _operator_token(name)
+                    places.add(node.lineno)
+            elif what == "call" and isinstance(node, jinja2.nodes.Call):
+                token = re.compile(r"\(")
+                places.add(node.lineno)
+            elif what == "attribute" and isinstance(node, jinja2.nodes.Getattr) and node.attr == name:
+                token = attribute_token(name)
+                places.add(node.lineno)
+    if len(places) != 1 or token is None or places == {line}:
+        return None
+    return places.pop(), token
+
+
+def _operator_token(symbol: str) -> re.Pattern[str]:
+    """``symbol`` as an operator: not part of a longer one, nor a tag's whitespace control (``{{-``, ``-%}``)."""
+    return re.compile(rf"(?<![*/{{%<>=!]){re.escape(symbol)}(?![*/}}%=])")
+
+
+def _operator_line(right: int, left: int, token: re.Pattern[str], template_lines: list[str]) -> int:
+    """The line of the operator between an operand starting on line ``left`` and one starting on ``right``:
+    the last of those lines that has it."""
+    for number in range(right, left - 1, -1):
+        if 1 <= number <= len(template_lines) and token.search(template_lines[number - 1]):
+            return number
+    return right

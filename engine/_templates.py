@@ -377,7 +377,7 @@ def _template_failure(
     else:
         if isinstance(error, jinja2.exceptions.SecurityError):
             message = f"refused by the sandbox: {message}"
-        line = raised_line(error)
+        line = raised_line(error, ast, lines.text.split("\n")[lines.lead :])
     where, note = lines.at(*line)
     return TransformError(f"{message}{note}", location=where, field=field, source_path=scope.path() or None)
 
