@@ -248,16 +248,17 @@ def _checked(spec: FunctionSpec, impl: Callable[..., Any]) -> Callable[..., Any]
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _any_args(method: _F) -> _F:
-    """JMESPath's signature decorator, typed: any number (at least one) of arguments of any type."""
-    decorated: _F = jmespath.functions.signature({"types": [], "variadic": True})(method)
-    return decorated
+def _signature(*arguments: dict[str, Any]) -> Callable[[_F], _F]:
+    """JMESPath's signature decorator, typed."""
+
+    def decorate(method: _F) -> _F:
+        decorated: _F = jmespath.functions.signature(*arguments)(method)
+        return decorated
+
+    return decorate
 
 
-def _one_arg(method: _F) -> _F:
-    """JMESPath's signature decorator, typed: one argument of any type."""
-    decorated: _F = jmespath.functions.signature({"types": []})(method)
-    return decorated
+_any_args = _signature({"types": [], "variadic": True})  # any number (at least one) of any type
 
 
 class _JmespathBase(jmespath.functions.Functions):  # type: ignore[misc]  # jmespath ships no types
@@ -277,7 +278,7 @@ class _JmespathBase(jmespath.functions.Functions):  # type: ignore[misc]  # jmes
             return super().call_function(function_name, resolved_args)
         return found(*resolved_args)
 
-    @_one_arg
+    @_signature({"types": []})
     def _func_to_number(self, value: Any) -> Any:
         """JMESPath's own, but text past a float's range ("1e400", which float() reads as inf) is refused as
         ``number()`` refuses it, not let through as a number JSON cannot hold."""
