@@ -30,7 +30,9 @@ The end of one of ``shipmap serve``'s runs (a look at parked work, a replay, a r
 backoff or Retry-After: a delivery waiting out one is *interrupted*, left pending with the attempts that
 counted (the journal adds them to its row), and the next run goes on where it stopped: it waits out the
 rest of the wait (``resume``: this process's memory, which outlives the run) and counts the row's attempts
-towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait.
+towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait; its
+deadline cancels the send, and a send cancelled in such a wait leaves the same Outcome for its worker
+(``Deliverer.take_cut``), so the journal keeps its attempts the same way.
 """
 
 from __future__ import annotations
@@ -211,6 +213,8 @@ class Deliverer:
         self._waiting_cap = waiting_cap
         self._waiting: dict[str, int] = {}  # deliveries in ``admit``, by connection
         self._resume = resume if resume is not None else {}
+        # The sends a stop cancelled in a wait, by task, until their worker takes them (``take_cut``).
+        self._cut: dict[asyncio.Task[Any], Outcome] = {}
         # timeout.total: one timer per sending task
         self._deadlines: dict[asyncio.Task[Any], TaskDeadline] = {}
 
@@ -267,8 +271,9 @@ class Deliverer:
         resumed = self._resume.pop(request.key, None) if self._resume and request.key else None
         if resumed is not None:  # an earlier run ended while this delivery waited: the rest of the wait
             until, reason = resumed
-            if await breaker.pause(until - time.monotonic()):
-                return self._interrupted(request, breaker, until, reason, 0, 0, started)
+            cut = await self._wait(breaker, until - time.monotonic(), request, until, reason, 0, 0, started)
+            if cut is not None:
+                return cut
         while True:
             if breaker.at_rest:  # nothing to wait for (one attribute read, not a coroutine per attempt)
                 admitted = breaker.admission()
@@ -292,11 +297,12 @@ class Deliverer:
                 # A Retry-After's hold ends at a move or the run's end, as a backoff does (not a probe's: it
                 # must end, or the breaker stays half-open for nobody).
                 held = limiter.held_for()
-                if held > 0 and not admitted.is_probe and await breaker.pause(held):
-                    until = time.monotonic() + limiter.held_for()
-                    return self._interrupted(
-                        request, breaker, until, reason, attempt, counted - tried, started
+                if held > 0 and not admitted.is_probe:
+                    cut = await self._wait(
+                        breaker, held, request, 0.0, reason, attempt, counted - tried, started, limiter
                     )
+                    if cut is not None:
+                        return cut
                 await limiter.acquire()
             # No retry goes to the endpoint a reload moved the connection from (a probe admitted before the
             # move goes: parked, it would leave the old endpoint's breaker half-open for nobody).
@@ -394,8 +400,49 @@ class Deliverer:
                 self._on_retry(request, attempt, reason, delay)
             until = time.monotonic() + delay
             # Cut short by a reload that moves the connection, or by the run's end.
-            if await breaker.pause(delay):
-                return self._interrupted(request, breaker, until, reason, attempt, counted - tried, started)
+            cut = await self._wait(breaker, delay, request, until, reason, attempt, counted - tried, started)
+            if cut is not None:
+                return cut
+
+    async def _wait(
+        self,
+        breaker: CircuitBreaker,
+        seconds: float,
+        request: OutboundRequest,
+        until: float,
+        failed: str,
+        attempts: int,
+        counted: int,
+        started: float,
+        hold: RateLimiter | None = None,
+    ) -> Outcome | None:
+        """A wait before an attempt (``breaker.pause``) that ends at ``until``, or, of a Retry-After's ``hold``,
+        when the hold ends as it is cut (a later Retry-After may have extended it): None once it is over; the
+        delivery's Outcome when a move or the run's end cut it short (``_interrupted``). A stop that cancels
+        the send meanwhile (serve's drain deadline) leaves the same Outcome for ``take_cut``, so its attempts
+        are kept as a run's end keeps them; the cancellation goes on."""
+        try:
+            cut = await breaker.pause(seconds)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None:
+                if hold is not None:
+                    until = time.monotonic() + hold.held_for()
+                self._cut[task] = self._interrupted(
+                    request, breaker, until, failed, attempts, counted, started, at="the stop"
+                )
+            raise
+        if not cut:
+            return None
+        if hold is not None:
+            until = time.monotonic() + hold.held_for()
+        return self._interrupted(request, breaker, until, failed, attempts, counted, started)
+
+    def take_cut(self) -> Outcome | None:
+        """The Outcome of the send the calling task made when a stop cancelled it in a wait before an attempt
+        (a backoff, a Retry-After's hold); None when it was cancelled otherwise (a request in flight)."""
+        task = asyncio.current_task()
+        return self._cut.pop(task, None) if task is not None and self._cut else None
 
     def _interrupted(
         self,
@@ -406,13 +453,16 @@ class Deliverer:
         attempts: int,
         counted: int,
         started: float,
+        *,
+        at: str = "the end of the run",
     ) -> Outcome:
         """A wait before an attempt (a backoff after ``failed``, a Retry-After's hold: ``failed`` "" when
         nothing of this delivery failed yet) cut short. By a move: parked, and the next run sends it to the new
         endpoint. By the run's end while the breaker is open: parked, as the run's end parks whatever waits for
         it (counted in the summary's outage, and the next look at parked work sends it). By the run's end while
         it is closed: left pending with the ``counted`` attempts of this run (the journal keeps them), and the
-        next run waits out the rest of the wait, until ``until``, then goes on."""
+        next run waits out the rest of the wait, until ``until``, then goes on. ``at``: what cut it, for the
+        log (a stop's deadline: ``_wait``)."""
         if breaker.moved:
             if failed or request.tried:
                 return self._parked(breaker.outage(failed), attempts, started)
@@ -424,9 +474,7 @@ class Deliverer:
             self._resume[request.key] = (until, failed)
         left = max(0.0, until - time.monotonic())
         waiting = f"to retry ({failed})" if failed else "for a Retry-After of the connection"
-        reason = (
-            f"left pending at the end of the run, waiting {waiting}; the next run sends it in {left:.1f} s"
-        )
+        reason = f"left pending at {at}, waiting {waiting}; the next run sends it in {left:.1f} s"
         latency = time.perf_counter() - started
         return Outcome(
             False, None, attempts, latency, self.redactor.redact(reason), interrupted=True, counted=counted

@@ -17,6 +17,7 @@ either."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
 from collections.abc import Callable
@@ -81,6 +82,14 @@ class DeliveryWorkers:
         number = self._started
         try:
             outcome = await deliverer.send(job.request)
+        except asyncio.CancelledError:
+            # A stop (serve's drain deadline) in a backoff or a Retry-After's hold: the attempts are kept as
+            # at a run's end; best effort, the row stays pending either way.
+            cut = deliverer.take_cut()
+            if cut is not None and cut.interrupted:
+                with contextlib.suppress(Exception):
+                    self._count(job, cut, log_info)
+            raise
         except JournalError:  # the shared breaker's database failed: the run stops, the row stays pending
             raise
         except Exception as error:  # this job's problem, or a bug that fails them all: the next ones say

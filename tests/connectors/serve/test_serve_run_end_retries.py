@@ -203,3 +203,37 @@ def test_a_retry_after_holds_up_no_run_and_is_still_honoured_by_the_next(
     finally:
         serve.kill()
     assert sorted(_attempts(serve)) == [("delivered", 1), ("delivered", 2)]
+
+
+def test_a_drain_deadline_in_a_backoff_keeps_the_attempts_for_the_next_start(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """``SIGTERM`` with a 2 s ``drain_timeout`` while the delivery waits out its 20 s backoff: the deadline
+    cancels the wait, and the delivery stays ``pending`` with its attempt in the journal (it used to keep none,
+    so the next start gave it its whole budget again). The next start goes on with it: max_attempts 2, so its
+    second attempt is its last, dead-lettered after 2 attempts, not given 2 more."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503", "503", "503")), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert "  drain_timeout: 30s\n" in text
+    serve.config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n"))
+    _start(serve, max_attempts=2)
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_006)
+            _first_failure(serve)
+        assert serve.terminate() == 0
+        assert _attempts(serve) == [("pending", 1)]
+        assert _said(serve, "left pending at the stop, waiting to retry (HTTP 503") == 1, "".join(
+            serve.errors
+        )
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: _said(serve, "dead letter") > 0, timeout=60, what="the last attempt")
+        assert _said(serve, "gave up after 2 attempts; last: HTTP 503") == 1, serve.errors[-10:]
+        assert _said(serve, "retrying in") == 0, serve.errors[-10:]
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _attempts(serve) == [("dead", 2)]
+    assert _delivered(source_sandbox) == []
