@@ -18,13 +18,14 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import FaultPlan, Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, SERVE_FIXTURES, ServeProcess, shopify_headers
 
 ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 FIXTURE_RETRY = (
     "  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full, retry_after_cap: 2s}\n"
 )
 BACKOFF_S = 20.0
+BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
 
 
@@ -237,3 +238,40 @@ def test_a_drain_deadline_in_a_backoff_keeps_the_attempts_for_the_next_start(
         serve.kill()
     assert _attempts(serve) == [("dead", 2)]
     assert _delivered(source_sandbox) == []
+
+
+def test_a_run_end_neither_waits_for_nor_cuts_short_an_enrichment_retry(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Enrichment's GETs retry in the feed's lanes, which outlast a run: a reload that ends the run while a
+    skinny BigCommerce webhook's GET waits out a ``Retry-After: 20`` from the store API is not held up by it
+    (the next run has started before the GET is tried again), and the wait is neither cut short nor started
+    over: the GET is tried again once, 20 s after its 503, and the order is delivered. Nothing to keep across
+    the run's end, so nothing changed for it (docs/serve.md)."""
+    source_sandbox.set_source_faults(FaultPlan(schedule=("503:20",)))
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    reloaded = _start(serve, max_attempts=4)
+    try:
+        with httpx.Client(timeout=10) as client:
+            body = (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_bytes()
+            assert serve.post(client, "bc", body, BC_HEADERS).json()["status"] == "accepted"
+            _first_failure(serve)
+            failed = [get for get in source_sandbox.source_requests() if get["status"] == 503]
+            assert len(failed) == 1, source_sandbox.source_requests()
+            assert serve.process is not None
+            serve.config.write_text(reloaded)
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
+            tried_again = [
+                get for get in source_sandbox.source_requests() if get["path"] == failed[0]["path"]
+            ]
+            assert len(tried_again) == 1, tried_again  # the run's end did not wait for the GET's retry
+            serve.wait_until(lambda: _delivered(source_sandbox) == ["100"], timeout=40, what="the order")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    gets = [get for get in source_sandbox.source_requests() if get["path"] == failed[0]["path"]]
+    assert [get["status"] for get in gets] == [503, 200], gets
+    waited = gets[1]["at"] - gets[0]["at"]
+    assert BACKOFF_S - 1.0 < waited < BACKOFF_S + 6.0, waited
+    assert _said(serve, "retrying in") == 1 and _said(serve, "left pending") == 0, serve.errors[-10:]
