@@ -29,7 +29,8 @@ parked).
 The end of one of ``shipmap serve``'s runs (a look at parked work, a replay, a reload) is held up by no
 backoff or Retry-After: a delivery waiting out one is *interrupted*, left pending with the attempts that
 counted (the journal adds them to its row), and the next run goes on where it stopped: it waits out the
-rest of the wait (``resume``: this process's memory, which outlives the run) and counts the row's attempts
+rest of the wait (``resume``: this process's memory, which outlives the run, and the row's ``not_before``,
+which outlives the process, read by ``Outbox.recover``) and counts the row's attempts
 towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait; its
 deadline cancels the send, and a send cancelled in such a wait leaves the same Outcome for its worker
 (``Deliverer.take_cut``), so the journal keeps its attempts the same way.
@@ -122,6 +123,9 @@ class Outcome:
     # The run ended while it waited out a backoff or a Retry-After: left pending, the next run goes on with it.
     interrupted: bool = False
     counted: int = 0  # of ``attempts``, those that count towards max_attempts (an interrupted one's are kept)
+    # An interrupted one's: when the wait it was cut short in ends (epoch seconds), and the failure it retries.
+    not_before: float | None = None
+    failed: str = ""
 
 
 def backoff_delay(
@@ -476,9 +480,9 @@ class Deliverer:
         waiting = f"to retry ({failed})" if failed else "for a Retry-After of the connection"
         reason = f"left pending at {at}, waiting {waiting}; the next run sends it in {left:.1f} s"
         latency = time.perf_counter() - started
-        return Outcome(
-            False, None, attempts, latency, self.redactor.redact(reason), interrupted=True, counted=counted
-        )
+        return Outcome(False, None, attempts, latency, self.redactor.redact(reason), interrupted=True,
+                       counted=counted, not_before=time.time() + left,
+                       failed=self.redactor.redact(failed))  # fmt: skip
 
     def _parked(self, stop: Outage, attempts: int, started: float) -> Outcome:
         """A delivery left pending: its connection is down past ``outage_wait``, or a reload moved it."""

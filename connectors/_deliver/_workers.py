@@ -130,7 +130,7 @@ class DeliveryWorkers:
             stats.retried += 1
         if outcome.interrupted:
             # The run ended while it waited to retry: pending, its attempts kept; the next run goes on with it.
-            self.outbox.interrupted(job.key, outcome.counted)
+            self.outbox.interrupted(job.key, outcome)
             self.log.info("%s: %s", job.request.label, outcome.reason)
         elif outcome.parked and self.held_back is not None:
             self.held_back.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait

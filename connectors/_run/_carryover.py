@@ -27,7 +27,8 @@ class Carryover:
 
     ``resume``: the deliveries a run's end interrupted while they waited out a backoff or a Retry-After, by
     key: when the wait ends (monotonic) and the failure they retry ("" for a hold). The next run that sends
-    one waits out the rest first (``Deliverer``); this process's memory, so a restart sends them at once.
+    one waits out the rest first (``Deliverer``). The journal keeps it too (the row's ``not_before``): a run
+    adds the waits of the rows it recovers, which a restart or another worker left (``Outbox.recover``).
 
     ``summary``: the last run's (None before the first), which ``Runtime.live`` gives between runs.
     ``breaker_store``: the breaker and rate-limit state the next run starts from, which outlives a run like the

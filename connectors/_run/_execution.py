@@ -95,7 +95,9 @@ class Execution:
         self.breaker_store = carryover.breaker_store
         self.started = time.perf_counter()
         self._follow_moved_connections()  # before recovery reads the pending rows
-        self.outbox = Outbox(journal, runtime.mapper, runtime.connections, self.summary, log)
+        self.outbox = Outbox(
+            journal, runtime.mapper, runtime.connections, self.summary, log, waits=carryover.resume
+        )
         self.leases = LeaseKeeper(self.outbox)
         self.workers = DeliveryWorkers(self.outbox, self.leases, runtime.mapper.reason, self._report)
         self.park_when_down = park_when_down
@@ -182,7 +184,7 @@ class Execution:
                 keeper = group.create_task(self.leases.keep(queue)) if self.journal.shared else None
                 # A replay's run leaves the deliveries still waiting out a backoff to the next run: its result
                 # is not held up by them (``Carryover.resume``).
-                for job in outbox.recover(leave=self.carryover.resume if self.summary.replay else ()):
+                for job in outbox.recover():
                     await queue.put(job)
                 async for batch in producer:
                     self.summary.events += len(batch)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from ._entries import ENTRY_COLUMNS, JournalEntry, by_creation, by_last_write, entry_of
+from ._entries import CLAIM_COLUMNS, JournalEntry, by_creation, by_last_write, entry_of
 from ._journal import Journal
 
 
@@ -58,7 +58,7 @@ def claim_pending(
         order, fence = by_last_write, mine
     rows = journal._db.execute(
         f"UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE key IN ({chosen}){fence}"
-        f" RETURNING {ENTRY_COLUMNS}",
+        f" RETURNING {CLAIM_COLUMNS}",
         parameters,
     ).fetchall()
     return sorted((entry_of(row) for row in rows), key=order)

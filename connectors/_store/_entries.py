@@ -32,6 +32,9 @@ class JournalEntry:
     origin: str | None
     created_at: float
     updated_at: float
+    # When a pending row may be sent again (epoch seconds; None: at once). Read by claims only (``CLAIM_COLUMNS``):
+    # other reads leave it None, so a journal of an older schema version can still be read.
+    not_before: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,9 @@ ENTRY_COLUMNS = (  # a JournalEntry's, in its order
     "key, source_hash, mapping, target, connection, state, idempotency_key, method, url, payload, attempts, "
     "status, reason, response_excerpt, origin, created_at, updated_at"
 )
+CLAIM_COLUMNS = (
+    ENTRY_COLUMNS + ", not_before"
+)  # a claimed row's: a writer's journal is of the current version
 
 
 def by_creation(entry: JournalEntry) -> tuple[float, str]:

@@ -164,10 +164,14 @@ class Journal(JournalDatabase):
         sql = _DELIVERED_MANY.format(values=values)
         return int(self._db.execute(sql, (now, *parameters, self.worker)).rowcount)
 
-    def add_attempts(self, key: str, attempts: int) -> None:
+    def add_attempts(
+        self, key: str, attempts: int, *, not_before: float | None = None, failed: str = ""
+    ) -> None:
         """A pending delivery made ``attempts`` that count towards max_attempts and stays pending (the run
-        ended while it waited to retry): the next run goes on from there. Fenced like the marks."""
-        self._db.execute(_ATTEMPTED, (attempts, time.time(), key, self.worker))
+        ended, or a stop cut it short, while it waited to retry): the next run goes on from there, on this
+        worker or another, and sends it at ``not_before`` (epoch seconds) at the earliest, the rest of the wait,
+        which retried ``failed`` (kept as the row's reason; "" for a Retry-After's hold). Fenced like the marks."""
+        self._db.execute(_ATTEMPTED, (attempts, not_before, failed or None, time.time(), key, self.worker))
 
     def mark_delivered(self, key: str, *, status: int, attempts: int) -> None:
         self._db.execute(_DELIVERED, (status, attempts, time.time(), key, self.worker))
@@ -385,8 +389,9 @@ def _key_prefixes(keys: Sequence[str] | None) -> tuple[str, list[object]]:
 PendingRow = tuple[str, str, str, str, str, str | None, str, str, str, str | None]
 
 _PENDING_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
-# A pending row keeps its attempts (the retry budget earlier runs spent: ``add_attempts``); a dead letter
-# journaled pending again (a replay) starts its budget over.
+# A pending row keeps its attempts (the retry budget earlier runs spent: ``add_attempts``), and the rest of the
+# wait they left (``not_before``, and the failure it retries as ``reason``); a dead letter journaled pending
+# again (a replay) starts its budget over, at once.
 _PENDING_MANY = """INSERT INTO deliveries (key, source_hash, mapping, target, connection, idempotency_key, method,
                                          url, payload, origin, lease_owner, lease_until, state, attempts,
                                          created_at, updated_at)
@@ -396,8 +401,10 @@ _PENDING_MANY = """INSERT INTO deliveries (key, source_hash, mapping, target, co
                    url = excluded.url, payload = excluded.payload, origin = excluded.origin,
                    idempotency_key = COALESCE(deliveries.idempotency_key, excluded.idempotency_key),
                    lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
-                   status = NULL, reason = NULL, response_excerpt = NULL, updated_at = excluded.updated_at,
-                   attempts = CASE WHEN deliveries.state = 'pending' THEN deliveries.attempts ELSE 0 END
+                   status = NULL, response_excerpt = NULL, updated_at = excluded.updated_at,
+                   attempts = CASE WHEN deliveries.state = 'pending' THEN deliveries.attempts ELSE 0 END,
+                   not_before = CASE WHEN deliveries.state = 'pending' THEN deliveries.not_before END,
+                   reason = CASE WHEN deliveries.state = 'pending' THEN deliveries.reason END
                WHERE deliveries.state IN ('dead', 'resolved')
                      OR (deliveries.state = 'pending' AND (deliveries.lease_owner IS NULL
                          OR deliveries.lease_owner = excluded.lease_owner
@@ -412,7 +419,7 @@ _DELIVERED = """UPDATE deliveries SET state = 'delivered', status = ?, attempts 
                                       response_excerpt = NULL, lease_until = NULL, updated_at = ?
                WHERE key = ? AND state = 'pending' AND (lease_owner = ? OR lease_owner IS NULL)"""
 
-_ATTEMPTED = """UPDATE deliveries SET attempts = attempts + ?, updated_at = ?
+_ATTEMPTED = """UPDATE deliveries SET attempts = attempts + ?, not_before = ?, reason = ?, updated_at = ?
                 WHERE key = ? AND state = 'pending' AND (lease_owner = ? OR lease_owner IS NULL)"""
 
 # The same, for many (key, status, attempts) rows in one statement (PostgreSQL: one round trip, one commit).

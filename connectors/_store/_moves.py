@@ -69,15 +69,16 @@ def move_pending(
     journal: Journal, connection: str, old_base_url: str, new_base_url: str, *, page: int = MOVE_PAGE
 ) -> int:
     """Point the pending deliveries of ``connection`` journaled for ``old_base_url`` at ``new_base_url`` (the
-    rest of each URL kept), their retry budgets started over (attempts at the old endpoint say nothing of the
-    new one); how many were. ``page`` rows per statement, in key order, so a new base that
+    rest of each URL kept), their retry budgets and waits started over (attempts at the old endpoint, and the
+    waits it asked for, say nothing of the new one); how many were. ``page`` rows per statement, in key order, so a new base that
     extends the old one (``/api`` to ``/api/v2``) moves each row once. Each statement commits by itself
     unless the caller holds a transaction: an interrupted move leaves every row at one base or the other."""
     old_prefix, new_prefix = base_prefix(old_base_url), base_prefix(new_base_url)
     moved, after = 0, ""
     while True:
         keys = journal._db.execute(
-            """UPDATE deliveries SET url = ? || substr(url, ?), attempts = 0 WHERE key IN (
+            """UPDATE deliveries SET url = ? || substr(url, ?), attempts = 0, not_before = NULL, reason = NULL
+               WHERE key IN (
                    SELECT key FROM deliveries WHERE state = 'pending' AND connection = ? AND key > ?
                    AND substr(url, 1, ?) = ? ORDER BY key LIMIT ?)
                RETURNING key""",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import time
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from shipmap.engine import SourceDocument
 
@@ -55,7 +55,11 @@ class Outbox:
         connections: Mapping[str, Connection],
         summary: RunSummary,
         log: RedactingLogger,
+        waits: dict[str, tuple[float, str]] | None = None,
     ) -> None:
+        """``waits``: the deliveries whose wait a run's end or a stop cut short, by key: when it ends
+        (monotonic) and the failure they retry, which the Deliverer waits out first (``Carryover.resume``).
+        This process knows its own; recovery adds those a row's ``not_before`` still holds (``recover``)."""
         self.journal = journal
         self.mapper = mapper
         self.connections = connections
@@ -71,7 +75,7 @@ class Outbox:
         # Records rejected by earlier runs (a line cut off while it was being written): resolved once they read.
         self._rejected_origins = journal.rejected_origins()
         self._down: dict[str, str] = {}  # connections whose rows recovery mostly parks (``park_down``)
-        self._leave: Container[str] = ()  # keys recovery leaves pending (``recover``)
+        self._waits = waits if waits is not None else {}
         self._probes = 0
 
     def park_down(self, down: Mapping[str, str], probes: int) -> None:
@@ -84,13 +88,13 @@ class Outbox:
         self._down = dict(down)
         self._probes = probes
 
-    def recover(self, leave: Container[str] = ()) -> Iterator[Job]:
+    def recover(self) -> Iterator[Job]:
         """The pending deliveries this run takes over, as recorded: on a shared journal those one claim finds
         (the lease keeper claims again as it goes), on an exclusive one all of them, a page at a time as the
         queue takes them, in the order they were last written. Of a connection parked (``park_down``), a
-        few are read and the rest counted, once a run. Those whose keys are in ``leave`` stay pending, unsent
-        (a replay's run leaves the service's deliveries still waiting out a backoff to its next run)."""
-        self._leave = leave
+        few are read and the rest counted, once a run. A row another worker, or this process before a restart,
+        left with a ``not_before`` still ahead joins ``waits``, so its rest is waited out; a replay's run leaves
+        the deliveries still waiting pending, unsent, to the service's next run."""
         if not self._down:
             self.summary.parked_known = True  # nothing parked: no connection is down
             yield from self._recovered(self._pages() if not self.journal.shared else self._claim())
@@ -133,7 +137,11 @@ class Outbox:
         for entry in entries:
             if entry.key in self.scheduled:  # a look at held-back deliveries queued it meanwhile
                 continue
-            if entry.key in self._leave:
+            if entry.not_before is not None and entry.key not in self._waits:
+                left = entry.not_before - time.time()
+                if left > 0:  # the rest of a wait the journal kept (``add_attempts``)
+                    self._waits[entry.key] = (time.monotonic() + left, entry.reason or "")
+            if self.summary.replay and entry.key in self._waits:
                 continue
             job = self._job_of(entry)
             if job is None:
@@ -387,11 +395,11 @@ class Outbox:
         if len(self._marks) >= _FLUSH_MARKS:
             self.flush_marks()
 
-    def interrupted(self, key: str, attempts: int) -> None:
-        """A delivery the run's end interrupted while it waited to retry: its row stays pending, with the
-        ``attempts`` that counted towards max_attempts added, so the next run goes on with its budget."""
-        if attempts:
-            self.journal.add_attempts(key, attempts)
+    def interrupted(self, key: str, outcome: Outcome) -> None:
+        """A delivery the run's end (or a stop) interrupted while it waited to retry: its row stays pending,
+        with the attempts that counted towards max_attempts added and when its wait ends, so the next run, on
+        this worker or another, goes on with its budget and waits out the rest (``recover``)."""
+        self.journal.add_attempts(key, outcome.counted, not_before=outcome.not_before, failed=outcome.failed)
         self.release(key)
 
     def release(self, key: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 State = Literal["pending", "delivered", "dead", "resolved"]
 # What a run never sends again: delivered, or resolved (superseded by a replay, or closed by hand). A dead row is
 # skipped too, until it is replayed.
@@ -124,6 +124,12 @@ CREATE INDEX deliveries_pending_url ON deliveries({columns}) WHERE state = 'pend
 _V8_POSTGRESQL = """
 CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE state = 'pending' AND lease_owner IS NOT NULL;
 """
+# Version 9: when a pending delivery may be sent again (epoch seconds, this worker's clock, as leases are): the
+# rest of a backoff or a Retry-After that a run's end or a stop cut short (``Journal.add_attempts``), so that the
+# worker that sends it next, after a restart or on another process, waits it out too. NULL: at once.
+_V9 = """
+ALTER TABLE deliveries ADD COLUMN not_before {real};
+"""
 # MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
 MIGRATIONS: dict[Backend, tuple[str, ...]] = {
     "sqlite": (
@@ -135,6 +141,7 @@ MIGRATIONS: dict[Backend, tuple[str, ...]] = {
         _V6.format(order="updated_at"),
         _V7.format(columns="state, connection, url"),
         "",
+        _V9.format(real="REAL"),
     ),
     "postgresql": (
         _V1_POSTGRESQL,
@@ -145,6 +152,7 @@ MIGRATIONS: dict[Backend, tuple[str, ...]] = {
         _V6.format(order="created_at"),
         _V7.format(columns='connection, url COLLATE "C"'),
         _V8_POSTGRESQL,
+        _V9.format(real="DOUBLE PRECISION"),
     ),
 }
 # The tables a journal of any version holds. An SQLite file without `meta` that holds others is another

@@ -27,6 +27,7 @@ from shipmap.connectors._store._claims import (
     release_leases,
     renew_leases,
 )
+from shipmap.connectors._store._entries import JournalEntry
 from shipmap.connectors._store._journal import MIGRATIONS, SCHEMA_VERSION
 from shipmap.connectors._store._journal_pg import TransactionConflict
 from shipmap.connectors._store._leases import LeaseKeeper
@@ -95,6 +96,43 @@ def test_both_backends_keep_a_pending_rows_attempts_as_its_retry_budget_until_a_
         assert (entry := journal.get("k")) is not None and (entry.state, entry.attempts) == ("dead", 3)
         pending(journal, "k")  # a replay
         assert (entry := journal.get("k")) is not None and (entry.state, entry.attempts) == ("pending", 0)
+
+
+def _claimed(journal: Journal) -> list[JournalEntry]:
+    """The pending rows as a claim reads them: nobody's, or (a shared journal) those this worker holds."""
+    return claim_pending(journal) or claim_pending(journal, held_here=True)
+
+
+def test_both_backends_keep_the_rest_of_a_pending_rows_wait_until_a_replay_or_a_move(location: str) -> None:
+    """A run's end or a stop that cuts a delivery's wait short records when it ends (``not_before``) and the
+    failure it retries; the worker that claims the row next reads them (``Outbox.recover`` waits out the
+    rest). The same event journaled again keeps them; a move to another base_url or a replay drops them."""
+    with Journal(location) as journal:
+        pending(journal, "k")
+        [claimed] = _claimed(journal)
+        assert (claimed.not_before, claimed.reason) == (None, None)
+        journal.add_attempts("k", 1, not_before=4e9, failed="HTTP 503 Service Unavailable")
+        pending(journal, "k")  # the same event again while it is pending
+        [claimed] = _claimed(journal)
+        assert (claimed.attempts, claimed.not_before, claimed.reason) == (
+            1,
+            4e9,
+            "HTTP 503 Service Unavailable",
+        )
+        assert journal.get("k") is not None  # an entry read elsewhere does not need the column
+        assert move_pending(journal, "fenix", "http://127.0.0.1", "http://127.0.0.2") == 1
+        [claimed] = _claimed(journal)
+        assert (claimed.attempts, claimed.not_before, claimed.reason) == (0, None, None)
+        journal.add_attempts("k", 2, not_before=4e9)  # a Retry-After's hold: no failure of its own
+        journal.mark_dead("k", source_digest="d" * 64, mapping="m", target="t", reason="x", attempts=1)
+        pending(journal, "k")  # a replay: its budget and its wait start over
+        [claimed] = _claimed(journal)
+        assert (claimed.state, claimed.attempts, claimed.not_before, claimed.reason) == (
+            "pending",
+            0,
+            None,
+            None,
+        )
 
 
 def test_both_backends_keep_the_same_states_keys_and_records(location: str) -> None:
@@ -464,8 +502,9 @@ def test_a_store_of_version_7_gains_the_index_of_leased_deliveries_on_postgresql
     if location.startswith("postgresql://"):
         with pytest.raises(JournalError) as refused:
             Journal(location)
-        assert "has schema version 7; this shipmap needs 8: run `shipmap journal migrate" in str(
-            refused.value
+        assert (
+            f"has schema version 7; this shipmap needs {SCHEMA_VERSION}: run `shipmap journal migrate"
+            in str(refused.value)
         )
         assert main(["journal", "migrate", with_password(location)]) == 0
         captured = capsys.readouterr()
@@ -1155,3 +1194,39 @@ def test_both_backends_move_a_connections_pending_deliveries_to_its_new_base_url
         )
         assert journal.get("p1").url == "https://new.example:8443/fenix/v2/v1/orders/1/created"  # type: ignore[union-attr]
         assert journal.get("p2").url == "https://new.example:8443/fenix/v2/v1/orders/2/created"  # type: ignore[union-attr]
+
+
+def test_a_store_of_version_8_gains_the_not_before_of_pending_deliveries(
+    location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Version 9 adds ``deliveries.not_before``: SQLite gains it when a writer opens the file, PostgreSQL at
+    `shipmap journal migrate` (refused before, still readable). A pending row of version 8 has none (sent at
+    once, as before), and keeps its attempts; a cut wait is recorded on it after the upgrade."""
+    _older_store(
+        location,
+        8,
+        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
+        "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
+        " attempts, created_at, updated_at) VALUES ('k', 'doc', 'm', 't', 'fenix', 'pending', 'POST',"
+        " 'http://x/', '{}', 2, 1, 1)",
+    )
+    if location.startswith("postgresql://"):
+        with pytest.raises(JournalError) as refused:
+            Journal(location)
+        assert (
+            f"has schema version 8; this shipmap needs {SCHEMA_VERSION}: run `shipmap journal migrate"
+            in str(refused.value)
+        )
+        with Journal(location, readonly=True) as reader:  # an older store can still be read
+            assert [(e.key, e.attempts, e.not_before) for e in reader.entries("pending")] == [("k", 2, None)]
+        assert main(["journal", "migrate", with_password(location)]) == 0
+        assert capsys.readouterr().out == f"{location}: schema version 8 -> {SCHEMA_VERSION}\n"
+    with Journal(location) as journal:
+        assert journal.schema_version() == SCHEMA_VERSION
+        if journal.backend == "sqlite":
+            assert journal.upgraded_from == 8
+        [claimed] = _claimed(journal)
+        assert (claimed.attempts, claimed.not_before) == (2, None)
+        journal.add_attempts("k", 1, not_before=4e9, failed="HTTP 503")
+        [claimed] = _claimed(journal)
+        assert (claimed.attempts, claimed.not_before, claimed.reason) == (3, 4e9, "HTTP 503")

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import httpx
-from shipmap.connectors import FaultPlan, Sandbox
+import pytest
+from shipmap.connectors import FaultPlan, Journal, Sandbox
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, SERVE_FIXTURES, ServeProcess, on_postgres, shopify_headers
 
 ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 FIXTURE_RETRY = (
@@ -275,3 +276,38 @@ def test_a_run_end_neither_waits_for_nor_cuts_short_an_enrichment_retry(
     waited = gets[1]["at"] - gets[0]["at"]
     assert BACKOFF_S - 1.0 < waited < BACKOFF_S + 6.0, waited
     assert _said(serve, "retrying in") == 1 and _said(serve, "left pending") == 0, serve.errors[-10:]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_rest_of_a_retry_after_cut_by_a_stop_is_honoured_by_the_next_process(
+    source_sandbox: Sandbox, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    """Fenix answers ``503`` with ``Retry-After: 20``; a stop (``drain_timeout`` 2 s) cuts the wait short. The
+    row keeps when the wait ends (``not_before``), so the next process, after a restart or on a shared
+    PostgreSQL journal another worker claiming the row, waits out the rest: the order is delivered once, not
+    before the 20 s are over (it went at once before: the rest of the wait was this process's memory)."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503:20",)), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text().replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n")
+    url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    serve.config.write_text(on_postgres(text, url) if url else text)
+    _start(serve, max_attempts=4)
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_007)
+            failed_at = _first_failure(serve)
+        assert serve.terminate() == 0
+        with Journal(url or str(tmp_path / ".shipmap" / "journal.db"), readonly=True) as journal:
+            [entry] = journal.entries("pending")
+        assert entry.attempts == 1
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: _delivered(source_sandbox) == ["7400007"], timeout=40, what="the retry")
+        waited = time.monotonic() - failed_at
+        print(f"\n{backend}: delivered {waited:.1f} s after the 503 (Retry-After 20 s, a restart between)")
+        assert BACKOFF_S - 1.0 < waited < BACKOFF_S + 8.0, waited
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    with Journal(url or str(tmp_path / ".shipmap" / "journal.db"), readonly=True) as journal:
+        assert [(e.state, e.attempts) for e in journal.entries()] == [("delivered", 2)]
