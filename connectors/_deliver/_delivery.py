@@ -247,6 +247,7 @@ class Deliverer:
     ) -> None:
         clients, self._clients = self._clients, {}
         self._senders = {}
+        self._cut.clear()  # a send cancelled in a wait outside a worker: nobody takes its Outcome
         deadlines, self._deadlines = self._deadlines, {}
         for deadline in deadlines.values():
             deadline.close()
