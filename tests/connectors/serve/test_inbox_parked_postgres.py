@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
-from shipmap.connectors._serve import InboxError, PostgresInbox, _inbox_floor, _inbox_pg
+from shipmap.connectors._serve import InboxError, PostgresInbox, _inbox_floor, _inbox_pg_schema
 from shipmap.connectors._serve._inbox_floor import ClaimFloor
 from shipmap.connectors._serve._inbox_gauges import open_gauge_reader
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_inbox
@@ -193,7 +193,7 @@ def test_an_inbox_of_version_3_is_refused_until_journal_migrate_adds_the_parked_
     with Journal(postgres_url):
         pass
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        for step in _inbox_pg.MIGRATIONS[:3]:
+        for step in _inbox_pg_schema.MIGRATIONS[:3]:
             db.execute(step)
         db.execute("INSERT INTO meta (k, v) VALUES ('inbox_schema_version', '3')")
         db.execute(

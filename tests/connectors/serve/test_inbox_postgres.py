@@ -26,7 +26,7 @@ from shipmap.connectors._serve import (
     _inbox,
     _inbox_floor,
     _inbox_journal,
-    _inbox_pg,
+    _inbox_pg_schema,
     serve_settings,
 )
 from shipmap.connectors._serve._group_commit import GroupCommit
@@ -655,7 +655,7 @@ def test_an_inbox_of_version_1_is_upgraded_by_journal_migrate_only(
     with Journal(postgres_url):
         pass
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        db.execute(_inbox_pg.MIGRATIONS[0])
+        db.execute(_inbox_pg_schema.MIGRATIONS[0])
         db.execute("INSERT INTO meta (k, v) VALUES ('inbox_schema_version', '1')")
         db.execute(
             "INSERT INTO inbox (source, webhook_id, received_at, headers, body, state, processed_at)"
@@ -684,7 +684,7 @@ def test_an_inbox_of_version_2_gains_the_index_of_claimed_rows_and_renews_and_re
     with Journal(postgres_url):
         pass
     with psycopg.connect(postgres_url, autocommit=True) as db:
-        for step in _inbox_pg.MIGRATIONS[:2]:
+        for step in _inbox_pg_schema.MIGRATIONS[:2]:
             db.execute(step)
         db.execute("INSERT INTO meta (k, v) VALUES ('inbox_schema_version', '2')")
         db.execute(

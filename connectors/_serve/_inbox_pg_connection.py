@@ -1,0 +1,148 @@
+"""One connection to a PostgreSQL inbox's database (``InboxConnection``): how it is opened (its statement and
+idle-in-transaction timeouts), how a statement runs on it and fails (``InboxError``, ``InboxTimeout``), and the
+inbox's schema version there and its migration. ``PostgresInbox`` (``_inbox_pg``) is the inbox on top of it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from .._config_key import duration_text
+from .._store._journal_pg import display_url, first_line
+from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
+from ._inbox import InboxError, InboxTimeout
+from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
+
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT_MS = 30_000
+
+
+class InboxConnection:
+    """The connection of one inbox object (one per thread), opened at once; ``readonly``: a reader's
+    (``default_transaction_read_only``); ``lease``: the idle-in-transaction bound; ``statement_timeout_ms``:
+    how long the server lets one statement run."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        lease: float,
+        readonly: bool,
+        application_name: str | None,
+        statement_timeout_ms: int,
+    ) -> None:
+        try:
+            import psycopg
+        except ImportError:
+            raise InboxError(
+                "a postgresql:// inbox needs psycopg 3: pip install 'shipmap[postgresql]'"
+            ) from None
+        self._psycopg = psycopg
+        self._url = url
+        self.name = display_url(url)
+        self.readonly = readonly
+        self.application_name = application_name
+        self.statement_timeout_ms = statement_timeout_ms
+        self.lease_seconds = lease
+        self._conn: Any = None
+        self._connect()
+
+    def _connect(self) -> None:
+        # A process stopped inside a transaction would hold row locks: the server ends such a session after
+        # one lease, so the other processes are never blocked longer than that.
+        idle = max(1000, int(self.lease_seconds * 1000))
+        options = (
+            f"-c statement_timeout={self.statement_timeout_ms} -c idle_in_transaction_session_timeout={idle}"
+        )
+        if self.readonly:
+            options += " -c default_transaction_read_only=on"
+        named: dict[str, Any] = {"application_name": self.application_name} if self.application_name else {}
+        try:
+            self._conn = self._psycopg.connect(
+                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options, **named
+            )
+        except self._psycopg.Error as error:
+            raise InboxError(f"cannot open inbox {self.name}: {first_line(error)}") from None
+
+    def _execute(self, sql: str, parameters: Any = None, *, timeout_ms: int | None = None) -> Any:
+        """One statement, in autocommit; with ``timeout_ms``, in a transaction of its own under that
+        statement_timeout (SET LOCAL: the session's stays). A connection the server dropped (a restart, a
+        failover) is opened again once, for the next statement: this one failed, and its caller says so
+        (intake answers 503)."""
+        if self._conn is None or self._conn.closed:
+            self._connect()
+        try:
+            if timeout_ms is None:
+                return self._conn.execute(sql, parameters)
+            with self._conn.transaction():
+                self._conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+                return self._conn.execute(sql, parameters)
+        except self._psycopg.Error as error:
+            if self._conn.broken:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+            said = f"PostgreSQL says: {first_line(error)}"
+            if not isinstance(error, self._psycopg.errors.QueryCanceled):
+                raise InboxError(f"inbox {self.name}: {said}") from None
+            # The statement timeout ended it: a lock held elsewhere, a slow server (``limit_waits``).
+            if "statement timeout" in said:
+                said = f"no answer within {duration_text(self.statement_timeout_ms / 1000)} ({said})"
+            raise InboxTimeout(f"inbox {self.name}: {said}") from None
+
+    def close_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+
+    def schema_version(self) -> int:
+        """The inbox's schema version in this database; 0 when it holds no inbox yet."""
+        has_meta = self._execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return 0
+        row = self._execute("SELECT v FROM meta WHERE k = %s", (VERSION_KEY,)).fetchone()
+        if row is None:
+            return 0
+        try:
+            return int(row[0])
+        except ValueError:
+            raise InboxError(f"{self.name}: inbox schema version {row[0]!r} is not a number") from None
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring the inbox to ``INBOX_SCHEMA_VERSION`` in one transaction: ``(version before, after)``. Many
+        processes may start at once: an advisory lock lets one create or upgrade, the others then find it."""
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                before = self.schema_version()
+                if before > INBOX_SCHEMA_VERSION:
+                    raise InboxError(version_problem(self.name, before, False) or "")
+                for step in MIGRATIONS[before:]:
+                    self._conn.execute(step)
+                self._conn.execute(
+                    "INSERT INTO meta (k, v) VALUES (%s, %s) ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                    (VERSION_KEY, str(INBOX_SCHEMA_VERSION)),
+                )
+        except self._psycopg.Error as error:
+            raise InboxError(f"cannot create the inbox in {self.name}: {first_line(error)}") from None
+        return before, INBOX_SCHEMA_VERSION
+
+    def writable(self) -> bool:
+        """Whether the server takes writes now (readiness): reachable, and not a read-only standby."""
+        try:
+            row = self._execute(
+                "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+            ).fetchone()
+        except InboxError:
+            return False
+        return bool(row[0])
+
+    def limit_waits(self, seconds: float) -> None:
+        """Each statement of this connection runs at most ``seconds`` (the session's statement_timeout, lock
+        waits included; a connection opened again takes it too), then raises :class:`InboxTimeout`. Intake's
+        connection takes the longest deadline of each batch of webhooks before its commit (``GroupCommit``;
+        the service's purge at start keeps ``statement_timeout_ms``): an INSERT that waits on a locked table
+        ends at the deadline its requests were answered at, and leaves the connection to the next batch."""
+        self.statement_timeout_ms = max(1, round(seconds * 1000))
+        self._execute(f"SET statement_timeout = {self.statement_timeout_ms}")
