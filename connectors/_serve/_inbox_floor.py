@@ -30,11 +30,12 @@ PARKED_HEADS = """parked_heads (lease_owner, id, lease_until) AS (
             SELECT lease_owner, id, lease_until FROM inbox WHERE state = 'pending' AND parked_at IS NOT NULL
                 AND lease_owner > parked_heads.lease_owner ORDER BY lease_owner, id LIMIT 1) AS next)"""
 # Parked rows whose process is gone, made ordinary pending rows again (claimable by any process, which parks
-# them anew if their API is still down), and noted as a requeue: they are below the floors.
+# them anew if their API is still down), and noted as a requeue: they are below the floors. Every parked row of
+# a gone process at once, its claim cleared: its first row's lease lapsed, so it has not renewed for a lease,
+# and its rows claimed since its last renewal (leased up to a third of a lease longer) are as lost.
 _UNPARK_ABANDONED = f"""WITH requeued AS (
-        UPDATE inbox SET parked_at = NULL
-        WHERE state = 'pending' AND parked_at IS NOT NULL
-              AND (lease_owner IS NULL OR (lease_owner = ANY(%s) AND lease_until < {_NOW}))
+        UPDATE inbox SET parked_at = NULL, lease_owner = NULL, lease_until = NULL
+        WHERE state = 'pending' AND parked_at IS NOT NULL AND (lease_owner IS NULL OR lease_owner = ANY(%s))
         RETURNING id),
     {NOTE_REQUEUE}
     SELECT min(id) FROM requeued"""
