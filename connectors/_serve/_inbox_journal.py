@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .._errors import JournalError
+from .._store._copy import analyze
 from .._store._journal import Journal
 from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ._inbox import Inbox
@@ -84,4 +85,5 @@ def copy_inbox(source: Path, destination: Journal) -> int:
             copied, last_id = copied + len(rows), rows[-1][0]
     if last_id is not None:  # the next webhook accepted on PostgreSQL gets an id after the copied ones
         destination._db.execute("SELECT setval(pg_get_serial_sequence('inbox', 'id'), ?)", (last_id,))
+    analyze(destination, ["inbox"])  # its statistics with the rows, as the journal's (``_copy.analyze``)
     return copied

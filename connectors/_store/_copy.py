@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .._errors import JournalError
 from ._entries import ENTRY_COLUMNS
 from ._journal import Journal
@@ -21,7 +23,8 @@ def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
     """Copy every row of ``source`` into ``destination``, which must hold none yet: ``{table: rows}``.
 
     One transaction on the destination: a copy that fails leaves it as it was. Rows keep their keys,
-    states, idempotency keys and times, so runs against the destination resume where the source stopped."""
+    states, idempotency keys and times, so runs against the destination resume where the source stopped.
+    The tables' statistics are gathered in it too (``analyze``)."""
     if destination.readonly:
         raise JournalError(f"journal {destination.name} is open read-only; nothing can be copied into it")
     held = {table: destination._count(table) for table, _, _ in _COPIED}
@@ -39,6 +42,16 @@ def copy_journal(source: Journal, destination: Journal) -> dict[str, int]:
             while rows := cursor.fetchmany(_COPY_BATCH):
                 destination._db.executemany(insert, [tuple(row) for row in rows])
                 copied[table] += len(rows)
+        analyze(destination, [table for table, _, _ in _COPIED])
 
     destination.run_transaction(copy_all)
     return copied
+
+
+def analyze(destination: Journal, tables: Sequence[str]) -> None:
+    """PostgreSQL: gather the planner's statistics of ``tables``, which a copy has just filled (inside its
+    transaction: ANALYZE counts its rows). Otherwise a million rows are planned without any until autovacuum
+    comes round (its next look, a minute or more): a workers' claim of 1,000 took 42 ms against 20, a count
+    of prunable rows 132 ms against 79. About 0.6 s per 1,000,000 rows, once."""
+    if destination.backend == "postgresql" and tables:
+        destination._db.execute(f"ANALYZE {', '.join(tables)}")

@@ -522,6 +522,12 @@ def test_journal_copy_carries_the_sqlite_inbox_into_postgresql(
         f"copied {journal_path} -> {postgres_url}: 1 sources, 0 deliveries, 0 unrouted, 0 rejected,"
         " 2 inbox webhooks"
     )
+    with psycopg.connect(postgres_url) as db:  # the copy gathered the planner's statistics of what it filled
+        analyzed = db.execute(
+            "SELECT relname, reltuples FROM pg_class WHERE relname IN ('sources', 'inbox') ORDER BY relname"
+        ).fetchall()
+        assert analyzed == [("inbox", 2.0), ("sources", 1.0)]  # -1 (never analyzed) before
+        assert db.execute("SELECT count(*) FROM pg_stats WHERE tablename = 'inbox'").fetchone()[0] > 0
     with PostgresInbox(postgres_url) as shared:
         (row,) = shared.pending()  # the pending webhook is handed to the first service on PostgreSQL
         assert (row.id, row.webhook_id, row.body) == (waiting.id, "wh-waiting", b'{"id": 2}')
