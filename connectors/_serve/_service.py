@@ -44,7 +44,6 @@ import uvicorn
 from shipmap.engine import ShipmapError
 
 from .._config import check_serve_settings
-from .._deliver._breaker import BreakerState, store_now
 from .._errors import ConnectorError
 from .._local_server import bind, url_host  # one way to bind a listening socket and name it in a URL
 from .._plural import counted
@@ -58,6 +57,7 @@ from ._inbox_gauges import Gauges, InboxGauges, open_gauge_reader
 from ._inbox_pg import PostgresInbox, open_inbox
 from ._inbox_retention import Retention, purge_inbox
 from ._metrics import ServiceMetrics
+from ._readiness import breaker_records, phases, readiness
 from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, service_requests
 from ._settings import ServeSettings, serve_settings
@@ -292,7 +292,7 @@ class Service:
                 inbox=inbox,
                 metrics=metrics,
                 on_accept=delivery.wake,
-                readiness=lambda: self._readiness(delivery),
+                readiness=lambda: readiness(self.runtime, delivery),
                 body_timeout=settings.body_timeout,
                 intake_deadline=settings.intake_deadline,
                 intake_max_waiting=settings.intake_max_waiting,
@@ -511,70 +511,14 @@ class Service:
             owed = owed_at_stop(journal, state.inbox)
         if owed is not None:
             self._log.warning("%s", owed)
-        as_at_stop(summary, self.runtime, self._breaker_records(), self._log)
+        as_at_stop(summary, self.runtime, breaker_records(self.runtime, self._delivery), self._log)
         if failure is not None:
             raise failure
         return summary
 
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open), delivery's and enrichment's."""
-        return {name: str(record.phase) for name, (record, _) in self._breaker_records().items()}
-
-    def _breaker_records(self) -> dict[str, tuple[BreakerState, float]]:
-        """Each connection's breaker record, by connection name, with now on the clock of its times (a
-        PostgreSQL store's are the database's). Delivery's live in the runtime's store, which on a PostgreSQL
-        journal each run replaces with its own shared one; enrichment's in the store its enricher took at
-        start. A connection in both (enriched from and delivered to) shows the one furthest from closed."""
-        stores = [self.runtime.breaker_store]
-        delivery = self._delivery
-        enriching = delivery.enrichment_breakers() if delivery is not None else None
-        if enriching is not None and enriching is not stores[0]:
-            stores.append(enriching)
-        return {
-            name: max(
-                ((store.breaker(name), store_now(store)) for store in stores),
-                key=lambda pair: _FURTHER_FROM_CLOSED[pair[0].phase],
-            )
-            for name in self.runtime.connections
-        }
-
-    def _readiness(self, delivery: DeliveryLoop) -> dict[str, Any]:
-        now = time.monotonic()  # the stall's clock
-        outages = {}
-        for name, (record, at) in self._breaker_records().items():
-            if record.phase != "closed":
-                outages[name] = {
-                    "state": record.phase,
-                    "reason": record.reason,
-                    "open_for_seconds": round(max(0.0, at - record.opened_at), 1),
-                    "next_probe_in_seconds": round(max(0.0, record.retry_at - at), 1),
-                    "probes": record.probes,
-                }
-        stall = delivery.stalled
-        stalled = None
-        if stall is not None:
-            stalled = {
-                "reason": stall.reason,
-                "for_seconds": round(max(0.0, now - stall.since), 1),
-                "next_run_in_seconds": round(max(0.0, stall.retry_at - now), 1),
-            }
-        parked_here, parked_in_journal = delivery.parked_deliveries()
-        return {
-            "delivering": delivery.running,
-            "delivery_starting": delivery.starting,
-            "breakers": self.breakers(),
-            # A destination or source API is down, or sends keep raising: intake still accepts.
-            "degraded": bool(outages) or stalled is not None,
-            "outages": outages,
-            "delivery_stalled": stalled,
-            "parked_deliveries": parked_here,
-            "journal_parked_deliveries": parked_in_journal,
-            "parked_webhooks": delivery.parked_webhooks(),
-            "enrichment": delivery.enrichment(),
-        }
-
-
-_FURTHER_FROM_CLOSED = {"closed": 0, "half_open": 1, "open": 2}
+        return phases(breaker_records(self.runtime, self._delivery))
 
 
 def _delivery_error(delivered: asyncio.Future[RunSummary | None]) -> BaseException | None:

@@ -127,7 +127,7 @@ def as_at_stop(
     ``outage_wait`` (a drain deadline cuts the wait short), a destination's or a source API's; and the dead
     letters are those the journal holds now (one count), since a replay, this service's or another
     process's, may have resolved some. ``breakers``: each connection's record, delivery's or enrichment's,
-    with now on the clock of its times (the service's ``_breaker_records``)."""
+    with now on the clock of its times (``_readiness.breaker_records``)."""
     summary.outages_ended = [
         name for name in summary.outages if name not in breakers or breakers[name][0].phase == "closed"
     ]
