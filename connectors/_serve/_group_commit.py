@@ -19,8 +19,14 @@ bound that wait:
   a locked table ends then too, so the connection goes on to the next batch instead of holding every later
   webhook behind the first one for the server's 30 s; a batch of a short source's webhooks alone ends at its
   short deadline. A short source's request in a batch with a long one's is answered at its own deadline all
-  the same, and its row may land after (the duplicate case above). On SQLite, whose commits run on the event
-  loop, the busy timeout is that deadline (the loop waits that long at most).
+  the same, and its row may land after (the duplicate case above). On SQLite the busy timeout is what is
+  left of the batch's latest deadline, and the requests of that deadline are answered by the commit itself
+  (``_answered_by_the_commit``): their 503 comes once it gave up, so their rows never land after it.
+
+Where a commit waits: never on the event loop, which answers every other source, ``/healthz``, ``/readyz`` and
+``/metrics``. On PostgreSQL each commit runs on intake's thread (``shipmap-intake``). On SQLite a commit is
+tried on the loop first without waiting (``TriesFirst``: a local file's commit takes microseconds when the
+write lock is free); only a batch that finds the lock held elsewhere goes to that thread, to wait there.
 """
 
 from __future__ import annotations
@@ -31,9 +37,28 @@ from concurrent.futures import Executor
 
 from .._config import duration_text
 from .._config._serve_model import DEFAULT_INTAKE_DEADLINE, DEFAULT_INTAKE_MAX_WAITING
-from ._inbox import Accepted, GroupCommitting, InboxError, InboxStore, InboxTimeout, Incoming
+from ._inbox import (
+    Accepted,
+    GroupCommitting,
+    InboxError,
+    InboxStore,
+    InboxTimeout,
+    Incoming,
+    TriesFirst,
+)
 
-_Waiting = tuple[Incoming, asyncio.Future[Accepted], float]  # and the request's deadline, in seconds
+
+class _Waiting:
+    """A request waiting for its commit: its webhook, its answer, its deadline (seconds, and when on the loop's
+    clock) and its timer."""
+
+    __slots__ = ("deadline", "ends", "future", "incoming", "timer")
+
+    def __init__(
+        self, incoming: Incoming, future: asyncio.Future[Accepted], deadline: float, ends: float
+    ) -> None:
+        self.incoming, self.future, self.deadline, self.ends = incoming, future, deadline, ends
+        self.timer: asyncio.Timeout | None = None
 
 
 class IntakeFull(Exception):
@@ -51,10 +76,12 @@ class GroupCommit:
     wait at once (see the module's docstring).
     An inbox without ``accept_many`` takes them one by one.
 
-    With a ``worker`` (the thread of intake's connection to a PostgreSQL inbox) each commit runs there, one at
-    a time, and the webhooks that arrive meanwhile wait for the next: a commit that waits on the database (a
-    lock, a slow server) holds its own requests, not the event loop that answers the others, ``/readyz`` and
-    ``/metrics`` among them. Without one (an SQLite inbox, a local file) the commit runs on the loop."""
+    With a ``worker`` (intake's thread) each commit that may wait runs there, one at a time, and the webhooks
+    that arrive meanwhile wait for the next: a commit that waits on the inbox (a lock, a slow server) holds
+    its own requests, not the event loop that answers the others, ``/readyz`` and ``/metrics`` among them. An
+    inbox that can try a commit without waiting (``TriesFirst``: SQLite) commits on the loop when it can, and
+    hands the worker only a batch that would wait. Without a worker the commit runs on the loop, waiting as
+    long as the inbox's own limit."""
 
     _LIMIT = 256  # webhooks per transaction at most
 
@@ -72,9 +99,9 @@ class GroupCommit:
         self.max_waiting = max_waiting
         self._waiting: list[_Waiting] = []  # not yet in a commit
         self._committing = False  # a commit runs on the worker now
+        self._tries_first = worker is not None and isinstance(inbox, TriesFirst)
         self.commits = 0
         self.waiting = 0  # requests awaiting their commit now, queued or in one (shipmap_intake_waiting)
-        self._limit: float | None = None  # the inbox's limit_waits now (None: not set by this committer yet)
 
     async def accept(self, incoming: Incoming, deadline: float | None = None) -> Accepted:
         """``incoming``'s row (or the earlier one of its webhook id), once committed. Raises
@@ -85,7 +112,8 @@ class GroupCommit:
         deadline = self.deadline if deadline is None else deadline
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Accepted] = loop.create_future()
-        self._waiting.append((incoming, future, deadline))
+        entry = _Waiting(incoming, future, deadline, loop.time() + deadline)
+        self._waiting.append(entry)
         if len(self._waiting) == 1 and not self._committing:
             # After the callbacks already queued: the other requests read in this turn join the batch.
             loop.call_soon(self._commit)
@@ -95,7 +123,7 @@ class GroupCommit:
                 # The commit runs on this loop, in this turn: the inbox's own limit (``limit_waits``) bounds
                 # it, and a timer could not fire before it ends anyway (it would cost each request 4 us).
                 return await future
-            async with asyncio.timeout(deadline):
+            async with asyncio.timeout_at(entry.ends) as entry.timer:
                 return await future  # cancelled at the deadline: a batch taken later leaves it out
         except TimeoutError:
             raise InboxTimeout(
@@ -110,7 +138,7 @@ class GroupCommit:
             return
         while batch := self._take():
             try:
-                results = self._accept(batch)
+                results = self._accept(batch, max(entry.deadline for entry in batch))
             except Exception as error:  # not only InboxError: these requests have no deadline to end a wait
                 _settle(batch, error=error)
                 continue
@@ -118,19 +146,36 @@ class GroupCommit:
 
     def _take(self) -> list[_Waiting]:
         """The next batch, without the requests answered meanwhile (past their deadline, or gone)."""
-        live = [entry for entry in self._waiting if not entry[1].done()]
+        live = [entry for entry in self._waiting if not entry.future.done()]
         batch, self._waiting = live[: self._LIMIT], live[self._LIMIT :]
         if batch:
             self.commits += 1
         return batch
 
     def _hand_over(self) -> None:
-        """The next batch to the worker; the one after it once this one is settled."""
-        batch = self._take()
+        """The next batch to the worker (committed here first when it need not wait); the one after it once
+        this one is settled."""
+        while batch := self._take():
+            if not self._tries_first:
+                break
+            assert isinstance(self.inbox, TriesFirst)
+            try:
+                results = self.inbox.accept_at_once([entry.incoming for entry in batch])
+            except Exception as error:  # as on the worker: a request must not wait for an answer never sent
+                _settle(batch, error=error)
+                continue
+            if results is None:  # the write lock is held elsewhere: this batch waits for it on the worker
+                break
+            _settle(batch, results)
         if not batch:
             return
+        loop = asyncio.get_running_loop()
+        if self._tries_first:
+            limit = self._answered_by_the_commit(batch, loop.time())
+        else:
+            limit = max(entry.deadline for entry in batch)
         self._committing = True
-        done = asyncio.get_running_loop().run_in_executor(self.worker, self._accept, batch)
+        done = loop.run_in_executor(self.worker, self._accept, batch, limit)
 
         def settled(done: asyncio.Future[list[Accepted]]) -> None:
             self._committing = False
@@ -143,13 +188,23 @@ class GroupCommit:
 
         done.add_done_callback(settled)
 
-    def _accept(self, batch: Sequence[_Waiting]) -> list[Accepted]:
-        """On the worker (or the loop): the batch's commit, under the longest deadline among its requests."""
-        limit = max(deadline for _, _, deadline in batch)
-        if limit != self._limit:
-            self.inbox.limit_waits(limit)
-            self._limit = limit
-        incoming = [entry[0] for entry in batch]
+    @staticmethod
+    def _answered_by_the_commit(batch: Sequence[_Waiting], now: float) -> float:
+        """SQLite: the commit waits for the write lock until the latest deadline of its batch, no longer (its
+        busy timeout), and the requests of that deadline are answered by the commit itself, not by their timer:
+        a 503 only once it gave up, so never a row stored after its 503, as when commits waited on the loop.
+        Shorter ones keep their timer (a row that lands after its 503 is then a duplicate to its retry)."""
+        ends = max(entry.ends for entry in batch)
+        for entry in batch:
+            if entry.ends >= ends and entry.timer is not None and not entry.timer.expired():
+                entry.timer.reschedule(None)
+        return max(0.001, ends - now)
+
+    def _accept(self, batch: Sequence[_Waiting], limit: float) -> list[Accepted]:
+        """On the worker (or the loop): the batch's commit, waiting at most ``limit`` seconds for the inbox (the
+        inbox sets it when it changed)."""
+        self.inbox.limit_waits(limit)
+        incoming = [entry.incoming for entry in batch]
         if isinstance(self.inbox, GroupCommitting):
             return self.inbox.accept_many(incoming)
         return [self.inbox.accept(*item) for item in incoming]
@@ -163,7 +218,8 @@ def _settle(
 ) -> None:
     """Answer each caller of a batch: its row, or the commit's error (an InboxError is worded afresh for each,
     of its own class)."""
-    for index, (_, future, _) in enumerate(batch):
+    for index, entry in enumerate(batch):
+        future = entry.future
         if future.done():  # answered meanwhile: past its deadline, or its client went away
             continue
         if error is None:

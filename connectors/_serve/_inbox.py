@@ -243,6 +243,16 @@ class GroupCommitting(Protocol):
 
 
 @runtime_checkable
+class TriesFirst(Protocol):
+    """An inbox whose commit can be tried without waiting (SQLite, a local file): ``accept_at_once`` commits
+    as ``accept_many`` does when nothing holds the write lock now, and returns None, having stored nothing,
+    when its commit would wait for it. Intake tries on the event loop and hands only such a batch to its
+    thread (``GroupCommit``)."""
+
+    def accept_at_once(self, incoming: Sequence[Incoming]) -> list[Accepted] | None: ...
+
+
+@runtime_checkable
 class SharedIntake(Protocol):
     """An inbox that several serve processes take webhooks into (PostgreSQL): ``services`` counts those
     processes now, this one included, so each takes its share of a source's ``rate_limit``."""
@@ -267,6 +277,7 @@ class Inbox:
         another connection holds (``limit_waits`` changes it later)."""
         self.path = Path(path)
         self._lock_file: Any = None
+        self._waits_ms = max(1, round(busy_timeout * 1000))  # the connection's busy timeout now
         try:
             if readonly:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro"
@@ -283,7 +294,11 @@ class Inbox:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if lock:
                     self._take_lock()
-                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout)
+                # Intake's commits that must wait for the write lock run on its thread, one at a time, the
+                # event loop's never meanwhile (``GroupCommit``): one connection, used by one thread at once.
+                self._db = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=busy_timeout, check_same_thread=not lock
+                )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
                 self._create_or_upgrade()
@@ -379,18 +394,32 @@ class Inbox:
     def accept_many(self, incoming: Sequence[Incoming]) -> list[Accepted]:
         """Commit several webhooks in one transaction: one commit (one WAL append, one fsync with
         ``synchronous: full``) for all of them. All or none: when the commit fails, none is stored."""
-        now = time.time()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                accepted = [self._insert(*item, now) for item in incoming]
-                self._db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise
+            return self._accept_all(incoming)
         except sqlite3.Error as error:
             raise _cannot_take(error, "the webhooks") from None
+
+    def accept_at_once(self, incoming: Sequence[Incoming]) -> list[Accepted] | None:
+        """``accept_many`` without waiting for the write lock: None, nothing stored, when another connection
+        holds it (``TriesFirst``). The busy timeout stays 0 until ``limit_waits`` sets one again."""
+        try:
+            self._wait_at_most(0)
+            return self._accept_all(incoming)
+        except sqlite3.Error as error:
+            if _busy(error):
+                return None
+            raise _cannot_take(error, "the webhooks") from None
+
+    def _accept_all(self, incoming: Sequence[Incoming]) -> list[Accepted]:
+        now = time.time()
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            accepted = [self._insert(*item, now) for item in incoming]
+            self._db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise
         return accepted
 
     def _insert(
@@ -493,11 +522,17 @@ class Inbox:
     def limit_waits(self, seconds: float) -> None:
         """A statement waits at most ``seconds`` for a lock another connection holds (its busy timeout, 5 s
         until now): a write for the write lock, a read (WAL) only for a connection that holds the file alone.
-        A commit then raises :class:`InboxTimeout`. Intake commits on the event loop, which waits as long."""
+        A commit then raises :class:`InboxTimeout`. Intake waits so on its thread, not on the event loop
+        (``GroupCommit``). A statement only when it changes."""
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+            self._wait_at_most(max(1, round(seconds * 1000)))
         except sqlite3.Error as error:
             raise InboxError(f"inbox {self.path}: {error}") from None
+
+    def _wait_at_most(self, ms: int) -> None:
+        if ms != self._waits_ms:
+            self._db.execute(f"PRAGMA busy_timeout = {ms}")
+            self._waits_ms = ms
 
     def writable(self) -> bool:
         """Whether a write transaction can start now (readiness)."""

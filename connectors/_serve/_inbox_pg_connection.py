@@ -143,6 +143,10 @@ class InboxConnection:
         waits included; a connection opened again takes it too), then raises :class:`InboxTimeout`. Intake's
         connection takes the longest deadline of each batch of webhooks before its commit (``GroupCommit``;
         the service's purge at start keeps ``statement_timeout_ms``): an INSERT that waits on a locked table
-        ends at the deadline its requests were answered at, and leaves the connection to the next batch."""
-        self.statement_timeout_ms = max(1, round(seconds * 1000))
+        ends at the deadline its requests were answered at, and leaves the connection to the next batch. A
+        statement only when it changes (a connection opened again is given it at once)."""
+        limit = max(1, round(seconds * 1000))
+        if limit == self.statement_timeout_ms:
+            return
+        self.statement_timeout_ms = limit
         self._execute(f"SET statement_timeout = {self.statement_timeout_ms}")

@@ -54,7 +54,7 @@ from ._delivery_loop import DeliveryLoop
 from ._inbox import InboxError, SharedIntake, depth_text
 from ._inbox_floor import ClaimFloor
 from ._inbox_gauges import Gauges, InboxGauges, open_gauge_reader
-from ._inbox_pg import PostgresInbox, open_inbox
+from ._inbox_pg import open_inbox
 from ._inbox_retention import Retention, purge_inbox
 from ._metrics import ServiceMetrics
 from ._readiness import breaker_records, phases, readiness
@@ -240,14 +240,10 @@ class Service:
             floor = ClaimFloor()
             inbox = open_inbox(settings.inbox, synchronous=synchronous, lease=lease, intake=True, floor=floor)
             held.callback(inbox.close)
-            # Over the network, intake's commits wait on a thread of their own, not on the loop (GroupCommit).
-            intake_worker = (
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipmap-intake")
-                if isinstance(inbox, PostgresInbox)
-                else None
-            )
-            if intake_worker is not None:
-                held.callback(intake_worker.shutdown)
+            # Intake's commits wait on a thread of their own, not on the loop (GroupCommit): over the network
+            # each one; on SQLite one that finds the write lock held elsewhere.
+            intake_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipmap-intake")
+            held.callback(intake_worker.shutdown)
             gauges = InboxGauges(
                 lambda: open_gauge_reader(settings.inbox, synchronous=synchronous, lease=lease, floor=floor)
             )

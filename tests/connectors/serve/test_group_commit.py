@@ -318,9 +318,9 @@ def test_past_max_waiting_a_webhook_is_refused_at_once_and_the_waiting_ones_are_
 
 
 def test_an_sqlite_inbox_whose_write_lock_is_held_refuses_a_webhook_within_its_limit(tmp_path: Path) -> None:
-    """SQLite commits on the event loop: ``limit_waits`` (the batch's deadline, set by the committer) is its
-    busy timeout, so the loop waits that long at most, and the webhook is refused as timed out, not as a
-    failed inbox."""
+    """Without a worker SQLite commits on the event loop: ``limit_waits`` (the batch's deadline, set by the
+    committer) is its busy timeout, so the loop waits that long at most, and the webhook is refused as timed
+    out, not as a failed inbox."""
     with Inbox(tmp_path / "inbox.db") as inbox:
         committer = GroupCommit(inbox, deadline=0.3)
         holder = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None)
@@ -339,3 +339,61 @@ def test_an_sqlite_inbox_whose_write_lock_is_held_refuses_a_webhook_within_its_l
         )
         assert asyncio.run(committer.accept(_incoming("a"))).duplicate is False  # the sender's retry
         assert inbox.counts() == {"shop/pending": 1}
+
+
+def test_an_sqlite_inbox_commits_on_the_loop_while_it_can_and_waits_for_a_held_write_lock_on_the_worker(
+    tmp_path: Path,
+) -> None:
+    """With a worker, an SQLite commit that would wait for the write lock (another program holds it) waits on
+    the worker, so the loop goes on meanwhile; one whose lock is free commits on the loop, with no hand-off.
+    A webhook queued behind the waiting commit is refused at its deadline and never committed, the waiting
+    one is stored when the lock goes, and a repeated webhook id is still a duplicate."""
+    threads: list[tuple[str, str]] = []
+    with Inbox(tmp_path / "inbox.db") as inbox, ThreadPoolExecutor(1, "shipmap-intake") as worker:
+        at_once, accept_many = inbox.accept_at_once, inbox.accept_many
+
+        def tried(incoming: Sequence[Incoming]) -> list[Accepted] | None:
+            threads.append(("at_once", threading.current_thread().name))
+            return at_once(incoming)
+
+        def waited(incoming: Sequence[Incoming]) -> list[Accepted]:
+            threads.append(("many", threading.current_thread().name))
+            return accept_many(incoming)
+
+        inbox.accept_at_once = tried  # type: ignore[method-assign]
+        inbox.accept_many = waited  # type: ignore[method-assign]
+        committer = GroupCommit(inbox, worker, deadline=0.3)
+        holder = sqlite3.connect(tmp_path / "inbox.db", isolation_level=None)
+
+        async def arrive() -> tuple[Accepted, Accepted, BaseException | None, Accepted]:
+            first = await committer.accept(_incoming("a"))
+            holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup tool takes it
+            patient = asyncio.ensure_future(committer.accept(_incoming("patient"), 20.0))
+            while committer.waiting < 1:  # the loop turns while the commit waits
+                await asyncio.sleep(0.01)
+            try:
+                await committer.accept(_incoming("queued"))
+                refused: BaseException | None = None
+            except InboxTimeout as error:
+                refused = error
+            assert not patient.done()
+            holder.execute("ROLLBACK")  # the lock goes: the patient one's commit lands
+            stored = await patient
+            again = await committer.accept(_incoming("a"))
+            return first, stored, refused, again
+
+        try:
+            first, stored, refused, again = asyncio.run(arrive())
+        finally:
+            holder.close()
+        assert first.duplicate is False and stored.duplicate is False
+        assert isinstance(refused, InboxTimeout), refused
+        assert refused.message == "the inbox did not store the webhook within 300ms"
+        assert again == Accepted(first.id, duplicate=True)
+        assert inbox.counts() == {"shop/pending": 2}
+        stored_ids = [row.webhook_id for row in inbox.pending()]
+    assert stored_ids == ["a", "patient"]  # the queued one, refused, never committed
+    assert threads[0] == ("at_once", "MainThread")  # the lock free: on the loop, no hand-off
+    assert threads[1] == ("at_once", "MainThread")  # tried first, found the lock held
+    assert threads[2][0] == "many" and threads[2][1].startswith("shipmap-intake"), threads
+    assert threads[3:] == [("at_once", "MainThread")], threads  # "a" again: on the loop

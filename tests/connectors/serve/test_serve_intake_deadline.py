@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import hashlib
 import hmac
 import json
@@ -309,3 +310,71 @@ def test_each_source_waits_its_own_deadline_in_one_service_over_a_locked_postgre
         assert serve.terminate() == 0
     finally:
         serve.kill()
+
+
+def _inbox_ids(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return [row[0] for row in db.execute("SELECT webhook_id FROM inbox ORDER BY id").fetchall()]
+
+
+def _with_source_key(serve: ServeProcess, after: str, line: str) -> None:
+    text = serve.config.read_text()
+    assert after in text, text
+    serve.config.write_text(text.replace(after, f"{after}{line}", 1))
+
+
+def test_while_another_program_holds_an_sqlite_inbox_s_write_lock_the_service_answers_everything_else(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """A webhook of a patient source (30 s) waits for an SQLite write lock another connection holds: the
+    commit waits on intake's thread, so /healthz and /metrics answer meanwhile, and another source's webhook
+    is refused at its own deadline (1 s), never stored. The lock goes: the patient one is accepted and
+    delivered once; the refused one's retry is accepted, not a duplicate. Before, the commit waited on the
+    event loop, which answered nothing until the lock went."""
+    serve = _configured(ServeProcess(tmp_path, source_sandbox.url), intake_deadline="1s")
+    _with_source_key(serve, "    rate_limit: {per_second: 5000, burst: 5000}\n", "    intake_deadline: 30s\n")
+    serve.start()
+    inbox = tmp_path / ".shipmap" / "inbox.db"
+    try:
+        # probe: a load balancer's health check (1 s); scrape: past the gauges' own deadline (2 s).
+        with httpx.Client(timeout=30) as client, httpx.Client(timeout=1.0) as probe:
+            with httpx.Client(timeout=10.0) as scrape:
+                assert _status(_post(serve, client, 1)[0]) == (200, "accepted")
+                holder = sqlite3.connect(inbox, isolation_level=None)
+                try:
+                    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup tool takes it
+                    with concurrent.futures.ThreadPoolExecutor(1) as sender:
+                        patient = sender.submit(_post, serve, client, 2)
+                        serve.wait_until(
+                            lambda: _metric(
+                                scrape.get(f"{serve.url}/metrics").text, "shipmap_intake_waiting 1.0"
+                            ),
+                            what="shop's webhook waiting for the inbox",
+                            timeout=15,
+                        )
+                        health = probe.get(f"{serve.url}/healthz")
+                        refused = _post_woo(serve, client, 10)[0]
+                        assert not patient.done()
+                        holder.execute("ROLLBACK")
+                        stored = patient.result(timeout=30)[0]
+                finally:
+                    holder.close()
+            assert health.status_code == 200 and health.json() == {"status": "ok"}
+            assert refused.status_code == 503, refused.text
+            assert refused.json() == {
+                "error": "inbox_timeout",
+                "message": "the webhook could not be stored within 1s (serve.intake_deadline); retry later",
+            }
+            assert refused.headers["Retry-After"] == RETRY_AFTER
+            assert _status(stored) == (200, "accepted")
+            assert _status(_post_woo(serve, client, 10)[0]) == (
+                200,
+                "accepted",
+            )  # its retry: never half-stored
+            assert _status(_post(serve, client, 2)[0]) == (200, "duplicate")  # dedup holds
+            serve.wait_until(lambda: _delivered(source_sandbox) == [1, 2], what="two deliveries")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == [1, 2]  # each once
+    assert _inbox_ids(inbox) == ["wh-1", "wh-2", "d-10"]
