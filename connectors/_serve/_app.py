@@ -147,6 +147,13 @@ class ServiceState:
         self.buckets = {}
         self.replace_sources(self.sources)
 
+    def limit_intake(self, deadline: float, max_waiting: int) -> None:
+        """``serve.intake_deadline`` and ``serve.intake_max_waiting`` for the next requests (a reload): those
+        waiting keep their deadline; past a lowered cap, newcomers are refused until enough are answered."""
+        self.intake_deadline = deadline
+        assert self.committer is not None
+        self.committer.deadline, self.committer.max_waiting = deadline, max_waiting
+
     def share_rate_limits(self, processes: int) -> None:
         self.processes = processes
         for bucket in self.buckets.values():

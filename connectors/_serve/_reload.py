@@ -24,17 +24,20 @@ from .._config_key import key_in_effect
 from .._errors import ConfigError
 from .._map._mapper import EventMapper
 from .._runtime import Runtime
-from ._settings import SourceSettings, serve_settings
+from ._settings import ServeSettings, SourceSettings, serve_settings
 
 RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
+# The serve keys a reload applies: intake reads them at each request. The others are set at start.
+RELOADED_SERVE_KEYS = ("intake_deadline", "intake_max_waiting")
 
 
 @dataclass(frozen=True)
 class Reloaded:
     """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
     mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url,
-    auth.password``), ``events`` and ``delivery: retry``; ``not_applied``, the other keys of the config found
-    changed (``serve.dedup_window``), which wait for a restart."""
+    auth.password``), ``events``, ``delivery: retry`` and ``serve: intake_deadline`` (``RELOADED_SERVE_KEYS``);
+    ``not_applied``, the other keys of the config found changed (``serve.dedup_window``), which wait for a
+    restart."""
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
@@ -45,21 +48,21 @@ class Reading:
     """The config file as a reload found it, for the service to apply."""
 
     config: RuntimeConfig  # its secrets are the redactor's before anything of it runs
-    sources: Mapping[str, SourceSettings]
+    settings: ServeSettings  # the running ones with the file's sources and RELOADED_SERVE_KEYS
     mapper: EventMapper | None  # None: mappings, events, connections and delivery as they run
     reloaded: Reloaded
 
 
 async def read_again(
     runtime: Runtime,
-    running: Mapping[str, SourceSettings],
+    settings: ServeSettings,
     mapper: EventMapper,
     started_with: Mapping[str, Any],
     kept: frozenset[str],
 ) -> Reading:
-    """The runtime's config file read again and compared with the ``running`` sources, the running
-    ``mapper`` and the file's sections as the service ``started_with``; the connections in ``kept``
-    (enrichment's) stay as they run. Raises ConfigError or MappingError, located in its file, for what a
+    """The runtime's config file read again and compared with the running ``settings`` (its sources and
+    ``RELOADED_SERVE_KEYS``), the running ``mapper`` and the file's sections as the service ``started_with``;
+    the connections in ``kept`` (enrichment's) stay as they run. Raises ConfigError or MappingError, located in its file, for what a
     reload refuses (see ``Service.reload``)."""
     file = runtime.config.file
     if file is None:
@@ -71,7 +74,8 @@ async def read_again(
         raise ConfigError(
             f"reading the config file, its secrets and its mappings took more than {RELOAD_DEADLINE_S:g} s"
         ) from None
-    sources = serve_settings(config).sources
+    running, found = settings.sources, serve_settings(config)
+    sources = found.sources
     for name in sorted(running.keys() & sources.keys()):
         if _enrich_text(running[name]) != _enrich_text(sources[name]):
             raise config.error(
@@ -86,14 +90,20 @@ async def read_again(
                 " side, set at start; restart the service to add it",
                 ("sources", name, "enrich"),
             )
-    changed = tuple(_source_changes(running, sources))
+    serve_keys = [key for key in RELOADED_SERVE_KEYS if getattr(settings, key) != getattr(found, key)]
+    changed = (
+        *_source_changes(running, sources),
+        *([f"serve: {', '.join(serve_keys)}"] if serve_keys else []),
+    )
     remapped = (
         *_mapping_changes(mapper, new_mapper),
         *_delivery_changes(mapper.config, new_mapper.config),
     )
     return Reading(
         config,
-        sources,
+        dataclasses.replace(
+            settings, sources=sources, **{key: getattr(found, key) for key in RELOADED_SERVE_KEYS}
+        ),
         new_mapper if remapped else None,
         Reloaded(changed + remapped, tuple(_not_applied(started_with, sections, kept))),
     )
@@ -251,7 +261,8 @@ def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: froze
             continue
         if isinstance(before, Mapping) and isinstance(after, Mapping):
             for name in sorted(before.keys() | after.keys(), key=str):
-                if before.get(name) != after.get(name):
+                applied = key == "serve" and name in RELOADED_SERVE_KEYS
+                if before.get(name) != after.get(name) and not applied:
                     yield f"{key}.{name}"
         else:
             yield key

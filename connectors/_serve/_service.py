@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import ipaddress
 import logging
@@ -154,15 +153,16 @@ class Service:
         """Read the config file again (its env file and ``${file:...}`` secrets too), with the mapping files it
         names, and apply:
 
-        - its ``sources`` to intake: secrets, signatures, rate limits, body caps, kept headers, sources added or
-          removed. The next request finds them; one in progress ends under the old ones;
+        - its ``sources`` to intake: secrets, signatures, rate limits, body caps, kept headers, intake deadlines,
+          sources added or removed; and ``serve.intake_deadline`` and ``serve.intake_max_waiting``. The next
+          request finds them; one in progress ends under the old ones;
         - its ``mappings``, ``events``, ``connections`` and ``delivery`` (and the mapping files' contents) to
           delivery: the run in progress ends once the events handed to it are journaled (they go as mapped, to
           the URLs they were journaled with), and the events after them, and replays, are mapped and sent with
           the new ones. A connection that did not change keeps its auth session; one that did, or a new one,
           logs in afresh.
 
-        Nothing else is applied: the other sections it finds changed (``journal``, ``serve``, and the
+        Nothing else is applied: the other sections it finds changed (``journal``, the rest of ``serve``, and the
         connections enrichment fetches over, whose clients are built at start) are named in ``not_applied``
         (a restart applies them; SIGTERM drains).
 
@@ -176,15 +176,18 @@ class Service:
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
             reading = await read_again(
                 self.runtime,
-                self.settings.sources,
+                self.settings,
                 self._mapper,
                 self._started_with,
                 self._enrichment_connections,
             )
             register_secrets(reading.config, self.runtime.redactor)
-            self.settings = dataclasses.replace(self.settings, sources=reading.sources)
+            self.settings = reading.settings
             if self._state is not None:
-                self._state.replace_sources(reading.sources)
+                self._state.replace_sources(reading.settings.sources)
+                self._state.limit_intake(
+                    reading.settings.intake_deadline, reading.settings.intake_max_waiting
+                )
             if reading.mapper is not None:
                 self._mapper = reading.mapper
                 if self._delivery is not None:

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -378,3 +379,72 @@ def test_while_another_program_holds_an_sqlite_inbox_s_write_lock_the_service_an
         serve.kill()
     assert _delivered(source_sandbox) == [1, 2]  # each once
     assert _inbox_ids(inbox) == ["wh-1", "wh-2", "d-10"]
+
+
+def test_a_reload_applies_the_intake_deadlines_and_the_cap_on_waiting_webhooks_to_the_next_requests(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """``serve.intake_deadline``, ``serve.intake_max_waiting`` and ``sources.S.intake_deadline`` are read at
+    each request: SIGHUP applies them, and the log names them as applied, not as waiting for a restart."""
+    serve = _configured(ServeProcess(tmp_path, source_sandbox.url), intake_deadline="1s")
+    serve.start()
+    inbox = tmp_path / ".shipmap" / "inbox.db"
+    try:
+        with httpx.Client(timeout=30) as client, httpx.Client(timeout=10.0) as scrape:
+            assert _status(_post(serve, client, 1)[0]) == (200, "accepted")
+            text = serve.config.read_text()
+            serve.config.write_text(
+                text.replace("  intake_deadline: 1s\n", "  intake_deadline: 8s\n  intake_max_waiting: 1\n")
+            )
+            _with_source_key(serve, "    secret: ${WOO_SECRET}\n", "    intake_deadline: 3s\n")
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(
+                lambda: any("reloaded " in line for line in serve.errors), what="the reload", timeout=30
+            )
+            reloaded = next(line for line in serve.errors if "reloaded " in line)
+            assert reloaded.rstrip().endswith(
+                ": woo: intake_deadline; serve: intake_deadline, intake_max_waiting"
+            )
+
+            holder = sqlite3.connect(inbox, isolation_level=None)
+            try:
+                holder.execute("BEGIN IMMEDIATE")
+                with concurrent.futures.ThreadPoolExecutor(1) as sender:
+                    # Long enough to be seen waiting by a scrape, which takes the gauges' 2 s meanwhile.
+                    waiting = sender.submit(_post, serve, client, 2)
+                    serve.wait_until(
+                        lambda: _metric(
+                            scrape.get(f"{serve.url}/metrics").text, "shipmap_intake_waiting 1.0"
+                        ),
+                        what="shop's webhook waiting for the inbox",
+                        timeout=15,
+                    )
+                    busy = _post_woo(serve, client, 10)[0]  # one waits: the new cap is reached
+                    shop_refused = waiting.result(timeout=30)[0]
+                woo_refused = _post_woo(serve, client, 11)[0]
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            assert busy.status_code == 503, busy.text
+            assert busy.json()["message"] == (
+                "1 webhooks are waiting for the inbox already (serve.intake_max_waiting); retry later"
+            )
+            assert shop_refused.json()["message"] == (
+                "the webhook could not be stored within 8s (serve.intake_deadline); retry later"
+            )
+            assert woo_refused.json()["message"] == (
+                "the webhook could not be stored within 3s (sources.woo.intake_deadline); retry later"
+            )
+            assert [_status(_post(serve, client, 2)[0]), _status(_post_woo(serve, client, 10)[0])] == [
+                (200, "accepted"),
+                (200, "accepted"),
+            ]
+            # 11, alone in its commit, was answered by it: its 503 came once the commit gave up.
+            assert _status(_post_woo(serve, client, 11)[0]) == (200, "accepted")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    log = "".join(serve.errors)
+    assert "a reload does not apply it" not in log, log
+    assert _inbox_ids(inbox) == ["wh-1", "wh-2", "d-10", "d-11"]  # each once, the refused ones on retry

@@ -421,11 +421,12 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
     assert "fenix2" in runtime.connections and runtime.config.delivery.retry.max_attempts == 6  # they stay
 
 
-def test_a_reload_applies_a_sources_intake_deadline_and_names_it(
+def test_a_reload_applies_the_intake_deadlines_and_names_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``sources.S.intake_deadline`` is a source key: a reload applies it (the next request's deadline) and
-    names it, as it does a rate limit; serve's own, ``serve.intake_deadline``, waits for a restart."""
+    names it, as it does a rate limit; serve's own, ``serve.intake_deadline`` and ``intake_max_waiting``, too
+    (read at each request), while the other serve keys still wait for a restart."""
     _serve_fixtures_in(tmp_path, monkeypatch)
     config = tmp_path / "serve.yaml"
     text = config.read_text()
@@ -435,13 +436,17 @@ def test_a_reload_applies_a_sources_intake_deadline_and_names_it(
     woo = "    secret: ${WOO_SECRET}\n"
     config.write_text(
         text.replace(woo, f"{woo}    intake_deadline: 50s\n").replace(
-            "  drain_timeout: 30s\n", "  drain_timeout: 30s\n  intake_deadline: 2s\n"
+            "  drain_timeout: 30s\n", "  drain_timeout: 20s\n  intake_deadline: 2s\n  intake_max_waiting: 8\n"
         )
     )
     reloaded = asyncio.run(service.reload())
-    assert reloaded == Reloaded(changed=("woo: intake_deadline",), not_applied=("serve.intake_deadline",))
+    assert reloaded == Reloaded(
+        changed=("woo: intake_deadline", "serve: intake_deadline, intake_max_waiting"),
+        not_applied=("serve.drain_timeout",),
+    )
     assert service.settings.sources["woo"].intake_deadline == 50.0
-    assert service.settings.intake_deadline == 3.0  # as started, until a restart
+    assert (service.settings.intake_deadline, service.settings.intake_max_waiting) == (2.0, 8)
+    assert service.settings.drain_timeout == 30.0  # as started, until a restart
 
 
 def test_a_reload_names_the_serve_keys_it_does_not_apply_and_refuses_keep_bodies_past_the_window(
