@@ -17,11 +17,10 @@ rows older than the dedup window. A processed row's body is needed only to bring
 (``shipmap replay --rejected``): ``drop_bodies`` empties the others' after ``serve.keep_bodies``
 (``_inbox_retention``), and the row, its id and its headers stay for the window.
 
-Schema versions (``inbox_schema`` in ``meta``): 1, the rows; 2, ``body_dropped_at`` (when the body was
-dropped, NULL while it is held) and the index of processed rows that still hold a body. A file is upgraded
-when it is opened for writing (one service holds it); one of version 1 is read as it is. ``inbox_id`` in
-``meta``, drawn when the file is first opened for writing (whatever its version), names the inbox in its
-webhooks' origins beside a PostgreSQL journal that other services' inboxes share (``_origins``).
+The file's schema and its versions: ``_inbox_schema``. A file is upgraded when it is opened for writing (one
+service holds it); one of version 1 is read as it is. ``inbox_id`` in ``meta``, drawn when the file is first
+opened for writing (whatever its version), names the inbox in its webhooks' origins beside a PostgreSQL
+journal that other services' inboxes share (``_origins``).
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 from .._config._serve_model import DEDUP_WINDOW as DEDUP_WINDOW
 from .._config_key import duration_text
 from .._errors import JournalError
+from ._inbox_schema import HAS_META, READABLE, SCHEMA, SCHEMA_VERSION, UPGRADES, unreadable
 from ._origins import new_inbox_id
 
 try:  # POSIX: an advisory lock the kernel drops when the process dies, even by SIGKILL
@@ -47,35 +47,6 @@ try:  # POSIX: an advisory lock the kernel drops when the process dies, even by 
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-SCHEMA_VERSION = "2"
-_READABLE = ("1", SCHEMA_VERSION)
-# The processed rows that still hold a body, by when they were processed: what ``drop_bodies`` walks. A row
-# leaves it when its body is dropped, so a purge reads only bodies it may drop and those it keeps.
-_BODIES_INDEX = (
-    "CREATE INDEX IF NOT EXISTS inbox_bodies ON inbox (processed_at)"
-    " WHERE state = 'processed' AND body_dropped_at IS NULL"
-)
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS inbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        source TEXT NOT NULL,
-        webhook_id TEXT NOT NULL,
-        topic TEXT,
-        received_at REAL NOT NULL,
-        headers TEXT NOT NULL,
-        body BLOB NOT NULL,
-        documents TEXT,
-        state TEXT NOT NULL DEFAULT 'pending',
-        processed_at REAL,
-        body_dropped_at REAL,
-        UNIQUE (source, webhook_id)
-    )""",
-    "CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (id) WHERE state = 'pending'",
-    _BODIES_INDEX,
-)
-# From a version to the current one. Adding a column rewrites no row; the index reads the processed ones once.
-_UPGRADES = {"1": ("ALTER TABLE inbox ADD COLUMN body_dropped_at REAL", _BODIES_INDEX)}
-_HAS_META = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
 DROP_CHUNK = 500  # bodies dropped per statement (one transaction): under SQLite's limit of bound parameters
 
 
@@ -91,16 +62,6 @@ class InboxTimeout(InboxError):
 
 class NoInboxError(InboxError):
     """A read-only opening found no inbox: no service accepted a webhook there yet, or one is creating it now."""
-
-
-def _unreadable(path: Path, version: str | None) -> str:
-    if version is not None and version.isdigit() and int(version) > int(SCHEMA_VERSION):
-        return (
-            f"{path} is an inbox this shipmap cannot read: schema version {version} was written by a newer"
-            f" shipmap (this one reads versions up to {SCHEMA_VERSION})"
-        )
-    said = "it has no inbox schema version" if version is None else f"inbox schema version {version!r}"
-    return f"{path} is not a shipmap inbox ({said})"
 
 
 class HeldRow(NamedTuple):
@@ -287,9 +248,9 @@ class Inbox:
                 if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                     self._db.close()
                     raise NoInboxError(f"{self.path} holds no shipmap inbox yet")
-                if self._db.execute(_HAS_META).fetchone()[0] == 0:
+                if self._db.execute(HAS_META).fetchone()[0] == 0:
                     self._db.close()
-                    raise InboxError(_unreadable(self.path, None))
+                    raise InboxError(unreadable(self.path, None))
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if lock:
@@ -313,9 +274,9 @@ class Inbox:
         # Part of its webhooks' origins beside a shared journal (``_origins``). None: a file read-only that no
         # service has opened since inboxes have ids; none of its origins names it then.
         self.inbox_id: str | None = str(named[0]) if named is not None else None
-        if self.version not in _READABLE:
+        if self.version not in READABLE:
             self.close()
-            raise InboxError(_unreadable(self.path, self.version))
+            raise InboxError(unreadable(self.path, self.version))
         # A file of version 1 (read-only) has no such column: none of its bodies was dropped.
         self._body_dropped = "body_dropped_at IS NOT NULL" if self.version == SCHEMA_VERSION else "0"
 
@@ -325,7 +286,7 @@ class Inbox:
         try:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
             row = self._db.execute("SELECT v FROM meta WHERE k = 'inbox_schema'").fetchone()
-            steps = _SCHEMA if row is None else _UPGRADES.get(str(row[0]), ())
+            steps = SCHEMA if row is None else UPGRADES.get(str(row[0]), ())
             for statement in steps:
                 self._db.execute(statement)
             if steps:

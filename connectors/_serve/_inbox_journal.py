@@ -14,9 +14,9 @@ from pathlib import Path
 from .._errors import JournalError
 from .._store._copy import analyze
 from .._store._journal import Journal
-from ._inbox import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from ._inbox import Inbox
 from ._inbox_floor import NOTE_REQUEUE
+from ._inbox_schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 
 def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
