@@ -369,8 +369,9 @@ def test_an_sqlite_inbox_commits_on_the_loop_while_it_can_and_waits_for_a_held_w
             first = await committer.accept(_incoming("a"))
             holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup tool takes it
             patient = asyncio.ensure_future(committer.accept(_incoming("patient"), 20.0))
-            while committer.waiting < 1:  # the loop turns while the commit waits
-                await asyncio.sleep(0.01)
+            async with asyncio.timeout(10):
+                while committer.waiting < 1:  # the loop turns while the commit waits
+                    await asyncio.sleep(0.01)
             try:
                 await committer.accept(_incoming("queued"))
                 refused: BaseException | None = None
