@@ -46,19 +46,21 @@ def load_config(path: str | os.PathLike[str], *, environ: Mapping[str, str] | No
     env = dict(os.environ if environ is None else environ)
     env_file = value.get("env_file", ".env")
     unset_hint = None
+    env_read = False
     if isinstance(env_file, str):
         env_path = resolved(file.parent / env_file)
         problem = not_a_file(env_path)
         if problem is None:
             for key, item in read_env_file(env_path, locations, env).items():
                 env.setdefault(key, item)
+            env_read = True
         elif "env_file" in value:  # the default .env may be absent; one named must be a file
             raise ConfigError(f"env_file {problem}", location=locations.get(("env_file",)))
         else:
             unset_hint = missing_env_file_hint(file, file.parent / env_file)
     referenced: dict[PathKey, list[str]] = {}
     written = value
-    value = interpolate(value, (), env, locations, name, referenced, unset_hint)
+    value = interpolate(value, (), env, locations, name, referenced, unset_hint, env_file=env_read)
     validate_document(value, locations, name)
     warn_literal_secrets(value, locations, referenced)
     refuse_unsendable_secrets(value, locations, referenced)

@@ -39,7 +39,7 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 
 class UnsetVariable(ValueError):
-    """A ``${VAR}`` set neither in the environment nor in the env file."""
+    """A ``${VAR}`` set neither in the environment nor in the env file (when one was read)."""
 
 
 class MalformedReference(ValueError):
@@ -70,7 +70,8 @@ class CredentialReader:
     def read(self) -> dict[str, str]:
         """The credentials now; ValueError names the key and the reference that fails, never a value."""
         env = dict(os.environ if self._environ is None else self._environ)
-        if self._env_file is not None and self._env_file.is_file():
+        read = self._env_file is not None and self._env_file.is_file()
+        if self._env_file is not None and read:
             try:
                 for key, item in _read_dotenv(self._env_file, env).items():
                     env.setdefault(key, item)
@@ -80,7 +81,7 @@ class CredentialReader:
         for key, text in self._written.items():
             where = f"connections.{self.connection}.auth.{key}"
             try:
-                value, used = fill_references(text, env)
+                value, used = fill_references(text, env, env_file=read)
             except ValueError as error:
                 raise ValueError(f"{where}: {error}") from None
             if key in self._sent_as_is and not header_safe(value):
@@ -302,17 +303,20 @@ def interpolate(
     name: str,
     referenced: dict[PathKey, list[str]],
     unset_hint: str | None = None,
+    *,
+    env_file: bool = False,
 ) -> Any:
     """Fill ``${VAR}`` references (``$$`` is a literal ``$``); ``referenced`` collects where there were.
-    ``unset_hint`` goes with the error for a variable set nowhere (what to do about a missing env file)."""
+    ``env_file``: ``env`` holds an env file's variables too (the error for one set nowhere says so);
+    ``unset_hint`` goes with that error (what to do about a missing env file)."""
     if isinstance(value, dict):
         return {
-            k: interpolate(v, (*path, k), env, locations, name, referenced, unset_hint)
+            k: interpolate(v, (*path, k), env, locations, name, referenced, unset_hint, env_file=env_file)
             for k, v in value.items()
         }
     if isinstance(value, list):
         return [
-            interpolate(v, (*path, i), env, locations, name, referenced, unset_hint)
+            interpolate(v, (*path, i), env, locations, name, referenced, unset_hint, env_file=env_file)
             for i, v in enumerate(value)
         ]
     if not isinstance(value, str) or "$" not in value:
@@ -320,7 +324,7 @@ def interpolate(
 
     where = locations.get(path) or Location(name, 1, 1)
     try:
-        filled, variables = fill_references(value, env)
+        filled, variables = fill_references(value, env, env_file=env_file)
     except MalformedReference as error:
         raise ConfigError(f"{dotted(path)}: {error}", location=where, hint=_REFERENCE_HINT) from None
     except UnsetVariable as error:
@@ -332,9 +336,10 @@ def interpolate(
     return filled
 
 
-def fill_references(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
+def fill_references(text: str, env: Mapping[str, str], *, env_file: bool = False) -> tuple[str, list[str]]:
     """``text`` with ``${VAR}`` filled from ``env`` and ``${file:/path}`` from that file (its text, without
-    the final newline: Docker and Kubernetes secrets are files); ``$$`` is ``$``. Returns the references
+    the final newline: Docker and Kubernetes secrets are files); ``$$`` is ``$``. ``env_file``: ``env`` holds
+    an env file's variables too, so a variable set nowhere is said to be in neither. Returns the references
     used. ValueError names a reference that cannot be filled, never a value; :class:`MalformedReference`
     (a ValueError) a ``${`` that is no reference."""
     used: list[str] = []
@@ -359,7 +364,10 @@ def fill_references(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
                 "digit) nor file:/path"
             )
         if inside not in env:
-            raise UnsetVariable(f"environment variable {inside} is not set (nor in the env file)")
+            # "nor in the env file" only where one was read: where there is none, the hint says so
+            raise UnsetVariable(
+                f"environment variable {inside} is not set" + (" (nor in the env file)" if env_file else "")
+            )
         used.append(inside)
         return env[inside]
 

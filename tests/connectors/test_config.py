@@ -181,11 +181,21 @@ def test_a_missing_variable_names_the_variable_and_where_it_is_used(tmp_path: Pa
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={"FENIX_USERNAME": "u", "FENIX_API_KEY": "key-1234"})
     error = caught.value
-    assert error.message == (
-        "connections.fenix.auth.password: environment variable FENIX_PASSWORD is not set (nor in the env file)"
-    )
+    # No .env beside it: the message does not speak of one (the hint says there is none).
+    assert error.message == "connections.fenix.auth.password: environment variable FENIX_PASSWORD is not set"
     assert (error.file, error.line, error.column) == (str(path), 8, 17)
     assert error.exit_code == 2
+
+
+def test_a_missing_variable_with_an_env_file_says_it_is_not_there_either(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    (tmp_path / ".env").write_text("FENIX_API_KEY=key-1234\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"FENIX_USERNAME": "u"})
+    assert caught.value.message == (
+        "connections.fenix.auth.password: environment variable FENIX_PASSWORD is not set (nor in the env file)"
+    )
+    assert caught.value.hint is None
 
 
 def test_a_missing_variable_without_the_env_file_says_to_copy_the_example_beside_it(tmp_path: Path) -> None:
