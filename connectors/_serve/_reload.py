@@ -105,7 +105,14 @@ async def read_again(
             settings, sources=sources, **{key: getattr(found, key) for key in RELOADED_SERVE_KEYS}
         ),
         new_mapper if remapped else None,
-        Reloaded(changed + remapped, tuple(_not_applied(started_with, sections, kept))),
+        Reloaded(
+            changed + remapped,
+            (
+                *_not_applied(started_with, sections, kept),
+                *_settings_changed("journal", runtime.config.journal, config.journal),
+                *_settings_changed("serve", settings, found, RELOADED_SERVE_KEYS),
+            ),
+        ),
     )
 
 
@@ -231,6 +238,17 @@ def _delivery_changes(before: RuntimeConfig, after: RuntimeConfig) -> Iterator[s
         yield f"delivery: {', '.join(_fields_changed(before.delivery, after.delivery))}"
 
 
+def _settings_changed(section: str, before: Any, after: Any, applied: tuple[str, ...] = ()) -> list[str]:
+    """The keys of a loaded ``section`` that a reload does not apply and that run with another value now
+    (``serve.dedup_window``), by what they run with: a key written at its default is no change."""
+    written = {key.name for key in dataclasses.fields(before) if not key.metadata.get("not_a_key")}
+    return sorted(
+        f"{section}.{name}"
+        for name in _fields_changed(before, after)
+        if name in written and name not in applied
+    )
+
+
 def _fields_changed(before: Any, after: Any, prefix: str = "") -> list[str]:
     """The names of the settings that differ in what they run with, never their values. A connection's ``auth`` by its keys
     (``auth.password``, ``auth.refresh_margin``): which credential changed is the operator's to know, its
@@ -248,21 +266,22 @@ def _fields_changed(before: Any, after: Any, prefix: str = "") -> list[str]:
 
 
 _APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"})
+# Compared as loaded (``_settings_changed``), by the values they run with, not as written.
+_COMPARED_LOADED = frozenset({"serve", "journal"})
 
 
 def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: frozenset[str]) -> Iterator[str]:
-    """The sections a reload does not apply that differ from the file the service started with, by key
-    (``serve.dedup_window``, ``journal.keep``; a section that is no mapping, or not one any more, by its name),
+    """The sections a reload does not apply that differ from the file the service started with, as written,
+    by key (``serve`` and ``journal`` are compared as loaded: ``_settings_changed``; a section that is no mapping, or not one any more, by its name),
     and the connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload:
     each connection reads them again itself, at a login or a 401.)"""
-    for key in sorted((started.keys() | now.keys()) - _APPLIED):
+    for key in sorted((started.keys() | now.keys()) - _APPLIED - _COMPARED_LOADED):
         before, after = started.get(key), now.get(key)
         if before == after:
             continue
         if isinstance(before, Mapping) and isinstance(after, Mapping):
             for name in sorted(before.keys() | after.keys(), key=str):
-                applied = key == "serve" and name in RELOADED_SERVE_KEYS
-                if before.get(name) != after.get(name) and not applied:
+                if before.get(name) != after.get(name):
                     yield f"{key}.{name}"
         else:
             yield key
