@@ -167,7 +167,9 @@ class CompiledMapping:
 
     def lint(self) -> list[Problem]:
         """What ``shipmap validate`` reports beyond compile errors: required target fields left unmapped,
-        fields the kind does not have, and lookups or fragments never used. Severity is in ``Problem.severity``."""
+        fields the kind does not have, and lookups or fragments never used. Severity is in ``Problem.severity``.
+        In the file's order, as a compiler lists them: by line and column; at one place, in the order the
+        checks run (the target's fields, then lookups, then fragments); a problem with no place last."""
         problems: list[Problem] = []
         for name, target in self._compiled.items():
             problems.extend(target_problems(target, self._report.mapped[name], self._report.opaque[name]))
@@ -192,7 +194,7 @@ class CompiledMapping:
                         severity="warning",
                     )
                 )
-        return problems
+        return sorted(problems, key=_place)  # stable: the checks' order breaks a tie
 
     @property
     def functions(self) -> FunctionSet:
@@ -272,3 +274,8 @@ def _display_name(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _place(problem: Problem) -> tuple[bool, str, int, int]:
+    where = problem.location
+    return (True, "", 0, 0) if where is None else (False, where.file, where.line, where.column)

@@ -513,3 +513,30 @@ def test_a_config_file_path_that_is_no_file_says_what_it_is(
     for command in (["validate", str(acme_config)], ["run", str(acme_config), "--input", "-", "--dry-run"]):
         assert main(command) == 2
         assert capsys.readouterr() == ("", f"{acme_config}:{line}:{column}: error: {reason}\n"), command
+
+
+def test_a_mappings_problems_are_listed_in_the_files_order_in_text_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unused lookup (line 9), a required field left out (its object's line) and a misspelt field (further
+    down) come in the file's order, as a compiler lists them, though found by different checks."""
+    text = (ROOT / "tests/fixtures/engine/shopify_order_min.yaml").read_text(encoding="utf-8")
+    assert "      item_quantity: sum(line_items[].quantity)\n" in text and "vendor: vendor" in text
+    lacking = tmp_path / "lacking.yaml"
+    lacking.write_text(
+        text.replace("      item_quantity: sum(line_items[].quantity)\n", "").replace(
+            "vendor: vendor", "vendr: vendor"
+        )
+    )
+    assert main(["validate", str(lacking)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2].split(" ")[0] for line in lines] == [
+        "lookups.unused_table",
+        "order.item_quantity",
+        "order.line_items[].vendr",
+    ], lines
+    places = [tuple(map(int, line.split(": ")[0].split(":")[-2:])) for line in lines]
+    assert places == sorted(places) and len(set(places)) == 3, places
+    assert main(["validate", str(lacking), "--format", "json"]) == 2
+    [entry] = json.loads(capsys.readouterr().out)["files"]
+    assert [problem["text"] for problem in entry["problems"]] == lines
