@@ -188,7 +188,7 @@ def summary_text(summary: RunSummary, *, exit_code: int) -> str:
 
 
 def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) -> dict[str, Any]:
-    """A run's summary as ``--summary-json`` writes it. ``at_stop``: a service's (``shipmap serve
+    """A run's (or a replay's) summary as ``--summary-json`` writes it. ``at_stop``: a service's (``shipmap serve
     --log-format json``), with what its text says beside the table: the outages, what it left pending, its
     replays, and the dead letters in the journal at stop."""
     targets = []
@@ -221,6 +221,7 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
         "unrouted": summary.unrouted,
         "rejected": summary.rejected,
         "recovered": summary.recovered,
+        "parked": summary.parked,  # left pending by an open breaker: sent first by the next run or start
         "forgotten": dict(summary.forgotten),  # journal.keep: rows let go during the run, by kind
         "elapsed_seconds": round(summary.elapsed, 6),
         "targets": targets,
@@ -237,7 +238,6 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
     replays = summary.replays
     document.update(
         {
-            "parked": summary.parked,  # left pending by an open breaker: sent first by the next start
             "outages": dict(summary.outages),  # connection -> how it is down at stop
             "outages_ended": list(summary.outages_ended),  # down meanwhile, closed since
             "replays": None

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shipmap.connectors._cli._replay_rejected import replay_rejected
+from shipmap.connectors._cli._reports import summary_text
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import (
+    EXIT_USAGE,
     exit_code,
     install_redaction,
     outcome_exit_code,
@@ -59,19 +61,42 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="when a shipmap serve holds the journal, how long to wait for it to carry out the replay (and,"
         " with --rejected, for its delivery, or the services on a PostgreSQL inbox, to take the webhooks)",
     )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default), or json: the replay's summary on stdout, as run --format json prints a run's"
+        " (docs/cli-formats.md); not with --rejected, nor while a shipmap serve holds the journal",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    as_json = args.format == "json"
+    if as_json and args.rejected:
+        print(
+            "shipmap replay: --rejected prints what it replayed, not a summary: it has no --format json",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
     if args.rejected:
         return replay_rejected(args, runtime)
     waiting = _dead_letter_count(runtime, args.key)
     if not waiting:
-        print("no dead letters to replay" + (" with those keys" if args.key else ""))
+        if as_json:  # nothing replayed: a summary of nothing, so that CI reads one shape
+            sys.stdout.write(summary_text(RunSummary(replay=True), exit_code=EXIT_OK))
+        else:
+            print("no dead letters to replay" + (" with those keys" if args.key else ""))
         return EXIT_OK
     journal = runtime.config.journal.path if runtime.config.journal.url is None else None  # SQLite's only
     if journal is not None and ReplayRequests.service_running(replays_path(journal)):
+        if as_json:  # the service replays it and reports its counts, not a run summary
+            print(
+                "shipmap replay: a shipmap serve holds the journal and replays it: no --format json",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         return _through_service(args, replays_path(journal), waiting)
     declared = enrichments(runtime.config) if args.refetch and runtime.config.sources else {}
 
@@ -88,8 +113,12 @@ def run(args: argparse.Namespace) -> int:
         no_progress=args.no_progress,
         verbose=args.verbose,
     )
-    print_summary(summary, sys.stdout)
-    return exit_code(summary)
+    code = exit_code(summary)
+    if as_json:  # the report alone on stdout, as run's
+        sys.stdout.write(summary_text(summary, exit_code=code))
+    else:
+        print_summary(summary, sys.stdout)
+    return code
 
 
 def _dead_letter_count(runtime: Runtime, keys: list[str] | None) -> int:

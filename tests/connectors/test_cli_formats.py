@@ -166,3 +166,44 @@ def test_preview_output_is_strict_json_and_names_what_json_cannot_hold(
     text = dump_json(given, pretty=pretty)
     assert text == expected
     json.loads(text)  # strict: it parses back
+
+
+def test_replay_format_json_prints_the_run_summary_document(
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay --format json`` prints what ``run --format json`` prints (``parked`` included in both), its
+    report alone on stdout; with nothing to replay, a summary of nothing."""
+    server = sandbox_factory()
+    broken = [
+        {
+            "mapping": str(ROOT / "tests/fixtures/runtime/orders.yaml"),
+            "topic": "orders/create",
+            "targets": {"order": {"path": "/api/v1/orders/{number}/created"}},
+        }
+    ]
+    config = write_config(tmp_path, server.url, mappings=broken)
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(2)))
+    code, ran, _ = run_json(
+        capsys, "run", str(config), "-i", str(events), "--no-progress", "--format", "json"
+    )
+    assert code == 8 and (ran["dead"], ran["parked"]) == (2, 0)
+
+    code, replayed, _ = run_json(capsys, "replay", str(config), "--no-progress", "--format", "json")
+    assert code == 8 and replayed.keys() == ran.keys()
+    assert (replayed["exit_code"], replayed["ok"], replayed["dead"], replayed["delivered"]) == (
+        8,
+        False,
+        2,
+        0,
+    )
+    write_config(tmp_path, server.url)  # the fix: the kind's own path
+    code, replayed, _ = run_json(capsys, "replay", str(config), "--no-progress", "--format", "json")
+    assert code == 0 and (replayed["ok"], replayed["delivered"], replayed["dead"]) == (True, 2, 0)
+    assert [t["delivered"] for t in replayed["targets"]] == [2]
+    code, nothing, _ = run_json(capsys, "replay", str(config), "--format", "json")
+    assert code == 0 and nothing.keys() == ran.keys()
+    assert (nothing["ok"], nothing["events"], nothing["delivered"], nothing["dead"]) == (True, 0, 0, 0)
+
+    assert main(["replay", str(config), "--rejected", "--format", "json"]) == 2
+    assert "--rejected" in capsys.readouterr().err
