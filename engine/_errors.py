@@ -40,6 +40,14 @@ class Location:
         return f"{self.file}:{self.line}:{self.column}"
 
 
+def file_order(location: Location | None) -> tuple[bool, str, int, int]:
+    """A sort key that lists findings as a compiler does: by file, line and column; one with no place last.
+    Sorting is stable, so findings at one place keep the order the checks found them in."""
+    if location is None:
+        return (True, "", 0, 0)
+    return (False, location.file, location.line, location.column)
+
+
 def _short_repr() -> reprlib.Repr:
     shown = reprlib.Repr()  # Python 3.11's Repr takes no constructor arguments
     shown.maxlevel = 3

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._compiler import MappingCompiler
-from ._errors import Location, MappingError, Problem
+from ._errors import Location, MappingError, Problem, file_order
 from ._fields import CompileReport
 from ._functions import FunctionSet, lookup_key
 from ._lint import target_problems
@@ -194,7 +194,7 @@ class CompiledMapping:
                         severity="warning",
                     )
                 )
-        return sorted(problems, key=_place)  # stable: the checks' order breaks a tie
+        return sorted(problems, key=lambda problem: file_order(problem.location))
 
     @property
     def functions(self) -> FunctionSet:
@@ -274,8 +274,3 @@ def _display_name(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _place(problem: Problem) -> tuple[bool, str, int, int]:
-    where = problem.location
-    return (True, "", 0, 0) if where is None else (False, where.file, where.line, where.column)

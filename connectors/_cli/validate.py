@@ -12,6 +12,7 @@ from typing import Any
 
 from shipmap.connectors._plural import counted
 from shipmap.engine import MappingError, ShipmapError, load_mapping
+from shipmap.engine._errors import file_order
 from shipmap.engine._yaml import decode_utf8
 
 from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of, split_payload_name
@@ -147,7 +148,7 @@ def _check_config(path: Path, report: dict[str, Any], *, as_json: bool, color: b
             failed = None
     severity = "error" if strict else "warning"
     # In the file's order (each check says its own in turn); a config built in code has no file to order by.
-    warnings.sort(key=lambda w: (w.location.line, w.location.column) if w.location else (0, 0))
+    warnings.sort(key=lambda w: file_order(w.location))
     for warning in warnings:
         text = f"{warning.location or path}: {severity}: {warning.message}"
         report["problems"].append(
