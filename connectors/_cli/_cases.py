@@ -24,10 +24,12 @@ from shipmap.engine import (
     ShipmapError,
     TransformError,
 )
+from shipmap.engine._errors import file_order
 from shipmap.engine._yaml import decode_utf8, load_located
 
 CASES_SUFFIX = ".cases.yaml"
 MAX_CASES_BYTES = 2 * 1024 * 1024
+MAX_CASES_ERRORS = 100  # the first ones in the file: a file wrong throughout is not read out whole
 _CASE_KEYS = (
     "name", "description", "source", "documents", "select", "expect", "match", "skipped", "absent", "error"
 )  # fmt: skip
@@ -77,6 +79,19 @@ class Case:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
+class CasesFileErrors(MappingStructureError):
+    """Every mistake found in a cases file (more than one), in the file's order, each its own located error
+    (``errors``). It reads as its first (message, place, hint); ``render`` shows them all."""
+
+    def __init__(self, errors: Sequence[MappingError]) -> None:
+        first = errors[0]
+        super().__init__(first.message, location=first.location, hint=first.hint)
+        self.errors = tuple(errors)
+
+    def render(self) -> str:
+        return "\n".join(error.render() for error in self.errors)
+
+
 @dataclass
 class Suite:
     file: Path
@@ -85,6 +100,9 @@ class Suite:
 
 
 def load_suite(path: Path) -> Suite:
+    """The cases file read, or every mistake in it located (up to ``MAX_CASES_ERRORS``): one error, or a
+    :class:`CasesFileErrors` of them. A file that is not YAML, or not an object with a ``cases`` list, is one
+    error: nothing more can be read of it."""
     file = str(path)
     try:
         raw = path.read_bytes()
@@ -105,8 +123,9 @@ def load_suite(path: Path) -> Suite:
         mark = getattr(error, "problem_mark", None)
         at = _location(file, lines, mark.line, mark.column) if mark else Location(file, 1, 1)
         raise MappingSyntaxError(f"not valid YAML: {getattr(error, 'problem', error)}", location=at) from None
+    found: list[MappingError] = []
     if node is not None:
-        _check_duplicates(node, file, lines)
+        _check_duplicates(node, file, lines, found)
 
     def where(item: Any) -> Location:
         mark = item.start_mark
@@ -116,14 +135,17 @@ def load_suite(path: Path) -> Suite:
         raise MappingStructureError(
             "a cases file is an object with a 'cases' list", location=Location(file, 1, 1)
         )
-    _check_keys(data, _FILE_KEYS, node, "the cases file", file, lines)
+    found += _unknown_keys(data, _FILE_KEYS, node, "the cases file", file, lines)
     items = data.get("cases")
     items_node = _child(node, "cases")
     if not isinstance(items, list) or not items or not isinstance(items_node, yaml.SequenceNode):
-        raise MappingStructureError(
-            "'cases' must be a non-empty list of cases",
-            location=where(items_node) if items_node is not None else Location(file, 1, 1),
+        found.append(
+            MappingStructureError(
+                "'cases' must be a non-empty list of cases",
+                location=where(items_node) if items_node is not None else Location(file, 1, 1),
+            )
         )
+        raise _one_or_all(found)
     base = path.parent
     mapping_name = data.get("mapping")
     if mapping_name is None:
@@ -131,16 +153,36 @@ def load_suite(path: Path) -> Suite:
     elif isinstance(mapping_name, str):
         mapping_path = base / mapping_name
     else:
-        raise MappingStructureError("'mapping' must be a file name", location=where(_child(node, "mapping")))
-    cases = [
-        _case(item, item_node, base, file, lines)
-        for item, item_node in zip(items, items_node.value, strict=True)
-    ]
-    names = [case.name for case in cases]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise MappingStructureError(f"two cases are named {name!r}", location=cases[index].location)
+        found.append(
+            MappingStructureError("'mapping' must be a file name", location=where(_child(node, "mapping")))
+        )
+        mapping_path = path
+    cases: list[Case] = []
+    names: set[str] = set()
+    for item, item_node in zip(items, items_node.value, strict=True):
+        if len(found) >= MAX_CASES_ERRORS:
+            break
+        name = item.get("name") if isinstance(item, dict) else None
+        if isinstance(name, str) and name in names:  # said of a case with other mistakes too
+            found.append(MappingStructureError(f"two cases are named {name!r}", location=where(item_node)))
+        if isinstance(name, str):
+            names.add(name)
+        try:  # a case's first mistake ends its reading, not the file's: the next case is read
+            case = _case(item, item_node, base, file, lines, found)
+        except MappingError as error:
+            found.append(error)
+            continue
+        if case is not None:
+            cases.append(case)
+    if found:
+        raise _one_or_all(found)
     return Suite(path, mapping_path, cases)
+
+
+def _one_or_all(found: list[MappingError]) -> MappingError:
+    """What was found, in the file's order (the first ``MAX_CASES_ERRORS``): one as itself."""
+    found.sort(key=lambda error: file_order(error.location))
+    return found[0] if len(found) == 1 else CasesFileErrors(found[:MAX_CASES_ERRORS])
 
 
 def split_payload_name(name: str) -> tuple[str, str | None] | None:
@@ -157,7 +199,11 @@ def payload_name_of(path: str) -> str:
     return match[0] if match else ""
 
 
-def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -> Case:
+def _case(
+    item: Any, node: yaml.Node, base: Path, file: str, lines: list[str], found: list[MappingError]
+) -> Case | None:
+    """A case read; None when it has unknown keys (each added to ``found``, the case read no further), else
+    MappingError for its first mistake."""
     location = _location(file, lines, node.start_mark.line, node.start_mark.column)
 
     def fail(message: str, key: str | None = None) -> MappingStructureError:
@@ -167,7 +213,10 @@ def _case(item: Any, node: yaml.Node, base: Path, file: str, lines: list[str]) -
 
     if not isinstance(item, dict):
         raise fail("a case is an object with 'name' and 'source'")
-    _check_keys(item, _CASE_KEYS, node, "a case", file, lines)
+    unknown = _unknown_keys(item, _CASE_KEYS, node, "a case", file, lines)
+    if unknown:  # each one said, and nothing they explain: 'sorce' is not also "needs a 'source'"
+        found += unknown
+        return None
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise fail("a case needs a 'name'")
@@ -259,36 +308,45 @@ def _strings(value: Any, fail: Any) -> list[str]:
     return list(value)
 
 
-def _check_keys(
+def _unknown_keys(
     data: dict[str, Any], allowed: Sequence[str], node: yaml.Node, what: str, file: str, lines: list[str]
-) -> None:
+) -> list[MappingError]:
+    """An error for each key of ``data`` that is not ``allowed``, at the key."""
+    unknown: list[MappingError] = []
     for key in data:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
             child = _key_node(node, str(key))
             mark = (child or node).start_mark
-            raise MappingStructureError(
-                f"unknown key '{key}' in {what}",
-                location=_location(file, lines, mark.line, mark.column),
-                hint=(f"did you mean '{close[0]}'? " if close else "") + f"known keys: {', '.join(allowed)}",
+            unknown.append(
+                MappingStructureError(
+                    f"unknown key '{key}' in {what}",
+                    location=_location(file, lines, mark.line, mark.column),
+                    hint=(f"did you mean '{close[0]}'? " if close else "")
+                    + f"known keys: {', '.join(allowed)}",
+                )
             )
+    return unknown
 
 
-def _check_duplicates(node: yaml.Node, file: str, lines: list[str]) -> None:
+def _check_duplicates(node: yaml.Node, file: str, lines: list[str], found: list[MappingError]) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key, value in node.value:
             text = str(key.value)
             if text in seen:
-                raise MappingSyntaxError(
-                    f"duplicate key '{text}' (first written at line {seen[text]})",
-                    location=_location(file, lines, key.start_mark.line, key.start_mark.column),
+                found.append(
+                    MappingSyntaxError(
+                        f"duplicate key '{text}' (first written at line {seen[text]})",
+                        location=_location(file, lines, key.start_mark.line, key.start_mark.column),
+                    )
                 )
-            seen[text] = key.start_mark.line + 1
-            _check_duplicates(value, file, lines)
+            else:
+                seen[text] = key.start_mark.line + 1
+            _check_duplicates(value, file, lines, found)
     elif isinstance(node, yaml.SequenceNode):
         for child in node.value:
-            _check_duplicates(child, file, lines)
+            _check_duplicates(child, file, lines, found)
 
 
 def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:

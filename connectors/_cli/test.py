@@ -39,7 +39,7 @@ from shipmap.engine import (
     resolve_mapping_path,
 )
 
-from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of
+from ._cases import CASES_SUFFIX, Case, CasesFileErrors, load_suite, payload_name_of
 from ._file_kinds import looks_like_mapping
 from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
 from ._reports import CaseOutcome, TestReport, error_json
@@ -97,7 +97,9 @@ def _run(args: argparse.Namespace, report: TestReport) -> int:
             suite = load_suite(cases_file)
         except ShipmapError as error:
             err(paint(error.render(), RED, use_color(sys.stderr)))
-            report.suite(cases_file).errors.append(error_json(error))
+            unread = report.suite(cases_file)
+            for each in error.errors if isinstance(error, CasesFileErrors) else [error]:  # each located
+                unread.errors.append(error_json(each))
             worst = max(worst, error.exit_code)
             failed += 1
             continue

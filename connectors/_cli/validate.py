@@ -15,7 +15,7 @@ from shipmap.engine import MappingError, ShipmapError, load_mapping
 from shipmap.engine._errors import file_order
 from shipmap.engine._yaml import decode_utf8
 
-from ._cases import CASES_SUFFIX, Case, load_suite, payload_name_of, split_payload_name
+from ._cases import CASES_SUFFIX, Case, CasesFileErrors, load_suite, payload_name_of, split_payload_name
 from ._file_kinds import is_utf8_text, looks_like_config, looks_like_mapping
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, location_json, problem_json, write_json
@@ -203,9 +203,10 @@ def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bo
         suite = load_suite(path)
         mapping = load_mapping(suite.mapping_path)
     except ShipmapError as error:
-        report["problems"].append(error_json(error))
-        if not as_json:
-            err(paint(error.render(), RED, color))
+        for each in error.errors if isinstance(error, CasesFileErrors) else [error]:  # each located
+            report["problems"].append(error_json(each))
+            if not as_json:
+                err(paint(each.render(), RED, color))
         return
     fans_out = {target.name: target.fans_out for target in mapping.targets}
     for case in suite.cases:

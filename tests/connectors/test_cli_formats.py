@@ -118,6 +118,27 @@ def test_a_cases_file_that_does_not_load_is_an_error_in_both_formats(
     assert root.find("testsuite/testcase/error") is not None
 
 
+def test_a_cases_file_with_several_mistakes_lists_each_in_both_formats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = tmp_path / "x.cases.yaml"
+    cases.write_text(
+        "cases:\n  - {name: a, source: {}, skipped: [x], colour: red}\n  - {name: b, sorce: {}, skipped: [x]}\n",
+        encoding="utf-8",
+    )
+    code, report, err = run_json(capsys, "test", str(cases), "--format", "json")
+    assert code == 2 and report["failed"] == 1  # one cases file that did not load
+    errors = report["suites"][0]["errors"]
+    assert [(e["type"], e["location"]["line"], e["message"]) for e in errors] == [
+        ("MappingStructureError", 2, "unknown key 'colour' in a case"),
+        ("MappingStructureError", 3, "unknown key 'sorce' in a case"),
+    ]
+    assert err.count(": error: unknown key") == 2
+    assert main(["test", str(cases), "--format", "junit"]) == 2
+    root = ET.fromstring(capsys.readouterr().out)
+    assert root.get("errors") == "2" and len(root.findall("testsuite/testcase/error")) == 2
+
+
 def test_run_summary_json(tmp_path: Path, sandbox_factory: Callable[..., Sandbox]) -> None:
     server = sandbox_factory()
     config = write_config(tmp_path, server.url)

@@ -540,3 +540,51 @@ def test_a_mappings_problems_are_listed_in_the_files_order_in_text_and_json(
     assert main(["validate", str(lacking), "--format", "json"]) == 2
     [entry] = json.loads(capsys.readouterr().out)["files"]
     assert [problem["text"] for problem in entry["problems"]] == lines
+
+
+def test_a_cases_file_reports_every_mistake_each_located_up_to_a_cap(
+    retailer: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only the first: each unknown key (a typo is one error, not also the key it misses), each case's
+    mistake, a name used twice; in the file's order, in text and JSON."""
+    cases = retailer / "order.cases.yaml"
+    cases.write_text(
+        "descripton: typo\n"  # 1
+        "cases:\n"
+        "  - name: a\n"
+        "    sorce: {id: 1}\n"  # 4
+        "    skipped: [order]\n"
+        "  - name: b\n"
+        "    source: {id: 2}\n"
+        "    match: nearly\n"  # 8
+        "    skipped: [order]\n"
+        "  - name: a\n"  # 10
+        "    source: {id: 3}\n"
+        "    skipped: [order]\n"
+    )
+    assert main(["validate", str(cases)]) == 2
+    err = capsys.readouterr().err
+    heads = [line for line in err.splitlines() if ": error: " in line]
+    assert heads == [
+        f"{cases}:1:1: error: unknown key 'descripton' in the cases file",
+        f"{cases}:4:5: error: unknown key 'sorce' in a case",
+        f"{cases}:8:12: error: 'match' is partial or exact, or an object of target: partial|exact",
+        f"{cases}:10:5: error: two cases are named 'a'",
+    ], err
+    assert "hint: did you mean 'source'?" in err and "needs a 'source'" not in err
+    assert main(["validate", str(cases), "--format", "json"]) == 2
+    [entry] = json.loads(capsys.readouterr().out)["files"]
+    assert entry["ok"] is False
+    located = [(p["location"]["line"], p["location"]["column"], p["type"]) for p in entry["problems"]]
+    assert located == [
+        (1, 1, "MappingStructureError"),
+        (4, 5, "MappingStructureError"),
+        (8, 12, "MappingStructureError"),
+        (10, 5, "MappingStructureError"),
+    ]
+
+    # A file wrong throughout: the first 100 mistakes, not the whole file read out.
+    cases.write_text("cases:\n" + "".join(f"  - name: c{n}\n    sorce: {{id: {n}}}\n" for n in range(150)))
+    assert main(["validate", str(cases), "--format", "json"]) == 2
+    [entry] = json.loads(capsys.readouterr().out)["files"]
+    assert [p["location"]["line"] for p in entry["problems"]] == [3 + 2 * n for n in range(100)]
