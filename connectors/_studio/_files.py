@@ -11,6 +11,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shipmap.engine import ShipmapError
+from shipmap.engine._yaml import decode_utf8
+
 from ._errors import Forbidden, NotFound, StudioError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a mapping, a sample or a cases file; anything larger is not for a browser
@@ -81,11 +84,13 @@ class Workspace:
         if size > MAX_FILE_BYTES:
             raise StudioError(f"{shown}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
         try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise StudioError(f"{shown}: not UTF-8 text") from None
+            raw = path.read_bytes()
         except OSError as error:
             raise StudioError(f"{shown}: {error.strerror}") from None
+        try:  # at the first bad byte's line and column, as the CLI says it
+            return decode_utf8(raw, shown, "file").replace("\r\n", "\n").replace("\r", "\n")
+        except ShipmapError as error:
+            raise StudioError(error.render()) from None
 
     def write_text(self, relative: str, text: str) -> Path:
         """Replace a file atomically (a temporary file in the same folder, then a rename)."""

@@ -192,6 +192,25 @@ def test_a_request_body_that_is_not_json_gets_a_located_message(client: httpx.Cl
     }
 
 
+def test_a_file_that_is_not_utf8_is_located_at_its_first_bad_byte(
+    client: httpx.Client, workspace: Path
+) -> None:
+    # A Latin-1 export, as some shops' admin pages still write them: the line and column of the first bad byte.
+    (workspace / "samples" / "latin1.json").write_bytes(
+        b'{\r\n  "id": 7,\r\n  "city": "Montr\xe9al"\r\n}\r\n'
+    )
+    response = client.get("/api/file", params={"path": "samples/latin1.json"})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "samples/latin1.json:3:17: error: cannot read file: not UTF-8 text "
+        "(byte 0xe9: invalid continuation byte); save it as UTF-8"
+    }
+    # A UTF-8 file with Windows line ends still reads as the editor shows it.
+    (workspace / "samples" / "crlf.json").write_bytes('{\r\n  "city": "Montréal"\r\n}\r\n'.encode())
+    crlf = client.get("/api/file", params={"path": "samples/crlf.json"})
+    assert crlf.json()["text"] == '{\n  "city": "Montréal"\n}\n'
+
+
 def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, workspace: Path) -> None:
     result = _evaluate(client, workspace)
     expected = load_mapping(workspace / MAPPING).transform(
