@@ -7,6 +7,7 @@ reach the studio through DNS rebinding. Errors are JSON ``{"error": message}`` w
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -26,7 +27,7 @@ from starlette.routing import Route
 
 from ._cases import run_cases, save_case
 from ._catalog import catalog
-from ._errors import Forbidden, NotFound, StudioError
+from ._errors import Forbidden, NotFound, StudioError, TimedOut, TooLarge
 from ._evaluate import evaluate
 from ._files import MAX_FILE_BYTES, Workspace
 from ._requests import find_config
@@ -35,6 +36,10 @@ log = logging.getLogger("shipmap.studio")
 
 TOKEN_HEADER = "X-Shipmap-Token"
 MAX_BODY_BYTES = 2 * MAX_FILE_BYTES + 64 * 1024  # a mapping and a sample, as JSON
+# Every API call, its body included, is answered within this: the engine's budgets bound an evaluation well
+# below it, so only a client that stalls mid-body or a runaway (an engine bug) meets it.
+REQUEST_DEADLINE = 30.0
+BODY_DEADLINE = 10.0  # the page sends a few MiB over loopback: a body still arriving after this has stalled
 _STATIC = {
     "studio.js": "text/javascript; charset=utf-8",
     "editor.js": "text/javascript; charset=utf-8",
@@ -57,6 +62,8 @@ class StudioState:
     workspace: Workspace
     token: str
     writes: threading.Lock = field(default_factory=threading.Lock)
+    deadline: float = REQUEST_DEADLINE
+    body_deadline: float = BODY_DEADLINE
     _catalog: dict[str, Any] | None = None
 
     def catalog(self) -> dict[str, Any]:
@@ -72,12 +79,26 @@ def build_app(state: StudioState) -> Starlette:
             if not hmac.compare_digest(given.encode(), state.token.encode()):
                 return _error(Forbidden("missing or wrong token: open the URL that shipmap studio printed"))
             try:
-                return JSONResponse(await handler(request), headers={"Cache-Control": "no-store"})
+                answer = await asyncio.wait_for(handler(request), state.deadline)
+            except TimeoutError:
+                # A worker thread cannot be stopped; its result is dropped, and the engine's budgets end it.
+                log.warning(
+                    "studio request %s %s: no answer within %g s",
+                    request.method,
+                    request.url.path,
+                    state.deadline,
+                )
+                return _error(
+                    TimedOut(
+                        f"no answer within {state.deadline:g} s: the studio gave up on this request", 503
+                    )
+                )
             except StudioError as error:
                 return _error(error)
             except Exception as error:  # one bad request never stops the studio
                 log.exception("studio request %s %s", request.method, request.url.path)
                 return _error(StudioError(f"internal error: {error!r}"), status=500)
+            return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
         return endpoint
 
@@ -110,14 +131,14 @@ def build_app(state: StudioState) -> Starlette:
 
     async def write_file(request: Request) -> Any:
         path = _param(request, "path")
-        body = await _json_body(request)
+        body = await _json_body(request, state.body_deadline)
         text = _string(body, "text")
         with state.writes:
             state.workspace.write_text(path, text)
         return {"path": path, "saved": len(text.encode("utf-8"))}
 
     async def evaluate_endpoint(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await _json_body(request, state.body_deadline)
         mapping_file = _optional_path(state.workspace, body.get("mapping_file"))
         return await run_in_threadpool(
             evaluate,
@@ -131,12 +152,12 @@ def build_app(state: StudioState) -> Starlette:
         )
 
     async def cases_run(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await _json_body(request, state.body_deadline)
         mapping_file = _required_path(state.workspace, body.get("mapping_file"))
         return await run_in_threadpool(run_cases, state.workspace, _string(body, "mapping"), mapping_file)
 
     async def cases_save(request: Request) -> Any:
-        body = await _json_body(request)
+        body = await _json_body(request, state.body_deadline)
         mapping_file = _required_path(state.workspace, body.get("mapping_file"))
         sample_file = _optional_path(state.workspace, body.get("sample_file"))
 
@@ -179,18 +200,14 @@ def _error(error: StudioError, status: int | None = None) -> JSONResponse:
     return JSONResponse({"error": error.message}, status_code=status or error.status)
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
+async def _json_body(request: Request, deadline: float) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
-        raise StudioError(f"request body larger than {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise StudioError(f"request body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        raise TooLarge(_too_large(int(declared) if declared.isdigit() else None))
+    try:  # a client that stalls mid-body is let go, not waited for
+        raw = await asyncio.wait_for(_read_body(request), deadline)
+    except TimeoutError:
+        raise TimedOut(f"the request body did not arrive within {deadline:g} s", 408) from None
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -202,6 +219,27 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise StudioError("request body must be a JSON object")
     return value
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge(_too_large(None))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int | None) -> str:
+    """Said to someone who pasted a huge sample: how large it is, and what the studio takes."""
+    mib = 1024 * 1024
+    given = f" is {size / mib:.1f} MiB" if size is not None else ""
+    return (
+        f"the request{given}: the studio takes a mapping and a sample of up to {MAX_FILE_BYTES // mib} MiB "
+        f"each ({MAX_BODY_BYTES // mib} MiB in all); map a few of the sample's documents"
+    )
 
 
 def _param(request: Request, name: str) -> str:

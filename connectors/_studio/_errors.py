@@ -21,3 +21,17 @@ class Forbidden(StudioError):
 
 class NotFound(StudioError):
     status = 404
+
+
+class TimedOut(StudioError):
+    """A request whose body did not arrive, or whose answer was not ready, within the studio's deadline."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TooLarge(StudioError):
+    """A request body past the studio's cap."""
+
+    status = 413

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Self
 
 from .._local_server import LocalServer
-from ._app import StudioState, build_app
+from ._app import BODY_DEADLINE, REQUEST_DEADLINE, StudioState, build_app
 from ._files import Workspace
 
 HOST = "127.0.0.1"  # never anything else: the studio reads and writes files
@@ -19,10 +19,20 @@ class Studio:
     """``with Studio("retailers/acme") as studio:`` serves on a free port until the block ends;
     ``studio.url`` is the page's address, token included."""
 
-    def __init__(self, directory: str | os.PathLike[str], *, port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        port: int = 0,
+        token: str | None = None,
+        deadline: float = REQUEST_DEADLINE,
+        body_deadline: float = BODY_DEADLINE,
+    ) -> None:
+        """``deadline``: seconds within which every API call is answered (503 past it); ``body_deadline``:
+        within which its body must have arrived (408 past it)."""
         self.workspace = Workspace(directory)
         self.token = token or secrets.token_urlsafe(24)
-        self._state = StudioState(self.workspace, self.token)
+        self._state = StudioState(self.workspace, self.token, deadline=deadline, body_deadline=body_deadline)
         self._requested_port = port
         self._server = LocalServer("studio")
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -209,6 +210,43 @@ def test_a_file_that_is_not_utf8_is_located_at_its_first_bad_byte(
     (workspace / "samples" / "crlf.json").write_bytes('{\r\n  "city": "Montréal"\r\n}\r\n'.encode())
     crlf = client.get("/api/file", params={"path": "samples/crlf.json"})
     assert crlf.json()["text"] == '{\n  "city": "Montréal"\n}\n'
+
+
+def test_a_body_that_stalls_is_let_go_and_the_studio_keeps_serving(workspace: Path) -> None:
+    # A client that declares a body and stops sending it would otherwise hold its request open forever.
+    with Studio(workspace, body_deadline=0.5) as studio:
+        with socket.create_connection(("127.0.0.1", int(studio.base_url.rsplit(":", 1)[1]))) as stalled:
+            stalled.settimeout(20)  # the test's own deadline: the studio answers long before
+            stalled.sendall(
+                b"POST /api/evaluate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                + f"X-Shipmap-Token: {studio.token}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                + b'{"mapping": "shipmap'
+            )
+            answer = b""
+            while b"}" not in answer:
+                piece = stalled.recv(4096)
+                if not piece:
+                    break
+                answer += piece
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        assert json.loads(body) == {"error": "the request body did not arrive within 0.5 s"}
+        with httpx.Client(base_url=studio.base_url, headers={"X-Shipmap-Token": studio.token}) as client:
+            assert client.get("/api/workspace").status_code == 200
+
+
+def test_a_huge_sample_is_refused_saying_how_large_and_what_the_studio_takes(
+    client: httpx.Client, workspace: Path
+) -> None:
+    huge = json.dumps({"id": 1, "note": "x" * (10 * 1024 * 1024)})
+    response = client.post("/api/evaluate", json={"mapping": "shipmap: 1", "sample": huge})
+    assert response.status_code == 413
+    assert response.json() == {
+        "error": "the request is 10.0 MiB: the studio takes a mapping and a sample of up to 4 MiB each "
+        "(8 MiB in all); map a few of the sample's documents"
+    }
+    assert _evaluate(client, workspace)["targets"]  # the next request is served
 
 
 def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, workspace: Path) -> None:
