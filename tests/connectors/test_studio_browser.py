@@ -4,6 +4,7 @@ test's temporary directory; set SHIPMAP_STUDIO_SCREENSHOTS to a folder to keep t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 from shipmap.connectors._cli._cases import load_suite
 from shipmap.connectors._cli.test import run_case
 from shipmap.connectors._studio import Studio
@@ -242,3 +243,77 @@ def test_completion_offers_the_kinds_target_fields_and_inserts_one(
     )
     text = browser.execute_script("return document.querySelector('#editor textarea').value")
     assert "\n        province_code: shipping.state\n" in text
+
+
+def element_text(browser: WebDriver, selector: str) -> str:
+    text = browser.execute_script(
+        "const found = document.querySelector(arguments[0]); return found ? found.textContent : '';", selector
+    )
+    return str(text)
+
+
+def paste_sample(browser: WebDriver, text: str) -> None:
+    """Put ``text`` in the sample pane as a paste does (one input event), however large."""
+    browser.execute_script(
+        "const box = document.querySelector('#sample'); box.value = arguments[0];"
+        "box.dispatchEvent(new Event('input'));",
+        text,
+    )
+
+
+def test_a_huge_sample_says_so_where_the_result_goes_and_the_page_recovers(
+    browser: WebDriver, studio: Studio, workspace: Path, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "driftwood.yaml", "samples/order.json")
+    wait(browser, lambda b: '"city": "Dallas"' in payload_text(b, "order"), "the city")
+    sample = (workspace / "samples" / "order.json").read_text(encoding="utf-8")
+    paste_sample(browser, json.dumps({"id": 1, "note": "x" * (10 * 1024 * 1024)}))
+    wait(browser, lambda b: element_text(b, "#not-evaluated"), "why the sample was not evaluated")
+    assert element_text(browser, "#not-evaluated") == (
+        "Not evaluated: the request is 10.0 MiB: the studio takes a mapping and a sample of up to 4 MiB each "
+        "(8 MiB in all); map a few of the sample's documents"
+    )
+    # The last sample's payload is not left standing as if it were this one's.
+    assert not browser.find_elements(By.CSS_SELECTOR, "#targets .target")
+    screenshot("huge_sample")
+    paste_sample(browser, sample.replace('"Dallas"', '"Austin"'))
+    wait(browser, lambda b: '"city": "Austin"' in payload_text(b, "order"), "the payload again")
+    assert not element_text(browser, "#not-evaluated")
+
+
+def test_a_sample_that_is_not_utf8_is_located_picked_or_dropped(
+    browser: WebDriver, studio: Studio, workspace: Path, screenshot: Callable[[str], Path]
+) -> None:
+    latin1 = b'{\r\n  "id": 7,\r\n  "city": "Montr\xe9al"\r\n}\r\n'
+    (workspace / "samples" / "latin1.json").write_bytes(latin1)
+    expected = (
+        "samples/latin1.json:3:17: error: cannot read file: not UTF-8 text "
+        "(byte 0xe9: invalid continuation byte); save it as UTF-8"
+    )
+    open_page(browser, studio, "driftwood.yaml", "samples/order.json")
+    wait(browser, lambda b: '"city": "Dallas"' in payload_text(b, "order"), "the city")
+    Select(browser.find_element(By.ID, "sample-file")).select_by_visible_text("samples/latin1.json")
+    wait(browser, lambda b: element_text(b, "#sample-error") == expected, "the bad byte located")
+    # Not the previous sample's payload under this file's name.
+    assert not browser.find_elements(By.CSS_SELECTOR, "#targets .target")
+    assert element_text(browser, "#targets") == "The sample cannot be read (see the sample pane)."
+    assert browser.find_element(By.ID, "sample").get_attribute("value") == ""
+    screenshot("sample_not_utf8")
+    # Dropped, the same bytes are located the same way, not mapped with U+FFFD in their place.
+    browser.execute_script(
+        "const file = new File([new Uint8Array(arguments[0])], 'export.json');"
+        "const data = new DataTransfer(); data.items.add(file);"
+        "document.querySelector('#sample-pane').dispatchEvent("
+        "  new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true}));",
+        list(latin1),
+    )
+    wait(
+        browser,
+        lambda b: element_text(b, "#sample-error").startswith("export.json:3:17: error: cannot read file"),
+        "the dropped file's bad byte located",
+    )
+    assert "(byte 0xe9)" in element_text(browser, "#sample-error")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#targets .target")
+    Select(browser.find_element(By.ID, "sample-file")).select_by_visible_text("samples/order.json")
+    wait(browser, lambda b: '"city": "Dallas"' in payload_text(b, "order"), "the payload again")
+    assert browser.find_element(By.ID, "sample-error").get_attribute("hidden")

@@ -5,6 +5,8 @@
   const token = new URLSearchParams(location.search).get("token") || "";
   const $ = (selector) => document.querySelector(selector);
   const DEBOUNCE_MS = 300;
+  // The server answers every call within 30 s (or says why not); past this the page stops waiting.
+  const ANSWER_DEADLINE_MS = 40000;
   const PASTED = "";
 
   const state = {
@@ -15,6 +17,7 @@
     sampleName: "pasted",
     index: 0,
     sequence: 0,
+    sampleError: null, // why the picked sample file could not be read (shown until another sample is chosen)
     timer: null,
     last: null,
   };
@@ -30,16 +33,15 @@
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(init.json);
     }
+    init.signal = AbortSignal.timeout(ANSWER_DEADLINE_MS);
     let response;
-    try {
-      response = await fetch(path, init);
-    } catch (error) {
-      throw new Error(`the studio server cannot be reached (${error.message}); is shipmap studio still running?`);
-    }
     let body;
     try {
+      response = await fetch(path, init);
       body = await response.json();
     } catch (error) {
+      if (error.name === "TimeoutError") throw new Error(`the studio did not answer within ${ANSWER_DEADLINE_MS / 1000} s`);
+      if (!response) throw new Error(`the studio server cannot be reached (${error.message}); is shipmap studio still running?`);
       throw new Error(`the studio answered ${response.status} without JSON`);
     }
     if (!response.ok) throw new Error(body.error || `HTTP ${response.status}`);
@@ -146,7 +148,7 @@
       render(result);
       status(result.mapping.ok ? "evaluated" : "the mapping has errors", result.mapping.ok ? "ok" : "error");
     } catch (error) {
-      if (sequence === state.sequence) status(error.message, "error");
+      if (sequence === state.sequence) notEvaluated(error.message);
     } finally {
       if (sequence === state.sequence) {
         document.body.dataset.evaluating = "false";
@@ -154,6 +156,19 @@
         if (state.timer === null) document.body.dataset.pending = "false";
       }
     }
+  }
+
+  // The call failed (too large, too slow, server gone): say so where the result goes, and show no result
+  // from before as if it were this input's.
+  function notEvaluated(message) {
+    state.last = null;
+    status(message, "error");
+    editor.setMarkers([]);
+    $("#diagnostics").innerHTML = "";
+    $("#requests-note").textContent = "";
+    $("#unread-count").textContent = "0";
+    $("#unread").innerHTML = "";
+    $("#targets").innerHTML = `<pre class="error-box" id="not-evaluated">Not evaluated: ${escapeHtml(message)}</pre>`;
   }
 
   function render(result) {
@@ -193,7 +208,10 @@
       .map((d, i) => `<option value="${i}">${escapeHtml(d.origin)}${d.ok ? "" : " (not JSON)"}</option>`)
       .join("");
     picker.value = String(sample.index);
-    if (sample.error) {
+    if (state.sampleError) {
+      box.hidden = false;
+      box.textContent = state.sampleError;
+    } else if (sample.error) {
       box.hidden = false;
       box.textContent = sample.error.text;
     } else if (sample.empty) {
@@ -231,7 +249,11 @@
       return;
     }
     if (!result.targets.length) {
-      const why = result.documents_error ? "The enrichment documents cannot be used (see the sample pane)." : "No sample document to map yet.";
+      const why = result.documents_error
+        ? "The enrichment documents cannot be used (see the sample pane)."
+        : state.sampleError || (result.sample && result.sample.error)
+          ? "The sample cannot be read (see the sample pane)."
+          : "No sample document to map yet.";
       container.innerHTML = `<p class="muted">${why}</p>`;
       return;
     }
@@ -282,16 +304,42 @@
 
   async function loadSample(file) {
     if (file === PASTED) {
+      state.sampleError = null;
       state.sampleFile = null;
       state.sampleName = "pasted";
       schedule();
       return;
     }
-    const { text } = await api(`/api/file?path=${encodeURIComponent(file)}`);
-    state.sampleFile = file;
     state.index = 0;
-    $("#sample").value = text;
+    try {
+      const { text } = await api(`/api/file?path=${encodeURIComponent(file)}`);
+      state.sampleFile = file;
+      state.sampleError = null;
+      $("#sample").value = text;
+    } catch (error) {
+      // Not the previous sample's text under this file's name: no sample, and why.
+      state.sampleFile = null;
+      state.sampleName = file;
+      state.sampleError = error.message;
+      $("#sample").value = "";
+    }
     schedule();
+  }
+
+  // A dropped file is read as the server reads a file: UTF-8, or an error at its first bad byte (never
+  // silently mapped with U+FFFD where the bytes were).
+  async function readDropped(file) {
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    try {
+      return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch (error) {
+      const text = new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+      const before = text.slice(0, text.indexOf("\uFFFD"));
+      const line = before.split("\n").length;
+      const column = before.length - before.lastIndexOf("\n");
+      const byte = bytes[new TextEncoder().encode(before).length].toString(16).padStart(2, "0");
+      throw new Error(`${file.name}:${line}:${column}: error: cannot read file: not UTF-8 text (byte 0x${byte}); save it as UTF-8`);
+    }
   }
 
   async function saveMapping() {
@@ -371,6 +419,7 @@
       schedule();
     });
     $("#sample").addEventListener("input", () => {
+      state.sampleError = null;
       if (state.sampleFile) {
         // Edited: still named after its file (for located errors), but no longer the file itself.
         $("#sample-file").value = PASTED;
@@ -390,14 +439,24 @@
       pane.classList.remove("dropping");
       const file = event.dataTransfer.files[0];
       if (!file) return;
-      file.text().then((text) => {
-        $("#sample").value = text;
-        $("#sample-file").value = PASTED;
-        state.sampleFile = null;
-        state.sampleName = file.name;
-        state.index = 0;
-        schedule();
-      });
+      readDropped(file)
+        .then(
+          (text) => {
+            $("#sample").value = text;
+            state.sampleError = null;
+          },
+          (error) => {
+            $("#sample").value = "";
+            state.sampleError = error.message;
+          }
+        )
+        .finally(() => {
+          $("#sample-file").value = PASTED;
+          state.sampleFile = null;
+          state.sampleName = file.name;
+          state.index = 0;
+          schedule();
+        });
     });
     $("#save-mapping").addEventListener("click", guard(saveMapping));
     $("#run-cases").addEventListener("click", guard(runCases));
