@@ -18,6 +18,9 @@ from ._errors import Forbidden, NotFound, StudioError
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a mapping, a sample or a cases file; anything larger is not for a browser
 SAMPLE_SUFFIXES = (".json", ".ndjson", ".jsonl")
+# What the page opens and saves: mappings, cases files and run configs, and samples. Never .env, keys or the
+# journal, even though they sit in the directory: their secrets have no business in a browser.
+EDITABLE_SUFFIXES = (".yaml", ".yml", *SAMPLE_SUFFIXES)
 _SKIPPED_DIRS = {".git", ".venv", "node_modules", "__pycache__", ".shipmap"}
 _MAX_LISTED = 500
 _MAPPING_HEAD = re.compile(r"^shipmap:\s*1\s*(#.*)?$", re.M)
@@ -56,6 +59,17 @@ class Workspace:
             raise Forbidden(f"{relative}: outside the studio's directory")
         return resolved
 
+    def editable(self, relative: str) -> Path:
+        """``resolve``, and Forbidden unless the file (and what a link leads to) is one the page edits."""
+        path = self.resolve(relative)
+        for name in (relative, path.name):
+            if not name.lower().endswith(EDITABLE_SUFFIXES):
+                raise Forbidden(
+                    f"{relative}: the studio reads and writes only mappings, cases files, run configs and "
+                    f"samples ({', '.join(EDITABLE_SUFFIXES)})"
+                )
+        return path
+
     def relative(self, path: Path) -> str:
         return _real(path, self._shown(path)).relative_to(self.root).as_posix()
 
@@ -68,7 +82,8 @@ class Workspace:
         return os.path.relpath(path, self.root) if path.is_absolute() else str(path)
 
     def read_text(self, relative: str) -> str:
-        return self.read_path(self.resolve(relative), relative)
+        """A file the page opens (see ``editable``), as text."""
+        return self.read_path(self.editable(relative), relative)
 
     def read_path(self, path: Path, shown: str) -> str:
         if not self.contains(path):
@@ -93,8 +108,8 @@ class Workspace:
             raise StudioError(error.render()) from None
 
     def write_text(self, relative: str, text: str) -> Path:
-        """Replace a file atomically (a temporary file in the same folder, then a rename)."""
-        path = self.resolve(relative)
+        """Replace a file the page edits (see ``editable``) atomically: a temporary file, then a rename."""
+        path = self.editable(relative)
         if len(text.encode("utf-8")) > MAX_FILE_BYTES:
             raise StudioError(f"{relative}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
         if not path.parent.is_dir():

@@ -128,6 +128,29 @@ def test_no_file_outside_the_directory_is_read_or_written(
     assert saved.status_code == 403
 
 
+def test_env_files_keys_and_the_journal_never_reach_the_page(client: httpx.Client, workspace: Path) -> None:
+    # They sit in the directory the studio serves, but the page opens only mappings, configs and samples.
+    secret = "fenix-live-password-4b1c"
+    (workspace / ".env").write_text(f"FENIX_PASSWORD={secret}\n", encoding="utf-8")
+    (workspace / "keys").mkdir()
+    (workspace / "keys" / "fenix.key").write_text(secret, encoding="utf-8")
+    (workspace / "env-link.yaml").symlink_to(workspace / ".env")  # named like a mapping, leads to .env
+    for path in (".env", "keys/fenix.key", "env-link.yaml"):
+        read = client.get("/api/file", params={"path": path})
+        assert read.status_code == 403, path
+        assert secret not in read.text
+        assert read.json()["error"] == (
+            f"{path}: the studio reads and writes only mappings, cases files, run configs and samples "
+            "(.yaml, .yml, .json, .ndjson, .jsonl)"
+        )
+        assert client.put("/api/file", params={"path": path}, json={"text": "X=1"}).status_code == 403
+    assert (workspace / ".env").read_text(encoding="utf-8") == f"FENIX_PASSWORD={secret}\n"
+    # The run config's requests still use it (as shipmap run would), redacted.
+    result = _evaluate(client, workspace)
+    assert secret not in json.dumps(result)
+    assert result["targets"][0]["request"]["headers"]["authToken"] == "***"  # type: ignore[index]
+
+
 def test_a_symbolic_link_that_loops_is_an_error_for_that_file_and_left_out_of_the_listing(
     client: httpx.Client, workspace: Path
 ) -> None:
