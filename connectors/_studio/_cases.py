@@ -42,7 +42,7 @@ def run_cases(workspace: Workspace, mapping_text: str, mapping_file: str) -> Jso
     try:
         suite = load_suite(path)
     except ShipmapError as error:
-        result["error"] = error.render()
+        result["error"] = workspace.render(error)
         return result
     for case in suite.cases:
         result["cases"].append(_run_one(workspace, mapping, diagnostics, case))
@@ -104,7 +104,12 @@ def save_case(
     old = workspace.read_text(relative) if path.is_file() else None
     names = set()
     if old is not None:
-        names = {c.name for c in load_suite(path).cases}
+        try:
+            names = {c.name for c in load_suite(path).cases}
+        except ShipmapError as error:  # nothing is appended to a file shipmap test cannot read
+            raise StudioError(
+                f"{relative} cannot be read; fix it first:\n{workspace.render(error)}"
+            ) from None
     base, number = case["name"], 2
     while case["name"] in names:
         case["name"] = f"{base} ({number})"
@@ -118,7 +123,9 @@ def save_case(
             path.unlink()
         else:
             workspace.write_text(relative, old)
-        raise StudioError(f"the case could not be written ({error.message}); the file is unchanged") from None
+        raise StudioError(
+            f"the case could not be written; the file is unchanged:\n{workspace.render(error)}"
+        ) from None
     return {"file": relative, "name": case["name"], "text": workspace.read_text(relative)}
 
 

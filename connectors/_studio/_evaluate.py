@@ -248,7 +248,7 @@ def _requests(
         result["requests_note"] = setting.note
         plan = plan_requests(setting, source)
     except ShipmapError as error:
-        result["requests_note"] = f"no requests: {error.render()}"
+        result["requests_note"] = f"no requests: {workspace.render(error)}"
         return
     except Exception as error:
         log.exception("planning requests for %s", mapping.name)

@@ -4,6 +4,7 @@ error for that file (the OS's words), never the whole request's: the listing lea
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -69,6 +70,18 @@ class Workspace:
                     f"samples ({', '.join(EDITABLE_SUFFIXES)})"
                 )
         return path
+
+    def render(self, error: ShipmapError) -> str:
+        """The CLI's text of ``error``, its file named as the page names files (relative to the directory),
+        not by the absolute path the loader was given."""
+        where = error.location
+        if where is not None and os.path.isabs(where.file):
+            try:
+                shown = self.relative(Path(where.file))
+            except (ValueError, StudioError):
+                shown = where.file  # outside the directory: the loader refused it, say where it is
+            error.location = dataclasses.replace(where, file=shown)
+        return error.render()
 
     def relative(self, path: Path) -> str:
         return _real(path, self._shown(path)).relative_to(self.root).as_posix()

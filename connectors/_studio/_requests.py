@@ -93,7 +93,7 @@ def load_setting(workspace: Workspace, mapping: CompiledMapping, mapping_file: s
     try:
         config, filled = _load_confined(workspace, path)
     except ShipmapError as error:
-        note = f"{shown} cannot be used ({error.render().splitlines()[0]}): {fallback}"
+        note = f"{shown} cannot be used ({workspace.render(error).splitlines()[0]}): {fallback}"
         return RequestSetting(sandbox_config(mapping), (MappingRoute(mapping),), note)
     edited = (workspace.root / mapping_file).resolve() if mapping_file else None
     kept = [route for route in config.mappings if _same_file(route, config.base_dir, edited)]

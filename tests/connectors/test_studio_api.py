@@ -396,6 +396,36 @@ def test_samples_not_json_ndjson_and_arrays(client: httpx.Client, workspace: Pat
     assert empty["sample"]["empty"] is True  # type: ignore[index]
 
 
+def test_errors_in_the_cases_file_and_the_config_name_them_as_the_page_does(
+    client: httpx.Client, workspace: Path
+) -> None:
+    # Relative to the studio's directory, as the pickers name files, never by the absolute path the loaders
+    # were given; and a cases file shipmap test cannot read is a message when saving a case, not a 500.
+    cases = workspace / "driftwood.cases.yaml"
+    broken = cases.read_text(encoding="utf-8").replace("cases:", "cases: [", 1)
+    cases.write_text(broken, encoding="utf-8")
+    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
+    ran = client.post("/api/cases/run", json={"mapping": mapping, "mapping_file": MAPPING}).json()
+    assert ran["error"].startswith("driftwood.cases.yaml:6:3: error: not valid YAML")
+    assert str(workspace) not in json.dumps(ran)
+    saved = client.post(
+        "/api/cases/save",
+        json={"mapping": mapping, "mapping_file": MAPPING, "sample": "{}", "name": "x"},
+    )
+    assert saved.status_code == 400
+    assert saved.json()["error"].startswith(
+        "driftwood.cases.yaml cannot be read; fix it first:\ndriftwood.cases.yaml:6:3: error: not valid YAML"
+    )
+    assert cases.read_text(encoding="utf-8") == broken
+    config = workspace / "config.yaml"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("api: fenix", "api: fenixx"), encoding="utf-8"
+    )
+    note = _evaluate(client, workspace)["requests_note"]
+    assert note.startswith("config.yaml cannot be used (config.yaml:10:10: error: connections.fenix.api: ")  # type: ignore[union-attr]
+    assert str(workspace) not in note  # type: ignore[operator]
+
+
 def test_run_the_cases_file_against_the_edited_mapping(client: httpx.Client, workspace: Path) -> None:
     text = (workspace / MAPPING).read_text(encoding="utf-8")
     passing = client.post("/api/cases/run", json={"mapping": text, "mapping_file": MAPPING}).json()
