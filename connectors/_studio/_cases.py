@@ -13,7 +13,7 @@ from shipmap.engine import CompiledMapping, ShipmapError
 from .._cli._cases import CASES_SUFFIX, Case, load_suite
 from .._cli.test import run_case
 from ._errors import StudioError
-from ._evaluate import Json, collect, compile_mapping, plain, read_sample, with_documents
+from ._evaluate import Json, collect, compile_mapping, plain, read_sample, sample_error, with_documents
 from ._files import Workspace
 
 _NEW_FILE_HEAD = (
@@ -89,8 +89,9 @@ def save_case(
         raise StudioError("the sample pane is empty")
     index = min(max(index, 0), len(documents) - 1)
     document = documents[index]
-    if not document.ok:
-        raise StudioError(f"the sample is not JSON: {document.error}")
+    located = sample_error(document)
+    if located is not None:
+        raise StudioError(f"the sample cannot be saved as a case:\n{located['text']}")
     try:
         mapped = with_documents(document.document, documents_text)
     except ShipmapError as error:

@@ -111,7 +111,7 @@ def evaluate(
     result["sample"] = {
         "documents": [{"origin": d.origin, "ok": d.ok} for d in documents],
         "index": index,
-        "error": _sample_error(chosen) if chosen is not None else None,
+        "error": sample_error(chosen) if chosen is not None else None,
         "empty": not documents,
     }
     if mapping is None or chosen is None or not chosen.ok:
@@ -155,7 +155,8 @@ def with_documents(source: Any, documents_text: str) -> Any:
     return {**source, **documents}
 
 
-def _sample_error(document: SourceDocument) -> Json | None:
+def sample_error(document: SourceDocument) -> Json | None:
+    """A document that could not be read, located as the page shows it (with the excerpt of its line)."""
     if document.ok:
         return None
     try:

@@ -426,6 +426,21 @@ def test_errors_in_the_cases_file_and_the_config_name_them_as_the_page_does(
     assert str(workspace) not in note  # type: ignore[operator]
 
 
+def test_save_as_case_with_a_sample_that_is_not_json_is_located(
+    client: httpx.Client, workspace: Path
+) -> None:
+    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
+    saved = client.post(
+        "/api/cases/save",
+        json={"mapping": mapping, "mapping_file": MAPPING, "sample": '{"id": 1}\n{"id": 2,,}\n', "index": 1},
+    )
+    assert saved.status_code == 400
+    assert saved.json()["error"] == (
+        "the sample cannot be saved as a case:\nsample:2:10: error: not JSON: "
+        'Expecting property name enclosed in double quotes, column 10\n  {"id": 2,,}'
+    )
+
+
 def test_run_the_cases_file_against_the_edited_mapping(client: httpx.Client, workspace: Path) -> None:
     text = (workspace / MAPPING).read_text(encoding="utf-8")
     passing = client.post("/api/cases/run", json={"mapping": text, "mapping_file": MAPPING}).json()
