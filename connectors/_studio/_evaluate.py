@@ -29,6 +29,9 @@ log = logging.getLogger("shipmap.studio")
 
 DOCUMENTS_NAME = "documents"  # how errors name the enrichment documents box
 MAX_DOCUMENTS = 1000  # a sample pane holds a few documents; more are counted, not kept
+# Cards on the page: a fan-out over a sample's 100,000 elements made a 65 MB answer no browser renders. The
+# rest are counted (``left_off``); `shipmap preview` prints them all.
+MAX_CARDS = 200
 Json = dict[str, Any]
 
 
@@ -104,6 +107,7 @@ def evaluate(
         "defaulted": [],
         "requests_note": None,
         "documents_error": None,
+        "left_off": 0,
     }
     documents = read_sample(sample_text, sample_name) if sample_text.strip() else []
     index = min(max(index, 0), max(len(documents) - 1, 0))
@@ -121,8 +125,9 @@ def evaluate(
     except ShipmapError as error:
         result["documents_error"] = diagnostic(error)
         return result
-    targets, produced = _run_targets(mapping, source, diagnostics)
+    targets, produced, left_off = _run_targets(mapping, source, diagnostics)
     result["targets"] = targets
+    result["left_off"] = left_off
     _coverage(mapping, source, result)
     if produced:
         _requests(workspace, mapping, mapping_file, source, targets, result)
@@ -178,11 +183,15 @@ def collect(target: CompiledTarget, source: Any) -> tuple[list[tuple[str | None,
     return produced, list(failed_fields)
 
 
-def _run_targets(mapping: CompiledMapping, source: Any, diagnostics: list[Json]) -> tuple[list[Json], bool]:
+def _run_targets(
+    mapping: CompiledMapping, source: Any, diagnostics: list[Json]
+) -> tuple[list[Json], bool, int]:
     """One entry per payload (a fan-out target's are labelled ``name[key]``), per failed or skipped target:
-    every problem of the document at once, as ``shipmap preview`` reports them."""
+    every problem of the document at once, as ``shipmap preview`` reports them. Past ``MAX_CARDS`` payloads
+    are counted, not shown (the third value)."""
     entries: list[Json] = []
     produced_any = False
+    left_off = 0
     for target in mapping.targets:
         base: Json = {"target": target.name, "kind": target.kind.name, "line": target.location.line}
         try:
@@ -202,6 +211,9 @@ def _run_targets(mapping: CompiledMapping, source: Any, diagnostics: list[Json])
             entries.append({**base, "name": target.name, "status": "skipped", "reason": reason})
         for element, payload in produced:
             produced_any = True
+            if len(entries) >= MAX_CARDS:
+                left_off += 1
+                continue
             label = target.name if element is None else f"{target.name}[{element}]"
             entry: Json = {**base, "name": label, "payload": plain(payload)}
             problems = target.problems(payload)
@@ -216,7 +228,7 @@ def _run_targets(mapping: CompiledMapping, source: Any, diagnostics: list[Json])
             except KeyError as missing:
                 entry["route"] = f"{route.method} {route.path} (no value for {missing})"
             entries.append(entry)
-    return entries, produced_any
+    return entries, produced_any, left_off
 
 
 def _coverage(mapping: CompiledMapping, source: Any, result: Json) -> None:

@@ -375,6 +375,13 @@ def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Clien
         "http://127.0.0.1:8765/api/v1/orders/7/created",
         "http://127.0.0.1:8765/api/v1/orders/8/created",
     ]
+    # A fan-out over thousands of elements: the first 200 cards (with their requests), the rest counted.
+    many = json.dumps({"orders": [{"id": number} for number in range(1, 251)]})
+    capped = _evaluate(client, workspace, mapping=mapping, sample=many)
+    assert [entry["name"] for entry in capped["targets"]] == [f"cancel[{n}]" for n in range(1, 201)]  # type: ignore[union-attr]
+    assert capped["left_off"] == 50
+    assert capped["targets"][-1]["request"]["url"].endswith("/orders/200/created")  # type: ignore[index]
+    assert result["left_off"] == 0
     empty = _evaluate(client, workspace, mapping=mapping, sample='{"orders": []}')
     assert empty["targets"][0]["reason"] == "each: orders found no elements"  # type: ignore[index]
 

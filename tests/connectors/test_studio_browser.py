@@ -317,3 +317,22 @@ def test_a_sample_that_is_not_utf8_is_located_picked_or_dropped(
     Select(browser.find_element(By.ID, "sample-file")).select_by_visible_text("samples/order.json")
     wait(browser, lambda b: '"city": "Dallas"' in payload_text(b, "order"), "the payload again")
     assert browser.find_element(By.ID, "sample-error").get_attribute("hidden")
+
+
+def test_a_fan_out_over_many_elements_shows_the_first_cards_and_counts_the_rest(
+    browser: WebDriver, studio: Studio, workspace: Path
+) -> None:
+    (workspace / "fan.yaml").write_text(
+        "shipmap: 1\nname: fan\ntargets:\n  cancel:\n    kind: fenix.order_cancel\n    each: orders\n"
+        "    key: id\n    fields:\n      id: {path: id, type: id}\n      status: {literal: CANCELLED}\n"
+        "      cancelled_at: {literal: '2024-11-14T10:00:00Z'}\n      cancel_reason: {literal: customer}\n",
+        encoding="utf-8",
+    )
+    orders = {"orders": [{"id": number} for number in range(1, 5001)]}
+    (workspace / "samples" / "many.json").write_text(json.dumps(orders), encoding="utf-8")
+    open_page(browser, studio, "fan.yaml", "samples/many.json")
+    wait(browser, lambda b: element_text(b, "#left-off"), "the count of the cards left off")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#targets .target")) == 200
+    assert element_text(browser, "#left-off") == (
+        "4800 more payloads not shown: the studio shows the first 200 cards (shipmap preview prints them all)."
+    )

@@ -259,7 +259,11 @@
     }
     const open = new Set([...container.querySelectorAll("details[open]")].map((d) => d.dataset.key));
     const fresh = container.children.length === 0 || container.querySelector(".muted");
-    container.innerHTML = result.targets.map((t) => targetHtml(t)).join("");
+    container.innerHTML =
+      result.targets.map((t) => targetHtml(t)).join("") +
+      (result.left_off
+        ? `<p class="muted" id="left-off">${result.left_off} more payloads not shown: the studio shows the first ${result.targets.length} cards (shipmap preview prints them all).</p>`
+        : "");
     container.querySelectorAll("details").forEach((details) => {
       if (fresh ? details.dataset.key.endsWith(":payload") : open.has(details.dataset.key)) details.open = true;
     });
