@@ -32,6 +32,7 @@ MAX_DOCUMENTS = 1000  # a sample pane holds a few documents; more are counted, n
 # Cards on the page: a fan-out over a sample's 100,000 elements made a 65 MB answer no browser renders. The
 # rest are counted (``left_off``); `shipmap preview` prints them all.
 MAX_CARDS = 200
+MAX_ERRORS = 100  # per target: a fan-out whose every element fails is one error a line, 20,000 lines
 Json = dict[str, Any]
 
 
@@ -202,9 +203,13 @@ def _run_targets(
             entries.append({**base, "name": target.name, "status": "failed", "error": failed})
             continue
         if errors:
-            located = [diagnostic(error, target=target.name) for error in errors]
+            located = [diagnostic(error, target=target.name) for error in errors[:MAX_ERRORS]]
             diagnostics.extend(located)
             text = "\n".join(item["text"] for item in located)
+            if len(errors) > MAX_ERRORS:
+                text += (
+                    f"\n… {len(errors) - MAX_ERRORS} more errors not shown (shipmap preview prints them all)"
+                )
             entries.append({**base, "name": target.name, "status": "failed", "error": {"text": text}})
         if not produced and not errors:
             reason = target.skip_reason(source)

@@ -382,6 +382,15 @@ def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Clien
     assert capped["left_off"] == 50
     assert capped["targets"][-1]["request"]["url"].endswith("/orders/200/created")  # type: ignore[index]
     assert result["left_off"] == 0
+    # Every element failing: the first 100 errors are located, the rest counted.
+    failing = _evaluate(
+        client, workspace, mapping=mapping.replace("path: id,", "path: nope, required: true,"), sample=many
+    )
+    (failed,) = failing["targets"]  # type: ignore[misc]
+    assert failed["status"] == "failed"
+    assert failed["error"]["text"].count("error: required field has no value") == 100
+    assert failed["error"]["text"].endswith("\n… 150 more errors not shown (shipmap preview prints them all)")
+    assert len(failing["diagnostics"]) == 100  # type: ignore[arg-type]
     empty = _evaluate(client, workspace, mapping=mapping, sample='{"orders": []}')
     assert empty["targets"][0]["reason"] == "each: orders found no elements"  # type: ignore[index]
 
