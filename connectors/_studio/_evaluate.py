@@ -32,6 +32,7 @@ MAX_DOCUMENTS = 1000  # a sample pane holds a few documents; more are counted, n
 # Cards on the page: a fan-out over a sample's 100,000 elements made a 65 MB answer no browser renders. The
 # rest are counted (``left_off``); `shipmap preview` prints them all.
 MAX_CARDS = 200
+MAX_UNREAD = 1000  # source fields never read, listed; a sample of 100,000 distinct keys counts the rest
 MAX_ERRORS = 100  # per target: a fan-out whose every element fails is one error a line, 20,000 lines
 Json = dict[str, Any]
 
@@ -105,6 +106,7 @@ def evaluate(
         "sample": None,
         "targets": [],
         "unread": [],
+        "unread_count": 0,
         "defaulted": [],
         "requests_note": None,
         "documents_error": None,
@@ -244,7 +246,9 @@ def _coverage(mapping: CompiledMapping, source: Any, result: Json) -> None:
     except Exception:
         log.exception("tracing %s", mapping.name)
         return
-    result["unread"] = list(trace.unread)
+    unread = list(trace.unread)
+    result["unread"] = unread[:MAX_UNREAD]
+    result["unread_count"] = len(unread)
     result["defaulted"] = sorted(trace.defaulted)
 
 

@@ -292,6 +292,13 @@ def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, wo
     for secret in ("demo-pass", "demo-api-key"):
         assert secret not in text
     assert "customer_ip_address" in result["unread"]  # type: ignore[operator]
+    assert result["unread_count"] == len(result["unread"])  # type: ignore[arg-type]
+    # A sample of 5,000 distinct keys: the first 1,000 fields never read are listed, all are counted.
+    wide = json.loads((workspace / SAMPLE).read_text(encoding="utf-8"))
+    wide["meta"] = {f"key{number}": number for number in range(5000)}
+    many = _evaluate(client, workspace, sample=json.dumps(wide))
+    assert len(many["unread"]) == 1000  # type: ignore[arg-type]
+    assert many["unread_count"] == result["unread_count"] + 5000  # type: ignore[operator]
     assert result["diagnostics"] == []
 
 

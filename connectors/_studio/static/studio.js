@@ -194,8 +194,11 @@
     documentsError.textContent = result.documents_error ? result.documents_error.text : "";
     renderTargets(result);
     const unread = result.unread || [];
-    $("#unread-count").textContent = String(unread.length);
-    $("#unread").innerHTML = unread.map((path) => `<li><code>${escapeHtml(path)}</code></li>`).join("");
+    const more = (result.unread_count || 0) - unread.length;
+    $("#unread-count").textContent = String(result.unread_count || 0);
+    $("#unread").innerHTML =
+      unread.map((path) => `<li><code>${escapeHtml(path)}</code></li>`).join("") +
+      (more > 0 ? `<li class="muted">… ${more} more (shipmap test --coverage lists them all)</li>` : "");
   }
 
   function renderSample(sample) {
