@@ -313,10 +313,27 @@ def test_a_sample_that_is_not_utf8_is_located_picked_or_dropped(
         "the dropped file's bad byte located",
     )
     assert "(byte 0xe9)" in element_text(browser, "#sample-error")
+    assert browser.find_element(By.ID, "status").text == "the sample cannot be read"
+    assert browser.find_element(By.ID, "status").get_attribute("data-kind") == "error"
     assert not browser.find_elements(By.CSS_SELECTOR, "#targets .target")
     Select(browser.find_element(By.ID, "sample-file")).select_by_visible_text("samples/order.json")
     wait(browser, lambda b: '"city": "Dallas"' in payload_text(b, "order"), "the payload again")
     assert browser.find_element(By.ID, "sample-error").get_attribute("hidden")
+    assert browser.find_element(By.ID, "status").text == "evaluated"
+    # One document of several fails: the header says so, not a green "evaluated".
+    good = (workspace / "samples" / "order.json").read_text(encoding="utf-8")
+    bad = json.loads(good) | {"status": "weird"}
+    paste_sample(browser, json.dumps(json.loads(good)) + "\n" + json.dumps(bad) + "\n")
+    wait(
+        browser,
+        lambda b: not b.find_element(By.ID, "document").get_attribute("hidden"),
+        "the document picker",
+    )
+    Select(browser.find_element(By.ID, "document")).select_by_index(1)
+    wait(browser, lambda b: element_text(b, ".target[data-status='failed']"), "the failed target")
+    assert browser.find_element(By.ID, "status").text == "evaluated: 1 target failed"
+    assert browser.find_element(By.ID, "status").get_attribute("data-kind") == "error"
+    assert 'source: status = "weird"' in element_text(browser, ".target[data-status='failed'] .error-box")
 
 
 def test_a_fan_out_over_many_elements_shows_the_first_cards_and_counts_the_rest(

@@ -146,7 +146,7 @@
       if (sequence !== state.sequence) return; // a newer edit is on its way
       state.last = result;
       render(result);
-      status(result.mapping.ok ? "evaluated" : "the mapping has errors", result.mapping.ok ? "ok" : "error");
+      status(...summary(result));
     } catch (error) {
       if (sequence === state.sequence) notEvaluated(error.message);
     } finally {
@@ -169,6 +169,17 @@
     $("#unread-count").textContent = "0";
     $("#unread").innerHTML = "";
     $("#targets").innerHTML = `<pre class="error-box" id="not-evaluated">Not evaluated: ${escapeHtml(message)}</pre>`;
+  }
+
+  // The header's word on the result: green only when every target made a valid payload or was skipped.
+  function summary(result) {
+    if (!result.mapping.ok) return ["the mapping has errors", "error"];
+    if (state.sampleError || result.sample.error) return ["the sample cannot be read", "error"];
+    if (result.documents_error) return ["the enrichment documents cannot be used", "error"];
+    const count = (wanted) => result.targets.filter((t) => t.status === wanted).length;
+    const bad = [[count("failed"), "failed"], [count("invalid"), "with contract problems"]].filter(([n]) => n);
+    if (!bad.length) return ["evaluated", "ok"];
+    return [`evaluated: ${bad.map(([n, what]) => `${n} ${n === 1 ? "target" : "targets"} ${what}`).join(", ")}`, "error"];
   }
 
   function render(result) {
