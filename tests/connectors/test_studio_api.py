@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,10 +18,7 @@ from shipmap.connectors._cli._cases import load_suite
 from shipmap.connectors._cli.test import run_case
 from shipmap.connectors._studio import Studio
 from shipmap.engine import load_mapping, parse_mapping
-from test_studio_support import make_workspace
-
-MAPPING = "driftwood.yaml"
-SAMPLE = "samples/order.json"
+from test_studio_support import MAPPING, SAMPLE, evaluate, make_workspace
 
 
 @pytest.fixture
@@ -40,20 +36,6 @@ def studio(workspace: Path) -> Iterator[Studio]:
 def client(studio: Studio) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=studio.base_url, headers={"X-Shipmap-Token": studio.token}, timeout=30) as c:
         yield c
-
-
-def _evaluate(client: httpx.Client, workspace: Path, **changes: object) -> dict[str, object]:
-    body: dict[str, object] = {
-        "mapping": (workspace / MAPPING).read_text(encoding="utf-8"),
-        "mapping_file": MAPPING,
-        "sample": (workspace / SAMPLE).read_text(encoding="utf-8"),
-        "sample_name": SAMPLE,
-    }
-    body.update(changes)
-    response = client.post("/api/evaluate", json=body)
-    assert response.status_code == 200, response.text
-    result: dict[str, object] = response.json()
-    return result
 
 
 def test_the_url_binds_loopback_and_every_api_call_checks_the_token(studio: Studio) -> None:
@@ -146,7 +128,7 @@ def test_env_files_keys_and_the_journal_never_reach_the_page(client: httpx.Clien
         assert client.put("/api/file", params={"path": path}, json={"text": "X=1"}).status_code == 403
     assert (workspace / ".env").read_text(encoding="utf-8") == f"FENIX_PASSWORD={secret}\n"
     # The run config's requests still use it (as shipmap run would), redacted.
-    result = _evaluate(client, workspace)
+    result = evaluate(client, workspace)
     assert secret not in json.dumps(result)
     assert result["targets"][0]["request"]["headers"]["authToken"] == "***"  # type: ignore[index]
 
@@ -201,79 +183,8 @@ def test_a_case_whose_source_is_outside_the_directory_is_not_read(
     assert "outside the studio's directory" in result["cases"][0]["messages"][0]
 
 
-def test_a_request_body_that_is_not_json_gets_a_located_message(client: httpx.Client) -> None:
-    response = client.post("/api/evaluate", content=b'{"mapping": "x",,}')
-    assert response.status_code == 400
-    assert response.json() == {
-        "error": "request body is not JSON: Expecting property name enclosed in double quotes (line 1, column 17)"
-    }
-    assert client.post("/api/evaluate", content=b"[1]").json() == {
-        "error": "request body must be a JSON object"
-    }
-    assert client.post("/api/evaluate", json={"mapping": 3}).json() == {"error": "'mapping' must be a string"}
-    assert client.put(f"/api/file?path={MAPPING}", content=b"\xff").json() == {
-        "error": "request body is not UTF-8 text"
-    }
-
-
-def test_a_file_that_is_not_utf8_is_located_at_its_first_bad_byte(
-    client: httpx.Client, workspace: Path
-) -> None:
-    # A Latin-1 export, as some shops' admin pages still write them: the line and column of the first bad byte.
-    (workspace / "samples" / "latin1.json").write_bytes(
-        b'{\r\n  "id": 7,\r\n  "city": "Montr\xe9al"\r\n}\r\n'
-    )
-    response = client.get("/api/file", params={"path": "samples/latin1.json"})
-    assert response.status_code == 400
-    assert response.json() == {
-        "error": "samples/latin1.json:3:17: error: cannot read file: not UTF-8 text "
-        "(byte 0xe9: invalid continuation byte); save it as UTF-8"
-    }
-    # A UTF-8 file with Windows line ends still reads as the editor shows it.
-    (workspace / "samples" / "crlf.json").write_bytes('{\r\n  "city": "Montréal"\r\n}\r\n'.encode())
-    crlf = client.get("/api/file", params={"path": "samples/crlf.json"})
-    assert crlf.json()["text"] == '{\n  "city": "Montréal"\n}\n'
-
-
-def test_a_body_that_stalls_is_let_go_and_the_studio_keeps_serving(workspace: Path) -> None:
-    # A client that declares a body and stops sending it would otherwise hold its request open forever.
-    with Studio(workspace, body_deadline=0.5) as studio:
-        with socket.create_connection(("127.0.0.1", int(studio.base_url.rsplit(":", 1)[1]))) as stalled:
-            stalled.settimeout(20)  # the test's own deadline: the studio answers long before
-            stalled.sendall(
-                b"POST /api/evaluate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                + f"X-Shipmap-Token: {studio.token}\r\n".encode()
-                + b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
-                + b'{"mapping": "shipmap'
-            )
-            answer = b""
-            while b"}" not in answer:
-                piece = stalled.recv(4096)
-                if not piece:
-                    break
-                answer += piece
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 408 "), head
-        assert json.loads(body) == {"error": "the request body did not arrive within 0.5 s"}
-        with httpx.Client(base_url=studio.base_url, headers={"X-Shipmap-Token": studio.token}) as client:
-            assert client.get("/api/workspace").status_code == 200
-
-
-def test_a_huge_sample_is_refused_saying_how_large_and_what_the_studio_takes(
-    client: httpx.Client, workspace: Path
-) -> None:
-    huge = json.dumps({"id": 1, "note": "x" * (10 * 1024 * 1024)})
-    response = client.post("/api/evaluate", json={"mapping": "shipmap: 1", "sample": huge})
-    assert response.status_code == 413
-    assert response.json() == {
-        "error": "the request is 10.0 MiB: the studio takes a mapping and a sample of up to 4 MiB each "
-        "(8 MiB in all); map a few of the sample's documents"
-    }
-    assert _evaluate(client, workspace)["targets"]  # the next request is served
-
-
 def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, workspace: Path) -> None:
-    result = _evaluate(client, workspace)
+    result = evaluate(client, workspace)
     expected = load_mapping(workspace / MAPPING).transform(
         json.loads((workspace / SAMPLE).read_text(encoding="utf-8"))
     )
@@ -296,7 +207,7 @@ def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, wo
     # A sample of 5,000 distinct keys: the first 1,000 fields never read are listed, all are counted.
     wide = json.loads((workspace / SAMPLE).read_text(encoding="utf-8"))
     wide["meta"] = {f"key{number}": number for number in range(5000)}
-    many = _evaluate(client, workspace, sample=json.dumps(wide))
+    many = evaluate(client, workspace, sample=json.dumps(wide))
     assert len(many["unread"]) == 1000  # type: ignore[arg-type]
     assert many["unread_count"] == result["unread_count"] + 5000  # type: ignore[operator]
     assert result["diagnostics"] == []
@@ -306,7 +217,7 @@ def test_without_a_config_the_requests_go_to_the_sandbox_defaults(
     client: httpx.Client, workspace: Path
 ) -> None:
     (workspace / "config.yaml").unlink()
-    result = _evaluate(client, workspace)
+    result = evaluate(client, workspace)
     (order,) = result["targets"]  # type: ignore[misc]
     assert order["request"]["url"] == "http://127.0.0.1:8765/api/v1/orders/5237/created"
     assert "sandbox" in result["requests_note"]  # type: ignore[operator]
@@ -317,7 +228,7 @@ def test_a_broken_mapping_is_a_located_diagnostic_in_the_cli_wording(
 ) -> None:
     text = (workspace / MAPPING).read_text(encoding="utf-8")
     broken = text.replace('"sum(line_items[].quantity)"', '"sum(line_items[].quantity"')
-    result = _evaluate(client, workspace, mapping=broken)
+    result = evaluate(client, workspace, mapping=broken)
     assert result["mapping"]["ok"] is False  # type: ignore[index]
     (diagnostic,) = result["diagnostics"]  # type: ignore[misc]
     with pytest.raises(Exception) as raised:
@@ -328,7 +239,7 @@ def test_a_broken_mapping_is_a_located_diagnostic_in_the_cli_wording(
         == text.splitlines().index(next(line for line in text.splitlines() if "sum(line_items" in line)) + 1
     )
     assert result["targets"] == []
-    garbage = _evaluate(client, workspace, mapping="targets: [\n  {")
+    garbage = evaluate(client, workspace, mapping="targets: [\n  {")
     assert garbage["mapping"]["ok"] is False  # type: ignore[index]
     assert garbage["diagnostics"][0]["text"].startswith(f"{MAPPING}:")  # type: ignore[index]
 
@@ -336,7 +247,7 @@ def test_a_broken_mapping_is_a_located_diagnostic_in_the_cli_wording(
 def test_contract_problems_and_skipped_targets_are_reported(client: httpx.Client, workspace: Path) -> None:
     text = (workspace / MAPPING).read_text(encoding="utf-8")
     invalid = text.replace("value: {literal: 0}   # WooCommerce", "value: {literal: heavy}   # WooCommerce")
-    result = _evaluate(client, workspace, mapping=invalid)
+    result = evaluate(client, workspace, mapping=invalid)
     (order,) = result["targets"]  # type: ignore[misc]
     assert order["status"] == "invalid"
     assert [p["field"] for p in order["problems"]] == ["order.total_weight.value"]
@@ -352,7 +263,7 @@ def test_contract_problems_and_skipped_targets_are_reported(client: httpx.Client
         text
         + "  dg:\n    kind: dg.execution\n    when: \"status == 'shipped'\"\n    fields: {action_id: {literal: a}}\n"
     )
-    result = _evaluate(client, workspace, mapping=guarded)
+    result = evaluate(client, workspace, mapping=guarded)
     order, dg = result["targets"]  # type: ignore[misc]
     when_line = guarded.splitlines().index("    when: \"status == 'shipped'\"") + 1
     assert dg == {
@@ -374,7 +285,7 @@ def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Clien
         "    key: id\n    fields:\n      id: {path: id, type: id}\n      status: {literal: CANCELLED}\n"
         "      cancelled_at: {literal: '2024-11-14T10:00:00Z'}\n      cancel_reason: {literal: customer}\n"
     )
-    result = _evaluate(client, workspace, mapping=mapping, sample='{"orders": [{"id": 7}, {"id": 8}]}')
+    result = evaluate(client, workspace, mapping=mapping, sample='{"orders": [{"id": 7}, {"id": 8}]}')
     labels = [entry["name"] for entry in result["targets"]]  # type: ignore[union-attr]
     assert labels == ["cancel[7]", "cancel[8]"]
     urls = [entry["request"]["url"] for entry in result["targets"]]  # type: ignore[union-attr]
@@ -384,13 +295,13 @@ def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Clien
     ]
     # A fan-out over thousands of elements: the first 200 cards (with their requests), the rest counted.
     many = json.dumps({"orders": [{"id": number} for number in range(1, 251)]})
-    capped = _evaluate(client, workspace, mapping=mapping, sample=many)
+    capped = evaluate(client, workspace, mapping=mapping, sample=many)
     assert [entry["name"] for entry in capped["targets"]] == [f"cancel[{n}]" for n in range(1, 201)]  # type: ignore[union-attr]
     assert capped["left_off"] == 50
     assert capped["targets"][-1]["request"]["url"].endswith("/orders/200/created")  # type: ignore[index]
     assert result["left_off"] == 0
     # Every element failing: the first 100 errors are located, the rest counted.
-    failing = _evaluate(
+    failing = evaluate(
         client, workspace, mapping=mapping.replace("path: id,", "path: nope, required: true,"), sample=many
     )
     (failed,) = failing["targets"]  # type: ignore[misc]
@@ -398,70 +309,25 @@ def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Clien
     assert failed["error"]["text"].count("error: required field has no value") == 100
     assert failed["error"]["text"].endswith("\n… 150 more errors not shown (shipmap preview prints them all)")
     assert len(failing["diagnostics"]) == 100  # type: ignore[arg-type]
-    empty = _evaluate(client, workspace, mapping=mapping, sample='{"orders": []}')
+    empty = evaluate(client, workspace, mapping=mapping, sample='{"orders": []}')
     assert empty["targets"][0]["reason"] == "each: orders found no elements"  # type: ignore[index]
 
 
 def test_samples_not_json_ndjson_and_arrays(client: httpx.Client, workspace: Path) -> None:
-    bad = _evaluate(client, workspace, sample='{\n  "id": 1,,\n}', sample_name="pasted")
+    bad = evaluate(client, workspace, sample='{\n  "id": 1,,\n}', sample_name="pasted")
     error = bad["sample"]["error"]  # type: ignore[index]
     assert (error["file"], error["line"], error["column"]) == ("pasted", 2, 11)
     assert error["text"].startswith("pasted:2:11: error: not JSON: Expecting property name")
     assert bad["targets"] == []
     ndjson = '{"id": 1, "status": "pending", "line_items": []}\n{"id": 2, "status": "nope"}\n'
-    second = _evaluate(client, workspace, sample=ndjson, sample_name="events.ndjson", index=1)
+    second = evaluate(client, workspace, sample=ndjson, sample_name="events.ndjson", index=1)
     assert [d["origin"] for d in second["sample"]["documents"]] == ["events.ndjson:1", "events.ndjson:2"]  # type: ignore[index]
     (order,) = second["targets"]  # type: ignore[misc]
     assert order["status"] == "failed" and "order.status" in order["error"]["text"]
-    array = _evaluate(client, workspace, sample='[{"id": 1}, {"id": 2}, {"id": 3}]', sample_name="a.json")
+    array = evaluate(client, workspace, sample='[{"id": 1}, {"id": 2}, {"id": 3}]', sample_name="a.json")
     assert len(array["sample"]["documents"]) == 3  # type: ignore[index]
-    empty = _evaluate(client, workspace, sample="  ")
+    empty = evaluate(client, workspace, sample="  ")
     assert empty["sample"]["empty"] is True  # type: ignore[index]
-
-
-def test_errors_in_the_cases_file_and_the_config_name_them_as_the_page_does(
-    client: httpx.Client, workspace: Path
-) -> None:
-    # Relative to the studio's directory, as the pickers name files, never by the absolute path the loaders
-    # were given; and a cases file shipmap test cannot read is a message when saving a case, not a 500.
-    cases = workspace / "driftwood.cases.yaml"
-    broken = cases.read_text(encoding="utf-8").replace("cases:", "cases: [", 1)
-    cases.write_text(broken, encoding="utf-8")
-    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
-    ran = client.post("/api/cases/run", json={"mapping": mapping, "mapping_file": MAPPING}).json()
-    assert ran["error"].startswith("driftwood.cases.yaml:6:3: error: not valid YAML")
-    assert str(workspace) not in json.dumps(ran)
-    saved = client.post(
-        "/api/cases/save",
-        json={"mapping": mapping, "mapping_file": MAPPING, "sample": "{}", "name": "x"},
-    )
-    assert saved.status_code == 400
-    assert saved.json()["error"].startswith(
-        "driftwood.cases.yaml cannot be read; fix it first:\ndriftwood.cases.yaml:6:3: error: not valid YAML"
-    )
-    assert cases.read_text(encoding="utf-8") == broken
-    config = workspace / "config.yaml"
-    config.write_text(
-        config.read_text(encoding="utf-8").replace("api: fenix", "api: fenixx"), encoding="utf-8"
-    )
-    note = _evaluate(client, workspace)["requests_note"]
-    assert note.startswith("config.yaml cannot be used (config.yaml:10:10: error: connections.fenix.api: ")  # type: ignore[union-attr]
-    assert str(workspace) not in note  # type: ignore[operator]
-
-
-def test_save_as_case_with_a_sample_that_is_not_json_is_located(
-    client: httpx.Client, workspace: Path
-) -> None:
-    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
-    saved = client.post(
-        "/api/cases/save",
-        json={"mapping": mapping, "mapping_file": MAPPING, "sample": '{"id": 1}\n{"id": 2,,}\n', "index": 1},
-    )
-    assert saved.status_code == 400
-    assert saved.json()["error"] == (
-        "the sample cannot be saved as a case:\nsample:2:10: error: not JSON: "
-        'Expecting property name enclosed in double quotes, column 10\n  {"id": 2,,}'
-    )
 
 
 def test_run_the_cases_file_against_the_edited_mapping(client: httpx.Client, workspace: Path) -> None:
@@ -598,7 +464,7 @@ def test_enrichment_documents_go_beside_the_sample(client: httpx.Client, workspa
     # As shipmap serve does after its declared GETs: the fetched documents become keys beside the event's.
     mapping = "shipmap: 1\nname: skinny\ntargets:\n  order:\n    kind: fenix.order\n    fields:\n      id: {path: order.id, type: id}\n"
     documents = '{"order": {"id": 100}}'
-    result = _evaluate(
+    result = evaluate(
         client,
         workspace,
         mapping=mapping,
@@ -609,10 +475,10 @@ def test_enrichment_documents_go_beside_the_sample(client: httpx.Client, workspa
     (order,) = result["targets"]  # type: ignore[misc]
     assert order["payload"]["id"] == "100"
     assert "data.id" in result["unread"]  # type: ignore[operator]
-    bad = _evaluate(client, workspace, mapping=mapping, sample="{}", documents='{\n "order": }')
+    bad = evaluate(client, workspace, mapping=mapping, sample="{}", documents='{\n "order": }')
     assert bad["documents_error"]["text"].startswith("documents:2:11: error: not JSON: Expecting value")  # type: ignore[index]
     assert bad["targets"] == []
-    listed = _evaluate(client, workspace, mapping=mapping, sample="{}", documents="[1]")
+    listed = evaluate(client, workspace, mapping=mapping, sample="{}", documents="[1]")
     assert "a JSON object" in listed["documents_error"]["message"]  # type: ignore[index]
     saved = client.post(
         "/api/cases/save",
