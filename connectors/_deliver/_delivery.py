@@ -32,8 +32,9 @@ counted (the journal adds them to its row), and the next run goes on where it st
 rest of the wait (``resume``: this process's memory, which outlives the run, and the row's ``not_before``,
 which outlives the process, read by ``Outbox.recover``) and counts the row's attempts
 towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait; its
-deadline cancels the send, and a send cancelled in such a wait leaves the same Outcome for its worker
-(``Deliverer.take_cut``), so the journal keeps its attempts the same way.
+deadline cancels the send, and a send cancelled in such a wait, or with its request in flight (counted: it
+may have landed), leaves the same Outcome for its worker (``Deliverer.take_cut``), so the journal keeps its
+attempts the same way.
 """
 
 from __future__ import annotations
@@ -347,7 +348,10 @@ class Deliverer:
                 # Connect/read/write errors, timeouts, protocol errors: the request may have landed or not.
                 retryable = outage = isinstance(error, httpx.TransportError)
                 reason = f"{type(error).__name__}: {self.redactor.redact(str(error)) or 'no detail'}"
-            except BaseException:
+            except BaseException as error:
+                if isinstance(error, asyncio.CancelledError):  # a stop (serve's drain deadline) in flight
+                    # It may have landed: it counts (a probe's would not), and the next start sends it again.
+                    self._cut_in_flight(request, attempt, counted - tried + (not admitted.is_probe), started)
                 if admitted.is_probe:  # a probe must always end, or the callers waiting on it wait in vain
                     await breaker.failure("the probe was interrupted", admitted)
                 raise
@@ -443,9 +447,24 @@ class Deliverer:
             until = time.monotonic() + hold.held_for()
         return self._interrupted(request, breaker, until, failed, attempts, counted, started)
 
+    def _cut_in_flight(self, request: OutboundRequest, attempts: int, counted: int, started: float) -> None:
+        """A stop cancelled the send with its request in flight (sent, its answer not read): its Outcome for
+        ``take_cut``, as of a cut wait. Left pending with its ``counted`` attempts, the one in flight among
+        them, as it may have landed; the next start sends it again at once, under the same idempotency key."""
+        task = asyncio.current_task()
+        if task is None:
+            return
+        reason = (
+            "left pending at the stop with a request in flight, which may have landed; the next start sends it"
+            " again under the same idempotency key"
+        )
+        self._cut[task] = Outcome(False, None, attempts, time.perf_counter() - started, reason,
+                                  interrupted=True, counted=counted,
+                                  failed="a request in flight at the stop (it may have landed)")  # fmt: skip
+
     def take_cut(self) -> Outcome | None:
         """The Outcome of the send the calling task made when a stop cancelled it in a wait before an attempt
-        (a backoff, a Retry-After's hold); None when it was cancelled otherwise (a request in flight)."""
+        (a backoff, a Retry-After's hold) or with its request in flight; None when it was cancelled otherwise."""
         task = asyncio.current_task()
         return self._cut.pop(task, None) if task is not None and self._cut else None
 

@@ -83,8 +83,8 @@ class DeliveryWorkers:
         try:
             outcome = await deliverer.send(job.request)
         except asyncio.CancelledError:
-            # A stop (serve's drain deadline) in a backoff or a Retry-After's hold: the attempts are kept as
-            # at a run's end; best effort, the row stays pending either way.
+            # A stop (serve's drain deadline) in a backoff, a Retry-After's hold or a request in flight: the
+            # attempts are kept as at a run's end; best effort, the row stays pending either way.
             cut = deliverer.take_cut()
             if cut is not None and cut.interrupted:
                 with contextlib.suppress(Exception):

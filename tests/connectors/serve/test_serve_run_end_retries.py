@@ -311,3 +311,40 @@ def test_the_rest_of_a_retry_after_cut_by_a_stop_is_honoured_by_the_next_process
         serve.kill()
     with Journal(url or str(tmp_path / ".shipmap" / "journal.db"), readonly=True) as journal:
         assert [(e.state, e.attempts) for e in journal.entries()] == [("delivered", 2)]
+
+
+def test_a_drain_deadline_with_a_request_in_flight_keeps_its_attempts_and_sends_it_again(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Fenix answers the first attempt ``503`` and holds the answer to the second for 20 s; ``SIGTERM`` with a
+    2 s ``drain_timeout`` cancels it in flight. The delivery stays ``pending`` with both attempts in the journal,
+    the one in flight among them, as it may have landed (it kept none before: the next start gave it its whole
+    budget again). The next start sends it again at once, under the same idempotency key, and the sandbox
+    sees the same key twice: 3 attempts in all."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503", "slow:20")), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert "  drain_timeout: 30s\n" in text and FIXTURE_RETRY in text and "  timeout: 10s\n" in text
+    serve.config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n"))
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_008)
+            # The sandbox records the second attempt, then holds its answer.
+            serve.wait_until(lambda: _delivered(source_sandbox) == ["7400008"], timeout=30,
+                             what="the second attempt, in flight")  # fmt: skip
+        assert serve.terminate() == 0
+        assert _attempts(serve) == [("pending", 2)]
+        assert (
+            _said(serve, "left pending at the stop with a request in flight, which may have landed") == 1
+        ), "".join(serve.errors)
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: len(source_sandbox.requests(endpoint="fenix.orders")) == 2, timeout=30,
+                         what="the order sent again")  # fmt: skip
+        serve.wait_until(lambda: _attempts(serve) == [("delivered", 3)], timeout=30, what="the mark")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    keys = [r.headers.get("idempotency-key") for r in source_sandbox.requests(endpoint="fenix.orders")]
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
