@@ -130,6 +130,7 @@ CREATE INDEX deliveries_leased ON deliveries(lease_owner) WHERE state = 'pending
 _V9 = """
 ALTER TABLE deliveries ADD COLUMN not_before {real};
 """
+NOT_BEFORE_VERSION = 9  # the first version with deliveries.not_before (a copy reads NULL from an older store)
 # MIGRATIONS[backend][n] takes a store from version n to n + 1 (version 0: an empty database).
 MIGRATIONS: dict[Backend, tuple[str, ...]] = {
     "sqlite": (

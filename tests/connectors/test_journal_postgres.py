@@ -1230,3 +1230,47 @@ def test_a_store_of_version_8_gains_the_not_before_of_pending_deliveries(
         journal.add_attempts("k", 1, not_before=4e9, failed="HTTP 503")
         [claimed] = _claimed(journal)
         assert (claimed.attempts, claimed.not_before, claimed.reason) == (3, 4e9, "HTTP 503")
+
+
+def _copied_waits(source: Path, location: str) -> list[tuple[str, int, float | None]]:
+    """``shipmap journal copy`` of ``source`` into the empty journal at ``location``: its deliveries' keys,
+    attempts and ``not_before``."""
+    destination = with_password(location) if location.startswith("postgresql") else location
+    assert main(["journal", "copy", str(source), destination]) == 0
+    with Journal(location, readonly=True) as copy:
+        rows = copy._db.execute("SELECT key, attempts, not_before FROM deliveries ORDER BY key").fetchall()
+    return [tuple(row) for row in rows]
+
+
+def _cut_wait(path: Path, until: float) -> None:
+    """An SQLite journal with two pending rows: ``cut``, whose wait a stop cut short (1 attempt, its rest
+    until ``until``), and ``fresh``, never tried."""
+    with Journal(path) as journal:
+        pending(journal, "cut")
+        pending(journal, "fresh", idempotency_key="sm-2")
+        journal.add_attempts("cut", 1, not_before=until, failed="HTTP 503 Service Unavailable")
+
+
+def test_journal_copy_carries_the_rest_of_a_cut_wait(tmp_path: Path, location: str) -> None:
+    """A row's ``not_before`` (the rest of a backoff or a Retry-After a stop cut short) goes with it, into
+    SQLite or PostgreSQL: the copy's next run waits it out too, as the source's would have (it was dropped:
+    the copy's runs sent it at once)."""
+    source = tmp_path / "source.db"
+    until = 4_000_000_000.5
+    _cut_wait(source, until)
+    assert _copied_waits(source, location) == [("cut", 1, until), ("fresh", 0, None)]
+
+
+def test_journal_copy_of_a_store_older_than_not_before_leaves_it_null(tmp_path: Path, location: str) -> None:
+    """A version 8 source (read-only, so never upgraded) has no ``not_before``: the copy reads NULL for every
+    row, and its runs send them at once, as that source's runs did."""
+    source = tmp_path / "source.db"
+    _cut_wait(source, 4_000_000_000.5)
+    db = sqlite3.connect(source)
+    db.execute("ALTER TABLE deliveries DROP COLUMN not_before")
+    db.execute("UPDATE meta SET v = '8' WHERE k = 'schema_version'")
+    db.commit()
+    db.close()
+    with Journal(source, readonly=True) as reader:
+        assert reader.schema_version() == 8
+    assert _copied_waits(source, location) == [("cut", 1, None), ("fresh", 0, None)]
