@@ -348,3 +348,39 @@ def test_a_drain_deadline_with_a_request_in_flight_keeps_its_attempts_and_sends_
         serve.kill()
     keys = [r.headers.get("idempotency-key") for r in source_sandbox.requests(endpoint="fenix.orders")]
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+
+
+def test_a_drain_deadline_in_an_enrichment_retry_leaves_the_webhook_in_the_inbox_its_attempts_started_over(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """What docs/serve.md says of a GET cut at a stop, checked, not changed: the store API answers ``503``, the
+    GET waits out its 20 s backoff, and ``SIGTERM`` with a 2 s ``drain_timeout`` cancels it. Its webhook stays
+    pending in the inbox (nothing was journaled for it), and the next start fetches it again with its attempts
+    started over: with ``max_attempts: 2``, its first GET there fails as attempt 1 and is retried, not given
+    up on (the inbox keeps no count of a webhook's GETs)."""
+    source_sandbox.set_source_faults(FaultPlan(schedule=("503",) * 6))
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert "  drain_timeout: 30s\n" in text
+    serve.config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n"))
+    _start(serve, max_attempts=2)
+    try:
+        with httpx.Client(timeout=10) as client:
+            body = (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_bytes()
+            assert serve.post(client, "bc", body, BC_HEADERS).json()["status"] == "accepted"
+            serve.wait_until(lambda: _said(serve, "retrying in 20.00s") > 0, timeout=30,
+                             what="a GET's 503 and its backoff")  # fmt: skip
+        assert serve.terminate() == 0
+        with sqlite3.connect(serve.workdir / ".shipmap" / "inbox.db") as db:
+            assert list(db.execute("SELECT source, state FROM inbox")) == [("bc", "pending")]
+        assert _said(serve, "owed at stop: 1 webhook waiting in the inbox") == 1, serve.errors[-10:]
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+                         what="the GET at the next start")  # fmt: skip
+        assert _said(serve, "retrying in 20.00s") >= 1, serve.errors[-10:]
+        assert _said(serve, "failed after") == 0, serve.errors[-10:]
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == []
