@@ -32,9 +32,9 @@ counted (the journal adds them to its row), and the next run goes on where it st
 rest of the wait (``resume``: this process's memory, which outlives the run, and the row's ``not_before``,
 which outlives the process, read by ``Outbox.recover``) and counts the row's attempts
 towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait; its
-deadline cancels the send, and a send cancelled in such a wait, or with its request in flight (counted: it
-may have landed), leaves the same Outcome for its worker (``Deliverer.take_cut``), so the journal keeps its
-attempts the same way.
+deadline cancels the send, and a send cancelled in such a wait, in max_rate's, or with its request in flight
+(counted: it may have landed), leaves the same Outcome for its worker (``Deliverer.take_cut``), so the
+journal keeps its attempts the same way.
 """
 
 from __future__ import annotations
@@ -309,7 +309,13 @@ class Deliverer:
                     )
                     if cut is not None:
                         return cut
-                await limiter.acquire()
+                try:
+                    await limiter.acquire()
+                except asyncio.CancelledError:  # a stop in max_rate's wait: the attempts before it are kept
+                    if attempt:
+                        turn = "waiting for its turn under max_rate"
+                        self._cut_at_stop(request, attempt, counted - tried, started, turn, reason)
+                    raise
             # No retry goes to the endpoint a reload moved the connection from (a probe admitted before the
             # move goes: parked, it would leave the old endpoint's breaker half-open for nobody).
             if (attempt or tried) and not admitted.is_probe and breaker.moved:
@@ -351,7 +357,10 @@ class Deliverer:
             except BaseException as error:
                 if isinstance(error, asyncio.CancelledError):  # a stop (serve's drain deadline) in flight
                     # It may have landed: it counts (a probe's would not), and the next start sends it again.
-                    self._cut_in_flight(request, attempt, counted - tried + (not admitted.is_probe), started)
+                    counts = counted - tried + (not admitted.is_probe)
+                    self._cut_at_stop(request, attempt, counts, started,
+                                      "with a request in flight, which may have landed",
+                                      "a request in flight at the stop (it may have landed)")  # fmt: skip
                 if admitted.is_probe:  # a probe must always end, or the callers waiting on it wait in vain
                     await breaker.failure("the probe was interrupted", admitted)
                 raise
@@ -447,24 +456,27 @@ class Deliverer:
             until = time.monotonic() + hold.held_for()
         return self._interrupted(request, breaker, until, failed, attempts, counted, started)
 
-    def _cut_in_flight(self, request: OutboundRequest, attempts: int, counted: int, started: float) -> None:
-        """A stop cancelled the send with its request in flight (sent, its answer not read): its Outcome for
-        ``take_cut``, as of a cut wait. Left pending with its ``counted`` attempts, the one in flight among
-        them, as it may have landed; the next start sends it again at once, under the same idempotency key."""
+    def _cut_at_stop(
+        self, request: OutboundRequest, attempts: int, counted: int, started: float, at: str, failed: str
+    ) -> None:
+        """A stop cancelled the send ``at`` a point that is no wait of its own (a request in flight, sent and
+        its answer not read; max_rate's turn): its Outcome for ``take_cut``, as of a cut wait. Left pending
+        with its ``counted`` attempts (a request in flight among them: it may have landed) and ``failed`` as
+        its row's reason; the next start sends it again at once, under the same idempotency key."""
         task = asyncio.current_task()
         if task is None:
             return
         reason = (
-            "left pending at the stop with a request in flight, which may have landed; the next start sends it"
-            " again under the same idempotency key"
+            f"left pending at the stop {at}; the next start sends it again under the same idempotency key"
         )
         self._cut[task] = Outcome(False, None, attempts, time.perf_counter() - started, reason,
                                   interrupted=True, counted=counted,
-                                  failed="a request in flight at the stop (it may have landed)")  # fmt: skip
+                                  failed=self.redactor.redact(failed))  # fmt: skip
 
     def take_cut(self) -> Outcome | None:
         """The Outcome of the send the calling task made when a stop cancelled it in a wait before an attempt
-        (a backoff, a Retry-After's hold) or with its request in flight; None when it was cancelled otherwise."""
+        (a backoff, a Retry-After's hold, max_rate's turn after an attempt) or with its request in flight; None
+        when it was cancelled otherwise."""
         task = asyncio.current_task()
         return self._cut.pop(task, None) if task is not None and self._cut else None
 

@@ -384,3 +384,37 @@ def test_a_drain_deadline_in_an_enrichment_retry_leaves_the_webhook_in_the_inbox
     finally:
         serve.kill()
     assert _delivered(source_sandbox) == []
+
+
+def test_a_drain_deadline_in_max_rates_wait_after_an_attempt_keeps_it(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Fenix at ``max_rate: 0.1`` (a request every 10 s) answers the first attempt ``503``; its retry, past a
+    50 ms backoff, waits for its turn under max_rate when ``SIGTERM`` with a 2 s ``drain_timeout`` cancels it.
+    The delivery stays ``pending`` with its attempt in the journal (it kept none before), and the next start
+    goes on with it: delivered after 2 attempts in all."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503",)), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    fenix = "  fenix:\n    api: fenix\n"
+    assert "  drain_timeout: 30s\n" in text and FIXTURE_RETRY in text and text.count(fenix) == 1
+    text = text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n")
+    serve.config.write_text(text.replace(fenix, fenix + "    max_rate: 0.1\n"))
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_400_009)
+            serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+                             what="the first attempt's 503")  # fmt: skip
+        assert serve.terminate() == 0
+        assert _attempts(serve) == [("pending", 1)]
+        assert _said(serve, "left pending at the stop waiting for its turn under max_rate") == 1, "".join(
+            serve.errors
+        )
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: _attempts(serve) == [("delivered", 2)], timeout=30, what="the retry")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert _delivered(source_sandbox) == ["7400009"]
