@@ -21,11 +21,20 @@ class LatencyHistogram:
     def __init__(self) -> None:
         self._buckets: dict[int, int] = {}
         self.count = 0
+        self.total = 0.0  # the samples' sum in seconds: Prometheus' ``_sum``, for a mean over a window
 
     def add(self, seconds: float) -> None:
         index = math.floor(math.log(max(seconds, 1e-6)) / self._RATIO)
         self._buckets[index] = self._buckets.get(index, 0) + 1
         self.count += 1
+        self.total += seconds
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add ``other``'s samples to this one (the same bucket layout on both sides)."""
+        for index, count in list(other._buckets.items()):  # a copy: another thread may be adding samples
+            self._buckets[index] = self._buckets.get(index, 0) + count
+        self.count += other.count
+        self.total += other.total
 
     def percentile(self, p: float) -> float | None:
         """The p-th percentile in seconds (upper bound of its bucket), or None without samples."""

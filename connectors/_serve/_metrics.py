@@ -6,7 +6,6 @@ queue and breaker figures are read from the runtime and the inbox when ``/metric
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -150,7 +149,7 @@ class _Live(Collector):
         # list(): the delivery thread may add a target meanwhile; copying the view is one step under the GIL.
         for stats in list(summary.targets.values()) if summary is not None else ():
             _outcomes(deliveries, stats)
-            latency.add_metric([stats.label], _buckets(stats.latency), sum_value=math.nan)
+            latency.add_metric([stats.label], _buckets(stats.latency), sum_value=stats.latency.total)
         replayed = self._replays()
         for stats in list(replayed.targets.values()) if replayed is not None else ():
             _outcomes(replays, stats)

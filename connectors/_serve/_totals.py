@@ -43,11 +43,7 @@ def fold(total: RunSummary, run: RunSummary) -> None:
         into.skipped += stats.skipped
         into.skipped_dead += stats.skipped_dead
         into.attempts += stats.attempts
-        # Same bucket layout on both sides: the counts add up (the histogram has no public merge).
-        buckets = into.latency._buckets
-        for index, count in list(stats.latency._buckets.items()):
-            buckets[index] = buckets.get(index, 0) + count
-        into.latency.count += stats.latency.count
+        into.latency.merge(stats.latency)
     total.unrouted += run.unrouted
     total.rejected += run.rejected
     total.recovered += run.recovered

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 
 from .harness import (
@@ -88,6 +89,17 @@ def test_shopify_signed_accepted_forged_refused_repeat_delivered_once(
     assert "deliveries  delivered 1" in status.stdout
     assert "journal     keeps 30d; oldest delivered row less than a minute ago" in status.stdout
     assert "shipmap_webhook_ack_seconds_bucket" in metrics and "shipmap_queue_depth 0.0" in metrics
+    # The delivery's latency is a histogram a dashboard can average (_sum / _count), not a NaN sum.
+    latency = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "shipmap_delivery_seconds"
+        for sample in family.samples
+        if sample.labels.get("target") == "shopify-order.order"
+    }
+    assert latency[("shipmap_delivery_seconds_count", None)] == 1.0
+    within = min(float(le) for (name, le), count in latency.items() if le and count == 1.0)
+    assert 0.0 < latency[("shipmap_delivery_seconds_sum", None)] <= within, latency
     orders = source_sandbox.requests(endpoint="fenix.orders")
     # wh-1 and wh-2 carry the same order document: one delivery (content keys), and nothing forged arrived.
     assert len(orders) == 1
