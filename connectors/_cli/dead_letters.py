@@ -110,7 +110,7 @@ def _text_lines(entry: JournalEntry) -> str:
     target = f"{entry.mapping}.{entry.target}" if entry.target else f"{entry.mapping} (mapping)"
     status = f"HTTP {entry.status}" if entry.status else "no response"
     lines = f"{entry.key}  {target}  {status}  attempts {entry.attempts}  from {entry.origin or '-'}\n"
-    lines += f"    reason: {_one_line(entry.reason or '')}\n"
+    lines += f"    reason: {_indented(entry.reason or '')}\n"
     if entry.response_excerpt:
         lines += f"    response: {_one_line(entry.response_excerpt)[:_EXCERPT]}\n"
     return lines
@@ -137,6 +137,12 @@ def resolve_journal(config: str | None, journal: str | None) -> Path | str:
     if config is None:
         raise ConfigError("give a CONFIG file or --journal PATH")
     return journal_path_of(config)
+
+
+def _indented(text: str) -> str:
+    """A reason's lines under its ``reason:``, each indented alike: a located mapping error keeps its source
+    line and the caret under the column (flattened, the caret points nowhere)."""
+    return "\n    ".join(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def _one_line(text: str) -> str:

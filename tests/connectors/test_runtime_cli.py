@@ -388,5 +388,10 @@ def test_an_event_with_a_number_too_large_to_map_is_dead_lettered_alone(
     assert main(["dead-letters", str(config)]) == 0
     listing = capsys.readouterr().out
     assert "round(): a number of 400 digits is too large (at most 309 digits)" in listing, listing
-    assert "target field: order.total_weight.value" in listing, listing
+    # The located error keeps its lines under "reason:", the caret under the column it names.
+    assert "\n      target field: order.total_weight.value\n" in listing, listing
+    lines = listing.splitlines()
+    caret = next(i for i, line in enumerate(lines) if line.endswith("^"))
+    code, under = lines[caret - 1], lines[caret]
+    assert code.index("|") == under.index("|") and code[under.index("^")] not in " |", listing
     assert "internal error" not in listing and "Traceback" not in listing, listing
