@@ -20,8 +20,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from shipmap.connectors._config import DEFAULT_KEEP, duration_text
-from shipmap.connectors._errors import JournalError
+from shipmap.connectors._config import DEFAULT_KEEP, duration_text, journal_path_of
+from shipmap.connectors._errors import ConnectorError, JournalError
 from shipmap.connectors._plural import counted
 from shipmap.connectors._serve._inbox import NoInboxError
 from shipmap.connectors._serve._inbox_journal import copy_inbox
@@ -173,7 +173,19 @@ def _existing(location: str) -> str:
     driver's words, and writing it would create an empty journal where a path was mistyped."""
     if not is_database_url(location) and not Path(location).exists():
         raise JournalError(f"no journal at {location}: no such file (a run creates it; check the path)")
+    if Path(location).suffix.lower() in (".yaml", ".yml"):  # status, dead-letters and replay take the config
+        raise JournalError(
+            f"{location} is a config, not a journal: `shipmap journal` takes {_journal_of(location)}"
+        )
     return location
+
+
+def _journal_of(config: str) -> str:
+    """The journal a config names, for an operator who gave the config where the journal goes."""
+    try:
+        return f"the journal's path or URL, here {display_location(journal_path_of(config))}"
+    except ConnectorError:  # a config that does not read: name the key instead
+        return "the journal's path or URL (the config's journal.path or journal.url)"
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -297,3 +297,27 @@ def test_a_journal_fault_says_what_it_cost_the_command_that_met_it(
         assert main(command) == 7, command
         assert capsys.readouterr().err == f"{headline}{cost}\n", command
     assert bad.read_bytes() == b"not a database, not even close: " * 8
+
+
+def test_the_config_given_to_a_journal_command_is_named_with_the_journal_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`shipmap journal info shipmap.yaml` (status, dead-letters and replay take the config) said the file is
+    not a journal or is corrupt, "move it aside": advice to move the config away. It now names the journal."""
+    from test_runtime_support import write_config
+
+    config = write_config(tmp_path, "http://127.0.0.1:9", journal={"path": "state/journal.db"})
+    before = config.read_bytes()
+    for command in (
+        ["journal", "info", str(config)],
+        ["journal", "prune", "--dry-run", str(config)],
+        ["journal", "migrate", str(config)],
+        ["journal", "copy", str(config), str(tmp_path / "copy.db")],
+    ):
+        assert main(command) == 7, command
+        assert capsys.readouterr().err == (
+            f"error: {config} is a config, not a journal: `shipmap journal` takes the journal's path or URL,"
+            f" here {tmp_path / 'state' / 'journal.db'}\n"
+        ), command
+    assert config.read_bytes() == before
+    assert not (tmp_path / "copy.db").exists() and not (tmp_path / "state").exists()
