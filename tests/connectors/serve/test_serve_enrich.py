@@ -132,3 +132,65 @@ def test_the_enriched_event_from_files_in_shipmap_test() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed, 0 failed" in result.stdout
+
+
+READY = Path(__file__).resolve().parents[3] / "mappings" / "_fixtures"
+
+
+def test_the_ready_bigcommerce_mappings_behind_serve_as_ready_mappings_md_configures_them(
+    tmp_path: Path,
+) -> None:
+    """docs/ready-mappings.md's `enrich` for bigcommerce/order and bigcommerce/shipment, run as written: one
+    skinny webhook of order 218 gives the order, with the shipping address its own response holds, and a
+    fulfillment and a DG execution per shipment. serve.md's fetch list (no shipping_addresses) dead-letters
+    every such order; the page said to fetch the documents by hand until serve did it."""
+    page = (Path(__file__).resolve().parents[3] / "docs" / "ready-mappings.md").read_text(encoding="utf-8")
+    section = page.split("## bigcommerce/order and bigcommerce/shipment", 1)[1]
+    documented = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    orders = tmp_path / "api" / "bigcommerce" / "stores" / "abc123" / "v2" / "orders"
+    (orders / "218").mkdir(parents=True)
+    shutil.copy(READY / "real" / "bigcommerce" / "order_get.json", orders / "218.json")
+    for name in ("products", "shipping_addresses", "shipments"):
+        shutil.copy(
+            READY / "derived" / "bigcommerce" / f"order_218_{name}.json", orders / "218" / f"{name}.json"
+        )
+    config = tmp_path / "shipmap.yaml"
+    config.write_text(
+        "version: 1\nenv_file: false\nconnections:\n"
+        "  fenix:\n    api: fenix\n    base_url: ${SANDBOX_URL}\n    auth: {scheme: fenix_session, username:"
+        " '${FENIX_USERNAME}', password: '${FENIX_PASSWORD}', api_key: '${FENIX_API_KEY}', store_name: demo-store}\n"
+        "  dg:\n    api: dg\n    base_url: ${SANDBOX_URL}\n"
+        "    auth: {scheme: basic, key: '${DG_API_KEY}', secret: '${DG_API_SECRET}'}\n"
+        "  bc_store:\n    api: generic\n    base_url: ${SANDBOX_URL}/_source/bigcommerce/stores/abc123\n"
+        "    auth: {scheme: api_key, header: X-Auth-Token, api_key: '${BC_API_TOKEN}'}\n"
+        "events: {topic: topic, body: payload}\n"
+        f"{documented}"
+        "journal:\n  path: .shipmap/journal.db\n",
+        encoding="utf-8",
+    )
+    with Sandbox(source_documents=tmp_path / "api", source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url, config=config).start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                body = json.dumps({"scope": "store/order/created", "hash": "h-218", "data": {"id": 218}})
+                answer = serve.post(client, "bc", body.encode(), SECRET_HEADER)
+                assert answer.json()["status"] == "accepted", answer.text
+                serve.wait_until(
+                    lambda: (
+                        len(sandbox.requests(endpoint="dg.execution")) >= 2
+                        and len(sandbox.requests(endpoint="fenix.fulfillment")) >= 2
+                        and len(sandbox.requests(endpoint="fenix.orders")) >= 1
+                    ),
+                    what="the order, 2 fulfillments and 2 DG executions",
+                )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        (order,) = [r.body for r in sandbox.requests(endpoint="fenix.orders")]
+        tracking = sorted(
+            r.body["shipment_info"]["tracking_number"] for r in sandbox.requests(endpoint="fenix.fulfillment")
+        )
+    assert order["id"] == "218" and order["shipping_address"]["address1"] == "123 MainStreet", order
+    assert order["shipping_info"]["title"] == "Fixed Shipping", order
+    assert tracking == ["1Z999AA10123456784", "EJ958083578US"]
+    assert "dead letter" not in "".join(serve.errors), serve.errors
