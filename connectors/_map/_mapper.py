@@ -121,6 +121,12 @@ class EventMapper:
             return None
         return None if topic is None else self.redactor.excerpt(str(topic), _TOPIC_CHARS)
 
+    def _body_path(self, route: PlannedRoute) -> str:
+        """The config key and expression that pick ``route``'s source document, for a reason that names it."""
+        if route.body is not None:
+            return f"mappings[{route.index}].body `{route.body.expression}`"
+        return f"events.body `{self._body.expression}`" if self._body is not None else "the event"
+
     def _source_of(self, route: PlannedRoute, event: Any) -> Any:
         if route.body is not None:
             return route.body.search(event)
@@ -210,7 +216,7 @@ class EventMapper:
             yield Skip(stage_key, name, MAPPING_STAGE, stage)
             return
         if source is None:
-            reason = "the event has no source document at the configured body path"
+            reason = f"the event has no source document: {self._body_path(route)} finds nothing in it (null or absent)"
             yield Dead(failure_key, name, failure_target, digest, origin, reason)
             return
         try:

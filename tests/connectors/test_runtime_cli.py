@@ -364,6 +364,36 @@ def test_the_progress_line_without_a_total() -> None:
     assert bar.line() == "1 event  delivered 1  dead 0  skipped 0  unrouted 0  in flight 0  1/s"
 
 
+def test_an_event_without_a_body_is_dead_lettered_naming_the_body_path(
+    tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A webhook whose JSON body is null (or an event without the key events.body names) was dead-lettered
+    'at the configured body path': the reason now names the key and its expression, so the operator knows
+    where to look. The events around it are delivered."""
+    config = write_config(tmp_path, sandbox.url)
+    events = ndjson(
+        tmp_path / "e.ndjson",
+        [
+            order_event(1),
+            {"topic": "orders/create", "payload": None},
+            {"topic": "orders/create"},
+            order_event(3),
+        ],
+    )
+    assert main(["run", str(config), "-i", str(events)]) == EXIT_DEAD_LETTERS
+    capsys.readouterr()
+    assert sorted(r.order_id or "" for r in sandbox.requests(endpoint="fenix.orders")) == ["1001", "1003"]
+    assert main(["dead-letters", str(config)]) == 0
+    listing = capsys.readouterr().out
+    reason = (
+        "reason: the event has no source document: events.body `payload` finds nothing in it (null or absent)"
+    )
+    # Null and absent are the same source document (nothing): one dead letter for both.
+    assert listing.count(reason) == 1 and listing.endswith("1 dead letter, 0 rejected input records\n"), (
+        listing
+    )
+
+
 def test_an_event_with_a_number_too_large_to_map_is_dead_lettered_alone(
     tmp_path: Path, sandbox: Sandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
