@@ -11,6 +11,7 @@ from pathlib import Path
 from shipmap.connectors._config import journal_path_of
 from shipmap.connectors._errors import ConfigError, JournalError
 from shipmap.connectors._plural import counted
+from shipmap.connectors._serve._origins import parse_webhook_origin
 from shipmap.connectors._store._entries import JournalEntry, RejectedInput
 from shipmap.connectors._store._journal import Journal, open_readonly
 from shipmap.connectors._store._journal_pg import display_url, is_database_url
@@ -51,13 +52,14 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     # Streamed a page at a time: a week of a broken mapping's dead letters never sits in memory at once.
     with found as journal:
-        dead = rejected = 0
+        dead = rejected = webhooks = 0
         for page in journal.dead_letter_pages(args.key):
             dead += len(page)
             for entry in page:
                 out.write(_json_line(entry) if args.json else _text_lines(entry))
         for bad_page in () if args.key else journal.rejected_pages():
             rejected += len(bad_page)
+            webhooks += sum(parse_webhook_origin(bad.origin) is not None for bad in bad_page)
             for bad in bad_page:
                 out.write(_json_rejected(bad) if args.json else _text_rejected(bad))
     if args.json:
@@ -66,7 +68,20 @@ def run(args: argparse.Namespace) -> int:
         print("no dead letters")
         return 0
     out.write(f"{counted(dead, 'dead letter')}, {counted(rejected, 'rejected input record')}\n")
+    if dead or webhooks:  # on stderr: the listing on stdout stays the data
+        print(_next_steps(args.config or "CONFIG", dead, webhooks), file=sys.stderr)
     return 0
+
+
+def _next_steps(config: str, dead: int, webhooks: int) -> str:
+    """What an operator does once the cause is fixed: the commands that send them again, or close one."""
+    steps = [f"`shipmap replay {config}` sends the dead letters again"] if dead else []
+    if webhooks:
+        steps.append(f"`shipmap replay {config} --rejected` fetches the rejected webhooks' documents again")
+    return (
+        f"once the cause is fixed, {'; '.join(steps)}; `shipmap dead-letters {config} --resolve KEY` closes one"
+        " without sending"
+    )
 
 
 def _resolve(path: Path | str, names: list[str], reason: str | None) -> int:

@@ -58,6 +58,11 @@ def test_bigcommerce_skinny_webhooks_are_enriched_and_delivered(
     assert (
         "bc#3" in dead.stdout and "enrichment failed: GET /v2/orders/999 failed: HTTP 404" in dead.stdout
     ), dead.stdout
+    # What to do next, on stderr: no dead letter to replay, one webhook to fetch again.
+    assert dead.stderr == (
+        f"once the cause is fixed, `shipmap replay {serve.config} --rejected` fetches the rejected webhooks'"
+        f" documents again; `shipmap dead-letters {serve.config} --resolve KEY` closes one without sending\n"
+    ), dead.stderr
     # Said once in the log, as the rejected input it is (the feed said it too: two warnings per webhook).
     said = [line for line in serve.errors if "GET /v2/orders/999 failed: HTTP 404" in line]
     assert len(said) == 1 and "WARNING" in said[0] and "bc#3: rejected input record: " in said[0], said
