@@ -249,9 +249,12 @@ class CircuitBreaker:
         clock: Clock = time.monotonic,
         runtime_name: str | None = None,
         redactor: Redactor | None = None,
+        waiting: str = "deliveries wait (pending)",
     ) -> None:
+        """``waiting``: what waits while it is open, as the line that says it opened words it."""
         self.name = name
         self.settings = settings
+        self._waiting = waiting
         self._redactor = redactor if redactor is not None else Redactor()
         # A named runtime's breakers mark their records with its name, as its other loggers do.
         self._log = get_logger("breaker", self._redactor, runtime_name=runtime_name)
@@ -479,9 +482,10 @@ class CircuitBreaker:
             state.reason = reason
             state.opened += 1
             self._log.warning(
-                "connection %s: circuit breaker open after %s; deliveries wait (pending), probing in %.1f s",
+                "connection %s: circuit breaker open after %s; %s, probing in %.1f s",
                 self.name,
                 reason,
+                self._waiting,
                 state.cooldown,
             )
             self._notify()

@@ -134,6 +134,12 @@ class Enricher:
         self.enrichments = enrichments
         self._transport = transport
         self._wait = wait
+        # An open breaker holds up the webhooks (events) this source API enriches, not deliveries.
+        self._waiting_while_open = (
+            "the events it enriches wait (up to outage_wait)"
+            if wait
+            else "the webhooks it enriches wait, parked"
+        )
         self._clock = clock
         self._clients: dict[str, httpx.AsyncClient] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
@@ -173,6 +179,7 @@ class Enricher:
                 clock=self._clock,
                 runtime_name=self.runtime.name,
                 redactor=self.runtime.redactor,
+                waiting=self._waiting_while_open,
             )
             self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
         if self.breakers and self.runtime.config.journal.url:
@@ -242,6 +249,7 @@ class Enricher:
                 clock=self._clock,
                 runtime_name=self.runtime.name,
                 redactor=self.runtime.redactor,
+                waiting=self._waiting_while_open,
             )
             rate = self.limiters[name].rate
             if rate and not rates_shared:

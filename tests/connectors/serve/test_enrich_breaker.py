@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ def _skinny(order: int) -> dict[str, Any]:
     return {"source": "bc", "topic": "store/order/created", "payload": payload}
 
 
-def test_run_waits_for_the_open_breaker_then_rejects_each_event_with_the_reason(tmp_path: Path) -> None:
+def test_run_waits_for_the_open_breaker_then_rejects_each_event_with_the_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="shipmap.connectors.breaker")
     with Sandbox(
         source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="5xx=1"
     ) as sandbox:
@@ -69,9 +73,15 @@ def test_run_waits_for_the_open_breaker_then_rejects_each_event_with_the_reason(
     # Without the breaker: 6 x 3 x 4.
     assert concurrency == 4
     assert received <= 3 * 2 * concurrency + probes < 6 * 3 * 4, (received, probes)
+    # The line that says it opened says what waits: the events it enriches, not deliveries.
+    (opened,) = [m for m in caplog.messages if "circuit breaker open after" in m]
+    assert "; the events it enriches wait (up to outage_wait), probing in " in opened, opened
 
 
-def test_serve_mode_says_later_at_once_and_probes_when_due(tmp_path: Path) -> None:
+def test_serve_mode_says_later_at_once_and_probes_when_due(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="shipmap.connectors.breaker")
     with Sandbox(
         source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="5xx=1"
     ) as sandbox:
@@ -93,6 +103,8 @@ def test_serve_mode_says_later_at_once_and_probes_when_due(tmp_path: Path) -> No
         retry_in, requests, documents = asyncio.run(scenario())
     assert 0 < retry_in <= 0.1 and requests <= 3 * 2
     assert documents["order"]["id"] == 101 and runtime.breaker_store.breaker("bc_store").phase == "closed"
+    (opened,) = [m for m in caplog.messages if "circuit breaker open after" in m]
+    assert "; the webhooks it enriches wait, parked, probing in " in opened, opened
 
 
 def test_before_the_breaker_opens_the_gets_in_flight_go_and_so_do_the_retries_of_the_failures_it_counted(
