@@ -4,12 +4,18 @@ element, each with its own route ids, journal key, idempotency key and external_
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
+import yaml
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._store._journal import Journal
+from shipmap.connectors._store._keys import delivery_key, source_hash
+from shipmap.engine import resolve_mapping_path
 from test_runtime_support import environ, write_config
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
 
 MAPPING = """\
 shipmap: 1
@@ -171,3 +177,54 @@ def test_replaying_one_element_s_dead_letter_leaves_its_dead_siblings_for_their_
     rest = Runtime.from_config(config, environ=environ(sandbox.url)).replay()
     assert rest.delivered == len(letters) - 1  # the sibling, and the notifications if any died too
     assert sorted(r.fulfillment_id for r in sandbox.requests(endpoint="fenix.fulfillment")) == ["7", "8", "9"]
+
+
+def shopify_runtime(tmp_path: Path, sandbox: Sandbox, mapping: str) -> Runtime:
+    config = write_config(
+        tmp_path, sandbox.url, mappings=[{"mapping": mapping, "topic": "fulfillments/create"}]
+    )
+    return Runtime.from_config(config, environ=environ(sandbox.url))
+
+
+def test_the_parcels_of_shopify_fulfillments_delivered_before_are_not_sent_again(
+    tmp_path: Path, sandbox: Sandbox
+) -> None:
+    """The ready shopify/fulfillment sends each further parcel as parcel_* targets and keeps the first parcel
+    in the targets it always had: a journal written before the parcels were mapped skips what it delivered."""
+    ready = resolve_mapping_path("shopify/fulfillment")
+    # The mapping as it was: the same name and the same first-parcel targets, without the parcel ones.
+    before = yaml.safe_load(ready.read_text(encoding="utf-8"))
+    assert sorted(before["targets"]) == ["fulfillment", "parcel_fulfillment", "parcel_shipment", "shipment"]
+    del before["targets"]["parcel_fulfillment"], before["targets"]["parcel_shipment"]
+    (tmp_path / "before.yaml").write_text(yaml.safe_dump(before, sort_keys=False), encoding="utf-8")
+    one = json.loads((FIXTURES / "real/shopify/fulfillments_create_webhook.json").read_text(encoding="utf-8"))
+    two = json.loads((FIXTURES / "derived/shopify/fulfillments_create_two_parcels.json").read_text("utf-8"))
+    history = [{"topic": "fulfillments/create", "payload": payload} for payload in (one, two)]
+    assert shopify_runtime(tmp_path, sandbox, "./before.yaml").run(history).delivered == 4
+    sent = len(sandbox.requests())
+
+    again = shopify_runtime(tmp_path, sandbox, "shopify/fulfillment").run(history)
+    new = [r for r in sandbox.requests()[sent:] if r.endpoint != "fenix.login"]
+    assert again.delivered == 2 and again.skipped == 4 and again.dead == 0
+    assert sorted(r.endpoint for r in new) == ["dg.execution", "fenix.fulfillment"]
+    fulfillment, execution = sorted(new, key=lambda r: r.endpoint, reverse=True)
+    assert (fulfillment.order_id, fulfillment.fulfillment_id) == ("820982911946154500", "123456-1z827wk74631")
+    assert fulfillment.body["shipment_info"]["tracking_number"] == "1z827wk74631"
+    assert execution.body["inputs"]["shipment_data"]["tracking_number"] == "1z827wk74631"
+    assert execution.external_id == "820982911946154500-123456-1z827wk74631-pending"
+    # The first parcel's keys are what they always were: mapping, target name, the whole document.
+    with Journal(tmp_path / "journal.db", readonly=True) as journal:
+        for payload in (one, two):
+            for target in ("fulfillment", "shipment"):
+                key = delivery_key("shopify-fulfillment", target, source_hash(payload))
+                assert journal.state(key) == "delivered"
+
+    # A later update of the fulfillment (in transit) reaches every parcel, the first and the second.
+    moving = copy.deepcopy(two)
+    moving.update(status="success", shipment_status="in_transit")
+    update = shopify_runtime(tmp_path, sandbox, "shopify/fulfillment").run(
+        [{"topic": "fulfillments/create", "payload": moving}]
+    )
+    assert update.delivered == 4
+    statuses = [r.body["shipment_status"] for r in sandbox.requests(endpoint="fenix.fulfillment")[-2:]]
+    assert statuses == ["PICKED_BY_CARRIER", "PICKED_BY_CARRIER"]
