@@ -135,6 +135,12 @@ class PostgresConnection:
         options = (
             f"-c statement_timeout={statement_timeout_ms} -c idle_in_transaction_session_timeout={idle}"
             f" -c lock_timeout={idle}"
+            # Until VACUUM, the pending-row indexes hold an entry of every row delivered since: a bitmap scan
+            # visits the table for each at every call, a plain index scan marks them dead once and steps over
+            # them after. The planner takes the bitmap scan on a table without statistics (claims, counts) and
+            # on one with them (stranded, a move's count): with it off, the index scans that these statements'
+            # indexes were built for, statistics or none (docs/scale.md).
+            " -c enable_bitmapscan=off"
         )
         self._statement_timeout = statement_timeout_ms / 1000
         if readonly:
