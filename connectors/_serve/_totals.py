@@ -80,19 +80,21 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
     webhooks not yet handed to delivery. The summary's counts are the service's life; this is the state now.
     Each is read apart: one that cannot be read (the journal's database is what stopped the service) is said
     to be unread, never counted as nothing, and the other is still counted."""
-    parts, unread = [], []
+    parts, unread, owed = [], [], 0
     try:
         found = open_readonly(journal)
         if found is not None:
             with found:
                 pending = found.counts().get("pending", 0)
             if pending:
+                owed += pending
                 parts.append(f"{counted(pending, 'delivery')} pending in the journal")
     except Exception as error:  # a line of the stop report: its failure is said, not raised
         unread.append(f"the journal's pending deliveries ({why(error)})")
     try:
         waiting = inbox.depth(cap=None)  # exact: what is owed is never a guess (counted once, at stop)
         if waiting:
+            owed += waiting
             parts.append(f"{counted(waiting, 'webhook')} waiting in the inbox")
     except Exception as error:
         unread.append(f"the inbox's waiting webhooks ({why(error)})")
@@ -101,7 +103,8 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
     shared = journal is not None and is_database_url(journal)
     after = "the next start, or another serve process on this journal," if shared else "the next start"
     if not unread:
-        return f"owed at stop: {' and '.join(parts)}; {after} sends them, nothing acknowledged is lost"
+        them = "it" if owed == 1 else "them"
+        return f"owed at stop: {' and '.join(parts)}; {after} sends {them}, nothing acknowledged is lost"
     said = "".join(f"{part}; " for part in parts) + f"cannot read {' nor '.join(unread)}"
     return f"owed at stop: {said}; {after} sends what is owed, nothing acknowledged is lost"
 
