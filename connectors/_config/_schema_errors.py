@@ -15,6 +15,7 @@ import jsonschema
 from shipmap.engine import Location
 
 from .._errors import ConfigError
+from .._plural import counted
 from ._model import PathKey, dotted
 from ._schema import DURATION_BOUNDS, _validator
 
@@ -110,10 +111,10 @@ def _explain(error: jsonschema.ValidationError, path: PathKey) -> tuple[str, Pat
         key = "path" if len(path) > 1 and path[-2] == "fetch" else str(path[-1]) if path else ""
         return _PATTERN_HINTS.get(key, "is not in the expected format"), path
     if validator == "minLength" and instance == "":  # an unset-looking variable (SECRET= in the env file)
-        return f"is empty: it must be at least {expected} characters long", path
+        return f"is empty: it must be at least {counted(expected, 'character')} long", path
     if validator in ("minLength", "maxLength"):
         bound = "at least" if validator == "minLength" else "at most"
-        return f"must be {bound} {expected} characters long", path
+        return f"must be {bound} {counted(expected, 'character')} long", path
     if validator in ("minimum", "maximum"):
         bound = "at least" if validator == "minimum" else "at most"
         return f"must be {bound} {expected}", path

@@ -54,6 +54,7 @@ from typing import Any
 import httpx
 from shipmap.engine import _jsontext
 
+from .. import _plural
 from .._config import Connection, DeliverySettings, RetryPolicy
 from .._errors import AuthError
 from .._redact import Redactor, get_logger
@@ -403,7 +404,7 @@ class Deliverer:
                 return self._parked(breaker.outage(reason), attempt, started)
             if not retryable or counted >= policy.max_attempts:
                 if retryable:
-                    reason = f"gave up after {tried + attempt} attempts; last: {reason}"
+                    reason = f"gave up after {_plural.counted(tried + attempt, 'attempt')}; last: {reason}"
                 return Outcome(False, status, attempt, time.perf_counter() - started, reason, excerpt)
             delay = backoff_delay(policy, counted, self._rng, retry_after)
             self._log.info(

@@ -11,6 +11,7 @@ from typing import Any
 
 from shipmap.engine import ShipmapError, TargetKind, parse_mapping
 
+from .._plural import counted
 from ._builder import _TargetBuilder
 from ._model import TODO, FieldSuggestion
 from ._tree import _Out, _yaml
@@ -49,7 +50,7 @@ def _render_mapping(
         owner = select.removesuffix("[0]") or "the top level"
         lines += [
             "#",
-            f"# The sample is a list ({owner}, {batch} elements): this mapping maps ONE element. Feed each",
+            f"# The sample is a list ({owner}, {counted(batch, 'element')}): this mapping maps ONE element. Feed each",
             f"# element as its own event; the test case picks one with `select: {select}`.",
         ]
     lines += [

@@ -30,6 +30,7 @@ from .._config import (
     _read_dotenv,
     load_config,
 )
+from .._plural import counted
 from .._runtime import PlanEntry, Runtime
 from .._sandbox import SandboxCredentials
 from ._errors import StudioError
@@ -102,7 +103,7 @@ def load_setting(workspace: Workspace, mapping: CompiledMapping, mapping_file: s
     ) or (MappingRoute(mapping),)
     note = f"the connections of {shown}"
     if filled:
-        note += f"; {len(filled)} variables set nowhere else taken from {_EXAMPLE_ENV}"
+        note += f"; {counted(len(filled), 'variable')} set nowhere else taken from {_EXAMPLE_ENV}"
     return RequestSetting(config, routes, note)
 
 

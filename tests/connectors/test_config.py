@@ -290,6 +290,17 @@ def test_a_secret_too_short_for_its_branch_is_said_so_not_that_it_is_no_list(
     assert "shpss_new" not in caught.value.render()
 
 
+def test_an_empty_username_needs_at_least_1_character_not_characters(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={**ENV, "FENIX_USERNAME": ""})
+    assert (
+        caught.value.message
+        == "connections.fenix.auth.username: is empty: it must be at least 1 character long"
+    )
+    assert caught.value.line == 7  # username:
+
+
 def test_a_literal_secret_is_warned_about_by_key_and_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

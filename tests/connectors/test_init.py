@@ -315,3 +315,11 @@ def test_an_ndjson_sample_is_kept_whole_and_its_case_selects_the_first(
     fill(cwd / "shop" / "shop.yaml", {"action_id": "{literal: flow-1}"})
     capsys.readouterr()
     assert main(["test", "shop/shop.yaml"]) == 0, capsys.readouterr().out
+
+
+def test_a_sample_list_of_one_element_says_1_element(tmp_path: Path) -> None:
+    sample = tmp_path / "orders.json"
+    sample.write_text("[" + SHOPIFY_ORDER.read_text() + "]")
+    scaffold = plan_scaffold(sample, name="acme", kinds=["fenix.order"], directory=tmp_path / "acme")
+    mapping = scaffold.files[0].text
+    assert "# The sample is a list (the top level, 1 element): this mapping maps ONE element." in mapping

@@ -213,6 +213,17 @@ def test_the_payload_the_requests_and_the_unread_fields(client: httpx.Client, wo
     assert result["diagnostics"] == []
 
 
+def test_one_variable_taken_from_the_env_example_is_counted_as_1_variable(
+    client: httpx.Client, workspace: Path
+) -> None:
+    given = (
+        "FENIX_BASE_URL=http://127.0.0.1:8765\nFENIX_USERNAME=u\nFENIX_PASSWORD=p-word\nFENIX_API_KEY=k-key\n"
+    )
+    (workspace / ".env").write_text(given, encoding="utf-8")  # all but FENIX_STORE_NAME
+    note = evaluate(client, workspace)["requests_note"]
+    assert note == "the connections of config.yaml; 1 variable set nowhere else taken from .env.example", note
+
+
 def test_without_a_config_the_requests_go_to_the_sandbox_defaults(
     client: httpx.Client, workspace: Path
 ) -> None:

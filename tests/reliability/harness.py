@@ -198,7 +198,7 @@ def fixture(relative: str) -> Any:
 
 
 # The route the sandbox answers 400; under a heavy fault schedule every attempt may fail before it gets there.
-_REFUSED = r"^HTTP 400 Bad Request$|^gave up after \d+ attempts; last: "
+_REFUSED = r"^HTTP 400 Bad Request$|^gave up after \d+ attempts?; last: "
 _ENDPOINTS = {"fenix.fulfillment": "fenix.fulfillment", "dg.execution": "dg.execution"}
 
 

@@ -129,3 +129,17 @@ def test_a_line_nested_5000_deep_is_rejected_and_the_run_goes_on(
     assert done.returncode == 8  # a rejected input record
     assert "events.ndjson:1: rejected input record" in done.stderr
     assert len(a.requests(endpoint="fenix.orders")) == 1  # the event after it was delivered
+
+
+def test_a_delivery_allowed_one_attempt_gave_up_after_1_attempt(
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
+) -> None:
+    a, b = sandbox_factory(), sandbox_factory(faults="5xx=1:503")  # store B is down
+    routes = "  - {mapping: shopify/order, topic: orders/b, targets: {order: {connection: store_b}}}\n"
+    config = _config(tmp_path, a, b, routes)
+    config.write_text(config.read_text().replace("max_attempts: 2", "max_attempts: 1"), encoding="utf-8")
+    (tmp_path / "events.ndjson").write_text(_order("orders/b"), encoding="utf-8")
+    done = _shipmap(tmp_path, a.url, "run", str(config), "--input", "events.ndjson", "--no-progress")
+    assert done.returncode == 8, done.stderr[-2000:]
+    listed = _shipmap(tmp_path, a.url, "dead-letters", str(config)).stdout
+    assert "gave up after 1 attempt; last: HTTP 503" in listed, listed
