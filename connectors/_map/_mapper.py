@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from shipmap.engine import PayloadValidationError, Problem, ShipmapError, SourceDocument
+from shipmap.engine._function_errors import describe
 from shipmap.engine._jmespath_direct import is_truthy
 from shipmap.engine._kinds import json_problems
 
@@ -222,6 +223,10 @@ class EventMapper:
         try:
             outputs = route.mapping.outputs(source, validate=False)
         except ShipmapError as error:
+            if error.source_path is not None and not isinstance(source, Mapping):
+                # `source: id = null` alone hides why: the document (a body of `[]`) has no fields at all.
+                found = f"the source document ({self._body_path(route)}) is {describe(source)}, not an object"
+                error.found = (*error.found, found)
             yield Dead(failure_key, name, failure_target, digest, origin, self.reason(error.render()))
             return
         if replay == MAPPING_STAGE:
