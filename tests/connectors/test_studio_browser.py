@@ -281,6 +281,26 @@ def test_a_huge_sample_says_so_where_the_result_goes_and_the_page_recovers(
     assert not element_text(browser, "#not-evaluated")
 
 
+def test_cases_that_cannot_run_clear_the_last_verdicts_and_say_why(
+    browser: WebDriver, studio: Studio, screenshot: Callable[[str], Path]
+) -> None:
+    open_page(browser, studio, "driftwood.yaml", "samples/order.json")
+    browser.find_element(By.ID, "run-cases").click()
+    wait(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "#cases .case"), "the cases' verdicts")
+    # A request past the studio's 8 MiB: the server answers 413 and nothing is run.
+    browser.execute_script(
+        "const input = document.querySelector('#editor textarea');"
+        "input.value = input.value + '#' + 'x'.repeat(10 * 1024 * 1024);"
+    )
+    browser.find_element(By.ID, "run-cases").click()
+    wait(browser, lambda b: element_text(b, "#cases-not-run"), "why the cases were not run")
+    said = element_text(browser, "#cases-not-run")
+    assert said.startswith("Cases not run: the request is 10.0 MiB: the studio takes a mapping"), said
+    assert not browser.find_elements(By.CSS_SELECTOR, "#cases .case, #cases .summary")
+    assert browser.find_element(By.ID, "status").text == said.removeprefix("Cases not run: ")
+    screenshot("cases_not_run")
+
+
 def test_a_sample_that_is_not_utf8_is_located_picked_or_dropped(
     browser: WebDriver, studio: Studio, workspace: Path, screenshot: Callable[[str], Path]
 ) -> None:

@@ -373,9 +373,16 @@
 
   async function runCases() {
     if (!state.mappingFile) return;
-    const result = await api("/api/cases/run", { method: "POST", json: { mapping: editor.value, mapping_file: state.mappingFile } });
-    $("#cases-file").textContent = result.file;
     const box = $("#cases");
+    let result;
+    try {
+      result = await api("/api/cases/run", { method: "POST", json: { mapping: editor.value, mapping_file: state.mappingFile } });
+    } catch (error) {
+      // As evaluation does: no verdicts from before left standing as if they were this text's, and why.
+      box.innerHTML = `<pre class="error-box" id="cases-not-run">Cases not run: ${escapeHtml(error.message)}</pre>`;
+      throw error;
+    }
+    $("#cases-file").textContent = result.file;
     if (result.error) {
       box.innerHTML = `<pre class="error-box">${escapeHtml(result.error)}</pre>`;
       return;
