@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from shipmap.engine._errors import internal_message
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -97,7 +98,7 @@ def build_app(state: StudioState) -> Starlette:
                 return _error(error)
             except Exception as error:  # one bad request never stops the studio
                 log.exception("studio request %s %s", request.method, request.url.path)
-                return _error(StudioError(f"internal error: {error!r}"), status=500)
+                return _error(StudioError(internal_message(error)), status=500)
             return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
         return endpoint

@@ -20,6 +20,7 @@ from shipmap.engine import (
     parse_mapping,
     read_stream,
 )
+from shipmap.engine._errors import internal_message
 
 from .._deliver._delivery import encode_payload
 from ._files import Workspace
@@ -45,7 +46,7 @@ def compile_mapping(text: str, file: str) -> tuple[CompiledMapping | None, list[
         return None, [diagnostic(error)]
     except Exception as error:  # the engine has a bug: report it on the page, keep serving
         log.exception("compiling %s", file)
-        return None, [{"severity": "error", "line": 1, "column": 1, "message": f"internal error: {error!r}"}]
+        return None, [{"severity": "error", "line": 1, "column": 1, "message": internal_message(error)}]
     return mapping, [problem_diagnostic(problem) for problem in mapping.lint()]
 
 
@@ -201,7 +202,7 @@ def _run_targets(
             produced, errors = collect(target, source)
         except Exception as error:  # an engine bug must not take the page down
             log.exception("mapping %s, target %s", mapping.name, target.name)
-            failed = {"text": f"internal error: {error!r}"}
+            failed = {"text": internal_message(error)}
             entries.append({**base, "name": target.name, "status": "failed", "error": failed})
             continue
         if errors:
@@ -274,7 +275,7 @@ def _requests(
         return
     except Exception as error:
         log.exception("planning requests for %s", mapping.name)
-        result["requests_note"] = f"no requests: internal error: {error!r}"
+        result["requests_note"] = f"no requests: {internal_message(error)}"
         return
     for step in plan:
         queue = waiting.get(step.target or "")

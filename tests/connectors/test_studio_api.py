@@ -507,3 +507,25 @@ def test_enrichment_documents_go_beside_the_sample(client: httpx.Client, workspa
     assert case.expect == {"order": {"id": "100"}}  # a payload that breaks its contract is pinned as it is,
     assert case.errors[0]["type"] == "PayloadValidationError"  # with its contract problem expected
     assert run_case(parse_mapping(mapping, file="skinny.yaml"), case).ok
+
+
+def test_an_internal_error_is_said_by_its_type_and_message_not_its_repr(
+    client: httpx.Client, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside shipmap (no input of a user's raises it: the engine's own entry points are made to) reads
+    as `internal error: RuntimeError: …`, never as Python's `RuntimeError('…')`."""
+    from shipmap.connectors._studio import _app, _evaluate
+
+    def engine_bug(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the engine's bug")
+
+    monkeypatch.setattr(_evaluate, "parse_mapping", engine_bug)
+    [diagnostic] = evaluate(client, workspace)["diagnostics"]  # type: ignore[misc]
+    assert diagnostic["message"] == "internal error: RuntimeError: the engine's bug"
+    monkeypatch.setattr(_app, "run_cases", engine_bug)
+    mapping = (workspace / MAPPING).read_text(encoding="utf-8")
+    answer = client.post("/api/cases/run", json={"mapping": mapping, "mapping_file": MAPPING})
+    assert (answer.status_code, answer.json()) == (
+        500,
+        {"error": "internal error: RuntimeError: the engine's bug"},
+    )
