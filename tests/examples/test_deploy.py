@@ -165,3 +165,38 @@ def test_the_unit_runs_the_example_reloads_a_rotated_secret_and_drains_within_it
     said = "".join(out + err)
     for secret in [*SECRETS.values(), ROTATED]:
         assert secret not in said
+
+
+DOCS = (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_the_page_explains_every_line_of_the_units_service_section() -> None:
+    table = DOCS.split("## The unit, line by line", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([A-Za-z]+)(?:=[^`]*)?`", table))
+    assert set(unit().keys()) - named == set()
+
+
+def test_the_pages_validate_lines_are_what_validate_prints(tmp_path: Path) -> None:
+    """The page's `validate` output and its located error, for the config as installed at /etc/shipmap."""
+    config = installed(tmp_path, "http://127.0.0.1:9")
+    secret = tmp_path / "etc" / "shipmap" / "secrets" / "fenix_password"
+    secret.unlink()
+    secret.mkdir()  # unreadable to anyone, root included (the page's user gets "Permission denied")
+
+    def validate() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "validate"]
+        return subprocess.run(
+            [*command, str(config)], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    failed = validate()
+    said = " ".join(failed.stderr.replace(str(tmp_path), "").split())
+    page = " ".join(DOCS.split())
+    assert failed.returncode == 2, failed.stderr
+    reason = "cannot be read: Is a directory"
+    assert said.endswith(reason) and said.replace(reason, "cannot be read: Permission denied") in page, said
+    secret.rmdir()
+    secret.write_text(SECRETS["fenix_password"] + "\n")
+    checked = validate()
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.replace(str(tmp_path), "") in DOCS
