@@ -320,8 +320,7 @@ async def _handle(
         raise Rejection(
             503,
             "inbox_busy",
-            f"{full.max_waiting} webhooks are waiting for the inbox already (serve.intake_max_waiting);"
-            " retry later",
+            f"{full} (serve.intake_max_waiting); retry later",
             _INBOX_RETRY_AFTER,
         ) from None
     except InboxTimeout:

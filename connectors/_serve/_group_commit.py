@@ -37,6 +37,7 @@ from concurrent.futures import Executor
 
 from .._config import duration_text
 from .._config._serve_model import DEFAULT_INTAKE_DEADLINE, DEFAULT_INTAKE_MAX_WAITING
+from .._plural import counted
 from ._inbox import (
     Accepted,
     GroupCommitting,
@@ -65,7 +66,8 @@ class IntakeFull(Exception):
     """``serve.intake_max_waiting`` webhooks wait for the inbox already: this one is refused at once."""
 
     def __init__(self, max_waiting: int) -> None:
-        super().__init__(f"{max_waiting} webhooks are waiting for the inbox already")
+        are = "is" if max_waiting == 1 else "are"
+        super().__init__(f"{counted(max_waiting, 'webhook')} {are} waiting for the inbox already")
         self.max_waiting = max_waiting
 
 

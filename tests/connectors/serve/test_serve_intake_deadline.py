@@ -428,7 +428,7 @@ def test_a_reload_applies_the_intake_deadlines_and_the_cap_on_waiting_webhooks_t
                 holder.close()
             assert busy.status_code == 503, busy.text
             assert busy.json()["message"] == (
-                "1 webhooks are waiting for the inbox already (serve.intake_max_waiting); retry later"
+                "1 webhook is waiting for the inbox already (serve.intake_max_waiting); retry later"
             )
             assert shop_refused.json()["message"] == (
                 "the webhook could not be stored within 8s (serve.intake_deadline); retry later"
