@@ -134,6 +134,10 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+# What one row of a copied table is called ("1 source"); "unrouted" and "rejected" are said as they are.
+_ONE = {"sources": "source", "deliveries": "delivery", "inbox webhooks": "inbox webhook"}
+
+
 def _copy(args: argparse.Namespace) -> int:
     origin = _existing(args.source)  # refused before anything is created at the destination
     inbox = _inbox_to_copy(args)
@@ -148,7 +152,7 @@ def _copy(args: argparse.Namespace) -> int:
         copied = copy_journal(source, destination)
         if inbox is not None:
             copied["inbox webhooks"] = copy_inbox(inbox, destination)
-    counts = ", ".join(f"{count} {table}" for table, count in copied.items())
+    counts = ", ".join(counted(count, _ONE.get(table, table), table) for table, count in copied.items())
     print(f"copied {display_location(args.source)} -> {display_location(args.destination)}: {counts}")
     return 0
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .._errors import JournalError
+from .._plural import counted
 from .._store._copy import analyze
 from .._store._journal import Journal
 from ._inbox import Inbox
@@ -69,7 +70,7 @@ def copy_inbox(source: Path, destination: Journal) -> int:
     held = int(destination._db.execute("SELECT count(*) FROM inbox").fetchone()[0])
     if held:
         raise JournalError(
-            f"the inbox in {destination.name} is not empty ({held} webhooks); copy into an empty one"
+            f"the inbox in {destination.name} is not empty ({counted(held, 'webhook')}); copy into an empty one"
         )
     marks = ", ".join("?" * (len(_COPIED.split(",")) + 1))
     copied, last_id = 0, None

@@ -18,6 +18,7 @@ import pytest
 from shipmap.connectors import Journal
 from shipmap.connectors._cli import main
 from shipmap.connectors._config import load_config
+from shipmap.connectors._errors import JournalError
 from shipmap.connectors._redact import Redactor, get_logger
 from shipmap.connectors._serve import (
     Inbox,
@@ -37,7 +38,7 @@ from shipmap.connectors._serve._inbox import (
     InboxTimeout,
     NoInboxError,
 )
-from shipmap.connectors._serve._inbox_journal import requeue_rejected
+from shipmap.connectors._serve._inbox_journal import copy_inbox, requeue_rejected
 from shipmap.connectors._serve._inbox_pg import INBOX_SCHEMA_VERSION, open_reader
 from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_inbox
 from shipmap.connectors._serve._totals import owed_at_stop
@@ -520,7 +521,7 @@ def test_journal_copy_carries_the_sqlite_inbox_into_postgresql(
     url = _with_password(postgres_url)
     assert main(["journal", "copy", str(journal_path), url]) == 0
     assert capsys.readouterr().out.strip() == (
-        f"copied {journal_path} -> {postgres_url}: 1 sources, 0 deliveries, 0 unrouted, 0 rejected,"
+        f"copied {journal_path} -> {postgres_url}: 1 source, 0 deliveries, 0 unrouted, 0 rejected,"
         " 2 inbox webhooks"
     )
     with psycopg.connect(postgres_url) as db:  # the copy gathered the planner's statistics of what it filled
@@ -539,6 +540,18 @@ def test_journal_copy_carries_the_sqlite_inbox_into_postgresql(
     assert "not empty" in capsys.readouterr().err
     assert main(["journal", "copy", str(journal_path), str(tmp_path / "j2.db"), "--inbox", "x.db"]) != 0
     assert "an inbox is copied into a postgresql:// journal only" in capsys.readouterr().err
+
+
+def test_an_inbox_is_copied_into_an_empty_one_only_and_says_what_it_holds(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        inbox.accept("shop", "wh-1", "orders/create", {}, BODY)
+    with PostgresInbox(postgres_url) as shared:
+        shared.accept("shop", "wh-there", None, {}, BODY)
+    with Journal(postgres_url) as destination, pytest.raises(JournalError) as refused:
+        copy_inbox(tmp_path / "inbox.db", destination)
+    assert str(refused.value).endswith("is not empty (1 webhook); copy into an empty one"), refused.value
 
 
 def test_serve_shares_intake_through_the_journals_database_and_status_reads_it(
