@@ -155,7 +155,7 @@ class Runtime:
                     self._carryover.moves.append((name, earlier.base_url, connection.base_url))
                 # What its breaker saw was about the old endpoint or credentials. A shared breaker is kept per
                 # base_url (another one starts closed); on the same one, the next run closes it.
-                if _new_endpoint(earlier, connection):
+                if new_endpoint(earlier, connection):
                     if isinstance(self.breaker_store, MemoryStore):
                         self.breaker_store.close_breaker(name)
                     if earlier.base_url == connection.base_url:
@@ -210,7 +210,7 @@ class Runtime:
         deliverer.stop_waiting(
             c.name
             for c in config.connections
-            if (earlier := self.connections.get(c.name)) is not None and _new_endpoint(earlier, c)
+            if (earlier := self.connections.get(c.name)) is not None and new_endpoint(earlier, c)
         )
 
     # --- public entry points ------------------------------------------------------------------------------
@@ -429,7 +429,7 @@ class Runtime:
         )
 
 
-def _new_endpoint(earlier: Connection, now: Connection) -> bool:
+def new_endpoint(earlier: Connection, now: Connection) -> bool:
     """Whether what a breaker saw of ``earlier`` says nothing about ``now``: another URL or credentials (not
     another refresh_margin: when a session logs in again says nothing about the endpoint)."""
     same_auth = earlier.auth == now.auth or earlier.auth.differs_in_margin_alone(now.auth)

@@ -194,6 +194,11 @@ class Sandbox:
         """Replace the fake source API's fault plan (an outage of the store's API, not of Fenix or DG)."""
         self._state.source_api.faults.configure(_plan(plan))
 
+    def set_source_token(self, token: str | None) -> None:
+        """The X-Auth-Token the fake source API wants from now on (None: none): the store's API key rotated,
+        the old one is refused with 401."""
+        self._state.source_api.token = token
+
     def expire_tokens(self) -> int:
         """Expire every issued Fenix authToken now; returns how many were live."""
         return self._state.expire_tokens()

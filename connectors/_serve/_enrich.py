@@ -19,6 +19,7 @@ import json
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -26,12 +27,14 @@ from urllib.parse import quote
 import httpx
 from shipmap.engine import SourceDocument
 
-from .._config import Connection, join_url
-from .._deliver._auth import read_capped
+from .._config import Connection, Timeouts, join_url
+from .._deliver._auth import ShipmapAuth, read_capped
 from .._deliver._breaker import (
     HOLDING_STATUSES,
     Admission,
+    BreakerSettings,
     CircuitBreaker,
+    MemoryStore,
     Outage,
     OutageWaits,
     SharedStore,
@@ -41,7 +44,7 @@ from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cook
 from .._deliver._rate_limiter import RateLimiter
 from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
-from .._runtime import Runtime
+from .._runtime import Runtime, new_endpoint
 from .._store._breaker_pg import PostgresStateStore
 from ._lanes import Fetch, through_lanes
 from ._settings import Enrichment, PathTemplate
@@ -65,6 +68,21 @@ class SourceUnavailable(EnrichmentError):
         super().__init__(f"source API {connection} unavailable (circuit breaker open: {reason})")
         self.connection = connection
         self.retry_in = retry_in
+
+
+@dataclass
+class _Api:
+    """A source API's client as built from ``connection``, its ``auth`` and the delivery ``timeout`` it fell
+    back on. A reload that changes one of them gets a new one; the GETs in flight (``uses``) end on this one,
+    which the last of them closes once it is ``retired``."""
+
+    connection: Connection
+    auth: ShipmapAuth
+    timeout: Timeouts
+    breaker: BreakerSettings
+    client: httpx.AsyncClient
+    uses: int = 0
+    retired: bool = False
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -141,7 +159,8 @@ class Enricher:
             else "the webhooks it enriches wait, parked"
         )
         self._clock = clock
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._apis: dict[str, _Api] = {}  # by connection: the client its next GET goes through
+        self._share = 1  # the serve processes each max_rate is shared by (``share_rates``)
         self.breakers: dict[str, CircuitBreaker] = {}
         self.breaker_store: StateStore = runtime.breaker_store  # the one its breakers use (__aenter__)
         self.limiters: dict[str, RateLimiter] = {}  # by connection: its max_rate, and the holds it is asked
@@ -157,31 +176,13 @@ class Enricher:
         self.failed = 0
 
     async def __aenter__(self) -> Enricher:
-        delivery = self.runtime.config.delivery
         # The store as it is now, for the enricher's life: on a PostgreSQL journal each run replaces the
         # runtime's with that run's shared store, so /readyz reads this one too (``breaker_store``).
         self.breaker_store = self.runtime.breaker_store
         for name in {e.connection for e in self.enrichments.values()}:
-            connection: Connection = self.runtime.connections[name]
-            self._clients[name] = httpx.AsyncClient(
-                auth=self.runtime.auths[name],
-                headers={"Accept": "application/json", **connection.headers},
-                cookies=refusing_cookies(),
-                timeout=(connection.timeout or delivery.timeout).httpx(),
-                transport=self._transport,
-                follow_redirects=False,
-            )
-            settings = connection.breaker or delivery.breaker
-            self.breakers[name] = CircuitBreaker(
-                name,
-                settings,
-                store=self.breaker_store,
-                clock=self._clock,
-                runtime_name=self.runtime.name,
-                redactor=self.runtime.redactor,
-                waiting=self._waiting_while_open,
-            )
-            self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
+            api = self._apis[name] = self._api(name)
+            self.breakers[name] = self._breaker(name, api.breaker, self.breaker_store)
+            self.limiters[name] = RateLimiter(name, api.connection.max_rate, store=self.breaker_store)
         if self.breakers and self.runtime.config.journal.url:
             self._to_share = asyncio.Lock()
         return self
@@ -189,9 +190,9 @@ class Enricher:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        clients, self._clients = self._clients, {}
-        for client in clients.values():
-            await client.aclose()
+        apis, self._apis = self._apis, {}
+        for api in apis.values():
+            await api.client.aclose()
         store, self._shared_store = self._shared_store, None
         if store is not None:
             await store.aclose()
@@ -242,19 +243,68 @@ class Enricher:
         # breakers and limiters yet: nothing they counted or hold is lost.
         rates_shared = isinstance(self.breaker_store, SharedStore)
         for name, breaker in list(self.breakers.items()):
-            self.breakers[name] = CircuitBreaker(
-                name,
-                breaker.settings,
-                store=store,
-                clock=self._clock,
-                runtime_name=self.runtime.name,
-                redactor=self.runtime.redactor,
-                waiting=self._waiting_while_open,
-            )
+            self.breakers[name] = self._breaker(name, breaker.settings, store)
             rate = self.limiters[name].rate
             if rate and not rates_shared:
                 self.limiters[name] = RateLimiter(name, rate, store=store)
         self.breaker_store = store  # what /readyz and the stop summary read from now on
+
+    def _api(self, name: str) -> _Api:
+        """A client of connection ``name`` as the runtime has it now (a reload's, once delivery took it)."""
+        connection, auth = self.runtime.connections[name], self.runtime.auths[name]
+        delivery = self.runtime.config.delivery
+        timeout = connection.timeout or delivery.timeout
+        client = httpx.AsyncClient(
+            auth=auth,
+            headers={"Accept": "application/json", **connection.headers},
+            cookies=refusing_cookies(),
+            timeout=timeout.httpx(),
+            transport=self._transport,
+            follow_redirects=False,
+        )
+        return _Api(connection, auth, timeout, connection.breaker or delivery.breaker, client)
+
+    def _breaker(self, name: str, settings: BreakerSettings, store: StateStore) -> CircuitBreaker:
+        return CircuitBreaker(
+            name,
+            settings,
+            store=store,
+            clock=self._clock,
+            runtime_name=self.runtime.name,
+            redactor=self.runtime.redactor,
+            waiting=self._waiting_while_open,
+        )
+
+    async def _follow_reload(self, name: str) -> None:
+        """The connection ``name`` as the runtime has it now: after a reload that changed it (its auth,
+        base_url, headers, timeout, breaker or max_rate, or delivery's it falls back on), the next GETs go
+        through a new client, and those in flight end on the old one. What the breaker saw of another endpoint
+        or other credentials says nothing of these: it closes (``new_endpoint``, as delivery's does)."""
+        api, connection = self._apis[name], self.runtime.connections[name]
+        delivery = self.runtime.config.delivery
+        if (api.connection, api.timeout, api.breaker) == (
+            connection,
+            connection.timeout or delivery.timeout,
+            connection.breaker or delivery.breaker,
+        ) and api.auth is self.runtime.auths[name]:
+            return
+        new = self._apis[name] = self._api(name)
+        api.retired = True
+        if api.uses == 0:
+            await api.client.aclose()
+        if new.breaker != api.breaker:
+            self.breakers[name] = self._breaker(name, new.breaker, self.breaker_store)
+        if new_endpoint(api.connection, connection):
+            if isinstance(self.breaker_store, MemoryStore):
+                self.breaker_store.close_breaker(name)
+            elif isinstance(self.breaker_store, PostgresStateStore) and (
+                api.connection.base_url == connection.base_url
+            ):  # its record is the old base_url's: another process may still fetch there
+                await self.breaker_store.close_breaker(name)
+        if connection.max_rate != api.connection.max_rate:
+            limiter = self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
+            limiter.share(self._share)
+        self._log.info("source API %s: the last reload's connection settings in use from its next GET", name)
 
     async def look_at_breakers(self) -> None:
         """On a PostgreSQL journal, read again each breaker record this process's copy of which is stale, so
@@ -277,6 +327,7 @@ class Enricher:
 
     def share_rates(self, processes: int) -> None:
         """``processes`` serve processes fetch from the same APIs: this one keeps to 1/N of each max_rate."""
+        self._share = processes
         for limiter in self.limiters.values():
             limiter.share(processes)
 
@@ -287,6 +338,7 @@ class Enricher:
         source = str(event["source"])
         enrichment = self.enrichments[source]
         names = list(enrichment.fetch)
+        await self._follow_reload(enrichment.connection)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
         self.fetching[source] += 1
         try:
@@ -317,18 +369,25 @@ class Enricher:
         return await asyncio.gather(*(self._get(connection, path) for path in paths), return_exceptions=True)
 
     async def _get(self, connection: str, path: str) -> Any:
-        client = self._clients[connection]
-        breaker = self.breakers[connection]
-        limiter = self.limiters[connection]
-        settings = self.runtime.connections[connection]
-        url = join_url(settings.base_url, path)
-        policy = self.runtime.config.delivery.retry
-        deadline = (settings.timeout or self.runtime.config.delivery.timeout).total
-        auth = self.runtime.auths[connection]
-        attempt = counted = 0
         if self._to_share is not None:
             await self._share_across_processes()
-            breaker, limiter = self.breakers[connection], self.limiters[connection]
+        api = self._apis[connection]  # this GET's, to its end: a reload meanwhile applies to the next
+        api.uses += 1
+        try:
+            return await self._get_through(api, connection, path)
+        finally:
+            api.uses -= 1
+            if api.retired and api.uses == 0:
+                await api.client.aclose()
+
+    async def _get_through(self, api: _Api, connection: str, path: str) -> Any:
+        client, auth = api.client, api.auth
+        breaker = self.breakers[connection]
+        limiter = self.limiters[connection]
+        url = join_url(api.connection.base_url, path)
+        policy = self.runtime.config.delivery.retry
+        deadline = api.timeout.total
+        attempt = counted = 0
         while True:
             admitted = await self._admit(breaker)
             attempt += 1

@@ -58,18 +58,17 @@ async def read_again(
     settings: ServeSettings,
     mapper: EventMapper,
     started_with: Mapping[str, Any],
-    kept: frozenset[str],
 ) -> Reading:
     """The runtime's config file read again and compared with the running ``settings`` (its sources and
-    ``RELOADED_SERVE_KEYS``), the running ``mapper`` and the file's sections as the service ``started_with``;
-    the connections in ``kept`` (enrichment's) stay as they run. Raises ConfigError or MappingError, located in its file, for what a
+    ``RELOADED_SERVE_KEYS``), the running ``mapper`` and the file's sections as the service ``started_with``.
+    Raises ConfigError or MappingError, located in its file, for what a
     reload refuses (see ``Service.reload``)."""
     file = runtime.config.file
     if file is None:
         raise ConfigError("this service was not started from a config file: there is nothing to reload")
     try:  # a file on a mount that hangs must not hold every later reload
         async with asyncio.timeout(RELOAD_DEADLINE_S):
-            config, sections, new_mapper = await asyncio.to_thread(_read_again, file, runtime, kept)
+            config, sections, new_mapper = await asyncio.to_thread(_read_again, file, runtime)
     except TimeoutError:
         raise ConfigError(
             f"reading the config file, its secrets and its mappings took more than {RELOAD_DEADLINE_S:g} s"
@@ -108,7 +107,7 @@ async def read_again(
         Reloaded(
             changed + remapped,
             (
-                *_not_applied(started_with, sections, kept),
+                *_not_applied(started_with, sections),
                 *_settings_changed("journal", runtime.config.journal, config.journal),
                 *_settings_changed("serve", settings, found, RELOADED_SERVE_KEYS),
             ),
@@ -152,12 +151,10 @@ def sections(file: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _read_again(
-    file: str, runtime: Runtime, kept: frozenset[str]
-) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
+def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
     """The config file read again, its sections as written, and a mapper of its ``mappings`` and ``events``
-    over its ``connections`` and ``delivery`` (its mapping files loaded and compiled). The connections named
-    in ``kept`` stay as they run (enrichment's)."""
+    over its ``connections`` (enrichment's too: its next GETs take them, ``Enricher``) and ``delivery`` (its
+    mapping files loaded and compiled)."""
     config = load_config(file)
     running = {connection.name: connection for connection in runtime.config.connections}
     gone = sorted(running.keys() - {connection.name for connection in config.connections})
@@ -172,7 +169,7 @@ def _read_again(
         delivery = dataclasses.replace(delivery, concurrency=runtime.concurrency_override)
     remapped = dataclasses.replace(
         runtime.config,
-        connections=tuple(running[c.name] if c.name in kept else c for c in config.connections),
+        connections=config.connections,
         mappings=config.mappings,
         events=config.events,
         delivery=delivery,
@@ -270,11 +267,11 @@ _APPLIED = frozenset({"sources", "mappings", "events", "connections", "delivery"
 _COMPARED_LOADED = frozenset({"serve", "journal"})
 
 
-def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: frozenset[str]) -> Iterator[str]:
+def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any]) -> Iterator[str]:
     """The sections a reload does not apply that differ from the file the service started with, as written,
-    by key (``serve`` and ``journal`` are compared as loaded: ``_settings_changed``; a section that is no mapping, or not one any more, by its name),
-    and the connections in ``kept`` (enrichment's) that do. (Credentials written as references need no reload:
-    each connection reads them again itself, at a login or a 401.)"""
+    by key (``serve`` and ``journal`` are compared as loaded: ``_settings_changed``; a section that is no
+    mapping, or not one any more, by its name). (Credentials written as references need no reload: each
+    connection reads them again itself, at a login or a 401.)"""
     for key in sorted((started.keys() | now.keys()) - _APPLIED - _COMPARED_LOADED):
         before, after = started.get(key), now.get(key)
         if before == after:
@@ -285,11 +282,3 @@ def _not_applied(started: Mapping[str, Any], now: Mapping[str, Any], kept: froze
                     yield f"{key}.{name}"
         else:
             yield key
-    connections = (_mapping_or_empty(started.get("connections")), _mapping_or_empty(now.get("connections")))
-    for name in sorted(kept):
-        if connections[0].get(name) != connections[1].get(name):
-            yield f"connections.{name} (enrichment's: set at start)"
-
-
-def _mapping_or_empty(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}

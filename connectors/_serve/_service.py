@@ -109,10 +109,6 @@ class Service:
         self.listening: str | None = None  # what it listens on, as an operator reads it (see _addresses)
         self._state: ServiceState | None = None  # while serving
         self._started_with = sections(runtime.config.file)  # what a reload compares the file with
-        # Enrichment's clients are built at start, over these connections: a reload keeps them as they are.
-        self._enrichment_connections = frozenset(
-            source.enrich.connection for source in self.settings.sources.values() if source.enrich is not None
-        )
         self._mapper = runtime.mapper  # the mappings of the last reload that changed them (the next runs')
         self._delivery: DeliveryLoop | None = None  # while serving
         self._reloading: asyncio.Lock | None = None
@@ -160,11 +156,11 @@ class Service:
           delivery: the run in progress ends once the events handed to it are journaled (they go as mapped, to
           the URLs they were journaled with), and the events after them, and replays, are mapped and sent with
           the new ones. A connection that did not change keeps its auth session; one that did, or a new one,
-          logs in afresh.
+          logs in afresh. The connections enrichment fetches over apply to its GETs that start once delivery
+          took them (``Enricher``): those in flight end on the old client.
 
-        Nothing else is applied: the other sections it finds changed (``journal``, the rest of ``serve``, and the
-        connections enrichment fetches over, whose clients are built at start) are named in ``not_applied``
-        (a restart applies them; SIGTERM drains).
+        Nothing else is applied: the other sections it finds changed (``journal``, the rest of ``serve``) are
+        named in ``not_applied`` (a restart applies them; SIGTERM drains).
 
         ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
         loads its config. Raises ConfigError or MappingError, located in its file, when the config or a mapping
@@ -179,7 +175,6 @@ class Service:
                 self.settings,
                 self._mapper,
                 self._started_with,
-                self._enrichment_connections,
             )
             register_secrets(reading.config, self.runtime.redactor)
             self.settings = reading.settings

@@ -189,7 +189,7 @@ def test_a_source_api_that_sets_cookies_gets_none_back_and_the_client_keeps_none
                 for order in (100, 101):
                     documents = await enricher.documents(_skinny(order))
                     assert documents["order"] == {"id": 1} and documents["products"] == []
-                return len(enricher._clients["bc_store"].cookies.jar)
+                return len(enricher._apis["bc_store"].client.cookies.jar)
 
         assert asyncio.run(fetch_twice()) == 0
     finally:

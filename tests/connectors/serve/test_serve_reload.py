@@ -222,9 +222,9 @@ def test_a_reload_whose_reading_outlives_its_deadline_is_refused(
     released = threading.Event()
     real = _reload._read_again
 
-    def hanging(file: str, runtime: Runtime, kept: frozenset[str]) -> Any:
+    def hanging(file: str, runtime: Runtime) -> Any:
         released.wait(10)  # the first reload's reading hangs until the test lets it go
-        return real(file, runtime, kept)
+        return real(file, runtime)
 
     monkeypatch.setattr(_reload, "RELOAD_DEADLINE_S", 0.2)
     monkeypatch.setattr(_reload, "_read_again", hanging)
@@ -344,13 +344,13 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
 ) -> None:
     """Mappings, events, connections and delivery settings are applied (in a service not serving yet, to the
     runtime at once). A connection that did not change keeps its auth object (its session); one added by the
-    same edit as a mapping that needs it is there for it; the connection enrichment fetches over stays as
-    started, named for a restart; and a connection gone from the file is refused, located."""
+    same edit as a mapping that needs it is there for it; the connection enrichment fetches over is applied
+    too (its next GETs take it); and a connection gone from the file is refused, located."""
     _serve_fixtures_in(tmp_path, monkeypatch)
     config = tmp_path / "serve.yaml"
     service = Service(Runtime.from_config(config, concurrency=3))  # as `shipmap serve --concurrency 3`
     runtime = service.runtime
-    started, fenix_auth, bc_store = runtime.mapper, runtime.auths["fenix"], runtime.connections["bc_store"]
+    started, fenix_auth, bc_auth = runtime.mapper, runtime.auths["fenix"], runtime.auths["bc_store"]
     text = config.read_text()
 
     config.write_text(
@@ -383,13 +383,17 @@ def test_a_reload_applies_connections_and_delivery_and_keeps_what_it_cannot_chan
         "mappings[0] shopify-order: changed",
         "mappings[1] bigcommerce-order: changed",
         "connections.fenix2: added",
+        "connections.bc_store: auth.header",
         "delivery: retry",
     )
-    assert reloaded.not_applied == ("connections.bc_store (enrichment's: set at start)",)
+    assert reloaded.not_applied == ()
     assert runtime.config.delivery.retry.max_attempts == 6
     assert runtime.config.delivery.concurrency == 3  # the command line's outranks the file's, as at start
     assert runtime.connections["fenix2"].base_url == "http://127.0.0.1:9/v2" and "fenix2" in runtime.auths
-    assert runtime.connections["bc_store"] is bc_store and runtime.auths["fenix"] is fenix_auth
+    assert runtime.auths["fenix"] is fenix_auth
+    # Enrichment's connection: its new header, with a new auth object, for the enricher's next GETs.
+    assert runtime.connections["bc_store"].auth.header == "X-Auth-Token-2"  # type: ignore[union-attr]
+    assert runtime.auths["bc_store"] is not bc_auth
     assert [route.targets["order"].connection.name for route in runtime.routes[:1]] == ["fenix2"]
 
     # Fenix moves: a new auth object (a new login), and its breaker, which counted the old endpoint's

@@ -1,0 +1,120 @@
+"""``kill -HUP`` of a live ``shipmap serve`` applies the connection a source's ``enrich`` fetches over: a store
+API key rotated in the env file goes with the next skinny webhook's GETs, and a moved ``base_url`` takes the
+webhooks its open breaker parked to the new endpoint, without a restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+
+from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, retries_reach_the_breaker
+
+WEBHOOKS = SERVE_FIXTURES / "webhooks"
+SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
+STORE = "    base_url: ${SANDBOX_URL}/_source/bigcommerce/stores/abc123\n"
+KEY = "      api_key: ${BC_API_TOKEN}\n"
+ROTATED = "bc-api-token-rotated-2"
+NOT_APPLIED = "but a reload does not apply it"
+
+
+def _post(serve: ServeProcess, client: httpx.Client, order: int) -> None:
+    body = (WEBHOOKS / f"bigcommerce_order_created_{order}.json").read_bytes()
+    answer = serve.post(client, "bc", body, SECRET_HEADER)
+    assert answer.json()["status"] == "accepted", answer.text
+
+
+def _reload(serve: ServeProcess, change: str) -> None:
+    """SIGHUP, then wait until the reload named ``change`` and delivery took the new connections (the
+    webhooks posted after it are fetched with them)."""
+    assert serve.process is not None
+    serve.process.send_signal(signal.SIGHUP)
+    serve.wait_until(
+        lambda: any("reloaded " in line and line.rstrip().endswith(change) for line in serve.errors)
+        and any("the last reload's mappings, connections and delivery settings in use" in line
+                for line in serve.errors),
+        timeout=30,
+        what=f"the reload's log line ({change}) and delivery taking it",
+    )  # fmt: skip
+
+
+def _orders(sandbox: Sandbox) -> list[str]:
+    return sorted(str(r.body["id"]) for r in sandbox.requests(endpoint="fenix.orders"))
+
+
+def test_a_store_api_key_rotated_in_the_env_file_goes_with_the_next_get_after_a_reload(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert KEY in text and "env_file: false\n" in text
+    serve.config.write_text(
+        text.replace(KEY, "      api_key: ${BC_STORE_KEY}\n").replace(
+            "env_file: false\n", "env_file: store.env\n"
+        )
+    )
+    env_file = tmp_path / "store.env"
+    env_file.write_text(f"BC_STORE_KEY={BC_API_TOKEN}\n")
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 100)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["100"], what="order 100")
+            # The store rotates the key: the old one is refused from now on.
+            source_sandbox.set_source_token(ROTATED)
+            env_file.write_text(f"BC_STORE_KEY={ROTATED}\n")
+            _reload(serve, "connections.bc_store: auth.api_key")
+            before = len(source_sandbox.source_requests())
+            _post(serve, client, 101)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["100", "101"], what="order 101")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    # Its first GET carried the new key: none was refused (before, the first went with the old key, got a 401,
+    # and only the auth's read of the env file after it found the new one).
+    after = source_sandbox.source_requests()[before:]
+    assert sorted(r["path"].rsplit("/101", 1)[1] for r in after) == ["", "/products", "/shipments"], after
+    assert {r["status"] for r in after} == {200, 204}, after
+    assert _orders(source_sandbox) == ["100", "101"]  # each delivered once
+    log = "".join(serve.errors + serve.output)
+    assert NOT_APPLIED not in log and ROTATED not in log and BC_API_TOKEN not in log
+
+
+def test_a_moved_store_api_takes_the_webhooks_its_open_breaker_parked_after_a_reload(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    retries_reach_the_breaker(serve.config)  # 5 failed GETs open the breaker: the webhook is parked
+    text = serve.config.read_text()
+    assert STORE in text
+    serve.config.write_text(text.replace(STORE, "    base_url: http://127.0.0.1:9/stores/abc123\n"))
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 100)
+            serve.wait_until(
+                lambda: any(
+                    "connection bc_store: circuit breaker open after" in line for line in serve.errors
+                ),
+                what="the source API's breaker open",
+            )
+            assert source_sandbox.source_requests() == []
+            serve.config.write_text(text)
+            _reload(serve, "connections.bc_store: base_url")
+            serve.wait_until(
+                lambda: _orders(source_sandbox) == ["100"], what="order 100 from the new endpoint"
+            )
+            _post(serve, client, 101)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["100", "101"], what="order 101")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    fetched = source_sandbox.source_requests()
+    assert len(fetched) == 6 and {r["status"] for r in fetched} == {200, 204}, fetched
+    assert _orders(source_sandbox) == ["100", "101"]
+    assert not any(NOT_APPLIED in line for line in serve.errors), serve.errors
+    dead = json.dumps([line for line in serve.errors if "rejected input" in line])
+    assert dead == "[]", dead
