@@ -297,10 +297,11 @@ class Enricher:
         if new_endpoint(api.connection, connection):
             if isinstance(self.breaker_store, MemoryStore):
                 self.breaker_store.close_breaker(name)
-            elif isinstance(self.breaker_store, PostgresStateStore) and (
-                api.connection.base_url == connection.base_url
-            ):  # its record is the old base_url's: another process may still fetch there
-                await self.breaker_store.close_breaker(name)
+            elif isinstance(self.breaker_store, PostgresStateStore):
+                if api.connection.base_url != connection.base_url:  # the record of the new one, shared
+                    await self.breaker_store.move(name, connection.base_url)
+                else:
+                    await self.breaker_store.close_breaker(name)
         if connection.max_rate != api.connection.max_rate:
             limiter = self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
             limiter.share(self._share)

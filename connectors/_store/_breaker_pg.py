@@ -113,8 +113,8 @@ class PostgresStateStore:
         self._name = name
         self._application_name = ENRICHMENT_APPLICATION_NAME if enrichment else APPLICATION_NAME
         self._waits = "its webhooks wait" if enrichment else "deliveries wait"
-        row_of = enrichment_breaker_row if enrichment else breaker_row
-        self._rows = {connection: row_of(connection, url) for connection, url in (endpoints or {}).items()}
+        self._row_of = enrichment_breaker_row if enrichment else breaker_row
+        self._rows = {c: self._row_of(c, url) for c, url in (endpoints or {}).items()}
         self._reopen = reopen  # opens a new connection; None: a lost connection ends the run
         self.reconnect_deadline = reconnect_deadline
         self._lost_at: float | None = None  # when the connection was lost; None while connected
@@ -323,6 +323,20 @@ class PostgresStateStore:
         async with self.locked(name) as (state, _):
             state.phase, state.failures, state.reason = "closed", 0, ""
             state.retry_at = state.cooldown = 0.0
+
+    async def move(self, name: str, base_url: str) -> None:
+        """``name``'s breaker is its record at ``base_url`` from now on (a reload moved the connection): what
+        the old one saw says nothing of it. Created closed when no worker has been there yet; a lost
+        connection leaves it to this worker's copy, closed, until it is back."""
+        row = self._row_of(name, base_url)
+        self._rows[name] = row
+        self._records[name] = BreakerState(opened=self.breaker(name).opened)  # until the row is read
+        self._read_at.pop(name, None)
+        with contextlib.suppress(_Away):
+            async with self._statement():
+                await self._conn.execute(
+                    "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (row,)
+                )
 
     # --- helpers -------------------------------------------------------------------------------------------
 

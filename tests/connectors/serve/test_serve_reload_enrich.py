@@ -9,9 +9,10 @@ import signal
 from pathlib import Path
 
 import httpx
+import psycopg
 from shipmap.connectors import Sandbox
 
-from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, retries_reach_the_breaker
+from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, on_postgres, retries_reach_the_breaker
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
 SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
@@ -86,7 +87,28 @@ def test_a_store_api_key_rotated_in_the_env_file_goes_with_the_next_get_after_a_
 def test_a_moved_store_api_takes_the_webhooks_its_open_breaker_parked_after_a_reload(
     source_sandbox: Sandbox, tmp_path: Path
 ) -> None:
+    _moved_store_api(source_sandbox, ServeProcess(tmp_path, source_sandbox.url))
+
+
+def test_on_postgresql_a_moved_store_api_starts_with_the_closed_breaker_of_its_new_base_url(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    """The breaker is the journal's shared row of the connection at its ``base_url``: after the move, the
+    new endpoint's row (closed), not the old one's, which stays open for any process still fetching there."""
     serve = ServeProcess(tmp_path, source_sandbox.url)
+    serve.config.write_text(on_postgres(serve.config.read_text(), postgres_url))
+    _moved_store_api(source_sandbox, serve)
+    with psycopg.connect(postgres_url) as db:
+        rows = dict(db.execute("SELECT name, phase FROM connection_state WHERE name LIKE 'enrichment %'"))
+    assert rows == {
+        "enrichment bc_store http://127.0.0.1:9/stores/abc123": "open",
+        f"enrichment bc_store {source_sandbox.url}/_source/bigcommerce/stores/abc123": "closed",
+    }, rows
+
+
+def _moved_store_api(source_sandbox: Sandbox, serve: ServeProcess) -> None:
+    """``serve`` started with its store API at a port nobody listens on: the webhook's GETs fail until its
+    breaker opens and parks it; moved back to the sandbox by a reload, it and the next are delivered."""
     retries_reach_the_breaker(serve.config)  # 5 failed GETs open the breaker: the webhook is parked
     text = serve.config.read_text()
     assert STORE in text
