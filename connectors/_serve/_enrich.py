@@ -64,8 +64,10 @@ class SourceUnavailable(EnrichmentError):
     """The source API's circuit breaker is open: try the event again once ``retry_in`` seconds have passed.
     Not a verdict on the event: ``shipmap serve`` keeps it in the inbox, it is never dead-lettered there."""
 
-    def __init__(self, connection: str, reason: str, retry_in: float) -> None:
-        super().__init__(f"source API {connection} unavailable (circuit breaker open: {reason})")
+    def __init__(
+        self, connection: str, reason: str, retry_in: float, *, why: str = "circuit breaker open"
+    ) -> None:
+        super().__init__(f"source API {connection} unavailable ({why}: {reason})")
         self.connection = connection
         self.retry_in = retry_in
 
@@ -83,6 +85,7 @@ class _Api:
     client: httpx.AsyncClient
     uses: int = 0
     retired: bool = False
+    moved: bool = False  # retired for another endpoint or other credentials (``new_endpoint``)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -289,12 +292,12 @@ class Enricher:
         ) and api.auth is self.runtime.auths[name]:
             return
         new = self._apis[name] = self._api(name)
-        api.retired = True
+        api.retired, api.moved = True, new_endpoint(api.connection, connection)
         if api.uses == 0:
             await api.client.aclose()
         if new.breaker != api.breaker:
             self.breakers[name] = self._breaker(name, new.breaker, self.breaker_store)
-        if new_endpoint(api.connection, connection):
+        if api.moved:
             if isinstance(self.breaker_store, MemoryStore):
                 self.breaker_store.close_breaker(name)
             elif isinstance(self.breaker_store, PostgresStateStore):
@@ -389,7 +392,11 @@ class Enricher:
         policy = self.runtime.config.delivery.retry
         deadline = api.timeout.total
         attempt = counted = 0
+        reason = ""
         while True:
+            await self._follow_reload(connection)
+            if api.moved:  # a reload moved it during this GET's backoff: no attempt more at the old one
+                raise _moved(connection, f"GET {path}: {reason or 'not sent'}")
             admitted = await self._admit(breaker)
             attempt += 1
             retry_after: float | None = None
@@ -431,6 +438,13 @@ class Enricher:
                 retry_after = _asked_wait(status, response.headers) if retryable else None
                 if retry_after is not None and status in HOLDING_STATUSES:
                     await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
+            if retryable:
+                await self._follow_reload(connection)
+            if retryable and api.moved:
+                # In flight to the old endpoint, or with the old credentials, at a reload that replaced them:
+                # its failure says nothing of the new ones (their breaker is not charged with it), and the
+                # webhook is fetched again at once, through the new client.
+                raise _moved(connection, f"GET {path}: {reason}")
             if retryable:
                 await breaker.failure(f"GET {path}: {reason}", admitted, refused=refused)
             else:
@@ -497,6 +511,13 @@ class Enricher:
             raise EnrichmentError(f"GET {path}: the response is nested more than {_MAX_NESTING} levels deep")
         self.fetched += 1
         return document
+
+
+def _moved(connection: str, reason: str) -> SourceUnavailable:
+    """A GET that failed through a client a reload replaced: later (now), through the new one."""
+    return SourceUnavailable(
+        connection, reason, 0.0, why="its settings were replaced by a reload during the GET"
+    )
 
 
 def _later(breaker: CircuitBreaker) -> SourceUnavailable:

@@ -13,6 +13,7 @@ import psycopg
 from shipmap.connectors import Sandbox
 
 from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, on_postgres, retries_reach_the_breaker
+from .test_serve_reload_moves import OldEndpoint
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
 SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
@@ -140,3 +141,40 @@ def _moved_store_api(source_sandbox: Sandbox, serve: ServeProcess) -> None:
     assert not any(NOT_APPLIED in line for line in serve.errors), serve.errors
     dead = json.dumps([line for line in serve.errors if "rejected input" in line])
     assert dead == "[]", dead
+
+
+def test_a_get_in_flight_to_the_old_store_api_at_the_reload_goes_no_more_there_and_its_webhook_follows(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The reload moves the store API while one of the webhook's GETs is held open by the old endpoint. That
+    GET ends on the old client, and its 503 then neither retries there nor counts towards the new endpoint's
+    breaker: the webhook is fetched again at once from the new one, and delivered once."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    retries_reach_the_breaker(serve.config)
+    text = serve.config.read_text()
+    with OldEndpoint() as old:
+        serve.config.write_text(text.replace(STORE, f"    base_url: {old.url}/stores/abc123\n"))
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                old.hold()
+                _post(serve, client, 100)
+                assert old.held.wait(30), "the old endpoint got no GET"
+                serve.config.write_text(text)
+                _reload(serve, "connections.bc_store: base_url")
+                reloaded_at = len(serve.errors)
+                sent_there = old.requests
+                old.release()
+                serve.wait_until(
+                    lambda: _orders(source_sandbox) == ["100"], what="order 100 from the new endpoint"
+                )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    assert old.requests == sent_there  # nothing more to the old endpoint once the held GET ended
+    after = "".join(serve.errors[reloaded_at:])
+    assert "circuit breaker open" not in after and "rejected input" not in after, after
+    assert "its settings were replaced by a reload during the GET" in after, after
+    fetched = source_sandbox.source_requests()
+    assert len(fetched) == 3 and {r["status"] for r in fetched} == {200}, fetched
+    assert _orders(source_sandbox) == ["100"]
