@@ -19,7 +19,6 @@ import json
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -27,8 +26,8 @@ from urllib.parse import quote
 import httpx
 from shipmap.engine import SourceDocument
 
-from .._config import Connection, Timeouts, join_url
-from .._deliver._auth import ShipmapAuth, read_capped
+from .._config import join_url
+from .._deliver._auth import read_capped
 from .._deliver._breaker import (
     HOLDING_STATUSES,
     Admission,
@@ -40,7 +39,7 @@ from .._deliver._breaker import (
     SharedStore,
     StateStore,
 )
-from .._deliver._delivery import backoff_delay, parse_retry_after, refusing_cookies
+from .._deliver._delivery import backoff_delay, parse_retry_after
 from .._deliver._rate_limiter import RateLimiter
 from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
@@ -48,6 +47,7 @@ from .._runtime import Runtime, new_endpoint
 from .._store._breaker_pg import PostgresStateStore
 from ._lanes import Fetch, through_lanes
 from ._settings import Enrichment, PathTemplate
+from ._source_client import SourceClient
 
 T = TypeVar("T")
 _MAX_RESPONSE = 8 * 1024 * 1024
@@ -70,22 +70,6 @@ class SourceUnavailable(EnrichmentError):
         super().__init__(f"source API {connection} unavailable ({why}: {reason})")
         self.connection = connection
         self.retry_in = retry_in
-
-
-@dataclass
-class _Api:
-    """A source API's client as built from ``connection``, its ``auth`` and the delivery ``timeout`` it fell
-    back on. A reload that changes one of them gets a new one; the GETs in flight (``uses``) end on this one,
-    which the last of them closes once it is ``retired``."""
-
-    connection: Connection
-    auth: ShipmapAuth
-    timeout: Timeouts
-    breaker: BreakerSettings
-    client: httpx.AsyncClient
-    uses: int = 0
-    retired: bool = False
-    moved: bool = False  # retired for another endpoint or other credentials (``new_endpoint``)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -162,7 +146,7 @@ class Enricher:
             else "the webhooks it enriches wait, parked"
         )
         self._clock = clock
-        self._apis: dict[str, _Api] = {}  # by connection: the client its next GET goes through
+        self._apis: dict[str, SourceClient] = {}  # by connection: the client its next GET goes through
         self._share = 1  # the serve processes each max_rate is shared by (``share_rates``)
         self.breakers: dict[str, CircuitBreaker] = {}
         self.breaker_store: StateStore = runtime.breaker_store  # the one its breakers use (__aenter__)
@@ -183,7 +167,7 @@ class Enricher:
         # runtime's with that run's shared store, so /readyz reads this one too (``breaker_store``).
         self.breaker_store = self.runtime.breaker_store
         for name in {e.connection for e in self.enrichments.values()}:
-            api = self._apis[name] = self._api(name)
+            api = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
             self.breakers[name] = self._breaker(name, api.breaker, self.breaker_store)
             self.limiters[name] = RateLimiter(name, api.connection.max_rate, store=self.breaker_store)
         if self.breakers and self.runtime.config.journal.url:
@@ -252,21 +236,6 @@ class Enricher:
                 self.limiters[name] = RateLimiter(name, rate, store=store)
         self.breaker_store = store  # what /readyz and the stop summary read from now on
 
-    def _api(self, name: str) -> _Api:
-        """A client of connection ``name`` as the runtime has it now (a reload's, once delivery took it)."""
-        connection, auth = self.runtime.connections[name], self.runtime.auths[name]
-        delivery = self.runtime.config.delivery
-        timeout = connection.timeout or delivery.timeout
-        client = httpx.AsyncClient(
-            auth=auth,
-            headers={"Accept": "application/json", **connection.headers},
-            cookies=refusing_cookies(),
-            timeout=timeout.httpx(),
-            transport=self._transport,
-            follow_redirects=False,
-        )
-        return _Api(connection, auth, timeout, connection.breaker or delivery.breaker, client)
-
     def _breaker(self, name: str, settings: BreakerSettings, store: StateStore) -> CircuitBreaker:
         return CircuitBreaker(
             name,
@@ -284,14 +253,9 @@ class Enricher:
         through a new client, and those in flight end on the old one. What the breaker saw of another endpoint
         or other credentials says nothing of these: it closes (``new_endpoint``, as delivery's does)."""
         api, connection = self._apis[name], self.runtime.connections[name]
-        delivery = self.runtime.config.delivery
-        if (api.connection, api.timeout, api.breaker) == (
-            connection,
-            connection.timeout or delivery.timeout,
-            connection.breaker or delivery.breaker,
-        ) and api.auth is self.runtime.auths[name]:
+        if api.current(self.runtime):
             return
-        new = self._apis[name] = self._api(name)
+        new = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
         api.retired, api.moved = True, new_endpoint(api.connection, connection)
         if api.uses == 0:
             await api.client.aclose()
@@ -384,7 +348,7 @@ class Enricher:
             if api.retired and api.uses == 0:
                 await api.client.aclose()
 
-    async def _get_through(self, api: _Api, connection: str, path: str) -> Any:
+    async def _get_through(self, api: SourceClient, connection: str, path: str) -> Any:
         client, auth = api.client, api.auth
         breaker = self.breakers[connection]
         limiter = self.limiters[connection]
