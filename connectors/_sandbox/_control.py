@@ -70,15 +70,9 @@ class Control:
             self.state.faults.remove(api)
             log.info("faults of %s: its own plan removed, the plan for both answers it", api)
         elif request.method == "POST":
-            body = await read_body(request, MAX_PLAN)
-            if body is None:
-                return too_large(MAX_PLAN)
-            try:
-                plan = _plan_from_body(
-                    body.decode("utf-8", errors="replace"), request.headers.get("content-type")
-                )
-            except ValueError as error:
-                return json_error(400, "not a fault plan", [problem_at("faults", str(error))])
+            plan = await _plan_from_request(request)
+            if isinstance(plan, Response):
+                return plan
             self.state.faults.configure(plan, api)
             log.info("faults of %s set to %s", api or "both APIs", plan.spec())
         return JSONResponse(self.state.faults.snapshot(api))
@@ -87,18 +81,23 @@ class Control:
         """The fake source API's own fault plan, read and set like ``/_sandbox/faults``."""
         injector = self.state.source_api.faults
         if request.method == "POST":
-            body = await read_body(request, MAX_PLAN)
-            if body is None:
-                return too_large(MAX_PLAN)
-            try:
-                plan = _plan_from_body(
-                    body.decode("utf-8", errors="replace"), request.headers.get("content-type")
-                )
-            except ValueError as error:
-                return json_error(400, "not a fault plan", [problem_at("faults", str(error))])
+            plan = await _plan_from_request(request)
+            if isinstance(plan, Response):
+                return plan
             injector.configure(plan)
             log.info("source API faults set to %s", plan.spec())
         return JSONResponse(injector.snapshot())
+
+
+async def _plan_from_request(request: Request) -> FaultPlan | Response:
+    """The fault plan a POST sets, or the answer refusing it (413 past ``MAX_PLAN``, 400 not a plan)."""
+    body = await read_body(request, MAX_PLAN)
+    if body is None:
+        return too_large(MAX_PLAN)
+    try:
+        return _plan_from_body(body.decode("utf-8", errors="replace"), request.headers.get("content-type"))
+    except ValueError as error:
+        return json_error(400, "not a fault plan", [problem_at("faults", str(error))])
 
 
 def _plan_from_body(raw: str, content_type: str | None) -> FaultPlan:
