@@ -278,7 +278,7 @@ class Inbox:
             self.close()
             raise InboxError(unreadable(self.path, self.version))
         # A file of version 1 (read-only) has no such column: none of its bodies was dropped.
-        self._body_dropped = "body_dropped_at IS NOT NULL" if self.version == SCHEMA_VERSION else "0"
+        self._body_dropped = "0" if self.version == "1" else "body_dropped_at IS NOT NULL"
 
     def _create_or_upgrade(self) -> None:
         """Create the inbox in a new file, or bring an older one to ``SCHEMA_VERSION``, in one transaction."""
@@ -528,13 +528,13 @@ class Inbox:
 
         In transactions of ``chunk`` rows, oldest first: the other connection (intake's, whose commit answers
         a webhook) gets the write lock between two, instead of waiting behind one DELETE of an hour's rows
-        (720,000 at 200 a second: seconds, past its 5 s busy timeout, so 503s). The rows are in id order as
-        they arrived, so each chunk reads from the table's start no further than the rows it deletes."""
+        (720,000 at 200 a second: seconds, past its 5 s busy timeout, so 503s). Each chunk reads the index
+        ``inbox_processed`` (schema version 3) from its start, no further than the rows it deletes."""
         total = 0
         while True:
             cursor = self._db.execute(
                 "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE state = 'processed'"
-                " AND received_at < ? ORDER BY id LIMIT ?)",
+                " AND received_at < ? ORDER BY received_at LIMIT ?)",
                 (older_than, chunk),
             )
             total += int(cursor.rowcount)

@@ -17,7 +17,6 @@ from .._store._copy import analyze
 from .._store._journal import Journal
 from ._inbox import Inbox
 from ._inbox_floor import NOTE_REQUEUE
-from ._inbox_schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 
 def requeue_rejected(journal: Journal, rows: Mapping[int, str]) -> int:
@@ -75,7 +74,7 @@ def copy_inbox(source: Path, destination: Journal) -> int:
     marks = ", ".join("?" * (len(_COPIED.split(",")) + 1))
     copied, last_id = 0, None
     with Inbox(source, readonly=True) as inbox:
-        dropped = _COPIED_DROPPED if inbox.version == SQLITE_SCHEMA_VERSION else "NULL"
+        dropped = "NULL" if inbox.version == "1" else _COPIED_DROPPED  # version 1: no body was dropped
         cursor = inbox._db.execute(f"SELECT {_COPIED}, {dropped} FROM inbox ORDER BY id")
         # A page at a time: an inbox of a million webhook bodies never sits in memory at once.
         while rows := cursor.fetchmany(_COPY_PAGE):

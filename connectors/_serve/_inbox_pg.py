@@ -378,12 +378,13 @@ class PostgresInbox(InboxConnection):
         A statement (autocommitted) per ``chunk`` rows, oldest first, as the SQLite inbox does: one DELETE of
         an hour of a busy service's rows (720,000 at 200 a second, each with its body) held their locks for as
         long as it took, and could run into the statement timeout, failing every hour. Processes purging at once
-        skip each other's rows."""
+        skip each other's rows. Each reads the index ``inbox_processed`` (schema version 5) from its start, no
+        further than the rows it deletes."""
         total = 0
         while True:
             cursor = self._execute(
                 "DELETE FROM inbox WHERE id IN (SELECT id FROM inbox WHERE state = 'processed'"
-                " AND received_at < %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)",
+                " AND received_at < %s ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
                 (older_than, chunk),
             )
             total += int(cursor.rowcount)

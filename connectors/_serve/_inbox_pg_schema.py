@@ -3,7 +3,7 @@ version is refused (``version_problem``). ``PostgresInbox.migrate`` applies them
 
 from __future__ import annotations
 
-INBOX_SCHEMA_VERSION = 4
+INBOX_SCHEMA_VERSION = 5
 VERSION_KEY = "inbox_schema_version"  # in meta
 _V1 = """
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -47,8 +47,14 @@ DROP INDEX IF EXISTS inbox_pending;
 CREATE INDEX inbox_pending ON inbox (id) WHERE state = 'pending' AND parked_at IS NULL;
 CREATE INDEX IF NOT EXISTS inbox_parked ON inbox (lease_owner, id) WHERE state = 'pending' AND parked_at IS NOT NULL;
 """
+# Version 5: the processed rows by when they were received, what ``purge`` reads (oldest first) and deletes.
+# Without it each purge read the whole table, even with nothing old enough: 80-120 ms at 1,000,000 small rows,
+# 0.3 ms on it (docs/scale.md).
+_V5 = """
+CREATE INDEX IF NOT EXISTS inbox_processed ON inbox (received_at) WHERE state = 'processed';
+"""
 # MIGRATIONS[n] takes an inbox from version n to n + 1 (version 0: no inbox in the database).
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 
 
 def version_problem(name: str, version: int, readonly: bool) -> str | None:

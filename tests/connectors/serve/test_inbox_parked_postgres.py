@@ -206,9 +206,9 @@ def test_an_inbox_of_version_3_is_refused_until_journal_migrate_adds_the_parked_
         f"the inbox in {postgres_url} has schema version 3; this shipmap needs {INBOX_SCHEMA_VERSION}: run"
         f" `shipmap journal migrate {postgres_url}` (with its password) once, then start the services"
     )
-    assert INBOX_SCHEMA_VERSION == 4
+    assert INBOX_SCHEMA_VERSION == 5  # 4 added the parked rows' index; 5 the purge's (test_inbox_purge_index)
     assert main(["journal", "migrate", postgres_url]) == 0
-    assert f"{postgres_url}: inbox schema version 3 -> 4" in capsys.readouterr().out
+    assert f"{postgres_url}: inbox schema version 3 -> 5" in capsys.readouterr().out
     with psycopg.connect(postgres_url, autocommit=True) as db:
         [(indexed,)] = db.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'inbox_parked'")
         [(pending,)] = db.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'inbox_pending'")

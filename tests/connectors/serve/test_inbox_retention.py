@@ -176,17 +176,17 @@ def test_an_inbox_of_version_1_is_read_as_it_is_and_upgraded_by_a_writer(tmp_pat
     with Inbox(path, readonly=True) as reader:  # replay --rejected while no service has upgraded it yet
         assert (reader.version, reader.held([1])[1].body_dropped) == ("1", False)
     with Inbox(path) as inbox:
-        assert inbox.version == "2"
+        assert inbox.version == "3"
         assert inbox.accept("shop", "before", None, {}, BODY).duplicate  # its rows are kept
         assert inbox.drop_bodies(2000.0, set()) == 1
     assert _bodies(path) == {"before": (b"", True)}
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE meta SET v = '3' WHERE k = 'inbox_schema'")
+        db.execute("UPDATE meta SET v = '4' WHERE k = 'inbox_schema'")
     with pytest.raises(InboxError) as newer:
         Inbox(path)
     assert newer.value.message == (
-        f"{path} is an inbox this shipmap cannot read: schema version 3 was written by a newer shipmap (this one"
-        " reads versions up to 2)"
+        f"{path} is an inbox this shipmap cannot read: schema version 4 was written by a newer shipmap (this one"
+        " reads versions up to 3)"
     )
 
 
