@@ -64,7 +64,8 @@ class PathTemplate:
     """``/v2/orders/{payload.data.id}``: literal parts and compiled JMESPath placeholders, alternating."""
 
     text: str
-    parts: tuple[Any, ...]  # str literals and compiled expressions
+    # str literals and compiled expressions: compiled from ``text``, which alone says whether two are the same
+    parts: tuple[Any, ...] = field(compare=False)
 
 
 @dataclass(frozen=True, slots=True)

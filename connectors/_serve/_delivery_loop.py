@@ -202,7 +202,7 @@ class DeliveryLoop:
     def enrichment(self) -> dict[str, dict[str, int]]:
         """``fetching``: webhooks of each enriching source whose documents are being fetched now;
         ``waiting_for_rate``: GETs waiting for their connection's ``max_rate`` or a Retry-After, by connection.
-        Read from the delivery thread's enricher: its keys are fixed, only its counts change."""
+        Read from the delivery thread's enricher: a reload replaces its dict, else only its counts change."""
         feed = self._feed
         if feed is None:  # the delivery thread is starting: nothing under way yet
             connections = {enrichment.connection for enrichment in self._enrichments.values()}
@@ -227,6 +227,14 @@ class DeliveryLoop:
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None and feed.idle:
             _call_in(loop, feed.wakeup.set)
+
+    def use_enrichments(self, enrichments: Mapping[str, Enrichment]) -> None:
+        """A reload's ``enrich`` sections: the webhooks whose fetches start once the delivery thread took them
+        are fetched with them, replays (``--rejected``, ``--refetch``) too; those in flight end with theirs."""
+        self._enrichments = enrichments
+        feed, loop = self._feed, self._loop
+        if feed is not None and loop is not None:
+            _call_in(loop, lambda: feed.use_enrichments(enrichments))
 
     def use_mapper(self, mapper: EventMapper) -> None:
         """A reload's mappings, connections and delivery settings (``mapper.config``): the run in progress ends
@@ -322,6 +330,8 @@ class DeliveryLoop:
                     self._feed = feed
                     if self._stop_asked:  # asked while the feed was being built: it ends at once
                         feed.stop()
+                if self._enrichments is not enricher.enrichments:  # a reload's, while the feed was built
+                    feed.use_enrichments(self._enrichments)
                 # After the feed is set: a count the service makes from now on reaches the enricher itself.
                 enricher.share_rates(self._enrich_share)
                 try:

@@ -154,7 +154,7 @@ class Enricher:
         self._shared_store: PostgresStateStore | None = None  # on a PostgreSQL journal: see below
         self._to_share: asyncio.Lock | None = None  # held while it is opened; None once looked at
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
-        # /readyz): the keys are set here, only the counts change.
+        # /readyz): its keys are set here and by ``use`` (which replaces the dict), only the counts change.
         self.fetching = dict.fromkeys(enrichments, 0)
         self._outage_waits = OutageWaits(clock)  # when a GET stops waiting for each open breaker (``wait``)
         self._rng = random.Random()
@@ -286,6 +286,23 @@ class Enricher:
         """Whether every source API's breaker is closed (as this process last read it)."""
         return all(not breaker.is_open for breaker in list(self.breakers.values()))
 
+    def use(self, enrichments: Mapping[str, Enrichment]) -> None:
+        """A reload's ``enrich`` sections, over connections this enricher fetches over already (``_reload``
+        refuses others): the webhooks whose fetches start from now on take them; those in flight end with the
+        section they started with (``documents`` read it once)."""
+        assert {e.connection for e in enrichments.values()} <= self._apis.keys()
+        self.enrichments = dict(enrichments)
+        # A source's count is kept while its fetches are in flight, so that they end where they began.
+        self.fetching = {
+            **{source: count for source, count in self.fetching.items() if count},
+            **{source: self.fetching.get(source, 0) for source in enrichments},
+        }
+        self._log.info("the last reload's enrich sections in use from the next webhooks fetched")
+
+    def concurrency(self, source: str) -> int | None:
+        """The most webhooks of ``source`` fetched at once, as its section has it now (None: it fetches none)."""
+        return concurrency_of(self.enrichments)(source)
+
     def applies(self, event: Mapping[str, Any]) -> bool:
         return wants_enrichment(self.enrichments.get(str(event.get("source"))), event)
 
@@ -308,7 +325,7 @@ class Enricher:
         names = list(enrichment.fetch)
         await self._follow_reload(enrichment.connection)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
-        self.fetching[source] += 1
+        self.fetching[source] += 1  # its key stays while it is not 0 (``use``)
         try:
             results = await self._fetch_all(enrichment.connection, paths)
         finally:

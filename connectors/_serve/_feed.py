@@ -37,17 +37,18 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
 from shipmap.engine import SourceDocument
 
 from .._plural import counted
 from .._redact import get_logger
-from ._enrich import Enricher, EnrichmentError, SourceUnavailable, concurrency_of
+from ._enrich import Enricher, EnrichmentError, SourceUnavailable
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxError, InboxStore
 from ._lanes import PAGE, Lane, Lanes, Slot
 from ._origins import webhook_origin
+from ._settings import Enrichment
 
 _MARK_EVERY = 32
 _IDLE_POLL = 1.0  # seconds between looks at the inbox when nothing wakes the feed
@@ -205,10 +206,15 @@ class InboxFeed:
         self._log = get_logger("serve.feed", redactor, runtime_name=runtime_name)
         self._purge = purge or (lambda: inbox.purge(time.time() - DEDUP_WINDOW))
         self._purged_at = time.monotonic()  # the service purged at start
-        self._lanes: Lanes[InboundRow, SourceDocument] = Lanes(
-            concurrency_of(enricher.enrichments), shared=PAGE
-        )
+        self._lanes: Lanes[InboundRow, SourceDocument] = Lanes(enricher.concurrency, shared=PAGE)
         self._cursor = 0  # the last row read by the reads of the sources whose lanes are not detached
+
+    def use_enrichments(self, enrichments: Mapping[str, Enrichment]) -> None:
+        """A reload's ``enrich`` sections: the webhooks read from now on are fetched with them (``Enricher.use``),
+        each source's lane held to its new ``concurrency``."""
+        self.enricher.use(enrichments)
+        self._lanes.recap()
+        self.wakeup.set()  # a lane with more room now: read
 
     def stop(self) -> None:
         """Hand over what the inbox holds now, then end: the runtime finishes its work and returns. (The

@@ -94,6 +94,19 @@ class Lanes(Generic[R, T]):
             lane = self._lanes[source] = Lane(self._cap_of(source))
         return lane
 
+    def recap(self) -> None:
+        """Each lane held to ``cap_of`` as it says now (a reload changed a source's ``enrich``). A lane that
+        held fetches keeps a cap (its fetches in flight end there, and ``take_failed`` finds them); one that
+        shared the page and gains a cap stops counting towards the page (its rows in it are handed over as
+        they are)."""
+        for source, lane in self._lanes.items():
+            cap = self._cap_of(source)
+            if cap is None or cap == lane.cap:
+                continue
+            if lane.cap is None:
+                self._in_shared -= len(lane.slots)
+            lane.cap = cap
+
     def shared_room(self) -> int:
         return self._shared - self._in_shared
 

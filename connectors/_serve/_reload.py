@@ -24,7 +24,7 @@ from .._config_key import key_in_effect
 from .._errors import ConfigError
 from .._map._mapper import EventMapper
 from .._runtime import Runtime
-from ._settings import ServeSettings, SourceSettings, serve_settings
+from ._settings import Enrichment, ServeSettings, SourceSettings, serve_settings
 
 RELOAD_DEADLINE_S = 30.0  # reading the config file, its env file and secret files again
 # The serve keys a reload applies: intake reads them at each request. The others are set at start.
@@ -36,8 +36,8 @@ class Reloaded:
     """What a reload did: ``changed``, one line per source (``shop: secrets, rate_limit``; never a value), per
     mappings entry (``mappings[0] shopify-order: changed``), per connection (``connections.fenix: base_url,
     auth.password``), ``events``, ``delivery: retry`` and ``serve: intake_deadline`` (``RELOADED_SERVE_KEYS``);
-    ``not_applied``, the other keys of the config found changed (``serve.dedup_window``), which wait for a
-    restart."""
+    a source's ``enrich`` by its keys (``bc: enrich.fetch``); ``not_applied``, the other keys of the config
+    found changed (``serve.dedup_window``), which wait for a restart."""
 
     changed: tuple[str, ...]
     not_applied: tuple[str, ...]
@@ -75,20 +75,7 @@ async def read_again(
         ) from None
     running, found = settings.sources, serve_settings(config)
     sources = found.sources
-    for name in sorted(running.keys() & sources.keys()):
-        if _enrich_text(running[name]) != _enrich_text(sources[name]):
-            raise config.error(
-                f"sources.{name}.enrich changed: enrichment runs on the delivery side, set at start;"
-                " restart the service to change it",
-                ("sources", name, "enrich"),
-            )
-    for name in sorted(sources.keys() - running.keys()):
-        if sources[name].enrich is not None:
-            raise config.error(
-                f"sources.{name} is new and has an enrich section: enrichment runs on the delivery"
-                " side, set at start; restart the service to add it",
-                ("sources", name, "enrich"),
-            )
+    _refuse_new_enrich_connections(config, running, sources)
     serve_keys = [key for key in RELOADED_SERVE_KEYS if getattr(settings, key) != getattr(found, key)]
     changed = (
         *_source_changes(running, sources),
@@ -181,11 +168,21 @@ def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, A
     return config, sections(file), mapper
 
 
-def _enrich_text(source: SourceSettings) -> object:
-    enrich = source.enrich
-    if enrich is None:
-        return None
-    return (enrich.connection, enrich.topics, {name: path.text for name, path in enrich.fetch.items()})
+def _refuse_new_enrich_connections(
+    config: RuntimeConfig, running: Mapping[str, SourceSettings], sources: Mapping[str, SourceSettings]
+) -> None:
+    """A source's ``enrich`` is applied by a reload (the enricher takes it: ``Enricher.use``), over the
+    connections enrichment fetched over at start: their breakers, rate limits and shared records were set up
+    then, and another one's are not."""
+    fetched_over = {s.enrich.connection for s in running.values() if s.enrich is not None}
+    for name in sorted(sources):
+        enrich = sources[name].enrich
+        if enrich is not None and enrich.connection not in fetched_over:
+            raise config.error(
+                f"sources.{name}.enrich fetches over connection '{enrich.connection}', which no source's"
+                " enrich fetched over at start; restart the service to enrich over it",
+                ("sources", name, "enrich", "connection"),
+            )
 
 
 def _source_changes(
@@ -202,8 +199,16 @@ def _source_changes(
                 for key in dataclasses.fields(SourceSettings)
                 if key.name != "enrich" and getattr(before[name], key.name) != getattr(after[name], key.name)
             ]
+            keys += _enrich_changes(before[name].enrich, after[name].enrich)
             if keys:
                 yield f"{name}: {', '.join(keys)}"
+
+
+def _enrich_changes(before: Enrichment | None, after: Enrichment | None) -> list[str]:
+    """``enrich`` added or removed, else its keys that changed (``enrich.fetch``; a path by its text)."""
+    if before is None or after is None:
+        return [] if before is after else ["enrich"]
+    return [f"enrich.{name}" for name in _fields_changed(before, after)]
 
 
 def _mapping_changes(before: EventMapper, after: EventMapper) -> Iterator[str]:

@@ -59,7 +59,7 @@ from ._metrics import ServiceMetrics
 from ._readiness import breaker_records, phases, readiness
 from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, service_requests
-from ._settings import ServeSettings, serve_settings
+from ._settings import Enrichment, ServeSettings, serve_settings
 from ._totals import as_at_stop, owed_at_stop, why
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
@@ -157,16 +157,18 @@ class Service:
           the URLs they were journaled with), and the events after them, and replays, are mapped and sent with
           the new ones. A connection that did not change keeps its auth session; one that did, or a new one,
           logs in afresh. The connections enrichment fetches over apply to its GETs that start once delivery
-          took them (``Enricher``): those in flight end on the old client.
+          took them (``Enricher``): those in flight end on the old client. A source's ``enrich`` (what is
+          fetched, from where, for which topics, how many at once) applies to the webhooks whose fetches start
+          after, and to replays: those in flight end with the section they started with.
 
         Nothing else is applied: the other sections it finds changed (``journal``, the rest of ``serve``) are
         named in ``not_applied`` (a restart applies them; SIGTERM drains).
 
         ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
         loads its config. Raises ConfigError or MappingError, located in its file, when the config or a mapping
-        is wrong, a connection the service runs with is gone from the file, a source's ``enrich`` (the delivery
-        side's, set at start) changed, or reading it all outlives ``RELOAD_DEADLINE_S``: the running sources,
-        mappings, connections and delivery settings then stay as they were."""
+        is wrong, a connection the service runs with is gone from the file, a source's ``enrich`` fetches over a
+        connection no ``enrich`` fetched over at start, or reading it all outlives ``RELOAD_DEADLINE_S``: the
+        running sources, mappings, connections and delivery settings then stay as they were."""
         if self._reloading is None:
             self._reloading = asyncio.Lock()
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
@@ -177,7 +179,10 @@ class Service:
                 self._started_with,
             )
             register_secrets(reading.config, self.runtime.redactor)
+            enriched = _enrichments(self.settings) != _enrichments(reading.settings)
             self.settings = reading.settings
+            if enriched and self._delivery is not None:
+                self._delivery.use_enrichments(_enrichments(reading.settings))
             if self._state is not None:
                 self._state.replace_sources(reading.settings.sources)
                 self._state.limit_intake(
@@ -256,7 +261,7 @@ class Service:
             replays = (
                 held.enter_context(ReplayRequests(requests, serving=True)) if requests is not None else None
             )
-            enrichments = {n: s.enrich for n, s in settings.sources.items() if s.enrich is not None}
+            enrichments = _enrichments(settings)
             delivery = DeliveryLoop(
                 self.runtime,
                 settings.inbox,
@@ -513,6 +518,10 @@ class Service:
     def breakers(self) -> dict[str, str]:
         """Each connection's circuit breaker state (closed, half_open, open), delivery's and enrichment's."""
         return phases(breaker_records(self.runtime, self._delivery))
+
+
+def _enrichments(settings: ServeSettings) -> dict[str, Enrichment]:
+    return {name: source.enrich for name, source in settings.sources.items() if source.enrich is not None}
 
 
 def _delivery_error(delivered: asyncio.Future[RunSummary | None]) -> BaseException | None:

@@ -138,14 +138,13 @@ def test_a_reload_rotates_a_secret_adds_a_source_and_refuses_what_it_cannot_appl
             assert re.search(re.escape(str(serve.config)) + r":\d+:\d+: error: ", line), line
             assert "sources.app.rate_limit.per_second" in line, line
 
-            # 4. An enrichment is the delivery side's, set at start: changing it waits for a restart.
-            enriched = step2.replace(
-                "products: /v2/orders/{payload.data.id}/products", "products: /v3/products"
-            )
+            # 4. An enrich section over a connection no enrich fetched over at start (its breaker, rate limit
+            # and shared records are set up at start) waits for a restart.
+            enriched = step2.replace("connection: bc_store", "connection: dg")
+            assert enriched != step2
             line = reload(enriched, "reload refused; the running configuration stays: ")
-            assert "sources.bc.enrich changed" in line and re.search(r"serve\.yaml:\d+:\d+: error", line), (
-                line
-            )
+            assert "sources.bc.enrich fetches over connection 'dg'" in line, line
+            assert re.search(r"serve\.yaml:\d+:\d+: error", line), line
             assert (status(client, "shop", OLD, "r9"), status(client, "shop", NEW, "r10")) == (401, 200)
             assert status(client, "shop2", NEW, "r11") == 200
             metrics = client.get(f"{serve.url}/metrics").text

@@ -11,8 +11,17 @@ from pathlib import Path
 import httpx
 import psycopg
 from shipmap.connectors import Sandbox
+from shipmap.connectors._store._journal import open_readonly
 
-from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, on_postgres, retries_reach_the_breaker
+from .harness import (
+    BC_API_TOKEN,
+    SERVE_FIXTURES,
+    SOURCE_DOCUMENTS,
+    ServeProcess,
+    on_postgres,
+    retries_reach_the_breaker,
+)
+from .rejected_support import shipmap
 from .test_serve_reload_moves import OldEndpoint
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
@@ -21,6 +30,8 @@ STORE = "    base_url: ${SANDBOX_URL}/_source/bigcommerce/stores/abc123\n"
 KEY = "      api_key: ${BC_API_TOKEN}\n"
 ROTATED = "bc-api-token-rotated-2"
 NOT_APPLIED = "but a reload does not apply it"
+SLOW = 5  # seconds each of the first webhook's GETs takes: in flight across the reload
+PRODUCTS = "        products: /v2/orders/{payload.data.id}/products\n"
 
 
 def _post(serve: ServeProcess, client: httpx.Client, order: int) -> None:
@@ -178,3 +189,98 @@ def test_a_get_in_flight_to_the_old_store_api_at_the_reload_goes_no_more_there_a
     fetched = source_sandbox.source_requests()
     assert len(fetched) == 3 and {r["status"] for r in fetched} == {200}, fetched
     assert _orders(source_sandbox) == ["100"]
+
+
+def test_a_fetch_path_fixed_in_the_enrich_section_applies_to_the_next_webhook_and_to_replay_rejected(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The source's ``enrich`` fetches its products from a wrong path (the store API's 404): the webhook is a
+    rejected input. The path fixed in the file and SIGHUP: the next webhook is fetched with the fixed section
+    and delivered complete, once, and ``replay --rejected`` brings the earlier one back, fetched with it too."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert PRODUCTS in text
+    serve.config.write_text(text.replace(PRODUCTS, PRODUCTS.replace("/products", "/product")))
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 100)
+            serve.wait_until(lambda: _rejected(tmp_path) == 1, what="order 100's webhook rejected")
+            serve.config.write_text(text)
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(
+                lambda: any(line.rstrip().endswith("reloaded " + str(serve.config) + ": bc: enrich.fetch")
+                            for line in serve.errors)
+                and any("the last reload's enrich sections in use" in line for line in serve.errors),
+                timeout=30,
+                what="the reload and delivery taking the enrich section",
+            )  # fmt: skip
+            _post(serve, client, 101)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["101"], what="order 101")
+            replayed = shipmap(tmp_path, source_sandbox, "replay", str(serve.config), "--rejected")
+            assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+            serve.wait_until(lambda: _orders(source_sandbox) == ["100", "101"], what="order 100 replayed")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    orders = {r.body["id"]: r.body for r in source_sandbox.requests(endpoint="fenix.orders")}
+    for order in ("100", "101"):  # complete: with the products the fixed path fetched
+        assert [item["sku"] for item in orders[order]["line_items"]] == ["SOCK-TR-M", "SHELL-PK-L"], orders
+    assert _orders(source_sandbox) == ["100", "101"]  # each delivered once
+    assert _rejected(tmp_path) == 0
+    fetched = [r["path"].rsplit("/v2/orders/", 1)[1] for r in source_sandbox.source_requests()]
+    assert sorted(p for p in fetched if p.startswith("101")) == ["101", "101/products", "101/shipments"]
+    assert not any(NOT_APPLIED in line or "restart" in line for line in serve.errors), serve.errors
+
+
+def _rejected(work: Path) -> int:
+    journal = open_readonly(work / ".shipmap" / "journal.db")
+    if journal is None:  # the delivery side has not made the journal's tables yet
+        return 0
+    with journal:
+        return journal.rejected_count()
+
+
+def test_a_webhook_whose_fetches_are_in_flight_at_the_reload_finishes_with_the_section_it_started_with(
+    tmp_path: Path,
+) -> None:
+    """Order 100's GETs are slow (the store API's fault plan) and in flight when the reload fixes the products
+    path: they end with the section they started with (its 404: a rejected input), and order 101, fetched
+    after, with the fixed one."""
+    faults = f"schedule=slow:{SLOW},slow:{SLOW},slow:{SLOW}"
+    with Sandbox(
+        source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults=faults
+    ) as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        text = serve.config.read_text()
+        serve.config.write_text(text.replace(PRODUCTS, PRODUCTS.replace("/products", "/product")))
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                _post(serve, client, 100)
+                serve.wait_until(
+                    lambda: (
+                        'shipmap_enrich_fetching{source="bc"} 1.0' in client.get(f"{serve.url}/metrics").text
+                    ),
+                    what="order 100's GETs in flight",
+                )
+                serve.config.write_text(text)
+                assert serve.process is not None
+                serve.process.send_signal(signal.SIGHUP)
+                serve.wait_until(
+                    lambda: any("the last reload's enrich sections in use" in line for line in serve.errors),
+                    timeout=30,
+                    what="delivery taking the enrich section",
+                )
+                _post(serve, client, 101)
+                serve.wait_until(lambda: _orders(sandbox) == ["101"], what="order 101")
+                serve.wait_until(lambda: _rejected(tmp_path) == 1, what="order 100's webhook rejected")
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        paths = sorted(r["path"].rsplit("/v2/orders/", 1)[1] for r in sandbox.source_requests())
+    assert paths == ["100", "100/product", "100/shipments", "101", "101/products", "101/shipments"], paths
+    assert _orders(sandbox) == ["101"]
+    rejected = [line for line in serve.errors if "rejected input" in line]
+    assert len(rejected) == 1 and "GET /v2/orders/100/product failed: HTTP 404" in rejected[0], rejected
