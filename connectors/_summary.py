@@ -214,8 +214,36 @@ def describe_held(held: list[Held]) -> str:
     return ", ".join(parts)
 
 
+def target_rows(summary: RunSummary) -> list[dict[str, Any]]:
+    """The summary's per-target rows as the JSON summary lists them (docs/cli-formats.md), by label."""
+    rows = []
+    for stats in sorted(summary.targets.values(), key=lambda s: s.label):
+        latency = {
+            name: None if value is None else round(value, 6) for name, value in stats.percentiles().items()
+        }
+        rows.append(
+            {
+                "mapping": stats.mapping,
+                "target": stats.target or None,
+                "delivered": stats.delivered,
+                "retried": stats.retried,
+                "dead": stats.dead,
+                "skipped": stats.skipped,
+                "skipped_dead": stats.skipped_dead,
+                "attempts": stats.attempts,
+                "latency_seconds": latency,
+            }
+        )
+    return rows
+
+
+REPLAY_DETAIL = ("dead_keys", "retried", "unrouted", "recovered", "targets")  # not in a service's stop log
+
+
 def replay_report(summary: RunSummary) -> dict[str, Any]:
-    """A replay's outcome as ``shipmap serve`` hands it back to the ``shipmap replay`` that asked (JSON)."""
+    """A replay's outcome as ``shipmap serve`` hands it back to the ``shipmap replay`` that asked (JSON); its
+    ``--format json`` makes the run summary document of it (``targets``: a service older than this field
+    sends none)."""
     return {
         "delivered": summary.delivered,
         "dead": summary.dead,
@@ -225,6 +253,10 @@ def replay_report(summary: RunSummary) -> dict[str, Any]:
         "events": summary.events,
         "dead_keys": summary.dead_keys[:100],
         "outages": summary.outages,
+        "retried": summary.retried,
+        "unrouted": summary.unrouted,
+        "recovered": summary.recovered,
+        "targets": target_rows(summary),
     }
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from shipmap.connectors._cli._reports import SUMMARY_COUNTS
 from shipmap.connectors._errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_OUTAGE, JournalError
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Runtime
@@ -34,7 +37,37 @@ from shipmap.connectors._store._journal_pg import is_database_url
 _SHOWN = 20  # origins listed by name; the others are counted
 
 
-def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
+@dataclass
+class RejectedReplay:
+    """What ``replay --rejected`` did, for ``--format json``: ``None`` where it does not know (with no service
+    running it only requeues; ``rejected_again`` and ``waiting`` come from watching the service take them)."""
+
+    code: int = EXIT_OK
+    to_replay: int = 0  # rejected webhooks requeued
+    unreplayable: int = 0  # rejected input records that cannot be replayed (no webhook body)
+    requeued: int | None = None
+    taken: int | None = None  # read again and handed to delivery, their rejections resolved
+    rejected_again: int | None = None
+    waiting: int | None = None  # still pending in the inbox at --wait
+
+    def told(self) -> dict[str, Any]:
+        """The run summary's counts this knows: its ``events`` are the webhooks it replayed, its ``rejected``
+        those rejected again and the records it cannot replay. What delivery made of the others is the
+        service's (``shipmap status``): with nothing to replay, everything is known to be 0."""
+        if not self.to_replay and not self.unreplayable:
+            return {name: 0 for name in SUMMARY_COUNTS} | {"targets": []}
+        watched = self.rejected_again is not None or not self.to_replay
+        return {
+            "events": self.to_replay,
+            "rejected": (self.rejected_again or 0) + self.unreplayable if watched else None,
+        }
+
+    def as_json(self) -> dict[str, Any]:
+        fields = ("to_replay", "unreplayable", "requeued", "taken", "rejected_again", "waiting")
+        return {name: getattr(self, name) for name in fields}
+
+
+def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> RejectedReplay:
     config = runtime.config
     inbox = serve_settings(config).inbox if config.sources else None
     refuse_apart(inbox, config.journal.location)  # before the journal is opened
@@ -44,9 +77,10 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
     else:
         with journal:
             found = find_rejected(journal, inbox, set(config.sources), args.key)
+    outcome = RejectedReplay(to_replay=len(found.rows), unreplayable=len(found.unreplayable))
     if not found.rows and not found.unreplayable:
         print("no rejected webhooks to replay" + (" with those keys" if args.key else ""))
-        return EXIT_OK
+        return outcome
     if found.rows:
         print(
             f"{counted(len(found.rows), 'rejected webhook')} to replay: {_names(list(found.rows.values()))}"
@@ -55,7 +89,6 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
         print(f"{counted(len(found.unreplayable), 'rejected input record')} cannot be replayed:")
         for record in found.unreplayable:
             print(f"  {record.origin}: {record.why}")
-    code = EXIT_OK
     if found.rows:
         assert inbox is not None  # find_rejected finds no webhook without one
         if config.journal.url is not None and not is_database_url(inbox):  # a shared journal: origins name it
@@ -64,12 +97,15 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> int:
         requests = service_requests(config.journal.path if config.journal.url is None else None, inbox)
         if is_database_url(inbox):
             assert config.journal.url is not None  # refuse_apart: the journal's database
-            code = _shared(args, str(inbox), config.journal.url, found, runtime)
+            _shared(args, str(inbox), config.journal.url, found, runtime, outcome)
         elif requests is not None and ReplayRequests.service_running(requests):
-            code = _through_service(args, requests, inbox, found, runtime)
+            _through_service(args, requests, inbox, found, runtime, outcome)
         else:
-            _not_running(requeue_directly(Path(inbox), found.rows))
-    return EXIT_DEAD_LETTERS if code == EXIT_OK and found.unreplayable else code
+            outcome.requeued = requeue_directly(Path(inbox), found.rows)
+            _not_running(outcome.requeued)
+    if outcome.code == EXIT_OK and found.unreplayable:
+        outcome.code = EXIT_DEAD_LETTERS
+    return outcome
 
 
 def _not_running(requeued: int) -> None:
@@ -84,26 +120,38 @@ def _names(origins: list[str]) -> str:
     return shown + (f" and {len(origins) - _SHOWN} more" if len(origins) > _SHOWN else "")
 
 
-def _shared(args: argparse.Namespace, inbox: str, url: str, found: RejectedWebhooks, runtime: Runtime) -> int:
+def _shared(
+    args: argparse.Namespace,
+    inbox: str,
+    url: str,
+    found: RejectedWebhooks,
+    runtime: Runtime,
+    outcome: RejectedReplay,
+) -> None:
     """A PostgreSQL inbox: requeue the rows and forget their rejections (one transaction), then, when services
     run on it, watch what they make of them, up to ``--wait``."""
     deadline = time.monotonic() + args.wait
-    requeued = requeue_shared(url, runtime.config.journal.lease, found.rows)
+    requeued = outcome.requeued = requeue_shared(url, runtime.config.journal.lease, found.rows)
     services = services_on(inbox)
     if not services:
         _not_running(requeued)
-        return EXIT_OK
+        return
     print(
         f"shipmap serve is running ({counted(services, 'process', 'processes')} on the inbox): requeued"
         f" {counted(requeued, 'webhook')}; they fetch their documents again",
         flush=True,
     )
-    return _taken(args, inbox, found, runtime, deadline)
+    _taken(args, inbox, found, runtime, deadline, outcome)
 
 
 def _through_service(
-    args: argparse.Namespace, path: Path, inbox: Path | str, found: RejectedWebhooks, runtime: Runtime
-) -> int:
+    args: argparse.Namespace,
+    path: Path,
+    inbox: Path | str,
+    found: RejectedWebhooks,
+    runtime: Runtime,
+    outcome: RejectedReplay,
+) -> None:
     """Hand the rows to the running service, then watch what its feed makes of them, up to ``--wait``."""
     deadline = time.monotonic() + args.wait
     with ReplayRequests(path) as requests:
@@ -123,18 +171,25 @@ def _through_service(
             "the running shipmap serve is older than this shipmap and requeued nothing: restart it (SIGTERM"
             " drains), then run `shipmap replay --rejected` again"
         )
-    print(f"requeued by shipmap serve: {counted(int(result['requeued']), 'webhook')}", flush=True)
-    return _taken(args, inbox, found, runtime, deadline)
+    outcome.requeued = int(result["requeued"])
+    print(f"requeued by shipmap serve: {counted(outcome.requeued, 'webhook')}", flush=True)
+    _taken(args, inbox, found, runtime, deadline, outcome)
 
 
 def _taken(
-    args: argparse.Namespace, inbox: Path | str, found: RejectedWebhooks, runtime: Runtime, deadline: float
-) -> int:
+    args: argparse.Namespace,
+    inbox: Path | str,
+    found: RejectedWebhooks,
+    runtime: Runtime,
+    deadline: float,
+    outcome: RejectedReplay,
+) -> None:
     """Watch the requeued rows until delivery has taken them all, or ``deadline``; say what came of them."""
     waiting = _wait_until_taken(inbox, list(found.rows), deadline)
     taken_rows = {origin for row, origin in found.rows.items() if row not in waiting}
     still = _still_rejected(runtime, taken_rows)
     taken = len(found.rows) - len(waiting) - len(still)
+    outcome.taken, outcome.rejected_again, outcome.waiting = taken, len(still), len(waiting)
     print(
         f"read now and handed to delivery: {taken} (their rejections resolved), rejected again: {len(still)},"
         f" still waiting in the inbox: {len(waiting)}"
@@ -146,8 +201,9 @@ def _taken(
             f"  {counted(len(waiting), 'webhook')} still waiting after {args.wait} s (is the source's API down? see"
             " `shipmap status`): the service delivers them when it can"
         )
-        return EXIT_OUTAGE
-    return EXIT_DEAD_LETTERS if still else EXIT_OK
+        outcome.code = EXIT_OUTAGE
+    elif still:
+        outcome.code = EXIT_DEAD_LETTERS
 
 
 def _wait_until_taken(inbox: Path | str, rows: list[int], deadline: float) -> list[int]:

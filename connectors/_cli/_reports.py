@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -184,31 +185,20 @@ def write_summary_json(summary: RunSummary, path: Path, *, exit_code: int) -> No
 
 def summary_text(summary: RunSummary, *, exit_code: int) -> str:
     """The run summary's JSON document as ``--summary-json`` writes it and ``--format json`` prints it."""
-    return json.dumps(summary_json(summary, exit_code=exit_code), ensure_ascii=False, indent=2) + "\n"
+    return document_text(summary_json(summary, exit_code=exit_code))
+
+
+def document_text(document: dict[str, Any]) -> str:
+    """A summary document as the file and standard output hold it."""
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
 
 
 def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) -> dict[str, Any]:
     """A run's (or a replay's) summary as ``--summary-json`` writes it. ``at_stop``: a service's (``shipmap serve
     --log-format json``), with what its text says beside the table: the outages, what it left pending, its
     replays, and the dead letters in the journal at stop."""
-    targets = []
-    for stats in sorted(summary.targets.values(), key=lambda s: s.label):
-        latency = {
-            name: None if value is None else round(value, 6) for name, value in stats.percentiles().items()
-        }
-        targets.append(
-            {
-                "mapping": stats.mapping,
-                "target": stats.target or None,
-                "delivered": stats.delivered,
-                "retried": stats.retried,
-                "dead": stats.dead,
-                "skipped": stats.skipped,
-                "skipped_dead": stats.skipped_dead,
-                "attempts": stats.attempts,
-                "latency_seconds": latency,
-            }
-        )
+    from shipmap.connectors._summary import REPLAY_DETAIL, replay_report, target_rows
+
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "ok": summary.ok,
@@ -224,7 +214,8 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
         "parked": summary.parked,  # left pending by an open breaker: sent first by the next run or start
         "forgotten": dict(summary.forgotten),  # journal.keep: rows let go during the run, by kind
         "elapsed_seconds": round(summary.elapsed, 6),
-        "targets": targets,
+        "targets": target_rows(summary),
+        "unknown": [],  # the fields null because this command was not told them (handed_summary_json)
         # A shared journal: deliveries other live workers still held when this run stopped waiting (exit 10).
         "held_elsewhere": [
             {"worker": h.worker, "deliveries": h.deliveries, "lease_until": h.lease_until}
@@ -233,8 +224,6 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
     }
     if not at_stop:
         return document
-    from shipmap.connectors._summary import replay_report
-
     replays = summary.replays
     document.update(
         {
@@ -242,8 +231,36 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
             "outages_ended": list(summary.outages_ended),  # down meanwhile, closed since
             "replays": None
             if replays is None or not replays.targets
-            else {k: v for k, v in replay_report(replays).items() if k != "dead_keys"},
+            else {k: v for k, v in replay_report(replays).items() if k not in REPLAY_DETAIL},
             "dead_letters_now": summary.dead_now,  # the journal's count at stop; null: it could not be read
         }
     )
+    return document
+
+
+SUMMARY_COUNTS = (
+    "events",
+    "delivered",
+    "retried",
+    "dead",
+    "skipped",
+    "unrouted",
+    "rejected",
+    "recovered",
+    "parked",
+)
+
+
+def handed_summary_json(told: Mapping[str, Any], *, exit_code: int, elapsed: float) -> dict[str, Any]:
+    """The summary document of a replay another process carried out (a running ``shipmap serve``; with
+    ``--rejected``, delivery): the counts and ``targets`` it was ``told``, null for the others, each of which
+    ``unknown`` names rather than a zero that was not counted. ``ok`` is the exit code's."""
+    from shipmap.connectors._summary import RunSummary
+
+    document = summary_json(RunSummary(replay=True), exit_code=exit_code)
+    document.update(ok=exit_code == 0, elapsed_seconds=round(elapsed, 6))
+    for name in (*SUMMARY_COUNTS, "targets"):
+        document[name] = told.get(name)
+        if document[name] is None:
+            document["unknown"].append(name)
     return document

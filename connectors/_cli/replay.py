@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from shipmap.connectors._cli._replay_rejected import replay_rejected
-from shipmap.connectors._cli._reports import summary_text
+from shipmap.connectors._cli._reports import document_text, handed_summary_json, summary_text
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import (
-    EXIT_USAGE,
     exit_code,
     install_redaction,
     outcome_exit_code,
@@ -66,22 +66,26 @@ def register(parser: argparse.ArgumentParser) -> None:
         choices=("text", "json"),
         default="text",
         help="text (default), or json: the replay's summary on stdout, as run --format json prints a run's"
-        " (docs/cli-formats.md); not with --rejected, nor while a shipmap serve holds the journal",
+        " (docs/cli-formats.md); the counts not known (a replay that shipmap serve or --rejected hands on)"
+        " are null and listed in its field unknown",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     as_json = args.format == "json"
-    if as_json and args.rejected:
-        print(
-            "shipmap replay: --rejected prints what it replayed, not a summary: it has no --format json",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    started = time.monotonic()
     runtime = Runtime.from_config(args.config, concurrency=args.concurrency, journal=args.journal)
     install_redaction(runtime)
     if args.rejected:
-        return replay_rejected(args, runtime)
+        if not as_json:
+            return replay_rejected(args, runtime).code
+        with contextlib.redirect_stdout(sys.stderr):  # what it says is for people: the report alone on stdout
+            outcome = replay_rejected(args, runtime)
+        document = handed_summary_json(
+            outcome.told(), exit_code=outcome.code, elapsed=time.monotonic() - started
+        )
+        sys.stdout.write(document_text({**document, "rejected_webhooks": outcome.as_json()}))
+        return outcome.code
     waiting = _dead_letter_count(runtime, args.key)
     if not waiting:
         if as_json:  # nothing replayed: a summary of nothing, so that CI reads one shape
@@ -91,13 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     journal = runtime.config.journal.path if runtime.config.journal.url is None else None  # SQLite's only
     if journal is not None and ReplayRequests.service_running(replays_path(journal)):
-        if as_json:  # the service replays it and reports its counts, not a run summary
-            print(
-                "shipmap replay: a shipmap serve holds the journal and replays it: no --format json",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
-        return _through_service(args, replays_path(journal), waiting)
+        return _through_service(args, replays_path(journal), waiting, started)
     declared = enrichments(runtime.config) if args.refetch and runtime.config.sources else {}
 
     async def refetching(progress: Callable[[Progress], None] | None) -> RunSummary:
@@ -130,20 +128,28 @@ def _dead_letter_count(runtime: Runtime, keys: list[str] | None) -> int:
         return journal.dead_letter_count(keys)
 
 
-def _through_service(args: argparse.Namespace, path: Path, count: int) -> int:
-    """A ``shipmap serve`` holds the journal: hand it the replay and wait for its result (docs/serve.md)."""
+def _through_service(args: argparse.Namespace, path: Path, count: int, started: float) -> int:
+    """A ``shipmap serve`` holds the journal: hand it the replay and wait for its result (docs/serve.md); with
+    ``--format json``, the summary document of what it sends back (the text on stderr)."""
+    as_json = args.format == "json"
+    out = sys.stderr if as_json else sys.stdout
     with ReplayRequests(path) as requests:
         request = requests.submit(args.key, refetch=args.refetch)
         print(
             f"shipmap serve is running: it replays {counted(count, 'dead letter')} (request {request})",
+            file=out,
             flush=True,
         )
         result = requests.outcome(
             request, time.monotonic() + args.wait, args.wait, does="replays it", do="replay"
         )
-    print(f"replayed by shipmap serve: {replay_outcome(result)}")
+    print(f"replayed by shipmap serve: {replay_outcome(result)}", file=out)
     for key in result.get("dead_keys", []):
-        print(f"  still dead: {key}")
-    return outcome_exit_code(
+        print(f"  still dead: {key}", file=out)
+    code = outcome_exit_code(
         parked=int(result.get("parked", 0)), failed=bool(result.get("dead") or result.get("rejected"))
     )
+    if as_json:
+        document = handed_summary_json(result, exit_code=code, elapsed=time.monotonic() - started)
+        sys.stdout.write(document_text(document))
+    return code

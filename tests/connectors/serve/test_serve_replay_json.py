@@ -1,0 +1,144 @@
+"""``shipmap replay --format json`` when a live ``shipmap serve`` carries the replay out, and with
+``--rejected``: the run summary document as a standalone replay prints it, with what the command was told
+and ``null`` (named in ``unknown``) for what it was not. A real service, the sandbox over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
+from shipmap.connectors._store._journal import open_readonly
+
+from .harness import BC_API_TOKEN, REAL_SHOPIFY, ServeProcess, shopify_headers
+from .rejected_support import SECRET_HEADER, Store, webhook_999
+from .rejected_support import shipmap as _shipmap
+from .test_serve_replay_rejected import _rejected
+
+ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
+PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
+LITERAL = "source: {literal: Shopify}"
+KEYS = {
+    "format_version", "ok", "exit_code", "events", "delivered", "retried", "dead", "skipped", "unrouted",
+    "rejected", "recovered", "parked", "forgotten", "elapsed_seconds", "targets", "unknown", "held_elsewhere",
+}  # fmt: skip
+
+
+def _document(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(done.stdout)  # the report alone on stdout
+    assert document.keys() >= KEYS and document["format_version"] == 1, document
+    assert document["exit_code"] == done.returncode, document
+    return document
+
+
+def test_replay_format_json_through_a_running_service(tmp_path: Path) -> None:
+    packaged = PACKAGED.read_text()
+    assert LITERAL in packaged
+    mapping = tmp_path / "shopify_order.yaml"
+    mapping.write_text(packaged.replace(LITERAL, "source: {path: id}"))  # a number where Fenix wants text
+    with Sandbox() as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        serve.config.write_text(
+            serve.config.read_text().replace(
+                "- mapping: shopify/order\n", "- mapping: ./shopify_order.yaml\n"
+            )
+        )
+        serve.start()
+
+        def replay() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
+                 str(serve.config), "--no-progress", "--format", "json"],
+                capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
+            )  # fmt: skip
+
+        try:
+            with httpx.Client(timeout=10) as client:
+                for order_id in (7_400_001, 7_400_002):
+                    body = json.dumps({**ORDER, "id": order_id}).encode()
+                    headers = shopify_headers(body, "orders/create", f"replay-json-{order_id}")
+                    assert serve.post(client, "shop", body, headers).status_code == 200
+            serve.wait_until(lambda: _dead(tmp_path) == 2, timeout=30, what="2 dead letters")
+            still = replay()
+            assert still.returncode == EXIT_DEAD_LETTERS, still.stdout + still.stderr
+            document = _document(still)
+            assert (document["ok"], document["events"], document["delivered"], document["dead"]) == (
+                False,
+                2,
+                0,
+                2,
+            ), document
+            assert document["unknown"] == [], document  # this service tells it all
+            (row,) = document["targets"]
+            assert (row["mapping"], row["target"], row["dead"], row["delivered"]) == (
+                "shopify-order",
+                "order",
+                2,
+                0,
+            ), row
+            # The contract refuses them before a request: no attempt, no latency.
+            assert (row["attempts"], row["latency_seconds"]) == (0, {"p50": None, "p95": None, "p99": None})
+            assert "replayed by shipmap serve: delivered 0, still dead 2" in still.stderr, still.stderr
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+
+
+def _dead(work: Path) -> int:
+    journal = open_readonly(work / ".shipmap" / "journal.db")
+    if journal is None:
+        return 0
+    with journal:
+        return journal.dead_letter_count(None)
+
+
+def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = ServeProcess(work, sandbox.url).start()
+        try:
+            nothing = _shipmap(work, sandbox, "replay", str(serve.config), "--rejected", "--format", "json")
+            assert nothing.returncode == 0, nothing.stdout + nothing.stderr
+            document = _document(nothing)
+            assert (document["events"], document["rejected"], document["delivered"], document["unknown"]) == (
+                0,
+                0,
+                0,
+                [],
+            ), document
+            with httpx.Client(timeout=10) as client:
+                answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
+            assert answer.json()["status"] == "accepted", answer.text
+            serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
+            config = str(serve.config)
+            early = _shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
+            assert early.returncode == EXIT_DEAD_LETTERS, early.stdout + early.stderr
+            document = _document(early)
+            assert (document["ok"], document["events"], document["rejected"]) == (False, 1, 1), document
+            # What delivery made of it is the service's: not counted here, so null, not 0.
+            assert document["delivered"] is None and document["targets"] is None, document
+            assert set(document["unknown"]) == {
+                "delivered", "retried", "dead", "skipped", "unrouted", "recovered", "parked", "targets",
+            }, document  # fmt: skip
+            assert document["rejected_webhooks"] == {
+                "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": 0, "rejected_again": 1, "waiting": 0,
+            }  # fmt: skip
+            assert "rejected again: 1" in early.stderr, early.stderr
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        store.add_order_999()
+        stopped = _shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        document = _document(stopped)
+        assert (document["ok"], document["events"], document["rejected"]) == (True, 1, None), document
+        assert "rejected" in document["unknown"] and document["rejected_webhooks"] == {
+            "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": None, "rejected_again": None,
+            "waiting": None,
+        }, document  # fmt: skip
