@@ -174,10 +174,17 @@ def decode_utf8(raw: bytes, file: str, what: str, *, encoding: str = "utf-8") ->
 
 
 def load_located(
-    text: str, file: str, key_text: Callable[[Any], str], *, what: str = "mapping file"
+    text: str,
+    file: str,
+    key_text: Callable[[Any], str],
+    *,
+    what: str = "mapping file",
+    duplicates: list[MappingSyntaxError] | None = None,
 ) -> LocatedDocument:
     """Parse ``text`` into a :class:`LocatedDocument`. Mapping keys become strings through ``key_text``.
-    ``what`` names the kind of file in messages (the runtime config and sandbox files load through here too)."""
+    ``what`` names the kind of file in messages (the runtime config and sandbox files load through here too).
+    A duplicate key is an error; given ``duplicates``, it is added there instead and the first value kept, so
+    that a reader collecting every mistake (a cases file) reports it among the others."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise MappingSyntaxError(
             f"{what} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB",
@@ -186,7 +193,7 @@ def load_located(
     lines = text.splitlines()
     node = _compose_in_c(text)
     if node is not _FAILED:
-        return _build(node, file, lines, key_text, what)
+        return _build(node, file, lines, key_text, what, duplicates)
     # Not read by libyaml (or no libyaml): PyYAML's own reader reads it, and words any error as it always has.
     loader = yaml.SafeLoader(text)
     try:
@@ -205,7 +212,7 @@ def load_located(
         ) from None
     finally:
         loader.dispose()
-    return _build(node, file, lines, key_text, what)
+    return _build(node, file, lines, key_text, what, duplicates)
 
 
 _FAILED: Any = object()
@@ -229,12 +236,17 @@ def _compose_in_c(text: str) -> Any:
 
 
 def _build(
-    node: yaml.Node | None, file: str, lines: list[str], key_text: Callable[[Any], str], what: str
+    node: yaml.Node | None,
+    file: str,
+    lines: list[str],
+    key_text: Callable[[Any], str],
+    what: str,
+    duplicates: list[MappingSyntaxError] | None,
 ) -> LocatedDocument:
     document = LocatedDocument(file=file, value=None, lines=lines)
     if node is None:
         return document
-    builder = _Builder(document, lines, key_text, what)
+    builder = _Builder(document, lines, key_text, what, duplicates)
     document.value = builder.build(node, (), 0)
     return document
 
@@ -248,9 +260,15 @@ def _location(file: str, lines: list[str], mark: Any) -> Location:
 
 class _Builder:
     def __init__(
-        self, document: LocatedDocument, lines: list[str], key_text: Callable[[Any], str], what: str
+        self,
+        document: LocatedDocument,
+        lines: list[str],
+        key_text: Callable[[Any], str],
+        what: str,
+        duplicates: list[MappingSyntaxError] | None,
     ) -> None:
         self.what = what
+        self.duplicates = duplicates
         self.document = document
         self.lines = lines
         self.key_text = key_text
@@ -316,7 +334,11 @@ class _Builder:
             key = self.key_text(self.scalar(key_node))
             if key in result:
                 first = self.document.locations[("#key", *path, key)]
-                raise self.fail(key_node, f"duplicate key '{key}' (first written at line {first.line})")
+                duplicate = self.fail(key_node, f"duplicate key '{key}' (first written at line {first.line})")
+                if self.duplicates is None:
+                    raise duplicate
+                self.duplicates.append(duplicate)
+                continue
             self.document.locations[("#key", *path, key)] = self.where(key_node)
             result[key] = self.build(value_node, (*path, key), depth + 1)
         return result

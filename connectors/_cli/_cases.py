@@ -116,16 +116,16 @@ def load_suite(path: Path) -> Suite:
     lines = text.splitlines()
     # The mappings' bounded loader first (alias bombs, depth, size, tags: each a located error); the node
     # tree is then safe to compose for the locations below.
-    data = load_located(text, file, str, what="cases file").value
+    found: list[MappingError] = []
+    duplicates: list[MappingSyntaxError] = []  # reported with the file's other mistakes
+    data = load_located(text, file, str, what="cases file", duplicates=duplicates).value
+    found += duplicates
     try:
         node = yaml.compose(text, Loader=_CasesLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = _location(file, lines, mark.line, mark.column) if mark else Location(file, 1, 1)
         raise MappingSyntaxError(f"not valid YAML: {getattr(error, 'problem', error)}", location=at) from None
-    found: list[MappingError] = []
-    if node is not None:
-        _check_duplicates(node, file, lines, found)
 
     def where(item: Any) -> Location:
         mark = item.start_mark
@@ -327,26 +327,6 @@ def _unknown_keys(
                 )
             )
     return unknown
-
-
-def _check_duplicates(node: yaml.Node, file: str, lines: list[str], found: list[MappingError]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            text = str(key.value)
-            if text in seen:
-                found.append(
-                    MappingSyntaxError(
-                        f"duplicate key '{text}' (first written at line {seen[text]})",
-                        location=_location(file, lines, key.start_mark.line, key.start_mark.column),
-                    )
-                )
-            else:
-                seen[text] = key.start_mark.line + 1
-            _check_duplicates(value, file, lines, found)
-    elif isinstance(node, yaml.SequenceNode):
-        for child in node.value:
-            _check_duplicates(child, file, lines, found)
 
 
 def _key_node(node: yaml.Node, key: str) -> yaml.Node | None:

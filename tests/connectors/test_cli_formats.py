@@ -139,6 +139,60 @@ def test_a_cases_file_with_several_mistakes_lists_each_in_both_formats(
     assert root.get("errors") == "2" and len(root.findall("testsuite/testcase/error")) == 2
 
 
+def test_a_duplicate_key_in_a_cases_file_is_reported_among_its_other_mistakes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A duplicate key was one error that stopped the reading; now it is one of the file's mistakes, located,
+    in validate and test, text and JSON (and JUnit). In a mapping file it still stops the loading."""
+    cases = tmp_path / "x.cases.yaml"
+    cases.write_text(
+        "cases:\n"
+        "  - name: a\n"
+        "    source: {}\n"
+        "    colour: red\n"  # 4
+        "    skipped: [x]\n"
+        "  - name: b\n"
+        "    source: {id: 1, id: 2}\n"  # 7: the second id
+        "    skipped: [x]\n"
+        "    name: c\n",  # 9
+        encoding="utf-8",
+    )
+    expected = [
+        (4, 5, "MappingStructureError", "unknown key 'colour' in a case"),
+        (7, 21, "MappingSyntaxError", "duplicate key 'id' (first written at line 7)"),
+        (9, 5, "MappingSyntaxError", "duplicate key 'name' (first written at line 6)"),
+    ]
+    assert main(["validate", str(cases)]) == 2
+    heads = [line for line in capsys.readouterr().err.splitlines() if ": error: " in line]
+    assert heads == [f"{cases}:{line}:{column}: error: {message}" for line, column, _, message in expected]
+    code, report, _ = run_json(capsys, "validate", str(cases), "--format", "json")
+    problems = report["files"][0]["problems"]
+    assert (
+        code == 2
+        and [(p["location"]["line"], p["location"]["column"], p["type"], p["message"]) for p in problems]
+        == expected
+    )
+    assert main(["test", str(cases)]) == 2
+    assert capsys.readouterr().err.count(f"{cases}:") >= 3
+    code, report, _ = run_json(capsys, "test", str(cases), "--format", "json")
+    errors = report["suites"][0]["errors"]
+    assert (
+        code == 2
+        and [(e["location"]["line"], e["location"]["column"], e["type"], e["message"]) for e in errors]
+        == expected
+    )
+    assert main(["test", str(cases), "--format", "junit"]) == 2
+    root = ET.fromstring(capsys.readouterr().out)
+    assert [e.get("message") for e in root.findall("testsuite/testcase/error")] == [m for *_, m in expected]
+
+    mapping = tmp_path / "dup.yaml"  # a mapping file: the loader still refuses it, one error
+    text = (ROOT / "mappings/shopify/fulfillment.yaml").read_text(encoding="utf-8")
+    mapping.write_text(text.replace("\nname: ", "\nname: twice\nname: ", 1), encoding="utf-8")
+    code, report, _ = run_json(capsys, "validate", str(mapping), "--format", "json")
+    (problem,) = report["files"][0]["problems"]
+    assert code == 2 and problem["message"].startswith("duplicate key 'name'"), problem
+
+
 def test_run_summary_json(tmp_path: Path, sandbox_factory: Callable[..., Sandbox]) -> None:
     server = sandbox_factory()
     config = write_config(tmp_path, server.url)
