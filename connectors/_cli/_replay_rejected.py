@@ -53,10 +53,10 @@ class RejectedReplay:
     def told(self) -> dict[str, Any]:
         """The run summary's counts this knows: its ``events`` are the webhooks it replayed, its ``rejected``
         those rejected again and the records it cannot replay. What delivery made of the others is the
-        service's (``shipmap status``): with nothing to replay, everything is known to be 0."""
-        if not self.to_replay and not self.unreplayable:
-            return {name: 0 for name in SUMMARY_COUNTS} | {"targets": []}
-        watched = self.rejected_again is not None or not self.to_replay
+        service's (``shipmap status``): with no webhook handed to it, every count is known."""
+        if not self.to_replay:
+            return {name: 0 for name in SUMMARY_COUNTS} | {"targets": [], "rejected": self.unreplayable}
+        watched = self.rejected_again is not None
         return {
             "events": self.to_replay,
             "rejected": (self.rejected_again or 0) + self.unreplayable if watched else None,
