@@ -25,7 +25,7 @@ from shipmap.connectors._errors import EXIT_OK
 from shipmap.connectors._plural import counted
 from shipmap.connectors._runtime import Progress, RunSummary, Runtime
 from shipmap.connectors._serve import Enricher, enrichments
-from shipmap.connectors._serve._enrich import refetcher
+from shipmap.connectors._serve._enrich_batch import refetcher
 from shipmap.connectors._serve._replays import ReplayRequests, replays_path
 from shipmap.connectors._store._journal import open_readonly
 from shipmap.connectors._summary import replay_outcome

@@ -42,7 +42,8 @@ from .._map._mapper import EventMapper
 from .._redact import get_logger
 from .._runtime import Progress, RunSummary, Runtime
 from .._summary import replay_outcome, replay_report
-from ._enrich import Enricher, refetcher
+from ._enrich import Enricher
+from ._enrich_batch import refetcher
 from ._feed import InboxFeed
 from ._inbox import InboxStore
 from ._inbox_floor import ClaimFloor
