@@ -150,6 +150,8 @@ class Enricher:
         self.limiters: dict[str, RateLimiter] = {}  # by connection: its max_rate, and the holds it is asked
         self._shared_store: PostgresStateStore | None = None  # on a PostgreSQL journal: see below
         self._to_share: asyncio.Lock | None = None  # held while it is opened; None once looked at
+        self._joining: set[str] = set()  # connections a reload's enrich took up, to add to the shared store
+        self._letting_go: set[asyncio.Task[None]] = set()  # the closing of clients no enrich uses any more
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
         # /readyz): its keys are set here and by ``use`` (which replaces the dict), only the counts change.
         self.fetching = dict.fromkeys(enrichments, 0)
@@ -164,12 +166,18 @@ class Enricher:
         # runtime's with that run's shared store, so /readyz reads this one too (``breaker_store``).
         self.breaker_store = self.runtime.breaker_store
         for name in {e.connection for e in self.enrichments.values()}:
-            api = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
-            self.breakers[name] = self._breaker(name, api.breaker, self.breaker_store)
-            self.limiters[name] = RateLimiter(name, api.connection.max_rate, store=self.breaker_store)
+            self._set_up(name)
         if self.breakers and self.runtime.config.journal.url:
             self._to_share = asyncio.Lock()
         return self
+
+    def _set_up(self, name: str) -> None:
+        """Connection ``name``'s client, breaker and rate limiter, on the store the others use now: at start,
+        or when a reload's enrich first fetches over it (``use``)."""
+        api = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
+        self.breakers[name] = self._breaker(name, api.breaker, self.breaker_store)
+        limiter = self.limiters[name] = RateLimiter(name, api.connection.max_rate, store=self.breaker_store)
+        limiter.share(self._share)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -177,6 +185,8 @@ class Enricher:
         apis, self._apis = self._apis, {}
         for api in apis.values():
             await api.client.aclose()
+        for closing in list(self._letting_go):
+            await closing
         store, self._shared_store = self._shared_store, None
         if store is not None:
             await store.aclose()
@@ -192,6 +202,7 @@ class Enricher:
         in this process, with a warning."""
         lock = self._to_share
         if lock is None:
+            await self._join_shared()
             return
         async with lock:
             if self._to_share is None:  # opened (or given up) while this GET waited for the lock
@@ -200,6 +211,16 @@ class Enricher:
                 await self._open_shared_store()
             finally:
                 self._to_share = None
+        await self._join_shared()
+
+    async def _join_shared(self) -> None:
+        """The connections a reload's enrich took up since the shared store opened: their rows made there, as
+        ``connect`` makes those of the connections it opens with (nothing to do on a store of this process)."""
+        joining, self._joining = self._joining, set()
+        store = self._shared_store
+        for name in sorted(joining):
+            if store is not None and name in self._apis:
+                await store.add(name, self.runtime.connections[name].base_url)
 
     async def _open_shared_store(self) -> None:
         journal = self.runtime.config.journal
@@ -249,9 +270,10 @@ class Enricher:
         base_url, headers, timeout, breaker or max_rate, or delivery's it falls back on), the next GETs go
         through a new client, and those in flight end on the old one. What the breaker saw of another endpoint
         or other credentials says nothing of these: it closes (``new_endpoint``, as delivery's does)."""
-        api, connection = self._apis[name], self.runtime.connections[name]
-        if api.current(self.runtime):
+        api = self._apis.get(name)
+        if api is None or api.current(self.runtime):  # None: let go by a reload; its GETs end on their client
             return
+        connection = self.runtime.connections[name]
         new = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
         api.retired, api.moved = True, new_endpoint(api.connection, connection)
         if api.uses == 0:
@@ -284,10 +306,25 @@ class Enricher:
         return all(not breaker.is_open for breaker in list(self.breakers.values()))
 
     def use(self, enrichments: Mapping[str, Enrichment]) -> None:
-        """A reload's ``enrich`` sections, over connections this enricher fetches over already (``_reload``
-        refuses others): the webhooks whose fetches start from now on take them; those in flight end with the
-        section they started with (``documents`` read it once)."""
-        assert {e.connection for e in enrichments.values()} <= self._apis.keys()
+        """A reload's ``enrich`` sections: the webhooks whose fetches start from now on take them; those in
+        flight end with the section they started with (``documents`` read it once). A connection no section
+        fetched over before is set up as at start (``_set_up``; on a PostgreSQL journal its shared rows are
+        made before its first GET); one no section fetches over any more is let go: its client is closed once
+        its GETs in flight end."""
+        wanted, had = {e.connection for e in enrichments.values()}, bool(self._apis)
+        for name in sorted(wanted - self._apis.keys()):
+            self._set_up(name)
+            self._joining.add(name)
+        if wanted and not had and self.runtime.config.journal.url and self._shared_store is None:
+            self._to_share = asyncio.Lock()  # no breaker before: the shared store was never opened
+        for name in sorted(self._apis.keys() - wanted):
+            api = self._apis.pop(name)
+            del self.breakers[name], self.limiters[name]
+            api.retired = True
+            if api.uses == 0:
+                closing = asyncio.ensure_future(self._close(api))
+                self._letting_go.add(closing)
+                closing.add_done_callback(self._letting_go.discard)
         self.enrichments = dict(enrichments)
         # A source's count is kept while its fetches are in flight, so that they end where they began.
         self.fetching = {
@@ -321,6 +358,8 @@ class Enricher:
         enrichment = self.enrichments[source]
         names = list(enrichment.fetch)
         await self._follow_reload(enrichment.connection)
+        if enrichment.connection not in self._apis:
+            raise _let_go(enrichment.connection)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
         self.fetching[source] += 1  # its key stays while it is not 0 (``use``)
         try:
@@ -351,16 +390,26 @@ class Enricher:
         return await asyncio.gather(*(self._get(connection, path) for path in paths), return_exceptions=True)
 
     async def _get(self, connection: str, path: str) -> Any:
-        if self._to_share is not None:
+        if self._to_share is not None or self._joining:
             await self._share_across_processes()
-        api = self._apis[connection]  # this GET's, to its end: a reload meanwhile applies to the next
+        api = self._apis.get(connection)  # this GET's, to its end: a reload meanwhile applies to the next
+        if api is None:
+            raise _let_go(connection)
         api.uses += 1
         try:
             return await self._get_through(api, connection, path)
         finally:
             api.uses -= 1
             if api.retired and api.uses == 0:
-                await api.client.aclose()
+                await self._close(api)
+
+    async def _close(self, api: SourceClient) -> None:
+        """A retired client closed (by the last of its GETs), and said when no enrich fetches over it now."""
+        await api.client.aclose()
+        if api.connection.name not in self._apis:
+            self._log.info(
+                "source API %s: no enrich fetches over it any more; its client closed", api.connection.name
+            )
 
     async def _get_through(self, api: SourceClient, connection: str, path: str) -> Any:
         client, auth = api.client, api.auth
@@ -496,6 +545,11 @@ def _moved(connection: str, reason: str) -> SourceUnavailable:
     return SourceUnavailable(
         connection, reason, 0.0, why="its settings were replaced by a reload during the GET"
     )
+
+
+def _let_go(connection: str) -> SourceUnavailable:
+    """A fetch whose connection a reload let go before its GETs went: later (now), with the section in use."""
+    return SourceUnavailable(connection, "no enrich fetches over it now", 0.0, why="let go by a reload")
 
 
 def _later(breaker: CircuitBreaker) -> SourceUnavailable:

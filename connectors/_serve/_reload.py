@@ -75,7 +75,7 @@ async def read_again(
         ) from None
     running, found = settings.sources, serve_settings(config)
     sources = found.sources
-    _refuse_new_enrich_connections(config, running, sources)
+    _refuse_enrich_over_added_connections(config, runtime, sources)
     serve_keys = [key for key in RELOADED_SERVE_KEYS if getattr(settings, key) != getattr(found, key)]
     changed = (
         *_source_changes(running, sources),
@@ -168,19 +168,18 @@ def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, A
     return config, sections(file), mapper
 
 
-def _refuse_new_enrich_connections(
-    config: RuntimeConfig, running: Mapping[str, SourceSettings], sources: Mapping[str, SourceSettings]
+def _refuse_enrich_over_added_connections(
+    config: RuntimeConfig, runtime: Runtime, sources: Mapping[str, SourceSettings]
 ) -> None:
-    """A source's ``enrich`` is applied by a reload (the enricher takes it: ``Enricher.use``), over the
-    connections enrichment fetched over at start: their breakers, rate limits and shared records were set up
-    then, and another one's are not."""
-    fetched_over = {s.enrich.connection for s in running.values() if s.enrich is not None}
+    """A source's ``enrich`` is applied by a reload (``Enricher.use``), over a connection new to enrichment too
+    (set up then, as at start), but not over one this reload adds: its GETs would start before delivery took
+    it (``Runtime.use_mapper``, at the end of the run in progress)."""
     for name in sorted(sources):
         enrich = sources[name].enrich
-        if enrich is not None and enrich.connection not in fetched_over:
+        if enrich is not None and enrich.connection not in runtime.connections:
             raise config.error(
-                f"sources.{name}.enrich fetches over connection '{enrich.connection}', which no source's"
-                " enrich fetched over at start; restart the service to enrich over it",
+                f"sources.{name}.enrich fetches over connection '{enrich.connection}', which this reload adds:"
+                " add the connection by one reload and enrich over it by the next (or restart)",
                 ("sources", name, "enrich", "connection"),
             )
 

@@ -159,7 +159,8 @@ class Service:
           logs in afresh. The connections enrichment fetches over apply to its GETs that start once delivery
           took them (``Enricher``): those in flight end on the old client. A source's ``enrich`` (what is
           fetched, from where, for which topics, how many at once) applies to the webhooks whose fetches start
-          after, and to replays: those in flight end with the section they started with.
+          after, and to replays: those in flight end with the section they started with. A connection new to
+          enrichment is set up as at start; one no ``enrich`` fetches over any more is let go.
 
         Nothing else is applied: the other sections it finds changed (``journal``, the rest of ``serve``) are
         named in ``not_applied`` (a restart applies them; SIGTERM drains).
@@ -167,7 +168,7 @@ class Service:
         ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
         loads its config. Raises ConfigError or MappingError, located in its file, when the config or a mapping
         is wrong, a connection the service runs with is gone from the file, a source's ``enrich`` fetches over a
-        connection no ``enrich`` fetched over at start, or reading it all outlives ``RELOAD_DEADLINE_S``: the
+        connection this reload adds, or reading it all outlives ``RELOAD_DEADLINE_S``: the
         running sources, mappings, connections and delivery settings then stay as they were."""
         if self._reloading is None:
             self._reloading = asyncio.Lock()

@@ -189,11 +189,8 @@ class PostgresStateStore:
             enrichment=enrichment,
         )
         async with store._statement():
-            for name in endpoints:  # its max_rate slots, then its breaker at this base_url
-                for row in dict.fromkeys((name, store._row(name))):
-                    await connection.execute(
-                        "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (row,)
-                    )
+            for name in endpoints:
+                await store._insert_rows(name)
             store._count_peers(
                 await (await connection.execute(COUNT_SESSIONS, (application_name,))).fetchone()
             )
@@ -338,7 +335,23 @@ class PostgresStateStore:
                     "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (row,)
                 )
 
+    async def add(self, name: str, base_url: str) -> None:
+        """Connection ``name`` at ``base_url`` shared from now on, as ``connect`` shares those it is given (a
+        reload's enrich fetches over it first): its rows made when no worker has made them yet. A lost
+        connection leaves it to this worker's copy until it is back."""
+        self._rows[name] = self._row_of(name, base_url)
+        with contextlib.suppress(_Away):
+            async with self._statement():
+                await self._insert_rows(name)
+
     # --- helpers -------------------------------------------------------------------------------------------
+
+    async def _insert_rows(self, name: str) -> None:
+        """``name``'s max_rate slots, then its breaker at its base_url (within a ``_statement``)."""
+        for row in dict.fromkeys((name, self._row(name))):
+            await self._conn.execute(
+                "INSERT INTO connection_state (name) VALUES (%s) ON CONFLICT DO NOTHING", (row,)
+            )
 
     def _row(self, name: str) -> str:
         return self._rows.get(name, name)

@@ -284,3 +284,80 @@ def test_a_webhook_whose_fetches_are_in_flight_at_the_reload_finishes_with_the_s
     assert _orders(sandbox) == ["101"]
     rejected = [line for line in serve.errors if "rejected input" in line]
     assert len(rejected) == 1 and "GET /v2/orders/100/product failed: HTTP 404" in rejected[0], rejected
+
+
+STORE_2 = (
+    "  bc_store_2:\n    api: generic\n    base_url: ${SANDBOX_URL}/_source/bigcommerce/stores/abc123\n"
+    "    auth:\n      scheme: api_key\n      header: X-Auth-Token\n      api_key: ${BC_STORE_2_KEY}\n"
+)
+LET_GO = "source API bc_store: no enrich fetches over it any more; its client closed"
+
+
+def test_a_source_switched_by_a_reload_to_a_store_connection_new_to_enrichment_fetches_over_it(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    _switched_to_a_second_store_connection(source_sandbox, ServeProcess(tmp_path, source_sandbox.url))
+
+
+def test_on_postgresql_a_store_connection_new_to_enrichment_gets_its_shared_breaker_row_at_the_reload(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    """The connection no enrich fetched over at start gets its shared enrichment breaker row (at its base_url)
+    in the journal when a reload's enrich first fetches over it, as those set up at start do."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    serve.config.write_text(on_postgres(serve.config.read_text(), postgres_url))
+    _switched_to_a_second_store_connection(source_sandbox, serve)
+    store = f"{source_sandbox.url}/_source/bigcommerce/stores/abc123"
+    with psycopg.connect(postgres_url) as db:
+        rows = dict(db.execute("SELECT name, phase FROM connection_state WHERE name LIKE 'enrichment %'"))
+    assert rows == {
+        f"enrichment bc_store {store}": "closed",
+        f"enrichment bc_store_2 {store}": "closed",
+    }, rows
+
+
+def _switched_to_a_second_store_connection(source_sandbox: Sandbox, serve: ServeProcess) -> None:
+    """``bc`` enriches over ``bc_store`` at start; ``bc_store_2`` (the same store, with the key it rotates to)
+    is configured, and no enrich fetches over it. The store rotates its key and a reload switches ``bc`` to
+    ``bc_store_2``: the next webhook's GETs go over it (none refused: ``bc_store``'s key would be), it is
+    delivered once, and ``bc_store``'s client is closed."""
+    text = serve.config.read_text()
+    assert "  bc_store:\n" in text and "env_file: false\n" in text
+    text = text.replace("  bc_store:\n", STORE_2 + "  bc_store:\n").replace(
+        "env_file: false\n", "env_file: store.env\n"
+    )
+    serve.config.write_text(text)
+    (serve.config.parent / "store.env").write_text(f"BC_STORE_2_KEY={ROTATED}\n")
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 100)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["100"], what="order 100")
+            source_sandbox.set_source_token(ROTATED)
+            switched = text.replace("connection: bc_store\n", "connection: bc_store_2\n")
+            assert switched != text
+            serve.config.write_text(switched)
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(
+                lambda: any(line.rstrip().endswith(f"reloaded {serve.config}: bc: enrich.connection")
+                            for line in serve.errors)
+                and any(LET_GO in line for line in serve.errors),
+                timeout=30,
+                what="the reload, and bc_store's client closed",
+            )  # fmt: skip
+            before = len(source_sandbox.source_requests())
+            _post(serve, client, 101)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["100", "101"], what="order 101")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    after = source_sandbox.source_requests()[before:]
+    assert sorted(r["path"].rsplit("/101", 1)[1] for r in after) == ["", "/products", "/shipments"], after
+    assert {r["status"] for r in after} == {200, 204}, after
+    assert _orders(source_sandbox) == ["100", "101"]  # each delivered once
+    log = "".join(serve.errors + serve.output)
+    assert "reload refused" not in log and NOT_APPLIED not in log and ROTATED not in log, serve.errors
+    assert sum(LET_GO in line for line in serve.errors) == 1, serve.errors
+    dead = json.dumps([line for line in serve.errors if "rejected input" in line])
+    assert dead == "[]", dead
