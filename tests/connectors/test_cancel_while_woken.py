@@ -31,7 +31,10 @@ def test_a_cancellation_that_comes_with_a_wake_up_stops_the_idle_feed(tmp_path: 
         return None
 
     enricher: Any = types.SimpleNamespace(
-        enrichments={}, look_at_breakers=no_breakers_to_read, breakers_closed=lambda: True
+        enrichments={},
+        concurrency=lambda source: None,  # no lane has a cap of its own
+        look_at_breakers=no_breakers_to_read,
+        breakers_closed=lambda: True,
     )
     feed = InboxFeed(inbox, enricher, Redactor())
 
