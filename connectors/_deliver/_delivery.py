@@ -34,7 +34,9 @@ which outlives the process, read by ``Outbox.recover``) and counts the row's att
 towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait; its
 deadline cancels the send, and a send cancelled in such a wait, in max_rate's, or with its request in flight
 (counted: it may have landed), leaves the same Outcome for its worker (``Deliverer.take_cut``), so the
-journal keeps its attempts the same way.
+journal keeps its attempts the same way. So does one cancelled at its open breaker.
+A parked delivery keeps the attempts it counted before its breaker opened the same way (``Outcome.counted``):
+the next run counts them towards ``max_attempts`` once the breaker closes (not after a move: they start over).
 """
 
 from __future__ import annotations
@@ -124,8 +126,10 @@ class Outcome:
     parked: bool = False  # the breaker stayed open past outage_wait: left pending, not dead
     # The run ended while it waited out a backoff or a Retry-After: left pending, the next run goes on with it.
     interrupted: bool = False
-    counted: int = 0  # of ``attempts``, those that count towards max_attempts (an interrupted one's are kept)
-    # An interrupted one's: when the wait it was cut short in ends (epoch seconds), and the failure it retries.
+    # Of ``attempts``, those that count towards max_attempts: an interrupted or a parked one's are kept.
+    counted: int = 0
+    # An interrupted one's: when the wait it was cut short in ends (epoch seconds); and the failure it retries
+    # (a parked one's too: its last failure before the outage).
     not_before: float | None = None
     failed: str = ""
 
@@ -297,7 +301,14 @@ class Deliverer:
                     finally:
                         self._waiting[name] -= 1
                 except Outage as stop:
-                    return self._parked(stop, attempt, started)
+                    # Its attempts before the outage count once the breaker closes (not at a moved endpoint).
+                    kept = 0 if breaker.moved else counted - tried
+                    return self._parked(stop, attempt, started, kept, reason)
+                except asyncio.CancelledError:  # a stop while it waits for the open breaker: keep them too
+                    if counted > tried:
+                        at = "waiting for its connection's open circuit breaker"
+                        self._cut_at_stop(request, attempt, counted - tried, started, at, reason)
+                    raise
                 if not breaker.is_open:
                     self._outage_waits.found_closed(name)
             if not limiter.idle:
@@ -476,8 +487,8 @@ class Deliverer:
 
     def take_cut(self) -> Outcome | None:
         """The Outcome of the send the calling task made when a stop cancelled it in a wait before an attempt
-        (a backoff, a Retry-After's hold, max_rate's turn after an attempt) or with its request in flight; None
-        when it was cancelled otherwise."""
+        (a backoff, a Retry-After's hold, max_rate's turn or its open breaker after an attempt) or with its
+        request in flight; None when it was cancelled otherwise."""
         task = asyncio.current_task()
         return self._cut.pop(task, None) if task is not None and self._cut else None
 
@@ -502,11 +513,11 @@ class Deliverer:
         log (a stop's deadline: ``_wait``)."""
         if breaker.moved:
             if failed or request.tried:
-                return self._parked(breaker.outage(failed), attempts, started)
+                return self._parked(breaker.outage(failed), attempts, started)  # attempts start over there
             held = f"{max(0.0, until - time.monotonic()):.0f} s of it left"
             return self._parked(Outage(breaker.name, held, 0.0, moved="held"), attempts, started)
         if breaker.is_open:  # down: past the wait it would find the breaker open, and the run's end parks it
-            return self._parked(breaker.outage(failed), attempts, started)
+            return self._parked(breaker.outage(failed), attempts, started, counted, failed)
         if request.key:
             self._resume[request.key] = (until, failed)
         left = max(0.0, until - time.monotonic())
@@ -517,11 +528,17 @@ class Deliverer:
                        counted=counted, not_before=time.time() + left,
                        failed=self.redactor.redact(failed))  # fmt: skip
 
-    def _parked(self, stop: Outage, attempts: int, started: float) -> Outcome:
-        """A delivery left pending: its connection is down past ``outage_wait``, or a reload moved it."""
+    def _parked(
+        self, stop: Outage, attempts: int, started: float, counted: int = 0, failed: str = ""
+    ) -> Outcome:
+        """A delivery left pending: its connection is down past ``outage_wait`` (or at the run's end), or a
+        reload moved it. ``counted``: its attempts of this run that count towards max_attempts, made before the
+        breaker opened (the journal adds them to its row, as an interrupted one's: the next run goes on with its
+        budget once the breaker closes), with ``failed``, the last one's failure."""
         # Without the connection's name: the summary's line and the log's name it already.
         reason = self.redactor.redact(stop.detail)
-        return Outcome(False, None, attempts, time.perf_counter() - started, reason, parked=True)
+        return Outcome(False, None, attempts, time.perf_counter() - started, reason, parked=True,
+                       counted=counted, failed=self.redactor.redact(failed) if counted else "")  # fmt: skip
 
     def _deadline(self) -> TaskDeadline:
         """The calling task's deadline timer (``asyncio.timeout`` arms one per request), forgotten with it."""

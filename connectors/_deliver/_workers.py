@@ -132,14 +132,19 @@ class DeliveryWorkers:
             # The run ended while it waited to retry: pending, its attempts kept; the next run goes on with it.
             self.outbox.interrupted(job.key, outcome)
             self.log.info("%s: %s", job.request.label, outcome.reason)
-        elif outcome.parked and self.held_back is not None:
-            self.held_back.hold(job, outcome)  # pending; it goes when the breaker closes, within outage_wait
         elif outcome.parked:
-            # The connection is down past outage_wait: the row stays pending for the next run.
-            connection = job.request.connection
-            if self.summary.park(connection, outcome.reason or "unavailable (circuit breaker open)"):
-                self.log.warning("connection %s %s", connection, self.summary.outages[connection])
-            self.outbox.release(job.key)
+            if outcome.counted:  # attempts before the breaker opened: they count once it closes
+                self.outbox.keep_attempts(job.key, outcome)
+            if self.held_back is not None:
+                self.held_back.hold(
+                    job, outcome
+                )  # pending; it goes when the breaker closes, within outage_wait
+            else:
+                # The connection is down past outage_wait: the row stays pending for the next run.
+                connection = job.request.connection
+                if self.summary.park(connection, outcome.reason or "unavailable (circuit breaker open)"):
+                    self.log.warning("connection %s %s", connection, self.summary.outages[connection])
+                self.outbox.release(job.key)
         elif outcome.delivered:
             assert outcome.status is not None
             self.outbox.delivered(job.key, outcome.status, outcome.attempts)

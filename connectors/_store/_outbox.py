@@ -399,8 +399,14 @@ class Outbox:
         """A delivery the run's end (or a stop) interrupted while it waited to retry: its row stays pending,
         with the attempts that counted towards max_attempts added and when its wait ends, so the next run, on
         this worker or another, goes on with its budget and waits out the rest (``recover``)."""
-        self.journal.add_attempts(key, outcome.counted, not_before=outcome.not_before, failed=outcome.failed)
+        self.keep_attempts(key, outcome)
         self.release(key)
+
+    def keep_attempts(self, key: str, outcome: Outcome) -> None:
+        """Add the attempts of a delivery left pending that counted towards max_attempts to its row (an
+        interrupted one's, or a parked one's made before its breaker opened), so that the next run goes on with
+        its budget."""
+        self.journal.add_attempts(key, outcome.counted, not_before=outcome.not_before, failed=outcome.failed)
 
     def release(self, key: str) -> None:
         """A delivery this run no longer holds (parked, or its lease lost): a repeat of its event may send it."""

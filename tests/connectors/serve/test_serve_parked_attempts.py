@@ -1,0 +1,112 @@
+"""A delivery that failed some attempts before its connection's breaker opened keeps them when it is parked
+(a run's end, a stop): the journal adds them to its row, as it does for a delivery interrupted in a backoff,
+and the next run counts them towards ``max_attempts`` once the breaker closes (docs/runtime.md).
+
+A live service over HTTP; the sandbox's fault injection answers Fenix ``503`` as the test says."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import FaultPlan, Sandbox
+
+from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+
+ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
+FENIX = "  fenix:\n    api: fenix\n"
+NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
+WAITING = "waiting for the circuit breaker of fenix"
+
+
+def _configure(serve: ServeProcess, cooldown: str, drain: str = "30s") -> str:
+    """Fenix's breaker opens at 3 failures in a row and probes after ``cooldown`` (the fixture's retries: 4
+    attempts, 50 ms backoff); returns the config with one change that moves no connection (a reload of it
+    ends the run in progress, and nothing else)."""
+    text = serve.config.read_text()
+    assert text.count(FENIX) == 1 and "  drain_timeout: 30s\n" in text and "  concurrency: 8\n" in text
+    breaker = f"    breaker: {{failures: 3, cooldown: {cooldown}, cooldown_cap: {cooldown}}}\n"
+    text = text.replace(FENIX, FENIX + breaker).replace(
+        "  drain_timeout: 30s\n", f"  drain_timeout: {drain}\n"
+    )
+    serve.config.write_text(text)
+    return text.replace("  concurrency: 8\n", "  concurrency: 6\n")
+
+
+def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> None:
+    body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
+    headers = shopify_headers(body, "orders/create", f"parked{order_id}")
+    assert serve.post(client, "shop", body, headers).status_code == 200
+
+
+def _said(serve: ServeProcess, text: str) -> int:
+    return sum(text in line for line in serve.errors)
+
+
+def _attempts(serve: ServeProcess) -> list[tuple[str, int]]:
+    with sqlite3.connect(serve.workdir / ".shipmap" / "journal.db") as db:
+        return list(db.execute("SELECT state, attempts FROM deliveries WHERE target = 'order'"))
+
+
+def _failed_twice_then_opened(serve: ServeProcess) -> None:
+    """Attempts 1 and 2 fail and count; attempt 3's failure opens the breaker (it does not count)."""
+    serve.wait_until(lambda: _said(serve, WAITING) > 0, timeout=30, what="the breaker opened by attempt 3")
+    assert _said(serve, "attempt 2 failed (HTTP 503") == 1, serve.errors[-10:]
+    assert _said(serve, "attempt 3 failed (HTTP 503") == 1, serve.errors[-10:]
+
+
+def test_a_reload_keeps_the_attempts_of_a_delivery_parked_at_its_open_breaker(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The delivery waits at Fenix's open breaker (10 s cooldown) after 2 counted attempts when a reload ends
+    the run: it is parked with those 2 in its row (it kept none before), and once the breaker closes the next
+    run delivers it: 3 attempts in the journal (1 before)."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503", "503", "503")), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    reloaded = _configure(serve, cooldown="10s")
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_500_001)
+            _failed_twice_then_opened(serve)
+            assert serve.process is not None
+            serve.config.write_text(reloaded)
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
+            assert _attempts(serve) == [("pending", 2)]
+            serve.wait_until(lambda: _attempts(serve) == [("delivered", 3)], timeout=40, what="the probe")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
+    assert _said(serve, "dead letter") == 0, serve.errors[-10:]
+
+
+def test_a_stop_keeps_the_attempts_of_a_delivery_waiting_at_its_open_breaker(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """``SIGTERM`` with a 2 s ``drain_timeout`` while the delivery waits at Fenix's open breaker (60 s cooldown)
+    after 2 counted attempts: the deadline cancels the wait, and the row keeps the 2 (it kept none before).
+    The next start goes on with them: delivered at its first attempt there, 3 in all."""
+    source_sandbox.set_faults(FaultPlan(schedule=("503", "503", "503")), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    _configure(serve, cooldown="60s", drain="2s")
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_500_002)
+            _failed_twice_then_opened(serve)
+        assert serve.terminate() == 0
+        assert _attempts(serve) == [("pending", 2)]
+        said = "left pending at the stop waiting for its connection's open circuit breaker"
+        assert _said(serve, said) == 1, "".join(serve.errors)
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: _attempts(serve) == [("delivered", 3)], timeout=30, what="the next start")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
