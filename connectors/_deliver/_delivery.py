@@ -34,7 +34,8 @@ which outlives the process, read by ``Outbox.recover``) and counts the row's att
 towards ``max_attempts`` (``OutboundRequest.tried``). A run's stop (``SIGTERM``'s drain) ends no wait; its
 deadline cancels the send, and a send cancelled in such a wait, in max_rate's, or with its request in flight
 (counted: it may have landed), leaves the same Outcome for its worker (``Deliverer.take_cut``), so the
-journal keeps its attempts the same way. So does one cancelled at its open breaker.
+journal keeps its attempts the same way. So does one cancelled at its open breaker, or in a shared breaker's
+database write after an attempt (that attempt counted unless it was the probe or the breaker is known open).
 A parked delivery keeps the attempts it counted before its breaker opened the same way (``Outcome.counted``):
 the next run counts them towards ``max_attempts`` once the breaker closes (not after a move: they start over).
 """
@@ -63,6 +64,7 @@ from .._redact import Redactor, get_logger
 from ._auth import ShipmapAuth, read_capped
 from ._breaker import (
     HOLDING_STATUSES,
+    Admission,
     CircuitBreaker,
     MemoryStore,
     Outage,
@@ -379,7 +381,12 @@ class Deliverer:
             else:
                 if 200 <= status < 300:
                     if not breaker.at_rest:
-                        await breaker.success(admitted)
+                        try:
+                            await breaker.success(admitted)
+                        except asyncio.CancelledError:
+                            self._cut_recording(request, breaker, admitted, attempt, counted - tried, started,
+                                                f"HTTP {status}, answered as the stop came", True)  # fmt: skip
+                            raise
                     return Outcome(True, status, attempt, time.perf_counter() - started)
                 assert response is not None  # only a 2xx answer comes as its status alone
                 outage = status == 429 or status >= 500
@@ -392,10 +399,17 @@ class Deliverer:
                     if retry_after is not None and status in HOLDING_STATUSES:
                         # It speaks for the connection: its other senders wait too, not collect more 429s.
                         await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
-            if outage or refused:
-                await breaker.failure(reason, admitted, refused=refused)
-            else:  # the destination answered: it is up, whatever it thought of this request
-                await breaker.success(admitted)
+            try:
+                if outage or refused:
+                    await breaker.failure(reason, admitted, refused=refused)
+                else:  # the destination answered: it is up, whatever it thought of this request
+                    await breaker.success(admitted)
+            except asyncio.CancelledError:  # a stop in a shared breaker's write (a database round trip)
+                counts = not refused  # a refusal counts for nothing: it waits for the breaker
+                self._cut_recording(
+                    request, breaker, admitted, attempt, counted - tried, started, reason, counts
+                )
+                raise
             if refused or (outage and breaker.is_open):
                 # The destination is down, or refuses every request: wait for the breaker, do not count.
                 # (Logged like a retry: the request may have landed, so what follows may be a duplicate.)
@@ -485,10 +499,30 @@ class Deliverer:
                                   interrupted=True, counted=counted,
                                   failed=self.redactor.redact(failed))  # fmt: skip
 
+    def _cut_recording(
+        self,
+        request: OutboundRequest,
+        breaker: CircuitBreaker,
+        admitted: Admission,
+        attempts: int,
+        counted: int,
+        started: float,
+        failed: str,
+        counts: bool,
+    ) -> None:
+        """A stop cancelled the send in its breaker's write after attempt ``attempts`` was answered (with a
+        shared store, a database round trip): ``_cut_at_stop``, with the ``counted`` attempts before it and
+        this one if it ``counts`` (not a refusal), is not a probe and did not find the breaker open (this
+        process's copy: whether its own failure opened it is the write's to say, and an attempt into an open
+        breaker counts for nothing). The next start sends it again at once."""
+        counted += counts and not admitted.is_probe and not breaker.is_open
+        at = "recording an attempt's answer in its connection's circuit breaker"
+        self._cut_at_stop(request, attempts, counted, started, at, failed)
+
     def take_cut(self) -> Outcome | None:
         """The Outcome of the send the calling task made when a stop cancelled it in a wait before an attempt
-        (a backoff, a Retry-After's hold, max_rate's turn or its open breaker after an attempt) or with its
-        request in flight; None when it was cancelled otherwise."""
+        (a backoff, a Retry-After's hold, max_rate's turn or its open breaker after an attempt), with its
+        request in flight, or in its breaker's write after one; None when it was cancelled otherwise."""
         task = asyncio.current_task()
         return self._cut.pop(task, None) if task is not None and self._cut else None
 

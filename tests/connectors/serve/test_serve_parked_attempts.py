@@ -1,8 +1,10 @@
 """A delivery that failed some attempts before its connection's breaker opened keeps them when it is parked
 (a run's end, a stop): the journal adds them to its row, as it does for a delivery interrupted in a backoff,
-and the next run counts them towards ``max_attempts`` once the breaker closes (docs/runtime.md).
+and the next run counts them towards ``max_attempts`` once the breaker closes (docs/runtime.md). And a stop
+that lands in the shared breaker's database write after an attempt keeps that attempt.
 
-A live service over HTTP; the sandbox's fault injection answers Fenix ``503`` as the test says."""
+A live service over HTTP; the sandbox's fault injection answers Fenix ``503`` as the test says; PostgreSQL is
+the test server (``make postgres``)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,11 @@ import sqlite3
 from pathlib import Path
 
 import httpx
-from shipmap.connectors import FaultPlan, Sandbox
+from shipmap.connectors import FaultPlan, Journal, Sandbox
+from shipmap.connectors._store._breaker_pg import APPLICATION_NAME
+from shipmap.connectors._store._database import NoJournalError
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
 
 ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 FENIX = "  fenix:\n    api: fenix\n"
@@ -49,6 +53,14 @@ def _said(serve: ServeProcess, text: str) -> int:
 def _attempts(serve: ServeProcess) -> list[tuple[str, int]]:
     with sqlite3.connect(serve.workdir / ".shipmap" / "journal.db") as db:
         return list(db.execute("SELECT state, attempts FROM deliveries WHERE target = 'order'"))
+
+
+def _entries(url: str) -> list[tuple[str, int]]:
+    try:
+        with Journal(url, readonly=True) as journal:
+            return sorted((e.state, e.attempts) for e in journal.entries())
+    except NoJournalError:  # the service makes it at its first run
+        return []
 
 
 def _failed_twice_then_opened(serve: ServeProcess) -> None:
@@ -110,3 +122,51 @@ def test_a_stop_keeps_the_attempts_of_a_delivery_waiting_at_its_open_breaker(
     finally:
         serve.kill()
     assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
+
+
+def test_a_stop_in_the_shared_breakers_write_after_an_attempt_keeps_it(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    """On a PostgreSQL journal the breaker's failure is a database write. Once a first order is delivered (the
+    run has made Fenix's breaker row), the test holds that row locked, so that the write waits on it after a
+    second order's first attempt's 503, and ``SIGTERM`` with a 2 s ``drain_timeout`` cancels it there: the
+    row keeps the attempt (it kept none before), and the next start delivers the order, 2 attempts in all."""
+    import psycopg
+
+    source_sandbox.set_faults(FaultPlan(schedule=("ok", "503")), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    _configure(serve, cooldown="60s", drain="2s")
+    serve.config.write_text(on_postgres(serve.config.read_text(), postgres_url))
+    serve.start()
+    try:
+        with psycopg.connect(postgres_url) as lock, httpx.Client(timeout=10) as client:
+            _post(serve, client, 7_500_003)
+            serve.wait_until(lambda: _entries(postgres_url) == [("delivered", 1)], timeout=30,
+                             what="the first order")  # fmt: skip
+            rows = lock.execute("SELECT name FROM connection_state WHERE name LIKE 'fenix %' FOR UPDATE")
+            assert len(rows.fetchall()) == 1
+            _post(serve, client, 7_500_004)
+
+            def waits_for_the_row() -> bool:
+                with psycopg.connect(postgres_url, autocommit=True) as look:
+                    found = look.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                        " AND wait_event_type = 'Lock'",
+                        (APPLICATION_NAME,),
+                    ).fetchone()
+                return found is not None and found[0] == 1
+
+            serve.wait_until(waits_for_the_row, timeout=30, what="the breaker's write after the 503")
+            assert serve.terminate() == 0
+            lock.rollback()
+        assert _entries(postgres_url) == [("delivered", 1), ("pending", 1)]
+        said = "left pending at the stop recording an attempt's answer in its connection's circuit breaker"
+        assert _said(serve, said) == 1, "".join(serve.errors)
+        serve.errors.clear()
+        serve.start()
+        serve.wait_until(lambda: _entries(postgres_url) == [("delivered", 1), ("delivered", 2)], timeout=30,
+                         what="the next start")  # fmt: skip
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    assert len(source_sandbox.requests(endpoint="fenix.orders")) == 2  # a 503 is not recorded
