@@ -203,7 +203,7 @@ class Outbox:
             label=f"{entry.mapping}.{entry.target} {entry.key[:12]}",
             key=entry.key,
             content=text.encode("utf-8"),
-            tried=entry.attempts,  # a pending row's: those of a run that ended while it waited to retry
+            tried=entry.attempts,  # a pending row's: those of a run that ended while it waited to retry, or parked
         )
         return Job(entry.key, entry.mapping, entry.target, entry.source_hash, entry.origin,
                    entry.idempotency_key, request, text)  # fmt: skip
