@@ -36,7 +36,8 @@ def main() -> None:
     options = arguments.parse_args()
 
     from shipmap.connectors import Runtime
-    from shipmap.connectors._deliver._delivery import Deliverer, OutboundRequest
+    from shipmap.connectors._deliver._delivery import Deliverer
+    from shipmap.connectors._deliver._request import OutboundRequest
     from shipmap.connectors._intake._producers import produce_packed
     from shipmap.connectors._map._steps import Event, Job, unpack
     from shipmap.engine import read_documents

@@ -43,22 +43,16 @@ the next run counts them towards ``max_attempts`` once the breaker closes (not a
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import http.cookiejar
-import json
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
-from shipmap.engine import _jsontext
 
 from .. import _plural
-from .._config import Connection, DeliverySettings, RetryPolicy
+from .._config import Connection, DeliverySettings
 from .._errors import AuthError
 from .._redact import Redactor, get_logger
 from ._auth import ShipmapAuth, read_capped
@@ -73,102 +67,12 @@ from ._breaker import (
 )
 from ._deadline import TaskDeadline
 from ._rate_limiter import RateLimiter
+from ._request import OutboundRequest, Outcome, refusing_cookies
+from ._retry_timing import backoff_delay, parse_retry_after
 from ._transport import AiohttpTransport, Sender
 
 Sleep = Callable[[float], Awaitable[None]]
 BODY_CAP = 64 * 1024  # bytes of a response body read at most: enough for any excerpt, never 300 MB
-_DELTA_SECONDS = re.compile(r"[0-9]{1,10}")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundRequest:
-    """A request to send: the connection's own headers and auth are added by its client."""
-
-    connection: str
-    method: str
-    url: str
-    payload: Any
-    headers: Mapping[str, str]
-    label: str = ""  # for logs: mapping.target and key
-    content: bytes | None = None  # the payload already encoded (the runtime encodes each payload once)
-    key: str = ""  # the delivery's idempotency key, for the log's event fields
-    tried: int = 0  # attempts earlier runs made that count towards max_attempts (the journal row's)
-
-    def body(self) -> bytes:
-        if self.content is not None:
-            return self.content
-        return encode_payload(self.payload).encode("utf-8")
-
-
-def refusing_cookies() -> http.cookiejar.CookieJar:
-    """A client's cookie jar that keeps none. The APIs authenticate with headers: a cookie a server sets is
-    never sent back, on any path, and a long-running client's jar does not grow with the URLs it visits."""
-    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-
-
-def encode_payload(payload: Any, *, plain: bool = False) -> str:
-    """A payload's JSON text as it goes on the wire (and into the journal): compact, UTF-8 kept, strict
-    (ValueError for NaN or an infinity, which no JSON parser takes). The same text whichever encoder writes
-    it (``engine._jsontext``; ``plain``: the caller knows the payload holds JSON's own types only, numbers
-    finite)."""
-    data = _jsontext.dumps(payload, plain=plain)
-    if data is not None:
-        return data.decode("utf-8")
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    delivered: bool
-    status: int | None
-    attempts: int
-    latency: float  # seconds from the first attempt to the final answer, backoff included
-    reason: str | None = None
-    response_excerpt: str | None = None
-    parked: bool = False  # the breaker stayed open past outage_wait: left pending, not dead
-    # The run ended while it waited out a backoff or a Retry-After: left pending, the next run goes on with it.
-    interrupted: bool = False
-    # Of ``attempts``, those that count towards max_attempts: an interrupted or a parked one's are kept.
-    counted: int = 0
-    # An interrupted one's: when the wait it was cut short in ends (epoch seconds); and the failure it retries
-    # (a parked one's too: its last failure before the outage).
-    not_before: float | None = None
-    failed: str = ""
-
-
-def backoff_delay(
-    policy: RetryPolicy, attempt: int, rng: random.Random, retry_after: float | None = None
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    Exponential (base * 2**(attempt-1), capped), then jittered: ``full`` draws from [0, d], ``equal`` from
-    [d/2, d], ``none`` waits d. A Retry-After from the server replaces it, capped at ``retry_after_cap``.
-    """
-    if retry_after is not None:
-        return max(0.0, min(retry_after, policy.retry_after_cap))
-    delay = min(policy.backoff_cap, policy.first_backoff * (2.0 ** (attempt - 1)))
-    if policy.jitter == "full":
-        return rng.uniform(0.0, delay)
-    if policy.jitter == "equal":
-        return delay / 2 + rng.uniform(0.0, delay / 2)
-    return delay
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Retry-After as seconds (RFC 9110 10.2.3): ASCII delta-seconds or an HTTP date. None when absent or
-    anything else (``²`` is a digit to ``str.isdigit``, not to HTTP); the backoff then decides."""
-    if not value:
-        return None
-    value = value.strip()
-    if _DELTA_SECONDS.fullmatch(value):
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when is None or when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class Deliverer:

@@ -29,7 +29,8 @@ from typing import Any
 
 from .._map._steps import Job
 from .._store._outbox import Outbox
-from ._delivery import Deliverer, Outcome
+from ._delivery import Deliverer
+from ._request import Outcome
 
 Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 

@@ -27,8 +27,9 @@ from .._errors import JournalError, SendingStopped
 from .._map._steps import Dead, Job, event_fields
 from .._store._leases import LeaseKeeper
 from .._store._outbox import Outbox
-from ._delivery import Deliverer, Outcome
+from ._delivery import Deliverer
 from ._held import HeldBack
+from ._request import Outcome
 
 INTERNAL_ERRORS_TO_STOP = 10  # sends in a row that raised inside shipmap, nothing answered between them
 

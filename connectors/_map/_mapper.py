@@ -32,7 +32,7 @@ from .._config import (
     join_url,
     plan_routes,
 )
-from .._deliver._delivery import OutboundRequest, encode_payload
+from .._deliver._request import OutboundRequest, encode_payload
 from .._redact import Redactor
 from .._store._entries import JournalEntry
 from .._store._journal import CLOSED, State, canonical_json, delivery_key, digest_of

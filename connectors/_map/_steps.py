@@ -15,7 +15,7 @@ from typing import Any
 from shipmap.engine import SourceDocument
 
 from .._config import Connection
-from .._deliver._delivery import OutboundRequest
+from .._deliver._request import OutboundRequest
 
 MAPPING_STAGE = ""  # the target name of a dead letter raised before any target existed (the mapping failed)
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING
 import httpx
 
 from .._deliver._breaker import SharedStore
-from .._deliver._delivery import Deliverer, OutboundRequest
+from .._deliver._delivery import Deliverer
 from .._deliver._held import HeldBack
+from .._deliver._request import OutboundRequest
 from .._deliver._workers import DeliveryWorkers
 from .._map._steps import Item, Job
 from .._redact import RedactingLogger

@@ -37,8 +37,8 @@ from .._deliver._breaker import (
     SharedStore,
     StateStore,
 )
-from .._deliver._delivery import backoff_delay, parse_retry_after
 from .._deliver._rate_limiter import RateLimiter
+from .._deliver._retry_timing import backoff_delay, parse_retry_after
 from .._errors import ConnectorError, JournalError
 from .._redact import get_logger
 from .._runtime import Runtime, new_endpoint

@@ -15,7 +15,7 @@ import httpx
 from .._config import Connection, Timeouts
 from .._deliver._auth import ShipmapAuth
 from .._deliver._breaker import BreakerSettings
-from .._deliver._delivery import refusing_cookies
+from .._deliver._request import refusing_cookies
 from .._runtime import Runtime
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from shipmap.engine import SourceDocument
 
 from .._config import Connection
-from .._deliver._delivery import OutboundRequest, Outcome, encode_payload
+from .._deliver._request import OutboundRequest, Outcome, encode_payload
 from .._map._mapper import EventMapper
 from .._map._steps import (
     MAPPING_STAGE,

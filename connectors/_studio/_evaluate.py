@@ -22,7 +22,7 @@ from shipmap.engine import (
 )
 from shipmap.engine._errors import internal_message
 
-from .._deliver._delivery import encode_payload
+from .._deliver._request import encode_payload
 from ._files import Workspace
 from ._requests import load_setting, plan_requests
 

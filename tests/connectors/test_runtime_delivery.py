@@ -23,7 +23,7 @@ from shipmap.connectors import (
     RuntimeConfig,
     Sandbox,
 )
-from shipmap.connectors._deliver._delivery import backoff_delay, parse_retry_after
+from shipmap.connectors._deliver._retry_timing import backoff_delay, parse_retry_after
 from shipmap.connectors._store._journal import Journal
 from shipmap.engine import SourceError, load_mapping
 from test_runtime_support import FIXTURES, order_event, write_config

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from shipmap.connectors._deliver._delivery import encode_payload
+from shipmap.connectors._deliver._request import encode_payload
 from shipmap.connectors._store._journal import canonical_json, digest_of
 from shipmap.engine import _jsontext
 from shipmap.engine._sources import NotStrictJSON, SourceDocument, loads_strict, read_stream

@@ -31,8 +31,8 @@ from shipmap.connectors._deliver._breaker import (
     Outage,
     OutageWaits,
 )
-from shipmap.connectors._deliver._delivery import parse_retry_after
 from shipmap.connectors._deliver._rate_limiter import RateLimiter
+from shipmap.connectors._deliver._retry_timing import parse_retry_after
 from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
