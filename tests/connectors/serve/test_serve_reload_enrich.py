@@ -162,7 +162,9 @@ def test_a_get_in_flight_to_the_old_store_api_at_the_reload_goes_no_more_there_a
     breaker: the webhook is fetched again at once from the new one, and delivered once."""
     serve = ServeProcess(tmp_path, source_sandbox.url)
     retries_reach_the_breaker(serve.config)
-    text = serve.config.read_text()
+    # The held GET must outlast the reload, however slow a loaded machine makes it: the fixture's 10 s timeout
+    # could end it first, and its timeout then charges the old endpoint's breaker, as it should.
+    text = serve.config.read_text().replace(STORE, STORE + "    timeout: 120s\n")
     with OldEndpoint() as old:
         serve.config.write_text(text.replace(STORE, f"    base_url: {old.url}/stores/abc123\n"))
         serve.start()
