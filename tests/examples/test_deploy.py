@@ -19,7 +19,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -90,6 +92,46 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) ->
         time.sleep(0.05)
 
 
+@dataclass
+class Running:
+    """The unit's service as started by ``the_units_service``: its root URL and what it printed so far."""
+
+    process: subprocess.Popen[str]
+    url: str
+    out: list[str]
+    err: list[str]
+
+
+@contextmanager
+def the_units_service(config: Path, cwd: Path) -> Iterator[Running]:
+    """The unit's ExecStart on ``config`` (the example as ``installed``), once it listens; killed at the end
+    if it still runs."""
+    command = shlex.split(unit()["ExecStart"])
+    assert command[0].endswith("/shipmap") and "/etc/shipmap/shipmap.yaml" in command
+    argv = [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()"]
+    argv += [str(config) if arg == "/etc/shipmap/shipmap.yaml" else arg for arg in command[1:]]
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: out.extend(iter(process.stdout.readline, "")), daemon=True),  # type: ignore[union-attr]
+        threading.Thread(target=lambda: err.extend(iter(process.stderr.readline, "")), daemon=True),  # type: ignore[union-attr]
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        wait_until(lambda: any("listening on " in line for line in out), "serve to listen")
+        url = re.search(r"listening on (http://\S+) ", "".join(out))
+        assert url is not None, out
+        yield Running(process, url.group(1), out, err)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        for reader in readers:
+            reader.join(timeout=10)
+
+
 def test_the_unit_runs_the_example_reloads_a_rotated_secret_and_drains_within_its_stop_timeout(
     tmp_path: Path,
 ) -> None:
@@ -108,26 +150,8 @@ def test_the_unit_runs_the_example_reloads_a_rotated_secret_and_drains_within_it
         assert (
             checked.stdout == f"ok {config} (a runtime config: 1 connection, 2 mappings entries, 1 source)\n"
         )
-        command = shlex.split(service["ExecStart"])
-        assert command[0].endswith("/shipmap") and "/etc/shipmap/shipmap.yaml" in command
-        argv = [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()"]
-        argv += [str(config) if arg == "/etc/shipmap/shipmap.yaml" else arg for arg in command[1:]]
-        process = subprocess.Popen(
-            argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        out: list[str] = []
-        err: list[str] = []
-        readers = [
-            threading.Thread(target=lambda: out.extend(iter(process.stdout.readline, "")), daemon=True),  # type: ignore[union-attr]
-            threading.Thread(target=lambda: err.extend(iter(process.stderr.readline, "")), daemon=True),  # type: ignore[union-attr]
-        ]
-        for reader in readers:
-            reader.start()
-        try:
-            wait_until(lambda: any("listening on " in line for line in out), "serve to listen")
-            url = re.search(r"listening on (http://\S+) ", "".join(out))
-            assert url is not None, out
-            hook = f"{url.group(1)}/hooks/shop"
+        with the_units_service(config, tmp_path) as running:
+            hook = f"{running.url}/hooks/shop"
 
             def post(number: int, topic: str, secret: str) -> int:
                 body = json.dumps({**json.loads(ORDER), "id": 8_100_000 + number}).encode()
@@ -143,10 +167,12 @@ def test_the_unit_runs_the_example_reloads_a_rotated_secret_and_drains_within_it
 
             # The secret rotates: the file is rewritten, then `systemctl reload` runs ExecReload.
             (tmp_path / "etc" / "shipmap" / "secrets" / "shopify_webhook_secret").write_text(ROTATED + "\n")
+            process = running.process
             reload = [process.pid if arg == "$MAINPID" else arg for arg in shlex.split(service["ExecReload"])]
             subprocess.run([str(arg) for arg in reload], check=True, timeout=10)
             wait_until(
-                lambda: any("reloaded" in line and "shop: secrets" in line for line in err), "the reload"
+                lambda: any("reloaded" in line and "shop: secrets" in line for line in running.err),
+                "the reload",
             )
             assert post(2, "orders/cancelled", SECRETS["shopify_webhook_secret"]) == 401
             assert post(3, "orders/cancelled", ROTATED) == 200
@@ -154,15 +180,9 @@ def test_the_unit_runs_the_example_reloads_a_rotated_secret_and_drains_within_it
 
             process.send_signal(getattr(signal, service["KillSignal"]))
             assert process.wait(timeout=seconds(service["TimeoutStopSec"])) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=10)
-            for reader in readers:
-                reader.join(timeout=10)
-    logged = [json.loads(line) for line in err if line.startswith("{")]
+    logged = [json.loads(line) for line in running.err if line.startswith("{")]
     assert logged and all({"time", "level", "logger", "message"} <= record.keys() for record in logged)
-    said = "".join(out + err)
+    said = "".join(running.out + running.err)
     for secret in [*SECRETS.values(), ROTATED]:
         assert secret not in said
 
