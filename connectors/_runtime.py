@@ -67,9 +67,7 @@ class Runtime:
         self.routes: tuple[PlannedRoute, ...] = self.mapper.routes
         self.connections: dict[str, Connection] = {c.name: c for c in config.connections}
         # Auth objects live as long as the runtime, so a Fenix token serves every run until it expires.
-        self.auths: dict[str, ShipmapAuth] = {
-            c.name: c.auth.build(c.base_url, self.redactor, runtime_name=name) for c in config.connections
-        }
+        self.auths: dict[str, ShipmapAuth] = {c.name: self.new_auth(c) for c in config.connections}
         self._transport = transport
         self._rng = random.Random(seed)
         self._log = get_logger("runtime", self.redactor, runtime_name=name)
@@ -177,6 +175,11 @@ class Runtime:
                 if isinstance(auth, FenixSessionAuth):  # the only auth with a session to renew
                     auth.use_refresh_margin(connection.auth.refresh_margin)
                 return auth
+        return self.new_auth(connection)
+
+    def new_auth(self, connection: Connection) -> ShipmapAuth:
+        """A new auth object of ``connection`` (it logs in afresh): at start, for a connection a reload added or
+        changed, and for enrichment over one a reload added before delivery takes it (``Enricher.use``)."""
         return connection.auth.build(connection.base_url, self.redactor, runtime_name=self.name)
 
     def park_waiting(self) -> None:

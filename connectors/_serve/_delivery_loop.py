@@ -36,6 +36,7 @@ from typing import Literal
 import httpx
 from shipmap.engine import ShipmapError, SourceDocument
 
+from .._config import Connection
 from .._deliver._breaker import StateStore
 from .._errors import SendingStopped
 from .._map._mapper import EventMapper
@@ -88,6 +89,8 @@ class DeliveryLoop:
         self._inbox_path = inbox
         self._synchronous = synchronous
         self._enrichments = enrichments
+        # The last reload's connections, with its enrich: those it added are fetched over before delivery takes them.
+        self._added: tuple[Connection, ...] = ()
         self._transport = transport
         self._replays_path = replays
         self._replays: ReplayRequests | None = None
@@ -229,13 +232,17 @@ class DeliveryLoop:
         if feed is not None and loop is not None and feed.idle:
             _call_in(loop, feed.wakeup.set)
 
-    def use_enrichments(self, enrichments: Mapping[str, Enrichment]) -> None:
+    def use_enrichments(
+        self, enrichments: Mapping[str, Enrichment], connections: tuple[Connection, ...]
+    ) -> None:
         """A reload's ``enrich`` sections: the webhooks whose fetches start once the delivery thread took them
-        are fetched with them, replays (``--rejected``, ``--refetch``) too; those in flight end with theirs."""
+        are fetched with them, replays (``--rejected``, ``--refetch``) too; those in flight end with theirs.
+        ``connections``: the reload's, for those it added, fetched over before delivery takes them."""
+        self._added = connections  # before the sections: the thread that reads these reads them after
         self._enrichments = enrichments
         feed, loop = self._feed, self._loop
         if feed is not None and loop is not None:
-            _call_in(loop, lambda: feed.use_enrichments(enrichments))
+            _call_in(loop, lambda: feed.use_enrichments(enrichments, connections))
 
     def use_mapper(self, mapper: EventMapper) -> None:
         """A reload's mappings, connections and delivery settings (``mapper.config``): the run in progress ends
@@ -306,8 +313,9 @@ class DeliveryLoop:
             self._inbox = inbox
             if self._replays_path is not None:
                 self._replays = held.enter_context(ReplayRequests(self._replays_path))
+            enrichments = self._enrichments
             async with Enricher(
-                self.runtime, self._enrichments, transport=self._transport, wait=False
+                self.runtime, enrichments, transport=self._transport, wait=False, connections=self._added
             ) as enricher:
                 feed = InboxFeed(
                     inbox,
@@ -331,8 +339,8 @@ class DeliveryLoop:
                     self._feed = feed
                     if self._stop_asked:  # asked while the feed was being built: it ends at once
                         feed.stop()
-                if self._enrichments is not enricher.enrichments:  # a reload's, while the feed was built
-                    feed.use_enrichments(self._enrichments)
+                if self._enrichments is not enrichments:  # a reload's, while the feed was built
+                    feed.use_enrichments(self._enrichments, self._added)
                 # After the feed is set: a count the service makes from now on reaches the enricher itself.
                 enricher.share_rates(self._enrich_share)
                 try:

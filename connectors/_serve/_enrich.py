@@ -17,14 +17,14 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
-from .._config import join_url
+from .._config import Connection, join_url
 from .._deliver._auth import read_capped
 from .._deliver._breaker import (
     HOLDING_STATUSES,
@@ -44,7 +44,7 @@ from .._redact import get_logger
 from .._runtime import Runtime, new_endpoint
 from .._store._breaker_pg import PostgresStateStore
 from ._settings import Enrichment, PathTemplate
-from ._source_client import SourceClient
+from ._source_client import SourceClient, SourceConnections
 
 T = TypeVar("T")
 _MAX_RESPONSE = 8 * 1024 * 1024
@@ -129,11 +129,15 @@ class Enricher:
         transport: httpx.AsyncBaseTransport | None = None,
         wait: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        connections: Iterable[Connection] = (),
     ) -> None:
         """``wait``: an event that finds its source API's breaker open waits for it up to ``outage_wait``
-        (``shipmap run``); without, it gets :class:`SourceUnavailable` at once (``shipmap serve``)."""
+        (``shipmap run``); without, it gets :class:`SourceUnavailable` at once (``shipmap serve``).
+        ``connections``: a reload's, for those it added that delivery has not taken yet (``use``)."""
         self.runtime = runtime
         self.enrichments = enrichments
+        self._connections = SourceConnections(runtime)  # the runtime's, and a reload's it added (``use``)
+        self._connections.take(connections)
         self._transport = transport
         self._wait = wait
         # An open breaker holds up the webhooks (events) this source API enriches, not deliveries.
@@ -173,8 +177,9 @@ class Enricher:
 
     def _set_up(self, name: str) -> None:
         """Connection ``name``'s client, breaker and rate limiter, on the store the others use now: at start,
-        or when a reload's enrich first fetches over it (``use``)."""
-        api = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
+        or when a reload's enrich first fetches over it (``use``), a connection the same reload added too."""
+        connection, auth = self._connections.of(name)
+        api = self._apis[name] = SourceClient.of(self.runtime, connection, auth, self._transport)
         self.breakers[name] = self._breaker(name, api.breaker, self.breaker_store)
         limiter = self.limiters[name] = RateLimiter(name, api.connection.max_rate, store=self.breaker_store)
         limiter.share(self._share)
@@ -220,7 +225,7 @@ class Enricher:
         store = self._shared_store
         for name in sorted(joining):
             if store is not None and name in self._apis:
-                await store.add(name, self.runtime.connections[name].base_url)
+                await store.add(name, self._apis[name].connection.base_url)
 
     async def _open_shared_store(self) -> None:
         journal = self.runtime.config.journal
@@ -228,7 +233,7 @@ class Enricher:
         try:
             store = await PostgresStateStore.connect(
                 journal.url,
-                {name: self.runtime.connections[name].base_url for name in self.breakers},
+                {name: api.connection.base_url for name, api in self._apis.items()},
                 lease=journal.lease,
                 reconnect_deadline=journal.reconnect_deadline,
                 redactor=self.runtime.redactor,
@@ -271,10 +276,12 @@ class Enricher:
         through a new client, and those in flight end on the old one. What the breaker saw of another endpoint
         or other credentials says nothing of these: it closes (``new_endpoint``, as delivery's does)."""
         api = self._apis.get(name)
-        if api is None or api.current(self.runtime):  # None: let go by a reload; its GETs end on their client
+        if api is None:  # let go by a reload; its GETs end on their client
             return
-        connection = self.runtime.connections[name]
-        new = self._apis[name] = SourceClient.of(self.runtime, name, self._transport)
+        connection, auth = self._connections.of(name)
+        if api.current(self.runtime, connection, auth):
+            return
+        new = self._apis[name] = SourceClient.of(self.runtime, connection, auth, self._transport)
         api.retired, api.moved = True, new_endpoint(api.connection, connection)
         if api.uses == 0:
             await api.client.aclose()
@@ -305,12 +312,14 @@ class Enricher:
         """Whether every source API's breaker is closed (as this process last read it)."""
         return all(not breaker.is_open for breaker in list(self.breakers.values()))
 
-    def use(self, enrichments: Mapping[str, Enrichment]) -> None:
-        """A reload's ``enrich`` sections: the webhooks whose fetches start from now on take them; those in
-        flight end with the section they started with (``documents`` read it once). A connection no section
-        fetched over before is set up as at start (``_set_up``; on a PostgreSQL journal its shared rows are
-        made before its first GET); one no section fetches over any more is let go: its client is closed once
-        its GETs in flight end."""
+    def use(self, enrichments: Mapping[str, Enrichment], connections: Iterable[Connection]) -> None:
+        """A reload's ``enrich`` sections and its ``connections``: the webhooks whose fetches start from now on
+        take them; those in flight end with the section they started with (``documents`` read it once). A
+        connection no section fetched over before is set up as at start (``_set_up``; on a PostgreSQL journal
+        its shared rows are made before its first GET), one the reload added too (as its file has it, until
+        delivery takes it); one no section fetches over any more is let go: its client is closed once its GETs
+        in flight end."""
+        self._connections.take(connections)
         wanted, had = {e.connection for e in enrichments.values()}, bool(self._apis)
         for name in sorted(wanted - self._apis.keys()):
             self._set_up(name)

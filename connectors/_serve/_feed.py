@@ -37,11 +37,12 @@ import contextlib
 import datetime
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from shipmap.engine import SourceDocument
 
+from .._config import Connection
 from .._plural import counted
 from .._redact import get_logger
 from ._enrich import Enricher, EnrichmentError, SourceUnavailable
@@ -209,10 +210,12 @@ class InboxFeed:
         self._lanes: Lanes[InboundRow, SourceDocument] = Lanes(enricher.concurrency, shared=PAGE)
         self._cursor = 0  # the last row read by the reads of the sources whose lanes are not detached
 
-    def use_enrichments(self, enrichments: Mapping[str, Enrichment]) -> None:
-        """A reload's ``enrich`` sections: the webhooks read from now on are fetched with them (``Enricher.use``),
-        each source's lane held to its new ``concurrency``."""
-        self.enricher.use(enrichments)
+    def use_enrichments(
+        self, enrichments: Mapping[str, Enrichment], connections: Iterable[Connection]
+    ) -> None:
+        """A reload's ``enrich`` sections (and its ``connections``, for those it added): the webhooks read from
+        now on are fetched with them (``Enricher.use``), each source's lane held to its new ``concurrency``."""
+        self.enricher.use(enrichments, connections)
         self._lanes.recap()
         self.wakeup.set()  # a lane with more room now: read
 

@@ -75,7 +75,6 @@ async def read_again(
         ) from None
     running, found = settings.sources, serve_settings(config)
     sources = found.sources
-    _refuse_enrich_over_added_connections(config, runtime, sources)
     serve_keys = [key for key in RELOADED_SERVE_KEYS if getattr(settings, key) != getattr(found, key)]
     changed = (
         *_source_changes(running, sources),
@@ -140,8 +139,8 @@ def sections(file: str | None) -> dict[str, Any]:
 
 def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, Any], EventMapper]:
     """The config file read again, its sections as written, and a mapper of its ``mappings`` and ``events``
-    over its ``connections`` (enrichment's too: its next GETs take them, ``Enricher``) and ``delivery`` (its
-    mapping files loaded and compiled)."""
+    over its ``connections`` (enrichment's too: its next GETs take them, ``Enricher``; those it adds at
+    once) and ``delivery`` (its mapping files loaded and compiled)."""
     config = load_config(file)
     running = {connection.name: connection for connection in runtime.config.connections}
     gone = sorted(running.keys() - {connection.name for connection in config.connections})
@@ -166,22 +165,6 @@ def _read_again(file: str, runtime: Runtime) -> tuple[RuntimeConfig, dict[str, A
     mapper = EventMapper(remapped, runtime.redactor)
     mapper.prepare()
     return config, sections(file), mapper
-
-
-def _refuse_enrich_over_added_connections(
-    config: RuntimeConfig, runtime: Runtime, sources: Mapping[str, SourceSettings]
-) -> None:
-    """A source's ``enrich`` is applied by a reload (``Enricher.use``), over a connection new to enrichment too
-    (set up then, as at start), but not over one this reload adds: its GETs would start before delivery took
-    it (``Runtime.use_mapper``, at the end of the run in progress)."""
-    for name in sorted(sources):
-        enrich = sources[name].enrich
-        if enrich is not None and enrich.connection not in runtime.connections:
-            raise config.error(
-                f"sources.{name}.enrich fetches over connection '{enrich.connection}', which this reload adds:"
-                " add the connection by one reload and enrich over it by the next (or restart)",
-                ("sources", name, "enrich", "connection"),
-            )
 
 
 def _source_changes(

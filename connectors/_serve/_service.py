@@ -160,16 +160,17 @@ class Service:
           took them (``Enricher``): those in flight end on the old client. A source's ``enrich`` (what is
           fetched, from where, for which topics, how many at once) applies to the webhooks whose fetches start
           after, and to replays: those in flight end with the section they started with. A connection new to
-          enrichment is set up as at start; one no ``enrich`` fetches over any more is let go.
+          enrichment is set up as at start, one this reload adds too (as the file has it: delivery takes it at
+          the end of its run in progress); one no ``enrich`` fetches over any more is let go.
 
         Nothing else is applied: the other sections it finds changed (``journal``, the rest of ``serve``) are
         named in ``not_applied`` (a restart applies them; SIGTERM drains).
 
         ``${VAR}`` references are read from this process's environment (``os.environ``), as ``shipmap serve``
         loads its config. Raises ConfigError or MappingError, located in its file, when the config or a mapping
-        is wrong, a connection the service runs with is gone from the file, a source's ``enrich`` fetches over a
-        connection this reload adds, or reading it all outlives ``RELOAD_DEADLINE_S``: the
-        running sources, mappings, connections and delivery settings then stay as they were."""
+        is wrong, a connection the service runs with is gone from the file, or reading it all outlives
+        ``RELOAD_DEADLINE_S``: the running sources, mappings, connections and delivery settings then stay as
+        they were."""
         if self._reloading is None:
             self._reloading = asyncio.Lock()
         async with self._reloading:  # two SIGHUPs in a row: the second reads the file after the first
@@ -183,7 +184,7 @@ class Service:
             enriched = _enrichments(self.settings) != _enrichments(reading.settings)
             self.settings = reading.settings
             if enriched and self._delivery is not None:
-                self._delivery.use_enrichments(_enrichments(reading.settings))
+                self._delivery.use_enrichments(_enrichments(reading.settings), reading.config.connections)
             if self._state is not None:
                 self._state.replace_sources(reading.settings.sources)
                 self._state.limit_intake(

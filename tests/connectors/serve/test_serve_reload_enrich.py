@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -365,5 +366,83 @@ def _switched_to_a_second_store_connection(source_sandbox: Sandbox, serve: Serve
     log = "".join(serve.errors + serve.output)
     assert "reload refused" not in log and NOT_APPLIED not in log and ROTATED not in log, serve.errors
     assert sum(LET_GO in line for line in serve.errors) == 1, serve.errors
+    dead = json.dumps([line for line in serve.errors if "rejected input" in line])
+    assert dead == "[]", dead
+
+
+BC_STORE = (
+    "  bc_store:\n    api: generic\n"
+    + STORE
+    + "    auth:\n      scheme: api_key\n      header: X-Auth-Token\n"
+    + KEY
+)
+ENRICH = (
+    "    enrich:\n      connection: bc_store\n      topics: store/order/created\n      fetch:\n"
+    "        order: /v2/orders/{payload.data.id}\n"
+    + PRODUCTS
+    + "        shipments: /v2/orders/{payload.data.id}/shipments\n"
+)
+
+
+def test_a_reload_that_adds_a_store_connection_and_an_enrich_over_it_fetches_over_it_at_once(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    _added_with_the_enrich_over_it(source_sandbox, ServeProcess(tmp_path, source_sandbox.url))
+
+
+def test_on_postgresql_a_store_connection_added_with_the_enrich_over_it_has_its_shared_row_before_its_first_get(
+    source_sandbox: Sandbox, tmp_path: Path, postgres_url: str
+) -> None:
+    """The connection the reload adds gets its shared enrichment breaker row (at its base_url) in the journal
+    once its enrich is set up, before the webhook that first fetches over it is posted."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    serve.config.write_text(on_postgres(serve.config.read_text(), postgres_url))
+    store = f"enrichment bc_store {source_sandbox.url}/_source/bigcommerce/stores/abc123"
+
+    def rows() -> dict[str, str]:
+        with psycopg.connect(postgres_url) as db:
+            found = db.execute("SELECT name, phase FROM connection_state WHERE name LIKE 'enrichment %'")
+            return dict(found)
+
+    def row_made_before_the_first_get() -> None:
+        serve.wait_until(lambda: store in rows(), timeout=30, what="bc_store's shared breaker row")
+        assert source_sandbox.source_requests() == []
+
+    _added_with_the_enrich_over_it(source_sandbox, serve, row_made_before_the_first_get)
+    assert rows() == {store: "closed"}
+
+
+def _added_with_the_enrich_over_it(
+    source_sandbox: Sandbox, serve: ServeProcess, before_the_first_get: Callable[[], None] = lambda: None
+) -> None:
+    """``bc`` starts as a skinny webhook source with no enrich, and no store connection is configured. One
+    write adds both ``bc_store`` and ``bc``'s enrich over it, and one SIGHUP applies both (as a start would):
+    the next webhook's GETs go over the new connection with its key, and it is delivered."""
+    text = serve.config.read_text()
+    assert BC_STORE in text and ENRICH in text
+    serve.config.write_text(text.replace(BC_STORE, "").replace(ENRICH, ""))
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            serve.config.write_text(text)
+            assert serve.process is not None
+            serve.process.send_signal(signal.SIGHUP)
+            serve.wait_until(
+                lambda: any(line.rstrip().endswith(f"reloaded {serve.config}: bc: enrich; connections.bc_store: added")
+                            for line in serve.errors)
+                and any("the last reload's enrich sections in use" in line for line in serve.errors),
+                timeout=30,
+                what="the reload, and its enrich section in use",
+            )  # fmt: skip
+            before_the_first_get()
+            _post(serve, client, 101)
+            serve.wait_until(lambda: _orders(source_sandbox) == ["101"], what="order 101")
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    _order_101_fetched_whole(source_sandbox.source_requests())
+    assert _orders(source_sandbox) == ["101"]  # delivered once
+    log = "".join(serve.errors + serve.output)
+    assert "reload refused" not in log and NOT_APPLIED not in log and BC_API_TOKEN not in log, serve.errors
     dead = json.dumps([line for line in serve.errors if "rejected input" in line])
     assert dead == "[]", dead
