@@ -273,8 +273,9 @@ class Enricher:
     async def _follow_reload(self, name: str) -> None:
         """The connection ``name`` as the runtime has it now: after a reload that changed it (its auth,
         base_url, headers, timeout, breaker or max_rate, or delivery's it falls back on), the next GETs go
-        through a new client, and those in flight end on the old one. What the breaker saw of another endpoint
-        or other credentials says nothing of these: it closes (``new_endpoint``, as delivery's does)."""
+        through a new client, and those in flight end on the old one (charging the new breaker, unless moved:
+        ``_in_force``). What the breaker saw of another endpoint or other credentials says nothing of these: it
+        closes (``new_endpoint``, as delivery's does)."""
         api = self._apis.get(name)
         if api is None:  # let go by a reload; its GETs end on their client
             return
@@ -433,6 +434,7 @@ class Enricher:
             await self._follow_reload(connection)
             if api.moved:  # a reload moved it during this GET's backoff: no attempt more at the old one
                 raise _moved(connection, f"GET {path}: {reason or 'not sent'}")
+            breaker, limiter = self._in_force(api, connection, breaker, limiter)
             admitted = await self._admit(breaker)
             attempt += 1
             retry_after: float | None = None
@@ -476,6 +478,7 @@ class Enricher:
                     await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
             if retryable:
                 await self._follow_reload(connection)
+                breaker, limiter = self._in_force(api, connection, breaker, limiter)
             if retryable and api.moved:
                 # In flight to the old endpoint, or with the old credentials, at a reload that replaced them:
                 # its failure says nothing of the new ones (their breaker is not charged with it), and the
@@ -497,6 +500,17 @@ class Enricher:
             delay = backoff_delay(policy, counted, self._rng, retry_after)
             self._log.info("GET %s: attempt %d failed (%s); retrying in %.2fs", path, attempt, reason, delay)
             await asyncio.sleep(delay)
+
+    def _in_force(
+        self, api: SourceClient, connection: str, breaker: CircuitBreaker, limiter: RateLimiter
+    ) -> tuple[CircuitBreaker, RateLimiter]:
+        """The breaker and limiter a GET through ``api`` goes on with: its connection's now, when a reload
+        replaced them (its breaker or max_rate) but not the endpoint or credentials, whose failures they count
+        and whose waits they keep; else those it began with (``breaker``, ``limiter``: let go or moved)."""
+        now = self._apis.get(connection)
+        if api.moved or now is None or new_endpoint(api.connection, now.connection):
+            return breaker, limiter
+        return self.breakers[connection], self.limiters[connection]
 
     async def _admit(self, breaker: CircuitBreaker) -> Admission:
         """This GET's admission (closed, or as the breaker's probe); SourceUnavailable when it may not go now."""

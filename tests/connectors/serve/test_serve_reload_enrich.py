@@ -34,6 +34,8 @@ ROTATED = "bc-api-token-rotated-2"
 NOT_APPLIED = "but a reload does not apply it"
 SLOW = 5  # seconds each of the first webhook's GETs takes: in flight across the reload
 PRODUCTS = "        products: /v2/orders/{payload.data.id}/products\n"
+SHIPMENTS = "        shipments: /v2/orders/{payload.data.id}/shipments\n"
+OPENED = "connection bc_store: circuit breaker open after"
 
 
 def _post(serve: ServeProcess, client: httpx.Client, order: int) -> None:
@@ -198,6 +200,41 @@ def test_a_get_in_flight_to_the_old_store_api_at_the_reload_goes_no_more_there_a
     fetched = source_sandbox.source_requests()
     assert len(fetched) == 3 and {r["status"] for r in fetched} == {200}, fetched
     assert _orders(source_sandbox) == ["100"]
+
+
+def test_a_get_in_flight_when_a_reload_changes_only_the_breaker_charges_the_breaker_in_force(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The store API holds the webhook's one GET open while a reload lowers ``bc_store``'s breaker from 20
+    failures to 1 (its endpoint and key stay). The 503 it then answers speaks of the same API: it charges the
+    breaker in force, which opens and parks the webhook (before, it charged the old breaker, whose 4 attempts
+    ended in a rejected input)."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    one_get = serve.config.read_text().replace(PRODUCTS, "").replace(SHIPMENTS, "")
+    assert one_get.count("/v2/orders/") == 1, one_get
+    with OldEndpoint() as store:
+        at_store = f"    base_url: {store.url}/stores/abc123\n    timeout: 120s\n"  # the held GET outlasts the reload
+        serve.config.write_text(one_get.replace(STORE, at_store + "    breaker: {failures: 20}\n"))
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                store.hold()
+                _post(serve, client, 100)
+                assert store.held.wait(30), "the store API got no GET"
+                serve.config.write_text(one_get.replace(STORE, at_store + "    breaker: {failures: 1}\n"))
+                _reload(serve, "connections.bc_store: breaker")
+                store.release()
+                serve.wait_until(
+                    lambda: any(OPENED in line or "rejected input" in line for line in serve.errors),
+                    what="the breaker open, or the webhook rejected",
+                )
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    log = "".join(serve.errors)
+    assert "rejected input" not in log, log
+    assert f"{OPENED} GET /v2/orders/100: HTTP 503 Service Unavailable" in log, log
+    assert _orders(source_sandbox) == []
 
 
 def test_a_fetch_path_fixed_in_the_enrich_section_applies_to_the_next_webhook_and_to_replay_rejected(
@@ -378,9 +415,7 @@ BC_STORE = (
 )
 ENRICH = (
     "    enrich:\n      connection: bc_store\n      topics: store/order/created\n      fetch:\n"
-    "        order: /v2/orders/{payload.data.id}\n"
-    + PRODUCTS
-    + "        shipments: /v2/orders/{payload.data.id}/shipments\n"
+    "        order: /v2/orders/{payload.data.id}\n" + PRODUCTS + SHIPMENTS
 )
 
 
