@@ -13,6 +13,7 @@ payloads, as often as you like, from any thread::
 No network, no printing, no global state. Every error is a :class:`ShipmapError` carrying its location.
 """
 
+from ._allowance import Allowance, Cut, Stopped, allowed, checkpoint
 from ._errors import (
     CompileError,
     Location,
@@ -40,9 +41,11 @@ from ._target import CompiledTarget
 from ._trace import Trace
 
 __all__ = [
+    "Allowance",
     "CompileError",
     "CompiledMapping",
     "CompiledTarget",
+    "Cut",
     "Location",
     "MappingError",
     "MappingStructureError",
@@ -54,10 +57,13 @@ __all__ = [
     "ShipmapError",
     "SourceDocument",
     "SourceError",
+    "Stopped",
     "TargetKind",
     "Trace",
     "TransformError",
+    "allowed",
     "builtin_kinds",
+    "checkpoint",
     "get_kind",
     "load_mapping",
     "mapping_format_schema",

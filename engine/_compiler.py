@@ -12,6 +12,7 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
+from ._allowance import current as current_allowance
 from ._codegen import generate
 from ._errors import CompileError, Location, TransformError
 from ._expressions import ExpressionCompiler
@@ -212,7 +213,10 @@ class MappingCompiler(FieldCompiler):
             out: list[tuple[str, dict[str, Any], Any]] = []
             seen: set[str] = set()
             sink = _COLLECT.get()
+            allowance = current_allowance()  # a tool's limit on payloads, and its stop (_allowance.py)
             for index, item in enumerate(items):
+                if allowance is not None and not allowance.admits(name, index, len(items)):
+                    break
                 element = Scope(item, scope, source, each_label, index)
                 failed = len(sink) if sink is not None else 0
                 try:
@@ -247,6 +251,8 @@ class MappingCompiler(FieldCompiler):
                 if sink is not None and len(sink) > failed:
                     continue  # a field of this element failed: no payload for it
                 out.append((key, {} if payload is OMIT else payload, item))
+                if allowance is not None:
+                    allowance.made()
             return out
 
         return fan_out

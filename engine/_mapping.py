@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._allowance import checkpoint
 from ._compiler import MappingCompiler
 from ._errors import Location, MappingError, Problem, file_order
 from ._fields import CompileReport
@@ -158,6 +159,7 @@ class CompiledMapping:
         token = ACTIVE.set(trace)
         try:
             for target in self._traced.values():
+                checkpoint()  # a tool's stop ends the trace between targets too (_allowance.py)
                 for element, payload in target.produce_all(source):
                     trace.payloads[Output(target.name, payload, element).label] = payload
         finally:
