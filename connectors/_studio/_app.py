@@ -19,7 +19,6 @@ from typing import Any
 
 from shipmap.engine._errors import internal_message
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
@@ -32,13 +31,14 @@ from ._errors import Forbidden, NotFound, StudioError, TimedOut, TooLarge
 from ._evaluate import evaluate
 from ._files import MAX_FILE_BYTES, Workspace
 from ._requests import find_config
+from ._work import MappingWork, Ticket
 
 log = logging.getLogger("shipmap.studio")
 
 TOKEN_HEADER = "X-Shipmap-Token"
 MAX_BODY_BYTES = 2 * MAX_FILE_BYTES + 64 * 1024  # a mapping and a sample, as JSON
-# Every API call, its body included, is answered within this: the engine's budgets bound an evaluation well
-# below it, so only a client that stalls mid-body or a runaway (an engine bug) meets it.
+# Every API call, its body included, is answered within this; a mapping still running then is stopped at its
+# next fan-out element or target (_work.py).
 REQUEST_DEADLINE = 30.0
 BODY_DEADLINE = 10.0  # the page sends a few MiB over loopback: a body still arriving after this has stalled
 _STATIC = {
@@ -63,6 +63,7 @@ class StudioState:
     workspace: Workspace
     token: str
     writes: threading.Lock = field(default_factory=threading.Lock)
+    work: MappingWork = field(default_factory=MappingWork)
     deadline: float = REQUEST_DEADLINE
     body_deadline: float = BODY_DEADLINE
     _catalog: dict[str, Any] | None = None
@@ -79,21 +80,22 @@ def build_app(state: StudioState) -> Starlette:
             given = request.headers.get(TOKEN_HEADER) or request.query_params.get("token") or ""
             if not hmac.compare_digest(given.encode(), state.token.encode()):
                 return _error(Forbidden("missing or wrong token: open the URL that shipmap studio printed"))
+            ticket = request.state.ticket = Ticket()
             try:
                 answer = await asyncio.wait_for(handler(request), state.deadline)
             except TimeoutError:
-                # A worker thread cannot be stopped; its result is dropped, and the engine's budgets end it.
                 log.warning(
                     "studio request %s %s: no answer within %g s",
                     request.method,
                     request.url.path,
                     state.deadline,
                 )
-                return _error(
-                    TimedOut(
-                        f"no answer within {state.deadline:g} s: the studio gave up on this request", 503
-                    )
+                why = (
+                    "another evaluation held the studio all that time, so this one was not started"
+                    if ticket.waiting
+                    else "the studio gave up on this request and stopped its mapping"
                 )
+                return _error(TimedOut(f"no answer within {state.deadline:g} s: {why}", 503))
             except StudioError as error:
                 return _error(error)
             except Exception as error:  # one bad request never stops the studio
@@ -141,7 +143,8 @@ def build_app(state: StudioState) -> Starlette:
     async def evaluate_endpoint(request: Request) -> Any:
         body = await _json_body(request, state.body_deadline)
         mapping_file = _optional_path(state.workspace, body.get("mapping_file"))
-        return await run_in_threadpool(
+        return await state.work.run(
+            request.state.ticket,
             evaluate,
             state.workspace,
             _string(body, "mapping"),
@@ -155,7 +158,8 @@ def build_app(state: StudioState) -> Starlette:
     async def cases_run(request: Request) -> Any:
         body = await _json_body(request, state.body_deadline)
         mapping_file = _required_path(state.workspace, body.get("mapping_file"))
-        return await run_in_threadpool(run_cases, state.workspace, _string(body, "mapping"), mapping_file)
+        mapping = _string(body, "mapping")
+        return await state.work.run(request.state.ticket, run_cases, state.workspace, mapping, mapping_file)
 
     async def cases_save(request: Request) -> Any:
         body = await _json_body(request, state.body_deadline)
@@ -175,7 +179,7 @@ def build_app(state: StudioState) -> Starlette:
                     _string(body, "documents", default=""),
                 )
 
-        return await run_in_threadpool(save)
+        return await state.work.run(request.state.ticket, save)
 
     routes = [
         Route("/", page),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from shipmap.engine import CompiledMapping, ShipmapError
+from shipmap.engine import CompiledMapping, ShipmapError, checkpoint
 
 from .._cli._cases import CASES_SUFFIX, Case, load_suite
 from .._cli.test import run_case
@@ -45,6 +45,7 @@ def run_cases(workspace: Workspace, mapping_text: str, mapping_file: str) -> Jso
         result["error"] = workspace.render(error)
         return result
     for case in suite.cases:
+        checkpoint()  # stopped at the request's deadline between cases too (_work.py)
         result["cases"].append(_run_one(workspace, mapping, diagnostics, case))
     result["passed"] = sum(1 for case in result["cases"] if case["ok"])
     result["failed"] = len(result["cases"]) - result["passed"]

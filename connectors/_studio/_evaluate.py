@@ -11,18 +11,22 @@ from typing import Any
 from shipmap.engine import (
     CompiledMapping,
     CompiledTarget,
+    Cut,
     Location,
     PayloadValidationError,
     Problem,
     ShipmapError,
     SourceDocument,
     SourceError,
+    allowed,
+    checkpoint,
     parse_mapping,
     read_stream,
 )
 from shipmap.engine._errors import internal_message
 
 from .._deliver._request import encode_payload
+from .._plural import counted
 from ._files import Workspace
 from ._requests import load_setting, plan_requests
 
@@ -30,8 +34,8 @@ log = logging.getLogger("shipmap.studio")
 
 DOCUMENTS_NAME = "documents"  # how errors name the enrichment documents box
 MAX_DOCUMENTS = 1000  # a sample pane holds a few documents; more are counted, not kept
-# Cards on the page: a fan-out over a sample's 100,000 elements made a 65 MB answer no browser renders. The
-# rest are counted (``left_off``); `shipmap preview` prints them all.
+# Cards on the page: a fan-out over a sample's 100,000 elements made a 65 MB answer no browser renders. Once
+# the answer is full the mapping stops (``cut`` says where); `shipmap preview` maps and prints them all.
 MAX_CARDS = 200
 MAX_UNREAD = 1000  # source fields never read, listed; a sample of 100,000 distinct keys counts the rest
 MAX_ERRORS = 100  # per target: a fan-out whose every element fails is one error a line, 20,000 lines
@@ -112,6 +116,7 @@ def evaluate(
         "requests_note": None,
         "documents_error": None,
         "left_off": 0,
+        "cut": None,
     }
     documents = read_sample(sample_text, sample_name) if sample_text.strip() else []
     index = min(max(index, 0), max(len(documents) - 1, 0))
@@ -129,12 +134,16 @@ def evaluate(
     except ShipmapError as error:
         result["documents_error"] = diagnostic(error)
         return result
-    targets, produced, left_off = _run_targets(mapping, source, diagnostics)
+    targets, produced, left_off, cut = _run_targets(mapping, source, diagnostics)
     result["targets"] = targets
     result["left_off"] = left_off
-    _coverage(mapping, source, result)
+    result["cut"] = cut
+    # The coverage and the requests map the document again: within the same number of payloads.
+    with allowed(payloads=MAX_CARDS):
+        _coverage(mapping, source, result)
     if produced:
-        _requests(workspace, mapping, mapping_file, source, targets, result)
+        with allowed(payloads=MAX_CARDS):
+            _requests(workspace, mapping, mapping_file, source, targets, result)
     return result
 
 
@@ -189,17 +198,26 @@ def collect(target: CompiledTarget, source: Any) -> tuple[list[tuple[str | None,
 
 def _run_targets(
     mapping: CompiledMapping, source: Any, diagnostics: list[Json]
-) -> tuple[list[Json], bool, int]:
+) -> tuple[list[Json], bool, int, Json | None]:
     """One entry per payload (a fan-out target's are labelled ``name[key]``), per failed or skipped target:
-    every problem of the document at once, as ``shipmap preview`` reports them. Past ``MAX_CARDS`` payloads
-    are counted, not shown (the third value)."""
+    every problem of the document at once, as ``shipmap preview`` reports them. Mapping stops once there are
+    ``MAX_CARDS`` entries (the fourth value says where); a payload made past them is counted (the third)."""
     entries: list[Json] = []
     produced_any = False
     left_off = 0
+    cuts: list[Cut] = []
+    unmapped: list[str] = []
     for target in mapping.targets:
+        checkpoint()
+        room = MAX_CARDS - len(entries)
+        if room <= 0:
+            unmapped.append(target.name)
+            continue
         base: Json = {"target": target.name, "kind": target.kind.name, "line": target.location.line}
         try:
-            produced, errors = collect(target, source)
+            with allowed(payloads=room) as allowance:
+                produced, errors = collect(target, source)
+            cuts.extend(allowance.cuts)
         except Exception as error:  # an engine bug must not take the page down
             log.exception("mapping %s, target %s", mapping.name, target.name)
             failed = {"text": internal_message(error)}
@@ -236,7 +254,23 @@ def _run_targets(
             except KeyError as missing:
                 entry["route"] = f"{route.method} {route.path} (no value for {missing})"
             entries.append(entry)
-    return entries, produced_any, left_off
+    return entries, produced_any, left_off, _cut(len(entries), cuts, unmapped)
+
+
+def _cut(cards: int, cuts: list[Cut], unmapped: list[str]) -> Json | None:
+    """Where mapping stopped because the answer was full, in numbers and in a sentence for the page."""
+    if not cuts and not unmapped:
+        return None
+    done = [f"{cut.mapped:,} of the {cut.mapped + cut.not_mapped:,} elements of {cut.target}" for cut in cuts]
+    if unmapped:
+        done.append(f"{counted(len(unmapped), 'more target')} not at all ({', '.join(unmapped)})")
+    text = (
+        f"Cut after {cards} cards: the answer was full, so the studio stopped mapping. It mapped "
+        f"{', and '.join(done)}. Whether the rest would make payloads or errors is not known, and the unread "
+        "fields below are those of the part mapped (shipmap preview maps them all)."
+    )
+    fan_outs = [{"target": c.target, "mapped": c.mapped, "not_mapped": c.not_mapped} for c in cuts]
+    return {"cards": cards, "fan_outs": fan_outs, "targets": unmapped, "text": text}
 
 
 def _coverage(mapping: CompiledMapping, source: Any, result: Json) -> None:

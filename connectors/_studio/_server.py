@@ -55,10 +55,14 @@ class Studio:
             if on_ready is not None:
                 on_ready(self.url)
 
-        self._server.serve_forever(build_app(self._state), HOST, self._requested_port, ready)
+        try:
+            self._server.serve_forever(build_app(self._state), HOST, self._requested_port, ready)
+        finally:
+            self._state.work.close()
 
     def stop(self) -> None:
         self._server.stop()
+        self._state.work.close()
 
     def __enter__(self) -> Self:
         return self.start()

@@ -304,13 +304,15 @@ def test_a_fan_out_target_shows_each_payload_and_its_request(client: httpx.Clien
         "http://127.0.0.1:8765/api/v1/orders/7/created",
         "http://127.0.0.1:8765/api/v1/orders/8/created",
     ]
-    # A fan-out over thousands of elements: the first 200 cards (with their requests), the rest counted.
+    # A fan-out over thousands of elements: the first 200 cards (with their requests); the rest not mapped.
     many = json.dumps({"orders": [{"id": number} for number in range(1, 251)]})
     capped = evaluate(client, workspace, mapping=mapping, sample=many)
     assert [entry["name"] for entry in capped["targets"]] == [f"cancel[{n}]" for n in range(1, 201)]  # type: ignore[union-attr]
-    assert capped["left_off"] == 50
+    assert capped["cut"]["fan_outs"] == [{"target": "cancel", "mapped": 200, "not_mapped": 50}]  # type: ignore[index]
+    assert capped["left_off"] == 0
     assert capped["targets"][-1]["request"]["url"].endswith("/orders/200/created")  # type: ignore[index]
     assert result["left_off"] == 0
+    assert result["cut"] is None
     # Every element failing: the first 100 errors are located, the rest counted.
     failing = evaluate(
         client, workspace, mapping=mapping.replace("path: id,", "path: nope, required: true,"), sample=many

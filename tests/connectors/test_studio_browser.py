@@ -356,7 +356,7 @@ def test_a_sample_that_is_not_utf8_is_located_picked_or_dropped(
     assert 'source: status = "weird"' in element_text(browser, ".target[data-status='failed'] .error-box")
 
 
-def test_a_fan_out_over_many_elements_shows_the_first_cards_and_counts_the_rest(
+def test_a_fan_out_over_many_elements_shows_the_first_cards_and_where_mapping_stopped(
     browser: WebDriver, studio: Studio, workspace: Path
 ) -> None:
     (workspace / "fan.yaml").write_text(
@@ -368,8 +368,10 @@ def test_a_fan_out_over_many_elements_shows_the_first_cards_and_counts_the_rest(
     orders = {"orders": [{"id": number} for number in range(1, 5001)]}
     (workspace / "samples" / "many.json").write_text(json.dumps(orders), encoding="utf-8")
     open_page(browser, studio, "fan.yaml", "samples/many.json")
-    wait(browser, lambda b: element_text(b, "#left-off"), "the count of the cards left off")
+    wait(browser, lambda b: element_text(b, "#cut"), "where the mapping was cut")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#targets .target")) == 200
-    assert element_text(browser, "#left-off") == (
-        "4800 more payloads not shown: the studio shows the first 200 cards (shipmap preview prints them all)."
+    assert element_text(browser, "#cut") == (
+        "Cut after 200 cards: the answer was full, so the studio stopped mapping. It mapped 200 of the 5,000 "
+        "elements of cancel. Whether the rest would make payloads or errors is not known, and the unread fields "
+        "below are those of the part mapped (shipmap preview maps them all)."
     )

@@ -275,6 +275,7 @@
     const fresh = container.children.length === 0 || container.querySelector(".muted");
     container.innerHTML =
       result.targets.map((t) => targetHtml(t)).join("") +
+      (result.cut ? `<p class="muted" id="cut">${escapeHtml(result.cut.text)}</p>` : "") +
       (result.left_off
         ? `<p class="muted" id="left-off">${result.left_off} more payloads not shown: the studio shows the first ${result.targets.length} cards (shipmap preview prints them all).</p>`
         : "");
