@@ -7,7 +7,7 @@ queue and breaker figures are read from the runtime and the inbox when ``/metric
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from .._runtime import LatencyHistogram, RunSummary
-from .._summary import TargetSummary
+from .._summary import TargetKey, TargetSummary
 from ._inbox import DEPTH_CAP
 from ._inbox_gauges import INBOX_READ_DEADLINE_S
 
@@ -39,8 +39,10 @@ class ServiceMetrics:
         replays: Callable[[], RunSummary | None] = lambda: None,
         queue_stale: Callable[[], bool] = lambda: False,
         intake_waiting: Callable[[], int] = lambda: 0,
+        targets: Callable[[], Iterable[TargetKey]] = lambda: (),
     ) -> None:
         """``summary``: the service's deliveries (its runs); ``replays``: what the replays it carried out did;
+        ``targets``: those exported at 0 before anything happens to them (``_totals.exported_targets``);
         ``queue``: the inbox's depth and oldest webhook at its last reading (None before any), and
         ``queue_stale``: whether that reading is older than this scrape (the inbox did not answer in time);
         ``intake_waiting``: the webhooks waiting for their commit now."""
@@ -86,6 +88,7 @@ class ServiceMetrics:
                 parked,
                 replays,
                 intake_waiting,
+                targets,
             )
         )
 
@@ -112,7 +115,9 @@ class _Live(Collector):
         parked: Callable[[], tuple[int, int]],
         replays: Callable[[], RunSummary | None],
         intake_waiting: Callable[[], int],
+        targets: Callable[[], Iterable[TargetKey]],
     ) -> None:
+        self._targets = targets
         self._intake_waiting = intake_waiting
         self._parked = parked
         self._replays = replays
@@ -146,12 +151,11 @@ class _Live(Collector):
             labels=["target", "outcome"],
         )
         summary = self._summary()
-        # list(): the delivery thread may add a target meanwhile; copying the view is one step under the GIL.
-        for stats in list(summary.targets.values()) if summary is not None else ():
+        known = tuple(self._targets())
+        for stats in _every_target(summary, known):
             _outcomes(deliveries, stats)
             latency.add_metric([stats.label], _buckets(stats.latency), sum_value=stats.latency.total)
-        replayed = self._replays()
-        for stats in list(replayed.targets.values()) if replayed is not None else ():
+        for stats in _every_target(self._replays(), known):
             _outcomes(replays, stats)
         yield deliveries
         yield replays
@@ -243,6 +247,16 @@ class _Live(Collector):
         for connection, count in sorted(enrichment.get("waiting_for_rate", {}).items()):
             waiting.add_metric([connection], count)
         yield waiting
+
+
+def _every_target(summary: RunSummary | None, known: Iterable[TargetKey]) -> list[TargetSummary]:
+    """``summary``'s targets, and each of ``known`` that nothing happened to yet (all 0), by label."""
+    # list(): the delivery thread may add a target meanwhile; copying the view is one step under the GIL.
+    found = {stats.label: stats for stats in list(summary.targets.values())} if summary is not None else {}
+    for key in known:
+        empty = TargetSummary(key.mapping, key.target)
+        found.setdefault(empty.label, empty)
+    return [found[label] for label in sorted(found)]
 
 
 def _outcomes(family: CounterMetricFamily, stats: TargetSummary) -> None:

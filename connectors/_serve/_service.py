@@ -60,7 +60,7 @@ from ._readiness import breaker_records, phases, readiness
 from ._reload import Reloaded, log_reload, read_again, sections
 from ._replays import ReplayRequests, service_requests
 from ._settings import Enrichment, ServeSettings, serve_settings
-from ._totals import as_at_stop, owed_at_stop, why
+from ._totals import as_at_stop, exported_targets, owed_at_stop, why
 
 RATE_SHARE_EVERY_S = 5.0  # how soon the processes on a shared inbox see one come or go
 ACTIVITY_EVERY_S = 60.0  # a line of what the service did, this often (when it did anything)
@@ -110,6 +110,7 @@ class Service:
         self._state: ServiceState | None = None  # while serving
         self._started_with = sections(runtime.config.file)  # what a reload compares the file with
         self._mapper = runtime.mapper  # the mappings of the last reload that changed them (the next runs')
+        self._exported = exported_targets(self._mapper.routes)  # every target configured since start
         self._delivery: DeliveryLoop | None = None  # while serving
         self._reloading: asyncio.Lock | None = None
         self._reloads: set[asyncio.Task[None]] = set()
@@ -192,6 +193,7 @@ class Service:
                 )
             if reading.mapper is not None:
                 self._mapper = reading.mapper
+                self._exported = exported_targets(reading.mapper.routes, kept=self._exported)
                 if self._delivery is not None:
                     self._delivery.use_mapper(reading.mapper)
                 else:
@@ -286,6 +288,7 @@ class Service:
                 processes=lambda: state.processes,
                 parked=delivery.parked_deliveries,
                 replays=delivery.replays,
+                targets=lambda: self._exported,
                 intake_waiting=lambda: state.committer.waiting if state.committer is not None else 0,
             )
             state = ServiceState(

@@ -18,19 +18,35 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shipmap.engine import ShipmapError
 
+from .._config import PlannedRoute
 from .._deliver._breaker import BreakerState
 from .._errors import JournalError
+from .._map._steps import MAPPING_STAGE
 from .._plural import counted
 from .._runtime import RunSummary, Runtime
 from .._store._journal import open_readonly
 from .._store._journal_pg import is_database_url
-from .._summary import DEAD_KEYS_KEPT
+from .._summary import DEAD_KEYS_KEPT, TargetKey
 from ._inbox import InboxStore
+
+
+def exported_targets(routes: Iterable[PlannedRoute], kept: Iterable[TargetKey] = ()) -> tuple[TargetKey, ...]:
+    """The targets whose counters /metrics exports from the start, at 0 until something happens to them, so
+    that a first delivery that becomes a dead letter is a rise from 0 that ``increase()`` sees: ``kept`` (what
+    the service exported before a reload: a counter never vanishes), then each mapping's own stage (where an
+    event the mapping fails on is dead-lettered) and each target it delivers (not those ``enabled: false``)."""
+    found = dict.fromkeys(kept)
+    for route in routes:
+        found[TargetKey(route.name, MAPPING_STAGE)] = None
+        for planned in route.targets.values():
+            if planned.enabled:
+                found[TargetKey(route.name, planned.name)] = None
+    return tuple(found)
 
 
 def fold(total: RunSummary, run: RunSummary) -> None:

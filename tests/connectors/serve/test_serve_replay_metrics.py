@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import EXIT_DEAD_LETTERS, EXIT_OUTAGE, Sandbox
 
 from .harness import REAL_SHOPIFY, ServeProcess, outcome_counters, shopify_headers
@@ -20,10 +21,90 @@ ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
 LITERAL = "source: {literal: Shopify}"
 TARGET = "shopify-order.order"
+ZERO = {"delivered": 0.0, "dead": 0.0, "skipped": 0.0, "retried": 0.0}
+# serve.yaml's targets, each mapping's own stage (where an event it fails on is dead-lettered) among them.
+CONFIGURED = ["bigcommerce-order (mapping)", "bigcommerce-order.order", "shopify-order (mapping)", TARGET]
 
 
 def _counters(metrics: str, family: str) -> dict[str, float]:
     return outcome_counters(metrics, family, TARGET)
+
+
+def _exported(metrics: str) -> dict[str, dict[str, dict[str, float]]]:
+    """``family -> target -> outcome or count -> value`` for the per-target families of a scrape (the
+    histogram by its ``_count``)."""
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name in ("shipmap_deliveries_total", "shipmap_replays_total"):
+                key = sample.labels["outcome"]
+            elif sample.name == "shipmap_delivery_seconds_count":
+                key = "count"
+            else:
+                continue
+            found.setdefault(family.name, {}).setdefault(sample.labels["target"], {})[key] = sample.value
+    return found
+
+
+def test_every_configured_target_is_exported_at_0_from_the_start_and_a_reload_adds_without_removing(
+    tmp_path: Path,
+) -> None:
+    """Prometheus's "avoid missing metrics": a series that appears with its first delivery starts at that
+    delivery's count, a rise increase() cannot see (a first delivery that is a dead letter raised no alert).
+    Before any webhook every target of the config is there at 0; a reload that adds a mapping adds its
+    targets at 0, and one it removes keeps what it counted (a counter never vanishes)."""
+    with Sandbox() as sandbox:
+        serve = ServeProcess(tmp_path, sandbox.url)
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+
+                def scrape() -> dict[str, dict[str, dict[str, float]]]:
+                    return _exported(client.get(f"{serve.url}/metrics").text)
+
+                assert scrape() == {
+                    "shipmap_deliveries": {label: ZERO for label in CONFIGURED},
+                    "shipmap_replays": {label: ZERO for label in CONFIGURED},
+                    "shipmap_delivery_seconds": {label: {"count": 0.0} for label in CONFIGURED},
+                }
+                body = json.dumps({**ORDER, "id": 7_300_021}).encode()
+                headers = shopify_headers(body, "orders/create", "configured-1")
+                assert serve.post(client, "shop", body, headers).status_code == 200
+                serve.wait_until(
+                    lambda: scrape()["shipmap_deliveries"][TARGET]["delivered"] == 1, timeout=30, what="order"
+                )
+
+                # The Shopify orders' mapping replaced by WooCommerce's: its target counted, so it stays.
+                text = serve.config.read_text()
+                shopify = "  - mapping: shopify/order\n    topic: orders/create\n"
+                assert shopify in text
+                serve.config.write_text(
+                    text.replace(shopify, "  - mapping: woocommerce/order\n    topic: order.created\n")
+                )
+                assert serve.process is not None
+                serve.process.send_signal(signal.SIGHUP)
+                serve.wait_until(
+                    lambda: any("reloaded " in line for line in serve.errors), timeout=30, what="the reload"
+                )
+                reloaded = next(line for line in serve.errors if "reloaded " in line)
+                assert reloaded.rstrip().endswith("serve.yaml: mappings[0] woocommerce-order: changed"), (
+                    reloaded
+                )
+                after = scrape()
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+    added = ["woocommerce-order (mapping)", "woocommerce-order.order"]
+    delivered = {**ZERO, "delivered": 1.0}
+    assert after["shipmap_deliveries"] == {
+        **{label: ZERO for label in [*CONFIGURED, *added]},
+        TARGET: delivered,
+    }
+    assert after["shipmap_replays"] == {label: ZERO for label in [*CONFIGURED, *added]}
+    assert after["shipmap_delivery_seconds"] == {
+        **{label: {"count": 0.0} for label in [*CONFIGURED, *added]},
+        TARGET: {"count": 1.0},
+    }
 
 
 def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(tmp_path: Path) -> None:
@@ -63,11 +144,13 @@ def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(t
                     text = client.get(f"{serve.url}/metrics").text
                     return _counters(text, "shipmap_deliveries"), _counters(text, "shipmap_replays")
 
+                # Before the first delivery, a dead letter: its series is there at 0, a rise increase() sees.
+                assert scrape() == (ZERO, ZERO)
                 post(client, 7_300_001)
                 post(client, 7_300_002)
                 serve.wait_until(lambda: scrape()[0].get("dead") == 2, timeout=30, what="2 dead letters")
                 deliveries, replays = scrape()
-                assert (deliveries["delivered"], deliveries["dead"], replays) == (0, 2, {}), (
+                assert (deliveries["delivered"], deliveries["dead"], replays) == (0, 2, ZERO), (
                     deliveries,
                     replays,
                 )
