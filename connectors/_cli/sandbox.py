@@ -12,6 +12,8 @@ from types import FrameType
 from shipmap.connectors._cli._types import directory, host, non_negative_int, port, positive_int
 from shipmap.connectors._sandbox import (
     DEFAULT_DUPLICATE_KEYS,
+    DEFAULT_FAULT_IDENTITIES,
+    DEFAULT_FAULTED,
     DEFAULT_KEEP,
     DEFAULT_TOKEN_TTL,
     FaultPlan,
@@ -103,6 +105,22 @@ def register(parser: argparse.ArgumentParser) -> None:
         f" {DEFAULT_DUPLICATE_KEYS:,}): a sandbox left running stays bounded",
     )
     parser.add_argument(
+        "--faulted",
+        type=positive_int,
+        default=DEFAULT_FAULTED,
+        metavar="N",
+        help=f"injected error answers and drops kept for /_sandbox/faulted, the newest (default"
+        f" {DEFAULT_FAULTED:,})",
+    )
+    parser.add_argument(
+        "--fault-identities",
+        type=positive_int,
+        default=DEFAULT_FAULT_IDENTITIES,
+        metavar="N",
+        help=f"request identities each fault plan remembers attempts of, the most recent (default"
+        f" {DEFAULT_FAULT_IDENTITIES:,}); a forgotten one draws as a first attempt again",
+    )
+    parser.add_argument(
         "--source-documents",
         type=directory,
         metavar="DIR",
@@ -140,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         record=args.record,
         keep=args.keep,
         duplicate_keys=args.duplicate_keys,
+        faulted=args.faulted,
+        fault_identities=args.fault_identities,
         source_documents=args.source_documents,
         source_token=args.source_token,
         source_faults=args.source_faults or FaultPlan(),

@@ -5,6 +5,8 @@ See docs/sandbox.md. Public names are re-exported from ``shipmap.connectors``.
 
 from ._config import (
     DEFAULT_DUPLICATE_KEYS,
+    DEFAULT_FAULT_IDENTITIES,
+    DEFAULT_FAULTED,
     DEFAULT_KEEP,
     DEFAULT_TOKEN_TTL,
     SandboxConfig,
@@ -16,6 +18,8 @@ from ._server import Sandbox
 
 __all__ = [
     "DEFAULT_DUPLICATE_KEYS",
+    "DEFAULT_FAULTED",
+    "DEFAULT_FAULT_IDENTITIES",
     "DEFAULT_KEEP",
     "DEFAULT_TOKEN_TTL",
     "FaultPlan",

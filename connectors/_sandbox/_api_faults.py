@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from ._faults import FaultInjector, FaultPlan
+from ._faults import DEFAULT_FAULT_IDENTITIES, FaultInjector, FaultPlan
 
 Api = Literal["fenix", "dg"]
 APIS: tuple[Api, ...] = ("fenix", "dg")
@@ -33,10 +33,19 @@ def api_named(text: str) -> Api:
 class ApiFaults:
     """The plan for both APIs and the plans of an API's own. Thread-safe, as :class:`FaultInjector` is."""
 
-    def __init__(self, both: FaultPlan | None = None, own: Mapping[Api, FaultPlan] | None = None) -> None:
+    def __init__(
+        self,
+        both: FaultPlan | None = None,
+        own: Mapping[Api, FaultPlan] | None = None,
+        identities: int = DEFAULT_FAULT_IDENTITIES,
+    ) -> None:
+        """``identities``: each plan's cap on the request identities it remembers attempts of."""
         self._lock = threading.Lock()
-        self._both = FaultInjector(both)
-        self._own: dict[Api, FaultInjector] = {api: FaultInjector(plan) for api, plan in (own or {}).items()}
+        self._identities = identities
+        self._both = FaultInjector(both, identities)
+        self._own: dict[Api, FaultInjector] = {
+            api: FaultInjector(plan, identities) for api, plan in (own or {}).items()
+        }
 
     def answering(self, api: Api) -> tuple[str, FaultInjector]:
         """The name of the plan that answers ``api``'s requests (the api, or ``both``) and its injector."""
@@ -56,7 +65,7 @@ class ApiFaults:
                 self._both.configure(plan)
                 self._own = {}
             else:
-                self._own = {**self._own, api: FaultInjector(plan)}
+                self._own = {**self._own, api: FaultInjector(plan, self._identities)}
 
     def remove(self, api: Api) -> None:
         """Drop ``api``'s own plan, if it has one: the plan for both answers its requests again, from where

@@ -12,6 +12,7 @@ from shipmap.engine import Location, MappingError
 from shipmap.engine._yaml import decode_utf8, load_located
 
 from .._errors import ConfigError
+from ._faults import DEFAULT_FAULT_IDENTITIES as DEFAULT_FAULT_IDENTITIES
 from ._faults import FaultPlan
 
 DEFAULT_HOST = "127.0.0.1"
@@ -20,6 +21,8 @@ DEFAULT_TOKEN_TTL = 4 * 60 * 60.0  # the Fenix seed: authToken expires every 4 h
 DEFAULT_KEEP = 10_000
 # Distinct keys the duplicate check remembers (~0.9 KB each: ~190 MB at most).
 DEFAULT_DUPLICATE_KEYS = 200_000
+# Injected error answers and drops listed by /_sandbox/faulted, the newest (~150 bytes each: ~15 MB).
+DEFAULT_FAULTED = 100_000
 ENV_PREFIX = "SHIPMAP_SANDBOX_"
 
 # Credentials file layout: {"fenix": {...}, "dg": {...}} -> field names.
@@ -140,6 +143,11 @@ class SandboxConfig:
     # The distinct keys (order ids, external ids) the duplicate check remembers, the newest: so a sandbox left
     # running stays bounded. A key let go is counted (stats' duplicate_keys_forgotten).
     duplicate_keys: int = DEFAULT_DUPLICATE_KEYS
+    # Injected error answers and drops listed by faulted(), the newest; one let go is counted (faulted_forgotten).
+    faulted: int = DEFAULT_FAULTED
+    # Request identities each fault plan remembers attempts of, the most recently seen (~100 bytes each): a
+    # forgotten one that comes back draws as its first attempt; counted (the plan's identities_forgotten).
+    fault_identities: int = DEFAULT_FAULT_IDENTITIES
     # The fake source API (``_source_api``): a directory of fixture documents, and the X-Auth-Token it wants.
     source_documents: Path | None = None
     source_token: str | None = None
@@ -155,3 +163,7 @@ class SandboxConfig:
             raise ValueError(f"keep must be 0 (all) or more requests, got {self.keep}")
         if self.duplicate_keys < 1:
             raise ValueError(f"duplicate_keys must be 1 or more, got {self.duplicate_keys}")
+        if self.faulted < 1:
+            raise ValueError(f"faulted must be 1 or more, got {self.faulted}")
+        if self.fault_identities < 1:
+            raise ValueError(f"fault_identities must be 1 or more, got {self.fault_identities}")

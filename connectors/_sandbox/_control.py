@@ -52,8 +52,10 @@ class Control:
         return JSONResponse({"expired": self.state.expire_tokens()})
 
     async def faulted(self, request: Request) -> Response:
-        found = self.state.recorder.faulted_requests()
-        return JSONResponse({"count": len(found), "faulted": [f.to_dict() for f in found]})
+        found, forgotten = self.state.recorder.faulted_requests()
+        return JSONResponse(
+            {"count": len(found), "forgotten": forgotten, "faulted": [f.to_dict() for f in found]}
+        )
 
     async def faults(self, request: Request) -> Response:
         """The plan for both APIs, or with ``?api=fenix`` (``dg``) the plan that answers that API. DELETE with

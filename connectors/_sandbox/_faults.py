@@ -315,9 +315,9 @@ class Decision:
 _NO_FAULT = Decision()
 
 
-# Attempts remembered per request identity; past this many identities the oldest is forgotten (bounded memory
-# on a long soak; a forgotten identity that comes back starts over at attempt 1).
-_MAX_IDENTITIES = 1_000_000
+# Attempts remembered per request identity (~100 bytes each); past this many identities the least recently seen
+# is forgotten (bounded memory on a long soak; a forgotten identity that comes back starts over at attempt 1).
+DEFAULT_FAULT_IDENTITIES = 1_000_000
 
 
 def request_identity(method: str, path: str, body: bytes, idempotency_key: str | None = None) -> bytes:
@@ -343,16 +343,19 @@ def fault_rolls(seed: int, identity: bytes, attempt: int) -> tuple[float, int]:
 class _Play:
     plan: FaultPlan
     seed: int
+    max_identities: int = DEFAULT_FAULT_IDENTITIES
     step: int = 0
     token_requests: int = 0
     attempts: dict[bytes, int] = field(default_factory=dict)
+    identities_forgotten: int = 0
     injected: Counter[str] = field(default_factory=Counter)
 
     def attempt(self, identity: bytes) -> int:
         """Count one more request of this identity and return its number (1 for the first)."""
         number = self.attempts.pop(identity, 0) + 1
-        if len(self.attempts) >= _MAX_IDENTITIES:
+        if len(self.attempts) >= self.max_identities:
             del self.attempts[next(iter(self.attempts))]
+            self.identities_forgotten += 1
         self.attempts[identity] = number  # re-inserted: the dict's order is least recently seen first
         return number
 
@@ -360,15 +363,21 @@ class _Play:
 class FaultInjector:
     """Plays a plan. Thread-safe: decisions run on the server's loop, reconfiguration comes from tests."""
 
-    def __init__(self, plan: FaultPlan | None = None) -> None:
+    def __init__(self, plan: FaultPlan | None = None, identities: int = DEFAULT_FAULT_IDENTITIES) -> None:
+        """``identities``: how many request identities the rate draws remember attempts of, the most recent."""
         self._lock = threading.Lock()
+        self._identities = identities
         self._play = self._start(plan or FaultPlan())
 
-    @staticmethod
-    def _start(plan: FaultPlan) -> _Play:
+    def _start(self, plan: FaultPlan) -> _Play:
         # Without a seed a fresh one is drawn and reported by snapshot(), so a failing run can be replayed.
         seed = plan.seed if plan.seed is not None else secrets.randbits(32)
-        return _Play(plan=plan, seed=seed)
+        return _Play(plan=plan, seed=seed, max_identities=self._identities)
+
+    @property
+    def identities(self) -> int:
+        """The cap on remembered request identities this injector was made with."""
+        return self._identities
 
     @property
     def plan(self) -> FaultPlan:
@@ -468,4 +477,6 @@ class FaultInjector:
                 "seed": play.seed,
                 "schedule_position": play.step,
                 "injected": dict(sorted(play.injected.items())),
+                "identities": len(play.attempts),
+                "identities_forgotten": play.identities_forgotten,
             }

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from ._config import DEFAULT_DUPLICATE_KEYS
+from ._config import DEFAULT_DUPLICATE_KEYS, DEFAULT_FAULTED
 
 log = logging.getLogger("shipmap.sandbox")
 
@@ -92,7 +92,6 @@ class _Seen:
     kinds: set[str] = field(default_factory=set)
 
 
-_MAX_FAULTED = 100_000
 _MAX_LISTED = 100  # sequence numbers and distinct bodies listed per duplicate key; its count covers all
 
 
@@ -109,10 +108,15 @@ class Recorder:
     """Thread-safe: the server's loop records, tests read from their own thread."""
 
     def __init__(
-        self, path: Path | None = None, keep: int = 0, duplicate_keys: int = DEFAULT_DUPLICATE_KEYS
+        self,
+        path: Path | None = None,
+        keep: int = 0,
+        duplicate_keys: int = DEFAULT_DUPLICATE_KEYS,
+        faulted: int = DEFAULT_FAULTED,
     ) -> None:
         """``keep``: how many accepted requests ``requests()`` holds, the newest; 0 holds all.
-        ``duplicate_keys``: how many distinct keys the duplicate check remembers, the newest."""
+        ``duplicate_keys``: how many distinct keys the duplicate check remembers, the newest.
+        ``faulted``: how many injected error answers and drops ``faulted_requests()`` holds, the newest."""
         self._path = path
         if path is not None:
             # Fail at start, not on the first accepted request, when the file cannot be written.
@@ -125,7 +129,8 @@ class Recorder:
         self._kinds: Counter[str] = Counter()
         self._rejected: defaultdict[str, Counter[str]] = defaultdict(Counter)
         # When each injected error answer went out (bounded): the times a client hit an endpoint that is down.
-        self._faulted: deque[FaultedRequest] = deque(maxlen=_MAX_FAULTED)
+        self._faulted: deque[FaultedRequest] = deque(maxlen=faulted)
+        self._faulted_forgotten = 0
         self._by_key: dict[str, dict[str, _Seen]] = {}
         self._duplicate_keys = duplicate_keys
         self._key_order: deque[tuple[str, str]] = deque()  # first sightings, oldest first
@@ -235,12 +240,15 @@ class Recorder:
         """An API request answered with an injected error status by fault plan ``plan``, or dropped (``status``
         None) by it; it is not recorded as accepted."""
         with self._lock:
+            if len(self._faulted) == self._faulted.maxlen:
+                self._faulted_forgotten += 1
             self._faulted.append(FaultedRequest(_now(), endpoint, status, plan))
 
-    def faulted_requests(self) -> list[FaultedRequest]:
-        """The latest injected error answers and drops, oldest first."""
+    def faulted_requests(self) -> tuple[list[FaultedRequest], int]:
+        """The latest injected error answers and drops (the newest ``faulted``), oldest first, and how many
+        older ones were let go to stay within that."""
         with self._lock:
-            return list(self._faulted)
+            return list(self._faulted), self._faulted_forgotten
 
     def reject(self, endpoint: str, status: int) -> None:
         with self._lock:
@@ -295,12 +303,15 @@ class Recorder:
             kinds = dict(sorted(self._kinds.items()))
             rejected = {name: dict(sorted(c.items())) for name, c in sorted(self._rejected.items())}
             kept, dropped = len(self._records), self._dropped
-            forgotten = self._forgotten_keys
+            remembered, forgotten = len(self._key_order), self._forgotten_keys
+            faulted_forgotten = self._faulted_forgotten
         return {
             "accepted": sum(accepted.values()),
             "kept": kept,
             "dropped": dropped,
+            "duplicate_keys_remembered": remembered,
             "duplicate_keys_forgotten": forgotten,
+            "faulted_forgotten": faulted_forgotten,
             "by_endpoint": accepted,
             "by_kind": kinds,
             "rejected": rejected,
@@ -317,4 +328,5 @@ class Recorder:
             self._kinds.clear()
             self._rejected.clear()
             self._faulted.clear()
+            self._faulted_forgotten = 0
             self._clear_keys()

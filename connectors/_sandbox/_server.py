@@ -42,6 +42,8 @@ class Sandbox:
         record: str | os.PathLike[str] | None = None,
         keep: int | None = None,
         duplicate_keys: int | None = None,
+        faulted: int | None = None,
+        fault_identities: int | None = None,
         source_documents: str | os.PathLike[str] | None = None,
         source_token: str | None = None,
         source_faults: FaultPlan | str | None = None,
@@ -68,6 +70,10 @@ class Sandbox:
             changes["keep"] = keep
         if duplicate_keys is not None:
             changes["duplicate_keys"] = duplicate_keys
+        if faulted is not None:
+            changes["faulted"] = faulted
+        if fault_identities is not None:
+            changes["fault_identities"] = fault_identities
         if source_documents is not None:
             changes["source_documents"] = Path(source_documents)
         if source_token is not None:
@@ -146,10 +152,11 @@ class Sandbox:
 
     def faulted(self) -> list[FaultedRequest]:
         """``(received_at, endpoint, status, plan)`` of each request answered with an injected 5xx or 429, or
-        dropped (``status`` None: the connection closed without an answer), oldest first (the latest
-        100,000): when clients hit an endpoint that was down, was told to wait or lost its connection, and
-        which plan said so (``both``, ``fenix``, ``dg``): ``GET /_sandbox/faulted``."""
-        return self._state.recorder.faulted_requests()
+        dropped (``status`` None: the connection closed without an answer), oldest first (the newest
+        ``config.faulted``; ``stats()["faulted_forgotten"]`` counts the older ones let go): when clients hit an
+        endpoint that was down, was told to wait or lost its connection, and which plan said so (``both``,
+        ``fenix``, ``dg``): ``GET /_sandbox/faulted``."""
+        return self._state.recorder.faulted_requests()[0]
 
     def source_requests(self) -> list[dict[str, Any]]:
         """The fake source API's GETs, oldest first: ``at`` (seconds since start or the last reset, when it

@@ -31,7 +31,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ._faults import Fault, FaultInjector, FaultPlan, request_identity
+from ._faults import DEFAULT_FAULT_IDENTITIES, Fault, FaultInjector, FaultPlan, request_identity
 
 _MAX_DOCUMENT = 4 * 1024 * 1024
 
@@ -39,10 +39,16 @@ _MAX_DOCUMENT = 4 * 1024 * 1024
 class SourceApi:
     KEPT = 100_000  # requests remembered, newest first: a sandbox left running stays bounded
 
-    def __init__(self, documents: Path | None, token: str | None, faults: FaultPlan | None = None) -> None:
+    def __init__(
+        self,
+        documents: Path | None,
+        token: str | None,
+        faults: FaultPlan | None = None,
+        fault_identities: int = DEFAULT_FAULT_IDENTITIES,
+    ) -> None:
         self.documents = documents.resolve() if documents is not None else None
         self.token = token
-        self.faults = FaultInjector(faults)
+        self.faults = FaultInjector(faults, fault_identities)
         self._lock = threading.Lock()
         self.received = 0  # every request, faulted ones included (how hard a client hits the API)
         self.served = 0

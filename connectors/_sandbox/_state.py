@@ -26,10 +26,13 @@ class SandboxState:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self.recorder = Recorder(config.record, config.keep, config.duplicate_keys)
+        self.recorder = Recorder(config.record, config.keep, config.duplicate_keys, config.faulted)
         own: dict[Api, FaultPlan | None] = {"fenix": config.fenix_faults, "dg": config.dg_faults}
-        self.faults = ApiFaults(config.faults, {api: plan for api, plan in own.items() if plan is not None})
-        self.source_api = SourceApi(config.source_documents, config.source_token, config.source_faults)
+        own_plans = {api: plan for api, plan in own.items() if plan is not None}
+        self.faults = ApiFaults(config.faults, own_plans, config.fault_identities)
+        self.source_api = SourceApi(
+            config.source_documents, config.source_token, config.source_faults, config.fault_identities
+        )
         # The seed says x-identity rotates every 3 months: one per server, unlike the per-login authToken.
         self.identity = secrets.token_hex(18)
         self._tokens: dict[str, float] = {}

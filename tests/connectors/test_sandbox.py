@@ -642,6 +642,29 @@ def test_the_duplicate_check_remembers_the_newest_keys_and_counts_what_it_lets_g
         SandboxConfig(duplicate_keys=0)
 
 
+def test_the_duplicate_check_stays_at_its_cap_over_http(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    """``GET /_sandbox/stats`` says how many keys the duplicate check holds (never past ``duplicate_keys``) and
+    how many it let go; a remembered key sent again is a duplicate, a forgotten one a first sighting."""
+    sb = sandbox_factory(duplicate_keys=3)
+
+    def stats() -> dict[str, Any]:
+        answer = http.get(f"{sb.url}/_sandbox/stats")
+        assert answer.status_code == 200
+        return dict(answer.json())
+
+    for n in range(1, 6):
+        assert _dg(http, sb, f"E{n}").status_code == 200
+    counted = stats()
+    assert (counted["duplicate_keys_remembered"], counted["duplicate_keys_forgotten"]) == (3, 2)
+    assert _dg(http, sb, "E5").status_code == 200  # remembered: a duplicate
+    assert _dg(http, sb, "E1").status_code == 200  # forgotten: a first sighting (E3 is let go for it)
+    counted = stats()
+    assert [(d["key"], d["count"]) for d in counted["duplicates"]["dg_external_id"]] == [("E5", 2)]
+    assert (counted["duplicate_keys_remembered"], counted["duplicate_keys_forgotten"]) == (3, 3)
+
+
 def test_a_key_sent_many_times_lists_its_first_hundred_sightings_and_counts_them_all(
     sandbox_factory: Callable[..., Sandbox], http: httpx.Client
 ) -> None:
@@ -906,6 +929,43 @@ def test_cli_rejects_a_negative_keep(capsys: pytest.CaptureFixture[str]) -> None
         main(["sandbox", "--keep", "-5"])
     assert exit_info.value.code == 2
     assert "argument --keep: -5 is not 0 or more" in capsys.readouterr().err
+
+
+def test_cli_caps_the_faulted_list_and_the_fault_identities(
+    http: httpx.Client, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = [
+        sys.executable, "-c", "import sys; from shipmap.connectors._cli import main; sys.exit(main())",
+        "sandbox", "--port", "0", "--faults", "5xx=1:503", "--faulted", "2", "--fault-identities", "2",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_local_env()
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), url
+        for n in range(3):
+            headers = {"Idempotency-Key": f"cli-{n}"}
+            answer = http.post(f"{url}/execution", auth=DG_AUTH, headers=headers, json=DG_EXAMPLE)
+            assert answer.status_code == 503
+        faulted = http.get(f"{url}/_sandbox/faulted").json()
+        assert (faulted["count"], faulted["forgotten"]) == (2, 1)
+        plan = http.get(f"{url}/_sandbox/faults").json()
+        assert (plan["identities"], plan["identities_forgotten"]) == (2, 1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    from shipmap.connectors._cli import main
+
+    for flag in ("--faulted", "--fault-identities"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sandbox", flag, "0"])
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: 0 is not" in capsys.readouterr().err
 
 
 def test_cli_rejects_a_bad_fault_spec(capsys: pytest.CaptureFixture[str]) -> None:

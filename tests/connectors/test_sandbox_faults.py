@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from shipmap.connectors import FaultPlan, Sandbox
+from shipmap.connectors import FaultPlan, Sandbox, SandboxConfig
+from shipmap.connectors._sandbox._faults import fault_rolls, request_identity
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 ORDER = json.loads((SEEDS / "fenix_order_example.json").read_text(encoding="utf-8"))
@@ -529,3 +530,67 @@ def test_spec_round_trips(spec: str) -> None:
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FaultPlan.parse(spec)
+
+
+def test_faulted_answers_and_fault_identities_stay_within_their_caps_over_http(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    """A sandbox left running stays bounded: ``GET /_sandbox/faulted`` keeps the newest ``faulted`` entries and
+    each fault plan the attempts of the ``fault_identities`` most recent request identities; what is let go is
+    counted where the structure is reported."""
+    sb = sandbox_factory(faulted=3, fault_identities=3, faults="5xx=1:503", source_faults="5xx=1:503")
+    for n in range(5):
+        answer = http.post(
+            f"{sb.url}/execution",
+            auth=DG_AUTH,
+            headers={"Idempotency-Key": f"K{n}"},
+            json={**DG_EXAMPLE, "external_id": f"E{n}"},
+        )
+        assert answer.status_code == 503
+        assert http.get(f"{sb.url}/_source/bigcommerce/orders/{n}").status_code == 503
+    faulted = http.get(f"{sb.url}/_sandbox/faulted").json()
+    assert (faulted["count"], faulted["forgotten"], len(faulted["faulted"])) == (3, 2, 3)
+    plan = http.get(f"{sb.url}/_sandbox/faults").json()
+    assert (plan["identities"], plan["identities_forgotten"], plan["injected"]) == (3, 2, {"503": 5})
+    source_plan = http.get(f"{sb.url}/_sandbox/source-faults").json()
+    assert (source_plan["identities"], source_plan["identities_forgotten"]) == (3, 2)
+    assert http.get(f"{sb.url}/_sandbox/stats").json()["faulted_forgotten"] == 2
+    # A plan of an API's own is held to the same cap.
+    http.post(f"{sb.url}/_sandbox/faults?api=dg", json={"spec": "5xx=1:502"})
+    for n in range(4):
+        answer = http.post(
+            f"{sb.url}/execution", auth=DG_AUTH, headers={"Idempotency-Key": f"O{n}"}, json=DG_EXAMPLE
+        )
+        assert answer.status_code == 502
+    own = http.get(f"{sb.url}/_sandbox/faults?api=dg").json()
+    assert (own["for"], own["identities"], own["identities_forgotten"]) == ("dg", 3, 1)
+    assert http.get(f"{sb.url}/_sandbox/faulted").json()["forgotten"] == 6
+    http.post(f"{sb.url}/_sandbox/reset")
+    assert http.get(f"{sb.url}/_sandbox/faulted").json() == {"count": 0, "forgotten": 0, "faulted": []}
+    assert http.get(f"{sb.url}/_sandbox/faults?api=dg").json()["identities_forgotten"] == 0
+    with pytest.raises(ValueError, match="faulted must be 1 or more, got 0"):
+        SandboxConfig(faulted=0)
+    with pytest.raises(ValueError, match="fault_identities must be 1 or more, got 0"):
+        SandboxConfig(fault_identities=0)
+
+
+def test_a_forgotten_fault_identity_draws_as_a_first_attempt_again(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client
+) -> None:
+    """Past ``fault_identities`` a request's attempt count is let go: its next retry draws as attempt 1."""
+    key = request_identity("POST", "/execution", b"", "K")
+    # A seed whose first attempt of K is a 503 and whose second is not (5xx=0.5): the retry tells them apart.
+    seed = next(s for s in range(1000) if fault_rolls(s, key, 1)[0] < 0.5 <= fault_rolls(s, key, 2)[0])
+
+    def send(sb: Sandbox, idempotency_key: str) -> int:
+        headers = {"Idempotency-Key": idempotency_key}
+        return http.post(f"{sb.url}/execution", auth=DG_AUTH, headers=headers, json=DG_EXAMPLE).status_code
+
+    forgetful = sandbox_factory(fault_identities=1, faults=f"5xx=0.5:503,seed={seed}")
+    assert send(forgetful, "K") == 503
+    send(forgetful, "other")  # K's attempt count is let go for it
+    assert send(forgetful, "K") == 503  # drawn as K's first attempt again
+    remembering = sandbox_factory(fault_identities=2, faults=f"5xx=0.5:503,seed={seed}")
+    assert send(remembering, "K") == 503
+    send(remembering, "other")
+    assert send(remembering, "K") != 503  # K's second attempt
