@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from ._plural import counted
+
 
 class LatencyHistogram:
     """Latencies in log-spaced buckets (2% wide): percentiles within 2%, memory flat however many samples."""
@@ -267,6 +269,68 @@ def replay_outcome(report: Mapping[str, Any]) -> str:
         f"delivered {report.get('delivered', 0)}, still dead {report.get('dead', 0)},"
         f" left pending {report.get('parked', 0)}, skipped {report.get('skipped', 0)}"
     )
+
+
+def summary_hints(summary: RunSummary) -> list[str]:
+    """What the text summary says after its table and counts, one line each, in its order: outages, what is left
+    pending or held elsewhere, a replay's outcome, and what to do about dead letters and rejections (which
+    command shows them, which sends them again). The JSON summary lists the same lines as ``hints``."""
+    hints = [f"connection {connection} is down: {reason}" for connection, reason in summary.outages.items()]
+    hints.extend(  # a service's, at stop
+        f"connection {connection} was down meanwhile; its circuit breaker has closed since"
+        for connection in summary.outages_ended
+    )
+    if summary.parked:
+        hints.append(
+            f"{counted(summary.parked, 'delivery')} left pending (circuit breaker open past outage_wait):"
+            " they are sent first by the next run"
+        )
+    if summary.held:
+        hints.append(
+            f"{counted(summary.held_elsewhere, 'delivery')} still pending, held by other live workers: "
+            f"{describe_held(summary.held)}; they send them, or a later run takes them over"
+        )
+    if summary.replay:
+        hints.append(f"replayed: {replay_outcome(replay_report(summary))}")
+        if summary.dead:
+            hints.append(
+                f"{counted(summary.dead, 'dead letter')} failed again (still dead, not new ones): see"
+                " `shipmap dead-letters`; fix and `shipmap replay` again"
+            )
+        return hints
+    if summary.replays is not None and summary.replays.targets:  # a service's, at stop
+        hints.append(f"replayed while serving: {replay_outcome(replay_report(summary.replays))}")
+    if summary.dead_now is not None:
+        hints.extend(_dead_at_stop(summary))
+        return hints
+    if summary.dead or summary.rejected:
+        hints.append(
+            f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
+            " fix and `shipmap replay`"
+        )
+    if skipped_dead := sum(stats.skipped_dead for stats in summary.targets.values()):
+        hints.append(
+            f"{counted(skipped_dead, 'dead letter')} of earlier runs skipped, not sent again: see `shipmap"
+            " dead-letters`; fix and `shipmap replay`"
+        )
+    return hints
+
+
+def _dead_at_stop(summary: RunSummary) -> list[str]:
+    """A service's dead letters: how many it made while serving, and how many the journal holds now (a replay
+    may have resolved some since: only those are still to replay)."""
+    assert summary.dead_now is not None
+    if not (summary.dead or summary.rejected or summary.dead_now):
+        return []
+    made = f"{summary.dead} dead-lettered" + (f", {summary.rejected} rejected" if summary.rejected else "")
+    if summary.dead_now:
+        now = f"{counted(summary.dead_now, 'dead letter')} in the journal now: see `shipmap dead-letters`; fix and"
+        now += " `shipmap replay`"
+    elif summary.rejected:
+        now = "no dead letters in the journal now; the rejected input records: see `shipmap dead-letters`"
+    else:
+        now = "no dead letters in the journal now (replayed meanwhile)"
+    return [f"{made} while serving; {now}"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class RejectedReplay:
     taken: int | None = None  # read again and handed to delivery, their rejections resolved
     rejected_again: int | None = None
     waiting: int | None = None  # still pending in the inbox at --wait
+    hints: list[str] = field(default_factory=list)  # what the text says comes next, for the JSON's hints
 
     def told(self) -> dict[str, Any]:
         """The run summary's counts this knows: its ``events`` are the webhooks it replayed, its ``rejected``
@@ -79,7 +80,7 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> RejectedRepla
             found = find_rejected(journal, inbox, set(config.sources), args.key)
     outcome = RejectedReplay(to_replay=len(found.rows), unreplayable=len(found.unreplayable))
     if not found.rows and not found.unreplayable:
-        print("no rejected webhooks to replay" + (" with those keys" if args.key else ""))
+        _say(outcome, "no rejected webhooks to replay" + (" with those keys" if args.key else ""))
         return outcome
     if found.rows:
         print(
@@ -102,17 +103,24 @@ def replay_rejected(args: argparse.Namespace, runtime: Runtime) -> RejectedRepla
             _through_service(args, requests, inbox, found, runtime, outcome)
         else:
             outcome.requeued = requeue_directly(Path(inbox), found.rows)
-            _not_running(outcome.requeued)
+            _not_running(outcome)
     if outcome.code == EXIT_OK and found.unreplayable:
         outcome.code = EXIT_DEAD_LETTERS
     return outcome
 
 
-def _not_running(requeued: int) -> None:
-    print(
-        f"shipmap serve is not running: requeued {counted(requeued, 'webhook')} in the inbox; the next"
-        " `shipmap serve` start fetches their documents again and delivers them"
+def _not_running(outcome: RejectedReplay) -> None:
+    _say(
+        outcome,
+        f"shipmap serve is not running: requeued {counted(outcome.requeued or 0, 'webhook')} in the inbox; the"
+        " next `shipmap serve` start fetches their documents again and delivers them",
     )
+
+
+def _say(outcome: RejectedReplay, hint: str) -> None:
+    """Print a line that says what comes next, and keep it for the JSON's ``hints``."""
+    print(hint)
+    outcome.hints.append(hint.strip())
 
 
 def _names(origins: list[str]) -> str:
@@ -134,7 +142,7 @@ def _shared(
     requeued = outcome.requeued = requeue_shared(url, runtime.config.journal.lease, found.rows)
     services = services_on(inbox)
     if not services:
-        _not_running(requeued)
+        _not_running(outcome)
         return
     print(
         f"shipmap serve is running ({counted(services, 'process', 'processes')} on the inbox): requeued"
@@ -197,9 +205,10 @@ def _taken(
     for origin, reason in sorted(still.items()):
         print(f"  still rejected: {origin}: {reason}")
     if waiting:
-        print(
-            f"  {counted(len(waiting), 'webhook')} still waiting after {args.wait} s (is the source's API down? see"
-            " `shipmap status`): the service delivers them when it can"
+        _say(
+            outcome,
+            f"  {counted(len(waiting), 'webhook')} still waiting after {args.wait} s (is the source's API down?"
+            " see `shipmap status`): the service delivers them when it can",
         )
         outcome.code = EXIT_OUTAGE
     elif still:

@@ -197,7 +197,7 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
     """A run's (or a replay's) summary as ``--summary-json`` writes it. ``at_stop``: a service's (``shipmap serve
     --log-format json``), with what its text says beside the table: the outages, what it left pending, its
     replays, and the dead letters in the journal at stop."""
-    from shipmap.connectors._summary import REPLAY_DETAIL, replay_report, target_rows
+    from shipmap.connectors._summary import REPLAY_DETAIL, replay_report, summary_hints, target_rows
 
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -221,6 +221,7 @@ def summary_json(summary: RunSummary, *, exit_code: int, at_stop: bool = False) 
             {"worker": h.worker, "deliveries": h.deliveries, "lease_until": h.lease_until}
             for h in summary.held
         ],
+        "hints": summary_hints(summary),  # the lines the text prints after its counts: what to do next
     }
     if not at_stop:
         return document
@@ -251,14 +252,17 @@ SUMMARY_COUNTS = (
 )
 
 
-def handed_summary_json(told: Mapping[str, Any], *, exit_code: int, elapsed: float) -> dict[str, Any]:
+def handed_summary_json(
+    told: Mapping[str, Any], *, exit_code: int, elapsed: float, hints: list[str]
+) -> dict[str, Any]:
     """The summary document of a replay another process carried out (a running ``shipmap serve``; with
     ``--rejected``, delivery): the counts and ``targets`` it was ``told``, null for the others, each of which
-    ``unknown`` names rather than a zero that was not counted. ``ok`` is the exit code's."""
+    ``unknown`` names rather than a zero that was not counted. ``ok`` is the exit code's; ``hints`` what the
+    command's text says of the outcome and what to do next."""
     from shipmap.connectors._summary import RunSummary
 
     document = summary_json(RunSummary(replay=True), exit_code=exit_code)
-    document.update(ok=exit_code == 0, elapsed_seconds=round(elapsed, 6))
+    document.update(ok=exit_code == 0, elapsed_seconds=round(elapsed, 6), hints=list(hints))
     for name in (*SUMMARY_COUNTS, "targets"):
         document[name] = told.get(name)
         if document[name] is None:

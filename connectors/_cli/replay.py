@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shipmap.connectors._cli._replay_rejected import replay_rejected
-from shipmap.connectors._cli._reports import document_text, handed_summary_json, summary_text
+from shipmap.connectors._cli._reports import document_text, handed_summary_json, summary_json, summary_text
 from shipmap.connectors._cli._types import positive_int
 from shipmap.connectors._cli.run import (
     exit_code,
@@ -82,16 +82,18 @@ def run(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # what it says is for people: the report alone on stdout
             outcome = replay_rejected(args, runtime)
         document = handed_summary_json(
-            outcome.told(), exit_code=outcome.code, elapsed=time.monotonic() - started
+            outcome.told(), exit_code=outcome.code, elapsed=time.monotonic() - started, hints=outcome.hints
         )
         sys.stdout.write(document_text({**document, "rejected_webhooks": outcome.as_json()}))
         return outcome.code
     waiting = _dead_letter_count(runtime, args.key)
     if not waiting:
+        said = "no dead letters to replay" + (" with those keys" if args.key else "")
         if as_json:  # nothing replayed: a summary of nothing, so that CI reads one shape
-            sys.stdout.write(summary_text(RunSummary(replay=True), exit_code=EXIT_OK))
+            nothing = summary_json(RunSummary(replay=True), exit_code=EXIT_OK)
+            sys.stdout.write(document_text({**nothing, "hints": [said]}))
         else:
-            print("no dead letters to replay" + (" with those keys" if args.key else ""))
+            print(said)
         return EXIT_OK
     journal = runtime.config.journal.path if runtime.config.journal.url is None else None  # SQLite's only
     if journal is not None and ReplayRequests.service_running(replays_path(journal)):
@@ -143,13 +145,16 @@ def _through_service(args: argparse.Namespace, path: Path, count: int, started: 
         result = requests.outcome(
             request, time.monotonic() + args.wait, args.wait, does="replays it", do="replay"
         )
-    print(f"replayed by shipmap serve: {replay_outcome(result)}", file=out)
+    said = f"replayed by shipmap serve: {replay_outcome(result)}"
+    print(said, file=out)
     for key in result.get("dead_keys", []):
         print(f"  still dead: {key}", file=out)
     code = outcome_exit_code(
         parked=int(result.get("parked", 0)), failed=bool(result.get("dead") or result.get("rejected"))
     )
     if as_json:
-        document = handed_summary_json(result, exit_code=code, elapsed=time.monotonic() - started)
+        document = handed_summary_json(
+            result, exit_code=code, elapsed=time.monotonic() - started, hints=[said]
+        )
         sys.stdout.write(document_text(document))
     return code

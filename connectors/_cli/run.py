@@ -20,7 +20,7 @@ from shipmap.connectors._map._parallel import ordered_map
 from shipmap.connectors._plural import counted
 from shipmap.connectors._redact import RedactingFilter
 from shipmap.connectors._runtime import PlanEntry, Progress, RunSummary, Runtime
-from shipmap.connectors._summary import describe_held, replay_outcome, replay_report
+from shipmap.connectors._summary import summary_hints
 from shipmap.engine import read_documents
 from shipmap.engine._chunks import SourceChunk, read_chunks
 from shipmap.engine._sources import estimate_total
@@ -354,57 +354,5 @@ def print_summary(summary: RunSummary, out: IO[str]) -> None:
         f"events {summary.events}  unrouted {summary.unrouted}  rejected input records {summary.rejected}"
         f"  recovered {summary.recovered}  in {summary.elapsed:.2f} s\n"
     )
-    for connection, reason in summary.outages.items():
-        out.write(f"connection {connection} is down: {reason}\n")
-    for connection in summary.outages_ended:  # a service's, at stop
-        out.write(f"connection {connection} was down meanwhile; its circuit breaker has closed since\n")
-    if summary.parked:
-        out.write(
-            f"{counted(summary.parked, 'delivery')} left pending (circuit breaker open past outage_wait):"
-            " they are sent first by the next run\n"
-        )
-    if summary.held:
-        out.write(
-            f"{counted(summary.held_elsewhere, 'delivery')} still pending, held by other live workers: "
-            f"{describe_held(summary.held)}; they send them, or a later run takes them over\n"
-        )
-    if summary.replay:
-        out.write(f"replayed: {replay_outcome(replay_report(summary))}\n")
-        if summary.dead:
-            out.write(
-                f"{counted(summary.dead, 'dead letter')} failed again (still dead, not new ones): see"
-                " `shipmap dead-letters`; fix and `shipmap replay` again\n"
-            )
-        return
-    if summary.replays is not None and summary.replays.targets:  # a service's, at stop
-        out.write(f"replayed while serving: {replay_outcome(replay_report(summary.replays))}\n")
-    if summary.dead_now is not None:
-        _write_dead_at_stop(summary, out)
-        return
-    if summary.dead or summary.rejected:
-        out.write(
-            f"{summary.dead} dead-lettered, {summary.rejected} rejected: see `shipmap dead-letters`;"
-            " fix and `shipmap replay`\n"
-        )
-    if skipped_dead := sum(stats.skipped_dead for stats in summary.targets.values()):
-        out.write(
-            f"{counted(skipped_dead, 'dead letter')} of earlier runs skipped, not sent again: see `shipmap"
-            " dead-letters`; fix and `shipmap replay`\n"
-        )
-
-
-def _write_dead_at_stop(summary: RunSummary, out: IO[str]) -> None:
-    """A service's dead letters: how many it made while serving, and how many the journal holds now (a replay
-    may have resolved some since: only those are still to replay)."""
-    assert summary.dead_now is not None
-    if not (summary.dead or summary.rejected or summary.dead_now):
-        return
-    made = f"{summary.dead} dead-lettered" + (f", {summary.rejected} rejected" if summary.rejected else "")
-    if summary.dead_now:
-        now = f"{counted(summary.dead_now, 'dead letter')} in the journal now: see `shipmap dead-letters`; fix and"
-        now += " `shipmap replay`"
-    elif summary.rejected:
-        now = "no dead letters in the journal now; the rejected input records: see `shipmap dead-letters`"
-    else:
-        now = "no dead letters in the journal now (replayed meanwhile)"
-    out.write(f"{made} while serving; {now}\n")
+    for hint in summary_hints(summary):
+        out.write(hint + "\n")

@@ -4,7 +4,10 @@ run --summary-json."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -284,3 +287,74 @@ def test_replay_format_json_prints_the_run_summary_document(
     code, rejected, _ = run_json(capsys, "replay", str(config), "--rejected", "--format", "json")
     assert code == 0 and rejected.keys() - ran.keys() == {"rejected_webhooks"}
     assert (rejected["events"], rejected["rejected"], rejected["unknown"]) == (0, 0, [])
+
+
+def _shipmap(work: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it: its own process, stdout and stderr apart."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    return subprocess.run(
+        [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", *argv],
+        capture_output=True, text=True, env=env, cwd=work, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def _after_counts(text: str) -> list[str]:
+    """The lines the text summary prints after its counts line (``events N  unrouted ...``)."""
+    lines = text.splitlines()
+    (counts,) = [n for n, line in enumerate(lines) if line.startswith("events ")]
+    return lines[counts + 1 :]
+
+
+def test_run_and_replay_json_list_the_hints_the_text_prints(
+    tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
+) -> None:
+    """``hints`` holds, line for line, what the text says after its counts: which command shows the dead
+    letters, which sends them again."""
+    server = sandbox_factory()
+    broken = [
+        {
+            "mapping": str(ROOT / "tests/fixtures/runtime/orders.yaml"),
+            "topic": "orders/create",
+            "targets": {"order": {"path": "/api/v1/orders/{number}/created"}},
+        }
+    ]
+    config = str(write_config(tmp_path, server.url, mappings=broken))
+    events = tmp_path / "events.ndjson"
+    events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(2)) + "not json\n")
+    ran = _shipmap(tmp_path, "run", config, "-i", str(events), "--no-progress", "--format", "json")
+    assert ran.returncode == 8, ran.stderr
+    hints = json.loads(ran.stdout)["hints"]
+    assert hints == ["2 dead-lettered, 1 rejected: see `shipmap dead-letters`; fix and `shipmap replay`"]
+    again = _shipmap(tmp_path, "run", config, "-i", str(events), "--no-progress")  # the same, as text
+    assert again.returncode == 8, again.stderr
+    skipped = (
+        "2 dead letters of earlier runs skipped, not sent again: see `shipmap dead-letters`; fix and"
+        " `shipmap replay`"
+    )
+    assert _after_counts(again.stdout) == [
+        "0 dead-lettered, 1 rejected: see `shipmap dead-letters`; fix and `shipmap replay`",
+        skipped,
+    ]
+    summary = tmp_path / "summary.json"
+    third = _shipmap(
+        tmp_path, "run", config, "-i", str(events), "--no-progress", "--summary-json", str(summary)
+    )
+    assert json.loads(summary.read_text(encoding="utf-8"))["hints"] == _after_counts(third.stdout)
+
+    replayed = _shipmap(tmp_path, "replay", config, "--no-progress", "--format", "json")
+    assert replayed.returncode == 8, replayed.stderr
+    assert json.loads(replayed.stdout)["hints"] == [
+        "replayed: delivered 0, still dead 2, left pending 0, skipped 0",
+        "2 dead letters failed again (still dead, not new ones): see `shipmap dead-letters`; fix and"
+        " `shipmap replay` again",
+    ]
+    as_text = _shipmap(tmp_path, "replay", config, "--no-progress")
+    assert _after_counts(as_text.stdout) == json.loads(replayed.stdout)["hints"]
+    write_config(tmp_path, server.url)  # the fix: the kind's own path
+    fixed = _shipmap(tmp_path, "replay", config, "--no-progress", "--format", "json")
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["hints"] == [
+        "replayed: delivered 2, still dead 0, left pending 0, skipped 0"
+    ]
+    nothing = _shipmap(tmp_path, "replay", config, "--format", "json")
+    assert (nothing.returncode, json.loads(nothing.stdout)["hints"]) == (0, ["no dead letters to replay"])

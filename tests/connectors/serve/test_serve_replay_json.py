@@ -24,7 +24,7 @@ PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order
 LITERAL = "source: {literal: Shopify}"
 KEYS = {
     "format_version", "ok", "exit_code", "events", "delivered", "retried", "dead", "skipped", "unrouted",
-    "rejected", "recovered", "parked", "forgotten", "elapsed_seconds", "targets", "unknown", "held_elsewhere",
+    "rejected", "recovered", "parked", "forgotten", "elapsed_seconds", "targets", "unknown", "held_elsewhere", "hints",
 }  # fmt: skip
 
 
@@ -83,6 +83,9 @@ def test_replay_format_json_through_a_running_service(tmp_path: Path) -> None:
             # The contract refuses them before a request: no attempt, no latency.
             assert (row["attempts"], row["latency_seconds"]) == (0, {"p50": None, "p95": None, "p99": None})
             assert "replayed by shipmap serve: delivered 0, still dead 2" in still.stderr, still.stderr
+            assert document["hints"] == [
+                "replayed by shipmap serve: delivered 0, still dead 2, left pending 0, skipped 0"
+            ], document
             assert serve.terminate() == 0
         finally:
             serve.kill()
@@ -112,6 +115,7 @@ def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp
                 0,
                 [],
             ), document
+            assert document["hints"] == ["no rejected webhooks to replay"], document
             with httpx.Client(timeout=10) as client:
                 answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
             assert answer.json()["status"] == "accepted", answer.text
@@ -142,3 +146,7 @@ def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp
             "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": None, "rejected_again": None,
             "waiting": None,
         }, document  # fmt: skip
+        assert document["hints"] == [
+            "shipmap serve is not running: requeued 1 webhook in the inbox; the next `shipmap serve` start"
+            " fetches their documents again and delivers them"
+        ], document
