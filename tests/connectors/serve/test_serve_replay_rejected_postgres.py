@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -18,6 +19,7 @@ from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
 from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
 from .rejected_support import NOT_FOUND, SECRET_HEADER, Store, shipmap, webhook_999
+from .test_serve_replay_json import _document
 
 LEASE = "10s"
 
@@ -262,3 +264,82 @@ def test_requeue_takes_processed_rows_only_and_forgets_only_their_rejections(pos
                 (ids[2], "pending", None, worker.worker),  # still the worker's
             ]
             assert origins == [f"bc#{ids[2]}", "shop#9"]
+
+
+def test_replay_rejected_format_json_on_a_postgresql_inbox(tmp_path: Path, postgres_url: str) -> None:
+    """``--rejected --format json`` on a shared PostgreSQL inbox, which the command requeues itself: the summary
+    document with a service on the inbox (rejected again, then taken once the store has the order) and with
+    none (requeued only: what came of them is unknown, null), as on an SQLite one (test_serve_replay_json)."""
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+
+    def replay(expected: int) -> dict[str, Any]:
+        done = shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
+        assert done.returncode == expected, done.stdout + done.stderr
+        return _document(done)
+
+    delivery_unknown = {
+        "delivered",
+        "retried",
+        "dead",
+        "skipped",
+        "unrouted",
+        "recovered",
+        "parked",
+        "targets",
+    }
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        serve = _on_postgresql(work, sandbox, postgres_url).start()
+        config = str(serve.config)
+        try:
+            nothing = replay(0)
+            assert (nothing["ok"], nothing["events"], nothing["rejected"], nothing["delivered"]) == (
+                True,
+                0,
+                0,
+                0,
+            )
+            assert (nothing["unknown"], nothing["hints"]) == ([], ["no rejected webhooks to replay"]), nothing
+            _accept_and_reject(serve, postgres_url)
+            early = replay(8)
+            assert (early["ok"], early["events"], early["rejected"], early["targets"]) == (False, 1, 1, None)
+            assert set(early["unknown"]) == delivery_unknown, early
+            assert early["rejected_webhooks"] == {
+                "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": 0, "rejected_again": 1, "waiting": 0,
+            }  # fmt: skip
+            assert _rejected(postgres_url) == 1  # rejected again, with the reason of now
+            assert serve.terminate() == 0
+        finally:
+            serve.kill()
+        stopped = replay(0)
+        assert (stopped["ok"], stopped["events"], stopped["rejected"]) == (True, 1, None), stopped
+        assert set(stopped["unknown"]) == delivery_unknown | {"rejected"}, stopped
+        assert stopped["rejected_webhooks"] == {
+            "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": None, "rejected_again": None,
+            "waiting": None,
+        }  # fmt: skip
+        assert stopped["hints"] == [
+            "shipmap serve is not running: requeued 1 webhook in the inbox; the next `shipmap serve` start"
+            " fetches their documents again and delivers them"
+        ], stopped
+        restarted = _on_postgresql(work, sandbox, postgres_url).start()
+        try:
+            restarted.wait_until(lambda: _rejected(postgres_url) == 1, what="the webhook rejected again")
+            store.add_order_999()
+            fixed = replay(0)
+            assert (fixed["ok"], fixed["events"], fixed["rejected"], fixed["hints"]) == (True, 1, 0, []), (
+                fixed
+            )
+            assert fixed["rejected_webhooks"] == {
+                "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": 1, "rejected_again": 0, "waiting": 0,
+            }  # fmt: skip
+            restarted.wait_until(
+                lambda: sandbox.requests(endpoint="fenix.orders"), what="the order delivered"
+            )
+            assert restarted.terminate() == 0
+        finally:
+            restarted.kill()
+        (order,) = sandbox.requests(endpoint="fenix.orders")
+    assert order.body["id"] == "999"
+    assert _rejected(postgres_url) == 0
