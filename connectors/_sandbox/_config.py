@@ -21,7 +21,7 @@ DEFAULT_TOKEN_TTL = 4 * 60 * 60.0  # the Fenix seed: authToken expires every 4 h
 DEFAULT_KEEP = 10_000
 # Distinct keys the duplicate check remembers (~0.9 KB each: ~190 MB at most).
 DEFAULT_DUPLICATE_KEYS = 200_000
-# Injected error answers and drops listed by /_sandbox/faulted, the newest (~150 bytes each: ~15 MB).
+# Injected error answers and drops listed by /_sandbox/faulted, the newest (~160 bytes each: ~16 MB).
 DEFAULT_FAULTED = 100_000
 ENV_PREFIX = "SHIPMAP_SANDBOX_"
 
