@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from .._store._journal_pg import COUNT_SESSIONS, is_database_url
+from .._store._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, is_database_url
 from ._inbox import (
     DEPTH_CAP,
     Accepted,
@@ -65,7 +65,7 @@ from ._inbox import (
     sources_clause,
 )
 from ._inbox_floor import NOTE_REQUEUE, PARKED_HEADS, ClaimFloor
-from ._inbox_pg_connection import CONNECT_TIMEOUT_S, STATEMENT_TIMEOUT_MS, InboxConnection
+from ._inbox_pg_connection import STATEMENT_TIMEOUT_MS, InboxConnection
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, version_problem
 
 PURGE_CHUNK = 2000  # rows per statement of a purge or a drop of bodies: each a short transaction of its own

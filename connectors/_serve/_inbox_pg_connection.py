@@ -8,12 +8,11 @@ import contextlib
 from typing import Any
 
 from .._config_key import duration_text
-from .._store._journal_pg import display_url, first_line
+from .._store._journal_pg import connect_arguments, display_url, first_line
 from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
 from ._inbox import InboxError, InboxTimeout
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
 
-CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT_MS = 30_000
 
 
@@ -56,11 +55,8 @@ class InboxConnection:
         )
         if self.readonly:
             options += " -c default_transaction_read_only=on"
-        named: dict[str, Any] = {"application_name": self.application_name} if self.application_name else {}
         try:
-            self._conn = self._psycopg.connect(
-                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=options, **named
-            )
+            self._conn = self._psycopg.connect(self._url, **connect_arguments(options, self.application_name))
         except self._psycopg.Error as error:
             raise InboxError(f"cannot open inbox {self.name}: {first_line(error)}") from None
 

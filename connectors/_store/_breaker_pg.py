@@ -55,7 +55,14 @@ from typing import Any
 from .._deliver._breaker import BreakerState, RateState
 from .._errors import JournalError
 from .._redact import Redactor, get_logger
-from ._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, STATEMENT_TIMEOUT_MS, display_url, first_line
+from ._journal_pg import (
+    CONNECT_TIMEOUT_S,
+    COUNT_SESSIONS,
+    STATEMENT_TIMEOUT_MS,
+    connect_arguments,
+    display_url,
+    first_line,
+)
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
 # serve's enrichment GETs share their breakers, max_rate slots and holds on a store of their own (its enricher
@@ -164,13 +171,7 @@ class PostgresStateStore:
         options = f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c idle_in_transaction_session_timeout={idle}"
 
         async def reopen() -> Any:
-            return await psycopg.AsyncConnection.connect(
-                url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                options=options,
-                application_name=application_name,
-            )
+            return await psycopg.AsyncConnection.connect(url, **connect_arguments(options, application_name))
 
         try:
             connection = await reopen()

@@ -42,6 +42,14 @@ class TransactionConflict(JournalError):
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT_S = 10
+# A silent network (a partition, a peer gone without a word) must not hold a read for the kernel's TCP timeout
+# (15 minutes for unacknowledged data, for ever for a wait with nothing outstanding): keepalives probe an idle
+# connection after KEEPALIVE_IDLE_S, and TCP_USER_TIMEOUT_MS ends one whose data or probes go unacknowledged,
+# so a read past the server's statement_timeout fails within this bound instead.
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+TCP_USER_TIMEOUT_MS = (KEEPALIVE_IDLE_S + KEEPALIVE_INTERVAL_S * KEEPALIVE_COUNT) * 1000
 STATEMENT_TIMEOUT_MS = 60_000  # no statement of the journal's takes long; one that does is stuck
 # Workers sharing a journal lock the same rows: PostgreSQL then ends one statement with a deadlock (40P01) or a
 # serialization failure (40001). Outside a transaction that statement was rolled back whole, so running it again
@@ -151,13 +159,7 @@ class PostgresConnection:
     def _connect(self) -> Any:
         psycopg = self._psycopg
         try:
-            return psycopg.connect(
-                self._url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                options=self._options,
-                application_name=APPLICATION_NAME,
-            )
+            return psycopg.connect(self._url, **connect_arguments(self._options, APPLICATION_NAME))
         except psycopg.Error as error:
             raise JournalError(f"cannot open journal {self._name}: {first_line(error)}") from None
 
@@ -224,7 +226,7 @@ class PostgresConnection:
         The pids it ended."""
         try:
             with self._psycopg.connect(
-                self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S, options=self._options
+                self._url, **connect_arguments(self._options)
             ) as other:  # this session may be inside its own (aborted) transaction
                 rows = other.execute(_END_STUCK_SESSIONS, (APPLICATION_NAME, self._lease)).fetchall()
         except self._psycopg.Error as error:  # e.g. not allowed to end another role's session: wait as before
@@ -282,6 +284,25 @@ class PostgresConnection:
 def _dialect(sql: str) -> str:
     """SQLite's ``?`` placeholders as psycopg's ``%s`` (the journal's SQL has no ``%`` and no ``?`` in text)."""
     return re.sub(r"\?", "%s", sql)
+
+
+def connect_arguments(options: str, application_name: str | None = None) -> dict[str, Any]:
+    """The arguments of every PostgreSQL connection shipmap opens (journal, inbox, gauges, breaker store): its
+    server ``options`` (``-c statement_timeout=...``), the time a connection may take to open, and the TCP
+    bounds above, so no connect and no read waits past a stated bound however the network fails."""
+    arguments: dict[str, Any] = {
+        "autocommit": True,
+        "connect_timeout": CONNECT_TIMEOUT_S,
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVE_IDLE_S,
+        "keepalives_interval": KEEPALIVE_INTERVAL_S,
+        "keepalives_count": KEEPALIVE_COUNT,
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
+        "options": options,
+    }
+    if application_name:
+        arguments["application_name"] = application_name
+    return arguments
 
 
 def first_line(error: BaseException) -> str:
