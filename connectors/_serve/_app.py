@@ -36,7 +36,14 @@ from .._config import duration_text
 from .._config._serve_model import DEFAULT_BODY_TIMEOUT, DEFAULT_INTAKE_DEADLINE, DEFAULT_INTAKE_MAX_WAITING
 from .._redact import get_logger
 from ._group_commit import GroupCommit, IntakeFull
-from ._inbox import InboxError, InboxStore, InboxTimeout, depth_capped
+from ._inbox import (
+    InboxCancelled,
+    InboxDisconnected,
+    InboxError,
+    InboxStore,
+    InboxTimeout,
+    depth_capped,
+)
 from ._inbox_gauges import InboxGauges
 from ._metrics import ServiceMetrics
 from ._settings import RateLimit, SourceSettings
@@ -186,7 +193,8 @@ def build_app(state: ServiceState, redactor: Any, *, runtime_name: str | None = 
         if rejection.close:  # else the server waits for the rest of a body that may never come
             headers["Connection"] = "close"
         if state.refusals.note(source, rejection):  # the first of its kind this period; the rest are counted
-            log.info("POST /hooks/%s: %d %s", source, rejection.status, rejection.message)
+            cause = f" ({rejection.cause})" if rejection.cause else ""
+            log.info("POST /hooks/%s: %d %s%s", source, rejection.status, rejection.message, cause)
         return JSONResponse(
             {"error": rejection.reason, "message": rejection.message}, rejection.status, headers=headers
         )
@@ -323,16 +331,37 @@ async def _handle(
             f"{full} (serve.intake_max_waiting); retry later",
             _INBOX_RETRY_AFTER,
         ) from None
-    except InboxTimeout:
+    except InboxTimeout as error:
         raise Rejection(
             503,
             "inbox_timeout",
             f"the webhook could not be stored within {duration_text(deadline)} ({deadline_key}); retry later",
             _INBOX_RETRY_AFTER,
+            cause=error.message,
         ) from None
-    except InboxError:
+    except InboxCancelled as error:
         raise Rejection(
-            503, "inbox_unavailable", "the webhook could not be stored; retry later", _INBOX_RETRY_AFTER
+            503,
+            "inbox_cancelled",
+            "the inbox's database cancelled the statement storing the webhook; retry later",
+            _INBOX_RETRY_AFTER,
+            cause=error.message,
+        ) from None
+    except InboxDisconnected as error:
+        raise Rejection(
+            503,
+            "inbox_unavailable",
+            "the inbox's database closed the connection while storing the webhook; retry later",
+            _INBOX_RETRY_AFTER,
+            cause=error.message,
+        ) from None
+    except InboxError as error:
+        raise Rejection(
+            503,
+            "inbox_unavailable",
+            "the webhook could not be stored; retry later",
+            _INBOX_RETRY_AFTER,
+            cause=error.message,
         ) from None
     if accepted.duplicate:
         state.metrics.duplicates.labels(source.name).inc()

@@ -60,6 +60,18 @@ class InboxTimeout(InboxError):
     webhook id, which the sender's retry finds as a duplicate."""
 
 
+class InboxCancelled(InboxError):
+    """The database cancelled the statement storing a webhook before its deadline (an administrator's
+    ``pg_cancel_backend``): answered 503 ``inbox_cancelled``. Nothing was acknowledged; the connection stays and
+    takes the next webhook."""
+
+
+class InboxDisconnected(InboxError):
+    """The database closed the connection during a statement (``pg_terminate_backend``, a restart, a
+    failover): answered 503 ``inbox_unavailable``, as a database out of reach is. Nothing was acknowledged; the
+    next statement opens a new connection."""
+
+
 class NoInboxError(InboxError):
     """A read-only opening found no inbox: no service accepted a webhook there yet, or one is creating it now."""
 

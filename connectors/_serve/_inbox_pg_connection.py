@@ -5,12 +5,13 @@ inbox's schema version there and its migration. ``PostgresInbox`` (``_inbox_pg``
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from .._config_key import duration_text
 from .._store._journal_pg import connect_arguments, display_url, first_line
 from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
-from ._inbox import InboxError, InboxTimeout
+from ._inbox import InboxCancelled, InboxDisconnected, InboxError, InboxTimeout
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
 
 STATEMENT_TIMEOUT_MS = 30_000
@@ -67,6 +68,8 @@ class InboxConnection:
         (intake answers 503)."""
         if self._conn is None or self._conn.closed:
             self._connect()
+        limit = (self.statement_timeout_ms if timeout_ms is None else timeout_ms) / 1000
+        started = time.monotonic()
         try:
             if timeout_ms is None:
                 return self._conn.execute(sql, parameters)
@@ -74,16 +77,27 @@ class InboxConnection:
                 self._conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
                 return self._conn.execute(sql, parameters)
         except self._psycopg.Error as error:
-            if self._conn.broken:
-                with contextlib.suppress(Exception):
-                    self._conn.close()
-            said = f"PostgreSQL says: {first_line(error)}"
-            if not isinstance(error, self._psycopg.errors.QueryCanceled):
-                raise InboxError(f"inbox {self.name}: {said}") from None
-            # The statement timeout ended it: a lock held elsewhere, a slow server (``limit_waits``).
-            if "statement timeout" in said:
-                said = f"no answer within {duration_text(self.statement_timeout_ms / 1000)} ({said})"
-            raise InboxTimeout(f"inbox {self.name}: {said}") from None
+            raise self._failure(error, limit, time.monotonic() - started) from None
+
+    def _failure(self, error: Exception, limit: float, took: float) -> InboxError:
+        """What a failed statement that ran ``took`` of its ``limit`` seconds was, worded."""
+        broken = bool(self._conn.broken)
+        if broken:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        said = f"PostgreSQL says: {first_line(error)}"
+        if isinstance(error, self._psycopg.errors.QueryCanceled):
+            # The statement timeout and pg_cancel_backend raise the same SQLSTATE (57014), in the server's
+            # language: only the clock tells them apart. The server starts its timer after the client's.
+            if took >= limit:  # a lock held elsewhere, a slow server (``limit_waits``)
+                return InboxTimeout(f"inbox {self.name}: no answer within {duration_text(limit)} ({said})")
+            return InboxCancelled(
+                f"inbox {self.name}: the statement was cancelled on the server after {took:.1f}s, before its"
+                f" {duration_text(limit)} deadline ({said})"
+            )
+        if broken:  # what the server said names it (terminating connection, server closed the connection)
+            return InboxDisconnected(f"inbox {self.name}: {said}")
+        return InboxError(f"inbox {self.name}: {said}")
 
     def close_connection(self) -> None:
         if self._conn is not None:

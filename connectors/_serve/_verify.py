@@ -46,10 +46,18 @@ _WOO_PING = re.compile(rb"^webhook_id=[0-9]+$")
 
 
 class Rejection(Exception):
-    """Why a request is refused: the HTTP status, a metric label and a sentence for the sender."""
+    """Why a request is refused: the HTTP status, a metric label and a sentence for the sender; ``cause``:
+    what the log adds for the operator, never sent (the inbox's own words: its database, what it said)."""
 
     def __init__(
-        self, status: int, reason: str, message: str, retry_after: float | None = None, *, close: bool = False
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        close: bool = False,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -58,6 +66,7 @@ class Rejection(Exception):
         self.retry_after = retry_after
         # The body was left unread: the connection's framing is lost, so the answer ends it.
         self.close = close
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
