@@ -6,8 +6,9 @@ webhooks. A caller waits for it at most ``INBOX_READ_DEADLINE_S``; past that it 
 stale, and why (``inbox did not answer within 2s``). At most one reading is in flight: a probe or a scrape
 that comes while one runs waits for that one (each within its own deadline), so a stalled database costs one
 blocked thread, however often it is asked. On PostgreSQL the reader's statements end on the server a second
-after the deadline (its ``statement_timeout``), which frees that thread; an SQLite reader waits at most its
-busy timeout (5 s) for ``writable``'s write lock.
+after the deadline (its ``statement_timeout``), which frees that thread, and one whose answer never comes (a
+partition, a stopped server) has its connection cut 5 s later (``_pg_watchdog``): the next reading opens a new
+one. An SQLite reader waits at most its busy timeout (5 s) for ``writable``'s write lock.
 """
 
 from __future__ import annotations

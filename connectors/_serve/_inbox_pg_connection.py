@@ -10,6 +10,7 @@ from typing import Any
 
 from .._config_key import duration_text
 from .._store._journal_pg import connect_arguments, display_url, first_line
+from .._store._pg_watchdog import ANSWER_GRACE_S, StatementWatchdog
 from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
 from ._inbox import InboxCancelled, InboxDisconnected, InboxError, InboxTimeout
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
@@ -45,6 +46,7 @@ class InboxConnection:
         self.statement_timeout_ms = statement_timeout_ms
         self.lease_seconds = lease
         self._conn: Any = None
+        self._watchdog = StatementWatchdog(f"inbox {self.name}")
         self._connect()
 
     def _connect(self) -> None:
@@ -60,32 +62,46 @@ class InboxConnection:
             self._conn = self._psycopg.connect(self._url, **connect_arguments(options, self.application_name))
         except self._psycopg.Error as error:
             raise InboxError(f"cannot open inbox {self.name}: {first_line(error)}") from None
+        self._watchdog.watch(self._conn.fileno())
 
     def _execute(self, sql: str, parameters: Any = None, *, timeout_ms: int | None = None) -> Any:
         """One statement, in autocommit; with ``timeout_ms``, in a transaction of its own under that
         statement_timeout (SET LOCAL: the session's stays). A connection the server dropped (a restart, a
         failover) is opened again once, for the next statement: this one failed, and its caller says so
-        (intake answers 503)."""
+        (intake answers 503). One whose answer does not come past its limit is cut (``StatementWatchdog``)."""
         if self._conn is None or self._conn.closed:
             self._connect()
         limit = (self.statement_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         started = time.monotonic()
+        self._watchdog.begin(limit)
         try:
             if timeout_ms is None:
-                return self._conn.execute(sql, parameters)
-            with self._conn.transaction():
-                self._conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-                return self._conn.execute(sql, parameters)
+                result = self._conn.execute(sql, parameters)
+            else:
+                with self._conn.transaction():
+                    self._conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
+                    result = self._conn.execute(sql, parameters)
         except self._psycopg.Error as error:
-            raise self._failure(error, limit, time.monotonic() - started) from None
+            cut = self._watchdog.end()
+            raise self._failure(error, limit, time.monotonic() - started, cut) from None
+        if self._watchdog.end():  # answered as it was cut: the connection is of no use now
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        return result
 
-    def _failure(self, error: Exception, limit: float, took: float) -> InboxError:
-        """What a failed statement that ran ``took`` of its ``limit`` seconds was, worded."""
-        broken = bool(self._conn.broken)
+    def _failure(self, error: Exception, limit: float, took: float, cut: bool) -> InboxError:
+        """What a failed statement that ran ``took`` of its ``limit`` seconds was, worded; ``cut``: its
+        connection was cut for want of an answer."""
+        broken = cut or bool(self._conn.broken)
         if broken:
             with contextlib.suppress(Exception):
                 self._conn.close()
         said = f"PostgreSQL says: {first_line(error)}"
+        if cut:
+            return InboxTimeout(
+                f"inbox {self.name}: no answer within {duration_text(limit)}, nor {ANSWER_GRACE_S:g}s after;"
+                f" the connection was cut ({said})"
+            )
         if isinstance(error, self._psycopg.errors.QueryCanceled):
             # The statement timeout and pg_cancel_backend raise the same SQLSTATE (57014), in the server's
             # language: only the clock tells them apart. The server starts its timer after the client's.
@@ -100,6 +116,7 @@ class InboxConnection:
         return InboxError(f"inbox {self.name}: {said}")
 
     def close_connection(self) -> None:
+        self._watchdog.stop()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
