@@ -59,14 +59,22 @@ class EnrichmentError(ConnectorError):
 
 class SourceUnavailable(EnrichmentError):
     """The source API's circuit breaker is open: try the event again once ``retry_in`` seconds have passed.
-    Not a verdict on the event: ``shipmap serve`` keeps it in the inbox, it is never dead-lettered there."""
+    Not a verdict on the event: ``shipmap serve`` keeps it in the inbox, it is never dead-lettered there.
+    ``by_reload``: a reload replaced the settings the GET went with; try again now, with the new ones."""
 
     def __init__(
-        self, connection: str, reason: str, retry_in: float, *, why: str = "circuit breaker open"
+        self,
+        connection: str,
+        reason: str,
+        retry_in: float,
+        *,
+        why: str = "circuit breaker open",
+        by_reload: bool = False,
     ) -> None:
         super().__init__(f"source API {connection} unavailable ({why}: {reason})")
         self.connection = connection
         self.retry_in = retry_in
+        self.by_reload = by_reload
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -363,7 +371,7 @@ class Enricher:
     async def documents(self, event: Mapping[str, Any]) -> dict[str, Any]:
         """Every declared document of this event's source, fetched concurrently. When several fail, the
         reason given is the first failure in declaration order, not whichever GET finished first, so the same
-        event always fails with the same reason."""
+        event always fails with the same reason (a "later" before a "never", a reload's "now" before both)."""
         source = str(event["source"])
         enrichment = self.enrichments[source]
         names = list(enrichment.fetch)
@@ -377,9 +385,11 @@ class Enricher:
         finally:
             self.fetching[source] -= 1
         failures = [result for result in results if isinstance(result, BaseException)]
-        for failure in failures:  # "later" outranks "never": the API that is down may hold the answer
-            if isinstance(failure, SourceUnavailable):
-                raise failure
+        # "Later" outranks "never": the API that is down may hold the answer. "Now, with a reload's settings"
+        # outranks "later": an open breaker a GET found before the reload was the old endpoint's.
+        unavailable = [failure for failure in failures if isinstance(failure, SourceUnavailable)]
+        if unavailable:
+            raise next((failure for failure in unavailable if failure.by_reload), unavailable[0])
         if failures:
             raise failures[0]
         return dict(zip(names, results, strict=True))
@@ -566,13 +576,15 @@ class Enricher:
 def _moved(connection: str, reason: str) -> SourceUnavailable:
     """A GET that failed through a client a reload replaced: later (now), through the new one."""
     return SourceUnavailable(
-        connection, reason, 0.0, why="its settings were replaced by a reload during the GET"
+        connection, reason, 0.0, why="its settings were replaced by a reload during the GET", by_reload=True
     )
 
 
 def _let_go(connection: str) -> SourceUnavailable:
     """A fetch whose connection a reload let go before its GETs went: later (now), with the section in use."""
-    return SourceUnavailable(connection, "no enrich fetches over it now", 0.0, why="let go by a reload")
+    return SourceUnavailable(
+        connection, "no enrich fetches over it now", 0.0, why="let go by a reload", by_reload=True
+    )
 
 
 def _later(breaker: CircuitBreaker) -> SourceUnavailable:

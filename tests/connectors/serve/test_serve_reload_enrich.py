@@ -169,19 +169,46 @@ def test_a_get_in_flight_to_the_old_store_api_at_the_reload_goes_no_more_there_a
     """The reload moves the store API while one of the webhook's GETs is held open by the old endpoint. That
     GET ends on the old client, and its 503 then neither retries there nor counts towards the new endpoint's
     breaker: the webhook is fetched again at once from the new one, and delivered once."""
+    _held_across_the_move(source_sandbox, tmp_path)
+
+
+def test_a_get_in_flight_at_the_reload_fetches_its_webhook_again_at_once_though_the_others_found_the_old_breaker_open(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The webhook's second GET (products) is the one held at the old endpoint; the first (order) and the third
+    each got a 503 there, which opened the old breaker (``failures: 1``), and so gave up "later" before the
+    reload. The held GET's "now, with the reload's settings" outranks their "later": the webhook is not
+    parked for the old breaker's cooldown (as it was when the order GET's "later", first in declaration
+    order, was the reason given)."""
+    _held_across_the_move(source_sandbox, tmp_path, held="/v2/orders/100/products ", breaker="{failures: 1}")
+
+
+def _held_across_the_move(
+    source_sandbox: Sandbox, tmp_path: Path, held: str = "", breaker: str | None = None
+) -> None:
+    """Hold the webhook's first GET to reach the old endpoint whose request line holds ``held``; with the
+    ``breaker`` given (on the store connection), the reload waits for the other two GETs' 503s to open the old
+    breaker and their clients to hang up (each gave up there at once)."""
     serve = ServeProcess(tmp_path, source_sandbox.url)
     retries_reach_the_breaker(serve.config)
     # The held GET must outlast the reload, however slow a loaded machine makes it: the fixture's 10 s timeout
     # could end it first, and its timeout then charges the old endpoint's breaker, as it should.
-    text = serve.config.read_text().replace(STORE, STORE + "    timeout: 120s\n")
+    settings = "    timeout: 120s\n" + (f"    breaker: {breaker}\n" if breaker is not None else "")
+    text = serve.config.read_text().replace(STORE, STORE + settings)
     with OldEndpoint() as old:
         serve.config.write_text(text.replace(STORE, f"    base_url: {old.url}/stores/abc123\n"))
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                old.hold()
+                old.hold(held)
                 _post(serve, client, 100)
                 assert old.held.wait(30), "the old endpoint got no GET"
+                if breaker is not None:
+                    serve.wait_until(
+                        lambda: old.hung_up == 2
+                        and any("connection bc_store: circuit breaker open after" in line for line in serve.errors),
+                        what="the other GETs' 503s, and the old breaker open",
+                    )  # fmt: skip
                 serve.config.write_text(text)
                 _reload(serve, "connections.bc_store: base_url")
                 reloaded_at = len(serve.errors)

@@ -33,15 +33,18 @@ HOLD_DEADLINE_S = 30.0  # a held request is answered by then, released or not
 
 class OldEndpoint:
     """Where a connection pointed before it moved: every request is answered ``503``, at once, or, the first
-    one after ``hold()``, once the test calls ``release()`` (its ``held`` is set when it arrives). ``requests``
-    counts the requests it read. With ``retry_after`` its 503s say ``Retry-After``, and a Fenix login
+    one after ``hold()`` (whose request line holds its ``path``), once the test calls ``release()`` (its
+    ``held`` is set when it arrives). ``requests``
+    counts the requests it read, ``hung_up`` the answers after which the client closed the connection (it
+    had read them whole). With ``retry_after`` its 503s say ``Retry-After``, and a Fenix login
     (``POST /login``) succeeds, so that the 503 reaches the delivery itself (a login's is the login's)."""
 
     def __init__(self, retry_after: int | None = None) -> None:
         self.requests = 0
+        self.hung_up = 0
         self.held = threading.Event()
         self._release = threading.Event()
-        self._armed = False
+        self._armed: bytes | None = None  # what the request line of the request to hold holds
         self._lock = threading.Lock()
         endpoint = self
 
@@ -57,7 +60,9 @@ class OldEndpoint:
                     return
                 with endpoint._lock:
                     endpoint.requests += 1
-                    hold, endpoint._armed = endpoint._armed, False
+                    hold = endpoint._armed is not None and endpoint._armed in line
+                    if hold:
+                        endpoint._armed = None
                 if hold:
                     endpoint.held.set()
                     endpoint._release.wait(HOLD_DEADLINE_S)
@@ -66,14 +71,17 @@ class OldEndpoint:
                     b"HTTP/1.1 503 Service Unavailable\r\n" + said
                     + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
                 )  # fmt: skip
+                if _hung_up(self.request):
+                    with endpoint._lock:
+                        endpoint.hung_up += 1
 
         self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
-    def hold(self) -> None:
+    def hold(self, path: str = "") -> None:
         with self._lock:
-            self._armed = True
+            self._armed = path.encode()
 
     def release(self) -> None:
         self._release.set()
@@ -86,6 +94,15 @@ class OldEndpoint:
         self.release()
         self.server.shutdown()
         self.server.server_close()
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """Whether the client closed the connection (within ``HOLD_DEADLINE_S``), sending nothing more."""
+    sock.settimeout(HOLD_DEADLINE_S)
+    try:
+        return sock.recv(1) == b""
+    except OSError:
+        return False
 
 
 def _read_request(sock: socket.socket) -> bytes | None:
