@@ -57,7 +57,7 @@ def test_a_packaged_short_name_runs_its_cases(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert "order_cancelled.cases.yaml" in out.splitlines()[0]
     assert "PASS  orders/cancelled webhook is a full cancel" in out
-    assert out.splitlines()[-1] == "5 passed, 0 failed"
+    assert out.splitlines()[-1] == "8 passed, 0 failed"
 
 
 def test_a_failing_case_prints_field_path_expected_and_got(
