@@ -38,7 +38,7 @@ def test_dask_maps_the_history_and_reports_every_failing_document(tmp_path: Path
     assert f"{part.format(1)}:5:105: error: not JSON" in text
     assert "'each' needs an array, found str" in text and 'order.line_items = "see attachment"' in text
     assert "order.customer.email" in text and "required field has no value" in text
-    assert "mappings/shopify/order.yaml:128:16" in text  # the mapping's own line and column
+    assert "mappings/shopify/order.yaml:144:16" in text  # the mapping's own line and column
     assert lines[-1] == "3 partitions, 36 documents, 32 valid payloads, 4 failing documents"
     written = [
         json.loads(line) for path in sorted(out.glob("*.ndjson")) for line in path.read_text().splitlines()
