@@ -11,7 +11,6 @@ import contextlib
 import io
 import re
 import subprocess
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,6 @@ REFUSED_AT_RUN = [
 def test_template_exhausting_resources_is_refused_at_run_time(template: str, message: str) -> None:
     mapping = parse_mapping(hostile(f'"{template}"'), file=FILE)
     tracemalloc.start()
-    started = time.monotonic()
     try:
         with pytest.raises(TransformError) as caught:
             mapping.transform(SOURCE)
@@ -140,11 +138,11 @@ def test_template_exhausting_resources_is_refused_at_run_time(template: str, mes
     finally:
         tracemalloc.stop()
     error = caught.value
+    # The sandbox's own refusal (the message), before it allocated: no gigabyte string or list.
     assert re.search(message, error.message), error.render()
     assert error.line == FIELD_LINE
     assert error.field == "notify.external_id"
-    assert time.monotonic() - started < 5
-    assert peak < 50 * 1024 * 1024  # refused before it allocated: no gigabyte string or list
+    assert peak < 50 * 1024 * 1024
 
 
 # The `*` bound (a million items) is the engine's own line. These build strings past it through filters and
@@ -258,12 +256,11 @@ def billion_laughs(levels: int = 9) -> tuple[str, range]:
 def test_billion_laughs_is_refused_quickly() -> None:
     text, bomb_lines = billion_laughs()
     assert len(text) < 1000  # 9**9 = 387 million nodes if expanded
-    started = time.monotonic()
     error = refusal(text)
     assert isinstance(error, MappingSyntaxError)
+    # Refused at the node count's limit, before the expansion: it says so, not how long it took.
     assert error.message == "YAML expands to more than 200000 nodes (an alias bomb?)"
     assert error.line in bomb_lines
-    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize(
@@ -284,12 +281,11 @@ def test_recursive_aliases_are_refused(text: str, line: int) -> None:
 
 def test_a_100_mb_string_is_refused_by_size() -> None:
     text = "shipmap: 1\nname: x\ndescription: " + "a" * (100 * 1024 * 1024) + "\ntargets: {}\n"
-    started = time.monotonic()
     error = refusal(text)
     assert isinstance(error, MappingSyntaxError)
+    # Refused by its size before it was parsed: the size check's message, at the file's start.
     assert error.message == "mapping file is larger than 2 MiB"
     assert (error.line, error.column) == (1, 1)  # the whole file is the problem
-    assert time.monotonic() - started < 5
 
 
 @pytest.mark.parametrize("quote", ["", '"', "'"], ids=["plain", "double-quoted", "single-quoted"])
@@ -315,11 +311,9 @@ DEEP_YAML = [
 
 @pytest.mark.parametrize(("shape", "value"), DEEP_YAML, ids=[s for s, _ in DEEP_YAML])
 def test_10000_levels_of_nesting_are_refused(shape: str, value: str) -> None:
-    started = time.monotonic()
     error = refusal(f"shipmap: 1\nname: x\ndescription: {value}\ntargets: {{}}\n")
     assert isinstance(error, MappingSyntaxError)
-    assert "nested" in error.message and "deep" in error.message
-    assert time.monotonic() - started < 10
+    assert error.message == "YAML is nested too deeply"  # the depth limit's own refusal
 
 
 @pytest.mark.parametrize(("shape", "value"), DEEP_YAML, ids=[s for s, _ in DEEP_YAML])
