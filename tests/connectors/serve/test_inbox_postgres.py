@@ -380,14 +380,15 @@ def test_the_exact_count_at_stop_waits_past_intakes_deadline_within_its_own_boun
         started = time.monotonic()
         owed = owed_at_stop(None, intake)
         took = time.monotonic() - started
-        assert owed == f"owed at stop: 50 webhooks waiting in the inbox; {then}"
-        assert 0.9 < took < 5.0, took
+        assert owed == f"owed at stop: 50 webhooks waiting in the inbox; {then}"  # counted, not unread
+        assert took > 0.9, took  # after the lock went
         assert intake._execute("SHOW statement_timeout").fetchone()[0] == "200ms"  # SET LOCAL: gone with it
         holder.execute("LOCK TABLE inbox IN ACCESS EXCLUSIVE MODE")
-        started = time.monotonic()
-        with pytest.raises(InboxTimeout):
+        # Intake's own statements still end at 200 ms: the server's own cancellation, the lock still held.
+        with pytest.raises(InboxTimeout) as refused:
             intake.accept("shop", "late", None, {}, BODY)
-        assert time.monotonic() - started < 1.0  # intake's own statements still end at 200 ms
+        assert "no answer within 200ms" in refused.value.message, refused.value.message
+        assert "canceling statement due to statement timeout" in refused.value.message
         holder.rollback()
 
 
