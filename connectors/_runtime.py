@@ -428,7 +428,11 @@ class Runtime:
         if settings.location is None:
             return Journal(":memory:", synchronous=settings.synchronous)
         return Journal(
-            settings.location, synchronous=settings.synchronous, exclusive=True, lease=settings.lease
+            settings.location,
+            synchronous=settings.synchronous,
+            exclusive=True,
+            lease=settings.lease,
+            reconnect_deadline=settings.reconnect_deadline,
         )
 
 

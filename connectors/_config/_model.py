@@ -32,8 +32,8 @@ from .._deliver._breaker import BreakerSettings
 from .._errors import ConfigError
 from .._key_pairs import BACKOFF, REFRESH, SCHEME_ONLY, in_use, refuse_ignored, refuse_out_of_order
 from .._redact import MASK, Redactor
-from .._store._breaker_pg import RECONNECT_DEADLINE_S
 from .._store._journal_pg import display_url
+from .._store._reconnect import RECONNECT_DEADLINE_S
 
 if TYPE_CHECKING:
     from ._secrets import CredentialReader
@@ -492,9 +492,11 @@ class JournalSettings:
     reconnect_deadline: float = field(
         default=RECONNECT_DEADLINE_S,
         metadata=about(
-            "PostgreSQL: how long a worker that lost its connection for the shared breaker and max_rate state"
-            " keeps delivering on its own copy while it reconnects; then the run, or shipmap serve, stops with"
-            " exit code 7 (nothing is lost: the next start sends what is pending).",
+            "PostgreSQL: how long a connection the database ended (a restart, a failover) is opened again for:"
+            " the journal's and shipmap serve's delivery side of the inbox wait for it, and a worker that lost"
+            " its connection for the shared breaker and max_rate state keeps delivering on its own copy"
+            " meanwhile; then the run, or shipmap serve, stops with exit code 7 (nothing is lost: the next"
+            " start sends what is pending).",
             duration=True,
             minimum=1.0,
             maximum=3600.0,

@@ -307,7 +307,13 @@ class DeliveryLoop:
         lease = self.runtime.config.journal.lease
         with contextlib.ExitStack() as held:
             inbox = open_inbox(
-                self._inbox_path, synchronous=self._synchronous, lease=lease, intake=False, floor=self._floor
+                self._inbox_path,
+                synchronous=self._synchronous,
+                lease=lease,
+                intake=False,
+                floor=self._floor,
+                # Delivery waits out a database restart, as the journal does; intake answers 503 meanwhile.
+                reconnect_deadline=self.runtime.config.journal.reconnect_deadline,
             )
             held.callback(inbox.close)
             self._inbox = inbox

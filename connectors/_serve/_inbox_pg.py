@@ -103,6 +103,7 @@ class PostgresInbox(InboxConnection):
         application_name: str | None = None,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
         floor: ClaimFloor | None = None,
+        reconnect_deadline: float | None = None,
     ) -> None:
         """``floor``: the claims' floor, shared by a process's inboxes on one database (``open_inbox``); its
         own otherwise."""
@@ -116,6 +117,7 @@ class PostgresInbox(InboxConnection):
             readonly=readonly,
             application_name=application_name,
             statement_timeout_ms=statement_timeout_ms,
+            reconnect_deadline=reconnect_deadline,
         )
         try:
             version = self.schema_version()
@@ -452,11 +454,13 @@ def open_inbox(
     lease: float = 30.0,
     intake: bool,
     floor: ClaimFloor | None = None,
+    reconnect_deadline: float | None = None,
 ) -> InboxStore:
     """The inbox at ``location``: a ``postgresql://`` URL (shared by every serve process on that database) or
     an SQLite file (one serve process: ``intake`` takes its lock). The delivery side (``intake=False``)
     claims rows, so on PostgreSQL it keeps its claims alive. ``floor``: the claims' floor the service's
-    inboxes share (PostgreSQL; None: one of its own)."""
+    inboxes share (PostgreSQL; None: one of its own). ``reconnect_deadline``: on PostgreSQL, how long a
+    statement of the delivery side waits for a session the server ended to open again (intake's never waits)."""
     if is_database_url(location):
         return PostgresInbox(
             str(location),
@@ -464,6 +468,7 @@ def open_inbox(
             keep_leases=not intake,
             application_name=SERVE_APPLICATION_NAME if intake else None,
             floor=floor,
+            reconnect_deadline=reconnect_deadline,
         )
     return Inbox(location, synchronous=synchronous, lock=intake)
 

@@ -5,17 +5,21 @@ inbox's schema version there and its migration. ``PostgresInbox`` (``_inbox_pg``
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
 from .._config_key import duration_text
 from .._store._journal_pg import connect_arguments, display_url, first_line
 from .._store._pg_watchdog import ANSWER_GRACE_S, StatementWatchdog
+from .._store._reconnect import reopen_within
 from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
 from ._inbox import InboxCancelled, InboxDisconnected, InboxError, InboxTimeout
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
 
 STATEMENT_TIMEOUT_MS = 30_000
+RECONNECT_TRIES = 5  # a statement whose session ends again and again stops trying (with a reconnect_deadline)
+_log = logging.getLogger("shipmap.connectors.serve.inbox")
 
 
 class InboxConnection:
@@ -31,7 +35,11 @@ class InboxConnection:
         readonly: bool,
         application_name: str | None,
         statement_timeout_ms: int,
+        reconnect_deadline: float | None = None,
     ) -> None:
+        """``reconnect_deadline``: a statement whose session the server ended runs again on a new one, opened
+        for up to this long (delivery's side: it waits out a database restart); None (intake's, a reader's):
+        the statement fails at once (intake answers 503, its sender retries)."""
         try:
             import psycopg
         except ImportError:
@@ -45,6 +53,7 @@ class InboxConnection:
         self.application_name = application_name
         self.statement_timeout_ms = statement_timeout_ms
         self.lease_seconds = lease
+        self.reconnect_deadline = reconnect_deadline
         self._conn: Any = None
         self._watchdog = StatementWatchdog(f"inbox {self.name}")
         self._connect()
@@ -67,8 +76,30 @@ class InboxConnection:
     def _execute(self, sql: str, parameters: Any = None, *, timeout_ms: int | None = None) -> Any:
         """One statement, in autocommit; with ``timeout_ms``, in a transaction of its own under that
         statement_timeout (SET LOCAL: the session's stays). A connection the server dropped (a restart, a
-        failover) is opened again once, for the next statement: this one failed, and its caller says so
-        (intake answers 503). One whose answer does not come past its limit is cut (``StatementWatchdog``)."""
+        failover) is opened again, for the next statement: this one failed, and its caller says so (intake
+        answers 503); with a ``reconnect_deadline``, within it, and this one runs again on it (each is one
+        transaction: ended before its commit it left nothing, after it run again it changes nothing more).
+        One whose answer does not come past its limit is cut (``StatementWatchdog``)."""
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return self._execute_once(sql, parameters, timeout_ms)
+            except InboxDisconnected as ended:
+                if self.reconnect_deadline is None or tries >= RECONNECT_TRIES:
+                    raise
+                try:
+                    reopen_within(
+                        self.reconnect_deadline,
+                        self._connect,
+                        (InboxError,),
+                        what=f"inbox {self.name}",
+                        log=_log,
+                    )
+                except InboxError:
+                    raise ended from None
+
+    def _execute_once(self, sql: str, parameters: Any, timeout_ms: int | None) -> Any:
         if self._conn is None or self._conn.closed:
             self._connect()
         limit = (self.statement_timeout_ms if timeout_ms is None else timeout_ms) / 1000

@@ -63,16 +63,15 @@ from ._journal_pg import (
     display_url,
     first_line,
 )
+from ._reconnect import RECONNECT_DEADLINE_S, pauses
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
 # serve's enrichment GETs share their breakers, max_rate slots and holds on a store of their own (its enricher
 # outlives the runs): named apart, so that neither kind counts the other's connections as workers sharing its state.
 ENRICHMENT_APPLICATION_NAME = "shipmap enrichment breaker and rate store"
-RECONNECT_DEADLINE_S = 120.0  # journal.reconnect_deadline's default
 # A plain reread (a stale copy, an idle process's look) waits this long for the record, not the session's
 # statement_timeout: a locked or slow table then costs this process a stale copy, not a stalled feed.
 REREAD_TIMEOUT_MS = 2000
-_BACKOFF_FIRST_S, _BACKOFF_CAP_S = 0.1, 5.0
 
 _NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
 _FIELDS = tuple(field.name for field in dataclasses.fields(BreakerState))
@@ -426,10 +425,9 @@ class PostgresStateStore:
 
         assert self._reopen is not None and self._lost_at is not None
         deadline = self._lost_at + self.reconnect_deadline
-        pause, reason = _BACKOFF_FIRST_S, ""
-        while time.monotonic() < deadline:
-            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, _BACKOFF_CAP_S)
+        reason = ""
+        for pause in pauses(self._lost_at, self.reconnect_deadline):
+            await asyncio.sleep(pause)
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns a result that comes in the
                 # instant the task is cancelled (aclose), and the cancellation is lost.

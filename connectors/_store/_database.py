@@ -76,11 +76,14 @@ class JournalDatabase:
         upgrade: bool = False,
         lease: float = DEFAULT_LEASE_SECONDS,
         statement_timeout: float | None = None,
+        reconnect_deadline: float | None = None,
     ) -> None:
         """``upgrade``: bring an older PostgreSQL store to this version (``shipmap journal migrate``); an
         SQLite file opened for writing is always upgraded, and a new store always created.
         ``statement_timeout``: seconds one statement may wait and run (PostgreSQL's statement_timeout, SQLite's
-        busy timeout); None: the backend's (PostgreSQL 60 s; SQLite 30 s, 5 s read-only)."""
+        busy timeout); None: the backend's (PostgreSQL 60 s; SQLite 30 s, 5 s read-only). ``reconnect_deadline``
+        (PostgreSQL): how long a session the server ended is opened again for (``journal.reconnect_deadline``);
+        None: not at all."""
         self.readonly = readonly
         self.upgraded_from: int | None = None  # the version before this opening upgraded the store
         # Who this opening is, in lease columns: many workers may share a PostgreSQL journal.
@@ -95,7 +98,13 @@ class JournalDatabase:
             limit = (
                 STATEMENT_TIMEOUT_MS if statement_timeout is None else max(1, round(statement_timeout * 1000))
             )
-            self._db = PostgresConnection(path, readonly=readonly, lease=lease, statement_timeout_ms=limit)
+            self._db = PostgresConnection(
+                path,
+                readonly=readonly,
+                lease=lease,
+                statement_timeout_ms=limit,
+                reconnect_deadline=reconnect_deadline,
+            )
             errors: tuple[type[Exception], ...] = (self._db.errors,)
         else:
             self.backend, self.path = "sqlite", Path(path)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .._config_key import duration_text
 from .._errors import JournalError
+from ._reconnect import reopen_within
 from ._sqlite import AFTER_A_READ, AFTER_A_WRITE, JournalFault
 
 
@@ -120,9 +121,13 @@ class PostgresConnection:
         readonly: bool,
         lease: float = 30.0,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
+        reconnect_deadline: float | None = None,
     ) -> None:
         """``statement_timeout_ms``: how long the server lets one statement run (a command that reports,
-        ``shipmap status``, asks for less)."""
+        ``shipmap status``, asks for less). ``reconnect_deadline``: a session the server ended (a restart, a
+        failover) is opened again for up to this long (``_reconnect.reopen_within``), and a statement outside a transaction
+        that met the end runs again on it; None (a command's journal): the statement fails, as does opening
+        it again."""
         try:
             import psycopg
         except ImportError:
@@ -154,6 +159,7 @@ class PostgresConnection:
         if readonly:
             options += " -c default_transaction_read_only=on"
         self._url, self._options, self._lease = url, options, idle / 1000
+        self._reconnect_deadline = reconnect_deadline
         self._conn = self._connect()
 
     def _connect(self) -> Any:
@@ -164,10 +170,40 @@ class PostgresConnection:
             raise JournalError(f"cannot open journal {self._name}: {first_line(error)}") from None
 
     def reconnect(self) -> None:
-        """A new session, after the server ended this one."""
+        """A new session, after the server ended this one: within the reconnect deadline, when there is one."""
         with contextlib.suppress(Exception):
             self._conn.close()
-        self._conn = self._connect()
+        if self._reconnect_deadline is None:
+            self._conn = self._connect()
+        else:
+            self._conn = reopen_within(
+                self._reconnect_deadline,
+                self._connect,
+                (JournalError,),
+                what=f"journal {self._name}",
+                log=_log,
+            )
+
+    def _reconnected(self, error: Exception, inside: bool) -> bool:
+        """Whether a statement that failed with ``error`` runs again: outside a transaction, on a session the
+        server ended, opened again within the reconnect deadline. Run again, it is the same statement a
+        moment later: ended before its commit it left nothing; committed just before the end, its writes are
+        keyed (run twice, they leave what they left once) or leased to this worker (a claim whose answer was
+        lost lapses after its lease and is taken again, not lost)."""
+        if inside or self._reconnect_deadline is None or not (self._conn.broken or self._conn.closed):
+            return False
+        _log.warning("journal %s: the server ended the session (%s)", self._name, first_line(error))
+        try:
+            self.reconnect()
+        except JournalError as failure:
+            _log.error(
+                "journal %s: no new session within %g s: %s",
+                self._name,
+                self._reconnect_deadline,
+                failure.message,
+            )
+            return False
+        return True
 
     @property
     def errors(self) -> type[Exception]:
@@ -182,7 +218,9 @@ class PostgresConnection:
             try:
                 return self._conn.execute(_dialect(sql), parameters or None)
             except self._psycopg.Error as error:
-                if not self._try_again(error, tries, waited_since):
+                if not self._try_again(error, tries, waited_since) and not (
+                    tries < STATEMENT_TRIES and self._reconnected(error, inside)
+                ):
                     raise self._fault(error, inside) from None
 
     def _try_again(self, error: Exception, tries: int, waited_since: float) -> bool:
@@ -205,7 +243,9 @@ class PostgresConnection:
         told, as sqlite3's cursor's (taken before the cursor closes: a closed one says -1)."""
         rows = list(rows)
         waited_since = time.monotonic()
+        tries = 0
         while True:
+            tries += 1
             with self._conn.cursor() as cursor:
                 if not rows:
                     return Changed(0)
@@ -215,7 +255,8 @@ class PostgresConnection:
                     return Changed(int(cursor.rowcount))
                 except self._psycopg.Error as error:
                     # Outside a transaction the pipeline ran in one implicit transaction, rolled back whole.
-                    if inside or not self._try_again(error, STATEMENT_TRIES, waited_since):
+                    given_up = inside or not self._try_again(error, STATEMENT_TRIES, waited_since)
+                    if given_up and (tries >= STATEMENT_TRIES or not self._reconnected(error, inside)):
                         raise self._fault(error, inside) from None
 
     def end_stuck_sessions(self) -> list[int]:

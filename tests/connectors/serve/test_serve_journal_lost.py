@@ -1,6 +1,7 @@
 """A live ``shipmap serve`` whose PostgreSQL journal goes away (its sessions ended by the server, new ones
-refused, as a database taken offline is): delivery stops with the journal's error, and the process still says
-what it did before it stops with that error's exit code.
+refused, as a database taken offline is) for longer than ``journal.reconnect_deadline`` (2 s here, so the test
+takes seconds; a database back within it is ridden out: ``test_serve_database_restart``): delivery stops with
+the journal's error, and the process still says what it did before it stops with that error's exit code.
 
 The service delivers some webhooks and settles (every delivery marked in the journal) before the database
 goes, so the summary's count of deliveries is exactly the sandbox's. With an SQLite inbox, a webhook posted
@@ -51,7 +52,10 @@ def _serve_until_the_journal_goes(
     database = postgres_url.rsplit("/", 1)[1]
     url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
     serve = ServeProcess(tmp_path, sandbox.url, options=options)
-    config = on_postgres(serve.config.read_text(), url)
+    # A database away for journal.reconnect_deadline stops the service: 2 s here, 2 minutes by default.
+    config = on_postgres(serve.config.read_text(), url).replace(
+        f"  url: {url}\n", f"  url: {url}\n  reconnect_deadline: 2s\n", 1
+    )
     if inbox == "sqlite":
         config = config.replace("serve:\n", "serve:\n  inbox: .shipmap/inbox.db\n", 1)
     serve.config.write_text(config)

@@ -1,0 +1,62 @@
+"""How shipmap opens a lost PostgreSQL connection again: the one policy of the journal, the delivery side of a
+PostgreSQL inbox, and the shared breaker store (``journal.reconnect_deadline``).
+
+A database that restarts (a minor upgrade, a failover) ends every session and refuses new ones for a few
+seconds. An attempt every pause, the pause doubling from ``BACKOFF_FIRST_S`` to ``BACKOFF_CAP_S``, until the
+deadline after the loss: a database back within it is found again; one still away past it stops the caller
+with the error it met (exit 7 for the journal's)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+RECONNECT_DEADLINE_S = 120.0  # journal.reconnect_deadline's default
+BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.1, 5.0
+
+_T = TypeVar("_T")
+
+
+def pauses(lost_at: float, deadline_s: float) -> Iterator[float]:
+    """The pause before each attempt to open again a connection lost at ``lost_at`` (``time.monotonic()``),
+    while the deadline has not passed; the last pause ends at the deadline."""
+    pause = BACKOFF_FIRST_S
+    while (left := lost_at + deadline_s - time.monotonic()) > 0:
+        yield min(pause, left)
+        pause = min(pause * 2, BACKOFF_CAP_S)
+
+
+def reopen_within(
+    deadline_s: float,
+    reopen: Callable[[], _T],
+    failed: tuple[type[Exception], ...],
+    *,
+    what: str,
+    log: logging.Logger,
+) -> _T:
+    """``reopen()`` tried at once, then after each of ``pauses`` until it answers or ``deadline_s`` has passed
+    (its last failure raised then): blocking, for the thread whose connection it is. ``what`` names the
+    connection in the log (never its password); ``failed``: the errors of an attempt that did not connect."""
+    lost_at = time.monotonic()
+    try:
+        return reopen()
+    except failed as error:
+        last = error
+    log.warning(
+        "%s: the database does not take a new session yet (%s); trying for up to %g s",
+        what,
+        getattr(last, "message", last),  # a ShipmapError's words, without its "error: " head
+        deadline_s,
+    )
+    for pause in pauses(lost_at, deadline_s):
+        time.sleep(pause)
+        try:
+            connection = reopen()
+        except failed as error:
+            last = error
+            continue
+        log.warning("%s: connection opened again after %.1f s", what, time.monotonic() - lost_at)
+        return connection
+    raise last
