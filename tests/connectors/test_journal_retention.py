@@ -25,7 +25,6 @@ from shipmap.connectors._store._retention import (
     prune_periodically,
 )
 from test_journal import pending
-from test_journal_postgres import location  # noqa: F401  (the fixture: an SQLite file, then a PostgreSQL database)
 from test_runtime_support import environ, order_event, write_config
 
 DAY = 86400.0
@@ -72,7 +71,7 @@ def filled(journal: Journal) -> None:
 
 
 def test_a_prune_forgets_old_delivered_and_resolved_rows_and_the_documents_only_they_refer_to(
-    location: str,  # noqa: F811
+    location: str,
 ) -> None:
     with Journal(location) as journal:
         filled(journal)
@@ -89,7 +88,7 @@ def test_a_prune_forgets_old_delivered_and_resolved_rows_and_the_documents_only_
         assert dead is not None and journal.source(dead.source_hash) == {"id": 1}  # still replayable
 
 
-def test_a_prune_keeps_everything_newer_than_its_cut_off(location: str) -> None:  # noqa: F811
+def test_a_prune_keeps_everything_newer_than_its_cut_off(location: str) -> None:
     with Journal(location) as journal:
         filled(journal)
         assert not prune(journal, time.time() - 60 * DAY)
@@ -291,7 +290,7 @@ def test_a_prune_that_fails_is_logged_and_tried_again_and_delivery_is_not_stoppe
 
 
 def test_journal_info_says_how_far_back_the_journal_remembers(
-    location: str,  # noqa: F811
+    location: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with Journal(location) as journal:
