@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +13,11 @@ import httpx
 from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import BC_API_TOKEN, REAL_SHOPIFY, ServeProcess, shopify_headers
-from .rejected_support import SECRET_HEADER, Store, webhook_999
+from .harness import BC_API_TOKEN, ServeProcess
+from .rejected_support import Store, accept_and_reject
 from .rejected_support import shipmap as _shipmap
-from .test_serve_replay_rejected import _rejected
+from .replay_support import post_order, serve_a_broken_mapping
 
-ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
-PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
-LITERAL = "source: {literal: Shopify}"
 KEYS = {
     "format_version", "ok", "exit_code", "events", "delivered", "retried", "dead", "skipped", "unrouted",
     "rejected", "recovered", "parked", "forgotten", "elapsed_seconds", "targets", "unknown", "held_elsewhere", "hints",
@@ -36,34 +32,16 @@ def _document(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 
 
 def test_replay_format_json_through_a_running_service(tmp_path: Path) -> None:
-    packaged = PACKAGED.read_text()
-    assert LITERAL in packaged
-    mapping = tmp_path / "shopify_order.yaml"
-    mapping.write_text(packaged.replace(LITERAL, "source: {path: id}"))  # a number where Fenix wants text
     with Sandbox() as sandbox:
-        serve = ServeProcess(tmp_path, sandbox.url)
-        serve.config.write_text(
-            serve.config.read_text().replace(
-                "- mapping: shopify/order\n", "- mapping: ./shopify_order.yaml\n"
-            )
-        )
-        serve.start()
-
-        def replay() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
-                 str(serve.config), "--no-progress", "--format", "json"],
-                capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
-            )  # fmt: skip
-
+        serve = serve_a_broken_mapping(tmp_path, sandbox)
         try:
             with httpx.Client(timeout=10) as client:
                 for order_id in (7_400_001, 7_400_002):
-                    body = json.dumps({**ORDER, "id": order_id}).encode()
-                    headers = shopify_headers(body, "orders/create", f"replay-json-{order_id}")
-                    assert serve.post(client, "shop", body, headers).status_code == 200
+                    post_order(serve, client, order_id, f"replay-json-{order_id}")
             serve.wait_until(lambda: _dead(tmp_path) == 2, timeout=30, what="2 dead letters")
-            still = replay()
+            still = _shipmap(
+                tmp_path, sandbox, "replay", str(serve.config), "--no-progress", "--format", "json"
+            )
             assert still.returncode == EXIT_DEAD_LETTERS, still.stdout + still.stderr
             document = _document(still)
             assert (document["ok"], document["events"], document["delivered"], document["dead"]) == (
@@ -116,10 +94,7 @@ def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp
                 [],
             ), document
             assert document["hints"] == ["no rejected webhooks to replay"], document
-            with httpx.Client(timeout=10) as client:
-                answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
-            assert answer.json()["status"] == "accepted", answer.text
-            serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
+            accept_and_reject(serve)
             config = str(serve.config)
             early = _shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
             assert early.returncode == EXIT_DEAD_LETTERS, early.stdout + early.stderr

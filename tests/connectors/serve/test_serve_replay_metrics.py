@@ -5,21 +5,18 @@ sandbox over HTTP, a mapping broken then fixed (``kill -HUP``), ``shipmap replay
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import EXIT_DEAD_LETTERS, EXIT_OUTAGE, Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, outcome_counters, shopify_headers
+from .harness import ServeProcess, outcome_counters
+from .rejected_support import shipmap
+from .replay_support import fix_the_mapping, post_order, serve_a_broken_mapping
 
-ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
-PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
-LITERAL = "source: {literal: Shopify}"
 TARGET = "shopify-order.order"
 ZERO = {"delivered": 0.0, "dead": 0.0, "skipped": 0.0, "retried": 0.0}
 # serve.yaml's targets, each mapping's own stage (where an event it fails on is dead-lettered) among them.
@@ -108,31 +105,14 @@ def test_every_configured_target_is_exported_at_0_from_the_start_and_a_reload_ad
 
 
 def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(tmp_path: Path) -> None:
-    packaged = PACKAGED.read_text()
-    assert LITERAL in packaged
-    mapping = tmp_path / "shopify_order.yaml"
-    # A number where Fenix wants text: every order is its own dead letter, with the contract's reason.
-    mapping.write_text(packaged.replace(LITERAL, "source: {path: id}"))
     with Sandbox() as sandbox:
-        serve = ServeProcess(tmp_path, sandbox.url)
-        serve.config.write_text(
-            serve.config.read_text().replace(
-                "- mapping: shopify/order\n", "- mapping: ./shopify_order.yaml\n"
-            )
-        )
-        serve.start()
+        serve = serve_a_broken_mapping(tmp_path, sandbox)
 
         def shipmap_replay() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
-                 str(serve.config), "--no-progress"],
-                capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
-            )  # fmt: skip
+            return shipmap(tmp_path, sandbox, "replay", str(serve.config), "--no-progress")
 
         def post(client: httpx.Client, order_id: int) -> None:
-            body = json.dumps({**ORDER, "id": order_id}).encode()
-            headers = shopify_headers(body, "orders/create", f"replay-metrics-{order_id}")
-            assert serve.post(client, "shop", body, headers).status_code == 200
+            post_order(serve, client, order_id, f"replay-metrics-{order_id}")
 
         def delivered() -> list[str]:
             return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
@@ -170,7 +150,7 @@ def test_a_replay_that_fails_again_counts_as_a_replay_not_as_a_new_dead_letter(t
                 assert any("replay request 1: delivered 0, still dead 2" in line for line in serve.errors)
 
                 # 2. The fix, applied without a restart, and a replay that delivers both.
-                mapping.write_text(packaged)
+                fix_the_mapping(tmp_path)
                 assert serve.process is not None
                 serve.process.send_signal(signal.SIGHUP)
                 serve.wait_until(
@@ -234,18 +214,12 @@ def test_a_replay_left_pending_by_an_outage_exits_9_through_the_service(tmp_path
                     text = client.get(f"{serve.url}/metrics").text
                     return _counters(text, "shipmap_deliveries"), _counters(text, "shipmap_replays")
 
-                body = json.dumps({**ORDER, "id": 7_300_009}).encode()
-                headers = shopify_headers(body, "orders/create", "replay-left-pending")
-                assert serve.post(client, "shop", body, headers).status_code == 200
+                post_order(serve, client, 7_300_009, "replay-left-pending")
                 serve.wait_until(lambda: scrape()[0].get("dead") == 1, timeout=30, what="a dead letter")
                 # Fenix down: its four 5xx and the replay's first make five failures in a row, the breaker
                 # opens, and the replay waits outage_wait (1 s), then leaves the delivery pending.
                 sandbox.set_faults("5xx=1:503")
-                replay = subprocess.run(
-                    [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()", "replay",
-                     str(serve.config), "--no-progress"],
-                    capture_output=True, text=True, env=serve.env, cwd=tmp_path, timeout=120, check=False,
-                )  # fmt: skip
+                replay = shipmap(tmp_path, sandbox, "replay", str(serve.config), "--no-progress")
                 assert replay.returncode == EXIT_OUTAGE, replay.stdout + replay.stderr
                 assert (
                     "replayed by shipmap serve: delivered 0, still dead 0, left pending 1, skipped 0\n"

@@ -19,24 +19,17 @@ from shipmap.connectors._serve._inbox import HeldRow
 from shipmap.connectors._store._journal import open_readonly
 
 from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
-from .rejected_support import NOT_FOUND, SECRET_HEADER, WEBHOOKS, Store, webhook_999
+from .rejected_support import (
+    NOT_FOUND,
+    SECRET_HEADER,
+    WEBHOOKS,
+    Store,
+    accept_and_reject,
+    reject_and_stop,
+    rejected_in,
+    webhook_999,
+)
 from .rejected_support import shipmap as _shipmap
-
-
-def _rejected(work: Path) -> int:
-    """0 before the service's delivery side has made the journal's tables (it may listen before)."""
-    journal = open_readonly(work / ".shipmap" / "journal.db")
-    if journal is None:
-        return 0
-    with journal:
-        return journal.rejected_count()
-
-
-def _accept_and_reject(serve: ServeProcess, work: Path) -> None:
-    with httpx.Client(timeout=10) as client:
-        answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
-    assert answer.json()["status"] == "accepted", answer.text
-    serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
 
 
 def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
@@ -46,7 +39,7 @@ def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = ServeProcess(work, sandbox.url).start()
         try:
-            _accept_and_reject(serve, work)
+            accept_and_reject(serve)
             config = str(serve.config)
             # Before the fix: the service fetches again, the store still answers 404, the webhook is rejected
             # again (one record still, with the reason of now).
@@ -60,7 +53,7 @@ def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
                 " in the inbox: 0",
                 f"  still rejected: {NOT_FOUND} Not Found",
             ], early.stdout
-            assert _rejected(work) == 1
+            assert rejected_in(work) == 1
             store.add_order_999()  # the store shows the order now
             fixed = _shipmap(work, sandbox, "replay", config, "--rejected")
             assert fixed.returncode == 0, fixed.stdout + fixed.stderr
@@ -91,11 +84,7 @@ def test_replay_rejected_while_serve_is_stopped_is_taken_by_the_next_start(tmp_p
     work.mkdir()
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = ServeProcess(work, sandbox.url).start()
-        try:
-            _accept_and_reject(serve, work)
-            assert serve.terminate() == 0
-        finally:
-            serve.kill()
+        reject_and_stop(serve)
         store.add_order_999()
         config = str(serve.config)
         replay = _shipmap(work, sandbox, "replay", config, "--rejected")
@@ -107,13 +96,13 @@ def test_replay_rejected_while_serve_is_stopped_is_taken_by_the_next_start(tmp_p
         ]
         with Inbox(work / ".shipmap" / "inbox.db", readonly=True) as inbox:
             assert inbox.depth() == 1
-        assert _rejected(work) == 1  # resolved when the webhook reads, not before
+        assert rejected_in(work) == 1  # resolved when the webhook reads, not before
         restarted = ServeProcess(work, sandbox.url).start()
         try:
             restarted.wait_until(
                 lambda: sandbox.requests(endpoint="fenix.orders"), what="the order delivered"
             )
-            restarted.wait_until(lambda: _rejected(work) == 0, what="the rejection resolved")
+            restarted.wait_until(lambda: rejected_in(work) == 0, what="the rejection resolved")
             assert restarted.terminate() == 0
         finally:
             restarted.kill()
@@ -151,7 +140,7 @@ def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_fo
                     "id": 1,
                 }
             serve.wait_until(lambda: sandbox.requests(endpoint="fenix.orders"), what="order 100 delivered")
-            _accept_and_reject(serve, work)  # bc#2
+            accept_and_reject(serve)  # bc#2
             serve.wait_until(
                 lambda: [row.state for row in _inbox_rows(work).values()] == ["processed", "processed"],
                 what="both rows processed",
@@ -193,11 +182,7 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(tmp_path
     work.mkdir()
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = ServeProcess(work, sandbox.url).start()
-        try:
-            _accept_and_reject(serve, work)
-            assert serve.terminate() == 0
-        finally:
-            serve.kill()
+        reject_and_stop(serve)
         config = str(serve.config)
         # A `shipmap run` input line that is not JSON: rejected too, but no inbox holds it.
         (work / "events.ndjson").write_text("{not json\n")
@@ -223,7 +208,7 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(tmp_path
             one.returncode == 8
             and one.stdout.splitlines()[0] == "1 rejected input record cannot be replayed:"
         )
-        assert _rejected(work) == 2  # nothing was changed
+        assert rejected_in(work) == 2  # nothing was changed
         assert sandbox.requests(endpoint="fenix.orders") == []
 
 
@@ -318,7 +303,7 @@ def test_a_rejected_webhooks_excerpt_masks_a_secret_it_echoes(tmp_path: Path) ->
             with httpx.Client(timeout=10) as client:
                 answer = serve.post(client, "bc", json.dumps(body).encode(), SECRET_HEADER)
             assert answer.json()["status"] == "accepted", answer.text
-            serve.wait_until(lambda: _rejected(work) == 1, what="the rejected webhook")
+            serve.wait_until(lambda: rejected_in(work) == 1, what="the rejected webhook")
             assert serve.terminate() == 0
         finally:
             serve.kill()

@@ -11,14 +11,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 from shipmap.connectors import Journal, Sandbox
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
 from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
-from .rejected_support import NOT_FOUND, SECRET_HEADER, Store, shipmap, webhook_999
+from .rejected_support import (
+    NOT_FOUND,
+    Store,
+    accept_and_reject,
+    reject_and_stop,
+    shipmap,
+)
 from .test_serve_replay_json import _document
 
 LEASE = "10s"
@@ -50,13 +55,6 @@ def _rejected(database: str) -> int:
     return _count(database, "SELECT count(*) FROM rejected")
 
 
-def _accept_and_reject(serve: ServeProcess, database: str) -> None:
-    with httpx.Client(timeout=10) as client:
-        answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
-    assert answer.json()["status"] == "accepted", answer.text
-    serve.wait_until(lambda: _rejected(database) == 1, what="the rejected webhook")
-
-
 def test_replay_rejected_while_two_services_share_the_inbox(tmp_path: Path, postgres_url: str) -> None:
     store = Store(tmp_path)
     work = tmp_path / "work"
@@ -65,7 +63,7 @@ def test_replay_rejected_while_two_services_share_the_inbox(tmp_path: Path, post
         a = _on_postgresql(work, sandbox, postgres_url).start()
         b = _on_postgresql(work, sandbox, postgres_url).start()
         try:
-            _accept_and_reject(a, postgres_url)
+            accept_and_reject(a, lambda: _rejected(postgres_url))
             config = str(a.config)
             # Before the fix: a service fetches again, the store still answers 404, the webhook is rejected
             # again (one record, with the reason of now).
@@ -112,11 +110,7 @@ def test_replay_rejected_with_no_service_running_is_taken_by_the_next_start(
     work.mkdir()
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = _on_postgresql(work, sandbox, postgres_url).start()
-        try:
-            _accept_and_reject(serve, postgres_url)
-            assert serve.terminate() == 0
-        finally:
-            serve.kill()
+        reject_and_stop(serve, lambda: _rejected(postgres_url))
         store.add_order_999()
         config = str(serve.config)
         replay = shipmap(work, sandbox, "replay", config, "--rejected")
@@ -155,11 +149,7 @@ def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(
     work.mkdir()
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = _on_postgresql(work, sandbox, postgres_url).start()
-        try:
-            _accept_and_reject(serve, postgres_url)
-            assert serve.terminate() == 0
-        finally:
-            serve.kill()
+        reject_and_stop(serve, lambda: _rejected(postgres_url))
         config = str(serve.config)
         # A `shipmap run` input line that is not JSON, in the same journal: rejected too, but no inbox holds it.
         (work / "events.ndjson").write_text("{not json\n")
@@ -212,7 +202,7 @@ def test_replay_rejected_with_an_sqlite_inbox_beside_a_postgresql_journal_goes_t
         retries_reach_the_breaker(serve.config)  # replay's stderr is read whole
         serve.start()
         try:
-            _accept_and_reject(serve, postgres_url)
+            accept_and_reject(serve, lambda: _rejected(postgres_url))
             store.add_order_999()
             replay = shipmap(work, sandbox, "replay", str(serve.config), "--rejected")
             assert (replay.returncode, replay.stderr) == (0, ""), replay.stdout + replay.stderr
@@ -301,7 +291,7 @@ def test_replay_rejected_format_json_on_a_postgresql_inbox(tmp_path: Path, postg
                 0,
             )
             assert (nothing["unknown"], nothing["hints"]) == ([], ["no rejected webhooks to replay"]), nothing
-            _accept_and_reject(serve, postgres_url)
+            accept_and_reject(serve, lambda: _rejected(postgres_url))
             early = replay(8)
             assert (early["ok"], early["events"], early["rejected"], early["targets"]) == (False, 1, 1, None)
             assert set(early["unknown"]) == delivery_unknown, early
