@@ -64,9 +64,7 @@ def test_every_configured_target_is_exported_at_0_from_the_start_and_a_reload_ad
                     "shipmap_replays": {label: ZERO for label in CONFIGURED},
                     "shipmap_delivery_seconds": {label: {"count": 0.0} for label in CONFIGURED},
                 }
-                body = json.dumps({**ORDER, "id": 7_300_021}).encode()
-                headers = shopify_headers(body, "orders/create", "configured-1")
-                assert serve.post(client, "shop", body, headers).status_code == 200
+                post_order(serve, client, 7_300_021, "configured-1")
                 serve.wait_until(
                     lambda: scrape()["shipmap_deliveries"][TARGET]["delivered"] == 1, timeout=30, what="order"
                 )
