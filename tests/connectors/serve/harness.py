@@ -1,4 +1,5 @@
-"""A live ``shipmap serve`` process for the tests, and webhook signing as each platform does it."""
+"""A live ``shipmap serve`` process for the tests, and webhook signing as each platform does it; the store API
+and the config of the enrichment tests, and a sampler of the GETs the store API holds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import itertools
+import json
 import os
 import re
 import shutil
@@ -21,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from shipmap.connectors import Sandbox
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SERVE_FIXTURES = FIXTURES / "serve"
@@ -125,6 +129,57 @@ def store_api(into: Path, orders: range, platform: str = "bigcommerce") -> Path:
             )
             shutil.copytree(folder / "101", folder / str(order))
     return into
+
+
+BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": SECRETS["BC_WEBHOOK_SECRET"]}
+
+
+def bc_webhook(order: int, prefix: str) -> dict[str, Any]:
+    """The fixture's skinny BigCommerce webhook of ``order`` created, its hash (its webhook id) ``prefix-order``."""
+    body = json.loads((SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text())
+    return dict(body, hash=f"{prefix}-{order}", data={"type": "order", "id": order})
+
+
+def enrich_config(
+    work: Path, *, max_rate: float | None = None, platform: str = "bigcommerce", concurrency: int = 4
+) -> Path:
+    """The serve fixture's config: one delivery at a time (deliveries in hand-over order), the bc store API
+    under ``platform``, with ``max_rate``, and ``concurrency`` bc webhooks fetched at once."""
+    for item in SERVE_FIXTURES.glob("*.yaml"):
+        shutil.copy(item, work / item.name)
+    config = work / "serve.yaml"
+    document = yaml.safe_load(config.read_text())
+    document["delivery"]["concurrency"] = 1
+    store = document["connections"]["bc_store"]
+    store["base_url"] = store["base_url"].replace("/_source/bigcommerce/", f"/_source/{platform}/")
+    if max_rate is not None:
+        store["max_rate"] = max_rate
+    document["sources"]["bc"]["enrich"]["concurrency"] = concurrency
+    config.write_text(yaml.safe_dump(document, sort_keys=False))
+    return config
+
+
+class InFlight:
+    """The most GETs the store API held at once (sampled: received, less answered)."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.most = 0
+        self._sandbox = sandbox
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> InFlight:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            stats = self._sandbox.stats()["source_api"]
+            self.most = max(self.most, stats["received"] - stats["served"])
 
 
 SQLITE_JOURNAL = "journal:\n  path: .shipmap/journal.db\n"  # the journal of the configs ServeProcess writes

@@ -13,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import shutil
 import sqlite3
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import yaml
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Enricher, enrichments
 from shipmap.connectors._serve._feed import InboxFeed
@@ -28,16 +25,18 @@ from shipmap.connectors._serve._inbox import Inbox
 
 from .harness import (
     BC_API_TOKEN,
+    BC_HEADERS,
     REAL_SHOPIFY,
-    SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
+    InFlight,
     ServeProcess,
+    bc_webhook,
+    enrich_config,
     environment,
     shopify_headers,
+    store_api,
 )
 
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
-BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 SHOPIFY_ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 BC_ORDERS = range(100, 108)
 CONCURRENCY = 2
@@ -45,34 +44,8 @@ FIRST_DELAY = 5.0  # seconds: the first order's three GETs
 DELAY = 1.0  # every later GET
 
 
-def _store_documents(into: Path) -> Path:
-    """The fixture store API with orders 102..107 as well (copies of 101 under their own ids)."""
-    shutil.copytree(SOURCE_DOCUMENTS, into)
-    orders = into / "bigcommerce" / "stores" / "abc123" / "v2" / "orders"
-    for order in BC_ORDERS[2:]:
-        text = (orders / "101.json").read_text()
-        (orders / f"{order}.json").write_text(
-            text.replace('"id": 101', f'"id": {order}').replace("/101/", f"/{order}/")
-        )
-        shutil.copytree(orders / "101", orders / str(order))
-    return into
-
-
-def _config(workdir: Path) -> Path:
-    """The serve fixture's config with one delivery at a time and two bc webhooks fetched at once."""
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, workdir / item.name)
-    config = workdir / "serve.yaml"
-    document = yaml.safe_load(config.read_text())
-    document["delivery"]["concurrency"] = 1
-    document["sources"]["bc"]["enrich"]["concurrency"] = CONCURRENCY
-    config.write_text(yaml.safe_dump(document, sort_keys=False))
-    return config
-
-
 def _bc_webhook(order: int) -> bytes:
-    body = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
-    return json.dumps(dict(body, hash=f"lanes-{order}", data={"type": "order", "id": order})).encode()
+    return json.dumps(bc_webhook(order, "lanes")).encode()
 
 
 def _shopify_webhook(index: int) -> tuple[bytes, dict[str, str]]:
@@ -80,38 +53,15 @@ def _shopify_webhook(index: int) -> tuple[bytes, dict[str, str]]:
     return body, shopify_headers(body, "orders/create", f"lanes-shop-{index}")
 
 
-class InFlight:
-    """The most GETs the store API held at once (sampled: received, less answered)."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.most = 0
-        self._sandbox = sandbox
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> InFlight:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            stats = self._sandbox.stats()["source_api"]
-            self.most = max(self.most, stats["received"] - stats["served"])
-
-
 def test_a_slow_store_api_delays_only_its_own_sources_webhooks_which_keep_their_order(tmp_path: Path) -> None:
-    documents = _store_documents(tmp_path / "store_api")
+    documents = store_api(tmp_path / "store_api", BC_ORDERS)
     work = tmp_path / "work"
     work.mkdir()
     # The first three GETs (order 100's) take FIRST_DELAY, every later one DELAY: order 101 is fetched long
     # before order 100, and must still be delivered after it.
     faults = f"slow=1:{DELAY},schedule=slow:{FIRST_DELAY},slow:{FIRST_DELAY},slow:{FIRST_DELAY}"
     with Sandbox(source_documents=documents, source_token=BC_API_TOKEN, source_faults=faults) as sandbox:
-        serve = ServeProcess(work, sandbox.url, config=_config(work)).start()
+        serve = ServeProcess(work, sandbox.url, config=enrich_config(work, concurrency=CONCURRENCY)).start()
         try:
             with httpx.Client(timeout=10) as client, InFlight(sandbox) as in_flight:
                 started = time.monotonic()
@@ -150,10 +100,10 @@ def test_a_stop_waits_for_slow_fetches_only_up_to_its_deadline_and_loses_nothing
     """SIGTERM while two bc webhooks' GETs hang (30 s each) and two more wait for room: the drain deadline
     (2 s) cancels the fetches, the service exits, the four webhooks stay pending in the inbox, and the next
     start delivers them, in order."""
-    documents = _store_documents(tmp_path / "store_api")
+    documents = store_api(tmp_path / "store_api", BC_ORDERS)
     work = tmp_path / "work"
     work.mkdir()
-    config = _config(work)
+    config = enrich_config(work, concurrency=CONCURRENCY)
     config.write_text(config.read_text().replace("drain_timeout: 30s", "drain_timeout: 2s"))
     bc_orders = list(BC_ORDERS[:4])
     with Sandbox(source_documents=documents, source_token=BC_API_TOKEN, source_faults="slow=1:30") as sandbox:
@@ -206,7 +156,7 @@ def test_a_backlog_of_a_slow_source_stays_in_the_inbox_while_the_others_are_hand
     over first; the bc ones follow in order, and what it did not hand over stays pending in the inbox."""
     work = tmp_path / "work"
     work.mkdir()
-    config = _config(work)
+    config = enrich_config(work, concurrency=CONCURRENCY)
     backlog, shopify = 200, 10
     with Sandbox(
         source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN, source_faults="slow=1:0.2"

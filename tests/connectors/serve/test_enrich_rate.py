@@ -11,57 +11,35 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import enrich_records, enrichments
 
 from .harness import (
     BC_API_TOKEN,
+    BC_HEADERS,
     REAL_SHOPIFY,
-    SERVE_FIXTURES,
+    InFlight,
     ServeProcess,
+    bc_webhook,
+    enrich_config,
     environment,
     on_postgres,
     store_api,
 )
 
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
-BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 GETS = 3  # each bc webhook's documents: order, products, shipments
 
 
-def _config(
-    work: Path, *, max_rate: float | None = None, platform: str = "bigcommerce", concurrency: int = 4
-) -> Path:
-    """The serve fixture's config: one delivery at a time (deliveries in hand-over order), the bc store API
-    under ``platform``, with ``max_rate``, and ``concurrency`` bc webhooks fetched at once."""
-    for item in SERVE_FIXTURES.glob("*.yaml"):
-        shutil.copy(item, work / item.name)
-    config = work / "serve.yaml"
-    document = yaml.safe_load(config.read_text())
-    document["delivery"]["concurrency"] = 1
-    store = document["connections"]["bc_store"]
-    store["base_url"] = store["base_url"].replace("/_source/bigcommerce/", f"/_source/{platform}/")
-    if max_rate is not None:
-        store["max_rate"] = max_rate
-    document["sources"]["bc"]["enrich"]["concurrency"] = concurrency
-    config.write_text(yaml.safe_dump(document, sort_keys=False))
-    return config
-
-
 def _bc_payload(order: int) -> dict[str, Any]:
-    body = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
-    return dict(body, hash=f"rate-{order}", data={"type": "order", "id": order})
+    return bc_webhook(order, "rate")
 
 
 def _skinny(order: int) -> dict[str, Any]:
@@ -76,29 +54,6 @@ def _shop_event(index: int) -> dict[str, Any]:
 def _most_in_any(arrivals: list[float], seconds: float) -> int:
     """The most GETs that arrived within any ``seconds`` (a window starting at an arrival)."""
     return max(sum(1 for t in arrivals[i:] if t - start < seconds) for i, start in enumerate(arrivals))
-
-
-class InFlight:
-    """The most GETs the store API held at once (sampled: received, less answered)."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.most = 0
-        self._sandbox = sandbox
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def __enter__(self) -> InFlight:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.02):
-            stats = self._sandbox.stats()["source_api"]
-            self.most = max(self.most, stats["received"] - stats["served"])
 
 
 def _shipmap(sandbox: Sandbox, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -118,7 +73,7 @@ def test_serve_keeps_every_lane_to_the_store_apis_max_rate_and_reports_the_gets_
     work = tmp_path / "work"
     work.mkdir()
     with Sandbox(source_documents=store_api(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
-        serve = ServeProcess(work, sandbox.url, config=_config(work, max_rate=10)).start()
+        serve = ServeProcess(work, sandbox.url, config=enrich_config(work, max_rate=10)).start()
         try:
             with httpx.Client(timeout=10) as client:
                 for order in orders:
@@ -164,7 +119,7 @@ def test_two_serve_processes_on_a_postgresql_inbox_share_the_max_rate(
     orders = range(100, 110)
     work = tmp_path / "work"
     work.mkdir()
-    config = _config(work, max_rate=10)
+    config = enrich_config(work, max_rate=10)
     text = config.read_text()
     config.write_text(on_postgres(text, postgres_url))
     with Sandbox(source_documents=store_api(tmp_path / "api", orders), source_token=BC_API_TOKEN) as sandbox:
@@ -216,7 +171,7 @@ def test_a_429s_wait_holds_every_get_of_the_store_api(tmp_path: Path, platform: 
         work = tmp_path / "work"
         work.mkdir()
         runtime = Runtime.from_config(
-            _config(work, max_rate=20, platform=platform), environ=environment(sandbox.url)
+            enrich_config(work, max_rate=20, platform=platform), environ=environment(sandbox.url)
         )
 
         async def enrich() -> list[Any]:
@@ -261,7 +216,7 @@ def test_shipmap_run_enriches_several_events_at_once_in_their_order_within_each_
         source_token=BC_API_TOKEN,
         source_faults="slow=1:0.5",
     ) as sandbox:
-        config = _config(work)
+        config = enrich_config(work)
         with InFlight(sandbox) as in_flight:
             result = _shipmap(sandbox, work, "run", str(config), "--input", str(events))
         delivered = [request.body["id"] for request in sandbox.requests(endpoint="fenix.orders")]
@@ -287,7 +242,7 @@ def test_replay_refetch_fetches_several_dead_letters_at_once(tmp_path: Path) -> 
     events = work / "skinny.ndjson"
     events.write_text("".join(json.dumps(_skinny(order)) + "\n" for order in orders))
     with Sandbox(source_documents=api, source_token=BC_API_TOKEN) as sandbox:
-        config = _config(work)
+        config = enrich_config(work)
         first = _shipmap(sandbox, work, "run", str(config), "--input", str(events))
         assert first.returncode == 8 and first.stderr.count("customer.email") >= len(orders), first.stderr
         for order, text in good.items():
@@ -346,7 +301,7 @@ def test_serve_holds_every_get_of_the_store_api_for_a_503s_retry_after(tmp_path:
     with Sandbox(
         source_documents=store_api(tmp_path / "api", orders), source_token=BC_API_TOKEN, source_faults=spec
     ) as sandbox:
-        serve = ServeProcess(work, sandbox.url, config=_config(work, concurrency=concurrency)).start()
+        serve = ServeProcess(work, sandbox.url, config=enrich_config(work, concurrency=concurrency)).start()
         try:
             with httpx.Client(timeout=10) as client:
                 for order in orders:
@@ -387,7 +342,7 @@ def test_a_429_seen_by_one_serve_process_holds_the_gets_of_another_on_postgresql
     api = store_api(store_api(tmp_path / "api", orders, "shopify"), orders, "bigcommerce")
     configs = {}
     for name, platform in (("a", "shopify"), ("b", "bigcommerce")):
-        text = _config(work, max_rate=10, platform=platform).read_text()
+        text = enrich_config(work, max_rate=10, platform=platform).read_text()
         configs[name] = work / f"serve_{name}.yaml"
         configs[name].write_text(on_postgres(text, postgres_url))
     with Sandbox(
