@@ -1,9 +1,12 @@
-"""A live ``shipmap serve`` process for the tests, and webhook signing as each platform does it; the store API
-and the config of the enrichment tests, and a sampler of the GETs the store API holds."""
+"""A live ``shipmap serve`` process for the tests, or a service embedded on a thread, and webhook signing as
+each platform does it; the store API and the config of the enrichment tests, and a sampler of the GETs the
+store API holds."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -18,7 +21,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
+from shipmap.connectors._serve import Service
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SERVE_FIXTURES = FIXTURES / "serve"
@@ -287,6 +291,28 @@ class ServeProcess:
             time.sleep(
                 0.2
             )  # not faster: predicates walk the sandbox's records, which slows what they wait for
+
+
+@contextlib.contextmanager
+def embedded(service: Service, outcome: dict[str, Any]) -> Iterator[Service]:
+    """``service`` served on a thread, as a program embeds it, until the block ends (then stopped); its
+    summary, or what it raised, in ``outcome``."""
+    ready = threading.Event()
+
+    def serve() -> None:
+        try:
+            outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
+        except BaseException as error:  # reported by the caller's assertions
+            outcome["error"] = error
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(30), outcome
+    try:
+        yield service
+    finally:
+        service.stop()
+        thread.join(60)
 
 
 class RetryingSender:

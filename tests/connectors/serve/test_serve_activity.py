@@ -3,12 +3,10 @@ a line per delivery waits for ``-v``. An embedded service on a thread, real sand
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,14 @@ import pytest
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Service, _service
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, shopify_headers, standard_webhooks_headers
+from .harness import (
+    REAL_SHOPIFY,
+    SERVE_FIXTURES,
+    embedded,
+    environment,
+    shopify_headers,
+    standard_webhooks_headers,
+)
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 
@@ -31,22 +36,8 @@ def _running(tmp_path: Path, sandbox: Sandbox, outcome: dict[str, Any]) -> Itera
     for item in SERVE_FIXTURES.glob("*.yaml"):
         (tmp_path / item.name).write_text(item.read_text())
     service = Service(Runtime.from_config(tmp_path / "serve.yaml", environ=environment(sandbox.url)))
-    ready = threading.Event()
-
-    def serve() -> None:
-        try:
-            outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
-        except BaseException as error:  # reported by the caller's assertions
-            outcome["error"] = error
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30), outcome
-    try:
+    with embedded(service, outcome):
         yield service
-    finally:
-        service.stop()
-        thread.join(60)
 
 
 def test_a_service_logs_what_it_did_in_each_period_in_which_it_did_anything(

@@ -8,11 +8,9 @@ transport works again the next run delivers every webhook exactly once. Real san
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,7 +26,7 @@ from shipmap.connectors._errors import EXIT_JOURNAL
 from shipmap.connectors._serve import Service
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, environment, outcome_counters, shopify_headers
+from .harness import REAL_SHOPIFY, SERVE_FIXTURES, embedded, environment, outcome_counters, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 TARGET = "shopify-order.order"
@@ -102,25 +100,12 @@ def _embedded_service(
     )
     config.write_text(text)
     runtime = Runtime.from_config(config, environ=environment(sandbox.url), transport=transport)
-    service = Service(runtime)
-    ready = threading.Event()
     outcome: dict[str, Any] = {}
-
-    def serve() -> None:
-        try:
-            outcome["summary"] = asyncio.run(service.serve(on_ready=lambda _: ready.set()))
-        except BaseException as error:  # reported by the caller's assertions
-            outcome["error"] = error
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30), outcome
-    try:
-        with httpx.Client(base_url=service.url or "", timeout=10) as client:
-            yield Embedded(service, config, client, outcome)
-    finally:
-        service.stop()
-        thread.join(60)
+    with (
+        embedded(Service(runtime), outcome) as service,
+        httpx.Client(base_url=service.url or "", timeout=10) as client,
+    ):
+        yield Embedded(service, config, client, outcome)
 
 
 def _post(client: httpx.Client, index: int) -> None:
