@@ -4,20 +4,15 @@ and never acknowledged with 200 to be rejected afterwards where the sender canno
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import logging
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 from shipmap.connectors._redact import Redactor
 from shipmap.connectors._serve import Inbox, SourceSettings
-from shipmap.connectors._serve._app import ServiceState, build_app
-from shipmap.connectors._serve._inbox_gauges import InboxGauges
-from shipmap.connectors._serve._metrics import ServiceMetrics
+from shipmap.connectors._serve._app import build_app
+
+from .app_support import app_state, post, shop_headers, shop_source
 
 
 @pytest.mark.parametrize(
@@ -40,19 +35,11 @@ from shipmap.connectors._serve._metrics import ServiceMetrics
 def test_a_body_the_runtime_cannot_read_is_a_400(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, body: bytes, message: str
 ) -> None:
-    source = SourceSettings(name="shop", type="shopify", secrets=(b"secret",))
     inbox = Inbox(tmp_path / "inbox.db")
-    app = build_app(_state({"shop": source}, inbox), Redactor())
-    headers = {
-        "Content-Type": "application/json",
-        "X-Shopify-Webhook-Id": "w1",
-        "X-Shopify-Hmac-Sha256": base64.b64encode(
-            hmac.new(b"secret", body, hashlib.sha256).digest()
-        ).decode(),
-    }
+    app = build_app(app_state({"shop": shop_source()}, inbox), Redactor())
 
     with caplog.at_level(logging.INFO):
-        answer = asyncio.run(post(app, body, headers))
+        answer = asyncio.run(post(app, body, shop_headers(body)))
     inbox.close()
     assert (answer.status_code, answer.json()) == (400, {"error": "not_json", "message": message})
     assert "Traceback" not in caplog.text
@@ -63,7 +50,7 @@ def test_a_bigcommerce_body_nested_too_deeply_is_a_400(tmp_path: Path) -> None:
     broke it with a RecursionError (500) before the body was checked."""
     source = SourceSettings(name="bc", type="bigcommerce", secrets=(b"secret",), header="X-Bc-Secret")
     inbox = Inbox(tmp_path / "inbox.db")
-    app = build_app(_state({"bc": source}, inbox), Redactor())
+    app = build_app(app_state({"bc": source}, inbox), Redactor())
     body = b'{"a": ' * 5000 + b"1" + b"}" * 5000
     headers = {"Content-Type": "application/json", "X-Bc-Secret": "secret"}
     answer = asyncio.run(post(app, body, headers, "/hooks/bc"))
@@ -73,22 +60,3 @@ def test_a_bigcommerce_body_nested_too_deeply_is_a_400(tmp_path: Path) -> None:
         "error": "not_json",
         "message": "the body is not JSON: arrays or objects nested too deeply",
     }
-
-
-def _state(sources: dict[str, SourceSettings], inbox: Inbox) -> ServiceState:
-    metrics = ServiceMetrics(
-        summary=lambda: None,
-        queue=lambda: (0, None),
-        breakers=dict,
-        in_flight=lambda: 0,
-        stalled=lambda: False,
-    )
-    gauges = InboxGauges(lambda: Inbox(inbox.path, lock=False))
-    return ServiceState(sources, inbox, metrics, on_accept=lambda: None, readiness=dict, gauges=gauges)
-
-
-async def post(app: Any, body: bytes, headers: dict[str, str], path: str = "/hooks/shop") -> httpx.Response:
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://serve"
-    ) as client:
-        return await client.post(path, content=body, headers=headers)
