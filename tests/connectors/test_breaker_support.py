@@ -1,5 +1,6 @@
 """A late failure under a half-open breaker, played over the real sandbox: shared by the breaker's tests on the
-in-memory store (tests/reliability/test_breaker.py) and on the PostgreSQL one (test_breaker_shared.py)."""
+in-memory store (tests/reliability/test_breaker.py) and on the PostgreSQL one (test_breaker_shared.py); and
+the clock a test moves, which the breaker's and the rate limiter's unit tests (test_rate_limiter.py) run on."""
 
 from __future__ import annotations
 
@@ -21,6 +22,19 @@ FAR = float("inf")
 # Arrival order: the request sent while closed (held past its deadline), the failure that opens the breaker,
 # then the probe, answered after two seconds: still in flight when the first one fails.
 LATE_FAILURE_PLAN = "schedule=slow:3,503,slow:2"
+
+
+class Clock:
+    """A clock that a sleep moves forward, as time would pass."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
 @dataclass(frozen=True)

@@ -8,19 +8,7 @@ import asyncio
 
 from shipmap.connectors._deliver._breaker import MemoryStore
 from shipmap.connectors._deliver._rate_limiter import RateLimiter
-
-
-class Clock:
-    """A clock that a sleep moves forward, as time would pass."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from test_breaker_support import Clock
 
 
 def _starts(limiter: RateLimiter, clock: Clock, count: int) -> list[float]:

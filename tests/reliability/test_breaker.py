@@ -36,6 +36,7 @@ from shipmap.connectors._deliver._retry_timing import parse_retry_after
 from shipmap.connectors._store._journal import Journal
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))
+from test_breaker_support import Clock
 from test_runtime_support import WAIT_DEADLINE, environ, order_event, wait_until, write_config
 
 FAST_BREAKER = {"failures": 3, "cooldown": "50ms", "cooldown_cap": "200ms", "outage_wait": "20s"}
@@ -495,19 +496,8 @@ def test_shipmap_replay_exits_9_when_the_endpoint_is_down_and_the_next_run_deliv
 # --- units: the breaker's states, the rate limiter, Retry-After ------------------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes_success() -> None:
-    clock = FakeClock()
+    clock = Clock()
     breaker = CircuitBreaker("c", BreakerSettings(failures=3, cooldown=1.0, cooldown_cap=4.0), clock=clock)
 
     async def scenario() -> list[str]:
@@ -548,7 +538,7 @@ def test_the_breaker_opens_after_n_failures_probes_once_and_closes_on_the_probes
 def test_a_delivery_that_does_not_wait_for_the_open_breaker_says_how_long_it_has_been_open() -> None:
     """serve parks the deliveries past the senders that wait for an open breaker; their reason said
     "unavailable for 0 s" 45 s into an outage (timed from when the run met it, not from when it opened)."""
-    clock = FakeClock()
+    clock = Clock()
     breaker = CircuitBreaker("fenix", BreakerSettings(failures=1, cooldown=1.0), clock=clock)
 
     async def scenario() -> str:
@@ -663,7 +653,7 @@ def test_a_backoff_ends_at_the_end_of_the_run_and_says_it_was_cut_short() -> Non
 
 
 def test_max_rate_spaces_request_starts_evenly() -> None:
-    clock = FakeClock()
+    clock = Clock()
     limiter = RateLimiter("c", 4.0, store=MemoryStore(), clock=clock, sleep=clock.sleep)
 
     async def five() -> list[float]:
@@ -817,7 +807,7 @@ def test_a_run_gives_up_on_an_open_breaker_outage_wait_after_it_first_found_it_o
     None
 ):
     """``OutageWaits``, which a run's deliveries and its enrichment GETs both count their ``give_up_at`` by."""
-    clock = FakeClock()
+    clock = Clock()
     fenix = CircuitBreaker("fenix", BreakerSettings(failures=1, outage_wait=300.0), clock=clock)
     dg = CircuitBreaker("dg", BreakerSettings(failures=1, outage_wait=60.0), clock=clock)
     waits = OutageWaits(clock)
@@ -862,7 +852,7 @@ def test_only_the_outcome_of_a_request_admitted_in_the_state_it_comes_back_to_co
     """Late outcomes on the breaker's own clock: a failure of a request sent while closed, coming back once the
     breaker is open, half-open or closed again, is not counted, nor is its success (the probe says whether the
     destination is up); nor is the outcome of a probe that is no longer the breaker's (closed by a reload)."""
-    clock = FakeClock()
+    clock = Clock()
     store = MemoryStore()
     breaker = CircuitBreaker(
         "c", BreakerSettings(failures=2, cooldown=1.0, cooldown_cap=8.0), store=store, clock=clock
