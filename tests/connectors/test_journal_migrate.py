@@ -54,6 +54,19 @@ def test_a_postgresql_store_is_upgraded_by_journal_migrate_only(
         Journal(postgres_url)
 
 
+SOURCE = "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')"  # the document of the rows below
+
+
+def _pending(n: int, *, connection: str = "fenix", url: str = "http://x/") -> str:
+    """An INSERT of pending delivery ``k{n}`` of ``SOURCE``, created and updated at ``n``: the columns of every
+    schema version."""
+    return (
+        "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
+        f" created_at, updated_at) VALUES ('k{n}', 'doc', 'm', 't', '{connection}', 'pending', 'POST', '{url}',"
+        f" '{{}}', {n}, {n})"
+    )
+
+
 def _older_store(location: str, version: int, *rows: str) -> None:
     """A store as shipmap wrote it at schema ``version``, holding ``rows`` (INSERT statements)."""
     backend = "sqlite" if not location.startswith("postgresql://") else "postgresql"
@@ -126,13 +139,8 @@ def test_a_store_of_version_5_gains_the_index_of_pending_deliveries_by_connectio
     """Version 6: a look at parked work counts a down connection's pending deliveries, and claims a few of
     them, on this index; an upgraded store has it, and its pending rows are found by it."""
     rows = [
-        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
-        *(
-            "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
-            f" created_at, updated_at) VALUES ('k{n}', 'doc', 'm', 't', '{name}', 'pending', 'POST', 'http://x/',"
-            f" '{{}}', {n}, {n})"
-            for n, name in enumerate(["fenix", "dg", "fenix", "fenix"])
-        ),
+        SOURCE,
+        *(_pending(n, connection=name) for n, name in enumerate(["fenix", "dg", "fenix", "fenix"])),
     ]
     _older_store(location, 5, *rows)
     if location.startswith("postgresql://"):
@@ -161,13 +169,8 @@ def test_a_store_of_version_6_gains_the_index_of_pending_deliveries_by_url(
     """Version 7: a run finds what waits for another base URL on this index (in byte order on PostgreSQL,
     whatever the database's collation); an upgraded store has it, and finds them by it."""
     rows = [
-        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
-        *(
-            "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
-            f" created_at, updated_at) VALUES ('k{n}', 'doc', 'm', 't', 'fenix', 'pending', 'POST', '{url}',"
-            f" '{{}}', {n}, {n})"
-            for n, url in enumerate(["http://new/a", "http://old/b", "http://new/c"])
-        ),
+        SOURCE,
+        *(_pending(n, url=url) for n, url in enumerate(["http://new/a", "http://old/b", "http://new/c"])),
     ]
     _older_store(location, 6, *rows)
     if location.startswith("postgresql://"):
@@ -197,7 +200,7 @@ def test_a_store_of_version_7_gains_the_index_of_leased_deliveries_on_postgresql
     """Version 8: a worker renews and releases its leases on an index of the leased pending rows (PostgreSQL
     only; SQLite's step is empty): an upgraded store has it, and a worker's leases are found by it."""
     rows = [
-        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
+        SOURCE,
         *(
             "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
             f" lease_owner, lease_until, created_at, updated_at) VALUES ('k{n}', 'doc', 'm', 't', 'fenix',"
@@ -253,7 +256,7 @@ def test_a_store_of_version_8_gains_the_not_before_of_pending_deliveries(
     _older_store(
         location,
         8,
-        "INSERT INTO sources (hash, doc) VALUES ('doc', '{}')",
+        SOURCE,
         "INSERT INTO deliveries (key, source_hash, mapping, target, connection, state, method, url, payload,"
         " attempts, created_at, updated_at) VALUES ('k', 'doc', 'm', 't', 'fenix', 'pending', 'POST',"
         " 'http://x/', '{}', 2, 1, 1)",
