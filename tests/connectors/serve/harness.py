@@ -30,6 +30,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 from shipmap.connectors._serve import Service
+from test_runtime_support import environ
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SERVE_FIXTURES = FIXTURES / "serve"
@@ -63,16 +64,9 @@ def outcome_counters(metrics: str, family: str, target: str) -> dict[str, float]
 
 
 def environment(sandbox_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SANDBOX_URL": sandbox_url,
-        "FENIX_USERNAME": "demo-user",
-        "FENIX_PASSWORD": "demo-pass",
-        "FENIX_API_KEY": "demo-api-key",
-        "DG_API_KEY": "demo-key",
-        "DG_API_SECRET": "demo-secret",
-        **SECRETS,
-    }
+    """This process's environment, the sandbox's demo credentials (as the runtime tests name them) and the
+    sources' secrets: what the serve fixtures' configs read."""
+    return {**os.environ, **environ(sandbox_url), **SECRETS}
 
 
 def shopify_signature(body: bytes, secret: str = SECRETS["SHOPIFY_SECRET"]) -> str:
