@@ -22,6 +22,7 @@ from shipmap.connectors._store._breaker_pg import APPLICATION_NAME
 
 from .harness import (
     BC_API_TOKEN,
+    BC_HEADERS,
     FIXTURES,
     REAL_SHOPIFY,
     SERVE_FIXTURES,
@@ -34,7 +35,6 @@ from .harness import (
 )
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
-BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 FAST_SWEEP = "  drain_timeout: 30s\n  resweep: 200ms\n  resweep_cap: 1s\n"
 
@@ -60,6 +60,14 @@ def _dead(metrics: str) -> float:
 
 def _shopify_order(index: int) -> bytes:
     return json.dumps(dict(ORDER, id=7_000_000 + index, name=f"#OUT{index}")).encode()
+
+
+def _post_orders(client: httpx.Client, prefix: str, count: int, *services: ServeProcess) -> None:
+    """Shopify orders 0 to ``count - 1`` (webhook ids ``prefix-i``), each accepted, by ``services`` in turn."""
+    for i in range(count):
+        body = _shopify_order(i)
+        headers = shopify_headers(body, "orders/create", f"{prefix}-{i}")
+        assert services[i % len(services)].post(client, "shop", body, headers).status_code == 200
 
 
 def test_store_api_outage_parks_webhooks_and_the_breaker_holds_requests_back(tmp_path: Path) -> None:
@@ -183,10 +191,7 @@ def test_a_running_service_resends_parked_deliveries_on_its_own(tmp_path: Path) 
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                for i in range(3):
-                    body = _shopify_order(i)
-                    headers = shopify_headers(body, "orders/create", f"parked-{i}")
-                    assert serve.post(client, "shop", body, headers).status_code == 200
+                _post_orders(client, "parked", 3, serve)
                 serve.wait_until(
                     lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] > 0,
                     what="deliveries parked by the open breaker",
@@ -232,10 +237,7 @@ def test_a_stop_while_a_destination_is_down_says_it_is_down(
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                for i in range(3):
-                    body = _shopify_order(i)
-                    headers = shopify_headers(body, "orders/create", f"down-{i}")
-                    assert serve.post(client, "shop", body, headers).status_code == 200
+                _post_orders(client, "down", 3, serve)
                 serve.wait_until(
                     lambda: client.get(f"{serve.url}/readyz").json()["breakers"]["fenix"] != "closed",
                     what="the breaker of fenix open",
@@ -442,6 +444,19 @@ serve: {host: 127.0.0.1, port: 0, drain_timeout: 10s, resweep: RESWEEP, resweep_
 """
 
 
+def _two_destinations(config: Path, dg: Sandbox, resweep: str, journal: str | None = None) -> Path:
+    """``TWO_DESTINATIONS`` written to ``config``: DG at ``dg``, a look at parked work every ``resweep``, and
+    ``journal``, a PostgreSQL URL (shared, lease 10s), or the SQLite file."""
+    text = TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", resweep)
+    if journal is not None:
+        assert "journal: {path: .shipmap/journal.db}\n" in text
+        text = text.replace(
+            "journal: {path: .shipmap/journal.db}\n", f"journal: {{url: '{journal}', lease: 10s}}\n"
+        )
+    config.write_text(text)
+    return config
+
+
 @pytest.mark.parametrize("resweep", ["30s", "200ms"])
 def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(
     tmp_path: Path, resweep: str
@@ -454,15 +469,11 @@ def test_one_destination_down_holds_up_neither_the_others_nor_its_own_return(
     once, not at the next look (30 s)."""
     tracker = json.loads((FIXTURES / "derived" / "easypost" / "event_delivered.json").read_text())
     with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
-        config = tmp_path / "two.yaml"
-        config.write_text(TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", resweep))
+        config = _two_destinations(tmp_path / "two.yaml", dg, resweep)
         serve = ServeProcess(tmp_path, fenix.url, config=config).start()
         try:
             with httpx.Client(timeout=10) as client:
-                for i in range(6):
-                    body = _shopify_order(i)
-                    headers = shopify_headers(body, "orders/create", f"down-{i}")
-                    assert serve.post(client, "shop", body, headers).status_code == 200
+                _post_orders(client, "down", 6, serve)
                 serve.wait_until(
                     lambda: client.get(f"{serve.url}/readyz").json()["parked_deliveries"] > 0,
                     what="Fenix deliveries parked past the senders that wait for its breaker",
@@ -512,15 +523,11 @@ def test_looks_at_parked_work_count_the_down_connections_deliveries_and_send_eac
     orders = 40
     tracker = json.loads((FIXTURES / "derived" / "easypost" / "event_delivered.json").read_text())
     with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
-        config = tmp_path / "two.yaml"
-        config.write_text(TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", "200ms"))
+        config = _two_destinations(tmp_path / "two.yaml", dg, "200ms")
         serve = ServeProcess(tmp_path, fenix.url, config=config).start()
         try:
             with httpx.Client(timeout=10) as client:
-                for i in range(orders):
-                    body = _shopify_order(i)
-                    headers = shopify_headers(body, "orders/create", f"looks-{i}")
-                    assert serve.post(client, "shop", body, headers).status_code == 200
+                _post_orders(client, "looks", orders, serve)
 
                 def looks() -> int:
                     return sum("looking again at parked work" in line for line in serve.errors)
@@ -593,18 +600,12 @@ def test_two_services_on_one_postgresql_journal_each_report_their_own_parked_and
     every order, once."""
     orders = 30
     with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
-        config = tmp_path / "two.yaml"
-        text = TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", "200ms")
-        shared = f"journal: {{url: '{postgres_url}', lease: 10s}}\n"
-        config.write_text(text.replace("journal: {path: .shipmap/journal.db}\n", shared))
+        config = _two_destinations(tmp_path / "two.yaml", dg, "200ms", postgres_url)
         a = ServeProcess(tmp_path, fenix.url, config=config).start()
         b = ServeProcess(tmp_path, fenix.url, config=config).start()
         try:
             with httpx.Client(timeout=10) as client:
-                for i in range(orders):
-                    body = _shopify_order(i)
-                    headers = shopify_headers(body, "orders/create", f"two-{i}")
-                    assert (a if i % 2 else b).post(client, "shop", body, headers).status_code == 200
+                _post_orders(client, "two", orders, b, a)
 
                 def figures(serve: ServeProcess) -> tuple[int, int, float, float]:
                     ready = client.get(f"{serve.url}/readyz").json()
@@ -658,17 +659,11 @@ def test_the_parked_gauges_keep_the_last_looks_count_until_the_next_run_has_coun
     store, before its count; the figures stay the last look's meanwhile."""
     orders = 6
     with Sandbox(faults="5xx=1") as fenix, Sandbox() as dg:
-        config = tmp_path / "one.yaml"
-        text = TWO_DESTINATIONS.replace("DG_URL", dg.url).replace("RESWEEP", "200ms")
-        shared = f"journal: {{url: '{postgres_url}', lease: 10s}}\n"
-        config.write_text(text.replace("journal: {path: .shipmap/journal.db}\n", shared))
+        config = _two_destinations(tmp_path / "one.yaml", dg, "200ms", postgres_url)
         serve = ServeProcess(tmp_path, fenix.url, config=config).start()
         try:
             with httpx.Client(timeout=10) as client:
-                for i in range(orders):
-                    body = _shopify_order(i)
-                    headers = shopify_headers(body, "orders/create", f"gauge-{i}")
-                    assert serve.post(client, "shop", body, headers).status_code == 200
+                _post_orders(client, "gauge", orders, serve)
 
                 def figures() -> tuple[int, float]:
                     ready = client.get(f"{serve.url}/readyz").json()
