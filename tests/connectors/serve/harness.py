@@ -180,6 +180,16 @@ class InFlight:
             self.most = max(self.most, stats["received"] - stats["served"])
 
 
+# A line of the serve section of the fixtures' config: the serve settings a test adds go after it.
+DRAIN_LINE = "  drain_timeout: 30s\n"
+
+
+def with_added(text: str, anchor: str, added: str) -> str:
+    """A config's ``text`` with the lines ``added`` just after the first ``anchor`` line, which must be there."""
+    assert anchor in text, anchor
+    return text.replace(anchor, anchor + added, 1)
+
+
 SQLITE_JOURNAL = "journal:\n  path: .shipmap/journal.db\n"  # the journal of the configs ServeProcess writes
 
 

@@ -22,15 +22,17 @@ from shipmap.connectors._store._breaker_pg import breaker_row, enrichment_breake
 
 from .harness import (
     BC_API_TOKEN,
+    BC_HEADERS,
+    DRAIN_LINE,
     SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
     environment,
     on_postgres,
     store_api,
+    with_added,
 )
 
-BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 BREAKER = "failures: 2, cooldown: 100ms, cooldown_cap: 200ms, outage_wait: 400ms"
 
 
@@ -220,9 +222,7 @@ def test_serve_processes_on_postgresql_share_one_breaker_per_source_api(
         )
         # Quick sweeps: parked webhooks are tried again (each process's, so each may probe) about once a
         # second. One webhook of a source fetched at a time: a process has one webhook's GETs in flight.
-        text = text.replace(
-            "  drain_timeout: 30s\n", "  drain_timeout: 30s\n  resweep: 100ms\n  resweep_cap: 200ms\n"
-        )
+        text = with_added(text, DRAIN_LINE, "  resweep: 100ms\n  resweep_cap: 200ms\n")
         text = text.replace("        shipments: /v2/orders/{payload.data.id}/shipments\n",
                             "        shipments: /v2/orders/{payload.data.id}/shipments\n      concurrency: 1\n")  # fmt: skip
         assert "concurrency: 1" in text and "resweep: 100ms" in text and "cooldown_cap" in text

@@ -19,7 +19,7 @@ from shipmap.connectors._serve._inbox_retention import Purged, Retention, purge_
 from shipmap.connectors._serve._rejected import BODY_DROPPED, find_rejected
 from shipmap.connectors._store._journal import Journal
 
-from .harness import ServeProcess
+from .harness import DRAIN_LINE, ServeProcess, with_added
 
 BODY = b'{"id": 1}'
 HOUR = 3600.0
@@ -202,8 +202,7 @@ def test_keep_bodies_past_the_dedup_window_is_a_config_error(
     tmp_path: Path, written: str, message: str
 ) -> None:
     serve = ServeProcess(tmp_path, "http://127.0.0.1:9")  # for its copy of the config files
-    text = serve.config.read_text()
-    serve.config.write_text(text.replace("  drain_timeout: 30s\n", f"  drain_timeout: 30s\n  {written}\n"))
+    serve.config.write_text(with_added(serve.config.read_text(), DRAIN_LINE, f"  {written}\n"))
     keep_bodies = written.split("\n  ")[-1]
     line = serve.config.read_text().splitlines().index(f"  {keep_bodies}") + 1
     stopped = subprocess.run(

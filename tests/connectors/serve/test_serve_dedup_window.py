@@ -16,7 +16,7 @@ import httpx
 import psycopg
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
+from .harness import DRAIN_LINE, REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers, with_added
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 HOUR = 3600.0
@@ -60,9 +60,7 @@ def _forgets_an_id_after_the_window(
 ) -> None:
     rows, backdate = inbox
     serve = ServeProcess(work, sandbox.url)
-    text = serve.config.read_text()
-    assert "  drain_timeout: 30s\n" in text
-    text = text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  dedup_window: 1h\n")
+    text = with_added(serve.config.read_text(), DRAIN_LINE, "  dedup_window: 1h\n")
     serve.config.write_text(on_postgres(text, database) if database else text)
     bodies = {
         name: json.dumps(dict(ORDER, id=7_300_000 + i, name=f"#WIN{i}")).encode()

@@ -17,22 +17,19 @@ from shipmap.connectors._store._breaker_pg import breaker_row
 
 from .harness import (
     BC_API_TOKEN,
+    BC_HEADERS,
+    DRAIN_LINE,
     REAL_SHOPIFY,
     SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
     on_postgres,
     shopify_headers,
+    with_added,
 )
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
-BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 LOOK = "looking again at parked work"
-
-
-def _with(text: str, anchor: str, added: str) -> str:
-    assert anchor in text, anchor
-    return text.replace(anchor, anchor + added, 1)
 
 
 def _deliveries(sandbox: Sandbox) -> list[object]:
@@ -62,13 +59,13 @@ def test_an_idle_process_reports_the_shared_delivery_breaker_as_the_busy_one_doe
     failures, cooldown, orders = 2, 0.3, 3
     with Sandbox() as sandbox, httpx.Client(timeout=10) as client:
         busy = ServeProcess(tmp_path, sandbox.url)
-        text = _with(
+        text = with_added(
             busy.config.read_text(),
             "  fenix:\n",
             f"    breaker: {{failures: {failures}, cooldown: {cooldown}s, cooldown_cap: {cooldown}s,"
             " outage_wait: 500ms}\n",
         )
-        text = _with(text, "  drain_timeout: 30s\n", "  resweep: 200ms\n  resweep_cap: 1s\n")
+        text = with_added(text, DRAIN_LINE, "  resweep: 200ms\n  resweep_cap: 1s\n")
         busy.config.write_text(on_postgres(text, postgres_url))
         idle = ServeProcess(tmp_path, sandbox.url)  # the same config file
         busy.start()
@@ -152,9 +149,9 @@ RESWEEP, RESWEEP_CAP = 0.05, 0.2  # seconds: the waits between looks double to t
 def _quick_looks(serve: ServeProcess, connection: str, breaker: str) -> None:
     """``connection``'s breaker due for a probe at every look (the looks' pace is resweep's, not the
     breaker's), and quick looks."""
-    text = _with(serve.config.read_text(), f"  {connection}:\n", f"    breaker: {{{breaker}}}\n")
+    text = with_added(serve.config.read_text(), f"  {connection}:\n", f"    breaker: {{{breaker}}}\n")
     serve.config.write_text(
-        _with(text, "  drain_timeout: 30s\n", f"  resweep: {RESWEEP}s\n  resweep_cap: {RESWEEP_CAP}s\n")
+        with_added(text, DRAIN_LINE, f"  resweep: {RESWEEP}s\n  resweep_cap: {RESWEEP_CAP}s\n")
     )
 
 

@@ -14,7 +14,14 @@ import httpx
 import psycopg
 from shipmap.connectors import Sandbox
 
-from .harness import BC_API_TOKEN, ServeProcess, on_postgres, retries_reach_the_breaker
+from .harness import (
+    BC_API_TOKEN,
+    DRAIN_LINE,
+    ServeProcess,
+    on_postgres,
+    retries_reach_the_breaker,
+    with_added,
+)
 from .rejected_support import SECRET_HEADER, Store, shipmap, webhook_999
 
 REASON = "enrichment failed: GET /v2/orders/999 failed: HTTP 404 Not Found"
@@ -25,10 +32,7 @@ def _service(work: Path, sandbox: Sandbox, database: str) -> ServeProcess:
     work.mkdir()
     serve = ServeProcess(work, sandbox.url)
     config = on_postgres(serve.config.read_text(), database)
-    assert "  drain_timeout: 30s\n" in config
-    serve.config.write_text(
-        config.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  inbox: .shipmap/inbox.db\n")
-    )
+    serve.config.write_text(with_added(config, DRAIN_LINE, "  inbox: .shipmap/inbox.db\n"))
     retries_reach_the_breaker(serve.config)  # the commands' whole stderr is read
     return serve
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 
 from .harness import (
+    DRAIN_LINE,
     REAL_SHOPIFY,
     SECRETS,
     SERVE_FIXTURES,
@@ -25,6 +26,7 @@ from .harness import (
     retries_reach_the_breaker,
     shopify_headers,
     standard_webhooks_headers,
+    with_added,
 )
 
 ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()  # byte-identical to orders/create
@@ -233,11 +235,7 @@ def test_a_sender_that_stalls_mid_body_gets_408_and_its_connection_closed(
     """Every wait has a deadline: a sender that sent its headers and part of its body, then nothing, held a
     connection (and a file descriptor) for as long as it liked; a drain waited for it too."""
     serve = ServeProcess(tmp_path, source_sandbox.url)
-    text = serve.config.read_text()
-    assert "  drain_timeout: 30s\n" in text
-    serve.config.write_text(
-        text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  body_timeout: 1s\n")
-    )
+    serve.config.write_text(with_added(serve.config.read_text(), DRAIN_LINE, "  body_timeout: 1s\n"))
     serve.start()
     try:
         host, port = serve.url.removeprefix("http://").split(":")

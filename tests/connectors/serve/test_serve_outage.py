@@ -23,6 +23,7 @@ from shipmap.connectors._store._breaker_pg import APPLICATION_NAME
 from .harness import (
     BC_API_TOKEN,
     BC_HEADERS,
+    DRAIN_LINE,
     FIXTURES,
     REAL_SHOPIFY,
     SERVE_FIXTURES,
@@ -32,20 +33,17 @@ from .harness import (
     environment,
     on_postgres,
     shopify_headers,
+    with_added,
 )
 
 WEBHOOKS = SERVE_FIXTURES / "webhooks"
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
-FAST_SWEEP = "  drain_timeout: 30s\n  resweep: 200ms\n  resweep_cap: 1s\n"
 
 
 def _configure(serve: ServeProcess, connection: str, breaker: str) -> None:
     """The test config with a quick breaker on ``connection`` and quick sweeps."""
-    text = serve.config.read_text()
-    anchor = f"  {connection}:\n"
-    assert anchor in text
-    text = text.replace(anchor, f"{anchor}    breaker: {{{breaker}}}\n", 1)
-    serve.config.write_text(text.replace("  drain_timeout: 30s\n", FAST_SWEEP, 1))
+    text = with_added(serve.config.read_text(), f"  {connection}:\n", f"    breaker: {{{breaker}}}\n")
+    serve.config.write_text(with_added(text, DRAIN_LINE, "  resweep: 200ms\n  resweep_cap: 1s\n"))
 
 
 def _breaker_states(metrics: str, connection: str) -> dict[str, float]:

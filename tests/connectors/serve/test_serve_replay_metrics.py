@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import EXIT_DEAD_LETTERS, EXIT_OUTAGE, Sandbox
 
-from .harness import ServeProcess, outcome_counters
+from .harness import DRAIN_LINE, ServeProcess, outcome_counters, with_added
 from .rejected_support import shipmap
 from .replay_support import fix_the_mapping, post_order, serve_a_broken_mapping
 
@@ -198,12 +198,9 @@ def test_a_replay_left_pending_by_an_outage_exits_9_through_the_service(tmp_path
     # Four 5xx in a row: the delivery gives up after its 4 attempts (the breaker needs 5 to open): dead.
     with Sandbox(faults="schedule=500,500,500,500") as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
-        text = serve.config.read_text()
-        assert "  fenix:\n" in text and "  drain_timeout: 30s\n" in text
-        serve.config.write_text(
-            text.replace("  fenix:\n", "  fenix:\n    breaker: {failures: 5, cooldown: 200ms, outage_wait: 1s}\n")
-            .replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  resweep: 200ms\n  resweep_cap: 1s\n")
-        )  # fmt: skip
+        breaker = "    breaker: {failures: 5, cooldown: 200ms, outage_wait: 1s}\n"
+        text = with_added(serve.config.read_text(), "  fenix:\n", breaker)
+        serve.config.write_text(with_added(text, DRAIN_LINE, "  resweep: 200ms\n  resweep_cap: 1s\n"))
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:

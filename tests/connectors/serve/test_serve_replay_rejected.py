@@ -18,7 +18,7 @@ from shipmap.connectors._serve import Inbox
 from shipmap.connectors._serve._inbox import HeldRow
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
+from .harness import BC_API_TOKEN, DRAIN_LINE, ServeProcess, retries_reach_the_breaker, with_added
 from .rejected_support import (
     NOT_FOUND,
     SECRET_HEADER,
@@ -128,10 +128,7 @@ def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_fo
     delivered = (WEBHOOKS / "bigcommerce_order_created_100.json").read_bytes()
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = ServeProcess(work, sandbox.url)
-        text = serve.config.read_text()
-        serve.config.write_text(
-            text.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  keep_bodies: 0s\n")
-        )
+        serve.config.write_text(with_added(serve.config.read_text(), DRAIN_LINE, "  keep_bodies: 0s\n"))
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
@@ -224,14 +221,8 @@ def test_a_postgresql_inbox_beside_an_sqlite_journal_is_refused_with_the_reason(
     """The requeue and the forgetting of the rejection are one transaction, so the inbox must be in the
     journal's database: refused before any connection to it is tried (none listens on port 9 here)."""
     serve = ServeProcess(tmp_path, "http://127.0.0.1:9")  # only for its copy of the config files
-    text = serve.config.read_text()
-    assert "  drain_timeout: 30s\n" in text
-    serve.config.write_text(
-        text.replace(
-            "  drain_timeout: 30s\n",
-            "  drain_timeout: 30s\n  inbox: postgresql://shipmap:pw@127.0.0.1:9/shipmap\n",
-        )
-    )
+    inbox = "  inbox: postgresql://shipmap:pw@127.0.0.1:9/shipmap\n"
+    serve.config.write_text(with_added(serve.config.read_text(), DRAIN_LINE, inbox))
     retries_reach_the_breaker(serve.config)
     result = subprocess.run(
         [sys.executable, "-c", "from shipmap.connectors._cli import entry; entry()",

@@ -16,14 +16,8 @@ from shipmap.connectors import Journal, Sandbox
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
-from .harness import BC_API_TOKEN, ServeProcess, retries_reach_the_breaker
-from .rejected_support import (
-    NOT_FOUND,
-    Store,
-    accept_and_reject,
-    reject_and_stop,
-    shipmap,
-)
+from .harness import BC_API_TOKEN, DRAIN_LINE, ServeProcess, retries_reach_the_breaker, with_added
+from .rejected_support import NOT_FOUND, Store, accept_and_reject, reject_and_stop, shipmap
 from .test_serve_replay_json import _document
 
 LEASE = "10s"
@@ -194,10 +188,8 @@ def test_replay_rejected_with_an_sqlite_inbox_beside_a_postgresql_journal_goes_t
     work.mkdir()
     with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
         serve = _on_postgresql(work, sandbox, postgres_url)
-        config = serve.config.read_text()
-        assert "  drain_timeout: 30s\n" in config
         serve.config.write_text(
-            config.replace("  drain_timeout: 30s\n", "  drain_timeout: 30s\n  inbox: .shipmap/inbox.db\n")
+            with_added(serve.config.read_text(), DRAIN_LINE, "  inbox: .shipmap/inbox.db\n")
         )
         retries_reach_the_breaker(serve.config)  # replay's stderr is read whole
         serve.start()

@@ -13,7 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import REAL_SHOPIFY, SQLITE_JOURNAL, ServeProcess, shopify_headers, with_added
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 
@@ -38,11 +38,7 @@ def _journal_rows(journal: Path) -> tuple[int, int]:
 def test_a_running_service_forgets_delivered_rows_after_keep(tmp_path: Path) -> None:
     with Sandbox() as sandbox:
         serve = ServeProcess(tmp_path, sandbox.url)
-        text = serve.config.read_text()
-        assert "journal:\n  path: .shipmap/journal.db\n" in text
-        serve.config.write_text(
-            text.replace("  path: .shipmap/journal.db\n", "  path: .shipmap/journal.db\n  keep: 2s\n")
-        )
+        serve.config.write_text(with_added(serve.config.read_text(), SQLITE_JOURNAL, "  keep: 2s\n"))
         serve.start()
         bodies = [json.dumps(dict(ORDER, id=7_100_000 + i, name=f"#KEEP{i}")).encode() for i in range(3)]
         try:
