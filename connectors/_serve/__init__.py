@@ -8,7 +8,8 @@ within a deadline), ``_metrics``, ``_service`` (both sides in one event loop, SI
 (SIGHUP: the config read again and compared). Delivery itself is the runtime's. See docs/serve.md.
 """
 
-from ._enrich import Enricher, EnrichmentError
+from ._enrich import Enricher
+from ._enrich_errors import EnrichmentError
 from ._enrich_batch import enrich_records
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
 from ._inbox_pg import PostgresInbox

@@ -39,10 +39,17 @@ from .._deliver._breaker import (
 )
 from .._deliver._rate_limiter import RateLimiter
 from .._deliver._retry_timing import backoff_delay, parse_retry_after
-from .._errors import ConnectorError, JournalError
+from .._errors import JournalError
 from .._redact import get_logger
 from .._runtime import Runtime, new_endpoint
 from .._store._breaker_pg import PostgresStateStore
+from ._enrich_errors import (
+    EnrichmentError,
+    SourceUnavailable,
+    let_go_by_reload,
+    replaced_during_get,
+    while_open,
+)
 from ._settings import Enrichment, PathTemplate
 from ._source_client import SourceClient, SourceConnections
 
@@ -51,30 +58,6 @@ _MAX_RESPONSE = 8 * 1024 * 1024
 _MAX_NESTING = 200  # arrays and objects in one another, at most, in a fetched document
 _RESET_MS = "X-Rate-Limit-Time-Reset-Ms"  # BigCommerce: milliseconds until the store's quota refreshes
 _MS_DIGITS = 10
-
-
-class EnrichmentError(ConnectorError):
-    """A declared GET failed for good (after its retries): the event cannot be mapped yet."""
-
-
-class SourceUnavailable(EnrichmentError):
-    """The source API's circuit breaker is open: try the event again once ``retry_in`` seconds have passed.
-    Not a verdict on the event: ``shipmap serve`` keeps it in the inbox, it is never dead-lettered there.
-    ``by_reload``: a reload replaced the settings the GET went with; try again now, with the new ones."""
-
-    def __init__(
-        self,
-        connection: str,
-        reason: str,
-        retry_in: float,
-        *,
-        why: str = "circuit breaker open",
-        by_reload: bool = False,
-    ) -> None:
-        super().__init__(f"source API {connection} unavailable ({why}: {reason})")
-        self.connection = connection
-        self.retry_in = retry_in
-        self.by_reload = by_reload
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
@@ -377,7 +360,7 @@ class Enricher:
         names = list(enrichment.fetch)
         await self._follow_reload(enrichment.connection)
         if enrichment.connection not in self._apis:
-            raise _let_go(enrichment.connection)
+            raise let_go_by_reload(enrichment.connection)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
         self.fetching[source] += 1  # its key stays while it is not 0 (``use``)
         try:
@@ -414,7 +397,7 @@ class Enricher:
             await self._share_across_processes()
         api = self._apis.get(connection)  # this GET's, to its end: a reload meanwhile applies to the next
         if api is None:
-            raise _let_go(connection)
+            raise let_go_by_reload(connection)
         api.uses += 1
         try:
             return await self._get_through(api, connection, path)
@@ -443,7 +426,7 @@ class Enricher:
         while True:
             await self._follow_reload(connection)
             if api.moved:  # a reload moved it during this GET's backoff: no attempt more at the old one
-                raise _moved(connection, f"GET {path}: {reason or 'not sent'}")
+                raise replaced_during_get(connection, f"GET {path}: {reason or 'not sent'}")
             breaker, limiter = self._in_force(api, connection, breaker, limiter)
             admitted = await self._admit(breaker)
             attempt += 1
@@ -493,7 +476,7 @@ class Enricher:
                 # In flight to the old endpoint, or with the old credentials, at a reload that replaced them:
                 # its failure says nothing of the new ones (their breaker is not charged with it), and the
                 # webhook is fetched again at once, through the new client.
-                raise _moved(connection, f"GET {path}: {reason}")
+                raise replaced_during_get(connection, f"GET {path}: {reason}")
             if retryable:
                 await breaker.failure(f"GET {path}: {reason}", admitted, refused=refused)
             else:
@@ -531,12 +514,12 @@ class Enricher:
         if not self._wait:
             admitted = await breaker.admit_now()
             if admitted is None:
-                raise _later(breaker)
+                raise while_open(breaker)
             return admitted
         try:
             return await breaker.admit(self._outage_waits.give_up_at(breaker))
         except Outage:
-            raise _later(breaker) from None
+            raise while_open(breaker) from None
 
     def unavailable(self, event: Mapping[str, Any]) -> SourceUnavailable | None:
         """What fetching this event's documents would raise before any request (``wait=False``): its source
@@ -549,7 +532,7 @@ class Enricher:
         state = breaker.state
         if state.phase == "closed" or (state.phase == "open" and breaker.now() >= state.retry_at):
             return None  # closed, or due: the next GET goes (as the probe)
-        return _later(breaker)
+        return while_open(breaker)
 
     def _decode(self, content: bytes | None, status: int, path: str) -> Any:
         if content is None or len(content) > _MAX_RESPONSE:
@@ -571,27 +554,6 @@ class Enricher:
             raise EnrichmentError(f"GET {path}: the response is nested more than {_MAX_NESTING} levels deep")
         self.fetched += 1
         return document
-
-
-def _moved(connection: str, reason: str) -> SourceUnavailable:
-    """A GET that failed through a client a reload replaced: later (now), through the new one."""
-    return SourceUnavailable(
-        connection, reason, 0.0, why="its settings were replaced by a reload during the GET", by_reload=True
-    )
-
-
-def _let_go(connection: str) -> SourceUnavailable:
-    """A fetch whose connection a reload let go before its GETs went: later (now), with the section in use."""
-    return SourceUnavailable(
-        connection, "no enrich fetches over it now", 0.0, why="let go by a reload", by_reload=True
-    )
-
-
-def _later(breaker: CircuitBreaker) -> SourceUnavailable:
-    """A GET's answer while its source API's breaker is open: when to try again, on the clock of the record's
-    times (a shared record's are the database's)."""
-    state = breaker.state
-    return SourceUnavailable(breaker.name, state.reason, max(0.0, state.retry_at - breaker.now()))
 
 
 def lane_of(event: Mapping[str, Any]) -> str:

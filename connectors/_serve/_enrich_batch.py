@@ -15,7 +15,8 @@ from shipmap.engine import SourceDocument
 
 from .._redact import get_logger
 from .._runtime import Runtime
-from ._enrich import Enricher, EnrichmentError, concurrency_of, lane_of
+from ._enrich import Enricher, concurrency_of, lane_of
+from ._enrich_errors import EnrichmentError
 from ._lanes import Fetch, through_lanes
 from ._settings import Enrichment
 

@@ -45,7 +45,8 @@ from shipmap.engine import SourceDocument
 from .._config import Connection
 from .._plural import counted
 from .._redact import get_logger
-from ._enrich import Enricher, EnrichmentError, SourceUnavailable
+from ._enrich import Enricher
+from ._enrich_errors import EnrichmentError, SourceUnavailable
 from ._inbox import DEDUP_WINDOW, InboundRow, InboxError, InboxStore
 from ._lanes import PAGE, Lane, Lanes, Slot
 from ._origins import webhook_origin

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Enricher, enrich_records, enrichments
-from shipmap.connectors._serve._enrich import SourceUnavailable
+from shipmap.connectors._serve._enrich_errors import SourceUnavailable
 from shipmap.connectors._store._breaker_pg import breaker_row, enrichment_breaker_row
 
 from .harness import (

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Enricher, enrichments
-from shipmap.connectors._serve._enrich import EnrichmentError
+from shipmap.connectors._serve._enrich_errors import EnrichmentError
 
 from .harness import REAL_SHOPIFY, SERVE_FIXTURES, ServeProcess, environment, shopify_headers
 

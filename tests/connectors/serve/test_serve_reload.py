@@ -324,7 +324,9 @@ def test_a_reload_applies_a_changed_mapping_and_a_replay_maps_dead_letters_with_
             # 2. A mapping file that does not compile: refused, located in it; the running mapping stays.
             line = reload(packaged.replace(literal, 'source: {path: "id["}'), "reload refused; ")
             at = packaged[: packaged.index(literal)].count("\n") + 1  # the broken expression's line
-            assert re.search(rf"stays: shopify_order\.yaml:{at}:\d+: error: JMESPath syntax error", line), line
+            assert re.search(rf"stays: shopify_order\.yaml:{at}:\d+: error: JMESPath syntax error", line), (
+                line
+            )
             assert applied() == 1
 
             # 3. The fix: the next event and the replayed dead letter are both mapped with it.
