@@ -239,6 +239,7 @@ class Runtime:
         workers: int = 0,
         wait_for_others: bool = True,
         park_when_down: bool = False,
+        stop: threading.Event | None = None,
     ) -> RunSummary:
         """Deliver ``events``: first what an interrupted run left pending, then each event in order.
 
@@ -254,6 +255,10 @@ class Runtime:
         they are parked at once instead, and the run does not send them (``shipmap serve``, which looks at
         parked work again by itself, passes True).
 
+        ``stop``: once set, a wait for the journal's database (``journal.reconnect_deadline``) ends at once,
+        the run cancelled (``ReconnectStopped``): what it had not journaled stays pending (``shipmap serve``'s
+        stop).
+
         ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
         iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
         routes, maps, validates and encodes each event, while this thread journals and sends: the work of
@@ -263,7 +268,7 @@ class Runtime:
             raise ConfigError("workers must be 0 or more")
         with (
             self._exclusive(),
-            self._open_journal() as journal,
+            self._open_journal(stop) as journal,
             self._execution_over(journal, progress, total, park_when_down=park_when_down) as execution,
         ):
             if workers and not isinstance(events, AsyncIterable) and fork_available():
@@ -292,14 +297,16 @@ class Runtime:
         *,
         progress: Callable[[Progress], None] | None = None,
         refresh: Refresh | None = None,
+        stop: threading.Event | None = None,
     ) -> RunSummary:
         """Send dead letters again (all, or those whose key starts with one of ``keys``), re-mapping each
         from its stored source document with the mapping as it is now; same delivery and idempotency keys.
         ``refresh`` may replace the stored documents first: it takes the (dead letter, document) pairs and
-        gives them back (``shipmap replay --refetch``: enrichment again, several at once)."""
+        gives them back (``shipmap replay --refetch``: enrichment again, several at once). ``stop``: as
+        ``run_async``'s."""
         with (
             self._exclusive(),
-            self._open_journal() as journal,
+            self._open_journal(stop) as journal,
             self._execution_over(journal, progress, None, replay=True) as execution,
         ):
             return await execution.execute(produce_replay(self.mapper, journal, keys, refresh), decide=False)
@@ -423,7 +430,7 @@ class Runtime:
         execution = self._execution
         return execution.deliverer if execution is not None else None
 
-    def _open_journal(self) -> Journal:
+    def _open_journal(self, stop: threading.Event | None = None) -> Journal:
         settings = self.config.journal
         if settings.location is None:
             return Journal(":memory:", synchronous=settings.synchronous)
@@ -433,6 +440,7 @@ class Runtime:
             exclusive=True,
             lease=settings.lease,
             reconnect_deadline=settings.reconnect_deadline,
+            stop=stop,
         )
 
 

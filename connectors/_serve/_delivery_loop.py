@@ -118,7 +118,9 @@ class DeliveryLoop:
         # under this lock, and carried out as soon as it has them: else it was lost, and the drain waited
         # out its whole deadline for a feed that never heard of it.
         self._control = threading.Lock()
-        self._stop_asked = False
+        # Set by a stop (or the drain's cancel): the feed ends at once when built after it, and a wait for
+        # the database (journal.reconnect_deadline) ends, so an outage does not hold the stop.
+        self._stopping = threading.Event()
         self._progress: Progress | None = None
         self._parked_seen: tuple[RunSummary, int] | None = None  # the run's parked count at the last report
         self.stalled: Stall | None = None  # waiting to run again, after a run whose sends kept raising
@@ -259,7 +261,7 @@ class DeliveryLoop:
     def stop(self) -> None:
         """Hand over what the inbox holds, then end (at once, when this comes before the feed is built)."""
         with self._control:
-            self._stop_asked = True
+            self._stopping.set()
             feed, loop = self._feed, self._loop
         if feed is not None and loop is not None:
             _call_in(loop, feed.stop)
@@ -270,6 +272,7 @@ class DeliveryLoop:
             return
         with self._control:
             self.cancelled = True
+            self._stopping.set()
             task, loop = self._task, self._loop
         if task is not None and loop is not None:
             _call_in(loop, task.cancel)
@@ -314,6 +317,7 @@ class DeliveryLoop:
                 floor=self._floor,
                 # Delivery waits out a database restart, as the journal does; intake answers 503 meanwhile.
                 reconnect_deadline=self.runtime.config.journal.reconnect_deadline,
+                stop=self._stopping,
             )
             held.callback(inbox.close)
             self._inbox = inbox
@@ -343,7 +347,7 @@ class DeliveryLoop:
                 )
                 with self._control:
                     self._feed = feed
-                    if self._stop_asked:  # asked while the feed was being built: it ends at once
+                    if self._stopping.is_set():  # asked while the feed was being built: it ends at once
                         feed.stop()
                 if self._enrichments is not enrichments:  # a reload's, while the feed was built
                     feed.use_enrichments(self._enrichments, self._added)
@@ -364,7 +368,11 @@ class DeliveryLoop:
                 # Other services on a shared journal keep running and take over what this one leaves.
                 # A connection that is down holds up half the senders at most: the feed's sweeps send the rest.
                 await self.runtime.run_async(
-                    self._epoch(feed), progress=self._on_progress, wait_for_others=False, park_when_down=True
+                    self._epoch(feed),
+                    progress=self._on_progress,
+                    wait_for_others=False,
+                    park_when_down=True,
+                    stop=self._stopping,
                 )
             except SendingStopped as stopped:  # counted before the wait: /metrics says what it did meanwhile
                 stall = await self._stall(stopped, feed, stall, self._fold_ended())
@@ -455,9 +463,9 @@ class DeliveryLoop:
     async def _replay(self, request: ReplayRequest, enricher: Enricher) -> RunSummary:
         keys = list(request.keys) if request.keys else None
         if not request.refetch or not self._enrichments:
-            return await self.runtime.replay_async(keys, progress=self._on_progress)
+            return await self.runtime.replay_async(keys, progress=self._on_progress, stop=self._stopping)
         return await self.runtime.replay_async(
-            keys, progress=self._on_progress, refresh=refetcher(self.runtime, enricher)
+            keys, progress=self._on_progress, refresh=refetcher(self.runtime, enricher), stop=self._stopping
         )
 
     def _on_progress(self, progress: Progress) -> None:

@@ -104,9 +104,10 @@ class PostgresInbox(InboxConnection):
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
         floor: ClaimFloor | None = None,
         reconnect_deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """``floor``: the claims' floor, shared by a process's inboxes on one database (``open_inbox``); its
-        own otherwise."""
+        own otherwise. ``reconnect_deadline``, ``stop``: ``InboxConnection``'s."""
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.upgraded_from: int | None = None
         self._keeper: _LeaseKeeper | None = None
@@ -118,6 +119,7 @@ class PostgresInbox(InboxConnection):
             application_name=application_name,
             statement_timeout_ms=statement_timeout_ms,
             reconnect_deadline=reconnect_deadline,
+            stop=stop,
         )
         try:
             version = self.schema_version()
@@ -455,12 +457,14 @@ def open_inbox(
     intake: bool,
     floor: ClaimFloor | None = None,
     reconnect_deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> InboxStore:
     """The inbox at ``location``: a ``postgresql://`` URL (shared by every serve process on that database) or
     an SQLite file (one serve process: ``intake`` takes its lock). The delivery side (``intake=False``)
     claims rows, so on PostgreSQL it keeps its claims alive. ``floor``: the claims' floor the service's
     inboxes share (PostgreSQL; None: one of its own). ``reconnect_deadline``: on PostgreSQL, how long a
-    statement of the delivery side waits for a session the server ended to open again (intake's never waits)."""
+    statement of the delivery side waits for a session the server ended to open again (intake's never waits);
+    ``stop``, once set (the service is stopping), ends that wait."""
     if is_database_url(location):
         return PostgresInbox(
             str(location),
@@ -469,6 +473,7 @@ def open_inbox(
             application_name=SERVE_APPLICATION_NAME if intake else None,
             floor=floor,
             reconnect_deadline=reconnect_deadline,
+            stop=stop,
         )
     return Inbox(location, synchronous=synchronous, lock=intake)
 

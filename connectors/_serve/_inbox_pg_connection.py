@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from typing import Any
 
@@ -36,10 +37,12 @@ class InboxConnection:
         application_name: str | None,
         statement_timeout_ms: int,
         reconnect_deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """``reconnect_deadline``: a statement whose session the server ended runs again on a new one, opened
         for up to this long (delivery's side: it waits out a database restart); None (intake's, a reader's):
-        the statement fails at once (intake answers 503, its sender retries)."""
+        the statement fails at once (intake answers 503, its sender retries). ``stop``: once set, that wait
+        ends (``ReconnectStopped``: the service is stopping)."""
         try:
             import psycopg
         except ImportError:
@@ -54,6 +57,7 @@ class InboxConnection:
         self.statement_timeout_ms = statement_timeout_ms
         self.lease_seconds = lease
         self.reconnect_deadline = reconnect_deadline
+        self._stop = stop
         self._conn: Any = None
         self._watchdog = StatementWatchdog(f"inbox {self.name}")
         self._connect()
@@ -95,6 +99,7 @@ class InboxConnection:
                         (InboxError,),
                         what=f"inbox {self.name}",
                         log=_log,
+                        stop=self._stop,
                     )
                 except InboxError:
                     raise ended from None

@@ -17,6 +17,7 @@ import os
 import random
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -77,13 +78,14 @@ class JournalDatabase:
         lease: float = DEFAULT_LEASE_SECONDS,
         statement_timeout: float | None = None,
         reconnect_deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """``upgrade``: bring an older PostgreSQL store to this version (``shipmap journal migrate``); an
         SQLite file opened for writing is always upgraded, and a new store always created.
         ``statement_timeout``: seconds one statement may wait and run (PostgreSQL's statement_timeout, SQLite's
         busy timeout); None: the backend's (PostgreSQL 60 s; SQLite 30 s, 5 s read-only). ``reconnect_deadline``
         (PostgreSQL): how long a session the server ended is opened again for (``journal.reconnect_deadline``);
-        None: not at all."""
+        None: not at all; ``stop``, once set, ends that wait (the service is stopping)."""
         self.readonly = readonly
         self.upgraded_from: int | None = None  # the version before this opening upgraded the store
         # Who this opening is, in lease columns: many workers may share a PostgreSQL journal.
@@ -104,6 +106,7 @@ class JournalDatabase:
                 lease=lease,
                 statement_timeout_ms=limit,
                 reconnect_deadline=reconnect_deadline,
+                stop=stop,
             )
             errors: tuple[type[Exception], ...] = (self._db.errors,)
         else:

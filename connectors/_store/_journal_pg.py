@@ -20,6 +20,7 @@ import functools
 import logging
 import random
 import re
+import threading
 import time
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -122,12 +123,13 @@ class PostgresConnection:
         lease: float = 30.0,
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
         reconnect_deadline: float | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         """``statement_timeout_ms``: how long the server lets one statement run (a command that reports,
         ``shipmap status``, asks for less). ``reconnect_deadline``: a session the server ended (a restart, a
         failover) is opened again for up to this long (``_reconnect.reopen_within``), and a statement outside a transaction
         that met the end runs again on it; None (a command's journal): the statement fails, as does opening
-        it again."""
+        it again. ``stop``: once set, that wait ends (``ReconnectStopped``: the service is stopping)."""
         try:
             import psycopg
         except ImportError:
@@ -160,6 +162,7 @@ class PostgresConnection:
             options += " -c default_transaction_read_only=on"
         self._url, self._options, self._lease = url, options, idle / 1000
         self._reconnect_deadline = reconnect_deadline
+        self._stop = stop
         self._conn = self._connect()
 
     def _connect(self) -> Any:
@@ -182,6 +185,7 @@ class PostgresConnection:
                 (JournalError,),
                 what=f"journal {self._name}",
                 log=_log,
+                stop=self._stop,
             )
 
     def _reconnected(self, error: Exception, inside: bool) -> bool:

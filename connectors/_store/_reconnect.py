@@ -4,11 +4,14 @@ PostgreSQL inbox, and the shared breaker store (``journal.reconnect_deadline``).
 A database that restarts (a minor upgrade, a failover) ends every session and refuses new ones for a few
 seconds. An attempt every pause, the pause doubling from ``BACKOFF_FIRST_S`` to ``BACKOFF_CAP_S``, until the
 deadline after the loss: a database back within it is found again; one still away past it stops the caller
-with the error it met (exit 7 for the journal's)."""
+with the error it met (exit 7 for the journal's). A stop of the service (``stop``, set) ends the wait at once
+(``ReconnectStopped``): what the caller was doing stays undone, pending for the next start."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -17,6 +20,11 @@ RECONNECT_DEADLINE_S = 120.0  # journal.reconnect_deadline's default
 BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.1, 5.0
 
 _T = TypeVar("_T")
+
+
+class ReconnectStopped(asyncio.CancelledError):
+    """The wait for the database was ended by the service's stop: the delivery thread ends as at the drain's
+    cancel (a cancellation, not an error: what it was doing stays pending, and the service exits 0)."""
 
 
 def pauses(lost_at: float, deadline_s: float) -> Iterator[float]:
@@ -35,10 +43,12 @@ def reopen_within(
     *,
     what: str,
     log: logging.Logger,
+    stop: threading.Event | None = None,
 ) -> _T:
     """``reopen()`` tried at once, then after each of ``pauses`` until it answers or ``deadline_s`` has passed
     (its last failure raised then): blocking, for the thread whose connection it is. ``what`` names the
-    connection in the log (never its password); ``failed``: the errors of an attempt that did not connect."""
+    connection in the log (never its password); ``failed``: the errors of an attempt that did not connect.
+    ``stop``: once set, the wait ends (``ReconnectStopped``) instead of holding the stop up to the deadline."""
     lost_at = time.monotonic()
     try:
         return reopen()
@@ -50,8 +60,11 @@ def reopen_within(
         getattr(last, "message", last),  # a ShipmapError's words, without its "error: " head
         deadline_s,
     )
+    stopping = stop if stop is not None else threading.Event()  # never set: the whole deadline
     for pause in pauses(lost_at, deadline_s):
-        time.sleep(pause)
+        if stopping.wait(pause):
+            log.warning("%s: the service is stopping: no longer waiting for the database", what)
+            raise ReconnectStopped(what)
         try:
             connection = reopen()
         except failed as error:
