@@ -354,8 +354,9 @@ def test_while_another_program_holds_an_sqlite_inbox_s_write_lock_the_service_an
     serve.start()
     inbox = tmp_path / ".shipmap" / "inbox.db"
     try:
-        # probe: a load balancer's health check (1 s); scrape: past the gauges' own deadline (2 s).
-        with httpx.Client(timeout=30) as client, httpx.Client(timeout=1.0) as probe:
+        # scrape: past the gauges' own deadline (2 s), generous for /healthz too: what shows the commit does not
+        # wait on the event loop is that they answer while the patient webhook still waits, not how soon.
+        with httpx.Client(timeout=30) as client:
             with httpx.Client(timeout=10.0) as scrape:
                 assert _status(_post(serve, client, 1)[0]) == (200, "accepted")
                 holder = sqlite3.connect(inbox, isolation_level=None)
@@ -370,7 +371,8 @@ def test_while_another_program_holds_an_sqlite_inbox_s_write_lock_the_service_an
                             what="shop's webhook waiting for the inbox",
                             timeout=15,
                         )
-                        health = probe.get(f"{serve.url}/healthz")
+                        health = scrape.get(f"{serve.url}/healthz")
+                        assert not patient.done()  # answered while the lock still holds it
                         refused = _post_woo(serve, client, 10)[0]
                         assert not patient.done()
                         holder.execute("ROLLBACK")
