@@ -9,8 +9,8 @@ within a deadline), ``_metrics``, ``_service`` (both sides in one event loop, SI
 """
 
 from ._enrich import Enricher
-from ._enrich_errors import EnrichmentError
 from ._enrich_batch import enrich_records
+from ._enrich_errors import EnrichmentError
 from ._inbox import Accepted, InboundRow, Inbox, InboxError, InboxStore
 from ._inbox_pg import PostgresInbox
 from ._reload import Reloaded
