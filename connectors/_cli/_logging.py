@@ -110,8 +110,9 @@ class StderrHandler(LineWriter, logging.StreamHandler[TextIO]):
     line unwritten, so a kill -9 loses no more than a write per line would, and a run's loop makes one write
     (and one release of the GIL) per iteration instead of one per delivery. Lines logged with no running loop
     (other threads, code before or after the run) are written at once, after any kept lines, as a
-    StreamHandler writes them. Bounded: past ``MAX_KEPT`` kept lines they are written at once; a write
-    blocks on a full pipe as before. Everything runs under the handler's lock.
+    StreamHandler writes them, as are warnings and errors (the kept lines first): they are few, and one may be
+    the last before the loop's thread blocks (a wait for the database), which must be seen then. Bounded:
+    past ``MAX_KEPT`` kept lines they are written at once; a write blocks on a full pipe as before. Everything runs under the handler's lock.
 
     As a LineWriter it also takes the runtime's lines without their records, when nothing else would see
     them (``RedactingLogger``).
@@ -126,7 +127,7 @@ class StderrHandler(LineWriter, logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._write(self.format(record) + self.terminator)
+            self._write(self.format(record) + self.terminator, record.levelno)
         except RecursionError:  # as logging's handlers do: never swallowed
             raise
         except Exception:
@@ -140,7 +141,7 @@ class StderrHandler(LineWriter, logging.StreamHandler[TextIO]):
             return False
         self.acquire()
         try:
-            self._write(formatter.line(name, level, created, text, fields) + self.terminator)
+            self._write(formatter.line(name, level, created, text, fields) + self.terminator, level)
         except RecursionError:
             raise
         except Exception:
@@ -149,12 +150,12 @@ class StderrHandler(LineWriter, logging.StreamHandler[TextIO]):
             self.release()
         return True
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, level: int) -> None:
         # Not imported here: a command that runs no event loop (preview, validate, --help) never imports asyncio
         # (~30 ms of its start-up), and without asyncio no loop can be running.
         running = sys.modules.get("asyncio")
         loop: asyncio.AbstractEventLoop | None = running._get_running_loop() if running is not None else None
-        if loop is None:
+        if loop is None or level >= logging.WARNING:
             self._write_kept()
             self.stream.write(line)
             super().flush()

@@ -242,6 +242,26 @@ def test_lines_without_an_event_loop_are_written_at_once_after_the_kept_ones() -
     assert stream.getvalue().count("\n") == 4 + StderrHandler.MAX_KEPT
 
 
+def test_a_warning_an_event_loop_logs_is_written_at_once_after_the_kept_lines() -> None:
+    # A warning may be the last line before the loop's thread blocks (the wait for a database that refuses
+    # sessions): kept until the next iteration, it showed only once the wait was over.
+    stream = _Writes()
+    logger, handler = _stderr_logger("warned", stream)
+
+    async def then_block() -> None:
+        logger.info("delivered")
+        logger.warning("the database does not take a new session yet")
+        assert stream.getvalue() == "delivered\nthe database does not take a new session yet\n"
+        logger.info("after")
+        assert not stream.getvalue().endswith("after\n")  # an INFO line is still kept for the iteration
+
+    try:
+        asyncio.run(then_block())
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().endswith("after\n")
+
+
 @pytest.mark.parametrize("log_format", LOG_FORMATS)
 def test_a_runtime_line_is_the_same_whether_or_not_a_record_is_made(log_format: str) -> None:
     # Alone on the way to the root, the command line's handler takes the runtime's lines without records;
