@@ -240,6 +240,7 @@ class Runtime:
         wait_for_others: bool = True,
         park_when_down: bool = False,
         stop: threading.Event | None = None,
+        wait_to_open: bool = False,
     ) -> RunSummary:
         """Deliver ``events``: first what an interrupted run left pending, then each event in order.
 
@@ -257,7 +258,9 @@ class Runtime:
 
         ``stop``: once set, a wait for the journal's database (``journal.reconnect_deadline``) ends at once,
         the run cancelled (``ReconnectStopped``): what it had not journaled stays pending (``shipmap serve``'s
-        stop).
+        stop). ``wait_to_open``: opening the journal waits for its database within that deadline too, as a
+        reopen does (a service whose journal opened before: an outage); else it fails at once (a wrong
+        password or host at start).
 
         ``workers=0`` (the default) does everything in this thread. ``workers=1`` forks a worker process that
         iterates ``events`` itself (a sync iterable: it must not depend on this process's other threads) and
@@ -268,7 +271,7 @@ class Runtime:
             raise ConfigError("workers must be 0 or more")
         with (
             self._exclusive(),
-            self._open_journal(stop) as journal,
+            self._open_journal(stop, wait_to_open=wait_to_open) as journal,
             self._execution_over(journal, progress, total, park_when_down=park_when_down) as execution,
         ):
             if workers and not isinstance(events, AsyncIterable) and fork_available():
@@ -298,15 +301,16 @@ class Runtime:
         progress: Callable[[Progress], None] | None = None,
         refresh: Refresh | None = None,
         stop: threading.Event | None = None,
+        wait_to_open: bool = False,
     ) -> RunSummary:
         """Send dead letters again (all, or those whose key starts with one of ``keys``), re-mapping each
         from its stored source document with the mapping as it is now; same delivery and idempotency keys.
         ``refresh`` may replace the stored documents first: it takes the (dead letter, document) pairs and
-        gives them back (``shipmap replay --refetch``: enrichment again, several at once). ``stop``: as
-        ``run_async``'s."""
+        gives them back (``shipmap replay --refetch``: enrichment again, several at once). ``stop``,
+        ``wait_to_open``: as ``run_async``'s."""
         with (
             self._exclusive(),
-            self._open_journal(stop) as journal,
+            self._open_journal(stop, wait_to_open=wait_to_open) as journal,
             self._execution_over(journal, progress, None, replay=True) as execution,
         ):
             return await execution.execute(produce_replay(self.mapper, journal, keys, refresh), decide=False)
@@ -430,7 +434,7 @@ class Runtime:
         execution = self._execution
         return execution.deliverer if execution is not None else None
 
-    def _open_journal(self, stop: threading.Event | None = None) -> Journal:
+    def _open_journal(self, stop: threading.Event | None = None, *, wait_to_open: bool = False) -> Journal:
         settings = self.config.journal
         if settings.location is None:
             return Journal(":memory:", synchronous=settings.synchronous)
@@ -441,6 +445,7 @@ class Runtime:
             lease=settings.lease,
             reconnect_deadline=settings.reconnect_deadline,
             stop=stop,
+            wait_to_open=wait_to_open,
         )
 
 

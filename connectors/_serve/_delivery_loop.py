@@ -318,6 +318,7 @@ class DeliveryLoop:
                 # Delivery waits out a database restart, as the journal does; intake answers 503 meanwhile.
                 reconnect_deadline=self.runtime.config.journal.reconnect_deadline,
                 stop=self._stopping,
+                wait_to_open=True,  # intake's opened it at start: a failure now is an outage
             )
             held.callback(inbox.close)
             self._inbox = inbox
@@ -373,6 +374,9 @@ class DeliveryLoop:
                     wait_for_others=False,
                     park_when_down=True,
                     stop=self._stopping,
+                    # The first run's open is the process's first of the journal: a wrong password or host
+                    # fails at once. A later run's follows one that opened it: an outage, waited out.
+                    wait_to_open=self.runs > 1,
                 )
             except SendingStopped as stopped:  # counted before the wait: /metrics says what it did meanwhile
                 stall = await self._stall(stopped, feed, stall, self._fold_ended())
@@ -463,9 +467,15 @@ class DeliveryLoop:
     async def _replay(self, request: ReplayRequest, enricher: Enricher) -> RunSummary:
         keys = list(request.keys) if request.keys else None
         if not request.refetch or not self._enrichments:
-            return await self.runtime.replay_async(keys, progress=self._on_progress, stop=self._stopping)
+            return await self.runtime.replay_async(
+                keys, progress=self._on_progress, stop=self._stopping, wait_to_open=True
+            )
         return await self.runtime.replay_async(
-            keys, progress=self._on_progress, refresh=refetcher(self.runtime, enricher), stop=self._stopping
+            keys,
+            progress=self._on_progress,
+            refresh=refetcher(self.runtime, enricher),
+            stop=self._stopping,
+            wait_to_open=True,  # after the first run, which opened the journal
         )
 
     def _on_progress(self, progress: Progress) -> None:

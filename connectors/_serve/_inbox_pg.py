@@ -105,9 +105,10 @@ class PostgresInbox(InboxConnection):
         floor: ClaimFloor | None = None,
         reconnect_deadline: float | None = None,
         stop: threading.Event | None = None,
+        wait_to_open: bool = False,
     ) -> None:
         """``floor``: the claims' floor, shared by a process's inboxes on one database (``open_inbox``); its
-        own otherwise. ``reconnect_deadline``, ``stop``: ``InboxConnection``'s."""
+        own otherwise. ``reconnect_deadline``, ``stop``, ``wait_to_open``: ``InboxConnection``'s."""
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.upgraded_from: int | None = None
         self._keeper: _LeaseKeeper | None = None
@@ -120,6 +121,7 @@ class PostgresInbox(InboxConnection):
             statement_timeout_ms=statement_timeout_ms,
             reconnect_deadline=reconnect_deadline,
             stop=stop,
+            wait_to_open=wait_to_open,
         )
         try:
             version = self.schema_version()
@@ -458,13 +460,15 @@ def open_inbox(
     floor: ClaimFloor | None = None,
     reconnect_deadline: float | None = None,
     stop: threading.Event | None = None,
+    wait_to_open: bool = False,
 ) -> InboxStore:
     """The inbox at ``location``: a ``postgresql://`` URL (shared by every serve process on that database) or
     an SQLite file (one serve process: ``intake`` takes its lock). The delivery side (``intake=False``)
     claims rows, so on PostgreSQL it keeps its claims alive. ``floor``: the claims' floor the service's
     inboxes share (PostgreSQL; None: one of its own). ``reconnect_deadline``: on PostgreSQL, how long a
     statement of the delivery side waits for a session the server ended to open again (intake's never waits);
-    ``stop``, once set (the service is stopping), ends that wait."""
+    ``stop``, once set (the service is stopping), ends that wait; ``wait_to_open``: opening waits within it
+    too (the process reached the database before: intake opened it)."""
     if is_database_url(location):
         return PostgresInbox(
             str(location),
@@ -474,6 +478,7 @@ def open_inbox(
             floor=floor,
             reconnect_deadline=reconnect_deadline,
             stop=stop,
+            wait_to_open=wait_to_open,
         )
     return Inbox(location, synchronous=synchronous, lock=intake)
 

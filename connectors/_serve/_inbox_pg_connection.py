@@ -38,11 +38,13 @@ class InboxConnection:
         statement_timeout_ms: int,
         reconnect_deadline: float | None = None,
         stop: threading.Event | None = None,
+        wait_to_open: bool = False,
     ) -> None:
         """``reconnect_deadline``: a statement whose session the server ended runs again on a new one, opened
         for up to this long (delivery's side: it waits out a database restart); None (intake's, a reader's):
         the statement fails at once (intake answers 503, its sender retries). ``stop``: once set, that wait
-        ends (``ReconnectStopped``: the service is stopping)."""
+        ends (``ReconnectStopped``: the service is stopping). ``wait_to_open``: the first session too is waited
+        for within that deadline (the process reached the database before); else it fails at once."""
         try:
             import psycopg
         except ImportError:
@@ -60,7 +62,10 @@ class InboxConnection:
         self._stop = stop
         self._conn: Any = None
         self._watchdog = StatementWatchdog(f"inbox {self.name}")
-        self._connect()
+        if wait_to_open:
+            self._connect_within()
+        else:
+            self._connect()
 
     def _connect(self) -> None:
         # A process stopped inside a transaction would hold row locks: the server ends such a session after
@@ -93,16 +98,22 @@ class InboxConnection:
                 if self.reconnect_deadline is None or tries >= RECONNECT_TRIES:
                     raise
                 try:
-                    reopen_within(
-                        self.reconnect_deadline,
-                        self._connect,
-                        (InboxError,),
-                        what=f"inbox {self.name}",
-                        log=_log,
-                        stop=self._stop,
-                    )
+                    self._connect_within()
                 except InboxError:
                     raise ended from None
+
+    def _connect_within(self) -> None:
+        if self.reconnect_deadline is None:
+            self._connect()
+            return
+        reopen_within(
+            self.reconnect_deadline,
+            self._connect,
+            (InboxError,),
+            what=f"inbox {self.name}",
+            log=_log,
+            stop=self._stop,
+        )
 
     def _execute_once(self, sql: str, parameters: Any, timeout_ms: int | None) -> Any:
         if self._conn is None or self._conn.closed:

@@ -79,13 +79,15 @@ class JournalDatabase:
         statement_timeout: float | None = None,
         reconnect_deadline: float | None = None,
         stop: threading.Event | None = None,
+        wait_to_open: bool = False,
     ) -> None:
         """``upgrade``: bring an older PostgreSQL store to this version (``shipmap journal migrate``); an
         SQLite file opened for writing is always upgraded, and a new store always created.
         ``statement_timeout``: seconds one statement may wait and run (PostgreSQL's statement_timeout, SQLite's
         busy timeout); None: the backend's (PostgreSQL 60 s; SQLite 30 s, 5 s read-only). ``reconnect_deadline``
         (PostgreSQL): how long a session the server ended is opened again for (``journal.reconnect_deadline``);
-        None: not at all; ``stop``, once set, ends that wait (the service is stopping)."""
+        None: not at all; ``stop``, once set, ends that wait (the service is stopping). ``wait_to_open``: the
+        first session too is waited for within that deadline (a service that reached the database before)."""
         self.readonly = readonly
         self.upgraded_from: int | None = None  # the version before this opening upgraded the store
         # Who this opening is, in lease columns: many workers may share a PostgreSQL journal.
@@ -107,6 +109,7 @@ class JournalDatabase:
                 statement_timeout_ms=limit,
                 reconnect_deadline=reconnect_deadline,
                 stop=stop,
+                wait_to_open=wait_to_open,
             )
             errors: tuple[type[Exception], ...] = (self._db.errors,)
         else:

@@ -124,12 +124,15 @@ class PostgresConnection:
         statement_timeout_ms: int = STATEMENT_TIMEOUT_MS,
         reconnect_deadline: float | None = None,
         stop: threading.Event | None = None,
+        wait_to_open: bool = False,
     ) -> None:
         """``statement_timeout_ms``: how long the server lets one statement run (a command that reports,
         ``shipmap status``, asks for less). ``reconnect_deadline``: a session the server ended (a restart, a
         failover) is opened again for up to this long (``_reconnect.reopen_within``), and a statement outside a transaction
         that met the end runs again on it; None (a command's journal): the statement fails, as does opening
-        it again. ``stop``: once set, that wait ends (``ReconnectStopped``: the service is stopping)."""
+        it again. ``stop``: once set, that wait ends (``ReconnectStopped``: the service is stopping).
+        ``wait_to_open``: this first session too is waited for within the deadline (a service that reached
+        the database before: an outage, not a misconfiguration); else it fails at once."""
         try:
             import psycopg
         except ImportError:
@@ -163,7 +166,7 @@ class PostgresConnection:
         self._url, self._options, self._lease = url, options, idle / 1000
         self._reconnect_deadline = reconnect_deadline
         self._stop = stop
-        self._conn = self._connect()
+        self._conn = self._connect_within() if wait_to_open else self._connect()
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
@@ -176,17 +179,19 @@ class PostgresConnection:
         """A new session, after the server ended this one: within the reconnect deadline, when there is one."""
         with contextlib.suppress(Exception):
             self._conn.close()
+        self._conn = self._connect_within()
+
+    def _connect_within(self) -> Any:
         if self._reconnect_deadline is None:
-            self._conn = self._connect()
-        else:
-            self._conn = reopen_within(
-                self._reconnect_deadline,
-                self._connect,
-                (JournalError,),
-                what=f"journal {self._name}",
-                log=_log,
-                stop=self._stop,
-            )
+            return self._connect()
+        return reopen_within(
+            self._reconnect_deadline,
+            self._connect,
+            (JournalError,),
+            what=f"journal {self._name}",
+            log=_log,
+            stop=self._stop,
+        )
 
     def _reconnected(self, error: Exception, inside: bool) -> bool:
         """Whether a statement that failed with ``error`` runs again: outside a transaction, on a session the
