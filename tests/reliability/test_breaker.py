@@ -50,6 +50,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.fixture
+def down_url() -> Iterator[str]:
+    """An endpoint that refuses connections for the whole test: its port stays bound (not listening), so a
+    Sandbox the test starts later cannot be given the same port, which would make the "moved" endpoint the
+    old one (it did once, in a full run: the old base URL's port went to the new sandbox)."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{reserved.getsockname()[1]}"
+
+
 def record_failure(state: dict[str, Any], body: Callable[[], None]) -> None:
     try:
         body()
@@ -200,13 +210,13 @@ def test_shipmap_run_exits_9_when_the_endpoint_stays_down_and_the_next_run_deliv
 
 
 def test_the_run_after_an_edit_of_base_url_sends_what_waited_for_the_old_one_to_the_new_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, down_url: str
 ) -> None:
     """The endpoint moved while deliveries waited for it: the run after the config's edit points them at the
     new base_url (the journal recorded the last run's) and delivers them there, each once."""
     events = tmp_path / "events.ndjson"
     events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 4)))
-    config = orders_only(tmp_path, f"http://127.0.0.1:{free_port()}", breaker=OUTAGE_BREAKER)
+    config = orders_only(tmp_path, down_url, breaker=OUTAGE_BREAKER)
     assert main(["run", str(config), "-i", str(events), "--no-progress"]) == EXIT_OUTAGE
     assert "3 deliveries left pending" in capsys.readouterr().out
     empty = tmp_path / "nothing.ndjson"
@@ -230,7 +240,11 @@ def test_the_run_after_an_edit_of_base_url_sends_what_waited_for_the_old_one_to_
 
 
 def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pending_sends_it_to_the_new(
-    tmp_path: Path, postgres_url: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    postgres_url: str,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    down_url: str,
 ) -> None:
     """A PostgreSQL journal's workers may run two configs during a rollout, so a run does not move pending
     deliveries by itself: it names them, with the command, once; ``journal move-pending`` moves them."""
@@ -239,7 +253,7 @@ def test_on_postgresql_a_run_names_what_waits_for_an_old_base_url_and_move_pendi
     events = tmp_path / "events.ndjson"
     events.write_text("".join(json.dumps(order_event(n)) + "\n" for n in range(1, 4)))
     mappings = [{"mapping": str(FIXTURES / "orders.yaml"), "topic": "orders/create"}]
-    old = f"http://127.0.0.1:{free_port()}"
+    old = down_url
 
     def configured(url: str) -> Path:
         return write_config(
