@@ -140,9 +140,27 @@ def _line_item(line: dict[str, Any], currency: Any) -> dict[str, Any]:
     return out
 
 
+def _shipped(order: dict[str, Any], line: dict[str, Any]) -> Any:
+    """Units of ``line`` shipped: the whole line when it says fulfilled, else its units in the fulfillments
+    that were not cancelled, failed or errored (the larger of the two)."""
+    whole = (line.get("quantity") or 0) if line.get("fulfillment_status") == "fulfilled" else 0
+    in_fulfillments = sum(
+        item.get("quantity") or 0
+        for fulfillment in order.get("fulfillments") or []
+        if fulfillment.get("status") not in ("cancelled", "failure", "error")
+        for item in fulfillment.get("line_items") or []
+        if item.get("id") == line.get("id")
+    )
+    return max(whole, in_fulfillments)
+
+
 def _status(order: dict[str, Any]) -> str:
     if _first(order.get("cancelled_at")):
-        return "CANCELLED"
+        lines = [line for line in order["line_items"] if isinstance(line, dict)]
+        if not any(_shipped(order, line) > 0 for line in lines):
+            return "CANCELLED"
+        left = any((line.get("quantity") or 0) > _shipped(order, line) for line in lines)
+        return "PARTIALLY_CANCELLED" if left else "OPEN"
     refunded = [
         refund_line
         for refund in order.get("refunds") or []

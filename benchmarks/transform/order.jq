@@ -32,9 +32,21 @@ def address: if type == "object" then
      country_code, country_name, zip, latitude, longitude} | compact | if . == {} then null else . end
   else null end;
 def pairs: if (. // [] | length) > 0 then [.[] | {name, value} | compact | select(. != {})] else null end;
+# A line's units shipped: the whole line when it says fulfilled, else its units in the fulfillments that were
+# not cancelled, failed or errored (the larger of the two).
+def shipped($o):
+  . as $l
+  | [(if .fulfillment_status == "fulfilled" then .quantity // 0 else 0 end),
+     ([($o.fulfillments // [])[] | select(.status | IN("cancelled", "failure", "error") | not)
+       | .line_items[]? | select(.id == $l.id) | .quantity // 0] | add // 0)]
+  | max;
 def status:
   . as $o
-  | if ($o.cancelled_at | present) then "CANCELLED"
+  | if ($o.cancelled_at | present) then
+      [$o.line_items[] | objects] as $lines
+      | if any($lines[]; shipped($o) > 0) | not then "CANCELLED"
+        elif any($lines[]; (.quantity // 0) > shipped($o)) then "PARTIALLY_CANCELLED"
+        else "OPEN" end
     else
       [($o.refunds // [])[] | .refund_line_items[]?] as $refunded
       | if any($o.line_items[];
