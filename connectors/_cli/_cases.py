@@ -202,12 +202,14 @@ def payload_name_of(path: str) -> str:
 def _case(
     item: Any, node: yaml.Node, base: Path, file: str, lines: list[str], found: list[MappingError]
 ) -> Case | None:
-    """A case read; None when it has unknown keys (each added to ``found``, the case read no further), else
-    MappingError for its first mistake."""
+    """A case read; None when it, or an expected error of it, has unknown keys (each added to ``found``, the
+    case read no further), else MappingError for its first mistake."""
     location = _location(file, lines, node.start_mark.line, node.start_mark.column)
 
-    def fail(message: str, key: str | None = None) -> MappingStructureError:
-        child = _child(node, key) if key else None
+    def fail(message: str, key: str | None = None, *, at_key: bool = False) -> MappingStructureError:
+        """At ``key``'s value (at the key itself with ``at_key``: a key that must not be there), else at the
+        case."""
+        child = (_key_node if at_key else _child)(node, key) if key else None
         at = _location(file, lines, child.start_mark.line, child.start_mark.column) if child else location
         return MappingStructureError(message, location=at)
 
@@ -238,6 +240,15 @@ def _case(
     if isinstance(source, str):
         source = base / source
     select = item.get("select")
+    if documents is not None and "select" in item:
+        # Nothing to apply it to: the event is {name: document}, and no document is the case's "source".
+        raise fail(
+            f"case {name!r} has 'documents': 'select' takes a document out of a 'source' only, and would"
+            " be ignored here (write the document itself under its name, or the whole event as one"
+            " 'source' file and select from that)",
+            "select",
+            at_key=True,
+        )
     if select is not None and not isinstance(select, str):
         raise fail("'select' is a JMESPath expression", "select")
     if select is not None:  # here, so validate finds it too, at its line, not the case's
@@ -247,13 +258,27 @@ def _case(
             position = getattr(error, "lex_position", None)
             at = f" at character {position + 1}" if isinstance(position, int) else ""
             raise fail(f"'select' is not a valid JMESPath expression{at}", "select") from None
-    expect = item.get("expect") or {}
+    # A check key written but empty would check nothing while the case passed on its other keys.
+    for key in ("expect", "match", "skipped", "absent", "error"):
+        if key in item and item[key] in (None, {}, [], ""):
+            raise fail(
+                f"'{key}' of case {name!r} is empty: it would check nothing (remove it, or fill it)",
+                key,
+                at_key=True,
+            )
+    expect = item.get("expect", {})
     if not isinstance(expect, dict):
         raise fail("'expect' maps target names to the payload parts expected", "expect")
     match = item.get("match", "partial")
     if isinstance(match, str):
         if match not in ("partial", "exact"):
             raise fail("'match' is partial or exact, or an object of target: partial|exact", "match")
+        if "match" in item and not expect:
+            raise fail(
+                f"'match' compares the payloads of 'expect', and case {name!r} expects none",
+                "match",
+                at_key=True,
+            )
         exact = set(expect) if match == "exact" else set()
     elif isinstance(match, dict) and all(mode in ("partial", "exact") for mode in match.values()):
         # A name that is not expected would change nothing: the payload it meant is compared partially.
@@ -281,6 +306,11 @@ def _case(
     error_node = _child(node, "error")
     error_nodes = error_node.value if isinstance(error_node, yaml.SequenceNode) else [error_node]
     for expected, expected_node in zip(raw_errors, error_nodes, strict=False):
+        if isinstance(expected, dict) and expected_node is not None:
+            unknown = _unknown_keys(expected, ERROR_KEYS, expected_node, "an expected error", file, lines)
+            if unknown:  # each said at its key, as a case's own unknown keys are
+                found += unknown
+                return None
         if not isinstance(expected, dict) or not expected or set(expected) - set(ERROR_KEYS):
             raise fail(f"an expected error takes the keys {', '.join(ERROR_KEYS)}", "error")
         kind = str(expected.get("type"))

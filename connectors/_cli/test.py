@@ -258,29 +258,73 @@ def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
             problems = target.problems(payload)
             if problems:
                 failures[label] = PayloadValidationError(label, target.kind.name, problems)
-    _check_errors(case, failures, result)
-    for name in case.skipped:
-        if name in payloads:
-            result.messages.append(
-                f"{name}: expected to be skipped, but its 'when' guard held and it produced a payload"
-            )
-        elif name in failures:
-            result.messages.append(f"{name}: expected to be skipped, but it failed (see above)")
+    expected_failures = _check_errors(case, failures, result)
+    _check_skipped(case, payloads, failures, result)
     for name, expected in case.expect.items():
+        failed = next((label for label in (name, _target_of(name)) if label in failures), None)
         if name in skipped:
             reason = mapping.target(name).skip_reason(source)
             result.messages.append(f"{name}: expected a payload, but it was skipped ({reason})")
         elif name in payloads:
             result.messages.extend(_compare_target(name, expected, payloads[name], exact=name in case.exact))
-        elif name not in failures and name.split("[")[0] not in failures:
-            labels = [label for label in payloads if label.split("[")[0] == name.split("[")[0]]
+        elif failed in expected_failures:  # matched by `error`, so nothing else would say it
+            result.messages.append(
+                f"{name}: expected a payload, but it failed with the error the case expects"
+                " (a target that fails gives no payload: expect the payload or the error, not both)"
+            )
+        elif failed is None:
+            labels = _payloads_of(payloads, _target_of(name))
             result.messages.append(f"{name}: no such payload (the target gave {', '.join(labels) or 'none'})")
+    _check_absent(case, payloads, failures, result)
+    _coverage(mapping, source, result)
+    return result
+
+
+def _target_of(name: str) -> str:
+    """The target of a payload name: ``fulfillment`` of ``fulfillment[7]``."""
+    return name.split("[")[0]
+
+
+def _payloads_of(payloads: dict[str, Any], target: str) -> list[str]:
+    """The names of the payloads a target gave: itself, or ``target[key]`` for each fan-out element."""
+    return [label for label in payloads if _target_of(label) == target]
+
+
+def _check_skipped(
+    case: Case, payloads: dict[str, Any], failures: dict[str, ShipmapError], result: CaseResult
+) -> None:
+    for name in case.skipped:
+        # A fan-out target's bare name is skipped only when it gave no payload at all (none is named bare).
+        made = [name] if name in payloads else [] if "[" in name else _payloads_of(payloads, name)
+        if made == [name]:
+            result.messages.append(
+                f"{name}: expected to be skipped, but its 'when' guard held and it produced a payload"
+            )
+        elif made:
+            result.messages.append(f"{name}: expected to be skipped, but it produced {', '.join(made)}")
+        elif name in failures or _target_of(name) in failures:
+            result.messages.append(f"{name}: expected to be skipped, but it failed (see above)")
+
+
+def _check_absent(
+    case: Case, payloads: dict[str, Any], failures: dict[str, ShipmapError], result: CaseResult
+) -> None:
     for path in case.absent:
+        name = payload_name_of(path)
         found = _lookup(payloads, path)
         if found is not _MISSING:
             result.messages.append(f"{path}: expected no such field, got {_show(found)}")
-    _coverage(mapping, source, result)
-    return result
+        elif path == name:  # a whole payload; a fan-out target's bare name: any of its payloads
+            made = [] if "[" in name else _payloads_of(payloads, name)
+            if made:
+                result.messages.append(f"{path}: expected no such payload, got {', '.join(made)}")
+        elif name not in payloads:  # no payload to look in: any mapping would pass
+            labels = _payloads_of(payloads, _target_of(name))
+            if labels:
+                why = f"the target gave {', '.join(labels)}"
+            else:
+                why = "it failed" if name in failures or _target_of(name) in failures else "it was skipped"
+            result.messages.append(f"{path}: expected no such field, but there is no {name} payload ({why})")
 
 
 def _source(case: Case) -> Any:
@@ -307,7 +351,9 @@ def _read(value: Any) -> Any:
     return read_input(value)
 
 
-def _check_errors(case: Case, failures: dict[str, ShipmapError], result: CaseResult) -> None:
+def _check_errors(case: Case, failures: dict[str, ShipmapError], result: CaseResult) -> set[str]:
+    """The failures the case expects; a message for each expected error that did not happen and each
+    failure not expected."""
     matched: set[str] = set()
     for expected in case.errors:
         hit = next((name for name, error in failures.items() if _error_matches(expected, name, error)), None)
@@ -323,6 +369,7 @@ def _check_errors(case: Case, failures: dict[str, ShipmapError], result: CaseRes
         if name not in matched:
             result.messages.append(f"{name}: unexpected {type(error).__name__}:")
             result.messages.extend(f"  {line}" for line in error.render().splitlines())
+    return matched
 
 
 def _error_matches(expected: dict[str, str], target: str, error: ShipmapError) -> bool:
