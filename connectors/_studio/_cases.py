@@ -156,6 +156,8 @@ def _case(mapping: CompiledMapping, name: str, document: Any, source: str | None
             errors.append({"type": type(failure).__name__, "target": target.name, **_field(failure)})
         if not produced and not failures:
             skipped.append(target.name)
+        if failures:  # the case runner maps a target whole: one failing element leaves it no payload
+            continue
         for element, payload in produced:
             label = target.name if element is None else f"{target.name}[{element}]"
             problems = target.problems(payload)

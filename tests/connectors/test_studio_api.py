@@ -416,6 +416,34 @@ def test_save_as_case_creates_the_cases_file_and_records_errors(
     assert refused.status_code == 400 and "does not compile" in refused.json()["error"]
 
 
+def test_save_as_case_expects_no_payload_of_a_fan_out_target_that_failed(
+    client: httpx.Client, workspace: Path
+) -> None:
+    """One shipment's item names no product: `shipmap test` fails the whole fulfillment target, so a
+    payload saved for its other shipment could never be compared (the case fails, or passed unchecked)."""
+    real = Path(__file__).resolve().parents[1] / "fixtures"
+    event = json.loads((real / "derived/bigcommerce/order_218_event.json").read_text(encoding="utf-8"))
+    event["shipments"][1]["items"] = [{"order_product_id": 999, "quantity": 1}]
+    text = (Path(__file__).resolve().parents[2] / "mappings/bigcommerce/shipment.yaml").read_text(
+        encoding="utf-8"
+    )
+    saved = client.post(
+        "/api/cases/save",
+        json={
+            "mapping": text,
+            "mapping_file": "shipment.yaml",
+            "sample": json.dumps(event),
+            "name": "one bad item",
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    (case,) = load_suite(workspace / "shipment.cases.yaml").cases
+    assert [error["target"] for error in case.errors] == ["fulfillment"]
+    assert sorted(case.expect) == ["shipment[11]", "shipment[12]"]
+    result = run_case(parse_mapping(text, file="shipment.yaml"), case)
+    assert result.ok, result.messages
+
+
 def test_save_the_mapping(client: httpx.Client, workspace: Path) -> None:
     response = client.put(f"/api/file?path={MAPPING}", json={"text": "shipmap: 1\n"})
     assert response.status_code == 200
