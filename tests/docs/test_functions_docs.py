@@ -7,6 +7,7 @@ import re
 import zoneinfo
 from pathlib import Path
 
+from markdown_support import github_anchor
 from shipmap.engine._functions import FunctionContext, FunctionSet
 from shipmap.engine._templates import TemplateCompiler
 
@@ -35,11 +36,6 @@ def _names(cell: str) -> list[str]:
     return re.findall(r"`([a-z_]+)`", cell)
 
 
-def _github_anchor(heading: str) -> str:
-    """The fragment GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
-    return re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
-
-
 def _differ(documented: list[str], registered: set[str]) -> str:
     repeated = sorted({name for name in documented if documented.count(name) > 1})
     return (
@@ -66,7 +62,7 @@ def test_every_link_of_the_function_table_leads_to_its_section() -> None:
     assert links
     for signature, anchor in links:
         assert f"\n### `{signature}`\n" in PAGE, signature
-        assert anchor == _github_anchor(f"`{signature}`"), signature
+        assert anchor == github_anchor(f"`{signature}`"), signature
 
 
 def test_every_function_section_is_a_registered_function() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from markdown_support import heading_anchors
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import Sandbox
 from test_deploy import DEPLOY, ORDER, REPO, SECRETS, installed, signed, the_units_service, wait_until
@@ -137,6 +138,43 @@ def test_every_series_the_alerts_and_their_rules_test_name_is_one_a_running_serv
     assert unexported_series(['shipmap_queue_stale{job="shipmap", source="shop"}'], scraped) == [
         'shipmap_queue_stale{job="shipmap", source="shop"}'
     ]
+
+
+def runbook_problems(urls: list[str]) -> list[str]:
+    """The runbook URLs (``docs/PAGE.md#ANCHOR``) whose page is not in the repository, or whose anchor is not
+    one GitHub gives a heading of that page."""
+    problems: list[str] = []
+    for url in urls:
+        page, _, anchor = url.partition("#")
+        if not (REPO / page).is_file():
+            problems.append(f"{url}: no file {page}")
+        elif anchor not in heading_anchors((REPO / page).read_text(encoding="utf-8")):
+            problems.append(f"{url}: no heading of {page} has the anchor #{anchor}")
+    return problems
+
+
+def test_every_runbook_link_leads_to_a_heading_of_the_docs() -> None:
+    urls = [rule["annotations"]["runbook_url"] for rule in rules()]
+    assert urls and runbook_problems(urls) == []
+
+    # The check can fail: a heading renamed, a page moved, no anchor, a comment in a fenced block of commands.
+    assert runbook_problems(
+        [
+            "docs/serve.md#operation",
+            "docs/serving.md#operations",
+            "docs/serve.md",
+            "docs/deploy.md#useradd---system---home-varlibshipmap---shell-usrsbinnologin-shipmap",
+        ]
+    ) == [
+        "docs/serve.md#operation: no heading of docs/serve.md has the anchor #operation",
+        "docs/serving.md#operations: no file docs/serving.md",
+        "docs/serve.md: no heading of docs/serve.md has the anchor #",
+        "docs/deploy.md#useradd---system---home-varlibshipmap---shell-usrsbinnologin-shipmap: no heading of"
+        " docs/deploy.md has the anchor #useradd---system---home-varlibshipmap---shell-usrsbinnologin-shipmap",
+    ]
+    # As GitHub numbers a repeated heading, and renders a link in a heading as its label.
+    page = "# Day to day\n```sh\n# not a heading\n```\n## Day to day\n### [The `unit`](deploy.md), line by line #\n"
+    assert heading_anchors(page) == ["day-to-day", "day-to-day-1", "the-unit-line-by-line"]
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
