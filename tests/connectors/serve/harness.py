@@ -1,6 +1,7 @@
 """A live ``shipmap serve`` process for the tests, or a service embedded on a thread, and webhook signing as
-each platform does it; the store API and the config of the enrichment tests, and a sampler of the GETs the
-store API holds."""
+each platform does it; the fixtures' webhooks (a Shopify order posted, a skinny BigCommerce one) and the lines
+of their config that tests change; the store API and the config of the enrichment tests, and a sampler of the
+GETs the store API holds."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -36,6 +38,9 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SERVE_FIXTURES = FIXTURES / "serve"
 REAL_SHOPIFY = FIXTURES / "real" / "shopify"
 SOURCE_DOCUMENTS = SERVE_FIXTURES / "source_api"
+WEBHOOKS = SERVE_FIXTURES / "webhooks"
+# A skinny webhook of order 100 created: the store API has the rest.
+BC_ORDER_CREATED = WEBHOOKS / "bigcommerce_order_created_100.json"
 BC_API_TOKEN = "bc-api-token-for-tests"
 
 SECRETS = {
@@ -67,6 +72,20 @@ def environment(sandbox_url: str) -> dict[str, str]:
     """This process's environment, the sandbox's demo credentials (as the runtime tests name them) and the
     sources' secrets: what the serve fixtures' configs read."""
     return {**os.environ, **environ(sandbox_url), **SECRETS}
+
+
+def delivered_orders(sandbox: Sandbox) -> list[str]:
+    """The ids of the orders Fenix has received, sorted."""
+    return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
+
+
+def post_order(serve: ServeProcess, client: httpx.Client, order_id: int, webhook_id: str) -> None:
+    """The real Shopify order as ``order_id``, posted to ``serve`` as the orders/create webhook ``webhook_id``:
+    accepted."""
+    order = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
+    body = json.dumps({**order, "id": order_id}).encode()
+    headers = shopify_headers(body, "orders/create", webhook_id)
+    assert serve.post(client, "shop", body, headers).status_code == 200
 
 
 def shopify_signature(body: bytes, secret: str = SECRETS["SHOPIFY_SECRET"]) -> str:
@@ -132,10 +151,11 @@ def store_api(into: Path, orders: range, platform: str = "bigcommerce") -> Path:
 BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": SECRETS["BC_WEBHOOK_SECRET"]}
 
 
-def bc_webhook(order: int, prefix: str) -> dict[str, Any]:
-    """The fixture's skinny BigCommerce webhook of ``order`` created, its hash (its webhook id) ``prefix-order``."""
-    body = json.loads((SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text())
-    return dict(body, hash=f"{prefix}-{order}", data={"type": "order", "id": order})
+def bc_webhook(order: int, webhook_id: str | None = None) -> dict[str, Any]:
+    """The fixture's skinny BigCommerce webhook of ``order`` created, its hash (its webhook id) ``webhook_id``,
+    the fixture's own by default."""
+    body = json.loads(BC_ORDER_CREATED.read_text())
+    return dict(body, hash=webhook_id or body["hash"], data={"type": "order", "id": order})
 
 
 def enrich_config(
@@ -182,6 +202,12 @@ class InFlight:
 
 # A line of the serve section of the fixtures' config: the serve settings a test adds go after it.
 DRAIN_LINE = "  drain_timeout: 30s\n"
+FIXTURE_RETRY = (  # the fixtures' delivery.retry
+    "  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full, retry_after_cap: 2s}\n"
+)
+CONCURRENCY_LINE = "  concurrency: 8\n"  # the fixtures' delivery.concurrency
+# What a service logs as a reload's run (or the run after a replay it was handed) starts.
+NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
 
 
 def with_added(text: str, anchor: str, added: str) -> str:
@@ -189,6 +215,23 @@ def with_added(text: str, anchor: str, added: str) -> str:
     assert anchor in text, anchor
     return text.replace(anchor, anchor + added, 1)
 
+
+def with_drain_timeout(text: str, drain: str) -> str:
+    """A config's ``text`` with ``serve.drain_timeout`` ``drain`` instead of the fixtures' 30s."""
+    assert DRAIN_LINE in text, text
+    return text.replace(DRAIN_LINE, f"  drain_timeout: {drain}\n")
+
+
+def moving_nothing(text: str) -> str:
+    """A config's ``text`` with one change that moves no connection (delivery.concurrency 6): a reload of it
+    ends the run in progress, and nothing else."""
+    assert CONCURRENCY_LINE in text, text
+    return text.replace(CONCURRENCY_LINE, "  concurrency: 6\n")
+
+
+# SQLite's busy timeout on an inbox's connection (the Inbox default): how long a statement waits for a lock
+# another connection holds.
+SQLITE_BUSY_TIMEOUT_S = 5.0
 
 SQLITE_JOURNAL = "journal:\n  path: .shipmap/journal.db\n"  # the journal of the configs ServeProcess writes
 
@@ -276,6 +319,25 @@ class ServeProcess:
         self, client: httpx.Client, source: str, body: bytes, headers: Mapping[str, str]
     ) -> httpx.Response:
         return client.post(f"{self.url}/hooks/{source}", content=body, headers=dict(headers))
+
+    def reload(self, text: str) -> float:
+        """``text`` written over its config, then SIGHUP; returns once the reload's run has started, with the
+        seconds that took."""
+        assert self.process is not None
+        self.config.write_text(text)
+        self.process.send_signal(signal.SIGHUP)
+        signalled = time.monotonic()
+        self.wait_until(lambda: self.said(NEXT_RUN) > 0, timeout=40, what="the run after the reload")
+        return time.monotonic() - signalled
+
+    def said(self, text: str) -> int:
+        """How many of the lines it wrote to stderr so far hold ``text``."""
+        return sum(text in line for line in self.errors)
+
+    def attempts(self) -> list[tuple[str, int]]:
+        """(state, attempts) of each delivery to the target ``order`` in its SQLite journal."""
+        with sqlite3.connect(self.workdir / ".shipmap" / "journal.db") as db:
+            return list(db.execute("SELECT state, attempts FROM deliveries WHERE target = 'order'"))
 
     def terminate(self, timeout: float = 60.0) -> int:
         assert self.process is not None

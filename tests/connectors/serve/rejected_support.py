@@ -4,21 +4,20 @@ service that rejects it, and the command line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 from shipmap.connectors import Sandbox
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import SERVE_FIXTURES, ServeProcess, environment
+from .harness import BC_API_TOKEN, BC_HEADERS, SERVE_FIXTURES, ServeProcess, bc_webhook, environment
 
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
-SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 NOT_FOUND = "bc#1: enrichment failed: GET /v2/orders/999 failed: HTTP 404"
 
 
@@ -38,10 +37,19 @@ class Store:
         shutil.copytree(self.orders / "100", self.orders / "999")
 
 
+@contextlib.contextmanager
+def served_store(tmp_path: Path) -> Iterator[tuple[Store, Path, Sandbox]]:
+    """A ``Store`` in ``tmp_path`` served by a sandbox of its own, and the folder of the test's services,
+    ``tmp_path / "work"`` (made here)."""
+    store = Store(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+        yield store, work, sandbox
+
+
 def webhook_999() -> bytes:
-    webhook = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
-    webhook.update(hash="order-999-created", data={"type": "order", "id": 999})
-    return json.dumps(webhook).encode()
+    return json.dumps(bc_webhook(999, "order-999-created")).encode()
 
 
 def rejected_in(work: Path) -> int:
@@ -58,7 +66,7 @@ def accept_and_reject(serve: ServeProcess, rejected: Callable[[], int] | None = 
     """``serve`` accepts the webhook of order 999 and rejects it (the store API's 404): until ``rejected()``,
     the count in its journal (by default its SQLite one), is 1."""
     with httpx.Client(timeout=10) as client:
-        answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
+        answer = serve.post(client, "bc", webhook_999(), BC_HEADERS)
     assert answer.json()["status"] == "accepted", answer.text
     count = rejected or (lambda: rejected_in(serve.workdir))
     serve.wait_until(lambda: count() == 1, what="the rejected webhook")

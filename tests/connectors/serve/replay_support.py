@@ -1,21 +1,33 @@
 """What the tests of ``shipmap replay`` through a running service share: ``shipmap serve`` with the packaged
 Shopify order mapping broken (a number where Fenix wants text: every order is its own dead letter, with the
-contract's reason, and no request), the fix, and a Shopify order posted to it."""
+contract's reason, and no request), the fix, and the summary document a ``--format json`` replay prints."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
-import httpx
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import ServeProcess
 
-ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes())
 PACKAGED = Path(__file__).resolve().parents[3] / "mappings" / "shopify" / "order.yaml"
 LITERAL = "source: {literal: Shopify}"
 MAPPING = "shopify_order.yaml"  # the broken copy, in the service's folder
+KEYS = {
+    "format_version", "ok", "exit_code", "events", "delivered", "retried", "dead", "skipped", "unrouted",
+    "rejected", "recovered", "parked", "forgotten", "elapsed_seconds", "targets", "unknown", "held_elsewhere", "hints",
+}  # fmt: skip
+
+
+def summary_document(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The run summary document a ``--format json`` command printed, checked for what every one holds."""
+    document: dict[str, Any] = json.loads(done.stdout)  # the report alone on stdout
+    assert document.keys() >= KEYS and document["format_version"] == 1, document
+    assert document["exit_code"] == done.returncode, document
+    return document
 
 
 def serve_a_broken_mapping(work: Path, sandbox: Sandbox) -> ServeProcess:
@@ -33,10 +45,3 @@ def serve_a_broken_mapping(work: Path, sandbox: Sandbox) -> ServeProcess:
 
 def fix_the_mapping(work: Path) -> None:
     (work / MAPPING).write_text(PACKAGED.read_text())
-
-
-def post_order(serve: ServeProcess, client: httpx.Client, order_id: int, webhook_id: str) -> None:
-    """The Shopify order ``order_id`` as an orders/create webhook, accepted."""
-    body = json.dumps({**ORDER, "id": order_id}).encode()
-    headers = shopify_headers(body, "orders/create", webhook_id)
-    assert serve.post(client, "shop", body, headers).status_code == 200

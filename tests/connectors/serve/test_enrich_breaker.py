@@ -24,9 +24,9 @@ from .harness import (
     BC_API_TOKEN,
     BC_HEADERS,
     DRAIN_LINE,
-    SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
+    bc_webhook,
     environment,
     on_postgres,
     store_api,
@@ -44,9 +44,7 @@ def _runtime(tmp_path: Path, url: str) -> Runtime:
 
 
 def _skinny(order: int) -> dict[str, Any]:
-    payload = json.loads((SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text())
-    payload["data"]["id"] = order
-    return {"source": "bc", "topic": "store/order/created", "payload": payload}
+    return {"source": "bc", "topic": "store/order/created", "payload": bc_webhook(order)}
 
 
 def test_run_waits_for_the_open_breaker_then_rejects_each_event_with_the_reason(
@@ -238,11 +236,8 @@ def test_serve_processes_on_postgresql_share_one_breaker_per_source_api(
                     return str(client.get(f"{serve.url}/readyz").json()["breakers"]["bc_store"])
 
                 posted_at = time.monotonic()  # the outage began before this test saw the breaker open
-                payload = json.loads(
-                    (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text()
-                )
                 for serve, order in ((a, 100), (a, 101), (b, 102), (b, 103)):
-                    body = dict(payload, hash=f"shared-breaker-{order}", data={"type": "order", "id": order})
+                    body = bc_webhook(order, f"shared-breaker-{order}")
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
                 for serve in (a, b):

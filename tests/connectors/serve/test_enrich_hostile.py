@@ -22,7 +22,7 @@ from shipmap.connectors import Runtime, Sandbox
 from shipmap.connectors._serve import Enricher, enrichments
 from shipmap.connectors._serve._enrich_errors import EnrichmentError
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, ServeProcess, environment, shopify_headers
+from .harness import BC_HEADERS, REAL_SHOPIFY, ServeProcess, bc_webhook, environment, shopify_headers
 
 CAP = 8 * 1024 * 1024
 ORDER = b'{"id": 100, "status": "Awaiting Fulfillment"}'
@@ -118,8 +118,7 @@ def _runtime(tmp_path: Path, api: str, timeout: str = "{read: 5s, total: 10s}") 
 
 
 def _skinny() -> dict[str, Any]:
-    payload = json.loads((SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text())
-    return {"source": "bc", "topic": "store/order/created", "payload": payload}
+    return {"source": "bc", "topic": "store/order/created", "payload": bc_webhook(100)}
 
 
 def _fetch(runtime: Runtime) -> Any:
@@ -191,8 +190,7 @@ def test_serve_survives_a_source_document_nested_too_deeply(sandbox: Sandbox, tm
         try:
             with httpx.Client(timeout=10) as client:
                 skinny = json.dumps(_skinny()["payload"]).encode()
-                headers = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
-                assert serve.post(client, "bc", skinny, headers).json()["status"] == "accepted"
+                assert serve.post(client, "bc", skinny, BC_HEADERS).json()["status"] == "accepted"
                 order = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
                 answer = serve.post(client, "shop", order, shopify_headers(order, "orders/create", "after-1"))
                 assert answer.json()["status"] == "accepted"

@@ -45,7 +45,7 @@ DELAY = 1.0  # every later GET
 
 
 def _bc_webhook(order: int) -> bytes:
-    return json.dumps(bc_webhook(order, "lanes")).encode()
+    return json.dumps(bc_webhook(order, f"lanes-{order}")).encode()
 
 
 def _shopify_webhook(index: int) -> tuple[bytes, dict[str, str]]:

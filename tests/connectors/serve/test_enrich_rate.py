@@ -39,7 +39,7 @@ GETS = 3  # each bc webhook's documents: order, products, shipments
 
 
 def _bc_payload(order: int) -> dict[str, Any]:
-    return bc_webhook(order, "rate")
+    return bc_webhook(order, f"rate-{order}")
 
 
 def _skinny(order: int) -> dict[str, Any]:

@@ -12,10 +12,7 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import Sandbox
 
-from .harness import BC_API_TOKEN, SERVE_FIXTURES, ServeProcess, environment
-
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
-SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
+from .harness import BC_API_TOKEN, BC_HEADERS, SERVE_FIXTURES, WEBHOOKS, ServeProcess, bc_webhook, environment
 
 
 def test_bigcommerce_skinny_webhooks_are_enriched_and_delivered(
@@ -26,12 +23,11 @@ def test_bigcommerce_skinny_webhooks_are_enriched_and_delivered(
         with httpx.Client(timeout=10) as client:
             for order in (100, 101):
                 body = (WEBHOOKS / f"bigcommerce_order_created_{order}.json").read_bytes()
-                answer = serve.post(client, "bc", body, SECRET_HEADER)
+                answer = serve.post(client, "bc", body, BC_HEADERS)
                 assert answer.json()["status"] == "accepted", answer.text
             # An order the store API does not have: 404 is final; the event is recorded with the reason.
-            missing = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
-            missing.update(hash="missing-order", data={"type": "order", "id": 999})
-            assert serve.post(client, "bc", json.dumps(missing).encode(), SECRET_HEADER).status_code == 200
+            missing = bc_webhook(999, "missing-order")
+            assert serve.post(client, "bc", json.dumps(missing).encode(), BC_HEADERS).status_code == 200
             serve.wait_until(
                 lambda: len(source_sandbox.requests(endpoint="fenix.orders")) >= 2, what="2 orders"
             )
@@ -104,7 +100,7 @@ def test_replay_maps_the_stored_documents_and_refetch_fetches_them_again(tmp_pat
     work.mkdir()
     with Sandbox(source_documents=documents, source_token=BC_API_TOKEN) as sandbox:
         serve = ServeProcess(work, sandbox.url)  # only for its copy of the config files
-        payload = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
+        payload = bc_webhook(100)
         events = work / "skinny.ndjson"
         events.write_text(
             json.dumps({"source": "bc", "topic": "store/order/created", "payload": payload}) + "\n"
@@ -178,7 +174,7 @@ def test_the_ready_bigcommerce_mappings_behind_serve_as_ready_mappings_md_config
         try:
             with httpx.Client(timeout=10) as client:
                 body = json.dumps({"scope": "store/order/created", "hash": "h-218", "data": {"id": 218}})
-                answer = serve.post(client, "bc", body.encode(), SECRET_HEADER)
+                answer = serve.post(client, "bc", body.encode(), BC_HEADERS)
                 assert answer.json()["status"] == "accepted", answer.text
                 serve.wait_until(
                     lambda: (

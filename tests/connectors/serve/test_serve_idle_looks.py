@@ -21,9 +21,9 @@ from .harness import (
     BC_HEADERS,
     DRAIN_LINE,
     REAL_SHOPIFY,
-    SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
+    bc_webhook,
     on_postgres,
     shopify_headers,
     with_added,
@@ -193,12 +193,9 @@ def test_parked_webhooks_are_looked_at_every_resweep_doubling_to_the_cap(
         _quick_looks(serve, "bc_store", "failures: 1, cooldown: 50ms, cooldown_cap: 50ms")
         serve.start()
         try:
-            payload = json.loads(
-                (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_text()
-            )
             with httpx.Client(timeout=10) as client:
                 for order in range(100, 100 + webhooks):
-                    body = dict(payload, hash=f"resweep-{order}", data={"type": "order", "id": order})
+                    body = bc_webhook(order, f"resweep-{order}")
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
             _assert_looks_paced_by_resweep(serve)

@@ -32,7 +32,7 @@ from shipmap.connectors import Sandbox
 from shipmap.connectors._serve._inbox_gauges import INBOX_READ_DEADLINE_S
 from shipmap.connectors._serve._inbox_pg_connection import STATEMENT_TIMEOUT_MS
 
-from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
+from .harness import REAL_SHOPIFY, SQLITE_BUSY_TIMEOUT_S, ServeProcess, on_postgres, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 STALE = "inbox did not answer within 2s"
@@ -41,7 +41,7 @@ STALE = "inbox did not answer within 2s"
 # where a reading waited for on the loop would take PostgreSQL's statement timeout (30 s); under SQLite's busy
 # timeout (5 s), which such a reading (the write check) would wait for the held lock.
 ANSWERED_WITHIN = 10 * INBOX_READ_DEADLINE_S
-SQLITE_ANSWERED_WITHIN = 4.5
+SQLITE_ANSWERED_WITHIN = SQLITE_BUSY_TIMEOUT_S - 0.5
 
 
 def _body(order_id: int) -> bytes:

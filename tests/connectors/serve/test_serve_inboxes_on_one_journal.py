@@ -15,14 +15,14 @@ import psycopg
 from shipmap.connectors import Sandbox
 
 from .harness import (
-    BC_API_TOKEN,
+    BC_HEADERS,
     DRAIN_LINE,
     ServeProcess,
     on_postgres,
     retries_reach_the_breaker,
     with_added,
 )
-from .rejected_support import SECRET_HEADER, Store, shipmap, webhook_999
+from .rejected_support import served_store, shipmap, webhook_999
 
 REASON = "enrichment failed: GET /v2/orders/999 failed: HTTP 404 Not Found"
 
@@ -59,8 +59,7 @@ def _states(work: Path) -> list[tuple[int, str]]:
 def test_rejected_webhooks_of_two_sqlite_inboxes_on_one_postgresql_journal_are_told_apart(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    store = Store(tmp_path)
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, _, sandbox):
         a = _service(tmp_path / "a", sandbox, postgres_url).start()
         b = _service(tmp_path / "b", sandbox, postgres_url).start()
         try:
@@ -70,7 +69,7 @@ def test_rejected_webhooks_of_two_sqlite_inboxes_on_one_postgresql_journal_are_t
             other["hash"] = "order-999-updated"
             with httpx.Client(timeout=10) as client:
                 for serve, body in ((a, webhook_999()), (b, json.dumps(other).encode())):
-                    answer = serve.post(client, "bc", body, SECRET_HEADER)
+                    answer = serve.post(client, "bc", body, BC_HEADERS)
                     assert answer.json() == {"status": "accepted", "id": 1}, answer.text
             a.wait_until(lambda: len(_rejected(postgres_url)) == 2, what="both webhooks rejected")
             mine, theirs = f"bc#{_inbox_id(a.workdir)}.1", f"bc#{_inbox_id(b.workdir)}.1"
@@ -126,12 +125,11 @@ def test_a_rejection_recorded_before_inboxes_had_ids_is_replayed_and_resolved(
     """A journal and an inbox as an earlier shipmap left them: the rejection's origin is ``bc#1``, the inbox
     has no id. ``replay --rejected`` finds the webhook by the old origin and gives the rejection the name the
     feed gives the row now (the inbox draws its id then), so the run that delivers the webhook resolves it."""
-    store = Store(tmp_path)
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, _, sandbox):
         serve = _service(tmp_path / "a", sandbox, postgres_url).start()
         try:
             with httpx.Client(timeout=10) as client:
-                answer = serve.post(client, "bc", webhook_999(), SECRET_HEADER)
+                answer = serve.post(client, "bc", webhook_999(), BC_HEADERS)
             assert answer.json() == {"status": "accepted", "id": 1}, answer.text
             serve.wait_until(lambda: len(_rejected(postgres_url)) == 1, what="the webhook rejected")
             assert serve.terminate() == 0

@@ -38,14 +38,13 @@ import psycopg
 from shipmap.connectors import Sandbox
 from shipmap.connectors._serve._inbox_pg_connection import STATEMENT_TIMEOUT_MS
 
-from .harness import REAL_SHOPIFY, SECRETS, ServeProcess, on_postgres, shopify_headers
+from .harness import REAL_SHOPIFY, SECRETS, SQLITE_BUSY_TIMEOUT_S, ServeProcess, on_postgres, shopify_headers
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 # A refusal at a deadline comes after it (time does not run backwards, however busy the machine), and, where
 # the time is what tells it from the wait it replaced, well before that wait: the server's statement timeout
 # (30 s) for PostgreSQL, ten times the deadline at least; SQLite's busy timeout (5 s) is the one closer.
 STATEMENT_TIMEOUT_S = STATEMENT_TIMEOUT_MS / 1000
-SQLITE_BUSY_TIMEOUT_S = 5.0
 RETRY_AFTER = "5"
 
 

@@ -19,12 +19,11 @@ import psycopg
 from shipmap.connectors import Sandbox
 from shipmap.connectors._errors import EXIT_JOURNAL
 
-from .harness import REAL_SHOPIFY, RetryingSender, ServeProcess, on_postgres
+from .harness import NEXT_RUN, REAL_SHOPIFY, RetryingSender, ServeProcess, moving_nothing, on_postgres
 
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 BEFORE, AFTER = 10, 10
 WAITING = "does not take a new session yet"
-NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
 
 
 def _bodies(first: int, count: int) -> list[bytes]:
@@ -39,17 +38,13 @@ def _allow(admin_url: str, database: str, allowed: bool) -> None:
         admin.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS {'true' if allowed else 'false'}")
 
 
-def _said(serve: ServeProcess, text: str) -> int:
-    return sum(text in line for line in serve.errors)
-
-
 def test_a_run_that_opens_the_journal_during_an_outage_waits_for_the_database(
     source_sandbox: Sandbox, tmp_path: Path, postgres_server: str, postgres_url: str
 ) -> None:
     database = postgres_url.rsplit("/", 1)[1]
     serve = ServeProcess(tmp_path, source_sandbox.url)
     text = on_postgres(serve.config.read_text(), postgres_url)
-    assert "  concurrency: 8\n" in text
+    reloaded = moving_nothing(text)
     serve.config.write_text(text)
     serve.start()
     assert serve.process is not None
@@ -62,18 +57,17 @@ def test_a_run_that_opens_the_journal_during_an_outage_waits_for_the_database(
         )
         early.join(10)
         _allow(postgres_server, database, False)  # the sessions open go on: the run in progress is unaware
-        # A change that moves no connection: the reload ends the run in progress, and nothing else.
-        serve.config.write_text(text.replace("  concurrency: 8\n", "  concurrency: 6\n"))
+        serve.config.write_text(reloaded)
         serve.process.send_signal(signal.SIGHUP)
         # The next run's open of the journal meets the refusal: it waits (the warning, at once), or, before
         # this change, gave up and the service stopped with exit 7.
         serve.wait_until(
-            lambda: _said(serve, WAITING) > 0 or serve.process.poll() is not None,
+            lambda: serve.said(WAITING) > 0 or serve.process.poll() is not None,
             timeout=60,
             what="the next run's open of the journal",
         )
         assert serve.process.poll() is None, "the service stopped:\n" + "".join(serve.errors[-30:])
-        assert _said(serve, NEXT_RUN) == 1, serve.errors[-10:]
+        assert serve.said(NEXT_RUN) == 1, serve.errors[-10:]
         with psycopg.connect(postgres_server, autocommit=True) as admin:  # as a restart ends them
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (database,)

@@ -26,9 +26,9 @@ from .harness import (
     DRAIN_LINE,
     FIXTURES,
     REAL_SHOPIFY,
-    SERVE_FIXTURES,
     SOURCE_DOCUMENTS,
     ServeProcess,
+    bc_webhook,
     easypost_headers,
     environment,
     on_postgres,
@@ -36,7 +36,6 @@ from .harness import (
     with_added,
 )
 
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
 ORDER = json.loads((REAL_SHOPIFY / "orders_cancelled_webhook.json").read_text())
 
 
@@ -78,9 +77,8 @@ def test_store_api_outage_parks_webhooks_and_the_breaker_holds_requests_back(tmp
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
                 for i in range(10):
-                    body = dict(template, hash=f"outage-{i}", data={"type": "order", "id": 100 + i % 2})
+                    body = bc_webhook(100 + i % 2, f"outage-{i}")
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
 
@@ -141,9 +139,8 @@ def test_an_open_enrichment_breaker_shows_in_readyz_and_metrics_on_a_postgresql_
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
                 for i in range(4):
-                    body = dict(template, hash=f"pg-outage-{i}", data={"type": "order", "id": 100 + i % 2})
+                    body = bc_webhook(100 + i % 2, f"pg-outage-{i}")
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
                 serve.wait_until(
@@ -279,9 +276,8 @@ def test_a_stop_while_the_store_api_is_down_says_it_is_down(
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
                 for i in range(2):
-                    body = dict(template, hash=f"down-{i}", data={"type": "order", "id": 100 + i})
+                    body = bc_webhook(100 + i, f"down-{i}")
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
                 serve.wait_until(
@@ -320,9 +316,8 @@ def test_a_source_api_refusing_its_token_parks_webhooks_until_the_token_is_rotat
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                template = json.loads((WEBHOOKS / "bigcommerce_order_created_100.json").read_text())
                 for i in range(3):
-                    body = dict(template, hash=f"refused-{i}", data={"type": "order", "id": 100 + i % 2})
+                    body = bc_webhook(100 + i % 2, f"refused-{i}")
                     answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
                     assert answer.json()["status"] == "accepted", answer.text
 

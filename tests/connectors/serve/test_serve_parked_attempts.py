@@ -8,9 +8,6 @@ the test server (``make postgres``)."""
 
 from __future__ import annotations
 
-import json
-import signal
-import sqlite3
 from pathlib import Path
 
 import httpx
@@ -18,11 +15,9 @@ from shipmap.connectors import FaultPlan, Journal, Sandbox
 from shipmap.connectors._store._breaker_pg import APPLICATION_NAME
 from shipmap.connectors._store._database import NoJournalError
 
-from .harness import REAL_SHOPIFY, ServeProcess, on_postgres, shopify_headers
+from .harness import ServeProcess, moving_nothing, on_postgres, post_order, with_drain_timeout
 
-ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 FENIX = "  fenix:\n    api: fenix\n"
-NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
 WAITING = "waiting for the circuit breaker of fenix"
 
 
@@ -31,28 +26,11 @@ def _configure(serve: ServeProcess, cooldown: str, drain: str = "30s") -> str:
     attempts, 50 ms backoff); returns the config with one change that moves no connection (a reload of it
     ends the run in progress, and nothing else)."""
     text = serve.config.read_text()
-    assert text.count(FENIX) == 1 and "  drain_timeout: 30s\n" in text and "  concurrency: 8\n" in text
+    assert text.count(FENIX) == 1
     breaker = f"    breaker: {{failures: 3, cooldown: {cooldown}, cooldown_cap: {cooldown}}}\n"
-    text = text.replace(FENIX, FENIX + breaker).replace(
-        "  drain_timeout: 30s\n", f"  drain_timeout: {drain}\n"
-    )
+    text = with_drain_timeout(text.replace(FENIX, FENIX + breaker), drain)
     serve.config.write_text(text)
-    return text.replace("  concurrency: 8\n", "  concurrency: 6\n")
-
-
-def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> None:
-    body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
-    headers = shopify_headers(body, "orders/create", f"parked{order_id}")
-    assert serve.post(client, "shop", body, headers).status_code == 200
-
-
-def _said(serve: ServeProcess, text: str) -> int:
-    return sum(text in line for line in serve.errors)
-
-
-def _attempts(serve: ServeProcess) -> list[tuple[str, int]]:
-    with sqlite3.connect(serve.workdir / ".shipmap" / "journal.db") as db:
-        return list(db.execute("SELECT state, attempts FROM deliveries WHERE target = 'order'"))
+    return moving_nothing(text)
 
 
 def _entries(url: str) -> list[tuple[str, int]]:
@@ -65,9 +43,9 @@ def _entries(url: str) -> list[tuple[str, int]]:
 
 def _failed_twice_then_opened(serve: ServeProcess) -> None:
     """Attempts 1 and 2 fail and count; attempt 3's failure opens the breaker (it does not count)."""
-    serve.wait_until(lambda: _said(serve, WAITING) > 0, timeout=30, what="the breaker opened by attempt 3")
-    assert _said(serve, "attempt 2 failed (HTTP 503") == 1, serve.errors[-10:]
-    assert _said(serve, "attempt 3 failed (HTTP 503") == 1, serve.errors[-10:]
+    serve.wait_until(lambda: serve.said(WAITING) > 0, timeout=30, what="the breaker opened by attempt 3")
+    assert serve.said("attempt 2 failed (HTTP 503") == 1, serve.errors[-10:]
+    assert serve.said("attempt 3 failed (HTTP 503") == 1, serve.errors[-10:]
 
 
 def test_a_reload_keeps_the_attempts_of_a_delivery_parked_at_its_open_breaker(
@@ -82,19 +60,16 @@ def test_a_reload_keeps_the_attempts_of_a_delivery_parked_at_its_open_breaker(
     serve.start()
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_500_001)
+            post_order(serve, client, 7_500_001, "parked7500001")
             _failed_twice_then_opened(serve)
-            assert serve.process is not None
-            serve.config.write_text(reloaded)
-            serve.process.send_signal(signal.SIGHUP)
-            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
-            assert _attempts(serve) == [("pending", 2)]
-            serve.wait_until(lambda: _attempts(serve) == [("delivered", 3)], timeout=40, what="the probe")
+            serve.reload(reloaded)
+            assert serve.attempts() == [("pending", 2)]
+            serve.wait_until(lambda: serve.attempts() == [("delivered", 3)], timeout=40, what="the probe")
         assert serve.terminate() == 0
     finally:
         serve.kill()
     assert len(source_sandbox.requests(endpoint="fenix.orders")) == 1
-    assert _said(serve, "dead letter") == 0, serve.errors[-10:]
+    assert serve.said("dead letter") == 0, serve.errors[-10:]
 
 
 def test_a_stop_keeps_the_attempts_of_a_delivery_waiting_at_its_open_breaker(
@@ -109,15 +84,15 @@ def test_a_stop_keeps_the_attempts_of_a_delivery_waiting_at_its_open_breaker(
     serve.start()
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_500_002)
+            post_order(serve, client, 7_500_002, "parked7500002")
             _failed_twice_then_opened(serve)
         assert serve.terminate() == 0
-        assert _attempts(serve) == [("pending", 2)]
+        assert serve.attempts() == [("pending", 2)]
         said = "left pending at the stop waiting for its connection's open circuit breaker"
-        assert _said(serve, said) == 1, "".join(serve.errors)
+        assert serve.said(said) == 1, "".join(serve.errors)
         serve.errors.clear()
         serve.start()
-        serve.wait_until(lambda: _attempts(serve) == [("delivered", 3)], timeout=30, what="the next start")
+        serve.wait_until(lambda: serve.attempts() == [("delivered", 3)], timeout=30, what="the next start")
         assert serve.terminate() == 0
     finally:
         serve.kill()
@@ -140,12 +115,12 @@ def test_a_stop_in_the_shared_breakers_write_after_an_attempt_keeps_it(
     serve.start()
     try:
         with psycopg.connect(postgres_url) as lock, httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_500_003)
+            post_order(serve, client, 7_500_003, "parked7500003")
             serve.wait_until(lambda: _entries(postgres_url) == [("delivered", 1)], timeout=30,
                              what="the first order")  # fmt: skip
             rows = lock.execute("SELECT name FROM connection_state WHERE name LIKE 'fenix %' FOR UPDATE")
             assert len(rows.fetchall()) == 1
-            _post(serve, client, 7_500_004)
+            post_order(serve, client, 7_500_004, "parked7500004")
 
             def waits_for_the_row() -> bool:
                 with psycopg.connect(postgres_url, autocommit=True) as look:
@@ -161,7 +136,7 @@ def test_a_stop_in_the_shared_breakers_write_after_an_attempt_keeps_it(
             lock.rollback()
         assert _entries(postgres_url) == [("delivered", 1), ("pending", 1)]
         said = "left pending at the stop recording an attempt's answer in its connection's circuit breaker"
-        assert _said(serve, said) == 1, "".join(serve.errors)
+        assert serve.said(said) == 1, "".join(serve.errors)
         serve.errors.clear()
         serve.start()
         serve.wait_until(lambda: _entries(postgres_url) == [("delivered", 1), ("delivered", 2)], timeout=30,

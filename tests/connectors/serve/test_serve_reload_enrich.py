@@ -17,8 +17,9 @@ from shipmap.connectors._store._journal import open_readonly
 
 from .harness import (
     BC_API_TOKEN,
-    SERVE_FIXTURES,
+    BC_HEADERS,
     SOURCE_DOCUMENTS,
+    WEBHOOKS,
     ServeProcess,
     on_postgres,
     retries_reach_the_breaker,
@@ -26,8 +27,6 @@ from .harness import (
 from .rejected_support import shipmap
 from .test_serve_reload_moves import OldEndpoint
 
-WEBHOOKS = SERVE_FIXTURES / "webhooks"
-SECRET_HEADER = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
 STORE = "    base_url: ${SANDBOX_URL}/_source/bigcommerce/stores/abc123\n"
 KEY = "      api_key: ${BC_API_TOKEN}\n"
 ROTATED = "bc-api-token-rotated-2"
@@ -40,7 +39,7 @@ OPENED = "connection bc_store: circuit breaker open after"
 
 def _post(serve: ServeProcess, client: httpx.Client, order: int) -> None:
     body = (WEBHOOKS / f"bigcommerce_order_created_{order}.json").read_bytes()
-    answer = serve.post(client, "bc", body, SECRET_HEADER)
+    answer = serve.post(client, "bc", body, BC_HEADERS)
     assert answer.json()["status"] == "accepted", answer.text
 
 

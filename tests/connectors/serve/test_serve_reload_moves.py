@@ -9,7 +9,6 @@ load."""
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import socketserver
@@ -20,13 +19,9 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import Sandbox
 
-from .harness import REAL_SHOPIFY, ServeProcess, shopify_headers
+from .harness import FIXTURE_RETRY, ServeProcess, delivered_orders, post_order
 
-ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
 FENIX = "  fenix:\n    api: fenix\n    base_url: ${SANDBOX_URL}\n"
-FIXTURE_RETRY = (
-    "  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full, retry_after_cap: 2s}\n"
-)
 REQUEST_CAP = 1024 * 1024  # bytes of one request the old endpoint reads at most
 HOLD_DEADLINE_S = 30.0  # a held request is answered by then, released or not
 
@@ -141,12 +136,6 @@ def _moving(serve: ServeProcess, old: str, breaker: str, retry: str | None = Non
     return working
 
 
-def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> None:
-    body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
-    headers = shopify_headers(body, "orders/create", f"moves{order_id}")
-    assert serve.post(client, "shop", body, headers).status_code == 200
-
-
 def _reload(serve: ServeProcess, config: str) -> None:
     serve.config.write_text(config)
     assert serve.process is not None
@@ -157,14 +146,6 @@ def _reload(serve: ServeProcess, config: str) -> None:
         timeout=30,
         what="the reload's log line",
     )  # fmt: skip
-
-
-def _delivered(sandbox: Sandbox) -> list[str]:
-    return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
-
-
-def _said(serve: ServeProcess, text: str) -> int:
-    return sum(text in line for line in serve.errors)
 
 
 def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_its_delivery_follows(
@@ -181,33 +162,33 @@ def test_a_probe_in_flight_to_the_old_endpoint_at_the_reload_fails_after_it_and_
         working = _moving(serve, old.url, "{failures: 2, cooldown: 1s, cooldown_cap: 1s, outage_wait: 10m}")
         try:
             with httpx.Client(timeout=10) as client:
-                _post(serve, client, 7_300_001)
+                post_order(serve, client, 7_300_001, "moves7300001")
                 serve.wait_until(
-                    lambda: _said(serve, "connection fenix: circuit breaker open") > 0,
+                    lambda: serve.said("connection fenix: circuit breaker open") > 0,
                     timeout=30,
                     what="fenix's breaker open at the old endpoint",
                 )
                 old.hold()  # the next request is the probe (a cooldown of 1 s: the hold is armed well before)
                 assert old.held.wait(30), "no probe reached the old endpoint"
                 sent_to_old = old.requests
-                waiting = _said(serve, "; waiting for the circuit breaker of fenix")
+                waiting = serve.said("; waiting for the circuit breaker of fenix")
                 _reload(serve, working)
                 # The reload's end of the run comes meanwhile: nothing else holds the delivery loop.
                 time.sleep(0.5)
                 old.release()
-                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300001"], timeout=30,
+                serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7300001"], timeout=30,
                                  what="the order whose probe was in flight")  # fmt: skip
                 assert (
-                    _said(serve, "connection fenix moved by a reload while its circuit breaker was open") == 1
+                    serve.said("connection fenix moved by a reload while its circuit breaker was open") == 1
                 ), serve.errors[-10:]
-                assert _said(serve, "connection fenix unavailable for") == 0, serve.errors[-10:]
+                assert serve.said("connection fenix unavailable for") == 0, serve.errors[-10:]
                 # The probe's failure after the move waits for nothing: no line says it does.
-                waits = _said(serve, "; waiting for the circuit breaker of fenix")
+                waits = serve.said("; waiting for the circuit breaker of fenix")
                 assert waits == waiting, serve.errors[-10:]
-                assert _said(serve, "connections.fenix: base_url changed: 1 pending delivery journaled for the"
+                assert serve.said("connections.fenix: base_url changed: 1 pending delivery journaled for the"
                                     " old one go to the new one") == 1, serve.errors[-10:]  # fmt: skip
-                _post(serve, client, 7_300_002)
-                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300001", "7300002"], timeout=30,
+                post_order(serve, client, 7_300_002, "moves7300002")
+                serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7300001", "7300002"], timeout=30,
                                  what="the next order")  # fmt: skip
             assert serve.terminate() == 0
         finally:
@@ -235,17 +216,17 @@ def test_a_delivery_in_its_retry_backoff_at_the_reload_follows_the_move_at_once(
         )
         try:
             with httpx.Client(timeout=10) as client:
-                _post(serve, client, 7_300_003)
-                serve.wait_until(lambda: _said(serve, "attempt 1 failed (") > 0, timeout=30,
+                post_order(serve, client, 7_300_003, "moves7300003")
+                serve.wait_until(lambda: serve.said("attempt 1 failed (") > 0, timeout=30,
                                  what="the first attempt's failure at the old endpoint")  # fmt: skip
-                assert _said(serve, "retrying in 20.00s") == 1, serve.errors[-10:]
+                assert serve.said("retrying in 20.00s") == 1, serve.errors[-10:]
                 moved_at = time.monotonic()
                 _reload(serve, working)
-                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300003"], timeout=15,
+                serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7300003"], timeout=15,
                                  what="the order that waited out its backoff")  # fmt: skip
                 assert time.monotonic() - moved_at < 15  # not after the 20 s backoff
                 assert (
-                    _said(serve, "connection fenix moved by a reload while a delivery was retrying (") == 1
+                    serve.said("connection fenix moved by a reload while a delivery was retrying (") == 1
                 ), serve.errors[-10:]
             assert serve.terminate() == 0
         finally:
@@ -271,18 +252,18 @@ def test_a_last_attempt_in_flight_to_the_old_endpoint_at_the_reload_is_not_a_dea
         )
         try:
             with httpx.Client(timeout=10) as client:
-                _post(serve, client, 7_300_004)
-                serve.wait_until(lambda: _said(serve, "attempt 1 failed (") > 0, timeout=30,
+                post_order(serve, client, 7_300_004, "moves7300004")
+                serve.wait_until(lambda: serve.said("attempt 1 failed (") > 0, timeout=30,
                                  what="the first attempt's failure at the old endpoint")  # fmt: skip
                 old.hold()  # the retry, a second after the first attempt: the last one max_attempts allows
                 assert old.held.wait(30), "the retry did not reach the old endpoint"
                 _reload(serve, working)
                 time.sleep(0.5)  # the end of the run the reload asks for comes meanwhile
                 old.release()
-                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300004"], timeout=30,
+                serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7300004"], timeout=30,
                                  what="the order whose last attempt was in flight")  # fmt: skip
                 assert (
-                    _said(serve, "connection fenix moved by a reload while a delivery was retrying (") == 1
+                    serve.said("connection fenix moved by a reload while a delivery was retrying (") == 1
                 ), serve.errors[-10:]
             assert serve.terminate() == 0
         finally:
@@ -310,16 +291,16 @@ def test_a_delivery_held_by_a_retry_after_at_the_reload_follows_the_move_at_once
         )
         try:
             with httpx.Client(timeout=10) as client:
-                _post(serve, client, 7_300_005)
-                serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+                post_order(serve, client, 7_300_005, "moves7300005")
+                serve.wait_until(lambda: serve.said("attempt 1 failed (HTTP 503") > 0, timeout=30,
                                  what="the first order's 503 with Retry-After")  # fmt: skip
-                assert _said(serve, "retrying in 20.00s") == 1, serve.errors[-10:]
-                _post(serve, client, 7_300_006)
+                assert serve.said("retrying in 20.00s") == 1, serve.errors[-10:]
+                post_order(serve, client, 7_300_006, "moves7300006")
                 time.sleep(1.0)  # journaled and taken by a sender, which waits for the hold (no line says so)
                 assert old.requests == 1, "the hold let the second order through"
                 moved_at = time.monotonic()
                 _reload(serve, working)
-                serve.wait_until(lambda: _delivered(source_sandbox) == ["7300005", "7300006"], timeout=15,
+                serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7300005", "7300006"], timeout=15,
                                  what="both orders at the new endpoint")  # fmt: skip
                 took = time.monotonic() - moved_at
                 print(f"\nRetry-After hold: both delivered {took:.1f} s after the reload (hold 20 s)")
@@ -327,7 +308,7 @@ def test_a_delivery_held_by_a_retry_after_at_the_reload_follows_the_move_at_once
                 # One line per connection and run: the first of the two to be parked says it.
                 held = "connection fenix moved by a reload while a Retry-After held its requests ("
                 retrying = "connection fenix moved by a reload while a delivery was retrying (HTTP 503"
-                assert _said(serve, held) + _said(serve, retrying) == 1, serve.errors[-10:]
+                assert serve.said(held) + serve.said(retrying) == 1, serve.errors[-10:]
             assert serve.terminate() == 0
         finally:
             serve.kill()

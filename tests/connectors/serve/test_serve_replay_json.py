@@ -4,31 +4,16 @@ and ``null`` (named in ``unknown``) for what it was not. A real service, the san
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import httpx
 from shipmap.connectors import EXIT_DEAD_LETTERS, Sandbox
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import BC_API_TOKEN, ServeProcess
-from .rejected_support import Store, accept_and_reject
+from .harness import ServeProcess, post_order
+from .rejected_support import accept_and_reject, served_store
 from .rejected_support import shipmap as _shipmap
-from .replay_support import post_order, serve_a_broken_mapping
-
-KEYS = {
-    "format_version", "ok", "exit_code", "events", "delivered", "retried", "dead", "skipped", "unrouted",
-    "rejected", "recovered", "parked", "forgotten", "elapsed_seconds", "targets", "unknown", "held_elsewhere", "hints",
-}  # fmt: skip
-
-
-def _document(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads(done.stdout)  # the report alone on stdout
-    assert document.keys() >= KEYS and document["format_version"] == 1, document
-    assert document["exit_code"] == done.returncode, document
-    return document
+from .replay_support import serve_a_broken_mapping, summary_document
 
 
 def test_replay_format_json_through_a_running_service(tmp_path: Path) -> None:
@@ -43,7 +28,7 @@ def test_replay_format_json_through_a_running_service(tmp_path: Path) -> None:
                 tmp_path, sandbox, "replay", str(serve.config), "--no-progress", "--format", "json"
             )
             assert still.returncode == EXIT_DEAD_LETTERS, still.stdout + still.stderr
-            document = _document(still)
+            document = summary_document(still)
             assert (document["ok"], document["events"], document["delivered"], document["dead"]) == (
                 False,
                 2,
@@ -78,15 +63,12 @@ def _dead(work: Path) -> int:
 
 
 def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = ServeProcess(work, sandbox.url).start()
         try:
             nothing = _shipmap(work, sandbox, "replay", str(serve.config), "--rejected", "--format", "json")
             assert nothing.returncode == 0, nothing.stdout + nothing.stderr
-            document = _document(nothing)
+            document = summary_document(nothing)
             assert (document["events"], document["rejected"], document["delivered"], document["unknown"]) == (
                 0,
                 0,
@@ -98,7 +80,7 @@ def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp
             config = str(serve.config)
             early = _shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
             assert early.returncode == EXIT_DEAD_LETTERS, early.stdout + early.stderr
-            document = _document(early)
+            document = summary_document(early)
             assert (document["ok"], document["events"], document["rejected"]) == (False, 1, 1), document
             # What delivery made of it is the service's: not counted here, so null, not 0.
             assert document["delivered"] is None and document["targets"] is None, document
@@ -115,7 +97,7 @@ def test_replay_rejected_format_json_while_serve_runs_and_when_it_is_stopped(tmp
         store.add_order_999()
         stopped = _shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-        document = _document(stopped)
+        document = summary_document(stopped)
         assert (document["ok"], document["events"], document["rejected"]) == (True, 1, None), document
         assert "rejected" in document["unknown"] and document["rejected_webhooks"] == {
             "to_replay": 1, "unreplayable": 0, "requeued": 1, "taken": None, "rejected_again": None,

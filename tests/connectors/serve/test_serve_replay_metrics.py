@@ -13,9 +13,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from shipmap.connectors import EXIT_DEAD_LETTERS, EXIT_OUTAGE, Sandbox
 
-from .harness import DRAIN_LINE, ServeProcess, outcome_counters, with_added
+from .harness import DRAIN_LINE, ServeProcess, outcome_counters, post_order, with_added
 from .rejected_support import shipmap
-from .replay_support import fix_the_mapping, post_order, serve_a_broken_mapping
+from .replay_support import fix_the_mapping, serve_a_broken_mapping
 
 TARGET = "shopify-order.order"
 ZERO = {"delivered": 0.0, "dead": 0.0, "skipped": 0.0, "retried": 0.0}

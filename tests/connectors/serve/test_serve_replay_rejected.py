@@ -13,30 +13,32 @@ from pathlib import Path
 
 import httpx
 import pytest
-from shipmap.connectors import Sandbox
 from shipmap.connectors._serve import Inbox
 from shipmap.connectors._serve._inbox import HeldRow
 from shipmap.connectors._store._journal import open_readonly
 
-from .harness import BC_API_TOKEN, DRAIN_LINE, ServeProcess, retries_reach_the_breaker, with_added
+from .harness import (
+    BC_API_TOKEN,
+    BC_HEADERS,
+    BC_ORDER_CREATED,
+    DRAIN_LINE,
+    ServeProcess,
+    retries_reach_the_breaker,
+    with_added,
+)
 from .rejected_support import (
     NOT_FOUND,
-    SECRET_HEADER,
-    WEBHOOKS,
-    Store,
     accept_and_reject,
     reject_and_stop,
     rejected_in,
+    served_store,
     webhook_999,
 )
 from .rejected_support import shipmap as _shipmap
 
 
 def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = ServeProcess(work, sandbox.url).start()
         try:
             accept_and_reject(serve)
@@ -79,10 +81,7 @@ def test_replay_rejected_while_serve_runs(tmp_path: Path) -> None:
 
 
 def test_replay_rejected_while_serve_is_stopped_is_taken_by_the_next_start(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = ServeProcess(work, sandbox.url).start()
         reject_and_stop(serve)
         store.add_order_999()
@@ -122,17 +121,14 @@ def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_fo
 ) -> None:
     """``serve.keep_bodies: 0s``: the next start drops the body of the webhook delivered fine (its id still a
     duplicate), and keeps the rejected one's, which ``replay --rejected`` then brings back and delivers."""
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    delivered = (WEBHOOKS / "bigcommerce_order_created_100.json").read_bytes()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    delivered = BC_ORDER_CREATED.read_bytes()
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = ServeProcess(work, sandbox.url)
         serve.config.write_text(with_added(serve.config.read_text(), DRAIN_LINE, "  keep_bodies: 0s\n"))
         serve.start()
         try:
             with httpx.Client(timeout=10) as client:
-                assert serve.post(client, "bc", delivered, SECRET_HEADER).json() == {
+                assert serve.post(client, "bc", delivered, BC_HEADERS).json() == {
                     "status": "accepted",
                     "id": 1,
                 }
@@ -150,7 +146,7 @@ def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_fo
         try:
             assert [row.body_dropped for row in _inbox_rows(work).values()] == [True, False]
             with httpx.Client(timeout=10) as client:
-                again = restarted.post(client, "bc", delivered, SECRET_HEADER)
+                again = restarted.post(client, "bc", delivered, BC_HEADERS)
             assert again.json() == {"status": "duplicate", "id": 1}
             store.add_order_999()
             replay = _shipmap(work, sandbox, "replay", str(restarted.config), "--rejected")
@@ -174,10 +170,7 @@ def test_keep_bodies_drops_a_delivered_webhooks_body_and_keeps_a_rejected_one_fo
 
 
 def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(tmp_path: Path) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (_, work, sandbox):
         serve = ServeProcess(work, sandbox.url).start()
         reject_and_stop(serve)
         config = str(serve.config)
@@ -283,16 +276,13 @@ def test_a_row_received_after_its_rejection_is_another_webhook_beyond_clock_skew
 def test_a_rejected_webhooks_excerpt_masks_a_secret_it_echoes(tmp_path: Path) -> None:
     """The excerpt of a webhook whose enrichment failed went into the journal as the body's first 500 bytes;
     `shipmap run` redacts its excerpts. A body echoing the store API's token (a registered secret) is masked."""
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
     body = json.loads(webhook_999())
     body["note"] = f"token {BC_API_TOKEN}"
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (_, work, sandbox):
         serve = ServeProcess(work, sandbox.url).start()
         try:
             with httpx.Client(timeout=10) as client:
-                answer = serve.post(client, "bc", json.dumps(body).encode(), SECRET_HEADER)
+                answer = serve.post(client, "bc", json.dumps(body).encode(), BC_HEADERS)
             assert answer.json()["status"] == "accepted", answer.text
             serve.wait_until(lambda: rejected_in(work) == 1, what="the rejected webhook")
             assert serve.terminate() == 0

@@ -16,9 +16,9 @@ from shipmap.connectors import Journal, Sandbox
 from shipmap.connectors._serve._inbox_journal import requeue_rejected
 from shipmap.connectors._serve._inbox_pg import PostgresInbox
 
-from .harness import BC_API_TOKEN, DRAIN_LINE, ServeProcess, retries_reach_the_breaker, with_added
-from .rejected_support import NOT_FOUND, Store, accept_and_reject, reject_and_stop, shipmap
-from .test_serve_replay_json import _document
+from .harness import DRAIN_LINE, ServeProcess, retries_reach_the_breaker, with_added
+from .rejected_support import NOT_FOUND, accept_and_reject, reject_and_stop, served_store, shipmap
+from .replay_support import summary_document
 
 LEASE = "10s"
 
@@ -50,10 +50,7 @@ def _rejected(database: str) -> int:
 
 
 def test_replay_rejected_while_two_services_share_the_inbox(tmp_path: Path, postgres_url: str) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         a = _on_postgresql(work, sandbox, postgres_url).start()
         b = _on_postgresql(work, sandbox, postgres_url).start()
         try:
@@ -99,10 +96,7 @@ def test_replay_rejected_while_two_services_share_the_inbox(tmp_path: Path, post
 def test_replay_rejected_with_no_service_running_is_taken_by_the_next_start(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = _on_postgresql(work, sandbox, postgres_url).start()
         reject_and_stop(serve, lambda: _rejected(postgres_url))
         store.add_order_999()
@@ -138,10 +132,7 @@ def test_replay_rejected_with_no_service_running_is_taken_by_the_next_start(
 def test_rejected_records_that_cannot_be_replayed_are_reported_with_why(
     tmp_path: Path, postgres_url: str
 ) -> None:
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (_, work, sandbox):
         serve = _on_postgresql(work, sandbox, postgres_url).start()
         reject_and_stop(serve, lambda: _rejected(postgres_url))
         config = str(serve.config)
@@ -183,10 +174,7 @@ def test_replay_rejected_with_an_sqlite_inbox_beside_a_postgresql_journal_goes_t
     so the command cannot requeue in it (it failed so, advising to run again "once it listens" of a service
     listening all along). The service takes the request through ``<inbox>.replays``, as it does beside an
     SQLite journal, and its next run resolves the rejection in the shared journal."""
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = _on_postgresql(work, sandbox, postgres_url)
         serve.config.write_text(
             with_added(serve.config.read_text(), DRAIN_LINE, "  inbox: .shipmap/inbox.db\n")
@@ -252,14 +240,11 @@ def test_replay_rejected_format_json_on_a_postgresql_inbox(tmp_path: Path, postg
     """``--rejected --format json`` on a shared PostgreSQL inbox, which the command requeues itself: the summary
     document with a service on the inbox (rejected again, then taken once the store has the order) and with
     none (requeued only: what came of them is unknown, null), as on an SQLite one (test_serve_replay_json)."""
-    store = Store(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
 
     def replay(expected: int) -> dict[str, Any]:
         done = shipmap(work, sandbox, "replay", config, "--rejected", "--format", "json")
         assert done.returncode == expected, done.stdout + done.stderr
-        return _document(done)
+        return summary_document(done)
 
     delivery_unknown = {
         "delivered",
@@ -271,7 +256,7 @@ def test_replay_rejected_format_json_on_a_postgresql_inbox(tmp_path: Path, postg
         "parked",
         "targets",
     }
-    with Sandbox(source_documents=store.documents, source_token=BC_API_TOKEN) as sandbox:
+    with served_store(tmp_path) as (store, work, sandbox):
         serve = _on_postgresql(work, sandbox, postgres_url).start()
         config = str(serve.config)
         try:

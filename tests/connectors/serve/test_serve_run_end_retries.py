@@ -8,7 +8,6 @@ A live service over HTTP; the sandbox's fault injection answers Fenix ``503`` as
 from __future__ import annotations
 
 import json
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -19,20 +18,26 @@ import httpx
 import pytest
 from shipmap.connectors import FaultPlan, Journal, Sandbox
 
-from .harness import REAL_SHOPIFY, SERVE_FIXTURES, ServeProcess, on_postgres, shopify_headers
-
-ORDER = (REAL_SHOPIFY / "orders_cancelled_webhook.json").read_bytes()
-FIXTURE_RETRY = (
-    "  retry: {max_attempts: 4, backoff_base: 50ms, backoff_cap: 1s, jitter: full, retry_after_cap: 2s}\n"
+from .harness import (
+    BC_HEADERS,
+    BC_ORDER_CREATED,
+    DRAIN_LINE,
+    FIXTURE_RETRY,
+    ServeProcess,
+    delivered_orders,
+    moving_nothing,
+    on_postgres,
+    post_order,
+    shopify_headers,
+    with_drain_timeout,
 )
+
 BACKOFF_S = 20.0
 # The run's end (a reload, a replay, a restart) comes this far into the 20 s wait, so that a wait started over
 # there would end at 28 s at the earliest: a retry before that went when the first wait ended, with 8 s to
 # spare on a busy machine. A retry can never come early under load: before 19 s is too soon, however busy.
 INTO_THE_WAIT_S = 8.0
 STARTED_OVER_S = INTO_THE_WAIT_S + BACKOFF_S
-BC_HEADERS = {"Content-Type": "application/json", "X-Shipmap-Secret": "bc-webhook-secret-value"}
-NEXT_RUN = "the last reload's mappings, connections and delivery settings in use"
 DRAIN_TIMEOUT_S = 30.0  # the fixture's drain_timeout
 
 
@@ -40,45 +45,27 @@ def _start(serve: ServeProcess, max_attempts: int) -> str:
     """Start ``serve`` with a 20 s backoff and ``max_attempts``; return its config with one change that moves
     no connection (a reload of it ends the run in progress, and nothing else)."""
     text = serve.config.read_text()
-    assert FIXTURE_RETRY in text and "  concurrency: 8\n" in text
+    assert FIXTURE_RETRY in text
     retry = f"  retry: {{max_attempts: {max_attempts}, backoff_base: 20s, backoff_cap: 20s, jitter: none}}\n"
     working = text.replace(FIXTURE_RETRY, retry)
+    reloaded = moving_nothing(working)
     serve.config.write_text(working)
     serve.start()
-    return working.replace("  concurrency: 8\n", "  concurrency: 6\n")
-
-
-def _post(serve: ServeProcess, client: httpx.Client, order_id: int) -> None:
-    body = json.dumps({**json.loads(ORDER), "id": order_id}).encode()
-    headers = shopify_headers(body, "orders/create", f"run-end{order_id}")
-    assert serve.post(client, "shop", body, headers).status_code == 200
-
-
-def _said(serve: ServeProcess, text: str) -> int:
-    return sum(text in line for line in serve.errors)
-
-
-def _delivered(sandbox: Sandbox) -> list[str]:
-    return sorted(str(r.order_id) for r in sandbox.requests(endpoint="fenix.orders"))
+    return reloaded
 
 
 def _first_failure(serve: ServeProcess) -> float:
     """Wait for the first attempt's failure and its 20 s backoff; when it was seen (monotonic)."""
-    serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+    serve.wait_until(lambda: serve.said("attempt 1 failed (HTTP 503") > 0, timeout=30,
                      what="the first attempt's 503")  # fmt: skip
     failed_at = time.monotonic()
-    assert _said(serve, "retrying in 20.00s") == 1, serve.errors[-10:]
+    assert serve.said("retrying in 20.00s") == 1, serve.errors[-10:]
     return failed_at
 
 
 def _into_the_wait(failed_at: float) -> None:
     """Sleep until ``INTO_THE_WAIT_S`` after the first attempt failed (``failed_at``, monotonic)."""
     time.sleep(max(0.0, failed_at + INTO_THE_WAIT_S - time.monotonic()))
-
-
-def _attempts(serve: ServeProcess) -> list[tuple[str, int]]:
-    with sqlite3.connect(serve.workdir / ".shipmap" / "journal.db") as db:
-        return list(db.execute("SELECT state, attempts FROM deliveries WHERE target = 'order'"))
 
 
 def test_a_reload_ends_the_run_at_once_and_the_retry_goes_when_its_backoff_ends(
@@ -93,33 +80,26 @@ def test_a_reload_ends_the_run_at_once_and_the_retry_goes_when_its_backoff_ends(
     reloaded = _start(serve, max_attempts=4)
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_001)
+            post_order(serve, client, 7_400_001, "run-end7400001")
             failed_at = _first_failure(serve)
             _into_the_wait(failed_at)
-            assert serve.process is not None
-            serve.config.write_text(reloaded)
-            serve.process.send_signal(signal.SIGHUP)
-            signalled = time.monotonic()
-            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
-            took = time.monotonic() - signalled
+            took = serve.reload(reloaded)
             print(f"\nreload: the next run started {took:.1f} s after SIGHUP (backoff {BACKOFF_S:.0f} s)")
             # The run ended before the backoff did: the next one has started and the retry is still owed,
             # neither made in the old run nor at the next run's start.
-            assert _delivered(source_sandbox) == []
-            assert _attempts(serve) == [("pending", 1)]
-            serve.wait_until(lambda: _delivered(source_sandbox) == ["7400001"], timeout=30,
+            assert delivered_orders(source_sandbox) == []
+            assert serve.attempts() == [("pending", 1)]
+            serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7400001"], timeout=30,
                              what="the retry after the backoff")  # fmt: skip
             retried_after = time.monotonic() - failed_at
             print(f"reload: retried {retried_after:.1f} s after the first attempt failed")
             assert BACKOFF_S - 1.0 < retried_after < STARTED_OVER_S, retried_after
-            assert _said(serve, "left pending at the end of the run, waiting to retry") == 1, serve.errors[
-                -10:
-            ]
+            assert serve.said("left pending at the end of the run, waiting to retry") == 1, serve.errors[-10:]
         assert serve.terminate() == 0
     finally:
         serve.kill()
-    assert _attempts(serve) == [("delivered", 2)]
-    assert _said(serve, "attempt 2 failed") == 0 and _said(serve, "dead letter") == 0, serve.errors[-10:]
+    assert serve.attempts() == [("delivered", 2)]
+    assert serve.said("attempt 2 failed") == 0 and serve.said("dead letter") == 0, serve.errors[-10:]
 
 
 def test_a_replay_handed_to_serve_is_not_held_by_a_backoff_and_the_retry_budget_goes_on(
@@ -137,11 +117,9 @@ def test_a_replay_handed_to_serve_is_not_held_by_a_backoff_and_the_retry_budget_
             body = json.dumps({"id": 7_400_099}).encode()
             headers = shopify_headers(body, "orders/create", "run-end-unmappable")
             assert serve.post(client, "shop", body, headers).status_code == 200
-            serve.wait_until(
-                lambda: _said(serve, "dead letter") == 1, timeout=30, what="the unmappable order"
-            )
+            serve.wait_until(lambda: serve.said("dead letter") == 1, timeout=30, what="the unmappable order")
             source_sandbox.set_faults(FaultPlan(schedule=("503", "503", "503")), api="fenix")
-            _post(serve, client, 7_400_002)
+            post_order(serve, client, 7_400_002, "run-end7400002")
             failed_at = _first_failure(serve)
             _into_the_wait(failed_at)
             asked = time.monotonic()
@@ -155,17 +133,17 @@ def test_a_replay_handed_to_serve_is_not_held_by_a_backoff_and_the_retry_budget_
             assert replay.returncode == 8, (replay.stdout, replay.stderr)
             assert "replayed by shipmap serve: delivered 0, still dead 1, left pending 0" in replay.stdout
             # Answered before the backoff ended: the retry is still owed.
-            assert _said(serve, "gave up after") == 0, serve.errors[-10:]
-            assert ("pending", 1) in _attempts(serve)
-            serve.wait_until(lambda: _said(serve, "gave up after") > 0, timeout=40, what="the last attempt")
+            assert serve.said("gave up after") == 0, serve.errors[-10:]
+            assert ("pending", 1) in serve.attempts()
+            serve.wait_until(lambda: serve.said("gave up after") > 0, timeout=40, what="the last attempt")
             given_up_after = time.monotonic() - failed_at
             assert BACKOFF_S - 1.0 < given_up_after < STARTED_OVER_S, given_up_after
-            assert _said(serve, "gave up after 2 attempts; last: HTTP 503") == 1, serve.errors[-10:]
-            assert _said(serve, "attempt 3") == 0, serve.errors[-10:]
+            assert serve.said("gave up after 2 attempts; last: HTTP 503") == 1, serve.errors[-10:]
+            assert serve.said("attempt 3") == 0, serve.errors[-10:]
         assert serve.terminate() == 0
     finally:
         serve.kill()
-    assert ("dead", 2) in _attempts(serve)
+    assert ("dead", 2) in serve.attempts()
 
 
 def test_sigterm_still_drains_a_delivery_in_its_backoff(source_sandbox: Sandbox, tmp_path: Path) -> None:
@@ -174,11 +152,11 @@ def test_sigterm_still_drains_a_delivery_in_its_backoff(source_sandbox: Sandbox,
     is retried and delivered before the process exits 0; nothing is left pending."""
     source_sandbox.set_faults(FaultPlan(schedule=("503",)), api="fenix")
     serve = ServeProcess(tmp_path, source_sandbox.url)
-    assert "  drain_timeout: 30s\n" in serve.config.read_text()  # DRAIN_TIMEOUT_S
+    assert DRAIN_LINE in serve.config.read_text()  # DRAIN_TIMEOUT_S
     _start(serve, max_attempts=4)
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_003)
+            post_order(serve, client, 7_400_003, "run-end7400003")
             failed_at = _first_failure(serve)
         assert serve.terminate() == 0
         drained_after = time.monotonic() - failed_at
@@ -186,9 +164,9 @@ def test_sigterm_still_drains_a_delivery_in_its_backoff(source_sandbox: Sandbox,
         assert BACKOFF_S - 1.0 < drained_after < DRAIN_TIMEOUT_S, drained_after
     finally:
         serve.kill()
-    assert _delivered(source_sandbox) == ["7400003"]
-    assert _attempts(serve) == [("delivered", 2)]
-    assert _said(serve, "left pending at the end of the run") == 0, serve.errors[-10:]
+    assert delivered_orders(source_sandbox) == ["7400003"]
+    assert serve.attempts() == [("delivered", 2)]
+    assert serve.said("left pending at the end of the run") == 0, serve.errors[-10:]
 
 
 def test_a_retry_after_holds_up_no_run_and_is_still_honoured_by_the_next(
@@ -203,30 +181,25 @@ def test_a_retry_after_holds_up_no_run_and_is_still_honoured_by_the_next(
     reloaded = _start(serve, max_attempts=4)  # retry_after_cap left out: 60 s, the hold is the 20 s asked
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_004)
+            post_order(serve, client, 7_400_004, "run-end7400004")
             failed_at = _first_failure(serve)
-            _post(serve, client, 7_400_005)
+            post_order(serve, client, 7_400_005, "run-end7400005")
             # Journaled and taken by a sender, which waits for the hold (no line says so), by then.
             _into_the_wait(failed_at)
-            assert serve.process is not None
-            serve.config.write_text(reloaded)
-            serve.process.send_signal(signal.SIGHUP)
-            signalled = time.monotonic()
-            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
-            took = time.monotonic() - signalled
+            took = serve.reload(reloaded)
             print(f"\nRetry-After: the next run started {took:.1f} s after SIGHUP (Retry-After 20 s)")
             # The run ended before the hold did: both left pending, neither sent yet.
-            assert _said(serve, "left pending at the end of the run, waiting for a Retry-After") == 1, (
+            assert serve.said("left pending at the end of the run, waiting for a Retry-After") == 1, (
                 serve.errors
             )
-            assert _delivered(source_sandbox) == []  # the next run honours the Retry-After
-            serve.wait_until(lambda: _delivered(source_sandbox) == ["7400004", "7400005"], timeout=30,
+            assert delivered_orders(source_sandbox) == []  # the next run honours the Retry-After
+            serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7400004", "7400005"], timeout=30,
                              what="both orders after the Retry-After")  # fmt: skip
             assert BACKOFF_S - 1.0 < time.monotonic() - failed_at < STARTED_OVER_S
         assert serve.terminate() == 0
     finally:
         serve.kill()
-    assert sorted(_attempts(serve)) == [("delivered", 1), ("delivered", 2)]
+    assert sorted(serve.attempts()) == [("delivered", 1), ("delivered", 2)]
 
 
 def test_a_drain_deadline_in_a_backoff_keeps_the_attempts_for_the_next_start(
@@ -238,29 +211,25 @@ def test_a_drain_deadline_in_a_backoff_keeps_the_attempts_for_the_next_start(
     second attempt is its last, dead-lettered after 2 attempts, not given 2 more."""
     source_sandbox.set_faults(FaultPlan(schedule=("503", "503", "503")), api="fenix")
     serve = ServeProcess(tmp_path, source_sandbox.url)
-    text = serve.config.read_text()
-    assert "  drain_timeout: 30s\n" in text
-    serve.config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n"))
+    serve.config.write_text(with_drain_timeout(serve.config.read_text(), "2s"))
     _start(serve, max_attempts=2)
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_006)
+            post_order(serve, client, 7_400_006, "run-end7400006")
             _first_failure(serve)
         assert serve.terminate() == 0
-        assert _attempts(serve) == [("pending", 1)]
-        assert _said(serve, "left pending at the stop, waiting to retry (HTTP 503") == 1, "".join(
-            serve.errors
-        )
+        assert serve.attempts() == [("pending", 1)]
+        assert serve.said("left pending at the stop, waiting to retry (HTTP 503") == 1, "".join(serve.errors)
         serve.errors.clear()
         serve.start()
-        serve.wait_until(lambda: _said(serve, "dead letter") > 0, timeout=60, what="the last attempt")
-        assert _said(serve, "gave up after 2 attempts; last: HTTP 503") == 1, serve.errors[-10:]
-        assert _said(serve, "retrying in") == 0, serve.errors[-10:]
+        serve.wait_until(lambda: serve.said("dead letter") > 0, timeout=60, what="the last attempt")
+        assert serve.said("gave up after 2 attempts; last: HTTP 503") == 1, serve.errors[-10:]
+        assert serve.said("retrying in") == 0, serve.errors[-10:]
         assert serve.terminate() == 0
     finally:
         serve.kill()
-    assert _attempts(serve) == [("dead", 2)]
-    assert _delivered(source_sandbox) == []
+    assert serve.attempts() == [("dead", 2)]
+    assert delivered_orders(source_sandbox) == []
 
 
 def test_a_run_end_neither_waits_for_nor_cuts_short_an_enrichment_retry(
@@ -276,20 +245,19 @@ def test_a_run_end_neither_waits_for_nor_cuts_short_an_enrichment_retry(
     reloaded = _start(serve, max_attempts=4)
     try:
         with httpx.Client(timeout=10) as client:
-            body = (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_bytes()
+            body = BC_ORDER_CREATED.read_bytes()
             assert serve.post(client, "bc", body, BC_HEADERS).json()["status"] == "accepted"
             _into_the_wait(_first_failure(serve))
             failed = [get for get in source_sandbox.source_requests() if get["status"] == 503]
             assert len(failed) == 1, source_sandbox.source_requests()
-            assert serve.process is not None
-            serve.config.write_text(reloaded)
-            serve.process.send_signal(signal.SIGHUP)
-            serve.wait_until(lambda: _said(serve, NEXT_RUN) > 0, timeout=40, what="the run after the reload")
+            serve.reload(reloaded)
             tried_again = [
                 get for get in source_sandbox.source_requests() if get["path"] == failed[0]["path"]
             ]
             assert len(tried_again) == 1, tried_again  # the run's end did not wait for the GET's retry
-            serve.wait_until(lambda: _delivered(source_sandbox) == ["100"], timeout=40, what="the order")
+            serve.wait_until(
+                lambda: delivered_orders(source_sandbox) == ["100"], timeout=40, what="the order"
+            )
         assert serve.terminate() == 0
     finally:
         serve.kill()
@@ -297,7 +265,7 @@ def test_a_run_end_neither_waits_for_nor_cuts_short_an_enrichment_retry(
     assert [get["status"] for get in gets] == [503, 200], gets
     waited = gets[1]["at"] - gets[0]["at"]
     assert BACKOFF_S - 1.0 < waited < STARTED_OVER_S, waited
-    assert _said(serve, "retrying in") == 1 and _said(serve, "left pending") == 0, serve.errors[-10:]
+    assert serve.said("retrying in") == 1 and serve.said("left pending") == 0, serve.errors[-10:]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -310,13 +278,13 @@ def test_the_rest_of_a_retry_after_cut_by_a_stop_is_honoured_by_the_next_process
     before the 20 s are over (it went at once before: the rest of the wait was this process's memory)."""
     source_sandbox.set_faults(FaultPlan(schedule=("503:20",)), api="fenix")
     serve = ServeProcess(tmp_path, source_sandbox.url)
-    text = serve.config.read_text().replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n")
+    text = with_drain_timeout(serve.config.read_text(), "2s")
     url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
     serve.config.write_text(on_postgres(text, url) if url else text)
     _start(serve, max_attempts=4)
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_007)
+            post_order(serve, client, 7_400_007, "run-end7400007")
             failed_at = _first_failure(serve)
         assert serve.terminate() == 0
         with Journal(url or str(tmp_path / ".shipmap" / "journal.db"), readonly=True) as journal:
@@ -325,7 +293,9 @@ def test_the_rest_of_a_retry_after_cut_by_a_stop_is_honoured_by_the_next_process
         serve.errors.clear()
         _into_the_wait(failed_at)
         serve.start()
-        serve.wait_until(lambda: _delivered(source_sandbox) == ["7400007"], timeout=40, what="the retry")
+        serve.wait_until(
+            lambda: delivered_orders(source_sandbox) == ["7400007"], timeout=40, what="the retry"
+        )
         waited = time.monotonic() - failed_at
         print(f"\n{backend}: delivered {waited:.1f} s after the 503 (Retry-After 20 s, a restart between)")
         assert BACKOFF_S - 1.0 < waited < STARTED_OVER_S, waited
@@ -347,25 +317,25 @@ def test_a_drain_deadline_with_a_request_in_flight_keeps_its_attempts_and_sends_
     source_sandbox.set_faults(FaultPlan(schedule=("503", "slow:20")), api="fenix")
     serve = ServeProcess(tmp_path, source_sandbox.url)
     text = serve.config.read_text()
-    assert "  drain_timeout: 30s\n" in text and FIXTURE_RETRY in text and "  timeout: 10s\n" in text
-    serve.config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n"))
+    assert FIXTURE_RETRY in text and "  timeout: 10s\n" in text
+    serve.config.write_text(with_drain_timeout(text, "2s"))
     serve.start()
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_008)
+            post_order(serve, client, 7_400_008, "run-end7400008")
             # The sandbox records the second attempt, then holds its answer.
-            serve.wait_until(lambda: _delivered(source_sandbox) == ["7400008"], timeout=30,
+            serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7400008"], timeout=30,
                              what="the second attempt, in flight")  # fmt: skip
         assert serve.terminate() == 0
-        assert _attempts(serve) == [("pending", 2)]
-        assert (
-            _said(serve, "left pending at the stop with a request in flight, which may have landed") == 1
-        ), "".join(serve.errors)
+        assert serve.attempts() == [("pending", 2)]
+        assert serve.said("left pending at the stop with a request in flight, which may have landed") == 1, (
+            "".join(serve.errors)
+        )
         serve.errors.clear()
         serve.start()
         serve.wait_until(lambda: len(source_sandbox.requests(endpoint="fenix.orders")) == 2, timeout=30,
                          what="the order sent again")  # fmt: skip
-        serve.wait_until(lambda: _attempts(serve) == [("delivered", 3)], timeout=30, what="the mark")
+        serve.wait_until(lambda: serve.attempts() == [("delivered", 3)], timeout=30, what="the mark")
         assert serve.terminate() == 0
     finally:
         serve.kill()
@@ -383,30 +353,28 @@ def test_a_drain_deadline_in_an_enrichment_retry_leaves_the_webhook_in_the_inbox
     up on (the inbox keeps no count of a webhook's GETs)."""
     source_sandbox.set_source_faults(FaultPlan(schedule=("503",) * 6))
     serve = ServeProcess(tmp_path, source_sandbox.url)
-    text = serve.config.read_text()
-    assert "  drain_timeout: 30s\n" in text
-    serve.config.write_text(text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n"))
+    serve.config.write_text(with_drain_timeout(serve.config.read_text(), "2s"))
     _start(serve, max_attempts=2)
     try:
         with httpx.Client(timeout=10) as client:
-            body = (SERVE_FIXTURES / "webhooks" / "bigcommerce_order_created_100.json").read_bytes()
+            body = BC_ORDER_CREATED.read_bytes()
             assert serve.post(client, "bc", body, BC_HEADERS).json()["status"] == "accepted"
-            serve.wait_until(lambda: _said(serve, "retrying in 20.00s") > 0, timeout=30,
+            serve.wait_until(lambda: serve.said("retrying in 20.00s") > 0, timeout=30,
                              what="a GET's 503 and its backoff")  # fmt: skip
         assert serve.terminate() == 0
         with sqlite3.connect(serve.workdir / ".shipmap" / "inbox.db") as db:
             assert list(db.execute("SELECT source, state FROM inbox")) == [("bc", "pending")]
-        assert _said(serve, "owed at stop: 1 webhook waiting in the inbox") == 1, serve.errors[-10:]
+        assert serve.said("owed at stop: 1 webhook waiting in the inbox") == 1, serve.errors[-10:]
         serve.errors.clear()
         serve.start()
-        serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+        serve.wait_until(lambda: serve.said("attempt 1 failed (HTTP 503") > 0, timeout=30,
                          what="the GET at the next start")  # fmt: skip
-        assert _said(serve, "retrying in 20.00s") >= 1, serve.errors[-10:]
-        assert _said(serve, "failed after") == 0, serve.errors[-10:]
+        assert serve.said("retrying in 20.00s") >= 1, serve.errors[-10:]
+        assert serve.said("failed after") == 0, serve.errors[-10:]
         assert serve.terminate() == 0
     finally:
         serve.kill()
-    assert _delivered(source_sandbox) == []
+    assert delivered_orders(source_sandbox) == []
 
 
 def test_a_drain_deadline_in_max_rates_wait_after_an_attempt_keeps_it(
@@ -420,24 +388,24 @@ def test_a_drain_deadline_in_max_rates_wait_after_an_attempt_keeps_it(
     serve = ServeProcess(tmp_path, source_sandbox.url)
     text = serve.config.read_text()
     fenix = "  fenix:\n    api: fenix\n"
-    assert "  drain_timeout: 30s\n" in text and FIXTURE_RETRY in text and text.count(fenix) == 1
-    text = text.replace("  drain_timeout: 30s\n", "  drain_timeout: 2s\n")
+    assert FIXTURE_RETRY in text and text.count(fenix) == 1
+    text = with_drain_timeout(text, "2s")
     serve.config.write_text(text.replace(fenix, fenix + "    max_rate: 0.1\n"))
     serve.start()
     try:
         with httpx.Client(timeout=10) as client:
-            _post(serve, client, 7_400_009)
-            serve.wait_until(lambda: _said(serve, "attempt 1 failed (HTTP 503") > 0, timeout=30,
+            post_order(serve, client, 7_400_009, "run-end7400009")
+            serve.wait_until(lambda: serve.said("attempt 1 failed (HTTP 503") > 0, timeout=30,
                              what="the first attempt's 503")  # fmt: skip
         assert serve.terminate() == 0
-        assert _attempts(serve) == [("pending", 1)]
-        assert _said(serve, "left pending at the stop waiting for its turn under max_rate") == 1, "".join(
+        assert serve.attempts() == [("pending", 1)]
+        assert serve.said("left pending at the stop waiting for its turn under max_rate") == 1, "".join(
             serve.errors
         )
         serve.errors.clear()
         serve.start()
-        serve.wait_until(lambda: _attempts(serve) == [("delivered", 2)], timeout=30, what="the retry")
+        serve.wait_until(lambda: serve.attempts() == [("delivered", 2)], timeout=30, what="the retry")
         assert serve.terminate() == 0
     finally:
         serve.kill()
-    assert _delivered(source_sandbox) == ["7400009"]
+    assert delivered_orders(source_sandbox) == ["7400009"]
