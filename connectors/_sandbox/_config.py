@@ -145,7 +145,7 @@ class SandboxConfig:
     duplicate_keys: int = DEFAULT_DUPLICATE_KEYS
     # Injected error answers and drops listed by faulted(), the newest; one let go is counted (faulted_forgotten).
     faulted: int = DEFAULT_FAULTED
-    # Request identities each fault plan remembers attempts of, the most recently seen (~100 bytes each): a
+    # Request identities each fault plan remembers attempts of, the most recently seen (~260 bytes each): a
     # forgotten one that comes back draws as its first attempt; counted (the plan's identities_forgotten).
     fault_identities: int = DEFAULT_FAULT_IDENTITIES
     # The fake source API (``_source_api``): a directory of fixture documents, and the X-Auth-Token it wants.

@@ -315,9 +315,11 @@ class Decision:
 _NO_FAULT = Decision()
 
 
-# Attempts remembered per request identity (~100 bytes each); past this many identities the least recently seen
-# is forgotten (bounded memory on a long soak; a forgotten identity that comes back starts over at attempt 1).
-DEFAULT_FAULT_IDENTITIES = 1_000_000
+# Attempts remembered per request identity; past this many identities the least recently seen is forgotten
+# (bounded memory on a long soak; a forgotten identity that comes back starts over at attempt 1). A plan turning
+# identities over holds ~260 bytes each at its peak (tracemalloc: the dict, its resizes and the keys), so 50,000
+# is ~13 MB a plan, ~52 MB for the four a sandbox can have (both APIs, Fenix's, DG's, the source API's).
+DEFAULT_FAULT_IDENTITIES = 50_000
 
 
 def request_identity(method: str, path: str, body: bytes, idempotency_key: str | None = None) -> bytes:

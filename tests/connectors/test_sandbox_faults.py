@@ -8,13 +8,19 @@ import json
 import re
 import socket
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from shipmap.connectors import FaultPlan, Sandbox, SandboxConfig
-from shipmap.connectors._sandbox._faults import fault_rolls, request_identity
+from shipmap.connectors._sandbox._faults import (
+    DEFAULT_FAULT_IDENTITIES,
+    FaultInjector,
+    fault_rolls,
+    request_identity,
+)
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
 ORDER = json.loads((SEEDS / "fenix_order_example.json").read_text(encoding="utf-8"))
@@ -572,6 +578,24 @@ def test_faulted_answers_and_fault_identities_stay_within_their_caps_over_http(
         SandboxConfig(faulted=0)
     with pytest.raises(ValueError, match="fault_identities must be 1 or more, got 0"):
         SandboxConfig(fault_identities=0)
+
+
+def test_a_fault_plan_left_at_its_default_cap_stays_within_the_memory_docs_say() -> None:
+    """``--fault-identities`` left alone: a plan that turns over twice its cap of identities holds at
+    most the ~13 MB docs/sandbox.md says (~260 bytes an identity at the dict's peak). The old default,
+    1,000,000, reached ~260 MB a plan, on a sandbox whose user never set it."""
+    injector = FaultInjector(FaultPlan.parse("5xx=0.5:503,seed=1"))
+    tracemalloc.start()
+    try:
+        for number in range(2 * DEFAULT_FAULT_IDENTITIES):  # 16 bytes, as request_identity's digest
+            injector.decide(identity=number.to_bytes(16, "big"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, f"{peak / 1e6:.1f} MB"
+    snapshot = injector.snapshot()
+    assert snapshot["identities"] == DEFAULT_FAULT_IDENTITIES
+    assert snapshot["identities_forgotten"] == DEFAULT_FAULT_IDENTITIES
 
 
 def test_a_forgotten_fault_identity_draws_as_a_first_attempt_again(
