@@ -41,8 +41,9 @@ class Control:
         return JSONResponse(self.state.stats())
 
     async def source_requests(self, request: Request) -> Response:
-        found = self.state.source_api.requests()
-        return JSONResponse({"count": len(found), "requests": found})
+        source_api = self.state.source_api
+        found = source_api.requests()
+        return JSONResponse({"count": len(found), "forgotten": source_api.forgotten(), "requests": found})
 
     async def reset(self, request: Request) -> Response:
         self.state.reset()

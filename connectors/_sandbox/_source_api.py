@@ -15,7 +15,8 @@ how long to wait as its platform does: ``X-Rate-Limit-Time-Reset-Ms`` (milliseco
 ``Retry-After`` under any platform. ``retry-after-date=true`` makes each ``Retry-After`` an HTTP date.
 
 Each GET is remembered (the newest ``KEPT``) with when it arrived and how it was answered
-(``requests()``, ``GET /_sandbox/source-requests``): a test reads from it the rate a client kept to.
+(``requests()``, ``GET /_sandbox/source-requests``): a test reads from it the rate a client kept to. An older
+one let go is counted (``forgotten()``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class SourceApi:
         self.served = 0
         self._started = time.monotonic()
         self._requests: deque[tuple[float, str, int]] = deque(maxlen=self.KEPT)  # arrival, path, status
+        self._forgotten = 0  # the oldest GETs let go to stay within KEPT
 
     def requests(self) -> list[dict[str, Any]]:
         """The GETs remembered, in arrival order: ``at`` (seconds since the sandbox started, or its last reset,
@@ -62,13 +64,23 @@ class SourceApi:
             kept = sorted(self._requests)
         return [{"at": round(at, 6), "path": path, "status": status} for at, path, status in kept]
 
+    def forgotten(self) -> int:
+        """How many older GETs ``requests()`` let go to keep the newest ``KEPT``, since the last reset."""
+        with self._lock:
+            return self._forgotten
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            return {"received": self.received, "served": self.served, "faults": self.faults.counts()}
+            return {
+                "received": self.received,
+                "served": self.served,
+                "forgotten": self._forgotten,
+                "faults": self.faults.counts(),
+            }
 
     def reset(self) -> None:
         with self._lock:
-            self.received = self.served = 0
+            self.received = self.served = self._forgotten = 0
             self._requests.clear()
             self._started = time.monotonic()
         self.faults.restart()
@@ -79,6 +91,8 @@ class SourceApi:
             arrived = time.monotonic() - self._started
         response = await self._respond(request)
         with self._lock:
+            if len(self._requests) == self._requests.maxlen:
+                self._forgotten += 1
             self._requests.append((arrived, request.url.path, response.status_code))
         return response
 

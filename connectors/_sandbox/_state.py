@@ -36,6 +36,7 @@ class SandboxState:
         # The seed says x-identity rotates every 3 months: one per server, unlike the per-login authToken.
         self.identity = secrets.token_hex(18)
         self._tokens: dict[str, float] = {}
+        self._tokens_forgotten = 0  # let go an hour past expiry, or the oldest past MAX_TOKENS
         self._lock = threading.Lock()
 
     def issue_token(self) -> str:
@@ -49,6 +50,7 @@ class SandboxState:
                 if tokens[oldest] > now - _TOKEN_MEMORY_SECONDS and len(tokens) < self.MAX_TOKENS:
                     break
                 del tokens[oldest]
+                self._tokens_forgotten += 1
             tokens[token] = now + self.config.token_ttl
         return token
 
@@ -75,6 +77,12 @@ class SandboxState:
         with self._lock:
             return sum(1 for exp in self._tokens.values() if exp > now)
 
+    def tokens_forgotten(self) -> int:
+        """Tokens let go since the last reset: an hour past their expiry, or the oldest past ``MAX_TOKENS``.
+        One of them sent again is unknown (401), not expired."""
+        with self._lock:
+            return self._tokens_forgotten
+
     def reset(self) -> None:
         """Back to a fresh start: no records, no counts, no tokens, the fault plan replayed from its start."""
         self.recorder.reset()
@@ -82,6 +90,7 @@ class SandboxState:
         self.source_api.reset()
         with self._lock:
             self._tokens.clear()
+            self._tokens_forgotten = 0
 
     def stats(self) -> dict[str, Any]:
         stats = self.recorder.stats()
@@ -89,4 +98,5 @@ class SandboxState:
         stats["faults_by_plan"] = self.faults.counts_by_plan()
         stats["source_api"] = self.source_api.stats()
         stats["live_tokens"] = self.live_tokens()
+        stats["tokens_forgotten"] = self.tokens_forgotten()
         return stats

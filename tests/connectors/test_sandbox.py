@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 from shipmap.connectors import Sandbox, SandboxConfig, SandboxCredentials
+from shipmap.connectors._sandbox import _state
+from shipmap.connectors._sandbox._source_api import SourceApi
 from shipmap.connectors._sandbox._state import SandboxState
 
 SEEDS = Path(__file__).resolve().parents[1] / "fixtures" / "seeds"
@@ -379,6 +381,53 @@ def test_the_token_table_keeps_the_newest_tokens_and_forgets_the_oldest(
     assert error_fields(oldest)["authToken"] == "is not a token this server issued; log in to get one"
     for headers in logins[2:]:
         assert http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER).status_code == 201
+    # The two let go are counted where the live ones are: a 401 "not issued" is then explained.
+    stats = http.get(f"{sandbox.url}/_sandbox/stats").json()
+    assert (stats["live_tokens"], stats["tokens_forgotten"]) == (3, 2)
+    http.post(f"{sandbox.url}/_sandbox/reset")
+    assert http.get(f"{sandbox.url}/_sandbox/stats").json()["tokens_forgotten"] == 0
+
+
+def test_tokens_forgotten_past_their_expiry_are_counted(
+    sandbox: Sandbox, http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired token is let go (an hour past its expiry; at once here) at the next login: counted in the
+    stats' ``tokens_forgotten``, and sent again it is unknown, no longer expired."""
+    monkeypatch.setattr(_state, "_TOKEN_MEMORY_SECONDS", 0.0)
+    first, second = fenix_headers(http, sandbox), fenix_headers(http, sandbox)
+    assert http.get(f"{sandbox.url}/_sandbox/stats").json()["tokens_forgotten"] == 0
+    assert http.post(f"{sandbox.url}/_sandbox/tokens/expire").json() == {"expired": 2}
+    third = fenix_headers(http, sandbox)  # the expired two are let go as this one is issued
+    stats = http.get(f"{sandbox.url}/_sandbox/stats").json()
+    assert (stats["live_tokens"], stats["tokens_forgotten"]) == (1, 2)
+    for headers in (first, second):
+        gone = http.post(sandbox.url + ORDER_PATH, headers=headers, json=ORDER)
+        assert error_fields(gone)["authToken"] == "is not a token this server issued; log in to get one"
+    assert http.post(sandbox.url + ORDER_PATH, headers=third, json=ORDER).status_code == 201
+
+
+def test_the_source_api_request_record_says_how_many_it_let_go(
+    sandbox_factory: Callable[..., Sandbox], http: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``GET /_sandbox/source-requests`` keeps the newest ``KEPT`` GETs and, as the other tables do, counts
+    the older ones it let go (``forgotten``, and the stats' ``source_api.forgotten``); a reset zeroes it."""
+    monkeypatch.setattr(SourceApi, "KEPT", 3)
+    sb = sandbox_factory()
+    for n in range(5):
+        assert http.get(f"{sb.url}/_source/bigcommerce/orders/{n}").status_code == 404
+    record = http.get(f"{sb.url}/_sandbox/source-requests").json()
+    assert (record["count"], record["forgotten"]) == (3, 2)
+    assert [get["path"] for get in record["requests"]] == [
+        f"/_source/bigcommerce/orders/{n}" for n in (2, 3, 4)
+    ]
+    source_api = http.get(f"{sb.url}/_sandbox/stats").json()["source_api"]
+    assert (source_api["received"], source_api["forgotten"]) == (5, 2)
+    http.post(f"{sb.url}/_sandbox/reset")
+    assert http.get(f"{sb.url}/_sandbox/source-requests").json() == {
+        "count": 0,
+        "forgotten": 0,
+        "requests": [],
+    }
 
 
 @pytest.mark.parametrize(
