@@ -5,8 +5,9 @@ takes: a fan-out over a sample's 100,000 elements makes 100,000 payloads, and a 
 document for each element is quadratic. A tool that shows a few payloads, or answers within a deadline, sets
 an allowance around its run (``with allowed(payloads=200, stop=event)``); every fan-out checks it before each element. Past
 ``payloads`` the fan-out ends there and records a :class:`Cut`; once ``stop`` is set the run raises
-:class:`Stopped` at the next element (or at :func:`checkpoint`, between targets). Without an allowance
-nothing is checked: ``shipmap run`` maps every element.
+:class:`Stopped` at the next element, at the next computed field of an object or element of an ``each:``
+array (:data:`current`, so one huge payload is stopped too), or at :func:`checkpoint`, between targets.
+Without an allowance nothing is checked: ``shipmap run`` maps every element.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class Allowance:
             return False
         return True
 
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
     def made(self) -> None:
         if self.payloads is not None:
             self.payloads -= 1
@@ -73,8 +77,9 @@ def allowed(payloads: int | None = None, stop: threading.Event | None = None) ->
         _CURRENT.reset(token)
 
 
-def current() -> Allowance | None:
-    return _CURRENT.get()
+# The running allowance, or None: the ContextVar's own getter, for a loop that looks it up once an object and
+# checks ``stopped()`` per field, so a run without an allowance pays one C call an object and no more.
+current = _CURRENT.get
 
 
 def checkpoint() -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._allowance import Stopped
+from ._allowance import current as current_allowance
 from ._errors import CompileError, Location, TransformError, internal_message
 from ._expressions import ExpressionCompiler
 from ._functions import MISSING, FunctionError, FunctionSet, LookupTable, lookup_key
@@ -196,6 +198,8 @@ class FieldCompiler:
             out = {}
             data = scope.data
             is_dict = type(data) is dict
+            # A tool's stop (_allowance.py): one payload's fields can run for minutes.
+            allowance = current_allowance()
             for key, mode, first, second in frozen:
                 try:
                     if mode == _ONE_KEY:
@@ -216,7 +220,9 @@ class FieldCompiler:
                             out[key] = value
                     elif mode == _CONSTANT:
                         out[key] = first
-                    else:
+                    else:  # a computed field (a template, an expression, an object): where time goes
+                        if allowance is not None and allowance.stopped():
+                            raise Stopped
                         value = first(scope)
                         if value is not OMIT:
                             out[key] = value
@@ -411,8 +417,11 @@ class FieldCompiler:
                 )
             out = []
             index = 0
+            allowance = current_allowance()
             try:
                 for index, item in enumerate(items):
+                    if allowance is not None and allowance.stopped():
+                        raise Stopped
                     value = element(Scope(item, scope, scope.root, label, index))
                     if value is not OMIT:
                         out.append(value)

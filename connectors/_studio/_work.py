@@ -3,9 +3,9 @@ own, stopped when its request gives up.
 
 A worker thread cannot be killed, so the mapping is stopped cooperatively: it runs within an engine
 :class:`~shipmap.engine.Allowance` whose stop is set when the request's deadline passes, and the engine
-checks it before each fan-out element and between targets and cases. One evaluation at a time: each one
-takes a CPU core, and the page asks again on every edit. A request that comes while one runs waits its
-turn, within its own deadline (the page's next evaluation is the one the user wants, so it is queued, not
+checks it before each fan-out element, each computed field of one payload, and between targets and cases.
+One evaluation at a time: each one takes a CPU core, and the page asks again on every edit. A request that
+comes while one runs waits its turn, within its own deadline (the page's next evaluation is the one the user wants, so it is queued, not
 refused); past ``MAX_WAITING`` waiting, the studio answers 503 at once.
 """
 

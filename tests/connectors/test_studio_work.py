@@ -26,6 +26,14 @@ FAN = (
 SLOW = FAN.format(when='    when: "length($root.orders[?id == `0`]) > `0`"\n')
 QUICK = FAN.format(when="")
 SLOW_SAMPLE = json.dumps({"orders": [{"id": number} for number in range(1, 5001)]})
+# One payload, no fan-out: its list of 5,000 notes is made of a field that scans every order, as slow as SLOW.
+ONE_SLOW_PAYLOAD = (
+    "shipmap: 1\nname: fan\ntargets:\n  cancel:\n    kind: fenix.order_cancel\n    fields:\n"
+    "      id: {literal: '1'}\n      status: {literal: CANCELLED}\n"
+    "      cancelled_at: {literal: '2024-11-14T10:00:00Z'}\n      cancel_reason: {literal: customer}\n"
+    "      notes:\n        each: orders\n        fields:\n"
+    '          seen: {path: "length($root.orders[?id == `0`])"}\n'
+)
 DEADLINE = 10.0  # the studio's deadline here: far shorter than the slow mapping, far longer than a quick one
 WAIT_SECONDS = 60  # the test's own deadline for the studio to be idle again, not a measure of speed
 
@@ -84,6 +92,28 @@ def test_a_mapping_past_the_deadline_is_stopped_and_one_runs_at_a_time(workspace
         answer = client.post("/api/evaluate", json=quick)
         assert answer.status_code == 200, answer.text
         assert [card["name"] for card in answer.json()["targets"]] == ["cancel[0]"]
+
+
+def test_one_payload_past_the_deadline_is_stopped_between_its_fields(workspace: Path) -> None:
+    """A single payload (no fan-out, so no element to stop at) whose fields run for minutes is stopped at the
+    deadline too, at its next field: the one mapping thread is free for the next request, which is served."""
+    quick = body(QUICK, json.dumps({"orders": [{"id": 7}]}))
+    with (
+        Studio(workspace, deadline=DEADLINE) as studio,
+        httpx.Client(
+            base_url=studio.base_url, headers={"X-Shipmap-Token": studio.token}, timeout=60
+        ) as client,
+    ):
+        slow = client.post("/api/evaluate", json=body(ONE_SLOW_PAYLOAD, SLOW_SAMPLE))
+        assert slow.status_code == 503, slow.text
+        assert slow.json()["error"] == (
+            f"no answer within {DEADLINE:g} s: the studio gave up on this request and stopped its mapping"
+        )
+        # Not still mapping the slow payload's fields: the next request gets the thread within its deadline.
+        answer = client.post("/api/evaluate", json=quick)
+        assert answer.status_code == 200, answer.text
+        assert [card["name"] for card in answer.json()["targets"]] == ["cancel[0]"]
+        assert len(mapping_threads()) == 1
 
 
 def test_a_fan_out_stops_once_the_answer_is_full_and_says_so(workspace: Path) -> None:

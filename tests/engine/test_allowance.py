@@ -58,3 +58,38 @@ def test_a_set_stop_ends_the_run_at_the_next_element_and_inner_allowances_keep_i
             checkpoint()
     checkpoint()  # no allowance: nothing to stop
     assert len(TARGET.collect(source)[0]) == 1
+
+
+ONE_PAYLOAD = parse_mapping(
+    "shipmap: 1\nname: one\ntargets:\n  cancel:\n    kind: fenix.order_cancel\n    fields:\n"
+    "      id: {literal: '1'}\n      status: {literal: CANCELLED}\n"
+    "      cancelled_at: {literal: '2024-11-14T10:00:00Z'}\n"
+    "      cancel_reason: {template: '{{ root.reason }}'}\n"
+    "      notes: {each: orders, template: '{{ this.id }}'}\n",
+    file="one.yaml",
+)
+
+
+@pytest.mark.parametrize("stopped_at", ["a computed field", "an element of an each: list"])
+def test_a_set_stop_ends_one_payload_at_its_next_computed_field(stopped_at: str) -> None:
+    """No fan-out and one target: nothing was checked, so one payload whose fields run long (a studio sample's
+    list of 5,000 notes, each scanning the document) ended only when done. It ends at its next computed field,
+    or element of an each: list; literals and plain paths are not checked (nothing there to stop)."""
+    (target,) = ONE_PAYLOAD.targets
+    source = {"reason": "customer", "orders": [{"id": 1}, {"id": 2}]}
+    if stopped_at == "an element of an each: list":
+        target = parse_mapping(
+            "shipmap: 1\nname: one\ntargets:\n  cancel:\n    kind: fenix.order_cancel\n    fields:\n"
+            "      notes: {each: orders, template: '{{ this.id }}'}\n",
+            file="one.yaml",
+        ).targets[0]
+    stop = threading.Event()
+    with allowed(stop=stop):
+        produced, errors = target.collect(source)
+        assert errors == [] and len(produced) == 1
+        stop.set()
+        with pytest.raises(Stopped):
+            target.collect(source)
+        with pytest.raises(Stopped):
+            ONE_PAYLOAD.trace(source)
+    assert ONE_PAYLOAD.targets[0].collect(source)[0][0][1]["notes"] == [1, 2]  # no allowance: all made
