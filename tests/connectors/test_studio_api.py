@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -442,6 +443,60 @@ def test_save_as_case_expects_no_payload_of_a_fan_out_target_that_failed(
     assert sorted(case.expect) == ["shipment[11]", "shipment[12]"]
     result = run_case(parse_mapping(text, file="shipment.yaml"), case)
     assert result.ok, result.messages
+
+
+FAN_OUT = (
+    "shipmap: 1\nname: fan\ntargets:\n  cancel:\n    kind: fenix.order_cancel\n    each: orders\n"
+    "    fields:\n      id: {path: id, type: id, required: true}\n      status: {literal: CANCELLED}\n"
+    "      cancelled_at: {literal: '2024-11-14T10:00:00Z'}\n      cancel_reason: {literal: customer}\n"
+)
+
+
+def save_fan_out_case(client: httpx.Client, workspace: Path, orders: list[dict[str, int]], name: str) -> Any:
+    (workspace / "fan.yaml").write_text(FAN_OUT, encoding="utf-8")
+    saved = client.post(
+        "/api/cases/save",
+        json={
+            "mapping": FAN_OUT,
+            "mapping_file": "fan.yaml",
+            "sample": json.dumps({"orders": orders}),
+            "name": name,
+        },
+    )
+    assert saved.status_code == 200, saved.text
+    case = load_suite(workspace / "fan.cases.yaml").cases[-1]
+    assert case.name == name
+    assert run_case(load_mapping(workspace / "fan.yaml"), case).ok
+    return case
+
+
+def test_save_as_case_pins_at_most_the_payloads_the_page_shows_and_says_so(
+    client: httpx.Client, workspace: Path
+) -> None:
+    """A fan-out of 250 elements: the case pins the first 200 payloads (the page's cards), not all of them (a
+    sample of 100,000 elements made a cases file of 100,000 payloads), its description says so, and it passes
+    under shipmap test, which maps and validates the other 50."""
+    case = save_fan_out_case(client, workspace, [{"id": number} for number in range(1, 251)], "many")
+    assert list(case.expect) == [f"cancel[{index}]" for index in range(200)]
+    text = (workspace / "fan.cases.yaml").read_text(encoding="utf-8")
+    assert (
+        "description: 'Saved by shipmap studio: expect pins the first 200 payloads of 250 (cancel 250); shipmap"
+        " test maps and validates the others, without comparing them.'"
+    ) in text.replace("\n      ", " ")
+    few = save_fan_out_case(client, workspace, [{"id": 1}, {"id": 2}], "few")  # all of them: no description
+    assert list(few.expect) == ["cancel[0]", "cancel[1]"]
+    assert text.count("description:") == (workspace / "fan.cases.yaml").read_text(encoding="utf-8").count(
+        "description:"
+    )
+
+
+def test_save_as_case_pins_no_payload_of_a_fan_out_that_fails(client: httpx.Client, workspace: Path) -> None:
+    """One element of three fails: shipmap test sees the target fail at it and never compares the other two's
+    payloads (expect is for a target that does not fail), so the case pins the error alone, not two dead
+    expectations."""
+    case = save_fan_out_case(client, workspace, [{"id": 1}, {}, {"id": 3}], "one fails")
+    assert case.expect == {}
+    assert case.errors == [{"type": "TransformError", "target": "cancel", "field": "cancel[1].id"}]
 
 
 def test_save_the_mapping(client: httpx.Client, workspace: Path) -> None:
