@@ -583,7 +583,7 @@ def test_faulted_answers_and_fault_identities_stay_within_their_caps_over_http(
 def test_a_fault_plan_left_at_its_default_cap_stays_within_the_memory_docs_say() -> None:
     """``--fault-identities`` left alone: a plan that turns over twice its cap of identities holds at
     most the ~13 MB docs/sandbox.md says (~260 bytes an identity at the dict's peak). The old default,
-    1,000,000, reached ~260 MB a plan, on a sandbox whose user never set it."""
+    1,000,000, reached 175 MB here (this test on main), on a sandbox whose user never set it."""
     injector = FaultInjector(FaultPlan.parse("5xx=0.5:503,seed=1"))
     tracemalloc.start()
     try:
