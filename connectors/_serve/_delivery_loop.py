@@ -191,6 +191,12 @@ class DeliveryLoop:
         feed = self._feed
         return feed.enricher.breaker_store if feed is not None and self._enrichments else None
 
+    def enrichment_connections(self) -> frozenset[str]:
+        """The connections the ``enrich`` sections in use fetch over, as the last reload left them (set as it
+        returns, before the delivery thread takes them): /readyz lists their breakers from the reload, one it
+        added (which delivery takes at the end of its run in progress) included."""
+        return frozenset(enrichment.connection for enrichment in self._enrichments.values())
+
     def parked_deliveries(self) -> tuple[int, int]:
         """Deliveries left pending for an open breaker: ``(this process's, the journal's)``. On a shared
         journal a look counts a down connection's pending deliveries for every process, so only the first

@@ -20,17 +20,21 @@ def breaker_records(runtime: Runtime, delivery: DeliveryLoop | None) -> dict[str
     PostgreSQL store's are the database's). Delivery's live in the runtime's store, which on a PostgreSQL
     journal each run replaces with its own shared one; enrichment's in the store its enricher took at
     start (``delivery``, while it serves). A connection in both (enriched from and delivered to) shows the
-    one furthest from closed."""
+    one furthest from closed. A connection a reload added for a source's ``enrich`` is listed from the reload,
+    before delivery takes it (closed until its GETs say otherwise)."""
     stores = [runtime.breaker_store]
     enriching = delivery.enrichment_breakers() if delivery is not None else None
     if enriching is not None and enriching is not stores[0]:
         stores.append(enriching)
+    names = list(runtime.connections)
+    if delivery is not None:
+        names += sorted(delivery.enrichment_connections() - runtime.connections.keys())
     return {
         name: max(
             ((store.breaker(name), store_now(store)) for store in stores),
             key=lambda pair: _FURTHER_FROM_CLOSED[pair[0].phase],
         )
-        for name in runtime.connections
+        for name in names
     }
 
 

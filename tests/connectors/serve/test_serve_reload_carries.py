@@ -1,0 +1,76 @@
+"""``kill -HUP`` of a live ``shipmap serve`` carries what a connection holds: /readyz lists the enrichment
+breaker of a connection the reload added from the reload on (before delivery takes it), a Retry-After the store
+API asked for holds the GETs after a reload that replaced the connection's limiter, and the GETs of a webhook
+that got "later" from a breaker a reload replaced are tried again at once when a GET of theirs succeeds.
+
+The store API and Fenix are real HTTP servers on 127.0.0.1 (the sandbox, or ``OldEndpoint``, which holds a
+request open while the reload lands)."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import httpx
+from shipmap.connectors import Sandbox
+
+from .harness import ServeProcess, shopify_headers
+from .test_serve_reload_enrich import BC_STORE, ENRICH
+from .test_serve_reload_moves import FENIX, ORDER, OldEndpoint
+
+ADDED = "bc: enrich; connections.bc_store: added"
+DELIVERY_TOOK = "the last reload's mappings, connections and delivery settings in use"
+ENRICH_TOOK = "the last reload's enrich sections in use"
+
+
+def _hangup(serve: ServeProcess, change: str, *also: str) -> None:
+    """SIGHUP, then wait for the reload's line that ends with ``change`` and the lines ``also``."""
+    assert serve.process is not None
+    serve.process.send_signal(signal.SIGHUP)
+    serve.wait_until(
+        lambda: (
+            any("reloaded " in line and line.rstrip().endswith(change) for line in serve.errors)
+            and all(any(text in line for line in serve.errors) for text in also)
+        ),
+        timeout=30,
+        what=f"the reload ({change})",
+    )
+
+
+def test_readyz_lists_the_breaker_of_a_store_connection_a_reload_added_before_delivery_takes_it(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Fenix holds a delivery's request open, so the run in progress cannot end and delivery does not take the
+    reload that adds ``bc_store`` and ``bc``'s enrich over it. Enrichment takes it at once; so does /readyz
+    (and /metrics' breaker gauge): ``bc_store`` closed. Before, it listed ``bc_store`` only once delivery
+    took the reload, and an operator who added a source saw nothing of its store API meanwhile."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert BC_STORE in text and ENRICH in text and FENIX in text
+    with OldEndpoint(retry_after=1) as fenix:
+        held = text.replace(FENIX, FENIX.replace("${SANDBOX_URL}", fenix.url))
+        serve.config.write_text(held.replace(BC_STORE, "").replace(ENRICH, ""))
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                fenix.hold()
+                body = json.dumps({**json.loads(ORDER), "id": 7_400_001}).encode()
+                answer = serve.post(client, "shop", body, shopify_headers(body, "orders/create", "carry1"))
+                assert answer.status_code == 200, answer.text
+                assert fenix.held.wait(30), "Fenix got no delivery"
+                before = client.get(f"{serve.url}/readyz").json()
+                assert "bc_store" not in before["breakers"], before
+                serve.config.write_text(held)
+                _hangup(serve, ADDED, ENRICH_TOOK)
+                ready = client.get(f"{serve.url}/readyz").json()
+                metrics = client.get(f"{serve.url}/metrics").text
+                # The delivery is still held: delivery has not taken the reload, so /readyz did not get
+                # bc_store from there.
+                assert not any(DELIVERY_TOOK in line for line in serve.errors), serve.errors[-10:]
+                fenix.release()
+        finally:
+            serve.kill()
+    assert ready["breakers"].get("bc_store") == "closed", ready
+    assert ready["outages"] == {}, ready
+    assert 'shipmap_breaker_state{connection="bc_store",state="closed"} 1.0' in metrics, metrics[-2000:]
