@@ -74,6 +74,12 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """The server a URL names (scheme, host, port): whose Retry-After a hold keeps to."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
+
+
 def wants_enrichment(enrichment: Enrichment | None, event: Mapping[str, Any]) -> bool:
     if enrichment is None:
         return False
@@ -266,7 +272,8 @@ class Enricher:
         base_url, headers, timeout, breaker or max_rate, or delivery's it falls back on), the next GETs go
         through a new client, and those in flight end on the old one (charging the new breaker, unless moved:
         ``_in_force``). What the breaker saw of another endpoint or other credentials says nothing of these: it
-        closes (``new_endpoint``, as delivery's does)."""
+        closes (``new_endpoint``, as delivery's does). Another max_rate gets a new limiter, which keeps the hold
+        of a Retry-After the same host asked for; another host gets one without it."""
         api = self._apis.get(name)
         if api is None:  # let go by a reload; its GETs end on their client
             return
@@ -287,9 +294,15 @@ class Enricher:
                     await self.breaker_store.move(name, connection.base_url)
                 else:
                     await self.breaker_store.close_breaker(name)
-        if connection.max_rate != api.connection.max_rate:
+        other_host = _origin(api.connection.base_url) != _origin(connection.base_url)
+        if connection.max_rate != api.connection.max_rate or other_host:
+            held = self.limiters[name]
             limiter = self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
             limiter.share(self._share)
+            # A Retry-After speaks for the server that sent it: the same host's holds its next GETs, whatever
+            # else the reload changed (max_rate, credentials, the path); another host's rate is its own.
+            if not other_host:
+                limiter.hold(held.held_for())
         self._log.info("source API %s: the last reload's connection settings in use from its next GET", name)
 
     async def look_at_breakers(self) -> None:

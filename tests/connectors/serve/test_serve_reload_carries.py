@@ -16,8 +16,8 @@ import httpx
 from shipmap.connectors import Sandbox
 
 from .harness import ServeProcess, shopify_headers
-from .test_serve_reload_enrich import BC_STORE, ENRICH
-from .test_serve_reload_moves import FENIX, ORDER, OldEndpoint
+from .test_serve_reload_enrich import BC_STORE, ENRICH, STORE, _orders, _post
+from .test_serve_reload_moves import FENIX, FIXTURE_RETRY, ORDER, OldEndpoint
 
 ADDED = "bc: enrich; connections.bc_store: added"
 DELIVERY_TOOK = "the last reload's mappings, connections and delivery settings in use"
@@ -74,3 +74,64 @@ def test_readyz_lists_the_breaker_of_a_store_connection_a_reload_added_before_de
     assert ready["breakers"].get("bc_store") == "closed", ready
     assert ready["outages"] == {}, ready
     assert 'shipmap_breaker_state{connection="bc_store",state="closed"} 1.0' in metrics, metrics[-2000:]
+
+
+HOLD = 20  # seconds the store API's 429 asks for: well past the reload and the next webhook's post
+
+
+def test_a_retry_after_the_store_api_asked_for_holds_the_gets_after_a_reload_that_sets_max_rate(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Order 100's first GET gets a 429 that says to come back in 20 s (BigCommerce's
+    ``X-Rate-Limit-Time-Reset-Ms``; its other two GETs went beside it). A reload then sets ``bc_store``'s
+    ``max_rate``, which gives the connection a new rate limiter. Order 101, posted once delivery took the
+    reload, waits for the rest of the 20 s (/readyz counts its GETs waiting for the rate) and reaches the
+    store API only after it. Before, the new limiter knew nothing of the 429, and order 101's GETs went at
+    once, into the store's exhausted quota."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert FIXTURE_RETRY in text and STORE in text
+    text = text.replace(FIXTURE_RETRY, FIXTURE_RETRY.replace("retry_after_cap: 2s", "retry_after_cap: 60s"))
+    lanes = "      connection: bc_store\n"
+    assert lanes in text
+    text = text.replace(lanes, lanes + "      concurrency: 4\n")  # order 101 fetched beside order 100
+    serve.config.write_text(text)
+    source_sandbox.set_source_faults(f"retry-after={HOLD},schedule=429")
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 100)
+            serve.wait_until(lambda: source_sandbox.source_requests() != [], what="order 100's 429")
+            told = source_sandbox.source_requests()[0]
+            assert told["status"] == 429, told  # the other two went beside it
+            serve.config.write_text(text.replace(STORE, STORE + "    max_rate: 100\n"))
+            _hangup(serve, "connections.bc_store: max_rate", DELIVERY_TOOK)
+            _post(serve, client, 101)
+
+            def waiting() -> int:
+                ready = client.get(f"{serve.url}/readyz").json()
+                return int(ready["enrichment"]["waiting_for_rate"].get("bc_store", 0))
+
+            def gets_of_101() -> list[dict[str, object]]:
+                return [r for r in source_sandbox.source_requests() if "/orders/101" in str(r["path"])]
+
+            serve.wait_until(
+                lambda: waiting() > 0 or gets_of_101(), timeout=30, what="order 101's GET, waiting or sent"
+            )
+            assert gets_of_101() == [], source_sandbox.source_requests()  # held, not sent into the 429's wait
+            serve.wait_until(
+                lambda: _orders(source_sandbox) == ["100", "101"], timeout=HOLD + 30, what="both orders"
+            )
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    gets = source_sandbox.source_requests()
+    assert [r["status"] for r in gets].count(429) == 1, gets  # only the first: none into the wait
+    assert sorted(str(r["path"]).split("/orders/", 1)[1] for r in gets if r["status"] != 429) == [
+        "100",
+        "100/products",
+        "100/shipments",
+        "101",
+        "101/products",
+        "101/shipments",
+    ], gets
