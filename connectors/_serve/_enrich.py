@@ -152,6 +152,9 @@ class Enricher:
         self._shared_store: PostgresStateStore | None = None  # on a PostgreSQL journal: see below
         self._to_share: asyncio.Lock | None = None  # held while it is opened; None once looked at
         self._joining: set[str] = set()  # connections a reload's enrich took up, to add to the shared store
+        # By connection: the opening (``BreakerState.opened``) its breaker was in when a reload replaced its
+        # settings, which a GET in flight across the reload closes if the API answers it (``_answered``).
+        self._opened_when_replaced: dict[str, int] = {}
         self._letting_go: set[asyncio.Task[None]] = set()  # the closing of clients no enrich uses any more
         # Events of each source whose documents are being fetched. Read by the service's thread (/metrics,
         # /readyz): its keys are set here and by ``use`` (which replaces the dict), only the counts change.
@@ -287,13 +290,14 @@ class Enricher:
         if new.breaker != api.breaker:
             self.breakers[name] = self._breaker(name, new.breaker, self.breaker_store)
         if api.moved:
-            if isinstance(self.breaker_store, MemoryStore):
-                self.breaker_store.close_breaker(name)
-            elif isinstance(self.breaker_store, PostgresStateStore):
-                if api.connection.base_url != connection.base_url:  # the record of the new one, shared
-                    await self.breaker_store.move(name, connection.base_url)
-                else:
-                    await self.breaker_store.close_breaker(name)
+            if isinstance(self.breaker_store, PostgresStateStore) and (
+                api.connection.base_url != connection.base_url
+            ):  # the record of the new one, shared
+                await self.breaker_store.move(name, connection.base_url)
+            else:
+                await self._close_breaker(name)
+        elif new.breaker != api.breaker and self.breakers[name].is_open:
+            self._opened_when_replaced[name] = self.breakers[name].state.opened
         other_host = _origin(api.connection.base_url) != _origin(connection.base_url)
         if connection.max_rate != api.connection.max_rate or other_host:
             held = self.limiters[name]
@@ -304,6 +308,29 @@ class Enricher:
             if not other_host:
                 limiter.hold(held.held_for())
         self._log.info("source API %s: the last reload's connection settings in use from its next GET", name)
+
+    async def _close_breaker(self, name: str) -> None:
+        """``name``'s breaker closed in the store it lives in (a reload's doing: ``_follow_reload``)."""
+        if isinstance(self.breaker_store, MemoryStore):
+            self.breaker_store.close_breaker(name)
+        elif isinstance(self.breaker_store, PostgresStateStore):
+            await self.breaker_store.close_breaker(name)
+
+    async def _answered(self, name: str, breaker: CircuitBreaker) -> None:
+        """A GET of ``name`` answered 2xx. When it was in flight across a reload that replaced the settings of
+        its open breaker (``breaker``, the one in force), the opening was those settings' verdict and the API
+        answers: the breaker closes, and the GETs of the same webhook that got "later" from it go again at
+        once (``documents``), not after the replaced cooldown. (Only a GET in flight as the breaker opened gets
+        here: one admitted after goes as its probe, whose success closes it anyway.)"""
+        opened = self._opened_when_replaced.pop(name, None)
+        if opened is None or not breaker.is_open or breaker.state.opened != opened:
+            return
+        await self._close_breaker(name)
+        self._log.warning(
+            "source API %s: a GET in flight across the reload that replaced its breaker settings was answered;"
+            " its circuit breaker, opened under the replaced settings, closes",
+            name,
+        )
 
     async def look_at_breakers(self) -> None:
         """On a PostgreSQL journal, read again each breaker record this process's copy of which is stale, so
@@ -375,9 +402,11 @@ class Enricher:
         if enrichment.connection not in self._apis:
             raise let_go_by_reload(enrichment.connection)
         paths = [render_path(enrichment.fetch[name], event) for name in names]
+        began = self._apis[enrichment.connection]
         self.fetching[source] += 1  # its key stays while it is not 0 (``use``)
         try:
             results = await self._fetch_all(enrichment.connection, paths)
+            results = await self._again_after_reload(enrichment.connection, began, paths, results)
         finally:
             self.fetching[source] -= 1
         failures = [result for result in results if isinstance(result, BaseException)]
@@ -404,6 +433,31 @@ class Enricher:
                     break
             return results
         return await asyncio.gather(*(self._get(connection, path) for path in paths), return_exceptions=True)
+
+    async def _again_after_reload(
+        self, connection: str, began: SourceClient, paths: list[str], results: list[Any]
+    ) -> list[Any]:
+        """``results`` with the GETs that got "later" fetched again, once and at once, when a reload replaced
+        the connection's settings during the fetch (``began``: its client then) and its breaker in force is
+        closed (the reload closed it, or a GET in flight across it was answered: ``_answered``): their "later"
+        came from a breaker that is gone, and the webhook is not parked for its cooldown. Not when a GET
+        failed through the replaced client: the whole webhook is fetched again at once then."""
+        later = [
+            index
+            for index, result in enumerate(results)
+            if isinstance(result, SourceUnavailable) and not result.by_reload
+        ]
+        now = self._apis.get(connection)
+        if (
+            not later
+            or now is None
+            or now is began
+            or self.breakers[connection].is_open
+            or any(isinstance(result, SourceUnavailable) and result.by_reload for result in results)
+        ):
+            return results
+        again = dict(zip(later, await self._fetch_all(connection, [paths[i] for i in later]), strict=True))
+        return [again.get(index, result) for index, result in enumerate(results)]
 
     async def _get(self, connection: str, path: str) -> Any:
         if self._to_share is not None or self._joining:
@@ -470,6 +524,11 @@ class Enricher:
             else:
                 if 200 <= status < 300:
                     await breaker.success(admitted)
+                    if breaker.is_open:  # opened while this GET was in flight: a reload may have replaced it
+                        await self._follow_reload(connection)
+                        in_force, _ = self._in_force(api, connection, breaker, limiter)
+                        if in_force is not breaker:
+                            await self._answered(connection, in_force)
                     return self._decode(content, status, path)
                 # A 401 that survives the auth's fresh read of its credentials refuses them, not this event:
                 # the breaker opens and the webhook waits (parked in serve), as a delivery refused so waits,

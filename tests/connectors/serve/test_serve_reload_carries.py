@@ -22,6 +22,8 @@ from .test_serve_reload_moves import FENIX, FIXTURE_RETRY, ORDER, OldEndpoint
 ADDED = "bc: enrich; connections.bc_store: added"
 DELIVERY_TOOK = "the last reload's mappings, connections and delivery settings in use"
 ENRICH_TOOK = "the last reload's enrich sections in use"
+OPENED = "connection bc_store: circuit breaker open after"
+PARKED = "the webhook waits in the inbox"
 
 
 def _hangup(serve: ServeProcess, change: str, *also: str) -> None:
@@ -135,3 +137,59 @@ def test_a_retry_after_the_store_api_asked_for_holds_the_gets_after_a_reload_tha
         "101/products",
         "101/shipments",
     ], gets
+
+
+SLOW = 10  # seconds the store API holds the webhook's second GET: it outlasts the reload
+REPLACED = "was answered; its circuit breaker, opened under the replaced settings, closes"
+
+
+def test_the_gets_that_got_later_from_a_breaker_a_reload_replaced_go_again_at_once_when_their_sibling_is_answered(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Order 100's three GETs go at once. The store API answers the first and the third 503, which opens
+    ``bc_store``'s breaker (``failures: 1``, a 5-minute cooldown), and they give up "later"; it holds the second
+    for 10 s. Meanwhile a reload replaces the breaker's settings (``failures: 5``), and then the held GET is
+    answered 200. The breaker, opened under the replaced settings, closes, and its two siblings are fetched
+    again at once, on the breaker in force: order 100 is delivered, each GET of it answered once. Before, the
+    webhook was parked for the replaced breaker's 5-minute cooldown."""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert STORE in text
+    settings = "    timeout: 120s\n    breaker: {failures: %d, cooldown: 5m, cooldown_cap: 10m}\n"
+    serve.config.write_text(text.replace(STORE, STORE + settings % 1))
+    source_sandbox.set_source_faults(f"schedule=503,slow:{SLOW},503")
+    serve.start()
+    try:
+        with httpx.Client(timeout=10) as client:
+            _post(serve, client, 100)
+            serve.wait_until(
+                lambda: (
+                    len(source_sandbox.source_requests()) == 2
+                    and source_sandbox.stats()["source_api"]["received"] == 3
+                    and any(OPENED in line for line in serve.errors)
+                ),
+                timeout=30,
+                what="two 503s, the breaker open, and the third GET held",
+            )
+            serve.config.write_text(text.replace(STORE, STORE + settings % 5))
+            _hangup(serve, "connections.bc_store: breaker", DELIVERY_TOOK)
+            held = source_sandbox.source_requests()
+            assert len(held) == 2, held  # the held GET was not answered before the reload was taken
+            serve.wait_until(
+                lambda: _orders(source_sandbox) == ["100"] or any(PARKED in line for line in serve.errors),
+                timeout=SLOW + 30,
+                what="order 100 delivered, or parked",
+            )
+            ready = client.get(f"{serve.url}/readyz").json()
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    log = "".join(serve.errors)
+    assert PARKED not in log and "rejected input" not in log, log
+    assert sum(REPLACED in line for line in serve.errors) == 1, log
+    assert _orders(source_sandbox) == ["100"]
+    gets = source_sandbox.source_requests()
+    assert [r["status"] for r in gets].count(503) == 2, gets
+    answered = sorted(str(r["path"]).split("/orders/", 1)[1] for r in gets if r["status"] != 503)
+    assert answered == ["100", "100/products", "100/shipments"], gets  # each once: the held one not again
+    assert ready["breakers"]["bc_store"] == "closed", ready
