@@ -14,7 +14,6 @@ one breaker, which opens once and is probed by one process at a time (``_store/_
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -38,11 +37,12 @@ from .._deliver._breaker import (
     StateStore,
 )
 from .._deliver._rate_limiter import RateLimiter
-from .._deliver._retry_timing import backoff_delay, parse_retry_after
+from .._deliver._retry_timing import backoff_delay
 from .._errors import JournalError
 from .._redact import get_logger
 from .._runtime import Runtime, new_endpoint
 from .._store._breaker_pg import PostgresStateStore
+from ._enrich_answer import MAX_RESPONSE, asked_wait, document
 from ._enrich_errors import (
     EnrichmentError,
     SourceUnavailable,
@@ -54,24 +54,6 @@ from ._settings import Enrichment, PathTemplate
 from ._source_client import SourceClient, SourceConnections
 
 T = TypeVar("T")
-_MAX_RESPONSE = 8 * 1024 * 1024
-_MAX_NESTING = 200  # arrays and objects in one another, at most, in a fetched document
-_RESET_MS = "X-Rate-Limit-Time-Reset-Ms"  # BigCommerce: milliseconds until the store's quota refreshes
-_MS_DIGITS = 10
-
-
-def _deeper_than(value: Any, limit: int) -> bool:
-    """Whether arrays and objects nest in ``value`` more than ``limit`` deep (without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
@@ -100,19 +82,6 @@ def render_path(template: PathTemplate, event: Any) -> str:
             )
         out.append(quote(str(value), safe=""))
     return "".join(out)
-
-
-def _asked_wait(status: int, headers: httpx.Headers) -> float | None:
-    """The seconds the API asked us to wait: ``Retry-After``, else, on a 429, BigCommerce's
-    ``X-Rate-Limit-Time-Reset-Ms`` (milliseconds until the store's quota refreshes; on a 2xx it is only
-    news). None when it said nothing we read (the backoff then decides)."""
-    asked = parse_retry_after(headers.get("Retry-After"))
-    if asked is not None or status != 429:
-        return asked
-    reset = headers.get(_RESET_MS, "").strip()
-    if reset.isascii() and reset.isdigit() and len(reset) <= _MS_DIGITS:
-        return int(reset) / 1000
-    return None
 
 
 class Enricher:
@@ -509,8 +478,8 @@ class Enricher:
                     status = response.status_code
                     if 200 <= status < 300:
                         declared = response.headers.get("content-length", "")
-                        if not (declared.isdigit() and int(declared) > _MAX_RESPONSE):  # else refused unread
-                            content = await read_capped(response, _MAX_RESPONSE + 1)
+                        if not (declared.isdigit() and int(declared) > MAX_RESPONSE):  # else refused unread
+                            content = await read_capped(response, MAX_RESPONSE + 1)
             except TimeoutError:
                 retryable = True
                 reason = f"Timeout: no answer within the {deadline:g} s deadline (timeout.total)"
@@ -538,7 +507,7 @@ class Enricher:
                 reason = (
                     auth.refused_reason if refused else f"HTTP {status} {response.reason_phrase}".rstrip()
                 )
-                retry_after = _asked_wait(status, response.headers) if retryable else None
+                retry_after = asked_wait(status, response.headers) if retryable else None
                 if retry_after is not None and status in HOLDING_STATUSES:
                     await limiter.hold_everywhere(min(retry_after, policy.retry_after_cap))
             if retryable:
@@ -607,25 +576,9 @@ class Enricher:
         return while_open(breaker)
 
     def _decode(self, content: bytes | None, status: int, path: str) -> Any:
-        if content is None or len(content) > _MAX_RESPONSE:
-            raise EnrichmentError(f"GET {path}: the response is larger than {_MAX_RESPONSE} bytes")
-        if status == 204 or not content:
-            self.fetched += 1
-            return None  # BigCommerce answers 204 for an order without shipments
-        try:
-            document = json.loads(content)
-        except ValueError as error:
-            raise EnrichmentError(f"GET {path}: the response is not JSON ({error})") from None
-        except RecursionError:  # arrays or objects nested past the parser's depth
-            too_deep = True
-        else:
-            too_deep = _deeper_than(document, _MAX_NESTING)
-        if too_deep:
-            # No order looks like that, and the service writes each document back (to the inbox, to the
-            # journal) on stacks the parser's did not measure: refused here, with the reason, not a crash.
-            raise EnrichmentError(f"GET {path}: the response is nested more than {_MAX_NESTING} levels deep")
+        decoded = document(content, status, path)
         self.fetched += 1
-        return document
+        return decoded
 
 
 def lane_of(event: Mapping[str, Any]) -> str:
