@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 from shipmap.connectors import Sandbox
 
-from .harness import ServeProcess, shopify_headers
+from .harness import BC_API_TOKEN, SOURCE_DOCUMENTS, ServeProcess, shopify_headers
 from .test_serve_reload_enrich import BC_STORE, ENRICH, STORE, _orders, _post
 from .test_serve_reload_moves import FENIX, FIXTURE_RETRY, ORDER, OldEndpoint
 
@@ -193,3 +193,43 @@ def test_the_gets_that_got_later_from_a_breaker_a_reload_replaced_go_again_at_on
     answered = sorted(str(r["path"]).split("/orders/", 1)[1] for r in gets if r["status"] != 503)
     assert answered == ["100", "100/products", "100/shipments"], gets  # each once: the held one not again
     assert ready["breakers"]["bc_store"] == "closed", ready
+
+
+def test_a_store_api_moved_to_another_host_by_a_reload_is_not_held_by_the_old_hosts_retry_after(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Order 100's first GET gets a 429 that asks for 60 s. A reload moves ``bc_store`` to another server (a
+    second sandbox, on another port) whose quota nobody used: order 101's GETs go there at once, not after the
+    old server's 60 s, and the old server gets no GET more. Before, with ``max_rate`` unchanged, the limiter
+    and its hold were kept, and order 101's GETs waited for the old server's 60 s. (Another path or credentials on the same host keep
+    the wait, as the test above shows for another max_rate.)"""
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    text = serve.config.read_text()
+    assert FIXTURE_RETRY in text and STORE in text
+    text = text.replace(FIXTURE_RETRY, FIXTURE_RETRY.replace("retry_after_cap: 2s", "retry_after_cap: 60s"))
+    lanes = "      connection: bc_store\n"
+    text = text.replace(lanes, lanes + "      concurrency: 4\n")
+    serve.config.write_text(text)
+    source_sandbox.set_source_faults("retry-after=60,schedule=429")
+    with Sandbox(source_documents=SOURCE_DOCUMENTS, source_token=BC_API_TOKEN) as other:
+        serve.start()
+        try:
+            with httpx.Client(timeout=10) as client:
+                _post(serve, client, 100)
+                serve.wait_until(lambda: source_sandbox.source_requests() != [], what="order 100's 429")
+                assert source_sandbox.source_requests()[0]["status"] == 429
+                serve.config.write_text(text.replace(STORE, STORE.replace("${SANDBOX_URL}", other.url)))
+                _hangup(serve, "connections.bc_store: base_url", DELIVERY_TOOK)
+                sent_there = len(source_sandbox.source_requests())
+                _post(serve, client, 101)
+                # Well within the old server's 60 s: a deadline, not a measure. (Order 101 is delivered after
+                # order 100, whose own retry waits out the 429 it got: its source's events go in order.)
+                serve.wait_until(
+                    lambda: len(other.source_requests()) == 3, timeout=30, what="order 101's GETs there"
+                )
+                assert len(source_sandbox.source_requests()) == sent_there, source_sandbox.source_requests()
+        finally:
+            serve.kill()
+    fetched = sorted(str(r["path"]).split("/orders/", 1)[1] for r in other.source_requests())
+    assert fetched == ["101", "101/products", "101/shipments"], fetched
+    assert {r["status"] for r in other.source_requests()} <= {200, 204}, other.source_requests()
