@@ -13,7 +13,7 @@ from typing import Any
 from .._config_key import duration_text
 from .._store._journal_pg import connect_arguments, display_url, first_line
 from .._store._pg_watchdog import ANSWER_GRACE_S, StatementWatchdog
-from .._store._reconnect import reopen_within
+from .._store._reconnect import open_within
 from .._store._schema import _MIGRATION_LOCK  # the journal's: one migration at a time per database
 from ._inbox import InboxCancelled, InboxDisconnected, InboxError, InboxTimeout
 from ._inbox_pg_schema import INBOX_SCHEMA_VERSION, MIGRATIONS, VERSION_KEY, version_problem
@@ -103,10 +103,7 @@ class InboxConnection:
                     raise ended from None
 
     def _connect_within(self) -> None:
-        if self.reconnect_deadline is None:
-            self._connect()
-            return
-        reopen_within(
+        open_within(
             self.reconnect_deadline,
             self._connect,
             (InboxError,),

@@ -63,6 +63,7 @@ from ._journal_pg import (
     display_url,
     first_line,
 )
+from ._pg_watchdog import StatementWatchdog
 from ._reconnect import RECONNECT_DEADLINE_S, pauses
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
@@ -117,6 +118,8 @@ class PostgresStateStore:
         self._log = get_logger("breaker", redactor or Redactor(), runtime_name=runtime_name)
         self._conn = connection
         self._name = name
+        self._watchdog = StatementWatchdog(f"journal {name}: breaker and rate state")
+        self._watchdog.watch(connection.fileno())
         self._application_name = ENRICHMENT_APPLICATION_NAME if enrichment else APPLICATION_NAME
         self._waits = "its webhooks wait" if enrichment else "deliveries wait"
         self._row_of = enrichment_breaker_row if enrichment else breaker_row
@@ -188,15 +191,20 @@ class PostgresStateStore:
             runtime_name=runtime_name,
             enrichment=enrichment,
         )
-        async with store._statement():
-            for name in endpoints:
-                await store._insert_rows(name)
-            store._count_peers(
-                await (await connection.execute(COUNT_SESSIONS, (application_name,))).fetchone()
-            )
+        try:
+            async with store._statement():
+                for name in endpoints:
+                    await store._insert_rows(name)
+                store._count_peers(
+                    await (await connection.execute(COUNT_SESSIONS, (application_name,))).fetchone()
+                )
+        except BaseException:
+            await store.aclose()  # its connection and its watchdog's thread
+            raise
         return store
 
     async def aclose(self) -> None:
+        self._watchdog.stop()
         if self._reconnecting is not None:
             self._reconnecting.cancel()
             with contextlib.suppress(BaseException):
@@ -235,7 +243,7 @@ class PostgresStateStore:
         import psycopg
 
         try:
-            async with self._statement():
+            async with self._statement(REREAD_TIMEOUT_MS):
                 try:
                     # SET LOCAL: this read's limit, not the session's (a transition's stays 30 s).
                     async with self._conn.transaction():
@@ -382,11 +390,12 @@ class PostgresStateStore:
             self.peers = max(1, int(row[0]))
 
     @contextlib.asynccontextmanager
-    async def _statement(self) -> AsyncIterator[None]:
+    async def _statement(self, limit_ms: int = STATEMENT_TIMEOUT_MS) -> AsyncIterator[None]:
         """One operation at a time on the connection. A lost connection raises _Away (the caller falls back
         on this worker's copy) and is opened again in the background; any other database failure, or a
         connection away past the deadline, is a JournalError, which ends the run (exit 7) like any journal
-        failure: nothing is lost, pending deliveries are sent by the next run."""
+        failure: nothing is lost, pending deliveries are sent by the next run. ``limit_ms``: the statements'
+        own timeout, which the watchdog's bound follows."""
         import psycopg
 
         if self._gave_up is not None:
@@ -396,15 +405,21 @@ class PostgresStateStore:
         async with self._lock:
             if self._lost_at is not None:  # lost while this caller waited for the lock
                 raise _Away
+            # A statement whose answer never comes (a partition, a stopped server) has its connection cut, as
+            # the journal's and the inbox's do: it is lost, and opened again in the background.
+            self._watchdog.begin(limit_ms / 1000)
             try:
                 yield
             except psycopg.Error as error:
-                if self._reopen is None or not self._conn.closed:
+                cut = self._watchdog.end()
+                if self._reopen is None or not (self._conn.closed or cut):
                     raise JournalError(
                         f"journal {self._name}: breaker and rate state: PostgreSQL says: {first_line(error)}"
                     ) from None
                 self._lose(first_line(error))
                 raise _Away from None
+            finally:
+                self._watchdog.end()
 
     def _lose(self, reason: str) -> None:
         self._lost_at = time.monotonic()
@@ -439,6 +454,7 @@ class PostgresStateStore:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = connection
+            self._watchdog.watch(connection.fileno())
             away = time.monotonic() - self._lost_at
             self._lost_at, self._read_at = None, {}  # the shared records are read again at once, and win
             self.reconnects += 1

@@ -22,12 +22,14 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from .._config_key import duration_text
 from .._errors import JournalError
-from ._reconnect import reopen_within
+from ._pg_watchdog import ANSWER_GRACE_S, StatementWatchdog
+from ._reconnect import open_within
 from ._sqlite import AFTER_A_READ, AFTER_A_WRITE, JournalFault
 
 
@@ -166,14 +168,24 @@ class PostgresConnection:
         self._url, self._options, self._lease = url, options, idle / 1000
         self._reconnect_deadline = reconnect_deadline
         self._stop = stop
-        self._conn = self._connect_within() if wait_to_open else self._connect()
+        # A statement whose answer never comes (a partition, a stopped server) is cut, as the inbox's are: it
+        # fails, and outside a transaction runs again on a new session (``_reconnected``).
+        self._watchdog = StatementWatchdog(f"journal {self._name}")
+        self._cut = False  # the last statement failed because the watchdog cut its connection
+        try:
+            self._conn = self._connect_within() if wait_to_open else self._connect()
+        except BaseException:
+            self._watchdog.stop()
+            raise
 
     def _connect(self) -> Any:
         psycopg = self._psycopg
         try:
-            return psycopg.connect(self._url, **connect_arguments(self._options, APPLICATION_NAME))
+            connection = psycopg.connect(self._url, **connect_arguments(self._options, APPLICATION_NAME))
         except psycopg.Error as error:
             raise JournalError(f"cannot open journal {self._name}: {first_line(error)}") from None
+        self._watchdog.watch(connection.fileno())
+        return connection
 
     def reconnect(self) -> None:
         """A new session, after the server ended this one: within the reconnect deadline, when there is one."""
@@ -182,9 +194,7 @@ class PostgresConnection:
         self._conn = self._connect_within()
 
     def _connect_within(self) -> Any:
-        if self._reconnect_deadline is None:
-            return self._connect()
-        return reopen_within(
+        return open_within(
             self._reconnect_deadline,
             self._connect,
             (JournalError,),
@@ -225,12 +235,24 @@ class PostgresConnection:
             tries += 1
             inside = self.in_transaction
             try:
-                return self._conn.execute(_dialect(sql), parameters or None)
+                with self._watched():
+                    return self._conn.execute(_dialect(sql), parameters or None)
             except self._psycopg.Error as error:
                 if not self._try_again(error, tries, waited_since) and not (
                     tries < STATEMENT_TRIES and self._reconnected(error, inside)
                 ):
                     raise self._fault(error, inside) from None
+
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[None]:
+        """One statement under the watchdog (``_pg_watchdog``); ``_cut`` says whether it cut the connection."""
+        self._watchdog.begin(self._statement_timeout)
+        try:
+            yield
+        finally:
+            # A cut socket fails this statement or, answered as it was cut, the next: either way psycopg then
+            # finds the session broken, and it is opened again as one the server ended.
+            self._cut = self._watchdog.end()
 
     def _try_again(self, error: Exception, tries: int, waited_since: float) -> bool:
         """Whether a statement that lost a lock conflict, or waited a lease for a lock, is run again (only
@@ -260,7 +282,8 @@ class PostgresConnection:
                     return Changed(0)
                 inside = self.in_transaction
                 try:
-                    cursor.executemany(_dialect(sql), rows)
+                    with self._watched():
+                        cursor.executemany(_dialect(sql), rows)
                     return Changed(int(cursor.rowcount))
                 except self._psycopg.Error as error:
                     # Outside a transaction the pipeline ran in one implicit transaction, rolled back whole.
@@ -314,6 +337,11 @@ class PostgresConnection:
         said = f"PostgreSQL says: {first_line(error)}"
         if isinstance(error, self._psycopg.errors.QueryCanceled) and "statement timeout" in said:
             said = f"no answer within {duration_text(self._statement_timeout)} ({said})"
+        elif self._cut:
+            said = (
+                f"no answer within {duration_text(self._statement_timeout)}, nor {ANSWER_GRACE_S:g}s after;"
+                f" the connection was cut ({said})"
+            )
         return JournalFault(
             f"{action} {self._name}: {said}",
             AFTER_A_READ if self._readonly else AFTER_A_WRITE,
@@ -327,6 +355,7 @@ class PostgresConnection:
         return int(self._conn.fileno())
 
     def close(self) -> None:
+        self._watchdog.stop()
         self._conn.close()
 
 

@@ -73,3 +73,19 @@ def reopen_within(
         log.warning("%s: connection opened again after %.1f s", what, time.monotonic() - lost_at)
         return connection
     raise last
+
+
+def open_within(
+    deadline_s: float | None,
+    connect: Callable[[], _T],
+    failed: tuple[type[Exception], ...],
+    *,
+    what: str,
+    log: logging.Logger,
+    stop: threading.Event | None = None,
+) -> _T:
+    """A connection's open by its owner's policy: ``connect()`` once when it has no ``deadline_s`` (a
+    command's, intake's: it fails at once), else ``reopen_within`` that deadline."""
+    if deadline_s is None:
+        return connect()
+    return reopen_within(deadline_s, connect, failed, what=what, log=log, stop=stop)

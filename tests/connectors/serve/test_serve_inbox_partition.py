@@ -14,7 +14,6 @@ silent, as flows a long partition lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from pg_forwarder import Forwarder
 from shipmap.connectors._serve import PostgresInbox
 from shipmap.connectors._serve._inbox import InboxTimeout
 from shipmap.connectors._serve._inbox_gauges import InboxGauges, open_gauge_reader
@@ -29,88 +29,9 @@ from shipmap.connectors._store._journal_pg import display_url
 from shipmap.connectors._store._pg_watchdog import ANSWER_GRACE_S
 
 STALE = "inbox did not answer within 2s"
-CHUNK = 65536
 # What the test waits, at most, for what the watchdog bounds: a grace past the statement's own timeout, a
 # reconnect's connect_timeout (10 s) when a reading began during the partition, and a busy machine's margin.
 RECOVERY_S = 60.0
-
-
-class _Flow:
-    """One client connection through the forwarder, and its upstream."""
-
-    def __init__(self, client: asyncio.StreamWriter) -> None:
-        self.dead = False  # lost to a partition: nothing more is forwarded, nothing is closed
-        self.writers = [client]
-
-
-class Forwarder:
-    """A TCP forwarder on 127.0.0.1 to ``target`` (host, port), on an event loop of its own thread."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.partitioned = False
-        self._flows: list[_Flow] = []  # every flow, dead ones too: their sockets stay open until close()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
-        ).result(10)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    def partition(self) -> None:
-        """From now on nothing is forwarded, on the flows open now or on new ones; nothing is closed."""
-
-        def cut() -> None:
-            self.partitioned = True
-            for flow in self._flows:
-                flow.dead = True
-
-        self._loop.call_soon_threadsafe(cut)
-
-    def heal(self) -> None:
-        """New connections are forwarded again; the flows of before stay silent."""
-        self._loop.call_soon_threadsafe(setattr, self, "partitioned", False)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        flow = _Flow(writer)
-        self._flows.append(flow)
-        if self.partitioned:
-            flow.dead = True
-            await self._drop(reader)
-            return
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        flow.writers.append(up_writer)
-        await asyncio.gather(self._pump(flow, reader, up_writer), self._pump(flow, up_reader, writer))
-
-    async def _pump(self, flow: _Flow, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(CHUNK):
-            if flow.dead:
-                await self._drop(reader)
-                return
-            writer.write(data)
-            await writer.drain()
-
-    @staticmethod
-    async def _drop(reader: asyncio.StreamReader) -> None:
-        """Read and discard until the peer closes: its writes are acknowledged, never answered."""
-        while await reader.read(CHUNK):
-            pass
-
-    def close(self) -> None:
-        async def shut() -> None:
-            self._server.close()
-            for flow in self._flows:
-                for writer in flow.writers:
-                    writer.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
-
-        with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @pytest.fixture

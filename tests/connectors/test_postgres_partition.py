@@ -1,0 +1,132 @@
+"""The journal's and the breaker store's PostgreSQL connections cut off by the network: a statement whose
+answer never comes is cut by the statement watchdog (``_store/_pg_watchdog``) a grace past its own timeout,
+and the connection is opened again within ``journal.reconnect_deadline`` once the network heals, so the work
+completes once. Before, the journal's statement and the store's reread waited for ever (the inbox's
+connections had the watchdog already: ``serve/test_serve_inbox_partition.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from pg_forwarder import Forwarder
+from shipmap.connectors import Journal
+from shipmap.connectors._store._breaker_pg import PostgresStateStore
+from shipmap.connectors._store._journal_pg import display_url
+from shipmap.connectors._store._pg_watchdog import ANSWER_GRACE_S
+
+# What the test waits, at most, for what the watchdog bounds: a grace past the statement's own timeout, a
+# reconnect's connect_timeout (10 s) for an attempt begun during the partition, and a busy machine's margin.
+RECOVERY_S = 60.0
+FENIX = {"fenix": "http://127.0.0.1:9/"}
+
+
+@pytest.fixture
+def forwarded(postgres_url: str) -> Iterator[tuple[Forwarder, str]]:
+    """A forwarder to the test's database (the journal's schema created directly), and the URL through it."""
+    address = urlsplit(postgres_url)
+    assert address.hostname and address.port
+    with Journal(postgres_url):
+        pass
+    forwarder = Forwarder((address.hostname, address.port))
+    try:
+        yield (
+            forwarder,
+            postgres_url.replace(f"@{address.hostname}:{address.port}/", f"@127.0.0.1:{forwarder.port}/"),
+        )
+    finally:
+        forwarder.close()
+
+
+def _cut_line(whose: str, timeout: str) -> str:
+    return (
+        f"{whose}: a statement had no answer {ANSWER_GRACE_S:g}s after its own {timeout} timeout (the server"
+        " did not end it: it is stopped, or the network between acknowledges and forwards nothing); its"
+        " connection was cut, and the next statement opens a new one"
+    )
+
+
+def _until(done: Callable[[], bool], what: str) -> None:
+    ends = time.monotonic() + RECOVERY_S
+    while not done():
+        assert time.monotonic() < ends, f"never: {what}"
+        time.sleep(0.1)
+
+
+def test_a_journal_statement_cut_off_by_a_partition_completes_once_on_a_new_session(
+    forwarded: tuple[Forwarder, str], postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    forwarder, url = forwarded
+    cut = _cut_line(f"journal {display_url(url)}", "1s")
+    outcome: list[object] = []
+    with Journal(url, statement_timeout=1.0, reconnect_deadline=120.0) as journal:
+        journal.record_rejected("bc#1", "HTTP 404", None)
+
+        def write() -> None:
+            try:
+                journal.record_rejected("bc#2", "HTTP 404", None)  # a statement outside a transaction
+                journal.run_transaction(lambda: journal.record_rejected("bc#3", "HTTP 404", None))
+                outcome.append(journal.rejected_origins())
+            except Exception as error:
+                outcome.append(error)
+
+        with caplog.at_level(logging.WARNING):
+            forwarder.partition()
+            # On a thread: without the watchdog the statement never returns, and the test fails, not hangs.
+            writing = threading.Thread(target=write, daemon=True)
+            writing.start()
+            _until(lambda: cut in caplog.messages, "the journal's statement cut")
+            forwarder.heal()
+            writing.join(RECOVERY_S)
+            assert not writing.is_alive(), "the journal's statement never returned"
+        assert outcome == [{"bc#1", "bc#2", "bc#3"}], outcome
+        assert f"journal {display_url(url)}: the server ended the session" in " ".join(caplog.messages)
+    with psycopg.connect(postgres_url) as db:  # each written once
+        assert db.execute(
+            "SELECT origin, count(*) FROM rejected GROUP BY origin ORDER BY origin"
+        ).fetchall() == [
+            ("bc#1", 1),
+            ("bc#2", 1),
+            ("bc#3", 1),
+        ]
+
+
+def test_a_breaker_store_reread_cut_off_by_a_partition_falls_back_on_its_copy_and_reconnects(
+    forwarded: tuple[Forwarder, str], postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    forwarder, url = forwarded
+    cut = _cut_line(f"journal {display_url(url)}: breaker and rate state", "2s")
+
+    async def scenario() -> None:
+        store = await PostgresStateStore.connect(url, FENIX, lease=30.0, refresh=0.05)
+        try:
+            await store.refresh("fenix")
+            forwarder.partition()
+            # Without the watchdog this reread waits for ever: bounded here so that the test fails instead.
+            async with asyncio.timeout(RECOVERY_S):
+                await store.refresh("fenix")
+            assert cut in caplog.messages
+            assert not store.connected  # this worker runs on its own copy meanwhile
+            forwarder.heal()
+            async with asyncio.timeout(RECOVERY_S):
+                while not store.connected:
+                    await asyncio.sleep(0.1)
+            assert store.reconnects == 1
+            # Shared again: the slot is claimed in the database.
+            await store.claim_rate("fenix", 30.0)
+        finally:
+            await store.aclose()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    with psycopg.connect(postgres_url) as db:
+        (ahead,) = db.execute(
+            "SELECT next_free - EXTRACT(EPOCH FROM clock_timestamp()) FROM connection_state WHERE name = 'fenix'"
+        ).fetchone()
+    assert ahead > 20.0, ahead  # the claim reached the database: the next slot is 30 s on
