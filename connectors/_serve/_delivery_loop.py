@@ -350,6 +350,8 @@ class DeliveryLoop:
                         self._retention,
                         journal=self.runtime.config.journal.location,
                         log=self._log,
+                        reconnect_deadline=self.runtime.config.journal.reconnect_deadline,
+                        stop=self._stopping,
                     ),
                 )
                 with self._control:

@@ -132,7 +132,8 @@ def open_gauge_reader(
     floor: ClaimFloor | None = None,
 ) -> InboxStore:
     """A connection for the gauges to the inbox a service has opened: a PostgreSQL one whose statements end a
-    second after the deadline, reading the claims' ``floor`` the service's inboxes share, or an SQLite one that
+    second after the deadline (it never waits for a database restart, ``reconnect_deadline``: a reading is due
+    within ``INBOX_READ_DEADLINE_S``, answers stale meanwhile, and a failed reader is opened anew by the next), reading the claims' ``floor`` the service's inboxes share, or an SQLite one that
     may ask for the write lock (``writable``) without the service's run lock."""
     if is_database_url(location):
         return PostgresInbox(

@@ -51,6 +51,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from .._store._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, is_database_url
+from .._store._reconnect import ReconnectStopped
 from ._inbox import (
     DEPTH_CAP,
     Accepted,
@@ -438,11 +439,22 @@ class _LeaseKeeper:
         while not self._stopped.wait(inbox.lease_seconds / 3):
             try:
                 if renewer is None:
-                    renewer = PostgresInbox(inbox._url, lease=inbox.lease_seconds)
+                    # The delivery side's reconnect policy: a renewal whose session the server ended (a restart)
+                    # runs again as soon as the database is back, not a third of a lease later, so a restart
+                    # shorter than a lease lapses no claim; the service's stop ends that wait.
+                    renewer = PostgresInbox(
+                        inbox._url,
+                        lease=inbox.lease_seconds,
+                        reconnect_deadline=inbox.reconnect_deadline,
+                        stop=self._stopped,
+                        wait_to_open=inbox.reconnect_deadline is not None,
+                    )
                     renewer.worker = inbox.worker
                 renewer.renew_leases()
             except InboxError as error:  # the next round tries again; a lapsed claim is taken over, not lost
                 _log.warning("cannot renew the inbox's claims: %s", error)
+            except ReconnectStopped:  # the service is stopping: nothing more to renew
+                break
         if renewer is not None:
             renewer.close()
 

@@ -15,6 +15,7 @@ processed before the cut-off has its rejection, if any, in what is read.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,17 +51,27 @@ class Purged:
 
 
 def purge_inbox(
-    inbox: InboxStore, retention: Retention, *, journal: str | Path | None, log: RedactingLogger
+    inbox: InboxStore,
+    retention: Retention,
+    *,
+    journal: str | Path | None,
+    log: RedactingLogger,
+    reconnect_deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Purged:
     """Forget what the inbox holds past its time (see the module's docstring). ``journal``: where the
-    rejections are recorded (None: no journal, so none)."""
+    rejections are recorded (None: no journal, so none). ``reconnect_deadline``, ``stop``: delivery's hourly
+    purge reads the rejections as delivery reads the journal, waiting out a database restart within
+    ``journal.reconnect_deadline`` (the purge at start has none: a database not reached yet fails at once)."""
     now = time.time()
     rows = inbox.purge(now - retention.dedup_window)
     bodies = 0
     if retention.keep_bodies < retention.dedup_window:
         processed_before = now - retention.keep_bodies
         try:
-            rejected = rejected_rows(journal, inbox.inbox_id)
+            rejected = rejected_rows(
+                journal, inbox.inbox_id, reconnect_deadline=reconnect_deadline, stop=stop
+            )
         except JournalError as error:
             log.warning(
                 "the inbox keeps the bodies of processed webhooks for now (serve.keep_bodies): it cannot read"

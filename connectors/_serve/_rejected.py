@@ -23,6 +23,7 @@ journal in the inbox's database (the default: ``serve.inbox`` unset), which :fun
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,11 +145,18 @@ def find_rejected(
     return found
 
 
-def rejected_rows(journal: str | Path | None, inbox_id: str | None) -> set[int]:
+def rejected_rows(
+    journal: str | Path | None,
+    inbox_id: str | None,
+    *,
+    reconnect_deadline: float | None = None,
+    stop: threading.Event | None = None,
+) -> set[int]:
     """The rows of the inbox ``inbox_id`` (``_origins``) of which the journal at ``journal`` holds a rejected
     record: the webhooks ``replay --rejected`` may bring back, whose bodies the inbox keeps; none where there
-    is no journal yet. Raises JournalError when the journal cannot be read."""
-    reader = open_readonly(journal)
+    is no journal yet. Raises JournalError when the journal cannot be read (on PostgreSQL with a
+    ``reconnect_deadline``: once it has not been reached again within it; ``stop`` ends that wait)."""
+    reader = open_readonly(journal, reconnect_deadline=reconnect_deadline, stop=stop)
     if reader is None:
         return set()
     with reader:

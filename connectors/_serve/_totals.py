@@ -98,6 +98,8 @@ def owed_at_stop(journal: str | os.PathLike[str] | None, inbox: InboxStore) -> s
     to be unread, never counted as nothing, and the other is still counted."""
     parts, unread, owed = [], [], 0
     try:
+        # Not waited for (no reconnect_deadline): the stop report says what it cannot read, and a database
+        # away would hold the stop up to the deadline.
         found = open_readonly(journal)
         if found is not None:
             with found:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -61,18 +62,31 @@ from ._schema import State as State
 
 
 def open_readonly(
-    location: str | os.PathLike[str] | None, *, statement_timeout: float | None = None
+    location: str | os.PathLike[str] | None,
+    *,
+    statement_timeout: float | None = None,
+    reconnect_deadline: float | None = None,
+    stop: threading.Event | None = None,
 ) -> Journal | None:
     """The journal at ``location`` (a file or a ``postgresql://`` URL) for reading, or None when there is no
     journal there yet: nothing was run, or a run or a service is creating it now (its file exists, its tables
     not yet). A file that holds another application's tables is refused (a JournalError).
-    ``statement_timeout``: seconds each read may take (None: the backend's)."""
+    ``statement_timeout``: seconds each read may take (None: the backend's). ``reconnect_deadline``, ``stop``
+    (PostgreSQL; a service's look-up, its database reached before): the open, and a read whose session the
+    server ended, wait for the database within that deadline (``Journal``'s); None: they fail at once."""
     if location is None:
         return None
     if not is_database_url(location) and not Path(location).exists():
         return None
     try:
-        return Journal(location, readonly=True, statement_timeout=statement_timeout)
+        return Journal(
+            location,
+            readonly=True,
+            statement_timeout=statement_timeout,
+            reconnect_deadline=reconnect_deadline,
+            stop=stop,
+            wait_to_open=reconnect_deadline is not None,
+        )
     except NoJournalError:
         return None
 

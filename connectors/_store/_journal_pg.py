@@ -298,6 +298,8 @@ class PostgresConnection:
         one that was alive after all runs its transaction again on a new session (TransactionConflict).
         The pids it ended."""
         try:
+            # Opened per look, never waited for (a failed look waits for the lock as before); its one statement
+            # is bounded by the server's statement_timeout and the connection's TCP bounds.
             with self._psycopg.connect(
                 self._url, **connect_arguments(self._options)
             ) as other:  # this session may be inside its own (aborted) transaction

@@ -1,5 +1,12 @@
 """How shipmap opens a lost PostgreSQL connection again: the one policy of the journal, the delivery side of a
-PostgreSQL inbox, and the shared breaker store (``journal.reconnect_deadline``).
+PostgreSQL inbox (and its lease renewer), the hourly purge's look-up of rejections, and the shared breaker
+stores (``journal.reconnect_deadline``). The breaker stores' connections are asyncio's: they reconnect in the
+background on ``pauses``, the same backoff and deadline, while their worker runs on its own copy.
+
+Not waited for, by design: intake's connection (a webhook it cannot commit is answered 503 at once, and its
+sender retries), the gauges' reader (a reading is due within its deadline; a failed reader is opened anew by
+the next), the stop report's reads (they say what they cannot read), a journal opened by a command, and the
+first open at a service's start (a wrong URL or password fails at once).
 
 A database that restarts (a minor upgrade, a failover) ends every session and refuses new ones for a few
 seconds. An attempt every pause, the pause doubling from ``BACKOFF_FIRST_S`` to ``BACKOFF_CAP_S``, until the
