@@ -211,7 +211,8 @@ class PostgresConnection:
         lost lapses after its lease and is taken again, not lost)."""
         if inside or self._reconnect_deadline is None or not (self._conn.broken or self._conn.closed):
             return False
-        _log.warning("journal %s: the server ended the session (%s)", self._name, first_line(error))
+        ended = "its connection was cut" if self._cut else "the server ended the session"
+        _log.warning("journal %s: %s (%s)", self._name, ended, first_line(error))
         try:
             self.reconnect()
         except JournalError as failure:

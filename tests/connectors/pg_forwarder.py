@@ -37,14 +37,15 @@ class Forwarder:
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     def partition(self) -> None:
-        """From now on nothing is forwarded, on the flows open now or on new ones; nothing is closed."""
+        """From now on (when it returns) nothing is forwarded, on the flows open now or on new ones; nothing is
+        closed."""
 
-        def cut() -> None:
+        async def cut() -> None:
             self.partitioned = True
             for flow in self._flows:
                 flow.dead = True
 
-        self._loop.call_soon_threadsafe(cut)
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(10)
 
     def heal(self) -> None:
         """New connections are forwarded again; the flows of before stay silent."""

@@ -59,34 +59,71 @@ def _until(done: Callable[[], bool], what: str) -> None:
         time.sleep(0.1)
 
 
+def _through_partition(
+    forwarder: Forwarder,
+    caplog: pytest.LogCaptureFixture,
+    cut: str,
+    work: Callable[[], object],
+    *,
+    partition: bool = True,
+) -> object:
+    """``work()`` on a thread begun once the network is partitioned (``partition``; else ``work`` partitions
+    it), healed once the watchdog has cut the connection (one cut more than before): what it returned or
+    raised. Without the watchdog the statement never returns, and this fails, not hangs."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(work())
+        except Exception as error:
+            outcome.append(error)
+
+    cuts = caplog.messages.count(cut)
+    if partition:
+        forwarder.partition()
+    working = threading.Thread(target=run, daemon=True)
+    working.start()
+    _until(lambda: caplog.messages.count(cut) > cuts, "the statement's connection cut")
+    forwarder.heal()
+    working.join(RECOVERY_S)
+    assert not working.is_alive(), "the statement never returned"
+    (result,) = outcome
+    return result
+
+
 def test_a_journal_statement_cut_off_by_a_partition_completes_once_on_a_new_session(
     forwarded: tuple[Forwarder, str], postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     forwarder, url = forwarded
     cut = _cut_line(f"journal {display_url(url)}", "1s")
-    outcome: list[object] = []
-    with Journal(url, statement_timeout=1.0, reconnect_deadline=120.0) as journal:
+    with (
+        caplog.at_level(logging.WARNING),
+        Journal(url, statement_timeout=1.0, reconnect_deadline=120.0) as journal,
+    ):
         journal.record_rejected("bc#1", "HTTP 404", None)
+        # A statement outside a transaction runs again on a new session.
+        assert (
+            _through_partition(
+                forwarder, caplog, cut, lambda: journal.record_rejected("bc#2", "HTTP 404", None)
+            )
+            is None
+        )
+        assert f"journal {display_url(url)}: its connection was cut (" in " ".join(caplog.messages)
+        # Cut inside a transaction (after its BEGIN): the transaction runs again whole, on a new session.
+        runs: list[int] = []
 
-        def write() -> None:
-            try:
-                journal.record_rejected("bc#2", "HTTP 404", None)  # a statement outside a transaction
-                journal.run_transaction(lambda: journal.record_rejected("bc#3", "HTTP 404", None))
-                outcome.append(journal.rejected_origins())
-            except Exception as error:
-                outcome.append(error)
+        def body() -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                forwarder.partition()
+            journal.record_rejected("bc#3", "HTTP 404", None)
 
-        with caplog.at_level(logging.WARNING):
-            forwarder.partition()
-            # On a thread: without the watchdog the statement never returns, and the test fails, not hangs.
-            writing = threading.Thread(target=write, daemon=True)
-            writing.start()
-            _until(lambda: cut in caplog.messages, "the journal's statement cut")
-            forwarder.heal()
-            writing.join(RECOVERY_S)
-            assert not writing.is_alive(), "the journal's statement never returned"
-        assert outcome == [{"bc#1", "bc#2", "bc#3"}], outcome
-        assert f"journal {display_url(url)}: the server ended the session" in " ".join(caplog.messages)
+        assert (
+            _through_partition(forwarder, caplog, cut, lambda: journal.run_transaction(body), partition=False)
+            is None
+        )
+        assert (len(runs), caplog.messages.count(cut)) == (2, 2)
+        assert journal.rejected_origins() == {"bc#1", "bc#2", "bc#3"}
     with psycopg.connect(postgres_url) as db:  # each written once
         assert db.execute(
             "SELECT origin, count(*) FROM rejected GROUP BY origin ORDER BY origin"
