@@ -162,7 +162,7 @@ def as_at_stop(
     summary.parked_counted = 0
     if runtime.config.journal.location is None:  # a journal in memory, gone with its runs
         return
-    try:
+    try:  # not waited for, as owed_at_stop's reads: the report says what it cannot read
         summary.dead_now = runtime.dead_letter_count()
     except JournalError as error:  # the summary then says what the service dead-lettered, as a run's does
         log.warning("cannot count the journal's dead letters at stop: %s", error.message)
