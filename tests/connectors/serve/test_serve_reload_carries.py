@@ -16,8 +16,9 @@ import httpx
 from shipmap.connectors import Sandbox
 
 from .harness import BC_API_TOKEN, SOURCE_DOCUMENTS, ServeProcess, shopify_headers
+from .test_serve_reload import ORDER
 from .test_serve_reload_enrich import BC_STORE, ENRICH, STORE, _orders, _post
-from .test_serve_reload_moves import FENIX, FIXTURE_RETRY, ORDER, OldEndpoint
+from .test_serve_reload_moves import FENIX, FIXTURE_RETRY, OldEndpoint
 
 ADDED = "bc: enrich; connections.bc_store: added"
 DELIVERY_TOOK = "the last reload's mappings, connections and delivery settings in use"
