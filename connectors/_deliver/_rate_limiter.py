@@ -1,6 +1,8 @@
 """A rate limiter per connection: how delivery keeps to a vendor's request rate (``max_rate``), and holds every
 request of a connection while the API's Retry-After says so. Its state (the next free slot) lives in the
-breaker's stores (``_breaker``): this process's, or the PostgreSQL journal's database, shared by workers."""
+breaker's stores (``_breaker``): this process's, or the PostgreSQL journal's database, shared by workers.
+A hold speaks for the server that asked for it (``server_of``): it outlives a limiter that another with the
+same server replaces (a reload's, the next run's), never one on another server."""
 
 from __future__ import annotations
 
@@ -8,7 +10,17 @@ import asyncio
 import math
 import time
 
+import httpx
+
 from ._breaker import Clock, MemoryStore, SharedStore, Sleep, StateStore
+
+Server = tuple[str, str, int | None]  # scheme, host, port
+
+
+def server_of(url: str) -> Server:
+    """The server a URL names (scheme, host, port): whose Retry-After a hold keeps to."""
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
 
 
 class RateLimiter:
@@ -93,4 +105,4 @@ class RateLimiter:
             await self._sleep(start - now)
 
 
-__all__ = ["RateLimiter"]
+__all__ = ["RateLimiter", "Server", "server_of"]

@@ -36,7 +36,7 @@ from .._deliver._breaker import (
     SharedStore,
     StateStore,
 )
-from .._deliver._rate_limiter import RateLimiter
+from .._deliver._rate_limiter import RateLimiter, server_of
 from .._deliver._retry_timing import backoff_delay
 from .._errors import JournalError
 from .._redact import get_logger
@@ -54,12 +54,6 @@ from ._settings import Enrichment, PathTemplate
 from ._source_client import SourceClient, SourceConnections
 
 T = TypeVar("T")
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """The server a URL names (scheme, host, port): whose Retry-After a hold keeps to."""
-    parsed = httpx.URL(url)
-    return parsed.scheme, parsed.host, parsed.port
 
 
 def wants_enrichment(enrichment: Enrichment | None, event: Mapping[str, Any]) -> bool:
@@ -267,7 +261,7 @@ class Enricher:
                 await self._close_breaker(name)
         elif new.breaker != api.breaker and self.breakers[name].is_open:
             self._opened_when_replaced[name] = self.breakers[name].state.opened
-        other_host = _origin(api.connection.base_url) != _origin(connection.base_url)
+        other_host = server_of(api.connection.base_url) != server_of(connection.base_url)
         if connection.max_rate != api.connection.max_rate or other_host:
             held = self.limiters[name]
             limiter = self.limiters[name] = RateLimiter(name, connection.max_rate, store=self.breaker_store)
