@@ -95,9 +95,12 @@ class Deliverer:
         runtime_name: str | None = None,
         waiting_cap: int | None = None,
         resume: dict[str, tuple[float, str]] | None = None,
+        held: Mapping[str, float] | None = None,
     ) -> None:
         """``resume``: the deliveries an earlier run interrupted, by key: when their wait ends (monotonic)
-        and the failure they retry, or "" (a Retry-After held them). Each is taken out as it is sent."""
+        and the failure they retry, or "" (a Retry-After held them). Each is taken out as it is sent.
+        ``held``: by connection, the seconds left of a Retry-After its server asked an earlier run for, which
+        hold its requests here too (``holds`` gives them back at the run's end)."""
         self.connections = connections
         self.auths = auths
         self.settings = settings
@@ -125,6 +128,11 @@ class Deliverer:
             name: RateLimiter(name, c.max_rate, store=store, clock=clock, sleep=sleep)
             for name, c in connections.items()
         }
+        for name, seconds in (held or {}).items():
+            if name in self.limiters:
+                self.limiters[name].hold(seconds)
+                self._log.info("connection %s: no request starts for %.1f s more: the Retry-After its server"
+                               " asked an earlier run for", name, seconds)  # fmt: skip
         self._outage_waits = OutageWaits(clock)  # when this run stops waiting for each open breaker
         self._waiting_cap = waiting_cap
         self._waiting: dict[str, int] = {}  # deliveries in ``admit``, by connection
@@ -512,6 +520,11 @@ class Deliverer:
         ``Runtime.park_waiting``)."""
         for breaker in self.breakers.values():
             breaker.stop_waiting("run ends")
+
+    def holds(self) -> dict[str, float]:
+        """By connection, the seconds left of the Retry-After that holds its requests (none: not listed):
+        what the next run's limiters take (``held``), read as this run ends, not per send."""
+        return {name: left for name, limiter in self.limiters.items() if (left := limiter.held_for()) > 0}
 
     def give_up_at(self, name: str) -> float:
         """When a delivery on ``name`` stops waiting for its open breaker: ``outage_wait`` after this run

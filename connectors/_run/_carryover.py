@@ -9,9 +9,12 @@ breaker store. The execution owns both while it runs; no run writes the runtime'
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .._config import Connection
 from .._deliver._breaker import MemoryStore, StateStore
+from .._deliver._rate_limiter import Server, server_of
 from .._summary import RunSummary
 
 
@@ -30,6 +33,10 @@ class Carryover:
     one waits out the rest first (``Deliverer``). The journal keeps it too (the row's ``not_before``): a run
     adds the waits of the rows it recovers, which a restart or another worker left (``Outbox.recover``).
 
+    ``holds``: by connection, the Retry-After that held its requests as the last run ended: the server that
+    asked for it (scheme, host, port) and when it ends (monotonic). The next run's limiters take it while the
+    connection is on that server (``holds_to_carry``); a reload that moved it to another starts it without.
+
     ``summary``: the last run's (None before the first), which ``Runtime.live`` gives between runs.
     ``breaker_store``: the breaker and rate-limit state the next run starts from, which outlives a run like the
     auth sessions: this process's own, until a run on a PostgreSQL journal hands back the shared store it used
@@ -40,6 +47,7 @@ class Carryover:
     close_shared: set[str] = field(default_factory=set)
     stranded_named: set[tuple[str, str]] = field(default_factory=set)
     resume: dict[str, tuple[float, str]] = field(default_factory=dict)
+    holds: dict[str, tuple[Server, float]] = field(default_factory=dict)
     summary: RunSummary | None = None
     breaker_store: StateStore = field(default_factory=MemoryStore)
 
@@ -55,6 +63,25 @@ class Carryover:
         for key in [key for key, (until, _) in self.resume.items() if until <= now]:
             del self.resume[key]
         return self.resume
+
+    def keep_holds(self, held: Mapping[str, float], connections: Mapping[str, Connection]) -> None:
+        """The holds a run leaves as it ends (``held``: seconds left by connection, ``Deliverer.holds``), each
+        with the server of its connection (``connections``: the run's)."""
+        now = time.monotonic()
+        self.holds = {
+            name: (server_of(connections[name].base_url), now + seconds) for name, seconds in held.items()
+        }
+
+    def holds_to_carry(self, connections: Mapping[str, Connection]) -> dict[str, float]:
+        """The seconds left of each hold, for the run starting now over ``connections``: a Retry-After speaks
+        for the server that sent it, so not for a connection a reload moved to another server (nor one it
+        dropped), and not once it is over."""
+        now = time.monotonic()
+        return {
+            name: until - now
+            for name, (server, until) in self.holds.items()
+            if until > now and name in connections and server_of(connections[name].base_url) == server
+        }
 
     def take_moves(self) -> list[tuple[str, str, str]]:
         """The moves owed to the run starting now; the next run owes none unless a reload adds some."""

@@ -157,6 +157,7 @@ class Execution:
             runtime_name=runtime.name,
             waiting_cap=waiting_cap,
             resume=self.carryover.waits_to_resume(),
+            held=self.carryover.holds_to_carry(runtime.connections),
         )
         self.deliverer = deliverer
         try:
@@ -222,6 +223,8 @@ class Execution:
         finally:
             # Here, not after: a run cancelled (serve's drain deadline) is summed in the service's summary too.
             self.summary.elapsed = time.perf_counter() - self.started
+            # A Retry-After outlives the run: the next one's limiters take it (``Carryover.holds``).
+            self.carryover.keep_holds(deliverer.holds(), deliverer.connections)
             self.deliverer = None
             # Best effort when the run is stopping on an error: what is not marked is re-sent next time.
             with contextlib.suppress(Exception):

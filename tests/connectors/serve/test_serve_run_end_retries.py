@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -199,6 +200,45 @@ def test_a_retry_after_holds_up_no_run_and_is_still_honoured_by_the_next(
         assert serve.terminate() == 0
     finally:
         serve.kill()
+    assert sorted(serve.attempts()) == [("delivered", 1), ("delivered", 2)]
+
+
+def test_a_retry_after_holds_the_new_deliveries_of_the_run_after_a_reload(
+    source_sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """Fenix answers one order ``429`` with ``Retry-After: 20``. A reload ends the run, and a second order is
+    posted to the next run: it is not sent before the 20 s are over either (nor is the first order's retry),
+    so Fenix gets no request in the wait it asked for, and both are delivered once. Before, the next run's new
+    rate limiter knew nothing of the 429, and the second order went at once, into the wait."""
+    source_sandbox.set_faults(FaultPlan(schedule=("429:20",)), api="fenix")
+    serve = ServeProcess(tmp_path, source_sandbox.url)
+    reloaded = _start(serve, max_attempts=4)  # retry_after_cap left out: 60 s, the hold is the 20 s asked
+    try:
+        with httpx.Client(timeout=10) as client:
+            post_order(serve, client, 7_400_020, "run-end7400020")
+            serve.wait_until(lambda: serve.said("attempt 1 failed (HTTP 429") > 0, timeout=30,
+                             what="the first attempt's 429")  # fmt: skip
+            serve.reload(reloaded)
+            # The next run's limiter took the rest of the wait (each run started in it says so).
+            serve.wait_until(lambda: serve.said("the Retry-After its server asked an earlier run for") > 0,
+                             timeout=30, what="the next run's hold")  # fmt: skip
+            post_order(serve, client, 7_400_021, "run-end7400021")
+            serve.wait_until(lambda: delivered_orders(source_sandbox) == ["7400020", "7400021"], timeout=60,
+                             what="both orders after the Retry-After")  # fmt: skip
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
+    [told] = source_sandbox.faulted()
+    assert (told.endpoint, told.status) == ("fenix.orders", 429), told
+    accepted = source_sandbox.requests(endpoint="fenix.orders")
+    assert sorted(str(r.order_id) for r in accepted) == ["7400020", "7400021"], accepted  # each once
+    # When the sandbox received them: none before the wait it asked for was over (a second of slack for the
+    # clocks' reading; under load a request only comes later).
+    wait_over = datetime.fromisoformat(told.received_at) + timedelta(seconds=BACKOFF_S - 1.0)
+    early = [
+        (r.order_id, r.received_at) for r in accepted if datetime.fromisoformat(r.received_at) < wait_over
+    ]
+    assert early == [], (told.received_at, early)
     assert sorted(serve.attempts()) == [("delivered", 1), ("delivered", 2)]
 
 
