@@ -48,6 +48,9 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 DROP_CHUNK = 500  # bodies dropped per statement (one transaction): under SQLite's limit of bound parameters
+# Seconds an SQLite statement waits for a lock another connection holds, until ``limit_waits`` sets another:
+# the service's connections and the readers beside it (``open_reader``) alike.
+BUSY_TIMEOUT_S = 5.0
 
 
 class InboxError(JournalError):
@@ -243,7 +246,7 @@ class Inbox:
         synchronous: Literal["normal", "full"] = "normal",
         readonly: bool = False,
         lock: bool = True,
-        busy_timeout: float = 5.0,
+        busy_timeout: float = BUSY_TIMEOUT_S,
     ) -> None:
         """``lock``: hold the inbox's run lock (the service's intake does; its delivery thread, a second
         connection of the same process, does not); ``busy_timeout``: seconds a statement waits for a lock
@@ -493,8 +496,8 @@ class Inbox:
     # --- operations -------------------------------------------------------------------------------------
 
     def limit_waits(self, seconds: float) -> None:
-        """A statement waits at most ``seconds`` for a lock another connection holds (its busy timeout, 5 s
-        until now): a write for the write lock, a read (WAL) only for a connection that holds the file alone.
+        """A statement waits at most ``seconds`` for a lock another connection holds (its busy timeout,
+        ``BUSY_TIMEOUT_S`` until now): a write for the write lock, a read (WAL) only for a connection that holds the file alone.
         A commit then raises :class:`InboxTimeout`. Intake waits so on its thread, not on the event loop
         (``GroupCommit``). A statement only when it changes."""
         try:

@@ -53,6 +53,7 @@ from typing import Any, Literal
 from .._store._journal_pg import CONNECT_TIMEOUT_S, COUNT_SESSIONS, is_database_url
 from .._store._reconnect import ReconnectStopped
 from ._inbox import (
+    BUSY_TIMEOUT_S,
     DEPTH_CAP,
     Accepted,
     HeldRow,
@@ -501,7 +502,7 @@ def open_reader(
     """The inbox at ``location`` opened read-only, beside the services that use it, or None when nothing was
     accepted there yet: no file, a file whose tables a service is creating now, or no inbox in the database.
     ``statement_timeout``: seconds each read may take (PostgreSQL's statement_timeout, SQLite's busy
-    timeout; None: 30 s, 5 s)."""
+    timeout; None: ``STATEMENT_TIMEOUT_MS``, ``BUSY_TIMEOUT_S``)."""
     path = Path(location)
     if not is_database_url(location) and not path.exists():
         return None
@@ -512,7 +513,9 @@ def open_reader(
             )
             return PostgresInbox(str(location), readonly=True, statement_timeout_ms=limit)
         return Inbox(
-            path, readonly=True, busy_timeout=5.0 if statement_timeout is None else statement_timeout
+            path,
+            readonly=True,
+            busy_timeout=BUSY_TIMEOUT_S if statement_timeout is None else statement_timeout,
         )
     except NoInboxError:
         return None

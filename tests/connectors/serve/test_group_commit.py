@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from shipmap.connectors._serve import Inbox, InboxError
 from shipmap.connectors._serve._group_commit import GroupCommit, IntakeFull
-from shipmap.connectors._serve._inbox import Accepted, InboxTimeout, Incoming
-from shipmap.connectors._serve._inbox_pg import PostgresInbox
+from shipmap.connectors._serve._inbox import BUSY_TIMEOUT_S, Accepted, InboxTimeout, Incoming
+from shipmap.connectors._serve._inbox_pg import PostgresInbox, open_reader
 
 
 def _incoming(webhook_id: str) -> tuple[str, str, str, dict[str, str], bytes]:
@@ -317,6 +317,26 @@ def test_past_max_waiting_a_webhook_is_refused_at_once_and_the_waiting_ones_are_
         assert [a.duplicate for a in accepted] == [False, False]
         assert committer.waiting == 0
     assert _stored(postgres_url) == ["a", "b"]
+
+
+def test_the_service_and_a_reader_beside_it_open_an_sqlite_inbox_with_the_one_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    """The busy timeout an SQLite inbox opens with is one setting, ``BUSY_TIMEOUT_S``: the service's
+    connection and a reader beside it (``shipmap status``, ``replay-rejected``: ``open_reader``) both wait
+    that long for a lock, and a reader given its own deadline waits that instead."""
+    with Inbox(tmp_path / "inbox.db") as inbox:
+        assert inbox._db.execute("PRAGMA busy_timeout").fetchone()[0] == round(BUSY_TIMEOUT_S * 1000)
+        asyncio.run(GroupCommit(inbox, deadline=1.0).accept(_incoming("a")))  # its own limit from now on
+        reader = open_reader(tmp_path / "inbox.db")
+        assert isinstance(reader, Inbox)
+        with reader:
+            assert reader._db.execute("PRAGMA busy_timeout").fetchone()[0] == round(BUSY_TIMEOUT_S * 1000)
+            assert reader.counts() == {"shop/pending": 1}
+        bounded = open_reader(tmp_path / "inbox.db", statement_timeout=0.25)
+        assert isinstance(bounded, Inbox)
+        with bounded:
+            assert bounded._db.execute("PRAGMA busy_timeout").fetchone()[0] == 250
 
 
 def test_an_sqlite_inbox_whose_write_lock_is_held_refuses_a_webhook_within_its_limit(tmp_path: Path) -> None:
