@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from shipmap.connectors import Sandbox, SandboxConfig, SandboxCredentials
-from shipmap.connectors._sandbox import _state
+from shipmap.connectors._sandbox import DEFAULT_DUPLICATE_KEYS, _state
+from shipmap.connectors._sandbox._recorder import Recorder
 from shipmap.connectors._sandbox._source_api import SourceApi
 from shipmap.connectors._sandbox._state import SandboxState
 
@@ -712,6 +714,41 @@ def test_the_duplicate_check_stays_at_its_cap_over_http(
     counted = stats()
     assert [(d["key"], d["count"]) for d in counted["duplicates"]["dg_external_id"]] == [("E5", 2)]
     assert (counted["duplicate_keys_remembered"], counted["duplicate_keys_forgotten"]) == (3, 3)
+
+
+def test_the_duplicate_check_left_at_its_default_cap_stays_within_the_memory_docs_say() -> None:
+    """``--duplicate-keys`` left alone: turning over twice its cap of keys seen once holds at most the ~31 MB
+    docs/sandbox.md says, and a key listed in full (100 seqs, 100 distinct bodies) ~2.1 KB, so ~105 MB at the
+    cap at most. The old default, 200,000, held ~190 MB of keys seen once and ~4.8 GB listed in full. The
+    table is fed as ``record`` feeds it (``_see``), without the requests ``keep`` holds beside it."""
+    recorder = Recorder(keep=1)
+    body = {"id": 18879048253891}  # only its hash is kept: a small one spares the test hashing 17 KB orders
+    tracemalloc.start()
+    try:
+        for number in range(2 * DEFAULT_DUPLICATE_KEYS):
+            recorder._see(("fenix_order_id", str(18879048253891 + number)), number + 1, body, "fenix.order")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 36 * 1024 * 1024, f"{peak / 1e6:.1f} MB"
+    counted = recorder.stats()
+    assert counted["duplicate_keys_remembered"] == DEFAULT_DUPLICATE_KEYS
+    assert counted["duplicate_keys_forgotten"] == DEFAULT_DUPLICATE_KEYS
+
+    listed = Recorder(keep=1, duplicate_keys=100)
+    tracemalloc.start()
+    try:
+        for number in range(200):  # each key listed in full, the table turned over once
+            for sighting in range(100):
+                listed._see(
+                    ("dg_external_id", f"E{number}"), 100 * number + sighting, {"n": sighting}, "dg.execution"
+                )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    full = listed.duplicates()["dg_external_id"]
+    assert [(len(d["seqs"]), d["distinct_bodies"]) for d in full] == [(100, 100)] * 100
+    assert peak / 100 * DEFAULT_DUPLICATE_KEYS < 120 * 1024 * 1024, f"{peak / 100:.0f} bytes a key"
 
 
 def test_a_key_sent_many_times_lists_its_first_hundred_sightings_and_counts_them_all(

@@ -674,6 +674,13 @@ def reconcile(workload: Workload, sandbox: Sandbox, run: ShipmapRun, *, name: st
         problems.append(
             f"the sandbox let go of {dropped} requests (keep={sandbox.config.keep}): start it with keep=0"
         )
+    # Its duplicates are counted from the duplicate check, so it must have remembered every key too.
+    forgotten = sandbox.stats()["duplicate_keys_forgotten"]
+    if forgotten:
+        problems.append(
+            f"the sandbox's duplicate check let go of {forgotten} keys (duplicate_keys="
+            f"{sandbox.config.duplicate_keys}): start it with a larger duplicate_keys"
+        )
     copies: dict[Identity, list[Any]] = {}
     records = {r.seq: r for r in sandbox.requests() if r.endpoint != "fenix.login"}
     for record in records.values():

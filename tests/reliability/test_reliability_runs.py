@@ -161,9 +161,10 @@ def test_reconciliation_notices_a_loss_and_a_stranger(
 def test_reconciliation_refuses_a_sandbox_that_let_requests_go(
     tmp_path: Path, sandbox_factory: Callable[..., Sandbox]
 ) -> None:
-    """A sandbox that keeps only its newest requests cannot prove nothing was lost: the checker says so."""
+    """A sandbox that keeps only its newest requests cannot prove nothing was lost, nor one whose duplicate
+    check let keys go count the duplicates: the checker says so."""
     workload = build_workload(30, seed=9)
-    sandbox = sandbox_factory(keep=5)
+    sandbox = sandbox_factory(keep=5, duplicate_keys=3)
     run = ShipmapRun(tmp_path, sandbox, workload)
     try:
         run.until_done(timeout=60)
@@ -173,5 +174,11 @@ def test_reconciliation_refuses_a_sandbox_that_let_requests_go(
     dropped = sandbox.stats()["dropped"]
     assert dropped > 0
     assert f"the sandbox let go of {dropped} requests (keep=5): start it with keep=0" in report.problems
+    forgotten = sandbox.stats()["duplicate_keys_forgotten"]
+    assert forgotten > 0
+    assert (
+        f"the sandbox's duplicate check let go of {forgotten} keys (duplicate_keys=3): start it with a larger"
+        " duplicate_keys"
+    ) in report.problems
     with pytest.raises(AssertionError):
         report.check()
