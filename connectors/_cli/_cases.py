@@ -25,6 +25,7 @@ from shipmap.engine import (
     TransformError,
 )
 from shipmap.engine._errors import file_order
+from shipmap.engine._lint import nearest
 from shipmap.engine._yaml import decode_utf8, load_located
 
 CASES_SUFFIX = ".cases.yaml"
@@ -77,6 +78,9 @@ class Case:
     skipped: list[str] = field(default_factory=list)
     absent: list[str] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    # Where each expected error names its target (its `target:` value), else the error itself: parallel to
+    # ``errors``, so a target the mapping lacks is said there (``unknown_error_targets``).
+    error_locations: list[Location] = field(default_factory=list)
 
 
 class CasesFileErrors(MappingStructureError):
@@ -295,10 +299,25 @@ def _case(
     skipped = _strings(
         item.get("skipped", []), lambda: fail("'skipped' is a list of target names", "skipped")
     )
+    for index, target in enumerate(skipped):
+        # A skipped target gives no payload, so a payload expected of it can never be there.
+        clash = [str(e) for e in expect if target in (str(e), (split_payload_name(str(e)) or ("",))[0])]
+        if clash:
+            skipped_node = _child(node, "skipped")
+            entry = skipped_node.value[index] if isinstance(skipped_node, yaml.SequenceNode) else skipped_node
+            mark = (entry or node).start_mark
+            raise MappingStructureError(
+                f"case {name!r} lists target '{target}' under 'skipped' and expects"
+                f" {', '.join(repr(c) for c in clash)} under 'expect': a skipped target gives no payload, so"
+                " the case can never pass",
+                location=_location(file, lines, mark.line, mark.column),
+                hint="keep the one the case means: 'skipped' (no payload) or 'expect' (this payload)",
+            )
     absent = _strings(item.get("absent", []), lambda: fail("'absent' is a list of field paths", "absent"))
     raw_errors = item.get("error", [])
     raw_errors = [raw_errors] if isinstance(raw_errors, dict) else raw_errors
     errors: list[dict[str, str]] = []
+    error_locations: list[Location] = []
     if not isinstance(raw_errors, list):
         raise fail(
             "'error' is an object (type, target, field, message, source_path) or a list of them", "error"
@@ -325,9 +344,38 @@ def _case(
                 hint=f"did you mean {close[0]!r}?" if close else None,
             )
         errors.append({key: str(value) for key, value in expected.items()})
+        target_node = _child(expected_node, "target") if expected_node is not None else None
+        mark = (target_node or expected_node or node).start_mark
+        error_locations.append(_location(file, lines, mark.line, mark.column))
     if not (expect or skipped or absent or errors):
         raise fail(f"case {name!r} checks nothing: give it expect, skipped, absent or error")
-    return Case(name, location, source, select, documents, expect, exact, skipped, absent, errors)
+    return Case(
+        name, location, source, select, documents, expect, exact, skipped, absent, errors, error_locations
+    )
+
+
+def unknown_error_targets(case: Case, targets: Sequence[str], mapping_file: str) -> list[MappingError]:
+    """An error for each expected error whose ``target`` names no target of the mapping (``targets``), at its
+    ``target:`` value, with the nearest name: it could never match, and the case would fail saying only
+    that the error did not happen. ``target[key]`` names a fan-out target's payload, by its target."""
+    found: list[MappingError] = []
+    for expected, location in zip(case.errors, case.error_locations, strict=True):
+        wanted = expected.get("target")
+        if wanted is None:
+            continue
+        parts = split_payload_name(wanted)
+        if parts is not None and parts[0] in targets:
+            continue
+        close = nearest(parts[0] if parts else wanted, sorted(targets))
+        found.append(
+            MappingError(
+                f"case {case.name!r} expects an error of target '{wanted}', which {mapping_file} does not"
+                f" have (it has {', '.join(sorted(targets))}): the error could never match",
+                location=location,
+                hint=f"did you mean '{close}'?" if close else None,
+            )
+        )
+    return found
 
 
 def _strings(value: Any, fail: Any) -> list[str]:

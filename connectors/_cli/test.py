@@ -39,7 +39,7 @@ from shipmap.engine import (
     resolve_mapping_path,
 )
 
-from ._cases import CASES_SUFFIX, Case, CasesFileErrors, load_suite, payload_name_of
+from ._cases import CASES_SUFFIX, Case, CasesFileErrors, load_suite, payload_name_of, unknown_error_targets
 from ._file_kinds import looks_like_mapping
 from ._output import BOLD, DIM, GREEN, RED, YELLOW, add_jobs_argument, paint, use_color
 from ._reports import CaseOutcome, TestReport, error_json
@@ -237,6 +237,8 @@ def _run_case(mapping: CompiledMapping, case: Case) -> CaseResult:
         name = label.split("[")[0]
         if name not in names:
             result.messages.append(f"{name}: the mapping has no such target (it has {', '.join(names)})")
+    for problem in unknown_error_targets(case, names, mapping.file):  # at its `target:`, as validate says
+        result.messages.extend(problem.render().splitlines())
     if result.messages:
         return result
     payloads: dict[str, Any] = {}

@@ -15,7 +15,15 @@ from shipmap.engine import MappingError, ShipmapError, load_mapping
 from shipmap.engine._errors import file_order
 from shipmap.engine._yaml import decode_utf8
 
-from ._cases import CASES_SUFFIX, Case, CasesFileErrors, load_suite, payload_name_of, split_payload_name
+from ._cases import (
+    CASES_SUFFIX,
+    Case,
+    CasesFileErrors,
+    load_suite,
+    payload_name_of,
+    split_payload_name,
+    unknown_error_targets,
+)
 from ._file_kinds import is_utf8_text, looks_like_config, looks_like_mapping
 from ._output import GREEN, RED, YELLOW, err, paint, use_color
 from ._reports import error_json, location_json, problem_json, write_json
@@ -210,10 +218,11 @@ def _check_cases(path: Path, report: dict[str, Any], *, as_json: bool, color: bo
         return
     fans_out = {target.name: target.fans_out for target in mapping.targets}
     for case in suite.cases:
-        for name, of_payload in sorted(_names_in(case).items()):
-            problem = _name_problem(name, of_payload, case, mapping.file, fans_out)
-            if problem is None:
-                continue
+        problems = [
+            _name_problem(name, of_payload, case, mapping.file, fans_out)
+            for name, of_payload in sorted(_names_in(case).items())
+        ]
+        for problem in [*filter(None, problems), *unknown_error_targets(case, list(fans_out), mapping.file)]:
             report["problems"].append(error_json(problem))
             if not as_json:
                 err(paint(problem.render(), RED, color))

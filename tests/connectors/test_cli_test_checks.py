@@ -199,3 +199,90 @@ def test_a_payload_expected_of_a_target_whose_failure_is_expected_fails(
         " (a target that fails gives no payload: expect the payload or the error, not both)"
     ) in out
     assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+@pytest.mark.parametrize("command", ["test", "validate"])
+def test_a_target_both_skipped_and_expected_is_refused_at_its_skipped_entry(
+    shipment_mapping: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A skipped target gives no payload, so a payload expected of it is never there: the case could never
+    pass. It was read, and only failed when run (validate said nothing). A fan-out target's bare name
+    skipped clashes with each of its payloads expected; another target's payload does not."""
+    cases = write_cases(
+        shipment_mapping,
+        "cases:\n"
+        "  - name: skipped and expected\n"
+        "    $DOCUMENTS\n"
+        '    expect: {"shipment[12]": {}, "fulfillment[11]": {}}\n'
+        '    skipped: ["fulfillment[12]", shipment]\n',  # line 8; shipment at column 34
+    )
+    assert main([command, str(cases)]) == 2
+    out, err = capsys.readouterr()
+    assert error_heads(err) == [
+        f"{cases}:8:34: error: case 'skipped and expected' lists target 'shipment' under 'skipped' and"
+        " expects 'shipment[12]' under 'expect': a skipped target gives no payload, so the case can never pass"
+    ], err
+    assert '  8 |     skipped: ["fulfillment[12]", shipment]\n' in err
+    assert "keep the one the case means" in err
+    assert "Traceback" not in out + err
+    if command == "test":
+        assert out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_a_target_skipped_and_expected_under_its_own_name_is_refused(
+    shipment_mapping: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = write_cases(
+        shipment_mapping,
+        "cases:\n"
+        "  - name: same payload\n"
+        "    $DOCUMENTS\n"
+        '    expect: {"shipment[12]": {}}\n'
+        "    skipped:\n"
+        '      - "shipment[12]"\n',  # line 9
+    )
+    assert main(["validate", str(cases)]) == 2
+    assert error_heads(capsys.readouterr().err) == [
+        f"{cases}:9:9: error: case 'same payload' lists target 'shipment[12]' under 'skipped' and expects"
+        " 'shipment[12]' under 'expect': a skipped target gives no payload, so the case can never pass"
+    ]
+
+
+@pytest.mark.parametrize("command", ["test", "validate"])
+def test_an_expected_error_of_a_target_the_mapping_lacks_is_said_at_its_target(
+    shipment_mapping: Path, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It could never match: `test` failed the case saying only "expected an error ..., got no error", and
+    validate passed it. Both now name the target, at its `target:` value, with the nearest one."""
+    cases = write_cases(
+        shipment_mapping,
+        "cases:\n"
+        "  - name: misspelt target\n"
+        "    $DOCUMENTS\n"
+        "    error:\n"
+        "      - {type: TransformError, target: shipmnet, field: shipment.id}\n"  # line 8, col 40
+        "      - type: TransformError\n"
+        '        target: "fulfilment[11]"\n'  # line 10, col 17
+        "  - name: a real one\n"
+        "    $DOCUMENTS\n"
+        "    error: {type: TransformError, target: shipment}\n",
+    )
+    code = main([command, str(cases)])
+    out, err = capsys.readouterr()
+    text = err if command == "validate" else out
+    heads = [line.strip() for line in text.splitlines() if ": error: " in line]
+    assert heads == [
+        f"{cases}:8:40: error: case 'misspelt target' expects an error of target 'shipmnet', which"
+        f" {shipment_mapping} does not have (it has fulfillment, shipment): the error could never match",
+        f"{cases}:10:17: error: case 'misspelt target' expects an error of target 'fulfilment[11]', which"
+        f" {shipment_mapping} does not have (it has fulfillment, shipment): the error could never match",
+    ], text
+    assert "did you mean 'shipment'?" in text
+    assert "did you mean 'fulfillment'?" in text
+    assert "Traceback" not in out + err
+    if command == "validate":
+        assert code == 2
+    else:  # the mistake fails its case; the other case runs (and fails: the target gives payloads)
+        assert code == TEST_FAILURE_EXIT
+        assert out.splitlines()[-1] == "0 passed, 2 failed"
+        assert "expected an error (type='TransformError', target='shipment'), got no error" in out

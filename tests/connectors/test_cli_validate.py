@@ -77,17 +77,20 @@ def test_a_fan_out_targets_payloads_are_named_with_their_key(
     retailer: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A fan-out target (each:) gives one payload per element, named target[key] as shipmap test and preview
-    name them: a case names those, or the target itself where it is skipped whole."""
+    name them: a case names those, or the target itself where it is skipped whole (in a case of its own: a
+    case that skips shipment and expects shipment[EC1.2] could never pass, and is refused)."""
     shutil.copy(ROOT / "mappings/woocommerce/fulfillment.yaml", retailer / "fulfillment.yaml")
     cases = retailer / "fulfillment.cases.yaml"
     cases.write_text(
         "cases:\n  - name: a\n    source: {id: 1}\n"
         '    expect: {"fulfillment[94001]": {}, "shipment[EC1.2]": {}}\n'
-        '    skipped: [shipment, "fulfillment[7]"]\n'
+        '    skipped: ["fulfillment[7]"]\n'
         '    absent: ["fulfillment[94001].shipment_status"]\n'
+        "  - name: b\n    source: {id: 1}\n"
+        '    skipped: [shipment, "fulfillment[7]"]\n'
     )
     assert main(["validate", str(cases)]) == 0
-    assert capsys.readouterr().out == f"ok {cases} (1 case)\n"
+    assert capsys.readouterr().out == f"ok {cases} (2 cases)\n"
 
 
 @pytest.mark.parametrize(
