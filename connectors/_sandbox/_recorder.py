@@ -88,7 +88,7 @@ class RecordedRequest:
 @dataclass(slots=True)
 class _Seen:
     """One duplicate key's sightings. Machine integers in arrays, not a list and a set of objects: a key listed
-    in full (100 seqs, 100 distinct bodies) holds ~2.4 KB, not the ~24 KB a list of ints and a set of hex
+    in full (100 seqs, 100 distinct bodies) holds ~2.1 KB, not the ~24 KB a list of ints and a set of hex
     digests held (tracemalloc); a key seen once ~0.6 KB."""
 
     count: int = 0
