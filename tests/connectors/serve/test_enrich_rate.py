@@ -284,7 +284,7 @@ def test_the_sandbox_store_api_remembers_each_get_and_answers_429_as_its_platfor
         ("/_source/bigcommerce/stores/abc123/v2/orders/100", 429),
     ]
     assert gets[0]["at"] <= gets[1]["at"] <= gets[2]["at"]
-    assert listed == {"count": 3, "requests": gets}
+    assert listed == {"count": 3, "forgotten": 0, "requests": gets}
     assert after_reset == []
 
 
