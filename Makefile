@@ -56,6 +56,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
 	$(BIN)/python benchmarks/run_all.py
 
+# The long runs of tests/reliability: 20,000 events through `shipmap run` with faults and with kill -9, then
+# `shipmap serve` left running 5 minutes (SQLite, then PostgreSQL: make postgres) under webhook traffic,
+# faults and reloads, its RSS, fds and threads watched (SHIPMAP_SERVE_SOAK_SECONDS=900 for 15 minutes);
+# docs/guarantees.md, "How it is checked".
 soak: $(STAMP)
 	$(BIN)/pytest -q -s -m soak tests/reliability
 
