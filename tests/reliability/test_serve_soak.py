@@ -159,7 +159,7 @@ class Traffic:
                 headers = shopify_headers(body, "orders/create", webhook_id, secret="shpss_forged_secret")
             return kind, order, webhook_id, body, headers
         order_id = bc_order if kind == "bc" else 900_000_000 + n  # bc-missing: the store has no such order
-        body = json.dumps(bc_webhook(order_id, "soak")).encode()
+        body = json.dumps(bc_webhook(order_id, f"soak-{order_id}")).encode()
         return kind, str(order_id), f"soak-{order_id}", body, BC_HEADERS
 
     def _send(self, rng: random.Random) -> None:
