@@ -48,9 +48,7 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 DROP_CHUNK = 500  # bodies dropped per statement (one transaction): under SQLite's limit of bound parameters
-# Seconds an SQLite statement waits for a lock another connection holds, until ``limit_waits`` sets another:
-# the service's connections and the readers beside it (``open_reader``) alike.
-BUSY_TIMEOUT_S = 5.0
+BUSY_TIMEOUT_S = 5.0  # an SQLite statement's wait for a lock (``limit_waits`` sets another); readers' too
 
 
 class InboxError(JournalError):
@@ -80,8 +78,7 @@ class NoInboxError(InboxError):
 
 
 class HeldRow(NamedTuple):
-    """What the inbox holds of one row: its source, when it was received, its state, and whether its body was
-    dropped (``serve.keep_bodies``)."""
+    """One row: its source, when it was received, its state, whether its body was dropped (``keep_bodies``)."""
 
     source: str
     received_at: float
@@ -140,8 +137,7 @@ DEPTH_CAP = 10_000
 
 
 def depth_capped(depth: int) -> bool:
-    """Whether ``depth`` (of ``InboxStore.depth()``, counted up to ``DEPTH_CAP``) stopped at the cap: at
-    least that many wait."""
+    """Whether ``depth`` (of ``InboxStore.depth()``, up to ``DEPTH_CAP``) stopped at the cap: that many wait."""
     return depth >= DEPTH_CAP
 
 
@@ -497,7 +493,8 @@ class Inbox:
 
     def limit_waits(self, seconds: float) -> None:
         """A statement waits at most ``seconds`` for a lock another connection holds (its busy timeout,
-        ``BUSY_TIMEOUT_S`` until now): a write for the write lock, a read (WAL) only for a connection that holds the file alone.
+        ``BUSY_TIMEOUT_S`` until now): a write for the write lock, a read (WAL) only for a connection that
+        holds the file alone.
         A commit then raises :class:`InboxTimeout`. Intake waits so on its thread, not on the event loop
         (``GroupCommit``). A statement only when it changes."""
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from urllib.parse import urlsplit
 
 CHUNK = 65536
 
@@ -35,6 +36,14 @@ class Forwarder:
             asyncio.start_server(self._accept, "127.0.0.1", 0), self._loop
         ).result(10)
         self.port = int(self._server.sockets[0].getsockname()[1])
+
+    @classmethod
+    def to(cls, url: str) -> tuple[Forwarder, str]:
+        """A forwarder to the PostgreSQL server of ``url``, and the same database's URL through it."""
+        address = urlsplit(url)
+        assert address.hostname and address.port
+        forwarder = cls((address.hostname, address.port))
+        return forwarder, url.replace(f"@{address.hostname}:{address.port}/", f"@127.0.0.1:{forwarder.port}/")
 
     def partition(self) -> None:
         """From now on (when it returns) nothing is forwarded, on the flows open now or on new ones; nothing is

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -30,16 +29,11 @@ FENIX = {"fenix": "http://127.0.0.1:9/"}
 @pytest.fixture
 def forwarded(postgres_url: str) -> Iterator[tuple[Forwarder, str]]:
     """A forwarder to the test's database (the journal's schema created directly), and the URL through it."""
-    address = urlsplit(postgres_url)
-    assert address.hostname and address.port
     with Journal(postgres_url):
         pass
-    forwarder = Forwarder((address.hostname, address.port))
+    forwarder, url = Forwarder.to(postgres_url)
     try:
-        yield (
-            forwarder,
-            postgres_url.replace(f"@{address.hostname}:{address.port}/", f"@127.0.0.1:{forwarder.port}/"),
-        )
+        yield forwarder, url
     finally:
         forwarder.close()
 

@@ -18,7 +18,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import pytest
 from pg_forwarder import Forwarder
@@ -37,16 +36,11 @@ RECOVERY_S = 60.0
 @pytest.fixture
 def forwarded(postgres_url: str) -> Iterator[tuple[Forwarder, str]]:
     """A forwarder to the test's database, and the database's URL through it."""
-    address = urlsplit(postgres_url)
-    assert address.hostname and address.port
-    forwarder = Forwarder((address.hostname, address.port))
     with PostgresInbox(postgres_url):  # the inbox's schema, created directly
         pass
+    forwarder, url = Forwarder.to(postgres_url)
     try:
-        yield (
-            forwarder,
-            postgres_url.replace(f"@{address.hostname}:{address.port}/", f"@127.0.0.1:{forwarder.port}/"),
-        )
+        yield forwarder, url
     finally:
         forwarder.close()
 
