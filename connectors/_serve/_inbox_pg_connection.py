@@ -40,8 +40,9 @@ class InboxConnection:
         stop: threading.Event | None = None,
         wait_to_open: bool = False,
     ) -> None:
-        """``reconnect_deadline``: a statement whose session the server ended runs again on a new one, opened
-        for up to this long (delivery's side: it waits out a database restart); None (intake's, a reader's):
+        """``reconnect_deadline``: a statement whose session the server ended, or whose connection the watchdog
+        cut, runs again on a new one, opened for up to this long (delivery's side: it waits out a database
+        restart or a partition); None (intake's, a reader's):
         the statement fails at once (intake answers 503, its sender retries). ``stop``: once set, that wait
         ends (``ReconnectStopped``: the service is stopping). ``wait_to_open``: the first session too is waited
         for within that deadline (the process reached the database before); else it fails at once."""
@@ -61,6 +62,7 @@ class InboxConnection:
         self.reconnect_deadline = reconnect_deadline
         self._stop = stop
         self._conn: Any = None
+        self._cut = False  # the last statement failed because the watchdog cut its connection
         self._watchdog = StatementWatchdog(f"inbox {self.name}")
         if wait_to_open:
             self._connect_within()
@@ -88,14 +90,22 @@ class InboxConnection:
         failover) is opened again, for the next statement: this one failed, and its caller says so (intake
         answers 503); with a ``reconnect_deadline``, within it, and this one runs again on it (each is one
         transaction: ended before its commit it left nothing, after it run again it changes nothing more).
-        One whose answer does not come past its limit is cut (``StatementWatchdog``)."""
+        One whose answer does not come past its limit is cut (``StatementWatchdog``) and, with a
+        ``reconnect_deadline``, runs again as one whose session ended (a partition that heals within it is
+        ridden out as a restart is). Run again, each of the delivery side's statements is safe: its writes are
+        keyed (``mark_processed``, ``park``, ``save_documents``, ``requeue``: by id and state, so a second run
+        finds them done and changes nothing) or are leases (``pending``'s claim, ``renew_leases``: a claim
+        committed whose answer was cut is this process's: the re-run claims it again, as its own row past
+        ``after``, or its lease lapses and it is taken over; never lost nor given to two), and the purge's
+        deletes are by age."""
         tries = 0
         while True:
             tries += 1
             try:
                 return self._execute_once(sql, parameters, timeout_ms)
-            except InboxDisconnected as ended:
-                if self.reconnect_deadline is None or tries >= RECONNECT_TRIES:
+            except (InboxDisconnected, InboxTimeout) as ended:
+                lost = isinstance(ended, InboxDisconnected) or self._cut
+                if not lost or self.reconnect_deadline is None or tries >= RECONNECT_TRIES:
                     raise
                 try:
                     self._connect_within()
@@ -117,6 +127,7 @@ class InboxConnection:
             self._connect()
         limit = (self.statement_timeout_ms if timeout_ms is None else timeout_ms) / 1000
         started = time.monotonic()
+        self._cut = False
         self._watchdog.begin(limit)
         try:
             if timeout_ms is None:
@@ -126,8 +137,8 @@ class InboxConnection:
                     self._conn.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
                     result = self._conn.execute(sql, parameters)
         except self._psycopg.Error as error:
-            cut = self._watchdog.end()
-            raise self._failure(error, limit, time.monotonic() - started, cut) from None
+            self._cut = self._watchdog.end()
+            raise self._failure(error, limit, time.monotonic() - started, self._cut) from None
         if self._watchdog.end():  # answered as it was cut: the connection is of no use now
             with contextlib.suppress(Exception):
                 self._conn.close()
