@@ -91,9 +91,12 @@ class Forwarder:
             for flow in self._flows:
                 for writer in flow.writers:
                     writer.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            # Ended here, not destroyed pending by a later garbage collection (whose warnings, run inside an
+            # ast.parse of pytest's, made CPython 3.11 raise SystemError at the session's end).
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
