@@ -11,7 +11,6 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -32,14 +31,9 @@ CUT_WITHIN_S = 120.0
 @pytest.fixture
 def forwarded(postgres_url: str) -> Iterator[tuple[Forwarder, str]]:
     """A forwarder to the test's database, and the database's URL through it."""
-    address = urlsplit(postgres_url)
-    assert address.hostname and address.port
-    forwarder = Forwarder((address.hostname, address.port))
+    forwarder, url = Forwarder.to(postgres_url)
     try:
-        yield (
-            forwarder,
-            postgres_url.replace(f"@{address.hostname}:{address.port}/", f"@127.0.0.1:{forwarder.port}/"),
-        )
+        yield forwarder, url
     finally:
         forwarder.close()
 
