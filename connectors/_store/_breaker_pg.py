@@ -63,7 +63,7 @@ from ._journal_pg import (
     display_url,
     first_line,
 )
-from ._pg_watchdog import StatementWatchdog
+from ._pg_watchdog import ANSWER_GRACE_S, StatementWatchdog
 from ._reconnect import RECONNECT_DEADLINE_S, pauses
 
 APPLICATION_NAME = "shipmap breaker store"  # in pg_stat_activity: the backend an operator may look for
@@ -204,11 +204,25 @@ class PostgresStateStore:
         return store
 
     async def aclose(self) -> None:
+        # A reread outlives the callers that waited for it (``refresh`` shields it), so one can still be inside
+        # the connection here. It ends before the connection closes: psycopg's C generator keeps the libpq
+        # connection's pointer while it waits, and a close under it frees that memory (a stop during a reread
+        # killed the process with SIGABRT or SIGSEGV in PQconsumeInput). Its wait is bounded by its own
+        # timeout and the watchdog, which stops after it.
+        pending = [task for task in (*self._reading.values(), self._reconnecting) if task is not None]
+        for task in pending:
+            task.cancel()
+        ended = (
+            not pending
+            or not (await asyncio.wait(pending, timeout=REREAD_TIMEOUT_MS / 1000 + ANSWER_GRACE_S + 3))[1]
+        )
         self._watchdog.stop()
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            with contextlib.suppress(BaseException):
-                await self._reconnecting
+        if not ended:  # left open for the process's end to close: a close now could crash it
+            self._log.warning(
+                "journal %s: breaker and rate state: a reread did not end; its connection is left open",
+                self._name,
+            )
+            return
         with contextlib.suppress(Exception):
             await self._conn.close()
 
